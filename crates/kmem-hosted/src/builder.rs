@@ -1,0 +1,249 @@
+//! [`MachineBuilder`]: describe a machine (RAM layout, CPUs, nodes, architecture preset) and
+//! boot it inside this process.
+
+use std::sync::Arc;
+
+use kmem::boot::PAGES_PER_SECTION_BYTES;
+use kmem::{BootConfig, BootError, DirectMap, Kmem, MemRegion, PhysAddr, RegionKind, VirtAddr, ZoneLayout};
+
+use crate::machine::Machine;
+use crate::platform::{HostedPlatform, ReportLog};
+use crate::ram::{Ram, RamError};
+
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+
+/// An architecture preset: zone layout and memory-map shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Preset {
+    /// x86-64: DMA < 16 MiB, DMA32 < 4 GiB, Normal above; PCI hole 3-4 GiB.
+    X86_64,
+    /// x86-32 with HighMem: DMA < 16 MiB, Normal < 896 MiB, HighMem above; the direct map
+    /// ends at 896 MiB.
+    X86_32,
+}
+
+impl std::str::FromStr for Preset {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "x86-64" | "x86_64" => Ok(Preset::X86_64),
+            "x86-32" | "x86_32" | "i386" => Ok(Preset::X86_32),
+            _ => Err(format!("unknown preset '{s}' (expected x86-64 or x86-32)")),
+        }
+    }
+}
+
+/// Why a hosted machine could not be built.
+#[derive(Debug)]
+pub enum BuildError {
+    /// The configuration is inconsistent (message says how).
+    Config(String),
+    /// Setting up RAM failed.
+    Ram(RamError),
+    /// The core refused to boot.
+    Boot(BootError),
+}
+
+impl std::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BuildError::Config(s) => f.write_str(s),
+            BuildError::Ram(e) => write!(f, "RAM: {e}"),
+            BuildError::Boot(e) => write!(f, "boot: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+/// Builds a hosted machine. Defaults: x86-64, 4 GiB of RAM, 4 CPUs, one node.
+#[derive(Debug, Clone)]
+pub struct MachineBuilder {
+    preset: Preset,
+    ram: u64,
+    cpus: usize,
+    nodes: usize,
+    map: Option<Vec<MemRegion>>,
+    layout: Option<ZoneLayout>,
+    reserve: Vec<(u64, u64)>,
+    echo: bool,
+}
+
+impl Default for MachineBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MachineBuilder {
+    /// The default machine.
+    pub fn new() -> Self {
+        Self {
+            preset: Preset::X86_64,
+            ram: 4 * GIB,
+            cpus: 4,
+            nodes: 1,
+            map: None,
+            layout: None,
+            reserve: Vec::new(),
+            echo: false,
+        }
+    }
+    /// Architecture preset.
+    pub fn preset(mut self, p: Preset) -> Self {
+        self.preset = p;
+        self
+    }
+    /// RAM in MiB (the memory map is generated with the preset's holes).
+    pub fn ram_mib(mut self, mib: u64) -> Self {
+        self.ram = mib * MIB;
+        self
+    }
+    /// RAM in bytes.
+    pub fn ram_bytes(mut self, bytes: u64) -> Self {
+        self.ram = bytes;
+        self
+    }
+    /// Number of CPUs.
+    pub fn cpus(mut self, n: usize) -> Self {
+        self.cpus = n;
+        self
+    }
+    /// Number of NUMA nodes; usable RAM is split between them at 128 MiB section boundaries.
+    pub fn nodes(mut self, n: usize) -> Self {
+        self.nodes = n;
+        self
+    }
+    /// Uses this memory map instead of a generated one (regions carry their nodes).
+    pub fn memory_map(mut self, regions: Vec<MemRegion>) -> Self {
+        self.map = Some(regions);
+        self
+    }
+    /// Uses these zone boundaries instead of the preset's.
+    pub fn zone_layout(mut self, layout: ZoneLayout) -> Self {
+        self.layout = Some(layout);
+        self
+    }
+    /// `memblock_reserve` a range before the buddy allocator starts.
+    pub fn reserve(mut self, start: u64, size: u64) -> Self {
+        self.reserve.push((start, size));
+        self
+    }
+    /// Also print every report to stderr.
+    pub fn echo_reports(mut self, on: bool) -> Self {
+        self.echo = on;
+        self
+    }
+
+    /// The memory map this builder will boot.
+    pub fn regions(&self) -> Result<Vec<MemRegion>, BuildError> {
+        let map = match &self.map {
+            Some(m) => m.clone(),
+            None => {
+                if self.ram < 2 * MIB {
+                    return Err(BuildError::Config(format!(
+                        "RAM size {} KiB is below the 2 MiB minimum",
+                        self.ram >> 10
+                    )));
+                }
+                x86_map(self.ram, self.preset)
+            }
+        };
+        if self.nodes <= 1 || self.map.is_some() {
+            return Ok(map);
+        }
+        split_nodes(&map, self.nodes)
+    }
+
+    /// Boots the machine.
+    pub fn build(self) -> Result<Machine, BuildError> {
+        if self.cpus == 0 || self.cpus > kmem::NR_CPUS {
+            return Err(BuildError::Config(format!("CPU count {} out of range 1..={}", self.cpus, kmem::NR_CPUS)));
+        }
+        let regions = self.regions()?;
+        let layout = self.layout.unwrap_or(match self.preset {
+            Preset::X86_64 => ZoneLayout::X86_64,
+            Preset::X86_32 => ZoneLayout::X86_32,
+        });
+        let ram = Ram::new(&regions).map_err(BuildError::Ram)?;
+        let limit = match layout.highmem_start {
+            Some(h) => h.min(PhysAddr::new(ram.len() as u64)),
+            None => PhysAddr::new(ram.len() as u64),
+        };
+        let dm = DirectMap { base: VirtAddr::new(ram.base()), limit };
+        let log = Arc::new(ReportLog::new(self.echo));
+        let platform = HostedPlatform::new(self.cpus, dm, ram.base(), ram.len(), log.clone());
+        let nodes = regions.iter().map(|r| r.node as usize + 1).max().unwrap_or(1);
+        let mut cfg = BootConfig::new(&regions, layout);
+        cfg.nr_nodes = nodes;
+        let reserve = self.reserve.clone();
+        // SAFETY: every usable region lies inside `ram`'s mapping, which is read-write there,
+        // ours alone, and outlives the Kmem (Machine drops its Kmem before its Ram).
+        let kmem = unsafe {
+            Kmem::boot(platform, &cfg, |mb| {
+                for (s, n) in &reserve {
+                    mb.reserve(PhysAddr::new(*s), *n)?;
+                }
+                Ok(())
+            })
+        }
+        .map_err(BuildError::Boot)?;
+        Ok(Machine::new(kmem, ram, log, regions, self.preset))
+    }
+}
+
+/// An x86 e820-like map for `ram` bytes: page 0 and the legacy 640 KiB-1 MiB hole reserved;
+/// on x86-64 a PCI hole from 3 GiB to 4 GiB pushes the rest above 4 GiB.
+fn x86_map(ram: u64, preset: Preset) -> Vec<MemRegion> {
+    let mut v = vec![
+        MemRegion::reserved(0, 0x1000),
+        MemRegion::usable(0x1000, 0x9f000 - 0x1000),
+        MemRegion::reserved(0x9f000, 0x10_0000 - 0x9f000),
+    ];
+    let pci = preset == Preset::X86_64 && ram > 3 * GIB;
+    let low_end = if pci { 3 * GIB } else { ram };
+    v.push(MemRegion::usable(MIB, low_end - MIB));
+    if pci {
+        v.push(MemRegion::reserved(3 * GIB, GIB));
+        v.push(MemRegion::usable(4 * GIB, ram - 3 * GIB));
+    }
+    v
+}
+
+/// Splits the usable regions between `nodes` nodes at section boundaries, about equally.
+fn split_nodes(map: &[MemRegion], nodes: usize) -> Result<Vec<MemRegion>, BuildError> {
+    let sec = PAGES_PER_SECTION_BYTES;
+    let total: u64 = map.iter().filter(|r| r.kind == RegionKind::Usable).map(|r| r.size).sum();
+    let per = (total / nodes as u64).next_multiple_of(sec);
+    let mut out = Vec::new();
+    let (mut node, mut acc) = (0u8, 0u64);
+    for r in map {
+        if r.kind != RegionKind::Usable {
+            out.push(*r);
+            continue;
+        }
+        let mut s = r.start.as_u64();
+        let end = r.end().as_u64();
+        while s < end {
+            let room = per.saturating_sub(acc);
+            let mut cut = if (node as usize) + 1 < nodes { (s + room).min(end) } else { end };
+            if cut < end {
+                cut = cut.next_multiple_of(sec).min(end);
+            }
+            out.push(MemRegion::usable(s, cut - s).on_node(node));
+            acc += cut - s;
+            s = cut;
+            if acc >= per && (node as usize) + 1 < nodes {
+                node += 1;
+                acc = 0;
+            }
+        }
+    }
+    if (node as usize) + 1 < nodes {
+        return Err(BuildError::Config(format!(
+            "not enough RAM for {nodes} nodes of at least one 128 MiB section each"
+        )));
+    }
+    Ok(out)
+}

@@ -1,0 +1,27 @@
+//! # kmem-hosted: kmem machines inside an ordinary Linux process
+//!
+//! Physical RAM is a sparse memfd; the direct map is one `mmap` of it, with holes and
+//! firmware ranges `PROT_NONE`. Threads are CPUs. Several machines can live in one process.
+//!
+//! ```
+//! use kmem::{Gfp, ReportKind};
+//! use kmem_hosted::MachineBuilder;
+//!
+//! let m = MachineBuilder::new().ram_mib(256).cpus(2).build().unwrap();
+//! let p = m.alloc_pages(Gfp::KERNEL, 0).unwrap();
+//! // SAFETY: `p` is ours and unused afterwards.
+//! unsafe { m.__free_pages(p, 0) };
+//! unsafe { m.__free_pages(p, 0) }; // double free: reported, state intact
+//! assert_eq!(m.report_count(ReportKind::BadPage), 1);
+//! assert!(m.reports().last().unwrap().starts_with("BUG: Bad page state"));
+//! ```
+
+mod builder;
+mod machine;
+mod platform;
+mod ram;
+
+pub use builder::{BuildError, MachineBuilder, Preset};
+pub use machine::Machine;
+pub use platform::{in_irq, pin_current_thread, HostedPlatform, ReportLog};
+pub use ram::{Ram, RamError};

@@ -1,0 +1,112 @@
+//! Physical RAM of a hosted machine: a sparse memfd the size of the physical address space,
+//! mapped once (the direct map). Ranges that are not usable RAM (holes, firmware) are
+//! `PROT_NONE`, so a stray access faults as it would on hardware.
+
+use std::os::fd::OwnedFd;
+use std::ptr::NonNull;
+
+use kmem::{MemRegion, RegionKind, PAGE_SIZE};
+use rustix::fs::{ftruncate, memfd_create, MemfdFlags};
+use rustix::mm::{mmap, mprotect, munmap, MapFlags, MprotectFlags, ProtFlags};
+
+/// The memfd and its mapping.
+#[derive(Debug)]
+pub struct Ram {
+    _fd: OwnedFd,
+    base: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: `Ram` only hands out the base address; the mapping itself is process-wide and stays
+// valid until drop, whichever thread drops it.
+unsafe impl Send for Ram {}
+// SAFETY: as for Send: no interior state besides the immutable base and length.
+unsafe impl Sync for Ram {}
+
+/// Why RAM could not be set up.
+#[derive(Debug)]
+pub enum RamError {
+    /// memfd_create/ftruncate/mmap/mprotect failed.
+    Os(&'static str, rustix::io::Errno),
+    /// The memory map is empty.
+    Empty,
+}
+
+impl std::fmt::Display for RamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RamError::Os(what, e) => write!(f, "{what} failed: {e}"),
+            RamError::Empty => write!(f, "memory map is empty"),
+        }
+    }
+}
+
+impl std::error::Error for RamError {}
+
+impl Ram {
+    /// Creates RAM covering `[0, end of the highest region)`, with everything that is not a
+    /// usable region made inaccessible.
+    pub fn new(regions: &[MemRegion]) -> Result<Ram, RamError> {
+        let end = regions.iter().map(|r| r.end().as_u64()).max().ok_or(RamError::Empty)?;
+        let len = (end as usize).next_multiple_of(PAGE_SIZE);
+        let fd = memfd_create("kmem-ram", MemfdFlags::CLOEXEC).map_err(|e| RamError::Os("memfd_create", e))?;
+        ftruncate(&fd, len as u64).map_err(|e| RamError::Os("ftruncate", e))?;
+        // SAFETY: a fresh shared mapping of our own memfd at an address the kernel picks; it
+        // aliases nothing Rust knows about.
+        let p = unsafe {
+            mmap(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED | MapFlags::NORESERVE,
+                &fd,
+                0,
+            )
+        }
+        .map_err(|e| RamError::Os("mmap", e))?;
+        let ram = Ram { _fd: fd, base: NonNull::new(p.cast()).expect("mmap returned null"), len };
+        let mut usable: Vec<(u64, u64)> = regions
+            .iter()
+            .filter(|r| r.kind == RegionKind::Usable)
+            .map(|r| (r.start.as_u64(), r.end().as_u64()))
+            .collect();
+        usable.sort_unstable();
+        let mut cur = 0u64;
+        for (s, e) in usable.into_iter().chain([(len as u64, len as u64)]) {
+            let (hs, he) = (cur.next_multiple_of(PAGE_SIZE as u64), s - s % PAGE_SIZE as u64);
+            if he > hs {
+                ram.protect_none(hs as usize, (he - hs) as usize)?;
+            }
+            cur = cur.max(e);
+        }
+        Ok(ram)
+    }
+
+    fn protect_none(&self, off: usize, len: usize) -> Result<(), RamError> {
+        // SAFETY: the range lies inside our own mapping (offsets below `self.len`, page aligned);
+        // nothing references hole memory.
+        unsafe { mprotect(self.base.as_ptr().add(off).cast(), len, MprotectFlags::empty()) }
+            .map_err(|e| RamError::Os("mprotect", e))
+    }
+
+    /// Virtual address of physical address 0.
+    pub fn base(&self) -> usize {
+        self.base.as_ptr() as usize
+    }
+    /// Size of the physical address space mapped.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// True if nothing is mapped (never, for a constructed `Ram`).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Drop for Ram {
+    fn drop(&mut self) {
+        // SAFETY: we created this mapping and nothing uses it any more (the machine that used
+        // it is dropped first: `Machine` declares its `Kmem` before its `Ram`).
+        let _ = unsafe { munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}

@@ -1,0 +1,416 @@
+//! Boot: from a firmware memory map to a running page allocator, memblock-style.
+//!
+//! 1. The usable ranges go into memblock; the caller's early hook may reserve ranges and make
+//!    early allocations (never freed).
+//! 2. kmem carves its own metadata from RAM, top-down below the direct-map limit: the machine
+//!    state, the section table, one [`Node`] per node, and a page-descriptor array per present
+//!    128 MiB section. Sections without RAM get no descriptors.
+//! 3. Every descriptor starts `PG_reserved` with refcount 1; zone spans and present counts are
+//!    computed from the map.
+//! 4. Every free (usable, unreserved) range is released to its zone's buddy lists in maximal
+//!    aligned blocks; the zone's managed count grows by what was released.
+//! 5. min_free_kbytes, watermarks, lowmem reserves and zonelists are computed as Linux does.
+
+mod memblock;
+mod memory_map;
+
+pub use memblock::{Memblock, MemblockError, Range, MEMBLOCK_REGIONS};
+pub use memory_map::{MemRegion, RegionKind, ZoneLayout};
+
+use core::ptr::NonNull;
+
+use crate::addr::{Order, Pfn, PhysAddr, PAGEBLOCK_NR_PAGES, PAGE_SHIFT, PAGE_SIZE};
+use crate::machine::{Kmem, MachineState, NR_CPUS};
+use crate::mm::buddy;
+use crate::mm::memmap::{Memmap, Section, PAGES_PER_SECTION, PFN_SECTION_SHIFT};
+use crate::mm::node::Node;
+use crate::mm::page::{pg, Page, MAX_NUMNODES, MAX_SECTIONS};
+use crate::mm::watermark::{self, ZoneSize};
+use crate::mm::zone_type::{Migratetype, ZoneType, MAX_NR_ZONES, MIGRATE_TYPES};
+use crate::platform::Platform;
+use crate::sync::Ordering;
+
+/// Bytes per memory section (128 MiB): NUMA node boundaries must be multiples of it.
+pub const PAGES_PER_SECTION_BYTES: u64 = (PAGES_PER_SECTION as u64) << PAGE_SHIFT;
+
+/// Default distance to the local node and to a remote node (ACPI SLIT's `LOCAL_DISTANCE` and
+/// `REMOTE_DISTANCE`).
+pub const LOCAL_DISTANCE: u8 = 10;
+/// See [`LOCAL_DISTANCE`].
+pub const REMOTE_DISTANCE: u8 = 20;
+
+/// What to boot.
+#[derive(Clone, Copy, Debug)]
+pub struct BootConfig<'a> {
+    /// The firmware memory map. Usable ranges are trimmed inward to page boundaries.
+    pub regions: &'a [MemRegion],
+    /// Zone boundaries of the architecture.
+    pub layout: ZoneLayout,
+    /// Number of NUMA nodes (each region names its node).
+    pub nr_nodes: usize,
+    /// Node of each CPU; `None` splits the CPUs into equal contiguous blocks per node.
+    pub cpu_to_node: Option<&'a [u8]>,
+    /// `nr_nodes * nr_nodes` distances, row-major; `None` uses 10 locally and 20 remotely.
+    pub distances: Option<&'a [u8]>,
+}
+
+impl<'a> BootConfig<'a> {
+    /// One node, the given map and layout.
+    pub fn new(regions: &'a [MemRegion], layout: ZoneLayout) -> Self {
+        Self { regions, layout, nr_nodes: 1, cpu_to_node: None, distances: None }
+    }
+}
+
+/// Why boot failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BootError {
+    /// No usable RAM in the memory map.
+    NoUsableMemory,
+    /// Two usable regions overlap.
+    Overlap {
+        /// Start of the second region.
+        at: PhysAddr,
+    },
+    /// RAM above what 32-bit frame links can address (16 TiB).
+    TooLarge {
+        /// End of the highest usable region.
+        end: PhysAddr,
+    },
+    /// A region names a node `>= nr_nodes`, or `nr_nodes` is 0 or above the maximum.
+    BadNode {
+        /// The node id.
+        node: usize,
+    },
+    /// A 128 MiB section has RAM of two nodes.
+    SectionSpansNodes {
+        /// Section number.
+        section: usize,
+    },
+    /// The platform reports 0 CPUs or more than [`NR_CPUS`], or `cpu_to_node` is too short.
+    BadCpus {
+        /// CPU count.
+        nr_cpus: usize,
+    },
+    /// A distance table of the wrong size.
+    BadDistances,
+    /// The memory map has memory the architecture's layout puts in HighMem, but the direct
+    /// map ends below that, or the direct map does not cover the lowmem ranges.
+    DirectMapTooSmall {
+        /// The direct map's limit.
+        limit: PhysAddr,
+    },
+    /// memblock failed (too many regions, or no room for kmem's metadata).
+    Memblock(MemblockError),
+}
+
+impl From<MemblockError> for BootError {
+    fn from(e: MemblockError) -> Self {
+        BootError::Memblock(e)
+    }
+}
+
+impl core::fmt::Display for BootError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::NoUsableMemory => write!(f, "memory map has no usable RAM"),
+            Self::Overlap { at } => write!(f, "usable memory regions overlap at {at}"),
+            Self::TooLarge { end } => write!(f, "RAM ends at {end}, above the 16 TiB kmem supports"),
+            Self::BadNode { node } => write!(f, "invalid NUMA node {node}"),
+            Self::SectionSpansNodes { section } => write!(f, "memory section {section} spans two nodes"),
+            Self::BadCpus { nr_cpus } => write!(f, "invalid CPU count {nr_cpus} (1..={NR_CPUS})"),
+            Self::BadDistances => write!(f, "node distance table has the wrong size"),
+            Self::DirectMapTooSmall { limit } => write!(f, "direct map ends at {limit}, below lowmem"),
+            Self::Memblock(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl core::error::Error for BootError {}
+
+impl<P: Platform> Kmem<P> {
+    /// Boots a machine over the RAM described by `config`, using `platform`'s direct map.
+    /// `early` runs with memblock before kmem carves its metadata (reserve ranges there, or
+    /// make early allocations, which are never freed).
+    ///
+    /// # Safety
+    ///
+    /// Every usable range of `config.regions` below the direct-map limit must be RAM, readable
+    /// and writable through the platform's direct map, used by nothing else, and must stay
+    /// valid for as long as the returned `Kmem` (and anything allocated from it) lives.
+    pub unsafe fn boot(
+        platform: P,
+        config: &BootConfig<'_>,
+        early: impl FnOnce(&mut Memblock) -> Result<(), MemblockError>,
+    ) -> Result<Kmem<P>, BootError> {
+        let nr_cpus = platform.nr_cpus();
+        if nr_cpus == 0 || nr_cpus > NR_CPUS || config.cpu_to_node.is_some_and(|m| m.len() < nr_cpus) {
+            return Err(BootError::BadCpus { nr_cpus });
+        }
+        let nodes = config.nr_nodes;
+        if nodes == 0 || nodes > MAX_NUMNODES {
+            return Err(BootError::BadNode { node: nodes });
+        }
+        if config.distances.is_some_and(|d| d.len() != nodes * nodes) {
+            return Err(BootError::BadDistances);
+        }
+        let dm = platform.direct_map();
+        let lowmem_limit = match config.layout.highmem_start {
+            Some(h) => h.min(dm.limit),
+            None => dm.limit,
+        };
+
+        // 1. memblock.
+        let mut mb = Memblock::new(lowmem_limit.as_u64());
+        let mut max_end = 0u64;
+        let mut any = false;
+        for r in config.regions.iter().filter(|r| r.kind == RegionKind::Usable) {
+            let Some(start) = r.start.align_up(PAGE_SIZE as u64) else { continue };
+            let end = r.end().align_down(PAGE_SIZE as u64);
+            if start >= end {
+                continue;
+            }
+            if r.node as usize >= nodes {
+                return Err(BootError::BadNode { node: r.node as usize });
+            }
+            if mb.memory().iter().any(|m| m.start < end.as_u64() && start.as_u64() < m.end) {
+                return Err(BootError::Overlap { at: start });
+            }
+            if config.layout.highmem_start.is_none() && end > dm.limit {
+                return Err(BootError::DirectMapTooSmall { limit: dm.limit });
+            }
+            mb.add(start.as_u64(), end.as_u64(), r.node)?;
+            max_end = max_end.max(end.as_u64());
+            any = true;
+        }
+        if !any {
+            return Err(BootError::NoUsableMemory);
+        }
+        let max_pfn = (max_end >> PAGE_SHIFT) as usize;
+        let nr_sections = max_pfn.div_ceil(PAGES_PER_SECTION);
+        if max_pfn >= u32::MAX as usize || nr_sections > MAX_SECTIONS {
+            return Err(BootError::TooLarge { end: PhysAddr::new(max_end) });
+        }
+        early(&mut mb)?;
+
+        // 2. Carve metadata.
+        let before = mb.reserved_bytes();
+        let va = |pa: PhysAddr| dm.phys_to_virt(pa).ok_or(BootError::DirectMapTooSmall { limit: dm.limit });
+        let state_pa = mb.alloc(core::mem::size_of::<MachineState>() as u64, 64, Some(0))?;
+        let table_pa = mb.alloc(Memmap::table_bytes(nr_sections).max(1) as u64, 64, Some(0))?;
+        let table = va(table_pa)?.as_mut_ptr::<Section>();
+        // SAFETY: the table was just carved from usable RAM below the direct-map limit, so it
+        // is mapped, writable and ours alone (boot's contract); it lives as long as the machine.
+        let memmap = unsafe { Memmap::init(table, nr_sections) };
+        let mut state = MachineState::new(memmap, config.layout, dm, nr_cpus);
+
+        let mut node_ptrs = [None::<NonNull<Node>>; MAX_NUMNODES];
+        for (nid, slot) in node_ptrs.iter_mut().enumerate().take(nodes) {
+            let pa = mb.alloc(core::mem::size_of::<Node>() as u64, 64, Some(nid as u8))?;
+            let p = va(pa)?.as_mut_ptr::<Node>();
+            // SAFETY: freshly carved, mapped, aligned, exclusively ours memory of the right size.
+            unsafe { p.write(Node::new(nid as u8)) };
+            *slot = NonNull::new(p);
+        }
+
+        // Section presence and node, from the usable ranges.
+        let mut memmap_bytes = 0u64;
+        let mut present_sections = 0usize;
+        for nr in 0..nr_sections {
+            let s = ((nr * PAGES_PER_SECTION) as u64) << PAGE_SHIFT;
+            let send = s + ((PAGES_PER_SECTION as u64) << PAGE_SHIFT);
+            let mut node = None;
+            for m in mb.memory().iter().filter(|m| m.start < send && s < m.end) {
+                match node {
+                    None => node = Some(m.node),
+                    Some(n) if n != m.node => return Err(BootError::SectionSpansNodes { section: nr }),
+                    Some(_) => {}
+                }
+            }
+            let Some(node) = node else { continue };
+            let bytes = (PAGES_PER_SECTION * Page::SIZE) as u64;
+            let map_pa = mb.alloc(bytes, PAGE_SIZE as u64, Some(node))?;
+            let map = va(map_pa)?.as_mut_ptr::<Page>();
+            init_section_pages(map, nr, node, &config.layout);
+            // SAFETY: `map` holds PAGES_PER_SECTION descriptors just initialised in carved memory
+            // that lives as long as the machine and is used for nothing else.
+            unsafe { memmap.set_section_map(nr, map, node) };
+            memmap_bytes += bytes;
+            present_sections += 1;
+        }
+        let metadata_bytes = mb.reserved_bytes() - before;
+
+        // 3. RAM pages lose PG_nomem; zone spans and present counts.
+        let mut span = [[(usize::MAX, 0usize); MAX_NR_ZONES]; MAX_NUMNODES];
+        let mut present = [[0usize; MAX_NR_ZONES]; MAX_NUMNODES];
+        let mut ram_bytes = 0;
+        for m in mb.memory() {
+            ram_bytes += m.end - m.start;
+            for_each_zone_chunk(&config.layout, m.start, m.end, |s, e, zt| {
+                let (sp, ep) = ((s >> PAGE_SHIFT) as usize, (e >> PAGE_SHIFT) as usize);
+                let slot = &mut span[m.node as usize][zt.index()];
+                slot.0 = slot.0.min(sp);
+                slot.1 = slot.1.max(ep);
+                present[m.node as usize][zt.index()] += ep - sp;
+                for pfn in sp..ep {
+                    if let Some(p) = memmap.page(Pfn::new(pfn)) {
+                        p.clear(pg::NOMEM);
+                    }
+                }
+            });
+        }
+        for nid in 0..nodes {
+            let node = node_ref(&node_ptrs, nid);
+            for zt in ZoneType::ALL {
+                let (s, e) = span[nid][zt.index()];
+                if s < e {
+                    node.zone(zt).set_span(Pfn::new(s), Pfn::new(e));
+                    node.zone(zt).add_present(present[nid][zt.index()]);
+                }
+            }
+        }
+
+        for (nid, p) in node_ptrs.iter().enumerate().take(nodes) {
+            state.set_node(nid, p.expect("every node was carved"));
+        }
+        for cpu in 0..nr_cpus {
+            let nid = match config.cpu_to_node {
+                Some(m) => m[cpu],
+                None => (cpu * nodes / nr_cpus) as u8,
+            };
+            if nid as usize >= nodes {
+                return Err(BootError::BadNode { node: nid as usize });
+            }
+            state.set_cpu_node(cpu, nid);
+        }
+        state.max_pfn = Pfn::new(max_pfn);
+
+        // 4. Release free memory to the buddy lists.
+        let kmem_platform = &platform;
+        let mut total_free = 0usize;
+        let mut released = [[0usize; MAX_NR_ZONES]; MAX_NUMNODES];
+        mb.for_each_free(|start, end, nid| {
+            for_each_zone_chunk(&config.layout, start, end, |s, e, zt| {
+                let zone = node_ref(&node_ptrs, nid as usize).zone(zt);
+                let n =
+                    release_range(kmem_platform, zone, &memmap, (s >> PAGE_SHIFT) as usize, (e >> PAGE_SHIFT) as usize);
+                released[nid as usize][zt.index()] += n;
+                total_free += n;
+            });
+        });
+        for nid in 0..nodes {
+            for zt in ZoneType::ALL {
+                node_ref(&node_ptrs, nid).zone(zt).add_managed(released[nid][zt.index()]);
+            }
+        }
+        state.totalram.store(total_free, Ordering::Relaxed);
+        state.grouping_disabled = total_free < PAGEBLOCK_NR_PAGES * MIGRATE_TYPES;
+
+        // 5. Watermarks, lowmem reserves, zonelists.
+        let lowmem_pages: usize = (0..nodes)
+            .flat_map(|n| ZoneType::ALL.into_iter().map(move |z| (n, z)))
+            .filter(|&(_, z)| z != ZoneType::HighMem && z != ZoneType::Movable)
+            .map(|(n, z)| node_ref(&node_ptrs, n).zone(z).managed_pages())
+            .sum();
+        let mfk = watermark::min_free_kbytes((lowmem_pages as u64) << (PAGE_SHIFT - 10));
+        state.min_free_kbytes.store(mfk, Ordering::Relaxed);
+        for nid in 0..nodes {
+            let node = node_ref(&node_ptrs, nid);
+            let managed: [usize; MAX_NR_ZONES] = core::array::from_fn(|i| node.zones[i].managed_pages());
+            let reserves = watermark::lowmem_reserves(managed);
+            for zt in ZoneType::ALL.into_iter().filter(|&z| config.layout.has(z) && z != ZoneType::Device) {
+                let zone = node.zone(zt);
+                zone.set_wmarks(watermark::zone_watermarks(
+                    mfk,
+                    lowmem_pages,
+                    ZoneSize { ztype: zt, managed: zone.managed_pages() },
+                ));
+                zone.set_lowmem_reserve(reserves[zt.index()]);
+            }
+        }
+        let mut populated = [[false; MAX_NR_ZONES]; MAX_NUMNODES];
+        for (nid, row) in populated.iter_mut().enumerate().take(nodes) {
+            for (z, cell) in row.iter_mut().enumerate() {
+                *cell = node_ref(&node_ptrs, nid).zones[z].is_managed();
+            }
+        }
+        for nid in 0..nodes {
+            let dist: [u8; MAX_NUMNODES] = core::array::from_fn(|j| match config.distances {
+                Some(d) if j < nodes => d[nid * nodes + j],
+                _ if j == nid => LOCAL_DISTANCE,
+                _ => REMOTE_DISTANCE,
+            });
+            let mut p = node_ptrs[nid].expect("carved");
+            // SAFETY: boot still has exclusive access to the nodes it carved, and no reference
+            // to this node is alive across this call.
+            let node = unsafe { p.as_mut() };
+            node.build_zonelists(&dist[..nodes], nodes, |n, z| populated[n][z]);
+        }
+
+        state.boot = crate::machine::BootInfo {
+            ram_bytes,
+            present_sections,
+            memmap_bytes,
+            metadata_bytes,
+            reserved_bytes: mb.reserved_bytes(),
+        };
+        let sp = va(state_pa)?.as_mut_ptr::<MachineState>();
+        // SAFETY: carved, mapped, aligned, exclusively ours memory of the right size.
+        unsafe { sp.write(state) };
+        let sp = NonNull::new(sp).expect("direct map address is non-null");
+        Ok(Kmem::from_parts(platform, sp))
+    }
+}
+
+fn node_ref(ptrs: &[Option<NonNull<Node>>; MAX_NUMNODES], nid: usize) -> &Node {
+    let p = ptrs[nid].expect("node carved at boot");
+    // SAFETY: the node was carved and initialised above and lives as long as the machine.
+    unsafe { p.as_ref() }
+}
+
+/// Writes the boot descriptors of section `nr`: reserved, no RAM yet (`PG_nomem`), zone by
+/// physical address.
+fn init_section_pages(map: *mut Page, nr: usize, node: u8, layout: &ZoneLayout) {
+    let base = nr << PFN_SECTION_SHIFT;
+    for i in 0..PAGES_PER_SECTION {
+        let zone = layout.zone_of(Pfn::new(base + i).phys());
+        // SAFETY: `map` points to carved memory for PAGES_PER_SECTION descriptors (caller) and
+        // `i` is below that; `Page` has no drop glue.
+        unsafe { map.add(i).write(Page::new_boot(zone as u8, node, nr, pg::NOMEM)) };
+    }
+}
+
+/// Calls `f(start, end, zone)` for the pieces of `[start, end)` split at zone boundaries.
+fn for_each_zone_chunk(layout: &ZoneLayout, start: u64, end: u64, mut f: impl FnMut(u64, u64, ZoneType)) {
+    let mut s = start;
+    while s < end {
+        let e = layout.next_boundary(PhysAddr::new(s)).map_or(end, |b| b.as_u64().min(end));
+        f(s, e, layout.zone_of(PhysAddr::new(s)));
+        s = e;
+    }
+}
+
+/// Frees `[start, end)` (frame numbers) into `zone` in maximal aligned blocks
+/// (`memblock_free_pages` / `__free_pages_core`). Returns pages released.
+fn release_range<P: Platform>(
+    platform: &P,
+    zone: &crate::mm::zone::Zone,
+    mm: &Memmap,
+    start: usize,
+    end: usize,
+) -> usize {
+    let g = zone.area.lock(platform);
+    let mut pfn = start;
+    while pfn < end {
+        let align = if pfn == 0 { Order::MAX.as_u32() } else { pfn.trailing_zeros().min(Order::MAX.as_u32()) };
+        let fit = usize::BITS - 1 - (end - pfn).leading_zeros();
+        let order = Order::new(align.min(fit)).expect("clamped to MAX");
+        for p in pfn..pfn + order.nr_pages() {
+            let page = mm.page(Pfn::new(p)).expect("usable RAM has descriptors");
+            page.clear(pg::RESERVED);
+            page.set_refcount(0);
+        }
+        buddy::free_one_page(&g, zone, mm, Pfn::new(pfn), order, Migratetype::Movable, false);
+        pfn += order.nr_pages();
+    }
+    end - start
+}

@@ -1,0 +1,47 @@
+//! # kmem: the Linux kernel's memory allocators as a `no_std` Rust library
+//!
+//! kmem rebuilds Linux's memory-allocation subsystem for kernels, hypervisors and unikernels,
+//! and for ordinary processes through `kmem-hosted`. This crate is the core: freestanding
+//! (`no_std`, no `alloc`), with all of its metadata carved from the memory it manages.
+//!
+//! Today it has the zoned buddy page allocator: sparse page descriptors, NUMA nodes, zones
+//! with watermarks and lowmem reserves, migratetypes, GFP flags with Linux's values and
+//! meaning, Linux-format reports for misuse and failures, and the `/proc` views.
+//!
+//! ```
+//! use kmem::Gfp;
+//! // A process-hosted machine with 64 MiB of RAM and 2 CPUs.
+//! let m = kmem_hosted::MachineBuilder::new().ram_mib(64).cpus(2).build().unwrap();
+//! let page = m.alloc(Gfp::KERNEL, 0).unwrap();
+//! assert!(page.addr().is_some());
+//! ```
+//!
+//! ## Notes and missing features
+//! - No per-CPU page lists yet, no reclaim (shrinkers, kswapd, OOM killer), no compaction,
+//!   no high-order atomic reserve, no CMA, no memory hotplug.
+//! - HighMem pages are allocatable and zeroed through [`Platform::map_temporary`]; kmap
+//!   proper arrives with the highmem layer.
+//! - A machine spans at most 2^32 page frames (16 TiB): free lists link pages by 32-bit pfn.
+
+#![no_std]
+#![warn(missing_docs)]
+
+pub mod addr;
+pub mod boot;
+pub mod gfp;
+pub mod machine;
+pub mod mm;
+pub mod platform;
+pub mod proc;
+pub mod report;
+pub mod sync;
+
+pub use addr::{Order, Pfn, PhysAddr, VirtAddr, MAX_PAGE_ORDER, PAGE_SHIFT, PAGE_SIZE};
+pub use boot::{BootConfig, BootError, MemRegion, Memblock, RegionKind, ZoneLayout};
+pub use gfp::Gfp;
+pub use machine::{BootInfo, Kmem, NR_CPUS};
+pub use mm::page::Page;
+pub use mm::page_ref::{AllocError, AllocErrorKind, PageRef};
+pub use mm::pages::Pages;
+pub use mm::zone_type::{Migratetype, ZoneType};
+pub use platform::{CpuId, DirectMap, IrqState, Platform, ReportKind, TaskId};

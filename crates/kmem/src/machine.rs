@@ -1,0 +1,256 @@
+//! [`Kmem`]: one machine's memory-management state, and the accessors every layer uses.
+//!
+//! The state ([`MachineState`]) lives in the machine's own RAM, carved by memblock at boot;
+//! `Kmem` is a small handle holding the platform and a pointer to it. Several machines can
+//! exist in one process: nothing here is global.
+
+use core::ptr::NonNull;
+
+use crate::addr::{Pfn, PhysAddr, VirtAddr};
+use crate::boot::ZoneLayout;
+use crate::mm::memmap::Memmap;
+use crate::mm::node::Node;
+use crate::mm::page::{Page, MAX_NUMNODES};
+use crate::mm::zone::Zone;
+use crate::platform::{DirectMap, Platform, ReportKind};
+use crate::report::Reports;
+use crate::sync::{AtomicU64, AtomicUsize, Ordering};
+
+/// Most CPUs a machine can have (`NR_CPUS`).
+pub const NR_CPUS: usize = 256;
+
+/// What boot carved and found, for the demo and `/proc`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BootInfo {
+    /// Usable RAM in the memory map, bytes.
+    pub ram_bytes: u64,
+    /// Present sections (each has page descriptors).
+    pub present_sections: usize,
+    /// Bytes of page descriptors (`struct page` arrays).
+    pub memmap_bytes: u64,
+    /// Bytes of all kmem metadata carved at boot (descriptors, section table, nodes, state).
+    pub metadata_bytes: u64,
+    /// Bytes of usable RAM reserved at boot (metadata plus caller reservations).
+    pub reserved_bytes: u64,
+}
+
+/// Machine-wide event counters (the global part of `/proc/vmstat`).
+#[derive(Debug, Default)]
+pub struct VmEvents {
+    /// Allocations that entered the slow path (`allocstall`-like: the fast path failed).
+    pub slowpath: AtomicU64,
+    /// Failed allocations.
+    pub alloc_fail: AtomicU64,
+    /// kswapd wake-ups requested (there is no kswapd yet; counted only).
+    pub kswapd_wake: AtomicU64,
+}
+
+/// All state of one machine. Lives in the machine's RAM.
+#[derive(Debug)]
+pub struct MachineState {
+    pub(crate) memmap: Memmap,
+    nodes: [usize; MAX_NUMNODES],
+    pub(crate) nr_nodes: usize,
+    pub(crate) nr_cpus: usize,
+    cpu_to_node: [u8; NR_CPUS],
+    pub(crate) layout: ZoneLayout,
+    pub(crate) direct_map: DirectMap,
+    pub(crate) max_pfn: Pfn,
+    pub(crate) min_free_kbytes: AtomicU64,
+    pub(crate) totalram: AtomicUsize,
+    pub(crate) reports: Reports,
+    pub(crate) boot: BootInfo,
+    pub(crate) grouping_disabled: bool,
+    pub(crate) events: VmEvents,
+}
+
+impl MachineState {
+    pub(crate) fn new(memmap: Memmap, layout: ZoneLayout, direct_map: DirectMap, nr_cpus: usize) -> Self {
+        Self {
+            memmap,
+            nodes: [0; MAX_NUMNODES],
+            nr_nodes: 0,
+            nr_cpus,
+            cpu_to_node: [0; NR_CPUS],
+            layout,
+            direct_map,
+            max_pfn: Pfn::new(0),
+            min_free_kbytes: AtomicU64::new(0),
+            totalram: AtomicUsize::new(0),
+            reports: Reports::new(),
+            boot: BootInfo::default(),
+            grouping_disabled: false,
+            events: VmEvents::default(),
+        }
+    }
+
+    pub(crate) fn set_node(&mut self, nid: usize, node: NonNull<Node>) {
+        self.nodes[nid] = node.as_ptr() as usize;
+        self.nr_nodes = self.nr_nodes.max(nid + 1);
+    }
+
+    pub(crate) fn set_cpu_node(&mut self, cpu: usize, nid: u8) {
+        self.cpu_to_node[cpu] = nid;
+    }
+
+    /// Node `nid`, if it exists.
+    #[inline]
+    pub fn node(&self, nid: usize) -> Option<&Node> {
+        let p = *self.nodes.get(nid)?;
+        if p == 0 {
+            return None;
+        }
+        // SAFETY: non-zero slots hold nodes carved and initialised at boot that live as long as
+        // the machine state (set only by boot through `set_node`).
+        Some(unsafe { &*(p as *const Node) })
+    }
+
+    /// `cpu_to_node()`.
+    #[inline]
+    pub fn cpu_to_node(&self, cpu: usize) -> usize {
+        self.cpu_to_node[cpu] as usize
+    }
+}
+
+/// One kmem machine: a platform plus the state carved from its RAM.
+///
+/// Every API is callable from any thread. Create one with [`Kmem::boot`] (or, in a process,
+/// with `kmem_hosted::MachineBuilder`).
+pub struct Kmem<P: Platform> {
+    platform: P,
+    state: NonNull<MachineState>,
+}
+
+// SAFETY: the state is made of atomics, locks and data immutable after boot, and the platform
+// is Send + Sync by its trait bound; the pointer stays valid for the life of the Kmem (boot's
+// contract).
+unsafe impl<P: Platform> Send for Kmem<P> {}
+// SAFETY: as for Send.
+unsafe impl<P: Platform> Sync for Kmem<P> {}
+
+impl<P: Platform> core::fmt::Debug for Kmem<P> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Kmem").field("state", &self.state).field("boot", &self.state().boot).finish()
+    }
+}
+
+impl<P: Platform> Kmem<P> {
+    pub(crate) fn from_parts(platform: P, state: NonNull<MachineState>) -> Self {
+        Self { platform, state }
+    }
+
+    /// The machine state.
+    #[inline]
+    pub fn state(&self) -> &MachineState {
+        // SAFETY: `state` was carved and initialised by boot and stays valid while `self` lives
+        // (the contract of `Kmem::boot`); it is only accessed through shared references.
+        unsafe { self.state.as_ref() }
+    }
+
+    /// The platform.
+    #[inline]
+    pub fn platform(&self) -> &P {
+        &self.platform
+    }
+
+    /// The sparse memory map.
+    #[inline]
+    pub fn memmap(&self) -> &Memmap {
+        &self.state().memmap
+    }
+
+    /// Node `nid`.
+    pub fn node(&self, nid: usize) -> Option<&Node> {
+        self.state().node(nid)
+    }
+
+    /// Number of nodes.
+    pub fn nr_nodes(&self) -> usize {
+        self.state().nr_nodes
+    }
+
+    /// Number of CPUs.
+    pub fn nr_cpus(&self) -> usize {
+        self.state().nr_cpus
+    }
+
+    /// The node of the current CPU (`numa_node_id()`).
+    #[inline]
+    pub fn numa_node_id(&self) -> usize {
+        self.state().cpu_to_node(self.platform.current_cpu().index())
+    }
+
+    /// `cpu_to_node()`.
+    pub fn cpu_to_node(&self, cpu: usize) -> usize {
+        self.state().cpu_to_node(cpu)
+    }
+
+    /// Every zone of every node, node by node, lowest type first.
+    pub fn zones(&self) -> impl Iterator<Item = &Zone> + '_ {
+        (0..self.nr_nodes()).filter_map(|n| self.node(n)).flat_map(|n| n.zones.iter())
+    }
+
+    /// The zone that owns a page (`page_zone()`).
+    #[inline]
+    pub fn page_zone(&self, page: &Page) -> &Zone {
+        let node = self.node(page.node()).expect("page descriptor names a node that does not exist");
+        &node.zones[page.zone_index()]
+    }
+
+    /// The zone layout of the architecture.
+    pub fn layout(&self) -> &ZoneLayout {
+        &self.state().layout
+    }
+
+    /// The direct map.
+    pub fn direct_map(&self) -> DirectMap {
+        self.state().direct_map
+    }
+
+    /// One past the highest frame with RAM.
+    pub fn max_pfn(&self) -> Pfn {
+        self.state().max_pfn
+    }
+
+    /// Pages managed by the buddy allocator (`totalram_pages()`).
+    pub fn totalram_pages(&self) -> usize {
+        self.state().totalram.load(Ordering::Relaxed)
+    }
+
+    /// `min_free_kbytes`.
+    pub fn min_free_kbytes(&self) -> u64 {
+        self.state().min_free_kbytes.load(Ordering::Relaxed)
+    }
+
+    /// What boot carved and found.
+    pub fn boot_info(&self) -> BootInfo {
+        self.state().boot
+    }
+
+    /// Machine-wide event counters.
+    pub fn events(&self) -> &VmEvents {
+        &self.state().events
+    }
+
+    /// Number of reports of `kind` made so far.
+    pub fn report_count(&self, kind: ReportKind) -> u64 {
+        self.state().reports.count(kind)
+    }
+
+    /// Counts and emits a report.
+    pub(crate) fn report(&self, kind: ReportKind, body: &dyn Fn(&mut dyn core::fmt::Write) -> core::fmt::Result) {
+        self.state().reports.emit(&self.platform, kind, body);
+    }
+
+    /// `__va()`: direct-map address of a physical address.
+    #[inline]
+    pub fn phys_to_virt(&self, pa: PhysAddr) -> Option<VirtAddr> {
+        self.state().direct_map.phys_to_virt(pa)
+    }
+
+    /// `__pa()`: physical address of a direct-map address.
+    #[inline]
+    pub fn virt_to_phys(&self, va: VirtAddr) -> Option<PhysAddr> {
+        self.state().direct_map.virt_to_phys(va)
+    }
+}

@@ -1,0 +1,294 @@
+//! The buddy algorithm of one zone: split (`expand`), take (`__rmqueue_smallest`), steal from
+//! other migratetypes (`__rmqueue_claim` / `__rmqueue_steal`) and merge on free
+//! (`__free_one_page`). Policy only: no `unsafe`; every function runs under the zone lock and
+//! takes its guard.
+
+use crate::addr::{Order, Pfn, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER};
+use crate::mm::free_area::{buddy_order, FreeArea};
+use crate::mm::memmap::Memmap;
+use crate::mm::page::pg;
+use crate::mm::zone::Zone;
+use crate::mm::zone_type::Migratetype;
+use crate::platform::Platform;
+use crate::sync::SpinGuard;
+
+/// How to take a block off a list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Take {
+    /// Take from the tail (cache-cold, `__GFP_COLD`) instead of the head.
+    pub cold: bool,
+    /// Page mobility grouping is off (tiny zones): any fallback may claim whole pageblocks.
+    pub grouping_disabled: bool,
+}
+
+/// `expand()`: split the block of order `high` at `pfn` down to `low`, putting the upper halves
+/// on the `mt` lists, high to low (the order Linux keeps for IO scatter-list merging).
+fn expand<P: Platform>(
+    g: &SpinGuard<'_, P>,
+    area: &FreeArea,
+    mm: &Memmap,
+    pfn: Pfn,
+    low: Order,
+    high: Order,
+    mt: Migratetype,
+) {
+    let mut o = high;
+    while o > low {
+        o = o.down().expect("order above low has a lower order");
+        area.add(g, mm, pfn.add(o.nr_pages()), o, mt, false);
+    }
+}
+
+fn take_block<P: Platform>(
+    g: &SpinGuard<'_, P>,
+    area: &FreeArea,
+    order: Order,
+    mt: Migratetype,
+    cold: bool,
+) -> Option<Pfn> {
+    if cold {
+        area.last(g, order, mt)
+    } else {
+        area.first(g, order, mt)
+    }
+}
+
+/// `__rmqueue_smallest()`: the smallest free block of `mt` at or above `order`, split to size.
+pub fn rmqueue_smallest<P: Platform>(
+    g: &SpinGuard<'_, P>,
+    zone: &Zone,
+    mm: &Memmap,
+    order: Order,
+    mt: Migratetype,
+    take: Take,
+) -> Option<Pfn> {
+    let area = &zone.area;
+    for cur in Order::all().filter(|&o| o >= order) {
+        if area.nr_free_mt(cur, mt) == 0 {
+            continue;
+        }
+        let pfn = take_block(g, area, cur, mt, take.cold)?;
+        area.del(g, mm, pfn);
+        expand(g, area, mm, pfn, order, cur, mt);
+        zone.mod_free_pages(-(order.nr_pages() as isize));
+        return Some(pfn);
+    }
+    None
+}
+
+/// `can_steal_fallback()`: may a request of `start` type claim a whole pageblock of another?
+fn can_claim(order: Order, start: Migratetype, take: Take) -> bool {
+    order.as_u32() >= PAGEBLOCK_ORDER as u32
+        || order.as_u32() >= PAGEBLOCK_ORDER as u32 / 2
+        || matches!(start, Migratetype::Reclaimable | Migratetype::Unmovable)
+        || take.grouping_disabled
+}
+
+/// `__rmqueue()`: own type first, then claim a pageblock of a fallback type, then steal a
+/// single block of one.
+pub fn rmqueue<P: Platform>(
+    g: &SpinGuard<'_, P>,
+    zone: &Zone,
+    mm: &Memmap,
+    order: Order,
+    mt: Migratetype,
+    take: Take,
+) -> Option<Pfn> {
+    if let Some(pfn) = rmqueue_smallest(g, zone, mm, order, mt, take) {
+        return Some(pfn);
+    }
+    rmqueue_claim(g, zone, mm, order, mt, take).or_else(|| rmqueue_steal(g, zone, mm, order, mt))
+}
+
+/// `__rmqueue_claim()`: search the fallback lists from the largest block down, and if the
+/// request may claim pageblocks, move the block's pageblock(s) to `mt` and allocate from them.
+fn rmqueue_claim<P: Platform>(
+    g: &SpinGuard<'_, P>,
+    zone: &Zone,
+    mm: &Memmap,
+    order: Order,
+    mt: Migratetype,
+    take: Take,
+) -> Option<Pfn> {
+    let area = &zone.area;
+    for cur in Order::all().rev().filter(|&o| o >= order) {
+        for &fb in mt.fallbacks() {
+            if area.nr_free_mt(cur, fb) == 0 {
+                continue;
+            }
+            if !can_claim(cur, mt, take) {
+                continue;
+            }
+            let pfn = area.first(g, cur, fb)?;
+            if try_to_claim_block(g, zone, mm, pfn, cur, mt, take) {
+                return rmqueue_smallest(g, zone, mm, order, mt, take);
+            }
+        }
+    }
+    None
+}
+
+/// `__rmqueue_steal()`: take the smallest fallback block without claiming its pageblock; the
+/// split remainders stay on the fallback type's lists.
+fn rmqueue_steal<P: Platform>(
+    g: &SpinGuard<'_, P>,
+    zone: &Zone,
+    mm: &Memmap,
+    order: Order,
+    mt: Migratetype,
+) -> Option<Pfn> {
+    let area = &zone.area;
+    for cur in Order::all().filter(|&o| o >= order) {
+        for &fb in mt.fallbacks() {
+            if area.nr_free_mt(cur, fb) == 0 {
+                continue;
+            }
+            let pfn = area.first(g, cur, fb)?;
+            area.del(g, mm, pfn);
+            expand(g, area, mm, pfn, order, cur, fb);
+            zone.mod_free_pages(-(order.nr_pages() as isize));
+            return Some(pfn);
+        }
+    }
+    None
+}
+
+/// `try_to_claim_block()`: a block at or above pageblock order changes type wholesale;
+/// below it, the pageblock changes type when at least half of it is free (kmem does not track
+/// "alike" allocated pages).
+fn try_to_claim_block<P: Platform>(
+    g: &SpinGuard<'_, P>,
+    zone: &Zone,
+    mm: &Memmap,
+    pfn: Pfn,
+    order: Order,
+    mt: Migratetype,
+    take: Take,
+) -> bool {
+    let area = &zone.area;
+    if order.as_u32() >= PAGEBLOCK_ORDER as u32 {
+        let mut p = pfn;
+        while p < pfn.add(order.nr_pages()) {
+            mm.set_pageblock_migratetype(p, mt);
+            p = p.add(PAGEBLOCK_NR_PAGES);
+        }
+        area.move_to(g, mm, pfn, mt);
+        return true;
+    }
+    let start = Pfn::new(pfn.as_usize() & !(PAGEBLOCK_NR_PAGES - 1));
+    let end = start.add(PAGEBLOCK_NR_PAGES);
+    if start < zone.start_pfn() || end > zone.end_pfn() {
+        return false;
+    }
+    let free = count_free_in(mm, start, end);
+    if free >= PAGEBLOCK_NR_PAGES / 2 || take.grouping_disabled {
+        move_free_in(g, area, mm, start, end, mt);
+        mm.set_pageblock_migratetype(start, mt);
+        return true;
+    }
+    false
+}
+
+/// Free pages in `[start, end)`, walking buddy blocks.
+fn count_free_in(mm: &Memmap, start: Pfn, end: Pfn) -> usize {
+    let (mut p, mut free) = (start, 0);
+    while p < end {
+        match mm.page(p) {
+            Some(page) if page.test(pg::BUDDY) => {
+                let n = 1usize << buddy_order(page);
+                free += n;
+                p = p.add(n);
+            }
+            _ => p = p.add(1),
+        }
+    }
+    free
+}
+
+/// `move_freepages()`: moves every free block in `[start, end)` to the `mt` lists.
+fn move_free_in<P: Platform>(
+    g: &SpinGuard<'_, P>,
+    area: &FreeArea,
+    mm: &Memmap,
+    start: Pfn,
+    end: Pfn,
+    mt: Migratetype,
+) {
+    let mut p = start;
+    while p < end {
+        match mm.page(p) {
+            Some(page) if page.test(pg::BUDDY) => {
+                let n = 1usize << buddy_order(page);
+                area.move_to(g, mm, p, mt);
+                p = p.add(n);
+            }
+            _ => p = p.add(1),
+        }
+    }
+}
+
+/// True if `buddy` is a free block of exactly `order` in the same zone (`page_is_buddy`).
+#[inline]
+fn is_free_buddy(mm: &Memmap, zone: &Zone, buddy: Pfn, order: Order) -> bool {
+    match mm.page(buddy) {
+        Some(p) => p.test(pg::BUDDY) && buddy_order(p) == order.as_u32() && zone.spans(buddy),
+        None => false,
+    }
+}
+
+/// `__free_one_page()`: returns the block of `order` at `pfn` to the zone, merging with free
+/// buddies as far as possible, onto the `mt` list (head, or tail when the next merge is likely
+/// or `to_tail` asks for it).
+pub fn free_one_page<P: Platform>(
+    g: &SpinGuard<'_, P>,
+    zone: &Zone,
+    mm: &Memmap,
+    mut pfn: Pfn,
+    mut order: Order,
+    mt: Migratetype,
+    to_tail: bool,
+) {
+    let area = &zone.area;
+    zone.mod_free_pages(order.nr_pages() as isize);
+    while order < Order::MAX {
+        let buddy = pfn.buddy(order);
+        if !is_free_buddy(mm, zone, buddy, order) {
+            break;
+        }
+        if order.as_u32() >= PAGEBLOCK_ORDER as u32 {
+            let bmt = mm.pageblock_migratetype(buddy);
+            if bmt != mt {
+                if !is_mergeable(bmt) || !is_mergeable(mt) {
+                    break;
+                }
+                // Match the buddy's type so a later expand() puts sub-blocks on the right lists.
+                let mut p = buddy;
+                while p < buddy.add(order.nr_pages()) {
+                    mm.set_pageblock_migratetype(p, mt);
+                    p = p.add(PAGEBLOCK_NR_PAGES);
+                }
+            }
+        }
+        area.del(g, mm, buddy);
+        pfn = Pfn::new(pfn.as_usize() & buddy.as_usize());
+        order = order.up().expect("order below MAX has a higher order");
+    }
+    let tail = to_tail || buddy_merge_likely(mm, zone, pfn, order);
+    area.add(g, mm, pfn, order, mt, tail);
+}
+
+fn is_mergeable(mt: Migratetype) -> bool {
+    matches!(mt, Migratetype::Unmovable | Migratetype::Movable | Migratetype::Reclaimable)
+}
+
+/// `buddy_merge_likely()`: if the buddy of the block one order up is free, this block is
+/// likely to merge soon, so keep it at the tail where it will not be handed out first.
+fn buddy_merge_likely(mm: &Memmap, zone: &Zone, pfn: Pfn, order: Order) -> bool {
+    if order.as_u32() >= Order::MAX.as_u32() - 1 {
+        return false;
+    }
+    let up = order.up().expect("checked above");
+    let higher = Pfn::new(pfn.as_usize() & pfn.buddy(order).as_usize());
+    let higher_buddy = higher.buddy(up);
+    zone.spans(higher_buddy) && mm.page(higher_buddy).is_some_and(|p| p.test(pg::BUDDY))
+}

@@ -1,0 +1,167 @@
+//! The sparse memory map (SPARSEMEM): page descriptors per 128 MiB section.
+//!
+//! A section with no RAM costs one [`Section`] slot (80 bytes) and no descriptors. Present
+//! sections own an array of `PAGES_PER_SECTION` [`Page`]s carved from RAM at boot (or at
+//! hot-add). Each section also carries the migratetype of its 64 pageblocks (Linux's
+//! `pageblock_flags` usemap).
+//!
+//! This is mechanism: the only `unsafe` here turns a section's map address into references.
+
+use crate::addr::{Pfn, PAGEBLOCK_ORDER, PAGE_SHIFT};
+use crate::mm::page::Page;
+use crate::mm::zone_type::Migratetype;
+use crate::sync::{AtomicU8, AtomicUsize, Ordering};
+
+/// log2 of the section size in bytes (128 MiB, x86-64's `SECTION_SIZE_BITS`).
+pub const SECTION_SIZE_BITS: u32 = 27;
+/// log2 of pages per section.
+pub const PFN_SECTION_SHIFT: u32 = SECTION_SIZE_BITS - PAGE_SHIFT;
+/// Pages per section.
+pub const PAGES_PER_SECTION: usize = 1 << PFN_SECTION_SHIFT;
+/// Pageblocks per section.
+pub const PAGEBLOCKS_PER_SECTION: usize = PAGES_PER_SECTION >> PAGEBLOCK_ORDER;
+
+/// One memory section.
+#[repr(C)]
+#[derive(Debug)]
+pub struct Section {
+    /// Address of this section's `[Page; PAGES_PER_SECTION]`, 0 if absent.
+    map: AtomicUsize,
+    /// Migratetype of each pageblock.
+    pageblock_mt: [AtomicU8; PAGEBLOCKS_PER_SECTION],
+    /// Node the section belongs to.
+    node: AtomicU8,
+}
+
+impl Section {
+    /// True if the section has page descriptors.
+    pub fn present(&self) -> bool {
+        self.map.load(Ordering::Acquire) != 0
+    }
+    /// The node of a present section.
+    pub fn node(&self) -> usize {
+        self.node.load(Ordering::Relaxed) as usize
+    }
+}
+
+/// A view of the section table: `pfn_to_page`, `page_to_pfn`, pageblock migratetypes.
+#[derive(Debug, Clone, Copy)]
+pub struct Memmap {
+    sections: *const Section,
+    nr_sections: usize,
+}
+
+// SAFETY: a Memmap only hands out shared references to `Section`s and `Page`s, which consist
+// of atomics; the memory they live in is valid for the life of the machine (constructor contract).
+unsafe impl Send for Memmap {}
+// SAFETY: as for Send: all access goes through atomics.
+unsafe impl Sync for Memmap {}
+
+impl Memmap {
+    /// Bytes needed for a table of `nr_sections` sections.
+    pub const fn table_bytes(nr_sections: usize) -> usize {
+        nr_sections * core::mem::size_of::<Section>()
+    }
+
+    /// Initialises an empty section table at `table` (all sections absent).
+    ///
+    /// # Safety
+    ///
+    /// `table` must point to `table_bytes(nr_sections)` writable bytes, aligned for `Section`,
+    /// that stay valid and are used for nothing else for as long as the returned `Memmap` or any
+    /// copy of it is used.
+    pub unsafe fn init(table: *mut Section, nr_sections: usize) -> Self {
+        for i in 0..nr_sections {
+            // SAFETY: `i < nr_sections` and the caller guarantees the table is in bounds and
+            // writable; `Section` has no drop glue, so writing over uninitialised memory is fine.
+            unsafe {
+                table.add(i).write(Section {
+                    map: AtomicUsize::new(0),
+                    pageblock_mt: [const { AtomicU8::new(Migratetype::Movable as u8) }; PAGEBLOCKS_PER_SECTION],
+                    node: AtomicU8::new(0),
+                });
+            }
+        }
+        Self { sections: table, nr_sections }
+    }
+
+    /// Makes a section present with descriptors at `map` (boot or memory hot-add).
+    ///
+    /// # Safety
+    ///
+    /// `map` must point to `PAGES_PER_SECTION` initialised [`Page`]s that stay valid for the life
+    /// of this memmap and are used for nothing else; the section must not already be present.
+    pub unsafe fn set_section_map(&self, nr: usize, map: *const Page, node: u8) {
+        let sec = self.section(nr).expect("section number out of range");
+        debug_assert!(!sec.present());
+        sec.node.store(node, Ordering::Relaxed);
+        sec.map.store(map as usize, Ordering::Release);
+    }
+
+    /// Number of section slots (present or not).
+    pub fn nr_sections(&self) -> usize {
+        self.nr_sections
+    }
+
+    /// Section `nr`, if in range.
+    #[inline]
+    pub fn section(&self, nr: usize) -> Option<&Section> {
+        if nr < self.nr_sections {
+            // SAFETY: `nr` is in bounds of the table initialised by `init`, which stays valid
+            // for the life of `self` (contract of `init`).
+            Some(unsafe { &*self.sections.add(nr) })
+        } else {
+            None
+        }
+    }
+
+    /// `pfn_valid()` + `pfn_to_page()`: the descriptor of `pfn`, if it has one.
+    #[inline]
+    pub fn page(&self, pfn: Pfn) -> Option<&Page> {
+        let sec = self.section(pfn.as_usize() >> PFN_SECTION_SHIFT)?;
+        let map = sec.map.load(Ordering::Acquire);
+        if map == 0 {
+            return None;
+        }
+        // SAFETY: a present section's map points to PAGES_PER_SECTION initialised descriptors
+        // (contract of `set_section_map`) and the index is masked to that range.
+        Some(unsafe { &*(map as *const Page).add(pfn.as_usize() & (PAGES_PER_SECTION - 1)) })
+    }
+
+    /// `pfn_valid()`.
+    #[inline]
+    pub fn pfn_valid(&self, pfn: Pfn) -> bool {
+        self.page(pfn).is_some()
+    }
+
+    /// `page_to_pfn()`: the frame number of a descriptor that came from this memmap.
+    #[inline]
+    pub fn page_to_pfn(&self, page: &Page) -> Pfn {
+        let nr = page.section();
+        let base = self.section(nr).map_or(0, |s| s.map.load(Ordering::Relaxed));
+        let idx = (page as *const Page as usize).wrapping_sub(base) / Page::SIZE;
+        debug_assert!(idx < PAGES_PER_SECTION, "page descriptor not from this memmap");
+        Pfn::new((nr << PFN_SECTION_SHIFT) + idx)
+    }
+
+    /// Migratetype of the pageblock containing `pfn` (`get_pageblock_migratetype`).
+    #[inline]
+    pub fn pageblock_migratetype(&self, pfn: Pfn) -> Migratetype {
+        let (sec, i) = self.pageblock_slot(pfn);
+        sec.and_then(|s| Migratetype::from_index(s.pageblock_mt[i].load(Ordering::Relaxed) as usize))
+            .unwrap_or(Migratetype::Movable)
+    }
+
+    /// Sets the migratetype of the pageblock containing `pfn` (`set_pageblock_migratetype`).
+    #[inline]
+    pub fn set_pageblock_migratetype(&self, pfn: Pfn, mt: Migratetype) {
+        if let (Some(sec), i) = self.pageblock_slot(pfn) {
+            sec.pageblock_mt[i].store(mt as u8, Ordering::Relaxed);
+        }
+    }
+
+    fn pageblock_slot(&self, pfn: Pfn) -> (Option<&Section>, usize) {
+        let sec = self.section(pfn.as_usize() >> PFN_SECTION_SHIFT);
+        (sec, (pfn.as_usize() & (PAGES_PER_SECTION - 1)) >> PAGEBLOCK_ORDER)
+    }
+}

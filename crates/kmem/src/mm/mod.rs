@@ -1,0 +1,16 @@
+//! Physical memory management: page descriptors, zones, the buddy allocator.
+
+pub mod alloc_flags;
+pub mod buddy;
+pub mod free_area;
+pub mod memmap;
+pub mod node;
+pub mod page;
+pub mod page_alloc;
+pub mod page_free;
+pub mod page_ref;
+pub mod pages;
+pub mod show_mem;
+pub mod watermark;
+pub mod zone;
+pub mod zone_type;

@@ -1,0 +1,257 @@
+//! The page descriptor (`struct page`): 32 bytes per 4 KiB frame.
+//!
+//! Layout (all fields atomic, so shared access is always defined; writers follow the
+//! ownership rules below):
+//!
+//! | field      | bytes | free (buddy) page           | allocated page                         |
+//! |------------|-------|-----------------------------|----------------------------------------|
+//! | `flags`    | 8     | PG_buddy                    | PG_head/tail/slab/..., allocation order |
+//! | `refcount` | 4     | 0                           | >= 1 on the head, 0 on tails            |
+//! | `private`  | 4     | order \| migratetype << 8   | tail: distance to the compound head     |
+//! | `lru`      | 8     | free-list links (pfn, pfn)  | owner's list links (slab, pcp)          |
+//! | `data`     | 8     | unused                      | owner's word (`page->private`)          |
+//!
+//! `flags` bits 32..64 hold the zone type, node and section number; they are written once at
+//! boot and never change, so `page_zone()` and `page_to_pfn()` need no lock.
+//!
+//! Ownership: a free page's fields belong to its zone and change only under the zone lock;
+//! an allocated page's fields belong to its owner. `refcount` is the arbiter between them:
+//! only the 1 -> 0 transition may hand a block back to the zone.
+
+use crate::sync::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+
+/// Page flags (low 32 bits of `Page::flags`).
+pub mod pg {
+    /// Not managed by the buddy allocator (firmware, holes, boot allocations).
+    pub const RESERVED: u64 = 1 << 0;
+    /// Free, on a buddy free list (Linux keeps this in `page_type`).
+    pub const BUDDY: u64 = 1 << 1;
+    /// First page of a compound allocation.
+    pub const HEAD: u64 = 1 << 2;
+    /// Other pages of a compound allocation.
+    pub const TAIL: u64 = 1 << 3;
+    /// Owned by the slab allocator.
+    pub const SLAB: u64 = 1 << 4;
+    /// On a per-CPU page list.
+    pub const PCP: u64 = 1 << 5;
+    /// A page-table page.
+    pub const PGTABLE: u64 = 1 << 6;
+    /// Backing a vmalloc area.
+    pub const VMALLOC: u64 = 1 << 7;
+    /// A kmalloc allocation too large for the slab caches.
+    pub const LARGE_KMALLOC: u64 = 1 << 8;
+    /// Backing per-CPU chunks.
+    pub const PERCPU: u64 = 1 << 9;
+    /// Pages that exist in the memory map's hole inside a present section (no RAM).
+    pub const NOMEM: u64 = 1 << 10;
+    /// Flags that must be clear when a page is freed (`PAGE_FLAGS_CHECK_AT_FREE`).
+    pub const CHECK_AT_FREE: u64 = RESERVED | BUDDY | SLAB | PCP | NOMEM;
+
+    /// Names for `flags: 0x...(name|name)` dumps, in bit order.
+    pub const NAMES: [(u64, &str); 11] = [
+        (RESERVED, "reserved"),
+        (BUDDY, "buddy"),
+        (HEAD, "head"),
+        (TAIL, "tail"),
+        (SLAB, "slab"),
+        (PCP, "pcp"),
+        (PGTABLE, "pgtable"),
+        (VMALLOC, "vmalloc"),
+        (LARGE_KMALLOC, "large_kmalloc"),
+        (PERCPU, "percpu"),
+        (NOMEM, "nomem"),
+    ];
+}
+
+/// Bits 12..16 of `flags`: allocation order + 1 on the first page of a block handed out by the
+/// page allocator (0: not the start of an allocation). It lets `__free_pages` detect a wrong
+/// order or an interior pointer, which Linux cannot.
+const ALLOC_ORDER_SHIFT: u32 = 12;
+const ALLOC_ORDER_MASK: u64 = 0xf << ALLOC_ORDER_SHIFT;
+const ZONE_SHIFT: u32 = 32;
+const NODE_SHIFT: u32 = 35;
+const SECTION_SHIFT: u32 = 41;
+/// Largest node number + 1 that fits the flags.
+pub const MAX_NUMNODES: usize = 64;
+/// Largest section number + 1 that fits the flags.
+pub const MAX_SECTIONS: usize = 1 << (64 - SECTION_SHIFT);
+
+/// No link (end of a free list).
+pub const NIL: u32 = u32::MAX;
+
+/// One page frame's descriptor. See the module docs for the field protocol.
+#[repr(C, align(32))]
+#[derive(Debug)]
+pub struct Page {
+    flags: AtomicU64,
+    refcount: AtomicI32,
+    private: AtomicU32,
+    lru: AtomicU64,
+    data: AtomicU64,
+}
+
+const _: () = assert!(core::mem::size_of::<Page>() == 32);
+
+impl Page {
+    /// Size of a descriptor in bytes.
+    pub const SIZE: usize = core::mem::size_of::<Page>();
+
+    /// A fresh descriptor for boot: reserved, refcount 1, the given identity.
+    pub(crate) const fn new_boot(zone: u8, node: u8, section: usize, extra_flags: u64) -> Page {
+        let id = (zone as u64) << ZONE_SHIFT | (node as u64) << NODE_SHIFT | (section as u64) << SECTION_SHIFT;
+        Page {
+            flags: AtomicU64::new(id | pg::RESERVED | extra_flags),
+            refcount: AtomicI32::new(1),
+            private: AtomicU32::new(0),
+            lru: AtomicU64::new(u64::MAX),
+            data: AtomicU64::new(0),
+        }
+    }
+
+    /// All flags (identity bits included).
+    #[inline]
+    pub fn flags(&self) -> u64 {
+        self.flags.load(Ordering::Relaxed)
+    }
+    /// The page-state flags only (low 32 bits, allocation order masked out).
+    #[inline]
+    pub fn state_flags(&self) -> u64 {
+        self.flags() & 0xffff_ffff & !ALLOC_ORDER_MASK
+    }
+    /// True if all of `f` are set.
+    #[inline]
+    pub fn test(&self, f: u64) -> bool {
+        self.flags() & f == f
+    }
+    /// Sets flags.
+    #[inline]
+    pub fn set(&self, f: u64) {
+        self.flags.fetch_or(f, Ordering::Relaxed);
+    }
+    /// Clears flags.
+    #[inline]
+    pub fn clear(&self, f: u64) {
+        self.flags.fetch_and(!f, Ordering::Relaxed);
+    }
+    /// Zone type index from the identity bits.
+    #[inline]
+    pub fn zone_index(&self) -> usize {
+        ((self.flags() >> ZONE_SHIFT) & 0x7) as usize
+    }
+    /// Node id from the identity bits.
+    #[inline]
+    pub fn node(&self) -> usize {
+        ((self.flags() >> NODE_SHIFT) & 0x3f) as usize
+    }
+    /// Section number from the identity bits.
+    #[inline]
+    pub fn section(&self) -> usize {
+        (self.flags() >> SECTION_SHIFT) as usize
+    }
+
+    /// The order recorded when this page was handed out as the start of a block.
+    #[inline]
+    pub fn alloc_order(&self) -> Option<u8> {
+        let v = (self.flags() & ALLOC_ORDER_MASK) >> ALLOC_ORDER_SHIFT;
+        if v == 0 {
+            None
+        } else {
+            Some(v as u8 - 1)
+        }
+    }
+    /// Records (or with `None`, forgets) the allocation order.
+    #[inline]
+    pub fn set_alloc_order(&self, order: Option<u8>) {
+        let v = order.map_or(0, |o| (o as u64 + 1) << ALLOC_ORDER_SHIFT);
+        let _ = self.flags.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |f| Some((f & !ALLOC_ORDER_MASK) | v));
+    }
+
+    /// `page_ref_count()`.
+    #[inline]
+    pub fn refcount(&self) -> i32 {
+        self.refcount.load(Ordering::Relaxed)
+    }
+    /// `set_page_count()`.
+    #[inline]
+    pub fn set_refcount(&self, v: i32) {
+        self.refcount.store(v, Ordering::Release);
+    }
+    /// Adds `delta` and returns the previous value (`page_ref_add` / `page_ref_sub`).
+    #[inline]
+    pub fn refcount_add(&self, delta: i32) -> i32 {
+        self.refcount.fetch_add(delta, Ordering::AcqRel)
+    }
+    /// Drops one reference if the count is positive and returns the previous count; a count
+    /// already at or below zero is left alone and returned as the error (no transient
+    /// negative value another CPU could observe).
+    #[inline]
+    pub fn ref_dec_positive(&self) -> Result<i32, i32> {
+        self.refcount.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |c| if c > 0 { Some(c - 1) } else { None })
+    }
+    /// `get_page_unless_zero()`: takes a reference only if the count is positive.
+    #[inline]
+    pub fn ref_inc_not_zero(&self) -> bool {
+        self.refcount
+            .fetch_update(Ordering::Acquire, Ordering::Relaxed, |c| if c > 0 { Some(c + 1) } else { None })
+            .is_ok()
+    }
+
+    /// The `private` word.
+    #[inline]
+    pub fn private(&self) -> u32 {
+        self.private.load(Ordering::Relaxed)
+    }
+    /// Sets the `private` word.
+    #[inline]
+    pub fn set_private(&self, v: u32) {
+        self.private.store(v, Ordering::Relaxed);
+    }
+    /// The free-list links `(next, prev)` as frame numbers ([`NIL`] for none).
+    #[inline]
+    pub fn links(&self) -> (u32, u32) {
+        let v = self.lru.load(Ordering::Relaxed);
+        (v as u32, (v >> 32) as u32)
+    }
+    /// Sets both links.
+    #[inline]
+    pub fn set_links(&self, next: u32, prev: u32) {
+        self.lru.store(next as u64 | (prev as u64) << 32, Ordering::Relaxed);
+    }
+    /// Sets the next link.
+    #[inline]
+    pub fn set_next(&self, next: u32) {
+        let (_, prev) = self.links();
+        self.set_links(next, prev);
+    }
+    /// Sets the previous link.
+    #[inline]
+    pub fn set_prev(&self, prev: u32) {
+        let (next, _) = self.links();
+        self.set_links(next, prev);
+    }
+    /// The owner's data word (`page->private` of Linux, for the owner's use).
+    #[inline]
+    pub fn data(&self) -> u64 {
+        self.data.load(Ordering::Relaxed)
+    }
+    /// Sets the owner's data word.
+    #[inline]
+    pub fn set_data(&self, v: u64) {
+        self.data.store(v, Ordering::Relaxed);
+    }
+}
+
+/// Writes `name|name` for the set state flags of `flags`.
+pub fn write_flag_names(w: &mut dyn core::fmt::Write, flags: u64) -> core::fmt::Result {
+    let mut first = true;
+    for (bit, name) in pg::NAMES {
+        if flags & bit != 0 {
+            if !first {
+                w.write_char('|')?;
+            }
+            first = false;
+            w.write_str(name)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,427 @@
+//! The page allocator's allocation side: `alloc_pages` and friends, the zonelist walk, the slow
+//! path with GFP semantics, and `prep_new_page`.
+//!
+//! Data flow: `__alloc_pages` -> fast path at the low watermark -> slow path
+//! (`gfp_to_alloc_flags`: min watermark, reserve access by `__GFP_HIGH` and non-blocking
+//! context, `__GFP_MEMALLOC`) -> retry/fail by `__GFP_NORETRY`/`__GFP_RETRY_MAYFAIL`/
+//! `__GFP_NOFAIL` -> `warn_alloc` unless `__GFP_NOWARN`.
+//!
+//! kmem has no reclaim yet (no shrinkers, no OOM killer): where Linux would reclaim and
+//! retry, kmem retries once and then fails, except `__GFP_NOFAIL`, which waits for memory
+//! as Linux's loop does.
+
+use crate::addr::{Order, Pfn, PhysAddr, VirtAddr, PAGE_SIZE};
+use crate::gfp::{Gfp, GfpZone};
+use crate::machine::Kmem;
+use crate::mm::alloc_flags::{gfp_pfmemalloc_flags, gfp_to_alloc_flags, AllocFlags};
+use crate::mm::buddy::{self, Take};
+use crate::mm::node::ZoneList;
+use crate::mm::page::pg;
+use crate::mm::page_ref::{AllocError, AllocErrorKind, PageRef};
+use crate::mm::watermark::watermark_ok;
+use crate::mm::zone::{Wmark, Zone};
+use crate::mm::zone_type::{Migratetype, ZoneType};
+use crate::platform::{Platform, ReportKind};
+use crate::sync::Ordering;
+
+/// What one allocation is allowed (`struct alloc_context`).
+struct AllocContext<'a> {
+    zonelist: &'a ZoneList,
+    highest: ZoneType,
+    mt: Migratetype,
+    preferred_nid: usize,
+    take: Take,
+}
+
+impl<P: Platform> Kmem<P> {
+    /// `alloc_pages(gfp, order)`: a block of `2^order` pages from the local node (falling back
+    /// to others by distance).
+    ///
+    /// ```
+    /// use kmem::{Gfp, ReportKind};
+    /// let m = kmem_hosted::MachineBuilder::new().ram_mib(64).build().unwrap();
+    /// let page = m.alloc_pages(Gfp::KERNEL | Gfp::ZERO, 2).unwrap();
+    /// assert_eq!(page.refcount(), 1);
+    /// // SAFETY: we own the block and no longer use it.
+    /// unsafe { m.__free_pages(page, 2) };
+    /// assert_eq!(m.report_count(ReportKind::BadPage), 0);
+    /// ```
+    #[inline]
+    pub fn alloc_pages(&self, gfp: Gfp, order: u32) -> Result<PageRef<'_>, AllocError> {
+        self.alloc_pages_inner(gfp, order, self.numa_node_id())
+    }
+
+    /// `alloc_pages_node(nid, gfp, order)`: prefer node `nid`.
+    pub fn alloc_pages_node(&self, nid: usize, gfp: Gfp, order: u32) -> Result<PageRef<'_>, AllocError> {
+        if self.node(nid).is_none() {
+            return Err(AllocError { gfp, order, kind: AllocErrorKind::NoSuchNode(nid) });
+        }
+        self.alloc_pages_inner(gfp, order, nid)
+    }
+
+    /// `alloc_page(gfp)`.
+    #[inline]
+    pub fn alloc_page(&self, gfp: Gfp) -> Result<PageRef<'_>, AllocError> {
+        self.alloc_pages(gfp, 0)
+    }
+
+    /// `__get_free_pages(gfp, order)`: the direct-map address of a new block. `__GFP_HIGHMEM`
+    /// is ignored, as Linux strips it, since a HighMem page has no address.
+    pub fn __get_free_pages(&self, gfp: Gfp, order: u32) -> Result<VirtAddr, AllocError> {
+        let gfp = gfp.without(Gfp::HIGHMEM);
+        let page = self.alloc_pages(gfp, order)?;
+        self.page_address(page).ok_or(AllocError { gfp, order, kind: AllocErrorKind::NotDirectMapped })
+    }
+
+    /// `__get_free_page(gfp)`.
+    pub fn __get_free_page(&self, gfp: Gfp) -> Result<VirtAddr, AllocError> {
+        self.__get_free_pages(gfp, 0)
+    }
+
+    /// `get_zeroed_page(gfp)`.
+    pub fn get_zeroed_page(&self, gfp: Gfp) -> Result<VirtAddr, AllocError> {
+        self.__get_free_pages(gfp | Gfp::ZERO, 0)
+    }
+
+    /// `__get_dma_pages(gfp, order)`: from ZONE_DMA.
+    pub fn __get_dma_pages(&self, gfp: Gfp, order: u32) -> Result<VirtAddr, AllocError> {
+        self.__get_free_pages(gfp | Gfp::DMA, order)
+    }
+
+    /// `alloc_pages_bulk(gfp, nr, array)`: fills the `None` slots of `out` with order-0 pages and
+    /// returns how many slots are now `Some` (Linux returns the populated count). Takes the zone
+    /// lock once for as many pages as the first suitable zone can give, then falls back to
+    /// single allocations.
+    pub fn alloc_pages_bulk<'a>(&'a self, gfp: Gfp, out: &mut [Option<PageRef<'a>>]) -> usize {
+        let want = out.iter().filter(|s| s.is_none()).count();
+        if want > 0 {
+            if let Ok(ac) = self.prepare_alloc(gfp, 0, self.numa_node_id()) {
+                self.bulk_from_one_zone(gfp, &ac, want, out);
+            }
+        }
+        for slot in out.iter_mut().filter(|s| s.is_none()) {
+            match self.alloc_pages(gfp | Gfp::NOWARN, 0) {
+                Ok(p) => *slot = Some(p),
+                Err(_) => break,
+            }
+        }
+        out.iter().filter(|s| s.is_some()).count()
+    }
+
+    fn bulk_from_one_zone<'a>(&'a self, gfp: Gfp, ac: &AllocContext<'_>, want: usize, out: &mut [Option<PageRef<'a>>]) {
+        let mm = self.memmap();
+        for zr in ac.zonelist.as_slice() {
+            if zr.zone_type() > ac.highest {
+                continue;
+            }
+            let Some(node) = self.node(zr.node as usize) else { continue };
+            let zone = node.zone(zr.zone_type());
+            let mark = zone.wmark(Wmark::Low) + want;
+            if !self.zone_watermark_fast(zone, Order::ZERO, mark, ac.highest, AllocFlags::WMARK_LOW) {
+                continue;
+            }
+            let g = zone.area.lock(self.platform());
+            let mut got = 0;
+            for slot in out.iter_mut().filter(|s| s.is_none()) {
+                let Some(pfn) = buddy::rmqueue(&g, zone, mm, Order::ZERO, ac.mt, ac.take) else { break };
+                *slot = Some(PageRef::new(pfn, mm.page(pfn).expect("free page has a descriptor")));
+                got += 1;
+            }
+            drop(g);
+            self.account_alloc(zone, ac.preferred_nid, got);
+            for p in out.iter().flatten().filter(|p| p.refcount() == 0) {
+                self.prep_new_page(p.pfn(), Order::ZERO, gfp);
+            }
+            return;
+        }
+    }
+
+    /// `__alloc_pages()`.
+    fn alloc_pages_inner(&self, gfp: Gfp, order: u32, nid: usize) -> Result<PageRef<'_>, AllocError> {
+        let ac = self.prepare_alloc(gfp, order, nid)?;
+        let ord = Order::new(order).expect("checked by prepare_alloc");
+        if let Some(p) = self.get_page_from_freelist(gfp, ord, AllocFlags::WMARK_LOW, &ac) {
+            return Ok(p);
+        }
+        match self.alloc_slowpath(gfp, ord, &ac) {
+            Some(p) => Ok(p),
+            None => {
+                self.state().events.alloc_fail.fetch_add(1, Ordering::Relaxed);
+                if !gfp.contains(Gfp::NOWARN) {
+                    self.warn_alloc(gfp, order);
+                }
+                Err(AllocError { gfp, order, kind: AllocErrorKind::NoMemory })
+            }
+        }
+    }
+
+    /// `prepare_alloc_pages()`: validate, pick the zonelist, highest zone and migratetype.
+    fn prepare_alloc(&self, gfp: Gfp, order: u32, nid: usize) -> Result<AllocContext<'_>, AllocError> {
+        let err = |kind| AllocError { gfp, order, kind };
+        if Order::new(order).is_none() {
+            if !gfp.contains(Gfp::NOWARN) {
+                self.warn_on("__alloc_pages", &|w| write!(w, "order {order} > MAX_PAGE_ORDER ({})", Order::MAX));
+            }
+            return Err(err(AllocErrorKind::OrderTooLarge));
+        }
+        let gz = match gfp.zone() {
+            Ok(z) => z,
+            Err(bad) => {
+                self.warn_on("gfp_zone", &|w| write!(w, "{bad}"));
+                return Err(err(AllocErrorKind::BadZoneModifiers));
+            }
+        };
+        self.might_alloc(gfp);
+        let node = self.node(nid).ok_or(err(AllocErrorKind::NoSuchNode(nid)))?;
+        let zonelist = if gfp.contains(Gfp::THISNODE) { node.zonelist_thisnode() } else { node.zonelist() };
+        let mt = if self.state().grouping_disabled { Migratetype::Unmovable } else { gfp.migratetype() };
+        Ok(AllocContext {
+            zonelist,
+            highest: self.highest_zone(gz),
+            mt,
+            preferred_nid: nid,
+            take: Take { cold: gfp.contains(Gfp::COLD), grouping_disabled: self.state().grouping_disabled },
+        })
+    }
+
+    /// `gfp_zone()` mapped onto the zones this architecture has (`OPT_ZONE_DMA32` and friends).
+    fn highest_zone(&self, gz: GfpZone) -> ZoneType {
+        let want = gz.zone_type();
+        let layout = self.layout();
+        if layout.has(want) {
+            want
+        } else {
+            ZoneType::Normal
+        }
+    }
+
+    /// `get_page_from_freelist()`.
+    fn get_page_from_freelist(
+        &self,
+        gfp: Gfp,
+        order: Order,
+        flags: AllocFlags,
+        ac: &AllocContext<'_>,
+    ) -> Option<PageRef<'_>> {
+        for zr in ac.zonelist.as_slice() {
+            if zr.zone_type() > ac.highest {
+                continue;
+            }
+            let zone = self.node(zr.node as usize)?.zone(zr.zone_type());
+            if !flags.contains(AllocFlags::NO_WATERMARKS) {
+                let mark = zone.wmark(match flags.wmark_index() {
+                    0 => Wmark::Min,
+                    1 => Wmark::Low,
+                    _ => Wmark::High,
+                });
+                if !self.zone_watermark_fast(zone, order, mark, ac.highest, flags) {
+                    continue;
+                }
+            }
+            let g = zone.area.lock(self.platform());
+            let pfn = buddy::rmqueue(&g, zone, self.memmap(), order, ac.mt, ac.take);
+            drop(g);
+            if let Some(pfn) = pfn {
+                self.account_alloc(zone, ac.preferred_nid, order.nr_pages());
+                return Some(self.prep_new_page(pfn, order, gfp));
+            }
+        }
+        None
+    }
+
+    /// `zone_watermark_fast()`.
+    #[inline]
+    fn zone_watermark_fast(
+        &self,
+        zone: &Zone,
+        order: Order,
+        mark: usize,
+        highest: ZoneType,
+        flags: AllocFlags,
+    ) -> bool {
+        let free = zone.free_pages();
+        let reserve = zone.lowmem_reserve(highest);
+        if order == Order::ZERO && free > mark + reserve {
+            return true;
+        }
+        watermark_ok(free, order, mark, reserve, flags, |o| zone.area.has_pcptype_block(o))
+    }
+
+    fn account_alloc(&self, zone: &Zone, preferred_nid: usize, pages: usize) {
+        let ev = &zone.events;
+        ev.pgalloc.fetch_add(pages as u64, Ordering::Relaxed);
+        if zone.node() == preferred_nid {
+            ev.numa_hit.fetch_add(1, Ordering::Relaxed);
+        } else {
+            ev.numa_miss.fetch_add(1, Ordering::Relaxed);
+            if let Some(pref) = self.node(preferred_nid) {
+                pref.zone(zone.zone_type()).events.numa_foreign.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if zone.node() == self.numa_node_id() {
+            ev.numa_local.fetch_add(1, Ordering::Relaxed);
+        } else {
+            ev.numa_other.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// `__alloc_pages_slowpath()` without reclaim (see the module docs).
+    fn alloc_slowpath(&self, gfp: Gfp, order: Order, ac: &AllocContext<'_>) -> Option<PageRef<'_>> {
+        let ev = &self.state().events;
+        ev.slowpath.fetch_add(1, Ordering::Relaxed);
+        let flags = gfp_to_alloc_flags(gfp, order.as_u32());
+        if flags.contains(AllocFlags::KSWAPD) {
+            ev.kswapd_wake.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(p) = self.get_page_from_freelist(gfp, order, flags, ac) {
+            return Some(p);
+        }
+        let reserve = gfp_pfmemalloc_flags(gfp);
+        if reserve.contains(AllocFlags::NO_WATERMARKS) {
+            if let Some(p) = self.get_page_from_freelist(gfp, order, reserve, ac) {
+                return Some(p);
+            }
+        }
+        if !gfp.allows_blocking() {
+            return None;
+        }
+        // Direct reclaim would run here; with nothing to reclaim, one more attempt catches
+        // memory freed by other CPUs meanwhile.
+        if let Some(p) = self.get_page_from_freelist(gfp, order, flags, ac) {
+            return Some(p);
+        }
+        if gfp.contains(Gfp::NOFAIL) {
+            if order.is_costly() {
+                self.warn_on("__alloc_pages_slowpath", &|w| {
+                    write!(w, "__GFP_NOFAIL with order {order} > PAGE_ALLOC_COSTLY_ORDER")
+                });
+            }
+            loop {
+                if let Some(p) = self.get_page_from_freelist(gfp, order, flags | AllocFlags::MIN_RESERVE, ac) {
+                    return Some(p);
+                }
+                self.platform().cpu_relax();
+            }
+        }
+        None
+    }
+
+    /// `prep_new_page()`: refcount, allocation order, `__GFP_ZERO`, `__GFP_COMP`.
+    pub(crate) fn prep_new_page(&self, pfn: Pfn, order: Order, gfp: Gfp) -> PageRef<'_> {
+        let mm = self.memmap();
+        let head = mm.page(pfn).expect("allocated page has a descriptor");
+        debug_assert_eq!(head.state_flags() & pg::CHECK_AT_FREE, 0, "new page {pfn:?} has bad flags");
+        head.set_private(0);
+        head.set_data(0);
+        head.set_alloc_order(Some(order.as_u32() as u8));
+        if gfp.contains(Gfp::ZERO) {
+            self.clear_pages(pfn, order);
+        }
+        if order != Order::ZERO && gfp.contains(Gfp::COMP) {
+            head.set(pg::HEAD);
+            for i in 1..order.nr_pages() {
+                let tail = mm.page(pfn.add(i)).expect("block pages have descriptors");
+                tail.set(pg::TAIL);
+                tail.set_private(i as u32);
+            }
+        }
+        head.set_refcount(1);
+        PageRef::new(pfn, head)
+    }
+
+    /// Zeroes a block (`clear_highpage` per page; HighMem pages through a temporary mapping).
+    fn clear_pages(&self, pfn: Pfn, order: Order) {
+        let dm = self.direct_map();
+        let last = PhysAddr::new(pfn.phys().as_u64() + order.bytes() as u64 - 1);
+        if let Some(va) = dm.phys_to_virt(last).and(dm.phys_to_virt(pfn.phys())) {
+            // SAFETY: the block was just taken off the free lists, so nobody else uses it, and
+            // it lies wholly in the direct map, which maps RAM writable (boot's contract).
+            unsafe { core::ptr::write_bytes(va.as_mut_ptr::<u8>(), 0, order.bytes()) };
+            return;
+        }
+        for i in 0..order.nr_pages() {
+            let p = pfn.add(i);
+            let va = self.platform().map_temporary(p).expect("platform cannot map a page");
+            // SAFETY: the page is ours (just allocated) and `map_temporary` maps a whole
+            // writable page until `unmap_temporary` (Platform contract).
+            unsafe { core::ptr::write_bytes(va.as_mut_ptr::<u8>(), 0, PAGE_SIZE) };
+            self.platform().unmap_temporary(va);
+        }
+    }
+
+    /// `might_alloc()`: a sleeping allocation from atomic context is reported (and, as in
+    /// Linux, goes ahead).
+    fn might_alloc(&self, gfp: Gfp) {
+        let p = self.platform();
+        if gfp.allows_blocking() && (p.in_atomic() || p.irqs_disabled()) {
+            let task = p.current_task();
+            let (atomic, irqs, pc) = (p.in_atomic() as u8, p.irqs_disabled() as u8, p.preempt_count());
+            self.report(ReportKind::SleepInAtomic, &|w| {
+                writeln!(w, "BUG: sleeping function called from invalid context at mm/page_alloc.c")?;
+                writeln!(
+                    w,
+                    "in_atomic(): {atomic}, irqs_disabled(): {irqs}, non_block: 0, pid: {}, name: {}",
+                    task.pid,
+                    task.comm()
+                )?;
+                writeln!(w, "preempt_count: {pc:x}, expected: 0")?;
+                writeln!(w, "RCU nest depth: 0, expected: 0")
+            });
+        }
+    }
+
+    /// A `WARNING:` report in Linux's shape.
+    pub(crate) fn warn_on(&self, func: &str, what: &dyn Fn(&mut dyn core::fmt::Write) -> core::fmt::Result) {
+        let p = self.platform();
+        let (cpu, task) = (p.current_cpu().0, p.current_task());
+        self.report(ReportKind::Warning, &|w| {
+            write!(w, "WARNING: CPU: {cpu} PID: {} at mm/page_alloc.c {func}: ", task.pid)?;
+            what(w)?;
+            writeln!(w)
+        });
+    }
+
+    /// `page_address()`: the direct-map address of a page, `None` for HighMem.
+    #[inline]
+    pub fn page_address(&self, page: PageRef<'_>) -> Option<VirtAddr> {
+        self.phys_to_virt(page.pfn().phys())
+    }
+
+    /// `pfn_to_page()`: `None` if the frame has no descriptor (`!pfn_valid`).
+    #[inline]
+    pub fn pfn_to_page(&self, pfn: Pfn) -> Option<PageRef<'_>> {
+        self.memmap().page(pfn).map(|p| PageRef::new(pfn, p))
+    }
+
+    /// `page_to_pfn()`.
+    #[inline]
+    pub fn page_to_pfn(&self, page: PageRef<'_>) -> Pfn {
+        page.pfn()
+    }
+
+    /// `virt_to_page()`: the page of a direct-map address.
+    #[inline]
+    pub fn virt_to_page(&self, addr: VirtAddr) -> Option<PageRef<'_>> {
+        self.pfn_to_page(self.virt_to_phys(addr)?.pfn())
+    }
+
+    /// `compound_head()`: the head of a compound page, or the page itself.
+    pub fn compound_head<'a>(&'a self, page: PageRef<'a>) -> PageRef<'a> {
+        if page.is_tail() {
+            let head = page.pfn().sub(page.page().private() as usize);
+            self.pfn_to_page(head).unwrap_or(page)
+        } else {
+            page
+        }
+    }
+
+    /// `compound_order()`: the order of a compound page (0 otherwise).
+    pub fn compound_order(&self, page: PageRef<'_>) -> u32 {
+        let head = self.compound_head(page);
+        if head.is_head() {
+            head.page().alloc_order().unwrap_or(0) as u32
+        } else {
+            0
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! The page allocator's free side: `__free_pages`, `free_pages`, `get_page`/`put_page`,
+//! `split_page`, and the checks that turn misuse into `BUG: Bad page state` reports instead of
+//! corruption.
+//!
+//! The refcount decides: only the caller that takes it from 1 to 0 frees the block. A count
+//! already at 0 means a double free, a free of a page that was never allocated, or of an
+//! interior page; the count is restored and the free refused. A page freed with a different
+//! order than it was allocated with is reported, then freed with its real order.
+
+use crate::addr::{Order, Pfn, VirtAddr};
+use crate::machine::Kmem;
+use crate::mm::buddy;
+use crate::mm::page::{pg, write_flag_names};
+use crate::mm::page_ref::PageRef;
+use crate::platform::{Platform, ReportKind};
+use crate::sync::Ordering;
+
+impl<P: Platform> Kmem<P> {
+    /// `__free_pages(page, order)`: drops the caller's reference; frees the block when it was
+    /// the last. With other references held on a non-compound block, frees all but the first
+    /// page, as Linux does.
+    ///
+    /// # Safety
+    ///
+    /// The caller must own a reference to a block of `order` at `page` and must not use the
+    /// block's memory afterwards (unless other references it holds keep the page alive).
+    /// Misuse (double free, wrong order, reserved page) is detected and reported where
+    /// possible, but memory the caller still uses may be handed to someone else.
+    pub unsafe fn __free_pages(&self, page: PageRef<'_>, order: u32) {
+        let Some(ord) = Order::new(order) else {
+            self.warn_on("__free_pages", &|w| write!(w, "order {order} > MAX_PAGE_ORDER ({})", Order::MAX));
+            return;
+        };
+        let head = page.is_head();
+        let Ok(old) = page.page().ref_dec_positive() else {
+            self.bad_page(page, "VM_BUG_ON_PAGE(page_ref_count(page) == 0)");
+            return;
+        };
+        if old > 1 {
+            if !head && ord != Order::ZERO {
+                // Others still hold the first page: free the rest, keep page 0 as an order-0 block.
+                page.page().set_alloc_order(Some(0));
+                let mut o = ord;
+                while let Some(lower) = o.down() {
+                    self.free_block(page.pfn().add(lower.nr_pages()), lower);
+                    o = lower;
+                }
+            }
+            return;
+        }
+        self.free_last_ref(page, ord);
+    }
+
+    /// The refcount just dropped to 0: check the page and return the block to its zone.
+    fn free_last_ref(&self, page: PageRef<'_>, order: Order) {
+        let p = page.page();
+        if p.test(pg::RESERVED) || p.flags() & pg::CHECK_AT_FREE != 0 {
+            p.refcount_add(1);
+            self.bad_page(page, "PAGE_FLAGS_CHECK_AT_FREE flag(s) set");
+            return;
+        }
+        let order = match p.alloc_order() {
+            Some(o) if o as u32 == order.as_u32() => order,
+            Some(o) => {
+                let real = Order::new(o as u32).expect("recorded orders are valid");
+                self.bad_page_with(page, &|w| write!(w, "freed with order {order} but allocated with order {real}"));
+                real
+            }
+            None => {
+                p.refcount_add(1);
+                self.bad_page(page, "not the first page of an allocation");
+                return;
+            }
+        };
+        if p.test(pg::HEAD) && !self.free_tail_pages_check(page, order) {
+            return;
+        }
+        self.free_block(page.pfn(), order);
+    }
+
+    /// Tail checks of a compound free (`free_tail_page_prepare`); clears the compound state.
+    fn free_tail_pages_check(&self, head: PageRef<'_>, order: Order) -> bool {
+        let mm = self.memmap();
+        for i in 1..order.nr_pages() {
+            let t = mm.page(head.pfn().add(i)).expect("block pages have descriptors");
+            let bad = if !t.test(pg::TAIL) {
+                Some("PageTail not set")
+            } else if t.private() as usize != i {
+                Some("compound_head not consistent")
+            } else if t.refcount() != 0 {
+                Some("nonzero _refcount")
+            } else {
+                None
+            };
+            if let Some(why) = bad {
+                head.page().refcount_add(1);
+                self.bad_page(PageRef::new(head.pfn().add(i), t), why);
+                return false;
+            }
+        }
+        for i in 1..order.nr_pages() {
+            let t = mm.page(head.pfn().add(i)).expect("checked above");
+            t.clear(pg::TAIL);
+            t.set_private(0);
+        }
+        head.page().clear(pg::HEAD);
+        true
+    }
+
+    /// Returns a block whose pages nobody references to its zone (`free_one_page`).
+    pub(crate) fn free_block(&self, pfn: Pfn, order: Order) {
+        let mm = self.memmap();
+        let page = mm.page(pfn).expect("freed page has a descriptor");
+        page.set_alloc_order(None);
+        page.set_data(0);
+        let zone = self.page_zone(page);
+        let mt = mm.pageblock_migratetype(pfn);
+        let g = zone.area.lock(self.platform());
+        buddy::free_one_page(&g, zone, mm, pfn, order, mt, false);
+        drop(g);
+        zone.events.pgfree.fetch_add(order.nr_pages() as u64, Ordering::Relaxed);
+    }
+
+    /// `free_pages(addr, order)`: `__free_pages` by direct-map address; a null address is
+    /// ignored; an address outside the direct map is reported.
+    ///
+    /// # Safety
+    ///
+    /// As [`Kmem::__free_pages`].
+    pub unsafe fn free_pages(&self, addr: VirtAddr, order: u32) {
+        if addr.as_usize() == 0 {
+            return;
+        }
+        match self.virt_to_page(addr) {
+            // SAFETY: forwarded caller contract.
+            Some(page) => unsafe { self.__free_pages(page, order) },
+            None => self.warn_on("free_pages", &|w| write!(w, "VM_BUG_ON(!virt_addr_valid({addr}))")),
+        }
+    }
+
+    /// `free_page(addr)`.
+    ///
+    /// # Safety
+    ///
+    /// As [`Kmem::__free_pages`].
+    pub unsafe fn free_page(&self, addr: VirtAddr) {
+        // SAFETY: forwarded caller contract.
+        unsafe { self.free_pages(addr, 0) }
+    }
+
+    /// `get_page()`: takes another reference (on the compound head for a tail page). Taking a
+    /// reference to a free page is reported and refused.
+    pub fn get_page(&self, page: PageRef<'_>) {
+        let head = self.compound_head(page);
+        if !head.page().ref_inc_not_zero() {
+            self.bad_page(head, "VM_BUG_ON_PAGE(page_ref_count(page) <= 0)");
+        }
+    }
+
+    /// `put_page()`: drops a reference; the last one frees the page (the whole compound page,
+    /// or the whole block it was allocated as).
+    ///
+    /// # Safety
+    ///
+    /// The caller must own the reference it drops, and not use the page if it was the last.
+    pub unsafe fn put_page(&self, page: PageRef<'_>) {
+        let head = self.compound_head(page);
+        let Ok(old) = head.page().ref_dec_positive() else {
+            self.bad_page(head, "VM_BUG_ON_PAGE(page_ref_count(page) == 0)");
+            return;
+        };
+        if old == 1 {
+            let order = head.page().alloc_order().unwrap_or(0) as u32;
+            self.free_last_ref(head, Order::new(order).expect("recorded orders are valid"));
+        }
+    }
+
+    /// `split_page(page, order)`: turns a non-compound block into `2^order` order-0 pages, each
+    /// with refcount 1 and freeable on its own.
+    ///
+    /// # Safety
+    ///
+    /// The caller must own the block (allocated with `order`, not compound).
+    pub unsafe fn split_page(&self, page: PageRef<'_>, order: u32) {
+        let p = page.page();
+        if page.is_compound() || p.refcount() <= 0 || p.alloc_order() != Some(order as u8) {
+            self.bad_page(page, "split_page of a compound, free or mis-sized page");
+            return;
+        }
+        let mm = self.memmap();
+        for i in 0..1usize << order {
+            let t = mm.page(page.pfn().add(i)).expect("block pages have descriptors");
+            t.set_alloc_order(Some(0));
+            if i > 0 {
+                t.set_refcount(1);
+            }
+        }
+    }
+
+    /// `bad_page()`: Linux's `BUG: Bad page state` report; the page is left as it was.
+    pub(crate) fn bad_page(&self, page: PageRef<'_>, reason: &str) {
+        self.bad_page_with(page, &|w| w.write_str(reason));
+    }
+
+    fn bad_page_with(&self, page: PageRef<'_>, reason: &dyn Fn(&mut dyn core::fmt::Write) -> core::fmt::Result) {
+        let task = self.platform().current_task();
+        let (pfn, flags, rc) = (page.pfn().as_usize(), page.page().state_flags(), page.refcount());
+        let addr = page.page() as *const _ as usize;
+        self.report(ReportKind::BadPage, &|w| {
+            writeln!(w, "BUG: Bad page state in process {}  pfn:{pfn:05x}", task.comm())?;
+            writeln!(w, "page: refcount:{rc} mapcount:0 mapping:0000000000000000 index:0x0 pfn:{pfn:#x}")?;
+            write!(w, "flags: {flags:#x}(")?;
+            write_flag_names(w, flags)?;
+            writeln!(w, ")")?;
+            writeln!(w, "raw: {addr:016x}")?;
+            write!(w, "page dumped because: ")?;
+            reason(w)?;
+            writeln!(w)
+        });
+    }
+}

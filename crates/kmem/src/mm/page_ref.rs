@@ -1,0 +1,120 @@
+//! [`PageRef`] (kmem's `struct page *`) and the page allocator's error type.
+
+use core::fmt;
+
+use crate::addr::Pfn;
+use crate::gfp::Gfp;
+use crate::mm::page::{pg, Page};
+
+/// A page descriptor together with its frame number: what Linux passes around as
+/// `struct page *`. Copyable; it does not own the page (see [`crate::Pages`] for that).
+#[derive(Clone, Copy)]
+pub struct PageRef<'a> {
+    pfn: Pfn,
+    page: &'a Page,
+}
+
+impl<'a> PageRef<'a> {
+    pub(crate) fn new(pfn: Pfn, page: &'a Page) -> Self {
+        Self { pfn, page }
+    }
+    /// `page_to_pfn()`.
+    #[inline]
+    pub fn pfn(self) -> Pfn {
+        self.pfn
+    }
+    /// The descriptor.
+    #[inline]
+    pub fn page(self) -> &'a Page {
+        self.page
+    }
+    /// `page_ref_count()`.
+    pub fn refcount(self) -> i32 {
+        self.page.refcount()
+    }
+    /// `PageCompound()`: head or tail of a compound page.
+    pub fn is_compound(self) -> bool {
+        self.page.flags() & (pg::HEAD | pg::TAIL) != 0
+    }
+    /// `PageHead()`.
+    pub fn is_head(self) -> bool {
+        self.page.test(pg::HEAD)
+    }
+    /// `PageTail()`.
+    pub fn is_tail(self) -> bool {
+        self.page.test(pg::TAIL)
+    }
+    /// `PageReserved()`.
+    pub fn is_reserved(self) -> bool {
+        self.page.test(pg::RESERVED)
+    }
+    /// `PageBuddy()`: free in the buddy allocator.
+    pub fn is_buddy(self) -> bool {
+        self.page.test(pg::BUDDY)
+    }
+    /// `page_private()`: the owner's word.
+    pub fn private(self) -> u64 {
+        self.page.data()
+    }
+    /// `set_page_private()`.
+    pub fn set_private(self, v: u64) {
+        self.page.set_data(v)
+    }
+}
+
+impl PartialEq for PageRef<'_> {
+    fn eq(&self, o: &Self) -> bool {
+        self.pfn == o.pfn
+    }
+}
+
+impl Eq for PageRef<'_> {}
+
+impl fmt::Debug for PageRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PageRef(pfn:{:#x} refcount:{} flags:", self.pfn.as_usize(), self.refcount())?;
+        crate::mm::page::write_flag_names(f, self.page.state_flags())?;
+        f.write_str(")")
+    }
+}
+
+/// Why a page allocation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AllocErrorKind {
+    /// `order > MAX_PAGE_ORDER`.
+    OrderTooLarge,
+    /// The GFP zone modifiers are an invalid combination (`GFP_ZONE_BAD`).
+    BadZoneModifiers,
+    /// The node asked for does not exist.
+    NoSuchNode(usize),
+    /// No zone allowed by the flags had a free block above its watermark.
+    NoMemory,
+    /// The page has no direct-map address (a HighMem page asked for as an address).
+    NotDirectMapped,
+}
+
+/// A failed page allocation: what was asked and why it failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AllocError {
+    /// The GFP flags of the request.
+    pub gfp: Gfp,
+    /// The order of the request.
+    pub order: u32,
+    /// The cause.
+    pub kind: AllocErrorKind,
+}
+
+impl fmt::Display for AllocError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let why = match self.kind {
+            AllocErrorKind::OrderTooLarge => "order above MAX_PAGE_ORDER",
+            AllocErrorKind::BadZoneModifiers => "invalid zone modifiers",
+            AllocErrorKind::NoSuchNode(_) => "no such node",
+            AllocErrorKind::NoMemory => "out of memory",
+            AllocErrorKind::NotDirectMapped => "page not in the direct map",
+        };
+        write!(f, "page allocation failure: order:{}, mode:{:#x}({:#}): {why}", self.order, self.gfp.bits(), self.gfp)
+    }
+}
+
+impl core::error::Error for AllocError {}

@@ -1,0 +1,172 @@
+//! A zone: a range of page frames of one [`ZoneType`] on one node, with its buddy free lists,
+//! watermarks and counters.
+
+use crate::addr::Pfn;
+use crate::mm::free_area::FreeArea;
+use crate::mm::zone_type::{ZoneType, MAX_NR_ZONES};
+use crate::sync::{AtomicIsize, AtomicU64, AtomicUsize, Ordering};
+
+/// Watermark indices (`enum zone_watermarks`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub enum Wmark {
+    /// Below this only reserve-entitled allocations succeed.
+    Min = 0,
+    /// kswapd is woken below this; the fast path allocates down to here.
+    Low = 1,
+    /// kswapd sleeps again above this.
+    High = 2,
+    /// Memory-tiering promotion threshold (printed, unused).
+    Promo = 3,
+}
+
+/// Per-zone event counters (the zone's share of `/proc/vmstat` and zoneinfo's numa lines).
+#[derive(Debug, Default)]
+pub struct ZoneEvents {
+    /// Pages allocated from this zone (`pgalloc_<zone>`).
+    pub pgalloc: AtomicU64,
+    /// Pages freed to this zone (`pgfree`).
+    pub pgfree: AtomicU64,
+    /// Allocations served on the preferred node.
+    pub numa_hit: AtomicU64,
+    /// Allocations that wanted another node but got this one.
+    pub numa_miss: AtomicU64,
+    /// Allocations that wanted this node but were served elsewhere.
+    pub numa_foreign: AtomicU64,
+    /// Allocations by a CPU of this node served here.
+    pub numa_local: AtomicU64,
+    /// Allocations by a CPU of another node served here.
+    pub numa_other: AtomicU64,
+}
+
+/// One zone (`struct zone`).
+#[derive(Debug)]
+pub struct Zone {
+    /// Free lists and the zone lock.
+    pub area: FreeArea,
+    ztype: ZoneType,
+    node: u8,
+    start_pfn: AtomicUsize,
+    spanned: AtomicUsize,
+    present: AtomicUsize,
+    managed: AtomicUsize,
+    wmark: [AtomicUsize; 4],
+    lowmem_reserve: [AtomicUsize; MAX_NR_ZONES],
+    free_pages: AtomicIsize,
+    /// Event counters.
+    pub events: ZoneEvents,
+}
+
+impl Zone {
+    /// An empty zone (nothing spanned).
+    pub const fn new(ztype: ZoneType, node: u8) -> Self {
+        Self {
+            area: FreeArea::new(),
+            ztype,
+            node,
+            start_pfn: AtomicUsize::new(0),
+            spanned: AtomicUsize::new(0),
+            present: AtomicUsize::new(0),
+            managed: AtomicUsize::new(0),
+            wmark: [const { AtomicUsize::new(0) }; 4],
+            lowmem_reserve: [const { AtomicUsize::new(0) }; MAX_NR_ZONES],
+            free_pages: AtomicIsize::new(0),
+            events: ZoneEvents {
+                pgalloc: AtomicU64::new(0),
+                pgfree: AtomicU64::new(0),
+                numa_hit: AtomicU64::new(0),
+                numa_miss: AtomicU64::new(0),
+                numa_foreign: AtomicU64::new(0),
+                numa_local: AtomicU64::new(0),
+                numa_other: AtomicU64::new(0),
+            },
+        }
+    }
+
+    /// The zone's type.
+    pub fn zone_type(&self) -> ZoneType {
+        self.ztype
+    }
+    /// The zone's node.
+    pub fn node(&self) -> usize {
+        self.node as usize
+    }
+    /// Linux's zone name.
+    pub fn name(&self) -> &'static str {
+        self.ztype.name()
+    }
+    /// First frame spanned.
+    pub fn start_pfn(&self) -> Pfn {
+        Pfn::new(self.start_pfn.load(Ordering::Relaxed))
+    }
+    /// One past the last frame spanned.
+    pub fn end_pfn(&self) -> Pfn {
+        self.start_pfn().add(self.spanned_pages())
+    }
+    /// Frames between start and end, holes included.
+    pub fn spanned_pages(&self) -> usize {
+        self.spanned.load(Ordering::Relaxed)
+    }
+    /// Frames with RAM behind them.
+    pub fn present_pages(&self) -> usize {
+        self.present.load(Ordering::Relaxed)
+    }
+    /// Frames handed to the buddy allocator (present minus boot reservations).
+    pub fn managed_pages(&self) -> usize {
+        self.managed.load(Ordering::Relaxed)
+    }
+    /// True if the zone has RAM (`populated_zone`).
+    pub fn is_populated(&self) -> bool {
+        self.present_pages() != 0
+    }
+    /// True if the zone manages pages (`managed_zone`).
+    pub fn is_managed(&self) -> bool {
+        self.managed_pages() != 0
+    }
+    /// True if `pfn` lies in the zone's span.
+    #[inline]
+    pub fn spans(&self, pfn: Pfn) -> bool {
+        pfn >= self.start_pfn() && pfn < self.end_pfn()
+    }
+    /// A watermark in pages.
+    #[inline]
+    pub fn wmark(&self, w: Wmark) -> usize {
+        self.wmark[w as usize].load(Ordering::Relaxed)
+    }
+    /// `lowmem_reserve[highest]`: pages kept back from allocations that could use `highest`.
+    #[inline]
+    pub fn lowmem_reserve(&self, highest: ZoneType) -> usize {
+        self.lowmem_reserve[highest.index()].load(Ordering::Relaxed)
+    }
+    /// Free pages in the buddy lists (`NR_FREE_PAGES`).
+    #[inline]
+    pub fn free_pages(&self) -> usize {
+        self.free_pages.load(Ordering::Relaxed).max(0) as usize
+    }
+    /// Adjusts the free-page counter (called with the zone lock held).
+    #[inline]
+    pub(crate) fn mod_free_pages(&self, delta: isize) {
+        self.free_pages.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_span(&self, start: Pfn, end: Pfn) {
+        self.start_pfn.store(start.as_usize(), Ordering::Relaxed);
+        self.spanned.store(end.as_usize() - start.as_usize(), Ordering::Relaxed);
+    }
+    pub(crate) fn add_present(&self, pages: usize) {
+        self.present.fetch_add(pages, Ordering::Relaxed);
+    }
+    pub(crate) fn add_managed(&self, pages: usize) {
+        self.managed.fetch_add(pages, Ordering::Relaxed);
+    }
+    pub(crate) fn set_wmarks(&self, w: [usize; 4]) {
+        for (slot, v) in self.wmark.iter().zip(w) {
+            slot.store(v, Ordering::Relaxed);
+        }
+    }
+    pub(crate) fn set_lowmem_reserve(&self, r: [usize; MAX_NR_ZONES]) {
+        for (slot, v) in self.lowmem_reserve.iter().zip(r) {
+            slot.store(v, Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! The platform boundary: what the core asks of its environment, as a kernel asks its arch layer.
+//!
+//! A bare-metal kernel implements [`Platform`] with its real CPU numbering, preempt counter,
+//! interrupt flag and direct map; `kmem-hosted` implements it for an ordinary Linux process
+//! (threads are CPUs, RAM is a memfd). The core never calls `std`.
+//!
+//! Later layers extend the trait (page-table operations for vmalloc and kmap).
+
+use core::fmt;
+
+use crate::addr::{Pfn, PhysAddr, VirtAddr};
+
+/// A CPU number, `0..nr_cpus`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default)]
+pub struct CpuId(pub u32);
+
+impl CpuId {
+    /// As an index into per-CPU arrays.
+    pub const fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// Saved interrupt state, returned by [`Platform::local_irq_save`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct IrqState(pub bool);
+
+/// What a report is about. Each kind has a counter in the machine that tests can read.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[repr(u8)]
+pub enum ReportKind {
+    /// `BUG: Bad page state`: a page freed or put in a state it cannot be in.
+    BadPage = 0,
+    /// `page allocation failure: order:N, mode:...`: an allocation that failed without `__GFP_NOWARN`.
+    PageAllocFailure = 1,
+    /// A `WARNING:` (`WARN_ON`-style) about bad arguments, such as order > MAX_PAGE_ORDER.
+    Warning = 2,
+    /// `BUG: sleeping function called from invalid context`.
+    SleepInAtomic = 3,
+    /// Slab debugging reports (`BUG <cache>: ...`).
+    SlabBug = 4,
+    /// Informational messages (boot summary and the like); not errors.
+    Info = 5,
+}
+
+impl ReportKind {
+    /// Number of kinds (size of counter arrays).
+    pub const COUNT: usize = 6;
+    /// Every kind, in counter order.
+    pub const ALL: [ReportKind; Self::COUNT] = [
+        ReportKind::BadPage,
+        ReportKind::PageAllocFailure,
+        ReportKind::Warning,
+        ReportKind::SleepInAtomic,
+        ReportKind::SlabBug,
+        ReportKind::Info,
+    ];
+}
+
+/// The environment of a kmem machine.
+///
+/// # Safety
+///
+/// The core trusts the implementation in ways that affect memory safety:
+/// - [`Platform::direct_map`] must describe a mapping in which every physical address below
+///   `limit` that the memory map calls RAM is readable and writable at `base + phys`, for as
+///   long as the machine lives, and maps nothing else the core could be told to write.
+/// - [`Platform::current_cpu`] must return a value below [`Platform::nr_cpus`], and
+///   `nr_cpus` must not change.
+/// - [`Platform::map_temporary`] must return a writable mapping of the whole page until the
+///   matching [`Platform::unmap_temporary`].
+pub unsafe trait Platform: Send + Sync {
+    /// Number of possible CPUs (`nr_cpu_ids`), at most [`crate::NR_CPUS`].
+    fn nr_cpus(&self) -> usize;
+    /// The CPU the caller runs on (`raw_smp_processor_id`).
+    fn current_cpu(&self) -> CpuId;
+
+    /// The preemption counter of the current context (`preempt_count()`, without IRQ bits).
+    fn preempt_count(&self) -> u32;
+    /// `preempt_disable()`.
+    fn preempt_disable(&self);
+    /// `preempt_enable()`.
+    fn preempt_enable(&self);
+    /// Disables interrupts on this CPU and returns the previous state (`local_irq_save`).
+    fn local_irq_save(&self) -> IrqState;
+    /// Restores a state returned by `local_irq_save` (`local_irq_restore`).
+    fn local_irq_restore(&self, state: IrqState);
+    /// `irqs_disabled()`.
+    fn irqs_disabled(&self) -> bool;
+    /// True in hard or soft interrupt context (`in_interrupt()`).
+    fn in_interrupt(&self) -> bool;
+    /// `in_atomic()`: preemption disabled or interrupt context.
+    fn in_atomic(&self) -> bool {
+        self.preempt_count() != 0 || self.in_interrupt()
+    }
+
+    /// The direct map (Linux's linear map, `__va`/`__pa`).
+    fn direct_map(&self) -> DirectMap;
+    /// Maps a page that may lie outside the direct map for a short CPU-local access (the
+    /// `kmap_local` seam; HighMem pages need it). The default uses the direct map.
+    fn map_temporary(&self, pfn: Pfn) -> Option<VirtAddr> {
+        self.direct_map().phys_to_virt(pfn.phys())
+    }
+    /// Ends a [`Platform::map_temporary`] mapping.
+    fn unmap_temporary(&self, _addr: VirtAddr) {}
+
+    /// Spin-wait hint, called while waiting for a lock. A hosted platform may yield here.
+    fn cpu_relax(&self) {
+        core::hint::spin_loop();
+    }
+    /// A monotonic clock in nanoseconds (report rate limits, ages). May be coarse.
+    fn now_ns(&self) -> u64;
+    /// The current task's pid and name, for reports (`current->pid`, `current->comm`).
+    fn current_task(&self) -> TaskId;
+
+    /// Delivers one report. The core has already counted it; `body` writes its text.
+    fn report(&self, kind: ReportKind, body: &dyn Fn(&mut dyn fmt::Write) -> fmt::Result);
+}
+
+/// Identity of the running task, for report headers.
+#[derive(Clone, Copy, Debug)]
+pub struct TaskId {
+    /// Task id.
+    pub pid: u32,
+    /// Up to 15 bytes of name (`TASK_COMM_LEN` - 1), NUL padded.
+    pub comm: [u8; 16],
+}
+
+impl TaskId {
+    /// Builds a task id, truncating the name to 15 bytes.
+    pub fn new(pid: u32, name: &str) -> Self {
+        let mut comm = [0u8; 16];
+        let n = name.len().min(15);
+        comm[..n].copy_from_slice(&name.as_bytes()[..n]);
+        Self { pid, comm }
+    }
+    /// The name as text.
+    pub fn comm(&self) -> &str {
+        let n = self.comm.iter().position(|&b| b == 0).unwrap_or(16);
+        core::str::from_utf8(&self.comm[..n]).unwrap_or("?")
+    }
+}
+
+/// The linear map: physical address `p < limit` lives at virtual `base + p`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirectMap {
+    /// Virtual address of physical address 0.
+    pub base: VirtAddr,
+    /// First physical address not mapped (`high_memory`'s physical address).
+    pub limit: PhysAddr,
+}
+
+impl DirectMap {
+    /// `__va()`: `None` above the direct map.
+    #[inline]
+    pub fn phys_to_virt(&self, pa: PhysAddr) -> Option<VirtAddr> {
+        if pa < self.limit {
+            Some(VirtAddr::new(self.base.as_usize() + pa.as_u64() as usize))
+        } else {
+            None
+        }
+    }
+    /// `__pa()`: `None` for addresses outside the direct map.
+    #[inline]
+    pub fn virt_to_phys(&self, va: VirtAddr) -> Option<PhysAddr> {
+        let off = va.as_usize().checked_sub(self.base.as_usize())? as u64;
+        if off < self.limit.as_u64() {
+            Some(PhysAddr::new(off))
+        } else {
+            None
+        }
+    }
+}

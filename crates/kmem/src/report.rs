@@ -1,0 +1,95 @@
+//! Reports: Linux-format messages about misuse and failures, counted per kind.
+//!
+//! Every report is counted in the machine (tests assert on [`Reports::count`]) and then handed
+//! to [`Platform::report`] unless its rate limit is exhausted, as `printk_ratelimited` would
+//! drop it. Counting never stops; only the text is throttled.
+
+use core::fmt;
+
+use crate::platform::{Platform, ReportKind};
+use crate::sync::{AtomicU64, Ordering};
+
+/// Per-kind counters and rate limits of one machine.
+#[derive(Debug)]
+pub struct Reports {
+    counts: [AtomicU64; ReportKind::COUNT],
+    bad_page_limit: RateLimit,
+    alloc_fail_limit: RateLimit,
+}
+
+impl Default for Reports {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Reports {
+    /// Zeroed counters; rate limits as Linux's (`bad_page`: 60 per minute; `warn_alloc`: 10
+    /// per 5 s, `DEFAULT_RATELIMIT_BURST` over `DEFAULT_RATELIMIT_INTERVAL`).
+    pub const fn new() -> Self {
+        Self {
+            counts: [const { AtomicU64::new(0) }; ReportKind::COUNT],
+            bad_page_limit: RateLimit::new(60_000_000_000, 60),
+            alloc_fail_limit: RateLimit::new(5_000_000_000, 10),
+        }
+    }
+
+    /// How many reports of `kind` this machine has made.
+    pub fn count(&self, kind: ReportKind) -> u64 {
+        self.counts[kind as usize].load(Ordering::Relaxed)
+    }
+
+    /// Counts a report and, unless rate-limited, delivers its text.
+    pub fn emit<P: Platform>(&self, platform: &P, kind: ReportKind, body: &dyn Fn(&mut dyn fmt::Write) -> fmt::Result) {
+        self.counts[kind as usize].fetch_add(1, Ordering::Relaxed);
+        let limit = match kind {
+            ReportKind::BadPage => Some(&self.bad_page_limit),
+            ReportKind::PageAllocFailure => Some(&self.alloc_fail_limit),
+            _ => None,
+        };
+        if limit.is_none_or(|l| l.allow(platform.now_ns())) {
+            platform.report(kind, body);
+        }
+    }
+}
+
+/// `struct ratelimit_state`: at most `burst` events per `interval_ns`.
+#[derive(Debug)]
+struct RateLimit {
+    interval_ns: u64,
+    burst: u64,
+    window_start: AtomicU64,
+    used: AtomicU64,
+}
+
+impl RateLimit {
+    const fn new(interval_ns: u64, burst: u64) -> Self {
+        Self { interval_ns, burst, window_start: AtomicU64::new(0), used: AtomicU64::new(0) }
+    }
+
+    fn allow(&self, now: u64) -> bool {
+        let start = self.window_start.load(Ordering::Relaxed);
+        if now.saturating_sub(start) >= self.interval_ns
+            && self.window_start.compare_exchange(start, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            self.used.store(0, Ordering::Relaxed);
+        }
+        self.used.fetch_add(1, Ordering::Relaxed) < self.burst
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_bursts_then_refills() {
+        let r = RateLimit::new(100, 3);
+        assert!(r.allow(1000));
+        assert!(r.allow(1001));
+        assert!(r.allow(1002));
+        assert!(!r.allow(1003));
+        assert!(!r.allow(1099));
+        assert!(r.allow(1100));
+    }
+}
