@@ -36,6 +36,9 @@ pub mod proc;
 pub mod report;
 pub mod sync;
 
+#[cfg(test)]
+mod testing;
+
 pub use addr::{Order, Pfn, PhysAddr, VirtAddr, MAX_PAGE_ORDER, PAGE_SHIFT, PAGE_SIZE};
 pub use boot::{BootConfig, BootError, MemRegion, Memblock, RegionKind, ZoneLayout};
 pub use gfp::Gfp;

@@ -409,7 +409,8 @@ fn release_range<P: Platform>(
             page.clear(pg::RESERVED);
             page.set_refcount(0);
         }
-        buddy::free_one_page(&g, zone, mm, Pfn::new(pfn), order, Migratetype::Movable, false);
+        // FPI_TO_TAIL, as `__free_pages_core`: boot leaves the lists in address order.
+        buddy::free_one_page(&g, zone, mm, Pfn::new(pfn), order, Migratetype::Movable, true);
         pfn += order.nr_pages();
     }
     end - start

@@ -97,7 +97,7 @@ pub fn rmqueue<P: Platform>(
     if let Some(pfn) = rmqueue_smallest(g, zone, mm, order, mt, take) {
         return Some(pfn);
     }
-    rmqueue_claim(g, zone, mm, order, mt, take).or_else(|| rmqueue_steal(g, zone, mm, order, mt))
+    rmqueue_claim(g, zone, mm, order, mt, take).or_else(|| rmqueue_steal(g, zone, mm, order, mt, take))
 }
 
 /// `__rmqueue_claim()`: search the fallback lists from the largest block down, and if the
@@ -119,7 +119,7 @@ fn rmqueue_claim<P: Platform>(
             if !can_claim(cur, mt, take) {
                 continue;
             }
-            let pfn = area.first(g, cur, fb)?;
+            let pfn = take_block(g, area, cur, fb, take.cold)?;
             if try_to_claim_block(g, zone, mm, pfn, cur, mt, take) {
                 return rmqueue_smallest(g, zone, mm, order, mt, take);
             }
@@ -136,6 +136,7 @@ fn rmqueue_steal<P: Platform>(
     mm: &Memmap,
     order: Order,
     mt: Migratetype,
+    take: Take,
 ) -> Option<Pfn> {
     let area = &zone.area;
     for cur in Order::all().filter(|&o| o >= order) {
@@ -143,7 +144,7 @@ fn rmqueue_steal<P: Platform>(
             if area.nr_free_mt(cur, fb) == 0 {
                 continue;
             }
-            let pfn = area.first(g, cur, fb)?;
+            let pfn = take_block(g, area, cur, fb, take.cold)?;
             area.del(g, mm, pfn);
             expand(g, area, mm, pfn, order, cur, fb);
             zone.mod_free_pages(-(order.nr_pages() as isize));
@@ -291,4 +292,93 @@ fn buddy_merge_likely(mm: &Memmap, zone: &Zone, pfn: Pfn, order: Order) -> bool 
     let higher = Pfn::new(pfn.as_usize() & pfn.buddy(order).as_usize());
     let higher_buddy = higher.buddy(up);
     zone.spans(higher_buddy) && mm.page(higher_buddy).is_some_and(|p| p.test(pg::BUDDY))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gfp::Gfp;
+    use crate::testing;
+    use crate::ZoneType;
+
+    fn counts(k: &crate::Kmem<testing::TestPlatform>, zt: ZoneType) -> [usize; 11] {
+        let z = k.node(0).unwrap().zone(zt);
+        core::array::from_fn(|o| z.area.nr_free(Order::new(o as u32).unwrap()))
+    }
+
+    #[test]
+    fn boot_frees_in_maximal_aligned_blocks() {
+        let k = testing::machine(64);
+        // DMA: 16 MiB = 4 order-10 blocks (metadata lives at the top of Normal).
+        assert_eq!(counts(&k, ZoneType::Dma), [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4]);
+        k.verify().unwrap();
+    }
+
+    #[test]
+    fn expand_puts_upper_halves_on_each_lower_order() {
+        let k = testing::machine(64);
+        let dma = k.node(0).unwrap().zone(ZoneType::Dma);
+        let before = counts(&k, ZoneType::Dma);
+        let p = k.alloc_pages(Gfp::DMA, 0).unwrap();
+        // The lowest block was split: one free block at each order 0..=9, one fewer at 10.
+        let after = counts(&k, ZoneType::Dma);
+        assert_eq!(after, [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, before[10] - 1]);
+        // Lowest-address-first: the allocation is the first frame of the zone's first block,
+        // and the free order-0 block is its buddy.
+        assert_eq!(p.pfn(), dma.start_pfn());
+        let g = dma.area.lock(k.platform());
+        // GFP_DMA is unmovable: the block's pageblocks were claimed for Unmovable first.
+        assert_eq!(dma.area.first(&g, Order::ZERO, Migratetype::Unmovable), Some(p.pfn().add(1)));
+        drop(g);
+        // SAFETY: we own `p`.
+        unsafe { k.__free_pages(p, 0) };
+        assert_eq!(counts(&k, ZoneType::Dma), before, "free merges all the way back up");
+        k.verify().unwrap();
+    }
+
+    #[test]
+    fn merge_needs_both_buddies() {
+        let k = testing::machine(64);
+        let before = counts(&k, ZoneType::Dma);
+        let a = k.alloc_pages(Gfp::DMA, 0).unwrap();
+        let b = k.alloc_pages(Gfp::DMA, 0).unwrap();
+        assert_eq!(b.pfn(), a.pfn().buddy(Order::ZERO), "second order-0 comes from the first's buddy");
+        // SAFETY: we own both.
+        unsafe { k.__free_pages(a, 0) };
+        assert_eq!(counts(&k, ZoneType::Dma)[0], 1, "a cannot merge while b is allocated");
+        unsafe { k.__free_pages(b, 0) };
+        assert_eq!(counts(&k, ZoneType::Dma), before);
+    }
+
+    #[test]
+    fn unmovable_request_claims_a_movable_pageblock() {
+        let k = testing::machine(64);
+        let mm = k.memmap();
+        // Everything is Movable at boot; GFP_KERNEL is Unmovable and must claim a pageblock.
+        let p = k.alloc_pages(Gfp::KERNEL, 0).unwrap();
+        assert_eq!(mm.pageblock_migratetype(p.pfn()), Migratetype::Unmovable);
+        // A Movable request elsewhere keeps Movable blocks.
+        let q = k.alloc_pages(Gfp::HIGHUSER_MOVABLE, 0).unwrap();
+        assert_eq!(mm.pageblock_migratetype(q.pfn()), Migratetype::Movable);
+        assert_ne!(p.pfn().as_usize() >> 9, q.pfn().as_usize() >> 9, "different pageblocks");
+        // SAFETY: we own both.
+        unsafe {
+            k.__free_pages(p, 0);
+            k.__free_pages(q, 0);
+        }
+        k.verify().unwrap();
+    }
+
+    #[test]
+    fn cold_takes_the_tail() {
+        let k = testing::machine(64);
+        let hot = k.alloc_pages(Gfp::DMA, 10).unwrap();
+        let cold = k.alloc_pages(Gfp::DMA | Gfp::COLD, 10).unwrap();
+        assert!(cold.pfn() > hot.pfn().add(1024), "cold block comes from the list tail");
+        // SAFETY: we own both.
+        unsafe {
+            k.__free_pages(hot, 10);
+            k.__free_pages(cold, 10);
+        }
+    }
 }

@@ -11,6 +11,7 @@ pub mod page_free;
 pub mod page_ref;
 pub mod pages;
 pub mod show_mem;
+pub mod verify;
 pub mod watermark;
 pub mod zone;
 pub mod zone_type;

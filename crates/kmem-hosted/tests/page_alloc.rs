@@ -1,0 +1,310 @@
+//! The page allocator's API and GFP semantics on hosted machines.
+
+mod common;
+
+use kmem::mm::zone::Wmark;
+use kmem::{AllocErrorKind, Gfp, PageRef, Pfn, ReportKind, ZoneType};
+use kmem_hosted::{in_irq, MachineBuilder, Preset};
+
+const MIB: usize = 1 << 20;
+
+fn zone_of(m: &kmem_hosted::Machine, p: PageRef<'_>) -> ZoneType {
+    m.page_zone(p.page()).zone_type()
+}
+
+#[test]
+fn gfp_zone_modifiers_pick_zones_and_kernel_prefers_the_highest() {
+    let m = MachineBuilder::new().ram_mib(5 * 1024).cpus(1).build().unwrap();
+    let dma = m.alloc_pages(Gfp::KERNEL | Gfp::DMA, 0).unwrap();
+    assert_eq!(zone_of(&m, dma), ZoneType::Dma);
+    assert!(dma.pfn().phys().as_u64() < 16 << 20);
+    let dma32 = m.alloc_pages(Gfp::KERNEL | Gfp::DMA32, 0).unwrap();
+    assert_eq!(zone_of(&m, dma32), ZoneType::Dma32);
+    assert!(dma32.pfn().phys().as_u64() < 4 << 30);
+    let normal = m.alloc_pages(Gfp::KERNEL, 0).unwrap();
+    assert_eq!(zone_of(&m, normal), ZoneType::Normal);
+    assert!(normal.pfn().phys().as_u64() >= 4 << 30);
+    let bad = m.alloc_pages(Gfp::DMA | Gfp::HIGHMEM, 0).unwrap_err();
+    assert_eq!(bad.kind, AllocErrorKind::BadZoneModifiers);
+    assert_eq!(m.report_count(ReportKind::Warning), 1);
+    for (p, o) in [(dma, 0), (dma32, 0), (normal, 0)] {
+        // SAFETY: we own each page.
+        unsafe { m.__free_pages(p, o) };
+    }
+    m.verify().unwrap();
+}
+
+#[test]
+fn zero_flag_zeroes_reused_memory() {
+    let m = MachineBuilder::new().ram_mib(64).cpus(1).build().unwrap();
+    let mut b = m.alloc(Gfp::KERNEL, 2).unwrap();
+    b.as_mut_slice().unwrap().fill(0xaa);
+    let pfn = b.pfn();
+    drop(b);
+    let mut z = m.alloc(Gfp::KERNEL | Gfp::ZERO, 2).unwrap();
+    assert_eq!(z.pfn(), pfn, "LIFO free lists hand the same block back");
+    assert!(z.as_mut_slice().unwrap().iter().all(|&x| x == 0));
+    let addr = m.get_zeroed_page(Gfp::KERNEL).unwrap();
+    // SAFETY: the page is ours and in the direct map.
+    let bytes = unsafe { std::slice::from_raw_parts(addr.as_mut_ptr::<u8>(), 4096) };
+    assert!(bytes.iter().all(|&x| x == 0));
+    // SAFETY: we own it.
+    unsafe { m.free_pages(addr, 0) };
+    assert_eq!(m.report_count(ReportKind::BadPage), 0);
+}
+
+#[test]
+fn direct_map_writes_are_real_memory() {
+    let m = MachineBuilder::new().ram_mib(64).cpus(1).build().unwrap();
+    let a = m.__get_free_pages(Gfp::KERNEL, 1).unwrap();
+    let page = m.virt_to_page(a).unwrap();
+    assert_eq!(m.page_address(page), Some(a));
+    assert_eq!(m.pfn_to_page(page.pfn()).unwrap(), page);
+    assert_eq!(m.virt_to_phys(a).unwrap(), page.pfn().phys());
+    // SAFETY: 8 KiB block we own, mapped by the direct map.
+    unsafe { std::ptr::write_bytes(a.as_mut_ptr::<u8>(), 0x5c, 8192) };
+    // SAFETY: as above.
+    assert_eq!(unsafe { *a.as_mut_ptr::<u8>().add(8191) }, 0x5c);
+    // SAFETY: we own it.
+    unsafe { m.free_pages(a, 1) };
+}
+
+#[test]
+fn compound_pages_have_head_and_tails() {
+    let m = MachineBuilder::new().ram_mib(64).cpus(1).build().unwrap();
+    let before = common::free_pages(&m);
+    let head = m.alloc_pages(Gfp::KERNEL | Gfp::COMP, 3).unwrap();
+    assert!(head.is_head() && !head.is_tail());
+    let tail = m.pfn_to_page(head.pfn().add(5)).unwrap();
+    assert!(tail.is_tail());
+    assert_eq!(m.compound_head(tail), head);
+    assert_eq!(m.compound_order(tail), 3);
+    m.get_page(tail);
+    assert_eq!(head.refcount(), 2, "get_page on a tail takes a reference on the head");
+    // SAFETY: we own both references.
+    unsafe { m.put_page(tail) };
+    assert_eq!(common::free_pages(&m), before - 8);
+    unsafe { m.put_page(head) };
+    assert_eq!(common::free_pages(&m), before, "last put_page frees the whole compound page");
+    assert!(!m.pfn_to_page(head.pfn().add(5)).unwrap().is_tail());
+    assert_eq!(m.report_count(ReportKind::BadPage), 0);
+}
+
+#[test]
+fn free_pages_with_extra_reference_does_not_leak() {
+    // lib/test_free_pages.c: __free_pages() of a non-compound block with an extra reference
+    // frees the tail parts; the final put_page frees the first page.
+    let m = MachineBuilder::new().ram_mib(64).cpus(1).build().unwrap();
+    let before = common::buddyinfo(&m);
+    let p = m.alloc_pages(Gfp::KERNEL, 3).unwrap();
+    m.get_page(p);
+    // SAFETY: we own two references.
+    unsafe { m.__free_pages(p, 3) };
+    assert_eq!(p.refcount(), 1);
+    unsafe { m.put_page(p) };
+    assert_eq!(common::buddyinfo(&m), before);
+    assert_eq!(m.report_count(ReportKind::BadPage), 0);
+}
+
+#[test]
+fn split_page_makes_independent_pages() {
+    let m = MachineBuilder::new().ram_mib(64).cpus(1).build().unwrap();
+    let before = common::buddyinfo(&m);
+    let p = m.alloc_pages(Gfp::KERNEL, 2).unwrap();
+    // SAFETY: we own the non-compound block.
+    unsafe { m.split_page(p, 2) };
+    for i in [3, 0, 2, 1] {
+        let q = m.pfn_to_page(p.pfn().add(i)).unwrap();
+        assert_eq!(q.refcount(), 1);
+        // SAFETY: after split_page each page is ours on its own.
+        unsafe { m.__free_pages(q, 0) };
+    }
+    assert_eq!(common::buddyinfo(&m), before);
+    assert_eq!(m.report_count(ReportKind::BadPage), 0);
+}
+
+#[test]
+fn bulk_fills_empty_slots() {
+    let m = MachineBuilder::new().ram_mib(64).cpus(1).build().unwrap();
+    let mut slots: Vec<Option<PageRef<'_>>> = vec![None; 100];
+    slots[7] = Some(m.alloc_page(Gfp::KERNEL).unwrap());
+    assert_eq!(m.alloc_pages_bulk(Gfp::KERNEL, &mut slots), 100);
+    let mut pfns: Vec<Pfn> = slots.iter().map(|s| s.unwrap().pfn()).collect();
+    pfns.sort();
+    pfns.dedup();
+    assert_eq!(pfns.len(), 100, "no page handed out twice");
+    for s in slots.into_iter().flatten() {
+        assert_eq!(s.refcount(), 1);
+        // SAFETY: ours.
+        unsafe { m.__free_pages(s, 0) };
+    }
+    m.verify().unwrap();
+}
+
+/// Allocates order-0 pages with `gfp` until failure; returns them.
+fn drain<'a>(m: &'a kmem_hosted::Machine, gfp: Gfp) -> Vec<PageRef<'a>> {
+    std::iter::from_fn(|| m.alloc_pages(gfp | Gfp::NOWARN, 0).ok()).collect()
+}
+
+#[test]
+fn reserves_atomic_dips_below_min_nowait_does_not() {
+    let m = MachineBuilder::new().ram_mib(128).cpus(1).build().unwrap();
+    // Below 4 GiB of RAM the kernel's zone is DMA32 (there is no Normal).
+    let normal = m.node(0).unwrap().zone(ZoneType::Dma32);
+    let kernel = drain(&m, Gfp::KERNEL);
+    // GFP_KERNEL stops at min (plus the lowmem reserve it leaves in DMA).
+    assert!(normal.free_pages() <= normal.wmark(Wmark::Min));
+    assert!(normal.free_pages() > normal.wmark(Wmark::Min) / 2);
+    assert!(drain(&m, Gfp::NOWAIT).is_empty(), "GFP_NOWAIT gets no reserves");
+    let atomic = drain(&m, Gfp::ATOMIC);
+    assert!(!atomic.is_empty(), "GFP_ATOMIC may use part of min");
+    let min = normal.wmark(Wmark::Min);
+    assert!(normal.free_pages() <= min - min / 2 - (min - min / 2) / 4 + 1);
+    let memalloc = drain(&m, Gfp::KERNEL | Gfp::MEMALLOC);
+    assert!(!memalloc.is_empty(), "__GFP_MEMALLOC ignores watermarks");
+    // DMA kept its lowmem reserve against Normal-capable requests; GFP_DMA may use it (down to
+    // its own min) until MEMALLOC took everything.
+    for p in kernel.into_iter().chain(atomic).chain(memalloc) {
+        // SAFETY: ours.
+        unsafe { m.__free_pages(p, 0) };
+    }
+    m.verify().unwrap();
+}
+
+#[test]
+fn lowmem_reserve_protects_dma_from_kernel_allocations() {
+    let m = MachineBuilder::new().ram_mib(128).cpus(1).build().unwrap();
+    let dma = m.node(0).unwrap().zone(ZoneType::Dma);
+    let kernel = drain(&m, Gfp::KERNEL);
+    let kept = dma.free_pages();
+    assert!(kept > dma.wmark(Wmark::Min) + dma.lowmem_reserve(ZoneType::Normal) - 1);
+    let dma_pages = drain(&m, Gfp::KERNEL | Gfp::DMA);
+    assert!(!dma_pages.is_empty(), "GFP_DMA can still use its own zone");
+    for p in kernel.into_iter().chain(dma_pages) {
+        // SAFETY: ours.
+        unsafe { m.__free_pages(p, 0) };
+    }
+}
+
+#[test]
+fn failure_is_an_err_with_a_linux_report_unless_nowarn() {
+    let m = MachineBuilder::new().ram_mib(32).cpus(1).build().unwrap();
+    let mut held = Vec::new();
+    let err = loop {
+        match m.alloc_pages(Gfp::KERNEL | Gfp::NOWARN, 10) {
+            Ok(p) => held.push(p),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err.kind, AllocErrorKind::NoMemory);
+    assert_eq!(m.report_count(ReportKind::PageAllocFailure), 0, "NOWARN is silent");
+    assert!(m.alloc_pages(Gfp::KERNEL | Gfp::COMP, 10).is_err());
+    assert_eq!(m.report_count(ReportKind::PageAllocFailure), 1);
+    let text = m.reports().texts(ReportKind::PageAllocFailure).pop().unwrap();
+    let first = text.lines().next().unwrap();
+    assert!(
+        first.ends_with(": page allocation failure: order:10, mode:0x40cc0(GFP_KERNEL|__GFP_COMP), nodemask=(null)"),
+        "{first}"
+    );
+    assert!(text.contains("\nMem-Info:\n"), "{text}");
+    assert!(text.contains("Node 0 DMA32: ") && text.contains("lowmem_reserve[]: 0 "), "{text}");
+    for p in held {
+        // SAFETY: ours.
+        unsafe { m.__free_pages(p, 10) };
+    }
+}
+
+#[test]
+fn order_above_max_warns_and_fails() {
+    let m = MachineBuilder::new().ram_mib(64).cpus(1).build().unwrap();
+    assert_eq!(m.alloc_pages(Gfp::KERNEL, 11).unwrap_err().kind, AllocErrorKind::OrderTooLarge);
+    assert_eq!(m.report_count(ReportKind::Warning), 1);
+    assert!(m.reports().last().unwrap().contains("order 11 > MAX_PAGE_ORDER (10)"));
+    assert!(m.alloc_pages(Gfp::KERNEL | Gfp::NOWARN, 11).is_err());
+    assert_eq!(m.report_count(ReportKind::Warning), 1);
+}
+
+#[test]
+fn thisnode_stays_on_its_node_and_fallback_crosses_nodes() {
+    let m = MachineBuilder::new().ram_mib(512).cpus(2).nodes(2).build().unwrap();
+    assert_eq!(m.nr_nodes(), 2);
+    assert_eq!(m.cpu_to_node(0), 0);
+    assert_eq!(m.cpu_to_node(1), 1);
+    let p = m.alloc_pages_node(1, Gfp::KERNEL | Gfp::THISNODE, 0).unwrap();
+    assert_eq!(p.page().node(), 1);
+    let on1 = std::iter::from_fn(|| m.alloc_pages_node(1, Gfp::KERNEL | Gfp::THISNODE | Gfp::NOWARN, 4).ok())
+        .collect::<Vec<_>>();
+    assert!(on1.iter().all(|q| q.page().node() == 1));
+    assert!(m.alloc_pages_node(1, Gfp::KERNEL | Gfp::THISNODE | Gfp::NOWARN, 4).is_err());
+    let q = m.alloc_pages_node(1, Gfp::KERNEL, 4).unwrap();
+    assert_eq!(q.page().node(), 0, "without THISNODE the request falls back to node 0");
+    let z = m.page_zone(q.page());
+    assert!(z.events.numa_miss.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    assert!(m.alloc_pages_node(7, Gfp::KERNEL, 0).is_err());
+    // SAFETY: ours.
+    unsafe {
+        m.__free_pages(p, 0);
+        m.__free_pages(q, 4);
+        for r in on1 {
+            m.__free_pages(r, 4);
+        }
+    }
+    m.verify().unwrap();
+}
+
+#[test]
+fn memblock_reservations_are_never_allocated() {
+    let (start, size) = (32 * MIB as u64, MIB as u64);
+    let m = MachineBuilder::new().ram_mib(64).cpus(1).reserve(start, size).build().unwrap();
+    let first = m.pfn_to_page(kmem::PhysAddr::new(start).pfn()).unwrap();
+    assert!(first.is_reserved());
+    let all = drain(&m, Gfp::KERNEL | Gfp::MEMALLOC);
+    let range = (start >> 12) as usize..((start + size) >> 12) as usize;
+    assert!(all.iter().all(|p| !range.contains(&p.pfn().as_usize())));
+    for p in all {
+        // SAFETY: ours.
+        unsafe { m.__free_pages(p, 0) };
+    }
+}
+
+#[test]
+fn highmem_pages_have_no_address_and_are_zeroed() {
+    let m = MachineBuilder::new().preset(Preset::X86_32).ram_mib(1024).cpus(1).build().unwrap();
+    let hi = m.node(0).unwrap().zone(ZoneType::HighMem);
+    assert!(hi.managed_pages() > 0);
+    let p = m.alloc_pages(Gfp::HIGHUSER | Gfp::ZERO, 0).unwrap();
+    assert_eq!(zone_of(&m, p), ZoneType::HighMem);
+    assert_eq!(m.page_address(p), None);
+    assert!(m.alloc_pages(Gfp::KERNEL, 0).map(|q| zone_of(&m, q)).unwrap() != ZoneType::HighMem);
+    // __get_free_pages never returns HighMem.
+    assert!(m.__get_free_pages(Gfp::HIGHUSER, 0).is_ok());
+    // SAFETY: ours.
+    unsafe { m.__free_pages(p, 0) };
+}
+
+#[test]
+fn sleeping_allocation_in_interrupt_context_is_reported_and_proceeds() {
+    let m = MachineBuilder::new().ram_mib(64).cpus(1).build().unwrap();
+    let p = in_irq(|| m.alloc_pages(Gfp::KERNEL, 0)).unwrap();
+    assert_eq!(m.report_count(ReportKind::SleepInAtomic), 1);
+    let text = m.reports().last().unwrap();
+    assert!(text.starts_with("BUG: sleeping function called from invalid context at mm/page_alloc.c\n"), "{text}");
+    assert!(text.contains("in_atomic(): 1, irqs_disabled(): 1, non_block: 0, pid: "), "{text}");
+    let q = in_irq(|| m.alloc_pages(Gfp::ATOMIC, 0)).unwrap();
+    assert_eq!(m.report_count(ReportKind::SleepInAtomic), 1, "GFP_ATOMIC is fine in IRQ context");
+    // SAFETY: ours.
+    unsafe {
+        m.__free_pages(p, 0);
+        m.__free_pages(q, 0);
+    }
+}
+
+#[test]
+fn several_machines_live_in_one_process() {
+    let a = MachineBuilder::new().ram_mib(32).cpus(1).build().unwrap();
+    let b = MachineBuilder::new().ram_mib(48).cpus(2).build().unwrap();
+    let pa = a.alloc(Gfp::KERNEL, 0).unwrap();
+    let pb = b.alloc(Gfp::KERNEL, 0).unwrap();
+    assert_ne!(pa.addr(), pb.addr());
+    assert!(a.totalram_pages() < b.totalram_pages());
+}

@@ -1,0 +1,77 @@
+//! The full scanner: walks every free list of every zone and cross-checks it against the
+//! counters and the page descriptors. O(free blocks + frames); for tests and debugging.
+
+use crate::addr::{Order, Pfn};
+use crate::machine::Kmem;
+use crate::mm::free_area::FreeAreaCorruption;
+use crate::mm::page::pg;
+use crate::platform::Platform;
+
+/// What [`Kmem::verify`] found wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VerifyError {
+    /// A free list is malformed.
+    FreeList {
+        /// Node of the zone.
+        node: usize,
+        /// Zone name.
+        zone: &'static str,
+        /// What was wrong.
+        what: FreeAreaCorruption,
+    },
+    /// The zone's free-page counter disagrees with its lists.
+    FreeCount {
+        /// Node of the zone.
+        node: usize,
+        /// Zone name.
+        zone: &'static str,
+        /// Pages on the lists.
+        listed: usize,
+        /// The counter.
+        counter: usize,
+    },
+    /// A `PG_buddy` page is not on any list (the scan by descriptor found more free pages than
+    /// the lists hold), or a free block overlaps another block.
+    StrayBuddy {
+        /// The page.
+        pfn: Pfn,
+    },
+}
+
+impl<P: Platform> Kmem<P> {
+    /// Checks every zone's free lists, counters and `PG_buddy` flags. Takes each zone lock in
+    /// turn, so it is safe (if slow) on a running machine.
+    pub fn verify(&self) -> Result<(), VerifyError> {
+        let mm = self.memmap();
+        for zone in self.zones().filter(|z| z.is_populated()) {
+            let (node, name) = (zone.node(), zone.name());
+            let g = zone.area.lock(self.platform());
+            let listed = zone.area.check(&g, mm).map_err(|what| VerifyError::FreeList { node, zone: name, what })?;
+            if listed != zone.free_pages() {
+                return Err(VerifyError::FreeCount { node, zone: name, listed, counter: zone.free_pages() });
+            }
+            // Walk the span: buddy heads must tile without overlap, and cover exactly `listed`.
+            let (mut p, mut seen) = (zone.start_pfn(), 0usize);
+            while p < zone.end_pfn() {
+                match mm.page(p) {
+                    Some(page) if page.test(pg::BUDDY) => {
+                        let n = Order::new(page.private() & 0xff).map_or(1, Order::nr_pages);
+                        for i in 1..n {
+                            if mm.page(p.add(i)).is_some_and(|t| t.test(pg::BUDDY)) {
+                                return Err(VerifyError::StrayBuddy { pfn: p.add(i) });
+                            }
+                        }
+                        seen += n;
+                        p = p.add(n);
+                    }
+                    _ => p = p.add(1),
+                }
+            }
+            if seen != listed {
+                return Err(VerifyError::StrayBuddy { pfn: zone.start_pfn() });
+            }
+            drop(g);
+        }
+        Ok(())
+    }
+}

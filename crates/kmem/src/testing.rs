@@ -1,0 +1,74 @@
+//! Test support for the core's unit tests: a tiny machine on a heap buffer, single CPU.
+
+extern crate std;
+
+use std::boxed::Box;
+use std::fmt;
+use std::string::String;
+use std::sync::Mutex;
+use std::vec::Vec;
+
+use crate::addr::{PhysAddr, VirtAddr, PAGE_SIZE};
+use crate::boot::{BootConfig, MemRegion, ZoneLayout};
+use crate::machine::Kmem;
+use crate::platform::{CpuId, DirectMap, IrqState, Platform, ReportKind, TaskId};
+
+/// A one-CPU platform whose direct map is a leaked heap buffer.
+#[derive(Debug)]
+pub struct TestPlatform {
+    dm: DirectMap,
+    pub log: Mutex<Vec<(ReportKind, String)>>,
+}
+
+// SAFETY: the direct map is a leaked, page-aligned heap buffer of `limit` bytes, read-write,
+// never freed; there is one CPU, so `current_cpu` is always 0.
+unsafe impl Platform for TestPlatform {
+    fn nr_cpus(&self) -> usize {
+        1
+    }
+    fn current_cpu(&self) -> CpuId {
+        CpuId(0)
+    }
+    fn preempt_count(&self) -> u32 {
+        0
+    }
+    fn preempt_disable(&self) {}
+    fn preempt_enable(&self) {}
+    fn local_irq_save(&self) -> IrqState {
+        IrqState(false)
+    }
+    fn local_irq_restore(&self, _: IrqState) {}
+    fn irqs_disabled(&self) -> bool {
+        false
+    }
+    fn in_interrupt(&self) -> bool {
+        false
+    }
+    fn direct_map(&self) -> DirectMap {
+        self.dm
+    }
+    fn now_ns(&self) -> u64 {
+        0
+    }
+    fn current_task(&self) -> TaskId {
+        TaskId::new(1, "test")
+    }
+    fn report(&self, kind: ReportKind, body: &dyn Fn(&mut dyn fmt::Write) -> fmt::Result) {
+        let mut s = String::new();
+        body(&mut s).unwrap();
+        self.log.lock().unwrap().push((kind, s));
+    }
+}
+
+/// Boots a machine with `mib` MiB of RAM at physical 0, DMA below 16 MiB, Normal above.
+pub fn machine(mib: usize) -> Kmem<TestPlatform> {
+    let bytes = mib << 20;
+    let buf: &'static mut [u8] = Box::leak(std::vec![0u8; bytes + PAGE_SIZE].into_boxed_slice());
+    let base = (buf.as_mut_ptr() as usize).next_multiple_of(PAGE_SIZE);
+    let dm = DirectMap { base: VirtAddr::new(base), limit: PhysAddr::new(bytes as u64) };
+    let regions = [MemRegion::usable(0, bytes as u64)];
+    let layout = ZoneLayout { dma_end: Some(PhysAddr::new(16 << 20)), dma32_end: None, highmem_start: None };
+    let platform = TestPlatform { dm, log: Mutex::new(Vec::new()) };
+    // SAFETY: the buffer is leaked (lives forever), page aligned, ours alone, and covers the map.
+    unsafe { Kmem::boot(platform, &BootConfig::new(&regions, layout), |_| Ok(())) }.expect("test machine boots")
+}
