@@ -67,12 +67,13 @@ pub fn run(m: &Machine, secs: f64, seed: u64, progress: bool) -> Held {
                     .expect("spawn worker")
             })
             .collect();
-        if progress {
+        if progress && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
             while Instant::now() < end {
                 std::thread::sleep(Duration::from_millis(250));
-                eprint!("\r  {:>10} allocations, {:>10} frees", stats.allocs.load(Ordering::Relaxed), stats.frees.load(Ordering::Relaxed));
+                let (a, f) = (stats.allocs.load(Ordering::Relaxed), stats.frees.load(Ordering::Relaxed));
+                eprint!("\r  {a:>10} allocations, {f:>10} frees");
             }
-            eprintln!();
+            eprint!("\r{:60}\r", "");
         }
         handles.into_iter().flat_map(|h| h.join().expect("worker panicked")).collect()
     });
@@ -141,7 +142,7 @@ pub fn demo(opts: &MachineOpts, secs: f64, seed: u64) -> Result<(), String> {
     let m = opts.build()?;
     let boot_time = t.elapsed();
     let b = m.boot_info();
-    println!("== kmem demo: {:?} machine, {:.0} MiB RAM, {} CPUs, {} node(s)", m.preset(), mib(b.ram_bytes), m.nr_cpus(), m.nr_nodes());
+    println!("== kmem demo: {} machine, {:.0} MiB RAM, {} CPUs, {} node(s)", m.preset(), mib(b.ram_bytes), m.nr_cpus(), m.nr_nodes());
     println!("booted in {:.1} ms; min_free_kbytes = {}", boot_time.as_secs_f64() * 1e3, m.min_free_kbytes());
     for z in m.zones().filter(|z| z.is_populated()) {
         println!(

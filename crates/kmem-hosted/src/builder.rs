@@ -23,6 +23,15 @@ pub enum Preset {
     X86_32,
 }
 
+impl std::fmt::Display for Preset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Preset::X86_64 => "x86-64",
+            Preset::X86_32 => "x86-32",
+        })
+    }
+}
+
 impl std::str::FromStr for Preset {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

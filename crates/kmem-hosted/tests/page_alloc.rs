@@ -84,6 +84,7 @@ fn compound_pages_have_head_and_tails() {
     // SAFETY: we own both references.
     unsafe { m.put_page(tail) };
     assert_eq!(common::free_pages(&m), before - 8);
+    // SAFETY: the last reference is ours.
     unsafe { m.put_page(head) };
     assert_eq!(common::free_pages(&m), before, "last put_page frees the whole compound page");
     assert!(!m.pfn_to_page(head.pfn().add(5)).unwrap().is_tail());
@@ -101,6 +102,7 @@ fn free_pages_with_extra_reference_does_not_leak() {
     // SAFETY: we own two references.
     unsafe { m.__free_pages(p, 3) };
     assert_eq!(p.refcount(), 1);
+    // SAFETY: the remaining reference is ours.
     unsafe { m.put_page(p) };
     assert_eq!(common::buddyinfo(&m), before);
     assert_eq!(m.report_count(ReportKind::BadPage), 0);

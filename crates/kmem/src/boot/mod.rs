@@ -297,9 +297,9 @@ impl<P: Platform> Kmem<P> {
                 total_free += n;
             });
         });
-        for nid in 0..nodes {
+        for (nid, row) in released.iter().enumerate().take(nodes) {
             for zt in ZoneType::ALL {
-                node_ref(&node_ptrs, nid).zone(zt).add_managed(released[nid][zt.index()]);
+                node_ref(&node_ptrs, nid).zone(zt).add_managed(row[zt.index()]);
             }
         }
         state.totalram.store(total_free, Ordering::Relaxed);

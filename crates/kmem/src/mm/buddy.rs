@@ -346,6 +346,7 @@ mod tests {
         // SAFETY: we own both.
         unsafe { k.__free_pages(a, 0) };
         assert_eq!(counts(&k, ZoneType::Dma)[0], 1, "a cannot merge while b is allocated");
+        // SAFETY: ours.
         unsafe { k.__free_pages(b, 0) };
         assert_eq!(counts(&k, ZoneType::Dma), before);
     }
