@@ -142,7 +142,13 @@ pub fn demo(opts: &MachineOpts, secs: f64, seed: u64) -> Result<(), String> {
     let m = opts.build()?;
     let boot_time = t.elapsed();
     let b = m.boot_info();
-    println!("== kmem demo: {} machine, {:.0} MiB RAM, {} CPUs, {} node(s)", m.preset(), mib(b.ram_bytes), m.nr_cpus(), m.nr_nodes());
+    println!(
+        "== kmem demo: {} machine, {:.0} MiB RAM, {} CPUs, {} node(s)",
+        m.preset(),
+        mib(b.ram_bytes),
+        m.nr_cpus(),
+        m.nr_nodes()
+    );
     println!("booted in {:.1} ms; min_free_kbytes = {}", boot_time.as_secs_f64() * 1e3, m.min_free_kbytes());
     for z in m.zones().filter(|z| z.is_populated()) {
         println!(

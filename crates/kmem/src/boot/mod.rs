@@ -290,9 +290,15 @@ impl<P: Platform> Kmem<P> {
         let mut released = [[0usize; MAX_NR_ZONES]; MAX_NUMNODES];
         mb.for_each_free(|start, end, nid| {
             for_each_zone_chunk(&config.layout, start, end, |s, e, zt| {
+                // Whole pages only (`PFN_UP(start)`, `PFN_DOWN(end)`): a page that is partly
+                // reserved holds boot data (the machine state, a caller's reservation) and must
+                // never reach the buddy lists.
+                let (sp, ep) = (s.div_ceil(PAGE_SIZE as u64) as usize, (e >> PAGE_SHIFT) as usize);
+                if sp >= ep {
+                    return;
+                }
                 let zone = node_ref(&node_ptrs, nid as usize).zone(zt);
-                let n =
-                    release_range(kmem_platform, zone, &memmap, (s >> PAGE_SHIFT) as usize, (e >> PAGE_SHIFT) as usize);
+                let n = release_range(kmem_platform, zone, &memmap, sp, ep);
                 released[nid as usize][zt.index()] += n;
                 total_free += n;
             });

@@ -1,0 +1,122 @@
+//! Boot: zone spans from the memory map, metadata carving, configuration errors.
+
+use kmem::{BootError, Gfp, MemRegion, ReportKind, ZoneType};
+use kmem_hosted::{BuildError, MachineBuilder};
+
+#[test]
+fn default_machine_zones_match_linux_on_the_same_map() {
+    // The default map is an x86-64 e820 with page 0 and 640 KiB-1 MiB reserved and a PCI hole
+    // at 3-4 GiB. The real 6.18 zoneinfo in ../shared shows DMA start_pfn 1, spanned 4095,
+    // present 3998 and DMA32 start_pfn 4096: the same shape.
+    let m = MachineBuilder::new().cpus(2).build().unwrap();
+    let n = m.node(0).unwrap();
+    let dma = n.zone(ZoneType::Dma);
+    assert_eq!((dma.start_pfn().as_usize(), dma.spanned_pages(), dma.present_pages()), (1, 4095, 3998));
+    let dma32 = n.zone(ZoneType::Dma32);
+    assert_eq!(
+        (dma32.start_pfn().as_usize(), dma32.spanned_pages(), dma32.present_pages()),
+        (0x1000, 0xbf000, 0xbf000)
+    );
+    let normal = n.zone(ZoneType::Normal);
+    assert_eq!((normal.start_pfn().as_usize(), normal.present_pages()), (0x100000, 0x40000));
+    // Metadata is carved top-down from Normal: 32 present sections x 1 MiB of descriptors.
+    let b = m.boot_info();
+    assert_eq!(b.present_sections, 32);
+    assert_eq!(b.memmap_bytes, 32 << 20);
+    assert_eq!(normal.present_pages() - normal.managed_pages(), (b.metadata_bytes as usize).div_ceil(4096));
+    assert_eq!(m.totalram_pages(), dma.managed_pages() + dma32.managed_pages() + normal.managed_pages());
+    // min_free_kbytes = int_sqrt(lowmem_kbytes * 16).
+    let lowmem_kb = m.totalram_pages() as u64 * 4;
+    assert_eq!(m.min_free_kbytes(), kmem::mm::watermark::int_sqrt(lowmem_kb * 16));
+    m.verify().unwrap();
+}
+
+#[test]
+fn holes_have_no_descriptors_and_fault() {
+    let m = MachineBuilder::new().cpus(1).build().unwrap();
+    // The PCI hole (3-4 GiB) spans whole sections: no struct page there.
+    assert!(m.pfn_to_page(kmem::PhysAddr::new(3 << 30).pfn()).is_none());
+    assert!(m.pfn_to_page(kmem::PhysAddr::new((4 << 30) + 4096).pfn()).is_some());
+    // Page 0 is in a present section but is a hole: it has a reserved descriptor.
+    assert!(m.pfn_to_page(kmem::Pfn::new(0)).unwrap().is_reserved());
+    // Touching the hole through the direct map faults: run that in a child process.
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "touch_the_pci_hole", "--ignored", "--nocapture"])
+        .env("KMEM_TOUCH_HOLE", "1")
+        .output()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc_sigsegv()), "child: {:?}", out);
+}
+
+fn libc_sigsegv() -> i32 {
+    11
+}
+
+#[test]
+#[ignore = "run in a child process by holes_have_no_descriptors_and_fault"]
+fn touch_the_pci_hole() {
+    assert_eq!(std::env::var("KMEM_TOUCH_HOLE").as_deref(), Ok("1"), "only meant to run as a child");
+    let m = MachineBuilder::new().cpus(1).build().unwrap();
+    let va = m.direct_map().base.as_usize() + (3usize << 30);
+    // SAFETY: deliberately invalid: the PCI hole is PROT_NONE and this must fault.
+    unsafe { std::ptr::read_volatile(va as *const u8) };
+    unreachable!("reading the PCI hole did not fault");
+}
+
+#[test]
+fn bad_configurations_are_errors() {
+    let overlap = vec![MemRegion::usable(0, 64 << 20), MemRegion::usable(32 << 20, 64 << 20)];
+    assert!(matches!(
+        MachineBuilder::new().memory_map(overlap).build(),
+        Err(BuildError::Boot(BootError::Overlap { .. }))
+    ));
+    let split = vec![MemRegion::usable(0, 64 << 20), MemRegion::usable(64 << 20, 64 << 20).on_node(1)];
+    assert!(matches!(
+        MachineBuilder::new().memory_map(split).build(),
+        Err(BuildError::Boot(BootError::SectionSpansNodes { section: 0 }))
+    ));
+    let none = vec![MemRegion::reserved(0, 64 << 20)];
+    assert!(matches!(MachineBuilder::new().memory_map(none).build(), Err(BuildError::Boot(BootError::NoUsableMemory))));
+    assert!(matches!(MachineBuilder::new().cpus(0).build(), Err(BuildError::Config(_))));
+    assert!(matches!(MachineBuilder::new().ram_mib(256).nodes(4).build(), Err(BuildError::Config(_))));
+}
+
+#[test]
+fn early_reservations_and_an_unusual_layout() {
+    // An arm64-like map: RAM starting at 1 GiB, ZONE_DMA below 4 GiB only (no DMA32).
+    let map = vec![MemRegion::usable(1 << 30, 512 << 20)];
+    let layout = kmem::ZoneLayout { dma_end: Some(kmem::PhysAddr::new(1 << 32)), dma32_end: None, highmem_start: None };
+    let m = MachineBuilder::new().memory_map(map).zone_layout(layout).cpus(1).build().unwrap();
+    let dma = m.node(0).unwrap().zone(ZoneType::Dma);
+    assert_eq!(dma.start_pfn().as_usize(), (1 << 30) >> 12);
+    let p = m.alloc_pages(Gfp::KERNEL, 0).unwrap();
+    assert_eq!(m.page_zone(p.page()).zone_type(), ZoneType::Dma, "the only zone serves GFP_KERNEL");
+    // SAFETY: ours.
+    unsafe { m.__free_pages(p, 0) };
+}
+
+#[test]
+fn boot_never_frees_a_partly_reserved_page() {
+    use kmem::mm::page::pg;
+    use kmem::{PhysAddr, VirtAddr};
+    // A reservation that starts and ends inside one page, and the machine state itself
+    // (carved top-down at 64-byte alignment, so the free bytes above it are less than a page).
+    let odd = PhysAddr::new(0x20_0100);
+    let m = MachineBuilder::new().ram_mib(256).cpus(2).reserve(odd.as_u64(), 0x100).build().unwrap();
+    let state = m.virt_to_phys(VirtAddr::from_ptr(m.state())).unwrap();
+    for pa in [odd, state] {
+        let page = m.memmap().page(pa.pfn()).unwrap();
+        assert!(page.test(pg::RESERVED), "{pa} holds boot data but is not PG_reserved");
+        assert!(!page.test(pg::BUDDY), "{pa} holds boot data but is on a buddy free list");
+    }
+    // Zeroed movable order-0 allocations take single free pages first: none of them may be
+    // the machine state's page, and the machine keeps working.
+    let pages: Vec<_> = (0..16).map(|_| m.alloc_pages(Gfp::KERNEL | Gfp::MOVABLE | Gfp::ZERO, 0).unwrap()).collect();
+    assert!(pages.iter().all(|p| p.pfn() != state.pfn()));
+    for p in pages {
+        // SAFETY: each page is ours and unused from here on.
+        unsafe { m.__free_pages(p, 0) };
+    }
+    assert_eq!(m.report_count(ReportKind::BadPage), 0);
+}
