@@ -489,11 +489,9 @@ impl core::error::Error for GfpParseError {}
 
 #[cfg(test)]
 mod tests {
-    extern crate std;
     use super::*;
+    use crate::testing::std::{format, string::ToString};
     use proptest::prelude::*;
-    use std::format;
-    use std::string::ToString;
 
     #[rustfmt::skip]
     const VALUES: [(Gfp, u32); 49] = [

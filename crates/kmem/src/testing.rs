@@ -1,12 +1,10 @@
 //! Test support for the core's unit tests: a tiny machine on a heap buffer, single CPU.
 
-extern crate std;
+// The core is no_std; its unit tests (this module exists only under cfg(test)) use std,
+// reachable to other modules' tests as `crate::testing::std`.
+pub extern crate std; // cfg(test)
 
-use std::boxed::Box;
-use std::fmt;
-use std::string::String;
-use std::sync::Mutex;
-use std::vec::Vec;
+use self::std::{boxed::Box, fmt, string::String, sync::Mutex, vec::Vec};
 
 use crate::addr::{PhysAddr, VirtAddr, PAGE_SIZE};
 use crate::boot::{BootConfig, MemRegion, ZoneLayout};
