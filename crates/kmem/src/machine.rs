@@ -174,10 +174,16 @@ impl<P: Platform> Kmem<P> {
         self.state().nr_cpus
     }
 
-    /// The node of the current CPU (`numa_node_id()`).
+    /// The node of the current CPU (`numa_node_id()`). One-node machines skip asking the
+    /// platform for the CPU.
     #[inline]
     pub fn numa_node_id(&self) -> usize {
-        self.state().cpu_to_node(self.platform.current_cpu().index())
+        let st = self.state();
+        if st.nr_nodes == 1 {
+            0
+        } else {
+            st.cpu_to_node(self.platform.current_cpu().index())
+        }
     }
 
     /// `cpu_to_node()`.

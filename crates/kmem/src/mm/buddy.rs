@@ -6,7 +6,7 @@
 use crate::addr::{Order, Pfn, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER};
 use crate::mm::free_area::{buddy_order, FreeArea};
 use crate::mm::memmap::Memmap;
-use crate::mm::page::pg;
+use crate::mm::page::Page;
 use crate::mm::zone::Zone;
 use crate::mm::zone_type::Migratetype;
 use crate::platform::Platform;
@@ -63,17 +63,17 @@ pub fn rmqueue_smallest<P: Platform>(
     take: Take,
 ) -> Option<Pfn> {
     let area = &zone.area;
-    for cur in Order::all().filter(|&o| o >= order) {
-        if area.nr_free_mt(cur, mt) == 0 {
-            continue;
+    let mut cur = order;
+    loop {
+        if area.nr_free_mt(cur, mt) != 0 {
+            let pfn = take_block(g, area, cur, mt, take.cold)?;
+            area.del(g, mm, pfn);
+            expand(g, area, mm, pfn, order, cur, mt);
+            zone.mod_free_pages(-(order.nr_pages() as isize));
+            return Some(pfn);
         }
-        let pfn = take_block(g, area, cur, mt, take.cold)?;
-        area.del(g, mm, pfn);
-        expand(g, area, mm, pfn, order, cur, mt);
-        zone.mod_free_pages(-(order.nr_pages() as isize));
-        return Some(pfn);
+        cur = cur.up()?;
     }
-    None
 }
 
 /// `can_steal_fallback()`: may a request of `start` type claim a whole pageblock of another?
@@ -195,7 +195,7 @@ fn count_free_in(mm: &Memmap, start: Pfn, end: Pfn) -> usize {
     let (mut p, mut free) = (start, 0);
     while p < end {
         match mm.page(p) {
-            Some(page) if page.test(pg::BUDDY) => {
+            Some(page) if page.is_buddy() => {
                 let n = 1usize << buddy_order(page);
                 free += n;
                 p = p.add(n);
@@ -218,7 +218,7 @@ fn move_free_in<P: Platform>(
     let mut p = start;
     while p < end {
         match mm.page(p) {
-            Some(page) if page.test(pg::BUDDY) => {
+            Some(page) if page.is_buddy() => {
                 let n = 1usize << buddy_order(page);
                 area.move_to(g, mm, p, mt);
                 p = p.add(n);
@@ -228,13 +228,14 @@ fn move_free_in<P: Platform>(
     }
 }
 
-/// True if `buddy` is a free block of exactly `order` in the same zone (`page_is_buddy`).
+/// The descriptor of `buddy` if it is a free block of exactly `order` inside `[start, end)`,
+/// the zone's span (`page_is_buddy`).
 #[inline]
-fn is_free_buddy(mm: &Memmap, zone: &Zone, buddy: Pfn, order: Order) -> bool {
-    match mm.page(buddy) {
-        Some(p) => p.test(pg::BUDDY) && buddy_order(p) == order.as_u32() && zone.spans(buddy),
-        None => false,
+fn free_buddy(mm: &Memmap, start: Pfn, end: Pfn, buddy: Pfn, order: Order) -> Option<&Page> {
+    if buddy < start || buddy >= end {
+        return None;
     }
+    mm.page(buddy).filter(|p| p.is_buddy() && buddy_order(p) == order.as_u32())
 }
 
 /// `__free_one_page()`: returns the block of `order` at `pfn` to the zone, merging with free
@@ -250,12 +251,11 @@ pub fn free_one_page<P: Platform>(
     to_tail: bool,
 ) {
     let area = &zone.area;
+    let (start, end) = (zone.start_pfn(), zone.end_pfn());
     zone.mod_free_pages(order.nr_pages() as isize);
     while order < Order::MAX {
         let buddy = pfn.buddy(order);
-        if !is_free_buddy(mm, zone, buddy, order) {
-            break;
-        }
+        let Some(bpage) = free_buddy(mm, start, end, buddy, order) else { break };
         if order.as_u32() >= PAGEBLOCK_ORDER as u32 {
             let bmt = mm.pageblock_migratetype(buddy);
             if bmt != mt {
@@ -270,11 +270,11 @@ pub fn free_one_page<P: Platform>(
                 }
             }
         }
-        area.del(g, mm, buddy);
+        area.del_page(g, mm, bpage);
         pfn = Pfn::new(pfn.as_usize() & buddy.as_usize());
         order = order.up().expect("order below MAX has a higher order");
     }
-    let tail = to_tail || buddy_merge_likely(mm, zone, pfn, order);
+    let tail = to_tail || buddy_merge_likely(mm, start, end, pfn, order);
     area.add(g, mm, pfn, order, mt, tail);
 }
 
@@ -284,14 +284,14 @@ fn is_mergeable(mt: Migratetype) -> bool {
 
 /// `buddy_merge_likely()`: if the buddy of the block one order up is free, this block is
 /// likely to merge soon, so keep it at the tail where it will not be handed out first.
-fn buddy_merge_likely(mm: &Memmap, zone: &Zone, pfn: Pfn, order: Order) -> bool {
+fn buddy_merge_likely(mm: &Memmap, start: Pfn, end: Pfn, pfn: Pfn, order: Order) -> bool {
     if order.as_u32() >= Order::MAX.as_u32() - 1 {
         return false;
     }
     let up = order.up().expect("checked above");
     let higher = Pfn::new(pfn.as_usize() & pfn.buddy(order).as_usize());
     let higher_buddy = higher.buddy(up);
-    zone.spans(higher_buddy) && mm.page(higher_buddy).is_some_and(|p| p.test(pg::BUDDY))
+    higher_buddy >= start && higher_buddy < end && mm.page(higher_buddy).is_some_and(Page::is_buddy)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 
 use crate::addr::{Order, Pfn, NR_PAGE_ORDERS};
 use crate::mm::memmap::Memmap;
-use crate::mm::page::{pg, Page, NIL};
+use crate::mm::page::{Page, NIL};
 use crate::mm::zone_type::{Migratetype, MIGRATE_PCPTYPES, MIGRATE_TYPES};
 use crate::platform::Platform;
 use crate::sync::{AtomicU32, AtomicUsize, Ordering, RawSpinLock, SpinGuard};
@@ -34,12 +34,6 @@ impl FreeList {
 pub struct FreeArea {
     lock: RawSpinLock,
     lists: [[FreeList; MIGRATE_TYPES]; NR_PAGE_ORDERS],
-}
-
-/// Packs the buddy `private` word.
-#[inline]
-fn buddy_private(order: Order, mt: Migratetype) -> u32 {
-    order.as_u32() | (mt as u32) << 8
 }
 
 /// The order of a free page, from its `private` word.
@@ -126,8 +120,7 @@ impl FreeArea {
         let page = mm.page(pfn).expect("free block without descriptor");
         let list = &self.lists[order.index()][mt.index()];
         let me = pfn.as_usize() as u32;
-        page.set_private(buddy_private(order, mt));
-        page.set(pg::BUDDY);
+        page.set_buddy(order.as_u32(), mt as u32);
         if tail {
             let t = list.tail.load(Ordering::Relaxed);
             page.set_links(NIL, t);
@@ -147,16 +140,21 @@ impl FreeArea {
             }
             list.head.store(me, Ordering::Relaxed);
         }
-        list.len.fetch_add(1, Ordering::Relaxed);
+        bump(&list.len, 1);
     }
 
     /// Takes a block off its list and clears `PG_buddy` (`del_page_from_free_list`). The list
     /// is the one recorded in the page.
     #[inline]
     pub fn del<P: Platform>(&self, g: &SpinGuard<'_, P>, mm: &Memmap, pfn: Pfn) {
+        self.del_page(g, mm, mm.page(pfn).expect("free block without descriptor"));
+    }
+
+    /// [`FreeArea::del`] for a descriptor already at hand.
+    #[inline]
+    pub fn del_page<P: Platform>(&self, g: &SpinGuard<'_, P>, mm: &Memmap, page: &Page) {
         debug_assert!(g.holds(&self.lock));
-        let page = mm.page(pfn).expect("free block without descriptor");
-        debug_assert!(page.test(pg::BUDDY));
+        debug_assert!(page.is_buddy());
         let list = &self.lists[buddy_order(page) as usize][buddy_migratetype(page).index()];
         let (next, prev) = page.links();
         if prev == NIL {
@@ -170,8 +168,8 @@ impl FreeArea {
             link_page(mm, next).set_prev(prev);
         }
         page.set_links(NIL, NIL);
-        page.clear(pg::BUDDY);
-        list.len.fetch_sub(1, Ordering::Relaxed);
+        page.clear_buddy();
+        bump(&list.len, usize::MAX);
     }
 
     /// Moves a free block to another migratetype's list (`move_to_free_list`).
@@ -198,7 +196,7 @@ impl FreeArea {
                     let page = mm.page(pfn).ok_or(FreeAreaCorruption::NoDescriptor(pfn))?;
                     let (next, p) = page.links();
                     if p != prev
-                        || !page.test(pg::BUDDY)
+                        || !page.is_buddy()
                         || buddy_order(page) != order.as_u32()
                         || buddy_migratetype(page) != mt
                     {
@@ -237,6 +235,13 @@ pub enum FreeAreaCorruption {
         /// The list's migratetype.
         mt: Migratetype,
     },
+}
+
+/// Adds `delta` (wrapping) to a counter only the zone-lock holder writes: a plain load and
+/// store instead of a locked read-modify-write; lock-free readers see either value.
+#[inline]
+fn bump(c: &AtomicUsize, delta: usize) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add(delta), Ordering::Relaxed);
 }
 
 #[inline]

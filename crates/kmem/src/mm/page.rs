@@ -24,7 +24,9 @@ use crate::sync::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 pub mod pg {
     /// Not managed by the buddy allocator (firmware, holes, boot allocations).
     pub const RESERVED: u64 = 1 << 0;
-    /// Free, on a buddy free list (Linux keeps this in `page_type`).
+    /// Free, on a buddy free list. Not stored in `flags`: like Linux's `page_type`, buddy state
+    /// lives in a word only the zone-lock holder writes (`private`, see [`super::Page::is_buddy`]);
+    /// the bit appears in [`super::Page::state_flags`] for dumps and checks.
     pub const BUDDY: u64 = 1 << 1;
     /// First page of a compound allocation.
     pub const HEAD: u64 = 1 << 2;
@@ -76,6 +78,11 @@ pub const MAX_NUMNODES: usize = 64;
 /// Largest section number + 1 that fits the flags.
 pub const MAX_SECTIONS: usize = 1 << (64 - SECTION_SHIFT);
 
+/// The top byte of `private` holds the page type, as Linux's `page_type`.
+const PAGE_TYPE_MASK: u32 = 0xff00_0000;
+/// Page type of a free buddy page.
+const PAGE_TYPE_BUDDY: u32 = 0xf000_0000;
+
 /// No link (end of a free list).
 pub const NIL: u32 = u32::MAX;
 
@@ -113,15 +120,32 @@ impl Page {
     pub fn flags(&self) -> u64 {
         self.flags.load(Ordering::Relaxed)
     }
-    /// The page-state flags only (low 32 bits, allocation order masked out).
+    /// The page-state flags only (low 32 bits, allocation order masked out), with `PG_buddy`
+    /// folded in from the buddy type.
     #[inline]
     pub fn state_flags(&self) -> u64 {
-        self.flags() & 0xffff_ffff & !ALLOC_ORDER_MASK
+        let f = self.flags() & 0xffff_ffff & !ALLOC_ORDER_MASK;
+        if self.is_buddy() {
+            f | pg::BUDDY
+        } else {
+            f
+        }
     }
     /// True if all of `f` are set.
     #[inline]
     pub fn test(&self, f: u64) -> bool {
         self.flags() & f == f
+    }
+    /// Sets flags of a page nobody else can be updating (its owner, or the zone-lock holder
+    /// for a free page): a plain load and store, no locked instruction.
+    #[inline]
+    pub fn set_exclusive(&self, f: u64) {
+        self.flags.store(self.flags.load(Ordering::Relaxed) | f, Ordering::Relaxed);
+    }
+    /// Clears flags of a page nobody else can be updating (see [`Page::set_exclusive`]).
+    #[inline]
+    pub fn clear_exclusive(&self, f: u64) {
+        self.flags.store(self.flags.load(Ordering::Relaxed) & !f, Ordering::Relaxed);
     }
     /// Sets flags.
     #[inline]
@@ -159,11 +183,28 @@ impl Page {
             Some(v as u8 - 1)
         }
     }
-    /// Records (or with `None`, forgets) the allocation order.
+    /// Records (or with `None`, forgets) the allocation order. The caller owns the page
+    /// exclusively (it is being handed out or freed), so this is a plain load and store.
     #[inline]
     pub fn set_alloc_order(&self, order: Option<u8>) {
         let v = order.map_or(0, |o| (o as u64 + 1) << ALLOC_ORDER_SHIFT);
-        let _ = self.flags.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |f| Some((f & !ALLOC_ORDER_MASK) | v));
+        self.flags.store((self.flags.load(Ordering::Relaxed) & !ALLOC_ORDER_MASK) | v, Ordering::Relaxed);
+    }
+
+    /// `PageBuddy()`: free and on a buddy list. Written only under the zone lock.
+    #[inline]
+    pub fn is_buddy(&self) -> bool {
+        self.private() & PAGE_TYPE_MASK == PAGE_TYPE_BUDDY
+    }
+    /// Marks a free page with its list (`set_buddy_order` + `__SetPageBuddy`).
+    #[inline]
+    pub(crate) fn set_buddy(&self, order: u32, mt: u32) {
+        self.private.store(PAGE_TYPE_BUDDY | mt << 8 | order, Ordering::Relaxed);
+    }
+    /// `__ClearPageBuddy`.
+    #[inline]
+    pub(crate) fn clear_buddy(&self) {
+        self.private.store(0, Ordering::Relaxed);
     }
 
     /// `page_ref_count()`.

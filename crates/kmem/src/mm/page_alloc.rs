@@ -19,7 +19,7 @@ use crate::mm::node::ZoneList;
 use crate::mm::page::pg;
 use crate::mm::page_ref::{AllocError, AllocErrorKind, PageRef};
 use crate::mm::watermark::watermark_ok;
-use crate::mm::zone::{Wmark, Zone};
+use crate::mm::zone::{bump_locked, Wmark, Zone};
 use crate::mm::zone_type::{Migratetype, ZoneType};
 use crate::platform::{Platform, ReportKind};
 use crate::sync::Ordering;
@@ -127,8 +127,8 @@ impl<P: Platform> Kmem<P> {
                 *slot = Some(PageRef::new(pfn, mm.page(pfn).expect("free page has a descriptor")));
                 got += 1;
             }
-            drop(g);
             self.account_alloc(zone, ac.preferred_nid, got);
+            drop(g);
             for p in out.iter().flatten().filter(|p| p.refcount() == 0) {
                 self.prep_new_page(p.pfn(), Order::ZERO, gfp);
             }
@@ -220,9 +220,11 @@ impl<P: Platform> Kmem<P> {
             }
             let g = zone.area.lock(self.platform());
             let pfn = buddy::rmqueue(&g, zone, self.memmap(), order, ac.mt, ac.take);
+            if pfn.is_some() {
+                self.account_alloc(zone, ac.preferred_nid, order.nr_pages());
+            }
             drop(g);
             if let Some(pfn) = pfn {
-                self.account_alloc(zone, ac.preferred_nid, order.nr_pages());
                 return Some(self.prep_new_page(pfn, order, gfp));
             }
         }
@@ -247,21 +249,23 @@ impl<P: Platform> Kmem<P> {
         watermark_ok(free, order, mark, reserve, flags, |o| zone.area.has_pcptype_block(o))
     }
 
+    /// Counts an allocation from `zone`; called with the zone lock held.
     fn account_alloc(&self, zone: &Zone, preferred_nid: usize, pages: usize) {
         let ev = &zone.events;
-        ev.pgalloc.fetch_add(pages as u64, Ordering::Relaxed);
+        bump_locked(&ev.pgalloc, pages as u64);
         if zone.node() == preferred_nid {
-            ev.numa_hit.fetch_add(1, Ordering::Relaxed);
+            bump_locked(&ev.numa_hit, 1);
         } else {
-            ev.numa_miss.fetch_add(1, Ordering::Relaxed);
+            bump_locked(&ev.numa_miss, 1);
             if let Some(pref) = self.node(preferred_nid) {
+                // Another zone's counter: not covered by the lock we hold.
                 pref.zone(zone.zone_type()).events.numa_foreign.fetch_add(1, Ordering::Relaxed);
             }
         }
-        if zone.node() == self.numa_node_id() {
-            ev.numa_local.fetch_add(1, Ordering::Relaxed);
+        if self.nr_nodes() == 1 || zone.node() == self.numa_node_id() {
+            bump_locked(&ev.numa_local, 1);
         } else {
-            ev.numa_other.fetch_add(1, Ordering::Relaxed);
+            bump_locked(&ev.numa_other, 1);
         }
     }
 
@@ -318,10 +322,10 @@ impl<P: Platform> Kmem<P> {
             self.clear_pages(pfn, order);
         }
         if order != Order::ZERO && gfp.contains(Gfp::COMP) {
-            head.set(pg::HEAD);
+            head.set_exclusive(pg::HEAD);
             for i in 1..order.nr_pages() {
                 let tail = mm.page(pfn.add(i)).expect("block pages have descriptors");
-                tail.set(pg::TAIL);
+                tail.set_exclusive(pg::TAIL);
                 tail.set_private(i as u32);
             }
         }

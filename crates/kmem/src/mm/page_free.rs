@@ -13,7 +13,7 @@ use crate::mm::buddy;
 use crate::mm::page::{pg, write_flag_names};
 use crate::mm::page_ref::PageRef;
 use crate::platform::{Platform, ReportKind};
-use crate::sync::Ordering;
+use crate::mm::zone::bump_locked;
 
 impl<P: Platform> Kmem<P> {
     /// `__free_pages(page, order)`: drops the caller's reference; frees the block when it was
@@ -54,7 +54,7 @@ impl<P: Platform> Kmem<P> {
     /// The refcount just dropped to 0: check the page and return the block to its zone.
     fn free_last_ref(&self, page: PageRef<'_>, order: Order) {
         let p = page.page();
-        if p.test(pg::RESERVED) || p.flags() & pg::CHECK_AT_FREE != 0 {
+        if p.state_flags() & pg::CHECK_AT_FREE != 0 {
             p.refcount_add(1);
             self.bad_page(page, "PAGE_FLAGS_CHECK_AT_FREE flag(s) set");
             return;
@@ -100,10 +100,10 @@ impl<P: Platform> Kmem<P> {
         }
         for i in 1..order.nr_pages() {
             let t = mm.page(head.pfn().add(i)).expect("checked above");
-            t.clear(pg::TAIL);
+            t.clear_exclusive(pg::TAIL);
             t.set_private(0);
         }
-        head.page().clear(pg::HEAD);
+        head.page().clear_exclusive(pg::HEAD);
         true
     }
 
@@ -117,8 +117,8 @@ impl<P: Platform> Kmem<P> {
         let mt = mm.pageblock_migratetype(pfn);
         let g = zone.area.lock(self.platform());
         buddy::free_one_page(&g, zone, mm, pfn, order, mt, false);
+        bump_locked(&zone.events.pgfree, order.nr_pages() as u64);
         drop(g);
-        zone.events.pgfree.fetch_add(order.nr_pages() as u64, Ordering::Relaxed);
     }
 
     /// `free_pages(addr, order)`: `__free_pages` by direct-map address; a null address is

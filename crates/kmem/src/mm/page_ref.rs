@@ -50,7 +50,7 @@ impl<'a> PageRef<'a> {
     }
     /// `PageBuddy()`: free in the buddy allocator.
     pub fn is_buddy(self) -> bool {
-        self.page.test(pg::BUDDY)
+        self.page.is_buddy()
     }
     /// `page_private()`: the owner's word.
     pub fn private(self) -> u64 {

@@ -4,7 +4,6 @@
 use crate::addr::{Order, Pfn};
 use crate::machine::Kmem;
 use crate::mm::free_area::FreeAreaCorruption;
-use crate::mm::page::pg;
 use crate::platform::Platform;
 
 /// What [`Kmem::verify`] found wrong.
@@ -54,10 +53,10 @@ impl<P: Platform> Kmem<P> {
             let (mut p, mut seen) = (zone.start_pfn(), 0usize);
             while p < zone.end_pfn() {
                 match mm.page(p) {
-                    Some(page) if page.test(pg::BUDDY) => {
+                    Some(page) if page.is_buddy() => {
                         let n = Order::new(page.private() & 0xff).map_or(1, Order::nr_pages);
                         for i in 1..n {
-                            if mm.page(p.add(i)).is_some_and(|t| t.test(pg::BUDDY)) {
+                            if mm.page(p.add(i)).is_some_and(|t| t.is_buddy()) {
                                 return Err(VerifyError::StrayBuddy { pfn: p.add(i) });
                             }
                         }

@@ -20,7 +20,14 @@ pub enum Wmark {
     Promo = 3,
 }
 
+/// Adds to an event counter that only the zone-lock holder writes (no locked instruction).
+#[inline]
+pub(crate) fn bump_locked(c: &AtomicU64, n: u64) {
+    c.store(c.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+}
+
 /// Per-zone event counters (the zone's share of `/proc/vmstat` and zoneinfo's numa lines).
+/// All but `numa_foreign` are written under the zone lock.
 #[derive(Debug, Default)]
 pub struct ZoneEvents {
     /// Pages allocated from this zone (`pgalloc_<zone>`).
@@ -143,10 +150,11 @@ impl Zone {
     pub fn free_pages(&self) -> usize {
         self.free_pages.load(Ordering::Relaxed).max(0) as usize
     }
-    /// Adjusts the free-page counter (called with the zone lock held).
+    /// Adjusts the free-page counter. Only the zone-lock holder writes it, so this is a plain
+    /// load and store; readers never take the lock.
     #[inline]
     pub(crate) fn mod_free_pages(&self, delta: isize) {
-        self.free_pages.fetch_add(delta, Ordering::Relaxed);
+        self.free_pages.store(self.free_pages.load(Ordering::Relaxed) + delta, Ordering::Relaxed);
     }
 
     pub(crate) fn set_span(&self, start: Pfn, end: Pfn) {

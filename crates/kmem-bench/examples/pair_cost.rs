@@ -1,0 +1,29 @@
+//! Instruction cost of one `alloc_pages` + `__free_pages` pair, for callgrind:
+//!
+//! ```sh
+//! cargo build --release -p kmem-bench --example pair_cost
+//! valgrind --tool=callgrind --toggle-collect='*pair_cost::pair*' target/release/examples/pair_cost 0
+//! ```
+//! Total instructions collected divided by `ITERS` is the cost of one pair at that order
+//! (`scripts/pair_cost.sh` does this for orders 0, 3 and 9).
+
+use kmem::Gfp;
+use kmem_hosted::{Machine, MachineBuilder};
+
+const ITERS: usize = 1000;
+
+#[inline(never)]
+fn pair(m: &Machine, order: u32) {
+    let p = m.alloc_pages(Gfp::KERNEL, order).expect("allocation");
+    // SAFETY: the block is ours and unused afterwards.
+    unsafe { m.__free_pages(std::hint::black_box(p), order) };
+}
+
+fn main() {
+    let order: u32 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(0);
+    let m = MachineBuilder::new().ram_mib(256).cpus(1).build().expect("boot");
+    pair(&m, order); // warm: claims a pageblock for Unmovable
+    for _ in 0..ITERS {
+        pair(&m, order);
+    }
+}
