@@ -77,6 +77,7 @@ pub struct MachineBuilder {
     layout: Option<ZoneLayout>,
     reserve: Vec<(u64, u64)>,
     echo: bool,
+    migrate_every: u32,
 }
 
 impl Default for MachineBuilder {
@@ -97,6 +98,7 @@ impl MachineBuilder {
             layout: None,
             reserve: Vec::new(),
             echo: false,
+            migrate_every: 0,
         }
     }
     /// Architecture preset.
@@ -137,6 +139,12 @@ impl MachineBuilder {
     /// `memblock_reserve` a range before the buddy allocator starts.
     pub fn reserve(mut self, start: u64, size: u64) -> Self {
         self.reserve.push((start, size));
+        self
+    }
+    /// Moves each thread to the next CPU after every `n` critical sections it leaves (0: never),
+    /// to exercise per-CPU code under migration.
+    pub fn migrate_every(mut self, n: u32) -> Self {
+        self.migrate_every = n;
         self
     }
     /// Also print every report to stderr.
@@ -182,7 +190,8 @@ impl MachineBuilder {
         };
         let dm = DirectMap { base: VirtAddr::new(ram.base()), limit };
         let log = Arc::new(ReportLog::new(self.echo));
-        let platform = HostedPlatform::new(self.cpus, dm, ram.base(), ram.len(), log.clone());
+        let cpus = crate::cpus::Cpus::new(self.cpus, self.migrate_every);
+        let platform = HostedPlatform::new(cpus, dm, ram.base(), ram.len(), log.clone());
         let nodes = regions.iter().map(|r| r.node as usize + 1).max().unwrap_or(1);
         let mut cfg = BootConfig::new(&regions, layout);
         cfg.nr_nodes = nodes;

@@ -17,11 +17,13 @@
 //! ```
 
 mod builder;
+pub mod cpus;
 mod machine;
 mod platform;
 mod ram;
 
 pub use builder::{BuildError, MachineBuilder, Preset};
 pub use machine::Machine;
-pub use platform::{in_irq, pin_current_thread, HostedPlatform, ReportLog};
+pub use cpus::{in_irq, pin_current_thread};
+pub use platform::{HostedPlatform, ReportLog};
 pub use ram::{Ram, RamError};

@@ -1,46 +1,21 @@
 //! [`HostedPlatform`]: the platform of a machine that runs inside a Linux process.
 //!
-//! - CPUs: each thread is given a CPU on first use (`thread number % nr_cpus`), or the one
-//!   [`pin_current_thread`] chose. Several threads may share a CPU; the per-CPU layer makes
-//!   "preemption disabled" real mutual exclusion.
-//! - Preemption and IRQ state are per thread, as they are per task/CPU context in a kernel.
+//! - CPUs: each thread runs on a CPU (`thread number % nr_cpus`, or the one
+//!   [`crate::pin_current_thread`] chose). Several threads may share a CPU: disabling
+//!   preemption or interrupts takes the CPU for real (see [`crate::cpus`]), so per-CPU data
+//!   is exclusively the holder's, as in a kernel.
+//! - Preempt count and IRQ state are per thread, as they are per task context in a kernel.
 //! - The direct map is the RAM mapping up to the direct-map limit; HighMem pages are reached
 //!   for zeroing through the same mapping (the `kmap_local` seam).
 //! - Reports go to a [`ReportLog`] the machine owner can read, and optionally to stderr.
 
-use std::cell::Cell;
 use std::fmt;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use kmem::{CpuId, DirectMap, IrqState, Pfn, Platform, ReportKind, TaskId, VirtAddr};
 
-static NEXT_THREAD: AtomicU32 = AtomicU32::new(0);
-
-thread_local! {
-    static THREAD_NO: u32 = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
-    static PINNED: Cell<Option<u32>> = const { Cell::new(None) };
-    static PREEMPT: Cell<u32> = const { Cell::new(0) };
-    static IRQS_OFF: Cell<bool> = const { Cell::new(false) };
-    static IN_IRQ: Cell<u32> = const { Cell::new(0) };
-}
-
-/// Runs the calling thread on `cpu` of every hosted machine (modulo its CPU count) from now on.
-pub fn pin_current_thread(cpu: u32) {
-    PINNED.with(|p| p.set(Some(cpu)));
-}
-
-/// Runs `f` as if from a hardware interrupt handler on the current CPU: `in_interrupt()` is
-/// true and interrupts are disabled while it runs.
-pub fn in_irq<R>(f: impl FnOnce() -> R) -> R {
-    IN_IRQ.with(|c| c.set(c.get() + 1));
-    let was = IRQS_OFF.with(|c| c.replace(true));
-    let r = f();
-    IRQS_OFF.with(|c| c.set(was));
-    IN_IRQ.with(|c| c.set(c.get() - 1));
-    r
-}
+use crate::cpus::{self, Cpus};
 
 /// The reports a machine has made, kept for the owner to read.
 #[derive(Debug, Default)]
@@ -77,7 +52,7 @@ impl ReportLog {
 /// The platform of a hosted machine.
 #[derive(Debug, Clone)]
 pub struct HostedPlatform {
-    nr_cpus: usize,
+    cpus: Arc<Cpus>,
     direct_map: DirectMap,
     ram_base: usize,
     ram_len: usize,
@@ -85,14 +60,8 @@ pub struct HostedPlatform {
 }
 
 impl HostedPlatform {
-    pub(crate) fn new(
-        nr_cpus: usize,
-        direct_map: DirectMap,
-        ram_base: usize,
-        ram_len: usize,
-        log: Arc<ReportLog>,
-    ) -> Self {
-        Self { nr_cpus, direct_map, ram_base, ram_len, log }
+    pub(crate) fn new(cpus: Cpus, direct_map: DirectMap, ram_base: usize, ram_len: usize, log: Arc<ReportLog>) -> Self {
+        Self { cpus: Arc::new(cpus), direct_map, ram_base, ram_len, log }
     }
     /// The report log.
     pub fn log(&self) -> &ReportLog {
@@ -107,41 +76,44 @@ fn epoch() -> Instant {
 
 // SAFETY: the direct map is the machine's RAM mapping (`Ram`), which the `Machine` keeps alive
 // longer than the `Kmem` using this platform, and maps every usable range read-write;
-// `current_cpu` is reduced modulo `nr_cpus`, which never changes; `map_temporary` returns an
+// `current_cpu` is reduced modulo the fixed number of CPU slots; `map_temporary` returns an
 // address inside the RAM mapping for any frame below its end.
 unsafe impl Platform for HostedPlatform {
     fn nr_cpus(&self) -> usize {
-        self.nr_cpus
+        self.cpus.nr()
     }
     #[inline]
     fn current_cpu(&self) -> CpuId {
-        let n = PINNED.with(Cell::get).unwrap_or_else(|| THREAD_NO.with(|t| *t));
-        CpuId(n % self.nr_cpus as u32)
+        CpuId(self.cpus.current())
     }
     fn preempt_count(&self) -> u32 {
-        PREEMPT.with(Cell::get)
+        cpus::preempt_count()
     }
     #[inline]
     fn preempt_disable(&self) {
-        PREEMPT.with(|c| c.set(c.get() + 1));
+        self.cpus.enter();
+        cpus::preempt_add(1);
     }
     #[inline]
     fn preempt_enable(&self) {
-        PREEMPT.with(|c| c.set(c.get().saturating_sub(1)));
+        cpus::preempt_add(-1);
+        self.cpus.exit();
     }
     #[inline]
     fn local_irq_save(&self) -> IrqState {
-        IrqState(IRQS_OFF.with(|c| c.replace(true)))
+        self.cpus.enter();
+        IrqState(cpus::irqs_off_replace(true))
     }
     #[inline]
     fn local_irq_restore(&self, state: IrqState) {
-        IRQS_OFF.with(|c| c.set(state.0));
+        cpus::irqs_off_replace(state.0);
+        self.cpus.exit();
     }
     fn irqs_disabled(&self) -> bool {
-        IRQS_OFF.with(Cell::get)
+        cpus::irqs_off()
     }
     fn in_interrupt(&self) -> bool {
-        IN_IRQ.with(Cell::get) > 0
+        cpus::in_interrupt()
     }
     fn direct_map(&self) -> DirectMap {
         self.direct_map

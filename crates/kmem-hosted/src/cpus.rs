@@ -1,0 +1,215 @@
+//! Hosted CPUs: threads run "on" CPUs, and disabling preemption (or interrupts) really owns
+//! the CPU.
+//!
+//! Each machine has one slot per CPU. The outermost `preempt_disable()` or
+//! `local_irq_save()` of a thread takes the slot of the CPU the thread runs on (waiting,
+//! with `yield`, while another thread that shares the CPU holds it); the matching outermost
+//! enable gives it back. While a thread holds its CPU, `current_cpu()` cannot change and no
+//! other thread can run per-CPU code on that CPU: exactly the guarantee a kernel's per-CPU
+//! data relies on. Between critical sections a thread may migrate to another CPU (see
+//! `MachineBuilder::migrate_every`).
+//!
+//! Thread-local state is one `Cell`-based struct, so each query is a single TLS access.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+static NEXT_THREAD: AtomicU32 = AtomicU32::new(1);
+static NEXT_MACHINE: AtomicUsize = AtomicUsize::new(1);
+
+/// How many machines one thread may be inside a critical section of at once.
+const MAX_HELD: usize = 4;
+
+#[derive(Clone, Copy, Default)]
+struct Held {
+    machine: usize,
+    cpu: u32,
+    depth: u32,
+}
+
+struct Ctx {
+    thread: Cell<u32>,
+    pinned: Cell<Option<u32>>,
+    preempt: Cell<u32>,
+    irqs_off: Cell<bool>,
+    in_irq: Cell<u32>,
+    migration: Cell<u32>,
+    enables: Cell<u32>,
+    held: [Cell<Held>; MAX_HELD],
+}
+
+thread_local! {
+    static CTX: Ctx = const {
+        Ctx {
+            thread: Cell::new(0),
+            pinned: Cell::new(None),
+            preempt: Cell::new(0),
+            irqs_off: Cell::new(false),
+            in_irq: Cell::new(0),
+            migration: Cell::new(0),
+            enables: Cell::new(0),
+            held: [const { Cell::new(Held { machine: 0, cpu: 0, depth: 0 }) }; MAX_HELD],
+        }
+    };
+}
+
+fn thread_no(c: &Ctx) -> u32 {
+    let t = c.thread.get();
+    if t != 0 {
+        return t;
+    }
+    let t = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
+    c.thread.set(t);
+    t
+}
+
+/// Runs the calling thread on `cpu` (modulo each machine's CPU count) from its next critical
+/// section on; it no longer migrates.
+pub fn pin_current_thread(cpu: u32) {
+    CTX.with(|c| c.pinned.set(Some(cpu)));
+}
+
+/// Runs `f` as if from a hardware interrupt handler on the current CPU: `in_interrupt()` and
+/// `irqs_disabled()` are true while it runs.
+pub fn in_irq<R>(f: impl FnOnce() -> R) -> R {
+    let was = CTX.with(|c| {
+        c.in_irq.set(c.in_irq.get() + 1);
+        c.irqs_off.replace(true)
+    });
+    let r = f();
+    CTX.with(|c| {
+        c.irqs_off.set(was);
+        c.in_irq.set(c.in_irq.get() - 1);
+    });
+    r
+}
+
+/// The CPUs of one machine.
+#[derive(Debug)]
+pub(crate) struct Cpus {
+    id: usize,
+    slots: Box<[Slot]>,
+    migrate_every: u32,
+}
+
+/// One CPU: the thread number that owns it, 0 if none. A cache line each.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Slot {
+    owner: AtomicU32,
+}
+
+impl Cpus {
+    pub(crate) fn new(nr: usize, migrate_every: u32) -> Self {
+        Self {
+            id: NEXT_MACHINE.fetch_add(1, Ordering::Relaxed),
+            slots: (0..nr).map(|_| Slot::default()).collect(),
+            migrate_every,
+        }
+    }
+
+    pub(crate) fn nr(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The CPU the thread runs on now: the held one inside a critical section, else its
+    /// (possibly migrated) home.
+    #[inline]
+    pub(crate) fn current(&self) -> u32 {
+        CTX.with(|c| {
+            if let Some(h) = c.held.iter().map(Cell::get).find(|h| h.depth > 0 && h.machine == self.id) {
+                return h.cpu;
+            }
+            self.home(c)
+        })
+    }
+
+    fn home(&self, c: &Ctx) -> u32 {
+        let base = c.pinned.get().unwrap_or_else(|| thread_no(c).wrapping_add(c.migration.get()));
+        base % self.slots.len() as u32
+    }
+
+    /// Enters a critical section on this machine (outermost: take the CPU).
+    #[inline]
+    pub(crate) fn enter(&self) {
+        CTX.with(|c| {
+            for cell in &c.held {
+                let mut h = cell.get();
+                if h.depth > 0 && h.machine == self.id {
+                    h.depth += 1;
+                    cell.set(h);
+                    return;
+                }
+            }
+            let cpu = self.home(c);
+            self.acquire(cpu, thread_no(c));
+            let free = c.held.iter().find(|h| h.get().depth == 0).expect("critical sections of more than 4 machines nested");
+            free.set(Held { machine: self.id, cpu, depth: 1 });
+        })
+    }
+
+    /// Leaves a critical section (outermost: give the CPU back, maybe migrate).
+    #[inline]
+    pub(crate) fn exit(&self) {
+        CTX.with(|c| {
+            for cell in &c.held {
+                let mut h = cell.get();
+                if h.depth > 0 && h.machine == self.id {
+                    h.depth -= 1;
+                    cell.set(h);
+                    if h.depth == 0 {
+                        self.slots[h.cpu as usize].owner.store(0, Ordering::Release);
+                        if self.migrate_every != 0 {
+                            let n = c.enables.get().wrapping_add(1);
+                            c.enables.set(n);
+                            if n % self.migrate_every == 0 {
+                                c.migration.set(c.migration.get().wrapping_add(1));
+                            }
+                        }
+                    }
+                    return;
+                }
+            }
+            debug_assert!(false, "critical-section exit without enter");
+        })
+    }
+
+    fn acquire(&self, cpu: u32, me: u32) {
+        let slot = &self.slots[cpu as usize].owner;
+        let mut spins = 0u32;
+        while slot.compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            spins += 1;
+            if spins % 16 == 0 {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+}
+
+/// `preempt_count()` of the thread (all machines).
+#[inline]
+pub(crate) fn preempt_count() -> u32 {
+    CTX.with(|c| c.preempt.get())
+}
+
+#[inline]
+pub(crate) fn preempt_add(delta: i32) {
+    CTX.with(|c| c.preempt.set(c.preempt.get().wrapping_add_signed(delta)));
+}
+
+#[inline]
+pub(crate) fn irqs_off_replace(v: bool) -> bool {
+    CTX.with(|c| c.irqs_off.replace(v))
+}
+
+#[inline]
+pub(crate) fn irqs_off() -> bool {
+    CTX.with(|c| c.irqs_off.get())
+}
+
+#[inline]
+pub(crate) fn in_interrupt() -> bool {
+    CTX.with(|c| c.in_irq.get() > 0)
+}
