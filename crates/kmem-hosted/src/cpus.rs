@@ -143,7 +143,8 @@ impl Cpus {
             }
             let cpu = self.home(c);
             self.acquire(cpu, thread_no(c));
-            let free = c.held.iter().find(|h| h.get().depth == 0).expect("critical sections of more than 4 machines nested");
+            let free =
+                c.held.iter().find(|h| h.get().depth == 0).expect("critical sections of more than 4 machines nested");
             free.set(Held { machine: self.id, cpu, depth: 1 });
         })
     }

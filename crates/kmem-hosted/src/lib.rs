@@ -23,7 +23,7 @@ mod platform;
 mod ram;
 
 pub use builder::{BuildError, MachineBuilder, Preset};
-pub use machine::Machine;
 pub use cpus::{in_irq, pin_current_thread};
+pub use machine::Machine;
 pub use platform::{HostedPlatform, ReportLog};
 pub use ram::{Ram, RamError};

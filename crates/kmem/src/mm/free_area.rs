@@ -11,29 +11,17 @@
 
 use crate::addr::{Order, Pfn, NR_PAGE_ORDERS};
 use crate::mm::memmap::Memmap;
-use crate::mm::page::{Page, NIL};
+use crate::mm::page::Page;
+use crate::mm::pfn_list::PfnList;
 use crate::mm::zone_type::{Migratetype, MIGRATE_PCPTYPES, MIGRATE_TYPES};
 use crate::platform::Platform;
-use crate::sync::{AtomicU32, AtomicUsize, Ordering, RawSpinLock, SpinGuard};
-
-#[derive(Debug)]
-struct FreeList {
-    head: AtomicU32,
-    tail: AtomicU32,
-    len: AtomicUsize,
-}
-
-impl FreeList {
-    const fn new() -> Self {
-        Self { head: AtomicU32::new(NIL), tail: AtomicU32::new(NIL), len: AtomicUsize::new(0) }
-    }
-}
+use crate::sync::{RawSpinLock, SpinGuard};
 
 /// The free lists of one zone and the lock that guards them (the zone lock).
 #[derive(Debug)]
 pub struct FreeArea {
     lock: RawSpinLock,
-    lists: [[FreeList; MIGRATE_TYPES]; NR_PAGE_ORDERS],
+    lists: [[PfnList; MIGRATE_TYPES]; NR_PAGE_ORDERS],
 }
 
 /// The order of a free page, from its `private` word.
@@ -57,7 +45,7 @@ impl Default for FreeArea {
 impl FreeArea {
     /// Empty lists.
     pub const fn new() -> Self {
-        Self { lock: RawSpinLock::new(), lists: [const { [const { FreeList::new() }; MIGRATE_TYPES] }; NR_PAGE_ORDERS] }
+        Self { lock: RawSpinLock::new(), lists: [const { [const { PfnList::new() }; MIGRATE_TYPES] }; NR_PAGE_ORDERS] }
     }
 
     /// Takes the zone lock with interrupts saved.
@@ -69,7 +57,7 @@ impl FreeArea {
     /// Free blocks of `order` on the `mt` list (lock-free, may be stale).
     #[inline]
     pub fn nr_free_mt(&self, order: Order, mt: Migratetype) -> usize {
-        self.lists[order.index()][mt.index()].len.load(Ordering::Relaxed)
+        self.lists[order.index()][mt.index()].len()
     }
 
     /// Free blocks of `order` over all migratetypes (`free_area[order].nr_free`).
@@ -80,7 +68,7 @@ impl FreeArea {
     /// True if some list of `order` usable by ordinary allocations is non-empty.
     #[inline]
     pub fn has_pcptype_block(&self, order: Order) -> bool {
-        self.lists[order.index()][..MIGRATE_PCPTYPES].iter().any(|l| l.len.load(Ordering::Relaxed) != 0)
+        self.lists[order.index()][..MIGRATE_PCPTYPES].iter().any(|l| !l.is_empty())
     }
 
     /// Free pages held by the lists (sum of blocks times their size).
@@ -92,16 +80,14 @@ impl FreeArea {
     #[inline]
     pub fn first<P: Platform>(&self, g: &SpinGuard<'_, P>, order: Order, mt: Migratetype) -> Option<Pfn> {
         debug_assert!(g.holds(&self.lock));
-        let h = self.lists[order.index()][mt.index()].head.load(Ordering::Relaxed);
-        (h != NIL).then(|| Pfn::new(h as usize))
+        self.lists[order.index()][mt.index()].first()
     }
 
     /// The last block on a list (cache-cold end).
     #[inline]
     pub fn last<P: Platform>(&self, g: &SpinGuard<'_, P>, order: Order, mt: Migratetype) -> Option<Pfn> {
         debug_assert!(g.holds(&self.lock));
-        let t = self.lists[order.index()][mt.index()].tail.load(Ordering::Relaxed);
-        (t != NIL).then(|| Pfn::new(t as usize))
+        self.lists[order.index()][mt.index()].last()
     }
 
     /// Puts a block on a list at the head (hot) or tail (cold) and marks it `PG_buddy`
@@ -118,29 +104,8 @@ impl FreeArea {
     ) {
         debug_assert!(g.holds(&self.lock));
         let page = mm.page(pfn).expect("free block without descriptor");
-        let list = &self.lists[order.index()][mt.index()];
-        let me = pfn.as_usize() as u32;
         page.set_buddy(order.as_u32(), mt as u32);
-        if tail {
-            let t = list.tail.load(Ordering::Relaxed);
-            page.set_links(NIL, t);
-            if t == NIL {
-                list.head.store(me, Ordering::Relaxed);
-            } else {
-                link_page(mm, t).set_next(me);
-            }
-            list.tail.store(me, Ordering::Relaxed);
-        } else {
-            let h = list.head.load(Ordering::Relaxed);
-            page.set_links(h, NIL);
-            if h == NIL {
-                list.tail.store(me, Ordering::Relaxed);
-            } else {
-                link_page(mm, h).set_prev(me);
-            }
-            list.head.store(me, Ordering::Relaxed);
-        }
-        bump(&list.len, 1);
+        self.lists[order.index()][mt.index()].push(mm, pfn, page, tail);
     }
 
     /// Takes a block off its list and clears `PG_buddy` (`del_page_from_free_list`). The list
@@ -155,21 +120,8 @@ impl FreeArea {
     pub fn del_page<P: Platform>(&self, g: &SpinGuard<'_, P>, mm: &Memmap, page: &Page) {
         debug_assert!(g.holds(&self.lock));
         debug_assert!(page.is_buddy());
-        let list = &self.lists[buddy_order(page) as usize][buddy_migratetype(page).index()];
-        let (next, prev) = page.links();
-        if prev == NIL {
-            list.head.store(next, Ordering::Relaxed);
-        } else {
-            link_page(mm, prev).set_next(next);
-        }
-        if next == NIL {
-            list.tail.store(prev, Ordering::Relaxed);
-        } else {
-            link_page(mm, next).set_prev(prev);
-        }
-        page.set_links(NIL, NIL);
+        self.lists[buddy_order(page) as usize][buddy_migratetype(page).index()].unlink(mm, page);
         page.clear_buddy();
-        bump(&list.len, usize::MAX);
     }
 
     /// Moves a free block to another migratetype's list (`move_to_free_list`).
@@ -187,31 +139,14 @@ impl FreeArea {
         let mut pages = 0;
         for order in Order::all() {
             for mt in Migratetype::ALL {
-                let list = &self.lists[order.index()][mt.index()];
-                let mut prev = NIL;
-                let mut cur = list.head.load(Ordering::Relaxed);
-                let mut n = 0;
-                while cur != NIL {
-                    let pfn = Pfn::new(cur as usize);
-                    let page = mm.page(pfn).ok_or(FreeAreaCorruption::NoDescriptor(pfn))?;
-                    let (next, p) = page.links();
-                    if p != prev
-                        || !page.is_buddy()
-                        || buddy_order(page) != order.as_u32()
-                        || buddy_migratetype(page) != mt
-                    {
-                        return Err(FreeAreaCorruption::BadLink(pfn));
-                    }
-                    if !pfn.is_aligned(order) {
-                        return Err(FreeAreaCorruption::Misaligned(pfn));
-                    }
-                    n += 1;
-                    prev = cur;
-                    cur = next;
-                }
-                if prev != list.tail.load(Ordering::Relaxed) || n != list.len.load(Ordering::Relaxed) {
-                    return Err(FreeAreaCorruption::Count { order, mt });
-                }
+                let n = self.lists[order.index()][mt.index()]
+                    .walk(mm, |pfn, page| {
+                        page.is_buddy()
+                            && buddy_order(page) == order.as_u32()
+                            && buddy_migratetype(page) == mt
+                            && pfn.is_aligned(order)
+                    })
+                    .map_err(FreeAreaCorruption::BadLink)?;
                 pages += n * order.nr_pages();
             }
         }
@@ -222,29 +157,8 @@ impl FreeArea {
 /// What [`FreeArea::check`] found wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FreeAreaCorruption {
-    /// A link names a frame without a descriptor.
-    NoDescriptor(Pfn),
-    /// A page's links, flags or recorded list disagree with the list it is on.
+    /// A list is malformed at this block: a link names a frame without a descriptor, links
+    /// disagree, the block's buddy type, order or migratetype disagree with its list, it is
+    /// misaligned, or the list's length or tail disagrees with its walk.
     BadLink(Pfn),
-    /// A block is not aligned to its order.
-    Misaligned(Pfn),
-    /// A list's length or tail disagrees with its walk.
-    Count {
-        /// The list's order.
-        order: Order,
-        /// The list's migratetype.
-        mt: Migratetype,
-    },
-}
-
-/// Adds `delta` (wrapping) to a counter only the zone-lock holder writes: a plain load and
-/// store instead of a locked read-modify-write; lock-free readers see either value.
-#[inline]
-fn bump(c: &AtomicUsize, delta: usize) {
-    c.store(c.load(Ordering::Relaxed).wrapping_add(delta), Ordering::Relaxed);
-}
-
-#[inline]
-fn link_page(mm: &Memmap, pfn: u32) -> &Page {
-    mm.page(Pfn::new(pfn as usize)).expect("free-list link without descriptor")
 }

@@ -1,0 +1,130 @@
+//! An intrusive doubly linked list of page blocks, threaded through the descriptors' `lru`
+//! links by 32-bit frame numbers. The buddy free lists and the per-CPU page lists are made of
+//! it.
+//!
+//! A list does not lock itself: each user guards its lists with one lock (the zone lock, a
+//! per-CPU pageset lock) and calls these methods only while holding it. Fields are atomics so
+//! that lock-free readers of `len` (watermark checks, /proc) are well defined; writers use
+//! plain loads and stores, which the lock serialises.
+
+use crate::addr::Pfn;
+use crate::mm::memmap::Memmap;
+use crate::mm::page::{Page, NIL};
+use crate::sync::{AtomicU32, AtomicUsize, Ordering};
+
+/// One list. See the module docs for the locking rule.
+#[derive(Debug)]
+pub struct PfnList {
+    head: AtomicU32,
+    tail: AtomicU32,
+    len: AtomicUsize,
+}
+
+impl Default for PfnList {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[inline]
+fn link(mm: &Memmap, pfn: u32) -> &Page {
+    mm.page(Pfn::new(pfn as usize)).expect("list link without descriptor")
+}
+
+impl PfnList {
+    /// An empty list.
+    pub const fn new() -> Self {
+        Self { head: AtomicU32::new(NIL), tail: AtomicU32::new(NIL), len: AtomicUsize::new(0) }
+    }
+
+    /// Number of blocks (lock-free; may be stale).
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    /// True if empty.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// First block (the hot end).
+    #[inline]
+    pub fn first(&self) -> Option<Pfn> {
+        let h = self.head.load(Ordering::Relaxed);
+        (h != NIL).then(|| Pfn::new(h as usize))
+    }
+
+    /// Last block (the cold end).
+    #[inline]
+    pub fn last(&self) -> Option<Pfn> {
+        let t = self.tail.load(Ordering::Relaxed);
+        (t != NIL).then(|| Pfn::new(t as usize))
+    }
+
+    /// Links `page` (at `pfn`) at the head, or the tail with `tail`. Caller holds the lock.
+    #[inline]
+    pub fn push(&self, mm: &Memmap, pfn: Pfn, page: &Page, tail: bool) {
+        let me = pfn.as_usize() as u32;
+        if tail {
+            let t = self.tail.load(Ordering::Relaxed);
+            page.set_links(NIL, t);
+            if t == NIL {
+                self.head.store(me, Ordering::Relaxed);
+            } else {
+                link(mm, t).set_next(me);
+            }
+            self.tail.store(me, Ordering::Relaxed);
+        } else {
+            let h = self.head.load(Ordering::Relaxed);
+            page.set_links(h, NIL);
+            if h == NIL {
+                self.tail.store(me, Ordering::Relaxed);
+            } else {
+                link(mm, h).set_prev(me);
+            }
+            self.head.store(me, Ordering::Relaxed);
+        }
+        self.len.store(self.len() + 1, Ordering::Relaxed);
+    }
+
+    /// Unlinks `page`, which must be on this list. Caller holds the lock.
+    #[inline]
+    pub fn unlink(&self, mm: &Memmap, page: &Page) {
+        let (next, prev) = page.links();
+        if prev == NIL {
+            self.head.store(next, Ordering::Relaxed);
+        } else {
+            link(mm, prev).set_next(next);
+        }
+        if next == NIL {
+            self.tail.store(prev, Ordering::Relaxed);
+        } else {
+            link(mm, next).set_prev(prev);
+        }
+        page.set_links(NIL, NIL);
+        self.len.store(self.len() - 1, Ordering::Relaxed);
+    }
+
+    /// Walks the list checking its links; calls `each(pfn, page)` for every block and returns
+    /// the count, or the first frame whose links are inconsistent.
+    pub fn walk(&self, mm: &Memmap, mut each: impl FnMut(Pfn, &Page) -> bool) -> Result<usize, Pfn> {
+        let (mut prev, mut cur, mut n) = (NIL, self.head.load(Ordering::Relaxed), 0);
+        while cur != NIL {
+            let pfn = Pfn::new(cur as usize);
+            let page = mm.page(pfn).ok_or(pfn)?;
+            let (next, p) = page.links();
+            if p != prev || !each(pfn, page) {
+                return Err(pfn);
+            }
+            n += 1;
+            prev = cur;
+            cur = next;
+        }
+        if prev != self.tail.load(Ordering::Relaxed) || n != self.len() {
+            return Err(Pfn::new(prev as usize));
+        }
+        Ok(n)
+    }
+}
