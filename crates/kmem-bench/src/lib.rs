@@ -418,7 +418,7 @@ mod tests {
     }
 
     fn free_pages(k: &KmemPages) -> usize {
-        k.machine().zones().map(|z| z.free_pages()).sum()
+        k.machine().zones().map(|z| z.free_pages() + z.pcp_pages()).sum()
     }
 
     #[test]

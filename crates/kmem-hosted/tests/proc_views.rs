@@ -130,15 +130,16 @@ fn zone_stats(free: usize, free_blocks: usize) -> String {
 }
 
 /// Two CPUs with the boot pageset.
-fn pagesets(threshold: u32) -> String {
+/// Fresh pagesets: count 0, `high` = `high_min` (kmem does not auto-tune).
+fn pagesets(threshold: u32, batch: usize, high_min: usize, high_max: usize) -> String {
     let cpu = |n| {
         format!(
             "    cpu: {n}
               count:    0
-              high:     0
-              batch:    1
-              high_min: 0
-              high_max: 0
+              high:     {high_min}
+              batch:    {batch}
+              high_min: {high_min}
+              high_max: {high_max}
   vm stats threshold: {threshold}
 "
         )
@@ -158,6 +159,11 @@ fn golden_zoneinfo() {
     // Threshold: 2 * fls(2 CPUs) * (1 + fls(managed >> 15)): DMA 4 * (1 + 0) = 4,
     //   DMA32 4 * (1 + fls(1)) = 8.
     // nr_free_pages_blocks (orders >= 9): DMA 512 + 3 * 1024 = 3584; DMA32 59 * 1024 = 60416.
+    // Pagesets (zone_batchsize, zone_highsize over the node's 2 CPUs):
+    //   DMA:   batch max(1, pow2((3998 >> 10) / 4 ...) - 1) = 1; high_min = low 38 / 2 = 19;
+    //          high_max = (3998 / 8) / 2 = 249.
+    //   DMA32: batch: (60925 >> 10) / 4 = 14, 14 + 7 = 21 -> 16 - 1 = 15; high_min = 596 / 2 = 298;
+    //          high_max = (60925 / 8) / 2 = 3807.
     let empty = |name: &str, wm: usize| {
         format!(
             "Node 0, zone {name:>8}
@@ -191,7 +197,7 @@ fn golden_zoneinfo() {
         protection: (0, 237, 237, 237, 237)
 ",
         &zone_stats(3998, 3584),
-        &pagesets(4),
+        &pagesets(4, 1, 19, 249),
         "  node_unreclaimable:  0\n  start_pfn:           1\n",
         "Node 0, zone    DMA32
   pages free     60925
@@ -207,7 +213,7 @@ fn golden_zoneinfo() {
         protection: (0, 0, 0, 0, 0)
 ",
         &zone_stats(60925, 60416),
-        &pagesets(8),
+        &pagesets(8, 15, 298, 3807),
         "  node_unreclaimable:  0\n  start_pfn:           4096\n",
         &empty("Normal", 0),
         &empty("Movable", 32),
@@ -444,6 +450,8 @@ fn field(block: &str, name: &str) -> usize {
 fn buddyinfo_follows_allocations() {
     pin_current_thread(0);
     let m = small();
+    // This test follows the buddy lists block by block, so it bypasses the per-CPU lists.
+    m.set_pcp_enabled(false);
     let check = |dma32: [usize; 11], unmovable_blocks: usize| {
         let b = buddy_rows(&show(&m, BUDDYINFO));
         assert_eq!(b[0], (0, "DMA".into(), vec![2, 2, 2, 2, 2, 1, 1, 0, 1, 1, 3]), "GFP_KERNEL never touches DMA");

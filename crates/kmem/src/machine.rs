@@ -14,7 +14,7 @@ use crate::mm::page::{Page, MAX_NUMNODES};
 use crate::mm::zone::Zone;
 use crate::platform::{DirectMap, Platform, ReportKind};
 use crate::report::Reports;
-use crate::sync::{AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// Most CPUs a machine can have (`NR_CPUS`).
 pub const NR_CPUS: usize = 256;
@@ -62,6 +62,7 @@ pub struct MachineState {
     pub(crate) boot: BootInfo,
     pub(crate) grouping_disabled: bool,
     pub(crate) events: VmEvents,
+    pub(crate) pcp_enabled: AtomicBool,
 }
 
 impl MachineState {
@@ -81,6 +82,7 @@ impl MachineState {
             boot: BootInfo::default(),
             grouping_disabled: false,
             events: VmEvents::default(),
+            pcp_enabled: AtomicBool::new(true),
         }
     }
 
@@ -236,6 +238,21 @@ impl<P: Platform> Kmem<P> {
     /// Machine-wide event counters.
     pub fn events(&self) -> &VmEvents {
         &self.state().events
+    }
+
+    /// True if orders 0..=3 and pageblock order go through the per-CPU page lists (the default).
+    #[inline]
+    pub fn pcp_enabled(&self) -> bool {
+        self.state().pcp_enabled.load(Ordering::Relaxed)
+    }
+
+    /// Turns the per-CPU page lists on or off (off drains them; everything then goes straight to
+    /// the buddy lists, as for comparison benchmarks).
+    pub fn set_pcp_enabled(&self, on: bool) {
+        self.state().pcp_enabled.store(on, Ordering::Relaxed);
+        if !on {
+            self.drain_all_pages();
+        }
     }
 
     /// Number of reports of `kind` made so far.

@@ -13,6 +13,7 @@
 
 mod memblock;
 mod memory_map;
+mod pagesets;
 
 pub use memblock::{Memblock, MemblockError, Range, MEMBLOCK_REGIONS};
 pub use memory_map::{MemRegion, RegionKind, ZoneLayout};
@@ -237,8 +238,6 @@ impl<P: Platform> Kmem<P> {
             memmap_bytes += bytes;
             present_sections += 1;
         }
-        let metadata_bytes = mb.reserved_bytes() - before;
-
         // 3. RAM pages lose PG_nomem; zone spans and present counts.
         let mut span = [[(usize::MAX, 0usize); MAX_NR_ZONES]; MAX_NUMNODES];
         let mut present = [[0usize; MAX_NR_ZONES]; MAX_NUMNODES];
@@ -283,6 +282,10 @@ impl<P: Platform> Kmem<P> {
             state.set_cpu_node(cpu, nid);
         }
         state.max_pfn = Pfn::new(max_pfn);
+        for nid in 0..nodes {
+            pagesets::carve(&mut mb, dm, node_ref(&node_ptrs, nid), nr_cpus)?;
+        }
+        let metadata_bytes = mb.reserved_bytes() - before;
 
         // 4. Release free memory to the buddy lists.
         let kmem_platform = &platform;
@@ -332,6 +335,8 @@ impl<P: Platform> Kmem<P> {
                 ));
                 zone.set_lowmem_reserve(reserves[zt.index()]);
             }
+            let cpus_of_node = (0..nr_cpus).filter(|&c| state.cpu_to_node(c) == nid).count();
+            pagesets::set_high_and_batch(node, nr_cpus, cpus_of_node);
         }
         let mut populated = [[false; MAX_NR_ZONES]; MAX_NUMNODES];
         for (nid, row) in populated.iter_mut().enumerate().take(nodes) {

@@ -317,6 +317,7 @@ mod tests {
     #[test]
     fn expand_puts_upper_halves_on_each_lower_order() {
         let k = testing::machine(64);
+        k.set_pcp_enabled(false); // these tests look at the buddy lists themselves
         let dma = k.node(0).unwrap().zone(ZoneType::Dma);
         let before = counts(&k, ZoneType::Dma);
         let p = k.alloc_pages(Gfp::DMA, 0).unwrap();
@@ -339,6 +340,7 @@ mod tests {
     #[test]
     fn merge_needs_both_buddies() {
         let k = testing::machine(64);
+        k.set_pcp_enabled(false);
         let before = counts(&k, ZoneType::Dma);
         let a = k.alloc_pages(Gfp::DMA, 0).unwrap();
         let b = k.alloc_pages(Gfp::DMA, 0).unwrap();

@@ -10,6 +10,7 @@ pub mod page_alloc;
 pub mod page_free;
 pub mod page_ref;
 pub mod pages;
+pub mod pcp;
 pub mod pfn_list;
 pub mod show_mem;
 pub mod verify;

@@ -34,7 +34,8 @@ pub mod pg {
     pub const TAIL: u64 = 1 << 3;
     /// Owned by the slab allocator.
     pub const SLAB: u64 = 1 << 4;
-    /// On a per-CPU page list.
+    /// On a per-CPU page list. Like `BUDDY`, kept in the page type, folded into
+    /// `state_flags` for dumps and checks.
     pub const PCP: u64 = 1 << 5;
     /// A page-table page.
     pub const PGTABLE: u64 = 1 << 6;
@@ -82,6 +83,8 @@ pub const MAX_SECTIONS: usize = 1 << (64 - SECTION_SHIFT);
 const PAGE_TYPE_MASK: u32 = 0xff00_0000;
 /// Page type of a free buddy page.
 const PAGE_TYPE_BUDDY: u32 = 0xf000_0000;
+/// Page type of a free page on a per-CPU list.
+const PAGE_TYPE_PCP: u32 = 0xe000_0000;
 
 /// No link (end of a free list).
 pub const NIL: u32 = u32::MAX;
@@ -127,6 +130,8 @@ impl Page {
         let f = self.flags() & 0xffff_ffff & !ALLOC_ORDER_MASK;
         if self.is_buddy() {
             f | pg::BUDDY
+        } else if self.is_pcp() {
+            f | pg::PCP
         } else {
             f
         }
@@ -205,6 +210,16 @@ impl Page {
     #[inline]
     pub(crate) fn clear_buddy(&self) {
         self.private.store(0, Ordering::Relaxed);
+    }
+    /// Free, on a per-CPU page list. Written only under that list's lock.
+    #[inline]
+    pub fn is_pcp(&self) -> bool {
+        self.private() & PAGE_TYPE_MASK == PAGE_TYPE_PCP
+    }
+    /// Marks a page as being on a per-CPU list of `order` and `mt` (`set_pcppage_migratetype`).
+    #[inline]
+    pub(crate) fn set_pcp(&self, order: u32, mt: u32) {
+        self.private.store(PAGE_TYPE_PCP | mt << 8 | order, Ordering::Relaxed);
     }
 
     /// `page_ref_count()`.

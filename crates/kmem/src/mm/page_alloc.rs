@@ -18,8 +18,9 @@ use crate::mm::buddy::{self, Take};
 use crate::mm::node::ZoneList;
 use crate::mm::page::pg;
 use crate::mm::page_ref::{AllocError, AllocErrorKind, PageRef};
+use crate::mm::pcp::{pcp_allowed_order, PcpBusy};
 use crate::mm::watermark::watermark_ok;
-use crate::mm::zone::{bump_locked, Wmark, Zone};
+use crate::mm::zone::{Wmark, Zone};
 use crate::mm::zone_type::{Migratetype, ZoneType};
 use crate::platform::{Platform, ReportKind};
 use crate::sync::Ordering;
@@ -127,7 +128,7 @@ impl<P: Platform> Kmem<P> {
                 *slot = Some(PageRef::new(pfn, mm.page(pfn).expect("free page has a descriptor")));
                 got += 1;
             }
-            self.account_alloc(zone, ac.preferred_nid, got);
+            self.count_alloc(zone, &zone.events, ac.preferred_nid, got);
             drop(g);
             for p in out.iter().flatten().filter(|p| p.refcount() == 0) {
                 self.prep_new_page(p.pfn(), Order::ZERO, gfp);
@@ -218,17 +219,39 @@ impl<P: Platform> Kmem<P> {
                     continue;
                 }
             }
-            let g = zone.area.lock(self.platform());
-            let pfn = buddy::rmqueue(&g, zone, self.memmap(), order, ac.mt, ac.take);
-            if pfn.is_some() {
-                self.account_alloc(zone, ac.preferred_nid, order.nr_pages());
-            }
-            drop(g);
+            let pfn = if pcp_allowed_order(order) && self.pcp_enabled() {
+                match self.rmqueue_pcplist(zone, order, ac.mt, ac.take, ac.preferred_nid) {
+                    Ok(r) => r,
+                    Err(PcpBusy) => self.rmqueue_buddy(zone, order, ac),
+                }
+            } else {
+                self.rmqueue_buddy(zone, order, ac)
+            };
             if let Some(pfn) = pfn {
                 return Some(self.prep_new_page(pfn, order, gfp));
             }
         }
         None
+    }
+
+    /// `rmqueue_buddy()`: one block straight from the zone's free lists.
+    fn rmqueue_buddy(&self, zone: &Zone, order: Order, ac: &AllocContext<'_>) -> Option<Pfn> {
+        let g = zone.area.lock(self.platform());
+        let pfn = buddy::rmqueue(&g, zone, self.memmap(), order, ac.mt, ac.take);
+        if pfn.is_some() {
+            self.count_alloc(zone, &zone.events, ac.preferred_nid, order.nr_pages());
+        }
+        pfn
+    }
+
+    /// Drains every per-CPU list back to the buddy and tries once more, if any held pages
+    /// (the allocator's last resort before failing).
+    fn drain_then_try(&self, gfp: Gfp, order: Order, flags: AllocFlags, ac: &AllocContext<'_>) -> Option<PageRef<'_>> {
+        if self.zones().all(|z| z.pcp_pages() == 0) {
+            return None;
+        }
+        self.drain_all_pages();
+        self.get_page_from_freelist(gfp, order, flags, ac)
     }
 
     /// `zone_watermark_fast()`.
@@ -249,26 +272,6 @@ impl<P: Platform> Kmem<P> {
         watermark_ok(free, order, mark, reserve, flags, |o| zone.area.has_pcptype_block(o))
     }
 
-    /// Counts an allocation from `zone`; called with the zone lock held.
-    fn account_alloc(&self, zone: &Zone, preferred_nid: usize, pages: usize) {
-        let ev = &zone.events;
-        bump_locked(&ev.pgalloc, pages as u64);
-        if zone.node() == preferred_nid {
-            bump_locked(&ev.numa_hit, 1);
-        } else {
-            bump_locked(&ev.numa_miss, 1);
-            if let Some(pref) = self.node(preferred_nid) {
-                // Another zone's counter: not covered by the lock we hold.
-                pref.zone(zone.zone_type()).events.numa_foreign.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        if self.nr_nodes() == 1 || zone.node() == self.numa_node_id() {
-            bump_locked(&ev.numa_local, 1);
-        } else {
-            bump_locked(&ev.numa_other, 1);
-        }
-    }
-
     /// `__alloc_pages_slowpath()` without reclaim (see the module docs).
     fn alloc_slowpath(&self, gfp: Gfp, order: Order, ac: &AllocContext<'_>) -> Option<PageRef<'_>> {
         let ev = &self.state().events;
@@ -286,12 +289,17 @@ impl<P: Platform> Kmem<P> {
                 return Some(p);
             }
         }
+        // The retry after draining uses the most the request is entitled to.
+        let best = if reserve.contains(AllocFlags::NO_WATERMARKS) { reserve } else { flags };
         if !gfp.allows_blocking() {
-            return None;
+            return self.drain_then_try(gfp, order, best, ac);
         }
-        // Direct reclaim would run here; with nothing to reclaim, one more attempt catches
-        // memory freed by other CPUs meanwhile.
-        if let Some(p) = self.get_page_from_freelist(gfp, order, flags, ac) {
+        // Direct reclaim would run here; with nothing to reclaim yet, draining the per-CPU
+        // lists (as Linux does after reclaim fails) and one more attempt is what is left.
+        if let Some(p) = self.drain_then_try(gfp, order, best, ac) {
+            return Some(p);
+        }
+        if let Some(p) = self.get_page_from_freelist(gfp, order, best, ac) {
             return Some(p);
         }
         if gfp.contains(Gfp::NOFAIL) {

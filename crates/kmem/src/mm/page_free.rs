@@ -12,6 +12,7 @@ use crate::machine::Kmem;
 use crate::mm::buddy;
 use crate::mm::page::{pg, write_flag_names};
 use crate::mm::page_ref::PageRef;
+use crate::mm::pcp::pcp_allowed_order;
 use crate::mm::zone::bump_locked;
 use crate::platform::{Platform, ReportKind};
 
@@ -115,6 +116,9 @@ impl<P: Platform> Kmem<P> {
         page.set_data(0);
         let zone = self.page_zone(page);
         let mt = mm.pageblock_migratetype(pfn);
+        if pcp_allowed_order(order) && self.pcp_enabled() && self.free_unref_page(zone, pfn, page, order, mt) {
+            return;
+        }
         let g = zone.area.lock(self.platform());
         buddy::free_one_page(&g, zone, mm, pfn, order, mt, false);
         bump_locked(&zone.events.pgfree, order.nr_pages() as u64);

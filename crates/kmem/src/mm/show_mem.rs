@@ -6,7 +6,7 @@ use crate::addr::{Order, PAGE_SIZE};
 use crate::gfp::Gfp;
 use crate::machine::Kmem;
 use crate::mm::zone::{Wmark, Zone};
-use crate::mm::zone_type::{Migratetype, ZoneType};
+use crate::mm::zone_type::Migratetype;
 use crate::platform::{Platform, ReportKind};
 
 const fn kb(pages: usize) -> usize {
@@ -36,6 +36,7 @@ impl<P: Platform> Kmem<P> {
     pub fn show_free_areas(&self, w: &mut dyn Write) -> fmt::Result {
         writeln!(w, "Mem-Info:")?;
         let free: usize = self.zones().map(Zone::free_pages).sum();
+        let free_pcp: usize = self.zones().map(Zone::pcp_pages).sum();
         writeln!(w, "active_anon:0 inactive_anon:0 isolated_anon:0")?;
         writeln!(w, " active_file:0 inactive_file:0 isolated_file:0")?;
         writeln!(w, " unevictable:0 dirty:0 writeback:0")?;
@@ -43,14 +44,14 @@ impl<P: Platform> Kmem<P> {
         writeln!(w, " mapped:0 shmem:0 pagetables:0")?;
         writeln!(w, " sec_pagetables:0 bounce:0")?;
         writeln!(w, " kernel_misc_reclaimable:0")?;
-        writeln!(w, " free:{free} free_pcp:0 free_cma:0")?;
+        writeln!(w, " free:{free} free_pcp:{free_pcp} free_cma:0")?;
         let layout = *self.layout();
         for z in self.zones().filter(|z| z.is_populated()) {
             write!(
                 w,
                 "Node {} {} free:{}kB boost:0kB min:{}kB low:{}kB high:{}kB reserved_highatomic:0KB free_highatomic:0KB \
                  active_anon:0kB inactive_anon:0kB active_file:0kB inactive_file:0kB unevictable:0kB writepending:0kB \
-                 present:{}kB managed:{}kB mlocked:0kB bounce:0kB free_pcp:0kB local_pcp:0kB free_cma:0kB\nlowmem_reserve[]:",
+                 present:{}kB managed:{}kB mlocked:0kB bounce:0kB free_pcp:{}kB local_pcp:{}kB free_cma:0kB\nlowmem_reserve[]:",
                 z.node(),
                 z.name(),
                 kb(z.free_pages()),
@@ -59,6 +60,8 @@ impl<P: Platform> Kmem<P> {
                 kb(z.wmark(Wmark::High)),
                 kb(z.present_pages()),
                 kb(z.managed_pages()),
+                kb(z.pcp_pages()),
+                kb(z.pageset(self.platform().current_cpu().index()).map_or(0, |p| p.count())),
             )?;
             for zt in layout.zone_types() {
                 write!(w, " {}", z.lowmem_reserve(zt))?;
@@ -82,7 +85,6 @@ impl<P: Platform> Kmem<P> {
             }
             writeln!(w, "= {}kB", kb(total))?;
         }
-        let _ = ZoneType::Normal;
         Ok(())
     }
 }

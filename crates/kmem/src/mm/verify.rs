@@ -29,6 +29,15 @@ pub enum VerifyError {
         /// The counter.
         counter: usize,
     },
+    /// A per-CPU list is malformed, or its count disagrees with it.
+    PcpList {
+        /// Node of the zone.
+        node: usize,
+        /// Zone name.
+        zone: &'static str,
+        /// The CPU.
+        cpu: usize,
+    },
     /// A `PG_buddy` page is not on any list (the scan by descriptor found more free pages than
     /// the lists hold), or a free block overlaps another block.
     StrayBuddy {
@@ -38,7 +47,7 @@ pub enum VerifyError {
 }
 
 impl<P: Platform> Kmem<P> {
-    /// Checks every zone's free lists, counters and `PG_buddy` flags. Takes each zone lock in
+    /// Checks every zone's free lists, counters and `PG_buddy` flags, and every per-CPU list. Takes each zone lock in
     /// turn, so it is safe (if slow) on a running machine.
     pub fn verify(&self) -> Result<(), VerifyError> {
         let mm = self.memmap();
@@ -70,6 +79,16 @@ impl<P: Platform> Kmem<P> {
                 return Err(VerifyError::StrayBuddy { pfn: zone.start_pfn() });
             }
             drop(g);
+            for cpu in 0..self.nr_cpus() {
+                let Some(pcp) = zone.pageset(cpu) else { continue };
+                let p = self.platform();
+                p.preempt_disable();
+                let ok = pcp.lock_for_check(p, |pcp| pcp.check(mm).is_ok_and(|n| n == pcp.count()));
+                p.preempt_enable();
+                if !ok {
+                    return Err(VerifyError::PcpList { node, zone: name, cpu });
+                }
+            }
         }
         Ok(())
     }

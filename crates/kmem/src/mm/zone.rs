@@ -3,6 +3,7 @@
 
 use crate::addr::Pfn;
 use crate::mm::free_area::FreeArea;
+use crate::mm::pcp::PerCpuPages;
 use crate::mm::zone_type::{ZoneType, MAX_NR_ZONES};
 use crate::sync::{AtomicIsize, AtomicU64, AtomicUsize, Ordering};
 
@@ -60,8 +61,54 @@ pub struct Zone {
     wmark: [AtomicUsize; 4],
     lowmem_reserve: [AtomicUsize; MAX_NR_ZONES],
     free_pages: AtomicIsize,
-    /// Event counters.
+    /// Event counters of the buddy path (the per-CPU path counts in each pageset).
     pub events: ZoneEvents,
+    pagesets: AtomicUsize,
+    nr_pagesets: AtomicUsize,
+}
+
+/// Totals of a zone's event counters over the zone and its pagesets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventCounts {
+    /// Pages allocated.
+    pub pgalloc: u64,
+    /// Pages freed.
+    pub pgfree: u64,
+    /// See [`ZoneEvents::numa_hit`].
+    pub numa_hit: u64,
+    /// See [`ZoneEvents::numa_miss`].
+    pub numa_miss: u64,
+    /// See [`ZoneEvents::numa_foreign`].
+    pub numa_foreign: u64,
+    /// See [`ZoneEvents::numa_local`].
+    pub numa_local: u64,
+    /// See [`ZoneEvents::numa_other`].
+    pub numa_other: u64,
+}
+
+impl ZoneEvents {
+    /// All zero.
+    pub const fn new() -> Self {
+        Self {
+            pgalloc: AtomicU64::new(0),
+            pgfree: AtomicU64::new(0),
+            numa_hit: AtomicU64::new(0),
+            numa_miss: AtomicU64::new(0),
+            numa_foreign: AtomicU64::new(0),
+            numa_local: AtomicU64::new(0),
+            numa_other: AtomicU64::new(0),
+        }
+    }
+    fn add_to(&self, t: &mut EventCounts) {
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        t.pgalloc += r(&self.pgalloc);
+        t.pgfree += r(&self.pgfree);
+        t.numa_hit += r(&self.numa_hit);
+        t.numa_miss += r(&self.numa_miss);
+        t.numa_foreign += r(&self.numa_foreign);
+        t.numa_local += r(&self.numa_local);
+        t.numa_other += r(&self.numa_other);
+    }
 }
 
 impl Zone {
@@ -78,15 +125,9 @@ impl Zone {
             wmark: [const { AtomicUsize::new(0) }; 4],
             lowmem_reserve: [const { AtomicUsize::new(0) }; MAX_NR_ZONES],
             free_pages: AtomicIsize::new(0),
-            events: ZoneEvents {
-                pgalloc: AtomicU64::new(0),
-                pgfree: AtomicU64::new(0),
-                numa_hit: AtomicU64::new(0),
-                numa_miss: AtomicU64::new(0),
-                numa_foreign: AtomicU64::new(0),
-                numa_local: AtomicU64::new(0),
-                numa_other: AtomicU64::new(0),
-            },
+            events: ZoneEvents::new(),
+            pagesets: AtomicUsize::new(0),
+            nr_pagesets: AtomicUsize::new(0),
         }
     }
 
@@ -155,6 +196,46 @@ impl Zone {
     #[inline]
     pub(crate) fn mod_free_pages(&self, delta: isize) {
         self.free_pages.store(self.free_pages.load(Ordering::Relaxed) + delta, Ordering::Relaxed);
+    }
+
+    /// CPU `cpu`'s pageset of this zone, if the zone has pagesets.
+    #[inline]
+    pub fn pageset(&self, cpu: usize) -> Option<&PerCpuPages> {
+        let base = self.pagesets.load(Ordering::Acquire);
+        if base == 0 || cpu >= self.nr_pagesets.load(Ordering::Relaxed) {
+            return None;
+        }
+        // SAFETY: a non-zero base points to `nr_pagesets` initialised pagesets carved at boot
+        // that live as long as the machine (contract of `set_pagesets`); `cpu` is in range.
+        Some(unsafe { &*(base as *const PerCpuPages).add(cpu) })
+    }
+
+    /// Installs the zone's pagesets.
+    ///
+    /// # Safety
+    ///
+    /// `base` must point to `n` initialised [`PerCpuPages`] that stay valid, and are used for
+    /// nothing else, for the life of the machine.
+    pub(crate) unsafe fn set_pagesets(&self, base: *const PerCpuPages, n: usize) {
+        self.nr_pagesets.store(n, Ordering::Relaxed);
+        self.pagesets.store(base as usize, Ordering::Release);
+    }
+
+    /// Pages on all CPUs' lists of this zone (`free_pcp`).
+    pub fn pcp_pages(&self) -> usize {
+        (0..self.nr_pagesets.load(Ordering::Relaxed)).filter_map(|c| self.pageset(c)).map(PerCpuPages::count).sum()
+    }
+
+    /// Event totals over the buddy path and every CPU's pageset.
+    pub fn event_counts(&self) -> EventCounts {
+        let mut t = EventCounts::default();
+        self.events.add_to(&mut t);
+        for c in 0..self.nr_pagesets.load(Ordering::Relaxed) {
+            if let Some(p) = self.pageset(c) {
+                p.events.add_to(&mut t);
+            }
+        }
+        t
     }
 
     pub(crate) fn set_span(&self, start: Pfn, end: Pfn) {

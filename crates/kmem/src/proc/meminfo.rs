@@ -116,7 +116,8 @@ fn kb(w: &mut dyn Write, label: &str, kb: u64) -> fmt::Result {
 /// `VmallocTotal` is 0 while kmem has no vmalloc area.
 pub fn meminfo<P: Platform>(k: &Kmem<P>, w: &mut dyn Write) -> fmt::Result {
     let totalram = k.totalram_pages();
-    let freeram: usize = k.zones().map(Zone::free_pages).sum();
+    // Pages on per-CPU lists are free memory too (they are not in the zones' free counters).
+    let freeram: usize = k.zones().map(|z| z.free_pages() + z.pcp_pages()).sum();
     let wmark_low: usize = k.zones().map(|z| z.wmark(Wmark::Low)).sum();
     let available = si_mem_available(freeram, totalreserve_pages(k), 0, 0, wmark_low);
     let highmem = k.layout().has(ZoneType::HighMem);
@@ -142,7 +143,7 @@ pub fn meminfo<P: Platform>(k: &Kmem<P>, w: &mut dyn Write) -> fmt::Result {
     if highmem {
         let high = || k.zones().filter(|z| z.zone_type() == ZoneType::HighMem);
         let totalhigh: usize = high().map(Zone::managed_pages).sum();
-        let freehigh: usize = high().map(Zone::free_pages).sum();
+        let freehigh: usize = high().map(|z| z.free_pages() + z.pcp_pages()).sum();
         val_kb(w, "HighTotal:      ", totalhigh)?;
         val_kb(w, "HighFree:       ", freehigh)?;
         val_kb(w, "LowTotal:       ", totalram.saturating_sub(totalhigh))?;

@@ -7,7 +7,6 @@ use crate::machine::Kmem;
 use crate::mm::node::Node;
 use crate::mm::zone::{Wmark, Zone};
 use crate::platform::Platform;
-use crate::sync::Ordering;
 
 /// The per-node statistics `zoneinfo` lists under a node's first populated zone, in the order
 /// of Linux 6.18's `vmstat_text[]` (`enum node_stat_item`). kmem keeps none of them yet: all
@@ -83,12 +82,6 @@ pub const ZONE_STAT_NAMES: [&str; 11] = [
     "nr_free_cma",
 ];
 
-/// Values of a CPU's `per_cpu_pages` before the per-CPU layer sets it up (`boot_pageset`):
-/// `count`, `high`, `batch` (`BOOT_PAGESET_BATCH`), `high_min`, `high_max`
-/// (`BOOT_PAGESET_HIGH`).
-const BOOT_PAGESET: [(&str, usize); 5] =
-    [("count:   ", 0), ("high:    ", 0), ("batch:   ", 1), ("high_min:", 0), ("high_max:", 0)];
-
 /// `fls()`: position of the most significant set bit, 1-based; 0 for 0.
 const fn fls(x: usize) -> u32 {
     usize::BITS - x.leading_zeros()
@@ -120,14 +113,13 @@ pub const fn calculate_normal_threshold(managed: usize, nr_cpus: usize) -> u32 {
 /// What is real: free pages, watermarks (boost 0), spanned/present/managed, the `protection`
 /// line (the zone's `lowmem_reserve` against each zone type of the architecture), the
 /// `nr_free_pages` and `nr_free_pages_blocks` statistics (free pages in blocks of pageblock
-/// order and above), the `numa_*` counters from [`Zone::events`] (`numa_interleave` is 0:
+/// order and above), the `numa_*` counters from [`Zone::event_counts`] (`numa_interleave` is 0:
 /// kmem has no interleave policy), the vm stats threshold, and `start_pfn`. `cma` is 0 and
 /// `node_unreclaimable` 0 (no CMA, no reclaim). The node statistics ([`NODE_STAT_NAMES`])
 /// print as 0.
 ///
-/// Pagesets: kmem has no per-CPU page lists yet, so every CPU shows the boot pageset that
-/// Linux gives a zone before `setup_zone_pageset()` (count 0, high 0, batch 1, high_min 0,
-/// high_max 0). The per-CPU page layer fills these in when it lands.
+/// Pagesets: each CPU's per-CPU page list state (count, high, batch, high_min, high_max).
+/// kmem does not auto-tune `high`, so it stays at `high_min`.
 ///
 /// An unpopulated zone stops after its `protection` line, as in Linux.
 pub fn zoneinfo<P: Platform>(k: &Kmem<P>, w: &mut dyn Write) -> fmt::Result {
@@ -194,14 +186,14 @@ fn show_zone<P: Platform>(k: &Kmem<P>, node: &Node, z: &Zone, node_stats: bool, 
         };
         stat(w, name, v as u64)?;
     }
-    let ev = &z.events;
+    let ev = z.event_counts();
     let numa = [
-        ("numa_hit", ev.numa_hit.load(Ordering::Relaxed)),
-        ("numa_miss", ev.numa_miss.load(Ordering::Relaxed)),
-        ("numa_foreign", ev.numa_foreign.load(Ordering::Relaxed)),
+        ("numa_hit", ev.numa_hit),
+        ("numa_miss", ev.numa_miss),
+        ("numa_foreign", ev.numa_foreign),
         ("numa_interleave", 0),
-        ("numa_local", ev.numa_local.load(Ordering::Relaxed)),
-        ("numa_other", ev.numa_other.load(Ordering::Relaxed)),
+        ("numa_local", ev.numa_local),
+        ("numa_other", ev.numa_other),
     ];
     for (name, v) in numa {
         stat(w, name, v)?;
@@ -211,7 +203,10 @@ fn show_zone<P: Platform>(k: &Kmem<P>, node: &Node, z: &Zone, node_stats: bool, 
     let threshold = calculate_normal_threshold(z.managed_pages(), k.nr_cpus());
     for cpu in 0..k.nr_cpus() {
         write!(w, "\n    cpu: {cpu}")?;
-        for (label, v) in BOOT_PAGESET {
+        // A zone without pagesets shows the boot pageset (count 0, high 0, batch 1).
+        let v =
+            z.pageset(cpu).map_or([0, 0, 1, 0, 0], |p| [p.count(), p.high(), p.batch(), p.high_min(), p.high_max()]);
+        for (label, v) in ["count:   ", "high:    ", "batch:   ", "high_min:", "high_max:"].iter().zip(v) {
             write!(w, "\n              {label} {v}")?;
         }
         write!(w, "\n  vm stats threshold: {threshold}")?;

@@ -50,6 +50,30 @@ impl RawSpinLock {
         }
     }
 
+    /// Takes the lock if it is free, without touching preemption or interrupts (the caller
+    /// has pinned its CPU already). Pair with [`RawSpinLock::unlock`].
+    #[inline]
+    pub fn try_lock_raw(&self) -> bool {
+        self.locked.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok()
+    }
+
+    /// Spins until the lock is ours, without touching preemption or interrupts (the caller has
+    /// disabled them). Pair with [`RawSpinLock::unlock`].
+    #[inline]
+    pub fn lock_raw<P: Platform>(&self, platform: &P) {
+        if !self.try_lock_raw() {
+            self.lock_slow(platform);
+        }
+    }
+
+    /// Releases a lock taken with [`RawSpinLock::try_lock_raw`] or [`RawSpinLock::lock_raw`].
+    /// Releasing a lock the caller does not hold breaks mutual exclusion of whatever the lock
+    /// guards (kmem guards only atomics with its locks, so this is a logic error, not UB).
+    #[inline]
+    pub fn unlock(&self) {
+        self.locked.store(false, Ordering::Release);
+    }
+
     /// True while some CPU holds the lock (for assertions).
     pub fn is_locked(&self) -> bool {
         self.locked.load(Ordering::Relaxed)
