@@ -35,6 +35,8 @@ struct Ctx {
     in_irq: Cell<u32>,
     migration: Cell<u32>,
     enables: Cell<u32>,
+    /// Entries of `held` in use; with 0 (the common case) nothing needs searching.
+    active: Cell<u32>,
     held: [Cell<Held>; MAX_HELD],
 }
 
@@ -48,6 +50,7 @@ thread_local! {
             in_irq: Cell::new(0),
             migration: Cell::new(0),
             enables: Cell::new(0),
+            active: Cell::new(0),
             held: [const { Cell::new(Held { machine: 0, cpu: 0, depth: 0 }) }; MAX_HELD],
         }
     };
@@ -117,8 +120,10 @@ impl Cpus {
     #[inline]
     pub(crate) fn current(&self) -> u32 {
         CTX.with(|c| {
-            if let Some(h) = c.held.iter().map(Cell::get).find(|h| h.depth > 0 && h.machine == self.id) {
-                return h.cpu;
+            if c.active.get() != 0 {
+                if let Some(h) = c.held.iter().map(Cell::get).find(|h| h.depth > 0 && h.machine == self.id) {
+                    return h.cpu;
+                }
             }
             self.home(c)
         })
@@ -129,16 +134,22 @@ impl Cpus {
         base % self.slots.len() as u32
     }
 
-    /// Enters a critical section on this machine (outermost: take the CPU).
+    /// Enters a critical section on this machine (outermost: take the CPU) and returns the
+    /// CPU; `preempt` also raises the preempt count. One TLS access.
     #[inline]
-    pub(crate) fn enter(&self) {
+    pub(crate) fn enter(&self, preempt: bool) -> u32 {
         CTX.with(|c| {
-            for cell in &c.held {
-                let mut h = cell.get();
-                if h.depth > 0 && h.machine == self.id {
-                    h.depth += 1;
-                    cell.set(h);
-                    return;
+            if preempt {
+                c.preempt.set(c.preempt.get() + 1);
+            }
+            if c.active.get() != 0 {
+                for cell in &c.held {
+                    let mut h = cell.get();
+                    if h.depth > 0 && h.machine == self.id {
+                        h.depth += 1;
+                        cell.set(h);
+                        return h.cpu;
+                    }
                 }
             }
             let cpu = self.home(c);
@@ -146,19 +157,26 @@ impl Cpus {
             let free =
                 c.held.iter().find(|h| h.get().depth == 0).expect("critical sections of more than 4 machines nested");
             free.set(Held { machine: self.id, cpu, depth: 1 });
+            c.active.set(c.active.get() + 1);
+            cpu
         })
     }
 
-    /// Leaves a critical section (outermost: give the CPU back, maybe migrate).
+    /// Leaves a critical section (outermost: give the CPU back, maybe migrate); `preempt` also
+    /// lowers the preempt count. One TLS access.
     #[inline]
-    pub(crate) fn exit(&self) {
+    pub(crate) fn exit(&self, preempt: bool) {
         CTX.with(|c| {
+            if preempt {
+                c.preempt.set(c.preempt.get().wrapping_sub(1));
+            }
             for cell in &c.held {
                 let mut h = cell.get();
                 if h.depth > 0 && h.machine == self.id {
                     h.depth -= 1;
                     cell.set(h);
                     if h.depth == 0 {
+                        c.active.set(c.active.get() - 1);
                         self.slots[h.cpu as usize].owner.store(0, Ordering::Release);
                         if self.migrate_every != 0 {
                             let n = c.enables.get().wrapping_add(1);
@@ -173,6 +191,21 @@ impl Cpus {
             }
             debug_assert!(false, "critical-section exit without enter");
         })
+    }
+
+    /// Takes the CPU for `local_irq_save` and sets the IRQ-off flag; returns the old flag.
+    #[inline]
+    pub(crate) fn irq_save(&self) -> bool {
+        let was = CTX.with(|c| c.irqs_off.replace(true));
+        self.enter(false);
+        was
+    }
+
+    /// Restores the IRQ flag and gives the CPU back (`local_irq_restore`).
+    #[inline]
+    pub(crate) fn irq_restore(&self, was_off: bool) {
+        CTX.with(|c| c.irqs_off.set(was_off));
+        self.exit(false);
     }
 
     fn acquire(&self, cpu: u32, me: u32) {
@@ -195,14 +228,10 @@ pub(crate) fn preempt_count() -> u32 {
     CTX.with(|c| c.preempt.get())
 }
 
+/// `in_atomic() || irqs_disabled()` in one TLS access.
 #[inline]
-pub(crate) fn preempt_add(delta: i32) {
-    CTX.with(|c| c.preempt.set(c.preempt.get().wrapping_add_signed(delta)));
-}
-
-#[inline]
-pub(crate) fn irqs_off_replace(v: bool) -> bool {
-    CTX.with(|c| c.irqs_off.replace(v))
+pub(crate) fn atomic_context() -> bool {
+    CTX.with(|c| c.preempt.get() != 0 || c.in_irq.get() != 0 || c.irqs_off.get())
 }
 
 #[inline]

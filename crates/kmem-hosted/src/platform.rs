@@ -91,23 +91,27 @@ unsafe impl Platform for HostedPlatform {
     }
     #[inline]
     fn preempt_disable(&self) {
-        self.cpus.enter();
-        cpus::preempt_add(1);
+        self.cpus.enter(true);
+    }
+    #[inline]
+    fn preempt_disable_cpu(&self) -> CpuId {
+        CpuId(self.cpus.enter(true))
     }
     #[inline]
     fn preempt_enable(&self) {
-        cpus::preempt_add(-1);
-        self.cpus.exit();
+        self.cpus.exit(true);
     }
     #[inline]
     fn local_irq_save(&self) -> IrqState {
-        self.cpus.enter();
-        IrqState(cpus::irqs_off_replace(true))
+        IrqState(self.cpus.irq_save())
     }
     #[inline]
     fn local_irq_restore(&self, state: IrqState) {
-        cpus::irqs_off_replace(state.0);
-        self.cpus.exit();
+        self.cpus.irq_restore(state.0);
+    }
+    #[inline]
+    fn atomic_context(&self) -> bool {
+        cpus::atomic_context()
     }
     fn irqs_disabled(&self) -> bool {
         cpus::irqs_off()

@@ -93,6 +93,19 @@ pub unsafe trait Platform: Send + Sync {
     fn in_atomic(&self) -> bool {
         self.preempt_count() != 0 || self.in_interrupt()
     }
+    /// `in_atomic() || irqs_disabled()`: the caller may not sleep (what `might_sleep` checks).
+    /// A platform may answer this in one step.
+    #[inline]
+    fn atomic_context(&self) -> bool {
+        self.in_atomic() || self.irqs_disabled()
+    }
+    /// `preempt_disable()` then `smp_processor_id()`: pins the caller and says where. A
+    /// platform may do both in one step.
+    #[inline]
+    fn preempt_disable_cpu(&self) -> CpuId {
+        self.preempt_disable();
+        self.current_cpu()
+    }
 
     /// The direct map (Linux's linear map, `__va`/`__pa`).
     fn direct_map(&self) -> DirectMap;

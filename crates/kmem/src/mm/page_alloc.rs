@@ -365,7 +365,7 @@ impl<P: Platform> Kmem<P> {
     /// Linux, goes ahead).
     fn might_alloc(&self, gfp: Gfp) {
         let p = self.platform();
-        if gfp.allows_blocking() && (p.in_atomic() || p.irqs_disabled()) {
+        if gfp.allows_blocking() && p.atomic_context() {
             let task = p.current_task();
             let (atomic, irqs, pc) = (p.in_atomic() as u8, p.irqs_disabled() as u8, p.preempt_count());
             self.report(ReportKind::SleepInAtomic, &|w| {

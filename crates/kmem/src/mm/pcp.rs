@@ -168,8 +168,8 @@ impl<P: Platform> Kmem<P> {
     #[inline]
     fn pcp_trylock<'a>(&'a self, zone: &'a Zone) -> Option<PcpGuard<'a, P>> {
         let p = self.platform();
-        p.preempt_disable();
-        let pcp = zone.pageset(p.current_cpu().index());
+        let cpu = p.preempt_disable_cpu();
+        let pcp = zone.pageset(cpu.index());
         match pcp {
             Some(pcp) if pcp.lock.try_lock_raw() => Some(PcpGuard { pcp, platform: p }),
             _ => {
