@@ -310,3 +310,29 @@ fn several_machines_live_in_one_process() {
     assert_ne!(pa.addr(), pb.addr());
     assert!(a.totalram_pages() < b.totalram_pages());
 }
+
+#[test]
+fn sleeping_allocation_with_preemption_or_irqs_off_is_reported() {
+    use kmem::Platform;
+    let m = MachineBuilder::new().ram_mib(64).cpus(2).build().unwrap();
+    let p = m.platform();
+    p.preempt_disable();
+    let a = m.alloc_pages(Gfp::KERNEL, 0).unwrap();
+    let b = m.alloc_pages(Gfp::NOWAIT, 0).unwrap();
+    p.preempt_enable();
+    assert_eq!(m.report_count(ReportKind::SleepInAtomic), 1, "GFP_KERNEL reported, GFP_NOWAIT not");
+    let t = m.reports().last().unwrap();
+    assert!(t.contains("in_atomic(): 1, irqs_disabled(): 0,"), "{t}");
+    assert!(t.contains("preempt_count: 1, expected: 0"), "{t}");
+    let s = p.local_irq_save();
+    let c = m.alloc_pages(Gfp::KERNEL, 0).unwrap();
+    p.local_irq_restore(s);
+    assert_eq!(m.report_count(ReportKind::SleepInAtomic), 2);
+    assert!(m.reports().last().unwrap().contains("in_atomic(): 0, irqs_disabled(): 1,"));
+    let d = m.alloc_pages(Gfp::KERNEL, 0).unwrap();
+    assert_eq!(m.report_count(ReportKind::SleepInAtomic), 2, "preemptible context is fine");
+    for q in [a, b, c, d] {
+        // SAFETY: ours.
+        unsafe { m.__free_pages(q, 0) };
+    }
+}
