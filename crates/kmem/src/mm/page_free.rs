@@ -12,8 +12,8 @@ use crate::machine::Kmem;
 use crate::mm::buddy;
 use crate::mm::page::{pg, write_flag_names};
 use crate::mm::page_ref::PageRef;
-use crate::platform::{Platform, ReportKind};
 use crate::mm::zone::bump_locked;
+use crate::platform::{Platform, ReportKind};
 
 impl<P: Platform> Kmem<P> {
     /// `__free_pages(page, order)`: drops the caller's reference; frees the block when it was
