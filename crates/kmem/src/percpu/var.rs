@@ -285,6 +285,8 @@ impl<P: Platform> Kmem<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::percpu::PERCPU_RESERVED_SIZE;
+    use crate::testing::machine;
 
     #[test]
     fn operands_convert_as_c_converts_them() {
@@ -297,5 +299,186 @@ mod tests {
         assert_eq!(i8::wrap(200u8.widen()), -56);
         assert_eq!(i16::wrap((-2i64).widen()), -2);
         assert_eq!(usize::wrap((-1isize).widen()), usize::MAX);
+    }
+
+    /// `lib/percpu_test.c`'s `percpu_test_verify`, step by step: a native `long`/`unsigned
+    /// long` takes each step in C's arithmetic (written out with explicit casts), the per-CPU
+    /// variable takes it through the `__this_cpu_*`/`this_cpu_*` operations, and both must
+    /// equal the expected value.
+    #[test]
+    fn this_cpu_arithmetic_follows_percpu_test() {
+        let m = machine(64);
+        let long = m.define_per_cpu(0i64).unwrap();
+        let ulong = m.define_per_cpu(0u64).unwrap();
+        let ui_one = 1u32;
+        let g = m.get_cpu();
+        let mut l = 0i64;
+        let mut ul: u64;
+        macro_rules! check {
+            ($native:expr, $var:expr, $expected:expr) => {{
+                assert_eq!($native, $expected, "native");
+                assert_eq!(m.__this_cpu_read(&g, $var), $expected, "per-CPU");
+            }};
+        }
+        l += -1;
+        m.__this_cpu_add(&g, long, -1i32);
+        check!(l, long, -1);
+        l += 1;
+        m.__this_cpu_add(&g, long, 1i32);
+        check!(l, long, 0);
+
+        ul = 0;
+        m.__this_cpu_write(&g, ulong, 0i32);
+        ul = ul.wrapping_add(1);
+        m.__this_cpu_add(&g, ulong, 1u64);
+        check!(ul, ulong, 1);
+        ul = ul.wrapping_add(1u64.wrapping_neg()); // ul += -1UL
+        m.__this_cpu_add(&g, ulong, 1u64.wrapping_neg());
+        check!(ul, ulong, 0);
+        ul = ul.wrapping_add(1u64.wrapping_neg()); // ul += -(unsigned long)1
+        m.__this_cpu_add(&g, ulong, 1u64.wrapping_neg());
+        check!(ul, ulong, u64::MAX);
+
+        ul = 0;
+        m.__this_cpu_write(&g, ulong, 0i32);
+        ul = ul.wrapping_sub(1);
+        m.__this_cpu_dec(&g, ulong);
+        check!(ul, ulong, u64::MAX); // -1 and ULONG_MAX
+
+        l += ui_one.wrapping_neg() as i64; // l += -ui_one: the unsigned int is zero-extended
+        m.__this_cpu_add(&g, long, ui_one.wrapping_neg());
+        check!(l, long, 0xffff_ffff);
+        l += ui_one as i64;
+        m.__this_cpu_add(&g, long, ui_one);
+        check!(l, long, 0x1_0000_0000);
+
+        l = 0;
+        m.__this_cpu_write(&g, long, 0i32);
+        l -= ui_one as i64;
+        m.__this_cpu_sub(&g, long, ui_one);
+        check!(l, long, -1);
+
+        l = 0;
+        m.__this_cpu_write(&g, long, 0i32);
+        l += ui_one as i64;
+        m.__this_cpu_add(&g, long, ui_one);
+        check!(l, long, 1);
+        l += ui_one.wrapping_neg() as i64;
+        m.__this_cpu_add(&g, long, ui_one.wrapping_neg());
+        check!(l, long, 0x1_0000_0000);
+
+        l = 0;
+        m.__this_cpu_write(&g, long, 0i32);
+        l -= ui_one as i64;
+        m.this_cpu_sub(long, ui_one);
+        check!(l, long, -1);
+        assert_eq!(m.__this_cpu_read(&g, long) as u64, u64::MAX, "and ULONG_MAX");
+
+        ul = 0;
+        m.__this_cpu_write(&g, ulong, 0i32);
+        ul += ui_one as u64;
+        m.__this_cpu_add(&g, ulong, ui_one);
+        check!(ul, ulong, 1);
+
+        ul = 0;
+        m.__this_cpu_write(&g, ulong, 0i32);
+        ul = ul.wrapping_sub(ui_one as u64);
+        m.__this_cpu_sub(&g, ulong, ui_one);
+        check!(ul, ulong, u64::MAX);
+
+        m.__this_cpu_write(&g, ulong, 3i32);
+        ul = m.this_cpu_sub_return(ulong, ui_one);
+        check!(ul, ulong, 2);
+        ul = m.__this_cpu_sub_return(&g, ulong, ui_one);
+        check!(ul, ulong, 1);
+    }
+
+    #[test]
+    fn mixed_signedness_add_sub_write_cmpxchg() {
+        let m = machine(64);
+        let v = m.define_per_cpu(100u64).unwrap();
+        m.this_cpu_add(v, -1i32);
+        assert_eq!(m.this_cpu_read(v), 99, "a signed operand is sign-extended: -1 subtracts 1");
+        m.this_cpu_add(v, 1u32.wrapping_neg());
+        assert_eq!(m.this_cpu_read(v), 99 + 0xffff_ffff, "an unsigned operand is zero-extended");
+        m.this_cpu_sub(v, 1u32);
+        assert_eq!(m.this_cpu_read(v), 98 + 0xffff_ffff);
+        m.this_cpu_sub(v, -2i8);
+        assert_eq!(m.this_cpu_read(v), 100 + 0xffff_ffff);
+
+        // Narrow variables wrap at their width.
+        let b = m.define_per_cpu(250u8).unwrap();
+        assert_eq!(m.this_cpu_add_return(b, 10u64), 4);
+        assert_eq!(m.this_cpu_add_return(b, 300i32), 48);
+        assert_eq!(m.this_cpu_sub_return(b, 49u8), 255);
+        m.this_cpu_inc(b);
+        assert_eq!(m.this_cpu_read(b), 0);
+        m.this_cpu_dec(b);
+        assert_eq!(m.this_cpu_read(b), 255);
+        let s = m.define_per_cpu(i8::MIN).unwrap();
+        m.this_cpu_dec(s);
+        assert_eq!(m.this_cpu_read(s), i8::MAX);
+        m.this_cpu_write(s, 0x1ffi32);
+        assert_eq!(m.this_cpu_read(s), -1, "write truncates to the variable's width");
+        let h = m.define_per_cpu(0u16).unwrap();
+        m.this_cpu_write(h, 0x1_2345u32);
+        assert_eq!(m.this_cpu_read(h), 0x2345);
+
+        // cmpxchg: `old` converted to the variable's type, returns what it found.
+        m.this_cpu_write(b, 0xffu8);
+        assert_eq!(m.this_cpu_cmpxchg(b, -1i32, 7u8), 0xff, "-1 as u8 is 0xff: matches");
+        assert_eq!(m.this_cpu_read(b), 7);
+        assert_eq!(m.this_cpu_cmpxchg(b, 8u8, 9u8), 7, "no match: unchanged");
+        assert_eq!(m.this_cpu_read(b), 7);
+        let l = m.define_per_cpu(-1i64).unwrap();
+        assert_eq!(m.this_cpu_cmpxchg(l, u32::MAX, 5i32), -1, "u32::MAX zero-extends: no match");
+        assert_eq!(m.this_cpu_read(l), -1);
+        assert_eq!(m.this_cpu_cmpxchg(l, -1i8, 5i32), -1);
+        assert_eq!(m.this_cpu_read(l), 5);
+    }
+
+    #[test]
+    fn per_cpu_reads_sums_and_guards() {
+        let m = machine(64);
+        let v = m.define_per_cpu(5u32).unwrap();
+        assert_eq!(m.per_cpu(v, 0), 5, "the initial value");
+        {
+            let slot = m.get_cpu_var(v);
+            assert_eq!(slot.cpu().index(), 0);
+            slot.set(slot.get() * 3);
+        }
+        assert_eq!(m.per_cpu(v, 0), 15);
+        assert_eq!(m.per_cpu_sum(v), 15);
+        // A wrapping sum, as the C loop over an unsigned counter.
+        let c = m.define_per_cpu(0u32).unwrap();
+        m.this_cpu_dec(c);
+        assert_eq!(m.per_cpu_sum(c), u32::MAX);
+        m.this_cpu_add(c, 2u8);
+        assert_eq!(m.per_cpu_sum(c), 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "out of range")]
+    fn per_cpu_of_a_cpu_that_does_not_exist_panics() {
+        let m = machine(64);
+        let v = m.define_per_cpu(0u8).unwrap();
+        m.per_cpu(v, 1);
+    }
+
+    #[test]
+    fn variables_fill_the_reserved_region_then_the_dynamic_area() {
+        let m = machine(64);
+        let n = PERCPU_RESERVED_SIZE / 8;
+        for i in 0..n {
+            let v = m.define_per_cpu(i as u64).unwrap();
+            assert!(v.offset() < PERCPU_RESERVED_SIZE, "variable {i} at {:#x}", v.offset());
+        }
+        let st = m.pcpu_stats();
+        assert_eq!((st.reserved_used_bytes, st.dyn_used_bytes), (PERCPU_RESERVED_SIZE, 0));
+        let spill = m.define_per_cpu(7u64).unwrap();
+        assert!(spill.offset() >= PERCPU_RESERVED_SIZE, "the reserved region is full: dynamic area");
+        assert_eq!(m.pcpu_stats().dyn_used_bytes, 8);
+        assert_eq!(m.per_cpu(spill, 0), 7);
+        assert_eq!(m.platform().log.lock().unwrap().len(), 0, "the full reserved region is not reported");
     }
 }
