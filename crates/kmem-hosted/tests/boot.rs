@@ -23,7 +23,12 @@ fn default_machine_zones_match_linux_on_the_same_map() {
     let b = m.boot_info();
     assert_eq!(b.present_sections, 32);
     assert_eq!(b.memmap_bytes, 32 << 20);
-    assert_eq!(normal.present_pages() - normal.managed_pages(), (b.metadata_bytes as usize).div_ceil(4096));
+    // The per-CPU first chunk (2 units of 32 KiB, page-rounded headers) is carved below them.
+    assert_eq!(b.percpu_bytes % 4096, 0);
+    assert_eq!(
+        normal.present_pages() - normal.managed_pages(),
+        (b.metadata_bytes as usize).div_ceil(4096) + b.percpu_bytes as usize / 4096
+    );
     assert_eq!(m.totalram_pages(), dma.managed_pages() + dma32.managed_pages() + normal.managed_pages());
     // min_free_kbytes = int_sqrt(lowmem_kbytes * 16).
     let lowmem_kb = m.totalram_pages() as u64 * 4;

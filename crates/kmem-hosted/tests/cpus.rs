@@ -86,3 +86,22 @@ fn two_machines_nest_critical_sections() {
     a.platform().preempt_enable();
     assert_eq!(a.platform().preempt_count(), 0);
 }
+
+#[test]
+fn guards_restore_state_on_drop() {
+    let m = MachineBuilder::new().ram_mib(16).cpus(2).build().unwrap();
+    let p = m.platform();
+    {
+        let irq = m.local_irq_save();
+        assert!(p.irqs_disabled() && !irq.were_disabled());
+        let inner = m.local_irq_save();
+        assert!(inner.were_disabled());
+        drop(inner);
+        assert!(p.irqs_disabled(), "inner restore keeps IRQs off");
+        let pre = m.preempt_disable();
+        assert_eq!(p.preempt_count(), 1);
+        assert_eq!(p.current_cpu(), pre.cpu());
+    }
+    assert!(!p.irqs_disabled());
+    assert_eq!(p.preempt_count(), 0);
+}

@@ -37,16 +37,18 @@ fn show(m: &Machine, view: View) -> String {
 /// - DMA32 spans [4096, 65536): spanned = present = 61440. Boot carves its metadata top-down
 ///   from 256 MiB: the page descriptors of the 2 present 128 MiB sections (2 x 32768 x 32 B =
 ///   2 MiB = 512 pages) below the machine state, section table and node (~9 KiB at 64-byte
-///   alignment, touching 3 pages). 515 pages reserved: managed = free = 61440 - 515 = 60925,
-///   the free range being pfns [4096, 65021).
-/// - totalram = 3998 + 60925 = 64923 pages = 259692 kB.
+///   alignment, touching 3 pages), then the per-CPU first chunk below them: 2 units of 32 KiB
+///   (16 pages) and its two chunk headers (3 pages, page-rounded). 515 + 19 = 534 pages
+///   reserved: managed = free = 61440 - 534 = 60906, the free range being pfns [4096, 65002).
+/// - totalram = 3998 + 60906 = 64904 pages = 259616 kB.
 fn small() -> Machine {
     let m = MachineBuilder::new().ram_mib(256).cpus(2).build().unwrap();
     let b = m.boot_info();
     assert_eq!(b.memmap_bytes, 2 << 20, "derivation assumes 2 present sections of 1 MiB of descriptors");
     let small_meta = b.metadata_bytes - b.memmap_bytes;
     assert!((8193..=12288 - 64).contains(&small_meta), "derivation assumes ~9 KiB on 3 pages, got {small_meta}");
-    assert_eq!(m.totalram_pages(), 64923);
+    assert_eq!(b.percpu_bytes, (2 * 32 + 12) << 10, "derivation assumes 2 units and 3 header pages");
+    assert_eq!(m.totalram_pages(), 64904);
     m
 }
 
@@ -56,11 +58,11 @@ fn golden_buddyinfo() {
     //   [1,159): 1(o0) 2(o1) 4(o2) 8(o3) 16(o4) 32(o5) 64(o6) 128(o4) 144(o3) 152(o2) 156(o1) 158(o0)
     //   [256,4096): 256(o8) 512(o9) 1024, 2048, 3072(o10)
     //   -> o0..o4: 2 each, o5: 1, o6: 1, o7: 0, o8: 1, o9: 1, o10: 3 (= 3998 pages).
-    // DMA32, free pfns [4096, 65021): 4096 is 1024-aligned; 59 blocks of o10 up to 64512, then
-    //   509 = 0b1_1111_1101 pages: o8 o7 o6 o5 o4 o3 o2 and o0 -> o1 = 0, o9 = 0.
+    // DMA32, free pfns [4096, 65002): 4096 is 1024-aligned; 59 blocks of o10 up to 64512, then
+    //   490 = 0b1_1110_1010 pages: o8 o7 o6 o5 o3 o1 -> o0 = o2 = o4 = o9 = 0.
     let want = concat!(
         "Node 0, zone      DMA      2      2      2      2      2      1      1      0      1      1      3 \n",
-        "Node 0, zone    DMA32      1      0      1      1      1      1      1      1      1      0     59 \n",
+        "Node 0, zone    DMA32      0      1      0      1      0      1      1      1      1      0     59 \n",
     );
     assert_eq!(show(&small(), BUDDYINFO), want);
 }
@@ -82,7 +84,7 @@ fn golden_pagetypeinfo() {
         &format!("Node    0, zone      DMA, type   HighAtomic {z}"),
         &format!("Node    0, zone      DMA, type      Isolate {z}"),
         &format!("Node    0, zone    DMA32, type    Unmovable {z}"),
-        "Node    0, zone    DMA32, type      Movable      1      0      1      1      1      1      1      1      1      0     59 \n",
+        "Node    0, zone    DMA32, type      Movable      0      1      0      1      0      1      1      1      1      0     59 \n",
         &format!("Node    0, zone    DMA32, type  Reclaimable {z}"),
         &format!("Node    0, zone    DMA32, type   HighAtomic {z}"),
         &format!("Node    0, zone    DMA32, type      Isolate {z}"),
@@ -149,21 +151,22 @@ fn pagesets(threshold: u32, batch: usize, high_min: usize, high_max: usize) -> S
 
 #[test]
 fn golden_zoneinfo() {
-    // min_free_kbytes = int_sqrt(259692 kB * 16) = 2038; pages_min = 2038 >> 2 = 509.
-    // DMA:   min = 509 * 3998 / 64923 = 31;    step = max(31 >> 2, 3998 / 1000) = 7.
-    // DMA32: min = 509 * 60925 / 64923 = 477;  step = max(477 >> 2, 60925 / 1000) = 119.
+    // min_free_kbytes = int_sqrt(259616 kB * 16) = 2038; pages_min = 2038 >> 2 = 509.
+    // DMA:   min = 509 * 3998 / 64904 = 31;    step = max(31 >> 2, 3998 / 1000) = 7.
+    // DMA32: min = 509 * 60906 / 64904 = 477;  step = max(477 >> 2, 60906 / 1000) = 119.
     // Normal (empty): 0; Movable (empty): min clamped to SWAP_CLUSTER_MAX = 32, step 0.
     // Device: never set up, 0.
     // Protection (DMA, DMA32, Normal, Movable, Device): DMA keeps 60925 / 256 = 237 against
-    //   anything that may use DMA32 or above; DMA32 has nothing above it populated.
+    //   anything that may use DMA32 or above (60906 / 256 = 237 too); DMA32 has nothing above
+    //   it populated.
     // Threshold: 2 * fls(2 CPUs) * (1 + fls(managed >> 15)): DMA 4 * (1 + 0) = 4,
     //   DMA32 4 * (1 + fls(1)) = 8.
     // nr_free_pages_blocks (orders >= 9): DMA 512 + 3 * 1024 = 3584; DMA32 59 * 1024 = 60416.
     // Pagesets (zone_batchsize, zone_highsize over the node's 2 CPUs):
     //   DMA:   batch max(1, pow2((3998 >> 10) / 4 ...) - 1) = 1; high_min = low 38 / 2 = 19;
     //          high_max = (3998 / 8) / 2 = 249.
-    //   DMA32: batch: (60925 >> 10) / 4 = 14, 14 + 7 = 21 -> 16 - 1 = 15; high_min = 596 / 2 = 298;
-    //          high_max = (60925 / 8) / 2 = 3807.
+    //   DMA32: batch: (60906 >> 10) / 4 = 14, 14 + 7 = 21 -> 16 - 1 = 15; high_min = 596 / 2 = 298;
+    //          high_max = (60906 / 8) / 2 = 3806.
     let empty = |name: &str, wm: usize| {
         format!(
             "Node 0, zone {name:>8}
@@ -200,7 +203,7 @@ fn golden_zoneinfo() {
         &pagesets(4, 1, 19, 249),
         "  node_unreclaimable:  0\n  start_pfn:           1\n",
         "Node 0, zone    DMA32
-  pages free     60925
+  pages free     60906
         boost    0
         min      477
         low      596
@@ -208,12 +211,12 @@ fn golden_zoneinfo() {
         promo    834
         spanned  61440
         present  61440
-        managed  60925
+        managed  60906
         cma      0
         protection: (0, 0, 0, 0, 0)
 ",
-        &zone_stats(60925, 60416),
-        &pagesets(8, 15, 298, 3807),
+        &zone_stats(60906, 60416),
+        &pagesets(8, 15, 298, 3806),
         "  node_unreclaimable:  0\n  start_pfn:           4096\n",
         &empty("Normal", 0),
         &empty("Movable", 32),
@@ -229,16 +232,17 @@ fn golden_zoneinfo() {
 
 #[test]
 fn golden_meminfo() {
-    // MemTotal = MemFree = 64923 pages = 259692 kB.
+    // MemTotal = MemFree = 64904 pages = 259616 kB.
     // totalreserve = per zone min(max lowmem_reserve + high watermark, managed):
     //   DMA 237 + 45 = 282, DMA32 0 + 715 = 715, empty zones 0 (capped at managed) -> 997.
-    // MemAvailable = 64923 - 997 = 63926 pages = 255704 kB (no page cache, no slab).
-    // CommitLimit = 64923 * 50 / 100 = 32461 pages = 129844 kB.
+    // MemAvailable = 64904 - 997 = 63907 pages = 255628 kB (no page cache, no slab).
+    // CommitLimit = 64904 * 50 / 100 = 32452 pages = 129808 kB.
+    // Percpu = the first chunk's 2 units of 8 pages = 64 kB.
     // Direct map [0, 256 MiB): the first 2 MiB in 4k pages, the other 254 MiB in 2M pages.
     let want = "\
-MemTotal:         259692 kB
-MemFree:          259692 kB
-MemAvailable:     255704 kB
+MemTotal:         259616 kB
+MemFree:          259616 kB
+MemAvailable:     255628 kB
 Buffers:               0 kB
 Cached:                0 kB
 SwapCached:            0 kB
@@ -269,12 +273,12 @@ SecPageTables:         0 kB
 NFS_Unstable:          0 kB
 Bounce:                0 kB
 WritebackTmp:          0 kB
-CommitLimit:      129844 kB
+CommitLimit:      129808 kB
 Committed_AS:          0 kB
 VmallocTotal:          0 kB
 VmallocUsed:           0 kB
 VmallocChunk:          0 kB
-Percpu:                0 kB
+Percpu:               64 kB
 AnonHugePages:         0 kB
 ShmemHugePages:        0 kB
 ShmemPmdMapped:        0 kB
@@ -468,21 +472,21 @@ fn buddyinfo_follows_allocations() {
         let counts: Vec<usize> = row[21..].split_whitespace().map(|n| n.parse().unwrap()).collect();
         assert_eq!(counts, [unmovable_blocks, 120 - unmovable_blocks, 0, 0, 0]);
     };
-    let start = [1, 0, 1, 1, 1, 1, 1, 1, 1, 0, 59];
+    let start = [0, 1, 0, 1, 0, 1, 1, 1, 1, 0, 59];
     check(start, 0);
     // Order 0, unmovable: no Unmovable block yet, so the allocator claims the largest Movable
     // block (an order-10 block: two pageblocks turn Unmovable) and splits it: one more free
     // block of each order 0..=9, one fewer of order 10.
     let a0 = m.alloc_pages(Gfp::KERNEL, 0).unwrap();
-    check([2, 1, 2, 2, 2, 2, 2, 2, 2, 1, 58], 2);
+    check([1, 2, 1, 2, 1, 2, 2, 2, 2, 1, 58], 2);
     // Order 3 and 9 come from the Unmovable halves of that split.
     let a3 = m.alloc_pages(Gfp::KERNEL, 3).unwrap();
-    check([2, 1, 2, 1, 2, 2, 2, 2, 2, 1, 58], 2);
+    check([1, 2, 1, 1, 1, 2, 2, 2, 2, 1, 58], 2);
     let a9 = m.alloc_pages(Gfp::KERNEL, 9).unwrap();
-    check([2, 1, 2, 1, 2, 2, 2, 2, 2, 0, 58], 2);
+    check([1, 2, 1, 1, 1, 2, 2, 2, 2, 0, 58], 2);
     // Order 10 claims another whole Movable order-10 block.
     let a10 = m.alloc_pages(Gfp::KERNEL, 10).unwrap();
-    check([2, 1, 2, 1, 2, 2, 2, 2, 2, 0, 57], 4);
+    check([1, 2, 1, 1, 1, 2, 2, 2, 2, 0, 57], 4);
     for (p, o) in [(a10, 10), (a9, 9), (a3, 3), (a0, 0)] {
         // SAFETY: each block is ours and unused from here on.
         unsafe { m.__free_pages(p, o) };

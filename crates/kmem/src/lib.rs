@@ -17,6 +17,8 @@
 //! ```
 //!
 //! ## Notes and missing features
+//! - The per-CPU allocator ([`percpu`]) backs dynamic chunks with page-allocator blocks
+//!   (Linux's percpu-km), not vmalloc: there is no vmalloc yet.
 //! - No per-CPU page lists yet, no reclaim (shrinkers, kswapd, OOM killer), no compaction,
 //!   no high-order atomic reserve, no CMA, no memory hotplug.
 //! - HighMem pages are allocatable and zeroed through [`Platform::map_temporary`]; kmap
@@ -31,6 +33,7 @@ pub mod boot;
 pub mod gfp;
 pub mod machine;
 pub mod mm;
+pub mod percpu;
 pub mod platform;
 pub mod proc;
 pub mod report;
@@ -47,4 +50,5 @@ pub use mm::page::Page;
 pub use mm::page_ref::{AllocError, AllocErrorKind, PageRef};
 pub use mm::pages::Pages;
 pub use mm::zone_type::{Migratetype, ZoneType};
+pub use percpu::{IrqGuard, PcpuInt, PerCpuBox, PerCpuVar, PercpuError, PercpuPtr, PreemptGuard};
 pub use platform::{CpuId, DirectMap, IrqState, Platform, ReportKind, TaskId};

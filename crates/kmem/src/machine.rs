@@ -12,6 +12,7 @@ use crate::mm::memmap::Memmap;
 use crate::mm::node::Node;
 use crate::mm::page::{Page, MAX_NUMNODES};
 use crate::mm::zone::Zone;
+use crate::percpu::PercpuState;
 use crate::platform::{DirectMap, Platform, ReportKind};
 use crate::report::Reports;
 use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -30,6 +31,9 @@ pub struct BootInfo {
     pub memmap_bytes: u64,
     /// Bytes of all kmem metadata carved at boot (descriptors, section table, nodes, state).
     pub metadata_bytes: u64,
+    /// Bytes of the per-CPU first chunk carved at boot: one 32 KiB unit per CPU and the
+    /// page-rounded chunk headers.
+    pub percpu_bytes: u64,
     /// Bytes of usable RAM reserved at boot (metadata plus caller reservations).
     pub reserved_bytes: u64,
 }
@@ -63,6 +67,8 @@ pub struct MachineState {
     pub(crate) grouping_disabled: bool,
     pub(crate) events: VmEvents,
     pub(crate) pcp_enabled: AtomicBool,
+    /// The per-CPU allocator: first chunk and chunk list (`percpu/`).
+    pub(crate) percpu: PercpuState,
 }
 
 impl MachineState {
@@ -83,6 +89,7 @@ impl MachineState {
             grouping_disabled: false,
             events: VmEvents::default(),
             pcp_enabled: AtomicBool::new(true),
+            percpu: PercpuState::empty(),
         }
     }
 
@@ -123,7 +130,8 @@ pub struct Kmem<P: Platform> {
     state: NonNull<MachineState>,
 }
 
-// SAFETY: the state is made of atomics, locks and data immutable after boot, and the platform
+// SAFETY: the state is made of atomics, locks, data immutable after boot, and the per-CPU
+// chunk list, which is only reached under the percpu lock; the platform
 // is Send + Sync by its trait bound; the pointer stays valid for the life of the Kmem (boot's
 // contract).
 unsafe impl<P: Platform> Send for Kmem<P> {}

@@ -28,6 +28,7 @@ use crate::mm::node::Node;
 use crate::mm::page::{pg, Page, MAX_NUMNODES, MAX_SECTIONS};
 use crate::mm::watermark::{self, ZoneSize};
 use crate::mm::zone_type::{Migratetype, ZoneType, MAX_NR_ZONES, MIGRATE_TYPES};
+use crate::percpu::PercpuState;
 use crate::platform::Platform;
 use crate::sync::Ordering;
 
@@ -287,6 +288,10 @@ impl<P: Platform> Kmem<P> {
         }
         let metadata_bytes = mb.reserved_bytes() - before;
 
+        // Per-CPU first chunk: one unit per CPU on its node, reserved before the buddy release.
+        // SAFETY: memblock hands out usable RAM below the direct-map limit (this fn's contract).
+        state.percpu = unsafe { PercpuState::boot(&mut mb, dm, nr_cpus, |cpu| state.cpu_to_node(cpu) as u8) }?;
+
         // 4. Release free memory to the buddy lists.
         let kmem_platform = &platform;
         let mut total_free = 0usize;
@@ -362,6 +367,7 @@ impl<P: Platform> Kmem<P> {
             present_sections,
             memmap_bytes,
             metadata_bytes,
+            percpu_bytes: state.percpu.boot_bytes(),
             reserved_bytes: mb.reserved_bytes(),
         };
         let sp = va(state_pa)?.as_mut_ptr::<MachineState>();

@@ -110,9 +110,11 @@ fn kb(w: &mut dyn Write, label: &str, kb: u64) -> fmt::Result {
 /// - `DirectMap*`: the direct map `[0, limit)` split by [`direct_map_split`]. With a HighMem
 ///   layout (a 32-bit machine, PAE assumed) there is no `DirectMap1G` line, as on x86-32,
 ///   which has no gigabyte pages.
+/// - `Percpu`: `pcpu_nr_pages()`, the pages backing every per-CPU chunk's units (the first
+///   chunk included; headers and maps excluded, as in Linux).
 ///
 /// Everything else (page cache, LRU lists, swap, zswap, slab, kernel stacks, page tables,
-/// `Committed_AS`, vmalloc, per-CPU, THP, balloon) is 0 until the layer that owns it lands.
+/// `Committed_AS`, vmalloc, THP, balloon) is 0 until the layer that owns it lands.
 /// `VmallocTotal` is 0 while kmem has no vmalloc area.
 pub fn meminfo<P: Platform>(k: &Kmem<P>, w: &mut dyn Write) -> fmt::Result {
     let totalram = k.totalram_pages();
@@ -173,10 +175,10 @@ pub fn meminfo<P: Platform>(k: &Kmem<P>, w: &mut dyn Write) -> fmt::Result {
     val_kb(w, "CommitLimit:    ", totalram * OVERCOMMIT_RATIO / 100)?;
     val_kb(w, "Committed_AS:   ", 0)?;
     kb(w, "VmallocTotal:   ", 0)?;
+    val_kb(w, "VmallocUsed:    ", 0)?;
+    val_kb(w, "VmallocChunk:   ", 0)?;
+    val_kb(w, "Percpu:         ", k.pcpu_nr_pages())?;
     for label in [
-        "VmallocUsed:    ",
-        "VmallocChunk:   ",
-        "Percpu:         ",
         "AnonHugePages:  ",
         "ShmemHugePages: ",
         "ShmemPmdMapped: ",
