@@ -456,3 +456,57 @@ fn the_fullest_chunk_that_fits_wins_and_one_empty_chunk_is_kept() {
     assert_eq!(m.pcpu_free_empty_chunks(), 1);
     assert_eq!(m.pcpu_nr_pages(), boot_pages);
 }
+
+/// More threads than CPUs, migrating between CPUs, updating per-CPU variables and per-CPU
+/// objects while allocating, cross-freeing and checking pages: the per-CPU sums must be exact
+/// (a this_cpu op is a load and a store under the CPU's exclusion, so a shared section would
+/// lose updates) and every page must come back.
+#[test]
+fn oversubscribed_migrating_threads_keep_per_cpu_data_exact() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    const THREADS: usize = 6;
+    const ITERS: u64 = 5_000;
+    let m = kmem_hosted::MachineBuilder::new().ram_mib(128).cpus(3).migrate_every(3).build().unwrap();
+    let hits = m.define_per_cpu(0u64).unwrap();
+    let objs = m.alloc_percpu_with(|_| AtomicU64::new(0)).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<kmem::PageRef<'_>>();
+    let rx = std::sync::Mutex::new(rx);
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let (m, objs, tx, rx) = (&m, &objs, tx.clone(), &rx);
+            s.spawn(move || {
+                for i in 0..ITERS {
+                    m.this_cpu_inc(hits);
+                    {
+                        let o = objs.this_cpu();
+                        let v = o.load(Ordering::Relaxed);
+                        o.store(v + 1, Ordering::Relaxed);
+                    }
+                    if i % 8 == t as u64 % 8 {
+                        let p = m.alloc_pages(kmem::Gfp::KERNEL, 0).unwrap();
+                        // SAFETY: ours, mapped.
+                        unsafe { m.page_address(p).unwrap().as_mut_ptr::<u64>().write(p.pfn().as_usize() as u64) };
+                        tx.send(p).unwrap();
+                    }
+                    if let Ok(p) = rx.lock().unwrap().try_recv() {
+                        // SAFETY: ownership came over the channel; the page is mapped.
+                        let v = unsafe { m.page_address(p).unwrap().as_mut_ptr::<u64>().read() };
+                        assert_eq!(v, p.pfn().as_usize() as u64);
+                        // SAFETY: ours.
+                        unsafe { m.__free_pages(p, 0) };
+                    }
+                }
+            });
+        }
+    });
+    drop(tx);
+    for p in rx.into_inner().unwrap().try_iter() {
+        // SAFETY: ours.
+        unsafe { m.__free_pages(p, 0) };
+    }
+    let total = THREADS as u64 * ITERS;
+    assert_eq!(m.per_cpu_sum(hits), total, "a this_cpu_inc was lost");
+    assert_eq!(objs.iter().map(|o| o.load(Ordering::Relaxed)).sum::<u64>(), total, "a per-CPU object update was lost");
+    assert!((0..3).all(|c| m.per_cpu(hits, c) > 0), "migration spread the work over every CPU");
+    m.verify().unwrap();
+}
