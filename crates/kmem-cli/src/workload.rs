@@ -2,10 +2,9 @@
 //! some from interrupt context, keeping a working set so the buddy lists fragment as a real
 //! kernel's do.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use kmem::{Gfp, PageRef, ReportKind, PAGE_SIZE};
+use kmem::{Gfp, PageRef, PerCpuVar, ReportKind, PAGE_SIZE};
 use kmem_hosted::{in_irq, pin_current_thread, Machine};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -29,13 +28,20 @@ impl Held {
     }
 }
 
-/// Counters of one run.
-#[derive(Default)]
-struct Stats {
-    allocs: AtomicU64,
-    frees: AtomicU64,
-    failures: AtomicU64,
-    irq_allocs: AtomicU64,
+/// Counters of one run: per-CPU variables of the machine itself (`DEFINE_PER_CPU` +
+/// `this_cpu_inc`), summed over CPUs when read, as kernel statistics are.
+struct Stats<'m> {
+    allocs: PerCpuVar<'m, u64>,
+    frees: PerCpuVar<'m, u64>,
+    failures: PerCpuVar<'m, u64>,
+    irq_allocs: PerCpuVar<'m, u64>,
+}
+
+impl<'m> Stats<'m> {
+    fn new(m: &'m Machine) -> Self {
+        let var = || m.define_per_cpu(0u64).expect("per-CPU variable");
+        Self { allocs: var(), frees: var(), failures: var(), irq_allocs: var() }
+    }
 }
 
 /// A GFP mix like a kernel's: mostly GFP_KERNEL, user pages, some DMA32/DMA, compound pages.
@@ -54,7 +60,7 @@ fn pick(rng: &mut SmallRng) -> (Gfp, u32) {
 
 /// Runs the workload for `secs` on every CPU of `m`. Returns what stays allocated.
 pub fn run(m: &Machine, secs: f64, seed: u64, progress: bool) -> Held {
-    let stats = Stats::default();
+    let stats = Stats::new(m);
     let end = Instant::now() + Duration::from_secs_f64(secs.max(0.0));
     let cpus = m.nr_cpus();
     let held = std::thread::scope(|s| {
@@ -70,7 +76,7 @@ pub fn run(m: &Machine, secs: f64, seed: u64, progress: bool) -> Held {
         if progress && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
             while Instant::now() < end {
                 std::thread::sleep(Duration::from_millis(250));
-                let (a, f) = (stats.allocs.load(Ordering::Relaxed), stats.frees.load(Ordering::Relaxed));
+                let (a, f) = (m.per_cpu_sum(stats.allocs), m.per_cpu_sum(stats.frees));
                 eprint!("\r  {a:>10} allocations, {f:>10} frees");
             }
             eprint!("\r{:60}\r", "");
@@ -78,19 +84,21 @@ pub fn run(m: &Machine, secs: f64, seed: u64, progress: bool) -> Held {
         handles.into_iter().flat_map(|h| h.join().expect("worker panicked")).collect()
     });
     if progress {
-        let a = stats.allocs.load(Ordering::Relaxed);
+        let a = m.per_cpu_sum(stats.allocs);
         println!(
             "  {a} allocations ({:.1} M/s), {} frees, {} from IRQ context, {} failed (NOWARN)",
             a as f64 / secs.max(1e-9) / 1e6,
-            stats.frees.load(Ordering::Relaxed),
-            stats.irq_allocs.load(Ordering::Relaxed),
-            stats.failures.load(Ordering::Relaxed)
+            m.per_cpu_sum(stats.frees),
+            m.per_cpu_sum(stats.irq_allocs),
+            m.per_cpu_sum(stats.failures)
         );
+        let per_cpu: Vec<String> = (0..cpus).map(|c| m.per_cpu(stats.allocs, c).to_string()).collect();
+        println!("  allocations per CPU (per-CPU variable, this_cpu_inc): {}", per_cpu.join(" / "));
     }
     Held { blocks: held }
 }
 
-fn cpu_loop(m: &Machine, cpu: usize, seed: u64, end: Instant, stats: &Stats) -> Vec<(usize, u32)> {
+fn cpu_loop(m: &Machine, cpu: usize, seed: u64, end: Instant, stats: &Stats<'_>) -> Vec<(usize, u32)> {
     pin_current_thread(cpu as u32);
     let mut rng = SmallRng::seed_from_u64(seed ^ (cpu as u64) << 32);
     let mut live: Vec<(PageRef<'_>, u32)> = Vec::new();
@@ -109,20 +117,18 @@ fn cpu_loop(m: &Machine, cpu: usize, seed: u64, end: Instant, stats: &Stats) -> 
                             unsafe { a.as_mut_ptr::<u64>().write(p.pfn().as_usize() as u64) };
                         }
                         live.push((p, order));
-                        stats.allocs.fetch_add(1, Ordering::Relaxed);
+                        m.this_cpu_inc(stats.allocs);
                         if irq {
-                            stats.irq_allocs.fetch_add(1, Ordering::Relaxed);
+                            m.this_cpu_inc(stats.irq_allocs);
                         }
                     }
-                    Err(_) => {
-                        stats.failures.fetch_add(1, Ordering::Relaxed);
-                    }
+                    Err(_) => m.this_cpu_inc(stats.failures),
                 }
             } else if !live.is_empty() {
                 let (p, o) = live.swap_remove(rng.gen_range(0..live.len()));
                 // SAFETY: ours.
                 unsafe { m.__free_pages(p, o) };
-                stats.frees.fetch_add(1, Ordering::Relaxed);
+                m.this_cpu_inc(stats.frees);
             }
         }
         if end <= Instant::now() {
