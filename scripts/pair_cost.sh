@@ -3,8 +3,8 @@
 # Instruction counts are stable on a noisy machine, unlike times.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-cargo build -q --release -p kmem-bench --example pair_cost
-bin="${CARGO_TARGET_DIR:-target}/release/examples/pair_cost"
+cargo build -q --profile perf -p kmem-bench --example pair_cost
+bin="${CARGO_TARGET_DIR:-target}/perf/examples/pair_cost"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 echo "| order | instructions per alloc+free pair |"

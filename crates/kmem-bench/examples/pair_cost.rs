@@ -1,8 +1,8 @@
 //! Instruction cost of one `alloc_pages` + `__free_pages` pair, for callgrind:
 //!
 //! ```sh
-//! cargo build --release -p kmem-bench --example pair_cost
-//! valgrind --tool=callgrind --toggle-collect='*pair_cost::pair*' target/release/examples/pair_cost 0
+//! cargo build --profile perf -p kmem-bench --example pair_cost
+//! valgrind --tool=callgrind --toggle-collect='*pair_cost::pair*' target/perf/examples/pair_cost 0
 //! ```
 //! Total instructions collected divided by `ITERS` is the cost of one pair at that order
 //! (`scripts/pair_cost.sh` does this for orders 0, 3 and 9).
