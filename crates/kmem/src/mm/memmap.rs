@@ -10,7 +10,7 @@
 use crate::addr::{Pfn, PAGEBLOCK_ORDER, PAGE_SHIFT};
 use crate::mm::page::Page;
 use crate::mm::zone_type::Migratetype;
-use crate::sync::{AtomicU8, AtomicUsize, Ordering};
+use crate::sync::{array_of, AtomicU8, AtomicUsize, Ordering};
 
 /// log2 of the section size in bytes (128 MiB, x86-64's `SECTION_SIZE_BITS`).
 pub const SECTION_SIZE_BITS: u32 = 27;
@@ -77,7 +77,7 @@ impl Memmap {
             unsafe {
                 table.add(i).write(Section {
                     map: AtomicUsize::new(0),
-                    pageblock_mt: [const { AtomicU8::new(Migratetype::Movable as u8) }; PAGEBLOCKS_PER_SECTION],
+                    pageblock_mt: array_of![AtomicU8::new(Migratetype::Movable as u8); PAGEBLOCKS_PER_SECTION],
                     node: AtomicU8::new(0),
                 });
             }

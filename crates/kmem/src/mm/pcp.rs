@@ -23,7 +23,7 @@ use crate::mm::pfn_list::PfnList;
 use crate::mm::zone::{bump_locked, Zone, ZoneEvents};
 use crate::mm::zone_type::{Migratetype, MIGRATE_PCPTYPES};
 use crate::platform::Platform;
-use crate::sync::{AtomicUsize, Ordering, RawSpinLock};
+use crate::sync::{array_of, const_fn_unless_loom, AtomicUsize, Ordering, RawSpinLock};
 
 /// Lists for orders 0..=PAGE_ALLOC_COSTLY_ORDER, one per ordinary migratetype.
 pub const NR_LOWORDER_PCP_LISTS: usize = MIGRATE_PCPTYPES * (PAGE_ALLOC_COSTLY_ORDER as usize + 1);
@@ -85,17 +85,19 @@ impl Default for PerCpuPages {
 }
 
 impl PerCpuPages {
-    /// The boot pageset: `high` 0 and `batch` 1, so nothing stays on the lists.
-    pub const fn new() -> Self {
-        Self {
-            lock: RawSpinLock::new(),
-            count: AtomicUsize::new(0),
-            high: AtomicUsize::new(0),
-            high_min: AtomicUsize::new(0),
-            high_max: AtomicUsize::new(0),
-            batch: AtomicUsize::new(1),
-            lists: [const { PfnList::new() }; NR_PCP_LISTS],
-            events: ZoneEvents::new(),
+    const_fn_unless_loom! {
+        /// The boot pageset: `high` 0 and `batch` 1, so nothing stays on the lists.
+        pub fn new() -> Self {
+            Self {
+                lock: RawSpinLock::new(),
+                count: AtomicUsize::new(0),
+                high: AtomicUsize::new(0),
+                high_min: AtomicUsize::new(0),
+                high_max: AtomicUsize::new(0),
+                batch: AtomicUsize::new(1),
+                lists: array_of![PfnList::new(); NR_PCP_LISTS],
+                events: ZoneEvents::new(),
+            }
         }
     }
     /// Pages on the lists.
