@@ -193,12 +193,22 @@ impl PerCpuPages {
     /// the cold ends of the lists (round-robin over them) to `buddy`, in one zone-lock section.
     fn free_bulk_locked(&self, mm: &Memmap, buddy: &impl PcpBuddy, pages: usize) {
         debug_assert!(self.lock.is_locked());
-        let (mut freed, mut idx) = (0, 0);
+        let (mut freed, mut idx, mut empty) = (0, 0, 0);
         buddy.give_bulk(|| {
             while freed < pages && self.count() > 0 {
                 let list = &self.lists[idx % NR_PCP_LISTS];
                 idx += 1;
-                let Some(pfn) = list.last() else { continue };
+                let Some(pfn) = list.last() else {
+                    empty += 1;
+                    if empty == NR_PCP_LISTS {
+                        // A count with every list empty: corrupt. Stop rather than spin with
+                        // the zone lock held.
+                        debug_assert!(false, "pcp count {} with every list empty", self.count());
+                        return None;
+                    }
+                    continue;
+                };
+                empty = 0;
                 let page = mm.page(pfn).expect("pcp page has a descriptor");
                 let (order, mt) =
                     (page.private() & 0xff, Migratetype::from_index(((page.private() >> 8) & 0xff) as usize));
