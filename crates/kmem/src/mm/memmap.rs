@@ -91,6 +91,8 @@ impl Memmap {
     ///
     /// `map` must point to `PAGES_PER_SECTION` initialised [`Page`]s that stay valid for the life
     /// of this memmap and are used for nothing else; the section must not already be present.
+    /// (A model or test may provide only the first `n` descriptors if no frame of the section
+    /// at or beyond `n` is ever looked up through this memmap or a copy of it.)
     pub unsafe fn set_section_map(&self, nr: usize, map: *const Page, node: u8) {
         let sec = self.section(nr).expect("section number out of range");
         debug_assert!(!sec.present());

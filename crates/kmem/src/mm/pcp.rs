@@ -11,8 +11,8 @@
 //! (`drain_all_pages`), which the allocator does before failing a request.
 //!
 //! The protocol lives in [`PerCpuPages`]'s methods, which reach the buddy allocator only
-//! through [`PcpBuddy`]: the allocator passes its zone ([`ZoneBuddy`]); a model checker can
-//! run the same methods against a small zone.
+//! through [`PcpBuddy`]: the allocator passes its zone ([`ZoneBuddy`]), and the loom models
+//! (`pcp/loom_tests.rs`, `scripts/loom.sh`) run the same methods against a small zone.
 //!
 //! Lock order: pageset lock, then zone lock. Pages on a per-CPU list carry the PCP page type
 //! (`Page::is_pcp`) with their order and migratetype; they count as free in MemFree but not
@@ -418,6 +418,9 @@ impl<P: Platform> Kmem<P> {
         }
     }
 }
+
+#[cfg(all(test, loom))]
+mod loom_tests;
 
 #[cfg(test)]
 mod tests {

@@ -13,6 +13,9 @@
 
 mod spinlock;
 
+#[cfg(all(test, loom))]
+mod loom_tests;
+
 pub use spinlock::{RawSpinLock, SpinGuard};
 
 #[cfg(not(loom))]
