@@ -7,7 +7,8 @@
 //! everything one section wrote to the CPU's data happens-before the next section on that CPU,
 //! whichever thread runs it: the guarantee per-CPU data (pagesets, `this_cpu_*` counters)
 //! relies on. `cpus.rs` keeps each thread's depth per machine; this module is the part shared
-//! between threads.
+//! between threads, and what the loom models (`cpu_slot/loom_tests.rs`, `scripts/loom.sh`)
+//! check.
 //!
 //! Synchronisation goes through the facade below: std's atomics, or loom's under `cfg(loom)`.
 
@@ -72,3 +73,6 @@ impl Slot {
         }
     }
 }
+
+#[cfg(all(test, loom))]
+mod loom_tests;
