@@ -119,9 +119,9 @@ unsafe impl Platform for ModelPlatform {
 pub struct Frames(pub u64);
 
 impl Frames {
-    /// All of `0..n`.
+    /// All of `0..n` (`n` at most 64).
     pub fn first(n: usize) -> Self {
-        Self((1u64 << n) - 1)
+        Self(u64::MAX.checked_shr(64 - n as u32).unwrap_or(0))
     }
     /// Adds the `2^order` frames of the block at `pfn`; panics naming `place` if one is
     /// already in the set (a block listed twice, or in two places at once).
@@ -158,14 +158,15 @@ impl ModelZone {
         let mut table: Vec<MaybeUninit<Section>> = Vec::with_capacity(1);
         table.resize_with(1, MaybeUninit::uninit);
         let pages: Vec<Page> = (0..nr).map(|_| Page::new_boot(ZoneType::Normal.index() as u8, 0, 0, 0)).collect();
-        // SAFETY: `table` holds one writable, aligned `Section` slot; its heap buffer stays put
-        // and is used for nothing else while `self` (which owns it and every copy of `mm`'s
-        // use) lives.
+        // SAFETY: `table` holds one writable, aligned `Section` slot. Its heap buffer is never
+        // resized, is used for nothing else, and lives as long as the returned `ModelZone`,
+        // which owns it; the models use `mm` only through a borrow of that `ModelZone`.
         let mm = unsafe { Memmap::init(table.as_mut_ptr().cast::<Section>(), 1) };
-        // SAFETY: `pages` holds initialised descriptors for frames `0..nr` of section 0, owned by
-        // `self` and never moved or resized; the zone spans only `0..nr`, and the buddy and
-        // per-CPU code look up only frames of its span or on its lists, so no frame at or
-        // beyond `nr` is ever looked up (the short-map case of the contract).
+        // SAFETY: `pages` holds initialised descriptors for frames `0..nr` of section 0, which
+        // is not present yet; the buffer is never resized and is owned by the returned
+        // `ModelZone`, as `table` is. The zone spans only `0..nr`, and the buddy and per-CPU
+        // code look up only frames of the span or on its lists, so no frame at or beyond `nr`
+        // is ever looked up (the short-map case of the contract).
         unsafe { mm.set_section_map(0, pages.as_ptr(), 0) };
         let zone = Zone::new(ZoneType::Normal, 0);
         zone.set_span(Pfn::new(0), Pfn::new(nr));
