@@ -1,18 +1,20 @@
 //! Hosted CPUs: threads run "on" CPUs, and disabling preemption (or interrupts) really owns
 //! the CPU.
 //!
-//! Each machine has one slot per CPU. The outermost `preempt_disable()` or
-//! `local_irq_save()` of a thread takes the slot of the CPU the thread runs on (waiting,
-//! with `yield`, while another thread that shares the CPU holds it); the matching outermost
-//! enable gives it back. While a thread holds its CPU, `current_cpu()` cannot change and no
-//! other thread can run per-CPU code on that CPU: exactly the guarantee a kernel's per-CPU
-//! data relies on. Between critical sections a thread may migrate to another CPU (see
+//! Each machine has one slot per CPU (`cpu_slot.rs`, the part loom checks). The outermost
+//! `preempt_disable()` or `local_irq_save()` of a thread takes the slot of the CPU the thread
+//! runs on (waiting, with `yield`, while another thread that shares the CPU holds it); the
+//! matching outermost enable gives it back. While a thread holds its CPU, `current_cpu()`
+//! cannot change and no other thread can run per-CPU code on that CPU: exactly the guarantee
+//! a kernel's per-CPU data relies on. Between critical sections a thread may migrate to another CPU (see
 //! `MachineBuilder::migrate_every`).
 //!
 //! Thread-local state is one `Cell`-based struct, so each query is a single TLS access.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+use crate::cpu_slot::Slot;
 
 static NEXT_THREAD: AtomicU32 = AtomicU32::new(1);
 static NEXT_MACHINE: AtomicUsize = AtomicUsize::new(1);
@@ -95,13 +97,6 @@ pub(crate) struct Cpus {
     migrate_every: u32,
 }
 
-/// One CPU: the thread number that owns it, 0 if none. A cache line each.
-#[derive(Debug, Default)]
-#[repr(align(64))]
-struct Slot {
-    owner: AtomicU32,
-}
-
 impl Cpus {
     pub(crate) fn new(nr: usize, migrate_every: u32) -> Self {
         Self {
@@ -146,17 +141,17 @@ impl Cpus {
                 for cell in &c.held {
                     let mut h = cell.get();
                     if h.depth > 0 && h.machine == self.id {
-                        h.depth += 1;
+                        h.depth = self.slots[h.cpu as usize].enter(h.depth, thread_no(c));
                         cell.set(h);
                         return h.cpu;
                     }
                 }
             }
             let cpu = self.home(c);
-            self.acquire(cpu, thread_no(c));
+            let depth = self.slots[cpu as usize].enter(0, thread_no(c));
             let free =
                 c.held.iter().find(|h| h.get().depth == 0).expect("critical sections of more than 4 machines nested");
-            free.set(Held { machine: self.id, cpu, depth: 1 });
+            free.set(Held { machine: self.id, cpu, depth });
             c.active.set(c.active.get() + 1);
             cpu
         })
@@ -173,11 +168,10 @@ impl Cpus {
             for cell in &c.held {
                 let mut h = cell.get();
                 if h.depth > 0 && h.machine == self.id {
-                    h.depth -= 1;
+                    h.depth = self.slots[h.cpu as usize].exit(h.depth);
                     cell.set(h);
                     if h.depth == 0 {
                         c.active.set(c.active.get() - 1);
-                        self.slots[h.cpu as usize].owner.store(0, Ordering::Release);
                         if self.migrate_every != 0 {
                             let n = c.enables.get().wrapping_add(1);
                             c.enables.set(n);
@@ -206,19 +200,6 @@ impl Cpus {
     pub(crate) fn irq_restore(&self, was_off: bool) {
         CTX.with(|c| c.irqs_off.set(was_off));
         self.exit(false);
-    }
-
-    fn acquire(&self, cpu: u32, me: u32) {
-        let slot = &self.slots[cpu as usize].owner;
-        let mut spins = 0u32;
-        while slot.compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed).is_err() {
-            spins += 1;
-            if spins % 16 == 0 {
-                std::thread::yield_now();
-            } else {
-                std::hint::spin_loop();
-            }
-        }
     }
 }
 

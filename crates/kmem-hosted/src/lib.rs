@@ -17,6 +17,7 @@
 //! ```
 
 mod builder;
+mod cpu_slot;
 pub mod cpus;
 mod machine;
 mod platform;

@@ -7,7 +7,7 @@
 use core::fmt;
 
 use crate::platform::{Platform, ReportKind};
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{array_of, const_fn_unless_loom, AtomicU64, Ordering};
 
 /// Per-kind counters and rate limits of one machine.
 #[derive(Debug)]
@@ -24,13 +24,15 @@ impl Default for Reports {
 }
 
 impl Reports {
-    /// Zeroed counters; rate limits as Linux's (`bad_page`: 60 per minute; `warn_alloc`: 10
-    /// per 5 s, `DEFAULT_RATELIMIT_BURST` over `DEFAULT_RATELIMIT_INTERVAL`).
-    pub const fn new() -> Self {
-        Self {
-            counts: [const { AtomicU64::new(0) }; ReportKind::COUNT],
-            bad_page_limit: RateLimit::new(60_000_000_000, 60),
-            alloc_fail_limit: RateLimit::new(5_000_000_000, 10),
+    const_fn_unless_loom! {
+        /// Zeroed counters; rate limits as Linux's (`bad_page`: 60 per minute; `warn_alloc`: 10
+        /// per 5 s, `DEFAULT_RATELIMIT_BURST` over `DEFAULT_RATELIMIT_INTERVAL`).
+        pub fn new() -> Self {
+            Self {
+                counts: array_of![AtomicU64::new(0); ReportKind::COUNT],
+                bad_page_limit: RateLimit::new(60_000_000_000, 60),
+                alloc_fail_limit: RateLimit::new(5_000_000_000, 10),
+            }
         }
     }
 
@@ -63,8 +65,10 @@ struct RateLimit {
 }
 
 impl RateLimit {
-    const fn new(interval_ns: u64, burst: u64) -> Self {
-        Self { interval_ns, burst, window_start: AtomicU64::new(0), used: AtomicU64::new(0) }
+    const_fn_unless_loom! {
+        fn new(interval_ns: u64, burst: u64) -> Self {
+            Self { interval_ns, burst, window_start: AtomicU64::new(0), used: AtomicU64::new(0) }
+        }
     }
 
     fn allow(&self, now: u64) -> bool {

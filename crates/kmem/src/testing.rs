@@ -70,3 +70,6 @@ pub fn machine(mib: usize) -> Kmem<TestPlatform> {
     // SAFETY: the buffer is leaked (lives forever), page aligned, ours alone, and covers the map.
     unsafe { Kmem::boot(platform, &BootConfig::new(&regions, layout), |_| Ok(())) }.expect("test machine boots")
 }
+
+#[cfg(loom)]
+pub mod loom;

@@ -13,7 +13,7 @@ use crate::platform::Platform;
 use crate::sync::SpinGuard;
 
 /// How to take a block off a list.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Take {
     /// Take from the tail (cache-cold, `__GFP_COLD`) instead of the head.
     pub cold: bool,

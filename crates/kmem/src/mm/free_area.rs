@@ -15,7 +15,7 @@ use crate::mm::page::Page;
 use crate::mm::pfn_list::PfnList;
 use crate::mm::zone_type::{Migratetype, MIGRATE_PCPTYPES, MIGRATE_TYPES};
 use crate::platform::Platform;
-use crate::sync::{RawSpinLock, SpinGuard};
+use crate::sync::{array_of, const_fn_unless_loom, RawSpinLock, SpinGuard};
 
 /// The free lists of one zone and the lock that guards them (the zone lock).
 #[derive(Debug)]
@@ -43,9 +43,11 @@ impl Default for FreeArea {
 }
 
 impl FreeArea {
-    /// Empty lists.
-    pub const fn new() -> Self {
-        Self { lock: RawSpinLock::new(), lists: [const { [const { PfnList::new() }; MIGRATE_TYPES] }; NR_PAGE_ORDERS] }
+    const_fn_unless_loom! {
+        /// Empty lists.
+        pub fn new() -> Self {
+            Self { lock: RawSpinLock::new(), lists: array_of![array_of![PfnList::new(); MIGRATE_TYPES]; NR_PAGE_ORDERS] }
+        }
     }
 
     /// Takes the zone lock with interrupts saved.

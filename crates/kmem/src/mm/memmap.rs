@@ -10,7 +10,7 @@
 use crate::addr::{Pfn, PAGEBLOCK_ORDER, PAGE_SHIFT};
 use crate::mm::page::Page;
 use crate::mm::zone_type::Migratetype;
-use crate::sync::{AtomicU8, AtomicUsize, Ordering};
+use crate::sync::{array_of, AtomicU8, AtomicUsize, Ordering};
 
 /// log2 of the section size in bytes (128 MiB, x86-64's `SECTION_SIZE_BITS`).
 pub const SECTION_SIZE_BITS: u32 = 27;
@@ -77,7 +77,7 @@ impl Memmap {
             unsafe {
                 table.add(i).write(Section {
                     map: AtomicUsize::new(0),
-                    pageblock_mt: [const { AtomicU8::new(Migratetype::Movable as u8) }; PAGEBLOCKS_PER_SECTION],
+                    pageblock_mt: array_of![AtomicU8::new(Migratetype::Movable as u8); PAGEBLOCKS_PER_SECTION],
                     node: AtomicU8::new(0),
                 });
             }
@@ -91,6 +91,8 @@ impl Memmap {
     ///
     /// `map` must point to `PAGES_PER_SECTION` initialised [`Page`]s that stay valid for the life
     /// of this memmap and are used for nothing else; the section must not already be present.
+    /// (A model or test may provide only the first `n` descriptors if no frame of the section
+    /// at or beyond `n` is ever looked up through this memmap or a copy of it.)
     pub unsafe fn set_section_map(&self, nr: usize, map: *const Page, node: u8) {
         let sec = self.section(nr).expect("section number out of range");
         debug_assert!(!sec.present());

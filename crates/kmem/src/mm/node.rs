@@ -7,6 +7,7 @@
 use crate::mm::page::MAX_NUMNODES;
 use crate::mm::zone::Zone;
 use crate::mm::zone_type::{ZoneType, MAX_NR_ZONES};
+use crate::sync::const_fn_unless_loom;
 
 /// Capacity of a zonelist.
 const MAX_ZONEREFS: usize = MAX_NUMNODES * MAX_NR_ZONES;
@@ -60,21 +61,23 @@ pub struct Node {
 }
 
 impl Node {
-    /// An empty node.
-    pub const fn new(id: u8) -> Self {
-        Self {
-            id,
-            zones: [
-                Zone::new(ZoneType::Dma, id),
-                Zone::new(ZoneType::Dma32, id),
-                Zone::new(ZoneType::Normal, id),
-                Zone::new(ZoneType::HighMem, id),
-                Zone::new(ZoneType::Movable, id),
-                Zone::new(ZoneType::Device, id),
-            ],
-            fallback: ZoneList::new(),
-            nofallback: ZoneList::new(),
-            distance: [0; MAX_NUMNODES],
+    const_fn_unless_loom! {
+        /// An empty node.
+        pub fn new(id: u8) -> Self {
+            Self {
+                id,
+                zones: [
+                    Zone::new(ZoneType::Dma, id),
+                    Zone::new(ZoneType::Dma32, id),
+                    Zone::new(ZoneType::Normal, id),
+                    Zone::new(ZoneType::HighMem, id),
+                    Zone::new(ZoneType::Movable, id),
+                    Zone::new(ZoneType::Device, id),
+                ],
+                fallback: ZoneList::new(),
+                nofallback: ZoneList::new(),
+                distance: [0; MAX_NUMNODES],
+            }
         }
     }
 

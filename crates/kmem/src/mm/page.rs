@@ -18,7 +18,7 @@
 //! an allocated page's fields belong to its owner. `refcount` is the arbiter between them:
 //! only the 1 -> 0 transition may hand a block back to the zone.
 
-use crate::sync::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+use crate::sync::{const_fn_unless_loom, AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 /// Page flags (low 32 bits of `Page::flags`).
 pub mod pg {
@@ -100,21 +100,25 @@ pub struct Page {
     data: AtomicU64,
 }
 
+// Loom's atomics are larger than the hardware's; the layout holds for every real build.
+#[cfg(not(loom))]
 const _: () = assert!(core::mem::size_of::<Page>() == 32);
 
 impl Page {
     /// Size of a descriptor in bytes.
     pub const SIZE: usize = core::mem::size_of::<Page>();
 
-    /// A fresh descriptor for boot: reserved, refcount 1, the given identity.
-    pub(crate) const fn new_boot(zone: u8, node: u8, section: usize, extra_flags: u64) -> Page {
-        let id = (zone as u64) << ZONE_SHIFT | (node as u64) << NODE_SHIFT | (section as u64) << SECTION_SHIFT;
-        Page {
-            flags: AtomicU64::new(id | pg::RESERVED | extra_flags),
-            refcount: AtomicI32::new(1),
-            private: AtomicU32::new(0),
-            lru: AtomicU64::new(u64::MAX),
-            data: AtomicU64::new(0),
+    const_fn_unless_loom! {
+        /// A fresh descriptor for boot: reserved, refcount 1, the given identity.
+        pub(crate) fn new_boot(zone: u8, node: u8, section: usize, extra_flags: u64) -> Page {
+            let id = (zone as u64) << ZONE_SHIFT | (node as u64) << NODE_SHIFT | (section as u64) << SECTION_SHIFT;
+            Page {
+                flags: AtomicU64::new(id | pg::RESERVED | extra_flags),
+                refcount: AtomicI32::new(1),
+                private: AtomicU32::new(0),
+                lru: AtomicU64::new(u64::MAX),
+                data: AtomicU64::new(0),
+            }
         }
     }
 

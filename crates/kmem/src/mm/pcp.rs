@@ -10,6 +10,10 @@
 //! section (`free_pcppages_bulk`). Any CPU may drain any pageset by taking its lock
 //! (`drain_all_pages`), which the allocator does before failing a request.
 //!
+//! The protocol lives in [`PerCpuPages`]'s methods, which reach the buddy allocator only
+//! through [`PcpBuddy`]: the allocator passes its zone ([`ZoneBuddy`]), and the loom models
+//! (`pcp/loom_tests.rs`, `scripts/loom.sh`) run the same methods against a small zone.
+//!
 //! Lock order: pageset lock, then zone lock. Pages on a per-CPU list carry the PCP page type
 //! (`Page::is_pcp`) with their order and migratetype; they count as free in MemFree but not
 //! in buddyinfo or the zone's free counter (which the watermarks check), as in Linux.
@@ -23,7 +27,7 @@ use crate::mm::pfn_list::PfnList;
 use crate::mm::zone::{bump_locked, Zone, ZoneEvents};
 use crate::mm::zone_type::{Migratetype, MIGRATE_PCPTYPES};
 use crate::platform::Platform;
-use crate::sync::{AtomicUsize, Ordering, RawSpinLock};
+use crate::sync::{array_of, const_fn_unless_loom, AtomicUsize, Ordering, RawSpinLock};
 
 /// Lists for orders 0..=PAGE_ALLOC_COSTLY_ORDER, one per ordinary migratetype.
 pub const NR_LOWORDER_PCP_LISTS: usize = MIGRATE_PCPTYPES * (PAGE_ALLOC_COSTLY_ORDER as usize + 1);
@@ -85,17 +89,19 @@ impl Default for PerCpuPages {
 }
 
 impl PerCpuPages {
-    /// The boot pageset: `high` 0 and `batch` 1, so nothing stays on the lists.
-    pub const fn new() -> Self {
-        Self {
-            lock: RawSpinLock::new(),
-            count: AtomicUsize::new(0),
-            high: AtomicUsize::new(0),
-            high_min: AtomicUsize::new(0),
-            high_max: AtomicUsize::new(0),
-            batch: AtomicUsize::new(1),
-            lists: [const { PfnList::new() }; NR_PCP_LISTS],
-            events: ZoneEvents::new(),
+    const_fn_unless_loom! {
+        /// The boot pageset: `high` 0 and `batch` 1, so nothing stays on the lists.
+        pub fn new() -> Self {
+            Self {
+                lock: RawSpinLock::new(),
+                count: AtomicUsize::new(0),
+                high: AtomicUsize::new(0),
+                high_min: AtomicUsize::new(0),
+                high_max: AtomicUsize::new(0),
+                batch: AtomicUsize::new(1),
+                lists: array_of![PfnList::new(); NR_PCP_LISTS],
+                events: ZoneEvents::new(),
+            }
         }
     }
     /// Pages on the lists.
@@ -128,6 +134,106 @@ impl PerCpuPages {
     fn add_count(&self, delta: isize) {
         self.count.store(self.count().wrapping_add_signed(delta), Ordering::Relaxed);
     }
+    /// Takes the pageset lock if it is free (`pcp_spin_trylock`; the caller has pinned its
+    /// CPU). Pair with `self.lock.unlock()`.
+    #[inline]
+    fn trylock(&self) -> bool {
+        self.lock.try_lock_raw()
+    }
+
+    /// `rmqueue_pcplist()` with the pageset lock held: a block from the `order`/`mt` list (its
+    /// tail with `cold`), refilling an empty list with a batch from `buddy` first
+    /// (`rmqueue_bulk`). `None`: the buddy has nothing for it either.
+    #[inline]
+    fn rmqueue_locked(
+        &self,
+        mm: &Memmap,
+        buddy: &impl PcpBuddy,
+        order: Order,
+        mt: Migratetype,
+        cold: bool,
+    ) -> Option<Pfn> {
+        debug_assert!(self.lock.is_locked());
+        let list = &self.lists[order_to_pindex(mt, order)];
+        if list.is_empty() {
+            let n = if order == Order::ZERO { self.batch() } else { (self.batch() >> order.as_u32()).max(2) };
+            buddy.take_bulk(n, order, mt, |pfn| {
+                let page = mm.page(pfn).expect("free page has a descriptor");
+                page.set_pcp(order.as_u32(), mt as u32);
+                list.push(mm, pfn, page, true);
+                self.add_count(order.nr_pages() as isize);
+            });
+        }
+        let pfn = if cold { list.last() } else { list.first() }?;
+        let page = mm.page(pfn).expect("pcp page has a descriptor");
+        list.unlink(mm, page);
+        page.clear_buddy();
+        self.add_count(-(order.nr_pages() as isize));
+        Some(pfn)
+    }
+
+    /// `free_unref_page_commit()` with the pageset lock held: puts a block on its list and,
+    /// when the lists reach `high`, returns a batch to `buddy`.
+    #[inline]
+    fn free_locked(&self, mm: &Memmap, buddy: &impl PcpBuddy, pfn: Pfn, page: &Page, order: Order, mt: Migratetype) {
+        debug_assert!(self.lock.is_locked());
+        page.set_pcp(order.as_u32(), mt as u32);
+        self.lists[order_to_pindex(mt, order)].push(mm, pfn, page, false);
+        self.add_count(order.nr_pages() as isize);
+        bump_locked(&self.events.pgfree, order.nr_pages() as u64);
+        let (count, high, batch) = (self.count(), self.high(), self.batch());
+        if count >= high {
+            // nr_pcp_free(): bring count back to `high - batch`, freeing at least a batch.
+            let to_free = (count + batch).saturating_sub(high).max(batch).min(count);
+            self.free_bulk_locked(mm, buddy, to_free);
+        }
+    }
+
+    /// `free_pcppages_bulk()` with the pageset lock held: returns at least `pages` pages from
+    /// the cold ends of the lists (round-robin over them) to `buddy`, in one zone-lock section.
+    fn free_bulk_locked(&self, mm: &Memmap, buddy: &impl PcpBuddy, pages: usize) {
+        debug_assert!(self.lock.is_locked());
+        let (mut freed, mut idx, mut empty) = (0, 0, 0);
+        buddy.give_bulk(|| {
+            while freed < pages && self.count() > 0 {
+                let list = &self.lists[idx % NR_PCP_LISTS];
+                idx += 1;
+                let Some(pfn) = list.last() else {
+                    empty += 1;
+                    if empty == NR_PCP_LISTS {
+                        // A count with every list empty: corrupt. Stop rather than spin with
+                        // the zone lock held.
+                        debug_assert!(false, "pcp count {} with every list empty", self.count());
+                        return None;
+                    }
+                    continue;
+                };
+                empty = 0;
+                let page = mm.page(pfn).expect("pcp page has a descriptor");
+                let (order, mt) =
+                    (page.private() & 0xff, Migratetype::from_index(((page.private() >> 8) & 0xff) as usize));
+                let order = Order::new(order).expect("pcp pages record a valid order");
+                list.unlink(mm, page);
+                page.clear_buddy();
+                self.add_count(-(order.nr_pages() as isize));
+                freed += order.nr_pages();
+                return Some((pfn, order, mt.unwrap_or(Migratetype::Movable)));
+            }
+            None
+        });
+    }
+
+    /// `drain_pages_zone()` for this pageset, from any CPU (the caller has disabled
+    /// preemption): takes the lock, waiting for its owner, and returns every page to `buddy`.
+    fn drain<P: Platform>(&self, platform: &P, mm: &Memmap, buddy: &impl PcpBuddy) {
+        if self.count() == 0 {
+            return;
+        }
+        self.lock.lock_raw(platform);
+        self.free_bulk_locked(mm, buddy, self.count());
+        self.lock.unlock();
+    }
+
     /// Runs `f` with the lock held (preemption must be disabled by the caller).
     pub(crate) fn lock_for_check<P: Platform>(&self, p: &P, f: impl FnOnce(&Self) -> bool) -> bool {
         self.lock.lock_raw(p);
@@ -143,6 +249,48 @@ impl PerCpuPages {
             pages += l.walk(mm, |_, p| p.is_pcp() && p.private() & 0xff == order)? << order;
         }
         Ok(pages)
+    }
+}
+
+/// The buddy side of the per-CPU protocol: where a pageset refills from and where its frees
+/// and drains go. Each call is one zone-lock section, as `rmqueue_bulk` and
+/// `free_pcppages_bulk` take the zone lock once per batch; the callbacks run inside it, with
+/// the pageset lock held too (lock order: pageset, then zone).
+pub(crate) trait PcpBuddy {
+    /// Takes up to `n` blocks of `order` for `mt` from the buddy lists and hands each to `put`.
+    fn take_bulk(&self, n: usize, order: Order, mt: Migratetype, put: impl FnMut(Pfn));
+    /// Frees every block `next` yields to the buddy lists, until it yields `None`.
+    fn give_bulk(&self, next: impl FnMut() -> Option<(Pfn, Order, Migratetype)>);
+}
+
+/// A zone's buddy allocator as the [`PcpBuddy`] of its pagesets.
+pub(crate) struct ZoneBuddy<'a, P: Platform> {
+    /// Takes the zone lock.
+    pub(crate) platform: &'a P,
+    /// The machine's page descriptors.
+    pub(crate) mm: &'a Memmap,
+    /// The zone.
+    pub(crate) zone: &'a Zone,
+    /// How refills take blocks (`__GFP_COLD`, grouping).
+    pub(crate) take: Take,
+}
+
+impl<P: Platform> PcpBuddy for ZoneBuddy<'_, P> {
+    #[inline]
+    fn take_bulk(&self, n: usize, order: Order, mt: Migratetype, mut put: impl FnMut(Pfn)) {
+        let g = self.zone.area.lock(self.platform);
+        for _ in 0..n {
+            let Some(pfn) = buddy::rmqueue(&g, self.zone, self.mm, order, mt, self.take) else { break };
+            put(pfn);
+        }
+    }
+
+    #[inline]
+    fn give_bulk(&self, mut next: impl FnMut() -> Option<(Pfn, Order, Migratetype)>) {
+        let g = self.zone.area.lock(self.platform);
+        while let Some((pfn, order, mt)) = next() {
+            buddy::free_one_page(&g, self.zone, self.mm, pfn, order, mt, false);
+        }
     }
 }
 
@@ -171,12 +319,18 @@ impl<P: Platform> Kmem<P> {
         let cpu = p.preempt_disable_cpu();
         let pcp = zone.pageset(cpu.index());
         match pcp {
-            Some(pcp) if pcp.lock.try_lock_raw() => Some(PcpGuard { pcp, platform: p }),
+            Some(pcp) if pcp.trylock() => Some(PcpGuard { pcp, platform: p }),
             _ => {
                 p.preempt_enable();
                 None
             }
         }
+    }
+
+    /// `zone`'s buddy allocator as its pagesets see it.
+    #[inline]
+    fn zone_buddy<'a>(&'a self, zone: &'a Zone, take: Take) -> ZoneBuddy<'a, P> {
+        ZoneBuddy { platform: self.platform(), mm: self.memmap(), zone, take }
     }
 
     /// `rmqueue_pcplist()`: a block from this CPU's list, refilling it from the buddy if empty.
@@ -191,34 +345,11 @@ impl<P: Platform> Kmem<P> {
         preferred_nid: usize,
     ) -> Result<Option<Pfn>, PcpBusy> {
         let g = self.pcp_trylock(zone).ok_or(PcpBusy)?;
-        let (pcp, mm) = (g.pcp, self.memmap());
-        let list = &pcp.lists[order_to_pindex(mt, order)];
-        if list.is_empty() {
-            self.rmqueue_bulk(zone, pcp, list, order, mt, take);
-        }
-        let pfn = if take.cold { list.last() } else { list.first() };
-        if let Some(pfn) = pfn {
-            let page = mm.page(pfn).expect("pcp page has a descriptor");
-            list.unlink(mm, page);
-            page.clear_buddy();
-            pcp.add_count(-(order.nr_pages() as isize));
-            self.count_alloc(zone, &pcp.events, preferred_nid, order.nr_pages());
+        let pfn = g.pcp.rmqueue_locked(self.memmap(), &self.zone_buddy(zone, take), order, mt, take.cold);
+        if pfn.is_some() {
+            self.count_alloc(zone, &g.pcp.events, preferred_nid, order.nr_pages());
         }
         Ok(pfn)
-    }
-
-    /// `rmqueue_bulk()`: moves `batch` blocks (fewer for higher orders) from the buddy to a list.
-    fn rmqueue_bulk(&self, zone: &Zone, pcp: &PerCpuPages, list: &PfnList, order: Order, mt: Migratetype, take: Take) {
-        let mm = self.memmap();
-        let n = if order == Order::ZERO { pcp.batch() } else { (pcp.batch() >> order.as_u32()).max(2) };
-        let g = zone.area.lock(self.platform());
-        for _ in 0..n {
-            let Some(pfn) = buddy::rmqueue(&g, zone, mm, order, mt, take) else { break };
-            let page = mm.page(pfn).expect("free page has a descriptor");
-            page.set_pcp(order.as_u32(), mt as u32);
-            list.push(mm, pfn, page, true);
-            pcp.add_count(order.nr_pages() as isize);
-        }
     }
 
     /// `free_unref_page_commit()`: puts a block whose last reference was dropped on this CPU's
@@ -232,41 +363,8 @@ impl<P: Platform> Kmem<P> {
             m => m,
         };
         let Some(g) = self.pcp_trylock(zone) else { return false };
-        let pcp = g.pcp;
-        page.set_pcp(order.as_u32(), mt as u32);
-        pcp.lists[order_to_pindex(mt, order)].push(self.memmap(), pfn, page, false);
-        pcp.add_count(order.nr_pages() as isize);
-        bump_locked(&pcp.events.pgfree, order.nr_pages() as u64);
-        let (count, high, batch) = (pcp.count(), pcp.high(), pcp.batch());
-        if count >= high {
-            // nr_pcp_free(): bring count back to `high - batch`, freeing at least a batch.
-            let to_free = (count + batch).saturating_sub(high).max(batch).min(count);
-            self.free_pcppages_bulk(zone, pcp, to_free);
-        }
+        g.pcp.free_locked(self.memmap(), &self.zone_buddy(zone, Take::default()), pfn, page, order, mt);
         true
-    }
-
-    /// `free_pcppages_bulk()`: returns at least `pages` pages from the cold ends of the lists
-    /// (round-robin over them) to the buddy under one zone-lock section. Caller holds the
-    /// pageset lock.
-    fn free_pcppages_bulk(&self, zone: &Zone, pcp: &PerCpuPages, pages: usize) {
-        let mm = self.memmap();
-        let g = zone.area.lock(self.platform());
-        let mut freed = 0;
-        let mut idx = 0;
-        while freed < pages && pcp.count() > 0 {
-            let list = &pcp.lists[idx % NR_PCP_LISTS];
-            idx += 1;
-            let Some(pfn) = list.last() else { continue };
-            let page = mm.page(pfn).expect("pcp page has a descriptor");
-            let (order, mt) = (page.private() & 0xff, Migratetype::from_index(((page.private() >> 8) & 0xff) as usize));
-            let order = Order::new(order).expect("pcp pages record a valid order");
-            list.unlink(mm, page);
-            page.clear_buddy();
-            pcp.add_count(-(order.nr_pages() as isize));
-            buddy::free_one_page(&g, zone, mm, pfn, order, mt.unwrap_or(Migratetype::Movable), false);
-            freed += order.nr_pages();
-        }
     }
 
     /// `drain_all_pages()`: returns every CPU's listed pages in every zone to the buddy.
@@ -297,9 +395,7 @@ impl<P: Platform> Kmem<P> {
         }
         let p = self.platform();
         p.preempt_disable();
-        pcp.lock.lock_raw(p);
-        self.free_pcppages_bulk(zone, pcp, pcp.count());
-        pcp.lock.unlock();
+        pcp.drain(p, self.memmap(), &self.zone_buddy(zone, Take::default()));
         p.preempt_enable();
     }
 
@@ -322,6 +418,9 @@ impl<P: Platform> Kmem<P> {
         }
     }
 }
+
+#[cfg(all(test, loom))]
+mod loom_tests;
 
 #[cfg(test)]
 mod tests {

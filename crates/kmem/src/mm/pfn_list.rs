@@ -10,7 +10,7 @@
 use crate::addr::Pfn;
 use crate::mm::memmap::Memmap;
 use crate::mm::page::{Page, NIL};
-use crate::sync::{AtomicU32, AtomicUsize, Ordering};
+use crate::sync::{const_fn_unless_loom, AtomicU32, AtomicUsize, Ordering};
 
 /// One list. See the module docs for the locking rule.
 #[derive(Debug)]
@@ -32,9 +32,11 @@ fn link(mm: &Memmap, pfn: u32) -> &Page {
 }
 
 impl PfnList {
-    /// An empty list.
-    pub const fn new() -> Self {
-        Self { head: AtomicU32::new(NIL), tail: AtomicU32::new(NIL), len: AtomicUsize::new(0) }
+    const_fn_unless_loom! {
+        /// An empty list.
+        pub fn new() -> Self {
+            Self { head: AtomicU32::new(NIL), tail: AtomicU32::new(NIL), len: AtomicUsize::new(0) }
+        }
     }
 
     /// Number of blocks (lock-free; may be stale).

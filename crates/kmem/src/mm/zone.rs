@@ -5,7 +5,7 @@ use crate::addr::Pfn;
 use crate::mm::free_area::FreeArea;
 use crate::mm::pcp::PerCpuPages;
 use crate::mm::zone_type::{ZoneType, MAX_NR_ZONES};
-use crate::sync::{AtomicIsize, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{array_of, const_fn_unless_loom, AtomicIsize, AtomicU64, AtomicUsize, Ordering};
 
 /// Watermark indices (`enum zone_watermarks`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -87,16 +87,18 @@ pub struct EventCounts {
 }
 
 impl ZoneEvents {
-    /// All zero.
-    pub const fn new() -> Self {
-        Self {
-            pgalloc: AtomicU64::new(0),
-            pgfree: AtomicU64::new(0),
-            numa_hit: AtomicU64::new(0),
-            numa_miss: AtomicU64::new(0),
-            numa_foreign: AtomicU64::new(0),
-            numa_local: AtomicU64::new(0),
-            numa_other: AtomicU64::new(0),
+    const_fn_unless_loom! {
+        /// All zero.
+        pub fn new() -> Self {
+            Self {
+                pgalloc: AtomicU64::new(0),
+                pgfree: AtomicU64::new(0),
+                numa_hit: AtomicU64::new(0),
+                numa_miss: AtomicU64::new(0),
+                numa_foreign: AtomicU64::new(0),
+                numa_local: AtomicU64::new(0),
+                numa_other: AtomicU64::new(0),
+            }
         }
     }
     fn add_to(&self, t: &mut EventCounts) {
@@ -112,22 +114,24 @@ impl ZoneEvents {
 }
 
 impl Zone {
-    /// An empty zone (nothing spanned).
-    pub const fn new(ztype: ZoneType, node: u8) -> Self {
-        Self {
-            area: FreeArea::new(),
-            ztype,
-            node,
-            start_pfn: AtomicUsize::new(0),
-            spanned: AtomicUsize::new(0),
-            present: AtomicUsize::new(0),
-            managed: AtomicUsize::new(0),
-            wmark: [const { AtomicUsize::new(0) }; 4],
-            lowmem_reserve: [const { AtomicUsize::new(0) }; MAX_NR_ZONES],
-            free_pages: AtomicIsize::new(0),
-            events: ZoneEvents::new(),
-            pagesets: AtomicUsize::new(0),
-            nr_pagesets: AtomicUsize::new(0),
+    const_fn_unless_loom! {
+        /// An empty zone (nothing spanned).
+        pub fn new(ztype: ZoneType, node: u8) -> Self {
+            Self {
+                area: FreeArea::new(),
+                ztype,
+                node,
+                start_pfn: AtomicUsize::new(0),
+                spanned: AtomicUsize::new(0),
+                present: AtomicUsize::new(0),
+                managed: AtomicUsize::new(0),
+                wmark: array_of![AtomicUsize::new(0); 4],
+                lowmem_reserve: array_of![AtomicUsize::new(0); MAX_NR_ZONES],
+                free_pages: AtomicIsize::new(0),
+                events: ZoneEvents::new(),
+                pagesets: AtomicUsize::new(0),
+                nr_pagesets: AtomicUsize::new(0),
+            }
         }
     }
 

@@ -4,7 +4,7 @@
 //! atomics whose *writers* must hold the lock; they take a `&SpinGuard` as proof. This keeps
 //! the policy code that edits them free of `unsafe` while readers of counters stay lock-free.
 
-use super::{AtomicBool, Ordering};
+use super::{const_fn_unless_loom, spin_loop, AtomicBool, Ordering};
 use crate::platform::{IrqState, Platform};
 
 /// A raw spinlock. Acquire it with [`RawSpinLock::lock_irqsave`].
@@ -14,9 +14,11 @@ pub struct RawSpinLock {
 }
 
 impl RawSpinLock {
-    /// An unlocked lock.
-    pub const fn new() -> Self {
-        Self { locked: AtomicBool::new(false) }
+    const_fn_unless_loom! {
+        /// An unlocked lock.
+        pub fn new() -> Self {
+            Self { locked: AtomicBool::new(false) }
+        }
     }
 
     /// Disables local interrupts, then spins until the lock is ours (`spin_lock_irqsave`).
@@ -41,7 +43,7 @@ impl RawSpinLock {
                 if spins % 64 == 0 {
                     platform.cpu_relax();
                 } else {
-                    core::hint::spin_loop();
+                    spin_loop();
                 }
             }
             if self.locked.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok() {

@@ -1,0 +1,182 @@
+//! Loom models of the per-CPU page list protocol (`scripts/loom.sh`).
+//!
+//! They run the real [`PerCpuPages`] methods (trylock, `rmqueue_locked` with its refill,
+//! `free_locked` with its bulk free at `high`, `drain`), the real [`ZoneBuddy`] (buddy
+//! allocator, zone lock), page descriptors, memory map and lists, over a zone of four frames.
+//! Thread 0 is CPU 0 using its own pageset, with the per-CPU path's fallback to the buddy when
+//! the trylock fails (`PcpBusy`), as `Kmem::rmqueue_pcplist` and `free_unref_page` do; thread
+//! 1 is another CPU running `drain_pages_zone` on CPU 0's pageset.
+//!
+//! After both finish, every frame must be in exactly one place (the buddy lists, CPU 0's
+//! lists, or CPU 0's hands), every list well formed with the right page type, and the counters
+//! (`pcp.count`, the zone's free pages) equal to what the lists hold.
+
+use loom::sync::Arc;
+
+use super::*;
+use crate::sync::AtomicUsize;
+use crate::testing::loom::{both, model_bounded, Frames, ModelPlatform, ModelZone};
+
+/// Preemption bound of these models (unless `LOOM_MAX_PREEMPTIONS` is set): every
+/// interleaving with up to 3 preemptions takes seconds; without a bound the search does not
+/// finish. Each protocol break tried on them fails within this bound; `LOOM_MAX_PREEMPTIONS=5`
+/// searches deeper (about half a minute).
+const PREEMPTIONS: usize = 3;
+
+/// Frames in the model zone.
+const NR: usize = 4;
+const MT: Migratetype = Migratetype::Movable;
+
+struct Cpu0 {
+    z: ModelZone,
+    pcp: PerCpuPages,
+}
+
+impl Cpu0 {
+    fn new(batch: usize, high: usize) -> Arc<Self> {
+        let pcp = PerCpuPages::new();
+        pcp.update(batch, high, high);
+        Arc::new(Self { z: ModelZone::new(NR), pcp })
+    }
+
+    fn buddy(&self) -> ZoneBuddy<'_, ModelPlatform> {
+        ZoneBuddy { platform: &self.z.platform, mm: &self.z.mm, zone: &self.z.zone, take: Take::default() }
+    }
+
+    /// An order-0 allocation on CPU 0 (already pinned): `rmqueue_pcplist`, or the buddy when
+    /// the pageset is busy.
+    fn alloc(&self) -> Option<Pfn> {
+        if self.pcp.trylock() {
+            let pfn = self.pcp.rmqueue_locked(&self.z.mm, &self.buddy(), Order::ZERO, MT, false);
+            self.pcp.lock.unlock();
+            pfn
+        } else {
+            self.alloc_buddy()
+        }
+    }
+
+    /// The `PcpBusy` fallback: one block straight from the buddy, under the zone lock.
+    fn alloc_buddy(&self) -> Option<Pfn> {
+        let mut got = None;
+        self.buddy().take_bulk(1, Order::ZERO, MT, |pfn| got = Some(pfn));
+        got
+    }
+
+    /// An order-0 free on CPU 0: `free_unref_page`, or the buddy when the pageset is busy.
+    fn free(&self, pfn: Pfn) {
+        let page = self.z.mm.page(pfn).unwrap();
+        if self.pcp.trylock() {
+            self.pcp.free_locked(&self.z.mm, &self.buddy(), pfn, page, Order::ZERO, MT);
+            self.pcp.lock.unlock();
+        } else {
+            let mut once = Some((pfn, Order::ZERO, MT));
+            self.buddy().give_bulk(|| once.take());
+        }
+    }
+
+    /// `drain_pages_zone(zone, 0)` from another CPU.
+    fn drain(&self) {
+        self.pcp.drain(&self.z.platform, &self.z.mm, &self.buddy());
+    }
+
+    /// The conservation check, after every thread has been joined. `held`: what CPU 0 still
+    /// holds.
+    fn check(&self, held: &[Pfn]) {
+        let mut frames = Frames::default();
+        self.z.collect_free(&mut frames);
+        let mm = &self.z.mm;
+        let listed = self.pcp.check(mm).expect("pcp lists are well formed, their pages typed PCP");
+        assert_eq!(listed, self.pcp.count(), "pcp count against its lists");
+        for list in &self.pcp.lists {
+            let _ = list.walk(mm, |pfn, _| {
+                frames.add(pfn, Order::ZERO, "CPU 0's lists");
+                true
+            });
+        }
+        for &pfn in held {
+            let page = mm.page(pfn).unwrap();
+            assert!(!page.is_buddy() && !page.is_pcp(), "held frame {} still typed free", pfn.as_usize());
+            frames.add(pfn, Order::ZERO, "CPU 0's hands");
+        }
+        assert_eq!(frames, Frames::first(self.z.nr()), "every frame in exactly one place");
+        assert!(!self.pcp.lock.is_locked());
+    }
+}
+
+/// Refill against drain: CPU 0 allocates twice (the first refills a batch of 2 from the
+/// buddy), frees one back to its list and keeps the other, while CPU 1 drains CPU 0's lists.
+#[test]
+fn refill_and_free_against_drain() {
+    model_bounded(PREEMPTIONS, || {
+        let c = Cpu0::new(2, 8);
+        let held = Arc::new(AtomicUsize::new(usize::MAX));
+        let cpu0 = {
+            let (c, held) = (c.clone(), held.clone());
+            move || {
+                let a = c.alloc().expect("the zone has frames");
+                let b = c.alloc().expect("the zone has frames");
+                assert_ne!(a, b);
+                c.free(a);
+                held.store(b.as_usize(), Ordering::Relaxed);
+            }
+        };
+        let cpu1 = {
+            let c = c.clone();
+            move || c.drain()
+        };
+        both(cpu0, cpu1);
+        c.check(&[Pfn::new(held.load(Ordering::Relaxed))]);
+    });
+}
+
+/// The free path's bulk return at `high` against drain: with batch 1 and high 2, CPU 0's
+/// second free finds the lists at `high` and returns a batch to the buddy under both locks,
+/// while CPU 1 drains.
+#[test]
+fn free_at_high_against_drain() {
+    model_bounded(PREEMPTIONS, || {
+        let c = Cpu0::new(1, 2);
+        let cpu0 = {
+            let c = c.clone();
+            move || {
+                let a = c.alloc().expect("the zone has frames");
+                let b = c.alloc().expect("the zone has frames");
+                c.free(a);
+                c.free(b);
+            }
+        };
+        let cpu1 = {
+            let c = c.clone();
+            move || c.drain()
+        };
+        both(cpu0, cpu1);
+        c.check(&[]);
+    });
+}
+
+/// The models have teeth: a CPU 0 that ignores a failed trylock (and so edits its lists while
+/// the drainer holds them, then unlocks the drainer's lock) is caught.
+#[test]
+#[should_panic]
+fn ignoring_a_failed_trylock_is_caught() {
+    model_bounded(PREEMPTIONS, || {
+        let c = Cpu0::new(2, 8);
+        let cpu0 = {
+            let c = c.clone();
+            move || {
+                let _ = c.pcp.trylock();
+                let a = c.pcp.rmqueue_locked(&c.z.mm, &c.buddy(), Order::ZERO, MT, false).expect("frames");
+                c.pcp.lock.unlock();
+                let _ = c.pcp.trylock();
+                c.pcp.free_locked(&c.z.mm, &c.buddy(), a, c.z.mm.page(a).unwrap(), Order::ZERO, MT);
+                c.pcp.lock.unlock();
+            }
+        };
+        let cpu1 = {
+            let c = c.clone();
+            move || c.drain()
+        };
+        both(cpu0, cpu1);
+        c.check(&[]);
+    });
+}
