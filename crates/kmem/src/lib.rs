@@ -4,9 +4,11 @@
 //! and for ordinary processes through `kmem-hosted`. This crate is the core: freestanding
 //! (`no_std`, no `alloc`), with all of its metadata carved from the memory it manages.
 //!
-//! Today it has the zoned buddy page allocator: sparse page descriptors, NUMA nodes, zones
+//! Today it has the zoned buddy page allocator (sparse page descriptors, NUMA nodes, zones
 //! with watermarks and lowmem reserves, migratetypes, GFP flags with Linux's values and
-//! meaning, Linux-format reports for misuse and failures, and the `/proc` views.
+//! meaning), per-CPU page lists, the per-CPU area with `alloc_percpu` and per-CPU variables
+//! with `this_cpu_*` operations, Linux-format reports for misuse and failures, and the
+//! `/proc` views.
 //!
 //! ```
 //! use kmem::Gfp;
@@ -19,8 +21,8 @@
 //! ## Notes and missing features
 //! - The per-CPU allocator ([`percpu`]) backs dynamic chunks with page-allocator blocks
 //!   (Linux's percpu-km), not vmalloc: there is no vmalloc yet.
-//! - No per-CPU page lists yet, no reclaim (shrinkers, kswapd, OOM killer), no compaction,
-//!   no high-order atomic reserve, no CMA, no memory hotplug.
+//! - No slab, kmalloc or vmalloc yet; no reclaim (shrinkers, kswapd, OOM killer), no
+//!   compaction, no high-order atomic reserve, no CMA, no memory hotplug.
 //! - HighMem pages are allocatable and zeroed through [`Platform::map_temporary`]; kmap
 //!   proper arrives with the highmem layer.
 //! - A machine spans at most 2^32 page frames (16 TiB): free lists link pages by 32-bit pfn.

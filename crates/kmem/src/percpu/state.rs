@@ -15,7 +15,7 @@ use crate::addr::PAGE_SIZE;
 use crate::boot::{Memblock, MemblockError};
 use crate::machine::NR_CPUS;
 use crate::platform::{DirectMap, Platform};
-use crate::sync::{AtomicU32, AtomicUsize, Ordering, RawSpinLock, SpinGuard};
+use crate::sync::{const_fn_unless_loom, AtomicU32, AtomicUsize, Ordering, RawSpinLock, SpinGuard};
 
 /// Granules of the reserved region.
 const RESERVED_BITS: usize = PERCPU_RESERVED_SIZE / PCPU_MIN_ALLOC_SIZE;
@@ -71,15 +71,17 @@ impl fmt::Debug for PercpuState {
 }
 
 impl PercpuState {
-    /// No per-CPU area yet (before [`PercpuState::boot`]).
-    pub(crate) const fn empty() -> Self {
-        Self {
-            lock: RawSpinLock::new(),
-            lists: UnsafeCell::new(Lists { head: None, nr_dynamic: 0, nr_empty: 0 }),
-            reserved: None,
-            boot_bytes: 0,
-            nr_pages: AtomicUsize::new(0),
-            warn_limit: AtomicU32::new(WARN_LIMIT),
+    const_fn_unless_loom! {
+        /// No per-CPU area yet (before [`PercpuState::boot`]).
+        pub(crate) fn empty() -> Self {
+            Self {
+                lock: RawSpinLock::new(),
+                lists: UnsafeCell::new(Lists { head: None, nr_dynamic: 0, nr_empty: 0 }),
+                reserved: None,
+                boot_bytes: 0,
+                nr_pages: AtomicUsize::new(0),
+                warn_limit: AtomicU32::new(WARN_LIMIT),
+            }
         }
     }
 
