@@ -11,14 +11,18 @@
 //! Two workloads: back-to-back alloc+free pairs, and a random walk over up to 64 live pages
 //! per thread (see [`kmem_bench::scaling`]).
 //!
-//! Measurement, made for a small shared host: a run is a 1-thread and a 2-thread window of
-//! `--secs` (default 0.5 s, millions of pairs) back to back, so that their ratio is taken
-//! with the host in one state. A run is clean if no thread lost its core to another process
-//! for more than 5% of either window (`/proc/thread-self/schedstat`). Rounds of one run per
-//! configuration, configurations interleaved, repeat until every configuration has `--reps`
-//! clean runs (default 5) or `--budget` seconds (default 90) have passed. The table shows
-//! the median over the clean runs (over all runs, marked *, where none was clean), their
-//! range, and how many runs were clean. Prints a markdown table.
+//! Measurement, made for a small shared virtual machine: each thread is also pinned to the
+//! host CPU of its number, since the host's CPUs need not be equally fast (a guest's CPU may
+//! share a core with another guest). A run is three windows of `--secs` (default 0.5 s,
+//! millions of pairs) back to back, so that they see the host in one state: one thread on
+//! CPU 0, one thread on CPU 1, two threads on CPUs 0 and 1; its ratio is the 2-thread rate
+//! over the mean of the two 1-thread rates. A run is clean if no thread lost its CPU to
+//! another process for more than 5% of any window (`/proc/thread-self/schedstat`). Rounds
+//! of one run per configuration, configurations interleaved, repeat until every
+//! configuration has `--reps` clean runs (default 5) or `--budget` seconds (default 90)
+//! have passed. The table shows medians over the clean runs (over all runs, marked *, where
+//! none was clean), the range of the 2-thread rates, and how many runs were clean. Prints a
+//! markdown table.
 //!
 //! `cargo bench -p kmem-bench --bench scaling [-- --secs 0.5 --reps 5 --budget 90 --only
 //! kmem_pcp,kmem_pcp_private]`; without `--bench` (as under `cargo test --all-targets`) it
@@ -26,48 +30,50 @@
 
 use std::time::{Duration, Instant};
 
-use kmem_bench::scaling::{measure, median, Sample, Workload};
+use kmem_bench::scaling::{measure_on, median, pin_host_cpu, Sample, Workload};
 use kmem_bench::{BsaPages, KmemPages, BENCH_RAM_MIB};
 
-const THREADS: [usize; 2] = [1, 2];
 const WORKLOADS: [Workload; 2] = [Workload::Pairs, Workload::WorkingSet { max_live: 64 }];
 const ALLOCATORS: [&str; 4] = ["kmem_pcp", "kmem_buddy", "buddy_system_allocator", "kmem_pcp_private"];
 
 /// A run is clean if every thread ran on a CPU for at least this share of the window.
 const CLEAN_ON_CPU: f64 = 0.95;
 
-/// True if no thread of either window lost its core for long.
-fn is_clean(p: &[Sample; 2]) -> bool {
-    p.iter().all(|s| s.on_cpu >= CLEAN_ON_CPU)
+/// One run: one thread on CPU 0, one thread on CPU 1, two threads.
+type Run = [Sample; 3];
+
+/// True if no thread of any window lost its CPU for long.
+fn is_clean(r: &Run) -> bool {
+    r.iter().all(|s| s.on_cpu >= CLEAN_ON_CPU)
 }
 
 /// The runs of one configuration: the clean ones (all if none is clean).
 struct Runs {
-    /// Pairs per second of 1 and 2 threads.
-    rates: [Vec<f64>; 2],
-    /// 2-thread rate over 1-thread rate, run by run.
+    /// Pairs per second of each window of a run.
+    rates: [Vec<f64>; 3],
+    /// 2-thread rate over the mean 1-thread rate, run by run.
     ratios: Vec<f64>,
     clean: usize,
     total: usize,
 }
 
 impl Runs {
-    fn of(pairs: &[[Sample; 2]]) -> Self {
-        let clean = pairs.iter().filter(|p| is_clean(p)).count();
-        let kept: Vec<&[Sample; 2]> = pairs.iter().filter(|p| clean == 0 || is_clean(p)).collect();
+    fn of(runs: &[Run]) -> Self {
+        let clean = runs.iter().filter(|r| is_clean(r)).count();
+        let kept: Vec<&Run> = runs.iter().filter(|r| clean == 0 || is_clean(r)).collect();
         Self {
-            rates: [0, 1].map(|t| kept.iter().map(|p| p[t].rate).collect()),
-            ratios: kept.iter().map(|p| p[1].rate / p[0].rate).collect(),
+            rates: [0, 1, 2].map(|t| kept.iter().map(|r| r[t].rate).collect()),
+            ratios: kept.iter().map(|r| r[2].rate / ((r[0].rate + r[1].rate) / 2.0)).collect(),
             clean,
-            total: pairs.len(),
+            total: runs.len(),
         }
     }
 
-    /// `median (lo-hi)` of thread count index `t`, in millions.
-    fn cell(&self, t: usize) -> String {
+    /// The median of window `t`, in millions, with the range with `range`.
+    fn cell(&self, t: usize, range: bool) -> String {
         let v = &self.rates[t];
         let (lo, hi) = v.iter().fold((f64::MAX, 0f64), |(lo, hi), &x| (lo.min(x), hi.max(x)));
-        if v.len() > 1 {
+        if range && v.len() > 1 {
             format!("{:.2} ({:.2}-{:.2})", median(v) / 1e6, lo / 1e6, hi / 1e6)
         } else {
             format!("{:.2}", median(v) / 1e6)
@@ -108,9 +114,9 @@ fn loadavg() -> String {
         .unwrap_or_default()
 }
 
-/// `threads` references to `a`: the threads share it.
-fn shared<A>(a: &A, threads: usize) -> Vec<&A> {
-    vec![a; threads]
+/// One thread on each of `cpus`, all sharing `a`.
+fn on<'a, A>(a: &'a A, cpus: &[usize]) -> Vec<(&'a A, usize)> {
+    cpus.iter().map(|&c| (a, c)).collect()
 }
 
 fn main() {
@@ -125,25 +131,25 @@ fn main() {
     let private = [KmemPages::new(BENCH_RAM_MIB), KmemPages::new(BENCH_RAM_MIB)];
     let free0 = [pcp.free_pages(), buddy.free_pages(), private[0].free_pages(), private[1].free_pages()];
 
-    // results[workload][allocator] = one [1-thread, 2-thread] pair of samples per run, taken
-    // back to back so that both see the host in the same state.
-    let mut results: Vec<Vec<Vec<[Sample; 2]>>> = vec![vec![Vec::new(); ALLOCATORS.len()]; WORKLOADS.len()];
+    // results[workload][allocator] = the runs.
+    let mut results: Vec<Vec<Vec<Run>>> = vec![vec![Vec::new(); ALLOCATORS.len()]; WORKLOADS.len()];
     let start = Instant::now();
     let wanted = |ai: usize| o.only.is_empty() || o.only.iter().any(|n| n == ALLOCATORS[ai]);
-    let done = |r: &[[Sample; 2]]| r.iter().filter(|p| is_clean(p)).count() >= o.reps;
+    let done = |r: &[Run]| r.iter().filter(|r| is_clean(r)).count() >= o.reps;
     loop {
         for (wi, &w) in WORKLOADS.iter().enumerate() {
             for (ai, r) in results[wi].iter_mut().enumerate() {
                 if !wanted(ai) || done(r) {
                     continue;
                 }
-                let pair = THREADS.map(|n| match ai {
-                    0 => measure(&shared(&pcp, n), w, window),
-                    1 => measure(&shared(&buddy, n), w, window),
-                    2 => measure(&shared(&bsa, n), w, window),
-                    _ => measure(&private.iter().take(n).collect::<Vec<_>>(), w, window),
+                // CPU lists of the three windows.
+                let run = [&[0][..], &[1], &[0, 1]].map(|cpus| match ai {
+                    0 => measure_on(&on(&pcp, cpus), w, window),
+                    1 => measure_on(&on(&buddy, cpus), w, window),
+                    2 => measure_on(&on(&bsa, cpus), w, window),
+                    _ => measure_on(&cpus.iter().map(|&c| (&private[c], c)).collect::<Vec<_>>(), w, window),
                 });
-                r.push(pair);
+                r.push(run);
             }
         }
         let all_done = results.iter().all(|w| w.iter().enumerate().all(|(ai, r)| !wanted(ai) || done(r)));
@@ -160,30 +166,32 @@ fn main() {
     assert_eq!(bsa.allocated_bytes(), 0, "buddy_system_allocator got back every block");
 
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let host_pinned = std::thread::spawn(|| pin_host_cpu(0)).join().unwrap_or(false);
     println!();
     println!(
-        "Order-0 alloc+free pairs per second, all threads together: median of the clean runs \
-         (range in brackets); windows of {} s, up to {} clean runs wanted; {:.0} s in all. Host: \
-         {cpus} CPUs, load average {load_before} before, {} after.",
+        "Order-0 alloc+free pairs per second, all threads together: median of the clean runs; \
+         windows of {} s, up to {} clean runs wanted; {:.0} s in all. Host: {cpus} CPUs{}, load \
+         average {load_before} before, {} after.",
         o.secs,
         o.reps,
         start.elapsed().as_secs_f64(),
+        if host_pinned { "" } else { " (threads not pinned to host CPUs)" },
         loadavg()
     );
     println!();
     println!(
-        "| allocator | workload | 1 thread, M pairs/s | 2 threads, M pairs/s | 2t / 1t | 2t / 1t paired | clean |"
+        "| allocator | workload | 1 thread on CPU 0, M pairs/s | 1 thread on CPU 1 | 2 threads (range) | 2t / 1t | clean runs |"
     );
     println!("|---|---|---:|---:|---:|---:|---:|");
     for (wi, w) in WORKLOADS.iter().enumerate() {
         for (ai, name) in ALLOCATORS.iter().enumerate().filter(|&(ai, _)| wanted(ai)) {
             let runs = Runs::of(&results[wi][ai]);
             println!(
-                "| {name} | {} | {} | {} | {:.2} | {:.2} | {} |",
+                "| {name} | {} | {} | {} | {} | {:.2} | {} |",
                 w.label(),
-                runs.cell(0),
-                runs.cell(1),
-                median(&runs.rates[1]) / median(&runs.rates[0]),
+                runs.cell(0, false),
+                runs.cell(1, false),
+                runs.cell(2, true),
                 median(&runs.ratios),
                 runs.clean_of()
             );
@@ -195,11 +203,12 @@ fn main() {
     println!(
         "Threads pinned to CPUs 0 and 1 of a 2-CPU kmem machine ({BENCH_RAM_MIB} MiB; per-CPU lists of \
          zone {}: batch {}, high {}). kmem_pcp_private: one 1-CPU machine per thread, nothing \
-         shared (the host's ceiling). 2t / 1t: of the medians; paired: median over the runs of \
-         (2-thread rate / the 1-thread rate measured just before it). Clean: runs (1-thread and \
-         2-thread back to back) in which every thread was on a CPU for at least {}% of the \
-         window (/proc/thread-self/schedstat), i.e. no other process of this host took its core; \
-         only those count, unless there are none (marked *).",
+         shared (the host's ceiling). Each thread is pinned to the same-numbered kmem CPU and \
+         host CPU. 2t / 1t: median over the runs of the 2-thread rate over the mean of the two \
+         1-thread rates of the same run (its three windows back to back). Clean runs: every \
+         thread of the run was on its CPU for at least {}% of its window \
+         (/proc/thread-self/schedstat), i.e. no other process of this host took the CPU; only \
+         those count, unless there are none (marked *).",
         zone.name(),
         ps.batch(),
         ps.high(),

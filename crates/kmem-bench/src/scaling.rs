@@ -1,8 +1,8 @@
 //! Thread scaling: order-0 alloc+free throughput of N threads sharing one allocator.
 //!
 //! [`measure`] starts one thread per CPU, each pinned to its own CPU of the machine
-//! (`kmem_hosted::pin_current_thread`; harmless for allocators that are not kmem machines),
-//! warms each up, releases them together and lets them run for a fixed wall-clock window. Each
+//! (`kmem_hosted::pin_current_thread`; harmless for allocators that are not kmem machines)
+//! and to the same-numbered CPU of the host, warms each up, releases them together and lets them run for a fixed wall-clock window. Each
 //! thread counts the alloc+free pairs it completed and times itself; the result is the sum of
 //! the threads' rates.
 //!
@@ -165,24 +165,77 @@ fn thread_cpu_ns() -> Option<u64> {
     std::fs::read_to_string("/proc/thread-self/schedstat").ok()?.split_whitespace().next()?.parse().ok()
 }
 
+/// Restricts the calling thread to host CPU `cpu` (`sched_setaffinity(0, ...)`, made
+/// directly: the crate has no libc binding); false where that is not possible (not x86-64
+/// Linux, or the kernel refused, e.g. no such CPU).
+pub fn pin_host_cpu(cpu: usize) -> bool {
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    {
+        const SYS_SCHED_SETAFFINITY: isize = 203;
+        let mut mask = [0u64; 16];
+        if cpu >= mask.len() * 64 {
+            return false;
+        }
+        mask[cpu / 64] = 1 << (cpu % 64);
+        let ret: isize;
+        // SAFETY: sched_setaffinity(0: this thread, len, mask) reads `len` bytes at `mask`, a
+        // live local array of that size, and touches no other memory of ours; the `syscall`
+        // instruction clobbers rcx and r11, declared, and does not use the stack.
+        unsafe {
+            core::arch::asm!(
+                "syscall",
+                inlateout("rax") SYS_SCHED_SETAFFINITY => ret,
+                in("rdi") 0usize,
+                in("rsi") core::mem::size_of_val(&mask),
+                in("rdx") mask.as_ptr(),
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack, readonly),
+            );
+        }
+        ret == 0
+    }
+    #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+    {
+        let _ = cpu;
+        false
+    }
+}
+
 /// Runs `workload` on `allocs.len()` threads at once for `window` and returns the pairs per
-/// second of all threads together. Thread `i` is pinned to CPU `i` and uses `allocs[i]`: pass
-/// the same allocator for each to share it, or one per thread for a no-sharing baseline.
+/// second of all threads together. Thread `i` uses `allocs[i]` and runs on CPU `i`: see
+/// [`measure_on`].
 ///
 /// # Panics
 ///
 /// If `allocs` is empty or an allocation fails.
 pub fn measure<A: PageAllocator + Sync>(allocs: &[&A], workload: Workload, window: Duration) -> Sample {
-    assert!(!allocs.is_empty(), "at least one thread");
-    let barrier = Barrier::new(allocs.len() + 1);
+    let on: Vec<(&A, usize)> = allocs.iter().enumerate().map(|(cpu, &a)| (a, cpu)).collect();
+    measure_on(&on, workload, window)
+}
+
+/// As [`measure`], with one `(allocator, cpu)` per thread: the thread is pinned to that CPU of
+/// the kmem machine (`kmem_hosted::pin_current_thread`; ignored by other allocators) and, where
+/// possible, to host CPU `cpu` modulo the host's CPUs ([`pin_host_cpu`]), so that runs on a
+/// host whose CPUs differ in speed (a virtual machine whose CPUs share cores with other
+/// guests) compare like with like. Pass the same allocator for each thread to share it, or
+/// one per thread for a no-sharing baseline.
+///
+/// # Panics
+///
+/// If `threads` is empty or an allocation fails.
+pub fn measure_on<A: PageAllocator + Sync>(threads: &[(&A, usize)], workload: Workload, window: Duration) -> Sample {
+    assert!(!threads.is_empty(), "at least one thread");
+    let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let barrier = Barrier::new(threads.len() + 1);
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
-        let threads: Vec<_> = allocs
+        let handles: Vec<_> = threads
             .iter()
-            .enumerate()
-            .map(|(cpu, &a)| {
+            .map(|&(a, cpu)| {
                 let (barrier, stop) = (&barrier, &stop);
                 s.spawn(move || {
+                    pin_host_cpu(cpu % host_cpus);
                     kmem_hosted::pin_current_thread(cpu as u32);
                     let mut w = Worker::new(a, workload, 0x9e37_79b9_7f4a_7c15 ^ cpu as u64);
                     w.run(WARMUP_STEPS);
@@ -208,7 +261,7 @@ pub fn measure<A: PageAllocator + Sync>(allocs: &[&A], workload: Workload, windo
         std::thread::sleep(window);
         stop.store(true, Ordering::Relaxed);
         let mut s = Sample { rate: 0.0, cpu_rate: 0.0, on_cpu: 1.0 };
-        for t in threads {
+        for t in handles {
             let (pairs, wall, cpu) = t.join().expect("bench thread panicked");
             s.rate += pairs / wall;
             s.cpu_rate += pairs / cpu.min(wall);
@@ -263,6 +316,20 @@ mod tests {
         let (a, b) = (BsaPages::new(32), BsaPages::new(32));
         assert!(measure(&[&a, &b], Workload::WorkingSet { max_live: 64 }, window).rate > 0.0);
         assert_eq!(a.allocated_bytes() + b.allocated_bytes(), 0);
+    }
+
+    #[test]
+    fn pin_host_cpu_restricts_the_thread() {
+        let allowed = || {
+            let status = std::fs::read_to_string("/proc/thread-self/status").unwrap_or_default();
+            status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).map(|v| v.trim().to_owned())
+        };
+        let (pinned, list) = std::thread::spawn(move || (pin_host_cpu(0), allowed())).join().unwrap();
+        if cfg!(all(target_os = "linux", target_arch = "x86_64")) {
+            assert!(pinned);
+            assert_eq!(list.as_deref(), Some("0"));
+        }
+        assert!(!std::thread::spawn(|| pin_host_cpu(1 << 20)).join().unwrap());
     }
 
     #[test]
