@@ -26,14 +26,19 @@
 //! assert_eq!(b.live(), 0);
 //! ```
 //!
+//! - [`scaling`]: throughput of order-0 alloc+free pairs from 1 and 2 threads sharing one
+//!   allocator (the `scaling` bench).
+//!
 //! Run the benchmarks with `scripts/bench.sh` at the repository root, which prints the
-//! comparison as a markdown table.
+//! comparison as markdown tables (`scripts/scaling.sh` for the thread-scaling table alone).
 //!
 //! ## Notes and limits
 //!
-//! - Single-threaded: the zone lock and the heap's spin lock are always uncontended.
-//! - kmem has no per-CPU page lists yet, so each kmem call takes the zone lock, as each
-//!   `LockedHeap` call takes its spin lock.
+//! - The criterion benches are single-threaded: the zone lock and the heap's spin lock are
+//!   always uncontended. The `scaling` bench runs threads on distinct CPUs of one machine.
+//! - kmem serves orders 0..=3 and 9 from per-CPU page lists by default (no zone lock on the
+//!   hot path); [`KmemPages::set_pcp`] turns them off, so every call takes the zone lock as
+//!   each `LockedHeap` call takes its spin lock.
 //! - `buddy_system_allocator` keeps its free lists inside the free blocks; its region is
 //!   pre-faulted so page faults do not count. kmem keeps them in page descriptors and never
 //!   touches the blocks (without `__GFP_ZERO`).
@@ -47,6 +52,8 @@ use kmem_hosted::{Machine, MachineBuilder};
 use rand::distributions::{Distribution, WeightedIndex};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+
+pub mod scaling;
 
 /// The highest order every allocator here serves (kmem's `MAX_PAGE_ORDER`).
 pub const MAX_ORDER: u32 = MAX_PAGE_ORDER as u32;
@@ -73,7 +80,7 @@ pub trait PageAllocator {
     unsafe fn free<'a>(&'a self, block: Self::Block<'a>, order: u32);
 }
 
-/// kmem's page allocator: a hosted machine with one CPU, `alloc_pages(GFP_KERNEL, order)`.
+/// kmem's page allocator: a hosted machine, `alloc_pages(GFP_KERNEL, order)`.
 #[derive(Debug)]
 pub struct KmemPages {
     machine: Machine,
@@ -86,8 +93,29 @@ impl KmemPages {
     ///
     /// If the machine does not boot (RAM below the 2 MiB minimum, memfd failure).
     pub fn new(ram_mib: u64) -> Self {
-        let machine = MachineBuilder::new().ram_mib(ram_mib).cpus(1).build().expect("kmem machine boots");
+        Self::with_cpus(ram_mib, 1)
+    }
+
+    /// Boots an x86-64 machine with `cpus` CPUs and `ram_mib` MiB of RAM. Threads that share
+    /// it should each pin themselves to a CPU (`kmem_hosted::pin_current_thread`).
+    ///
+    /// # Panics
+    ///
+    /// As [`KmemPages::new`], or if `cpus` is 0.
+    pub fn with_cpus(ram_mib: u64, cpus: usize) -> Self {
+        let machine = MachineBuilder::new().ram_mib(ram_mib).cpus(cpus).build().expect("kmem machine boots");
         Self { machine }
+    }
+
+    /// Turns the per-CPU page lists on (the default) or off (every call goes to the buddy
+    /// lists under the zone lock); off drains them first.
+    pub fn set_pcp(&self, on: bool) {
+        self.machine.set_pcp_enabled(on);
+    }
+
+    /// Free pages: in the buddy lists plus on every CPU's lists.
+    pub fn free_pages(&self) -> usize {
+        self.machine.zones().map(|z| z.free_pages() + z.pcp_pages()).sum()
     }
 
     /// The machine, for statistics and reports.
@@ -170,6 +198,20 @@ impl BsaPages {
     fn block_layout(order: u32) -> Layout {
         let bytes = PAGE_SIZE << order;
         Layout::from_size_align(bytes, bytes).expect("order <= MAX_ORDER gives a valid layout")
+    }
+}
+
+// SAFETY: the heap is a spin-locked `LockedHeap` (Send + Sync); `region` is only the address
+// of the memory the heap manages, dereferenced by nobody but the heap (under its lock) and
+// released once, in `drop`.
+unsafe impl Send for BsaPages {}
+// SAFETY: as for Send: every access to the region goes through the heap's lock.
+unsafe impl Sync for BsaPages {}
+
+impl BsaPages {
+    /// Bytes the heap has handed out and not taken back.
+    pub fn allocated_bytes(&self) -> usize {
+        self.heap.lock().stats_alloc_actual()
     }
 }
 
@@ -417,15 +459,11 @@ mod tests {
         assert_ne!(Mix::generate(&cfg).steps(), Mix::generate(&other).steps());
     }
 
-    fn free_pages(k: &KmemPages) -> usize {
-        k.machine().zones().map(|z| z.free_pages() + z.pcp_pages()).sum()
-    }
-
     #[test]
     fn both_allocators_return_all_memory() {
         let mix = Mix::generate(&MixConfig { steps: 4096, ..MixConfig::default() });
         let kmem = KmemPages::new(64);
-        let free0 = free_pages(&kmem);
+        let free0 = kmem.free_pages();
         let bsa = BsaPages::new(64);
         {
             let mut a = MixRunner::new(&kmem, &mix);
@@ -433,9 +471,9 @@ mod tests {
             a.run(mix.len() as u64 + 1000);
             b.run(mix.len() as u64 + 1000);
         }
-        assert_eq!(free_pages(&kmem), free0);
+        assert_eq!(kmem.free_pages(), free0);
         kmem.assert_no_reports();
-        assert_eq!(bsa.heap.lock().stats_alloc_actual(), 0);
+        assert_eq!(bsa.allocated_bytes(), 0);
         for order in [0, 3, 9, MAX_ORDER] {
             let b = bsa.alloc(order).unwrap();
             assert_eq!(b.as_ptr() as usize % (PAGE_SIZE << order), 0, "order-{order} block misaligned");
