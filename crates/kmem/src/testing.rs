@@ -12,17 +12,33 @@ use crate::machine::Kmem;
 use crate::platform::{CpuId, DirectMap, IrqState, Platform, ReportKind, TaskId};
 
 /// A one-CPU platform whose direct map is a leaked heap buffer.
+/// Also the platform of the loom models ([`TestPlatform::model`]).
 #[derive(Debug)]
 pub struct TestPlatform {
     dm: DirectMap,
+    nr_cpus: usize,
+    /// Reports panic instead of being logged (models expect none).
+    strict: bool,
     pub log: Mutex<Vec<(ReportKind, String)>>,
 }
 
-// SAFETY: the direct map is a leaked, page-aligned heap buffer of `limit` bytes, read-write,
-// never freed; there is one CPU, so `current_cpu` is always 0.
+impl TestPlatform {
+    /// The platform of a loom model: no RAM mapped, 2 CPUs (the caller is always CPU 0), any
+    /// report fails the model.
+    #[cfg(loom)]
+    pub fn model() -> Self {
+        let dm = DirectMap { base: VirtAddr::new(0), limit: PhysAddr::new(0) };
+        Self { dm, nr_cpus: 2, strict: true, log: Mutex::new(Vec::new()) }
+    }
+}
+
+// SAFETY: the direct map is either a leaked, page-aligned, read-write heap buffer of `limit`
+// bytes that is never freed (`machine`), or empty (`model`: it describes no memory the core
+// could touch). `current_cpu` is always 0, below `nr_cpus`, which never changes;
+// `map_temporary` keeps its default, which only maps through the direct map.
 unsafe impl Platform for TestPlatform {
     fn nr_cpus(&self) -> usize {
-        1
+        self.nr_cpus
     }
     fn current_cpu(&self) -> CpuId {
         CpuId(0)
@@ -45,6 +61,12 @@ unsafe impl Platform for TestPlatform {
     fn direct_map(&self) -> DirectMap {
         self.dm
     }
+    fn cpu_relax(&self) {
+        #[cfg(loom)]
+        ::loom::thread::yield_now();
+        #[cfg(not(loom))]
+        core::hint::spin_loop();
+    }
     fn now_ns(&self) -> u64 {
         0
     }
@@ -54,6 +76,7 @@ unsafe impl Platform for TestPlatform {
     fn report(&self, kind: ReportKind, body: &dyn Fn(&mut dyn fmt::Write) -> fmt::Result) {
         let mut s = String::new();
         body(&mut s).unwrap();
+        assert!(!self.strict, "unexpected {kind:?} report in a model: {s}");
         self.log.lock().unwrap().push((kind, s));
     }
 }
@@ -66,7 +89,7 @@ pub fn machine(mib: usize) -> Kmem<TestPlatform> {
     let dm = DirectMap { base: VirtAddr::new(base), limit: PhysAddr::new(bytes as u64) };
     let regions = [MemRegion::usable(0, bytes as u64)];
     let layout = ZoneLayout { dma_end: Some(PhysAddr::new(16 << 20)), dma32_end: None, highmem_start: None };
-    let platform = TestPlatform { dm, log: Mutex::new(Vec::new()) };
+    let platform = TestPlatform { dm, nr_cpus: 1, strict: false, log: Mutex::new(Vec::new()) };
     // SAFETY: the buffer is leaked (lives forever), page aligned, ours alone, and covers the map.
     unsafe { Kmem::boot(platform, &BootConfig::new(&regions, layout), |_| Ok(())) }.expect("test machine boots")
 }

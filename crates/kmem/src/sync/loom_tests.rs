@@ -47,7 +47,8 @@ fn lock_irqsave_excludes() {
         let g = Guarded::new();
         let cpu = |g: Arc<Guarded>| {
             move || {
-                let _l = g.lock.lock_irqsave(&ModelPlatform);
+                let p = ModelPlatform::model();
+                let _l = g.lock.lock_irqsave(&p);
                 g.bump();
             }
         };
@@ -68,7 +69,7 @@ fn try_lock_raw_and_lock_raw_exclude() {
         let drainer = {
             let g = g.clone();
             move || {
-                g.lock.lock_raw(&ModelPlatform);
+                g.lock.lock_raw(&ModelPlatform::model());
                 g.bump();
                 g.lock.unlock();
             }

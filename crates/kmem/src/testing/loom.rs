@@ -7,7 +7,7 @@
 
 use core::mem::MaybeUninit;
 
-use super::std::{self, borrow::ToOwned, string::String, vec::Vec};
+use super::std::{self, borrow::ToOwned, vec::Vec};
 
 use crate::addr::{Order, Pfn};
 use crate::mm::buddy;
@@ -15,8 +15,6 @@ use crate::mm::memmap::{Memmap, Section};
 use crate::mm::page::{pg, Page};
 use crate::mm::zone::Zone;
 use crate::mm::zone_type::{Migratetype, ZoneType};
-use crate::platform::{CpuId, DirectMap, IrqState, Platform, ReportKind, TaskId};
-use crate::{PhysAddr, VirtAddr};
 
 /// Schedule points one execution may take when `LOOM_MAX_BRANCHES` is not set. Every atomic
 /// operation is one, and a model's setup (a zone's buddy lists, a section's pageblock types,
@@ -65,53 +63,8 @@ pub fn both(a: impl FnOnce() + Send + 'static, b: impl FnOnce() + Send + 'static
     tb.join().unwrap();
 }
 
-/// The platform of a model: no RAM mapped, CPU 0, pins and IRQ saves that do nothing.
-#[derive(Debug, Default)]
-pub struct ModelPlatform;
-
-// SAFETY: the direct map is empty (limit 0), so it describes no memory the core could touch;
-// `current_cpu` is always 0, below `nr_cpus` (2), which never changes; `map_temporary` keeps
-// its default, which maps nothing through an empty direct map.
-unsafe impl Platform for ModelPlatform {
-    fn nr_cpus(&self) -> usize {
-        2
-    }
-    fn current_cpu(&self) -> CpuId {
-        CpuId(0)
-    }
-    fn preempt_count(&self) -> u32 {
-        0
-    }
-    fn preempt_disable(&self) {}
-    fn preempt_enable(&self) {}
-    fn local_irq_save(&self) -> IrqState {
-        IrqState(false)
-    }
-    fn local_irq_restore(&self, _: IrqState) {}
-    fn irqs_disabled(&self) -> bool {
-        false
-    }
-    fn in_interrupt(&self) -> bool {
-        false
-    }
-    fn direct_map(&self) -> DirectMap {
-        DirectMap { base: VirtAddr::new(0), limit: PhysAddr::new(0) }
-    }
-    fn cpu_relax(&self) {
-        loom::thread::yield_now();
-    }
-    fn now_ns(&self) -> u64 {
-        0
-    }
-    fn current_task(&self) -> TaskId {
-        TaskId::new(1, "loom")
-    }
-    fn report(&self, kind: ReportKind, body: &dyn Fn(&mut dyn core::fmt::Write) -> core::fmt::Result) {
-        let mut s = String::new();
-        let _ = body(&mut s);
-        panic!("unexpected {kind:?} report in a model: {s}");
-    }
-}
+/// The platform of a model (see [`TestPlatform::model`]).
+pub type ModelPlatform = super::TestPlatform;
 
 /// A set of frame numbers below 64 that refuses duplicates: the conservation check of the
 /// models (every frame is in exactly one place).
@@ -172,7 +125,7 @@ impl ModelZone {
         zone.set_span(Pfn::new(0), Pfn::new(nr));
         zone.add_present(nr);
         zone.add_managed(nr);
-        let platform = ModelPlatform;
+        let platform = ModelPlatform::model();
         {
             let g = zone.area.lock(&platform);
             for (i, page) in pages.iter().enumerate() {
