@@ -78,6 +78,8 @@ pub struct MachineBuilder {
     reserve: Vec<(u64, u64)>,
     echo: bool,
     migrate_every: u32,
+    slub_debug: Option<String>,
+    slab_nomerge: bool,
 }
 
 impl Default for MachineBuilder {
@@ -99,6 +101,8 @@ impl MachineBuilder {
             reserve: Vec::new(),
             echo: false,
             migrate_every: 0,
+            slub_debug: None,
+            slab_nomerge: false,
         }
     }
     /// Architecture preset.
@@ -145,6 +149,17 @@ impl MachineBuilder {
     /// to exercise per-CPU code under migration.
     pub fn migrate_every(mut self, n: u32) -> Self {
         self.migrate_every = n;
+        self
+    }
+    /// The `slub_debug=` boot option (`""` for full debugging of every cache, `"FZ"`,
+    /// `"P,kmalloc-*"`, `"FZPU;-,dentry"`...).
+    pub fn slub_debug(mut self, opts: &str) -> Self {
+        self.slub_debug = Some(opts.to_owned());
+        self
+    }
+    /// The `slab_nomerge` boot option: never merge slab caches.
+    pub fn slab_nomerge(mut self, on: bool) -> Self {
+        self.slab_nomerge = on;
         self
     }
     /// Also print every report to stderr.
@@ -195,6 +210,8 @@ impl MachineBuilder {
         let nodes = regions.iter().map(|r| r.node as usize + 1).max().unwrap_or(1);
         let mut cfg = BootConfig::new(&regions, layout);
         cfg.nr_nodes = nodes;
+        cfg.slab.slub_debug = self.slub_debug.as_deref();
+        cfg.slab.nomerge = self.slab_nomerge;
         let reserve = self.reserve.clone();
         // SAFETY: every usable region lies inside `ram`'s mapping, which is read-write there,
         // ours alone, and outlives the Kmem (Machine drops its Kmem before its Ram).

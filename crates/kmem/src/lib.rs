@@ -8,7 +8,7 @@
 //! with watermarks and lowmem reserves, migratetypes, GFP flags with Linux's values and
 //! meaning), per-CPU page lists, the per-CPU area with `alloc_percpu` and per-CPU variables
 //! with `this_cpu_*` operations, Linux-format reports for misuse and failures, and the
-//! `/proc` views.
+//! `/proc` views, and the SLUB slab allocator ([`slab`]).
 //!
 //! ```
 //! use kmem::Gfp;
@@ -21,7 +21,7 @@
 //! ## Notes and missing features
 //! - The per-CPU allocator ([`percpu`]) backs dynamic chunks with page-allocator blocks
 //!   (Linux's percpu-km), not vmalloc: there is no vmalloc yet.
-//! - No slab, kmalloc or vmalloc yet; no reclaim (shrinkers, kswapd, OOM killer), no
+//! - No kmalloc or vmalloc yet; no reclaim (shrinkers, kswapd, OOM killer), no
 //!   compaction, no high-order atomic reserve, no CMA, no memory hotplug.
 //! - HighMem pages are allocatable and zeroed through [`Platform::map_temporary`]; kmap
 //!   proper arrives with the highmem layer.
@@ -39,6 +39,7 @@ pub mod percpu;
 pub mod platform;
 pub mod proc;
 pub mod report;
+pub mod slab;
 pub mod sync;
 
 #[cfg(test)]
@@ -54,3 +55,4 @@ pub use mm::pages::Pages;
 pub use mm::zone_type::{Migratetype, ZoneType};
 pub use percpu::{IrqGuard, PcpuInt, PerCpuBox, PerCpuVar, PercpuError, PercpuPtr, PreemptGuard};
 pub use platform::{CpuId, DirectMap, IrqState, Platform, ReportKind, TaskId};
+pub use slab::{Cache, CacheError, KmemCache, SlabAllocError, SlabBox, SlabFlags, TypedCache};

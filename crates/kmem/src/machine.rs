@@ -15,6 +15,7 @@ use crate::mm::zone::Zone;
 use crate::percpu::PercpuState;
 use crate::platform::{DirectMap, Platform, ReportKind};
 use crate::report::Reports;
+use crate::slab::SlabState;
 use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// Most CPUs a machine can have (`NR_CPUS`).
@@ -69,6 +70,8 @@ pub struct MachineState {
     pub(crate) pcp_enabled: AtomicBool,
     /// The per-CPU allocator: first chunk and chunk list (`percpu/`).
     pub(crate) percpu: PercpuState,
+    /// The slab allocator's registry (`slab/`).
+    pub(crate) slab: SlabState,
 }
 
 impl MachineState {
@@ -90,6 +93,7 @@ impl MachineState {
             events: VmEvents::default(),
             pcp_enabled: AtomicBool::new(true),
             percpu: PercpuState::empty(),
+            slab: SlabState::empty(),
         }
     }
 
@@ -261,6 +265,12 @@ impl<P: Platform> Kmem<P> {
         if !on {
             self.drain_all_pages();
         }
+    }
+
+    /// The slab allocator's registry.
+    #[inline]
+    pub(crate) fn slab(&self) -> &SlabState {
+        &self.state().slab
     }
 
     /// Number of reports of `kind` made so far.

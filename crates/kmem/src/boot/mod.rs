@@ -30,6 +30,7 @@ use crate::mm::watermark::{self, ZoneSize};
 use crate::mm::zone_type::{Migratetype, ZoneType, MAX_NR_ZONES, MIGRATE_TYPES};
 use crate::percpu::PercpuState;
 use crate::platform::Platform;
+use crate::slab::{CacheError, KmemCache, SlabBootConfig};
 use crate::sync::Ordering;
 
 /// Bytes per memory section (128 MiB): NUMA node boundaries must be multiples of it.
@@ -54,12 +55,14 @@ pub struct BootConfig<'a> {
     pub cpu_to_node: Option<&'a [u8]>,
     /// `nr_nodes * nr_nodes` distances, row-major; `None` uses 10 locally and 20 remotely.
     pub distances: Option<&'a [u8]>,
+    /// Slab boot parameters (`slub_debug=`, `slab_nomerge`, slab orders).
+    pub slab: SlabBootConfig<'a>,
 }
 
 impl<'a> BootConfig<'a> {
     /// One node, the given map and layout.
     pub fn new(regions: &'a [MemRegion], layout: ZoneLayout) -> Self {
-        Self { regions, layout, nr_nodes: 1, cpu_to_node: None, distances: None }
+        Self { regions, layout, nr_nodes: 1, cpu_to_node: None, distances: None, slab: SlabBootConfig::default() }
     }
 }
 
@@ -103,6 +106,8 @@ pub enum BootError {
     },
     /// memblock failed (too many regions, or no room for kmem's metadata).
     Memblock(MemblockError),
+    /// The slab allocator could not create its boot cache.
+    Slab(CacheError),
 }
 
 impl From<MemblockError> for BootError {
@@ -123,6 +128,7 @@ impl core::fmt::Display for BootError {
             Self::BadDistances => write!(f, "node distance table has the wrong size"),
             Self::DirectMapTooSmall { limit } => write!(f, "direct map ends at {limit}, below lowmem"),
             Self::Memblock(e) => write!(f, "{e}"),
+            Self::Slab(e) => write!(f, "slab init: {e}"),
         }
     }
 }
@@ -286,6 +292,10 @@ impl<P: Platform> Kmem<P> {
         for nid in 0..nodes {
             pagesets::carve(&mut mb, dm, node_ref(&node_ptrs, nid), nr_cpus)?;
         }
+        // The boot slab cache's descriptor (`kmem_cache`; every other descriptor is its object).
+        state.slab.configure(&config.slab, nr_cpus);
+        let bc_pa = mb.alloc(KmemCache::alloc_size(nodes) as u64, 64, Some(0))?;
+        state.slab.boot_cache_mem = va(bc_pa)?.as_usize();
         let metadata_bytes = mb.reserved_bytes() - before;
 
         // Per-CPU first chunk: one unit per CPU on its node, reserved before the buddy release.
@@ -374,7 +384,9 @@ impl<P: Platform> Kmem<P> {
         // SAFETY: carved, mapped, aligned, exclusively ours memory of the right size.
         unsafe { sp.write(state) };
         let sp = NonNull::new(sp).expect("direct map address is non-null");
-        Ok(Kmem::from_parts(platform, sp))
+        let kmem = Kmem::from_parts(platform, sp);
+        kmem.kmem_cache_init().map_err(BootError::Slab)?;
+        Ok(kmem)
     }
 }
 

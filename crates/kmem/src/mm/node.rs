@@ -7,7 +7,7 @@
 use crate::mm::page::MAX_NUMNODES;
 use crate::mm::zone::Zone;
 use crate::mm::zone_type::{ZoneType, MAX_NR_ZONES};
-use crate::sync::const_fn_unless_loom;
+use crate::sync::{const_fn_unless_loom, AtomicIsize, Ordering};
 
 /// Capacity of a zonelist.
 const MAX_ZONEREFS: usize = MAX_NUMNODES * MAX_NR_ZONES;
@@ -58,6 +58,10 @@ pub struct Node {
     fallback: ZoneList,
     nofallback: ZoneList,
     distance: [u8; MAX_NUMNODES],
+    /// Pages of reclaimable slabs on this node (`NR_SLAB_RECLAIMABLE_B`, in pages).
+    pub(crate) nr_slab_reclaimable: AtomicIsize,
+    /// Pages of unreclaimable slabs and large kmalloc blocks (`NR_SLAB_UNRECLAIMABLE_B`).
+    pub(crate) nr_slab_unreclaimable: AtomicIsize,
 }
 
 impl Node {
@@ -77,6 +81,8 @@ impl Node {
                 fallback: ZoneList::new(),
                 nofallback: ZoneList::new(),
                 distance: [0; MAX_NUMNODES],
+                nr_slab_reclaimable: AtomicIsize::new(0),
+                nr_slab_unreclaimable: AtomicIsize::new(0),
             }
         }
     }
@@ -100,6 +106,19 @@ impl Node {
     /// `node_distance(self, other)`.
     pub fn distance(&self, other: usize) -> u8 {
         self.distance[other]
+    }
+    /// Pages of reclaimable slab on this node (zoneinfo's `nr_slab_reclaimable`).
+    pub fn slab_reclaimable_pages(&self) -> usize {
+        self.nr_slab_reclaimable.load(Ordering::Relaxed).max(0) as usize
+    }
+    /// Pages of unreclaimable slab on this node (`nr_slab_unreclaimable`).
+    pub fn slab_unreclaimable_pages(&self) -> usize {
+        self.nr_slab_unreclaimable.load(Ordering::Relaxed).max(0) as usize
+    }
+    /// Adds `pages` (may be negative) to the node's slab counter of the kind.
+    pub(crate) fn mod_slab_pages(&self, reclaimable: bool, pages: isize) {
+        let c = if reclaimable { &self.nr_slab_reclaimable } else { &self.nr_slab_unreclaimable };
+        c.fetch_add(pages, Ordering::Relaxed);
     }
     /// Present pages over all zones.
     pub fn present_pages(&self) -> usize {

@@ -85,6 +85,13 @@ const PAGE_TYPE_MASK: u32 = 0xff00_0000;
 const PAGE_TYPE_BUDDY: u32 = 0xf000_0000;
 /// Page type of a free page on a per-CPU list.
 const PAGE_TYPE_PCP: u32 = 0xe000_0000;
+/// Page type of the head page of a slab (`PGTY_slab`); the low 24 bits name the cache.
+const PAGE_TYPE_SLAB: u32 = 0xd000_0000;
+/// Cache ids that fit beside the slab page type.
+pub const MAX_SLAB_CACHE_ID: u32 = 0x00ff_ffff;
+/// Bits 16..24 of `flags` on a slab head: the slab's colour, in cache lines.
+const COLOUR_SHIFT: u32 = 16;
+const COLOUR_MASK: u64 = 0xff << COLOUR_SHIFT;
 
 /// No link (end of a free list).
 pub const NIL: u32 = u32::MAX;
@@ -131,7 +138,7 @@ impl Page {
     /// folded in from the buddy type.
     #[inline]
     pub fn state_flags(&self) -> u64 {
-        let f = self.flags() & 0xffff_ffff & !ALLOC_ORDER_MASK;
+        let f = self.flags() & 0xffff_ffff & !(ALLOC_ORDER_MASK | COLOUR_MASK);
         if self.is_buddy() {
             f | pg::BUDDY
         } else if self.is_pcp() {
@@ -224,6 +231,50 @@ impl Page {
     #[inline]
     pub(crate) fn set_pcp(&self, order: u32, mt: u32) {
         self.private.store(PAGE_TYPE_PCP | mt << 8 | order, Ordering::Relaxed);
+    }
+
+    /// `folio_test_slab()`: the head page of a slab. Written only by the slab's owner when
+    /// it creates or discards the slab.
+    #[inline]
+    pub fn is_slab(&self) -> bool {
+        self.private() & PAGE_TYPE_MASK == PAGE_TYPE_SLAB
+    }
+    /// The id of the cache a slab head belongs to (`slab->slab_cache`), if it is one.
+    #[inline]
+    pub fn slab_cache_id(&self) -> Option<u32> {
+        let v = self.private();
+        (v & PAGE_TYPE_MASK == PAGE_TYPE_SLAB).then_some(v & MAX_SLAB_CACHE_ID)
+    }
+    /// Makes a page the head of a slab of cache `id` with `colour` cache lines of offset
+    /// (`__folio_set_slab`). The caller owns the page (just allocated).
+    pub(crate) fn set_slab(&self, id: u32, colour: u8) {
+        debug_assert!(id <= MAX_SLAB_CACHE_ID);
+        self.private.store(PAGE_TYPE_SLAB | id, Ordering::Relaxed);
+        let f = self.flags.load(Ordering::Relaxed) & !COLOUR_MASK;
+        self.flags.store(f | pg::SLAB | (colour as u64) << COLOUR_SHIFT, Ordering::Relaxed);
+    }
+    /// Ends a slab (`__folio_clear_slab`) before its pages go back to the page allocator.
+    pub(crate) fn clear_slab(&self) {
+        self.private.store(0, Ordering::Relaxed);
+        self.data.store(0, Ordering::Relaxed);
+        let f = self.flags.load(Ordering::Relaxed) & !(COLOUR_MASK | pg::SLAB);
+        self.flags.store(f, Ordering::Relaxed);
+    }
+    /// The colour of a slab head, in cache lines.
+    #[inline]
+    pub fn slab_colour(&self) -> u32 {
+        ((self.flags() & COLOUR_MASK) >> COLOUR_SHIFT) as u32
+    }
+    /// The owner's word, read with acquire ordering (a slab's freelist and counters).
+    #[inline]
+    pub(crate) fn data_acquire(&self) -> u64 {
+        self.data.load(Ordering::Acquire)
+    }
+    /// Compare-and-exchange of the owner's word (`slab_update_freelist`: the slab freelist
+    /// and counters change together in one atomic step).
+    #[inline]
+    pub(crate) fn data_cas(&self, old: u64, new: u64) -> bool {
+        self.data.compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire).is_ok()
     }
 
     /// `page_ref_count()`.

@@ -364,12 +364,21 @@ impl<P: Platform> Kmem<P> {
     /// `might_alloc()`: a sleeping allocation from atomic context is reported (and, as in
     /// Linux, goes ahead).
     fn might_alloc(&self, gfp: Gfp) {
+        if gfp.allows_blocking() && self.platform().atomic_context() {
+            self.might_sleep_report("mm/page_alloc.c");
+        }
+    }
+
+    /// The `might_sleep()` report: Linux's `BUG: sleeping function called from invalid
+    /// context at <file>` with the context lines. Counted; the caller goes ahead.
+    #[cold]
+    pub(crate) fn might_sleep_report(&self, file: &str) {
         let p = self.platform();
-        if gfp.allows_blocking() && p.atomic_context() {
+        {
             let task = p.current_task();
             let (atomic, irqs, pc) = (p.in_atomic() as u8, p.irqs_disabled() as u8, p.preempt_count());
             self.report(ReportKind::SleepInAtomic, &|w| {
-                writeln!(w, "BUG: sleeping function called from invalid context at mm/page_alloc.c")?;
+                writeln!(w, "BUG: sleeping function called from invalid context at {file}")?;
                 writeln!(
                     w,
                     "in_atomic(): {atomic}, irqs_disabled(): {irqs}, non_block: 0, pid: {}, name: {}",

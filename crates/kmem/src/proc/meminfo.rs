@@ -110,10 +110,13 @@ fn kb(w: &mut dyn Write, label: &str, kb: u64) -> fmt::Result {
 /// - `DirectMap*`: the direct map `[0, limit)` split by [`direct_map_split`]. With a HighMem
 ///   layout (a 32-bit machine, PAE assumed) there is no `DirectMap1G` line, as on x86-32,
 ///   which has no gigabyte pages.
+/// - `Slab`, `SReclaimable` (also `KReclaimable`), `SUnreclaim`: pages of slabs, by whether
+///   their cache is `SLAB_RECLAIM_ACCOUNT`; reclaimable slab counts towards `MemAvailable`
+///   as in `si_mem_available()`.
 /// - `Percpu`: `pcpu_nr_pages()`, the pages backing every per-CPU chunk's units (the first
 ///   chunk included; headers and maps excluded, as in Linux).
 ///
-/// Everything else (page cache, LRU lists, swap, zswap, slab, kernel stacks, page tables,
+/// Everything else (page cache, LRU lists, swap, zswap, kernel stacks, page tables,
 /// `Committed_AS`, vmalloc, THP, balloon) is 0 until the layer that owns it lands.
 /// `VmallocTotal` is 0 while kmem has no vmalloc area.
 pub fn meminfo<P: Platform>(k: &Kmem<P>, w: &mut dyn Write) -> fmt::Result {
@@ -121,7 +124,10 @@ pub fn meminfo<P: Platform>(k: &Kmem<P>, w: &mut dyn Write) -> fmt::Result {
     // Pages on per-CPU lists are free memory too (they are not in the zones' free counters).
     let freeram: usize = k.zones().map(|z| z.free_pages() + z.pcp_pages()).sum();
     let wmark_low: usize = k.zones().map(|z| z.wmark(Wmark::Low)).sum();
-    let available = si_mem_available(freeram, totalreserve_pages(k), 0, 0, wmark_low);
+    let nodes = || (0..k.nr_nodes()).filter_map(|n| k.node(n));
+    let sreclaimable: usize = nodes().map(|n| n.slab_reclaimable_pages()).sum();
+    let sunreclaim: usize = nodes().map(|n| n.slab_unreclaimable_pages()).sum();
+    let available = si_mem_available(freeram, totalreserve_pages(k), 0, sreclaimable, wmark_low);
     let highmem = k.layout().has(ZoneType::HighMem);
 
     val_kb(w, "MemTotal:       ", totalram)?;
@@ -155,19 +161,13 @@ pub fn meminfo<P: Platform>(k: &Kmem<P>, w: &mut dyn Write) -> fmt::Result {
         val_kb(w, label, 0)?;
     }
     kb(w, "Zswapped:       ", 0)?;
-    for label in [
-        "Dirty:          ",
-        "Writeback:      ",
-        "AnonPages:      ",
-        "Mapped:         ",
-        "Shmem:          ",
-        "KReclaimable:   ",
-        "Slab:           ",
-        "SReclaimable:   ",
-        "SUnreclaim:     ",
-    ] {
+    for label in ["Dirty:          ", "Writeback:      ", "AnonPages:      ", "Mapped:         ", "Shmem:          "] {
         val_kb(w, label, 0)?;
     }
+    val_kb(w, "KReclaimable:   ", sreclaimable)?;
+    val_kb(w, "Slab:           ", sreclaimable + sunreclaim)?;
+    val_kb(w, "SReclaimable:   ", sreclaimable)?;
+    val_kb(w, "SUnreclaim:     ", sunreclaim)?;
     kb(w, "KernelStack:    ", 0)?;
     for label in ["PageTables:     ", "SecPageTables:  ", "NFS_Unstable:   ", "Bounce:         ", "WritebackTmp:   "] {
         val_kb(w, label, 0)?;

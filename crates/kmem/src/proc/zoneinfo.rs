@@ -9,8 +9,8 @@ use crate::mm::zone::{Wmark, Zone};
 use crate::platform::Platform;
 
 /// The per-node statistics `zoneinfo` lists under a node's first populated zone, in the order
-/// of Linux 6.18's `vmstat_text[]` (`enum node_stat_item`). kmem keeps none of them yet: all
-/// print as 0.
+/// of Linux 6.18's `vmstat_text[]` (`enum node_stat_item`). kmem keeps the slab ones
+/// (`nr_slab_reclaimable`, `nr_slab_unreclaimable`); the rest print as 0.
 pub const NODE_STAT_NAMES: [&str; 51] = [
     "nr_inactive_anon",
     "nr_active_anon",
@@ -138,7 +138,12 @@ fn show_zone<P: Platform>(k: &Kmem<P>, node: &Node, z: &Zone, node_stats: bool, 
     if node_stats {
         w.write_str("\n  per-node stats")?;
         for name in NODE_STAT_NAMES {
-            stat(w, name, 0)?;
+            let v = match name {
+                "nr_slab_reclaimable" => node.slab_reclaimable_pages(),
+                "nr_slab_unreclaimable" => node.slab_unreclaimable_pages(),
+                _ => 0,
+            };
+            stat(w, name, v as u64)?;
         }
     }
     write!(

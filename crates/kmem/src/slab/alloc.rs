@@ -1,0 +1,300 @@
+//! Allocation: `kmem_cache_alloc` and friends, the lockless fast path and `___slab_alloc`.
+//!
+//! Fast path: pop the head of this CPU's freelist of its active slab with one
+//! compare-and-exchange of the CPU word (see `cpu.rs` for why that is safe without a lock).
+//! Slow path, with interrupts off and the CPU's local lock held, in Linux's order: the active
+//! slab's remote frees, the node's partial slabs, then a new slab from the page allocator
+//! (with the CPU released, since that may sleep).
+
+use core::ptr::NonNull;
+
+use super::cache::KmemCache;
+use super::cpu::{Active, CpuLock, SlubStat};
+use super::slab_page::{take_freelist, Slab};
+use super::word::{cpu_head, OFF_LOCKED, OFF_NONE};
+use super::SlabAllocError;
+use crate::gfp::Gfp;
+use crate::machine::Kmem;
+use crate::platform::{Platform, ReportKind};
+
+/// What one allocation asks for.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Req {
+    pub gfp: Gfp,
+    pub node: Option<usize>,
+    pub caller: &'static core::panic::Location<'static>,
+    /// Bytes the caller will use (kmalloc's request; `object_size` otherwise).
+    pub orig_size: u32,
+}
+
+impl<P: Platform> Kmem<P> {
+    /// `kmem_cache_alloc(s, gfp)`: an object of `s`, from the local node if possible.
+    ///
+    /// ```
+    /// use kmem::{Gfp, SlabFlags};
+    /// let m = kmem_hosted::MachineBuilder::new().ram_mib(64).cpus(2).build().unwrap();
+    /// let c = m.kmem_cache_create("demo_obj", 200, 0, SlabFlags::HWCACHE_ALIGN, None).unwrap();
+    /// let p = m.kmem_cache_alloc(&c, Gfp::KERNEL).unwrap();
+    /// unsafe { p.as_ptr().write_bytes(0xab, 200) }; // real, writable memory
+    /// // SAFETY: `p` came from `c` and is no longer used.
+    /// unsafe { m.kmem_cache_free(&c, p) };
+    /// ```
+    #[inline]
+    #[track_caller]
+    pub fn kmem_cache_alloc(&self, s: &KmemCache, gfp: Gfp) -> Result<NonNull<u8>, SlabAllocError> {
+        self.slab_alloc(s, gfp, None, core::panic::Location::caller())
+    }
+
+    /// `kmem_cache_zalloc(s, gfp)`: a zeroed object (`__GFP_ZERO`).
+    #[inline]
+    #[track_caller]
+    pub fn kmem_cache_zalloc(&self, s: &KmemCache, gfp: Gfp) -> Result<NonNull<u8>, SlabAllocError> {
+        self.slab_alloc(s, gfp | Gfp::ZERO, None, core::panic::Location::caller())
+    }
+
+    /// `kmem_cache_alloc_node(s, gfp, node)`: an object from a slab on `node` (`None`:
+    /// `NUMA_NO_NODE`, any). As in Linux, a node without memory falls back to others unless
+    /// `__GFP_THISNODE`.
+    #[track_caller]
+    pub fn kmem_cache_alloc_node(
+        &self,
+        s: &KmemCache,
+        gfp: Gfp,
+        node: Option<usize>,
+    ) -> Result<NonNull<u8>, SlabAllocError> {
+        if let Some(nid) = node {
+            if nid >= s.nr_nodes as usize {
+                return Err(SlabAllocError::NoSuchNode(nid));
+            }
+        }
+        self.slab_alloc(s, gfp, node, core::panic::Location::caller())
+    }
+
+    /// `slab_alloc_node()`: pre-alloc checks, the fast path, else the slow path; zeroing.
+    #[inline]
+    pub(crate) fn slab_alloc(
+        &self,
+        s: &KmemCache,
+        gfp: Gfp,
+        node: Option<usize>,
+        caller: &'static core::panic::Location<'static>,
+    ) -> Result<NonNull<u8>, SlabAllocError> {
+        let gfp = self.slab_pre_alloc(s, gfp);
+        let obj = match self.alloc_fast(s, node) {
+            Some(o) => o,
+            None => {
+                let req = Req { gfp, node, caller, orig_size: s.object_size() as u32 };
+                self.alloc_slow(s, req)?
+            }
+        };
+        if gfp.contains(Gfp::ZERO) {
+            // SAFETY: the object is ours: just allocated, `object_size` bytes.
+            unsafe { super::object::fill(obj, 0, s.object_size()) };
+        }
+        // SAFETY: object addresses are direct-map addresses, never 0.
+        Ok(unsafe { NonNull::new_unchecked(obj as *mut u8) })
+    }
+
+    /// `slab_pre_alloc_hook()`: `might_alloc` and the GFP sanity fix-up.
+    #[inline]
+    pub(crate) fn slab_pre_alloc(&self, s: &KmemCache, gfp: Gfp) -> Gfp {
+        if gfp.allows_blocking() && self.platform().atomic_context() {
+            self.might_sleep_report("mm/slub.c");
+        }
+        if gfp.intersects(Gfp::SLAB_BUG_MASK) {
+            return self.kmalloc_fix_flags(gfp);
+        }
+        if gfp.contains(Gfp::ZERO) && s.ctor.is_some() {
+            self.slab_warn(s, "__GFP_ZERO on a cache with a constructor");
+        }
+        gfp
+    }
+
+    /// `kmalloc_fix_flags()`: strips bits slab allocations must not carry, and says so.
+    #[cold]
+    fn kmalloc_fix_flags(&self, gfp: Gfp) -> Gfp {
+        let fixed = gfp.without(Gfp::SLAB_BUG_MASK);
+        self.report(ReportKind::Warning, &|w| {
+            writeln!(
+                w,
+                "Unexpected gfp: {:#x} ({:#}). Fixing up to gfp: {:#x} ({:#}). Fix your code!",
+                Gfp::from_bits(gfp.bits() & Gfp::SLAB_BUG_MASK.bits()).bits(),
+                Gfp::from_bits(gfp.bits() & Gfp::SLAB_BUG_MASK.bits()),
+                fixed.bits(),
+                fixed
+            )
+        });
+        fixed
+    }
+
+    /// The lockless fast path: pop this CPU's freelist head. `None` when the slow path must
+    /// run (empty or locked freelist, node mismatch, corrupt free pointer).
+    #[inline(always)]
+    fn alloc_fast(&self, s: &KmemCache, node: Option<usize>) -> Option<usize> {
+        let c = s.cpu(self, self.platform().current_cpu().index());
+        loop {
+            let w = c.load_word();
+            let head = cpu_head(w);
+            if head >= OFF_LOCKED {
+                return None;
+            }
+            let base = c.load_base();
+            if let Some(nid) = node {
+                if c.load_node() != nid as u32 {
+                    return None;
+                }
+            }
+            let obj = base + head as usize;
+            // SAFETY: `obj` was the head of the active slab's CPU freelist when `w` was read;
+            // if it no longer is, the read may see garbage but the slab memory is still
+            // mapped (the direct map), and the CAS below fails.
+            let next = unsafe { s.get_fp(obj) };
+            if next >= c.load_limit() as u64 && next != OFF_NONE as u64 {
+                // Corrupt (or stale) free pointer: let the slow path look at it under the lock.
+                return None;
+            }
+            if c.cas_word(w, next as u32) {
+                return Some(obj);
+            }
+        }
+    }
+
+    /// `___slab_alloc()`.
+    #[cold]
+    pub(crate) fn alloc_slow(&self, s: &KmemCache, req: Req) -> Result<usize, SlabAllocError> {
+        if s.debug {
+            return self.debug_alloc(s, req);
+        }
+        let cl = CpuLock::new(self.platform(), |cpu| s.cpu(self, cpu));
+        cl.c.stat(SlubStat::AllocSlowpath);
+        let (head, tid) = cl.c.lock_word();
+        if let Some(obj) = self.refill_locked(s, &cl, head, tid, req.node) {
+            return Ok(obj);
+        }
+        // Nothing on this CPU or its node: a new slab, without the CPU (it may sleep).
+        cl.c.unlock_word(OFF_NONE, tid);
+        drop(cl);
+        let slab = match self.new_slab(s, req.gfp, req.node) {
+            Ok(slab) => slab,
+            Err(e) => {
+                if !req.gfp.contains(Gfp::NOWARN) {
+                    self.report_slab_oom(s, req.gfp, req.node);
+                }
+                return Err(e);
+            }
+        };
+        // Possibly another CPU now: the thread may have migrated while the CPU was released.
+        let cl = CpuLock::new(self.platform(), |cpu| s.cpu(self, cpu));
+        cl.c.stat(SlubStat::AllocSlab);
+        let (head, tid) = cl.c.lock_word();
+        if let Some(a) = cl.c.active() {
+            // Another thread on this CPU installed a slab meanwhile: ours replaces it.
+            self.deactivate_slab(s, self.slab_at(a.slab), head, a.base);
+        }
+        let slab_head = super::slab_page::freeze_new(slab);
+        Ok(self.install_and_pop(s, &cl, slab, slab_head, tid))
+    }
+
+    /// The part of the slow path that runs with the CPU word locked: take the active slab's
+    /// remote frees, or replace the active slab with a partial one. Returns an object, with
+    /// the word unlocked; `None` leaves the word locked and the CPU without an active slab.
+    fn refill_locked(
+        &self,
+        s: &KmemCache,
+        cl: &CpuLock<'_, P>,
+        head: u32,
+        tid: u32,
+        node: Option<usize>,
+    ) -> Option<usize> {
+        let c = cl.c;
+        if let Some(a) = c.active() {
+            let node_ok = node.is_none_or(|n| n as u32 == a.node);
+            if node_ok {
+                if head != OFF_NONE {
+                    // Frees reached the CPU freelist after the fast path gave up.
+                    return Some(self.pop_and_unlock(s, cl, a, head, tid));
+                }
+                if let Some(h) = take_freelist(self.slab_at(a.slab)) {
+                    c.stat(SlubStat::AllocRefill);
+                    return Some(self.pop_and_unlock(s, cl, a, h, tid));
+                }
+            } else {
+                c.stat(SlubStat::AllocNodeMismatch);
+            }
+            self.deactivate_slab(s, self.slab_at(a.slab), head, a.base);
+            c.stat(if node_ok { SlubStat::DeactivateFull } else { SlubStat::DeactivateToTail });
+            c.set_active(None);
+        }
+        let (slab, h) = self.get_partial(s, node)?;
+        c.stat(SlubStat::AllocFromPartial);
+        Some(self.install_and_pop(s, cl, slab, h, tid))
+    }
+
+    /// Makes `slab` (frozen, its freelist `head` taken) the active slab and pops its first
+    /// object; unlocks the word.
+    pub(crate) fn install_and_pop(
+        &self,
+        s: &KmemCache,
+        cl: &CpuLock<'_, P>,
+        slab: Slab<'_>,
+        head: u32,
+        tid: u32,
+    ) -> usize {
+        let objects = slab.word().objects;
+        let a = Active {
+            slab: slab.pfn.as_usize(),
+            base: s.obj_base(self, slab),
+            limit: objects * s.layout.size,
+            node: slab.nid() as u32,
+        };
+        cl.c.set_active(Some(a));
+        self.pop_and_unlock(s, cl, a, head, tid)
+    }
+
+    /// Pops `head` off a chain of the active slab and publishes the rest as the CPU freelist.
+    fn pop_and_unlock(&self, s: &KmemCache, cl: &CpuLock<'_, P>, a: Active, head: u32, tid: u32) -> usize {
+        let obj = a.base + head as usize;
+        // SAFETY: `head` is the first object of a chain the CPU owns (word locked).
+        let next = unsafe { s.get_fp(obj) };
+        let objects = a.limit / s.layout.size;
+        let next = if s.valid_next(next, objects) {
+            next as u32
+        } else {
+            // SAFETY: as above.
+            unsafe { s.set_fp(obj, OFF_NONE) };
+            self.freelist_corrupt(s, self.slab_at(a.slab), obj);
+            OFF_NONE
+        };
+        cl.c.unlock_word(next, tid);
+        obj
+    }
+
+    /// `slab_out_of_memory()`: Linux's `SLUB: Unable to allocate memory on node` report.
+    #[cold]
+    pub(crate) fn report_slab_oom(&self, s: &KmemCache, gfp: Gfp, node: Option<usize>) {
+        let l = s.layout;
+        self.report(ReportKind::PageAllocFailure, &|w| {
+            match node {
+                Some(n) => {
+                    writeln!(w, "SLUB: Unable to allocate memory on node {n}, gfp={:#x}({:#})", gfp.bits(), gfp)?
+                }
+                None => writeln!(w, "SLUB: Unable to allocate memory on node -1, gfp={:#x}({:#})", gfp.bits(), gfp)?,
+            }
+            writeln!(
+                w,
+                "  cache: {}, object size: {}, buffer size: {}, default order: {}, min order: {}",
+                s.name(),
+                s.object_size(),
+                l.size,
+                l.order,
+                l.min_order
+            )?;
+            for (nid, n) in s.nodes() {
+                let (slabs, objs) = (n.nr_slabs(), n.total_objects());
+                let free = self.count_partial_free(n);
+                writeln!(w, "  node {nid}: slabs: {slabs}, objs: {objs}, free: {free}")?;
+            }
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,530 @@
+//! [`KmemCache`] (`struct kmem_cache`), its per-node part ([`CacheNode`],
+//! `struct kmem_cache_node`), the machine's cache registry ([`SlabState`]), and [`Cache`],
+//! the owning handle `kmem_cache_create` returns.
+//!
+//! Every cache descriptor is an object of the boot cache `kmem_cache`, whose own descriptor
+//! is carved from memblock at boot (Linux copies its boot descriptors into slab objects;
+//! kmem keeps the boot one where it was carved). A descriptor is followed in the same
+//! object by one [`CacheNode`] per NUMA node.
+
+use core::fmt;
+use core::ptr::NonNull;
+
+use super::cpu::CpuSlab;
+use super::flags::SlabFlags;
+use super::layout::{Layout, OrderParams};
+use crate::gfp::Gfp;
+use crate::machine::Kmem;
+use crate::mm::page::MAX_SLAB_CACHE_ID;
+use crate::mm::pfn_list::PfnList;
+use crate::percpu::PercpuPtr;
+use crate::platform::Platform;
+use crate::sync::{
+    const_fn_unless_loom, AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering, RawSpinLock,
+};
+
+/// Registry value of an id reserved for a cache under construction.
+const RESERVED_ID: usize = 1;
+
+/// Longest cache name kmem stores (Linux keeps a pointer; kmem has no heap to copy into).
+pub const CACHE_NAME_MAX: usize = 63;
+/// Most caches a machine can have at once (ids are 24-bit in the slab page type; the
+/// registry is a fixed table carved with the machine state).
+pub const MAX_CACHES: usize = 2048;
+
+/// A slab constructor (`void (*ctor)(void *)`): called once on each object of a new slab
+/// with the object's `object_size` bytes. Objects must be back in the constructed state
+/// when they are freed.
+pub type Ctor = fn(&mut [u8]);
+
+/// The per-node part of a cache (`struct kmem_cache_node`).
+#[derive(Debug)]
+pub struct CacheNode {
+    /// `list_lock`: guards `partial`, `full`, and every transition that moves a slab between
+    /// them or freezes/unfreezes it.
+    pub(crate) list_lock: RawSpinLock,
+    /// Slabs with free objects that no CPU owns.
+    pub(crate) partial: PfnList,
+    /// Slabs with no free object that no CPU owns (Linux keeps this list only with
+    /// `SLAB_STORE_USER`; kmem always does, so destroy and validate see every slab).
+    pub(crate) full: PfnList,
+    /// Slabs of this node, wherever they are (`nr_slabs`).
+    pub(crate) nr_slabs: AtomicUsize,
+    /// Objects in them (`total_objects`).
+    pub(crate) total_objects: AtomicUsize,
+}
+
+impl CacheNode {
+    const_fn_unless_loom! {
+        pub(crate) fn new() -> Self {
+            Self {
+                list_lock: RawSpinLock::new(),
+                partial: PfnList::new(),
+                full: PfnList::new(),
+                nr_slabs: AtomicUsize::new(0),
+                total_objects: AtomicUsize::new(0),
+            }
+        }
+    }
+    /// Slabs on the partial list (`nr_partial`, lock-free, may be stale).
+    pub fn nr_partial(&self) -> usize {
+        self.partial.len()
+    }
+    /// Slabs of this node.
+    pub fn nr_slabs(&self) -> usize {
+        self.nr_slabs.load(Ordering::Relaxed)
+    }
+    /// Objects in this node's slabs.
+    pub fn total_objects(&self) -> usize {
+        self.total_objects.load(Ordering::Relaxed)
+    }
+}
+
+/// A slab cache (`struct kmem_cache`). Lives in the machine's RAM; reach it through a
+/// [`Cache`] handle.
+pub struct KmemCache {
+    // Hot, immutable after creation: what the fast paths read.
+    pub(crate) cpu_slab: PercpuPtr,
+    pub(crate) random: u64,
+    pub(crate) recip: u64,
+    pub(crate) layout: Layout,
+    pub(crate) debug: bool,
+    pub(crate) id: u32,
+    pub(crate) ctor: Option<Ctor>,
+    pub(crate) allocflags: Gfp,
+    pub(crate) min_partial: u32,
+    /// Colours a slab can have (1 without `SLAB_COLOUR`).
+    pub(crate) colours: u32,
+    pub(crate) colour_next: AtomicU32,
+    /// `s->object_size`; grows when a larger cache merges into this one.
+    pub(crate) object_size: AtomicU32,
+    /// Creations merged into this cache plus one (`s->refcount`); -1 for the boot cache.
+    pub(crate) refcount: AtomicI32,
+    /// Cache registry links (addresses of neighbours, newest first), under the list lock.
+    pub(crate) list_next: AtomicUsize,
+    pub(crate) list_prev: AtomicUsize,
+    /// The per-node parts, just after this descriptor in the same object.
+    pub(crate) nodes: *const CacheNode,
+    pub(crate) nr_nodes: u32,
+    name: [u8; CACHE_NAME_MAX + 1],
+    name_len: u8,
+}
+
+// SAFETY: the descriptor is immutable after creation except for atomics and lists changed
+// under the cache's locks; `nodes` points to per-node parts in the same object, made of
+// atomics and locks, and lives as long as the descriptor.
+unsafe impl Send for KmemCache {}
+// SAFETY: as for Send.
+unsafe impl Sync for KmemCache {}
+
+impl fmt::Debug for KmemCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KmemCache")
+            .field("name", &self.name())
+            .field("id", &self.id)
+            .field("layout", &self.layout)
+            .field("refcount", &self.refcount.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+/// What a new descriptor is made of (`struct kmem_cache_args` plus the computed layout).
+pub(crate) struct CacheInit<'a> {
+    pub name: &'a str,
+    pub layout: Layout,
+    pub ctor: Option<Ctor>,
+    pub cpu_slab: PercpuPtr,
+    pub random: u64,
+    pub id: u32,
+    pub nr_nodes: usize,
+    pub refcount: i32,
+}
+
+impl KmemCache {
+    /// Bytes of a descriptor with its per-node parts for `nr_nodes` nodes.
+    pub(crate) const fn alloc_size(nr_nodes: usize) -> usize {
+        core::mem::size_of::<KmemCache>() + nr_nodes * core::mem::size_of::<CacheNode>()
+    }
+
+    /// Writes a descriptor and its per-node parts at `at`.
+    ///
+    /// # Safety
+    ///
+    /// `at` must point to [`KmemCache::alloc_size`]`(init.nr_nodes)` writable bytes aligned
+    /// to 64, used by nothing else, that stay valid as long as the descriptor is used.
+    pub(crate) unsafe fn init(at: NonNull<u8>, init: CacheInit<'_>) -> NonNull<KmemCache> {
+        let l = init.layout;
+        let nodes = at.as_ptr().wrapping_add(core::mem::size_of::<KmemCache>()) as *mut CacheNode;
+        for n in 0..init.nr_nodes {
+            // SAFETY: the nodes follow the descriptor inside the caller's allocation;
+            // CacheNode's alignment divides KmemCache's size (both multiples of 8).
+            unsafe { nodes.add(n).write(CacheNode::new()) };
+        }
+        let mut name = [0u8; CACHE_NAME_MAX + 1];
+        let n = init.name.len().min(CACHE_NAME_MAX);
+        name[..n].copy_from_slice(&init.name.as_bytes()[..n]);
+        let mut allocflags = Gfp::COMP;
+        if l.flags.contains(SlabFlags::CACHE_DMA) {
+            allocflags |= Gfp::DMA;
+        }
+        if l.flags.contains(SlabFlags::CACHE_DMA32) {
+            allocflags |= Gfp::DMA32;
+        }
+        if l.flags.contains(SlabFlags::RECLAIM_ACCOUNT) {
+            allocflags |= Gfp::RECLAIMABLE;
+        }
+        let colours = if l.flags.contains(SlabFlags::COLOUR) {
+            (l.leftover(l.order) / super::layout::CACHE_LINE + 1).min(256)
+        } else {
+            1
+        };
+        let cache = KmemCache {
+            cpu_slab: init.cpu_slab,
+            random: init.random,
+            recip: super::layout::reciprocal(l.size),
+            layout: l,
+            debug: l.flags.intersects(SlabFlags::DEBUG_FLAGS),
+            id: init.id,
+            ctor: init.ctor,
+            allocflags,
+            min_partial: super::layout::min_partial(l.size),
+            colours,
+            colour_next: AtomicU32::new(0),
+            object_size: AtomicU32::new(l.object_size),
+            refcount: AtomicI32::new(init.refcount),
+            list_next: AtomicUsize::new(0),
+            list_prev: AtomicUsize::new(0),
+            nodes,
+            nr_nodes: init.nr_nodes as u32,
+            name,
+            name_len: n as u8,
+        };
+        let p = at.cast::<KmemCache>();
+        // SAFETY: caller's contract: writable, aligned, exclusively ours.
+        unsafe { p.as_ptr().write(cache) };
+        p
+    }
+
+    /// The name, as given at creation.
+    pub fn name(&self) -> &str {
+        core::str::from_utf8(&self.name[..self.name_len as usize]).unwrap_or("?")
+    }
+    /// The geometry.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+    /// Creation flags, with boot-time debug flags applied.
+    pub fn flags(&self) -> SlabFlags {
+        self.layout.flags
+    }
+    /// `s->object_size` (the largest size merged into this cache).
+    pub fn object_size(&self) -> usize {
+        self.object_size.load(Ordering::Relaxed) as usize
+    }
+    /// `s->size`: bytes of a slot, metadata included.
+    pub fn size(&self) -> usize {
+        self.layout.size as usize
+    }
+    /// Objects per slab of the preferred order.
+    pub fn objects_per_slab(&self) -> usize {
+        self.layout.objects as usize
+    }
+    /// The preferred slab order.
+    pub fn order(&self) -> u32 {
+        self.layout.order
+    }
+    /// Other creations merged into this cache (sysfs `aliases`).
+    pub fn aliases(&self) -> usize {
+        (self.refcount.load(Ordering::Relaxed).max(1) - 1) as usize
+    }
+    /// True if the cache takes the debug (checked) paths.
+    pub fn is_debug(&self) -> bool {
+        self.debug
+    }
+    /// The per-node part of node `nid`.
+    #[inline]
+    pub fn node(&self, nid: usize) -> &CacheNode {
+        assert!(nid < self.nr_nodes as usize, "node {nid} out of range");
+        // SAFETY: `nodes` points to `nr_nodes` initialised parts in this descriptor's object
+        // (written by `init`), which lives as long as `self`.
+        unsafe { &*self.nodes.add(nid) }
+    }
+    /// Every per-node part, node 0 first.
+    pub fn nodes(&self) -> impl Iterator<Item = (usize, &CacheNode)> + '_ {
+        (0..self.nr_nodes as usize).map(move |n| (n, self.node(n)))
+    }
+    /// This cache's state on `cpu`.
+    #[inline]
+    pub(crate) fn cpu<'a, P: Platform>(&'a self, k: &Kmem<P>, cpu: usize) -> &'a CpuSlab {
+        // SAFETY: `cpu_slab` is a live per-CPU allocation of a CpuSlab (aligned, initialised
+        // on every CPU by `kmem_cache_create`), freed only by destroy after which no
+        // reference to this descriptor is used; `cpu` comes from the platform (< nr_cpus).
+        unsafe { &*(k.per_cpu_ptr(self.cpu_slab, cpu) as *const CpuSlab) }
+    }
+    /// A statistics counter summed over CPUs.
+    pub fn stat<P: Platform>(&self, k: &Kmem<P>, s: super::cpu::SlubStat) -> u64 {
+        (0..k.nr_cpus()).map(|c| self.cpu(k, c).stat_value(s)).sum()
+    }
+}
+
+/// An owned slab cache: what [`Kmem::kmem_cache_create`] returns. Dropping it destroys the
+/// cache (`kmem_cache_destroy`); `Deref` gives the descriptor.
+pub struct Cache<'m, P: Platform> {
+    pub(crate) kmem: &'m Kmem<P>,
+    pub(crate) cache: NonNull<KmemCache>,
+}
+
+// SAFETY: a Cache is a shared reference to a Sync descriptor plus the machine, which is Sync.
+unsafe impl<P: Platform> Send for Cache<'_, P> {}
+// SAFETY: as for Send.
+unsafe impl<P: Platform> Sync for Cache<'_, P> {}
+
+impl<'m, P: Platform> Cache<'m, P> {
+    /// The machine.
+    pub fn kmem(&self) -> &'m Kmem<P> {
+        self.kmem
+    }
+    /// Gives up ownership without destroying the cache (a kernel's global cache pointer).
+    pub fn into_raw(self) -> NonNull<KmemCache> {
+        let p = self.cache;
+        core::mem::forget(self);
+        p
+    }
+    /// Takes ownership of a raw cache.
+    ///
+    /// # Safety
+    ///
+    /// `cache` must come from [`Cache::into_raw`] on `kmem`, and be owned by nobody else.
+    pub unsafe fn from_raw(kmem: &'m Kmem<P>, cache: NonNull<KmemCache>) -> Self {
+        Self { kmem, cache }
+    }
+}
+
+impl<P: Platform> core::ops::Deref for Cache<'_, P> {
+    type Target = KmemCache;
+    fn deref(&self) -> &KmemCache {
+        // SAFETY: the handle keeps the cache alive: it is destroyed only by this handle's drop
+        // (or `kmem_cache_destroy`, which consumes it).
+        unsafe { self.cache.as_ref() }
+    }
+}
+
+impl<P: Platform> Drop for Cache<'_, P> {
+    fn drop(&mut self) {
+        // SAFETY: the handle owns one reference to the cache and is going away.
+        unsafe { self.kmem.destroy_cache_ref(self.cache, core::panic::Location::caller()) };
+    }
+}
+
+impl<P: Platform> fmt::Debug for Cache<'_, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
+/// Boot-time slab parameters (`slab_nomerge`, `slab_min_order=`, `slab_max_order=`,
+/// `slab_min_objects=`, `slub_debug=`).
+#[derive(Clone, Copy, Debug)]
+pub struct SlabBootConfig<'a> {
+    /// `slab_nomerge`: never merge caches.
+    pub nomerge: bool,
+    /// `slab_min_order=`.
+    pub min_order: u32,
+    /// `slab_max_order=` (capped at `MAX_PAGE_ORDER`).
+    pub max_order: u32,
+    /// `slab_min_objects=` (0: derived from the CPU count).
+    pub min_objects: u32,
+    /// `slub_debug=` options (`"FZPU"`, `"P,kmalloc-*"`, `"FZ;-,dentry"`...), `None` for off.
+    pub slub_debug: Option<&'a str>,
+}
+
+impl Default for SlabBootConfig<'_> {
+    fn default() -> Self {
+        Self { nomerge: false, min_order: 0, max_order: 3, min_objects: 0, slub_debug: None }
+    }
+}
+
+/// Bytes of the `slub_debug=` string kmem keeps.
+pub const SLUB_DEBUG_MAX: usize = 127;
+/// The id of the boot cache `kmem_cache` (found without the id table).
+pub(crate) const BOOT_CACHE_ID: u32 = 1;
+
+/// The cache-id table: `MAX_CACHES` slots holding descriptor addresses.
+pub(crate) type IdTable = [AtomicUsize; MAX_CACHES];
+
+/// The machine's slab registry (lives in the machine state, so it is kept small: the id
+/// table and the call-site depot are page-allocator blocks allocated when first needed).
+pub struct SlabState {
+    /// `slab_mutex`: guards the cache list and registry, and merging decisions.
+    pub(crate) list_lock: RawSpinLock,
+    /// Newest cache (list head), 0 if none.
+    pub(crate) head: AtomicUsize,
+    /// Address of the [`IdTable`], 0 until the first `kmem_cache_create`.
+    pub(crate) ids: AtomicUsize,
+    /// The boot cache `kmem_cache` (carved at boot).
+    pub(crate) boot_cache: AtomicUsize,
+    pub(crate) boot_cache_mem: usize,
+    pub(crate) nomerge: bool,
+    pub(crate) order: OrderParams,
+    pub(crate) debug_str: [u8; SLUB_DEBUG_MAX],
+    pub(crate) debug_len: usize,
+    /// A splitmix64 state for `s->random`.
+    pub(crate) seed: AtomicU64,
+    /// `TAINT_BAD_PAGE` after the first slab report.
+    pub(crate) tainted: AtomicBool,
+    /// Address of the call-site depot of `SLAB_STORE_USER` tracks, 0 until a cache with
+    /// tracking is created.
+    pub(crate) depot: AtomicUsize,
+}
+
+impl fmt::Debug for SlabState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SlabState").field("boot_cache", &self.boot_cache.load(Ordering::Relaxed)).finish()
+    }
+}
+
+impl SlabState {
+    const_fn_unless_loom! {
+        /// No caches yet.
+        pub(crate) fn empty() -> Self {
+            Self {
+                list_lock: RawSpinLock::new(),
+                head: AtomicUsize::new(0),
+                ids: AtomicUsize::new(0),
+                boot_cache: AtomicUsize::new(0),
+                boot_cache_mem: 0,
+                nomerge: false,
+                order: OrderParams::new(1),
+                debug_str: [0; SLUB_DEBUG_MAX],
+                debug_len: 0,
+                seed: AtomicU64::new(0x9e37_79b9_7f4a_7c15),
+                tainted: AtomicBool::new(false),
+                depot: AtomicUsize::new(0),
+            }
+        }
+    }
+
+    /// Applies the boot configuration (during boot, before any cache exists).
+    pub(crate) fn configure(&mut self, cfg: &SlabBootConfig<'_>, nr_cpus: usize) {
+        self.nomerge = cfg.nomerge;
+        let max_order = cfg.max_order.min(crate::addr::MAX_PAGE_ORDER as u32);
+        self.order = OrderParams {
+            nr_cpus: nr_cpus as u32,
+            min_order: cfg.min_order.min(max_order),
+            max_order,
+            min_objects: cfg.min_objects,
+        };
+        if let Some(s) = cfg.slub_debug {
+            let n = s.len().min(SLUB_DEBUG_MAX);
+            self.debug_str[..n].copy_from_slice(&s.as_bytes()[..n]);
+            // An empty string still means "slub_debug given": full debugging.
+            self.debug_len = if s.is_empty() { usize::MAX } else { n };
+        }
+    }
+
+    /// The `slub_debug=` string.
+    pub(crate) fn debug_string(&self) -> Option<&str> {
+        match self.debug_len {
+            0 => None,
+            usize::MAX => Some(""),
+            n => Some(core::str::from_utf8(&self.debug_str[..n]).unwrap_or("")),
+        }
+    }
+
+    /// The next pseudo-random word (splitmix64; not cryptographic).
+    pub(crate) fn next_random(&self, mix: u64) -> u64 {
+        let s = self.seed.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed) ^ mix;
+        let mut z = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// The id table, once allocated.
+    #[inline]
+    pub(crate) fn id_table(&self) -> Option<&IdTable> {
+        let p = self.ids.load(Ordering::Acquire);
+        // SAFETY: `ids` is 0 or the address of a zeroed, page-aligned block of at least
+        // size_of::<IdTable>() bytes that is never freed (installed once by `install_ids`).
+        (p != 0).then(|| unsafe { &*(p as *const IdTable) })
+    }
+
+    /// The cache with id `id`.
+    #[inline]
+    pub(crate) fn cache(&self, id: u32) -> Option<&KmemCache> {
+        let p = if id == BOOT_CACHE_ID {
+            self.boot_cache.load(Ordering::Acquire)
+        } else {
+            self.id_table()?.get(id as usize)?.load(Ordering::Acquire)
+        };
+        // SAFETY: a registered id names a live descriptor: it is unregistered (under the list
+        // lock) before its descriptor is freed, and only after its last slab is gone, so a
+        // slab page naming it cannot outlive it. 1 marks an id reserved for a cache being
+        // created, which no slab names yet.
+        (p > RESERVED_ID).then(|| unsafe { &*(p as *const KmemCache) })
+    }
+
+    /// Caches, newest first (the `slab_caches` order of `/proc/slabinfo`). Caller holds the
+    /// list lock.
+    pub(crate) fn for_each_locked(&self, mut f: impl FnMut(&KmemCache)) {
+        let mut p = self.head.load(Ordering::Acquire);
+        while p != 0 {
+            // SAFETY: list members are live descriptors; the list lock (held by the caller)
+            // keeps them from being unlinked and freed.
+            let c = unsafe { &*(p as *const KmemCache) };
+            f(c);
+            p = c.list_next.load(Ordering::Relaxed);
+        }
+    }
+
+    /// Links `c` at the list head and registers its id. Caller holds the list lock.
+    pub(crate) fn link_locked(&self, c: &KmemCache) {
+        let head = self.head.load(Ordering::Relaxed);
+        c.list_next.store(head, Ordering::Relaxed);
+        c.list_prev.store(0, Ordering::Relaxed);
+        if head != 0 {
+            // SAFETY: list members are live (list lock held).
+            unsafe { &*(head as *const KmemCache) }.list_prev.store(c as *const _ as usize, Ordering::Relaxed);
+        }
+        self.head.store(c as *const _ as usize, Ordering::Release);
+        if let Some(t) = self.id_table().filter(|_| c.id != BOOT_CACHE_ID) {
+            t[c.id as usize].store(c as *const _ as usize, Ordering::Release);
+        }
+    }
+
+    /// Unlinks `c` and frees its id. Caller holds the list lock.
+    pub(crate) fn unlink_locked(&self, c: &KmemCache) {
+        let (next, prev) = (c.list_next.load(Ordering::Relaxed), c.list_prev.load(Ordering::Relaxed));
+        if prev == 0 {
+            self.head.store(next, Ordering::Release);
+        } else {
+            // SAFETY: list members are live (list lock held).
+            unsafe { &*(prev as *const KmemCache) }.list_next.store(next, Ordering::Relaxed);
+        }
+        if next != 0 {
+            // SAFETY: as above.
+            unsafe { &*(next as *const KmemCache) }.list_prev.store(prev, Ordering::Relaxed);
+        }
+        if let Some(t) = self.id_table() {
+            t[c.id as usize].store(0, Ordering::Release);
+        }
+    }
+
+    /// Reserves a free id, or `None` if the table is full or not allocated. Caller holds the
+    /// list lock; ids 0 and [`BOOT_CACHE_ID`] are never handed out.
+    pub(crate) fn reserve_id_locked(&self) -> Option<u32> {
+        let t = self.id_table()?;
+        let i = (BOOT_CACHE_ID as usize + 1..MAX_CACHES.min(MAX_SLAB_CACHE_ID as usize))
+            .find(|&i| t[i].load(Ordering::Relaxed) == 0)?;
+        t[i].store(RESERVED_ID, Ordering::Relaxed);
+        Some(i as u32)
+    }
+
+    /// Gives back an id reserved by [`SlabState::reserve_id_locked`] that was never linked.
+    /// Caller holds the list lock.
+    pub(crate) fn release_id_locked(&self, id: u32) {
+        if let Some(t) = self.id_table() {
+            t[id as usize].store(0, Ordering::Relaxed);
+        }
+    }
+}

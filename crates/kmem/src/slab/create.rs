@@ -1,0 +1,342 @@
+//! Cache lifetime: the boot cache (`kmem_cache_init`), `kmem_cache_create` with merging
+//! (`find_mergeable`, `__kmem_cache_alias`), and `kmem_cache_destroy`.
+
+use core::panic::Location;
+use core::ptr::NonNull;
+
+use super::cache::{Cache, CacheInit, Ctor, KmemCache, CACHE_NAME_MAX};
+use super::cpu::CpuSlab;
+use super::flags::SlabFlags;
+use super::layout::{calculate_alignment, calculate_sizes, LayoutError, MAX_OBJECT_SIZE, WORD};
+use super::slub_debug::slub_debug_flags;
+use super::CacheError;
+use crate::gfp::Gfp;
+use crate::machine::Kmem;
+use crate::percpu::PercpuPtr;
+use crate::platform::{Platform, ReportKind};
+use crate::sync::Ordering;
+
+impl<P: Platform> Kmem<P> {
+    /// `kmem_cache_init()`: creates the boot cache `kmem_cache`, whose objects are every
+    /// other cache's descriptor, in memory carved at boot.
+    pub(crate) fn kmem_cache_init(&self) -> Result<(), CacheError> {
+        let st = self.slab();
+        let nr_nodes = self.nr_nodes();
+        let size = KmemCache::alloc_size(nr_nodes);
+        let layout =
+            calculate_sizes(size, 64, SlabFlags::HWCACHE_ALIGN, false, st.order).map_err(CacheError::Layout)?;
+        let cpu_slab = self.alloc_cpu_slabs()?;
+        let id = super::cache::BOOT_CACHE_ID;
+        let mem = NonNull::new(st.boot_cache_mem as *mut u8).expect("boot cache memory carved at boot");
+        let init = CacheInit {
+            name: "kmem_cache",
+            layout,
+            ctor: None,
+            cpu_slab,
+            random: st.next_random(mem.as_ptr() as u64),
+            id,
+            nr_nodes,
+            refcount: -1,
+        };
+        // SAFETY: `boot_cache_mem` is carved RAM of `alloc_size(nr_nodes)` bytes, 64-aligned,
+        // used for nothing else, living as long as the machine.
+        let c = unsafe { KmemCache::init(mem, init) };
+        // SAFETY: just initialised; lives as long as the machine.
+        let c = unsafe { c.as_ref() };
+        let _g = st.list_lock.lock_irqsave(self.platform());
+        st.link_locked(c);
+        st.boot_cache.store(c as *const _ as usize, Ordering::Release);
+        Ok(())
+    }
+
+    /// The boot cache of cache descriptors.
+    pub(crate) fn boot_cache(&self) -> &KmemCache {
+        let p = self.slab().boot_cache.load(Ordering::Acquire);
+        assert!(p != 0, "slab allocator used before kmem_cache_init");
+        // SAFETY: set once by `kmem_cache_init` to a descriptor living as long as the machine.
+        unsafe { &*(p as *const KmemCache) }
+    }
+
+    /// A per-CPU allocation of one [`CpuSlab`] per CPU, initialised.
+    fn alloc_cpu_slabs(&self) -> Result<PercpuPtr, CacheError> {
+        let size = core::mem::size_of::<CpuSlab>();
+        let p = self
+            .__alloc_percpu_gfp(size, core::mem::align_of::<CpuSlab>(), Gfp::KERNEL | Gfp::NOWARN)
+            .map_err(|_| CacheError::NoMemory)?;
+        for cpu in 0..self.nr_cpus() {
+            // SAFETY: a fresh per-CPU area of `size` bytes aligned for CpuSlab on every CPU,
+            // ours alone; CpuSlab has no drop glue.
+            unsafe { (self.per_cpu_ptr(p, cpu) as *mut CpuSlab).write(CpuSlab::new(cpu as u32)) };
+        }
+        Ok(p)
+    }
+
+    /// `kmem_cache_create(name, size, align, flags, ctor)`: a cache of `size`-byte objects
+    /// aligned to at least `align` (0: the word). The name is shown as given in
+    /// `/proc/slabinfo` (at most [`CACHE_NAME_MAX`] bytes). A compatible existing cache is
+    /// reused (merged) unless merging is off, `ctor` is given, or a debug flag or
+    /// [`SlabFlags::NO_MERGE`] is set.
+    ///
+    /// Fails, with an `Err` and (for bad arguments) Linux's `kmem_cache_create(<name>)
+    /// integrity check failed` warning, on an empty name, size 0 or above 4 MiB, an
+    /// alignment that is not a power of two up to `PAGE_SIZE`, unknown flags, or a call
+    /// from interrupt context. With [`SlabFlags::PANIC`] a failure panics instead.
+    ///
+    /// ```
+    /// use kmem::{Gfp, SlabFlags};
+    /// let m = kmem_hosted::MachineBuilder::new().ram_mib(64).build().unwrap();
+    /// let c = m.kmem_cache_create("inode_cache", 600, 0, SlabFlags::RECLAIM_ACCOUNT, None).unwrap();
+    /// assert_eq!(c.name(), "inode_cache");
+    /// assert_eq!((c.order(), c.objects_per_slab()), (2, 27)); // as Linux picks for 4 CPUs
+    /// drop(c); // kmem_cache_destroy
+    /// ```
+    #[track_caller]
+    pub fn kmem_cache_create(
+        &self,
+        name: &str,
+        size: usize,
+        align: usize,
+        flags: SlabFlags,
+        ctor: Option<Ctor>,
+    ) -> Result<Cache<'_, P>, CacheError> {
+        match self.do_kmem_cache_create(name, size, align, flags, ctor) {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                if flags.contains(SlabFlags::PANIC) {
+                    panic!("kmem_cache_create: Failed to create slab '{name}'. Error {e}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn integrity_check_failed(&self, name: &str) {
+        let (cpu, pid) = (self.platform().current_cpu().0, self.platform().current_task().pid);
+        self.report(ReportKind::Warning, &|w| {
+            writeln!(
+                w,
+                "WARNING: CPU: {cpu} PID: {pid} at mm/slab_common.c: kmem_cache_create({name}) integrity check failed"
+            )
+        });
+    }
+
+    fn do_kmem_cache_create(
+        &self,
+        name: &str,
+        size: usize,
+        align: usize,
+        flags: SlabFlags,
+        ctor: Option<Ctor>,
+    ) -> Result<Cache<'_, P>, CacheError> {
+        if name.is_empty() || self.platform().in_interrupt() || size == 0 || size > MAX_OBJECT_SIZE as usize {
+            self.integrity_check_failed(name);
+            return Err(if self.platform().in_interrupt() { CacheError::InInterrupt } else { CacheError::Invalid });
+        }
+        if flags.contains(SlabFlags::TYPESAFE_BY_RCU) {
+            return Err(CacheError::Unsupported(SlabFlags::TYPESAFE_BY_RCU));
+        }
+        if !SlabFlags::PERMITTED.contains(flags) {
+            return Err(CacheError::BadFlags(flags.without(SlabFlags::PERMITTED)));
+        }
+        if !(align == 0 || align.is_power_of_two()) || align > crate::PAGE_SIZE {
+            self.integrity_check_failed(name);
+            return Err(CacheError::Layout(LayoutError::BadAlign(align)));
+        }
+        if name.len() > CACHE_NAME_MAX {
+            return Err(CacheError::NameTooLong(name.len()));
+        }
+        if name.contains(' ') {
+            let (cpu, pid) = (self.platform().current_cpu().0, self.platform().current_task().pid);
+            self.report(ReportKind::Warning, &|w| {
+                writeln!(w, "WARNING: CPU: {cpu} PID: {pid} at mm/slab_common.c: cache name '{name}' contains a space")
+            });
+        }
+        let flags = self.kmem_cache_flags(flags, name);
+        let st = self.slab();
+        self.install_table(&st.ids, core::mem::size_of::<super::cache::IdTable>())?;
+        if flags.contains(SlabFlags::STORE_USER) {
+            // Without a depot, tracks just have no call site.
+            let _ = self.install_table(&st.depot, core::mem::size_of::<super::debug::CallerDepot>());
+        }
+        let id = {
+            let _g = st.list_lock.lock_irqsave(self.platform());
+            if let Some(c) = self.find_mergeable_locked(size, align, flags, ctor) {
+                c.refcount.fetch_add(1, Ordering::Relaxed);
+                c.object_size.fetch_max(size as u32, Ordering::Relaxed);
+                return Ok(Cache { kmem: self, cache: NonNull::from(c) });
+            }
+            st.reserve_id_locked().ok_or(CacheError::TooManyCaches)?
+        };
+        let release_id = || {
+            let _g = st.list_lock.lock_irqsave(self.platform());
+            st.release_id_locked(id);
+        };
+        let layout = match calculate_sizes(size, align, flags, ctor.is_some(), st.order) {
+            Ok(l) => l,
+            Err(e) => {
+                release_id();
+                return Err(CacheError::Layout(e));
+            }
+        };
+        let mem = match self.kmem_cache_alloc(self.boot_cache(), Gfp::KERNEL | Gfp::NOWARN) {
+            Ok(m) => m,
+            Err(_) => {
+                release_id();
+                return Err(CacheError::NoMemory);
+            }
+        };
+        let cpu_slab = match self.alloc_cpu_slabs() {
+            Ok(p) => p,
+            Err(e) => {
+                // SAFETY: `mem` was just allocated from the boot cache and is unused.
+                unsafe { self.kmem_cache_free(self.boot_cache(), mem) };
+                release_id();
+                return Err(e);
+            }
+        };
+        let init = CacheInit {
+            name,
+            layout,
+            ctor,
+            cpu_slab,
+            random: st.next_random(mem.as_ptr() as u64 ^ self.platform().now_ns()),
+            id,
+            nr_nodes: self.nr_nodes(),
+            refcount: 1,
+        };
+        // SAFETY: `mem` is a boot-cache object: `alloc_size(nr_nodes)` bytes, 64-aligned
+        // (HWCACHE_ALIGN), ours until destroy frees it.
+        let c = unsafe { KmemCache::init(mem, init) };
+        // SAFETY: just initialised.
+        let cr = unsafe { c.as_ref() };
+        let _g = st.list_lock.lock_irqsave(self.platform());
+        st.link_locked(cr);
+        Ok(Cache { kmem: self, cache: c })
+    }
+
+    /// Allocates a zeroed, never-freed table of `bytes` for `slot` unless it has one.
+    fn install_table(&self, slot: &crate::sync::AtomicUsize, bytes: usize) -> Result<(), CacheError> {
+        if slot.load(Ordering::Acquire) != 0 {
+            return Ok(());
+        }
+        let order = crate::Order::for_bytes(bytes).expect("registry tables fit a block").as_u32();
+        let addr =
+            self.__get_free_pages(Gfp::KERNEL | Gfp::ZERO | Gfp::NOWARN, order).map_err(|_| CacheError::NoMemory)?;
+        if slot.compare_exchange(0, addr.as_usize(), Ordering::AcqRel, Ordering::Acquire).is_err() {
+            // SAFETY: our block lost the race and is unused.
+            unsafe { self.free_pages(addr, order) };
+        }
+        Ok(())
+    }
+
+    /// `kmem_cache_flags()`: the creation flags plus what `slub_debug=` gives this cache.
+    fn kmem_cache_flags(&self, flags: SlabFlags, name: &str) -> SlabFlags {
+        let Some(opts) = self.slab().debug_string() else { return flags };
+        if flags.contains(SlabFlags::NO_USER_FLAGS) {
+            return flags;
+        }
+        flags | slub_debug_flags(opts, name).0
+    }
+
+    /// `find_mergeable()`: the oldest cache a new one of this shape can share. Caller holds
+    /// the list lock.
+    fn find_mergeable_locked(
+        &self,
+        size: usize,
+        align: usize,
+        flags: SlabFlags,
+        ctor: Option<Ctor>,
+    ) -> Option<&KmemCache> {
+        let st = self.slab();
+        if st.nomerge || ctor.is_some() || flags.intersects(SlabFlags::NEVER_MERGE) {
+            return None;
+        }
+        let size = (size as u32).next_multiple_of(WORD);
+        let align = calculate_alignment(flags, align as u32, size);
+        let size = size.next_multiple_of(align);
+        let mut found = None;
+        // The list is newest first; the last match is the oldest (Linux scans in reverse).
+        st.for_each_locked(|s| {
+            let l = s.layout;
+            let mergeable = !l.flags.intersects(SlabFlags::NEVER_MERGE)
+                && s.ctor.is_none()
+                && s.refcount.load(Ordering::Relaxed) > 0
+                && size <= l.size
+                && flags.intersection(SlabFlags::MERGE_SAME) == l.flags.intersection(SlabFlags::MERGE_SAME)
+                && l.size % align == 0
+                && l.size - size < WORD;
+            if mergeable {
+                found = Some(s as *const KmemCache);
+            }
+        });
+        // SAFETY: list members are live while the caller holds the list lock.
+        found.map(|p| unsafe { &*p })
+    }
+
+    /// `kmem_cache_destroy(s)`: drops this handle's reference; the last one shuts the cache
+    /// down. A cache that still has objects is reported (`Objects remaining in ..`, then
+    /// `kmem_cache_destroy <name>: Slab cache still has objects`) and kept, as Linux does.
+    #[track_caller]
+    pub fn kmem_cache_destroy(&self, cache: Cache<'_, P>) {
+        let c = cache.into_raw();
+        // SAFETY: the handle owned one reference, given up by `into_raw`.
+        unsafe { self.destroy_cache_ref(c, Location::caller()) };
+    }
+
+    /// The destroy half of a [`Cache`]'s drop.
+    ///
+    /// # Safety
+    ///
+    /// `c` must be a cache of this machine whose reference the caller owns and gives up.
+    pub(crate) unsafe fn destroy_cache_ref(&self, c: NonNull<KmemCache>, caller: &'static Location<'static>) {
+        // SAFETY: the caller owns a reference, so the descriptor is live.
+        let s = unsafe { c.as_ref() };
+        let st = self.slab();
+        {
+            let _g = st.list_lock.lock_irqsave(self.platform());
+            let rc = s.refcount.load(Ordering::Relaxed);
+            if rc != 1 {
+                if rc > 1 {
+                    s.refcount.store(rc - 1, Ordering::Relaxed);
+                }
+                return;
+            }
+            s.refcount.store(0, Ordering::Relaxed);
+        }
+        if !self.kmem_cache_shutdown(s) {
+            let (cpu, pid) = (self.platform().current_cpu().0, self.platform().current_task().pid);
+            self.report(ReportKind::Warning, &|w| {
+                writeln!(w, "WARNING: CPU: {cpu} PID: {pid} at mm/slab_common.c:")?;
+                writeln!(w, "kmem_cache_destroy {}: Slab cache still has objects when called from {caller}", s.name())
+            });
+            return;
+        }
+        {
+            let _g = st.list_lock.lock_irqsave(self.platform());
+            st.unlink_locked(s);
+        }
+        let cpu_slab = s.cpu_slab;
+        // SAFETY: the cache has no slab left, is unregistered, and the caller's reference was
+        // the last: nothing uses its per-CPU part or descriptor any more.
+        unsafe {
+            self.free_percpu(cpu_slab);
+            self.kmem_cache_free(self.boot_cache(), c.cast());
+        }
+    }
+}
+
+impl<P: Platform> Kmem<P> {
+    /// Calls `f` on every cache, newest first, holding the cache list lock (`slab_mutex`).
+    pub fn for_each_cache(&self, mut f: impl FnMut(&KmemCache)) {
+        let st = self.slab();
+        let _g = st.list_lock.lock_irqsave(self.platform());
+        st.for_each_locked(&mut f);
+    }
+
+    /// Number of caches (merged creations count once).
+    pub fn nr_caches(&self) -> usize {
+        let mut n = 0;
+        self.for_each_cache(|_| n += 1);
+        n
+    }
+}

@@ -1,0 +1,210 @@
+//! Whole-cache operations: `flush_all`, `kmem_cache_shrink`, `validate_slab_cache`, and the
+//! shutdown half of `kmem_cache_destroy` with its leak report.
+
+use super::cache::{CacheNode, KmemCache};
+use super::cpu::{CpuLock, SlubStat};
+use super::debug::{ObjectMap, ValidateReport};
+use super::slab_page::slab_addr;
+use super::word::OFF_NONE;
+use crate::gfp::Gfp;
+use crate::machine::Kmem;
+use crate::mm::pfn_list::PfnList;
+use crate::platform::{Platform, ReportKind};
+
+/// Partial slabs with at most this many free objects are sorted by fill on shrink
+/// (`SHRINK_PROMOTE_MAX`).
+const SHRINK_PROMOTE_MAX: usize = 32;
+
+impl<P: Platform> Kmem<P> {
+    /// `flush_cpu_slab()` for one CPU, from any CPU: its active slab goes back to its node.
+    pub(crate) fn flush_cpu(&self, s: &KmemCache, cpu: usize) {
+        let c = s.cpu(self, cpu);
+        if c.peek_slab() == super::cpu::NO_SLAB {
+            return;
+        }
+        let cl = CpuLock::remote(self.platform(), c);
+        let (head, tid) = c.lock_word();
+        if let Some(a) = c.active() {
+            self.deactivate_slab(s, self.slab_at(a.slab), head, a.base);
+            c.set_active(None);
+            c.stat(SlubStat::CpuslabFlush);
+        }
+        c.unlock_word(OFF_NONE, tid);
+        drop(cl);
+    }
+
+    /// `flush_all()`: every CPU's active slab back to the nodes.
+    pub(crate) fn flush_all(&self, s: &KmemCache) {
+        for cpu in 0..self.nr_cpus() {
+            self.flush_cpu(s, cpu);
+        }
+    }
+
+    /// `kmem_cache_shrink(s)`: flushes the CPUs' active slabs, gives every empty slab back to
+    /// the page allocator, and sorts the partial slabs with few free objects fullest first.
+    /// Returns 0 if the cache has no slab left, 1 otherwise (Linux's `__kmem_cache_shrink`).
+    pub fn kmem_cache_shrink(&self, s: &KmemCache) -> i32 {
+        self.flush_all(s);
+        let mut any = false;
+        for (_, n) in s.nodes() {
+            let empty = self.shrink_node(n);
+            // Discard outside the list lock.
+            while let Some(pfn) = empty.first() {
+                let slab = self.slab_at(pfn.as_usize());
+                empty.unlink(self.memmap(), slab.page);
+                self.discard_slab(s, slab);
+            }
+            any |= n.nr_slabs() > 0;
+        }
+        any as i32
+    }
+
+    fn shrink_node(&self, n: &CacheNode) -> PfnList {
+        let mm = self.memmap();
+        let empty = PfnList::new();
+        let promote: [PfnList; SHRINK_PROMOTE_MAX] = core::array::from_fn(|_| PfnList::new());
+        let g = n.list_lock.lock_irqsave(self.platform());
+        let mut cur = n.partial.first();
+        while let Some(pfn) = cur {
+            let slab = self.slab_at(pfn.as_usize());
+            let (next, _) = slab.page.links();
+            cur = (next != crate::mm::page::NIL).then(|| crate::Pfn::new(next as usize));
+            let w = slab.word();
+            let free = (w.objects - w.inuse) as usize;
+            if w.inuse == 0 {
+                n.partial.unlink(mm, slab.page);
+                empty.push(mm, slab.pfn, slab.page, false);
+            } else if free <= SHRINK_PROMOTE_MAX {
+                n.partial.unlink(mm, slab.page);
+                promote[free - 1].push(mm, slab.pfn, slab.page, false);
+            }
+        }
+        // Fullest first at the head: promote[0] (1 free object) ends up first.
+        for list in promote.iter().rev() {
+            while let Some(pfn) = list.last() {
+                let slab = self.slab_at(pfn.as_usize());
+                list.unlink(mm, slab.page);
+                n.partial.push(mm, slab.pfn, slab.page, false);
+            }
+        }
+        drop(g);
+        empty
+    }
+
+    /// Free objects on a node's partial lists (`count_partial(n, count_free)`), for
+    /// slabinfo's `active_objs`.
+    pub(crate) fn count_partial_free(&self, n: &CacheNode) -> usize {
+        if n.partial.is_empty() {
+            return 0;
+        }
+        let g = n.list_lock.lock_irqsave(self.platform());
+        let mut free = 0;
+        let _ = n.partial.walk(self.memmap(), |pfn, _| {
+            let w = self.slab_at(pfn.as_usize()).word();
+            free += (w.objects - w.inuse) as usize;
+            true
+        });
+        drop(g);
+        free
+    }
+
+    /// `validate_slab_cache(s)`: flushes the CPUs, then checks every slab of every node (its
+    /// counters and freelist, and with debugging every object against its state), and the
+    /// node counters against what was found. Problems are reported and repaired.
+    pub fn validate_slab_cache(&self, s: &KmemCache) -> ValidateReport {
+        let before = self.report_count(ReportKind::SlabBug);
+        self.flush_all(s);
+        let mut page = self.alloc(Gfp::KERNEL | Gfp::NOWARN, 0).ok();
+        let mut map = ObjectMap::new(page.as_mut().and_then(|p| p.as_mut_slice()));
+        let mut r = ValidateReport::default();
+        for (nid, n) in s.nodes() {
+            let g = n.list_lock.lock_irqsave(self.platform());
+            let mut slabs = 0;
+            for list in [&n.partial, &n.full] {
+                let mut cur = list.first();
+                while let Some(pfn) = cur {
+                    let slab = self.slab_at(pfn.as_usize());
+                    let (next, _) = slab.page.links();
+                    cur = (next != crate::mm::page::NIL).then(|| crate::Pfn::new(next as usize));
+                    r.objects += self.validate_slab(s, slab, &mut map);
+                    slabs += 1;
+                }
+            }
+            let counter = n.nr_slabs();
+            drop(g);
+            if slabs != counter {
+                self.report(ReportKind::SlabBug, &|w| {
+                    writeln!(w, "SLUB: {} {slabs} slabs counted but counter={counter} (node {nid})", s.name())
+                });
+            }
+            r.slabs += slabs;
+        }
+        r.errors = self.report_count(ReportKind::SlabBug) - before;
+        r
+    }
+
+    /// `__kmem_cache_shutdown()`: flushes, frees every empty slab, and reports the slabs that
+    /// still hold objects (`Objects remaining in <cache> on __kmem_cache_shutdown()`). True if
+    /// nothing is left.
+    pub(crate) fn kmem_cache_shutdown(&self, s: &KmemCache) -> bool {
+        self.flush_all(s);
+        let mm = self.memmap();
+        let mut clean = true;
+        let mut page = self.alloc(Gfp::KERNEL | Gfp::NOWARN, 0).ok();
+        let mut map = ObjectMap::new(page.as_mut().and_then(|p| p.as_mut_slice()));
+        for (_, n) in s.nodes() {
+            let empty = PfnList::new();
+            let g = n.list_lock.lock_irqsave(self.platform());
+            let mut cur = n.partial.first();
+            while let Some(pfn) = cur {
+                let slab = self.slab_at(pfn.as_usize());
+                let (next, _) = slab.page.links();
+                cur = (next != crate::mm::page::NIL).then(|| crate::Pfn::new(next as usize));
+                if slab.word().inuse == 0 {
+                    n.partial.unlink(mm, slab.page);
+                    empty.push(mm, slab.pfn, slab.page, false);
+                }
+            }
+            for list in [&n.partial, &n.full] {
+                let _ = list.walk(mm, |pfn, _| {
+                    self.list_slab_objects(s, self.slab_at(pfn.as_usize()), &mut map);
+                    clean = false;
+                    true
+                });
+            }
+            drop(g);
+            while let Some(pfn) = empty.first() {
+                let slab = self.slab_at(pfn.as_usize());
+                empty.unlink(mm, slab.page);
+                self.discard_slab(s, slab);
+            }
+        }
+        clean
+    }
+
+    /// `list_slab_objects()`: one report per slab naming its live objects.
+    fn list_slab_objects(&self, s: &KmemCache, slab: super::slab_page::Slab<'_>, map: &mut ObjectMap<'_>) {
+        let w = slab.word();
+        let base = s.obj_base(self, slab);
+        let addr = slab_addr(self, slab);
+        let known = map.fill(self, s, slab);
+        self.slab_err(
+            s,
+            slab,
+            &|f| write!(f, "Objects remaining in {} on __kmem_cache_shutdown()", s.name()),
+            Some(&|f| {
+                for i in (0..w.objects as usize).filter(|&i| known && !map.is_free(i)) {
+                    let obj = base + i * s.layout.size as usize;
+                    write!(f, "Object 0x{obj:016x} @offset={}", obj - addr)?;
+                    match super::debug::track::alloc_site(self, s, obj)
+                        .filter(|_| s.layout.flags.contains(super::SlabFlags::STORE_USER))
+                    {
+                        Some(loc) => writeln!(f, " allocated at {loc}")?,
+                        None => writeln!(f)?,
+                    }
+                }
+                Ok(())
+            }),
+        );
+    }
+}

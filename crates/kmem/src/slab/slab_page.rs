@@ -1,0 +1,369 @@
+//! Slabs: page blocks owned by a cache (`struct slab` overlaid on the head page), their
+//! creation from the page allocator, their lists, and the freeze/unfreeze protocol.
+//!
+//! A slab's head page carries, besides `PG_slab`:
+//! - `private`: the slab page type and the cache id (`slab->slab_cache`);
+//! - `data`: the [`SlabWord`] (freelist head offset, inuse, objects, frozen), changed only by
+//!   compare-and-exchange;
+//! - `lru`: the links of the node list it is on;
+//! - flag bits 16..24: its colour, in cache lines.
+//!
+//! # States and lists
+//!
+//! | state    | frozen | on list  | who changes the freelist                         |
+//! |----------|--------|----------|---------------------------------------------------|
+//! | active   | yes    | none     | remote frees (CAS); its CPU takes them (CAS)      |
+//! | partial  | no     | partial  | frees (CAS); list_lock holders                    |
+//! | full     | no     | full     | a free makes it partial, under list_lock          |
+//!
+//! Rule: a non-frozen slab is on `partial` iff its freelist is non-empty, on `full` iff
+//! empty. Every word change that would break the rule (freeze, unfreeze, first free into a
+//! full slab, the free that empties a slab) is made while holding the node's `list_lock`;
+//! the others (a free into an active or partial slab that leaves it partial) are lockless.
+
+use super::cache::{CacheNode, KmemCache};
+use super::layout::{div_by, order_objects, CACHE_LINE, MAX_OBJS_PER_PAGE};
+use super::object::{read_word, write_word};
+use super::word::{freeptr_key, SlabWord, OFF_NONE};
+use super::SlabAllocError;
+use crate::addr::{Order, Pfn, VirtAddr};
+use crate::gfp::Gfp;
+use crate::machine::Kmem;
+use crate::mm::page::Page;
+use crate::mm::page_ref::PageRef;
+use crate::platform::Platform;
+use crate::sync::{Ordering, SpinGuard};
+
+/// A slab: its head frame and descriptor.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Slab<'a> {
+    pub pfn: Pfn,
+    pub page: &'a Page,
+}
+
+impl<'a> Slab<'a> {
+    /// The freelist and counters.
+    #[inline]
+    pub(crate) fn word(&self) -> SlabWord {
+        SlabWord::unpack(self.page.data_acquire())
+    }
+    /// `slab_update_freelist`.
+    #[inline]
+    pub(crate) fn cas(&self, old: SlabWord, new: SlabWord) -> bool {
+        self.page.data_cas(old.pack(), new.pack())
+    }
+    /// Sets the word of a slab nobody else can reach (new, or being discarded).
+    pub(crate) fn set_word(&self, w: SlabWord) {
+        self.page.set_data(w.pack());
+    }
+    /// The slab's order (recorded by the page allocator).
+    pub(crate) fn order(&self) -> u32 {
+        self.page.alloc_order().unwrap_or(0) as u32
+    }
+    /// The node of the slab's pages.
+    pub(crate) fn nid(&self) -> usize {
+        self.page.node()
+    }
+}
+
+impl KmemCache {
+    /// Address of `obj`'s free pointer.
+    #[inline]
+    pub(crate) fn fp_addr(&self, obj: usize) -> usize {
+        obj + self.layout.offset as usize
+    }
+    /// `get_freepointer`: the decoded next offset stored in free object `obj` (garbage if the
+    /// object is not free; callers validate or discard it).
+    ///
+    /// # Safety
+    ///
+    /// `obj` must be an object address of a slab of this cache that is still a slab page of
+    /// the machine (its memory mapped), or was one (the direct map stays mapped).
+    #[inline]
+    pub(crate) unsafe fn get_fp(&self, obj: usize) -> u64 {
+        let a = self.fp_addr(obj);
+        // SAFETY: caller's contract; `offset` is word-aligned inside the slot.
+        (unsafe { read_word(a) }) ^ freeptr_key(self.random, a)
+    }
+    /// `set_freepointer`: stores `next` (an offset or [`OFF_NONE`]) in `obj`.
+    ///
+    /// # Safety
+    ///
+    /// As [`KmemCache::get_fp`], and the caller owns `obj` (it is being freed or is free on a
+    /// list the caller may edit).
+    #[inline]
+    pub(crate) unsafe fn set_fp(&self, obj: usize, next: u32) {
+        let a = self.fp_addr(obj);
+        // SAFETY: caller's contract.
+        unsafe { write_word(a, next as u64 ^ freeptr_key(self.random, a)) }
+    }
+    /// Whether `off` (a decoded free pointer) names an object of a slab with `objects`
+    /// objects, or the end of the list (`check_valid_pointer`).
+    #[inline]
+    pub(crate) fn valid_next(&self, off: u64, objects: u32) -> bool {
+        if off == OFF_NONE as u64 {
+            return true;
+        }
+        off < (objects as u64) * self.layout.size as u64 && self.is_boundary(off as u32)
+    }
+    /// `off` is a multiple of the slot size.
+    #[inline]
+    pub(crate) fn is_boundary(&self, off: u32) -> bool {
+        div_by(off, self.recip) * self.layout.size == off
+    }
+    /// Object 0 of a slab: its address, plus its colour and the left red zone.
+    #[inline]
+    pub(crate) fn obj_base<P: Platform>(&self, k: &Kmem<P>, slab: Slab<'_>) -> usize {
+        slab_addr(k, slab) + (slab.page.slab_colour() * CACHE_LINE + self.layout.red_left_pad) as usize
+    }
+    /// Objects of a slab of `order`.
+    pub(crate) fn objects_for(&self, order: u32) -> u32 {
+        order_objects(order, self.layout.size).min(MAX_OBJS_PER_PAGE)
+    }
+}
+
+/// The direct-map address of a slab (slab pages are never HighMem).
+#[inline]
+pub(crate) fn slab_addr<P: Platform>(k: &Kmem<P>, slab: Slab<'_>) -> usize {
+    k.phys_to_virt(slab.pfn.phys()).expect("slab pages are direct-mapped").as_usize()
+}
+
+impl<P: Platform> Kmem<P> {
+    /// The slab holding direct-map address `addr` and the cache it belongs to, if any
+    /// (`virt_to_slab` + `slab->slab_cache`).
+    pub(crate) fn addr_to_slab(&self, addr: usize) -> Option<(Slab<'_>, &KmemCache)> {
+        let page = self.virt_to_page(VirtAddr::new(addr))?;
+        let head = self.compound_head(page);
+        let id = head.page().slab_cache_id()?;
+        let cache = self.slab().cache(id)?;
+        Some((Slab { pfn: head.pfn(), page: head.page() }, cache))
+    }
+
+    /// The slab with head frame `pfn`.
+    pub(crate) fn slab_at(&self, pfn: usize) -> Slab<'_> {
+        let pfn = Pfn::new(pfn);
+        Slab { pfn, page: self.memmap().page(pfn).expect("slab head has a descriptor") }
+    }
+
+    /// `allocate_slab()`: a new slab from the page allocator, objects initialised and
+    /// constructed, every object on the slab's freelist; not on any list yet.
+    pub(crate) fn new_slab(&self, s: &KmemCache, gfp: Gfp, node: Option<usize>) -> Result<Slab<'_>, SlabAllocError> {
+        let flags =
+            Gfp::from_bits(gfp.bits() & (Gfp::RECLAIM_MASK.bits() | Gfp::HARDWALL.bits() | Gfp::THISNODE.bits()))
+                .union(s.allocflags);
+        let l = s.layout;
+        let alloc = |order: u32, g: Gfp| match node {
+            Some(nid) => self.alloc_pages_node(nid, g, order),
+            None => self.alloc_pages(g, order),
+        };
+        let mut try_gfp = flags.union(Gfp::NOWARN).union(Gfp::NORETRY).without(Gfp::NOFAIL);
+        if try_gfp.contains(Gfp::DIRECT_RECLAIM) && l.order > l.min_order {
+            try_gfp = try_gfp.union(Gfp::NOMEMALLOC).without(Gfp::RECLAIM);
+        }
+        let (page, order): (PageRef<'_>, u32) = match alloc(l.order, try_gfp) {
+            Ok(p) => (p, l.order),
+            Err(_) if l.order > l.min_order => match alloc(l.min_order, flags) {
+                Ok(p) => {
+                    let cpu = self.platform().current_cpu().index();
+                    // Counted without the local lock: a lost increment only skews a statistic.
+                    s.cpu(self, cpu).stat(super::cpu::SlubStat::OrderFallback);
+                    (p, l.min_order)
+                }
+                Err(e) => return Err(SlabAllocError::NoMemory(e)),
+            },
+            Err(e) => return Err(SlabAllocError::NoMemory(e)),
+        };
+        let objects = s.objects_for(order);
+        let leftover = ((crate::PAGE_SIZE as u32) << order) - objects * l.size;
+        let colour = if s.colours > 1 {
+            let c = s.colour_next.fetch_add(1, Ordering::Relaxed) % s.colours;
+            c.min(leftover / CACHE_LINE) as u8
+        } else {
+            0
+        };
+        page.page().set_slab(s.id, colour);
+        let slab = Slab { pfn: page.pfn(), page: page.page() };
+        let base = s.obj_base(self, slab);
+        if s.debug {
+            self.setup_slab_debug(s, slab, order);
+        }
+        for i in 0..objects {
+            let obj = base + (i * l.size) as usize;
+            if s.debug {
+                self.setup_object_debug(s, obj);
+            }
+            if let Some(ctor) = s.ctor {
+                // SAFETY: the object lies in the new slab, which only this thread can reach.
+                ctor(unsafe { super::object::bytes_mut(obj, l.object_size as usize) });
+            }
+            let next = if i + 1 < objects { (i + 1) * l.size } else { OFF_NONE };
+            // SAFETY: as above: a fresh slab of this cache, exclusively ours.
+            unsafe { s.set_fp(obj, next) };
+        }
+        slab.set_word(SlabWord { freelist: 0, inuse: 0, objects, frozen: false });
+        let n = s.node(slab.nid());
+        n.nr_slabs.fetch_add(1, Ordering::Relaxed);
+        n.total_objects.fetch_add(objects as usize, Ordering::Relaxed);
+        self.mod_slab_pages(s, slab, 1);
+        Ok(slab)
+    }
+
+    /// `discard_slab()`: gives an empty slab, on no list, back to the page allocator.
+    pub(crate) fn discard_slab(&self, s: &KmemCache, slab: Slab<'_>) {
+        let objects = slab.word().objects;
+        let n = s.node(slab.nid());
+        n.nr_slabs.fetch_sub(1, Ordering::Relaxed);
+        n.total_objects.fetch_sub(objects as usize, Ordering::Relaxed);
+        self.mod_slab_pages(s, slab, -1);
+        let order = slab.order();
+        slab.page.clear_slab();
+        // SAFETY: the slab's pages are this cache's, allocated with `order`; nothing refers to
+        // the slab any more (it is on no list and no CPU's, and has no live objects).
+        unsafe { self.__free_pages(PageRef::new(slab.pfn, slab.page), order) };
+    }
+
+    fn mod_slab_pages(&self, s: &KmemCache, slab: Slab<'_>, sign: isize) {
+        let pages = Order::new(slab.order()).map_or(1, |o| o.nr_pages()) as isize;
+        if let Some(node) = self.node(slab.nid()) {
+            node.mod_slab_pages(s.allocflags.contains(Gfp::RECLAIMABLE), sign * pages);
+        }
+    }
+
+    /// `get_partial_node()`: freezes the first slab of `n`'s partial list and takes its
+    /// freelist. Returns the slab and the freelist head.
+    pub(crate) fn get_partial_node<'a>(&'a self, n: &CacheNode) -> Option<(Slab<'a>, u32)> {
+        if n.partial.is_empty() {
+            return None;
+        }
+        let g = n.list_lock.lock_irqsave(self.platform());
+        let slab = self.slab_at(n.partial.first()?.as_usize());
+        n.partial.unlink(self.memmap(), slab.page);
+        let head = freeze(slab);
+        drop(g);
+        Some((slab, head))
+    }
+
+    /// `get_partial()`: from node `node` (or the local one), then, for requests not bound
+    /// to a node, the others that have more partial slabs than they keep (`get_any_partial`).
+    pub(crate) fn get_partial<'a>(&'a self, s: &KmemCache, node: Option<usize>) -> Option<(Slab<'a>, u32)> {
+        let local = node.unwrap_or_else(|| self.numa_node_id());
+        if let Some(r) = self.get_partial_node(s.node(local)) {
+            return Some(r);
+        }
+        if node.is_some() {
+            return None;
+        }
+        (0..s.nr_nodes as usize)
+            .filter(|&nid| nid != local && s.node(nid).nr_partial() > s.min_partial as usize)
+            .find_map(|nid| self.get_partial_node(s.node(nid)))
+    }
+
+    /// `deactivate_slab()`: gives a CPU's active slab back to its node, with the CPU's
+    /// freelist of it (`head`, may be [`OFF_NONE`]) spliced onto the slab's own. The slab
+    /// goes to the partial or full list, or back to the page allocator if it is empty and
+    /// the node already keeps `min_partial` slabs.
+    pub(crate) fn deactivate_slab(&self, s: &KmemCache, slab: Slab<'_>, head: u32, base: usize) {
+        let (nr, tail) = self.count_chain(s, slab, head, base);
+        let n = s.node(slab.nid());
+        let g = n.list_lock.lock_irqsave(self.platform());
+        let new = loop {
+            let old = slab.word();
+            debug_assert!(old.frozen, "deactivating a slab that is not frozen");
+            let mut new = SlabWord { frozen: false, ..old };
+            if nr > 0 {
+                // SAFETY: `tail` is the last object of the CPU's chain, which the CPU (whose
+                // lock we hold, with its word locked) owns.
+                unsafe { s.set_fp(base + tail as usize, old.freelist) };
+                new.freelist = head;
+                new.inuse = old.inuse - nr;
+            }
+            if slab.cas(old, new) {
+                break new;
+            }
+        };
+        let discard = self.place_unfrozen(s, n, &g, slab, new);
+        drop(g);
+        if discard {
+            self.discard_slab(s, slab);
+        }
+    }
+
+    /// Puts a slab that was just unfrozen (list lock held) on the list its word says, or
+    /// returns true if it should be discarded (empty, and the node keeps enough).
+    pub(crate) fn place_unfrozen(
+        &self,
+        s: &KmemCache,
+        n: &CacheNode,
+        g: &SpinGuard<'_, P>,
+        slab: Slab<'_>,
+        w: SlabWord,
+    ) -> bool {
+        debug_assert!(g.holds(&n.list_lock));
+        if w.inuse == 0 && n.nr_partial() >= s.min_partial as usize {
+            return true;
+        }
+        if w.freelist == OFF_NONE {
+            n.full.push(self.memmap(), slab.pfn, slab.page, false);
+        } else {
+            n.partial.push(self.memmap(), slab.pfn, slab.page, true);
+        }
+        false
+    }
+
+    /// Walks a CPU freelist chain of `slab` from `head`: its length and last offset. A
+    /// corrupt link ends the chain there (the rest is leaked, as Linux's
+    /// `freelist_corrupted` isolates it) and is reported.
+    fn count_chain(&self, s: &KmemCache, slab: Slab<'_>, head: u32, base: usize) -> (u32, u32) {
+        let objects = slab.word().objects;
+        let (mut nr, mut cur, mut tail) = (0u32, head, OFF_NONE);
+        while cur != OFF_NONE && nr <= objects {
+            // SAFETY: `cur` is a validated offset of an object of `slab`, on a chain we own.
+            let next = unsafe { s.get_fp(base + cur as usize) };
+            nr += 1;
+            tail = cur;
+            if !s.valid_next(next, objects) {
+                // SAFETY: as above.
+                unsafe { s.set_fp(base + cur as usize, OFF_NONE) };
+                self.freelist_corrupt(s, slab, base + cur as usize);
+                break;
+            }
+            cur = next as u32;
+        }
+        (nr, tail)
+    }
+}
+
+/// Freezes a slab taken off a partial list (list lock held): its whole freelist goes to the
+/// caller. Returns the freelist head.
+pub(crate) fn freeze(slab: Slab<'_>) -> u32 {
+    loop {
+        let old = slab.word();
+        debug_assert!(!old.frozen && old.freelist != OFF_NONE, "partial slab without free objects");
+        let new = SlabWord { freelist: OFF_NONE, inuse: old.objects, objects: old.objects, frozen: true };
+        if slab.cas(old, new) {
+            return old.freelist;
+        }
+    }
+}
+
+/// Freezes a new slab (on no list, reachable only by its creator) for its CPU: the whole
+/// freelist goes to the CPU. Returns the freelist head.
+pub(crate) fn freeze_new(slab: Slab<'_>) -> u32 {
+    let w = slab.word();
+    slab.set_word(SlabWord { freelist: OFF_NONE, inuse: w.objects, objects: w.objects, frozen: true });
+    w.freelist
+}
+
+/// Takes the remote frees of a frozen slab (`get_freelist`); `None` if there are none.
+pub(crate) fn take_freelist(slab: Slab<'_>) -> Option<u32> {
+    loop {
+        let old = slab.word();
+        if old.freelist == OFF_NONE {
+            return None;
+        }
+        let new = SlabWord { freelist: OFF_NONE, inuse: old.objects, ..old };
+        if slab.cas(old, new) {
+            return Some(old.freelist);
+        }
+    }
+}
