@@ -11,7 +11,7 @@ use core::ptr::NonNull;
 use super::cache::KmemCache;
 use super::cpu::{Active, CpuLock, SlubStat};
 use super::slab_page::{take_freelist, Slab};
-use super::word::{cpu_head, OFF_LOCKED, OFF_NONE};
+use super::word::OFF_NONE;
 use super::SlabAllocError;
 use crate::gfp::Gfp;
 use crate::machine::Kmem;
@@ -132,31 +132,10 @@ impl<P: Platform> Kmem<P> {
     #[inline(always)]
     fn alloc_fast(&self, s: &KmemCache, node: Option<usize>) -> Option<usize> {
         let c = s.cpu(self, self.platform().current_cpu().index());
-        loop {
-            let w = c.load_word();
-            let head = cpu_head(w);
-            if head >= OFF_LOCKED {
-                return None;
-            }
-            let base = c.load_base();
-            if let Some(nid) = node {
-                if c.load_node() != nid as u32 {
-                    return None;
-                }
-            }
-            let obj = base + head as usize;
-            // SAFETY: `obj` was the head of the active slab's CPU freelist when `w` was read;
-            // if it no longer is, the read may see garbage but the slab memory is still
-            // mapped (the direct map), and the CAS below fails.
-            let next = unsafe { s.get_fp(obj) };
-            if next >= c.load_limit() as u64 && next != OFF_NONE as u64 {
-                // Corrupt (or stale) free pointer: let the slow path look at it under the lock.
-                return None;
-            }
-            if c.cas_word(w, next as u32) {
-                return Some(obj);
-            }
-        }
+        // SAFETY: `obj` was the head of the active slab's CPU freelist when the word was read;
+        // if it no longer is, the read may see garbage, but the slab memory is still mapped
+        // (the direct map) and the CAS that follows fails.
+        c.fast_pop(node.map(|n| n as u32), |obj| unsafe { s.get_fp(obj) })
     }
 
     /// `___slab_alloc()`.

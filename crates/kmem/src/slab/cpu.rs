@@ -153,6 +153,65 @@ impl CpuSlab {
         self.word.compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire).is_ok()
     }
 
+    /// The allocation fast path: pops the CPU freelist's head with one CAS. `read_next(obj)`
+    /// returns the decoded free pointer stored in `obj` (may be garbage if `obj` was taken
+    /// meanwhile: the CAS then fails). `None`: the slow path must run (empty or locked
+    /// freelist, wrong node, a free pointer outside the slab).
+    #[inline(always)]
+    pub(crate) fn fast_pop(&self, node: Option<u32>, read_next: impl Fn(usize) -> u64) -> Option<usize> {
+        loop {
+            let w = self.load_word();
+            let head = cpu_head(w);
+            if head >= OFF_LOCKED {
+                return None;
+            }
+            let base = self.load_base();
+            if node.is_some_and(|n| n != self.load_node()) {
+                return None;
+            }
+            let obj = base + head as usize;
+            let next = read_next(obj);
+            if next >= self.load_limit() as u64 && next != OFF_NONE as u64 {
+                return None;
+            }
+            if self.cas_word(w, next as u32) {
+                return Some(obj);
+            }
+        }
+    }
+
+    /// The free fast path: pushes `addr` if it is an object of the active slab
+    /// (`is_boundary(offset)`), writing its free pointer with `write_next(addr, head)` before
+    /// the CAS. False: the slow path must run (no active slab, another slab, locked freelist,
+    /// not an object start, or `addr` is the head already: a double free).
+    #[inline(always)]
+    pub(crate) fn fast_push(
+        &self,
+        addr: usize,
+        is_boundary: impl Fn(u32) -> bool,
+        write_next: impl Fn(usize, u32),
+    ) -> bool {
+        loop {
+            let w = self.load_word();
+            let head = cpu_head(w);
+            if head == OFF_LOCKED {
+                return false;
+            }
+            let off = addr.wrapping_sub(self.load_base());
+            if off >= self.load_limit() as usize {
+                return false;
+            }
+            let off = off as u32;
+            if !is_boundary(off) || off == head {
+                return false;
+            }
+            write_next(addr, head);
+            if self.cas_word(w, off) {
+                return true;
+            }
+        }
+    }
+
     /// Slow path: stops the fast paths and takes the freelist head (which may be
     /// [`OFF_NONE`]). Returns `(head, tid)`. Caller holds [`CpuSlab::lock`].
     pub(crate) fn lock_word(&self) -> (u32, u32) {

@@ -6,7 +6,7 @@ use core::ptr::NonNull;
 use super::cache::KmemCache;
 use super::cpu::{CpuLock, SlubStat};
 use super::slab_page::Slab;
-use super::word::{cpu_head, SlabWord, OFF_LOCKED, OFF_NONE};
+use super::word::{SlabWord, OFF_NONE};
 use crate::machine::Kmem;
 use crate::platform::Platform;
 
@@ -47,29 +47,9 @@ impl<P: Platform> Kmem<P> {
     #[inline(always)]
     pub(crate) fn free_fast(&self, s: &KmemCache, addr: usize) -> bool {
         let c = s.cpu(self, self.platform().current_cpu().index());
-        loop {
-            let w = c.load_word();
-            let head = cpu_head(w);
-            if head == OFF_LOCKED {
-                return false;
-            }
-            let off = addr.wrapping_sub(c.load_base());
-            if off >= c.load_limit() as usize {
-                return false;
-            }
-            let off = off as u32;
-            // Not an object start, or the naive double-free check (`BUG_ON(object == fp)`):
-            // the slow path reports it.
-            if !s.is_boundary(off) || off == head {
-                return false;
-            }
-            // SAFETY: `addr` is an object of the active slab of this CPU, being freed by its
-            // owner (caller's contract); its free pointer word is ours to write.
-            unsafe { s.set_fp(addr, head) };
-            if c.cas_word(w, off) {
-                return true;
-            }
-        }
+        // SAFETY: `fast_push` only writes the free pointer of `addr` once it knows `addr` is
+        // an object of this CPU's active slab, which the caller owns and is freeing.
+        c.fast_push(addr, |off| s.is_boundary(off), |obj, next| unsafe { s.set_fp(obj, next) })
     }
 
     /// Classifies a pointer (`virt_to_slab`, `check_valid_pointer`).
