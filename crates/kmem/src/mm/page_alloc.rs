@@ -96,7 +96,7 @@ impl<P: Platform> Kmem<P> {
     pub fn alloc_pages_bulk<'a>(&'a self, gfp: Gfp, out: &mut [Option<PageRef<'a>>]) -> usize {
         let want = out.iter().filter(|s| s.is_none()).count();
         if want > 0 {
-            if let Ok(ac) = self.prepare_alloc(gfp, 0, self.numa_node_id()) {
+            if let Ok(ac) = self.prepare_alloc(gfp, 0, self.numa_node_id(), true) {
                 self.bulk_from_one_zone(gfp, &ac, want, out);
             }
         }
@@ -139,7 +139,23 @@ impl<P: Platform> Kmem<P> {
 
     /// `__alloc_pages()`.
     fn alloc_pages_inner(&self, gfp: Gfp, order: u32, nid: usize) -> Result<PageRef<'_>, AllocError> {
-        let ac = self.prepare_alloc(gfp, order, nid)?;
+        self.alloc_pages_checked(gfp, order, nid, true)
+    }
+
+    /// `__alloc_pages()` for callers that made the `might_alloc` check themselves (the slab
+    /// allocator, whose `slab_pre_alloc_hook` already reported a sleeping request in atomic
+    /// context): `might_sleep` false skips it, so one bad call makes one report.
+    pub(crate) fn alloc_pages_checked(
+        &self,
+        gfp: Gfp,
+        order: u32,
+        nid: usize,
+        might_sleep: bool,
+    ) -> Result<PageRef<'_>, AllocError> {
+        if self.node(nid).is_none() {
+            return Err(AllocError { gfp, order, kind: AllocErrorKind::NoSuchNode(nid) });
+        }
+        let ac = self.prepare_alloc(gfp, order, nid, might_sleep)?;
         let ord = Order::new(order).expect("checked by prepare_alloc");
         if let Some(p) = self.get_page_from_freelist(gfp, ord, AllocFlags::WMARK_LOW, &ac) {
             return Ok(p);
@@ -157,7 +173,13 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// `prepare_alloc_pages()`: validate, pick the zonelist, highest zone and migratetype.
-    fn prepare_alloc(&self, gfp: Gfp, order: u32, nid: usize) -> Result<AllocContext<'_>, AllocError> {
+    fn prepare_alloc(
+        &self,
+        gfp: Gfp,
+        order: u32,
+        nid: usize,
+        might_sleep: bool,
+    ) -> Result<AllocContext<'_>, AllocError> {
         let err = |kind| AllocError { gfp, order, kind };
         if Order::new(order).is_none() {
             if !gfp.contains(Gfp::NOWARN) {
@@ -172,7 +194,9 @@ impl<P: Platform> Kmem<P> {
                 return Err(err(AllocErrorKind::BadZoneModifiers));
             }
         };
-        self.might_alloc(gfp);
+        if might_sleep {
+            self.might_alloc(gfp);
+        }
         let node = self.node(nid).ok_or(err(AllocErrorKind::NoSuchNode(nid)))?;
         let zonelist = if gfp.contains(Gfp::THISNODE) { node.zonelist_thisnode() } else { node.zonelist() };
         let mt = if self.state().grouping_disabled { Migratetype::Unmovable } else { gfp.migratetype() };

@@ -95,6 +95,8 @@ pub struct KmemCache {
     pub(crate) min_partial: u32,
     /// Colours a slab can have (1 without `SLAB_COLOUR`).
     pub(crate) colours: u32,
+    /// Bytes between colours (`colour_off`).
+    pub(crate) colour_step: u32,
     pub(crate) colour_next: AtomicU32,
     /// `s->object_size`; grows when a larger cache merges into this one.
     pub(crate) object_size: AtomicU32,
@@ -173,8 +175,11 @@ impl KmemCache {
         if l.flags.contains(SlabFlags::RECLAIM_ACCOUNT) {
             allocflags |= Gfp::RECLAIMABLE;
         }
-        let colours = if l.flags.contains(SlabFlags::COLOUR) {
-            (l.leftover(l.order) / super::layout::CACHE_LINE + 1).min(256)
+        // SLAB's colour_off: a cache line, or the alignment if larger; the page records a
+        // slab's colour in cache lines (8 bits).
+        let colour_step = super::layout::CACHE_LINE.max(l.align);
+        let colours = if l.flags.contains(SlabFlags::COLOUR) && !l.flags.intersects(SlabFlags::DEBUG_FLAGS) {
+            (l.leftover(l.order) / colour_step + 1).min(255 * super::layout::CACHE_LINE / colour_step + 1)
         } else {
             1
         };
@@ -189,6 +194,7 @@ impl KmemCache {
             allocflags,
             min_partial: super::layout::min_partial(l.size),
             colours,
+            colour_step,
             colour_next: AtomicU32::new(0),
             object_size: AtomicU32::new(l.object_size),
             refcount: AtomicI32::new(init.refcount),

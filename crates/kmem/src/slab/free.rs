@@ -117,17 +117,14 @@ impl<P: Platform> Kmem<P> {
         let mut guard = None;
         let (old, new) = loop {
             let old = slab.word();
-            if old.freelist == off {
+            if old.freelist == off || old.inuse == 0 {
                 drop(guard);
                 self.double_free(s, slab, base + off as usize);
                 return;
             }
-            let new = SlabWord { freelist: off, inuse: old.inuse.wrapping_sub(1), ..old };
-            if old.inuse == 0 {
-                drop(guard);
-                self.double_free(s, slab, base + off as usize);
-                return;
-            }
+            let new = SlabWord { freelist: off, inuse: old.inuse - 1, ..old };
+            // The first free into a full slab and the free that empties a slab move it
+            // between lists: decided, and done, under the list lock.
             let list_work = !old.frozen && (old.freelist == OFF_NONE || new.inuse == 0);
             if list_work && guard.is_none() {
                 guard = Some(n.list_lock.lock_irqsave(self.platform()));
@@ -136,10 +133,16 @@ impl<P: Platform> Kmem<P> {
             // SAFETY: the object is being freed by its owner; its free pointer is ours.
             unsafe { s.set_fp(base + off as usize, old.freelist) };
             if slab.cas(old, new) {
+                if !list_work {
+                    // The lock may have been taken for a state that changed meanwhile (the
+                    // slab was frozen by a CPU): no list work after all.
+                    drop(guard);
+                    return;
+                }
                 break (old, new);
             }
         };
-        let Some(g) = guard else { return };
+        let g = guard.expect("list work is done under the list lock");
         let mm = self.memmap();
         let discard = if new.inuse == 0 && n.nr_partial() >= s.min_partial as usize {
             if old.freelist == OFF_NONE {

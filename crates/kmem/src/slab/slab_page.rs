@@ -153,8 +153,9 @@ impl<P: Platform> Kmem<P> {
                 .union(s.allocflags);
         let l = s.layout;
         let alloc = |order: u32, g: Gfp| match node {
-            Some(nid) => self.alloc_pages_node(nid, g, order),
-            None => self.alloc_pages(g, order),
+            // slab_pre_alloc_hook has made the might_sleep check for this allocation.
+            Some(nid) => self.alloc_pages_checked(g, order, nid, false),
+            None => self.alloc_pages_checked(g, order, self.numa_node_id(), false),
         };
         let mut try_gfp = flags.union(Gfp::NOWARN).union(Gfp::NORETRY).without(Gfp::NOFAIL);
         if try_gfp.contains(Gfp::DIRECT_RECLAIM) && l.order > l.min_order {
@@ -176,8 +177,8 @@ impl<P: Platform> Kmem<P> {
         let objects = s.objects_for(order);
         let leftover = ((crate::PAGE_SIZE as u32) << order) - objects * l.size;
         let colour = if s.colours > 1 {
-            let c = s.colour_next.fetch_add(1, Ordering::Relaxed) % s.colours;
-            c.min(leftover / CACHE_LINE) as u8
+            let c = (s.colour_next.fetch_add(1, Ordering::Relaxed) % s.colours).min(leftover / s.colour_step);
+            (c * s.colour_step / CACHE_LINE) as u8
         } else {
             0
         };
