@@ -17,11 +17,13 @@ pub enum View {
     Zoneinfo,
     /// /proc/meminfo
     Meminfo,
+    /// /proc/slabinfo
+    Slabinfo,
 }
 
 impl View {
     /// Every view, in the order the demo prints them.
-    pub const ALL: [View; 4] = [View::Buddyinfo, View::Pagetypeinfo, View::Zoneinfo, View::Meminfo];
+    pub const ALL: [View; 5] = [View::Buddyinfo, View::Pagetypeinfo, View::Zoneinfo, View::Meminfo, View::Slabinfo];
 
     /// The file name.
     pub fn name(self) -> &'static str {
@@ -30,6 +32,7 @@ impl View {
             View::Pagetypeinfo => "pagetypeinfo",
             View::Zoneinfo => "zoneinfo",
             View::Meminfo => "meminfo",
+            View::Slabinfo => "slabinfo",
         }
     }
 
@@ -41,6 +44,7 @@ impl View {
             View::Pagetypeinfo => kmem::proc::pagetypeinfo(m, &mut s),
             View::Zoneinfo => kmem::proc::zoneinfo(m, &mut s),
             View::Meminfo => kmem::proc::meminfo(m, &mut s),
+            View::Slabinfo => kmem::proc::slabinfo(m, &mut s),
         };
         r.expect("writing to a String cannot fail");
         s
@@ -50,8 +54,9 @@ impl View {
 /// `kmem proc VIEW`.
 pub fn proc_cmd(view: View, opts: &MachineOpts, duration: f64, seed: u64) -> Result<(), String> {
     let m = opts.build()?;
-    let held = workload::run(&m, duration, seed, false);
+    let caches = workload::DemoCaches::new(&m)?;
+    let held = workload::run(&m, &caches, duration, seed, false);
     print!("{}", view.render(&m));
-    held.release(&m);
+    held.release(&m, &caches);
     Ok(())
 }

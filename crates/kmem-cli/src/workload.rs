@@ -1,29 +1,65 @@
 //! The demo workload: every CPU allocates and frees pages of mixed orders and GFP flags,
-//! some from interrupt context, keeping a working set so the buddy lists fragment as a real
-//! kernel's do.
+//! some from interrupt context, and objects of kernel-like slab caches (task_struct, dentry,
+//! inode, buffer_head, vm_area_struct), keeping a working set so the buddy lists fragment and
+//! the caches fill as a real kernel's do.
 
 use std::time::{Duration, Instant};
 
-use kmem::{Gfp, PageRef, PerCpuVar, ReportKind, PAGE_SIZE};
-use kmem_hosted::{in_irq, pin_current_thread, Machine};
+use std::ptr::NonNull;
+
+use kmem::{Cache, Gfp, PageRef, PerCpuVar, ReportKind, SlabFlags, PAGE_SIZE};
+use kmem_hosted::{in_irq, pin_current_thread, HostedPlatform, Machine};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::opts::MachineOpts;
 use crate::views::View;
 
-/// Blocks the workload left allocated (so the views show a used machine).
+/// The demo's slab caches, shaped like the kernel's (sizes and flags of a 6.x x86-64 kernel).
+pub struct DemoCaches<'m> {
+    caches: Vec<Cache<'m, HostedPlatform>>,
+}
+
+/// (name, object size, flags).
+const CACHES: [(&str, usize, SlabFlags); 5] = [
+    ("task_struct", 9856, SlabFlags::HWCACHE_ALIGN.union(SlabFlags::ACCOUNT)),
+    ("dentry", 192, SlabFlags::RECLAIM_ACCOUNT.union(SlabFlags::HWCACHE_ALIGN)),
+    ("inode_cache", 600, SlabFlags::RECLAIM_ACCOUNT.union(SlabFlags::HWCACHE_ALIGN)),
+    ("buffer_head", 104, SlabFlags::RECLAIM_ACCOUNT),
+    ("vm_area_struct", 176, SlabFlags::HWCACHE_ALIGN.union(SlabFlags::ACCOUNT)),
+];
+
+impl<'m> DemoCaches<'m> {
+    /// Creates the caches.
+    pub fn new(m: &'m Machine) -> Result<Self, String> {
+        let caches = CACHES
+            .iter()
+            .map(|&(name, size, flags)| {
+                m.kmem_cache_create(name, size, 0, flags, None).map_err(|e| format!("{name}: {e}"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { caches })
+    }
+}
+
+/// Blocks and objects the workload left allocated (so the views show a used machine).
 pub struct Held {
     blocks: Vec<(usize, u32)>,
+    objs: Vec<(usize, usize)>,
 }
 
 impl Held {
     /// Frees everything the workload held.
-    pub fn release(self, m: &Machine) {
+    pub fn release(self, m: &Machine, caches: &DemoCaches<'_>) {
         for (pfn, order) in self.blocks {
             let p = m.pfn_to_page(kmem::Pfn::new(pfn)).expect("held block has a descriptor");
             // SAFETY: the workload allocated these blocks and handed them to us.
             unsafe { m.__free_pages(p, order) };
+        }
+        for (ci, addr) in self.objs {
+            let p = NonNull::new(addr as *mut u8).expect("objects are never null");
+            // SAFETY: the workload allocated these objects from this cache and handed them to us.
+            unsafe { m.kmem_cache_free(&caches.caches[ci], p) };
         }
     }
 }
@@ -35,12 +71,13 @@ struct Stats<'m> {
     frees: PerCpuVar<'m, u64>,
     failures: PerCpuVar<'m, u64>,
     irq_allocs: PerCpuVar<'m, u64>,
+    objs: PerCpuVar<'m, u64>,
 }
 
 impl<'m> Stats<'m> {
     fn new(m: &'m Machine) -> Self {
         let var = || m.define_per_cpu(0u64).expect("per-CPU variable");
-        Self { allocs: var(), frees: var(), failures: var(), irq_allocs: var() }
+        Self { allocs: var(), frees: var(), failures: var(), irq_allocs: var(), objs: var() }
     }
 }
 
@@ -59,7 +96,7 @@ fn pick(rng: &mut SmallRng) -> (Gfp, u32) {
 }
 
 /// Runs the workload for `secs` on every CPU of `m`. Returns what stays allocated.
-pub fn run(m: &Machine, secs: f64, seed: u64, progress: bool) -> Held {
+pub fn run(m: &Machine, caches: &DemoCaches<'_>, secs: f64, seed: u64, progress: bool) -> Held {
     let stats = Stats::new(m);
     let end = Instant::now() + Duration::from_secs_f64(secs.max(0.0));
     let cpus = m.nr_cpus();
@@ -69,24 +106,32 @@ pub fn run(m: &Machine, secs: f64, seed: u64, progress: bool) -> Held {
                 let stats = &stats;
                 std::thread::Builder::new()
                     .name(format!("kworker/{cpu}"))
-                    .spawn_scoped(s, move || cpu_loop(m, cpu, seed, end, stats))
+                    .spawn_scoped(s, move || cpu_loop(m, caches, cpu, seed, end, stats))
                     .expect("spawn worker")
             })
             .collect();
         if progress && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
             while Instant::now() < end {
                 std::thread::sleep(Duration::from_millis(250));
-                let (a, f) = (m.per_cpu_sum(stats.allocs), m.per_cpu_sum(stats.frees));
+                let (a, f) = (m.per_cpu_sum(stats.allocs) + m.per_cpu_sum(stats.objs), m.per_cpu_sum(stats.frees));
                 eprint!("\r  {a:>10} allocations, {f:>10} frees");
             }
             eprint!("\r{:60}\r", "");
         }
-        handles.into_iter().flat_map(|h| h.join().expect("worker panicked")).collect()
+        let (mut blocks, mut objs) = (Vec::new(), Vec::new());
+        for h in handles {
+            let (b, o) = h.join().expect("worker panicked");
+            blocks.extend(b);
+            objs.extend(o);
+        }
+        (blocks, objs)
     });
     if progress {
-        let a = m.per_cpu_sum(stats.allocs);
+        let a = m.per_cpu_sum(stats.allocs) + m.per_cpu_sum(stats.objs);
         println!(
-            "  {a} allocations ({:.1} M/s), {} frees, {} from IRQ context, {} failed (NOWARN)",
+            "  {a} allocations ({} page blocks, {} slab objects; {:.1} M/s), {} frees, {} from IRQ context, {} failed (NOWARN)",
+            m.per_cpu_sum(stats.allocs),
+            m.per_cpu_sum(stats.objs),
             a as f64 / secs.max(1e-9) / 1e6,
             m.per_cpu_sum(stats.frees),
             m.per_cpu_sum(stats.irq_allocs),
@@ -95,17 +140,25 @@ pub fn run(m: &Machine, secs: f64, seed: u64, progress: bool) -> Held {
         let per_cpu: Vec<String> = (0..cpus).map(|c| m.per_cpu(stats.allocs, c).to_string()).collect();
         println!("  allocations per CPU (per-CPU variable, this_cpu_inc): {}", per_cpu.join(" / "));
     }
-    Held { blocks: held }
+    Held { blocks: held.0, objs: held.1 }
 }
 
-fn cpu_loop(m: &Machine, cpu: usize, seed: u64, end: Instant, stats: &Stats<'_>) -> Vec<(usize, u32)> {
+/// What one CPU left allocated: page blocks (pfn, order) and objects (cache, address).
+type Leftovers = (Vec<(usize, u32)>, Vec<(usize, usize)>);
+
+fn cpu_loop(m: &Machine, caches: &DemoCaches<'_>, cpu: usize, seed: u64, end: Instant, stats: &Stats<'_>) -> Leftovers {
     pin_current_thread(cpu as u32);
     let mut rng = SmallRng::seed_from_u64(seed ^ (cpu as u64) << 32);
     let mut live: Vec<(PageRef<'_>, u32)> = Vec::new();
+    let mut objs: Vec<(usize, NonNull<u8>)> = Vec::new();
     let mut n = 0u64;
     while n == 0 || Instant::now() < end {
         for _ in 0..256 {
             n += 1;
+            if rng.gen_bool(0.6) {
+                slab_step(m, caches, &mut rng, &mut objs, stats);
+                continue;
+            }
             if live.len() < 512 && rng.gen_bool(0.52) {
                 let irq = rng.gen_ratio(1, 20);
                 let (gfp, order) = if irq { (Gfp::ATOMIC | Gfp::NOWARN, 0) } else { pick(&mut rng) };
@@ -135,7 +188,47 @@ fn cpu_loop(m: &Machine, cpu: usize, seed: u64, end: Instant, stats: &Stats<'_>)
             break;
         }
     }
-    live.into_iter().map(|(p, o)| (p.pfn().as_usize(), o)).collect()
+    let blocks = live.into_iter().map(|(p, o)| (p.pfn().as_usize(), o)).collect();
+    (blocks, objs.into_iter().map(|(ci, p)| (ci, p.as_ptr() as usize)).collect())
+}
+
+/// One slab operation: allocate from a cache picked by kernel-like weights (dentries and
+/// buffer heads are the busiest), sometimes with GFP_ATOMIC from interrupt context, or free
+/// a random live object.
+fn slab_step(
+    m: &Machine,
+    caches: &DemoCaches<'_>,
+    rng: &mut SmallRng,
+    objs: &mut Vec<(usize, NonNull<u8>)>,
+    stats: &Stats<'_>,
+) {
+    if objs.len() < 3000 && rng.gen_bool(0.51) {
+        let ci = [0, 1, 1, 1, 2, 2, 3, 3, 3, 4, 4][rng.gen_range(0..11)];
+        let c = &caches.caches[ci];
+        let irq = rng.gen_ratio(1, 20);
+        let r = if irq {
+            in_irq(|| m.kmem_cache_alloc(c, Gfp::ATOMIC | Gfp::NOWARN))
+        } else {
+            m.kmem_cache_alloc(c, Gfp::KERNEL | Gfp::NOWARN)
+        };
+        match r {
+            Ok(p) => {
+                // SAFETY: a fresh object of at least 104 bytes; touch its first word.
+                unsafe { p.as_ptr().cast::<u64>().write(ci as u64) };
+                objs.push((ci, p));
+                m.this_cpu_inc(stats.objs);
+                if irq {
+                    m.this_cpu_inc(stats.irq_allocs);
+                }
+            }
+            Err(_) => m.this_cpu_inc(stats.failures),
+        }
+    } else if !objs.is_empty() {
+        let (ci, p) = objs.swap_remove(rng.gen_range(0..objs.len()));
+        // SAFETY: ours, allocated from this cache.
+        unsafe { m.kmem_cache_free(&caches.caches[ci], p) };
+        m.this_cpu_inc(stats.frees);
+    }
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -188,7 +281,9 @@ pub fn demo(opts: &MachineOpts, secs: f64, seed: u64) -> Result<(), String> {
     );
 
     println!("\n== workload: {secs:.1} s on {} CPUs (GFP_KERNEL, GFP_HIGHUSER_MOVABLE, __GFP_COMP, GFP_DMA32, GFP_DMA; GFP_ATOMIC from IRQ context)", m.nr_cpus());
-    let held = run(&m, secs, seed, true);
+    let caches = DemoCaches::new(&m)?;
+    println!("  slab caches: {}", CACHES.iter().map(|c| c.0).collect::<Vec<_>>().join(", "));
+    let held = run(&m, &caches, secs, seed, true);
 
     println!("\n== misuse is reported, not fatal");
     let p = m.alloc_pages(Gfp::KERNEL, 0).map_err(|e| e.to_string())?;
@@ -208,20 +303,47 @@ pub fn demo(opts: &MachineOpts, secs: f64, seed: u64) -> Result<(), String> {
         // SAFETY: ours.
         unsafe { m.__free_pages(h, 10) };
     }
+    slab_misuse(&m)?;
     println!(
-        "  reports so far: BadPage={} PageAllocFailure={} Warning={}",
+        "  reports so far: BadPage={} PageAllocFailure={} Warning={} SlabBug={}",
         m.report_count(ReportKind::BadPage),
         m.report_count(ReportKind::PageAllocFailure),
-        m.report_count(ReportKind::Warning)
+        m.report_count(ReportKind::Warning),
+        m.report_count(ReportKind::SlabBug)
     );
 
     for v in View::ALL {
         println!("\n== /proc/{}", v.name());
         print!("{}", v.render(&m));
     }
-    held.release(&m);
+    held.release(&m, &caches);
+    drop(caches);
     m.verify().map_err(|e| format!("free lists inconsistent after the demo: {e:?}"))?;
     println!("\n== all memory returned; free lists verified");
+    Ok(())
+}
+
+/// A red-zoned, poisoned, tracked cache (`slub_debug=FZPU` for one cache) catching a write
+/// one byte past an object: Linux's report, then the repair.
+fn slab_misuse(m: &Machine) -> Result<(), String> {
+    let flags = SlabFlags::CONSISTENCY_CHECKS | SlabFlags::RED_ZONE | SlabFlags::POISON | SlabFlags::STORE_USER;
+    let c = m.kmem_cache_create("demo_debug", 60, 0, flags, None).map_err(|e| e.to_string())?;
+    let p = m.kmem_cache_alloc(&c, Gfp::KERNEL).map_err(|e| e.to_string())?;
+    // SAFETY: the deliberate overrun being demonstrated: one byte past the 60-byte object,
+    // into its right red zone, which is slab memory of this cache (the object's slot).
+    unsafe { p.as_ptr().add(60).write(0x00) };
+    // SAFETY: ours.
+    unsafe { m.kmem_cache_free(&c, p) };
+    let text = m.reports().texts(ReportKind::SlabBug).pop().unwrap_or_default();
+    let keep: Vec<&str> =
+        text.lines().filter(|l| !l.starts_with("Object   ") && !l.starts_with("Padding  ") && !l.is_empty()).collect();
+    print_indented(&keep.join("\n"));
+    // The object was not freed (its red zone was wrong), so destroy finds it: the cache is
+    // reported as leaking and kept, as Linux does (it stays in /proc/slabinfo below).
+    drop(c);
+    if let Some(t) = m.reports().texts(ReportKind::SlabBug).pop() {
+        print_indented(&t.lines().nth(1).unwrap_or_default().to_string());
+    }
     Ok(())
 }
 
