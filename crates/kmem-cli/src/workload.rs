@@ -342,7 +342,7 @@ fn slab_misuse(m: &Machine) -> Result<(), String> {
     // reported as leaking and kept, as Linux does (it stays in /proc/slabinfo below).
     drop(c);
     if let Some(t) = m.reports().texts(ReportKind::SlabBug).pop() {
-        print_indented(&t.lines().nth(1).unwrap_or_default().to_string());
+        print_indented(t.lines().nth(1).unwrap_or_default());
     }
     Ok(())
 }
