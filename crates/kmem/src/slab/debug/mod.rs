@@ -107,8 +107,7 @@ impl<P: Platform> Kmem<P> {
                 let base = s.obj_base(self, slab);
                 let obj = base + w.freelist as usize;
                 if !self.alloc_checks(s, slab, obj) {
-                    self.slab_fix(s, "Marking all objects used");
-                    slab.set_word(SlabWord { freelist: OFF_NONE, inuse: w.objects, ..w });
+                    self.mark_all_used(s, slab);
                     n.partial.unlink(mm, slab.page);
                     n.full.push(mm, slab.pfn, slab.page, false);
                     continue;
@@ -196,6 +195,33 @@ impl<P: Platform> Kmem<P> {
         drop(g);
         if discard {
             self.discard_slab(s, slab);
+        }
+    }
+
+    /// `alloc_debug_processing()`'s way out of a failed check: `Marking all objects used`.
+    /// The slab's free objects are never handed out again. Linux takes the slab off every
+    /// list; kmem keeps it on the full list (so that validate and destroy still see it), and
+    /// with red zones makes its free objects look allocated, so that validation, which
+    /// checks them as allocated objects from now on, does not report each of them. Free
+    /// objects are told by their inactive red zones, not by the freelist: the chain may be
+    /// what is broken. List lock held.
+    fn mark_all_used(&self, s: &KmemCache, slab: Slab<'_>) {
+        self.slab_fix(s, "Marking all objects used");
+        let w = slab.word();
+        slab.set_word(SlabWord { freelist: OFF_NONE, inuse: w.objects, ..w });
+        let l = s.layout;
+        if !l.flags.contains(SlabFlags::RED_ZONE) {
+            return;
+        }
+        let base = s.obj_base(self, slab);
+        for i in 0..w.objects.min(s.objects_for(slab.order())) as usize {
+            let obj = base + i * l.size as usize;
+            let left = obj - l.red_left_pad as usize..obj;
+            let right = obj + l.object_size as usize..obj + l.inuse as usize;
+            if left.chain(right).all(|a| report::peek(a) == SLUB_RED_INACTIVE) {
+                self.set_orig_size(s, obj, l.object_size);
+                self.init_object(s, obj, SLUB_RED_ACTIVE);
+            }
         }
     }
 
