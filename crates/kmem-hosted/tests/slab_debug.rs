@@ -461,8 +461,6 @@ fn slub_debug_boot_option_selects_caches() {
 }
 
 #[test]
-#[ignore = "bug: slab/create.rs kmem_cache_init lays out the boot cache without kmem_cache_flags(), so \
-            slub_debug= never reaches `kmem_cache` (Linux debugs the boot caches too)"]
 fn slub_debug_reaches_the_boot_cache() {
     let m = MachineBuilder::new().ram_mib(128).cpus(2).slub_debug("").build().unwrap();
     let mut plain = Vec::new();

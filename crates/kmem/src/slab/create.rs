@@ -23,8 +23,9 @@ impl<P: Platform> Kmem<P> {
         let st = self.slab();
         let nr_nodes = self.nr_nodes();
         let size = KmemCache::alloc_size(nr_nodes);
-        let layout =
-            calculate_sizes(size, 64, SlabFlags::HWCACHE_ALIGN, false, st.order).map_err(CacheError::Layout)?;
+        // `slub_debug=` applies to the boot cache too, as `kmem_cache_open` does.
+        let flags = self.kmem_cache_flags(SlabFlags::HWCACHE_ALIGN, "kmem_cache");
+        let layout = calculate_sizes(size, 64, flags, false, st.order).map_err(CacheError::Layout)?;
         let cpu_slab = self.alloc_cpu_slabs()?;
         let id = super::cache::BOOT_CACHE_ID;
         let mem = NonNull::new(st.boot_cache_mem as *mut u8).expect("boot cache memory carved at boot");
