@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
-# Runs every loom model of kmem: the per-CPU critical sections and the pcp protocol.
+# Runs every loom model of kmem: the per-CPU critical sections, the pcp protocol and the slab's
+# lockless freelists.
 #
 #   scripts/loom.sh                      # all models (about a minute and a half from a cold
 #                                        # build, seconds once built)
 #   scripts/loom.sh --nocapture          # also print how many executions each model explored
-#   LOOM_MAX_PREEMPTIONS=5 scripts/loom.sh   # search the pcp models deeper (default 3; the
-#                                            # spinlock and CPU-slot models are exhaustive)
+#   LOOM_MAX_PREEMPTIONS=5 scripts/loom.sh   # search the pcp and slab per-CPU models deeper
+#                                            # (default 3; the slab remote-free models use 10,
+#                                            # which explores them completely; the spinlock and
+#                                            # CPU-slot models run without a bound)
 #
 # Arguments go to the test binaries (options only: the models are selected by the
 # `loom_tests` filter, since the other unit tests cannot run on loom's atomics). The models:
 #   crates/kmem/src/sync/loom_tests.rs          RawSpinLock: lock_irqsave, try_lock_raw, lock_raw
 #   crates/kmem/src/mm/pcp/loom_tests.rs        pcp refill / free at high / drain, on the real
 #                                               PerCpuPages, buddy, zone lock and page lists
+#   crates/kmem/src/slab/loom_tests.rs          slab per-CPU freelist (fast pop/push against a
+#                                               slow path's lock_word/set_active), remote frees
+#                                               into a frozen slab against take_freelist
 #   crates/kmem-hosted/src/cpu_slot/loom_tests.rs  hosted CPU slot: per-CPU sections, nesting
 # Other LOOM_* variables are loom's own (LOOM_LOG, LOOM_CHECKPOINT_FILE, ...).
 set -euo pipefail

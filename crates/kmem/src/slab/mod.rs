@@ -54,6 +54,8 @@ pub mod debug;
 mod flags;
 mod free;
 pub mod layout;
+#[cfg(all(test, loom))]
+mod loom_tests;
 mod object;
 mod shrink;
 mod slab_page;
