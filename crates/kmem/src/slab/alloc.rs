@@ -132,9 +132,11 @@ impl<P: Platform> Kmem<P> {
     #[inline(always)]
     fn alloc_fast(&self, s: &KmemCache, node: Option<usize>) -> Option<usize> {
         let c = s.cpu(self, self.platform().current_cpu().index());
-        // SAFETY: `obj` was the head of the active slab's CPU freelist when the word was read;
-        // if it no longer is, the read may see garbage, but the slab memory is still mapped
-        // (the direct map) and the CAS that follows fails.
+        // SAFETY: `fast_pop` calls this only for `base + head` of the slab the word it read
+        // belongs to (it re-checks the word after loading `base`/`limit`), so `obj` is an
+        // object address of a slab of `s`; if the object was taken or the slab freed since,
+        // the memory is still mapped (the direct map), the read may see garbage, and the
+        // CAS that follows fails.
         c.fast_pop(node.map(|n| n as u32), |obj| unsafe { s.get_fp(obj) })
     }
 

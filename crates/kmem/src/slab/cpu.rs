@@ -166,12 +166,21 @@ impl CpuSlab {
                 return None;
             }
             let base = self.load_base();
-            if node.is_some_and(|n| n != self.load_node()) {
+            let limit = self.load_limit();
+            if head >= limit || node.is_some_and(|n| n != self.load_node()) {
                 return None;
+            }
+            // `base` and `limit` may belong to a newer active slab than `w` (or to none, after
+            // a flush); reading `base + head` is only safe if they belong to `w`'s slab. The
+            // word unchanged after reading them proves it: a slab change locks the word
+            // before it stores `base`. (After that, the slab may still go back to the page
+            // allocator: its memory stays mapped, and the CAS below fails.)
+            if self.load_word() != w {
+                continue;
             }
             let obj = base + head as usize;
             let next = read_next(obj);
-            if next >= self.load_limit() as u64 && next != OFF_NONE as u64 {
+            if next >= limit as u64 && next != OFF_NONE as u64 {
                 return None;
             }
             if self.cas_word(w, next as u32) {

@@ -39,7 +39,9 @@
 //! `lock_word`, a fast path that trusts a re-read head instead of the tid (ABA), a remote
 //! free that stores the slab word instead of compare-and-exchanging it.
 //!
-//! `cpu_fast_paths_against_flush_stay_mapped` is ignored: it finds a bug (see its doc).
+//! `cpu_fast_paths_against_flush_stay_mapped` found a bug (a read at `0 + head` after a
+//! flush between the fast path's loads); `fast_pop` now re-checks the word after loading
+//! `base`/`limit`, and the model passes.
 //!
 //! Search: the per-CPU models explore every interleaving with up to 3 preemptions (about
 //! a thousand executions, a fraction of a second each); `LOOM_MAX_PREEMPTIONS=100` makes
@@ -401,9 +403,10 @@ fn cpu_fast_paths_against_flush() {
 ///    slab memory is still mapped") does not hold once the base is 0. A task preempted
 ///    between the two loads on CPU 0 (the fast path does not disable preemption), or a
 ///    remote `kmem_cache_shrink` flushing CPU 0, makes it happen.
+///
+/// Fixed: `fast_pop` checks `head < limit` and that the word is unchanged after loading
+/// `base` and `limit` before it reads `base + head`.
 #[test]
-#[ignore = "bug: fast_pop reads the free pointer at base 0 + head after a concurrent flush \
-            (set_active(None)) between its load_word and load_base: a near-null dereference"]
 fn cpu_fast_paths_against_flush_stay_mapped() {
     cpu_model(Slow::Flush, true, Cpu0::pop);
 }
