@@ -28,6 +28,8 @@
 //!
 //! - [`scaling`]: throughput of order-0 alloc+free pairs from 1 and 2 threads sharing one
 //!   allocator (the `scaling` bench).
+//! - [`slab`]: object allocation, kmem's slab caches against `slabmalloc` and mimalloc (the
+//!   `slab` bench and the `slab_cost` instruction-count example).
 //!
 //! Run the benchmarks with `scripts/bench.sh` at the repository root, which prints the
 //! comparison as markdown tables (`scripts/scaling.sh` for the thread-scaling table alone).
@@ -54,6 +56,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 pub mod scaling;
+pub mod slab;
 
 /// The highest order every allocator here serves (kmem's `MAX_PAGE_ORDER`).
 pub const MAX_ORDER: u32 = MAX_PAGE_ORDER as u32;
