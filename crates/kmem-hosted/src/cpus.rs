@@ -40,6 +40,21 @@ struct Ctx {
     /// Entries of `held` in use; with 0 (the common case) nothing needs searching.
     active: Cell<u32>,
     held: [Cell<Held>; MAX_HELD],
+    /// `preempt + in_irq + irqs_off`, kept up to date by every change of them, so that
+    /// `atomic_context()` is one load (the slab fast paths ask on every call).
+    atomic: Cell<u32>,
+    /// The last home CPU computed, and for which machine (0: none): `current()` outside a
+    /// critical section is then one compare. Cleared when the home can change (migration,
+    /// pinning).
+    home_machine: Cell<usize>,
+    home_cpu: Cell<u32>,
+}
+
+impl Ctx {
+    #[inline]
+    fn update_atomic(&self) {
+        self.atomic.set(self.preempt.get().wrapping_add(self.in_irq.get()).wrapping_add(self.irqs_off.get() as u32));
+    }
 }
 
 thread_local! {
@@ -54,6 +69,9 @@ thread_local! {
             enables: Cell::new(0),
             active: Cell::new(0),
             held: [const { Cell::new(Held { machine: 0, cpu: 0, depth: 0 }) }; MAX_HELD],
+            atomic: Cell::new(0),
+            home_machine: Cell::new(0),
+            home_cpu: Cell::new(0),
         }
     };
 }
@@ -71,7 +89,10 @@ fn thread_no(c: &Ctx) -> u32 {
 /// Runs the calling thread on `cpu` (modulo each machine's CPU count) from its next critical
 /// section on; it no longer migrates.
 pub fn pin_current_thread(cpu: u32) {
-    CTX.with(|c| c.pinned.set(Some(cpu)));
+    CTX.with(|c| {
+        c.pinned.set(Some(cpu));
+        c.home_machine.set(0);
+    });
 }
 
 /// Runs `f` as if from a hardware interrupt handler on the current CPU: `in_interrupt()` and
@@ -79,12 +100,15 @@ pub fn pin_current_thread(cpu: u32) {
 pub fn in_irq<R>(f: impl FnOnce() -> R) -> R {
     let was = CTX.with(|c| {
         c.in_irq.set(c.in_irq.get() + 1);
-        c.irqs_off.replace(true)
+        let was = c.irqs_off.replace(true);
+        c.update_atomic();
+        was
     });
     let r = f();
     CTX.with(|c| {
         c.irqs_off.set(was);
         c.in_irq.set(c.in_irq.get() - 1);
+        c.update_atomic();
     });
     r
 }
@@ -120,13 +144,19 @@ impl Cpus {
                     return h.cpu;
                 }
             }
+            if c.home_machine.get() == self.id {
+                return c.home_cpu.get();
+            }
             self.home(c)
         })
     }
 
     fn home(&self, c: &Ctx) -> u32 {
         let base = c.pinned.get().unwrap_or_else(|| thread_no(c).wrapping_add(c.migration.get()));
-        base % self.slots.len() as u32
+        let cpu = base % self.slots.len() as u32;
+        c.home_machine.set(self.id);
+        c.home_cpu.set(cpu);
+        cpu
     }
 
     /// Enters a critical section on this machine (outermost: take the CPU) and returns the
@@ -136,6 +166,7 @@ impl Cpus {
         CTX.with(|c| {
             if preempt {
                 c.preempt.set(c.preempt.get() + 1);
+                c.update_atomic();
             }
             if c.active.get() != 0 {
                 for cell in &c.held {
@@ -164,6 +195,7 @@ impl Cpus {
         CTX.with(|c| {
             if preempt {
                 c.preempt.set(c.preempt.get().wrapping_sub(1));
+                c.update_atomic();
             }
             for cell in &c.held {
                 let mut h = cell.get();
@@ -177,6 +209,7 @@ impl Cpus {
                             c.enables.set(n);
                             if n % self.migrate_every == 0 {
                                 c.migration.set(c.migration.get().wrapping_add(1));
+                                c.home_machine.set(0);
                             }
                         }
                     }
@@ -190,7 +223,11 @@ impl Cpus {
     /// Takes the CPU for `local_irq_save` and sets the IRQ-off flag; returns the old flag.
     #[inline]
     pub(crate) fn irq_save(&self) -> bool {
-        let was = CTX.with(|c| c.irqs_off.replace(true));
+        let was = CTX.with(|c| {
+            let was = c.irqs_off.replace(true);
+            c.update_atomic();
+            was
+        });
         self.enter(false);
         was
     }
@@ -198,7 +235,10 @@ impl Cpus {
     /// Restores the IRQ flag and gives the CPU back (`local_irq_restore`).
     #[inline]
     pub(crate) fn irq_restore(&self, was_off: bool) {
-        CTX.with(|c| c.irqs_off.set(was_off));
+        CTX.with(|c| {
+            c.irqs_off.set(was_off);
+            c.update_atomic();
+        });
         self.exit(false);
     }
 }
@@ -212,7 +252,7 @@ pub(crate) fn preempt_count() -> u32 {
 /// `in_atomic() || irqs_disabled()` in one TLS access.
 #[inline]
 pub(crate) fn atomic_context() -> bool {
-    CTX.with(|c| c.preempt.get() != 0 || c.in_irq.get() != 0 || c.irqs_off.get())
+    CTX.with(|c| c.atomic.get() != 0)
 }
 
 #[inline]

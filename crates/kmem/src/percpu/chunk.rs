@@ -155,7 +155,10 @@ impl Chunk {
     /// Direct-map address of `cpu`'s unit.
     #[inline]
     pub(super) fn unit(&self, cpu: usize) -> usize {
-        self.units[cpu]
+        debug_assert!(cpu < NR_CPUS);
+        // SAFETY: callers pass a CPU of the machine (`per_cpu_ptr`'s contract), and a
+        // machine has at most NR_CPUS CPUs (checked at boot): in bounds.
+        unsafe { *self.units.get_unchecked(cpu) }
     }
 
     /// The unit addresses.

@@ -39,7 +39,7 @@ impl<P: Platform> Kmem<P> {
     /// // SAFETY: `p` came from `c` and is no longer used.
     /// unsafe { m.kmem_cache_free(&c, p) };
     /// ```
-    #[inline]
+    #[inline(always)]
     #[track_caller]
     pub fn kmem_cache_alloc(&self, s: &KmemCache, gfp: Gfp) -> Result<NonNull<u8>, SlabAllocError> {
         self.slab_alloc(s, gfp, None, core::panic::Location::caller())
@@ -71,8 +71,32 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// `slab_alloc_node()`: pre-alloc checks, the fast path, else the slow path; zeroing.
-    #[inline]
+    /// Inlined down to the fast path: anything unusual (a sleeping request in atomic
+    /// context, `__GFP_ZERO`, bad GFP bits) and the slow path are out of line.
+    #[inline(always)]
     pub(crate) fn slab_alloc(
+        &self,
+        s: &KmemCache,
+        gfp: Gfp,
+        node: Option<usize>,
+        caller: &'static core::panic::Location<'static>,
+    ) -> Result<NonNull<u8>, SlabAllocError> {
+        if gfp.intersects(Gfp::ZERO.union(Gfp::SLAB_BUG_MASK))
+            || (gfp.allows_blocking() && self.platform().atomic_context())
+        {
+            return self.slab_alloc_careful(s, gfp, node, caller);
+        }
+        match self.alloc_fast(s, node) {
+            // SAFETY: object addresses are direct-map addresses, never 0.
+            Some(obj) => Ok(unsafe { NonNull::new_unchecked(obj as *mut u8) }),
+            None => self.slab_alloc_careful(s, gfp, node, caller),
+        }
+    }
+
+    /// [`Kmem::slab_alloc`] with every check: might_sleep, GFP fix-up, zeroing.
+    #[cold]
+    #[inline(never)]
+    fn slab_alloc_careful(
         &self,
         s: &KmemCache,
         gfp: Gfp,

@@ -33,7 +33,7 @@ impl<P: Platform> Kmem<P> {
     /// `obj` must be an object allocated from `s` (or an alias of it) that the caller owns and
     /// no longer uses. The checks above catch many mistakes, but an object freed twice while
     /// someone else has reallocated it cannot be told from a legitimate free.
-    #[inline]
+    #[inline(always)]
     #[track_caller]
     pub unsafe fn kmem_cache_free(&self, s: &KmemCache, obj: NonNull<u8>) {
         let addr = obj.as_ptr() as usize;
@@ -66,6 +66,7 @@ impl<P: Platform> Kmem<P> {
 
     /// The slow path: find the object's slab and cache, check, free.
     #[cold]
+    #[inline(never)]
     pub(crate) fn free_slow(&self, s: &KmemCache, addr: usize, caller: &'static core::panic::Location<'static>) {
         let (slab, cache, off, base) = match self.lookup_object(addr) {
             Lookup::Object(slab, cache, off, base) => (slab, cache, off, base),
