@@ -33,6 +33,7 @@
 pub mod addr;
 pub mod boot;
 pub mod gfp;
+pub mod kmalloc;
 pub mod machine;
 pub mod mm;
 pub mod percpu;
@@ -48,6 +49,7 @@ mod testing;
 pub use addr::{Order, Pfn, PhysAddr, VirtAddr, MAX_PAGE_ORDER, PAGE_SHIFT, PAGE_SIZE};
 pub use boot::{BootConfig, BootError, MemRegion, Memblock, RegionKind, ZoneLayout};
 pub use gfp::Gfp;
+pub use kmalloc::{KmallocError, ZERO_SIZE_PTR};
 pub use machine::{BootInfo, Kmem, NR_CPUS};
 pub use mm::page::Page;
 pub use mm::page_ref::{AllocError, AllocErrorKind, PageRef};

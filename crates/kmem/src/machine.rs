@@ -8,6 +8,7 @@ use core::ptr::NonNull;
 
 use crate::addr::{Pfn, PhysAddr, VirtAddr};
 use crate::boot::ZoneLayout;
+use crate::kmalloc::KmallocState;
 use crate::mm::memmap::Memmap;
 use crate::mm::node::Node;
 use crate::mm::page::{Page, MAX_NUMNODES};
@@ -72,6 +73,8 @@ pub struct MachineState {
     pub(crate) percpu: PercpuState,
     /// The slab allocator's registry (`slab/`).
     pub(crate) slab: SlabState,
+    /// The kmalloc caches (`kmalloc/`).
+    pub(crate) kmalloc: KmallocState,
 }
 
 impl MachineState {
@@ -94,6 +97,7 @@ impl MachineState {
             pcp_enabled: AtomicBool::new(true),
             percpu: PercpuState::empty(),
             slab: SlabState::empty(),
+            kmalloc: KmallocState::new(),
         }
     }
 

@@ -81,15 +81,29 @@ impl<P: Platform> Kmem<P> {
         node: Option<usize>,
         caller: &'static core::panic::Location<'static>,
     ) -> Result<NonNull<u8>, SlabAllocError> {
+        self.slab_alloc_sized(s, gfp, node, caller, None)
+    }
+
+    /// [`Kmem::slab_alloc`] for a caller that uses only `orig_size` bytes of the object
+    /// (kmalloc): debug caches with `SLAB_STORE_USER` record it and red-zone the rest.
+    #[inline(always)]
+    pub(crate) fn slab_alloc_sized(
+        &self,
+        s: &KmemCache,
+        gfp: Gfp,
+        node: Option<usize>,
+        caller: &'static core::panic::Location<'static>,
+        orig_size: Option<u32>,
+    ) -> Result<NonNull<u8>, SlabAllocError> {
         if gfp.intersects(Gfp::ZERO.union(Gfp::SLAB_BUG_MASK))
             || (gfp.allows_blocking() && self.platform().atomic_context())
         {
-            return self.slab_alloc_careful(s, gfp, node, caller);
+            return self.slab_alloc_careful(s, gfp, node, caller, orig_size);
         }
         match self.alloc_fast(s, node) {
             // SAFETY: object addresses are direct-map addresses, never 0.
             Some(obj) => Ok(unsafe { NonNull::new_unchecked(obj as *mut u8) }),
-            None => self.slab_alloc_careful(s, gfp, node, caller),
+            None => self.slab_alloc_careful(s, gfp, node, caller, orig_size),
         }
     }
 
@@ -102,18 +116,28 @@ impl<P: Platform> Kmem<P> {
         gfp: Gfp,
         node: Option<usize>,
         caller: &'static core::panic::Location<'static>,
+        orig_size: Option<u32>,
     ) -> Result<NonNull<u8>, SlabAllocError> {
         let gfp = self.slab_pre_alloc(s, gfp);
         let obj = match self.alloc_fast(s, node) {
             Some(o) => o,
             None => {
-                let req = Req { gfp, node, caller, orig_size: s.object_size() as u32 };
+                let orig_size = orig_size.unwrap_or(s.object_size() as u32);
+                let req = Req { gfp, node, caller, orig_size };
                 self.alloc_slow(s, req)?
             }
         };
         if gfp.contains(Gfp::ZERO) {
-            // SAFETY: the object is ours: just allocated, `object_size` bytes.
-            unsafe { super::object::fill(obj, 0, s.object_size()) };
+            // Debug kmalloc caches zero only what was asked for: the rest is the kmalloc red
+            // zone (`slab_post_alloc_hook`'s `zero_size = orig_size`).
+            let len = match orig_size {
+                Some(n) if s.layout.has_orig_size() || s.layout.flags.contains(super::SlabFlags::RED_ZONE) => {
+                    n as usize
+                }
+                _ => s.object_size(),
+            };
+            // SAFETY: the object is ours: just allocated, at least `len` bytes.
+            unsafe { super::object::fill(obj, 0, len) };
         }
         // SAFETY: object addresses are direct-map addresses, never 0.
         Ok(unsafe { NonNull::new_unchecked(obj as *mut u8) })

@@ -16,6 +16,21 @@ use crate::percpu::PercpuPtr;
 use crate::platform::{Platform, ReportKind};
 use crate::sync::Ordering;
 
+/// What `create_cache` is asked for: `kmem_cache_create`'s arguments plus how to allocate
+/// (kmalloc creates its caches on first use, possibly from atomic context) and whether the
+/// new cache may become an alias of an existing one.
+pub(crate) struct CreateArgs<'a> {
+    pub name: &'a str,
+    pub size: usize,
+    pub align: usize,
+    pub flags: SlabFlags,
+    pub ctor: Option<Ctor>,
+    pub gfp: Gfp,
+    pub mergeable: bool,
+    /// Created by kmem itself (kmalloc): allowed from interrupt context.
+    pub internal: bool,
+}
+
 impl<P: Platform> Kmem<P> {
     /// `kmem_cache_init()`: creates the boot cache `kmem_cache`, whose objects are every
     /// other cache's descriptor, in memory carved at boot.
@@ -26,7 +41,7 @@ impl<P: Platform> Kmem<P> {
         // `slub_debug=` applies to the boot cache too, as `kmem_cache_open` does.
         let flags = self.kmem_cache_flags(SlabFlags::HWCACHE_ALIGN, "kmem_cache");
         let layout = calculate_sizes(size, 64, flags, false, st.order).map_err(CacheError::Layout)?;
-        let cpu_slab = self.alloc_cpu_slabs()?;
+        let cpu_slab = self.alloc_cpu_slabs(Gfp::KERNEL)?;
         let id = super::cache::BOOT_CACHE_ID;
         let mem = NonNull::new(st.boot_cache_mem as *mut u8).expect("boot cache memory carved at boot");
         let init = CacheInit {
@@ -59,10 +74,10 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// A per-CPU allocation of one [`CpuSlab`] per CPU, initialised.
-    fn alloc_cpu_slabs(&self) -> Result<PercpuPtr, CacheError> {
+    fn alloc_cpu_slabs(&self, gfp: Gfp) -> Result<PercpuPtr, CacheError> {
         let size = core::mem::size_of::<CpuSlab>();
         let p = self
-            .__alloc_percpu_gfp(size, core::mem::align_of::<CpuSlab>(), Gfp::KERNEL | Gfp::NOWARN)
+            .__alloc_percpu_gfp(size, core::mem::align_of::<CpuSlab>(), gfp | Gfp::NOWARN)
             .map_err(|_| CacheError::NoMemory)?;
         for cpu in 0..self.nr_cpus() {
             // SAFETY: a fresh per-CPU area of `size` bytes aligned for CpuSlab on every CPU,
@@ -100,7 +115,8 @@ impl<P: Platform> Kmem<P> {
         flags: SlabFlags,
         ctor: Option<Ctor>,
     ) -> Result<Cache<'_, P>, CacheError> {
-        match self.do_kmem_cache_create(name, size, align, flags, ctor) {
+        let args = CreateArgs { name, size, align, flags, ctor, gfp: Gfp::KERNEL, mergeable: true, internal: false };
+        match self.create_cache(args) {
             Ok(c) => Ok(c),
             Err(e) => {
                 if flags.contains(SlabFlags::PANIC) {
@@ -121,17 +137,13 @@ impl<P: Platform> Kmem<P> {
         });
     }
 
-    fn do_kmem_cache_create(
-        &self,
-        name: &str,
-        size: usize,
-        align: usize,
-        flags: SlabFlags,
-        ctor: Option<Ctor>,
-    ) -> Result<Cache<'_, P>, CacheError> {
-        if name.is_empty() || self.platform().in_interrupt() || size == 0 || size > MAX_OBJECT_SIZE as usize {
+    /// `do_kmem_cache_create()`.
+    pub(crate) fn create_cache(&self, a: CreateArgs<'_>) -> Result<Cache<'_, P>, CacheError> {
+        let CreateArgs { name, size, align, flags, ctor, gfp, .. } = a;
+        let irq = self.platform().in_interrupt() && !a.internal;
+        if name.is_empty() || irq || size == 0 || size > MAX_OBJECT_SIZE as usize {
             self.integrity_check_failed(name);
-            return Err(if self.platform().in_interrupt() { CacheError::InInterrupt } else { CacheError::Invalid });
+            return Err(if irq { CacheError::InInterrupt } else { CacheError::Invalid });
         }
         if flags.contains(SlabFlags::TYPESAFE_BY_RCU) {
             return Err(CacheError::Unsupported(SlabFlags::TYPESAFE_BY_RCU));
@@ -139,7 +151,7 @@ impl<P: Platform> Kmem<P> {
         if !SlabFlags::PERMITTED.contains(flags) {
             return Err(CacheError::BadFlags(flags.without(SlabFlags::PERMITTED)));
         }
-        if !(align == 0 || align.is_power_of_two()) || align > crate::PAGE_SIZE {
+        if !(align == 0 || align.is_power_of_two()) || align > MAX_OBJECT_SIZE as usize {
             self.integrity_check_failed(name);
             return Err(CacheError::Layout(LayoutError::BadAlign(align)));
         }
@@ -154,14 +166,14 @@ impl<P: Platform> Kmem<P> {
         }
         let flags = self.kmem_cache_flags(flags, name);
         let st = self.slab();
-        self.install_table(&st.ids, core::mem::size_of::<super::cache::IdTable>())?;
+        self.install_table(&st.ids, core::mem::size_of::<super::cache::IdTable>(), gfp)?;
         if flags.contains(SlabFlags::STORE_USER) {
             // Without a depot, tracks just have no call site.
-            let _ = self.install_table(&st.depot, core::mem::size_of::<super::debug::CallerDepot>());
+            let _ = self.install_table(&st.depot, core::mem::size_of::<super::debug::CallerDepot>(), gfp);
         }
         let id = {
             let _g = st.list_lock.lock_irqsave(self.platform());
-            if let Some(c) = self.find_mergeable_locked(size, align, flags, ctor) {
+            if let Some(c) = self.find_mergeable_locked(size, align, flags, ctor).filter(|_| a.mergeable) {
                 c.refcount.fetch_add(1, Ordering::Relaxed);
                 c.object_size.fetch_max(size as u32, Ordering::Relaxed);
                 return Ok(Cache { kmem: self, cache: NonNull::from(c) });
@@ -179,14 +191,14 @@ impl<P: Platform> Kmem<P> {
                 return Err(CacheError::Layout(e));
             }
         };
-        let mem = match self.kmem_cache_alloc(self.boot_cache(), Gfp::KERNEL | Gfp::NOWARN) {
+        let mem = match self.kmem_cache_alloc(self.boot_cache(), gfp | Gfp::NOWARN) {
             Ok(m) => m,
             Err(_) => {
                 release_id();
                 return Err(CacheError::NoMemory);
             }
         };
-        let cpu_slab = match self.alloc_cpu_slabs() {
+        let cpu_slab = match self.alloc_cpu_slabs(gfp) {
             Ok(p) => p,
             Err(e) => {
                 // SAFETY: `mem` was just allocated from the boot cache and is unused.
@@ -216,13 +228,12 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// Allocates a zeroed, never-freed table of `bytes` for `slot` unless it has one.
-    fn install_table(&self, slot: &crate::sync::AtomicUsize, bytes: usize) -> Result<(), CacheError> {
+    fn install_table(&self, slot: &crate::sync::AtomicUsize, bytes: usize, gfp: Gfp) -> Result<(), CacheError> {
         if slot.load(Ordering::Acquire) != 0 {
             return Ok(());
         }
         let order = crate::Order::for_bytes(bytes).expect("registry tables fit a block").as_u32();
-        let addr =
-            self.__get_free_pages(Gfp::KERNEL | Gfp::ZERO | Gfp::NOWARN, order).map_err(|_| CacheError::NoMemory)?;
+        let addr = self.__get_free_pages(gfp | Gfp::ZERO | Gfp::NOWARN, order).map_err(|_| CacheError::NoMemory)?;
         if slot.compare_exchange(0, addr.as_usize(), Ordering::AcqRel, Ordering::Acquire).is_err() {
             // SAFETY: our block lost the race and is unused.
             unsafe { self.free_pages(addr, order) };

@@ -87,7 +87,7 @@ pub struct Layout {
 pub enum LayoutError {
     /// Size 0, or above [`MAX_OBJECT_SIZE`].
     BadSize(usize),
-    /// Alignment not a power of two, or above `PAGE_SIZE`.
+    /// Alignment not a power of two, or above the largest object (4 MiB).
     BadAlign(usize),
     /// The slot (object plus debug metadata) does not fit a `MAX_PAGE_ORDER` block.
     TooLarge(u32),
@@ -256,7 +256,7 @@ pub fn calculate_sizes(
     if object_size == 0 || object_size > MAX_OBJECT_SIZE as usize {
         return Err(LayoutError::BadSize(object_size));
     }
-    if !(align == 0 || align.is_power_of_two()) || align > PAGE_SIZE {
+    if !(align == 0 || align.is_power_of_two()) || align > MAX_OBJECT_SIZE as usize {
         return Err(LayoutError::BadAlign(align));
     }
     let object_size = object_size as u32;

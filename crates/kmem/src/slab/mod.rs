@@ -49,7 +49,7 @@ pub(crate) mod alloc;
 mod bulk;
 pub(crate) mod cache;
 mod cpu;
-mod create;
+pub(crate) mod create;
 pub mod debug;
 mod flags;
 mod free;

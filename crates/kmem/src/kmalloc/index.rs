@@ -1,0 +1,136 @@
+//! kmalloc size classes: `kmalloc_index`, the cache names, and `kmalloc_type`.
+
+use crate::gfp::Gfp;
+
+/// Smallest kmalloc object (`KMALLOC_MIN_SIZE`, `1 << KMALLOC_SHIFT_LOW`).
+pub const KMALLOC_MIN_SIZE: usize = 8;
+/// Largest size served by a kmalloc cache (`KMALLOC_MAX_CACHE_SIZE`); above it kmalloc
+/// allocates compound pages.
+pub const KMALLOC_MAX_CACHE_SIZE: usize = 8192;
+/// Largest kmalloc (`KMALLOC_MAX_SIZE`): one `MAX_PAGE_ORDER` block.
+pub const KMALLOC_MAX_SIZE: usize = crate::PAGE_SIZE << crate::MAX_PAGE_ORDER;
+/// Size-class indices (0 unused: size 0).
+pub const KMALLOC_NR: usize = 14;
+/// `ZERO_SIZE_PTR`: what `kmalloc(0)` returns; `kfree` and `ksize` accept it.
+pub const ZERO_SIZE_PTR: usize = 16;
+
+/// `enum kmalloc_cache_type` (the ones kmem has).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(usize)]
+pub enum KmallocType {
+    /// `KMALLOC_NORMAL`: `kmalloc-<n>`.
+    Normal = 0,
+    /// `KMALLOC_RECLAIM`: `kmalloc-rcl-<n>`, for `__GFP_RECLAIMABLE`.
+    Reclaim = 1,
+    /// `KMALLOC_DMA`: `dma-kmalloc-<n>`, for `__GFP_DMA`.
+    Dma = 2,
+}
+
+impl KmallocType {
+    /// Number of types.
+    pub const COUNT: usize = 3;
+
+    /// `kmalloc_type(flags)`: DMA before reclaimable (no cgroup accounting in kmem).
+    #[inline]
+    pub const fn of(gfp: Gfp) -> KmallocType {
+        if gfp.contains(Gfp::DMA) {
+            KmallocType::Dma
+        } else if gfp.contains(Gfp::RECLAIMABLE) {
+            KmallocType::Reclaim
+        } else {
+            KmallocType::Normal
+        }
+    }
+
+    /// The name prefix of the type's caches.
+    pub const fn prefix(self) -> &'static str {
+        match self {
+            KmallocType::Normal => "kmalloc-",
+            KmallocType::Reclaim => "kmalloc-rcl-",
+            KmallocType::Dma => "dma-kmalloc-",
+        }
+    }
+}
+
+/// `__kmalloc_index(size)`: the size class of a request of `size` bytes (1 to
+/// [`KMALLOC_MAX_CACHE_SIZE`]); 0 for size 0. Index 1 is kmalloc-96 and 2 kmalloc-192,
+/// otherwise index `n` holds objects of `2^n` bytes.
+#[inline]
+pub const fn kmalloc_index(size: usize) -> usize {
+    if size == 0 {
+        return 0;
+    }
+    if size <= KMALLOC_MIN_SIZE {
+        return 3;
+    }
+    if size > 64 && size <= 96 {
+        return 1;
+    }
+    if size > 128 && size <= 192 {
+        return 2;
+    }
+    (usize::BITS - (size - 1).leading_zeros()) as usize
+}
+
+/// Object size of class `index` (`kmalloc_info[index].size`).
+pub const fn kmalloc_size(index: usize) -> usize {
+    match index {
+        0 => 0,
+        1 => 96,
+        2 => 192,
+        n => 1 << n,
+    }
+}
+
+/// The size part of a class's cache name (`kmalloc_info[index].name`).
+pub const fn kmalloc_name(index: usize) -> &'static str {
+    const NAMES: [&str; KMALLOC_NR] =
+        ["0", "96", "192", "8", "16", "32", "64", "128", "256", "512", "1k", "2k", "4k", "8k"];
+    NAMES[index]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_classes_follow_linux() {
+        let cases = [
+            (1, 3),
+            (8, 3),
+            (9, 4),
+            (16, 4),
+            (17, 5),
+            (32, 5),
+            (33, 6),
+            (64, 6),
+            (65, 1),
+            (96, 1),
+            (97, 7),
+            (128, 7),
+            (129, 2),
+            (192, 2),
+            (193, 8),
+            (256, 8),
+            (257, 9),
+            (1024, 10),
+            (1025, 11),
+            (4096, 12),
+            (4097, 13),
+            (8192, 13),
+        ];
+        for (size, idx) in cases {
+            assert_eq!(kmalloc_index(size), idx, "size {size}");
+            assert!(kmalloc_size(idx) >= size);
+        }
+        // The size_index table of slab_common.c for runtime sizes up to 192.
+        let table = [3, 4, 5, 5, 6, 6, 6, 6, 1, 1, 1, 1, 7, 7, 7, 7, 2, 2, 2, 2, 2, 2, 2, 2];
+        for (i, &idx) in table.iter().enumerate() {
+            assert_eq!(kmalloc_index(i * 8 + 8), idx, "size {}", i * 8 + 8);
+        }
+        assert_eq!(kmalloc_name(1), "96");
+        assert_eq!(kmalloc_name(13), "8k");
+        assert_eq!(KmallocType::of(Gfp::KERNEL | Gfp::DMA | Gfp::RECLAIMABLE), KmallocType::Dma);
+        assert_eq!(KmallocType::of(Gfp::KERNEL | Gfp::RECLAIMABLE), KmallocType::Reclaim);
+    }
+}

@@ -1,0 +1,510 @@
+//! The kmalloc family (`include/linux/slab.h`, `mm/slab_common.c`): `kmalloc`, `kzalloc`,
+//! `kcalloc`, `kmalloc_array`, `krealloc`, `kfree`, `kfree_sensitive`, `ksize`,
+//! `kmalloc_size_roundup`, `kmemdup`, `kstrdup`, `kvmalloc`/`kvfree`.
+//!
+//! - **Size classes** ([`index`]): `kmalloc-8` … `kmalloc-8k` plus `kmalloc-96` and
+//!   `kmalloc-192`, Linux's `__kmalloc_index`; three types chosen by `kmalloc_type(gfp)`:
+//!   `kmalloc-<n>`, `kmalloc-rcl-<n>` (`__GFP_RECLAIMABLE`), `dma-kmalloc-<n>` (`__GFP_DMA`).
+//!   A type's caches are created on its first use (Linux creates them at boot; a machine that
+//!   never kmallocs pays nothing). They carry `SLAB_KMALLOC`, so debug caches record each
+//!   request's size and red-zone the rest of the bucket (`kmalloc Redzone overwritten`).
+//! - **Alignment**: at least 8 bytes; power-of-two sizes are naturally aligned (the caches of
+//!   power-of-two classes are created with that alignment; large blocks are page-aligned).
+//! - **Large** requests (above [`KMALLOC_MAX_CACHE_SIZE`], up to [`KMALLOC_MAX_SIZE`]) are
+//!   compound pages marked `PG_large_kmalloc`, counted in `SUnreclaim`, as Linux's
+//!   `__kmalloc_large_node`.
+//! - **kfree** finds the object's slab and cache from the address (`virt_to_slab`), or the
+//!   large block; a pointer kmem did not hand out (no slab, not the start of a large block,
+//!   an interior pointer, a double free) is reported and nothing is freed.
+
+pub mod index;
+
+use core::fmt;
+use core::ptr::NonNull;
+
+pub use index::{
+    kmalloc_index, kmalloc_name, kmalloc_size, KmallocType, KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KMALLOC_MIN_SIZE,
+    KMALLOC_NR, ZERO_SIZE_PTR,
+};
+
+use crate::gfp::Gfp;
+use crate::machine::Kmem;
+use crate::mm::page::pg;
+use crate::mm::page_ref::{AllocError, PageRef};
+use crate::platform::Platform;
+use crate::slab::create::CreateArgs;
+use crate::slab::{CacheError, KmemCache, SlabAllocError, SlabFlags};
+use crate::sync::{array_of, const_fn_unless_loom, AtomicUsize, Ordering};
+use crate::{VirtAddr, PAGE_SIZE};
+
+/// The machine's kmalloc caches: descriptor addresses by type and size class (0: not yet
+/// created).
+#[derive(Debug)]
+pub struct KmallocState {
+    caches: [[AtomicUsize; KMALLOC_NR]; KmallocType::COUNT],
+}
+
+impl KmallocState {
+    const_fn_unless_loom! {
+        pub(crate) fn new() -> Self {
+            Self { caches: array_of![array_of![AtomicUsize::new(0); KMALLOC_NR]; KmallocType::COUNT] }
+        }
+    }
+}
+
+/// Why a kmalloc-family call failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KmallocErrorKind {
+    /// `n * size` overflows (`kmalloc_array`, `kcalloc`): never a short buffer.
+    Overflow,
+    /// Above [`KMALLOC_MAX_SIZE`].
+    TooLarge,
+    /// The slab allocator could not give an object.
+    Slab(SlabAllocError),
+    /// The page allocator could not give a large block.
+    Pages(AllocError),
+    /// The size class's cache could not be created.
+    Cache(CacheError),
+    /// `krealloc` of a pointer kmem did not hand out.
+    InvalidPointer,
+}
+
+/// A failed kmalloc-family call: the request and the cause.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KmallocError {
+    /// Bytes asked for (for an overflow, the element size).
+    pub size: usize,
+    /// The GFP flags.
+    pub gfp: Gfp,
+    /// The cause.
+    pub kind: KmallocErrorKind,
+}
+
+impl fmt::Display for KmallocError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "kmalloc({}, {:#}) failed: {:?}", self.size, self.gfp, self.kind)
+    }
+}
+
+impl core::error::Error for KmallocError {}
+
+/// What a pointer given to `kfree`/`ksize`/`krealloc` is.
+enum Owner<'a> {
+    /// `ZERO_SIZE_PTR` or null.
+    Nothing,
+    /// A slab object of this cache.
+    Slab(&'a KmemCache),
+    /// The start of a large kmalloc block of this order.
+    Large(PageRef<'a>, u32),
+    /// Nothing kmalloc hands out.
+    Invalid,
+}
+
+/// `kmalloc_size_roundup(size)`: the bytes a kmalloc of `size` really gets (its bucket), so
+/// callers can ask for that much; `size` itself above [`KMALLOC_MAX_SIZE`], 0 for 0.
+pub const fn kmalloc_size_roundup(size: usize) -> usize {
+    if size == 0 {
+        0
+    } else if size <= KMALLOC_MAX_CACHE_SIZE {
+        kmalloc_size(kmalloc_index(size))
+    } else if size <= KMALLOC_MAX_SIZE {
+        PAGE_SIZE << crate::slab::layout::get_order(size as u32)
+    } else {
+        size
+    }
+}
+
+/// The `ZERO_SIZE_PTR` pointer.
+pub const fn zero_size_ptr() -> NonNull<u8> {
+    // SAFETY: 16 is not 0.
+    unsafe { NonNull::new_unchecked(ZERO_SIZE_PTR as *mut u8) }
+}
+
+impl<P: Platform> Kmem<P> {
+    fn kmalloc_state(&self) -> &KmallocState {
+        &self.state().kmalloc
+    }
+
+    /// The cache of size class `index` of type `ty`, creating the type's caches on first use.
+    #[inline]
+    fn kmalloc_cache(&self, ty: KmallocType, index: usize, gfp: Gfp) -> Result<&KmemCache, KmallocErrorKind> {
+        let p = self.kmalloc_state().caches[ty as usize][index].load(Ordering::Acquire);
+        if p != 0 {
+            // SAFETY: slots hold descriptors of kmalloc caches, which are never destroyed.
+            return Ok(unsafe { &*(p as *const KmemCache) });
+        }
+        self.create_kmalloc_caches(ty, gfp)?;
+        let p = self.kmalloc_state().caches[ty as usize][index].load(Ordering::Acquire);
+        // SAFETY: as above; `create_kmalloc_caches` filled every slot of the type.
+        Ok(unsafe { &*(p as *const KmemCache) })
+    }
+
+    /// `create_kmalloc_caches()` for one type. Safe to race: the loser of a slot destroys its
+    /// cache. A request that may not sleep creates them with non-blocking allocations.
+    #[cold]
+    fn create_kmalloc_caches(&self, ty: KmallocType, gfp: Gfp) -> Result<(), KmallocErrorKind> {
+        let blocking = gfp.allows_blocking() && !self.platform().atomic_context();
+        let cgfp = if blocking { Gfp::KERNEL } else { Gfp::ATOMIC };
+        let flags = SlabFlags::KMALLOC
+            | match ty {
+                KmallocType::Normal => SlabFlags::NONE,
+                KmallocType::Reclaim => SlabFlags::RECLAIM_ACCOUNT,
+                KmallocType::Dma => SlabFlags::CACHE_DMA,
+            };
+        for index in 1..KMALLOC_NR {
+            let slot = &self.kmalloc_state().caches[ty as usize][index];
+            if slot.load(Ordering::Acquire) != 0 {
+                continue;
+            }
+            let mut buf = [0u8; 32];
+            let name = cache_name(&mut buf, ty, index);
+            let size = kmalloc_size(index);
+            let align = if size.is_power_of_two() { size } else { KMALLOC_MIN_SIZE };
+            let args = CreateArgs { name, size, align, flags, ctor: None, gfp: cgfp, mergeable: false, internal: true };
+            let c = self.create_cache(args).map_err(KmallocErrorKind::Cache)?;
+            let raw = c.into_raw();
+            if slot.compare_exchange(0, raw.as_ptr() as usize, Ordering::AcqRel, Ordering::Acquire).is_err() {
+                // SAFETY: our cache lost the race; nothing else has seen it.
+                let c = unsafe { crate::slab::Cache::from_raw(self, raw) };
+                self.kmem_cache_destroy(c);
+            }
+        }
+        Ok(())
+    }
+
+    /// `kmalloc(size, gfp)`: `size` bytes, at least 8-aligned, naturally aligned for power-of-two
+    /// sizes; `kmalloc(0)` is [`ZERO_SIZE_PTR`] (not dereferenceable; `kfree` takes it).
+    ///
+    /// ```
+    /// use kmem::Gfp;
+    /// let m = kmem_hosted::MachineBuilder::new().ram_mib(64).build().unwrap();
+    /// let p = m.kmalloc(100, Gfp::KERNEL).unwrap();
+    /// // SAFETY: `p` is ours; ksize says how much of it we may use.
+    /// assert_eq!(unsafe { m.ksize(p.as_ptr()) }, 128);
+    /// unsafe { m.kfree(p.as_ptr()) };
+    /// ```
+    #[inline]
+    #[track_caller]
+    pub fn kmalloc(&self, size: usize, gfp: Gfp) -> Result<NonNull<u8>, KmallocError> {
+        self.kmalloc_node_at(size, gfp, None, core::panic::Location::caller())
+    }
+
+    /// `kzalloc(size, gfp)`: zeroed.
+    #[inline]
+    #[track_caller]
+    pub fn kzalloc(&self, size: usize, gfp: Gfp) -> Result<NonNull<u8>, KmallocError> {
+        self.kmalloc_node_at(size, gfp | Gfp::ZERO, None, core::panic::Location::caller())
+    }
+
+    /// `kmalloc_node(size, gfp, node)`.
+    #[track_caller]
+    pub fn kmalloc_node(&self, size: usize, gfp: Gfp, node: Option<usize>) -> Result<NonNull<u8>, KmallocError> {
+        self.kmalloc_node_at(size, gfp, node, core::panic::Location::caller())
+    }
+
+    /// `kmalloc_array(n, size, gfp)`: `n * size` bytes; an overflowing product is an error,
+    /// never a short buffer.
+    #[track_caller]
+    pub fn kmalloc_array(&self, n: usize, size: usize, gfp: Gfp) -> Result<NonNull<u8>, KmallocError> {
+        let bytes = n.checked_mul(size).ok_or(KmallocError { size, gfp, kind: KmallocErrorKind::Overflow })?;
+        self.kmalloc_node_at(bytes, gfp, None, core::panic::Location::caller())
+    }
+
+    /// `kcalloc(n, size, gfp)`: `kmalloc_array` zeroed.
+    #[track_caller]
+    pub fn kcalloc(&self, n: usize, size: usize, gfp: Gfp) -> Result<NonNull<u8>, KmallocError> {
+        let bytes = n.checked_mul(size).ok_or(KmallocError { size, gfp, kind: KmallocErrorKind::Overflow })?;
+        self.kmalloc_node_at(bytes, gfp | Gfp::ZERO, None, core::panic::Location::caller())
+    }
+
+    /// `kmalloc_node_track_caller`: the one entry of the family.
+    #[inline]
+    pub(crate) fn kmalloc_node_at(
+        &self,
+        size: usize,
+        gfp: Gfp,
+        node: Option<usize>,
+        caller: &'static core::panic::Location<'static>,
+    ) -> Result<NonNull<u8>, KmallocError> {
+        if size > KMALLOC_MAX_CACHE_SIZE {
+            return self.kmalloc_large(size, gfp, node);
+        }
+        if size == 0 {
+            return Ok(zero_size_ptr());
+        }
+        let err = |kind| KmallocError { size, gfp, kind };
+        let cache = self.kmalloc_cache(KmallocType::of(gfp), kmalloc_index(size), gfp).map_err(err)?;
+        self.slab_alloc_sized(cache, gfp, node, caller, Some(size as u32)).map_err(|e| err(KmallocErrorKind::Slab(e)))
+    }
+
+    /// `__kmalloc_large_node()`: compound pages for requests above the largest cache.
+    #[cold]
+    fn kmalloc_large(&self, size: usize, gfp: Gfp, node: Option<usize>) -> Result<NonNull<u8>, KmallocError> {
+        let err = |kind| KmallocError { size, gfp, kind };
+        if size > KMALLOC_MAX_SIZE {
+            if !gfp.contains(Gfp::NOWARN) {
+                self.warn_on("__kmalloc_large_node", &|w| {
+                    write!(w, "kmalloc of {size} bytes: above KMALLOC_MAX_SIZE ({KMALLOC_MAX_SIZE})")
+                });
+            }
+            return Err(err(KmallocErrorKind::TooLarge));
+        }
+        let order = crate::slab::layout::get_order(size as u32);
+        let g = gfp.without(Gfp::SLAB_BUG_MASK).union(Gfp::COMP);
+        let page = match node {
+            Some(n) => self.alloc_pages_node(n, g, order),
+            None => self.alloc_pages(g, order),
+        }
+        .map_err(|e| err(KmallocErrorKind::Pages(e)))?;
+        page.page().set_exclusive(pg::LARGE_KMALLOC);
+        if let Some(n) = self.node(page.page().node()) {
+            n.mod_slab_pages(false, 1 << order);
+        }
+        let addr = self.page_address(page).expect("kmalloc pages are direct-mapped (no __GFP_HIGHMEM)");
+        Ok(NonNull::new(addr.as_mut_ptr::<u8>()).expect("direct-map addresses are not null"))
+    }
+
+    /// What `p` is (`virt_to_slab` / `folio_test_large_kmalloc`).
+    fn kmalloc_owner(&self, p: *const u8) -> Owner<'_> {
+        let addr = p as usize;
+        if addr <= ZERO_SIZE_PTR {
+            return Owner::Nothing;
+        }
+        let Some(page) = self.virt_to_page(VirtAddr::new(addr)) else { return Owner::Invalid };
+        let head = self.compound_head(page);
+        if let Some(id) = head.page().slab_cache_id() {
+            return match self.slab().cache(id) {
+                Some(c) => Owner::Slab(c),
+                None => Owner::Invalid,
+            };
+        }
+        if head.page().test(pg::LARGE_KMALLOC) && self.page_address(head).map(VirtAddr::as_usize) == Some(addr) {
+            let order = head.page().alloc_order().unwrap_or(0) as u32;
+            return Owner::Large(head, order);
+        }
+        Owner::Invalid
+    }
+
+    #[cold]
+    fn kfree_invalid(&self, func: &str, p: *const u8) {
+        self.warn_on(func, &|w| write!(w, "object pointer: 0x{:016x} was not returned by kmalloc", p as usize));
+    }
+
+    /// `kfree(p)`: frees what `kmalloc` (or any slab cache: Linux's `kfree` takes those too)
+    /// returned. Null and `ZERO_SIZE_PTR` are no-ops. A pointer kmem did not hand out is
+    /// reported (`WARNING` for a non-slab address, the slab's `BUG` report for a bad object
+    /// pointer) and nothing is freed.
+    ///
+    /// # Safety
+    ///
+    /// `p` must be null, `ZERO_SIZE_PTR`, or an allocation of this machine that the caller
+    /// owns and no longer uses. As with `kmem_cache_free`, many mistakes are detected, but a
+    /// stale pointer to memory reallocated since cannot be told from a live one.
+    #[track_caller]
+    pub unsafe fn kfree(&self, p: *const u8) {
+        match self.kmalloc_owner(p) {
+            Owner::Nothing => {}
+            Owner::Slab(c) => {
+                // SAFETY: forwarded caller contract; `c` is the cache the object's slab names.
+                unsafe {
+                    self.kmem_cache_free_at(c, NonNull::new_unchecked(p as *mut u8), core::panic::Location::caller())
+                }
+            }
+            Owner::Large(head, order) => self.free_large_kmalloc(head, order),
+            Owner::Invalid => self.kfree_invalid("kfree", p),
+        }
+    }
+
+    /// `free_large_kmalloc()`.
+    fn free_large_kmalloc(&self, head: PageRef<'_>, order: u32) {
+        head.page().clear_exclusive(pg::LARGE_KMALLOC);
+        if let Some(n) = self.node(head.page().node()) {
+            n.mod_slab_pages(false, -(1 << order));
+        }
+        // SAFETY: the block was a large kmalloc owned by the caller of `kfree`.
+        unsafe { self.__free_pages(head, order) };
+    }
+
+    /// `ksize(p)`: bytes of the allocation the caller may use (the bucket, or the large
+    /// block); 0 for null, `ZERO_SIZE_PTR` and (reported) pointers kmalloc did not return.
+    ///
+    /// # Safety
+    ///
+    /// `p` must be null, `ZERO_SIZE_PTR` or a live allocation of this machine.
+    pub unsafe fn ksize(&self, p: *const u8) -> usize {
+        match self.kmalloc_owner(p) {
+            Owner::Nothing => 0,
+            Owner::Slab(c) => c.layout().ksize() as usize,
+            Owner::Large(_, order) => PAGE_SIZE << order,
+            Owner::Invalid => {
+                self.kfree_invalid("ksize", p);
+                0
+            }
+        }
+    }
+
+    /// `kfree_sensitive(p)`: zeroes the whole bucket (`ksize` bytes) before freeing.
+    ///
+    /// # Safety
+    ///
+    /// As [`Kmem::kfree`].
+    #[track_caller]
+    pub unsafe fn kfree_sensitive(&self, p: *const u8) {
+        // SAFETY: forwarded caller contract.
+        let ks = unsafe { self.ksize(p) };
+        if ks != 0 {
+            // SAFETY: the allocation is the caller's and `ks` bytes long; volatile so the
+            // zeroing is not optimised away (`memzero_explicit`).
+            unsafe {
+                for i in 0..ks {
+                    core::ptr::write_volatile((p as *mut u8).add(i), 0);
+                }
+            }
+        }
+        // SAFETY: forwarded caller contract.
+        unsafe { self.kfree(p) };
+    }
+
+    /// `krealloc(p, new_size, gfp)`: resizes in place when the bucket allows (with
+    /// `__GFP_ZERO` the bytes between the old request and the new size are zeroed when the
+    /// old size is known, i.e. on debug caches that record it, as Linux 6.x); otherwise a new
+    /// allocation, the old contents copied, the old one freed. `new_size` 0 frees `p` and
+    /// returns `ZERO_SIZE_PTR`; a null `p` allocates. On failure `p` is untouched.
+    ///
+    /// # Safety
+    ///
+    /// As [`Kmem::kfree`] for `p`; on success the caller must use only the returned pointer.
+    #[track_caller]
+    pub unsafe fn krealloc(&self, p: *mut u8, new_size: usize, gfp: Gfp) -> Result<NonNull<u8>, KmallocError> {
+        let caller = core::panic::Location::caller();
+        if new_size == 0 {
+            // SAFETY: forwarded caller contract.
+            unsafe { self.kfree(p) };
+            return Ok(zero_size_ptr());
+        }
+        let (ks, orig, cache) = match self.kmalloc_owner(p) {
+            Owner::Nothing => return self.kmalloc_node_at(new_size, gfp, None, caller),
+            Owner::Slab(c) => {
+                let obj = c.object_size();
+                (obj, self.get_orig_size(c, p as usize) as usize, Some(c))
+            }
+            Owner::Large(_, order) => (PAGE_SIZE << order, PAGE_SIZE << order, None),
+            Owner::Invalid => {
+                self.kfree_invalid("krealloc", p);
+                return Err(KmallocError { size: new_size, gfp, kind: KmallocErrorKind::InvalidPointer });
+            }
+        };
+        if new_size <= ks {
+            // SAFETY: the allocation is the caller's, `ks` bytes.
+            unsafe {
+                if gfp.contains(Gfp::ZERO) {
+                    if orig < new_size {
+                        core::ptr::write_bytes(p.add(orig), 0, new_size - orig);
+                    } else {
+                        core::ptr::write_bytes(p.add(new_size), 0, ks - new_size);
+                    }
+                }
+            }
+            if let Some(c) = cache.filter(|c| c.layout().has_orig_size()) {
+                self.set_orig_size(c, p as usize, new_size as u32);
+                if c.flags().contains(SlabFlags::RED_ZONE) && new_size < ks {
+                    // SAFETY: the bucket's tail, part of the caller's object slot.
+                    unsafe { core::ptr::write_bytes(p.add(new_size), crate::slab::debug::RED_ACTIVE, ks - new_size) };
+                }
+            }
+            // SAFETY: `p` is a live allocation, not null.
+            return Ok(unsafe { NonNull::new_unchecked(p) });
+        }
+        let n = self.kmalloc_node_at(new_size, gfp, None, caller)?;
+        // SAFETY: both allocations are the caller's; the old one holds `orig.min(ks)` bytes of
+        // the caller's data and the new one at least `new_size > ks` bytes.
+        unsafe {
+            core::ptr::copy_nonoverlapping(p, n.as_ptr(), orig.min(ks));
+            self.kfree(p);
+        }
+        Ok(n)
+    }
+
+    /// `kmemdup(src, len, gfp)`.
+    #[track_caller]
+    pub fn kmemdup(&self, src: &[u8], gfp: Gfp) -> Result<NonNull<u8>, KmallocError> {
+        let p = self.kmalloc_node_at(src.len(), gfp.without(Gfp::ZERO), None, core::panic::Location::caller())?;
+        if !src.is_empty() {
+            // SAFETY: a fresh allocation of `src.len()` bytes, ours.
+            unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), p.as_ptr(), src.len()) };
+        }
+        Ok(p)
+    }
+
+    /// `kstrdup(s, gfp)`: a NUL-terminated copy of `s`.
+    #[track_caller]
+    pub fn kstrdup(&self, s: &str, gfp: Gfp) -> Result<NonNull<u8>, KmallocError> {
+        let p = self.kmalloc_node_at(s.len() + 1, gfp.without(Gfp::ZERO), None, core::panic::Location::caller())?;
+        // SAFETY: a fresh allocation of `s.len() + 1` bytes, ours.
+        unsafe {
+            core::ptr::copy_nonoverlapping(s.as_ptr(), p.as_ptr(), s.len());
+            p.as_ptr().add(s.len()).write(0);
+        }
+        Ok(p)
+    }
+
+    /// `kvmalloc_node(size, gfp, node)`: kmalloc first with `kmalloc_gfp_adjust` (above a
+    /// page: `__GFP_NOWARN`, `__GFP_NORETRY` unless `__GFP_RETRY_MAYFAIL`, no `__GFP_NOFAIL`).
+    /// kmem has no vmalloc yet: where Linux falls back to vmalloc, kmem retries kmalloc with
+    /// the caller's flags (non-blocking requests fail, as Linux's do).
+    #[track_caller]
+    pub fn kvmalloc(&self, size: usize, gfp: Gfp) -> Result<NonNull<u8>, KmallocError> {
+        let caller = core::panic::Location::caller();
+        let mut g = gfp;
+        if size > PAGE_SIZE {
+            g = g.union(Gfp::NOWARN).without(Gfp::NOFAIL);
+            if !g.contains(Gfp::RETRY_MAYFAIL) {
+                g = g.union(Gfp::NORETRY);
+            }
+        }
+        match self.kmalloc_node_at(size, g, None, caller) {
+            Ok(p) => Ok(p),
+            Err(e) if size <= PAGE_SIZE || !gfp.allows_blocking() => Err(e),
+            Err(_) => self.kmalloc_node_at(size, gfp, None, caller),
+        }
+    }
+
+    /// `kvzalloc(size, gfp)`.
+    #[track_caller]
+    pub fn kvzalloc(&self, size: usize, gfp: Gfp) -> Result<NonNull<u8>, KmallocError> {
+        self.kvmalloc(size, gfp | Gfp::ZERO)
+    }
+
+    /// `kvfree(p)`.
+    ///
+    /// # Safety
+    ///
+    /// As [`Kmem::kfree`].
+    #[track_caller]
+    pub unsafe fn kvfree(&self, p: *const u8) {
+        // SAFETY: forwarded caller contract (everything kvmalloc returns is kmalloc's).
+        unsafe { self.kfree(p) }
+    }
+
+    /// The kmalloc cache serving `size` bytes with `gfp` (created if needed), if `size` is
+    /// cache-sized.
+    pub fn kmalloc_slab(&self, size: usize, gfp: Gfp) -> Option<&KmemCache> {
+        if size == 0 || size > KMALLOC_MAX_CACHE_SIZE {
+            return None;
+        }
+        self.kmalloc_cache(KmallocType::of(gfp), kmalloc_index(size), gfp).ok()
+    }
+
+    /// Whether `p` is a live large kmalloc block's start.
+    pub fn is_large_kmalloc(&self, p: *const u8) -> bool {
+        matches!(self.kmalloc_owner(p), Owner::Large(..))
+    }
+}
+
+/// `kmalloc_info[].name` with the type's prefix, in `buf`.
+fn cache_name(buf: &mut [u8; 32], ty: KmallocType, index: usize) -> &str {
+    let (a, b) = (ty.prefix().as_bytes(), kmalloc_name(index).as_bytes());
+    buf[..a.len()].copy_from_slice(a);
+    buf[a.len()..a.len() + b.len()].copy_from_slice(b);
+    core::str::from_utf8(&buf[..a.len() + b.len()]).expect("ASCII names")
+}
