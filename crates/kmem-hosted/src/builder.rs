@@ -80,6 +80,7 @@ pub struct MachineBuilder {
     migrate_every: u32,
     slub_debug: Option<String>,
     slab_nomerge: bool,
+    hotplug: u64,
 }
 
 impl Default for MachineBuilder {
@@ -103,6 +104,7 @@ impl MachineBuilder {
             migrate_every: 0,
             slub_debug: None,
             slab_nomerge: false,
+            hotplug: 0,
         }
     }
     /// Architecture preset.
@@ -157,6 +159,13 @@ impl MachineBuilder {
         self.slub_debug = Some(opts.to_owned());
         self
     }
+    /// Reserves physical address space up to `bytes` for memory hot-add
+    /// ([`Machine::hot_add`]): the page-descriptor table covers it, the RAM mapping reserves
+    /// it (inaccessible until added). 0: none.
+    pub fn hotplug_max(mut self, bytes: u64) -> Self {
+        self.hotplug = bytes;
+        self
+    }
     /// The `slab_nomerge` boot option: never merge slab caches.
     pub fn slab_nomerge(mut self, on: bool) -> Self {
         self.slab_nomerge = on;
@@ -198,7 +207,7 @@ impl MachineBuilder {
             Preset::X86_64 => ZoneLayout::X86_64,
             Preset::X86_32 => ZoneLayout::X86_32,
         });
-        let ram = Ram::new(&regions).map_err(BuildError::Ram)?;
+        let ram = Ram::with_reserve(&regions, self.hotplug).map_err(BuildError::Ram)?;
         let limit = match layout.highmem_start {
             Some(h) => h.min(PhysAddr::new(ram.len() as u64)),
             None => PhysAddr::new(ram.len() as u64),
@@ -212,6 +221,9 @@ impl MachineBuilder {
         cfg.nr_nodes = nodes;
         cfg.slab.slub_debug = self.slub_debug.as_deref();
         cfg.slab.nomerge = self.slab_nomerge;
+        if self.hotplug > 0 {
+            cfg.hotplug_end = Some(PhysAddr::new(self.hotplug));
+        }
         let reserve = self.reserve.clone();
         // SAFETY: every usable region lies inside `ram`'s mapping, which is read-write there,
         // ours alone, and outlives the Kmem (Machine drops its Kmem before its Ram).

@@ -25,6 +25,6 @@ mod ram;
 
 pub use builder::{BuildError, MachineBuilder, Preset};
 pub use cpus::{in_irq, pin_current_thread};
-pub use machine::Machine;
+pub use machine::{HotAddError, Machine};
 pub use platform::{HostedPlatform, ReportLog};
 pub use ram::{Ram, RamError};

@@ -3,7 +3,7 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
-use kmem::{Kmem, MemRegion};
+use kmem::{Kmem, MemRegion, PhysAddr};
 
 use crate::builder::Preset;
 use crate::platform::{HostedPlatform, ReportLog};
@@ -19,6 +19,7 @@ pub struct Machine {
     log: Arc<ReportLog>,
     regions: Vec<MemRegion>,
     preset: Preset,
+    hotplug: std::sync::Mutex<()>,
 }
 
 impl Machine {
@@ -29,7 +30,7 @@ impl Machine {
         regions: Vec<MemRegion>,
         preset: Preset,
     ) -> Self {
-        Self { kmem, ram, log, regions, preset }
+        Self { kmem, ram, log, regions, preset, hotplug: std::sync::Mutex::new(()) }
     }
     /// The reports made so far, with their texts.
     pub fn reports(&self) -> &ReportLog {
@@ -47,7 +48,49 @@ impl Machine {
     pub fn ram_mapping_len(&self) -> usize {
         self.ram.len()
     }
+
+    /// Memory hot-add: makes the next `sections` 128 MiB sections of the reserved hotplug
+    /// range ([`crate::MachineBuilder::hotplug_max`]) RAM of node 0. Returns the pages the
+    /// buddy allocator gained. Concurrent calls are serialised (the second may find the
+    /// sections taken and add the following ones).
+    pub fn hot_add(&self, sections: usize) -> Result<usize, HotAddError> {
+        let sec = kmem::boot::PAGES_PER_SECTION_BYTES;
+        let _g = self.hotplug.lock().expect("hotplug lock poisoned");
+        let start = (self.kmem.max_pfn().phys().as_u64()).next_multiple_of(sec);
+        let size = sections as u64 * sec;
+        if start + size > self.ram.len() as u64 {
+            return Err(HotAddError::NoSpace);
+        }
+        self.ram.make_usable(start as usize, size as usize).map_err(HotAddError::Ram)?;
+        // SAFETY: the range is part of this machine's RAM mapping, now read-write, never
+        // used before (beyond max_pfn, inside the hotplug reserve), and lives as long as the
+        // machine (Machine drops its Kmem before its Ram).
+        unsafe { self.kmem.hot_add_memory(PhysAddr::new(start), size, 0) }.map_err(HotAddError::Hotplug)
+    }
 }
+
+/// Why [`Machine::hot_add`] failed.
+#[derive(Debug)]
+pub enum HotAddError {
+    /// The hotplug reserve is used up.
+    NoSpace,
+    /// Making the range accessible failed.
+    Ram(crate::ram::RamError),
+    /// The core refused the range.
+    Hotplug(kmem::boot::HotplugError),
+}
+
+impl std::fmt::Display for HotAddError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HotAddError::NoSpace => f.write_str("hotplug reserve exhausted"),
+            HotAddError::Ram(e) => write!(f, "{e}"),
+            HotAddError::Hotplug(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for HotAddError {}
 
 impl Deref for Machine {
     type Target = Kmem<HostedPlatform>;

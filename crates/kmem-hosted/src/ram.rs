@@ -47,7 +47,14 @@ impl Ram {
     /// Creates RAM covering `[0, end of the highest region)`, with everything that is not a
     /// usable region made inaccessible.
     pub fn new(regions: &[MemRegion]) -> Result<Ram, RamError> {
-        let end = regions.iter().map(|r| r.end().as_u64()).max().ok_or(RamError::Empty)?;
+        Self::with_reserve(regions, 0)
+    }
+
+    /// As [`Ram::new`], with the physical address space extended to at least `space` bytes:
+    /// the part beyond the memory map is inaccessible until [`Ram::make_usable`] (memory
+    /// hot-add). The memfd is sparse: space costs nothing until written.
+    pub fn with_reserve(regions: &[MemRegion], space: u64) -> Result<Ram, RamError> {
+        let end = regions.iter().map(|r| r.end().as_u64()).max().ok_or(RamError::Empty)?.max(space);
         let len = (end as usize).next_multiple_of(PAGE_SIZE);
         let fd = memfd_create("kmem-ram", MemfdFlags::CLOEXEC).map_err(|e| RamError::Os("memfd_create", e))?;
         ftruncate(&fd, len as u64).map_err(|e| RamError::Os("ftruncate", e))?;
@@ -86,6 +93,15 @@ impl Ram {
         // SAFETY: the range lies inside our own mapping (offsets below `self.len`, page aligned);
         // nothing references hole memory.
         unsafe { mprotect(self.base.as_ptr().add(off).cast(), len, MprotectFlags::empty()) }
+            .map_err(|e| RamError::Os("mprotect", e))
+    }
+
+    /// Makes `[off, off + len)` readable and writable (hot-added RAM).
+    pub fn make_usable(&self, off: usize, len: usize) -> Result<(), RamError> {
+        assert!(off % PAGE_SIZE == 0 && len % PAGE_SIZE == 0 && off + len <= self.len, "range outside RAM");
+        // SAFETY: the range lies inside our own mapping (checked above); making it accessible
+        // changes nothing any reference relies on.
+        unsafe { mprotect(self.base.as_ptr().add(off).cast(), len, MprotectFlags::READ | MprotectFlags::WRITE) }
             .map_err(|e| RamError::Os("mprotect", e))
     }
 

@@ -17,7 +17,7 @@ use crate::percpu::PercpuState;
 use crate::platform::{DirectMap, Platform, ReportKind};
 use crate::report::Reports;
 use crate::slab::SlabState;
-use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering, RawSpinLock};
 
 /// Most CPUs a machine can have (`NR_CPUS`).
 pub const NR_CPUS: usize = 256;
@@ -61,7 +61,7 @@ pub struct MachineState {
     cpu_to_node: [u8; NR_CPUS],
     pub(crate) layout: ZoneLayout,
     pub(crate) direct_map: DirectMap,
-    pub(crate) max_pfn: Pfn,
+    pub(crate) max_pfn: AtomicUsize,
     pub(crate) min_free_kbytes: AtomicU64,
     pub(crate) totalram: AtomicUsize,
     pub(crate) reports: Reports,
@@ -73,6 +73,8 @@ pub struct MachineState {
     pub(crate) percpu: PercpuState,
     /// The slab allocator's registry (`slab/`).
     pub(crate) slab: SlabState,
+    /// `mem_hotplug_lock`: serialises memory hot-add.
+    pub(crate) hotplug_lock: RawSpinLock,
     /// The kmalloc caches (`kmalloc/`).
     pub(crate) kmalloc: KmallocState,
 }
@@ -87,7 +89,7 @@ impl MachineState {
             cpu_to_node: [0; NR_CPUS],
             layout,
             direct_map,
-            max_pfn: Pfn::new(0),
+            max_pfn: AtomicUsize::new(0),
             min_free_kbytes: AtomicU64::new(0),
             totalram: AtomicUsize::new(0),
             reports: Reports::new(),
@@ -97,6 +99,7 @@ impl MachineState {
             pcp_enabled: AtomicBool::new(true),
             percpu: PercpuState::empty(),
             slab: SlabState::empty(),
+            hotplug_lock: RawSpinLock::new(),
             kmalloc: KmallocState::new(),
         }
     }
@@ -233,7 +236,7 @@ impl<P: Platform> Kmem<P> {
 
     /// One past the highest frame with RAM.
     pub fn max_pfn(&self) -> Pfn {
-        self.state().max_pfn
+        Pfn::new(self.state().max_pfn.load(Ordering::Relaxed))
     }
 
     /// Pages managed by the buddy allocator (`totalram_pages()`).

@@ -11,10 +11,12 @@
 //!    aligned blocks; the zone's managed count grows by what was released.
 //! 5. min_free_kbytes, watermarks, lowmem reserves and zonelists are computed as Linux does.
 
+mod hotplug;
 mod memblock;
 mod memory_map;
 mod pagesets;
 
+pub use hotplug::HotplugError;
 pub use memblock::{Memblock, MemblockError, Range, MEMBLOCK_REGIONS};
 pub use memory_map::{MemRegion, RegionKind, ZoneLayout};
 
@@ -26,12 +28,11 @@ use crate::mm::buddy;
 use crate::mm::memmap::{Memmap, Section, PAGES_PER_SECTION, PFN_SECTION_SHIFT};
 use crate::mm::node::Node;
 use crate::mm::page::{pg, Page, MAX_NUMNODES, MAX_SECTIONS};
-use crate::mm::watermark::{self, ZoneSize};
 use crate::mm::zone_type::{Migratetype, ZoneType, MAX_NR_ZONES, MIGRATE_TYPES};
 use crate::percpu::PercpuState;
 use crate::platform::Platform;
 use crate::slab::{CacheError, KmemCache, SlabBootConfig};
-use crate::sync::Ordering;
+use crate::sync::{AtomicUsize, Ordering};
 
 /// Bytes per memory section (128 MiB): NUMA node boundaries must be multiples of it.
 pub const PAGES_PER_SECTION_BYTES: u64 = (PAGES_PER_SECTION as u64) << PAGE_SHIFT;
@@ -57,12 +58,23 @@ pub struct BootConfig<'a> {
     pub distances: Option<&'a [u8]>,
     /// Slab boot parameters (`slub_debug=`, `slab_nomerge`, slab orders).
     pub slab: SlabBootConfig<'a>,
+    /// End of the physical range memory may be hot-added to later ([`Kmem::hot_add_memory`]):
+    /// the section table is sized to cover it. `None`: the end of the memory map.
+    pub hotplug_end: Option<PhysAddr>,
 }
 
 impl<'a> BootConfig<'a> {
     /// One node, the given map and layout.
     pub fn new(regions: &'a [MemRegion], layout: ZoneLayout) -> Self {
-        Self { regions, layout, nr_nodes: 1, cpu_to_node: None, distances: None, slab: SlabBootConfig::default() }
+        Self {
+            regions,
+            layout,
+            nr_nodes: 1,
+            cpu_to_node: None,
+            distances: None,
+            slab: SlabBootConfig::default(),
+            hotplug_end: None,
+        }
     }
 }
 
@@ -194,9 +206,10 @@ impl<P: Platform> Kmem<P> {
             return Err(BootError::NoUsableMemory);
         }
         let max_pfn = (max_end >> PAGE_SHIFT) as usize;
-        let nr_sections = max_pfn.div_ceil(PAGES_PER_SECTION);
-        if max_pfn >= u32::MAX as usize || nr_sections > MAX_SECTIONS {
-            return Err(BootError::TooLarge { end: PhysAddr::new(max_end) });
+        let table_end = config.hotplug_end.map_or(max_end, |e| e.as_u64().max(max_end));
+        let nr_sections = ((table_end >> PAGE_SHIFT) as usize).div_ceil(PAGES_PER_SECTION);
+        if (table_end >> PAGE_SHIFT) >= u32::MAX as u64 || nr_sections > MAX_SECTIONS {
+            return Err(BootError::TooLarge { end: PhysAddr::new(table_end) });
         }
         early(&mut mb)?;
 
@@ -288,7 +301,7 @@ impl<P: Platform> Kmem<P> {
             }
             state.set_cpu_node(cpu, nid);
         }
-        state.max_pfn = Pfn::new(max_pfn);
+        state.max_pfn = AtomicUsize::new(max_pfn);
         for nid in 0..nodes {
             pagesets::carve(&mut mb, dm, node_ref(&node_ptrs, nid), nr_cpus)?;
         }
@@ -329,30 +342,7 @@ impl<P: Platform> Kmem<P> {
         state.totalram.store(total_free, Ordering::Relaxed);
         state.grouping_disabled = total_free < PAGEBLOCK_NR_PAGES * MIGRATE_TYPES;
 
-        // 5. Watermarks, lowmem reserves, zonelists.
-        let lowmem_pages: usize = (0..nodes)
-            .flat_map(|n| ZoneType::ALL.into_iter().map(move |z| (n, z)))
-            .filter(|&(_, z)| z != ZoneType::HighMem && z != ZoneType::Movable)
-            .map(|(n, z)| node_ref(&node_ptrs, n).zone(z).managed_pages())
-            .sum();
-        let mfk = watermark::min_free_kbytes((lowmem_pages as u64) << (PAGE_SHIFT - 10));
-        state.min_free_kbytes.store(mfk, Ordering::Relaxed);
-        for nid in 0..nodes {
-            let node = node_ref(&node_ptrs, nid);
-            let managed: [usize; MAX_NR_ZONES] = core::array::from_fn(|i| node.zones[i].managed_pages());
-            let reserves = watermark::lowmem_reserves(managed);
-            for zt in ZoneType::ALL.into_iter().filter(|&z| config.layout.has(z) && z != ZoneType::Device) {
-                let zone = node.zone(zt);
-                zone.set_wmarks(watermark::zone_watermarks(
-                    mfk,
-                    lowmem_pages,
-                    ZoneSize { ztype: zt, managed: zone.managed_pages() },
-                ));
-                zone.set_lowmem_reserve(reserves[zt.index()]);
-            }
-            let cpus_of_node = (0..nr_cpus).filter(|&c| state.cpu_to_node(c) == nid).count();
-            pagesets::set_high_and_batch(node, nr_cpus, cpus_of_node);
-        }
+        // 5. Zonelists (watermarks and lowmem reserves once the machine exists, below).
         let mut populated = [[false; MAX_NR_ZONES]; MAX_NUMNODES];
         for (nid, row) in populated.iter_mut().enumerate().take(nodes) {
             for (z, cell) in row.iter_mut().enumerate() {
@@ -385,6 +375,7 @@ impl<P: Platform> Kmem<P> {
         unsafe { sp.write(state) };
         let sp = NonNull::new(sp).expect("direct map address is non-null");
         let kmem = Kmem::from_parts(platform, sp);
+        kmem.setup_per_zone_wmarks();
         kmem.kmem_cache_init().map_err(BootError::Slab)?;
         Ok(kmem)
     }
@@ -398,7 +389,7 @@ fn node_ref(ptrs: &[Option<NonNull<Node>>; MAX_NUMNODES], nid: usize) -> &Node {
 
 /// Writes the boot descriptors of section `nr`: reserved, no RAM yet (`PG_nomem`), zone by
 /// physical address.
-fn init_section_pages(map: *mut Page, nr: usize, node: u8, layout: &ZoneLayout) {
+pub(super) fn init_section_pages(map: *mut Page, nr: usize, node: u8, layout: &ZoneLayout) {
     let base = nr << PFN_SECTION_SHIFT;
     for i in 0..PAGES_PER_SECTION {
         let zone = layout.zone_of(Pfn::new(base + i).phys());
@@ -420,7 +411,7 @@ fn for_each_zone_chunk(layout: &ZoneLayout, start: u64, end: u64, mut f: impl Fn
 
 /// Frees `[start, end)` (frame numbers) into `zone` in maximal aligned blocks
 /// (`memblock_free_pages` / `__free_pages_core`). Returns pages released.
-fn release_range<P: Platform>(
+pub(super) fn release_range<P: Platform>(
     platform: &P,
     zone: &crate::mm::zone::Zone,
     mm: &Memmap,

@@ -1,0 +1,137 @@
+//! Memory hot-add: a machine boots small and grows by 128 MiB sections whose page
+//! descriptors live in the sections themselves.
+
+mod common;
+
+use kmem::{Gfp, MemRegion, PhysAddr, ReportKind, SlabFlags, ZoneLayout};
+use kmem_hosted::{HotAddError, MachineBuilder};
+
+const MIB: u64 = 1 << 20;
+
+fn flat() -> ZoneLayout {
+    ZoneLayout { dma_end: None, dma32_end: None, highmem_start: None }
+}
+
+fn meminfo_kb(m: &kmem_hosted::Machine, label: &str) -> u64 {
+    let mut s = String::new();
+    kmem::proc::meminfo(m, &mut s).unwrap();
+    let l = s.lines().find(|l| l.starts_with(label)).unwrap().to_owned();
+    l[label.len()..].trim().trim_end_matches(" kB").trim().parse().unwrap()
+}
+
+#[test]
+fn a_small_machine_grows_by_sections() {
+    let m = MachineBuilder::new()
+        .memory_map(vec![MemRegion::usable(0, 128 * MIB)])
+        .zone_layout(flat())
+        .cpus(2)
+        .hotplug_max(1024 * MIB)
+        .build()
+        .unwrap();
+    let boot = m.boot_info();
+    assert_eq!(boot.present_sections, 1);
+    assert_eq!(boot.memmap_bytes, MIB, "descriptors for the boot section only");
+    let total0 = meminfo_kb(&m, "MemTotal:");
+    let min0 = m.min_free_kbytes();
+    // Fill the boot memory.
+    let mut blocks = Vec::new();
+    while let Ok(p) = m.alloc_pages(Gfp::KERNEL | Gfp::NOWARN, 9) {
+        blocks.push(p);
+    }
+    assert!(m.alloc_pages(Gfp::KERNEL | Gfp::NOWARN, 9).is_err());
+    // Add two sections: 256 MiB, less their descriptors (1 MiB each).
+    let added = m.hot_add(2).unwrap();
+    assert_eq!(added, 2 * (32768 - 256));
+    assert_eq!(meminfo_kb(&m, "MemTotal:"), total0 + (added as u64) * 4);
+    assert!(m.min_free_kbytes() > min0, "watermarks follow the larger machine");
+    assert_eq!(m.max_pfn().as_usize(), 3 * 32768);
+    // The new memory is allocatable, writable, and belongs to the zone it extends.
+    let mut from_new = 0;
+    for _ in 0..100 {
+        let p = m.alloc_pages(Gfp::KERNEL, 9).unwrap();
+        from_new += usize::from(p.pfn().as_usize() >= 32768);
+        let a = m.page_address(p).unwrap();
+        // SAFETY: a fresh 2 MiB block of ours.
+        unsafe { a.as_mut_ptr::<u8>().write_bytes(0x77, 2 << 20) };
+        blocks.push(p);
+    }
+    // The boot section only had the blocks its old watermark kept back.
+    assert!(from_new >= 80, "{from_new} of 100 blocks from the new sections");
+    let z = m.zones().find(|z| z.is_populated()).unwrap();
+    assert_eq!(z.end_pfn().as_usize(), 3 * 32768);
+    // Slab objects work across the new memory too.
+    let c = m.kmem_cache_create("hot", 4000, 0, SlabFlags::NO_MERGE, None).unwrap();
+    let objs: Vec<_> = (0..1000).map(|_| m.kmem_cache_alloc(&c, Gfp::KERNEL).unwrap()).collect();
+    for p in objs {
+        // SAFETY: ours.
+        unsafe { m.kmem_cache_free(&c, p) };
+    }
+    drop(c);
+    for p in blocks {
+        // SAFETY: ours.
+        unsafe { m.__free_pages(p, 9) };
+    }
+    m.verify().unwrap();
+    assert_eq!(m.report_count(ReportKind::BadPage), 0);
+    // Only what was reserved at boot can be added.
+    assert!(matches!(m.hot_add(8), Err(HotAddError::NoSpace)));
+    m.hot_add(5).unwrap();
+    assert!(matches!(m.hot_add(1), Err(HotAddError::NoSpace)));
+}
+
+#[test]
+fn hot_add_checks_its_arguments() {
+    let m = MachineBuilder::new()
+        .memory_map(vec![MemRegion::usable(0, 128 * MIB)])
+        .zone_layout(flat())
+        .hotplug_max(512 * MIB)
+        .build()
+        .unwrap();
+    use kmem::boot::HotplugError as E;
+    // SAFETY: each call is refused before touching memory.
+    unsafe {
+        assert_eq!(m.hot_add_memory(PhysAddr::new(128 * MIB + 4096), 128 * MIB, 0), Err(E::Unaligned));
+        assert_eq!(m.hot_add_memory(PhysAddr::new(0), 128 * MIB, 0), Err(E::AlreadyPresent(0)));
+        assert_eq!(m.hot_add_memory(PhysAddr::new(128 * MIB), 128 * MIB, 1), Err(E::NoSuchNode(1)));
+        assert_eq!(m.hot_add_memory(PhysAddr::new(1024 * MIB), 128 * MIB, 0), Err(E::BeyondTable(8)));
+    }
+    // On x86-64's layout, memory above 4 GiB is ZONE_NORMAL, which a 256 MiB machine lacks.
+    let x = MachineBuilder::new().ram_mib(256).hotplug_max(5 << 30).build().unwrap();
+    // SAFETY: refused before touching memory.
+    let r = unsafe { x.hot_add_memory(PhysAddr::new(4 << 30), 128 * MIB, 0) };
+    assert_eq!(r, Err(E::ZoneNotPopulated(kmem::ZoneType::Normal)));
+}
+
+#[test]
+fn concurrent_allocation_while_memory_arrives() {
+    let m = MachineBuilder::new()
+        .memory_map(vec![MemRegion::usable(0, 128 * MIB)])
+        .zone_layout(flat())
+        .cpus(2)
+        .hotplug_max(1024 * MIB)
+        .build()
+        .unwrap();
+    std::thread::scope(|s| {
+        let m = &m;
+        for t in 0..2u32 {
+            s.spawn(move || {
+                kmem_hosted::pin_current_thread(t);
+                let mut held = Vec::new();
+                for i in 0..3000 {
+                    match m.alloc_pages(Gfp::KERNEL | Gfp::NOWARN, (i % 4) as u32) {
+                        Ok(p) => held.push((p, (i % 4) as u32)),
+                        Err(_) => {
+                            let _ = m.hot_add(1);
+                        }
+                    }
+                }
+                for (p, o) in held {
+                    // SAFETY: ours.
+                    unsafe { m.__free_pages(p, o) };
+                }
+            });
+        }
+    });
+    m.verify().unwrap();
+    assert_eq!(common::free_pages(&m) as u64 * 4, meminfo_kb(&m, "MemFree:"));
+}
