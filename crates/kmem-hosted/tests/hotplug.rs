@@ -135,3 +135,32 @@ fn concurrent_allocation_while_memory_arrives() {
     m.verify().unwrap();
     assert_eq!(common::free_pages(&m) as u64 * 4, meminfo_kb(&m, "MemFree:"));
 }
+
+#[test]
+fn free_page_reporting_reports_each_free_block_once() {
+    use kmem::{Order, Pfn};
+    let m = MachineBuilder::new().ram_mib(256).cpus(2).build().unwrap();
+    let free0 = common::free_pages(&m);
+    let mut reported = Vec::new();
+    let n = m.report_free_pages(Order::PAGEBLOCK, usize::MAX, &mut |pfn: Pfn, o: Order| reported.push((pfn, o)));
+    assert_eq!(n, reported.len());
+    let pages: usize = reported.iter().map(|(_, o)| o.nr_pages()).sum();
+    assert!(pages * 10 > free0 * 9, "almost all free memory is in big blocks at boot: {pages} of {free0}");
+    assert!(reported.iter().all(|(p, o)| p.is_aligned(*o) && *o >= Order::PAGEBLOCK));
+    assert_eq!(common::free_pages(&m), free0, "reporting gives every block back");
+    m.verify().unwrap();
+    assert_eq!(m.report_free_pages(Order::PAGEBLOCK, usize::MAX, &mut |_, _| {}), 0, "nothing new");
+    // Allocate and free a 4 MiB block: it is reported again, and only it.
+    let p = m.alloc_pages(Gfp::KERNEL, 10).unwrap();
+    // SAFETY: ours; the block is written, so it is backed again.
+    unsafe { m.page_address(p).unwrap().as_mut_ptr::<u8>().write_bytes(1, 4 << 20) };
+    // SAFETY: ours.
+    unsafe { m.__free_pages(p, 10) };
+    let mut again = Vec::new();
+    m.report_free_pages(Order::PAGEBLOCK, usize::MAX, &mut |pfn: Pfn, o: Order| again.push((pfn, o)));
+    assert_eq!(again, vec![(p.pfn(), Order::new(10).unwrap())]);
+    // A budget bounds the work.
+    let m2 = MachineBuilder::new().ram_mib(256).build().unwrap();
+    assert_eq!(m2.report_free_pages(Order::PAGEBLOCK, 3, &mut |_, _| {}), 3);
+    m2.verify().unwrap();
+}

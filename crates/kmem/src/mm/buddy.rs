@@ -6,7 +6,7 @@
 use crate::addr::{Order, Pfn, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER};
 use crate::mm::free_area::{buddy_order, FreeArea};
 use crate::mm::memmap::Memmap;
-use crate::mm::page::Page;
+use crate::mm::page::{pg, Page};
 use crate::mm::zone::Zone;
 use crate::mm::zone_type::Migratetype;
 use crate::platform::Platform;
@@ -253,9 +253,14 @@ pub fn free_one_page<P: Platform>(
     let area = &zone.area;
     let (start, end) = (zone.start_pfn(), zone.end_pfn());
     zone.mod_free_pages(order.nr_pages() as isize);
+    // A merged block counts as reported (its memory given back to the host) only if every
+    // piece of it was.
+    let mut reported = mm.page(pfn).is_some_and(|p| p.test(pg::REPORTED));
     while order < Order::MAX {
         let buddy = pfn.buddy(order);
         let Some(bpage) = free_buddy(mm, start, end, buddy, order) else { break };
+        reported &= bpage.test(pg::REPORTED);
+        bpage.clear_exclusive(pg::REPORTED);
         if order.as_u32() >= PAGEBLOCK_ORDER as u32 {
             let bmt = mm.pageblock_migratetype(buddy);
             if bmt != mt {
@@ -271,10 +276,18 @@ pub fn free_one_page<P: Platform>(
             }
         }
         area.del_page(g, mm, bpage);
+        if let Some(p) = mm.page(pfn) {
+            p.clear_exclusive(pg::REPORTED);
+        }
         pfn = Pfn::new(pfn.as_usize() & buddy.as_usize());
         order = order.up().expect("order below MAX has a higher order");
     }
     let tail = to_tail || buddy_merge_likely(mm, start, end, pfn, order);
+    if reported {
+        if let Some(p) = mm.page(pfn) {
+            p.set_exclusive(pg::REPORTED);
+        }
+    }
     area.add(g, mm, pfn, order, mt, tail);
 }
 

@@ -9,6 +9,7 @@ pub mod page;
 pub mod page_alloc;
 pub mod page_free;
 pub mod page_ref;
+pub mod page_reporting;
 pub mod pages;
 pub mod pcp;
 pub mod pfn_list;

@@ -47,11 +47,14 @@ pub mod pg {
     pub const PERCPU: u64 = 1 << 9;
     /// Pages that exist in the memory map's hole inside a present section (no RAM).
     pub const NOMEM: u64 = 1 << 10;
+    /// A free block whose contents were given back to the host (free page reporting); set
+    /// only on free block heads, under the zone lock.
+    pub const REPORTED: u64 = 1 << 11;
     /// Flags that must be clear when a page is freed (`PAGE_FLAGS_CHECK_AT_FREE`).
     pub const CHECK_AT_FREE: u64 = RESERVED | BUDDY | SLAB | PCP | NOMEM;
 
     /// Names for `flags: 0x...(name|name)` dumps, in bit order.
-    pub const NAMES: [(u64, &str); 11] = [
+    pub const NAMES: [(u64, &str); 12] = [
         (RESERVED, "reserved"),
         (BUDDY, "buddy"),
         (HEAD, "head"),
@@ -63,6 +66,7 @@ pub mod pg {
         (LARGE_KMALLOC, "large_kmalloc"),
         (PERCPU, "percpu"),
         (NOMEM, "nomem"),
+        (REPORTED, "reported"),
     ];
 }
 

@@ -349,6 +349,7 @@ impl<P: Platform> Kmem<P> {
         debug_assert_eq!(head.state_flags() & pg::CHECK_AT_FREE, 0, "new page {pfn:?} has bad flags");
         head.set_private(0);
         head.set_data(0);
+        head.clear_exclusive(pg::REPORTED);
         head.set_alloc_order(Some(order.as_u32() as u8));
         if gfp.contains(Gfp::ZERO) {
             self.clear_pages(pfn, order);
