@@ -81,6 +81,7 @@ pub struct MachineBuilder {
     slub_debug: Option<String>,
     slab_nomerge: bool,
     hotplug: u64,
+    no_alloc_reports: bool,
 }
 
 impl Default for MachineBuilder {
@@ -105,6 +106,7 @@ impl MachineBuilder {
             slub_debug: None,
             slab_nomerge: false,
             hotplug: 0,
+            no_alloc_reports: false,
         }
     }
     /// Architecture preset.
@@ -171,6 +173,13 @@ impl MachineBuilder {
         self.slab_nomerge = on;
         self
     }
+    /// Reports go straight to stderr from a stack buffer and are not kept: the platform
+    /// never allocates from the host's allocator (needed when this machine *is* the host's
+    /// allocator: `kmem-alloc`).
+    pub fn no_alloc_reports(mut self, on: bool) -> Self {
+        self.no_alloc_reports = on;
+        self
+    }
     /// Also print every report to stderr.
     pub fn echo_reports(mut self, on: bool) -> Self {
         self.echo = on;
@@ -213,7 +222,7 @@ impl MachineBuilder {
             None => PhysAddr::new(ram.len() as u64),
         };
         let dm = DirectMap { base: VirtAddr::new(ram.base()), limit };
-        let log = Arc::new(ReportLog::new(self.echo));
+        let log = Arc::new(if self.no_alloc_reports { ReportLog::stderr_only() } else { ReportLog::new(self.echo) });
         let cpus = crate::cpus::Cpus::new(self.cpus, self.migrate_every);
         let platform = HostedPlatform::new(cpus, dm, ram.base(), ram.len(), log.clone());
         let nodes = regions.iter().map(|r| r.node as usize + 1).max().unwrap_or(1);

@@ -220,6 +220,25 @@ impl Cpus {
         })
     }
 
+    /// `stop_machine()`: takes every CPU of the machine for the calling thread, waiting for
+    /// each holder to leave its section. Until [`Cpus::start_all`], no other thread is inside
+    /// a critical section of this machine, so it holds none of its locks (every kmem lock is
+    /// taken with interrupts or preemption off). The caller must not enter critical sections
+    /// of this machine meanwhile (it would wait for itself).
+    pub(crate) fn stop_all(&self) {
+        let me = CTX.with(thread_no);
+        for slot in self.slots.iter() {
+            slot.enter(0, me);
+        }
+    }
+
+    /// Gives back every CPU taken by [`Cpus::stop_all`].
+    pub(crate) fn start_all(&self) {
+        for slot in self.slots.iter() {
+            slot.exit(1);
+        }
+    }
+
     /// Takes the CPU for `local_irq_save` and sets the IRQ-off flag; returns the old flag.
     #[inline]
     pub(crate) fn irq_save(&self) -> bool {

@@ -49,6 +49,35 @@ impl Machine {
         self.ram.len()
     }
 
+    /// The RAM mapping: `[base, base + len)` holds every address kmem hands out.
+    pub fn ram_range(&self) -> (usize, usize) {
+        (self.ram.base(), self.ram.len())
+    }
+
+    /// `stop_machine()`: takes every CPU of the machine for the calling thread. Until
+    /// [`Machine::restart_machine`], no other thread is inside a critical section of it, so
+    /// none holds any of its locks: what `fork()` needs so the child finds them free
+    /// (`pthread_atfork` prepare; restart in both parent and child).
+    ///
+    /// # Safety
+    ///
+    /// The calling thread must not use the machine (allocate, free, disable preemption or
+    /// interrupts on it) before calling [`Machine::restart_machine`], which it must call
+    /// exactly once.
+    pub unsafe fn stop_machine(&self) {
+        self.kmem.platform().stop_cpus();
+    }
+
+    /// Ends [`Machine::stop_machine`].
+    ///
+    /// # Safety
+    ///
+    /// Only after [`Machine::stop_machine`] by the same thread (in a forked child: the thread
+    /// that forked).
+    pub unsafe fn restart_machine(&self) {
+        self.kmem.platform().start_cpus();
+    }
+
     /// Memory hot-add: makes the next `sections` 128 MiB sections of the reserved hotplug
     /// range ([`crate::MachineBuilder::hotplug_max`]) RAM of node 0. Returns the pages the
     /// buddy allocator gained. Concurrent calls are serialised (the second may find the

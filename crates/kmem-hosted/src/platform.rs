@@ -22,12 +22,21 @@ use crate::cpus::{self, Cpus};
 pub struct ReportLog {
     entries: Mutex<Vec<(ReportKind, String)>>,
     echo: bool,
+    /// Never allocate: reports go to stderr through a fixed buffer and are not kept (the
+    /// machine is the process's allocator, which a report may be made from inside of).
+    no_alloc: bool,
 }
 
 impl ReportLog {
     /// A log; with `echo`, every report is also printed to stderr.
     pub fn new(echo: bool) -> Self {
-        Self { entries: Mutex::new(Vec::new()), echo }
+        Self { entries: Mutex::new(Vec::new()), echo, no_alloc: false }
+    }
+    /// A log that keeps nothing and never allocates: each report is written to stderr from
+    /// a stack buffer (longer reports are cut at 4 KiB). For the machine that serves the
+    /// process's own allocations.
+    pub fn stderr_only() -> Self {
+        Self { entries: Mutex::new(Vec::new()), echo: true, no_alloc: true }
     }
     /// All report texts of `kind`, oldest first.
     pub fn texts(&self, kind: ReportKind) -> Vec<String> {
@@ -66,6 +75,29 @@ impl HostedPlatform {
     /// The report log.
     pub fn log(&self) -> &ReportLog {
         &self.log
+    }
+    /// `stop_machine()`: takes every CPU for the calling thread (see [`crate::Machine::stop_machine`]).
+    pub(crate) fn stop_cpus(&self) {
+        self.cpus.stop_all();
+    }
+    /// Ends [`HostedPlatform::stop_cpus`].
+    pub(crate) fn start_cpus(&self) {
+        self.cpus.start_all();
+    }
+}
+
+/// A `fmt::Write` into a fixed buffer that drops what does not fit.
+struct StackBuf {
+    buf: [u8; 4096],
+    len: usize,
+}
+
+impl fmt::Write for StackBuf {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let n = s.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
     }
 }
 
@@ -134,10 +166,20 @@ unsafe impl Platform for HostedPlatform {
     }
     fn current_task(&self) -> TaskId {
         let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+        if self.log.no_alloc {
+            // std::thread::current() may allocate its handle on first use.
+            return TaskId::new(tid, "kmem");
+        }
         let t = std::thread::current();
         TaskId::new(tid, t.name().unwrap_or("kmem"))
     }
     fn report(&self, kind: ReportKind, body: &dyn Fn(&mut dyn fmt::Write) -> fmt::Result) {
+        if self.log.no_alloc {
+            let mut buf = StackBuf { buf: [0; 4096], len: 0 };
+            let _ = body(&mut buf);
+            let _ = rustix::io::write(rustix::stdio::stderr(), &buf.buf[..buf.len]);
+            return;
+        }
         let mut s = String::new();
         let _ = body(&mut s);
         if self.log.echo {

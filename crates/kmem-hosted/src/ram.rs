@@ -7,7 +7,7 @@ use std::ptr::NonNull;
 
 use kmem::{MemRegion, RegionKind, PAGE_SIZE};
 use rustix::fs::{ftruncate, memfd_create, MemfdFlags};
-use rustix::mm::{mmap, mprotect, munmap, MapFlags, MprotectFlags, ProtFlags};
+use rustix::mm::{mmap, mmap_anonymous, mprotect, munmap, MapFlags, MprotectFlags, ProtFlags};
 
 /// The memfd and its mapping.
 #[derive(Debug)]
@@ -58,19 +58,45 @@ impl Ram {
         let len = (end as usize).next_multiple_of(PAGE_SIZE);
         let fd = memfd_create("kmem-ram", MemfdFlags::CLOEXEC).map_err(|e| RamError::Os("memfd_create", e))?;
         ftruncate(&fd, len as u64).map_err(|e| RamError::Os("ftruncate", e))?;
-        // SAFETY: a fresh shared mapping of our own memfd at an address the kernel picks; it
-        // aliases nothing Rust knows about.
+        // The direct map is aligned to the largest buddy block (4 MiB), so a block's virtual
+        // address is as aligned as its physical one: kmalloc's natural alignment of
+        // power-of-two sizes holds for virtual addresses too.
+        let align = PAGE_SIZE << kmem::MAX_PAGE_ORDER;
+        // SAFETY: a fresh private reservation at an address the kernel picks; nothing else
+        // uses it.
+        let resv = unsafe {
+            mmap_anonymous(
+                std::ptr::null_mut(),
+                len + align,
+                ProtFlags::empty(),
+                MapFlags::PRIVATE | MapFlags::NORESERVE,
+            )
+        }
+        .map_err(|e| RamError::Os("mmap", e))? as usize;
+        let at = resv.next_multiple_of(align);
+        // SAFETY: `[at, at + len)` lies inside our reservation, which only we use; MAP_FIXED
+        // replaces that part of it with the memfd.
         let p = unsafe {
             mmap(
-                std::ptr::null_mut(),
+                at as *mut core::ffi::c_void,
                 len,
                 ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::SHARED | MapFlags::NORESERVE,
+                MapFlags::SHARED | MapFlags::NORESERVE | MapFlags::FIXED,
                 &fd,
                 0,
             )
         }
         .map_err(|e| RamError::Os("mmap", e))?;
+        // SAFETY: the reservation's slack before and after the RAM mapping is ours and unused.
+        unsafe {
+            if at > resv {
+                let _ = munmap(resv as *mut core::ffi::c_void, at - resv);
+            }
+            let tail = resv + len + align - (at + len);
+            if tail > 0 {
+                let _ = munmap((at + len) as *mut core::ffi::c_void, tail);
+            }
+        }
         let ram = Ram { _fd: fd, base: NonNull::new(p.cast()).expect("mmap returned null"), len };
         let mut usable: Vec<(u64, u64)> = regions
             .iter()

@@ -4,7 +4,7 @@ use core::fmt::{self, Write};
 
 use crate::machine::Kmem;
 use crate::platform::Platform;
-use crate::slab::KmemCache;
+use crate::slab::{KmemCache, CACHE_NAME_MAX};
 
 /// One cache's slabinfo numbers (`struct slabinfo`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -46,9 +46,10 @@ pub fn slab_info<P: Platform>(k: &Kmem<P>, s: &KmemCache) -> SlabInfo {
 /// (`slab_caches` order); merged caches appear once, under the first name. `tunables` and
 /// `sharedavail` are 0, as SLUB leaves them.
 ///
-/// Unlike the other views this one takes a lock: the cache list's (`slab_mutex`, as
-/// Linux's `slab_start` does), and each node's `list_lock` to count free objects. The sink
-/// must not create or destroy caches of the same machine.
+/// The cache list is read under its lock (`slab_mutex`) in batches of a few caches, and
+/// each batch is written after the lock is dropped, so the sink may allocate (even from the
+/// same machine). Caches created or destroyed meanwhile may be missed or shown twice, as
+/// with Linux's seq_file read in several `read()` calls.
 ///
 /// ```
 /// let m = kmem_hosted::MachineBuilder::new().ram_mib(64).build().unwrap();
@@ -65,14 +66,27 @@ pub fn slabinfo<P: Platform>(k: &Kmem<P>, w: &mut dyn Write) -> fmt::Result {
         "# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab> : tunables <limit> \
          <batchcount> <sharedfactor> : slabdata <active_slabs> <num_slabs> <sharedavail>"
     )?;
-    let mut res = Ok(());
-    k.for_each_cache(|s| {
-        if res.is_ok() {
-            let i = slab_info(k, s);
-            res = writeln!(
+    const BATCH: usize = 16;
+    let mut skip = 0;
+    loop {
+        let mut batch = [([0u8; CACHE_NAME_MAX], 0usize, SlabInfo::default()); BATCH];
+        let mut n = 0;
+        let mut seen = 0;
+        k.for_each_cache(|s| {
+            if seen >= skip && n < BATCH {
+                let name = s.name().as_bytes();
+                batch[n].0[..name.len()].copy_from_slice(name);
+                batch[n].1 = name.len();
+                batch[n].2 = slab_info(k, s);
+                n += 1;
+            }
+            seen += 1;
+        });
+        for (name, len, i) in &batch[..n] {
+            writeln!(
                 w,
                 "{:<17} {:>6} {:>6} {:>6} {:>4} {:>4} : tunables {:>4} {:>4} {:>4} : slabdata {:>6} {:>6} {:>6}",
-                s.name(),
+                core::str::from_utf8(&name[..*len]).unwrap_or("?"),
                 i.active_objs,
                 i.num_objs,
                 i.objsize,
@@ -84,8 +98,11 @@ pub fn slabinfo<P: Platform>(k: &Kmem<P>, w: &mut dyn Write) -> fmt::Result {
                 i.num_slabs,
                 i.num_slabs,
                 0
-            );
+            )?;
         }
-    });
-    res
+        if n < BATCH {
+            return Ok(());
+        }
+        skip += BATCH;
+    }
 }

@@ -1,0 +1,193 @@
+//! # kmem-alloc: kmem as the allocator of a process
+//!
+//! - [`KmemAlloc`]: a `GlobalAlloc` for `#[global_allocator]`. It boots a hosted machine
+//!   on first use ([`global`]), routes requests by size and alignment to kmalloc, kmalloc's
+//!   page path or host mappings ([`route`]), reallocates in place when the bucket allows,
+//!   and grows the machine by memory hot-add.
+//! - [`raw`]: the same as C-shaped functions (`malloc`, `free`, `realloc`, `memalign`,
+//!   `usable_size`) for an `LD_PRELOAD` malloc.
+//! - [`Kmalloc`] and [`SlabAlloc`]: `allocator_api2::alloc::Allocator`s over any machine's
+//!   kmalloc and over a slab cache, so `allocator_api2::vec::Vec::new_in` and `Box::new_in`
+//!   work on stable.
+//!
+//! ```
+//! use allocator_api2::vec::Vec;
+//! use kmem_alloc::Kmalloc;
+//! let m = kmem_hosted::MachineBuilder::new().ram_mib(64).build().unwrap();
+//! let mut v: Vec<u32, _> = Vec::new_in(Kmalloc::new(&m));
+//! v.extend(0..1000);
+//! assert_eq!(v.iter().sum::<u32>(), 499_500);
+//! ```
+//!
+//! ```no_run
+//! #[global_allocator]
+//! static A: kmem_alloc::KmemAlloc = kmem_alloc::KmemAlloc;
+//! fn main() {
+//!     let v: Vec<u64> = (0..1_000_000).collect(); // every allocation is kmem's
+//!     assert_eq!(v.len(), 1_000_000);
+//! }
+//! ```
+
+mod api2;
+pub mod global;
+mod huge;
+pub mod route;
+
+use core::alloc::{GlobalAlloc, Layout};
+
+pub use api2::{Kmalloc, SlabAlloc};
+
+/// kmem as `#[global_allocator]`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KmemAlloc;
+
+// SAFETY: every block returned is `layout.size()` bytes aligned to `layout.align()` and
+// stays valid until deallocated (kmalloc and huge mappings); `dealloc`/`realloc` accept
+// exactly what alloc returned, as `raw` documents.
+unsafe impl GlobalAlloc for KmemAlloc {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        raw::alloc_aligned(layout.size(), layout.align(), false)
+    }
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        raw::alloc_aligned(layout.size(), layout.align(), true)
+    }
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
+        // SAFETY: `ptr` came from this allocator (GlobalAlloc's contract).
+        unsafe { raw::free(ptr) }
+    }
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: `ptr` came from this allocator with `layout` (GlobalAlloc's contract).
+        unsafe { raw::realloc_aligned(ptr, Some(layout.size()), new_size, layout.align()) }
+    }
+}
+
+/// C-shaped entry points over the global machine (what an `LD_PRELOAD` malloc exports).
+pub mod raw {
+    use crate::global::{self, arena_alloc, arena_size, in_arena};
+    use crate::route;
+
+    /// `malloc`-like: `size` bytes aligned to `align` (a power of two), zeroed with `zero`;
+    /// null on failure. Size 0 gives a unique minimal block, as C's malloc.
+    #[inline]
+    pub fn alloc_aligned(size: usize, align: usize, zero: bool) -> *mut u8 {
+        match global::machine() {
+            Some(m) => route::alloc(m, size.max(1), align, zero),
+            None => arena_alloc(size.max(1), align),
+        }
+    }
+
+    /// `malloc(size)`.
+    #[inline]
+    pub fn malloc(size: usize) -> *mut u8 {
+        alloc_aligned(size, 16, false)
+    }
+
+    /// `free(p)`: null is a no-op; bootstrap-arena blocks are never freed.
+    ///
+    /// # Safety
+    ///
+    /// `p` must be null or a live block of this allocator, not used afterwards.
+    #[inline]
+    pub unsafe fn free(p: *mut u8) {
+        if p.is_null() || in_arena(p) {
+            return;
+        }
+        let Some(m) = global::machine() else { return };
+        let big = route::in_ram(m, p) && m.is_large_kmalloc(p) && {
+            // SAFETY: a live large kmalloc block.
+            unsafe { m.ksize(p) >= 2 << 20 }
+        };
+        // SAFETY: caller's contract.
+        unsafe { route::free(m, p) };
+        global::after_free(m, big);
+    }
+
+    /// `realloc`: `copy` is the old size when known (else the old usable size is copied).
+    ///
+    /// # Safety
+    ///
+    /// As [`free`]; on success only the returned pointer may be used.
+    pub unsafe fn realloc_aligned(p: *mut u8, copy: Option<usize>, new_size: usize, align: usize) -> *mut u8 {
+        if in_arena(p) {
+            let n = alloc_aligned(new_size, align, false);
+            if !n.is_null() {
+                // SAFETY: the arena block holds `arena_size` bytes; the new one `new_size`.
+                unsafe {
+                    let len = copy.unwrap_or(usize::MAX).min(arena_size(p)).min(new_size);
+                    core::ptr::copy_nonoverlapping(p, n, len);
+                }
+            }
+            return n;
+        }
+        match global::machine() {
+            // SAFETY: caller's contract.
+            Some(m) => unsafe { route::realloc(m, p, copy, new_size.max(1), align) },
+            None => {
+                // Booting: only arena blocks exist (handled above) or null.
+                alloc_aligned(new_size, align, false)
+            }
+        }
+    }
+
+    /// Usable bytes of a live block (`malloc_usable_size`).
+    ///
+    /// # Safety
+    ///
+    /// `p` must be null or a live block of this allocator.
+    pub unsafe fn usable_size(p: *const u8) -> usize {
+        if p.is_null() {
+            return 0;
+        }
+        if in_arena(p) {
+            // SAFETY: an arena block.
+            return unsafe { arena_size(p) };
+        }
+        match global::machine() {
+            // SAFETY: caller's contract.
+            Some(m) => unsafe { route::usable_size(m, p) },
+            None => 0,
+        }
+    }
+
+    /// `pthread_atfork` prepare: stops the machine (every CPU taken by the forking thread)
+    /// so the child finds no kmem lock held by a thread that no longer exists.
+    ///
+    /// # Safety
+    ///
+    /// Call [`fork_parent`] or [`fork_child`] right after `fork`, from the same thread,
+    /// without allocating in between.
+    pub unsafe fn fork_prepare() {
+        if let Some(m) = global::machine() {
+            // SAFETY: caller's contract.
+            unsafe { m.stop_machine() };
+        }
+    }
+
+    /// `pthread_atfork` parent handler.
+    ///
+    /// # Safety
+    ///
+    /// After [`fork_prepare`].
+    pub unsafe fn fork_parent() {
+        if let Some(m) = global::machine() {
+            // SAFETY: caller's contract.
+            unsafe { m.restart_machine() };
+        }
+    }
+
+    /// `pthread_atfork` child handler.
+    ///
+    /// # Safety
+    ///
+    /// After [`fork_prepare`], in the child.
+    pub unsafe fn fork_child() {
+        if let Some(m) = global::machine() {
+            // SAFETY: caller's contract.
+            unsafe { m.restart_machine() };
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! Routing one request to the right part of a machine, by size and alignment:
+//!
+//! | request | served by |
+//! |---|---|
+//! | up to 8 KiB, alignment up to 8 | `kmalloc` size classes (slab) |
+//! | larger alignment (power of two) | `kmalloc` of the next power of two (naturally aligned) |
+//! | up to 4 MiB (`KMALLOC_MAX_SIZE`) | `kmalloc`'s large path: compound pages |
+//! | above 4 MiB | host mappings (`huge`), until kmem has vmalloc |
+//!
+//! A request the machine cannot serve makes it grow (`Machine::hot_add`, 128 MiB at a time)
+//! and is retried; only when the hotplug reserve is used up does it fail.
+
+use core::ptr::NonNull;
+
+use kmem::kmalloc::{KMALLOC_MAX_SIZE, ZERO_SIZE_PTR};
+use kmem::Gfp;
+use kmem_hosted::Machine;
+
+use crate::huge;
+
+/// The kmalloc request that serves `size` bytes aligned to `align`, if kmalloc can.
+#[inline]
+pub(crate) fn kmalloc_request(size: usize, align: usize) -> Option<usize> {
+    let size = size.max(1);
+    if align <= 8 {
+        return (size <= KMALLOC_MAX_SIZE).then_some(size);
+    }
+    if !align.is_power_of_two() || align > KMALLOC_MAX_SIZE {
+        return None;
+    }
+    // Power-of-two kmalloc sizes are naturally aligned (slab buckets and page blocks alike).
+    let r = size.max(align).checked_next_power_of_two()?;
+    (r <= KMALLOC_MAX_SIZE).then_some(r)
+}
+
+/// Whether `p` lies in the machine's RAM (was handed out by kmalloc).
+#[inline]
+pub(crate) fn in_ram(m: &Machine, p: *const u8) -> bool {
+    let (base, len) = m.ram_range();
+    (p as usize).wrapping_sub(base) < len
+}
+
+/// Allocates `size` bytes aligned to `align` (zeroed with `zero`), growing the machine as
+/// needed; null on failure.
+pub(crate) fn alloc(m: &Machine, size: usize, align: usize, zero: bool) -> *mut u8 {
+    let Some(req) = kmalloc_request(size, align) else { return huge::alloc(size, align, zero) };
+    let gfp = if zero { Gfp::KERNEL | Gfp::NOWARN | Gfp::ZERO } else { Gfp::KERNEL | Gfp::NOWARN };
+    loop {
+        match m.kmalloc(req, gfp) {
+            Ok(p) => return p.as_ptr(),
+            Err(_) => {
+                if m.hot_add(1).is_err() {
+                    return core::ptr::null_mut();
+                }
+            }
+        }
+    }
+}
+
+/// Frees anything [`alloc`] returned (null and `ZERO_SIZE_PTR` included).
+///
+/// # Safety
+///
+/// `p` must come from [`alloc`]/[`realloc`] on `m` (or be null) and not be used afterwards.
+pub(crate) unsafe fn free(m: &Machine, p: *mut u8) {
+    if (p as usize) <= ZERO_SIZE_PTR {
+        return;
+    }
+    if in_ram(m, p) {
+        // SAFETY: a kmalloc allocation of `m` (caller's contract).
+        unsafe { m.kfree(p) };
+    } else {
+        // SAFETY: not in RAM, so a huge mapping (caller's contract).
+        unsafe { huge::free(p) };
+    }
+}
+
+/// Usable bytes of an allocation.
+///
+/// # Safety
+///
+/// As [`free`], for a live allocation.
+pub(crate) unsafe fn usable_size(m: &Machine, p: *const u8) -> usize {
+    if (p as usize) <= ZERO_SIZE_PTR {
+        0
+    } else if in_ram(m, p) {
+        // SAFETY: a live kmalloc allocation (caller's contract).
+        unsafe { m.ksize(p) }
+    } else {
+        // SAFETY: a live huge mapping (caller's contract).
+        unsafe { huge::usable_size(p) }
+    }
+}
+
+/// Resizes: in place when the allocation's bucket (or mapping) holds `new_size` at the
+/// alignment, else a new allocation with `copy` bytes copied (at most the old usable size).
+/// Null on failure, with `p` untouched.
+///
+/// # Safety
+///
+/// As [`free`]; on success only the returned pointer may be used.
+pub(crate) unsafe fn realloc(m: &Machine, p: *mut u8, copy: Option<usize>, new_size: usize, align: usize) -> *mut u8 {
+    if (p as usize) <= ZERO_SIZE_PTR {
+        return alloc(m, new_size, align, false);
+    }
+    // SAFETY: a live allocation of `m` (caller's contract).
+    let us = unsafe { usable_size(m, p) };
+    let shrink_a_lot = us > 4096 && new_size < us / 4;
+    if new_size <= us && (p as usize) % align.max(1) == 0 && !shrink_a_lot {
+        return p;
+    }
+    let n = alloc(m, new_size, align, false);
+    if !n.is_null() {
+        let len = copy.unwrap_or(us).min(us).min(new_size);
+        // SAFETY: both allocations are live and ours; `len` fits both.
+        unsafe {
+            core::ptr::copy_nonoverlapping(p, n, len);
+            free(m, p);
+        }
+    }
+    n
+}
+
+/// A non-null pointer for zero-sized Rust allocations (never dereferenced).
+pub(crate) fn dangling(align: usize) -> *mut u8 {
+    NonNull::<u8>::dangling().as_ptr().wrapping_add(align.max(1) - 1)
+}

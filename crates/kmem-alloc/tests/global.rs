@@ -1,0 +1,70 @@
+//! kmem as this test binary's global allocator: std collections across threads, huge
+//! blocks, realloc growth, alignment.
+
+use std::collections::{BTreeMap, HashMap};
+
+use kmem_alloc::{global, KmemAlloc};
+
+#[global_allocator]
+static A: KmemAlloc = KmemAlloc;
+
+#[test]
+fn std_collections_across_threads() {
+    let handles: Vec<_> = (0..4u64)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut h: HashMap<u64, String> = HashMap::new();
+                let mut b: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+                for i in 0..20_000u64 {
+                    h.insert(i, format!("value-{t}-{i}"));
+                    b.entry(format!("k{}", i % 500)).or_default().push(i);
+                    if i % 3 == 0 {
+                        h.remove(&(i / 2));
+                    }
+                }
+                let total: usize = h.values().map(String::len).sum::<usize>() + b.values().map(Vec::len).sum::<usize>();
+                (t, total, h.len(), b.len())
+            })
+        })
+        .collect();
+    for h in handles {
+        let (_, total, hl, bl) = h.join().unwrap();
+        assert!(total > 0 && hl > 10_000 && bl == 500);
+    }
+    let m = global::machine().expect("the global machine booted");
+    let mut s = String::new();
+    kmem::proc::slabinfo(m, &mut s).unwrap();
+    assert!(s.contains("kmalloc-32 "), "the collections came from kmalloc:\n{s}");
+}
+
+#[test]
+fn huge_blocks_loop_without_growing_rss() {
+    for round in 0..50usize {
+        let size = (5 + round % 21) << 20; // 5..25 MiB, above KMALLOC_MAX_SIZE
+        let mut v = vec![0u8; size];
+        v[size - 1] = 1;
+        assert_eq!(v.iter().rev().take(4096).filter(|&&b| b == 1).count(), 1);
+    }
+    let mut v: Vec<u64> = Vec::with_capacity(16);
+    for i in 0..3_000_000u64 {
+        v.push(i); // realloc growth through every size class and up to 24 MiB
+    }
+    assert_eq!(v.iter().sum::<u64>(), 3_000_000 * 2_999_999 / 2);
+}
+
+#[test]
+fn alignment_is_honoured() {
+    for align in [1usize, 8, 16, 64, 256, 4096, 1 << 16, 1 << 21, 1 << 23] {
+        for size in [1usize, 24, 100, 5000, 1 << 20, 5 << 20] {
+            let l = std::alloc::Layout::from_size_align(size, align).unwrap();
+            // SAFETY: a non-zero-size layout; freed with the same layout.
+            unsafe {
+                let p = std::alloc::alloc(l);
+                assert!(!p.is_null());
+                assert_eq!(p as usize % align, 0, "size {size} align {align}");
+                p.write_bytes(0xaa, size);
+                std::alloc::dealloc(p, l);
+            }
+        }
+    }
+}
