@@ -1,7 +1,7 @@
 //! The process's machine: booted on the first allocation, grown on demand, and made to give
 //! memory back to the host.
 //!
-//! - **Boot**: the first allocation boots a machine with [`BOOT_RAM`] of RAM and a hotplug
+//! - **Boot**: the first allocation boots a machine with [`BOOT_RAM`] of RAM (one section: its 1 MiB of descriptors is the fixed cost) and a hotplug
 //!   reserve of [`hotplug_max`] (64 GiB of address space by default, `KMEM_RAM_MAX` to
 //!   change, e.g. `KMEM_RAM_MAX=8G`), one CPU per host CPU (at most 64; `KMEM_CPUS`). All
 //!   zones are ZONE_NORMAL. Booting allocates (the builder's vectors, the machine itself):
@@ -24,7 +24,7 @@ use kmem::{MemRegion, Order, Pfn, ZoneLayout};
 use kmem_hosted::{Machine, MachineBuilder};
 
 /// RAM the machine boots with.
-pub const BOOT_RAM: u64 = 64 << 20;
+pub const BOOT_RAM: u64 = 128 << 20;
 /// Bytes of the bootstrap arena.
 pub const ARENA_BYTES: usize = 1 << 20;
 /// Free memory the machine keeps before it gives any back.
