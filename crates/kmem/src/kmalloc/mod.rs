@@ -265,6 +265,7 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// What `p` is (`virt_to_slab` / `folio_test_large_kmalloc`).
+    #[inline]
     fn kmalloc_owner(&self, p: *const u8) -> Owner<'_> {
         let addr = p as usize;
         if addr <= ZERO_SIZE_PTR {
@@ -300,6 +301,7 @@ impl<P: Platform> Kmem<P> {
     /// `p` must be null, `ZERO_SIZE_PTR`, or an allocation of this machine that the caller
     /// owns and no longer uses. As with `kmem_cache_free`, many mistakes are detected, but a
     /// stale pointer to memory reallocated since cannot be told from a live one.
+    #[inline]
     #[track_caller]
     pub unsafe fn kfree(&self, p: *const u8) {
         match self.kmalloc_owner(p) {

@@ -126,6 +126,7 @@ impl<P: Platform> Kmem<P> {
     /// # Safety
     ///
     /// As [`Kmem::kmem_cache_free`].
+    #[inline(always)]
     pub(crate) unsafe fn kmem_cache_free_at(
         &self,
         s: &KmemCache,
