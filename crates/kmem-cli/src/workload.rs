@@ -58,8 +58,7 @@ impl Held {
         }
         for (ci, addr) in self.objs {
             let p = NonNull::new(addr as *mut u8).expect("objects are never null");
-            // SAFETY: the workload allocated these objects from this cache and handed them to us.
-            unsafe { m.kmem_cache_free(&caches.caches[ci], p) };
+            free_obj(m, caches, ci, p);
         }
     }
 }
@@ -192,9 +191,22 @@ fn cpu_loop(m: &Machine, caches: &DemoCaches<'_>, cpu: usize, seed: u64, end: In
     (blocks, objs.into_iter().map(|(ci, p)| (ci, p.as_ptr() as usize)).collect())
 }
 
-/// One slab operation: allocate from a cache picked by kernel-like weights (dentries and
-/// buffer heads are the busiest), sometimes with GFP_ATOMIC from interrupt context, or free
-/// a random live object.
+/// Index in a CPU's object list meaning "a kmalloc allocation" rather than a named cache.
+const KMALLOC: usize = usize::MAX;
+
+/// kmalloc sizes as a kernel's mix: mostly small, some page-sized and larger.
+fn kmalloc_size(rng: &mut SmallRng) -> usize {
+    match rng.gen_range(0..100) {
+        0..=59 => rng.gen_range(8..=256),
+        60..=89 => rng.gen_range(257..=2048),
+        90..=97 => rng.gen_range(2049..=8192),
+        _ => rng.gen_range(8193..=64 << 10),
+    }
+}
+
+/// One slab operation: kmalloc of a kernel-like size, or an object of a cache picked by
+/// kernel-like weights (dentries and buffer heads are the busiest), sometimes with
+/// GFP_ATOMIC from interrupt context; or a free of a random live one.
 fn slab_step(
     m: &Machine,
     caches: &DemoCaches<'_>,
@@ -202,7 +214,24 @@ fn slab_step(
     objs: &mut Vec<(usize, NonNull<u8>)>,
     stats: &Stats<'_>,
 ) {
-    if objs.len() < 3000 && rng.gen_bool(0.51) {
+    if objs.len() < 3000 && rng.gen_bool(0.51) && rng.gen_bool(0.4) {
+        let irq = rng.gen_ratio(1, 20);
+        let size = if irq { rng.gen_range(8..=512) } else { kmalloc_size(rng) };
+        let r = if irq {
+            in_irq(|| m.kmalloc(size, Gfp::ATOMIC | Gfp::NOWARN))
+        } else {
+            m.kmalloc(size, Gfp::KERNEL | Gfp::NOWARN)
+        };
+        match r {
+            Ok(p) => {
+                // SAFETY: a fresh allocation of at least 8 bytes; touch its first word.
+                unsafe { p.as_ptr().cast::<u64>().write(size as u64) };
+                objs.push((KMALLOC, p));
+                m.this_cpu_inc(stats.objs);
+            }
+            Err(_) => m.this_cpu_inc(stats.failures),
+        }
+    } else if objs.len() < 3000 && rng.gen_bool(0.51) {
         let ci = [0, 1, 1, 1, 2, 2, 3, 3, 3, 4, 4][rng.gen_range(0..11)];
         let c = &caches.caches[ci];
         let irq = rng.gen_ratio(1, 20);
@@ -225,9 +254,18 @@ fn slab_step(
         }
     } else if !objs.is_empty() {
         let (ci, p) = objs.swap_remove(rng.gen_range(0..objs.len()));
+        free_obj(m, caches, ci, p);
+        m.this_cpu_inc(stats.frees);
+    }
+}
+
+fn free_obj(m: &Machine, caches: &DemoCaches<'_>, ci: usize, p: NonNull<u8>) {
+    if ci == KMALLOC {
+        // SAFETY: ours, from kmalloc.
+        unsafe { m.kfree(p.as_ptr()) };
+    } else {
         // SAFETY: ours, allocated from this cache.
         unsafe { m.kmem_cache_free(&caches.caches[ci], p) };
-        m.this_cpu_inc(stats.frees);
     }
 }
 
@@ -282,7 +320,10 @@ pub fn demo(opts: &MachineOpts, secs: f64, seed: u64) -> Result<(), String> {
 
     println!("\n== workload: {secs:.1} s on {} CPUs (GFP_KERNEL, GFP_HIGHUSER_MOVABLE, __GFP_COMP, GFP_DMA32, GFP_DMA; GFP_ATOMIC from IRQ context)", m.nr_cpus());
     let caches = DemoCaches::new(&m)?;
-    println!("  slab caches: {}", CACHES.iter().map(|c| c.0).collect::<Vec<_>>().join(", "));
+    println!(
+        "  slab caches: {}; kmalloc of 8 B to 64 KiB (GFP_ATOMIC from IRQ context too)",
+        CACHES.iter().map(|c| c.0).collect::<Vec<_>>().join(", ")
+    );
     let held = run(&m, &caches, secs, seed, true);
 
     println!("\n== misuse is reported, not fatal");
