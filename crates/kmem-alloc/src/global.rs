@@ -13,15 +13,27 @@
 //! - **Giving memory back** (the documented policy): after a free that leaves the machine
 //!   with at least [`REPORT_MIN_FREE`] free and at most once per [`REPORT_INTERVAL_NS`],
 //!   free page reporting hands up to [`REPORT_BUDGET`] free blocks of 2 MiB or more back to
-//!   the host (`madvise(MADV_REMOVE)` on the RAM memfd). A block is given back once per time
-//!   it becomes free, so a loop freeing and reallocating the same memory makes no system
-//!   calls once its blocks are reported... and the interval bounds the rest.
+//!   the host (`madvise(MADV_DONTNEED)` on the private RAM, see below). A block is given
+//!   back once per time it becomes free, so a loop freeing and reallocating the same memory
+//!   makes no system calls once its blocks are reported... and the interval bounds the rest.
+//! - **Private RAM**: `kmem-hosted` maps RAM `MAP_SHARED` from a memfd, which a forked
+//!   child would share with its parent (each would write the other's heap). At boot, before
+//!   the machine is published, `make_ram_private` replaces that mapping with private
+//!   anonymous memory holding the same bytes, so `fork` copies the heap as it copies any
+//!   other memory; giving memory back is then `MADV_DONTNEED` (blocks read back as zero,
+//!   as with `MADV_REMOVE` on the memfd).
+//! - **Fork**: the boot registers `pthread_atfork` handlers ([`crate::raw::fork_prepare`],
+//!   `fork_parent`, `fork_child`). Booting, growth and giving memory back run under one lock
+//!   (`GROW`) that the prepare handler takes (with the huge-mapping cache's lock and every
+//!   CPU of the machine), so a child never inherits a half-done one.
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use kmem::{MemRegion, Order, Pfn, ZoneLayout};
 use kmem_hosted::{Machine, MachineBuilder};
+
+use crate::lock::RawLock;
 
 /// RAM the machine boots with.
 pub const BOOT_RAM: u64 = 128 << 20;
@@ -52,16 +64,69 @@ pub fn machine() -> Option<&'static Machine> {
     boot_slow()
 }
 
+/// Held while the machine boots, grows (hot-add) or gives memory back, and across `fork`
+/// (`raw::fork_prepare` to the parent and child handlers).
+pub(crate) static GROW: RawLock = RawLock::new();
+/// Sections hot-added so far: a thread that waited for [`GROW`] while another grew the
+/// machine retries its allocation before growing it again.
+static GROWN: AtomicUsize = AtomicUsize::new(0);
+/// Whether the RAM is private anonymous memory ([`make_ram_private`] succeeded).
+static PRIVATE_RAM: AtomicU8 = AtomicU8::new(0);
+
+/// Registers the `fork` handlers ([`crate::raw::fork_prepare`] and the parent and child
+/// handlers) with `pthread_atfork`, once per process, as the machine boots. Handlers
+/// registered later (nearly all) run their prepare before these and their child handler
+/// after, so they may allocate. (A child forked while another thread is booting the machine
+/// finds it half booted and lives on the bootstrap arena.)
+fn register_atfork() {
+    extern "C" fn prepare() {
+        // SAFETY: glibc runs the parent or the child handler right after `fork`, in the
+        // thread that forked.
+        unsafe { crate::raw::fork_prepare() }
+    }
+    extern "C" fn parent() {
+        // SAFETY: after `prepare`, in the thread that forked.
+        unsafe { crate::raw::fork_parent() }
+    }
+    extern "C" fn child() {
+        // SAFETY: after `prepare`, in the child's only thread (the forking one's copy).
+        unsafe { crate::raw::fork_child() }
+    }
+    // SAFETY: three handlers that live as long as the process.
+    unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+}
+
+/// The machine if it has booted; never boots it.
+#[inline]
+pub(crate) fn booted() -> Option<&'static Machine> {
+    // SAFETY: as in `machine`.
+    (STATE.load(Ordering::Acquire) == READY).then(|| unsafe { &*MACHINE.load(Ordering::Relaxed) })
+}
+
 #[cold]
 fn boot_slow() -> Option<&'static Machine> {
-    if STATE.compare_exchange(UNINIT, BOOTING, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-        match build() {
-            Some(m) => {
-                MACHINE.store(Box::into_raw(Box::new(m)), Ordering::Relaxed);
-                STATE.store(READY, Ordering::Release);
+    // The thread that wins boots with GROW held (so `fork` never copies a half-booted
+    // machine); its own allocations meanwhile, and other threads', use the arena.
+    if STATE.load(Ordering::Acquire) == UNINIT && GROW.try_lock() {
+        if STATE.compare_exchange(UNINIT, BOOTING, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            match build() {
+                Some(m) => {
+                    // SAFETY: the machine is not published yet: nobody else uses its RAM.
+                    if unsafe { make_ram_private(&m) } {
+                        PRIVATE_RAM.store(1, Ordering::Relaxed);
+                    }
+                    // Before the machine is published, so no thread holds any of its locks
+                    // without the handlers knowing. `pthread_atfork` may allocate: from the
+                    // arena, still.
+                    register_atfork();
+                    MACHINE.store(Box::into_raw(Box::new(m)), Ordering::Relaxed);
+                    STATE.store(READY, Ordering::Release);
+                }
+                None => STATE.store(FAILED, Ordering::Release),
             }
-            None => STATE.store(FAILED, Ordering::Release),
         }
+        // SAFETY: taken above.
+        unsafe { GROW.unlock() };
     }
     if STATE.load(Ordering::Acquire) == READY {
         // SAFETY: as in `machine`.
@@ -100,6 +165,171 @@ fn build() -> Option<Machine> {
         .no_alloc_reports(true)
         .build()
         .ok()
+}
+
+/// Replaces the machine's RAM mapping (a `MAP_SHARED` memfd mapping, `kmem-hosted`'s
+/// `Ram`) with private anonymous memory holding the same bytes, so that a forked child gets
+/// a copy of the heap instead of sharing it. Boot RAM (`[0, BOOT_RAM)`, read-write): the
+/// pages boot wrote (resident: `/proc/self/pagemap`, else `mincore`) are copied into a new
+/// anonymous mapping, the memfd's pages are dropped (`MADV_REMOVE`) and the copy moved over
+/// the old mapping (`mremap`, atomic). The hotplug reserve (`PROT_NONE`, never written)
+/// becomes an anonymous `PROT_NONE` reservation, which `Ram::make_usable`'s `mprotect` opens
+/// as before. Transparent huge pages stay off for the range (`MADV_NOHUGEPAGE`), as they
+/// were for the memfd: sparse use of RAM must not cost 2 MiB per touched page. Returns
+/// whether the boot RAM is private; on failure nothing has changed.
+///
+/// (A memfd page swapped out between boot and this call would read as not resident and be
+/// lost; the pages were written milliseconds before.)
+///
+/// # Safety
+///
+/// No other thread may use the machine's RAM while this runs.
+unsafe fn make_ram_private(m: &Machine) -> bool {
+    use core::ffi::c_void;
+    use rustix::mm::{madvise, mmap_anonymous, mremap_fixed, munmap, Advice, MapFlags, MremapFlags, ProtFlags};
+
+    const PAGE: usize = kmem::PAGE_SIZE;
+    let (base, len) = m.ram_range();
+    let boot = BOOT_RAM as usize;
+    if len < boot || base % PAGE != 0 {
+        return false;
+    }
+    // SAFETY: a fresh private mapping nobody else knows of.
+    let Ok(copy) = (unsafe {
+        mmap_anonymous(
+            core::ptr::null_mut(),
+            boot,
+            ProtFlags::READ | ProtFlags::WRITE,
+            MapFlags::PRIVATE | MapFlags::NORESERVE,
+        )
+    }) else {
+        return false;
+    };
+    let copy = copy as usize;
+    // Before any page of it is touched (the flag moves with the mapping).
+    // SAFETY: advice only, on our mapping.
+    let _ = unsafe { madvise(copy as *mut c_void, boot, Advice::LinuxNoHugepage) };
+    // Which pages are resident: `/proc/self/pagemap` (present or swapped page table entries:
+    // a page table walk, cheap over the untouched bulk of RAM), else `mincore` (a page cache
+    // lookup per page, about 50 ns each).
+    let pagemap = rustix::fs::open(
+        "/proc/self/pagemap",
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .ok();
+    let resident = |addr: usize, out: &mut [u8]| -> bool {
+        if let Some(fd) = &pagemap {
+            let mut buf = [0u8; 8 * 2048];
+            let mut done = 0;
+            while done < out.len() {
+                let k = (out.len() - done).min(buf.len() / 8);
+                let at = ((addr / PAGE + done) * 8) as u64;
+                if !matches!(rustix::io::pread(fd, &mut buf[..k * 8], at), Ok(r) if r == k * 8) {
+                    break;
+                }
+                for (o, e) in out[done..done + k].iter_mut().zip(buf.chunks_exact(8)) {
+                    *o = (u64::from_ne_bytes(e.try_into().unwrap()) >> 62 != 0) as u8;
+                }
+                done += k;
+            }
+            if done == out.len() {
+                return true;
+            }
+        }
+        // SAFETY: `[addr, + out.len() pages)` lies in one of our mappings; `out` holds one
+        // byte per page.
+        unsafe { libc::mincore(addr as *mut c_void, out.len() * PAGE, out.as_mut_ptr()) == 0 }
+    };
+    // Copies every resident page of `[from, from + boot)` to the same offset of `to` (every
+    // page if `all`), in runs of at most 64 pages; with `remove`, drops each run from the
+    // memfd once copied (so boot's pages are never held twice, peak RSS stays).
+    let copy_resident = |from: usize, to: usize, all: bool, remove: bool| -> bool {
+        const RUN: usize = 64;
+        let mut res = [1u8; 4096];
+        let mut off = 0;
+        while off < boot {
+            let n = ((boot - off) / PAGE).min(res.len());
+            if !all && !resident(from + off, &mut res[..n]) {
+                return false;
+            }
+            let mut i = 0;
+            while i < n {
+                if res[i] & 1 == 0 {
+                    i += 1;
+                    continue;
+                }
+                let start = i;
+                while i < n && i - start < RUN && res[i] & 1 != 0 {
+                    i += 1;
+                }
+                let (o, bytes) = (off + start * PAGE, (i - start) * PAGE);
+                // SAFETY: a run of pages inside each of the two distinct mappings, the RAM
+                // (unused by others: caller's contract) and our copy.
+                unsafe { core::ptr::copy_nonoverlapping((from + o) as *const u8, (to + o) as *mut u8, bytes) };
+                if remove {
+                    // SAFETY: the run's bytes are in the copy; nobody reads the RAM meanwhile.
+                    let _ = unsafe { madvise((from + o) as *mut c_void, bytes, Advice::LinuxRemove) };
+                }
+            }
+            off += n * PAGE;
+        }
+        true
+    };
+    // Undoes a failed attempt: puts the bytes back (the copy's resident pages are the ones
+    // written; all of them if that cannot be told) and drops the copy.
+    let undo = || {
+        if !copy_resident(copy, base, false, false) {
+            copy_resident(copy, base, true, false);
+        }
+        // SAFETY: our mapping, unused.
+        let _ = unsafe { munmap(copy as *mut c_void, boot) };
+    };
+    if !copy_resident(base, copy, false, true) {
+        undo();
+        return false;
+    }
+    // SAFETY: `copy` is our mapping of `boot` bytes; MREMAP_FIXED atomically replaces the
+    // RAM's first `boot` bytes (page aligned, inside the RAM mapping) with it.
+    let moved = unsafe { mremap_fixed(copy as *mut c_void, boot, boot, MremapFlags::MAYMOVE, base as *mut c_void) };
+    if moved.is_err() {
+        undo();
+        return false;
+    }
+    if len > boot {
+        // SAFETY: the hotplug reserve, `PROT_NONE` and never written: replacing it with an
+        // equally inaccessible anonymous reservation loses nothing.
+        let _ = unsafe {
+            mmap_anonymous(
+                (base + boot) as *mut c_void,
+                len - boot,
+                ProtFlags::empty(),
+                MapFlags::PRIVATE | MapFlags::NORESERVE | MapFlags::FIXED,
+            )
+        }
+        // SAFETY: advice only, on our reservation.
+        .and_then(|p| unsafe { madvise(p, len - boot, Advice::LinuxNoHugepage) });
+    }
+    true
+}
+
+/// Grows the machine by one section unless another thread did since the caller saw
+/// [`grown`] return `seen`. False when the hotplug reserve is used up.
+pub(crate) fn grow(m: &Machine, seen: usize) -> bool {
+    GROW.lock();
+    let ok = GROWN.load(Ordering::Relaxed) != seen || m.hot_add(1).is_ok();
+    if ok {
+        GROWN.fetch_add(1, Ordering::Relaxed);
+    }
+    // SAFETY: taken above.
+    unsafe { GROW.unlock() };
+    ok
+}
+
+/// How many times the machine grew (see [`grow`]).
+#[inline]
+pub(crate) fn grown() -> usize {
+    GROWN.load(Ordering::Relaxed)
 }
 
 /// The bootstrap arena: a bump allocator for allocations made while the machine boots.
@@ -183,16 +413,46 @@ fn maybe_report(m: &Machine) {
     {
         return;
     }
+    if !GROW.try_lock() {
+        return; // booting, growing, forking or giving back already
+    }
     let (base, _) = m.ram_range();
+    let advice = if PRIVATE_RAM.load(Ordering::Relaxed) != 0 {
+        rustix::mm::Advice::LinuxDontNeed
+    } else {
+        rustix::mm::Advice::LinuxRemove
+    };
     m.report_free_pages(Order::PAGEBLOCK, REPORT_BUDGET, &mut |pfn: Pfn, order: Order| {
         let addr = base + pfn.phys().as_u64() as usize;
         // SAFETY: the block is isolated from the free lists while this runs: nobody uses its
-        // bytes, and MADV_REMOVE on the memfd mapping only drops their contents (they read
-        // back as zero).
-        let _ = unsafe {
-            rustix::mm::madvise(addr as *mut core::ffi::c_void, order.bytes(), rustix::mm::Advice::LinuxRemove)
-        };
+        // bytes, and MADV_DONTNEED on private anonymous memory (MADV_REMOVE on the memfd)
+        // only drops their contents (they read back as zero).
+        let _ = unsafe { rustix::mm::madvise(addr as *mut core::ffi::c_void, order.bytes(), advice) };
     });
+    // SAFETY: taken above.
+    unsafe { GROW.unlock() };
+}
+
+/// `fork_prepare`'s part here: waits for a boot, a growth or a round of giving memory back
+/// to finish and keeps the next from starting.
+pub(crate) fn fork_lock() {
+    GROW.lock();
+}
+
+/// After `fork`, parent and child: ends [`fork_lock`].
+///
+/// # Safety
+///
+/// After [`fork_lock`], in the thread that called it (or the child's copy of it).
+pub(crate) unsafe fn fork_unlock() {
+    // SAFETY: caller's contract.
+    unsafe { GROW.unlock() };
+}
+
+/// Whether the machine's RAM is private anonymous memory (see the module docs); false
+/// before boot.
+pub fn ram_is_private() -> bool {
+    PRIVATE_RAM.load(Ordering::Relaxed) != 0
 }
 
 /// Bytes of the machine's RAM currently online (boot RAM plus hot-added sections).

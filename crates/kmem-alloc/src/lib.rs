@@ -31,6 +31,7 @@
 mod api2;
 pub mod global;
 mod huge;
+mod lock;
 pub mod route;
 
 use core::alloc::{GlobalAlloc, Layout};
@@ -68,7 +69,7 @@ unsafe impl GlobalAlloc for KmemAlloc {
 /// C-shaped entry points over the global machine (what an `LD_PRELOAD` malloc exports).
 pub mod raw {
     use crate::global::{self, arena_alloc, arena_size, in_arena};
-    use crate::route;
+    use crate::{huge, route};
 
     /// `malloc`-like: `size` bytes aligned to `align` (a power of two), zeroed with `zero`;
     /// null on failure. Size 0 gives a unique minimal block, as C's malloc.
@@ -153,15 +154,21 @@ pub mod raw {
         }
     }
 
-    /// `pthread_atfork` prepare: stops the machine (every CPU taken by the forking thread)
-    /// so the child finds no kmem lock held by a thread that no longer exists.
+    /// `pthread_atfork` prepare: waits for a boot, growth or round of giving memory back in
+    /// progress, takes the huge-mapping cache's lock and stops the machine (every CPU taken
+    /// by the forking thread), so the child finds no kmem lock held by a thread that no
+    /// longer exists. (The child gets a copy of the heap: the machine's RAM is private
+    /// memory, see [`global`].)
     ///
     /// # Safety
     ///
     /// Call [`fork_parent`] or [`fork_child`] right after `fork`, from the same thread,
     /// without allocating in between.
     pub unsafe fn fork_prepare() {
-        if let Some(m) = global::machine() {
+        // Lock order: growth (which waits for a boot in progress), the huge cache, the CPUs.
+        global::fork_lock();
+        huge::fork_lock();
+        if let Some(m) = global::booted() {
             // SAFETY: caller's contract.
             unsafe { m.stop_machine() };
         }
@@ -173,9 +180,15 @@ pub mod raw {
     ///
     /// After [`fork_prepare`].
     pub unsafe fn fork_parent() {
-        if let Some(m) = global::machine() {
-            // SAFETY: caller's contract.
-            unsafe { m.restart_machine() };
+        // SAFETY: after `fork_prepare` in this thread (caller's contract), which stopped the
+        // machine if it had booted (nothing can boot it meanwhile: `GROW` is held) and took
+        // both locks.
+        unsafe {
+            if let Some(m) = global::booted() {
+                m.restart_machine();
+            }
+            huge::fork_unlock();
+            global::fork_unlock();
         }
     }
 
@@ -185,9 +198,13 @@ pub mod raw {
     ///
     /// After [`fork_prepare`], in the child.
     pub unsafe fn fork_child() {
-        if let Some(m) = global::machine() {
-            // SAFETY: caller's contract.
-            unsafe { m.restart_machine() };
+        // SAFETY: as in `fork_parent`; the child's only thread is the forking one's copy.
+        unsafe {
+            if let Some(m) = global::booted() {
+                m.restart_machine();
+            }
+            huge::fork_unlock();
+            global::fork_unlock();
         }
     }
 }

@@ -16,7 +16,7 @@ use kmem::kmalloc::{KMALLOC_MAX_SIZE, ZERO_SIZE_PTR};
 use kmem::Gfp;
 use kmem_hosted::Machine;
 
-use crate::huge;
+use crate::{global, huge};
 
 /// The kmalloc request that serves `size` bytes aligned to `align`, if kmalloc can.
 #[inline]
@@ -46,10 +46,11 @@ pub(crate) fn alloc(m: &Machine, size: usize, align: usize, zero: bool) -> *mut 
     let Some(req) = kmalloc_request(size, align) else { return huge::alloc(size, align, zero) };
     let gfp = if zero { Gfp::KERNEL | Gfp::NOWARN | Gfp::ZERO } else { Gfp::KERNEL | Gfp::NOWARN };
     loop {
+        let seen = global::grown();
         match m.kmalloc(req, gfp) {
             Ok(p) => return p.as_ptr(),
             Err(_) => {
-                if m.hot_add(1).is_err() {
+                if !global::grow(m, seen) {
                     return core::ptr::null_mut();
                 }
             }

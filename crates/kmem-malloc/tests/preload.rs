@@ -1,0 +1,444 @@
+//! Real programs under `LD_PRELOAD=libkmem_malloc.so`, each compared with the same run on
+//! the system's malloc (same stdout, both exit 0), plus the C test of every export's edge
+//! cases (`tests/c/edge_cases.c`) and a loop over 5-25 MiB blocks that must not live in
+//! the kernel.
+//!
+//! The library under test is built once per test binary by [`lib`], as it is meant to be
+//! deployed: release, `-C relocation-model=pie` (every TLS access of kmem's code is then
+//! initial-exec, see the crate's README), in its own target directory under
+//! `CARGO_TARGET_TMPDIR`, so it neither waits for nor disturbs the outer build. A program
+//! that is not installed is skipped with a message. Timings (with and without kmem) are
+//! printed: `cargo test -p kmem-malloc --test preload -- --nocapture`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The flags the library is built with (also in `crates/kmem-malloc/.cargo/config.toml`).
+const RUSTFLAGS: &str = "-C relocation-model=pie";
+
+/// `libkmem_malloc.so`, built on first use.
+fn lib() -> &'static Path {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kmem-malloc-pie");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let t = Instant::now();
+        let out = Command::new(cargo)
+            .current_dir(&root)
+            .args(["build", "--release", "-p", "kmem-malloc", "--lib"])
+            .env("CARGO_TARGET_DIR", &target)
+            .env("RUSTFLAGS", RUSTFLAGS)
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .env("CARGO_PROFILE_RELEASE_DEBUG", "0")
+            .output()
+            .expect("run cargo");
+        assert!(out.status.success(), "building libkmem_malloc.so failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        let so = target.join("release/libkmem_malloc.so");
+        assert!(so.exists(), "{} was not built", so.display());
+        eprintln!("built {} in {:.1?}", so.display(), t.elapsed());
+        so
+    })
+}
+
+/// A fresh scratch directory for one test.
+fn scratch(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kmem-malloc-preload").join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Whether `prog` can be run (`--version`); prints why not.
+fn installed(prog: &str) -> bool {
+    match Command::new(prog).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status() {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("skipping: {prog} is not installed ({e})");
+            false
+        }
+    }
+}
+
+/// Runs `cmd` with kmem preloaded or not; returns its output and wall time.
+fn run(mut cmd: Command, kmem: bool) -> (Output, Duration) {
+    if kmem {
+        cmd.env("LD_PRELOAD", lib());
+    } else {
+        cmd.env_remove("LD_PRELOAD");
+    }
+    let t = Instant::now();
+    let out = cmd.output().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    (out, t.elapsed())
+}
+
+fn check_ok(what: &str, kmem: bool, out: &Output) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("cannot be preloaded"), "{what}: LD_PRELOAD failed: {stderr}");
+    assert!(
+        out.status.success(),
+        "{what} ({}) failed: {}\nstdout:\n{}\nstderr:\n{stderr}",
+        if kmem { "kmem" } else { "system malloc" },
+        out.status,
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// Runs the command `make()` builds with and without kmem: both succeed with the same
+/// stdout. Returns the runs (system malloc's, kmem's).
+fn same_output(what: &str, make: impl Fn() -> Command) -> (Output, Output) {
+    let (sys, t_sys) = run(make(), false);
+    check_ok(what, false, &sys);
+    let (km, t_km) = run(make(), true);
+    check_ok(what, true, &km);
+    eprintln!("{what}: system malloc {t_sys:.2?}, kmem {t_km:.2?}");
+    if sys.stdout != km.stdout {
+        let (a, b) = (String::from_utf8_lossy(&sys.stdout), String::from_utf8_lossy(&km.stdout));
+        let first = a.lines().zip(b.lines()).position(|(x, y)| x != y);
+        panic!(
+            "{what}: stdout differs ({} vs {} bytes); first differing line {first:?}:\n  system: {:?}\n  kmem:   {:?}",
+            sys.stdout.len(),
+            km.stdout.len(),
+            first.and_then(|i| a.lines().nth(i)),
+            first.and_then(|i| b.lines().nth(i)),
+        );
+    }
+    (sys, km)
+}
+
+fn compile_c(src: &str, exe: &Path, extra: &[&str]) -> bool {
+    if !installed("cc") {
+        return false;
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c").join(src);
+    let out = Command::new("cc")
+        .args(["-O1", "-fno-builtin", "-Wall", "-pthread", "-o"])
+        .arg(exe)
+        .arg(&src)
+        .args(extra)
+        .env_remove("LD_PRELOAD")
+        .output()
+        .expect("run cc");
+    assert!(out.status.success(), "compiling {}: {}", src.display(), String::from_utf8_lossy(&out.stderr));
+    true
+}
+
+#[test]
+fn c_edge_cases_of_every_export() {
+    let dir = scratch("edge_cases");
+    let exe = dir.join("edge_cases");
+    if !compile_c("edge_cases.c", &exe, &["-ldl"]) {
+        return;
+    }
+    // On the system's malloc first, for reference (glibc differs where kmem documents a
+    // choice of its own; those checks only run on kmem).
+    let (sys, _) = run(Command::new(&exe), false);
+    let sys_out = String::from_utf8_lossy(&sys.stdout);
+    eprintln!("system malloc: {}", sys_out.lines().last().unwrap_or("(no output)"));
+
+    let (km, t) = run(Command::new(&exe), true);
+    let out = String::from_utf8_lossy(&km.stdout);
+    eprintln!("kmem ({t:.2?}):\n{out}");
+    assert!(
+        km.status.success(),
+        "edge cases failed under kmem ({}):\n{out}\n{}",
+        km.status,
+        String::from_utf8_lossy(&km.stderr)
+    );
+    assert!(out.lines().next() == Some("allocator: kmem"), "kmem_malloc_online_bytes not found: not running on kmem");
+    assert!(!out.contains("FAIL"), "{out}");
+    assert!(out.contains(", 0 failed"), "{out}");
+    // kmalloc's buckets, not glibc's chunk sizes (24, 24, 40, 104...).
+    for (n, u) in [(1, 16), (17, 32), (100, 128), (1000, 1024)] {
+        assert!(out.contains(&format!("malloc_usable_size(malloc({n})) = {u}\n")), "usable size of {n}: {out}");
+    }
+    let checks = out.lines().filter(|l| l.starts_with("ok ")).count();
+    assert!(checks >= 55, "only {checks} checks ran");
+}
+
+const PYTHON_SCRIPT: &str = r#"
+import ctypes, hashlib, sys, threading
+
+def work(k, out):
+    h = hashlib.sha256()
+    total = 0
+    for r in range(4):
+        d = {("key%d-%d" % (k, i)): [i] * (i % 7) for i in range(60000)}
+        l = [str(i) * (1 + i % 5) for i in range(80000)]
+        s = "-".join(l)
+        big = "x" * (3 << 20) + str(r)          # mapped blocks
+        l.sort()
+        total += len(d) + sum(len(v) for v in d.values()) + len(s) + len(big)
+        h.update(s[:10000].encode())
+        h.update(l[r * 1000].encode())
+        del d, l, s, big
+        ba = bytearray(1 << 20)
+        for j in range(0, len(ba), 4096):
+            ba[j] = (j + k) % 256
+        h.update(bytes(ba[::4096]))
+        chunks = [bytes([r]) * (1 << (i % 20)) for i in range(200)]
+        total += sum(map(len, chunks))
+    out[k] = (total, h.hexdigest())
+
+out = {}
+ts = [threading.Thread(target=work, args=(k, out)) for k in range(4)]
+for t in ts: t.start()
+for t in ts: t.join()
+for k in sorted(out):
+    print(k, *out[k])
+try:
+    ctypes.CDLL(None).kmem_malloc_online_bytes
+    print("allocator=kmem", file=sys.stderr)
+except AttributeError:
+    print("allocator=system", file=sys.stderr)
+"#;
+
+#[test]
+fn python_threads_build_and_tear_down_large_objects() {
+    if !installed("python3") {
+        return;
+    }
+    let dir = scratch("python");
+    let script = dir.join("work.py");
+    std::fs::write(&script, PYTHON_SCRIPT).unwrap();
+    let (_, km) = same_output("python3 (4 threads: dicts, lists, strings)", || {
+        let mut c = Command::new("python3");
+        c.arg(&script);
+        c
+    });
+    assert!(String::from_utf8_lossy(&km.stderr).contains("allocator=kmem"), "python3 did not run on kmem");
+    assert_eq!(String::from_utf8_lossy(&km.stdout).lines().count(), 4);
+}
+
+/// Writes a generated source tree into `dir`.
+fn generate_repo(dir: &Path) {
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for d in 0..12 {
+        let sub = dir.join(format!("dir{d:02}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        for f in 0..25 {
+            let mut s = String::new();
+            for l in 0..(20 + next() % 200) {
+                s.push_str(&format!("line {l} of file {f} in dir {d}: {:016x}\n", next()));
+            }
+            std::fs::write(sub.join(format!("file{f:02}.txt")), s).unwrap();
+        }
+    }
+    let blob: Vec<u8> = (0..(3 << 20)).map(|_| (next() >> 56) as u8).collect();
+    std::fs::write(dir.join("blob.bin"), blob).unwrap();
+}
+
+#[test]
+fn git_init_add_commit_log() {
+    if !installed("git") {
+        return;
+    }
+    let base = scratch("git");
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    same_output("git (init, add, commit x2, log, fsck)", || {
+        let repo = base.join(format!("repo{}", n.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
+        std::fs::create_dir_all(&repo).unwrap();
+        generate_repo(&repo);
+        let script = "set -e
+git init -q -b main .
+git add -A
+git commit -q -m 'generated tree'
+echo change >> dir03/file07.txt
+git rm -q dir05/file11.txt
+git commit -q -a -m 'second commit'
+git log --stat --format='%H %an <%ae> %ad %s'
+git fsck --no-progress 2>&1
+git gc -q
+git count-objects -v | grep -v size
+git log --format=%H | head -1";
+        let mut c = Command::new("sh");
+        c.arg("-c").arg(script).current_dir(&repo);
+        c.env("HOME", &repo).env("GIT_CONFIG_NOSYSTEM", "1").env("GIT_CONFIG_GLOBAL", "/dev/null");
+        for who in ["AUTHOR", "COMMITTER"] {
+            c.env(format!("GIT_{who}_NAME"), "kmem test")
+                .env(format!("GIT_{who}_EMAIL"), "kmem@example.invalid")
+                .env(format!("GIT_{who}_DATE"), "2026-01-02T03:04:05 +0000");
+        }
+        c.env("TZ", "UTC").env("LC_ALL", "C");
+        c
+    });
+}
+
+const C_PROGRAM: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct node { struct node *next; char *name; };
+
+int main(void) {
+    struct node *head = NULL;
+    for (int i = 0; i < 20000; i++) {
+        struct node *n = malloc(sizeof *n);
+        n->name = malloc(32);
+        snprintf(n->name, 32, "node-%d", i);
+        n->next = head;
+        head = n;
+    }
+    unsigned long h = 5381;
+    size_t count = 0;
+    while (head) {
+        for (char *p = head->name; *p; p++) h = h * 33 + (unsigned char)*p;
+        struct node *n = head->next;
+        free(head->name);
+        free(head);
+        head = n;
+        count++;
+    }
+    char *buf = NULL;
+    for (size_t n = 1; n <= (8u << 20); n *= 2) {
+        buf = realloc(buf, n);
+        memset(buf, (int)(n % 251), n);
+    }
+    printf("nodes %zu hash %lu last %d\n", count, h, buf[(8u << 20) - 1]);
+    free(buf);
+    return 0;
+}
+"#;
+
+#[test]
+fn cc_builds_and_runs_a_program() {
+    if !installed("cc") {
+        return;
+    }
+    let base = scratch("cc");
+    std::fs::write(base.join("prog.c"), C_PROGRAM).unwrap();
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    // The compiler (driver, cc1, as, ld) and then the program it built, both under the
+    // same allocator.
+    same_output("cc -O2 prog.c && ./prog", || {
+        let exe = format!("prog{}", n.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let mut c = Command::new("sh");
+        c.arg("-c").arg(format!("set -e; cc -O2 -Wall -o {exe} prog.c; ./{exe}")).current_dir(&base);
+        c
+    });
+}
+
+#[test]
+fn sort_a_20_mb_file() {
+    if !installed("sort") {
+        return;
+    }
+    let dir = scratch("sort");
+    let input = dir.join("input.txt");
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&input).unwrap());
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut written = 0usize;
+        while written < 20 << 20 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let line = format!("{:x} {} {}\n", x, x % 100_000, "abcdefghij".repeat((x % 5) as usize));
+            written += line.len();
+            f.write_all(line.as_bytes()).unwrap();
+        }
+    }
+    let (_, km) = same_output("sort (20 MB, 2 threads)", || {
+        let mut c = Command::new("sort");
+        c.args(["--parallel=2", "-k2,2n", "-k1,1"]).arg(&input).env("LC_ALL", "C");
+        c
+    });
+    assert!(km.stdout.len() >= 20 << 20);
+}
+
+/// `key value` pairs of the loop program's `rusage` line.
+fn rusage(out: &[u8]) -> std::collections::HashMap<String, i64> {
+    let out = String::from_utf8_lossy(out);
+    let line = out.lines().find(|l| l.starts_with("rusage ")).expect("rusage line");
+    let w: Vec<&str> = line.split_whitespace().skip(1).collect();
+    w.chunks(2).map(|p| (p[0].to_owned(), p[1].parse().unwrap())).collect()
+}
+
+/// Memory-management system calls `cmd` makes (mmap, munmap, mremap, madvise, brk), counted
+/// by `strace -f -c`; `None` if strace is missing or cannot trace here.
+fn mm_syscalls(cmd: Command) -> Option<u64> {
+    let out = Command::new("strace")
+        .args(["-f", "-c", "-e", "trace=mmap,munmap,mremap,madvise,brk", "-o", "/dev/stderr", "--"])
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .envs(cmd.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
+        .stdout(Stdio::null())
+        .output()
+        .ok()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    // "100.00    0.000833          11        73 [errors]  total": the fourth column is calls.
+    let total = err.lines().find(|l| l.trim_end().ends_with("total"))?;
+    total.split_whitespace().nth(3)?.parse().ok()
+}
+
+#[test]
+fn large_blocks_loop_stays_out_of_the_kernel() {
+    let dir = scratch("huge_loop");
+    let exe = dir.join("huge_loop");
+    if !compile_c("huge_loop.c", &exe, &[]) {
+        return;
+    }
+    const ITERS: i64 = 2000;
+    let make = || {
+        let mut c = Command::new(&exe);
+        c.arg(ITERS.to_string());
+        c
+    };
+    let (sys, km) = same_output("loop: 2000 x malloc/free of 5-25 MiB, every page touched", make);
+    let (s, k) = (rusage(&sys.stderr), rusage(&km.stderr));
+    eprintln!("loop rusage: system malloc {s:?}\nloop rusage: kmem {k:?}");
+    // A fresh mapping per iteration would fault in every page of it: 1280-6400 faults per
+    // iteration, millions in all, and most of the time in the kernel.
+    assert!(k["minflt"] < 25 * ITERS, "kmem: {} page faults for {ITERS} iterations", k["minflt"]);
+    assert!(k["sys_us"] < 400_000, "kmem: {} us in the kernel", k["sys_us"]);
+    assert!(k["wall_us"] < 5_000_000, "kmem: the loop took {} us", k["wall_us"]);
+    let mut c = make();
+    c.env("LD_PRELOAD", lib());
+    match mm_syscalls(c) {
+        Some(n) => {
+            eprintln!("loop: {n} memory-management system calls under kmem (strace)");
+            assert!(n < ITERS as u64 / 10, "kmem: {n} mmap/munmap/mremap/madvise/brk calls for {ITERS} iterations");
+        }
+        None => eprintln!("strace unavailable: system calls not counted (page faults and kernel time were)"),
+    }
+}
+
+#[test]
+fn tls_of_kmem_code_is_initial_exec() {
+    let so = lib();
+    let Ok(dis) = Command::new("objdump").args(["-d", "-C", "--no-show-raw-insn"]).arg(so).output() else {
+        eprintln!("skipping: objdump is not installed");
+        return;
+    };
+    assert!(dis.status.success());
+    let dis = String::from_utf8_lossy(&dis.stdout);
+    // Functions that call __tls_get_addr (general or local dynamic TLS).
+    let mut func = "";
+    let mut dynamic: Vec<&str> = Vec::new();
+    for l in dis.lines() {
+        if l.ends_with(">:") {
+            func = l.split_once(' ').map_or(l, |(_, f)| f);
+        } else if l.contains("call") && l.contains("<__tls_get_addr") && !dynamic.contains(&func) {
+            dynamic.push(func);
+        }
+    }
+    eprintln!("functions with dynamic TLS accesses: {dynamic:#?}");
+    let ours: Vec<_> = dynamic.iter().filter(|f| f.contains("kmem")).collect();
+    assert!(ours.is_empty(), "kmem code uses dynamic TLS: {ours:#?}");
+    // What is left is the precompiled std's (panics, thread::current, stderr, TLS
+    // destructors), none of which the allocation path reaches.
+    assert!(dynamic.iter().all(|f| f.starts_with("<std::") || f.starts_with("<<&std::")), "{dynamic:#?}");
+    let Ok(dynsec) = Command::new("readelf").args(["-d"]).arg(so).output() else { return };
+    let dynsec = String::from_utf8_lossy(&dynsec.stdout);
+    assert!(dynsec.contains("STATIC_TLS"), "no DF_STATIC_TLS flag: {dynsec}");
+}
