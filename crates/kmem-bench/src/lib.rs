@@ -30,6 +30,10 @@
 //!   allocator (the `scaling` bench).
 //! - [`slab`]: object allocation, kmem's slab caches against `slabmalloc` and mimalloc (the
 //!   `slab` bench and the `slab_cost` instruction-count example).
+//! - [`malloc`]: kmem as a process's allocator (`kmem_alloc::KmemAlloc`) against mimalloc,
+//!   jemalloc, glibc, talc, linked_list_allocator and buddy_system_allocator, through their
+//!   `GlobalAlloc`s: pairs, alloc-n-free-n, random sizes, realloc, collections, cross-thread
+//!   frees, peak RSS (the `malloc` bench, the `malloc_cost` example, `scripts/benchmarks.sh`).
 //!
 //! Run the benchmarks with `scripts/bench.sh` at the repository root, which prints the
 //! comparison as markdown tables (`scripts/scaling.sh` for the thread-scaling table alone).
@@ -55,6 +59,7 @@ use rand::distributions::{Distribution, WeightedIndex};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+pub mod malloc;
 pub mod scaling;
 pub mod slab;
 

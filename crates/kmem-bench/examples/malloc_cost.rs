@@ -1,0 +1,168 @@
+//! Instruction cost of one hot alloc + free pair of `SIZE` bytes (default 64), for callgrind:
+//!
+//! - `kmalloc`: kmem's core API, `kmalloc(SIZE, GFP_KERNEL)` + `kfree` on a one-CPU hosted
+//!   machine of 256 MiB;
+//! - `kmem`, `mimalloc`, `jemalloc`, `system`, `talc`, `linked_list_allocator`,
+//!   `buddy_system_allocator`: `GlobalAlloc::alloc` + `dealloc` of each allocator
+//!   ([`kmem_bench::malloc::Peer`]), 8-aligned;
+//! - `mi_malloc`: mimalloc's `mi_malloc` + `mi_free` called directly;
+//! - `libc`: `malloc` + `free` through the C library's symbols, so whichever malloc the
+//!   process has (glibc's, or an `LD_PRELOAD` one such as `libkmem_malloc.so`).
+//!
+//! ```sh
+//! cargo build --profile perf -p kmem-bench --example malloc_cost
+//! valgrind --tool=callgrind --toggle-collect='*malloc_cost::pair_*' target/perf/examples/malloc_cost kmalloc 64
+//! ```
+//! Total instructions collected divided by `ITERS` is the cost of one pair
+//! (`scripts/malloc_cost.sh` does this for each). The first pair, which takes the slow path
+//! (booting kmem's machine, a new slab, a thread heap), runs before and outside the collected
+//! functions.
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::ffi::c_void;
+use std::hint::black_box;
+
+use kmem::Gfp;
+use kmem_bench::malloc::{Peer, BSA, JEMALLOC, KMEM, LLA, MIMALLOC, SYSTEM, TALC};
+use kmem_hosted::{Machine, MachineBuilder};
+
+/// Pairs collected. Fewer than 4096: `KmemAlloc` runs its give-memory-back check on every
+/// 4096th free, and that check reads the clock through rustix's vDSO parser, which crashes
+/// under valgrind (rustix issue 1559); its amortised cost is a few instructions per pair.
+const ITERS: usize = 4000;
+
+extern "C" {
+    fn malloc(size: usize) -> *mut c_void;
+    fn free(p: *mut c_void);
+}
+
+#[inline(always)]
+fn global_pair<A: GlobalAlloc>(a: &A, l: Layout) {
+    // SAFETY: a non-zero layout; the block is freed at once with the same layout.
+    unsafe {
+        let p = a.alloc(l);
+        assert!(!p.is_null());
+        a.dealloc(black_box(p), l);
+    }
+}
+
+#[inline(never)]
+fn pair_kmalloc(m: &Machine, size: usize) {
+    let p = m.kmalloc(size, Gfp::KERNEL).expect("kmalloc");
+    // SAFETY: just allocated, never used, freed once.
+    unsafe { m.kfree(black_box(p.as_ptr())) };
+}
+
+#[inline(never)]
+fn pair_kmem(l: Layout) {
+    global_pair(&KMEM, l);
+}
+
+#[inline(never)]
+fn pair_mimalloc(l: Layout) {
+    global_pair(&MIMALLOC, l);
+}
+
+#[inline(never)]
+fn pair_jemalloc(l: Layout) {
+    global_pair(&JEMALLOC, l);
+}
+
+#[inline(never)]
+fn pair_system(l: Layout) {
+    global_pair(&SYSTEM, l);
+}
+
+#[inline(never)]
+fn pair_talc(l: Layout) {
+    global_pair(&TALC, l);
+}
+
+#[inline(never)]
+fn pair_linked_list_allocator(l: Layout) {
+    global_pair(&LLA, l);
+}
+
+#[inline(never)]
+fn pair_buddy_system_allocator(l: Layout) {
+    global_pair(&BSA, l);
+}
+
+#[inline(never)]
+fn pair_mi_malloc(size: usize) {
+    // SAFETY: mi_malloc's block is freed at once, unused.
+    unsafe {
+        let p = libmimalloc_sys::mi_malloc(size);
+        assert!(!p.is_null());
+        libmimalloc_sys::mi_free(black_box(p));
+    }
+}
+
+#[inline(never)]
+fn pair_libc(size: usize) {
+    // SAFETY: malloc's block is freed at once, unused.
+    unsafe {
+        let p = malloc(size);
+        assert!(!p.is_null());
+        free(black_box(p));
+    }
+}
+
+/// Runs `f` once (warm-up, outside the collected functions when `f` inlines into `warm`),
+/// then `ITERS` times.
+fn run(warm: impl Fn(), f: impl Fn()) {
+    warm();
+    for _ in 0..ITERS {
+        f();
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let which = args.next().unwrap_or_else(|| "kmalloc".into());
+    let size: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(64);
+    let l = Layout::from_size_align(size.max(1), 8).expect("layout");
+    if let Some(p) = Peer::from_name(&which) {
+        p.prepare();
+    }
+    match which.as_str() {
+        "kmalloc" => {
+            let m = MachineBuilder::new().ram_mib(256).cpus(1).build().expect("kmem machine boots");
+            run(
+                || {
+                    let p = m.kmalloc(size, Gfp::KERNEL).expect("kmalloc");
+                    // SAFETY: just allocated, freed once.
+                    unsafe { m.kfree(p.as_ptr()) };
+                },
+                || pair_kmalloc(black_box(&m), size),
+            );
+            if let Some(r) = m.reports().last() {
+                panic!("kmem reported:\n{r}");
+            }
+        }
+        "kmem" => run(|| global_pair(&KMEM, l), || pair_kmem(black_box(l))),
+        "mimalloc" => run(|| global_pair(&MIMALLOC, l), || pair_mimalloc(black_box(l))),
+        "jemalloc" => run(|| global_pair(&JEMALLOC, l), || pair_jemalloc(black_box(l))),
+        "system" => run(|| global_pair(&SYSTEM, l), || pair_system(black_box(l))),
+        "talc" => run(|| global_pair(&TALC, l), || pair_talc(black_box(l))),
+        "linked_list_allocator" => run(|| global_pair(&LLA, l), || pair_linked_list_allocator(black_box(l))),
+        "buddy_system_allocator" => run(|| global_pair(&BSA, l), || pair_buddy_system_allocator(black_box(l))),
+        "mi_malloc" => run(
+            // SAFETY: freed at once.
+            || unsafe { libmimalloc_sys::mi_free(libmimalloc_sys::mi_malloc(size)) },
+            || pair_mi_malloc(black_box(size)),
+        ),
+        "libc" => run(
+            // SAFETY: freed at once.
+            || unsafe { free(malloc(size)) },
+            || pair_libc(black_box(size)),
+        ),
+        other => {
+            eprintln!(
+                "usage: malloc_cost [kmalloc|kmem|mimalloc|jemalloc|system|talc|linked_list_allocator|\
+                 buddy_system_allocator|mi_malloc|libc] [SIZE]; not {other:?}"
+            );
+            std::process::exit(2);
+        }
+    }
+}

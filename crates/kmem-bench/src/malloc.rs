@@ -1,0 +1,955 @@
+//! General-purpose allocation: kmem as a process's allocator ([`kmem_alloc::KmemAlloc`])
+//! against six peers, on the same workloads, side by side in one run (the `malloc` bench
+//! and the `malloc_cost` instruction-count example).
+//!
+//! Only one `#[global_allocator]` can exist per binary, so every allocator is called
+//! through its `GlobalAlloc` methods directly ([`Peer`]; [`with_peer!`](crate::with_peer) runs generic code
+//! on the allocator of a peer, monomorphised per allocator, so fast paths inline as they
+//! would in a program that installs it):
+//!
+//! | peer | allocator | memory |
+//! |---|---|---|
+//! | `kmem` | `kmem_alloc::KmemAlloc`: kmalloc's size classes, its page path, host mappings above 4 MiB | its lazily booted global machine (64 MiB memfd, grows by hot-add) |
+//! | `mimalloc` | `mimalloc::MiMalloc` | the host (mmap) |
+//! | `jemalloc` | `tikv_jemallocator::Jemalloc` | the host (mmap) |
+//! | `system` | `std::alloc::System`: glibc's malloc | the host (brk/mmap) |
+//! | `talc` | `talc::TalcLock<spinning_top::RawSpinlock, Manual>` | an [`ARENA_BYTES`] arena |
+//! | `linked_list_allocator` | `linked_list_allocator::LockedHeap` | an [`ARENA_BYTES`] arena |
+//! | `buddy_system_allocator` | `buddy_system_allocator::LockedHeap<32>` | an [`ARENA_BYTES`] arena |
+//!
+//! The arenas are anonymous private mappings, **not pre-faulted**: their pages are faulted
+//! in on first touch, as the host allocators' are, so that peak RSS compares what each
+//! allocator touches. The bench runs every workload once per allocator before timing it, so
+//! timed runs reuse pages the arena peers have already touched (the host allocators may give
+//! pages back and fault them in again: that is part of their cost).
+//!
+//! Workloads ([`Workload`]), all single-threaded but [`prodcons`]; blocks are 8-aligned
+//! (what most Rust types need; kmem rounds larger alignments up to a power of two):
+//!
+//! - [`Workload::Pair`]: one hot alloc + free of one size (16 to 1024 bytes);
+//! - [`Workload::AllocNFreeN`]: n allocations of 64 bytes, then n frees in allocation order;
+//! - [`Workload::Random`]: a seeded, closed sequence ([`SizeMix`]) of allocations of sizes
+//!   drawn log-uniformly from 8 bytes to 8 KiB and frees of random live blocks, at most
+//!   [`MIX_MAX_LIVE`] live; the first byte of each block is written;
+//! - [`Workload::Realloc`]: [`REALLOC_BUFS`] buffers grown in turn by `realloc`, an eighth
+//!   (at least 16 bytes) at a time, from 16 bytes to [`REALLOC_MAX`], the last byte written
+//!   after each step;
+//! - [`Workload::Vec`], [`Workload::HashMap`]: an `allocator_api2` `Vec<u64>` pushed
+//!   [`COLLECTION_N`] times from empty, and a `hashbrown` map of as many `u64` keys to
+//!   `allocator_api2` byte vectors of 8 to 71 bytes, both in the peer through [`Api2`];
+//! - [`Workload::BTreeMap`]: std's `BTreeMap` of as many `u64` keys to boxed byte slices of
+//!   8 to 71 bytes. Its `new_in` is unstable, so it runs under [`with_global`]: the binary's
+//!   global allocator is [`Dispatch`], which sends the calling thread's allocations to the
+//!   peer while the closure runs (and to `System` otherwise);
+//! - [`prodcons`]: a producer thread allocates 64-byte blocks, a consumer thread frees them
+//!   (cross-thread frees), batches of [`PRODCONS_BATCH`] through a ring.
+//!
+//! ```
+//! use kmem_bench::malloc::{run_once, Inputs, Peer, Workload};
+//! let mut inputs = Inputs::new();
+//! for peer in Peer::ALL {
+//!     for w in [Workload::Pair(64), Workload::AllocNFreeN(100), Workload::Realloc] {
+//!         assert!(run_once(peer, w, &mut inputs) > 0);
+//!     }
+//! }
+//! ```
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::hint::black_box;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Barrier, Once};
+use std::time::{Duration, Instant};
+
+use allocator_api2::alloc::{AllocError, Allocator};
+use kmem_alloc::KmemAlloc;
+use mimalloc::MiMalloc;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use talc::source::Manual;
+use tikv_jemallocator::Jemalloc;
+
+use crate::scaling::pin_host_cpu;
+
+/// Bytes of each arena peer's arena.
+pub const ARENA_BYTES: usize = 512 << 20;
+/// `buddy_system_allocator`'s size classes: blocks up to 2 GiB, enough for the arena.
+pub const BSA_HEAP_ORDER: usize = 32;
+/// Most blocks live at once in [`Workload::Random`].
+pub const MIX_MAX_LIVE: usize = 2000;
+/// Random steps of [`SizeMix::generate`] before the frees that close the sequence.
+pub const MIX_STEPS: usize = 1 << 16;
+/// Buffers of [`Workload::Realloc`].
+pub const REALLOC_BUFS: usize = 4;
+/// Final size of each buffer of [`Workload::Realloc`].
+pub const REALLOC_MAX: usize = 256 << 10;
+/// Elements of the collection workloads.
+pub const COLLECTION_N: usize = 20_000;
+/// Pairs per run of [`Workload::Pair`].
+pub const PAIRS_PER_RUN: usize = 10_000;
+/// Blocks per hand-over in [`prodcons`].
+pub const PRODCONS_BATCH: usize = 64;
+/// Block size of [`prodcons`].
+pub const PRODCONS_SIZE: usize = 64;
+/// Alignment of every workload's blocks (but the collections', which use their types').
+pub const ALIGN: usize = 8;
+
+/// kmem's global allocator (boots its machine on first use).
+pub static KMEM: KmemAlloc = KmemAlloc;
+/// mimalloc.
+pub static MIMALLOC: MiMalloc = MiMalloc;
+/// jemalloc.
+pub static JEMALLOC: Jemalloc = Jemalloc;
+/// glibc's malloc.
+pub static SYSTEM: System = System;
+/// talc over its arena (claimed by [`Peer::prepare`]).
+pub static TALC: talc::TalcLock<spinning_top::RawSpinlock, Manual> = talc::TalcLock::new(Manual);
+/// linked_list_allocator over its arena (initialised by [`Peer::prepare`]).
+pub static LLA: linked_list_allocator::LockedHeap = linked_list_allocator::LockedHeap::empty();
+/// buddy_system_allocator over its arena (initialised by [`Peer::prepare`]).
+pub static BSA: buddy_system_allocator::LockedHeap<BSA_HEAP_ORDER> = buddy_system_allocator::LockedHeap::new();
+
+/// One allocator under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Peer {
+    /// [`KMEM`].
+    Kmem,
+    /// [`MIMALLOC`].
+    Mimalloc,
+    /// [`JEMALLOC`].
+    Jemalloc,
+    /// [`SYSTEM`].
+    System,
+    /// [`TALC`].
+    Talc,
+    /// [`LLA`].
+    LinkedList,
+    /// [`BSA`].
+    Buddy,
+}
+
+/// Runs `$body` with `$a` bound to `&'static` the allocator of peer `$p` (its own type, so
+/// generic code is monomorphised for each allocator), after [`Peer::prepare`].
+#[macro_export]
+macro_rules! with_peer {
+    ($p:expr, |$a:ident| $body:expr) => {{
+        let p: $crate::malloc::Peer = $p;
+        p.prepare();
+        $crate::peer_match!(p, |$a| $body)
+    }};
+}
+
+/// [`with_peer!`] without [`Peer::prepare`].
+#[doc(hidden)]
+#[macro_export]
+macro_rules! peer_match {
+    ($p:expr, |$a:ident| $body:expr) => {
+        match $p {
+            $crate::malloc::Peer::Kmem => {
+                let $a = &$crate::malloc::KMEM;
+                $body
+            }
+            $crate::malloc::Peer::Mimalloc => {
+                let $a = &$crate::malloc::MIMALLOC;
+                $body
+            }
+            $crate::malloc::Peer::Jemalloc => {
+                let $a = &$crate::malloc::JEMALLOC;
+                $body
+            }
+            $crate::malloc::Peer::System => {
+                let $a = &$crate::malloc::SYSTEM;
+                $body
+            }
+            $crate::malloc::Peer::Talc => {
+                let $a = &$crate::malloc::TALC;
+                $body
+            }
+            $crate::malloc::Peer::LinkedList => {
+                let $a = &$crate::malloc::LLA;
+                $body
+            }
+            $crate::malloc::Peer::Buddy => {
+                let $a = &$crate::malloc::BSA;
+                $body
+            }
+        }
+    };
+}
+
+impl Peer {
+    /// Every peer, kmem first.
+    pub const ALL: [Peer; 7] =
+        [Peer::Kmem, Peer::Mimalloc, Peer::Jemalloc, Peer::System, Peer::Talc, Peer::LinkedList, Peer::Buddy];
+
+    /// The name in tables and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Peer::Kmem => "kmem",
+            Peer::Mimalloc => "mimalloc",
+            Peer::Jemalloc => "jemalloc",
+            Peer::System => "system",
+            Peer::Talc => "talc",
+            Peer::LinkedList => "linked_list_allocator",
+            Peer::Buddy => "buddy_system_allocator",
+        }
+    }
+
+    /// The peer of a name ([`Peer::name`]).
+    pub fn from_name(s: &str) -> Option<Peer> {
+        Peer::ALL.into_iter().find(|p| p.name() == s)
+    }
+
+    fn index(self) -> u8 {
+        Peer::ALL.iter().position(|&p| p == self).expect("listed") as u8
+    }
+
+    /// Gives an arena peer its arena (once); boots kmem's global machine.
+    ///
+    /// # Panics
+    ///
+    /// If kmem's machine does not boot.
+    pub fn prepare(self) {
+        static ARENAS: [Once; 3] = [Once::new(), Once::new(), Once::new()];
+        match self {
+            Peer::Talc => ARENAS[0].call_once(|| {
+                let base = map_arena(ARENA_BYTES);
+                // SAFETY: a fresh private mapping of ARENA_BYTES, never unmapped, given to
+                // talc alone.
+                let end = unsafe { TALC.lock().claim(base, ARENA_BYTES) };
+                assert!(end.is_some(), "talc claims its arena");
+            }),
+            Peer::LinkedList => ARENAS[1].call_once(|| {
+                let base = map_arena(ARENA_BYTES);
+                // SAFETY: as for talc.
+                unsafe { LLA.lock().init(base, ARENA_BYTES) };
+            }),
+            Peer::Buddy => ARENAS[2].call_once(|| {
+                let base = map_arena(ARENA_BYTES);
+                // SAFETY: as for talc.
+                unsafe { BSA.lock().init(base as usize, ARENA_BYTES) };
+            }),
+            Peer::Kmem => {
+                // Without this check a machine that cannot boot (no address space for its
+                // hotplug reserve, say) would leave KmemAlloc on its bootstrap arena, a bump
+                // allocator, and the figures would be that arena's.
+                assert!(kmem_alloc::global::machine().is_some(), "kmem's global machine does not boot");
+            }
+            _ => {}
+        }
+    }
+}
+
+/// An anonymous private mapping of `bytes`, not faulted in.
+fn map_arena(bytes: usize) -> *mut u8 {
+    use rustix::mm::{mmap_anonymous, MapFlags, ProtFlags};
+    // SAFETY: a new mapping at an address of the kernel's choosing: no existing memory is
+    // affected.
+    let p = unsafe {
+        mmap_anonymous(
+            std::ptr::null_mut(),
+            bytes,
+            ProtFlags::READ | ProtFlags::WRITE,
+            MapFlags::PRIVATE | MapFlags::NORESERVE,
+        )
+    };
+    p.expect("arena mapping") as *mut u8
+}
+
+// ---------------------------------------------------------------------------------------
+// Adapters: any GlobalAlloc as an allocator_api2 Allocator, and a dispatching global
+// allocator for std's collections.
+
+/// A `GlobalAlloc` as an `allocator_api2` `Allocator` (for `allocator_api2::vec::Vec` and
+/// `hashbrown::HashMap`).
+#[derive(Debug)]
+pub struct Api2<'a, A: GlobalAlloc>(pub &'a A);
+
+impl<A: GlobalAlloc> Clone for Api2<'_, A> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<A: GlobalAlloc> Copy for Api2<'_, A> {}
+
+#[inline]
+fn slice(p: *mut u8, len: usize) -> Result<NonNull<[u8]>, AllocError> {
+    NonNull::new(std::ptr::slice_from_raw_parts_mut(p, len)).ok_or(AllocError)
+}
+
+#[inline]
+fn dangling(align: usize) -> *mut u8 {
+    std::ptr::without_provenance_mut(align)
+}
+
+// SAFETY: blocks come from `A` with the layout asked for (zero-sized requests get a dangling,
+// aligned pointer and are never passed to `A`); `deallocate`/`grow`/`shrink` hand `A` back
+// exactly what it returned, with the layout it was allocated with. Copies share `&A`, so a
+// block from one is valid in all.
+unsafe impl<A: GlobalAlloc> Allocator for Api2<'_, A> {
+    #[inline]
+    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        if layout.size() == 0 {
+            return slice(dangling(layout.align()), 0);
+        }
+        // SAFETY: non-zero size.
+        slice(unsafe { self.0.alloc(layout) }, layout.size())
+    }
+
+    #[inline]
+    fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        if layout.size() == 0 {
+            return slice(dangling(layout.align()), 0);
+        }
+        // SAFETY: non-zero size.
+        slice(unsafe { self.0.alloc_zeroed(layout) }, layout.size())
+    }
+
+    #[inline]
+    unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+        if layout.size() != 0 {
+            // SAFETY: allocated by `A` with `layout` (Allocator's contract).
+            unsafe { self.0.dealloc(ptr.as_ptr(), layout) }
+        }
+    }
+
+    #[inline]
+    unsafe fn grow(&self, ptr: NonNull<u8>, old: Layout, new: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        // SAFETY: forwarded Allocator contract.
+        unsafe { self.resize(ptr, old, new) }
+    }
+
+    #[inline]
+    unsafe fn shrink(&self, ptr: NonNull<u8>, old: Layout, new: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        // SAFETY: forwarded Allocator contract.
+        unsafe { self.resize(ptr, old, new) }
+    }
+}
+
+impl<A: GlobalAlloc> Api2<'_, A> {
+    /// `realloc` when the alignment stays and both sizes are non-zero, else allocate, copy
+    /// and free.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must be a live block of this allocator of layout `old`.
+    #[inline]
+    unsafe fn resize(&self, ptr: NonNull<u8>, old: Layout, new: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        if old.align() == new.align() && old.size() != 0 && new.size() != 0 {
+            // SAFETY: `ptr` is a live block of `old`; the new size is non-zero and, rounded
+            // to the same alignment, a valid layout (it is one).
+            return slice(unsafe { self.0.realloc(ptr.as_ptr(), old, new.size()) }, new.size());
+        }
+        let n = self.allocate(new)?;
+        // SAFETY: both blocks are live and distinct; the smaller size fits both.
+        unsafe {
+            std::ptr::copy_nonoverlapping(ptr.as_ptr(), n.as_ptr().cast::<u8>(), old.size().min(new.size()));
+            self.deallocate(ptr, old);
+        }
+        Ok(n)
+    }
+}
+
+thread_local! {
+    /// The peer [`Dispatch`] sends this thread's allocations to: `Peer::index() + 1`, or 0 for
+    /// `System`.
+    static ROUTE: Cell<u8> = const { Cell::new(0) };
+    /// Calls [`Dispatch`] has sent to a peer on this thread.
+    static ROUTED: Cell<u64> = const { Cell::new(0) };
+}
+
+/// A global allocator for the bench binaries: the calling thread's allocations go to the
+/// peer chosen by [`with_global`] while its closure runs, to `System` otherwise. A block must
+/// be freed under the same choice it was allocated under (the closures free everything they
+/// allocate).
+///
+/// ```
+/// use kmem_bench::malloc::{with_global, Dispatch, Peer};
+///
+/// #[global_allocator]
+/// static GLOBAL: Dispatch = Dispatch;
+///
+/// fn main() {
+///     // This Vec's buffer comes from mimalloc and goes back to it.
+///     let n = with_global(Peer::Mimalloc, || vec![1u8; 100].len());
+///     assert_eq!(n, 100);
+/// }
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Dispatch;
+
+#[inline]
+fn route() -> Option<Peer> {
+    let r = ROUTE.try_with(Cell::get).unwrap_or(0);
+    if r == 0 {
+        return None;
+    }
+    let _ = ROUTED.try_with(|c| c.set(c.get() + 1));
+    Some(Peer::ALL[usize::from(r - 1)])
+}
+
+macro_rules! dispatch {
+    (|$a:ident| $body:expr) => {
+        match route() {
+            None => {
+                let $a = &System;
+                $body
+            }
+            Some(p) => $crate::peer_match!(p, |$a| $body),
+        }
+    };
+}
+
+// SAFETY: every call goes to one allocator, the same for a block's allocation and its free
+// (the contract of `with_global`), which upholds GlobalAlloc's contract itself.
+unsafe impl GlobalAlloc for Dispatch {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        dispatch!(|a| unsafe { a.alloc(layout) })
+    }
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        dispatch!(|a| unsafe { a.alloc_zeroed(layout) })
+    }
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded contract; allocated under the same route.
+        dispatch!(|a| unsafe { a.dealloc(ptr, layout) })
+    }
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded contract; allocated under the same route.
+        dispatch!(|a| unsafe { a.realloc(ptr, layout, new_size) })
+    }
+}
+
+/// Runs `f` with this thread's global allocations sent to `peer`, if the binary's global
+/// allocator is [`Dispatch`]. Everything `f` allocates must be freed before it returns, and
+/// it must free nothing allocated outside.
+///
+/// # Panics
+///
+/// If `f` allocated and the global allocator is not [`Dispatch`] (nothing was routed).
+pub fn with_global<R>(peer: Peer, f: impl FnOnce() -> R) -> R {
+    struct Restore(u8);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            ROUTE.with(|r| r.set(self.0));
+        }
+    }
+    peer.prepare();
+    let before = ROUTED.with(Cell::get);
+    let restore = Restore(ROUTE.with(|r| r.replace(peer.index() + 1)));
+    let out = f();
+    drop(restore);
+    assert!(ROUTED.with(Cell::get) > before, "with_global: the global allocator is not kmem_bench::malloc::Dispatch");
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// Workloads.
+
+/// Allocates `layout` from `a`.
+///
+/// # Panics
+///
+/// Through `handle_alloc_error` on failure: the workloads are sized to fit.
+#[inline(always)]
+fn get<A: GlobalAlloc>(a: &A, layout: Layout) -> *mut u8 {
+    // SAFETY: every layout here has a non-zero size.
+    let p = unsafe { a.alloc(layout) };
+    if p.is_null() {
+        std::alloc::handle_alloc_error(layout);
+    }
+    p
+}
+
+fn layout(size: usize) -> Layout {
+    Layout::from_size_align(size, ALIGN).expect("valid layout")
+}
+
+/// `n` hot pairs: alloc `layout`, free it.
+#[inline]
+pub fn pairs<A: GlobalAlloc>(a: &A, layout: Layout, n: usize) {
+    for _ in 0..n {
+        let p = get(a, layout);
+        // SAFETY: just allocated with `layout`, never used.
+        unsafe { a.dealloc(black_box(p), layout) };
+    }
+}
+
+/// Allocates a block of `layout` into every slot, then frees them in the same order.
+#[inline]
+pub fn alloc_n_free_n<A: GlobalAlloc>(a: &A, layout: Layout, slots: &mut [*mut u8]) {
+    for s in slots.iter_mut() {
+        *s = get(a, layout);
+    }
+    for s in slots.iter_mut() {
+        // SAFETY: allocated just above with `layout`, freed once.
+        unsafe { a.dealloc(black_box(*s), layout) };
+    }
+}
+
+/// One step of a [`SizeMix`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SizeStep {
+    /// Allocate this many bytes and append the block to the live list.
+    Alloc(u32),
+    /// Free the live block at this index; the last live block takes its place.
+    Free(u32),
+}
+
+/// A closed sequence of allocations of random sizes and frees of random live blocks: it
+/// starts and ends with nothing live.
+#[derive(Clone, Debug)]
+pub struct SizeMix {
+    steps: Vec<SizeStep>,
+}
+
+impl SizeMix {
+    /// `steps` random steps (allocate with probability 1/2 while fewer than `max_live` are
+    /// live, else free a uniformly chosen live block), sizes log-uniform in `[min, max]`,
+    /// then frees of every block still live, in random order.
+    pub fn generate(seed: u64, steps: usize, max_live: usize, min: usize, max: usize) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let (lo, hi) = ((min as f64).ln(), (max as f64).ln());
+        let mut live = 0usize;
+        let mut out = Vec::with_capacity(steps + max_live);
+        for _ in 0..steps {
+            if live < max_live && (live == 0 || rng.gen_bool(0.5)) {
+                let size = rng.gen_range(lo..=hi).exp().round() as u32;
+                out.push(SizeStep::Alloc(size.clamp(min as u32, max as u32)));
+                live += 1;
+            } else {
+                out.push(SizeStep::Free(rng.gen_range(0..live) as u32));
+                live -= 1;
+            }
+        }
+        while live > 0 {
+            out.push(SizeStep::Free(rng.gen_range(0..live) as u32));
+            live -= 1;
+        }
+        Self { steps: out }
+    }
+
+    /// The steps.
+    pub fn steps(&self) -> &[SizeStep] {
+        &self.steps
+    }
+
+    /// Steps in one cycle.
+    pub fn len(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// True without steps.
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+}
+
+/// Replays `mix` on `a` once; `live` is scratch space (left empty).
+#[inline]
+pub fn random_mix<A: GlobalAlloc>(a: &A, mix: &SizeMix, live: &mut Vec<(*mut u8, u32)>) {
+    for &s in mix.steps() {
+        match s {
+            SizeStep::Alloc(size) => {
+                let p = get(a, layout(size as usize));
+                // SAFETY: a fresh block of at least one byte.
+                unsafe { p.write(size as u8) };
+                live.push((p, size));
+            }
+            SizeStep::Free(i) => {
+                let (p, size) = live.swap_remove(i as usize);
+                // SAFETY: a live block of this size, freed once.
+                unsafe { a.dealloc(p, layout(size as usize)) };
+            }
+        }
+    }
+    debug_assert!(live.is_empty());
+}
+
+/// [`REALLOC_BUFS`] buffers grown in turn from 16 bytes to [`REALLOC_MAX`] by an eighth (at
+/// least 16 bytes) per `realloc`, the last byte written after each; then freed. Returns the
+/// number of `realloc` calls.
+#[inline]
+pub fn realloc_growth<A: GlobalAlloc>(a: &A) -> u64 {
+    let mut bufs = [(std::ptr::null_mut::<u8>(), 0usize); REALLOC_BUFS];
+    for b in &mut bufs {
+        *b = (get(a, layout(16)), 16);
+    }
+    let mut calls = 0;
+    loop {
+        let mut grew = false;
+        for (p, size) in &mut bufs {
+            if *size >= REALLOC_MAX {
+                continue;
+            }
+            let new = (*size + (*size / 8).max(16)).min(REALLOC_MAX);
+            // SAFETY: `p` is live with `size` bytes and this layout; on success only the new
+            // pointer is used.
+            let n = unsafe { a.realloc(*p, layout(*size), new) };
+            if n.is_null() {
+                std::alloc::handle_alloc_error(layout(new));
+            }
+            // SAFETY: `new` bytes are ours.
+            unsafe { n.add(new - 1).write(1) };
+            (*p, *size) = (n, new);
+            calls += 1;
+            grew = true;
+        }
+        if !grew {
+            break;
+        }
+    }
+    for (p, size) in bufs {
+        // SAFETY: live, of this size, freed once.
+        unsafe { a.dealloc(p, layout(size)) };
+    }
+    calls
+}
+
+/// Key `i` of the map workloads: a bijective scramble of `i`, so the trees see random order.
+#[inline]
+fn key(i: usize) -> u64 {
+    (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17)
+}
+
+/// An `allocator_api2` `Vec<u64>` in `a`, pushed `n` times from empty, then dropped.
+#[inline]
+pub fn vec_push<A: GlobalAlloc>(a: &A, n: usize) {
+    let mut v = allocator_api2::vec::Vec::new_in(Api2(a));
+    for i in 0..n {
+        v.push(i as u64);
+    }
+    black_box(&v);
+}
+
+/// A `hashbrown::HashMap` in `a` of `n` keys to `allocator_api2` byte vectors of 8 to 71
+/// bytes, also in `a`, built from empty, then dropped.
+#[inline]
+pub fn hashmap_build<A: GlobalAlloc>(a: &A, n: usize) {
+    let mut m = hashbrown::HashMap::with_hasher_in(hashbrown::DefaultHashBuilder::default(), Api2(a));
+    for i in 0..n {
+        let len = 8 + i % 64;
+        let mut v = allocator_api2::vec::Vec::with_capacity_in(len, Api2(a));
+        v.resize(len, i as u8);
+        m.insert(key(i), v);
+    }
+    black_box(&m);
+}
+
+/// std's `BTreeMap` of `n` keys to boxed byte slices of 8 to 71 bytes, built from empty,
+/// then dropped, in the global allocator (see [`with_global`]).
+#[inline(never)]
+pub fn btreemap_build(n: usize) {
+    let mut m = std::collections::BTreeMap::new();
+    for i in 0..n {
+        m.insert(key(i), vec![i as u8; 8 + i % 64].into_boxed_slice());
+    }
+    black_box(&m);
+}
+
+/// A single-threaded workload of the `malloc` bench.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    /// [`pairs`] of this size, [`PAIRS_PER_RUN`] per run.
+    Pair(usize),
+    /// [`alloc_n_free_n`] of this many 64-byte blocks.
+    AllocNFreeN(usize),
+    /// [`random_mix`] over [`Inputs::mix`].
+    Random,
+    /// [`realloc_growth`].
+    Realloc,
+    /// [`vec_push`] of [`COLLECTION_N`] elements.
+    Vec,
+    /// [`hashmap_build`] of [`COLLECTION_N`] entries.
+    HashMap,
+    /// [`btreemap_build`] of [`COLLECTION_N`] entries (under [`with_global`]).
+    BTreeMap,
+}
+
+impl Workload {
+    /// The workloads of the bench, in table order.
+    pub const ALL: [Workload; 11] = [
+        Workload::Pair(16),
+        Workload::Pair(64),
+        Workload::Pair(256),
+        Workload::Pair(1024),
+        Workload::AllocNFreeN(1000),
+        Workload::AllocNFreeN(100_000),
+        Workload::Random,
+        Workload::Realloc,
+        Workload::Vec,
+        Workload::HashMap,
+        Workload::BTreeMap,
+    ];
+
+    /// Its name in tables and on the command line.
+    pub fn name(self) -> String {
+        match self {
+            Workload::Pair(s) => format!("pair/{s}"),
+            Workload::AllocNFreeN(n) => format!("alloc_n_free_n/{n}"),
+            Workload::Random => "random".into(),
+            Workload::Realloc => "realloc".into(),
+            Workload::Vec => "vec".into(),
+            Workload::HashMap => "hashmap".into(),
+            Workload::BTreeMap => "btreemap".into(),
+        }
+    }
+
+    /// The workload of a name ([`Workload::name`]).
+    pub fn from_name(s: &str) -> Option<Workload> {
+        Workload::ALL.into_iter().find(|w| w.name() == s)
+    }
+
+    /// What one operation is, for tables.
+    pub fn op(self) -> &'static str {
+        match self {
+            Workload::Pair(_) => "alloc + free",
+            Workload::AllocNFreeN(_) => "block (alloc + free)",
+            Workload::Random => "step (alloc or free)",
+            Workload::Realloc => "realloc",
+            Workload::Vec => "push",
+            Workload::HashMap | Workload::BTreeMap => "insert (+ its drop)",
+        }
+    }
+}
+
+/// Pre-generated inputs and scratch space of the workloads, made once per process.
+#[derive(Debug)]
+pub struct Inputs {
+    /// The sequence of [`Workload::Random`].
+    pub mix: SizeMix,
+    live: Vec<(*mut u8, u32)>,
+    slots: Vec<*mut u8>,
+}
+
+impl Inputs {
+    /// The inputs (about 1.4 MiB, in the binary's global allocator).
+    pub fn new() -> Self {
+        let mix = SizeMix::generate(0x6b6d_656d, MIX_STEPS, MIX_MAX_LIVE, 8, 8192);
+        Self { mix, live: Vec::with_capacity(MIX_MAX_LIVE), slots: vec![std::ptr::null_mut(); 100_000] }
+    }
+}
+
+impl Default for Inputs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Runs workload `w` once on `peer`; returns its operations.
+///
+/// # Panics
+///
+/// If an allocation fails, or for [`Workload::BTreeMap`] if the binary's global allocator
+/// is not [`Dispatch`].
+pub fn run_once(peer: Peer, w: Workload, inputs: &mut Inputs) -> u64 {
+    match w {
+        Workload::Pair(size) => {
+            with_peer!(peer, |a| pairs(a, layout(size), PAIRS_PER_RUN));
+            PAIRS_PER_RUN as u64
+        }
+        Workload::AllocNFreeN(n) => {
+            if inputs.slots.len() < n {
+                inputs.slots.resize(n, std::ptr::null_mut());
+            }
+            let slots = &mut inputs.slots[..n];
+            with_peer!(peer, |a| alloc_n_free_n(a, layout(64), slots));
+            n as u64
+        }
+        Workload::Random => {
+            let (mix, live) = (&inputs.mix, &mut inputs.live);
+            with_peer!(peer, |a| random_mix(a, mix, live));
+            mix.len() as u64
+        }
+        Workload::Realloc => with_peer!(peer, |a| realloc_growth(a)),
+        Workload::Vec => {
+            with_peer!(peer, |a| vec_push(a, COLLECTION_N));
+            COLLECTION_N as u64
+        }
+        Workload::HashMap => {
+            with_peer!(peer, |a| hashmap_build(a, COLLECTION_N));
+            COLLECTION_N as u64
+        }
+        Workload::BTreeMap => {
+            with_global(peer, || btreemap_build(COLLECTION_N));
+            COLLECTION_N as u64
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Cross-thread frees.
+
+const RING: usize = 1024;
+
+struct Ring {
+    slots: [AtomicUsize; RING],
+    /// Blocks published by the producer.
+    tail: AtomicUsize,
+    /// Blocks freed by the consumer.
+    head: AtomicUsize,
+}
+
+fn backoff(spins: &mut u32) {
+    *spins += 1;
+    if *spins < 64 {
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
+}
+
+/// A producer thread allocates `blocks` blocks of [`PRODCONS_SIZE`] bytes from `peer` and
+/// passes them in batches of [`PRODCONS_BATCH`] through a 1024-slot ring to a consumer thread
+/// that frees them. Returns the time from the producer's first allocation to the consumer's
+/// last free. Where the host has two CPUs or more, the producer runs on host CPU 0 and the
+/// consumer on host CPU 1 (`sched_setaffinity`); kmem's threads are not pinned to kmem CPUs
+/// (a program using `KmemAlloc` does not do that).
+pub fn prodcons(peer: Peer, blocks: usize) -> Duration {
+    with_peer!(peer, |a| prodcons_on(a, blocks))
+}
+
+fn prodcons_on<A: GlobalAlloc + Sync>(a: &A, total: usize) -> Duration {
+    let ring = Ring {
+        slots: std::array::from_fn(|_| AtomicUsize::new(0)),
+        tail: AtomicUsize::new(0),
+        head: AtomicUsize::new(0),
+    };
+    let barrier = Barrier::new(2);
+    let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let l = layout(PRODCONS_SIZE);
+    let (ring, barrier) = (&ring, &barrier);
+    std::thread::scope(|s| {
+        let producer = s.spawn(move || {
+            if host_cpus >= 2 {
+                pin_host_cpu(0);
+            }
+            barrier.wait();
+            let start = Instant::now();
+            let (mut head, mut tail) = (0, 0);
+            while tail < total {
+                let end = (tail + PRODCONS_BATCH).min(total);
+                let mut spins = 0;
+                while end - head > RING {
+                    head = ring.head.load(Ordering::Acquire);
+                    backoff(&mut spins);
+                }
+                for i in tail..end {
+                    ring.slots[i % RING].store(get(a, l) as usize, Ordering::Relaxed);
+                }
+                tail = end;
+                ring.tail.store(tail, Ordering::Release);
+            }
+            start
+        });
+        let consumer = s.spawn(move || {
+            if host_cpus >= 2 {
+                pin_host_cpu(1);
+            }
+            barrier.wait();
+            let mut head = 0;
+            while head < total {
+                let mut spins = 0;
+                let mut tail = ring.tail.load(Ordering::Acquire);
+                while tail == head {
+                    backoff(&mut spins);
+                    tail = ring.tail.load(Ordering::Acquire);
+                }
+                for i in head..tail {
+                    let p = ring.slots[i % RING].load(Ordering::Relaxed) as *mut u8;
+                    // SAFETY: the producer stored a block it allocated from `a` with `l` in
+                    // this slot before publishing `tail` (release/acquire); each is freed once.
+                    unsafe { a.dealloc(p, l) };
+                }
+                head = tail;
+                ring.head.store(head, Ordering::Release);
+            }
+            Instant::now()
+        });
+        let start = producer.join().expect("producer panicked");
+        let end = consumer.join().expect("consumer panicked");
+        end.saturating_duration_since(start)
+    })
+}
+
+/// The process's peak resident set (`VmHWM` of /proc/self/status), in KiB.
+pub fn peak_rss_kib() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[global_allocator]
+    static GLOBAL: Dispatch = Dispatch;
+
+    #[test]
+    fn size_mix_is_closed_and_bounded() {
+        let mix = SizeMix::generate(1, 10_000, 100, 8, 8192);
+        let mut live = 0usize;
+        for s in mix.steps() {
+            match *s {
+                SizeStep::Alloc(n) => {
+                    assert!((8..=8192).contains(&n));
+                    live += 1;
+                    assert!(live <= 100);
+                }
+                SizeStep::Free(i) => {
+                    assert!((i as usize) < live);
+                    live -= 1;
+                }
+            }
+        }
+        assert_eq!(live, 0);
+    }
+
+    #[test]
+    fn every_workload_runs_on_every_peer() {
+        let mut inputs = Inputs::new();
+        for peer in Peer::ALL {
+            for w in [Workload::Pair(16), Workload::Pair(1024), Workload::AllocNFreeN(1000), Workload::Random] {
+                assert!(run_once(peer, w, &mut inputs) > 0, "{} {}", peer.name(), w.name());
+            }
+            assert!(run_once(peer, Workload::Realloc, &mut inputs) > 100);
+            // The collections, smaller than the bench's (lla and bsa are quadratic there).
+            with_peer!(peer, |a| {
+                vec_push(a, 1000);
+                hashmap_build(a, 1000);
+            });
+            with_global(peer, || btreemap_build(1000));
+            assert!(prodcons(peer, 10_000) > Duration::ZERO);
+        }
+    }
+
+    #[test]
+    fn dispatch_routes_only_inside_with_global() {
+        let before = ROUTED.with(Cell::get);
+        drop(vec![0u8; 100]);
+        assert_eq!(ROUTED.with(Cell::get), before);
+        with_global(Peer::Talc, || drop(vec![0u8; 100]));
+        assert!(ROUTED.with(Cell::get) >= before + 2);
+    }
+
+    #[test]
+    fn api2_grows_and_shrinks() {
+        let mut v = allocator_api2::vec::Vec::new_in(Api2(&KMEM));
+        v.extend(0..10_000u32);
+        v.truncate(10);
+        v.shrink_to_fit();
+        assert_eq!(v.iter().sum::<u32>(), 45);
+    }
+
+    #[test]
+    fn peak_rss_reads() {
+        assert!(peak_rss_kib().unwrap() > 0);
+    }
+}
