@@ -284,7 +284,9 @@ if costs:
     w("")
     w("callgrind (`scripts/malloc_cost.sh`; `--annotate kmalloc` or `--annotate kmem` lists a pair "
       "instruction by instruction): one hot alloc + free of 64 bytes, the harness's call "
-      "included, the first pair outside the count.")
+      "included, the first pair outside the count. The example is built with the `perf` "
+      "profile (fat LTO); `libkmem_malloc.so` as its crate's `.cargo/config.toml` builds it "
+      "(release, PIE relocation model for initial-exec TLS, no LTO).")
     w("")
     w("| pair | instructions |")
     w("|---|---:|")
@@ -299,7 +301,7 @@ if costs:
         ("linked_list_allocator", "lla: alloc + dealloc"),
         ("buddy_system_allocator", "bsa: alloc + dealloc"),
         ("libc_glibc", "C library `malloc` + `free`: glibc"),
-        ("libc_kmem_malloc", "C library `malloc` + `free`: `LD_PRELOAD=libkmem_malloc.so`"),
+        ("libc_kmem_malloc", "C library `malloc` + `free`: `LD_PRELOAD=libkmem_malloc.so` (its release PIE build)"),
     ]
     for k, label in labels:
         if k in costs:
