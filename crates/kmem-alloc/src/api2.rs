@@ -47,7 +47,7 @@ unsafe impl Allocator for Kmalloc<'_> {
     unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
         if layout.size() != 0 {
             // SAFETY: `ptr` came from this allocator (Allocator's contract).
-            unsafe { route::free(self.m, ptr.as_ptr()) }
+            unsafe { route::free(self.m, ptr.as_ptr()) };
         }
     }
     unsafe fn grow(&self, ptr: NonNull<u8>, old: Layout, new: Layout) -> Result<NonNull<[u8]>, AllocError> {

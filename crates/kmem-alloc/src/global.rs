@@ -383,7 +383,10 @@ pub(crate) unsafe fn arena_size(p: *const u8) -> usize {
 }
 
 static LAST_REPORT: AtomicU64 = AtomicU64::new(0);
-static FREES: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    /// Frees by this thread (no destructor: usable until the thread's last free).
+    static FREES: core::cell::Cell<u32> = const { core::cell::Cell::new(0) };
+}
 
 fn now_ns() -> u64 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
@@ -394,8 +397,16 @@ fn now_ns() -> u64 {
 /// the free was of 2 MiB or more (checked at once; other frees every 4096th time).
 #[inline]
 pub(crate) fn after_free(m: &Machine, big: bool) {
-    if !big && FREES.fetch_add(1, Ordering::Relaxed) % 4096 != 4095 {
-        return;
+    if !big {
+        // A per-thread count: a shared counter would bounce its line between CPUs freeing.
+        let n = FREES.with(|c| {
+            let n = c.get().wrapping_add(1);
+            c.set(n);
+            n
+        });
+        if n % 4096 != 0 {
+            return;
+        }
     }
     maybe_report(m);
 }

@@ -98,13 +98,9 @@ pub mod raw {
             return;
         }
         let Some(m) = global::machine() else { return };
-        let big = route::in_ram(m, p) && m.is_large_kmalloc(p) && {
-            // SAFETY: a live large kmalloc block.
-            unsafe { m.ksize(p) >= 2 << 20 }
-        };
         // SAFETY: caller's contract.
-        unsafe { route::free(m, p) };
-        global::after_free(m, big);
+        let freed = unsafe { route::free(m, p) };
+        global::after_free(m, freed >= 2 << 20);
     }
 
     /// `realloc`: `copy` is the old size when known (else the old usable size is copied).

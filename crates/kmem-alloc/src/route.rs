@@ -58,21 +58,23 @@ pub(crate) fn alloc(m: &Machine, size: usize, align: usize, zero: bool) -> *mut 
     }
 }
 
-/// Frees anything [`alloc`] returned (null and `ZERO_SIZE_PTR` included).
+/// Frees anything [`alloc`] returned (null and `ZERO_SIZE_PTR` included). Returns the bytes
+/// of kmem memory freed (its `ksize`; 0 for huge mappings and no-ops).
 ///
 /// # Safety
 ///
 /// `p` must come from [`alloc`]/[`realloc`] on `m` (or be null) and not be used afterwards.
-pub(crate) unsafe fn free(m: &Machine, p: *mut u8) {
+pub(crate) unsafe fn free(m: &Machine, p: *mut u8) -> usize {
     if (p as usize) <= ZERO_SIZE_PTR {
-        return;
+        return 0;
     }
     if in_ram(m, p) {
         // SAFETY: a kmalloc allocation of `m` (caller's contract).
-        unsafe { m.kfree(p) };
+        unsafe { m.kfree_ksize(p) }
     } else {
         // SAFETY: not in RAM, so a huge mapping (caller's contract).
         unsafe { huge::free(p) };
+        0
     }
 }
 

@@ -317,6 +317,36 @@ impl<P: Platform> Kmem<P> {
         }
     }
 
+    /// [`Kmem::kfree`] that also says what it freed: the allocation's `ksize` (0 when nothing
+    /// was freed), so a caller needs no second lookup (`kmem-alloc` uses it to notice large
+    /// frees).
+    ///
+    /// # Safety
+    ///
+    /// As [`Kmem::kfree`].
+    #[inline]
+    #[track_caller]
+    pub unsafe fn kfree_ksize(&self, p: *const u8) -> usize {
+        match self.kmalloc_owner(p) {
+            Owner::Nothing => 0,
+            Owner::Slab(c) => {
+                // SAFETY: forwarded caller contract; `c` is the cache the object's slab names.
+                unsafe {
+                    self.kmem_cache_free_at(c, NonNull::new_unchecked(p as *mut u8), core::panic::Location::caller())
+                };
+                c.layout().ksize() as usize
+            }
+            Owner::Large(head, order) => {
+                self.free_large_kmalloc(head, order);
+                PAGE_SIZE << order
+            }
+            Owner::Invalid => {
+                self.kfree_invalid("kfree", p);
+                0
+            }
+        }
+    }
+
     /// `free_large_kmalloc()`.
     fn free_large_kmalloc(&self, head: PageRef<'_>, order: u32) {
         head.page().clear_exclusive(pg::LARGE_KMALLOC);
