@@ -38,7 +38,7 @@ fn std_collections_across_threads() {
 }
 
 #[test]
-fn huge_blocks_loop_without_growing_rss() {
+fn huge_blocks_and_realloc_growth_keep_their_contents() {
     for round in 0..50usize {
         let size = (5 + round % 21) << 20; // 5..25 MiB, above KMALLOC_MAX_SIZE
         let mut v = vec![0u8; size];

@@ -12,6 +12,17 @@ fn flat() -> ZoneLayout {
     ZoneLayout { dma_end: None, dma32_end: None, highmem_start: None }
 }
 
+/// One 128 MiB section at boot, room to hot-add seven more, all ZONE_NORMAL, 2 CPUs.
+fn small_growable() -> kmem_hosted::Machine {
+    MachineBuilder::new()
+        .memory_map(vec![MemRegion::usable(0, 128 * MIB)])
+        .zone_layout(flat())
+        .cpus(2)
+        .hotplug_max(1024 * MIB)
+        .build()
+        .unwrap()
+}
+
 fn meminfo_kb(m: &kmem_hosted::Machine, label: &str) -> u64 {
     let mut s = String::new();
     kmem::proc::meminfo(m, &mut s).unwrap();
@@ -21,13 +32,7 @@ fn meminfo_kb(m: &kmem_hosted::Machine, label: &str) -> u64 {
 
 #[test]
 fn a_small_machine_grows_by_sections() {
-    let m = MachineBuilder::new()
-        .memory_map(vec![MemRegion::usable(0, 128 * MIB)])
-        .zone_layout(flat())
-        .cpus(2)
-        .hotplug_max(1024 * MIB)
-        .build()
-        .unwrap();
+    let m = small_growable();
     let boot = m.boot_info();
     assert_eq!(boot.present_sections, 1);
     assert_eq!(boot.memmap_bytes, MIB, "descriptors for the boot section only");
@@ -104,13 +109,7 @@ fn hot_add_checks_its_arguments() {
 
 #[test]
 fn concurrent_allocation_while_memory_arrives() {
-    let m = MachineBuilder::new()
-        .memory_map(vec![MemRegion::usable(0, 128 * MIB)])
-        .zone_layout(flat())
-        .cpus(2)
-        .hotplug_max(1024 * MIB)
-        .build()
-        .unwrap();
+    let m = small_growable();
     std::thread::scope(|s| {
         let m = &m;
         for t in 0..2u32 {

@@ -65,6 +65,13 @@ impl PfnList {
         (t != NIL).then(|| Pfn::new(t as usize))
     }
 
+    /// The block after `page` on whatever list it is on (walks that unlink as they go).
+    #[inline]
+    pub fn next_of(page: &Page) -> Option<Pfn> {
+        let (next, _) = page.links();
+        (next != NIL).then(|| Pfn::new(next as usize))
+    }
+
     /// Links `page` (at `pfn`) at the head, or the tail with `tail`. Caller holds the lock.
     #[inline]
     pub fn push(&self, mm: &Memmap, pfn: Pfn, page: &Page, tail: bool) {

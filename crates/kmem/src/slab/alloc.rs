@@ -203,15 +203,7 @@ impl<P: Platform> Kmem<P> {
         // Nothing on this CPU or its node: a new slab, without the CPU (it may sleep).
         cl.c.unlock_word(OFF_NONE, tid);
         drop(cl);
-        let slab = match self.new_slab(s, req.gfp, req.node) {
-            Ok(slab) => slab,
-            Err(e) => {
-                if !req.gfp.contains(Gfp::NOWARN) {
-                    self.report_slab_oom(s, req.gfp, req.node);
-                }
-                return Err(e);
-            }
-        };
+        let slab = self.new_slab_or_report(s, req.gfp, req.node)?;
         // Possibly another CPU now: the thread may have migrated while the CPU was released.
         let cl = CpuLock::new(self.platform(), |cpu| s.cpu(self, cpu));
         cl.c.stat(SlubStat::AllocSlab);

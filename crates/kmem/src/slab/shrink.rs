@@ -4,7 +4,7 @@
 use super::cache::{CacheNode, KmemCache};
 use super::cpu::{CpuLock, SlubStat};
 use super::debug::{ObjectMap, ValidateReport};
-use super::slab_page::slab_addr;
+use super::slab_page::{slab_addr, Slab};
 use super::word::OFF_NONE;
 use crate::gfp::Gfp;
 use crate::machine::Kmem;
@@ -48,12 +48,7 @@ impl<P: Platform> Kmem<P> {
         let mut any = false;
         for (_, n) in s.nodes() {
             let empty = self.shrink_node(n);
-            // Discard outside the list lock.
-            while let Some(pfn) = empty.first() {
-                let slab = self.slab_at(pfn.as_usize());
-                empty.unlink(self.memmap(), slab.page);
-                self.discard_slab(s, slab);
-            }
+            self.discard_list(s, &empty);
             any |= n.nr_slabs() > 0;
         }
         any as i32
@@ -64,21 +59,14 @@ impl<P: Platform> Kmem<P> {
         let empty = PfnList::new();
         let promote: [PfnList; SHRINK_PROMOTE_MAX] = core::array::from_fn(|_| PfnList::new());
         let g = n.list_lock.lock_irqsave(self.platform());
-        let mut cur = n.partial.first();
-        while let Some(pfn) = cur {
-            let slab = self.slab_at(pfn.as_usize());
-            let (next, _) = slab.page.links();
-            cur = (next != crate::mm::page::NIL).then(|| crate::Pfn::new(next as usize));
+        self.sift_partial(n, &empty, |slab| {
             let w = slab.word();
             let free = (w.objects - w.inuse) as usize;
-            if w.inuse == 0 {
-                n.partial.unlink(mm, slab.page);
-                empty.push(mm, slab.pfn, slab.page, false);
-            } else if free <= SHRINK_PROMOTE_MAX {
+            if free <= SHRINK_PROMOTE_MAX {
                 n.partial.unlink(mm, slab.page);
                 promote[free - 1].push(mm, slab.pfn, slab.page, false);
             }
-        }
+        });
         // Fullest first at the head: promote[0] (1 free object) ends up first.
         for list in promote.iter().rev() {
             while let Some(pfn) = list.last() {
@@ -89,6 +77,33 @@ impl<P: Platform> Kmem<P> {
         }
         drop(g);
         empty
+    }
+
+    /// Moves every empty slab of `n`'s partial list onto `empty` and calls `rest` with each
+    /// other one (which may unlink it). The caller holds `n`'s list lock.
+    fn sift_partial(&self, n: &CacheNode, empty: &PfnList, mut rest: impl FnMut(Slab<'_>)) {
+        debug_assert!(n.list_lock.is_locked());
+        let mm = self.memmap();
+        let mut cur = n.partial.first();
+        while let Some(pfn) = cur {
+            let slab = self.slab_at(pfn.as_usize());
+            cur = PfnList::next_of(slab.page);
+            if slab.word().inuse == 0 {
+                n.partial.unlink(mm, slab.page);
+                empty.push(mm, slab.pfn, slab.page, false);
+            } else {
+                rest(slab);
+            }
+        }
+    }
+
+    /// Gives every slab of a detached list back to the page allocator (no lock held).
+    fn discard_list(&self, s: &KmemCache, list: &PfnList) {
+        while let Some(pfn) = list.first() {
+            let slab = self.slab_at(pfn.as_usize());
+            list.unlink(self.memmap(), slab.page);
+            self.discard_slab(s, slab);
+        }
     }
 
     /// Free objects on a node's partial lists (`count_partial(n, count_free)`), for
@@ -121,14 +136,12 @@ impl<P: Platform> Kmem<P> {
             let g = n.list_lock.lock_irqsave(self.platform());
             let mut slabs = 0;
             for list in [&n.partial, &n.full] {
-                let mut cur = list.first();
-                while let Some(pfn) = cur {
-                    let slab = self.slab_at(pfn.as_usize());
-                    let (next, _) = slab.page.links();
-                    cur = (next != crate::mm::page::NIL).then(|| crate::Pfn::new(next as usize));
-                    r.objects += self.validate_slab(s, slab, &mut map);
+                // Validation edits counters and freelists, never list links.
+                let _ = list.walk(self.memmap(), |pfn, _| {
+                    r.objects += self.validate_slab(s, self.slab_at(pfn.as_usize()), &mut map);
                     slabs += 1;
-                }
+                    true
+                });
             }
             let counter = n.nr_slabs();
             drop(g);
@@ -155,16 +168,7 @@ impl<P: Platform> Kmem<P> {
         for (_, n) in s.nodes() {
             let empty = PfnList::new();
             let g = n.list_lock.lock_irqsave(self.platform());
-            let mut cur = n.partial.first();
-            while let Some(pfn) = cur {
-                let slab = self.slab_at(pfn.as_usize());
-                let (next, _) = slab.page.links();
-                cur = (next != crate::mm::page::NIL).then(|| crate::Pfn::new(next as usize));
-                if slab.word().inuse == 0 {
-                    n.partial.unlink(mm, slab.page);
-                    empty.push(mm, slab.pfn, slab.page, false);
-                }
-            }
+            self.sift_partial(n, &empty, |_| {});
             for list in [&n.partial, &n.full] {
                 let _ = list.walk(mm, |pfn, _| {
                     self.list_slab_objects(s, self.slab_at(pfn.as_usize()), &mut map);
@@ -173,11 +177,7 @@ impl<P: Platform> Kmem<P> {
                 });
             }
             drop(g);
-            while let Some(pfn) = empty.first() {
-                let slab = self.slab_at(pfn.as_usize());
-                empty.unlink(mm, slab.page);
-                self.discard_slab(s, slab);
-            }
+            self.discard_list(s, &empty);
         }
         clean
     }

@@ -209,6 +209,21 @@ impl<P: Platform> Kmem<P> {
         Ok(slab)
     }
 
+    /// [`Kmem::new_slab`] for an allocation's slow path: a failure is reported as Linux's
+    /// `slab_out_of_memory` does, unless `__GFP_NOWARN`.
+    pub(crate) fn new_slab_or_report(
+        &self,
+        s: &KmemCache,
+        gfp: Gfp,
+        node: Option<usize>,
+    ) -> Result<Slab<'_>, SlabAllocError> {
+        self.new_slab(s, gfp, node).inspect_err(|_| {
+            if !gfp.contains(Gfp::NOWARN) {
+                self.report_slab_oom(s, gfp, node);
+            }
+        })
+    }
+
     /// `discard_slab()`: gives an empty slab, on no list, back to the page allocator.
     pub(crate) fn discard_slab(&self, s: &KmemCache, slab: Slab<'_>) {
         let objects = slab.word().objects;

@@ -18,7 +18,6 @@ use super::object::fill;
 use super::slab_page::{slab_addr, Slab};
 use super::word::{SlabWord, OFF_NONE};
 use super::SlabAllocError;
-use crate::gfp::Gfp;
 use crate::machine::Kmem;
 use crate::platform::{Platform, ReportKind};
 use report::{POISON_INUSE, SLUB_RED_ACTIVE, SLUB_RED_INACTIVE};
@@ -133,15 +132,7 @@ impl<P: Platform> Kmem<P> {
                 return Ok(obj);
             }
             drop(g);
-            let slab = match self.new_slab(s, req.gfp, req.node) {
-                Ok(slab) => slab,
-                Err(e) => {
-                    if !req.gfp.contains(Gfp::NOWARN) {
-                        self.report_slab_oom(s, req.gfp, req.node);
-                    }
-                    return Err(e);
-                }
-            };
+            let slab = self.new_slab_or_report(s, req.gfp, req.node)?;
             let n = s.node(slab.nid());
             let g = n.list_lock.lock_irqsave(self.platform());
             n.partial.push(mm, slab.pfn, slab.page, false);

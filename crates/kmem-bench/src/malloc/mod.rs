@@ -9,7 +9,7 @@
 //!
 //! | peer | allocator | memory |
 //! |---|---|---|
-//! | `kmem` | `kmem_alloc::KmemAlloc`: kmalloc's size classes, its page path, host mappings above 4 MiB | its lazily booted global machine (64 MiB memfd, grows by hot-add) |
+//! | `kmem` | `kmem_alloc::KmemAlloc`: kmalloc's size classes, its page path, host mappings above 4 MiB | its lazily booted global machine (128 MiB of private RAM, grows by hot-add) |
 //! | `mimalloc` | `mimalloc::MiMalloc` | the host (mmap) |
 //! | `jemalloc` | `tikv_jemallocator::Jemalloc` | the host (mmap) |
 //! | `system` | `std::alloc::System`: glibc's malloc | the host (brk/mmap) |
@@ -71,6 +71,14 @@ use talc::source::Manual;
 use tikv_jemallocator::Jemalloc;
 
 use crate::scaling::pin_host_cpu;
+
+mod api2;
+mod prodcons;
+mod workloads;
+
+pub use api2::Api2;
+pub use prodcons::prodcons;
+pub use workloads::*;
 
 /// Bytes of each arena peer's arena.
 pub const ARENA_BYTES: usize = 512 << 20;
@@ -261,96 +269,6 @@ fn map_arena(bytes: usize) -> *mut u8 {
 // Adapters: any GlobalAlloc as an allocator_api2 Allocator, and a dispatching global
 // allocator for std's collections.
 
-/// A `GlobalAlloc` as an `allocator_api2` `Allocator` (for `allocator_api2::vec::Vec` and
-/// `hashbrown::HashMap`).
-#[derive(Debug)]
-pub struct Api2<'a, A: GlobalAlloc>(pub &'a A);
-
-impl<A: GlobalAlloc> Clone for Api2<'_, A> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<A: GlobalAlloc> Copy for Api2<'_, A> {}
-
-#[inline]
-fn slice(p: *mut u8, len: usize) -> Result<NonNull<[u8]>, AllocError> {
-    NonNull::new(std::ptr::slice_from_raw_parts_mut(p, len)).ok_or(AllocError)
-}
-
-#[inline]
-fn dangling(align: usize) -> *mut u8 {
-    std::ptr::without_provenance_mut(align)
-}
-
-// SAFETY: blocks come from `A` with the layout asked for (zero-sized requests get a dangling,
-// aligned pointer and are never passed to `A`); `deallocate`/`grow`/`shrink` hand `A` back
-// exactly what it returned, with the layout it was allocated with. Copies share `&A`, so a
-// block from one is valid in all.
-unsafe impl<A: GlobalAlloc> Allocator for Api2<'_, A> {
-    #[inline]
-    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
-        if layout.size() == 0 {
-            return slice(dangling(layout.align()), 0);
-        }
-        // SAFETY: non-zero size.
-        slice(unsafe { self.0.alloc(layout) }, layout.size())
-    }
-
-    #[inline]
-    fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
-        if layout.size() == 0 {
-            return slice(dangling(layout.align()), 0);
-        }
-        // SAFETY: non-zero size.
-        slice(unsafe { self.0.alloc_zeroed(layout) }, layout.size())
-    }
-
-    #[inline]
-    unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
-        if layout.size() != 0 {
-            // SAFETY: allocated by `A` with `layout` (Allocator's contract).
-            unsafe { self.0.dealloc(ptr.as_ptr(), layout) }
-        }
-    }
-
-    #[inline]
-    unsafe fn grow(&self, ptr: NonNull<u8>, old: Layout, new: Layout) -> Result<NonNull<[u8]>, AllocError> {
-        // SAFETY: forwarded Allocator contract.
-        unsafe { self.resize(ptr, old, new) }
-    }
-
-    #[inline]
-    unsafe fn shrink(&self, ptr: NonNull<u8>, old: Layout, new: Layout) -> Result<NonNull<[u8]>, AllocError> {
-        // SAFETY: forwarded Allocator contract.
-        unsafe { self.resize(ptr, old, new) }
-    }
-}
-
-impl<A: GlobalAlloc> Api2<'_, A> {
-    /// `realloc` when the alignment stays and both sizes are non-zero, else allocate, copy
-    /// and free.
-    ///
-    /// # Safety
-    ///
-    /// `ptr` must be a live block of this allocator of layout `old`.
-    #[inline]
-    unsafe fn resize(&self, ptr: NonNull<u8>, old: Layout, new: Layout) -> Result<NonNull<[u8]>, AllocError> {
-        if old.align() == new.align() && old.size() != 0 && new.size() != 0 {
-            // SAFETY: `ptr` is a live block of `old`; the new size is non-zero and, rounded
-            // to the same alignment, a valid layout (it is one).
-            return slice(unsafe { self.0.realloc(ptr.as_ptr(), old, new.size()) }, new.size());
-        }
-        let n = self.allocate(new)?;
-        // SAFETY: both blocks are live and distinct; the smaller size fits both.
-        unsafe {
-            std::ptr::copy_nonoverlapping(ptr.as_ptr(), n.as_ptr().cast::<u8>(), old.size().min(new.size()));
-            self.deallocate(ptr, old);
-        }
-        Ok(n)
-    }
-}
-
 thread_local! {
     /// The peer [`Dispatch`] sends this thread's allocations to: `Peer::index() + 1`, or 0 for
     /// `System`.
@@ -447,210 +365,6 @@ pub fn with_global<R>(peer: Peer, f: impl FnOnce() -> R) -> R {
     drop(restore);
     assert!(ROUTED.with(Cell::get) > before, "with_global: the global allocator is not kmem_bench::malloc::Dispatch");
     out
-}
-
-// ---------------------------------------------------------------------------------------
-// Workloads.
-
-/// Allocates `layout` from `a`.
-///
-/// # Panics
-///
-/// Through `handle_alloc_error` on failure: the workloads are sized to fit.
-#[inline(always)]
-fn get<A: GlobalAlloc>(a: &A, layout: Layout) -> *mut u8 {
-    // SAFETY: every layout here has a non-zero size.
-    let p = unsafe { a.alloc(layout) };
-    if p.is_null() {
-        std::alloc::handle_alloc_error(layout);
-    }
-    p
-}
-
-fn layout(size: usize) -> Layout {
-    Layout::from_size_align(size, ALIGN).expect("valid layout")
-}
-
-/// `n` hot pairs: alloc `layout`, free it.
-#[inline]
-pub fn pairs<A: GlobalAlloc>(a: &A, layout: Layout, n: usize) {
-    for _ in 0..n {
-        let p = get(a, layout);
-        // SAFETY: just allocated with `layout`, never used.
-        unsafe { a.dealloc(black_box(p), layout) };
-    }
-}
-
-/// Allocates a block of `layout` into every slot, then frees them in the same order.
-#[inline]
-pub fn alloc_n_free_n<A: GlobalAlloc>(a: &A, layout: Layout, slots: &mut [*mut u8]) {
-    for s in slots.iter_mut() {
-        *s = get(a, layout);
-    }
-    for s in slots.iter_mut() {
-        // SAFETY: allocated just above with `layout`, freed once.
-        unsafe { a.dealloc(black_box(*s), layout) };
-    }
-}
-
-/// One step of a [`SizeMix`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SizeStep {
-    /// Allocate this many bytes and append the block to the live list.
-    Alloc(u32),
-    /// Free the live block at this index; the last live block takes its place.
-    Free(u32),
-}
-
-/// A closed sequence of allocations of random sizes and frees of random live blocks: it
-/// starts and ends with nothing live.
-#[derive(Clone, Debug)]
-pub struct SizeMix {
-    steps: Vec<SizeStep>,
-}
-
-impl SizeMix {
-    /// `steps` random steps (allocate with probability 1/2 while fewer than `max_live` are
-    /// live, else free a uniformly chosen live block), sizes log-uniform in `[min, max]`,
-    /// then frees of every block still live, in random order.
-    pub fn generate(seed: u64, steps: usize, max_live: usize, min: usize, max: usize) -> Self {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let (lo, hi) = ((min as f64).ln(), (max as f64).ln());
-        let mut live = 0usize;
-        let mut out = Vec::with_capacity(steps + max_live);
-        for _ in 0..steps {
-            if live < max_live && (live == 0 || rng.gen_bool(0.5)) {
-                let size = rng.gen_range(lo..=hi).exp().round() as u32;
-                out.push(SizeStep::Alloc(size.clamp(min as u32, max as u32)));
-                live += 1;
-            } else {
-                out.push(SizeStep::Free(rng.gen_range(0..live) as u32));
-                live -= 1;
-            }
-        }
-        while live > 0 {
-            out.push(SizeStep::Free(rng.gen_range(0..live) as u32));
-            live -= 1;
-        }
-        Self { steps: out }
-    }
-
-    /// The steps.
-    pub fn steps(&self) -> &[SizeStep] {
-        &self.steps
-    }
-
-    /// Steps in one cycle.
-    pub fn len(&self) -> usize {
-        self.steps.len()
-    }
-
-    /// True without steps.
-    pub fn is_empty(&self) -> bool {
-        self.steps.is_empty()
-    }
-}
-
-/// Replays `mix` on `a` once; `live` is scratch space (left empty).
-#[inline]
-pub fn random_mix<A: GlobalAlloc>(a: &A, mix: &SizeMix, live: &mut Vec<(*mut u8, u32)>) {
-    for &s in mix.steps() {
-        match s {
-            SizeStep::Alloc(size) => {
-                let p = get(a, layout(size as usize));
-                // SAFETY: a fresh block of at least one byte.
-                unsafe { p.write(size as u8) };
-                live.push((p, size));
-            }
-            SizeStep::Free(i) => {
-                let (p, size) = live.swap_remove(i as usize);
-                // SAFETY: a live block of this size, freed once.
-                unsafe { a.dealloc(p, layout(size as usize)) };
-            }
-        }
-    }
-    debug_assert!(live.is_empty());
-}
-
-/// [`REALLOC_BUFS`] buffers grown in turn from 16 bytes to [`REALLOC_MAX`] by an eighth (at
-/// least 16 bytes) per `realloc`, the last byte written after each; then freed. Returns the
-/// number of `realloc` calls.
-#[inline]
-pub fn realloc_growth<A: GlobalAlloc>(a: &A) -> u64 {
-    let mut bufs = [(std::ptr::null_mut::<u8>(), 0usize); REALLOC_BUFS];
-    for b in &mut bufs {
-        *b = (get(a, layout(16)), 16);
-    }
-    let mut calls = 0;
-    loop {
-        let mut grew = false;
-        for (p, size) in &mut bufs {
-            if *size >= REALLOC_MAX {
-                continue;
-            }
-            let new = (*size + (*size / 8).max(16)).min(REALLOC_MAX);
-            // SAFETY: `p` is live with `size` bytes and this layout; on success only the new
-            // pointer is used.
-            let n = unsafe { a.realloc(*p, layout(*size), new) };
-            if n.is_null() {
-                std::alloc::handle_alloc_error(layout(new));
-            }
-            // SAFETY: `new` bytes are ours.
-            unsafe { n.add(new - 1).write(1) };
-            (*p, *size) = (n, new);
-            calls += 1;
-            grew = true;
-        }
-        if !grew {
-            break;
-        }
-    }
-    for (p, size) in bufs {
-        // SAFETY: live, of this size, freed once.
-        unsafe { a.dealloc(p, layout(size)) };
-    }
-    calls
-}
-
-/// Key `i` of the map workloads: a bijective scramble of `i`, so the trees see random order.
-#[inline]
-fn key(i: usize) -> u64 {
-    (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17)
-}
-
-/// An `allocator_api2` `Vec<u64>` in `a`, pushed `n` times from empty, then dropped.
-#[inline]
-pub fn vec_push<A: GlobalAlloc>(a: &A, n: usize) {
-    let mut v = allocator_api2::vec::Vec::new_in(Api2(a));
-    for i in 0..n {
-        v.push(i as u64);
-    }
-    black_box(&v);
-}
-
-/// A `hashbrown::HashMap` in `a` of `n` keys to `allocator_api2` byte vectors of 8 to 71
-/// bytes, also in `a`, built from empty, then dropped.
-#[inline]
-pub fn hashmap_build<A: GlobalAlloc>(a: &A, n: usize) {
-    let mut m = hashbrown::HashMap::with_hasher_in(hashbrown::DefaultHashBuilder::default(), Api2(a));
-    for i in 0..n {
-        let len = 8 + i % 64;
-        let mut v = allocator_api2::vec::Vec::with_capacity_in(len, Api2(a));
-        v.resize(len, i as u8);
-        m.insert(key(i), v);
-    }
-    black_box(&m);
-}
-
-/// std's `BTreeMap` of `n` keys to boxed byte slices of 8 to 71 bytes, built from empty,
-/// then dropped, in the global allocator (see [`with_global`]).
-#[inline(never)]
-pub fn btreemap_build(n: usize) {
-    let mut m = std::collections::BTreeMap::new();
-    for i in 0..n {
-        m.insert(key(i), vec![i as u8; 8 + i % 64].into_boxed_slice());
-    }
-    black_box(&m);
 }
 
 /// A single-threaded workload of the `malloc` bench.
@@ -781,101 +495,6 @@ pub fn run_once(peer: Peer, w: Workload, inputs: &mut Inputs) -> u64 {
             COLLECTION_N as u64
         }
     }
-}
-
-// ---------------------------------------------------------------------------------------
-// Cross-thread frees.
-
-const RING: usize = 1024;
-
-struct Ring {
-    slots: [AtomicUsize; RING],
-    /// Blocks published by the producer.
-    tail: AtomicUsize,
-    /// Blocks freed by the consumer.
-    head: AtomicUsize,
-}
-
-fn backoff(spins: &mut u32) {
-    *spins += 1;
-    if *spins < 64 {
-        std::hint::spin_loop();
-    } else {
-        std::thread::yield_now();
-    }
-}
-
-/// A producer thread allocates `blocks` blocks of [`PRODCONS_SIZE`] bytes from `peer` and
-/// passes them in batches of [`PRODCONS_BATCH`] through a 1024-slot ring to a consumer thread
-/// that frees them. Returns the time from the producer's first allocation to the consumer's
-/// last free. Where the host has two CPUs or more, the producer runs on host CPU 0 and the
-/// consumer on host CPU 1 (`sched_setaffinity`); kmem's threads are not pinned to kmem CPUs
-/// (a program using `KmemAlloc` does not do that).
-pub fn prodcons(peer: Peer, blocks: usize) -> Duration {
-    with_peer!(peer, |a| prodcons_on(a, blocks))
-}
-
-fn prodcons_on<A: GlobalAlloc + Sync>(a: &A, total: usize) -> Duration {
-    let ring = Ring {
-        slots: std::array::from_fn(|_| AtomicUsize::new(0)),
-        tail: AtomicUsize::new(0),
-        head: AtomicUsize::new(0),
-    };
-    let barrier = Barrier::new(2);
-    let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let l = layout(PRODCONS_SIZE);
-    let (ring, barrier) = (&ring, &barrier);
-    std::thread::scope(|s| {
-        let producer = s.spawn(move || {
-            if host_cpus >= 2 {
-                pin_host_cpu(0);
-            }
-            barrier.wait();
-            let start = Instant::now();
-            let (mut head, mut tail) = (0, 0);
-            while tail < total {
-                let end = (tail + PRODCONS_BATCH).min(total);
-                let mut spins = 0;
-                while end - head > RING {
-                    head = ring.head.load(Ordering::Acquire);
-                    backoff(&mut spins);
-                }
-                for i in tail..end {
-                    ring.slots[i % RING].store(get(a, l) as usize, Ordering::Relaxed);
-                }
-                tail = end;
-                ring.tail.store(tail, Ordering::Release);
-            }
-            start
-        });
-        let consumer = s.spawn(move || {
-            if host_cpus >= 2 {
-                pin_host_cpu(1);
-            }
-            barrier.wait();
-            let mut head = 0;
-            while head < total {
-                let mut spins = 0;
-                let mut tail = ring.tail.load(Ordering::Acquire);
-                while tail == head {
-                    backoff(&mut spins);
-                    tail = ring.tail.load(Ordering::Acquire);
-                }
-                for i in head..tail {
-                    let p = ring.slots[i % RING].load(Ordering::Relaxed) as *mut u8;
-                    // SAFETY: the producer stored a block it allocated from `a` with `l` in
-                    // this slot before publishing `tail` (release/acquire); each is freed once.
-                    unsafe { a.dealloc(p, l) };
-                }
-                head = tail;
-                ring.head.store(head, Ordering::Release);
-            }
-            Instant::now()
-        });
-        let start = producer.join().expect("producer panicked");
-        let end = consumer.join().expect("consumer panicked");
-        end.saturating_duration_since(start)
-    })
 }
 
 /// The process's peak resident set (`VmHWM` of /proc/self/status), in KiB.
