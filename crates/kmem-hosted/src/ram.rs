@@ -2,7 +2,7 @@
 //! mapped once (the direct map). Ranges that are not usable RAM (holes, firmware) are
 //! `PROT_NONE`, so a stray access faults as it would on hardware.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 
 use kmem::{MemRegion, RegionKind, PAGE_SIZE};
@@ -131,6 +131,10 @@ impl Ram {
             .map_err(|e| RamError::Os("mprotect", e))
     }
 
+    /// The memfd (for aliasing mappings: vmalloc maps RAM pages by file offset).
+    pub fn raw_fd(&self) -> RawFd {
+        self._fd.as_raw_fd()
+    }
     /// Virtual address of physical address 0.
     pub fn base(&self) -> usize {
         self.base.as_ptr() as usize

@@ -42,6 +42,7 @@ pub mod proc;
 pub mod report;
 pub mod slab;
 pub mod sync;
+pub mod vmalloc;
 
 #[cfg(test)]
 mod testing;
@@ -56,5 +57,8 @@ pub use mm::page_ref::{AllocError, AllocErrorKind, PageRef};
 pub use mm::pages::Pages;
 pub use mm::zone_type::{Migratetype, ZoneType};
 pub use percpu::{IrqGuard, PcpuInt, PerCpuBox, PerCpuVar, PercpuError, PercpuPtr, PreemptGuard};
-pub use platform::{CpuId, DirectMap, IrqState, Platform, ReportKind, TaskId};
+pub use platform::{
+    CpuId, DirectMap, IrqState, MapError, PageProt, PageTableAlloc, Platform, ReportKind, TaskId, TlbFlush,
+};
 pub use slab::{Cache, CacheError, KmemCache, SlabAllocError, SlabBox, SlabFlags, TypedCache};
+pub use vmalloc::{KernelStack, VmallocError, VmallocErrorKind, VmallocStats, THREAD_SIZE};
