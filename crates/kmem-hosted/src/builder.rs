@@ -84,6 +84,7 @@ pub struct MachineBuilder {
     no_alloc_reports: bool,
     vmalloc: Option<u64>,
     vmap_lazy_max: Option<usize>,
+    vmalloc_recycle: bool,
 }
 
 impl Default for MachineBuilder {
@@ -111,6 +112,7 @@ impl MachineBuilder {
             no_alloc_reports: false,
             vmalloc: None,
             vmap_lazy_max: None,
+            vmalloc_recycle: true,
         }
     }
     /// Architecture preset.
@@ -198,6 +200,11 @@ impl MachineBuilder {
         self.vmap_lazy_max = Some(pages);
         self
     }
+    /// Recycle freed small vmalloc areas per CPU (default on; see `kmem::vmalloc::recycle`).
+    pub fn vmalloc_recycle(mut self, on: bool) -> Self {
+        self.vmalloc_recycle = on;
+        self
+    }
     /// Also print every report to stderr.
     pub fn echo_reports(mut self, on: bool) -> Self {
         self.echo = on;
@@ -265,6 +272,7 @@ impl MachineBuilder {
             cfg.hotplug_end = Some(PhysAddr::new(self.hotplug));
         }
         cfg.vmap_lazy_max_pages = self.vmap_lazy_max;
+        cfg.vmalloc_recycle = self.vmalloc_recycle;
         let reserve = self.reserve.clone();
         // SAFETY: every usable region lies inside `ram`'s mapping, which is read-write there,
         // ours alone, and outlives the Kmem (Machine drops its Kmem before its Ram).

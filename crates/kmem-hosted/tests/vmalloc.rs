@@ -298,9 +298,65 @@ fn views() {
     }
     let mut s = String::new();
     kmem::proc::vmallocinfo(&m, &mut s).unwrap();
-    assert_eq!(s.lines().filter(|l| l.ends_with(" unpurged vm_area")).count(), 4, "{s}");
+    // The 4-page area and the 2-page page array of the big one sit in this CPU's recycle
+    // slots; the others await their purge.
+    assert_eq!(s.lines().filter(|l| l.ends_with(" unpurged vm_area")).count(), 2, "{s}");
+    assert_eq!(s.lines().count(), 2, "{s}");
+    assert_eq!(m.vmalloc_stats().recycled, 2);
     m.vm_unmap_aliases();
     let mut s = String::new();
     kmem::proc::vmallocinfo(&m, &mut s).unwrap();
     assert_eq!(s, "");
+}
+
+#[test]
+fn small_areas_are_recycled_per_cpu() {
+    let m = machine(128);
+    kmem_hosted::pin_current_thread(0);
+    let p = m.vmalloc(3 * PAGE_SIZE).unwrap();
+    // SAFETY: 3 pages, ours.
+    unsafe { p.as_ptr().write_bytes(0x33, 3 * PAGE_SIZE) };
+    let pfn = m.vmalloc_to_pfn(p.as_ptr()).unwrap();
+    // SAFETY: ours.
+    unsafe { m.vfree(p.as_ptr()) };
+    assert_eq!(m.vmalloc_stats().recycled, 1);
+    assert_eq!(m.vmalloc_to_pfn(p.as_ptr()), None, "a freed area has no pages");
+    assert_eq!(m.vmalloc_stats().used_pages, 3, "cached pages still count as vmalloc's");
+    // A second vfree of a cached area is still a double free.
+    // SAFETY: refused.
+    unsafe { m.vfree(p.as_ptr()) };
+    assert_eq!(m.report_count(ReportKind::Warning), 1);
+    // The next request of that size gets it back (zeroed for vzalloc), mapping and pages.
+    let q = m.vzalloc(3 * PAGE_SIZE - 100).unwrap();
+    assert_eq!(q, p);
+    assert_eq!(m.vmalloc_to_pfn(q.as_ptr()), Some(pfn));
+    // SAFETY: ours.
+    assert!(unsafe { std::slice::from_raw_parts(q.as_ptr(), 3 * PAGE_SIZE) }.iter().all(|&b| b == 0));
+    // Another size does not match.
+    // SAFETY: ours.
+    unsafe { m.vfree(q.as_ptr()) };
+    let r = m.vmalloc(2 * PAGE_SIZE).unwrap();
+    assert_ne!(r, q);
+    // More than the slots: the oldest is really freed.
+    let many: Vec<_> = (0..6).map(|_| m.vmalloc(PAGE_SIZE).unwrap()).collect();
+    for x in &many {
+        // SAFETY: ours.
+        unsafe { m.vfree(x.as_ptr()) };
+    }
+    assert_eq!(m.vmalloc_stats().recycled, kmem::vmalloc::recycle::RECYCLE_SLOTS);
+    m.vm_unmap_aliases();
+    let st = m.vmalloc_stats();
+    assert_eq!((st.recycled, st.busy_areas, st.used_pages), (0, 1, 2));
+    // SAFETY: ours.
+    unsafe { m.vfree(r.as_ptr()) };
+    // Off at boot: no recycling.
+    let off = MachineBuilder::new().ram_mib(64).cpus(1).vmalloc_recycle(false).build().unwrap();
+    let a = off.vmalloc(PAGE_SIZE).unwrap();
+    // SAFETY: ours.
+    unsafe { off.vfree(a.as_ptr()) };
+    let b = off.vmalloc(PAGE_SIZE).unwrap();
+    assert_ne!(a, b);
+    assert_eq!(off.vmalloc_stats().recycled, 0);
+    // SAFETY: ours.
+    unsafe { off.vfree(b.as_ptr()) };
 }

@@ -50,22 +50,22 @@ fn write_past_the_end_hits_the_guard_page() {
 #[test]
 fn purged_area_reused_maps_the_new_pages() {
     let m = MachineBuilder::new().ram_mib(64).cpus(1).build().unwrap();
-    let a = m.vmalloc(4 * PAGE_SIZE).unwrap();
+    let a = m.vmalloc(8 * PAGE_SIZE).unwrap();
     // SAFETY: ours.
-    unsafe { a.as_ptr().write_bytes(0xee, 4 * PAGE_SIZE) };
+    unsafe { a.as_ptr().write_bytes(0xee, 8 * PAGE_SIZE) };
     // SAFETY: ours.
     unsafe { m.vfree(a.as_ptr()) };
     // Before the purge the range is not reused.
-    let b = m.vzalloc(4 * PAGE_SIZE).unwrap();
+    let b = m.vzalloc(8 * PAGE_SIZE).unwrap();
     assert_ne!(a, b);
     m.vm_unmap_aliases();
-    let c = m.vzalloc(4 * PAGE_SIZE).unwrap();
+    let c = m.vzalloc(8 * PAGE_SIZE).unwrap();
     assert_eq!(a, c, "lowest address first: the purged range is reused");
-    // SAFETY: c's 4 fresh zeroed pages.
-    let s = unsafe { std::slice::from_raw_parts_mut(c.as_ptr(), 4 * PAGE_SIZE) };
+    // SAFETY: c's 8 fresh zeroed pages.
+    let s = unsafe { std::slice::from_raw_parts_mut(c.as_ptr(), 8 * PAGE_SIZE) };
     assert!(s.iter().all(|&x| x == 0), "no stale mapping of the old pages");
     s.fill(0x42);
-    for i in 0..4 {
+    for i in 0..8 {
         let pfn = m.vmalloc_to_pfn(c.as_ptr().wrapping_add(i * PAGE_SIZE)).unwrap();
         let dm = m.page_address(m.pfn_to_page(pfn).unwrap()).unwrap().as_mut_ptr::<u8>();
         // SAFETY: the direct-map address of c's page i.

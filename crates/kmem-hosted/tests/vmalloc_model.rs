@@ -81,6 +81,7 @@ proptest! {
             .cpus(1)
             .vmalloc_size((RANGE_PAGES * PAGE_SIZE) as u64)
             .vmap_lazy_max_pages(LAZY_MAX)
+            .vmalloc_recycle(false)
             .build()
             .unwrap();
         let (base, _) = m.vmalloc_range().unwrap();

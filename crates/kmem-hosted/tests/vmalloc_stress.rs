@@ -71,8 +71,10 @@ fn concurrent_mixed_requests() {
             });
         }
     });
+    assert!(m.vmalloc_stats().recycled > 0);
+    m.vm_unmap_aliases();
     let st = m.vmalloc_stats();
-    assert_eq!((st.busy_areas, st.used_pages), (0, 0));
+    assert_eq!((st.busy_areas, st.used_pages, st.recycled), (0, 0, 0));
     assert!(st.purges > 0, "the lazy threshold was crossed: {st:?}");
     for k in ReportKind::ALL {
         assert_eq!(m.report_count(k), 0, "{k:?}: {:?}", m.reports().last());

@@ -89,6 +89,7 @@ impl MachineState {
         direct_map: DirectMap,
         nr_cpus: usize,
         vmap_lazy_max: usize,
+        vmalloc_recycle: bool,
     ) -> Self {
         Self {
             memmap,
@@ -110,7 +111,7 @@ impl MachineState {
             slab: SlabState::empty(),
             hotplug_lock: RawSpinLock::new(),
             kmalloc: KmallocState::new(),
-            vmalloc: VmallocState::new(vmap_lazy_max),
+            vmalloc: VmallocState::new(vmap_lazy_max, vmalloc_recycle),
         }
     }
 

@@ -118,6 +118,11 @@ impl<P: Platform> Kmem<P> {
         }
         let user_gfp = gfp;
         let gfp = self.vm_might_alloc(gfp);
+        if align <= PAGE_SIZE && node.is_none() {
+            if let Some(p) = self.recycle_take(nr, size, gfp, vm_flags::ALLOC | flags) {
+                return Ok(p);
+            }
+        }
         let req = AreaReq { flags: vm_flags::ALLOC | flags, align: align.max(PAGE_SIZE), caller };
         let (va, vm) = match self.get_vm_area(bytes, &req, gfp) {
             Ok(x) => x,
@@ -138,7 +143,12 @@ impl<P: Platform> Kmem<P> {
             return Err(self.vmalloc_warn(size, user_gfp, "failed to allocate page array", VmallocErrorKind::NoMemory));
         };
         vm.pages = arr.as_ptr().cast::<Pfn>();
-        if self.vm_area_alloc_pages(vm, nr, gfp, node).is_err() {
+        vm.zone_gfp = (gfp & Gfp::ZONEMASK).bits();
+        let mut got = self.vm_area_alloc_pages(vm, nr, gfp, node);
+        if got.is_err() && self.recycle_drain() {
+            got = self.vm_area_alloc_pages(vm, nr, gfp, node);
+        }
+        if got.is_err() {
             self.free_vm_pages(vm);
             self.release_unpublished(va, vm);
             let what = "page order 0, failed to allocate pages";
@@ -200,6 +210,8 @@ impl<P: Platform> Kmem<P> {
                 pages: core::ptr::null_mut(),
                 caller: req.caller,
                 requested: AtomicUsize::new(bytes),
+                zone_gfp: 0,
+                cached: crate::sync::AtomicU32::new(0),
             });
             &mut *vm
         };
@@ -342,13 +354,19 @@ impl<P: Platform> Kmem<P> {
     // The VmStruct became the caller's alone when its area left the busy tree.
     #[allow(clippy::mut_from_ref)]
     pub(crate) fn remove_vm_area(&self, addr: usize, want: u32) -> Option<(&mut VmStruct, bool)> {
+        self.remove_vm_area_in(addr, want, 0)
+    }
+
+    /// [`Kmem::remove_vm_area`] of an area in recycle state `cached` (0 live, 1 cached).
+    #[allow(clippy::mut_from_ref)]
+    fn remove_vm_area_in(&self, addr: usize, want: u32, cached: u32) -> Option<(&mut VmStruct, bool)> {
         let v = self.vm();
         if v.init.load(Ordering::Acquire) != super::INIT_READY {
             return None;
         }
         let _g = v.lock.lock_irqsave(self.platform());
         let va = v.busy.find(addr).filter(|va| va.start() == addr)?;
-        va.vm().filter(|vm| vm.flags & want != 0)?;
+        va.vm().filter(|vm| vm.flags & want != 0 && vm.cached.load(Ordering::Relaxed) == cached)?;
         v.busy.remove(addr);
         // SAFETY: the area just left the busy tree under the lock.
         let vm = unsafe { va.take_vm() }.expect("checked above");
@@ -384,10 +402,24 @@ impl<P: Platform> Kmem<P> {
 
     /// `vfree` after its context checks.
     fn vfree_area(&self, a: usize) {
+        if self.recycle_put(a) {
+            return;
+        }
         let Some((vm, over)) = self.remove_vm_area(a, vm_flags::ALLOC | vm_flags::MAP) else {
             self.vm_warn("vfree", "Trying to vfree() nonexistent vm area", a);
             return;
         };
+        self.vfree_removed(vm, over);
+    }
+
+    /// Really frees a cached area (evicted from a recycle slot).
+    pub(crate) fn vfree_cached(&self, a: usize) {
+        if let Some((vm, over)) = self.remove_vm_area_in(a, vm_flags::ALLOC, 1) {
+            self.vfree_removed(vm, over);
+        }
+    }
+
+    fn vfree_removed(&self, vm: &mut VmStruct, over: bool) {
         if vm.flags & vm_flags::ALLOC != 0 {
             self.vm().nr_pages.fetch_sub(vm.nr_pages, Ordering::Relaxed);
         }
@@ -450,7 +482,8 @@ impl<P: Platform> Kmem<P> {
         }
         let _g = v.lock.lock_irqsave(self.platform());
         let vm = v.busy.find(addr).filter(|va| va.start() == addr)?.vm()?;
-        (vm.flags & vm_flags::ALLOC != 0).then(|| (vm.mapped_size(), vm.requested.load(Ordering::Relaxed)))
+        (vm.flags & vm_flags::ALLOC != 0 && vm.cached.load(Ordering::Relaxed) == 0)
+            .then(|| (vm.mapped_size(), vm.requested.load(Ordering::Relaxed)))
     }
 
     fn set_requested(&self, addr: usize, size: usize) {
@@ -471,7 +504,7 @@ impl<P: Platform> Kmem<P> {
         let a = addr as usize;
         let _g = v.lock.lock_irqsave(self.platform());
         let va = v.busy.find(a)?;
-        let vm = va.vm()?;
+        let vm = va.vm().filter(|vm| vm.cached.load(Ordering::Relaxed) == 0)?;
         vm.pages().get((a - va.start()) / PAGE_SIZE).copied()
     }
 

@@ -175,6 +175,10 @@ pub struct VmStruct {
     pub caller: &'static Location<'static>,
     /// Bytes asked for (`requested_size`, for `vrealloc`).
     pub requested: AtomicUsize,
+    /// The GFP zone modifiers the pages were allocated with (recycling matches them).
+    pub zone_gfp: u32,
+    /// 1 while the area sits freed in a recycle cache (`recycle.rs`), 0 while its owner has it.
+    pub cached: crate::sync::AtomicU32,
 }
 
 impl VmStruct {

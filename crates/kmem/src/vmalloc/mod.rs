@@ -18,6 +18,8 @@
 //!   coalesce), a page array (kmalloc'ed, or vmalloc'ed above a page: `vpages`), mapping, and
 //!   `vfree`, `vrealloc`, `vmalloc_to_page`. Non-blocking GFP works without sleeping.
 //! - **vmap** ([`vmap`]): `vmap`/`vunmap` of caller pages, `vm_map_ram`/`vm_unmap_ram`.
+//! - **Recycling** ([`recycle`]): each CPU keeps its last few freed areas of up to 4 pages,
+//!   mapped, for the next request of that size (Linux's stack cache, for every small area).
 //! - **Kernel stacks** ([`stack`]): `THREAD_SIZE` stacks with a guard page below and a
 //!   two-entry per-CPU cache, as `CONFIG_VMAP_STACK`.
 //!
@@ -27,6 +29,7 @@
 
 pub mod alloc;
 pub mod area;
+pub mod recycle;
 pub mod stack;
 pub mod tree;
 pub mod va;
@@ -117,12 +120,18 @@ pub struct VmallocState {
     pub(crate) stack_cache: AtomicUsize,
     /// Purges done.
     pub(crate) purges: AtomicU64,
+    /// Whether freed small areas are recycled (`recycle.rs`).
+    pub(crate) recycle: bool,
+    /// The per-CPU recycle slots (0 until the first use).
+    pub(crate) recycle_table: AtomicUsize,
+    /// Areas sitting in recycle slots.
+    pub(crate) nr_recycled: AtomicUsize,
 }
 
 impl VmallocState {
     const_fn_unless_loom! {
     /// Empty state; `lazy_max` 0 uses Linux's `lazy_max_pages()`.
-    pub(crate) fn new(lazy_max: usize) -> Self {
+    pub(crate) fn new(lazy_max: usize, recycle: bool) -> Self {
         Self {
             lock: RawSpinLock::new(),
             free: Tree::new(),
@@ -140,6 +149,9 @@ impl VmallocState {
             nr_stacks: AtomicUsize::new(0),
             stack_cache: AtomicUsize::new(0),
             purges: AtomicU64::new(0),
+            recycle,
+            recycle_table: AtomicUsize::new(0),
+            nr_recycled: AtomicUsize::new(0),
         }
     }
     }
@@ -152,8 +164,10 @@ pub struct VmallocStats {
     pub total_bytes: usize,
     /// Pages backing vmalloc areas (`VmallocUsed`).
     pub used_pages: usize,
-    /// Busy areas (vmalloc, vmap, vm_map_ram, stacks).
+    /// Busy areas (vmalloc, vmap, vm_map_ram, stacks), recycled ones excluded.
     pub busy_areas: usize,
+    /// Freed areas kept mapped in the per-CPU recycle slots.
+    pub recycled: usize,
     /// Free ranges in the free tree.
     pub free_areas: usize,
     /// Lazily freed areas waiting for a purge.

@@ -51,7 +51,7 @@ impl<P: Platform> Kmem<P> {
         let v = self.vm();
         let (free_areas, largest_free, busy_areas, lazy_areas) = if v.init.load(Ordering::Acquire) == INIT_READY {
             let _g = v.lock.lock_irqsave(self.platform());
-            (v.free.len(), v.free.max_size(), v.busy.len(), v.lazy.len())
+            (v.free.len(), v.free.max_size(), v.busy.len() - v.nr_recycled.load(Ordering::Relaxed), v.lazy.len())
         } else {
             (0, 0, 0, 0)
         };
@@ -67,6 +67,7 @@ impl<P: Platform> Kmem<P> {
             largest_free,
             stacks: v.nr_stacks.load(Ordering::Relaxed),
             pagetables: v.nr_pagetables.load(Ordering::Relaxed),
+            recycled: v.nr_recycled.load(Ordering::Relaxed),
         }
     }
 
@@ -236,6 +237,7 @@ impl<P: Platform> Kmem<P> {
                 }
                 None if !purged => {
                     purged = true;
+                    self.recycle_drain();
                     self.purge_vmap_area_lazy();
                 }
                 None => {
@@ -385,7 +387,7 @@ impl<P: Platform> Kmem<P> {
             let Some(va) = tree.next(at) else { break };
             at = va.start() + 1;
             let vm = va.vm();
-            if !lazy && vm.is_none() {
+            if !lazy && vm.is_none_or(|vm| vm.cached.load(Ordering::Relaxed) != 0) {
                 continue;
             }
             f(n, va.start(), va.end(), vm);
@@ -396,6 +398,7 @@ impl<P: Platform> Kmem<P> {
 
     /// `vm_unmap_aliases()`: purges every lazily freed area now.
     pub fn vm_unmap_aliases(&self) {
+        self.recycle_drain();
         self.purge_vmap_area_lazy();
     }
 }

@@ -1,0 +1,159 @@
+//! The recycle cache: each CPU keeps its last few freed small vmalloc areas (up to
+//! [`RECYCLE_MAX_PAGES`] pages, plain `vmalloc`/`vzalloc`/`__vmalloc` areas), mapped and with
+//! their pages, and hands one back to the next request of the same size and zone class.
+//!
+//! This is Linux's per-CPU cache of kernel stacks (`NR_CACHED_STACKS`, which exists because
+//! vmalloc+vfree cost too much for fork) applied to every small area. It matters most where
+//! changing a mapping is expensive: a hosted machine's map is an `mmap` system call. A
+//! cached area stays in the busy tree marked cached: a second `vfree` of it is reported as
+//! a free of a nonexistent area, `/proc/vmallocinfo` does not list it, and its pages still
+//! count in `VmallocUsed`. The cache is bounded (`RECYCLE_SLOTS` areas per CPU, the oldest
+//! evicted), drained by `vm_unmap_aliases` and before any vmalloc fails, and can be turned
+//! off at boot ([`crate::BootConfig::vmalloc_recycle`]).
+
+use core::panic::Location;
+use core::ptr::NonNull;
+
+use super::area::{vm_flags, VmStruct};
+use super::INIT_READY;
+use crate::addr::PAGE_SIZE;
+use crate::gfp::Gfp;
+use crate::machine::Kmem;
+use crate::platform::Platform;
+use crate::sync::{AtomicUsize, Ordering};
+
+/// Largest area (pages, guard excluded) the cache keeps.
+pub const RECYCLE_MAX_PAGES: usize = 4;
+/// Areas cached per CPU.
+pub const RECYCLE_SLOTS: usize = 4;
+const STRIDE: usize = 64;
+
+impl<P: Platform> Kmem<P> {
+    /// This CPU's slots (the table is allocated on first use with `create`).
+    fn recycle_slots(&self, create: bool) -> Option<&[AtomicUsize; RECYCLE_SLOTS]> {
+        let v = self.vm();
+        if !v.recycle {
+            return None;
+        }
+        let mut t = v.recycle_table.load(Ordering::Acquire);
+        if t == 0 {
+            if !create {
+                return None;
+            }
+            let bytes = self.nr_cpus() * STRIDE;
+            let p =
+                self.kmalloc_node_at(bytes, Gfp::ATOMIC | Gfp::ZERO | Gfp::NOWARN, None, Location::caller()).ok()?;
+            match v.recycle_table.compare_exchange(0, p.as_ptr() as usize, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => t = p.as_ptr() as usize,
+                Err(other) => {
+                    // SAFETY: our fresh block lost the race; nobody saw it.
+                    unsafe { self.kfree(p.as_ptr()) };
+                    t = other;
+                }
+            }
+        }
+        Some(self.recycle_slots_of(t, self.platform().current_cpu().index()))
+    }
+
+    fn recycle_slots_of(&self, table: usize, cpu: usize) -> &[AtomicUsize; RECYCLE_SLOTS] {
+        // SAFETY: the table holds `nr_cpus` zeroed strides of STRIDE bytes (room for the
+        // slots; atomics may start as zero bytes), is never freed, and `cpu < nr_cpus`.
+        unsafe { &*((table + cpu * STRIDE) as *const [AtomicUsize; RECYCLE_SLOTS]) }
+    }
+
+    /// Takes a cached area of `nr` pages for a request, if this CPU has one.
+    pub(crate) fn recycle_take(&self, nr: usize, size: usize, gfp: Gfp, req_flags: u32) -> Option<NonNull<u8>> {
+        if nr > RECYCLE_MAX_PAGES || req_flags != vm_flags::ALLOC {
+            return None;
+        }
+        let zone = (gfp & Gfp::ZONEMASK).bits();
+        let slots = self.recycle_slots(false)?;
+        for s in slots {
+            let p = s.load(Ordering::Acquire);
+            if p == 0 {
+                continue;
+            }
+            // SAFETY: a slot holds a cached area's VmStruct, alive while cached (only its
+            // taker may tear it down); reading its immutable fields is fine even if another
+            // CPU takes it meanwhile.
+            let vm = unsafe { &*(p as *const VmStruct) };
+            if vm.nr_pages != nr || vm.zone_gfp != zone {
+                continue;
+            }
+            if s.compare_exchange(p, 0, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+                continue;
+            }
+            // The area is ours now: nothing else references a cached area but its slot.
+            if gfp.contains(Gfp::ZERO) {
+                // SAFETY: the area's `nr` mapped pages, ours.
+                unsafe { core::ptr::write_bytes(vm.addr as *mut u8, 0, nr * PAGE_SIZE) };
+            }
+            vm.requested.store(size, Ordering::Relaxed);
+            self.vm().nr_recycled.fetch_sub(1, Ordering::Relaxed);
+            vm.cached.store(0, Ordering::Release);
+            return NonNull::new(vm.addr as *mut u8);
+        }
+        None
+    }
+
+    /// `vfree` through the cache: true if the area at `a` was cached instead of freed.
+    pub(crate) fn recycle_put(&self, a: usize) -> bool {
+        let v = self.vm();
+        if !v.recycle || v.init.load(Ordering::Acquire) != INIT_READY {
+            return false;
+        }
+        let Some(slots) = self.recycle_slots(true) else { return false };
+        let vm = {
+            let _g = v.lock.lock_irqsave(self.platform());
+            let Some(vm) = v.busy.find(a).filter(|va| va.start() == a).and_then(|va| va.vm()) else {
+                return false;
+            };
+            if vm.flags != vm_flags::ALLOC || vm.nr_pages > RECYCLE_MAX_PAGES || vm.cached.load(Ordering::Relaxed) != 0
+            {
+                return false;
+            }
+            vm.cached.store(1, Ordering::Relaxed);
+            v.nr_recycled.fetch_add(1, Ordering::Relaxed);
+            vm as *const VmStruct as usize
+        };
+        for s in slots {
+            if s.compare_exchange(0, vm, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                return true;
+            }
+        }
+        // Full: evict the first slot's area (really freed) and keep ours.
+        let old = slots[0].swap(vm, Ordering::AcqRel);
+        if old != 0 {
+            self.recycle_evict(old);
+        }
+        true
+    }
+
+    /// Really frees a cached area taken out of its slot.
+    fn recycle_evict(&self, vm_addr: usize) {
+        // SAFETY: a cached area's VmStruct, ours alone since we took it out of its slot.
+        let addr = unsafe { (*(vm_addr as *const VmStruct)).addr };
+        self.vm().nr_recycled.fetch_sub(1, Ordering::Relaxed);
+        self.vfree_cached(addr);
+    }
+
+    /// Drains every CPU's recycle slots (`vm_unmap_aliases`, and before a vmalloc fails).
+    /// Returns whether anything was freed.
+    pub fn recycle_drain(&self) -> bool {
+        let t = self.vm().recycle_table.load(Ordering::Acquire);
+        if t == 0 {
+            return false;
+        }
+        let mut any = false;
+        for cpu in 0..self.nr_cpus() {
+            for s in self.recycle_slots_of(t, cpu) {
+                let p = s.swap(0, Ordering::AcqRel);
+                if p != 0 {
+                    self.recycle_evict(p);
+                    any = true;
+                }
+            }
+        }
+        any
+    }
+}
