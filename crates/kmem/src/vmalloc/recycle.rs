@@ -69,21 +69,24 @@ impl<P: Platform> Kmem<P> {
         let zone = (gfp & Gfp::ZONEMASK).bits();
         let slots = self.recycle_slots(false)?;
         for s in slots {
-            let p = s.load(Ordering::Acquire);
+            if s.load(Ordering::Relaxed) == 0 {
+                continue;
+            }
+            // Own the slot's area before reading it: another CPU may drain the slot and free
+            // the area at any time, so nothing is read from an area not taken out first.
+            let p = s.swap(0, Ordering::AcqRel);
             if p == 0 {
                 continue;
             }
-            // SAFETY: a slot holds a cached area's VmStruct, alive while cached (only its
-            // taker may tear it down); reading its immutable fields is fine even if another
-            // CPU takes it meanwhile.
+            // SAFETY: a cached area's VmStruct, ours alone since we took it out of its slot.
             let vm = unsafe { &*(p as *const VmStruct) };
             if vm.nr_pages != nr || vm.zone_gfp != zone {
+                // Not ours to use: put it back, or free it if the slot was refilled.
+                if s.compare_exchange(0, p, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+                    self.recycle_evict(p);
+                }
                 continue;
             }
-            if s.compare_exchange(p, 0, Ordering::AcqRel, Ordering::Relaxed).is_err() {
-                continue;
-            }
-            // The area is ours now: nothing else references a cached area but its slot.
             if gfp.contains(Gfp::ZERO) {
                 // SAFETY: the area's `nr` mapped pages, ours.
                 unsafe { core::ptr::write_bytes(vm.addr as *mut u8, 0, nr * PAGE_SIZE) };
