@@ -63,6 +63,7 @@ fn vmalloc_is_virtually_contiguous_and_aliases_the_direct_map() {
     assert_eq!(m.vmalloc_stats().used_pages, 0);
     m.vm_unmap_aliases();
     assert_eq!(common::free_pages(&m), free0, "every page (and record) went back");
+    assert_eq!(m.verify(), Ok(()));
     assert_eq!(m.report_count(ReportKind::Warning) + m.report_count(ReportKind::BadPage), 0);
 }
 
@@ -166,6 +167,7 @@ fn bad_frees_are_reported_and_harmless() {
     }
     assert_eq!(m.report_count(ReportKind::Warning), 4);
     assert_eq!(m.report_count(ReportKind::BadPage), 0);
+    assert_eq!(m.verify(), Ok(()));
     // Still works.
     let q = m.vmalloc(2 * PAGE_SIZE).unwrap();
     fill_check(q.as_ptr(), 2 * PAGE_SIZE, 9);

@@ -85,6 +85,10 @@ proptest! {
             .build()
             .unwrap();
         let (base, _) = m.vmalloc_range().unwrap();
+        // Set the layer up (its caches), then start from an empty range.
+        // SAFETY: ours.
+        unsafe { m.vfree(m.vmalloc(PAGE_SIZE).unwrap().as_ptr()) };
+        m.vm_unmap_aliases();
         let base = base.as_usize();
         let mut model = Model::default();
         let mut live: Vec<(*mut u8, usize, u8)> = Vec::new();
@@ -123,6 +127,7 @@ proptest! {
                     prop_assert_eq!(unsafe { p.add(i * PAGE_SIZE).read() }, tag);
                 }
             }
+            prop_assert_eq!(m.vmalloc_verify(), Ok(()));
             let st = m.vmalloc_stats();
             prop_assert_eq!(st.busy_areas, model.busy.len());
             prop_assert_eq!(st.lazy_areas, model.lazy.len());

@@ -72,6 +72,7 @@ fn concurrent_mixed_requests() {
         }
     });
     assert!(m.vmalloc_stats().recycled > 0);
+    assert_eq!(m.verify(), Ok(()));
     m.vm_unmap_aliases();
     let st = m.vmalloc_stats();
     assert_eq!((st.busy_areas, st.used_pages, st.recycled), (0, 0, 0));
@@ -137,6 +138,7 @@ fn many_live_areas_with_churn() {
         }
     }
     assert!(m.vmalloc_stats().purges > 5);
+    assert_eq!(m.verify(), Ok(()));
     for (p, n, tg) in live {
         check(p, n, tg);
         // SAFETY: ours.

@@ -292,23 +292,27 @@ impl Tree {
         head
     }
 
-    /// Checks the AVL and augment invariants and key order (tests).
-    #[cfg(test)]
-    pub(crate) fn check(&self) -> usize {
-        fn chk(n: Link<'_>, lo: usize, hi: usize) -> (usize, usize, usize) {
-            let Some(n) = n else { return (0, 0, 0) };
-            assert!(n.start() >= lo && n.end() <= hi && n.start() < n.end(), "order/overlap");
-            let (hl, ml, cl) = chk(n.left(), lo, n.start());
-            let (hr, mr, cr) = chk(n.right(), n.end(), hi);
-            assert!(hl.abs_diff(hr) <= 1, "unbalanced");
-            assert_eq!(n.height(), 1 + hl.max(hr), "height");
+    /// Checks key order (no overlaps), AVL balance, heights, augments and the length;
+    /// returns the number of nodes, or the start of the first bad node.
+    pub(crate) fn check(&self) -> Result<usize, usize> {
+        fn chk(n: Link<'_>, lo: usize, hi: usize) -> Result<(usize, usize, usize), usize> {
+            let Some(n) = n else { return Ok((0, 0, 0)) };
+            if n.start() < lo || n.end() > hi || n.start() >= n.end() {
+                return Err(n.start());
+            }
+            let (hl, ml, cl) = chk(n.left(), lo, n.start())?;
+            let (hr, mr, cr) = chk(n.right(), n.end(), hi)?;
             let m = n.size().max(ml).max(mr);
-            assert_eq!(n.subtree_max(), m, "augment");
-            (1 + hl.max(hr), m, cl + cr + 1)
+            if hl.abs_diff(hr) > 1 || n.height() != 1 + hl.max(hr) || n.subtree_max() != m {
+                return Err(n.start());
+            }
+            Ok((1 + hl.max(hr), m, cl + cr + 1))
         }
-        let (_, _, c) = chk(self.root(), 0, usize::MAX);
-        assert_eq!(c, self.len(), "len");
-        c
+        let (_, _, c) = chk(self.root(), 0, usize::MAX)?;
+        if c != self.len() {
+            return Err(0);
+        }
+        Ok(c)
     }
 }
 
@@ -334,10 +338,10 @@ mod tests {
             let k = (i * 193) % 500;
             t.insert(node(&nodes[k], k * 100, k * 100 + 10 + k % 7));
             if i % 50 == 0 {
-                t.check();
+                t.check().unwrap();
             }
         }
-        assert_eq!(t.check(), 500);
+        assert_eq!(t.check(), Ok(500));
         assert_eq!(t.max_size(), 16);
         assert_eq!(t.find(4305).map(|v| v.start()), Some(4300));
         assert!(t.find(4399).is_none());
@@ -347,7 +351,7 @@ mod tests {
             assert!(t.remove(k * 100));
             assert!(!t.remove(k * 100));
         }
-        t.check();
+        t.check().unwrap();
         let mut seen = std::vec::Vec::new();
         let mut at = 0;
         while let Some(v) = t.next(at) {
@@ -367,7 +371,7 @@ mod tests {
             let sz = ((i * 37) % 64 + 1) * 0x1000;
             t.insert(node(n, i * 0x100000, i * 0x100000 + sz));
         }
-        t.check();
+        t.check().unwrap();
         for want in 1..=64usize {
             let size = want * 0x1000;
             let (v, at) = t.lowest_match(size, 0x1000, 0, size).expect("a hole fits");
@@ -391,11 +395,11 @@ mod tests {
         }
         let v = t.find(50_050).unwrap();
         t.resize(v, 50_000, 50_900);
-        assert_eq!(t.check(), 100);
+        assert_eq!(t.check(), Ok(100));
         assert_eq!(t.max_size(), 900);
         let v = t.find(20_000).unwrap();
         t.resize(v, 20_050, 20_100);
-        t.check();
+        t.check().unwrap();
         let mut head = t.take_sorted();
         let mut last = 0;
         let mut n = 0;

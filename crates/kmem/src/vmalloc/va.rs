@@ -396,6 +396,40 @@ impl<P: Platform> Kmem<P> {
         n
     }
 
+    /// Checks the vmalloc layer: each tree well formed, and the free, busy and lazy areas
+    /// tiling the vmalloc range exactly, with no two free areas adjacent (they merge).
+    /// Returns the address where the check failed.
+    pub fn vmalloc_verify(&self) -> Result<(), usize> {
+        let v = self.vm();
+        if v.init.load(Ordering::Acquire) != INIT_READY {
+            return Ok(());
+        }
+        let _g = v.lock.lock_irqsave(self.platform());
+        for t in [&v.free, &v.busy, &v.lazy] {
+            t.check()?;
+        }
+        let (mut at, end) = (v.start.load(Ordering::Relaxed), v.end.load(Ordering::Relaxed));
+        let mut last_free = false;
+        while at < end {
+            let hit = |t: &super::tree::Tree| t.next(at).filter(|n| n.start() == at);
+            let (n, free) = match (hit(&v.free), hit(&v.busy).or_else(|| hit(&v.lazy))) {
+                (Some(n), None) => (n, true),
+                (None, Some(n)) => (n, false),
+                _ => return Err(at),
+            };
+            if free && last_free {
+                return Err(at);
+            }
+            last_free = free;
+            at = n.end();
+        }
+        if at == end {
+            Ok(())
+        } else {
+            Err(at)
+        }
+    }
+
     /// `vm_unmap_aliases()`: purges every lazily freed area now.
     pub fn vm_unmap_aliases(&self) {
         self.recycle_drain();
