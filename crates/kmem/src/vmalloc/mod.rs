@@ -29,6 +29,8 @@
 
 pub mod alloc;
 pub mod area;
+#[cfg(all(test, loom))]
+mod loom_tests;
 pub mod recycle;
 pub mod stack;
 pub mod tree;

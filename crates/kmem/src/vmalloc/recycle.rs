@@ -68,35 +68,25 @@ impl<P: Platform> Kmem<P> {
         }
         let zone = (gfp & Gfp::ZONEMASK).bits();
         let slots = self.recycle_slots(false)?;
-        for s in slots {
-            if s.load(Ordering::Relaxed) == 0 {
-                continue;
-            }
-            // Own the slot's area before reading it: another CPU may drain the slot and free
-            // the area at any time, so nothing is read from an area not taken out first.
-            let p = s.swap(0, Ordering::AcqRel);
-            if p == 0 {
-                continue;
-            }
-            // SAFETY: a cached area's VmStruct, ours alone since we took it out of its slot.
-            let vm = unsafe { &*(p as *const VmStruct) };
-            if vm.nr_pages != nr || vm.zone_gfp != zone {
-                // Not ours to use: put it back, or free it if the slot was refilled.
-                if s.compare_exchange(0, p, Ordering::AcqRel, Ordering::Relaxed).is_err() {
-                    self.recycle_evict(p);
-                }
-                continue;
-            }
-            if gfp.contains(Gfp::ZERO) {
-                // SAFETY: the area's `nr` mapped pages, ours.
-                unsafe { core::ptr::write_bytes(vm.addr as *mut u8, 0, nr * PAGE_SIZE) };
-            }
-            vm.requested.store(size, Ordering::Relaxed);
-            self.vm().nr_recycled.fetch_sub(1, Ordering::Relaxed);
-            vm.cached.store(0, Ordering::Release);
-            return NonNull::new(vm.addr as *mut u8);
+        let p = slots_take(
+            slots,
+            |p| {
+                // SAFETY: `slots_take` passes areas it took out of their slot: ours alone.
+                let vm = unsafe { &*(p as *const VmStruct) };
+                vm.nr_pages == nr && vm.zone_gfp == zone
+            },
+            |p| self.recycle_evict(p),
+        )?;
+        // SAFETY: a cached area's VmStruct, ours alone since we took it out of its slot.
+        let vm = unsafe { &*(p as *const VmStruct) };
+        if gfp.contains(Gfp::ZERO) {
+            // SAFETY: the area's `nr` mapped pages, ours.
+            unsafe { core::ptr::write_bytes(vm.addr as *mut u8, 0, nr * PAGE_SIZE) };
         }
-        None
+        vm.requested.store(size, Ordering::Relaxed);
+        self.vm().nr_recycled.fetch_sub(1, Ordering::Relaxed);
+        vm.cached.store(0, Ordering::Release);
+        NonNull::new(vm.addr as *mut u8)
     }
 
     /// `vfree` through the cache: true if the area at `a` was cached instead of freed.
@@ -119,16 +109,7 @@ impl<P: Platform> Kmem<P> {
             v.nr_recycled.fetch_add(1, Ordering::Relaxed);
             vm as *const VmStruct as usize
         };
-        for s in slots {
-            if s.compare_exchange(0, vm, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-                return true;
-            }
-        }
-        // Full: evict the first slot's area (really freed) and keep ours.
-        let old = slots[0].swap(vm, Ordering::AcqRel);
-        if old != 0 {
-            self.recycle_evict(old);
-        }
+        slots_put(slots, vm, |old| self.recycle_evict(old));
         true
     }
 
@@ -149,14 +130,66 @@ impl<P: Platform> Kmem<P> {
         }
         let mut any = false;
         for cpu in 0..self.nr_cpus() {
-            for s in self.recycle_slots_of(t, cpu) {
-                let p = s.swap(0, Ordering::AcqRel);
-                if p != 0 {
-                    self.recycle_evict(p);
-                    any = true;
-                }
-            }
+            slots_drain(self.recycle_slots_of(t, cpu), |p| {
+                self.recycle_evict(p);
+                any = true;
+            });
         }
         any
+    }
+}
+
+// The slot protocol, over plain words (non-zero: an area whose owner is the slot), shared by
+// the machine and the loom model (`loom_tests.rs`). An area is always owned by exactly one of:
+// a slot, a taker, or `evict`.
+
+/// Takes an area out of the slots for which `matches` (called only on areas the caller took
+/// out, so owns) is true. Areas that do not match go back to their slot, or to `evict` if
+/// the slot was refilled meanwhile.
+pub(crate) fn slots_take(
+    slots: &[AtomicUsize],
+    mut matches: impl FnMut(usize) -> bool,
+    mut evict: impl FnMut(usize),
+) -> Option<usize> {
+    for s in slots {
+        if s.load(Ordering::Relaxed) == 0 {
+            continue;
+        }
+        // Own the slot's area before reading it: another CPU may drain the slot and free the
+        // area at any time, so nothing is read from an area not taken out first.
+        let p = s.swap(0, Ordering::AcqRel);
+        if p == 0 {
+            continue;
+        }
+        if matches(p) {
+            return Some(p);
+        }
+        if s.compare_exchange(0, p, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+            evict(p);
+        }
+    }
+    None
+}
+
+/// Puts `v` into a free slot, or into the first slot, evicting its area.
+pub(crate) fn slots_put(slots: &[AtomicUsize], v: usize, mut evict: impl FnMut(usize)) {
+    for s in slots {
+        if s.compare_exchange(0, v, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            return;
+        }
+    }
+    let old = slots[0].swap(v, Ordering::AcqRel);
+    if old != 0 {
+        evict(old);
+    }
+}
+
+/// Empties every slot into `evict`.
+pub(crate) fn slots_drain(slots: &[AtomicUsize], mut evict: impl FnMut(usize)) {
+    for s in slots {
+        let p = s.swap(0, Ordering::AcqRel);
+        if p != 0 {
+            evict(p);
+        }
     }
 }
