@@ -427,7 +427,7 @@ impl<P: Platform> Kmem<P> {
         // SAFETY: the kmalloc'ed VmStruct of an area we just removed.
         unsafe { self.kfree((vm as *mut VmStruct).cast::<u8>()) };
         if over {
-            self.purge_vmap_area_lazy();
+            self.try_purge_vmap_area_lazy();
         }
     }
 

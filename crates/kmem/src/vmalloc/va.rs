@@ -264,12 +264,29 @@ impl<P: Platform> Kmem<P> {
     /// `__purge_vmap_area_lazy()`: unmaps every lazily freed area (one platform call per run
     /// of adjacent areas), flushes the TLB once, and returns them to the free tree. Returns
     /// whether anything was purged. Waits for a purge running on another CPU.
+    /// From interrupt context it only tries: the interrupted code may hold the purge lock.
     pub fn purge_vmap_area_lazy(&self) -> bool {
         let v = self.vm();
         if v.init.load(Ordering::Acquire) != INIT_READY {
             return false;
         }
+        if self.platform().in_interrupt() {
+            return self.try_purge_vmap_area_lazy();
+        }
         v.purge_lock.lock_raw(self.platform());
+        self.purge_locked()
+    }
+
+    /// A purge if none is running (the lazy-threshold trigger of `vfree`: Linux schedules
+    /// its drain work; a purge already running will be triggered again by later frees).
+    pub(crate) fn try_purge_vmap_area_lazy(&self) -> bool {
+        let v = self.vm();
+        v.init.load(Ordering::Acquire) == INIT_READY && v.purge_lock.try_lock_raw() && self.purge_locked()
+    }
+
+    /// The purge, with the purge lock held (released here).
+    fn purge_locked(&self) -> bool {
+        let v = self.vm();
         let head = {
             let _g = v.lock.lock_irqsave(self.platform());
             v.lazy_nr.store(0, Ordering::Relaxed);
@@ -357,9 +374,8 @@ impl<P: Platform> Kmem<P> {
         }
     }
 
-    /// Returns a busy area that was never published (a failed vmalloc) straight to the
-    /// free tree: nothing was mapped yet, or its mapping was undone by the caller's purge
-    /// obligations, so it goes to the lazy tree like any freed area.
+    /// Releases a busy area that was never published (a failed vmalloc): it may be partly
+    /// mapped, so it goes to the lazy tree like any freed area.
     pub(crate) fn abort_vmap_area(&self, va: VaRef<'_>) {
         let v = self.vm();
         let over = {
@@ -368,7 +384,7 @@ impl<P: Platform> Kmem<P> {
             self.lazy_insert_locked(va)
         };
         if over {
-            self.purge_vmap_area_lazy();
+            self.try_purge_vmap_area_lazy();
         }
     }
 

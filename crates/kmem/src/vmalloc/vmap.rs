@@ -131,7 +131,7 @@ impl<P: Platform> Kmem<P> {
             self.kfree((vm as *mut VmStruct).cast::<u8>());
         }
         if over {
-            self.purge_vmap_area_lazy();
+            self.try_purge_vmap_area_lazy();
         }
     }
 
