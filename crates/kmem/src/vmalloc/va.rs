@@ -264,13 +264,14 @@ impl<P: Platform> Kmem<P> {
     /// `__purge_vmap_area_lazy()`: unmaps every lazily freed area (one platform call per run
     /// of adjacent areas), flushes the TLB once, and returns them to the free tree. Returns
     /// whether anything was purged. Waits for a purge running on another CPU.
-    /// From interrupt context it only tries: the interrupted code may hold the purge lock.
+    /// From atomic context it only tries (Linux's purge lock is a mutex): the interrupted
+    /// code, or a task preempted on this CPU, may hold it.
     pub fn purge_vmap_area_lazy(&self) -> bool {
         let v = self.vm();
         if v.init.load(Ordering::Acquire) != INIT_READY {
             return false;
         }
-        if self.platform().in_interrupt() {
+        if self.platform().atomic_context() {
             return self.try_purge_vmap_area_lazy();
         }
         v.purge_lock.lock_raw(self.platform());
