@@ -23,27 +23,7 @@ impl VSpace {
     /// Reserves `len` bytes (rounded to pages) of address space, aligned to 4 MiB.
     pub fn reserve(len: usize) -> Result<VSpace, rustix::io::Errno> {
         let len = len.next_multiple_of(PAGE_SIZE);
-        let align = 4 << 20;
-        // SAFETY: a fresh private reservation at an address the kernel picks.
-        let p = unsafe {
-            mmap_anonymous(
-                std::ptr::null_mut(),
-                len + align,
-                ProtFlags::empty(),
-                MapFlags::PRIVATE | MapFlags::NORESERVE,
-            )
-        }? as usize;
-        let base = p.next_multiple_of(align);
-        // SAFETY: the slack around `[base, base + len)` is ours and unused.
-        unsafe {
-            if base > p {
-                let _ = munmap(p as *mut core::ffi::c_void, base - p);
-            }
-            let tail = p + len + align - (base + len);
-            if tail > 0 {
-                let _ = munmap((base + len) as *mut core::ffi::c_void, tail);
-            }
-        }
+        let base = crate::ram::reserve_aligned(len, 4 << 20)?;
         Ok(VSpace { base, len })
     }
     /// `[start, end)`.

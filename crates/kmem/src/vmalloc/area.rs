@@ -196,3 +196,50 @@ impl VmStruct {
         self.nr_pages * crate::PAGE_SIZE
     }
 }
+
+/// Slots per CPU of a [`CpuSlots`] table (one cache line of words).
+pub(crate) const CPU_SLOTS: usize = 8;
+
+/// A table of one cache line of atomic words per CPU (the stack and recycle caches),
+/// kmalloc'ed zeroed on first use and never freed; its address lives in `root`.
+#[derive(Debug)]
+pub(crate) struct CpuSlots<'a> {
+    table: usize,
+    _root: core::marker::PhantomData<&'a AtomicUsize>,
+}
+
+impl<'a> CpuSlots<'a> {
+    /// The table at `root`, created (from any context) if `create`; `None` if absent or
+    /// out of memory.
+    pub(crate) fn get<P: crate::platform::Platform>(
+        k: &'a crate::machine::Kmem<P>,
+        root: &'a AtomicUsize,
+        create: bool,
+    ) -> Option<CpuSlots<'a>> {
+        let mut t = root.load(Ordering::Acquire);
+        if t == 0 {
+            if !create {
+                return None;
+            }
+            let bytes = k.nr_cpus() * CPU_SLOTS * core::mem::size_of::<usize>();
+            let gfp = crate::gfp::Gfp::ATOMIC | crate::gfp::Gfp::ZERO | crate::gfp::Gfp::NOWARN;
+            let p = k.kmalloc_node_at(bytes, gfp, None, Location::caller()).ok()?;
+            match root.compare_exchange(0, p.as_ptr() as usize, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => t = p.as_ptr() as usize,
+                Err(other) => {
+                    // SAFETY: our fresh block lost the race; nobody saw it.
+                    unsafe { k.kfree(p.as_ptr()) };
+                    t = other;
+                }
+            }
+        }
+        Some(CpuSlots { table: t, _root: core::marker::PhantomData })
+    }
+
+    /// CPU `cpu`'s words (`cpu < nr_cpus` of the machine that made the table).
+    pub(crate) fn of(&self, cpu: usize) -> &'a [AtomicUsize; CPU_SLOTS] {
+        // SAFETY: the table holds `nr_cpus` zeroed rows of CPU_SLOTS words (atomics may start
+        // as zero bytes), is never freed, and callers pass a CPU of the machine.
+        unsafe { &*((self.table + cpu * CPU_SLOTS * core::mem::size_of::<usize>()) as *const [AtomicUsize; CPU_SLOTS]) }
+    }
+}

@@ -11,10 +11,9 @@
 //! evicted), drained by `vm_unmap_aliases` and before any vmalloc fails, and can be turned
 //! off at boot ([`crate::BootConfig::vmalloc_recycle`]).
 
-use core::panic::Location;
 use core::ptr::NonNull;
 
-use super::area::{vm_flags, VmStruct};
+use super::area::{vm_flags, CpuSlots, VmStruct};
 use super::INIT_READY;
 use crate::addr::PAGE_SIZE;
 use crate::gfp::Gfp;
@@ -26,39 +25,15 @@ use crate::sync::{AtomicUsize, Ordering};
 pub const RECYCLE_MAX_PAGES: usize = 4;
 /// Areas cached per CPU.
 pub const RECYCLE_SLOTS: usize = 4;
-const STRIDE: usize = 64;
 
 impl<P: Platform> Kmem<P> {
     /// This CPU's slots (the table is allocated on first use with `create`).
-    fn recycle_slots(&self, create: bool) -> Option<&[AtomicUsize; RECYCLE_SLOTS]> {
-        let v = self.vm();
-        if !v.recycle {
+    fn recycle_slots(&self, create: bool) -> Option<&[AtomicUsize]> {
+        if !self.vm().recycle {
             return None;
         }
-        let mut t = v.recycle_table.load(Ordering::Acquire);
-        if t == 0 {
-            if !create {
-                return None;
-            }
-            let bytes = self.nr_cpus() * STRIDE;
-            let p =
-                self.kmalloc_node_at(bytes, Gfp::ATOMIC | Gfp::ZERO | Gfp::NOWARN, None, Location::caller()).ok()?;
-            match v.recycle_table.compare_exchange(0, p.as_ptr() as usize, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => t = p.as_ptr() as usize,
-                Err(other) => {
-                    // SAFETY: our fresh block lost the race; nobody saw it.
-                    unsafe { self.kfree(p.as_ptr()) };
-                    t = other;
-                }
-            }
-        }
-        Some(self.recycle_slots_of(t, self.platform().current_cpu().index()))
-    }
-
-    fn recycle_slots_of(&self, table: usize, cpu: usize) -> &[AtomicUsize; RECYCLE_SLOTS] {
-        // SAFETY: the table holds `nr_cpus` zeroed strides of STRIDE bytes (room for the
-        // slots; atomics may start as zero bytes), is never freed, and `cpu < nr_cpus`.
-        unsafe { &*((table + cpu * STRIDE) as *const [AtomicUsize; RECYCLE_SLOTS]) }
+        let t = CpuSlots::get(self, &self.vm().recycle_table, create)?;
+        Some(&t.of(self.platform().current_cpu().index())[..RECYCLE_SLOTS])
     }
 
     /// Takes a cached area of `nr` pages for a request, if this CPU has one.
@@ -124,13 +99,10 @@ impl<P: Platform> Kmem<P> {
     /// Drains every CPU's recycle slots (`vm_unmap_aliases`, and before a vmalloc fails).
     /// Returns whether anything was freed.
     pub fn recycle_drain(&self) -> bool {
-        let t = self.vm().recycle_table.load(Ordering::Acquire);
-        if t == 0 {
-            return false;
-        }
+        let Some(t) = CpuSlots::get(self, &self.vm().recycle_table, false) else { return false };
         let mut any = false;
         for cpu in 0..self.nr_cpus() {
-            slots_drain(self.recycle_slots_of(t, cpu), |p| {
+            slots_drain(&t.of(cpu)[..RECYCLE_SLOTS], |p| {
                 self.recycle_evict(p);
                 any = true;
             });

@@ -7,7 +7,7 @@
 use core::panic::Location;
 use core::ptr::NonNull;
 
-use super::area::vm_flags;
+use super::area::{vm_flags, CpuSlots};
 use super::VmallocError;
 use crate::gfp::Gfp;
 use crate::machine::Kmem;
@@ -18,8 +18,6 @@ use crate::sync::{AtomicUsize, Ordering};
 pub const THREAD_SIZE: usize = 16 << 10;
 /// `NR_CACHED_STACKS`.
 pub const NR_CACHED_STACKS: usize = 2;
-/// Bytes of one CPU's cache slots (a cache line, so CPUs do not share lines).
-const SLOT_STRIDE: usize = 64;
 
 /// An owned kernel stack; dropping it frees it (`free_thread_stack`).
 #[derive(Debug)]
@@ -92,28 +90,8 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// This CPU's cache slots; with `create`, the table is allocated on first use.
-    fn stack_slots(&self, create: bool) -> Option<&[AtomicUsize; NR_CACHED_STACKS]> {
-        let v = self.vm();
-        let mut t = v.stack_cache.load(Ordering::Acquire);
-        if t == 0 {
-            if !create {
-                return None;
-            }
-            let bytes = self.nr_cpus() * SLOT_STRIDE;
-            let p =
-                self.kmalloc_node_at(bytes, Gfp::KERNEL | Gfp::ZERO | Gfp::NOWARN, None, Location::caller()).ok()?;
-            match v.stack_cache.compare_exchange(0, p.as_ptr() as usize, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => t = p.as_ptr() as usize,
-                Err(other) => {
-                    // SAFETY: our fresh block lost the race; nobody saw it.
-                    unsafe { self.kfree(p.as_ptr()) };
-                    t = other;
-                }
-            }
-        }
-        let cpu = self.platform().current_cpu().index();
-        // SAFETY: the table holds `nr_cpus` zero-initialised strides of SLOT_STRIDE bytes
-        // (atomics may start as zero bytes), is never freed, and `cpu < nr_cpus`.
-        Some(unsafe { &*((t + cpu * SLOT_STRIDE) as *const [AtomicUsize; NR_CACHED_STACKS]) })
+    fn stack_slots(&self, create: bool) -> Option<&[AtomicUsize]> {
+        let t = CpuSlots::get(self, &self.vm().stack_cache, create)?;
+        Some(&t.of(self.platform().current_cpu().index())[..NR_CACHED_STACKS])
     }
 }
