@@ -55,7 +55,10 @@ fn parse() -> Result<Cli, ExitCode> {
         Err(e) => {
             let text = e.render().to_string();
             let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("kmem: {first} (see kmem --help)");
+            // Keep clap's list of accepted values on the same line.
+            let values = text.lines().map(str::trim).find(|l| l.starts_with("[possible values:"));
+            let values = values.map(|v| format!(" {v}")).unwrap_or_default();
+            eprintln!("kmem: {first}{values} (see kmem --help)");
             Err(ExitCode::from(2))
         }
     }

@@ -63,23 +63,25 @@ pub fn memory_pressure(m: &Machine, bar: bool) -> Pressure {
                 s.spawn(move || {
                     pin_current_thread(cpu as u32);
                     let mut held: Vec<(PageRef<'_>, u32)> = Vec::new();
-                    let (mut order, mut misses, mut i) = (3u32, 0u32, 0u64);
-                    while misses < GIVE_UP {
-                        i += 1;
-                        let base = if i % 2 == 0 { Gfp::KERNEL } else { Gfp::HIGHUSER_MOVABLE };
-                        match m.alloc_pages(base | Gfp::NORETRY | Gfp::NOWARN, order) {
-                            Ok(p) => {
-                                held.push((p, order));
-                                allocs.fetch_add(1, Ordering::Relaxed);
-                                pages.fetch_add(1 << order, Ordering::Relaxed);
-                                misses = 0;
-                            }
-                            Err(_) => {
-                                failures.fetch_add(1, Ordering::Relaxed);
-                                if order == 0 {
-                                    misses += 1;
-                                } else {
-                                    order -= 1;
+                    // Two lanes, each with its own order and give-up count: GFP_KERNEL
+                    // (lowmem only) and GFP_HIGHUSER_MOVABLE (HighMem first).
+                    let mut lanes = [(Gfp::KERNEL, 3u32, 0u32), (Gfp::HIGHUSER_MOVABLE, 3, 0)];
+                    while lanes.iter().any(|l| l.2 < GIVE_UP) {
+                        for (gfp, order, misses) in lanes.iter_mut().filter(|l| l.2 < GIVE_UP) {
+                            match m.alloc_pages(*gfp | Gfp::NORETRY | Gfp::NOWARN, *order) {
+                                Ok(p) => {
+                                    held.push((p, *order));
+                                    allocs.fetch_add(1, Ordering::Relaxed);
+                                    pages.fetch_add(1 << *order, Ordering::Relaxed);
+                                    *misses = 0;
+                                }
+                                Err(_) => {
+                                    failures.fetch_add(1, Ordering::Relaxed);
+                                    if *order == 0 {
+                                        *misses += 1;
+                                    } else {
+                                        *order -= 1;
+                                    }
                                 }
                             }
                         }

@@ -177,8 +177,8 @@ pub fn short_label(label: &str) -> String {
     label
         .replace("free, buddy order ", "free order ")
         .replace("free, per-CPU list", "free, pcp list")
-        .replace("gutter: node ", "zone: node ")
-        .replace("HighMem: colours at 55%", "HighMem: 55% colour")
+        .replace("gutter: node ", "zone N")
+        .replace("HighMem: colours at 55%", "HighMem (dimmed)")
 }
 
 /// What one cell stands for.

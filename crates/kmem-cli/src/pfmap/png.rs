@@ -54,7 +54,7 @@ impl Canvas {
 /// `12.3M`, `1.2G`, `512K`: a compact size for legend labels.
 fn short_size(frames: u64) -> String {
     let kib = frames * 4;
-    if kib >= 10 << 20 {
+    if kib >= 1 << 20 {
         format!("{:.1}G", kib as f64 / (1 << 20) as f64)
     } else if kib >= 10 << 10 {
         format!("{:.1}M", kib as f64 / 1024.0)
