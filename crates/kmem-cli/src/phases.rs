@@ -109,11 +109,7 @@ pub fn memory_pressure(m: &Machine, bar: bool) -> Pressure {
                 })
             })
             .collect();
-        let pb = bar.then(|| {
-            let pb = progress_bar(0.0, "pressure");
-            pb.set_length(m.totalram_pages() as u64);
-            pb
-        });
+        let pb = bar.then(|| progress_bar(m.totalram_pages() as u64, "pressure"));
         let ticker = pb.as_ref().map(|pb| {
             let (pb, pages, done) = (pb.clone(), &pages, &done);
             s.spawn(move || {

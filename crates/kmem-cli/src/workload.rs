@@ -115,7 +115,7 @@ pub fn run_with(m: &Machine, caches: &DemoCaches<'_>, secs: f64, seed: u64, summ
             })
             .collect();
         if bar {
-            let pb = progress_bar(secs, "workload");
+            let pb = progress_bar((secs * 1000.0) as u64, "workload");
             while Instant::now() < end && !pb.is_hidden() {
                 std::thread::sleep(Duration::from_millis(100));
                 let (a, f) = (m.per_cpu_sum(stats.allocs) + m.per_cpu_sum(stats.objs), m.per_cpu_sum(stats.frees));
@@ -199,10 +199,11 @@ fn cpu_loop(m: &Machine, caches: &DemoCaches<'_>, cpu: usize, seed: u64, end: In
     (blocks, objs.into_iter().map(|(ci, p)| (ci, p.as_ptr() as usize)).collect())
 }
 
-/// A progress bar on stderr over `secs` seconds (hidden when stderr is not a terminal).
-pub fn progress_bar(secs: f64, phase: &str) -> ProgressBar {
-    let pb = ProgressBar::with_draw_target(Some((secs.max(0.0) * 1000.0) as u64), ProgressDrawTarget::stderr());
-    let style = ProgressStyle::with_template("  {prefix:>9} [{bar:32}] {elapsed:>4} {msg}")
+/// A progress bar on stderr for `phase`, `len` steps long (hidden when stderr is not a
+/// terminal).
+pub fn progress_bar(len: u64, phase: &str) -> ProgressBar {
+    let pb = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template("  {prefix:>8} [{bar:24}] {elapsed:>3} {wide_msg}")
         .expect("a valid template")
         .progress_chars("=> ");
     pb.set_style(style);

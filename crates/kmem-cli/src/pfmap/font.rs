@@ -49,6 +49,7 @@ pub fn glyph(c: char) -> [u8; HEIGHT] {
         '-' => [0b00000, 0b00000, 0b00000, 0b11111, 0b00000, 0b00000, 0b00000],
         '.' => [0b00000, 0b00000, 0b00000, 0b00000, 0b00000, 0b01100, 0b01100],
         ',' => [0b00000, 0b00000, 0b00000, 0b00000, 0b01100, 0b00100, 0b01000],
+        ';' => [0b00000, 0b01100, 0b01100, 0b00000, 0b01100, 0b00100, 0b01000],
         ':' => [0b00000, 0b01100, 0b01100, 0b00000, 0b01100, 0b01100, 0b00000],
         '(' => [0b00010, 0b00100, 0b01000, 0b01000, 0b01000, 0b00100, 0b00010],
         ')' => [0b01000, 0b00100, 0b00010, 0b00010, 0b00010, 0b00100, 0b01000],
@@ -83,7 +84,7 @@ mod tests {
 
     #[test]
     fn glyphs_fit_and_unknown_is_a_question_mark() {
-        for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -.,:()/%_#+=?".chars() {
+        for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -.,;:()/%_#+=?".chars() {
             assert!(glyph(c).iter().all(|r| r >> WIDTH == 0), "{c}");
         }
         assert_eq!(glyph('a'), glyph('A'));
