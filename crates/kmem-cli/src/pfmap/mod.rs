@@ -286,6 +286,31 @@ mod tests {
     }
 
     #[test]
+    fn a_downscaled_map_keeps_exact_counts() {
+        kmem_hosted::pin_current_thread(0);
+        let m = kmem_hosted::MachineBuilder::new().ram_mib(256).cpus(1).build().unwrap();
+        let b = m.alloc_pages(kmem::Gfp::KERNEL, 9).unwrap();
+        let full = FrameMap::build(&m, PNG_MAX_CELLS);
+        let small = FrameMap::build(&m, 16 << 10);
+        assert_eq!((full.width, full.height, full.frames_per_cell), (512, 128, 1));
+        assert_eq!((small.width, small.height, small.frames_per_cell), (512, 32, 4));
+        assert_eq!(full.counts, small.counts, "the legend does not depend on the scale");
+        assert_eq!(full.counts.values().map(|c| c.0).sum::<u64>(), 65536);
+        assert_eq!(full.counts[&Class::Allocated].0, 512);
+        // The order-9 block: 512 frames from a 512-aligned pfn, one full row at full scale,
+        // 128 cells at 4 frames per cell.
+        let row = b.pfn().as_usize() / 512;
+        assert!(full.cells[row * 512..(row + 1) * 512].iter().all(|c| c.class == Class::Allocated));
+        let first = b.pfn().as_usize() / 4;
+        assert!(small.cells[first..first + 128].iter().all(|c| c.class == Class::Allocated));
+        assert_eq!(full.row_zone(0).map(|z| z.zone), Some(ZoneType::Dma));
+        assert_eq!(full.row_zone(127).map(|z| z.zone), Some(ZoneType::Dma32));
+        assert!(full.cache_names.values().any(|n| n == "kmem_cache"));
+        // SAFETY: ours.
+        unsafe { m.__free_pages(b, 9) };
+    }
+
+    #[test]
     fn dominant_ties_go_to_the_first() {
         let c = |class| Cell { class, highmem: false };
         assert_eq!(dominant(&[(c(Class::Pcp), 2), (c(Class::Free(3)), 2)]).class, Class::Pcp);
