@@ -109,6 +109,24 @@ fn owners_are_recognised_on_every_frame() {
 }
 
 #[test]
+fn vmalloc_and_page_table_flags_classify() {
+    use kmem::mm::page::pg;
+    pin_current_thread(0);
+    let m = small();
+    // Nothing sets these flags yet; an owner that does (vmalloc, page tables) gets its kind
+    // on every frame of the block.
+    for (flag, want) in [(pg::VMALLOC, FrameState::Vmalloc), (pg::PGTABLE, FrameState::PageTable)] {
+        let p = m.alloc_pages(Gfp::KERNEL, 1).unwrap();
+        p.page().set_exclusive(flag);
+        assert_eq!(states(&m, p.pfn(), 2), vec![want; 2]);
+        assert_eq!(walk(&m)[p.pfn().as_usize() + 1].state, want);
+        p.page().clear_exclusive(flag);
+        // SAFETY: ours, unused from here on.
+        unsafe { m.__free_pages(p, 1) };
+    }
+}
+
+#[test]
 fn percpu_chunks_show() {
     pin_current_thread(0);
     let m = small();

@@ -66,14 +66,20 @@ pub fn cell_colour(c: super::Cell) -> Rgb {
     }
 }
 
-/// The zone gutter's colour.
-pub fn zone_colour(z: ZoneType) -> Rgb {
-    match z {
+/// The zone gutter's colour: one hue per zone type, lighter on odd-numbered nodes so that
+/// neighbouring nodes' zones of one type stay apart.
+pub fn zone_colour(z: ZoneType, node: usize) -> Rgb {
+    let base = match z {
         ZoneType::Dma => [0xe4, 0x1a, 0x1c],
         ZoneType::Dma32 => [0xff, 0x7f, 0x00],
         ZoneType::Normal => [0x4d, 0xaf, 0x4a],
         ZoneType::HighMem => [0x98, 0x4e, 0xa3],
         ZoneType::Movable | ZoneType::Device => [0xa6, 0x56, 0x28],
+    };
+    if node % 2 == 1 {
+        base.map(|v| v + (255 - v) / 2)
+    } else {
+        base
     }
 }
 
@@ -164,7 +170,7 @@ pub fn entries(map: &FrameMap, max_caches: usize) -> Vec<Entry> {
     }
     for z in &map.zones {
         v.push(Entry {
-            colour: zone_colour(z.zone),
+            colour: zone_colour(z.zone, z.node),
             label: format!("gutter: node {} {}", z.node, z.zone.name()),
             frames: (z.pfns.1 - z.pfns.0) as u64,
         });

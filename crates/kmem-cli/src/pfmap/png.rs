@@ -82,7 +82,7 @@ pub fn render(map: &FrameMap, title: &str, entries: &[Entry]) -> (usize, usize, 
     let x0 = MARGIN + GUTTER + GAP;
     for row in 0..map.height {
         if let Some(z) = map.row_zone(row) {
-            c.fill(MARGIN, top + row, GUTTER, 1, legend::zone_colour(z.zone));
+            c.fill(MARGIN, top + row, GUTTER, 1, legend::zone_colour(z.zone, z.node));
         }
         for col in 0..map.width {
             c.set(x0 + col, top + row, legend::cell_colour(map.cells[row * map.width + col]));

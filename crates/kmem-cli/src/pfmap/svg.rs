@@ -49,7 +49,7 @@ pub fn render(map: &FrameMap, title: &str, entries: &[Entry], extra: &[String]) 
             let _ = writeln!(
                 s,
                 r#"<rect x="{MARGIN}" y="{y}" width="{GUTTER}" height="1" fill="{}"/>"#,
-                legend::hex(legend::zone_colour(z.zone))
+                legend::hex(legend::zone_colour(z.zone, z.node))
             );
         }
         let cells = &map.cells[row * map.width..(row + 1) * map.width];
