@@ -9,6 +9,19 @@
 //! contains it: [`Kmem::for_each_frame_block`] walks block by block (one descriptor read per
 //! block), [`Kmem::frame`] searches the aligned candidates for a single frame.
 //!
+//! ```
+//! use kmem::{FrameState, Gfp};
+//! let m = kmem_hosted::MachineBuilder::new().ram_mib(64).cpus(1).build().unwrap();
+//! let p = m.alloc_pages(Gfp::KERNEL, 3).unwrap();
+//! // Every frame of the block, not only its head.
+//! assert_eq!(m.frame_state(p.pfn().add(5)), FrameState::Allocated { order: Some(3) });
+//! let mut free = 0;
+//! m.for_each_frame(|_, f| free += f.state.is_free() as usize);
+//! assert_eq!(free, m.zones().map(|z| z.free_pages() + z.pcp_pages()).sum::<usize>());
+//! // SAFETY: ours, unused from here on.
+//! unsafe { m.__free_pages(p, 3) };
+//! ```
+//!
 //! ## Consistency
 //!
 //! Descriptors are read without any lock while other CPUs allocate and free, as `/proc` views
