@@ -24,12 +24,14 @@ pub fn render(map: &FrameMap, title: &str, entries: &[Entry], extra: &[String]) 
     let zone_lines = map.zones.len() + 1;
     let legend_lines = entries.len() + 2 + zone_lines + extra.len() + 1;
     let top = MARGIN + 2 * LINE + 4;
-    let w = (2 * MARGIN + map_w).max(640);
+    // Wide enough for the map and the longest line of text (11 px monospace: ~6.7 px a char).
+    let longest = extra.iter().map(|l| l.len()).chain([title.len() + 21, 90]).max().unwrap_or(0);
+    let w = (2 * MARGIN + map_w).max(2 * MARGIN + longest * 7);
     let h = top + map.height + MARGIN + legend_lines * LINE + MARGIN;
     let mut s = String::with_capacity(64 * 1024);
     let _ = writeln!(
         s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="monospace" font-size="11">"#
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="monospace" font-size="11" xml:space="preserve">"#
     );
     let _ = writeln!(s, r##"<rect width="{w}" height="{h}" fill="#242424"/>"##);
     let _ = writeln!(
@@ -106,7 +108,7 @@ pub fn render(map: &FrameMap, title: &str, entries: &[Entry], extra: &[String]) 
         y += LINE;
     }
     for l in extra {
-        let _ = writeln!(s, r#"<text x="{MARGIN}" y="{y}" xml:space="preserve">{}</text>"#, esc(l));
+        let _ = writeln!(s, r#"<text x="{MARGIN}" y="{y}">{}</text>"#, esc(l));
         y += LINE;
     }
     let _ = writeln!(s, "</g>\n</svg>");
