@@ -1,4 +1,5 @@
-//! The `/proc` views: `buddyinfo`, `pagetypeinfo`, `zoneinfo`, `meminfo`, `slabinfo` and `vmallocinfo`, byte for byte in
+//! The `/proc` views: `buddyinfo`, `pagetypeinfo`, `zoneinfo`, `meminfo`, `slabinfo` and
+//! `vmallocinfo` (and debugfs's `extfrag/unusable_index` and `extfrag/extfrag_index`), byte for byte in
 //! the format of Linux 6.18 (`mm/vmstat.c`, `fs/proc/meminfo.c`, `mm/hugetlb.c`,
 //! `arch/x86/mm/pat/set_memory.c`).
 //!
@@ -33,6 +34,7 @@
 //!   machine's [`ZoneLayout`](crate::ZoneLayout) has a HighMem zone.
 
 mod buddyinfo;
+mod extfrag;
 mod meminfo;
 mod pagetypeinfo;
 mod slabinfo;
@@ -40,6 +42,10 @@ mod vmallocinfo;
 mod zoneinfo;
 
 pub use buddyinfo::buddyinfo;
+pub use extfrag::{
+    extfrag_index, fill_contig_page_info, fragmentation_index, unusable_free_index, unusable_index, zone_nr_free,
+    ContigPageInfo,
+};
 pub use meminfo::{direct_map_split, meminfo, DirectMapSplit};
 pub use pagetypeinfo::pagetypeinfo;
 pub use slabinfo::{slab_info, slabinfo, SlabInfo};
