@@ -64,7 +64,13 @@ pub fn demo(a: &DemoArgs) -> Result<(), String> {
         CACHES.iter().map(|c| c.0).collect::<Vec<_>>().join(", ")
     );
     let held = workload::run_with(&m, &caches, secs, a.seed, true, !a.no_progress);
-    phases::vmalloc_phase(&m, a.seed);
+    println!("\n== vmalloc: 1 page to 4 MiB on every CPU (GFP_ATOMIC from IRQ context too), kernel stacks");
+    let vheld = phases::vmalloc_phase(&m, a.seed);
+    let vs = m.vmalloc_stats();
+    println!(
+        "  {} calls, {} failed (counted); {} areas and {} kernel stacks kept mapped ({} pages); {} lazy purges; {} freed small areas in the per-CPU recycle slots",
+        vheld.calls, vheld.failures, vs.busy_areas - vs.stacks, vs.stacks, vs.used_pages, vs.purges, vs.recycled
+    );
 
     println!(
         "\n== memory pressure: allocate with __GFP_NORETRY|__GFP_NOWARN until the watermarks refuse, then release"
@@ -123,6 +129,8 @@ pub fn demo(a: &DemoArgs) -> Result<(), String> {
     }
 
     held.release(&m, &caches);
+    vheld.release(&m);
+    m.vm_unmap_aliases();
     drop(caches);
     m.verify().map_err(|e| format!("free lists inconsistent after the demo: {e:?}"))?;
     println!("\n== all memory returned; free lists verified");

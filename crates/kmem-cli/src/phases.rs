@@ -1,21 +1,98 @@
-//! The demo's later phases: memory pressure (allocate until the watermarks stop requests,
-//! count the failures, release), and the vmalloc phase the vmalloc layer fills in.
+//! The demo's later phases: vmalloc (mixed sizes on every CPU, some kept mapped), and memory
+//! pressure (allocate until the watermarks stop requests, count the failures, release).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use kmem::{Gfp, PageRef, ReportKind};
-use kmem_hosted::{in_irq, pin_current_thread, Machine};
+use kmem::{Gfp, KernelStack, PageRef, ReportKind};
+use kmem_hosted::{in_irq, pin_current_thread, HostedPlatform, Machine};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 
 use crate::workload::progress_bar;
 
-/// The vmalloc phase: virtually contiguous allocations of mixed sizes on every CPU.
-///
-/// Does nothing yet: kmem has no vmalloc. The machine and the seed are what it will need.
-pub fn vmalloc_phase(_m: &Machine, _seed: u64) {
-    // TODO(vmalloc): vmalloc/vzalloc/vfree of mixed sizes (a few pages to a few MiB) on every
-    // CPU, keeping some mapped so that /proc/vmallocinfo and the page-frame map (VMALLOC
-    // frames) show them; filled in when the vmalloc layer is merged.
+/// What the vmalloc phase left mapped (so `/proc/vmallocinfo` and the page-frame map show
+/// it) and saw.
+pub struct VmallocHeld<'m> {
+    areas: Vec<usize>,
+    stacks: Vec<KernelStack<'m, HostedPlatform>>,
+    /// vmalloc-family calls made.
+    pub calls: u64,
+    /// Calls that failed (counted; the machine may be small).
+    pub failures: u64,
+}
+
+impl VmallocHeld<'_> {
+    /// Frees what the phase kept.
+    pub fn release(self, m: &Machine) {
+        for a in self.areas {
+            // SAFETY: the phase allocated these areas and handed them to us.
+            unsafe { m.vfree(a as *const u8) };
+        }
+        drop(self.stacks);
+    }
+}
+
+/// The vmalloc phase: on every CPU, vmalloc/vzalloc/vfree of mixed sizes (one page to 2 MiB,
+/// log-uniform), `GFP_ATOMIC` vmallocs from interrupt context, and kernel stacks; each area
+/// is written at both ends. A few areas and stacks per CPU stay mapped until the end.
+pub fn vmalloc_phase(m: &Machine, seed: u64) -> VmallocHeld<'_> {
+    let cpus = m.nr_cpus();
+    let results: Vec<VmallocHeld<'_>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..cpus)
+            .map(|cpu| {
+                s.spawn(move || {
+                    pin_current_thread(cpu as u32);
+                    let mut rng = SmallRng::seed_from_u64(seed ^ (cpu as u64) << 32);
+                    let mut h = VmallocHeld { areas: Vec::new(), stacks: Vec::new(), calls: 0, failures: 0 };
+                    for i in 0..200u32 {
+                        let size = 1usize << rng.gen_range(12..=21);
+                        let size = size + rng.gen_range(0..size);
+                        let r = match i % 10 {
+                            0 => in_irq(|| m.__vmalloc(size.min(64 << 10), Gfp::ATOMIC | Gfp::NOWARN)),
+                            1 | 2 => m.vzalloc(size),
+                            _ => m.__vmalloc(size, Gfp::KERNEL | Gfp::NOWARN),
+                        };
+                        h.calls += 1;
+                        let Ok(p) = r else {
+                            h.failures += 1;
+                            continue;
+                        };
+                        let len = if i % 10 == 0 { size.min(64 << 10) } else { size };
+                        // SAFETY: `len` fresh bytes of the area, ours.
+                        unsafe {
+                            p.as_ptr().write(i as u8);
+                            p.as_ptr().add(len - 1).write(i as u8);
+                        }
+                        if h.areas.len() < 6 && rng.gen_bool(0.05) {
+                            h.areas.push(p.as_ptr() as usize);
+                        } else {
+                            // SAFETY: ours, no longer used.
+                            unsafe { m.vfree(p.as_ptr()) };
+                        }
+                        if i % 40 == 0 {
+                            h.calls += 1;
+                            match m.alloc_thread_stack(None) {
+                                Ok(st) if h.stacks.len() < 2 => h.stacks.push(st),
+                                Ok(_) => {}
+                                Err(_) => h.failures += 1,
+                            }
+                        }
+                    }
+                    h
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("vmalloc phase thread")).collect()
+    });
+    let mut held = VmallocHeld { areas: Vec::new(), stacks: Vec::new(), calls: 0, failures: 0 };
+    for h in results {
+        held.areas.extend(h.areas);
+        held.stacks.extend(h.stacks);
+        held.calls += h.calls;
+        held.failures += h.failures;
+    }
+    held
 }
 
 /// What the memory-pressure phase saw.

@@ -25,18 +25,19 @@ pub enum View {
     /// /sys/kernel/debug/extfrag/extfrag_index
     #[value(name = "extfrag_index", alias = "extfrag-index")]
     ExtfragIndex,
-    /// /proc/vmallocinfo (empty until kmem has vmalloc)
+    /// /proc/vmallocinfo
     Vmallocinfo,
 }
 
 impl View {
-    /// The views the demo prints, in order. (`vmallocinfo` joins when it has a renderer.)
-    pub const ALL: [View; 7] = [
+    /// The views the demo prints, in order.
+    pub const ALL: [View; 8] = [
         View::Buddyinfo,
         View::Pagetypeinfo,
         View::Zoneinfo,
         View::Meminfo,
         View::Slabinfo,
+        View::Vmallocinfo,
         View::UnusableIndex,
         View::ExtfragIndex,
     ];
@@ -74,9 +75,7 @@ impl View {
             View::Slabinfo => kmem::proc::slabinfo(m, &mut s),
             View::UnusableIndex => kmem::proc::unusable_index(m, &mut s),
             View::ExtfragIndex => kmem::proc::extfrag_index(m, &mut s),
-            // TODO(vmalloc): kmem::proc::vmallocinfo(m, &mut s) once the vmalloc layer exists;
-            // until then the file is empty, as on a kernel with no vmalloc areas.
-            View::Vmallocinfo => Ok(()),
+            View::Vmallocinfo => kmem::proc::vmallocinfo(m, &mut s),
         };
         r.expect("writing to a String cannot fail");
         s
@@ -89,7 +88,11 @@ pub fn proc_cmd(view: View, opts: &MachineOpts, duration: f64, seed: u64) -> Res
     let m = opts.build()?;
     let caches = workload::DemoCaches::new(&m)?;
     let held = workload::run(&m, &caches, duration, seed, false);
+    let vheld = (duration > 0.0).then(|| crate::phases::vmalloc_phase(&m, seed));
     print!("{}", view.render(&m));
     held.release(&m, &caches);
+    if let Some(v) = vheld {
+        v.release(&m);
+    }
     Ok(())
 }

@@ -142,10 +142,15 @@ fn every_proc_view_prints_its_first_line() {
     // The debugfs files' second line is DMA32 on this machine.
     let o = kmem(&["proc", "extfrag_index", "--ram", "64M", "--duration", "0"], &dir);
     assert!(stdout(&o).lines().nth(1).unwrap().starts_with("Node 0, zone    DMA32 "));
-    // Not rendered until kmem has vmalloc: empty, and not an error.
+    // A fresh machine has no vmalloc areas; after the workload (and its vmalloc phase) it has.
     let o = kmem(&["proc", "vmallocinfo", "--ram", "64M", "--duration", "0"], &dir);
     assert!(o.status.success());
     assert_eq!(stdout(&o), "");
+    let o = kmem(&["proc", "vmallocinfo", "--ram", "256M", "--duration", "0.1"], &dir);
+    let out = stdout(&o);
+    let first = out.lines().next().unwrap();
+    assert!(first.starts_with("0x") && first.contains(" vmalloc"), "{out}");
+    assert!(out.lines().all(|l| l.len() > 38 && &l[18..21] == "-0x"), "{out}");
 }
 
 #[test]

@@ -26,6 +26,10 @@ pub struct KernelStack<'m, P: Platform> {
     base: NonNull<u8>,
 }
 
+// SAFETY: the handle owns its stack's vmalloc area outright; the machine is Sync and every
+// vmalloc call (the free in Drop included) may be made from any thread.
+unsafe impl<P: Platform> Send for KernelStack<'_, P> {}
+
 impl<P: Platform> KernelStack<'_, P> {
     /// Lowest address of the stack.
     pub fn base(&self) -> *mut u8 {
