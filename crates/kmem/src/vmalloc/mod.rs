@@ -31,6 +31,8 @@ pub mod alloc;
 pub mod area;
 #[cfg(all(test, loom))]
 mod loom_tests;
+#[cfg(all(test, not(loom)))]
+mod pt_tests;
 pub mod recycle;
 pub mod stack;
 pub mod tree;
