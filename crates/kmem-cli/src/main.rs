@@ -2,6 +2,7 @@
 //! look at the result through Linux's /proc views.
 
 mod opts;
+mod replay_cmd;
 mod views;
 mod workload;
 
@@ -47,6 +48,8 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Replay a Linux kmem ftrace capture (plain or zstd) against a machine and report.
+    Replay(replay_cmd::ReplayArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
     let r = match cli.cmd {
         Cmd::Demo { machine, duration, seed } => workload::demo(&machine, duration, seed),
         Cmd::Proc { view, machine, duration, seed } => views::proc_cmd(view, &machine, duration, seed),
+        Cmd::Replay(a) => replay_cmd::run(&a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

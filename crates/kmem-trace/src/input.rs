@@ -57,6 +57,16 @@ pub fn for_each_line(r: &mut dyn BufRead, mut f: impl FnMut(u64, &[u8]) -> bool)
     }
 }
 
+/// The project's shared sample capture: `$KMEM_TRACE` if set, else the first
+/// `shared/traces/fsops.trace.zst` in `from` or one of its parents (a checkout's `shared/`
+/// lies beside it).
+pub fn shared_trace(from: &Path) -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("KMEM_TRACE") {
+        return Some(p.into());
+    }
+    from.ancestors().map(|d| d.join("shared/traces/fsops.trace.zst")).find(|p| p.is_file())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

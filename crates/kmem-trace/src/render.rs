@@ -38,6 +38,8 @@ pub struct Report<'a> {
     pub reports: [u64; ReportKind::COUNT],
     /// The audit against the machine's counters.
     pub audit: Audit,
+    /// /proc views to include: (name, text).
+    pub views: Vec<(&'static str, String)>,
 }
 
 /// Report names of [`ReportKind::ALL`].
@@ -276,6 +278,13 @@ pub fn json(r: &Report<'_>, out: &mut String) {
     }
     j.end_array().u("kmalloc_large_pages", a.kmalloc_large_pages).u("machine_large_pages", a.machine_large_pages);
     j.u("bad_blocks", a.bad_blocks).end();
+    if !r.views.is_empty() {
+        j.begin(Some("views"));
+        for (name, text) in &r.views {
+            j.s(name, text);
+        }
+        j.end();
+    }
     j.end();
     out.push('\n');
 }
