@@ -25,7 +25,8 @@ JSON output (--json): one object with these keys (stable; counts are integers):
              per event kind: kmalloc, kfree, kmem_cache_alloc, kmem_cache_free,
              mm_page_alloc, mm_page_free, mm_page_free_batched
   totals     ops, replayed, failures, unmatched_frees, missed_frees, null_frees,
-             batched_after_free, cross_kind_frees, order_mismatches, cache_create_failures
+             batched_after_free, cross_kind_frees, order_mismatches, cache_create_failures,
+             frees_of_failed
   timing     total_s, replay_s, events_per_s (including parsing), replay_ops_per_s
   memory     live_bytes and peak_bytes {slab, kmalloc, kmalloc_large, pages},
              peak_total_bytes, machine_slab_pages, machine_peak_slab_pages,

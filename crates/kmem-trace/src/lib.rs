@@ -39,6 +39,7 @@
 pub mod gfp_text;
 pub mod input;
 pub mod json;
+pub mod keys;
 pub mod op;
 pub mod parse;
 pub mod render;

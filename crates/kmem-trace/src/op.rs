@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use kmem::Gfp;
 
 use crate::gfp_text::GfpTable;
+use crate::keys::{SlotMap, NO_SLOT};
 use crate::parse::{parse_line, Event, EventKind, Line, ParseError};
 
 /// The event kinds, in report order.
@@ -63,7 +64,7 @@ impl Kind {
 /// `Op::cache` of an operation that names no cache.
 pub const NO_CACHE: u32 = u32::MAX;
 
-/// One operation to replay: 24 bytes, no borrows.
+/// One operation to replay: 32 bytes, no borrows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Op {
     /// The trace's pointer (slab kinds) or pfn (page kinds).
@@ -72,8 +73,12 @@ pub struct Op {
     pub gfp: Gfp,
     /// Bytes requested (kmalloc).
     pub size: u32,
-    /// Index into [`Frontend::caches`] (kmem_cache_alloc/free) or [`NO_CACHE`].
+    /// Index into [`Frontend::caches`] (kmem_cache_alloc) or [`NO_CACHE`].
     pub cache: u32,
+    /// The allocation's slot ([`crate::keys`]): where an allocation goes, or which one a
+    /// free frees ([`NO_SLOT`]: none is live, an unmatched free). Object and page slots are
+    /// numbered separately.
+    pub slot: u32,
     /// The trace's CPU (truncated to 16 bits).
     pub cpu: u16,
     /// What to do.
@@ -153,6 +158,8 @@ pub struct Frontend {
     names: HashMap<Box<str>, u32>,
     anon: HashMap<u32, u32>,
     caches: Vec<CacheDef>,
+    objs: SlotMap,
+    pages: SlotMap,
     /// What the trace held.
     pub counts: TraceCounts,
 }
@@ -161,6 +168,12 @@ impl Frontend {
     /// A front end that has seen nothing.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Objects (slab and kmalloc) and page blocks live in the trace so far: allocated and
+    /// not freed.
+    pub fn live(&self) -> (usize, usize) {
+        (self.objs.live(), self.pages.live())
     }
 
     /// The caches seen so far, indexed by [`Op::cache`].
@@ -230,6 +243,7 @@ impl Frontend {
             gfp: Gfp::empty(),
             size: 0,
             cache: NO_CACHE,
+            slot: NO_SLOT,
             cpu: ev.cpu as u16,
             kind: Kind::Kfree,
             order: 0,
@@ -238,10 +252,11 @@ impl Frontend {
         match ev.kind {
             EventKind::Kmalloc { ptr, bytes_req, gfp, .. } => {
                 (op.kind, op.key, op.size, op.gfp) = (Kind::Kmalloc, ptr, bytes_req, self.gfp(gfp));
+                op.slot = self.objs.alloc(ptr).0;
             }
-            EventKind::Kfree { ptr } => (op.kind, op.key) = (Kind::Kfree, ptr),
+            EventKind::Kfree { ptr } => (op.kind, op.key, op.slot) = (Kind::Kfree, ptr, self.objs.free(ptr)),
             EventKind::CacheAlloc { ptr, name, bytes_req, bytes_alloc, gfp } => {
-                (op.key, op.gfp) = (ptr, self.gfp(gfp));
+                (op.key, op.gfp, op.slot) = (ptr, self.gfp(gfp), self.objs.alloc(ptr).0);
                 if is_kmalloc_cache(name) {
                     self.counts.kmalloc_caches += 1;
                     (op.kind, op.size) = (Kind::Kmalloc, bytes_req);
@@ -251,7 +266,9 @@ impl Frontend {
                 self.counts.events[Kind::CacheAlloc as usize] += 1;
                 return Some(op);
             }
-            EventKind::CacheFree { ptr, .. } => (op.kind, op.key) = (Kind::CacheFree, ptr),
+            EventKind::CacheFree { ptr, .. } => {
+                (op.kind, op.key, op.slot) = (Kind::CacheFree, ptr, self.objs.free(ptr))
+            }
             EventKind::PageAlloc { pfn, order, gfp } => {
                 self.counts.events[Kind::PageAlloc as usize] += 1;
                 let Some(pfn) = pfn else {
@@ -259,10 +276,15 @@ impl Frontend {
                     return None;
                 };
                 (op.kind, op.key, op.order, op.gfp) = (Kind::PageAlloc, pfn, order, self.gfp(gfp));
+                op.slot = self.pages.alloc(pfn).0;
                 return Some(op);
             }
-            EventKind::PageFree { pfn, order } => (op.kind, op.key, op.order) = (Kind::PageFree, pfn, order),
-            EventKind::PageFreeBatched { pfn } => (op.kind, op.key) = (Kind::PageFreeBatched, pfn),
+            EventKind::PageFree { pfn, order } => {
+                (op.kind, op.key, op.order, op.slot) = (Kind::PageFree, pfn, order, self.pages.free(pfn));
+            }
+            EventKind::PageFreeBatched { pfn } => {
+                (op.kind, op.key, op.slot) = (Kind::PageFreeBatched, pfn, self.pages.free(pfn));
+            }
             EventKind::Other { name } => {
                 match self.counts.unknown.get_mut(name) {
                     Some(n) => *n += 1,

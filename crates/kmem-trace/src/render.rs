@@ -120,8 +120,8 @@ pub fn human(r: &Report<'_>, w: &mut String) -> std::fmt::Result {
     )?;
     writeln!(
         w,
-        "batched frees after their mm_page_free {}, cross-kind frees {}, order mismatches {}, cache create failures {}",
-        c.batched_after_free, c.cross_kind_frees, c.order_mismatches, c.cache_create_failures
+        "batched frees after their mm_page_free {}, cross-kind frees {}, order mismatches {}, cache create failures {}, frees of failed allocations {}",
+        c.batched_after_free, c.cross_kind_frees, c.order_mismatches, c.cache_create_failures, c.frees_of_failed
     )?;
     writeln!(
         w,
@@ -239,7 +239,7 @@ pub fn json(r: &Report<'_>, out: &mut String) {
     j.u("unmatched_frees", total(&c.unmatched_frees)).u("missed_frees", total(&c.missed_frees));
     j.u("null_frees", c.null_frees).u("batched_after_free", c.batched_after_free);
     j.u("cross_kind_frees", c.cross_kind_frees).u("order_mismatches", c.order_mismatches);
-    j.u("cache_create_failures", c.cache_create_failures).end();
+    j.u("cache_create_failures", c.cache_create_failures).u("frees_of_failed", c.frees_of_failed).end();
     j.begin(Some("timing")).f("total_s", r.timing.total.as_secs_f64()).f("replay_s", r.timing.replay.as_secs_f64());
     j.f("events_per_s", r.rate_total()).f("replay_ops_per_s", r.rate_replay()).end();
     j.begin(Some("memory"));

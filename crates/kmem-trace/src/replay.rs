@@ -11,36 +11,14 @@
 //!   not traced) frees the old allocation first (a *missed free*).
 //! - Failed allocations are counted; the machine's own report counting stays exact.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::ptr::NonNull;
 
 use kmem::kmalloc::{KmallocType, KMALLOC_MAX_CACHE_SIZE};
 use kmem::{Cache, Gfp, PageRef, SlabFlags, PAGE_SIZE};
 use kmem_hosted::{in_irq, pin_current_thread, HostedPlatform, Machine};
 
+use crate::keys::NO_SLOT;
 use crate::op::{CacheDef, Kind, Op};
-
-/// A multiplicative hasher for the trace's keys (hashed pointers, pfns): one multiply per
-/// lookup instead of SipHash's rounds.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(b as u64);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type KeyMap<V> = HashMap<u64, V, BuildHasherDefault<KeyHasher>>;
 
 /// `Obj::cache` values from here up are kmalloc objects (`KMALLOC_BASE + KmallocType`).
 const KMALLOC_BASE: u32 = u32::MAX - 3;
@@ -114,6 +92,8 @@ pub struct ReplayCounts {
     pub order_mismatches: u64,
     /// Caches that could not be created (their allocations count as failures).
     pub cache_create_failures: u64,
+    /// Frees of allocations that failed on the machine (nothing to free).
+    pub frees_of_failed: u64,
     /// Live bytes per [`Mem`] now.
     pub live_bytes: [u64; 4],
     /// Peak of each.
@@ -133,8 +113,12 @@ pub struct Replayer<'m> {
     sizes: Vec<u32>,
     /// Live objects per cache.
     live: Vec<u64>,
-    objs: KeyMap<Obj>,
-    pages: KeyMap<Block<'m>>,
+    /// Live objects by slot ([`Op::slot`]).
+    objs: Vec<Option<Obj>>,
+    /// Live page blocks by slot.
+    pages: Vec<Option<Block<'m>>>,
+    nr_objs: usize,
+    nr_pages: usize,
     /// Bit `KmallocType as u32` set: that type's kmalloc caches were used.
     kmalloc_used: u32,
     /// What happened so far.
@@ -143,7 +127,7 @@ pub struct Replayer<'m> {
 
 impl std::fmt::Debug for Replayer<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Replayer").field("objs", &self.objs.len()).field("pages", &self.pages.len()).finish()
+        f.debug_struct("Replayer").field("objs", &self.nr_objs).field("pages", &self.nr_pages).finish()
     }
 }
 
@@ -171,8 +155,10 @@ impl<'m> Replayer<'m> {
             slots: Vec::new(),
             sizes: Vec::new(),
             live: Vec::new(),
-            objs: KeyMap::default(),
-            pages: KeyMap::default(),
+            objs: Vec::new(),
+            pages: Vec::new(),
+            nr_objs: 0,
+            nr_pages: 0,
             kmalloc_used: 0,
             counts: ReplayCounts::default(),
         }
@@ -185,7 +171,7 @@ impl<'m> Replayer<'m> {
 
     /// Live objects (slab and kmalloc) and page blocks.
     pub fn live(&self) -> (usize, usize) {
-        (self.objs.len(), self.pages.len())
+        (self.nr_objs, self.nr_pages)
     }
 
     /// The kmem cache made for trace cache `i`, if made.
@@ -203,7 +189,7 @@ impl<'m> Replayer<'m> {
 
     /// Live kmalloc blocks: (requested size, kmalloc type) each.
     pub fn kmalloc_live(&self) -> impl Iterator<Item = (usize, KmallocType)> + '_ {
-        self.objs.values().filter(|o| o.cache >= KMALLOC_BASE).map(|o| {
+        self.objs.iter().flatten().filter(|o| o.cache >= KMALLOC_BASE).map(|o| {
             let t = match o.cache - KMALLOC_BASE {
                 0 => KmallocType::Normal,
                 1 => KmallocType::Reclaim,
@@ -220,7 +206,7 @@ impl<'m> Replayer<'m> {
 
     /// Live page blocks: (page, order) each.
     pub fn pages_live(&self) -> impl Iterator<Item = (PageRef<'m>, u32)> + '_ {
-        self.pages.values().map(|b| (b.page, b.order as u32))
+        self.pages.iter().flatten().map(|b| (b.page, b.order as u32))
     }
 
     fn add(&mut self, mem: Mem, bytes: u64) {
@@ -250,6 +236,14 @@ impl<'m> Replayer<'m> {
             in_irq(|| self.apply_pinned(op));
         } else {
             self.apply_pinned(op);
+        }
+    }
+
+    /// Applies a run of operations (what the batch driver and the benchmarks call).
+    #[inline(never)]
+    pub fn apply_all(&mut self, ops: &[Op], caches: &[CacheDef]) {
+        for op in ops {
+            self.apply(op, caches);
         }
     }
 
@@ -285,7 +279,7 @@ impl<'m> Replayer<'m> {
         let k = op.kind as usize;
         match op.kind {
             Kind::Kmalloc => {
-                self.forget_obj(op.key, k);
+                self.forget_obj(op.slot, k);
                 match self.m.kmalloc(op.size as usize, op.gfp) {
                     Ok(addr) => {
                         let bytes = kmalloc_bytes(op.size as usize);
@@ -293,15 +287,14 @@ impl<'m> Replayer<'m> {
                         self.add(if large { Mem::KmallocLarge } else { Mem::Kmalloc }, bytes as u64);
                         let t = kmalloc_type(op.gfp);
                         self.kmalloc_used |= 1 << t;
-                        let cache = KMALLOC_BASE + t;
-                        self.objs.insert(op.key, Obj { addr, cache, bytes: op.size });
+                        self.put_obj(op.slot, Obj { addr, cache: KMALLOC_BASE + t, bytes: op.size });
                         self.counts.replayed[k] += 1;
                     }
                     Err(_) => self.counts.failures[k] += 1,
                 }
             }
             Kind::CacheAlloc => {
-                self.forget_obj(op.key, k);
+                self.forget_obj(op.slot, k);
                 let i = op.cache as usize;
                 let Some(Slot::Made(c)) = self.slots.get(i) else {
                     self.counts.failures[k] += 1;
@@ -312,18 +305,22 @@ impl<'m> Replayer<'m> {
                         let bytes = self.sizes[i];
                         self.add(Mem::Slab, bytes as u64);
                         self.live[i] += 1;
-                        self.objs.insert(op.key, Obj { addr, cache: op.cache, bytes });
+                        self.put_obj(op.slot, Obj { addr, cache: op.cache, bytes });
                         self.counts.replayed[k] += 1;
                     }
                     Err(_) => self.counts.failures[k] += 1,
                 }
             }
             Kind::Kfree | Kind::CacheFree => {
-                if op.key == 0 && op.kind == Kind::Kfree {
-                    self.counts.null_frees += 1;
+                if op.slot == NO_SLOT {
+                    if op.key == 0 && op.kind == Kind::Kfree {
+                        self.counts.null_frees += 1;
+                    } else {
+                        self.counts.unmatched_frees[k] += 1;
+                    }
                     return;
                 }
-                match self.objs.remove(&op.key) {
+                match self.take_obj(op.slot) {
                     Some(o) => {
                         let was_kmalloc = o.cache >= KMALLOC_BASE;
                         if was_kmalloc != (op.kind == Kind::Kfree) {
@@ -332,41 +329,79 @@ impl<'m> Replayer<'m> {
                         self.free_obj(o);
                         self.counts.replayed[k] += 1;
                     }
-                    None => self.counts.unmatched_frees[k] += 1,
+                    None => self.counts.frees_of_failed += 1,
                 }
             }
             Kind::PageAlloc => {
-                if let Some(old) = self.pages.remove(&op.key) {
+                if let Some(old) = self.take_block(op.slot) {
                     self.counts.missed_frees[k] += 1;
                     self.free_block(old);
                 }
                 match self.m.alloc_pages(op.gfp, op.order as u32) {
                     Ok(page) => {
                         self.add(Mem::Pages, (PAGE_SIZE as u64) << op.order);
-                        self.pages.insert(op.key, Block { page, order: op.order });
+                        let s = op.slot as usize;
+                        if s >= self.pages.len() {
+                            self.pages.resize(s + 1, None);
+                        }
+                        self.pages[s] = Some(Block { page, order: op.order });
+                        self.nr_pages += 1;
                         self.counts.replayed[k] += 1;
                     }
                     Err(_) => self.counts.failures[k] += 1,
                 }
             }
-            Kind::PageFree | Kind::PageFreeBatched => match self.pages.remove(&op.key) {
-                Some(b) => {
-                    if b.order != op.order {
-                        self.counts.order_mismatches += 1;
+            Kind::PageFree | Kind::PageFreeBatched => {
+                if op.slot == NO_SLOT {
+                    if op.kind == Kind::PageFreeBatched {
+                        self.counts.batched_after_free += 1;
+                    } else {
+                        self.counts.unmatched_frees[k] += 1;
                     }
-                    self.free_block(b);
-                    self.counts.replayed[k] += 1;
+                    return;
                 }
-                None if op.kind == Kind::PageFreeBatched => self.counts.batched_after_free += 1,
-                None => self.counts.unmatched_frees[k] += 1,
-            },
+                match self.take_block(op.slot) {
+                    Some(b) => {
+                        if b.order != op.order {
+                            self.counts.order_mismatches += 1;
+                        }
+                        self.free_block(b);
+                        self.counts.replayed[k] += 1;
+                    }
+                    None => self.counts.frees_of_failed += 1,
+                }
+            }
         }
     }
 
-    /// Frees the live object at `key`, if any (an allocation of a live key: a missed free).
     #[inline]
-    fn forget_obj(&mut self, key: u64, kind: usize) {
-        if let Some(old) = self.objs.remove(&key) {
+    fn put_obj(&mut self, slot: u32, o: Obj) {
+        let s = slot as usize;
+        if s >= self.objs.len() {
+            self.objs.resize(s + 1, None);
+        }
+        self.objs[s] = Some(o);
+        self.nr_objs += 1;
+    }
+
+    #[inline]
+    fn take_obj(&mut self, slot: u32) -> Option<Obj> {
+        let o = self.objs.get_mut(slot as usize)?.take();
+        self.nr_objs -= o.is_some() as usize;
+        o
+    }
+
+    #[inline]
+    fn take_block(&mut self, slot: u32) -> Option<Block<'m>> {
+        let b = self.pages.get_mut(slot as usize)?.take();
+        self.nr_pages -= b.is_some() as usize;
+        b
+    }
+
+    /// Frees the object in `slot`, if any (an allocation into a live slot: a missed free).
+    #[inline]
+    fn forget_obj(&mut self, slot: u32, kind: usize) {
+        if let Some(old) = self.take_obj(slot) {
             self.counts.missed_frees[kind] += 1;
             self.free_obj(old);
         }
@@ -401,14 +436,13 @@ impl<'m> Replayer<'m> {
     /// Frees everything still live and destroys the caches (the machine is then as booted,
     /// plus the kmalloc caches and whatever the page allocator keeps on its per-CPU lists).
     pub fn release_all(mut self) {
-        let objs: Vec<Obj> = self.objs.drain().map(|(_, o)| o).collect();
-        for o in objs {
+        for o in std::mem::take(&mut self.objs).into_iter().flatten() {
             self.free_obj(o);
         }
-        let blocks: Vec<Block<'m>> = self.pages.drain().map(|(_, b)| b).collect();
-        for b in blocks {
+        for b in std::mem::take(&mut self.pages).into_iter().flatten() {
             self.free_block(b);
         }
+        (self.nr_objs, self.nr_pages) = (0, 0);
         self.slots.clear();
     }
 }

@@ -72,9 +72,7 @@ pub fn replay_stream(
     let m = rp.machine();
     let mut flush = |batch: &mut Vec<Op>, fe: &Frontend, rp: &mut Replayer<'_>| {
         let t = Instant::now();
-        for op in batch.iter() {
-            rp.apply(op, fe.caches());
-        }
+        rp.apply_all(batch, fe.caches());
         replay += t.elapsed();
         batch.clear();
         mem.sample(m);
