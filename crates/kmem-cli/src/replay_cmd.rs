@@ -65,6 +65,9 @@ pub struct ReplayArgs {
     /// Caches listed in the report.
     #[arg(long, default_value_t = 15)]
     pub caches: usize,
+    /// Replay only the first N lines.
+    #[arg(long, value_name = "N")]
+    pub lines: Option<u64>,
     /// Let the trace's caches merge with compatible ones, as Linux does (off: each cache is
     /// its own, so it is reported on its own).
     #[arg(long)]
@@ -87,7 +90,11 @@ fn parse_views(names: &[String]) -> Result<Vec<View>, String> {
 pub fn run(a: &ReplayArgs) -> Result<(), String> {
     let views = parse_views(&a.then)?;
     let shown = a.trace.display().to_string();
-    let (mut reader, compression) = input::open(&a.trace).map_err(|e| format!("cannot read trace {shown}: {e}"))?;
+    let (reader, compression) = input::open(&a.trace).map_err(|e| format!("cannot read trace {shown}: {e}"))?;
+    let mut reader = match a.lines {
+        Some(n) => Box::new(input::TakeLines::new(reader, n)),
+        None => reader,
+    };
     let m = a.machine.build()?;
     let mut fe = Frontend::new();
     let mut rp = Replayer::new(&m, a.merge);
@@ -104,6 +111,11 @@ pub fn run(a: &ReplayArgs) -> Result<(), String> {
         }
     })
     .map_err(|e| format!("reading trace {shown}: {e}"))?;
+    if live_view {
+        screen.clear();
+        let _ = render::top(&rp, fe.counts.lines, 20, &mut screen);
+        let _ = std::io::stderr().write_all(screen.as_bytes());
+    }
     mem.sample(&m);
     let caches = summary::cache_rows(&rp, fe.caches());
     let rendered: Vec<(&'static str, String)> = views.iter().map(|v| (v.name(), v.render(&m))).collect();

@@ -40,6 +40,53 @@ pub fn from_reader<R: Read + 'static>(r: R) -> io::Result<(Box<dyn BufRead>, Com
     Ok((Box::new(r), Compression::None))
 }
 
+/// The first `lines` lines of a stream (`kmem replay --lines`).
+#[derive(Debug)]
+pub struct TakeLines<R> {
+    inner: R,
+    left: u64,
+    /// Bytes `fill_buf` offered, and whether they end a line.
+    offered: (usize, bool),
+}
+
+impl<R: BufRead> TakeLines<R> {
+    /// Wraps `inner`.
+    pub fn new(inner: R, lines: u64) -> Self {
+        Self { inner, left: lines, offered: (0, false) }
+    }
+}
+
+impl<R: BufRead> Read for TakeLines<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let buf = self.fill_buf()?;
+        let n = buf.len().min(out.len());
+        out[..n].copy_from_slice(&buf[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for TakeLines<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.left == 0 {
+            return Ok(&[]);
+        }
+        let buf = self.inner.fill_buf()?;
+        self.offered = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        Ok(&buf[..self.offered.0])
+    }
+    fn consume(&mut self, n: usize) {
+        if self.offered.1 && n == self.offered.0 {
+            self.left -= 1;
+        }
+        self.offered = (0, false);
+        self.inner.consume(n);
+    }
+}
+
 /// Calls `f(line_number, line)` for every line (numbered from 1, newline included), reusing
 /// one buffer. Stops at the first read error or when `f` returns `false`.
 pub fn for_each_line(r: &mut dyn BufRead, mut f: impl FnMut(u64, &[u8]) -> bool) -> io::Result<u64> {
@@ -80,6 +127,19 @@ mod tests {
         })
         .unwrap();
         (out, c)
+    }
+
+    #[test]
+    fn take_lines() {
+        let r = TakeLines::new(io::Cursor::new(b"a\nbb\nccc\n".to_vec()), 2);
+        let mut r: Box<dyn BufRead> = Box::new(r);
+        let mut n = Vec::new();
+        for_each_line(&mut *r, |no, l| {
+            n.push((no, l.to_vec()));
+            true
+        })
+        .unwrap();
+        assert_eq!(n, vec![(1, b"a\n".to_vec()), (2, b"bb\n".to_vec())]);
     }
 
     #[test]

@@ -51,6 +51,13 @@ pub fn report_counts(m: &Machine) -> [u64; ReportKind::COUNT] {
     ReportKind::ALL.map(|k| m.report_count(k))
 }
 
+fn compression_name(c: Compression) -> &'static str {
+    match c {
+        Compression::None => "none",
+        Compression::Zstd => "zstd",
+    }
+}
+
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1u64 << 20) as f64
 }
@@ -75,7 +82,7 @@ impl Report<'_> {
 pub fn human(r: &Report<'_>, w: &mut String) -> std::fmt::Result {
     let (t, c) = (r.trace, r.replay);
     let (preset, ram, cpus, nodes) = &r.machine;
-    writeln!(w, "== kmem replay: {} ({:?}), {} lines", r.path, r.compression, t.lines)?;
+    writeln!(w, "== kmem replay: {} ({}), {} lines", r.path, compression_name(r.compression), t.lines)?;
     writeln!(w, "machine: {preset}, {:.0} MiB RAM, {cpus} CPUs, {nodes} node(s)", mib(*ram))?;
     writeln!(
         w,
@@ -125,7 +132,7 @@ pub fn human(r: &Report<'_>, w: &mut String) -> std::fmt::Result {
     )?;
     writeln!(
         w,
-        "traced failures {}, __GFP_NOFAIL dropped {}, unknown GFP tokens {}, kmalloc-* cache events {}, lost events {}",
+        "traced failures {}, __GFP_NOFAIL dropped {}, unknown GFP tokens {}, kmalloc-* cache events {} (replayed as kmalloc), lost events {}",
         t.traced_failures, t.nofail_dropped, t.gfp_unknown_tokens, t.kmalloc_caches, t.lost_events
     )?;
     writeln!(w, "malformed lines {}, ignored lines {}", t.malformed, t.ignored_lines)?;

@@ -27,7 +27,7 @@ fn shared_trace_replays_and_accounts_for_everything() {
     let (lines, counts) = if cfg!(debug_assertions) { PREFIX } else { FULL };
     let (r, compression) = input::open(&path).unwrap();
     assert_eq!(compression, input::Compression::Zstd);
-    let mut r = std::io::BufReader::new(LineLimit::new(r, lines));
+    let mut r = input::TakeLines::new(r, lines);
     let m = MachineBuilder::new().build().unwrap();
     let mut fe = Frontend::new();
     let mut rp = Replayer::new(&m, false);
@@ -82,33 +82,4 @@ fn shared_trace_replays_and_accounts_for_everything() {
     assert_eq!(m.report_count(ReportKind::SlabBug), 0);
     assert_eq!(m.report_count(ReportKind::BadPage), 0);
     m.verify().unwrap();
-}
-
-/// The first `n` lines of a stream.
-struct LineLimit<R> {
-    inner: R,
-    left: u64,
-}
-
-impl<R> LineLimit<R> {
-    fn new(inner: R, n: u64) -> Self {
-        Self { inner, left: n }
-    }
-}
-
-impl<R: std::io::BufRead> std::io::Read for LineLimit<R> {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        if self.left == 0 || out.is_empty() {
-            return Ok(0);
-        }
-        let buf = self.inner.fill_buf()?;
-        let mut n = buf.len().min(out.len());
-        if let Some(i) = buf[..n].iter().position(|&b| b == b'\n') {
-            n = i + 1;
-            self.left -= 1;
-        }
-        out[..n].copy_from_slice(&buf[..n]);
-        self.inner.consume(n);
-        Ok(n)
-    }
 }
