@@ -19,7 +19,7 @@ JSON output (--json): one object with these keys (stable; counts are integers):
   trace      path, compression (none|zstd), lines, events (all kinds), ignored_lines,
              lost_events, malformed, malformed_first [{line, error, text}] (first 10),
              unknown_events {name: count}, traced_failures, gfp_unknown_tokens,
-             nofail_dropped, kmalloc_cache_events
+             nofail_dropped, kmalloc_cache_events, zero_dropped
   machine    preset, ram_bytes, cpus, nodes
   events, replayed, failures, unmatched_frees, missed_frees
              per event kind: kmalloc, kfree, kmem_cache_alloc, kmem_cache_free,
@@ -68,6 +68,10 @@ pub struct ReplayArgs {
     /// Replay only the first N lines.
     #[arg(long, value_name = "N")]
     pub lines: Option<u64>,
+    /// Drop __GFP_ZERO from every allocation (zeroing pages is memory bandwidth, most of the
+    /// replay's time on page-heavy traces; the replayed memory is never read).
+    #[arg(long)]
+    pub no_zero: bool,
     /// Let the trace's caches merge with compatible ones, as Linux does (off: each cache is
     /// its own, so it is reported on its own).
     #[arg(long)]
@@ -97,6 +101,7 @@ pub fn run(a: &ReplayArgs) -> Result<(), String> {
     };
     let m = a.machine.build()?;
     let mut fe = Frontend::new();
+    fe.set_drop_zero(a.no_zero);
     let mut rp = Replayer::new(&m, a.merge);
     let mut mem = MachineMem::default();
     let live_view = a.top;

@@ -1,7 +1,7 @@
 //! Replay-engine speed on a capture (default: the shared one), parsing excluded: pre-parses
 //! every line, then replays the operations on one machine `KMEM_REPLAY_PASSES` times (default
 //! 2: the first pass also faults the machine's RAM in; later passes find it warm), freeing
-//! everything between passes. For profiling with callgrind:
+//! everything between passes. `KMEM_REPLAY_NOZERO=1` drops `__GFP_ZERO`. For profiling with callgrind:
 //! `cargo run --release -p kmem-trace --example replay_speed -- [TRACE]`.
 
 use std::path::{Path, PathBuf};
@@ -20,6 +20,7 @@ fn main() {
     let passes: usize = std::env::var("KMEM_REPLAY_PASSES").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
     let (mut r, _) = input::open(&path).expect("open trace");
     let mut fe = Frontend::new();
+    fe.set_drop_zero(std::env::var_os("KMEM_REPLAY_NOZERO").is_some());
     let t = Instant::now();
     let ops = parse_all(&mut *r, &mut fe).expect("read trace");
     println!("parse: {} lines in {:.3} s", fe.counts.lines, t.elapsed().as_secs_f64());

@@ -3,8 +3,11 @@
 //! so every name [`Gfp::parse`] knows maps to the same bits.
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 
 use kmem::Gfp;
+
+use crate::keys::KeyHasher;
 
 /// Parses a `gfp_flags=` value token by token. Unknown names are skipped (their bits are not
 /// known) and counted in the second value.
@@ -24,7 +27,7 @@ pub fn parse_gfp(text: &str) -> (Gfp, u32) {
 /// parsed once and looked up after that (no allocation once seen).
 #[derive(Debug, Default)]
 pub struct GfpTable {
-    seen: HashMap<Box<str>, (Gfp, u32)>,
+    seen: HashMap<Box<str>, (Gfp, u32), BuildHasherDefault<KeyHasher>>,
 }
 
 impl GfpTable {

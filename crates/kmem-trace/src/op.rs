@@ -3,11 +3,12 @@
 //! the trace contains (events by kind, unknown events, malformed lines).
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 
 use kmem::Gfp;
 
 use crate::gfp_text::GfpTable;
-use crate::keys::{SlotMap, NO_SLOT};
+use crate::keys::{KeyHasher, SlotMap, NO_SLOT};
 use crate::parse::{parse_line, Event, EventKind, Line, ParseError};
 
 /// The event kinds, in report order.
@@ -142,6 +143,8 @@ pub struct TraceCounts {
     pub nofail_dropped: u64,
     /// `kmem_cache_alloc` of a `kmalloc-*` cache, replayed as kmalloc.
     pub kmalloc_caches: u64,
+    /// Allocations whose `__GFP_ZERO` was dropped ([`Frontend::set_drop_zero`]).
+    pub zero_dropped: u64,
 }
 
 impl TraceCounts {
@@ -155,11 +158,12 @@ impl TraceCounts {
 #[derive(Debug, Default)]
 pub struct Frontend {
     gfp: GfpTable,
-    names: HashMap<Box<str>, u32>,
+    names: HashMap<Box<str>, u32, BuildHasherDefault<KeyHasher>>,
     anon: HashMap<u32, u32>,
     caches: Vec<CacheDef>,
     objs: SlotMap,
     pages: SlotMap,
+    drop_zero: bool,
     /// What the trace held.
     pub counts: TraceCounts,
 }
@@ -168,6 +172,13 @@ impl Frontend {
     /// A front end that has seen nothing.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Drops `__GFP_ZERO` from every allocation (`kmem replay --no-zero`): nothing reads the
+    /// replayed memory, and zeroing is most of the replay's time on a trace full of
+    /// `GFP_HIGHUSER_MOVABLE|__GFP_ZERO` pages (it is memory bandwidth, not allocator work).
+    pub fn set_drop_zero(&mut self, on: bool) {
+        self.drop_zero = on;
     }
 
     /// Objects (slab and kmalloc) and page blocks live in the trace so far: allocated and
@@ -207,8 +218,12 @@ impl Frontend {
     }
 
     fn gfp(&mut self, text: &str) -> Gfp {
-        let (g, unknown) = self.gfp.get(text);
+        let (mut g, unknown) = self.gfp.get(text);
         self.counts.gfp_unknown_tokens += unknown as u64;
+        if self.drop_zero && g.contains(Gfp::ZERO) {
+            self.counts.zero_dropped += 1;
+            g = g.without(Gfp::ZERO);
+        }
         if g.contains(Gfp::NOFAIL) {
             self.counts.nofail_dropped += 1;
             return g.without(Gfp::NOFAIL);

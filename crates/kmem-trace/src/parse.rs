@@ -161,7 +161,7 @@ pub fn parse_line(line: &[u8]) -> Result<Line<'_>, ParseError> {
         }
     }
     let name = tok.next().and_then(|e| e.strip_suffix(b":")).filter(|e| !e.is_empty()).ok_or(ParseError::NoEvent)?;
-    let f = Fields(tok.0);
+    let f = Fields::split(tok.0);
     let kind = match name {
         b"kmalloc" | b"kmalloc_node" => EventKind::Kmalloc {
             ptr: f.hex("ptr")?,
@@ -256,19 +256,35 @@ impl<'a> Iterator for Tokens<'a> {
     }
 }
 
-/// The `key=value` part of a line.
+/// Fields kept per line (the kmem events have at most 8).
+const MAX_FIELDS: usize = 16;
+
+/// The `key=value` part of a line, split once.
 #[derive(Clone, Copy)]
-struct Fields<'a>(&'a [u8]);
+struct Fields<'a> {
+    kv: [(&'a [u8], &'a [u8]); MAX_FIELDS],
+    n: usize,
+}
 
 impl<'a> Fields<'a> {
-    fn get(self, key: &str) -> Option<&'a [u8]> {
-        let key = key.as_bytes();
-        Tokens(self.0).find_map(|t| {
-            let v = t.strip_prefix(key)?;
-            v.strip_prefix(b"=")
-        })
+    fn split(s: &'a [u8]) -> Self {
+        let mut f = Fields { kv: [(&[], &[]); MAX_FIELDS], n: 0 };
+        for t in Tokens(s) {
+            if let Some(eq) = t.iter().position(|&b| b == b'=') {
+                if f.n == MAX_FIELDS {
+                    break;
+                }
+                f.kv[f.n] = (&t[..eq], &t[eq + 1..]);
+                f.n += 1;
+            }
+        }
+        f
     }
-    fn hex(self, key: &'static str) -> Result<u64, ParseError> {
+    fn get(&self, key: &str) -> Option<&'a [u8]> {
+        let key = key.as_bytes();
+        self.kv[..self.n].iter().find(|(k, _)| *k == key).map(|&(_, v)| v)
+    }
+    fn hex(&self, key: &'static str) -> Result<u64, ParseError> {
         let v = self.get(key).ok_or(ParseError::MissingField(key))?;
         if v == b"(null)" {
             return Ok(0);
@@ -276,18 +292,18 @@ impl<'a> Fields<'a> {
         let digits = v.strip_prefix(b"0x").or_else(|| v.strip_prefix(b"0X")).unwrap_or(v);
         parse_hex(digits).ok_or(ParseError::BadNumber(key))
     }
-    fn dec(self, key: &'static str) -> Result<u32, ParseError> {
+    fn dec(&self, key: &'static str) -> Result<u32, ParseError> {
         let v = self.get(key).ok_or(ParseError::MissingField(key))?;
         parse_dec(v).filter(|&n| n <= u32::MAX as u64).map(|n| n as u32).ok_or(ParseError::BadNumber(key))
     }
-    fn order(self) -> Result<u8, ParseError> {
+    fn order(&self) -> Result<u8, ParseError> {
         let o = self.dec("order")?;
         u8::try_from(o).ok().filter(|&o| o < 64).ok_or(ParseError::BadNumber("order"))
     }
-    fn opt_text(self, key: &'static str) -> Result<Option<&'a str>, ParseError> {
+    fn opt_text(&self, key: &'static str) -> Result<Option<&'a str>, ParseError> {
         self.get(key).map(|v| core::str::from_utf8(v).map_err(|_| ParseError::NotUtf8)).transpose()
     }
-    fn text(self, key: &'static str) -> Result<&'a str, ParseError> {
+    fn text(&self, key: &'static str) -> Result<&'a str, ParseError> {
         self.opt_text(key)?.ok_or(ParseError::MissingField(key))
     }
 }

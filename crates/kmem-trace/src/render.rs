@@ -136,6 +136,9 @@ pub fn human(r: &Report<'_>, w: &mut String) -> std::fmt::Result {
         t.traced_failures, t.nofail_dropped, t.gfp_unknown_tokens, t.kmalloc_caches, t.lost_events
     )?;
     writeln!(w, "malformed lines {}, ignored lines {}", t.malformed, t.ignored_lines)?;
+    if t.zero_dropped > 0 {
+        writeln!(w, "__GFP_ZERO dropped (--no-zero) {}", t.zero_dropped)?;
+    }
     for m in &t.malformed_first {
         writeln!(w, "  line {}: {}: {}", m.line, m.error, m.text)?;
     }
