@@ -48,7 +48,7 @@ missed frees are allocations of a pointer still live (the old one is freed first
 #[command(after_long_help = JSON_HELP)]
 pub struct ReplayArgs {
     /// The capture: ftrace text (trace_pipe, trace, `trace-cmd report`), plain or zstd
-    /// (detected from the content).
+    /// (detected from the content); `-` reads standard input.
     pub trace: PathBuf,
     #[command(flatten)]
     pub machine: MachineOpts,
@@ -94,7 +94,8 @@ fn parse_views(names: &[String]) -> Result<Vec<View>, String> {
 pub fn run(a: &ReplayArgs) -> Result<(), String> {
     let views = parse_views(&a.then)?;
     let shown = a.trace.display().to_string();
-    let (reader, compression) = input::open(&a.trace).map_err(|e| format!("cannot read trace {shown}: {e}"))?;
+    let opened = if a.trace.as_os_str() == "-" { input::from_reader(std::io::stdin()) } else { input::open(&a.trace) };
+    let (reader, compression) = opened.map_err(|e| format!("cannot read trace {shown}: {e}"))?;
     let mut reader = match a.lines {
         Some(n) => Box::new(input::TakeLines::new(reader, n)),
         None => reader,

@@ -99,6 +99,22 @@ fn small_trace_then_slabinfo_and_top() {
 }
 
 #[test]
+fn standard_input() {
+    use std::io::Write;
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kmem"))
+        .args(["replay", "-", "--json", "--ram", "64M"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(SMALL.as_bytes()).unwrap();
+    let o = c.wait_with_output().unwrap();
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((v["trace"]["path"].as_str(), v["totals"]["replayed"].as_u64()), (Some("-"), Some(5)));
+}
+
+#[test]
 fn garbage_is_counted_not_fatal() {
     let mut g = b"this is not a trace\n\xff\xfe binary \x00 junk\n".to_vec();
     g.extend_from_slice(SMALL.as_bytes());
