@@ -108,10 +108,10 @@ pub fn run(a: &ReplayArgs) -> Result<(), String> {
     let live_view = a.top;
     let mut next = Instant::now() + Duration::from_millis(500);
     let mut screen = String::new();
-    let timing = replay_stream(&mut *reader, &mut fe, &mut rp, &mut mem, |rp, fe| {
+    let timing = replay_stream(&mut *reader, &mut fe, &mut rp, &mut mem, |rp, lines| {
         if live_view && Instant::now() >= next {
             screen.clear();
-            let _ = render::top(rp, fe.counts.lines, 20, &mut screen);
+            let _ = render::top(rp, lines, 20, &mut screen);
             let _ = std::io::stderr().write_all(screen.as_bytes());
             next = Instant::now() + Duration::from_millis(500);
         }

@@ -11,6 +11,9 @@ const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 /// Bytes of read-ahead for both the file and the decoder's output.
 const BUF: usize = 256 << 10;
 
+/// A trace opened for line reading (it may be read on another thread).
+pub type Reader = Box<dyn BufRead + Send>;
+
 /// How a trace is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
@@ -21,7 +24,7 @@ pub enum Compression {
 }
 
 /// Opens a trace file for line reading.
-pub fn open(path: &Path) -> io::Result<(Box<dyn BufRead>, Compression)> {
+pub fn open(path: &Path) -> io::Result<(Reader, Compression)> {
     let f = File::open(path)?;
     if f.metadata()?.is_dir() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "is a directory"));
@@ -30,7 +33,7 @@ pub fn open(path: &Path) -> io::Result<(Box<dyn BufRead>, Compression)> {
 }
 
 /// Wraps a byte stream (plain or zstd, detected from its first bytes) for line reading.
-pub fn from_reader<R: Read + 'static>(r: R) -> io::Result<(Box<dyn BufRead>, Compression)> {
+pub fn from_reader<R: Read + Send + 'static>(r: R) -> io::Result<(Reader, Compression)> {
     let mut r = BufReader::with_capacity(BUF, r);
     let head = r.fill_buf()?;
     if head.len() >= 4 && head[..4] == ZSTD_MAGIC {

@@ -1,14 +1,15 @@
-//! The streaming driver: parse a batch of lines into operations, replay the batch, sample the
-//! machine, repeat. Timing the replay of whole batches gives the replay-only rate without a
-//! clock read per event.
+//! The streaming driver: one thread parses batches of lines into operations while the other
+//! replays the previous batch and samples the machine. Timing the replay of whole batches
+//! gives the replay-only rate without a clock read per event.
 
 use std::io::{self, BufRead};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use kmem_hosted::Machine;
 
 use crate::input::for_each_line;
-use crate::op::{Frontend, Op};
+use crate::op::{CacheDef, Frontend, Op};
 use crate::replay::Replayer;
 
 /// Operations per batch.
@@ -58,36 +59,64 @@ impl Timing {
     }
 }
 
-/// Replays every line of `r`. `on_batch` runs after each batch (a live view, progress).
+/// A batch from the parsing thread: operations, the caches first named in it, and the lines
+/// read so far.
+type Batch = (Vec<Op>, Vec<CacheDef>, u64);
+
+/// Replays every line of `r`: a second thread reads and parses batches of [`BATCH`]
+/// operations while this one replays the previous batch (the replayer stays on the calling
+/// thread, which it pins to the trace's CPUs). `on_batch(replayer, lines_read)` runs after
+/// each batch (a live view, progress).
 pub fn replay_stream(
-    r: &mut dyn BufRead,
+    r: &mut (dyn BufRead + Send),
     fe: &mut Frontend,
     rp: &mut Replayer<'_>,
     mem: &mut MachineMem,
-    mut on_batch: impl FnMut(&Replayer<'_>, &Frontend),
+    mut on_batch: impl FnMut(&Replayer<'_>, u64),
 ) -> io::Result<Timing> {
     let start = Instant::now();
     let mut replay = Duration::ZERO;
-    let mut batch: Vec<Op> = Vec::with_capacity(BATCH);
     let m = rp.machine();
-    let mut flush = |batch: &mut Vec<Op>, fe: &Frontend, rp: &mut Replayer<'_>| {
-        let t = Instant::now();
-        rp.apply_all(batch, fe.caches());
-        replay += t.elapsed();
-        batch.clear();
-        mem.sample(m);
-        on_batch(rp, fe);
-    };
-    for_each_line(r, |no, line| {
-        if let Some(op) = fe.line(no, line) {
-            batch.push(op);
-            if batch.len() == BATCH {
-                flush(&mut batch, fe, rp);
-            }
+    let (tx, rx) = mpsc::sync_channel::<Batch>(4);
+    let (free_tx, free_rx) = mpsc::channel::<Vec<Op>>();
+    let parsed = std::thread::scope(|s| {
+        let parser = s.spawn(move || {
+            let mut batch = Vec::with_capacity(BATCH);
+            let mut known = fe.caches().len();
+            let mut send = |batch: &mut Vec<Op>, fe: &Frontend| {
+                let next = free_rx.try_recv().unwrap_or_else(|_| Vec::with_capacity(BATCH));
+                let new = fe.caches()[known..].to_vec();
+                known = fe.caches().len();
+                // A closed channel means the replaying side is gone; stop reading.
+                tx.send((std::mem::replace(batch, next), new, fe.counts.lines)).is_ok()
+            };
+            let r = for_each_line(r, |no, line| {
+                if let Some(op) = fe.line(no, line) {
+                    batch.push(op);
+                    if batch.len() == BATCH {
+                        return send(&mut batch, fe);
+                    }
+                }
+                true
+            });
+            send(&mut batch, fe);
+            r
+        });
+        let mut defs: Vec<CacheDef> = Vec::new();
+        for (mut ops, new, lines) in rx {
+            defs.extend(new);
+            let t = Instant::now();
+            rp.apply_all(&ops, &defs);
+            replay += t.elapsed();
+            ops.clear();
+            let _ = free_tx.send(ops);
+            mem.sample(m);
+            on_batch(rp, lines);
         }
-        true
-    })?;
-    flush(&mut batch, fe, rp);
+        parser.join()
+    });
+    let parsed = parsed.map_err(|_| io::Error::other("the trace parser panicked"))?;
+    parsed?;
     Ok(Timing { total: start.elapsed(), replay })
 }
 
