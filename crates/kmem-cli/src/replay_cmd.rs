@@ -33,7 +33,7 @@ JSON output (--json): one object with these keys (stable; counts are integers):
              machine_used_pages, machine_peak_used_pages
   caches     [{name, bytes_req, bytes_alloc, objsize, objperslab, pagesperslab, live,
              active_objs, num_objs, num_slabs, waste_bytes, frag_pct, slab_tail_bytes,
-             size_mismatches}], most waste first
+             size_mismatches, missed_frees}], most waste first
   reports    the machine's report counts: bad_page, page_alloc_failure, warning,
              sleep_in_atomic, slab_bug, info
   audit      ok, live_objects, live_blocks, caches_checked, mismatches [{cache, expected,

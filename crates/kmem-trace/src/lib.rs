@@ -34,6 +34,10 @@
 //!   slabs; kmem's caches take their own, so those pages are counted twice.
 //! - `__GFP_NOFAIL` is dropped (and counted): kmem has no reclaim, so a single-threaded replay
 //!   waiting for memory would wait forever.
+//! - Frees the capture does not show are *missed frees*: in the shared capture 23,466 of
+//!   23,468 are `maple_node` objects, which that kernel frees by a path that traces no
+//!   `kmem_cache_free` (RCU-deferred frees); the replay frees the old object when its pointer
+//!   is allocated again.
 //! - The replay is single-threaded: it moves between the machine's CPUs as the trace does.
 
 pub mod gfp_text;

@@ -183,6 +183,12 @@ pub fn human(r: &Report<'_>, w: &mut String) -> std::fmt::Result {
             writeln!(w, "  ({} allocations with another bytes_alloc; the first size was kept)", row.size_mismatches)?;
         }
     }
+    let mut missed: Vec<&CacheRow> = r.caches.iter().filter(|c| c.missed_frees > 0).collect();
+    missed.sort_by_key(|c| std::cmp::Reverse(c.missed_frees));
+    if !missed.is_empty() {
+        let list: Vec<String> = missed.iter().take(5).map(|c| format!("{} {}", c.name, c.missed_frees)).collect();
+        writeln!(w, "missed frees by cache (freed by a path the capture did not trace): {}", list.join(", "))?;
+    }
     let reports: Vec<String> =
         REPORT_NAMES.iter().zip(r.reports).filter(|(_, n)| *n > 0).map(|(k, n)| format!("{k}={n}")).collect();
     writeln!(w, "\nmachine reports: {}", if reports.is_empty() { "none".into() } else { reports.join(" ") })?;
@@ -273,7 +279,7 @@ pub fn json(r: &Report<'_>, out: &mut String) {
         j.u("pagesperslab", row.pagesperslab as u64).u("live", row.live).u("active_objs", row.active_objs as u64);
         j.u("num_objs", row.num_objs as u64).u("num_slabs", row.num_slabs as u64).u("waste_bytes", row.waste_bytes);
         j.f("frag_pct", row.frag_pct).u("slab_tail_bytes", row.slab_tail_bytes as u64);
-        j.u("size_mismatches", row.size_mismatches).end();
+        j.u("size_mismatches", row.size_mismatches).u("missed_frees", row.missed_frees).end();
     }
     j.end_array().begin(Some("reports"));
     for (k, n) in REPORT_NAMES.iter().zip(r.reports) {

@@ -113,6 +113,8 @@ pub struct Replayer<'m> {
     sizes: Vec<u32>,
     /// Live objects per cache.
     live: Vec<u64>,
+    /// Missed frees per cache (allocations over a live object of the cache).
+    missed: Vec<u64>,
     /// Live objects by slot ([`Op::slot`]).
     objs: Vec<Option<Obj>>,
     /// Live page blocks by slot.
@@ -155,6 +157,7 @@ impl<'m> Replayer<'m> {
             slots: Vec::new(),
             sizes: Vec::new(),
             live: Vec::new(),
+            missed: Vec::new(),
             objs: Vec::new(),
             pages: Vec::new(),
             nr_objs: 0,
@@ -180,6 +183,11 @@ impl<'m> Replayer<'m> {
             Some(Slot::Made(c)) => Some(c),
             _ => None,
         }
+    }
+
+    /// Missed frees of objects of trace cache `i` (allocations over one still live).
+    pub fn missed_in_cache(&self, i: usize) -> u64 {
+        self.missed.get(i).copied().unwrap_or(0)
     }
 
     /// Live objects of trace cache `i`.
@@ -256,6 +264,7 @@ impl<'m> Replayer<'m> {
             self.slots.push(Slot::Unmade);
             self.sizes.push(0);
             self.live.push(0);
+            self.missed.push(0);
         }
         let Some(def) = caches.get(i) else {
             self.slots[i] = Slot::Failed;
@@ -403,6 +412,9 @@ impl<'m> Replayer<'m> {
     fn forget_obj(&mut self, slot: u32, kind: usize) {
         if let Some(old) = self.take_obj(slot) {
             self.counts.missed_frees[kind] += 1;
+            if old.cache < KMALLOC_BASE {
+                self.missed[old.cache as usize] += 1;
+            }
             self.free_obj(old);
         }
     }

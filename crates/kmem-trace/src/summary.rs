@@ -42,6 +42,8 @@ pub struct CacheRow {
     pub slab_tail_bytes: usize,
     /// Later allocations with another `bytes_alloc` (the first was kept).
     pub size_mismatches: u64,
+    /// Allocations over a live object of this cache (its free was not traced).
+    pub missed_frees: u64,
 }
 
 /// The rows of every cache the replay made, most waste first.
@@ -70,6 +72,7 @@ pub fn cache_rows(rp: &Replayer<'_>, defs: &[CacheDef]) -> Vec<CacheRow> {
                 frag_pct: 100.0 * info.objsize.saturating_sub(d.bytes_req as usize) as f64 / info.objsize.max(1) as f64,
                 slab_tail_bytes: (info.pagesperslab * PAGE_SIZE).saturating_sub(info.objperslab * info.objsize),
                 size_mismatches: d.size_mismatches,
+                missed_frees: rp.missed_in_cache(i),
             })
         })
         .collect();
