@@ -83,6 +83,7 @@ fn missed_and_cross_kind_frees() {
     let (_, rp) = replay(&m, &t);
     let c = &rp.counts;
     assert_eq!(c.missed_frees[Kind::CacheAlloc as usize], 1);
+    assert_eq!(rp.missed_in_cache(0), 1);
     assert_eq!(c.cross_kind_frees, 2);
     assert_eq!(rp.live(), (0, 0));
     assert_eq!(c.live_bytes, [0; 4]);
