@@ -18,6 +18,8 @@
 #   crates/kmem/src/slab/loom_tests.rs          slab per-CPU freelist (fast pop/push against a
 #                                               slow path's lock_word/set_active), remote frees
 #                                               into a frozen slab against take_freelist
+#   crates/kmem/src/vmalloc/loom_tests.rs       vmalloc recycle slots: put/take/drain from two
+#                                               CPUs, every area owned exactly once
 #   crates/kmem-hosted/src/cpu_slot/loom_tests.rs  hosted CPU slot: per-CPU sections, nesting
 # Other LOOM_* variables are loom's own (LOOM_LOG, LOOM_CHECKPOINT_FILE, ...).
 set -euo pipefail

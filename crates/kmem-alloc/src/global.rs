@@ -162,6 +162,9 @@ fn build() -> Option<Machine> {
         .zone_layout(ZoneLayout { dma_end: None, dma32_end: None, highmem_start: None })
         .cpus(cpus)
         .hotplug_max(hotplug_max())
+        // The RAM becomes private anonymous memory (for fork), which a memfd alias could not
+        // see: no vmalloc range; huge blocks come from host mappings instead.
+        .vmalloc_size(0)
         .no_alloc_reports(true)
         .build()
         .ok()

@@ -1,13 +1,17 @@
 //! The `kmem` command: boot a simulated machine, run kernel-like allocation work on it, and
-//! look at the result through Linux's /proc views.
+//! look at the result through Linux's /proc views and a page-frame map.
 
+mod demo;
 mod opts;
+mod pfmap;
+mod phases;
 mod replay_cmd;
 mod views;
 mod workload;
 
 use std::process::ExitCode;
 
+use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 
 use crate::opts::MachineOpts;
@@ -23,17 +27,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Boot the default machine, run an allocation workload, print the /proc views.
-    Demo {
-        #[command(flatten)]
-        machine: MachineOpts,
-        /// Seconds of workload.
-        #[arg(long, default_value_t = 2.0)]
-        duration: f64,
-        /// Workload random seed.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-    },
+    /// Boot a machine, run the allocation workload phases, print the /proc views and write a
+    /// page-frame map (PNG and SVG).
+    Demo(demo::DemoArgs),
     /// Boot a machine, run the demo workload briefly, and print one /proc view.
     Proc {
         /// Which view.
@@ -52,14 +48,36 @@ enum Cmd {
     Replay(replay_cmd::ReplayArgs),
 }
 
+/// Parses the command line. Help and version go to stdout as usual; a usage error becomes
+/// one `kmem: error: ...` line on stderr and exit status 2.
+fn parse() -> Result<Cli, ExitCode> {
+    match Cli::try_parse() {
+        Ok(cli) => Ok(cli),
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => e.exit(),
+        Err(e) if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+        Err(e) => {
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            // Keep clap's list of accepted values on the same line.
+            let values = text.lines().map(str::trim).find(|l| l.starts_with("[possible values:"));
+            let values = values.map(|v| format!(" {v}")).unwrap_or_default();
+            eprintln!("kmem: {first}{values} (see kmem --help)");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
 fn main() -> ExitCode {
     // Die quietly on a closed pipe (`kmem demo | head`), as C tools do, instead of panicking.
     // SAFETY: called first thing in main, before any other thread exists; SIG_DFL is a valid
     // disposition for SIGPIPE.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    let cli = Cli::parse();
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     let r = match cli.cmd {
-        Cmd::Demo { machine, duration, seed } => workload::demo(&machine, duration, seed),
+        Cmd::Demo(args) => demo::demo(&args),
         Cmd::Proc { view, machine, duration, seed } => views::proc_cmd(view, &machine, duration, seed),
         Cmd::Replay(a) => replay_cmd::run(&a),
     };

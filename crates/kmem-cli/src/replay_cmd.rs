@@ -55,8 +55,8 @@ pub struct ReplayArgs {
     /// Print one JSON object (keys: see --help) instead of the report.
     #[arg(long)]
     pub json: bool,
-    /// After the replay, print a /proc view: buddyinfo, pagetypeinfo, zoneinfo, meminfo,
-    /// slabinfo (repeatable).
+    /// After the replay, print a /proc view (repeatable): any view `kmem proc` knows
+    /// (buddyinfo, slabinfo, meminfo...).
     #[arg(long = "then", value_name = "VIEW")]
     pub then: Vec<String>,
     /// Show the busiest caches (slabtop-style) on stderr while replaying, every 0.5 s.

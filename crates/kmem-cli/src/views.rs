@@ -6,7 +6,7 @@ use kmem_hosted::Machine;
 use crate::opts::MachineOpts;
 use crate::workload;
 
-/// A /proc file kmem can render.
+/// A /proc (or debugfs) file kmem can render.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum View {
     /// /proc/buddyinfo
@@ -19,11 +19,28 @@ pub enum View {
     Meminfo,
     /// /proc/slabinfo
     Slabinfo,
+    /// /sys/kernel/debug/extfrag/unusable_index
+    #[value(name = "unusable_index", alias = "unusable-index")]
+    UnusableIndex,
+    /// /sys/kernel/debug/extfrag/extfrag_index
+    #[value(name = "extfrag_index", alias = "extfrag-index")]
+    ExtfragIndex,
+    /// /proc/vmallocinfo
+    Vmallocinfo,
 }
 
 impl View {
-    /// Every view, in the order the demo prints them.
-    pub const ALL: [View; 5] = [View::Buddyinfo, View::Pagetypeinfo, View::Zoneinfo, View::Meminfo, View::Slabinfo];
+    /// The views the demo prints, in order.
+    pub const ALL: [View; 8] = [
+        View::Buddyinfo,
+        View::Pagetypeinfo,
+        View::Zoneinfo,
+        View::Meminfo,
+        View::Slabinfo,
+        View::Vmallocinfo,
+        View::UnusableIndex,
+        View::ExtfragIndex,
+    ];
 
     /// The file name.
     pub fn name(self) -> &'static str {
@@ -33,6 +50,17 @@ impl View {
             View::Zoneinfo => "zoneinfo",
             View::Meminfo => "meminfo",
             View::Slabinfo => "slabinfo",
+            View::UnusableIndex => "unusable_index",
+            View::ExtfragIndex => "extfrag_index",
+            View::Vmallocinfo => "vmallocinfo",
+        }
+    }
+
+    /// The file's path on Linux.
+    pub fn path(self) -> String {
+        match self {
+            View::UnusableIndex | View::ExtfragIndex => format!("/sys/kernel/debug/extfrag/{}", self.name()),
+            _ => format!("/proc/{}", self.name()),
         }
     }
 
@@ -45,6 +73,9 @@ impl View {
             View::Zoneinfo => kmem::proc::zoneinfo(m, &mut s),
             View::Meminfo => kmem::proc::meminfo(m, &mut s),
             View::Slabinfo => kmem::proc::slabinfo(m, &mut s),
+            View::UnusableIndex => kmem::proc::unusable_index(m, &mut s),
+            View::ExtfragIndex => kmem::proc::extfrag_index(m, &mut s),
+            View::Vmallocinfo => kmem::proc::vmallocinfo(m, &mut s),
         };
         r.expect("writing to a String cannot fail");
         s
@@ -53,10 +84,15 @@ impl View {
 
 /// `kmem proc VIEW`.
 pub fn proc_cmd(view: View, opts: &MachineOpts, duration: f64, seed: u64) -> Result<(), String> {
+    let duration = crate::demo::check_duration(duration)?;
     let m = opts.build()?;
     let caches = workload::DemoCaches::new(&m)?;
     let held = workload::run(&m, &caches, duration, seed, false);
+    let vheld = (duration > 0.0).then(|| crate::phases::vmalloc_phase(&m, seed));
     print!("{}", view.render(&m));
     held.release(&m, &caches);
+    if let Some(v) = vheld {
+        v.release(&m);
+    }
     Ok(())
 }

@@ -7,13 +7,11 @@ use std::time::{Duration, Instant};
 
 use std::ptr::NonNull;
 
-use kmem::{Cache, Gfp, PageRef, PerCpuVar, ReportKind, SlabFlags, PAGE_SIZE};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use kmem::{Cache, Gfp, PageRef, PerCpuVar, SlabFlags};
 use kmem_hosted::{in_irq, pin_current_thread, HostedPlatform, Machine};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-
-use crate::opts::MachineOpts;
-use crate::views::View;
 
 /// The demo's slab caches, shaped like the kernel's (sizes and flags of a 6.x x86-64 kernel).
 pub struct DemoCaches<'m> {
@@ -21,7 +19,7 @@ pub struct DemoCaches<'m> {
 }
 
 /// (name, object size, flags).
-const CACHES: [(&str, usize, SlabFlags); 5] = [
+pub const CACHES: [(&str, usize, SlabFlags); 5] = [
     ("task_struct", 9856, SlabFlags::HWCACHE_ALIGN.union(SlabFlags::ACCOUNT)),
     ("dentry", 192, SlabFlags::RECLAIM_ACCOUNT.union(SlabFlags::HWCACHE_ALIGN)),
     ("inode_cache", 600, SlabFlags::RECLAIM_ACCOUNT.union(SlabFlags::HWCACHE_ALIGN)),
@@ -94,8 +92,15 @@ fn pick(rng: &mut SmallRng) -> (Gfp, u32) {
     (gfp | Gfp::NOWARN, order)
 }
 
-/// Runs the workload for `secs` on every CPU of `m`. Returns what stays allocated.
+/// Runs the workload for `secs` on every CPU of `m`. Returns what stays allocated. With
+/// `progress`, shows a progress bar on a terminal and prints a summary.
 pub fn run(m: &Machine, caches: &DemoCaches<'_>, secs: f64, seed: u64, progress: bool) -> Held {
+    run_with(m, caches, secs, seed, progress, progress)
+}
+
+/// [`run`], with the summary (`summary`) and the progress bar on stderr (`bar`, drawn only
+/// when stderr is a terminal) chosen separately.
+pub fn run_with(m: &Machine, caches: &DemoCaches<'_>, secs: f64, seed: u64, summary: bool, bar: bool) -> Held {
     let stats = Stats::new(m);
     let end = Instant::now() + Duration::from_secs_f64(secs.max(0.0));
     let cpus = m.nr_cpus();
@@ -109,13 +114,16 @@ pub fn run(m: &Machine, caches: &DemoCaches<'_>, secs: f64, seed: u64, progress:
                     .expect("spawn worker")
             })
             .collect();
-        if progress && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-            while Instant::now() < end {
-                std::thread::sleep(Duration::from_millis(250));
+        if bar {
+            let pb = progress_bar((secs * 1000.0) as u64, "workload");
+            while Instant::now() < end && !pb.is_hidden() {
+                std::thread::sleep(Duration::from_millis(100));
                 let (a, f) = (m.per_cpu_sum(stats.allocs) + m.per_cpu_sum(stats.objs), m.per_cpu_sum(stats.frees));
-                eprint!("\r  {a:>10} allocations, {f:>10} frees");
+                let left = end.saturating_duration_since(Instant::now()).as_secs_f64();
+                pb.set_position(((secs - left).max(0.0) * 1000.0) as u64);
+                pb.set_message(format!("{a} allocations, {f} frees"));
             }
-            eprint!("\r{:60}\r", "");
+            pb.finish_and_clear();
         }
         let (mut blocks, mut objs) = (Vec::new(), Vec::new());
         for h in handles {
@@ -125,7 +133,7 @@ pub fn run(m: &Machine, caches: &DemoCaches<'_>, secs: f64, seed: u64, progress:
         }
         (blocks, objs)
     });
-    if progress {
+    if summary {
         let a = m.per_cpu_sum(stats.allocs) + m.per_cpu_sum(stats.objs);
         println!(
             "  {a} allocations ({} page blocks, {} slab objects; {:.1} M/s), {} frees, {} from IRQ context, {} failed (NOWARN)",
@@ -189,6 +197,18 @@ fn cpu_loop(m: &Machine, caches: &DemoCaches<'_>, cpu: usize, seed: u64, end: In
     }
     let blocks = live.into_iter().map(|(p, o)| (p.pfn().as_usize(), o)).collect();
     (blocks, objs.into_iter().map(|(ci, p)| (ci, p.as_ptr() as usize)).collect())
+}
+
+/// A progress bar on stderr for `phase`, `len` steps long (hidden when stderr is not a
+/// terminal).
+pub fn progress_bar(len: u64, phase: &str) -> ProgressBar {
+    let pb = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template("  {prefix:>8} [{bar:24}] {elapsed:>3} {wide_msg}")
+        .expect("a valid template")
+        .progress_chars("=> ");
+    pb.set_style(style);
+    pb.set_prefix(phase.to_owned());
+    pb
 }
 
 /// Index in a CPU's object list meaning "a kmalloc allocation" rather than a named cache.
@@ -266,130 +286,5 @@ fn free_obj(m: &Machine, caches: &DemoCaches<'_>, ci: usize, p: NonNull<u8>) {
     } else {
         // SAFETY: ours, allocated from this cache.
         unsafe { m.kmem_cache_free(&caches.caches[ci], p) };
-    }
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1u64 << 20) as f64
-}
-
-/// `kmem demo`.
-pub fn demo(opts: &MachineOpts, secs: f64, seed: u64) -> Result<(), String> {
-    let t = Instant::now();
-    let m = opts.build()?;
-    let boot_time = t.elapsed();
-    let b = m.boot_info();
-    println!(
-        "== kmem demo: {} machine, {:.0} MiB RAM, {} CPUs, {} node(s)",
-        m.preset(),
-        mib(b.ram_bytes),
-        m.nr_cpus(),
-        m.nr_nodes()
-    );
-    println!("booted in {:.1} ms; min_free_kbytes = {}", boot_time.as_secs_f64() * 1e3, m.min_free_kbytes());
-    for z in m.zones().filter(|z| z.is_populated()) {
-        println!(
-            "  Node {} {:<7} pfn {:#9x}-{:#9x}  present {:>8}  managed {:>8} pages",
-            z.node(),
-            z.name(),
-            z.start_pfn().as_usize(),
-            z.end_pfn().as_usize(),
-            z.present_pages(),
-            z.managed_pages()
-        );
-    }
-    let frames = b.ram_bytes / PAGE_SIZE as u64;
-    let absent = m.memmap().nr_sections() - b.present_sections;
-    println!("\n== page descriptors (struct page)");
-    println!(
-        "  {} bytes per {}-byte frame = {:.2}% of RAM: {:.1} MiB for {} frames in {} present 128 MiB sections",
-        kmem::Page::SIZE,
-        PAGE_SIZE,
-        100.0 * kmem::Page::SIZE as f64 / PAGE_SIZE as f64,
-        mib(b.memmap_bytes),
-        frames,
-        b.present_sections
-    );
-    println!("  {absent} section(s) without RAM (holes) have no descriptors; Linux's 64-byte struct page would need {:.1} MiB", mib(b.memmap_bytes * 2));
-    println!(
-        "  all kmem metadata carved at boot: {:.1} MiB ({:.2}% of RAM), reserved in total: {:.1} MiB",
-        mib(b.metadata_bytes),
-        100.0 * b.metadata_bytes as f64 / b.ram_bytes as f64,
-        mib(b.reserved_bytes)
-    );
-
-    println!("\n== workload: {secs:.1} s on {} CPUs (GFP_KERNEL, GFP_HIGHUSER_MOVABLE, __GFP_COMP, GFP_DMA32, GFP_DMA; GFP_ATOMIC from IRQ context)", m.nr_cpus());
-    let caches = DemoCaches::new(&m)?;
-    println!(
-        "  slab caches: {}; kmalloc of 8 B to 64 KiB (GFP_ATOMIC from IRQ context too)",
-        CACHES.iter().map(|c| c.0).collect::<Vec<_>>().join(", ")
-    );
-    let held = run(&m, &caches, secs, seed, true);
-
-    println!("\n== misuse is reported, not fatal");
-    let p = m.alloc_pages(Gfp::KERNEL, 0).map_err(|e| e.to_string())?;
-    // SAFETY: ours; the second free is the deliberate misuse being demonstrated.
-    unsafe {
-        m.__free_pages(p, 0);
-        m.__free_pages(p, 0);
-    }
-    print_indented(&m.reports().texts(ReportKind::BadPage).pop().unwrap_or_default());
-    let huge: Vec<_> = std::iter::from_fn(|| m.alloc_pages(Gfp::KERNEL | Gfp::DMA | Gfp::NOWARN, 10).ok()).collect();
-    let _ = m.alloc_pages(Gfp::KERNEL | Gfp::DMA, 10);
-    if let Some(t) = m.reports().texts(ReportKind::PageAllocFailure).pop() {
-        print_indented(&t.lines().take(3).collect::<Vec<_>>().join("\n"));
-        println!("  ...");
-    }
-    for h in huge {
-        // SAFETY: ours.
-        unsafe { m.__free_pages(h, 10) };
-    }
-    slab_misuse(&m)?;
-    println!(
-        "  reports so far: BadPage={} PageAllocFailure={} Warning={} SlabBug={}",
-        m.report_count(ReportKind::BadPage),
-        m.report_count(ReportKind::PageAllocFailure),
-        m.report_count(ReportKind::Warning),
-        m.report_count(ReportKind::SlabBug)
-    );
-
-    for v in View::ALL {
-        println!("\n== /proc/{}", v.name());
-        print!("{}", v.render(&m));
-    }
-    held.release(&m, &caches);
-    drop(caches);
-    m.verify().map_err(|e| format!("free lists inconsistent after the demo: {e:?}"))?;
-    println!("\n== all memory returned; free lists verified");
-    Ok(())
-}
-
-/// A red-zoned, poisoned, tracked cache (`slub_debug=FZPU` for one cache) catching a write
-/// one byte past an object: Linux's report, then the repair.
-fn slab_misuse(m: &Machine) -> Result<(), String> {
-    let flags = SlabFlags::CONSISTENCY_CHECKS | SlabFlags::RED_ZONE | SlabFlags::POISON | SlabFlags::STORE_USER;
-    let c = m.kmem_cache_create("demo_debug", 60, 0, flags, None).map_err(|e| e.to_string())?;
-    let p = m.kmem_cache_alloc(&c, Gfp::KERNEL).map_err(|e| e.to_string())?;
-    // SAFETY: the deliberate overrun being demonstrated: one byte past the 60-byte object,
-    // into its right red zone, which is slab memory of this cache (the object's slot).
-    unsafe { p.as_ptr().add(60).write(0x00) };
-    // SAFETY: ours.
-    unsafe { m.kmem_cache_free(&c, p) };
-    let text = m.reports().texts(ReportKind::SlabBug).pop().unwrap_or_default();
-    let keep: Vec<&str> =
-        text.lines().filter(|l| !l.starts_with("Object   ") && !l.starts_with("Padding  ") && !l.is_empty()).collect();
-    print_indented(&keep.join("\n"));
-    // The object was not freed (its red zone was wrong), so destroy finds it: the cache is
-    // reported as leaking and kept, as Linux does (it stays in /proc/slabinfo below).
-    drop(c);
-    if let Some(t) = m.reports().texts(ReportKind::SlabBug).pop() {
-        print_indented(t.lines().nth(1).unwrap_or_default());
-    }
-    Ok(())
-}
-
-fn print_indented(s: &str) {
-    for l in s.lines() {
-        println!("  | {l}");
     }
 }

@@ -82,6 +82,9 @@ pub struct MachineBuilder {
     slab_nomerge: bool,
     hotplug: u64,
     no_alloc_reports: bool,
+    vmalloc: Option<u64>,
+    vmap_lazy_max: Option<usize>,
+    vmalloc_recycle: bool,
 }
 
 impl Default for MachineBuilder {
@@ -107,6 +110,9 @@ impl MachineBuilder {
             slab_nomerge: false,
             hotplug: 0,
             no_alloc_reports: false,
+            vmalloc: None,
+            vmap_lazy_max: None,
+            vmalloc_recycle: true,
         }
     }
     /// Architecture preset.
@@ -180,6 +186,25 @@ impl MachineBuilder {
         self.no_alloc_reports = on;
         self
     }
+    /// Bytes of the vmalloc range (`VMALLOC_TOTAL`), reserved as `PROT_NONE` address space;
+    /// 0: no vmalloc. Default: 32 GiB on x86-64, 120 MiB on x86-32 (what is left of its 1 GiB
+    /// kernel space above the 896 MiB direct map and the 8 MiB gap).
+    pub fn vmalloc_size(mut self, bytes: u64) -> Self {
+        self.vmalloc = Some(bytes);
+        self
+    }
+    /// `lazy_max_pages()` override: lazily freed vmalloc pages that trigger a purge
+    /// (default: Linux's `fls(cpus) * 32 MiB / PAGE_SIZE`). Each lazy area keeps a host
+    /// mapping until its purge, so processes with very many machines may lower it.
+    pub fn vmap_lazy_max_pages(mut self, pages: usize) -> Self {
+        self.vmap_lazy_max = Some(pages);
+        self
+    }
+    /// Recycle freed small vmalloc areas per CPU (default on; see `kmem::vmalloc::recycle`).
+    pub fn vmalloc_recycle(mut self, on: bool) -> Self {
+        self.vmalloc_recycle = on;
+        self
+    }
     /// Also print every report to stderr.
     pub fn echo_reports(mut self, on: bool) -> Self {
         self.echo = on;
@@ -224,7 +249,20 @@ impl MachineBuilder {
         let dm = DirectMap { base: VirtAddr::new(ram.base()), limit };
         let log = Arc::new(if self.no_alloc_reports { ReportLog::stderr_only() } else { ReportLog::new(self.echo) });
         let cpus = crate::cpus::Cpus::new(self.cpus, self.migrate_every);
-        let platform = HostedPlatform::new(cpus, dm, ram.base(), ram.len(), log.clone());
+        let vsize = self.vmalloc.unwrap_or(match self.preset {
+            Preset::X86_64 => 32 * GIB,
+            Preset::X86_32 => 120 * MIB,
+        });
+        let vspace = if vsize == 0 {
+            None
+        } else {
+            Some(crate::vspace::VSpace::reserve(vsize as usize).map_err(|e| BuildError::Ram(RamError::Os("mmap", e)))?)
+        };
+        let vrange = vspace.as_ref().map(|v| {
+            let (s, e) = v.range();
+            (ram.raw_fd(), s, e)
+        });
+        let platform = HostedPlatform::new(cpus, dm, ram.base(), ram.len(), log.clone(), vrange);
         let nodes = regions.iter().map(|r| r.node as usize + 1).max().unwrap_or(1);
         let mut cfg = BootConfig::new(&regions, layout);
         cfg.nr_nodes = nodes;
@@ -233,6 +271,8 @@ impl MachineBuilder {
         if self.hotplug > 0 {
             cfg.hotplug_end = Some(PhysAddr::new(self.hotplug));
         }
+        cfg.vmap_lazy_max_pages = self.vmap_lazy_max;
+        cfg.vmalloc_recycle = self.vmalloc_recycle;
         let reserve = self.reserve.clone();
         // SAFETY: every usable region lies inside `ram`'s mapping, which is read-write there,
         // ours alone, and outlives the Kmem (Machine drops its Kmem before its Ram).
@@ -245,7 +285,7 @@ impl MachineBuilder {
             })
         }
         .map_err(BuildError::Boot)?;
-        Ok(Machine::new(kmem, ram, log, regions, self.preset))
+        Ok(Machine::new(kmem, vspace, ram, log, regions, self.preset))
     }
 }
 

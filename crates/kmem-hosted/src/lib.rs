@@ -1,7 +1,9 @@
 //! # kmem-hosted: kmem machines inside an ordinary Linux process
 //!
 //! Physical RAM is a sparse memfd; the direct map is one `mmap` of it, with holes and
-//! firmware ranges `PROT_NONE`. Threads are CPUs. Several machines can live in one process.
+//! firmware ranges `PROT_NONE`. Threads are CPUs. The vmalloc range is a reserved
+//! `PROT_NONE` region where vmalloc maps RAM pages by memfd offset, so guard pages fault.
+//! Several machines can live in one process.
 //!
 //! ```
 //! use kmem::{Gfp, ReportKind};
@@ -22,9 +24,11 @@ pub mod cpus;
 mod machine;
 mod platform;
 mod ram;
+mod vspace;
 
 pub use builder::{BuildError, MachineBuilder, Preset};
 pub use cpus::{in_irq, pin_current_thread};
 pub use machine::{HotAddError, Machine};
 pub use platform::{HostedPlatform, ReportLog};
 pub use ram::{Ram, RamError};
+pub use vspace::VSpace;

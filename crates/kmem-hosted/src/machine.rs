@@ -8,13 +8,16 @@ use kmem::{Kmem, MemRegion, PhysAddr};
 use crate::builder::Preset;
 use crate::platform::{HostedPlatform, ReportLog};
 use crate::ram::Ram;
+use crate::vspace::VSpace;
 
 /// A kmem machine living in this process. Derefs to [`Kmem`] for the whole API; share it
 /// between threads by reference (`std::thread::scope`) or in an `Arc`.
 #[derive(Debug)]
 pub struct Machine {
-    // Field order matters: the Kmem (and its state inside RAM) goes before the RAM mapping.
+    // Field order matters: the Kmem (and its state inside RAM) goes before the vmalloc
+    // reservation and the RAM mapping.
     kmem: Kmem<HostedPlatform>,
+    _vspace: Option<VSpace>,
     ram: Ram,
     log: Arc<ReportLog>,
     regions: Vec<MemRegion>,
@@ -25,12 +28,13 @@ pub struct Machine {
 impl Machine {
     pub(crate) fn new(
         kmem: Kmem<HostedPlatform>,
+        vspace: Option<VSpace>,
         ram: Ram,
         log: Arc<ReportLog>,
         regions: Vec<MemRegion>,
         preset: Preset,
     ) -> Self {
-        Self { kmem, ram, log, regions, preset, hotplug: std::sync::Mutex::new(()) }
+        Self { kmem, _vspace: vspace, ram, log, regions, preset, hotplug: std::sync::Mutex::new(()) }
     }
     /// The reports made so far, with their texts.
     pub fn reports(&self) -> &ReportLog {

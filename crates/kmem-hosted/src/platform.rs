@@ -13,7 +13,10 @@ use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use kmem::{CpuId, DirectMap, IrqState, Pfn, Platform, ReportKind, TaskId, VirtAddr};
+use kmem::{
+    CpuId, DirectMap, IrqState, MapError, PageProt, PageTableAlloc, Pfn, Platform, ReportKind, TaskId, TlbFlush,
+    VirtAddr,
+};
 
 use crate::cpus::{self, Cpus};
 
@@ -66,11 +69,20 @@ pub struct HostedPlatform {
     ram_base: usize,
     ram_len: usize,
     log: Arc<ReportLog>,
+    /// The RAM memfd and the vmalloc range, if the machine has one.
+    vmalloc: Option<(std::os::fd::RawFd, usize, usize)>,
 }
 
 impl HostedPlatform {
-    pub(crate) fn new(cpus: Cpus, direct_map: DirectMap, ram_base: usize, ram_len: usize, log: Arc<ReportLog>) -> Self {
-        Self { cpus: Arc::new(cpus), direct_map, ram_base, ram_len, log }
+    pub(crate) fn new(
+        cpus: Cpus,
+        direct_map: DirectMap,
+        ram_base: usize,
+        ram_len: usize,
+        log: Arc<ReportLog>,
+        vmalloc: Option<(std::os::fd::RawFd, usize, usize)>,
+    ) -> Self {
+        Self { cpus: Arc::new(cpus), direct_map, ram_base, ram_len, log, vmalloc }
     }
     /// The report log.
     pub fn log(&self) -> &ReportLog {
@@ -101,6 +113,10 @@ impl fmt::Write for StackBuf {
     }
 }
 
+fn libc_einval() -> i32 {
+    rustix::io::Errno::INVAL.raw_os_error()
+}
+
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     *EPOCH.get_or_init(Instant::now)
@@ -109,7 +125,8 @@ fn epoch() -> Instant {
 // SAFETY: the direct map is the machine's RAM mapping (`Ram`), which the `Machine` keeps alive
 // longer than the `Kmem` using this platform, and maps every usable range read-write;
 // `current_cpu` is reduced modulo the fixed number of CPU slots; `map_temporary` returns an
-// address inside the RAM mapping for any frame below its end.
+// address inside the RAM mapping for any frame below its end; the vmalloc range is the
+// machine's own `VSpace` reservation, disjoint from RAM, and lives as long as the Kmem.
 unsafe impl Platform for HostedPlatform {
     fn nr_cpus(&self) -> usize {
         self.cpus.nr()
@@ -172,6 +189,34 @@ unsafe impl Platform for HostedPlatform {
         }
         let t = std::thread::current();
         TaskId::new(tid, t.name().unwrap_or("kmem"))
+    }
+    fn vmalloc_range(&self) -> Option<(VirtAddr, VirtAddr)> {
+        self.vmalloc.map(|(_, s, e)| (VirtAddr::new(s), VirtAddr::new(e)))
+    }
+    unsafe fn map_kernel_pages(
+        &self,
+        va: VirtAddr,
+        pfn: Pfn,
+        npages: usize,
+        prot: PageProt,
+        _tables: &mut dyn PageTableAlloc,
+    ) -> Result<(), MapError> {
+        let (fd, s, e) = self.vmalloc.ok_or(MapError::Unsupported)?;
+        let end = va.as_usize() + npages * kmem::PAGE_SIZE;
+        let frames_end = (pfn.as_usize() + npages) * kmem::PAGE_SIZE;
+        if va.as_usize() < s || end > e || frames_end > self.ram_len {
+            return Err(MapError::Host(libc_einval()));
+        }
+        // SAFETY: checked inside our VSpace and RAM; the core's contract says the range is
+        // unmapped and unreferenced.
+        unsafe { crate::vspace::map(fd, va, pfn, npages, prot) }
+    }
+    unsafe fn unmap_kernel_pages(&self, va: VirtAddr, npages: usize) -> TlbFlush {
+        match self.vmalloc {
+            // SAFETY: the core's contract: inside the vmalloc range, no longer accessed.
+            Some(_) => unsafe { crate::vspace::unmap(va, npages) },
+            None => TlbFlush::none(),
+        }
     }
     fn report(&self, kind: ReportKind, body: &dyn Fn(&mut dyn fmt::Write) -> fmt::Result) {
         if self.log.no_alloc {

@@ -2,7 +2,7 @@
 //! mapped once (the direct map). Ranges that are not usable RAM (holes, firmware) are
 //! `PROT_NONE`, so a stray access faults as it would on hardware.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 
 use kmem::{MemRegion, RegionKind, PAGE_SIZE};
@@ -62,18 +62,7 @@ impl Ram {
         // address is as aligned as its physical one: kmalloc's natural alignment of
         // power-of-two sizes holds for virtual addresses too.
         let align = PAGE_SIZE << kmem::MAX_PAGE_ORDER;
-        // SAFETY: a fresh private reservation at an address the kernel picks; nothing else
-        // uses it.
-        let resv = unsafe {
-            mmap_anonymous(
-                std::ptr::null_mut(),
-                len + align,
-                ProtFlags::empty(),
-                MapFlags::PRIVATE | MapFlags::NORESERVE,
-            )
-        }
-        .map_err(|e| RamError::Os("mmap", e))? as usize;
-        let at = resv.next_multiple_of(align);
+        let at = reserve_aligned(len, align).map_err(|e| RamError::Os("mmap", e))?;
         // SAFETY: `[at, at + len)` lies inside our reservation, which only we use; MAP_FIXED
         // replaces that part of it with the memfd.
         let p = unsafe {
@@ -87,16 +76,6 @@ impl Ram {
             )
         }
         .map_err(|e| RamError::Os("mmap", e))?;
-        // SAFETY: the reservation's slack before and after the RAM mapping is ours and unused.
-        unsafe {
-            if at > resv {
-                let _ = munmap(resv as *mut core::ffi::c_void, at - resv);
-            }
-            let tail = resv + len + align - (at + len);
-            if tail > 0 {
-                let _ = munmap((at + len) as *mut core::ffi::c_void, tail);
-            }
-        }
         let ram = Ram { _fd: fd, base: NonNull::new(p.cast()).expect("mmap returned null"), len };
         let mut usable: Vec<(u64, u64)> = regions
             .iter()
@@ -131,6 +110,10 @@ impl Ram {
             .map_err(|e| RamError::Os("mprotect", e))
     }
 
+    /// The memfd (for aliasing mappings: vmalloc maps RAM pages by file offset).
+    pub fn raw_fd(&self) -> RawFd {
+        self._fd.as_raw_fd()
+    }
     /// Virtual address of physical address 0.
     pub fn base(&self) -> usize {
         self.base.as_ptr() as usize
@@ -143,6 +126,27 @@ impl Ram {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+}
+
+/// Reserves `len` bytes of `PROT_NONE` address space at an `align`-aligned address (the
+/// slack around it is given back) and returns the address.
+pub(crate) fn reserve_aligned(len: usize, align: usize) -> Result<usize, rustix::io::Errno> {
+    // SAFETY: a fresh private reservation at an address the kernel picks; nothing else uses it.
+    let resv = unsafe {
+        mmap_anonymous(std::ptr::null_mut(), len + align, ProtFlags::empty(), MapFlags::PRIVATE | MapFlags::NORESERVE)
+    }? as usize;
+    let at = resv.next_multiple_of(align);
+    // SAFETY: the reservation's slack before and after `[at, at + len)` is ours and unused.
+    unsafe {
+        if at > resv {
+            let _ = munmap(resv as *mut core::ffi::c_void, at - resv);
+        }
+        let tail = resv + len + align - (at + len);
+        if tail > 0 {
+            let _ = munmap((at + len) as *mut core::ffi::c_void, tail);
+        }
+    }
+    Ok(at)
 }
 
 impl Drop for Ram {

@@ -42,6 +42,7 @@ pub mod proc;
 pub mod report;
 pub mod slab;
 pub mod sync;
+pub mod vmalloc;
 
 #[cfg(test)]
 mod testing;
@@ -51,10 +52,14 @@ pub use boot::{BootConfig, BootError, MemRegion, Memblock, RegionKind, ZoneLayou
 pub use gfp::Gfp;
 pub use kmalloc::{KmallocError, ZERO_SIZE_PTR};
 pub use machine::{BootInfo, Kmem, NR_CPUS};
+pub use mm::frame::{Frame, FrameState};
 pub use mm::page::Page;
 pub use mm::page_ref::{AllocError, AllocErrorKind, PageRef};
 pub use mm::pages::Pages;
 pub use mm::zone_type::{Migratetype, ZoneType};
 pub use percpu::{IrqGuard, PcpuInt, PerCpuBox, PerCpuVar, PercpuError, PercpuPtr, PreemptGuard};
-pub use platform::{CpuId, DirectMap, IrqState, Platform, ReportKind, TaskId};
+pub use platform::{
+    CpuId, DirectMap, IrqState, MapError, PageProt, PageTableAlloc, Platform, ReportKind, TaskId, TlbFlush,
+};
 pub use slab::{Cache, CacheError, KmemCache, SlabAllocError, SlabBox, SlabFlags, TypedCache};
+pub use vmalloc::{KernelStack, VmallocError, VmallocErrorKind, VmallocStats, THREAD_SIZE};

@@ -18,6 +18,7 @@ use crate::platform::{DirectMap, Platform, ReportKind};
 use crate::report::Reports;
 use crate::slab::SlabState;
 use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering, RawSpinLock};
+use crate::vmalloc::VmallocState;
 
 /// Most CPUs a machine can have (`NR_CPUS`).
 pub const NR_CPUS: usize = 256;
@@ -77,10 +78,19 @@ pub struct MachineState {
     pub(crate) hotplug_lock: RawSpinLock,
     /// The kmalloc caches (`kmalloc/`).
     pub(crate) kmalloc: KmallocState,
+    /// The vmalloc layer (`vmalloc/`).
+    pub(crate) vmalloc: VmallocState,
 }
 
 impl MachineState {
-    pub(crate) fn new(memmap: Memmap, layout: ZoneLayout, direct_map: DirectMap, nr_cpus: usize) -> Self {
+    pub(crate) fn new(
+        memmap: Memmap,
+        layout: ZoneLayout,
+        direct_map: DirectMap,
+        nr_cpus: usize,
+        vmap_lazy_max: usize,
+        vmalloc_recycle: bool,
+    ) -> Self {
         Self {
             memmap,
             nodes: [0; MAX_NUMNODES],
@@ -101,6 +111,7 @@ impl MachineState {
             slab: SlabState::empty(),
             hotplug_lock: RawSpinLock::new(),
             kmalloc: KmallocState::new(),
+            vmalloc: VmallocState::new(vmap_lazy_max, vmalloc_recycle),
         }
     }
 

@@ -4,7 +4,9 @@
 //! interrupt flag and direct map; `kmem-hosted` implements it for an ordinary Linux process
 //! (threads are CPUs, RAM is a memfd). The core never calls `std`.
 //!
-//! Later layers extend the trait (page-table operations for vmalloc and kmap).
+//! Page-table operations for vmalloc ([`Platform::map_kernel_pages`],
+//! [`Platform::unmap_kernel_pages`], [`Platform::flush_tlb_kernel_range`]) have defaults that
+//! say "no vmalloc area": a platform that gives [`Platform::vmalloc_range`] implements them.
 
 use core::fmt;
 
@@ -128,6 +130,130 @@ pub unsafe trait Platform: Send + Sync {
 
     /// Delivers one report. The core has already counted it; `body` writes its text.
     fn report(&self, kind: ReportKind, body: &dyn Fn(&mut dyn fmt::Write) -> fmt::Result);
+
+    /// The kernel virtual range vmalloc and vmap hand out (`VMALLOC_START..VMALLOC_END`),
+    /// page aligned, disjoint from the direct map. `None` (the default): the machine has no
+    /// vmalloc area, and every vmalloc-family call fails.
+    fn vmalloc_range(&self) -> Option<(VirtAddr, VirtAddr)> {
+        None
+    }
+
+    /// Maps `npages` physically contiguous frames starting at `pfn` at `va` with `prot`
+    /// (`vmap_pages_range`). The range was unmapped, so no TLB flush is needed. Page-table
+    /// pages the platform needs come from `tables` (the core allocates them with the
+    /// caller's GFP flags and accounts them as `PageTables`).
+    ///
+    /// # Safety
+    ///
+    /// `[va, va + npages pages)` lies in [`Platform::vmalloc_range`], is page aligned, and is
+    /// not mapped (the core's vmap-area allocator owns it); the frames are RAM of this machine.
+    unsafe fn map_kernel_pages(
+        &self,
+        va: VirtAddr,
+        pfn: Pfn,
+        npages: usize,
+        prot: PageProt,
+        tables: &mut dyn PageTableAlloc,
+    ) -> Result<(), MapError> {
+        let _ = (va, pfn, npages, prot, tables);
+        Err(MapError::Unsupported)
+    }
+
+    /// Clears the mappings of `[va, va + npages pages)` (`vunmap_range_noflush`). Stale TLB
+    /// entries may keep old translations alive until the returned [`TlbFlush`] is passed to
+    /// [`Platform::flush_tlb_kernel_range`], which the caller must do before the range is
+    /// mapped again (flushes may be merged and done once for many ranges).
+    ///
+    /// # Safety
+    ///
+    /// The range lies in [`Platform::vmalloc_range`] and nothing may access it any more.
+    unsafe fn unmap_kernel_pages(&self, va: VirtAddr, npages: usize) -> TlbFlush {
+        TlbFlush::range(va, npages)
+    }
+
+    /// `flush_tlb_kernel_range()`: ends every stale translation in the token's range.
+    fn flush_tlb_kernel_range(&self, flush: TlbFlush) {
+        flush.done();
+    }
+}
+
+/// Protections of a kernel mapping (`pgprot_t`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct PageProt {
+    /// Writable.
+    pub write: bool,
+    /// Executable.
+    pub exec: bool,
+}
+
+impl PageProt {
+    /// `PAGE_KERNEL`: read-write, not executable.
+    pub const KERNEL: PageProt = PageProt { write: true, exec: false };
+    /// `PAGE_KERNEL_RO`.
+    pub const KERNEL_RO: PageProt = PageProt { write: false, exec: false };
+    /// `PAGE_KERNEL_EXEC`.
+    pub const KERNEL_EXEC: PageProt = PageProt { write: true, exec: true };
+}
+
+/// Why a kernel mapping could not be made.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum MapError {
+    /// The platform has no page-table operations.
+    Unsupported,
+    /// A page-table page could not be allocated.
+    NoMemory,
+    /// The host refused (hosted platforms: the `mmap` errno).
+    Host(i32),
+}
+
+/// Gives the platform zeroed pages for page tables while it maps (`pte_alloc_kernel`).
+pub trait PageTableAlloc {
+    /// A zeroed page for a page table, or `None` when memory is short.
+    fn alloc_table(&mut self) -> Option<Pfn>;
+}
+
+/// A pending TLB flush for a kernel virtual range: the obligation
+/// [`Platform::unmap_kernel_pages`] hands back. It must reach
+/// [`Platform::flush_tlb_kernel_range`] (or be [merged](TlbFlush::merge) into one that does);
+/// dropping it unflushed is a bug (a debug assertion).
+#[must_use = "an unmapped range must be TLB-flushed before reuse: pass this to flush_tlb_kernel_range"]
+#[derive(Debug, PartialEq, Eq)]
+pub struct TlbFlush {
+    start: usize,
+    end: usize,
+}
+
+impl TlbFlush {
+    /// Nothing to flush.
+    pub const fn none() -> TlbFlush {
+        TlbFlush { start: usize::MAX, end: 0 }
+    }
+    /// A flush of `npages` pages at `va`.
+    pub fn range(va: VirtAddr, npages: usize) -> TlbFlush {
+        let start = va.as_usize();
+        TlbFlush { start, end: start + npages * crate::PAGE_SIZE }
+    }
+    /// One flush covering both (`[min start, max end)`, as Linux's purge flushes once).
+    pub fn merge(mut self, other: TlbFlush) -> TlbFlush {
+        self.start = self.start.min(other.start);
+        self.end = self.end.max(other.end);
+        other.done();
+        self
+    }
+    /// The range to flush, `None` if empty.
+    pub fn bounds(&self) -> Option<(VirtAddr, VirtAddr)> {
+        (self.start < self.end).then(|| (VirtAddr::new(self.start), VirtAddr::new(self.end)))
+    }
+    /// Marks the flush done (what a platform's `flush_tlb_kernel_range` ends with).
+    pub fn done(self) {
+        core::mem::forget(self);
+    }
+}
+
+impl Drop for TlbFlush {
+    fn drop(&mut self) {
+        debug_assert!(self.start >= self.end, "TlbFlush dropped without flush_tlb_kernel_range");
+    }
 }
 
 /// Identity of the running task, for report headers.

@@ -61,6 +61,11 @@ pub struct BootConfig<'a> {
     /// End of the physical range memory may be hot-added to later ([`Kmem::hot_add_memory`]):
     /// the section table is sized to cover it. `None`: the end of the memory map.
     pub hotplug_end: Option<PhysAddr>,
+    /// `lazy_max_pages()` override: lazily freed vmalloc pages that trigger a purge. `None`:
+    /// Linux's `fls(nr_cpus) * 32 MiB / PAGE_SIZE`.
+    pub vmap_lazy_max_pages: Option<usize>,
+    /// Recycle freed small vmalloc areas per CPU (`vmalloc/recycle.rs`); default true.
+    pub vmalloc_recycle: bool,
 }
 
 impl<'a> BootConfig<'a> {
@@ -74,6 +79,8 @@ impl<'a> BootConfig<'a> {
             distances: None,
             slab: SlabBootConfig::default(),
             hotplug_end: None,
+            vmap_lazy_max_pages: None,
+            vmalloc_recycle: true,
         }
     }
 }
@@ -222,7 +229,14 @@ impl<P: Platform> Kmem<P> {
         // SAFETY: the table was just carved from usable RAM below the direct-map limit, so it
         // is mapped, writable and ours alone (boot's contract); it lives as long as the machine.
         let memmap = unsafe { Memmap::init(table, nr_sections) };
-        let mut state = MachineState::new(memmap, config.layout, dm, nr_cpus);
+        let mut state = MachineState::new(
+            memmap,
+            config.layout,
+            dm,
+            nr_cpus,
+            config.vmap_lazy_max_pages.unwrap_or(0),
+            config.vmalloc_recycle,
+        );
 
         let mut node_ptrs = [None::<NonNull<Node>>; MAX_NUMNODES];
         for (nid, slot) in node_ptrs.iter_mut().enumerate().take(nodes) {

@@ -1,6 +1,6 @@
 //! The kmalloc family (`include/linux/slab.h`, `mm/slab_common.c`): `kmalloc`, `kzalloc`,
 //! `kcalloc`, `kmalloc_array`, `krealloc`, `kfree`, `kfree_sensitive`, `ksize`,
-//! `kmalloc_size_roundup`, `kmemdup`, `kstrdup`, `kvmalloc`/`kvfree`.
+//! `kmalloc_size_roundup`, `kmemdup`, `kstrdup`, `kvmalloc`/`kvfree` (falling back to vmalloc).
 //!
 //! - **Size classes** ([`index`]): `kmalloc-8` … `kmalloc-8k` plus `kmalloc-96` and
 //!   `kmalloc-192`, Linux's `__kmalloc_index`; three types chosen by `kmalloc_type(gfp)`:
@@ -35,6 +35,7 @@ use crate::platform::Platform;
 use crate::slab::create::CreateArgs;
 use crate::slab::{CacheError, KmemCache, SlabAllocError, SlabFlags};
 use crate::sync::{array_of, const_fn_unless_loom, AtomicUsize, Ordering};
+use crate::vmalloc::VmallocErrorKind;
 use crate::{VirtAddr, PAGE_SIZE};
 
 /// The machine's kmalloc caches: descriptor addresses by type and size class (0: not yet
@@ -67,6 +68,8 @@ pub enum KmallocErrorKind {
     Cache(CacheError),
     /// `krealloc` of a pointer kmem did not hand out.
     InvalidPointer,
+    /// kvmalloc's vmalloc fallback failed.
+    Vmalloc(crate::vmalloc::VmallocErrorKind),
 }
 
 /// A failed kmalloc-family call: the request and the cause.
@@ -481,9 +484,11 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// `kvmalloc_node(size, gfp, node)`: kmalloc first with `kmalloc_gfp_adjust` (above a
-    /// page: `__GFP_NOWARN`, `__GFP_NORETRY` unless `__GFP_RETRY_MAYFAIL`, no `__GFP_NOFAIL`).
-    /// kmem has no vmalloc yet: where Linux falls back to vmalloc, kmem retries kmalloc with
-    /// the caller's flags (non-blocking requests fail, as Linux's do).
+    /// page: `__GFP_NOWARN`, `__GFP_NORETRY` unless `__GFP_RETRY_MAYFAIL`, no `__GFP_NOFAIL`),
+    /// then vmalloc with the caller's flags, as Linux's `__kvmalloc_node`. Requests of a page
+    /// or less and non-blocking requests do not fall back; neither do sizes above `INT_MAX`
+    /// (a warning unless `__GFP_NOWARN`). A machine without a vmalloc range retries kmalloc
+    /// with the caller's flags instead.
     #[track_caller]
     pub fn kvmalloc(&self, size: usize, gfp: Gfp) -> Result<NonNull<u8>, KmallocError> {
         let caller = core::panic::Location::caller();
@@ -494,10 +499,23 @@ impl<P: Platform> Kmem<P> {
                 g = g.union(Gfp::NORETRY);
             }
         }
-        match self.kmalloc_node_at(size, g, None, caller) {
+        let e = match self.kmalloc_node_at(size, g, None, caller) {
+            Ok(p) => return Ok(p),
+            Err(e) => e,
+        };
+        if size <= PAGE_SIZE || !gfp.allows_blocking() {
+            return Err(e);
+        }
+        if size > i32::MAX as usize {
+            if !gfp.contains(Gfp::NOWARN) {
+                self.warn_on("__kvmalloc_node", &|w| write!(w, "size {size} > INT_MAX"));
+            }
+            return Err(KmallocError { size, gfp, kind: KmallocErrorKind::TooLarge });
+        }
+        match self.vmalloc_at(size, 1, gfp, None, 0, caller) {
             Ok(p) => Ok(p),
-            Err(e) if size <= PAGE_SIZE || !gfp.allows_blocking() => Err(e),
-            Err(_) => self.kmalloc_node_at(size, gfp, None, caller),
+            Err(v) if v.kind == VmallocErrorKind::NoVmallocArea => self.kmalloc_node_at(size, gfp, None, caller),
+            Err(v) => Err(KmallocError { size, gfp, kind: KmallocErrorKind::Vmalloc(v.kind) }),
         }
     }
 
@@ -507,15 +525,20 @@ impl<P: Platform> Kmem<P> {
         self.kvmalloc(size, gfp | Gfp::ZERO)
     }
 
-    /// `kvfree(p)`.
+    /// `kvfree(p)`: `vfree` for vmalloc addresses, `kfree` otherwise.
     ///
     /// # Safety
     ///
-    /// As [`Kmem::kfree`].
+    /// As [`Kmem::kfree`] / [`Kmem::vfree`].
     #[track_caller]
     pub unsafe fn kvfree(&self, p: *const u8) {
-        // SAFETY: forwarded caller contract (everything kvmalloc returns is kmalloc's).
-        unsafe { self.kfree(p) }
+        if self.is_vmalloc_addr(p) {
+            // SAFETY: forwarded caller contract.
+            unsafe { self.vfree(p) }
+        } else {
+            // SAFETY: forwarded caller contract.
+            unsafe { self.kfree(p) }
+        }
     }
 
     /// The kmalloc cache serving `size` bytes with `gfp` (created if needed), if `size` is

@@ -2,6 +2,7 @@
 
 pub mod alloc_flags;
 pub mod buddy;
+pub mod frame;
 pub mod free_area;
 pub mod memmap;
 pub mod node;

@@ -44,10 +44,16 @@ pub enum VerifyError {
         /// The page.
         pfn: Pfn,
     },
+    /// The vmalloc area trees are malformed or do not tile the vmalloc range.
+    VmapAreas {
+        /// Where the check failed.
+        addr: usize,
+    },
 }
 
 impl<P: Platform> Kmem<P> {
-    /// Checks every zone's free lists, counters and `PG_buddy` flags, and every per-CPU list. Takes each zone lock in
+    /// Checks every zone's free lists, counters and `PG_buddy` flags, every per-CPU list, and
+    /// the vmalloc area trees ([`Kmem::vmalloc_verify`]). Takes each zone lock in
     /// turn, so it is safe (if slow) on a running machine.
     pub fn verify(&self) -> Result<(), VerifyError> {
         let mm = self.memmap();
@@ -90,6 +96,6 @@ impl<P: Platform> Kmem<P> {
                 }
             }
         }
-        Ok(())
+        self.vmalloc_verify().map_err(|addr| VerifyError::VmapAreas { addr })
     }
 }

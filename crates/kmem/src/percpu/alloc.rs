@@ -9,6 +9,7 @@ use super::{
 use crate::addr::{Order, VirtAddr};
 use crate::gfp::Gfp;
 use crate::machine::{Kmem, NR_CPUS};
+use crate::mm::page::pg;
 use crate::mm::page_ref::AllocError;
 use crate::platform::{Platform, ReportKind};
 use crate::sync::Ordering;
@@ -144,14 +145,20 @@ impl<P: Platform> Kmem<P> {
         // The flags Linux lets through to the backing allocator; units must be direct-mapped.
         let gfp = gfp & (Gfp::KERNEL | Gfp::NORETRY | Gfp::NOWARN);
         let header = self.alloc_pages(gfp, HEADER_ORDER)?;
+        // PG_percpu on each block head (header and units) says who owns the block (frame maps).
+        header.page().set_exclusive(pg::PERCPU);
         let mut units = [0usize; NR_CPUS];
         for cpu in 0..self.nr_cpus() {
             match self.alloc_pages_node(self.cpu_to_node(cpu), gfp, UNIT_ORDER) {
-                Ok(p) => units[cpu] = self.page_address(p).expect("GFP_KERNEL pages are direct-mapped").as_usize(),
+                Ok(p) => {
+                    p.page().set_exclusive(pg::PERCPU);
+                    units[cpu] = self.page_address(p).expect("GFP_KERNEL pages are direct-mapped").as_usize();
+                }
                 Err(e) => {
                     for &u in &units[..cpu] {
                         self.pcpu_free_block(u, UNIT_ORDER);
                     }
+                    header.page().clear_exclusive(pg::PERCPU);
                     // SAFETY: the header block was allocated above and is not used.
                     unsafe { self.__free_pages(header, HEADER_ORDER) };
                     return Err(e);
@@ -185,6 +192,7 @@ impl<P: Platform> Kmem<P> {
     /// Frees a block this module allocated, by its direct-map address.
     fn pcpu_free_block(&self, addr: usize, order: u32) {
         let page = self.virt_to_page(VirtAddr::new(addr)).expect("percpu blocks are direct-mapped RAM");
+        page.page().clear_exclusive(pg::PERCPU);
         // SAFETY: `addr` starts a block of `order` that this module allocated and no longer uses
         // (callers: a failed chunk creation, or a chunk being destroyed).
         unsafe { self.__free_pages(page, order) };

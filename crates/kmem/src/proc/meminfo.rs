@@ -116,9 +116,13 @@ fn kb(w: &mut dyn Write, label: &str, kb: u64) -> fmt::Result {
 /// - `Percpu`: `pcpu_nr_pages()`, the pages backing every per-CPU chunk's units (the first
 ///   chunk included; headers and maps excluded, as in Linux).
 ///
-/// Everything else (page cache, LRU lists, swap, zswap, kernel stacks, page tables,
-/// `Committed_AS`, vmalloc, THP, balloon) is 0 until the layer that owns it lands.
-/// `VmallocTotal` is 0 while kmem has no vmalloc area.
+/// - `VmallocTotal`: the platform's vmalloc range (0 without one); `VmallocUsed`: pages
+///   backing vmalloc areas (`nr_vmalloc_pages`); `VmallocChunk`: always 0, as Linux.
+/// - `KernelStack`: `THREAD_SIZE` per live kernel stack; `PageTables`: page-table pages the
+///   platform asked for while mapping vmalloc areas.
+///
+/// Everything else (page cache, LRU lists, swap, zswap, `Committed_AS`, THP, balloon) is 0
+/// until the layer that owns it lands.
 pub fn meminfo<P: Platform>(k: &Kmem<P>, w: &mut dyn Write) -> fmt::Result {
     let totalram = k.totalram_pages();
     // Pages on per-CPU lists are free memory too (they are not in the zones' free counters).
@@ -168,14 +172,16 @@ pub fn meminfo<P: Platform>(k: &Kmem<P>, w: &mut dyn Write) -> fmt::Result {
     val_kb(w, "Slab:           ", sreclaimable + sunreclaim)?;
     val_kb(w, "SReclaimable:   ", sreclaimable)?;
     val_kb(w, "SUnreclaim:     ", sunreclaim)?;
-    kb(w, "KernelStack:    ", 0)?;
-    for label in ["PageTables:     ", "SecPageTables:  ", "NFS_Unstable:   ", "Bounce:         ", "WritebackTmp:   "] {
+    let vs = k.vmalloc_stats();
+    kb(w, "KernelStack:    ", (vs.stacks * (crate::THREAD_SIZE >> 10)) as u64)?;
+    val_kb(w, "PageTables:     ", vs.pagetables)?;
+    for label in ["SecPageTables:  ", "NFS_Unstable:   ", "Bounce:         ", "WritebackTmp:   "] {
         val_kb(w, label, 0)?;
     }
     val_kb(w, "CommitLimit:    ", totalram * OVERCOMMIT_RATIO / 100)?;
     val_kb(w, "Committed_AS:   ", 0)?;
-    kb(w, "VmallocTotal:   ", 0)?;
-    val_kb(w, "VmallocUsed:    ", 0)?;
+    kb(w, "VmallocTotal:   ", (vs.total_bytes >> 10) as u64)?;
+    val_kb(w, "VmallocUsed:    ", vs.used_pages)?;
     val_kb(w, "VmallocChunk:   ", 0)?;
     val_kb(w, "Percpu:         ", k.pcpu_nr_pages())?;
     for label in [

@@ -1,11 +1,12 @@
-//! The `/proc` views: `buddyinfo`, `pagetypeinfo`, `zoneinfo`, `meminfo` and `slabinfo`, byte for byte in
+//! The `/proc` views: `buddyinfo`, `pagetypeinfo`, `zoneinfo`, `meminfo`, `slabinfo` and
+//! `vmallocinfo` (and debugfs's `extfrag/unusable_index` and `extfrag/extfrag_index`), byte for byte in
 //! the format of Linux 6.18 (`mm/vmstat.c`, `fs/proc/meminfo.c`, `mm/hugetlb.c`,
 //! `arch/x86/mm/pat/set_memory.c`).
 //!
 //! Each view is one function that writes the whole file to any [`core::fmt::Write`]: a kernel
 //! passes its seq_file-like buffer, a test a `String`. The views are formatting only
 //! (statistics are counted in the core, formatted at the edge): they allocate nothing, take no
-//! lock (but `slabinfo`, which walks the cache list under its lock) and never call back into
+//! lock (but `slabinfo` and `vmallocinfo`, which walk their lists in batches under their locks) and never call back into
 //! the allocator, so writing into a sink that itself allocates
 //! from the same machine cannot deadlock.
 //!
@@ -24,7 +25,7 @@
 //!
 //! ## Where kmem differs from the kernel
 //!
-//! - Statistics kmem does not keep yet (page cache, LRU lists, vmalloc,
+//! - Statistics kmem does not keep yet (page cache, LRU lists,
 //!   swap, hugetlb) print as 0, with the kernel's labels in the kernel's order, so tools that
 //!   parse the files keep working. Each view's docs list what is real.
 //! - The lines that depend on kernel configuration follow the 6.18 capture kmem is checked
@@ -33,13 +34,20 @@
 //!   machine's [`ZoneLayout`](crate::ZoneLayout) has a HighMem zone.
 
 mod buddyinfo;
+mod extfrag;
 mod meminfo;
 mod pagetypeinfo;
 mod slabinfo;
+mod vmallocinfo;
 mod zoneinfo;
 
 pub use buddyinfo::buddyinfo;
+pub use extfrag::{
+    extfrag_index, fill_contig_page_info, fragmentation_index, unusable_free_index, unusable_index, zone_nr_free,
+    ContigPageInfo,
+};
 pub use meminfo::{direct_map_split, meminfo, DirectMapSplit};
 pub use pagetypeinfo::pagetypeinfo;
 pub use slabinfo::{slab_info, slabinfo, SlabInfo};
+pub use vmallocinfo::vmallocinfo;
 pub use zoneinfo::{calculate_normal_threshold, zoneinfo, NODE_STAT_NAMES, ZONE_STAT_NAMES};

@@ -1,0 +1,182 @@
+//! The `kmem` binary end to end: the demo writes a valid PNG and SVG page-frame map (at the
+//! given path, or the default one), every `proc` view prints its first line, and every bad
+//! input ends with one `kmem: error:` line and a non-zero status, never a panic.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+const KMEM: &str = env!("CARGO_BIN_EXE_kmem");
+
+/// A fresh empty directory under the system's temp dir.
+fn temp_dir(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "kmem-cli-{}-{}-{tag}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn kmem(args: &[&str], cwd: &Path) -> Output {
+    Command::new(KMEM).args(args).current_dir(cwd).output().expect("run kmem")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Checks the PNG signature and IHDR, decodes the image, and returns (width, height).
+fn check_png(path: &Path) -> (u32, u32) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "PNG signature");
+    assert_eq!(&bytes[12..16], b"IHDR", "first chunk is IHDR");
+    let w = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
+    let h = u32::from_be_bytes(bytes[20..24].try_into().unwrap());
+    let mut reader = png::Decoder::new(std::io::Cursor::new(bytes)).read_info().expect("a decodable PNG");
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).expect("image data");
+    assert_eq!((info.width, info.height), (w, h));
+    (w, h)
+}
+
+fn check_svg(path: &Path) -> String {
+    let s = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(s.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""), "an SVG document");
+    assert!(s.trim_end().ends_with("</svg>"));
+    assert_eq!(s.matches("<g").count(), s.matches("</g>").count(), "groups are closed");
+    s
+}
+
+#[test]
+fn demo_writes_the_page_frame_map() {
+    let dir = temp_dir("demo");
+    let o =
+        kmem(&["demo", "--ram", "64M", "--cpus", "2", "--duration", "0.2", "--no-progress", "--map", "out/map"], &dir);
+    // The map's folder does not exist: a clear error, before any work.
+    assert!(!o.status.success());
+    assert!(stderr(&o).starts_with("kmem: error: cannot write the page-frame map out/map.png"));
+    std::fs::create_dir(dir.join("out")).unwrap();
+    let o =
+        kmem(&["demo", "--ram", "64M", "--cpus", "2", "--duration", "0.2", "--no-progress", "--map", "out/map"], &dir);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    for h in
+        ["== memory pressure", "== /proc/buddyinfo", "== /proc/slabinfo", "== /sys/kernel/debug/extfrag/unusable_index"]
+    {
+        assert!(out.contains(h), "missing {h}");
+    }
+    assert!(out.contains("wrote out/map.png and out/map.svg"));
+    assert!(out.contains("free, buddy order 10"), "the legend is printed");
+    assert!(out.contains("slab: dentry"));
+    assert!(out.contains("free lists verified"));
+    assert!(!stderr(&o).contains("panicked"));
+    // 64 MiB = 16384 frames: 512 per row, 32 rows, one pixel per frame, plus title and legend.
+    let (w, h) = check_png(&dir.join("out/map.png"));
+    assert_eq!(w, 6 + 6 + 2 + 512 + 6);
+    assert!(h > 32 + 40, "map and legend: {h}");
+    let svg = check_svg(&dir.join("out/map.svg"));
+    for s in
+        ["free, buddy order 0", "free, per-CPU list", "slab: task_struct", "kmalloc-large", "reserved", "hole (no RAM)"]
+    {
+        assert!(svg.contains(s), "SVG legend lacks {s}");
+    }
+    assert!(svg.contains("Unusable free space index per order"));
+    assert!(svg.contains("Node 0, zone    DMA32 0."));
+}
+
+#[test]
+fn demo_default_and_inferred_map_paths() {
+    let dir = temp_dir("paths");
+    let o = kmem(&["demo", "--ram", "32M", "--cpus", "1", "--duration", "0", "--no-progress"], &dir);
+    assert!(o.status.success(), "{}", stderr(&o));
+    check_png(&dir.join("kmem-pfmap.png"));
+    check_svg(&dir.join("kmem-pfmap.svg"));
+    let o = kmem(&["demo", "--ram", "32M", "--cpus", "1", "--duration", "0", "--no-progress", "--map", "m.svg"], &dir);
+    assert!(o.status.success(), "{}", stderr(&o));
+    check_png(&dir.join("m.png"));
+    check_svg(&dir.join("m.svg"));
+}
+
+#[test]
+fn demo_x86_32_marks_highmem() {
+    let dir = temp_dir("x86-32");
+    let args =
+        ["demo", "--preset", "x86-32", "--ram", "1G", "--cpus", "1", "--duration", "0", "--no-progress", "--map", "hm"];
+    let o = kmem(&args, &dir);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("HighMem: colours at 55%"), "{out}");
+    assert!(out.contains("gutter: node 0 HighMem"));
+    assert!(out.contains("Node 0, zone  HighMem "), "unusable index of HighMem");
+    let (w, _) = check_png(&dir.join("hm.png"));
+    // 1 GiB = 262144 frames: still one pixel per frame, 512 per row.
+    assert_eq!(w, 532);
+}
+
+#[test]
+fn every_proc_view_prints_its_first_line() {
+    let dir = temp_dir("proc");
+    let views = [
+        ("buddyinfo", "Node 0, zone      DMA "),
+        ("pagetypeinfo", "Page block order: 9"),
+        ("zoneinfo", "Node 0, zone      DMA"),
+        ("meminfo", "MemTotal:"),
+        ("slabinfo", "slabinfo - version: 2.1"),
+        ("unusable_index", "Node 0, zone      DMA 0."),
+        ("extfrag_index", "Node 0, zone      DMA "),
+    ];
+    for (view, first) in views {
+        let o = kmem(&["proc", view, "--ram", "64M", "--cpus", "2", "--duration", "0"], &dir);
+        assert!(o.status.success(), "{view}: {}", stderr(&o));
+        let out = stdout(&o);
+        assert!(out.starts_with(first), "{view} starts with {first:?}: {out}");
+    }
+    // The debugfs files' second line is DMA32 on this machine.
+    let o = kmem(&["proc", "extfrag_index", "--ram", "64M", "--duration", "0"], &dir);
+    assert!(stdout(&o).lines().nth(1).unwrap().starts_with("Node 0, zone    DMA32 "));
+    // A fresh machine has no vmalloc areas; after the workload (and its vmalloc phase) it has.
+    let o = kmem(&["proc", "vmallocinfo", "--ram", "64M", "--duration", "0"], &dir);
+    assert!(o.status.success());
+    assert_eq!(stdout(&o), "");
+    let o = kmem(&["proc", "vmallocinfo", "--ram", "256M", "--duration", "0.1"], &dir);
+    let out = stdout(&o);
+    let first = out.lines().next().unwrap();
+    assert!(first.starts_with("0x") && first.contains(" vmalloc"), "{out}");
+    assert!(out.lines().all(|l| l.len() > 38 && &l[18..21] == "-0x"), "{out}");
+}
+
+#[test]
+fn bad_input_is_one_error_line() {
+    let dir = temp_dir("errors");
+    let cases: &[&[&str]] = &[
+        &["demo", "--preset", "arm64"],
+        &["demo", "--ram", "1K"],
+        &["demo", "--ram", "lots"],
+        &["demo", "--ram", "99999999999G"],
+        &["demo", "--cpus", "0", "--ram", "32M"],
+        &["demo", "--cpus", "257", "--ram", "32M"],
+        &["demo", "--ram", "32M", "--duration=-1"],
+        &["demo", "--ram", "32M", "--map", "/nonexistent-dir/x/map"],
+        &["proc", "nosuch"],
+        &["proc", "buddyinfo", "--cpus", "0"],
+        &["proc", "buddyinfo", "--preset", "sparc"],
+        &["frobnicate"],
+    ];
+    for args in cases {
+        let o = kmem(args, &dir);
+        let err = stderr(&o);
+        assert!(!o.status.success(), "{args:?} should fail");
+        assert_eq!(err.lines().count(), 1, "{args:?}: one line, got {err:?}");
+        assert!(err.starts_with("kmem: error: "), "{args:?}: {err:?}");
+        assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{args:?}: {err:?}");
+    }
+    assert!(std::fs::read_dir(&dir).unwrap().next().is_none(), "no map files left by failed runs");
+}

@@ -1,0 +1,95 @@
+//! The vmalloc range of a hosted machine: a reserved `PROT_NONE` region of the process.
+//!
+//! Mapping a page is a real `mmap(MAP_FIXED | MAP_SHARED)` of the RAM memfd at the page's
+//! physical offset, so a write through a vmalloc address is visible through the page's
+//! direct-map address, as in a kernel; runs of physically contiguous pages are one call.
+//! Unmapping puts `PROT_NONE` anonymous memory back, so the range (and every guard page,
+//! which is never mapped) faults. The host kernel flushes its TLBs inside those calls, so
+//! `flush_tlb_kernel_range` has nothing left to do.
+
+use std::os::fd::{BorrowedFd, RawFd};
+
+use kmem::{MapError, PageProt, Pfn, TlbFlush, VirtAddr, PAGE_SIZE};
+use rustix::mm::{mmap, mmap_anonymous, munmap, MapFlags, ProtFlags};
+
+/// The reservation; unmapped on drop.
+#[derive(Debug)]
+pub struct VSpace {
+    base: usize,
+    len: usize,
+}
+
+impl VSpace {
+    /// Reserves `len` bytes (rounded to pages) of address space, aligned to 4 MiB.
+    pub fn reserve(len: usize) -> Result<VSpace, rustix::io::Errno> {
+        let len = len.next_multiple_of(PAGE_SIZE);
+        let base = crate::ram::reserve_aligned(len, 4 << 20)?;
+        Ok(VSpace { base, len })
+    }
+    /// `[start, end)`.
+    pub fn range(&self) -> (usize, usize) {
+        (self.base, self.base + self.len)
+    }
+}
+
+impl Drop for VSpace {
+    fn drop(&mut self) {
+        // SAFETY: our reservation; the machine using it is dropped first (Machine's field
+        // order), so nothing accesses vmalloc addresses any more.
+        let _ = unsafe { munmap(self.base as *mut core::ffi::c_void, self.len) };
+    }
+}
+
+/// Maps `npages` frames from `pfn` at `va` (see the module docs).
+///
+/// # Safety
+///
+/// `[va, va + npages pages)` lies in a live [`VSpace`] and nothing references it; `fd` is the
+/// RAM memfd and the frames lie inside it.
+pub(crate) unsafe fn map(fd: RawFd, va: VirtAddr, pfn: Pfn, npages: usize, prot: PageProt) -> Result<(), MapError> {
+    let mut p = ProtFlags::READ;
+    if prot.write {
+        p |= ProtFlags::WRITE;
+    }
+    if prot.exec {
+        p |= ProtFlags::EXEC;
+    }
+    // SAFETY: the memfd outlives the machine's mappings (Machine drops its Kmem and VSpace
+    // before its Ram).
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    // SAFETY: the caller's contract: the range is ours and unreferenced; MAP_FIXED replaces
+    // its PROT_NONE reservation.
+    unsafe {
+        mmap(
+            va.as_mut_ptr::<core::ffi::c_void>(),
+            npages * PAGE_SIZE,
+            p,
+            MapFlags::SHARED | MapFlags::FIXED | MapFlags::POPULATE,
+            fd,
+            pfn.phys().as_u64(),
+        )
+    }
+    .map(|_| ())
+    .map_err(|e| MapError::Host(e.raw_os_error()))
+}
+
+/// Returns `[va, va + npages pages)` to `PROT_NONE`.
+///
+/// # Safety
+///
+/// The range lies in a live [`VSpace`] and nothing accesses it any more.
+pub(crate) unsafe fn unmap(va: VirtAddr, npages: usize) -> TlbFlush {
+    // SAFETY: the caller's contract; MAP_FIXED replaces the mapping with a fresh reservation.
+    let r = unsafe {
+        mmap_anonymous(
+            va.as_mut_ptr::<core::ffi::c_void>(),
+            npages * PAGE_SIZE,
+            ProtFlags::empty(),
+            MapFlags::PRIVATE | MapFlags::FIXED | MapFlags::NORESERVE,
+        )
+    };
+    // Failing to replace a mapping (ENOMEM for the VMA count) leaves it mapped: a stale
+    // alias, as a missing TLB flush would be; it is not a safety problem for kmem itself.
+    debug_assert!(r.is_ok(), "unmapping a vmalloc range failed: {r:?}");
+    TlbFlush::range(va, npages)
+}

@@ -1,0 +1,189 @@
+//! vmalloc (`mm/vmalloc.c`): virtually contiguous kernel memory from physically scattered
+//! pages, mapped into the platform's vmalloc range through real page tables.
+//!
+//! - **Areas** ([`area`], [`tree`], [`va`]): the range `VMALLOC_START..VMALLOC_END` is
+//!   divided into `vmap_area`s kept in three augmented trees under one lock: free (with the
+//!   largest free block per subtree, for an O(log n) lowest-address fit), busy (lookup by
+//!   address) and lazy (freed, not yet unmapped). Every area but `vm_map_ram`'s has a guard
+//!   page after it, so the page below any area is never mapped by another.
+//! - **Lazy purge**: a freed area stays mapped until the lazily freed pages exceed
+//!   `lazy_max_pages()` (`fls(nr_cpus) * 32 MiB / PAGE_SIZE`, Linux's rule); then one purge
+//!   unmaps runs of adjacent lazy areas with one call each, flushes the TLB once for all,
+//!   and returns the areas to the free tree. Areas are reused only after their purge.
+//!   kmem defers the unmap itself, not only the TLB flush, to the purge (one host `mmap`
+//!   per run instead of one per area); only a use after `vfree` can tell, and in Linux a
+//!   stale TLB entry gives it the same access.
+//! - **vmalloc** ([`alloc`]): pages from the page allocator with the caller's GFP flags
+//!   (orders up to 3 tried first without reclaim, split into single pages, so host mappings
+//!   coalesce), a page array (kmalloc'ed, or vmalloc'ed above a page: `vpages`), mapping, and
+//!   `vfree`, `vrealloc`, `vmalloc_to_page`. Non-blocking GFP works without sleeping.
+//! - **vmap** ([`vmap`]): `vmap`/`vunmap` of caller pages, `vm_map_ram`/`vm_unmap_ram`.
+//! - **Recycling** ([`recycle`]): each CPU keeps its last few freed areas of up to 4 pages,
+//!   mapped, for the next request of that size (Linux's stack cache, for every small area).
+//! - **Kernel stacks** ([`stack`]): `THREAD_SIZE` stacks with a guard page below and a
+//!   two-entry per-CPU cache, as `CONFIG_VMAP_STACK`.
+//!
+//! Lock order: the purge lock, then the vmap lock, then the slab and page allocator locks.
+//! Nothing is allocated or freed under the vmap lock (area records are preallocated and
+//! freed after it is dropped); host mapping calls are made with no lock but the purge lock.
+
+pub mod alloc;
+pub mod area;
+#[cfg(all(test, loom))]
+mod loom_tests;
+pub mod recycle;
+pub mod stack;
+pub mod tree;
+pub mod va;
+pub mod vmap;
+
+use core::fmt;
+
+pub use area::{vm_flags, VmStruct, VmapArea};
+pub use stack::{KernelStack, THREAD_SIZE};
+
+use crate::gfp::Gfp;
+use crate::platform::MapError;
+use crate::sync::{const_fn_unless_loom, AtomicU32, AtomicU64, AtomicUsize, RawSpinLock};
+use tree::Tree;
+
+/// Why a vmalloc-family call failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmallocErrorKind {
+    /// Size 0.
+    ZeroSize,
+    /// More pages than the machine has (`exceeds total pages`).
+    TooLarge,
+    /// The platform gives no vmalloc range.
+    NoVmallocArea,
+    /// No free virtual range of the size and alignment (`vm_struct allocation failed`).
+    NoSpace,
+    /// The alignment is not a power of two, or larger than the vmalloc range.
+    BadAlign,
+    /// The page allocator (or the metadata's allocator) could not give memory.
+    NoMemory,
+    /// The platform could not map the pages.
+    Map(MapError),
+    /// The address is not the start of a live area of the right kind.
+    NotFound,
+}
+
+/// A failed vmalloc-family call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmallocError {
+    /// Bytes asked for.
+    pub size: usize,
+    /// GFP flags.
+    pub gfp: Gfp,
+    /// The cause.
+    pub kind: VmallocErrorKind,
+}
+
+impl fmt::Display for VmallocError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "vmalloc({}, {:#}) failed: {:?}", self.size, self.gfp, self.kind)
+    }
+}
+
+impl core::error::Error for VmallocError {}
+
+/// Initialisation states.
+const INIT_NONE: u32 = 0;
+const INIT_BUSY: u32 = 1;
+const INIT_READY: u32 = 2;
+const INIT_NO_AREA: u32 = 3;
+
+/// One machine's vmalloc state (in `MachineState`).
+#[derive(Debug)]
+pub struct VmallocState {
+    /// `free_vmap_area_lock` + `vmap_area_lock`: guards the three trees.
+    pub(crate) lock: RawSpinLock,
+    pub(crate) free: Tree,
+    pub(crate) busy: Tree,
+    pub(crate) lazy: Tree,
+    /// `vmap_purge_lock`: one purge at a time.
+    pub(crate) purge_lock: RawSpinLock,
+    pub(crate) init: AtomicU32,
+    pub(crate) start: AtomicUsize,
+    pub(crate) end: AtomicUsize,
+    /// The `vmap_area` cache's descriptor address.
+    pub(crate) cache: AtomicUsize,
+    /// `vmap_lazy_nr`: pages of lazily freed areas (guard pages included).
+    pub(crate) lazy_nr: AtomicUsize,
+    /// `lazy_max_pages()` override from boot (0: Linux's rule).
+    pub(crate) lazy_max_override: usize,
+    /// `nr_vmalloc_pages` (VmallocUsed).
+    pub(crate) nr_pages: AtomicUsize,
+    /// Page-table pages the platform asked for (PageTables).
+    pub(crate) nr_pagetables: AtomicUsize,
+    /// Live kernel stacks (KernelStack).
+    pub(crate) nr_stacks: AtomicUsize,
+    /// The per-CPU stack cache (a per-CPU pointer, 0 until the first stack).
+    pub(crate) stack_cache: AtomicUsize,
+    /// Purges done.
+    pub(crate) purges: AtomicU64,
+    /// Whether freed small areas are recycled (`recycle.rs`).
+    pub(crate) recycle: bool,
+    /// The per-CPU recycle slots (0 until the first use).
+    pub(crate) recycle_table: AtomicUsize,
+    /// Areas sitting in recycle slots.
+    pub(crate) nr_recycled: AtomicUsize,
+}
+
+impl VmallocState {
+    const_fn_unless_loom! {
+    /// Empty state; `lazy_max` 0 uses Linux's `lazy_max_pages()`.
+    pub(crate) fn new(lazy_max: usize, recycle: bool) -> Self {
+        Self {
+            lock: RawSpinLock::new(),
+            free: Tree::new(),
+            busy: Tree::new(),
+            lazy: Tree::new(),
+            purge_lock: RawSpinLock::new(),
+            init: AtomicU32::new(INIT_NONE),
+            start: AtomicUsize::new(0),
+            end: AtomicUsize::new(0),
+            cache: AtomicUsize::new(0),
+            lazy_nr: AtomicUsize::new(0),
+            lazy_max_override: lazy_max,
+            nr_pages: AtomicUsize::new(0),
+            nr_pagetables: AtomicUsize::new(0),
+            nr_stacks: AtomicUsize::new(0),
+            stack_cache: AtomicUsize::new(0),
+            purges: AtomicU64::new(0),
+            recycle,
+            recycle_table: AtomicUsize::new(0),
+            nr_recycled: AtomicUsize::new(0),
+        }
+    }
+    }
+}
+
+/// A snapshot of the vmalloc counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VmallocStats {
+    /// Bytes of the vmalloc range (`VMALLOC_TOTAL`).
+    pub total_bytes: usize,
+    /// Pages backing vmalloc areas (`VmallocUsed`).
+    pub used_pages: usize,
+    /// Busy areas (vmalloc, vmap, vm_map_ram, stacks), recycled ones excluded.
+    pub busy_areas: usize,
+    /// Freed areas kept mapped in the per-CPU recycle slots.
+    pub recycled: usize,
+    /// Free ranges in the free tree.
+    pub free_areas: usize,
+    /// Lazily freed areas waiting for a purge.
+    pub lazy_areas: usize,
+    /// Pages of the lazy areas (`vmap_lazy_nr`).
+    pub lazy_pages: usize,
+    /// The purge threshold (`lazy_max_pages()`).
+    pub lazy_max_pages: usize,
+    /// Purges done.
+    pub purges: u64,
+    /// Largest free range, bytes.
+    pub largest_free: usize,
+    /// Live kernel stacks.
+    pub stacks: usize,
+    /// Page-table pages allocated for the platform.
+    pub pagetables: usize,
+}
