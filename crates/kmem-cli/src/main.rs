@@ -5,6 +5,7 @@ mod demo;
 mod opts;
 mod pfmap;
 mod phases;
+mod replay_cmd;
 mod views;
 mod workload;
 
@@ -43,6 +44,8 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Replay a Linux kmem ftrace capture (plain or zstd) against a machine and report.
+    Replay(replay_cmd::ReplayArgs),
 }
 
 /// Parses the command line. Help and version go to stdout as usual; a usage error becomes
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
     let r = match cli.cmd {
         Cmd::Demo(args) => demo::demo(&args),
         Cmd::Proc { view, machine, duration, seed } => views::proc_cmd(view, &machine, duration, seed),
+        Cmd::Replay(a) => replay_cmd::run(&a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,156 @@
+//! `kmem replay TRACE`: replays a Linux kmem ftrace capture against a machine (see the
+//! `kmem-trace` crate) and reports what happened.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use kmem_trace::render::{self, Report};
+use kmem_trace::run::{replay_stream, MachineMem};
+use kmem_trace::{input, summary, Frontend, Replayer};
+
+use crate::opts::MachineOpts;
+use crate::views::View;
+
+/// The `--json` keys, for `--help`.
+const JSON_HELP: &str = "\
+JSON output (--json): one object with these keys (stable; counts are integers):
+  trace      path, compression (none|zstd), lines, events (all kinds), ignored_lines,
+             lost_events, malformed, malformed_first [{line, error, text}] (first 10),
+             unknown_events {name: count}, traced_failures, gfp_unknown_tokens,
+             nofail_dropped, kmalloc_cache_events, zero_dropped
+  machine    preset, ram_bytes, cpus, nodes
+  events, replayed, failures, unmatched_frees, missed_frees
+             per event kind: kmalloc, kfree, kmem_cache_alloc, kmem_cache_free,
+             mm_page_alloc, mm_page_free, mm_page_free_batched
+  totals     ops, replayed, failures, unmatched_frees, missed_frees, null_frees,
+             batched_after_free, cross_kind_frees, order_mismatches, cache_create_failures,
+             frees_of_failed
+  timing     total_s, replay_s, events_per_s (including parsing), replay_ops_per_s
+  memory     live_bytes and peak_bytes {slab, kmalloc, kmalloc_large, pages},
+             peak_total_bytes, machine_slab_pages, machine_peak_slab_pages,
+             machine_used_pages, machine_peak_used_pages
+  caches     [{name, bytes_req, bytes_alloc, objsize, objperslab, pagesperslab, live,
+             active_objs, num_objs, num_slabs, waste_bytes, frag_pct, slab_tail_bytes,
+             size_mismatches, missed_frees}], most waste first
+  reports    the machine's report counts: bad_page, page_alloc_failure, warning,
+             sleep_in_atomic, slab_bug, info
+  audit      ok, live_objects, live_blocks, caches_checked, mismatches [{cache, expected,
+             found}], kmalloc_large_pages, machine_large_pages, bad_blocks
+  views      {name: text} of the --then views (only with --then)
+
+Unmatched frees are frees of objects allocated before the capture started (skipped);
+missed frees are allocations of a pointer still live (the old one is freed first).";
+
+/// `kmem replay` options.
+#[derive(Args, Debug)]
+#[command(after_long_help = JSON_HELP)]
+pub struct ReplayArgs {
+    /// The capture: ftrace text (trace_pipe, trace, `trace-cmd report`), plain or zstd
+    /// (detected from the content); `-` reads standard input.
+    pub trace: PathBuf,
+    #[command(flatten)]
+    pub machine: MachineOpts,
+    /// Print one JSON object (keys: see --help) instead of the report.
+    #[arg(long)]
+    pub json: bool,
+    /// After the replay, print a /proc view (repeatable): any view `kmem proc` knows
+    /// (buddyinfo, slabinfo, meminfo...).
+    #[arg(long = "then", value_name = "VIEW")]
+    pub then: Vec<String>,
+    /// Show the busiest caches (slabtop-style) on stderr while replaying, every 0.5 s.
+    #[arg(long)]
+    pub top: bool,
+    /// Caches listed in the report.
+    #[arg(long, default_value_t = 15)]
+    pub caches: usize,
+    /// Replay only the first N lines.
+    #[arg(long, value_name = "N")]
+    pub lines: Option<u64>,
+    /// Drop __GFP_ZERO from every allocation (zeroing pages is memory bandwidth, most of the
+    /// replay's time on page-heavy traces; the replayed memory is never read).
+    #[arg(long)]
+    pub no_zero: bool,
+    /// Let the trace's caches merge with compatible ones, as Linux does (off: each cache is
+    /// its own, so it is reported on its own).
+    #[arg(long)]
+    pub merge: bool,
+}
+
+fn parse_views(names: &[String]) -> Result<Vec<View>, String> {
+    names
+        .iter()
+        .map(|n| {
+            View::from_str(n, true).map_err(|_| {
+                let known: Vec<&str> = View::ALL.iter().map(|v| v.name()).collect();
+                format!("unknown view '{n}' for --then (expected one of: {})", known.join(", "))
+            })
+        })
+        .collect()
+}
+
+/// `kmem replay`.
+pub fn run(a: &ReplayArgs) -> Result<(), String> {
+    let views = parse_views(&a.then)?;
+    let shown = a.trace.display().to_string();
+    let opened = if a.trace.as_os_str() == "-" { input::from_reader(std::io::stdin()) } else { input::open(&a.trace) };
+    let (reader, compression) = opened.map_err(|e| format!("cannot read trace {shown}: {e}"))?;
+    let mut reader = match a.lines {
+        Some(n) => Box::new(input::TakeLines::new(reader, n)),
+        None => reader,
+    };
+    let m = a.machine.build()?;
+    let mut fe = Frontend::new();
+    fe.set_drop_zero(a.no_zero);
+    let mut rp = Replayer::new(&m, a.merge);
+    let mut mem = MachineMem::default();
+    let live_view = a.top;
+    let mut next = Instant::now() + Duration::from_millis(500);
+    let mut screen = String::new();
+    let timing = replay_stream(&mut *reader, &mut fe, &mut rp, &mut mem, |rp, lines| {
+        if live_view && Instant::now() >= next {
+            screen.clear();
+            let _ = render::top(rp, lines, 20, &mut screen);
+            let _ = std::io::stderr().write_all(screen.as_bytes());
+            next = Instant::now() + Duration::from_millis(500);
+        }
+    })
+    .map_err(|e| format!("reading trace {shown}: {e}"))?;
+    if live_view {
+        screen.clear();
+        let _ = render::top(&rp, fe.counts.lines, 20, &mut screen);
+        let _ = std::io::stderr().write_all(screen.as_bytes());
+    }
+    mem.sample(&m);
+    let caches = summary::cache_rows(&rp, fe.caches());
+    let rendered: Vec<(&'static str, String)> = views.iter().map(|v| (v.name(), v.render(&m))).collect();
+    let audit = summary::audit(&rp, fe.caches());
+    let report = Report {
+        path: &shown,
+        compression,
+        machine: (m.preset().to_string(), m.boot_info().ram_bytes, m.nr_cpus(), m.nr_nodes()),
+        trace: &fe.counts,
+        replay: &rp.counts,
+        timing,
+        mem,
+        caches,
+        top: a.caches,
+        reports: render::report_counts(&m),
+        audit,
+        views: rendered,
+    };
+    let mut out = String::new();
+    if a.json {
+        render::json(&report, &mut out);
+    } else {
+        render::human(&report, &mut out).map_err(|e| e.to_string())?;
+        for (name, text) in &report.views {
+            out.push_str(&format!("\n== /proc/{name}\n{text}"));
+        }
+    }
+    std::io::stdout().write_all(out.as_bytes()).map_err(|e| format!("writing the report: {e}"))?;
+    drop(report);
+    rp.release_all();
+    Ok(())
+}

@@ -1,0 +1,162 @@
+//! `kmem replay` as a user runs it: the built binary on the shared capture and on small
+//! traces written here; success, `--json`, `--then`, `--top`, and the error paths.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn kmem(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kmem")).args(args).output().expect("run kmem")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+/// The shared capture, if this checkout has one.
+fn shared() -> Option<String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let p = std::env::var_os("KMEM_TRACE")
+        .map(PathBuf::from)
+        .or_else(|| dir.ancestors().map(|d| d.join("shared/traces/fsops.trace.zst")).find(|p| p.is_file()))?;
+    Some(p.to_string_lossy().into_owned())
+}
+
+/// Lines of the shared capture to replay: all of it in release builds, a prefix in debug.
+fn lines() -> &'static str {
+    if cfg!(debug_assertions) {
+        "50000"
+    } else {
+        "2000000"
+    }
+}
+
+fn temp(name: &str, contents: &[u8]) -> String {
+    let dir = std::env::temp_dir().join(format!("kmem-replay-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, contents).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+const SMALL: &str = "\
+# tracer: nop
+ bash-1 [000] ..... 1.0: kmem_cache_alloc: call_site=f+0x1/0x2 ptr=00000000000000a1 name=dentry bytes_req=192 bytes_alloc=192 gfp_flags=GFP_KERNEL node=-1 accounted=true
+ bash-1 [001] ..... 1.1: kmalloc: call_site=f+0x1/0x2 ptr=00000000000000a2 bytes_req=60 bytes_alloc=64 gfp_flags=GFP_NOFS|__GFP_ZERO node=-1 accounted=false
+ bash-1 [001] ..... 1.2: mm_page_alloc: page=0000000000000001 pfn=0x1000 order=1 migratetype=0 gfp_flags=GFP_KERNEL|__GFP_COMP
+ bash-1 [000] ..... 1.3: kfree: call_site=f+0x1/0x2 ptr=00000000000000a2
+ bash-1 [000] ...1. 1.4: mm_page_free: page=0000000000000001 pfn=0x1000 order=1
+";
+
+#[test]
+fn shared_capture_report() {
+    let Some(trace) = shared() else { return };
+    let o = kmem(&["replay", &trace, "--lines", lines()]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(out.contains("== kmem replay: ") && out.contains("(zstd)"), "{out}");
+    assert!(out.contains("M events/s including parsing"));
+    assert!(out.contains("failures 0,"), "{out}");
+    assert!(out.contains("all accounted for"), "{out}");
+    assert!(out.contains("== slab caches"));
+    assert!(!err.contains("panicked"));
+}
+
+#[test]
+fn shared_capture_json_and_views() {
+    let Some(trace) = shared() else { return };
+    let o = kmem(&["replay", &trace, "--lines", lines(), "--json", "--then", "slabinfo", "--then", "meminfo"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("one JSON object");
+    assert_eq!(v["trace"]["compression"], "zstd");
+    assert_eq!(v["totals"]["failures"], 0);
+    assert_eq!(v["audit"]["ok"], true);
+    assert!(v["events"]["kmem_cache_alloc"].as_u64().unwrap() > 0);
+    assert!(v["timing"]["replay_ops_per_s"].as_f64().unwrap() > 0.0);
+    assert!(v["caches"].as_array().unwrap().iter().any(|c| c["name"] == "dentry"));
+    assert!(v["views"]["slabinfo"].as_str().unwrap().starts_with("slabinfo - version: 2.1"));
+    assert!(v["views"]["meminfo"].as_str().unwrap().starts_with("MemTotal:"));
+    if !cfg!(debug_assertions) {
+        // The whole capture: the counts of an awk count of the file.
+        assert_eq!(v["trace"]["lines"], 1_034_647);
+        assert_eq!(v["events"]["kmem_cache_alloc"], 292_517);
+        assert_eq!(v["events"]["mm_page_free_batched"], 106_904);
+    }
+}
+
+#[test]
+fn small_trace_then_slabinfo_and_top() {
+    let p = temp("small.trace", SMALL.as_bytes());
+    let o = kmem(&["replay", &p, "--then", "slabinfo", "--top", "--ram", "64M", "--cpus", "2"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(out.contains("(none), 6 lines"), "{out}");
+    assert!(out.contains("== /proc/slabinfo\nslabinfo - version: 2.1"), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("dentry ")), "{out}");
+    assert!(out.contains("malformed lines 0, ignored lines 1"));
+    // The live view's last frame.
+    assert!(err.contains("\x1b[2J") && err.contains("OBJ SIZE") && err.contains("dentry"), "{err}");
+}
+
+#[test]
+fn standard_input() {
+    use std::io::Write;
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kmem"))
+        .args(["replay", "-", "--json", "--ram", "64M"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(SMALL.as_bytes()).unwrap();
+    let o = c.wait_with_output().unwrap();
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((v["trace"]["path"].as_str(), v["totals"]["replayed"].as_u64()), (Some("-"), Some(5)));
+}
+
+#[test]
+fn garbage_is_counted_not_fatal() {
+    let mut g = b"this is not a trace\n\xff\xfe binary \x00 junk\n".to_vec();
+    g.extend_from_slice(SMALL.as_bytes());
+    g.extend_from_slice(b"x-1 [000] ..... 2.0: kfree: ptr=nothex\n");
+    let p = temp("garbage.trace", &g);
+    let o = kmem(&["replay", &p, "--json", "--ram", "64M"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["trace"]["malformed"], 3);
+    let first: Vec<u64> =
+        v["trace"]["malformed_first"].as_array().unwrap().iter().map(|m| m["line"].as_u64().unwrap()).collect();
+    assert_eq!(first, [1, 2, 9]);
+    assert_eq!(v["totals"]["replayed"], 5);
+    let o = kmem(&["replay", &p, "--ram", "64M"]);
+    assert!(text(&o).0.contains("  line 9: malformed number in ptr=: x-1 [000]"));
+}
+
+fn assert_error(o: &Output, what: &str) {
+    let (out, err) = text(o);
+    assert!(!o.status.success());
+    assert!(out.is_empty(), "{out}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("kmem: error: ") && err.contains(what), "{err}");
+    assert!(!err.contains("panicked"));
+}
+
+#[test]
+fn errors_are_one_line() {
+    assert_error(&kmem(&["replay", "/nonexistent/trace.zst"]), "cannot read trace /nonexistent/trace.zst");
+    assert_error(&kmem(&["replay", "/"]), "cannot read trace /: is a directory");
+    let p = temp("small2.trace", SMALL.as_bytes());
+    assert_error(&kmem(&["replay", &p, "--then", "nosuchview"]), "unknown view 'nosuchview'");
+    // A zstd stream cut short.
+    let z = zstd_prefix();
+    assert_error(&kmem(&["replay", &temp("cut.zst", &z), "--ram", "64M"]), "reading trace");
+}
+
+/// The first 4 KiB of the shared capture, or a hand-made zstd frame header without a body.
+fn zstd_prefix() -> Vec<u8> {
+    match shared().and_then(|p| std::fs::read(p).ok()) {
+        Some(b) => b[..4096].to_vec(),
+        None => vec![0x28, 0xb5, 0x2f, 0xfd, 0x04, 0x58, 0x6d, 0x00, 0x00],
+    }
+}

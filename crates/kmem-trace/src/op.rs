@@ -1,0 +1,322 @@
+//! Events to replay operations: the [`Frontend`] resolves what the replay engine should not
+//! redo per event (GFP text, cache names) into a compact, `'static` [`Op`], and counts what
+//! the trace contains (events by kind, unknown events, malformed lines).
+
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+
+use kmem::Gfp;
+
+use crate::gfp_text::GfpTable;
+use crate::keys::{KeyHasher, SlotMap, NO_SLOT};
+use crate::parse::{parse_line, Event, EventKind, Line, ParseError};
+
+/// The event kinds, in report order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Kind {
+    /// `kmalloc`.
+    Kmalloc,
+    /// `kfree`.
+    Kfree,
+    /// `kmem_cache_alloc`.
+    CacheAlloc,
+    /// `kmem_cache_free`.
+    CacheFree,
+    /// `mm_page_alloc`.
+    PageAlloc,
+    /// `mm_page_free`.
+    PageFree,
+    /// `mm_page_free_batched`.
+    PageFreeBatched,
+}
+
+impl Kind {
+    /// Number of kinds.
+    pub const COUNT: usize = 7;
+    /// Every kind, in report order.
+    pub const ALL: [Kind; Kind::COUNT] = [
+        Kind::Kmalloc,
+        Kind::Kfree,
+        Kind::CacheAlloc,
+        Kind::CacheFree,
+        Kind::PageAlloc,
+        Kind::PageFree,
+        Kind::PageFreeBatched,
+    ];
+    /// The ftrace event name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Kmalloc => "kmalloc",
+            Kind::Kfree => "kfree",
+            Kind::CacheAlloc => "kmem_cache_alloc",
+            Kind::CacheFree => "kmem_cache_free",
+            Kind::PageAlloc => "mm_page_alloc",
+            Kind::PageFree => "mm_page_free",
+            Kind::PageFreeBatched => "mm_page_free_batched",
+        }
+    }
+    /// Whether the kind allocates.
+    pub fn is_alloc(self) -> bool {
+        matches!(self, Kind::Kmalloc | Kind::CacheAlloc | Kind::PageAlloc)
+    }
+}
+
+/// `Op::cache` of an operation that names no cache.
+pub const NO_CACHE: u32 = u32::MAX;
+
+/// One operation to replay: 32 bytes, no borrows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Op {
+    /// The trace's pointer (slab kinds) or pfn (page kinds).
+    pub key: u64,
+    /// GFP flags of an allocation.
+    pub gfp: Gfp,
+    /// Bytes requested (kmalloc).
+    pub size: u32,
+    /// Index into [`Frontend::caches`] (kmem_cache_alloc) or [`NO_CACHE`].
+    pub cache: u32,
+    /// The allocation's slot ([`crate::keys`]): where an allocation goes, or which one a
+    /// free frees ([`NO_SLOT`]: none is live, an unmatched free). Object and page slots are
+    /// numbered separately.
+    pub slot: u32,
+    /// The trace's CPU (truncated to 16 bits).
+    pub cpu: u16,
+    /// What to do.
+    pub kind: Kind,
+    /// Page order.
+    pub order: u8,
+    /// From interrupt context.
+    pub irq: bool,
+}
+
+/// A cache the trace names, as first seen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheDef {
+    /// Its name (`size-<bytes_alloc>` when the trace names none).
+    pub name: String,
+    /// `bytes_req` of the first allocation (the traced `object_size`).
+    pub bytes_req: u32,
+    /// `bytes_alloc` of the first allocation (the traced slot size): kmem's object size.
+    pub bytes_alloc: u32,
+    /// Later allocations whose `bytes_alloc` differed (the first size is kept).
+    pub size_mismatches: u64,
+}
+
+/// A malformed line, for the report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Malformed {
+    /// 1-based line number.
+    pub line: u64,
+    /// What was wrong.
+    pub error: ParseError,
+    /// The line's start (at most 120 bytes, lossy UTF-8).
+    pub text: String,
+}
+
+/// How many malformed lines are kept with their text.
+pub const MALFORMED_KEPT: usize = 10;
+
+/// What the trace held, counted while parsing.
+#[derive(Clone, Debug, Default)]
+pub struct TraceCounts {
+    /// Lines read.
+    pub lines: u64,
+    /// Events per [`Kind`] (index `Kind as usize`).
+    pub events: [u64; Kind::COUNT],
+    /// Events of other names, skipped.
+    pub unknown: HashMap<String, u64>,
+    /// Blank, comment and header lines.
+    pub ignored_lines: u64,
+    /// Events the ring buffer lost (`[LOST N EVENTS]`).
+    pub lost_events: u64,
+    /// Lines that are not events.
+    pub malformed: u64,
+    /// The first [`MALFORMED_KEPT`] of them.
+    pub malformed_first: Vec<Malformed>,
+    /// `mm_page_alloc` events of failed allocations (not replayed).
+    pub traced_failures: u64,
+    /// GFP tokens not known (skipped: their bits are not set).
+    pub gfp_unknown_tokens: u64,
+    /// Allocations whose `__GFP_NOFAIL` was dropped (kmem has no reclaim, so a single-threaded
+    /// replay waiting for memory would wait forever).
+    pub nofail_dropped: u64,
+    /// `kmem_cache_alloc` of a `kmalloc-*` cache, replayed as kmalloc.
+    pub kmalloc_caches: u64,
+    /// Allocations whose `__GFP_ZERO` was dropped ([`Frontend::set_drop_zero`]).
+    pub zero_dropped: u64,
+}
+
+impl TraceCounts {
+    /// Events of every kind, known or not.
+    pub fn total_events(&self) -> u64 {
+        self.events.iter().sum::<u64>() + self.unknown.values().sum::<u64>()
+    }
+}
+
+/// Turns trace lines into [`Op`]s.
+#[derive(Debug, Default)]
+pub struct Frontend {
+    gfp: GfpTable,
+    names: HashMap<Box<str>, u32, BuildHasherDefault<KeyHasher>>,
+    anon: HashMap<u32, u32>,
+    caches: Vec<CacheDef>,
+    objs: SlotMap,
+    pages: SlotMap,
+    drop_zero: bool,
+    /// What the trace held.
+    pub counts: TraceCounts,
+}
+
+impl Frontend {
+    /// A front end that has seen nothing.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Drops `__GFP_ZERO` from every allocation (`kmem replay --no-zero`): nothing reads the
+    /// replayed memory, and zeroing is most of the replay's time on a trace full of
+    /// `GFP_HIGHUSER_MOVABLE|__GFP_ZERO` pages (it is memory bandwidth, not allocator work).
+    pub fn set_drop_zero(&mut self, on: bool) {
+        self.drop_zero = on;
+    }
+
+    /// Objects (slab and kmalloc) and page blocks live in the trace so far: allocated and
+    /// not freed.
+    pub fn live(&self) -> (usize, usize) {
+        (self.objs.live(), self.pages.live())
+    }
+
+    /// The caches seen so far, indexed by [`Op::cache`].
+    pub fn caches(&self) -> &[CacheDef] {
+        &self.caches
+    }
+
+    /// Parses line `no` (1-based) and returns its operation, if it has one; everything else
+    /// (ignored, unknown, malformed, traced failures) is counted.
+    pub fn line(&mut self, no: u64, line: &[u8]) -> Option<Op> {
+        self.counts.lines += 1;
+        match parse_line(line) {
+            Ok(Line::Event(ev)) => self.event(&ev),
+            Ok(Line::Ignored) => {
+                self.counts.ignored_lines += 1;
+                None
+            }
+            Ok(Line::Lost(n)) => {
+                self.counts.lost_events += n;
+                None
+            }
+            Err(error) => {
+                self.counts.malformed += 1;
+                if self.counts.malformed_first.len() < MALFORMED_KEPT {
+                    let text = String::from_utf8_lossy(&line[..line.len().min(120)]).trim_end().to_owned();
+                    self.counts.malformed_first.push(Malformed { line: no, error, text });
+                }
+                None
+            }
+        }
+    }
+
+    fn gfp(&mut self, text: &str) -> Gfp {
+        let (mut g, unknown) = self.gfp.get(text);
+        self.counts.gfp_unknown_tokens += unknown as u64;
+        if self.drop_zero && g.contains(Gfp::ZERO) {
+            self.counts.zero_dropped += 1;
+            g = g.without(Gfp::ZERO);
+        }
+        if g.contains(Gfp::NOFAIL) {
+            self.counts.nofail_dropped += 1;
+            return g.without(Gfp::NOFAIL);
+        }
+        g
+    }
+
+    fn cache(&mut self, name: &str, bytes_req: u32, bytes_alloc: u32) -> u32 {
+        let found = if name.is_empty() { self.anon.get(&bytes_alloc) } else { self.names.get(name) };
+        if let Some(&i) = found {
+            let c = &mut self.caches[i as usize];
+            if c.bytes_alloc != bytes_alloc {
+                c.size_mismatches += 1;
+            }
+            return i;
+        }
+        let i = self.caches.len() as u32;
+        let owned = if name.is_empty() { format!("size-{bytes_alloc}") } else { name.to_owned() };
+        if name.is_empty() {
+            self.anon.insert(bytes_alloc, i);
+        } else {
+            self.names.insert(name.into(), i);
+        }
+        self.caches.push(CacheDef { name: owned, bytes_req, bytes_alloc, size_mismatches: 0 });
+        i
+    }
+
+    /// The operation of a parsed event (counting it).
+    pub fn event(&mut self, ev: &Event<'_>) -> Option<Op> {
+        let mut op = Op {
+            key: 0,
+            gfp: Gfp::empty(),
+            size: 0,
+            cache: NO_CACHE,
+            slot: NO_SLOT,
+            cpu: ev.cpu as u16,
+            kind: Kind::Kfree,
+            order: 0,
+            irq: ev.irq,
+        };
+        match ev.kind {
+            EventKind::Kmalloc { ptr, bytes_req, gfp, .. } => {
+                (op.kind, op.key, op.size, op.gfp) = (Kind::Kmalloc, ptr, bytes_req, self.gfp(gfp));
+                op.slot = self.objs.alloc(ptr).0;
+            }
+            EventKind::Kfree { ptr } => (op.kind, op.key, op.slot) = (Kind::Kfree, ptr, self.objs.free(ptr)),
+            EventKind::CacheAlloc { ptr, name, bytes_req, bytes_alloc, gfp } => {
+                (op.key, op.gfp, op.slot) = (ptr, self.gfp(gfp), self.objs.alloc(ptr).0);
+                if is_kmalloc_cache(name) {
+                    self.counts.kmalloc_caches += 1;
+                    (op.kind, op.size) = (Kind::Kmalloc, bytes_req);
+                } else {
+                    (op.kind, op.cache) = (Kind::CacheAlloc, self.cache(name, bytes_req, bytes_alloc));
+                }
+                self.counts.events[Kind::CacheAlloc as usize] += 1;
+                return Some(op);
+            }
+            EventKind::CacheFree { ptr, .. } => {
+                (op.kind, op.key, op.slot) = (Kind::CacheFree, ptr, self.objs.free(ptr))
+            }
+            EventKind::PageAlloc { pfn, order, gfp } => {
+                self.counts.events[Kind::PageAlloc as usize] += 1;
+                let Some(pfn) = pfn else {
+                    self.counts.traced_failures += 1;
+                    return None;
+                };
+                (op.kind, op.key, op.order, op.gfp) = (Kind::PageAlloc, pfn, order, self.gfp(gfp));
+                op.slot = self.pages.alloc(pfn).0;
+                return Some(op);
+            }
+            EventKind::PageFree { pfn, order } => {
+                (op.kind, op.key, op.order, op.slot) = (Kind::PageFree, pfn, order, self.pages.free(pfn));
+            }
+            EventKind::PageFreeBatched { pfn } => {
+                (op.kind, op.key, op.slot) = (Kind::PageFreeBatched, pfn, self.pages.free(pfn));
+            }
+            EventKind::Other { name } => {
+                match self.counts.unknown.get_mut(name) {
+                    Some(n) => *n += 1,
+                    None => {
+                        self.counts.unknown.insert(name.to_owned(), 1);
+                    }
+                }
+                return None;
+            }
+        }
+        self.counts.events[op.kind as usize] += 1;
+        Some(op)
+    }
+}
+
+/// `kmalloc-64`, `kmalloc-rcl-128`, `kmalloc-cg-8k`, `dma-kmalloc-512`: the kmalloc caches,
+/// which the replay reaches through kmalloc rather than creating a cache of that name.
+fn is_kmalloc_cache(name: &str) -> bool {
+    name.starts_with("kmalloc-") || name.starts_with("dma-kmalloc-")
+}

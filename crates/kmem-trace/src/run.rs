@@ -1,0 +1,131 @@
+//! The streaming driver: one thread parses batches of lines into operations while the other
+//! replays the previous batch and samples the machine. Timing the replay of whole batches
+//! gives the replay-only rate without a clock read per event.
+
+use std::io::{self, BufRead};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use kmem_hosted::Machine;
+
+use crate::input::for_each_line;
+use crate::op::{CacheDef, Frontend, Op};
+use crate::replay::Replayer;
+
+/// Operations per batch.
+pub const BATCH: usize = 4096;
+
+/// Machine-wide memory, sampled after every batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MachineMem {
+    /// Pages of slabs and large kmalloc blocks (`Slab:` in meminfo) now.
+    pub slab_pages: u64,
+    /// Peak of `slab_pages`.
+    pub peak_slab_pages: u64,
+    /// Pages not free (MemTotal - MemFree) now.
+    pub used_pages: u64,
+    /// Peak of `used_pages`.
+    pub peak_used_pages: u64,
+}
+
+impl MachineMem {
+    /// Reads the machine's counters now and updates the peaks.
+    pub fn sample(&mut self, m: &Machine) {
+        let slab: usize = (0..m.nr_nodes())
+            .filter_map(|n| m.node(n))
+            .map(|n| n.slab_reclaimable_pages() + n.slab_unreclaimable_pages())
+            .sum();
+        let free: usize = m.zones().map(|z| z.free_pages() + z.pcp_pages()).sum();
+        self.slab_pages = slab as u64;
+        self.used_pages = m.totalram_pages().saturating_sub(free) as u64;
+        self.peak_slab_pages = self.peak_slab_pages.max(self.slab_pages);
+        self.peak_used_pages = self.peak_used_pages.max(self.used_pages);
+    }
+}
+
+/// Where the time went.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Timing {
+    /// Reading, decompressing, parsing and replaying.
+    pub total: Duration,
+    /// Replaying only (batches of parsed operations).
+    pub replay: Duration,
+}
+
+impl Timing {
+    /// Events per second over `t`.
+    pub fn rate(events: u64, t: Duration) -> f64 {
+        events as f64 / t.as_secs_f64().max(1e-9)
+    }
+}
+
+/// A batch from the parsing thread: operations, the caches first named in it, and the lines
+/// read so far.
+type Batch = (Vec<Op>, Vec<CacheDef>, u64);
+
+/// Replays every line of `r`: a second thread reads and parses batches of [`BATCH`]
+/// operations while this one replays the previous batch (the replayer stays on the calling
+/// thread, which it pins to the trace's CPUs). `on_batch(replayer, lines_read)` runs after
+/// each batch (a live view, progress).
+pub fn replay_stream(
+    r: &mut (dyn BufRead + Send),
+    fe: &mut Frontend,
+    rp: &mut Replayer<'_>,
+    mem: &mut MachineMem,
+    mut on_batch: impl FnMut(&Replayer<'_>, u64),
+) -> io::Result<Timing> {
+    let start = Instant::now();
+    let mut replay = Duration::ZERO;
+    let m = rp.machine();
+    let (tx, rx) = mpsc::sync_channel::<Batch>(4);
+    let (free_tx, free_rx) = mpsc::channel::<Vec<Op>>();
+    let parsed = std::thread::scope(|s| {
+        let parser = s.spawn(move || {
+            let mut batch = Vec::with_capacity(BATCH);
+            let mut known = fe.caches().len();
+            let mut send = |batch: &mut Vec<Op>, fe: &Frontend| {
+                let next = free_rx.try_recv().unwrap_or_else(|_| Vec::with_capacity(BATCH));
+                let new = fe.caches()[known..].to_vec();
+                known = fe.caches().len();
+                // A closed channel means the replaying side is gone; stop reading.
+                tx.send((std::mem::replace(batch, next), new, fe.counts.lines)).is_ok()
+            };
+            let r = for_each_line(r, |no, line| {
+                if let Some(op) = fe.line(no, line) {
+                    batch.push(op);
+                    if batch.len() == BATCH {
+                        return send(&mut batch, fe);
+                    }
+                }
+                true
+            });
+            send(&mut batch, fe);
+            r
+        });
+        let mut defs: Vec<CacheDef> = Vec::new();
+        for (mut ops, new, lines) in rx {
+            defs.extend(new);
+            let t = Instant::now();
+            rp.apply_all(&ops, &defs);
+            replay += t.elapsed();
+            ops.clear();
+            let _ = free_tx.send(ops);
+            mem.sample(m);
+            on_batch(rp, lines);
+        }
+        parser.join()
+    });
+    let parsed = parsed.map_err(|_| io::Error::other("the trace parser panicked"))?;
+    parsed?;
+    Ok(Timing { total: start.elapsed(), replay })
+}
+
+/// Parses every line of `r` into operations (for benchmarks: replay them later).
+pub fn parse_all(r: &mut dyn BufRead, fe: &mut Frontend) -> io::Result<Vec<Op>> {
+    let mut ops = Vec::new();
+    for_each_line(r, |no, line| {
+        ops.extend(fe.line(no, line));
+        true
+    })?;
+    Ok(ops)
+}

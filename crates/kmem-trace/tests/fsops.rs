@@ -1,0 +1,85 @@
+//! End to end on the shared capture (`shared/traces/fsops.trace.zst`, a filesystem workload on
+//! a 2-CPU 6.x kernel): the event counts match an awk count of the file, nothing fails on the
+//! default 4 GiB machine, and every object still live at the end is accounted for, by the
+//! replay and by the machine's own counters. Debug builds replay the first 200,000 lines
+//! (the whole capture takes too long unoptimised; `cargo test --release` replays it all).
+
+use std::path::Path;
+
+use kmem::ReportKind;
+use kmem_hosted::MachineBuilder;
+use kmem_trace::run::{replay_stream, MachineMem};
+use kmem_trace::{input, summary, Frontend, Kind, Replayer};
+
+/// `zstd -dc fsops.trace.zst | awk '{for(i=1;i<=NF;i++) if ($i ~ /^(kmalloc|...):$/) {c[$i]++; break}}'`,
+/// in `Kind::ALL` order: kmalloc, kfree, kmem_cache_alloc, kmem_cache_free, mm_page_alloc,
+/// mm_page_free, mm_page_free_batched.
+const FULL: (u64, [u64; 7]) = (1_034_647, [31_412, 80_437, 292_517, 214_489, 190_359, 118_529, 106_904]);
+/// The same over `head -200000`.
+const PREFIX: (u64, [u64; 7]) = (200_000, [4_741, 13_542, 61_660, 39_252, 32_773, 24_736, 23_296]);
+
+#[test]
+fn shared_trace_replays_and_accounts_for_everything() {
+    let Some(path) = input::shared_trace(Path::new(env!("CARGO_MANIFEST_DIR"))) else {
+        eprintln!("no shared/traces/fsops.trace.zst: skipped");
+        return;
+    };
+    let (lines, counts) = if cfg!(debug_assertions) { PREFIX } else { FULL };
+    let (r, compression) = input::open(&path).unwrap();
+    assert_eq!(compression, input::Compression::Zstd);
+    let mut r = input::TakeLines::new(r, lines);
+    let m = MachineBuilder::new().build().unwrap();
+    let mut fe = Frontend::new();
+    let mut rp = Replayer::new(&m, false);
+    let mut mem = MachineMem::default();
+    replay_stream(&mut r, &mut fe, &mut rp, &mut mem, |_, _| {}).unwrap();
+
+    let t = &fe.counts;
+    assert_eq!(t.lines, lines);
+    assert_eq!(t.events, counts);
+    assert_eq!((t.malformed, t.ignored_lines, t.traced_failures, t.gfp_unknown_tokens), (0, 0, 0, 0));
+    assert!(t.unknown.is_empty());
+
+    let c = &rp.counts;
+    assert_eq!(c.failures, [0; 7], "no allocation fails on a 4 GiB machine");
+    assert_eq!(c.cache_create_failures, 0);
+    assert_eq!(c.frees_of_failed, 0);
+    // Every event is accounted for exactly once.
+    let ix = |k: Kind| k as usize;
+    for k in Kind::ALL.into_iter().filter(|k| k.is_alloc()) {
+        assert_eq!(c.replayed[ix(k)], counts[ix(k)], "{k:?}");
+    }
+    assert_eq!(
+        c.replayed[ix(Kind::Kfree)] + c.unmatched_frees[ix(Kind::Kfree)] + c.null_frees,
+        counts[ix(Kind::Kfree)]
+    );
+    assert_eq!(c.replayed[ix(Kind::CacheFree)] + c.unmatched_frees[ix(Kind::CacheFree)], counts[ix(Kind::CacheFree)]);
+    assert_eq!(c.replayed[ix(Kind::PageFree)] + c.unmatched_frees[ix(Kind::PageFree)], counts[ix(Kind::PageFree)]);
+    // Linux traces mm_page_free and then mm_page_free_batched for each page free_unref_folios
+    // frees: every batched event of this capture follows its page's mm_page_free.
+    assert_eq!(c.batched_after_free, counts[ix(Kind::PageFreeBatched)]);
+
+    // Live objects: allocations - matched frees - allocations over a live pointer.
+    let obj_allocs = c.replayed[ix(Kind::Kmalloc)] + c.replayed[ix(Kind::CacheAlloc)];
+    let obj_frees = c.replayed[ix(Kind::Kfree)] + c.replayed[ix(Kind::CacheFree)];
+    let obj_missed = c.missed_frees[ix(Kind::Kmalloc)] + c.missed_frees[ix(Kind::CacheAlloc)];
+    let (live_objs, live_blocks) = rp.live();
+    assert_eq!(live_objs as u64, obj_allocs - obj_frees - obj_missed);
+    let page_frees = c.replayed[ix(Kind::PageFree)] + c.replayed[ix(Kind::PageFreeBatched)];
+    assert_eq!(live_blocks as u64, c.replayed[ix(Kind::PageAlloc)] - page_frees - c.missed_frees[ix(Kind::PageAlloc)]);
+    assert_eq!(rp.live(), fe.live(), "the machine holds what the trace holds");
+
+    // The machine agrees: per cache (after flushing CPU slabs), large kmalloc pages, blocks.
+    let a = summary::audit(&rp, fe.caches());
+    assert!(a.ok(), "{a:?}");
+    assert_eq!(a.live_objects, live_objs as u64);
+    assert!(a.caches_checked >= fe.caches().len());
+    assert!(mem.peak_used_pages >= mem.used_pages && mem.peak_slab_pages > 0);
+    assert_eq!(m.report_count(ReportKind::PageAllocFailure), 0);
+
+    // Freeing everything leaves consistent free lists and no leak reports on destroy.
+    rp.release_all();
+    assert_eq!(m.report_count(ReportKind::SlabBug), 0);
+    assert_eq!(m.report_count(ReportKind::BadPage), 0);
+    m.verify().unwrap();
+}
