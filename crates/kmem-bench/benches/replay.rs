@@ -50,7 +50,10 @@ fn main() {
     };
     let runs = env_usize("KMEM_REPLAY_RUNS", 3).max(1);
     let limit = env_usize("KMEM_REPLAY_LIMIT", usize::MAX);
-    let machine = || MachineBuilder::new().ram_mib(4096).cpus(4).build().expect("boot");
+    // As `kmem replay` boots it: anonymous RAM with transparent huge pages (no vmalloc; the
+    // capture has no vmalloc events). `KMEM_REPLAY_MEMFD=1`: the memfd RAM of other machines.
+    let anon = std::env::var_os("KMEM_REPLAY_MEMFD").is_none();
+    let machine = || MachineBuilder::new().ram_mib(4096).cpus(4).anonymous_ram(anon).build().expect("boot");
 
     let mut fe = Frontend::new();
     let mut times = Vec::new();

@@ -23,13 +23,12 @@ pub struct MachineOpts {
 impl MachineOpts {
     /// Boots the machine.
     pub fn build(&self) -> Result<Machine, String> {
-        MachineBuilder::new()
-            .ram_bytes(self.ram)
-            .cpus(self.cpus)
-            .nodes(self.nodes)
-            .preset(self.preset)
-            .build()
-            .map_err(|e| e.to_string())
+        self.builder().build().map_err(|e| e.to_string())
+    }
+
+    /// The builder [`MachineOpts::build`] uses, for subcommands that add options.
+    pub fn builder(&self) -> MachineBuilder {
+        MachineBuilder::new().ram_bytes(self.ram).cpus(self.cpus).nodes(self.nodes).preset(self.preset)
     }
 }
 

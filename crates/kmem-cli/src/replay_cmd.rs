@@ -100,7 +100,9 @@ pub fn run(a: &ReplayArgs) -> Result<(), String> {
         Some(n) => Box::new(input::TakeLines::new(reader, n)),
         None => reader,
     };
-    let m = a.machine.build()?;
+    // Anonymous RAM with transparent huge pages where the host allows: a replay touches
+    // hundreds of MiB, and the capture has no vmalloc events (which would need memfd RAM).
+    let m = a.machine.builder().anonymous_ram(true).build().map_err(|e| e.to_string())?;
     let mut fe = Frontend::new();
     fe.set_drop_zero(a.no_zero);
     let mut rp = Replayer::new(&m, a.merge);

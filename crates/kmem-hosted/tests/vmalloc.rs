@@ -362,3 +362,19 @@ fn small_areas_are_recycled_per_cpu() {
     // SAFETY: ours.
     unsafe { off.vfree(b.as_ptr()) };
 }
+
+#[test]
+fn anonymous_ram_has_no_vmalloc_range() {
+    let m = MachineBuilder::new().ram_mib(64).cpus(1).anonymous_ram(true).build().unwrap();
+    assert!(m.vmalloc_range().is_none());
+    assert_eq!(m.vmalloc(PAGE_SIZE).unwrap_err().kind, kmem::VmallocErrorKind::NoVmallocArea);
+    // kvmalloc still serves large requests from kmalloc's page path.
+    let p = m.kvmalloc(2 << 20, Gfp::KERNEL).unwrap();
+    fill_check(p.as_ptr(), 2 << 20, 4);
+    // SAFETY: ours.
+    unsafe { m.kvfree(p.as_ptr()) };
+    let mut mi = String::new();
+    kmem::proc::meminfo(&m, &mut mi).unwrap();
+    assert!(mi.contains("VmallocTotal:          0 kB\n"));
+    assert_eq!(m.report_count(ReportKind::PageAllocFailure), 0);
+}
