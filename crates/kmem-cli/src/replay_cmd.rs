@@ -76,6 +76,10 @@ pub struct ReplayArgs {
     /// its own, so it is reported on its own).
     #[arg(long)]
     pub merge: bool,
+    /// After the replay, write the page-frame map of the replayed state to PATH.png and
+    /// PATH.svg (or name one with its extension), and print the unusable free space index.
+    #[arg(long, value_name = "PATH")]
+    pub map: Option<PathBuf>,
 }
 
 fn parse_views(names: &[String]) -> Result<Vec<View>, String> {
@@ -103,6 +107,8 @@ pub fn run(a: &ReplayArgs) -> Result<(), String> {
     // Anonymous RAM with transparent huge pages where the host allows: a replay touches
     // hundreds of MiB, and the capture has no vmalloc events (which would need memfd RAM).
     let m = a.machine.builder().anonymous_ram(true).build().map_err(|e| e.to_string())?;
+    // Created now, so that an unwritable path fails before the replay.
+    let map_files = a.map.as_deref().map(crate::pfmap::MapFiles::create).transpose()?;
     let mut fe = Frontend::new();
     fe.set_drop_zero(a.no_zero);
     let mut rp = Replayer::new(&m, a.merge);
@@ -149,6 +155,25 @@ pub fn run(a: &ReplayArgs) -> Result<(), String> {
         render::human(&report, &mut out).map_err(|e| e.to_string())?;
         for (name, text) in &report.views {
             out.push_str(&format!("\n== /proc/{name}\n{text}"));
+        }
+    }
+    if let Some(files) = map_files {
+        let title = format!("{} after replaying {shown} ({} events)", m.preset(), fe.counts.lines);
+        let unusable = crate::views::View::UnusableIndex.render(&m);
+        let mut extra = vec![String::new(), "Unusable free space index per order:".to_owned()];
+        extra.extend(unusable.lines().map(str::to_owned));
+        let (png, svg) = (files.png.clone(), files.svg.clone());
+        let legend = files.write(&m, &title, &extra)?;
+        if !a.json {
+            out.push_str(&format!("\n== page-frame map: wrote {} and {}\n", png.display(), svg.display()));
+            for l in legend {
+                out.push_str(&l);
+                out.push('\n');
+            }
+            out.push_str("  unusable free space index per order (0.000: every free page usable; 1.000: none):\n");
+            for l in unusable.lines() {
+                out.push_str(&format!("  {l}\n"));
+            }
         }
     }
     std::io::stdout().write_all(out.as_bytes()).map_err(|e| format!("writing the report: {e}"))?;

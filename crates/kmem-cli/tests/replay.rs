@@ -160,3 +160,28 @@ fn zstd_prefix() -> Vec<u8> {
         None => vec![0x28, 0xb5, 0x2f, 0xfd, 0x04, 0x58, 0x6d, 0x00, 0x00],
     }
 }
+
+#[test]
+fn map_of_the_replayed_state() {
+    let trace = match shared() {
+        Some(p) => p,
+        None => temp("map.trace", SMALL.as_bytes()),
+    };
+    let out = std::env::temp_dir().join(format!("kmem-replay-map-{}", std::process::id()));
+    let o = kmem(&["replay", &trace, "--lines", "50000", "--ram", "1G", "--map", out.to_str().unwrap()]);
+    let (so, se) = text(&o);
+    assert!(o.status.success(), "{se}");
+    assert!(so.contains("== page-frame map: wrote "), "{so}");
+    assert!(so.lines().any(|l| l.contains("slab: ") && l.contains(" frames ")), "{so}");
+    assert!(so.contains("Node 0, zone    DMA32 "), "{so}");
+    let png = std::fs::read(out.with_extension("png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let svg = std::fs::read_to_string(out.with_extension("svg")).unwrap();
+    assert!(svg.starts_with("<svg") || svg.starts_with("<?xml"), "{}", &svg[..40]);
+    let _ = std::fs::remove_file(out.with_extension("png"));
+    let _ = std::fs::remove_file(out.with_extension("svg"));
+    // An unwritable map path fails before the replay, in one line.
+    let o = kmem(&["replay", &trace, "--map", "/nonexistent-dir/x"]);
+    assert!(!o.status.success());
+    assert!(text(&o).1.starts_with("kmem: error: cannot write the page-frame map"), "{:?}", text(&o).1);
+}
