@@ -32,10 +32,11 @@ impl MachineOpts {
     }
 }
 
-/// Parses `4G`, `512M`, `65536K` or a plain byte count.
+/// Parses `1T`, `4G`, `512M`, `65536K` or a plain byte count.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let (num, mult) = match s.char_indices().last() {
+        Some((i, 'T' | 't')) => (&s[..i], 1u64 << 40),
         Some((i, 'G' | 'g')) => (&s[..i], 1u64 << 30),
         Some((i, 'M' | 'm')) => (&s[..i], 1 << 20),
         Some((i, 'K' | 'k')) => (&s[..i], 1 << 10),
@@ -58,6 +59,8 @@ mod tests {
         assert_eq!(parse_size("4G"), Ok(4 << 30));
         assert_eq!(parse_size("512m"), Ok(512 << 20));
         assert_eq!(parse_size("4096K"), Ok(4 << 20));
+        assert_eq!(parse_size("1T"), Ok(1 << 40));
+        assert!(parse_size("17T").is_err());
         assert!(parse_size("1K").is_err());
         assert!(parse_size("lots").is_err());
         assert!(parse_size("99999999999G").is_err());
