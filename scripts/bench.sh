@@ -6,6 +6,9 @@
 #  2. order-0 alloc+free through kmem's per-CPU lists, straight from its buddy lists, and from
 #     buddy_system_allocator (criterion group pcp/order0);
 #  3. thread scaling, 1 and 2 threads (scripts/scaling.sh; skipped with KMEM_BENCH_SCALING=0);
+#  5. vmalloc+vfree against mmap+munmap (benches/vmalloc.rs; skipped with KMEM_BENCH_VMALLOC=0);
+#  6. trace replay throughput on the shared capture (benches/replay.rs; skipped with
+#     KMEM_BENCH_REPLAY=0 or without ../shared).
 #  4. slab allocation (benches/slab.rs; skipped with KMEM_BENCH_SLAB=0): kmem's
 #     kmem_cache_alloc/free against slabmalloc and mimalloc, per object: hot pairs,
 #     alloc-n-free-n, bulk against single-object loops, cross-thread frees, and cache colouring.
@@ -152,4 +155,19 @@ PY
 
 if [ -n "$scaling" ]; then
     printf '%s\n' "$scaling"
+fi
+
+if [ "${KMEM_BENCH_VMALLOC:-1}" != 0 ]; then
+    echo
+    echo "### vmalloc"
+    echo
+    cargo bench -q -p kmem-bench --bench vmalloc -- --bench 2>/dev/null | grep -E '^\||^\('
+fi
+if [ "${KMEM_BENCH_REPLAY:-1}" != 0 ]; then
+    echo
+    echo "### trace replay (M events/s)"
+    echo
+    echo '```'
+    cargo bench -q -p kmem-bench --bench replay 2>/dev/null | grep '^replay/'
+    echo '```'
 fi
