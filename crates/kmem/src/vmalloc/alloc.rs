@@ -13,8 +13,10 @@ use crate::mm::page::pg;
 use crate::platform::{PageProt, PageTableAlloc, Platform, ReportKind};
 use crate::sync::{AtomicUsize, Ordering};
 
-/// Largest order tried for vmalloc pages before single pages (pcp-served orders).
-const VM_TRY_ORDER: u32 = 3;
+/// Largest order tried for vmalloc pages before smaller ones (64 pages): one block per 256 KiB
+/// of an area means one mapping call per run (an `mmap` on a hosted machine), and the area's
+/// pages, freed together, can merge back.
+const VM_TRY_ORDER: u32 = 6;
 
 /// What an area is for.
 pub(crate) struct AreaReq {
@@ -240,7 +242,7 @@ impl<P: Platform> Kmem<P> {
         }
     }
 
-    /// `vm_area_alloc_pages()`: fills the page array, trying orders up to 3 without reclaim
+    /// `vm_area_alloc_pages()`: fills the page array, trying orders up to 6 without reclaim
     /// first and splitting them. `Err` when not even a single page could be had.
     fn vm_area_alloc_pages(&self, vm: &mut VmStruct, nr: usize, gfp: Gfp, node: Option<usize>) -> Result<(), ()> {
         let nid = node.filter(|&n| self.node(n).is_some()).unwrap_or_else(|| self.numa_node_id());

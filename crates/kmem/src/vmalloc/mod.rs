@@ -14,7 +14,7 @@
 //!   per run instead of one per area); only a use after `vfree` can tell, and in Linux a
 //!   stale TLB entry gives it the same access.
 //! - **vmalloc** ([`alloc`]): pages from the page allocator with the caller's GFP flags
-//!   (orders up to 3 tried first without reclaim, split into single pages, so host mappings
+//!   (orders up to 6 tried first without reclaim, split into single pages, so host mappings
 //!   coalesce), a page array (kmalloc'ed, or vmalloc'ed above a page: `vpages`), mapping, and
 //!   `vfree`, `vrealloc`, `vmalloc_to_page`. Non-blocking GFP works without sleeping.
 //! - **vmap** ([`vmap`]): `vmap`/`vunmap` of caller pages, `vm_map_ram`/`vm_unmap_ram`.
