@@ -6,9 +6,10 @@
 //!
 //! Today it has the zoned buddy page allocator (sparse page descriptors, NUMA nodes, zones
 //! with watermarks and lowmem reserves, migratetypes, GFP flags with Linux's values and
-//! meaning), per-CPU page lists, the per-CPU area with `alloc_percpu` and per-CPU variables
-//! with `this_cpu_*` operations, Linux-format reports for misuse and failures, and the
-//! `/proc` views, and the SLUB slab allocator ([`slab`]).
+//! meaning), per-CPU page lists, memory hotplug, the per-CPU area with `alloc_percpu` and
+//! per-CPU variables with `this_cpu_*` operations, the SLUB slab allocator ([`slab`]), the
+//! kmalloc family ([`kmalloc`]), vmalloc over the platform's page tables ([`vmalloc`]),
+//! Linux-format reports for misuse and failures, and the `/proc` views ([`proc`]).
 //!
 //! ```
 //! use kmem::Gfp;
@@ -20,9 +21,9 @@
 //!
 //! ## Notes and missing features
 //! - The per-CPU allocator ([`percpu`]) backs dynamic chunks with page-allocator blocks
-//!   (Linux's percpu-km), not vmalloc: there is no vmalloc yet.
-//! - No kmalloc or vmalloc yet; no reclaim (shrinkers, kswapd, OOM killer), no
-//!   compaction, no high-order atomic reserve, no CMA, no memory hotplug.
+//!   (Linux's percpu-km), not vmalloc.
+//! - No reclaim (shrinkers, kswapd, OOM killer), no compaction, no high-order atomic
+//!   reserve, no CMA.
 //! - HighMem pages are allocatable and zeroed through [`Platform::map_temporary`]; kmap
 //!   proper arrives with the highmem layer.
 //! - A machine spans at most 2^32 page frames (16 TiB): free lists link pages by 32-bit pfn.
