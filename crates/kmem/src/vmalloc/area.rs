@@ -8,7 +8,7 @@
 //!   kmalloc'ed, written by its creator before the area is published and read-only after,
 //!   except the recorded request size (`vrealloc`).
 //!
-//! A tree link is the address of a live `VmapArea`; [`VaRef`] turns links into references.
+//! A tree link is the address of a live `VmapArea`; `VaRef` turns links into references.
 //! The invariant that makes that sound, kept by `alloc.rs`: an area is freed to its cache
 //! only after it is unlinked from every tree, and links are only ever set from `VaRef`s.
 

@@ -1,4 +1,4 @@
-//! An augmented AVL tree of [`VmapArea`]s keyed by start address: Linux's vmap-area rbtrees
+//! An augmented AVL tree of [`VmapArea`](super::VmapArea)s keyed by start address: Linux's vmap-area rbtrees
 //! (`free_vmap_area_root` with `subtree_max_size`, the busy tree, the purge tree), with the
 //! same O(log n) bounds. Every node keeps the largest area size in its subtree, so the
 //! lowest-address fit (`find_vmap_lowest_match`) descends one path.
