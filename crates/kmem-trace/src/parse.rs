@@ -267,14 +267,24 @@ struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
+    /// One pass over the bytes: tokens split at ASCII whitespace, each cut at its first `=`
+    /// (tokens without one are skipped), at most `MAX_FIELDS` kept.
     fn split(s: &'a [u8]) -> Self {
         let mut f = Fields { kv: [(&[], &[]); MAX_FIELDS], n: 0 };
-        for t in Tokens(s) {
-            if let Some(eq) = t.iter().position(|&b| b == b'=') {
-                if f.n == MAX_FIELDS {
-                    break;
+        let mut i = 0;
+        while i < s.len() && f.n < MAX_FIELDS {
+            while i < s.len() && s[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            let (start, mut eq) = (i, None);
+            while i < s.len() && !s[i].is_ascii_whitespace() {
+                if s[i] == b'=' && eq.is_none() {
+                    eq = Some(i);
                 }
-                f.kv[f.n] = (&t[..eq], &t[eq + 1..]);
+                i += 1;
+            }
+            if let Some(e) = eq {
+                f.kv[f.n] = (&s[start..e], &s[e + 1..i]);
                 f.n += 1;
             }
         }
