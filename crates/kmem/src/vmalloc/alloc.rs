@@ -18,6 +18,14 @@ use crate::sync::{AtomicUsize, Ordering};
 /// pages, freed together, can merge back.
 const VM_TRY_ORDER: u32 = 6;
 
+/// What [`Kmem::remove_vm_area`] did.
+pub(crate) enum Removed<'a> {
+    /// The area stays busy, marked cached: its `VmStruct` (address) goes to a recycle slot.
+    Cached(usize),
+    /// The area left the busy tree: its `VmStruct`, and whether a purge is due.
+    Gone(&'a mut VmStruct, bool),
+}
+
 /// What an area is for.
 pub(crate) struct AreaReq {
     pub(crate) flags: u32,
@@ -351,29 +359,39 @@ impl<P: Platform> Kmem<P> {
         });
     }
 
-    /// Unlinks the busy area starting at `addr` whose flags match `want` (any of them) and
-    /// moves it to the lazy tree. Returns its `VmStruct` and whether a purge is due.
-    // The VmStruct became the caller's alone when its area left the busy tree.
-    #[allow(clippy::mut_from_ref)]
-    pub(crate) fn remove_vm_area(&self, addr: usize, want: u32) -> Option<(&mut VmStruct, bool)> {
-        self.remove_vm_area_in(addr, want, 0)
+    /// The busy area starting at `addr` and its `VmStruct` (the caller holds the vmap lock;
+    /// unpublished areas have none).
+    pub(crate) fn busy_vm_at(&self, addr: usize) -> Option<(VaRef<'_>, &VmStruct)> {
+        let va = self.vm().busy.find(addr).filter(|va| va.start() == addr)?;
+        Some((va, va.vm()?))
     }
 
-    /// [`Kmem::remove_vm_area`] of an area in recycle state `cached` (0 live, 1 cached).
+    /// Unlinks the busy area starting at `addr` whose flags match `want` (any of them), in
+    /// recycle state `cached` (0 live, 1 in a recycle slot), and moves it to the lazy tree;
+    /// or, with `recycle` and an area the recycle cache takes, marks it cached instead (one
+    /// lookup under one lock either way).
+    // A removed VmStruct became the caller's alone when its area left the busy tree.
     #[allow(clippy::mut_from_ref)]
-    fn remove_vm_area_in(&self, addr: usize, want: u32, cached: u32) -> Option<(&mut VmStruct, bool)> {
+    pub(crate) fn remove_vm_area(&self, addr: usize, want: u32, cached: u32, recycle: bool) -> Option<Removed<'_>> {
         let v = self.vm();
         if v.init.load(Ordering::Acquire) != super::INIT_READY {
             return None;
         }
         let _g = v.lock.lock_irqsave(self.platform());
-        let va = v.busy.find(addr).filter(|va| va.start() == addr)?;
-        va.vm().filter(|vm| vm.flags & want != 0 && vm.cached.load(Ordering::Relaxed) == cached)?;
+        let (va, vm) = self.busy_vm_at(addr)?;
+        if vm.flags & want == 0 || vm.cached.load(Ordering::Relaxed) != cached {
+            return None;
+        }
+        if recycle && self.recyclable(vm) {
+            vm.cached.store(1, Ordering::Relaxed);
+            v.nr_recycled.fetch_add(1, Ordering::Relaxed);
+            return Some(Removed::Cached(vm as *const VmStruct as usize));
+        }
         v.busy.remove(addr);
         // SAFETY: the area just left the busy tree under the lock.
         let vm = unsafe { va.take_vm() }.expect("checked above");
         let over = self.lazy_insert_locked(va);
-        Some((vm, over))
+        Some(Removed::Gone(vm, over))
     }
 
     /// `vfree(addr)`: frees a vmalloc'ed area (null: nothing). A non-vmalloc address, an
@@ -404,19 +422,16 @@ impl<P: Platform> Kmem<P> {
 
     /// `vfree` after its context checks.
     fn vfree_area(&self, a: usize) {
-        if self.recycle_put(a) {
-            return;
+        match self.remove_vm_area(a, vm_flags::ALLOC | vm_flags::MAP, 0, true) {
+            Some(Removed::Cached(vm)) => self.recycle_put(vm),
+            Some(Removed::Gone(vm, over)) => self.vfree_removed(vm, over),
+            None => self.vm_warn("vfree", "Trying to vfree() nonexistent vm area", a),
         }
-        let Some((vm, over)) = self.remove_vm_area(a, vm_flags::ALLOC | vm_flags::MAP) else {
-            self.vm_warn("vfree", "Trying to vfree() nonexistent vm area", a);
-            return;
-        };
-        self.vfree_removed(vm, over);
     }
 
     /// Really frees a cached area (evicted from a recycle slot).
     pub(crate) fn vfree_cached(&self, a: usize) {
-        if let Some((vm, over)) = self.remove_vm_area_in(a, vm_flags::ALLOC, 1) {
+        if let Some(Removed::Gone(vm, over)) = self.remove_vm_area(a, vm_flags::ALLOC, 1, false) {
             self.vfree_removed(vm, over);
         }
     }
@@ -453,7 +468,7 @@ impl<P: Platform> Kmem<P> {
             unsafe { self.vfree(p) };
             return Ok(None);
         }
-        let Some((cap, old)) = self.vm_area_sizes(p as usize) else {
+        let Some((cap, old)) = self.vm_resize_in_place(p as usize, size) else {
             self.vm_warn("vrealloc", "Trying to vrealloc() nonexistent vm area", p as usize);
             return Err(VmallocError { size, gfp, kind: VmallocErrorKind::NotFound });
         };
@@ -464,7 +479,6 @@ impl<P: Platform> Kmem<P> {
                 // the caller owns.
                 unsafe { core::ptr::write_bytes(p.add(lo), 0, hi - lo) };
             }
-            self.set_requested(p as usize, size);
             return Ok(NonNull::new(p));
         }
         let n = self.vmalloc_at(size, 1, gfp, None, 0, caller)?;
@@ -476,24 +490,23 @@ impl<P: Platform> Kmem<P> {
         Ok(Some(n))
     }
 
-    /// (mapped bytes, requested bytes) of the vmalloc'ed area starting at `addr`.
-    fn vm_area_sizes(&self, addr: usize) -> Option<(usize, usize)> {
+    /// (mapped bytes, requested bytes) of the live vmalloc'ed area starting at `addr`; if
+    /// `size` fits the mapped bytes, it becomes the requested size (in the same lock section).
+    fn vm_resize_in_place(&self, addr: usize, size: usize) -> Option<(usize, usize)> {
         let v = self.vm();
         if v.init.load(Ordering::Acquire) != super::INIT_READY {
             return None;
         }
         let _g = v.lock.lock_irqsave(self.platform());
-        let vm = v.busy.find(addr).filter(|va| va.start() == addr)?.vm()?;
-        (vm.flags & vm_flags::ALLOC != 0 && vm.cached.load(Ordering::Relaxed) == 0)
-            .then(|| (vm.mapped_size(), vm.requested.load(Ordering::Relaxed)))
-    }
-
-    fn set_requested(&self, addr: usize, size: usize) {
-        let v = self.vm();
-        let _g = v.lock.lock_irqsave(self.platform());
-        if let Some(vm) = v.busy.find(addr).and_then(|va| va.vm()) {
+        let (_, vm) = self.busy_vm_at(addr)?;
+        if vm.flags & vm_flags::ALLOC == 0 || vm.cached.load(Ordering::Relaxed) != 0 {
+            return None;
+        }
+        let (cap, old) = (vm.mapped_size(), vm.requested.load(Ordering::Relaxed));
+        if size <= cap {
             vm.requested.store(size, Ordering::Relaxed);
         }
+        Some((cap, old))
     }
 
     /// `vmalloc_to_pfn(addr)`: the frame mapped at a vmalloc address (`None` outside a busy
@@ -513,11 +526,5 @@ impl<P: Platform> Kmem<P> {
     /// `vmalloc_to_page(addr)`.
     pub fn vmalloc_to_page(&self, addr: *const u8) -> Option<crate::PageRef<'_>> {
         self.pfn_to_page(self.vmalloc_to_pfn(addr)?)
-    }
-
-    /// Bytes asked for and mapped of the vmalloc'ed block at `addr` (`None` if `addr` is not
-    /// the start of one): what `ksize`-like callers and `kvrealloc` need.
-    pub fn vmalloc_size(&self, addr: *const u8) -> Option<(usize, usize)> {
-        self.vm_area_sizes(addr as usize).map(|(cap, req)| (req, cap))
     }
 }

@@ -14,7 +14,6 @@
 use core::ptr::NonNull;
 
 use super::area::{vm_flags, CpuSlots, VmStruct};
-use super::INIT_READY;
 use crate::addr::PAGE_SIZE;
 use crate::gfp::Gfp;
 use crate::machine::Kmem;
@@ -64,28 +63,19 @@ impl<P: Platform> Kmem<P> {
         NonNull::new(vm.addr as *mut u8)
     }
 
-    /// `vfree` through the cache: true if the area at `a` was cached instead of freed.
-    pub(crate) fn recycle_put(&self, a: usize) -> bool {
-        let v = self.vm();
-        if !v.recycle || v.init.load(Ordering::Acquire) != INIT_READY {
-            return false;
+    /// Whether a freed area goes to the recycle cache: plain vmalloc areas of up to
+    /// [`RECYCLE_MAX_PAGES`] pages, when recycling is on.
+    pub(crate) fn recyclable(&self, vm: &VmStruct) -> bool {
+        self.vm().recycle && vm.flags == vm_flags::ALLOC && vm.nr_pages <= RECYCLE_MAX_PAGES
+    }
+
+    /// Puts a freed area that `remove_vm_area` marked cached into this CPU's slots (evicting
+    /// the oldest if they are full; freeing it at once if the slot table cannot be made).
+    pub(crate) fn recycle_put(&self, vm: usize) {
+        match self.recycle_slots(true) {
+            Some(slots) => slots_put(slots, vm, |old| self.recycle_evict(old)),
+            None => self.recycle_evict(vm),
         }
-        let Some(slots) = self.recycle_slots(true) else { return false };
-        let vm = {
-            let _g = v.lock.lock_irqsave(self.platform());
-            let Some(vm) = v.busy.find(a).filter(|va| va.start() == a).and_then(|va| va.vm()) else {
-                return false;
-            };
-            if vm.flags != vm_flags::ALLOC || vm.nr_pages > RECYCLE_MAX_PAGES || vm.cached.load(Ordering::Relaxed) != 0
-            {
-                return false;
-            }
-            vm.cached.store(1, Ordering::Relaxed);
-            v.nr_recycled.fetch_add(1, Ordering::Relaxed);
-            vm as *const VmStruct as usize
-        };
-        slots_put(slots, vm, |old| self.recycle_evict(old));
-        true
     }
 
     /// Really frees a cached area taken out of its slot.

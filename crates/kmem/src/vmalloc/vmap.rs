@@ -7,7 +7,7 @@
 use core::panic::Location;
 use core::ptr::NonNull;
 
-use super::alloc::AreaReq;
+use super::alloc::{AreaReq, Removed};
 use super::area::{vm_flags, VmStruct};
 use super::{VmallocError, VmallocErrorKind};
 use crate::addr::{Pfn, PAGE_SIZE};
@@ -118,7 +118,7 @@ impl<P: Platform> Kmem<P> {
                 return;
             }
         }
-        let Some((vm, over)) = self.remove_vm_area(addr, want) else {
+        let Some(Removed::Gone(vm, over)) = self.remove_vm_area(addr, want, 0, false) else {
             self.vm_warn(func, msg, addr);
             return;
         };
@@ -142,7 +142,7 @@ impl<P: Platform> Kmem<P> {
             return None;
         }
         let _g = v.lock.lock_irqsave(self.platform());
-        let vm = v.busy.find(addr).filter(|va| va.start() == addr)?.vm()?;
+        let (_, vm) = self.busy_vm_at(addr)?;
         (vm.flags & want != 0).then_some(vm.nr_pages)
     }
 }
