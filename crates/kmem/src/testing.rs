@@ -6,10 +6,12 @@ pub extern crate std; // cfg(test)
 
 use self::std::{boxed::Box, fmt, string::String, sync::Mutex, vec::Vec};
 
-use crate::addr::{PhysAddr, VirtAddr, PAGE_SIZE};
+use crate::addr::{Pfn, PhysAddr, VirtAddr, PAGE_SIZE};
 use crate::boot::{BootConfig, MemRegion, ZoneLayout};
 use crate::machine::Kmem;
-use crate::platform::{CpuId, DirectMap, IrqState, Platform, ReportKind, TaskId};
+use crate::platform::{
+    CpuId, DirectMap, IrqState, MapError, PageProt, PageTableAlloc, Platform, ReportKind, TaskId, TlbFlush,
+};
 
 /// A one-CPU platform whose direct map is a leaked heap buffer.
 /// Also the platform of the loom models ([`TestPlatform::model`]).
@@ -20,6 +22,9 @@ pub struct TestPlatform {
     /// Reports panic instead of being logged (models expect none).
     strict: bool,
     pub log: Mutex<Vec<(ReportKind, String)>>,
+    /// Software page tables and a vmalloc range ([`machine_with_page_tables`]); `None`: no
+    /// vmalloc range.
+    pub pt: Option<page_tables::PageTables>,
 }
 
 impl TestPlatform {
@@ -28,14 +33,15 @@ impl TestPlatform {
     #[cfg(loom)]
     pub fn model() -> Self {
         let dm = DirectMap { base: VirtAddr::new(0), limit: PhysAddr::new(0) };
-        Self { dm, nr_cpus: 2, strict: true, log: Mutex::new(Vec::new()) }
+        Self { dm, nr_cpus: 2, strict: true, log: Mutex::new(Vec::new()), pt: None }
     }
 }
 
 // SAFETY: the direct map is either a leaked, page-aligned, read-write heap buffer of `limit`
 // bytes that is never freed (`machine`), or empty (`model`: it describes no memory the core
 // could touch). `current_cpu` is always 0, below `nr_cpus`, which never changes;
-// `map_temporary` keeps its default, which only maps through the direct map.
+// `map_temporary` keeps its default, which only maps through the direct map. The vmalloc
+// range (with `pt`) is never dereferenced: its mappings live only in the software tables.
 unsafe impl Platform for TestPlatform {
     fn nr_cpus(&self) -> usize {
         self.nr_cpus
@@ -76,23 +82,62 @@ unsafe impl Platform for TestPlatform {
     fn report(&self, kind: ReportKind, body: &dyn Fn(&mut dyn fmt::Write) -> fmt::Result) {
         let mut s = String::new();
         body(&mut s).unwrap();
-        assert!(!self.strict, "unexpected {kind:?} report in a model: {s}");
+        assert!(!self.strict, "unexpected {kind:?} report: {s}");
         self.log.lock().unwrap().push((kind, s));
+    }
+    fn vmalloc_range(&self) -> Option<(VirtAddr, VirtAddr)> {
+        let r = page_tables::VSTART;
+        self.pt.as_ref().map(|_| (VirtAddr::new(r), VirtAddr::new(r + page_tables::VLEN)))
+    }
+    unsafe fn map_kernel_pages(
+        &self,
+        va: VirtAddr,
+        pfn: Pfn,
+        npages: usize,
+        _prot: PageProt,
+        tables: &mut dyn PageTableAlloc,
+    ) -> Result<(), MapError> {
+        self.pt.as_ref().ok_or(MapError::Unsupported)?.map(&self.dm, va, pfn, npages, tables)
+    }
+    unsafe fn unmap_kernel_pages(&self, va: VirtAddr, npages: usize) -> TlbFlush {
+        match &self.pt {
+            Some(pt) => pt.unmap(&self.dm, va, npages),
+            None => TlbFlush::none(),
+        }
+    }
+    fn flush_tlb_kernel_range(&self, flush: TlbFlush) {
+        match &self.pt {
+            Some(pt) => pt.flush(flush),
+            None => flush.done(),
+        }
     }
 }
 
 /// Boots a machine with `mib` MiB of RAM at physical 0, DMA below 16 MiB, Normal above.
 pub fn machine(mib: usize) -> Kmem<TestPlatform> {
+    boot(mib, None, |_| {})
+}
+
+/// [`machine`] with software page tables and a vmalloc range (recycling off, strict reports).
+pub fn machine_with_page_tables(mib: usize) -> Kmem<TestPlatform> {
+    boot(mib, Some(page_tables::PageTables::default()), |cfg| cfg.vmalloc_recycle = false)
+}
+
+fn boot(mib: usize, pt: Option<page_tables::PageTables>, tune: impl FnOnce(&mut BootConfig<'_>)) -> Kmem<TestPlatform> {
     let bytes = mib << 20;
     let buf: &'static mut [u8] = Box::leak(std::vec![0u8; bytes + PAGE_SIZE].into_boxed_slice());
     let base = (buf.as_mut_ptr() as usize).next_multiple_of(PAGE_SIZE);
     let dm = DirectMap { base: VirtAddr::new(base), limit: PhysAddr::new(bytes as u64) };
     let regions = [MemRegion::usable(0, bytes as u64)];
     let layout = ZoneLayout { dma_end: Some(PhysAddr::new(16 << 20)), dma32_end: None, highmem_start: None };
-    let platform = TestPlatform { dm, nr_cpus: 1, strict: false, log: Mutex::new(Vec::new()) };
+    let strict = pt.is_some();
+    let platform = TestPlatform { dm, nr_cpus: 1, strict, log: Mutex::new(Vec::new()), pt };
+    let mut cfg = BootConfig::new(&regions, layout);
+    tune(&mut cfg);
     // SAFETY: the buffer is leaked (lives forever), page aligned, ours alone, and covers the map.
-    unsafe { Kmem::boot(platform, &BootConfig::new(&regions, layout), |_| Ok(())) }.expect("test machine boots")
+    unsafe { Kmem::boot(platform, &cfg, |_| Ok(())) }.expect("test machine boots")
 }
 
 #[cfg(loom)]
 pub mod loom;
+pub mod page_tables;
