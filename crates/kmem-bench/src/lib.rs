@@ -59,6 +59,7 @@ use rand::distributions::{Distribution, WeightedIndex};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+pub mod handoff;
 pub mod malloc;
 pub mod scaling;
 pub mod slab;

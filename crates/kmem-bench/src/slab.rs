@@ -54,15 +54,14 @@
 use std::cell::UnsafeCell;
 use std::hint::black_box;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Barrier, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use kmem::{Cache, Gfp, SlabFlags};
 use kmem_hosted::{HostedPlatform, Machine, MachineBuilder};
 use slabmalloc::{AllocablePage, ObjectPage, SCAllocator};
 
-use crate::scaling::pin_host_cpu;
+use crate::handoff::{handoff, Side};
 use crate::BENCH_RAM_MIB;
 
 /// An allocator of objects of one fixed size (a slab cache, or malloc of one size).
@@ -378,31 +377,8 @@ pub fn bulk_n_free_n(k: &KmemObjects<'_>, slots: &mut [Option<NonNull<u8>>]) {
     unsafe { k.free_bulk(slots) };
 }
 
-/// Slots of the ring between producer and consumer in [`remote_free`].
-const RING: usize = 1024;
-
-/// A single-producer, single-consumer ring of object addresses. The producer publishes
-/// `tail` once per batch; the consumer publishes `head` once per run of objects it freed.
-struct Ring {
-    slots: Box<[AtomicUsize]>,
-    head: AtomicUsize,
-    tail: AtomicUsize,
-}
-
-/// Waits a little: spins first, then yields the host CPU (a two-core machine shared with
-/// other work must not be starved by a spinning thread).
-#[inline]
-fn backoff(spins: &mut u32) {
-    *spins += 1;
-    if *spins < 64 {
-        std::hint::spin_loop();
-    } else {
-        std::thread::yield_now();
-    }
-}
-
 /// Cross-thread frees: a producer thread allocates `objects` objects and passes them, in
-/// batches of `batch`, through a 1024-slot ring to a consumer thread that frees them. Returns
+/// batches of `batch`, through a 1024-slot ring ([`handoff`]) to a consumer thread that frees them. Returns
 /// the time from the producer's first allocation to the consumer's last free.
 ///
 /// Each thread is pinned to its kmem CPU (`kmem_hosted::pin_current_thread`, harmless for
@@ -418,67 +394,17 @@ pub fn remote_free<A: ObjectAllocator + Sync + ?Sized>(
     batch: usize,
     cpus: (usize, usize),
 ) -> Duration {
-    assert!(batch > 0 && batch <= RING, "batch of 1..={RING} objects");
-    let ring = Ring {
-        slots: (0..RING).map(|_| AtomicUsize::new(0)).collect(),
-        head: AtomicUsize::new(0),
-        tail: AtomicUsize::new(0),
-    };
-    let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let barrier = Barrier::new(2);
-    let total = objects as usize;
-    std::thread::scope(|s| {
-        let (ring, barrier) = (&ring, &barrier);
-        let producer = s.spawn(move || {
-            pin_host_cpu(cpus.0 % host_cpus);
-            kmem_hosted::pin_current_thread(cpus.0 as u32);
-            pair(a); // warm: the CPU's active slab, the thread's heap
-            barrier.wait();
-            let start = Instant::now();
-            let mut head = 0;
-            let mut tail = 0;
-            while tail < total {
-                let end = (tail + batch).min(total);
-                let mut spins = 0;
-                while end - head > RING {
-                    head = ring.head.load(Ordering::Acquire);
-                    backoff(&mut spins);
-                }
-                for i in tail..end {
-                    ring.slots[i % RING].store(a.alloc().as_ptr() as usize, Ordering::Relaxed);
-                }
-                tail = end;
-                ring.tail.store(tail, Ordering::Release);
-            }
-            start
-        });
-        let consumer = s.spawn(move || {
-            pin_host_cpu(cpus.1 % host_cpus);
-            kmem_hosted::pin_current_thread(cpus.1 as u32);
-            barrier.wait();
-            let mut head = 0;
-            while head < total {
-                let mut spins = 0;
-                let mut tail = ring.tail.load(Ordering::Acquire);
-                while tail == head {
-                    backoff(&mut spins);
-                    tail = ring.tail.load(Ordering::Acquire);
-                }
-                for i in head..tail {
-                    let p = ring.slots[i % RING].load(Ordering::Relaxed) as *mut u8;
-                    // SAFETY: the producer stored an object it allocated from `a` in this slot
-                    // before publishing `tail` (release/acquire), and hands each one over once.
-                    unsafe { a.free(NonNull::new_unchecked(p)) };
-                }
-                head = tail;
-                ring.head.store(head, Ordering::Release);
-            }
-            Instant::now()
-        });
-        let start = producer.join().expect("producer panicked");
-        let end = consumer.join().expect("consumer panicked");
-        end.saturating_duration_since(start)
-    })
+    let side = |c: usize| Side { host_cpu: Some(c), kmem_cpu: Some(c as u32) };
+    handoff(
+        objects as usize,
+        batch,
+        (side(cpus.0), side(cpus.1)),
+        || pair(a), // warm: the CPU's active slab, the thread's heap
+        || a.alloc().as_ptr() as usize,
+        // SAFETY: `handoff` passes each object `a.alloc()` returned exactly once, after the
+        // producer published it; nothing else uses it.
+        |p| unsafe { a.free(NonNull::new_unchecked(p as *mut u8)) },
+    )
 }
 
 /// Live objects whose first 8 bytes are read and written in a loop: the access pattern cache
@@ -576,7 +502,7 @@ mod tests {
     fn remote_free_moves_every_object() {
         let m = slab_machine(2);
         let k = KmemObjects::new(&m, "remote-test", 64, SlabFlags::NONE);
-        for batch in [1, 64, RING] {
+        for batch in [1, 64, crate::handoff::RING] {
             assert!(remote_free(&k, 10_000, batch, (0, 1)) > Duration::ZERO);
         }
         k.assert_no_reports();

@@ -58,9 +58,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::hint::black_box;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Barrier, Once};
-use std::time::{Duration, Instant};
+use std::sync::Once;
+use std::time::Duration;
 
 use allocator_api2::alloc::{AllocError, Allocator};
 use kmem_alloc::KmemAlloc;
@@ -69,8 +68,6 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use talc::source::Manual;
 use tikv_jemallocator::Jemalloc;
-
-use crate::scaling::pin_host_cpu;
 
 mod api2;
 mod prodcons;
