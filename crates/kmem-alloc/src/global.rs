@@ -3,7 +3,9 @@
 //!
 //! - **Boot**: the first allocation boots a machine with [`BOOT_RAM`] of RAM (one section: its 1 MiB of descriptors is the fixed cost) and a hotplug
 //!   reserve of [`hotplug_max`] (64 GiB of address space by default, `KMEM_RAM_MAX` to
-//!   change, e.g. `KMEM_RAM_MAX=8G`), one CPU per host CPU (at most 64; `KMEM_CPUS`). All
+//!   change, e.g. `KMEM_RAM_MAX=8G`), a CPU per thread from a pool of [`possible_cpus`]
+//!   (`KMEM_CPUS`; each thread's CPU comes online at its first allocation and goes offline,
+//!   its per-CPU caches given back, when it exits). All
 //!   zones are ZONE_NORMAL. Booting allocates (the builder's vectors, the machine itself):
 //!   while it runs, every allocation of every thread comes from a static bootstrap arena
 //!   ([`ARENA_BYTES`]), whose blocks are never freed.
@@ -150,17 +152,22 @@ pub fn hotplug_max() -> u64 {
     std::env::var("KMEM_RAM_MAX").ok().and_then(|s| parse_bytes(&s)).unwrap_or(64 << 30).max(BOOT_RAM)
 }
 
-fn build() -> Option<Machine> {
-    let cpus = std::env::var("KMEM_CPUS")
+/// Possible CPUs of the global machine: `KMEM_CPUS`, else four per host CPU, at least 64
+/// and at most `kmem::NR_CPUS`. Each thread takes one for as long as it lives; threads
+/// beyond that borrow one for each operation.
+pub fn possible_cpus() -> usize {
+    std::env::var("KMEM_CPUS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
-        .unwrap_or(1)
-        .clamp(1, 64);
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()).saturating_mul(4).max(64))
+        .clamp(1, kmem::NR_CPUS)
+}
+
+fn build() -> Option<Machine> {
     MachineBuilder::new()
         .memory_map(vec![MemRegion::usable(0, BOOT_RAM)])
         .zone_layout(ZoneLayout { dma_end: None, dma32_end: None, highmem_start: None })
-        .cpus(cpus)
+        .thread_cpus(possible_cpus())
         .hotplug_max(hotplug_max())
         // The RAM becomes private anonymous memory (for fork), which a memfd alias could not
         // see: no vmalloc range; huge blocks come from host mappings instead.

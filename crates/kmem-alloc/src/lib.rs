@@ -197,7 +197,7 @@ pub mod raw {
         // SAFETY: as in `fork_parent`; the child's only thread is the forking one's copy.
         unsafe {
             if let Some(m) = global::booted() {
-                m.restart_machine();
+                m.restart_machine_in_child();
             }
             huge::fork_unlock();
             global::fork_unlock();

@@ -72,6 +72,7 @@ pub struct MachineBuilder {
     preset: Preset,
     ram: u64,
     cpus: usize,
+    thread_cpus: bool,
     nodes: usize,
     map: Option<Vec<MemRegion>>,
     layout: Option<ZoneLayout>,
@@ -101,6 +102,7 @@ impl MachineBuilder {
             preset: Preset::X86_64,
             ram: 4 * GIB,
             cpus: 4,
+            thread_cpus: false,
             nodes: 1,
             map: None,
             layout: None,
@@ -132,9 +134,23 @@ impl MachineBuilder {
         self.ram = bytes;
         self
     }
-    /// Number of CPUs.
+    /// Number of CPUs, shared by all threads (threads run on CPU `thread number % n`, or the
+    /// one [`crate::pin_current_thread`] chose, and may migrate).
     pub fn cpus(mut self, n: usize) -> Self {
         self.cpus = n;
+        self.thread_cpus = false;
+        self
+    }
+    /// A CPU per thread: `possible` CPUs (Linux's `cpu_possible`), each taken by a thread at
+    /// its first use of the machine and given back at thread exit, after the machine's
+    /// CPU-offline teardown ([`kmem::Kmem::cpu_offline`]). A thread's per-CPU sections are
+    /// then plain loads and stores on its own CPU, and no thread waits for another's fast
+    /// path (what a process's allocator wants). Threads beyond `possible` borrow a CPU for
+    /// each section, slowly. Needs `membarrier(2)`; without it the machine falls back to
+    /// `possible` shared CPUs. Replaces [`MachineBuilder::cpus`].
+    pub fn thread_cpus(mut self, possible: usize) -> Self {
+        self.cpus = possible;
+        self.thread_cpus = true;
         self
     }
     /// Number of NUMA nodes; usable RAM is split between them at 128 MiB section boundaries.
@@ -262,7 +278,11 @@ impl MachineBuilder {
         };
         let dm = DirectMap { base: VirtAddr::new(ram.base()), limit };
         let log = Arc::new(if self.no_alloc_reports { ReportLog::stderr_only() } else { ReportLog::new(self.echo) });
-        let cpus = crate::cpus::Cpus::new(self.cpus, self.migrate_every);
+        let cpus = match self.thread_cpus {
+            true => crate::cpus::Cpus::one_per_thread(self.cpus),
+            false => None,
+        }
+        .unwrap_or_else(|| crate::cpus::Cpus::shared(self.cpus, self.migrate_every));
         let vsize = self.vmalloc.unwrap_or(match self.preset {
             Preset::X86_64 => 32 * GIB,
             Preset::X86_32 => 120 * MIB,
@@ -299,6 +319,14 @@ impl MachineBuilder {
             })
         }
         .map_err(BuildError::Boot)?;
+        if kmem.platform().cpu_per_thread() {
+            // SAFETY: the alias lives in the CPUs' hook, which `Machine`'s drop removes before
+            // the machine's state and RAM go away.
+            let alias = unsafe { kmem.alias() };
+            kmem.platform().cpus().set_offline_hook(Box::new(move |cpu| {
+                alias.cpu_offline(kmem::CpuId(cpu));
+            }));
+        }
         Ok(Machine::new(kmem, vspace, ram, log, regions, self.preset))
     }
 }

@@ -19,6 +19,7 @@
 //! ```
 
 mod builder;
+mod cpu_owner;
 mod cpu_slot;
 pub mod cpus;
 mod machine;

@@ -82,6 +82,18 @@ impl Machine {
         self.kmem.platform().start_cpus();
     }
 
+    /// [`Machine::restart_machine`] in a `fork()` child: also frees the CPUs of threads the
+    /// child does not have (machines with a CPU per thread; their per-CPU caches stay warm
+    /// for the child's next threads).
+    ///
+    /// # Safety
+    ///
+    /// As [`Machine::restart_machine`], in the child, from the thread that forked.
+    pub unsafe fn restart_machine_in_child(&self) {
+        self.kmem.platform().start_cpus();
+        self.kmem.platform().cpus().after_fork_child();
+    }
+
     /// Memory hot-add: makes the next `sections` 128 MiB sections of the reserved hotplug
     /// range ([`crate::MachineBuilder::hotplug_max`]) RAM of node 0. Returns the pages the
     /// buddy allocator gained. Concurrent calls are serialised (the second may find the
@@ -124,6 +136,13 @@ impl std::fmt::Display for HotAddError {
 }
 
 impl std::error::Error for HotAddError {}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        // Before the state and RAM go: threads that exit later must not run the teardown.
+        self.kmem.platform().cpus().clear_offline_hook();
+    }
+}
 
 impl Deref for Machine {
     type Target = Kmem<HostedPlatform>;

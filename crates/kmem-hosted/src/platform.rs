@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use kmem::{
-    CpuId, DirectMap, IrqState, MapError, PageProt, PageTableAlloc, Pfn, Platform, ReportKind, TaskId, TlbFlush,
-    VirtAddr,
+    CpuId, DirectMap, IrqState, MapError, PageProt, PageTableAlloc, Pfn, Pinned, Platform, ReportKind, TaskId,
+    TlbFlush, VirtAddr,
 };
 
 use crate::cpus::{self, Cpus};
@@ -75,14 +75,14 @@ pub struct HostedPlatform {
 
 impl HostedPlatform {
     pub(crate) fn new(
-        cpus: Cpus,
+        cpus: Arc<Cpus>,
         direct_map: DirectMap,
         ram_base: usize,
         ram_len: usize,
         log: Arc<ReportLog>,
         vmalloc: Option<(std::os::fd::RawFd, usize, usize)>,
     ) -> Self {
-        Self { cpus: Arc::new(cpus), direct_map, ram_base, ram_len, log, vmalloc }
+        Self { cpus, direct_map, ram_base, ram_len, log, vmalloc }
     }
     /// The report log.
     pub fn log(&self) -> &ReportLog {
@@ -95,6 +95,14 @@ impl HostedPlatform {
     /// Ends [`HostedPlatform::stop_cpus`].
     pub(crate) fn start_cpus(&self) {
         self.cpus.start_all();
+    }
+    /// The machine's CPUs.
+    pub(crate) fn cpus(&self) -> &Arc<Cpus> {
+        &self.cpus
+    }
+    /// Whether each thread gets a CPU of its own (`MachineBuilder::thread_cpus`).
+    pub fn cpu_per_thread(&self) -> bool {
+        self.cpus.per_thread()
     }
 }
 
@@ -157,6 +165,25 @@ unsafe impl Platform for HostedPlatform {
     #[inline]
     fn local_irq_restore(&self, state: IrqState) {
         self.cpus.irq_restore(state.0);
+    }
+    #[inline]
+    fn pin_cpu(&self) -> Pinned {
+        let (cpu, token) = self.cpus.pin();
+        Pinned { cpu: CpuId(cpu), token }
+    }
+    #[inline]
+    fn unpin_cpu(&self, pinned: Pinned) {
+        self.cpus.unpin(pinned.token);
+    }
+    fn run_on_cpu(&self, cpu: CpuId, f: &mut dyn FnMut()) -> bool {
+        if cpu.index() >= self.cpus.nr() {
+            return false;
+        }
+        self.cpus.run_on(cpu.0, f);
+        true
+    }
+    fn cpu_online(&self, cpu: CpuId) -> bool {
+        self.cpus.online(cpu.0)
     }
     #[inline]
     fn atomic_context(&self) -> bool {

@@ -33,6 +33,7 @@
 
 pub mod addr;
 pub mod boot;
+mod cpuhp;
 pub mod gfp;
 pub mod kmalloc;
 pub mod machine;
@@ -60,7 +61,7 @@ pub use mm::pages::Pages;
 pub use mm::zone_type::{Migratetype, ZoneType};
 pub use percpu::{IrqGuard, PcpuInt, PerCpuBox, PerCpuVar, PercpuError, PercpuPtr, PreemptGuard};
 pub use platform::{
-    CpuId, DirectMap, IrqState, MapError, PageProt, PageTableAlloc, Platform, ReportKind, TaskId, TlbFlush,
+    CpuId, DirectMap, IrqState, MapError, PageProt, PageTableAlloc, Pinned, Platform, ReportKind, TaskId, TlbFlush,
 };
 pub use slab::{Cache, CacheError, KmemCache, SlabAllocError, SlabBox, SlabFlags, TypedCache};
 pub use vmalloc::{KernelStack, VmallocError, VmallocErrorKind, VmallocStats, THREAD_SIZE};

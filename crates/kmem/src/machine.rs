@@ -179,6 +179,11 @@ impl<P: Platform> Kmem<P> {
         unsafe { self.state.as_ref() }
     }
 
+    /// The state pointer (for [`Kmem::alias`]).
+    pub(crate) fn state_ptr(&self) -> NonNull<MachineState> {
+        self.state
+    }
+
     /// The platform.
     #[inline]
     pub fn platform(&self) -> &P {

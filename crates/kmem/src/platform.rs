@@ -23,6 +23,16 @@ impl CpuId {
     }
 }
 
+/// A pinned CPU: what [`Platform::pin_cpu`] returns and [`Platform::unpin_cpu`] takes back.
+#[must_use = "a pinned CPU must be unpinned with unpin_cpu"]
+#[derive(Debug)]
+pub struct Pinned {
+    /// The CPU whose data the holder owns.
+    pub cpu: CpuId,
+    /// The platform's word for unpinning (saved interrupt state, a state pointer...).
+    pub token: usize,
+}
+
 /// Saved interrupt state, returned by [`Platform::local_irq_save`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct IrqState(pub bool);
@@ -107,6 +117,51 @@ pub unsafe trait Platform: Send + Sync {
     fn preempt_disable_cpu(&self) -> CpuId {
         self.preempt_disable();
         self.current_cpu()
+    }
+
+    /// Owns this CPU's per-CPU data against every other context until [`Platform::unpin_cpu`]:
+    /// other threads or CPUs, remote [`Platform::run_on_cpu`] callers, and interrupt handlers
+    /// on this CPU (Linux's `local_lock_irqsave` on a CPU's data). The per-CPU fast paths
+    /// (slab sheaves, per-CPU page lists) run inside one. Nothing inside may sleep, allocate,
+    /// report, or call code that does. Sections nest.
+    ///
+    /// The default is `local_irq_save()` + `smp_processor_id()`; a platform whose interrupts
+    /// cannot arrive inside the section (a hosted one) may do less.
+    #[inline]
+    fn pin_cpu(&self) -> Pinned {
+        let irq = self.local_irq_save();
+        Pinned { cpu: self.current_cpu(), token: irq.0 as usize }
+    }
+    /// Ends [`Platform::pin_cpu`].
+    #[inline]
+    fn unpin_cpu(&self, pinned: Pinned) {
+        self.local_irq_restore(IrqState(pinned.token != 0));
+    }
+    /// Runs `f` as CPU `cpu`, owning its per-CPU data as if inside [`Platform::pin_cpu`] on
+    /// it (Linux's `smp_call_function_single`, or `work_on_cpu` for a CPU that may be
+    /// offline): how one CPU drains or flushes another's per-CPU caches. Inside `f`,
+    /// `current_cpu()` is `cpu`. The caller must not have its own CPU pinned, preemption
+    /// disabled or interrupts off (two CPUs waiting for each other would deadlock); `f` must
+    /// not call `run_on_cpu` itself.
+    ///
+    /// The default serves one-CPU platforms and the caller's own CPU: it pins the current
+    /// CPU and runs `f` if that is `cpu`; for any other CPU it does nothing and returns
+    /// false. A platform with several CPUs must implement it.
+    fn run_on_cpu(&self, cpu: CpuId, f: &mut dyn FnMut()) -> bool {
+        let p = self.pin_cpu();
+        let here = p.cpu == cpu;
+        if here {
+            f();
+        }
+        self.unpin_cpu(p);
+        here
+    }
+    /// `cpu_online()`: whether CPU `cpu` may have per-CPU state in use. Platforms whose CPUs
+    /// come and go (hosted machines with a CPU per thread) say false for CPUs no thread runs
+    /// on, so machine-wide walks can skip them; their per-CPU caches were emptied when they
+    /// went offline ([`crate::Kmem::cpu_offline`]).
+    fn cpu_online(&self, cpu: CpuId) -> bool {
+        cpu.index() < self.nr_cpus()
     }
 
     /// The direct map (Linux's linear map, `__va`/`__pa`).

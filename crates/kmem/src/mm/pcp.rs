@@ -388,7 +388,7 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// `drain_pages_zone()`: one CPU's lists of one zone, taken from any CPU.
-    fn drain_pages_zone(&self, zone: &Zone, cpu: usize) {
+    pub(crate) fn drain_pages_zone(&self, zone: &Zone, cpu: usize) {
         let Some(pcp) = zone.pageset(cpu) else { return };
         if pcp.count() == 0 {
             return;

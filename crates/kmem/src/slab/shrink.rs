@@ -33,6 +33,20 @@ impl<P: Platform> Kmem<P> {
         drop(cl);
     }
 
+    /// `slub_cpu_dead()` for the CPU the caller runs as (`run_on_cpu`): every cache's
+    /// per-CPU state on it goes back to the nodes.
+    pub(crate) fn slab_cpu_dead(&self) {
+        let cpu = self.platform().current_cpu().index();
+        let st = self.slab();
+        let g = st.list_lock.lock_irqsave(self.platform());
+        st.for_each_locked(|s| {
+            if !s.debug {
+                self.flush_cpu(s, cpu);
+            }
+        });
+        drop(g);
+    }
+
     /// `flush_all()`: every CPU's active slab back to the nodes.
     pub(crate) fn flush_all(&self, s: &KmemCache) {
         for cpu in 0..self.nr_cpus() {

@@ -89,14 +89,22 @@ impl<P: Platform> Kmem<P> {
     /// Drains every CPU's recycle slots (`vm_unmap_aliases`, and before a vmalloc fails).
     /// Returns whether anything was freed.
     pub fn recycle_drain(&self) -> bool {
-        let Some(t) = CpuSlots::get(self, &self.vm().recycle_table, false) else { return false };
         let mut any = false;
         for cpu in 0..self.nr_cpus() {
-            slots_drain(&t.of(cpu)[..RECYCLE_SLOTS], |p| {
-                self.recycle_evict(p);
-                any = true;
-            });
+            any |= self.recycle_drain_cpu(cpu);
         }
+        any
+    }
+
+    /// Drains one CPU's recycle slots (its CPU going offline). Returns whether anything was
+    /// freed.
+    pub(crate) fn recycle_drain_cpu(&self, cpu: usize) -> bool {
+        let Some(t) = CpuSlots::get(self, &self.vm().recycle_table, false) else { return false };
+        let mut any = false;
+        slots_drain(&t.of(cpu)[..RECYCLE_SLOTS], |p| {
+            self.recycle_evict(p);
+            any = true;
+        });
         any
     }
 }

@@ -93,6 +93,18 @@ impl<P: Platform> Kmem<P> {
         slots.iter().find_map(|s| NonNull::new(s.swap(0, Ordering::AcqRel) as *mut u8))
     }
 
+    /// Frees the kernel stacks cached by `cpu` (its CPU going offline).
+    pub(crate) fn stack_cache_drain_cpu(&self, cpu: usize) {
+        let Some(t) = CpuSlots::get(self, &self.vm().stack_cache, false) else { return };
+        for s in &t.of(cpu)[..NR_CACHED_STACKS] {
+            let p = s.swap(0, Ordering::AcqRel);
+            if p != 0 {
+                // SAFETY: a cached stack's vmalloc area, owned by its slot until taken.
+                unsafe { self.vfree(p as *const u8) };
+            }
+        }
+    }
+
     /// This CPU's cache slots; with `create`, the table is allocated on first use.
     fn stack_slots(&self, create: bool) -> Option<&[AtomicUsize]> {
         let t = CpuSlots::get(self, &self.vm().stack_cache, create)?;

@@ -1,0 +1,225 @@
+//! One CPU owned by one thread (`MachineBuilder::thread_cpus`): the protocol that lets the
+//! owner run per-CPU sections with plain loads and stores, while any other thread can still
+//! stop the CPU to work on its per-CPU data (a remote drain or flush, `fork`, a thread that
+//! found no CPU of its own).
+//!
+//! The owner's outermost section stores `depth = 1`, then (after a compiler fence) loads
+//! `stop`; a stopper stores `stop = 1`, then runs a process-wide memory barrier
+//! (`membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, which makes every running thread execute a
+//! full fence) and waits for `depth == 0`. This is Dekker's mutual exclusion with the fence
+//! moved to the rare side (the asymmetric fences of user-space RCU): either the owner's load
+//! sees `stop` and it backs off until the stopper is done, or the stopper's wait sees the
+//! owner's `depth` and waits for its section to end. Nothing on the owner's side is a locked
+//! instruction.
+//!
+//! Ordering of the per-CPU data: the owner's section writes happen-before its `depth = 0`
+//! release store, which the stopper's acquire load reads; the stopper's writes happen-before
+//! its `stop = 0` release store, which the owner's next outermost section reads with acquire.
+//!
+//! The loom models (`cpu_owner/loom_tests.rs`, `scripts/loom.sh`) check the protocol, with
+//! both barriers modelled as sequentially consistent fences (what the asymmetric pair
+//! guarantees together).
+
+#[cfg(not(loom))]
+use std::{
+    sync::atomic::{compiler_fence, AtomicI32, AtomicU32, Ordering},
+    thread::yield_now,
+};
+
+#[cfg(loom)]
+use loom::{
+    sync::atomic::{fence, AtomicI32, AtomicU32, Ordering},
+    thread::yield_now,
+};
+
+/// A CPU nobody owns.
+pub(crate) const FREE: u32 = 0;
+
+/// One owned CPU. A cache line each: the owner writes `depth` on every section.
+#[derive(Debug, Default)]
+#[repr(C, align(64))]
+pub(crate) struct OwnedCpu {
+    /// The owner's section depth. Written only by the owner (a stopper never writes it).
+    depth: AtomicU32,
+    /// 1 while a stopper holds the CPU.
+    stop: AtomicU32,
+    /// Serialises stoppers: 0 free, 1 held.
+    stopper: AtomicU32,
+    /// Thread number of the owner, [`FREE`] if none.
+    owner: AtomicU32,
+    /// The owner's OS thread id (to tell whether it still lives).
+    tid: AtomicI32,
+}
+
+/// The owner's half of the fence pair: keeps the compiler from moving the load of `stop`
+/// above the store of `depth` (the stopper's `membarrier` orders them on the hardware).
+#[inline(always)]
+fn light_barrier() {
+    #[cfg(not(loom))]
+    compiler_fence(Ordering::SeqCst);
+    #[cfg(loom)]
+    fence(Ordering::SeqCst);
+}
+
+/// The stopper's half: a full fence on every running thread of the process.
+fn heavy_barrier() {
+    #[cfg(not(loom))]
+    {
+        // Registered by `membarrier_available` before any CPU could be owned; if the call
+        // failed now the protocol would be broken, so that is fatal.
+        rustix::thread::membarrier(rustix::thread::MembarrierCommand::PrivateExpedited)
+            .expect("membarrier(PRIVATE_EXPEDITED) failed after registration");
+    }
+    #[cfg(loom)]
+    fence(Ordering::SeqCst);
+}
+
+/// Whether this process can use owned CPUs: registers for
+/// `MEMBARRIER_CMD_PRIVATE_EXPEDITED` (once; later calls are cheap).
+#[cfg(not(loom))]
+pub(crate) fn membarrier_available() -> bool {
+    use std::sync::atomic::AtomicU8;
+    static STATE: AtomicU8 = AtomicU8::new(0); // 0 unknown, 1 yes, 2 no
+    match STATE.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            let ok = rustix::thread::membarrier(rustix::thread::MembarrierCommand::RegisterPrivateExpedited).is_ok()
+                && rustix::thread::membarrier(rustix::thread::MembarrierCommand::PrivateExpedited).is_ok();
+            STATE.store(if ok { 1 } else { 2 }, Ordering::Relaxed);
+            ok
+        }
+    }
+}
+
+/// Under loom (models only) the barriers are fences.
+#[cfg(loom)]
+pub(crate) fn membarrier_available() -> bool {
+    true
+}
+
+impl OwnedCpu {
+    /// The owner enters a section; `true` if it is the outermost one.
+    #[inline(always)]
+    pub(crate) fn enter(&self) -> bool {
+        let d = self.depth.load(Ordering::Relaxed);
+        self.depth.store(d + 1, Ordering::Relaxed);
+        if d == 0 {
+            light_barrier();
+            if self.stop.load(Ordering::Acquire) != 0 {
+                self.back_off();
+            }
+            return true;
+        }
+        false
+    }
+
+    /// A stopper holds the CPU: leave it until the stopper is done, then enter again.
+    #[cold]
+    #[inline(never)]
+    fn back_off(&self) {
+        loop {
+            self.depth.store(0, Ordering::Release);
+            while self.stop.load(Ordering::Acquire) != 0 {
+                yield_now();
+            }
+            self.depth.store(1, Ordering::Relaxed);
+            light_barrier();
+            if self.stop.load(Ordering::Acquire) == 0 {
+                return;
+            }
+        }
+    }
+
+    /// The owner leaves a section.
+    #[inline(always)]
+    pub(crate) fn exit(&self) {
+        let d = self.depth.load(Ordering::Relaxed);
+        debug_assert!(d > 0, "owned-CPU section exit without enter");
+        self.depth.store(d.wrapping_sub(1), Ordering::Release);
+    }
+
+    /// The owner's section depth (owner only).
+    #[inline]
+    pub(crate) fn depth(&self) -> u32 {
+        self.depth.load(Ordering::Relaxed)
+    }
+
+    /// Stops the CPU: returns once no section of its owner runs and none can start until
+    /// [`OwnedCpu::start`]. The caller may then use the CPU's per-CPU data as its own.
+    pub(crate) fn stop(&self) {
+        self.lock_stopper();
+        self.stop.store(1, Ordering::SeqCst);
+        heavy_barrier();
+        self.wait_quiet();
+    }
+
+    /// Ends [`OwnedCpu::stop`].
+    pub(crate) fn start(&self) {
+        self.stop.store(0, Ordering::Release);
+        self.stopper.store(0, Ordering::Release);
+    }
+
+    /// [`OwnedCpu::stop`] for many CPUs with one barrier (`stop_machine`).
+    pub(crate) fn stop_many(cpus: &[OwnedCpu]) {
+        for c in cpus {
+            c.lock_stopper();
+            c.stop.store(1, Ordering::SeqCst);
+        }
+        heavy_barrier();
+        for c in cpus {
+            c.wait_quiet();
+        }
+    }
+
+    fn lock_stopper(&self) {
+        while self.stopper.compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            yield_now();
+        }
+    }
+
+    fn wait_quiet(&self) {
+        while self.depth.load(Ordering::Acquire) != 0 {
+            yield_now();
+        }
+    }
+
+    /// The owner's thread number ([`FREE`] if none).
+    #[inline]
+    pub(crate) fn owner(&self) -> u32 {
+        self.owner.load(Ordering::Acquire)
+    }
+
+    /// Claims a free CPU for thread `me` (OS thread id `tid`); false if it has an owner.
+    pub(crate) fn claim(&self, me: u32, tid: i32) -> bool {
+        if self.owner.compare_exchange(FREE, me, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+            return false;
+        }
+        self.tid.store(tid, Ordering::Relaxed);
+        true
+    }
+
+    /// Takes the CPU of a dead owner `old` for `me`; false if someone else did.
+    pub(crate) fn claim_from(&self, old: u32, me: u32, tid: i32) -> bool {
+        if self.owner.compare_exchange(old, me, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+            return false;
+        }
+        self.tid.store(tid, Ordering::Relaxed);
+        true
+    }
+
+    /// The owner's OS thread id.
+    pub(crate) fn tid(&self) -> i32 {
+        self.tid.load(Ordering::Relaxed)
+    }
+
+    /// Gives the CPU back to the pool (its owner, outside any section; or anyone after a
+    /// `fork`, for CPUs whose owners the child does not have).
+    pub(crate) fn release(&self) {
+        debug_assert_eq!(self.depth.load(Ordering::Relaxed), 0, "CPU released inside a section");
+        self.owner.store(FREE, Ordering::Release);
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests;

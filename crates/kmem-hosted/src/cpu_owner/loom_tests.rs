@@ -1,0 +1,113 @@
+//! Loom models of the owned-CPU protocol (`scripts/loom.sh`): an owner thread runs per-CPU
+//! sections with plain loads and stores while a stopper thread stops the CPU and works on the
+//! same per-CPU data.
+//!
+//! The data is a loom `UnsafeCell` bumped by a separate load and store: a model fails on a
+//! lost update and on any access not ordered after the previous one (loom's causality
+//! check), so the protocol must give mutual exclusion and acquire/release ordering between
+//! the owner and the stopper. Both barriers are sequentially consistent fences here.
+
+use loom::cell::UnsafeCell;
+use loom::sync::Arc;
+use loom::thread;
+
+use super::*;
+
+/// Runs `f` over every interleaving, or those with at most `bound` preemptions
+/// (`LOOM_MAX_PREEMPTIONS` overrides it).
+fn model<F: Fn() + Sync + Send + 'static>(bound: Option<usize>, f: F) {
+    let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = runs.clone();
+    let mut b = loom::model::Builder::new();
+    if b.preemption_bound.is_none() {
+        b.preemption_bound = bound;
+    }
+    b.check(move || {
+        counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        f();
+    });
+    let name = std::thread::current().name().unwrap_or("model").to_owned();
+    eprintln!("{name}: {} executions explored", runs.load(std::sync::atomic::Ordering::Relaxed));
+}
+
+#[derive(Default)]
+struct Cpu {
+    cpu: OwnedCpu,
+    data: UnsafeCell<u64>,
+}
+
+// SAFETY: `data` is touched only by the owner inside a section or by a stopper that holds the
+// CPU; whether the protocol serialises those accesses is what the models check.
+unsafe impl Sync for Cpu {}
+
+impl Cpu {
+    fn bump(&self) {
+        // SAFETY: loom checks that no other access is concurrent with this read.
+        let v = self.data.with(|p| unsafe { *p });
+        // SAFETY: as above, for the write.
+        self.data.with_mut(|p| unsafe { *p = v + 1 });
+    }
+    fn data(&self) -> u64 {
+        // SAFETY: called after the other threads were joined.
+        self.data.with(|p| unsafe { *p })
+    }
+}
+
+/// The owner runs `sections` outermost sections (each with a nested one inside) bumping the
+/// data; a second thread stops the CPU, bumps, and starts it, `stops` times.
+fn owner_and_stopper(sections: usize, stops: usize, stop: fn(&OwnedCpu)) {
+    let cpu = Arc::new(Cpu::default());
+    let c1 = cpu.clone();
+    let owner = thread::spawn(move || {
+        for _ in 0..sections {
+            assert!(c1.cpu.enter(), "outermost");
+            c1.bump();
+            assert!(!c1.cpu.enter(), "nested");
+            c1.bump();
+            c1.cpu.exit();
+            c1.cpu.exit();
+        }
+    });
+    let c2 = cpu.clone();
+    let stopper = thread::spawn(move || {
+        for _ in 0..stops {
+            stop(&c2.cpu);
+            c2.bump();
+            c2.cpu.start();
+        }
+    });
+    owner.join().unwrap();
+    stopper.join().unwrap();
+    assert_eq!(cpu.data(), (2 * sections + stops) as u64, "lost update");
+}
+
+#[test]
+fn loom_tests_owner_and_stopper_exclude_each_other() {
+    model(None, || owner_and_stopper(1, 1, OwnedCpu::stop));
+}
+
+/// Two sections: the owner's second entry after a stop (the acquire of `stop = 0`). Bounded
+/// to 3 preemptions (every interleaving takes minutes).
+#[test]
+fn loom_tests_two_sections_against_a_stop() {
+    model(Some(3), || owner_and_stopper(2, 1, OwnedCpu::stop));
+}
+
+#[test]
+fn loom_tests_stop_many_excludes_the_owner() {
+    model(None, || owner_and_stopper(1, 1, |c| OwnedCpu::stop_many(core::slice::from_ref(c))));
+}
+
+/// A stopper without the heavy barrier: the owner's store of `depth` and the stopper's store
+/// of `stop` can both be missed by the other side's load, and both touch the data at once.
+#[test]
+#[should_panic]
+fn loom_tests_stop_without_barrier_is_caught() {
+    model(None, || {
+        owner_and_stopper(1, 1, |c| {
+            c.lock_stopper();
+            c.stop.store(1, Ordering::Relaxed);
+            c.wait_quiet();
+        })
+    });
+}

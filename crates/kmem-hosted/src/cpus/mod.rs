@@ -1,0 +1,551 @@
+//! Hosted CPUs: threads run "on" CPUs, and disabling preemption (or interrupts) really owns
+//! the CPU. Two models:
+//!
+//! - **Shared CPUs** (`MachineBuilder::cpus`, the default): a fixed number of CPUs that
+//!   threads share and migrate between, as a kernel's tasks do. Each CPU has a slot
+//!   (`cpu_slot.rs`, loom-checked); the outermost `preempt_disable()` or `local_irq_save()`
+//!   of a thread takes the slot of the CPU it runs on (waiting while another thread holds
+//!   it), the matching outermost enable gives it back. Between sections a thread may migrate
+//!   (`MachineBuilder::migrate_every`). For tests, tools and the demo.
+//! - **A CPU per thread** (`MachineBuilder::thread_cpus`): a pool of possible CPUs; a thread
+//!   takes one at its first use of the machine (the CPU comes online), keeps it, and gives
+//!   it back at thread exit after the machine's CPU-offline teardown (`owned.rs`). Its
+//!   sections are then plain loads and stores on its own CPU, and no thread ever waits for
+//!   another to finish a per-CPU fast path; other threads stop the CPU to reach its data
+//!   (`cpu_owner.rs`, loom-checked). What a process's allocator uses. Threads beyond the
+//!   pool borrow a CPU for each section (stopping it), slowly but correctly.
+//!
+//! In both, while a thread holds its CPU, `current_cpu()` cannot change and no other thread
+//! can run per-CPU code on that CPU: exactly the guarantee a kernel's per-CPU data relies on.
+//! `run_on_cpu` lets a thread run code as another CPU, holding that CPU's data.
+//!
+//! Thread-local state is one `Cell`-based struct with no destructor (valid from a thread's
+//! first instruction to its last), so each query is a single TLS access.
+
+mod owned;
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use crate::cpu_owner::OwnedCpu;
+use crate::cpu_slot::Slot;
+
+static NEXT_THREAD: AtomicU32 = AtomicU32::new(1);
+static NEXT_MACHINE: AtomicUsize = AtomicUsize::new(1);
+
+/// How many CPUs (of different machines) one thread may hold at once: shared-mode sections,
+/// CPUs it runs as through `run_on_cpu`, and borrowed CPUs.
+const MAX_HELD: usize = 4;
+
+/// A CPU a thread holds outside the owned fast path.
+#[derive(Clone, Copy, Default)]
+struct Held {
+    machine: usize,
+    cpu: u32,
+    depth: u32,
+    /// Held by stopping an owned CPU (`run_on_cpu`, or a thread with no CPU of its own):
+    /// [`OwnedCpu::start`] at the outermost exit instead of a slot release.
+    stopped: bool,
+}
+
+/// A CPU this thread owns (CPU-per-thread machines).
+#[derive(Clone, Copy)]
+struct Own {
+    machine: usize,
+    cpu: u32,
+    state: *const OwnedCpu,
+}
+
+const NO_OWN: Own = Own { machine: 0, cpu: 0, state: core::ptr::null() };
+
+/// How many CPU-per-thread machines a thread may own a CPU of at once.
+const MAX_OWNED: usize = 8;
+
+struct Ctx {
+    thread: Cell<u32>,
+    pinned: Cell<Option<u32>>,
+    preempt: Cell<u32>,
+    irqs_off: Cell<bool>,
+    in_irq: Cell<u32>,
+    migration: Cell<u32>,
+    enables: Cell<u32>,
+    /// Entries of `held` in use; with 0 (the common case) nothing needs searching.
+    active: Cell<u32>,
+    held: [Cell<Held>; MAX_HELD],
+    /// `preempt + in_irq + irqs_off`, kept up to date by every change of them, so that
+    /// `atomic_context()` is one load (the slab fast paths ask on every call).
+    atomic: Cell<u32>,
+    /// The last home CPU computed, and for which machine (0: none): `current()` outside a
+    /// critical section is then one compare. Cleared when the home can change (migration,
+    /// pinning).
+    home_machine: Cell<usize>,
+    home_cpu: Cell<u32>,
+    /// The owned fast path: the CPU-per-thread machine (0: none) whose CPU `own_cpu` this
+    /// thread owns, and that CPU's state. Cleared while the thread runs as another CPU of
+    /// that machine (`run_on_cpu`), so every query then takes the slow path.
+    own_machine: Cell<usize>,
+    own_state: Cell<*const OwnedCpu>,
+    own_cpu: Cell<u32>,
+    /// Every CPU-per-thread machine this thread owns a CPU of.
+    owned: [Cell<Own>; MAX_OWNED],
+    /// Outermost sections run on a borrowed CPU since the last attempt to claim one.
+    borrowed: Cell<u32>,
+}
+
+impl Ctx {
+    #[inline]
+    fn update_atomic(&self) {
+        self.atomic.set(self.preempt.get().wrapping_add(self.in_irq.get()).wrapping_add(self.irqs_off.get() as u32));
+    }
+    #[inline]
+    fn held_mut(&self, machine: usize) -> Option<&Cell<Held>> {
+        if self.active.get() == 0 {
+            return None;
+        }
+        self.held.iter().find(|h| {
+            let h = h.get();
+            h.depth > 0 && h.machine == machine
+        })
+    }
+    fn push_held(&self, h: Held) {
+        let free =
+            self.held.iter().find(|e| e.get().depth == 0).expect("critical sections of more than 4 machines nested");
+        free.set(h);
+        self.active.set(self.active.get() + 1);
+    }
+}
+
+thread_local! {
+    static CTX: Ctx = const {
+        Ctx {
+            thread: Cell::new(0),
+            pinned: Cell::new(None),
+            preempt: Cell::new(0),
+            irqs_off: Cell::new(false),
+            in_irq: Cell::new(0),
+            migration: Cell::new(0),
+            enables: Cell::new(0),
+            active: Cell::new(0),
+            held: [const { Cell::new(Held { machine: 0, cpu: 0, depth: 0, stopped: false }) }; MAX_HELD],
+            atomic: Cell::new(0),
+            home_machine: Cell::new(0),
+            home_cpu: Cell::new(0),
+            own_machine: Cell::new(0),
+            own_state: Cell::new(core::ptr::null()),
+            own_cpu: Cell::new(0),
+            owned: [const { Cell::new(NO_OWN) }; MAX_OWNED],
+            borrowed: Cell::new(0),
+        }
+    };
+}
+
+fn thread_no(c: &Ctx) -> u32 {
+    let t = c.thread.get();
+    if t != 0 {
+        return t;
+    }
+    let t = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
+    c.thread.set(t);
+    t
+}
+
+/// Runs the calling thread on `cpu` (modulo each machine's CPU count) from its next critical
+/// section on; it no longer migrates. (Shared-CPU machines only: on a CPU-per-thread
+/// machine a thread always runs on its own CPU.)
+pub fn pin_current_thread(cpu: u32) {
+    CTX.with(|c| {
+        c.pinned.set(Some(cpu));
+        c.home_machine.set(0);
+    });
+}
+
+/// Runs `f` as if from a hardware interrupt handler on the current CPU: `in_interrupt()` and
+/// `irqs_disabled()` are true while it runs.
+pub fn in_irq<R>(f: impl FnOnce() -> R) -> R {
+    let was = CTX.with(|c| {
+        c.in_irq.set(c.in_irq.get() + 1);
+        let was = c.irqs_off.replace(true);
+        c.update_atomic();
+        was
+    });
+    let r = f();
+    CTX.with(|c| {
+        c.irqs_off.set(was);
+        c.in_irq.set(c.in_irq.get() - 1);
+        c.update_atomic();
+    });
+    r
+}
+
+/// Called when a thread takes its CPU off a CPU-per-thread machine (thread exit): the
+/// machine's CPU-offline teardown for that CPU, run by the owner on its own CPU.
+pub(crate) type OfflineHook = Box<dyn Fn(u32) + Send + Sync>;
+
+/// The CPUs of one machine.
+pub(crate) struct Cpus {
+    id: usize,
+    nr: usize,
+    /// Shared CPUs (empty for a CPU-per-thread machine).
+    slots: Box<[Slot]>,
+    /// Owned CPUs (empty for a shared-CPU machine).
+    owned: Box<[OwnedCpu]>,
+    migrate_every: u32,
+    /// The CPU-offline teardown; `None` once the machine is gone.
+    hook: RwLock<Option<OfflineHook>>,
+}
+
+impl std::fmt::Debug for Cpus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cpus")
+            .field("id", &self.id)
+            .field("nr", &self.nr)
+            .field("per_thread", &self.per_thread())
+            .finish()
+    }
+}
+
+impl Cpus {
+    /// `nr` CPUs shared by every thread, which move to the next CPU every `migrate_every`
+    /// sections (0: never).
+    pub(crate) fn shared(nr: usize, migrate_every: u32) -> Arc<Self> {
+        Arc::new(Self {
+            id: NEXT_MACHINE.fetch_add(1, Ordering::Relaxed),
+            nr,
+            slots: (0..nr).map(|_| Slot::default()).collect(),
+            owned: Box::new([]),
+            migrate_every,
+            hook: RwLock::new(None),
+        })
+    }
+
+    /// A pool of `nr` possible CPUs, one per thread; `None` if the host lacks what the
+    /// protocol needs (`membarrier`).
+    pub(crate) fn one_per_thread(nr: usize) -> Option<Arc<Self>> {
+        if !crate::cpu_owner::membarrier_available() {
+            return None;
+        }
+        owned::prepare();
+        let cpus = Arc::new(Self {
+            id: NEXT_MACHINE.fetch_add(1, Ordering::Relaxed),
+            nr,
+            slots: Box::new([]),
+            owned: (0..nr).map(|_| OwnedCpu::default()).collect(),
+            migrate_every: 0,
+            hook: RwLock::new(None),
+        });
+        owned::register(&cpus);
+        Some(cpus)
+    }
+
+    pub(crate) fn nr(&self) -> usize {
+        self.nr
+    }
+
+    /// Whether each thread gets a CPU of its own.
+    #[inline]
+    pub(crate) fn per_thread(&self) -> bool {
+        !self.owned.is_empty()
+    }
+
+    /// Installs the CPU-offline teardown run when a thread gives its CPU back.
+    pub(crate) fn set_offline_hook(&self, hook: OfflineHook) {
+        *self.hook.write().unwrap_or_else(|e| e.into_inner()) = Some(hook);
+    }
+
+    /// Removes the teardown (the machine is going away): threads that exit later just
+    /// give their CPUs back.
+    pub(crate) fn clear_offline_hook(&self) {
+        let old = self.hook.write().unwrap_or_else(|e| e.into_inner()).take();
+        drop(old);
+    }
+
+    /// Whether `cpu` has a thread on it (shared CPUs: always).
+    pub(crate) fn online(&self, cpu: u32) -> bool {
+        match self.owned.get(cpu as usize) {
+            Some(c) => c.owner() != crate::cpu_owner::FREE,
+            None => (cpu as usize) < self.nr,
+        }
+    }
+
+    /// The CPU the thread runs on now: the held one inside a critical section, else its
+    /// own (per-thread) or its possibly migrated home (shared).
+    #[inline]
+    pub(crate) fn current(&self) -> u32 {
+        CTX.with(|c| {
+            if c.own_machine.get() == self.id {
+                return c.own_cpu.get();
+            }
+            self.current_slow(c)
+        })
+    }
+
+    #[cold]
+    fn current_slow(&self, c: &Ctx) -> u32 {
+        if let Some(h) = c.held_mut(self.id) {
+            return h.get().cpu;
+        }
+        if self.per_thread() {
+            return match self.claim(c) {
+                Some(cpu) => cpu,
+                None => self.borrow_cpu_no(c),
+            };
+        }
+        if c.home_machine.get() == self.id {
+            return c.home_cpu.get();
+        }
+        self.home(c)
+    }
+
+    fn home(&self, c: &Ctx) -> u32 {
+        let base = c.pinned.get().unwrap_or_else(|| thread_no(c).wrapping_add(c.migration.get()));
+        let cpu = base % self.nr as u32;
+        c.home_machine.set(self.id);
+        c.home_cpu.set(cpu);
+        cpu
+    }
+
+    /// Enters a critical section on this machine (outermost: take the CPU) and returns the
+    /// CPU; `preempt` also raises the preempt count. One TLS access.
+    #[inline]
+    pub(crate) fn enter(&self, preempt: bool) -> u32 {
+        CTX.with(|c| {
+            if preempt {
+                c.preempt.set(c.preempt.get() + 1);
+                c.update_atomic();
+            }
+            if c.own_machine.get() == self.id {
+                // SAFETY: `own_state` points into this machine's CPUs (set with `own_machine`).
+                unsafe { &*c.own_state.get() }.enter();
+                return c.own_cpu.get();
+            }
+            self.enter_slow(c)
+        })
+    }
+
+    #[cold]
+    fn enter_slow(&self, c: &Ctx) -> u32 {
+        if let Some(cell) = c.held_mut(self.id) {
+            let mut h = cell.get();
+            h.depth = if h.stopped { h.depth + 1 } else { self.slots[h.cpu as usize].enter(h.depth, thread_no(c)) };
+            cell.set(h);
+            return h.cpu;
+        }
+        if self.per_thread() {
+            if let Some(cpu) = self.claim(c) {
+                // SAFETY: just set by `claim`.
+                unsafe { &*c.own_state.get() }.enter();
+                return cpu;
+            }
+            let cpu = self.borrow_cpu_no(c);
+            self.owned[cpu as usize].stop();
+            c.push_held(Held { machine: self.id, cpu, depth: 1, stopped: true });
+            return cpu;
+        }
+        let cpu = self.home(c);
+        let depth = self.slots[cpu as usize].enter(0, thread_no(c));
+        c.push_held(Held { machine: self.id, cpu, depth, stopped: false });
+        cpu
+    }
+
+    /// Leaves a critical section (outermost: give the CPU back, maybe migrate); `preempt` also
+    /// lowers the preempt count. One TLS access.
+    #[inline]
+    pub(crate) fn exit(&self, preempt: bool) {
+        CTX.with(|c| {
+            if preempt {
+                c.preempt.set(c.preempt.get().wrapping_sub(1));
+                c.update_atomic();
+            }
+            if c.own_machine.get() == self.id {
+                // SAFETY: as in `enter`.
+                unsafe { &*c.own_state.get() }.exit();
+                return;
+            }
+            self.exit_slow(c)
+        })
+    }
+
+    #[cold]
+    fn exit_slow(&self, c: &Ctx) {
+        let Some(cell) = c.held_mut(self.id) else {
+            debug_assert!(false, "critical-section exit without enter");
+            return;
+        };
+        let mut h = cell.get();
+        if h.stopped {
+            h.depth -= 1;
+            cell.set(h);
+            if h.depth == 0 {
+                c.active.set(c.active.get() - 1);
+                self.owned[h.cpu as usize].start();
+            }
+            return;
+        }
+        h.depth = self.slots[h.cpu as usize].exit(h.depth);
+        cell.set(h);
+        if h.depth == 0 {
+            c.active.set(c.active.get() - 1);
+            if self.migrate_every != 0 {
+                let n = c.enables.get().wrapping_add(1);
+                c.enables.set(n);
+                if n % self.migrate_every == 0 {
+                    c.migration.set(c.migration.get().wrapping_add(1));
+                    c.home_machine.set(0);
+                }
+            }
+        }
+    }
+
+    /// `pin_cpu`: a section without the preempt-count bookkeeping (nothing inside asks).
+    /// Returns the CPU and a token for [`Cpus::unpin`]: the owned CPU's state, or 0.
+    #[inline]
+    pub(crate) fn pin(&self) -> (u32, usize) {
+        CTX.with(|c| {
+            if c.own_machine.get() == self.id {
+                let st = c.own_state.get();
+                // SAFETY: as in `enter`.
+                unsafe { &*st }.enter();
+                return (c.own_cpu.get(), st as usize);
+            }
+            let cpu = self.enter_slow(c);
+            // A first use claims the CPU and enters it as the owner: unpin takes the fast way.
+            let token = if c.own_machine.get() == self.id { c.own_state.get() as usize } else { 0 };
+            (cpu, token)
+        })
+    }
+
+    /// Ends [`Cpus::pin`].
+    #[inline]
+    pub(crate) fn unpin(&self, token: usize) {
+        if token != 0 {
+            // SAFETY: `pin` returned this machine's owned CPU, which lives as long as `self`.
+            unsafe { &*(token as *const OwnedCpu) }.exit();
+        } else {
+            CTX.with(|c| self.exit_slow(c));
+        }
+    }
+
+    /// `run_on_cpu`: runs `f` as `cpu`, holding its per-CPU data. See
+    /// `Platform::run_on_cpu` for the rules (no section of this machine may be open).
+    pub(crate) fn run_on(&self, cpu: u32, f: &mut dyn FnMut()) {
+        CTX.with(|c| {
+            debug_assert!(c.held_mut(self.id).is_none(), "run_on_cpu inside a critical section");
+            if c.own_machine.get() == self.id {
+                // SAFETY: as in `enter`.
+                let st = unsafe { &*c.own_state.get() };
+                debug_assert_eq!(st.depth(), 0, "run_on_cpu inside a critical section");
+                if c.own_cpu.get() == cpu {
+                    st.enter();
+                    f();
+                    st.exit();
+                    return;
+                }
+            }
+            // Run as `cpu`: hold it as an outermost section of this thread, with the owned
+            // fast path suspended so that every query inside `f` finds the held CPU.
+            let own = c.own_machine.replace(0);
+            if self.per_thread() {
+                self.owned[cpu as usize].stop();
+                c.push_held(Held { machine: self.id, cpu, depth: 1, stopped: true });
+            } else {
+                let depth = self.slots[cpu as usize].enter(0, thread_no(c));
+                c.push_held(Held { machine: self.id, cpu, depth, stopped: false });
+            }
+            f();
+            self.exit_slow(c);
+            c.own_machine.set(own);
+        })
+    }
+
+    /// `stop_machine()`: takes every CPU of the machine for the calling thread, waiting for
+    /// each holder to leave its section. Until [`Cpus::start_all`], no other thread is inside
+    /// a critical section of this machine, so it holds none of its locks (every kmem lock is
+    /// taken with interrupts or preemption off). The caller must not enter critical sections
+    /// of this machine meanwhile (it would wait for itself).
+    pub(crate) fn stop_all(&self) {
+        if self.per_thread() {
+            OwnedCpu::stop_many(&self.owned);
+            return;
+        }
+        let me = CTX.with(thread_no);
+        for slot in self.slots.iter() {
+            slot.enter(0, me);
+        }
+    }
+
+    /// Gives back every CPU taken by [`Cpus::stop_all`].
+    pub(crate) fn start_all(&self) {
+        for c in self.owned.iter() {
+            c.start();
+        }
+        for slot in self.slots.iter() {
+            slot.exit(1);
+        }
+    }
+
+    /// In a `fork()` child, after [`Cpus::start_all`]: CPUs owned by threads the child does
+    /// not have become free (their per-CPU caches stay warm for the next owner; every owner
+    /// was outside its sections when the parent stopped the machine).
+    pub(crate) fn after_fork_child(&self) {
+        let me = CTX.with(thread_no);
+        for c in self.owned.iter() {
+            let o = c.owner();
+            if o != crate::cpu_owner::FREE && o != me {
+                c.release();
+            }
+        }
+    }
+
+    /// Takes the CPU for `local_irq_save` and sets the IRQ-off flag; returns the old flag.
+    #[inline]
+    pub(crate) fn irq_save(&self) -> bool {
+        let was = CTX.with(|c| {
+            let was = c.irqs_off.replace(true);
+            c.update_atomic();
+            was
+        });
+        self.enter(false);
+        was
+    }
+
+    /// Restores the IRQ flag and gives the CPU back (`local_irq_restore`).
+    #[inline]
+    pub(crate) fn irq_restore(&self, was_off: bool) {
+        CTX.with(|c| {
+            c.irqs_off.set(was_off);
+            c.update_atomic();
+        });
+        self.exit(false);
+    }
+}
+
+impl Drop for Cpus {
+    fn drop(&mut self) {
+        if self.per_thread() {
+            owned::unregister(self.id);
+        }
+    }
+}
+
+/// `preempt_count()` of the thread (all machines).
+#[inline]
+pub(crate) fn preempt_count() -> u32 {
+    CTX.with(|c| c.preempt.get())
+}
+
+/// `in_atomic() || irqs_disabled()` in one TLS access.
+#[inline]
+pub(crate) fn atomic_context() -> bool {
+    CTX.with(|c| c.atomic.get() != 0)
+}
+
+#[inline]
+pub(crate) fn irqs_off() -> bool {
+    CTX.with(|c| c.irqs_off.get())
+}
+
+#[inline]
+pub(crate) fn in_interrupt() -> bool {
+    CTX.with(|c| c.in_irq.get() > 0)
+}

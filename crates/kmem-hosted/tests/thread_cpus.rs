@@ -1,0 +1,134 @@
+//! Machines with a CPU per thread (`MachineBuilder::thread_cpus`): every thread owns its CPU,
+//! other threads reach its per-CPU data only by running as it (`run_on_cpu`), threads beyond
+//! the pool borrow CPUs, and a thread's exit takes its CPU offline with its caches drained.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use kmem::{CpuId, Gfp, Platform};
+use kmem_hosted::MachineBuilder;
+
+/// Per-CPU counters bumped by a plain load and store inside sections, by the owners and by
+/// a thread that runs as each CPU in turn: a lost update means two threads were inside one
+/// CPU's section at once.
+fn hammer(possible: usize, threads: usize, remote_rounds: u64) {
+    const ITERS: u64 = 20_000;
+    let m = MachineBuilder::new().ram_mib(16).thread_cpus(possible).build().unwrap();
+    assert!(m.platform().cpu_per_thread(), "membarrier is available on this host");
+    let p = m.platform();
+    let counters: Vec<AtomicU64> = (0..possible).map(|_| AtomicU64::new(0)).collect();
+    let bump = |cpu: usize| {
+        let c = &counters[cpu];
+        let v = c.load(Ordering::Relaxed);
+        std::hint::spin_loop();
+        c.store(v + 1, Ordering::Relaxed);
+    };
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                for i in 0..ITERS {
+                    let cpu = if i % 2 == 0 {
+                        let pin = p.pin_cpu();
+                        let cpu = pin.cpu.index();
+                        bump(cpu);
+                        assert_eq!(p.current_cpu().index(), cpu);
+                        p.unpin_cpu(pin);
+                        cpu
+                    } else {
+                        let cpu = p.preempt_disable_cpu().index();
+                        bump(cpu);
+                        p.preempt_enable();
+                        cpu
+                    };
+                    assert!(cpu < possible);
+                }
+            });
+        }
+        s.spawn(|| {
+            for r in 0..remote_rounds {
+                let target = CpuId((r % possible as u64) as u32);
+                assert!(p.run_on_cpu(target, &mut || {
+                    assert_eq!(p.current_cpu(), target, "runs as the target CPU");
+                    bump(target.index());
+                    // A nested section inside stays on the target.
+                    let cpu = p.preempt_disable_cpu();
+                    assert_eq!(cpu, target);
+                    p.preempt_enable();
+                }));
+            }
+        });
+    });
+    let total: u64 = counters.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+    assert_eq!(total, threads as u64 * ITERS + remote_rounds, "lost updates");
+}
+
+#[test]
+fn owners_and_remote_runners_never_share_a_cpu() {
+    hammer(4, 3, 2_000);
+}
+
+#[test]
+fn threads_beyond_the_pool_borrow_cpus() {
+    hammer(2, 5, 500);
+}
+
+#[test]
+fn each_thread_gets_its_own_cpu_and_exit_takes_it_offline() {
+    let m = MachineBuilder::new().ram_mib(64).thread_cpus(8).build().unwrap();
+    let p = m.platform();
+    let cpus: Vec<CpuId> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    // Leave pages on this CPU's per-CPU lists.
+                    let pages: Vec<_> = (0..20).map(|_| m.alloc_pages(Gfp::KERNEL, 0).unwrap()).collect();
+                    for pg in pages {
+                        // SAFETY: ours, unused afterwards.
+                        unsafe { m.__free_pages(pg, 0) };
+                    }
+                    let cpu = p.current_cpu();
+                    assert!(p.cpu_online(cpu));
+                    let cached: usize = m.zones().filter_map(|z| z.pageset(cpu.index())).map(|p| p.count()).sum();
+                    assert!(cached > 0, "pages cached on the CPU");
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    cpu
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut distinct = cpus.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 4, "four live threads, four CPUs: {cpus:?}");
+    for cpu in cpus {
+        assert!(!p.cpu_online(cpu), "CPU {cpu:?} offline after its thread exited");
+        for z in m.zones() {
+            if let Some(pcp) = z.pageset(cpu.index()) {
+                assert_eq!(pcp.count(), 0, "CPU {cpu:?}'s lists drained at thread exit");
+            }
+        }
+    }
+    m.verify().expect("free lists consistent");
+}
+
+#[test]
+fn a_thread_that_outlives_its_machine_exits_cleanly() {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let m = std::sync::Arc::new(MachineBuilder::new().ram_mib(16).thread_cpus(2).build().unwrap());
+    let mc = m.clone();
+    let h = std::thread::spawn(move || {
+        let p = mc.alloc_pages(Gfp::KERNEL, 0).unwrap();
+        // SAFETY: ours, unused afterwards.
+        unsafe { mc.__free_pages(p, 0) };
+        drop(mc);
+        ready_tx.send(()).unwrap();
+        rx.recv().unwrap();
+    });
+    ready_rx.recv().unwrap();
+    // The last reference: the machine goes while a thread that owns one of its CPUs lives;
+    // that thread's exit then has nothing to give back.
+    drop(m);
+    tx.send(()).unwrap();
+    h.join().unwrap();
+}
