@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs every loom model of kmem: the per-CPU critical sections, the pcp protocol and the slab's
-# lockless freelists.
+# Runs every loom model of kmem: the per-CPU critical sections (shared and owned hosted CPUs),
+# the pcp protocol, the vmalloc recycle slots.
 #
 #   scripts/loom.sh                      # all models (about a minute and a half from a cold
 #                                        # build, seconds once built)
@@ -15,12 +15,13 @@
 #   crates/kmem/src/sync/loom_tests.rs          RawSpinLock: lock_irqsave, try_lock_raw, lock_raw
 #   crates/kmem/src/mm/pcp/loom_tests.rs        pcp refill / free at high / drain, on the real
 #                                               PerCpuPages, buddy, zone lock and page lists
-#   crates/kmem/src/slab/loom_tests.rs          slab per-CPU freelist (fast pop/push against a
-#                                               slow path's lock_word/set_active), remote frees
-#                                               into a frozen slab against take_freelist
 #   crates/kmem/src/vmalloc/loom_tests.rs       vmalloc recycle slots: put/take/drain from two
 #                                               CPUs, every area owned exactly once
 #   crates/kmem-hosted/src/cpu_slot/loom_tests.rs  hosted CPU slot: per-CPU sections, nesting
+#   crates/kmem-hosted/src/cpu_owner/loom_tests.rs owned CPU (a CPU per thread): the owner's
+#                                               plain sections against stoppers (membarrier
+#                                               modelled as fences); a stopper without the
+#                                               barrier is caught
 # Other LOOM_* variables are loom's own (LOOM_LOG, LOOM_CHECKPOINT_FILE, ...).
 set -euo pipefail
 cd "$(dirname "$0")/.."

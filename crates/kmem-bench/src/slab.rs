@@ -91,7 +91,7 @@ pub trait ObjectAllocator {
 ///
 /// If it does not boot.
 pub fn slab_machine(cpus: usize) -> Machine {
-    MachineBuilder::new().ram_mib(BENCH_RAM_MIB).cpus(cpus).build().expect("kmem machine boots")
+    MachineBuilder::new().ram_mib(BENCH_RAM_MIB).thread_cpus(cpus).build().expect("kmem machine boots")
 }
 
 /// A kmem slab cache of one object size.

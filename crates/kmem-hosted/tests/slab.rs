@@ -539,7 +539,11 @@ fn reclaimable_caches_count_as_sreclaimable() {
     let objs: Vec<_> = (0..2000).map(|_| m.kmem_cache_alloc(&r, Gfp::KERNEL).unwrap()).collect();
     let after = (meminfo_kb(&m, "SReclaimable:"), meminfo_kb(&m, "SUnreclaim:"));
     assert!(after.0 >= before.0 + 2000 * 192 / 1024, "{before:?} -> {after:?}");
-    assert!(after.1 - before.1 <= 8, "only the descriptor's slab may be unreclaimable: {before:?} -> {after:?}");
+    // The descriptor's slab (kmem_cache) and a slab of sheaves (kmem_sheaf, order 1).
+    assert!(
+        after.1 - before.1 <= 12,
+        "only the descriptor's and the sheaves' slabs may be unreclaimable: {before:?} -> {after:?}"
+    );
     assert_eq!(meminfo_kb(&m, "KReclaimable:"), after.0);
     assert_eq!(meminfo_kb(&m, "Slab:"), after.0 + after.1);
     let mut z = String::new();

@@ -479,28 +479,45 @@ fn corrupt_free_pointer_on_a_plain_cache_is_isolated() {
     let off = c.layout().offset as isize;
     let set_fp = |p: NonNull<u8>, v: u64| (0..8).for_each(|i| poke(p, off + i, (v >> (8 * i)) as u8));
 
-    // On the CPU freelist: found when the object is allocated.
+    // In a sheaf: the sheaf holds the object's address out of band, so a free pointer
+    // overwritten after the free is never followed.
     let (a, b, d) = (alloc(&m, &c), alloc(&m, &c), alloc(&m, &c));
     free(&m, &c, b);
     set_fp(b, 0xdead_beef_0bad_f00d);
     let x = alloc(&m, &c);
-    assert_eq!(x, b, "the head is handed out, the chain after it cut");
+    assert_eq!(x, b, "the sheaf hands the object back");
+    assert_eq!(bugs(&m), 0, "{:#?}", m.reports().take());
+
+    // On a slab's freelist (a flush put it there): the refill that follows the chain finds
+    // the bad pointer, hands out the object before it and cuts the chain there.
+    let n = c.objects_per_slab();
+    let objs: Vec<_> = (0..2 * n).map(|_| alloc(&m, &c)).collect();
+    let slab_of = |p: NonNull<u8>| m.compound_head(m.virt_to_page(VirtAddr::new(addr(p))).unwrap()).pfn();
+    let victims: Vec<_> = objs.iter().copied().filter(|&p| slab_of(p) == slab_of(objs[n])).take(3).collect();
+    for &p in &victims {
+        free(&m, &c, p);
+    }
+    m.kmem_cache_shrink(&c); // the sheaves' objects go back to their slab's freelist
+    let head = victims[2]; // freed last: the freelist head, pointing at victims[1]
+    set_fp(head, 0xdead_beef_0bad_f00d);
+    // Enough to empty every partial slab, the damaged one included.
+    let got: Vec<_> = (0..2 * n).map(|_| alloc(&m, &c)).collect();
+    assert!(got.contains(&head), "the object before the bad pointer is still handed out");
+    assert!(!got.contains(&victims[0]) && !got.contains(&victims[1]), "the chain past it is isolated");
     let t = take_bugs(&m);
     assert_eq!(t.len(), 1, "{t:#?}");
     assert!(t[0].contains("BUG fp_corrupt (Not tainted): Freechain corrupt\n"), "{}", t[0]);
     assert!(t[0].contains("FIX fp_corrupt: Isolate corrupted freechain"), "{}", t[0]);
-    let more: Vec<_> = (0..4).map(|_| alloc(&m, &c)).collect();
-    assert_eq!(bugs(&m), 1, "{:#?}", m.reports().take());
+    let more: Vec<_> = got.into_iter().chain(objs.into_iter().filter(|p| !victims.contains(p))).collect();
     assert_eq!(m.validate_slab_cache(&c).errors, 0, "{:#?}", m.reports().take());
 
     // On a slab's own freelist: found by validate, which cuts the chain and fixes the count.
-    let n = c.objects_per_slab();
     let objs: Vec<_> = (0..n + 1).map(|_| alloc(&m, &c)).collect();
-    let slab_of = |p: NonNull<u8>| m.compound_head(m.virt_to_page(VirtAddr::new(addr(p))).unwrap()).pfn();
     let same: Vec<_> = objs.iter().copied().filter(|&p| slab_of(p) == slab_of(objs[0])).collect();
     assert!(same.len() >= 3);
     free(&m, &c, same[0]);
     free(&m, &c, same[1]);
+    m.kmem_cache_shrink(&c); // onto the slab's freelist
     set_fp(same[1], 0x0123_4567_89ab_cdef);
     assert_eq!(m.validate_slab_cache(&c).errors, 2);
     let t = take_bugs(&m);

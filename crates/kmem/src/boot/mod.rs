@@ -323,6 +323,9 @@ impl<P: Platform> Kmem<P> {
         state.slab.configure(&config.slab, nr_cpus);
         let bc_pa = mb.alloc(KmemCache::alloc_size(nodes) as u64, 64, Some(0))?;
         state.slab.boot_cache_mem = va(bc_pa)?.as_usize();
+        // ... and the sheaves' cache's (`kmem_sheaf`), so booting allocates no slab.
+        let sc_pa = mb.alloc(KmemCache::alloc_size(nodes) as u64, 64, Some(0))?;
+        state.slab.sheaf_cache_mem = va(sc_pa)?.as_usize();
         let metadata_bytes = mb.reserved_bytes() - before;
 
         // Per-CPU first chunk: one unit per CPU on its node, reserved before the buddy release.

@@ -33,6 +33,8 @@ use crate::mm::page::pg;
 use crate::mm::page_ref::{AllocError, PageRef};
 use crate::platform::Platform;
 use crate::slab::create::CreateArgs;
+use crate::slab::free::Lookup;
+use crate::slab::slab_page::Slab;
 use crate::slab::{CacheError, KmemCache, SlabAllocError, SlabFlags};
 use crate::sync::{array_of, const_fn_unless_loom, AtomicUsize, Ordering};
 use crate::vmalloc::VmallocErrorKind;
@@ -95,8 +97,11 @@ impl core::error::Error for KmallocError {}
 enum Owner<'a> {
     /// `ZERO_SIZE_PTR` or null.
     Nothing,
-    /// A slab object of this cache.
-    Slab(&'a KmemCache),
+    /// The start of an object of this slab of this cache, at this offset from object 0 at
+    /// this address.
+    Slab(Slab<'a>, &'a KmemCache, u32, usize),
+    /// Inside a slab of this cache, but no object start.
+    NotObject(Slab<'a>, &'a KmemCache),
     /// The start of a large kmalloc block of this order.
     Large(PageRef<'a>, u32),
     /// Nothing kmalloc hands out.
@@ -274,14 +279,13 @@ impl<P: Platform> Kmem<P> {
         if addr <= ZERO_SIZE_PTR {
             return Owner::Nothing;
         }
+        match self.lookup_object(addr) {
+            Lookup::Object(slab, c, off, base) => return Owner::Slab(slab, c, off, base),
+            Lookup::Invalid(slab, c) => return Owner::NotObject(slab, c),
+            Lookup::NotSlab => {}
+        }
         let Some(page) = self.virt_to_page(VirtAddr::new(addr)) else { return Owner::Invalid };
         let head = self.compound_head(page);
-        if let Some(id) = head.page().slab_cache_id() {
-            return match self.slab().cache(id) {
-                Some(c) => Owner::Slab(c),
-                None => Owner::Invalid,
-            };
-        }
         if head.page().test(pg::LARGE_KMALLOC) && self.page_address(head).map(VirtAddr::as_usize) == Some(addr) {
             let order = head.page().alloc_order().unwrap_or(0) as u32;
             return Owner::Large(head, order);
@@ -309,12 +313,8 @@ impl<P: Platform> Kmem<P> {
     pub unsafe fn kfree(&self, p: *const u8) {
         match self.kmalloc_owner(p) {
             Owner::Nothing => {}
-            Owner::Slab(c) => {
-                // SAFETY: forwarded caller contract; `c` is the cache the object's slab names.
-                unsafe {
-                    self.kmem_cache_free_at(c, NonNull::new_unchecked(p as *mut u8), core::panic::Location::caller())
-                }
-            }
+            Owner::Slab(slab, c, off, base) => self.free_object(c, slab, off, base, core::panic::Location::caller()),
+            Owner::NotObject(slab, c) => self.invalid_object_pointer(c, Some(slab), p as usize),
             Owner::Large(head, order) => self.free_large_kmalloc(head, order),
             Owner::Invalid => self.kfree_invalid("kfree", p),
         }
@@ -332,12 +332,13 @@ impl<P: Platform> Kmem<P> {
     pub unsafe fn kfree_ksize(&self, p: *const u8) -> usize {
         match self.kmalloc_owner(p) {
             Owner::Nothing => 0,
-            Owner::Slab(c) => {
-                // SAFETY: forwarded caller contract; `c` is the cache the object's slab names.
-                unsafe {
-                    self.kmem_cache_free_at(c, NonNull::new_unchecked(p as *mut u8), core::panic::Location::caller())
-                };
+            Owner::Slab(slab, c, off, base) => {
+                self.free_object(c, slab, off, base, core::panic::Location::caller());
                 c.layout().ksize() as usize
+            }
+            Owner::NotObject(slab, c) => {
+                self.invalid_object_pointer(c, Some(slab), p as usize);
+                0
             }
             Owner::Large(head, order) => {
                 self.free_large_kmalloc(head, order);
@@ -369,7 +370,11 @@ impl<P: Platform> Kmem<P> {
     pub unsafe fn ksize(&self, p: *const u8) -> usize {
         match self.kmalloc_owner(p) {
             Owner::Nothing => 0,
-            Owner::Slab(c) => c.layout().ksize() as usize,
+            Owner::Slab(_, c, _, _) => c.layout().ksize() as usize,
+            Owner::NotObject(..) => {
+                self.kfree_invalid("ksize", p);
+                0
+            }
             Owner::Large(_, order) => PAGE_SIZE << order,
             Owner::Invalid => {
                 self.kfree_invalid("ksize", p);
@@ -419,9 +424,18 @@ impl<P: Platform> Kmem<P> {
         }
         let (ks, orig, cache) = match self.kmalloc_owner(p) {
             Owner::Nothing => return self.kmalloc_node_at(new_size, gfp, None, caller),
-            Owner::Slab(c) => {
+            Owner::Slab(slab, c, off, base) => {
+                if self.object_is_free(c, slab, off, base) {
+                    // Resizing a freed object would hand it out twice.
+                    self.double_free(c, slab, p as usize);
+                    return Err(KmallocError { size: new_size, gfp, kind: KmallocErrorKind::InvalidPointer });
+                }
                 let obj = c.object_size();
                 (obj, self.get_orig_size(c, p as usize) as usize, Some(c))
+            }
+            Owner::NotObject(..) => {
+                self.kfree_invalid("krealloc", p);
+                return Err(KmallocError { size: new_size, gfp, kind: KmallocErrorKind::InvalidPointer });
             }
             Owner::Large(_, order) => (PAGE_SIZE << order, PAGE_SIZE << order, None),
             Owner::Invalid => {

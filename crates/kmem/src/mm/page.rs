@@ -274,13 +274,6 @@ impl Page {
     pub(crate) fn data_acquire(&self) -> u64 {
         self.data.load(Ordering::Acquire)
     }
-    /// Compare-and-exchange of the owner's word (`slab_update_freelist`: the slab freelist
-    /// and counters change together in one atomic step).
-    #[inline]
-    pub(crate) fn data_cas(&self, old: u64, new: u64) -> bool {
-        self.data.compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire).is_ok()
-    }
-
     /// `page_ref_count()`.
     #[inline]
     pub fn refcount(&self) -> i32 {

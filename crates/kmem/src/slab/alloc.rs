@@ -1,17 +1,14 @@
-//! Allocation: `kmem_cache_alloc` and friends, the lockless fast path and `___slab_alloc`.
+//! Allocation: `kmem_cache_alloc` and friends.
 //!
-//! Fast path: pop the head of this CPU's freelist of its active slab with one
-//! compare-and-exchange of the CPU word (see `cpu.rs` for why that is safe without a lock).
-//! Slow path, with interrupts off and the CPU's local lock held, in Linux's order: the active
-//! slab's remote frees, the node's partial slabs, then a new slab from the page allocator
-//! (with the CPU released, since that may sleep).
+//! Fast path: pop this CPU's main sheaf, with the CPU pinned (no lock, no atomic
+//! read-modify-write). Slow path, in Linux 6.18's order: the spare sheaf, a full sheaf from
+//! the node's barn, a refill from the node's partial slabs (all with the CPU pinned), then a
+//! new slab from the page allocator (with the CPU released, since that may sleep).
 
 use core::ptr::NonNull;
 
 use super::cache::KmemCache;
-use super::cpu::{Active, CpuLock, SlubStat};
-use super::slab_page::{take_freelist, Slab};
-use super::word::OFF_NONE;
+use super::sheaf::{CpuSheaves, Sheaf, SlubStat};
 use super::SlabAllocError;
 use crate::gfp::Gfp;
 use crate::machine::Kmem;
@@ -25,6 +22,16 @@ pub(crate) struct Req {
     pub caller: &'static core::panic::Location<'static>,
     /// Bytes the caller will use (kmalloc's request; `object_size` otherwise).
     pub orig_size: u32,
+}
+
+/// What the pinned part of the allocation slow path found.
+enum Got {
+    /// An object, and a sheaf retired from the CPU to free (0: none).
+    Object(usize, usize),
+    /// Nothing; a retired sheaf to free (0: none).
+    Retired(usize),
+    /// The CPU has no main sheaf.
+    Nothing,
 }
 
 impl<P: Platform> Kmem<P> {
@@ -72,7 +79,7 @@ impl<P: Platform> Kmem<P> {
 
     /// `slab_alloc_node()`: pre-alloc checks, the fast path, else the slow path; zeroing.
     /// Inlined down to the fast path: anything unusual (a sleeping request in atomic
-    /// context, `__GFP_ZERO`, bad GFP bits) and the slow path are out of line.
+    /// context, `__GFP_ZERO`, bad GFP bits, a node) and the slow path are out of line.
     #[inline(always)]
     pub(crate) fn slab_alloc(
         &self,
@@ -95,16 +102,16 @@ impl<P: Platform> Kmem<P> {
         caller: &'static core::panic::Location<'static>,
         orig_size: Option<u32>,
     ) -> Result<NonNull<u8>, SlabAllocError> {
-        if gfp.intersects(Gfp::ZERO.union(Gfp::SLAB_BUG_MASK))
-            || (gfp.allows_blocking() && self.platform().atomic_context())
+        if node.is_none()
+            && !gfp.intersects(Gfp::ZERO.union(Gfp::SLAB_BUG_MASK))
+            && !(gfp.allows_blocking() && self.platform().atomic_context())
         {
-            return self.slab_alloc_careful(s, gfp, node, caller, orig_size);
+            if let Some(obj) = self.alloc_fast(s) {
+                // SAFETY: object addresses are direct-map addresses, never 0.
+                return Ok(unsafe { NonNull::new_unchecked(obj as *mut u8) });
+            }
         }
-        match self.alloc_fast(s, node) {
-            // SAFETY: object addresses are direct-map addresses, never 0.
-            Some(obj) => Ok(unsafe { NonNull::new_unchecked(obj as *mut u8) }),
-            None => self.slab_alloc_careful(s, gfp, node, caller, orig_size),
-        }
+        self.slab_alloc_careful(s, gfp, node, caller, orig_size)
     }
 
     /// [`Kmem::slab_alloc`] with every check: might_sleep, GFP fix-up, zeroing.
@@ -119,7 +126,8 @@ impl<P: Platform> Kmem<P> {
         orig_size: Option<u32>,
     ) -> Result<NonNull<u8>, SlabAllocError> {
         let gfp = self.slab_pre_alloc(s, gfp);
-        let obj = match self.alloc_fast(s, node) {
+        let fast = if node.is_none() { self.alloc_fast(s) } else { None };
+        let obj = match fast {
             Some(o) => o,
             None => {
                 let orig_size = orig_size.unwrap_or(s.object_size() as u32);
@@ -175,121 +183,147 @@ impl<P: Platform> Kmem<P> {
         fixed
     }
 
-    /// The lockless fast path: pop this CPU's freelist head. `None` when the slow path must
-    /// run (empty or locked freelist, node mismatch, corrupt free pointer).
+    /// The fast path (`alloc_from_pcs`): pop this CPU's main sheaf. `None` when the slow
+    /// path must run (no sheaf yet, or it is empty).
     #[inline(always)]
-    fn alloc_fast(&self, s: &KmemCache, node: Option<usize>) -> Option<usize> {
-        let c = s.cpu(self, self.platform().current_cpu().index());
-        // SAFETY: `fast_pop` calls this only for `base + head` of the slab the word it read
-        // belongs to (it re-checks the word after loading `base`/`limit`), so `obj` is an
-        // object address of a slab of `s`; if the object was taken or the slab freed since,
-        // the memory is still mapped (the direct map), the read may see garbage, and the
-        // CAS that follows fails.
-        c.fast_pop(node.map(|n| n as u32), |obj| unsafe { s.get_fp(obj) })
+    pub(crate) fn alloc_fast(&self, s: &KmemCache) -> Option<usize> {
+        let p = self.platform().pin_cpu();
+        let obj = s.pcs(self, p.cpu.index()).main().and_then(Sheaf::pop);
+        self.platform().unpin_cpu(p);
+        let obj = obj?;
+        // The object is ours now: its free pointer stops looking like a free object's
+        // (the free path's double-free check).
+        // SAFETY: a word-aligned slot inside the object's slot, which we own.
+        unsafe { super::object::write_word(s.fp_addr(obj), 0) };
+        Some(obj)
     }
 
-    /// `___slab_alloc()`.
+    /// `___slab_alloc()` / `__pcs_replace_empty_main()`: refill this CPU's main sheaf (from
+    /// its spare, the node's barn, the node's partial slabs, a new slab) and pop it.
     #[cold]
     pub(crate) fn alloc_slow(&self, s: &KmemCache, req: Req) -> Result<usize, SlabAllocError> {
         if s.debug {
             return self.debug_alloc(s, req);
         }
-        let cl = CpuLock::new(self.platform(), |cpu| s.cpu(self, cpu));
-        cl.c.stat(SlubStat::AllocSlowpath);
-        let (head, tid) = cl.c.lock_word();
-        if let Some(obj) = self.refill_locked(s, &cl, head, tid, req.node) {
-            return Ok(obj);
+        let local = self.numa_node_id();
+        if s.sheaf_capacity == 0 || req.node.is_some_and(|n| n != local) {
+            return self.alloc_direct(s, req);
         }
-        // Nothing on this CPU or its node: a new slab, without the CPU (it may sleep).
-        cl.c.unlock_word(OFF_NONE, tid);
-        drop(cl);
-        let slab = self.new_slab_or_report(s, req.gfp, req.node)?;
-        // Possibly another CPU now: the thread may have migrated while the CPU was released.
-        let cl = CpuLock::new(self.platform(), |cpu| s.cpu(self, cpu));
-        cl.c.stat(SlubStat::AllocSlab);
-        let (head, tid) = cl.c.lock_word();
-        if let Some(a) = cl.c.active() {
-            // Another thread on this CPU installed a slab meanwhile: ours replaces it.
-            self.deactivate_slab(s, self.slab_at(a.slab), head, a.base);
-        }
-        let slab_head = super::slab_page::freeze_new(slab);
-        Ok(self.install_and_pop(s, &cl, slab, slab_head, tid))
-    }
-
-    /// The part of the slow path that runs with the CPU word locked: take the active slab's
-    /// remote frees, or replace the active slab with a partial one. Returns an object, with
-    /// the word unlocked; `None` leaves the word locked and the CPU without an active slab.
-    fn refill_locked(
-        &self,
-        s: &KmemCache,
-        cl: &CpuLock<'_, P>,
-        head: u32,
-        tid: u32,
-        node: Option<usize>,
-    ) -> Option<usize> {
-        let c = cl.c;
-        if let Some(a) = c.active() {
-            let node_ok = node.is_none_or(|n| n as u32 == a.node);
-            if node_ok {
-                if head != OFF_NONE {
-                    // Frees reached the CPU freelist after the fast path gave up.
-                    return Some(self.pop_and_unlock(s, cl, a, head, tid));
+        loop {
+            let p = self.platform().pin_cpu();
+            let pcs = s.pcs(self, p.cpu.index());
+            pcs.stat(SlubStat::AllocSlowpath);
+            let got = self.refill_main(s, pcs, local);
+            let has_main = pcs.main().is_some();
+            self.platform().unpin_cpu(p);
+            match got {
+                Got::Object(obj, retired) => {
+                    self.free_sheaf(retired);
+                    // SAFETY: as in `alloc_fast`.
+                    unsafe { super::object::write_word(s.fp_addr(obj), 0) };
+                    return Ok(obj);
                 }
-                if let Some(h) = take_freelist(self.slab_at(a.slab)) {
-                    c.stat(SlubStat::AllocRefill);
-                    return Some(self.pop_and_unlock(s, cl, a, h, tid));
-                }
-            } else {
-                c.stat(SlubStat::AllocNodeMismatch);
+                Got::Retired(retired) => self.free_sheaf(retired),
+                Got::Nothing => {}
             }
-            self.deactivate_slab(s, self.slab_at(a.slab), head, a.base);
-            c.stat(if node_ok { SlubStat::DeactivateFull } else { SlubStat::DeactivateToTail });
-            c.set_active(None);
+            if !has_main {
+                // The CPU's first allocation from this cache: give it a main sheaf.
+                match self.alloc_sheaf(s, req.gfp) {
+                    Some(sh) => self.install_sheaf(s, sh),
+                    None => return self.alloc_direct(s, req),
+                }
+                continue;
+            }
+            // Nothing on this node: a new slab, with the CPU released (it may sleep; the
+            // thread may come back on another CPU).
+            let slab = self.new_slab_or_report(s, req.gfp, None)?;
+            let p = self.platform().pin_cpu();
+            let pcs = s.pcs(self, p.cpu.index());
+            pcs.stat(SlubStat::AllocSlab);
+            let main = pcs.main().filter(|m| m.size() == 0);
+            self.add_new_slab(s, slab, main);
+            let obj = pcs.main().and_then(Sheaf::pop);
+            self.platform().unpin_cpu(p);
+            if let Some(obj) = obj {
+                // SAFETY: as in `alloc_fast`.
+                unsafe { super::object::write_word(s.fp_addr(obj), 0) };
+                return Ok(obj);
+            }
         }
-        let (slab, h) = self.get_partial(s, node)?;
-        c.stat(SlubStat::AllocFromPartial);
-        Some(self.install_and_pop(s, cl, slab, h, tid))
     }
 
-    /// Makes `slab` (frozen, its freelist `head` taken) the active slab and pops its first
-    /// object; unlocks the word.
-    pub(crate) fn install_and_pop(
-        &self,
-        s: &KmemCache,
-        cl: &CpuLock<'_, P>,
-        slab: Slab<'_>,
-        head: u32,
-        tid: u32,
-    ) -> usize {
-        let objects = slab.word().objects;
-        let a = Active {
-            slab: slab.pfn.as_usize(),
-            base: s.obj_base(self, slab),
-            limit: objects * s.layout.size,
-            node: slab.nid() as u32,
-        };
-        cl.c.set_active(Some(a));
-        self.pop_and_unlock(s, cl, a, head, tid)
-    }
-
-    /// Pops `head` off a chain of the active slab and publishes the rest as the CPU freelist.
-    fn pop_and_unlock(&self, s: &KmemCache, cl: &CpuLock<'_, P>, a: Active, head: u32, tid: u32) -> usize {
-        let obj = a.base + head as usize;
-        // SAFETY: `head` is the first object of a chain the CPU owns (word locked).
-        let next = unsafe { s.get_fp(obj) };
-        let objects = a.limit / s.layout.size;
-        let next = if s.valid_next(next, objects) {
-            next as u32
+    /// The refill steps that need no sleeping, with the CPU pinned: an object from the main
+    /// sheaf (another thread may have filled it), else the spare, a full sheaf from the
+    /// barn, or the node's partial slabs.
+    fn refill_main(&self, s: &KmemCache, pcs: &CpuSheaves, nid: usize) -> Got {
+        let Some(main) = pcs.main() else { return Got::Nothing };
+        if let Some(o) = main.pop() {
+            return Got::Object(o, 0);
+        }
+        if pcs.spare().is_some_and(|sp| sp.size() > 0) {
+            pcs.swap();
+            return pcs.main().and_then(Sheaf::pop).map_or(Got::Nothing, |o| Got::Object(o, 0));
+        }
+        let barn = &s.node(nid).barn;
+        let mut retired = 0;
+        if barn.nr_full() > 0 {
+            let g = barn.lock().lock_irqsave(self.platform());
+            let full = barn.take_locked(true);
+            if full != 0 {
+                let empty = pcs.set_main(full);
+                if !barn.put_locked(empty, false) {
+                    retired = empty;
+                }
+            }
+            drop(g);
+            if full != 0 {
+                pcs.stat(SlubStat::BarnGet);
+                if let Some(o) = pcs.main().and_then(Sheaf::pop) {
+                    return Got::Object(o, retired);
+                }
+            }
         } else {
-            // SAFETY: as above.
-            unsafe { s.set_fp(obj, OFF_NONE) };
-            self.freelist_corrupt(s, self.slab_at(a.slab), obj);
-            OFF_NONE
-        };
-        cl.c.unlock_word(next, tid);
-        obj
+            pcs.stat(SlubStat::BarnGetFail);
+        }
+        let main = pcs.main().expect("main sheaf present");
+        if self.refill_from_partial(s, nid, main) > 0 {
+            pcs.stat(SlubStat::SheafRefill);
+            pcs.stat(SlubStat::AllocFromPartial);
+            if let Some(o) = main.pop() {
+                return Got::Object(o, retired);
+            }
+        }
+        if retired != 0 {
+            // Keep it as the spare rather than free it with the CPU pinned.
+            if pcs.spare().is_none() {
+                pcs.set_spare(retired);
+                retired = 0;
+            }
+        }
+        Got::Retired(retired)
     }
 
+    /// Allocation without sheaves (`kmem_sheaf`, another node, no sheaf to be had): one
+    /// object from a partial slab, or from a new one.
+    pub(crate) fn alloc_direct(&self, s: &KmemCache, req: Req) -> Result<usize, SlabAllocError> {
+        loop {
+            let local = req.node.unwrap_or_else(|| self.numa_node_id());
+            if let Some(obj) = self.alloc_single(s, local) {
+                return Ok(obj);
+            }
+            if req.node.is_none() {
+                // `get_any_partial`: other nodes that keep more partial slabs than they need.
+                let other = (0..s.nr_nodes as usize)
+                    .filter(|&nid| nid != local && s.node(nid).nr_partial() > s.min_partial as usize)
+                    .find_map(|nid| self.alloc_single(s, nid));
+                if let Some(obj) = other {
+                    return Ok(obj);
+                }
+            }
+            let slab = self.new_slab_or_report(s, req.gfp, req.node)?;
+            self.add_new_slab(s, slab, None);
+        }
+    }
     /// `slab_out_of_memory()`: Linux's `SLUB: Unable to allocate memory on node` report.
     #[cold]
     pub(crate) fn report_slab_oom(&self, s: &KmemCache, gfp: Gfp, node: Option<usize>) {

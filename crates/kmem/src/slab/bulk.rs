@@ -1,13 +1,9 @@
-//! `kmem_cache_alloc_bulk` / `kmem_cache_free_bulk`: many objects for one pass of the CPU's
-//! local lock instead of one compare-and-exchange each.
+//! `kmem_cache_alloc_bulk` / `kmem_cache_free_bulk`: many objects per pinning of the CPU.
 
 use core::ptr::NonNull;
 
 use super::alloc::Req;
 use super::cache::KmemCache;
-use super::cpu::CpuLock;
-use super::slab_page::take_freelist;
-use super::word::OFF_NONE;
 use crate::gfp::Gfp;
 use crate::machine::Kmem;
 use crate::platform::Platform;
@@ -15,8 +11,8 @@ use crate::platform::Platform;
 impl<P: Platform> Kmem<P> {
     /// `kmem_cache_alloc_bulk(s, gfp, size, p)`: fills every slot of `out`, or none
     /// (all-or-nothing, as Linux): returns `out.len()` on success, 0 on failure (anything
-    /// allocated is freed again). Takes the whole CPU freelist in one locked pass, refilling
-    /// through the slow path as needed.
+    /// allocated is freed again). Empties the CPU's main sheaf in one pinned pass, refilling
+    /// it through the slow path as needed.
     #[track_caller]
     pub fn kmem_cache_alloc_bulk(&self, s: &KmemCache, gfp: Gfp, out: &mut [Option<NonNull<u8>>]) -> usize {
         let caller = core::panic::Location::caller();
@@ -24,11 +20,9 @@ impl<P: Platform> Kmem<P> {
         let req = Req { gfp, node: None, caller, orig_size: s.object_size() as u32 };
         let mut i = 0;
         while i < out.len() {
-            if !s.debug {
-                i += self.bulk_from_cpu(s, &mut out[i..]);
-                if i == out.len() {
-                    break;
-                }
+            i += self.bulk_from_sheaf(s, &mut out[i..]);
+            if i == out.len() {
+                break;
             }
             match self.alloc_slow(s, req) {
                 // SAFETY: object addresses are never 0.
@@ -41,54 +35,38 @@ impl<P: Platform> Kmem<P> {
             }
             i += 1;
         }
-        if gfp.contains(Gfp::ZERO) {
-            for p in out.iter().flatten() {
+        for p in out.iter().flatten() {
+            let obj = p.as_ptr() as usize;
+            if gfp.contains(Gfp::ZERO) {
                 // SAFETY: just allocated, ours, `object_size` bytes.
-                unsafe { super::object::fill(p.as_ptr() as usize, 0, s.object_size()) };
+                unsafe { super::object::fill(obj, 0, s.object_size()) };
+            } else if !s.debug {
+                // SAFETY: as in `alloc_fast`: the object is ours now.
+                unsafe { super::object::write_word(s.fp_addr(obj), 0) };
             }
         }
         out.len()
     }
 
-    /// Pops as many objects as the CPU's freelist and its active slab's remote frees hold.
-    fn bulk_from_cpu(&self, s: &KmemCache, out: &mut [Option<NonNull<u8>>]) -> usize {
-        let cl = CpuLock::new(self.platform(), |cpu| s.cpu(self, cpu));
-        let (mut head, tid) = cl.c.lock_word();
-        let Some(a) = cl.c.active() else {
-            cl.c.unlock_word(head, tid);
-            return 0;
-        };
-        let objects = a.limit / s.layout.size;
+    /// Pops as many objects as the CPU's main sheaf holds (the caller clears their free
+    /// pointers).
+    fn bulk_from_sheaf(&self, s: &KmemCache, out: &mut [Option<NonNull<u8>>]) -> usize {
+        let p = self.platform().pin_cpu();
         let mut n = 0;
-        while n < out.len() {
-            if head == OFF_NONE {
-                match take_freelist(self.slab_at(a.slab)) {
-                    Some(h) => head = h,
-                    None => break,
-                }
+        if let Some(main) = s.pcs(self, p.cpu.index()).main() {
+            while n < out.len() {
+                let Some(obj) = main.pop() else { break };
+                // SAFETY: object addresses are never 0.
+                out[n] = Some(unsafe { NonNull::new_unchecked(obj as *mut u8) });
+                n += 1;
             }
-            let obj = a.base + head as usize;
-            // SAFETY: `head` heads the CPU's chain, which we own with the word locked.
-            let next = unsafe { s.get_fp(obj) };
-            // SAFETY: object addresses are never 0.
-            out[n] = Some(unsafe { NonNull::new_unchecked(obj as *mut u8) });
-            n += 1;
-            if !s.valid_next(next, objects) {
-                // SAFETY: as above.
-                unsafe { s.set_fp(obj, OFF_NONE) };
-                self.freelist_corrupt(s, self.slab_at(a.slab), obj);
-                head = OFF_NONE;
-                break;
-            }
-            head = next as u32;
         }
-        cl.c.unlock_word(head, tid);
+        self.platform().unpin_cpu(p);
         n
     }
 
-    /// `kmem_cache_free_bulk(s, size, p)`: frees every `Some` slot (and sets it to `None`).
-    /// Objects of the CPU's active slab are pushed in one locked pass; the rest take the
-    /// ordinary free path.
+    /// `kmem_cache_free_bulk(s, size, p)`: frees every `Some` slot (and sets it to `None`),
+    /// each with the checks of [`Kmem::kmem_cache_free`].
     ///
     /// # Safety
     ///
@@ -96,46 +74,11 @@ impl<P: Platform> Kmem<P> {
     #[track_caller]
     pub unsafe fn kmem_cache_free_bulk(&self, s: &KmemCache, objs: &mut [Option<NonNull<u8>>]) {
         let caller = core::panic::Location::caller();
-        if !s.debug {
-            let cl = CpuLock::new(self.platform(), |cpu| s.cpu(self, cpu));
-            let (mut head, tid) = cl.c.lock_word();
-            if let Some(a) = cl.c.active() {
-                for slot in objs.iter_mut() {
-                    let Some(p) = *slot else { continue };
-                    let off = (p.as_ptr() as usize).wrapping_sub(a.base);
-                    if off < a.limit as usize && s.is_boundary(off as u32) && off as u32 != head {
-                        // SAFETY: an object of the active slab, freed by its owner (contract).
-                        unsafe { s.set_fp(p.as_ptr() as usize, head) };
-                        head = off as u32;
-                        *slot = None;
-                    }
-                }
-            }
-            cl.c.unlock_word(head, tid);
-        }
         for slot in objs.iter_mut() {
             if let Some(p) = slot.take() {
                 // SAFETY: forwarded caller contract.
                 unsafe { self.kmem_cache_free_at(s, p, caller) };
             }
-        }
-    }
-
-    /// `kmem_cache_free` with an explicit call site.
-    ///
-    /// # Safety
-    ///
-    /// As [`Kmem::kmem_cache_free`].
-    #[inline(always)]
-    pub(crate) unsafe fn kmem_cache_free_at(
-        &self,
-        s: &KmemCache,
-        obj: NonNull<u8>,
-        caller: &'static core::panic::Location<'static>,
-    ) {
-        let addr = obj.as_ptr() as usize;
-        if !self.free_fast(s, addr) {
-            self.free_slow(s, addr, caller);
         }
     }
 }

@@ -10,9 +10,9 @@
 use core::fmt;
 use core::ptr::NonNull;
 
-use super::cpu::CpuSlab;
 use super::flags::SlabFlags;
 use super::layout::{Layout, OrderParams};
+use super::sheaf::{Barn, CpuSheaves};
 use crate::gfp::Gfp;
 use crate::machine::Kmem;
 use crate::mm::page::MAX_SLAB_CACHE_ID;
@@ -52,6 +52,8 @@ pub struct CacheNode {
     pub(crate) nr_slabs: AtomicUsize,
     /// Objects in them (`total_objects`).
     pub(crate) total_objects: AtomicUsize,
+    /// Full and empty sheaves shared by the node's CPUs (`node_barn`).
+    pub(crate) barn: Barn,
 }
 
 impl CacheNode {
@@ -63,6 +65,7 @@ impl CacheNode {
                 full: PfnList::new(),
                 nr_slabs: AtomicUsize::new(0),
                 total_objects: AtomicUsize::new(0),
+                barn: Barn::new(),
             }
         }
     }
@@ -84,7 +87,11 @@ impl CacheNode {
 /// [`Cache`] handle.
 pub struct KmemCache {
     // Hot, immutable after creation: what the fast paths read.
-    pub(crate) cpu_slab: PercpuPtr,
+    /// The per-CPU sheaves ([`CpuSheaves`], one per CPU).
+    pub(crate) cpu_sheaves: PercpuPtr,
+    /// Objects per sheaf; 0: the cache has no sheaves (debug caches, `kmem_sheaf`, the
+    /// boot cache).
+    pub(crate) sheaf_capacity: u32,
     pub(crate) random: u64,
     pub(crate) recip: u64,
     pub(crate) layout: Layout,
@@ -135,7 +142,8 @@ pub(crate) struct CacheInit<'a> {
     pub name: &'a str,
     pub layout: Layout,
     pub ctor: Option<Ctor>,
-    pub cpu_slab: PercpuPtr,
+    pub cpu_sheaves: PercpuPtr,
+    pub sheaf_capacity: u32,
     pub random: u64,
     pub id: u32,
     pub nr_nodes: usize,
@@ -184,15 +192,20 @@ impl KmemCache {
             1
         };
         let cache = KmemCache {
-            cpu_slab: init.cpu_slab,
-            random: init.random,
+            cpu_sheaves: init.cpu_sheaves,
+            sheaf_capacity: if l.flags.intersects(SlabFlags::DEBUG_FLAGS) { 0 } else { init.sheaf_capacity },
+            // Bit 56 set: the key's high half is never zero for an 8-aligned slot, so zeroed
+            // memory never decodes like a free object's pointer (free.rs).
+            random: init.random | 1 << 56,
             recip: super::layout::reciprocal(l.size),
             layout: l,
             debug: l.flags.intersects(SlabFlags::DEBUG_FLAGS),
             id: init.id,
             ctor: init.ctor,
             allocflags,
-            min_partial: super::layout::min_partial(l.size),
+            // Sheaves are freed in bursts (shrink, destroy, a CPU going offline): their cache
+            // keeps no empty slab.
+            min_partial: if init.id == SHEAF_CACHE_ID { 0 } else { super::layout::min_partial(l.size) },
             colours,
             colour_step,
             colour_next: AtomicU32::new(0),
@@ -259,17 +272,35 @@ impl KmemCache {
     pub fn nodes(&self) -> impl Iterator<Item = (usize, &CacheNode)> + '_ {
         (0..self.nr_nodes as usize).map(move |n| (n, self.node(n)))
     }
-    /// This cache's state on `cpu`.
-    #[inline]
-    pub(crate) fn cpu<'a, P: Platform>(&'a self, k: &Kmem<P>, cpu: usize) -> &'a CpuSlab {
-        // SAFETY: `cpu_slab` is a live per-CPU allocation of a CpuSlab (aligned, initialised
-        // on every CPU by `kmem_cache_create`), freed only by destroy after which no
-        // reference to this descriptor is used; `cpu` comes from the platform (< nr_cpus).
-        unsafe { &*(k.per_cpu_ptr(self.cpu_slab, cpu) as *const CpuSlab) }
+    /// This cache's sheaves on `cpu`.
+    #[inline(always)]
+    pub(crate) fn pcs<'a, P: Platform>(&'a self, k: &Kmem<P>, cpu: usize) -> &'a CpuSheaves {
+        // SAFETY: `cpu_sheaves` is a live per-CPU allocation of a CpuSheaves (aligned,
+        // initialised on every CPU by `kmem_cache_create`), freed only by destroy after which
+        // no reference to this descriptor is used; `cpu` comes from the platform (< nr_cpus).
+        unsafe { &*(k.per_cpu_ptr(self.cpu_sheaves, cpu) as *const CpuSheaves) }
     }
     /// A statistics counter summed over CPUs.
-    pub fn stat<P: Platform>(&self, k: &Kmem<P>, s: super::cpu::SlubStat) -> u64 {
-        (0..k.nr_cpus()).map(|c| self.cpu(k, c).stat_value(s)).sum()
+    pub fn stat<P: Platform>(&self, k: &Kmem<P>, s: super::sheaf::SlubStat) -> u64 {
+        (0..k.nr_cpus()).map(|c| self.pcs(k, c).stat_value(s)).sum()
+    }
+    /// Objects held in sheaves: every CPU's and every barn's (racy).
+    pub fn sheaf_objects<P: Platform>(&self, k: &Kmem<P>) -> usize {
+        let cpus: usize = (0..k.nr_cpus()).map(|c| self.pcs(k, c).objects()).sum();
+        let barns: usize = self
+            .nodes()
+            .map(|(_, n)| {
+                let g = n.barn.lock().lock_irqsave(k.platform());
+                let o = n.barn.objects_locked();
+                drop(g);
+                o
+            })
+            .sum();
+        cpus + barns
+    }
+    /// Objects per sheaf (0: the cache has no sheaves).
+    pub fn sheaf_capacity(&self) -> usize {
+        self.sheaf_capacity as usize
     }
 }
 
@@ -354,6 +385,8 @@ impl Default for SlabBootConfig<'_> {
 pub const SLUB_DEBUG_MAX: usize = 127;
 /// The id of the boot cache `kmem_cache` (found without the id table).
 pub(crate) const BOOT_CACHE_ID: u32 = 1;
+/// The id of the sheaves' cache `kmem_sheaf` (found without the id table).
+pub(crate) const SHEAF_CACHE_ID: u32 = 2;
 
 /// The cache-id table: `MAX_CACHES` slots holding descriptor addresses.
 pub(crate) type IdTable = [AtomicUsize; MAX_CACHES];
@@ -370,6 +403,8 @@ pub struct SlabState {
     /// The boot cache `kmem_cache` (carved at boot).
     pub(crate) boot_cache: AtomicUsize,
     pub(crate) boot_cache_mem: usize,
+    /// Memory carved at boot for the `kmem_sheaf` descriptor.
+    pub(crate) sheaf_cache_mem: usize,
     pub(crate) nomerge: bool,
     pub(crate) order: OrderParams,
     pub(crate) debug_str: [u8; SLUB_DEBUG_MAX],
@@ -381,6 +416,8 @@ pub struct SlabState {
     /// Address of the call-site depot of `SLAB_STORE_USER` tracks, 0 until a cache with
     /// tracking is created.
     pub(crate) depot: AtomicUsize,
+    /// The `kmem_sheaf` cache (sheaves are its objects), 0 until the first sheaf.
+    pub(crate) sheaf_cache: AtomicUsize,
 }
 
 impl fmt::Debug for SlabState {
@@ -399,6 +436,7 @@ impl SlabState {
                 ids: AtomicUsize::new(0),
                 boot_cache: AtomicUsize::new(0),
                 boot_cache_mem: 0,
+                sheaf_cache_mem: 0,
                 nomerge: false,
                 order: OrderParams::new(1),
                 debug_str: [0; SLUB_DEBUG_MAX],
@@ -406,6 +444,7 @@ impl SlabState {
                 seed: AtomicU64::new(0x9e37_79b9_7f4a_7c15),
                 tainted: AtomicBool::new(false),
                 depot: AtomicUsize::new(0),
+                sheaf_cache: AtomicUsize::new(0),
             }
         }
     }
@@ -460,6 +499,8 @@ impl SlabState {
     pub(crate) fn cache(&self, id: u32) -> Option<&KmemCache> {
         let p = if id == BOOT_CACHE_ID {
             self.boot_cache.load(Ordering::Acquire)
+        } else if id == SHEAF_CACHE_ID {
+            self.sheaf_cache.load(Ordering::Acquire)
         } else {
             self.id_table()?.get(id as usize)?.load(Ordering::Acquire)
         };
@@ -493,7 +534,7 @@ impl SlabState {
             unsafe { &*(head as *const KmemCache) }.list_prev.store(c as *const _ as usize, Ordering::Relaxed);
         }
         self.head.store(c as *const _ as usize, Ordering::Release);
-        if let Some(t) = self.id_table().filter(|_| c.id != BOOT_CACHE_ID) {
+        if let Some(t) = self.id_table().filter(|_| c.id > SHEAF_CACHE_ID) {
             t[c.id as usize].store(c as *const _ as usize, Ordering::Release);
         }
     }
@@ -517,10 +558,10 @@ impl SlabState {
     }
 
     /// Reserves a free id, or `None` if the table is full or not allocated. Caller holds the
-    /// list lock; ids 0 and [`BOOT_CACHE_ID`] are never handed out.
+    /// list lock; ids 0, [`BOOT_CACHE_ID`] and [`SHEAF_CACHE_ID`] are never handed out.
     pub(crate) fn reserve_id_locked(&self) -> Option<u32> {
         let t = self.id_table()?;
-        let i = (BOOT_CACHE_ID as usize + 1..MAX_CACHES.min(MAX_SLAB_CACHE_ID as usize))
+        let i = (SHEAF_CACHE_ID as usize + 1..MAX_CACHES.min(MAX_SLAB_CACHE_ID as usize))
             .find(|&i| t[i].load(Ordering::Relaxed) == 0)?;
         t[i].store(RESERVED_ID, Ordering::Relaxed);
         Some(i as u32)

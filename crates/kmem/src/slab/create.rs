@@ -5,9 +5,9 @@ use core::panic::Location;
 use core::ptr::NonNull;
 
 use super::cache::{Cache, CacheInit, Ctor, KmemCache, CACHE_NAME_MAX};
-use super::cpu::CpuSlab;
 use super::flags::SlabFlags;
 use super::layout::{calculate_alignment, calculate_sizes, LayoutError, MAX_OBJECT_SIZE, WORD};
+use super::sheaf::{sheaf_capacity, CpuSheaves, Sheaf};
 use super::slub_debug::slub_debug_flags;
 use super::CacheError;
 use crate::gfp::Gfp;
@@ -32,36 +32,50 @@ pub(crate) struct CreateArgs<'a> {
 }
 
 impl<P: Platform> Kmem<P> {
-    /// `kmem_cache_init()`: creates the boot cache `kmem_cache`, whose objects are every
-    /// other cache's descriptor, in memory carved at boot.
+    /// `kmem_cache_init()`: creates the boot caches in memory carved at boot: `kmem_cache`,
+    /// whose objects are every other cache's descriptor, and `kmem_sheaf`, whose objects are
+    /// every cache's sheaves. Neither has sheaves itself.
     pub(crate) fn kmem_cache_init(&self) -> Result<(), CacheError> {
         let st = self.slab();
         let nr_nodes = self.nr_nodes();
         let size = KmemCache::alloc_size(nr_nodes);
-        // `slub_debug=` applies to the boot cache too, as `kmem_cache_open` does.
-        let flags = self.kmem_cache_flags(SlabFlags::HWCACHE_ALIGN, "kmem_cache");
-        let layout = calculate_sizes(size, 64, flags, false, st.order).map_err(CacheError::Layout)?;
-        let cpu_slab = self.alloc_cpu_slabs(Gfp::KERNEL)?;
-        let id = super::cache::BOOT_CACHE_ID;
-        let mem = NonNull::new(st.boot_cache_mem as *mut u8).expect("boot cache memory carved at boot");
-        let init = CacheInit {
-            name: "kmem_cache",
-            layout,
-            ctor: None,
-            cpu_slab,
-            random: st.next_random(mem.as_ptr() as u64),
-            id,
-            nr_nodes,
-            refcount: -1,
-        };
-        // SAFETY: `boot_cache_mem` is carved RAM of `alloc_size(nr_nodes)` bytes, 64-aligned,
-        // used for nothing else, living as long as the machine.
-        let c = unsafe { KmemCache::init(mem, init) };
-        // SAFETY: just initialised; lives as long as the machine.
-        let c = unsafe { c.as_ref() };
-        let _g = st.list_lock.lock_irqsave(self.platform());
-        st.link_locked(c);
-        st.boot_cache.store(c as *const _ as usize, Ordering::Release);
+        let boot = [
+            ("kmem_cache", size, 64, st.boot_cache_mem, super::cache::BOOT_CACHE_ID, &st.boot_cache),
+            (
+                "kmem_sheaf",
+                core::mem::size_of::<Sheaf>(),
+                core::mem::align_of::<Sheaf>(),
+                st.sheaf_cache_mem,
+                super::cache::SHEAF_CACHE_ID,
+                &st.sheaf_cache,
+            ),
+        ];
+        for (name, size, align, mem, id, slot) in boot {
+            // `slub_debug=` applies to the boot caches too, as `kmem_cache_open` does.
+            let flags = self.kmem_cache_flags(SlabFlags::HWCACHE_ALIGN | SlabFlags::NO_MERGE, name);
+            let layout = calculate_sizes(size, align, flags, false, st.order).map_err(CacheError::Layout)?;
+            let cpu_sheaves = self.alloc_cpu_sheaves(Gfp::KERNEL)?;
+            let mem = NonNull::new(mem as *mut u8).expect("boot cache memory carved at boot");
+            let init = CacheInit {
+                name,
+                layout,
+                ctor: None,
+                cpu_sheaves,
+                sheaf_capacity: 0,
+                random: st.next_random(mem.as_ptr() as u64),
+                id,
+                nr_nodes,
+                refcount: -1,
+            };
+            // SAFETY: the memory is carved RAM of `alloc_size(nr_nodes)` bytes, 64-aligned,
+            // used for nothing else, living as long as the machine.
+            let c = unsafe { KmemCache::init(mem, init) };
+            // SAFETY: just initialised; lives as long as the machine.
+            let c = unsafe { c.as_ref() };
+            let _g = st.list_lock.lock_irqsave(self.platform());
+            st.link_locked(c);
+            slot.store(c as *const _ as usize, Ordering::Release);
+        }
         Ok(())
     }
 
@@ -73,16 +87,16 @@ impl<P: Platform> Kmem<P> {
         unsafe { &*(p as *const KmemCache) }
     }
 
-    /// A per-CPU allocation of one [`CpuSlab`] per CPU, initialised.
-    fn alloc_cpu_slabs(&self, gfp: Gfp) -> Result<PercpuPtr, CacheError> {
-        let size = core::mem::size_of::<CpuSlab>();
+    /// A per-CPU allocation of one [`CpuSheaves`] per CPU, initialised (no sheaves yet).
+    fn alloc_cpu_sheaves(&self, gfp: Gfp) -> Result<PercpuPtr, CacheError> {
+        let size = core::mem::size_of::<CpuSheaves>();
         let p = self
-            .__alloc_percpu_gfp(size, core::mem::align_of::<CpuSlab>(), gfp | Gfp::NOWARN)
+            .__alloc_percpu_gfp(size, core::mem::align_of::<CpuSheaves>(), gfp | Gfp::NOWARN)
             .map_err(|_| CacheError::NoMemory)?;
         for cpu in 0..self.nr_cpus() {
-            // SAFETY: a fresh per-CPU area of `size` bytes aligned for CpuSlab on every CPU,
-            // ours alone; CpuSlab has no drop glue.
-            unsafe { (self.per_cpu_ptr(p, cpu) as *mut CpuSlab).write(CpuSlab::new(cpu as u32)) };
+            // SAFETY: a fresh per-CPU area of `size` bytes aligned for CpuSheaves on every
+            // CPU, ours alone; CpuSheaves has no drop glue.
+            unsafe { (self.per_cpu_ptr(p, cpu) as *mut CpuSheaves).write(CpuSheaves::new()) };
         }
         Ok(p)
     }
@@ -198,7 +212,7 @@ impl<P: Platform> Kmem<P> {
                 return Err(CacheError::NoMemory);
             }
         };
-        let cpu_slab = match self.alloc_cpu_slabs(gfp) {
+        let cpu_sheaves = match self.alloc_cpu_sheaves(gfp) {
             Ok(p) => p,
             Err(e) => {
                 // SAFETY: `mem` was just allocated from the boot cache and is unused.
@@ -211,7 +225,8 @@ impl<P: Platform> Kmem<P> {
             name,
             layout,
             ctor,
-            cpu_slab,
+            cpu_sheaves,
+            sheaf_capacity: sheaf_capacity(layout.size),
             random: st.next_random(mem.as_ptr() as u64 ^ self.platform().now_ns()),
             id,
             nr_nodes: self.nr_nodes(),
@@ -327,11 +342,11 @@ impl<P: Platform> Kmem<P> {
             let _g = st.list_lock.lock_irqsave(self.platform());
             st.unlink_locked(s);
         }
-        let cpu_slab = s.cpu_slab;
+        let cpu_sheaves = s.cpu_sheaves;
         // SAFETY: the cache has no slab left, is unregistered, and the caller's reference was
         // the last: nothing uses its per-CPU part or descriptor any more.
         unsafe {
-            self.free_percpu(cpu_slab);
+            self.free_percpu(cpu_sheaves);
             self.kmem_cache_free(self.boot_cache(), c.cast());
         }
     }

@@ -1,18 +1,34 @@
-//! Freeing: `kmem_cache_free`, the lockless fast path and `__slab_free`, and the checks that
-//! turn a bad pointer into a report instead of a corrupt freelist.
+//! Freeing: `kmem_cache_free`, the sheaf fast path and its slow path, and the checks that
+//! turn a bad pointer into a report instead of a corrupt cache.
+//!
+//! Before an object reaches a sheaf, three checks that keep memory from being handed out
+//! twice run on every free (they are on in every configuration, measured in the README):
+//! - the pointer must start an object of a slab (`virt_to_slab` + the slot boundary);
+//! - the slab's cache must be the one named (else `Wrong slab cache`, and the object goes
+//!   to its own cache);
+//! - the object must not be free already. A free object's free-pointer word always decodes
+//!   (under `CONFIG_SLAB_FREELIST_HARDENED`'s key) to a 32-bit value: [`OFF_SHEAF`] in a
+//!   sheaf, the next offset on a slab freelist, while an allocated object's word was cleared
+//!   when it was handed out and its user's data decodes to a 32-bit value once in 2^32 (and
+//!   never for zeros: the key's high half is never zero). A match on [`OFF_SHEAF`] is a double
+//!   free; any other match is confirmed by walking the slab's freelist, so a coincidence
+//!   costs a lock and a walk, never a lost object. This catches double frees that are not
+//!   back to back, which glibc's tcache catches with its key.
 
 use core::ptr::NonNull;
 
 use super::cache::KmemCache;
-use super::cpu::{CpuLock, SlubStat};
+use super::object::{read_word, write_word};
+use super::sheaf::SlubStat;
 use super::slab_page::Slab;
-use super::word::{SlabWord, OFF_NONE};
+use super::word::{freeptr_key, OFF_SHEAF};
 use crate::machine::Kmem;
 use crate::platform::Platform;
 
 /// What the slow path found out about a pointer given to `kmem_cache_free`.
 pub(crate) enum Lookup<'a> {
-    /// An object of a slab: the slab, its cache and the object's offset from object 0.
+    /// An object of a slab: the slab, its cache, the object's offset from object 0 and
+    /// object 0's address.
     Object(Slab<'a>, &'a KmemCache, u32, usize),
     /// Not an object start (`Invalid object pointer`), in a slab of the given cache.
     Invalid(Slab<'a>, &'a KmemCache),
@@ -25,8 +41,8 @@ impl<P: Platform> Kmem<P> {
     ///
     /// Detected and reported (counted as [`ReportKind::SlabBug`](crate::ReportKind::SlabBug),
     /// nothing corrupted): a pointer into no slab or not at an object start (not freed), an
-    /// object of another cache (freed to its own cache), and an object freed twice in a row;
-    /// caches with debugging detect every double free.
+    /// object of another cache (freed to its own cache), and an object that is already free
+    /// (not freed again), whether freed just before or long ago.
     ///
     /// # Safety
     ///
@@ -36,132 +52,184 @@ impl<P: Platform> Kmem<P> {
     #[inline(always)]
     #[track_caller]
     pub unsafe fn kmem_cache_free(&self, s: &KmemCache, obj: NonNull<u8>) {
+        // SAFETY: forwarded caller contract.
+        unsafe { self.kmem_cache_free_at(s, obj, core::panic::Location::caller()) }
+    }
+
+    /// `kmem_cache_free` with an explicit call site.
+    ///
+    /// # Safety
+    ///
+    /// As [`Kmem::kmem_cache_free`].
+    #[inline(always)]
+    pub(crate) unsafe fn kmem_cache_free_at(
+        &self,
+        s: &KmemCache,
+        obj: NonNull<u8>,
+        caller: &'static core::panic::Location<'static>,
+    ) {
         let addr = obj.as_ptr() as usize;
-        if !self.free_fast(s, addr) {
-            self.free_slow(s, addr, core::panic::Location::caller());
+        match self.lookup_object(addr) {
+            Lookup::Object(slab, cache, off, base) => {
+                if !core::ptr::eq(cache, s) {
+                    self.wrong_cache(s, cache, caller);
+                }
+                self.free_object(cache, slab, off, base, caller);
+            }
+            Lookup::Invalid(slab, cache) => self.invalid_object_pointer(cache, Some(slab), addr),
+            Lookup::NotSlab => self.invalid_object_pointer(s, None, addr),
         }
     }
 
-    /// The lockless fast path: push onto this CPU's freelist if `addr` is an object of the
-    /// CPU's active slab. False when the slow path must run.
-    #[inline(always)]
-    pub(crate) fn free_fast(&self, s: &KmemCache, addr: usize) -> bool {
-        let c = s.cpu(self, self.platform().current_cpu().index());
-        // SAFETY: `fast_push` only writes the free pointer of `addr` once it knows `addr` is
-        // an object of this CPU's active slab, which the caller owns and is freeing.
-        c.fast_push(addr, |off| s.is_boundary(off), |obj, next| unsafe { s.set_fp(obj, next) })
-    }
-
     /// Classifies a pointer (`virt_to_slab`, `check_valid_pointer`).
+    #[inline(always)]
     pub(crate) fn lookup_object(&self, addr: usize) -> Lookup<'_> {
         let Some((slab, cache)) = self.addr_to_slab(addr) else { return Lookup::NotSlab };
         let base = cache.obj_base(self, slab);
-        let objects = slab.word().objects;
         let off = addr.wrapping_sub(base);
-        if off >= (objects * cache.layout.size) as usize || !cache.is_boundary(off as u32) {
+        if off >= (slab.word().objects * cache.layout.size) as usize || !cache.is_boundary(off as u32) {
             return Lookup::Invalid(slab, cache);
         }
         Lookup::Object(slab, cache, off as u32, base)
     }
 
-    /// The slow path: find the object's slab and cache, check, free.
-    #[cold]
-    #[inline(never)]
-    pub(crate) fn free_slow(&self, s: &KmemCache, addr: usize, caller: &'static core::panic::Location<'static>) {
-        let (slab, cache, off, base) = match self.lookup_object(addr) {
-            Lookup::Object(slab, cache, off, base) => (slab, cache, off, base),
-            Lookup::Invalid(slab, cache) => {
-                self.invalid_object_pointer(cache, Some(slab), addr);
-                return;
-            }
-            Lookup::NotSlab => {
-                self.invalid_object_pointer(s, None, addr);
-                return;
-            }
-        };
-        if !core::ptr::eq(cache, s) {
-            self.wrong_cache(s, cache, caller);
+    /// Frees a checked object (at `off` from object 0 at `base` in `slab` of `s`): the
+    /// double-free check, then this CPU's main sheaf, else the slow path.
+    #[inline(always)]
+    pub(crate) fn free_object(
+        &self,
+        s: &KmemCache,
+        slab: Slab<'_>,
+        off: u32,
+        base: usize,
+        caller: &'static core::panic::Location<'static>,
+    ) {
+        if s.debug {
+            return self.debug_free(s, slab, base + off as usize, caller);
         }
-        if cache.debug {
-            self.debug_free(cache, slab, addr, caller);
-            return;
+        let obj = base + off as usize;
+        let fp = s.fp_addr(obj);
+        let key = freeptr_key(s.random, fp);
+        // SAFETY: the free-pointer word of an object of a live slab, which the caller owns.
+        let decoded = unsafe { read_word(fp) } ^ key;
+        if decoded >> 32 == 0 {
+            return self.free_suspect(s, slab, off, base, decoded as u32);
         }
-        // The object may belong to this CPU's active slab (the fast path gave up because the
-        // word was locked, or it saw a double free of the head). A slab that becomes active
-        // here after this peek is still correct to free into through `__slab_free`: an active
-        // slab takes remote frees on its own freelist.
-        let c = cache.cpu(self, self.platform().current_cpu().index());
-        if c.peek_slab() == slab.pfn.as_usize() {
-            let cl = CpuLock::new(self.platform(), |cpu| cache.cpu(self, cpu));
-            cl.c.stat(SlubStat::FreeSlowpath);
-            if cl.c.active().is_some_and(|a| a.slab == slab.pfn.as_usize()) {
-                let (head, tid) = cl.c.lock_word();
-                if head == off {
-                    cl.c.unlock_word(head, tid);
-                    drop(cl);
-                    self.double_free(cache, slab, addr);
-                    return;
-                }
-                // SAFETY: an object of the active slab being freed by its owner.
-                unsafe { cache.set_fp(addr, head) };
-                cl.c.unlock_word(off, tid);
-                return;
-            }
+        // SAFETY: the object is the caller's; from now on it is a free object in a sheaf.
+        unsafe { write_word(fp, key ^ OFF_SHEAF as u64) };
+        if !self.free_fast(s, obj) {
+            self.free_slow(s, slab, off, base);
         }
-        self.__slab_free(cache, slab, off, base);
     }
 
-    /// `__slab_free()`: pushes one object onto its slab's freelist, doing the list work the
-    /// state change needs (see `slab_page.rs`).
-    pub(crate) fn __slab_free(&self, s: &KmemCache, slab: Slab<'_>, off: u32, base: usize) {
-        let n = s.node(slab.nid());
-        let mut guard = None;
-        let (old, new) = loop {
-            let old = slab.word();
-            if old.freelist == off || old.inuse == 0 {
-                drop(guard);
-                self.double_free(s, slab, base + off as usize);
+    /// The fast path (`free_to_pcs`): push onto this CPU's main sheaf if it has room.
+    #[inline(always)]
+    fn free_fast(&self, s: &KmemCache, obj: usize) -> bool {
+        let p = self.platform().pin_cpu();
+        let ok = s.pcs(self, p.cpu.index()).main().is_some_and(|m| m.push(obj));
+        self.platform().unpin_cpu(p);
+        ok
+    }
+
+    /// Whether the object at `off` of `slab` is free (in a sheaf or on its slab's freelist).
+    /// Debug caches answer through their freelist walk.
+    pub(crate) fn object_is_free(&self, s: &KmemCache, slab: Slab<'_>, off: u32, base: usize) -> bool {
+        if s.debug {
+            let g = s.node(slab.nid()).list_lock.lock_irqsave(self.platform());
+            let free = self.on_freelist(s, slab, Some(off));
+            drop(g);
+            return free;
+        }
+        let fp = s.fp_addr(base + off as usize);
+        // SAFETY: the free-pointer word of an object of a live slab.
+        let decoded = unsafe { read_word(fp) } ^ freeptr_key(s.random, fp);
+        decoded >> 32 == 0 && (decoded as u32 == OFF_SHEAF || self.on_slab_freelist(s, slab, off, base))
+    }
+
+    /// A free of an object whose free pointer decodes like a free object's: a double free
+    /// unless the slab's freelist says otherwise.
+    #[cold]
+    #[inline(never)]
+    fn free_suspect(&self, s: &KmemCache, slab: Slab<'_>, off: u32, base: usize, decoded: u32) {
+        let obj = base + off as usize;
+        if decoded == OFF_SHEAF || self.on_slab_freelist(s, slab, off, base) {
+            self.double_free(s, slab, obj);
+            return;
+        }
+        // The user's data only looked like a free pointer: an ordinary free.
+        let fp = s.fp_addr(obj);
+        // SAFETY: as in `free_object`.
+        unsafe { write_word(fp, freeptr_key(s.random, fp) ^ OFF_SHEAF as u64) };
+        if !self.free_fast(s, obj) {
+            self.free_slow(s, slab, off, base);
+        }
+    }
+
+    /// `__pcs_replace_full_main()`: the main sheaf is full (or missing). Swap in an empty
+    /// spare, or trade the full sheaf for an empty one at the barn, or flush it to the slabs;
+    /// objects of another node, and caches without sheaves, go straight to their slab.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn free_slow(&self, s: &KmemCache, slab: Slab<'_>, off: u32, base: usize) {
+        if s.sheaf_capacity == 0 || (self.nr_nodes() > 1 && slab.nid() != self.numa_node_id()) {
+            return self.free_single(s, slab, off, base);
+        }
+        let obj = base + off as usize;
+        let nid = slab.nid();
+        loop {
+            let p = self.platform().pin_cpu();
+            let pcs = s.pcs(self, p.cpu.index());
+            pcs.stat(SlubStat::FreeSlowpath);
+            let pushed = match pcs.main() {
+                None => false,
+                Some(m) if m.push(obj) => true,
+                Some(m) => {
+                    if pcs.spare().is_some_and(|sp| sp.size() == 0) {
+                        pcs.swap();
+                    } else if !self.main_to_barn(s, pcs, nid) {
+                        self.flush_sheaf(s, m);
+                        pcs.stat(SlubStat::SheafFlush);
+                    }
+                    pcs.main().is_some_and(|m| m.push(obj))
+                }
+            };
+            let has_main = pcs.main().is_some();
+            self.platform().unpin_cpu(p);
+            if pushed {
                 return;
             }
-            let new = SlabWord { freelist: off, inuse: old.inuse - 1, ..old };
-            // The first free into a full slab and the free that empties a slab move it
-            // between lists: decided, and done, under the list lock.
-            let list_work = !old.frozen && (old.freelist == OFF_NONE || new.inuse == 0);
-            if list_work && guard.is_none() {
-                guard = Some(n.list_lock.lock_irqsave(self.platform()));
+            if has_main {
                 continue;
             }
-            // SAFETY: the object is being freed by its owner; its free pointer is ours.
-            unsafe { s.set_fp(base + off as usize, old.freelist) };
-            if slab.cas(old, new) {
-                if !list_work {
-                    // The lock may have been taken for a state that changed meanwhile (the
-                    // slab was frozen by a CPU): no list work after all.
-                    drop(guard);
-                    return;
-                }
-                break (old, new);
+            // No main sheaf (the CPU's first free into this cache, or the barn took it):
+            // frees must not sleep, so only a sheaf that needs no waiting will do.
+            match self.alloc_sheaf(s, crate::gfp::Gfp::NOWAIT) {
+                Some(sh) => self.install_sheaf(s, sh),
+                None => return self.free_single(s, slab, off, base),
             }
-        };
-        let g = guard.expect("list work is done under the list lock");
-        let mm = self.memmap();
-        let discard = if new.inuse == 0 && n.nr_partial() >= s.min_partial as usize {
-            if old.freelist == OFF_NONE {
-                n.full.unlink(mm, slab.page);
-            } else {
-                n.partial.unlink(mm, slab.page);
-            }
-            true
-        } else {
-            if old.freelist == OFF_NONE {
-                n.full.unlink(mm, slab.page);
-                n.partial.push(mm, slab.pfn, slab.page, true);
-            }
-            false
-        };
-        drop(g);
-        if discard {
-            self.discard_slab(s, slab);
         }
+    }
+
+    /// Trades the full main sheaf for an empty one at the barn (CPU pinned): the full one
+    /// goes in if the barn has room, an empty one (if the barn has one) becomes the main.
+    /// False if the barn is full.
+    fn main_to_barn(&self, s: &KmemCache, pcs: &super::sheaf::CpuSheaves, nid: usize) -> bool {
+        let barn = &s.node(nid).barn;
+        let g = barn.lock().lock_irqsave(self.platform());
+        let main = pcs.set_main(0);
+        if !barn.put_locked(main, true) {
+            pcs.set_main(main);
+            drop(g);
+            pcs.stat(SlubStat::BarnPutFail);
+            return false;
+        }
+        let empty = barn.take_locked(false);
+        pcs.set_main(empty);
+        drop(g);
+        pcs.stat(SlubStat::BarnPut);
+        if empty == 0 {
+            pcs.stat(SlubStat::BarnGetFail);
+        }
+        true
     }
 }

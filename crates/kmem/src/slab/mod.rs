@@ -1,6 +1,7 @@
-//! The slab allocator (SLUB): `kmem_cache_create/alloc/free/destroy/shrink`, per-CPU
-//! active slabs with lockless fast paths, per-node partial lists, constructors, cache
-//! merging, colouring, and `slub_debug` debugging with Linux's reports.
+//! The slab allocator (SLUB with Linux 6.18's sheaves): `kmem_cache_create/alloc/free/
+//! destroy/shrink`, per-CPU sheaves and per-node barns in front of the slabs, per-node
+//! partial lists, constructors, cache merging, colouring, and `slub_debug` debugging with
+//! Linux's reports.
 //!
 //! # Design
 //!
@@ -8,35 +9,41 @@
 //!   `calculate_order` picks ([`layout`]). A slab's state lives in its head page descriptor
 //!   (`slab_page.rs`): page type and cache id, the freelist+counters word, list links. No
 //!   side tables.
-//! - **Objects** are named by their offset from the slab's object 0, so a freelist head and
-//!   a 32-bit tid (per CPU) or the counters (per slab) fit one word changed by one CAS
-//!   ([`word`]). Free pointers inside objects are stored obfuscated
-//!   (`CONFIG_SLAB_FREELIST_HARDENED`).
-//! - **Per CPU** (`cpu.rs`): an active (frozen) slab and the CPU's freelist of it. Fast
-//!   paths pop and push with one CAS and no lock; the slow path runs with interrupts off
-//!   and the CPU's local lock.
-//! - **Per node** (`cache.rs`): partial and full lists under `list_lock`; empty slabs beyond
-//!   `min_partial` go back to the page allocator.
-//! - **Debug caches** (any of `slub_debug=FZPU`) skip the per-CPU layer: every operation
-//!   takes the list lock and runs the checks (`debug/`).
+//! - **Objects** are named by their offset from the slab's object 0, so a slab's freelist
+//!   head and counters fit one word ([`word`]). Free pointers inside objects are stored
+//!   obfuscated (`CONFIG_SLAB_FREELIST_HARDENED`).
+//! - **Per CPU** (`sheaf.rs`): a main and a spare sheaf, arrays of free objects. The fast
+//!   paths pop and push the main sheaf with the CPU pinned (`Platform::pin_cpu`): no lock,
+//!   no atomic read-modify-write. Slow paths trade sheaves with the node's barn, refill from
+//!   partial slabs or flush to them (`alloc.rs`, `free.rs`, `node.rs`, `pcs.rs`).
+//! - **Per node** (`cache.rs`): partial and full lists under `list_lock`, every slab word
+//!   change under it; empty slabs beyond `min_partial` go back to the page allocator; the
+//!   barn of full and empty sheaves.
+//! - **Checks on every free** (`free.rs`): the pointer starts an object of a slab of that
+//!   cache, and the object is not already free (non-adjacent double frees included).
+//! - **Debug caches** (any of `slub_debug=FZPU`) have no sheaves: every operation takes the
+//!   list lock and runs the checks (`debug/`).
 //!
 //! # Lock order
 //!
 //! 1. `slab_mutex` ([`SlabState`]'s list lock): cache creation, merging, destruction, the
 //!    registry. Never held while allocating.
-//! 2. a CPU's local lock ([`CpuSlab`](cpu)'s `lock`, interrupts off);
-//! 3. a node's `list_lock`;
-//! 4. the page allocator's locks (pageset, zone): slabs are freed to it with (2) held, but
-//!    never allocated from it with any slab lock held (`new_slab` runs with the CPU
-//!    released, as Linux's `___slab_alloc` drops its local lock).
+//! 2. the pinned CPU (`pin_cpu`, the sheaves' protection);
+//! 3. a node's barn lock, or its `list_lock` (never both);
+//! 4. the page allocator's locks (pageset, zone): slabs are freed to it with (2) or (3)
+//!    held, but never allocated from it with the CPU pinned or any slab lock held
+//!    (`new_slab` runs with the CPU released, as Linux's `___slab_alloc` drops its local
+//!    lock).
 //!
-//! Reports are made with (2)/(3) held, as Linux prints under `list_lock`: the platform's
-//! report sink must not allocate from the machine it reports on.
+//! Other CPUs' sheaves are flushed by running as that CPU (`Platform::run_on_cpu`), with no
+//! lock held. Reports are made with (2)/(3) held, as Linux prints under `list_lock`: the
+//! platform's report sink must not allocate from the machine it reports on.
 //!
 //! # Differences from Linux
 //!
-//! - No per-CPU partial lists (`CONFIG_SLUB_CPU_PARTIAL`), no sheaves, no RCU
-//!   (`SLAB_TYPESAFE_BY_RCU` is refused), no kmemcg, no KASAN/KFENCE, no freelist
+//! - Every cache without debugging has sheaves (Linux 6.18: those that ask), sized to about
+//!   4 KiB of objects; they replace the per-CPU active slab and per-CPU partial lists. No
+//!   RCU (`SLAB_TYPESAFE_BY_RCU` is refused), no kmemcg, no KASAN/KFENCE, no freelist
 //!   randomisation.
 //! - Full slabs are always on a node list (Linux: only with `SLAB_STORE_USER`), so destroy
 //!   names every leaked object and validate sees every slab.
@@ -48,17 +55,17 @@
 pub(crate) mod alloc;
 mod bulk;
 pub(crate) mod cache;
-mod cpu;
 pub(crate) mod create;
 pub mod debug;
 mod flags;
-mod free;
+pub(crate) mod free;
 pub mod layout;
-#[cfg(all(test, loom))]
-mod loom_tests;
+mod node;
 mod object;
+mod pcs;
+mod sheaf;
 mod shrink;
-mod slab_page;
+pub(crate) mod slab_page;
 mod slub_debug;
 mod typed;
 mod word;
@@ -66,10 +73,10 @@ mod word;
 use core::fmt;
 
 pub use cache::{Cache, CacheNode, Ctor, KmemCache, SlabBootConfig, SlabState, CACHE_NAME_MAX, MAX_CACHES};
-pub use cpu::SlubStat;
 pub use debug::ValidateReport;
 pub use flags::SlabFlags;
 pub use layout::{Layout, LayoutError};
+pub use sheaf::SlubStat;
 pub use slub_debug::{slub_debug_flags, DEBUG_DEFAULT_FLAGS};
 pub use typed::{SlabBox, TypedCache};
 

@@ -2,10 +2,8 @@
 //! shutdown half of `kmem_cache_destroy` with its leak report.
 
 use super::cache::{CacheNode, KmemCache};
-use super::cpu::{CpuLock, SlubStat};
 use super::debug::{ObjectMap, ValidateReport};
 use super::slab_page::{slab_addr, Slab};
-use super::word::OFF_NONE;
 use crate::gfp::Gfp;
 use crate::machine::Kmem;
 use crate::mm::pfn_list::PfnList;
@@ -16,49 +14,21 @@ use crate::platform::{Platform, ReportKind};
 const SHRINK_PROMOTE_MAX: usize = 32;
 
 impl<P: Platform> Kmem<P> {
-    /// `flush_cpu_slab()` for one CPU, from any CPU: its active slab goes back to its node.
-    pub(crate) fn flush_cpu(&self, s: &KmemCache, cpu: usize) {
-        let c = s.cpu(self, cpu);
-        if c.peek_slab() == super::cpu::NO_SLAB {
-            return;
-        }
-        let cl = CpuLock::remote(self.platform(), c);
-        let (head, tid) = c.lock_word();
-        if let Some(a) = c.active() {
-            self.deactivate_slab(s, self.slab_at(a.slab), head, a.base);
-            c.set_active(None);
-            c.stat(SlubStat::CpuslabFlush);
-        }
-        c.unlock_word(OFF_NONE, tid);
-        drop(cl);
-    }
-
     /// `slub_cpu_dead()` for the CPU the caller runs as (`run_on_cpu`): every cache's
-    /// per-CPU state on it goes back to the nodes.
+    /// sheaves on it go back to the slabs, and are freed.
     pub(crate) fn slab_cpu_dead(&self) {
-        let cpu = self.platform().current_cpu().index();
         let st = self.slab();
         let g = st.list_lock.lock_irqsave(self.platform());
-        st.for_each_locked(|s| {
-            if !s.debug {
-                self.flush_cpu(s, cpu);
-            }
-        });
+        st.for_each_locked(|s| self.flush_cpu_sheaves(s, true));
         drop(g);
     }
 
-    /// `flush_all()`: every CPU's active slab back to the nodes.
-    pub(crate) fn flush_all(&self, s: &KmemCache) {
-        for cpu in 0..self.nr_cpus() {
-            self.flush_cpu(s, cpu);
-        }
-    }
-
-    /// `kmem_cache_shrink(s)`: flushes the CPUs' active slabs, gives every empty slab back to
+    /// `kmem_cache_shrink(s)`: empties and frees the CPUs' sheaves and the barns' (the next
+    /// allocation on a CPU gets new ones), gives every empty slab back to
     /// the page allocator, and sorts the partial slabs with few free objects fullest first.
     /// Returns 0 if the cache has no slab left, 1 otherwise (Linux's `__kmem_cache_shrink`).
     pub fn kmem_cache_shrink(&self, s: &KmemCache) -> i32 {
-        self.flush_all(s);
+        self.flush_all(s, true);
         let mut any = false;
         for (_, n) in s.nodes() {
             let empty = self.shrink_node(n);
@@ -112,7 +82,7 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// Gives every slab of a detached list back to the page allocator (no lock held).
-    fn discard_list(&self, s: &KmemCache, list: &PfnList) {
+    pub(crate) fn discard_list(&self, s: &KmemCache, list: &PfnList) {
         while let Some(pfn) = list.first() {
             let slab = self.slab_at(pfn.as_usize());
             list.unlink(self.memmap(), slab.page);
@@ -142,7 +112,7 @@ impl<P: Platform> Kmem<P> {
     /// node counters against what was found. Problems are reported and repaired.
     pub fn validate_slab_cache(&self, s: &KmemCache) -> ValidateReport {
         let before = self.report_count(ReportKind::SlabBug);
-        self.flush_all(s);
+        self.flush_all(s, false);
         let mut page = self.alloc(Gfp::KERNEL | Gfp::NOWARN, 0).ok();
         let mut map = ObjectMap::new(page.as_mut().and_then(|p| p.as_mut_slice()));
         let mut r = ValidateReport::default();
@@ -174,7 +144,7 @@ impl<P: Platform> Kmem<P> {
     /// still hold objects (`Objects remaining in <cache> on __kmem_cache_shutdown()`). True if
     /// nothing is left.
     pub(crate) fn kmem_cache_shutdown(&self, s: &KmemCache) -> bool {
-        self.flush_all(s);
+        self.flush_all(s, true);
         let mm = self.memmap();
         let mut clean = true;
         let mut page = self.alloc(Gfp::KERNEL | Gfp::NOWARN, 0).ok();

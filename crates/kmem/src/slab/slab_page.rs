@@ -3,25 +3,13 @@
 //!
 //! A slab's head page carries, besides `PG_slab`:
 //! - `private`: the slab page type and the cache id (`slab->slab_cache`);
-//! - `data`: the [`SlabWord`] (freelist head offset, inuse, objects, frozen), changed only by
-//!   compare-and-exchange;
-//! - `lru`: the links of the node list it is on;
+//! - `data`: the [`SlabWord`] (freelist head offset, inuse, objects), changed under the
+//!   node's `list_lock` (`node.rs`);
+//! - `lru`: the links of the node list it is on (`partial` iff it has free objects, else
+//!   `full`);
 //! - flag bits 16..24: its colour, in cache lines.
-//!
-//! # States and lists
-//!
-//! | state    | frozen | on list  | who changes the freelist                         |
-//! |----------|--------|----------|---------------------------------------------------|
-//! | active   | yes    | none     | remote frees (CAS); its CPU takes them (CAS)      |
-//! | partial  | no     | partial  | frees (CAS); list_lock holders                    |
-//! | full     | no     | full     | a free makes it partial, under list_lock          |
-//!
-//! Rule: a non-frozen slab is on `partial` iff its freelist is non-empty, on `full` iff
-//! empty. Every word change that would break the rule (freeze, unfreeze, first free into a
-//! full slab, the free that empties a slab) is made while holding the node's `list_lock`;
-//! the others (a free into an active or partial slab that leaves it partial) are lockless.
 
-use super::cache::{CacheNode, KmemCache};
+use super::cache::KmemCache;
 use super::layout::{div_by, order_objects, CACHE_LINE, MAX_OBJS_PER_PAGE};
 use super::object::{read_word, write_word};
 use super::word::{freeptr_key, SlabWord, OFF_NONE};
@@ -32,7 +20,7 @@ use crate::machine::Kmem;
 use crate::mm::page::Page;
 use crate::mm::page_ref::PageRef;
 use crate::platform::Platform;
-use crate::sync::{Ordering, SpinGuard};
+use crate::sync::Ordering;
 
 /// A slab: its head frame and descriptor.
 #[derive(Clone, Copy, Debug)]
@@ -47,12 +35,7 @@ impl<'a> Slab<'a> {
     pub(crate) fn word(&self) -> SlabWord {
         SlabWord::unpack(self.page.data_acquire())
     }
-    /// `slab_update_freelist`.
-    #[inline]
-    pub(crate) fn cas(&self, old: SlabWord, new: SlabWord) -> bool {
-        self.page.data_cas(old.pack(), new.pack())
-    }
-    /// Sets the word of a slab nobody else can reach (new, or being discarded).
+    /// Sets the word (node's list lock held, or a slab nobody else can reach).
     pub(crate) fn set_word(&self, w: SlabWord) {
         self.page.set_data(w.pack());
     }
@@ -165,9 +148,9 @@ impl<P: Platform> Kmem<P> {
             Ok(p) => (p, l.order),
             Err(_) if l.order > l.min_order => match alloc(l.min_order, flags) {
                 Ok(p) => {
-                    let cpu = self.platform().current_cpu().index();
-                    // Counted without the local lock: a lost increment only skews a statistic.
-                    s.cpu(self, cpu).stat(super::cpu::SlubStat::OrderFallback);
+                    let pin = self.platform().pin_cpu();
+                    s.pcs(self, pin.cpu.index()).stat(super::sheaf::SlubStat::OrderFallback);
+                    self.platform().unpin_cpu(pin);
                     (p, l.min_order)
                 }
                 Err(e) => return Err(SlabAllocError::NoMemory(e)),
@@ -201,7 +184,7 @@ impl<P: Platform> Kmem<P> {
             // SAFETY: as above: a fresh slab of this cache, exclusively ours.
             unsafe { s.set_fp(obj, next) };
         }
-        slab.set_word(SlabWord { freelist: 0, inuse: 0, objects, frozen: false });
+        slab.set_word(SlabWord { freelist: 0, inuse: 0, objects });
         let n = s.node(slab.nid());
         n.nr_slabs.fetch_add(1, Ordering::Relaxed);
         n.total_objects.fetch_add(objects as usize, Ordering::Relaxed);
@@ -242,144 +225,6 @@ impl<P: Platform> Kmem<P> {
         let pages = Order::new(slab.order()).map_or(1, |o| o.nr_pages()) as isize;
         if let Some(node) = self.node(slab.nid()) {
             node.mod_slab_pages(s.allocflags.contains(Gfp::RECLAIMABLE), sign * pages);
-        }
-    }
-
-    /// `get_partial_node()`: freezes the first slab of `n`'s partial list and takes its
-    /// freelist. Returns the slab and the freelist head.
-    pub(crate) fn get_partial_node<'a>(&'a self, n: &CacheNode) -> Option<(Slab<'a>, u32)> {
-        if n.partial.is_empty() {
-            return None;
-        }
-        let g = n.list_lock.lock_irqsave(self.platform());
-        let slab = self.slab_at(n.partial.first()?.as_usize());
-        n.partial.unlink(self.memmap(), slab.page);
-        let head = freeze(slab);
-        drop(g);
-        Some((slab, head))
-    }
-
-    /// `get_partial()`: from node `node` (or the local one), then, for requests not bound
-    /// to a node, the others that have more partial slabs than they keep (`get_any_partial`).
-    pub(crate) fn get_partial<'a>(&'a self, s: &KmemCache, node: Option<usize>) -> Option<(Slab<'a>, u32)> {
-        let local = node.unwrap_or_else(|| self.numa_node_id());
-        if let Some(r) = self.get_partial_node(s.node(local)) {
-            return Some(r);
-        }
-        if node.is_some() {
-            return None;
-        }
-        (0..s.nr_nodes as usize)
-            .filter(|&nid| nid != local && s.node(nid).nr_partial() > s.min_partial as usize)
-            .find_map(|nid| self.get_partial_node(s.node(nid)))
-    }
-
-    /// `deactivate_slab()`: gives a CPU's active slab back to its node, with the CPU's
-    /// freelist of it (`head`, may be [`OFF_NONE`]) spliced onto the slab's own. The slab
-    /// goes to the partial or full list, or back to the page allocator if it is empty and
-    /// the node already keeps `min_partial` slabs.
-    pub(crate) fn deactivate_slab(&self, s: &KmemCache, slab: Slab<'_>, head: u32, base: usize) {
-        let (nr, tail) = self.count_chain(s, slab, head, base);
-        let n = s.node(slab.nid());
-        let g = n.list_lock.lock_irqsave(self.platform());
-        let new = loop {
-            let old = slab.word();
-            debug_assert!(old.frozen, "deactivating a slab that is not frozen");
-            let mut new = SlabWord { frozen: false, ..old };
-            if nr > 0 {
-                // SAFETY: `tail` is the last object of the CPU's chain, which the CPU (whose
-                // lock we hold, with its word locked) owns.
-                unsafe { s.set_fp(base + tail as usize, old.freelist) };
-                new.freelist = head;
-                new.inuse = old.inuse - nr;
-            }
-            if slab.cas(old, new) {
-                break new;
-            }
-        };
-        let discard = self.place_unfrozen(s, n, &g, slab, new);
-        drop(g);
-        if discard {
-            self.discard_slab(s, slab);
-        }
-    }
-
-    /// Puts a slab that was just unfrozen (list lock held) on the list its word says, or
-    /// returns true if it should be discarded (empty, and the node keeps enough).
-    pub(crate) fn place_unfrozen(
-        &self,
-        s: &KmemCache,
-        n: &CacheNode,
-        g: &SpinGuard<'_, P>,
-        slab: Slab<'_>,
-        w: SlabWord,
-    ) -> bool {
-        debug_assert!(g.holds(&n.list_lock));
-        if w.inuse == 0 && n.nr_partial() >= s.min_partial as usize {
-            return true;
-        }
-        if w.freelist == OFF_NONE {
-            n.full.push(self.memmap(), slab.pfn, slab.page, false);
-        } else {
-            n.partial.push(self.memmap(), slab.pfn, slab.page, true);
-        }
-        false
-    }
-
-    /// Walks a CPU freelist chain of `slab` from `head`: its length and last offset. A
-    /// corrupt link ends the chain there (the rest is leaked, as Linux's
-    /// `freelist_corrupted` isolates it) and is reported.
-    fn count_chain(&self, s: &KmemCache, slab: Slab<'_>, head: u32, base: usize) -> (u32, u32) {
-        let objects = slab.word().objects;
-        let (mut nr, mut cur, mut tail) = (0u32, head, OFF_NONE);
-        while cur != OFF_NONE && nr <= objects {
-            // SAFETY: `cur` is a validated offset of an object of `slab`, on a chain we own.
-            let next = unsafe { s.get_fp(base + cur as usize) };
-            nr += 1;
-            tail = cur;
-            if !s.valid_next(next, objects) {
-                // SAFETY: as above.
-                unsafe { s.set_fp(base + cur as usize, OFF_NONE) };
-                self.freelist_corrupt(s, slab, base + cur as usize);
-                break;
-            }
-            cur = next as u32;
-        }
-        (nr, tail)
-    }
-}
-
-/// Freezes a slab taken off a partial list (list lock held): its whole freelist goes to the
-/// caller. Returns the freelist head.
-pub(crate) fn freeze(slab: Slab<'_>) -> u32 {
-    loop {
-        let old = slab.word();
-        debug_assert!(!old.frozen && old.freelist != OFF_NONE, "partial slab without free objects");
-        let new = SlabWord { freelist: OFF_NONE, inuse: old.objects, objects: old.objects, frozen: true };
-        if slab.cas(old, new) {
-            return old.freelist;
-        }
-    }
-}
-
-/// Freezes a new slab (on no list, reachable only by its creator) for its CPU: the whole
-/// freelist goes to the CPU. Returns the freelist head.
-pub(crate) fn freeze_new(slab: Slab<'_>) -> u32 {
-    let w = slab.word();
-    slab.set_word(SlabWord { freelist: OFF_NONE, inuse: w.objects, objects: w.objects, frozen: true });
-    w.freelist
-}
-
-/// Takes the remote frees of a frozen slab (`get_freelist`); `None` if there are none.
-pub(crate) fn take_freelist(slab: Slab<'_>) -> Option<u32> {
-    loop {
-        let old = slab.word();
-        if old.freelist == OFF_NONE {
-            return None;
-        }
-        let new = SlabWord { freelist: OFF_NONE, inuse: old.objects, ..old };
-        if slab.cas(old, new) {
-            return Some(old.freelist);
         }
     }
 }

@@ -1,68 +1,36 @@
-//! The two words the lockless paths compare-and-exchange, and the free-pointer encoding.
+//! A slab's freelist-and-counters word, and the free-pointer encoding.
 //!
 //! Objects are named by their **offset**: bytes from the slab's object 0 (the slab address
 //! plus its colour and left red zone). An offset fits 32 bits (a slab is at most 4 MiB), so
-//! a freelist head and the counters, or a freelist head and a transaction id, share one
-//! 64-bit word and change together with a single-word CAS, which every architecture (and
-//! loom) has; Linux needs `cmpxchg_double` for the same two fields.
+//! a slab's freelist head and its counters share one 64-bit word in the head page, changed
+//! under the node's `list_lock`.
 
 /// "No object": the end of a freelist, an empty freelist.
 pub(crate) const OFF_NONE: u32 = u32::MAX;
-/// The per-CPU freelist is being changed by its CPU's slow path (or a remote flush): the
-/// fast paths must not touch it.
-pub(crate) const OFF_LOCKED: u32 = u32::MAX - 1;
+/// The free pointer of an object held in a sheaf (not on any slab freelist).
+pub(crate) const OFF_SHEAF: u32 = u32::MAX - 1;
 
 /// A slab's freelist and counters (`slab->freelist` + `slab->counters`), in the head
-/// page's owner word: `freelist | inuse << 32 | objects << 48 | frozen << 63`.
+/// page's owner word: `freelist | inuse << 32 | objects << 48`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) struct SlabWord {
     /// Offset of the first free object, or [`OFF_NONE`].
     pub freelist: u32,
-    /// Objects not on the slab's own freelist (allocated, or on its CPU's freelist).
+    /// Objects not on the slab's own freelist (allocated, or held in sheaves).
     pub inuse: u32,
     /// Objects in the slab.
     pub objects: u32,
-    /// Owned by a CPU (its active slab): frees need no list work.
-    pub frozen: bool,
 }
 
 impl SlabWord {
     #[inline]
     pub(crate) const fn pack(self) -> u64 {
-        self.freelist as u64
-            | (self.inuse as u64) << 32
-            | ((self.objects & 0x7fff) as u64) << 48
-            | (self.frozen as u64) << 63
+        self.freelist as u64 | (self.inuse as u64) << 32 | ((self.objects & 0x7fff) as u64) << 48
     }
     #[inline]
     pub(crate) const fn unpack(v: u64) -> Self {
-        SlabWord {
-            freelist: v as u32,
-            inuse: ((v >> 32) & 0xffff) as u32,
-            objects: ((v >> 48) & 0x7fff) as u32,
-            frozen: v >> 63 != 0,
-        }
+        SlabWord { freelist: v as u32, inuse: ((v >> 32) & 0xffff) as u32, objects: ((v >> 48) & 0x7fff) as u32 }
     }
-}
-
-/// A CPU's freelist head and transaction id (`c->freelist` + `c->tid`):
-/// `head | tid << 32`. Every change bumps the tid, so a compare-and-exchange from a value
-/// read earlier fails if anything happened in between.
-#[inline]
-pub(crate) const fn cpu_word(head: u32, tid: u32) -> u64 {
-    head as u64 | (tid as u64) << 32
-}
-
-/// The head of a CPU word.
-#[inline]
-pub(crate) const fn cpu_head(w: u64) -> u32 {
-    w as u32
-}
-
-/// The tid of a CPU word.
-#[inline]
-pub(crate) const fn cpu_tid(w: u64) -> u32 {
-    (w >> 32) as u32
 }
 
 /// The per-slot key of `CONFIG_SLAB_FREELIST_HARDENED`: `s->random ^ swab(ptr_addr)`. A free
@@ -79,12 +47,10 @@ mod tests {
 
     #[test]
     fn words_round_trip() {
-        let w = SlabWord { freelist: 0x12_3456, inuse: 511, objects: 32767, frozen: true };
+        let w = SlabWord { freelist: 0x12_3456, inuse: 511, objects: 32767 };
         assert_eq!(SlabWord::unpack(w.pack()), w);
-        let w = SlabWord { freelist: OFF_NONE, inuse: 0, objects: 1, frozen: false };
+        let w = SlabWord { freelist: OFF_NONE, inuse: 0, objects: 1 };
         assert_eq!(SlabWord::unpack(w.pack()), w);
-        let c = cpu_word(OFF_LOCKED, u32::MAX);
-        assert_eq!((cpu_head(c), cpu_tid(c)), (OFF_LOCKED, u32::MAX));
     }
 
     #[test]

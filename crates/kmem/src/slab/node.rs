@@ -1,0 +1,214 @@
+//! Objects between slabs and sheaves, under a node's `list_lock`: refilling a sheaf from the
+//! node's partial slabs or a new slab, flushing a sheaf's objects back to their slabs, and
+//! single objects for caches without sheaves (`kmem_sheaf`) or requests that bypass them
+//! (another node's objects, no sheaf to be had).
+//!
+//! Every change of a slab's freelist and counters happens here, with its node's `list_lock`
+//! held (the debug paths in `debug/` follow the same rule), so a slab word needs no
+//! compare-and-exchange. The list rule: a slab is on `partial` iff it has free objects, on
+//! `full` iff it has none; an empty slab beyond `min_partial` goes back to the page
+//! allocator (after the lock is dropped).
+//!
+//! Objects in sheaves carry [`OFF_SHEAF`] as their free pointer, objects on a slab freelist
+//! the offset of the next free object: both decode to 32-bit values, which is what the free
+//! path's double-free check looks for (`free.rs`).
+
+use super::cache::{CacheNode, KmemCache};
+use super::sheaf::Sheaf;
+use super::slab_page::Slab;
+use super::word::{SlabWord, OFF_NONE, OFF_SHEAF};
+use crate::machine::Kmem;
+use crate::mm::pfn_list::PfnList;
+use crate::platform::Platform;
+use crate::sync::SpinGuard;
+
+impl<P: Platform> Kmem<P> {
+    /// Moves free objects of `slab` (list lock held) into `sheaf` until it is full or the
+    /// slab has none left; fixes the slab's list. Returns how many moved.
+    fn take_from_slab(&self, s: &KmemCache, n: &CacheNode, g: &SpinGuard<'_, P>, slab: Slab<'_>, sheaf: &Sheaf) -> u32 {
+        debug_assert!(g.holds(&n.list_lock));
+        let w = slab.word();
+        let base = s.obj_base(self, slab);
+        let (mut cur, mut got, start) = (w.freelist, 0, sheaf.size());
+        while cur != OFF_NONE && sheaf.size() < sheaf.capacity() {
+            let obj = base + cur as usize;
+            // SAFETY: `cur` is a validated offset of a free object of `slab` (list lock held).
+            let next = unsafe { s.get_fp(obj) };
+            // SAFETY: as above; the object moves to the sheaf.
+            unsafe { s.set_fp(obj, OFF_SHEAF) };
+            sheaf.push(obj);
+            got += 1;
+            cur = if s.valid_next(next, w.objects) {
+                next as u32
+            } else {
+                // Linux's `freelist_corrupted`: the rest of the chain is isolated (leaked).
+                self.freelist_corrupt(s, slab, obj);
+                OFF_NONE
+            };
+        }
+        sheaf.reverse_from(start);
+        let inuse = if cur == OFF_NONE { w.objects } else { w.inuse + got };
+        slab.set_word(SlabWord { freelist: cur, inuse, ..w });
+        if cur == OFF_NONE {
+            let mm = self.memmap();
+            n.partial.unlink(mm, slab.page);
+            n.full.push(mm, slab.pfn, slab.page, false);
+        }
+        got
+    }
+
+    /// `refill_sheaf()` from node `nid`'s partial slabs: fills `sheaf` as far as they allow.
+    /// Returns how many objects it got.
+    pub(crate) fn refill_from_partial(&self, s: &KmemCache, nid: usize, sheaf: &Sheaf) -> u32 {
+        let n = s.node(nid);
+        if n.partial.is_empty() {
+            return 0;
+        }
+        let g = n.list_lock.lock_irqsave(self.platform());
+        let mut got = 0;
+        while sheaf.size() < sheaf.capacity() {
+            let Some(pfn) = n.partial.first() else { break };
+            got += self.take_from_slab(s, n, &g, self.slab_at(pfn.as_usize()), sheaf);
+        }
+        drop(g);
+        got
+    }
+
+    /// Lists a new slab (on no list yet) and, with `sheaf`, moves objects of it into the
+    /// sheaf first.
+    pub(crate) fn add_new_slab(&self, s: &KmemCache, slab: Slab<'_>, sheaf: Option<&Sheaf>) {
+        let n = s.node(slab.nid());
+        let g = n.list_lock.lock_irqsave(self.platform());
+        n.partial.push(self.memmap(), slab.pfn, slab.page, false);
+        if let Some(sheaf) = sheaf {
+            self.take_from_slab(s, n, &g, slab, sheaf);
+        }
+        drop(g);
+    }
+
+    /// One object from node `nid`'s partial slabs (`alloc_single_from_partial`), for a
+    /// request that does not go through sheaves.
+    pub(crate) fn alloc_single(&self, s: &KmemCache, nid: usize) -> Option<usize> {
+        let n = s.node(nid);
+        if n.partial.is_empty() {
+            return None;
+        }
+        let g = n.list_lock.lock_irqsave(self.platform());
+        let slab = self.slab_at(n.partial.first()?.as_usize());
+        let w = slab.word();
+        let obj = s.obj_base(self, slab) + w.freelist as usize;
+        // SAFETY: the slab's first free object (list lock held).
+        let mut next = unsafe { s.get_fp(obj) };
+        if !s.valid_next(next, w.objects) {
+            self.freelist_corrupt(s, slab, obj);
+            next = OFF_NONE as u64;
+        }
+        let new = SlabWord { freelist: next as u32, inuse: w.inuse + 1, ..w };
+        slab.set_word(if new.freelist == OFF_NONE { SlabWord { inuse: w.objects, ..new } } else { new });
+        if new.freelist == OFF_NONE {
+            let mm = self.memmap();
+            n.partial.unlink(mm, slab.page);
+            n.full.push(mm, slab.pfn, slab.page, false);
+        }
+        drop(g);
+        Some(obj)
+    }
+
+    /// Pushes the object at offset `off` of `slab` onto the slab's freelist (list lock of
+    /// its node held), fixing its list; an emptied slab beyond `min_partial` is unlinked and
+    /// put on `discard`. False (nothing changed) if the slab has no object in use: a double
+    /// free the caller reports.
+    fn free_to_slab_locked(
+        &self,
+        s: &KmemCache,
+        n: &CacheNode,
+        slab: Slab<'_>,
+        off: u32,
+        base: usize,
+        discard: &PfnList,
+    ) -> bool {
+        debug_assert!(n.list_lock.is_locked());
+        let w = slab.word();
+        if w.inuse == 0 || w.freelist == off {
+            return false;
+        }
+        // SAFETY: the object is being freed by its owner; list lock held.
+        unsafe { s.set_fp(base + off as usize, w.freelist) };
+        let new = SlabWord { freelist: off, inuse: w.inuse - 1, ..w };
+        slab.set_word(new);
+        let mm = self.memmap();
+        if w.freelist == OFF_NONE {
+            n.full.unlink(mm, slab.page);
+            n.partial.push(mm, slab.pfn, slab.page, true);
+        }
+        if new.inuse == 0 && n.nr_partial() > s.min_partial as usize {
+            n.partial.unlink(mm, slab.page);
+            discard.push(mm, slab.pfn, slab.page, false);
+        }
+        true
+    }
+
+    /// `__slab_free()` of one object that does not go through sheaves.
+    pub(crate) fn free_single(&self, s: &KmemCache, slab: Slab<'_>, off: u32, base: usize) {
+        let n = s.node(slab.nid());
+        let discard = PfnList::new();
+        let g = n.list_lock.lock_irqsave(self.platform());
+        let ok = self.free_to_slab_locked(s, n, slab, off, base, &discard);
+        drop(g);
+        if !ok {
+            self.double_free(s, slab, base + off as usize);
+        }
+        self.discard_list(s, &discard);
+    }
+
+    /// `sheaf_flush()`: every object of `sheaf` back to its slab, one list-lock section per
+    /// run of objects of one node. The sheaf ends empty.
+    pub(crate) fn flush_sheaf(&self, s: &KmemCache, sheaf: &Sheaf) {
+        let discard = PfnList::new();
+        let mut held: Option<(usize, SpinGuard<'_, P>)> = None;
+        for obj in sheaf.objects() {
+            let Some((slab, cache)) = self.addr_to_slab(obj) else { continue };
+            debug_assert!(core::ptr::eq(cache, s), "a sheaf holds an object of another cache");
+            let nid = slab.nid();
+            if held.as_ref().is_none_or(|(h, _)| *h != nid) {
+                drop(held.take());
+                held = Some((nid, s.node(nid).list_lock.lock_irqsave(self.platform())));
+            }
+            let base = s.obj_base(self, slab);
+            let off = (obj - base) as u32;
+            if !self.free_to_slab_locked(s, s.node(nid), slab, off, base, &discard) {
+                // Cannot happen unless state is corrupt: objects enter sheaves only after the
+                // double-free check. Leave the object out rather than corrupt the slab.
+                debug_assert!(false, "sheaf object already free in its slab");
+            }
+        }
+        drop(held);
+        sheaf.clear();
+        self.discard_list(s, &discard);
+    }
+
+    /// Whether the object at `off` is on `slab`'s freelist (list lock taken here): the
+    /// confirmation of a free pointer that decodes like a free object's.
+    pub(crate) fn on_slab_freelist(&self, s: &KmemCache, slab: Slab<'_>, off: u32, base: usize) -> bool {
+        let n = s.node(slab.nid());
+        let g = n.list_lock.lock_irqsave(self.platform());
+        let w = slab.word();
+        let (mut cur, mut steps) = (w.freelist, 0);
+        let mut found = false;
+        while cur != OFF_NONE && steps <= w.objects {
+            if cur == off {
+                found = true;
+                break;
+            }
+            // SAFETY: a free object of `slab`, list lock held.
+            let next = unsafe { s.get_fp(base + cur as usize) };
+            if !s.valid_next(next, w.objects) {
+                break;
+            }
+            cur = next as u32;
+            steps += 1;
+        }
+        drop(g);
+        found
+    }
+}

@@ -1,0 +1,364 @@
+//! Sheaves (Linux 6.18, `mm/slub.c`): per-CPU arrays of free objects in front of the slabs,
+//! and each node's barn of full and empty sheaves.
+//!
+//! - A [`Sheaf`] holds up to `capacity` object addresses (a stack). Sheaves are objects of
+//!   the internal cache `kmem_sheaf`, which has no sheaves of its own.
+//! - Each CPU has, per cache, a [`CpuSheaves`]: a `main` sheaf that allocations pop from and
+//!   frees push to, and a `spare` (Linux's `pcs->main`/`pcs->spare`). Only the CPU touches
+//!   them, inside [`Platform::pin_cpu`](crate::Platform::pin_cpu) (or as that CPU, through
+//!   `run_on_cpu`): no lock, no atomic read-modify-write.
+//! - Each node has a [`Barn`]: up to [`MAX_FULL_SHEAVES`] full and [`MAX_EMPTY_SHEAVES`]
+//!   empty sheaves under a spinlock. A CPU whose main sheaf is empty trades it for a full
+//!   one; one whose main sheaf is full trades it for an empty one. So objects freed on one
+//!   CPU reach another (producer/consumer) in whole sheaves, and random-order frees never
+//!   touch a slab.
+//! - Only when the barn cannot help does a CPU refill its sheaf from the node's partial slabs
+//!   (`refill_sheaf`) or flush it back to their slabs (`sheaf_flush`), a sheaf at a time
+//!   under the node's `list_lock`.
+//!
+//! The fields are atomics because other CPUs read them racily (statistics) and the loom
+//! models need them; the owner reads and writes them with plain relaxed loads and stores.
+
+use crate::sync::{array_of, const_fn_unless_loom, AtomicU32, AtomicU64, AtomicUsize, Ordering, RawSpinLock};
+
+/// Most objects a sheaf can hold (the `kmem_sheaf` object is sized for it).
+pub(crate) const SHEAF_MAX: usize = 64;
+/// Full sheaves a barn keeps (Linux's `MAX_FULL_SHEAVES`).
+pub(crate) const MAX_FULL_SHEAVES: u32 = 10;
+/// Empty sheaves a barn keeps (Linux's `MAX_EMPTY_SHEAVES`).
+pub(crate) const MAX_EMPTY_SHEAVES: u32 = 10;
+
+/// The sheaf capacity kmem gives a cache of `size`-byte slots: about 4 KiB of objects,
+/// between 8 and [`SHEAF_MAX`] (Linux leaves sheaves to caches that ask; kmem gives every
+/// cache without debugging one).
+pub(crate) const fn sheaf_capacity(size: u32) -> u32 {
+    let c = 4096 / if size == 0 { 1 } else { size };
+    if c < 8 {
+        8
+    } else if c > SHEAF_MAX as u32 {
+        SHEAF_MAX as u32
+    } else {
+        c
+    }
+}
+
+/// A sheaf (`struct slab_sheaf`): a stack of free objects of one cache.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct Sheaf {
+    /// Objects held.
+    size: AtomicU32,
+    /// Objects it may hold (the cache's capacity).
+    capacity: u32,
+    /// Link in a barn list (address of the next sheaf, 0 at the end).
+    next: AtomicUsize,
+    objects: [AtomicUsize; SHEAF_MAX],
+}
+
+impl Sheaf {
+    const_fn_unless_loom! {
+        /// An empty sheaf of `capacity` objects.
+        pub(crate) fn new(capacity: u32) -> Self {
+            Self {
+                size: AtomicU32::new(0),
+                capacity,
+                next: AtomicUsize::new(0),
+                objects: array_of![AtomicUsize::new(0); SHEAF_MAX],
+            }
+        }
+    }
+    /// Objects held.
+    #[inline(always)]
+    pub(crate) fn size(&self) -> u32 {
+        self.size.load(Ordering::Relaxed)
+    }
+    /// Capacity.
+    #[inline(always)]
+    pub(crate) fn capacity(&self) -> u32 {
+        self.capacity
+    }
+    /// Pops an object, if any (owner only).
+    #[inline(always)]
+    pub(crate) fn pop(&self) -> Option<usize> {
+        let n = self.size();
+        if n == 0 {
+            return None;
+        }
+        let n = n - 1;
+        self.size.store(n, Ordering::Relaxed);
+        Some(self.objects[n as usize].load(Ordering::Relaxed))
+    }
+    /// Pushes an object if there is room (owner only).
+    #[inline(always)]
+    pub(crate) fn push(&self, obj: usize) -> bool {
+        let n = self.size();
+        if n >= self.capacity {
+            return false;
+        }
+        self.objects[n as usize].store(obj, Ordering::Relaxed);
+        self.size.store(n + 1, Ordering::Relaxed);
+        true
+    }
+    /// Reverses the order of the objects from position `start` on (owner only): a refill
+    /// pushes a slab's freelist in chain order, and the chain's head should be popped first
+    /// (the most recently freed object, the likeliest to be cache-hot).
+    pub(crate) fn reverse_from(&self, start: u32) {
+        let (mut i, mut j) = (start as usize, self.size() as usize);
+        while i + 1 < j {
+            j -= 1;
+            let a = self.objects[i].load(Ordering::Relaxed);
+            self.objects[i].store(self.objects[j].load(Ordering::Relaxed), Ordering::Relaxed);
+            self.objects[j].store(a, Ordering::Relaxed);
+            i += 1;
+        }
+    }
+    /// The objects held, oldest first.
+    pub(crate) fn objects(&self) -> impl Iterator<Item = usize> + '_ {
+        self.objects[..self.size() as usize].iter().map(|o| o.load(Ordering::Relaxed))
+    }
+    /// Forgets every object (they were given back elsewhere).
+    pub(crate) fn clear(&self) {
+        self.size.store(0, Ordering::Relaxed);
+    }
+}
+
+/// One CPU's sheaves for one cache (`struct slub_percpu_sheaves`), plus its statistics.
+/// Zero is the initial state: no sheaves yet (the first allocation or free on the CPU gets
+/// them), no counts.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub(crate) struct CpuSheaves {
+    // Two cache lines: the sheaf pointers, then the statistics.
+    /// Address of the main sheaf, 0 if none.
+    main: AtomicUsize,
+    /// Address of the spare sheaf, 0 if none.
+    spare: AtomicUsize,
+    stats: [AtomicU64; SlubStat::COUNT],
+}
+
+impl CpuSheaves {
+    const_fn_unless_loom! {
+        /// No sheaves.
+        pub(crate) fn new() -> Self {
+            Self { main: AtomicUsize::new(0), spare: AtomicUsize::new(0), stats: array_of![AtomicU64::new(0); SlubStat::COUNT] }
+        }
+    }
+    /// The main sheaf.
+    #[inline(always)]
+    pub(crate) fn main(&self) -> Option<&Sheaf> {
+        let p = self.main.load(Ordering::Relaxed);
+        // SAFETY: a non-zero `main` is a live `kmem_sheaf` object owned by this CPU's
+        // sheaves: it is freed only after being unlinked from here by the CPU itself.
+        (p != 0).then(|| unsafe { &*(p as *const Sheaf) })
+    }
+    /// The spare sheaf.
+    #[inline]
+    pub(crate) fn spare(&self) -> Option<&Sheaf> {
+        let p = self.spare.load(Ordering::Relaxed);
+        // SAFETY: as for `main`.
+        (p != 0).then(|| unsafe { &*(p as *const Sheaf) })
+    }
+    /// Replaces the main sheaf; returns the old one's address (0: none).
+    #[inline]
+    pub(crate) fn set_main(&self, s: usize) -> usize {
+        let old = self.main.load(Ordering::Relaxed);
+        self.main.store(s, Ordering::Relaxed);
+        old
+    }
+    /// Replaces the spare; returns the old one's address.
+    #[inline]
+    pub(crate) fn set_spare(&self, s: usize) -> usize {
+        let old = self.spare.load(Ordering::Relaxed);
+        self.spare.store(s, Ordering::Relaxed);
+        old
+    }
+    /// Swaps main and spare.
+    #[inline]
+    pub(crate) fn swap(&self) {
+        let m = self.main.load(Ordering::Relaxed);
+        self.main.store(self.spare.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.spare.store(m, Ordering::Relaxed);
+    }
+    /// Counts an event (the CPU's owner, pinned).
+    #[inline]
+    pub(crate) fn stat(&self, s: SlubStat) {
+        let c = &self.stats[s as usize];
+        c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+    /// A counter's value.
+    pub(crate) fn stat_value(&self, s: SlubStat) -> u64 {
+        self.stats[s as usize].load(Ordering::Relaxed)
+    }
+    /// Objects in the main and spare sheaves (racy).
+    pub(crate) fn objects(&self) -> usize {
+        self.main().map_or(0, |s| s.size() as usize) + self.spare().map_or(0, |s| s.size() as usize)
+    }
+}
+
+/// A node's store of sheaves (`struct node_barn`).
+#[derive(Debug)]
+pub(crate) struct Barn {
+    lock: RawSpinLock,
+    full: AtomicUsize,
+    nr_full: AtomicU32,
+    empty: AtomicUsize,
+    nr_empty: AtomicU32,
+}
+
+impl Barn {
+    const_fn_unless_loom! {
+        pub(crate) fn new() -> Self {
+            Self {
+                lock: RawSpinLock::new(),
+                full: AtomicUsize::new(0),
+                nr_full: AtomicU32::new(0),
+                empty: AtomicUsize::new(0),
+                nr_empty: AtomicU32::new(0),
+            }
+        }
+    }
+    /// Full sheaves kept (racy).
+    pub(crate) fn nr_full(&self) -> u32 {
+        self.nr_full.load(Ordering::Relaxed)
+    }
+    /// The barn's lock (taken with the caller's CPU pinned or interrupts off).
+    pub(crate) fn lock(&self) -> &RawSpinLock {
+        &self.lock
+    }
+
+    fn list(&self, full: bool) -> (&AtomicUsize, &AtomicU32) {
+        if full {
+            (&self.full, &self.nr_full)
+        } else {
+            (&self.empty, &self.nr_empty)
+        }
+    }
+    /// Takes a full (or empty) sheaf. Caller holds the lock.
+    pub(crate) fn take_locked(&self, full: bool) -> usize {
+        debug_assert!(self.lock.is_locked());
+        let (head, nr) = self.list(full);
+        let p = head.load(Ordering::Relaxed);
+        if p != 0 {
+            // SAFETY: barn lists hold live sheaves owned by the barn (lock held).
+            let s = unsafe { &*(p as *const Sheaf) };
+            head.store(s.next.load(Ordering::Relaxed), Ordering::Relaxed);
+            nr.store(nr.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
+        }
+        p
+    }
+    /// Puts a full (or empty) sheaf in, if the list has room. Caller holds the lock.
+    pub(crate) fn put_locked(&self, sheaf: usize, full: bool) -> bool {
+        debug_assert!(self.lock.is_locked());
+        let (head, nr) = self.list(full);
+        let max = if full { MAX_FULL_SHEAVES } else { MAX_EMPTY_SHEAVES };
+        let n = nr.load(Ordering::Relaxed);
+        if n >= max {
+            return false;
+        }
+        // SAFETY: the caller gives us a live sheaf it owned.
+        let s = unsafe { &*(sheaf as *const Sheaf) };
+        s.next.store(head.load(Ordering::Relaxed), Ordering::Relaxed);
+        head.store(sheaf, Ordering::Relaxed);
+        nr.store(n + 1, Ordering::Relaxed);
+        true
+    }
+    /// Objects in the full sheaves (lock held).
+    pub(crate) fn objects_locked(&self) -> usize {
+        let mut n = 0;
+        let mut p = self.full.load(Ordering::Relaxed);
+        while p != 0 {
+            // SAFETY: as in `take_locked`.
+            let s = unsafe { &*(p as *const Sheaf) };
+            n += s.size() as usize;
+            p = s.next.load(Ordering::Relaxed);
+        }
+        n
+    }
+}
+
+/// Slab events counted per CPU (Linux's `CONFIG_SLUB_STATS` items of the sheaf slow paths;
+/// the fast paths count nothing, as Linux without `CONFIG_SLUB_STATS`), written by the CPU's
+/// owner only.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(usize)]
+pub enum SlubStat {
+    /// `ALLOC_SLOWPATH`: allocations that found the main sheaf empty.
+    AllocSlowpath,
+    /// `FREE_SLOWPATH`: frees that found the main sheaf full (or bypassed it).
+    FreeSlowpath,
+    /// `ALLOC_FROM_PARTIAL`: a sheaf refilled from a node's partial slabs.
+    AllocFromPartial,
+    /// `ALLOC_SLAB`: a new slab from the page allocator.
+    AllocSlab,
+    /// `ORDER_FALLBACK`: a new slab had to use the minimum order.
+    OrderFallback,
+    /// `SHEAF_FLUSH`: a sheaf's objects went back to their slabs.
+    SheafFlush,
+    /// `SHEAF_REFILL`: a sheaf was refilled from slabs.
+    SheafRefill,
+    /// `SHEAF_ALLOC`: a new sheaf was allocated.
+    SheafAlloc,
+    /// `BARN_GET`: a full (alloc) or empty (free) sheaf came from the barn.
+    BarnGet,
+    /// `BARN_GET_FAIL`: the barn had none.
+    BarnGetFail,
+    /// `BARN_PUT`: a sheaf went to the barn.
+    BarnPut,
+    /// `BARN_PUT_FAIL`: the barn was full.
+    BarnPutFail,
+    /// `CPUSLAB_FLUSH`: a CPU's sheaves were flushed (shrink, destroy, validate, offline).
+    CpuslabFlush,
+}
+
+impl SlubStat {
+    /// Number of counters.
+    pub const COUNT: usize = 13;
+    /// Every counter with its Linux name, in order.
+    pub const ALL: [(SlubStat, &'static str); Self::COUNT] = [
+        (SlubStat::AllocSlowpath, "alloc_slowpath"),
+        (SlubStat::FreeSlowpath, "free_slowpath"),
+        (SlubStat::AllocFromPartial, "alloc_from_partial"),
+        (SlubStat::AllocSlab, "alloc_slab"),
+        (SlubStat::OrderFallback, "order_fallback"),
+        (SlubStat::SheafFlush, "sheaf_flush"),
+        (SlubStat::SheafRefill, "sheaf_refill"),
+        (SlubStat::SheafAlloc, "sheaf_alloc"),
+        (SlubStat::BarnGet, "barn_get"),
+        (SlubStat::BarnGetFail, "barn_get_fail"),
+        (SlubStat::BarnPut, "barn_put"),
+        (SlubStat::BarnPutFail, "barn_put_fail"),
+        (SlubStat::CpuslabFlush, "cpuslab_flush"),
+    ];
+}
+
+// Two cache lines per CPU and cache (the percpu tests count on it).
+const _: () = assert!(core::mem::size_of::<CpuSheaves>() == 128 || cfg!(loom));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capacity_is_about_a_page_of_objects() {
+        assert_eq!(sheaf_capacity(8), 64);
+        assert_eq!(sheaf_capacity(64), 64);
+        assert_eq!(sheaf_capacity(128), 32);
+        assert_eq!(sheaf_capacity(1024), 8);
+        assert_eq!(sheaf_capacity(8192), 8);
+    }
+
+    #[test]
+    fn sheaf_is_a_stack_with_a_capacity() {
+        let s = Sheaf::new(2);
+        assert_eq!(s.pop(), None);
+        assert!(s.push(8) && s.push(16) && !s.push(24));
+        assert_eq!(s.pop(), Some(16));
+        assert_eq!(s.objects().next(), Some(8));
+        let r = Sheaf::new(5);
+        for o in [1, 2, 3, 4] {
+            r.push(o);
+        }
+        r.reverse_from(1);
+        assert_eq!([r.pop(), r.pop(), r.pop(), r.pop()], [Some(2), Some(3), Some(4), Some(1)]);
+    }
+}
