@@ -4,7 +4,9 @@
 //! - **Boot**: the first allocation boots a machine with [`BOOT_RAM`] of RAM (one section: its 1 MiB of descriptors is the fixed cost) and a hotplug
 //!   reserve of [`hotplug_max`] (64 GiB of address space by default, `KMEM_RAM_MAX` to
 //!   change, e.g. `KMEM_RAM_MAX=8G`), one CPU per host CPU (at most 64; `KMEM_CPUS`). All
-//!   zones are ZONE_NORMAL. Booting allocates (the builder's vectors, the machine itself):
+//!   zones are ZONE_NORMAL. The misuse policy is read then (`KMEM_ABORT_ON_MISUSE`, see
+//!   [`crate::misuse`]); the machine's reports go to stderr through the misuse counters and
+//!   policy. Booting allocates (the builder's vectors, the machine itself):
 //!   while it runs, every allocation of every thread comes from a static bootstrap arena
 //!   ([`ARENA_BYTES`]), whose blocks are never freed.
 //! - **Growth**: a request the machine cannot serve hot-adds a 128 MiB section
@@ -151,6 +153,7 @@ pub fn hotplug_max() -> u64 {
 }
 
 fn build() -> Option<Machine> {
+    crate::misuse::read_policy();
     let cpus = std::env::var("KMEM_CPUS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -166,6 +169,7 @@ fn build() -> Option<Machine> {
         // see: no vmalloc range; huge blocks come from host mappings instead.
         .vmalloc_size(0)
         .no_alloc_reports(true)
+        .on_report(crate::misuse::machine_report)
         .build()
         .ok()
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use kmem::boot::PAGES_PER_SECTION_BYTES;
-use kmem::{BootConfig, BootError, DirectMap, Kmem, MemRegion, PhysAddr, RegionKind, VirtAddr, ZoneLayout};
+use kmem::{BootConfig, BootError, DirectMap, Kmem, MemRegion, PhysAddr, RegionKind, ReportKind, VirtAddr, ZoneLayout};
 
 use crate::machine::Machine;
 use crate::platform::{HostedPlatform, ReportLog};
@@ -82,6 +82,7 @@ pub struct MachineBuilder {
     slab_nomerge: bool,
     hotplug: u64,
     no_alloc_reports: bool,
+    on_report: Option<fn(ReportKind)>,
     vmalloc: Option<u64>,
     vmap_lazy_max: Option<usize>,
     vmalloc_recycle: bool,
@@ -111,6 +112,7 @@ impl MachineBuilder {
             slab_nomerge: false,
             hotplug: 0,
             no_alloc_reports: false,
+            on_report: None,
             vmalloc: None,
             vmap_lazy_max: None,
             vmalloc_recycle: true,
@@ -188,6 +190,14 @@ impl MachineBuilder {
         self.no_alloc_reports = on;
         self
     }
+    /// A function called after each report the platform delivers (its text written or
+    /// logged), with the report's kind: `kmem-alloc` counts the global machine's reports and
+    /// applies its abort-on-misuse policy there. It must not allocate with
+    /// [`MachineBuilder::no_alloc_reports`]. Reports dropped by a rate limit are not delivered.
+    pub fn on_report(mut self, hook: fn(ReportKind)) -> Self {
+        self.on_report = Some(hook);
+        self
+    }
     /// Bytes of the vmalloc range (`VMALLOC_TOTAL`), reserved as `PROT_NONE` address space;
     /// 0: no vmalloc. Default: 32 GiB on x86-64, 120 MiB on x86-32 (what is left of its 1 GiB
     /// kernel space above the 896 MiB direct map and the 8 MiB gap).
@@ -261,7 +271,9 @@ impl MachineBuilder {
             None => PhysAddr::new(ram.len() as u64),
         };
         let dm = DirectMap { base: VirtAddr::new(ram.base()), limit };
-        let log = Arc::new(if self.no_alloc_reports { ReportLog::stderr_only() } else { ReportLog::new(self.echo) });
+        let mut log = if self.no_alloc_reports { ReportLog::stderr_only() } else { ReportLog::new(self.echo) };
+        log.hook = self.on_report;
+        let log = Arc::new(log);
         let cpus = crate::cpus::Cpus::new(self.cpus, self.migrate_every);
         let vsize = self.vmalloc.unwrap_or(match self.preset {
             Preset::X86_64 => 32 * GIB,
