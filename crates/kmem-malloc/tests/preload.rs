@@ -170,6 +170,89 @@ fn c_edge_cases_of_every_export() {
     assert!(checks >= 55, "only {checks} checks ran");
 }
 
+/// The cases of `tests/c/misuse.c`.
+const MISUSE_CASES: [&str; 5] = ["double_free", "realloc_freed", "forged_header", "bad_pointers", "machine_report"];
+
+/// The report lines a run of `misuse.c` wrote on stderr, and those its stdout says to expect
+/// (`expect LINE`, in order).
+fn misuse_reports(out: &Output) -> (Vec<String>, Vec<String>) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let got = stderr
+        .lines()
+        .filter(|l| l.starts_with("kmem: ") || l.starts_with("WARNING: ") || l.starts_with("BUG"))
+        .map(str::to_owned)
+        .collect();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let want = stdout.lines().filter_map(|l| l.strip_prefix("expect ")).map(str::to_owned).collect();
+    (got, want)
+}
+
+/// A machine report is matched by its prefix (`WARNING: `), kmem-alloc's lines exactly.
+fn report_matches(got: &str, want: &str) -> bool {
+    if want.starts_with("kmem: ") {
+        got == want
+    } else {
+        got.starts_with(want)
+    }
+}
+
+#[test]
+fn misuse_is_one_report_line_and_changes_nothing() {
+    let dir = scratch("misuse");
+    let exe = dir.join("misuse");
+    if !compile_c("misuse.c", &exe, &[]) {
+        return;
+    }
+    for case in MISUSE_CASES {
+        let mut c = Command::new(&exe);
+        c.arg(case);
+        let (out, _) = run(c, true);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        eprintln!("misuse {case}:\n{stdout}{stderr}");
+        assert!(out.status.success(), "misuse {case}: {}\n{stdout}\n{stderr}", out.status);
+        assert!(!stdout.contains("FAIL") && stdout.contains(", 0 failed"), "misuse {case}:\n{stdout}");
+        assert!(!stderr.contains("panicked") && !stderr.contains("stack backtrace"), "misuse {case}: {stderr}");
+        let (got, want) = misuse_reports(&out);
+        assert!(!want.is_empty(), "misuse {case} expects no report:\n{stdout}");
+        assert!(
+            got.len() == want.len() && got.iter().zip(&want).all(|(g, w)| report_matches(g, w)),
+            "misuse {case}: reports on stderr\n{got:#?}\nexpected\n{want:#?}"
+        );
+    }
+}
+
+#[test]
+fn abort_on_misuse_policy_aborts_after_the_first_report_line() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = scratch("misuse_abort");
+    let exe = dir.join("misuse");
+    if !compile_c("misuse.c", &exe, &[]) {
+        return;
+    }
+    for case in MISUSE_CASES {
+        let mut c = Command::new(&exe);
+        c.arg(case).env("KMEM_ABORT_ON_MISUSE", "1");
+        let (out, _) = run(c, true);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.signal(),
+            Some(libc_sigabrt()),
+            "misuse {case} under the abort policy: {}\n{stdout}",
+            out.status
+        );
+        let (got, want) = misuse_reports(&out);
+        assert_eq!(got.len(), 1, "misuse {case}: one report line, then abort: {got:#?}");
+        assert!(report_matches(&got[0], &want[0]), "misuse {case}: {got:?} vs {want:?}");
+        assert!(!stdout.contains("after the") && !stdout.contains("summary"), "misuse {case} went on:\n{stdout}");
+    }
+}
+
+/// `SIGABRT` on Linux.
+fn libc_sigabrt() -> i32 {
+    6
+}
+
 const PYTHON_SCRIPT: &str = r#"
 import ctypes, hashlib, sys, threading
 
