@@ -168,6 +168,11 @@ fn bad_input_is_one_error_line() {
         &["proc", "nosuch"],
         &["proc", "buddyinfo", "--cpus", "0"],
         &["proc", "buddyinfo", "--preset", "sparc"],
+        &["proc", "buddyinfo", "--nodes", "0"],
+        &["proc", "buddyinfo", "--nodes", "4294967296"],
+        &["demo", "--nodes", "65", "--ram", "16G"],
+        &["demo", "--nodes", "3", "--ram", "256M"],
+        &["proc", "buddyinfo", "--cpus", "4294967296"],
         &["frobnicate"],
     ];
     for args in cases {
@@ -179,4 +184,34 @@ fn bad_input_is_one_error_line() {
         assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{args:?}: {err:?}");
     }
     assert!(std::fs::read_dir(&dir).unwrap().next().is_none(), "no map files left by failed runs");
+}
+
+#[test]
+fn node_counts_are_checked_before_the_ram_is_split() {
+    let dir = temp_dir("nodes");
+    // Each must fail at once with its reason: 0 nodes used to boot one, 2^32 used to hang
+    // while growing memory at about 1 GB/s.
+    let cases: &[(&[&str], &str)] = &[
+        (&["--nodes", "0"], "kmem: error: node count 0 out of range 1..=64\n"),
+        (&["--nodes", "4294967296"], "kmem: error: node count 4294967296 out of range 1..=64\n"),
+        (&["--nodes", "65", "--ram", "16G"], "kmem: error: node count 65 out of range 1..=64\n"),
+        (
+            &["--nodes", "3", "--ram", "256M"],
+            "kmem: error: not enough RAM for 3 nodes of at least one 128 MiB section each (2 sections of usable RAM)\n",
+        ),
+    ];
+    for (extra, want) in cases {
+        let mut args = vec!["proc", "buddyinfo", "--duration", "0"];
+        args.extend_from_slice(extra);
+        let o = kmem(&args, &dir);
+        assert!(!o.status.success(), "{args:?}");
+        assert_eq!(stderr(&o), *want, "{args:?}");
+    }
+    // The limits themselves boot: 64 nodes of one section each, and 2 nodes in 256 MiB.
+    let o = kmem(&["proc", "buddyinfo", "--duration", "0", "--nodes", "64", "--ram", "8G"], &dir);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("Node 63, zone "), "{}", stdout(&o));
+    let o = kmem(&["proc", "buddyinfo", "--duration", "0", "--nodes", "2", "--ram", "256M"], &dir);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("Node 1, zone "), "{}", stdout(&o));
 }
