@@ -103,6 +103,28 @@ fn demo_default_and_inferred_map_paths() {
     assert!(o.status.success(), "{}", stderr(&o));
     check_png(&dir.join("m.png"));
     check_svg(&dir.join("m.svg"));
+    // A directory gets the default names inside it, nothing beside it ("maps/" alike).
+    std::fs::create_dir(dir.join("maps")).unwrap();
+    for map in ["maps", "maps/"] {
+        let o = kmem(&["demo", "--ram", "32M", "--cpus", "1", "--duration", "0", "--no-progress", "--map", map], &dir);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(stdout(&o).contains("wrote maps/kmem-pfmap.png and maps/kmem-pfmap.svg"), "{}", stdout(&o));
+        check_png(&dir.join("maps/kmem-pfmap.png"));
+        check_svg(&dir.join("maps/kmem-pfmap.svg"));
+        assert!(!dir.join("maps.png").exists() && !dir.join("maps.svg").exists(), "files beside the directory");
+        std::fs::remove_file(dir.join("maps/kmem-pfmap.png")).unwrap();
+    }
+    // A directory that does not exist (trailing slash): a clear error, nothing written.
+    let o = kmem(&["demo", "--ram", "32M", "--cpus", "1", "--duration", "0", "--map", "nosuch/"], &dir);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).starts_with("kmem: error: cannot write the page-frame map nosuch/kmem-pfmap.png"),
+        "{}",
+        stderr(&o)
+    );
+    // The help says so.
+    let o = kmem(&["demo", "--help"], &dir);
+    assert!(stdout(&o).contains("a directory gets kmem-pfmap.png and kmem-pfmap.svg inside it"), "{}", stdout(&o));
 }
 
 #[test]
