@@ -5,8 +5,10 @@
 //!   reserve of [`hotplug_max`] (64 GiB of address space by default, `KMEM_RAM_MAX` to
 //!   change, e.g. `KMEM_RAM_MAX=8G`), a CPU per thread from a pool of [`possible_cpus`]
 //!   (`KMEM_CPUS`; each thread's CPU comes online at its first allocation and goes offline,
-//!   its per-CPU caches given back, when it exits). All
-//!   zones are ZONE_NORMAL. Booting allocates (the builder's vectors, the machine itself):
+//!   its per-CPU caches given back, when it exits). All zones are ZONE_NORMAL. The misuse
+//!   policy is read then (`KMEM_ABORT_ON_MISUSE`, see [`crate::misuse`]); the machine's
+//!   reports go to stderr through the misuse counters and policy. Booting allocates (the
+//!   builder's vectors, the machine itself):
 //!   while it runs, every allocation of every thread comes from a static bootstrap arena
 //!   ([`ARENA_BYTES`]), whose blocks are never freed.
 //! - **Growth**: a request the machine cannot serve hot-adds a 128 MiB section
@@ -164,6 +166,7 @@ pub fn possible_cpus() -> usize {
 }
 
 fn build() -> Option<Machine> {
+    crate::misuse::read_policy();
     MachineBuilder::new()
         .memory_map(vec![MemRegion::usable(0, BOOT_RAM)])
         .zone_layout(ZoneLayout { dma_end: None, dma32_end: None, highmem_start: None })
@@ -173,6 +176,7 @@ fn build() -> Option<Machine> {
         // see: no vmalloc range; huge blocks come from host mappings instead.
         .vmalloc_size(0)
         .no_alloc_reports(true)
+        .on_report(crate::misuse::machine_report)
         .build()
         .ok()
 }

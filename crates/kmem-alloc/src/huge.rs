@@ -1,21 +1,33 @@
 //! Allocations above `KMALLOC_MAX_SIZE` (4 MiB): host mappings, until kmem has vmalloc.
 //!
-//! Each block is an anonymous mapping with a header just before the returned pointer
-//! (mapping base, length, usable bytes). Freed mappings are kept for reuse (a program that
-//! allocates and frees 5-25 MiB blocks in a loop then makes no system calls): at most
-//! [`CACHE_SLOTS`] mappings and [`CACHE_BYTES`] in all, the oldest unmapped first. A request
-//! takes the smallest cached mapping that needs between half of it and all of it; failing
-//! that, the largest cached mapping smaller than it, grown with `mremap` (its pages stay:
-//! only the new part faults in); failing that, a fresh mapping. So a loop over blocks of
-//! varying size soon finds a mapping of the right size in the cache every time, with no
-//! system call and no page fault.
+//! Each block is an anonymous mapping; the pointer handed out is the mapping's start (or the
+//! first address at the requested alignment in it). What the block is (its mapping's base
+//! and length) is kept out of band, in a table of live blocks looked up by that pointer
+//! ([`crate::huge_table`]): nothing is read from the block itself, so `free`,
+//! `malloc_usable_size` and `realloc` of a pointer that is not a live block (freed already,
+//! interior, stack, global, or a buffer holding a forged header) find nothing, are reported
+//! ([`crate::misuse`]) and change nothing. A mapping is unmapped or handed out again only
+//! from what the table and the reuse cache recorded when kmem mapped it.
+//!
+//! Freed mappings are kept for reuse (a program that allocates and frees 5-25 MiB blocks in
+//! a loop then makes no system calls): at most [`CACHE_SLOTS`] mappings and [`CACHE_BYTES`]
+//! in all, the oldest unmapped first. A request takes the smallest cached mapping that needs
+//! between half of it and all of it; failing that, the largest cached mapping smaller than
+//! it, grown with `mremap` (its pages stay: only the new part faults in); failing that, a
+//! fresh mapping. So a loop over blocks of varying size soon finds a mapping of the right
+//! size in the cache every time, with no system call and no page fault. A cached mapping
+//! remembers the pointer it was freed as, so that freeing that pointer again is reported as
+//! a double free (once the mapping is unmapped or reused, as an invalid pointer, or as the
+//! new block's free).
 
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
 
 use rustix::mm::{mmap_anonymous, mremap, munmap, MapFlags, MremapFlags, ProtFlags};
 
+use crate::huge_table::{Block, Table};
 use crate::lock::RawLock;
+use crate::misuse::{self, Misuse};
 
 /// Freed mappings kept for reuse.
 pub const CACHE_SLOTS: usize = 16;
@@ -23,48 +35,53 @@ pub const CACHE_SLOTS: usize = 16;
 pub const CACHE_BYTES: usize = 64 << 20;
 
 const PAGE: usize = 4096;
-const MAGIC: usize = 0x6b6d_656d_6875_6765; // "kmemhuge"
 
-#[repr(C)]
-struct Header {
-    magic: usize,
-    base: usize,
-    len: usize,
-    usable: usize,
-}
-
+/// Freed mappings kept for reuse, oldest first, each as the block it last was.
 struct Cache {
-    maps: [(usize, usize); CACHE_SLOTS],
+    maps: [Block; CACHE_SLOTS],
     n: usize,
     bytes: usize,
 }
 
-/// The cache behind its lock ([`RawLock`], so that `fork_prepare` can hold it across
+/// What the lock protects: the live blocks and the reuse cache.
+struct State {
+    live: Table,
+    cache: Cache,
+}
+
+/// The state behind its lock ([`RawLock`], so that `fork_prepare` can hold it across
 /// `fork`: a child must not inherit it locked by a thread it does not have).
 struct Locked {
     lock: RawLock,
-    cache: UnsafeCell<Cache>,
+    state: UnsafeCell<State>,
 }
 
-// SAFETY: `cache` is only reached through `with_cache`, under `lock`.
+// SAFETY: `state` is only reached through `with_state`, under `lock`.
 unsafe impl Sync for Locked {}
 
-static CACHE: Locked =
-    Locked { lock: RawLock::new(), cache: UnsafeCell::new(Cache { maps: [(0, 0); CACHE_SLOTS], n: 0, bytes: 0 }) };
+const NO_BLOCK: Block = Block { ptr: 0, base: 0, len: 0 };
 
-/// Runs `f` on the cache, under its lock. `f` must not allocate or call back here.
-fn with_cache<R>(f: impl FnOnce(&mut Cache) -> R) -> R {
-    CACHE.lock.lock();
-    // SAFETY: we hold the lock, so this is the only reference to the cache.
-    let r = f(unsafe { &mut *CACHE.cache.get() });
+static STATE: Locked = Locked {
+    lock: RawLock::new(),
+    state: UnsafeCell::new(State {
+        live: Table::new(),
+        cache: Cache { maps: [NO_BLOCK; CACHE_SLOTS], n: 0, bytes: 0 },
+    }),
+};
+
+/// Runs `f` on the state, under its lock. `f` must not allocate or call back here.
+fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> R {
+    STATE.lock.lock();
+    // SAFETY: we hold the lock, so this is the only reference to the state.
+    let r = f(unsafe { &mut *STATE.state.get() });
     // SAFETY: taken above.
-    unsafe { CACHE.lock.unlock() };
+    unsafe { STATE.lock.unlock() };
     r
 }
 
-/// `fork_prepare`: holds the cache lock across `fork`.
+/// `fork_prepare`: holds the lock across `fork`.
 pub(crate) fn fork_lock() {
-    CACHE.lock.lock();
+    STATE.lock.lock();
 }
 
 /// After `fork`, in the parent and in the child: gives back what [`fork_lock`] took.
@@ -74,27 +91,28 @@ pub(crate) fn fork_lock() {
 /// After [`fork_lock`], in the thread that called it (or the child's copy of it).
 pub(crate) unsafe fn fork_unlock() {
     // SAFETY: caller's contract.
-    unsafe { CACHE.lock.unlock() };
+    unsafe { STATE.lock.unlock() };
 }
 
-/// Mapping length for `size` bytes at `align`: a header page in front, the alignment slack.
+/// Mapping length for `size` bytes at `align`: the alignment slack beyond a page, whole pages.
 fn needed(size: usize, align: usize) -> Option<usize> {
-    size.checked_add(align.max(PAGE))?.checked_add(PAGE).map(|n| n.next_multiple_of(PAGE))
+    size.checked_add(align.max(PAGE) - PAGE)?.checked_next_multiple_of(PAGE)
 }
 
 /// A cached mapping for a request of `len` bytes (see the module docs): one of at least
-/// `len` bytes, or the largest smaller one, for the caller to grow.
+/// `len` bytes, or the largest smaller one, for the caller to grow. As `(base, len)`.
 fn take_cached(len: usize) -> Option<(usize, usize)> {
-    with_cache(|c| {
+    with_state(|s| {
+        let c = &mut s.cache;
         let maps = &c.maps[..c.n];
-        let fit = (0..c.n).filter(|&i| maps[i].1 >= len && maps[i].1 / 2 <= len).min_by_key(|&i| maps[i].1);
-        let i = fit.or_else(|| (0..c.n).filter(|&i| maps[i].1 < len).max_by_key(|&i| maps[i].1))?;
+        let fit = (0..c.n).filter(|&i| maps[i].len >= len && maps[i].len / 2 <= len).min_by_key(|&i| maps[i].len);
+        let i = fit.or_else(|| (0..c.n).filter(|&i| maps[i].len < len).max_by_key(|&i| maps[i].len))?;
         let m = c.maps[i];
         let n = c.n;
         c.maps.copy_within(i + 1..n, i);
         c.n -= 1;
-        c.bytes -= m.1;
-        Some(m)
+        c.bytes -= m.len;
+        Some((m.base, m.len))
     })
 }
 
@@ -128,76 +146,67 @@ pub(crate) fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
             }
         }
     };
-    let ptr = (base + PAGE).next_multiple_of(align.max(PAGE));
-    let usable = base + len - ptr;
-    // SAFETY: the header lies in the mapping (ptr >= base + PAGE), which is ours.
-    unsafe {
-        ((ptr - core::mem::size_of::<Header>()) as *mut Header).write(Header { magic: MAGIC, base, len, usable })
-    };
+    let ptr = base.next_multiple_of(align.max(PAGE));
     if zero && !fresh {
-        // SAFETY: the usable part of our mapping.
+        // SAFETY: the usable part of our mapping (`ptr + size <= base + len`, see `needed`).
         unsafe { core::ptr::write_bytes(ptr as *mut u8, 0, size) };
+    }
+    if !with_state(|s| s.live.insert(Block { ptr, base, len })) {
+        // SAFETY: our mapping, which nobody else knows of.
+        let _ = unsafe { munmap(base as *mut c_void, len) };
+        return core::ptr::null_mut();
     }
     ptr as *mut u8
 }
 
-/// The header of a huge block, checked.
-///
-/// # Safety
-///
-/// `p` must be a pointer [`alloc`] returned and not freed.
-unsafe fn header<'a>(p: *const u8) -> &'a Header {
-    // SAFETY: caller's contract: the header precedes `p` in its mapping.
-    let h = unsafe { &*((p as usize - core::mem::size_of::<Header>()) as *const Header) };
-    assert_eq!(h.magic, MAGIC, "free of a pointer kmem did not hand out: {p:?}");
-    h
+/// Usable bytes of the live block `p`; 0 if `p` is not one (nothing is reported: glibc's
+/// `malloc_usable_size` returns 0 too).
+pub(crate) fn usable_size(p: *const u8) -> usize {
+    with_state(|s| s.live.get(p as usize).map_or(0, |b| b.usable()))
 }
 
-/// Usable bytes of a huge block.
+/// Frees the live block `p`: into the reuse cache, the oldest cached mappings unmapped if
+/// over the limits. A `p` that is no live block is reported ([`Misuse::DoubleFree`] if a
+/// cached mapping was freed as `p`, else [`Misuse::InvalidFree`]) and nothing changes.
 ///
-/// # Safety
-///
-/// As [`header`].
-pub(crate) unsafe fn usable_size(p: *const u8) -> usize {
-    // SAFETY: caller's contract.
-    unsafe { header(p) }.usable
-}
-
-/// Frees a huge block: into the reuse cache, the oldest cached mappings unmapped if over
-/// the limits.
-///
-/// # Safety
-///
-/// As [`header`]; `p` is not used afterwards.
-pub(crate) unsafe fn free(p: *mut u8) {
-    let (base, len) = {
-        // SAFETY: caller's contract.
-        let h = unsafe { header(p) };
-        (h.base, h.len)
-    };
-    let mut evict = [(0usize, 0usize); CACHE_SLOTS + 1];
+/// Safe to call with any pointer: only the table is trusted. (The caller of a successful
+/// free must not use the block any more, which `raw::free`'s contract says.)
+pub(crate) fn free(p: *mut u8) {
+    let mut evict = [NO_BLOCK; CACHE_SLOTS + 1];
     let mut ne = 0;
-    with_cache(|c| {
-        while c.n > 0 && (c.n == CACHE_SLOTS || c.bytes + len > CACHE_BYTES) {
+    let freed = with_state(|s| {
+        let Some(b) = s.live.remove(p as usize) else {
+            let c = &s.cache;
+            return Err(if c.maps[..c.n].iter().any(|m| m.ptr == p as usize) {
+                Misuse::DoubleFree
+            } else {
+                Misuse::InvalidFree
+            });
+        };
+        let c = &mut s.cache;
+        while c.n > 0 && (c.n == CACHE_SLOTS || c.bytes + b.len > CACHE_BYTES) {
             evict[ne] = c.maps[0];
             ne += 1;
             let n = c.n;
-            c.bytes -= c.maps[0].1;
+            c.bytes -= c.maps[0].len;
             c.maps.copy_within(1..n, 0);
             c.n -= 1;
         }
-        if len <= CACHE_BYTES {
-            let n = c.n;
-            c.maps[n] = (base, len);
+        if b.len <= CACHE_BYTES {
+            c.maps[c.n] = b;
             c.n += 1;
-            c.bytes += len;
+            c.bytes += b.len;
         } else {
-            evict[ne] = (base, len);
+            evict[ne] = b;
             ne += 1;
         }
+        Ok(())
     });
-    for &(b, l) in &evict[..ne] {
-        // SAFETY: mappings we created and nothing uses any more.
-        let _ = unsafe { munmap(b as *mut c_void, l) };
+    for m in &evict[..ne] {
+        // SAFETY: mappings we created (recorded when mapped) and nothing uses any more.
+        let _ = unsafe { munmap(m.base as *mut c_void, m.len) };
+    }
+    if let Err(kind) = freed {
+        misuse::report(kind, p);
     }
 }

@@ -6,6 +6,9 @@
 //!   and grows the machine by memory hot-add.
 //! - [`raw`]: the same as C-shaped functions (`malloc`, `free`, `realloc`, `memalign`,
 //!   `usable_size`) for an `LD_PRELOAD` malloc.
+//! - [`misuse`]: what kmem-alloc does with pointers it does not own (a double or invalid
+//!   `free`, a `realloc` of a freed block: one line on stderr, counted, nothing changes) and
+//!   the abort-on-misuse policy (`KMEM_ABORT_ON_MISUSE=1`).
 //! - [`Kmalloc`] and [`SlabAlloc`]: `allocator_api2::alloc::Allocator`s over any machine's
 //!   kmalloc and over a slab cache, so `allocator_api2::vec::Vec::new_in` and `Box::new_in`
 //!   work on stable.
@@ -31,7 +34,9 @@
 mod api2;
 pub mod global;
 mod huge;
+mod huge_table;
 mod lock;
+pub mod misuse;
 pub mod route;
 
 use core::alloc::{GlobalAlloc, Layout};
@@ -87,11 +92,15 @@ pub mod raw {
         alloc_aligned(size, 16, false)
     }
 
-    /// `free(p)`: null is a no-op; bootstrap-arena blocks are never freed.
+    /// `free(p)`: null is a no-op; bootstrap-arena blocks are never freed. A `p` outside the
+    /// machine's RAM that is no live large block (freed already, stack, global, interior,
+    /// wild) is reported and ignored ([`crate::misuse`]); one inside the RAM is checked by
+    /// the machine's `kfree`.
     ///
     /// # Safety
     ///
-    /// `p` must be null or a live block of this allocator, not used afterwards.
+    /// `p` must be null or a live block of this allocator, not used afterwards (the checks
+    /// above are for programs that break this).
     #[inline]
     pub unsafe fn free(p: *mut u8) {
         if p.is_null() || in_arena(p) {
@@ -104,6 +113,8 @@ pub mod raw {
     }
 
     /// `realloc`: `copy` is the old size when known (else the old usable size is copied).
+    /// A `p` that is no live block is reported as by [`free`]; the result is null and
+    /// nothing changes.
     ///
     /// # Safety
     ///
@@ -130,7 +141,8 @@ pub mod raw {
         }
     }
 
-    /// Usable bytes of a live block (`malloc_usable_size`).
+    /// Usable bytes of a live block (`malloc_usable_size`); 0 for a pointer outside the
+    /// machine's RAM that is no live large block (as glibc's, nothing reported).
     ///
     /// # Safety
     ///

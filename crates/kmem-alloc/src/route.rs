@@ -59,7 +59,8 @@ pub(crate) fn alloc(m: &Machine, size: usize, align: usize, zero: bool) -> *mut 
 }
 
 /// Frees anything [`alloc`] returned (null and `ZERO_SIZE_PTR` included). Returns the bytes
-/// of kmem memory freed (its `ksize`; 0 for huge mappings and no-ops).
+/// of kmem memory freed (its `ksize`; 0 for huge mappings and no-ops). A pointer outside
+/// the RAM that is no live huge mapping is reported and ignored ([`crate::misuse`]).
 ///
 /// # Safety
 ///
@@ -72,13 +73,14 @@ pub(crate) unsafe fn free(m: &Machine, p: *mut u8) -> usize {
         // SAFETY: a kmalloc allocation of `m` (caller's contract).
         unsafe { m.kfree_ksize(p) }
     } else {
-        // SAFETY: not in RAM, so a huge mapping (caller's contract).
-        unsafe { huge::free(p) };
+        // Not in RAM: a huge mapping, or a pointer `huge` does not find and reports.
+        huge::free(p);
         0
     }
 }
 
-/// Usable bytes of an allocation.
+/// Usable bytes of an allocation; 0 for a pointer outside the RAM that is no live huge
+/// mapping.
 ///
 /// # Safety
 ///
@@ -90,8 +92,8 @@ pub(crate) unsafe fn usable_size(m: &Machine, p: *const u8) -> usize {
         // SAFETY: a live kmalloc allocation (caller's contract).
         unsafe { m.ksize(p) }
     } else {
-        // SAFETY: a live huge mapping (caller's contract).
-        unsafe { huge::usable_size(p) }
+        // 0 for a pointer that is no live huge mapping.
+        huge::usable_size(p)
     }
 }
 
@@ -108,6 +110,14 @@ pub(crate) unsafe fn realloc(m: &Machine, p: *mut u8, copy: Option<usize>, new_s
     }
     // SAFETY: a live allocation of `m` (caller's contract).
     let us = unsafe { usable_size(m, p) };
+    if us == 0 {
+        // Not a live block: outside RAM, `huge` knows no such block (reported here); inside,
+        // `ksize` reported it. Null, `p` untouched.
+        if !in_ram(m, p) {
+            crate::misuse::report(crate::misuse::Misuse::InvalidRealloc, p);
+        }
+        return core::ptr::null_mut();
+    }
     let shrink_a_lot = us > 4096 && new_size < us / 4;
     if new_size <= us && (p as usize) % align.max(1) == 0 && !shrink_a_lot {
         return p;

@@ -26,8 +26,9 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Where to write the page-frame map: PATH.png and PATH.svg (a PATH ending in .png or
-    /// .svg names one of them and implies the other).
-    #[arg(long, value_name = "PATH", default_value = "kmem-pfmap")]
+    /// .svg names one of them and implies the other; a directory gets kmem-pfmap.png and
+    /// kmem-pfmap.svg inside it).
+    #[arg(long, value_name = "PATH", default_value = crate::pfmap::DEFAULT_MAP)]
     pub map: PathBuf,
     /// Do not draw progress bars (they are drawn only when stderr is a terminal anyway).
     #[arg(long)]

@@ -12,7 +12,8 @@ pub struct MachineOpts {
     /// Number of CPUs (1..=256).
     #[arg(long, default_value_t = 4)]
     pub cpus: usize,
-    /// Number of NUMA nodes.
+    /// Number of NUMA nodes (1..=64). The RAM is split between them by 128 MiB sections, so
+    /// each needs at least one section of usable RAM.
     #[arg(long, default_value_t = 1)]
     pub nodes: usize,
     /// Architecture preset: x86-64, or x86-32 (with HighMem).

@@ -33,11 +33,17 @@ impl VmallocHeld<'_> {
     }
 }
 
-/// The vmalloc phase: on every CPU, vmalloc/vzalloc/vfree of mixed sizes (one page to 2 MiB,
-/// log-uniform), `GFP_ATOMIC` vmallocs from interrupt context, and kernel stacks; each area
+/// The vmalloc phase: on every CPU, vmalloc/vzalloc/vfree of mixed sizes (one page to 4 MiB,
+/// log-uniform, less on a small machine), `GFP_ATOMIC` vmallocs from interrupt context, and kernel stacks; each area
 /// is written at both ends. A few areas and stacks per CPU stay mapped until the end.
 pub fn vmalloc_phase(m: &Machine, seed: u64) -> VmallocHeld<'_> {
     let cpus = m.nr_cpus();
+    // Sized to the machine: each CPU's share of the managed memory bounds its areas (an eighth
+    // of it, at most 4 MiB) and what it keeps mapped (a twentieth), so that `vzalloc` (which
+    // warns on failure) finds memory on a small machine after the workload.
+    let share = m.zones().map(|z| z.managed_pages()).sum::<usize>() * kmem::PAGE_SIZE / cpus;
+    let max_size = (share / 8).clamp(kmem::PAGE_SIZE, 4 << 20);
+    let keep_max = share / 20;
     let results: Vec<VmallocHeld<'_>> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..cpus)
             .map(|cpu| {
@@ -45,9 +51,10 @@ pub fn vmalloc_phase(m: &Machine, seed: u64) -> VmallocHeld<'_> {
                     pin_current_thread(cpu as u32);
                     let mut rng = SmallRng::seed_from_u64(seed ^ (cpu as u64) << 32);
                     let mut h = VmallocHeld { areas: Vec::new(), stacks: Vec::new(), calls: 0, failures: 0 };
+                    let mut kept = 0;
                     for i in 0..200u32 {
                         let size = 1usize << rng.gen_range(12..=21);
-                        let size = size + rng.gen_range(0..size);
+                        let size = (size + rng.gen_range(0..size)).min(max_size);
                         let r = match i % 10 {
                             0 => in_irq(|| m.__vmalloc(size.min(64 << 10), Gfp::ATOMIC | Gfp::NOWARN)),
                             1 | 2 => m.vzalloc(size),
@@ -64,7 +71,8 @@ pub fn vmalloc_phase(m: &Machine, seed: u64) -> VmallocHeld<'_> {
                             p.as_ptr().write(i as u8);
                             p.as_ptr().add(len - 1).write(i as u8);
                         }
-                        if h.areas.len() < 6 && rng.gen_bool(0.05) {
+                        if h.areas.len() < 6 && rng.gen_bool(0.05) && kept + len <= keep_max {
+                            kept += len;
                             h.areas.push(p.as_ptr() as usize);
                         } else {
                             // SAFETY: ours, no longer used.

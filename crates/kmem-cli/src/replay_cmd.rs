@@ -77,7 +77,8 @@ pub struct ReplayArgs {
     #[arg(long)]
     pub merge: bool,
     /// After the replay, write the page-frame map of the replayed state to PATH.png and
-    /// PATH.svg (or name one with its extension), and print the unusable free space index.
+    /// PATH.svg (or name one with its extension; a directory gets kmem-pfmap.png and
+    /// kmem-pfmap.svg inside it), and print the unusable free space index.
     #[arg(long, value_name = "PATH")]
     pub map: Option<PathBuf>,
 }

@@ -1,7 +1,10 @@
 //! The demo workload: every CPU allocates and frees pages of mixed orders and GFP flags,
 //! some from interrupt context, and objects of kernel-like slab caches (task_struct, dentry,
 //! inode, buffer_head, vm_area_struct), keeping a working set so the buddy lists fragment and
-//! the caches fill as a real kernel's do.
+//! the caches fill as a real kernel's do. What a CPU keeps is sized to the machine it runs
+//! on: at most [`HELD_SHARE`] of the RAM over all CPUs ([`Budget`]), so that the phases after
+//! it (vmalloc, whose `vzalloc` may warn, and the misuse demonstration) find memory above the
+//! watermarks on any machine, however small.
 
 use std::time::{Duration, Instant};
 
@@ -58,6 +61,28 @@ impl Held {
             let p = NonNull::new(addr as *mut u8).expect("objects are never null");
             free_obj(m, caches, ci, p);
         }
+    }
+}
+
+/// The share of the machine's managed memory the workload keeps allocated at most, over all
+/// CPUs (page blocks and slab objects, by their sizes).
+pub const HELD_SHARE: (usize, usize) = (1, 3);
+
+/// What one CPU may keep: bytes held and the most it may hold.
+struct Budget {
+    held: usize,
+    max: usize,
+}
+
+impl Budget {
+    /// The per-CPU share of [`HELD_SHARE`] of `m`'s managed memory.
+    fn for_cpu(m: &Machine) -> Self {
+        let managed: usize = m.zones().map(|z| z.managed_pages()).sum::<usize>() * kmem::PAGE_SIZE;
+        Self { held: 0, max: managed / HELD_SHARE.1 * HELD_SHARE.0 / m.nr_cpus() }
+    }
+    /// Whether `bytes` more fit.
+    fn fits(&self, bytes: usize) -> bool {
+        self.held + bytes <= self.max
     }
 }
 
@@ -157,18 +182,22 @@ fn cpu_loop(m: &Machine, caches: &DemoCaches<'_>, cpu: usize, seed: u64, end: In
     pin_current_thread(cpu as u32);
     let mut rng = SmallRng::seed_from_u64(seed ^ (cpu as u64) << 32);
     let mut live: Vec<(PageRef<'_>, u32)> = Vec::new();
-    let mut objs: Vec<(usize, NonNull<u8>)> = Vec::new();
+    let mut objs: Vec<(usize, NonNull<u8>, usize)> = Vec::new();
+    let mut budget = Budget::for_cpu(m);
     let mut n = 0u64;
     while n == 0 || Instant::now() < end {
         for _ in 0..256 {
             n += 1;
             if rng.gen_bool(0.6) {
-                slab_step(m, caches, &mut rng, &mut objs, stats);
+                slab_step(m, caches, &mut rng, &mut objs, &mut budget, stats);
                 continue;
             }
             if live.len() < 512 && rng.gen_bool(0.52) {
                 let irq = rng.gen_ratio(1, 20);
                 let (gfp, order) = if irq { (Gfp::ATOMIC | Gfp::NOWARN, 0) } else { pick(&mut rng) };
+                if !budget.fits(kmem::PAGE_SIZE << order) {
+                    continue;
+                }
                 let r = if irq { in_irq(|| m.alloc_pages(gfp, order)) } else { m.alloc_pages(gfp, order) };
                 match r {
                     Ok(p) => {
@@ -177,6 +206,7 @@ fn cpu_loop(m: &Machine, caches: &DemoCaches<'_>, cpu: usize, seed: u64, end: In
                             unsafe { a.as_mut_ptr::<u64>().write(p.pfn().as_usize() as u64) };
                         }
                         live.push((p, order));
+                        budget.held += kmem::PAGE_SIZE << order;
                         m.this_cpu_inc(stats.allocs);
                         if irq {
                             m.this_cpu_inc(stats.irq_allocs);
@@ -188,6 +218,7 @@ fn cpu_loop(m: &Machine, caches: &DemoCaches<'_>, cpu: usize, seed: u64, end: In
                 let (p, o) = live.swap_remove(rng.gen_range(0..live.len()));
                 // SAFETY: ours.
                 unsafe { m.__free_pages(p, o) };
+                budget.held -= kmem::PAGE_SIZE << o;
                 m.this_cpu_inc(stats.frees);
             }
         }
@@ -196,7 +227,7 @@ fn cpu_loop(m: &Machine, caches: &DemoCaches<'_>, cpu: usize, seed: u64, end: In
         }
     }
     let blocks = live.into_iter().map(|(p, o)| (p.pfn().as_usize(), o)).collect();
-    (blocks, objs.into_iter().map(|(ci, p)| (ci, p.as_ptr() as usize)).collect())
+    (blocks, objs.into_iter().map(|(ci, p, _)| (ci, p.as_ptr() as usize)).collect())
 }
 
 /// A progress bar on stderr for `phase`, `len` steps long (hidden when stderr is not a
@@ -231,12 +262,16 @@ fn slab_step(
     m: &Machine,
     caches: &DemoCaches<'_>,
     rng: &mut SmallRng,
-    objs: &mut Vec<(usize, NonNull<u8>)>,
+    objs: &mut Vec<(usize, NonNull<u8>, usize)>,
+    budget: &mut Budget,
     stats: &Stats<'_>,
 ) {
     if objs.len() < 3000 && rng.gen_bool(0.51) && rng.gen_bool(0.4) {
         let irq = rng.gen_ratio(1, 20);
         let size = if irq { rng.gen_range(8..=512) } else { kmalloc_size(rng) };
+        if !budget.fits(size) {
+            return;
+        }
         let r = if irq {
             in_irq(|| m.kmalloc(size, Gfp::ATOMIC | Gfp::NOWARN))
         } else {
@@ -246,7 +281,8 @@ fn slab_step(
             Ok(p) => {
                 // SAFETY: a fresh allocation of at least 8 bytes; touch its first word.
                 unsafe { p.as_ptr().cast::<u64>().write(size as u64) };
-                objs.push((KMALLOC, p));
+                objs.push((KMALLOC, p, size));
+                budget.held += size;
                 m.this_cpu_inc(stats.objs);
             }
             Err(_) => m.this_cpu_inc(stats.failures),
@@ -254,6 +290,10 @@ fn slab_step(
     } else if objs.len() < 3000 && rng.gen_bool(0.51) {
         let ci = [0, 1, 1, 1, 2, 2, 3, 3, 3, 4, 4][rng.gen_range(0..11)];
         let c = &caches.caches[ci];
+        let size = CACHES[ci].1;
+        if !budget.fits(size) {
+            return;
+        }
         let irq = rng.gen_ratio(1, 20);
         let r = if irq {
             in_irq(|| m.kmem_cache_alloc(c, Gfp::ATOMIC | Gfp::NOWARN))
@@ -264,7 +304,8 @@ fn slab_step(
             Ok(p) => {
                 // SAFETY: a fresh object of at least 104 bytes; touch its first word.
                 unsafe { p.as_ptr().cast::<u64>().write(ci as u64) };
-                objs.push((ci, p));
+                objs.push((ci, p, size));
+                budget.held += size;
                 m.this_cpu_inc(stats.objs);
                 if irq {
                     m.this_cpu_inc(stats.irq_allocs);
@@ -273,8 +314,9 @@ fn slab_step(
             Err(_) => m.this_cpu_inc(stats.failures),
         }
     } else if !objs.is_empty() {
-        let (ci, p) = objs.swap_remove(rng.gen_range(0..objs.len()));
+        let (ci, p, size) = objs.swap_remove(rng.gen_range(0..objs.len()));
         free_obj(m, caches, ci, p);
+        budget.held -= size;
         m.this_cpu_inc(stats.frees);
     }
 }

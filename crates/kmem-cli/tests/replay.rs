@@ -185,3 +185,40 @@ fn map_of_the_replayed_state() {
     assert!(!o.status.success());
     assert!(text(&o).1.starts_with("kmem: error: cannot write the page-frame map"), "{:?}", text(&o).1);
 }
+
+#[test]
+fn over_long_lines_are_malformed_and_dev_zero_ends() {
+    // A 1 MiB line between events: counted as malformed, skipped, the rest replayed.
+    let mut t = SMALL.as_bytes().to_vec();
+    t.extend(std::iter::repeat_n(b'x', 1 << 20));
+    t.push(b'\n');
+    t.extend_from_slice(SMALL.as_bytes());
+    let p = temp("long-line.trace", &t);
+    let o = kmem(&["replay", &p]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(out.contains("malformed lines 1,"), "{out}");
+    assert!(out.contains("line 7: no [cpu] column: line too long, skipped"), "{out}");
+    // /dev/zero is one endless line: refused after 4 GiB (about a second), not read forever.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kmem"))
+        .args(["replay", "/dev/zero"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(120) {
+            child.kill().unwrap();
+            panic!("kmem replay /dev/zero still running after 120 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let o = child.wait_with_output().unwrap();
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    assert_eq!(
+        err,
+        "kmem: error: reading trace /dev/zero: not a kmem trace: 4294967296 bytes from line 1 on without a line of at most 65536 bytes\n"
+    );
+}

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use kmem::boot::PAGES_PER_SECTION_BYTES;
-use kmem::{BootConfig, BootError, DirectMap, Kmem, MemRegion, PhysAddr, RegionKind, VirtAddr, ZoneLayout};
+use kmem::{BootConfig, BootError, DirectMap, Kmem, MemRegion, PhysAddr, RegionKind, ReportKind, VirtAddr, ZoneLayout};
 
 use crate::machine::Machine;
 use crate::platform::{HostedPlatform, ReportLog};
@@ -83,6 +83,7 @@ pub struct MachineBuilder {
     slab_nomerge: bool,
     hotplug: u64,
     no_alloc_reports: bool,
+    on_report: Option<fn(ReportKind)>,
     vmalloc: Option<u64>,
     vmap_lazy_max: Option<usize>,
     vmalloc_recycle: bool,
@@ -113,6 +114,7 @@ impl MachineBuilder {
             slab_nomerge: false,
             hotplug: 0,
             no_alloc_reports: false,
+            on_report: None,
             vmalloc: None,
             vmap_lazy_max: None,
             vmalloc_recycle: true,
@@ -153,7 +155,9 @@ impl MachineBuilder {
         self.thread_cpus = true;
         self
     }
-    /// Number of NUMA nodes; usable RAM is split between them at 128 MiB section boundaries.
+    /// Number of NUMA nodes (1 to [`kmem::MAX_NUMNODES`]); usable RAM is split between them
+    /// at 128 MiB section boundaries, so each needs at least one section of usable RAM.
+    /// [`MachineBuilder::build`] refuses other counts.
     pub fn nodes(mut self, n: usize) -> Self {
         self.nodes = n;
         self
@@ -204,6 +208,14 @@ impl MachineBuilder {
         self.no_alloc_reports = on;
         self
     }
+    /// A function called after each report the platform delivers (its text written or
+    /// logged), with the report's kind: `kmem-alloc` counts the global machine's reports and
+    /// applies its abort-on-misuse policy there. It must not allocate with
+    /// [`MachineBuilder::no_alloc_reports`]. Reports dropped by a rate limit are not delivered.
+    pub fn on_report(mut self, hook: fn(ReportKind)) -> Self {
+        self.on_report = Some(hook);
+        self
+    }
     /// Bytes of the vmalloc range (`VMALLOC_TOTAL`), reserved as `PROT_NONE` address space;
     /// 0: no vmalloc. Default: 32 GiB on x86-64, 120 MiB on x86-32 (what is left of its 1 GiB
     /// kernel space above the 896 MiB direct map and the 8 MiB gap).
@@ -250,7 +262,14 @@ impl MachineBuilder {
                 x86_map(self.ram, self.preset)
             }
         };
-        if self.nodes <= 1 || self.map.is_some() {
+        if self.nodes == 0 || self.nodes > kmem::MAX_NUMNODES {
+            return Err(BuildError::Config(format!(
+                "node count {} out of range 1..={}",
+                self.nodes,
+                kmem::MAX_NUMNODES
+            )));
+        }
+        if self.nodes == 1 || self.map.is_some() {
             return Ok(map);
         }
         split_nodes(&map, self.nodes)
@@ -277,7 +296,9 @@ impl MachineBuilder {
             None => PhysAddr::new(ram.len() as u64),
         };
         let dm = DirectMap { base: VirtAddr::new(ram.base()), limit };
-        let log = Arc::new(if self.no_alloc_reports { ReportLog::stderr_only() } else { ReportLog::new(self.echo) });
+        let mut log = if self.no_alloc_reports { ReportLog::stderr_only() } else { ReportLog::new(self.echo) };
+        log.hook = self.on_report;
+        let log = Arc::new(log);
         let cpus = match self.thread_cpus {
             true => crate::cpus::Cpus::one_per_thread(self.cpus),
             false => None,
@@ -349,39 +370,53 @@ fn x86_map(ram: u64, preset: Preset) -> Vec<MemRegion> {
     v
 }
 
-/// Splits the usable regions between `nodes` nodes at section boundaries, about equally.
+/// Splits the usable regions between `nodes` nodes at section boundaries: the sections that
+/// hold usable RAM, in address order, go to nodes 0, 1, ... in runs of equal length (give or
+/// take one section when they do not divide evenly), so every node has at least one. Fewer
+/// such sections than nodes is an error.
 fn split_nodes(map: &[MemRegion], nodes: usize) -> Result<Vec<MemRegion>, BuildError> {
     let sec = PAGES_PER_SECTION_BYTES;
-    let total: u64 = map.iter().filter(|r| r.kind == RegionKind::Usable).map(|r| r.size).sum();
-    let per = (total / nodes as u64).next_multiple_of(sec);
-    let mut out = Vec::new();
-    let (mut node, mut acc) = (0u8, 0u64);
-    for r in map {
-        if r.kind != RegionKind::Usable {
-            out.push(*r);
-            continue;
-        }
-        let mut s = r.start.as_u64();
-        let end = r.end().as_u64();
-        while s < end {
-            let room = per.saturating_sub(acc);
-            let mut cut = if (node as usize) + 1 < nodes { (s + room).min(end) } else { end };
-            if cut < end {
-                cut = cut.next_multiple_of(sec).min(end);
-            }
-            out.push(MemRegion::usable(s, cut - s).on_node(node));
-            acc += cut - s;
-            s = cut;
-            if acc >= per && (node as usize) + 1 < nodes {
-                node += 1;
-                acc = 0;
+    let usable = || map.iter().filter(|r| r.kind == RegionKind::Usable && r.size > 0);
+    let mut sections: Vec<u64> = Vec::new();
+    for r in usable() {
+        for s in r.start.as_u64() / sec..=(r.end().as_u64() - 1) / sec {
+            if sections.last().is_none_or(|&l| l < s) {
+                sections.push(s);
             }
         }
     }
-    if (node as usize) + 1 < nodes {
+    sections.sort_unstable();
+    sections.dedup();
+    let n = sections.len();
+    if n < nodes {
         return Err(BuildError::Config(format!(
-            "not enough RAM for {nodes} nodes of at least one 128 MiB section each"
+            "not enough RAM for {nodes} nodes of at least one 128 MiB section each ({n} sections of usable RAM)"
         )));
+    }
+    // The i-th section's node: `nodes` runs of n / nodes or n / nodes + 1 sections.
+    let node_of = |addr: u64| -> u8 {
+        let i = sections.binary_search(&(addr / sec)).unwrap_or_else(|i| i);
+        ((i * nodes + nodes - 1) / n).min(nodes - 1) as u8
+    };
+    let mut out = Vec::new();
+    for r in map {
+        if r.kind != RegionKind::Usable || r.size == 0 {
+            out.push(*r);
+            continue;
+        }
+        let (mut s, end) = (r.start.as_u64(), r.end().as_u64());
+        while s < end {
+            let node = node_of(s);
+            let mut cut = s;
+            loop {
+                cut = ((cut / sec + 1) * sec).min(end);
+                if cut >= end || node_of(cut) != node {
+                    break;
+                }
+            }
+            out.push(MemRegion::usable(s, cut - s).on_node(node));
+            s = cut;
+        }
     }
     Ok(out)
 }

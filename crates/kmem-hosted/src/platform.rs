@@ -28,18 +28,20 @@ pub struct ReportLog {
     /// Never allocate: reports go to stderr through a fixed buffer and are not kept (the
     /// machine is the process's allocator, which a report may be made from inside of).
     no_alloc: bool,
+    /// Called after each delivered report ([`crate::MachineBuilder::on_report`]).
+    pub(crate) hook: Option<fn(ReportKind)>,
 }
 
 impl ReportLog {
     /// A log; with `echo`, every report is also printed to stderr.
     pub fn new(echo: bool) -> Self {
-        Self { entries: Mutex::new(Vec::new()), echo, no_alloc: false }
+        Self { entries: Mutex::new(Vec::new()), echo, no_alloc: false, hook: None }
     }
     /// A log that keeps nothing and never allocates: each report is written to stderr from
     /// a stack buffer (longer reports are cut at 4 KiB). For the machine that serves the
     /// process's own allocations.
     pub fn stderr_only() -> Self {
-        Self { entries: Mutex::new(Vec::new()), echo: true, no_alloc: true }
+        Self { entries: Mutex::new(Vec::new()), echo: true, no_alloc: true, hook: None }
     }
     /// All report texts of `kind`, oldest first.
     pub fn texts(&self, kind: ReportKind) -> Vec<String> {
@@ -250,13 +252,16 @@ unsafe impl Platform for HostedPlatform {
             let mut buf = StackBuf { buf: [0; 4096], len: 0 };
             let _ = body(&mut buf);
             let _ = rustix::io::write(rustix::stdio::stderr(), &buf.buf[..buf.len]);
-            return;
+        } else {
+            let mut s = String::new();
+            let _ = body(&mut s);
+            if self.log.echo {
+                eprint!("{s}");
+            }
+            self.log.entries.lock().expect("report log poisoned").push((kind, s));
         }
-        let mut s = String::new();
-        let _ = body(&mut s);
-        if self.log.echo {
-            eprint!("{s}");
+        if let Some(hook) = self.log.hook {
+            hook(kind);
         }
-        self.log.entries.lock().expect("report log poisoned").push((kind, s));
     }
 }

@@ -88,6 +88,32 @@ fn bad_configurations_are_errors() {
 }
 
 #[test]
+fn node_counts_are_checked_and_every_node_gets_ram() {
+    let err = |n: usize| match MachineBuilder::new().ram_mib(8192).nodes(n).regions() {
+        Err(BuildError::Config(e)) => e,
+        other => panic!("{n} nodes: {other:?}"),
+    };
+    assert_eq!(err(0), "node count 0 out of range 1..=64");
+    assert_eq!(err(65), "node count 65 out of range 1..=64");
+    // Used to split forever (the node number wrapped) while growing memory.
+    assert_eq!(err(1 << 32), "node count 4294967296 out of range 1..=64");
+    // 8 GiB on x86-64 is 64 sections of usable RAM: any count up to 64 gets at least one
+    // section per node (60 used to fail: the split gave the first nodes two each).
+    for n in [2, 3, 7, 60, 64] {
+        let regions = MachineBuilder::new().ram_mib(8192).nodes(n).regions().unwrap();
+        let mut per_node = vec![0u64; n];
+        for r in regions.iter().filter(|r| r.kind == kmem::RegionKind::Usable) {
+            per_node[r.node as usize] += r.size;
+        }
+        let (lo, hi) = (per_node.iter().min().unwrap(), per_node.iter().max().unwrap());
+        assert!(*lo >= 127 << 20, "{n} nodes: {per_node:?}");
+        assert!(hi - lo <= 129 << 20, "{n} nodes: even split, give or take a section: {per_node:?}");
+    }
+    let m = MachineBuilder::new().ram_mib(8192).nodes(60).cpus(2).build().unwrap();
+    assert_eq!(m.nr_nodes(), 60);
+}
+
+#[test]
 fn early_reservations_and_an_unusual_layout() {
     // An arm64-like map: RAM starting at 1 GiB, ZONE_DMA below 4 GiB only (no DMA32).
     let map = vec![MemRegion::usable(1 << 30, 512 << 20)];

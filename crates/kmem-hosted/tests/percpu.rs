@@ -199,7 +199,9 @@ fn bad_requests_fail_with_one_warning_each() {
     let cases = [
         (0, 4, "illegal size (0) or align (4) for percpu allocation"),
         (PCPU_MIN_UNIT_SIZE + 1, 4, "illegal size (32772) or align (4) for percpu allocation"),
-        (8, 3, "illegal size (8) or align (3) for percpu allocation"),
+        // Alignments below 4 are raised to 4 first (so 0 and 3 are fine, see below); 5 is not.
+        (8, 5, "illegal size (8) or align (5) for percpu allocation"),
+        (8, 12, "illegal size (8) or align (12) for percpu allocation"),
         (8, 8192, "illegal size (8) or align (8192) for percpu allocation"),
     ];
     for (i, &(size, align, text)) in cases.iter().enumerate() {
@@ -217,8 +219,9 @@ fn bad_requests_fail_with_one_warning_each() {
     }
     assert_eq!(m.report_count(ReportKind::Warning), cases.len() as u64, "__GFP_NOWARN: no warning");
     assert_eq!(m.pcpu_stats(), before, "nothing was allocated");
-    // The limits themselves are fine.
-    for (size, align) in [(1, 1), (PCPU_MIN_UNIT_SIZE, PAGE_SIZE), (3, 2)] {
+    // The limits themselves are fine, and so is any alignment below 4, power of two or not
+    // (pcpu_alloc raises it to PCPU_MIN_ALLOC_SIZE before checking it).
+    for (size, align) in [(1, 1), (PCPU_MIN_UNIT_SIZE, PAGE_SIZE), (3, 2), (8, 0), (8, 3)] {
         let p = m.__alloc_percpu(size, align).unwrap();
         assert_eq!(m.per_cpu_ptr_addr(p, 1) % align.max(4), 0);
         // SAFETY: ours and unused.

@@ -550,17 +550,17 @@ fn x86_32_shows_highmem() {
 fn two_nodes_show_both() {
     pin_current_thread(0);
     let m = MachineBuilder::new().ram_mib(1024).nodes(2).cpus(2).build().unwrap();
-    // The builder cuts at a 128 MiB section boundary: node 0 [0, 640 MiB), node 1 [640 MiB, 1 GiB).
+    // The builder gives each node 4 of the 8 sections: node 0 [0, 512 MiB), node 1 [512 MiB, 1 GiB).
     let b = buddy_rows(&show(&m, BUDDYINFO));
     let zones: Vec<(usize, &str)> = b.iter().map(|(n, z, _)| (*n, z.as_str())).collect();
     assert_eq!(zones, [(0, "DMA"), (0, "DMA32"), (1, "DMA32")]);
-    // Node 1: 384 MiB = 96 blocks of 4 MiB; its 3 sections' descriptors (3 MiB) and its node
-    // (~8 KiB) are carved at its top, eating into the last block: 95 whole blocks remain.
-    assert_eq!(b[2].2[10], 95);
+    // Node 1: 512 MiB = 128 blocks of 4 MiB; its 4 sections' descriptors (4 MiB) and its node
+    // (~8 KiB) are carved at its top, eating into the last two blocks: 126 whole blocks remain.
+    assert_eq!(b[2].2[10], 126);
 
     let pt = show(&m, PAGETYPEINFO);
     assert_eq!(pt.matches("Page block order: 9\n").count(), 2, "pagetypeinfo repeats per node");
-    assert!(pt.contains("\nNode 1, zone    DMA32            0          192            0            0            0 \n"));
+    assert!(pt.contains("\nNode 1, zone    DMA32            0          256            0            0            0 \n"));
 
     // CPU 0 is on node 0; an allocation that prefers node 1 is a hit there and "other".
     let p1 = m.alloc_pages_node(1, Gfp::KERNEL, 0).unwrap();
@@ -574,7 +574,7 @@ fn two_nodes_show_both() {
     assert!(!zone_block(&zi, 1, "DMA").contains("pagesets"), "node 1 has no DMA: header lines only");
     assert_eq!([field(n0, "numa_hit"), field(n0, "numa_local"), field(n0, "numa_other")], [1, 1, 0]);
     assert_eq!([field(n1, "numa_hit"), field(n1, "numa_local"), field(n1, "numa_other")], [1, 0, 1]);
-    assert_eq!(field(n1, "start_pfn:"), (640 << 20) >> 12);
+    assert_eq!(field(n1, "start_pfn:"), (512 << 20) >> 12);
     for (p, nid) in [(p0, 0), (p1, 1)] {
         assert_eq!(m.page_zone(p.page()).node(), nid);
         // SAFETY: the page is ours and unused from here on.

@@ -28,6 +28,15 @@
 //! | `malloc_usable_size(p)` | usable bytes of `p` (kmalloc's power-of-two buckets: 16, 32, 64, ..., then whole pages and mappings); `0` for `NULL` |
 //! | `kmem_malloc_online_bytes()` | kmem's RAM online now (boot RAM plus hot-added sections); `0` before boot. Lets a program tell kmem is its allocator |
 //!
+//! ## Misuse
+//!
+//! A double or invalid `free` (or `realloc`) of a pointer outside kmem's RAM (a freed block
+//! above 4 MiB, a stack, global, interior or wild pointer, a forged header) is one line on
+//! stderr (`kmem: free(): invalid pointer 0x...` and the like) and changes nothing;
+//! `malloc_usable_size` of such a pointer is 0. Pointers inside the RAM get the machine's
+//! Linux-style reports. Policy: report and continue; `KMEM_ABORT_ON_MISUSE=1` aborts after
+//! the first report line. See [`kmem_alloc::misuse`] and the README's table.
+//!
 //! ## Fork
 //!
 //! The boot (the first allocation) registers `pthread_atfork` handlers, once per process

@@ -7,7 +7,9 @@
 //! deployed: release, `-C relocation-model=pie` (every TLS access of kmem's code is then
 //! initial-exec, see the crate's README), in its own target directory under
 //! `CARGO_TARGET_TMPDIR`, so it neither waits for nor disturbs the outer build. A program
-//! that is not installed is skipped with a message. Timings (with and without kmem) are
+//! that is not installed fails its test (`.ci/run` installs git, gcc, python3 and the
+//! binutils), unless `KMEM_SKIP_MISSING_TOOLS=1`: then the test prints `SKIPPED: ...` and
+//! passes without running. Timings (with and without kmem) are
 //! printed: `cargo test -p kmem-malloc --test preload -- --nocapture`.
 
 use std::io::Write;
@@ -52,12 +54,21 @@ fn scratch(name: &str) -> PathBuf {
     d
 }
 
-/// Whether `prog` can be run (`--version`); prints why not.
-fn installed(prog: &str) -> bool {
+/// Whether `prog` can be run (`--version`). A missing program fails the test (`.ci/run`
+/// installs them all), unless `KMEM_SKIP_MISSING_TOOLS=1` is set: then the test prints
+/// `SKIPPED: <test>: <prog> is not installed` and returns false, to be skipped.
+fn installed(test: &str, prog: &str) -> bool {
     match Command::new(prog).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status() {
         Ok(_) => true,
         Err(e) => {
-            eprintln!("skipping: {prog} is not installed ({e})");
+            let skip = std::env::var_os("KMEM_SKIP_MISSING_TOOLS").is_some_and(|v| v == "1");
+            assert!(
+                skip,
+                "{test}: {prog} is not installed ({e}); install it (.ci/run does) or set KMEM_SKIP_MISSING_TOOLS=1 to skip"
+            );
+            // Printed even without --nocapture: the skip must be seen.
+            let _ = writeln!(std::io::stdout().lock(), "SKIPPED: {test}: {prog} is not installed ({e})");
+            eprintln!("SKIPPED: {test}: {prog} is not installed ({e})");
             false
         }
     }
@@ -110,7 +121,7 @@ fn same_output(what: &str, make: impl Fn() -> Command) -> (Output, Output) {
 }
 
 fn compile_c(src: &str, exe: &Path, extra: &[&str]) -> bool {
-    if !installed("cc") {
+    if !installed(src, "cc") {
         return false;
     }
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c").join(src);
@@ -159,6 +170,89 @@ fn c_edge_cases_of_every_export() {
     assert!(checks >= 55, "only {checks} checks ran");
 }
 
+/// The cases of `tests/c/misuse.c`.
+const MISUSE_CASES: [&str; 5] = ["double_free", "realloc_freed", "forged_header", "bad_pointers", "machine_report"];
+
+/// The report lines a run of `misuse.c` wrote on stderr, and those its stdout says to expect
+/// (`expect LINE`, in order).
+fn misuse_reports(out: &Output) -> (Vec<String>, Vec<String>) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let got = stderr
+        .lines()
+        .filter(|l| l.starts_with("kmem: ") || l.starts_with("WARNING: ") || l.starts_with("BUG"))
+        .map(str::to_owned)
+        .collect();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let want = stdout.lines().filter_map(|l| l.strip_prefix("expect ")).map(str::to_owned).collect();
+    (got, want)
+}
+
+/// A machine report is matched by its prefix (`WARNING: `), kmem-alloc's lines exactly.
+fn report_matches(got: &str, want: &str) -> bool {
+    if want.starts_with("kmem: ") {
+        got == want
+    } else {
+        got.starts_with(want)
+    }
+}
+
+#[test]
+fn misuse_is_one_report_line_and_changes_nothing() {
+    let dir = scratch("misuse");
+    let exe = dir.join("misuse");
+    if !compile_c("misuse.c", &exe, &[]) {
+        return;
+    }
+    for case in MISUSE_CASES {
+        let mut c = Command::new(&exe);
+        c.arg(case);
+        let (out, _) = run(c, true);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        eprintln!("misuse {case}:\n{stdout}{stderr}");
+        assert!(out.status.success(), "misuse {case}: {}\n{stdout}\n{stderr}", out.status);
+        assert!(!stdout.contains("FAIL") && stdout.contains(", 0 failed"), "misuse {case}:\n{stdout}");
+        assert!(!stderr.contains("panicked") && !stderr.contains("stack backtrace"), "misuse {case}: {stderr}");
+        let (got, want) = misuse_reports(&out);
+        assert!(!want.is_empty(), "misuse {case} expects no report:\n{stdout}");
+        assert!(
+            got.len() == want.len() && got.iter().zip(&want).all(|(g, w)| report_matches(g, w)),
+            "misuse {case}: reports on stderr\n{got:#?}\nexpected\n{want:#?}"
+        );
+    }
+}
+
+#[test]
+fn abort_on_misuse_policy_aborts_after_the_first_report_line() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = scratch("misuse_abort");
+    let exe = dir.join("misuse");
+    if !compile_c("misuse.c", &exe, &[]) {
+        return;
+    }
+    for case in MISUSE_CASES {
+        let mut c = Command::new(&exe);
+        c.arg(case).env("KMEM_ABORT_ON_MISUSE", "1");
+        let (out, _) = run(c, true);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.signal(),
+            Some(libc_sigabrt()),
+            "misuse {case} under the abort policy: {}\n{stdout}",
+            out.status
+        );
+        let (got, want) = misuse_reports(&out);
+        assert_eq!(got.len(), 1, "misuse {case}: one report line, then abort: {got:#?}");
+        assert!(report_matches(&got[0], &want[0]), "misuse {case}: {got:?} vs {want:?}");
+        assert!(!stdout.contains("after the") && !stdout.contains("summary"), "misuse {case} went on:\n{stdout}");
+    }
+}
+
+/// `SIGABRT` on Linux.
+fn libc_sigabrt() -> i32 {
+    6
+}
+
 const PYTHON_SCRIPT: &str = r#"
 import ctypes, hashlib, sys, threading
 
@@ -198,7 +292,7 @@ except AttributeError:
 
 #[test]
 fn python_threads_build_and_tear_down_large_objects() {
-    if !installed("python3") {
+    if !installed("python_threads_build_and_tear_down_large_objects", "python3") {
         return;
     }
     let dir = scratch("python");
@@ -239,7 +333,7 @@ fn generate_repo(dir: &Path) {
 
 #[test]
 fn git_init_add_commit_log() {
-    if !installed("git") {
+    if !installed("git_init_add_commit_log", "git") {
         return;
     }
     let base = scratch("git");
@@ -312,7 +406,7 @@ int main(void) {
 
 #[test]
 fn cc_builds_and_runs_a_program() {
-    if !installed("cc") {
+    if !installed("cc_builds_and_runs_a_program", "cc") {
         return;
     }
     let base = scratch("cc");
@@ -330,7 +424,7 @@ fn cc_builds_and_runs_a_program() {
 
 #[test]
 fn sort_a_20_mb_file() {
-    if !installed("sort") {
+    if !installed("sort_a_20_mb_file", "sort") {
         return;
     }
     let dir = scratch("sort");
@@ -416,10 +510,12 @@ fn large_blocks_loop_stays_out_of_the_kernel() {
 #[test]
 fn tls_of_kmem_code_is_initial_exec() {
     let so = lib();
-    let Ok(dis) = Command::new("objdump").args(["-d", "-C", "--no-show-raw-insn"]).arg(so).output() else {
-        eprintln!("skipping: objdump is not installed");
+    if !installed("tls_of_kmem_code_is_initial_exec", "objdump")
+        || !installed("tls_of_kmem_code_is_initial_exec", "readelf")
+    {
         return;
-    };
+    }
+    let dis = Command::new("objdump").args(["-d", "-C", "--no-show-raw-insn"]).arg(so).output().expect("run objdump");
     assert!(dis.status.success());
     let dis = String::from_utf8_lossy(&dis.stdout);
     // Functions that call __tls_get_addr (general or local dynamic TLS).
@@ -438,7 +534,7 @@ fn tls_of_kmem_code_is_initial_exec() {
     // What is left is the precompiled std's (panics, thread::current, stderr, TLS
     // destructors), none of which the allocation path reaches.
     assert!(dynamic.iter().all(|f| f.starts_with("<std::") || f.starts_with("<<&std::")), "{dynamic:#?}");
-    let Ok(dynsec) = Command::new("readelf").args(["-d"]).arg(so).output() else { return };
+    let dynsec = Command::new("readelf").args(["-d"]).arg(so).output().expect("run readelf");
     let dynsec = String::from_utf8_lossy(&dynsec.stdout);
     assert!(dynsec.contains("STATIC_TLS"), "no DF_STATIC_TLS flag: {dynsec}");
 }

@@ -1,5 +1,7 @@
 //! Trace input: a file, plain text or zstd (told apart by the magic bytes, whatever the
-//! name), read line by line through one reused buffer.
+//! name), read line by line through one reused buffer. A line longer than [`MAX_LINE`] is
+//! skipped unbuffered and counted as malformed; an input with no line of normal length in
+//! [`MAX_SKIPPED`] bytes is refused (see [`for_each_line`]).
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
@@ -90,18 +92,80 @@ impl<R: BufRead> BufRead for TakeLines<R> {
     }
 }
 
+/// The longest line [`for_each_line`] hands over, newline excluded: a kernel's ftrace lines
+/// are under 1 KiB.
+pub const MAX_LINE: usize = 64 << 10;
+
+/// Bytes of over-long lines in a row (with no line of normal length between them) after
+/// which [`for_each_line`] gives up: the input is not a trace (`/dev/zero`, a binary file).
+pub const MAX_SKIPPED: u64 = 4 << 30;
+
+/// What [`for_each_line`] hands over for a line longer than [`MAX_LINE`]: the line itself
+/// is skipped, never buffered, and this stands for it, a line no parser takes for an event,
+/// so that it is counted as malformed (its text says why).
+pub const TOO_LONG: &[u8] = b"line too long, skipped\n";
+
+/// Limits of [`for_each_line_limited`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LineLimits {
+    /// The longest line handed over, newline excluded.
+    pub max_line: usize,
+    /// Bytes of over-long lines in a row after which reading fails.
+    pub max_skipped: u64,
+}
+
+impl LineLimits {
+    /// [`MAX_LINE`] and [`MAX_SKIPPED`].
+    pub const DEFAULT: LineLimits = LineLimits { max_line: MAX_LINE, max_skipped: MAX_SKIPPED };
+}
+
 /// Calls `f(line_number, line)` for every line (numbered from 1, newline included), reusing
-/// one buffer. Stops at the first read error or when `f` returns `false`.
-pub fn for_each_line(r: &mut dyn BufRead, mut f: impl FnMut(u64, &[u8]) -> bool) -> io::Result<u64> {
+/// one buffer. Stops at the first read error or when `f` returns `false`. A line over
+/// [`MAX_LINE`] bytes is skipped without being buffered and handed over as [`TOO_LONG`];
+/// after [`MAX_SKIPPED`] bytes of such lines in a row, reading fails with
+/// `InvalidData` ("not a kmem trace ...").
+pub fn for_each_line(r: &mut dyn BufRead, f: impl FnMut(u64, &[u8]) -> bool) -> io::Result<u64> {
+    for_each_line_limited(r, LineLimits::DEFAULT, f)
+}
+
+/// [`for_each_line`] with other limits (tests use small ones).
+pub fn for_each_line_limited(
+    r: &mut dyn BufRead,
+    lim: LineLimits,
+    mut f: impl FnMut(u64, &[u8]) -> bool,
+) -> io::Result<u64> {
     let mut buf = Vec::with_capacity(512);
     let mut n = 0;
+    // Bytes of over-long lines since the last line of normal length.
+    let mut skipped = 0u64;
     loop {
         buf.clear();
-        if r.read_until(b'\n', &mut buf)? == 0 {
+        // At most one byte past the limit is read into the buffer.
+        if Read::take(&mut *r, lim.max_line as u64 + 1).read_until(b'\n', &mut buf)? == 0 {
             return Ok(n);
         }
         n += 1;
-        if !f(n, &buf) {
+        let line: &[u8] = if buf.len() > lim.max_line && buf.last() != Some(&b'\n') {
+            skipped += buf.len() as u64;
+            // The rest of the line, read and dropped (up to the cap).
+            let room = lim.max_skipped.saturating_sub(skipped);
+            let rest = Read::take(&mut *r, room).skip_until(b'\n')? as u64;
+            skipped += rest;
+            if rest == room {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "not a kmem trace: {skipped} bytes from line {n} on without a line of at most {} bytes",
+                        lim.max_line
+                    ),
+                ));
+            }
+            TOO_LONG
+        } else {
+            skipped = 0;
+            &buf
+        };
+        if !f(n, line) {
             return Ok(n);
         }
     }

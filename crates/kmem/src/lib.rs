@@ -55,7 +55,7 @@ pub use gfp::Gfp;
 pub use kmalloc::{KmallocError, ZERO_SIZE_PTR};
 pub use machine::{BootInfo, Kmem, NR_CPUS};
 pub use mm::frame::{Frame, FrameState};
-pub use mm::page::Page;
+pub use mm::page::{Page, MAX_NUMNODES};
 pub use mm::page_ref::{AllocError, AllocErrorKind, PageRef};
 pub use mm::pages::Pages;
 pub use mm::zone_type::{Migratetype, ZoneType};

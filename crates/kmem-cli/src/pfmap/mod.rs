@@ -210,10 +210,19 @@ pub struct MapFiles {
     files: (File, File),
 }
 
-/// The PNG and SVG paths for `path`: `x.png` or `x.svg` name one and imply the other;
-/// anything else gets both extensions appended (`maps/run1` -> `maps/run1.png`,
-/// `maps/run1.svg`).
+/// The map's file name without extension when none is given, or inside a directory.
+pub const DEFAULT_MAP: &str = "kmem-pfmap";
+
+/// The PNG and SVG paths for `path`: a directory (an existing one, or any path ending in
+/// `/`) gets [`DEFAULT_MAP`]`.png` and `.svg` inside it; `x.png` or `x.svg` name one and
+/// imply the other; anything else gets both extensions appended (`maps/run1` ->
+/// `maps/run1.png`, `maps/run1.svg`).
 pub fn map_paths(path: &Path) -> (PathBuf, PathBuf) {
+    use std::os::unix::ffi::OsStrExt;
+    if path.is_dir() || path.as_os_str().as_bytes().ends_with(b"/") {
+        let base = path.join(DEFAULT_MAP);
+        return (base.with_extension("png"), base.with_extension("svg"));
+    }
     match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
         Some("png") => (path.to_owned(), path.with_extension("svg")),
         Some("svg") => (path.with_extension("png"), path.to_owned()),

@@ -23,7 +23,8 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// `__alloc_percpu(size, align)`: `size` bytes (1 to [`PCPU_MIN_UNIT_SIZE`]) aligned to
-    /// `align` (a power of two up to `PAGE_SIZE`) on every CPU, zeroed, with `GFP_KERNEL`.
+    /// `align` (a power of two up to `PAGE_SIZE`; anything below 4, 0 and 3 included, is
+    /// raised to 4 first, as Linux does) on every CPU, zeroed, with `GFP_KERNEL`.
     ///
     /// ```
     /// let m = kmem_hosted::MachineBuilder::new().ram_mib(64).cpus(2).build().unwrap();

@@ -168,15 +168,14 @@ struct Request {
 }
 
 impl Request {
-    /// `pcpu_alloc()`'s checks. Differs from Linux in one way: an alignment that is not a
-    /// power of two (3, 0) is rejected before it is raised to the granule, where Linux raises
-    /// anything below 4 to 4 and accepts it.
+    /// `pcpu_alloc()`'s checks, in Linux's order: an alignment below
+    /// [`PCPU_MIN_ALLOC_SIZE`] (0 to 3, power of two or not) is raised to it first, the size
+    /// rounded up to it, and only then are both checked (so `align` 3 is fine, 5 is not).
     fn new(size: usize, align: usize) -> Result<Self, PercpuError> {
+        let align = align.max(PCPU_MIN_ALLOC_SIZE);
         // ALIGN(size, 4) as C computes it: wraps to 0 for sizes near usize::MAX.
         let size = size.wrapping_add(PCPU_MIN_ALLOC_SIZE - 1) & !(PCPU_MIN_ALLOC_SIZE - 1);
-        let valid_align = align.is_power_of_two() && align <= PAGE_SIZE;
-        let align = if valid_align { align.max(PCPU_MIN_ALLOC_SIZE) } else { align };
-        if size == 0 || size > PCPU_MIN_UNIT_SIZE || !valid_align {
+        if size == 0 || size > PCPU_MIN_UNIT_SIZE || align > PAGE_SIZE || !align.is_power_of_two() {
             return Err(PercpuError { size, align, kind: PercpuErrorKind::IllegalRequest });
         }
         Ok(Self { size, align, bits: size / PCPU_MIN_ALLOC_SIZE, align_bits: align / PCPU_MIN_ALLOC_SIZE })
@@ -203,8 +202,13 @@ mod tests {
         assert_eq!(bad(0, 4), PercpuError { size: 0, align: 4, kind: PercpuErrorKind::IllegalRequest });
         // Linux prints the rounded size.
         assert_eq!(bad(PCPU_MIN_UNIT_SIZE + 1, 8).size, PCPU_MIN_UNIT_SIZE + 4);
-        assert_eq!(bad(8, 3).align, 3);
-        assert_eq!(bad(8, 0).align, 0);
+        // Alignments below 4 are raised to 4 before the check, as Linux does.
+        for a in [0, 1, 2, 3] {
+            let r = Request::new(8, a).unwrap();
+            assert_eq!((r.size, r.align, r.align_bits), (8, 4, 1), "align {a}");
+        }
+        assert_eq!(bad(8, 5).align, 5);
+        assert_eq!(bad(8, 7).align, 7);
         assert_eq!(bad(8, 2 * PAGE_SIZE).align, 2 * PAGE_SIZE);
         assert_eq!(bad(usize::MAX, 4).size, 0, "ALIGN wraps as in C");
         assert_eq!(
