@@ -127,7 +127,7 @@ fn main() {
     }
     match which.as_str() {
         "kmalloc" => {
-            let m = MachineBuilder::new().ram_mib(256).cpus(1).build().expect("kmem machine boots");
+            let m = MachineBuilder::new().ram_mib(256).thread_cpus(1).build().expect("kmem machine boots");
             run(
                 || {
                     let p = m.kmalloc(size, Gfp::KERNEL).expect("kmalloc");

@@ -21,7 +21,7 @@ fn pair(m: &Machine, order: u32) {
 
 fn main() {
     let order: u32 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(0);
-    let m = MachineBuilder::new().ram_mib(256).cpus(1).build().expect("boot");
+    let m = MachineBuilder::new().ram_mib(256).thread_cpus(1).build().expect("boot");
     pair(&m, order); // warm: claims a pageblock for Unmovable
     for _ in 0..ITERS {
         pair(&m, order);

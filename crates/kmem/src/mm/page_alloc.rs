@@ -18,7 +18,7 @@ use crate::mm::buddy::{self, Take};
 use crate::mm::node::ZoneList;
 use crate::mm::page::pg;
 use crate::mm::page_ref::{AllocError, AllocErrorKind, PageRef};
-use crate::mm::pcp::{pcp_allowed_order, PcpBusy};
+use crate::mm::pcp::pcp_allowed_order;
 use crate::mm::watermark::watermark_ok;
 use crate::mm::zone::{Wmark, Zone};
 use crate::mm::zone_type::{Migratetype, ZoneType};
@@ -244,10 +244,7 @@ impl<P: Platform> Kmem<P> {
                 }
             }
             let pfn = if pcp_allowed_order(order) && self.pcp_enabled() {
-                match self.rmqueue_pcplist(zone, order, ac.mt, ac.take, ac.preferred_nid) {
-                    Ok(r) => r,
-                    Err(PcpBusy) => self.rmqueue_buddy(zone, order, ac),
-                }
+                self.rmqueue_pcplist(zone, order, ac.mt, ac.take, ac.preferred_nid)
             } else {
                 self.rmqueue_buddy(zone, order, ac)
             };
@@ -268,13 +265,18 @@ impl<P: Platform> Kmem<P> {
         pfn
     }
 
-    /// Drains every per-CPU list back to the buddy and tries once more, if any held pages
-    /// (the allocator's last resort before failing).
+    /// Drains the per-CPU lists back to the buddy and tries once more, if any held pages
+    /// (the allocator's last resort before failing): every CPU's from a context that may
+    /// sleep, only this CPU's from an atomic one (draining others runs as each of them).
     fn drain_then_try(&self, gfp: Gfp, order: Order, flags: AllocFlags, ac: &AllocContext<'_>) -> Option<PageRef<'_>> {
         if self.zones().all(|z| z.pcp_pages() == 0) {
             return None;
         }
-        self.drain_all_pages();
+        if self.platform().atomic_context() {
+            self.drain_local_pages();
+        } else {
+            self.drain_all_pages();
+        }
         self.get_page_from_freelist(gfp, order, flags, ac)
     }
 

@@ -84,13 +84,14 @@ impl<P: Platform> Kmem<P> {
     /// Classifies a pointer (`virt_to_slab`, `check_valid_pointer`).
     #[inline(always)]
     pub(crate) fn lookup_object(&self, addr: usize) -> Lookup<'_> {
-        let Some((slab, cache)) = self.addr_to_slab(addr) else { return Lookup::NotSlab };
-        let base = cache.obj_base(self, slab);
-        let off = addr.wrapping_sub(base);
+        let Some((slab, cache, in_slab)) = self.addr_to_slab_off(addr) else { return Lookup::NotSlab };
+        // Object 0 sits after the slab's colour and the left red zone.
+        let first = (slab.page.slab_colour() * super::layout::CACHE_LINE + cache.layout.red_left_pad) as usize;
+        let off = in_slab.wrapping_sub(first);
         if off >= (slab.word().objects * cache.layout.size) as usize || !cache.is_boundary(off as u32) {
             return Lookup::Invalid(slab, cache);
         }
-        Lookup::Object(slab, cache, off as u32, base)
+        Lookup::Object(slab, cache, off as u32, addr - off)
     }
 
     /// Frees a checked object (at `off` from object 0 at `base` in `slab` of `s`): the
