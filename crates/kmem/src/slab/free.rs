@@ -211,24 +211,15 @@ impl<P: Platform> Kmem<P> {
         }
     }
 
-    /// Trades the full main sheaf for an empty one at the barn (CPU pinned): the full one
-    /// goes in if the barn has room, an empty one (if the barn has one) becomes the main.
-    /// False if the barn is full.
+    /// Trades the full main sheaf for an empty one at the barn (CPU pinned); false if the
+    /// barn is full.
     fn main_to_barn(&self, s: &KmemCache, pcs: &super::sheaf::CpuSheaves, nid: usize) -> bool {
-        let barn = &s.node(nid).barn;
-        let g = barn.lock().lock_irqsave(self.platform());
-        let main = pcs.set_main(0);
-        if !barn.put_locked(main, true) {
-            pcs.set_main(main);
-            drop(g);
+        if !super::sheaf::trade_for_empty(pcs, &s.node(nid).barn, self.platform()) {
             pcs.stat(SlubStat::BarnPutFail);
             return false;
         }
-        let empty = barn.take_locked(false);
-        pcs.set_main(empty);
-        drop(g);
         pcs.stat(SlubStat::BarnPut);
-        if empty == 0 {
+        if pcs.main().is_none() {
             pcs.stat(SlubStat::BarnGetFail);
         }
         true
