@@ -16,7 +16,7 @@ use crate::machine::Kmem;
 use crate::mm::alloc_flags::{gfp_pfmemalloc_flags, gfp_to_alloc_flags, AllocFlags};
 use crate::mm::buddy::{self, Take};
 use crate::mm::node::ZoneList;
-use crate::mm::page::pg;
+use crate::mm::page::{pg, Page};
 use crate::mm::page_ref::{AllocError, AllocErrorKind, PageRef};
 use crate::mm::pcp::pcp_allowed_order;
 use crate::mm::watermark::watermark_ok;
@@ -131,7 +131,7 @@ impl<P: Platform> Kmem<P> {
             self.count_alloc(zone, &zone.events, ac.preferred_nid, got);
             drop(g);
             for p in out.iter().flatten().filter(|p| p.refcount() == 0) {
-                self.prep_new_page(p.pfn(), Order::ZERO, gfp);
+                self.prep_new_page(p.pfn(), p.page(), Order::ZERO, gfp);
             }
             return;
         }
@@ -243,19 +243,21 @@ impl<P: Platform> Kmem<P> {
                     continue;
                 }
             }
-            let pfn = if pcp_allowed_order(order) && self.pcp_enabled() {
+            let got = if pcp_allowed_order(order) && self.pcp_enabled() {
                 self.rmqueue_pcplist(zone, order, ac.mt, ac.take, ac.preferred_nid)
             } else {
                 self.rmqueue_buddy(zone, order, ac)
+                    .map(|pfn| (pfn, self.memmap().page(pfn).expect("allocated page has a descriptor")))
             };
-            if let Some(pfn) = pfn {
-                return Some(self.prep_new_page(pfn, order, gfp));
+            if let Some((pfn, page)) = got {
+                return Some(self.prep_new_page(pfn, page, order, gfp));
             }
         }
         None
     }
 
     /// `rmqueue_buddy()`: one block straight from the zone's free lists.
+    #[inline(never)]
     fn rmqueue_buddy(&self, zone: &Zone, order: Order, ac: &AllocContext<'_>) -> Option<Pfn> {
         let g = zone.area.lock(self.platform());
         let pfn = buddy::rmqueue(&g, zone, self.memmap(), order, ac.mt, ac.take);
@@ -295,6 +297,12 @@ impl<P: Platform> Kmem<P> {
         if order == Order::ZERO && free > mark + reserve {
             return true;
         }
+        Self::watermark_slow(zone, free, order, mark, reserve, flags)
+    }
+
+    /// `__zone_watermark_ok()` for what the order-0 shortcut does not settle.
+    #[inline(never)]
+    fn watermark_slow(zone: &Zone, free: usize, order: Order, mark: usize, reserve: usize, flags: AllocFlags) -> bool {
         watermark_ok(free, order, mark, reserve, flags, |o| zone.area.has_pcptype_block(o))
     }
 
@@ -345,9 +353,9 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// `prep_new_page()`: refcount, allocation order, `__GFP_ZERO`, `__GFP_COMP`.
-    pub(crate) fn prep_new_page(&self, pfn: Pfn, order: Order, gfp: Gfp) -> PageRef<'_> {
+    #[inline]
+    pub(crate) fn prep_new_page<'a>(&'a self, pfn: Pfn, head: &'a Page, order: Order, gfp: Gfp) -> PageRef<'a> {
         let mm = self.memmap();
-        let head = mm.page(pfn).expect("allocated page has a descriptor");
         debug_assert_eq!(head.state_flags() & pg::CHECK_AT_FREE, 0, "new page {pfn:?} has bad flags");
         head.set_private(0);
         head.set_data(0);

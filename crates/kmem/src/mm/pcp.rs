@@ -137,30 +137,36 @@ impl PerCpuPages {
     /// with `cold`), refilling an empty list with a batch from `buddy` first (`rmqueue_bulk`).
     /// `None`: the buddy has nothing for it either.
     #[inline]
-    fn rmqueue_pinned(
+    fn rmqueue_pinned<'m>(
         &self,
-        mm: &Memmap,
+        mm: &'m Memmap,
         buddy: &impl PcpBuddy,
         order: Order,
         mt: Migratetype,
         cold: bool,
-    ) -> Option<Pfn> {
+    ) -> Option<(Pfn, &'m Page)> {
         let list = &self.lists[order_to_pindex(mt, order)];
         if list.is_empty() {
-            let n = if order == Order::ZERO { self.batch() } else { (self.batch() >> order.as_u32()).max(2) };
-            buddy.take_bulk(n, order, mt, |pfn| {
-                let page = mm.page(pfn).expect("free page has a descriptor");
-                page.set_pcp(order.as_u32(), mt as u32);
-                list.push(mm, pfn, page, true);
-                self.add_count(order.nr_pages() as isize);
-            });
+            self.refill(mm, buddy, list, order, mt);
         }
         let pfn = if cold { list.last() } else { list.first() }?;
         let page = mm.page(pfn).expect("pcp page has a descriptor");
         list.unlink(mm, page);
         page.clear_buddy();
         self.add_count(-(order.nr_pages() as isize));
-        Some(pfn)
+        Some((pfn, page))
+    }
+
+    /// `rmqueue_bulk()`: an empty list takes `batch` blocks from the buddy.
+    #[inline(never)]
+    fn refill(&self, mm: &Memmap, buddy: &impl PcpBuddy, list: &PfnList, order: Order, mt: Migratetype) {
+        let n = if order == Order::ZERO { self.batch() } else { (self.batch() >> order.as_u32()).max(2) };
+        buddy.take_bulk(n, order, mt, |pfn| {
+            let page = mm.page(pfn).expect("free page has a descriptor");
+            page.set_pcp(order.as_u32(), mt as u32);
+            list.push(mm, pfn, page, true);
+            self.add_count(order.nr_pages() as isize);
+        });
     }
 
     /// `free_unref_page_commit()` on the pinned CPU: puts a block on its list and, when the
@@ -289,18 +295,18 @@ impl<P: Platform> Kmem<P> {
         mt: Migratetype,
         take: Take,
         preferred_nid: usize,
-    ) -> Option<Pfn> {
+    ) -> Option<(Pfn, &Page)> {
         let p = self.platform().pin_cpu();
         let pcp = zone.pageset(p.cpu.index());
-        let pfn = pcp.and_then(|pcp| {
-            let pfn = pcp.rmqueue_pinned(self.memmap(), &self.zone_buddy(zone, take), order, mt, take.cold);
-            if pfn.is_some() {
+        let got = pcp.and_then(|pcp| {
+            let got = pcp.rmqueue_pinned(self.memmap(), &self.zone_buddy(zone, take), order, mt, take.cold);
+            if got.is_some() {
                 self.count_alloc(zone, &pcp.events, preferred_nid, order.nr_pages());
             }
-            pfn
+            got
         });
         self.platform().unpin_cpu(p);
-        pfn
+        got
     }
 
     /// `free_unref_page_commit()`: puts a block whose last reference was dropped on this CPU's

@@ -50,9 +50,9 @@ impl Cpu0 {
     /// An order-0 allocation on CPU 0: `rmqueue_pcplist`, CPU pinned.
     fn alloc(&self) -> Option<Pfn> {
         self.cpu.lock_raw(&self.z.platform);
-        let pfn = self.pcp.rmqueue_pinned(&self.z.mm, &self.buddy(), Order::ZERO, MT, false);
+        let got = self.pcp.rmqueue_pinned(&self.z.mm, &self.buddy(), Order::ZERO, MT, false);
         self.cpu.unlock();
-        pfn
+        got.map(|(pfn, _)| pfn)
     }
 
     /// An order-0 free on CPU 0: `free_unref_page`, CPU pinned.
@@ -155,7 +155,7 @@ fn lists_touched_without_the_cpu_are_caught() {
         let cpu0 = {
             let c = c.clone();
             move || {
-                let a = c.pcp.rmqueue_pinned(&c.z.mm, &c.buddy(), Order::ZERO, MT, false).expect("frames");
+                let (a, _) = c.pcp.rmqueue_pinned(&c.z.mm, &c.buddy(), Order::ZERO, MT, false).expect("frames");
                 c.pcp.free_pinned(&c.z.mm, &c.buddy(), a, c.z.mm.page(a).unwrap(), Order::ZERO, MT);
             }
         };
