@@ -22,7 +22,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Barrier, Mutex, PoisonError};
 
 use hardening::ops::{op, Op};
-use hardening::scan::{scan, Baseline};
+use hardening::scan::{leak_check, scan, warm_up, Baseline};
 use hardening::world::{Summary, World};
 use kmem::Gfp;
 use kmem_hosted::{Machine, MachineBuilder};
@@ -35,34 +35,6 @@ fn cases(default: u32) -> u32 {
 
 fn machine(migrate_every: u32) -> Machine {
     MachineBuilder::new().ram_mib(48).cpus(2).migrate_every(migrate_every).vmalloc_size(256 << 20).build().unwrap()
-}
-
-/// Creates what first uses create once and keep (the kmalloc caches of each type, the
-/// vmalloc layer's caches, the per-CPU allocator's first dynamic state), so the baseline
-/// taken afterwards is what every run returns to.
-fn warm_up(m: &Machine) {
-    for g in [Gfp::KERNEL, Gfp::KERNEL | Gfp::DMA, Gfp::KERNEL | Gfp::RECLAIMABLE] {
-        let p = m.kmalloc(8, g).unwrap();
-        // SAFETY: ours.
-        unsafe { m.kfree(p.as_ptr()) };
-    }
-    // SAFETY: ours, unused afterwards.
-    unsafe { m.vfree(m.vmalloc(1).unwrap().as_ptr()) };
-    // SAFETY: ours, unused afterwards.
-    unsafe { m.free_percpu(m.__alloc_percpu(8, 8).unwrap()) };
-}
-
-/// After everything was freed: the baseline again, page-table pages that vmalloc kept for
-/// the platform aside (kernels never free those either).
-fn leak_check(m: &Machine, base: &Baseline) -> Result<(), String> {
-    let end = Baseline::take(m);
-    let kept = end.pagetables - base.pagetables;
-    if (end.free_pages + kept, end.vmalloc_busy, end.percpu_allocs)
-        != (base.free_pages, base.vmalloc_busy, base.percpu_allocs)
-    {
-        return Err(format!("not everything came back: baseline {base:?}, at the end {end:?}"));
-    }
-    Ok(())
 }
 
 fn run_single(ops: &[Op]) -> Result<(), String> {

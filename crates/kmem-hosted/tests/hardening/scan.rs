@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 
-use kmem::{Kmem, KmemCache, ReportKind};
+use kmem::{Gfp, Kmem, KmemCache, ReportKind};
 use kmem_hosted::{HostedPlatform, Machine};
 
 use super::world::Summary;
@@ -86,6 +86,34 @@ impl Baseline {
             pagetables: m.vmalloc_stats().pagetables,
         }
     }
+}
+
+/// Creates what first uses create once and keep (the kmalloc caches of each type, the
+/// vmalloc layer's caches, the per-CPU allocator's first dynamic state), so the baseline
+/// taken afterwards is what every run returns to.
+pub fn warm_up(m: &Machine) {
+    for g in [Gfp::KERNEL, Gfp::KERNEL | Gfp::DMA, Gfp::KERNEL | Gfp::RECLAIMABLE] {
+        let p = m.kmalloc(8, g).unwrap();
+        // SAFETY: ours.
+        unsafe { m.kfree(p.as_ptr()) };
+    }
+    // SAFETY: ours, unused afterwards.
+    unsafe { m.vfree(m.vmalloc(1).unwrap().as_ptr()) };
+    // SAFETY: ours, unused afterwards.
+    unsafe { m.free_percpu(m.__alloc_percpu(8, 8).unwrap()) };
+}
+
+/// After everything was freed: the baseline again, page-table pages that vmalloc kept for
+/// the platform aside (kernels never free those either).
+pub fn leak_check(m: &Machine, base: &Baseline) -> Result<(), String> {
+    let end = Baseline::take(m);
+    let kept = end.pagetables - base.pagetables;
+    if (end.free_pages + kept, end.vmalloc_busy, end.percpu_allocs)
+        != (base.free_pages, base.vmalloc_busy, base.percpu_allocs)
+    {
+        return Err(format!("not everything came back: baseline {base:?}, at the end {end:?}"));
+    }
+    Ok(())
 }
 
 /// (free pages, per-CPU pages) per zone from zoneinfo; free pages per zone from buddyinfo.

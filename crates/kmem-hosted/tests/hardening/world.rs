@@ -511,6 +511,23 @@ impl<'m> World<'m> {
         Ok(())
     }
 
+    /// Takes a live block out for another thread to free (`pick` modulo the blocks that can
+    /// leave: not objects of this world's own caches).
+    pub fn give_away(&mut self, pick: usize) -> Result<Option<Block<'m>>, String> {
+        let can: Vec<usize> = (0..self.live.len()).filter(|&i| !matches!(self.live[i].kind, Kind::Slab(_))).collect();
+        match can.get(pick % can.len().max(1)) {
+            Some(&i) => self.take(i).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Checks and frees a block another world gave away.
+    pub fn free_foreign(&self, b: &Block<'m>) -> Result<(), String> {
+        self.check_block(b, usize::MAX)?;
+        self.free_block(b);
+        Ok(())
+    }
+
     /// Frees every block (checking each) and destroys every cache.
     pub fn free_all(&mut self) -> Result<(), String> {
         while !self.live.is_empty() {
