@@ -74,8 +74,9 @@ fn every_api_from_more_threads_than_cpus_with_irqs() {
                 let _done = Done(done);
                 let mut seed32 = [0u8; 32];
                 seed32[..8].copy_from_slice(&(seed ^ t as u64).to_le_bytes());
-                let mut runner =
-                    TestRunner::new_with_rng(Config::default(), TestRng::from_seed(RngAlgorithm::ChaCha, &seed32));
+                // Only the strategy is used (no test cases, nothing to persist).
+                let config = Config { failure_persistence: None, ..Config::default() };
+                let mut runner = TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &seed32));
                 let strategy = op();
                 let mut rng = SmallRng::seed_from_u64(seed.wrapping_mul(31) ^ t as u64);
                 let mut w = World::new(m, t + 1);
