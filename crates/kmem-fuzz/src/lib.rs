@@ -53,7 +53,8 @@
 //!
 //! The interpreter does not free a block twice with other frees in between, which today
 //! corrupts the slab freelist (issue 12, hole 2): [`alloc_ops::NON_ADJACENT_DOUBLE_FREE`]
-//! turns that on once it is fixed.
+//! turns that on once it is fixed. `corpus/alloc_ops/hole2_non_adjacent_double_free.bin`
+//! (`free(a); free(b); free(a)` on two 32-byte kmallocs) fails with it on today.
 
 pub mod alloc_ops;
 pub mod driver;
