@@ -299,6 +299,13 @@ impl<P: Platform> Kmem<P> {
     /// Allocation without sheaves (`kmem_sheaf`, another node, no sheaf to be had): one
     /// object from a partial slab, or from a new one.
     pub(crate) fn alloc_direct(&self, s: &KmemCache, req: Req) -> Result<usize, SlabAllocError> {
+        let obj = self.alloc_direct_raw(s, req)?;
+        // SAFETY: as in `alloc_fast`: the object is ours, its free pointer stops looking free.
+        unsafe { super::object::write_word(s.fp_addr(obj), 0) };
+        Ok(obj)
+    }
+
+    fn alloc_direct_raw(&self, s: &KmemCache, req: Req) -> Result<usize, SlabAllocError> {
         loop {
             let local = req.node.unwrap_or_else(|| self.numa_node_id());
             if let Some(obj) = self.alloc_single(s, local) {
