@@ -49,7 +49,42 @@ impl<P: Platform> Kmem<P> {
     /// ```
     #[inline]
     pub fn alloc_pages(&self, gfp: Gfp, order: u32) -> Result<PageRef<'_>, AllocError> {
+        if let Some(p) = self.alloc_page_fast(gfp, order) {
+            return Ok(p);
+        }
         self.alloc_pages_inner(gfp, order, self.numa_node_id())
+    }
+
+    /// The common case in one straight line: an order-0 page on a one-node machine, from
+    /// the preferred zone's per-CPU list, the zone comfortably above its low watermark, a
+    /// request that may be made where it is made. Anything else (and an empty zone) takes
+    /// the full path, which decides the same way and does the rest.
+    #[inline(always)]
+    fn alloc_page_fast(&self, gfp: Gfp, order: u32) -> Option<PageRef<'_>> {
+        let st = self.state();
+        if order != 0 || st.nr_nodes != 1 || gfp.intersects(Gfp::THISNODE.union(Gfp::ZERO).union(Gfp::COLD)) {
+            return None;
+        }
+        if gfp.allows_blocking() && self.platform().atomic_context() {
+            return None;
+        }
+        if !self.pcp_enabled() {
+            return None;
+        }
+        let highest = self.highest_zone(gfp.zone().ok()?);
+        let node = st.node(0)?;
+        let zr = *node.zonelist().as_slice().first()?;
+        if zr.zone_type() > highest {
+            return None;
+        }
+        let zone = node.zone(zr.zone_type());
+        if zone.free_pages() <= zone.wmark(Wmark::Low) + zone.lowmem_reserve(highest) {
+            return None;
+        }
+        let mt = if st.grouping_disabled { Migratetype::Unmovable } else { gfp.migratetype() };
+        let take = Take { cold: false, grouping_disabled: st.grouping_disabled };
+        let (pfn, page) = self.rmqueue_pcplist(zone, Order::ZERO, mt, take, 0)?;
+        Some(self.prep_new_page(pfn, page, Order::ZERO, gfp))
     }
 
     /// `alloc_pages_node(nid, gfp, order)`: prefer node `nid`.
