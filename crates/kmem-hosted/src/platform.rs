@@ -67,6 +67,8 @@ impl ReportLog {
 #[derive(Debug, Clone)]
 pub struct HostedPlatform {
     cpus: Arc<Cpus>,
+    /// `cpus.id()`, here so the per-CPU fast paths need not follow the `Arc`.
+    machine_id: usize,
     direct_map: DirectMap,
     ram_base: usize,
     ram_len: usize,
@@ -84,7 +86,7 @@ impl HostedPlatform {
         log: Arc<ReportLog>,
         vmalloc: Option<(std::os::fd::RawFd, usize, usize)>,
     ) -> Self {
-        Self { cpus, direct_map, ram_base, ram_len, log, vmalloc }
+        Self { machine_id: cpus.id(), cpus, direct_map, ram_base, ram_len, log, vmalloc }
     }
     /// The report log.
     pub fn log(&self) -> &ReportLog {
@@ -143,7 +145,7 @@ unsafe impl Platform for HostedPlatform {
     }
     #[inline]
     fn current_cpu(&self) -> CpuId {
-        CpuId(self.cpus.current())
+        CpuId(cpus::current_owned(self.machine_id).unwrap_or_else(|| self.cpus.current()))
     }
     fn preempt_count(&self) -> u32 {
         cpus::preempt_count()
@@ -170,7 +172,7 @@ unsafe impl Platform for HostedPlatform {
     }
     #[inline]
     fn pin_cpu(&self) -> Pinned {
-        let (cpu, token) = self.cpus.pin();
+        let (cpu, token) = cpus::pin_owned(self.machine_id).unwrap_or_else(|| self.cpus.pin());
         Pinned { cpu: CpuId(cpu), token }
     }
     #[inline]

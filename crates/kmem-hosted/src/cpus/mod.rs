@@ -242,6 +242,11 @@ impl Cpus {
         self.nr
     }
 
+    /// The machine's id (unique in the process, never reused).
+    pub(crate) fn id(&self) -> usize {
+        self.id
+    }
+
     /// Whether each thread gets a CPU of its own.
     #[inline]
     pub(crate) fn per_thread(&self) -> bool {
@@ -526,6 +531,29 @@ impl Drop for Cpus {
             owned::unregister(self.id);
         }
     }
+}
+
+/// [`Cpus::pin`]'s fast path, from the machine's id alone (no `Cpus` pointer to follow): the
+/// calling thread's own CPU of machine `machine`, entered, if it has one and is not running
+/// as another CPU of it.
+#[inline(always)]
+pub(crate) fn pin_owned(machine: usize) -> Option<(u32, usize)> {
+    CTX.with(|c| {
+        if c.own_machine.get() != machine {
+            return None;
+        }
+        let st = c.own_state.get();
+        // SAFETY: `own_state` points into the CPUs of machine `own_machine`, which the caller's
+        // platform (machine `machine`) keeps alive.
+        unsafe { &*st }.enter();
+        Some((c.own_cpu.get(), st as usize))
+    })
+}
+
+/// [`Cpus::current`]'s fast path, as [`pin_owned`].
+#[inline(always)]
+pub(crate) fn current_owned(machine: usize) -> Option<u32> {
+    CTX.with(|c| (c.own_machine.get() == machine).then(|| c.own_cpu.get()))
 }
 
 /// `preempt_count()` of the thread (all machines).
