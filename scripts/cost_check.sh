@@ -27,12 +27,13 @@
 #   --twice:  measure every pair twice and fail if the two counts differ.
 #   --tsv:    print only `cost PAIR PLATFORM INSTRUCTIONS BASELINE TARGET` lines (for
 #             scripts/benchmarks.sh); never fails on a regression.
-# KMEM_COST_TOLERANCE=PERCENT changes the 10%. Takes about a minute after the builds.
+# KMEM_COST_TOLERANCE=PERCENT changes the 10%; KMEM_COST_BASELINE=FILE reads (or with --update
+# writes) another baseline file. Takes about a minute after the builds.
 # Honours CARGO_TARGET_DIR.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-baseline="crates/kmem-bench/baselines/instructions.tsv"
+baseline="${KMEM_COST_BASELINE:-crates/kmem-bench/baselines/instructions.tsv}"
 update=0 twice=0 tsv=0
 for a in "$@"; do
     case "$a" in
