@@ -70,7 +70,7 @@ fi
     echo "thp	$(sed 's/.*\[\(.*\)\].*/\1/' /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null || echo unknown)"
     echo "date	$(date -u '+%Y-%m-%d %H:%M UTC')"
     commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-    if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
+    if [ -n "$(git status --porcelain --untracked-files=no -- . ':!BENCHMARKS.md' 2>/dev/null)" ]; then
         commit="$commit (with uncommitted changes)"
     fi
     echo "commit	$commit"
