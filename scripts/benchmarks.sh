@@ -16,7 +16,8 @@
 # Takes about 3 minutes after the builds on a 2-CPU machine.
 #
 # Usage: scripts/benchmarks.sh [arguments of the malloc bench binary, e.g. --rounds 15]
-#   BENCHMARKS_OUT=FILE writes FILE instead of BENCHMARKS.md.
+#   BENCHMARKS_OUT=FILE writes FILE instead of BENCHMARKS.md; KMEM_THREADS_ARGS="--rounds 9"
+#   passes arguments to the threads bench.
 # Honours CARGO_TARGET_DIR.
 set -euo pipefail
 
@@ -52,7 +53,8 @@ echo "benchmarks.sh: builds done in $(($(date +%s) - t_start)) s; timing" >&2
 
 "$malloc_bin" "$@" >"$tmp/bench.tsv"
 if [ "${KMEM_BENCH_THREADS:-1}" != 0 ]; then
-    "$threads_bin" >"$tmp/threads.tsv"
+    # shellcheck disable=SC2086
+    "$threads_bin" ${KMEM_THREADS_ARGS:-} >"$tmp/threads.tsv"
 fi
 if [ "${KMEM_BENCH_PRELOAD:-1}" != 0 ]; then
     scripts/preload_bench.sh >"$tmp/preload.tsv"
