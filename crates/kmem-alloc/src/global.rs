@@ -109,6 +109,17 @@ pub(crate) fn booted() -> Option<&'static Machine> {
 
 #[cold]
 fn boot_slow() -> Option<&'static Machine> {
+    // Booting reads files and the environment through the C library, which may set errno;
+    // the allocation that boots the machine (a program's malloc) must leave it as it was.
+    // SAFETY: this thread's errno, read and restored.
+    let saved = unsafe { *libc::__errno_location() };
+    let m = boot_slow_inner();
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = saved };
+    m
+}
+
+fn boot_slow_inner() -> Option<&'static Machine> {
     // The thread that wins boots with GROW held (so `fork` never copies a half-booted
     // machine); its own allocations meanwhile, and other threads', use the arena.
     if STATE.load(Ordering::Acquire) == UNINIT && GROW.try_lock() {

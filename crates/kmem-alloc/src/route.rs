@@ -42,9 +42,21 @@ pub(crate) fn in_ram(m: &Machine, p: *const u8) -> bool {
 
 /// Allocates `size` bytes aligned to `align` (zeroed with `zero`), growing the machine as
 /// needed; null on failure.
+#[inline]
 pub(crate) fn alloc(m: &Machine, size: usize, align: usize, zero: bool) -> *mut u8 {
     let Some(req) = kmalloc_request(size, align) else { return huge::alloc(size, align, zero) };
     let gfp = if zero { Gfp::KERNEL | Gfp::NOWARN | Gfp::ZERO } else { Gfp::KERNEL | Gfp::NOWARN };
+    match m.kmalloc(req, gfp) {
+        Ok(p) => p.as_ptr(),
+        Err(_) => alloc_growing(m, req, gfp),
+    }
+}
+
+/// [`alloc`] once the machine had nothing: grow it and retry, until the hotplug reserve is
+/// used up.
+#[cold]
+#[inline(never)]
+fn alloc_growing(m: &Machine, req: usize, gfp: Gfp) -> *mut u8 {
     loop {
         let seen = global::grown();
         match m.kmalloc(req, gfp) {
@@ -65,13 +77,14 @@ pub(crate) fn alloc(m: &Machine, size: usize, align: usize, zero: bool) -> *mut 
 /// # Safety
 ///
 /// `p` must come from [`alloc`]/[`realloc`] on `m` (or be null) and not be used afterwards.
+#[inline]
 pub(crate) unsafe fn free(m: &Machine, p: *mut u8) -> usize {
     if (p as usize) <= ZERO_SIZE_PTR {
         return 0;
     }
     if in_ram(m, p) {
         // SAFETY: a kmalloc allocation of `m` (caller's contract).
-        unsafe { m.kfree_ksize(p) }
+        unsafe { m.kfree_large(p) }
     } else {
         // Not in RAM: a huge mapping, or a pointer `huge` does not find and reports.
         huge::free(p);

@@ -61,7 +61,7 @@
 
 use core::ffi::{c_int, c_void};
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use kmem_alloc::raw;
 
@@ -71,46 +71,14 @@ static GLOBAL: kmem_alloc::KmemAlloc = kmem_alloc::KmemAlloc;
 /// `alignof(max_align_t)`: what `malloc` guarantees.
 const MIN_ALIGN: usize = 16;
 
-#[inline]
-fn errno() -> c_int {
-    // SAFETY: `__errno_location` returns the calling thread's errno, always valid.
-    unsafe { *libc::__errno_location() }
-}
-
-#[inline]
+#[cold]
 fn set_errno(e: c_int) {
-    // SAFETY: as in `errno`.
+    // SAFETY: `__errno_location` returns the calling thread's errno, always valid.
     unsafe { *libc::__errno_location() = e };
 }
 
-/// Set once the machine has booted.
-static READY: AtomicBool = AtomicBool::new(false);
-
-/// Before every allocation: the first ones boot the machine.
-#[inline]
-fn enter() {
-    if !READY.load(Ordering::Acquire) {
-        first_use();
-    }
-}
-
-#[cold]
-#[inline(never)]
-fn first_use() {
-    let saved = errno();
-    // Boots the machine, which registers the atfork handlers. Allocations made while it
-    // boots (this thread's and others') come back here, find it booting and are served
-    // from the bootstrap arena.
-    if kmem_alloc::global::machine().is_some() {
-        READY.store(true, Ordering::Release);
-    }
-    // Booting reads files and the environment; the caller's errno is not ours to change.
-    set_errno(saved);
-}
-
-#[inline]
+#[inline(always)]
 fn alloc(size: usize, align: usize, zero: bool) -> *mut c_void {
-    enter();
     let p = raw::alloc_aligned(size, align, zero);
     if p.is_null() {
         set_errno(libc::ENOMEM);
@@ -132,13 +100,10 @@ pub extern "C" fn malloc(size: usize) -> *mut c_void {
 /// `p` must be `NULL` or a live block from this allocator, not used afterwards.
 #[no_mangle]
 pub unsafe extern "C" fn free(p: *mut c_void) {
-    if p.is_null() {
-        return;
-    }
-    let saved = errno();
+    // kmem's free makes no C library call that could set errno (its system calls go
+    // through rustix, which never touches errno), so there is nothing to save.
     // SAFETY: caller's contract.
     unsafe { raw::free(p.cast()) };
-    set_errno(saved);
 }
 
 /// C `calloc`: `n * size` zeroed bytes; overflow is `NULL` + `ENOMEM`.
@@ -170,7 +135,6 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
         unsafe { free(p) };
         return ptr::null_mut();
     }
-    enter();
     // SAFETY: caller's contract.
     let n = unsafe { raw::realloc_aligned(p.cast(), None, size, MIN_ALIGN) };
     if n.is_null() {
@@ -209,10 +173,7 @@ pub unsafe extern "C" fn posix_memalign(memptr: *mut *mut c_void, align: usize, 
     if !align.is_power_of_two() || align % core::mem::size_of::<*mut c_void>() != 0 {
         return libc::EINVAL;
     }
-    let saved = errno();
-    enter();
     let p = raw::alloc_aligned(size, align.max(MIN_ALIGN), false);
-    set_errno(saved);
     if p.is_null() {
         return libc::ENOMEM;
     }

@@ -27,9 +27,7 @@ impl<P: Platform> Kmem<P> {
         }
         let ran = self.platform().run_on_cpu(cpu, &mut || {
             self.slab_cpu_dead();
-            for zone in self.zones() {
-                self.drain_pages_zone(zone, cpu.index());
-            }
+            self.drain_this_cpu();
         });
         // Lock-free slots: emptied from here, outside the CPU's section (freeing an area
         // takes vmalloc's locks and may purge).

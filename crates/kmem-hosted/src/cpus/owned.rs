@@ -48,10 +48,16 @@ fn gettid() -> i32 {
 
 /// Whether OS thread `tid` of this process still exists.
 fn thread_alive(tid: i32) -> bool {
+    // SAFETY: reading and restoring this thread's errno, which the C library call below may
+    // set: the allocation that got here (a process's malloc) must leave it alone.
+    let saved = unsafe { *libc::__errno_location() };
     // SAFETY: tgkill with signal 0 only checks that the thread exists.
     let r = unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, 0) };
-    // SAFETY: reading this thread's errno.
-    r == 0 || unsafe { *libc::__errno_location() } != libc::ESRCH
+    // SAFETY: as above.
+    let alive = r == 0 || unsafe { *libc::__errno_location() } != libc::ESRCH;
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = saved };
+    alive
 }
 
 /// The key whose destructor gives a thread's CPUs back.

@@ -52,11 +52,30 @@ impl KmallocType {
     }
 }
 
+/// `size_index[]` of `mm/slab_common.c`: the class of sizes 1..=192 by `(size - 1) / 8`
+/// (what `kmalloc_slab` looks up instead of computing `fls`).
+const SIZE_INDEX: [u8; 24] = {
+    let mut t = [0u8; 24];
+    let mut i = 0;
+    while i < 24 {
+        t[i] = kmalloc_index_slow((i + 1) * 8) as u8;
+        i += 1;
+    }
+    t
+};
+
 /// `__kmalloc_index(size)`: the size class of a request of `size` bytes (1 to
 /// [`KMALLOC_MAX_CACHE_SIZE`]); 0 for size 0. Index 1 is kmalloc-96 and 2 kmalloc-192,
-/// otherwise index `n` holds objects of `2^n` bytes.
-#[inline]
+/// otherwise index `n` holds objects of `2^n` bytes. Sizes up to 192 are a table lookup.
+#[inline(always)]
 pub const fn kmalloc_index(size: usize) -> usize {
+    if size.wrapping_sub(1) < 192 {
+        return SIZE_INDEX[(size - 1) / 8] as usize;
+    }
+    kmalloc_index_slow(size)
+}
+
+const fn kmalloc_index_slow(size: usize) -> usize {
     if size == 0 {
         return 0;
     }

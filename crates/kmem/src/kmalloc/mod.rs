@@ -273,17 +273,22 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// What `p` is (`virt_to_slab` / `folio_test_large_kmalloc`).
-    #[inline]
+    #[inline(always)]
     fn kmalloc_owner(&self, p: *const u8) -> Owner<'_> {
         let addr = p as usize;
         if addr <= ZERO_SIZE_PTR {
             return Owner::Nothing;
         }
         match self.lookup_object(addr) {
-            Lookup::Object(slab, c, off, base) => return Owner::Slab(slab, c, off, base),
-            Lookup::Invalid(slab, c) => return Owner::NotObject(slab, c),
-            Lookup::NotSlab => {}
+            Lookup::Object(slab, c, off, base) => Owner::Slab(slab, c, off, base),
+            Lookup::Invalid(slab, c) => Owner::NotObject(slab, c),
+            Lookup::NotSlab => self.kmalloc_owner_large(addr),
         }
+    }
+
+    /// The rest of [`Kmem::kmalloc_owner`]: a large kmalloc block, or nothing kmalloc made.
+    #[inline(never)]
+    fn kmalloc_owner_large(&self, addr: usize) -> Owner<'_> {
         let Some(page) = self.virt_to_page(VirtAddr::new(addr)) else { return Owner::Invalid };
         let head = self.compound_head(page);
         if head.page().test(pg::LARGE_KMALLOC) && self.page_address(head).map(VirtAddr::as_usize) == Some(addr) {
@@ -320,21 +325,21 @@ impl<P: Platform> Kmem<P> {
         }
     }
 
-    /// [`Kmem::kfree`] that also says what it freed: the allocation's `ksize` (0 when nothing
-    /// was freed), so a caller needs no second lookup (`kmem-alloc` uses it to notice large
-    /// frees).
+    /// [`Kmem::kfree`] that also says whether it freed a large block, and its bytes (0 for a
+    /// slab object or when nothing was freed): `kmem-alloc` gives memory back to its host
+    /// after large frees, and asks without a second lookup.
     ///
     /// # Safety
     ///
     /// As [`Kmem::kfree`].
     #[inline]
     #[track_caller]
-    pub unsafe fn kfree_ksize(&self, p: *const u8) -> usize {
+    pub unsafe fn kfree_large(&self, p: *const u8) -> usize {
         match self.kmalloc_owner(p) {
             Owner::Nothing => 0,
             Owner::Slab(slab, c, off, base) => {
                 self.free_object(c, slab, off, base, core::panic::Location::caller());
-                c.layout().ksize() as usize
+                0
             }
             Owner::NotObject(slab, c) => {
                 self.invalid_object_pointer(c, Some(slab), p as usize);
@@ -352,6 +357,7 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// `free_large_kmalloc()`.
+    #[inline(never)]
     fn free_large_kmalloc(&self, head: PageRef<'_>, order: u32) {
         head.page().clear_exclusive(pg::LARGE_KMALLOC);
         if let Some(n) = self.node(head.page().node()) {

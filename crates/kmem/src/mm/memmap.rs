@@ -130,6 +130,21 @@ impl Memmap {
         Some(unsafe { &*(map as *const Page).add(pfn.as_usize() & (PAGES_PER_SECTION - 1)) })
     }
 
+    /// The head of the compound block whose tail page `page` (of frame `pfn`) is, `back`
+    /// frames before it (a tail's `private`), without a second section lookup: blocks are
+    /// aligned and at most `2^MAX_PAGE_ORDER` frames, so never cross a section. `None` if
+    /// `back` would leave the section (a corrupt descriptor).
+    #[inline(always)]
+    pub fn head_in_section<'a>(&self, pfn: Pfn, page: &'a Page, back: usize) -> Option<(Pfn, &'a Page)> {
+        if back > (pfn.as_usize() & (PAGES_PER_SECTION - 1)) {
+            return None;
+        }
+        // SAFETY: `page` is the descriptor of `pfn` in its section's array (it came from this
+        // memmap), and `back` does not reach below the array's first entry (checked above).
+        let head = unsafe { &*(page as *const Page).sub(back) };
+        Some((Pfn::new(pfn.as_usize() - back), head))
+    }
+
     /// `pfn_valid()`.
     #[inline]
     pub fn pfn_valid(&self, pfn: Pfn) -> bool {

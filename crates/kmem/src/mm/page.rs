@@ -289,12 +289,19 @@ impl Page {
     pub fn refcount_add(&self, delta: i32) -> i32 {
         self.refcount.fetch_add(delta, Ordering::AcqRel)
     }
-    /// Drops one reference if the count is positive and returns the previous count; a count
-    /// already at or below zero is left alone and returned as the error (no transient
-    /// negative value another CPU could observe).
+    /// Drops one reference and returns the previous count, as `put_page_testzero` does: one
+    /// atomic subtraction. A count that was already at or below zero (a double free) is put
+    /// back and returned as the error; the underflow is reported afterwards, as Linux's
+    /// `VM_BUG_ON_PAGE` does (another CPU may see the transient negative value, which no
+    /// reader takes for a live page: `get_page_unless_zero` wants it positive).
     #[inline]
     pub fn ref_dec_positive(&self) -> Result<i32, i32> {
-        self.refcount.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |c| if c > 0 { Some(c - 1) } else { None })
+        let old = self.refcount.fetch_sub(1, Ordering::AcqRel);
+        if old > 0 {
+            return Ok(old);
+        }
+        self.refcount.fetch_add(1, Ordering::Relaxed);
+        Err(old)
     }
     /// `get_page_unless_zero()`: takes a reference only if the count is positive.
     #[inline]

@@ -16,9 +16,9 @@ use crate::machine::Kmem;
 use crate::mm::alloc_flags::{gfp_pfmemalloc_flags, gfp_to_alloc_flags, AllocFlags};
 use crate::mm::buddy::{self, Take};
 use crate::mm::node::ZoneList;
-use crate::mm::page::pg;
+use crate::mm::page::{pg, Page};
 use crate::mm::page_ref::{AllocError, AllocErrorKind, PageRef};
-use crate::mm::pcp::{pcp_allowed_order, PcpBusy};
+use crate::mm::pcp::pcp_allowed_order;
 use crate::mm::watermark::watermark_ok;
 use crate::mm::zone::{Wmark, Zone};
 use crate::mm::zone_type::{Migratetype, ZoneType};
@@ -49,7 +49,42 @@ impl<P: Platform> Kmem<P> {
     /// ```
     #[inline]
     pub fn alloc_pages(&self, gfp: Gfp, order: u32) -> Result<PageRef<'_>, AllocError> {
+        if let Some(p) = self.alloc_page_fast(gfp, order) {
+            return Ok(p);
+        }
         self.alloc_pages_inner(gfp, order, self.numa_node_id())
+    }
+
+    /// The common case in one straight line: an order-0 page on a one-node machine, from
+    /// the preferred zone's per-CPU list, the zone comfortably above its low watermark, a
+    /// request that may be made where it is made. Anything else (and an empty zone) takes
+    /// the full path, which decides the same way and does the rest.
+    #[inline(always)]
+    fn alloc_page_fast(&self, gfp: Gfp, order: u32) -> Option<PageRef<'_>> {
+        let st = self.state();
+        if order != 0 || st.nr_nodes != 1 || gfp.intersects(Gfp::THISNODE.union(Gfp::ZERO).union(Gfp::COLD)) {
+            return None;
+        }
+        if gfp.allows_blocking() && self.platform().atomic_context() {
+            return None;
+        }
+        if !self.pcp_enabled() {
+            return None;
+        }
+        let highest = self.highest_zone(gfp.zone().ok()?);
+        let node = st.node(0)?;
+        let zr = *node.zonelist().as_slice().first()?;
+        if zr.zone_type() > highest {
+            return None;
+        }
+        let zone = node.zone(zr.zone_type());
+        if zone.free_pages() <= zone.wmark(Wmark::Low) + zone.lowmem_reserve(highest) {
+            return None;
+        }
+        let mt = if st.grouping_disabled { Migratetype::Unmovable } else { gfp.migratetype() };
+        let take = Take { cold: false, grouping_disabled: st.grouping_disabled };
+        let (pfn, page) = self.rmqueue_pcplist(zone, Order::ZERO, mt, take, 0)?;
+        Some(self.prep_new_page(pfn, page, Order::ZERO, gfp))
     }
 
     /// `alloc_pages_node(nid, gfp, order)`: prefer node `nid`.
@@ -131,7 +166,7 @@ impl<P: Platform> Kmem<P> {
             self.count_alloc(zone, &zone.events, ac.preferred_nid, got);
             drop(g);
             for p in out.iter().flatten().filter(|p| p.refcount() == 0) {
-                self.prep_new_page(p.pfn(), Order::ZERO, gfp);
+                self.prep_new_page(p.pfn(), p.page(), Order::ZERO, gfp);
             }
             return;
         }
@@ -243,22 +278,21 @@ impl<P: Platform> Kmem<P> {
                     continue;
                 }
             }
-            let pfn = if pcp_allowed_order(order) && self.pcp_enabled() {
-                match self.rmqueue_pcplist(zone, order, ac.mt, ac.take, ac.preferred_nid) {
-                    Ok(r) => r,
-                    Err(PcpBusy) => self.rmqueue_buddy(zone, order, ac),
-                }
+            let got = if pcp_allowed_order(order) && self.pcp_enabled() {
+                self.rmqueue_pcplist(zone, order, ac.mt, ac.take, ac.preferred_nid)
             } else {
                 self.rmqueue_buddy(zone, order, ac)
+                    .map(|pfn| (pfn, self.memmap().page(pfn).expect("allocated page has a descriptor")))
             };
-            if let Some(pfn) = pfn {
-                return Some(self.prep_new_page(pfn, order, gfp));
+            if let Some((pfn, page)) = got {
+                return Some(self.prep_new_page(pfn, page, order, gfp));
             }
         }
         None
     }
 
     /// `rmqueue_buddy()`: one block straight from the zone's free lists.
+    #[inline(never)]
     fn rmqueue_buddy(&self, zone: &Zone, order: Order, ac: &AllocContext<'_>) -> Option<Pfn> {
         let g = zone.area.lock(self.platform());
         let pfn = buddy::rmqueue(&g, zone, self.memmap(), order, ac.mt, ac.take);
@@ -268,13 +302,18 @@ impl<P: Platform> Kmem<P> {
         pfn
     }
 
-    /// Drains every per-CPU list back to the buddy and tries once more, if any held pages
-    /// (the allocator's last resort before failing).
+    /// Drains the per-CPU lists back to the buddy and tries once more, if any held pages
+    /// (the allocator's last resort before failing): every CPU's from a context that may
+    /// sleep, only this CPU's from an atomic one (draining others runs as each of them).
     fn drain_then_try(&self, gfp: Gfp, order: Order, flags: AllocFlags, ac: &AllocContext<'_>) -> Option<PageRef<'_>> {
         if self.zones().all(|z| z.pcp_pages() == 0) {
             return None;
         }
-        self.drain_all_pages();
+        if self.platform().atomic_context() {
+            self.drain_local_pages();
+        } else {
+            self.drain_all_pages();
+        }
         self.get_page_from_freelist(gfp, order, flags, ac)
     }
 
@@ -293,6 +332,12 @@ impl<P: Platform> Kmem<P> {
         if order == Order::ZERO && free > mark + reserve {
             return true;
         }
+        Self::watermark_slow(zone, free, order, mark, reserve, flags)
+    }
+
+    /// `__zone_watermark_ok()` for what the order-0 shortcut does not settle.
+    #[inline(never)]
+    fn watermark_slow(zone: &Zone, free: usize, order: Order, mark: usize, reserve: usize, flags: AllocFlags) -> bool {
         watermark_ok(free, order, mark, reserve, flags, |o| zone.area.has_pcptype_block(o))
     }
 
@@ -343,9 +388,9 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// `prep_new_page()`: refcount, allocation order, `__GFP_ZERO`, `__GFP_COMP`.
-    pub(crate) fn prep_new_page(&self, pfn: Pfn, order: Order, gfp: Gfp) -> PageRef<'_> {
+    #[inline]
+    pub(crate) fn prep_new_page<'a>(&'a self, pfn: Pfn, head: &'a Page, order: Order, gfp: Gfp) -> PageRef<'a> {
         let mm = self.memmap();
-        let head = mm.page(pfn).expect("allocated page has a descriptor");
         debug_assert_eq!(head.state_flags() & pg::CHECK_AT_FREE, 0, "new page {pfn:?} has bad flags");
         head.set_private(0);
         head.set_data(0);

@@ -43,7 +43,8 @@ impl<P: Platform> Kmem<P> {
                 page.page().set_alloc_order(Some(0));
                 let mut o = ord;
                 while let Some(lower) = o.down() {
-                    self.free_block(page.pfn().add(lower.nr_pages()), lower);
+                    let pfn = page.pfn().add(lower.nr_pages());
+                    self.free_block(pfn, self.memmap().page(pfn).expect("block pages have descriptors"), lower);
                     o = lower;
                 }
             }
@@ -76,7 +77,7 @@ impl<P: Platform> Kmem<P> {
         if p.test(pg::HEAD) && !self.free_tail_pages_check(page, order) {
             return;
         }
-        self.free_block(page.pfn(), order);
+        self.free_block(page.pfn(), p, order);
     }
 
     /// Tail checks of a compound free (`free_tail_page_prepare`); clears the compound state.
@@ -108,10 +109,11 @@ impl<P: Platform> Kmem<P> {
         true
     }
 
-    /// Returns a block whose pages nobody references to its zone (`free_one_page`).
-    pub(crate) fn free_block(&self, pfn: Pfn, order: Order) {
+    /// Returns a block (head frame `pfn`, its descriptor `page`) whose pages nobody
+    /// references to its zone (`free_one_page`).
+    #[inline]
+    pub(crate) fn free_block(&self, pfn: Pfn, page: &crate::mm::page::Page, order: Order) {
         let mm = self.memmap();
-        let page = mm.page(pfn).expect("freed page has a descriptor");
         page.set_alloc_order(None);
         page.set_data(0);
         let zone = self.page_zone(page);

@@ -2,19 +2,20 @@
 //! low order (0..=3) and of pageblock order per zone, so the common allocation and free take
 //! no zone lock and do no splitting or merging.
 //!
-//! Protocol (as Linux since 5.19): the CPU is pinned (`preempt_disable`), then the CPU's
-//! pageset lock is *tried*; if it is busy (another CPU is draining it, or an interrupt
-//! handler on this CPU got here first) the request goes straight to the buddy allocator. An
-//! empty list is refilled with `batch` blocks in one zone-lock section (`rmqueue_bulk`); a
-//! free that pushes `count` to `high` returns the coldest blocks to the buddy in one zone-lock
-//! section (`free_pcppages_bulk`). Any CPU may drain any pageset by taking its lock
-//! (`drain_all_pages`), which the allocator does before failing a request.
+//! Protocol: a CPU's pagesets belong to the CPU. The allocation and free paths pin it
+//! ([`Platform::pin_cpu`], Linux's `local_lock_irqsave` before 5.19) and use its lists with no
+//! lock and no atomic read-modify-write. An empty list is refilled with `batch` blocks in one
+//! zone-lock section (`rmqueue_bulk`); a free that pushes `count` to `high` returns the
+//! coldest blocks to the buddy in one zone-lock section (`free_pcppages_bulk`). Another CPU's
+//! lists are drained by running as that CPU ([`Platform::run_on_cpu`], Linux's
+//! `drain_all_pages` queues work on each CPU), which the allocator does before failing a
+//! request that may sleep; an atomic request drains only its own CPU's lists.
 //!
 //! The protocol lives in [`PerCpuPages`]'s methods, which reach the buddy allocator only
 //! through [`PcpBuddy`]: the allocator passes its zone ([`ZoneBuddy`]), and the loom models
 //! (`pcp/loom_tests.rs`, `scripts/loom.sh`) run the same methods against a small zone.
 //!
-//! Lock order: pageset lock, then zone lock. Pages on a per-CPU list carry the PCP page type
+//! Lock order: the pinned CPU, then the zone lock. Pages on a per-CPU list carry the PCP page type
 //! (`Page::is_pcp`) with their order and migratetype; they count as free in MemFree but not
 //! in buddyinfo or the zone's free counter (which the watermarks check), as in Linux.
 
@@ -26,8 +27,8 @@ use crate::mm::page::Page;
 use crate::mm::pfn_list::PfnList;
 use crate::mm::zone::{bump_locked, Zone, ZoneEvents};
 use crate::mm::zone_type::{Migratetype, MIGRATE_PCPTYPES};
-use crate::platform::Platform;
-use crate::sync::{array_of, const_fn_unless_loom, AtomicUsize, Ordering, RawSpinLock};
+use crate::platform::{CpuId, Platform};
+use crate::sync::{array_of, const_fn_unless_loom, AtomicUsize, Ordering};
 
 /// Lists for orders 0..=PAGE_ALLOC_COSTLY_ORDER, one per ordinary migratetype.
 pub const NR_LOWORDER_PCP_LISTS: usize = MIGRATE_PCPTYPES * (PAGE_ALLOC_COSTLY_ORDER as usize + 1);
@@ -67,18 +68,17 @@ pub fn zone_highsize(low_wmark: usize, managed: usize, batch: usize, cpus_of_nod
     (total / cpus_of_node.max(1)).max(batch << 2)
 }
 
-/// One CPU's lists for one zone.
+/// One CPU's lists for one zone. Only its CPU changes them (pinned, or run as by another).
 #[derive(Debug)]
 #[repr(C, align(64))]
 pub struct PerCpuPages {
-    lock: RawSpinLock,
     count: AtomicUsize,
     high: AtomicUsize,
     high_min: AtomicUsize,
     high_max: AtomicUsize,
     batch: AtomicUsize,
     lists: [PfnList; NR_PCP_LISTS],
-    /// Allocation and free events counted on this CPU (written under `lock`).
+    /// Allocation and free events counted on this CPU (written by its CPU only).
     pub events: ZoneEvents,
 }
 
@@ -93,7 +93,6 @@ impl PerCpuPages {
         /// The boot pageset: `high` 0 and `batch` 1, so nothing stays on the lists.
         pub fn new() -> Self {
             Self {
-                lock: RawSpinLock::new(),
                 count: AtomicUsize::new(0),
                 high: AtomicUsize::new(0),
                 high_min: AtomicUsize::new(0),
@@ -134,49 +133,46 @@ impl PerCpuPages {
     fn add_count(&self, delta: isize) {
         self.count.store(self.count().wrapping_add_signed(delta), Ordering::Relaxed);
     }
-    /// Takes the pageset lock if it is free (`pcp_spin_trylock`; the caller has pinned its
-    /// CPU). Pair with `self.lock.unlock()`.
+    /// `rmqueue_pcplist()` on the pinned CPU: a block from the `order`/`mt` list (its tail
+    /// with `cold`), refilling an empty list with a batch from `buddy` first (`rmqueue_bulk`).
+    /// `None`: the buddy has nothing for it either.
     #[inline]
-    fn trylock(&self) -> bool {
-        self.lock.try_lock_raw()
-    }
-
-    /// `rmqueue_pcplist()` with the pageset lock held: a block from the `order`/`mt` list (its
-    /// tail with `cold`), refilling an empty list with a batch from `buddy` first
-    /// (`rmqueue_bulk`). `None`: the buddy has nothing for it either.
-    #[inline]
-    fn rmqueue_locked(
+    fn rmqueue_pinned<'m>(
         &self,
-        mm: &Memmap,
+        mm: &'m Memmap,
         buddy: &impl PcpBuddy,
         order: Order,
         mt: Migratetype,
         cold: bool,
-    ) -> Option<Pfn> {
-        debug_assert!(self.lock.is_locked());
+    ) -> Option<(Pfn, &'m Page)> {
         let list = &self.lists[order_to_pindex(mt, order)];
         if list.is_empty() {
-            let n = if order == Order::ZERO { self.batch() } else { (self.batch() >> order.as_u32()).max(2) };
-            buddy.take_bulk(n, order, mt, |pfn| {
-                let page = mm.page(pfn).expect("free page has a descriptor");
-                page.set_pcp(order.as_u32(), mt as u32);
-                list.push(mm, pfn, page, true);
-                self.add_count(order.nr_pages() as isize);
-            });
+            self.refill(mm, buddy, list, order, mt);
         }
         let pfn = if cold { list.last() } else { list.first() }?;
         let page = mm.page(pfn).expect("pcp page has a descriptor");
         list.unlink(mm, page);
         page.clear_buddy();
         self.add_count(-(order.nr_pages() as isize));
-        Some(pfn)
+        Some((pfn, page))
     }
 
-    /// `free_unref_page_commit()` with the pageset lock held: puts a block on its list and,
-    /// when the lists reach `high`, returns a batch to `buddy`.
+    /// `rmqueue_bulk()`: an empty list takes `batch` blocks from the buddy.
+    #[inline(never)]
+    fn refill(&self, mm: &Memmap, buddy: &impl PcpBuddy, list: &PfnList, order: Order, mt: Migratetype) {
+        let n = if order == Order::ZERO { self.batch() } else { (self.batch() >> order.as_u32()).max(2) };
+        buddy.take_bulk(n, order, mt, |pfn| {
+            let page = mm.page(pfn).expect("free page has a descriptor");
+            page.set_pcp(order.as_u32(), mt as u32);
+            list.push(mm, pfn, page, true);
+            self.add_count(order.nr_pages() as isize);
+        });
+    }
+
+    /// `free_unref_page_commit()` on the pinned CPU: puts a block on its list and, when the
+    /// lists reach `high`, returns a batch to `buddy`.
     #[inline]
-    fn free_locked(&self, mm: &Memmap, buddy: &impl PcpBuddy, pfn: Pfn, page: &Page, order: Order, mt: Migratetype) {
-        debug_assert!(self.lock.is_locked());
+    fn free_pinned(&self, mm: &Memmap, buddy: &impl PcpBuddy, pfn: Pfn, page: &Page, order: Order, mt: Migratetype) {
         page.set_pcp(order.as_u32(), mt as u32);
         self.lists[order_to_pindex(mt, order)].push(mm, pfn, page, false);
         self.add_count(order.nr_pages() as isize);
@@ -185,14 +181,13 @@ impl PerCpuPages {
         if count >= high {
             // nr_pcp_free(): bring count back to `high - batch`, freeing at least a batch.
             let to_free = (count + batch).saturating_sub(high).max(batch).min(count);
-            self.free_bulk_locked(mm, buddy, to_free);
+            self.free_bulk(mm, buddy, to_free);
         }
     }
 
-    /// `free_pcppages_bulk()` with the pageset lock held: returns at least `pages` pages from
-    /// the cold ends of the lists (round-robin over them) to `buddy`, in one zone-lock section.
-    fn free_bulk_locked(&self, mm: &Memmap, buddy: &impl PcpBuddy, pages: usize) {
-        debug_assert!(self.lock.is_locked());
+    /// `free_pcppages_bulk()` on the pageset's CPU: returns at least `pages` pages from the
+    /// cold ends of the lists (round-robin over them) to `buddy`, in one zone-lock section.
+    fn free_bulk(&self, mm: &Memmap, buddy: &impl PcpBuddy, pages: usize) {
         let (mut freed, mut idx, mut empty) = (0, 0, 0);
         buddy.give_bulk(|| {
             while freed < pages && self.count() > 0 {
@@ -223,23 +218,12 @@ impl PerCpuPages {
         });
     }
 
-    /// `drain_pages_zone()` for this pageset, from any CPU (the caller has disabled
-    /// preemption): takes the lock, waiting for its owner, and returns every page to `buddy`.
-    fn drain<P: Platform>(&self, platform: &P, mm: &Memmap, buddy: &impl PcpBuddy) {
-        if self.count() == 0 {
-            return;
+    /// `drain_pages_zone()` for this pageset, on its CPU (pinned, or run as): every page
+    /// back to `buddy`.
+    fn drain(&self, mm: &Memmap, buddy: &impl PcpBuddy) {
+        if self.count() > 0 {
+            self.free_bulk(mm, buddy, self.count());
         }
-        self.lock.lock_raw(platform);
-        self.free_bulk_locked(mm, buddy, self.count());
-        self.lock.unlock();
-    }
-
-    /// Runs `f` with the lock held (preemption must be disabled by the caller).
-    pub(crate) fn lock_for_check<P: Platform>(&self, p: &P, f: impl FnOnce(&Self) -> bool) -> bool {
-        self.lock.lock_raw(p);
-        let r = f(self);
-        self.lock.unlock();
-        r
     }
     /// Walks every list; returns the pages found, or the first malformed block.
     pub fn check(&self, mm: &Memmap) -> Result<usize, Pfn> {
@@ -254,8 +238,8 @@ impl PerCpuPages {
 
 /// The buddy side of the per-CPU protocol: where a pageset refills from and where its frees
 /// and drains go. Each call is one zone-lock section, as `rmqueue_bulk` and
-/// `free_pcppages_bulk` take the zone lock once per batch; the callbacks run inside it, with
-/// the pageset lock held too (lock order: pageset, then zone).
+/// `free_pcppages_bulk` take the zone lock once per batch; the callbacks run inside it, on
+/// the pageset's CPU (lock order: the CPU, then the zone).
 pub(crate) trait PcpBuddy {
     /// Takes up to `n` blocks of `order` for `mt` from the buddy lists and hands each to `put`.
     fn take_bulk(&self, n: usize, order: Order, mt: Migratetype, put: impl FnMut(Pfn));
@@ -294,39 +278,7 @@ impl<P: Platform> PcpBuddy for ZoneBuddy<'_, P> {
     }
 }
 
-/// Why the per-CPU path could not serve a request; the caller uses the buddy instead.
-pub(crate) struct PcpBusy;
-
-/// Holds a pageset lock and the pinned CPU.
-struct PcpGuard<'a, P: Platform> {
-    pcp: &'a PerCpuPages,
-    platform: &'a P,
-}
-
-impl<P: Platform> Drop for PcpGuard<'_, P> {
-    #[inline]
-    fn drop(&mut self) {
-        self.pcp.lock.unlock();
-        self.platform.preempt_enable();
-    }
-}
-
 impl<P: Platform> Kmem<P> {
-    /// Pins the CPU and tries its pageset lock (`pcp_spin_trylock`).
-    #[inline]
-    fn pcp_trylock<'a>(&'a self, zone: &'a Zone) -> Option<PcpGuard<'a, P>> {
-        let p = self.platform();
-        let cpu = p.preempt_disable_cpu();
-        let pcp = zone.pageset(cpu.index());
-        match pcp {
-            Some(pcp) if pcp.trylock() => Some(PcpGuard { pcp, platform: p }),
-            _ => {
-                p.preempt_enable();
-                None
-            }
-        }
-    }
-
     /// `zone`'s buddy allocator as its pagesets see it.
     #[inline]
     fn zone_buddy<'a>(&'a self, zone: &'a Zone, take: Take) -> ZoneBuddy<'a, P> {
@@ -334,7 +286,7 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// `rmqueue_pcplist()`: a block from this CPU's list, refilling it from the buddy if empty.
-    /// `Ok(None)`: the zone has nothing for it.
+    /// `None`: the zone has nothing for it.
     #[inline]
     pub(crate) fn rmqueue_pcplist(
         &self,
@@ -343,18 +295,23 @@ impl<P: Platform> Kmem<P> {
         mt: Migratetype,
         take: Take,
         preferred_nid: usize,
-    ) -> Result<Option<Pfn>, PcpBusy> {
-        let g = self.pcp_trylock(zone).ok_or(PcpBusy)?;
-        let pfn = g.pcp.rmqueue_locked(self.memmap(), &self.zone_buddy(zone, take), order, mt, take.cold);
-        if pfn.is_some() {
-            self.count_alloc(zone, &g.pcp.events, preferred_nid, order.nr_pages());
-        }
-        Ok(pfn)
+    ) -> Option<(Pfn, &Page)> {
+        let p = self.platform().pin_cpu();
+        let pcp = zone.pageset(p.cpu.index());
+        let got = pcp.and_then(|pcp| {
+            let got = pcp.rmqueue_pinned(self.memmap(), &self.zone_buddy(zone, take), order, mt, take.cold);
+            if got.is_some() {
+                self.count_alloc(zone, &pcp.events, preferred_nid, order.nr_pages());
+            }
+            got
+        });
+        self.platform().unpin_cpu(p);
+        got
     }
 
     /// `free_unref_page_commit()`: puts a block whose last reference was dropped on this CPU's
-    /// list, returning a batch to the buddy when the lists reach `high`. `false`: the per-CPU
-    /// path is busy; the caller frees to the buddy.
+    /// list, returning a batch to the buddy when the lists reach `high`. `false`: the block
+    /// cannot go on a list (isolated pageblock, no pageset); the caller frees to the buddy.
     #[inline]
     pub(crate) fn free_unref_page(&self, zone: &Zone, pfn: Pfn, page: &Page, order: Order, mt: Migratetype) -> bool {
         let mt = match mt {
@@ -362,41 +319,55 @@ impl<P: Platform> Kmem<P> {
             Migratetype::HighAtomic => Migratetype::Movable,
             m => m,
         };
-        let Some(g) = self.pcp_trylock(zone) else { return false };
-        g.pcp.free_locked(self.memmap(), &self.zone_buddy(zone, Take::default()), pfn, page, order, mt);
-        true
+        let p = self.platform().pin_cpu();
+        let done = match zone.pageset(p.cpu.index()) {
+            Some(pcp) => {
+                pcp.free_pinned(self.memmap(), &self.zone_buddy(zone, Take::default()), pfn, page, order, mt);
+                true
+            }
+            None => false,
+        };
+        self.platform().unpin_cpu(p);
+        done
     }
 
-    /// `drain_all_pages()`: returns every CPU's listed pages in every zone to the buddy.
+    /// `drain_all_pages()`: returns every CPU's listed pages in every zone to the buddy,
+    /// running as each CPU that has some ([`Platform::run_on_cpu`]). Call it with no kmem
+    /// lock held and outside any preemption- or interrupt-disabled section.
     pub fn drain_all_pages(&self) {
-        for zone in self.zones() {
-            for cpu in 0..self.nr_cpus() {
-                self.drain_pages_zone(zone, cpu);
+        let p = self.platform();
+        for cpu in 0..self.nr_cpus() {
+            if self.zones().any(|z| z.pageset(cpu).is_some_and(|pcp| pcp.count() > 0)) {
+                p.run_on_cpu(CpuId(cpu as u32), &mut || self.drain_this_cpu());
             }
         }
     }
 
-    /// `drain_local_pages()`: the current CPU's lists only.
+    /// `drain_local_pages()`: the current CPU's lists only (any context).
     pub fn drain_local_pages(&self) {
-        let p = self.platform();
-        p.preempt_disable();
-        let cpu = p.current_cpu().index();
-        for zone in self.zones() {
-            self.drain_pages_zone(zone, cpu);
-        }
-        p.preempt_enable();
+        self.drain_this_cpu();
     }
 
-    /// `drain_pages_zone()`: one CPU's lists of one zone, taken from any CPU.
-    pub(crate) fn drain_pages_zone(&self, zone: &Zone, cpu: usize) {
-        let Some(pcp) = zone.pageset(cpu) else { return };
-        if pcp.count() == 0 {
-            return;
+    /// Every zone's lists of the CPU the caller runs on (pinned here).
+    pub(crate) fn drain_this_cpu(&self) {
+        let p = self.platform().pin_cpu();
+        for zone in self.zones() {
+            if let Some(pcp) = zone.pageset(p.cpu.index()) {
+                pcp.drain(self.memmap(), &self.zone_buddy(zone, Take::default()));
+            }
         }
-        let p = self.platform();
-        p.preempt_disable();
-        pcp.drain(p, self.memmap(), &self.zone_buddy(zone, Take::default()));
-        p.preempt_enable();
+        self.platform().unpin_cpu(p);
+    }
+
+    /// Checks `cpu`'s lists in `zone` (walked as that CPU): the pages found equal its count.
+    pub(crate) fn check_pageset(&self, zone: &Zone, cpu: usize) -> bool {
+        let Some(pcp) = zone.pageset(cpu) else { return true };
+        let mut ok = true;
+        let mm = self.memmap();
+        let ran = self.platform().run_on_cpu(CpuId(cpu as u32), &mut || {
+            ok = pcp.check(mm).is_ok_and(|n| n == pcp.count());
+        });
+        ok || !ran
     }
 
     /// Counts an allocation in `ev` (the zone's or a pageset's; its lock is held).

@@ -86,12 +86,7 @@ impl<P: Platform> Kmem<P> {
             }
             drop(g);
             for cpu in 0..self.nr_cpus() {
-                let Some(pcp) = zone.pageset(cpu) else { continue };
-                let p = self.platform();
-                p.preempt_disable();
-                let ok = pcp.lock_for_check(p, |pcp| pcp.check(mm).is_ok_and(|n| n == pcp.count()));
-                p.preempt_enable();
-                if !ok {
+                if !self.check_pageset(zone, cpu) {
                     return Err(VerifyError::PcpList { node, zone: name, cpu });
                 }
             }

@@ -8,7 +8,7 @@
 use core::ptr::NonNull;
 
 use super::cache::KmemCache;
-use super::sheaf::{CpuSheaves, Sheaf, SlubStat};
+use super::sheaf::{trade_for_full, CpuSheaves, Sheaf, SlubStat};
 use super::SlabAllocError;
 use crate::gfp::Gfp;
 use crate::machine::Kmem;
@@ -267,16 +267,9 @@ impl<P: Platform> Kmem<P> {
         let barn = &s.node(nid).barn;
         let mut retired = 0;
         if barn.nr_full() > 0 {
-            let g = barn.lock().lock_irqsave(self.platform());
-            let full = barn.take_locked(true);
-            if full != 0 {
-                let empty = pcs.set_main(full);
-                if !barn.put_locked(empty, false) {
-                    retired = empty;
-                }
-            }
-            drop(g);
-            if full != 0 {
+            let (got, r) = trade_for_full(pcs, barn, self.platform());
+            retired = r;
+            if got {
                 pcs.stat(SlubStat::BarnGet);
                 if let Some(o) = pcs.main().and_then(Sheaf::pop) {
                     return Got::Object(o, retired);
@@ -306,6 +299,13 @@ impl<P: Platform> Kmem<P> {
     /// Allocation without sheaves (`kmem_sheaf`, another node, no sheaf to be had): one
     /// object from a partial slab, or from a new one.
     pub(crate) fn alloc_direct(&self, s: &KmemCache, req: Req) -> Result<usize, SlabAllocError> {
+        let obj = self.alloc_direct_raw(s, req)?;
+        // SAFETY: as in `alloc_fast`: the object is ours, its free pointer stops looking free.
+        unsafe { super::object::write_word(s.fp_addr(obj), 0) };
+        Ok(obj)
+    }
+
+    fn alloc_direct_raw(&self, s: &KmemCache, req: Req) -> Result<usize, SlabAllocError> {
         loop {
             let local = req.node.unwrap_or_else(|| self.numa_node_id());
             if let Some(obj) = self.alloc_single(s, local) {

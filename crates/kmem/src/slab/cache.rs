@@ -485,8 +485,17 @@ impl SlabState {
         z ^ (z >> 31)
     }
 
+    /// Fills a just-installed id table with the boot caches. Caller holds the list lock.
+    pub(crate) fn register_boot_caches_locked(&self) {
+        if let Some(t) = self.id_table() {
+            for (id, c) in [(BOOT_CACHE_ID, &self.boot_cache), (SHEAF_CACHE_ID, &self.sheaf_cache)] {
+                t[id as usize].store(c.load(Ordering::Acquire), Ordering::Release);
+            }
+        }
+    }
+
     /// The id table, once allocated.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn id_table(&self) -> Option<&IdTable> {
         let p = self.ids.load(Ordering::Acquire);
         // SAFETY: `ids` is 0 or the address of a zeroed, page-aligned block of at least
@@ -494,16 +503,11 @@ impl SlabState {
         (p != 0).then(|| unsafe { &*(p as *const IdTable) })
     }
 
-    /// The cache with id `id`.
-    #[inline]
+    /// The cache with id `id`. (Every slab's cache is in the table: the table is installed
+    /// by the first `kmem_cache_create`, with the boot caches, before any slab exists.)
+    #[inline(always)]
     pub(crate) fn cache(&self, id: u32) -> Option<&KmemCache> {
-        let p = if id == BOOT_CACHE_ID {
-            self.boot_cache.load(Ordering::Acquire)
-        } else if id == SHEAF_CACHE_ID {
-            self.sheaf_cache.load(Ordering::Acquire)
-        } else {
-            self.id_table()?.get(id as usize)?.load(Ordering::Acquire)
-        };
+        let p = self.id_table()?.get(id as usize)?.load(Ordering::Acquire);
         // SAFETY: a registered id names a live descriptor: it is unregistered (under the list
         // lock) before its descriptor is freed, and only after its last slab is gone, so a
         // slab page naming it cannot outlive it. 1 marks an id reserved for a cache being
@@ -534,7 +538,7 @@ impl SlabState {
             unsafe { &*(head as *const KmemCache) }.list_prev.store(c as *const _ as usize, Ordering::Relaxed);
         }
         self.head.store(c as *const _ as usize, Ordering::Release);
-        if let Some(t) = self.id_table().filter(|_| c.id > SHEAF_CACHE_ID) {
+        if let Some(t) = self.id_table() {
             t[c.id as usize].store(c as *const _ as usize, Ordering::Release);
         }
     }

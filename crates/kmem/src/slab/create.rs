@@ -180,7 +180,11 @@ impl<P: Platform> Kmem<P> {
         }
         let flags = self.kmem_cache_flags(flags, name);
         let st = self.slab();
-        self.install_table(&st.ids, core::mem::size_of::<super::cache::IdTable>(), gfp)?;
+        if st.id_table().is_none() {
+            self.install_table(&st.ids, core::mem::size_of::<super::cache::IdTable>(), gfp)?;
+            let _g = st.list_lock.lock_irqsave(self.platform());
+            st.register_boot_caches_locked();
+        }
         if flags.contains(SlabFlags::STORE_USER) {
             // Without a depot, tracks just have no call site.
             let _ = self.install_table(&st.depot, core::mem::size_of::<super::debug::CallerDepot>(), gfp);

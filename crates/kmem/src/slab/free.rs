@@ -84,13 +84,14 @@ impl<P: Platform> Kmem<P> {
     /// Classifies a pointer (`virt_to_slab`, `check_valid_pointer`).
     #[inline(always)]
     pub(crate) fn lookup_object(&self, addr: usize) -> Lookup<'_> {
-        let Some((slab, cache)) = self.addr_to_slab(addr) else { return Lookup::NotSlab };
-        let base = cache.obj_base(self, slab);
-        let off = addr.wrapping_sub(base);
+        let Some((slab, cache, in_slab)) = self.addr_to_slab_off(addr) else { return Lookup::NotSlab };
+        // Object 0 sits after the slab's colour and the left red zone.
+        let first = (slab.page.slab_colour() * super::layout::CACHE_LINE + cache.layout.red_left_pad) as usize;
+        let off = in_slab.wrapping_sub(first);
         if off >= (slab.word().objects * cache.layout.size) as usize || !cache.is_boundary(off as u32) {
             return Lookup::Invalid(slab, cache);
         }
-        Lookup::Object(slab, cache, off as u32, base)
+        Lookup::Object(slab, cache, off as u32, addr - off)
     }
 
     /// Frees a checked object (at `off` from object 0 at `base` in `slab` of `s`): the
@@ -210,24 +211,15 @@ impl<P: Platform> Kmem<P> {
         }
     }
 
-    /// Trades the full main sheaf for an empty one at the barn (CPU pinned): the full one
-    /// goes in if the barn has room, an empty one (if the barn has one) becomes the main.
-    /// False if the barn is full.
+    /// Trades the full main sheaf for an empty one at the barn (CPU pinned); false if the
+    /// barn is full.
     fn main_to_barn(&self, s: &KmemCache, pcs: &super::sheaf::CpuSheaves, nid: usize) -> bool {
-        let barn = &s.node(nid).barn;
-        let g = barn.lock().lock_irqsave(self.platform());
-        let main = pcs.set_main(0);
-        if !barn.put_locked(main, true) {
-            pcs.set_main(main);
-            drop(g);
+        if !super::sheaf::trade_for_empty(pcs, &s.node(nid).barn, self.platform()) {
             pcs.stat(SlubStat::BarnPutFail);
             return false;
         }
-        let empty = barn.take_locked(false);
-        pcs.set_main(empty);
-        drop(g);
         pcs.stat(SlubStat::BarnPut);
-        if empty == 0 {
+        if pcs.main().is_none() {
             pcs.stat(SlubStat::BarnGetFail);
         }
         true

@@ -276,6 +276,39 @@ impl Barn {
     }
 }
 
+/// `barn_replace_empty_sheaf()` for an allocation whose main sheaf is empty (the caller's CPU
+/// pinned): a full sheaf from the barn becomes the main one, the empty main goes to the barn's
+/// empty list. Returns whether a full sheaf was had, and an empty sheaf the barn had no room
+/// for (0: none), which the caller frees once unpinned.
+pub(crate) fn trade_for_full<P: crate::Platform>(pcs: &CpuSheaves, barn: &Barn, p: &P) -> (bool, usize) {
+    let g = barn.lock().lock_irqsave(p);
+    let full = barn.take_locked(true);
+    let mut retired = 0;
+    if full != 0 {
+        let empty = pcs.set_main(full);
+        if !barn.put_locked(empty, false) {
+            retired = empty;
+        }
+    }
+    drop(g);
+    (full != 0, retired)
+}
+
+/// `barn_replace_full_sheaf()` for a free whose main sheaf is full (the caller's CPU pinned):
+/// the full main goes to the barn if it has room, and an empty sheaf from the barn (or none:
+/// 0) becomes the main one. False, with nothing changed, if the barn is full.
+pub(crate) fn trade_for_empty<P: crate::Platform>(pcs: &CpuSheaves, barn: &Barn, p: &P) -> bool {
+    let g = barn.lock().lock_irqsave(p);
+    let main = pcs.set_main(0);
+    if !barn.put_locked(main, true) {
+        pcs.set_main(main);
+        return false;
+    }
+    pcs.set_main(barn.take_locked(false));
+    drop(g);
+    true
+}
+
 /// Slab events counted per CPU (Linux's `CONFIG_SLUB_STATS` items of the sheaf slow paths;
 /// the fast paths count nothing, as Linux without `CONFIG_SLUB_STATS`), written by the CPU's
 /// owner only.
@@ -333,6 +366,9 @@ impl SlubStat {
 
 // Two cache lines per CPU and cache (the percpu tests count on it).
 const _: () = assert!(core::mem::size_of::<CpuSheaves>() == 128 || cfg!(loom));
+
+#[cfg(all(test, loom))]
+mod loom_tests;
 
 #[cfg(test)]
 mod tests {

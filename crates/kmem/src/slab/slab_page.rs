@@ -14,7 +14,7 @@ use super::layout::{div_by, order_objects, CACHE_LINE, MAX_OBJS_PER_PAGE};
 use super::object::{read_word, write_word};
 use super::word::{freeptr_key, SlabWord, OFF_NONE};
 use super::SlabAllocError;
-use crate::addr::{Order, Pfn, VirtAddr};
+use crate::addr::{Order, Pfn};
 use crate::gfp::Gfp;
 use crate::machine::Kmem;
 use crate::mm::page::Page;
@@ -112,14 +112,31 @@ pub(crate) fn slab_addr<P: Platform>(k: &Kmem<P>, slab: Slab<'_>) -> usize {
 }
 
 impl<P: Platform> Kmem<P> {
-    /// The slab holding direct-map address `addr` and the cache it belongs to, if any
-    /// (`virt_to_slab` + `slab->slab_cache`).
+    /// The slab holding direct-map address `addr`, the cache it belongs to, and `addr`'s
+    /// byte offset from the slab's first page (`virt_to_slab` + `slab->slab_cache`).
+    #[inline(always)]
+    pub(crate) fn addr_to_slab_off(&self, addr: usize) -> Option<(Slab<'_>, &KmemCache, usize)> {
+        let st = self.state();
+        let pa = addr.wrapping_sub(st.direct_map.base.as_usize());
+        if pa as u64 >= st.direct_map.limit.as_u64() {
+            return None;
+        }
+        let pfn = Pfn::new(pa >> crate::PAGE_SHIFT);
+        let mm = &st.memmap;
+        let page = mm.page(pfn)?;
+        let (hpfn, head) = if page.test(crate::mm::page::pg::TAIL) {
+            mm.head_in_section(pfn, page, page.private() as usize)?
+        } else {
+            (pfn, page)
+        };
+        let cache = st.slab.cache(head.slab_cache_id()?)?;
+        Some((Slab { pfn: hpfn, page: head }, cache, pa - (hpfn.as_usize() << crate::PAGE_SHIFT)))
+    }
+
+    /// The slab holding direct-map address `addr` and the cache it belongs to, if any.
+    #[inline]
     pub(crate) fn addr_to_slab(&self, addr: usize) -> Option<(Slab<'_>, &KmemCache)> {
-        let page = self.virt_to_page(VirtAddr::new(addr))?;
-        let head = self.compound_head(page);
-        let id = head.page().slab_cache_id()?;
-        let cache = self.slab().cache(id)?;
-        Some((Slab { pfn: head.pfn(), page: head.page() }, cache))
+        self.addr_to_slab_off(addr).map(|(slab, c, _)| (slab, c))
     }
 
     /// The slab with head frame `pfn`.

@@ -1,11 +1,13 @@
 //! Loom models of the per-CPU page list protocol (`scripts/loom.sh`).
 //!
-//! They run the real [`PerCpuPages`] methods (trylock, `rmqueue_locked` with its refill,
-//! `free_locked` with its bulk free at `high`, `drain`), the real [`ZoneBuddy`] (buddy
+//! They run the real [`PerCpuPages`] methods (`rmqueue_pinned` with its refill,
+//! `free_pinned` with its bulk free at `high`, `drain`), the real [`ZoneBuddy`] (buddy
 //! allocator, zone lock), page descriptors, memory map and lists, over a zone of four frames.
-//! Thread 0 is CPU 0 using its own pageset, with the per-CPU path's fallback to the buddy when
-//! the trylock fails (`PcpBusy`), as `Kmem::rmqueue_pcplist` and `free_unref_page` do; thread
-//! 1 is another CPU running `drain_pages_zone` on CPU 0's pageset.
+//! Thread 0 is CPU 0 using its own pageset with the CPU pinned, as `Kmem::rmqueue_pcplist`
+//! and `free_unref_page` do; thread 1 is another CPU draining CPU 0's pageset by running as
+//! CPU 0 (`run_on_cpu`). CPU ownership (what `pin_cpu` and `run_on_cpu` give, whose hosted
+//! implementations have models of their own in kmem-hosted) is modelled by a lock: the pcp
+//! protocol must need nothing more.
 //!
 //! After both finish, every frame must be in exactly one place (the buddy lists, CPU 0's
 //! lists, or CPU 0's hands), every list well formed with the right page type, and the counters
@@ -30,53 +32,42 @@ const MT: Migratetype = Migratetype::Movable;
 struct Cpu0 {
     z: ModelZone,
     pcp: PerCpuPages,
+    /// CPU 0 itself: held while pinned, or by a thread running as it.
+    cpu: crate::sync::RawSpinLock,
 }
 
 impl Cpu0 {
     fn new(batch: usize, high: usize) -> Arc<Self> {
         let pcp = PerCpuPages::new();
         pcp.update(batch, high, high);
-        Arc::new(Self { z: ModelZone::new(NR), pcp })
+        Arc::new(Self { z: ModelZone::new(NR), pcp, cpu: crate::sync::RawSpinLock::new() })
     }
 
     fn buddy(&self) -> ZoneBuddy<'_, ModelPlatform> {
         ZoneBuddy { platform: &self.z.platform, mm: &self.z.mm, zone: &self.z.zone, take: Take::default() }
     }
 
-    /// An order-0 allocation on CPU 0 (already pinned): `rmqueue_pcplist`, or the buddy when
-    /// the pageset is busy.
+    /// An order-0 allocation on CPU 0: `rmqueue_pcplist`, CPU pinned.
     fn alloc(&self) -> Option<Pfn> {
-        if self.pcp.trylock() {
-            let pfn = self.pcp.rmqueue_locked(&self.z.mm, &self.buddy(), Order::ZERO, MT, false);
-            self.pcp.lock.unlock();
-            pfn
-        } else {
-            self.alloc_buddy()
-        }
+        self.cpu.lock_raw(&self.z.platform);
+        let got = self.pcp.rmqueue_pinned(&self.z.mm, &self.buddy(), Order::ZERO, MT, false);
+        self.cpu.unlock();
+        got.map(|(pfn, _)| pfn)
     }
 
-    /// The `PcpBusy` fallback: one block straight from the buddy, under the zone lock.
-    fn alloc_buddy(&self) -> Option<Pfn> {
-        let mut got = None;
-        self.buddy().take_bulk(1, Order::ZERO, MT, |pfn| got = Some(pfn));
-        got
-    }
-
-    /// An order-0 free on CPU 0: `free_unref_page`, or the buddy when the pageset is busy.
+    /// An order-0 free on CPU 0: `free_unref_page`, CPU pinned.
     fn free(&self, pfn: Pfn) {
         let page = self.z.mm.page(pfn).unwrap();
-        if self.pcp.trylock() {
-            self.pcp.free_locked(&self.z.mm, &self.buddy(), pfn, page, Order::ZERO, MT);
-            self.pcp.lock.unlock();
-        } else {
-            let mut once = Some((pfn, Order::ZERO, MT));
-            self.buddy().give_bulk(|| once.take());
-        }
+        self.cpu.lock_raw(&self.z.platform);
+        self.pcp.free_pinned(&self.z.mm, &self.buddy(), pfn, page, Order::ZERO, MT);
+        self.cpu.unlock();
     }
 
-    /// `drain_pages_zone(zone, 0)` from another CPU.
+    /// `drain_all_pages` reaching CPU 0: another CPU runs as it and drains its lists.
     fn drain(&self) {
-        self.pcp.drain(&self.z.platform, &self.z.mm, &self.buddy());
+        self.cpu.lock_raw(&self.z.platform);
+        self.pcp.drain(&self.z.mm, &self.buddy());
+        self.cpu.unlock();
     }
 
     /// The conservation check, after every thread has been joined. `held`: what CPU 0 still
@@ -99,7 +90,7 @@ impl Cpu0 {
             frames.add(pfn, Order::ZERO, "CPU 0's hands");
         }
         assert_eq!(frames, Frames::first(self.z.nr()), "every frame in exactly one place");
-        assert!(!self.pcp.lock.is_locked());
+        assert!(!self.cpu.is_locked());
     }
 }
 
@@ -154,22 +145,18 @@ fn free_at_high_against_drain() {
     });
 }
 
-/// The models have teeth: a CPU 0 that ignores a failed trylock (and so edits its lists while
-/// the drainer holds them, then unlocks the drainer's lock) is caught.
+/// The models have teeth: a CPU 0 that touches its lists without pinning itself (so while
+/// the drainer runs as it) is caught.
 #[test]
 #[should_panic]
-fn ignoring_a_failed_trylock_is_caught() {
+fn lists_touched_without_the_cpu_are_caught() {
     model_bounded(PREEMPTIONS, || {
         let c = Cpu0::new(2, 8);
         let cpu0 = {
             let c = c.clone();
             move || {
-                let _ = c.pcp.trylock();
-                let a = c.pcp.rmqueue_locked(&c.z.mm, &c.buddy(), Order::ZERO, MT, false).expect("frames");
-                c.pcp.lock.unlock();
-                let _ = c.pcp.trylock();
-                c.pcp.free_locked(&c.z.mm, &c.buddy(), a, c.z.mm.page(a).unwrap(), Order::ZERO, MT);
-                c.pcp.lock.unlock();
+                let (a, _) = c.pcp.rmqueue_pinned(&c.z.mm, &c.buddy(), Order::ZERO, MT, false).expect("frames");
+                c.pcp.free_pinned(&c.z.mm, &c.buddy(), a, c.z.mm.page(a).unwrap(), Order::ZERO, MT);
             }
         };
         let cpu1 = {
