@@ -16,6 +16,9 @@
 # Takes about 3 minutes after the builds on a 2-CPU machine.
 #
 # Usage: scripts/benchmarks.sh [arguments of the malloc bench binary, e.g. --rounds 15]
+#        scripts/benchmarks.sh --render DIR   (rewrites BENCHMARKS.md from the outputs a run kept
+#                                              in DIR, e.g. after editing the notes)
+#   KMEM_BENCH_KEEP=DIR keeps the run's tab-separated outputs in DIR.
 #   BENCHMARKS_OUT=FILE writes FILE instead of BENCHMARKS.md; KMEM_THREADS_ARGS="--rounds 9"
 #   passes arguments to the threads bench.
 # Honours CARGO_TARGET_DIR.
@@ -24,8 +27,17 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 out="${BENCHMARKS_OUT:-$root/BENCHMARKS.md}"
+notes=crates/kmem-bench/notes/where-kmem-loses.md
+if [ "${1:-}" = "--render" ]; then
+    [ -d "${2:-}" ] || { echo "usage: $0 --render DIR" >&2; exit 2; }
+    exec python3 scripts/benchmarks_md.py "$2" "$out" "$notes"
+fi
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+if [ -n "${KMEM_BENCH_KEEP:-}" ]; then
+    trap 'mkdir -p "$KMEM_BENCH_KEEP" && cp "$tmp"/*.tsv "$KMEM_BENCH_KEEP"/ && rm -rf "$tmp"' EXIT
+else
+    trap 'rm -rf "$tmp"' EXIT
+fi
 t_start=$(date +%s)
 
 bench_bin() { # bench name -> path of its binary (built)
@@ -81,5 +93,5 @@ fi
     echo "load	$load_before (start of the timed runs), $(cut -d' ' -f1-3 /proc/loadavg) (end)"
 } >"$tmp/meta.tsv"
 
-python3 scripts/benchmarks_md.py "$tmp" "$out" crates/kmem-bench/notes/where-kmem-loses.md
+python3 scripts/benchmarks_md.py "$tmp" "$out" "$notes"
 echo "benchmarks.sh: done in $(($(date +%s) - t_start)) s" >&2
