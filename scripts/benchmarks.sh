@@ -1,44 +1,79 @@
 #!/usr/bin/env bash
-# Regenerates BENCHMARKS.md at the repository root: kmem as a process's allocator
-# (kmem_alloc::KmemAlloc) against mimalloc, jemalloc, glibc, talc, linked_list_allocator and
-# buddy_system_allocator, all in one run (crates/kmem-bench/benches/malloc.rs):
-#  1. ns per operation of every single-threaded workload, and kmem's ratio to each peer;
-#  2. the 2-thread producer/consumer pair (cross-thread frees), millions of blocks per second;
-#  3. peak RSS (VmHWM) of a child process per allocator and workload;
-#  4. instructions per alloc + free pair (scripts/malloc_cost.sh, callgrind; skipped with
-#     KMEM_BENCH_COST=0);
-# then the issue's targets, met or not, with the machine, date and commit. Takes about a
-# minute after the builds (about 30 s for 1-3, 30 s for 4).
+# Regenerates BENCHMARKS.md at the repository root, in one run on this machine: kmem as a
+# process's allocator (kmem_alloc::KmemAlloc) against mimalloc, jemalloc, glibc, talc,
+# linked_list_allocator and buddy_system_allocator, and issue 13's targets, met or not:
+#  1. single-threaded workloads, ns per operation and kmem's ratio to each peer, the 2-thread
+#     producer/consumer pair and peak RSS (crates/kmem-bench/benches/malloc.rs);
+#  2. multi-threaded workloads with 2, 4 and 8 threads: larson, threadtest, thread churn
+#     (crates/kmem-bench/benches/threads.rs; KMEM_BENCH_THREADS=0 skips them);
+#  3. C programs under LD_PRELOAD (libkmem_malloc.so, mimalloc, jemalloc against glibc) and
+#     process start-up (scripts/preload_bench.sh; KMEM_BENCH_PRELOAD=0 skips it);
+#  4. instructions per pair: kmem's fast paths on the hosted and minimal platforms against
+#     their baseline (scripts/cost_check.sh --tsv) and every allocator's 64-byte pair
+#     (scripts/malloc_cost.sh); KMEM_BENCH_COST=0 skips them;
+# then "where kmem loses": the losing cells of this run and the explanation kept in
+# crates/kmem-bench/notes/where-kmem-loses.md. Every section says its machine and date.
+# Takes about 3 minutes after the builds on a 2-CPU machine.
 #
-# Usage: scripts/benchmarks.sh [arguments of the bench binary, e.g. --rounds 15]
-#   BENCHMARKS_OUT=FILE writes FILE instead of BENCHMARKS.md.
+# Usage: scripts/benchmarks.sh [arguments of the malloc bench binary, e.g. --rounds 15]
+#        scripts/benchmarks.sh --render DIR   (rewrites BENCHMARKS.md from the outputs a run kept
+#                                              in DIR, e.g. after editing the notes)
+#   KMEM_BENCH_KEEP=DIR keeps the run's tab-separated outputs in DIR.
+#   BENCHMARKS_OUT=FILE writes FILE instead of BENCHMARKS.md; KMEM_THREADS_ARGS="--rounds 9"
+#   passes arguments to the threads bench.
 # Honours CARGO_TARGET_DIR.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 out="${BENCHMARKS_OUT:-$root/BENCHMARKS.md}"
+notes=crates/kmem-bench/notes/where-kmem-loses.md
+if [ "${1:-}" = "--render" ]; then
+    [ -d "${2:-}" ] || { echo "usage: $0 --render DIR" >&2; exit 2; }
+    exec python3 scripts/benchmarks_md.py "$2" "$out" "$notes"
+fi
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+if [ -n "${KMEM_BENCH_KEEP:-}" ]; then
+    trap 'mkdir -p "$KMEM_BENCH_KEEP" && cp "$tmp"/*.tsv "$KMEM_BENCH_KEEP"/ && rm -rf "$tmp"' EXIT
+else
+    trap 'rm -rf "$tmp"' EXIT
+fi
+t_start=$(date +%s)
 
-cargo bench -q -p kmem-bench --bench malloc --no-run
-load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-bin=$(cargo bench -q -p kmem-bench --bench malloc --no-run --message-format=json | python3 -c '
+bench_bin() { # bench name -> path of its binary (built)
+    cargo bench -q -p kmem-bench --bench "$1" --no-run --message-format=json | python3 -c '
 import json, sys
 for line in sys.stdin:
     try:
         m = json.loads(line)
     except ValueError:
         continue
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "malloc":
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == sys.argv[1]:
         print(m["executable"])
-' | tail -1)
-[ -n "$bin" ] || { echo "benchmarks.sh: no malloc bench binary" >&2; exit 1; }
-"$bin" "$@" >"$tmp/bench.tsv"
+' "$1" | tail -1
+}
+
+cargo bench -q -p kmem-bench --bench malloc --bench threads --no-run
+malloc_bin=$(bench_bin malloc)
+threads_bin=$(bench_bin threads)
+[ -n "$malloc_bin" ] && [ -n "$threads_bin" ] || { echo "benchmarks.sh: bench binaries not found" >&2; exit 1; }
 if [ "${KMEM_BENCH_COST:-1}" != 0 ]; then
+    cargo build -q --profile perf -p kmem-bench --examples
+fi
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "benchmarks.sh: builds done in $(($(date +%s) - t_start)) s; timing" >&2
+
+"$malloc_bin" "$@" >"$tmp/bench.tsv"
+if [ "${KMEM_BENCH_THREADS:-1}" != 0 ]; then
+    # shellcheck disable=SC2086
+    "$threads_bin" ${KMEM_THREADS_ARGS:-} >"$tmp/threads.tsv"
+fi
+if [ "${KMEM_BENCH_PRELOAD:-1}" != 0 ]; then
+    scripts/preload_bench.sh >"$tmp/preload.tsv"
+fi
+if [ "${KMEM_BENCH_COST:-1}" != 0 ]; then
+    scripts/cost_check.sh --tsv >"$tmp/pairs.tsv"
     scripts/malloc_cost.sh >"$tmp/cost.tsv"
-else
-    : >"$tmp/cost.tsv"
 fi
 
 {
@@ -49,272 +84,14 @@ fi
     echo "thp	$(sed 's/.*\[\(.*\)\].*/\1/' /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null || echo unknown)"
     echo "date	$(date -u '+%Y-%m-%d %H:%M UTC')"
     commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-    if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
+    if [ -n "$(git status --porcelain --untracked-files=no -- . ':!BENCHMARKS.md' 2>/dev/null)" ]; then
         commit="$commit (with uncommitted changes)"
     fi
     echo "commit	$commit"
     echo "rustc	$(rustc --version)"
+    echo "gcc	$(gcc --version | head -1)"
     echo "load	$load_before (start of the timed runs), $(cut -d' ' -f1-3 /proc/loadavg) (end)"
 } >"$tmp/meta.tsv"
 
-python3 - "$tmp/bench.tsv" "$tmp/cost.tsv" "$tmp/meta.tsv" "$out" <<'PY'
-import math, sys
-
-bench, cost, meta, out = sys.argv[1:5]
-PEERS = ["kmem", "mimalloc", "jemalloc", "system", "talc", "linked_list_allocator", "buddy_system_allocator"]
-SHORT = {"system": "glibc", "linked_list_allocator": "lla", "buddy_system_allocator": "bsa"}
-OPS = {
-    "pair": "alloc + free", "alloc_n_free_n": "block: alloc + free", "random": "step: alloc or free",
-    "realloc": "realloc", "vec": "push", "hashmap": "insert (+ its free)", "btreemap": "insert (+ its free)",
-}
-WHAT = {
-    "pair/16": "one hot alloc + free of 16 B", "pair/64": "of 64 B", "pair/256": "of 256 B",
-    "pair/1024": "of 1024 B",
-    "alloc_n_free_n/1000": "1000 allocs of 64 B, then 1000 frees in the same order",
-    "alloc_n_free_n/100000": "the same with 100,000",
-    "random": "seeded mix: allocs of 8 B-8 KiB (log-uniform), frees of random live blocks, <= 2000 live",
-    "realloc": "4 buffers grown in turn by 1/8 (>= 16 B) from 16 B to 256 KiB",
-    "vec": "allocator_api2 Vec<u64>, 20,000 pushes from empty",
-    "hashmap": "hashbrown map, 20,000 u64 keys -> 8-71 B byte vectors",
-    "btreemap": "std BTreeMap, 20,000 u64 keys -> 8-71 B boxed slices",
-}
-
-m = dict(l.rstrip("\n").split("\t", 1) for l in open(meta) if "\t" in l)
-time, prod, rss, base, costs = {}, {}, {}, None, {}
-order = []
-for line in open(bench):
-    f = line.rstrip("\n").split("\t")
-    if f[0] == "time":
-        if f[1] not in order:
-            order.append(f[1])
-        time.setdefault(f[1], {})[f[2]] = (float(f[3]), float(f[4]), float(f[5]), int(f[6]))
-    elif f[0] == "prodcons":
-        prod[f[1]] = (float(f[2]), float(f[3]), float(f[4]), int(f[5]))
-    elif f[0] == "rss":
-        rss.setdefault(f[1], {})[f[2]] = int(f[3])
-    elif f[0] == "rss_baseline":
-        base = int(f[1])
-for line in open(cost):
-    f = line.rstrip("\n").split("\t")
-    if f and f[0] == "cost":
-        costs[f[1]] = f[3]
-
-def ns(v):
-    return "-" if v is None else (f"{v:.1f}" if v < 100 else f"{v:.0f}")
-
-def ratio(a, b):
-    return "-" if a is None or not b else f"{a / b:.2f}"
-
-def geomean(xs):
-    xs = [x for x in xs if x]
-    return math.exp(sum(map(math.log, xs)) / len(xs)) if xs else None
-
-def name(p):
-    return SHORT.get(p, p)
-
-L = []
-w = L.append
-w("# Benchmarks")
-w("")
-w("Generated by `scripts/benchmarks.sh` (do not edit by hand). kmem as a process's allocator")
-w("(`kmem_alloc::KmemAlloc`) against six peers, all in one run of one binary, each called")
-w("through its `GlobalAlloc` (`crates/kmem-bench/benches/malloc.rs`, workloads in")
-w("`crates/kmem-bench/src/malloc.rs`).")
-w("")
-mem = int(m.get("mem_kib", "0")) / 2**20
-w(f"- Machine: {m.get('model', '?')}, {m.get('cpus', '?')} CPUs, {mem:.0f} GiB; Linux {m.get('kernel', '?')}, "
-  f"transparent huge pages `{m.get('thp', '?')}`")
-w(f"- Date: {m.get('date', '?')}")
-w(f"- Commit: {m.get('commit', '?')}")
-w(f"- Load average (1, 5, 15 min): {m.get('load', '?')}; the machine has "
-  f"{m.get('cpus', '?')} CPUs, and other builds may share them")
-w(f"- Toolchain: {m.get('rustc', '?')}; profile `bench` (fat LTO, one codegen unit)")
-w("- Allocators: kmem = `kmem_alloc::KmemAlloc` (its lazily booted global machine); mimalloc ="
-  " `mimalloc::MiMalloc`; jemalloc = `tikv_jemallocator::Jemalloc`; glibc = `std::alloc::System`;"
-  " talc = `talc::TalcLock<spinning_top::RawSpinlock, Manual>`; lla = `linked_list_allocator::LockedHeap`;"
-  " bsa = `buddy_system_allocator::LockedHeap<32>`. talc, lla and bsa each get a 512 MiB arena"
-  " (anonymous mapping, not pre-faulted).")
-
-# Targets ------------------------------------------------------------------------------------
-pair_rows = [g for g in order if g.startswith("pair/")]
-pair_ratios = {g: time[g]["kmem"][0] / time[g]["mimalloc"][0] for g in pair_rows
-               if "kmem" in time[g] and "mimalloc" in time[g]}
-targets = []
-if pair_ratios:
-    worst = max(pair_ratios.values())
-    detail = ", ".join(f"{g.split('/')[1]} B: {r:.2f}" for g, r in pair_ratios.items())
-    targets.append(("single-thread small pairs (16-1024 B) within 1.1x of mimalloc",
-                    f"kmem / mimalloc {detail}", worst <= 1.1))
-def icount(k):
-    v = costs.get(k)
-    return int(v) if v and v.lstrip("-").isdigit() and int(v) >= 0 else None
-km = icount("kmalloc")
-if km is not None:
-    targets.append(("<= 45 instructions per kmalloc + kfree pair (64 B, callgrind)",
-                    f"{km} (mimalloc's mi_malloc + mi_free: {costs.get('mi_malloc', '-')})", km <= 45))
-lk = icount("libc_kmem_malloc")
-if lk is not None:
-    targets.append(("<= 50 instructions per malloc + free through the C library",
-                    f"{lk} with LD_PRELOAD=libkmem_malloc.so (glibc: {costs.get('libc_glibc', '-')})", lk <= 50))
-elif icount("kmem") is not None:
-    kg = icount("kmem")
-    targets.append(("<= 50 instructions per malloc + free through the C library",
-                    f"libkmem_malloc.so not ready (it exports no malloc): KmemAlloc's GlobalAlloc pair "
-                    f"instead, {kg} (glibc's malloc + free: {costs.get('libc_glibc', '-')})", kg <= 50))
-if "kmem" in prod:
-    k = prod["kmem"][0]
-    parts, ok = [], True
-    for p in ("talc", "linked_list_allocator"):
-        if p in prod:
-            r = k / prod[p][0]
-            parts.append(f"{r:.2f}x {name(p)}")
-            ok = ok and r >= 3
-    targets.append(("2-thread producer/consumer at least 3x faster than talc and linked_list_allocator",
-                    "kmem's rate is " + ", ".join(parts), ok))
-if "all" in rss and "kmem" in rss["all"] and "mimalloc" in rss["all"]:
-    k, mi = rss["all"]["kmem"], rss["all"]["mimalloc"]
-    extra = ""
-    if base:
-        extra = f"; above the {base / 1024:.1f} MiB baseline: {ratio(k - base, mi - base)}"
-    targets.append(("peak RSS within 1.3x of mimalloc", f"all workloads in one process: kmem / mimalloc "
-                    f"{k / mi:.2f} ({k / 1024:.1f} / {mi / 1024:.1f} MiB{extra})", k / mi <= 1.3))
-w("")
-w("## Targets")
-w("")
-w("| target | measured | met |")
-w("|---|---|---|")
-for t, v, ok in targets:
-    w(f"| {t} | {v} | {'met' if ok else 'not met'} |")
-
-# Times --------------------------------------------------------------------------------------
-if order:
-    w("")
-    w("## Time per operation")
-    w("")
-    n = max(s[3] for g in order for s in time[g].values())
-    w(f"Median ns per operation of up to {n} samples (each at least 15 ms, or one run of a slow "
-      "allocator; the allocators take turns, in a rotating order). Single thread. Lower is better.")
-    w("")
-    w("| workload | operation | " + " | ".join(name(p) for p in PEERS) + " |")
-    w("|---|---|" + "---:|" * len(PEERS))
-    for g in order:
-        op = OPS.get(g.split("/")[0], "")
-        w(f"| {g} | {op} | " + " | ".join(ns(time[g].get(p, (None,))[0]) for p in PEERS) + " |")
-    w("")
-    w("kmem's time over each peer's (below 1: kmem is faster):")
-    w("")
-    others = PEERS[1:]
-    w("| workload | " + " | ".join(f"kmem / {name(p)}" for p in others) + " |")
-    w("|---|" + "---:|" * len(others))
-    cols = {p: [] for p in others}
-    for g in order:
-        k = time[g].get("kmem", (None,))[0]
-        cells = []
-        for p in others:
-            v = time[g].get(p, (None,))[0]
-            cells.append(ratio(k, v))
-            if k and v:
-                cols[p].append(k / v)
-        w(f"| {g} | " + " | ".join(cells) + " |")
-    gm = [geomean(cols[p]) for p in others]
-    w("| **geometric mean** | " + " | ".join("-" if v is None else f"**{v:.2f}**" for v in gm) + " |")
-    w("")
-    w("| workload | what one run does |")
-    w("|---|---|")
-    for g in order:
-        w(f"| {g} | {WHAT.get(g, '')} |")
-    w("")
-    w("Blocks are 8-aligned (what most Rust types need; kmem rounds larger alignments up to a "
-      "power of two). `random` writes the first byte of every block, `realloc` the last byte "
-      "after each step. `vec` and `hashmap` reach the allocator through an adapter that makes "
-      "any `GlobalAlloc` an `allocator_api2` `Allocator`; std's `BTreeMap` has no stable "
-      "`new_in`, so `btreemap` runs with the binary's global allocator, which sends the "
-      "calling thread's allocations to the allocator under test while it runs. The "
-      "collections are 20,000 elements: lla's first-fit free list and bsa's buddy search are "
-      "quadratic there, and at 100,000 one run took them 15 s and more.")
-
-# Producer/consumer ----------------------------------------------------------------------------
-if prod:
-    w("")
-    w("## Producer/consumer, 2 threads")
-    w("")
-    k = prod.get("kmem", (None,))[0]
-    w("| allocator | M blocks/s (median) | range | kmem / this |")
-    w("|---|---:|---:|---:|")
-    for p in PEERS:
-        if p in prod:
-            v, lo, hi, _ = prod[p]
-            w(f"| {name(p)} | {v:.2f} | {lo:.2f}-{hi:.2f} | {ratio(k, v)} |")
-    w("")
-    w("A producer thread allocates 64-byte blocks and passes them, 64 at a time, through a "
-      "1024-slot ring to a consumer thread that frees them: every free is a cross-thread free. "
-      "262,144 blocks per sample, first allocation to last free; producer on host CPU 0, consumer "
-      "on CPU 1 (`sched_setaffinity`); kmem's threads are not pinned to kmem CPUs. Above 1: kmem "
-      "has the higher throughput.")
-
-# Peak RSS -----------------------------------------------------------------------------------
-if rss:
-    w("")
-    w("## Peak RSS")
-    w("")
-    w("MiB, `VmHWM` of a child process (the bench binary again) that ran the workload twice "
-      "with that allocator alone; `all` ran every workload above once, then the "
-      "producer/consumer pair. Every child first builds the same inputs, in glibc's malloc.")
-    if base:
-        w(f"The same child running nothing peaks at {base / 1024:.1f} MiB (baseline).")
-    w("")
-    w("| workload | " + " | ".join(name(p) for p in PEERS) + " | kmem / mimalloc |")
-    w("|---|" + "---:|" * (len(PEERS) + 1))
-    rows = [g for g in order if g in rss] + [g for g in ("prodcons", "all") if g in rss]
-    for g in rows:
-        r = rss[g]
-        cells = [("-" if p not in r else f"{r[p] / 1024:.1f}") for p in PEERS]
-        label = f"**{g}**" if g == "all" else g
-        w(f"| {label} | " + " | ".join(cells) + f" | {ratio(r.get('kmem'), r.get('mimalloc'))} |")
-    if base and "all" in rss:
-        r = rss["all"]
-        w("| all, above baseline | " + " | ".join(
-            "-" if p not in r else f"{(r[p] - base) / 1024:.1f}" for p in PEERS) +
-          f" | {ratio(r.get('kmem', 0) - base, r.get('mimalloc', 0) - base)} |")
-
-# Instructions -------------------------------------------------------------------------------
-if costs:
-    w("")
-    w("## Instructions per pair")
-    w("")
-    w("callgrind (`scripts/malloc_cost.sh`; `--annotate kmalloc` or `--annotate kmem` lists a pair "
-      "instruction by instruction): one hot alloc + free of 64 bytes, the harness's call "
-      "included, the first pair outside the count. The example is built with the `perf` "
-      "profile (fat LTO); `libkmem_malloc.so` as its crate's `.cargo/config.toml` builds it "
-      "(release, PIE relocation model for initial-exec TLS, no LTO).")
-    w("")
-    w("| pair | instructions |")
-    w("|---|---:|")
-    labels = [
-        ("kmalloc", "kmem core: `kmalloc(64, GFP_KERNEL)` + `kfree`"),
-        ("kmem", "kmem: `KmemAlloc` alloc + dealloc"),
-        ("mimalloc", "mimalloc: `MiMalloc` alloc + dealloc"),
-        ("mi_malloc", "mimalloc: `mi_malloc` + `mi_free`"),
-        ("jemalloc", "jemalloc: `Jemalloc` alloc + dealloc"),
-        ("system", "glibc: `System` alloc + dealloc"),
-        ("talc", "talc: alloc + dealloc"),
-        ("linked_list_allocator", "lla: alloc + dealloc"),
-        ("buddy_system_allocator", "bsa: alloc + dealloc"),
-        ("libc_glibc", "C library `malloc` + `free`: glibc"),
-        ("libc_kmem_malloc", "C library `malloc` + `free`: `LD_PRELOAD=libkmem_malloc.so` (its release PIE build)"),
-    ]
-    for k, label in labels:
-        if k in costs:
-            v = costs[k]
-            if v == "not-ready":
-                v = "not measured: libkmem_malloc.so exports no malloc yet"
-            elif v == "-1":
-                v = "failed"
-            w(f"| {label} | {v} |")
-
-w("")
-w("Figures from one run on a shared machine; times vary by 10-30% between runs (more for the "
-  "two-thread pair), instruction counts and RSS much less.")
-open(out, "w").write("\n".join(L) + "\n")
-print(f"wrote {out}")
-PY
+python3 scripts/benchmarks_md.py "$tmp" "$out" "$notes"
+echo "benchmarks.sh: done in $(($(date +%s) - t_start)) s" >&2

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Instructions per hot alloc + free pair (callgrind, examples/malloc_cost.rs), 64 bytes unless
-# SIZE is given: kmem's core kmalloc + kfree; every allocator of the malloc bench through its
+# SIZE is given: kmem's core kmalloc + kfree (on a hosted CPU-per-thread machine, and on the
+# minimal platform: kmalloc-minimal); every allocator of the malloc bench through its
 # GlobalAlloc (kmem_alloc::KmemAlloc, mimalloc, jemalloc, glibc, talc, linked_list_allocator,
 # buddy_system_allocator); mi_malloc + mi_free; and malloc + free through the C library:
 # glibc's, and kmem's LD_PRELOAD library (crates/kmem-malloc, its release PIE build) when
@@ -51,7 +52,7 @@ count() { # what [env...] -> instructions per pair
     echo $((total / iters))
 }
 
-for what in kmalloc kmem mimalloc mi_malloc jemalloc system talc linked_list_allocator buddy_system_allocator; do
+for what in kmalloc kmalloc-minimal kmem mimalloc mi_malloc jemalloc system talc linked_list_allocator buddy_system_allocator; do
     printf 'cost\t%s\t%s\t%s\n' "$what" "$size" "$(count "$what")"
 done
 printf 'cost\tlibc_glibc\t%s\t%s\n' "$size" "$(count libc)"

@@ -1,7 +1,8 @@
 //! Instruction cost of one hot alloc + free pair of `SIZE` bytes (default 64), for callgrind:
 //!
-//! - `kmalloc`: kmem's core API, `kmalloc(SIZE, GFP_KERNEL)` + `kfree` on a one-CPU hosted
-//!   machine of 256 MiB;
+//! - `kmalloc`: kmem's core API, `kmalloc(SIZE, GFP_KERNEL)` + `kfree` on a hosted machine of
+//!   256 MiB with a CPU per thread (as a process's allocator has); `kmalloc-minimal`: the same
+//!   on the minimal platform (one CPU, sections a plain counter: [`kmem_bench::minimal`]);
 //! - `kmem`, `mimalloc`, `jemalloc`, `system`, `talc`, `linked_list_allocator`,
 //!   `buddy_system_allocator`: `GlobalAlloc::alloc` + `dealloc` of each allocator
 //!   ([`kmem_bench::malloc::Peer`]), 8-aligned;
@@ -22,9 +23,9 @@ use std::alloc::{GlobalAlloc, Layout};
 use std::ffi::c_void;
 use std::hint::black_box;
 
-use kmem::Gfp;
+use kmem::{Gfp, Kmem, Platform};
 use kmem_bench::malloc::{Peer, BSA, JEMALLOC, KMEM, LLA, MIMALLOC, SYSTEM, TALC};
-use kmem_hosted::{Machine, MachineBuilder};
+use kmem_hosted::MachineBuilder;
 
 /// Pairs collected. Fewer than 4096: `KmemAlloc` runs its give-memory-back check on every
 /// 4096th free, and that check reads the clock through rustix's vDSO parser, which crashes
@@ -47,7 +48,7 @@ fn global_pair<A: GlobalAlloc>(a: &A, l: Layout) {
 }
 
 #[inline(never)]
-fn pair_kmalloc(m: &Machine, size: usize) {
+fn pair_kmalloc<P: Platform>(m: &Kmem<P>, size: usize) {
     let p = m.kmalloc(size, Gfp::KERNEL).expect("kmalloc");
     // SAFETY: just allocated, never used, freed once.
     unsafe { m.kfree(black_box(p.as_ptr())) };
@@ -108,6 +109,21 @@ fn pair_libc(size: usize) {
     }
 }
 
+/// Warms up, then runs `ITERS` kmalloc + kfree pairs on `m`; fails if kmem reported.
+fn kmalloc_pairs<P: Platform>(m: &Kmem<P>, size: usize) {
+    run(
+        || {
+            let p = m.kmalloc(size, Gfp::KERNEL).expect("kmalloc");
+            // SAFETY: just allocated, freed once.
+            unsafe { m.kfree(p.as_ptr()) };
+        },
+        || pair_kmalloc(black_box(m), size),
+    );
+    for kind in [kmem::ReportKind::SlabBug, kmem::ReportKind::Warning, kmem::ReportKind::BadPage] {
+        assert_eq!(m.report_count(kind), 0, "kmem reported ({kind:?})");
+    }
+}
+
 /// Runs `f` once (warm-up, outside the collected functions when `f` inlines into `warm`),
 /// then `ITERS` times.
 fn run(warm: impl Fn(), f: impl Fn()) {
@@ -126,20 +142,12 @@ fn main() {
         p.prepare();
     }
     match which.as_str() {
-        "kmalloc" => {
-            let m = MachineBuilder::new().ram_mib(256).thread_cpus(1).build().expect("kmem machine boots");
-            run(
-                || {
-                    let p = m.kmalloc(size, Gfp::KERNEL).expect("kmalloc");
-                    // SAFETY: just allocated, freed once.
-                    unsafe { m.kfree(p.as_ptr()) };
-                },
-                || pair_kmalloc(black_box(&m), size),
-            );
-            if let Some(r) = m.reports().last() {
-                panic!("kmem reported:\n{r}");
-            }
-        }
+        "kmalloc" => kmalloc_pairs(
+            &*MachineBuilder::new().ram_mib(256).thread_cpus(1).build().expect("kmem machine boots"),
+            size,
+        ),
+        // SAFETY: this thread alone uses the machine.
+        "kmalloc-minimal" => kmalloc_pairs(&unsafe { kmem_bench::minimal::boot(256) }, size),
         "kmem" => run(|| global_pair(&KMEM, l), || pair_kmem(black_box(l))),
         "mimalloc" => run(|| global_pair(&MIMALLOC, l), || pair_mimalloc(black_box(l))),
         "jemalloc" => run(|| global_pair(&JEMALLOC, l), || pair_jemalloc(black_box(l))),
@@ -159,7 +167,7 @@ fn main() {
         ),
         other => {
             eprintln!(
-                "usage: malloc_cost [kmalloc|kmem|mimalloc|jemalloc|system|talc|linked_list_allocator|\
+                "usage: malloc_cost [kmalloc|kmalloc-minimal|kmem|mimalloc|jemalloc|system|talc|linked_list_allocator|\
                  buddy_system_allocator|mi_malloc|libc] [SIZE]; not {other:?}"
             );
             std::process::exit(2);

@@ -1,29 +1,45 @@
-//! Instruction cost of one `alloc_pages` + `__free_pages` pair, for callgrind:
+//! Instruction cost of one `alloc_pages` + `__free_pages` pair, for callgrind, on the hosted
+//! platform (a CPU-per-thread machine, as a process's allocator has) or on the minimal one
+//! (one CPU, sections a plain counter: [`kmem_bench::minimal`]):
 //!
 //! ```sh
 //! cargo build --profile perf -p kmem-bench --example pair_cost
-//! valgrind --tool=callgrind --toggle-collect='*pair_cost::pair*' target/perf/examples/pair_cost 0
+//! valgrind --tool=callgrind --toggle-collect='*pair_cost::pair*' target/perf/examples/pair_cost 0 hosted
 //! ```
 //! Total instructions collected divided by `ITERS` is the cost of one pair at that order
-//! (`scripts/pair_cost.sh` does this for orders 0, 3 and 9).
+//! (`scripts/pair_cost.sh` does this for orders 0, 3 and 9, `scripts/cost_check.sh` for
+//! order 0 on both platforms).
 
-use kmem::Gfp;
-use kmem_hosted::{Machine, MachineBuilder};
+use kmem::{Gfp, Kmem, Platform};
+use kmem_hosted::MachineBuilder;
 
 const ITERS: usize = 1000;
 
 #[inline(never)]
-fn pair(m: &Machine, order: u32) {
+fn pair<P: Platform>(m: &Kmem<P>, order: u32) {
     let p = m.alloc_pages(Gfp::KERNEL, order).expect("allocation");
     // SAFETY: the block is ours and unused afterwards.
     unsafe { m.__free_pages(std::hint::black_box(p), order) };
 }
 
-fn main() {
-    let order: u32 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(0);
-    let m = MachineBuilder::new().ram_mib(256).thread_cpus(1).build().expect("boot");
-    pair(&m, order); // warm: claims a pageblock for Unmovable
+fn run<P: Platform>(m: &Kmem<P>, order: u32) {
+    pair(m, order); // warm: claims a pageblock for Unmovable, brings the CPU online
     for _ in 0..ITERS {
-        pair(&m, order);
+        pair(std::hint::black_box(m), order);
+    }
+    assert_eq!(m.report_count(kmem::ReportKind::BadPage), 0, "kmem reported a bad page");
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let order: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(0);
+    match args.next().as_deref().unwrap_or("hosted") {
+        "hosted" => run(&*MachineBuilder::new().ram_mib(256).thread_cpus(1).build().expect("boot"), order),
+        // SAFETY: this thread alone uses the machine.
+        "minimal" => run(&unsafe { kmem_bench::minimal::boot(256) }, order),
+        other => {
+            eprintln!("usage: pair_cost [ORDER] [hosted|minimal]; not {other:?}");
+            std::process::exit(2);
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! Instruction cost of one hot object alloc + free pair, for callgrind: kmem's
 //! `kmem_cache_alloc` + `kmem_cache_free`, mimalloc's `mi_malloc` + `mi_free`, slabmalloc's
-//! `SCAllocator::allocate` + `deallocate`, of `SIZE` bytes (default 64):
+//! `SCAllocator::allocate` + `deallocate`, of `SIZE` bytes (default 64). `kmem` runs on the
+//! hosted platform (a CPU-per-thread machine), `kmem-minimal` on the minimal one (one CPU,
+//! sections a plain counter: [`kmem_bench::minimal`]):
 //!
 //! ```sh
 //! cargo build --profile perf -p kmem-bench --example slab_cost
@@ -12,15 +14,43 @@
 //! functions.
 
 use std::hint::black_box;
+use std::ptr::NonNull;
 
-use kmem::SlabFlags;
+use kmem::{Cache, Gfp, Kmem, SlabFlags};
+use kmem_bench::minimal::MinimalPlatform;
 use kmem_bench::slab::{pair, slab_machine, KmemObjects, Mimalloc, ObjectAllocator, SlabmallocObjects};
+
+/// A kmem cache on the minimal platform, created as [`KmemObjects`] creates its own.
+struct MinimalObjects<'m> {
+    m: &'m Kmem<MinimalPlatform>,
+    cache: Cache<'m, MinimalPlatform>,
+}
+
+impl ObjectAllocator for MinimalObjects<'_> {
+    fn size(&self) -> usize {
+        self.cache.object_size()
+    }
+    #[inline]
+    fn alloc(&self) -> NonNull<u8> {
+        self.m.kmem_cache_alloc(&self.cache, Gfp::KERNEL).expect("kmem_cache_alloc")
+    }
+    #[inline]
+    unsafe fn free(&self, obj: NonNull<u8>) {
+        // SAFETY: the caller owns `obj`, an object of this cache, unused from now on.
+        unsafe { self.m.kmem_cache_free(&self.cache, obj) }
+    }
+}
 
 /// Pairs collected.
 const ITERS: usize = 10_000;
 
 #[inline(never)]
 fn pair_kmem(a: &KmemObjects<'_>) {
+    pair(a);
+}
+
+#[inline(never)]
+fn pair_kmem_minimal(a: &MinimalObjects<'_>) {
     pair(a);
 }
 
@@ -53,10 +83,19 @@ fn main() {
             run(&k, pair_kmem);
             k.assert_no_reports();
         }
+        "kmem-minimal" => {
+            // SAFETY: this thread alone uses the machine.
+            let m = unsafe { kmem_bench::minimal::boot(kmem_bench::BENCH_RAM_MIB as usize) };
+            let cache = m.kmem_cache_create("slab-cost", size, 0, SlabFlags::NO_MERGE, None).expect("cache created");
+            run(&MinimalObjects { m: &m, cache }, pair_kmem_minimal);
+            for kind in [kmem::ReportKind::SlabBug, kmem::ReportKind::Warning, kmem::ReportKind::BadPage] {
+                assert_eq!(m.report_count(kind), 0, "kmem reported ({kind:?})");
+            }
+        }
         "mimalloc" => run(&Mimalloc::new(size), pair_mimalloc),
         "slabmalloc" => run(&SlabmallocObjects::new(size, 16), pair_slabmalloc),
         other => {
-            eprintln!("usage: slab_cost [kmem|mimalloc|slabmalloc] [SIZE]; not {other:?}");
+            eprintln!("usage: slab_cost [kmem|kmem-minimal|mimalloc|slabmalloc] [SIZE]; not {other:?}");
             std::process::exit(2);
         }
     }

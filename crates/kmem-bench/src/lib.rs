@@ -33,7 +33,10 @@
 //! - [`malloc`]: kmem as a process's allocator (`kmem_alloc::KmemAlloc`) against mimalloc,
 //!   jemalloc, glibc, talc, linked_list_allocator and buddy_system_allocator, through their
 //!   `GlobalAlloc`s: pairs, alloc-n-free-n, random sizes, realloc, collections, cross-thread
-//!   frees, peak RSS (the `malloc` bench, the `malloc_cost` example, `scripts/benchmarks.sh`).
+//!   frees, peak RSS (the `malloc` bench, the `malloc_cost` example, `scripts/benchmarks.sh`);
+//!   and with 2 to 8 threads (the `threads` bench, [`malloc::threads`]).
+//! - [`minimal`]: a one-CPU platform whose critical sections are a plain counter: what the
+//!   fast paths cost a kernel (the `*_cost` examples, `scripts/cost_check.sh`).
 //!
 //! Run the benchmarks with `scripts/bench.sh` at the repository root, which prints the
 //! comparison as markdown tables (`scripts/scaling.sh` for the thread-scaling table alone).
@@ -61,6 +64,7 @@ use rand::{Rng, SeedableRng};
 
 pub mod handoff;
 pub mod malloc;
+pub mod minimal;
 pub mod scaling;
 pub mod slab;
 

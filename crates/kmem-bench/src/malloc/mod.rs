@@ -37,12 +37,17 @@
 //! - [`Workload::Vec`], [`Workload::HashMap`]: an `allocator_api2` `Vec<u64>` pushed
 //!   [`COLLECTION_N`] times from empty, and a `hashbrown` map of as many `u64` keys to
 //!   `allocator_api2` byte vectors of 8 to 71 bytes, both in the peer through [`Api2`];
+//! - [`Workload::Churn`]: [`CHURN_LIVE`] live blocks of random sizes (8 to 1000 bytes,
+//!   uniform), each step frees a random one and allocates a new one in its place
+//!   ([`churn`], over [`ChurnSteps`]): random-order frees on one thread;
 //! - [`Workload::BTreeMap`]: std's `BTreeMap` of as many `u64` keys to boxed byte slices of
 //!   8 to 71 bytes. Its `new_in` is unstable, so it runs under [`with_global`]: the binary's
 //!   global allocator is [`Dispatch`], which sends the calling thread's allocations to the
 //!   peer while the closure runs (and to `System` otherwise);
 //! - [`prodcons`]: a producer thread allocates 64-byte blocks, a consumer thread frees them
-//!   (cross-thread frees), batches of [`PRODCONS_BATCH`] through a ring.
+//!   (cross-thread frees), batches of [`PRODCONS_BATCH`] through a ring;
+//! - [`threads`]: larson, threadtest and a pool of short-lived threads, with 2 to 8 threads
+//!   (the `threads` bench).
 //!
 //! ```
 //! use kmem_bench::malloc::{run_once, Inputs, Peer, Workload};
@@ -71,10 +76,12 @@ use tikv_jemallocator::Jemalloc;
 
 mod api2;
 mod prodcons;
+pub mod threads;
 mod workloads;
 
 pub use api2::Api2;
 pub use prodcons::prodcons;
+pub use threads::{run_mt, MtResult, MtWorkload, MT_THREADS};
 pub use workloads::*;
 
 /// Bytes of each arena peer's arena.
@@ -91,6 +98,10 @@ pub const REALLOC_BUFS: usize = 4;
 pub const REALLOC_MAX: usize = 256 << 10;
 /// Elements of the collection workloads.
 pub const COLLECTION_N: usize = 20_000;
+/// Live blocks of [`Workload::Churn`].
+pub const CHURN_LIVE: usize = 2000;
+/// Steps (a free and an allocation) of [`Workload::Churn`] after the fill.
+pub const CHURN_STEPS: usize = 1 << 16;
 /// Pairs per run of [`Workload::Pair`].
 pub const PAIRS_PER_RUN: usize = 10_000;
 /// Blocks per hand-over in [`prodcons`].
@@ -373,6 +384,8 @@ pub enum Workload {
     AllocNFreeN(usize),
     /// [`random_mix`] over [`Inputs::mix`].
     Random,
+    /// [`churn`] over [`Inputs::churn`].
+    Churn,
     /// [`realloc_growth`].
     Realloc,
     /// [`vec_push`] of [`COLLECTION_N`] elements.
@@ -385,7 +398,7 @@ pub enum Workload {
 
 impl Workload {
     /// The workloads of the bench, in table order.
-    pub const ALL: [Workload; 11] = [
+    pub const ALL: [Workload; 12] = [
         Workload::Pair(16),
         Workload::Pair(64),
         Workload::Pair(256),
@@ -393,6 +406,7 @@ impl Workload {
         Workload::AllocNFreeN(1000),
         Workload::AllocNFreeN(100_000),
         Workload::Random,
+        Workload::Churn,
         Workload::Realloc,
         Workload::Vec,
         Workload::HashMap,
@@ -405,6 +419,7 @@ impl Workload {
             Workload::Pair(s) => format!("pair/{s}"),
             Workload::AllocNFreeN(n) => format!("alloc_n_free_n/{n}"),
             Workload::Random => "random".into(),
+            Workload::Churn => "churn".into(),
             Workload::Realloc => "realloc".into(),
             Workload::Vec => "vec".into(),
             Workload::HashMap => "hashmap".into(),
@@ -423,6 +438,7 @@ impl Workload {
             Workload::Pair(_) => "alloc + free",
             Workload::AllocNFreeN(_) => "block (alloc + free)",
             Workload::Random => "step (alloc or free)",
+            Workload::Churn => "step (free + alloc)",
             Workload::Realloc => "realloc",
             Workload::Vec => "push",
             Workload::HashMap | Workload::BTreeMap => "insert (+ its drop)",
@@ -435,6 +451,8 @@ impl Workload {
 pub struct Inputs {
     /// The sequence of [`Workload::Random`].
     pub mix: SizeMix,
+    /// The sequence of [`Workload::Churn`].
+    pub churn: ChurnSteps,
     live: Vec<(*mut u8, u32)>,
     slots: Vec<*mut u8>,
 }
@@ -443,7 +461,13 @@ impl Inputs {
     /// The inputs (about 1.4 MiB, in the binary's global allocator).
     pub fn new() -> Self {
         let mix = SizeMix::generate(0x6b6d_656d, MIX_STEPS, MIX_MAX_LIVE, 8, 8192);
-        Self { mix, live: Vec::with_capacity(MIX_MAX_LIVE), slots: vec![std::ptr::null_mut(); 100_000] }
+        let churn = ChurnSteps::generate(0x6368_726e, CHURN_LIVE, CHURN_STEPS);
+        Self {
+            mix,
+            churn,
+            live: Vec::with_capacity(MIX_MAX_LIVE.max(CHURN_LIVE)),
+            slots: vec![std::ptr::null_mut(); 100_000],
+        }
     }
 }
 
@@ -477,6 +501,11 @@ pub fn run_once(peer: Peer, w: Workload, inputs: &mut Inputs) -> u64 {
             let (mix, live) = (&inputs.mix, &mut inputs.live);
             with_peer!(peer, |a| random_mix(a, mix, live));
             mix.len() as u64
+        }
+        Workload::Churn => {
+            let (steps, live) = (&inputs.churn, &mut inputs.live);
+            with_peer!(peer, |a| churn(a, steps, live));
+            steps.pairs() as u64
         }
         Workload::Realloc => with_peer!(peer, |a| realloc_growth(a)),
         Workload::Vec => {
@@ -532,7 +561,13 @@ mod tests {
     fn every_workload_runs_on_every_peer() {
         let mut inputs = Inputs::new();
         for peer in Peer::ALL {
-            for w in [Workload::Pair(16), Workload::Pair(1024), Workload::AllocNFreeN(1000), Workload::Random] {
+            for w in [
+                Workload::Pair(16),
+                Workload::Pair(1024),
+                Workload::AllocNFreeN(1000),
+                Workload::Random,
+                Workload::Churn,
+            ] {
                 assert!(run_once(peer, w, &mut inputs) > 0, "{} {}", peer.name(), w.name());
             }
             assert!(run_once(peer, Workload::Realloc, &mut inputs) > 100);

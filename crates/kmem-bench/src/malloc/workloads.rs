@@ -104,6 +104,58 @@ impl SizeMix {
     }
 }
 
+/// The pre-drawn inputs of [`churn`]: `live` block sizes for the fill, then for each step
+/// the slot to free and the size of its new block.
+#[derive(Clone, Debug)]
+pub struct ChurnSteps {
+    fill: Vec<u16>,
+    steps: Vec<(u16, u16)>,
+}
+
+impl ChurnSteps {
+    /// `live` blocks (at most 65,536) and `steps` steps; sizes uniform in
+    /// [`MT_MIN`](threads::MT_MIN)`..=`[`MT_MAX`](threads::MT_MAX).
+    pub fn generate(seed: u64, live: usize, steps: usize) -> Self {
+        assert!((1..=1 << 16).contains(&live), "1 to 65536 live blocks");
+        let mut rng = threads::Rng64::new(seed);
+        let fill = (0..live).map(|_| rng.size() as u16).collect();
+        let steps = (0..steps).map(|_| (rng.below(live) as u16, rng.size() as u16)).collect();
+        Self { fill, steps }
+    }
+
+    /// Alloc + free pairs of one run: the fill and its final frees, and every step.
+    pub fn pairs(&self) -> usize {
+        self.fill.len() + self.steps.len()
+    }
+}
+
+/// Fills `live` with blocks of `c`'s fill sizes, then for each step frees the block of a
+/// random slot and allocates one of a random size in its place, then frees everything in slot
+/// order. The first byte of every block is written.
+#[inline]
+pub fn churn<A: GlobalAlloc>(a: &A, c: &ChurnSteps, live: &mut Vec<(*mut u8, u32)>) {
+    live.clear();
+    for &size in &c.fill {
+        let p = get(a, layout(usize::from(size)));
+        // SAFETY: a fresh block of at least one byte.
+        unsafe { p.write(size as u8) };
+        live.push((p, u32::from(size)));
+    }
+    for &(i, size) in &c.steps {
+        let slot = &mut live[usize::from(i)];
+        // SAFETY: a live block of this size, freed once (replaced just below).
+        unsafe { a.dealloc(slot.0, layout(slot.1 as usize)) };
+        let p = get(a, layout(usize::from(size)));
+        // SAFETY: a fresh block of at least one byte.
+        unsafe { p.write(size as u8) };
+        *slot = (p, u32::from(size));
+    }
+    for (p, size) in live.drain(..) {
+        // SAFETY: live, of this size, freed once.
+        unsafe { a.dealloc(p, layout(size as usize)) };
+    }
+}
+
 /// Replays `mix` on `a` once; `live` is scratch space (left empty).
 #[inline]
 pub fn random_mix<A: GlobalAlloc>(a: &A, mix: &SizeMix, live: &mut Vec<(*mut u8, u32)>) {
