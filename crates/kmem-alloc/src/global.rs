@@ -182,6 +182,9 @@ fn build() -> Option<Machine> {
         .memory_map(vec![MemRegion::usable(0, BOOT_RAM)])
         .zone_layout(ZoneLayout { dma_end: None, dma32_end: None, highmem_start: None })
         .thread_cpus(possible_cpus())
+        // Exiting threads leave up to one warm CPU per host CPU for the next threads (a
+        // pool of workers reuses full caches); more exits tear down and give memory back.
+        .thread_cpus_warm(std::thread::available_parallelism().map_or(1, |n| n.get()))
         .hotplug_max(hotplug_max())
         // The RAM becomes private anonymous memory (for fork), which a memfd alias could not
         // see: no vmalloc range; huge blocks come from host mappings instead.

@@ -73,6 +73,7 @@ pub struct MachineBuilder {
     ram: u64,
     cpus: usize,
     thread_cpus: bool,
+    warm_cpus: usize,
     nodes: usize,
     map: Option<Vec<MemRegion>>,
     layout: Option<ZoneLayout>,
@@ -104,6 +105,7 @@ impl MachineBuilder {
             ram: 4 * GIB,
             cpus: 4,
             thread_cpus: false,
+            warm_cpus: 0,
             nodes: 1,
             map: None,
             layout: None,
@@ -153,6 +155,15 @@ impl MachineBuilder {
     pub fn thread_cpus(mut self, possible: usize) -> Self {
         self.cpus = possible;
         self.thread_cpus = true;
+        self
+    }
+    /// With [`MachineBuilder::thread_cpus`]: up to `n` CPUs given back by exiting threads stay
+    /// warm (free, their per-CPU caches kept for the next thread to take them) instead of
+    /// going through the offline teardown; beyond that, exits tear down. A pool of worker
+    /// threads that come and go then finds warm caches, as tasks on a real CPU do. 0 (the
+    /// default): every exit tears down.
+    pub fn thread_cpus_warm(mut self, n: usize) -> Self {
+        self.warm_cpus = n;
         self
     }
     /// Number of NUMA nodes (1 to [`kmem::MAX_NUMNODES`]); usable RAM is split between them
@@ -304,6 +315,7 @@ impl MachineBuilder {
             false => None,
         }
         .unwrap_or_else(|| crate::cpus::Cpus::shared(self.cpus, self.migrate_every));
+        cpus.set_warm_limit(self.warm_cpus);
         let vsize = self.vmalloc.unwrap_or(match self.preset {
             Preset::X86_64 => 32 * GIB,
             Preset::X86_32 => 120 * MIB,

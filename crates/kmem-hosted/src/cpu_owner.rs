@@ -49,6 +49,9 @@ pub(crate) struct OwnedCpu {
     owner: AtomicU32,
     /// The owner's OS thread id (to tell whether it still lives).
     tid: AtomicI32,
+    /// 1 while the CPU is free but keeps its per-CPU caches (given back without the offline
+    /// teardown, for the next thread).
+    warm: AtomicU32,
 }
 
 /// The owner's half of the fence pair: keeps the compiler from moving the load of `stop`
@@ -211,6 +214,20 @@ impl OwnedCpu {
     /// The owner's OS thread id.
     pub(crate) fn tid(&self) -> i32 {
         self.tid.load(Ordering::Relaxed)
+    }
+
+    /// Whether the CPU is free with warm caches; `take` clears the mark.
+    pub(crate) fn warm(&self, take: bool) -> bool {
+        if take {
+            self.warm.swap(0, Ordering::AcqRel) != 0
+        } else {
+            self.warm.load(Ordering::Relaxed) != 0
+        }
+    }
+
+    /// Marks the CPU as keeping its caches while free (before [`OwnedCpu::release`]).
+    pub(crate) fn set_warm(&self) {
+        self.warm.store(1, Ordering::Relaxed);
     }
 
     /// Gives the CPU back to the pool (its owner, outside any section; or anyone after a

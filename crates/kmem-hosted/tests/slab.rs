@@ -539,9 +539,9 @@ fn reclaimable_caches_count_as_sreclaimable() {
     let objs: Vec<_> = (0..2000).map(|_| m.kmem_cache_alloc(&r, Gfp::KERNEL).unwrap()).collect();
     let after = (meminfo_kb(&m, "SReclaimable:"), meminfo_kb(&m, "SUnreclaim:"));
     assert!(after.0 >= before.0 + 2000 * 192 / 1024, "{before:?} -> {after:?}");
-    // The descriptor's slab (kmem_cache) and a slab of sheaves (kmem_sheaf, order 1).
+    // The descriptor's slab (kmem_cache, 4 KiB) and a slab of sheaves (kmem_sheaf, order 2).
     assert!(
-        after.1 - before.1 <= 12,
+        after.1 - before.1 <= 20,
         "only the descriptor's and the sheaves' slabs may be unreclaimable: {before:?} -> {after:?}"
     );
     assert_eq!(meminfo_kb(&m, "KReclaimable:"), after.0);

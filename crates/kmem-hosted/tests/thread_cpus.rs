@@ -132,3 +132,45 @@ fn a_thread_that_outlives_its_machine_exits_cleanly() {
     tx.send(()).unwrap();
     h.join().unwrap();
 }
+
+#[test]
+fn warm_cpus_keep_their_caches_for_the_next_thread() {
+    let m = MachineBuilder::new().ram_mib(64).thread_cpus(8).thread_cpus_warm(1).build().unwrap();
+    let p = m.platform();
+    let cached = |cpu: CpuId| -> usize { m.zones().filter_map(|z| z.pageset(cpu.index())).map(|p| p.count()).sum() };
+    let leave_pages = || {
+        let pages: Vec<_> = (0..20).map(|_| m.alloc_pages(Gfp::KERNEL, 0).unwrap()).collect();
+        for pg in pages {
+            // SAFETY: ours, unused afterwards.
+            unsafe { m.__free_pages(pg, 0) };
+        }
+        p.current_cpu()
+    };
+    // Two threads exit while both CPUs are held: one stays warm, the other tears down.
+    let barrier = std::sync::Barrier::new(2);
+    let (a, b) = std::thread::scope(|s| {
+        let h: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    let cpu = leave_pages();
+                    barrier.wait();
+                    cpu
+                })
+            })
+            .collect();
+        let v: Vec<_> = h.into_iter().map(|h| h.join().unwrap()).collect();
+        (v[0], v[1])
+    });
+    assert_ne!(a, b);
+    let (warm, cold) = if cached(a) > 0 { (a, b) } else { (b, a) };
+    assert!(cached(warm) > 0, "one CPU keeps its page lists");
+    assert_eq!(cached(cold), 0, "the other went through the offline teardown");
+    assert!(!p.cpu_online(warm) && !p.cpu_online(cold), "both are free");
+    // The next thread takes the warm CPU, caches and all.
+    let next = std::thread::scope(|s| s.spawn(|| p.current_cpu()).join().unwrap());
+    assert_eq!(next, warm, "a new thread prefers the warm CPU");
+    // Memory pressure still reaches a free warm CPU.
+    m.drain_all_pages();
+    assert_eq!(cached(warm), 0);
+    m.verify().unwrap();
+}

@@ -20,20 +20,20 @@ fn golden_slabinfo() {
     pin_current_thread(0);
     let m = MachineBuilder::new().ram_mib(256).cpus(2).build().unwrap();
     // A fresh machine lists only the boot caches, with no slab yet: `kmem_sheaf` (the sheaves,
-    // 528 bytes rounded to the cache line: 576, 14 per order-1 slab) and `kmem_cache` (its
+    // 1040 bytes rounded to the cache line: 1088, 15 per order-2 slab) and `kmem_cache` (its
     // first slab comes with the first cache creation).
     assert_eq!(
         slabinfo(&m),
         format!(
             "{HEADER}\
-kmem_sheaf             0      0    576   14    2 : tunables    0    0    0 : slabdata      0      0      0\n\
+kmem_sheaf             0      0   1088   15    4 : tunables    0    0    0 : slabdata      0      0      0\n\
 kmem_cache             0      0    320   12    1 : tunables    0    0    0 : slabdata      0      0      0\n"
         )
     );
     // 100-byte objects: size 104 (8-byte aligned, the free pointer inside the object);
     // order 0 holds 4096 / 104 = 39 of them, above slub_min_objects = 4 * (fls(2) + 1) = 12.
-    // Sheaves of 4096 / 104 = 39: the first allocation gets the CPU a sheaf and fills it with
-    // the first slab's 39 objects, the 40th refills it from a second slab. Objects in
+    // Sheaves of 8192 / 104 = 78: the first allocation gets the CPU a sheaf and fills it with
+    // the first slab's 39 objects (the node has no other), the 40th refills it from a second. Objects in
     // sheaves count as active (SLUB's slabinfo counts only partial-list free objects as
     // free): 78 of 78 in 2 slabs.
     let c = m.kmem_cache_create("golden_obj", 100, 0, SlabFlags::NO_MERGE, None).unwrap();
@@ -44,7 +44,7 @@ kmem_cache             0      0    320   12    1 : tunables    0    0    0 : sla
     let expected = format!(
         "{HEADER}\
 golden_obj            78     78    104   39    1 : tunables    0    0    0 : slabdata      2      2      0\n\
-kmem_sheaf             1     14    576   14    2 : tunables    0    0    0 : slabdata      1      1      0\n\
+kmem_sheaf             1     15   1088   15    4 : tunables    0    0    0 : slabdata      1      1      0\n\
 kmem_cache             1     12    320   12    1 : tunables    0    0    0 : slabdata      1      1      0\n"
     );
     assert_eq!(slabinfo(&m), expected);

@@ -193,6 +193,10 @@ pub(crate) struct Cpus {
     migrate_every: u32,
     /// The CPU-offline teardown; `None` once the machine is gone.
     hook: RwLock<Option<OfflineHook>>,
+    /// Free CPUs that thread exits may leave warm (caches kept for the next thread) before
+    /// they run the teardown; and how many are warm now.
+    warm_limit: AtomicUsize,
+    warm_free: AtomicUsize,
 }
 
 impl std::fmt::Debug for Cpus {
@@ -216,6 +220,8 @@ impl Cpus {
             owned: Box::new([]),
             migrate_every,
             hook: RwLock::new(None),
+            warm_limit: AtomicUsize::new(0),
+            warm_free: AtomicUsize::new(0),
         })
     }
 
@@ -233,6 +239,8 @@ impl Cpus {
             owned: (0..nr).map(|_| OwnedCpu::default()).collect(),
             migrate_every: 0,
             hook: RwLock::new(None),
+            warm_limit: AtomicUsize::new(0),
+            warm_free: AtomicUsize::new(0),
         });
         owned::register(&cpus);
         Some(cpus)
@@ -256,6 +264,11 @@ impl Cpus {
     /// Installs the CPU-offline teardown run when a thread gives its CPU back.
     pub(crate) fn set_offline_hook(&self, hook: OfflineHook) {
         *self.hook.write().unwrap_or_else(|e| e.into_inner()) = Some(hook);
+    }
+
+    /// Lets thread exits leave up to `n` free CPUs warm (see `MachineBuilder::thread_cpus_warm`).
+    pub(crate) fn set_warm_limit(&self, n: usize) {
+        self.warm_limit.store(n, Ordering::Relaxed);
     }
 
     /// Removes the teardown (the machine is going away): threads that exit later just

@@ -16,6 +16,7 @@
 //! - **Machines by id**: the exit destructor finds each machine through a registry of weak
 //!   references, so a thread that outlives a machine gives nothing back to it.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 
 use super::{thread_no, Cpus, Ctx, Own, CTX, NO_OWN};
@@ -117,17 +118,26 @@ impl Cpus {
         let nr = self.nr as u32;
         let start = me % nr;
         let order = (0..nr).map(|i| ((start + i) % nr) as usize);
-        let got = order.clone().find(|&i| self.owned[i].claim(me, tid)).or_else(|| {
-            order.clone().find(|&i| {
-                let cpu = &self.owned[i];
-                let owner = cpu.owner();
-                owner != me && !thread_alive(cpu.tid()) && cpu.claim_from(owner, me, tid)
-            })
-        });
+        // A warm CPU first (its caches are full), then any free one, then a dead thread's.
+        let warm = self.warm_free.load(Ordering::Relaxed) > 0;
+        let got = order
+            .clone()
+            .find(|&i| warm && self.owned[i].warm(false) && self.owned[i].claim(me, tid))
+            .or_else(|| order.clone().find(|&i| self.owned[i].claim(me, tid)))
+            .or_else(|| {
+                order.clone().find(|&i| {
+                    let cpu = &self.owned[i];
+                    let owner = cpu.owner();
+                    owner != me && !thread_alive(cpu.tid()) && cpu.claim_from(owner, me, tid)
+                })
+            });
         let Some(i) = got else {
             c.borrowed.set(1);
             return None;
         };
+        if self.owned[i].warm(true) {
+            self.warm_free.fetch_sub(1, Ordering::Relaxed);
+        }
         c.borrowed.set(0);
         let o = Own { machine: self.id, cpu: i as u32, state: &self.owned[i] };
         self.remember(c, o);
@@ -167,10 +177,21 @@ impl Cpus {
     }
 
     /// Thread exit: the offline teardown on the thread's CPU `o` (still owned), then the CPU
-    /// goes back to the pool.
+    /// goes back to the pool. While fewer than the warm limit are free and warm, the CPU
+    /// skips the teardown and keeps its caches for the next thread (as a real CPU's caches
+    /// outlive the tasks that ran on it); memory pressure still reaches them (`drain_all_pages`
+    /// and `kmem_cache_shrink` run as every CPU, free ones included).
     fn offline(&self, c: &Ctx, o: Own) {
-        self.set_fast(c, o);
-        {
+        let limit = self.warm_limit.load(Ordering::Relaxed);
+        let keep_warm = limit > 0
+            && self
+                .warm_free
+                .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| (n < limit).then_some(n + 1))
+                .is_ok();
+        if keep_warm {
+            self.owned[o.cpu as usize].set_warm();
+        } else {
+            self.set_fast(c, o);
             let hook = self.hook.read().unwrap_or_else(|e| e.into_inner());
             if let Some(h) = hook.as_ref() {
                 h(o.cpu);

@@ -206,7 +206,10 @@ impl<P: Platform> Kmem<P> {
             return self.debug_alloc(s, req);
         }
         let local = self.numa_node_id();
-        if s.sheaf_capacity == 0 || req.node.is_some_and(|n| n != local) {
+        // A request for a node, on a machine with several, goes to that node's slabs: the
+        // sheaves hold the CPU's node's objects, but the CPU (and so its node) may change
+        // under a thread between here and its pinning (Linux checks the object's node).
+        if s.sheaf_capacity == 0 || (req.node.is_some() && self.nr_nodes() > 1) {
             return self.alloc_direct(s, req);
         }
         loop {

@@ -118,9 +118,16 @@ impl<P: Platform> Kmem<P> {
         }
         // SAFETY: the object is the caller's; from now on it is a free object in a sheaf.
         unsafe { write_word(fp, key ^ OFF_SHEAF as u64) };
-        if !self.free_fast(s, obj) {
+        // Sheaves hold only their CPU's node's objects (Linux's `free_to_pcs` condition).
+        if self.remote_node(slab) || !self.free_fast(s, obj) {
             self.free_slow(s, slab, off, base);
         }
+    }
+
+    /// Whether `slab` lies on another node than the caller's CPU (never on one-node machines).
+    #[inline(always)]
+    fn remote_node(&self, slab: Slab<'_>) -> bool {
+        self.nr_nodes() > 1 && slab.nid() != self.numa_node_id()
     }
 
     /// The fast path (`free_to_pcs`): push onto this CPU's main sheaf if it has room.
@@ -161,7 +168,7 @@ impl<P: Platform> Kmem<P> {
         let fp = s.fp_addr(obj);
         // SAFETY: as in `free_object`.
         unsafe { write_word(fp, freeptr_key(s.random, fp) ^ OFF_SHEAF as u64) };
-        if !self.free_fast(s, obj) {
+        if self.remote_node(slab) || !self.free_fast(s, obj) {
             self.free_slow(s, slab, off, base);
         }
     }
@@ -172,7 +179,7 @@ impl<P: Platform> Kmem<P> {
     #[cold]
     #[inline(never)]
     pub(crate) fn free_slow(&self, s: &KmemCache, slab: Slab<'_>, off: u32, base: usize) {
-        if s.sheaf_capacity == 0 || (self.nr_nodes() > 1 && slab.nid() != self.numa_node_id()) {
+        if s.sheaf_capacity == 0 || self.remote_node(slab) {
             return self.free_single(s, slab, off, base);
         }
         let obj = base + off as usize;

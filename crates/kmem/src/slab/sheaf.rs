@@ -22,19 +22,21 @@
 use crate::sync::{array_of, const_fn_unless_loom, AtomicU32, AtomicU64, AtomicUsize, Ordering, RawSpinLock};
 
 /// Most objects a sheaf can hold (the `kmem_sheaf` object is sized for it).
-pub(crate) const SHEAF_MAX: usize = 64;
-/// Full sheaves a barn keeps (Linux's `MAX_FULL_SHEAVES`).
-pub(crate) const MAX_FULL_SHEAVES: u32 = 10;
-/// Empty sheaves a barn keeps (Linux's `MAX_EMPTY_SHEAVES`).
-pub(crate) const MAX_EMPTY_SHEAVES: u32 = 10;
+pub(crate) const SHEAF_MAX: usize = 128;
+/// Full sheaves a barn keeps (Linux's `MAX_FULL_SHEAVES` is 10: kmem keeps more, for
+/// threads that free in bursts of thousands).
+pub(crate) const MAX_FULL_SHEAVES: u32 = 40;
+/// Empty sheaves a barn keeps (Linux's `MAX_EMPTY_SHEAVES` is 10).
+pub(crate) const MAX_EMPTY_SHEAVES: u32 = 40;
 
-/// The sheaf capacity kmem gives a cache of `size`-byte slots: about 4 KiB of objects,
-/// between 8 and [`SHEAF_MAX`] (Linux leaves sheaves to caches that ask; kmem gives every
-/// cache without debugging one).
+/// The sheaf capacity kmem gives a cache of `size`-byte slots: about 8 KiB of objects,
+/// between 16 and [`SHEAF_MAX`] (Linux leaves sheaves to caches that ask, with capacities
+/// like 32; kmem gives every cache without debugging one, and bursts of frees from many
+/// threads, as a process allocator sees, overflow small sheaves into the node's lock).
 pub(crate) const fn sheaf_capacity(size: u32) -> u32 {
-    let c = 4096 / if size == 0 { 1 } else { size };
-    if c < 8 {
-        8
+    let c = 8192 / if size == 0 { 1 } else { size };
+    if c < 16 {
+        16
     } else if c > SHEAF_MAX as u32 {
         SHEAF_MAX as u32
     } else {
@@ -375,12 +377,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn capacity_is_about_a_page_of_objects() {
-        assert_eq!(sheaf_capacity(8), 64);
-        assert_eq!(sheaf_capacity(64), 64);
-        assert_eq!(sheaf_capacity(128), 32);
-        assert_eq!(sheaf_capacity(1024), 8);
-        assert_eq!(sheaf_capacity(8192), 8);
+    fn capacity_is_about_two_pages_of_objects() {
+        assert_eq!(sheaf_capacity(8), 128);
+        assert_eq!(sheaf_capacity(64), 128);
+        assert_eq!(sheaf_capacity(128), 64);
+        assert_eq!(sheaf_capacity(1024), 16);
+        assert_eq!(sheaf_capacity(8192), 16);
     }
 
     #[test]
