@@ -273,7 +273,7 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// What `p` is (`virt_to_slab` / `folio_test_large_kmalloc`).
-    #[inline(always)]
+    #[inline]
     fn kmalloc_owner(&self, p: *const u8) -> Owner<'_> {
         let addr = p as usize;
         if addr <= ZERO_SIZE_PTR {
@@ -316,13 +316,8 @@ impl<P: Platform> Kmem<P> {
     #[inline]
     #[track_caller]
     pub unsafe fn kfree(&self, p: *const u8) {
-        match self.kmalloc_owner(p) {
-            Owner::Nothing => {}
-            Owner::Slab(slab, c, off, base) => self.free_object(c, slab, off, base, core::panic::Location::caller()),
-            Owner::NotObject(slab, c) => self.invalid_object_pointer(c, Some(slab), p as usize),
-            Owner::Large(head, order) => self.free_large_kmalloc(head, order),
-            Owner::Invalid => self.kfree_invalid("kfree", p),
-        }
+        // SAFETY: forwarded caller contract.
+        unsafe { self.kfree_large(p) };
     }
 
     /// [`Kmem::kfree`] that also says whether it freed a large block, and its bytes (0 for a
@@ -332,13 +327,28 @@ impl<P: Platform> Kmem<P> {
     /// # Safety
     ///
     /// As [`Kmem::kfree`].
-    #[inline]
+    #[inline(always)]
     #[track_caller]
     pub unsafe fn kfree_large(&self, p: *const u8) -> usize {
+        let addr = p as usize;
+        if addr <= ZERO_SIZE_PTR {
+            return 0;
+        }
+        // The slab object first, straight from the lookup (no intermediate value to build).
+        if let Lookup::Object(slab, c, off, base) = self.lookup_object(addr) {
+            self.free_object(c, slab, off, base, core::panic::Location::caller());
+            return 0;
+        }
+        self.kfree_other(p, core::panic::Location::caller())
+    }
+
+    /// [`Kmem::kfree_large`] of anything but a slab object: a large block, or a bad pointer.
+    #[inline(never)]
+    fn kfree_other(&self, p: *const u8, caller: &'static core::panic::Location<'static>) -> usize {
         match self.kmalloc_owner(p) {
             Owner::Nothing => 0,
             Owner::Slab(slab, c, off, base) => {
-                self.free_object(c, slab, off, base, core::panic::Location::caller());
+                self.free_object(c, slab, off, base, caller);
                 0
             }
             Owner::NotObject(slab, c) => {
