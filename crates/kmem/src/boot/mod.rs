@@ -5,17 +5,22 @@
 //! 2. kmem carves its own metadata from RAM, top-down below the direct-map limit: the machine
 //!    state, the section table, one [`Node`] per node, and a page-descriptor array per present
 //!    128 MiB section. Sections without RAM get no descriptors.
-//! 3. Every descriptor starts `PG_reserved` with refcount 1; zone spans and present counts are
-//!    computed from the map.
+//! 3. Zone spans and present counts are computed from the map. Every descriptor starts
+//!    `PG_reserved` with refcount 1 (`PG_nomem` where there is no RAM), written once all
+//!    metadata is carved; with [`BootConfig::deferred_init`] most chunks of free RAM are left
+//!    for later ([`deferred`]).
 //! 4. Every free (usable, unreserved) range is released to its zone's buddy lists in maximal
-//!    aligned blocks; the zone's managed count grows by what was released.
+//!    aligned blocks, deferred chunks excepted; the zone's managed count grows by what was
+//!    released.
 //! 5. min_free_kbytes, watermarks, lowmem reserves and zonelists are computed as Linux does.
 
+mod deferred;
 mod hotplug;
 mod memblock;
 mod memory_map;
 mod pagesets;
 
+pub(crate) use deferred::DeferredState;
 pub use hotplug::HotplugError;
 pub use memblock::{Memblock, MemblockError, Range, MEMBLOCK_REGIONS};
 pub use memory_map::{MemRegion, RegionKind, ZoneLayout};
@@ -25,7 +30,7 @@ use core::ptr::NonNull;
 use crate::addr::{Order, Pfn, PhysAddr, PAGEBLOCK_NR_PAGES, PAGE_SHIFT, PAGE_SIZE};
 use crate::machine::{Kmem, MachineState, NR_CPUS};
 use crate::mm::buddy;
-use crate::mm::memmap::{Memmap, Section, PAGES_PER_SECTION, PFN_SECTION_SHIFT};
+use crate::mm::memmap::{Memmap, Section, MAX_ORDER_NR_PAGES, PAGES_PER_SECTION};
 use crate::mm::node::Node;
 use crate::mm::page::{pg, Page, MAX_NUMNODES, MAX_SECTIONS};
 use crate::mm::zone_type::{Migratetype, ZoneType, MAX_NR_ZONES, MIGRATE_TYPES};
@@ -66,6 +71,13 @@ pub struct BootConfig<'a> {
     pub vmap_lazy_max_pages: Option<usize>,
     /// Recycle freed small vmalloc areas per CPU (`vmalloc/recycle.rs`); default true.
     pub vmalloc_recycle: bool,
+    /// Deferred struct-page initialisation (`CONFIG_DEFERRED_STRUCT_PAGE_INIT`, see
+    /// `boot/deferred.rs`): `Some(bytes)` writes at boot the descriptors of only the first
+    /// `bytes` of free RAM (rounded up to 4 MiB chunks, at least one) of each node's highest
+    /// zone, besides every chunk that holds anything but free RAM; the page allocator
+    /// initialises the rest on demand, 4 MiB at a time. Requires RAM that reads as zero at
+    /// boot (see [`Kmem::boot`]). `None` (the default): every descriptor at boot.
+    pub deferred_init: Option<u64>,
 }
 
 impl<'a> BootConfig<'a> {
@@ -81,6 +93,7 @@ impl<'a> BootConfig<'a> {
             hotplug_end: None,
             vmap_lazy_max_pages: None,
             vmalloc_recycle: true,
+            deferred_init: None,
         }
     }
 }
@@ -163,7 +176,9 @@ impl<P: Platform> Kmem<P> {
     ///
     /// Every usable range of `config.regions` below the direct-map limit must be RAM, readable
     /// and writable through the platform's direct map, used by nothing else, and must stay
-    /// valid for as long as the returned `Kmem` (and anything allocated from it) lives.
+    /// valid for as long as the returned `Kmem` (and anything allocated from it) lives. With
+    /// [`BootConfig::deferred_init`], that RAM must read as zero at boot (fresh host memory
+    /// does): the descriptors of deferred chunks are read, as zero, before they are written.
     pub unsafe fn boot(
         platform: P,
         config: &BootConfig<'_>,
@@ -265,14 +280,14 @@ impl<P: Platform> Kmem<P> {
             let bytes = (PAGES_PER_SECTION * Page::SIZE) as u64;
             let map_pa = mb.alloc(bytes, PAGE_SIZE as u64, Some(node))?;
             let map = va(map_pa)?.as_mut_ptr::<Page>();
-            init_section_pages(map, nr, node, &config.layout);
-            // SAFETY: `map` holds PAGES_PER_SECTION descriptors just initialised in carved memory
-            // that lives as long as the machine and is used for nothing else.
+            // SAFETY: `map` holds room for PAGES_PER_SECTION descriptors in carved memory that
+            // lives as long as the machine and is used for nothing else; step 3 below writes
+            // them (or defers them) before anything looks a frame up.
             unsafe { memmap.set_section_map(nr, map, node) };
             memmap_bytes += bytes;
             present_sections += 1;
         }
-        // 3. RAM pages lose PG_nomem; zone spans and present counts.
+        // 3. Zone spans and present counts (descriptors once all metadata is carved, below).
         let mut span = [[(usize::MAX, 0usize); MAX_NR_ZONES]; MAX_NUMNODES];
         let mut present = [[0usize; MAX_NR_ZONES]; MAX_NUMNODES];
         let mut ram_bytes = 0;
@@ -284,11 +299,6 @@ impl<P: Platform> Kmem<P> {
                 slot.0 = slot.0.min(sp);
                 slot.1 = slot.1.max(ep);
                 present[m.node as usize][zt.index()] += ep - sp;
-                for pfn in sp..ep {
-                    if let Some(p) = memmap.page(Pfn::new(pfn)) {
-                        p.clear(pg::NOMEM);
-                    }
-                }
             });
         }
         for nid in 0..nodes {
@@ -332,7 +342,12 @@ impl<P: Platform> Kmem<P> {
         // SAFETY: memblock hands out usable RAM below the direct-map limit (this fn's contract).
         state.percpu = unsafe { PercpuState::boot(&mut mb, dm, nr_cpus, |cpu| state.cpu_to_node(cpu) as u8) }?;
 
-        // 4. Release free memory to the buddy lists.
+        // Descriptors: every chunk boot does not defer.
+        let deferred = deferred::init_memmap(&mb, &memmap, &config.layout, &present, config.deferred_init);
+        deferred::set_counts(&state.deferred, &deferred, nodes, |nid, zt| node_ref(&node_ptrs, nid).zone(zt));
+        let total_deferred: usize = deferred.iter().flatten().sum();
+
+        // 4. Release free memory to the buddy lists (deferred chunks excepted).
         let kmem_platform = &platform;
         let mut total_free = 0usize;
         let mut released = [[0usize; MAX_NR_ZONES]; MAX_NUMNODES];
@@ -346,9 +361,11 @@ impl<P: Platform> Kmem<P> {
                     return;
                 }
                 let zone = node_ref(&node_ptrs, nid as usize).zone(zt);
-                let n = release_range(kmem_platform, zone, &memmap, sp, ep);
-                released[nid as usize][zt.index()] += n;
-                total_free += n;
+                for_each_initialised_run(&memmap, sp, ep, |s, e| {
+                    let n = release_range(kmem_platform, zone, &memmap, s, e);
+                    released[nid as usize][zt.index()] += n;
+                    total_free += n;
+                });
             });
         });
         for (nid, row) in released.iter().enumerate().take(nodes) {
@@ -356,8 +373,9 @@ impl<P: Platform> Kmem<P> {
                 node_ref(&node_ptrs, nid).zone(zt).add_managed(row[zt.index()]);
             }
         }
-        state.totalram.store(total_free, Ordering::Relaxed);
-        state.grouping_disabled = total_free < PAGEBLOCK_NR_PAGES * MIGRATE_TYPES;
+        // MemTotal counts deferred frames from the start, as Linux's `memblock_free_all` does.
+        state.totalram.store(total_free + total_deferred, Ordering::Relaxed);
+        state.grouping_disabled = total_free + total_deferred < PAGEBLOCK_NR_PAGES * MIGRATE_TYPES;
 
         // 5. Zonelists (watermarks and lowmem reserves once the machine exists, below).
         let mut populated = [[false; MAX_NR_ZONES]; MAX_NUMNODES];
@@ -404,15 +422,22 @@ fn node_ref(ptrs: &[Option<NonNull<Node>>; MAX_NUMNODES], nid: usize) -> &Node {
     unsafe { p.as_ref() }
 }
 
-/// Writes the boot descriptors of section `nr`: reserved, no RAM yet (`PG_nomem`), zone by
-/// physical address.
-pub(super) fn init_section_pages(map: *mut Page, nr: usize, node: u8, layout: &ZoneLayout) {
-    let base = nr << PFN_SECTION_SHIFT;
-    for i in 0..PAGES_PER_SECTION {
-        let zone = layout.zone_of(Pfn::new(base + i).phys());
-        // SAFETY: `map` points to carved memory for PAGES_PER_SECTION descriptors (caller) and
-        // `i` is below that; `Page` has no drop glue.
-        unsafe { map.add(i).write(Page::new_boot(zone as u8, node, nr, pg::NOMEM)) };
+/// Calls `f(start, end)` for the runs of `[start, end)` (frame numbers) whose descriptor
+/// chunks are initialised, skipping deferred chunks.
+fn for_each_initialised_run(mm: &Memmap, start: usize, end: usize, mut f: impl FnMut(usize, usize)) {
+    let mut s = start;
+    while s < end {
+        let chunk_end = (s / MAX_ORDER_NR_PAGES + 1) * MAX_ORDER_NR_PAGES;
+        if !mm.chunk_initialised(Pfn::new(s)) {
+            s = chunk_end;
+            continue;
+        }
+        let mut e = chunk_end.min(end);
+        while e < end && mm.chunk_initialised(Pfn::new(e)) {
+            e = (e + MAX_ORDER_NR_PAGES).min(end);
+        }
+        f(s, e);
+        s = e;
     }
 }
 
@@ -443,7 +468,8 @@ pub(super) fn release_range<P: Platform>(
         let order = Order::new(align.min(fit)).expect("clamped to MAX");
         for p in pfn..pfn + order.nr_pages() {
             let page = mm.page(Pfn::new(p)).expect("usable RAM has descriptors");
-            page.clear(pg::RESERVED);
+            // The caller owns the range (boot, or a section being hot-added): plain stores.
+            page.clear_exclusive(pg::RESERVED);
             page.set_refcount(0);
         }
         // FPI_TO_TAIL, as `__free_pages_core`: boot leaves the lists in address order.

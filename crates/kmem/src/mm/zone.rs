@@ -58,6 +58,8 @@ pub struct Zone {
     spanned: AtomicUsize,
     present: AtomicUsize,
     managed: AtomicUsize,
+    /// Free frames whose descriptors are not initialised yet (`boot/deferred.rs`).
+    deferred: AtomicUsize,
     wmark: [AtomicUsize; 4],
     lowmem_reserve: [AtomicUsize; MAX_NR_ZONES],
     free_pages: AtomicIsize,
@@ -125,6 +127,7 @@ impl Zone {
                 spanned: AtomicUsize::new(0),
                 present: AtomicUsize::new(0),
                 managed: AtomicUsize::new(0),
+                deferred: AtomicUsize::new(0),
                 wmark: array_of![AtomicUsize::new(0); 4],
                 lowmem_reserve: array_of![AtomicUsize::new(0); MAX_NR_ZONES],
                 free_pages: AtomicIsize::new(0),
@@ -166,6 +169,11 @@ impl Zone {
     /// Frames handed to the buddy allocator (present minus boot reservations).
     pub fn managed_pages(&self) -> usize {
         self.managed.load(Ordering::Relaxed)
+    }
+    /// Free frames of the zone whose descriptors are not initialised yet (deferred struct-page
+    /// init): counted in `present`, not yet in `managed` or the free pages.
+    pub fn deferred_pages(&self) -> usize {
+        self.deferred.load(Ordering::Relaxed)
     }
     /// True if the zone has RAM (`populated_zone`).
     pub fn is_populated(&self) -> bool {
@@ -251,6 +259,9 @@ impl Zone {
     }
     pub(crate) fn add_managed(&self, pages: usize) {
         self.managed.fetch_add(pages, Ordering::Relaxed);
+    }
+    pub(crate) fn add_deferred(&self, pages: isize) {
+        self.deferred.fetch_add(pages as usize, Ordering::Relaxed);
     }
     pub(crate) fn set_wmarks(&self, w: [usize; 4]) {
         for (slot, v) in self.wmark.iter().zip(w) {
