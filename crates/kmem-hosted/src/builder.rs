@@ -350,6 +350,8 @@ impl MachineBuilder {
         cfg.vmap_lazy_max_pages = self.vmap_lazy_max;
         cfg.vmalloc_recycle = self.vmalloc_recycle;
         cfg.deferred_init = self.deferred_init;
+        // A fresh memfd or anonymous mapping reads as zero.
+        cfg.ram_zeroed = true;
         let reserve = self.reserve.clone();
         // SAFETY: every usable region lies inside `ram`'s mapping, which is read-write there,
         // ours alone, and outlives the Kmem (Machine drops its Kmem before its Ram); it is a

@@ -74,9 +74,9 @@ impl DeferredState {
     }
 }
 
-/// Pages of RAM a zone of `present` frames per zone type would have after deferral: the zone
-/// types whose chunks boot may defer on a node.
-fn deferring_zone(present: &[usize; MAX_NR_ZONES]) -> Option<ZoneType> {
+/// The zone of a node (`present` frames per zone type) whose chunks boot may defer: its
+/// highest populated zone, unless that is HighMem.
+pub(super) fn deferring_zone(present: &[usize; MAX_NR_ZONES]) -> Option<ZoneType> {
     let zt = ZoneType::ALL.into_iter().rev().find(|z| present[z.index()] != 0)?;
     (zt != ZoneType::HighMem).then_some(zt)
 }
@@ -90,64 +90,82 @@ fn whole_chunks(sp: usize, ep: usize) -> (usize, usize) {
 
 /// Boot: decides which chunks to defer (with `defer_bytes`), then writes the descriptors of
 /// every other chunk of every present section: reserved, refcount 1, `PG_nomem` where there is
-/// no RAM (`memmap_init` + `init_unavailable_range`). Returns the deferred frames per node
-/// and zone. Free ranges come from `mb` (`for_each_free`), zones from `layout`.
+/// no RAM (`memmap_init` + `init_unavailable_range`). Returns the deferred frames of each
+/// node (all in its [`deferring_zone`]). Free ranges come from `mb` (`for_each_free`), zones
+/// from `layout`.
 pub(super) fn init_memmap(
     mb: &Memblock,
     mm: &Memmap,
     layout: &ZoneLayout,
     present: &[[usize; MAX_NR_ZONES]; MAX_NUMNODES],
     defer_bytes: Option<u64>,
-) -> [[usize; MAX_NR_ZONES]; MAX_NUMNODES] {
-    let mut deferred = [[0usize; MAX_NR_ZONES]; MAX_NUMNODES];
+) -> [usize; MAX_NUMNODES] {
+    let mut deferred = [0usize; MAX_NUMNODES];
     if let Some(bytes) = defer_bytes {
         let want = (bytes as usize).div_ceil(PAGE_SIZE).max(1);
         // Free frames of each deferring zone that boot releases whatever happens (outside
         // whole free chunks), then the lowest whole chunks until `want` is reached.
-        let mut released = [[0usize; MAX_NR_ZONES]; MAX_NUMNODES];
-        let chunks_of = |start: u64, end: u64, nid: u8, f: &mut dyn FnMut(usize, usize, ZoneType)| {
+        let mut released = [0usize; MAX_NUMNODES];
+        let chunks_of = |start: u64, end: u64, nid: u8, f: &mut dyn FnMut(usize, usize)| {
             super::for_each_zone_chunk(layout, start, end, |s, e, zt| {
                 if deferring_zone(&present[nid as usize]) != Some(zt) {
                     return;
                 }
                 let (sp, ep) = (s.div_ceil(PAGE_SIZE as u64) as usize, (e >> PAGE_SHIFT) as usize);
                 if sp < ep {
-                    f(sp, ep, zt);
+                    f(sp, ep);
                 }
             });
         };
         mb.for_each_free(|start, end, nid| {
-            chunks_of(start, end, nid, &mut |sp, ep, zt| {
+            chunks_of(start, end, nid, &mut |sp, ep| {
                 let (first, cend) = whole_chunks(sp, ep);
-                released[nid as usize][zt.index()] += (ep - sp) - (cend - first);
+                released[nid as usize] += (ep - sp) - (cend - first);
             });
         });
         mb.for_each_free(|start, end, nid| {
-            chunks_of(start, end, nid, &mut |sp, ep, zt| {
+            chunks_of(start, end, nid, &mut |sp, ep| {
                 let (first, cend) = whole_chunks(sp, ep);
                 for c in (first..cend).step_by(MAX_ORDER_NR_PAGES) {
-                    let r = &mut released[nid as usize][zt.index()];
+                    let r = &mut released[nid as usize];
                     if *r < want {
                         *r += MAX_ORDER_NR_PAGES;
                         continue;
                     }
                     let nr = c >> PFN_SECTION_SHIFT;
                     mm.defer_chunks(nr, 1 << ((c & (PAGES_PER_SECTION - 1)) / MAX_ORDER_NR_PAGES));
-                    deferred[nid as usize][zt.index()] += MAX_ORDER_NR_PAGES;
+                    deferred[nid as usize] += MAX_ORDER_NR_PAGES;
                 }
             });
         });
     }
-    for nr in 0..mm.nr_sections() {
-        let Some(sec) = mm.section(nr).filter(|s| s.present()) else { continue };
-        let node = sec.node() as u8;
-        let todo = !mm.deferred_chunks(nr);
-        for chunk in (0..CHUNKS_PER_SECTION).filter(|c| todo & (1 << c) != 0) {
-            let base = (nr << PFN_SECTION_SHIFT) + chunk * MAX_ORDER_NR_PAGES;
-            write_boot_descriptors(mm, mb, layout, node, base, base + MAX_ORDER_NR_PAGES);
+    // The sections with RAM, from memblock (not by scanning the table: a large hotplug range
+    // would have boot read, and the host map, every slot of it).
+    let mut last = None;
+    for m in mb.memory() {
+        let (first, end) = (
+            (m.start >> PAGE_SHIFT) as usize >> PFN_SECTION_SHIFT,
+            ((m.end >> PAGE_SHIFT) as usize).div_ceil(PAGES_PER_SECTION),
+        );
+        for nr in first..end {
+            if last.replace(nr) == Some(nr) {
+                continue;
+            }
+            init_section(mm, mb, layout, nr);
         }
     }
     deferred
+}
+
+/// Writes the descriptors of the chunks of present section `nr` that are not deferred.
+fn init_section(mm: &Memmap, mb: &Memblock, layout: &ZoneLayout, nr: usize) {
+    let Some(sec) = mm.section(nr).filter(|s| s.present()) else { return };
+    let node = sec.node() as u8;
+    let todo = !mm.deferred_chunks(nr);
+    for chunk in (0..CHUNKS_PER_SECTION).filter(|c| todo & (1 << c) != 0) {
+        let base = (nr << PFN_SECTION_SHIFT) + chunk * MAX_ORDER_NR_PAGES;
+        write_boot_descriptors(mm, mb, layout, node, base, base + MAX_ORDER_NR_PAGES);
+    }
 }
 
 /// Writes boot descriptors for frames `[start, end)` of one present section: reserved,
@@ -380,23 +398,19 @@ impl<P: Platform> Kmem<P> {
     }
 }
 
-/// Boot: records what [`init_memmap`] deferred: each zone's count (`zone(nid, zt)`) and the
-/// machine's total.
+/// Boot: records what [`init_memmap`] deferred: each node's deferring zone's count
+/// (`zone(nid, zt)`) and the machine's total.
 pub(super) fn set_counts<'a>(
     d: &DeferredState,
-    deferred: &[[usize; MAX_NR_ZONES]; MAX_NUMNODES],
-    nodes: usize,
+    deferred: &[usize; MAX_NUMNODES],
+    present: &[[usize; MAX_NR_ZONES]; MAX_NUMNODES],
     zone: impl Fn(usize, ZoneType) -> &'a Zone,
 ) {
     let mut total = 0;
-    for (nid, row) in deferred.iter().enumerate().take(nodes) {
-        for zt in ZoneType::ALL {
-            let n = row[zt.index()];
-            if n != 0 {
-                zone(nid, zt).add_deferred(n as isize);
-                total += n;
-            }
-        }
+    for (nid, &n) in deferred.iter().enumerate().filter(|(_, &n)| n != 0) {
+        let zt = deferring_zone(&present[nid]).expect("only a deferring zone defers");
+        zone(nid, zt).add_deferred(n as isize);
+        total += n;
     }
     d.total.store(total, Ordering::Relaxed);
 }

@@ -75,9 +75,15 @@ pub struct BootConfig<'a> {
     /// `boot/deferred.rs`): `Some(bytes)` writes at boot the descriptors of only the first
     /// `bytes` of free RAM (rounded up to 4 MiB chunks, at least one) of each node's highest
     /// zone, besides every chunk that holds anything but free RAM; the page allocator
-    /// initialises the rest on demand, 4 MiB at a time. Requires RAM that reads as zero at
-    /// boot (see [`Kmem::boot`]). `None` (the default): every descriptor at boot.
+    /// initialises the rest on demand, 4 MiB at a time. Only with [`BootConfig::ram_zeroed`]
+    /// (ignored without it). `None` (the default): every descriptor at boot.
     pub deferred_init: Option<u64>,
+    /// The platform promises that all RAM reads as zero at boot (fresh host memory does; see
+    /// [`Kmem::boot`]). Boot then skips writing zeroes: the section table's absent sections,
+    /// the per-CPU first chunk's units (zeroed only where something is allocated), so a
+    /// machine of many possible CPUs touches none of their memory until they use it. Default
+    /// false.
+    pub ram_zeroed: bool,
 }
 
 impl<'a> BootConfig<'a> {
@@ -94,6 +100,7 @@ impl<'a> BootConfig<'a> {
             vmap_lazy_max_pages: None,
             vmalloc_recycle: true,
             deferred_init: None,
+            ram_zeroed: false,
         }
     }
 }
@@ -177,8 +184,9 @@ impl<P: Platform> Kmem<P> {
     /// Every usable range of `config.regions` below the direct-map limit must be RAM, readable
     /// and writable through the platform's direct map, used by nothing else, and must stay
     /// valid for as long as the returned `Kmem` (and anything allocated from it) lives. With
-    /// [`BootConfig::deferred_init`], that RAM must read as zero at boot (fresh host memory
-    /// does): the descriptors of deferred chunks are read, as zero, before they are written.
+    /// [`BootConfig::ram_zeroed`], that RAM must read as zero at boot (fresh host memory
+    /// does): kmem then reads memory it never wrote (deferred chunks' descriptors, per-CPU
+    /// areas, absent sections) as zero.
     pub unsafe fn boot(
         platform: P,
         config: &BootConfig<'_>,
@@ -242,8 +250,15 @@ impl<P: Platform> Kmem<P> {
         let table_pa = mb.alloc(Memmap::table_bytes(nr_sections).max(1) as u64, 64, Some(0))?;
         let table = va(table_pa)?.as_mut_ptr::<Section>();
         // SAFETY: the table was just carved from usable RAM below the direct-map limit, so it
-        // is mapped, writable and ours alone (boot's contract); it lives as long as the machine.
-        let memmap = unsafe { Memmap::init(table, nr_sections) };
+        // is mapped, writable and ours alone (boot's contract); it lives as long as the machine,
+        // and reads as zero if the platform says RAM does.
+        let memmap = unsafe {
+            if config.ram_zeroed {
+                Memmap::init_zeroed(table, nr_sections)
+            } else {
+                Memmap::init(table, nr_sections)
+            }
+        };
         let mut state = MachineState::new(
             memmap,
             config.layout,
@@ -340,12 +355,14 @@ impl<P: Platform> Kmem<P> {
 
         // Per-CPU first chunk: one unit per CPU on its node, reserved before the buddy release.
         // SAFETY: memblock hands out usable RAM below the direct-map limit (this fn's contract).
-        state.percpu = unsafe { PercpuState::boot(&mut mb, dm, nr_cpus, |cpu| state.cpu_to_node(cpu) as u8) }?;
+        state.percpu =
+            unsafe { PercpuState::boot(&mut mb, dm, nr_cpus, config.ram_zeroed, |cpu| state.cpu_to_node(cpu) as u8) }?;
 
         // Descriptors: every chunk boot does not defer.
-        let deferred = deferred::init_memmap(&mb, &memmap, &config.layout, &present, config.deferred_init);
-        deferred::set_counts(&state.deferred, &deferred, nodes, |nid, zt| node_ref(&node_ptrs, nid).zone(zt));
-        let total_deferred: usize = deferred.iter().flatten().sum();
+        let defer = config.deferred_init.filter(|_| config.ram_zeroed);
+        let deferred = deferred::init_memmap(&mb, &memmap, &config.layout, &present, defer);
+        deferred::set_counts(&state.deferred, &deferred, &present, |nid, zt| node_ref(&node_ptrs, nid).zone(zt));
+        let total_deferred: usize = deferred.iter().sum();
 
         // 4. Release free memory to the buddy lists (deferred chunks excepted).
         let kmem_platform = &platform;

@@ -105,6 +105,23 @@ impl Memmap {
         Self { sections: table, nr_sections }
     }
 
+    /// [`Memmap::init`] for a table whose memory reads as zero: nothing to write (a zeroed
+    /// [`Section`] is an absent one; [`Memmap::set_section_map`] sets a section's pageblock
+    /// migratetypes when it becomes present). A machine with a large hotplug range then
+    /// touches only the slots of its present sections.
+    ///
+    /// # Safety
+    ///
+    /// As [`Memmap::init`], and the `table_bytes(nr_sections)` bytes at `table` must be zero.
+    pub unsafe fn init_zeroed(table: *mut Section, nr_sections: usize) -> Self {
+        // Loom's atomics are not plain integers: zero bytes are no valid state for them.
+        #[cfg(loom)]
+        // SAFETY: the caller's contract is `init`'s.
+        return unsafe { Self::init(table, nr_sections) };
+        #[cfg(not(loom))]
+        Self { sections: table, nr_sections }
+    }
+
     /// Makes a section present with descriptors at `map` (boot or memory hot-add).
     ///
     /// # Safety
@@ -116,6 +133,9 @@ impl Memmap {
     pub unsafe fn set_section_map(&self, nr: usize, map: *const Page, node: u8) {
         let sec = self.section(nr).expect("section number out of range");
         debug_assert!(!sec.present());
+        for mt in &sec.pageblock_mt {
+            mt.store(Migratetype::Movable as u8, Ordering::Relaxed);
+        }
         sec.node.store(node, Ordering::Relaxed);
         sec.init.store(ALL_CHUNKS, Ordering::Relaxed);
         sec.map.store(map as usize, Ordering::Release);
