@@ -91,13 +91,13 @@ fn whole_chunks(sp: usize, ep: usize) -> (usize, usize) {
 /// Boot: decides which chunks to defer (with `defer_bytes`), then writes the descriptors of
 /// every other chunk of every present section: reserved, refcount 1, `PG_nomem` where there is
 /// no RAM (`memmap_init` + `init_unavailable_range`). Returns the deferred frames of each
-/// node (all in its [`deferring_zone`]). Free ranges come from `mb` (`for_each_free`), zones
-/// from `layout`.
+/// node, all in its zone `deferring[nid]` ([`deferring_zone`]). Free ranges come from `mb`
+/// (`for_each_free`), zones from `layout`.
 pub(super) fn init_memmap(
     mb: &Memblock,
     mm: &Memmap,
     layout: &ZoneLayout,
-    present: &[[usize; MAX_NR_ZONES]; MAX_NUMNODES],
+    deferring: &[Option<ZoneType>; MAX_NUMNODES],
     defer_bytes: Option<u64>,
 ) -> [usize; MAX_NUMNODES] {
     let mut deferred = [0usize; MAX_NUMNODES];
@@ -108,7 +108,7 @@ pub(super) fn init_memmap(
         let mut released = [0usize; MAX_NUMNODES];
         let chunks_of = |start: u64, end: u64, nid: u8, f: &mut dyn FnMut(usize, usize)| {
             super::for_each_zone_chunk(layout, start, end, |s, e, zt| {
-                if deferring_zone(&present[nid as usize]) != Some(zt) {
+                if deferring[nid as usize] != Some(zt) {
                     return;
                 }
                 let (sp, ep) = (s.div_ceil(PAGE_SIZE as u64) as usize, (e >> PAGE_SHIFT) as usize);
@@ -403,12 +403,12 @@ impl<P: Platform> Kmem<P> {
 pub(super) fn set_counts<'a>(
     d: &DeferredState,
     deferred: &[usize; MAX_NUMNODES],
-    present: &[[usize; MAX_NR_ZONES]; MAX_NUMNODES],
+    deferring: &[Option<ZoneType>; MAX_NUMNODES],
     zone: impl Fn(usize, ZoneType) -> &'a Zone,
 ) {
     let mut total = 0;
     for (nid, &n) in deferred.iter().enumerate().filter(|(_, &n)| n != 0) {
-        let zt = deferring_zone(&present[nid]).expect("only a deferring zone defers");
+        let zt = deferring[nid].expect("only a deferring zone defers");
         zone(nid, zt).add_deferred(n as isize);
         total += n;
     }

@@ -302,30 +302,30 @@ impl<P: Platform> Kmem<P> {
             memmap_bytes += bytes;
             present_sections += 1;
         }
-        // 3. Zone spans and present counts (descriptors once all metadata is carved, below).
-        let mut span = [[(usize::MAX, 0usize); MAX_NR_ZONES]; MAX_NUMNODES];
-        let mut present = [[0usize; MAX_NR_ZONES]; MAX_NUMNODES];
+        // 3. Zone spans and present counts (descriptors once all metadata is carved, below),
+        // straight into the zones (no per-node tables on the stack, which every process that
+        // boots the global machine would fault in).
         let mut ram_bytes = 0;
         for m in mb.memory() {
             ram_bytes += m.end - m.start;
             for_each_zone_chunk(&config.layout, m.start, m.end, |s, e, zt| {
                 let (sp, ep) = ((s >> PAGE_SHIFT) as usize, (e >> PAGE_SHIFT) as usize);
-                let slot = &mut span[m.node as usize][zt.index()];
-                slot.0 = slot.0.min(sp);
-                slot.1 = slot.1.max(ep);
-                present[m.node as usize][zt.index()] += ep - sp;
+                if sp >= ep {
+                    return;
+                }
+                let zone = node_ref(&node_ptrs, m.node as usize).zone(zt);
+                let (zs, ze) = match zone.spanned_pages() {
+                    0 => (sp, ep),
+                    _ => (zone.start_pfn().as_usize().min(sp), zone.end_pfn().as_usize().max(ep)),
+                };
+                zone.set_span(Pfn::new(zs), Pfn::new(ze));
+                zone.add_present(ep - sp);
             });
         }
-        for nid in 0..nodes {
-            let node = node_ref(&node_ptrs, nid);
-            for zt in ZoneType::ALL {
-                let (s, e) = span[nid][zt.index()];
-                if s < e {
-                    node.zone(zt).set_span(Pfn::new(s), Pfn::new(e));
-                    node.zone(zt).add_present(present[nid][zt.index()]);
-                }
-            }
-        }
+        let deferring: [Option<ZoneType>; MAX_NUMNODES] = core::array::from_fn(|nid| {
+            let node = node_ptrs[nid].map(|_| node_ref(&node_ptrs, nid))?;
+            deferred::deferring_zone(&core::array::from_fn(|z| node.zones[z].present_pages()))
+        });
 
         for (nid, p) in node_ptrs.iter().enumerate().take(nodes) {
             state.set_node(nid, p.expect("every node was carved"));
@@ -360,14 +360,13 @@ impl<P: Platform> Kmem<P> {
 
         // Descriptors: every chunk boot does not defer.
         let defer = config.deferred_init.filter(|_| config.ram_zeroed);
-        let deferred = deferred::init_memmap(&mb, &memmap, &config.layout, &present, defer);
-        deferred::set_counts(&state.deferred, &deferred, &present, |nid, zt| node_ref(&node_ptrs, nid).zone(zt));
+        let deferred = deferred::init_memmap(&mb, &memmap, &config.layout, &deferring, defer);
+        deferred::set_counts(&state.deferred, &deferred, &deferring, |nid, zt| node_ref(&node_ptrs, nid).zone(zt));
         let total_deferred: usize = deferred.iter().sum();
 
         // 4. Release free memory to the buddy lists (deferred chunks excepted).
         let kmem_platform = &platform;
         let mut total_free = 0usize;
-        let mut released = [[0usize; MAX_NR_ZONES]; MAX_NUMNODES];
         mb.for_each_free(|start, end, nid| {
             for_each_zone_chunk(&config.layout, start, end, |s, e, zt| {
                 // Whole pages only (`PFN_UP(start)`, `PFN_DOWN(end)`): a page that is partly
@@ -380,16 +379,11 @@ impl<P: Platform> Kmem<P> {
                 let zone = node_ref(&node_ptrs, nid as usize).zone(zt);
                 for_each_initialised_run(&memmap, sp, ep, |s, e| {
                     let n = release_range(kmem_platform, zone, &memmap, s, e);
-                    released[nid as usize][zt.index()] += n;
+                    zone.add_managed(n);
                     total_free += n;
                 });
             });
         });
-        for (nid, row) in released.iter().enumerate().take(nodes) {
-            for zt in ZoneType::ALL {
-                node_ref(&node_ptrs, nid).zone(zt).add_managed(row[zt.index()]);
-            }
-        }
         // MemTotal counts deferred frames from the start, as Linux's `memblock_free_all` does.
         state.totalram.store(total_free + total_deferred, Ordering::Relaxed);
         state.grouping_disabled = total_free + total_deferred < PAGEBLOCK_NR_PAGES * MIGRATE_TYPES;
