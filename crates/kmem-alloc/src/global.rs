@@ -49,10 +49,12 @@ use crate::lock::RawLock;
 
 /// RAM the machine boots with.
 pub const BOOT_RAM: u64 = 128 << 20;
-/// Free RAM whose page descriptors boot writes (`BootConfig::deferred_init`); the machine's
-/// metadata chunk adds about 3 MiB more. Measured (`ls /` and a C program's first `malloc`
-/// under callgrind): 4 MiB lets a small process run without ever initialising a chunk on
-/// demand, which costs about 20,000 instructions and 8 host page faults per 4 MiB.
+/// Free RAM whose page descriptors boot writes (`BootConfig::deferred_init`), besides the 4 MiB
+/// chunk that holds the machine's own metadata (its descriptors, the per-CPU units: about
+/// 3 MiB of it). The watermarks are those of the whole 128 MiB (low: 1.8 MiB free), so the
+/// metadata chunk's free remnant alone would send the first allocations to the slow path to
+/// initialise a chunk anyway; with 4 MiB a small process never initialises one on demand
+/// (each costs about 20,000 instructions and 8 host page faults, its 32 KiB of descriptors).
 pub const DEFERRED_INIT: u64 = 4 << 20;
 /// Bytes of the bootstrap arena.
 pub const ARENA_BYTES: usize = 1 << 20;

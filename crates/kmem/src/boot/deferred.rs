@@ -352,7 +352,7 @@ impl<P: Platform> Kmem<P> {
             buddy::free_one_page(&g, zone, mm, Pfn::new(base), Order::MAX, Migratetype::Movable, true);
         }
         zone.add_managed(MAX_ORDER_NR_PAGES);
-        zone.add_deferred(-(MAX_ORDER_NR_PAGES as isize));
+        zone.sub_deferred(MAX_ORDER_NR_PAGES);
         self.state().deferred.total.fetch_sub(MAX_ORDER_NR_PAGES, Ordering::Relaxed);
     }
 
@@ -409,7 +409,7 @@ pub(super) fn set_counts<'a>(
     let mut total = 0;
     for (nid, &n) in deferred.iter().enumerate().filter(|(_, &n)| n != 0) {
         let zt = deferring[nid].expect("only a deferring zone defers");
-        zone(nid, zt).add_deferred(n as isize);
+        zone(nid, zt).add_deferred(n);
         total += n;
     }
     d.total.store(total, Ordering::Relaxed);
