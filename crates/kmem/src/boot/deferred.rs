@@ -37,7 +37,7 @@
 //! same at every stage and equal a fully initialised machine's.
 //!
 //! **Lookups**: a deferred chunk's descriptor slots read as zero until written (the platform
-//! gives boot zeroed RAM when it asks for deferral; see [`Kmem::boot`]'s contract), which no
+//! promises zeroed RAM, `BootConfig::ram_zeroed`, without which boot does not defer), which no
 //! lookup takes for a slab, a compound page or a free block. Lookups of addresses nobody
 //! vouches for ([`Kmem::pfn_to_page`], `virt_to_page`) and the walkers (frame maps,
 //! `/proc/pagetypeinfo`, [`Kmem::verify`]) see a deferred frame as not yet valid: the frame
@@ -62,7 +62,8 @@ use crate::sync::{AtomicUsize, Ordering, RawSpinLock};
 pub(crate) struct DeferredState {
     /// Serialises chunk initialisation (`pgdat_resize_lock`). Nests outside the zone locks.
     lock: RawSpinLock,
-    /// All deferred frames (each zone counts its own: [`Zone::deferred_pages`]): the allocator's hook returns at once when this is 0.
+    /// All deferred frames (each zone counts its own: [`Zone::deferred_pages`]): the
+    /// allocator's hook returns at once when this is 0.
     total: AtomicUsize,
     /// No section below this one has a deferred chunk.
     first_section: AtomicUsize,

@@ -8,7 +8,7 @@
 //! 3. Zone spans and present counts are computed from the map. Every descriptor starts
 //!    `PG_reserved` with refcount 1 (`PG_nomem` where there is no RAM), written once all
 //!    metadata is carved; with [`BootConfig::deferred_init`] most chunks of free RAM are left
-//!    for later ([`deferred`]).
+//!    for later (`boot/deferred.rs`).
 //! 4. Every free (usable, unreserved) range is released to its zone's buddy lists in maximal
 //!    aligned blocks, deferred chunks excepted; the zone's managed count grows by what was
 //!    released.
