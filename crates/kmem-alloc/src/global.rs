@@ -1,16 +1,23 @@
 //! The process's machine: booted on the first allocation, grown on demand, and made to give
 //! memory back to the host.
 //!
-//! - **Boot**: the first allocation boots a machine with [`BOOT_RAM`] of RAM (one section: its 1 MiB of descriptors is the fixed cost) and a hotplug
-//!   reserve of [`hotplug_max`] (64 GiB of address space by default, `KMEM_RAM_MAX` to
-//!   change, e.g. `KMEM_RAM_MAX=8G`), a CPU per thread from a pool of [`possible_cpus`]
-//!   (`KMEM_CPUS`; each thread's CPU comes online at its first allocation and goes offline,
-//!   its per-CPU caches given back, when it exits). All zones are ZONE_NORMAL. The misuse
-//!   policy is read then (`KMEM_ABORT_ON_MISUSE`, see [`crate::misuse`]); the machine's
-//!   reports go to stderr through the misuse counters and policy. Booting allocates (the
-//!   builder's vectors, the machine itself):
-//!   while it runs, every allocation of every thread comes from a static bootstrap arena
-//!   ([`ARENA_BYTES`]), whose blocks are never freed.
+//! - **Boot**: the first allocation boots a machine with [`BOOT_RAM`] of RAM (one section)
+//!   and a hotplug reserve of [`hotplug_max`] (64 GiB of address space by default,
+//!   `KMEM_RAM_MAX` to change, e.g. `KMEM_RAM_MAX=8G`), a CPU per thread from a pool of
+//!   [`possible_cpus`] (`KMEM_CPUS`; each thread's CPU comes online at its first allocation
+//!   and goes offline, its per-CPU caches given back, when it exits). All zones are
+//!   ZONE_NORMAL. The misuse policy is read then (`KMEM_ABORT_ON_MISUSE`, see
+//!   [`crate::misuse`]); the machine's reports go to stderr through the misuse counters and
+//!   policy. Booting allocates (the builder's vectors, the machine itself): while it runs,
+//!   every allocation of every thread comes from a static bootstrap arena ([`ARENA_BYTES`]),
+//!   whose blocks are never freed.
+//! - **Boot is lazy** (what start-up costs: every short-lived process pays it): deferred
+//!   struct-page init ([`DEFERRED_INIT`]: the page descriptors of the first 4 MiB of free RAM
+//!   and of the chunk holding the machine's own metadata are written at boot, the rest of the
+//!   section's 4 MiB at a time when the page allocator runs short, before it would grow the
+//!   machine), RAM that is private anonymous memory from the start (no memfd, nothing to
+//!   copy), and nothing read from `/proc` or `/sys`. A process that allocates little touches
+//!   about 40 pages of machine state and descriptors.
 //! - **Growth**: a request the machine cannot serve hot-adds a 128 MiB section
 //!   (`Machine::hot_add`; its page descriptors live in the section) and is retried. A small
 //!   program touches 1 MiB of descriptors and a few pages of machine state, not more.
@@ -20,12 +27,13 @@
 //!   the host (`madvise(MADV_DONTNEED)` on the private RAM, see below). A block is given
 //!   back once per time it becomes free, so a loop freeing and reallocating the same memory
 //!   makes no system calls once its blocks are reported... and the interval bounds the rest.
-//! - **Private RAM**: `kmem-hosted` maps RAM `MAP_SHARED` from a memfd, which a forked
-//!   child would share with its parent (each would write the other's heap). At boot, before
-//!   the machine is published, `make_ram_private` replaces that mapping with private
-//!   anonymous memory holding the same bytes, so `fork` copies the heap as it copies any
-//!   other memory; giving memory back is then `MADV_DONTNEED` (blocks read back as zero,
-//!   as with `MADV_REMOVE` on the memfd).
+//! - **Private RAM**: the machine's RAM is private anonymous memory (`kmem-hosted`'s
+//!   `anonymous_ram`, with transparent huge pages off: sparse use of RAM must not cost 2 MiB
+//!   per touched page), not the `MAP_SHARED` memfd `kmem-hosted` maps by default, which a
+//!   forked child would share with its parent (each writing the other's heap). `fork` copies
+//!   the heap as it copies any other memory; giving memory back is `MADV_DONTNEED` (blocks
+//!   read back as zero). Nothing can alias such RAM, so the machine has no vmalloc range;
+//!   huge blocks come from host mappings instead.
 //! - **Fork**: the boot registers `pthread_atfork` handlers ([`crate::raw::fork_prepare`],
 //!   `fork_parent`, `fork_child`). Booting, growth and giving memory back run under one lock
 //!   (`GROW`) that the prepare handler takes (with the huge-mapping cache's lock and every
@@ -41,6 +49,13 @@ use crate::lock::RawLock;
 
 /// RAM the machine boots with.
 pub const BOOT_RAM: u64 = 128 << 20;
+/// Free RAM whose page descriptors boot writes (`BootConfig::deferred_init`), besides the 4 MiB
+/// chunk that holds the machine's own metadata (its descriptors, the per-CPU units: about
+/// 3 MiB of it). The watermarks are those of the whole 128 MiB (low: 1.8 MiB free), so the
+/// metadata chunk's free remnant alone would send the first allocations to the slow path to
+/// initialise a chunk anyway; with 4 MiB a small process never initialises one on demand
+/// (each costs about 20,000 instructions and 8 host page faults, its 32 KiB of descriptors).
+pub const DEFERRED_INIT: u64 = 4 << 20;
 /// Bytes of the bootstrap arena.
 pub const ARENA_BYTES: usize = 1 << 20;
 /// Free memory the machine keeps before it gives any back.
@@ -74,8 +89,6 @@ pub(crate) static GROW: RawLock = RawLock::new();
 /// Sections hot-added so far: a thread that waited for [`GROW`] while another grew the
 /// machine retries its allocation before growing it again.
 static GROWN: AtomicUsize = AtomicUsize::new(0);
-/// Whether the RAM is private anonymous memory ([`make_ram_private`] succeeded).
-static PRIVATE_RAM: AtomicU8 = AtomicU8::new(0);
 
 /// Registers the `fork` handlers ([`crate::raw::fork_prepare`] and the parent and child
 /// handlers) with `pthread_atfork`, once per process, as the machine boots. Handlers
@@ -126,10 +139,6 @@ fn boot_slow_inner() -> Option<&'static Machine> {
         if STATE.compare_exchange(UNINIT, BOOTING, Ordering::AcqRel, Ordering::Acquire).is_ok() {
             match build() {
                 Some(m) => {
-                    // SAFETY: the machine is not published yet: nobody else uses its RAM.
-                    if unsafe { make_ram_private(&m) } {
-                        PRIVATE_RAM.store(1, Ordering::Relaxed);
-                    }
                     // Before the machine is published, so no thread holds any of its locks
                     // without the handlers knowing. `pthread_atfork` may allocate: from the
                     // arena, still.
@@ -165,15 +174,28 @@ pub fn hotplug_max() -> u64 {
     std::env::var("KMEM_RAM_MAX").ok().and_then(|s| parse_bytes(&s)).unwrap_or(64 << 30).max(BOOT_RAM)
 }
 
-/// Possible CPUs of the global machine: `KMEM_CPUS`, else four per host CPU, at least 64
-/// and at most `kmem::NR_CPUS`. Each thread takes one for as long as it lives; threads
-/// beyond that borrow one for each operation.
+/// Possible CPUs of the global machine: `KMEM_CPUS`, else four per host CPU this process may
+/// run on, at least 64 and at most `kmem::NR_CPUS`. Each thread takes one for as long as it
+/// lives; threads beyond that borrow one for each operation.
 pub fn possible_cpus() -> usize {
     std::env::var("KMEM_CPUS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()).saturating_mul(4).max(64))
+        .unwrap_or_else(|| host_cpus().saturating_mul(4).max(64))
         .clamp(1, kmem::NR_CPUS)
+}
+
+/// CPUs of the process's affinity mask: one `sched_getaffinity` (std's
+/// `available_parallelism` also reads the cgroup's CPU quota, a dozen system calls at every
+/// process start; a quota limits time, not how many threads run at once).
+fn host_cpus() -> usize {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_getaffinity writes at most its size.
+    let mut set: libc::cpu_set_t = unsafe { core::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable cpu_set_t of the size passed.
+    let ok = unsafe { libc::sched_getaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &mut set) } == 0;
+    // SAFETY: `set` is initialised (zeroed, then filled by the kernel).
+    let n = if ok { (unsafe { libc::CPU_COUNT(&set) }) as usize } else { 0 };
+    n.max(1)
 }
 
 fn build() -> Option<Machine> {
@@ -186,159 +208,16 @@ fn build() -> Option<Machine> {
         // pool of workers reuses full caches); more exits tear down and give memory back.
         .thread_cpus_warm(std::thread::available_parallelism().map_or(1, |n| n.get()))
         .hotplug_max(hotplug_max())
-        // The RAM becomes private anonymous memory (for fork), which a memfd alias could not
-        // see: no vmalloc range; huge blocks come from host mappings instead.
+        .deferred_init(Some(DEFERRED_INIT))
+        // Private anonymous memory (for fork), small pages; nothing can alias it: no vmalloc
+        // range, huge blocks come from host mappings instead.
+        .anonymous_ram(true)
+        .ram_hugepages(false)
         .vmalloc_size(0)
         .no_alloc_reports(true)
         .on_report(crate::misuse::machine_report)
         .build()
         .ok()
-}
-
-/// Replaces the machine's RAM mapping (a `MAP_SHARED` memfd mapping, `kmem-hosted`'s
-/// `Ram`) with private anonymous memory holding the same bytes, so that a forked child gets
-/// a copy of the heap instead of sharing it. Boot RAM (`[0, BOOT_RAM)`, read-write): the
-/// pages boot wrote (resident: `/proc/self/pagemap`, else `mincore`) are copied into a new
-/// anonymous mapping, the memfd's pages are dropped (`MADV_REMOVE`) and the copy moved over
-/// the old mapping (`mremap`, atomic). The hotplug reserve (`PROT_NONE`, never written)
-/// becomes an anonymous `PROT_NONE` reservation, which `Ram::make_usable`'s `mprotect` opens
-/// as before. Transparent huge pages stay off for the range (`MADV_NOHUGEPAGE`), as they
-/// were for the memfd: sparse use of RAM must not cost 2 MiB per touched page. Returns
-/// whether the boot RAM is private; on failure nothing has changed.
-///
-/// (A memfd page swapped out between boot and this call would read as not resident and be
-/// lost; the pages were written milliseconds before.)
-///
-/// # Safety
-///
-/// No other thread may use the machine's RAM while this runs.
-unsafe fn make_ram_private(m: &Machine) -> bool {
-    use core::ffi::c_void;
-    use rustix::mm::{madvise, mmap_anonymous, mremap_fixed, munmap, Advice, MapFlags, MremapFlags, ProtFlags};
-
-    const PAGE: usize = kmem::PAGE_SIZE;
-    let (base, len) = m.ram_range();
-    let boot = BOOT_RAM as usize;
-    if len < boot || base % PAGE != 0 {
-        return false;
-    }
-    // SAFETY: a fresh private mapping nobody else knows of.
-    let Ok(copy) = (unsafe {
-        mmap_anonymous(
-            core::ptr::null_mut(),
-            boot,
-            ProtFlags::READ | ProtFlags::WRITE,
-            MapFlags::PRIVATE | MapFlags::NORESERVE,
-        )
-    }) else {
-        return false;
-    };
-    let copy = copy as usize;
-    // Before any page of it is touched (the flag moves with the mapping).
-    // SAFETY: advice only, on our mapping.
-    let _ = unsafe { madvise(copy as *mut c_void, boot, Advice::LinuxNoHugepage) };
-    // Which pages are resident: `/proc/self/pagemap` (present or swapped page table entries:
-    // a page table walk, cheap over the untouched bulk of RAM), else `mincore` (a page cache
-    // lookup per page, about 50 ns each).
-    let pagemap = rustix::fs::open(
-        "/proc/self/pagemap",
-        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )
-    .ok();
-    let resident = |addr: usize, out: &mut [u8]| -> bool {
-        if let Some(fd) = &pagemap {
-            let mut buf = [0u8; 8 * 2048];
-            let mut done = 0;
-            while done < out.len() {
-                let k = (out.len() - done).min(buf.len() / 8);
-                let at = ((addr / PAGE + done) * 8) as u64;
-                if !matches!(rustix::io::pread(fd, &mut buf[..k * 8], at), Ok(r) if r == k * 8) {
-                    break;
-                }
-                for (o, e) in out[done..done + k].iter_mut().zip(buf.chunks_exact(8)) {
-                    *o = (u64::from_ne_bytes(e.try_into().unwrap()) >> 62 != 0) as u8;
-                }
-                done += k;
-            }
-            if done == out.len() {
-                return true;
-            }
-        }
-        // SAFETY: `[addr, + out.len() pages)` lies in one of our mappings; `out` holds one
-        // byte per page.
-        unsafe { libc::mincore(addr as *mut c_void, out.len() * PAGE, out.as_mut_ptr()) == 0 }
-    };
-    // Copies every resident page of `[from, from + boot)` to the same offset of `to` (every
-    // page if `all`), in runs of at most 64 pages; with `remove`, drops each run from the
-    // memfd once copied (so boot's pages are never held twice, peak RSS stays).
-    let copy_resident = |from: usize, to: usize, all: bool, remove: bool| -> bool {
-        const RUN: usize = 64;
-        let mut res = [1u8; 4096];
-        let mut off = 0;
-        while off < boot {
-            let n = ((boot - off) / PAGE).min(res.len());
-            if !all && !resident(from + off, &mut res[..n]) {
-                return false;
-            }
-            let mut i = 0;
-            while i < n {
-                if res[i] & 1 == 0 {
-                    i += 1;
-                    continue;
-                }
-                let start = i;
-                while i < n && i - start < RUN && res[i] & 1 != 0 {
-                    i += 1;
-                }
-                let (o, bytes) = (off + start * PAGE, (i - start) * PAGE);
-                // SAFETY: a run of pages inside each of the two distinct mappings, the RAM
-                // (unused by others: caller's contract) and our copy.
-                unsafe { core::ptr::copy_nonoverlapping((from + o) as *const u8, (to + o) as *mut u8, bytes) };
-                if remove {
-                    // SAFETY: the run's bytes are in the copy; nobody reads the RAM meanwhile.
-                    let _ = unsafe { madvise((from + o) as *mut c_void, bytes, Advice::LinuxRemove) };
-                }
-            }
-            off += n * PAGE;
-        }
-        true
-    };
-    // Undoes a failed attempt: puts the bytes back (the copy's resident pages are the ones
-    // written; all of them if that cannot be told) and drops the copy.
-    let undo = || {
-        if !copy_resident(copy, base, false, false) {
-            copy_resident(copy, base, true, false);
-        }
-        // SAFETY: our mapping, unused.
-        let _ = unsafe { munmap(copy as *mut c_void, boot) };
-    };
-    if !copy_resident(base, copy, false, true) {
-        undo();
-        return false;
-    }
-    // SAFETY: `copy` is our mapping of `boot` bytes; MREMAP_FIXED atomically replaces the
-    // RAM's first `boot` bytes (page aligned, inside the RAM mapping) with it.
-    let moved = unsafe { mremap_fixed(copy as *mut c_void, boot, boot, MremapFlags::MAYMOVE, base as *mut c_void) };
-    if moved.is_err() {
-        undo();
-        return false;
-    }
-    if len > boot {
-        // SAFETY: the hotplug reserve, `PROT_NONE` and never written: replacing it with an
-        // equally inaccessible anonymous reservation loses nothing.
-        let _ = unsafe {
-            mmap_anonymous(
-                (base + boot) as *mut c_void,
-                len - boot,
-                ProtFlags::empty(),
-                MapFlags::PRIVATE | MapFlags::NORESERVE | MapFlags::FIXED,
-            )
-        }
-        // SAFETY: advice only, on our reservation.
-        .and_then(|p| unsafe { madvise(p, len - boot, Advice::LinuxNoHugepage) });
-    }
-    true
 }
 
 /// Grows the machine by one section unless another thread did since the caller saw
@@ -456,17 +335,14 @@ fn maybe_report(m: &Machine) {
         return; // booting, growing, forking or giving back already
     }
     let (base, _) = m.ram_range();
-    let advice = if PRIVATE_RAM.load(Ordering::Relaxed) != 0 {
-        rustix::mm::Advice::LinuxDontNeed
-    } else {
-        rustix::mm::Advice::LinuxRemove
-    };
     m.report_free_pages(Order::PAGEBLOCK, REPORT_BUDGET, &mut |pfn: Pfn, order: Order| {
         let addr = base + pfn.phys().as_u64() as usize;
         // SAFETY: the block is isolated from the free lists while this runs: nobody uses its
-        // bytes, and MADV_DONTNEED on private anonymous memory (MADV_REMOVE on the memfd)
-        // only drops their contents (they read back as zero).
-        let _ = unsafe { rustix::mm::madvise(addr as *mut core::ffi::c_void, order.bytes(), advice) };
+        // bytes, and MADV_DONTNEED on private anonymous memory only drops their contents
+        // (they read back as zero).
+        let _ = unsafe {
+            rustix::mm::madvise(addr as *mut core::ffi::c_void, order.bytes(), rustix::mm::Advice::LinuxDontNeed)
+        };
     });
     // SAFETY: taken above.
     unsafe { GROW.unlock() };
@@ -491,7 +367,7 @@ pub(crate) unsafe fn fork_unlock() {
 /// Whether the machine's RAM is private anonymous memory (see the module docs); false
 /// before boot.
 pub fn ram_is_private() -> bool {
-    PRIVATE_RAM.load(Ordering::Relaxed) != 0
+    booted().is_some_and(|m| m.ram_is_anonymous())
 }
 
 /// Bytes of the machine's RAM currently online (boot RAM plus hot-added sections).

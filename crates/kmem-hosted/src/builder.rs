@@ -89,6 +89,8 @@ pub struct MachineBuilder {
     vmap_lazy_max: Option<usize>,
     vmalloc_recycle: bool,
     anonymous_ram: bool,
+    ram_hugepages: bool,
+    deferred_init: Option<u64>,
 }
 
 impl Default for MachineBuilder {
@@ -121,6 +123,8 @@ impl MachineBuilder {
             vmap_lazy_max: None,
             vmalloc_recycle: true,
             anonymous_ram: false,
+            ram_hugepages: true,
+            deferred_init: None,
         }
     }
     /// Architecture preset.
@@ -253,6 +257,23 @@ impl MachineBuilder {
         self.anonymous_ram = on;
         self
     }
+    /// With [`MachineBuilder::anonymous_ram`]: whether the host may back RAM with transparent
+    /// huge pages (default: yes, `MADV_HUGEPAGE`). `false` asks for small pages
+    /// (`MADV_NOHUGEPAGE`, what a memfd gets): a machine that touches little of a large RAM
+    /// then commits only the pages it touches.
+    pub fn ram_hugepages(mut self, on: bool) -> Self {
+        self.ram_hugepages = on;
+        self
+    }
+    /// Deferred struct-page initialisation ([`kmem::BootConfig::deferred_init`]): boot writes
+    /// the page descriptors of only the first `bytes` of free RAM of each node's highest
+    /// zone (and of everything that is not free RAM), the page allocator the rest on demand,
+    /// 4 MiB at a time. `None` (the default): every descriptor at boot. Host RAM is fresh
+    /// memory, zero as the core requires.
+    pub fn deferred_init(mut self, bytes: Option<u64>) -> Self {
+        self.deferred_init = bytes;
+        self
+    }
     /// Also print every report to stderr.
     pub fn echo_reports(mut self, on: bool) -> Self {
         self.echo = on;
@@ -297,7 +318,7 @@ impl MachineBuilder {
             Preset::X86_32 => ZoneLayout::X86_32,
         });
         let ram = if self.anonymous_ram {
-            Ram::anonymous(&regions, self.hotplug)
+            Ram::anonymous_with(&regions, self.hotplug, self.ram_hugepages)
         } else {
             Ram::with_reserve(&regions, self.hotplug)
         }
@@ -340,9 +361,13 @@ impl MachineBuilder {
         }
         cfg.vmap_lazy_max_pages = self.vmap_lazy_max;
         cfg.vmalloc_recycle = self.vmalloc_recycle;
+        cfg.deferred_init = self.deferred_init;
+        // A fresh memfd or anonymous mapping reads as zero.
+        cfg.ram_zeroed = true;
         let reserve = self.reserve.clone();
         // SAFETY: every usable region lies inside `ram`'s mapping, which is read-write there,
-        // ours alone, and outlives the Kmem (Machine drops its Kmem before its Ram).
+        // ours alone, and outlives the Kmem (Machine drops its Kmem before its Ram); it is a
+        // fresh memfd or anonymous mapping, so it reads as zero (deferred init's condition).
         let kmem = unsafe {
             Kmem::boot(platform, &cfg, |mb| {
                 for (s, n) in &reserve {

@@ -58,6 +58,12 @@ impl Machine {
         (self.ram.base(), self.ram.len())
     }
 
+    /// Whether RAM is private anonymous memory ([`crate::MachineBuilder::anonymous_ram`]),
+    /// not a memfd: a forked child gets a copy, and `MADV_DONTNEED` gives pages back.
+    pub fn ram_is_anonymous(&self) -> bool {
+        self.ram.raw_fd().is_none()
+    }
+
     /// `stop_machine()`: takes every CPU of the machine for the calling thread. Until
     /// [`Machine::restart_machine`], no other thread is inside a critical section of it, so
     /// none holds any of its locks: what `fork()` needs so the child finds them free

@@ -55,7 +55,7 @@ impl Ram {
     /// the part beyond the memory map is inaccessible until [`Ram::make_usable`] (memory
     /// hot-add). The memfd is sparse: space costs nothing until written.
     pub fn with_reserve(regions: &[MemRegion], space: u64) -> Result<Ram, RamError> {
-        Self::build(regions, space, false)
+        Self::build(regions, space, None)
     }
 
     /// As [`Ram::with_reserve`], but RAM is private anonymous memory that the host may back
@@ -63,10 +63,18 @@ impl Ram {
     /// for a machine that touches much of its RAM (trace replay). Nothing can alias it, so
     /// a machine on anonymous RAM has no vmalloc range; a forked child gets a copy.
     pub fn anonymous(regions: &[MemRegion], space: u64) -> Result<Ram, RamError> {
-        Self::build(regions, space, true)
+        Self::build(regions, space, Some(true))
     }
 
-    fn build(regions: &[MemRegion], space: u64, anonymous: bool) -> Result<Ram, RamError> {
+    /// As [`Ram::anonymous`], choosing whether transparent huge pages may back it: `false`
+    /// advises `MADV_NOHUGEPAGE` instead, so that touching a page commits one page, not
+    /// 2 MiB (a process's allocator that uses little of its RAM).
+    pub fn anonymous_with(regions: &[MemRegion], space: u64, hugepages: bool) -> Result<Ram, RamError> {
+        Self::build(regions, space, Some(hugepages))
+    }
+
+    /// `anonymous`: `None` for a memfd, `Some(hugepages)` for anonymous memory.
+    fn build(regions: &[MemRegion], space: u64, anonymous: Option<bool>) -> Result<Ram, RamError> {
         let end = regions.iter().map(|r| r.end().as_u64()).max().ok_or(RamError::Empty)?.max(space);
         let len = (end as usize).next_multiple_of(PAGE_SIZE);
         // The direct map is aligned to the largest buddy block (4 MiB), so a block's virtual
@@ -75,7 +83,7 @@ impl Ram {
         let align = PAGE_SIZE << kmem::MAX_PAGE_ORDER;
         let at = reserve_aligned(len, align).map_err(|e| RamError::Os("mmap", e))?;
         let rw = ProtFlags::READ | ProtFlags::WRITE;
-        let (fd, p) = if anonymous {
+        let (fd, p) = if let Some(huge) = anonymous {
             // SAFETY: `[at, at + len)` is our reservation, which only we use; MAP_FIXED
             // replaces it with fresh anonymous memory.
             let p = unsafe {
@@ -87,8 +95,9 @@ impl Ram {
                 )
             }
             .map_err(|e| RamError::Os("mmap", e))?;
+            let advice = if huge { rustix::mm::Advice::LinuxHugepage } else { rustix::mm::Advice::LinuxNoHugepage };
             // SAFETY: advice only, on our fresh mapping; failure (no THP) is harmless.
-            let _ = unsafe { rustix::mm::madvise(p, len, rustix::mm::Advice::LinuxHugepage) };
+            let _ = unsafe { rustix::mm::madvise(p, len, advice) };
             (None, p)
         } else {
             let fd = memfd_create("kmem-ram", MemfdFlags::CLOEXEC).map_err(|e| RamError::Os("memfd_create", e))?;

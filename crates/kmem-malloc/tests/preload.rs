@@ -450,6 +450,29 @@ fn sort_a_20_mb_file() {
     assert!(km.stdout.len() >= 20 << 20);
 }
 
+/// The first `malloc` of a process boots kmem's machine: lazily (`kmem_alloc::global`), so it
+/// costs a few dozen page faults, not the 720 a boot that wrote a whole section of
+/// descriptors and copied them into private memory cost (counted, not timed: the faults were
+/// most of the time, about 2.5 us each on this project's VM).
+#[test]
+fn first_malloc_boots_lazily() {
+    let dir = scratch("startup");
+    let exe = dir.join("startup");
+    if !compile_c("startup.c", &exe, &[]) {
+        return;
+    }
+    let (out, _) = run(Command::new(&exe), true);
+    check_ok("startup probe", true, &out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.starts_with("startup ")).expect("startup line");
+    let w: Vec<&str> = line.split_whitespace().skip(1).collect();
+    let v: std::collections::HashMap<&str, u64> = w.chunks(2).map(|p| (p[0], p[1].parse().unwrap())).collect();
+    eprintln!("{line}");
+    assert_eq!(v["mapping_kb"], 128 << 10, "the block is in the machine's 128 MiB of boot RAM");
+    assert!(v["minflt"] < 150, "the first malloc took {} page faults", v["minflt"]);
+    assert!(v["ram_pages"] < 100, "booting touched {} pages of the machine's RAM", v["ram_pages"]);
+}
+
 /// `key value` pairs of the loop program's `rusage` line.
 fn rusage(out: &[u8]) -> std::collections::HashMap<String, i64> {
     let out = String::from_utf8_lossy(out);
@@ -537,4 +560,23 @@ fn tls_of_kmem_code_is_initial_exec() {
     let dynsec = Command::new("readelf").args(["-d"]).arg(so).output().expect("run readelf");
     let dynsec = String::from_utf8_lossy(&dynsec.stdout);
     assert!(dynsec.contains("STATIC_TLS"), "no DF_STATIC_TLS flag: {dynsec}");
+}
+
+/// Preloading kmem loads no library but kmem: the unwinder the standard library needs is
+/// linked in statically (`build.rs`), not `libgcc_s.so.1`, which costs every process about
+/// 0.08 ms to load.
+#[test]
+fn library_loads_nothing_but_libc() {
+    let so = lib();
+    if !installed("library_loads_nothing_but_libc", "readelf") {
+        return;
+    }
+    let dynsec = Command::new("readelf").args(["-d"]).arg(so).output().expect("run readelf");
+    let dynsec = String::from_utf8_lossy(&dynsec.stdout);
+    let needed: Vec<&str> =
+        dynsec.lines().filter(|l| l.contains("(NEEDED)")).filter_map(|l| l.split('[').nth(1)).collect();
+    assert!(!needed.is_empty(), "no NEEDED entries in {dynsec}");
+    for lib in &needed {
+        assert!(lib.starts_with("libc.so") || lib.starts_with("ld-linux"), "libkmem_malloc.so needs {lib}: {needed:?}");
+    }
 }

@@ -7,7 +7,7 @@
 use core::ptr::NonNull;
 
 use crate::addr::{Pfn, PhysAddr, VirtAddr};
-use crate::boot::ZoneLayout;
+use crate::boot::{DeferredState, ZoneLayout};
 use crate::kmalloc::KmallocState;
 use crate::mm::memmap::Memmap;
 use crate::mm::node::Node;
@@ -76,6 +76,8 @@ pub struct MachineState {
     pub(crate) slab: SlabState,
     /// `mem_hotplug_lock`: serialises memory hot-add.
     pub(crate) hotplug_lock: RawSpinLock,
+    /// Deferred struct-page initialisation (`boot/deferred.rs`).
+    pub(crate) deferred: DeferredState,
     /// The kmalloc caches (`kmalloc/`).
     pub(crate) kmalloc: KmallocState,
     /// The vmalloc layer (`vmalloc/`).
@@ -110,6 +112,7 @@ impl MachineState {
             percpu: PercpuState::empty(),
             slab: SlabState::empty(),
             hotplug_lock: RawSpinLock::new(),
+            deferred: DeferredState::new(),
             kmalloc: KmallocState::new(),
             vmalloc: VmallocState::new(vmap_lazy_max, vmalloc_recycle),
         }
@@ -255,7 +258,8 @@ impl<P: Platform> Kmem<P> {
         Pfn::new(self.state().max_pfn.load(Ordering::Relaxed))
     }
 
-    /// Pages managed by the buddy allocator (`totalram_pages()`).
+    /// Pages managed by the buddy allocator (`totalram_pages()`, MemTotal), deferred frames
+    /// included (see [`Kmem::deferred_pages`]), as Linux counts them.
     pub fn totalram_pages(&self) -> usize {
         self.state().totalram.load(Ordering::Relaxed)
     }

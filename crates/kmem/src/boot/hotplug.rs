@@ -8,11 +8,11 @@
 
 use core::fmt;
 
-use super::{init_section_pages, pagesets, release_range, PAGES_PER_SECTION_BYTES};
+use super::{deferred, pagesets, release_range, PAGES_PER_SECTION_BYTES};
 use crate::addr::{Pfn, PhysAddr, PAGE_SHIFT, PAGE_SIZE};
 use crate::machine::Kmem;
 use crate::mm::memmap::{PAGES_PER_SECTION, PFN_SECTION_SHIFT};
-use crate::mm::page::{pg, Page};
+use crate::mm::page::Page;
 use crate::mm::watermark::{self, ZoneSize};
 use crate::mm::zone_type::{ZoneType, MAX_NR_ZONES};
 use crate::platform::Platform;
@@ -57,10 +57,11 @@ impl<P: Platform> Kmem<P> {
     /// `init_per_zone_wmark_min()`: `min_free_kbytes` from the lowmem pages, then every
     /// zone's watermarks and lowmem reserves, and the per-CPU lists' batch and high.
     pub(crate) fn setup_per_zone_wmarks(&self) {
+        // Deferred frames count as managed: Linux computes these once deferred init is done.
         let lowmem_pages: usize = self
             .zones()
             .filter(|z| z.zone_type() != ZoneType::HighMem && z.zone_type() != ZoneType::Movable)
-            .map(|z| z.managed_pages())
+            .map(|z| self.zone_managed_eventually(z))
             .sum();
         let mfk = watermark::min_free_kbytes((lowmem_pages as u64) << (PAGE_SHIFT - 10));
         self.state().min_free_kbytes.store(mfk, Ordering::Relaxed);
@@ -68,19 +69,19 @@ impl<P: Platform> Kmem<P> {
         let nr_cpus = self.nr_cpus();
         for nid in 0..self.nr_nodes() {
             let Some(node) = self.node(nid) else { continue };
-            let managed: [usize; MAX_NR_ZONES] = core::array::from_fn(|i| node.zones[i].managed_pages());
+            let managed: [usize; MAX_NR_ZONES] = core::array::from_fn(|i| self.zone_managed_eventually(&node.zones[i]));
             let reserves = watermark::lowmem_reserves(managed);
             for zt in ZoneType::ALL.into_iter().filter(|&z| layout.has(z) && z != ZoneType::Device) {
                 let zone = node.zone(zt);
                 zone.set_wmarks(watermark::zone_watermarks(
                     mfk,
                     lowmem_pages,
-                    ZoneSize { ztype: zt, managed: zone.managed_pages() },
+                    ZoneSize { ztype: zt, managed: self.zone_managed_eventually(zone) },
                 ));
                 zone.set_lowmem_reserve(reserves[zt.index()]);
             }
             let cpus_of_node = (0..nr_cpus).filter(|&c| self.cpu_to_node(c) == nid).count();
-            pagesets::set_high_and_batch(node, nr_cpus, cpus_of_node);
+            pagesets::set_high_and_batch(node, nr_cpus, cpus_of_node, |z| self.zone_managed_eventually(z));
         }
     }
 
@@ -126,13 +127,10 @@ impl<P: Platform> Kmem<P> {
         for nr in first..first + count {
             let base = Pfn::new(nr << PFN_SECTION_SHIFT);
             let map = self.phys_to_virt(base.phys()).expect("checked: direct-mapped").as_mut_ptr::<Page>();
-            init_section_pages(map, nr, nid as u8, &layout);
+            deferred::write_section_descriptors(map, nr, nid as u8, &layout);
             // SAFETY: `map` holds the section's descriptors, just initialised in the section's
             // own first pages, which the caller gives to the machine for its life.
             unsafe { mm.set_section_map(nr, map, nid as u8) };
-            for i in 0..PAGES_PER_SECTION {
-                mm.page(base.add(i)).expect("present now").clear(pg::NOMEM);
-            }
             let node = self.node(nid).expect("checked above");
             let zone = node.zone(layout.zone_of(base.phys()));
             let (zs, ze) = (zone.start_pfn().as_usize(), zone.end_pfn().as_usize());

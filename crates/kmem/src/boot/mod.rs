@@ -5,17 +5,22 @@
 //! 2. kmem carves its own metadata from RAM, top-down below the direct-map limit: the machine
 //!    state, the section table, one [`Node`] per node, and a page-descriptor array per present
 //!    128 MiB section. Sections without RAM get no descriptors.
-//! 3. Every descriptor starts `PG_reserved` with refcount 1; zone spans and present counts are
-//!    computed from the map.
+//! 3. Zone spans and present counts are computed from the map. Every descriptor starts
+//!    `PG_reserved` with refcount 1 (`PG_nomem` where there is no RAM), written once all
+//!    metadata is carved; with [`BootConfig::deferred_init`] most chunks of free RAM are left
+//!    for later (`boot/deferred.rs`).
 //! 4. Every free (usable, unreserved) range is released to its zone's buddy lists in maximal
-//!    aligned blocks; the zone's managed count grows by what was released.
+//!    aligned blocks, deferred chunks excepted; the zone's managed count grows by what was
+//!    released.
 //! 5. min_free_kbytes, watermarks, lowmem reserves and zonelists are computed as Linux does.
 
+mod deferred;
 mod hotplug;
 mod memblock;
 mod memory_map;
 mod pagesets;
 
+pub(crate) use deferred::DeferredState;
 pub use hotplug::HotplugError;
 pub use memblock::{Memblock, MemblockError, Range, MEMBLOCK_REGIONS};
 pub use memory_map::{MemRegion, RegionKind, ZoneLayout};
@@ -25,7 +30,7 @@ use core::ptr::NonNull;
 use crate::addr::{Order, Pfn, PhysAddr, PAGEBLOCK_NR_PAGES, PAGE_SHIFT, PAGE_SIZE};
 use crate::machine::{Kmem, MachineState, NR_CPUS};
 use crate::mm::buddy;
-use crate::mm::memmap::{Memmap, Section, PAGES_PER_SECTION, PFN_SECTION_SHIFT};
+use crate::mm::memmap::{Memmap, Section, MAX_ORDER_NR_PAGES, PAGES_PER_SECTION};
 use crate::mm::node::Node;
 use crate::mm::page::{pg, Page, MAX_NUMNODES, MAX_SECTIONS};
 use crate::mm::zone_type::{Migratetype, ZoneType, MAX_NR_ZONES, MIGRATE_TYPES};
@@ -66,6 +71,19 @@ pub struct BootConfig<'a> {
     pub vmap_lazy_max_pages: Option<usize>,
     /// Recycle freed small vmalloc areas per CPU (`vmalloc/recycle.rs`); default true.
     pub vmalloc_recycle: bool,
+    /// Deferred struct-page initialisation (`CONFIG_DEFERRED_STRUCT_PAGE_INIT`, see
+    /// `boot/deferred.rs`): `Some(bytes)` writes at boot the descriptors of only the first
+    /// `bytes` of free RAM (rounded up to 4 MiB chunks, at least one) of each node's highest
+    /// zone, besides every chunk that holds anything but free RAM; the page allocator
+    /// initialises the rest on demand, 4 MiB at a time. Only with [`BootConfig::ram_zeroed`]
+    /// (ignored without it). `None` (the default): every descriptor at boot.
+    pub deferred_init: Option<u64>,
+    /// The platform promises that all RAM reads as zero at boot (fresh host memory does; see
+    /// [`Kmem::boot`]). Boot then skips writing zeroes: the section table's absent sections,
+    /// the per-CPU first chunk's units (zeroed only where something is allocated), so a
+    /// machine of many possible CPUs touches none of their memory until they use it. Default
+    /// false.
+    pub ram_zeroed: bool,
 }
 
 impl<'a> BootConfig<'a> {
@@ -81,6 +99,8 @@ impl<'a> BootConfig<'a> {
             hotplug_end: None,
             vmap_lazy_max_pages: None,
             vmalloc_recycle: true,
+            deferred_init: None,
+            ram_zeroed: false,
         }
     }
 }
@@ -163,7 +183,10 @@ impl<P: Platform> Kmem<P> {
     ///
     /// Every usable range of `config.regions` below the direct-map limit must be RAM, readable
     /// and writable through the platform's direct map, used by nothing else, and must stay
-    /// valid for as long as the returned `Kmem` (and anything allocated from it) lives.
+    /// valid for as long as the returned `Kmem` (and anything allocated from it) lives. With
+    /// [`BootConfig::ram_zeroed`], that RAM must read as zero at boot (fresh host memory
+    /// does): kmem then reads memory it never wrote (deferred chunks' descriptors, per-CPU
+    /// areas, absent sections) as zero.
     pub unsafe fn boot(
         platform: P,
         config: &BootConfig<'_>,
@@ -227,8 +250,15 @@ impl<P: Platform> Kmem<P> {
         let table_pa = mb.alloc(Memmap::table_bytes(nr_sections).max(1) as u64, 64, Some(0))?;
         let table = va(table_pa)?.as_mut_ptr::<Section>();
         // SAFETY: the table was just carved from usable RAM below the direct-map limit, so it
-        // is mapped, writable and ours alone (boot's contract); it lives as long as the machine.
-        let memmap = unsafe { Memmap::init(table, nr_sections) };
+        // is mapped, writable and ours alone (boot's contract); it lives as long as the machine,
+        // and reads as zero if the platform says RAM does.
+        let memmap = unsafe {
+            if config.ram_zeroed {
+                Memmap::init_zeroed(table, nr_sections)
+            } else {
+                Memmap::init(table, nr_sections)
+            }
+        };
         let mut state = MachineState::new(
             memmap,
             config.layout,
@@ -265,42 +295,37 @@ impl<P: Platform> Kmem<P> {
             let bytes = (PAGES_PER_SECTION * Page::SIZE) as u64;
             let map_pa = mb.alloc(bytes, PAGE_SIZE as u64, Some(node))?;
             let map = va(map_pa)?.as_mut_ptr::<Page>();
-            init_section_pages(map, nr, node, &config.layout);
-            // SAFETY: `map` holds PAGES_PER_SECTION descriptors just initialised in carved memory
-            // that lives as long as the machine and is used for nothing else.
+            // SAFETY: `map` holds room for PAGES_PER_SECTION descriptors in carved memory that
+            // lives as long as the machine and is used for nothing else; step 3 below writes
+            // them (or defers them) before anything looks a frame up.
             unsafe { memmap.set_section_map(nr, map, node) };
             memmap_bytes += bytes;
             present_sections += 1;
         }
-        // 3. RAM pages lose PG_nomem; zone spans and present counts.
-        let mut span = [[(usize::MAX, 0usize); MAX_NR_ZONES]; MAX_NUMNODES];
-        let mut present = [[0usize; MAX_NR_ZONES]; MAX_NUMNODES];
+        // 3. Zone spans and present counts (descriptors once all metadata is carved, below),
+        // straight into the zones (no per-node tables on the stack, which every process that
+        // boots the global machine would fault in).
         let mut ram_bytes = 0;
         for m in mb.memory() {
             ram_bytes += m.end - m.start;
             for_each_zone_chunk(&config.layout, m.start, m.end, |s, e, zt| {
                 let (sp, ep) = ((s >> PAGE_SHIFT) as usize, (e >> PAGE_SHIFT) as usize);
-                let slot = &mut span[m.node as usize][zt.index()];
-                slot.0 = slot.0.min(sp);
-                slot.1 = slot.1.max(ep);
-                present[m.node as usize][zt.index()] += ep - sp;
-                for pfn in sp..ep {
-                    if let Some(p) = memmap.page(Pfn::new(pfn)) {
-                        p.clear(pg::NOMEM);
-                    }
+                if sp >= ep {
+                    return;
                 }
+                let zone = node_ref(&node_ptrs, m.node as usize).zone(zt);
+                let (zs, ze) = match zone.spanned_pages() {
+                    0 => (sp, ep),
+                    _ => (zone.start_pfn().as_usize().min(sp), zone.end_pfn().as_usize().max(ep)),
+                };
+                zone.set_span(Pfn::new(zs), Pfn::new(ze));
+                zone.add_present(ep - sp);
             });
         }
-        for nid in 0..nodes {
-            let node = node_ref(&node_ptrs, nid);
-            for zt in ZoneType::ALL {
-                let (s, e) = span[nid][zt.index()];
-                if s < e {
-                    node.zone(zt).set_span(Pfn::new(s), Pfn::new(e));
-                    node.zone(zt).add_present(present[nid][zt.index()]);
-                }
-            }
-        }
+        let deferring: [Option<ZoneType>; MAX_NUMNODES] = core::array::from_fn(|nid| {
+            let node = node_ptrs[nid].map(|_| node_ref(&node_ptrs, nid))?;
+            deferred::deferring_zone(&core::array::from_fn(|z| node.zones[z].present_pages()))
+        });
 
         for (nid, p) in node_ptrs.iter().enumerate().take(nodes) {
             state.set_node(nid, p.expect("every node was carved"));
@@ -330,12 +355,18 @@ impl<P: Platform> Kmem<P> {
 
         // Per-CPU first chunk: one unit per CPU on its node, reserved before the buddy release.
         // SAFETY: memblock hands out usable RAM below the direct-map limit (this fn's contract).
-        state.percpu = unsafe { PercpuState::boot(&mut mb, dm, nr_cpus, |cpu| state.cpu_to_node(cpu) as u8) }?;
+        state.percpu =
+            unsafe { PercpuState::boot(&mut mb, dm, nr_cpus, config.ram_zeroed, |cpu| state.cpu_to_node(cpu) as u8) }?;
 
-        // 4. Release free memory to the buddy lists.
+        // Descriptors: every chunk boot does not defer.
+        let defer = config.deferred_init.filter(|_| config.ram_zeroed);
+        let deferred = deferred::init_memmap(&mb, &memmap, &config.layout, &deferring, defer);
+        deferred::set_counts(&state.deferred, &deferred, &deferring, |nid, zt| node_ref(&node_ptrs, nid).zone(zt));
+        let total_deferred: usize = deferred.iter().sum();
+
+        // 4. Release free memory to the buddy lists (deferred chunks excepted).
         let kmem_platform = &platform;
         let mut total_free = 0usize;
-        let mut released = [[0usize; MAX_NR_ZONES]; MAX_NUMNODES];
         mb.for_each_free(|start, end, nid| {
             for_each_zone_chunk(&config.layout, start, end, |s, e, zt| {
                 // Whole pages only (`PFN_UP(start)`, `PFN_DOWN(end)`): a page that is partly
@@ -346,18 +377,16 @@ impl<P: Platform> Kmem<P> {
                     return;
                 }
                 let zone = node_ref(&node_ptrs, nid as usize).zone(zt);
-                let n = release_range(kmem_platform, zone, &memmap, sp, ep);
-                released[nid as usize][zt.index()] += n;
-                total_free += n;
+                for_each_initialised_run(&memmap, sp, ep, |s, e| {
+                    let n = release_range(kmem_platform, zone, &memmap, s, e);
+                    zone.add_managed(n);
+                    total_free += n;
+                });
             });
         });
-        for (nid, row) in released.iter().enumerate().take(nodes) {
-            for zt in ZoneType::ALL {
-                node_ref(&node_ptrs, nid).zone(zt).add_managed(row[zt.index()]);
-            }
-        }
-        state.totalram.store(total_free, Ordering::Relaxed);
-        state.grouping_disabled = total_free < PAGEBLOCK_NR_PAGES * MIGRATE_TYPES;
+        // MemTotal counts deferred frames from the start, as Linux's `memblock_free_all` does.
+        state.totalram.store(total_free + total_deferred, Ordering::Relaxed);
+        state.grouping_disabled = total_free + total_deferred < PAGEBLOCK_NR_PAGES * MIGRATE_TYPES;
 
         // 5. Zonelists (watermarks and lowmem reserves once the machine exists, below).
         let mut populated = [[false; MAX_NR_ZONES]; MAX_NUMNODES];
@@ -404,15 +433,22 @@ fn node_ref(ptrs: &[Option<NonNull<Node>>; MAX_NUMNODES], nid: usize) -> &Node {
     unsafe { p.as_ref() }
 }
 
-/// Writes the boot descriptors of section `nr`: reserved, no RAM yet (`PG_nomem`), zone by
-/// physical address.
-pub(super) fn init_section_pages(map: *mut Page, nr: usize, node: u8, layout: &ZoneLayout) {
-    let base = nr << PFN_SECTION_SHIFT;
-    for i in 0..PAGES_PER_SECTION {
-        let zone = layout.zone_of(Pfn::new(base + i).phys());
-        // SAFETY: `map` points to carved memory for PAGES_PER_SECTION descriptors (caller) and
-        // `i` is below that; `Page` has no drop glue.
-        unsafe { map.add(i).write(Page::new_boot(zone as u8, node, nr, pg::NOMEM)) };
+/// Calls `f(start, end)` for the runs of `[start, end)` (frame numbers) whose descriptor
+/// chunks are initialised, skipping deferred chunks.
+fn for_each_initialised_run(mm: &Memmap, start: usize, end: usize, mut f: impl FnMut(usize, usize)) {
+    let mut s = start;
+    while s < end {
+        let chunk_end = (s / MAX_ORDER_NR_PAGES + 1) * MAX_ORDER_NR_PAGES;
+        if !mm.chunk_initialised(Pfn::new(s)) {
+            s = chunk_end;
+            continue;
+        }
+        let mut e = chunk_end.min(end);
+        while e < end && mm.chunk_initialised(Pfn::new(e)) {
+            e = (e + MAX_ORDER_NR_PAGES).min(end);
+        }
+        f(s, e);
+        s = e;
     }
 }
 
@@ -443,7 +479,8 @@ pub(super) fn release_range<P: Platform>(
         let order = Order::new(align.min(fit)).expect("clamped to MAX");
         for p in pfn..pfn + order.nr_pages() {
             let page = mm.page(Pfn::new(p)).expect("usable RAM has descriptors");
-            page.clear(pg::RESERVED);
+            // The caller owns the range (boot, or a section being hot-added): plain stores.
+            page.clear_exclusive(pg::RESERVED);
             page.set_refcount(0);
         }
         // FPI_TO_TAIL, as `__free_pages_core`: boot leaves the lists in address order.

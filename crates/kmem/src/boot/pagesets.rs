@@ -10,7 +10,7 @@ use core::ptr::NonNull;
 use crate::boot::{Memblock, MemblockError};
 use crate::mm::node::Node;
 use crate::mm::pcp::{zone_batchsize, zone_highsize, PerCpuPages, MIN_PERCPU_PAGELIST_HIGH_FRACTION};
-use crate::mm::zone::Wmark;
+use crate::mm::zone::{Wmark, Zone};
 use crate::platform::DirectMap;
 
 /// Carves and installs pagesets for every zone of `node` with present pages.
@@ -33,11 +33,11 @@ pub(super) fn carve(mb: &mut Memblock, dm: DirectMap, node: &Node, nr_cpus: usiz
 }
 
 /// `zone_set_pageset_high_and_batch()` for every zone of `node`; `cpus_of_node` CPUs share
-/// the node's memory.
-pub(super) fn set_high_and_batch(node: &Node, nr_cpus: usize, cpus_of_node: usize) {
+/// the node's memory; `managed(zone)` is what the zone manages (deferred frames included).
+pub(super) fn set_high_and_batch(node: &Node, nr_cpus: usize, cpus_of_node: usize, managed: impl Fn(&Zone) -> usize) {
     let split = if cpus_of_node == 0 { nr_cpus } else { cpus_of_node };
     for zone in node.zones.iter().filter(|z| z.is_populated()) {
-        let managed = zone.managed_pages();
+        let managed = managed(zone);
         let batch = zone_batchsize(managed).max(1);
         let low = zone.wmark(Wmark::Low);
         let high_min = zone_highsize(low, managed, batch, split, 0);

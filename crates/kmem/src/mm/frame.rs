@@ -43,7 +43,7 @@ use core::ops::Range;
 use crate::addr::{Pfn, MAX_PAGE_ORDER};
 use crate::machine::Kmem;
 use crate::mm::free_area::buddy_order;
-use crate::mm::memmap::{PAGES_PER_SECTION, PFN_SECTION_SHIFT};
+use crate::mm::memmap::{MAX_ORDER_NR_PAGES, PAGES_PER_SECTION, PFN_SECTION_SHIFT};
 use crate::mm::page::{pg, Page};
 use crate::mm::zone_type::{ZoneType, MAX_NR_ZONES};
 use crate::platform::Platform;
@@ -56,7 +56,8 @@ pub enum FrameState {
     /// section (`PG_nomem`).
     Hole,
     /// Reserved at boot (firmware ranges, kmem's own metadata, memblock allocations such as
-    /// the per-CPU first chunk): never managed by the buddy allocator.
+    /// the per-CPU first chunk): never managed by the buddy allocator. Also free RAM whose
+    /// descriptors are not initialised yet (deferred struct-page init): not managed *yet*.
     Reserved,
     /// Part of a free buddy block of `order` on a zone's free list.
     Free {
@@ -189,6 +190,9 @@ impl<P: Platform> Kmem<P> {
     /// descriptor are holes. Lock-free and racy (see the module docs), never panics.
     pub fn frame(&self, pfn: Pfn) -> Frame {
         let mm = self.memmap();
+        if let Some((_, zt)) = self.deferred_frame_zone(pfn) {
+            return Frame { state: FrameState::Reserved, zone: Some(zt) };
+        }
         let Some(page) = mm.page(pfn) else { return Frame::HOLE };
         let zone = zone_of(page);
         if let Some((state, order)) = block_at(page) {
@@ -238,6 +242,13 @@ impl<P: Platform> Kmem<P> {
                 pfn += n;
                 continue;
             };
+            if let Some((_, zt)) = self.deferred_frame_zone(Pfn::new(pfn)) {
+                // A chunk whose descriptors are not written yet: reserved until initialised.
+                let n = ((pfn / MAX_ORDER_NR_PAGES + 1) * MAX_ORDER_NR_PAGES).min(end) - pfn;
+                f(Pfn::new(pfn), n, Frame { state: FrameState::Reserved, zone: Some(zt) });
+                pfn += n;
+                continue;
+            }
             let zone = zone_of(page);
             let (frame, n) = match block_at(page) {
                 Some((state, order)) if pfn & ((1 << order) - 1) == 0 => (Frame { state, zone }, 1usize << order),

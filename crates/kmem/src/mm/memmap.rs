@@ -5,12 +5,20 @@
 //! hot-add). Each section also carries the migratetype of its 64 pageblocks (Linux's
 //! `pageblock_flags` usemap).
 //!
+//! With deferred struct-page initialisation (`BootConfig::deferred_init`, `boot/deferred.rs`)
+//! a present section's descriptors are written in [`MAX_ORDER_NR_PAGES`] chunks (4 MiB of
+//! frames, 32 KiB of descriptors), some of them only when the page allocator first needs
+//! them. [`Memmap::page`] returns a frame's descriptor slot whether or not its chunk is
+//! initialised yet (the slots of an uninitialised chunk read as zero: no flags, no page type,
+//! so nothing takes them for a slab, a free block or a compound page); the checked lookups
+//! ([`Memmap::pfn_valid`], [`Memmap::valid_page`]) treat uninitialised chunks as absent.
+//!
 //! This is mechanism: the only `unsafe` here turns a section's map address into references.
 
-use crate::addr::{Pfn, PAGEBLOCK_ORDER, PAGE_SHIFT};
+use crate::addr::{Pfn, MAX_PAGE_ORDER, PAGEBLOCK_ORDER, PAGE_SHIFT};
 use crate::mm::page::Page;
 use crate::mm::zone_type::Migratetype;
-use crate::sync::{array_of, AtomicU8, AtomicUsize, Ordering};
+use crate::sync::{array_of, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 
 /// log2 of the section size in bytes (128 MiB, x86-64's `SECTION_SIZE_BITS`).
 pub const SECTION_SIZE_BITS: u32 = 27;
@@ -20,6 +28,14 @@ pub const PFN_SECTION_SHIFT: u32 = SECTION_SIZE_BITS - PAGE_SHIFT;
 pub const PAGES_PER_SECTION: usize = 1 << PFN_SECTION_SHIFT;
 /// Pageblocks per section.
 pub const PAGEBLOCKS_PER_SECTION: usize = PAGES_PER_SECTION >> PAGEBLOCK_ORDER;
+/// Frames per descriptor chunk, the unit of deferred initialisation: one largest buddy block
+/// (`MAX_ORDER_NR_PAGES`), so a chunk is freed as one block and never merges across chunks.
+pub const MAX_ORDER_NR_PAGES: usize = 1 << MAX_PAGE_ORDER;
+/// Descriptor chunks per section (one bit each in a section's initialised mask).
+pub const CHUNKS_PER_SECTION: usize = PAGES_PER_SECTION / MAX_ORDER_NR_PAGES;
+const _: () = assert!(CHUNKS_PER_SECTION <= 32);
+/// Every chunk of a section initialised.
+const ALL_CHUNKS: u32 = u32::MAX >> (32 - CHUNKS_PER_SECTION);
 
 /// One memory section.
 #[repr(C)]
@@ -31,6 +47,9 @@ pub struct Section {
     pageblock_mt: [AtomicU8; PAGEBLOCKS_PER_SECTION],
     /// Node the section belongs to.
     node: AtomicU8,
+    /// Bit `i`: the descriptors of chunk `i` ([`MAX_ORDER_NR_PAGES`] frames) are initialised.
+    /// All set for a section without deferred chunks.
+    init: AtomicU32,
 }
 
 impl Section {
@@ -79,9 +98,27 @@ impl Memmap {
                     map: AtomicUsize::new(0),
                     pageblock_mt: array_of![AtomicU8::new(Migratetype::Movable as u8); PAGEBLOCKS_PER_SECTION],
                     node: AtomicU8::new(0),
+                    init: AtomicU32::new(0),
                 });
             }
         }
+        Self { sections: table, nr_sections }
+    }
+
+    /// [`Memmap::init`] for a table whose memory reads as zero: nothing to write (a zeroed
+    /// [`Section`] is an absent one; [`Memmap::set_section_map`] sets a section's pageblock
+    /// migratetypes when it becomes present). A machine with a large hotplug range then
+    /// touches only the slots of its present sections.
+    ///
+    /// # Safety
+    ///
+    /// As [`Memmap::init`], and the `table_bytes(nr_sections)` bytes at `table` must be zero.
+    pub unsafe fn init_zeroed(table: *mut Section, nr_sections: usize) -> Self {
+        // Loom's atomics are not plain integers: zero bytes are no valid state for them.
+        #[cfg(loom)]
+        // SAFETY: the caller's contract is `init`'s.
+        return unsafe { Self::init(table, nr_sections) };
+        #[cfg(not(loom))]
         Self { sections: table, nr_sections }
     }
 
@@ -96,8 +133,55 @@ impl Memmap {
     pub unsafe fn set_section_map(&self, nr: usize, map: *const Page, node: u8) {
         let sec = self.section(nr).expect("section number out of range");
         debug_assert!(!sec.present());
+        for mt in &sec.pageblock_mt {
+            mt.store(Migratetype::Movable as u8, Ordering::Relaxed);
+        }
         sec.node.store(node, Ordering::Relaxed);
+        sec.init.store(ALL_CHUNKS, Ordering::Relaxed);
         sec.map.store(map as usize, Ordering::Release);
+    }
+
+    /// Marks the chunks of section `nr` named by `mask` as not initialised (boot, before the
+    /// machine runs: deferred struct-page init). Their descriptor slots must read as zero
+    /// until [`Memmap::set_chunk_initialised`].
+    pub(crate) fn defer_chunks(&self, nr: usize, mask: u32) {
+        if let Some(sec) = self.section(nr) {
+            sec.init.fetch_and(!mask, Ordering::Relaxed);
+        }
+    }
+
+    /// Publishes chunk `chunk` of section `nr` as initialised: its descriptors, written before,
+    /// are visible to whoever sees the bit (release; [`Memmap::valid_page`] acquires).
+    pub(crate) fn set_chunk_initialised(&self, nr: usize, chunk: usize) {
+        if let Some(sec) = self.section(nr) {
+            sec.init.fetch_or(1 << chunk, Ordering::Release);
+        }
+    }
+
+    /// The initialised-chunk mask of section `nr` (0 for an absent section).
+    #[inline]
+    fn chunk_mask(&self, nr: usize) -> u32 {
+        match self.section(nr) {
+            Some(sec) if sec.present() => sec.init.load(Ordering::Acquire),
+            _ => 0,
+        }
+    }
+
+    /// The chunks of section `nr` whose initialisation is deferred (bit per chunk; 0 for an
+    /// absent section or one fully initialised).
+    pub(crate) fn deferred_chunks(&self, nr: usize) -> u32 {
+        match self.section(nr) {
+            Some(sec) if sec.present() => !sec.init.load(Ordering::Acquire) & ALL_CHUNKS,
+            _ => 0,
+        }
+    }
+
+    /// True if `pfn`'s section is present and its chunk's descriptors are initialised.
+    #[inline]
+    pub fn chunk_initialised(&self, pfn: Pfn) -> bool {
+        let nr = pfn.as_usize() >> PFN_SECTION_SHIFT;
+        let chunk = (pfn.as_usize() & (PAGES_PER_SECTION - 1)) / MAX_ORDER_NR_PAGES;
+        self.chunk_mask(nr) & (1 << chunk) != 0
     }
 
     /// Number of section slots (present or not).
@@ -117,7 +201,9 @@ impl Memmap {
         }
     }
 
-    /// `pfn_valid()` + `pfn_to_page()`: the descriptor of `pfn`, if it has one.
+    /// `pfn_to_page()`: the descriptor slot of `pfn`, if its section is present. In a chunk
+    /// whose initialisation is deferred the slot reads as zero (see the module docs); lookups
+    /// of addresses nobody vouches for use [`Memmap::valid_page`].
     #[inline]
     pub fn page(&self, pfn: Pfn) -> Option<&Page> {
         let sec = self.section(pfn.as_usize() >> PFN_SECTION_SHIFT)?;
@@ -145,10 +231,19 @@ impl Memmap {
         Some((Pfn::new(pfn.as_usize() - back), head))
     }
 
-    /// `pfn_valid()`.
+    /// `pfn_valid()`: `pfn` has an initialised descriptor.
     #[inline]
     pub fn pfn_valid(&self, pfn: Pfn) -> bool {
-        self.page(pfn).is_some()
+        self.chunk_initialised(pfn)
+    }
+
+    /// `pfn_valid()` + `pfn_to_page()`: the descriptor of `pfn` if it has an initialised one.
+    #[inline]
+    pub fn valid_page(&self, pfn: Pfn) -> Option<&Page> {
+        if !self.chunk_initialised(pfn) {
+            return None;
+        }
+        self.page(pfn)
     }
 
     /// `page_to_pfn()`: the frame number of a descriptor that came from this memmap.

@@ -133,6 +133,20 @@ impl Page {
         }
     }
 
+    /// Writes a fresh descriptor for a frame about to be freed to the buddy allocator for the
+    /// first time (deferred struct-page init: `__init_single_page` + `__ClearPageReserved` +
+    /// `set_page_count(0)`): the identity, no flags, refcount 0. Field by field, with atomic
+    /// stores, because lock-free readers may look at the slot meanwhile (they find it zero
+    /// before and a page nobody owns after).
+    pub(crate) fn init_free(&self, zone: u8, node: u8, section: usize) {
+        let id = (zone as u64) << ZONE_SHIFT | (node as u64) << NODE_SHIFT | (section as u64) << SECTION_SHIFT;
+        self.refcount.store(0, Ordering::Relaxed);
+        self.private.store(0, Ordering::Relaxed);
+        self.lru.store(u64::MAX, Ordering::Relaxed);
+        self.data.store(0, Ordering::Relaxed);
+        self.flags.store(id, Ordering::Relaxed);
+    }
+
     /// All flags (identity bits included).
     #[inline]
     pub fn flags(&self) -> u64 {

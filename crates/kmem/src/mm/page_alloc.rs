@@ -349,6 +349,12 @@ impl<P: Platform> Kmem<P> {
         if flags.contains(AllocFlags::KSWAPD) {
             ev.kswapd_wake.fetch_add(1, Ordering::Relaxed);
         }
+        // Deferred struct-page init (boot/deferred.rs): free RAM not handed over yet comes first.
+        while self.deferred_grow(ac.zonelist, ac.highest, order) {
+            if let Some(p) = self.get_page_from_freelist(gfp, order, flags, ac) {
+                return Some(p);
+            }
+        }
         if let Some(p) = self.get_page_from_freelist(gfp, order, flags, ac) {
             return Some(p);
         }
@@ -478,10 +484,11 @@ impl<P: Platform> Kmem<P> {
         self.phys_to_virt(page.pfn().phys())
     }
 
-    /// `pfn_to_page()`: `None` if the frame has no descriptor (`!pfn_valid`).
+    /// `pfn_to_page()`: `None` if the frame has no initialised descriptor (`!pfn_valid`: no
+    /// section, or a chunk whose initialisation is still deferred).
     #[inline]
     pub fn pfn_to_page(&self, pfn: Pfn) -> Option<PageRef<'_>> {
-        self.memmap().page(pfn).map(|p| PageRef::new(pfn, p))
+        self.memmap().valid_page(pfn).map(|p| PageRef::new(pfn, p))
     }
 
     /// `page_to_pfn()`.

@@ -4,6 +4,7 @@
 use crate::addr::{Order, Pfn};
 use crate::machine::Kmem;
 use crate::mm::free_area::FreeAreaCorruption;
+use crate::mm::memmap::MAX_ORDER_NR_PAGES;
 use crate::platform::Platform;
 
 /// What [`Kmem::verify`] found wrong.
@@ -44,6 +45,18 @@ pub enum VerifyError {
         /// The page.
         pfn: Pfn,
     },
+    /// A zone's count of deferred frames (struct-page init not done yet) disagrees with its
+    /// deferred chunks, or the machine's total with the zones'.
+    Deferred {
+        /// Node of the zone.
+        node: usize,
+        /// Zone name.
+        zone: &'static str,
+        /// Frames of the zone's deferred chunks.
+        counted: usize,
+        /// The counter.
+        counter: usize,
+    },
     /// The vmalloc area trees are malformed or do not tile the vmalloc range.
     VmapAreas {
         /// Where the check failed.
@@ -52,9 +65,10 @@ pub enum VerifyError {
 }
 
 impl<P: Platform> Kmem<P> {
-    /// Checks every zone's free lists, counters and `PG_buddy` flags, every per-CPU list, and
-    /// the vmalloc area trees ([`Kmem::vmalloc_verify`]). Takes each zone lock in
-    /// turn, so it is safe (if slow) on a running machine.
+    /// Checks every zone's free lists, counters and `PG_buddy` flags, every per-CPU list, the
+    /// deferred-init counts (`boot/deferred.rs`), and the vmalloc area trees
+    /// ([`Kmem::vmalloc_verify`]). Takes each zone lock in turn, so it is safe (if slow) on a
+    /// running machine.
     pub fn verify(&self) -> Result<(), VerifyError> {
         let mm = self.memmap();
         for zone in self.zones().filter(|z| z.is_populated()) {
@@ -67,6 +81,11 @@ impl<P: Platform> Kmem<P> {
             // Walk the span: buddy heads must tile without overlap, and cover exactly `listed`.
             let (mut p, mut seen) = (zone.start_pfn(), 0usize);
             while p < zone.end_pfn() {
+                if !mm.pfn_valid(p) {
+                    // No section, or a deferred chunk (its slots are all zero: no buddy there).
+                    p = Pfn::new((p.as_usize() / MAX_ORDER_NR_PAGES + 1) * MAX_ORDER_NR_PAGES);
+                    continue;
+                }
                 match mm.page(p) {
                     Some(page) if page.is_buddy() => {
                         let n = Order::new(page.private() & 0xff).map_or(1, Order::nr_pages);
@@ -91,6 +110,12 @@ impl<P: Platform> Kmem<P> {
                 }
             }
         }
+        self.verify_deferred().map_err(|(node, zt, counted, counter)| VerifyError::Deferred {
+            node,
+            zone: zt.name(),
+            counted,
+            counter,
+        })?;
         self.vmalloc_verify().map_err(|addr| VerifyError::VmapAreas { addr })
     }
 }

@@ -5,7 +5,7 @@ use crate::addr::Pfn;
 use crate::mm::free_area::FreeArea;
 use crate::mm::pcp::PerCpuPages;
 use crate::mm::zone_type::{ZoneType, MAX_NR_ZONES};
-use crate::sync::{array_of, const_fn_unless_loom, AtomicIsize, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{array_of, const_fn_unless_loom, AtomicIsize, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// Watermark indices (`enum zone_watermarks`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -58,6 +58,10 @@ pub struct Zone {
     spanned: AtomicUsize,
     present: AtomicUsize,
     managed: AtomicUsize,
+    /// Free frames whose descriptors are not initialised yet (`boot/deferred.rs`). 32 bits
+    /// (frame numbers are): it fits beside the two byte fields, so `Zone` and `Node` keep their
+    /// sizes and boot's carving its layout.
+    deferred: AtomicU32,
     wmark: [AtomicUsize; 4],
     lowmem_reserve: [AtomicUsize; MAX_NR_ZONES],
     free_pages: AtomicIsize,
@@ -125,6 +129,7 @@ impl Zone {
                 spanned: AtomicUsize::new(0),
                 present: AtomicUsize::new(0),
                 managed: AtomicUsize::new(0),
+                deferred: AtomicU32::new(0),
                 wmark: array_of![AtomicUsize::new(0); 4],
                 lowmem_reserve: array_of![AtomicUsize::new(0); MAX_NR_ZONES],
                 free_pages: AtomicIsize::new(0),
@@ -166,6 +171,11 @@ impl Zone {
     /// Frames handed to the buddy allocator (present minus boot reservations).
     pub fn managed_pages(&self) -> usize {
         self.managed.load(Ordering::Relaxed)
+    }
+    /// Free frames of the zone whose descriptors are not initialised yet (deferred struct-page
+    /// init): counted in `present`, not yet in `managed` or the free pages.
+    pub fn deferred_pages(&self) -> usize {
+        self.deferred.load(Ordering::Relaxed) as usize
     }
     /// True if the zone has RAM (`populated_zone`).
     pub fn is_populated(&self) -> bool {
@@ -251,6 +261,12 @@ impl Zone {
     }
     pub(crate) fn add_managed(&self, pages: usize) {
         self.managed.fetch_add(pages, Ordering::Relaxed);
+    }
+    pub(crate) fn add_deferred(&self, pages: usize) {
+        self.deferred.fetch_add(pages as u32, Ordering::Relaxed);
+    }
+    pub(crate) fn sub_deferred(&self, pages: usize) {
+        self.deferred.fetch_sub(pages as u32, Ordering::Relaxed);
     }
     pub(crate) fn set_wmarks(&self, w: [usize; 4]) {
         for (slot, v) in self.wmark.iter().zip(w) {

@@ -72,14 +72,14 @@ impl<P: Platform> Kmem<P> {
         if reserved {
             let got = pcpu.lock(self.platform()).alloc_reserved(req.bits, req.align_bits);
             return match got {
-                Some((c, off)) => Ok(self.pcpu_populated(c, off, req)),
+                Some((c, off, dirty)) => Ok(self.pcpu_populated(c, off, req, dirty)),
                 None => Err(self.pcpu_fail(req, atomic, do_warn, PercpuErrorKind::ReservedFull)),
             };
         }
         loop {
             let got = pcpu.lock(self.platform()).alloc(req.bits, req.align_bits);
-            if let Some((c, off)) = got {
-                return Ok(self.pcpu_populated(c, off, req));
+            if let Some((c, off, dirty)) = got {
+                return Ok(self.pcpu_populated(c, off, req, dirty));
             }
             if atomic {
                 return Err(self.pcpu_fail(req, atomic, do_warn, PercpuErrorKind::AtomicNoSpace));
@@ -92,15 +92,19 @@ impl<P: Platform> Kmem<P> {
         }
     }
 
-    /// Zeroes a new area on every CPU and makes its pointer.
-    fn pcpu_populated(&self, c: ChunkPtr, granule: usize, req: Request) -> PercpuPtr {
+    /// Zeroes a new area on every CPU (its first `dirty` granules: the rest was never used
+    /// and is zero already) and makes its pointer.
+    fn pcpu_populated(&self, c: ChunkPtr, granule: usize, req: Request, dirty: usize) -> PercpuPtr {
         let off = granule * PCPU_MIN_ALLOC_SIZE;
         let chunk = c.chunk();
-        for cpu in 0..self.nr_cpus() {
-            // SAFETY: the area `[off, off + size)` of every unit was just marked allocated under
-            // the lock, so nobody else uses it; units are RAM mapped for the machine's life and
-            // `off + size <= PCPU_MIN_UNIT_SIZE`.
-            unsafe { core::ptr::write_bytes((chunk.unit(cpu) + off) as *mut u8, 0, req.size) };
+        let bytes = req.size.min(dirty * PCPU_MIN_ALLOC_SIZE);
+        if bytes > 0 {
+            for cpu in 0..self.nr_cpus() {
+                // SAFETY: the area `[off, off + size)` of every unit was just marked allocated
+                // under the lock, so nobody else uses it; units are RAM mapped for the machine's
+                // life and `off + bytes <= off + size <= PCPU_MIN_UNIT_SIZE`.
+                unsafe { core::ptr::write_bytes((chunk.unit(cpu) + off) as *mut u8, 0, bytes) };
+            }
         }
         PercpuPtr { chunk: c.addr(), off: off as u32 }
     }
@@ -169,7 +173,7 @@ impl<P: Platform> Kmem<P> {
         let at = self.page_address(header).expect("GFP_KERNEL pages are direct-mapped");
         // SAFETY: the header block is ours, direct-mapped, page-aligned and large enough (const
         // assert in chunk.rs); each unit is a freshly allocated unit-size block.
-        let c = unsafe { Chunk::init(at.as_mut_ptr::<Chunk>(), &units, ChunkKind::Dynamic, 0, MAP_BITS) };
+        let c = unsafe { Chunk::init(at.as_mut_ptr::<Chunk>(), &units, ChunkKind::Dynamic, 0, MAP_BITS, false) };
         self.pcpu().nr_pages.fetch_add(self.nr_cpus() * PCPU_UNIT_PAGES, Ordering::Relaxed);
         Ok(c)
     }

@@ -65,11 +65,17 @@ pub(super) struct ChunkState {
     alloc_map: [u64; MAP_WORDS],
     /// One bit more than the allocation map: an area may end at `MAP_BITS`.
     bound_map: [u64; MAP_WORDS + 1],
+    /// From this granule on, every unit still holds the zeroes it was born with: nothing was
+    /// ever allocated there. An allocation needs zeroing only below it (so a first chunk
+    /// carved from fresh RAM is never written for CPUs that never use it).
+    clean_from: u32,
 }
 
 impl ChunkState {
-    fn new(start: usize, end: usize) -> Self {
+    /// `clean`: the units are zero from `start` on (fresh RAM).
+    fn new(start: usize, end: usize, clean: bool) -> Self {
         Self {
+            clean_from: if clean { start } else { MAP_BITS } as u32,
             prev: None,
             next: None,
             free_bits: (end - start) as u32,
@@ -93,6 +99,14 @@ impl ChunkState {
         self.free_bits -= bits as u32;
         self.nr_alloc += 1;
         Some(off)
+    }
+
+    /// For an area of `bits` granules just allocated at `off`: how many of its first granules
+    /// may hold old bytes and must be zeroed; the rest is still as born (zero).
+    pub(super) fn take_dirty(&mut self, off: usize, bits: usize) -> usize {
+        let clean = self.clean_from as usize;
+        self.clean_from = clean.max(off + bits) as u32;
+        clean.saturating_sub(off).min(bits)
     }
 
     /// Frees the allocation starting at granule `off` and returns its size in granules; `None`
@@ -137,16 +151,18 @@ impl Chunk {
     ///
     /// `at` must be valid for writes of a `Chunk`, aligned, and used by nothing else for as
     /// long as the chunk lives; `units[..nr_cpus]` must be the direct-map addresses of
-    /// page-aligned, [`PCPU_MIN_UNIT_SIZE`]-byte ranges of RAM owned by this chunk.
+    /// page-aligned, [`PCPU_MIN_UNIT_SIZE`]-byte ranges of RAM owned by this chunk; with
+    /// `clean`, every byte of them from granule `start` on must be zero.
     pub(super) unsafe fn init(
         at: *mut Chunk,
         units: &[usize; NR_CPUS],
         kind: ChunkKind,
         start: usize,
         end: usize,
+        clean: bool,
     ) -> ChunkPtr {
         debug_assert!(start < end && end <= MAP_BITS);
-        let state = UnsafeCell::new(ChunkState::new(start, end));
+        let state = UnsafeCell::new(ChunkState::new(start, end, clean));
         // SAFETY: the caller gives us `at` for a whole Chunk, aligned and exclusively ours.
         unsafe { at.write(Chunk { units: *units, kind, start: start as u32, end: end as u32, state }) };
         ChunkPtr(NonNull::new(at).expect("chunk headers live at non-null addresses"))
@@ -204,7 +220,7 @@ mod tests {
 
     #[test]
     fn areas_are_first_fit_aligned_and_freed_by_their_start() {
-        let mut s = ChunkState::new(16, MAP_BITS);
+        let mut s = ChunkState::new(16, MAP_BITS, false);
         assert_eq!(s.alloc_area(16, MAP_BITS, 3, 1), Some(16));
         assert_eq!(s.alloc_area(16, MAP_BITS, 2, 4), Some(20), "19 is not 4-aligned");
         assert_eq!(s.alloc_area(16, MAP_BITS, 1, 1), Some(19), "first fit fills the gap");
@@ -228,12 +244,12 @@ mod tests {
 
     #[test]
     fn a_full_region_and_the_last_granule() {
-        let mut s = ChunkState::new(0, 8);
+        let mut s = ChunkState::new(0, 8, false);
         assert_eq!(s.alloc_area(0, 8, 9, 1), None);
         assert_eq!(s.alloc_area(0, 8, 8, 8), Some(0));
         assert_eq!(s.alloc_area(0, 8, 1, 1), None);
         assert_eq!(s.free_area(0, 8, 0), Some(8));
-        let mut t = ChunkState::new(0, MAP_BITS);
+        let mut t = ChunkState::new(0, MAP_BITS, false);
         assert_eq!(t.alloc_area(0, MAP_BITS, MAP_BITS, 1024), Some(0), "a whole unit");
         assert_eq!(t.free_area(0, MAP_BITS, 0), Some(MAP_BITS), "ends on the extra boundary bit");
         assert_eq!(t.alloc_area(0, MAP_BITS, 1, 1), Some(0));

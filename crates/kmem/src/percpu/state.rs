@@ -92,29 +92,52 @@ impl PercpuState {
     /// # Safety
     ///
     /// Every range `mb` allocates must be RAM, mapped read-write at `dm`, used by nothing else,
-    /// and valid for as long as the machine lives (the contract of [`crate::Kmem::boot`]).
+    /// and valid for as long as the machine lives (the contract of [`crate::Kmem::boot`]);
+    /// with `zeroed`, it must read as zero (the units are then never written for a CPU until
+    /// something is stored there).
     pub(crate) unsafe fn boot(
         mb: &mut Memblock,
         dm: DirectMap,
         nr_cpus: usize,
+        zeroed: bool,
         cpu_to_node: impl Fn(usize) -> u8,
     ) -> Result<PercpuState, MemblockError> {
         let va = |pa: crate::addr::PhysAddr| {
             dm.phys_to_virt(pa).expect("memblock allocates below the direct-map limit").as_usize()
         };
+        // One memblock allocation per run of CPUs on the same node (Linux's embedding allocates
+        // a group's units together too): a machine with many possible CPUs carves its first
+        // chunk in one step, not one list insertion per CPU. A run that does not fit in one
+        // piece falls back to a unit at a time.
         let mut units = [0usize; NR_CPUS];
-        for (cpu, unit) in units.iter_mut().enumerate().take(nr_cpus) {
-            *unit = va(mb.alloc(PCPU_MIN_UNIT_SIZE as u64, PAGE_SIZE as u64, Some(cpu_to_node(cpu)))?);
+        let mut cpu = 0;
+        while cpu < nr_cpus {
+            let node = cpu_to_node(cpu);
+            let run = (cpu..nr_cpus).take_while(|&c| cpu_to_node(c) == node).count();
+            match mb.alloc((run * PCPU_MIN_UNIT_SIZE) as u64, PAGE_SIZE as u64, Some(node)) {
+                Ok(pa) => {
+                    let base = va(pa);
+                    for (i, unit) in units[cpu..cpu + run].iter_mut().enumerate() {
+                        *unit = base + i * PCPU_MIN_UNIT_SIZE;
+                    }
+                }
+                Err(_) => {
+                    for unit in &mut units[cpu..cpu + run] {
+                        *unit = va(mb.alloc(PCPU_MIN_UNIT_SIZE as u64, PAGE_SIZE as u64, Some(node))?);
+                    }
+                }
+            }
+            cpu += run;
         }
         let header_bytes = (2 * core::mem::size_of::<Chunk>()).next_multiple_of(PAGE_SIZE);
         let at = va(mb.alloc(header_bytes as u64, PAGE_SIZE as u64, Some(cpu_to_node(0)))?) as *mut Chunk;
         // SAFETY: `at` is the start of `header_bytes` (room for two headers) of carved RAM,
         // page-aligned and ours (caller's contract); the units are carved, page-aligned unit-size
         // ranges of RAM used by nothing else.
-        let reserved = unsafe { Chunk::init(at, &units, ChunkKind::Reserved, 0, RESERVED_BITS) };
+        let reserved = unsafe { Chunk::init(at, &units, ChunkKind::Reserved, 0, RESERVED_BITS, zeroed) };
         // SAFETY: as above; the second header follows the first, aligned because a Chunk's size
         // is a multiple of its alignment.
-        let first = unsafe { Chunk::init(at.add(1), &units, ChunkKind::First, RESERVED_BITS, MAP_BITS) };
+        let first = unsafe { Chunk::init(at.add(1), &units, ChunkKind::First, RESERVED_BITS, MAP_BITS, zeroed) };
         Ok(PercpuState {
             lists: UnsafeCell::new(Lists { head: Some(first), nr_dynamic: 0, nr_empty: 0 }),
             reserved: Some(reserved),
@@ -219,7 +242,7 @@ impl<P: Platform> Locked<'_, P> {
 
     /// First fit in the fullest chunk on the list that has room; returns the chunk and the
     /// first granule.
-    pub(super) fn alloc(&mut self, bits: usize, align: usize) -> Option<(ChunkPtr, usize)> {
+    pub(super) fn alloc(&mut self, bits: usize, align: usize) -> Option<(ChunkPtr, usize, usize)> {
         let mut cur = self.lists.head;
         while let Some(c) = cur {
             let ch = c.chunk();
@@ -227,11 +250,12 @@ impl<P: Platform> Locked<'_, P> {
             let st = self.st(c);
             let was_empty = st.is_empty();
             if let Some(off) = st.alloc_area(start, end, bits, align) {
+                let dirty = st.take_dirty(off, bits);
                 if was_empty && ch.kind == ChunkKind::Dynamic {
                     self.lists.nr_empty -= 1;
                 }
                 self.relocate(c);
-                return Some((c, off));
+                return Some((c, off, dirty));
             }
             cur = self.iter_next(c);
         }
@@ -239,11 +263,12 @@ impl<P: Platform> Locked<'_, P> {
     }
 
     /// First fit in the reserved region.
-    pub(super) fn alloc_reserved(&mut self, bits: usize, align: usize) -> Option<(ChunkPtr, usize)> {
+    pub(super) fn alloc_reserved(&mut self, bits: usize, align: usize) -> Option<(ChunkPtr, usize, usize)> {
         let c = self.reserved?;
         let ch = c.chunk();
-        let off = self.st(c).alloc_area(ch.start as usize, ch.end as usize, bits, align)?;
-        Some((c, off))
+        let st = self.st(c);
+        let off = st.alloc_area(ch.start as usize, ch.end as usize, bits, align)?;
+        Some((c, off, st.take_dirty(off, bits)))
     }
 
     /// The live chunk whose header is at `addr`, if any (a walk: chunks are few).

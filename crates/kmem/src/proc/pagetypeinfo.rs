@@ -36,7 +36,8 @@ const FREECOUNT_CAP: usize = 100_000;
 /// 100000 or more prints as `>100000`, as Linux's capped list walk does. The block counts walk
 /// the zone span from `start_pfn` in pageblock steps, as Linux does, and count the pageblock
 /// of each step whose frame has a descriptor (`pfn_valid`) belonging to this zone, by its
-/// pageblock migratetype. kmem keeps no page-owner data, so there is no "Number of mixed
+/// pageblock migratetype (a chunk whose descriptors are deferred counts as the zone's: its
+/// pageblocks are counted as they will be). kmem keeps no page-owner data, so there is no "Number of mixed
 /// blocks" section (Linux prints it only with `page_owner=on`).
 pub fn pagetypeinfo<P: Platform>(k: &Kmem<P>, w: &mut dyn Write) -> fmt::Result {
     for node in (0..k.nr_nodes()).filter_map(|n| k.node(n)).filter(|n| n.present_pages() != 0) {
@@ -101,8 +102,14 @@ fn block_count<P: Platform>(k: &Kmem<P>, zone: &Zone) -> [usize; MIGRATE_TYPES] 
     let mut count = [0; MIGRATE_TYPES];
     let (start, end) = (zone.start_pfn().as_usize(), zone.end_pfn().as_usize());
     for pfn in (start..end).step_by(PAGEBLOCK_NR_PAGES).map(Pfn::new) {
-        let Some(page) = mm.page(pfn) else { continue };
-        if page.node() != zone.node() || page.zone_index() != zone.zone_type().index() {
+        // A deferred chunk's pageblocks count as what they will be (their descriptors are not
+        // written yet; their migratetype is kept in the section).
+        let (nid, zidx) = match (mm.valid_page(pfn), k.deferred_frame_zone(pfn)) {
+            (Some(page), _) => (page.node(), page.zone_index()),
+            (None, Some((nid, zt))) => (nid, zt.index()),
+            (None, None) => continue,
+        };
+        if nid != zone.node() || zidx != zone.zone_type().index() {
             continue;
         }
         count[mm.pageblock_migratetype(pfn).index()] += 1;

@@ -88,11 +88,22 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// A per-CPU allocation of one [`CpuSheaves`] per CPU, initialised (no sheaves yet).
+    ///
+    /// The per-CPU allocator hands out zeroed areas, and a `CpuSheaves` of zero bytes is
+    /// `CpuSheaves::new()` (two null sheaf addresses and zero statistics: integers only, no
+    /// padding; `cpu_sheaves_of_zero_bytes_are_new` checks it), so nothing is written: a
+    /// machine of many possible CPUs does not touch the per-CPU memory of CPUs that never
+    /// allocate (the per-CPU allocator does not either, on fresh RAM). Loom's atomics are not
+    /// plain integers: models write.
     fn alloc_cpu_sheaves(&self, gfp: Gfp) -> Result<PercpuPtr, CacheError> {
         let size = core::mem::size_of::<CpuSheaves>();
         let p = self
             .__alloc_percpu_gfp(size, core::mem::align_of::<CpuSheaves>(), gfp | Gfp::NOWARN)
             .map_err(|_| CacheError::NoMemory)?;
+        // Every CPU's area already is this value.
+        #[cfg(not(loom))]
+        let _fresh: fn() -> CpuSheaves = CpuSheaves::new;
+        #[cfg(loom)]
         for cpu in 0..self.nr_cpus() {
             // SAFETY: a fresh per-CPU area of `size` bytes aligned for CpuSheaves on every
             // CPU, ours alone; CpuSheaves has no drop glue.
@@ -369,5 +380,23 @@ impl<P: Platform> Kmem<P> {
         let mut n = 0;
         self.for_each_cache(|_| n += 1);
         n
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::CpuSheaves;
+
+    /// `alloc_cpu_sheaves` writes nothing into the zeroed per-CPU area: that is only right
+    /// while a fresh `CpuSheaves` is all zero bytes (and has no padding to leave undefined).
+    #[test]
+    fn cpu_sheaves_of_zero_bytes_are_new() {
+        let fresh = CpuSheaves::new();
+        let n = core::mem::size_of::<CpuSheaves>();
+        assert_eq!(n % 8, 0);
+        // SAFETY: CpuSheaves is made of 8-byte atomics only (no padding), so all its bytes are
+        // initialised; `fresh` is a local nobody else accesses.
+        let bytes = unsafe { core::slice::from_raw_parts(&fresh as *const CpuSheaves as *const u8, n) };
+        assert!(bytes.iter().all(|&b| b == 0), "CpuSheaves::new() is not all zero bytes");
     }
 }
