@@ -206,7 +206,7 @@ fn build() -> Option<Machine> {
         .thread_cpus(possible_cpus())
         // Exiting threads leave up to one warm CPU per host CPU for the next threads (a
         // pool of workers reuses full caches); more exits tear down and give memory back.
-        .thread_cpus_warm(std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .thread_cpus_warm(host_cpus())
         .hotplug_max(hotplug_max())
         .deferred_init(Some(DEFERRED_INIT))
         // Private anonymous memory (for fork), small pages; nothing can alias it: no vmalloc
