@@ -153,6 +153,16 @@ fn errors_are_one_line() {
     assert_error(&kmem(&["replay", &temp("cut.zst", &z), "--ram", "64M"]), "reading trace");
 }
 
+#[test]
+fn endless_input_without_events_ends() {
+    // No newline ever: one over-long line, skipped without being buffered, until the limit.
+    assert_error(&kmem(&["replay", "/dev/zero", "--ram", "64M"]), "kmem: error: /dev/zero: not a kmem trace");
+    // Lines, but none an event, in the first 16 MiB.
+    let line = [&b"no event here "[..], &[b'x'; 1009], b"\n"].concat();
+    let p = temp("junk.trace", &line.repeat(17 << 10));
+    assert_error(&kmem(&["replay", &p, "--ram", "64M"]), &format!("kmem: error: {p}: not a kmem trace"));
+}
+
 /// The first 4 KiB of the shared capture, or a hand-made zstd frame header without a body.
 fn zstd_prefix() -> Vec<u8> {
     match shared().and_then(|p| std::fs::read(p).ok()) {

@@ -1,18 +1,35 @@
 //! Trace input: a file, plain text or zstd (told apart by the magic bytes, whatever the
-//! name), read line by line through one reused buffer.
+//! name), read in large blocks and split into lines in place ([`Lines`]).
+//!
+//! The decompressor writes straight into one reused block buffer; lines are found with
+//! `memchr` and handed out as slices of it (no copy, no allocation per line). A line that
+//! runs on past a block's end is moved to the buffer's start before the next read. A line
+//! longer than [`MAX_LINE`] is handed out as [`Item::TooLong`] (its first bytes only) and the
+//! rest of it is skipped up to the next newline without being buffered, so endless input
+//! without newlines (`/dev/zero`) is read in constant memory.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufReader, Read};
 use std::path::Path;
 
 /// zstd's frame magic (little-endian 0xFD2FB528).
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
-/// Bytes of read-ahead for both the file and the decoder's output.
+/// Bytes of read-ahead for the file under a decoder.
 const BUF: usize = 256 << 10;
 
-/// A trace opened for line reading (it may be read on another thread).
-pub type Reader = Box<dyn BufRead + Send>;
+/// Bytes per block of decompressed text: a few thousand lines, small enough to stay in the
+/// parsing core's L2 cache between the decoder's write and the parser's read.
+pub const BLOCK: usize = 256 << 10;
+
+/// The longest line kept (bytes, newline excluded); longer ones are malformed.
+pub const MAX_LINE: usize = 64 << 10;
+
+/// Bytes of a too-long line kept for the report.
+pub const TOO_LONG_HEAD: usize = 120;
+
+/// A trace opened for reading (it may be read on another thread).
+pub type Reader = Box<dyn Read + Send>;
 
 /// How a trace is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,7 +40,7 @@ pub enum Compression {
     Zstd,
 }
 
-/// Opens a trace file for line reading.
+/// Opens a trace file for reading.
 pub fn open(path: &Path) -> io::Result<(Reader, Compression)> {
     let f = File::open(path)?;
     if f.metadata()?.is_dir() {
@@ -32,78 +49,249 @@ pub fn open(path: &Path) -> io::Result<(Reader, Compression)> {
     from_reader(f)
 }
 
-/// Wraps a byte stream (plain or zstd, detected from its first bytes) for line reading.
-pub fn from_reader<R: Read + Send + 'static>(r: R) -> io::Result<(Reader, Compression)> {
-    let mut r = BufReader::with_capacity(BUF, r);
-    let head = r.fill_buf()?;
-    if head.len() >= 4 && head[..4] == ZSTD_MAGIC {
-        let d = zstd::stream::read::Decoder::with_buffer(r)?;
-        return Ok((Box::new(BufReader::with_capacity(BUF, d)), Compression::Zstd));
+/// Wraps a byte stream (plain or zstd, detected from its first bytes) for reading.
+pub fn from_reader<R: Read + Send + 'static>(mut r: R) -> io::Result<(Reader, Compression)> {
+    let mut head = [0; 4];
+    let mut n = 0;
+    while n < head.len() {
+        match r.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
+    let r = io::Cursor::new(head).take(n as u64).chain(r);
+    if n == 4 && head == ZSTD_MAGIC {
+        let d = zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(BUF, r))?;
+        return Ok((Box::new(d), Compression::Zstd));
+    }
+    // Plain text goes straight from the file into the line reader's block.
     Ok((Box::new(r), Compression::None))
 }
 
-/// The first `lines` lines of a stream (`kmem replay --lines`).
+/// The first `lines` lines of a stream (`kmem replay --lines`). It may read past the last
+/// line from the stream underneath, but never hands those bytes out.
 #[derive(Debug)]
 pub struct TakeLines<R> {
     inner: R,
     left: u64,
-    /// Bytes `fill_buf` offered, and whether they end a line.
-    offered: (usize, bool),
 }
 
-impl<R: BufRead> TakeLines<R> {
+impl<R: Read> TakeLines<R> {
     /// Wraps `inner`.
     pub fn new(inner: R, lines: u64) -> Self {
-        Self { inner, left: lines, offered: (0, false) }
+        Self { inner, left: lines }
     }
 }
 
-impl<R: BufRead> Read for TakeLines<R> {
+impl<R: Read> Read for TakeLines<R> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let buf = self.fill_buf()?;
-        let n = buf.len().min(out.len());
-        out[..n].copy_from_slice(&buf[..n]);
-        self.consume(n);
+        if self.left == 0 {
+            return Ok(0);
+        }
+        let n = self.inner.read(out)?;
+        let mut newlines = memchr::memchr_iter(b'\n', &out[..n]);
+        let mut seen = 0;
+        while seen < self.left {
+            match newlines.next() {
+                Some(at) if seen + 1 == self.left => {
+                    self.left = 0;
+                    return Ok(at + 1);
+                }
+                Some(_) => seen += 1,
+                None => break,
+            }
+        }
+        self.left -= seen;
         Ok(n)
     }
 }
 
-impl<R: BufRead> BufRead for TakeLines<R> {
-    fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        if self.left == 0 {
-            return Ok(&[]);
-        }
-        let buf = self.inner.fill_buf()?;
-        self.offered = match buf.iter().position(|&b| b == b'\n') {
-            Some(i) => (i + 1, true),
-            None => (buf.len(), false),
-        };
-        Ok(&buf[..self.offered.0])
+/// What [`Lines`] hands out.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Item<'a> {
+    /// A line, with its newline if it has one.
+    Line(&'a [u8]),
+    /// A line longer than [`MAX_LINE`]: its first [`TOO_LONG_HEAD`] bytes; the rest is
+    /// skipped.
+    TooLong(&'a [u8]),
+}
+
+/// The lines of a stream, split in place in one reused block buffer.
+#[derive(Debug)]
+pub struct Lines<R> {
+    inner: R,
+    buf: Box<[u8]>,
+    /// The unread part of `buf` is `start..end`.
+    start: usize,
+    end: usize,
+    /// Bytes of `start..end` known to hold no newline.
+    scanned: usize,
+    /// A too-long line's head, kept while its rest is skipped.
+    head: [u8; TOO_LONG_HEAD],
+    eof: bool,
+    /// Lines handed out.
+    lines: u64,
+    /// Bytes read from the stream.
+    bytes: u64,
+    /// Reading past this many bytes fails with [`NotATrace`].
+    limit: u64,
+}
+
+impl<R: Read> Lines<R> {
+    /// Lines of `inner`, read [`BLOCK`] bytes at a time.
+    pub fn new(inner: R) -> Self {
+        Self::with_block(inner, BLOCK)
     }
-    fn consume(&mut self, n: usize) {
-        if self.offered.1 && n == self.offered.0 {
-            self.left -= 1;
+
+    /// Lines of `inner`, read `block` bytes at a time (at least [`MAX_LINE`] + 1).
+    pub fn with_block(inner: R, block: usize) -> Self {
+        let block = block.max(MAX_LINE + 1);
+        Lines {
+            inner,
+            buf: vec![0; block].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            scanned: 0,
+            head: [0; TOO_LONG_HEAD],
+            eof: false,
+            lines: 0,
+            bytes: 0,
+            limit: u64::MAX,
         }
-        self.offered = (0, false);
-        self.inner.consume(n);
+    }
+
+    /// Makes reads past the first `bytes` bytes of the stream fail with [`NotATrace`]
+    /// (`u64::MAX`: never), also while a too-long line is skipped.
+    pub fn set_limit(&mut self, bytes: u64) {
+        self.limit = bytes;
+    }
+
+    /// Whether a limit is set.
+    pub fn limited(&self) -> bool {
+        self.limit != u64::MAX
+    }
+
+    /// Lines handed out so far (the last one's 1-based number).
+    pub fn lines(&self) -> u64 {
+        self.lines
+    }
+
+    /// Bytes read from the stream so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The next line, or `None` at the end of the stream.
+    #[inline]
+    #[allow(clippy::should_implement_trait)] // Items borrow the buffer: not an `Iterator`.
+    pub fn next(&mut self) -> io::Result<Option<Item<'_>>> {
+        loop {
+            let from = self.start + self.scanned;
+            if let Some(off) = memchr::memchr(b'\n', &self.buf[from..self.end]) {
+                let (start, nl) = (self.start, from + off);
+                self.start = nl + 1;
+                self.scanned = 0;
+                self.lines += 1;
+                if nl - start > MAX_LINE {
+                    return Ok(Some(Item::TooLong(&self.buf[start..start + TOO_LONG_HEAD])));
+                }
+                return Ok(Some(Item::Line(&self.buf[start..=nl])));
+            }
+            self.scanned = self.end - self.start;
+            if self.scanned > MAX_LINE {
+                self.lines += 1;
+                self.head.copy_from_slice(&self.buf[self.start..self.start + TOO_LONG_HEAD]);
+                self.skip_line()?;
+                return Ok(Some(Item::TooLong(&self.head)));
+            }
+            if self.eof {
+                if self.start == self.end {
+                    return Ok(None);
+                }
+                let start = self.start;
+                self.start = self.end;
+                self.scanned = 0;
+                self.lines += 1;
+                return Ok(Some(Item::Line(&self.buf[start..self.end])));
+            }
+            self.refill()?;
+        }
+    }
+
+    /// Moves the unread bytes to the buffer's start and reads more after them.
+    fn refill(&mut self) -> io::Result<()> {
+        self.buf.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
+        self.start = 0;
+        let n = self.read_some(self.end)?;
+        self.end += n;
+        self.eof = n == 0;
+        Ok(())
+    }
+
+    /// Reads into `buf[at..]`, retrying interrupted reads.
+    fn read_some(&mut self, at: usize) -> io::Result<usize> {
+        if self.bytes >= self.limit {
+            return Err(NotATrace.into());
+        }
+        loop {
+            match self.inner.read(&mut self.buf[at..]) {
+                Ok(n) => {
+                    self.bytes += n as u64;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Drops the buffered bytes and reads on until past the next newline (or the end).
+    fn skip_line(&mut self) -> io::Result<()> {
+        self.start = 0;
+        self.scanned = 0;
+        loop {
+            let n = self.read_some(0)?;
+            if n == 0 {
+                (self.end, self.eof) = (0, true);
+                return Ok(());
+            }
+            if let Some(nl) = memchr::memchr(b'\n', &self.buf[..n]) {
+                (self.start, self.end) = (nl + 1, n);
+                return Ok(());
+            }
+        }
     }
 }
 
-/// Calls `f(line_number, line)` for every line (numbered from 1, newline included), reusing
-/// one buffer. Stops at the first read error or when `f` returns `false`.
-pub fn for_each_line(r: &mut dyn BufRead, mut f: impl FnMut(u64, &[u8]) -> bool) -> io::Result<u64> {
-    let mut buf = Vec::with_capacity(512);
-    let mut n = 0;
-    loop {
-        buf.clear();
-        if r.read_until(b'\n', &mut buf)? == 0 {
-            return Ok(n);
-        }
-        n += 1;
-        if !f(n, &buf) {
-            return Ok(n);
-        }
+/// The error of a stream that holds no event in its first bytes ([`NotATrace::LIMIT`];
+/// [`Lines::set_limit`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotATrace;
+
+impl NotATrace {
+    /// Bytes read without finding an event before a stream is given up on.
+    pub const LIMIT: u64 = 16 << 20;
+
+    /// Whether `e` is this error.
+    pub fn is(e: &io::Error) -> bool {
+        e.get_ref().is_some_and(|e| e.is::<NotATrace>())
+    }
+}
+
+impl std::fmt::Display for NotATrace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("not a kmem trace")
+    }
+}
+
+impl std::error::Error for NotATrace {}
+
+impl From<NotATrace> for io::Error {
+    fn from(e: NotATrace) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, e)
     }
 }
 
@@ -118,39 +306,5 @@ pub fn shared_trace(from: &Path) -> Option<std::path::PathBuf> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn lines(bytes: Vec<u8>) -> (Vec<String>, Compression) {
-        let (mut r, c) = from_reader(io::Cursor::new(bytes)).unwrap();
-        let mut out = Vec::new();
-        for_each_line(&mut *r, |_, l| {
-            out.push(String::from_utf8_lossy(l).into_owned());
-            true
-        })
-        .unwrap();
-        (out, c)
-    }
-
-    #[test]
-    fn take_lines() {
-        let r = TakeLines::new(io::Cursor::new(b"a\nbb\nccc\n".to_vec()), 2);
-        let mut r: Box<dyn BufRead> = Box::new(r);
-        let mut n = Vec::new();
-        for_each_line(&mut *r, |no, l| {
-            n.push((no, l.to_vec()));
-            true
-        })
-        .unwrap();
-        assert_eq!(n, vec![(1, b"a\n".to_vec()), (2, b"bb\n".to_vec())]);
-    }
-
-    #[test]
-    fn plain_and_zstd_by_magic() {
-        let text = b"a\nbb\nccc".to_vec();
-        assert_eq!(lines(text.clone()), (vec!["a\n".into(), "bb\n".into(), "ccc".into()], Compression::None));
-        let z = zstd::stream::encode_all(&text[..], 3).unwrap();
-        assert_eq!(lines(z), (vec!["a\n".into(), "bb\n".into(), "ccc".into()], Compression::Zstd));
-        assert_eq!(lines(Vec::new()).0.len(), 0);
-    }
-}
+#[path = "input_tests.rs"]
+mod tests;

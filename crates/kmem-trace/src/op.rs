@@ -207,13 +207,25 @@ impl Frontend {
                 None
             }
             Err(error) => {
-                self.counts.malformed += 1;
-                if self.counts.malformed_first.len() < MALFORMED_KEPT {
-                    let text = String::from_utf8_lossy(&line[..line.len().min(120)]).trim_end().to_owned();
-                    self.counts.malformed_first.push(Malformed { line: no, error, text });
-                }
+                self.malformed(no, error, line);
                 None
             }
+        }
+    }
+
+    /// Counts line `no`, longer than [`crate::input::MAX_LINE`] bytes, as malformed (`head`:
+    /// its start).
+    pub fn too_long(&mut self, no: u64, head: &[u8]) {
+        self.counts.lines += 1;
+        self.malformed(no, ParseError::TooLong, head);
+    }
+
+    #[cold]
+    fn malformed(&mut self, no: u64, error: ParseError, line: &[u8]) {
+        self.counts.malformed += 1;
+        if self.counts.malformed_first.len() < MALFORMED_KEPT {
+            let text = String::from_utf8_lossy(&line[..line.len().min(120)]).trim_end().to_owned();
+            self.counts.malformed_first.push(Malformed { line: no, error, text });
         }
     }
 

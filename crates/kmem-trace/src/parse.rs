@@ -109,6 +109,8 @@ pub enum ParseError {
     MissingField(&'static str),
     /// A field is not a well-formed number.
     BadNumber(&'static str),
+    /// The line is longer than [`crate::input::MAX_LINE`] bytes (it is skipped unread).
+    TooLong,
 }
 
 impl fmt::Display for ParseError {
@@ -120,6 +122,7 @@ impl fmt::Display for ParseError {
             ParseError::NoEvent => f.write_str("no event name after the timestamp"),
             ParseError::MissingField(k) => write!(f, "missing field {k}="),
             ParseError::BadNumber(k) => write!(f, "malformed number in {k}="),
+            ParseError::TooLong => write!(f, "line longer than {} bytes", crate::input::MAX_LINE),
         }
     }
 }

@@ -1,14 +1,14 @@
-//! The streaming driver: one thread parses batches of lines into operations while the other
-//! replays the previous batch and samples the machine. Timing the replay of whole batches
-//! gives the replay-only rate without a clock read per event.
+//! The streaming driver: one thread reads and parses batches of lines into operations while
+//! the other replays the previous batch and samples the machine. Timing the replay of whole
+//! batches gives the replay-only rate without a clock read per event.
 
-use std::io::{self, BufRead};
+use std::io::{self, Read};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use kmem_hosted::Machine;
 
-use crate::input::for_each_line;
+use crate::input::{Item, Lines, NotATrace};
 use crate::op::{CacheDef, Frontend, Op};
 use crate::replay::Replayer;
 
@@ -63,12 +63,44 @@ impl Timing {
 /// read so far.
 type Batch = (Vec<Op>, Vec<CacheDef>, u64);
 
+/// Parses every line of `r`, calling `emit(op, frontend)` for each operation until it returns
+/// `false`. A stream with no event in its first [`NotATrace::LIMIT`] bytes fails with
+/// [`NotATrace`].
+pub fn parse_lines(r: &mut dyn Read, fe: &mut Frontend, mut emit: impl FnMut(Op, &Frontend) -> bool) -> io::Result<()> {
+    let mut lines = Lines::new(r);
+    lines.set_limit(NotATrace::LIMIT);
+    let mut no = fe.counts.lines;
+    while let Some(item) = lines.next()? {
+        no += 1;
+        let op = match item {
+            Item::Line(line) => fe.line(no, line),
+            Item::TooLong(head) => {
+                fe.too_long(no, head);
+                None
+            }
+        };
+        match op {
+            Some(op) => {
+                if lines.limited() {
+                    lines.set_limit(u64::MAX);
+                }
+                if !emit(op, fe) {
+                    break;
+                }
+            }
+            None if lines.limited() && fe.counts.total_events() > 0 => lines.set_limit(u64::MAX),
+            None => {}
+        }
+    }
+    Ok(())
+}
+
 /// Replays every line of `r`: a second thread reads and parses batches of [`BATCH`]
 /// operations while this one replays the previous batch (the replayer stays on the calling
 /// thread, which it pins to the trace's CPUs). `on_batch(replayer, lines_read)` runs after
 /// each batch (a live view, progress).
 pub fn replay_stream(
-    r: &mut (dyn BufRead + Send),
+    r: &mut (dyn Read + Send),
     fe: &mut Frontend,
     rp: &mut Replayer<'_>,
     mem: &mut MachineMem,
@@ -90,14 +122,9 @@ pub fn replay_stream(
                 // A closed channel means the replaying side is gone; stop reading.
                 tx.send((std::mem::replace(batch, next), new, fe.counts.lines)).is_ok()
             };
-            let r = for_each_line(r, |no, line| {
-                if let Some(op) = fe.line(no, line) {
-                    batch.push(op);
-                    if batch.len() == BATCH {
-                        return send(&mut batch, fe);
-                    }
-                }
-                true
+            let r = parse_lines(r, fe, |op, fe| {
+                batch.push(op);
+                batch.len() < BATCH || send(&mut batch, fe)
             });
             send(&mut batch, fe);
             r
@@ -121,10 +148,10 @@ pub fn replay_stream(
 }
 
 /// Parses every line of `r` into operations (for benchmarks: replay them later).
-pub fn parse_all(r: &mut dyn BufRead, fe: &mut Frontend) -> io::Result<Vec<Op>> {
+pub fn parse_all(r: &mut dyn Read, fe: &mut Frontend) -> io::Result<Vec<Op>> {
     let mut ops = Vec::new();
-    for_each_line(r, |no, line| {
-        ops.extend(fe.line(no, line));
+    parse_lines(r, fe, |op, _| {
+        ops.push(op);
         true
     })?;
     Ok(ops)
