@@ -40,6 +40,7 @@
 //!   is allocated again.
 //! - The replay is single-threaded: it moves between the machine's CPUs as the trace does.
 
+mod fast;
 pub mod gfp_text;
 pub mod input;
 pub mod json;
@@ -49,6 +50,7 @@ pub mod parse;
 pub mod render;
 pub mod replay;
 pub mod run;
+mod scan;
 pub mod summary;
 
 pub use op::{Frontend, Kind, Op};

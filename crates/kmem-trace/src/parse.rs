@@ -142,7 +142,21 @@ pub enum Line<'a> {
 }
 
 /// Parses one line (without or with its trailing newline).
+///
+/// Most lines take the fast path ([`crate::fast`]), which reads the fields in the order
+/// Linux prints them; any line it does not accept (other events, other orders or spacing,
+/// comments, malformed lines) is parsed here by the general rules, which define the result:
+/// the fast path returns only what they would.
+#[inline]
 pub fn parse_line(line: &[u8]) -> Result<Line<'_>, ParseError> {
+    match crate::fast::event(line) {
+        Some(ev) => Ok(Line::Event(ev)),
+        None => parse_general(line),
+    }
+}
+
+/// [`parse_line`] by the general rules only.
+pub fn parse_general(line: &[u8]) -> Result<Line<'_>, ParseError> {
     let line = trim_end(line);
     let start = line.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(line.len());
     let body = &line[start..];
@@ -193,7 +207,7 @@ pub fn parse_line(line: &[u8]) -> Result<Line<'_>, ParseError> {
     Ok(Line::Event(Event { cpu, irq, kind }))
 }
 
-fn trim_end(mut l: &[u8]) -> &[u8] {
+pub(crate) fn trim_end(mut l: &[u8]) -> &[u8] {
     while let [rest @ .., b'\n' | b'\r' | b' ' | b'\t'] = l {
         l = rest;
     }
@@ -201,7 +215,7 @@ fn trim_end(mut l: &[u8]) -> &[u8] {
 }
 
 /// `trace-cmd report`'s header lines.
-fn is_header(body: &[u8]) -> bool {
+pub(crate) fn is_header(body: &[u8]) -> bool {
     body.starts_with(b"cpus=")
         || body.starts_with(b"version =")
         || (body.starts_with(b"CPU ") && body.ends_with(b" is empty"))
