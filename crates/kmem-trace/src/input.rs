@@ -1,12 +1,14 @@
 //! Trace input: a file, plain text or zstd (told apart by the magic bytes, whatever the
 //! name), read in large blocks and split into lines in place ([`Lines`]).
 //!
-//! The decompressor writes straight into one reused block buffer; lines are found with
-//! `memchr` and handed out as slices of it (no copy, no allocation per line). A line that
-//! runs on past a block's end is moved to the buffer's start before the next read. A line
-//! longer than [`MAX_LINE`] is handed out as [`Item::TooLong`] (its first bytes only) and the
-//! rest of it is skipped up to the next newline without being buffered, so endless input
-//! without newlines (`/dev/zero`) is read in constant memory.
+//! The decompressor writes straight into one reused block buffer, which is handed out as
+//! chunks of whole lines ([`Lines::next_chunk`]; the last newline is found with `memrchr`)
+//! and split into lines with `memchr` ([`items`]): no copy, no allocation per line. A line
+//! that runs on past a block's end is moved to the buffer's start before the next read. A
+//! line longer than [`MAX_LINE`] is an [`Item::TooLong`] (its first bytes only); one that
+//! does not fit the buffer is skipped up to the next newline without being buffered
+//! ([`Chunk::TooLong`]), so endless input without newlines (`/dev/zero`) is read in
+//! constant memory.
 
 use std::fs::File;
 use std::io::{self, BufReader, Read};
@@ -108,17 +110,41 @@ impl<R: Read> Read for TakeLines<R> {
     }
 }
 
-/// What [`Lines`] hands out.
+/// What [`Lines::next_chunk`] hands out.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Chunk<'a> {
+    /// Whole lines, each with its newline (the last one may lack it at the end of the
+    /// stream); split them with [`items`].
+    Lines(&'a [u8]),
+    /// A line longer than the buffer holds: its first [`TOO_LONG_HEAD`] bytes (the rest was
+    /// skipped unread).
+    TooLong(&'a [u8]),
+}
+
+/// A line of a [`Chunk`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum Item<'a> {
     /// A line, with its newline if it has one.
     Line(&'a [u8]),
-    /// A line longer than [`MAX_LINE`]: its first [`TOO_LONG_HEAD`] bytes; the rest is
-    /// skipped.
+    /// A line longer than [`MAX_LINE`]: its first [`TOO_LONG_HEAD`] bytes.
     TooLong(&'a [u8]),
 }
 
-/// The lines of a stream, split in place in one reused block buffer.
+/// The lines of a chunk of whole lines.
+#[inline]
+pub fn items(text: &[u8]) -> impl Iterator<Item = Item<'_>> {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        let rest = text.get(start..).filter(|r| !r.is_empty())?;
+        let len = memchr::memchr(b'\n', rest).map_or(rest.len(), |nl| nl + 1);
+        start += len;
+        let line = &rest[..len];
+        let content = len - (line.last() == Some(&b'\n')) as usize;
+        Some(if content > MAX_LINE { Item::TooLong(&line[..TOO_LONG_HEAD]) } else { Item::Line(line) })
+    })
+}
+
+/// The lines of a stream, handed out as chunks of whole lines of one reused block buffer.
 #[derive(Debug)]
 pub struct Lines<R> {
     inner: R,
@@ -131,8 +157,6 @@ pub struct Lines<R> {
     /// A too-long line's head, kept while its rest is skipped.
     head: [u8; TOO_LONG_HEAD],
     eof: bool,
-    /// Lines handed out.
-    lines: u64,
     /// Bytes read from the stream.
     bytes: u64,
     /// Reading past this many bytes fails with [`NotATrace`].
@@ -156,7 +180,6 @@ impl<R: Read> Lines<R> {
             scanned: 0,
             head: [0; TOO_LONG_HEAD],
             eof: false,
-            lines: 0,
             bytes: 0,
             limit: u64::MAX,
         }
@@ -173,38 +196,26 @@ impl<R: Read> Lines<R> {
         self.limit != u64::MAX
     }
 
-    /// Lines handed out so far (the last one's 1-based number).
-    pub fn lines(&self) -> u64 {
-        self.lines
-    }
-
     /// Bytes read from the stream so far.
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
 
-    /// The next line, or `None` at the end of the stream.
-    #[inline]
-    #[allow(clippy::should_implement_trait)] // Items borrow the buffer: not an `Iterator`.
-    pub fn next(&mut self) -> io::Result<Option<Item<'_>>> {
+    /// The next chunk of whole lines, or `None` at the end of the stream.
+    pub fn next_chunk(&mut self) -> io::Result<Option<Chunk<'_>>> {
         loop {
             let from = self.start + self.scanned;
-            if let Some(off) = memchr::memchr(b'\n', &self.buf[from..self.end]) {
-                let (start, nl) = (self.start, from + off);
-                self.start = nl + 1;
+            if let Some(off) = memchr::memrchr(b'\n', &self.buf[from..self.end]) {
+                let (start, end) = (self.start, from + off + 1);
+                self.start = end;
                 self.scanned = 0;
-                self.lines += 1;
-                if nl - start > MAX_LINE {
-                    return Ok(Some(Item::TooLong(&self.buf[start..start + TOO_LONG_HEAD])));
-                }
-                return Ok(Some(Item::Line(&self.buf[start..=nl])));
+                return Ok(Some(Chunk::Lines(&self.buf[start..end])));
             }
             self.scanned = self.end - self.start;
             if self.scanned > MAX_LINE {
-                self.lines += 1;
                 self.head.copy_from_slice(&self.buf[self.start..self.start + TOO_LONG_HEAD]);
                 self.skip_line()?;
-                return Ok(Some(Item::TooLong(&self.head)));
+                return Ok(Some(Chunk::TooLong(&self.head)));
             }
             if self.eof {
                 if self.start == self.end {
@@ -213,8 +224,7 @@ impl<R: Read> Lines<R> {
                 let start = self.start;
                 self.start = self.end;
                 self.scanned = 0;
-                self.lines += 1;
-                return Ok(Some(Item::Line(&self.buf[start..self.end])));
+                return Ok(Some(Chunk::Lines(&self.buf[start..self.end])));
             }
             self.refill()?;
         }

@@ -1,21 +1,30 @@
 use super::*;
 
 /// Every item of `r`, read `block` bytes at a time, as (line number, text, too long).
-fn items(r: impl Read, block: usize) -> io::Result<Vec<(u64, Vec<u8>, bool)>> {
+fn items_of(r: impl Read, block: usize) -> io::Result<Vec<(u64, Vec<u8>, bool)>> {
     let mut l = Lines::with_block(r, block);
     let mut out = Vec::new();
-    while let Some(item) = l.next()? {
+    let mut push = |item: Item<'_>| {
         let (text, long) = match item {
             Item::Line(t) => (t.to_vec(), false),
             Item::TooLong(h) => (h.to_vec(), true),
         };
-        out.push((l.lines(), text, long));
+        out.push((out.len() as u64 + 1, text, long));
+    };
+    while let Some(chunk) = l.next_chunk()? {
+        match chunk {
+            Chunk::Lines(text) => {
+                assert!(text.ends_with(b"\n") || !text.contains(&b'\n'), "whole lines");
+                items(text).for_each(&mut push);
+            }
+            Chunk::TooLong(head) => push(Item::TooLong(head)),
+        }
     }
     Ok(out)
 }
 
 fn texts(r: impl Read) -> Vec<Vec<u8>> {
-    items(r, BLOCK).unwrap().into_iter().map(|(_, t, _)| t).collect()
+    items_of(r, BLOCK).unwrap().into_iter().map(|(_, t, _)| t).collect()
 }
 
 #[test]
@@ -60,7 +69,7 @@ fn lines_across_blocks_and_short_reads() {
     text.extend_from_slice(b"last without newline");
     let want: Vec<Vec<u8>> = text.split_inclusive(|&b| b == b'\n').map(<[u8]>::to_vec).collect();
     for (block, dribble) in [(BLOCK, usize::MAX), (MAX_LINE + 1, usize::MAX), (BLOCK, 7), (MAX_LINE + 1, 4093)] {
-        let got = items(Dribble(io::Cursor::new(&text), dribble), block).unwrap();
+        let got = items_of(Dribble(io::Cursor::new(&text), dribble), block).unwrap();
         assert_eq!(got.len(), want.len(), "block {block}, reads of {dribble}");
         assert!(got.iter().enumerate().all(|(i, (no, _, long))| *no == i as u64 + 1 && !long));
         assert!(got.iter().zip(&want).all(|((_, g, _), w)| g == w), "block {block}, reads of {dribble}");
@@ -82,7 +91,7 @@ fn too_long_lines_are_cut_and_skipped() {
     text.extend(long(2 * BLOCK)[..2 * BLOCK].iter()); // too long, and no newline at the end
     for block in [BLOCK, MAX_LINE + 1] {
         for dribble in [usize::MAX, 1000] {
-            let got = items(Dribble(io::Cursor::new(&text), dribble), block).unwrap();
+            let got = items_of(Dribble(io::Cursor::new(&text), dribble), block).unwrap();
             let summary: Vec<(u64, usize, bool)> = got.iter().map(|(no, t, long)| (*no, t.len(), *long)).collect();
             assert_eq!(
                 summary,
@@ -116,7 +125,7 @@ impl Read for Zeros {
 fn a_limit_ends_endless_input() {
     let mut l = Lines::new(Zeros);
     l.set_limit(4 << 20);
-    let e = l.next().unwrap_err();
+    let e = l.next_chunk().unwrap_err();
     assert!(NotATrace::is(&e), "{e}");
     assert_eq!(e.to_string(), "not a kmem trace");
     assert!(l.bytes() >= 4 << 20 && l.bytes() < (4 << 20) + 2 * BLOCK as u64, "{}", l.bytes());
@@ -125,15 +134,15 @@ fn a_limit_ends_endless_input() {
     l.set_limit(1 << 20);
     let mut n = 0u64;
     let e = loop {
-        match l.next() {
-            Ok(Some(_)) => n += 1,
-            Ok(None) => panic!("endless input ended"),
+        match l.next_chunk() {
+            Ok(Some(Chunk::Lines(t))) => n += items(t).count() as u64,
+            Ok(_) => panic!("endless input ended"),
             Err(e) => break e,
         }
     };
     assert!(NotATrace::is(&e) && n >= 1 << 20, "{e} after {n} lines");
     // Without a limit, reading goes on.
     let mut l = Lines::new(io::Read::take(Zeros, 8 << 20));
-    assert_eq!(l.next().unwrap(), Some(Item::TooLong(&[0; TOO_LONG_HEAD])));
-    assert_eq!(l.next().unwrap(), None);
+    assert_eq!(l.next_chunk().unwrap(), Some(Chunk::TooLong(&[0; TOO_LONG_HEAD])));
+    assert_eq!(l.next_chunk().unwrap(), None);
 }

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use kmem_hosted::Machine;
 
-use crate::input::{Item, Lines, NotATrace};
+use crate::input::{items, Chunk, Item, Lines, NotATrace};
 use crate::op::{CacheDef, Frontend, Op};
+use crate::parse::{parse_line, ParseError};
 use crate::replay::Replayer;
 
 /// Operations per batch.
@@ -63,36 +64,60 @@ impl Timing {
 /// read so far.
 type Batch = (Vec<Op>, Vec<CacheDef>, u64);
 
+/// Lines parsed ahead of the front end, so that the slot-table entries of their keys are
+/// prefetched by the time it looks them up.
+const GROUP: usize = 16;
+
 /// Parses every line of `r`, calling `emit(op, frontend)` for each operation until it returns
 /// `false`. A stream with no event in its first [`NotATrace::LIMIT`] bytes fails with
 /// [`NotATrace`].
 pub fn parse_lines(r: &mut dyn Read, fe: &mut Frontend, mut emit: impl FnMut(Op, &Frontend) -> bool) -> io::Result<()> {
     let mut lines = Lines::new(r);
     lines.set_limit(NotATrace::LIMIT);
-    let mut no = fe.counts.lines;
-    while let Some(item) = lines.next()? {
-        no += 1;
-        let op = match item {
-            Item::Line(line) => fe.line(no, line),
-            Item::TooLong(head) => {
-                fe.too_long(no, head);
-                None
+    while let Some(chunk) = lines.next_chunk()? {
+        let go = match chunk {
+            Chunk::Lines(text) => parse_chunk(text, fe, &mut emit),
+            Chunk::TooLong(head) => {
+                fe.too_long(fe.counts.lines + 1, head);
+                true
             }
         };
-        match op {
-            Some(op) => {
-                if lines.limited() {
-                    lines.set_limit(u64::MAX);
-                }
-                if !emit(op, fe) {
-                    break;
-                }
-            }
-            None if lines.limited() && fe.counts.total_events() > 0 => lines.set_limit(u64::MAX),
-            None => {}
+        if lines.limited() && fe.counts.total_events() > 0 {
+            lines.set_limit(u64::MAX);
+        }
+        if !go {
+            break;
         }
     }
     Ok(())
+}
+
+/// The lines of one chunk, [`GROUP`] at a time: parsed (and their keys prefetched), then
+/// handed to the front end in order.
+fn parse_chunk(text: &[u8], fe: &mut Frontend, emit: &mut impl FnMut(Op, &Frontend) -> bool) -> bool {
+    let mut items = items(text);
+    let mut group = [(&[][..], Err(ParseError::TooLong)); GROUP];
+    loop {
+        let mut n = 0;
+        for item in items.by_ref().take(GROUP) {
+            group[n] = match item {
+                Item::Line(line) => (line, parse_line(line)),
+                Item::TooLong(head) => (head, Err(ParseError::TooLong)),
+            };
+            fe.prefetch(&group[n].1);
+            n += 1;
+        }
+        for &(line, parsed) in &group[..n] {
+            if let Some(op) = fe.parsed(fe.counts.lines + 1, line, parsed) {
+                if !emit(op, fe) {
+                    return false;
+                }
+            }
+        }
+        if n < GROUP {
+            return true;
+        }
+    }
 }
 
 /// Replays every line of `r`: a second thread reads and parses batches of [`BATCH`]
