@@ -72,6 +72,97 @@ pub fn from_reader<R: Read + Send + 'static>(mut r: R) -> io::Result<(Reader, Co
     Ok((Box::new(r), Compression::None))
 }
 
+/// Bytes per block read ahead by [`read_ahead`].
+const AHEAD_BLOCK: usize = 256 << 10;
+
+/// Blocks [`read_ahead`] may have read and not yet handed out.
+const AHEAD_BLOCKS: usize = 4;
+
+/// A block read ahead: its buffer and how many bytes of it were read.
+type AheadBlock = io::Result<(Box<[u8]>, usize)>;
+
+/// Reads `r` on a thread of `scope` (decompressing, for a zstd stream), up to
+/// [`AHEAD_BLOCKS`] blocks ahead of the returned reader, which hands the blocks out in order.
+/// The thread ends at the end of the stream, at its first error, or once the reader is
+/// dropped.
+pub fn read_ahead<'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    r: &'scope mut (dyn Read + Send),
+) -> ReadAhead {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<AheadBlock>(AHEAD_BLOCKS);
+    let (back, spare) = std::sync::mpsc::channel::<Box<[u8]>>();
+    scope.spawn(move || loop {
+        let mut buf = spare.try_recv().unwrap_or_else(|_| vec![0; AHEAD_BLOCK].into_boxed_slice());
+        let mut n = 0;
+        let read = loop {
+            match r.read(&mut buf[n..]) {
+                Ok(0) => break Ok(n),
+                Ok(k) => {
+                    n += k;
+                    if n == buf.len() {
+                        break Ok(n);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        // A closed channel means the reader is gone.
+        match read {
+            Ok(k) => {
+                if tx.send(Ok((buf, k))).is_err() || k == 0 {
+                    return;
+                }
+            }
+            Err(e) => {
+                // The bytes before the error first.
+                if n == 0 || tx.send(Ok((buf, n))).is_ok() {
+                    let _ = tx.send(Err(e));
+                }
+                return;
+            }
+        }
+    });
+    ReadAhead { rx, back, cur: Box::default(), pos: 0, len: 0, done: false }
+}
+
+/// The reading end of [`read_ahead`].
+#[derive(Debug)]
+pub struct ReadAhead {
+    rx: std::sync::mpsc::Receiver<AheadBlock>,
+    back: std::sync::mpsc::Sender<Box<[u8]>>,
+    cur: Box<[u8]>,
+    pos: usize,
+    len: usize,
+    done: bool,
+}
+
+impl Read for ReadAhead {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.len {
+            if self.done {
+                return Ok(0);
+            }
+            let used = std::mem::take(&mut self.cur);
+            if !used.is_empty() {
+                let _ = self.back.send(used);
+            }
+            match self.rx.recv() {
+                Ok(Ok((buf, len))) => (self.cur, self.pos, self.len, self.done) = (buf, 0, len, len == 0),
+                Ok(Err(e)) => {
+                    self.done = true;
+                    return Err(e);
+                }
+                Err(_) => self.done = true,
+            }
+        }
+        let n = out.len().min(self.len - self.pos);
+        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 /// The first `lines` lines of a stream (`kmem replay --lines`). It may read past the last
 /// line from the stream underneath, but never hands those bytes out.
 #[derive(Debug)]

@@ -146,3 +146,36 @@ fn a_limit_ends_endless_input() {
     assert_eq!(l.next_chunk().unwrap(), Some(Chunk::TooLong(&[0; TOO_LONG_HEAD])));
     assert_eq!(l.next_chunk().unwrap(), None);
 }
+
+/// `n` bytes, then an error.
+struct Failing(usize);
+
+impl Read for Failing {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.0 == 0 {
+            return Err(io::Error::other("disk on fire"));
+        }
+        let n = out.len().min(self.0);
+        out[..n].fill(b'a');
+        self.0 -= n;
+        Ok(n)
+    }
+}
+
+#[test]
+fn read_ahead_hands_the_stream_out_in_order() {
+    let text: Vec<u8> = (0..3_000_000u32).map(|i| ((i * 7) >> 3) as u8).collect();
+    let mut src = Dribble(io::Cursor::new(&text), 10_007);
+    let mut out = Vec::new();
+    std::thread::scope(|s| read_ahead(s, &mut src).read_to_end(&mut out).unwrap());
+    assert!(out == text);
+    // An error comes after the bytes before it.
+    let mut src = Failing(1_000_000);
+    out.clear();
+    let e = std::thread::scope(|s| read_ahead(s, &mut src).read_to_end(&mut out).unwrap_err());
+    assert_eq!((out.len(), e.to_string()), (1_000_000, "disk on fire".into()));
+    // Dropping the reader ends the thread (else the scope would wait forever).
+    let (mut b, mut zeros) = ([1; 10], Zeros);
+    std::thread::scope(|s| read_ahead(s, &mut zeros).read(&mut b).unwrap());
+    assert_eq!(b, [0; 10]);
+}

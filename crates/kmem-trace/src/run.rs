@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use kmem_hosted::Machine;
 
-use crate::input::{items, Chunk, Item, Lines, NotATrace};
+use crate::input::{items, read_ahead, Chunk, Item, Lines, NotATrace};
 use crate::op::{CacheDef, Frontend, Op};
 use crate::parse::{parse_line, ParseError};
 use crate::replay::Replayer;
@@ -120,10 +120,11 @@ fn parse_chunk(text: &[u8], fe: &mut Frontend, emit: &mut impl FnMut(Op, &Fronte
     }
 }
 
-/// Replays every line of `r`: a second thread reads and parses batches of [`BATCH`]
-/// operations while this one replays the previous batch (the replayer stays on the calling
-/// thread, which it pins to the trace's CPUs). `on_batch(replayer, lines_read)` runs after
-/// each batch (a live view, progress).
+/// Replays every line of `r` in a pipeline of three threads: one reads (and decompresses) `r`
+/// a few blocks ahead ([`read_ahead`]), a second parses batches of [`BATCH`] operations, and
+/// this one replays the previous batch (the replayer stays on the calling thread, which it
+/// pins to the trace's CPUs). `on_batch(replayer, lines_read)` runs after each batch (a live
+/// view, progress).
 pub fn replay_stream(
     r: &mut (dyn Read + Send),
     fe: &mut Frontend,
@@ -137,6 +138,7 @@ pub fn replay_stream(
     let (tx, rx) = mpsc::sync_channel::<Batch>(4);
     let (free_tx, free_rx) = mpsc::channel::<Vec<Op>>();
     let parsed = std::thread::scope(|s| {
+        let mut r = read_ahead(s, r);
         let parser = s.spawn(move || {
             let mut batch = Vec::with_capacity(BATCH);
             let mut known = fe.caches().len();
@@ -147,7 +149,7 @@ pub fn replay_stream(
                 // A closed channel means the replaying side is gone; stop reading.
                 tx.send((std::mem::replace(batch, next), new, fe.counts.lines)).is_ok()
             };
-            let r = parse_lines(r, fe, |op, fe| {
+            let r = parse_lines(&mut r, fe, |op, fe| {
                 batch.push(op);
                 batch.len() < BATCH || send(&mut batch, fe)
             });
