@@ -195,12 +195,44 @@ impl SlotMap {
 /// Entries of a [`TextMemo`]'s direct-mapped front (a power of two).
 const FRONT: usize = 256;
 
+/// A text's length and its first and last eight bytes (zero-padded when shorter): equal texts
+/// have equal summaries, and texts of at most 16 bytes are equal when their summaries are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Summary {
+    len: usize,
+    head: u64,
+    tail: u64,
+}
+
+impl Summary {
+    #[inline(always)]
+    fn of(t: &[u8]) -> Self {
+        let word = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
+        let (head, tail) = match t.len() {
+            n @ 8.. => (word(&t[..8]), word(&t[n - 8..])),
+            _ => (t.iter().rev().fold(0, |w, &b| w << 8 | b as u64), 0),
+        };
+        Summary { len: t.len(), head, tail }
+    }
+
+    /// Its entry in the front.
+    #[inline(always)]
+    fn slot(&self) -> usize {
+        let h = (self.head ^ self.tail.rotate_left(29) ^ self.len as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (h >> (64 - FRONT.trailing_zeros())) as usize
+    }
+}
+
+/// A text in a [`TextMemo`]'s front, with its summary and value.
+type FrontEntry<V> = (Summary, Box<[u8]>, V);
+
 /// Texts to values, for the few distinct texts a trace repeats (GFP flags, cache names): a
-/// direct-mapped front indexed by a hash of the text's length and first and last eight bytes
-/// (one compare on a hit), over a `HashMap` that holds them all.
+/// direct-mapped front indexed by a hash of the text's [`Summary`] (a hit compares the
+/// summaries, and the middle bytes of a text over 16 bytes), over a `HashMap` that holds
+/// them all.
 #[derive(Debug)]
 pub struct TextMemo<V> {
-    front: Vec<Option<(Box<[u8]>, V)>>,
+    front: Vec<Option<FrontEntry<V>>>,
     all: HashMap<Box<[u8]>, V, BuildHasherDefault<KeyHasher>>,
 }
 
@@ -216,28 +248,21 @@ impl<V: Copy> TextMemo<V> {
         Self::default()
     }
 
-    #[inline(always)]
-    fn front_index(text: &[u8]) -> usize {
-        let word = |b: &[u8]| {
-            let mut w = [0u8; 8];
-            w[..b.len()].copy_from_slice(b);
-            u64::from_le_bytes(w)
-        };
-        let n = text.len();
-        let (head, tail) = (word(&text[..n.min(8)]), word(&text[n.saturating_sub(8)..]));
-        let h = (head ^ tail.rotate_left(29) ^ n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        (h >> (64 - FRONT.trailing_zeros())) as usize
-    }
-
     /// The value of `text`, made by `make` the first time.
     #[inline]
     pub fn get(&mut self, text: &[u8], make: impl FnOnce() -> V) -> V {
-        let i = Self::front_index(text);
-        if let Some((t, v)) = &self.front[i] {
-            if **t == *text {
+        let sum = Summary::of(text);
+        let i = sum.slot();
+        if let Some((s, t, v)) = &self.front[i] {
+            if *s == sum && (sum.len <= 16 || t[8..sum.len - 8] == text[8..sum.len - 8]) {
                 return *v;
             }
         }
+        self.get_slow(i, sum, text, make)
+    }
+
+    #[cold]
+    fn get_slow(&mut self, i: usize, sum: Summary, text: &[u8], make: impl FnOnce() -> V) -> V {
         let v = match self.all.get(text) {
             Some(&v) => v,
             None => {
@@ -246,7 +271,7 @@ impl<V: Copy> TextMemo<V> {
                 v
             }
         };
-        self.front[i] = Some((text.into(), v));
+        self.front[i] = Some((sum, text.into(), v));
         v
     }
 

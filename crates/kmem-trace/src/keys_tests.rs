@@ -89,7 +89,14 @@ fn text_memo_makes_each_value_once() {
         }
     }
     assert_eq!((made, t.len()), (1000, 1000));
-    for (a, b) in [("", "x"), ("abcdefgh", "abcdefgi"), ("12345678abcdefgh", "12345678xbcdefgh")] {
+    let pairs = [
+        ("", "x"),
+        ("a", "a\0"),
+        ("abcdefgh", "abcdefgi"),
+        ("12345678abcdefgh", "12345678xbcdefgh"),
+        ("0123456789ABCDEFGHIJ", "0123456789xBCDEFGHIJ"), // only the middle differs
+    ];
+    for (a, b) in pairs {
         let (va, vb) = (t.get(a.as_bytes(), || 1), t.get(b.as_bytes(), || 2));
         assert_eq!((va, vb, t.get(a.as_bytes(), || 3)), (1, 2, 1), "{a} {b}");
     }
