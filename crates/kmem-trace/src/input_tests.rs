@@ -162,20 +162,63 @@ impl Read for Failing {
     }
 }
 
+/// The whole lines of `lines`, joined again.
+fn joined<F: Fill>(mut lines: Lines<F>) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Some(chunk) = lines.next_chunk()? {
+        let Chunk::Lines(text) = chunk else { panic!("no line is too long") };
+        out.extend_from_slice(text);
+    }
+    Ok(out)
+}
+
 #[test]
 fn read_ahead_hands_the_stream_out_in_order() {
-    let text: Vec<u8> = (0..3_000_000u32).map(|i| ((i * 7) >> 3) as u8).collect();
+    let text: Vec<u8> =
+        (0..40_000u32).flat_map(|i| format!("line {i} {}\n", "x".repeat((i % 300) as usize)).into_bytes()).collect();
     let mut src = Dribble(io::Cursor::new(&text), 10_007);
-    let mut out = Vec::new();
-    std::thread::scope(|s| read_ahead(s, &mut src).read_to_end(&mut out).unwrap());
-    assert!(out == text);
+    let out = std::thread::scope(|s| joined(Lines::from_fill(read_ahead(s, &mut src), Box::default())));
+    assert!(out.unwrap() == text);
     // An error comes after the bytes before it.
-    let mut src = Failing(1_000_000);
-    out.clear();
-    let e = std::thread::scope(|s| read_ahead(s, &mut src).read_to_end(&mut out).unwrap_err());
-    assert_eq!((out.len(), e.to_string()), (1_000_000, "disk on fire".into()));
-    // Dropping the reader ends the thread (else the scope would wait forever).
-    let (mut b, mut zeros) = ([1; 10], Zeros);
-    std::thread::scope(|s| read_ahead(s, &mut zeros).read(&mut b).unwrap());
-    assert_eq!(b, [0; 10]);
+    let mut src = io::Read::chain(io::Cursor::new(b"a\n".repeat(500_000)), Failing(0));
+    let e = std::thread::scope(|s| {
+        let mut lines = Lines::from_fill(read_ahead(s, &mut src), Box::default());
+        let mut n = 0;
+        loop {
+            match lines.next_chunk() {
+                Ok(Some(Chunk::Lines(t))) => n += t.len(),
+                Ok(_) => panic!("the error is lost"),
+                Err(e) => break (n, e.to_string()),
+            }
+        }
+    });
+    assert_eq!(e, (1_000_000, "disk on fire".into()));
+    // Over-long lines: one inside a block, one longer than a block (skipped across blocks).
+    let mut t = b"a\n".to_vec();
+    t.resize(t.len() + 3 * MAX_LINE, b'x');
+    t.extend_from_slice(b"\nb\n");
+    t.resize(t.len() + 5 * BLOCK, b'y');
+    t.extend_from_slice(b"\nc");
+    let mut src = Dribble(io::Cursor::new(&t), 5000);
+    let got = std::thread::scope(|s| {
+        let mut lines = Lines::from_fill(read_ahead(s, &mut src), Box::default());
+        let mut got = Vec::new();
+        let mut push = |item: Item<'_>| {
+            got.push(match item {
+                Item::Line(t) => String::from_utf8_lossy(t).into_owned(),
+                Item::TooLong(h) => format!("long {}", String::from_utf8_lossy(&h[..3])),
+            })
+        };
+        while let Some(c) = lines.next_chunk().unwrap() {
+            match c {
+                Chunk::Lines(t) => items(t).for_each(&mut push),
+                Chunk::TooLong(h) => push(Item::TooLong(h)),
+            }
+        }
+        got
+    });
+    assert_eq!(got, ["a\n", "long xxx", "b\n", "long yyy", "c"]);
+    // Dropping the reading end ends the thread (else the scope would wait forever).
+    let mut zeros = Zeros;
+    std::thread::scope(|s| drop(read_ahead(s, &mut zeros)));
 }

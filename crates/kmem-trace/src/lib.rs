@@ -40,11 +40,13 @@
 //!   is allocated again.
 //! - The replay is single-threaded: it moves between the machine's CPUs as the trace does.
 
+pub mod ahead;
 mod fast;
 pub mod gfp_text;
 pub mod input;
 pub mod json;
 pub mod keys;
+pub mod lines;
 pub mod op;
 pub mod parse;
 pub mod render;

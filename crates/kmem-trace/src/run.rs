@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use kmem_hosted::Machine;
 
-use crate::input::{items, read_ahead, Chunk, Item, Lines, NotATrace};
+use crate::input::{items, read_ahead, Chunk, Fill, Item, Lines, NotATrace};
 use crate::op::{CacheDef, Frontend, Op};
 use crate::parse::{parse_line, ParseError};
 use crate::replay::Replayer;
@@ -71,8 +71,16 @@ const GROUP: usize = 16;
 /// Parses every line of `r`, calling `emit(op, frontend)` for each operation until it returns
 /// `false`. A stream with no event in its first [`NotATrace::LIMIT`] bytes fails with
 /// [`NotATrace`].
-pub fn parse_lines(r: &mut dyn Read, fe: &mut Frontend, mut emit: impl FnMut(Op, &Frontend) -> bool) -> io::Result<()> {
-    let mut lines = Lines::new(r);
+pub fn parse_lines(r: &mut dyn Read, fe: &mut Frontend, emit: impl FnMut(Op, &Frontend) -> bool) -> io::Result<()> {
+    parse_from(Lines::new(r), fe, emit)
+}
+
+/// [`parse_lines`] of the lines of any [`Fill`].
+fn parse_from<F: Fill>(
+    mut lines: Lines<F>,
+    fe: &mut Frontend,
+    mut emit: impl FnMut(Op, &Frontend) -> bool,
+) -> io::Result<()> {
     lines.set_limit(NotATrace::LIMIT);
     while let Some(chunk) = lines.next_chunk()? {
         let go = match chunk {
@@ -138,7 +146,7 @@ pub fn replay_stream(
     let (tx, rx) = mpsc::sync_channel::<Batch>(4);
     let (free_tx, free_rx) = mpsc::channel::<Vec<Op>>();
     let parsed = std::thread::scope(|s| {
-        let mut r = read_ahead(s, r);
+        let lines = Lines::from_fill(read_ahead(s, r), Box::default());
         let parser = s.spawn(move || {
             let mut batch = Vec::with_capacity(BATCH);
             let mut known = fe.caches().len();
@@ -149,7 +157,7 @@ pub fn replay_stream(
                 // A closed channel means the replaying side is gone; stop reading.
                 tx.send((std::mem::replace(batch, next), new, fe.counts.lines)).is_ok()
             };
-            let r = parse_lines(&mut r, fe, |op, fe| {
+            let r = parse_from(lines, fe, |op, fe| {
                 batch.push(op);
                 batch.len() < BATCH || send(&mut batch, fe)
             });
