@@ -12,19 +12,26 @@
 //! value) returns `None`, and the general rules parse the line (the tests compare both
 //! paths on every line they have, and on mutations of them).
 
-use crate::parse::{is_header, trim_end, Event, EventKind};
+use crate::parse::{Event, EventKind};
 use crate::scan::{dec_prefix, digits_and_dots, find_byte, find_ws, hex16, is_ws, parse_hex, skip_spaces, text};
 
 /// The event on `line`, if it is one of the kmem events in Linux's own layout.
 #[inline]
 pub fn event(line: &[u8]) -> Option<Event<'_>> {
-    let s = trim_end(line);
+    let s = line;
     let start = skip_spaces(s, 0);
     let body = &s[start..];
-    // Comments, trace-cmd headers, `CPU:N [LOST M EVENTS]`, other leading whitespace.
-    let &first = body.first()?;
-    if first == b'#' || is_ws(first) || is_header(body) || body.starts_with(b"CPU:") {
-        return None;
+    // Other leading whitespace, comments, trace-cmd headers (`cpus=2`, `version = 6`,
+    // `CPU 1 is empty`) and `CPU:N [LOST M EVENTS]` (or whatever starts like them).
+    match *body.first()? {
+        b if is_ws(b) => return None,
+        b'#' => return None,
+        b'c' | b'v' | b'C'
+            if body.starts_with(b"cpus=") || body.starts_with(b"version =") || body.starts_with(b"CPU") =>
+        {
+            return None
+        }
+        _ => {}
     }
     // The CPU column: the first `[`, digits, `] `.
     let open = find_byte(s, start, b'[')?;
@@ -42,34 +49,40 @@ pub fn event(line: &[u8]) -> Option<Event<'_>> {
         }
     }
     f.lit(b" ")?;
-    let kind = if f.lit(b"kmem_cache_alloc:").is_some() || f.lit(b"kmem_cache_alloc_node:").is_some() {
-        f.call_site()?;
-        EventKind::CacheAlloc {
-            ptr: f.ptr()?,
-            name: text(f.word(b" name=")?)?,
-            bytes_req: f.dec(b" bytes_req=")?,
-            bytes_alloc: f.dec(b" bytes_alloc=")?,
-            gfp: text(f.word(b" gfp_flags=")?)?,
+    let kind = if f.lit(b"kmem_cache_").is_some() {
+        if f.lit(b"alloc:").is_some() || f.lit(b"alloc_node:").is_some() {
+            f.call_site()?;
+            EventKind::CacheAlloc {
+                ptr: f.ptr()?,
+                name: text(f.word(b" name=")?)?,
+                bytes_req: f.dec(b" bytes_req=")?,
+                bytes_alloc: f.dec(b" bytes_alloc=")?,
+                gfp: text(f.word(b" gfp_flags=")?)?,
+            }
+        } else {
+            f.lit(b"free:")?;
+            f.call_site()?;
+            let ptr = f.ptr()?;
+            // Kernels before 6.1 print no name.
+            let name = if f.at_end() { "" } else { text(f.word(b" name=")?)? };
+            EventKind::CacheFree { ptr, name }
         }
-    } else if f.lit(b"kmem_cache_free:").is_some() {
-        f.call_site()?;
-        let ptr = f.ptr()?;
-        // Kernels before 6.1 print no name.
-        let name = if f.at_end() { "" } else { text(f.word(b" name=")?)? };
-        EventKind::CacheFree { ptr, name }
-    } else if f.lit(b"mm_page_alloc:").is_some() {
-        let null = f.page()?;
-        let pfn = f.pfn()?;
-        let order = f.order()?;
-        f.word(b" migratetype=")?;
-        let gfp = text(f.word(b" gfp_flags=")?)?;
-        EventKind::PageAlloc { pfn: (pfn != u64::MAX && !null).then_some(pfn), order, gfp }
-    } else if f.lit(b"mm_page_free:").is_some() {
-        f.page()?;
-        EventKind::PageFree { pfn: f.pfn()?, order: f.order()? }
-    } else if f.lit(b"mm_page_free_batched:").is_some() {
-        f.page()?;
-        EventKind::PageFreeBatched { pfn: f.pfn()? }
+    } else if f.lit(b"mm_page_").is_some() {
+        if f.lit(b"alloc:").is_some() {
+            let null = f.page()?;
+            let pfn = f.pfn()?;
+            let order = f.order()?;
+            f.word(b" migratetype=")?;
+            let gfp = text(f.word(b" gfp_flags=")?)?;
+            EventKind::PageAlloc { pfn: (pfn != u64::MAX && !null).then_some(pfn), order, gfp }
+        } else if f.lit(b"free:").is_some() {
+            f.page()?;
+            EventKind::PageFree { pfn: f.pfn()?, order: f.order()? }
+        } else {
+            f.lit(b"free_batched:")?;
+            f.page()?;
+            EventKind::PageFreeBatched { pfn: f.pfn()? }
+        }
     } else if f.lit(b"kfree:").is_some() {
         f.call_site()?;
         EventKind::Kfree { ptr: f.ptr()? }
@@ -152,6 +165,9 @@ impl<'a> Fields<'a> {
     #[inline(always)]
     fn timestamp(&mut self) -> bool {
         let (s, start) = (self.s, self.i);
+        if !s.get(start).is_some_and(u8::is_ascii_digit) {
+            return false;
+        }
         let (colon, dots) = digits_and_dots(s, start);
         if colon == start || dots > 1 || s[start] == b'.' || s.get(colon) != Some(&b':') {
             return false;
@@ -198,9 +214,9 @@ impl<'a> Fields<'a> {
         hex(self.word(b" pfn=")?)
     }
 
-    /// Whether the line ends here.
+    /// Whether only whitespace is left.
     fn at_end(&self) -> bool {
-        self.i == self.s.len()
+        self.s[self.i..].iter().all(|&b| is_ws(b))
     }
 }
 

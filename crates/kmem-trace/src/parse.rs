@@ -207,7 +207,7 @@ pub fn parse_general(line: &[u8]) -> Result<Line<'_>, ParseError> {
     Ok(Line::Event(Event { cpu, irq, kind }))
 }
 
-pub(crate) fn trim_end(mut l: &[u8]) -> &[u8] {
+fn trim_end(mut l: &[u8]) -> &[u8] {
     while let [rest @ .., b'\n' | b'\r' | b' ' | b'\t'] = l {
         l = rest;
     }
@@ -215,7 +215,7 @@ pub(crate) fn trim_end(mut l: &[u8]) -> &[u8] {
 }
 
 /// `trace-cmd report`'s header lines.
-pub(crate) fn is_header(body: &[u8]) -> bool {
+fn is_header(body: &[u8]) -> bool {
     body.starts_with(b"cpus=")
         || body.starts_with(b"version =")
         || (body.starts_with(b"CPU ") && body.ends_with(b" is empty"))
