@@ -138,7 +138,7 @@ impl<'a> Fields<'a> {
         Some(&self.s[start..self.i])
     }
 
-    /// 1 to 9 decimal digits (below `u32::MAX`).
+    /// 1 to 8 decimal digits.
     #[inline(always)]
     fn digits(&mut self) -> Option<u32> {
         let (n, len) = dec_prefix(self.s, self.i);
@@ -146,7 +146,7 @@ impl<'a> Fields<'a> {
         (len > 0 && (len < 8 || !self.s.get(self.i).is_some_and(u8::is_ascii_digit))).then_some(n as u32)
     }
 
-    /// A byte count (`key=` and at most 9 digits: below `u32::MAX`).
+    /// `key=` and a byte count (1 to 8 digits; longer ones are left to the general rules).
     #[inline(always)]
     fn dec(&mut self, key: &[u8]) -> Option<u32> {
         self.lit(key)?;
