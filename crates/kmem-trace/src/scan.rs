@@ -51,7 +51,7 @@ fn le_space16(chunk: &[u8; 16]) -> u32 {
 }
 
 /// The index of the first whitespace byte of `s` at or after `i`, or `s.len()`.
-#[inline]
+#[inline(always)]
 pub fn find_ws(s: &[u8], mut i: usize) -> usize {
     // Sixteen bytes at a time where SSE2 is sure to be (x86-64), then eight.
     #[cfg(target_arch = "x86_64")]
