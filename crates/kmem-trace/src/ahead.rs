@@ -23,7 +23,7 @@ const AHEAD_BLOCKS: usize = 4;
 /// A block read ahead: its buffer and how many bytes were read into it after [`ROOM`].
 type Block = io::Result<(Box<[u8]>, usize)>;
 
-/// Reads `r` on a thread of `scope`, up to [`AHEAD_BLOCKS`] blocks ahead of the returned
+/// Reads `r` on a thread of `scope`, up to four 256 KiB blocks ahead of the returned
 /// [`Fill`]. The thread ends at the end of the stream, at its first error (handed out after
 /// the bytes before it), or once the `ReadAhead` is dropped.
 pub fn read_ahead<'scope>(scope: &'scope Scope<'scope, '_>, r: &'scope mut (dyn Read + Send)) -> ReadAhead {

@@ -227,9 +227,9 @@ impl Summary {
 type FrontEntry<V> = (Summary, Box<[u8]>, V);
 
 /// Texts to values, for the few distinct texts a trace repeats (GFP flags, cache names): a
-/// direct-mapped front indexed by a hash of the text's [`Summary`] (a hit compares the
-/// summaries, and the middle bytes of a text over 16 bytes), over a `HashMap` that holds
-/// them all.
+/// direct-mapped front indexed by a hash of the text's summary (its length and first and last
+/// eight bytes: a hit compares the summaries, and the middle bytes of a text over 16 bytes),
+/// over a `HashMap` that holds them all.
 #[derive(Debug)]
 pub struct TextMemo<V> {
     front: Vec<Option<FrontEntry<V>>>,

@@ -143,7 +143,7 @@ pub enum Line<'a> {
 
 /// Parses one line (without or with its trailing newline).
 ///
-/// Most lines take the fast path ([`crate::fast`]), which reads the fields in the order
+/// Most lines take the fast path (`fast.rs`), which reads the fields in the order
 /// Linux prints them; any line it does not accept (other events, other orders or spacing,
 /// comments, malformed lines) is parsed here by the general rules, which define the result:
 /// the fast path returns only what they would.
