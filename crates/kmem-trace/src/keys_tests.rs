@@ -95,11 +95,25 @@ fn text_memo_makes_each_value_once() {
         ("abcdefgh", "abcdefgi"),
         ("12345678abcdefgh", "12345678xbcdefgh"),
         ("0123456789ABCDEFGHIJ", "0123456789xBCDEFGHIJ"), // only the middle differs
+        ("01234567_ABCDEFGHI_01234567", "01234567_ABCDEFGHx_01234567"),
+        ("01234567x01234567", "01234567y01234567"),
     ];
     for (a, b) in pairs {
         let (va, vb) = (t.get(a.as_bytes(), || 1), t.get(b.as_bytes(), || 2));
         assert_eq!((va, vb, t.get(a.as_bytes(), || 3)), (1, 2, 1), "{a} {b}");
     }
     assert_eq!(t.peek(b"abcdefgh"), Some(1));
+    // Every single-byte difference, at every length up to 40.
+    for n in 0..40 {
+        let a: Vec<u8> = (0..n as u8).map(|i| b'a' + i % 26).collect();
+        let mut t = TextMemo::new();
+        assert_eq!(t.get(&a, || 0), 0);
+        for k in 0..n {
+            let mut b = a.clone();
+            b[k] = b'#';
+            assert_eq!(t.get(&b, || k + 1), k + 1, "length {n}, byte {k}");
+            assert_eq!(t.get(&a, || 99), 0);
+        }
+    }
     assert_eq!(t.peek(b"nope"), None);
 }

@@ -285,6 +285,7 @@ impl Frontend {
     }
 
     /// The operation of a parsed event (counting it).
+    #[inline]
     pub fn event(&mut self, ev: &Event<'_>) -> Option<Op> {
         let mut op = Op {
             key: 0,
