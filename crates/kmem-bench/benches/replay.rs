@@ -1,7 +1,7 @@
 //! Trace replay throughput (`kmem replay`'s engine) on the shared capture
 //! (`shared/traces/fsops.trace.zst`, or `$KMEM_TRACE`), in events per second:
 //!
-//! - `parse`: decompress and parse every line into operations (no machine);
+//! - `parse`: decompress and parse every line into operations on one thread (no machine);
 //! - `cold`: apply the pre-parsed operations to a freshly booted 4 GiB, 4-CPU machine
 //!   (parsing excluded; the host faults the machine's RAM in as it is first touched);
 //! - `warm`: the same on a machine that has replayed the trace once already (and freed it
@@ -9,7 +9,8 @@
 //! - `cold_nozero`, `warm_nozero`: both without `__GFP_ZERO` (`kmem replay --no-zero`): the
 //!   capture's 113,178 `GFP_HIGHUSER_MOVABLE|__GFP_ZERO|__GFP_COMP` pages are 442 MiB of
 //!   memset, which is memory bandwidth, not allocation work;
-//! - `stream`: read, parse and replay in batches, as `kmem replay` does (parsing included).
+//! - `stream`: read, parse and replay in batches, as `kmem replay` does (parsing included):
+//!   a thread decompresses, a second parses, the calling one replays.
 //!
 //! Each runs `KMEM_REPLAY_RUNS` times (default 3; boot excluded); the best and the median are
 //! printed. `KMEM_REPLAY_LIMIT=N` replays only the first N operations and skips `stream`.

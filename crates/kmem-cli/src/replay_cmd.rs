@@ -125,7 +125,10 @@ pub fn run(a: &ReplayArgs) -> Result<(), String> {
             next = Instant::now() + Duration::from_millis(500);
         }
     })
-    .map_err(|e| format!("reading trace {shown}: {e}"))?;
+    .map_err(|e| match input::NotATrace::is(&e) {
+        true => format!("{shown}: {e}"),
+        false => format!("reading trace {shown}: {e}"),
+    })?;
     if live_view {
         screen.clear();
         let _ = render::top(&rp, fe.counts.lines, 20, &mut screen);

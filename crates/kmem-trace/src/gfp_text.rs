@@ -2,12 +2,9 @@
 //! (`GFP_KERNEL|__GFP_ZERO`), leftover bits in hex, or `none`. kmem's bit values are Linux's,
 //! so every name [`Gfp::parse`] knows maps to the same bits.
 
-use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
-
 use kmem::Gfp;
 
-use crate::keys::KeyHasher;
+use crate::keys::TextMemo;
 
 /// Parses a `gfp_flags=` value token by token. Unknown names are skipped (their bits are not
 /// known) and counted in the second value.
@@ -27,7 +24,7 @@ pub fn parse_gfp(text: &str) -> (Gfp, u32) {
 /// parsed once and looked up after that (no allocation once seen).
 #[derive(Debug, Default)]
 pub struct GfpTable {
-    seen: HashMap<Box<str>, (Gfp, u32), BuildHasherDefault<KeyHasher>>,
+    seen: TextMemo<(Gfp, u32)>,
 }
 
 impl GfpTable {
@@ -36,13 +33,9 @@ impl GfpTable {
         Self::default()
     }
     /// The flags of `text` and how many of its tokens were unknown.
+    #[inline]
     pub fn get(&mut self, text: &str) -> (Gfp, u32) {
-        if let Some(&v) = self.seen.get(text) {
-            return v;
-        }
-        let v = parse_gfp(text);
-        self.seen.insert(text.into(), v);
-        v
+        self.seen.get(text.as_bytes(), || parse_gfp(text))
     }
     /// Distinct texts seen.
     pub fn len(&self) -> usize {

@@ -1,20 +1,40 @@
 //! Trace input: a file, plain text or zstd (told apart by the magic bytes, whatever the
-//! name), read line by line through one reused buffer. A line longer than [`MAX_LINE`] is
-//! skipped unbuffered and counted as malformed; an input with no line of normal length in
-//! [`MAX_SKIPPED`] bytes is refused (see [`for_each_line`]).
+//! name), read in large blocks ([`Fill`]: here, or a few blocks ahead on another thread,
+//! [`read_ahead`]) and split into lines in place ([`Lines`]).
+//!
+//! The decompressor writes straight into a block buffer, which is handed out as chunks of
+//! whole lines ([`Lines::next_chunk`]; the last newline is found with `memrchr`) and split
+//! into lines with `memchr` ([`items`]): no copy, no allocation per line. A line that runs on
+//! past a block's end is copied to just before the next block's bytes. A line longer than
+//! [`MAX_LINE`] is an [`Item::TooLong`] (its first bytes only); one that does not fit the
+//! buffer is skipped up to the next newline without being buffered ([`Chunk::TooLong`]), so
+//! endless input without newlines (`/dev/zero`) is read in constant memory.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufReader, Read};
 use std::path::Path;
+
+pub use crate::ahead::{read_ahead, ReadAhead};
+pub use crate::lines::{items, Chunk, Fill, Item, Lines, Reading};
 
 /// zstd's frame magic (little-endian 0xFD2FB528).
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
-/// Bytes of read-ahead for both the file and the decoder's output.
+/// Bytes of read-ahead for the file under a decoder.
 const BUF: usize = 256 << 10;
 
-/// A trace opened for line reading (it may be read on another thread).
-pub type Reader = Box<dyn BufRead + Send>;
+/// Bytes per block of decompressed text: a few thousand lines, small enough to stay in the
+/// parsing core's L2 cache between the decoder's write and the parser's read.
+pub const BLOCK: usize = 256 << 10;
+
+/// The longest line kept (bytes, newline excluded); longer ones are malformed.
+pub const MAX_LINE: usize = 64 << 10;
+
+/// Bytes of a too-long line kept for the report.
+pub const TOO_LONG_HEAD: usize = 120;
+
+/// A trace opened for reading (it may be read on another thread).
+pub type Reader = Box<dyn Read + Send>;
 
 /// How a trace is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,7 +45,7 @@ pub enum Compression {
     Zstd,
 }
 
-/// Opens a trace file for line reading.
+/// Opens a trace file for reading.
 pub fn open(path: &Path) -> io::Result<(Reader, Compression)> {
     let f = File::open(path)?;
     if f.metadata()?.is_dir() {
@@ -34,140 +54,91 @@ pub fn open(path: &Path) -> io::Result<(Reader, Compression)> {
     from_reader(f)
 }
 
-/// Wraps a byte stream (plain or zstd, detected from its first bytes) for line reading.
-pub fn from_reader<R: Read + Send + 'static>(r: R) -> io::Result<(Reader, Compression)> {
-    let mut r = BufReader::with_capacity(BUF, r);
-    let head = r.fill_buf()?;
-    if head.len() >= 4 && head[..4] == ZSTD_MAGIC {
-        let d = zstd::stream::read::Decoder::with_buffer(r)?;
-        return Ok((Box::new(BufReader::with_capacity(BUF, d)), Compression::Zstd));
+/// Wraps a byte stream (plain or zstd, detected from its first bytes) for reading.
+pub fn from_reader<R: Read + Send + 'static>(mut r: R) -> io::Result<(Reader, Compression)> {
+    let mut head = [0; 4];
+    let mut n = 0;
+    while n < head.len() {
+        match r.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
+    let r = io::Cursor::new(head).take(n as u64).chain(r);
+    if n == 4 && head == ZSTD_MAGIC {
+        let d = zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(BUF, r))?;
+        return Ok((Box::new(d), Compression::Zstd));
+    }
+    // Plain text goes straight from the file into the line reader's block.
     Ok((Box::new(r), Compression::None))
 }
 
-/// The first `lines` lines of a stream (`kmem replay --lines`).
+/// The first `lines` lines of a stream (`kmem replay --lines`). It may read past the last
+/// line from the stream underneath, but never hands those bytes out.
 #[derive(Debug)]
 pub struct TakeLines<R> {
     inner: R,
     left: u64,
-    /// Bytes `fill_buf` offered, and whether they end a line.
-    offered: (usize, bool),
 }
 
-impl<R: BufRead> TakeLines<R> {
+impl<R: Read> TakeLines<R> {
     /// Wraps `inner`.
     pub fn new(inner: R, lines: u64) -> Self {
-        Self { inner, left: lines, offered: (0, false) }
+        Self { inner, left: lines }
     }
 }
 
-impl<R: BufRead> Read for TakeLines<R> {
+impl<R: Read> Read for TakeLines<R> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let buf = self.fill_buf()?;
-        let n = buf.len().min(out.len());
-        out[..n].copy_from_slice(&buf[..n]);
-        self.consume(n);
+        if self.left == 0 {
+            return Ok(0);
+        }
+        let n = self.inner.read(out)?;
+        let mut newlines = memchr::memchr_iter(b'\n', &out[..n]);
+        let mut seen = 0;
+        while seen < self.left {
+            match newlines.next() {
+                Some(at) if seen + 1 == self.left => {
+                    self.left = 0;
+                    return Ok(at + 1);
+                }
+                Some(_) => seen += 1,
+                None => break,
+            }
+        }
+        self.left -= seen;
         Ok(n)
     }
 }
 
-impl<R: BufRead> BufRead for TakeLines<R> {
-    fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        if self.left == 0 {
-            return Ok(&[]);
-        }
-        let buf = self.inner.fill_buf()?;
-        self.offered = match buf.iter().position(|&b| b == b'\n') {
-            Some(i) => (i + 1, true),
-            None => (buf.len(), false),
-        };
-        Ok(&buf[..self.offered.0])
-    }
-    fn consume(&mut self, n: usize) {
-        if self.offered.1 && n == self.offered.0 {
-            self.left -= 1;
-        }
-        self.offered = (0, false);
-        self.inner.consume(n);
-    }
-}
-
-/// The longest line [`for_each_line`] hands over, newline excluded: a kernel's ftrace lines
-/// are under 1 KiB.
-pub const MAX_LINE: usize = 64 << 10;
-
-/// Bytes of over-long lines in a row (with no line of normal length between them) after
-/// which [`for_each_line`] gives up: the input is not a trace (`/dev/zero`, a binary file).
-pub const MAX_SKIPPED: u64 = 4 << 30;
-
-/// What [`for_each_line`] hands over for a line longer than [`MAX_LINE`]: the line itself
-/// is skipped, never buffered, and this stands for it, a line no parser takes for an event,
-/// so that it is counted as malformed (its text says why).
-pub const TOO_LONG: &[u8] = b"line too long, skipped\n";
-
-/// Limits of [`for_each_line_limited`].
+/// The error of a stream that holds no event in its first bytes ([`NotATrace::LIMIT`];
+/// [`Lines::set_limit`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LineLimits {
-    /// The longest line handed over, newline excluded.
-    pub max_line: usize,
-    /// Bytes of over-long lines in a row after which reading fails.
-    pub max_skipped: u64,
+pub struct NotATrace;
+
+impl NotATrace {
+    /// Bytes read without finding an event before a stream is given up on.
+    pub const LIMIT: u64 = 16 << 20;
+
+    /// Whether `e` is this error.
+    pub fn is(e: &io::Error) -> bool {
+        e.get_ref().is_some_and(|e| e.is::<NotATrace>())
+    }
 }
 
-impl LineLimits {
-    /// [`MAX_LINE`] and [`MAX_SKIPPED`].
-    pub const DEFAULT: LineLimits = LineLimits { max_line: MAX_LINE, max_skipped: MAX_SKIPPED };
+impl std::fmt::Display for NotATrace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("not a kmem trace")
+    }
 }
 
-/// Calls `f(line_number, line)` for every line (numbered from 1, newline included), reusing
-/// one buffer. Stops at the first read error or when `f` returns `false`. A line over
-/// [`MAX_LINE`] bytes is skipped without being buffered and handed over as [`TOO_LONG`];
-/// after [`MAX_SKIPPED`] bytes of such lines in a row, reading fails with
-/// `InvalidData` ("not a kmem trace ...").
-pub fn for_each_line(r: &mut dyn BufRead, f: impl FnMut(u64, &[u8]) -> bool) -> io::Result<u64> {
-    for_each_line_limited(r, LineLimits::DEFAULT, f)
-}
+impl std::error::Error for NotATrace {}
 
-/// [`for_each_line`] with other limits (tests use small ones).
-pub fn for_each_line_limited(
-    r: &mut dyn BufRead,
-    lim: LineLimits,
-    mut f: impl FnMut(u64, &[u8]) -> bool,
-) -> io::Result<u64> {
-    let mut buf = Vec::with_capacity(512);
-    let mut n = 0;
-    // Bytes of over-long lines since the last line of normal length.
-    let mut skipped = 0u64;
-    loop {
-        buf.clear();
-        // At most one byte past the limit is read into the buffer.
-        if Read::take(&mut *r, lim.max_line as u64 + 1).read_until(b'\n', &mut buf)? == 0 {
-            return Ok(n);
-        }
-        n += 1;
-        let line: &[u8] = if buf.len() > lim.max_line && buf.last() != Some(&b'\n') {
-            skipped += buf.len() as u64;
-            // The rest of the line, read and dropped (up to the cap).
-            let room = lim.max_skipped.saturating_sub(skipped);
-            let rest = Read::take(&mut *r, room).skip_until(b'\n')? as u64;
-            skipped += rest;
-            if rest == room {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "not a kmem trace: {skipped} bytes from line {n} on without a line of at most {} bytes",
-                        lim.max_line
-                    ),
-                ));
-            }
-            TOO_LONG
-        } else {
-            skipped = 0;
-            &buf
-        };
-        if !f(n, line) {
-            return Ok(n);
-        }
+impl From<NotATrace> for io::Error {
+    fn from(e: NotATrace) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, e)
     }
 }
 
@@ -182,39 +153,5 @@ pub fn shared_trace(from: &Path) -> Option<std::path::PathBuf> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn lines(bytes: Vec<u8>) -> (Vec<String>, Compression) {
-        let (mut r, c) = from_reader(io::Cursor::new(bytes)).unwrap();
-        let mut out = Vec::new();
-        for_each_line(&mut *r, |_, l| {
-            out.push(String::from_utf8_lossy(l).into_owned());
-            true
-        })
-        .unwrap();
-        (out, c)
-    }
-
-    #[test]
-    fn take_lines() {
-        let r = TakeLines::new(io::Cursor::new(b"a\nbb\nccc\n".to_vec()), 2);
-        let mut r: Box<dyn BufRead> = Box::new(r);
-        let mut n = Vec::new();
-        for_each_line(&mut *r, |no, l| {
-            n.push((no, l.to_vec()));
-            true
-        })
-        .unwrap();
-        assert_eq!(n, vec![(1, b"a\n".to_vec()), (2, b"bb\n".to_vec())]);
-    }
-
-    #[test]
-    fn plain_and_zstd_by_magic() {
-        let text = b"a\nbb\nccc".to_vec();
-        assert_eq!(lines(text.clone()), (vec!["a\n".into(), "bb\n".into(), "ccc".into()], Compression::None));
-        let z = zstd::stream::encode_all(&text[..], 3).unwrap();
-        assert_eq!(lines(z), (vec!["a\n".into(), "bb\n".into(), "ccc".into()], Compression::Zstd));
-        assert_eq!(lines(Vec::new()).0.len(), 0);
-    }
-}
+#[path = "input_tests.rs"]
+mod tests;

@@ -2,8 +2,8 @@
 //!
 //! A capture of the `kmem` events (`kmalloc`, `kfree`, `kmem_cache_alloc`, `kmem_cache_free`,
 //! `mm_page_alloc`, `mm_page_free`, `mm_page_free_batched`) as `trace_pipe` or `trace-cmd
-//! report` text, plain or zstd-compressed, is read line by line ([`input`]), parsed without
-//! allocation ([`parse`]), turned into compact operations ([`op::Frontend`]) and applied to a
+//! report` text, plain or zstd-compressed, is read in large blocks and split into lines in
+//! place ([`input`]), parsed without allocation ([`parse`]), turned into compact operations ([`op::Frontend`]) and applied to a
 //! [`kmem_hosted::Machine`] ([`replay::Replayer`]), in batches ([`run::replay_stream`]).
 //! [`summary`] compares the result with the trace (slab layout, waste) and audits it against
 //! the machine's counters; [`render`] prints it for people or as JSON.
@@ -43,15 +43,19 @@
 //!   malformed; [`input::MAX_SKIPPED`] (4 GiB) of such lines in a row are refused as not a
 //!   trace.
 
+pub mod ahead;
+mod fast;
 pub mod gfp_text;
 pub mod input;
 pub mod json;
 pub mod keys;
+pub mod lines;
 pub mod op;
 pub mod parse;
 pub mod render;
 pub mod replay;
 pub mod run;
+mod scan;
 pub mod summary;
 
 pub use op::{Frontend, Kind, Op};

@@ -3,12 +3,11 @@
 //! the trace contains (events by kind, unknown events, malformed lines).
 
 use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
 
 use kmem::Gfp;
 
 use crate::gfp_text::GfpTable;
-use crate::keys::{KeyHasher, SlotMap, NO_SLOT};
+use crate::keys::{SlotMap, TextMemo, NO_SLOT};
 use crate::parse::{parse_line, Event, EventKind, Line, ParseError};
 
 /// The event kinds, in report order.
@@ -158,7 +157,7 @@ impl TraceCounts {
 #[derive(Debug, Default)]
 pub struct Frontend {
     gfp: GfpTable,
-    names: HashMap<Box<str>, u32, BuildHasherDefault<KeyHasher>>,
+    names: TextMemo<u32>,
     anon: HashMap<u32, u32>,
     caches: Vec<CacheDef>,
     objs: SlotMap,
@@ -195,8 +194,14 @@ impl Frontend {
     /// Parses line `no` (1-based) and returns its operation, if it has one; everything else
     /// (ignored, unknown, malformed, traced failures) is counted.
     pub fn line(&mut self, no: u64, line: &[u8]) -> Option<Op> {
+        self.parsed(no, line, parse_line(line))
+    }
+
+    /// [`Frontend::line`] of a line parsed already (`parsed` is `parse_line(line)`).
+    #[inline]
+    pub fn parsed(&mut self, no: u64, line: &[u8], parsed: Result<Line<'_>, ParseError>) -> Option<Op> {
         self.counts.lines += 1;
-        match parse_line(line) {
+        match parsed {
             Ok(Line::Event(ev)) => self.event(&ev),
             Ok(Line::Ignored) => {
                 self.counts.ignored_lines += 1;
@@ -207,13 +212,42 @@ impl Frontend {
                 None
             }
             Err(error) => {
-                self.counts.malformed += 1;
-                if self.counts.malformed_first.len() < MALFORMED_KEPT {
-                    let text = String::from_utf8_lossy(&line[..line.len().min(120)]).trim_end().to_owned();
-                    self.counts.malformed_first.push(Malformed { line: no, error, text });
-                }
+                self.malformed(no, error, line);
                 None
             }
+        }
+    }
+
+    /// Prefetches the slot-table entry of a parsed line's key (a hint: nothing changes), so
+    /// that [`Frontend::parsed`] finds it in cache a few lines later.
+    #[inline]
+    pub fn prefetch(&self, parsed: &Result<Line<'_>, ParseError>) {
+        let Ok(Line::Event(ev)) = parsed else { return };
+        match ev.kind {
+            EventKind::Kmalloc { ptr, .. }
+            | EventKind::CacheAlloc { ptr, .. }
+            | EventKind::Kfree { ptr }
+            | EventKind::CacheFree { ptr, .. } => self.objs.prefetch(ptr),
+            EventKind::PageAlloc { pfn: Some(pfn), .. }
+            | EventKind::PageFree { pfn, .. }
+            | EventKind::PageFreeBatched { pfn } => self.pages.prefetch(pfn),
+            EventKind::PageAlloc { pfn: None, .. } | EventKind::Other { .. } => {}
+        }
+    }
+
+    /// Counts line `no`, longer than [`crate::input::MAX_LINE`] bytes, as malformed (`head`:
+    /// its start).
+    pub fn too_long(&mut self, no: u64, head: &[u8]) {
+        self.counts.lines += 1;
+        self.malformed(no, ParseError::TooLong, head);
+    }
+
+    #[cold]
+    fn malformed(&mut self, no: u64, error: ParseError, line: &[u8]) {
+        self.counts.malformed += 1;
+        if self.counts.malformed_first.len() < MALFORMED_KEPT {
+            let text = String::from_utf8_lossy(&line[..line.len().min(120)]).trim_end().to_owned();
+            self.counts.malformed_first.push(Malformed { line: no, error, text });
         }
     }
 
@@ -232,26 +266,26 @@ impl Frontend {
     }
 
     fn cache(&mut self, name: &str, bytes_req: u32, bytes_alloc: u32) -> u32 {
-        let found = if name.is_empty() { self.anon.get(&bytes_alloc) } else { self.names.get(name) };
-        if let Some(&i) = found {
+        let next = self.caches.len() as u32;
+        let i = if name.is_empty() {
+            *self.anon.entry(bytes_alloc).or_insert(next)
+        } else {
+            self.names.get(name.as_bytes(), || next)
+        };
+        if i == next {
+            let name = if name.is_empty() { format!("size-{bytes_alloc}") } else { name.to_owned() };
+            self.caches.push(CacheDef { name, bytes_req, bytes_alloc, size_mismatches: 0 });
+        } else {
             let c = &mut self.caches[i as usize];
             if c.bytes_alloc != bytes_alloc {
                 c.size_mismatches += 1;
             }
-            return i;
         }
-        let i = self.caches.len() as u32;
-        let owned = if name.is_empty() { format!("size-{bytes_alloc}") } else { name.to_owned() };
-        if name.is_empty() {
-            self.anon.insert(bytes_alloc, i);
-        } else {
-            self.names.insert(name.into(), i);
-        }
-        self.caches.push(CacheDef { name: owned, bytes_req, bytes_alloc, size_mismatches: 0 });
         i
     }
 
     /// The operation of a parsed event (counting it).
+    #[inline]
     pub fn event(&mut self, ev: &Event<'_>) -> Option<Op> {
         let mut op = Op {
             key: 0,

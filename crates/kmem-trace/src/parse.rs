@@ -109,6 +109,8 @@ pub enum ParseError {
     MissingField(&'static str),
     /// A field is not a well-formed number.
     BadNumber(&'static str),
+    /// The line is longer than [`crate::input::MAX_LINE`] bytes (it is skipped unread).
+    TooLong,
 }
 
 impl fmt::Display for ParseError {
@@ -120,6 +122,7 @@ impl fmt::Display for ParseError {
             ParseError::NoEvent => f.write_str("no event name after the timestamp"),
             ParseError::MissingField(k) => write!(f, "missing field {k}="),
             ParseError::BadNumber(k) => write!(f, "malformed number in {k}="),
+            ParseError::TooLong => write!(f, "line longer than {} bytes", crate::input::MAX_LINE),
         }
     }
 }
@@ -139,7 +142,21 @@ pub enum Line<'a> {
 }
 
 /// Parses one line (without or with its trailing newline).
+///
+/// Most lines take the fast path (`fast.rs`), which reads the fields in the order
+/// Linux prints them; any line it does not accept (other events, other orders or spacing,
+/// comments, malformed lines) is parsed here by the general rules, which define the result:
+/// the fast path returns only what they would.
+#[inline]
 pub fn parse_line(line: &[u8]) -> Result<Line<'_>, ParseError> {
+    match crate::fast::event(line) {
+        Some(ev) => Ok(Line::Event(ev)),
+        None => parse_general(line),
+    }
+}
+
+/// [`parse_line`] by the general rules only.
+pub fn parse_general(line: &[u8]) -> Result<Line<'_>, ParseError> {
     let line = trim_end(line);
     let start = line.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(line.len());
     let body = &line[start..];

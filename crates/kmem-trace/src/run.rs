@@ -1,15 +1,16 @@
-//! The streaming driver: one thread parses batches of lines into operations while the other
-//! replays the previous batch and samples the machine. Timing the replay of whole batches
-//! gives the replay-only rate without a clock read per event.
+//! The streaming driver: one thread reads and parses batches of lines into operations while
+//! the other replays the previous batch and samples the machine. Timing the replay of whole
+//! batches gives the replay-only rate without a clock read per event.
 
-use std::io::{self, BufRead};
+use std::io::{self, Read};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use kmem_hosted::Machine;
 
-use crate::input::for_each_line;
+use crate::input::{items, read_ahead, Chunk, Fill, Item, Lines, NotATrace};
 use crate::op::{CacheDef, Frontend, Op};
+use crate::parse::{parse_line, ParseError};
 use crate::replay::Replayer;
 
 /// Operations per batch.
@@ -63,12 +64,77 @@ impl Timing {
 /// read so far.
 type Batch = (Vec<Op>, Vec<CacheDef>, u64);
 
-/// Replays every line of `r`: a second thread reads and parses batches of [`BATCH`]
-/// operations while this one replays the previous batch (the replayer stays on the calling
-/// thread, which it pins to the trace's CPUs). `on_batch(replayer, lines_read)` runs after
-/// each batch (a live view, progress).
+/// Lines parsed ahead of the front end, so that the slot-table entries of their keys are
+/// prefetched by the time it looks them up.
+const GROUP: usize = 16;
+
+/// Parses every line of `r`, calling `emit(op, frontend)` for each operation until it returns
+/// `false`. A stream with no event in its first [`NotATrace::LIMIT`] bytes fails with
+/// [`NotATrace`].
+pub fn parse_lines(r: &mut dyn Read, fe: &mut Frontend, emit: impl FnMut(Op, &Frontend) -> bool) -> io::Result<()> {
+    parse_from(Lines::new(r), fe, emit)
+}
+
+/// [`parse_lines`] of the lines of any [`Fill`].
+fn parse_from<F: Fill>(
+    mut lines: Lines<F>,
+    fe: &mut Frontend,
+    mut emit: impl FnMut(Op, &Frontend) -> bool,
+) -> io::Result<()> {
+    lines.set_limit(NotATrace::LIMIT);
+    while let Some(chunk) = lines.next_chunk()? {
+        let go = match chunk {
+            Chunk::Lines(text) => parse_chunk(text, fe, &mut emit),
+            Chunk::TooLong(head) => {
+                fe.too_long(fe.counts.lines + 1, head);
+                true
+            }
+        };
+        if lines.limited() && fe.counts.total_events() > 0 {
+            lines.set_limit(u64::MAX);
+        }
+        if !go {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The lines of one chunk, [`GROUP`] at a time: parsed (and their keys prefetched), then
+/// handed to the front end in order.
+fn parse_chunk(text: &[u8], fe: &mut Frontend, emit: &mut impl FnMut(Op, &Frontend) -> bool) -> bool {
+    let mut items = items(text);
+    let mut group = [(&[][..], Err(ParseError::TooLong)); GROUP];
+    loop {
+        let mut n = 0;
+        for item in items.by_ref().take(GROUP) {
+            group[n] = match item {
+                Item::Line(line) => (line, parse_line(line)),
+                Item::TooLong(head) => (head, Err(ParseError::TooLong)),
+            };
+            fe.prefetch(&group[n].1);
+            n += 1;
+        }
+        for &(line, parsed) in &group[..n] {
+            if let Some(op) = fe.parsed(fe.counts.lines + 1, line, parsed) {
+                if !emit(op, fe) {
+                    return false;
+                }
+            }
+        }
+        if n < GROUP {
+            return true;
+        }
+    }
+}
+
+/// Replays every line of `r` in a pipeline of three threads: one reads (and decompresses) `r`
+/// a few blocks ahead ([`read_ahead`]), a second parses batches of [`BATCH`] operations, and
+/// this one replays the previous batch (the replayer stays on the calling thread, which it
+/// pins to the trace's CPUs). `on_batch(replayer, lines_read)` runs after each batch (a live
+/// view, progress).
 pub fn replay_stream(
-    r: &mut (dyn BufRead + Send),
+    r: &mut (dyn Read + Send),
     fe: &mut Frontend,
     rp: &mut Replayer<'_>,
     mem: &mut MachineMem,
@@ -80,6 +146,7 @@ pub fn replay_stream(
     let (tx, rx) = mpsc::sync_channel::<Batch>(4);
     let (free_tx, free_rx) = mpsc::channel::<Vec<Op>>();
     let parsed = std::thread::scope(|s| {
+        let lines = Lines::from_fill(read_ahead(s, r), Box::default());
         let parser = s.spawn(move || {
             let mut batch = Vec::with_capacity(BATCH);
             let mut known = fe.caches().len();
@@ -90,14 +157,9 @@ pub fn replay_stream(
                 // A closed channel means the replaying side is gone; stop reading.
                 tx.send((std::mem::replace(batch, next), new, fe.counts.lines)).is_ok()
             };
-            let r = for_each_line(r, |no, line| {
-                if let Some(op) = fe.line(no, line) {
-                    batch.push(op);
-                    if batch.len() == BATCH {
-                        return send(&mut batch, fe);
-                    }
-                }
-                true
+            let r = parse_from(lines, fe, |op, fe| {
+                batch.push(op);
+                batch.len() < BATCH || send(&mut batch, fe)
             });
             send(&mut batch, fe);
             r
@@ -121,10 +183,10 @@ pub fn replay_stream(
 }
 
 /// Parses every line of `r` into operations (for benchmarks: replay them later).
-pub fn parse_all(r: &mut dyn BufRead, fe: &mut Frontend) -> io::Result<Vec<Op>> {
+pub fn parse_all(r: &mut dyn Read, fe: &mut Frontend) -> io::Result<Vec<Op>> {
     let mut ops = Vec::new();
-    for_each_line(r, |no, line| {
-        ops.extend(fe.line(no, line));
+    parse_lines(r, fe, |op, _| {
+        ops.push(op);
         true
     })?;
     Ok(ops)

@@ -1,0 +1,234 @@
+//! The line parser's fast path: the kmem events as Linux prints them, fields in the order
+//! of their `TP_printk` and one space apart, read front to back with no field table.
+//!
+//! ```text
+//!             bash-6842    [000] .....   286.431283: kmem_cache_alloc: call_site=alloc_empty_file+0x3c/0x110 ptr=00000000210b47ef name=filp bytes_req=184 bytes_alloc=192 gfp_flags=GFP_KERNEL node=-1 accounted=true
+//! ```
+//!
+//! It accepts a line only when the general rules ([`crate::parse::parse_general`]) give the
+//! same event: the fields it reads are then the first tokens after the event name, so each is
+//! the first of its name, as the general rules take it; its values go through the same
+//! checks. Anything else (a comment, another event, another field order or spacing, a bad
+//! value) returns `None`, and the general rules parse the line (the tests compare both
+//! paths on every line they have, and on mutations of them).
+
+use crate::parse::{Event, EventKind};
+use crate::scan::{dec_prefix, digits_and_dots, find_byte, find_ws, hex16, is_ws, parse_hex, skip_spaces, text};
+
+/// The event on `line`, if it is one of the kmem events in Linux's own layout.
+#[inline]
+pub fn event(line: &[u8]) -> Option<Event<'_>> {
+    let s = line;
+    let start = skip_spaces(s, 0);
+    let body = &s[start..];
+    // Other leading whitespace, comments, trace-cmd headers (`cpus=2`, `version = 6`,
+    // `CPU 1 is empty`) and `CPU:N [LOST M EVENTS]` (or whatever starts like them).
+    match *body.first()? {
+        b if is_ws(b) => return None,
+        b'#' => return None,
+        b'c' | b'v' | b'C'
+            if body.starts_with(b"cpus=") || body.starts_with(b"version =") || body.starts_with(b"CPU") =>
+        {
+            return None
+        }
+        _ => {}
+    }
+    // The CPU column: the first `[`, digits, `] `.
+    let open = find_byte(s, start, b'[')?;
+    let mut f = Fields { s, i: open + 1 };
+    let cpu = f.digits()?;
+    f.lit(b"] ")?;
+    // Latency flags (optional), timestamp, event name.
+    f.i = skip_spaces(s, f.i);
+    let mut irq = false;
+    if !f.timestamp() {
+        irq = f.token()?.iter().any(|&b| matches!(b, b'h' | b'H' | b's'));
+        f.i = skip_spaces(s, f.i);
+        if !f.timestamp() {
+            return None;
+        }
+    }
+    f.lit(b" ")?;
+    let kind = if f.lit(b"kmem_cache_").is_some() {
+        if f.lit(b"alloc:").is_some() || f.lit(b"alloc_node:").is_some() {
+            f.call_site()?;
+            EventKind::CacheAlloc {
+                ptr: f.ptr()?,
+                name: text(f.word(b" name=")?)?,
+                bytes_req: f.dec(b" bytes_req=")?,
+                bytes_alloc: f.dec(b" bytes_alloc=")?,
+                gfp: text(f.word(b" gfp_flags=")?)?,
+            }
+        } else {
+            f.lit(b"free:")?;
+            f.call_site()?;
+            let ptr = f.ptr()?;
+            // Kernels before 6.1 print no name.
+            let name = if f.at_end() { "" } else { text(f.word(b" name=")?)? };
+            EventKind::CacheFree { ptr, name }
+        }
+    } else if f.lit(b"mm_page_").is_some() {
+        if f.lit(b"alloc:").is_some() {
+            let null = f.page()?;
+            let pfn = f.pfn()?;
+            let order = f.order()?;
+            f.word(b" migratetype=")?;
+            let gfp = text(f.word(b" gfp_flags=")?)?;
+            EventKind::PageAlloc { pfn: (pfn != u64::MAX && !null).then_some(pfn), order, gfp }
+        } else if f.lit(b"free:").is_some() {
+            f.page()?;
+            EventKind::PageFree { pfn: f.pfn()?, order: f.order()? }
+        } else {
+            f.lit(b"free_batched:")?;
+            f.page()?;
+            EventKind::PageFreeBatched { pfn: f.pfn()? }
+        }
+    } else if f.lit(b"kfree:").is_some() {
+        f.call_site()?;
+        EventKind::Kfree { ptr: f.ptr()? }
+    } else if f.lit(b"kmalloc:").is_some() || f.lit(b"kmalloc_node:").is_some() {
+        f.call_site()?;
+        EventKind::Kmalloc {
+            ptr: f.ptr()?,
+            bytes_req: f.dec(b" bytes_req=")?,
+            bytes_alloc: f.dec(b" bytes_alloc=")?,
+            gfp: text(f.word(b" gfp_flags=")?)?,
+        }
+    } else {
+        return None;
+    };
+    Some(Event { cpu, irq, kind })
+}
+
+/// A line read front to back: each method reads one thing at `i` and moves past it, or
+/// returns `None` (and the line goes to the general rules).
+struct Fields<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Fields<'a> {
+    /// The literal `l`.
+    #[inline(always)]
+    fn lit(&mut self, l: &[u8]) -> Option<()> {
+        let at = self.s.get(self.i..self.i + l.len())?;
+        (at == l).then(|| self.i += l.len())
+    }
+
+    /// Whether the token ends here (at whitespace or the line's end).
+    #[inline(always)]
+    fn token_ends(&self) -> bool {
+        self.s.get(self.i).is_none_or(|&b| is_ws(b))
+    }
+
+    /// The token here (non-empty, up to whitespace or the line's end).
+    #[inline(always)]
+    fn token(&mut self) -> Option<&'a [u8]> {
+        let start = self.i;
+        self.i = find_ws(self.s, start);
+        (self.i > start).then(|| &self.s[start..self.i])
+    }
+
+    /// The value of the field `key` (with its leading space and `=`) here.
+    #[inline(always)]
+    fn word(&mut self, key: &[u8]) -> Option<&'a [u8]> {
+        self.lit(key)?;
+        let start = self.i;
+        self.i = find_ws(self.s, start);
+        Some(&self.s[start..self.i])
+    }
+
+    /// 1 to 8 decimal digits.
+    #[inline(always)]
+    fn digits(&mut self) -> Option<u32> {
+        let (n, len) = dec_prefix(self.s, self.i);
+        self.i += len;
+        (len > 0 && (len < 8 || !self.s.get(self.i).is_some_and(u8::is_ascii_digit))).then_some(n as u32)
+    }
+
+    /// `key=` and a byte count (1 to 8 digits; longer ones are left to the general rules).
+    #[inline(always)]
+    fn dec(&mut self, key: &[u8]) -> Option<u32> {
+        self.lit(key)?;
+        let n = self.digits()?;
+        self.token_ends().then_some(n)
+    }
+
+    /// ` order=` and a page order (below 64).
+    #[inline(always)]
+    fn order(&mut self) -> Option<u8> {
+        self.dec(b" order=").filter(|&o| o < 64).map(|o| o as u8)
+    }
+
+    /// The timestamp token here (`286.430843:`: digits, at most one dot but not first,
+    /// colon); does not move if there is none.
+    #[inline(always)]
+    fn timestamp(&mut self) -> bool {
+        let (s, start) = (self.s, self.i);
+        if !s.get(start).is_some_and(u8::is_ascii_digit) {
+            return false;
+        }
+        let (colon, dots) = digits_and_dots(s, start);
+        if colon == start || dots > 1 || s[start] == b'.' || s.get(colon) != Some(&b':') {
+            return false;
+        }
+        self.i = colon + 1;
+        if !self.token_ends() {
+            self.i = start;
+            return false;
+        }
+        true
+    }
+
+    /// ` call_site=` and its value (skipped).
+    #[inline(always)]
+    fn call_site(&mut self) -> Option<()> {
+        self.word(b" call_site=").map(drop)
+    }
+
+    /// ` ptr=` and its value: 16 hex digits, else anything [`hex`] takes.
+    #[inline(always)]
+    fn ptr(&mut self) -> Option<u64> {
+        self.lit(b" ptr=")?;
+        let start = self.i;
+        if let Some(d) = self.s.get(start..start + 16) {
+            self.i += 16;
+            if let Some(p) = hex16(d.try_into().expect("16 bytes")).filter(|_| self.token_ends()) {
+                return Some(p);
+            }
+            self.i = start;
+        }
+        hex(self.token()?)
+    }
+
+    /// ` page=` and whether its value is `(null)`.
+    #[inline(always)]
+    fn page(&mut self) -> Option<bool> {
+        let v = self.word(b" page=")?;
+        Some(v == b"(null)")
+    }
+
+    /// ` pfn=` and its value.
+    #[inline(always)]
+    fn pfn(&mut self) -> Option<u64> {
+        hex(self.word(b" pfn=")?)
+    }
+
+    /// Whether only whitespace is left.
+    fn at_end(&self) -> bool {
+        self.s[self.i..].iter().all(|&b| is_ws(b))
+    }
+}
+
+/// A pointer or pfn: hex with or without `0x`, or `(null)`.
+#[inline(always)]
+fn hex(v: &[u8]) -> Option<u64> {
+    if v == b"(null)" {
+        return Some(0);
+    }
+    parse_hex(v.strip_prefix(b"0x").or_else(|| v.strip_prefix(b"0X")).unwrap_or(v))
+}
+
+#[cfg(test)]
+#[path = "fast_tests.rs"]
+mod tests;

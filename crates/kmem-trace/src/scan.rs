@@ -1,0 +1,257 @@
+//! Byte-level scanning for the line parser's fast path ([`crate::fast`]): whitespace found
+//! eight bytes at a time (SWAR: bit tricks on a `u64`, exact per byte), hex numbers parsed
+//! eight digits at a time, decimal ones through a byte loop, ASCII text checked a word at a
+//! time. Each helper gives exactly the answer of its obvious byte-by-byte loop (the tests
+//! compare them).
+
+/// Whether `b` is ASCII whitespace (space, tab, newline, form feed, carriage return).
+#[inline(always)]
+pub fn is_ws(b: u8) -> bool {
+    b.is_ascii_whitespace()
+}
+
+/// Eight copies of `b`.
+const fn splat(b: u8) -> u64 {
+    b as u64 * 0x0101_0101_0101_0101
+}
+
+const LOW7: u64 = splat(0x7f);
+const HIGH: u64 = splat(0x80);
+
+/// The high bit of each byte of `x` that is at most 0x20 (every ASCII whitespace byte is).
+/// Exact per byte: no carry crosses a byte (`(b & 0x7f) + 0x5f` is at most 0xde).
+#[inline(always)]
+fn le_space(x: u64) -> u64 {
+    !(((x & LOW7) + splat(0x5f)) | x) & HIGH
+}
+
+/// The high bit of each byte of `x` that is zero. Exact per byte.
+#[inline(always)]
+fn zero_bytes(x: u64) -> u64 {
+    !(((x & LOW7) + LOW7) | x | LOW7)
+}
+
+/// The eight bytes at `s[i..]`, if there are eight.
+#[inline(always)]
+fn word(s: &[u8], i: usize) -> Option<u64> {
+    s.get(i..i + 8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+}
+
+/// The bytes of a 16-byte chunk that are at most 0x20, as bits.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn le_space16(chunk: &[u8; 16]) -> u32 {
+    use core::arch::x86_64::*;
+    // SAFETY: SSE2 is part of the x86-64 baseline, so the intrinsics are available; the
+    // unaligned load reads the 16 bytes of `chunk`.
+    unsafe {
+        let v = _mm_loadu_si128(chunk.as_ptr().cast());
+        _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x20)), v)) as u32
+    }
+}
+
+/// The index of the first whitespace byte of `s` at or after `i`, or `s.len()`.
+#[inline(always)]
+pub fn find_ws(s: &[u8], mut i: usize) -> usize {
+    // Sixteen bytes at a time where SSE2 is sure to be (x86-64), then eight.
+    #[cfg(target_arch = "x86_64")]
+    while let Some(chunk) = s.get(i..i + 16) {
+        let mut m = le_space16(chunk.try_into().expect("16 bytes"));
+        while m != 0 {
+            let j = i + m.trailing_zeros() as usize;
+            if is_ws(s[j]) {
+                return j;
+            }
+            m &= m - 1;
+        }
+        i += 16;
+    }
+    while let Some(x) = word(s, i) {
+        let mut m = le_space(x);
+        while m != 0 {
+            let j = i + (m.trailing_zeros() / 8) as usize;
+            if is_ws(s[j]) {
+                return j;
+            }
+            m &= m - 1;
+        }
+        i += 8;
+    }
+    while i < s.len() && !is_ws(s[i]) {
+        i += 1;
+    }
+    i
+}
+
+/// The index of the first `b` in `s` at or after `i`.
+#[inline]
+pub fn find_byte(s: &[u8], mut i: usize, b: u8) -> Option<usize> {
+    while let Some(x) = word(s, i) {
+        let m = zero_bytes(x ^ splat(b));
+        if m != 0 {
+            return Some(i + (m.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    s.get(i..)?.iter().position(|&c| c == b).map(|p| i + p)
+}
+
+/// The index of the first byte of `s` at or after `i` that is not a space (0x20), or
+/// `s.len()`.
+#[inline(always)]
+pub fn skip_spaces(s: &[u8], mut i: usize) -> usize {
+    if s.get(i) != Some(&b' ') {
+        return i.min(s.len());
+    }
+    // Column padding, eight bytes at a time.
+    while let Some(x) = word(s, i) {
+        let m = !zero_bytes(x ^ splat(b' ')) & HIGH;
+        if m != 0 {
+            return i + (m.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while s.get(i) == Some(&b' ') {
+        i += 1;
+    }
+    i
+}
+
+/// The high bit of each byte of `x` that is an ASCII digit. Exact per byte: bytes of 0x80
+/// and above are cleared before the arithmetic (no carry leaves a byte) and masked after.
+#[inline(always)]
+fn digit_bytes(x: u64) -> u64 {
+    let low = x & LOW7;
+    (low + splat(0x80 - b'0')) & !(low + splat(0x7f - b'9')) & !x & HIGH
+}
+
+/// The decimal number whose digits start at `s[i]` (at most eight digits are read): its value
+/// and how many digits it has (0: none).
+#[inline(always)]
+pub fn dec_prefix(s: &[u8], i: usize) -> (u64, usize) {
+    let Some(x) = word(s, i) else {
+        let mut n = 0;
+        let mut len = 0;
+        while let Some(&d @ b'0'..=b'9') = s.get(i + len).filter(|_| len < 8) {
+            n = n * 10 + (d - b'0') as u64;
+            len += 1;
+        }
+        return (n, len);
+    };
+    let len = ((!digit_bytes(x) & HIGH).trailing_zeros() / 8) as usize;
+    if len == 0 {
+        return (0, 0);
+    }
+    // The digits' values in the top `len` bytes (byte 0 is the first digit), zeros below;
+    // then pairs, quads and octets are joined (each sum fits its lane).
+    let v = (x & splat(0x0f)) << (8 * (8 - len));
+    let v = (v * 10 + (v >> 8)) & 0x00ff_00ff_00ff_00ff;
+    let v = (v * 100 + (v >> 16)) & 0x0000_ffff_0000_ffff;
+    let v = (v * 10000 + (v >> 32)) & 0xffff_ffff;
+    (v, len)
+}
+
+/// The first byte at or after `i` that is neither a digit nor a dot, and how many dots come
+/// before it.
+#[inline(always)]
+pub fn digits_and_dots(s: &[u8], mut i: usize) -> (usize, u32) {
+    let mut dots = 0;
+    while let Some(x) = word(s, i) {
+        let dot = zero_bytes(x ^ splat(b'.'));
+        let other = !(digit_bytes(x) | dot) & HIGH;
+        if other != 0 {
+            let below = other & other.wrapping_neg();
+            return (i + (below.trailing_zeros() / 8) as usize, dots + (dot & (below - 1)).count_ones());
+        }
+        dots += dot.count_ones();
+        i += 8;
+    }
+    while let Some(&b) = s.get(i) {
+        match b {
+            b'.' => dots += 1,
+            b'0'..=b'9' => {}
+            _ => break,
+        }
+        i += 1;
+    }
+    (i, dots)
+}
+
+/// Hex digit values; 0xff for bytes that are not hex digits.
+static HEX: [u8; 256] = {
+    let mut t = [0xff; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// The value of eight hex digits (the first one most significant), if they all are.
+#[inline(always)]
+pub fn hex8(x: u64) -> Option<u64> {
+    // Per byte, exact while every byte is below 0x80 (no carry leaves a byte): at least
+    // `lo` sets the high bit of `b + 0x80 - lo`; at most `hi` leaves that of `b + 0x7f - hi`
+    // clear.
+    let within = |x: u64, lo: u8, hi: u8| (x + splat(0x80 - lo)) & !(x + splat(0x7f - hi)) & HIGH;
+    if x & HIGH != 0 {
+        return None;
+    }
+    let lower = x | splat(0x20);
+    if within(x, b'0', b'9') | within(lower, b'a', b'f') != HIGH {
+        return None;
+    }
+    // Digits are 0x3_, letters 0x4_ or 0x6_ (bit 6 set): the low nibble, plus 9 for letters.
+    let v = (x & splat(0x0f)) + ((x >> 6) & splat(1)) * 9;
+    // Byte 0 holds the most significant digit: join pairs, then pairs of pairs...
+    let v = ((v & 0x000f_000f_000f_000f) << 4) | ((v >> 8) & 0x000f_000f_000f_000f);
+    let v = ((v & 0x0000_00ff_0000_00ff) << 8) | ((v >> 16) & 0x0000_00ff_0000_00ff);
+    Some(((v & 0xffff) << 16) | ((v >> 32) & 0xffff))
+}
+
+/// Exactly 16 hex digits.
+#[inline(always)]
+pub fn hex16(d: &[u8; 16]) -> Option<u64> {
+    let word = |i: usize| u64::from_le_bytes(d[i..i + 8].try_into().expect("8 bytes"));
+    Some(hex8(word(0))? << 32 | hex8(word(8))?)
+}
+
+/// 1 to 16 hex digits (no prefix).
+#[inline]
+pub fn parse_hex(d: &[u8]) -> Option<u64> {
+    if let Ok(d16) = d.try_into() {
+        return hex16(d16);
+    }
+    if d.is_empty() || d.len() > 16 {
+        return None;
+    }
+    let (mut n, mut bad) = (0u64, 0u8);
+    for &b in d {
+        let v = HEX[b as usize];
+        bad |= v;
+        n = n << 4 | (v & 0xf) as u64;
+    }
+    (bad & 0xf0 == 0).then_some(n)
+}
+
+/// `s` as text: ASCII is checked a word at a time; anything else goes through
+/// `core::str::from_utf8`.
+#[inline]
+pub fn text(s: &[u8]) -> Option<&str> {
+    if s.is_ascii() {
+        // SAFETY: every byte is below 0x80, and ASCII is valid UTF-8.
+        return Some(unsafe { core::str::from_utf8_unchecked(s) });
+    }
+    core::str::from_utf8(s).ok()
+}
+
+#[cfg(test)]
+#[path = "scan_tests.rs"]
+mod tests;
