@@ -95,8 +95,12 @@ pub(crate) unsafe fn fork_unlock() {
 }
 
 /// Mapping length for `size` bytes at `align`: the alignment slack beyond a page, whole pages.
+/// None above `isize::MAX` (`PTRDIFF_MAX`), which no mapping can have: such a request fails
+/// before any system call, as glibc's does (and `mremap` to such a length is not even
+/// well defined under valgrind, whose emulation asserts on it).
 fn needed(size: usize, align: usize) -> Option<usize> {
-    size.checked_add(align.max(PAGE) - PAGE)?.checked_next_multiple_of(PAGE)
+    let len = size.checked_add(align.max(PAGE) - PAGE)?.checked_next_multiple_of(PAGE)?;
+    (len <= isize::MAX as usize).then_some(len)
 }
 
 /// A cached mapping for a request of `len` bytes (see the module docs): one of at least
@@ -208,5 +212,20 @@ pub(crate) fn free(p: *mut u8) {
     }
     if let Err(kind) = freed {
         misuse::report(kind, p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lengths_above_ptrdiff_max_are_refused_before_any_system_call() {
+        assert_eq!(needed(1, 1), Some(PAGE));
+        assert_eq!(needed(PAGE + 1, 2 * PAGE), Some(3 * PAGE));
+        assert_eq!(needed(isize::MAX as usize - PAGE + 1, 1), Some(isize::MAX as usize - PAGE + 1));
+        assert_eq!(needed(isize::MAX as usize - PAGE + 2, 1), None);
+        assert_eq!(needed(usize::MAX - 4095, 1), None);
+        assert_eq!(needed(usize::MAX, 1), None);
     }
 }
