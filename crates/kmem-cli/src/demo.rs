@@ -160,7 +160,7 @@ fn print_boot(m: &Machine, boot_secs: f64) {
         );
     }
     let frames = b.ram_bytes / PAGE_SIZE as u64;
-    let absent = m.memmap().nr_sections() - b.present_sections;
+    let absent = m.nr_sections() - b.present_sections;
     println!("\n== page descriptors (struct page)");
     println!(
         "  {} bytes per {}-byte frame = {:.2}% of RAM: {:.1} MiB for {} frames in {} present 128 MiB sections",

@@ -10,7 +10,7 @@ pub fn buddyinfo(m: &Machine) -> Vec<(usize, ZoneType, [usize; 11])> {
     m.drain_all_pages();
     m.zones()
         .filter(|z| z.is_populated())
-        .map(|z| (z.node(), z.zone_type(), std::array::from_fn(|o| z.area.nr_free(Order::new(o as u32).unwrap()))))
+        .map(|z| (z.node(), z.zone_type(), std::array::from_fn(|o| z.nr_free(Order::new(o as u32).unwrap()))))
         .collect()
 }
 

@@ -5,6 +5,7 @@ mod common;
 
 use kmem::{Gfp, PhysAddr, ReportKind, VirtAddr};
 use kmem_hosted::{Machine, MachineBuilder};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 fn machine() -> Machine {
     MachineBuilder::new().ram_mib(64).cpus(1).reserve(8 << 20, 1 << 20).build().unwrap()
@@ -150,9 +151,14 @@ fn get_and_put_on_free_pages_are_refused() {
 fn corrupted_compound_tail_is_reported() {
     let m = machine();
     let p = m.alloc_pages(Gfp::KERNEL | Gfp::COMP, 2).unwrap();
-    // Someone scribbles on a tail's reference count (a bug outside the allocator).
+    // Someone scribbles on a tail's reference count (a stray write from outside the
+    // allocator: safe code cannot change a descriptor). `Page` is `repr(C)`: flags (8 bytes),
+    // then the 32-bit refcount.
     let tail = m.pfn_to_page(p.pfn().add(2)).unwrap();
-    tail.page().set_refcount(3);
+    let refcount = (tail.page() as *const kmem::Page).cast::<u8>().wrapping_add(8).cast::<AtomicI32>();
+    // SAFETY: deliberate corruption of a live descriptor, through its atomic field.
+    unsafe { (*refcount).store(3, Ordering::Relaxed) };
+    assert_eq!(tail.refcount(), 3);
     // SAFETY: ours; the free must notice the corruption.
     unsafe { m.__free_pages(p, 2) };
     assert_eq!(m.report_count(ReportKind::BadPage), 1);

@@ -43,7 +43,7 @@ fn fresh_machine_free_reserved_and_holes() {
                 .enumerate()
                 .filter(|(pfn, f)| z.spans(Pfn::new(*pfn)) && f.state == FrameState::Free { order: o.as_u32() as u8 })
                 .count();
-            assert_eq!(n, z.area.nr_free(o) << o.as_u32(), "zone {} order {}", z.name(), o.as_u32());
+            assert_eq!(n, z.nr_free(o) << o.as_u32(), "zone {} order {}", z.name(), o.as_u32());
         }
     }
     let free = frames.iter().filter(|f| f.state.is_free()).count();
@@ -109,20 +109,26 @@ fn owners_are_recognised_on_every_frame() {
 }
 
 #[test]
-fn vmalloc_and_page_table_flags_classify() {
-    use kmem::mm::page::pg;
+fn vmalloc_pages_classify() {
     pin_current_thread(0);
     let m = small();
-    // Nothing sets these flags yet; an owner that does (vmalloc, page tables) gets its kind
-    // on every frame of the block.
-    for (flag, want) in [(pg::VMALLOC, FrameState::Vmalloc), (pg::PGTABLE, FrameState::PageTable)] {
-        let p = m.alloc_pages(Gfp::KERNEL, 1).unwrap();
-        p.page().set_exclusive(flag);
-        assert_eq!(states(&m, p.pfn(), 2), vec![want; 2]);
-        assert_eq!(walk(&m)[p.pfn().as_usize() + 1].state, want);
-        p.page().clear_exclusive(flag);
-        // SAFETY: ours, unused from here on.
-        unsafe { m.__free_pages(p, 1) };
+    // Every frame of a vmalloc area is a vmalloc frame while the area lives. (Page-table
+    // frames: the hosted platform maps with mmap and asks for none; the core's unit test
+    // `vmalloc::pt_tests::page_table_frames_classify` covers them.)
+    let p = m.vmalloc(2 * kmem::PAGE_SIZE).unwrap();
+    let pfns: Vec<_> =
+        (0..2).map(|i| m.vmalloc_to_pfn(p.as_ptr().wrapping_add(i * kmem::PAGE_SIZE)).unwrap()).collect();
+    let frames = walk(&m);
+    for &pfn in &pfns {
+        assert_eq!(m.frame_state(pfn), FrameState::Vmalloc);
+        assert_eq!(frames[pfn.as_usize()].state, FrameState::Vmalloc);
+    }
+    // SAFETY: ours, unused from here on.
+    unsafe { m.vfree(p.as_ptr()) };
+    // A small freed area stays mapped with its pages in the CPU's recycle slots until drained.
+    m.vm_unmap_aliases();
+    for &pfn in &pfns {
+        assert_ne!(m.frame_state(pfn), FrameState::Vmalloc, "freed pages lose the kind");
     }
 }
 

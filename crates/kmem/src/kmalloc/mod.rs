@@ -43,7 +43,7 @@ use crate::{VirtAddr, PAGE_SIZE};
 /// The machine's kmalloc caches: descriptor addresses by type and size class (0: not yet
 /// created).
 #[derive(Debug)]
-pub struct KmallocState {
+pub(crate) struct KmallocState {
     caches: [[AtomicUsize; KMALLOC_NR]; KmallocType::COUNT],
 }
 

@@ -73,11 +73,6 @@ impl FreeArea {
         self.lists[order.index()][..MIGRATE_PCPTYPES].iter().any(|l| !l.is_empty())
     }
 
-    /// Free pages held by the lists (sum of blocks times their size).
-    pub fn free_pages(&self) -> usize {
-        Order::all().map(|o| self.nr_free(o) * o.nr_pages()).sum()
-    }
-
     /// The first block on a list (`get_page_from_free_area`).
     #[inline]
     pub fn first<P: Platform>(&self, g: &SpinGuard<'_, P>, order: Order, mt: Migratetype) -> Option<Pfn> {

@@ -159,22 +159,22 @@ impl Page {
     /// Sets flags of a page nobody else can be updating (its owner, or the zone-lock holder
     /// for a free page): a plain load and store, no locked instruction.
     #[inline]
-    pub fn set_exclusive(&self, f: u64) {
+    pub(crate) fn set_exclusive(&self, f: u64) {
         self.flags.store(self.flags.load(Ordering::Relaxed) | f, Ordering::Relaxed);
     }
     /// Clears flags of a page nobody else can be updating (see [`Page::set_exclusive`]).
     #[inline]
-    pub fn clear_exclusive(&self, f: u64) {
+    pub(crate) fn clear_exclusive(&self, f: u64) {
         self.flags.store(self.flags.load(Ordering::Relaxed) & !f, Ordering::Relaxed);
     }
     /// Sets flags.
     #[inline]
-    pub fn set(&self, f: u64) {
+    pub(crate) fn set(&self, f: u64) {
         self.flags.fetch_or(f, Ordering::Relaxed);
     }
     /// Clears flags.
     #[inline]
-    pub fn clear(&self, f: u64) {
+    pub(crate) fn clear(&self, f: u64) {
         self.flags.fetch_and(!f, Ordering::Relaxed);
     }
     /// Zone type index from the identity bits.
@@ -206,7 +206,7 @@ impl Page {
     /// Records (or with `None`, forgets) the allocation order. The caller owns the page
     /// exclusively (it is being handed out or freed), so this is a plain load and store.
     #[inline]
-    pub fn set_alloc_order(&self, order: Option<u8>) {
+    pub(crate) fn set_alloc_order(&self, order: Option<u8>) {
         let v = order.map_or(0, |o| (o as u64 + 1) << ALLOC_ORDER_SHIFT);
         self.flags.store((self.flags.load(Ordering::Relaxed) & !ALLOC_ORDER_MASK) | v, Ordering::Relaxed);
     }
@@ -281,24 +281,24 @@ impl Page {
     }
     /// `set_page_count()`.
     #[inline]
-    pub fn set_refcount(&self, v: i32) {
+    pub(crate) fn set_refcount(&self, v: i32) {
         self.refcount.store(v, Ordering::Release);
     }
     /// Adds `delta` and returns the previous value (`page_ref_add` / `page_ref_sub`).
     #[inline]
-    pub fn refcount_add(&self, delta: i32) -> i32 {
+    pub(crate) fn refcount_add(&self, delta: i32) -> i32 {
         self.refcount.fetch_add(delta, Ordering::AcqRel)
     }
     /// Drops one reference if the count is positive and returns the previous count; a count
     /// already at or below zero is left alone and returned as the error (no transient
     /// negative value another CPU could observe).
     #[inline]
-    pub fn ref_dec_positive(&self) -> Result<i32, i32> {
+    pub(crate) fn ref_dec_positive(&self) -> Result<i32, i32> {
         self.refcount.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |c| if c > 0 { Some(c - 1) } else { None })
     }
     /// `get_page_unless_zero()`: takes a reference only if the count is positive.
     #[inline]
-    pub fn ref_inc_not_zero(&self) -> bool {
+    pub(crate) fn ref_inc_not_zero(&self) -> bool {
         self.refcount
             .fetch_update(Ordering::Acquire, Ordering::Relaxed, |c| if c > 0 { Some(c + 1) } else { None })
             .is_ok()
@@ -311,7 +311,7 @@ impl Page {
     }
     /// Sets the `private` word.
     #[inline]
-    pub fn set_private(&self, v: u32) {
+    pub(crate) fn set_private(&self, v: u32) {
         self.private.store(v, Ordering::Relaxed);
     }
     /// The free-list links `(next, prev)` as frame numbers ([`NIL`] for none).
@@ -322,18 +322,18 @@ impl Page {
     }
     /// Sets both links.
     #[inline]
-    pub fn set_links(&self, next: u32, prev: u32) {
+    pub(crate) fn set_links(&self, next: u32, prev: u32) {
         self.lru.store(next as u64 | (prev as u64) << 32, Ordering::Relaxed);
     }
     /// Sets the next link.
     #[inline]
-    pub fn set_next(&self, next: u32) {
+    pub(crate) fn set_next(&self, next: u32) {
         let (_, prev) = self.links();
         self.set_links(next, prev);
     }
     /// Sets the previous link.
     #[inline]
-    pub fn set_prev(&self, prev: u32) {
+    pub(crate) fn set_prev(&self, prev: u32) {
         let (next, _) = self.links();
         self.set_links(next, prev);
     }
@@ -344,7 +344,7 @@ impl Page {
     }
     /// Sets the owner's data word.
     #[inline]
-    pub fn set_data(&self, v: u64) {
+    pub(crate) fn set_data(&self, v: u64) {
         self.data.store(v, Ordering::Relaxed);
     }
 }

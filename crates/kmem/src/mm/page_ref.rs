@@ -56,8 +56,16 @@ impl<'a> PageRef<'a> {
     pub fn private(self) -> u64 {
         self.page.data()
     }
-    /// `set_page_private()`.
-    pub fn set_private(self, v: u64) {
+    /// `set_page_private()`: sets the owner's word of a page the caller allocated.
+    ///
+    /// # Safety
+    ///
+    /// The caller must own the page: it came from the page allocator (`alloc_pages` and
+    /// friends) and has not been freed. Pages kmem owns (slabs, large kmalloc blocks,
+    /// vmalloc and per-CPU pages, page tables, free pages) keep kmem's state in this word;
+    /// kmem checks what it reads from a slab's word and reports a bad one, but other owners
+    /// trust theirs.
+    pub unsafe fn set_private(self, v: u64) {
         self.page.set_data(v)
     }
 }

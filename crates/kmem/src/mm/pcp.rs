@@ -220,7 +220,7 @@ impl PerCpuPages {
         }
     }
     /// Walks every list; returns the pages found, or the first malformed block.
-    pub fn check(&self, mm: &Memmap) -> Result<usize, Pfn> {
+    pub(crate) fn check(&self, mm: &Memmap) -> Result<usize, Pfn> {
         let mut pages = 0;
         for (i, l) in self.lists.iter().enumerate() {
             let order = if i == NR_LOWORDER_PCP_LISTS { PAGEBLOCK_ORDER as u32 } else { (i / MIGRATE_PCPTYPES) as u32 };

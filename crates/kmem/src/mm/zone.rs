@@ -51,7 +51,7 @@ pub struct ZoneEvents {
 #[derive(Debug)]
 pub struct Zone {
     /// Free lists and the zone lock.
-    pub area: FreeArea,
+    pub(crate) area: FreeArea,
     ztype: ZoneType,
     node: u8,
     start_pfn: AtomicUsize,
@@ -189,6 +189,16 @@ impl Zone {
     #[inline]
     pub fn lowmem_reserve(&self, highest: ZoneType) -> usize {
         self.lowmem_reserve[highest.index()].load(Ordering::Relaxed)
+    }
+    /// Free blocks of `order` on the zone's buddy lists, all migratetypes
+    /// (`free_area[order].nr_free`; lock-free, may be stale).
+    pub fn nr_free(&self, order: crate::addr::Order) -> usize {
+        self.area.nr_free(order)
+    }
+    /// Free blocks of `order` on the `mt` list (`/proc/pagetypeinfo`; lock-free, may be
+    /// stale).
+    pub fn nr_free_mt(&self, order: crate::addr::Order, mt: crate::mm::zone_type::Migratetype) -> usize {
+        self.area.nr_free_mt(order, mt)
     }
     /// Free pages in the buddy lists (`NR_FREE_PAGES`).
     #[inline]

@@ -393,7 +393,7 @@ pub(crate) type IdTable = [AtomicUsize; MAX_CACHES];
 
 /// The machine's slab registry (lives in the machine state, so it is kept small: the id
 /// table and the call-site depot are page-allocator blocks allocated when first needed).
-pub struct SlabState {
+pub(crate) struct SlabState {
     /// `slab_mutex`: guards the cache list and registry, and merging decisions.
     pub(crate) list_lock: RawSpinLock,
     /// Newest cache (list head), 0 if none.

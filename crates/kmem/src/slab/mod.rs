@@ -72,7 +72,8 @@ mod word;
 
 use core::fmt;
 
-pub use cache::{Cache, CacheNode, Ctor, KmemCache, SlabBootConfig, SlabState, CACHE_NAME_MAX, MAX_CACHES};
+pub(crate) use cache::SlabState;
+pub use cache::{Cache, CacheNode, Ctor, KmemCache, SlabBootConfig, CACHE_NAME_MAX, MAX_CACHES};
 pub use debug::ValidateReport;
 pub use flags::SlabFlags;
 pub use layout::{Layout, LayoutError};

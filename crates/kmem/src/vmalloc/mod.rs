@@ -35,7 +35,7 @@ mod loom_tests;
 mod pt_tests;
 pub mod recycle;
 pub mod stack;
-pub mod tree;
+pub(crate) mod tree;
 pub mod va;
 pub mod vmap;
 
@@ -97,7 +97,7 @@ const INIT_NO_AREA: u32 = 3;
 
 /// One machine's vmalloc state (in `MachineState`).
 #[derive(Debug)]
-pub struct VmallocState {
+pub(crate) struct VmallocState {
     /// `free_vmap_area_lock` + `vmap_area_lock`: guards the three trees.
     pub(crate) lock: RawSpinLock,
     pub(crate) free: Tree,
