@@ -7,16 +7,16 @@
 //! Total instructions collected divided by `ITERS` is the cost of one pair at that order
 //! (`scripts/pair_cost.sh` does this for orders 0, 3 and 9).
 
-use kmem::Gfp;
+use kmem::{Gfp, Order};
 use kmem_hosted::{Machine, MachineBuilder};
 
 const ITERS: usize = 1000;
 
 #[inline(never)]
 fn pair(m: &Machine, order: u32) {
-    let p = m.alloc_pages(Gfp::KERNEL, order).expect("allocation");
+    let p = m.alloc_pages(Gfp::KERNEL, Order::of(order)).expect("allocation");
     // SAFETY: the block is ours and unused afterwards.
-    unsafe { m.__free_pages(std::hint::black_box(p), order) };
+    unsafe { m.__free_pages(std::hint::black_box(p), Order::of(order)) };
 }
 
 fn main() {

@@ -1,6 +1,6 @@
 //! Boot: zone spans from the memory map, metadata carving, configuration errors.
 
-use kmem::{BootError, Gfp, MemRegion, ReportKind, ZoneType};
+use kmem::{BootError, Gfp, MemRegion, Order, ReportKind, ZoneType};
 use kmem_hosted::{BuildError, MachineBuilder};
 
 #[test]
@@ -121,10 +121,10 @@ fn early_reservations_and_an_unusual_layout() {
     let m = MachineBuilder::new().memory_map(map).zone_layout(layout).cpus(1).build().unwrap();
     let dma = m.node(0).unwrap().zone(ZoneType::Dma);
     assert_eq!(dma.start_pfn().as_usize(), (1 << 30) >> 12);
-    let p = m.alloc_pages(Gfp::KERNEL, 0).unwrap();
+    let p = m.alloc_pages(Gfp::KERNEL, Order::ZERO).unwrap();
     assert_eq!(m.page_zone(p.page()).zone_type(), ZoneType::Dma, "the only zone serves GFP_KERNEL");
     // SAFETY: ours.
-    unsafe { m.__free_pages(p, 0) };
+    unsafe { m.__free_pages(p, Order::ZERO) };
 }
 
 #[test]
@@ -142,11 +142,12 @@ fn boot_never_frees_a_partly_reserved_page() {
     // Zeroed movable order-0 allocations take single free pages first: none of them may be
     // a page holding boot data, and the machine keeps working (a zeroed machine state
     // would not).
-    let pages: Vec<_> = (0..16).map(|_| m.alloc_pages(Gfp::KERNEL | Gfp::MOVABLE | Gfp::ZERO, 0).unwrap()).collect();
+    let pages: Vec<_> =
+        (0..16).map(|_| m.alloc_pages(Gfp::KERNEL | Gfp::MOVABLE | Gfp::ZERO, Order::ZERO).unwrap()).collect();
     assert!(pages.iter().all(|p| p.pfn() != odd.pfn()));
     for p in pages {
         // SAFETY: each page is ours and unused from here on.
-        unsafe { m.__free_pages(p, 0) };
+        unsafe { m.__free_pages(p, Order::ZERO) };
     }
     assert_eq!(m.report_count(ReportKind::BadPage), 0);
     m.verify().unwrap();

@@ -199,6 +199,26 @@ impl Order {
             None
         }
     }
+    /// Order `order`, for constants and literals (`Order::of(3)`). Panics if
+    /// `order > MAX_PAGE_ORDER` (in a `const`, the build fails); orders that come from input
+    /// go through [`Order::new`].
+    ///
+    /// ```
+    /// use kmem::Order;
+    /// const UNIT: Order = Order::of(3);
+    /// assert_eq!(UNIT.nr_pages(), 8);
+    /// assert_eq!(Order::new(11), None);
+    /// ```
+    /// ```compile_fail,E0080
+    /// const TOO_BIG: kmem::Order = kmem::Order::of(11);
+    /// ```
+    #[track_caller]
+    pub const fn of(order: u32) -> Self {
+        match Self::new(order) {
+            Some(o) => o,
+            None => panic!("order above MAX_PAGE_ORDER"),
+        }
+    }
     /// The raw value.
     pub const fn as_u32(self) -> u32 {
         self.0 as u32

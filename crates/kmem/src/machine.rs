@@ -147,6 +147,27 @@ impl MachineState {
 ///
 /// Every API is callable from any thread. Create one with [`Kmem::boot`] (or, in a process,
 /// with `kmem_hosted::MachineBuilder`).
+///
+/// The machine's state, free lists and memory map are kmem's alone: users see them through
+/// read-only views (`/proc`, [`Kmem::frame`], [`Zone`]'s counters), never as references they
+/// could misuse.
+///
+/// ```compile_fail,E0624
+/// # let m = kmem_hosted::MachineBuilder::new().ram_mib(64).build().unwrap();
+/// let state = m.state(); // private to kmem
+/// ```
+/// ```compile_fail,E0603
+/// use kmem::mm::buddy; // private to kmem
+/// ```
+/// ```compile_fail,E0616
+/// # let m = kmem_hosted::MachineBuilder::new().ram_mib(64).build().unwrap();
+/// let lists = &m.zones().next().unwrap().area; // private to kmem
+/// ```
+/// ```
+/// # let m = kmem_hosted::MachineBuilder::new().ram_mib(64).build().unwrap();
+/// let free: usize = m.zones().map(|z| z.nr_free(kmem::Order::ZERO)).sum(); // the view
+/// # let _ = free;
+/// ```
 pub struct Kmem<P: Platform> {
     platform: P,
     state: NonNull<MachineState>,

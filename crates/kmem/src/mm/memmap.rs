@@ -38,10 +38,6 @@ impl Section {
     pub fn present(&self) -> bool {
         self.map.load(Ordering::Acquire) != 0
     }
-    /// The node of a present section.
-    pub fn node(&self) -> usize {
-        self.node.load(Ordering::Relaxed) as usize
-    }
 }
 
 /// A view of the section table: `pfn_to_page`, `page_to_pfn`, pageblock migratetypes.
@@ -143,22 +139,6 @@ impl Memmap {
         // memmap), and `back` does not reach below the array's first entry (checked above).
         let head = unsafe { &*(page as *const Page).sub(back) };
         Some((Pfn::new(pfn.as_usize() - back), head))
-    }
-
-    /// `pfn_valid()`.
-    #[inline]
-    pub fn pfn_valid(&self, pfn: Pfn) -> bool {
-        self.page(pfn).is_some()
-    }
-
-    /// `page_to_pfn()`: the frame number of a descriptor that came from this memmap.
-    #[inline]
-    pub fn page_to_pfn(&self, page: &Page) -> Pfn {
-        let nr = page.section();
-        let base = self.section(nr).map_or(0, |s| s.map.load(Ordering::Relaxed));
-        let idx = (page as *const Page as usize).wrapping_sub(base) / Page::SIZE;
-        debug_assert!(idx < PAGES_PER_SECTION, "page descriptor not from this memmap");
-        Pfn::new((nr << PFN_SECTION_SHIFT) + idx)
     }
 
     /// Migratetype of the pageblock containing `pfn` (`get_pageblock_migratetype`).

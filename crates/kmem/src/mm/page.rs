@@ -101,6 +101,28 @@ const COLOUR_MASK: u64 = 0xff << COLOUR_SHIFT;
 pub const NIL: u32 = u32::MAX;
 
 /// One page frame's descriptor. See the module docs for the field protocol.
+///
+/// Only kmem changes a descriptor: users read it (flags, refcount, owner's word), and the one
+/// write they may make, the owner's word of a page they allocated, is
+/// [`PageRef::set_private`](crate::PageRef::set_private), which is `unsafe`. So safe code
+/// cannot reach kmem's state through a descriptor:
+///
+/// ```compile_fail,E0624
+/// # let m = kmem_hosted::MachineBuilder::new().ram_mib(64).build().unwrap();
+/// let p = m.alloc_pages(kmem::Gfp::KERNEL, kmem::Order::ZERO).unwrap();
+/// p.page().set_refcount(3); // private to kmem
+/// ```
+/// ```compile_fail,E0624
+/// # let m = kmem_hosted::MachineBuilder::new().ram_mib(64).build().unwrap();
+/// let p = m.alloc_pages(kmem::Gfp::KERNEL, kmem::Order::ZERO).unwrap();
+/// p.page().set_data(0xdead); // private to kmem
+/// ```
+/// ```
+/// # let m = kmem_hosted::MachineBuilder::new().ram_mib(64).build().unwrap();
+/// let p = m.alloc_pages(kmem::Gfp::KERNEL, kmem::Order::ZERO).unwrap();
+/// assert_eq!(p.page().refcount(), 1); // reading is fine
+/// # unsafe { m.__free_pages(p, kmem::Order::ZERO) };
+/// ```
 #[repr(C, align(32))]
 #[derive(Debug)]
 pub struct Page {

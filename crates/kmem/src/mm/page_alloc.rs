@@ -39,53 +39,52 @@ impl<P: Platform> Kmem<P> {
     /// to others by distance).
     ///
     /// ```
-    /// use kmem::{Gfp, ReportKind};
+    /// use kmem::{Gfp, Order, ReportKind};
     /// let m = kmem_hosted::MachineBuilder::new().ram_mib(64).build().unwrap();
-    /// let page = m.alloc_pages(Gfp::KERNEL | Gfp::ZERO, 2).unwrap();
+    /// let page = m.alloc_pages(Gfp::KERNEL | Gfp::ZERO, Order::of(2)).unwrap();
     /// assert_eq!(page.refcount(), 1);
     /// // SAFETY: we own the block and no longer use it.
-    /// unsafe { m.__free_pages(page, 2) };
+    /// unsafe { m.__free_pages(page, Order::of(2)) };
     /// assert_eq!(m.report_count(ReportKind::BadPage), 0);
     /// ```
     #[inline]
-    pub fn alloc_pages(&self, gfp: Gfp, order: u32) -> Result<PageRef<'_>, AllocError> {
-        self.alloc_pages_inner(gfp, order, self.numa_node_id())
+    pub fn alloc_pages(&self, gfp: Gfp, order: Order) -> Result<PageRef<'_>, AllocError> {
+        self.alloc_pages_inner(gfp, order.as_u32(), self.numa_node_id())
     }
 
-    /// `alloc_pages_node(nid, gfp, order)`: prefer node `nid`.
-    pub fn alloc_pages_node(&self, nid: usize, gfp: Gfp, order: u32) -> Result<PageRef<'_>, AllocError> {
-        if self.node(nid).is_none() {
-            return Err(AllocError { gfp, order, kind: AllocErrorKind::NoSuchNode(nid) });
-        }
-        self.alloc_pages_inner(gfp, order, nid)
+    /// `alloc_pages_node(nid, gfp, order)`: prefer node `nid` (`None`: `NUMA_NO_NODE`, the
+    /// local node). A node that does not exist fails with [`AllocErrorKind::NoSuchNode`].
+    pub fn alloc_pages_node(&self, nid: Option<usize>, gfp: Gfp, order: Order) -> Result<PageRef<'_>, AllocError> {
+        let nid = nid.unwrap_or_else(|| self.numa_node_id());
+        self.alloc_pages_inner(gfp, order.as_u32(), nid)
     }
 
     /// `alloc_page(gfp)`.
     #[inline]
     pub fn alloc_page(&self, gfp: Gfp) -> Result<PageRef<'_>, AllocError> {
-        self.alloc_pages(gfp, 0)
+        self.alloc_pages(gfp, Order::ZERO)
     }
 
     /// `__get_free_pages(gfp, order)`: the direct-map address of a new block. `__GFP_HIGHMEM`
     /// is ignored, as Linux strips it, since a HighMem page has no address.
-    pub fn __get_free_pages(&self, gfp: Gfp, order: u32) -> Result<VirtAddr, AllocError> {
+    pub fn __get_free_pages(&self, gfp: Gfp, order: Order) -> Result<VirtAddr, AllocError> {
         let gfp = gfp.without(Gfp::HIGHMEM);
         let page = self.alloc_pages(gfp, order)?;
-        self.page_address(page).ok_or(AllocError { gfp, order, kind: AllocErrorKind::NotDirectMapped })
+        self.page_address(page).ok_or(AllocError { gfp, order: order.as_u32(), kind: AllocErrorKind::NotDirectMapped })
     }
 
     /// `__get_free_page(gfp)`.
     pub fn __get_free_page(&self, gfp: Gfp) -> Result<VirtAddr, AllocError> {
-        self.__get_free_pages(gfp, 0)
+        self.__get_free_pages(gfp, Order::ZERO)
     }
 
     /// `get_zeroed_page(gfp)`.
     pub fn get_zeroed_page(&self, gfp: Gfp) -> Result<VirtAddr, AllocError> {
-        self.__get_free_pages(gfp | Gfp::ZERO, 0)
+        self.__get_free_pages(gfp | Gfp::ZERO, Order::ZERO)
     }
 
     /// `__get_dma_pages(gfp, order)`: from ZONE_DMA.
-    pub fn __get_dma_pages(&self, gfp: Gfp, order: u32) -> Result<VirtAddr, AllocError> {
+    pub fn __get_dma_pages(&self, gfp: Gfp, order: Order) -> Result<VirtAddr, AllocError> {
         self.__get_free_pages(gfp | Gfp::DMA, order)
     }
 
@@ -101,7 +100,7 @@ impl<P: Platform> Kmem<P> {
             }
         }
         for slot in out.iter_mut().filter(|s| s.is_none()) {
-            match self.alloc_pages(gfp | Gfp::NOWARN, 0) {
+            match self.alloc_pages(gfp | Gfp::NOWARN, Order::ZERO) {
                 Ok(p) => *slot = Some(p),
                 Err(_) => break,
             }

@@ -27,11 +27,8 @@ impl<P: Platform> Kmem<P> {
     /// block's memory afterwards (unless other references it holds keep the page alive).
     /// Misuse (double free, wrong order, reserved page) is detected and reported where
     /// possible, but memory the caller still uses may be handed to someone else.
-    pub unsafe fn __free_pages(&self, page: PageRef<'_>, order: u32) {
-        let Some(ord) = Order::new(order) else {
-            self.warn_on("__free_pages", &|w| write!(w, "order {order} > MAX_PAGE_ORDER ({})", Order::MAX));
-            return;
-        };
+    pub unsafe fn __free_pages(&self, page: PageRef<'_>, order: Order) {
+        let ord = order;
         let head = page.is_head();
         let Ok(old) = page.page().ref_dec_positive() else {
             self.bad_page(page, "VM_BUG_ON_PAGE(page_ref_count(page) == 0)");
@@ -131,7 +128,7 @@ impl<P: Platform> Kmem<P> {
     /// # Safety
     ///
     /// As [`Kmem::__free_pages`].
-    pub unsafe fn free_pages(&self, addr: VirtAddr, order: u32) {
+    pub unsafe fn free_pages(&self, addr: VirtAddr, order: Order) {
         if addr.as_usize() == 0 {
             return;
         }
@@ -149,7 +146,7 @@ impl<P: Platform> Kmem<P> {
     /// As [`Kmem::__free_pages`].
     pub unsafe fn free_page(&self, addr: VirtAddr) {
         // SAFETY: forwarded caller contract.
-        unsafe { self.free_pages(addr, 0) }
+        unsafe { self.free_pages(addr, Order::ZERO) }
     }
 
     /// `get_page()`: takes another reference (on the compound head for a tail page). Taking a
@@ -185,14 +182,14 @@ impl<P: Platform> Kmem<P> {
     /// # Safety
     ///
     /// The caller must own the block (allocated with `order`, not compound).
-    pub unsafe fn split_page(&self, page: PageRef<'_>, order: u32) {
+    pub unsafe fn split_page(&self, page: PageRef<'_>, order: Order) {
         let p = page.page();
-        if page.is_compound() || p.refcount() <= 0 || p.alloc_order() != Some(order as u8) {
+        if page.is_compound() || p.refcount() <= 0 || p.alloc_order() != Some(order.as_u32() as u8) {
             self.bad_page(page, "split_page of a compound, free or mis-sized page");
             return;
         }
         let mm = self.memmap();
-        for i in 0..1usize << order {
+        for i in 0..order.nr_pages() {
             let t = mm.page(page.pfn().add(i)).expect("block pages have descriptors");
             t.set_alloc_order(Some(0));
             if i > 0 {

@@ -65,6 +65,20 @@ impl<'a> PageRef<'a> {
     /// vmalloc and per-CPU pages, page tables, free pages) keep kmem's state in this word;
     /// kmem checks what it reads from a slab's word and reports a bad one, but other owners
     /// trust theirs.
+    ///
+    /// ```compile_fail,E0133
+    /// # let m = kmem_hosted::MachineBuilder::new().ram_mib(64).build().unwrap();
+    /// let p = m.alloc_pages(kmem::Gfp::KERNEL, kmem::Order::ZERO).unwrap();
+    /// p.set_private(42); // needs `unsafe`
+    /// ```
+    /// ```
+    /// # let m = kmem_hosted::MachineBuilder::new().ram_mib(64).build().unwrap();
+    /// let p = m.alloc_pages(kmem::Gfp::KERNEL, kmem::Order::ZERO).unwrap();
+    /// // SAFETY: our page, from the page allocator.
+    /// unsafe { p.set_private(42) };
+    /// assert_eq!(p.private(), 42);
+    /// # unsafe { m.__free_pages(p, kmem::Order::ZERO) };
+    /// ```
     pub unsafe fn set_private(self, v: u64) {
         self.page.set_data(v)
     }

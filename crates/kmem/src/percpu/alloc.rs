@@ -15,7 +15,7 @@ use crate::platform::{Platform, ReportKind};
 use crate::sync::Ordering;
 
 /// Order of a dynamic chunk's unit: one block per CPU.
-const UNIT_ORDER: u32 = Order::for_bytes(PCPU_MIN_UNIT_SIZE).expect("a unit fits a block").as_u32();
+const UNIT_ORDER: Order = Order::for_bytes(PCPU_MIN_UNIT_SIZE).expect("a unit fits a block");
 
 impl<P: Platform> Kmem<P> {
     pub(super) fn pcpu(&self) -> &PercpuState {
@@ -150,7 +150,7 @@ impl<P: Platform> Kmem<P> {
         header.page().set_exclusive(pg::PERCPU);
         let mut units = [0usize; NR_CPUS];
         for cpu in 0..self.nr_cpus() {
-            match self.alloc_pages_node(self.cpu_to_node(cpu), gfp, UNIT_ORDER) {
+            match self.alloc_pages_node(Some(self.cpu_to_node(cpu)), gfp, UNIT_ORDER) {
                 Ok(p) => {
                     p.page().set_exclusive(pg::PERCPU);
                     units[cpu] = self.page_address(p).expect("GFP_KERNEL pages are direct-mapped").as_usize();
@@ -191,7 +191,7 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// Frees a block this module allocated, by its direct-map address.
-    fn pcpu_free_block(&self, addr: usize, order: u32) {
+    fn pcpu_free_block(&self, addr: usize, order: Order) {
         let page = self.virt_to_page(VirtAddr::new(addr)).expect("percpu blocks are direct-mapped RAM");
         page.page().clear_exclusive(pg::PERCPU);
         // SAFETY: `addr` starts a block of `order` that this module allocated and no longer uses

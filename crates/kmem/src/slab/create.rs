@@ -251,7 +251,7 @@ impl<P: Platform> Kmem<P> {
         if slot.load(Ordering::Acquire) != 0 {
             return Ok(());
         }
-        let order = crate::Order::for_bytes(bytes).expect("registry tables fit a block").as_u32();
+        let order = crate::Order::for_bytes(bytes).expect("registry tables fit a block");
         let addr = self.__get_free_pages(gfp | Gfp::ZERO | Gfp::NOWARN, order).map_err(|_| CacheError::NoMemory)?;
         if slot.compare_exchange(0, addr.as_usize(), Ordering::AcqRel, Ordering::Acquire).is_err() {
             // SAFETY: our block lost the race and is unused.

@@ -113,7 +113,7 @@ impl<P: Platform> Kmem<P> {
     pub fn validate_slab_cache(&self, s: &KmemCache) -> ValidateReport {
         let before = self.report_count(ReportKind::SlabBug);
         self.flush_all(s, false);
-        let mut page = self.alloc(Gfp::KERNEL | Gfp::NOWARN, 0).ok();
+        let mut page = self.alloc(Gfp::KERNEL | Gfp::NOWARN, crate::Order::ZERO).ok();
         let mut map = ObjectMap::new(page.as_mut().and_then(|p| p.as_mut_slice()));
         let mut r = ValidateReport::default();
         for (nid, n) in s.nodes() {
@@ -147,7 +147,7 @@ impl<P: Platform> Kmem<P> {
         self.flush_all(s, true);
         let mm = self.memmap();
         let mut clean = true;
-        let mut page = self.alloc(Gfp::KERNEL | Gfp::NOWARN, 0).ok();
+        let mut page = self.alloc(Gfp::KERNEL | Gfp::NOWARN, crate::Order::ZERO).ok();
         let mut map = ObjectMap::new(page.as_mut().and_then(|p| p.as_mut_slice()));
         for (_, n) in s.nodes() {
             let empty = PfnList::new();

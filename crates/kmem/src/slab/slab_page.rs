@@ -235,7 +235,7 @@ impl<P: Platform> Kmem<P> {
         slab.page.clear_slab();
         // SAFETY: the slab's pages are this cache's, allocated with `order`; nothing refers to
         // the slab any more (it is on no list and no CPU's, and has no live objects).
-        unsafe { self.__free_pages(PageRef::new(slab.pfn, slab.page), order) };
+        unsafe { self.__free_pages(PageRef::new(slab.pfn, slab.page), Order::of(order)) };
     }
 
     fn mod_slab_pages(&self, s: &KmemCache, slab: Slab<'_>, sign: isize) {

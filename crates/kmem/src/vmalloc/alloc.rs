@@ -42,7 +42,7 @@ struct TableAlloc<'a, P: Platform> {
 impl<P: Platform> PageTableAlloc for TableAlloc<'_, P> {
     fn alloc_table(&mut self) -> Option<Pfn> {
         let g = (self.gfp & Gfp::RECLAIM_MASK) | Gfp::ZERO;
-        let p = self.k.alloc_pages(g, 0).ok()?;
+        let p = self.k.alloc_pages(g, crate::Order::ZERO).ok()?;
         p.page().set(pg::PGTABLE);
         self.k.vm().nr_pagetables.fetch_add(1, Ordering::Relaxed);
         Some(p.pfn())
@@ -79,10 +79,10 @@ impl<P: Platform> Kmem<P> {
         self.vmalloc_at(size, 1, Gfp::KERNEL | Gfp::ZERO, None, vm_flags::USERMAP, Location::caller())
     }
 
-    /// `vmalloc_node(size, node)`: pages from `node` first.
+    /// `vmalloc_node(size, node)`: pages from `node` first (`None`: `NUMA_NO_NODE`).
     #[track_caller]
-    pub fn vmalloc_node(&self, size: usize, node: usize) -> Result<NonNull<u8>, VmallocError> {
-        self.vmalloc_at(size, 1, Gfp::KERNEL, Some(node), 0, Location::caller())
+    pub fn vmalloc_node(&self, size: usize, node: Option<usize>) -> Result<NonNull<u8>, VmallocError> {
+        self.vmalloc_at(size, 1, Gfp::KERNEL, node, 0, Location::caller())
     }
 
     /// `__vmalloc(size, gfp)`. Non-blocking flags (`GFP_ATOMIC`, `GFP_NOWAIT`) never sleep;
@@ -268,7 +268,7 @@ impl<P: Platform> Kmem<P> {
             };
             if order > 0 {
                 // SAFETY: a fresh non-compound block of `order`, ours.
-                unsafe { self.split_page(page, order) };
+                unsafe { self.split_page(page, crate::Order::of(order)) };
             }
             for i in 0..1usize << order {
                 let pfn = page.pfn().add(i);
@@ -289,7 +289,7 @@ impl<P: Platform> Kmem<P> {
                 page.page().clear(pg::VMALLOC);
                 // SAFETY: the area owned this order-0 page, and its mapping is gone from
                 // every user (the area left the busy tree or was never published).
-                unsafe { self.__free_pages(page, 0) };
+                unsafe { self.__free_pages(page, crate::Order::ZERO) };
             }
         }
         vm.nr_pages = 0;
