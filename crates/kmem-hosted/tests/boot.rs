@@ -135,7 +135,7 @@ fn boot_never_frees_a_partly_reserved_page() {
     // top-down at 64-byte alignment, is the other such page: the core's unit test
     // `machine::tests::the_machine_state_page_stays_reserved` checks it.)
     let odd = PhysAddr::new(0x20_0100);
-    let m = MachineBuilder::new().ram_mib(256).cpus(2).reserve(odd.as_u64(), 0x100).build().unwrap();
+    let m = MachineBuilder::new().ram_mib(256).cpus(2).reserve(odd, 0x100).build().unwrap();
     let page = m.pfn_to_page(odd.pfn()).unwrap().page();
     assert!(page.test(pg::RESERVED), "{odd} holds boot data but is not PG_reserved");
     assert!(!page.test(pg::BUDDY), "{odd} holds boot data but is on a buddy free list");

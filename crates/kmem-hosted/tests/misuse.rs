@@ -8,7 +8,7 @@ use kmem_hosted::{Machine, MachineBuilder};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 fn machine() -> Machine {
-    MachineBuilder::new().ram_mib(64).cpus(1).reserve(8 << 20, 1 << 20).build().unwrap()
+    MachineBuilder::new().ram_mib(64).cpus(1).reserve(PhysAddr::new(8 << 20), 1 << 20).build().unwrap()
 }
 
 /// The machine still works: everything can be allocated and freed, lists are consistent and

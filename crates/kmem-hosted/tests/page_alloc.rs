@@ -258,7 +258,7 @@ fn thisnode_stays_on_its_node_and_fallback_crosses_nodes() {
 #[test]
 fn memblock_reservations_are_never_allocated() {
     let (start, size) = (32 * MIB as u64, MIB as u64);
-    let m = MachineBuilder::new().ram_mib(64).cpus(1).reserve(start, size).build().unwrap();
+    let m = MachineBuilder::new().ram_mib(64).cpus(1).reserve(kmem::PhysAddr::new(start), size).build().unwrap();
     let first = m.pfn_to_page(kmem::PhysAddr::new(start).pfn()).unwrap();
     assert!(first.is_reserved());
     let all = drain(&m, Gfp::KERNEL | Gfp::MEMALLOC);
