@@ -45,8 +45,9 @@ impl<P: Platform> Kmem<P> {
         let g = n.list_lock.lock_irqsave(self.platform());
         self.sift_partial(n, &empty, |slab| {
             let w = slab.word();
-            let free = (w.objects - w.inuse) as usize;
-            if free <= SHRINK_PROMOTE_MAX {
+            // Saturating: a corrupt word (reported when it is next followed) must not panic.
+            let free = w.objects.saturating_sub(w.inuse) as usize;
+            if (1..=SHRINK_PROMOTE_MAX).contains(&free) {
                 n.partial.unlink(mm, slab.page);
                 promote[free - 1].push(mm, slab.pfn, slab.page, false);
             }
@@ -100,7 +101,7 @@ impl<P: Platform> Kmem<P> {
         let mut free = 0;
         let _ = n.partial.walk(self.memmap(), |pfn, _| {
             let w = self.slab_at(pfn.as_usize()).word();
-            free += (w.objects - w.inuse) as usize;
+            free += w.objects.saturating_sub(w.inuse) as usize;
             true
         });
         drop(g);
@@ -177,7 +178,8 @@ impl<P: Platform> Kmem<P> {
             slab,
             &|f| write!(f, "Objects remaining in {} on __kmem_cache_shutdown()", s.name()),
             Some(&|f| {
-                for i in (0..w.objects as usize).filter(|&i| known && !map.is_free(i)) {
+                let objects = w.objects.min(s.max_objects(slab)) as usize;
+                for i in (0..objects).filter(|&i| known && !map.is_free(i)) {
                     let obj = base + i * s.layout.size as usize;
                     write!(f, "Object 0x{obj:016x} @offset={}", obj - addr)?;
                     match super::debug::track::alloc_site(self, s, obj)
