@@ -121,3 +121,33 @@ fn a_debug_cache_checks_the_slab_word_before_following_it() {
     }
     common::assert_still_works(&m);
 }
+
+#[test]
+fn a_corrupt_object_count_does_not_stretch_the_slab_for_frees() {
+    pin_current_thread(0);
+    let m = machine(1);
+    // 170 slots of 24 bytes in a page: slot 170 would start 16 bytes before the page's end.
+    let c = m.kmem_cache_create("victim24", 24, 0, SlabFlags::NONE, None).unwrap();
+    assert_eq!((c.order(), c.objects_per_slab()), (0, 170));
+    let first = m.kmem_cache_alloc(&c, Gfp::KERNEL).unwrap();
+    let slab = slab_of(&m, first);
+    let base = m.page_address(slab).unwrap().as_usize();
+    let word = slab.private();
+    // SAFETY: deliberate violation of the contract (a slab page is kmem's).
+    unsafe { slab.set_private((word & !(0x7fff << 48)) | 0x7fff << 48) };
+    let phantom = (base + 170 * 24) as *mut u8;
+    // SAFETY: deliberate misuse: no object starts there; kmem must refuse it.
+    unsafe { m.kmem_cache_free(&c, NonNull::new(phantom).unwrap()) };
+    assert_eq!(m.report_count(ReportKind::SlabBug), 1);
+    let text = m.reports().last().unwrap();
+    assert!(text.contains(&format!("Invalid object pointer 0x{:016x}", phantom as usize)), "{text}");
+    // The next refill isolates the slab.
+    let objs = drain_and_refill(&m, &c);
+    assert_eq!(m.report_count(ReportKind::SlabBug), 2);
+    assert!(m.reports().last().unwrap().contains("Wrong number of objects. Found 32767 but should be 170"));
+    for o in objs.into_iter().chain([first]) {
+        // SAFETY: ours, freed once.
+        unsafe { m.kmem_cache_free(&c, o) };
+    }
+    common::assert_still_works(&m);
+}

@@ -88,7 +88,11 @@ impl<P: Platform> Kmem<P> {
         // Object 0 sits after the slab's colour and the left red zone.
         let first = (slab.page.slab_colour() * super::layout::CACHE_LINE + cache.layout.red_left_pad) as usize;
         let off = in_slab.wrapping_sub(first);
-        if off >= (slab.word().objects * cache.layout.size) as usize || !cache.is_boundary(off as u32) {
+        // The word's count, bounded by what a slab of the cache's order holds, so that a
+        // corrupt word cannot stretch a slab (3 instructions; exact for slabs of the cache's
+        // order, the usual case; checking against each slab's own order cost 11).
+        let objects = slab.word().objects.min(cache.layout.objects);
+        if off >= (objects * cache.layout.size) as usize || !cache.is_boundary(off as u32) {
             return Lookup::Invalid(slab, cache);
         }
         Lookup::Object(slab, cache, off as u32, addr - off)
