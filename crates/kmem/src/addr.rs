@@ -3,6 +3,8 @@
 //! Raw `usize`/`u64` addresses never cross a module boundary; these types do. Arithmetic that
 //! can overflow is checked at construction, not at every use.
 
+#![forbid(unsafe_code)]
+
 use core::fmt;
 
 /// log2 of the base page size.

@@ -4,6 +4,8 @@
 //! to [`Platform::report`] unless its rate limit is exhausted, as `printk_ratelimited` would
 //! drop it. Counting never stops; only the text is throttled.
 
+#![forbid(unsafe_code)]
+
 use core::fmt;
 
 use crate::platform::{Platform, ReportKind};

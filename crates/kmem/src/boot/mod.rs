@@ -14,7 +14,7 @@
 mod hotplug;
 mod memblock;
 mod memory_map;
-mod pagesets;
+pub(crate) mod pagesets;
 
 pub use hotplug::HotplugError;
 pub use memblock::{Memblock, MemblockError, Range, MEMBLOCK_REGIONS};

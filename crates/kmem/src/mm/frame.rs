@@ -38,6 +38,8 @@
 //! - The per-CPU first chunk is memblock memory and shows as [`FrameState::Reserved`]; the
 //!   units of dynamic chunks are [`FrameState::Percpu`].
 
+#![forbid(unsafe_code)]
+
 use core::ops::Range;
 
 use crate::addr::{Pfn, MAX_PAGE_ORDER};

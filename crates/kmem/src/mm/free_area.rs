@@ -9,6 +9,8 @@
 //!
 //! Writers must hold the area's lock; every mutating method takes the guard as proof.
 
+#![forbid(unsafe_code)]
+
 use crate::addr::{Order, Pfn, NR_PAGE_ORDERS};
 use crate::mm::memmap::Memmap;
 use crate::mm::page::Page;

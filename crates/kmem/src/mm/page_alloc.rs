@@ -9,8 +9,12 @@
 //! kmem has no reclaim yet (no shrinkers, no OOM killer): where Linux would reclaim and
 //! retry, kmem retries once and then fails, except `__GFP_NOFAIL`, which waits for memory
 //! as Linux's loop does.
+//!
+//! Policy only: zeroing (`mm/highmem.rs`) is the one thing here that writes memory.
 
-use crate::addr::{Order, Pfn, PhysAddr, VirtAddr, PAGE_SIZE};
+#![forbid(unsafe_code)]
+
+use crate::addr::{Order, Pfn, VirtAddr};
 use crate::gfp::{Gfp, GfpZone};
 use crate::machine::Kmem;
 use crate::mm::alloc_flags::{gfp_pfmemalloc_flags, gfp_to_alloc_flags, AllocFlags};
@@ -365,26 +369,6 @@ impl<P: Platform> Kmem<P> {
         }
         head.set_refcount(1);
         PageRef::new(pfn, head)
-    }
-
-    /// Zeroes a block (`clear_highpage` per page; HighMem pages through a temporary mapping).
-    fn clear_pages(&self, pfn: Pfn, order: Order) {
-        let dm = self.direct_map();
-        let last = PhysAddr::new(pfn.phys().as_u64() + order.bytes() as u64 - 1);
-        if let Some(va) = dm.phys_to_virt(last).and(dm.phys_to_virt(pfn.phys())) {
-            // SAFETY: the block was just taken off the free lists, so nobody else uses it, and
-            // it lies wholly in the direct map, which maps RAM writable (boot's contract).
-            unsafe { core::ptr::write_bytes(va.as_mut_ptr::<u8>(), 0, order.bytes()) };
-            return;
-        }
-        for i in 0..order.nr_pages() {
-            let p = pfn.add(i);
-            let va = self.platform().map_temporary(p).expect("platform cannot map a page");
-            // SAFETY: the page is ours (just allocated) and `map_temporary` maps a whole
-            // writable page until `unmap_temporary` (Platform contract).
-            unsafe { core::ptr::write_bytes(va.as_mut_ptr::<u8>(), 0, PAGE_SIZE) };
-            self.platform().unmap_temporary(va);
-        }
     }
 
     /// `might_alloc()`: a sleeping allocation from atomic context is reported (and, as in

@@ -19,6 +19,8 @@
 //! (`Page::is_pcp`) with their order and migratetype; they count as free in MemFree but not
 //! in buddyinfo or the zone's free counter (which the watermarks check), as in Linux.
 
+#![forbid(unsafe_code)]
+
 use crate::addr::{Order, Pfn, PAGEBLOCK_ORDER, PAGE_ALLOC_COSTLY_ORDER};
 use crate::machine::Kmem;
 use crate::mm::buddy::{self, Take};

@@ -7,6 +7,8 @@
 //! that lock-free readers of `len` (watermark checks, /proc) are well defined; writers use
 //! plain loads and stores, which the lock serialises.
 
+#![forbid(unsafe_code)]
+
 use crate::addr::Pfn;
 use crate::mm::memmap::Memmap;
 use crate::mm::page::{Page, NIL};

@@ -1,5 +1,7 @@
 //! `/proc/slabinfo` version 2.1 (`mm/slab_common.c`: `slab_show`; `mm/slub.c`: `get_slabinfo`).
 
+#![forbid(unsafe_code)]
+
 use core::fmt::{self, Write};
 
 use crate::machine::Kmem;
