@@ -20,7 +20,7 @@ use crate::mm::pfn_list::PfnList;
 use crate::percpu::PercpuPtr;
 use crate::platform::Platform;
 use crate::sync::{
-    const_fn_unless_loom, AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering, RawSpinLock,
+    const_fn_unless_loom, AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering, RawSpinLock, SpinGuard,
 };
 
 /// Registry value of an id reserved for a cache under construction.
@@ -291,7 +291,7 @@ impl KmemCache {
             .nodes()
             .map(|(_, n)| {
                 let g = n.barn.lock().lock_irqsave(k.platform());
-                let o = n.barn.objects_locked();
+                let o = n.barn.objects_locked(&g);
                 drop(g);
                 o
             })
@@ -485,8 +485,9 @@ impl SlabState {
         z ^ (z >> 31)
     }
 
-    /// Fills a just-installed id table with the boot caches. Caller holds the list lock.
-    pub(crate) fn register_boot_caches_locked(&self) {
+    /// Fills a just-installed id table with the boot caches. `g` holds the list lock.
+    pub(crate) fn register_boot_caches_locked<P: Platform>(&self, g: &SpinGuard<'_, P>) {
+        debug_assert!(g.holds(&self.list_lock));
         if let Some(t) = self.id_table() {
             for (id, c) in [(BOOT_CACHE_ID, &self.boot_cache), (SHEAF_CACHE_ID, &self.sheaf_cache)] {
                 t[id as usize].store(c.load(Ordering::Acquire), Ordering::Release);
@@ -515,9 +516,10 @@ impl SlabState {
         (p > RESERVED_ID).then(|| unsafe { &*(p as *const KmemCache) })
     }
 
-    /// Caches, newest first (the `slab_caches` order of `/proc/slabinfo`). Caller holds the
-    /// list lock.
-    pub(crate) fn for_each_locked(&self, mut f: impl FnMut(&KmemCache)) {
+    /// Caches, newest first (the `slab_caches` order of `/proc/slabinfo`). `g` holds the list
+    /// lock.
+    pub(crate) fn for_each_locked<P: Platform>(&self, g: &SpinGuard<'_, P>, mut f: impl FnMut(&KmemCache)) {
+        debug_assert!(g.holds(&self.list_lock));
         let mut p = self.head.load(Ordering::Acquire);
         while p != 0 {
             // SAFETY: list members are live descriptors; the list lock (held by the caller)
@@ -528,8 +530,9 @@ impl SlabState {
         }
     }
 
-    /// Links `c` at the list head and registers its id. Caller holds the list lock.
-    pub(crate) fn link_locked(&self, c: &KmemCache) {
+    /// Links `c` at the list head and registers its id. `g` holds the list lock.
+    pub(crate) fn link_locked<P: Platform>(&self, g: &SpinGuard<'_, P>, c: &KmemCache) {
+        debug_assert!(g.holds(&self.list_lock));
         let head = self.head.load(Ordering::Relaxed);
         c.list_next.store(head, Ordering::Relaxed);
         c.list_prev.store(0, Ordering::Relaxed);
@@ -543,8 +546,9 @@ impl SlabState {
         }
     }
 
-    /// Unlinks `c` and frees its id. Caller holds the list lock.
-    pub(crate) fn unlink_locked(&self, c: &KmemCache) {
+    /// Unlinks `c` and frees its id. `g` holds the list lock.
+    pub(crate) fn unlink_locked<P: Platform>(&self, g: &SpinGuard<'_, P>, c: &KmemCache) {
+        debug_assert!(g.holds(&self.list_lock));
         let (next, prev) = (c.list_next.load(Ordering::Relaxed), c.list_prev.load(Ordering::Relaxed));
         if prev == 0 {
             self.head.store(next, Ordering::Release);
@@ -561,9 +565,10 @@ impl SlabState {
         }
     }
 
-    /// Reserves a free id, or `None` if the table is full or not allocated. Caller holds the
+    /// Reserves a free id, or `None` if the table is full or not allocated. `g` holds the
     /// list lock; ids 0, [`BOOT_CACHE_ID`] and [`SHEAF_CACHE_ID`] are never handed out.
-    pub(crate) fn reserve_id_locked(&self) -> Option<u32> {
+    pub(crate) fn reserve_id_locked<P: Platform>(&self, g: &SpinGuard<'_, P>) -> Option<u32> {
+        debug_assert!(g.holds(&self.list_lock));
         let t = self.id_table()?;
         let i = (SHEAF_CACHE_ID as usize + 1..MAX_CACHES.min(MAX_SLAB_CACHE_ID as usize))
             .find(|&i| t[i].load(Ordering::Relaxed) == 0)?;
@@ -572,8 +577,9 @@ impl SlabState {
     }
 
     /// Gives back an id reserved by [`SlabState::reserve_id_locked`] that was never linked.
-    /// Caller holds the list lock.
-    pub(crate) fn release_id_locked(&self, id: u32) {
+    /// `g` holds the list lock.
+    pub(crate) fn release_id_locked<P: Platform>(&self, g: &SpinGuard<'_, P>, id: u32) {
+        debug_assert!(g.holds(&self.list_lock));
         if let Some(t) = self.id_table() {
             t[id as usize].store(0, Ordering::Relaxed);
         }

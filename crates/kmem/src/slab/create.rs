@@ -14,7 +14,7 @@ use crate::gfp::Gfp;
 use crate::machine::Kmem;
 use crate::percpu::PercpuPtr;
 use crate::platform::{Platform, ReportKind};
-use crate::sync::Ordering;
+use crate::sync::{Ordering, SpinGuard};
 
 /// What `create_cache` is asked for: `kmem_cache_create`'s arguments plus how to allocate
 /// (kmalloc creates its caches on first use, possibly from atomic context) and whether the
@@ -72,8 +72,8 @@ impl<P: Platform> Kmem<P> {
             let c = unsafe { KmemCache::init(mem, init) };
             // SAFETY: just initialised; lives as long as the machine.
             let c = unsafe { c.as_ref() };
-            let _g = st.list_lock.lock_irqsave(self.platform());
-            st.link_locked(c);
+            let g = st.list_lock.lock_irqsave(self.platform());
+            st.link_locked(&g, c);
             slot.store(c as *const _ as usize, Ordering::Release);
         }
         Ok(())
@@ -182,25 +182,25 @@ impl<P: Platform> Kmem<P> {
         let st = self.slab();
         if st.id_table().is_none() {
             self.install_table(&st.ids, core::mem::size_of::<super::cache::IdTable>(), gfp)?;
-            let _g = st.list_lock.lock_irqsave(self.platform());
-            st.register_boot_caches_locked();
+            let g = st.list_lock.lock_irqsave(self.platform());
+            st.register_boot_caches_locked(&g);
         }
         if flags.contains(SlabFlags::STORE_USER) {
             // Without a depot, tracks just have no call site.
             let _ = self.install_table(&st.depot, core::mem::size_of::<super::debug::CallerDepot>(), gfp);
         }
         let id = {
-            let _g = st.list_lock.lock_irqsave(self.platform());
-            if let Some(c) = self.find_mergeable_locked(size, align, flags, ctor).filter(|_| a.mergeable) {
+            let g = st.list_lock.lock_irqsave(self.platform());
+            if let Some(c) = self.find_mergeable_locked(&g, size, align, flags, ctor).filter(|_| a.mergeable) {
                 c.refcount.fetch_add(1, Ordering::Relaxed);
                 c.object_size.fetch_max(size as u32, Ordering::Relaxed);
                 return Ok(Cache { kmem: self, cache: NonNull::from(c) });
             }
-            st.reserve_id_locked().ok_or(CacheError::TooManyCaches)?
+            st.reserve_id_locked(&g).ok_or(CacheError::TooManyCaches)?
         };
         let release_id = || {
-            let _g = st.list_lock.lock_irqsave(self.platform());
-            st.release_id_locked(id);
+            let g = st.list_lock.lock_irqsave(self.platform());
+            st.release_id_locked(&g, id);
         };
         let layout = match calculate_sizes(size, align, flags, ctor.is_some(), st.order) {
             Ok(l) => l,
@@ -241,8 +241,8 @@ impl<P: Platform> Kmem<P> {
         let c = unsafe { KmemCache::init(mem, init) };
         // SAFETY: just initialised.
         let cr = unsafe { c.as_ref() };
-        let _g = st.list_lock.lock_irqsave(self.platform());
-        st.link_locked(cr);
+        let g = st.list_lock.lock_irqsave(self.platform());
+        st.link_locked(&g, cr);
         Ok(Cache { kmem: self, cache: c })
     }
 
@@ -269,10 +269,11 @@ impl<P: Platform> Kmem<P> {
         flags | slub_debug_flags(opts, name).0
     }
 
-    /// `find_mergeable()`: the oldest cache a new one of this shape can share. Caller holds
-    /// the list lock.
+    /// `find_mergeable()`: the oldest cache a new one of this shape can share. `g` holds the
+    /// list lock.
     fn find_mergeable_locked(
         &self,
+        g: &SpinGuard<'_, P>,
         size: usize,
         align: usize,
         flags: SlabFlags,
@@ -287,7 +288,7 @@ impl<P: Platform> Kmem<P> {
         let size = size.next_multiple_of(align);
         let mut found = None;
         // The list is newest first; the last match is the oldest (Linux scans in reverse).
-        st.for_each_locked(|s| {
+        st.for_each_locked(g, |s| {
             let l = s.layout;
             let mergeable = !l.flags.intersects(SlabFlags::NEVER_MERGE)
                 && s.ctor.is_none()
@@ -343,8 +344,8 @@ impl<P: Platform> Kmem<P> {
             return;
         }
         {
-            let _g = st.list_lock.lock_irqsave(self.platform());
-            st.unlink_locked(s);
+            let g = st.list_lock.lock_irqsave(self.platform());
+            st.unlink_locked(&g, s);
         }
         let cpu_sheaves = s.cpu_sheaves;
         // SAFETY: the cache has no slab left, is unregistered, and the caller's reference was
@@ -360,8 +361,8 @@ impl<P: Platform> Kmem<P> {
     /// Calls `f` on every cache, newest first, holding the cache list lock (`slab_mutex`).
     pub fn for_each_cache(&self, mut f: impl FnMut(&KmemCache)) {
         let st = self.slab();
-        let _g = st.list_lock.lock_irqsave(self.platform());
-        st.for_each_locked(&mut f);
+        let g = st.list_lock.lock_irqsave(self.platform());
+        st.for_each_locked(&g, &mut f);
     }
 
     /// Number of caches (merged creations count once).

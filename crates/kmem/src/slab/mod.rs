@@ -70,6 +70,9 @@ mod slub_debug;
 mod typed;
 mod word;
 
+#[cfg(test)]
+mod locked_tests;
+
 use core::fmt;
 
 pub(crate) use cache::SlabState;

@@ -118,20 +118,22 @@ impl<P: Platform> Kmem<P> {
         Some(obj)
     }
 
-    /// Pushes the object at offset `off` of `slab` onto the slab's freelist (list lock of
-    /// its node held), fixing its list; an emptied slab beyond `min_partial` is unlinked and
+    /// Pushes the object at offset `off` of `slab` onto the slab's freelist (`g` holds the
+    /// list lock of its node), fixing its list; an emptied slab beyond `min_partial` is unlinked and
     /// put on `discard`. False (nothing changed) if the slab has no object in use: a double
     /// free the caller reports.
+    #[allow(clippy::too_many_arguments)]
     fn free_to_slab_locked(
         &self,
         s: &KmemCache,
         n: &CacheNode,
+        g: &SpinGuard<'_, P>,
         slab: Slab<'_>,
         off: u32,
         base: usize,
         discard: &PfnList,
     ) -> bool {
-        debug_assert!(n.list_lock.is_locked());
+        debug_assert!(g.holds(&n.list_lock));
         let w = slab.word();
         if !s.word_ok(slab, w) {
             // Reported; the object is left out (leaked) rather than linked into a slab whose
@@ -163,7 +165,7 @@ impl<P: Platform> Kmem<P> {
         let n = s.node(slab.nid());
         let discard = PfnList::new();
         let g = n.list_lock.lock_irqsave(self.platform());
-        let ok = self.free_to_slab_locked(s, n, slab, off, base, &discard);
+        let ok = self.free_to_slab_locked(s, n, &g, slab, off, base, &discard);
         drop(g);
         if !ok {
             self.double_free(s, slab, base + off as usize);
@@ -186,7 +188,8 @@ impl<P: Platform> Kmem<P> {
             }
             let base = s.obj_base(self, slab);
             let off = (obj - base) as u32;
-            if !self.free_to_slab_locked(s, s.node(nid), slab, off, base, &discard) {
+            let g = &held.as_ref().expect("locked above").1;
+            if !self.free_to_slab_locked(s, s.node(nid), g, slab, off, base, &discard) {
                 // Cannot happen unless state is corrupt: objects enter sheaves only after the
                 // double-free check. Leave the object out rather than corrupt the slab.
                 debug_assert!(false, "sheaf object already free in its slab");

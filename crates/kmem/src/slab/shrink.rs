@@ -8,6 +8,7 @@ use crate::gfp::Gfp;
 use crate::machine::Kmem;
 use crate::mm::pfn_list::PfnList;
 use crate::platform::{Platform, ReportKind};
+use crate::sync::SpinGuard;
 
 /// Partial slabs with at most this many free objects are sorted by fill on shrink
 /// (`SHRINK_PROMOTE_MAX`).
@@ -19,7 +20,7 @@ impl<P: Platform> Kmem<P> {
     pub(crate) fn slab_cpu_dead(&self) {
         let st = self.slab();
         let g = st.list_lock.lock_irqsave(self.platform());
-        st.for_each_locked(|s| self.flush_cpu_sheaves(s, true));
+        st.for_each_locked(&g, |s| self.flush_cpu_sheaves(s, true));
         drop(g);
     }
 
@@ -43,7 +44,7 @@ impl<P: Platform> Kmem<P> {
         let empty = PfnList::new();
         let promote: [PfnList; SHRINK_PROMOTE_MAX] = core::array::from_fn(|_| PfnList::new());
         let g = n.list_lock.lock_irqsave(self.platform());
-        self.sift_partial(n, &empty, |slab| {
+        self.sift_partial(&g, n, &empty, |slab| {
             let w = slab.word();
             // Saturating: a corrupt word (reported when it is next followed) must not panic.
             let free = w.objects.saturating_sub(w.inuse) as usize;
@@ -65,9 +66,9 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// Moves every empty slab of `n`'s partial list onto `empty` and calls `rest` with each
-    /// other one (which may unlink it). The caller holds `n`'s list lock.
-    fn sift_partial(&self, n: &CacheNode, empty: &PfnList, mut rest: impl FnMut(Slab<'_>)) {
-        debug_assert!(n.list_lock.is_locked());
+    /// other one (which may unlink it). `g` holds `n`'s list lock.
+    fn sift_partial(&self, g: &SpinGuard<'_, P>, n: &CacheNode, empty: &PfnList, mut rest: impl FnMut(Slab<'_>)) {
+        debug_assert!(g.holds(&n.list_lock));
         let mm = self.memmap();
         let mut cur = n.partial.first();
         while let Some(pfn) = cur {
@@ -153,7 +154,7 @@ impl<P: Platform> Kmem<P> {
         for (_, n) in s.nodes() {
             let empty = PfnList::new();
             let g = n.list_lock.lock_irqsave(self.platform());
-            self.sift_partial(n, &empty, |_| {});
+            self.sift_partial(&g, n, &empty, |_| {});
             for list in [&n.partial, &n.full] {
                 let _ = list.walk(mm, |pfn, _| {
                     self.list_slab_objects(s, self.slab_at(pfn.as_usize()), &mut map);

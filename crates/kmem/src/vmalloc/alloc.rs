@@ -11,7 +11,7 @@ use crate::gfp::Gfp;
 use crate::machine::Kmem;
 use crate::mm::page::pg;
 use crate::platform::{PageProt, PageTableAlloc, Platform, ReportKind};
-use crate::sync::{AtomicUsize, Ordering};
+use crate::sync::{AtomicUsize, Ordering, SpinGuard};
 
 /// Largest order tried for vmalloc pages before smaller ones (64 pages): one block per 256 KiB
 /// of an area means one mapping call per run (an `mmap` on a hosted machine), and the area's
@@ -359,9 +359,10 @@ impl<P: Platform> Kmem<P> {
         });
     }
 
-    /// The busy area starting at `addr` and its `VmStruct` (the caller holds the vmap lock;
+    /// The busy area starting at `addr` and its `VmStruct` (`g` holds the vmap lock;
     /// unpublished areas have none).
-    pub(crate) fn busy_vm_at(&self, addr: usize) -> Option<(VaRef<'_>, &VmStruct)> {
+    pub(crate) fn busy_vm_at(&self, g: &SpinGuard<'_, P>, addr: usize) -> Option<(VaRef<'_>, &VmStruct)> {
+        debug_assert!(g.holds(&self.vm().lock));
         let va = self.vm().busy.find(addr).filter(|va| va.start() == addr)?;
         Some((va, va.vm()?))
     }
@@ -377,8 +378,8 @@ impl<P: Platform> Kmem<P> {
         if v.init.load(Ordering::Acquire) != super::INIT_READY {
             return None;
         }
-        let _g = v.lock.lock_irqsave(self.platform());
-        let (va, vm) = self.busy_vm_at(addr)?;
+        let g = v.lock.lock_irqsave(self.platform());
+        let (va, vm) = self.busy_vm_at(&g, addr)?;
         if vm.flags & want == 0 || vm.cached.load(Ordering::Relaxed) != cached {
             return None;
         }
@@ -390,7 +391,7 @@ impl<P: Platform> Kmem<P> {
         v.busy.remove(addr);
         // SAFETY: the area just left the busy tree under the lock.
         let vm = unsafe { va.take_vm() }.expect("checked above");
-        let over = self.lazy_insert_locked(va);
+        let over = self.lazy_insert_locked(&g, va);
         Some(Removed::Gone(vm, over))
     }
 
@@ -497,8 +498,8 @@ impl<P: Platform> Kmem<P> {
         if v.init.load(Ordering::Acquire) != super::INIT_READY {
             return None;
         }
-        let _g = v.lock.lock_irqsave(self.platform());
-        let (_, vm) = self.busy_vm_at(addr)?;
+        let g = v.lock.lock_irqsave(self.platform());
+        let (_, vm) = self.busy_vm_at(&g, addr)?;
         if vm.flags & vm_flags::ALLOC == 0 || vm.cached.load(Ordering::Relaxed) != 0 {
             return None;
         }

@@ -141,8 +141,8 @@ impl<P: Platform> Kmem<P> {
         if v.init.load(Ordering::Acquire) != super::INIT_READY {
             return None;
         }
-        let _g = v.lock.lock_irqsave(self.platform());
-        let (_, vm) = self.busy_vm_at(addr)?;
+        let g = v.lock.lock_irqsave(self.platform());
+        let (_, vm) = self.busy_vm_at(&g, addr)?;
         (vm.flags & want != 0).then_some(vm.nr_pages)
     }
 }
