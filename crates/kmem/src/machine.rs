@@ -200,6 +200,13 @@ impl<P: Platform> Kmem<P> {
         unsafe { self.state.as_ref() }
     }
 
+    /// The machine's identity: the address of its state, which no other live machine shares.
+    /// Handles that can meet another machine (caches, per-CPU variables) carry it.
+    #[inline(always)]
+    pub(crate) fn machine_id(&self) -> usize {
+        self.state.as_ptr() as usize
+    }
+
     /// The state pointer (for [`Kmem::alias`]).
     pub(crate) fn state_ptr(&self) -> NonNull<MachineState> {
         self.state

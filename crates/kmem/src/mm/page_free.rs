@@ -28,6 +28,9 @@ impl<P: Platform> Kmem<P> {
     /// Misuse (double free, wrong order, reserved page) is detected and reported where
     /// possible, but memory the caller still uses may be handed to someone else.
     pub unsafe fn __free_pages(&self, page: PageRef<'_>, order: Order) {
+        if !self.owns_page(page) {
+            return self.page_of_other_machine("mm/page_alloc.c", "__free_pages", page);
+        }
         let ord = order;
         let head = page.is_head();
         let Ok(old) = page.page().ref_dec_positive() else {
@@ -152,6 +155,9 @@ impl<P: Platform> Kmem<P> {
     /// `get_page()`: takes another reference (on the compound head for a tail page). Taking a
     /// reference to a free page is reported and refused.
     pub fn get_page(&self, page: PageRef<'_>) {
+        if !self.owns_page(page) {
+            return self.page_of_other_machine("include/linux/mm.h", "get_page", page);
+        }
         let head = self.compound_head(page);
         if !head.page().ref_inc_not_zero() {
             self.bad_page(head, "VM_BUG_ON_PAGE(page_ref_count(page) <= 0)");
@@ -165,6 +171,9 @@ impl<P: Platform> Kmem<P> {
     ///
     /// The caller must own the reference it drops, and not use the page if it was the last.
     pub unsafe fn put_page(&self, page: PageRef<'_>) {
+        if !self.owns_page(page) {
+            return self.page_of_other_machine("include/linux/mm.h", "put_page", page);
+        }
         let head = self.compound_head(page);
         let Ok(old) = head.page().ref_dec_positive() else {
             self.bad_page(head, "VM_BUG_ON_PAGE(page_ref_count(page) == 0)");
@@ -183,6 +192,9 @@ impl<P: Platform> Kmem<P> {
     ///
     /// The caller must own the block (allocated with `order`, not compound).
     pub unsafe fn split_page(&self, page: PageRef<'_>, order: Order) {
+        if !self.owns_page(page) {
+            return self.page_of_other_machine("mm/page_alloc.c", "split_page", page);
+        }
         let p = page.page();
         if page.is_compound() || p.refcount() <= 0 || p.alloc_order() != Some(order.as_u32() as u8) {
             self.bad_page(page, "split_page of a compound, free or mis-sized page");

@@ -84,6 +84,27 @@ impl<'a> PageRef<'a> {
     }
 }
 
+impl<P: crate::Platform> crate::Kmem<P> {
+    /// Whether `page` is a descriptor of this machine: every descriptor lives in the
+    /// machine's own RAM (carved at boot, or in a hot-added section's first pages), which no
+    /// other machine's does, and only kmem makes a `PageRef`, so its frame number goes with
+    /// its descriptor. A range check.
+    #[inline(always)]
+    pub(crate) fn owns_page(&self, page: PageRef<'_>) -> bool {
+        let dm = self.direct_map();
+        (page.page as *const Page as usize).wrapping_sub(dm.base.as_usize()) < dm.limit.as_u64() as usize
+    }
+
+    /// A page reference of another machine passed to `func`: reported, refused.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn page_of_other_machine(&self, file: &str, func: &str, page: PageRef<'_>) {
+        self.other_machine(file, func, &|w| {
+            write!(w, "page {:#x} (pfn {:#x})", page.page as *const Page as usize, page.pfn.as_usize())
+        });
+    }
+}
+
 impl PartialEq for PageRef<'_> {
     fn eq(&self, o: &Self) -> bool {
         self.pfn == o.pfn

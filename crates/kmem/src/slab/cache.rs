@@ -89,6 +89,9 @@ pub struct KmemCache {
     // Hot, immutable after creation: what the fast paths read.
     /// The per-CPU sheaves ([`CpuSheaves`], one per CPU).
     pub(crate) cpu_sheaves: PercpuPtr,
+    /// The machine the cache belongs to ([`Kmem::machine_id`]): a cache used with another
+    /// machine is refused before anything of it is touched.
+    pub(crate) machine: usize,
     /// Objects per sheaf; 0: the cache has no sheaves (debug caches, `kmem_sheaf`, the
     /// boot cache).
     pub(crate) sheaf_capacity: u32,
@@ -143,6 +146,7 @@ pub(crate) struct CacheInit<'a> {
     pub layout: Layout,
     pub ctor: Option<Ctor>,
     pub cpu_sheaves: PercpuPtr,
+    pub machine: usize,
     pub sheaf_capacity: u32,
     pub random: u64,
     pub id: u32,
@@ -193,6 +197,7 @@ impl KmemCache {
         };
         let cache = KmemCache {
             cpu_sheaves: init.cpu_sheaves,
+            machine: init.machine,
             sheaf_capacity: if l.flags.intersects(SlabFlags::DEBUG_FLAGS) { 0 } else { init.sheaf_capacity },
             // Bit 56 set: the key's high half is never zero for an 8-aligned slot, so zeroed
             // memory never decodes like a free object's pointer (free.rs).
@@ -272,20 +277,34 @@ impl KmemCache {
     pub fn nodes(&self) -> impl Iterator<Item = (usize, &CacheNode)> + '_ {
         (0..self.nr_nodes as usize).map(move |n| (n, self.node(n)))
     }
+    /// Whether the cache belongs to machine `k` (a load and a compare).
+    #[inline(always)]
+    pub(crate) fn is_of<P: Platform>(&self, k: &Kmem<P>) -> bool {
+        self.machine == k.machine_id()
+    }
     /// This cache's sheaves on `cpu`.
     #[inline(always)]
     pub(crate) fn pcs<'a, P: Platform>(&'a self, k: &Kmem<P>, cpu: usize) -> &'a CpuSheaves {
         // SAFETY: `cpu_sheaves` is a live per-CPU allocation of a CpuSheaves (aligned,
         // initialised on every CPU by `kmem_cache_create`), freed only by destroy after which
         // no reference to this descriptor is used; `cpu` comes from the platform (< nr_cpus).
-        unsafe { &*(k.per_cpu_ptr(self.cpu_sheaves, cpu) as *const CpuSheaves) }
+        unsafe { &*(k.per_cpu_ptr_unchecked(self.cpu_sheaves, cpu) as *const CpuSheaves) }
     }
-    /// A statistics counter summed over CPUs.
+    /// A statistics counter summed over CPUs (0, reported, if `k` is not the cache's machine).
     pub fn stat<P: Platform>(&self, k: &Kmem<P>, s: super::sheaf::SlubStat) -> u64 {
+        if !self.is_of(k) {
+            k.cache_of_other_machine("slab_stat", self);
+            return 0;
+        }
         (0..k.nr_cpus()).map(|c| self.pcs(k, c).stat_value(s)).sum()
     }
-    /// Objects held in sheaves: every CPU's and every barn's (racy).
+    /// Objects held in sheaves: every CPU's and every barn's (racy; 0, reported, if `k` is
+    /// not the cache's machine).
     pub fn sheaf_objects<P: Platform>(&self, k: &Kmem<P>) -> usize {
+        if !self.is_of(k) {
+            k.cache_of_other_machine("sheaf_objects", self);
+            return 0;
+        }
         let cpus: usize = (0..k.nr_cpus()).map(|c| self.pcs(k, c).objects()).sum();
         let barns: usize = self
             .nodes()

@@ -61,6 +61,7 @@ impl<P: Platform> Kmem<P> {
                 layout,
                 ctor: None,
                 cpu_sheaves,
+                machine: self.machine_id(),
                 sheaf_capacity: 0,
                 random: st.next_random(mem.as_ptr() as u64),
                 id,
@@ -96,7 +97,7 @@ impl<P: Platform> Kmem<P> {
         for cpu in 0..self.nr_cpus() {
             // SAFETY: a fresh per-CPU area of `size` bytes aligned for CpuSheaves on every
             // CPU, ours alone; CpuSheaves has no drop glue.
-            unsafe { (self.per_cpu_ptr(p, cpu) as *mut CpuSheaves).write(CpuSheaves::new()) };
+            unsafe { (self.per_cpu_ptr_unchecked(p, cpu) as *mut CpuSheaves).write(CpuSheaves::new()) };
         }
         Ok(p)
     }
@@ -230,6 +231,7 @@ impl<P: Platform> Kmem<P> {
             layout,
             ctor,
             cpu_sheaves,
+            machine: self.machine_id(),
             sheaf_capacity: sheaf_capacity(layout.size),
             random: st.next_random(mem.as_ptr() as u64 ^ self.platform().now_ns()),
             id,
@@ -310,6 +312,12 @@ impl<P: Platform> Kmem<P> {
     /// `kmem_cache_destroy <name>: Slab cache still has objects`) and kept, as Linux does.
     #[track_caller]
     pub fn kmem_cache_destroy(&self, cache: Cache<'_, P>) {
+        if !cache.is_of(self) {
+            // Reported, and destroyed by the machine it belongs to (dropping the handle).
+            self.cache_of_other_machine("kmem_cache_destroy", &cache);
+            drop(cache);
+            return;
+        }
         let c = cache.into_raw();
         // SAFETY: the handle owned one reference, given up by `into_raw`.
         unsafe { self.destroy_cache_ref(c, Location::caller()) };

@@ -69,12 +69,21 @@ impl<P: Platform> Kmem<P> {
         caller: &'static core::panic::Location<'static>,
     ) {
         let addr = obj.as_ptr() as usize;
+        // An object's own cache is this machine's: the machine check costs nothing when it is
+        // the cache named.
         match self.lookup_object(addr) {
             Lookup::Object(slab, cache, off, base) => {
                 if !core::ptr::eq(cache, s) {
+                    if !s.is_of(self) {
+                        self.cache_of_other_machine("kmem_cache_free", s);
+                        return;
+                    }
                     self.wrong_cache(s, cache, caller);
                 }
                 self.free_object(cache, slab, off, base, caller);
+            }
+            _ if !s.is_of(self) => {
+                self.cache_of_other_machine("kmem_cache_free", s);
             }
             Lookup::Invalid(slab, cache) => self.invalid_object_pointer(cache, Some(slab), addr),
             Lookup::NotSlab => self.invalid_object_pointer(s, None, addr),

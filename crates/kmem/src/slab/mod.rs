@@ -131,6 +131,8 @@ pub enum SlabAllocError {
     NoMemory(AllocError),
     /// The node asked for does not exist.
     NoSuchNode(usize),
+    /// The cache belongs to another machine (reported as a `WARNING`; nothing allocated).
+    OtherMachine,
 }
 
 impl fmt::Display for SlabAllocError {
@@ -138,6 +140,7 @@ impl fmt::Display for SlabAllocError {
         match self {
             Self::NoMemory(e) => write!(f, "slab allocation failed: {e}"),
             Self::NoSuchNode(n) => write!(f, "slab allocation failed: no node {n}"),
+            Self::OtherMachine => write!(f, "slab allocation failed: the cache belongs to another machine"),
         }
     }
 }

@@ -29,6 +29,10 @@ impl<P: Platform> Kmem<P> {
     /// the page allocator, and sorts the partial slabs with few free objects fullest first.
     /// Returns 0 if the cache has no slab left, 1 otherwise (Linux's `__kmem_cache_shrink`).
     pub fn kmem_cache_shrink(&self, s: &KmemCache) -> i32 {
+        if !s.is_of(self) {
+            self.cache_of_other_machine("kmem_cache_shrink", s);
+            return 1;
+        }
         self.flush_all(s, true);
         let mut any = false;
         for (_, n) in s.nodes() {
@@ -113,6 +117,10 @@ impl<P: Platform> Kmem<P> {
     /// counters and freelist, and with debugging every object against its state), and the
     /// node counters against what was found. Problems are reported and repaired.
     pub fn validate_slab_cache(&self, s: &KmemCache) -> ValidateReport {
+        if !s.is_of(self) {
+            self.cache_of_other_machine("validate_slab_cache", s);
+            return ValidateReport { errors: 1, ..ValidateReport::default() };
+        }
         let before = self.report_count(ReportKind::SlabBug);
         self.flush_all(s, false);
         let mut page = self.alloc(Gfp::KERNEL | Gfp::NOWARN, crate::Order::ZERO).ok();

@@ -68,6 +68,8 @@ pub enum VmallocErrorKind {
     Map(MapError),
     /// The address is not the start of a live area of the right kind.
     NotFound,
+    /// A page to map belongs to another machine (reported as a `WARNING`).
+    OtherMachine,
 }
 
 /// A failed vmalloc-family call.
