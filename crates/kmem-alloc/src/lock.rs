@@ -35,6 +35,7 @@ impl RawLock {
     /// The caller holds the lock (took it with `lock` or a successful `try_lock`, or is the
     /// forked child of the thread that did).
     pub(crate) unsafe fn unlock(&self) {
+        debug_assert!(self.0.load(Ordering::Relaxed), "unlock of a RawLock nobody holds");
         self.0.store(false, Ordering::Release);
     }
 }

@@ -10,16 +10,16 @@
 //! (`scripts/pair_cost.sh` does this for orders 0, 3 and 9, `scripts/cost_check.sh` for
 //! order 0 on both platforms).
 
-use kmem::{Gfp, Kmem, Platform};
+use kmem::{Gfp, Kmem, Order, Platform};
 use kmem_hosted::MachineBuilder;
 
 const ITERS: usize = 1000;
 
 #[inline(never)]
 fn pair<P: Platform>(m: &Kmem<P>, order: u32) {
-    let p = m.alloc_pages(Gfp::KERNEL, order).expect("allocation");
+    let p = m.alloc_pages(Gfp::KERNEL, Order::of(order)).expect("allocation");
     // SAFETY: the block is ours and unused afterwards.
-    unsafe { m.__free_pages(std::hint::black_box(p), order) };
+    unsafe { m.__free_pages(std::hint::black_box(p), Order::of(order)) };
 }
 
 fn run<P: Platform>(m: &Kmem<P>, order: u32) {

@@ -56,7 +56,7 @@ use std::alloc::Layout;
 use std::ptr::NonNull;
 
 use buddy_system_allocator::LockedHeap;
-use kmem::{Gfp, PageRef, MAX_PAGE_ORDER, PAGE_SHIFT, PAGE_SIZE};
+use kmem::{Gfp, Order, PageRef, MAX_PAGE_ORDER, PAGE_SHIFT, PAGE_SIZE};
 use kmem_hosted::{Machine, MachineBuilder};
 use rand::distributions::{Distribution, WeightedIndex};
 use rand::rngs::StdRng;
@@ -154,13 +154,13 @@ impl PageAllocator for KmemPages {
 
     #[inline]
     fn alloc(&self, order: u32) -> Option<PageRef<'_>> {
-        self.machine.alloc_pages(Gfp::KERNEL, order).ok()
+        self.machine.alloc_pages(Gfp::KERNEL, Order::of(order)).ok()
     }
 
     #[inline]
     unsafe fn free<'a>(&'a self, block: PageRef<'a>, order: u32) {
         // SAFETY: the caller owns `block`, allocated with `order` and unused from now on.
-        unsafe { self.machine.__free_pages(block, order) }
+        unsafe { self.machine.__free_pages(block, Order::of(order)) }
     }
 }
 

@@ -264,9 +264,9 @@ mod tests {
         // SAFETY: this test's thread alone uses the machine.
         let m = unsafe { super::boot(64) };
         let free0: usize = m.zones().map(|z| z.free_pages() + z.pcp_pages()).sum();
-        let page = m.alloc_pages(Gfp::KERNEL, 0).unwrap();
+        let page = m.alloc_pages(Gfp::KERNEL, kmem::Order::ZERO).unwrap();
         // SAFETY: ours, unused.
-        unsafe { m.__free_pages(page, 0) };
+        unsafe { m.__free_pages(page, kmem::Order::ZERO) };
         let c = m.kmem_cache_create("minimal-test", 64, 0, SlabFlags::NONE, None).unwrap();
         let o = m.kmem_cache_alloc(&c, Gfp::KERNEL).unwrap();
         // SAFETY: from this cache, unused, freed once.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
-use kmem::{Gfp, ReportKind, SlabFlags, PAGE_SIZE};
+use kmem::{Gfp, Order, ReportKind, SlabFlags, PAGE_SIZE};
 use kmem_hosted::Machine;
 
 use crate::opts::MachineOpts;
@@ -160,7 +160,7 @@ fn print_boot(m: &Machine, boot_secs: f64) {
         );
     }
     let frames = b.ram_bytes / PAGE_SIZE as u64;
-    let absent = m.memmap().nr_sections() - b.present_sections;
+    let absent = m.nr_sections() - b.present_sections;
     println!("\n== page descriptors (struct page)");
     println!(
         "  {} bytes per {}-byte frame = {:.2}% of RAM: {:.1} MiB for {} frames in {} present 128 MiB sections",
@@ -184,22 +184,23 @@ fn print_boot(m: &Machine, boot_secs: f64) {
 /// red-zone overrun.
 fn misuse(m: &Machine) -> Result<(), String> {
     println!("\n== misuse is reported, not fatal");
-    let p = m.alloc_pages(Gfp::KERNEL, 0).map_err(|e| e.to_string())?;
+    let p = m.alloc_pages(Gfp::KERNEL, Order::ZERO).map_err(|e| e.to_string())?;
     // SAFETY: ours; the second free is the deliberate misuse being demonstrated.
     unsafe {
-        m.__free_pages(p, 0);
-        m.__free_pages(p, 0);
+        m.__free_pages(p, Order::ZERO);
+        m.__free_pages(p, Order::ZERO);
     }
     print_indented(&m.reports().texts(ReportKind::BadPage).pop().unwrap_or_default());
-    let huge: Vec<_> = std::iter::from_fn(|| m.alloc_pages(Gfp::KERNEL | Gfp::DMA | Gfp::NOWARN, 10).ok()).collect();
-    let _ = m.alloc_pages(Gfp::KERNEL | Gfp::DMA, 10);
+    let huge: Vec<_> =
+        std::iter::from_fn(|| m.alloc_pages(Gfp::KERNEL | Gfp::DMA | Gfp::NOWARN, Order::of(10)).ok()).collect();
+    let _ = m.alloc_pages(Gfp::KERNEL | Gfp::DMA, Order::of(10));
     if let Some(t) = m.reports().texts(ReportKind::PageAllocFailure).pop() {
         print_indented(&t.lines().take(3).collect::<Vec<_>>().join("\n"));
         println!("  ...");
     }
     for h in huge {
         // SAFETY: ours.
-        unsafe { m.__free_pages(h, 10) };
+        unsafe { m.__free_pages(h, Order::of(10)) };
     }
     slab_misuse(m)?;
     println!(

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use kmem::{Gfp, KernelStack, PageRef, ReportKind};
+use kmem::{Gfp, KernelStack, Order, PageRef, ReportKind};
 use kmem_hosted::{in_irq, pin_current_thread, HostedPlatform, Machine};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -153,7 +153,7 @@ pub fn memory_pressure(m: &Machine, bar: bool) -> Pressure {
                     let mut lanes = [(Gfp::KERNEL, 3u32, 0u32), (Gfp::HIGHUSER_MOVABLE, 3, 0)];
                     while lanes.iter().any(|l| l.2 < GIVE_UP) {
                         for (gfp, order, misses) in lanes.iter_mut().filter(|l| l.2 < GIVE_UP) {
-                            match m.alloc_pages(*gfp | Gfp::NORETRY | Gfp::NOWARN, *order) {
+                            match m.alloc_pages(*gfp | Gfp::NORETRY | Gfp::NOWARN, Order::of(*order)) {
                                 Ok(p) => {
                                     held.push((p, *order));
                                     allocs.fetch_add(1, Ordering::Relaxed);
@@ -174,7 +174,7 @@ pub fn memory_pressure(m: &Machine, bar: bool) -> Pressure {
                     // The peak: every CPU is here, nobody frees yet.
                     barrier.wait();
                     for _ in 0..4 {
-                        match in_irq(|| m.alloc_pages(Gfp::ATOMIC | Gfp::NOWARN, 0)) {
+                        match in_irq(|| m.alloc_pages(Gfp::ATOMIC | Gfp::NOWARN, Order::ZERO)) {
                             Ok(p) => {
                                 held.push((p, 0));
                                 atomic_ok.fetch_add(1, Ordering::Relaxed);
@@ -189,7 +189,7 @@ pub fn memory_pressure(m: &Machine, bar: bool) -> Pressure {
                     barrier.wait();
                     for (p, o) in held {
                         // SAFETY: allocated above by this thread, unused.
-                        unsafe { m.__free_pages(p, o) };
+                        unsafe { m.__free_pages(p, Order::of(o)) };
                     }
                 })
             })

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use std::ptr::NonNull;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use kmem::{Cache, Gfp, PageRef, PerCpuVar, SlabFlags};
+use kmem::{Cache, Gfp, Order, PageRef, PerCpuVar, SlabFlags};
 use kmem_hosted::{in_irq, pin_current_thread, HostedPlatform, Machine};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -55,7 +55,7 @@ impl Held {
         for (pfn, order) in self.blocks {
             let p = m.pfn_to_page(kmem::Pfn::new(pfn)).expect("held block has a descriptor");
             // SAFETY: the workload allocated these blocks and handed them to us.
-            unsafe { m.__free_pages(p, order) };
+            unsafe { m.__free_pages(p, Order::of(order)) };
         }
         for (ci, addr) in self.objs {
             let p = NonNull::new(addr as *mut u8).expect("objects are never null");
@@ -198,7 +198,11 @@ fn cpu_loop(m: &Machine, caches: &DemoCaches<'_>, cpu: usize, seed: u64, end: In
                 if !budget.fits(kmem::PAGE_SIZE << order) {
                     continue;
                 }
-                let r = if irq { in_irq(|| m.alloc_pages(gfp, order)) } else { m.alloc_pages(gfp, order) };
+                let r = if irq {
+                    in_irq(|| m.alloc_pages(gfp, Order::of(order)))
+                } else {
+                    m.alloc_pages(gfp, Order::of(order))
+                };
                 match r {
                     Ok(p) => {
                         if let Some(a) = m.page_address(p) {
@@ -217,7 +221,7 @@ fn cpu_loop(m: &Machine, caches: &DemoCaches<'_>, cpu: usize, seed: u64, end: In
             } else if !live.is_empty() {
                 let (p, o) = live.swap_remove(rng.gen_range(0..live.len()));
                 // SAFETY: ours.
-                unsafe { m.__free_pages(p, o) };
+                unsafe { m.__free_pages(p, Order::of(o)) };
                 budget.held -= kmem::PAGE_SIZE << o;
                 m.this_cpu_inc(stats.frees);
             }

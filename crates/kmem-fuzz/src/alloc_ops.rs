@@ -18,7 +18,7 @@
 
 use std::ptr::NonNull;
 
-use kmem::{Gfp, KmemCache, PageRef, PercpuPtr, ReportKind, SlabFlags, PAGE_SIZE};
+use kmem::{Gfp, KmemCache, Order, PageRef, PercpuPtr, ReportKind, SlabFlags, PAGE_SIZE};
 use kmem_hosted::{in_irq, pin_current_thread, Machine, MachineBuilder};
 
 /// Byte patterns that steer mutations (opcodes are `byte % 16`).
@@ -154,7 +154,7 @@ impl<'m> Run<'m> {
             // SAFETY: see above.
             Kind::Slab(c) => unsafe { m.kmem_cache_free(self.caches[c], NonNull::new(b.addr as *mut u8).unwrap()) },
             // SAFETY: see above.
-            Kind::Pages(p, o) => unsafe { m.__free_pages(p, o) },
+            Kind::Pages(p, o) => unsafe { m.__free_pages(p, Order::of(o)) },
             // SAFETY: see above.
             Kind::Vmalloc => unsafe { m.vfree(b.addr as *const u8) },
             // SAFETY: see above.
@@ -228,7 +228,7 @@ impl<'m> Run<'m> {
                 let order = inp.byte() as u32 % 5;
                 let g =
                     [Gfp::KERNEL, Gfp::KERNEL | Gfp::DMA, Gfp::ATOMIC, Gfp::HIGHUSER_MOVABLE][inp.byte() as usize % 4];
-                let r = m.alloc_pages(g | nowarn, order);
+                let r = m.alloc_pages(g | nowarn, Order::of(order));
                 self.expect(false, "alloc_pages");
                 if let Ok(p) = r {
                     let a = m.page_address(p).expect("direct-mapped").as_usize();
@@ -291,7 +291,7 @@ impl<'m> Run<'m> {
                     Kind::Pages(p, o) => {
                         let tail = m.pfn_to_page(p.pfn().add(1 + off % ((1 << o) - 1))).unwrap();
                         // SAFETY: deliberate misuse: a page inside a block we own.
-                        unsafe { m.__free_pages(tail, 0) };
+                        unsafe { m.__free_pages(tail, Order::ZERO) };
                     }
                     _ => self.free_raw(&Live { addr: b.addr + 1 + off % (b.len - 1), ..b }),
                 }
@@ -326,11 +326,11 @@ impl<'m> Run<'m> {
             12 => {
                 // A pointer kmem never handed out.
                 let local = 7u64;
-                let page = m.alloc_pages(Gfp::KERNEL | nowarn, 0).ok();
+                let page = m.alloc_pages(Gfp::KERNEL | nowarn, Order::ZERO).ok();
                 let free_page = page.map(|p| {
                     let a = m.page_address(p).unwrap().as_usize();
                     // SAFETY: ours.
-                    unsafe { m.__free_pages(p, 0) };
+                    unsafe { m.__free_pages(p, Order::ZERO) };
                     a
                 });
                 self.expect(false, "a page to free");

@@ -188,8 +188,8 @@ impl MachineBuilder {
         self
     }
     /// `memblock_reserve` a range before the buddy allocator starts.
-    pub fn reserve(mut self, start: u64, size: u64) -> Self {
-        self.reserve.push((start, size));
+    pub fn reserve(mut self, start: PhysAddr, size: u64) -> Self {
+        self.reserve.push((start.as_u64(), size));
         self
     }
     /// Moves each thread to the next CPU after every `n` critical sections it leaves (0: never),

@@ -6,14 +6,14 @@
 //! Several machines can live in one process.
 //!
 //! ```
-//! use kmem::{Gfp, ReportKind};
+//! use kmem::{Gfp, ReportKind, Order};
 //! use kmem_hosted::MachineBuilder;
 //!
 //! let m = MachineBuilder::new().ram_mib(256).cpus(2).build().unwrap();
-//! let p = m.alloc_pages(Gfp::KERNEL, 0).unwrap();
+//! let p = m.alloc_pages(Gfp::KERNEL, Order::ZERO).unwrap();
 //! // SAFETY: `p` is ours and unused afterwards.
-//! unsafe { m.__free_pages(p, 0) };
-//! unsafe { m.__free_pages(p, 0) }; // double free: reported, state intact
+//! unsafe { m.__free_pages(p, Order::ZERO) };
+//! unsafe { m.__free_pages(p, Order::ZERO) }; // double free: reported, state intact
 //! assert_eq!(m.report_count(ReportKind::BadPage), 1);
 //! assert!(m.reports().last().unwrap().starts_with("BUG: Bad page state"));
 //! ```

@@ -185,10 +185,10 @@ fn the_scanner_and_the_stamps_catch_what_they_look_for() {
     // A page kept behind the model's back is a leak.
     w.free_all().unwrap();
     leak_check(&m, &base).unwrap();
-    let page = m.alloc_pages(Gfp::KERNEL, 0).unwrap();
+    let page = m.alloc_pages(Gfp::KERNEL, kmem::Order::ZERO).unwrap();
     assert!(leak_check(&m, &base).unwrap_err().contains("not everything came back"));
     // SAFETY: ours.
-    unsafe { m.__free_pages(page, 0) };
+    unsafe { m.__free_pages(page, kmem::Order::ZERO) };
     leak_check(&m, &base).unwrap();
 
     // Any report.

@@ -3,7 +3,7 @@
 
 mod common;
 
-use kmem::{Gfp, MemRegion, PhysAddr, ReportKind, SlabFlags, ZoneLayout};
+use kmem::{Gfp, MemRegion, Order, PhysAddr, ReportKind, SlabFlags, ZoneLayout};
 use kmem_hosted::{HotAddError, MachineBuilder};
 
 const MIB: u64 = 1 << 20;
@@ -40,10 +40,10 @@ fn a_small_machine_grows_by_sections() {
     let min0 = m.min_free_kbytes();
     // Fill the boot memory.
     let mut blocks = Vec::new();
-    while let Ok(p) = m.alloc_pages(Gfp::KERNEL | Gfp::NOWARN, 9) {
+    while let Ok(p) = m.alloc_pages(Gfp::KERNEL | Gfp::NOWARN, Order::of(9)) {
         blocks.push(p);
     }
-    assert!(m.alloc_pages(Gfp::KERNEL | Gfp::NOWARN, 9).is_err());
+    assert!(m.alloc_pages(Gfp::KERNEL | Gfp::NOWARN, Order::of(9)).is_err());
     // Add two sections: 256 MiB, less their descriptors (1 MiB each).
     let added = m.hot_add(2).unwrap();
     assert_eq!(added, 2 * (32768 - 256));
@@ -53,7 +53,7 @@ fn a_small_machine_grows_by_sections() {
     // The new memory is allocatable, writable, and belongs to the zone it extends.
     let mut from_new = 0;
     for _ in 0..100 {
-        let p = m.alloc_pages(Gfp::KERNEL, 9).unwrap();
+        let p = m.alloc_pages(Gfp::KERNEL, Order::of(9)).unwrap();
         from_new += usize::from(p.pfn().as_usize() >= 32768);
         let a = m.page_address(p).unwrap();
         // SAFETY: a fresh 2 MiB block of ours.
@@ -74,7 +74,7 @@ fn a_small_machine_grows_by_sections() {
     drop(c);
     for p in blocks {
         // SAFETY: ours.
-        unsafe { m.__free_pages(p, 9) };
+        unsafe { m.__free_pages(p, Order::of(9)) };
     }
     m.verify().unwrap();
     assert_eq!(m.report_count(ReportKind::BadPage), 0);
@@ -117,7 +117,7 @@ fn concurrent_allocation_while_memory_arrives() {
                 kmem_hosted::pin_current_thread(t);
                 let mut held = Vec::new();
                 for i in 0..3000 {
-                    match m.alloc_pages(Gfp::KERNEL | Gfp::NOWARN, (i % 4) as u32) {
+                    match m.alloc_pages(Gfp::KERNEL | Gfp::NOWARN, Order::of((i % 4) as u32)) {
                         Ok(p) => held.push((p, (i % 4) as u32)),
                         Err(_) => {
                             let _ = m.hot_add(1);
@@ -126,7 +126,7 @@ fn concurrent_allocation_while_memory_arrives() {
                 }
                 for (p, o) in held {
                     // SAFETY: ours.
-                    unsafe { m.__free_pages(p, o) };
+                    unsafe { m.__free_pages(p, Order::of(o)) };
                 }
             });
         }
@@ -137,7 +137,7 @@ fn concurrent_allocation_while_memory_arrives() {
 
 #[test]
 fn free_page_reporting_reports_each_free_block_once() {
-    use kmem::{Order, Pfn};
+    use kmem::Pfn;
     let m = MachineBuilder::new().ram_mib(256).cpus(2).build().unwrap();
     let free0 = common::free_pages(&m);
     let mut reported = Vec::new();
@@ -150,11 +150,11 @@ fn free_page_reporting_reports_each_free_block_once() {
     m.verify().unwrap();
     assert_eq!(m.report_free_pages(Order::PAGEBLOCK, usize::MAX, &mut |_, _| {}), 0, "nothing new");
     // Allocate and free a 4 MiB block: it is reported again, and only it.
-    let p = m.alloc_pages(Gfp::KERNEL, 10).unwrap();
+    let p = m.alloc_pages(Gfp::KERNEL, Order::of(10)).unwrap();
     // SAFETY: ours; the block is written, so it is backed again.
     unsafe { m.page_address(p).unwrap().as_mut_ptr::<u8>().write_bytes(1, 4 << 20) };
     // SAFETY: ours.
-    unsafe { m.__free_pages(p, 10) };
+    unsafe { m.__free_pages(p, Order::of(10)) };
     let mut again = Vec::new();
     m.report_free_pages(Order::PAGEBLOCK, usize::MAX, &mut |pfn: Pfn, o: Order| again.push((pfn, o)));
     assert_eq!(again, vec![(p.pfn(), Order::new(10).unwrap())]);

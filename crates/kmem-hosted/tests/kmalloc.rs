@@ -5,7 +5,7 @@
 use std::ptr::NonNull;
 
 use kmem::kmalloc::{kmalloc_size_roundup, KmallocErrorKind, KMALLOC_MAX_SIZE, ZERO_SIZE_PTR};
-use kmem::{Gfp, ReportKind};
+use kmem::{Gfp, Order, ReportKind};
 use kmem_hosted::{in_irq, Machine, MachineBuilder};
 
 fn machine() -> Machine {
@@ -153,20 +153,20 @@ fn krealloc_in_place_grows_moves_and_frees() {
     assert_eq!(ksize(&m, n), 16);
     kfree(&m, n);
     // A pointer kmalloc never returned: reported, error, nothing changed.
-    let page = m.alloc_pages(Gfp::KERNEL, 0).unwrap();
+    let page = m.alloc_pages(Gfp::KERNEL, Order::ZERO).unwrap();
     let pa = m.page_address(page).unwrap().as_mut_ptr::<u8>();
     // SAFETY: the misuse under test; krealloc refuses it without touching the page.
     assert_eq!(unsafe { m.krealloc(pa, 100, Gfp::KERNEL) }.unwrap_err().kind, KmallocErrorKind::InvalidPointer);
     assert_eq!(m.report_count(ReportKind::Warning), 1);
     // SAFETY: ours.
-    unsafe { m.__free_pages(page, 0) };
+    unsafe { m.__free_pages(page, Order::ZERO) };
     assert_eq!(m.report_count(ReportKind::BadPage), 0);
 }
 
 #[test]
 fn kfree_of_foreign_interior_or_twice_is_reported_not_fatal() {
     let m = machine();
-    let page = m.alloc_pages(Gfp::KERNEL, 0).unwrap();
+    let page = m.alloc_pages(Gfp::KERNEL, Order::ZERO).unwrap();
     let pa = m.page_address(page).unwrap().as_mut_ptr::<u8>();
     // SAFETY: each call below is misuse under test that kmem must refuse.
     unsafe {
@@ -193,7 +193,7 @@ fn kfree_of_foreign_interior_or_twice_is_reported_not_fatal() {
     unsafe { m.kfree(s.as_ptr()) };
     assert_eq!(m.report_count(ReportKind::SlabBug), 2);
     // SAFETY: ours.
-    unsafe { m.__free_pages(page, 0) };
+    unsafe { m.__free_pages(page, Order::ZERO) };
     assert_eq!(m.report_count(ReportKind::BadPage), 0, "the foreign page was never freed by kfree");
     let again: Vec<_> = (0..100).map(|_| m.kmalloc(64, Gfp::KERNEL).unwrap()).collect();
     let set: std::collections::HashSet<_> = again.iter().collect();

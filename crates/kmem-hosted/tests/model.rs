@@ -7,7 +7,7 @@
 
 mod common;
 
-use kmem::{Gfp, PageRef, ZoneType};
+use kmem::{Gfp, Order, PageRef, ZoneType};
 use kmem_hosted::MachineBuilder;
 use proptest::prelude::*;
 
@@ -46,7 +46,7 @@ proptest! {
         for op in ops {
             match op {
                 Op::Alloc { order, gfp: g } => {
-                    let Ok(p) = m.alloc_pages(gfp(g), order) else { continue };
+                    let Ok(p) = m.alloc_pages(gfp(g), Order::of(order)) else { continue };
                     let (s, e) = (p.pfn().as_usize(), p.pfn().as_usize() + (1 << order));
                     prop_assert_eq!(s % (1 << order), 0, "misaligned block");
                     for (q, o) in &live {
@@ -61,7 +61,7 @@ proptest! {
                 Op::Free { index } if !live.is_empty() => {
                     let (p, o) = live.swap_remove(index % live.len());
                     // SAFETY: the model owns exactly the live blocks.
-                    unsafe { m.__free_pages(p, o) };
+                    unsafe { m.__free_pages(p, Order::of(o)) };
                 }
                 Op::Free { .. } => {}
             }
@@ -71,7 +71,7 @@ proptest! {
         prop_assert!(m.verify().is_ok(), "{:?}", m.verify());
         for (p, o) in live.drain(..) {
             // SAFETY: as above.
-            unsafe { m.__free_pages(p, o) };
+            unsafe { m.__free_pages(p, Order::of(o)) };
         }
         prop_assert_eq!(common::buddyinfo(&m), boot);
         prop_assert!(m.verify().is_ok());

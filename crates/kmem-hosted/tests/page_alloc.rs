@@ -3,7 +3,7 @@
 mod common;
 
 use kmem::mm::zone::Wmark;
-use kmem::{AllocErrorKind, Gfp, PageRef, Pfn, ReportKind, ZoneType};
+use kmem::{AllocErrorKind, Gfp, Order, PageRef, Pfn, ReportKind, ZoneType};
 use kmem_hosted::{in_irq, MachineBuilder, Preset};
 
 const MIB: usize = 1 << 20;
@@ -15,21 +15,21 @@ fn zone_of(m: &kmem_hosted::Machine, p: PageRef<'_>) -> ZoneType {
 #[test]
 fn gfp_zone_modifiers_pick_zones_and_kernel_prefers_the_highest() {
     let m = MachineBuilder::new().ram_mib(5 * 1024).cpus(1).build().unwrap();
-    let dma = m.alloc_pages(Gfp::KERNEL | Gfp::DMA, 0).unwrap();
+    let dma = m.alloc_pages(Gfp::KERNEL | Gfp::DMA, Order::ZERO).unwrap();
     assert_eq!(zone_of(&m, dma), ZoneType::Dma);
     assert!(dma.pfn().phys().as_u64() < 16 << 20);
-    let dma32 = m.alloc_pages(Gfp::KERNEL | Gfp::DMA32, 0).unwrap();
+    let dma32 = m.alloc_pages(Gfp::KERNEL | Gfp::DMA32, Order::ZERO).unwrap();
     assert_eq!(zone_of(&m, dma32), ZoneType::Dma32);
     assert!(dma32.pfn().phys().as_u64() < 4 << 30);
-    let normal = m.alloc_pages(Gfp::KERNEL, 0).unwrap();
+    let normal = m.alloc_pages(Gfp::KERNEL, Order::ZERO).unwrap();
     assert_eq!(zone_of(&m, normal), ZoneType::Normal);
     assert!(normal.pfn().phys().as_u64() >= 4 << 30);
-    let bad = m.alloc_pages(Gfp::DMA | Gfp::HIGHMEM, 0).unwrap_err();
+    let bad = m.alloc_pages(Gfp::DMA | Gfp::HIGHMEM, Order::ZERO).unwrap_err();
     assert_eq!(bad.kind, AllocErrorKind::BadZoneModifiers);
     assert_eq!(m.report_count(ReportKind::Warning), 1);
     for (p, o) in [(dma, 0), (dma32, 0), (normal, 0)] {
         // SAFETY: we own each page.
-        unsafe { m.__free_pages(p, o) };
+        unsafe { m.__free_pages(p, Order::of(o)) };
     }
     m.verify().unwrap();
 }
@@ -37,11 +37,11 @@ fn gfp_zone_modifiers_pick_zones_and_kernel_prefers_the_highest() {
 #[test]
 fn zero_flag_zeroes_reused_memory() {
     let m = MachineBuilder::new().ram_mib(64).cpus(1).build().unwrap();
-    let mut b = m.alloc(Gfp::KERNEL, 2).unwrap();
+    let mut b = m.alloc(Gfp::KERNEL, Order::of(2)).unwrap();
     b.as_mut_slice().unwrap().fill(0xaa);
     let pfn = b.pfn();
     drop(b);
-    let mut z = m.alloc(Gfp::KERNEL | Gfp::ZERO, 2).unwrap();
+    let mut z = m.alloc(Gfp::KERNEL | Gfp::ZERO, Order::of(2)).unwrap();
     assert_eq!(z.pfn(), pfn, "LIFO free lists hand the same block back");
     assert!(z.as_mut_slice().unwrap().iter().all(|&x| x == 0));
     let addr = m.get_zeroed_page(Gfp::KERNEL).unwrap();
@@ -49,14 +49,14 @@ fn zero_flag_zeroes_reused_memory() {
     let bytes = unsafe { std::slice::from_raw_parts(addr.as_mut_ptr::<u8>(), 4096) };
     assert!(bytes.iter().all(|&x| x == 0));
     // SAFETY: we own it.
-    unsafe { m.free_pages(addr, 0) };
+    unsafe { m.free_pages(addr, Order::ZERO) };
     assert_eq!(m.report_count(ReportKind::BadPage), 0);
 }
 
 #[test]
 fn direct_map_writes_are_real_memory() {
     let m = MachineBuilder::new().ram_mib(64).cpus(1).build().unwrap();
-    let a = m.__get_free_pages(Gfp::KERNEL, 1).unwrap();
+    let a = m.__get_free_pages(Gfp::KERNEL, Order::of(1)).unwrap();
     let page = m.virt_to_page(a).unwrap();
     assert_eq!(m.page_address(page), Some(a));
     assert_eq!(m.pfn_to_page(page.pfn()).unwrap(), page);
@@ -66,14 +66,14 @@ fn direct_map_writes_are_real_memory() {
     // SAFETY: as above.
     assert_eq!(unsafe { *a.as_mut_ptr::<u8>().add(8191) }, 0x5c);
     // SAFETY: we own it.
-    unsafe { m.free_pages(a, 1) };
+    unsafe { m.free_pages(a, Order::of(1)) };
 }
 
 #[test]
 fn compound_pages_have_head_and_tails() {
     let m = MachineBuilder::new().ram_mib(64).cpus(1).build().unwrap();
     let before = common::free_pages(&m);
-    let head = m.alloc_pages(Gfp::KERNEL | Gfp::COMP, 3).unwrap();
+    let head = m.alloc_pages(Gfp::KERNEL | Gfp::COMP, Order::of(3)).unwrap();
     assert!(head.is_head() && !head.is_tail());
     let tail = m.pfn_to_page(head.pfn().add(5)).unwrap();
     assert!(tail.is_tail());
@@ -97,10 +97,10 @@ fn free_pages_with_extra_reference_does_not_leak() {
     // frees the tail parts; the final put_page frees the first page.
     let m = MachineBuilder::new().ram_mib(64).cpus(1).build().unwrap();
     let before = common::buddyinfo(&m);
-    let p = m.alloc_pages(Gfp::KERNEL, 3).unwrap();
+    let p = m.alloc_pages(Gfp::KERNEL, Order::of(3)).unwrap();
     m.get_page(p);
     // SAFETY: we own two references.
-    unsafe { m.__free_pages(p, 3) };
+    unsafe { m.__free_pages(p, Order::of(3)) };
     assert_eq!(p.refcount(), 1);
     // SAFETY: the remaining reference is ours.
     unsafe { m.put_page(p) };
@@ -112,14 +112,14 @@ fn free_pages_with_extra_reference_does_not_leak() {
 fn split_page_makes_independent_pages() {
     let m = MachineBuilder::new().ram_mib(64).cpus(1).build().unwrap();
     let before = common::buddyinfo(&m);
-    let p = m.alloc_pages(Gfp::KERNEL, 2).unwrap();
+    let p = m.alloc_pages(Gfp::KERNEL, Order::of(2)).unwrap();
     // SAFETY: we own the non-compound block.
-    unsafe { m.split_page(p, 2) };
+    unsafe { m.split_page(p, Order::of(2)) };
     for i in [3, 0, 2, 1] {
         let q = m.pfn_to_page(p.pfn().add(i)).unwrap();
         assert_eq!(q.refcount(), 1);
         // SAFETY: after split_page each page is ours on its own.
-        unsafe { m.__free_pages(q, 0) };
+        unsafe { m.__free_pages(q, Order::ZERO) };
     }
     assert_eq!(common::buddyinfo(&m), before);
     assert_eq!(m.report_count(ReportKind::BadPage), 0);
@@ -138,14 +138,14 @@ fn bulk_fills_empty_slots() {
     for s in slots.into_iter().flatten() {
         assert_eq!(s.refcount(), 1);
         // SAFETY: ours.
-        unsafe { m.__free_pages(s, 0) };
+        unsafe { m.__free_pages(s, Order::ZERO) };
     }
     m.verify().unwrap();
 }
 
 /// Allocates order-0 pages with `gfp` until failure; returns them.
 fn drain<'a>(m: &'a kmem_hosted::Machine, gfp: Gfp) -> Vec<PageRef<'a>> {
-    std::iter::from_fn(|| m.alloc_pages(gfp | Gfp::NOWARN, 0).ok()).collect()
+    std::iter::from_fn(|| m.alloc_pages(gfp | Gfp::NOWARN, Order::ZERO).ok()).collect()
 }
 
 #[test]
@@ -168,7 +168,7 @@ fn reserves_atomic_dips_below_min_nowait_does_not() {
     // its own min) until MEMALLOC took everything.
     for p in kernel.into_iter().chain(atomic).chain(memalloc) {
         // SAFETY: ours.
-        unsafe { m.__free_pages(p, 0) };
+        unsafe { m.__free_pages(p, Order::ZERO) };
     }
     m.verify().unwrap();
 }
@@ -184,7 +184,7 @@ fn lowmem_reserve_protects_dma_from_kernel_allocations() {
     assert!(!dma_pages.is_empty(), "GFP_DMA can still use its own zone");
     for p in kernel.into_iter().chain(dma_pages) {
         // SAFETY: ours.
-        unsafe { m.__free_pages(p, 0) };
+        unsafe { m.__free_pages(p, Order::ZERO) };
     }
 }
 
@@ -193,14 +193,14 @@ fn failure_is_an_err_with_a_linux_report_unless_nowarn() {
     let m = MachineBuilder::new().ram_mib(32).cpus(1).build().unwrap();
     let mut held = Vec::new();
     let err = loop {
-        match m.alloc_pages(Gfp::KERNEL | Gfp::NOWARN, 10) {
+        match m.alloc_pages(Gfp::KERNEL | Gfp::NOWARN, Order::of(10)) {
             Ok(p) => held.push(p),
             Err(e) => break e,
         }
     };
     assert_eq!(err.kind, AllocErrorKind::NoMemory);
     assert_eq!(m.report_count(ReportKind::PageAllocFailure), 0, "NOWARN is silent");
-    assert!(m.alloc_pages(Gfp::KERNEL | Gfp::COMP, 10).is_err());
+    assert!(m.alloc_pages(Gfp::KERNEL | Gfp::COMP, Order::of(10)).is_err());
     assert_eq!(m.report_count(ReportKind::PageAllocFailure), 1);
     let text = m.reports().texts(ReportKind::PageAllocFailure).pop().unwrap();
     let first = text.lines().next().unwrap();
@@ -212,18 +212,17 @@ fn failure_is_an_err_with_a_linux_report_unless_nowarn() {
     assert!(text.contains("Node 0 DMA32: ") && text.contains("lowmem_reserve[]: 0 "), "{text}");
     for p in held {
         // SAFETY: ours.
-        unsafe { m.__free_pages(p, 10) };
+        unsafe { m.__free_pages(p, Order::of(10)) };
     }
 }
 
 #[test]
-fn order_above_max_warns_and_fails() {
-    let m = MachineBuilder::new().ram_mib(64).cpus(1).build().unwrap();
-    assert_eq!(m.alloc_pages(Gfp::KERNEL, 11).unwrap_err().kind, AllocErrorKind::OrderTooLarge);
-    assert_eq!(m.report_count(ReportKind::Warning), 1);
-    assert!(m.reports().last().unwrap().contains("order 11 > MAX_PAGE_ORDER (10)"));
-    assert!(m.alloc_pages(Gfp::KERNEL | Gfp::NOWARN, 11).is_err());
-    assert_eq!(m.report_count(ReportKind::Warning), 1);
+fn orders_above_max_cannot_be_asked_for() {
+    // Orders are typed: an order above MAX_PAGE_ORDER has no `Order` (Linux warns at run
+    // time; here `Order::of(11)` in a const fails the build, and input goes through `new`).
+    assert_eq!(Order::new(11), None);
+    assert_eq!(Order::new(10), Some(Order::MAX));
+    assert!(std::panic::catch_unwind(|| Order::of(11)).is_err());
 }
 
 #[test]
@@ -232,23 +231,25 @@ fn thisnode_stays_on_its_node_and_fallback_crosses_nodes() {
     assert_eq!(m.nr_nodes(), 2);
     assert_eq!(m.cpu_to_node(0), 0);
     assert_eq!(m.cpu_to_node(1), 1);
-    let p = m.alloc_pages_node(1, Gfp::KERNEL | Gfp::THISNODE, 0).unwrap();
+    let p = m.alloc_pages_node(Some(1), Gfp::KERNEL | Gfp::THISNODE, Order::ZERO).unwrap();
     assert_eq!(p.page().node(), 1);
-    let on1 = std::iter::from_fn(|| m.alloc_pages_node(1, Gfp::KERNEL | Gfp::THISNODE | Gfp::NOWARN, 4).ok())
-        .collect::<Vec<_>>();
+    let on1 = std::iter::from_fn(|| {
+        m.alloc_pages_node(Some(1), Gfp::KERNEL | Gfp::THISNODE | Gfp::NOWARN, Order::of(4)).ok()
+    })
+    .collect::<Vec<_>>();
     assert!(on1.iter().all(|q| q.page().node() == 1));
-    assert!(m.alloc_pages_node(1, Gfp::KERNEL | Gfp::THISNODE | Gfp::NOWARN, 4).is_err());
-    let q = m.alloc_pages_node(1, Gfp::KERNEL, 4).unwrap();
+    assert!(m.alloc_pages_node(Some(1), Gfp::KERNEL | Gfp::THISNODE | Gfp::NOWARN, Order::of(4)).is_err());
+    let q = m.alloc_pages_node(Some(1), Gfp::KERNEL, Order::of(4)).unwrap();
     assert_eq!(q.page().node(), 0, "without THISNODE the request falls back to node 0");
     let z = m.page_zone(q.page());
     assert!(z.events.numa_miss.load(std::sync::atomic::Ordering::Relaxed) >= 1);
-    assert!(m.alloc_pages_node(7, Gfp::KERNEL, 0).is_err());
+    assert!(m.alloc_pages_node(Some(7), Gfp::KERNEL, Order::ZERO).is_err());
     // SAFETY: ours.
     unsafe {
-        m.__free_pages(p, 0);
-        m.__free_pages(q, 4);
+        m.__free_pages(p, Order::ZERO);
+        m.__free_pages(q, Order::of(4));
         for r in on1 {
-            m.__free_pages(r, 4);
+            m.__free_pages(r, Order::of(4));
         }
     }
     m.verify().unwrap();
@@ -257,7 +258,7 @@ fn thisnode_stays_on_its_node_and_fallback_crosses_nodes() {
 #[test]
 fn memblock_reservations_are_never_allocated() {
     let (start, size) = (32 * MIB as u64, MIB as u64);
-    let m = MachineBuilder::new().ram_mib(64).cpus(1).reserve(start, size).build().unwrap();
+    let m = MachineBuilder::new().ram_mib(64).cpus(1).reserve(kmem::PhysAddr::new(start), size).build().unwrap();
     let first = m.pfn_to_page(kmem::PhysAddr::new(start).pfn()).unwrap();
     assert!(first.is_reserved());
     let all = drain(&m, Gfp::KERNEL | Gfp::MEMALLOC);
@@ -265,7 +266,7 @@ fn memblock_reservations_are_never_allocated() {
     assert!(all.iter().all(|p| !range.contains(&p.pfn().as_usize())));
     for p in all {
         // SAFETY: ours.
-        unsafe { m.__free_pages(p, 0) };
+        unsafe { m.__free_pages(p, Order::ZERO) };
     }
 }
 
@@ -274,30 +275,30 @@ fn highmem_pages_have_no_address_and_are_zeroed() {
     let m = MachineBuilder::new().preset(Preset::X86_32).ram_mib(1024).cpus(1).build().unwrap();
     let hi = m.node(0).unwrap().zone(ZoneType::HighMem);
     assert!(hi.managed_pages() > 0);
-    let p = m.alloc_pages(Gfp::HIGHUSER | Gfp::ZERO, 0).unwrap();
+    let p = m.alloc_pages(Gfp::HIGHUSER | Gfp::ZERO, Order::ZERO).unwrap();
     assert_eq!(zone_of(&m, p), ZoneType::HighMem);
     assert_eq!(m.page_address(p), None);
-    assert!(m.alloc_pages(Gfp::KERNEL, 0).map(|q| zone_of(&m, q)).unwrap() != ZoneType::HighMem);
+    assert!(m.alloc_pages(Gfp::KERNEL, Order::ZERO).map(|q| zone_of(&m, q)).unwrap() != ZoneType::HighMem);
     // __get_free_pages never returns HighMem.
-    assert!(m.__get_free_pages(Gfp::HIGHUSER, 0).is_ok());
+    assert!(m.__get_free_pages(Gfp::HIGHUSER, Order::ZERO).is_ok());
     // SAFETY: ours.
-    unsafe { m.__free_pages(p, 0) };
+    unsafe { m.__free_pages(p, Order::ZERO) };
 }
 
 #[test]
 fn sleeping_allocation_in_interrupt_context_is_reported_and_proceeds() {
     let m = MachineBuilder::new().ram_mib(64).cpus(1).build().unwrap();
-    let p = in_irq(|| m.alloc_pages(Gfp::KERNEL, 0)).unwrap();
+    let p = in_irq(|| m.alloc_pages(Gfp::KERNEL, Order::ZERO)).unwrap();
     assert_eq!(m.report_count(ReportKind::SleepInAtomic), 1);
     let text = m.reports().last().unwrap();
     assert!(text.starts_with("BUG: sleeping function called from invalid context at mm/page_alloc.c\n"), "{text}");
     assert!(text.contains("in_atomic(): 1, irqs_disabled(): 1, non_block: 0, pid: "), "{text}");
-    let q = in_irq(|| m.alloc_pages(Gfp::ATOMIC, 0)).unwrap();
+    let q = in_irq(|| m.alloc_pages(Gfp::ATOMIC, Order::ZERO)).unwrap();
     assert_eq!(m.report_count(ReportKind::SleepInAtomic), 1, "GFP_ATOMIC is fine in IRQ context");
     // SAFETY: ours.
     unsafe {
-        m.__free_pages(p, 0);
-        m.__free_pages(q, 0);
+        m.__free_pages(p, Order::ZERO);
+        m.__free_pages(q, Order::ZERO);
     }
 }
 
@@ -305,8 +306,8 @@ fn sleeping_allocation_in_interrupt_context_is_reported_and_proceeds() {
 fn several_machines_live_in_one_process() {
     let a = MachineBuilder::new().ram_mib(32).cpus(1).build().unwrap();
     let b = MachineBuilder::new().ram_mib(48).cpus(2).build().unwrap();
-    let pa = a.alloc(Gfp::KERNEL, 0).unwrap();
-    let pb = b.alloc(Gfp::KERNEL, 0).unwrap();
+    let pa = a.alloc(Gfp::KERNEL, Order::ZERO).unwrap();
+    let pb = b.alloc(Gfp::KERNEL, Order::ZERO).unwrap();
     assert_ne!(pa.addr(), pb.addr());
     assert!(a.totalram_pages() < b.totalram_pages());
 }
@@ -317,22 +318,22 @@ fn sleeping_allocation_with_preemption_or_irqs_off_is_reported() {
     let m = MachineBuilder::new().ram_mib(64).cpus(2).build().unwrap();
     let p = m.platform();
     p.preempt_disable();
-    let a = m.alloc_pages(Gfp::KERNEL, 0).unwrap();
-    let b = m.alloc_pages(Gfp::NOWAIT, 0).unwrap();
+    let a = m.alloc_pages(Gfp::KERNEL, Order::ZERO).unwrap();
+    let b = m.alloc_pages(Gfp::NOWAIT, Order::ZERO).unwrap();
     p.preempt_enable();
     assert_eq!(m.report_count(ReportKind::SleepInAtomic), 1, "GFP_KERNEL reported, GFP_NOWAIT not");
     let t = m.reports().last().unwrap();
     assert!(t.contains("in_atomic(): 1, irqs_disabled(): 0,"), "{t}");
     assert!(t.contains("preempt_count: 1, expected: 0"), "{t}");
     let s = p.local_irq_save();
-    let c = m.alloc_pages(Gfp::KERNEL, 0).unwrap();
+    let c = m.alloc_pages(Gfp::KERNEL, Order::ZERO).unwrap();
     p.local_irq_restore(s);
     assert_eq!(m.report_count(ReportKind::SleepInAtomic), 2);
     assert!(m.reports().last().unwrap().contains("in_atomic(): 0, irqs_disabled(): 1,"));
-    let d = m.alloc_pages(Gfp::KERNEL, 0).unwrap();
+    let d = m.alloc_pages(Gfp::KERNEL, Order::ZERO).unwrap();
     assert_eq!(m.report_count(ReportKind::SleepInAtomic), 2, "preemptible context is fine");
     for q in [a, b, c, d] {
         // SAFETY: ours.
-        unsafe { m.__free_pages(q, 0) };
+        unsafe { m.__free_pages(q, Order::ZERO) };
     }
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use kmem::{Gfp, PageRef, ZoneType};
+use kmem::{Gfp, Order, PageRef, ZoneType};
 use kmem_hosted::{pin_current_thread, Machine, MachineBuilder};
 
 fn machine(cpus: usize) -> Machine {
@@ -25,19 +25,19 @@ fn first_allocation_refills_a_batch_and_free_returns_to_the_list() {
     let (batch, high) = (pcp.batch(), pcp.high());
     assert!(batch > 1 && high >= 4 * batch, "batch {batch} high {high}");
     let buddy_before = z.free_pages();
-    let p = m.alloc_pages(Gfp::KERNEL, 0).unwrap();
+    let p = m.alloc_pages(Gfp::KERNEL, Order::ZERO).unwrap();
     assert_eq!(pcp.count(), batch - 1, "one refill of `batch` pages, one handed out");
     assert_eq!(z.free_pages(), buddy_before - batch, "the refill came from the buddy in one go");
     // SAFETY: ours.
-    unsafe { m.__free_pages(p, 0) };
+    unsafe { m.__free_pages(p, Order::ZERO) };
     assert_eq!(pcp.count(), batch);
     assert_eq!(z.free_pages(), buddy_before - batch, "the free stayed on the list");
     assert!(m.pfn_to_page(p.pfn()).unwrap().page().is_pcp());
     // The same page comes back first (LIFO: cache-hot).
-    let q = m.alloc_pages(Gfp::KERNEL, 0).unwrap();
+    let q = m.alloc_pages(Gfp::KERNEL, Order::ZERO).unwrap();
     assert_eq!(q.pfn(), p.pfn());
     // SAFETY: ours.
-    unsafe { m.__free_pages(q, 0) };
+    unsafe { m.__free_pages(q, Order::ZERO) };
     m.verify().unwrap();
 }
 
@@ -47,11 +47,11 @@ fn lists_never_exceed_high_and_drain_in_batches() {
     let m = machine(2);
     let pcp = dma32(&m).pageset(0).unwrap();
     let n = pcp.high() * 2;
-    let pages: Vec<PageRef<'_>> = (0..n).map(|_| m.alloc_pages(Gfp::KERNEL, 0).unwrap()).collect();
+    let pages: Vec<PageRef<'_>> = (0..n).map(|_| m.alloc_pages(Gfp::KERNEL, Order::ZERO).unwrap()).collect();
     let mut max = 0;
     for p in pages {
         // SAFETY: ours.
-        unsafe { m.__free_pages(p, 0) };
+        unsafe { m.__free_pages(p, Order::ZERO) };
         max = max.max(pcp.count());
     }
     assert!(max < pcp.high(), "count {max} reached high {}", pcp.high());
@@ -64,9 +64,9 @@ fn pcp_pages_are_free_memory_but_not_buddy_memory() {
     pin_current_thread(1);
     let m = machine(2);
     let total_free = common::free_pages(&m);
-    let p = m.alloc_pages(Gfp::KERNEL, 3).unwrap();
+    let p = m.alloc_pages(Gfp::KERNEL, Order::of(3)).unwrap();
     // SAFETY: ours.
-    unsafe { m.__free_pages(p, 3) };
+    unsafe { m.__free_pages(p, Order::of(3)) };
     let z = dma32(&m);
     assert!(z.pcp_pages() >= 8);
     assert_eq!(common::free_pages(&m), total_free);
@@ -91,7 +91,7 @@ fn a_free_on_another_cpu_lands_on_that_cpus_list() {
     let p = std::thread::scope(|s| {
         s.spawn(|| {
             pin_current_thread(0);
-            m.alloc_pages(Gfp::KERNEL, 0).unwrap().pfn()
+            m.alloc_pages(Gfp::KERNEL, Order::ZERO).unwrap().pfn()
         })
         .join()
         .unwrap()
@@ -101,7 +101,7 @@ fn a_free_on_another_cpu_lands_on_that_cpus_list() {
         s.spawn(|| {
             pin_current_thread(1);
             // SAFETY: ownership of the page passed to this thread.
-            unsafe { m.__free_pages(m.pfn_to_page(p).unwrap(), 0) };
+            unsafe { m.__free_pages(m.pfn_to_page(p).unwrap(), Order::ZERO) };
         });
     });
     assert_eq!(dma32(&m).pageset(1).unwrap().count(), before1 + 1);
@@ -115,10 +115,10 @@ fn an_allocation_about_to_fail_drains_every_cpu() {
     std::thread::scope(|s| {
         s.spawn(|| {
             pin_current_thread(1);
-            let v: Vec<_> = (0..200).map(|_| m.alloc_pages(Gfp::KERNEL, 0).unwrap()).collect();
+            let v: Vec<_> = (0..200).map(|_| m.alloc_pages(Gfp::KERNEL, Order::ZERO).unwrap()).collect();
             for p in v {
                 // SAFETY: ours.
-                unsafe { m.__free_pages(p, 0) };
+                unsafe { m.__free_pages(p, Order::ZERO) };
             }
         });
     });
@@ -127,12 +127,13 @@ fn an_allocation_about_to_fail_drains_every_cpu() {
     // CPU 0 takes everything GFP_KERNEL|__GFP_MEMALLOC can take: that must include CPU 1's pages.
     pin_current_thread(0);
     let free = common::free_pages(&m);
-    let all: Vec<_> = std::iter::from_fn(|| m.alloc_pages(Gfp::KERNEL | Gfp::MEMALLOC | Gfp::NOWARN, 0).ok()).collect();
+    let all: Vec<_> =
+        std::iter::from_fn(|| m.alloc_pages(Gfp::KERNEL | Gfp::MEMALLOC | Gfp::NOWARN, Order::ZERO).ok()).collect();
     assert_eq!(all.len(), free, "every free page, including those parked on CPU 1, was handed out");
     assert_eq!(dma32(&m).pageset(1).unwrap().count(), 0);
     for p in all {
         // SAFETY: ours.
-        unsafe { m.__free_pages(p, 0) };
+        unsafe { m.__free_pages(p, Order::ZERO) };
     }
     m.verify().unwrap();
 }
@@ -141,16 +142,16 @@ fn an_allocation_about_to_fail_drains_every_cpu() {
 fn disabling_pcp_drains_and_bypasses() {
     pin_current_thread(0);
     let m = machine(2);
-    let p = m.alloc_pages(Gfp::KERNEL, 0).unwrap();
+    let p = m.alloc_pages(Gfp::KERNEL, Order::ZERO).unwrap();
     // SAFETY: ours.
-    unsafe { m.__free_pages(p, 0) };
+    unsafe { m.__free_pages(p, Order::ZERO) };
     assert!(dma32(&m).pcp_pages() > 0);
     m.set_pcp_enabled(false);
     assert_eq!(dma32(&m).pcp_pages(), 0);
-    let q = m.alloc_pages(Gfp::KERNEL, 0).unwrap();
+    let q = m.alloc_pages(Gfp::KERNEL, Order::ZERO).unwrap();
     assert_eq!(dma32(&m).pcp_pages(), 0, "no refill when disabled");
     // SAFETY: ours.
-    unsafe { m.__free_pages(q, 0) };
+    unsafe { m.__free_pages(q, Order::ZERO) };
     assert_eq!(dma32(&m).pcp_pages(), 0);
 }
 
@@ -170,7 +171,7 @@ fn threads_sharing_and_migrating_between_cpus_keep_lists_consistent() {
                     x ^= x << 17;
                     if live.len() < 64 && x % 3 != 0 {
                         let order = [0, 0, 0, 1, 2, 3, 9][(x >> 8) as usize % 7];
-                        if let Ok(p) = m.alloc_pages(Gfp::KERNEL | Gfp::NOWARN, order) {
+                        if let Ok(p) = m.alloc_pages(Gfp::KERNEL | Gfp::NOWARN, Order::of(order)) {
                             // SAFETY: ours, mapped.
                             unsafe { m.page_address(p).unwrap().as_mut_ptr::<u64>().write(p.pfn().as_usize() as u64) };
                             live.push((p, order));
@@ -181,12 +182,12 @@ fn threads_sharing_and_migrating_between_cpus_keep_lists_consistent() {
                         let v = unsafe { m.page_address(p).unwrap().as_mut_ptr::<u64>().read() };
                         assert_eq!(v, p.pfn().as_usize() as u64, "block contents changed under us");
                         // SAFETY: ours.
-                        unsafe { m.__free_pages(p, o) };
+                        unsafe { m.__free_pages(p, Order::of(o)) };
                     }
                 }
                 for (p, o) in live {
                     // SAFETY: ours.
-                    unsafe { m.__free_pages(p, o) };
+                    unsafe { m.__free_pages(p, Order::of(o)) };
                 }
             });
         }

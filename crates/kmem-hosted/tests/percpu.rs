@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use kmem::percpu::{PercpuErrorKind, PCPU_MIN_UNIT_SIZE, PCPU_UNIT_PAGES, PERCPU_RESERVED_SIZE};
-use kmem::{Gfp, PercpuPtr, Platform, ReportKind, PAGE_SIZE};
+use kmem::{Gfp, Order, PercpuPtr, Platform, ReportKind, PAGE_SIZE};
 use kmem_hosted::{in_irq, pin_current_thread, Machine, MachineBuilder};
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 
@@ -497,7 +497,7 @@ fn oversubscribed_migrating_threads_keep_per_cpu_data_exact() {
                         o.store(v + 1, Ordering::Relaxed);
                     }
                     if i % 8 == t as u64 % 8 {
-                        let p = m.alloc_pages(kmem::Gfp::KERNEL, 0).unwrap();
+                        let p = m.alloc_pages(kmem::Gfp::KERNEL, Order::ZERO).unwrap();
                         // SAFETY: ours, mapped.
                         unsafe { m.page_address(p).unwrap().as_mut_ptr::<u64>().write(p.pfn().as_usize() as u64) };
                         tx.send(p).unwrap();
@@ -507,7 +507,7 @@ fn oversubscribed_migrating_threads_keep_per_cpu_data_exact() {
                         let v = unsafe { m.page_address(p).unwrap().as_mut_ptr::<u64>().read() };
                         assert_eq!(v, p.pfn().as_usize() as u64);
                         // SAFETY: ours.
-                        unsafe { m.__free_pages(p, 0) };
+                        unsafe { m.__free_pages(p, Order::ZERO) };
                     }
                 }
             });
@@ -516,7 +516,7 @@ fn oversubscribed_migrating_threads_keep_per_cpu_data_exact() {
     drop(tx);
     for p in rx.into_inner().unwrap().try_iter() {
         // SAFETY: ours.
-        unsafe { m.__free_pages(p, 0) };
+        unsafe { m.__free_pages(p, Order::ZERO) };
     }
     let total = THREADS as u64 * ITERS;
     assert_eq!(m.per_cpu_sum(hits), total, "a this_cpu_inc was lost");

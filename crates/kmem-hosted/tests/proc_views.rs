@@ -4,7 +4,7 @@
 
 use std::fmt::{self, Write};
 
-use kmem::{Gfp, Kmem, ReportKind};
+use kmem::{Gfp, Kmem, Order, ReportKind};
 use kmem_hosted::{pin_current_thread, HostedPlatform, Machine, MachineBuilder, Preset};
 
 type View = fn(&Kmem<HostedPlatform>, &mut dyn Write) -> fmt::Result;
@@ -478,19 +478,19 @@ fn buddyinfo_follows_allocations() {
     // Order 0, unmovable: no Unmovable block yet, so the allocator claims the largest Movable
     // block (an order-10 block: two pageblocks turn Unmovable) and splits it: one more free
     // block of each order 0..=9, one fewer of order 10.
-    let a0 = m.alloc_pages(Gfp::KERNEL, 0).unwrap();
+    let a0 = m.alloc_pages(Gfp::KERNEL, Order::ZERO).unwrap();
     check([1, 2, 1, 2, 1, 2, 2, 2, 2, 1, 58], 2);
     // Order 3 and 9 come from the Unmovable halves of that split.
-    let a3 = m.alloc_pages(Gfp::KERNEL, 3).unwrap();
+    let a3 = m.alloc_pages(Gfp::KERNEL, Order::of(3)).unwrap();
     check([1, 2, 1, 1, 1, 2, 2, 2, 2, 1, 58], 2);
-    let a9 = m.alloc_pages(Gfp::KERNEL, 9).unwrap();
+    let a9 = m.alloc_pages(Gfp::KERNEL, Order::of(9)).unwrap();
     check([1, 2, 1, 1, 1, 2, 2, 2, 2, 0, 58], 2);
     // Order 10 claims another whole Movable order-10 block.
-    let a10 = m.alloc_pages(Gfp::KERNEL, 10).unwrap();
+    let a10 = m.alloc_pages(Gfp::KERNEL, Order::of(10)).unwrap();
     check([1, 2, 1, 1, 1, 2, 2, 2, 2, 0, 57], 4);
     for (p, o) in [(a10, 10), (a9, 9), (a3, 3), (a0, 0)] {
         // SAFETY: each block is ours and unused from here on.
-        unsafe { m.__free_pages(p, o) };
+        unsafe { m.__free_pages(p, Order::of(o)) };
     }
     // Everything merges back; the claimed pageblocks stay Unmovable.
     check(start, 4);
@@ -537,12 +537,12 @@ fn x86_32_shows_highmem() {
     assert_eq!(meminfo_kb(&mi, "DirectMap2M:"), 894 << 10);
 
     // A highmem page comes from HighMem and shows in HighFree.
-    let p = m.alloc_pages(Gfp::HIGHUSER, 0).unwrap();
+    let p = m.alloc_pages(Gfp::HIGHUSER, Order::ZERO).unwrap();
     let mi = show(&m, MEMINFO);
     assert_eq!(meminfo_kb(&mi, "HighFree:"), 1_179_648 - 4);
     assert_eq!(meminfo_kb(&mi, "LowFree:"), meminfo_kb(&mi, "LowTotal:"));
     // SAFETY: the page is ours and unused from here on.
-    unsafe { m.__free_pages(p, 0) };
+    unsafe { m.__free_pages(p, Order::ZERO) };
     assert_eq!(meminfo_kb(&show(&m, MEMINFO), "HighFree:"), 1_179_648);
 }
 
@@ -563,8 +563,8 @@ fn two_nodes_show_both() {
     assert!(pt.contains("\nNode 1, zone    DMA32            0          256            0            0            0 \n"));
 
     // CPU 0 is on node 0; an allocation that prefers node 1 is a hit there and "other".
-    let p1 = m.alloc_pages_node(1, Gfp::KERNEL, 0).unwrap();
-    let p0 = m.alloc_pages(Gfp::KERNEL, 0).unwrap();
+    let p1 = m.alloc_pages_node(Some(1), Gfp::KERNEL, Order::ZERO).unwrap();
+    let p0 = m.alloc_pages(Gfp::KERNEL, Order::ZERO).unwrap();
     let zi = show(&m, ZONEINFO);
     assert_eq!(zi.matches("  per-node stats\n").count(), 2);
     let n0 = zone_block(&zi, 0, "DMA32");
@@ -578,7 +578,7 @@ fn two_nodes_show_both() {
     for (p, nid) in [(p0, 0), (p1, 1)] {
         assert_eq!(m.page_zone(p.page()).node(), nid);
         // SAFETY: the page is ours and unused from here on.
-        unsafe { m.__free_pages(p, 0) };
+        unsafe { m.__free_pages(p, Order::ZERO) };
     }
 }
 
@@ -636,7 +636,7 @@ fn vmallocinfo_lines_have_linux_shape() {
     let a = m.vmalloc(5 * 4096).unwrap();
     let u = m.vmalloc_user(4096).unwrap();
     let big = m.vmalloc(700 * 4096).unwrap();
-    let p = m.alloc_pages(Gfp::KERNEL, 0).unwrap();
+    let p = m.alloc_pages(Gfp::KERNEL, Order::ZERO).unwrap();
     let v = m.vmap(&[p], kmem::PageProt::KERNEL).unwrap();
     let r = m.vm_map_ram(&[p]).unwrap();
     let lazy = m.vmalloc(9 * 4096).unwrap();
@@ -657,7 +657,7 @@ fn vmallocinfo_lines_have_linux_shape() {
         m.vfree(big.as_ptr());
         m.vunmap(v.as_ptr());
         m.vm_unmap_ram(r.as_ptr(), 1);
-        m.__free_pages(p, 0);
+        m.__free_pages(p, Order::ZERO);
     }
     assert_eq!(m.report_count(ReportKind::Warning), 0);
 }

@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::ptr::NonNull;
 
-use kmem::{Gfp, KmemCache, Platform, ReportKind, SlabFlags as F, VirtAddr};
+use kmem::{Gfp, KmemCache, Order, Platform, ReportKind, SlabFlags as F, VirtAddr};
 use kmem_hosted::{Machine, MachineBuilder};
 
 fn machine() -> Machine {
@@ -286,7 +286,7 @@ fn invalid_pointers_are_refused() {
         let l = *c.layout();
         let end = slab + l.red_left_pad as usize + c.objects_per_slab() * l.size as usize;
         assert!(end < slab + (kmem::PAGE_SIZE << c.order()), "the slab has tail padding");
-        let page = m.alloc_pages(Gfp::KERNEL, 0).unwrap();
+        let page = m.alloc_pages(Gfp::KERNEL, Order::ZERO).unwrap();
         let pa = m.page_address(page).unwrap().as_usize();
         // SAFETY: our page, PAGE_SIZE bytes.
         unsafe { (pa as *mut u8).write_bytes(0x77, kmem::PAGE_SIZE) };
@@ -305,7 +305,7 @@ fn invalid_pointers_are_refused() {
         // SAFETY: the page is ours; the allocator wrote nothing into it.
         assert!(unsafe { std::slice::from_raw_parts(pa as *const u8, kmem::PAGE_SIZE) }.iter().all(|&b| b == 0x77));
         // SAFETY: ours, order 0.
-        unsafe { m.__free_pages(page, 0) };
+        unsafe { m.__free_pages(page, Order::ZERO) };
         assert_eq!(flushed_info(&m, &c), info, "nothing freed");
         assert_eq!(m.validate_slab_cache(&c).errors, 0);
         assert_works(&m, &c, &[a]);

@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::mpsc;
 
-use kmem::{Gfp, PageRef};
+use kmem::{Gfp, Order, PageRef};
 use kmem_hosted::MachineBuilder;
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 
@@ -47,12 +47,12 @@ fn threads_allocate_free_and_cross_free() {
                     while let Ok((p, o)) = rx.try_recv() {
                         check(m, p, o);
                         // SAFETY: ownership was handed to us over the channel.
-                        unsafe { m.__free_pages(p, o) };
+                        unsafe { m.__free_pages(p, Order::of(o)) };
                     }
                     if mine.len() < 48 && rng.gen_bool(0.55) {
                         let order = [0, 0, 0, 0, 1, 2, 3, 5][rng.gen_range(0..8)];
                         let gfp = if rng.gen_bool(0.2) { Gfp::ATOMIC } else { Gfp::KERNEL };
-                        if let Ok(p) = m.alloc_pages(gfp | Gfp::NOWARN, order) {
+                        if let Ok(p) = m.alloc_pages(gfp | Gfp::NOWARN, Order::of(order)) {
                             stamp(m, p, order);
                             mine.push((p, order));
                         }
@@ -63,14 +63,14 @@ fn threads_allocate_free_and_cross_free() {
                             next.send((p, o)).unwrap();
                         } else {
                             // SAFETY: ours.
-                            unsafe { m.__free_pages(p, o) };
+                            unsafe { m.__free_pages(p, Order::of(o)) };
                         }
                     }
                 }
                 for (p, o) in mine {
                     check(m, p, o);
                     // SAFETY: ours.
-                    unsafe { m.__free_pages(p, o) };
+                    unsafe { m.__free_pages(p, Order::of(o)) };
                 }
                 rx
             }));
@@ -83,7 +83,7 @@ fn threads_allocate_free_and_cross_free() {
         for (p, o) in rx.try_iter() {
             check(&m, p, o);
             // SAFETY: ownership came over the channel.
-            unsafe { m.__free_pages(p, o) };
+            unsafe { m.__free_pages(p, Order::of(o)) };
         }
     }
     m.verify().unwrap();

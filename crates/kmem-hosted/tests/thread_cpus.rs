@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use kmem::{CpuId, Gfp, Platform};
+use kmem::{CpuId, Gfp, Order, Platform};
 use kmem_hosted::MachineBuilder;
 
 /// Per-CPU counters bumped by a plain load and store inside sections, by the owners and by
@@ -80,10 +80,10 @@ fn each_thread_gets_its_own_cpu_and_exit_takes_it_offline() {
             .map(|_| {
                 s.spawn(|| {
                     // Leave pages on this CPU's per-CPU lists.
-                    let pages: Vec<_> = (0..20).map(|_| m.alloc_pages(Gfp::KERNEL, 0).unwrap()).collect();
+                    let pages: Vec<_> = (0..20).map(|_| m.alloc_pages(Gfp::KERNEL, Order::ZERO).unwrap()).collect();
                     for pg in pages {
                         // SAFETY: ours, unused afterwards.
-                        unsafe { m.__free_pages(pg, 0) };
+                        unsafe { m.__free_pages(pg, Order::ZERO) };
                     }
                     let cpu = p.current_cpu();
                     assert!(p.cpu_online(cpu));
@@ -118,9 +118,9 @@ fn a_thread_that_outlives_its_machine_exits_cleanly() {
     let m = std::sync::Arc::new(MachineBuilder::new().ram_mib(16).thread_cpus(2).build().unwrap());
     let mc = m.clone();
     let h = std::thread::spawn(move || {
-        let p = mc.alloc_pages(Gfp::KERNEL, 0).unwrap();
+        let p = mc.alloc_pages(Gfp::KERNEL, Order::ZERO).unwrap();
         // SAFETY: ours, unused afterwards.
-        unsafe { mc.__free_pages(p, 0) };
+        unsafe { mc.__free_pages(p, Order::ZERO) };
         drop(mc);
         ready_tx.send(()).unwrap();
         rx.recv().unwrap();
@@ -139,10 +139,10 @@ fn warm_cpus_keep_their_caches_for_the_next_thread() {
     let p = m.platform();
     let cached = |cpu: CpuId| -> usize { m.zones().filter_map(|z| z.pageset(cpu.index())).map(|p| p.count()).sum() };
     let leave_pages = || {
-        let pages: Vec<_> = (0..20).map(|_| m.alloc_pages(Gfp::KERNEL, 0).unwrap()).collect();
+        let pages: Vec<_> = (0..20).map(|_| m.alloc_pages(Gfp::KERNEL, kmem::Order::ZERO).unwrap()).collect();
         for pg in pages {
             // SAFETY: ours, unused afterwards.
-            unsafe { m.__free_pages(pg, 0) };
+            unsafe { m.__free_pages(pg, kmem::Order::ZERO) };
         }
         p.current_cpu()
     };

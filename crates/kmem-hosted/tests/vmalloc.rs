@@ -4,7 +4,7 @@ mod common;
 
 use std::collections::HashSet;
 
-use kmem::{Gfp, PageProt, ReportKind, PAGE_SIZE};
+use kmem::{Gfp, Order, PageProt, ReportKind, PAGE_SIZE};
 use kmem_hosted::{in_irq, MachineBuilder};
 
 fn machine(mib: u64) -> kmem_hosted::Machine {
@@ -101,9 +101,9 @@ fn vzalloc_zeroes_and_vrealloc_keeps_contents() {
 fn vmap_and_vm_map_ram_of_scattered_pages() {
     let m = machine(128);
     // Scattered pages: every other page of a run.
-    let block = m.alloc_pages(Gfp::KERNEL, 4).unwrap();
+    let block = m.alloc_pages(Gfp::KERNEL, Order::of(4)).unwrap();
     // SAFETY: our fresh block.
-    unsafe { m.split_page(block, 4) };
+    unsafe { m.split_page(block, Order::of(4)) };
     let pages: Vec<_> = (0..16).step_by(2).map(|i| m.pfn_to_page(block.pfn().add(i)).unwrap()).collect();
     let v = m.vmap(&pages, PageProt::KERNEL).unwrap();
     let r = m.vm_map_ram(&pages).unwrap();
@@ -139,7 +139,7 @@ fn vmap_and_vm_map_ram_of_scattered_pages() {
     }
     for i in 0..16 {
         // SAFETY: the split pages are ours.
-        unsafe { m.__free_pages(m.pfn_to_page(block.pfn().add(i)).unwrap(), 0) };
+        unsafe { m.__free_pages(m.pfn_to_page(block.pfn().add(i)).unwrap(), Order::ZERO) };
     }
 }
 

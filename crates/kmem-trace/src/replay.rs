@@ -14,7 +14,7 @@
 use std::ptr::NonNull;
 
 use kmem::kmalloc::{KmallocType, KMALLOC_MAX_CACHE_SIZE};
-use kmem::{Cache, Gfp, PageRef, SlabFlags, PAGE_SIZE};
+use kmem::{Cache, Gfp, Order, PageRef, SlabFlags, PAGE_SIZE};
 use kmem_hosted::{in_irq, pin_current_thread, HostedPlatform, Machine};
 
 use crate::keys::NO_SLOT;
@@ -346,7 +346,10 @@ impl<'m> Replayer<'m> {
                     self.counts.missed_frees[k] += 1;
                     self.free_block(old);
                 }
-                match self.m.alloc_pages(op.gfp, op.order as u32) {
+                // An order above MAX_PAGE_ORDER fails as Linux's allocator fails it.
+                let got =
+                    Order::new(op.order as u32).ok_or(()).and_then(|o| self.m.alloc_pages(op.gfp, o).map_err(drop));
+                match got {
                     Ok(page) => {
                         self.add(Mem::Pages, (PAGE_SIZE as u64) << op.order);
                         let s = op.slot as usize;
@@ -442,7 +445,7 @@ impl<'m> Replayer<'m> {
         self.sub(Mem::Pages, (PAGE_SIZE as u64) << b.order);
         // SAFETY: the block came from `alloc_pages` with this order and was removed from the
         // map, so it is freed exactly once.
-        unsafe { self.m.__free_pages(b.page, b.order as u32) };
+        unsafe { self.m.__free_pages(b.page, Order::of(b.order as u32)) };
     }
 
     /// Frees everything still live and destroys the caches (the machine is then as booted,

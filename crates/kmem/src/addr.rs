@@ -3,6 +3,8 @@
 //! Raw `usize`/`u64` addresses never cross a module boundary; these types do. Arithmetic that
 //! can overflow is checked at construction, not at every use.
 
+#![forbid(unsafe_code)]
+
 use core::fmt;
 
 /// log2 of the base page size.
@@ -197,6 +199,26 @@ impl Order {
             Some(Self(order as u8))
         } else {
             None
+        }
+    }
+    /// Order `order`, for constants and literals (`Order::of(3)`). Panics if
+    /// `order > MAX_PAGE_ORDER` (in a `const`, the build fails); orders that come from input
+    /// go through [`Order::new`].
+    ///
+    /// ```
+    /// use kmem::Order;
+    /// const UNIT: Order = Order::of(3);
+    /// assert_eq!(UNIT.nr_pages(), 8);
+    /// assert_eq!(Order::new(11), None);
+    /// ```
+    /// ```compile_fail,E0080
+    /// const TOO_BIG: kmem::Order = kmem::Order::of(11);
+    /// ```
+    #[track_caller]
+    pub const fn of(order: u32) -> Self {
+        match Self::new(order) {
+            Some(o) => o,
+            None => panic!("order above MAX_PAGE_ORDER"),
         }
     }
     /// The raw value.

@@ -15,7 +15,7 @@
 //! use kmem::Gfp;
 //! // A process-hosted machine with 64 MiB of RAM and 2 CPUs.
 //! let m = kmem_hosted::MachineBuilder::new().ram_mib(64).cpus(2).build().unwrap();
-//! let page = m.alloc(Gfp::KERNEL, 0).unwrap();
+//! let page = m.alloc(Gfp::KERNEL, kmem::Order::ZERO).unwrap();
 //! assert!(page.addr().is_some());
 //! ```
 //!

@@ -52,9 +52,9 @@ pub struct VmEvents {
     pub kswapd_wake: AtomicU64,
 }
 
-/// All state of one machine. Lives in the machine's RAM.
+/// All state of one machine. Lives in the machine's RAM; only the core reaches it.
 #[derive(Debug)]
-pub struct MachineState {
+pub(crate) struct MachineState {
     pub(crate) memmap: Memmap,
     nodes: [usize; MAX_NUMNODES],
     pub(crate) nr_nodes: usize,
@@ -129,7 +129,7 @@ impl MachineState {
 
     /// Node `nid`, if it exists.
     #[inline]
-    pub fn node(&self, nid: usize) -> Option<&Node> {
+    pub(crate) fn node(&self, nid: usize) -> Option<&Node> {
         let p = *self.nodes.get(nid)?;
         if p == 0 {
             return None;
@@ -141,7 +141,7 @@ impl MachineState {
 
     /// `cpu_to_node()`.
     #[inline]
-    pub fn cpu_to_node(&self, cpu: usize) -> usize {
+    pub(crate) fn cpu_to_node(&self, cpu: usize) -> usize {
         self.cpu_to_node[cpu] as usize
     }
 }
@@ -150,6 +150,27 @@ impl MachineState {
 ///
 /// Every API is callable from any thread. Create one with [`Kmem::boot`] (or, in a process,
 /// with `kmem_hosted::MachineBuilder`).
+///
+/// The machine's state, free lists and memory map are kmem's alone: users see them through
+/// read-only views (`/proc`, [`Kmem::frame`], [`Zone`]'s counters), never as references they
+/// could misuse.
+///
+/// ```compile_fail,E0624
+/// # let m = kmem_hosted::MachineBuilder::new().ram_mib(64).build().unwrap();
+/// let state = m.state(); // private to kmem
+/// ```
+/// ```compile_fail,E0603
+/// use kmem::mm::buddy; // private to kmem
+/// ```
+/// ```compile_fail,E0616
+/// # let m = kmem_hosted::MachineBuilder::new().ram_mib(64).build().unwrap();
+/// let lists = &m.zones().next().unwrap().area; // private to kmem
+/// ```
+/// ```
+/// # let m = kmem_hosted::MachineBuilder::new().ram_mib(64).build().unwrap();
+/// let free: usize = m.zones().map(|z| z.nr_free(kmem::Order::ZERO)).sum(); // the view
+/// # let _ = free;
+/// ```
 pub struct Kmem<P: Platform> {
     platform: P,
     state: NonNull<MachineState>,
@@ -176,10 +197,17 @@ impl<P: Platform> Kmem<P> {
 
     /// The machine state.
     #[inline]
-    pub fn state(&self) -> &MachineState {
+    pub(crate) fn state(&self) -> &MachineState {
         // SAFETY: `state` was carved and initialised by boot and stays valid while `self` lives
         // (the contract of `Kmem::boot`); it is only accessed through shared references.
         unsafe { self.state.as_ref() }
+    }
+
+    /// The machine's identity: the address of its state, which no other live machine shares.
+    /// Handles that can meet another machine (caches, per-CPU variables) carry it.
+    #[inline(always)]
+    pub(crate) fn machine_id(&self) -> usize {
+        self.state.as_ptr() as usize
     }
 
     /// The state pointer (for [`Kmem::alias`]).
@@ -195,8 +223,14 @@ impl<P: Platform> Kmem<P> {
 
     /// The sparse memory map.
     #[inline]
-    pub fn memmap(&self) -> &Memmap {
+    pub(crate) fn memmap(&self) -> &Memmap {
         &self.state().memmap
+    }
+
+    /// Slots in the section table (128 MiB sections, present or not, up to the hotplug
+    /// limit): what `/sys/devices/system/memory` would list.
+    pub fn nr_sections(&self) -> usize {
+        self.memmap().nr_sections()
     }
 
     /// Node `nid`.
@@ -320,5 +354,22 @@ impl<P: Platform> Kmem<P> {
     #[inline]
     pub fn virt_to_phys(&self, va: VirtAddr) -> Option<PhysAddr> {
         self.state().direct_map.virt_to_phys(va)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::addr::VirtAddr;
+    use crate::mm::page::pg;
+
+    #[test]
+    fn the_machine_state_page_stays_reserved() {
+        // The state is carved top-down at 64-byte alignment, so its page is partly free:
+        // boot must still keep the whole page out of the buddy allocator.
+        let m = crate::testing::machine(64);
+        let pa = m.virt_to_phys(VirtAddr::from_ptr(m.state())).unwrap();
+        let page = m.memmap().page(pa.pfn()).unwrap();
+        assert!(page.test(pg::RESERVED), "{pa} holds the machine state but is not PG_reserved");
+        assert!(!page.is_buddy(), "{pa} holds the machine state but is on a buddy free list");
     }
 }

@@ -4,10 +4,31 @@
 //! to [`Platform::report`] unless its rate limit is exhausted, as `printk_ratelimited` would
 //! drop it. Counting never stops; only the text is throttled.
 
+#![forbid(unsafe_code)]
+
 use core::fmt;
 
+use crate::machine::Kmem;
 use crate::platform::{Platform, ReportKind};
 use crate::sync::{array_of, const_fn_unless_loom, AtomicU64, Ordering};
+
+impl<P: Platform> Kmem<P> {
+    /// A handle of another machine (a cache, a per-CPU pointer, a page reference) was
+    /// passed to `func` of `file`: one Linux-style `WARNING` line, counted as
+    /// [`ReportKind::Warning`]. The caller then refuses the call, changing nothing on
+    /// either machine.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn other_machine(&self, file: &str, func: &str, what: &dyn Fn(&mut dyn fmt::Write) -> fmt::Result) {
+        let p = self.platform();
+        let (cpu, pid) = (p.current_cpu().0, p.current_task().pid);
+        self.report(ReportKind::Warning, &|w| {
+            write!(w, "WARNING: CPU: {cpu} PID: {pid} at {file} {func}: ")?;
+            what(w)?;
+            writeln!(w, " belongs to another machine")
+        });
+    }
+}
 
 /// Per-kind counters and rate limits of one machine.
 #[derive(Debug)]

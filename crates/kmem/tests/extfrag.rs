@@ -1,7 +1,7 @@
 //! `unusable_index` and `extfrag_index` on a real hosted machine: golden texts derived by hand
 //! from the free block counts of the small machine of `kmem-hosted/tests/proc_views.rs`.
 
-use kmem::Gfp;
+use kmem::{Gfp, Order};
 use kmem_hosted::{pin_current_thread, Machine, MachineBuilder};
 
 fn show(
@@ -56,7 +56,7 @@ fn golden_after_dma_is_used_up() {
     // Take DMA's 3 order-10, 1 order-9 and 1 order-8 blocks: 158 pages in 12 blocks of orders
     // 0..=6 are left (2 2 2 2 2 1 1 0 0 0 0).
     let taken: Vec<_> =
-        [10, 10, 10, 9, 8].iter().map(|&o| (m.alloc_pages(Gfp::KERNEL | Gfp::DMA, o).unwrap(), o)).collect();
+        [10, 10, 10, 9, 8].iter().map(|&o| (m.alloc_pages(Gfp::KERNEL | Gfp::DMA, Order::of(o)).unwrap(), o)).collect();
     // unusable, order 1: the 2 order-0 pages: 2/158 = 0.0126; order 6: all but the order-6
     // block: 94/158 = 0.5949; orders 7..=10: nothing fits, 1.000.
     // extfrag, order 7: 1000 - (1000 + 158000/128) / 12 = 1000 - 2234/12 = 1000 - 186 = 814;
@@ -76,7 +76,7 @@ fn golden_after_dma_is_used_up() {
     assert!(unusable.lines().nth(1).unwrap().ends_with(" 0.003 0.008 0.008 "));
     for (p, o) in taken {
         // SAFETY: ours, unused from here on.
-        unsafe { m.__free_pages(p, o) };
+        unsafe { m.__free_pages(p, Order::of(o)) };
     }
     assert!(show(&m, kmem::proc::extfrag_index).lines().next().unwrap().ends_with(" -1.000 "));
 }

@@ -3,7 +3,7 @@
 //! agrees with single-frame lookups and with buddyinfo, HighMem is marked, and a walk racing
 //! allocations neither panics nor loses frames.
 
-use kmem::{FrameState, Gfp, Pfn, SlabFlags, ZoneType};
+use kmem::{FrameState, Gfp, Order, Pfn, SlabFlags, ZoneType};
 use kmem_hosted::{pin_current_thread, Machine, MachineBuilder, Preset};
 
 fn small() -> Machine {
@@ -43,7 +43,7 @@ fn fresh_machine_free_reserved_and_holes() {
                 .enumerate()
                 .filter(|(pfn, f)| z.spans(Pfn::new(*pfn)) && f.state == FrameState::Free { order: o.as_u32() as u8 })
                 .count();
-            assert_eq!(n, z.area.nr_free(o) << o.as_u32(), "zone {} order {}", z.name(), o.as_u32());
+            assert_eq!(n, z.nr_free(o) << o.as_u32(), "zone {} order {}", z.name(), o.as_u32());
         }
     }
     let free = frames.iter().filter(|f| f.state.is_free()).count();
@@ -62,10 +62,10 @@ fn owners_are_recognised_on_every_frame() {
     pin_current_thread(0);
     let m = small();
     // An order-3 block (not compound): head and the 7 frames that carry nothing.
-    let b3 = m.alloc_pages(Gfp::KERNEL, 3).unwrap();
+    let b3 = m.alloc_pages(Gfp::KERNEL, Order::of(3)).unwrap();
     assert_eq!(states(&m, b3.pfn(), 8), vec![FrameState::Allocated { order: Some(3) }; 8]);
     // A compound order-2 block: the tails name their head.
-    let c2 = m.alloc_pages(Gfp::KERNEL | Gfp::COMP, 2).unwrap();
+    let c2 = m.alloc_pages(Gfp::KERNEL | Gfp::COMP, Order::of(2)).unwrap();
     assert_eq!(states(&m, c2.pfn(), 4), vec![FrameState::Allocated { order: Some(2) }; 4]);
     // A slab of a named cache.
     let cache = m.kmem_cache_create("frame_test", 700, 0, SlabFlags::NO_MERGE, None).unwrap();
@@ -80,7 +80,7 @@ fn owners_are_recognised_on_every_frame() {
     let big_pfn = m.virt_to_page(kmem::VirtAddr::from_ptr(big.as_ptr())).unwrap().pfn();
     assert_eq!(states(&m, big_pfn, 16), vec![FrameState::KmallocLarge; 16]);
     // Order-0 allocations refill the per-CPU list: the rest of the batch is there.
-    let p0 = m.alloc_pages(Gfp::KERNEL, 0).unwrap();
+    let p0 = m.alloc_pages(Gfp::KERNEL, Order::ZERO).unwrap();
     assert_eq!(m.frame_state(p0.pfn()), FrameState::Allocated { order: Some(0) });
     let frames = walk(&m);
     assert!(frames.iter().any(|f| f.state == FrameState::Pcp { order: 0 }), "the pcp batch shows");
@@ -92,9 +92,9 @@ fn owners_are_recognised_on_every_frame() {
     // Freed, each block is free again (on the buddy lists or a per-CPU list).
     // SAFETY: the blocks and objects are ours and unused from here on.
     unsafe {
-        m.__free_pages(b3, 3);
-        m.__free_pages(c2, 2);
-        m.__free_pages(p0, 0);
+        m.__free_pages(b3, Order::of(3));
+        m.__free_pages(c2, Order::of(2));
+        m.__free_pages(p0, Order::ZERO);
         m.kfree(big.as_ptr());
         m.kmem_cache_free(&cache, obj);
     }
@@ -109,20 +109,26 @@ fn owners_are_recognised_on_every_frame() {
 }
 
 #[test]
-fn vmalloc_and_page_table_flags_classify() {
-    use kmem::mm::page::pg;
+fn vmalloc_pages_classify() {
     pin_current_thread(0);
     let m = small();
-    // Nothing sets these flags yet; an owner that does (vmalloc, page tables) gets its kind
-    // on every frame of the block.
-    for (flag, want) in [(pg::VMALLOC, FrameState::Vmalloc), (pg::PGTABLE, FrameState::PageTable)] {
-        let p = m.alloc_pages(Gfp::KERNEL, 1).unwrap();
-        p.page().set_exclusive(flag);
-        assert_eq!(states(&m, p.pfn(), 2), vec![want; 2]);
-        assert_eq!(walk(&m)[p.pfn().as_usize() + 1].state, want);
-        p.page().clear_exclusive(flag);
-        // SAFETY: ours, unused from here on.
-        unsafe { m.__free_pages(p, 1) };
+    // Every frame of a vmalloc area is a vmalloc frame while the area lives. (Page-table
+    // frames: the hosted platform maps with mmap and asks for none; the core's unit test
+    // `vmalloc::pt_tests::page_table_frames_classify` covers them.)
+    let p = m.vmalloc(2 * kmem::PAGE_SIZE).unwrap();
+    let pfns: Vec<_> =
+        (0..2).map(|i| m.vmalloc_to_pfn(p.as_ptr().wrapping_add(i * kmem::PAGE_SIZE)).unwrap()).collect();
+    let frames = walk(&m);
+    for &pfn in &pfns {
+        assert_eq!(m.frame_state(pfn), FrameState::Vmalloc);
+        assert_eq!(frames[pfn.as_usize()].state, FrameState::Vmalloc);
+    }
+    // SAFETY: ours, unused from here on.
+    unsafe { m.vfree(p.as_ptr()) };
+    // A small freed area stays mapped with its pages in the CPU's recycle slots until drained.
+    m.vm_unmap_aliases();
+    for &pfn in &pfns {
+        assert_ne!(m.frame_state(pfn), FrameState::Vmalloc, "freed pages lose the kind");
     }
 }
 
@@ -156,12 +162,12 @@ fn highmem_is_marked() {
             assert_eq!(f.is_highmem(), hm.spans(Pfn::new(pfn)), "pfn {pfn:#x}");
         }
     }
-    let p = m.alloc_pages(Gfp::HIGHUSER_MOVABLE, 0).unwrap();
+    let p = m.alloc_pages(Gfp::HIGHUSER_MOVABLE, Order::ZERO).unwrap();
     let f = m.frame(p.pfn());
     assert!(f.is_highmem());
     assert_eq!(f.state, FrameState::Allocated { order: Some(0) });
     // SAFETY: ours.
-    unsafe { m.__free_pages(p, 0) };
+    unsafe { m.__free_pages(p, Order::ZERO) };
 }
 
 #[test]
@@ -176,19 +182,19 @@ fn walking_while_others_allocate_is_safe() {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 i = i.wrapping_add(1);
                 let order = [0, 0, 1, 3, 5, 9][(i % 6) as usize];
-                if let Ok(p) = m.alloc_pages(Gfp::KERNEL | Gfp::NOWARN, order) {
+                if let Ok(p) = m.alloc_pages(Gfp::KERNEL | Gfp::NOWARN, Order::of(order)) {
                     live.push((p, order));
                 }
                 if live.len() > 64 || i % 3 == 0 {
                     if let Some((p, o)) = live.pop() {
                         // SAFETY: ours.
-                        unsafe { m.__free_pages(p, o) };
+                        unsafe { m.__free_pages(p, Order::of(o)) };
                     }
                 }
             }
             for (p, o) in live {
                 // SAFETY: ours.
-                unsafe { m.__free_pages(p, o) };
+                unsafe { m.__free_pages(p, Order::of(o)) };
             }
         });
         pin_current_thread(0);

@@ -298,7 +298,7 @@ mod tests {
     fn a_downscaled_map_keeps_exact_counts() {
         kmem_hosted::pin_current_thread(0);
         let m = kmem_hosted::MachineBuilder::new().ram_mib(256).cpus(1).build().unwrap();
-        let b = m.alloc_pages(kmem::Gfp::KERNEL, 9).unwrap();
+        let b = m.alloc_pages(kmem::Gfp::KERNEL, kmem::Order::of(9)).unwrap();
         let full = FrameMap::build(&m, PNG_MAX_CELLS);
         let small = FrameMap::build(&m, 16 << 10);
         assert_eq!((full.width, full.height, full.frames_per_cell), (512, 128, 1));
@@ -316,7 +316,7 @@ mod tests {
         assert_eq!(full.row_zone(127).map(|z| z.zone), Some(ZoneType::Dma32));
         assert!(full.cache_names.values().any(|n| n == "kmem_cache"));
         // SAFETY: ours.
-        unsafe { m.__free_pages(b, 9) };
+        unsafe { m.__free_pages(b, kmem::Order::of(9)) };
     }
 
     #[test]

@@ -195,7 +195,7 @@ impl<'m> World<'m> {
         match *op {
             Op::Pages { order, gfp } => {
                 let g = page_gfp(gfp);
-                let Ok(p) = m.alloc_pages(g, order) else { return Ok(()) };
+                let Ok(p) = m.alloc_pages(g, kmem::Order::of(order)) else { return Ok(()) };
                 let pfn = p.pfn().as_usize();
                 ensure!(pfn % (1 << order) == 0, "order-{order} block at pfn {pfn:#x} is misaligned");
                 ensure!(p.refcount() == 1, "fresh block {p:?} has refcount {}", p.refcount());
@@ -474,7 +474,7 @@ impl<'m> World<'m> {
         // The block was ours, live, and nothing uses it afterwards.
         match b.kind {
             // SAFETY: see above.
-            Kind::Pages(p, order) => unsafe { m.__free_pages(p, order) },
+            Kind::Pages(p, order) => unsafe { m.__free_pages(p, kmem::Order::of(order)) },
             Kind::Slab(slot) => {
                 let sc = self.caches[slot].as_ref().expect("objects of a live slot's cache");
                 if sc.ctor {

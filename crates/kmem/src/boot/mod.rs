@@ -18,7 +18,7 @@ mod deferred;
 mod hotplug;
 mod memblock;
 mod memory_map;
-mod pagesets;
+pub(crate) mod pagesets;
 
 pub(crate) use deferred::DeferredState;
 pub use hotplug::HotplugError;

@@ -12,6 +12,53 @@ use crate::mm::node::Node;
 use crate::mm::pcp::{zone_batchsize, zone_highsize, PerCpuPages, MIN_PERCPU_PAGELIST_HIGH_FRACTION};
 use crate::mm::zone::{Wmark, Zone};
 use crate::platform::DirectMap;
+use crate::sync::{const_fn_unless_loom, AtomicUsize, Ordering};
+
+/// A zone's pagesets: an array of [`PerCpuPages`], one per CPU, carved at boot (the
+/// mechanism under `Zone::pageset`, which stays free of `unsafe`).
+#[derive(Debug)]
+pub(crate) struct Pagesets {
+    base: AtomicUsize,
+    len: AtomicUsize,
+}
+
+impl Pagesets {
+    const_fn_unless_loom! {
+        /// No pagesets (a zone without memory, or before boot carves them).
+        pub(crate) fn new() -> Self {
+            Self { base: AtomicUsize::new(0), len: AtomicUsize::new(0) }
+        }
+    }
+
+    /// CPU `cpu`'s pageset, if there are pagesets and `cpu` has one.
+    #[inline]
+    pub(crate) fn get(&self, cpu: usize) -> Option<&PerCpuPages> {
+        let base = self.base.load(Ordering::Acquire);
+        if base == 0 || cpu >= self.len.load(Ordering::Relaxed) {
+            return None;
+        }
+        // SAFETY: a non-zero base points to `len` initialised pagesets carved at boot that
+        // live as long as the machine (contract of `install`); `cpu` is in range.
+        Some(unsafe { &*(base as *const PerCpuPages).add(cpu) })
+    }
+
+    /// How many pagesets (0 until installed).
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    /// Installs `n` pagesets at `base`.
+    ///
+    /// # Safety
+    ///
+    /// `base` must point to `n` initialised [`PerCpuPages`] that stay valid, and are used for
+    /// nothing else, for the life of the machine.
+    pub(crate) unsafe fn install(&self, base: *const PerCpuPages, n: usize) {
+        self.len.store(n, Ordering::Relaxed);
+        self.base.store(base as usize, Ordering::Release);
+    }
+}
 
 /// Carves and installs pagesets for every zone of `node` with present pages.
 pub(super) fn carve(mb: &mut Memblock, dm: DirectMap, node: &Node, nr_cpus: usize) -> Result<(), MemblockError> {
@@ -27,7 +74,7 @@ pub(super) fn carve(mb: &mut Memblock, dm: DirectMap, node: &Node, nr_cpus: usiz
         }
         // SAFETY: `base` holds `nr_cpus` initialised pagesets in carved memory that lives as
         // long as the machine and is used for nothing else.
-        unsafe { zone.set_pagesets(base.as_ptr(), nr_cpus) };
+        unsafe { zone.pagesets().install(base.as_ptr(), nr_cpus) };
     }
     Ok(())
 }

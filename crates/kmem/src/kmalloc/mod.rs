@@ -38,12 +38,12 @@ use crate::slab::slab_page::Slab;
 use crate::slab::{CacheError, KmemCache, SlabAllocError, SlabFlags};
 use crate::sync::{array_of, const_fn_unless_loom, AtomicUsize, Ordering};
 use crate::vmalloc::VmallocErrorKind;
-use crate::{VirtAddr, PAGE_SIZE};
+use crate::{Order, VirtAddr, PAGE_SIZE};
 
 /// The machine's kmalloc caches: descriptor addresses by type and size class (0: not yet
 /// created).
 #[derive(Debug)]
-pub struct KmallocState {
+pub(crate) struct KmallocState {
     caches: [[AtomicUsize; KMALLOC_NR]; KmallocType::COUNT],
 }
 
@@ -259,11 +259,7 @@ impl<P: Platform> Kmem<P> {
         }
         let order = crate::slab::layout::get_order(size as u32);
         let g = gfp.without(Gfp::SLAB_BUG_MASK).union(Gfp::COMP);
-        let page = match node {
-            Some(n) => self.alloc_pages_node(n, g, order),
-            None => self.alloc_pages(g, order),
-        }
-        .map_err(|e| err(KmallocErrorKind::Pages(e)))?;
+        let page = self.alloc_pages_node(node, g, Order::of(order)).map_err(|e| err(KmallocErrorKind::Pages(e)))?;
         page.page().set_exclusive(pg::LARGE_KMALLOC);
         if let Some(n) = self.node(page.page().node()) {
             n.mod_slab_pages(false, 1 << order);
@@ -374,7 +370,7 @@ impl<P: Platform> Kmem<P> {
             n.mod_slab_pages(false, -(1 << order));
         }
         // SAFETY: the block was a large kmalloc owned by the caller of `kfree`.
-        unsafe { self.__free_pages(head, order) };
+        unsafe { self.__free_pages(head, Order::of(order)) };
     }
 
     /// `ksize(p)`: bytes of the allocation the caller may use (the bucket, or the large

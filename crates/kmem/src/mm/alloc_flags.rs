@@ -1,5 +1,7 @@
 //! Internal allocation flags (`ALLOC_*` of mm/internal.h) and `gfp_to_alloc_flags()`.
 
+#![forbid(unsafe_code)]
+
 use core::ops::{BitOr, BitOrAssign};
 
 use crate::gfp::Gfp;

@@ -1,7 +1,9 @@
 //! The buddy algorithm of one zone: split (`expand`), take (`__rmqueue_smallest`), steal from
 //! other migratetypes (`__rmqueue_claim` / `__rmqueue_steal`) and merge on free
-//! (`__free_one_page`). Policy only: no `unsafe`; every function runs under the zone lock and
-//! takes its guard.
+//! (`__free_one_page`). Policy only: no `unsafe` (the compiler checks); every function runs
+//! under the zone lock and takes its guard.
+
+#![forbid(unsafe_code)]
 
 use crate::addr::{Order, Pfn, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER};
 use crate::mm::free_area::{buddy_order, FreeArea};
@@ -333,7 +335,7 @@ mod tests {
         k.set_pcp_enabled(false); // these tests look at the buddy lists themselves
         let dma = k.node(0).unwrap().zone(ZoneType::Dma);
         let before = counts(&k, ZoneType::Dma);
-        let p = k.alloc_pages(Gfp::DMA, 0).unwrap();
+        let p = k.alloc(Gfp::DMA, Order::ZERO).unwrap();
         // The lowest block was split: one free block at each order 0..=9, one fewer at 10.
         let after = counts(&k, ZoneType::Dma);
         assert_eq!(after, [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, before[10] - 1]);
@@ -344,8 +346,7 @@ mod tests {
         // GFP_DMA is unmovable: the block's pageblocks were claimed for Unmovable first.
         assert_eq!(dma.area.first(&g, Order::ZERO, Migratetype::Unmovable), Some(p.pfn().add(1)));
         drop(g);
-        // SAFETY: we own `p`.
-        unsafe { k.__free_pages(p, 0) };
+        drop(p);
         assert_eq!(counts(&k, ZoneType::Dma), before, "free merges all the way back up");
         k.verify().unwrap();
     }
@@ -355,14 +356,12 @@ mod tests {
         let k = testing::machine(64);
         k.set_pcp_enabled(false);
         let before = counts(&k, ZoneType::Dma);
-        let a = k.alloc_pages(Gfp::DMA, 0).unwrap();
-        let b = k.alloc_pages(Gfp::DMA, 0).unwrap();
+        let a = k.alloc(Gfp::DMA, Order::ZERO).unwrap();
+        let b = k.alloc(Gfp::DMA, Order::ZERO).unwrap();
         assert_eq!(b.pfn(), a.pfn().buddy(Order::ZERO), "second order-0 comes from the first's buddy");
-        // SAFETY: we own both.
-        unsafe { k.__free_pages(a, 0) };
+        drop(a);
         assert_eq!(counts(&k, ZoneType::Dma)[0], 1, "a cannot merge while b is allocated");
-        // SAFETY: ours.
-        unsafe { k.__free_pages(b, 0) };
+        drop(b);
         assert_eq!(counts(&k, ZoneType::Dma), before);
     }
 
@@ -371,30 +370,21 @@ mod tests {
         let k = testing::machine(64);
         let mm = k.memmap();
         // Everything is Movable at boot; GFP_KERNEL is Unmovable and must claim a pageblock.
-        let p = k.alloc_pages(Gfp::KERNEL, 0).unwrap();
+        let p = k.alloc(Gfp::KERNEL, Order::ZERO).unwrap();
         assert_eq!(mm.pageblock_migratetype(p.pfn()), Migratetype::Unmovable);
         // A Movable request elsewhere keeps Movable blocks.
-        let q = k.alloc_pages(Gfp::HIGHUSER_MOVABLE, 0).unwrap();
+        let q = k.alloc(Gfp::HIGHUSER_MOVABLE, Order::ZERO).unwrap();
         assert_eq!(mm.pageblock_migratetype(q.pfn()), Migratetype::Movable);
         assert_ne!(p.pfn().as_usize() >> 9, q.pfn().as_usize() >> 9, "different pageblocks");
-        // SAFETY: we own both.
-        unsafe {
-            k.__free_pages(p, 0);
-            k.__free_pages(q, 0);
-        }
+        drop((p, q));
         k.verify().unwrap();
     }
 
     #[test]
     fn cold_takes_the_tail() {
         let k = testing::machine(64);
-        let hot = k.alloc_pages(Gfp::DMA, 10).unwrap();
-        let cold = k.alloc_pages(Gfp::DMA | Gfp::COLD, 10).unwrap();
+        let hot = k.alloc(Gfp::DMA, Order::MAX).unwrap();
+        let cold = k.alloc(Gfp::DMA | Gfp::COLD, Order::MAX).unwrap();
         assert!(cold.pfn() > hot.pfn().add(1024), "cold block comes from the list tail");
-        // SAFETY: we own both.
-        unsafe {
-            k.__free_pages(hot, 10);
-            k.__free_pages(cold, 10);
-        }
     }
 }

@@ -12,14 +12,14 @@
 //! ```
 //! use kmem::{FrameState, Gfp};
 //! let m = kmem_hosted::MachineBuilder::new().ram_mib(64).cpus(1).build().unwrap();
-//! let p = m.alloc_pages(Gfp::KERNEL, 3).unwrap();
+//! let p = m.alloc_pages(Gfp::KERNEL, kmem::Order::of(3)).unwrap();
 //! // Every frame of the block, not only its head.
 //! assert_eq!(m.frame_state(p.pfn().add(5)), FrameState::Allocated { order: Some(3) });
 //! let mut free = 0;
 //! m.for_each_frame(|_, f| free += f.state.is_free() as usize);
 //! assert_eq!(free, m.zones().map(|z| z.free_pages() + z.pcp_pages()).sum::<usize>());
 //! // SAFETY: ours, unused from here on.
-//! unsafe { m.__free_pages(p, 3) };
+//! unsafe { m.__free_pages(p, kmem::Order::of(3)) };
 //! ```
 //!
 //! ## Consistency
@@ -37,6 +37,8 @@
 //!   frames are classified by those flags so that they appear once their owners set them.
 //! - The per-CPU first chunk is memblock memory and shows as [`FrameState::Reserved`]; the
 //!   units of dynamic chunks are [`FrameState::Percpu`].
+
+#![forbid(unsafe_code)]
 
 use core::ops::Range;
 

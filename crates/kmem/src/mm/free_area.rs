@@ -9,6 +9,8 @@
 //!
 //! Writers must hold the area's lock; every mutating method takes the guard as proof.
 
+#![forbid(unsafe_code)]
+
 use crate::addr::{Order, Pfn, NR_PAGE_ORDERS};
 use crate::mm::memmap::Memmap;
 use crate::mm::page::Page;
@@ -71,11 +73,6 @@ impl FreeArea {
     #[inline]
     pub fn has_pcptype_block(&self, order: Order) -> bool {
         self.lists[order.index()][..MIGRATE_PCPTYPES].iter().any(|l| !l.is_empty())
-    }
-
-    /// Free pages held by the lists (sum of blocks times their size).
-    pub fn free_pages(&self) -> usize {
-        Order::all().map(|o| self.nr_free(o) * o.nr_pages()).sum()
     }
 
     /// The first block on a list (`get_page_from_free_area`).

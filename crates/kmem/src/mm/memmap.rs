@@ -246,16 +246,6 @@ impl Memmap {
         self.page(pfn)
     }
 
-    /// `page_to_pfn()`: the frame number of a descriptor that came from this memmap.
-    #[inline]
-    pub fn page_to_pfn(&self, page: &Page) -> Pfn {
-        let nr = page.section();
-        let base = self.section(nr).map_or(0, |s| s.map.load(Ordering::Relaxed));
-        let idx = (page as *const Page as usize).wrapping_sub(base) / Page::SIZE;
-        debug_assert!(idx < PAGES_PER_SECTION, "page descriptor not from this memmap");
-        Pfn::new((nr << PFN_SECTION_SHIFT) + idx)
-    }
-
     /// Migratetype of the pageblock containing `pfn` (`get_pageblock_migratetype`).
     #[inline]
     pub fn pageblock_migratetype(&self, pfn: Pfn) -> Migratetype {

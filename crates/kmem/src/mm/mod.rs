@@ -1,10 +1,11 @@
 //! Physical memory management: page descriptors, zones, the buddy allocator.
 
 pub mod alloc_flags;
-pub mod buddy;
+pub(crate) mod buddy;
 pub mod frame;
-pub mod free_area;
-pub mod memmap;
+pub(crate) mod free_area;
+mod highmem;
+pub(crate) mod memmap;
 pub mod node;
 pub mod page;
 pub mod page_alloc;
@@ -13,7 +14,7 @@ pub mod page_ref;
 pub mod page_reporting;
 pub mod pages;
 pub mod pcp;
-pub mod pfn_list;
+pub(crate) mod pfn_list;
 pub mod show_mem;
 pub mod verify;
 pub mod watermark;

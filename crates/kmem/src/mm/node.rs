@@ -4,6 +4,8 @@
 //! node's zones likewise, nearest node first (`build_zonelists` in node order). The
 //! no-fallback list, used by `__GFP_THISNODE`, has only this node's zones.
 
+#![forbid(unsafe_code)]
+
 use crate::mm::page::MAX_NUMNODES;
 use crate::mm::zone::Zone;
 use crate::mm::zone_type::{ZoneType, MAX_NR_ZONES};

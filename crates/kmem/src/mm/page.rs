@@ -101,6 +101,28 @@ const COLOUR_MASK: u64 = 0xff << COLOUR_SHIFT;
 pub const NIL: u32 = u32::MAX;
 
 /// One page frame's descriptor. See the module docs for the field protocol.
+///
+/// Only kmem changes a descriptor: users read it (flags, refcount, owner's word), and the one
+/// write they may make, the owner's word of a page they allocated, is
+/// [`PageRef::set_private`](crate::PageRef::set_private), which is `unsafe`. So safe code
+/// cannot reach kmem's state through a descriptor:
+///
+/// ```compile_fail,E0624
+/// # let m = kmem_hosted::MachineBuilder::new().ram_mib(64).build().unwrap();
+/// let p = m.alloc_pages(kmem::Gfp::KERNEL, kmem::Order::ZERO).unwrap();
+/// p.page().set_refcount(3); // private to kmem
+/// ```
+/// ```compile_fail,E0624
+/// # let m = kmem_hosted::MachineBuilder::new().ram_mib(64).build().unwrap();
+/// let p = m.alloc_pages(kmem::Gfp::KERNEL, kmem::Order::ZERO).unwrap();
+/// p.page().set_data(0xdead); // private to kmem
+/// ```
+/// ```
+/// # let m = kmem_hosted::MachineBuilder::new().ram_mib(64).build().unwrap();
+/// let p = m.alloc_pages(kmem::Gfp::KERNEL, kmem::Order::ZERO).unwrap();
+/// assert_eq!(p.page().refcount(), 1); // reading is fine
+/// # unsafe { m.__free_pages(p, kmem::Order::ZERO) };
+/// ```
 #[repr(C, align(32))]
 #[derive(Debug)]
 pub struct Page {
@@ -173,22 +195,22 @@ impl Page {
     /// Sets flags of a page nobody else can be updating (its owner, or the zone-lock holder
     /// for a free page): a plain load and store, no locked instruction.
     #[inline]
-    pub fn set_exclusive(&self, f: u64) {
+    pub(crate) fn set_exclusive(&self, f: u64) {
         self.flags.store(self.flags.load(Ordering::Relaxed) | f, Ordering::Relaxed);
     }
     /// Clears flags of a page nobody else can be updating (see [`Page::set_exclusive`]).
     #[inline]
-    pub fn clear_exclusive(&self, f: u64) {
+    pub(crate) fn clear_exclusive(&self, f: u64) {
         self.flags.store(self.flags.load(Ordering::Relaxed) & !f, Ordering::Relaxed);
     }
     /// Sets flags.
     #[inline]
-    pub fn set(&self, f: u64) {
+    pub(crate) fn set(&self, f: u64) {
         self.flags.fetch_or(f, Ordering::Relaxed);
     }
     /// Clears flags.
     #[inline]
-    pub fn clear(&self, f: u64) {
+    pub(crate) fn clear(&self, f: u64) {
         self.flags.fetch_and(!f, Ordering::Relaxed);
     }
     /// Zone type index from the identity bits.
@@ -220,7 +242,7 @@ impl Page {
     /// Records (or with `None`, forgets) the allocation order. The caller owns the page
     /// exclusively (it is being handed out or freed), so this is a plain load and store.
     #[inline]
-    pub fn set_alloc_order(&self, order: Option<u8>) {
+    pub(crate) fn set_alloc_order(&self, order: Option<u8>) {
         let v = order.map_or(0, |o| (o as u64 + 1) << ALLOC_ORDER_SHIFT);
         self.flags.store((self.flags.load(Ordering::Relaxed) & !ALLOC_ORDER_MASK) | v, Ordering::Relaxed);
     }
@@ -295,12 +317,12 @@ impl Page {
     }
     /// `set_page_count()`.
     #[inline]
-    pub fn set_refcount(&self, v: i32) {
+    pub(crate) fn set_refcount(&self, v: i32) {
         self.refcount.store(v, Ordering::Release);
     }
     /// Adds `delta` and returns the previous value (`page_ref_add` / `page_ref_sub`).
     #[inline]
-    pub fn refcount_add(&self, delta: i32) -> i32 {
+    pub(crate) fn refcount_add(&self, delta: i32) -> i32 {
         self.refcount.fetch_add(delta, Ordering::AcqRel)
     }
     /// Drops one reference and returns the previous count, as `put_page_testzero` does: one
@@ -309,7 +331,7 @@ impl Page {
     /// `VM_BUG_ON_PAGE` does (another CPU may see the transient negative value, which no
     /// reader takes for a live page: `get_page_unless_zero` wants it positive).
     #[inline]
-    pub fn ref_dec_positive(&self) -> Result<i32, i32> {
+    pub(crate) fn ref_dec_positive(&self) -> Result<i32, i32> {
         let old = self.refcount.fetch_sub(1, Ordering::AcqRel);
         if old > 0 {
             return Ok(old);
@@ -319,7 +341,7 @@ impl Page {
     }
     /// `get_page_unless_zero()`: takes a reference only if the count is positive.
     #[inline]
-    pub fn ref_inc_not_zero(&self) -> bool {
+    pub(crate) fn ref_inc_not_zero(&self) -> bool {
         self.refcount
             .fetch_update(Ordering::Acquire, Ordering::Relaxed, |c| if c > 0 { Some(c + 1) } else { None })
             .is_ok()
@@ -332,7 +354,7 @@ impl Page {
     }
     /// Sets the `private` word.
     #[inline]
-    pub fn set_private(&self, v: u32) {
+    pub(crate) fn set_private(&self, v: u32) {
         self.private.store(v, Ordering::Relaxed);
     }
     /// The free-list links `(next, prev)` as frame numbers ([`NIL`] for none).
@@ -343,18 +365,18 @@ impl Page {
     }
     /// Sets both links.
     #[inline]
-    pub fn set_links(&self, next: u32, prev: u32) {
+    pub(crate) fn set_links(&self, next: u32, prev: u32) {
         self.lru.store(next as u64 | (prev as u64) << 32, Ordering::Relaxed);
     }
     /// Sets the next link.
     #[inline]
-    pub fn set_next(&self, next: u32) {
+    pub(crate) fn set_next(&self, next: u32) {
         let (_, prev) = self.links();
         self.set_links(next, prev);
     }
     /// Sets the previous link.
     #[inline]
-    pub fn set_prev(&self, prev: u32) {
+    pub(crate) fn set_prev(&self, prev: u32) {
         let (next, _) = self.links();
         self.set_links(next, prev);
     }
@@ -365,7 +387,7 @@ impl Page {
     }
     /// Sets the owner's data word.
     #[inline]
-    pub fn set_data(&self, v: u64) {
+    pub(crate) fn set_data(&self, v: u64) {
         self.data.store(v, Ordering::Relaxed);
     }
 }

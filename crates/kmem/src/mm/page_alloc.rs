@@ -9,8 +9,12 @@
 //! kmem has no reclaim yet (no shrinkers, no OOM killer): where Linux would reclaim and
 //! retry, kmem retries once and then fails, except `__GFP_NOFAIL`, which waits for memory
 //! as Linux's loop does.
+//!
+//! Policy only: zeroing (`mm/highmem.rs`) is the one thing here that writes memory.
 
-use crate::addr::{Order, Pfn, PhysAddr, VirtAddr, PAGE_SIZE};
+#![forbid(unsafe_code)]
+
+use crate::addr::{Order, Pfn, VirtAddr};
 use crate::gfp::{Gfp, GfpZone};
 use crate::machine::Kmem;
 use crate::mm::alloc_flags::{gfp_pfmemalloc_flags, gfp_to_alloc_flags, AllocFlags};
@@ -39,20 +43,20 @@ impl<P: Platform> Kmem<P> {
     /// to others by distance).
     ///
     /// ```
-    /// use kmem::{Gfp, ReportKind};
+    /// use kmem::{Gfp, Order, ReportKind};
     /// let m = kmem_hosted::MachineBuilder::new().ram_mib(64).build().unwrap();
-    /// let page = m.alloc_pages(Gfp::KERNEL | Gfp::ZERO, 2).unwrap();
+    /// let page = m.alloc_pages(Gfp::KERNEL | Gfp::ZERO, Order::of(2)).unwrap();
     /// assert_eq!(page.refcount(), 1);
     /// // SAFETY: we own the block and no longer use it.
-    /// unsafe { m.__free_pages(page, 2) };
+    /// unsafe { m.__free_pages(page, Order::of(2)) };
     /// assert_eq!(m.report_count(ReportKind::BadPage), 0);
     /// ```
     #[inline]
-    pub fn alloc_pages(&self, gfp: Gfp, order: u32) -> Result<PageRef<'_>, AllocError> {
+    pub fn alloc_pages(&self, gfp: Gfp, order: Order) -> Result<PageRef<'_>, AllocError> {
         if let Some(p) = self.alloc_page_fast(gfp, order) {
             return Ok(p);
         }
-        self.alloc_pages_inner(gfp, order, self.numa_node_id())
+        self.alloc_pages_inner(gfp, order.as_u32(), self.numa_node_id())
     }
 
     /// The common case in one straight line: an order-0 page on a one-node machine, from
@@ -60,9 +64,9 @@ impl<P: Platform> Kmem<P> {
     /// request that may be made where it is made. Anything else (and an empty zone) takes
     /// the full path, which decides the same way and does the rest.
     #[inline(always)]
-    fn alloc_page_fast(&self, gfp: Gfp, order: u32) -> Option<PageRef<'_>> {
+    fn alloc_page_fast(&self, gfp: Gfp, order: Order) -> Option<PageRef<'_>> {
         let st = self.state();
-        if order != 0 || st.nr_nodes != 1 || gfp.intersects(Gfp::THISNODE.union(Gfp::ZERO).union(Gfp::COLD)) {
+        if order != Order::ZERO || st.nr_nodes != 1 || gfp.intersects(Gfp::THISNODE.union(Gfp::ZERO).union(Gfp::COLD)) {
             return None;
         }
         if gfp.allows_blocking() && self.platform().atomic_context() {
@@ -87,40 +91,39 @@ impl<P: Platform> Kmem<P> {
         Some(self.prep_new_page(pfn, page, Order::ZERO, gfp))
     }
 
-    /// `alloc_pages_node(nid, gfp, order)`: prefer node `nid`.
-    pub fn alloc_pages_node(&self, nid: usize, gfp: Gfp, order: u32) -> Result<PageRef<'_>, AllocError> {
-        if self.node(nid).is_none() {
-            return Err(AllocError { gfp, order, kind: AllocErrorKind::NoSuchNode(nid) });
-        }
-        self.alloc_pages_inner(gfp, order, nid)
+    /// `alloc_pages_node(nid, gfp, order)`: prefer node `nid` (`None`: `NUMA_NO_NODE`, the
+    /// local node). A node that does not exist fails with [`AllocErrorKind::NoSuchNode`].
+    pub fn alloc_pages_node(&self, nid: Option<usize>, gfp: Gfp, order: Order) -> Result<PageRef<'_>, AllocError> {
+        let nid = nid.unwrap_or_else(|| self.numa_node_id());
+        self.alloc_pages_inner(gfp, order.as_u32(), nid)
     }
 
     /// `alloc_page(gfp)`.
     #[inline]
     pub fn alloc_page(&self, gfp: Gfp) -> Result<PageRef<'_>, AllocError> {
-        self.alloc_pages(gfp, 0)
+        self.alloc_pages(gfp, Order::ZERO)
     }
 
     /// `__get_free_pages(gfp, order)`: the direct-map address of a new block. `__GFP_HIGHMEM`
     /// is ignored, as Linux strips it, since a HighMem page has no address.
-    pub fn __get_free_pages(&self, gfp: Gfp, order: u32) -> Result<VirtAddr, AllocError> {
+    pub fn __get_free_pages(&self, gfp: Gfp, order: Order) -> Result<VirtAddr, AllocError> {
         let gfp = gfp.without(Gfp::HIGHMEM);
         let page = self.alloc_pages(gfp, order)?;
-        self.page_address(page).ok_or(AllocError { gfp, order, kind: AllocErrorKind::NotDirectMapped })
+        self.page_address(page).ok_or(AllocError { gfp, order: order.as_u32(), kind: AllocErrorKind::NotDirectMapped })
     }
 
     /// `__get_free_page(gfp)`.
     pub fn __get_free_page(&self, gfp: Gfp) -> Result<VirtAddr, AllocError> {
-        self.__get_free_pages(gfp, 0)
+        self.__get_free_pages(gfp, Order::ZERO)
     }
 
     /// `get_zeroed_page(gfp)`.
     pub fn get_zeroed_page(&self, gfp: Gfp) -> Result<VirtAddr, AllocError> {
-        self.__get_free_pages(gfp | Gfp::ZERO, 0)
+        self.__get_free_pages(gfp | Gfp::ZERO, Order::ZERO)
     }
 
     /// `__get_dma_pages(gfp, order)`: from ZONE_DMA.
-    pub fn __get_dma_pages(&self, gfp: Gfp, order: u32) -> Result<VirtAddr, AllocError> {
+    pub fn __get_dma_pages(&self, gfp: Gfp, order: Order) -> Result<VirtAddr, AllocError> {
         self.__get_free_pages(gfp | Gfp::DMA, order)
     }
 
@@ -136,7 +139,7 @@ impl<P: Platform> Kmem<P> {
             }
         }
         for slot in out.iter_mut().filter(|s| s.is_none()) {
-            match self.alloc_pages(gfp | Gfp::NOWARN, 0) {
+            match self.alloc_pages(gfp | Gfp::NOWARN, Order::ZERO) {
                 Ok(p) => *slot = Some(p),
                 Err(_) => break,
             }
@@ -417,26 +420,6 @@ impl<P: Platform> Kmem<P> {
         PageRef::new(pfn, head)
     }
 
-    /// Zeroes a block (`clear_highpage` per page; HighMem pages through a temporary mapping).
-    fn clear_pages(&self, pfn: Pfn, order: Order) {
-        let dm = self.direct_map();
-        let last = PhysAddr::new(pfn.phys().as_u64() + order.bytes() as u64 - 1);
-        if let Some(va) = dm.phys_to_virt(last).and(dm.phys_to_virt(pfn.phys())) {
-            // SAFETY: the block was just taken off the free lists, so nobody else uses it, and
-            // it lies wholly in the direct map, which maps RAM writable (boot's contract).
-            unsafe { core::ptr::write_bytes(va.as_mut_ptr::<u8>(), 0, order.bytes()) };
-            return;
-        }
-        for i in 0..order.nr_pages() {
-            let p = pfn.add(i);
-            let va = self.platform().map_temporary(p).expect("platform cannot map a page");
-            // SAFETY: the page is ours (just allocated) and `map_temporary` maps a whole
-            // writable page until `unmap_temporary` (Platform contract).
-            unsafe { core::ptr::write_bytes(va.as_mut_ptr::<u8>(), 0, PAGE_SIZE) };
-            self.platform().unmap_temporary(va);
-        }
-    }
-
     /// `might_alloc()`: a sleeping allocation from atomic context is reported (and, as in
     /// Linux, goes ahead).
     fn might_alloc(&self, gfp: Gfp) {
@@ -482,6 +465,13 @@ impl<P: Platform> Kmem<P> {
     #[inline]
     pub fn page_address(&self, page: PageRef<'_>) -> Option<VirtAddr> {
         self.phys_to_virt(page.pfn().phys())
+    }
+
+    /// `pfn_valid()`: the frame has an initialised descriptor (false with no section, and for
+    /// a chunk whose initialisation is still deferred).
+    #[inline]
+    pub fn pfn_valid(&self, pfn: Pfn) -> bool {
+        self.memmap().pfn_valid(pfn)
     }
 
     /// `pfn_to_page()`: `None` if the frame has no initialised descriptor (`!pfn_valid`: no

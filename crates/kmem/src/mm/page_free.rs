@@ -27,11 +27,11 @@ impl<P: Platform> Kmem<P> {
     /// block's memory afterwards (unless other references it holds keep the page alive).
     /// Misuse (double free, wrong order, reserved page) is detected and reported where
     /// possible, but memory the caller still uses may be handed to someone else.
-    pub unsafe fn __free_pages(&self, page: PageRef<'_>, order: u32) {
-        let Some(ord) = Order::new(order) else {
-            self.warn_on("__free_pages", &|w| write!(w, "order {order} > MAX_PAGE_ORDER ({})", Order::MAX));
-            return;
-        };
+    pub unsafe fn __free_pages(&self, page: PageRef<'_>, order: Order) {
+        if !self.owns_page(page) {
+            return self.page_of_other_machine("mm/page_alloc.c", "__free_pages", page);
+        }
+        let ord = order;
         let head = page.is_head();
         let Ok(old) = page.page().ref_dec_positive() else {
             self.bad_page(page, "VM_BUG_ON_PAGE(page_ref_count(page) == 0)");
@@ -133,7 +133,7 @@ impl<P: Platform> Kmem<P> {
     /// # Safety
     ///
     /// As [`Kmem::__free_pages`].
-    pub unsafe fn free_pages(&self, addr: VirtAddr, order: u32) {
+    pub unsafe fn free_pages(&self, addr: VirtAddr, order: Order) {
         if addr.as_usize() == 0 {
             return;
         }
@@ -151,12 +151,15 @@ impl<P: Platform> Kmem<P> {
     /// As [`Kmem::__free_pages`].
     pub unsafe fn free_page(&self, addr: VirtAddr) {
         // SAFETY: forwarded caller contract.
-        unsafe { self.free_pages(addr, 0) }
+        unsafe { self.free_pages(addr, Order::ZERO) }
     }
 
     /// `get_page()`: takes another reference (on the compound head for a tail page). Taking a
     /// reference to a free page is reported and refused.
     pub fn get_page(&self, page: PageRef<'_>) {
+        if !self.owns_page(page) {
+            return self.page_of_other_machine("include/linux/mm.h", "get_page", page);
+        }
         let head = self.compound_head(page);
         if !head.page().ref_inc_not_zero() {
             self.bad_page(head, "VM_BUG_ON_PAGE(page_ref_count(page) <= 0)");
@@ -170,6 +173,9 @@ impl<P: Platform> Kmem<P> {
     ///
     /// The caller must own the reference it drops, and not use the page if it was the last.
     pub unsafe fn put_page(&self, page: PageRef<'_>) {
+        if !self.owns_page(page) {
+            return self.page_of_other_machine("include/linux/mm.h", "put_page", page);
+        }
         let head = self.compound_head(page);
         let Ok(old) = head.page().ref_dec_positive() else {
             self.bad_page(head, "VM_BUG_ON_PAGE(page_ref_count(page) == 0)");
@@ -187,14 +193,17 @@ impl<P: Platform> Kmem<P> {
     /// # Safety
     ///
     /// The caller must own the block (allocated with `order`, not compound).
-    pub unsafe fn split_page(&self, page: PageRef<'_>, order: u32) {
+    pub unsafe fn split_page(&self, page: PageRef<'_>, order: Order) {
+        if !self.owns_page(page) {
+            return self.page_of_other_machine("mm/page_alloc.c", "split_page", page);
+        }
         let p = page.page();
-        if page.is_compound() || p.refcount() <= 0 || p.alloc_order() != Some(order as u8) {
+        if page.is_compound() || p.refcount() <= 0 || p.alloc_order() != Some(order.as_u32() as u8) {
             self.bad_page(page, "split_page of a compound, free or mis-sized page");
             return;
         }
         let mm = self.memmap();
-        for i in 0..1usize << order {
+        for i in 0..order.nr_pages() {
             let t = mm.page(page.pfn().add(i)).expect("block pages have descriptors");
             t.set_alloc_order(Some(0));
             if i > 0 {

@@ -56,9 +56,52 @@ impl<'a> PageRef<'a> {
     pub fn private(self) -> u64 {
         self.page.data()
     }
-    /// `set_page_private()`.
-    pub fn set_private(self, v: u64) {
+    /// `set_page_private()`: sets the owner's word of a page the caller allocated.
+    ///
+    /// # Safety
+    ///
+    /// The caller must own the page: it came from the page allocator (`alloc_pages` and
+    /// friends) and has not been freed. Pages kmem owns (slabs, large kmalloc blocks,
+    /// vmalloc and per-CPU pages, page tables, free pages) keep kmem's state in this word;
+    /// kmem checks what it reads from a slab's word and reports a bad one, but other owners
+    /// trust theirs.
+    ///
+    /// ```compile_fail,E0133
+    /// # let m = kmem_hosted::MachineBuilder::new().ram_mib(64).build().unwrap();
+    /// let p = m.alloc_pages(kmem::Gfp::KERNEL, kmem::Order::ZERO).unwrap();
+    /// p.set_private(42); // needs `unsafe`
+    /// ```
+    /// ```
+    /// # let m = kmem_hosted::MachineBuilder::new().ram_mib(64).build().unwrap();
+    /// let p = m.alloc_pages(kmem::Gfp::KERNEL, kmem::Order::ZERO).unwrap();
+    /// // SAFETY: our page, from the page allocator.
+    /// unsafe { p.set_private(42) };
+    /// assert_eq!(p.private(), 42);
+    /// # unsafe { m.__free_pages(p, kmem::Order::ZERO) };
+    /// ```
+    pub unsafe fn set_private(self, v: u64) {
         self.page.set_data(v)
+    }
+}
+
+impl<P: crate::Platform> crate::Kmem<P> {
+    /// Whether `page` is a descriptor of this machine: every descriptor lives in the
+    /// machine's own RAM (carved at boot, or in a hot-added section's first pages), which no
+    /// other machine's does, and only kmem makes a `PageRef`, so its frame number goes with
+    /// its descriptor. A range check.
+    #[inline(always)]
+    pub(crate) fn owns_page(&self, page: PageRef<'_>) -> bool {
+        let dm = self.direct_map();
+        (page.page as *const Page as usize).wrapping_sub(dm.base.as_usize()) < dm.limit.as_u64() as usize
+    }
+
+    /// A page reference of another machine passed to `func`: reported, refused.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn page_of_other_machine(&self, file: &str, func: &str, page: PageRef<'_>) {
+        self.other_machine(file, func, &|w| {
+            write!(w, "page {:#x} (pfn {:#x})", page.page as *const Page as usize, page.pfn.as_usize())
+        });
     }
 }
 

@@ -8,6 +8,8 @@
 //! (`__putback_isolated_page`). The mark is dropped when the block is allocated or merges
 //! with an unreported buddy, so each block is reported once per time it becomes free.
 
+#![forbid(unsafe_code)]
+
 use crate::addr::{Order, Pfn};
 use crate::machine::Kmem;
 use crate::mm::buddy;

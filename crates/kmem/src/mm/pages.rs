@@ -11,9 +11,9 @@ use crate::platform::Platform;
 /// A block of `2^order` pages owned by this handle.
 ///
 /// ```
-/// use kmem::Gfp;
+/// use kmem::{Gfp, Order};
 /// let m = kmem_hosted::MachineBuilder::new().ram_mib(64).build().unwrap();
-/// let mut block = m.alloc(Gfp::KERNEL | Gfp::ZERO, 1).unwrap();
+/// let mut block = m.alloc(Gfp::KERNEL | Gfp::ZERO, Order::of(1)).unwrap();
 /// let bytes = block.as_mut_slice().unwrap();
 /// assert_eq!(bytes.len(), 8192);
 /// assert!(bytes.iter().all(|&b| b == 0));
@@ -28,9 +28,9 @@ pub struct Pages<'m, P: Platform> {
 
 impl<P: Platform> Kmem<P> {
     /// Allocates an owned block (`alloc_pages` with a `Drop` that frees it).
-    pub fn alloc(&self, gfp: Gfp, order: u32) -> Result<Pages<'_, P>, AllocError> {
+    pub fn alloc(&self, gfp: Gfp, order: Order) -> Result<Pages<'_, P>, AllocError> {
         let page = self.alloc_pages(gfp, order)?;
-        Ok(Pages { kmem: self, page, order: Order::new(order).expect("allocation succeeded") })
+        Ok(Pages { kmem: self, page, order })
     }
 }
 
@@ -78,7 +78,7 @@ impl<'m, P: Platform> Pages<'m, P> {
 impl<P: Platform> Drop for Pages<'_, P> {
     fn drop(&mut self) {
         // SAFETY: the handle owns one reference to the block of `order` and is going away.
-        unsafe { self.kmem.__free_pages(self.page, self.order.as_u32()) }
+        unsafe { self.kmem.__free_pages(self.page, self.order) }
     }
 }
 

@@ -19,6 +19,8 @@
 //! (`Page::is_pcp`) with their order and migratetype; they count as free in MemFree but not
 //! in buddyinfo or the zone's free counter (which the watermarks check), as in Linux.
 
+#![forbid(unsafe_code)]
+
 use crate::addr::{Order, Pfn, PAGEBLOCK_ORDER, PAGE_ALLOC_COSTLY_ORDER};
 use crate::machine::Kmem;
 use crate::mm::buddy::{self, Take};
@@ -226,7 +228,7 @@ impl PerCpuPages {
         }
     }
     /// Walks every list; returns the pages found, or the first malformed block.
-    pub fn check(&self, mm: &Memmap) -> Result<usize, Pfn> {
+    pub(crate) fn check(&self, mm: &Memmap) -> Result<usize, Pfn> {
         let mut pages = 0;
         for (i, l) in self.lists.iter().enumerate() {
             let order = if i == NR_LOWORDER_PCP_LISTS { PAGEBLOCK_ORDER as u32 } else { (i / MIGRATE_PCPTYPES) as u32 };

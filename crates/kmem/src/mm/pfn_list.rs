@@ -7,6 +7,8 @@
 //! that lock-free readers of `len` (watermark checks, /proc) are well defined; writers use
 //! plain loads and stores, which the lock serialises.
 
+#![forbid(unsafe_code)]
+
 use crate::addr::Pfn;
 use crate::mm::memmap::Memmap;
 use crate::mm::page::{Page, NIL};
@@ -72,7 +74,9 @@ impl PfnList {
         (next != NIL).then(|| Pfn::new(next as usize))
     }
 
-    /// Links `page` (at `pfn`) at the head, or the tail with `tail`. Caller holds the lock.
+    /// Links `page` (at `pfn`) at the head, or the tail with `tail`. The caller holds the lock
+    /// that guards the list (its owner checks it: `FreeArea` takes the zone guard, the slab
+    /// node's and the pcp's callers hold their list's lock).
     #[inline]
     pub fn push(&self, mm: &Memmap, pfn: Pfn, page: &Page, tail: bool) {
         let me = pfn.as_usize() as u32;
@@ -98,7 +102,8 @@ impl PfnList {
         self.len.store(self.len() + 1, Ordering::Relaxed);
     }
 
-    /// Unlinks `page`, which must be on this list. Caller holds the lock.
+    /// Unlinks `page`, which must be on this list. The caller holds the list's lock, as for
+    /// [`PfnList::push`].
     #[inline]
     pub fn unlink(&self, mm: &Memmap, page: &Page) {
         let (next, prev) = page.links();

@@ -1,5 +1,7 @@
 //! `warn_alloc()` and `show_free_areas()`: the report Linux prints when an allocation fails.
 
+#![forbid(unsafe_code)]
+
 use core::fmt::{self, Write};
 
 use crate::addr::{Order, PAGE_SIZE};

@@ -1,6 +1,8 @@
 //! The full scanner: walks every free list of every zone and cross-checks it against the
 //! counters and the page descriptors. O(free blocks + frames); for tests and debugging.
 
+#![forbid(unsafe_code)]
+
 use crate::addr::{Order, Pfn};
 use crate::machine::Kmem;
 use crate::mm::free_area::FreeAreaCorruption;

@@ -1,6 +1,8 @@
 //! Watermark arithmetic, exactly as `mm/page_alloc.c` computes and checks it. Pure functions:
 //! the zone code feeds them numbers, tests feed them Linux's own figures.
 
+#![forbid(unsafe_code)]
+
 use crate::addr::{Order, PAGE_SHIFT};
 use crate::mm::alloc_flags::AllocFlags;
 use crate::mm::zone_type::{ZoneType, MAX_NR_ZONES};

@@ -1,7 +1,10 @@
 //! A zone: a range of page frames of one [`ZoneType`] on one node, with its buddy free lists,
 //! watermarks and counters.
 
+#![forbid(unsafe_code)]
+
 use crate::addr::Pfn;
+use crate::boot::pagesets::Pagesets;
 use crate::mm::free_area::FreeArea;
 use crate::mm::pcp::PerCpuPages;
 use crate::mm::zone_type::{ZoneType, MAX_NR_ZONES};
@@ -51,7 +54,7 @@ pub struct ZoneEvents {
 #[derive(Debug)]
 pub struct Zone {
     /// Free lists and the zone lock.
-    pub area: FreeArea,
+    pub(crate) area: FreeArea,
     ztype: ZoneType,
     node: u8,
     start_pfn: AtomicUsize,
@@ -67,8 +70,7 @@ pub struct Zone {
     free_pages: AtomicIsize,
     /// Event counters of the buddy path (the per-CPU path counts in each pageset).
     pub events: ZoneEvents,
-    pagesets: AtomicUsize,
-    nr_pagesets: AtomicUsize,
+    pagesets: Pagesets,
 }
 
 /// Totals of a zone's event counters over the zone and its pagesets.
@@ -134,8 +136,7 @@ impl Zone {
                 lowmem_reserve: array_of![AtomicUsize::new(0); MAX_NR_ZONES],
                 free_pages: AtomicIsize::new(0),
                 events: ZoneEvents::new(),
-                pagesets: AtomicUsize::new(0),
-                nr_pagesets: AtomicUsize::new(0),
+                pagesets: Pagesets::new(),
             }
         }
     }
@@ -200,6 +201,16 @@ impl Zone {
     pub fn lowmem_reserve(&self, highest: ZoneType) -> usize {
         self.lowmem_reserve[highest.index()].load(Ordering::Relaxed)
     }
+    /// Free blocks of `order` on the zone's buddy lists, all migratetypes
+    /// (`free_area[order].nr_free`; lock-free, may be stale).
+    pub fn nr_free(&self, order: crate::addr::Order) -> usize {
+        self.area.nr_free(order)
+    }
+    /// Free blocks of `order` on the `mt` list (`/proc/pagetypeinfo`; lock-free, may be
+    /// stale).
+    pub fn nr_free_mt(&self, order: crate::addr::Order, mt: crate::mm::zone_type::Migratetype) -> usize {
+        self.area.nr_free_mt(order, mt)
+    }
     /// Free pages in the buddy lists (`NR_FREE_PAGES`).
     #[inline]
     pub fn free_pages(&self) -> usize {
@@ -215,36 +226,24 @@ impl Zone {
     /// CPU `cpu`'s pageset of this zone, if the zone has pagesets.
     #[inline]
     pub fn pageset(&self, cpu: usize) -> Option<&PerCpuPages> {
-        let base = self.pagesets.load(Ordering::Acquire);
-        if base == 0 || cpu >= self.nr_pagesets.load(Ordering::Relaxed) {
-            return None;
-        }
-        // SAFETY: a non-zero base points to `nr_pagesets` initialised pagesets carved at boot
-        // that live as long as the machine (contract of `set_pagesets`); `cpu` is in range.
-        Some(unsafe { &*(base as *const PerCpuPages).add(cpu) })
+        self.pagesets.get(cpu)
     }
 
-    /// Installs the zone's pagesets.
-    ///
-    /// # Safety
-    ///
-    /// `base` must point to `n` initialised [`PerCpuPages`] that stay valid, and are used for
-    /// nothing else, for the life of the machine.
-    pub(crate) unsafe fn set_pagesets(&self, base: *const PerCpuPages, n: usize) {
-        self.nr_pagesets.store(n, Ordering::Relaxed);
-        self.pagesets.store(base as usize, Ordering::Release);
+    /// The zone's pagesets (boot installs them).
+    pub(crate) fn pagesets(&self) -> &Pagesets {
+        &self.pagesets
     }
 
     /// Pages on all CPUs' lists of this zone (`free_pcp`).
     pub fn pcp_pages(&self) -> usize {
-        (0..self.nr_pagesets.load(Ordering::Relaxed)).filter_map(|c| self.pageset(c)).map(PerCpuPages::count).sum()
+        (0..self.pagesets.len()).filter_map(|c| self.pageset(c)).map(PerCpuPages::count).sum()
     }
 
     /// Event totals over the buddy path and every CPU's pageset.
     pub fn event_counts(&self) -> EventCounts {
         let mut t = EventCounts::default();
         self.events.add_to(&mut t);
-        for c in 0..self.nr_pagesets.load(Ordering::Relaxed) {
+        for c in 0..self.pagesets.len() {
             if let Some(p) = self.pageset(c) {
                 p.events.add_to(&mut t);
             }

@@ -1,5 +1,7 @@
 //! Zone types and migratetypes: the two small enums the whole page allocator indexes by.
 
+#![forbid(unsafe_code)]
+
 use core::fmt;
 
 /// Number of zone slots per node (`MAX_NR_ZONES`). Which of them a machine populates is

@@ -15,7 +15,7 @@ use crate::platform::{Platform, ReportKind};
 use crate::sync::Ordering;
 
 /// Order of a dynamic chunk's unit: one block per CPU.
-const UNIT_ORDER: u32 = Order::for_bytes(PCPU_MIN_UNIT_SIZE).expect("a unit fits a block").as_u32();
+const UNIT_ORDER: Order = Order::for_bytes(PCPU_MIN_UNIT_SIZE).expect("a unit fits a block");
 
 impl<P: Platform> Kmem<P> {
     pub(super) fn pcpu(&self) -> &PercpuState {
@@ -154,7 +154,7 @@ impl<P: Platform> Kmem<P> {
         header.page().set_exclusive(pg::PERCPU);
         let mut units = [0usize; NR_CPUS];
         for cpu in 0..self.nr_cpus() {
-            match self.alloc_pages_node(self.cpu_to_node(cpu), gfp, UNIT_ORDER) {
+            match self.alloc_pages_node(Some(self.cpu_to_node(cpu)), gfp, UNIT_ORDER) {
                 Ok(p) => {
                     p.page().set_exclusive(pg::PERCPU);
                     units[cpu] = self.page_address(p).expect("GFP_KERNEL pages are direct-mapped").as_usize();
@@ -195,7 +195,7 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// Frees a block this module allocated, by its direct-map address.
-    fn pcpu_free_block(&self, addr: usize, order: u32) {
+    fn pcpu_free_block(&self, addr: usize, order: Order) {
         let page = self.virt_to_page(VirtAddr::new(addr)).expect("percpu blocks are direct-mapped RAM");
         page.page().clear_exclusive(pg::PERCPU);
         // SAFETY: `addr` starts a block of `order` that this module allocated and no longer uses
@@ -204,8 +204,8 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// `free_percpu(ptr)`: frees a per-CPU allocation; [`PercpuPtr::NULL`] is ignored. A pointer
-    /// that names no live allocation (double free, a made-up offset) is reported as a
-    /// `WARNING` and changes nothing. An emptied dynamic chunk goes back to the page allocator
+    /// that names no live allocation (double free, a made-up offset) or belongs to another
+    /// machine is reported as a `WARNING` and changes nothing. An emptied dynamic chunk goes back to the page allocator
     /// if another empty chunk exists.
     ///
     /// # Safety
@@ -214,6 +214,10 @@ impl<P: Platform> Kmem<P> {
     /// afterwards (in particular not a [`super::PerCpuBox`] or [`super::PerCpuVar`] owning it).
     pub unsafe fn free_percpu(&self, ptr: PercpuPtr) {
         if ptr.is_null() {
+            return;
+        }
+        if !self.owns_percpu(ptr) {
+            self.other_machine("mm/percpu.c", "free_percpu", &|w| write!(w, "{ptr:?}"));
             return;
         }
         let freed = self.pcpu().lock(self.platform()).free(ptr.chunk, ptr.off as usize);
@@ -241,7 +245,9 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// `per_cpu_ptr(ptr, cpu)`: the address of `cpu`'s copy of the area. A table lookup and
-    /// an add.
+    /// an add, after two cheap checks that turn a wrong argument into a report: a pointer of
+    /// another machine and a CPU the machine does not have get a `WARNING` and a null
+    /// pointer.
     ///
     /// # Safety
     ///
@@ -250,11 +256,39 @@ impl<P: Platform> Kmem<P> {
     /// to synchronise.
     #[inline]
     pub unsafe fn per_cpu_ptr(&self, ptr: PercpuPtr, cpu: usize) -> *mut u8 {
+        if !self.owns_percpu(ptr) {
+            self.other_machine("mm/percpu.c", "per_cpu_ptr", &|w| write!(w, "{ptr:?}"));
+            return core::ptr::null_mut();
+        }
+        if cpu >= self.nr_cpus() {
+            self.pcpu_warn("per_cpu_ptr", &|w| write!(w, "CPU {cpu} out of range (nr_cpus {})", self.nr_cpus()));
+            return core::ptr::null_mut();
+        }
+        // SAFETY: forwarded caller contract (the checks above hold).
+        unsafe { self.per_cpu_ptr_unchecked(ptr, cpu) }
+    }
+
+    /// [`Kmem::per_cpu_ptr`] without the checks, for kmem's own handles (the slab's sheaves:
+    /// its cache was checked to be this machine's).
+    ///
+    /// # Safety
+    ///
+    /// As [`Kmem::per_cpu_ptr`].
+    #[inline(always)]
+    pub(crate) unsafe fn per_cpu_ptr_unchecked(&self, ptr: PercpuPtr, cpu: usize) -> *mut u8 {
         debug_assert!(!ptr.is_null() && cpu < self.nr_cpus());
         // SAFETY: a live allocation keeps its chunk (and its immutable unit table) alive
         // (caller's contract), and chunk headers are only ever shared once built.
         let chunk = unsafe { &*(ptr.chunk as *const Chunk) };
         (chunk.unit(cpu) + ptr.off as usize) as *mut u8
+    }
+
+    /// Whether `ptr` can be this machine's: its chunk header lies in this machine's RAM (the
+    /// first chunk's is carved from it, a dynamic chunk's is a block of its page allocator),
+    /// which no other machine's does. A range check.
+    #[inline]
+    fn owns_percpu(&self, ptr: PercpuPtr) -> bool {
+        self.virt_to_phys(VirtAddr::new(ptr.chunk)).is_some()
     }
 
     /// `this_cpu_ptr(ptr)`: [`Kmem::per_cpu_ptr`] for the current CPU. Only meaningful while

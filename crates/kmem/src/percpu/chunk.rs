@@ -22,9 +22,9 @@ use crate::machine::NR_CPUS;
 pub(super) const MAP_BITS: usize = PCPU_MIN_UNIT_SIZE / PCPU_MIN_ALLOC_SIZE;
 const MAP_WORDS: usize = MAP_BITS / 64;
 /// Order of the page block holding a dynamic chunk's header.
-pub(super) const HEADER_ORDER: u32 = 1;
+pub(super) const HEADER_ORDER: crate::addr::Order = crate::addr::Order::of(1);
 
-const _: () = assert!(core::mem::size_of::<Chunk>() <= PAGE_SIZE << HEADER_ORDER);
+const _: () = assert!(core::mem::size_of::<Chunk>() <= PAGE_SIZE << HEADER_ORDER.as_u32());
 
 /// What a chunk serves.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -45,7 +45,8 @@ mod var;
 
 use core::fmt;
 
-pub use state::{PercpuState, PercpuStats};
+pub(crate) use state::PercpuState;
+pub use state::PercpuStats;
 pub use typed::{IrqGuard, PerCpuBox, PreemptGuard};
 pub use var::{PcpuInt, PcpuSlot, PerCpuVar};
 

@@ -23,7 +23,7 @@ const RESERVED_BITS: usize = PERCPU_RESERVED_SIZE / PCPU_MIN_ALLOC_SIZE;
 const WARN_LIMIT: u32 = 10;
 
 /// The per-CPU allocator of one machine (lives in [`crate::machine::MachineState`]).
-pub struct PercpuState {
+pub(crate) struct PercpuState {
     /// The percpu lock (`pcpu_lock`): guards `lists` and every chunk's [`ChunkState`].
     lock: RawSpinLock,
     lists: UnsafeCell<Lists>,

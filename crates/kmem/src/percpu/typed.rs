@@ -157,7 +157,7 @@ impl<'m, P: Platform, T> PerCpuBox<'m, P, T> {
     fn slot(&self, cpu: usize) -> *mut T {
         assert!(cpu < self.kmem.nr_cpus(), "CPU {cpu} out of range (nr_cpus {})", self.kmem.nr_cpus());
         // SAFETY: the box owns a live allocation of this machine, and `cpu` was checked.
-        unsafe { self.kmem.per_cpu_ptr(self.ptr, cpu) as *mut T }
+        unsafe { self.kmem.per_cpu_ptr_unchecked(self.ptr, cpu) as *mut T }
     }
 
     /// CPU `cpu`'s value (`per_cpu_ptr`). Panics if `cpu >= nr_cpus()`.

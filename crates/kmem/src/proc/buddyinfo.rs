@@ -1,5 +1,7 @@
 //! `/proc/buddyinfo` (`mm/vmstat.c`: `frag_show` / `frag_show_print`).
 
+#![forbid(unsafe_code)]
+
 use core::fmt::{self, Write};
 
 use crate::addr::Order;

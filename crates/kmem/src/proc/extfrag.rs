@@ -18,6 +18,8 @@
 //! free blocks). Only free blocks on the buddy lists count (`free_area[k].nr_free`): pages on
 //! per-CPU lists do not, as in Linux. Counters are read without the zone lock.
 
+#![forbid(unsafe_code)]
+
 use core::fmt::{self, Write};
 
 use crate::addr::{Order, MAX_PAGE_ORDER, NR_PAGE_ORDERS};

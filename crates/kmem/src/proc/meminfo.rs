@@ -1,6 +1,8 @@
 //! `/proc/meminfo` (`fs/proc/meminfo.c`: `meminfo_proc_show`; `mm/hugetlb.c`:
 //! `hugetlb_report_meminfo`; `arch/x86/mm/pat/set_memory.c`: `arch_report_meminfo`).
 
+#![forbid(unsafe_code)]
+
 use core::fmt::{self, Write};
 
 use crate::addr::{PhysAddr, PAGE_SHIFT};

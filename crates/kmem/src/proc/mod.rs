@@ -33,6 +33,8 @@
 //!   `CONFIG_MEMORY_FAILURE`, no `CONFIG_UNACCEPTED_MEMORY`), plus `CONFIG_HIGHMEM` when the
 //!   machine's [`ZoneLayout`](crate::ZoneLayout) has a HighMem zone.
 
+#![forbid(unsafe_code)]
+
 mod buddyinfo;
 mod extfrag;
 mod meminfo;

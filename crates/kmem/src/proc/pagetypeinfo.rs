@@ -1,6 +1,8 @@
 //! `/proc/pagetypeinfo` (`mm/vmstat.c`: `pagetypeinfo_show`, `pagetypeinfo_showfree_print`,
 //! `pagetypeinfo_showblockcount_print`).
 
+#![forbid(unsafe_code)]
+
 use core::fmt::{self, Write};
 
 use crate::addr::{Order, Pfn, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER};

@@ -1,5 +1,7 @@
 //! `/proc/slabinfo` version 2.1 (`mm/slab_common.c`: `slab_show`; `mm/slub.c`: `get_slabinfo`).
 
+#![forbid(unsafe_code)]
+
 use core::fmt::{self, Write};
 
 use crate::machine::Kmem;
@@ -25,7 +27,12 @@ pub struct SlabInfo {
 
 /// `get_slabinfo()`: SLUB's numbers for one cache. Objects free on CPUs' active slabs count
 /// as active, as in Linux.
+/// A cache of another machine is reported and gets zeros.
 pub fn slab_info<P: Platform>(k: &Kmem<P>, s: &KmemCache) -> SlabInfo {
+    if !s.is_of(k) {
+        k.cache_of_other_machine("slab_info", s);
+        return SlabInfo::default();
+    }
     let (mut slabs, mut objs, mut free) = (0, 0, 0);
     for (_, n) in s.nodes() {
         slabs += n.nr_slabs();

@@ -11,6 +11,8 @@
 //! Linux prints `symbol+offset/size`. Areas are read in batches under the vmap lock and
 //! printed outside it.
 
+#![forbid(unsafe_code)]
+
 use core::fmt::{self, Write};
 use core::panic::Location;
 

@@ -1,5 +1,7 @@
 //! `/proc/zoneinfo` (`mm/vmstat.c`: `zoneinfo_show_print`).
 
+#![forbid(unsafe_code)]
+
 use core::fmt::{self, Write};
 
 use crate::addr::{Order, PAGE_SHIFT};

@@ -70,7 +70,7 @@ impl<P: Platform> Kmem<P> {
         node: Option<usize>,
     ) -> Result<NonNull<u8>, SlabAllocError> {
         if let Some(nid) = node {
-            if nid >= s.nr_nodes as usize {
+            if s.is_of(self) && nid >= s.nr_nodes as usize {
                 return Err(SlabAllocError::NoSuchNode(nid));
             }
         }
@@ -105,6 +105,7 @@ impl<P: Platform> Kmem<P> {
         if node.is_none()
             && !gfp.intersects(Gfp::ZERO.union(Gfp::SLAB_BUG_MASK))
             && !(gfp.allows_blocking() && self.platform().atomic_context())
+            && s.is_of(self)
         {
             if let Some(obj) = self.alloc_fast(s) {
                 // SAFETY: object addresses are direct-map addresses, never 0.
@@ -125,6 +126,11 @@ impl<P: Platform> Kmem<P> {
         caller: &'static core::panic::Location<'static>,
         orig_size: Option<u32>,
     ) -> Result<NonNull<u8>, SlabAllocError> {
+        if !s.is_of(self) {
+            // A cache of another machine (whose per-CPU sheaves this machine's CPUs would
+            // index): refused before anything of it is touched.
+            return Err(self.cache_of_other_machine("kmem_cache_alloc", s));
+        }
         let gfp = self.slab_pre_alloc(s, gfp);
         let fast = if node.is_none() { self.alloc_fast(s) } else { None };
         let obj = match fast {
@@ -327,6 +333,16 @@ impl<P: Platform> Kmem<P> {
             self.add_new_slab(s, slab, None);
         }
     }
+    /// A cache of another machine passed to `func`: reported, refused.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn cache_of_other_machine(&self, func: &str, s: &KmemCache) -> SlabAllocError {
+        // Only the name is read: it lives in the other machine's RAM, which the caller's
+        // reference keeps alive, and never changes.
+        self.other_machine("mm/slub.c", func, &|w| write!(w, "cache {}", s.name()));
+        SlabAllocError::OtherMachine
+    }
+
     /// `slab_out_of_memory()`: Linux's `SLUB: Unable to allocate memory on node` report.
     #[cold]
     pub(crate) fn report_slab_oom(&self, s: &KmemCache, gfp: Gfp, node: Option<usize>) {

@@ -16,6 +16,10 @@ impl<P: Platform> Kmem<P> {
     #[track_caller]
     pub fn kmem_cache_alloc_bulk(&self, s: &KmemCache, gfp: Gfp, out: &mut [Option<NonNull<u8>>]) -> usize {
         let caller = core::panic::Location::caller();
+        if !s.is_of(self) {
+            self.cache_of_other_machine("kmem_cache_alloc_bulk", s);
+            return 0;
+        }
         let gfp = self.slab_pre_alloc(s, gfp);
         let req = Req { gfp, node: None, caller, orig_size: s.object_size() as u32 };
         let mut i = 0;

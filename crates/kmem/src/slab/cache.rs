@@ -20,7 +20,7 @@ use crate::mm::pfn_list::PfnList;
 use crate::percpu::PercpuPtr;
 use crate::platform::Platform;
 use crate::sync::{
-    const_fn_unless_loom, AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering, RawSpinLock,
+    const_fn_unless_loom, AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering, RawSpinLock, SpinGuard,
 };
 
 /// Registry value of an id reserved for a cache under construction.
@@ -89,6 +89,9 @@ pub struct KmemCache {
     // Hot, immutable after creation: what the fast paths read.
     /// The per-CPU sheaves ([`CpuSheaves`], one per CPU).
     pub(crate) cpu_sheaves: PercpuPtr,
+    /// The machine the cache belongs to ([`Kmem::machine_id`]): a cache used with another
+    /// machine is refused before anything of it is touched.
+    pub(crate) machine: usize,
     /// Objects per sheaf; 0: the cache has no sheaves (debug caches, `kmem_sheaf`, the
     /// boot cache).
     pub(crate) sheaf_capacity: u32,
@@ -143,6 +146,7 @@ pub(crate) struct CacheInit<'a> {
     pub layout: Layout,
     pub ctor: Option<Ctor>,
     pub cpu_sheaves: PercpuPtr,
+    pub machine: usize,
     pub sheaf_capacity: u32,
     pub random: u64,
     pub id: u32,
@@ -193,6 +197,7 @@ impl KmemCache {
         };
         let cache = KmemCache {
             cpu_sheaves: init.cpu_sheaves,
+            machine: init.machine,
             sheaf_capacity: if l.flags.intersects(SlabFlags::DEBUG_FLAGS) { 0 } else { init.sheaf_capacity },
             // Bit 56 set: the key's high half is never zero for an 8-aligned slot, so zeroed
             // memory never decodes like a free object's pointer (free.rs).
@@ -272,26 +277,40 @@ impl KmemCache {
     pub fn nodes(&self) -> impl Iterator<Item = (usize, &CacheNode)> + '_ {
         (0..self.nr_nodes as usize).map(move |n| (n, self.node(n)))
     }
+    /// Whether the cache belongs to machine `k` (a load and a compare).
+    #[inline(always)]
+    pub(crate) fn is_of<P: Platform>(&self, k: &Kmem<P>) -> bool {
+        self.machine == k.machine_id()
+    }
     /// This cache's sheaves on `cpu`.
     #[inline(always)]
     pub(crate) fn pcs<'a, P: Platform>(&'a self, k: &Kmem<P>, cpu: usize) -> &'a CpuSheaves {
         // SAFETY: `cpu_sheaves` is a live per-CPU allocation of a CpuSheaves (aligned,
         // initialised on every CPU by `kmem_cache_create`), freed only by destroy after which
         // no reference to this descriptor is used; `cpu` comes from the platform (< nr_cpus).
-        unsafe { &*(k.per_cpu_ptr(self.cpu_sheaves, cpu) as *const CpuSheaves) }
+        unsafe { &*(k.per_cpu_ptr_unchecked(self.cpu_sheaves, cpu) as *const CpuSheaves) }
     }
-    /// A statistics counter summed over CPUs.
+    /// A statistics counter summed over CPUs (0, reported, if `k` is not the cache's machine).
     pub fn stat<P: Platform>(&self, k: &Kmem<P>, s: super::sheaf::SlubStat) -> u64 {
+        if !self.is_of(k) {
+            k.cache_of_other_machine("slab_stat", self);
+            return 0;
+        }
         (0..k.nr_cpus()).map(|c| self.pcs(k, c).stat_value(s)).sum()
     }
-    /// Objects held in sheaves: every CPU's and every barn's (racy).
+    /// Objects held in sheaves: every CPU's and every barn's (racy; 0, reported, if `k` is
+    /// not the cache's machine).
     pub fn sheaf_objects<P: Platform>(&self, k: &Kmem<P>) -> usize {
+        if !self.is_of(k) {
+            k.cache_of_other_machine("sheaf_objects", self);
+            return 0;
+        }
         let cpus: usize = (0..k.nr_cpus()).map(|c| self.pcs(k, c).objects()).sum();
         let barns: usize = self
             .nodes()
             .map(|(_, n)| {
                 let g = n.barn.lock().lock_irqsave(k.platform());
-                let o = n.barn.objects_locked();
+                let o = n.barn.objects_locked(&g);
                 drop(g);
                 o
             })
@@ -393,7 +412,7 @@ pub(crate) type IdTable = [AtomicUsize; MAX_CACHES];
 
 /// The machine's slab registry (lives in the machine state, so it is kept small: the id
 /// table and the call-site depot are page-allocator blocks allocated when first needed).
-pub struct SlabState {
+pub(crate) struct SlabState {
     /// `slab_mutex`: guards the cache list and registry, and merging decisions.
     pub(crate) list_lock: RawSpinLock,
     /// Newest cache (list head), 0 if none.
@@ -485,8 +504,9 @@ impl SlabState {
         z ^ (z >> 31)
     }
 
-    /// Fills a just-installed id table with the boot caches. Caller holds the list lock.
-    pub(crate) fn register_boot_caches_locked(&self) {
+    /// Fills a just-installed id table with the boot caches. `g` holds the list lock.
+    pub(crate) fn register_boot_caches_locked<P: Platform>(&self, g: &SpinGuard<'_, P>) {
+        debug_assert!(g.holds(&self.list_lock));
         if let Some(t) = self.id_table() {
             for (id, c) in [(BOOT_CACHE_ID, &self.boot_cache), (SHEAF_CACHE_ID, &self.sheaf_cache)] {
                 t[id as usize].store(c.load(Ordering::Acquire), Ordering::Release);
@@ -515,9 +535,10 @@ impl SlabState {
         (p > RESERVED_ID).then(|| unsafe { &*(p as *const KmemCache) })
     }
 
-    /// Caches, newest first (the `slab_caches` order of `/proc/slabinfo`). Caller holds the
-    /// list lock.
-    pub(crate) fn for_each_locked(&self, mut f: impl FnMut(&KmemCache)) {
+    /// Caches, newest first (the `slab_caches` order of `/proc/slabinfo`). `g` holds the list
+    /// lock.
+    pub(crate) fn for_each_locked<P: Platform>(&self, g: &SpinGuard<'_, P>, mut f: impl FnMut(&KmemCache)) {
+        debug_assert!(g.holds(&self.list_lock));
         let mut p = self.head.load(Ordering::Acquire);
         while p != 0 {
             // SAFETY: list members are live descriptors; the list lock (held by the caller)
@@ -528,8 +549,9 @@ impl SlabState {
         }
     }
 
-    /// Links `c` at the list head and registers its id. Caller holds the list lock.
-    pub(crate) fn link_locked(&self, c: &KmemCache) {
+    /// Links `c` at the list head and registers its id. `g` holds the list lock.
+    pub(crate) fn link_locked<P: Platform>(&self, g: &SpinGuard<'_, P>, c: &KmemCache) {
+        debug_assert!(g.holds(&self.list_lock));
         let head = self.head.load(Ordering::Relaxed);
         c.list_next.store(head, Ordering::Relaxed);
         c.list_prev.store(0, Ordering::Relaxed);
@@ -543,8 +565,9 @@ impl SlabState {
         }
     }
 
-    /// Unlinks `c` and frees its id. Caller holds the list lock.
-    pub(crate) fn unlink_locked(&self, c: &KmemCache) {
+    /// Unlinks `c` and frees its id. `g` holds the list lock.
+    pub(crate) fn unlink_locked<P: Platform>(&self, g: &SpinGuard<'_, P>, c: &KmemCache) {
+        debug_assert!(g.holds(&self.list_lock));
         let (next, prev) = (c.list_next.load(Ordering::Relaxed), c.list_prev.load(Ordering::Relaxed));
         if prev == 0 {
             self.head.store(next, Ordering::Release);
@@ -561,9 +584,10 @@ impl SlabState {
         }
     }
 
-    /// Reserves a free id, or `None` if the table is full or not allocated. Caller holds the
+    /// Reserves a free id, or `None` if the table is full or not allocated. `g` holds the
     /// list lock; ids 0, [`BOOT_CACHE_ID`] and [`SHEAF_CACHE_ID`] are never handed out.
-    pub(crate) fn reserve_id_locked(&self) -> Option<u32> {
+    pub(crate) fn reserve_id_locked<P: Platform>(&self, g: &SpinGuard<'_, P>) -> Option<u32> {
+        debug_assert!(g.holds(&self.list_lock));
         let t = self.id_table()?;
         let i = (SHEAF_CACHE_ID as usize + 1..MAX_CACHES.min(MAX_SLAB_CACHE_ID as usize))
             .find(|&i| t[i].load(Ordering::Relaxed) == 0)?;
@@ -572,8 +596,9 @@ impl SlabState {
     }
 
     /// Gives back an id reserved by [`SlabState::reserve_id_locked`] that was never linked.
-    /// Caller holds the list lock.
-    pub(crate) fn release_id_locked(&self, id: u32) {
+    /// `g` holds the list lock.
+    pub(crate) fn release_id_locked<P: Platform>(&self, g: &SpinGuard<'_, P>, id: u32) {
+        debug_assert!(g.holds(&self.list_lock));
         if let Some(t) = self.id_table() {
             t[id as usize].store(0, Ordering::Relaxed);
         }

@@ -14,7 +14,7 @@ use crate::gfp::Gfp;
 use crate::machine::Kmem;
 use crate::percpu::PercpuPtr;
 use crate::platform::{Platform, ReportKind};
-use crate::sync::Ordering;
+use crate::sync::{Ordering, SpinGuard};
 
 /// What `create_cache` is asked for: `kmem_cache_create`'s arguments plus how to allocate
 /// (kmalloc creates its caches on first use, possibly from atomic context) and whether the
@@ -61,6 +61,7 @@ impl<P: Platform> Kmem<P> {
                 layout,
                 ctor: None,
                 cpu_sheaves,
+                machine: self.machine_id(),
                 sheaf_capacity: 0,
                 random: st.next_random(mem.as_ptr() as u64),
                 id,
@@ -72,8 +73,8 @@ impl<P: Platform> Kmem<P> {
             let c = unsafe { KmemCache::init(mem, init) };
             // SAFETY: just initialised; lives as long as the machine.
             let c = unsafe { c.as_ref() };
-            let _g = st.list_lock.lock_irqsave(self.platform());
-            st.link_locked(c);
+            let g = st.list_lock.lock_irqsave(self.platform());
+            st.link_locked(&g, c);
             slot.store(c as *const _ as usize, Ordering::Release);
         }
         Ok(())
@@ -107,7 +108,7 @@ impl<P: Platform> Kmem<P> {
         for cpu in 0..self.nr_cpus() {
             // SAFETY: a fresh per-CPU area of `size` bytes aligned for CpuSheaves on every
             // CPU, ours alone; CpuSheaves has no drop glue.
-            unsafe { (self.per_cpu_ptr(p, cpu) as *mut CpuSheaves).write(CpuSheaves::new()) };
+            unsafe { (self.per_cpu_ptr_unchecked(p, cpu) as *mut CpuSheaves).write(CpuSheaves::new()) };
         }
         Ok(p)
     }
@@ -193,25 +194,25 @@ impl<P: Platform> Kmem<P> {
         let st = self.slab();
         if st.id_table().is_none() {
             self.install_table(&st.ids, core::mem::size_of::<super::cache::IdTable>(), gfp)?;
-            let _g = st.list_lock.lock_irqsave(self.platform());
-            st.register_boot_caches_locked();
+            let g = st.list_lock.lock_irqsave(self.platform());
+            st.register_boot_caches_locked(&g);
         }
         if flags.contains(SlabFlags::STORE_USER) {
             // Without a depot, tracks just have no call site.
             let _ = self.install_table(&st.depot, core::mem::size_of::<super::debug::CallerDepot>(), gfp);
         }
         let id = {
-            let _g = st.list_lock.lock_irqsave(self.platform());
-            if let Some(c) = self.find_mergeable_locked(size, align, flags, ctor).filter(|_| a.mergeable) {
+            let g = st.list_lock.lock_irqsave(self.platform());
+            if let Some(c) = self.find_mergeable_locked(&g, size, align, flags, ctor).filter(|_| a.mergeable) {
                 c.refcount.fetch_add(1, Ordering::Relaxed);
                 c.object_size.fetch_max(size as u32, Ordering::Relaxed);
                 return Ok(Cache { kmem: self, cache: NonNull::from(c) });
             }
-            st.reserve_id_locked().ok_or(CacheError::TooManyCaches)?
+            st.reserve_id_locked(&g).ok_or(CacheError::TooManyCaches)?
         };
         let release_id = || {
-            let _g = st.list_lock.lock_irqsave(self.platform());
-            st.release_id_locked(id);
+            let g = st.list_lock.lock_irqsave(self.platform());
+            st.release_id_locked(&g, id);
         };
         let layout = match calculate_sizes(size, align, flags, ctor.is_some(), st.order) {
             Ok(l) => l,
@@ -241,6 +242,7 @@ impl<P: Platform> Kmem<P> {
             layout,
             ctor,
             cpu_sheaves,
+            machine: self.machine_id(),
             sheaf_capacity: sheaf_capacity(layout.size),
             random: st.next_random(mem.as_ptr() as u64 ^ self.platform().now_ns()),
             id,
@@ -252,8 +254,8 @@ impl<P: Platform> Kmem<P> {
         let c = unsafe { KmemCache::init(mem, init) };
         // SAFETY: just initialised.
         let cr = unsafe { c.as_ref() };
-        let _g = st.list_lock.lock_irqsave(self.platform());
-        st.link_locked(cr);
+        let g = st.list_lock.lock_irqsave(self.platform());
+        st.link_locked(&g, cr);
         Ok(Cache { kmem: self, cache: c })
     }
 
@@ -262,7 +264,7 @@ impl<P: Platform> Kmem<P> {
         if slot.load(Ordering::Acquire) != 0 {
             return Ok(());
         }
-        let order = crate::Order::for_bytes(bytes).expect("registry tables fit a block").as_u32();
+        let order = crate::Order::for_bytes(bytes).expect("registry tables fit a block");
         let addr = self.__get_free_pages(gfp | Gfp::ZERO | Gfp::NOWARN, order).map_err(|_| CacheError::NoMemory)?;
         if slot.compare_exchange(0, addr.as_usize(), Ordering::AcqRel, Ordering::Acquire).is_err() {
             // SAFETY: our block lost the race and is unused.
@@ -280,10 +282,11 @@ impl<P: Platform> Kmem<P> {
         flags | slub_debug_flags(opts, name).0
     }
 
-    /// `find_mergeable()`: the oldest cache a new one of this shape can share. Caller holds
-    /// the list lock.
+    /// `find_mergeable()`: the oldest cache a new one of this shape can share. `g` holds the
+    /// list lock.
     fn find_mergeable_locked(
         &self,
+        g: &SpinGuard<'_, P>,
         size: usize,
         align: usize,
         flags: SlabFlags,
@@ -298,7 +301,7 @@ impl<P: Platform> Kmem<P> {
         let size = size.next_multiple_of(align);
         let mut found = None;
         // The list is newest first; the last match is the oldest (Linux scans in reverse).
-        st.for_each_locked(|s| {
+        st.for_each_locked(g, |s| {
             let l = s.layout;
             let mergeable = !l.flags.intersects(SlabFlags::NEVER_MERGE)
                 && s.ctor.is_none()
@@ -320,6 +323,12 @@ impl<P: Platform> Kmem<P> {
     /// `kmem_cache_destroy <name>: Slab cache still has objects`) and kept, as Linux does.
     #[track_caller]
     pub fn kmem_cache_destroy(&self, cache: Cache<'_, P>) {
+        if !cache.is_of(self) {
+            // Reported, and destroyed by the machine it belongs to (dropping the handle).
+            self.cache_of_other_machine("kmem_cache_destroy", &cache);
+            drop(cache);
+            return;
+        }
         let c = cache.into_raw();
         // SAFETY: the handle owned one reference, given up by `into_raw`.
         unsafe { self.destroy_cache_ref(c, Location::caller()) };
@@ -354,8 +363,8 @@ impl<P: Platform> Kmem<P> {
             return;
         }
         {
-            let _g = st.list_lock.lock_irqsave(self.platform());
-            st.unlink_locked(s);
+            let g = st.list_lock.lock_irqsave(self.platform());
+            st.unlink_locked(&g, s);
         }
         let cpu_sheaves = s.cpu_sheaves;
         // SAFETY: the cache has no slab left, is unregistered, and the caller's reference was
@@ -371,8 +380,8 @@ impl<P: Platform> Kmem<P> {
     /// Calls `f` on every cache, newest first, holding the cache list lock (`slab_mutex`).
     pub fn for_each_cache(&self, mut f: impl FnMut(&KmemCache)) {
         let st = self.slab();
-        let _g = st.list_lock.lock_irqsave(self.platform());
-        st.for_each_locked(&mut f);
+        let g = st.list_lock.lock_irqsave(self.platform());
+        st.for_each_locked(&g, &mut f);
     }
 
     /// Number of caches (merged creations count once).

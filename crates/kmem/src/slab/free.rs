@@ -69,12 +69,21 @@ impl<P: Platform> Kmem<P> {
         caller: &'static core::panic::Location<'static>,
     ) {
         let addr = obj.as_ptr() as usize;
+        // An object's own cache is this machine's: the machine check costs nothing when it is
+        // the cache named.
         match self.lookup_object(addr) {
             Lookup::Object(slab, cache, off, base) => {
                 if !core::ptr::eq(cache, s) {
+                    if !s.is_of(self) {
+                        self.cache_of_other_machine("kmem_cache_free", s);
+                        return;
+                    }
                     self.wrong_cache(s, cache, caller);
                 }
                 self.free_object(cache, slab, off, base, caller);
+            }
+            _ if !s.is_of(self) => {
+                self.cache_of_other_machine("kmem_cache_free", s);
             }
             Lookup::Invalid(slab, cache) => self.invalid_object_pointer(cache, Some(slab), addr),
             Lookup::NotSlab => self.invalid_object_pointer(s, None, addr),
@@ -88,7 +97,11 @@ impl<P: Platform> Kmem<P> {
         // Object 0 sits after the slab's colour and the left red zone.
         let first = (slab.page.slab_colour() * super::layout::CACHE_LINE + cache.layout.red_left_pad) as usize;
         let off = in_slab.wrapping_sub(first);
-        if off >= (slab.word().objects * cache.layout.size) as usize || !cache.is_boundary(off as u32) {
+        // The word's count, bounded by what a slab of the cache's order holds, so that a
+        // corrupt word cannot stretch a slab (3 instructions; exact for slabs of the cache's
+        // order, the usual case; checking against each slab's own order cost 11).
+        let objects = slab.word().objects.min(cache.layout.objects);
+        if off >= (objects * cache.layout.size) as usize || !cache.is_boundary(off as u32) {
             return Lookup::Invalid(slab, cache);
         }
         Lookup::Object(slab, cache, off as u32, addr - off)

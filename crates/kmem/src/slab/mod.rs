@@ -70,9 +70,13 @@ mod slub_debug;
 mod typed;
 mod word;
 
+#[cfg(test)]
+mod locked_tests;
+
 use core::fmt;
 
-pub use cache::{Cache, CacheNode, Ctor, KmemCache, SlabBootConfig, SlabState, CACHE_NAME_MAX, MAX_CACHES};
+pub(crate) use cache::SlabState;
+pub use cache::{Cache, CacheNode, Ctor, KmemCache, SlabBootConfig, CACHE_NAME_MAX, MAX_CACHES};
 pub use debug::ValidateReport;
 pub use flags::SlabFlags;
 pub use layout::{Layout, LayoutError};
@@ -127,6 +131,8 @@ pub enum SlabAllocError {
     NoMemory(AllocError),
     /// The node asked for does not exist.
     NoSuchNode(usize),
+    /// The cache belongs to another machine (reported as a `WARNING`; nothing allocated).
+    OtherMachine,
 }
 
 impl fmt::Display for SlabAllocError {
@@ -134,6 +140,7 @@ impl fmt::Display for SlabAllocError {
         match self {
             Self::NoMemory(e) => write!(f, "slab allocation failed: {e}"),
             Self::NoSuchNode(n) => write!(f, "slab allocation failed: no node {n}"),
+            Self::OtherMachine => write!(f, "slab allocation failed: the cache belongs to another machine"),
         }
     }
 }

@@ -27,7 +27,7 @@ impl<P: Platform> Kmem<P> {
     /// slab has none left; fixes the slab's list. Returns how many moved.
     fn take_from_slab(&self, s: &KmemCache, n: &CacheNode, g: &SpinGuard<'_, P>, slab: Slab<'_>, sheaf: &Sheaf) -> u32 {
         debug_assert!(g.holds(&n.list_lock));
-        let w = slab.word();
+        let Some(w) = self.partial_slab_word(s, n, slab) else { return 0 };
         let base = s.obj_base(self, slab);
         let (mut cur, mut got, start) = (w.freelist, 0, sheaf.size());
         while cur != OFF_NONE && sheaf.size() < sheaf.capacity() {
@@ -94,8 +94,12 @@ impl<P: Platform> Kmem<P> {
             return None;
         }
         let g = n.list_lock.lock_irqsave(self.platform());
-        let slab = self.slab_at(n.partial.first()?.as_usize());
-        let w = slab.word();
+        let (slab, w) = loop {
+            let slab = self.slab_at(n.partial.first()?.as_usize());
+            if let Some(w) = self.partial_slab_word(s, n, slab) {
+                break (slab, w);
+            }
+        };
         let obj = s.obj_base(self, slab) + w.freelist as usize;
         // SAFETY: the slab's first free object (list lock held).
         let mut next = unsafe { s.get_fp(obj) };
@@ -114,21 +118,29 @@ impl<P: Platform> Kmem<P> {
         Some(obj)
     }
 
-    /// Pushes the object at offset `off` of `slab` onto the slab's freelist (list lock of
-    /// its node held), fixing its list; an emptied slab beyond `min_partial` is unlinked and
+    /// Pushes the object at offset `off` of `slab` onto the slab's freelist (`g` holds the
+    /// list lock of its node), fixing its list; an emptied slab beyond `min_partial` is unlinked and
     /// put on `discard`. False (nothing changed) if the slab has no object in use: a double
     /// free the caller reports.
+    #[allow(clippy::too_many_arguments)]
     fn free_to_slab_locked(
         &self,
         s: &KmemCache,
         n: &CacheNode,
+        g: &SpinGuard<'_, P>,
         slab: Slab<'_>,
         off: u32,
         base: usize,
         discard: &PfnList,
     ) -> bool {
-        debug_assert!(n.list_lock.is_locked());
+        debug_assert!(g.holds(&n.list_lock));
         let w = slab.word();
+        if !s.word_ok(slab, w) {
+            // Reported; the object is left out (leaked) rather than linked into a slab whose
+            // word cannot be trusted. Not a double free.
+            self.slab_word_corrupt(s, slab, w);
+            return true;
+        }
         if w.inuse == 0 || w.freelist == off {
             return false;
         }
@@ -153,7 +165,7 @@ impl<P: Platform> Kmem<P> {
         let n = s.node(slab.nid());
         let discard = PfnList::new();
         let g = n.list_lock.lock_irqsave(self.platform());
-        let ok = self.free_to_slab_locked(s, n, slab, off, base, &discard);
+        let ok = self.free_to_slab_locked(s, n, &g, slab, off, base, &discard);
         drop(g);
         if !ok {
             self.double_free(s, slab, base + off as usize);
@@ -176,7 +188,8 @@ impl<P: Platform> Kmem<P> {
             }
             let base = s.obj_base(self, slab);
             let off = (obj - base) as u32;
-            if !self.free_to_slab_locked(s, s.node(nid), slab, off, base, &discard) {
+            let g = &held.as_ref().expect("locked above").1;
+            if !self.free_to_slab_locked(s, s.node(nid), g, slab, off, base, &discard) {
                 // Cannot happen unless state is corrupt: objects enter sheaves only after the
                 // double-free check. Leave the object out rather than corrupt the slab.
                 debug_assert!(false, "sheaf object already free in its slab");
@@ -193,7 +206,9 @@ impl<P: Platform> Kmem<P> {
         let n = s.node(slab.nid());
         let g = n.list_lock.lock_irqsave(self.platform());
         let w = slab.word();
-        let (mut cur, mut steps) = (w.freelist, 0);
+        // A word kmem cannot follow proves nothing (the free path then reports it).
+        let ok = s.word_ok(slab, w);
+        let (mut cur, mut steps) = (if ok { w.freelist } else { OFF_NONE }, 0);
         let mut found = false;
         while cur != OFF_NONE && steps <= w.objects {
             if cur == off {

@@ -104,10 +104,10 @@ impl<P: Platform> Kmem<P> {
         for (_, n) in s.nodes() {
             loop {
                 let g = n.barn.lock().lock_irqsave(self.platform());
-                let mut sh = n.barn.take_locked(true);
+                let mut sh = n.barn.take_locked(&g, true);
                 let from_full = sh != 0;
                 if !from_full && free {
-                    sh = n.barn.take_locked(false);
+                    sh = n.barn.take_locked(&g, false);
                 }
                 drop(g);
                 if sh == 0 {
@@ -119,7 +119,7 @@ impl<P: Platform> Kmem<P> {
                 }
                 let keep = !free && {
                     let g = n.barn.lock().lock_irqsave(self.platform());
-                    let ok = n.barn.put_locked(sh, false);
+                    let ok = n.barn.put_locked(&g, sh, false);
                     drop(g);
                     ok
                 };

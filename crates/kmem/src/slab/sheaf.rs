@@ -19,7 +19,9 @@
 //! The fields are atomics because other CPUs read them racily (statistics) and the loom
 //! models need them; the owner reads and writes them with plain relaxed loads and stores.
 
-use crate::sync::{array_of, const_fn_unless_loom, AtomicU32, AtomicU64, AtomicUsize, Ordering, RawSpinLock};
+use crate::sync::{
+    array_of, const_fn_unless_loom, AtomicU32, AtomicU64, AtomicUsize, Ordering, RawSpinLock, SpinGuard,
+};
 
 /// Most objects a sheaf can hold (the `kmem_sheaf` object is sized for it).
 pub(crate) const SHEAF_MAX: usize = 128;
@@ -235,9 +237,9 @@ impl Barn {
             (&self.empty, &self.nr_empty)
         }
     }
-    /// Takes a full (or empty) sheaf. Caller holds the lock.
-    pub(crate) fn take_locked(&self, full: bool) -> usize {
-        debug_assert!(self.lock.is_locked());
+    /// Takes a full (or empty) sheaf; `g` holds the barn's lock.
+    pub(crate) fn take_locked<P: crate::Platform>(&self, g: &SpinGuard<'_, P>, full: bool) -> usize {
+        debug_assert!(g.holds(&self.lock));
         let (head, nr) = self.list(full);
         let p = head.load(Ordering::Relaxed);
         if p != 0 {
@@ -248,9 +250,9 @@ impl Barn {
         }
         p
     }
-    /// Puts a full (or empty) sheaf in, if the list has room. Caller holds the lock.
-    pub(crate) fn put_locked(&self, sheaf: usize, full: bool) -> bool {
-        debug_assert!(self.lock.is_locked());
+    /// Puts a full (or empty) sheaf in, if the list has room; `g` holds the barn's lock.
+    pub(crate) fn put_locked<P: crate::Platform>(&self, g: &SpinGuard<'_, P>, sheaf: usize, full: bool) -> bool {
+        debug_assert!(g.holds(&self.lock));
         let (head, nr) = self.list(full);
         let max = if full { MAX_FULL_SHEAVES } else { MAX_EMPTY_SHEAVES };
         let n = nr.load(Ordering::Relaxed);
@@ -264,8 +266,9 @@ impl Barn {
         nr.store(n + 1, Ordering::Relaxed);
         true
     }
-    /// Objects in the full sheaves (lock held).
-    pub(crate) fn objects_locked(&self) -> usize {
+    /// Objects in the full sheaves; `g` holds the barn's lock.
+    pub(crate) fn objects_locked<P: crate::Platform>(&self, g: &SpinGuard<'_, P>) -> usize {
+        debug_assert!(g.holds(&self.lock));
         let mut n = 0;
         let mut p = self.full.load(Ordering::Relaxed);
         while p != 0 {
@@ -284,11 +287,11 @@ impl Barn {
 /// for (0: none), which the caller frees once unpinned.
 pub(crate) fn trade_for_full<P: crate::Platform>(pcs: &CpuSheaves, barn: &Barn, p: &P) -> (bool, usize) {
     let g = barn.lock().lock_irqsave(p);
-    let full = barn.take_locked(true);
+    let full = barn.take_locked(&g, true);
     let mut retired = 0;
     if full != 0 {
         let empty = pcs.set_main(full);
-        if !barn.put_locked(empty, false) {
+        if !barn.put_locked(&g, empty, false) {
             retired = empty;
         }
     }
@@ -302,11 +305,11 @@ pub(crate) fn trade_for_full<P: crate::Platform>(pcs: &CpuSheaves, barn: &Barn, 
 pub(crate) fn trade_for_empty<P: crate::Platform>(pcs: &CpuSheaves, barn: &Barn, p: &P) -> bool {
     let g = barn.lock().lock_irqsave(p);
     let main = pcs.set_main(0);
-    if !barn.put_locked(main, true) {
+    if !barn.put_locked(&g, main, true) {
         pcs.set_main(main);
         return false;
     }
-    pcs.set_main(barn.take_locked(false));
+    pcs.set_main(barn.take_locked(&g, false));
     drop(g);
     true
 }

@@ -8,6 +8,7 @@ use crate::gfp::Gfp;
 use crate::machine::Kmem;
 use crate::mm::pfn_list::PfnList;
 use crate::platform::{Platform, ReportKind};
+use crate::sync::SpinGuard;
 
 /// Partial slabs with at most this many free objects are sorted by fill on shrink
 /// (`SHRINK_PROMOTE_MAX`).
@@ -19,7 +20,7 @@ impl<P: Platform> Kmem<P> {
     pub(crate) fn slab_cpu_dead(&self) {
         let st = self.slab();
         let g = st.list_lock.lock_irqsave(self.platform());
-        st.for_each_locked(|s| self.flush_cpu_sheaves(s, true));
+        st.for_each_locked(&g, |s| self.flush_cpu_sheaves(s, true));
         drop(g);
     }
 
@@ -28,6 +29,10 @@ impl<P: Platform> Kmem<P> {
     /// the page allocator, and sorts the partial slabs with few free objects fullest first.
     /// Returns 0 if the cache has no slab left, 1 otherwise (Linux's `__kmem_cache_shrink`).
     pub fn kmem_cache_shrink(&self, s: &KmemCache) -> i32 {
+        if !s.is_of(self) {
+            self.cache_of_other_machine("kmem_cache_shrink", s);
+            return 1;
+        }
         self.flush_all(s, true);
         let mut any = false;
         for (_, n) in s.nodes() {
@@ -43,10 +48,11 @@ impl<P: Platform> Kmem<P> {
         let empty = PfnList::new();
         let promote: [PfnList; SHRINK_PROMOTE_MAX] = core::array::from_fn(|_| PfnList::new());
         let g = n.list_lock.lock_irqsave(self.platform());
-        self.sift_partial(n, &empty, |slab| {
+        self.sift_partial(&g, n, &empty, |slab| {
             let w = slab.word();
-            let free = (w.objects - w.inuse) as usize;
-            if free <= SHRINK_PROMOTE_MAX {
+            // Saturating: a corrupt word (reported when it is next followed) must not panic.
+            let free = w.objects.saturating_sub(w.inuse) as usize;
+            if (1..=SHRINK_PROMOTE_MAX).contains(&free) {
                 n.partial.unlink(mm, slab.page);
                 promote[free - 1].push(mm, slab.pfn, slab.page, false);
             }
@@ -64,9 +70,9 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// Moves every empty slab of `n`'s partial list onto `empty` and calls `rest` with each
-    /// other one (which may unlink it). The caller holds `n`'s list lock.
-    fn sift_partial(&self, n: &CacheNode, empty: &PfnList, mut rest: impl FnMut(Slab<'_>)) {
-        debug_assert!(n.list_lock.is_locked());
+    /// other one (which may unlink it). `g` holds `n`'s list lock.
+    fn sift_partial(&self, g: &SpinGuard<'_, P>, n: &CacheNode, empty: &PfnList, mut rest: impl FnMut(Slab<'_>)) {
+        debug_assert!(g.holds(&n.list_lock));
         let mm = self.memmap();
         let mut cur = n.partial.first();
         while let Some(pfn) = cur {
@@ -100,7 +106,7 @@ impl<P: Platform> Kmem<P> {
         let mut free = 0;
         let _ = n.partial.walk(self.memmap(), |pfn, _| {
             let w = self.slab_at(pfn.as_usize()).word();
-            free += (w.objects - w.inuse) as usize;
+            free += w.objects.saturating_sub(w.inuse) as usize;
             true
         });
         drop(g);
@@ -111,9 +117,13 @@ impl<P: Platform> Kmem<P> {
     /// counters and freelist, and with debugging every object against its state), and the
     /// node counters against what was found. Problems are reported and repaired.
     pub fn validate_slab_cache(&self, s: &KmemCache) -> ValidateReport {
+        if !s.is_of(self) {
+            self.cache_of_other_machine("validate_slab_cache", s);
+            return ValidateReport { errors: 1, ..ValidateReport::default() };
+        }
         let before = self.report_count(ReportKind::SlabBug);
         self.flush_all(s, false);
-        let mut page = self.alloc(Gfp::KERNEL | Gfp::NOWARN, 0).ok();
+        let mut page = self.alloc(Gfp::KERNEL | Gfp::NOWARN, crate::Order::ZERO).ok();
         let mut map = ObjectMap::new(page.as_mut().and_then(|p| p.as_mut_slice()));
         let mut r = ValidateReport::default();
         for (nid, n) in s.nodes() {
@@ -147,12 +157,12 @@ impl<P: Platform> Kmem<P> {
         self.flush_all(s, true);
         let mm = self.memmap();
         let mut clean = true;
-        let mut page = self.alloc(Gfp::KERNEL | Gfp::NOWARN, 0).ok();
+        let mut page = self.alloc(Gfp::KERNEL | Gfp::NOWARN, crate::Order::ZERO).ok();
         let mut map = ObjectMap::new(page.as_mut().and_then(|p| p.as_mut_slice()));
         for (_, n) in s.nodes() {
             let empty = PfnList::new();
             let g = n.list_lock.lock_irqsave(self.platform());
-            self.sift_partial(n, &empty, |_| {});
+            self.sift_partial(&g, n, &empty, |_| {});
             for list in [&n.partial, &n.full] {
                 let _ = list.walk(mm, |pfn, _| {
                     self.list_slab_objects(s, self.slab_at(pfn.as_usize()), &mut map);
@@ -177,7 +187,8 @@ impl<P: Platform> Kmem<P> {
             slab,
             &|f| write!(f, "Objects remaining in {} on __kmem_cache_shutdown()", s.name()),
             Some(&|f| {
-                for i in (0..w.objects as usize).filter(|&i| known && !map.is_free(i)) {
+                let objects = w.objects.min(s.max_objects(slab)) as usize;
+                for i in (0..objects).filter(|&i| known && !map.is_free(i)) {
                     let obj = base + i * s.layout.size as usize;
                     write!(f, "Object 0x{obj:016x} @offset={}", obj - addr)?;
                     match super::debug::track::alloc_site(self, s, obj)

@@ -89,6 +89,21 @@ impl KmemCache {
         }
         off < (objects as u64) * self.layout.size as u64 && self.is_boundary(off as u32)
     }
+    /// The objects a slab of `slab`'s order holds: the bound on every offset kmem follows in
+    /// it, whatever its word says (`check_slab`'s `max`).
+    #[inline]
+    pub(crate) fn max_objects(&self, slab: Slab<'_>) -> u32 {
+        self.objects_for(slab.order())
+    }
+    /// Whether `w`, read from `slab`'s head page, may be followed (`check_slab` and
+    /// `check_valid_pointer` of the freelist head): the object count of a slab of its order,
+    /// `inuse` within it, and a head that names an object or ends the list. A descriptor
+    /// written by someone else (`PageRef::set_private` on a slab page, a stray write) fails
+    /// this, and kmem then never dereferences what it says.
+    #[inline]
+    pub(crate) fn word_ok(&self, slab: Slab<'_>, w: SlabWord) -> bool {
+        w.objects == self.max_objects(slab) && w.inuse <= w.objects && self.valid_next(w.freelist as u64, w.objects)
+    }
     /// `off` is a multiple of the slot size.
     #[inline]
     pub(crate) fn is_boundary(&self, off: u32) -> bool {
@@ -235,7 +250,7 @@ impl<P: Platform> Kmem<P> {
         slab.page.clear_slab();
         // SAFETY: the slab's pages are this cache's, allocated with `order`; nothing refers to
         // the slab any more (it is on no list and no CPU's, and has no live objects).
-        unsafe { self.__free_pages(PageRef::new(slab.pfn, slab.page), order) };
+        unsafe { self.__free_pages(PageRef::new(slab.pfn, slab.page), Order::of(order)) };
     }
 
     fn mod_slab_pages(&self, s: &KmemCache, slab: Slab<'_>, sign: isize) {

@@ -11,7 +11,7 @@ use crate::gfp::Gfp;
 use crate::machine::Kmem;
 use crate::mm::page::pg;
 use crate::platform::{PageProt, PageTableAlloc, Platform, ReportKind};
-use crate::sync::{AtomicUsize, Ordering};
+use crate::sync::{AtomicUsize, Ordering, SpinGuard};
 
 /// Largest order tried for vmalloc pages before smaller ones (64 pages): one block per 256 KiB
 /// of an area means one mapping call per run (an `mmap` on a hosted machine), and the area's
@@ -42,7 +42,7 @@ struct TableAlloc<'a, P: Platform> {
 impl<P: Platform> PageTableAlloc for TableAlloc<'_, P> {
     fn alloc_table(&mut self) -> Option<Pfn> {
         let g = (self.gfp & Gfp::RECLAIM_MASK) | Gfp::ZERO;
-        let p = self.k.alloc_pages(g, 0).ok()?;
+        let p = self.k.alloc_pages(g, crate::Order::ZERO).ok()?;
         p.page().set(pg::PGTABLE);
         self.k.vm().nr_pagetables.fetch_add(1, Ordering::Relaxed);
         Some(p.pfn())
@@ -79,10 +79,10 @@ impl<P: Platform> Kmem<P> {
         self.vmalloc_at(size, 1, Gfp::KERNEL | Gfp::ZERO, None, vm_flags::USERMAP, Location::caller())
     }
 
-    /// `vmalloc_node(size, node)`: pages from `node` first.
+    /// `vmalloc_node(size, node)`: pages from `node` first (`None`: `NUMA_NO_NODE`).
     #[track_caller]
-    pub fn vmalloc_node(&self, size: usize, node: usize) -> Result<NonNull<u8>, VmallocError> {
-        self.vmalloc_at(size, 1, Gfp::KERNEL, Some(node), 0, Location::caller())
+    pub fn vmalloc_node(&self, size: usize, node: Option<usize>) -> Result<NonNull<u8>, VmallocError> {
+        self.vmalloc_at(size, 1, Gfp::KERNEL, node, 0, Location::caller())
     }
 
     /// `__vmalloc(size, gfp)`. Non-blocking flags (`GFP_ATOMIC`, `GFP_NOWAIT`) never sleep;
@@ -268,7 +268,7 @@ impl<P: Platform> Kmem<P> {
             };
             if order > 0 {
                 // SAFETY: a fresh non-compound block of `order`, ours.
-                unsafe { self.split_page(page, order) };
+                unsafe { self.split_page(page, crate::Order::of(order)) };
             }
             for i in 0..1usize << order {
                 let pfn = page.pfn().add(i);
@@ -289,7 +289,7 @@ impl<P: Platform> Kmem<P> {
                 page.page().clear(pg::VMALLOC);
                 // SAFETY: the area owned this order-0 page, and its mapping is gone from
                 // every user (the area left the busy tree or was never published).
-                unsafe { self.__free_pages(page, 0) };
+                unsafe { self.__free_pages(page, crate::Order::ZERO) };
             }
         }
         vm.nr_pages = 0;
@@ -359,9 +359,10 @@ impl<P: Platform> Kmem<P> {
         });
     }
 
-    /// The busy area starting at `addr` and its `VmStruct` (the caller holds the vmap lock;
+    /// The busy area starting at `addr` and its `VmStruct` (`g` holds the vmap lock;
     /// unpublished areas have none).
-    pub(crate) fn busy_vm_at(&self, addr: usize) -> Option<(VaRef<'_>, &VmStruct)> {
+    pub(crate) fn busy_vm_at(&self, g: &SpinGuard<'_, P>, addr: usize) -> Option<(VaRef<'_>, &VmStruct)> {
+        debug_assert!(g.holds(&self.vm().lock));
         let va = self.vm().busy.find(addr).filter(|va| va.start() == addr)?;
         Some((va, va.vm()?))
     }
@@ -377,8 +378,8 @@ impl<P: Platform> Kmem<P> {
         if v.init.load(Ordering::Acquire) != super::INIT_READY {
             return None;
         }
-        let _g = v.lock.lock_irqsave(self.platform());
-        let (va, vm) = self.busy_vm_at(addr)?;
+        let g = v.lock.lock_irqsave(self.platform());
+        let (va, vm) = self.busy_vm_at(&g, addr)?;
         if vm.flags & want == 0 || vm.cached.load(Ordering::Relaxed) != cached {
             return None;
         }
@@ -390,7 +391,7 @@ impl<P: Platform> Kmem<P> {
         v.busy.remove(addr);
         // SAFETY: the area just left the busy tree under the lock.
         let vm = unsafe { va.take_vm() }.expect("checked above");
-        let over = self.lazy_insert_locked(va);
+        let over = self.lazy_insert_locked(&g, va);
         Some(Removed::Gone(vm, over))
     }
 
@@ -497,8 +498,8 @@ impl<P: Platform> Kmem<P> {
         if v.init.load(Ordering::Acquire) != super::INIT_READY {
             return None;
         }
-        let _g = v.lock.lock_irqsave(self.platform());
-        let (_, vm) = self.busy_vm_at(addr)?;
+        let g = v.lock.lock_irqsave(self.platform());
+        let (_, vm) = self.busy_vm_at(&g, addr)?;
         if vm.flags & vm_flags::ALLOC == 0 || vm.cached.load(Ordering::Relaxed) != 0 {
             return None;
         }

@@ -35,7 +35,7 @@ mod loom_tests;
 mod pt_tests;
 pub mod recycle;
 pub mod stack;
-pub mod tree;
+pub(crate) mod tree;
 pub mod va;
 pub mod vmap;
 
@@ -68,6 +68,8 @@ pub enum VmallocErrorKind {
     Map(MapError),
     /// The address is not the start of a live area of the right kind.
     NotFound,
+    /// A page to map belongs to another machine (reported as a `WARNING`).
+    OtherMachine,
 }
 
 /// A failed vmalloc-family call.
@@ -97,7 +99,7 @@ const INIT_NO_AREA: u32 = 3;
 
 /// One machine's vmalloc state (in `MachineState`).
 #[derive(Debug)]
-pub struct VmallocState {
+pub(crate) struct VmallocState {
     /// `free_vmap_area_lock` + `vmap_area_lock`: guards the three trees.
     pub(crate) lock: RawSpinLock,
     pub(crate) free: Tree,

@@ -49,3 +49,17 @@ fn vmalloc_builds_real_page_tables() {
     assert_eq!(f, [(p, q + 4 * PAGE_SIZE)], "one flush covering both areas");
     assert_eq!(k.verify(), Ok(()));
 }
+
+#[test]
+fn page_table_frames_classify() {
+    use crate::mm::frame::FrameState;
+    let k = machine_with_page_tables(64);
+    let p = k.vmalloc(2 * PAGE_SIZE).unwrap().as_ptr();
+    let root = pt(&k).root.lock().unwrap().unwrap();
+    assert_eq!(k.frame_state(root), FrameState::PageTable);
+    let data = k.vmalloc_to_pfn(p).unwrap();
+    assert_eq!(k.frame_state(data), FrameState::Vmalloc);
+    // SAFETY: ours, never accessed.
+    unsafe { k.vfree(p) };
+    assert_eq!(k.verify(), Ok(()));
+}

@@ -184,11 +184,6 @@ impl Tree {
         self.len.load(Ordering::Relaxed)
     }
 
-    /// True if empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Inserts `x` (its range set; no node with the same start may be present).
     pub(crate) fn insert(&self, x: VaRef<'_>) {
         self.set_root(Some(insert(self.root(), x)));
@@ -410,6 +405,6 @@ mod tests {
             head = v.right();
         }
         assert_eq!(n, 100);
-        assert!(t.is_empty());
+        assert_eq!(t.len(), 0);
     }
 }

@@ -13,7 +13,7 @@ use crate::machine::Kmem;
 use crate::platform::{Platform, ReportKind, TlbFlush};
 use crate::slab::create::CreateArgs;
 use crate::slab::{KmemCache, SlabFlags};
-use crate::sync::Ordering;
+use crate::sync::{Ordering, SpinGuard};
 
 /// What [`Kmem::vmalloc_batch`] calls per area: `(index, start, end, vm)`.
 pub(crate) type AreaVisitor<'a> = dyn FnMut(usize, usize, usize, Option<&super::VmStruct>) + 'a;
@@ -251,10 +251,12 @@ impl<P: Platform> Kmem<P> {
         }
     }
 
-    /// Moves a busy area (already unlinked by the caller from the busy tree under the lock)
-    /// to the lazy tree. Returns whether the lazy pages now exceed `lazy_max_pages()`.
-    pub(crate) fn lazy_insert_locked(&self, va: VaRef<'_>) -> bool {
+    /// Moves a busy area (already unlinked by the caller from the busy tree under the lock
+    /// `g` holds) to the lazy tree. Returns whether the lazy pages now exceed
+    /// `lazy_max_pages()`.
+    pub(crate) fn lazy_insert_locked(&self, g: &SpinGuard<'_, P>, va: VaRef<'_>) -> bool {
         let v = self.vm();
+        debug_assert!(g.holds(&v.lock));
         va.set_vm(None);
         v.lazy.insert(va);
         let nr = v.lazy_nr.fetch_add(va.size() / PAGE_SIZE, Ordering::Relaxed) + va.size() / PAGE_SIZE;
@@ -288,6 +290,7 @@ impl<P: Platform> Kmem<P> {
     /// The purge, with the purge lock held (released here).
     fn purge_locked(&self) -> bool {
         let v = self.vm();
+        debug_assert!(v.purge_lock.is_locked(), "the purge runs with the purge lock held");
         let head = {
             let _g = v.lock.lock_irqsave(self.platform());
             v.lazy_nr.store(0, Ordering::Relaxed);
@@ -380,9 +383,9 @@ impl<P: Platform> Kmem<P> {
     pub(crate) fn abort_vmap_area(&self, va: VaRef<'_>) {
         let v = self.vm();
         let over = {
-            let _g = v.lock.lock_irqsave(self.platform());
+            let g = v.lock.lock_irqsave(self.platform());
             v.busy.remove(va.start());
-            self.lazy_insert_locked(va)
+            self.lazy_insert_locked(&g, va)
         };
         if over {
             self.try_purge_vmap_area_lazy();

@@ -74,6 +74,11 @@ impl<P: Platform> Kmem<P> {
         if count > self.totalram_pages() {
             return Err(err(VmallocErrorKind::TooLarge));
         }
+        if let Some(&p) = pages.iter().find(|&&p| !self.owns_page(p)) {
+            let func = if flags == vm_flags::MAP_RAM { "vm_map_ram" } else { "vmap" };
+            self.page_of_other_machine("mm/vmalloc.c", func, p);
+            return Err(err(VmallocErrorKind::OtherMachine));
+        }
         self.vmalloc_ready(Gfp::KERNEL).map_err(err)?;
         let gfp = self.vm_might_alloc(Gfp::KERNEL);
         let req = AreaReq { flags, align: PAGE_SIZE, caller };
@@ -141,8 +146,8 @@ impl<P: Platform> Kmem<P> {
         if v.init.load(Ordering::Acquire) != super::INIT_READY {
             return None;
         }
-        let _g = v.lock.lock_irqsave(self.platform());
-        let (_, vm) = self.busy_vm_at(addr)?;
+        let g = v.lock.lock_irqsave(self.platform());
+        let (_, vm) = self.busy_vm_at(&g, addr)?;
         (vm.flags & want != 0).then_some(vm.nr_pages)
     }
 }

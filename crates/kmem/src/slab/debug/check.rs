@@ -4,7 +4,7 @@
 //! A failed check reports once and repairs what it found (restores the bytes, cuts a
 //! corrupt chain, fixes the counters), so the cache keeps working.
 
-use super::super::cache::KmemCache;
+use super::super::cache::{CacheNode, KmemCache};
 use super::super::flags::SlabFlags;
 use super::super::object::{fill, read_u32, write_u32};
 use super::super::slab_page::{slab_addr, Slab};
@@ -201,18 +201,56 @@ impl<P: Platform> Kmem<P> {
         unsafe { fill(fault, POISON_INUSE, end - fault) };
     }
 
+    /// The word of `slab`, taken from the head of `n`'s partial list (list lock held), if
+    /// kmem may follow it ([`KmemCache::word_ok`]). Otherwise the slab is reported in
+    /// `check_slab`'s words (`Wrong number of objects`, `inuse .. > max ..`, `Freepointer
+    /// corrupt`) and isolated, as `alloc_debug_processing` does (`Marking all objects used`):
+    /// its word says every object is in use, it moves to the full list, and its free objects
+    /// are never handed out (leaked); objects in use can still be freed into it.
+    pub(crate) fn partial_slab_word(&self, s: &KmemCache, n: &CacheNode, slab: Slab<'_>) -> Option<SlabWord> {
+        let w = slab.word();
+        if s.word_ok(slab, w) {
+            return Some(w);
+        }
+        self.slab_word_corrupt(s, slab, w);
+        let max = s.max_objects(slab);
+        slab.set_word(SlabWord { freelist: OFF_NONE, inuse: max, objects: max });
+        let mm = self.memmap();
+        n.partial.unlink(mm, slab.page);
+        n.full.push(mm, slab.pfn, slab.page, false);
+        None
+    }
+
+    /// The report of a slab word that [`KmemCache::word_ok`] refused.
+    #[cold]
+    pub(crate) fn slab_word_corrupt(&self, s: &KmemCache, slab: Slab<'_>, w: SlabWord) {
+        let max = s.max_objects(slab);
+        let what: Body<'_> = &|f| {
+            if w.objects != max {
+                write!(f, "Wrong number of objects. Found {} but should be {max}", w.objects)
+            } else if w.inuse > w.objects {
+                write!(f, "inuse {} > max {}", w.inuse, w.objects)
+            } else {
+                write!(f, "Freepointer corrupt: freelist offset {:#x}", w.freelist)
+            }
+        };
+        self.slab_err(s, slab, what, Some(&|f| writeln!(f, "FIX {}: Marking all objects used", s.name())));
+    }
+
     /// `on_freelist()`: walks the slab's freelist; true if `search` (an offset) is on it.
     /// With `search == None` it checks the counters: a corrupt link cuts the list
     /// (`Freechain corrupt`/`Freelist cleared`), wrong counts are fixed.
     pub(crate) fn on_freelist(&self, s: &KmemCache, slab: Slab<'_>, search: Option<u32>) -> bool {
         let w = slab.word();
         let base = s.obj_base(self, slab);
+        // Offsets are checked against what the slab can hold, whatever its word says.
+        let objects = w.objects.min(s.max_objects(slab));
         let (mut nr, mut fp, mut prev) = (0u32, w.freelist, None::<u32>);
-        while fp != OFF_NONE && nr <= w.objects {
+        while fp != OFF_NONE && nr <= objects {
             if Some(fp) == search {
                 return true;
             }
-            if !s.valid_next(fp as u64, w.objects) {
+            if !s.valid_next(fp as u64, objects) {
                 match prev {
                     Some(p) => {
                         self.object_err(s, slab, base + p as usize, "Freechain corrupt", None);
@@ -250,8 +288,8 @@ impl<P: Platform> Kmem<P> {
             w.objects = max;
             slab.set_word(w);
         }
-        if w.inuse != w.objects - nr {
-            let (counter, counted) = (w.inuse, w.objects - nr);
+        if w.inuse != w.objects.saturating_sub(nr) {
+            let (counter, counted) = (w.inuse, w.objects.saturating_sub(nr));
             self.slab_err(
                 s,
                 slab,

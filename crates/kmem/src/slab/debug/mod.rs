@@ -102,7 +102,7 @@ impl<P: Platform> Kmem<P> {
             let g = n.list_lock.lock_irqsave(self.platform());
             if let Some(pfn) = n.partial.first() {
                 let slab = self.slab_at(pfn.as_usize());
-                let w = slab.word();
+                let Some(w) = self.partial_slab_word(s, n, slab) else { continue };
                 let base = s.obj_base(self, slab);
                 let obj = base + w.freelist as usize;
                 if !self.alloc_checks(s, slab, obj) {
@@ -267,9 +267,10 @@ impl<'a> ObjectMap<'a> {
         let Some(bits) = self.bits.as_deref_mut() else { return false };
         let w = slab.word();
         let base = s.obj_base(k, slab);
-        bits[..(w.objects as usize).div_ceil(64)].fill(0);
+        let objects = w.objects.min(s.max_objects(slab));
+        bits[..(objects as usize).div_ceil(64)].fill(0);
         let (mut fp, mut n) = (w.freelist, 0);
-        while fp != OFF_NONE && n < w.objects && s.valid_next(fp as u64, w.objects) {
+        while fp != OFF_NONE && n < objects && s.valid_next(fp as u64, objects) {
             let i = (fp / s.layout.size) as usize;
             bits[i / 64] |= 1 << (i % 64);
             // SAFETY: a validated free object of the slab (list lock held by the caller).

@@ -66,10 +66,10 @@ impl World {
         {
             let g = w.barn.lock().lock_irqsave(&w.p);
             for f in fulls {
-                assert!(w.barn.put_locked(f, true));
+                assert!(w.barn.put_locked(&g, f, true));
             }
             for e in empties {
-                assert!(w.barn.put_locked(e, false));
+                assert!(w.barn.put_locked(&g, e, false));
             }
             drop(g);
         }
@@ -156,7 +156,7 @@ impl World {
         let g = self.barn.lock().lock_irqsave(&self.p);
         for full in [true, false] {
             loop {
-                let a = self.barn.take_locked(full);
+                let a = self.barn.take_locked(&g, full);
                 if a == 0 {
                     break;
                 }
