@@ -8,6 +8,7 @@
 //! most of them share (ties: the lower pfn's). Exact frame counts per state are kept apart
 //! for the legend, so it never depends on the scale.
 
+pub mod axis;
 pub mod font;
 pub mod legend;
 pub mod png;
