@@ -12,6 +12,8 @@ pub mod axis;
 pub mod font;
 pub mod legend;
 pub mod png;
+#[cfg(test)]
+mod render_tests;
 pub mod svg;
 
 use std::collections::HashMap;

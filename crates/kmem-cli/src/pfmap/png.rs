@@ -83,10 +83,15 @@ fn short_size(frames: u64) -> String {
 fn layout(map: &FrameMap, n: usize) -> (usize, usize, usize, usize) {
     let w = (MARGIN + GUTTER + GAP + map.width + AXIS_W + MARGIN).max(2 * MARGIN + 3 * COL_W);
     let cols = ((w - 2 * MARGIN) / COL_W).max(1);
-    let top = MARGIN + 4 * LINE + 4;
+    let top = MARGIN + 4 * LINE + 8;
     let notes = note(w).len();
     let h = top + map.height + MARGIN + 4 + n.div_ceil(cols) * LINE + LINE / 2 + notes * LINE + MARGIN;
     (w, h, cols, top)
+}
+
+/// Where the map's first cell lies in the image: (x, y).
+pub fn map_origin(map: &FrameMap) -> (usize, usize) {
+    (MARGIN + GUTTER + GAP, layout(map, 0).3)
 }
 
 /// The footnote's lines for an image `w` pixels wide.
@@ -101,7 +106,7 @@ pub fn render(map: &FrameMap, title: &str, entries: &[Entry]) -> (usize, usize, 
     let mut c = Canvas::new(w, h);
     c.text(title, MARGIN, MARGIN, w - 2 * MARGIN, TEXT);
     c.text(&legend::scale_note(map), MARGIN, MARGIN + LINE, w - 2 * MARGIN, TEXT);
-    let x0 = MARGIN + GUTTER + GAP;
+    let (x0, _) = map_origin(map);
     for row in 0..map.height {
         if let Some(z) = map.row_zone(row) {
             c.fill(MARGIN, top + row, GUTTER, 1, legend::zone_colour(z.zone, z.node));
@@ -142,13 +147,13 @@ fn legend_box(c: &mut Canvas, x: usize, y: usize, fill: Fill) {
 /// and physical address of the row starts down the right edge.
 fn axes(c: &mut Canvas, map: &FrameMap, x0: usize, top: usize) {
     let label_y = top - 4 - LINE;
-    c.text(axis::NOTE, MARGIN, label_y - LINE, c.w - 2 * MARGIN, DIM_TEXT);
+    c.text(axis::NOTE, MARGIN, label_y - LINE - 4, c.w - 2 * MARGIN, DIM_TEXT);
     for (col, off) in axis::col_ticks(map) {
         c.fill(x0 + col, top - 4, 1, 3, DIM_TEXT);
         c.text(&axis::offset_label(off), x0 + col, label_y, axis::COL_STEP - 4, DIM_TEXT);
     }
     let xr = x0 + map.width;
-    c.text("pfn = address", xr + 7, label_y, AXIS_W - 7, DIM_TEXT);
+    c.text("pfn = address", xr + 7, label_y - 4, AXIS_W - 7, DIM_TEXT);
     for (row, pfn) in axis::row_ticks(map, LINE + 4) {
         let y = top + row;
         c.fill(xr, y.min(top + map.height.max(1) - 1), 5, 1, DIM_TEXT);

@@ -91,7 +91,7 @@ pub fn render(map: &FrameMap, title_text: &str, entries: &[Entry], extra: &[Stri
     let map_w = GUTTER + GAP + map.width;
     let zone_lines = map.zones.len() + 1;
     let legend_lines = entries.len() + 2 + zone_lines + extra.len() + 1 + note.len() + 1;
-    let top = MARGIN + 4 * LINE + 6;
+    let top = MARGIN + 4 * LINE + 12;
     // Wide enough for the map and its axis, and the longest line of text (11 px monospace:
     // ~6.7 px a char).
     let longest = extra.iter().map(|l| l.len()).chain([title_text.len() + 21, NOTE_CHARS]).max().unwrap_or(0);
@@ -200,7 +200,7 @@ pub fn render(map: &FrameMap, title_text: &str, entries: &[Entry], extra: &[Stri
 /// right edge (`x0`: the map's left edge, `xr`: its right edge).
 fn axes(map: &FrameMap, x0: usize, xr: usize, top: usize) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, r##"<text x="{MARGIN}" y="{}" fill="#aaaaaa">{}</text>"##, top - 6 - LINE, axis::NOTE);
+    let _ = writeln!(s, r##"<text x="{MARGIN}" y="{}" fill="#aaaaaa">{}</text>"##, top - 12 - LINE, axis::NOTE);
     for (col, off) in axis::col_ticks(map) {
         let x = x0 + col;
         let _ = writeln!(
@@ -211,7 +211,7 @@ fn axes(map: &FrameMap, x0: usize, xr: usize, top: usize) -> String {
             axis::offset_label(off)
         );
     }
-    let _ = writeln!(s, r#"<text x="{}" y="{}">pfn = address</text>"#, xr + 6, top - 6);
+    let _ = writeln!(s, r#"<text x="{}" y="{}">pfn = address</text>"#, xr + 6, top - 12);
     for (row, pfn) in axis::row_ticks(map, LINE + 4) {
         let y = top + row;
         let _ = writeln!(
