@@ -5,7 +5,7 @@
 use super::FrameMap;
 
 /// What the axes show, for a line above the map.
-pub const NOTE: &str = "top: frame offset within the row; right: pfn = physical address of the row's first frame";
+pub const NOTE: &str = "top axis: frame offset in the row; right axis: pfn = address of the row's start";
 
 /// Columns between two ticks of the top axis.
 pub const COL_STEP: usize = 128;

@@ -266,7 +266,7 @@ impl MapFiles {
             .map_err(|e| err(&self.svg, e.to_string()))?;
         let mut text = vec![format!("  PNG: {png_note}")];
         if small.frames_per_cell != 1 {
-            text.push(format!("  SVG: {}", legend::scale_note(&small)));
+            text.push(format!("  SVG: {}", svg::scale_note(&small)));
         }
         text.extend(legend::text(&all));
         Ok(text)

@@ -5,7 +5,8 @@
 //! fill, exact frame count and size, the slab caches, the zones with their frame ranges, the
 //! scale, what "other allocation" is, and any extra lines (the unusable free space index).
 //! Patterned fills (slab caches past the palette) are `<pattern>`s in `<defs>`, one per fill,
-//! with ids from [`Fill::svg_id`]. Text uses the generic `monospace` family.
+//! with ids from [`Fill::svg_id`]. A cell is [`SCALE`] x [`SCALE`] units, so that a viewer at
+//! 100% shows runs tall enough to hover. Text uses the generic `monospace` family.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -17,6 +18,8 @@ const MARGIN: usize = 8;
 const GUTTER: usize = 6;
 const GAP: usize = 2;
 const LINE: usize = 14;
+/// Units per cell of the map (the viewer's pixels at 100%).
+pub const SCALE: usize = 2;
 /// Width of the pfn axis right of the map (tick and label).
 const AXIS_W: usize = 140;
 /// Characters of the footnote's lines.
@@ -84,11 +87,16 @@ fn title(map: &FrameMap, row: usize, (a, b): (usize, usize), cell: Cell) -> Stri
     t
 }
 
+/// What one cell of the SVG stands for.
+pub fn scale_note(map: &FrameMap) -> String {
+    legend::scale_note(map).replacen("1 pixel", &format!("1 cell ({SCALE}x{SCALE} px)"), 1)
+}
+
 /// Renders the SVG document.
 pub fn render(map: &FrameMap, title_text: &str, entries: &[Entry], extra: &[String]) -> String {
     let fills = Fills::of(map);
     let note = legend::wrap(legend::OTHER_NOTE, NOTE_CHARS);
-    let map_w = GUTTER + GAP + map.width;
+    let map_w = GUTTER + GAP + map.width * SCALE;
     let zone_lines = map.zones.len() + 1;
     let legend_lines = entries.len() + 2 + zone_lines + extra.len() + 1 + note.len() + 1;
     let top = MARGIN + 4 * LINE + 12;
@@ -96,7 +104,7 @@ pub fn render(map: &FrameMap, title_text: &str, entries: &[Entry], extra: &[Stri
     // ~6.7 px a char).
     let longest = extra.iter().map(|l| l.len()).chain([title_text.len() + 21, NOTE_CHARS]).max().unwrap_or(0);
     let w = (2 * MARGIN + map_w + AXIS_W).max(2 * MARGIN + longest * 7);
-    let h = top + map.height + MARGIN + LINE + legend_lines * LINE + MARGIN;
+    let h = top + map.height * SCALE + MARGIN + LINE + legend_lines * LINE + MARGIN;
     let mut s = String::with_capacity(64 * 1024);
     let _ = writeln!(
         s,
@@ -111,24 +119,28 @@ pub fn render(map: &FrameMap, title_text: &str, entries: &[Entry], extra: &[Stri
         MARGIN + 10,
         esc(title_text)
     );
-    let _ = writeln!(s, r#"<text x="{MARGIN}" y="{}">{}</text>"#, MARGIN + 10 + LINE, esc(&legend::scale_note(map)));
+    let _ = writeln!(s, r#"<text x="{MARGIN}" y="{}">{}</text>"#, MARGIN + 10 + LINE, esc(&scale_note(map)));
     let x0 = MARGIN + GUTTER + GAP;
-    let xr = x0 + map.width;
+    let xr = x0 + map.width * SCALE;
     s.push_str(&axes(map, x0, xr, top));
     let _ = writeln!(s, "</g>");
-    // The map: one rect per run of equal cells in a row.
+    // The zone gutter, then the map: one rect per run of equal cells in a row, in cell
+    // units scaled by SCALE (so that the runs are big enough to hover).
     let _ = writeln!(s, r#"<g shape-rendering="crispEdges">"#);
     for row in 0..map.height {
-        let y = top + row;
         if let Some(z) = map.row_zone(row) {
             let _ = writeln!(
                 s,
-                r#"<rect x="{MARGIN}" y="{y}" width="{GUTTER}" height="1" fill="{}"><title>node {} {}</title></rect>"#,
+                r#"<rect x="{MARGIN}" y="{}" width="{GUTTER}" height="{SCALE}" fill="{}"><title>node {} {}</title></rect>"#,
+                top + row * SCALE,
                 legend::hex(legend::zone_colour(z.zone, z.node)),
                 z.node,
                 z.zone.name()
             );
         }
+    }
+    let _ = writeln!(s, r#"<g transform="translate({x0} {top}) scale({SCALE})">"#);
+    for row in 0..map.height {
         let cells = &map.cells[row * map.width..(row + 1) * map.width];
         let mut start = 0;
         while start < cells.len() {
@@ -139,8 +151,7 @@ pub fn render(map: &FrameMap, title_text: &str, entries: &[Entry], extra: &[Stri
             }
             let _ = writeln!(
                 s,
-                r#"<rect x="{}" y="{y}" width="{}" height="1" fill="{}"><title>{}</title></rect>"#,
-                x0 + start,
+                r#"<rect x="{start}" y="{row}" width="{}" height="1" fill="{}"><title>{}</title></rect>"#,
                 end - start,
                 fills.cell(c).svg_paint(),
                 esc(&title(map, row, (start, end), c))
@@ -148,9 +159,9 @@ pub fn render(map: &FrameMap, title_text: &str, entries: &[Entry], extra: &[Stri
             start = end;
         }
     }
-    let _ = writeln!(s, "</g>");
+    let _ = writeln!(s, "</g>\n</g>");
     // The legend.
-    let mut y = top + map.height + MARGIN + LINE + 10;
+    let mut y = top + map.height * SCALE + MARGIN + LINE + 10;
     let _ = writeln!(s, r##"<g fill="#eeeeee">"##);
     let _ = writeln!(s, r#"<text x="{MARGIN}" y="{y}">Legend (exact frame counts; 1 frame = 4 KiB):</text>"#);
     y += LINE;
@@ -202,7 +213,7 @@ fn axes(map: &FrameMap, x0: usize, xr: usize, top: usize) -> String {
     let mut s = String::new();
     let _ = writeln!(s, r##"<text x="{MARGIN}" y="{}" fill="#aaaaaa">{}</text>"##, top - 12 - LINE, axis::NOTE);
     for (col, off) in axis::col_ticks(map) {
-        let x = x0 + col;
+        let x = x0 + col * SCALE;
         let _ = writeln!(
             s,
             r##"<rect x="{x}" y="{}" width="1" height="4" fill="#aaaaaa"/><text x="{x}" y="{}">{}</text>"##,
@@ -212,8 +223,8 @@ fn axes(map: &FrameMap, x0: usize, xr: usize, top: usize) -> String {
         );
     }
     let _ = writeln!(s, r#"<text x="{}" y="{}">pfn = address</text>"#, xr + 6, top - 12);
-    for (row, pfn) in axis::row_ticks(map, LINE + 4) {
-        let y = top + row;
+    for (row, pfn) in axis::row_ticks(map, (LINE + 4).div_ceil(SCALE)) {
+        let y = top + row * SCALE;
         let _ = writeln!(
             s,
             r##"<rect x="{xr}" y="{y}" width="4" height="1" fill="#aaaaaa"/><text x="{}" y="{}">{}</text>"##,
