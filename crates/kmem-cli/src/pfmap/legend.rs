@@ -245,15 +245,16 @@ pub fn zone_colour(z: ZoneType, node: usize) -> Rgb {
     }
 }
 
-/// A stable warm colour for a slab cache id, for caches past the ranked fills: hue in the red-orange-magenta arc (300°..420°,
-/// away from the free ramp's greens and blues), lightness in three steps.
+/// A stable warm colour for a slab cache id, for caches past the ranked fills: hue in the
+/// red-orange-magenta arc (300°..390°, away from the free ramp's greens and blues and the
+/// per-CPU lists' yellow), lightness in three steps.
 pub fn slab_colour(id: u32) -> Rgb {
     // splitmix32-style mix so neighbouring ids get far-apart colours.
     let mut x = id.wrapping_mul(0x9e37_79b9) ^ 0x5bd1_e995;
     x ^= x >> 15;
     x = x.wrapping_mul(0x2c1b_3c6d);
     x ^= x >> 12;
-    let hue = (300 + x % 120) % 360;
+    let hue = (300 + x % 90) % 360;
     let light = [0.42, 0.55, 0.68][((x >> 8) % 3) as usize];
     hsl(hue as f64, 0.85, light)
 }
