@@ -1,5 +1,7 @@
-//! Text for the PNG map: DejaVu Sans Mono (bundled in `font/`, licence in
-//! `font/LICENSE`), rasterised with `ab_glyph` into anti-aliased coverage.
+//! Text for the PNG map: DejaVu Sans Mono (bundled in `font/` as a 15 KB subset: ASCII,
+//! Latin-1 and a few punctuation marks; how it was cut and the licence are in
+//! `font/LICENSE`), rasterised with `ab_glyph` into anti-aliased coverage. Characters
+//! outside the subset draw as the font's missing-glyph box.
 //!
 //! A monospace face keeps the layout arithmetic simple: every character advances by
 //! [`advance`] pixels, so a column of labels is `chars * advance` wide.
@@ -8,8 +10,8 @@ use std::sync::OnceLock;
 
 use ab_glyph::{point, Font as _, FontArc, PxScale, ScaleFont as _};
 
-/// DejaVu Sans Mono 2.37 (Bitstream Vera licence, see `font/LICENSE`).
-const DEJAVU_SANS_MONO: &[u8] = include_bytes!("font/DejaVuSansMono.ttf");
+/// DejaVu Sans Mono 2.37, subset (Bitstream Vera licence, see `font/LICENSE`).
+const DEJAVU_SANS_MONO: &[u8] = include_bytes!("font/DejaVuSansMono-Latin1.ttf");
 
 /// Text size of the labels, in pixels (the em height).
 pub const SIZE: f32 = 12.0;
@@ -31,8 +33,8 @@ pub fn fit(px: usize, size: f32) -> usize {
 }
 
 /// Calls `set(x, y, coverage)` (coverage in 0..=1) for every pixel that `text`, drawn at
-/// `size` pixels with its top-left corner at `(x0, y0)`, touches. Characters the face lacks
-/// are drawn as its missing-glyph box.
+/// `size` pixels with its top-left corner at `(x0, y0)`, touches. Characters the subset
+/// lacks are drawn as its missing-glyph box.
 pub fn draw(text: &str, x0: usize, y0: usize, size: f32, mut set: impl FnMut(usize, usize, f32)) {
     let font = face();
     let scaled = font.as_scaled(PxScale::from(size));
@@ -75,6 +77,13 @@ mod tests {
         let mut blank = 0;
         draw("   ", 0, 0, SIZE, |_, _, _| blank += 1);
         assert_eq!(blank, 0, "spaces draw nothing");
+        let mut missing = 0;
+        draw("\u{4e2d}", 0, 0, SIZE, |_, _, _| missing += 1);
+        assert!(missing > 10, "a character outside the subset draws the missing-glyph box");
+        let (mut e, mut a) = (0, 0);
+        draw("\u{e9}", 0, 0, SIZE, |_, _, _| e += 1);
+        draw("e", 0, 0, SIZE, |_, _, _| a += 1);
+        assert!(e > a, "Latin-1 is in the subset: e acute has its accent");
         assert_eq!(fit(72, SIZE), (72.0 / adv) as usize);
     }
 }
