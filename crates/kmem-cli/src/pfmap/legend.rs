@@ -423,7 +423,7 @@ pub fn text(entries: &[Entry]) -> Vec<String> {
         };
         out.push(format!("  {fill:<17}  {:<32} {:>9} frames {:>9.1} MiB", e.label, e.frames, mib));
     }
-    out.push(format!("  {OTHER_NOTE}"));
+    out.extend(wrap(OTHER_NOTE, 96).into_iter().map(|l| format!("  {l}")));
     out
 }
 

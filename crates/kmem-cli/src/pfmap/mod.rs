@@ -7,6 +7,14 @@
 //! `frames_per_cell` consecutive frames (a power of two) and takes the colour of the state
 //! most of them share (ties: the lower pfn's). Exact frame counts per state are kept apart
 //! for the legend, so it never depends on the scale.
+//!
+//! Both maps carry the same furniture: a pfn / physical-address axis down the right edge and
+//! the frame offset within a row along the top ([`axis`]); fills from [`legend::Fills`]
+//! (slab caches ranked by frames onto six warm hues, then the same hues hatched); a legend
+//! whose footnote says what "other allocation" is ([`legend::OTHER_NOTE`]). The PNG draws
+//! its text with a bundled DejaVu Sans Mono subset ([`font`]); the SVG uses `<text>` in the
+//! generic `monospace` family and gives every run of cells a hover `<title>` (state, pfn
+//! range, owner, zone).
 
 pub mod axis;
 pub mod font;
