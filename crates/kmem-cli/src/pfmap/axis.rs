@@ -34,24 +34,20 @@ pub fn pfn_label(pfn: usize) -> String {
     format!("{pfn:#07x} = {}", addr(pfn as u64 * 4096))
 }
 
-/// A physical address as a round size: `0`, `512 KiB`, `128 MiB`, `1.5 GiB`.
+/// A physical address as a size, exact: the largest unit that takes it with at most two
+/// decimals (`0`, `512 KiB`, `128 MiB`, `1.25 GiB`, `1088 MiB`), else hex bytes.
 pub fn addr(bytes: u64) -> String {
-    const KIB: u64 = 1 << 10;
-    const MIB: u64 = 1 << 20;
-    const GIB: u64 = 1 << 30;
-    let round = |unit: u64, name: &str| {
-        if bytes % unit == 0 {
-            format!("{} {name}", bytes / unit)
-        } else {
-            format!("{:.2} {name}", bytes as f64 / unit as f64).replace(".00 ", " ")
-        }
-    };
-    match bytes {
-        0 => "0".to_owned(),
-        b if b >= GIB => round(GIB, "GiB"),
-        b if b >= MIB => round(MIB, "MiB"),
-        _ => round(KIB, "KiB"),
+    if bytes == 0 {
+        return "0".to_owned();
     }
+    for (shift, name) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] {
+        let unit = 1u64 << shift;
+        if bytes >= unit && (bytes as u128 * 100) % unit as u128 == 0 {
+            let v = format!("{:.2}", bytes as f64 / unit as f64);
+            return format!("{} {name}", v.trim_end_matches('0').trim_end_matches('.'));
+        }
+    }
+    format!("{bytes:#x}")
 }
 
 /// The top axis's label of a frame offset within a row (`+0x80`).
@@ -91,7 +87,10 @@ mod tests {
         let m = map(1024, 640, 2, 1310720);
         assert_eq!(col_ticks(&m)[1], (128, 256));
         assert_eq!(offset_label(256), "+0x100");
-        assert_eq!(addr(0x1800_0000 * 4), "1.50 GiB");
+        assert_eq!(addr(0x1800_0000 * 4), "1.5 GiB");
+        assert_eq!(addr(0x5000_0000), "1.25 GiB");
+        assert_eq!(addr(0x4400_0000), "1088 MiB");
         assert_eq!(addr(4096), "4 KiB");
+        assert_eq!(addr(4097), "0x1001");
     }
 }

@@ -58,11 +58,11 @@ fn svg_runs_have_hover_titles_and_the_map_has_axes() {
     let at = s.find(&format!(r#"width="4" height="1" fill="{dentry}">"#)).expect("the dentry slab is one rect");
     let run = &s[at..at + s[at..].find("</rect>").expect("closed") + 7];
     assert!(
-        run.contains("<title>slab: dentry\npfn 0x1000-0x1003 (4 frames, 16 KiB; address 16 MiB)\nowner: slab cache dentry\nzone: node 0 DMA32</title></rect>"),
+        run.contains("<title>slab: dentry\npfn 0x1000-0x1003 (4 frames, 16 KiB) = phys 0x1000000-0x1003fff\nowner: slab cache dentry\nzone: node 0 DMA32</title></rect>"),
         "{run}"
     );
     // The other allocation: 512 frames = one full row at 0x2000.
-    assert!(s.contains("<title>other allocation*\npfn 0x2000-0x21ff (512 frames, 2 MiB; address 32 MiB)\nowner: an alloc_pages caller without an owner flag"));
+    assert!(s.contains("<title>other allocation*\npfn 0x2000-0x21ff (512 frames, 2 MiB) = phys 0x2000000-0x21fffff\nowner: an alloc_pages caller without an owner flag"));
     assert_eq!(s.matches("<title>").count(), s.matches("</title></rect>").count());
     assert!(s.matches("<title>").count() >= 128 + 3, "every row's runs and gutter carry titles");
     // The pfn / physical-address axis on the right (a tick every 32 rows, and max_pfn) and

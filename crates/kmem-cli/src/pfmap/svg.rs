@@ -70,12 +70,13 @@ fn title(map: &FrameMap, row: usize, (a, b): (usize, usize), cell: Cell) -> Stri
     }
     let n = end - first;
     let mut t = format!(
-        "{}\npfn {first:#x}-{:#x} ({n} frame{}, {}; address {})\nowner: {}",
+        "{}\npfn {first:#x}-{:#x} ({n} frame{}, {}) = phys {:#x}-{:#x}\nowner: {}",
         legend::label(map, cell.class),
         end - 1,
         if n == 1 { "" } else { "s" },
         axis::addr(n as u64 * 4096),
-        axis::addr(first as u64 * 4096),
+        first as u64 * 4096,
+        end as u64 * 4096 - 1,
         legend::owner(map, cell.class)
     );
     if let Some(z) = map.zones.iter().find(|z| (z.pfns.0..z.pfns.1).contains(&first)) {
