@@ -1,80 +1,57 @@
-//! A tiny 5x7 bitmap font for the labels of the PNG legend: upper-case letters (lower case
-//! is drawn as upper case), digits and the punctuation the labels use; anything else is `?`.
+//! Text for the PNG map: DejaVu Sans Mono (bundled in `font/` as a 15 KB subset: ASCII,
+//! Latin-1 and a few punctuation marks; how it was cut and the licence are in
+//! `font/LICENSE`), rasterised with `ab_glyph` into anti-aliased coverage. Characters
+//! outside the subset draw as the font's missing-glyph box.
+//!
+//! A monospace face keeps the layout arithmetic simple: every character advances by
+//! [`advance`] pixels, so a column of labels is `chars * advance` wide.
 
-/// Glyph width in pixels (plus one pixel of spacing when drawn).
-pub const WIDTH: usize = 5;
-/// Glyph height in pixels.
-pub const HEIGHT: usize = 7;
+use std::sync::OnceLock;
 
-/// The rows of a glyph, top first; bit 4 is the leftmost pixel.
-pub fn glyph(c: char) -> [u8; HEIGHT] {
-    match c.to_ascii_uppercase() {
-        'A' => [0b01110, 0b10001, 0b10001, 0b11111, 0b10001, 0b10001, 0b10001],
-        'B' => [0b11110, 0b10001, 0b10001, 0b11110, 0b10001, 0b10001, 0b11110],
-        'C' => [0b01110, 0b10001, 0b10000, 0b10000, 0b10000, 0b10001, 0b01110],
-        'D' => [0b11110, 0b10001, 0b10001, 0b10001, 0b10001, 0b10001, 0b11110],
-        'E' => [0b11111, 0b10000, 0b10000, 0b11110, 0b10000, 0b10000, 0b11111],
-        'F' => [0b11111, 0b10000, 0b10000, 0b11110, 0b10000, 0b10000, 0b10000],
-        'G' => [0b01110, 0b10001, 0b10000, 0b10111, 0b10001, 0b10001, 0b01111],
-        'H' => [0b10001, 0b10001, 0b10001, 0b11111, 0b10001, 0b10001, 0b10001],
-        'I' => [0b01110, 0b00100, 0b00100, 0b00100, 0b00100, 0b00100, 0b01110],
-        'J' => [0b00111, 0b00010, 0b00010, 0b00010, 0b00010, 0b10010, 0b01100],
-        'K' => [0b10001, 0b10010, 0b10100, 0b11000, 0b10100, 0b10010, 0b10001],
-        'L' => [0b10000, 0b10000, 0b10000, 0b10000, 0b10000, 0b10000, 0b11111],
-        'M' => [0b10001, 0b11011, 0b10101, 0b10101, 0b10001, 0b10001, 0b10001],
-        'N' => [0b10001, 0b10001, 0b11001, 0b10101, 0b10011, 0b10001, 0b10001],
-        'O' => [0b01110, 0b10001, 0b10001, 0b10001, 0b10001, 0b10001, 0b01110],
-        'P' => [0b11110, 0b10001, 0b10001, 0b11110, 0b10000, 0b10000, 0b10000],
-        'Q' => [0b01110, 0b10001, 0b10001, 0b10001, 0b10101, 0b10010, 0b01101],
-        'R' => [0b11110, 0b10001, 0b10001, 0b11110, 0b10100, 0b10010, 0b10001],
-        'S' => [0b01111, 0b10000, 0b10000, 0b01110, 0b00001, 0b00001, 0b11110],
-        'T' => [0b11111, 0b00100, 0b00100, 0b00100, 0b00100, 0b00100, 0b00100],
-        'U' => [0b10001, 0b10001, 0b10001, 0b10001, 0b10001, 0b10001, 0b01110],
-        'V' => [0b10001, 0b10001, 0b10001, 0b10001, 0b10001, 0b01010, 0b00100],
-        'W' => [0b10001, 0b10001, 0b10001, 0b10101, 0b10101, 0b10101, 0b01010],
-        'X' => [0b10001, 0b10001, 0b01010, 0b00100, 0b01010, 0b10001, 0b10001],
-        'Y' => [0b10001, 0b10001, 0b10001, 0b01010, 0b00100, 0b00100, 0b00100],
-        'Z' => [0b11111, 0b00001, 0b00010, 0b00100, 0b01000, 0b10000, 0b11111],
-        '0' => [0b01110, 0b10001, 0b10011, 0b10101, 0b11001, 0b10001, 0b01110],
-        '1' => [0b00100, 0b01100, 0b00100, 0b00100, 0b00100, 0b00100, 0b01110],
-        '2' => [0b01110, 0b10001, 0b00001, 0b00010, 0b00100, 0b01000, 0b11111],
-        '3' => [0b11111, 0b00010, 0b00100, 0b00010, 0b00001, 0b10001, 0b01110],
-        '4' => [0b00010, 0b00110, 0b01010, 0b10010, 0b11111, 0b00010, 0b00010],
-        '5' => [0b11111, 0b10000, 0b11110, 0b00001, 0b00001, 0b10001, 0b01110],
-        '6' => [0b00110, 0b01000, 0b10000, 0b11110, 0b10001, 0b10001, 0b01110],
-        '7' => [0b11111, 0b00001, 0b00010, 0b00100, 0b01000, 0b01000, 0b01000],
-        '8' => [0b01110, 0b10001, 0b10001, 0b01110, 0b10001, 0b10001, 0b01110],
-        '9' => [0b01110, 0b10001, 0b10001, 0b01111, 0b00001, 0b00010, 0b01100],
-        ' ' => [0b00000, 0b00000, 0b00000, 0b00000, 0b00000, 0b00000, 0b00000],
-        '-' => [0b00000, 0b00000, 0b00000, 0b11111, 0b00000, 0b00000, 0b00000],
-        '.' => [0b00000, 0b00000, 0b00000, 0b00000, 0b00000, 0b01100, 0b01100],
-        ',' => [0b00000, 0b00000, 0b00000, 0b00000, 0b01100, 0b00100, 0b01000],
-        ';' => [0b00000, 0b01100, 0b01100, 0b00000, 0b01100, 0b00100, 0b01000],
-        ':' => [0b00000, 0b01100, 0b01100, 0b00000, 0b01100, 0b01100, 0b00000],
-        '(' => [0b00010, 0b00100, 0b01000, 0b01000, 0b01000, 0b00100, 0b00010],
-        ')' => [0b01000, 0b00100, 0b00010, 0b00010, 0b00010, 0b00100, 0b01000],
-        '/' => [0b00000, 0b00001, 0b00010, 0b00100, 0b01000, 0b10000, 0b00000],
-        '%' => [0b11000, 0b11001, 0b00010, 0b00100, 0b01000, 0b10011, 0b00011],
-        '_' => [0b00000, 0b00000, 0b00000, 0b00000, 0b00000, 0b00000, 0b11111],
-        '#' => [0b01010, 0b01010, 0b11111, 0b01010, 0b11111, 0b01010, 0b01010],
-        '+' => [0b00000, 0b00100, 0b00100, 0b11111, 0b00100, 0b00100, 0b00000],
-        '=' => [0b00000, 0b00000, 0b11111, 0b00000, 0b11111, 0b00000, 0b00000],
-        '?' => [0b01110, 0b10001, 0b00001, 0b00010, 0b00100, 0b00000, 0b00100],
-        _ => glyph('?'),
-    }
+use ab_glyph::{point, Font as _, FontArc, PxScale, ScaleFont as _};
+
+/// DejaVu Sans Mono 2.37, subset (Bitstream Vera licence, see `font/LICENSE`).
+const DEJAVU_SANS_MONO: &[u8] = include_bytes!("font/DejaVuSansMono-Latin1.ttf");
+
+/// Text size of the labels, in pixels (the em height).
+pub const SIZE: f32 = 12.0;
+
+fn face() -> &'static FontArc {
+    static FACE: OnceLock<FontArc> = OnceLock::new();
+    FACE.get_or_init(|| FontArc::try_from_slice(DEJAVU_SANS_MONO).expect("the bundled font parses"))
 }
 
-/// Calls `set(x, y)` for every lit pixel of `text` drawn at `(x0, y0)` (top left), `WIDTH + 1`
-/// pixels per character.
-pub fn draw(text: &str, x0: usize, y0: usize, mut set: impl FnMut(usize, usize)) {
-    for (i, c) in text.chars().enumerate() {
-        for (dy, row) in glyph(c).iter().enumerate() {
-            for dx in 0..WIDTH {
-                if row & (1 << (WIDTH - 1 - dx)) != 0 {
-                    set(x0 + i * (WIDTH + 1) + dx, y0 + dy);
-                }
+/// How far each character moves the pen at `size` pixels.
+pub fn advance(size: f32) -> f32 {
+    let f = face().as_scaled(PxScale::from(size));
+    f.h_advance(f.glyph_id('0'))
+}
+
+/// How many characters fit in `px` pixels at `size`.
+pub fn fit(px: usize, size: f32) -> usize {
+    (px as f32 / advance(size)).floor() as usize
+}
+
+/// Calls `set(x, y, coverage)` (coverage in 0..=1) for every pixel that `text`, drawn at
+/// `size` pixels with its top-left corner at `(x0, y0)`, touches. Characters the subset
+/// lacks are drawn as its missing-glyph box.
+pub fn draw(text: &str, x0: usize, y0: usize, size: f32, mut set: impl FnMut(usize, usize, f32)) {
+    let font = face();
+    let scaled = font.as_scaled(PxScale::from(size));
+    let baseline = y0 as f32 + scaled.ascent();
+    let mut pen = x0 as f32;
+    for c in text.chars() {
+        let id = scaled.glyph_id(c);
+        let glyph = id.with_scale_and_position(size, point(pen, baseline));
+        pen += scaled.h_advance(id);
+        let Some(outline) = font.outline_glyph(glyph) else { continue };
+        let b = outline.px_bounds();
+        outline.draw(|gx, gy, cov| {
+            let (x, y) = (b.min.x as i64 + gx as i64, b.min.y as i64 + gy as i64);
+            if x >= 0 && y >= 0 && cov > 0.0 {
+                set(x as usize, y as usize, cov.min(1.0));
             }
-        }
+        });
     }
 }
 
@@ -83,17 +60,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn glyphs_fit_and_unknown_is_a_question_mark() {
-        for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -.,;:()/%_#+=?".chars() {
-            assert!(glyph(c).iter().all(|r| r >> WIDTH == 0), "{c}");
-        }
-        assert_eq!(glyph('a'), glyph('A'));
-        assert_eq!(glyph('~'), glyph('?'));
-        let mut n = 0;
-        draw("I", 0, 0, |x, _| {
-            assert!(x < WIDTH);
+    fn monospace_text_lands_inside_its_box() {
+        let adv = advance(SIZE);
+        assert!((6.0..9.0).contains(&adv), "12 px DejaVu Sans Mono advances ~7.2 px, got {adv}");
+        let scaled = face().as_scaled(PxScale::from(SIZE));
+        let h = (scaled.ascent() - scaled.descent()).ceil() as usize;
+        let (mut n, mut max_x, mut max_y) = (0, 0, 0);
+        draw("kmem 0x1f", 10, 20, SIZE, |x, y, cov| {
+            assert!(x >= 10 && y >= 20 && (0.0..=1.0).contains(&cov));
             n += 1;
+            max_x = max_x.max(x);
+            max_y = max_y.max(y);
         });
-        assert_eq!(n, 3 + 5 + 3);
+        assert!(n > 50, "glyphs are drawn ({n} pixels)");
+        assert!(max_x < 10 + (9.0 * adv).ceil() as usize && max_y < 20 + h);
+        let mut blank = 0;
+        draw("   ", 0, 0, SIZE, |_, _, _| blank += 1);
+        assert_eq!(blank, 0, "spaces draw nothing");
+        let mut missing = 0;
+        draw("\u{4e2d}", 0, 0, SIZE, |_, _, _| missing += 1);
+        assert!(missing > 10, "a character outside the subset draws the missing-glyph box");
+        let (mut e, mut a) = (0, 0);
+        draw("\u{e9}", 0, 0, SIZE, |_, _, _| e += 1);
+        draw("e", 0, 0, SIZE, |_, _, _| a += 1);
+        assert!(e > a, "Latin-1 is in the subset: e acute has its accent");
+        assert_eq!(fit(72, SIZE), (72.0 / adv) as usize);
     }
 }

@@ -7,10 +7,21 @@
 //! `frames_per_cell` consecutive frames (a power of two) and takes the colour of the state
 //! most of them share (ties: the lower pfn's). Exact frame counts per state are kept apart
 //! for the legend, so it never depends on the scale.
+//!
+//! Both maps carry the same furniture: a pfn / physical-address axis down the right edge and
+//! the frame offset within a row along the top ([`axis`]); fills from [`legend::Fills`]
+//! (slab caches ranked by frames onto six warm hues, then the same hues hatched); a legend
+//! whose footnote says what "other allocation" is ([`legend::OTHER_NOTE`]). The PNG draws
+//! its text with a bundled DejaVu Sans Mono subset ([`font`]); the SVG uses `<text>` in the
+//! generic `monospace` family and gives every run of cells a hover `<title>` (state, pfn
+//! range, owner, zone).
 
+pub mod axis;
 pub mod font;
 pub mod legend;
 pub mod png;
+#[cfg(test)]
+mod render_tests;
 pub mod svg;
 
 use std::collections::HashMap;
@@ -263,7 +274,7 @@ impl MapFiles {
             .map_err(|e| err(&self.svg, e.to_string()))?;
         let mut text = vec![format!("  PNG: {png_note}")];
         if small.frames_per_cell != 1 {
-            text.push(format!("  SVG: {}", legend::scale_note(&small)));
+            text.push(format!("  SVG: {}", svg::scale_note(&small)));
         }
         text.extend(legend::text(&all));
         Ok(text)

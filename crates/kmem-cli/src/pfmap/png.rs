@@ -1,20 +1,25 @@
 //! The PNG page-frame map: a title, the map (one pixel per cell) with a zone gutter on the
-//! left, and a legend strip of coloured boxes with labels in the built-in bitmap font.
+//! left, a pfn / physical-address axis on the right and the frame offset within a row on
+//! top, and a legend of coloured (for slab caches past the palette: patterned) boxes with
+//! labels in columns, then what "other allocation" is. Text is DejaVu Sans Mono ([`font`]).
 
 use std::io::Write;
 
 use super::font;
-use super::legend::{self, Entry, Rgb};
-use super::FrameMap;
+use super::legend::{self, Entry, Fill, Fills, Rgb};
+use super::{axis, FrameMap};
 
 const MARGIN: usize = 6;
 const GUTTER: usize = 6;
 const GAP: usize = 2;
-const LINE: usize = font::HEIGHT + 4;
-const COL_W: usize = 172;
-const BOX: usize = 9;
+const LINE: usize = 16;
+const COL_W: usize = 234;
+const BOX: usize = 11;
+/// Width of the pfn axis right of the map: tick, gap, `0x140000 = 5 GiB`.
+const AXIS_W: usize = 7 + 136;
 const BACKGROUND: Rgb = [0x24, 0x24, 0x24];
 const TEXT: Rgb = [0xee, 0xee, 0xee];
+const DIM_TEXT: Rgb = [0xaa, 0xaa, 0xaa];
 
 /// An RGB raster.
 struct Canvas {
@@ -37,6 +42,16 @@ impl Canvas {
             self.px[i..i + 3].copy_from_slice(&c);
         }
     }
+    /// Blends `c` over the pixel with `alpha` (0..=1).
+    fn blend(&mut self, x: usize, y: usize, c: Rgb, alpha: f32) {
+        if x < self.w && y < self.h {
+            let i = (y * self.w + x) * 3;
+            for (k, &v) in c.iter().enumerate() {
+                let old = self.px[i + k] as f32;
+                self.px[i + k] = (old + (v as f32 - old) * alpha).round() as u8;
+            }
+        }
+    }
     fn fill(&mut self, x: usize, y: usize, w: usize, h: usize, c: Rgb) {
         for yy in y..y + h {
             for xx in x..x + w {
@@ -44,10 +59,10 @@ impl Canvas {
             }
         }
     }
-    /// Draws `text`, cut to `max_w` pixels.
-    fn text(&mut self, text: &str, x: usize, y: usize, max_w: usize) {
-        let fit: String = text.chars().take(max_w / (font::WIDTH + 1)).collect();
-        font::draw(&fit, x, y, |px, py| self.set(px, py, TEXT));
+    /// Draws `text` in `colour` with its top left at `(x, y)`, cut to `max_w` pixels.
+    fn text(&mut self, text: &str, x: usize, y: usize, max_w: usize, colour: Rgb) {
+        let fit: String = text.chars().take(font::fit(max_w, font::SIZE)).collect();
+        font::draw(&fit, x, y, font::SIZE, |px, py, cov| self.blend(px, py, colour, cov));
     }
 }
 
@@ -66,38 +81,84 @@ fn short_size(frames: u64) -> String {
 /// The image's size for `map` and a legend of `n` entries: (width, height, legend columns,
 /// map top).
 fn layout(map: &FrameMap, n: usize) -> (usize, usize, usize, usize) {
-    let w = (2 * MARGIN + GUTTER + GAP + map.width).max(2 * MARGIN + 3 * COL_W);
+    let w = (MARGIN + GUTTER + GAP + map.width + AXIS_W + MARGIN).max(2 * MARGIN + 3 * COL_W);
     let cols = ((w - 2 * MARGIN) / COL_W).max(1);
-    let top = MARGIN + 2 * LINE + 2;
-    let h = top + map.height + MARGIN + n.div_ceil(cols) * LINE + MARGIN;
+    let top = MARGIN + 4 * LINE + 8;
+    let notes = note(w).len();
+    let h = top + map.height + MARGIN + 4 + n.div_ceil(cols) * LINE + LINE / 2 + notes * LINE + MARGIN;
     (w, h, cols, top)
+}
+
+/// Where the map's first cell lies in the image: (x, y).
+pub fn map_origin(map: &FrameMap) -> (usize, usize) {
+    (MARGIN + GUTTER + GAP, layout(map, 0).3)
+}
+
+/// The footnote's lines for an image `w` pixels wide.
+fn note(w: usize) -> Vec<String> {
+    legend::wrap(legend::OTHER_NOTE, font::fit(w - 2 * MARGIN, font::SIZE))
 }
 
 /// Renders the PNG's pixels: (width, height, RGB bytes).
 pub fn render(map: &FrameMap, title: &str, entries: &[Entry]) -> (usize, usize, Vec<u8>) {
     let (w, h, cols, top) = layout(map, entries.len());
+    let fills = Fills::of(map);
     let mut c = Canvas::new(w, h);
-    c.text(title, MARGIN, MARGIN, w - 2 * MARGIN);
-    c.text(&legend::scale_note(map), MARGIN, MARGIN + LINE, w - 2 * MARGIN);
-    let x0 = MARGIN + GUTTER + GAP;
+    c.text(title, MARGIN, MARGIN, w - 2 * MARGIN, TEXT);
+    c.text(&legend::scale_note(map), MARGIN, MARGIN + LINE, w - 2 * MARGIN, TEXT);
+    let (x0, _) = map_origin(map);
     for row in 0..map.height {
         if let Some(z) = map.row_zone(row) {
             c.fill(MARGIN, top + row, GUTTER, 1, legend::zone_colour(z.zone, z.node));
         }
         for col in 0..map.width {
-            c.set(x0 + col, top + row, legend::cell_colour(map.cells[row * map.width + col]));
+            c.set(x0 + col, top + row, fills.cell(map.cells[row * map.width + col]).at(col, row));
         }
     }
-    let ly = top + map.height + MARGIN;
+    axes(&mut c, map, x0, top);
+    let ly = top + map.height + MARGIN + 4;
+    let rows = entries.len().div_ceil(cols);
     for (i, e) in entries.iter().enumerate() {
-        let (x, y) = (MARGIN + (i % cols) * COL_W, ly + (i / cols) * LINE);
+        // Column by column, so that the free orders and the caches read down.
+        let (x, y) = (MARGIN + (i / rows) * COL_W, ly + (i % rows) * LINE);
         // A light frame around each box keeps dark colours (holes, deep free blocks) visible.
-        c.fill(x, y, BOX, BOX, [0x60, 0x60, 0x60]);
-        c.fill(x + 1, y + 1, BOX - 2, BOX - 2, e.colour);
+        legend_box(&mut c, x, y + 2, e.fill);
         let label = format!("{} {}", legend::short_label(&e.label), short_size(e.frames));
-        c.text(&label, x + BOX + 4, y + 1, COL_W - BOX - 8);
+        c.text(&label, x + BOX + 5, y, COL_W - BOX - 9, TEXT);
+    }
+    let ny = ly + rows * LINE + LINE / 2;
+    for (i, l) in note(w).iter().enumerate() {
+        c.text(l, MARGIN, ny + i * LINE, w - 2 * MARGIN, DIM_TEXT);
     }
     (w, h, c.px)
+}
+
+/// A legend box: a grey frame around the fill, its pattern at the box's own origin.
+fn legend_box(c: &mut Canvas, x: usize, y: usize, fill: Fill) {
+    c.fill(x, y, BOX, BOX, [0x60, 0x60, 0x60]);
+    for dy in 1..BOX - 1 {
+        for dx in 1..BOX - 1 {
+            c.set(x + dx, y + dy, fill.at(dx, dy));
+        }
+    }
+}
+
+/// The axes: frame offsets along the top (a tick every [`axis::COL_STEP`] columns), the pfn
+/// and physical address of the row starts down the right edge.
+fn axes(c: &mut Canvas, map: &FrameMap, x0: usize, top: usize) {
+    let label_y = top - 4 - LINE;
+    c.text(axis::NOTE, MARGIN, label_y - LINE - 4, c.w - 2 * MARGIN, DIM_TEXT);
+    for (col, off) in axis::col_ticks(map) {
+        c.fill(x0 + col, top - 4, 1, 3, DIM_TEXT);
+        c.text(&axis::offset_label(off), x0 + col, label_y, axis::COL_STEP - 4, DIM_TEXT);
+    }
+    let xr = x0 + map.width;
+    c.text("pfn = address", xr + 7, label_y - 4, AXIS_W - 7, DIM_TEXT);
+    for (row, pfn) in axis::row_ticks(map, LINE + 4) {
+        let y = top + row;
+        c.fill(xr, y.min(top + map.height.max(1) - 1), 5, 1, DIM_TEXT);
+        c.text(&axis::pfn_label(pfn), xr + 7, y.saturating_sub(LINE / 2 - 1), AXIS_W - 7, DIM_TEXT);
+    }
 }
 
 /// Writes the PNG to `out`.
