@@ -32,6 +32,7 @@
 #![warn(missing_docs)]
 
 pub mod addr;
+pub mod alloc;
 pub mod boot;
 mod cpuhp;
 pub mod gfp;
@@ -50,6 +51,7 @@ pub mod vmalloc;
 mod testing;
 
 pub use addr::{Order, Pfn, PhysAddr, VirtAddr, MAX_PAGE_ORDER, PAGE_SHIFT, PAGE_SIZE};
+pub use alloc::{KBox, KVBox, KVVec, KVec, VBox, VVec};
 pub use boot::{BootConfig, BootError, MemRegion, Memblock, RegionKind, ZoneLayout};
 pub use gfp::Gfp;
 pub use kmalloc::{KmallocError, ZERO_SIZE_PTR};

@@ -72,6 +72,9 @@ pub enum KmallocErrorKind {
     InvalidPointer,
     /// kvmalloc's vmalloc fallback failed.
     Vmalloc(crate::vmalloc::VmallocErrorKind),
+    /// An alignment kmalloc cannot give (above a page: the owning handles of
+    /// [`crate::alloc`] refuse it).
+    Align(usize),
 }
 
 /// A failed kmalloc-family call: the request and the cause.
