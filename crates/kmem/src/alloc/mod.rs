@@ -47,16 +47,56 @@ pub use kvec::Vec;
 use crate::{KmallocError, VmallocError};
 
 /// A `T` in kmalloc'ed memory (Rust-for-Linux's `KBox`).
+///
+/// ```
+/// # let m = kmem_hosted::MachineBuilder::new().ram_mib(64).build().unwrap();
+/// let b = kmem::KBox::new(&m, (1u8, 2u32), kmem::Gfp::KERNEL).unwrap();
+/// assert_eq!(b.1, 2); // dropped and kfree'd at the end of scope
+/// ```
 pub type KBox<'m, P, T> = Box<'m, P, T, Kmalloc>;
 /// A `T` in vmalloc'ed memory (Rust-for-Linux's `VBox`): page-aligned, virtually
 /// contiguous, for large values.
+///
+/// ```
+/// # let m = kmem_hosted::MachineBuilder::new().ram_mib(64).build().unwrap();
+/// let b = kmem::VBox::new(&m, [7u64; 4096], kmem::Gfp::KERNEL).unwrap();
+/// assert!(m.is_vmalloc_addr(b.as_ptr()));
+/// ```
 pub type VBox<'m, P, T> = Box<'m, P, T, Vmalloc>;
 /// A `T` in kvmalloc'ed memory (Rust-for-Linux's `KVBox`): kmalloc, falling back to vmalloc
 /// for large values.
+///
+/// ```
+/// # let m = kmem_hosted::MachineBuilder::new().ram_mib(64).build().unwrap();
+/// let b = kmem::KVBox::new(&m, [0u8; 64], kmem::Gfp::KERNEL).unwrap();
+/// assert!(!m.is_vmalloc_addr(b.as_ptr())); // small: kmalloc served it
+/// ```
 pub type KVBox<'m, P, T> = Box<'m, P, T, KVmalloc>;
 /// A growable array in kmalloc'ed memory, grown with `krealloc` (Rust-for-Linux's `KVec`).
+///
+/// ```
+/// # let m = kmem_hosted::MachineBuilder::new().ram_mib(64).build().unwrap();
+/// let mut v = kmem::KVec::new(&m);
+/// v.push("one", kmem::Gfp::KERNEL).unwrap();
+/// assert_eq!(v.as_slice(), ["one"]);
+/// ```
 pub type KVec<'m, P, T> = Vec<'m, P, T, Kmalloc>;
 /// A growable array in vmalloc'ed memory, grown with `vrealloc` (Rust-for-Linux's `VVec`).
+///
+/// ```
+/// # let m = kmem_hosted::MachineBuilder::new().ram_mib(64).build().unwrap();
+/// let mut v = kmem::VVec::with_capacity(&m, 1 << 16, kmem::Gfp::KERNEL).unwrap();
+/// v.extend(0..1u32 << 16, kmem::Gfp::KERNEL).unwrap();
+/// assert_eq!(v[65535], 65535);
+/// ```
 pub type VVec<'m, P, T> = Vec<'m, P, T, Vmalloc>;
-/// A growable array in kvmalloc'ed memory (Rust-for-Linux's `KVVec`).
+/// A growable array in kvmalloc'ed memory (Rust-for-Linux's `KVVec`): kmalloc while small,
+/// vmalloc once kmalloc cannot serve it; growth allocates anew and copies.
+///
+/// ```
+/// # let m = kmem_hosted::MachineBuilder::new().ram_mib(64).build().unwrap();
+/// let mut v = kmem::KVVec::new(&m);
+/// v.extend_from_slice(&[1u8, 2, 3], kmem::Gfp::KERNEL).unwrap();
+/// assert_eq!(v.pop(), Some(3));
+/// ```
 pub type KVVec<'m, P, T> = Vec<'m, P, T, KVmalloc>;
