@@ -133,6 +133,8 @@ pub enum SlabAllocError {
     NoSuchNode(usize),
     /// The cache belongs to another machine (reported as a `WARNING`; nothing allocated).
     OtherMachine,
+    /// A constructed object was asked of a typed cache without a constructor.
+    NoConstructor,
 }
 
 impl fmt::Display for SlabAllocError {
@@ -141,6 +143,7 @@ impl fmt::Display for SlabAllocError {
             Self::NoMemory(e) => write!(f, "slab allocation failed: {e}"),
             Self::NoSuchNode(n) => write!(f, "slab allocation failed: no node {n}"),
             Self::OtherMachine => write!(f, "slab allocation failed: the cache belongs to another machine"),
+            Self::NoConstructor => write!(f, "slab allocation failed: the cache has no constructor"),
         }
     }
 }
