@@ -107,18 +107,30 @@ pub enum CacheError {
     NoMemory,
 }
 
+impl CacheError {
+    /// The errno Linux's `kmem_cache_create` callers would see (negative).
+    pub const fn errno(&self) -> i32 {
+        match self {
+            Self::TooManyCaches | Self::NoMemory => -12,
+            _ => -22,
+        }
+    }
+}
+
 impl fmt::Display for CacheError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("kmem_cache_create: ")?;
         match self {
-            Self::Invalid => write!(f, "-22 (invalid name or size)"),
-            Self::InInterrupt => write!(f, "-22 (called from interrupt context)"),
-            Self::NameTooLong(n) => write!(f, "-22 (name of {n} bytes, at most {CACHE_NAME_MAX})"),
-            Self::BadFlags(fl) => write!(f, "-22 (unknown flags {fl:?})"),
-            Self::Unsupported(fl) => write!(f, "-22 (unsupported flags {fl:?})"),
-            Self::Layout(e) => write!(f, "-22 ({e:?})"),
-            Self::TooManyCaches => write!(f, "-12 (no cache id left)"),
-            Self::NoMemory => write!(f, "-12 (out of memory)"),
+            Self::Invalid => write!(f, "empty name, or object size 0 or above {} bytes", layout::MAX_OBJECT_SIZE)?,
+            Self::InInterrupt => f.write_str("called from interrupt context")?,
+            Self::NameTooLong(n) => write!(f, "name of {n} bytes is longer than {CACHE_NAME_MAX}")?,
+            Self::BadFlags(fl) => write!(f, "unknown flags {fl:?}")?,
+            Self::Unsupported(fl) => write!(f, "flags {fl:?} are not supported by kmem")?,
+            Self::Layout(e) => write!(f, "{e}")?,
+            Self::TooManyCaches => write!(f, "no cache id left (at most {MAX_CACHES} caches)")?,
+            Self::NoMemory => f.write_str("no memory for the cache descriptor or its per-CPU part")?,
         }
+        f.write_str(if self.errno() == -12 { " (-ENOMEM)" } else { " (-EINVAL)" })
     }
 }
 
