@@ -19,6 +19,7 @@
 //! ```
 
 mod builder;
+pub mod console;
 mod cpu_owner;
 mod cpu_slot;
 pub mod cpus;
@@ -28,6 +29,7 @@ mod ram;
 mod vspace;
 
 pub use builder::{BuildError, MachineBuilder, Preset};
+pub use console::ReportEcho;
 pub use cpus::{in_irq, pin_current_thread};
 pub use machine::{HotAddError, Machine};
 pub use platform::{HostedPlatform, ReportLog};
