@@ -28,6 +28,9 @@ mod platform;
 mod ram;
 mod vspace;
 
+/// The core crate, re-exported so that a dependency on `kmem-hosted` alone is enough.
+pub use kmem;
+
 pub use builder::{BuildError, MachineBuilder, Preset};
 pub use console::ReportEcho;
 pub use cpus::{in_irq, pin_current_thread};
