@@ -10,7 +10,7 @@
 //!   (`slab_page.rs`): page type and cache id, the freelist+counters word, list links. No
 //!   side tables.
 //! - **Objects** are named by their offset from the slab's object 0, so a slab's freelist
-//!   head and counters fit one word ([`word`]). Free pointers inside objects are stored
+//!   head and counters fit one word (`word.rs`). Free pointers inside objects are stored
 //!   obfuscated (`CONFIG_SLAB_FREELIST_HARDENED`).
 //! - **Per CPU** (`sheaf.rs`): a main and a spare sheaf, arrays of free objects. The fast
 //!   paths pop and push the main sheaf with the CPU pinned (`Platform::pin_cpu`): no lock,
@@ -26,7 +26,7 @@
 //!
 //! # Lock order
 //!
-//! 1. `slab_mutex` ([`SlabState`]'s list lock): cache creation, merging, destruction, the
+//! 1. `slab_mutex` (`SlabState`'s list lock): cache creation, merging, destruction, the
 //!    registry. Never held while allocating.
 //! 2. the pinned CPU (`pin_cpu`, the sheaves' protection);
 //! 3. a node's barn lock, or its `list_lock` (never both);

@@ -1,7 +1,7 @@
 //! vmalloc (`mm/vmalloc.c`): virtually contiguous kernel memory from physically scattered
 //! pages, mapped into the platform's vmalloc range through real page tables.
 //!
-//! - **Areas** ([`area`], [`tree`], [`va`]): the range `VMALLOC_START..VMALLOC_END` is
+//! - **Areas** ([`area`], `tree.rs`, [`va`]): the range `VMALLOC_START..VMALLOC_END` is
 //!   divided into `vmap_area`s kept in three augmented trees under one lock: free (with the
 //!   largest free block per subtree, for an O(log n) lowest-address fit), busy (lookup by
 //!   address) and lazy (freed, not yet unmapped). Every area but `vm_map_ram`'s has a guard
