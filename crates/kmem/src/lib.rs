@@ -71,8 +71,8 @@ pub mod vmalloc;
 #[cfg(test)]
 mod testing;
 
+pub use crate::alloc::{KBox, KVBox, KVVec, KVec, VBox, VVec};
 pub use addr::{Order, Pfn, PhysAddr, VirtAddr, MAX_PAGE_ORDER, PAGE_SHIFT, PAGE_SIZE};
-pub use alloc::{KBox, KVBox, KVVec, KVec, VBox, VVec};
 pub use boot::{BootConfig, BootError, MemRegion, Memblock, RegionKind, ZoneLayout};
 pub use gfp::Gfp;
 pub use kmalloc::{KmallocError, ZERO_SIZE_PTR};
