@@ -2,7 +2,7 @@
 //! the policy for every report of the global machine.
 //!
 //! kmem-alloc checks what only it can: pointers outside the machine's RAM (blocks above
-//! 4 MiB are host mappings, [`crate::huge`]). A pointer it does not own is reported with one
+//! 4 MiB are host mappings, `huge.rs`). A pointer it does not own is reported with one
 //! line on stderr and nothing changes:
 //!
 //! | call | outcome | line on stderr |
@@ -13,7 +13,7 @@
 //! | `malloc_usable_size(p)`, `p` not kmem's and outside its RAM | returns 0 (as glibc) | none |
 //!
 //! Pointers inside the RAM are the machine's to judge (`kfree`'s checks, Linux's texts); its
-//! reports reach [`machine_report`] through the machine's report sink
+//! reports reach `machine_report` through the machine's report sink
 //! (`MachineBuilder::on_report`) and are counted as [`Misuse::Machine`] (`Info` reports are
 //! not misuse and are not counted).
 //!

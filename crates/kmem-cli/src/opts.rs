@@ -27,9 +27,10 @@ impl MachineOpts {
         self.builder().build().map_err(|e| e.to_string())
     }
 
-    /// The builder [`MachineOpts::build`] uses, for subcommands that add options.
+    /// The builder [`MachineOpts::build`] uses, for subcommands that add options. Quiet: the
+    /// subcommands print the reports they mean to show themselves.
     pub fn builder(&self) -> MachineBuilder {
-        MachineBuilder::new().ram_bytes(self.ram).cpus(self.cpus).nodes(self.nodes).preset(self.preset)
+        MachineBuilder::new().ram_bytes(self.ram).cpus(self.cpus).nodes(self.nodes).preset(self.preset).quiet_reports()
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use kmem::boot::PAGES_PER_SECTION_BYTES;
 use kmem::{BootConfig, BootError, DirectMap, Kmem, MemRegion, PhysAddr, RegionKind, ReportKind, VirtAddr, ZoneLayout};
 
+use crate::console::ReportEcho;
 use crate::machine::Machine;
 use crate::platform::{HostedPlatform, ReportLog};
 use crate::ram::{Ram, RamError};
@@ -78,7 +79,7 @@ pub struct MachineBuilder {
     map: Option<Vec<MemRegion>>,
     layout: Option<ZoneLayout>,
     reserve: Vec<(u64, u64)>,
-    echo: bool,
+    echo: ReportEcho,
     migrate_every: u32,
     slub_debug: Option<String>,
     slab_nomerge: bool,
@@ -112,7 +113,7 @@ impl MachineBuilder {
             map: None,
             layout: None,
             reserve: Vec::new(),
-            echo: false,
+            echo: ReportEcho::Problems,
             migrate_every: 0,
             slub_debug: None,
             slab_nomerge: false,
@@ -274,9 +275,21 @@ impl MachineBuilder {
         self.deferred_init = bytes;
         self
     }
-    /// Also print every report to stderr.
+    /// Echo every report to stderr, informational ones included (`true`), or none (`false`).
+    /// The default echoes problem reports only ([`ReportEcho::Problems`], see
+    /// [`crate::console`]).
     pub fn echo_reports(mut self, on: bool) -> Self {
-        self.echo = on;
+        self.echo = if on { ReportEcho::All } else { ReportEcho::Off };
+        self
+    }
+    /// Echo nothing to stderr: reports are only counted and logged (for tests and tools that
+    /// misuse kmem on purpose and must keep stderr clean).
+    pub fn quiet_reports(self) -> Self {
+        self.report_echo(ReportEcho::Off)
+    }
+    /// Which reports to echo to stderr (default [`ReportEcho::Problems`]).
+    pub fn report_echo(mut self, echo: ReportEcho) -> Self {
+        self.echo = echo;
         self
     }
 
@@ -328,7 +341,7 @@ impl MachineBuilder {
             None => PhysAddr::new(ram.len() as u64),
         };
         let dm = DirectMap { base: VirtAddr::new(ram.base()), limit };
-        let mut log = if self.no_alloc_reports { ReportLog::stderr_only() } else { ReportLog::new(self.echo) };
+        let mut log = if self.no_alloc_reports { ReportLog::stderr_only() } else { ReportLog::echoing(self.echo) };
         log.hook = self.on_report;
         let log = Arc::new(log);
         let cpus = match self.thread_cpus {

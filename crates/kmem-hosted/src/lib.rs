@@ -19,6 +19,7 @@
 //! ```
 
 mod builder;
+pub mod console;
 mod cpu_owner;
 mod cpu_slot;
 pub mod cpus;
@@ -27,7 +28,11 @@ mod platform;
 mod ram;
 mod vspace;
 
+/// The core crate, re-exported so that a dependency on `kmem-hosted` alone is enough.
+pub use kmem;
+
 pub use builder::{BuildError, MachineBuilder, Preset};
+pub use console::ReportEcho;
 pub use cpus::{in_irq, pin_current_thread};
 pub use machine::{HotAddError, Machine};
 pub use platform::{HostedPlatform, ReportLog};

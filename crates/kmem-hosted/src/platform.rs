@@ -7,12 +7,14 @@
 //! - Preempt count and IRQ state are per thread, as they are per task context in a kernel.
 //! - The direct map is the RAM mapping up to the direct-map limit; HighMem pages are reached
 //!   for zeroing through the same mapping (the `kmap_local` seam).
-//! - Reports go to a [`ReportLog`] the machine owner can read, and optionally to stderr.
+//! - Reports go to a [`ReportLog`] the machine owner can read, and to stderr as
+//!   [`crate::console`] says.
 
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
+use crate::console::{Console, ReportEcho};
 use kmem::{
     CpuId, DirectMap, IrqState, MapError, PageProt, PageTableAlloc, Pfn, Pinned, Platform, ReportKind, TaskId,
     TlbFlush, VirtAddr,
@@ -24,7 +26,8 @@ use crate::cpus::{self, Cpus};
 #[derive(Debug, Default)]
 pub struct ReportLog {
     entries: Mutex<Vec<(ReportKind, String)>>,
-    echo: bool,
+    echo: ReportEcho,
+    console: Console,
     /// Never allocate: reports go to stderr through a fixed buffer and are not kept (the
     /// machine is the process's allocator, which a report may be made from inside of).
     no_alloc: bool,
@@ -33,15 +36,34 @@ pub struct ReportLog {
 }
 
 impl ReportLog {
-    /// A log; with `echo`, every report is also printed to stderr.
+    /// A log; with `echo`, every report is also printed to stderr (rate-limited).
     pub fn new(echo: bool) -> Self {
-        Self { entries: Mutex::new(Vec::new()), echo, no_alloc: false, hook: None }
+        Self::echoing(if echo { ReportEcho::All } else { ReportEcho::Off })
+    }
+    /// A log that echoes the reports `echo` selects to stderr (rate-limited).
+    pub fn echoing(echo: ReportEcho) -> Self {
+        Self { entries: Mutex::new(Vec::new()), echo, console: Console::default(), no_alloc: false, hook: None }
+    }
+    /// Reports echoed to stderr so far.
+    pub fn echoed(&self) -> u64 {
+        self.console.echoed()
+    }
+    /// Reports not echoed because of the rate limit (`printk_ratelimit`: 10 per 5 s); they
+    /// are counted and logged all the same.
+    pub fn suppressed(&self) -> u64 {
+        self.console.suppressed()
     }
     /// A log that keeps nothing and never allocates: each report is written to stderr from
     /// a stack buffer (longer reports are cut at 4 KiB). For the machine that serves the
     /// process's own allocations.
     pub fn stderr_only() -> Self {
-        Self { entries: Mutex::new(Vec::new()), echo: true, no_alloc: true, hook: None }
+        Self {
+            entries: Mutex::new(Vec::new()),
+            echo: ReportEcho::All,
+            console: Console::default(),
+            no_alloc: true,
+            hook: None,
+        }
     }
     /// All report texts of `kind`, oldest first.
     pub fn texts(&self, kind: ReportKind) -> Vec<String> {
@@ -257,8 +279,12 @@ unsafe impl Platform for HostedPlatform {
         } else {
             let mut s = String::new();
             let _ = body(&mut s);
-            if self.log.echo {
-                eprint!("{s}");
+            if self.log.echo.shows(kind) {
+                match self.log.console.admit() {
+                    (true, note) => eprint!("{}{s}", note.unwrap_or_default()),
+                    (false, Some(note)) => eprint!("{note}"),
+                    (false, None) => {}
+                }
             }
             self.log.entries.lock().expect("report log poisoned").push((kind, s));
         }

@@ -40,7 +40,7 @@
 //!   is allocated again.
 //! - The replay is single-threaded: it moves between the machine's CPUs as the trace does.
 //! - A line over [`input::MAX_LINE`] (64 KiB) is skipped unbuffered and counted as
-//!   malformed; [`input::MAX_SKIPPED`] (4 GiB) of such lines in a row are refused as not a
+//!   malformed; `input::MAX_SKIPPED` (4 GiB) of such lines in a row are refused as not a
 //!   trace.
 
 pub mod ahead;

@@ -19,6 +19,27 @@
 //! assert!(page.addr().is_some());
 //! ```
 //!
+//! Owning handles shaped like Rust-for-Linux's `kernel::alloc` ([`KBox`], [`KVec`],
+//! [`VBox`], [`KVBox`], …, in [`alloc`]) and typed slab caches with constructors
+//! ([`TypedCache`], [`Kmem::typed_cache_with_ctor`]) free on drop, so code built on them
+//! needs no `unsafe`; the raw Linux calls stay for code ported from C.
+//!
+//! ## The crates
+//!
+//! - **kmem** (this crate): the allocators, for any [`Platform`].
+//! - [**kmem-hosted**](../kmem_hosted/index.html): the platform for a Linux process (memfd
+//!   RAM, threads as CPUs) and `MachineBuilder`; re-exports this crate.
+//! - [**kmem-alloc**](../kmem_alloc/index.html): kmem as a process's `#[global_allocator]`,
+//!   C-shaped `malloc`/`free`, and `allocator_api2` allocators over a machine.
+//! - [**kmem-malloc**](../kmem_malloc/index.html): `libkmem_malloc.so` for `LD_PRELOAD`.
+//! - [**kmem-trace**](../kmem_trace/index.html): replays ftrace captures of a real kernel's
+//!   kmem events.
+//! - **kmem-cli**: the `kmem` command (`demo`, `proc`, `replay`).
+//! - [**kmem-bench**](../kmem_bench/index.html) and [**kmem-fuzz**](../kmem_fuzz/index.html):
+//!   benchmarks against peers, and fuzzing.
+//!
+//! (The links work in `cargo doc --workspace` output, where the crates sit side by side.)
+//!
 //! ## Notes and missing features
 //! - The per-CPU allocator ([`percpu`]) backs dynamic chunks with page-allocator blocks
 //!   (Linux's percpu-km), not vmalloc.
@@ -32,6 +53,7 @@
 #![warn(missing_docs)]
 
 pub mod addr;
+pub mod alloc;
 pub mod boot;
 mod cpuhp;
 pub mod gfp;
@@ -49,6 +71,7 @@ pub mod vmalloc;
 #[cfg(test)]
 mod testing;
 
+pub use crate::alloc::{KBox, KVBox, KVVec, KVec, VBox, VVec};
 pub use addr::{Order, Pfn, PhysAddr, VirtAddr, MAX_PAGE_ORDER, PAGE_SHIFT, PAGE_SIZE};
 pub use boot::{BootConfig, BootError, MemRegion, Memblock, RegionKind, ZoneLayout};
 pub use gfp::Gfp;

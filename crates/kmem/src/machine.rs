@@ -1,6 +1,6 @@
 //! [`Kmem`]: one machine's memory-management state, and the accessors every layer uses.
 //!
-//! The state ([`MachineState`]) lives in the machine's own RAM, carved by memblock at boot;
+//! The state (`MachineState`) lives in the machine's own RAM, carved by memblock at boot;
 //! `Kmem` is a small handle holding the platform and a pointer to it. Several machines can
 //! exist in one process: nothing here is global.
 

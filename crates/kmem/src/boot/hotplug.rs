@@ -87,7 +87,7 @@ impl<P: Platform> Kmem<P> {
 
     /// `add_memory(nid, start, size)` + `online_pages()`: makes `[start, start + size)` (whole
     /// 128 MiB sections inside the range `BootConfig::hotplug_end` reserved) RAM of node `nid`,
-    /// its page descriptors in its own first [`MEMMAP_PAGES_PER_SECTION`] pages, the rest
+    /// its page descriptors in its own first `MEMMAP_PAGES_PER_SECTION` pages, the rest
     /// free in its zone. Watermarks and per-CPU list sizes are recomputed. Returns the pages
     /// added to the buddy allocator. Hot-adds are serialised by the machine's hotplug lock.
     ///

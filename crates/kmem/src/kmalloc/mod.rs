@@ -72,6 +72,9 @@ pub enum KmallocErrorKind {
     InvalidPointer,
     /// kvmalloc's vmalloc fallback failed.
     Vmalloc(crate::vmalloc::VmallocErrorKind),
+    /// An alignment kmalloc cannot give (above a page: the owning handles of
+    /// [`crate::alloc`] refuse it).
+    Align(usize),
 }
 
 /// A failed kmalloc-family call: the request and the cause.
@@ -85,9 +88,37 @@ pub struct KmallocError {
     pub kind: KmallocErrorKind,
 }
 
+impl KmallocError {
+    /// The errno a Linux caller would return for this failure (negative): `-EINVAL` for a
+    /// bad pointer or alignment, `-ENOMEM` otherwise.
+    pub const fn errno(&self) -> i32 {
+        match self.kind {
+            KmallocErrorKind::InvalidPointer | KmallocErrorKind::Align(_) => -22,
+            KmallocErrorKind::Cache(e) => e.errno(),
+            _ => -12,
+        }
+    }
+}
+
 impl fmt::Display for KmallocError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "kmalloc({}, {:#}) failed: {:?}", self.size, self.gfp, self.kind)
+        let (size, gfp) = (self.size, self.gfp);
+        match self.kind {
+            KmallocErrorKind::Overflow => write!(f, "kmalloc_array(n, {size}, {gfp:#}): n * {size} overflows")?,
+            KmallocErrorKind::TooLarge => {
+                write!(f, "kmalloc({size}, {gfp:#}): size above KMALLOC_MAX_SIZE ({KMALLOC_MAX_SIZE} bytes)")?
+            }
+            KmallocErrorKind::Slab(e) => write!(f, "kmalloc({size}, {gfp:#}): {e}")?,
+            KmallocErrorKind::Pages(e) => write!(f, "kmalloc({size}, {gfp:#}): large block: {e}")?,
+            // The cache error ends with its own errno.
+            KmallocErrorKind::Cache(e) => return write!(f, "kmalloc({size}, {gfp:#}): its size class's cache: {e}"),
+            KmallocErrorKind::InvalidPointer => {
+                write!(f, "krealloc(p, {size}, {gfp:#}): p is not a kmalloc allocation of this machine")?
+            }
+            KmallocErrorKind::Vmalloc(k) => write!(f, "kvmalloc({size}, {gfp:#}): vmalloc fallback: {}", k.reason())?,
+            KmallocErrorKind::Align(a) => write!(f, "kmalloc({size}, {gfp:#}): alignment {a} is above a page")?,
+        }
+        f.write_str(if self.errno() == -22 { " (-EINVAL)" } else { " (-ENOMEM)" })
     }
 }
 

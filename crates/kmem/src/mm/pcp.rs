@@ -12,7 +12,7 @@
 //! request that may sleep; an atomic request drains only its own CPU's lists.
 //!
 //! The protocol lives in [`PerCpuPages`]'s methods, which reach the buddy allocator only
-//! through [`PcpBuddy`]: the allocator passes its zone ([`ZoneBuddy`]), and the loom models
+//! through `PcpBuddy`: the allocator passes its zone (`ZoneBuddy`), and the loom models
 //! (`pcp/loom_tests.rs`, `scripts/loom.sh`) run the same methods against a small zone.
 //!
 //! Lock order: the pinned CPU, then the zone lock. Pages on a per-CPU list carry the PCP page type
@@ -249,7 +249,7 @@ pub(crate) trait PcpBuddy {
     fn give_bulk(&self, next: impl FnMut() -> Option<(Pfn, Order, Migratetype)>);
 }
 
-/// A zone's buddy allocator as the [`PcpBuddy`] of its pagesets.
+/// A zone's buddy allocator as the `PcpBuddy` of its pagesets.
 pub(crate) struct ZoneBuddy<'a, P: Platform> {
     /// Takes the zone lock.
     pub(crate) platform: &'a P,

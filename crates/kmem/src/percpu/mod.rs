@@ -22,7 +22,7 @@
 //!
 //! # Lock order
 //!
-//! One lock, the **percpu lock** ([`PercpuState`], `spin_lock_irqsave`, Linux's `pcpu_lock`),
+//! One lock, the **percpu lock** (`PercpuState`, `spin_lock_irqsave`, Linux's `pcpu_lock`),
 //! guards the chunk list and every chunk's maps. It is a leaf: the page allocator (and the
 //! zone lock under it) is never called while it is held, and nothing reports under it. A chunk
 //! is created with no lock held and then linked in; a chunk to destroy is unlinked under the

@@ -12,8 +12,12 @@ use core::ops::{BitOr, BitOrAssign};
 pub struct SlabFlags(u32);
 
 impl SlabFlags {
-    /// No flags.
+    /// No flags (the same as [`SlabFlags::empty`], Linux's `0`).
     pub const NONE: SlabFlags = SlabFlags(0);
+    /// No flags: the idiom [`crate::Gfp::empty`] and `bitflags` types share.
+    pub const fn empty() -> SlabFlags {
+        SlabFlags(0)
+    }
     /// `SLAB_CONSISTENCY_CHECKS` (`slub_debug=F`): full checks on every alloc and free.
     pub const CONSISTENCY_CHECKS: SlabFlags = SlabFlags(0x0000_0100);
     /// `SLAB_RED_ZONE` (`Z`): guard bytes around each object, checked on free and validate.

@@ -93,6 +93,21 @@ pub enum LayoutError {
     TooLarge(u32),
 }
 
+impl core::fmt::Display for LayoutError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Self::BadSize(n) => write!(f, "object size {n} is 0 or above {MAX_OBJECT_SIZE} bytes"),
+            Self::BadAlign(a) if !a.is_power_of_two() => write!(f, "alignment {a} is not a power of two"),
+            Self::BadAlign(a) => write!(f, "alignment {a} is above the largest object ({MAX_OBJECT_SIZE} bytes)"),
+            Self::TooLarge(n) => {
+                write!(f, "an object with its metadata ({n} bytes) does not fit a block of order MAX_PAGE_ORDER")
+            }
+        }
+    }
+}
+
+impl core::error::Error for LayoutError {}
+
 impl Layout {
     /// Offset from the object of the end of the free pointer area (`get_info_end`).
     pub const fn info_end(&self) -> u32 {

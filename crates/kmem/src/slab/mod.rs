@@ -10,7 +10,7 @@
 //!   (`slab_page.rs`): page type and cache id, the freelist+counters word, list links. No
 //!   side tables.
 //! - **Objects** are named by their offset from the slab's object 0, so a slab's freelist
-//!   head and counters fit one word ([`word`]). Free pointers inside objects are stored
+//!   head and counters fit one word (`word.rs`). Free pointers inside objects are stored
 //!   obfuscated (`CONFIG_SLAB_FREELIST_HARDENED`).
 //! - **Per CPU** (`sheaf.rs`): a main and a spare sheaf, arrays of free objects. The fast
 //!   paths pop and push the main sheaf with the CPU pinned (`Platform::pin_cpu`): no lock,
@@ -26,7 +26,7 @@
 //!
 //! # Lock order
 //!
-//! 1. `slab_mutex` ([`SlabState`]'s list lock): cache creation, merging, destruction, the
+//! 1. `slab_mutex` (`SlabState`'s list lock): cache creation, merging, destruction, the
 //!    registry. Never held while allocating.
 //! 2. the pinned CPU (`pin_cpu`, the sheaves' protection);
 //! 3. a node's barn lock, or its `list_lock` (never both);
@@ -107,18 +107,30 @@ pub enum CacheError {
     NoMemory,
 }
 
+impl CacheError {
+    /// The errno Linux's `kmem_cache_create` callers would see (negative).
+    pub const fn errno(&self) -> i32 {
+        match self {
+            Self::TooManyCaches | Self::NoMemory => -12,
+            _ => -22,
+        }
+    }
+}
+
 impl fmt::Display for CacheError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("kmem_cache_create: ")?;
         match self {
-            Self::Invalid => write!(f, "-22 (invalid name or size)"),
-            Self::InInterrupt => write!(f, "-22 (called from interrupt context)"),
-            Self::NameTooLong(n) => write!(f, "-22 (name of {n} bytes, at most {CACHE_NAME_MAX})"),
-            Self::BadFlags(fl) => write!(f, "-22 (unknown flags {fl:?})"),
-            Self::Unsupported(fl) => write!(f, "-22 (unsupported flags {fl:?})"),
-            Self::Layout(e) => write!(f, "-22 ({e:?})"),
-            Self::TooManyCaches => write!(f, "-12 (no cache id left)"),
-            Self::NoMemory => write!(f, "-12 (out of memory)"),
+            Self::Invalid => write!(f, "empty name, or object size 0 or above {} bytes", layout::MAX_OBJECT_SIZE)?,
+            Self::InInterrupt => f.write_str("called from interrupt context")?,
+            Self::NameTooLong(n) => write!(f, "name of {n} bytes is longer than {CACHE_NAME_MAX}")?,
+            Self::BadFlags(fl) => write!(f, "unknown flags {fl:?}")?,
+            Self::Unsupported(fl) => write!(f, "flags {fl:?} are not supported by kmem")?,
+            Self::Layout(e) => write!(f, "{e}")?,
+            Self::TooManyCaches => write!(f, "no cache id left (at most {MAX_CACHES} caches)")?,
+            Self::NoMemory => f.write_str("no memory for the cache descriptor or its per-CPU part")?,
         }
+        f.write_str(if self.errno() == -12 { " (-ENOMEM)" } else { " (-EINVAL)" })
     }
 }
 
@@ -133,6 +145,8 @@ pub enum SlabAllocError {
     NoSuchNode(usize),
     /// The cache belongs to another machine (reported as a `WARNING`; nothing allocated).
     OtherMachine,
+    /// A constructed object was asked of a typed cache without a constructor.
+    NoConstructor,
 }
 
 impl fmt::Display for SlabAllocError {
@@ -141,6 +155,7 @@ impl fmt::Display for SlabAllocError {
             Self::NoMemory(e) => write!(f, "slab allocation failed: {e}"),
             Self::NoSuchNode(n) => write!(f, "slab allocation failed: no node {n}"),
             Self::OtherMachine => write!(f, "slab allocation failed: the cache belongs to another machine"),
+            Self::NoConstructor => write!(f, "slab allocation failed: the cache has no constructor"),
         }
     }
 }

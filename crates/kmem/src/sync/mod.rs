@@ -7,8 +7,8 @@
 //! scheduler (a spinning model thread must let the holder run, or the model never ends), and
 //! constructors of structures made of atomics stop being `const`: loom registers each atomic
 //! with the model checker when it is created, which a constant context cannot do. Such
-//! constructors are written with [`const_fn_unless_loom!`] and build their arrays with
-//! [`array_of!`]. A loom build is for the models only (`*::loom_tests`); a machine is never
+//! constructors are written with `const_fn_unless_loom!` and build their arrays with
+//! `array_of!`. A loom build is for the models only (`*::loom_tests`); a machine is never
 //! booted under it.
 
 mod spinlock;

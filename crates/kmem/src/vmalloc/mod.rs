@@ -1,7 +1,7 @@
 //! vmalloc (`mm/vmalloc.c`): virtually contiguous kernel memory from physically scattered
 //! pages, mapped into the platform's vmalloc range through real page tables.
 //!
-//! - **Areas** ([`area`], [`tree`], [`va`]): the range `VMALLOC_START..VMALLOC_END` is
+//! - **Areas** ([`area`], `tree.rs`, [`va`]): the range `VMALLOC_START..VMALLOC_END` is
 //!   divided into `vmap_area`s kept in three augmented trees under one lock: free (with the
 //!   largest free block per subtree, for an O(log n) lowest-address fit), busy (lookup by
 //!   address) and lazy (freed, not yet unmapped). Every area but `vm_map_ram`'s has a guard
@@ -83,9 +83,41 @@ pub struct VmallocError {
     pub kind: VmallocErrorKind,
 }
 
+impl VmallocErrorKind {
+    /// What failed, as a phrase.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::ZeroSize => "size 0",
+            Self::TooLarge => "more pages than the machine has",
+            Self::NoVmallocArea => "the platform gives no vmalloc range",
+            Self::NoSpace => "no free virtual range of that size and alignment",
+            Self::BadAlign => "alignment not a power of two, or above what vmalloc gives",
+            Self::NoMemory => "out of memory for the pages or their metadata",
+            Self::Map(MapError::Unsupported) => "the platform cannot map pages",
+            Self::Map(MapError::NoMemory) => "no memory for page tables",
+            Self::Map(MapError::Host(_)) => "the host refused the mapping",
+            Self::NotFound => "no live vmalloc area starts at that address",
+            Self::OtherMachine => "a page belongs to another machine",
+        }
+    }
+
+    /// The errno a Linux caller would return (negative): `-EINVAL` for bad arguments,
+    /// `-ENOMEM` otherwise.
+    pub const fn errno(&self) -> i32 {
+        match self {
+            Self::ZeroSize | Self::BadAlign | Self::NotFound | Self::OtherMachine => -22,
+            _ => -12,
+        }
+    }
+}
+
 impl fmt::Display for VmallocError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "vmalloc({}, {:#}) failed: {:?}", self.size, self.gfp, self.kind)
+        write!(f, "vmalloc({}, {:#}): {}", self.size, self.gfp, self.kind.reason())?;
+        if let VmallocErrorKind::Map(MapError::Host(e)) = self.kind {
+            write!(f, " (host errno {e})")?;
+        }
+        f.write_str(if self.kind.errno() == -22 { " (-EINVAL)" } else { " (-ENOMEM)" })
     }
 }
 
