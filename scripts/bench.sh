@@ -7,12 +7,15 @@
 #     buddy_system_allocator (criterion group pcp/order0);
 #  3. thread scaling, 1 and 2 threads (scripts/scaling.sh; skipped with KMEM_BENCH_SCALING=0);
 #  5. vmalloc+vfree against mmap+munmap (benches/vmalloc.rs; skipped with KMEM_BENCH_VMALLOC=0);
-#  6. trace replay throughput on the shared capture (benches/replay.rs; skipped with
-#     KMEM_BENCH_REPLAY=0 or without ../shared).
+#  6. trace replay throughput (benches/replay.rs; skipped with KMEM_BENCH_REPLAY=0): on
+#     $KMEM_TRACE, else the full capture when ../shared/traces/fsops.trace.zst is there,
+#     else the repository's excerpt fixtures/traces/fsops-excerpt.trace.zst.
 #  4. slab allocation (benches/slab.rs; skipped with KMEM_BENCH_SLAB=0): kmem's
 #     kmem_cache_alloc/free against slabmalloc and mimalloc, per object: hot pairs,
 #     alloc-n-free-n, bulk against single-object loops, cross-thread frees, and cache colouring.
-# Tables 1 and 2 take about 45 s, table 3 45 to 100 s, table 4 about 60 s.
+# Tables 1 and 2 take about 45 s, table 3 45 to 100 s, table 4 about 60 s; with the
+# builds (fat LTO) and the vmalloc and replay benches, about 6 minutes in all on this
+# project's 2-vCPU VM. Each step says on stderr what it is doing; the tables go to stdout.
 #
 # Usage: scripts/bench.sh [criterion arguments, e.g. a filter such as alloc_free]
 # Honours CARGO_TARGET_DIR; criterion's results are read from $CARGO_TARGET_DIR/criterion.
@@ -21,13 +24,18 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 target="${CARGO_TARGET_DIR:-$root/target}"
+t_start=$(date +%s)
+say() { echo "bench.sh [$(($(date +%s) - t_start)) s]: $*" >&2; }
 
+say "building (fat LTO, a few minutes the first time) and running the page allocator benches (about 45 s)"
 cargo bench -p kmem-bench --bench page_alloc -- "$@"
 if [ "${KMEM_BENCH_SLAB:-1}" != 0 ]; then
+    say "building and running the slab benches (about 60 s)"
     cargo bench -p kmem-bench --bench slab -- "$@"
 fi
 scaling=""
 if [ "${KMEM_BENCH_SCALING:-1}" != 0 ]; then
+    say "thread scaling, 1 and 2 threads (scripts/scaling.sh, 45 to 100 s)"
     scaling="$("$root/scripts/scaling.sh")"
 fi
 
@@ -158,12 +166,14 @@ if [ -n "$scaling" ]; then
 fi
 
 if [ "${KMEM_BENCH_VMALLOC:-1}" != 0 ]; then
+    say "building and running the vmalloc bench"
     echo
     echo "### vmalloc"
     echo
     cargo bench -q -p kmem-bench --bench vmalloc -- --bench 2>/dev/null | grep -E '^\||^\('
 fi
 if [ "${KMEM_BENCH_REPLAY:-1}" != 0 ]; then
+    say "building and running the trace replay bench"
     echo
     echo "### trace replay (M events/s)"
     echo
@@ -171,3 +181,4 @@ if [ "${KMEM_BENCH_REPLAY:-1}" != 0 ]; then
     cargo bench -q -p kmem-bench --bench replay 2>/dev/null | grep '^replay/'
     echo '```'
 fi
+say "done"

@@ -13,7 +13,8 @@
 #     (scripts/malloc_cost.sh); KMEM_BENCH_COST=0 skips them;
 # then "where kmem loses": the losing cells of this run and the explanation kept in
 # crates/kmem-bench/notes/where-kmem-loses.md. Every section says its machine and date.
-# Takes about 3 minutes after the builds on a 2-CPU machine.
+# Takes about 3 minutes after the builds on a 2-CPU machine (the builds, fat LTO, take several
+# more the first time). Each step says on stderr what it is doing.
 #
 # Usage: scripts/benchmarks.sh [arguments of the malloc bench binary, e.g. --rounds 15]
 #        scripts/benchmarks.sh --render DIR   (rewrites BENCHMARKS.md from the outputs a run kept
@@ -39,6 +40,7 @@ else
     trap 'rm -rf "$tmp"' EXIT
 fi
 t_start=$(date +%s)
+say() { echo "benchmarks.sh [$(($(date +%s) - t_start)) s]: $*" >&2; }
 
 bench_bin() { # bench name -> path of its binary (built)
     cargo bench -q -p kmem-bench --bench "$1" --no-run --message-format=json | python3 -c '
@@ -53,25 +55,31 @@ for line in sys.stdin:
 ' "$1" | tail -1
 }
 
+say "building the malloc and threads benches (fat LTO: several minutes the first time)"
 cargo bench -q -p kmem-bench --bench malloc --bench threads --no-run
 malloc_bin=$(bench_bin malloc)
 threads_bin=$(bench_bin threads)
 [ -n "$malloc_bin" ] && [ -n "$threads_bin" ] || { echo "benchmarks.sh: bench binaries not found" >&2; exit 1; }
 if [ "${KMEM_BENCH_COST:-1}" != 0 ]; then
+    say "building the instruction-count examples (profile perf)"
     cargo build -q --profile perf -p kmem-bench --examples
 fi
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "benchmarks.sh: builds done in $(($(date +%s) - t_start)) s; timing" >&2
 
+say "single-threaded workloads against the peers (benches/malloc.rs)"
 "$malloc_bin" "$@" >"$tmp/bench.tsv"
 if [ "${KMEM_BENCH_THREADS:-1}" != 0 ]; then
+    say "multi-threaded workloads, 2, 4 and 8 threads (benches/threads.rs)"
     # shellcheck disable=SC2086
     "$threads_bin" ${KMEM_THREADS_ARGS:-} >"$tmp/threads.tsv"
 fi
 if [ "${KMEM_BENCH_PRELOAD:-1}" != 0 ]; then
+    say "C programs under LD_PRELOAD and process start-up (scripts/preload_bench.sh)"
     scripts/preload_bench.sh >"$tmp/preload.tsv"
 fi
 if [ "${KMEM_BENCH_COST:-1}" != 0 ]; then
+    say "instructions per pair under callgrind (scripts/cost_check.sh, scripts/malloc_cost.sh)"
     scripts/cost_check.sh --tsv >"$tmp/pairs.tsv"
     scripts/malloc_cost.sh >"$tmp/cost.tsv"
 fi

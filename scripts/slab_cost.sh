@@ -3,7 +3,9 @@
 # kmem_cache_free (on the hosted platform, a CPU-per-thread machine, and on the minimal one:
 # one CPU, sections a plain counter) against mimalloc's mi_malloc + mi_free and slabmalloc's
 # SCAllocator, for 64- and 256-byte objects (examples/slab_cost.rs). Instruction counts are
-# stable on a noisy machine, unlike times. Takes about 5 s after the build.
+# stable on a noisy machine, unlike times. Takes about 5 s after the build (the build, the
+# `perf` profile with fat LTO, takes about 2 minutes the first time on a 2-vCPU machine).
+# Says on stderr what it is doing; the table goes to stdout.
 # scripts/cost_check.sh checks kmem's 64-byte pairs against their baseline.
 #
 # Usage: scripts/slab_cost.sh [--annotate] [--tsv]
@@ -22,7 +24,10 @@ for a in "$@"; do
         *) echo "usage: $0 [--annotate] [--tsv]" >&2; exit 2 ;;
     esac
 done
+say() { echo "slab_cost.sh: $*" >&2; }
+say "building examples/slab_cost (profile perf, fat LTO: about 2 minutes the first time)"
 cargo build -q --profile perf -p kmem-bench --example slab_cost
+say "counting instructions under callgrind (8 runs, a few seconds)"
 bin="${CARGO_TARGET_DIR:-target}/perf/examples/slab_cost"
 iters=10000 # ITERS in examples/slab_cost.rs
 tmp=$(mktemp -d)
@@ -48,6 +53,7 @@ else
 fi
 
 if [ "$annotate" = 1 ]; then
+    say "annotating kmem's 64-byte pair (callgrind --dump-instr, objdump)"
     valgrind --tool=callgrind --dump-instr=yes --callgrind-out-file="$tmp/cgi" \
         --toggle-collect='*slab_cost::pair_*' "$bin" kmem 64 >/dev/null 2>&1
     objdump -d --no-show-raw-insn -C "$bin" >"$tmp/dis"

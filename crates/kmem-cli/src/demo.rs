@@ -33,7 +33,15 @@ pub struct DemoArgs {
     /// Do not draw progress bars (they are drawn only when stderr is a terminal anyway).
     #[arg(long)]
     pub no_progress: bool,
+    /// The /proc views to print, comma-separated (buddyinfo, pagetypeinfo, zoneinfo, meminfo,
+    /// slabinfo, vmallocinfo, unusable_index, extfrag_index), `all` or `none`.
+    #[arg(long, value_name = "LIST", default_value = "buddyinfo,slabinfo", value_parser = crate::views::parse_view_list)]
+    pub views: ViewList,
 }
+
+/// The views `--views` chose, in the order given.
+#[derive(Debug, Clone)]
+pub struct ViewList(pub Vec<View>);
 
 /// Checks `--duration`: a finite, non-negative number of seconds (at most a day).
 pub fn check_duration(secs: f64) -> Result<f64, String> {
@@ -96,7 +104,7 @@ pub fn demo(a: &DemoArgs) -> Result<(), String> {
 
     misuse(&m)?;
 
-    for v in View::ALL {
+    for v in &a.views.0 {
         println!("\n== {}", v.path());
         print!("{}", v.render(&m));
     }
@@ -129,12 +137,33 @@ pub fn demo(a: &DemoArgs) -> Result<(), String> {
         println!("  {l}");
     }
 
+    let reports: u64 = [ReportKind::BadPage, ReportKind::PageAllocFailure, ReportKind::Warning, ReportKind::SlabBug]
+        .into_iter()
+        .map(|k| m.report_count(k))
+        .sum();
+    let (vcalls, vfailures) = (vheld.calls, vheld.failures);
     held.release(&m, &caches);
     vheld.release(&m);
     m.vm_unmap_aliases();
     drop(caches);
     m.verify().map_err(|e| format!("free lists inconsistent after the demo: {e:?}"))?;
-    println!("\n== all memory returned; free lists verified");
+
+    // The conclusions, last and short.
+    println!("\n== summary");
+    println!("  {title}");
+    println!(
+        "  memory pressure: {} blocks ({:.1} MiB) held at the peak, then {} requests refused by the watermarks, none fatal",
+        p.allocs,
+        mib(p.pages * PAGE_SIZE as u64),
+        p.failures
+    );
+    println!("  vmalloc: {vcalls} calls, {vfailures} failed");
+    println!("  misuse: {reports} reports (double free, allocation failure, red zone overrun); kmem kept working");
+    println!("  page-frame map: {} and {}", png.display(), svg.display());
+    if a.views.0.len() < View::ALL.len() {
+        println!("  more /proc views: --views all (or a list: --views zoneinfo,meminfo)");
+    }
+    println!("  all memory returned; free lists verified");
     Ok(())
 }
 

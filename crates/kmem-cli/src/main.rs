@@ -12,7 +12,7 @@ mod workload;
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::opts::MachineOpts;
 use crate::views::View;
@@ -49,22 +49,50 @@ enum Cmd {
 }
 
 /// Parses the command line. Help and version go to stdout as usual; a usage error becomes
-/// one `kmem: error: ...` line on stderr and exit status 2.
+/// one `kmem: error: ...` line on stderr, pointing at the subcommand's help, and exit status 2.
 fn parse() -> Result<Cli, ExitCode> {
     match Cli::try_parse() {
         Ok(cli) => Ok(cli),
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => e.exit(),
         Err(e) if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
         Err(e) => {
-            let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            // Keep clap's list of accepted values on the same line.
-            let values = text.lines().map(str::trim).find(|l| l.starts_with("[possible values:"));
-            let values = values.map(|v| format!(" {v}")).unwrap_or_default();
-            eprintln!("kmem: {first}{values} (see kmem --help)");
+            eprintln!("{}", usage_error(&e, std::env::args().skip(1)));
             Err(ExitCode::from(2))
         }
     }
+}
+
+/// The one line of a usage error: clap's first line, the missing arguments it lists below it
+/// (with their accepted values), clap's list of accepted values, and the help to read.
+fn usage_error(e: &clap::Error, args: impl Iterator<Item = String>) -> String {
+    let text = e.render().to_string();
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or("invalid arguments").trim_end_matches(':');
+    let cmd = Cli::command();
+    // The subcommand the arguments name, if any: its help is the one to read.
+    let sub = args.into_iter().find_map(|a| cmd.find_subcommand(&a).map(|c| c.get_name().to_owned()));
+    let mut out = format!("kmem: {first}");
+    if e.kind() == ErrorKind::MissingRequiredArgument {
+        // clap lists them indented on the following lines (`  <VIEW>`).
+        let missing: Vec<&str> = lines.clone().map(str::trim).take_while(|l| !l.is_empty()).collect();
+        out.push_str(&format!(": {}", missing.join(" ")));
+        let sub_cmd = sub.as_deref().and_then(|n| cmd.find_subcommand(n));
+        for arg in sub_cmd.iter().flat_map(|c| c.get_positionals()) {
+            let name = format!("<{}>", arg.get_id().as_str().to_uppercase());
+            let values: Vec<String> = arg.get_possible_values().iter().map(|v| v.get_name().to_owned()).collect();
+            if missing.contains(&name.as_str()) && !values.is_empty() {
+                out.push_str(&format!(" [possible values: {}]", values.join(", ")));
+            }
+        }
+    } else if let Some(v) = lines.map(str::trim).find(|l| l.starts_with("[possible values:")) {
+        // Keep clap's list of accepted values on the same line.
+        out.push_str(&format!(" {v}"));
+    }
+    match sub {
+        Some(s) => out.push_str(&format!(" (see kmem {s} --help)")),
+        None => out.push_str(" (see kmem --help)"),
+    }
+    out
 }
 
 fn main() -> ExitCode {

@@ -82,6 +82,28 @@ impl View {
     }
 }
 
+/// Parses `--views`: comma-separated view names, `all` or `none`.
+pub fn parse_view_list(s: &str) -> Result<crate::demo::ViewList, String> {
+    let s = s.trim();
+    if s == "all" {
+        return Ok(crate::demo::ViewList(View::ALL.to_vec()));
+    }
+    if s == "none" || s.is_empty() {
+        return Ok(crate::demo::ViewList(Vec::new()));
+    }
+    let mut views = Vec::new();
+    for name in s.split(',').map(str::trim) {
+        let v = View::from_str(name, true).map_err(|_| {
+            let known: Vec<&str> = View::ALL.iter().map(|v| v.name()).collect();
+            format!("unknown view '{name}' (expected all, none, or a list of: {})", known.join(", "))
+        })?;
+        if !views.contains(&v) {
+            views.push(v);
+        }
+    }
+    Ok(crate::demo::ViewList(views))
+}
+
 /// `kmem proc VIEW`.
 pub fn proc_cmd(view: View, opts: &MachineOpts, duration: f64, seed: u64) -> Result<(), String> {
     let duration = crate::demo::check_duration(duration)?;

@@ -68,11 +68,21 @@ fn demo_writes_the_page_frame_map() {
         kmem(&["demo", "--ram", "64M", "--cpus", "2", "--duration", "0.2", "--no-progress", "--map", "out/map"], &dir);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
-    for h in
-        ["== memory pressure", "== /proc/buddyinfo", "== /proc/slabinfo", "== /sys/kernel/debug/extfrag/unusable_index"]
-    {
+    // The default views: two short ones; the rest on request (--views).
+    for h in ["== memory pressure", "== /proc/buddyinfo", "== /proc/slabinfo", "== page-frame map"] {
         assert!(out.contains(h), "missing {h}");
     }
+    for h in ["== /proc/zoneinfo", "== /proc/meminfo", "== /sys/kernel/debug/extfrag/unusable_index"] {
+        assert!(!out.contains(h), "{h} printed without --views");
+    }
+    // The conclusions come last, and short.
+    let summary = &out[out.rfind("\n== ").unwrap()..];
+    assert!(summary.starts_with("\n== summary\n"), "the summary is the last section: {summary}");
+    assert!(summary.lines().count() <= 10, "a short summary: {summary}");
+    assert!(summary.contains("page-frame map: out/map.png and out/map.svg"), "{summary}");
+    assert!(summary.contains("misuse: 5 reports"), "{summary}");
+    assert!(summary.contains("more /proc views: --views all"), "{summary}");
+    assert!(summary.trim_end().ends_with("all memory returned; free lists verified"), "{summary}");
     assert!(out.contains("wrote out/map.png and out/map.svg"));
     assert!(out.contains("free, buddy order 10"), "the legend is printed");
     assert!(out.contains("slab: dentry"));
@@ -91,6 +101,87 @@ fn demo_writes_the_page_frame_map() {
     }
     assert!(svg.contains("Unusable free space index per order"));
     assert!(svg.contains("Node 0, zone    DMA32 0."));
+}
+
+#[test]
+fn demo_views_are_chosen() {
+    let dir = temp_dir("views");
+    let demo = |views: &str| {
+        let o =
+            kmem(&["demo", "--ram", "64M", "--cpus", "1", "--duration", "0", "--no-progress", "--views", views], &dir);
+        assert!(o.status.success(), "{views}: {}", stderr(&o));
+        stdout(&o)
+    };
+    let headers = |out: &str| -> Vec<String> {
+        out.lines().filter(|l| l.starts_with("== /")).map(|l| l[3..].to_owned()).collect()
+    };
+    let all = demo("all");
+    assert_eq!(
+        headers(&all),
+        [
+            "/proc/buddyinfo",
+            "/proc/pagetypeinfo",
+            "/proc/zoneinfo",
+            "/proc/meminfo",
+            "/proc/slabinfo",
+            "/proc/vmallocinfo",
+            "/sys/kernel/debug/extfrag/unusable_index",
+            "/sys/kernel/debug/extfrag/extfrag_index"
+        ]
+    );
+    assert!(!all.contains("more /proc views"), "all of them printed");
+    assert_eq!(headers(&demo("zoneinfo,meminfo")), ["/proc/zoneinfo", "/proc/meminfo"]);
+    assert_eq!(
+        headers(&demo("unusable-index,zoneinfo,zoneinfo")),
+        ["/sys/kernel/debug/extfrag/unusable_index", "/proc/zoneinfo"]
+    );
+    let none = demo("none");
+    assert!(headers(&none).is_empty() && none.contains("\n== summary\n"), "{none}");
+    let o = kmem(&["demo", "--ram", "64M", "--views", "buddyinfo,nosuch"], &dir);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("unknown view 'nosuch' (expected all, none, or a list of: buddyinfo, "),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn usage_errors_name_what_is_wrong_and_the_help_to_read() {
+    let dir = temp_dir("usage");
+    let err = |args: &[&str]| {
+        let o = kmem(args, &dir);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(o.stdout.is_empty());
+        stderr(&o)
+    };
+    assert_eq!(
+        err(&["proc"]),
+        "kmem: error: the following required arguments were not provided: <VIEW> [possible values: buddyinfo, \
+         pagetypeinfo, zoneinfo, meminfo, slabinfo, unusable_index, extfrag_index, vmallocinfo] (see kmem proc --help)\n"
+    );
+    assert!(err(&["proc", "nosuch"]).ends_with(" (see kmem proc --help)\n"));
+    assert!(err(&["proc", "nosuch"]).contains("[possible values: buddyinfo, "));
+    assert!(err(&["demo", "--ram", "lots"]).ends_with("(see kmem demo --help)\n"));
+    assert!(err(&["replay"]).contains("<TRACE> (see kmem replay --help)"));
+    assert!(err(&["frobnicate"]).ends_with("(see kmem --help)\n"));
+}
+
+#[test]
+fn help_is_the_same_for_every_subcommand() {
+    let dir = temp_dir("help");
+    for sub in ["demo", "proc", "replay"] {
+        let long = kmem(&[sub, "--help"], &dir);
+        let short = kmem(&[sub, "-h"], &dir);
+        let via_help = kmem(&["help", sub], &dir);
+        for o in [&long, &short, &via_help] {
+            assert!(o.status.success(), "{sub}: {}", stderr(o));
+            assert!(stdout(o).contains(&format!("Usage: kmem {sub} ")), "{sub}: {}", stdout(o));
+            assert!(stdout(o).contains("-h, --help"), "{sub}: {}", stdout(o));
+        }
+        assert_eq!(stdout(&long), stdout(&via_help), "kmem help {sub} is kmem {sub} --help");
+        assert!(stdout(&short).len() <= stdout(&long).len(), "-h is the summary of --help");
+    }
 }
 
 #[test]
@@ -190,6 +281,8 @@ fn bad_input_is_one_error_line() {
         &["demo", "--ram", "32M", "--duration=-1"],
         &["demo", "--ram", "32M", "--map", "/nonexistent-dir/x/map"],
         &["proc", "nosuch"],
+        &["proc"],
+        &["demo", "--views", "nosuch"],
         &["proc", "buddyinfo", "--cpus", "0"],
         &["proc", "buddyinfo", "--preset", "sparc"],
         &["proc", "buddyinfo", "--nodes", "0"],

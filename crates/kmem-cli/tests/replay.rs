@@ -1,7 +1,8 @@
-//! `kmem replay` as a user runs it: the built binary on the shared capture and on small
-//! traces written here; success, `--json`, `--then`, `--top`, and the error paths.
+//! `kmem replay` as a user runs it: the built binary on the repository's excerpt of a real
+//! capture (`fixtures/traces/fsops-excerpt.trace.zst`, 50,000 lines) and on small traces
+//! written here; success, `--json`, `--then`, `--top`, and the error paths.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 fn kmem(args: &[&str]) -> Output {
@@ -12,22 +13,11 @@ fn text(o: &Output) -> (String, String) {
     (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
 
-/// The shared capture, if this checkout has one.
-fn shared() -> Option<String> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let p = std::env::var_os("KMEM_TRACE")
-        .map(PathBuf::from)
-        .or_else(|| dir.ancestors().map(|d| d.join("shared/traces/fsops.trace.zst")).find(|p| p.is_file()))?;
-    Some(p.to_string_lossy().into_owned())
-}
-
-/// Lines of the shared capture to replay: all of it in release builds, a prefix in debug.
-fn lines() -> &'static str {
-    if cfg!(debug_assertions) {
-        "50000"
-    } else {
-        "2000000"
-    }
+/// The repository's excerpt of the fsops capture (`fixtures/README.md`).
+fn excerpt() -> String {
+    let p = kmem_trace::input::excerpt_trace(Path::new(env!("CARGO_MANIFEST_DIR")));
+    assert!(p.is_file(), "{} is missing from the checkout", p.display());
+    p.to_string_lossy().into_owned()
 }
 
 fn temp(name: &str, contents: &[u8]) -> String {
@@ -48,12 +38,12 @@ const SMALL: &str = "\
 ";
 
 #[test]
-fn shared_capture_report() {
-    let Some(trace) = shared() else { return };
-    let o = kmem(&["replay", &trace, "--lines", lines()]);
+fn excerpt_report() {
+    let o = kmem(&["replay", &excerpt()]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{err}");
-    assert!(out.contains("== kmem replay: ") && out.contains("(zstd)"), "{out}");
+    assert!(out.contains("== kmem replay: ") && out.contains("(zstd), 50000 lines"), "{out}");
+    assert!(out.contains("replayed 40234 of 50000 events in "), "{out}");
     assert!(out.contains("M events/s including parsing"));
     assert!(out.contains("failures 0,"), "{out}");
     assert!(out.contains("all accounted for"), "{out}");
@@ -62,9 +52,8 @@ fn shared_capture_report() {
 }
 
 #[test]
-fn shared_capture_json_and_views() {
-    let Some(trace) = shared() else { return };
-    let o = kmem(&["replay", &trace, "--lines", lines(), "--json", "--then", "slabinfo", "--then", "meminfo"]);
+fn excerpt_json_and_views() {
+    let o = kmem(&["replay", &excerpt(), "--json", "--then", "slabinfo", "--then", "meminfo"]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).expect("one JSON object");
@@ -76,12 +65,18 @@ fn shared_capture_json_and_views() {
     assert!(v["caches"].as_array().unwrap().iter().any(|c| c["name"] == "dentry"));
     assert!(v["views"]["slabinfo"].as_str().unwrap().starts_with("slabinfo - version: 2.1"));
     assert!(v["views"]["meminfo"].as_str().unwrap().starts_with("MemTotal:"));
-    if !cfg!(debug_assertions) {
-        // The whole capture: the counts of an awk count of the file.
-        assert_eq!(v["trace"]["lines"], 1_034_647);
-        assert_eq!(v["events"]["kmem_cache_alloc"], 292_517);
-        assert_eq!(v["events"]["mm_page_free_batched"], 106_904);
-    }
+    // The counts of an awk count of the file (fixtures/README.md).
+    assert_eq!(v["trace"]["lines"], 50_000);
+    assert_eq!(v["events"]["kmem_cache_alloc"], 16_384);
+    assert_eq!(v["events"]["mm_page_free_batched"], 5_920);
+    // What the replay made of them: frees of objects allocated before the excerpt starts are
+    // unmatched, every batched free follows its mm_page_free, and the 7,587 objects still live
+    // at the end are found in the machine's caches (the audit).
+    assert_eq!(v["totals"]["replayed"], 40_234);
+    assert_eq!(v["totals"]["unmatched_frees"], 1_327);
+    assert_eq!(v["totals"]["batched_after_free"], 5_920);
+    assert_eq!(v["audit"]["live_objects"], 7_587);
+    assert_eq!(v["caches"].as_array().unwrap().len(), 32);
 }
 
 #[test]
@@ -163,22 +158,16 @@ fn endless_input_without_events_ends() {
     assert_error(&kmem(&["replay", &p, "--ram", "64M"]), &format!("kmem: error: {p}: not a kmem trace"));
 }
 
-/// The first 4 KiB of the shared capture, or a hand-made zstd frame header without a body.
+/// The first 4 KiB of the excerpt: a zstd stream cut short.
 fn zstd_prefix() -> Vec<u8> {
-    match shared().and_then(|p| std::fs::read(p).ok()) {
-        Some(b) => b[..4096].to_vec(),
-        None => vec![0x28, 0xb5, 0x2f, 0xfd, 0x04, 0x58, 0x6d, 0x00, 0x00],
-    }
+    std::fs::read(excerpt()).unwrap()[..4096].to_vec()
 }
 
 #[test]
 fn map_of_the_replayed_state() {
-    let trace = match shared() {
-        Some(p) => p,
-        None => temp("map.trace", SMALL.as_bytes()),
-    };
+    let trace = excerpt();
     let out = std::env::temp_dir().join(format!("kmem-replay-map-{}", std::process::id()));
-    let o = kmem(&["replay", &trace, "--lines", "50000", "--ram", "1G", "--map", out.to_str().unwrap()]);
+    let o = kmem(&["replay", &trace, "--ram", "1G", "--map", out.to_str().unwrap()]);
     let (so, se) = text(&o);
     assert!(o.status.success(), "{se}");
     assert!(so.contains("== page-frame map: wrote "), "{so}");

@@ -6,7 +6,7 @@ use kmem_hosted::{BuildError, MachineBuilder};
 #[test]
 fn default_machine_zones_match_linux_on_the_same_map() {
     // The default map is an x86-64 e820 with page 0 and 640 KiB-1 MiB reserved and a PCI hole
-    // at 3-4 GiB. The real 6.18 zoneinfo in ../shared shows DMA start_pfn 1, spanned 4095,
+    // at 3-4 GiB. The real 6.18 zoneinfo in fixtures/linux-6.18-proc shows DMA start_pfn 1, spanned 4095,
     // present 3998 and DMA32 start_pfn 4096: the same shape.
     let m = MachineBuilder::new().cpus(2).build().unwrap();
     let n = m.node(0).unwrap();

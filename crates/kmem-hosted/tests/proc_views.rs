@@ -1,5 +1,5 @@
 //! The `/proc` views on real hosted machines: golden texts derived by hand, the line layout of
-//! every view against the Linux 6.18 captures in `shared/reference/linux-6.18-proc/`, and the
+//! every view against the Linux 6.18 captures in `fixtures/linux-6.18-proc/`, and the
 //! views following allocations, HighMem and NUMA.
 
 use std::fmt::{self, Write};
@@ -14,8 +14,8 @@ const PAGETYPEINFO: View = kmem::proc::pagetypeinfo;
 const ZONEINFO: View = kmem::proc::zoneinfo;
 const MEMINFO: View = kmem::proc::meminfo;
 
-/// The Linux 6.18 captures (the repository is checked out with `shared/` beside it).
-const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/reference/linux-6.18-proc/");
+/// The Linux 6.18 captures, vendored in the repository (`fixtures/README.md`).
+const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/linux-6.18-proc/");
 
 fn sample(name: &str) -> String {
     let path = format!("{SAMPLES}{name}");

@@ -1,4 +1,5 @@
-//! Replay-engine speed on a capture (default: the shared one), parsing excluded: pre-parses
+//! Replay-engine speed on a capture (default: `input::sample_trace`: `$KMEM_TRACE`, the full
+//! shared capture beside the checkout, or the repository's excerpt), parsing excluded: pre-parses
 //! every line, then replays the operations on one machine `KMEM_REPLAY_PASSES` times (default
 //! 2: the first pass also faults the machine's RAM in; later passes find it warm), freeing
 //! everything between passes. `KMEM_REPLAY_NOZERO=1` drops `__GFP_ZERO`. For profiling with callgrind:
@@ -15,8 +16,7 @@ fn main() {
     let path = std::env::args()
         .nth(1)
         .map(PathBuf::from)
-        .or_else(|| input::shared_trace(Path::new(env!("CARGO_MANIFEST_DIR"))))
-        .expect("no trace given and no shared/traces/fsops.trace.zst found");
+        .unwrap_or_else(|| input::sample_trace(Path::new(env!("CARGO_MANIFEST_DIR"))));
     let passes: usize = std::env::var("KMEM_REPLAY_PASSES").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
     let (mut r, _) = input::open(&path).expect("open trace");
     let mut fe = Frontend::new();

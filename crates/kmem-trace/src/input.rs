@@ -142,14 +142,26 @@ impl From<NotATrace> for io::Error {
     }
 }
 
-/// The project's shared sample capture: `$KMEM_TRACE` if set, else the first
-/// `shared/traces/fsops.trace.zst` in `from` or one of its parents (a checkout's `shared/`
-/// lies beside it).
-pub fn shared_trace(from: &Path) -> Option<std::path::PathBuf> {
+/// The repository's excerpt of a real kmem capture (`fixtures/traces/fsops-excerpt.trace.zst`,
+/// the first 50,000 lines of the team's `fsops.trace.zst`; `fixtures/README.md`), relative
+/// to a crate of this workspace.
+pub fn excerpt_trace(crate_dir: &Path) -> std::path::PathBuf {
+    crate_dir.join("../../fixtures/traces/fsops-excerpt.trace.zst")
+}
+
+/// The largest sample capture at hand, for benchmarks and examples: `$KMEM_TRACE` if set,
+/// else the full capture `shared/traces/fsops.trace.zst` when a `shared/` directory lies in
+/// `crate_dir` or one of its parents (the team's checkouts have one beside them), else the
+/// repository's excerpt ([`excerpt_trace`]). Tests use the excerpt, whatever is at hand.
+pub fn sample_trace(crate_dir: &Path) -> std::path::PathBuf {
     if let Some(p) = std::env::var_os("KMEM_TRACE") {
-        return Some(p.into());
+        return p.into();
     }
-    from.ancestors().map(|d| d.join("shared/traces/fsops.trace.zst")).find(|p| p.is_file())
+    crate_dir
+        .ancestors()
+        .map(|d| d.join("shared/traces/fsops.trace.zst"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| excerpt_trace(crate_dir))
 }
 
 #[cfg(test)]

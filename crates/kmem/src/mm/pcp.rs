@@ -401,7 +401,7 @@ mod tests {
 
     #[test]
     fn batch_and_high_match_a_real_linux_6_18_zoneinfo() {
-        // ../shared/reference/linux-6.18-proc/zoneinfo.txt, 2 CPUs on node 0.
+        // fixtures/linux-6.18-proc/zoneinfo.txt, 2 CPUs on node 0.
         assert_eq!(zone_batchsize(772_497), 63);
         assert_eq!(zone_batchsize(589_824), 63);
         assert_eq!(zone_batchsize(3840).max(1), 1);

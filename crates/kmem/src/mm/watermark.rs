@@ -143,7 +143,7 @@ mod tests {
 
     #[test]
     fn watermarks_match_a_real_linux_6_18_zoneinfo() {
-        // ../shared/reference/linux-6.18-proc/zoneinfo.txt: managed DMA 3840, DMA32 772497,
+        // fixtures/linux-6.18-proc/zoneinfo.txt: managed DMA 3840, DMA32 772497,
         // Normal 589824; mins 47 / 9553 / 7294 (min_free_kbytes 67584 set by THP).
         let lowmem = 3840 + 772_497 + 589_824;
         let w = |ztype, managed| zone_watermarks(67584, lowmem, ZoneSize { ztype, managed });
