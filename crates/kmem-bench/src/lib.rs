@@ -35,8 +35,9 @@
 //!   `GlobalAlloc`s: pairs, alloc-n-free-n, random sizes, realloc, collections, cross-thread
 //!   frees, peak RSS (the `malloc` bench, the `malloc_cost` example, `scripts/benchmarks.sh`);
 //!   and with 2 to 8 threads (the `threads` bench, [`malloc::threads`]).
-//! - [`minimal`]: a one-CPU platform whose critical sections are a plain counter: what the
-//!   fast paths cost a kernel (the `*_cost` examples, `scripts/cost_check.sh`).
+//! - [`minimal`]: the bare-metal example's one-CPU platform (`kmem-minimal`), whose critical
+//!   sections are a plain counter, on heap RAM: what the fast paths cost a kernel (the
+//!   `*_cost` examples, `scripts/cost_check.sh`).
 //!
 //! Run the benchmarks with `scripts/bench.sh` at the repository root, which prints the
 //! comparison as markdown tables (`scripts/scaling.sh` for the thread-scaling table alone).

@@ -5,7 +5,10 @@
 //! direct-map address, as in a kernel; runs of physically contiguous pages are one call.
 //! Unmapping puts `PROT_NONE` anonymous memory back, so the range (and every guard page,
 //! which is never mapped) faults. The host kernel flushes its TLBs inside those calls, so
-//! `flush_tlb_kernel_range` has nothing left to do.
+//! `flush_tlb_kernel_range` has nothing left to do. Guard pages and purged areas fault
+//! (`tests/vmalloc_fault.rs` checks it in forked children). Machines on private RAM
+//! (`MachineBuilder::anonymous_ram`: kmem-alloc's global machine, `kmem replay`) have no
+//! vmalloc range: nothing can alias private pages.
 
 use std::os::fd::{BorrowedFd, RawFd};
 

@@ -1,5 +1,6 @@
-//! The streaming driver: one thread reads and parses batches of lines into operations while
-//! the other replays the previous batch and samples the machine. Timing the replay of whole
+//! The streaming driver: one thread reads and decompresses blocks ahead, a second parses
+//! batches of lines into operations, and the calling thread replays the previous batch and
+//! samples the machine. Timing the replay of whole
 //! batches gives the replay-only rate without a clock read per event.
 
 use std::io::{self, Read};

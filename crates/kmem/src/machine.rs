@@ -3,6 +3,31 @@
 //! The state (`MachineState`) lives in the machine's own RAM, carved by memblock at boot;
 //! `Kmem` is a small handle holding the platform and a pointer to it. Several machines can
 //! exist in one process: nothing here is global.
+//!
+//! # Handles of one machine used with another
+//!
+//! A handle of one machine can reach another's API. Every handle that can is checked cheaply
+//! and refused with a one-line `WARNING: ... <func>: <what> belongs to another machine`
+//! (counted as `Warning`), changing nothing on either machine:
+//! - a cache (`KmemCache`) records its machine's id (the address of its `MachineState`,
+//!   `Kmem::machine_id`): the allocation fast path compares it in the condition that
+//!   already guards the fast path (a load and a compare: 3-4 instructions per pair,
+//!   `scripts/slab_cost.sh`), every other cache API checks it on entry, and
+//!   `kmem_cache_free` needs no check of its own (the object's cache, found from the
+//!   pointer, is compared with the one named);
+//! - a per-CPU pointer's chunk header must lie in the machine's RAM (`per_cpu_ptr`,
+//!   `this_cpu_ptr` return null, `free_percpu` ignores it; kmem's own per-CPU accesses use
+//!   `per_cpu_ptr_unchecked`); per-CPU variables (`PerCpuVar`) carry the machine id and
+//!   panic;
+//! - a page reference's descriptor must lie in the machine's RAM (`__free_pages`,
+//!   `get_page`/`put_page`, `split_page`, `vmap`, `vm_map_ram`): a range check;
+//! - pointers (`kfree`, `vfree`, `ksize`, `krealloc`) are looked up in the machine's own
+//!   direct map and vmalloc trees, so another machine's are reported like any pointer kmem
+//!   does not own.
+//!
+//! Owning handles (`Cache`, `Pages`, `PerCpuBox`, `KernelStack`, `SlabBox`) hold their
+//! machine and use it. `docs/MISUSE.md` lists each case with its test
+//! (`crates/kmem-hosted/tests/soundness.rs`).
 
 use core::ptr::NonNull;
 

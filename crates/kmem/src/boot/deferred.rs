@@ -43,6 +43,12 @@
 //! `/proc/pagetypeinfo`, [`Kmem::verify`]) see a deferred frame as not yet valid: the frame
 //! maps report it [`FrameState::Reserved`](crate::FrameState::Reserved) (not managed by the
 //! buddy allocator yet), the pageblock counts count its pageblocks as they will be.
+//!
+//! With `ram_zeroed`, boot also skips writing zeroes elsewhere (absent section slots, per-CPU
+//! units, which the per-CPU allocator zeroes only below a high-water mark of granules ever
+//! used). The global machine of `kmem-alloc` boots this way; `kmem-hosted`'s `MachineBuilder`
+//! machines defer only when asked (`deferred_init`), so the golden `/proc` tests keep their
+//! numbers.
 
 use super::memblock::Memblock;
 use super::ZoneLayout;

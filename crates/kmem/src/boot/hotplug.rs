@@ -5,6 +5,12 @@
 //! (Linux's `memmap_on_memory`): nothing is allocated elsewhere, so a machine can boot with
 //! a few MiB and grow. The rest of the section is freed to the zone the layout puts it in,
 //! which must already have memory (zonelists and per-CPU pagesets are built at boot).
+//!
+//! [`Kmem::hot_add_memory`](crate::Kmem::hot_add_memory) onlines whole sections inside the
+//! range [`BootConfig::hotplug_end`](crate::BootConfig::hotplug_end) sized the section table
+//! for; each section's descriptors take its first 256 pages. `init_per_zone_wmark_min`
+//! (min_free_kbytes, watermarks, lowmem reserves, pcp batch and high) then runs again.
+//! Serialised by the machine's hotplug lock, a leaf above the zone lock.
 
 use core::fmt;
 

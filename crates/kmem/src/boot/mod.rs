@@ -12,7 +12,15 @@
 //! 4. Every free (usable, unreserved) range is released to its zone's buddy lists in maximal
 //!    aligned blocks, deferred chunks excepted; the zone's managed count grows by what was
 //!    released.
-//! 5. min_free_kbytes, watermarks, lowmem reserves and zonelists are computed as Linux does.
+//! 5. min_free_kbytes, watermarks, lowmem reserves and zonelists are computed as Linux does
+//!    (`mm/watermark.rs` tests them against a real 6.18 zoneinfo).
+//!
+//! Free ranges are released to the list tails (`FPI_TO_TAIL`), so fresh lists are in address
+//! order; every pageblock starts Movable, as in Linux. Zones come from the map and the
+//! [`ZoneLayout`] (x86-64: DMA below 16 MiB, DMA32 below 4 GiB, Normal; x86-32: DMA, Normal
+//! below 896 MiB, HighMem). A 4 GiB machine boots in about 50 ms (release build) with
+//! 32 MiB of descriptors (0.78% of RAM); [`BootConfig::deferred_init`] defers most of that
+//! (`boot/deferred.rs`).
 
 mod deferred;
 mod hotplug;
@@ -187,6 +195,45 @@ impl<P: Platform> Kmem<P> {
     /// [`BootConfig::ram_zeroed`], that RAM must read as zero at boot (fresh host memory
     /// does): kmem then reads memory it never wrote (deferred chunks' descriptors, per-CPU
     /// areas, absent sections) as zero.
+    ///
+    /// # Example
+    ///
+    /// A kernel boots kmem over the RAM its firmware reports, here on `kmem-minimal`'s
+    /// one-CPU platform with 16 MiB of static RAM (`kmem-hosted`'s `MachineBuilder` does the
+    /// same for a process):
+    ///
+    /// ```
+    /// use kmem::{BootConfig, Gfp, Kmem, MemRegion, Order, PhysAddr, Pfn, ZoneLayout};
+    /// use kmem_minimal::{MinimalPlatform, StaticRam};
+    ///
+    /// static RAM: StaticRam<{ 16 << 20 }> = StaticRam::new();
+    /// // The firmware's memory map: RAM, with the legacy hole below 1 MiB.
+    /// let map = [
+    ///     MemRegion::usable(0, 0x9f000),
+    ///     MemRegion::reserved(0x9f000, 0x61000),
+    ///     MemRegion::usable(1 << 20, 15 << 20),
+    /// ];
+    /// let (ram, bytes) = RAM.take().unwrap();
+    /// // SAFETY: the static region is ours for ever (taken once); this thread alone uses the
+    /// // machine.
+    /// let platform = unsafe { MinimalPlatform::new(ram, bytes) };
+    /// let config = BootConfig::new(&map, ZoneLayout::X86_64);
+    /// // SAFETY: the platform's direct map covers the usable ranges with RAM that nothing
+    /// // else uses and that lives as long as the machine (a static).
+    /// let m = unsafe {
+    ///     Kmem::boot(platform, &config, |memblock| {
+    ///         // The early hook: keep 64 KiB at 2 MiB for a device (`memblock_reserve`).
+    ///         memblock.reserve(PhysAddr::new(2 << 20), 64 << 10)
+    ///     })
+    /// }
+    /// .unwrap();
+    /// assert_eq!(m.boot_info().ram_bytes, 0x9f000 + (15 << 20));
+    /// assert!(m.pfn_to_page(Pfn::new(0x200)).unwrap().is_reserved(), "the device's pages");
+    /// assert!(m.pfn_to_page(Pfn::new(0x9f)).unwrap().is_reserved(), "the hole");
+    /// let page = m.alloc_pages(Gfp::KERNEL, Order::ZERO).unwrap();
+    /// // SAFETY: ours, unused, freed once.
+    /// unsafe { m.__free_pages(page, Order::ZERO) };
+    /// ```
     pub unsafe fn boot(
         platform: P,
         config: &BootConfig<'_>,

@@ -5,15 +5,16 @@
 //! - **Size classes** ([`index`]): `kmalloc-8` … `kmalloc-8k` plus `kmalloc-96` and
 //!   `kmalloc-192`, Linux's `__kmalloc_index`; three types chosen by `kmalloc_type(gfp)`:
 //!   `kmalloc-<n>`, `kmalloc-rcl-<n>` (`__GFP_RECLAIMABLE`), `dma-kmalloc-<n>` (`__GFP_DMA`).
-//!   A type's caches are created on its first use (Linux creates them at boot; a machine that
-//!   never kmallocs pays nothing). They carry `SLAB_KMALLOC`, so debug caches record each
+//!   A type's 13 caches are created on its first use (Linux creates them at boot; a machine
+//!   that never kmallocs pays nothing), from any context (atomic callers create them with
+//!   `GFP_ATOMIC`), and are never merged into other caches. They carry `SLAB_KMALLOC`, so debug caches record each
 //!   request's size and red-zone the rest of the bucket (`kmalloc Redzone overwritten`).
 //! - **Alignment**: at least 8 bytes; power-of-two sizes are naturally aligned (the caches of
 //!   power-of-two classes are created with that alignment; large blocks are page-aligned).
 //! - **Large** requests (above [`KMALLOC_MAX_CACHE_SIZE`], up to [`KMALLOC_MAX_SIZE`]) are
 //!   compound pages marked `PG_large_kmalloc`, counted in `SUnreclaim`, as Linux's
 //!   `__kmalloc_large_node`.
-//! - **kfree** finds the object's slab and cache from the address (`virt_to_slab`), or the
+//! - **kfree** (and `ksize`, `krealloc`) finds the object's slab and cache from the address (`virt_to_slab`), or the
 //!   large block; a pointer kmem did not hand out (no slab, not the start of a large block,
 //!   an interior pointer, a double free) is reported and nothing is freed.
 

@@ -1,6 +1,7 @@
 //! Zeroing page frames (`clear_highpage`): through the direct map, or one page at a time
 //! through the platform's temporary mapping for HighMem. The mechanism under `__GFP_ZERO`
-//! (the page allocator's policy code has no `unsafe`).
+//! (the page allocator's policy code has no `unsafe`). Hosted machines implement
+//! `Platform::map_temporary` through their RAM mapping, until a highmem layer brings kmap.
 
 use crate::addr::{Order, Pfn, PhysAddr, PAGE_SIZE};
 use crate::machine::Kmem;

@@ -17,6 +17,10 @@
 //! Ownership: a free page's fields belong to its zone and change only under the zone lock;
 //! an allocated page's fields belong to its owner. `refcount` is the arbiter between them:
 //! only the 1 -> 0 transition may hand a block back to the zone.
+//!
+//! `page_to_pfn` uses the section number in the flags; `pfn_to_page` indexes the section
+//! table (`memmap.rs`). Free lists link pages by pfn (32-bit links), so a machine spans at
+//! most 2^32 frames (16 TiB).
 
 use crate::sync::{const_fn_unless_loom, AtomicI32, AtomicU32, AtomicU64, Ordering};
 

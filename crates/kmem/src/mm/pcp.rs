@@ -18,6 +18,12 @@
 //! Lock order: the pinned CPU, then the zone lock. Pages on a per-CPU list carry the PCP page type
 //! (`Page::is_pcp`) with their order and migratetype; they count as free in MemFree but not
 //! in buddyinfo or the zone's free counter (which the watermarks check), as in Linux.
+//!
+//! Sizes: `batch` and `high` use Linux's `zone_batchsize`/`zone_highsize`; `high` stays at
+//! `high_min` (no auto-tuning, which Linux 6.7+ does between `high_min` and `high_max`). The
+//! pagesets are carved at boot, one array per zone (`boot/pagesets.rs`). Events are counted
+//! per CPU, so the fast path makes no shared write. `Kmem::set_pcp_enabled(false)` bypasses
+//! the lists (every call then takes the zone lock).
 
 #![forbid(unsafe_code)]
 

@@ -19,6 +19,8 @@
 //! - **Freeing**: a dynamic chunk that becomes empty is given back to the page allocator when
 //!   another empty one already exists (at most one is kept, as Linux's balance work does);
 //!   [`Kmem::pcpu_free_empty_chunks`] gives back the last one too.
+//! - **Accounting**: `Percpu:` in `/proc/meminfo` counts the unit pages of every chunk (the
+//!   first included), not the headers.
 //!
 //! # Lock order
 //!
@@ -34,7 +36,9 @@
 //! Linux trusts the caller. The typed handles are safe: [`PerCpuBox`] owns an allocation of a
 //! `T` per CPU and frees it on drop; [`PerCpuVar`] is a never-freed per-CPU integer whose
 //! operations are Linux's `this_cpu_*` on atomic storage, so a remote reader never races with
-//! a non-atomic write.
+//! a non-atomic write: with C's integer conversions, a relaxed load and store while
+//! preemption and interrupts are off, so remote `per_cpu`/`per_cpu_sum` readers never see a
+//! torn value. [`PreemptGuard`] is the proof the `__this_cpu_*` operations take.
 
 mod alloc;
 mod bitmap;

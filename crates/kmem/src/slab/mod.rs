@@ -24,6 +24,55 @@
 //! - **Debug caches** (any of `slub_debug=FZPU`) have no sheaves: every operation takes the
 //!   list lock and runs the checks (`debug/`).
 //!
+//! # Structures
+//!
+//! A cache ([`KmemCache`]) is an object of the boot cache `kmem_cache`, whose own descriptor
+//! is carved at boot; the per-node parts (`CacheNode`: `list_lock`, partial and full lists,
+//! counters, the barn) follow the descriptor in the same object; the per-CPU part
+//! (`CpuSheaves`) is an `alloc_percpu` area. [`Cache`] is the owning handle (drop =
+//! `kmem_cache_destroy`); [`TypedCache`] hands out [`SlabBox`]es.
+//!
+//! ```text
+//!  CpuSheaves (per CPU, 2 lines)     Sheaf (a kmem_sheaf object)     slab head page (struct page)
+//!  main  ──────────────────────────► size | capacity | next          private = PGTY_slab | cache id
+//!  spare ──► (another sheaf)          objects[capacity]: addresses    data    = freelist_off | inuse | objects
+//!  stats                                                              lru     = partial/full list links
+//!  CacheNode.barn: full sheaves ≤10, empty sheaves ≤10               flags   = PG_slab (+ head/tail), colour
+//! ```
+//!
+//! - **Fast paths** (`alloc.rs`, `free.rs`): pin the CPU, pop from / push onto the main
+//!   sheaf, unpin. Objects in sheaves are addresses kept out of band: a freed object's bytes
+//!   are never followed.
+//! - **Slow paths** (CPU pinned unless said): an empty main swaps with a non-empty spare,
+//!   else trades itself for a full sheaf at the node's barn, else is refilled from the node's
+//!   partial slabs (`node.rs`, under `list_lock`), else a new slab comes from the page
+//!   allocator with the CPU released (it may sleep) and fills it. A full main swaps with an
+//!   empty spare, else goes to the barn for an empty one, else is flushed to its slabs.
+//!   Producer/consumer patterns move whole sheaves through the barn; random-order frees never
+//!   touch a slab.
+//! - **Slabs and lists**: a slab is on `partial` iff it has free objects, on `full` iff none;
+//!   every change of a slab's freelist and counters is made under its node's `list_lock`, a
+//!   sheaf at a time. Free pointers inside free objects are stored
+//!   `next ^ s->random ^ swab(slot address)` and validated (boundary, range) whenever a
+//!   freelist is walked.
+//! - **The double-free check** (`free.rs`): a free object's free-pointer word decodes to 32
+//!   bits (`OFF_SHEAF` in a sheaf, the next offset on a freelist) while a live object's was
+//!   cleared when handed out; `OFF_SHEAF` is a double free, other matches are confirmed on
+//!   the slab's freelist. A bad pointer is `Invalid object pointer` / `Wrong slab cache`.
+//! - **Sheaves** are objects of `kmem_sheaf`, a second boot cache (carved descriptor, no
+//!   sheaves of its own, `min_partial` 0). Capacity: about 4 KiB of objects, 8 to 64.
+//!   Shrink, destroy, validate and CPU offline flush sheaves by running as each CPU
+//!   (`pcs.rs`) and empty the barns.
+//! - **Layout and order** ([`layout`]): `calculate_alignment`/`calculate_sizes`/
+//!   `calculate_order` as pure functions; a test checks objects per slab against every cache
+//!   of a real 6.18 `/proc/slabinfo`.
+//! - **Debug reports** are Linux's `BUG <cache> (<taint>): ...` / `FIX <cache>: ...`, and the
+//!   damage is repaired. Owner tracks store a handle into a call-site depot (no pointer a
+//!   corrupted track could forge).
+//! - **Registry**: `SlabState` in the machine state (list head, boot caches, boot options);
+//!   the cache-id table (the boot caches included) and the call-site depot are page blocks
+//!   allocated on first need, so a machine that never creates a cache pays nothing.
+//!
 //! # Lock order
 //!
 //! 1. `slab_mutex` (`SlabState`'s list lock): cache creation, merging, destruction, the
@@ -51,6 +100,11 @@
 //!   and always detect double frees.
 //! - `kmem_cache_free` of an object of another cache is reported and the object freed to the
 //!   cache it belongs to.
+//! - Every free checks the pointer, the cache and double frees (Linux: only the naive double
+//!   free, and the cache with hardening).
+//! - Sheaves are objects of the boot cache `kmem_sheaf` (Linux: kmalloc).
+//! - Cache names are at most 63 bytes; flag values are the fixed pre-6.x ones; `SLAB_COLOUR`
+//!   is a kmem extension (SLAB's colouring).
 
 pub(crate) mod alloc;
 mod bulk;

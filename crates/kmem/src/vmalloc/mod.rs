@@ -5,7 +5,9 @@
 //!   divided into `vmap_area`s kept in three augmented trees under one lock: free (with the
 //!   largest free block per subtree, for an O(log n) lowest-address fit), busy (lookup by
 //!   address) and lazy (freed, not yet unmapped). Every area but `vm_map_ram`'s has a guard
-//!   page after it, so the page below any area is never mapped by another.
+//!   page after it, so the page below any area is never mapped by another (kernel stacks get
+//!   their guard below for free). The records are objects of the slab cache `vmap_area` with
+//!   all-atomic fields; the records a split needs are allocated before the lock is taken.
 //! - **Lazy purge**: a freed area stays mapped until the lazily freed pages exceed
 //!   `lazy_max_pages()` (`fls(nr_cpus) * 32 MiB / PAGE_SIZE`, Linux's rule); then one purge
 //!   unmaps runs of adjacent lazy areas with one call each, flushes the TLB once for all,
@@ -16,16 +18,29 @@
 //! - **vmalloc** ([`alloc`]): pages from the page allocator with the caller's GFP flags
 //!   (orders up to 6 tried first without reclaim, split into single pages, so host mappings
 //!   coalesce), a page array (kmalloc'ed, or vmalloc'ed above a page: `vpages`), mapping, and
-//!   `vfree`, `vrealloc`, `vmalloc_to_page`. Non-blocking GFP works without sleeping.
+//!   `vfree`, `vrealloc`, `vmalloc_to_page`. Non-blocking GFP works without sleeping. The
+//!   area's `VmStruct` is kmalloc'ed; pages are marked `PG_vmalloc`; each physically
+//!   contiguous run is one `map_kernel_pages` call; the area is published last (`va.vm` set
+//!   with Release ordering; `/proc/vmallocinfo` skips unpublished areas). `vfree` moves the
+//!   area from the busy tree to the lazy one and frees its pages at once, as Linux does.
 //! - **vmap** ([`vmap`]): `vmap`/`vunmap` of caller pages, `vm_map_ram`/`vm_unmap_ram`.
 //! - **Recycling** ([`recycle`]): each CPU keeps its last few freed areas of up to 4 pages,
 //!   mapped, for the next request of that size (Linux's stack cache, for every small area).
+//!   A cached area is busy-but-cached: a double `vfree` is still reported, the views skip it,
+//!   `VmallocUsed` counts it. Drained by `vm_unmap_aliases` and before any vmalloc fails;
+//!   `BootConfig::vmalloc_recycle` turns it off.
 //! - **Kernel stacks** ([`stack`]): `THREAD_SIZE` stacks with a guard page below and a
 //!   two-entry per-CPU cache, as `CONFIG_VMAP_STACK`.
 //!
 //! Lock order: the purge lock, then the vmap lock, then the slab and page allocator locks.
 //! Nothing is allocated or freed under the vmap lock (area records are preallocated and
 //! freed after it is dropped); host mapping calls are made with no lock but the purge lock.
+//!
+//! Differences from Linux: the deferred unmap (above); recycling of every small area;
+//! `vm_map_ram` gives every call its own area (no per-CPU `vmap_block`s); `vfree` from
+//! interrupt context frees at once (Linux defers to `vfree_atomic`), since nothing in the
+//! path sleeps; `vmalloc(0)` fails without the `WARN_ON_ONCE`; `/proc/vmallocinfo` prints
+//! full addresses and `file:line` callers.
 
 pub mod alloc;
 pub mod area;
