@@ -41,7 +41,8 @@ JSON output (--json): one object with these keys (stable; counts are integers):
   views      {name: text} of the --then views (only with --then)
 
 Unmatched frees are frees of objects allocated before the capture started (skipped);
-missed frees are allocations of a pointer still live (the old one is freed first).";
+missed frees are allocations of a pointer still live (the old one is freed first).
+Seconds, rates and percentages are rounded to 3 decimals (null when not finite).";
 
 /// `kmem replay` options.
 #[derive(Args, Debug)]

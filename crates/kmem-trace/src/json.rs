@@ -1,121 +1,249 @@
-//! A minimal JSON writer: objects and arrays with automatic commas, escaped strings, finite
-//! numbers (non-finite ones become `null`).
+//! The JSON report's shape, serialized with serde: one struct per object, borrowing from
+//! [`Report`]. The keys are documented in `kmem replay --help` (and stay in that order).
+//! Numbers: counts are integers; seconds, rates and percentages are rounded to 3 decimals
+//! (`1.5`, not `1.500`), and a non-finite one is `null`.
 
-use std::fmt::Write;
+use std::collections::BTreeMap;
 
-/// Writes one JSON value into a `String`.
-#[derive(Debug)]
-pub struct Json<'a> {
-    out: &'a mut String,
-    /// Per open container: whether it has no element yet.
-    empty: Vec<bool>,
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
+
+use crate::input::Compression;
+use crate::op::{Kind, Malformed, TraceCounts};
+use crate::render::{Report, REPORT_NAMES};
+use crate::replay::Mem;
+use crate::run::MachineMem;
+use crate::summary::{Audit, CacheRow};
+
+/// A float rounded to 3 decimals; `None` (`null`) when not finite.
+pub fn f3(v: f64) -> Option<f64> {
+    v.is_finite().then(|| (v * 1000.0).round() / 1000.0)
 }
 
-impl<'a> Json<'a> {
-    /// A writer appending to `out`.
-    pub fn new(out: &'a mut String) -> Self {
-        Self { out, empty: Vec::new() }
-    }
+/// Serializes a float as [`f3`] rounds it (`#[serde(serialize_with)]`).
+pub fn ser_f3<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    f3(*v).serialize(s)
+}
 
-    fn sep(&mut self, key: Option<&str>) {
-        if let Some(e) = self.empty.last_mut() {
-            if !*e {
-                self.out.push(',');
-            }
-            *e = false;
-        }
-        if let Some(k) = key {
-            string(self.out, k);
-            self.out.push(':');
-        }
-    }
+/// Named counts in a fixed order: `{name: count, ...}`.
+struct Named<'a>(&'a [(&'static str, u64)]);
 
-    /// Opens an object (`key`: inside an object; `None`: top level or in an array).
-    pub fn begin(&mut self, key: Option<&str>) -> &mut Self {
-        self.sep(key);
-        self.out.push('{');
-        self.empty.push(true);
-        self
-    }
-    /// Closes the innermost object.
-    pub fn end(&mut self) -> &mut Self {
-        self.empty.pop();
-        self.out.push('}');
-        self
-    }
-    /// Opens an array.
-    pub fn begin_array(&mut self, key: Option<&str>) -> &mut Self {
-        self.sep(key);
-        self.out.push('[');
-        self.empty.push(true);
-        self
-    }
-    /// Closes the innermost array.
-    pub fn end_array(&mut self) -> &mut Self {
-        self.empty.pop();
-        self.out.push(']');
-        self
-    }
-    /// An unsigned number.
-    pub fn u(&mut self, key: &str, v: u64) -> &mut Self {
-        self.sep(Some(key));
-        let _ = write!(self.out, "{v}");
-        self
-    }
-    /// A float (3 decimals).
-    pub fn f(&mut self, key: &str, v: f64) -> &mut Self {
-        self.sep(Some(key));
-        if v.is_finite() {
-            let _ = write!(self.out, "{v:.3}");
-        } else {
-            self.out.push_str("null");
+impl Serialize for Named<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            m.serialize_entry(k, v)?;
         }
-        self
-    }
-    /// A string.
-    pub fn s(&mut self, key: &str, v: &str) -> &mut Self {
-        self.sep(Some(key));
-        string(self.out, v);
-        self
-    }
-    /// A boolean.
-    pub fn b(&mut self, key: &str, v: bool) -> &mut Self {
-        self.sep(Some(key));
-        self.out.push_str(if v { "true" } else { "false" });
-        self
+        m.end()
     }
 }
 
-/// Appends `s` as a JSON string.
-pub fn string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+fn per_kind(a: &[u64; Kind::COUNT]) -> Vec<(&'static str, u64)> {
+    Kind::ALL.iter().map(|&k| (k.name(), a[k as usize])).collect()
+}
+
+fn per_mem(a: &[u64; 4]) -> Vec<(&'static str, u64)> {
+    Mem::ALL.iter().map(|&m| (m.name(), a[m as usize])).collect()
+}
+
+#[derive(Serialize)]
+struct MalformedJson<'a> {
+    line: u64,
+    error: String,
+    text: &'a str,
+}
+
+impl<'a> From<&'a Malformed> for MalformedJson<'a> {
+    fn from(m: &'a Malformed) -> Self {
+        MalformedJson { line: m.line, error: m.error.to_string(), text: &m.text }
+    }
+}
+
+#[derive(Serialize)]
+struct TraceJson<'a> {
+    path: &'a str,
+    compression: &'static str,
+    lines: u64,
+    events: u64,
+    ignored_lines: u64,
+    lost_events: u64,
+    malformed: u64,
+    malformed_first: Vec<MalformedJson<'a>>,
+    unknown_events: BTreeMap<&'a str, u64>,
+    traced_failures: u64,
+    gfp_unknown_tokens: u64,
+    nofail_dropped: u64,
+    kmalloc_cache_events: u64,
+    zero_dropped: u64,
+}
+
+impl<'a> TraceJson<'a> {
+    fn new(r: &'a Report<'_>, t: &'a TraceCounts) -> Self {
+        TraceJson {
+            path: r.path,
+            compression: if r.compression == Compression::Zstd { "zstd" } else { "none" },
+            lines: t.lines,
+            events: r.events(),
+            ignored_lines: t.ignored_lines,
+            lost_events: t.lost_events,
+            malformed: t.malformed,
+            malformed_first: t.malformed_first.iter().map(MalformedJson::from).collect(),
+            unknown_events: t.unknown.iter().map(|(k, v)| (k.as_str(), *v)).collect(),
+            traced_failures: t.traced_failures,
+            gfp_unknown_tokens: t.gfp_unknown_tokens,
+            nofail_dropped: t.nofail_dropped,
+            kmalloc_cache_events: t.kmalloc_caches,
+            zero_dropped: t.zero_dropped,
         }
     }
-    out.push('"');
+}
+
+#[derive(Serialize)]
+struct MachineJson<'a> {
+    preset: &'a str,
+    ram_bytes: u64,
+    cpus: usize,
+    nodes: usize,
+}
+
+#[derive(Serialize)]
+struct Totals {
+    ops: u64,
+    replayed: u64,
+    failures: u64,
+    unmatched_frees: u64,
+    missed_frees: u64,
+    null_frees: u64,
+    batched_after_free: u64,
+    cross_kind_frees: u64,
+    order_mismatches: u64,
+    cache_create_failures: u64,
+    frees_of_failed: u64,
+}
+
+#[derive(Serialize)]
+struct TimingJson {
+    total_s: Option<f64>,
+    replay_s: Option<f64>,
+    events_per_s: Option<f64>,
+    replay_ops_per_s: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct MemoryJson<'a> {
+    live_bytes: Named<'a>,
+    peak_bytes: Named<'a>,
+    peak_total_bytes: u64,
+    machine_slab_pages: u64,
+    machine_peak_slab_pages: u64,
+    machine_used_pages: u64,
+    machine_peak_used_pages: u64,
+}
+
+/// The audit with its verdict first.
+#[derive(Serialize)]
+struct AuditJson<'a> {
+    ok: bool,
+    #[serde(flatten)]
+    audit: &'a Audit,
+}
+
+/// The `--then` views: `{name: text}` in the order given.
+struct Views<'a>(&'a [(&'static str, String)]);
+
+impl Serialize for Views<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+#[derive(Serialize)]
+struct ReportJson<'a> {
+    trace: TraceJson<'a>,
+    machine: MachineJson<'a>,
+    events: Named<'a>,
+    replayed: Named<'a>,
+    failures: Named<'a>,
+    unmatched_frees: Named<'a>,
+    missed_frees: Named<'a>,
+    totals: Totals,
+    timing: TimingJson,
+    memory: MemoryJson<'a>,
+    caches: &'a [CacheRow],
+    reports: Named<'a>,
+    audit: AuditJson<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    views: Option<Views<'a>>,
+}
+
+/// The JSON report: one object and a newline, appended to `out`.
+pub fn write(r: &Report<'_>, out: &mut String) {
+    let (t, c) = (r.trace, r.replay);
+    let total = |a: &[u64; Kind::COUNT]| a.iter().sum::<u64>();
+    let kinds = [&t.events, &c.replayed, &c.failures, &c.unmatched_frees, &c.missed_frees].map(per_kind);
+    let mems = [&c.live_bytes, &c.peak_bytes].map(per_mem);
+    let reports: Vec<(&'static str, u64)> = REPORT_NAMES.iter().copied().zip(r.reports).collect();
+    let MachineMem { slab_pages, peak_slab_pages, used_pages, peak_used_pages } = r.mem;
+    let j = ReportJson {
+        trace: TraceJson::new(r, t),
+        machine: MachineJson { preset: &r.machine.0, ram_bytes: r.machine.1, cpus: r.machine.2, nodes: r.machine.3 },
+        events: Named(&kinds[0]),
+        replayed: Named(&kinds[1]),
+        failures: Named(&kinds[2]),
+        unmatched_frees: Named(&kinds[3]),
+        missed_frees: Named(&kinds[4]),
+        totals: Totals {
+            ops: c.ops,
+            replayed: total(&c.replayed),
+            failures: total(&c.failures),
+            unmatched_frees: total(&c.unmatched_frees),
+            missed_frees: total(&c.missed_frees),
+            null_frees: c.null_frees,
+            batched_after_free: c.batched_after_free,
+            cross_kind_frees: c.cross_kind_frees,
+            order_mismatches: c.order_mismatches,
+            cache_create_failures: c.cache_create_failures,
+            frees_of_failed: c.frees_of_failed,
+        },
+        timing: TimingJson {
+            total_s: f3(r.timing.total.as_secs_f64()),
+            replay_s: f3(r.timing.replay.as_secs_f64()),
+            events_per_s: f3(r.rate_total()),
+            replay_ops_per_s: f3(r.rate_replay()),
+        },
+        memory: MemoryJson {
+            live_bytes: Named(&mems[0]),
+            peak_bytes: Named(&mems[1]),
+            peak_total_bytes: c.peak_total_bytes,
+            machine_slab_pages: slab_pages,
+            machine_peak_slab_pages: peak_slab_pages,
+            machine_used_pages: used_pages,
+            machine_peak_used_pages: peak_used_pages,
+        },
+        caches: &r.caches,
+        reports: Named(&reports),
+        audit: AuditJson { ok: r.audit.ok(), audit: &r.audit },
+        views: (!r.views.is_empty()).then_some(Views(&r.views)),
+    };
+    out.push_str(&serde_json::to_string(&j).expect("the report serializes"));
+    out.push('\n');
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::f3;
 
     #[test]
-    fn nesting_commas_escapes() {
-        let mut s = String::new();
-        let mut j = Json::new(&mut s);
-        j.begin(None).u("a", 1).s("b", "x\"y\n\u{1}").begin_array(Some("c"));
-        j.begin(None).b("d", true).end().begin(None).f("e", f64::NAN).end();
-        j.end_array().f("g", 1.5).end();
-        assert_eq!(s, r#"{"a":1,"b":"x\"y\n\u0001","c":[{"d":true},{"e":null}],"g":1.500}"#);
+    fn floats_round_to_three_decimals_and_non_finite_is_null() {
+        assert_eq!(f3(1.5), Some(1.5));
+        assert_eq!(f3(0.12345), Some(0.123));
+        assert_eq!(f3(f64::NAN), None);
+        assert_eq!(f3(f64::INFINITY), None);
+        assert_eq!(serde_json::to_string(&f3(f64::NAN)).unwrap(), "null");
+        assert_eq!(serde_json::to_string(&f3(2.0 / 3.0)).unwrap(), "0.667");
     }
 }

@@ -7,7 +7,6 @@ use kmem::{ReportKind, PAGE_SIZE};
 use kmem_hosted::Machine;
 
 use crate::input::Compression;
-use crate::json::Json;
 use crate::op::{Kind, TraceCounts};
 use crate::replay::{Mem, ReplayCounts, Replayer};
 use crate::run::{MachineMem, Timing};
@@ -67,13 +66,13 @@ fn total(a: &[u64]) -> u64 {
 }
 
 impl Report<'_> {
-    fn events(&self) -> u64 {
+    pub(crate) fn events(&self) -> u64 {
         self.trace.total_events()
     }
-    fn rate_total(&self) -> f64 {
+    pub(crate) fn rate_total(&self) -> f64 {
         Timing::rate(self.events(), self.timing.total)
     }
-    fn rate_replay(&self) -> f64 {
+    pub(crate) fn rate_replay(&self) -> f64 {
         Timing::rate(self.replay.ops, self.timing.replay)
     }
 }
@@ -209,100 +208,10 @@ pub fn human(r: &Report<'_>, w: &mut String) -> std::fmt::Result {
     Ok(())
 }
 
-fn per_kind(j: &mut Json<'_>, key: &str, a: &[u64; Kind::COUNT]) {
-    j.begin(Some(key));
-    for k in Kind::ALL {
-        j.u(k.name(), a[k as usize]);
-    }
-    j.end();
-}
-
-/// The JSON report: one object, keys as documented in `kmem replay --help`.
+/// The JSON report: one object, keys as documented in `kmem replay --help` (serde; see
+/// [`crate::json`]).
 pub fn json(r: &Report<'_>, out: &mut String) {
-    let (t, c) = (r.trace, r.replay);
-    let mut j = Json::new(out);
-    j.begin(None);
-    j.begin(Some("trace"))
-        .s("path", r.path)
-        .s("compression", if r.compression == Compression::Zstd { "zstd" } else { "none" });
-    j.u("lines", t.lines).u("events", r.events()).u("ignored_lines", t.ignored_lines).u("lost_events", t.lost_events);
-    j.u("malformed", t.malformed).begin_array(Some("malformed_first"));
-    for m in &t.malformed_first {
-        j.begin(None).u("line", m.line).s("error", &m.error.to_string()).s("text", &m.text).end();
-    }
-    j.end_array().begin(Some("unknown_events"));
-    let mut unknown: Vec<_> = t.unknown.iter().collect();
-    unknown.sort();
-    for (name, n) in unknown {
-        j.u(name, *n);
-    }
-    j.end();
-    j.u("traced_failures", t.traced_failures).u("gfp_unknown_tokens", t.gfp_unknown_tokens);
-    j.u("nofail_dropped", t.nofail_dropped).u("kmalloc_cache_events", t.kmalloc_caches).end();
-    let (preset, ram, cpus, nodes) = &r.machine;
-    j.begin(Some("machine"))
-        .s("preset", preset)
-        .u("ram_bytes", *ram)
-        .u("cpus", *cpus as u64)
-        .u("nodes", *nodes as u64)
-        .end();
-    per_kind(&mut j, "events", &t.events);
-    per_kind(&mut j, "replayed", &c.replayed);
-    per_kind(&mut j, "failures", &c.failures);
-    per_kind(&mut j, "unmatched_frees", &c.unmatched_frees);
-    per_kind(&mut j, "missed_frees", &c.missed_frees);
-    j.begin(Some("totals")).u("ops", c.ops).u("replayed", total(&c.replayed)).u("failures", total(&c.failures));
-    j.u("unmatched_frees", total(&c.unmatched_frees)).u("missed_frees", total(&c.missed_frees));
-    j.u("null_frees", c.null_frees).u("batched_after_free", c.batched_after_free);
-    j.u("cross_kind_frees", c.cross_kind_frees).u("order_mismatches", c.order_mismatches);
-    j.u("cache_create_failures", c.cache_create_failures).u("frees_of_failed", c.frees_of_failed).end();
-    j.begin(Some("timing")).f("total_s", r.timing.total.as_secs_f64()).f("replay_s", r.timing.replay.as_secs_f64());
-    j.f("events_per_s", r.rate_total()).f("replay_ops_per_s", r.rate_replay()).end();
-    j.begin(Some("memory"));
-    for (key, a) in [("live_bytes", &c.live_bytes), ("peak_bytes", &c.peak_bytes)] {
-        j.begin(Some(key));
-        for m in Mem::ALL {
-            j.u(m.name(), a[m as usize]);
-        }
-        j.end();
-    }
-    j.u("peak_total_bytes", c.peak_total_bytes);
-    j.u("machine_slab_pages", r.mem.slab_pages).u("machine_peak_slab_pages", r.mem.peak_slab_pages);
-    j.u("machine_used_pages", r.mem.used_pages).u("machine_peak_used_pages", r.mem.peak_used_pages).end();
-    j.begin_array(Some("caches"));
-    for row in &r.caches {
-        j.begin(None)
-            .s("name", &row.name)
-            .u("bytes_req", row.bytes_req as u64)
-            .u("bytes_alloc", row.bytes_alloc as u64);
-        j.u("objsize", row.objsize as u64).u("objperslab", row.objperslab as u64);
-        j.u("pagesperslab", row.pagesperslab as u64).u("live", row.live).u("active_objs", row.active_objs as u64);
-        j.u("num_objs", row.num_objs as u64).u("num_slabs", row.num_slabs as u64).u("waste_bytes", row.waste_bytes);
-        j.f("frag_pct", row.frag_pct).u("slab_tail_bytes", row.slab_tail_bytes as u64);
-        j.u("size_mismatches", row.size_mismatches).u("missed_frees", row.missed_frees).end();
-    }
-    j.end_array().begin(Some("reports"));
-    for (k, n) in REPORT_NAMES.iter().zip(r.reports) {
-        j.u(k, n);
-    }
-    j.end();
-    let a = &r.audit;
-    j.begin(Some("audit")).b("ok", a.ok()).u("live_objects", a.live_objects).u("live_blocks", a.live_blocks);
-    j.u("caches_checked", a.caches_checked as u64).begin_array(Some("mismatches"));
-    for m in &a.mismatches {
-        j.begin(None).s("cache", &m.cache).u("expected", m.expected).u("found", m.found).end();
-    }
-    j.end_array().u("kmalloc_large_pages", a.kmalloc_large_pages).u("machine_large_pages", a.machine_large_pages);
-    j.u("bad_blocks", a.bad_blocks).end();
-    if !r.views.is_empty() {
-        j.begin(Some("views"));
-        for (name, text) in &r.views {
-            j.s(name, text);
-        }
-        j.end();
-    }
-    j.end();
-    out.push('\n');
+    crate::json::write(r, out);
 }
 
 /// The `--top` view: the busiest caches now (slabtop's columns), after an ANSI clear.

@@ -10,8 +10,8 @@ use kmem::{Gfp, KmemCache, PAGE_SIZE};
 use crate::op::CacheDef;
 use crate::replay::Replayer;
 
-/// One trace cache as kmem laid it out.
-#[derive(Clone, Debug, PartialEq)]
+/// One trace cache as kmem laid it out (serialized as a `caches` entry of the JSON report).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct CacheRow {
     /// The trace's name.
     pub name: String,
@@ -37,6 +37,7 @@ pub struct CacheRow {
     /// slab bytes - live * bytes_req.
     pub waste_bytes: u64,
     /// Internal fragmentation of one object: (objsize - bytes_req) / objsize, in percent.
+    #[serde(serialize_with = "crate::json::ser_f3")]
     pub frag_pct: f64,
     /// Bytes at the end of each slab no object fits in.
     pub slab_tail_bytes: usize,
@@ -81,7 +82,7 @@ pub fn cache_rows(rp: &Replayer<'_>, defs: &[CacheDef]) -> Vec<CacheRow> {
 }
 
 /// A cache whose in-use objects (after flushing the CPUs' slabs) differ from the replay's.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct AuditMismatch {
     /// The kmem cache's name.
     pub cache: String,
@@ -92,7 +93,7 @@ pub struct AuditMismatch {
 }
 
 /// Whether the machine's counters agree with what the replay holds.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Audit {
     /// Live objects the replay holds (slab and kmalloc).
     pub live_objects: u64,
