@@ -71,3 +71,22 @@ pub fn assert_still_works(m: &Machine) {
     assert_eq!(after, before, "kmem reported while it should just work: {:?}", m.reports().last());
     m.verify().unwrap();
 }
+
+/// Runs `f` in a forked child; returns the signal that killed it (None if it exited). The
+/// child must only touch memory and die or return (it leaves with `_exit`): the caller's
+/// test has no other thread that could hold a lock at the fork.
+pub fn in_child(f: impl FnOnce()) -> Option<i32> {
+    // SAFETY: per this function's contract, the child takes no lock another thread of the
+    // parent could have held at fork; it only touches memory and dies or `_exit`s.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        f();
+        // SAFETY: leave the child without running the parent's exit handlers.
+        unsafe { libc::_exit(0) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status))
+}

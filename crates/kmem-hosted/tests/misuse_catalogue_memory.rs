@@ -148,23 +148,6 @@ fn overflow_into_a_kmalloc_red_zone() {
     common::assert_still_works(&m);
 }
 
-/// Runs `f` in a forked child; returns the signal that killed it (None if it exited).
-fn in_child(f: impl FnOnce()) -> Option<i32> {
-    // SAFETY: the child only touches memory and dies (or exits with _exit); the test's
-    // machine has no other thread at the fork.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        f();
-        // SAFETY: leave the child without running the parent's exit handlers.
-        unsafe { libc::_exit(0) };
-    }
-    let mut status = 0;
-    // SAFETY: waiting for our own child.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status))
-}
-
 #[test]
 fn reads_and_writes_past_a_vmalloc_area_fault() {
     let m = machine();
@@ -176,15 +159,15 @@ fn reads_and_writes_past_a_vmalloc_area_fault() {
     unsafe { p.write_bytes(0x77, 3 * PAGE_SIZE) };
     let end = p as usize + 3 * PAGE_SIZE;
     // SAFETY: deliberately out of bounds (the guard page), each in a child that must die.
-    assert_eq!(in_child(|| unsafe { (end as *mut u8).write_volatile(1) }), Some(libc::SIGSEGV));
+    assert_eq!(common::in_child(|| unsafe { (end as *mut u8).write_volatile(1) }), Some(libc::SIGSEGV));
     let read = || {
         // SAFETY: as above.
         std::hint::black_box(unsafe { (end as *const u8).read_volatile() });
     };
-    assert_eq!(in_child(read), Some(libc::SIGSEGV));
+    assert_eq!(common::in_child(read), Some(libc::SIGSEGV));
     // And before the start: the page below is `below`'s guard.
     // SAFETY: as above.
-    assert_eq!(in_child(|| unsafe { ((p as usize - 1) as *mut u8).write_volatile(1) }), Some(libc::SIGSEGV));
+    assert_eq!(common::in_child(|| unsafe { ((p as usize - 1) as *mut u8).write_volatile(1) }), Some(libc::SIGSEGV));
     // The parent's area and machine are untouched.
     // SAFETY: our area.
     assert!(unsafe { std::slice::from_raw_parts(p, 3 * PAGE_SIZE) }.iter().all(|&b| b == 0x77));

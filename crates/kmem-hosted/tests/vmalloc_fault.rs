@@ -5,22 +5,8 @@
 use kmem::{Gfp, PAGE_SIZE, THREAD_SIZE};
 use kmem_hosted::MachineBuilder;
 
-/// Runs `f` in a forked child; returns the signal that killed it (None if it exited).
-fn in_child(f: impl FnOnce()) -> Option<i32> {
-    // SAFETY: the child only touches memory and dies (or exits with _exit); it takes no lock
-    // another thread of the parent could have held at fork.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        f();
-        // SAFETY: leave the child without running the parent's exit handlers.
-        unsafe { libc::_exit(0) };
-    }
-    let mut status = 0;
-    // SAFETY: waiting for our own child.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status))
-}
+mod common;
+use common::in_child;
 
 #[test]
 fn write_past_the_end_hits_the_guard_page() {

@@ -125,6 +125,7 @@ pub const NIL: u32 = u32::MAX;
 /// # let m = kmem_hosted::MachineBuilder::new().ram_mib(64).build().unwrap();
 /// let p = m.alloc_pages(kmem::Gfp::KERNEL, kmem::Order::ZERO).unwrap();
 /// assert_eq!(p.page().refcount(), 1); // reading is fine
+/// # // SAFETY: the page is ours and no longer used.
 /// # unsafe { m.__free_pages(p, kmem::Order::ZERO) };
 /// ```
 #[repr(C, align(32))]

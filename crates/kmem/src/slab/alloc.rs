@@ -42,7 +42,8 @@ impl<P: Platform> Kmem<P> {
     /// let m = kmem_hosted::MachineBuilder::new().ram_mib(64).cpus(2).build().unwrap();
     /// let c = m.kmem_cache_create("demo_obj", 200, 0, SlabFlags::HWCACHE_ALIGN, None).unwrap();
     /// let p = m.kmem_cache_alloc(&c, Gfp::KERNEL).unwrap();
-    /// unsafe { p.as_ptr().write_bytes(0xab, 200) }; // real, writable memory
+    /// // SAFETY: `p` is a live 200-byte object of ours: real, writable memory.
+    /// unsafe { p.as_ptr().write_bytes(0xab, 200) };
     /// // SAFETY: `p` came from `c` and is no longer used.
     /// unsafe { m.kmem_cache_free(&c, p) };
     /// ```
