@@ -257,9 +257,37 @@ impl<P: Platform> Kmem<P> {
         self.kmalloc_node_at(bytes, gfp | Gfp::ZERO, None, core::panic::Location::caller())
     }
 
-    /// `kmalloc_node_track_caller`: the one entry of the family.
-    #[inline]
+    /// `kmalloc_node_track_caller`: the one entry of the family. Inlined down to the slab
+    /// fast path for sizes the caches serve (a class table lookup, the cache slot, the
+    /// sheaf pop); everything else, and the slab slow path, are out of line.
+    #[inline(always)]
     pub(crate) fn kmalloc_node_at(
+        &self,
+        size: usize,
+        gfp: Gfp,
+        node: Option<usize>,
+        caller: &'static core::panic::Location<'static>,
+    ) -> Result<NonNull<u8>, KmallocError> {
+        if size.wrapping_sub(1) < KMALLOC_MAX_CACHE_SIZE {
+            let p =
+                self.kmalloc_state().caches[KmallocType::of(gfp) as usize][kmalloc_index(size)].load(Ordering::Acquire);
+            if p != 0 {
+                // SAFETY: slots hold descriptors of kmalloc caches, which are never destroyed.
+                let cache = unsafe { &*(p as *const KmemCache) };
+                return self.slab_alloc_sized(cache, gfp, node, caller, Some(size as u32)).map_err(|e| KmallocError {
+                    size,
+                    gfp,
+                    kind: KmallocErrorKind::Slab(e),
+                });
+            }
+        }
+        self.kmalloc_node_slow(size, gfp, node, caller)
+    }
+
+    /// [`Kmem::kmalloc_node_at`] for a large or zero size, or a class whose caches do not
+    /// exist yet.
+    #[inline(never)]
+    fn kmalloc_node_slow(
         &self,
         size: usize,
         gfp: Gfp,
@@ -362,10 +390,14 @@ impl<P: Platform> Kmem<P> {
         if addr <= ZERO_SIZE_PTR {
             return 0;
         }
-        // The slab object first, straight from the lookup (no intermediate value to build).
-        if let Lookup::Object(slab, c, off, base) = self.lookup_object(addr) {
-            self.free_object(c, slab, off, base, core::panic::Location::caller());
-            return 0;
+        // An object of a plain slab first: its head's word names the cache (see slab/free.rs).
+        if let Some((slab, word, off)) = self.slab_head_off(addr) {
+            if let Some(c) = self.plain_slab_cache(word) {
+                if c.is_plain_object(off) {
+                    self.free_checked(c, slab, off as u32, addr - off);
+                    return 0;
+                }
+            }
         }
         self.kfree_other(p, core::panic::Location::caller())
     }

@@ -93,10 +93,15 @@ const PAGE_TYPE_MASK: u32 = 0xff00_0000;
 const PAGE_TYPE_BUDDY: u32 = 0xf000_0000;
 /// Page type of a free page on a per-CPU list.
 const PAGE_TYPE_PCP: u32 = 0xe000_0000;
-/// Page type of the head page of a slab (`PGTY_slab`); the low 24 bits name the cache.
+/// Page type of the head page of a slab (`PGTY_slab`); the low 23 bits name the cache.
 const PAGE_TYPE_SLAB: u32 = 0xd000_0000;
-/// Cache ids that fit beside the slab page type.
-pub const MAX_SLAB_CACHE_ID: u32 = 0x00ff_ffff;
+/// Bit 23 of a slab head's `private`: a *plain* slab, whose object 0 starts the slab and
+/// which holds as many objects as a slab of its cache's order (no colour, no left red zone,
+/// not an order fallback, not a debug cache). The free fast path recognises an object of a
+/// plain slab of the cache it names with one compare of this word ([`Page::slab_word`]).
+const SLAB_PLAIN: u32 = 1 << 23;
+/// Cache ids that fit beside the slab page type and the plain bit.
+pub const MAX_SLAB_CACHE_ID: u32 = SLAB_PLAIN - 1;
 /// Bits 16..24 of `flags` on a slab head: the slab's colour, in cache lines.
 const COLOUR_SHIFT: u32 = 16;
 const COLOUR_MASK: u64 = 0xff << COLOUR_SHIFT;
@@ -292,11 +297,22 @@ impl Page {
     }
     /// Makes a page the head of a slab of cache `id` with `colour` cache lines of offset
     /// (`__folio_set_slab`). The caller owns the page (just allocated).
-    pub(crate) fn set_slab(&self, id: u32, colour: u8) {
-        debug_assert!(id <= MAX_SLAB_CACHE_ID);
-        self.private.store(PAGE_TYPE_SLAB | id, Ordering::Relaxed);
+    pub(crate) fn set_slab(&self, id: u32, colour: u8, plain: bool) {
+        self.private.store(Page::slab_word(id, plain), Ordering::Relaxed);
         let f = self.flags.load(Ordering::Relaxed) & !COLOUR_MASK;
         self.flags.store(f | pg::SLAB | (colour as u64) << COLOUR_SHIFT, Ordering::Relaxed);
+    }
+    /// The `private` word of the head of a slab of cache `id` (plain or not). Id 0 names no
+    /// cache, so `slab_word(0, false)` is a word no page carries.
+    #[inline]
+    pub(crate) const fn slab_word(id: u32, plain: bool) -> u32 {
+        debug_assert!(id <= MAX_SLAB_CACHE_ID);
+        PAGE_TYPE_SLAB | if plain { SLAB_PLAIN } else { 0 } | id
+    }
+    /// Whether a slab head's `private` word (from [`Page::private`]) says plain.
+    #[inline]
+    pub(crate) const fn slab_word_plain(w: u32) -> bool {
+        w & (PAGE_TYPE_MASK | SLAB_PLAIN) == PAGE_TYPE_SLAB | SLAB_PLAIN
     }
     /// Ends a slab (`__folio_clear_slab`) before its pages go back to the page allocator.
     pub(crate) fn clear_slab(&self) {

@@ -15,7 +15,7 @@ use super::layout::{Layout, OrderParams};
 use super::sheaf::{Barn, CpuSheaves};
 use crate::gfp::Gfp;
 use crate::machine::Kmem;
-use crate::mm::page::MAX_SLAB_CACHE_ID;
+use crate::mm::page::{Page, MAX_SLAB_CACHE_ID};
 use crate::mm::pfn_list::PfnList;
 use crate::percpu::PercpuPtr;
 use crate::platform::Platform;
@@ -97,6 +97,11 @@ pub struct KmemCache {
     pub(crate) sheaf_capacity: u32,
     pub(crate) random: u64,
     pub(crate) recip: u64,
+    /// The head-page word of this cache's plain slabs ([`Page::slab_word`]); for a cache
+    /// that makes none (a debug cache), a word no page carries.
+    pub(crate) plain_word: u32,
+    /// Bytes of objects in a plain slab: an object offset below it is inside the slab.
+    pub(crate) plain_limit: u32,
     pub(crate) layout: Layout,
     pub(crate) debug: bool,
     pub(crate) id: u32,
@@ -195,6 +200,7 @@ impl KmemCache {
         } else {
             1
         };
+        let debug = l.flags.intersects(SlabFlags::DEBUG_FLAGS);
         let cache = KmemCache {
             cpu_sheaves: init.cpu_sheaves,
             machine: init.machine,
@@ -203,8 +209,10 @@ impl KmemCache {
             // memory never decodes like a free object's pointer (free.rs).
             random: init.random | 1 << 56,
             recip: super::layout::reciprocal(l.size),
+            plain_word: Page::slab_word(if debug { 0 } else { init.id }, !debug),
+            plain_limit: l.objects * l.size,
             layout: l,
-            debug: l.flags.intersects(SlabFlags::DEBUG_FLAGS),
+            debug,
             id: init.id,
             ctor: init.ctor,
             allocflags,

@@ -6,14 +6,22 @@
 //! - the pointer must start an object of a slab (`virt_to_slab` + the slot boundary);
 //! - the slab's cache must be the one named (else `Wrong slab cache`, and the object goes
 //!   to its own cache);
-//! - the object must not be free already. A free object's free-pointer word always decodes
-//!   (under `CONFIG_SLAB_FREELIST_HARDENED`'s key) to a 32-bit value: [`OFF_SHEAF`] in a
-//!   sheaf, the next offset on a slab freelist, while an allocated object's word was cleared
-//!   when it was handed out and its user's data decodes to a 32-bit value once in 2^32 (and
-//!   never for zeros: the key's high half is never zero). A match on [`OFF_SHEAF`] is a double
-//!   free; any other match is confirmed by walking the slab's freelist, so a coincidence
-//!   costs a lock and a walk, never a lost object. This catches double frees that are not
-//!   back to back, which glibc's tcache catches with its key.
+//! - the object must not be free already. A free object's free-pointer word always carries
+//!   the cache's tag in its high half (`word.rs`): the sheaf marker in a sheaf, the encoded
+//!   next offset on a slab freelist. An allocated object's word was cleared when it was
+//!   handed out, and its user's data carries the tag once in 2^32 (never zeros: the tag is
+//!   never zero). The sheaf marker is a double free; any other tagged word is confirmed by
+//!   walking the slab's freelist, so a coincidence costs a lock and a walk, never a lost
+//!   object. This catches double frees that are not back to back, which glibc's tcache
+//!   catches with its key.
+//!
+//! The fast path does the first two checks with one compare: the head page of a *plain*
+//! slab (object 0 at its start, its cache's object count: every slab of a non-debug cache
+//! without colour that is not an order fallback) carries its cache's id and a plain bit in
+//! one word, which equals the cache's `plain_word`; then the offset must be below the
+//! cache's `plain_limit` and on a slot boundary. Everything else (another cache's object, a
+//! debug cache, a coloured or fallback slab, a bad pointer) takes the careful path, which
+//! classifies the pointer fully and reports.
 
 use core::ptr::NonNull;
 
@@ -21,7 +29,7 @@ use super::cache::KmemCache;
 use super::object::{read_word, write_word};
 use super::sheaf::SlubStat;
 use super::slab_page::Slab;
-use super::word::{freeptr_key, OFF_SHEAF};
+use super::word::tagged;
 use crate::machine::Kmem;
 use crate::platform::Platform;
 
@@ -69,6 +77,21 @@ impl<P: Platform> Kmem<P> {
         caller: &'static core::panic::Location<'static>,
     ) {
         let addr = obj.as_ptr() as usize;
+        if let Some((slab, word, off)) = self.slab_head_off(addr) {
+            // A plain slab of `s`, and an object start in it; `s` must be this machine's
+            // (another machine's cache may carry the same id).
+            if word == s.plain_word && s.is_plain_object(off) && s.is_of(self) {
+                return self.free_checked(s, slab, off as u32, addr - off);
+            }
+        }
+        self.kmem_cache_free_careful(s, addr, caller);
+    }
+
+    /// [`Kmem::kmem_cache_free`] of anything but an object of a plain slab of the cache
+    /// named: classifies the pointer fully and reports what is wrong with it.
+    #[cold]
+    #[inline(never)]
+    fn kmem_cache_free_careful(&self, s: &KmemCache, addr: usize, caller: &'static core::panic::Location<'static>) {
         // An object's own cache is this machine's: the machine check costs nothing when it is
         // the cache named.
         match self.lookup_object(addr) {
@@ -121,26 +144,31 @@ impl<P: Platform> Kmem<P> {
         if s.debug {
             return self.debug_free(s, slab, base + off as usize, caller);
         }
+        self.free_checked(s, slab, off, base);
+    }
+
+    /// Frees an object of a non-debug cache whose slab and boundary are checked: the
+    /// double-free check, then this CPU's main sheaf, else the slow path.
+    #[inline(always)]
+    pub(crate) fn free_checked(&self, s: &KmemCache, slab: Slab<'_>, off: u32, base: usize) {
         let obj = base + off as usize;
         let fp = s.fp_addr(obj);
-        let key = freeptr_key(s.random, fp);
         // SAFETY: the free-pointer word of an object of a live slab, which the caller owns.
-        let decoded = unsafe { read_word(fp) } ^ key;
-        if decoded >> 32 == 0 {
-            return self.free_suspect(s, slab, off, base, decoded as u32);
+        if tagged(unsafe { read_word(fp) }, s.random) {
+            return self.free_suspect(s, slab, off, base);
         }
         // SAFETY: the object is the caller's; from now on it is a free object in a sheaf.
-        unsafe { write_word(fp, key ^ OFF_SHEAF as u64) };
+        unsafe { write_word(fp, s.sheaf_marker()) };
         // Sheaves hold only their CPU's node's objects (Linux's `free_to_pcs` condition).
-        if self.remote_node(slab) || !self.free_fast(s, obj) {
+        if self.remote_node(s, slab) || !self.free_fast(s, obj) {
             self.free_slow(s, slab, off, base);
         }
     }
 
     /// Whether `slab` lies on another node than the caller's CPU (never on one-node machines).
     #[inline(always)]
-    fn remote_node(&self, slab: Slab<'_>) -> bool {
-        self.nr_nodes() > 1 && slab.nid() != self.numa_node_id()
+    fn remote_node(&self, s: &KmemCache, slab: Slab<'_>) -> bool {
+        s.nr_nodes > 1 && slab.nid() != self.numa_node_id()
     }
 
     /// The fast path (`free_to_pcs`): push onto this CPU's main sheaf if it has room.
@@ -161,27 +189,27 @@ impl<P: Platform> Kmem<P> {
             drop(g);
             return free;
         }
-        let fp = s.fp_addr(base + off as usize);
+        let obj = base + off as usize;
         // SAFETY: the free-pointer word of an object of a live slab.
-        let decoded = unsafe { read_word(fp) } ^ freeptr_key(s.random, fp);
-        decoded >> 32 == 0 && (decoded as u32 == OFF_SHEAF || self.on_slab_freelist(s, slab, off, base))
+        let w = unsafe { read_word(s.fp_addr(obj)) };
+        tagged(w, s.random) && (w == s.sheaf_marker() || self.on_slab_freelist(s, slab, off, base))
     }
 
-    /// A free of an object whose free pointer decodes like a free object's: a double free
-    /// unless the slab's freelist says otherwise.
+    /// A free of an object whose free pointer carries the cache's tag, as a free object's
+    /// does: a double free unless the slab's freelist says otherwise.
     #[cold]
     #[inline(never)]
-    fn free_suspect(&self, s: &KmemCache, slab: Slab<'_>, off: u32, base: usize, decoded: u32) {
+    fn free_suspect(&self, s: &KmemCache, slab: Slab<'_>, off: u32, base: usize) {
         let obj = base + off as usize;
-        if decoded == OFF_SHEAF || self.on_slab_freelist(s, slab, off, base) {
+        // SAFETY: the free-pointer word of an object of a live slab.
+        if unsafe { s.in_sheaf(obj) } || self.on_slab_freelist(s, slab, off, base) {
             self.double_free(s, slab, obj);
             return;
         }
         // The user's data only looked like a free pointer: an ordinary free.
-        let fp = s.fp_addr(obj);
-        // SAFETY: as in `free_object`.
-        unsafe { write_word(fp, freeptr_key(s.random, fp) ^ OFF_SHEAF as u64) };
-        if self.remote_node(slab) || !self.free_fast(s, obj) {
+        // SAFETY: as in `free_checked`.
+        unsafe { s.set_sheaf_marker(obj) };
+        if self.remote_node(s, slab) || !self.free_fast(s, obj) {
             self.free_slow(s, slab, off, base);
         }
     }
@@ -192,7 +220,7 @@ impl<P: Platform> Kmem<P> {
     #[cold]
     #[inline(never)]
     pub(crate) fn free_slow(&self, s: &KmemCache, slab: Slab<'_>, off: u32, base: usize) {
-        if s.sheaf_capacity == 0 || self.remote_node(slab) {
+        if s.sheaf_capacity == 0 || self.remote_node(s, slab) {
             return self.free_single(s, slab, off, base);
         }
         let obj = base + off as usize;

@@ -52,13 +52,20 @@
 //!   touch a slab.
 //! - **Slabs and lists**: a slab is on `partial` iff it has free objects, on `full` iff none;
 //!   every change of a slab's freelist and counters is made under its node's `list_lock`, a
-//!   sheaf at a time. Free pointers inside free objects are stored
-//!   `next ^ s->random ^ swab(slot address)` and validated (boundary, range) whenever a
-//!   freelist is walked.
-//! - **The double-free check** (`free.rs`): a free object's free-pointer word decodes to 32
-//!   bits (`OFF_SHEAF` in a sheaf, the next offset on a freelist) while a live object's was
-//!   cleared when handed out; `OFF_SHEAF` is a double free, other matches are confirmed on
-//!   the slab's freelist. A bad pointer is `Invalid object pointer` / `Wrong slab cache`.
+//!   sheaf at a time. Free pointers inside free objects are stored `next ^ key`: the key's
+//!   low half is `s->random ^ swab(slot address)` folded to 32 bits, its high half the
+//!   cache's tag (`word.rs`); they are validated (boundary, range) whenever a freelist is
+//!   walked.
+//! - **The free fast path** (`free.rs`): a slab head's `private` word holds the slab type,
+//!   the cache id and a *plain* bit (object 0 at the slab start, the cache's object count).
+//!   `kmem_cache_free` compares it with its cache's `plain_word`, checks the offset against
+//!   `plain_limit` and the slot boundary, and pushes: no cache table, no colour, no slab word.
+//!   `kfree` reads the cache from the id. Anything else takes the careful path.
+//! - **The double-free check** (`free.rs`): a free object's free-pointer word carries the
+//!   cache's tag in its high half (the sheaf marker in a sheaf, the encoded next offset on a
+//!   freelist) while a live object's was cleared when handed out; the sheaf marker is a
+//!   double free, other tagged words are confirmed on the slab's freelist. A bad pointer is
+//!   `Invalid object pointer` / `Wrong slab cache`.
 //! - **Sheaves** are objects of `kmem_sheaf`, a second boot cache (carved descriptor, no
 //!   sheaves of its own, `min_partial` 0). Capacity: about 4 KiB of objects, 8 to 64.
 //!   Shrink, destroy, validate and CPU offline flush sheaves by running as each CPU

@@ -9,14 +9,14 @@
 //! `full` iff it has none; an empty slab beyond `min_partial` goes back to the page
 //! allocator (after the lock is dropped).
 //!
-//! Objects in sheaves carry [`OFF_SHEAF`] as their free pointer, objects on a slab freelist
-//! the offset of the next free object: both decode to 32-bit values, which is what the free
-//! path's double-free check looks for (`free.rs`).
+//! Objects in sheaves carry the cache's sheaf marker as their free pointer, objects on a slab
+//! freelist the encoded offset of the next free object: both carry the cache's tag in their
+//! high half, which is what the free path's double-free check looks for (`word.rs`, `free.rs`).
 
 use super::cache::{CacheNode, KmemCache};
 use super::sheaf::Sheaf;
 use super::slab_page::Slab;
-use super::word::{SlabWord, OFF_NONE, OFF_SHEAF};
+use super::word::{SlabWord, OFF_NONE};
 use crate::machine::Kmem;
 use crate::mm::pfn_list::PfnList;
 use crate::platform::Platform;
@@ -35,7 +35,7 @@ impl<P: Platform> Kmem<P> {
             // SAFETY: `cur` is a validated offset of a free object of `slab` (list lock held).
             let next = unsafe { s.get_fp(obj) };
             // SAFETY: as above; the object moves to the sheaf.
-            unsafe { s.set_fp(obj, OFF_SHEAF) };
+            unsafe { s.set_sheaf_marker(obj) };
             sheaf.push(obj);
             got += 1;
             cur = if s.valid_next(next, w.objects) {

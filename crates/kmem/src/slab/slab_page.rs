@@ -12,7 +12,7 @@
 use super::cache::KmemCache;
 use super::layout::{div_by, order_objects, CACHE_LINE, MAX_OBJS_PER_PAGE};
 use super::object::{read_word, write_word};
-use super::word::{freeptr_key, SlabWord, OFF_NONE};
+use super::word::{freeptr_key, sheaf_marker, SlabWord, OFF_NONE};
 use super::SlabAllocError;
 use crate::addr::{Order, Pfn};
 use crate::gfp::Gfp;
@@ -80,6 +80,33 @@ impl KmemCache {
         // SAFETY: caller's contract.
         unsafe { write_word(a, next as u64 ^ freeptr_key(self.random, a)) }
     }
+    /// The free-pointer word of an object in a sheaf ([`sheaf_marker`]).
+    #[inline(always)]
+    pub(crate) fn sheaf_marker(&self) -> u64 {
+        sheaf_marker(self.random)
+    }
+    /// Marks free object `obj` as held in a sheaf (its free pointer becomes the cache's
+    /// sheaf marker).
+    ///
+    /// # Safety
+    ///
+    /// As [`KmemCache::set_fp`].
+    #[inline(always)]
+    pub(crate) unsafe fn set_sheaf_marker(&self, obj: usize) {
+        // SAFETY: caller's contract.
+        unsafe { write_word(self.fp_addr(obj), self.sheaf_marker()) }
+    }
+    /// Whether `obj`'s free pointer is the sheaf marker: the object is held in a sheaf (or its
+    /// user's data matches all 64 bits of the marker).
+    ///
+    /// # Safety
+    ///
+    /// As [`KmemCache::get_fp`].
+    #[inline]
+    pub(crate) unsafe fn in_sheaf(&self, obj: usize) -> bool {
+        // SAFETY: caller's contract.
+        unsafe { read_word(self.fp_addr(obj)) == self.sheaf_marker() }
+    }
     /// Whether `off` (a decoded free pointer) names an object of a slab with `objects`
     /// objects, or the end of the list (`check_valid_pointer`).
     #[inline]
@@ -104,6 +131,12 @@ impl KmemCache {
     pub(crate) fn word_ok(&self, slab: Slab<'_>, w: SlabWord) -> bool {
         w.objects == self.max_objects(slab) && w.inuse <= w.objects && self.valid_next(w.freelist as u64, w.objects)
     }
+    /// Whether `off`, an offset from the start of a plain slab of this cache, starts one of
+    /// its objects.
+    #[inline(always)]
+    pub(crate) fn is_plain_object(&self, off: usize) -> bool {
+        off < self.plain_limit as usize && self.is_boundary(off as u32)
+    }
     /// `off` is a multiple of the slot size.
     #[inline]
     pub(crate) fn is_boundary(&self, off: u32) -> bool {
@@ -127,10 +160,12 @@ pub(crate) fn slab_addr<P: Platform>(k: &Kmem<P>, slab: Slab<'_>) -> usize {
 }
 
 impl<P: Platform> Kmem<P> {
-    /// The slab holding direct-map address `addr`, the cache it belongs to, and `addr`'s
-    /// byte offset from the slab's first page (`virt_to_slab` + `slab->slab_cache`).
+    /// The compound block holding direct-map address `addr` (its head frame and descriptor:
+    /// a slab if the head's word says so), the head's `private` word, and `addr`'s byte
+    /// offset from the block's first page (`virt_to_slab` without the type check: the free
+    /// fast paths compare the word with the one their cache's plain slabs carry).
     #[inline(always)]
-    pub(crate) fn addr_to_slab_off(&self, addr: usize) -> Option<(Slab<'_>, &KmemCache, usize)> {
+    pub(crate) fn slab_head_off(&self, addr: usize) -> Option<(Slab<'_>, u32, usize)> {
         let st = self.state();
         let pa = addr.wrapping_sub(st.direct_map.base.as_usize());
         if pa as u64 >= st.direct_map.limit.as_u64() {
@@ -144,8 +179,26 @@ impl<P: Platform> Kmem<P> {
         } else {
             (pfn, page)
         };
-        let cache = st.slab.cache(head.slab_cache_id()?)?;
-        Some((Slab { pfn: hpfn, page: head }, cache, pa - (hpfn.as_usize() << crate::PAGE_SHIFT)))
+        Some((Slab { pfn: hpfn, page: head }, head.private(), pa - (hpfn.as_usize() << crate::PAGE_SHIFT)))
+    }
+
+    /// The slab holding direct-map address `addr`, the cache it belongs to, and `addr`'s
+    /// byte offset from the slab's first page (`virt_to_slab` + `slab->slab_cache`).
+    #[inline(always)]
+    pub(crate) fn addr_to_slab_off(&self, addr: usize) -> Option<(Slab<'_>, &KmemCache, usize)> {
+        let (slab, _, off) = self.slab_head_off(addr)?;
+        let cache = self.state().slab.cache(slab.page.slab_cache_id()?)?;
+        Some((slab, cache, off))
+    }
+
+    /// The cache of a plain slab whose head carries `word` (`slab->slab_cache`), if `word` is
+    /// a plain slab's.
+    #[inline(always)]
+    pub(crate) fn plain_slab_cache(&self, word: u32) -> Option<&KmemCache> {
+        if !Page::slab_word_plain(word) {
+            return None;
+        }
+        self.state().slab.cache(word & crate::mm::page::MAX_SLAB_CACHE_ID)
     }
 
     /// The slab holding direct-map address `addr` and the cache it belongs to, if any.
@@ -197,7 +250,10 @@ impl<P: Platform> Kmem<P> {
         } else {
             0
         };
-        page.page().set_slab(s.id, colour);
+        // Plain: object 0 at the slab's start and the cache's object count (free.rs's fast
+        // path relies on both).
+        let plain = !s.debug && colour == 0 && order == l.order && l.red_left_pad == 0;
+        page.page().set_slab(s.id, colour, plain);
         let slab = Slab { pfn: page.pfn(), page: page.page() };
         let base = s.obj_base(self, slab);
         if s.debug {

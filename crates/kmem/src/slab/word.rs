@@ -33,12 +33,36 @@ impl SlabWord {
     }
 }
 
-/// The per-slot key of `CONFIG_SLAB_FREELIST_HARDENED`: `s->random ^ swab(ptr_addr)`. A free
-/// pointer is stored as `next_offset ^ key(slot address)`, so a leaked or overwritten word
-/// does not reveal or redirect the freelist.
+/// The per-slot key of `CONFIG_SLAB_FREELIST_HARDENED`. A free pointer is stored as
+/// `next_offset ^ key(slot address)`, so a leaked or overwritten word does not reveal or
+/// redirect the freelist.
+///
+/// The low half is Linux's `s->random ^ swab(ptr_addr)`, folded to 32 bits so that every bit
+/// of the address counts; the high half is the cache's tag (`random`'s high half, never zero:
+/// the cache sets bit 56). So every free object's word, on a freelist or in a sheaf
+/// ([`sheaf_marker`]), has the tag in its high half, and the free fast path tells a free
+/// object from a live one with one compare, without computing the key (free.rs).
 #[inline]
 pub(crate) const fn freeptr_key(random: u64, slot: usize) -> u64 {
-    random ^ (slot as u64).swap_bytes()
+    let k = random ^ (slot as u64).swap_bytes();
+    (random & TAG_MASK) | ((k ^ (k >> 32)) & !TAG_MASK)
+}
+
+/// The high half of a free-pointer word: the cache's tag.
+pub(crate) const TAG_MASK: u64 = 0xffff_ffff_0000_0000;
+
+/// The free-pointer word of an object held in a sheaf: the tag and [`OFF_SHEAF`], the same
+/// for every object of the cache (a mark, not a pointer: nothing follows it).
+#[inline]
+pub(crate) const fn sheaf_marker(random: u64) -> u64 {
+    (random & TAG_MASK) | OFF_SHEAF as u64
+}
+
+/// Whether free-pointer word `w` carries the tag of a cache with `random`: the word of a free
+/// object, or (once in 2^32) a live object's data.
+#[inline(always)]
+pub(crate) const fn tagged(w: u64, random: u64) -> bool {
+    (w ^ random) & TAG_MASK == 0
 }
 
 #[cfg(test)]
@@ -59,5 +83,17 @@ mod tests {
         let enc = 64u64 ^ freeptr_key(r, a);
         assert_eq!(enc ^ freeptr_key(r, a), 64);
         assert_ne!(enc ^ freeptr_key(r, b), 64, "the same bits decode to garbage at another slot");
+        assert!(tagged(enc, r) && tagged(sheaf_marker(r), r), "free words carry the tag");
+        assert!(!tagged(0, r | 1 << 56), "a cleared (live) word never does");
+    }
+
+    #[test]
+    fn the_key_depends_on_every_address_byte() {
+        let r = 0x9e37_79b9_7f4a_7c15;
+        let a = 0x0000_7f00_1234_5000usize;
+        for byte in 0..8 {
+            let b = a ^ (0x80 << (8 * byte));
+            assert_ne!(freeptr_key(r, a), freeptr_key(r, b), "byte {byte} of the slot address");
+        }
     }
 }

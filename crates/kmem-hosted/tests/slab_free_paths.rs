@@ -1,0 +1,159 @@
+//! The two ways an object goes back to its cache (`slab/free.rs`): the fast path, for objects
+//! of *plain* slabs (recognised by one compare of the slab head's word), and the careful path
+//! for everything else (coloured slabs, debug caches, another cache's objects, bad pointers).
+//! Both must free exactly the same objects, with the same checks: these tests mix them and
+//! count objects, reports and reuse.
+
+mod common;
+
+use std::collections::HashSet;
+use std::ptr::NonNull;
+
+use kmem::{Gfp, ReportKind, SlabFlags};
+use kmem_hosted::{Machine, MachineBuilder};
+
+fn machine() -> Machine {
+    MachineBuilder::new().ram_mib(128).cpus(2).quiet_reports().build().unwrap()
+}
+
+/// A deterministic shuffle (xorshift), so that frees land in random slabs.
+fn shuffle<T>(v: &mut [T], mut seed: u64) {
+    for i in (1..v.len()).rev() {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        v.swap(i, (seed % (i as u64 + 1)) as usize);
+    }
+}
+
+#[test]
+fn plain_and_coloured_slabs_free_alike() {
+    let m = machine();
+    // 200-byte slots leave room for colours in a slab; a plain cache of the same size has none.
+    for flags in [SlabFlags::NONE, SlabFlags::COLOUR] {
+        let c = m.kmem_cache_create("free_paths", 200, 0, flags | SlabFlags::NO_MERGE, None).unwrap();
+        for round in 0..3 {
+            let mut objs: Vec<NonNull<u8>> = (0..2000).map(|_| m.kmem_cache_alloc(&c, Gfp::KERNEL).unwrap()).collect();
+            let distinct: HashSet<usize> = objs.iter().map(|p| p.as_ptr() as usize).collect();
+            assert_eq!(distinct.len(), objs.len(), "{flags:?}: an object handed out twice");
+            shuffle(&mut objs, 0x9e37_79b9 + round);
+            for p in objs {
+                // SAFETY: ours, freed once.
+                unsafe { m.kmem_cache_free(&c, p) };
+            }
+            assert_eq!(m.validate_slab_cache(&c).errors, 0);
+        }
+        m.kmem_cache_shrink(&c);
+        assert_eq!(kmem::proc::slab_info(&m, &c).active_objs, 0, "{flags:?}: every object came back");
+    }
+    assert_eq!(m.report_count(ReportKind::SlabBug), 0, "{:?}", m.reports().take());
+    common::assert_still_works(&m);
+}
+
+#[test]
+fn a_double_free_long_after_is_caught_on_either_path() {
+    let m = machine();
+    for flags in [SlabFlags::NONE, SlabFlags::COLOUR] {
+        let c = m.kmem_cache_create("double_free", 96, 0, flags | SlabFlags::NO_MERGE, None).unwrap();
+        for shrink in [false, true] {
+            let before = m.report_count(ReportKind::SlabBug);
+            let a = m.kmem_cache_alloc(&c, Gfp::KERNEL).unwrap();
+            let others: Vec<_> = (0..300).map(|_| m.kmem_cache_alloc(&c, Gfp::KERNEL).unwrap()).collect();
+            // SAFETY: deliberate misuse: `a` freed twice, with 150 other frees between (its
+            // sheaf has gone to the barn by then) or a shrink (which flushes the sheaves: `a`
+            // is back on its slab's freelist, and the slab is in use).
+            unsafe {
+                m.kmem_cache_free(&c, a);
+                if shrink {
+                    m.kmem_cache_shrink(&c);
+                } else {
+                    for p in &others[..150] {
+                        m.kmem_cache_free(&c, *p);
+                    }
+                }
+                m.kmem_cache_free(&c, a);
+            }
+            assert_eq!(m.report_count(ReportKind::SlabBug), before + 1, "{flags:?} shrink {shrink}");
+            let rest = if shrink { &others[..] } else { &others[150..] };
+            for p in rest {
+                // SAFETY: ours, freed once.
+                unsafe { m.kmem_cache_free(&c, *p) };
+            }
+            // Every free object is handed out once: `a` not twice.
+            let again: Vec<_> = (0..1000).map(|_| m.kmem_cache_alloc(&c, Gfp::KERNEL).unwrap()).collect();
+            let distinct: HashSet<_> = again.iter().collect();
+            assert_eq!(distinct.len(), again.len(), "{flags:?} shrink {shrink}: an object handed out twice");
+            assert_eq!(again.iter().filter(|p| **p == a).count(), 1, "{flags:?} shrink {shrink}");
+            for p in again {
+                // SAFETY: ours, freed once.
+                unsafe { m.kmem_cache_free(&c, p) };
+            }
+            assert_eq!(m.validate_slab_cache(&c).errors, 0);
+        }
+    }
+    common::assert_still_works(&m);
+}
+
+#[test]
+fn another_caches_object_goes_to_its_own_cache() {
+    let m = machine();
+    let c64 = m.kmem_cache_create("own_64", 64, 0, SlabFlags::NO_MERGE, None).unwrap();
+    let c128 = m.kmem_cache_create("own_128", 128, 0, SlabFlags::NO_MERGE, None).unwrap();
+    let p = m.kmem_cache_alloc(&c64, Gfp::KERNEL).unwrap();
+    // SAFETY: deliberate misuse: an object of `c64` named with `c128`.
+    unsafe { m.kmem_cache_free(&c128, p) };
+    assert_eq!(m.report_count(ReportKind::SlabBug), 1);
+    assert!(m.reports().texts(ReportKind::SlabBug).iter().any(|t| t.contains("Wrong slab cache")));
+    m.kmem_cache_shrink(&c64);
+    assert_eq!(kmem::proc::slab_info(&m, &c64).active_objs, 0, "freed to its own cache");
+    assert_eq!(kmem::proc::slab_info(&m, &c128).active_objs, 0, "never entered the named one");
+}
+
+#[test]
+fn interior_and_tail_pointers_are_refused_on_the_fast_path_too() {
+    let m = machine();
+    // 4 slots of 1000 bytes in a 4 KiB slab leave 96 bytes after the last one; an order-1 or
+    // larger slab of 3000-byte slots puts objects across page boundaries (tail pages).
+    for size in [1000usize, 3000] {
+        let c = m.kmem_cache_create("interior", size, 0, SlabFlags::NO_MERGE, None).unwrap();
+        let objs: Vec<_> = (0..16).map(|_| m.kmem_cache_alloc(&c, Gfp::KERNEL).unwrap()).collect();
+        let before = m.report_count(ReportKind::SlabBug);
+        for p in &objs {
+            // SAFETY: deliberate misuse: pointers into objects, not at their starts.
+            unsafe { m.kmem_cache_free(&c, NonNull::new_unchecked(p.as_ptr().add(8))) };
+        }
+        assert_eq!(m.report_count(ReportKind::SlabBug), before + objs.len() as u64, "size {size}");
+        for p in objs {
+            // SAFETY: ours, freed once (the misuse above freed nothing).
+            unsafe { m.kmem_cache_free(&c, p) };
+        }
+        assert_eq!(m.validate_slab_cache(&c).errors, 0);
+        m.kmem_cache_shrink(&c);
+        assert_eq!(kmem::proc::slab_info(&m, &c).active_objs, 0, "size {size}");
+    }
+    common::assert_still_works(&m);
+}
+
+#[test]
+fn kfree_takes_objects_of_any_cache() {
+    let m = machine();
+    let c = m.kmem_cache_create("kfree_any", 72, 0, SlabFlags::NO_MERGE, None).unwrap();
+    let cc = m.kmem_cache_create("kfree_any_coloured", 200, 0, SlabFlags::COLOUR | SlabFlags::NO_MERGE, None).unwrap();
+    let mut objs = Vec::new();
+    for _ in 0..500 {
+        objs.push(m.kmem_cache_alloc(&c, Gfp::KERNEL).unwrap());
+        objs.push(m.kmem_cache_alloc(&cc, Gfp::KERNEL).unwrap());
+        objs.push(m.kmalloc(40, Gfp::KERNEL).unwrap());
+    }
+    shuffle(&mut objs, 7);
+    for p in objs {
+        // SAFETY: ours, freed once; kfree takes any slab object, as Linux's does.
+        unsafe { m.kfree(p.as_ptr()) };
+    }
+    for cache in [&c, &cc] {
+        m.kmem_cache_shrink(cache);
+        assert_eq!(kmem::proc::slab_info(&m, cache).active_objs, 0);
+    }
+    assert_eq!(m.report_count(ReportKind::SlabBug), 0, "{:?}", m.reports().take());
+    assert_eq!(m.report_count(ReportKind::Warning), 0, "{:?}", m.reports().take());
+}
