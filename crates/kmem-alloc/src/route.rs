@@ -12,7 +12,7 @@
 
 use core::ptr::NonNull;
 
-use kmem::kmalloc::{KMALLOC_MAX_SIZE, ZERO_SIZE_PTR};
+use kmem::kmalloc::{KMALLOC_ALIGN, KMALLOC_MAX_SIZE, KMALLOC_MIN_SIZE, ZERO_SIZE_PTR};
 use kmem::Gfp;
 use kmem_hosted::Machine;
 
@@ -21,8 +21,10 @@ use crate::{global, huge};
 /// The kmalloc request that serves `size` bytes aligned to `align`, if kmalloc can.
 #[inline]
 pub(crate) fn kmalloc_request(size: usize, align: usize) -> Option<usize> {
-    let size = size.max(1);
-    if align <= 8 {
+    if align <= KMALLOC_MIN_SIZE || (align <= KMALLOC_ALIGN && align.is_power_of_two()) {
+        // Every kmalloc object of KMALLOC_ALIGN bytes or more is that aligned (kmem's
+        // guarantee), large blocks are page-aligned: the exact class serves malloc's 16.
+        let size = if align > KMALLOC_MIN_SIZE { size.max(KMALLOC_ALIGN) } else { size.max(1) };
         return (size <= KMALLOC_MAX_SIZE).then_some(size);
     }
     if !align.is_power_of_two() || align > KMALLOC_MAX_SIZE {

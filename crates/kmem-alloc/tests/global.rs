@@ -68,3 +68,18 @@ fn alignment_is_honoured() {
         }
     }
 }
+
+#[test]
+fn sixteen_byte_alignment_takes_the_exact_class() {
+    // C's malloc promises 16; kmalloc-96 and kmalloc-192 keep it, so 80 bytes cost 96, not 128.
+    for (size, usable) in [(8usize, 16usize), (80, 96), (96, 96), (150, 192), (192, 192), (200, 256)] {
+        let l = std::alloc::Layout::from_size_align(size, 16).unwrap();
+        // SAFETY: a non-zero-size layout; freed with the same layout.
+        unsafe {
+            let p = std::alloc::alloc(l);
+            assert_eq!(p as usize % 16, 0, "size {size}");
+            assert_eq!(kmem_alloc::raw::usable_size(p), usable, "size {size}");
+            std::alloc::dealloc(p, l);
+        }
+    }
+}

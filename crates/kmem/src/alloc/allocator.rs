@@ -6,7 +6,7 @@ use core::fmt;
 use core::ptr::NonNull;
 
 use crate::gfp::Gfp;
-use crate::kmalloc::{KmallocError, KmallocErrorKind, KMALLOC_MAX_CACHE_SIZE, KMALLOC_MIN_SIZE};
+use crate::kmalloc::{KmallocError, KmallocErrorKind, KMALLOC_ALIGN, KMALLOC_MAX_CACHE_SIZE, KMALLOC_MIN_SIZE};
 use crate::machine::Kmem;
 use crate::platform::Platform;
 use crate::vmalloc::{VmallocError, VmallocErrorKind};
@@ -63,9 +63,12 @@ fn kmalloc_size(layout: Layout, gfp: Gfp) -> Result<usize, KmallocError> {
     if align > PAGE_SIZE {
         return Err(KmallocError { size, gfp, kind: KmallocErrorKind::Align(align) });
     }
-    // Above KMALLOC_MIN_SIZE only power-of-two buckets (naturally aligned) and large blocks
-    // (page-aligned) are aligned enough.
+    // Up to KMALLOC_ALIGN, every bucket of at least that size is aligned enough; above it
+    // only power-of-two buckets (naturally aligned) and large blocks (page-aligned) are.
     if align > KMALLOC_MIN_SIZE && size <= KMALLOC_MAX_CACHE_SIZE {
+        if align <= KMALLOC_ALIGN {
+            return Ok(size.max(KMALLOC_ALIGN));
+        }
         return Ok(size.next_power_of_two());
     }
     Ok(size)

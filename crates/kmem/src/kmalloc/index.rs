@@ -4,6 +4,12 @@ use crate::gfp::Gfp;
 
 /// Smallest kmalloc object (`KMALLOC_MIN_SIZE`, `1 << KMALLOC_SHIFT_LOW`).
 pub const KMALLOC_MIN_SIZE: usize = 8;
+/// Alignment of every kmalloc object of `KMALLOC_ALIGN` bytes or more: the power-of-two
+/// caches are naturally aligned, and the others (`kmalloc-96`, `kmalloc-192`) are created
+/// with this alignment (Linux uses `ARCH_KMALLOC_MINALIGN`, 8 on x86-64; 16 is what C's
+/// `malloc` promises there, so kmem's allocators serve 16-aligned requests from the exact
+/// class instead of the next power of two). Smaller requests get `KMALLOC_MIN_SIZE`.
+pub const KMALLOC_ALIGN: usize = 16;
 /// Largest size served by a kmalloc cache (`KMALLOC_MAX_CACHE_SIZE`); above it kmalloc
 /// allocates compound pages.
 pub const KMALLOC_MAX_CACHE_SIZE: usize = 8192;

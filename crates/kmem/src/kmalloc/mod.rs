@@ -24,8 +24,8 @@ use core::fmt;
 use core::ptr::NonNull;
 
 pub use index::{
-    kmalloc_index, kmalloc_name, kmalloc_size, KmallocType, KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KMALLOC_MIN_SIZE,
-    KMALLOC_NR, ZERO_SIZE_PTR,
+    kmalloc_index, kmalloc_name, kmalloc_size, KmallocType, KMALLOC_ALIGN, KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE,
+    KMALLOC_MIN_SIZE, KMALLOC_NR, ZERO_SIZE_PTR,
 };
 
 use crate::gfp::Gfp;
@@ -199,7 +199,7 @@ impl<P: Platform> Kmem<P> {
             let mut buf = [0u8; 32];
             let name = cache_name(&mut buf, ty, index);
             let size = kmalloc_size(index);
-            let align = if size.is_power_of_two() { size } else { KMALLOC_MIN_SIZE };
+            let align = if size.is_power_of_two() { size } else { KMALLOC_ALIGN };
             let args = CreateArgs { name, size, align, flags, ctor: None, gfp: cgfp, mergeable: false, internal: true };
             let c = self.create_cache(args).map_err(KmallocErrorKind::Cache)?;
             let raw = c.into_raw();
