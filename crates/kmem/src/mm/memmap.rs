@@ -64,9 +64,17 @@ impl Section {
 }
 
 /// A view of the section table: `pfn_to_page`, `page_to_pfn`, pageblock migratetypes.
+///
+/// Besides the [`Section`]s, the table holds one word per section for `pfn_to_page`, as
+/// Linux's classic SPARSEMEM encodes `section_mem_map`: the section's descriptor array
+/// address minus the descriptor offset of the section's first frame, plus 1 (0: absent). A
+/// lookup is then a shift, a bound, one load and one `lea`, with no stride multiply and no
+/// in-section mask.
 #[derive(Debug, Clone, Copy)]
 pub struct Memmap {
     sections: *const Section,
+    /// `nr_sections` encoded map words, just after the sections.
+    maps: *const AtomicUsize,
     nr_sections: usize,
 }
 
@@ -79,7 +87,12 @@ unsafe impl Sync for Memmap {}
 impl Memmap {
     /// Bytes needed for a table of `nr_sections` sections.
     pub const fn table_bytes(nr_sections: usize) -> usize {
-        nr_sections * core::mem::size_of::<Section>()
+        nr_sections * (core::mem::size_of::<Section>() + core::mem::size_of::<AtomicUsize>())
+    }
+
+    /// The encoded map words of a table of `nr_sections` sections at `table`.
+    const fn maps_of(table: *mut Section, nr_sections: usize) -> *mut AtomicUsize {
+        table.wrapping_add(nr_sections).cast::<AtomicUsize>()
     }
 
     /// Initialises an empty section table at `table` (all sections absent).
@@ -100,9 +113,10 @@ impl Memmap {
                     node: AtomicU8::new(0),
                     init: AtomicU32::new(0),
                 });
+                Self::maps_of(table, nr_sections).add(i).write(AtomicUsize::new(0));
             }
         }
-        Self { sections: table, nr_sections }
+        Self { sections: table, maps: Self::maps_of(table, nr_sections), nr_sections }
     }
 
     /// [`Memmap::init`] for a table whose memory reads as zero: nothing to write (a zeroed
@@ -119,7 +133,7 @@ impl Memmap {
         // SAFETY: the caller's contract is `init`'s.
         return unsafe { Self::init(table, nr_sections) };
         #[cfg(not(loom))]
-        Self { sections: table, nr_sections }
+        Self { sections: table, maps: Self::maps_of(table, nr_sections), nr_sections }
     }
 
     /// Makes a section present with descriptors at `map` (boot or memory hot-add).
@@ -139,6 +153,11 @@ impl Memmap {
         sec.node.store(node, Ordering::Relaxed);
         sec.init.store(ALL_CHUNKS, Ordering::Relaxed);
         sec.map.store(map as usize, Ordering::Release);
+        let first = nr * PAGES_PER_SECTION * Page::SIZE;
+        // SAFETY: `nr` is in range (checked by `section` above); the words follow the sections
+        // in the table (`init`'s contract).
+        let word = unsafe { &*self.maps.add(nr) };
+        word.store((map as usize).wrapping_sub(first) | 1, Ordering::Release);
     }
 
     /// Marks the chunks of section `nr` named by `mask` as not initialised (boot, before the
@@ -206,14 +225,21 @@ impl Memmap {
     /// of addresses nobody vouches for use [`Memmap::valid_page`].
     #[inline]
     pub fn page(&self, pfn: Pfn) -> Option<&Page> {
-        let sec = self.section(pfn.as_usize() >> PFN_SECTION_SHIFT)?;
-        let map = sec.map.load(Ordering::Acquire);
-        if map == 0 {
+        let nr = pfn.as_usize() >> PFN_SECTION_SHIFT;
+        if nr >= self.nr_sections {
             return None;
         }
-        // SAFETY: a present section's map points to PAGES_PER_SECTION initialised descriptors
-        // (contract of `set_section_map`) and the index is masked to that range.
-        Some(unsafe { &*(map as *const Page).add(pfn.as_usize() & (PAGES_PER_SECTION - 1)) })
+        // SAFETY: `nr` is in bounds of the words written by `init` (or zero for
+        // `init_zeroed`), which stay valid for the life of `self` (contract of `init`).
+        let word = unsafe { &*self.maps.add(nr) }.load(Ordering::Acquire);
+        if word == 0 {
+            return None;
+        }
+        let at = (word - 1).wrapping_add(pfn.as_usize() * Page::SIZE);
+        // SAFETY: a present section's word encodes the address of its PAGES_PER_SECTION
+        // initialised descriptors minus the offset of its first frame (`set_section_map`), so
+        // `at` is `pfn`'s descriptor in that array: `pfn` lies in section `nr`.
+        Some(unsafe { &*(at as *const Page) })
     }
 
     /// The head of the compound block whose tail page `page` (of frame `pfn`) is, `back`

@@ -108,10 +108,12 @@ impl ModelZone {
     /// A zone of `nr` frames (at most 64), all free. Call inside a model.
     pub fn new(nr: usize) -> Self {
         assert!(nr <= 64);
-        let mut table: Vec<MaybeUninit<Section>> = Vec::with_capacity(1);
-        table.resize_with(1, MaybeUninit::uninit);
+        // One section and its map word (`Memmap::table_bytes(1)` bytes, `Section`-aligned).
+        let slots = Memmap::table_bytes(1).div_ceil(core::mem::size_of::<Section>());
+        let mut table: Vec<MaybeUninit<Section>> = Vec::with_capacity(slots);
+        table.resize_with(slots, MaybeUninit::uninit);
         let pages: Vec<Page> = (0..nr).map(|_| Page::new_boot(ZoneType::Normal.index() as u8, 0, 0, 0)).collect();
-        // SAFETY: `table` holds one writable, aligned `Section` slot. Its heap buffer is never
+        // SAFETY: `table` holds `table_bytes(1)` writable, aligned bytes. Its heap buffer is never
         // resized, is used for nothing else, and lives as long as the returned `ModelZone`,
         // which owns it; the models use `mm` only through a borrow of that `ModelZone`.
         let mm = unsafe { Memmap::init(table.as_mut_ptr().cast::<Section>(), 1) };
