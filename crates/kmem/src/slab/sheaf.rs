@@ -25,24 +25,60 @@ use crate::sync::{
 
 /// Most objects a sheaf can hold (the `kmem_sheaf` object is sized for it).
 pub(crate) const SHEAF_MAX: usize = 128;
-/// Full sheaves a barn keeps (Linux's `MAX_FULL_SHEAVES` is 10: kmem keeps more, for
-/// threads that free in bursts of thousands).
+/// Fewest full sheaves a barn keeps (Linux's `MAX_FULL_SHEAVES` is 10); caches of small
+/// objects keep more (see [`barn_sheaves`]).
 pub(crate) const MAX_FULL_SHEAVES: u32 = 40;
-/// Empty sheaves a barn keeps (Linux's `MAX_EMPTY_SHEAVES` is 10).
+/// Fewest empty sheaves a barn keeps (Linux's `MAX_EMPTY_SHEAVES` is 10).
 pub(crate) const MAX_EMPTY_SHEAVES: u32 = 40;
+/// Most sheaves either list of a barn keeps.
+pub(crate) const BARN_SHEAVES_MAX: u32 = 512;
+/// Objects a barn's full sheaves may hold, in bytes, at most: a node's share of the bursts
+/// of frees of every thread (threadtest: 1000 blocks of 8-1000 bytes per thread, about
+/// 500 KiB, half of it in the 1 KiB bucket). The machine's RAM bounds it too
+/// ([`barn_bytes`]).
+pub(crate) const BARN_BYTES_MAX: usize = 4 << 20;
 
-/// The sheaf capacity kmem gives a cache of `size`-byte slots: about 8 KiB of objects,
-/// between 16 and [`SHEAF_MAX`] (Linux leaves sheaves to caches that ask, with capacities
+/// The sheaf capacity kmem gives a cache of `size`-byte slots: about 16 KiB of objects,
+/// between 32 and [`SHEAF_MAX`] (Linux leaves sheaves to caches that ask, with capacities
 /// like 32; kmem gives every cache without debugging one, and bursts of frees from many
-/// threads, as a process allocator sees, overflow small sheaves into the node's lock).
+/// threads, as a process allocator sees, overflow small sheaves: each overflow is a trade at
+/// the barn, under its lock, which every CPU of the node shares).
 pub(crate) const fn sheaf_capacity(size: u32) -> u32 {
-    let c = 8192 / if size == 0 { 1 } else { size };
-    if c < 16 {
-        16
+    let c = 16384 / if size == 0 { 1 } else { size };
+    if c < 32 {
+        32
     } else if c > SHEAF_MAX as u32 {
         SHEAF_MAX as u32
     } else {
         c
+    }
+}
+
+/// The bytes of objects a barn may keep in full sheaves on a machine of `totalram` bytes:
+/// [`BARN_BYTES_MAX`], or a 32nd of the RAM on small machines (so that freed objects parked
+/// in barns cannot starve a small machine's page allocator).
+pub(crate) const fn barn_bytes(totalram: usize) -> usize {
+    let b = totalram / 32;
+    if b > BARN_BYTES_MAX {
+        BARN_BYTES_MAX
+    } else {
+        b
+    }
+}
+
+/// How many full (and empty) sheaves a barn of a cache with `capacity`-object sheaves of
+/// `size`-byte slots keeps: `bytes` of objects, at least [`MAX_FULL_SHEAVES`], at most
+/// [`BARN_SHEAVES_MAX`]. A burst of frees larger than that flushes sheaves to the slabs
+/// under the node's `list_lock`, and the next burst of allocations refills them from there.
+pub(crate) const fn barn_sheaves(capacity: u32, size: u32, bytes: usize) -> u32 {
+    let per_sheaf = capacity as usize * size as usize;
+    let n = if per_sheaf == 0 { 0 } else { bytes / per_sheaf };
+    if n < MAX_FULL_SHEAVES as usize {
+        MAX_FULL_SHEAVES
+    } else if n > BARN_SHEAVES_MAX as usize {
+        BARN_SHEAVES_MAX
+    } else {
+        n as u32
     }
 }
 
@@ -207,6 +243,8 @@ pub(crate) struct Barn {
     nr_full: AtomicU32,
     empty: AtomicUsize,
     nr_empty: AtomicU32,
+    /// Most sheaves each list keeps ([`barn_sheaves`]; set once at cache creation).
+    max: AtomicU32,
 }
 
 impl Barn {
@@ -218,12 +256,26 @@ impl Barn {
                 nr_full: AtomicU32::new(0),
                 empty: AtomicUsize::new(0),
                 nr_empty: AtomicU32::new(0),
+                max: AtomicU32::new(MAX_FULL_SHEAVES),
             }
         }
     }
     /// Full sheaves kept (racy).
     pub(crate) fn nr_full(&self) -> u32 {
         self.nr_full.load(Ordering::Relaxed)
+    }
+    /// Empty sheaves kept (racy).
+    pub(crate) fn nr_empty(&self) -> u32 {
+        self.nr_empty.load(Ordering::Relaxed)
+    }
+    /// Sets how many full (and empty) sheaves the barn keeps (cache creation, before any
+    /// CPU uses the cache).
+    pub(crate) fn set_max(&self, n: u32) {
+        self.max.store(n.max(MAX_FULL_SHEAVES.min(MAX_EMPTY_SHEAVES)), Ordering::Relaxed);
+    }
+    /// How many full (and empty) sheaves the barn keeps.
+    pub(crate) fn max(&self) -> u32 {
+        self.max.load(Ordering::Relaxed)
     }
     /// The barn's lock (taken with the caller's CPU pinned or interrupts off).
     pub(crate) fn lock(&self) -> &RawSpinLock {
@@ -254,7 +306,7 @@ impl Barn {
     pub(crate) fn put_locked<P: crate::Platform>(&self, g: &SpinGuard<'_, P>, sheaf: usize, full: bool) -> bool {
         debug_assert!(g.holds(&self.lock));
         let (head, nr) = self.list(full);
-        let max = if full { MAX_FULL_SHEAVES } else { MAX_EMPTY_SHEAVES };
+        let max = self.max();
         let n = nr.load(Ordering::Relaxed);
         if n >= max {
             return false;
@@ -312,6 +364,36 @@ pub(crate) fn trade_for_empty<P: crate::Platform>(pcs: &CpuSheaves, barn: &Barn,
     pcs.set_main(barn.take_locked(&g, false));
     drop(g);
     true
+}
+
+/// `barn_get_full_or_empty_sheaf()` for a CPU that has no main sheaf (its first use of the
+/// cache since it came online; the caller's CPU pinned): a sheaf from the barn becomes the
+/// main one, a full one for an allocation (`full`), an empty one for a free. False, with
+/// nothing changed, if the CPU has a main sheaf or the barn has none of the kind.
+pub(crate) fn take_main<P: crate::Platform>(pcs: &CpuSheaves, barn: &Barn, p: &P, full: bool) -> bool {
+    if pcs.main().is_some() || (if full { barn.nr_full() } else { barn.nr_empty() }) == 0 {
+        return false;
+    }
+    let g = barn.lock().lock_irqsave(p);
+    let sheaf = barn.take_locked(&g, full);
+    drop(g);
+    if sheaf != 0 {
+        pcs.set_main(sheaf);
+    }
+    sheaf != 0
+}
+
+/// A sheaf leaving a CPU that goes offline (the caller runs as that CPU, pinned, and has
+/// unlinked the sheaf from it): into the barn, with its objects (in the full list, which
+/// allocations take from, even when not full) or empty, if the barn has room. False if it
+/// has none: the caller flushes and frees the sheaf.
+pub(crate) fn park<P: crate::Platform>(barn: &Barn, p: &P, sheaf: usize) -> bool {
+    // SAFETY: the caller's sheaf, live until it is freed or handed over here.
+    let full = unsafe { &*(sheaf as *const Sheaf) }.size() > 0;
+    let g = barn.lock().lock_irqsave(p);
+    let ok = barn.put_locked(&g, sheaf, full);
+    drop(g);
+    ok
 }
 
 /// Slab events counted per CPU (Linux's `CONFIG_SLUB_STATS` items of the sheaf slow paths;
@@ -380,12 +462,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn capacity_is_about_two_pages_of_objects() {
+    fn capacity_is_about_four_pages_of_objects() {
         assert_eq!(sheaf_capacity(8), 128);
-        assert_eq!(sheaf_capacity(64), 128);
-        assert_eq!(sheaf_capacity(128), 64);
-        assert_eq!(sheaf_capacity(1024), 16);
-        assert_eq!(sheaf_capacity(8192), 16);
+        assert_eq!(sheaf_capacity(128), 128);
+        assert_eq!(sheaf_capacity(256), 64);
+        assert_eq!(sheaf_capacity(512), 32);
+        assert_eq!(sheaf_capacity(1024), 32);
+        assert_eq!(sheaf_capacity(8192), 32);
+    }
+
+    #[test]
+    fn barns_hold_bytes_of_objects_within_bounds() {
+        // 4 MiB of 1 KiB objects in sheaves of 32: 128 sheaves.
+        assert_eq!(barn_sheaves(32, 1024, barn_bytes(1 << 30)), 128);
+        // Small objects: bounded by the sheaf count; big ones and small machines: the floor.
+        assert_eq!(barn_sheaves(128, 8, barn_bytes(1 << 30)), BARN_SHEAVES_MAX);
+        assert_eq!(barn_sheaves(32, 8192, barn_bytes(1 << 30)), MAX_FULL_SHEAVES);
+        assert_eq!(barn_sheaves(32, 1024, barn_bytes(16 << 20)), MAX_FULL_SHEAVES);
+        assert_eq!(barn_bytes(64 << 20), 2 << 20);
+        let b = Barn::new();
+        assert_eq!(b.max(), MAX_FULL_SHEAVES);
+        b.set_max(100);
+        assert_eq!(b.max(), 100);
     }
 
     #[test]
