@@ -7,14 +7,17 @@
 //!   frees push to, and a `spare` (Linux's `pcs->main`/`pcs->spare`). Only the CPU touches
 //!   them, inside [`Platform::pin_cpu`](crate::Platform::pin_cpu) (or as that CPU, through
 //!   `run_on_cpu`): no lock, no atomic read-modify-write.
-//! - Each node has a [`Barn`]: up to [`MAX_FULL_SHEAVES`] full and [`MAX_EMPTY_SHEAVES`]
-//!   empty sheaves under a spinlock. A CPU whose main sheaf is empty trades it for a full
+//! - Each node has a [`Barn`]: full and empty sheaves under a spinlock, up to
+//!   [`barn_sheaves`] of each (4096 objects, at least [`MAX_FULL_SHEAVES`] sheaves, at most
+//!   4 MiB of objects). A CPU whose main sheaf is empty trades it for a full
 //!   one; one whose main sheaf is full trades it for an empty one. So objects freed on one
 //!   CPU reach another (producer/consumer) in whole sheaves, and random-order frees never
 //!   touch a slab.
 //! - Only when the barn cannot help does a CPU refill its sheaf from the node's partial slabs
 //!   (`refill_sheaf`) or flush it back to their slabs (`sheaf_flush`), a sheaf at a time
 //!   under the node's `list_lock`.
+//! - A CPU going offline [`park`]s its sheaves in the barn (Linux flushes them), and a CPU
+//!   without sheaves takes one from there ([`take_main`]) before allocating a new one.
 //!
 //! The fields are atomics because other CPUs read them racily (statistics) and the loom
 //! models need them; the owner reads and writes them with plain relaxed loads and stores.
@@ -30,12 +33,16 @@ pub(crate) const SHEAF_MAX: usize = 128;
 pub(crate) const MAX_FULL_SHEAVES: u32 = 40;
 /// Fewest empty sheaves a barn keeps (Linux's `MAX_EMPTY_SHEAVES` is 10).
 pub(crate) const MAX_EMPTY_SHEAVES: u32 = 40;
-/// Most sheaves either list of a barn keeps.
-pub(crate) const BARN_SHEAVES_MAX: u32 = 512;
-/// Objects a barn's full sheaves may hold, in bytes, at most: a node's share of the bursts
-/// of frees of every thread (threadtest: 1000 blocks of 8-1000 bytes per thread, about
-/// 500 KiB, half of it in the 1 KiB bucket). The machine's RAM bounds it too
-/// ([`barn_bytes`]).
+/// Fewest sheaves a barn keeps whatever their bytes (Linux's `MAX_FULL_SHEAVES`).
+pub(crate) const MIN_BARN_SHEAVES: u32 = 10;
+/// Objects a barn's full sheaves may hold: a node's share of the bursts of frees of every
+/// thread. threadtest's threads each free 1000 blocks of 8-1000 bytes at once, about 490 of
+/// them into the 1 KiB bucket: 4096 objects hold eight threads' bursts there. Counted in
+/// objects, not bytes, so that the small-object caches, whose bursts are as many objects but
+/// which one thread can fill with hundreds of thousands, keep only [`MAX_FULL_SHEAVES`].
+pub(crate) const BARN_OBJECTS: u32 = 4096;
+/// Bytes of objects a barn may keep in full sheaves at most (the machine's RAM bounds it too:
+/// [`barn_bytes`]).
 pub(crate) const BARN_BYTES_MAX: usize = 4 << 20;
 
 /// The sheaf capacity kmem gives a cache of `size`-byte slots: about 16 KiB of objects,
@@ -67,19 +74,25 @@ pub(crate) const fn barn_bytes(totalram: usize) -> usize {
 }
 
 /// How many full (and empty) sheaves a barn of a cache with `capacity`-object sheaves of
-/// `size`-byte slots keeps: `bytes` of objects, at least [`MAX_FULL_SHEAVES`], at most
-/// [`BARN_SHEAVES_MAX`]. A burst of frees larger than that flushes sheaves to the slabs
-/// under the node's `list_lock`, and the next burst of allocations refills them from there.
+/// `size`-byte slots keeps: [`BARN_OBJECTS`] objects but at least [`MAX_FULL_SHEAVES`]
+/// sheaves, and `bytes` of objects but at least [`MIN_BARN_SHEAVES`] sheaves. A burst of
+/// frees larger than that flushes sheaves to the slabs under the node's `list_lock`, and the
+/// next burst of allocations refills them from there.
 pub(crate) const fn barn_sheaves(capacity: u32, size: u32, bytes: usize) -> u32 {
-    let per_sheaf = capacity as usize * size as usize;
-    let n = if per_sheaf == 0 { 0 } else { bytes / per_sheaf };
-    if n < MAX_FULL_SHEAVES as usize {
-        MAX_FULL_SHEAVES
-    } else if n > BARN_SHEAVES_MAX as usize {
-        BARN_SHEAVES_MAX
-    } else {
-        n as u32
+    const fn max(a: usize, b: usize) -> usize {
+        if a > b {
+            a
+        } else {
+            b
+        }
     }
+    if capacity == 0 {
+        return MAX_FULL_SHEAVES;
+    }
+    let by_objects = max((BARN_OBJECTS / capacity) as usize, MAX_FULL_SHEAVES as usize);
+    let sheaf_bytes = capacity as usize * if size == 0 { 1 } else { size as usize };
+    let by_bytes = max(bytes / sheaf_bytes, MIN_BARN_SHEAVES as usize);
+    (if by_objects < by_bytes { by_objects } else { by_bytes }) as u32
 }
 
 /// A sheaf (`struct slab_sheaf`): a stack of free objects of one cache.
@@ -473,12 +486,15 @@ mod tests {
 
     #[test]
     fn barns_hold_bytes_of_objects_within_bounds() {
-        // 4 MiB of 1 KiB objects in sheaves of 32: 128 sheaves.
+        // 4096 objects of 1 KiB in sheaves of 32: 128 sheaves, 4 MiB.
         assert_eq!(barn_sheaves(32, 1024, barn_bytes(1 << 30)), 128);
-        // Small objects: bounded by the sheaf count; big ones and small machines: the floor.
-        assert_eq!(barn_sheaves(128, 8, barn_bytes(1 << 30)), BARN_SHEAVES_MAX);
-        assert_eq!(barn_sheaves(32, 8192, barn_bytes(1 << 30)), MAX_FULL_SHEAVES);
-        assert_eq!(barn_sheaves(32, 1024, barn_bytes(16 << 20)), MAX_FULL_SHEAVES);
+        assert_eq!(barn_sheaves(64, 256, barn_bytes(1 << 30)), 64);
+        // Small objects: as many sheaves as before the barns grew.
+        assert_eq!(barn_sheaves(128, 64, barn_bytes(1 << 30)), MAX_FULL_SHEAVES);
+        // Big objects and small machines: the bytes, down to Linux's 10 sheaves.
+        assert_eq!(barn_sheaves(32, 8192, barn_bytes(1 << 30)), 16);
+        assert_eq!(barn_sheaves(32, 1024, barn_bytes(16 << 20)), 16);
+        assert_eq!(barn_sheaves(32, 1024, barn_bytes(4 << 20)), MIN_BARN_SHEAVES);
         assert_eq!(barn_bytes(64 << 20), 2 << 20);
         let b = Barn::new();
         assert_eq!(b.max(), MAX_FULL_SHEAVES);
