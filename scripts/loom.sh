@@ -16,8 +16,10 @@
 #   crates/kmem/src/mm/pcp/loom_tests.rs        pcp refill / free at high / drain, on the real
 #                                               PerCpuPages, buddy, zone lock and page lists
 #   crates/kmem/src/slab/sheaf/loom_tests.rs    slab sheaves: two CPUs trading sheaves at a barn,
-#                                               a flush run as the owning CPU; a flush that
-#                                               does not hold the CPU is caught
+#                                               a flush run as the owning CPU, a CPU going
+#                                               offline parking its sheaves while a new CPU
+#                                               takes one; a flush that does not hold the CPU
+#                                               is caught
 #   crates/kmem/src/vmalloc/loom_tests.rs       vmalloc recycle slots: put/take/drain from two
 #                                               CPUs, every area owned exactly once
 #   crates/kmem-hosted/src/cpu_slot/loom_tests.rs  hosted CPU slot: per-CPU sections, nesting

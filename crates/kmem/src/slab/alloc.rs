@@ -8,7 +8,7 @@
 use core::ptr::NonNull;
 
 use super::cache::KmemCache;
-use super::sheaf::{trade_for_full, CpuSheaves, Sheaf, SlubStat};
+use super::sheaf::{take_main, trade_for_full, CpuSheaves, Sheaf, SlubStat};
 use super::SlabAllocError;
 use crate::gfp::Gfp;
 use crate::machine::Kmem;
@@ -266,6 +266,14 @@ impl<P: Platform> Kmem<P> {
     /// sheaf (another thread may have filled it), else the spare, a full sheaf from the
     /// barn, or the node's partial slabs.
     fn refill_main(&self, s: &KmemCache, pcs: &CpuSheaves, nid: usize) -> Got {
+        if pcs.main().is_none() {
+            // The CPU's first allocation from this cache since it came online: a sheaf
+            // parked in the barn (full, else empty) rather than a new one.
+            let (barn, p) = (&s.node(nid).barn, self.platform());
+            if take_main(pcs, barn, p, true) || take_main(pcs, barn, p, false) {
+                pcs.stat(SlubStat::BarnGet);
+            }
+        }
         let Some(main) = pcs.main() else { return Got::Nothing };
         if let Some(o) = main.pop() {
             return Got::Object(o, 0);

@@ -230,7 +230,12 @@ impl<P: Platform> Kmem<P> {
             let pcs = s.pcs(self, p.cpu.index());
             pcs.stat(SlubStat::FreeSlowpath);
             let pushed = match pcs.main() {
-                None => false,
+                // The CPU's first free into this cache since it came online: an empty sheaf
+                // parked in the barn rather than a new one.
+                None => {
+                    super::sheaf::take_main(pcs, &s.node(nid).barn, self.platform(), false)
+                        && pcs.main().is_some_and(|m| m.push(obj))
+                }
                 Some(m) if m.push(obj) => true,
                 Some(m) => {
                     if pcs.spare().is_some_and(|sp| sp.size() == 0) {

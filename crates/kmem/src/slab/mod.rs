@@ -37,7 +37,7 @@
 //!  main  ──────────────────────────► size | capacity | next          private = PGTY_slab | cache id
 //!  spare ──► (another sheaf)          objects[capacity]: addresses    data    = freelist_off | inuse | objects
 //!  stats                                                              lru     = partial/full list links
-//!  CacheNode.barn: full sheaves ≤10, empty sheaves ≤10               flags   = PG_slab (+ head/tail), colour
+//!  CacheNode.barn: full and empty sheaves (≤ 4096 objects, ≥ 40 sheaves) flags = PG_slab (+ head/tail), colour
 //! ```
 //!
 //! - **Fast paths** (`alloc.rs`, `free.rs`): pin the CPU, pop from / push onto the main
@@ -49,7 +49,13 @@
 //!   allocator with the CPU released (it may sleep) and fills it. A full main swaps with an
 //!   empty spare, else goes to the barn for an empty one, else is flushed to its slabs.
 //!   Producer/consumer patterns move whole sheaves through the barn; random-order frees never
-//!   touch a slab.
+//!   touch a slab. Barns hold up to 4096 objects (at least 40 sheaves; at most 4 MiB, a 32nd
+//!   of RAM): a thread's burst of a thousand frees, for eight threads, waits there for the
+//!   next burst of allocations instead of going through `list_lock`.
+//! - **CPUs coming and going** (`pcs.rs`): a CPU going offline (a thread's exit, for process
+//!   machines) parks its sheaves in the barn, objects and all; a CPU without sheaves takes
+//!   one from there before allocating a new one. Short-lived threads thus reuse each other's
+//!   sheaves and objects without touching the slabs.
 //! - **Slabs and lists**: a slab is on `partial` iff it has free objects, on `full` iff none;
 //!   every change of a slab's freelist and counters is made under its node's `list_lock`, a
 //!   sheaf at a time. Free pointers inside free objects are stored `next ^ key`: the key's

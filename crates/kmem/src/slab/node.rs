@@ -22,6 +22,10 @@ use crate::mm::pfn_list::PfnList;
 use crate::platform::Platform;
 use crate::sync::SpinGuard;
 
+/// Objects of a sheaf flushed per list-lock section: their slabs are looked up before the
+/// lock is taken, and other CPUs get the lock between sections.
+const FLUSH_CHUNK: usize = 32;
+
 impl<P: Platform> Kmem<P> {
     /// Moves free objects of `slab` (list lock held) into `sheaf` until it is full or the
     /// slab has none left; fixes the slab's list. Returns how many moved.
@@ -173,29 +177,39 @@ impl<P: Platform> Kmem<P> {
         self.discard_list(s, &discard);
     }
 
-    /// `sheaf_flush()`: every object of `sheaf` back to its slab, one list-lock section per
-    /// run of objects of one node. The sheaf ends empty.
+    /// `sheaf_flush()`: every object of `sheaf` back to its slab, [`FLUSH_CHUNK`] objects at
+    /// a time: their slabs are looked up first, without the lock (the objects are the
+    /// sheaf's, so their slabs stay slabs), then one list-lock section per run of objects of
+    /// one node links them in. The sheaf ends empty.
     pub(crate) fn flush_sheaf(&self, s: &KmemCache, sheaf: &Sheaf) {
         let discard = PfnList::new();
-        let mut held: Option<(usize, SpinGuard<'_, P>)> = None;
-        for obj in sheaf.objects() {
-            let Some((slab, cache)) = self.addr_to_slab(obj) else { continue };
-            debug_assert!(core::ptr::eq(cache, s), "a sheaf holds an object of another cache");
-            let nid = slab.nid();
-            if held.as_ref().is_none_or(|(h, _)| *h != nid) {
-                drop(held.take());
-                held = Some((nid, s.node(nid).list_lock.lock_irqsave(self.platform())));
+        let total = sheaf.size() as usize;
+        let mut done = 0;
+        while done < total {
+            let mut chunk: [Option<(Slab<'_>, usize, u32)>; FLUSH_CHUNK] = [None; FLUSH_CHUNK];
+            for (slot, obj) in chunk.iter_mut().zip(sheaf.objects().skip(done)) {
+                let Some((slab, cache)) = self.addr_to_slab(obj) else { continue };
+                debug_assert!(core::ptr::eq(cache, s), "a sheaf holds an object of another cache");
+                let base = s.obj_base(self, slab);
+                *slot = Some((slab, base, (obj - base) as u32));
             }
-            let base = s.obj_base(self, slab);
-            let off = (obj - base) as u32;
-            let g = &held.as_ref().expect("locked above").1;
-            if !self.free_to_slab_locked(s, s.node(nid), g, slab, off, base, &discard) {
-                // Cannot happen unless state is corrupt: objects enter sheaves only after the
-                // double-free check. Leave the object out rather than corrupt the slab.
-                debug_assert!(false, "sheaf object already free in its slab");
+            done = total.min(done + FLUSH_CHUNK);
+            let mut held: Option<(usize, SpinGuard<'_, P>)> = None;
+            for &(slab, base, off) in chunk.iter().flatten() {
+                let nid = slab.nid();
+                if held.as_ref().is_none_or(|(h, _)| *h != nid) {
+                    drop(held.take());
+                    held = Some((nid, s.node(nid).list_lock.lock_irqsave(self.platform())));
+                }
+                let g = &held.as_ref().expect("locked above").1;
+                if !self.free_to_slab_locked(s, s.node(nid), g, slab, off, base, &discard) {
+                    // Cannot happen unless state is corrupt: objects enter sheaves only after
+                    // the double-free check. Leave the object out rather than corrupt the slab.
+                    debug_assert!(false, "sheaf object already free in its slab");
+                }
             }
+            drop(held);
         }
-        drop(held);
         sheaf.clear();
         self.discard_list(s, &discard);
     }

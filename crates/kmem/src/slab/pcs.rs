@@ -98,6 +98,36 @@ impl<P: Platform> Kmem<P> {
         self.free_sheaf(sp);
     }
 
+    /// `slub_cpu_dead()`'s part for one cache, for the CPU the caller runs as (going
+    /// offline): its main and spare sheaves go to its node's barn, objects and all, where the
+    /// next CPU to use the cache takes them (a pool of short-lived threads then keeps its
+    /// objects off the node's lists); what the barn has no room for is flushed to the slabs
+    /// and freed, as Linux does with all of them.
+    pub(crate) fn retire_cpu_sheaves(&self, s: &KmemCache) {
+        if s.sheaf_capacity == 0 {
+            return;
+        }
+        let p = self.platform().pin_cpu();
+        let pcs = s.pcs(self, p.cpu.index());
+        let barn = &s.node(self.numa_node_id()).barn;
+        let (main, spare) = (pcs.set_main(0), pcs.set_spare(0));
+        let mut spill = [0; 2];
+        for (out, sh) in spill.iter_mut().zip([main, spare]) {
+            if sh != 0 && !super::sheaf::park(barn, self.platform(), sh) {
+                // SAFETY: unlinked from the CPU above: ours until freed.
+                self.flush_sheaf(s, unsafe { &*(sh as *const Sheaf) });
+                *out = sh;
+            }
+        }
+        if main != 0 || spare != 0 {
+            pcs.stat(SlubStat::CpuslabFlush);
+        }
+        self.platform().unpin_cpu(p);
+        for sh in spill {
+            self.free_sheaf(sh);
+        }
+    }
+
     /// Empties every node's barn: full sheaves are flushed to their slabs; with `free`, every
     /// sheaf is freed, else the emptied ones stay as the barn's empty sheaves.
     pub(crate) fn flush_barns(&self, s: &KmemCache, free: bool) {

@@ -7,14 +7,17 @@
 //!   frees push to, and a `spare` (Linux's `pcs->main`/`pcs->spare`). Only the CPU touches
 //!   them, inside [`Platform::pin_cpu`](crate::Platform::pin_cpu) (or as that CPU, through
 //!   `run_on_cpu`): no lock, no atomic read-modify-write.
-//! - Each node has a [`Barn`]: up to [`MAX_FULL_SHEAVES`] full and [`MAX_EMPTY_SHEAVES`]
-//!   empty sheaves under a spinlock. A CPU whose main sheaf is empty trades it for a full
+//! - Each node has a [`Barn`]: full and empty sheaves under a spinlock, up to
+//!   [`barn_sheaves`] of each (4096 objects, at least [`MAX_FULL_SHEAVES`] sheaves, at most
+//!   4 MiB of objects). A CPU whose main sheaf is empty trades it for a full
 //!   one; one whose main sheaf is full trades it for an empty one. So objects freed on one
 //!   CPU reach another (producer/consumer) in whole sheaves, and random-order frees never
 //!   touch a slab.
 //! - Only when the barn cannot help does a CPU refill its sheaf from the node's partial slabs
 //!   (`refill_sheaf`) or flush it back to their slabs (`sheaf_flush`), a sheaf at a time
 //!   under the node's `list_lock`.
+//! - A CPU going offline [`park`]s its sheaves in the barn (Linux flushes them), and a CPU
+//!   without sheaves takes one from there ([`take_main`]) before allocating a new one.
 //!
 //! The fields are atomics because other CPUs read them racily (statistics) and the loom
 //! models need them; the owner reads and writes them with plain relaxed loads and stores.
@@ -25,25 +28,71 @@ use crate::sync::{
 
 /// Most objects a sheaf can hold (the `kmem_sheaf` object is sized for it).
 pub(crate) const SHEAF_MAX: usize = 128;
-/// Full sheaves a barn keeps (Linux's `MAX_FULL_SHEAVES` is 10: kmem keeps more, for
-/// threads that free in bursts of thousands).
+/// Fewest full sheaves a barn keeps (Linux's `MAX_FULL_SHEAVES` is 10); caches of small
+/// objects keep more (see [`barn_sheaves`]).
 pub(crate) const MAX_FULL_SHEAVES: u32 = 40;
-/// Empty sheaves a barn keeps (Linux's `MAX_EMPTY_SHEAVES` is 10).
+/// Fewest empty sheaves a barn keeps (Linux's `MAX_EMPTY_SHEAVES` is 10).
 pub(crate) const MAX_EMPTY_SHEAVES: u32 = 40;
+/// Fewest sheaves a barn keeps whatever their bytes (Linux's `MAX_FULL_SHEAVES`).
+pub(crate) const MIN_BARN_SHEAVES: u32 = 10;
+/// Objects a barn's full sheaves may hold: a node's share of the bursts of frees of every
+/// thread. threadtest's threads each free 1000 blocks of 8-1000 bytes at once, about 490 of
+/// them into the 1 KiB bucket: 4096 objects hold eight threads' bursts there. Counted in
+/// objects, not bytes, so that the small-object caches, whose bursts are as many objects but
+/// which one thread can fill with hundreds of thousands, keep only [`MAX_FULL_SHEAVES`].
+pub(crate) const BARN_OBJECTS: u32 = 4096;
+/// Bytes of objects a barn may keep in full sheaves at most (the machine's RAM bounds it too:
+/// [`barn_bytes`]).
+pub(crate) const BARN_BYTES_MAX: usize = 4 << 20;
 
-/// The sheaf capacity kmem gives a cache of `size`-byte slots: about 8 KiB of objects,
-/// between 16 and [`SHEAF_MAX`] (Linux leaves sheaves to caches that ask, with capacities
+/// The sheaf capacity kmem gives a cache of `size`-byte slots: about 16 KiB of objects,
+/// between 32 and [`SHEAF_MAX`] (Linux leaves sheaves to caches that ask, with capacities
 /// like 32; kmem gives every cache without debugging one, and bursts of frees from many
-/// threads, as a process allocator sees, overflow small sheaves into the node's lock).
+/// threads, as a process allocator sees, overflow small sheaves: each overflow is a trade at
+/// the barn, under its lock, which every CPU of the node shares).
 pub(crate) const fn sheaf_capacity(size: u32) -> u32 {
-    let c = 8192 / if size == 0 { 1 } else { size };
-    if c < 16 {
-        16
+    let c = 16384 / if size == 0 { 1 } else { size };
+    if c < 32 {
+        32
     } else if c > SHEAF_MAX as u32 {
         SHEAF_MAX as u32
     } else {
         c
     }
+}
+
+/// The bytes of objects a barn may keep in full sheaves on a machine of `totalram` bytes:
+/// [`BARN_BYTES_MAX`], or a 32nd of the RAM on small machines (so that freed objects parked
+/// in barns cannot starve a small machine's page allocator).
+pub(crate) const fn barn_bytes(totalram: usize) -> usize {
+    let b = totalram / 32;
+    if b > BARN_BYTES_MAX {
+        BARN_BYTES_MAX
+    } else {
+        b
+    }
+}
+
+/// How many full (and empty) sheaves a barn of a cache with `capacity`-object sheaves of
+/// `size`-byte slots keeps: [`BARN_OBJECTS`] objects but at least [`MAX_FULL_SHEAVES`]
+/// sheaves, and `bytes` of objects but at least [`MIN_BARN_SHEAVES`] sheaves. A burst of
+/// frees larger than that flushes sheaves to the slabs under the node's `list_lock`, and the
+/// next burst of allocations refills them from there.
+pub(crate) const fn barn_sheaves(capacity: u32, size: u32, bytes: usize) -> u32 {
+    const fn max(a: usize, b: usize) -> usize {
+        if a > b {
+            a
+        } else {
+            b
+        }
+    }
+    if capacity == 0 {
+        return MAX_FULL_SHEAVES;
+    }
+    let by_objects = max((BARN_OBJECTS / capacity) as usize, MAX_FULL_SHEAVES as usize);
+    let sheaf_bytes = capacity as usize * if size == 0 { 1 } else { size as usize };
+    let by_bytes = max(bytes / sheaf_bytes, MIN_BARN_SHEAVES as usize);
+    (if by_objects < by_bytes { by_objects } else { by_bytes }) as u32
 }
 
 /// A sheaf (`struct slab_sheaf`): a stack of free objects of one cache.
@@ -207,6 +256,8 @@ pub(crate) struct Barn {
     nr_full: AtomicU32,
     empty: AtomicUsize,
     nr_empty: AtomicU32,
+    /// Most sheaves each list keeps ([`barn_sheaves`]; set once at cache creation).
+    max: AtomicU32,
 }
 
 impl Barn {
@@ -218,12 +269,26 @@ impl Barn {
                 nr_full: AtomicU32::new(0),
                 empty: AtomicUsize::new(0),
                 nr_empty: AtomicU32::new(0),
+                max: AtomicU32::new(MAX_FULL_SHEAVES),
             }
         }
     }
     /// Full sheaves kept (racy).
     pub(crate) fn nr_full(&self) -> u32 {
         self.nr_full.load(Ordering::Relaxed)
+    }
+    /// Empty sheaves kept (racy).
+    pub(crate) fn nr_empty(&self) -> u32 {
+        self.nr_empty.load(Ordering::Relaxed)
+    }
+    /// Sets how many full (and empty) sheaves the barn keeps (cache creation, before any
+    /// CPU uses the cache).
+    pub(crate) fn set_max(&self, n: u32) {
+        self.max.store(n.max(MAX_FULL_SHEAVES.min(MAX_EMPTY_SHEAVES)), Ordering::Relaxed);
+    }
+    /// How many full (and empty) sheaves the barn keeps.
+    pub(crate) fn max(&self) -> u32 {
+        self.max.load(Ordering::Relaxed)
     }
     /// The barn's lock (taken with the caller's CPU pinned or interrupts off).
     pub(crate) fn lock(&self) -> &RawSpinLock {
@@ -254,7 +319,7 @@ impl Barn {
     pub(crate) fn put_locked<P: crate::Platform>(&self, g: &SpinGuard<'_, P>, sheaf: usize, full: bool) -> bool {
         debug_assert!(g.holds(&self.lock));
         let (head, nr) = self.list(full);
-        let max = if full { MAX_FULL_SHEAVES } else { MAX_EMPTY_SHEAVES };
+        let max = self.max();
         let n = nr.load(Ordering::Relaxed);
         if n >= max {
             return false;
@@ -312,6 +377,36 @@ pub(crate) fn trade_for_empty<P: crate::Platform>(pcs: &CpuSheaves, barn: &Barn,
     pcs.set_main(barn.take_locked(&g, false));
     drop(g);
     true
+}
+
+/// `barn_get_full_or_empty_sheaf()` for a CPU that has no main sheaf (its first use of the
+/// cache since it came online; the caller's CPU pinned): a sheaf from the barn becomes the
+/// main one, a full one for an allocation (`full`), an empty one for a free. False, with
+/// nothing changed, if the CPU has a main sheaf or the barn has none of the kind.
+pub(crate) fn take_main<P: crate::Platform>(pcs: &CpuSheaves, barn: &Barn, p: &P, full: bool) -> bool {
+    if pcs.main().is_some() || (if full { barn.nr_full() } else { barn.nr_empty() }) == 0 {
+        return false;
+    }
+    let g = barn.lock().lock_irqsave(p);
+    let sheaf = barn.take_locked(&g, full);
+    drop(g);
+    if sheaf != 0 {
+        pcs.set_main(sheaf);
+    }
+    sheaf != 0
+}
+
+/// A sheaf leaving a CPU that goes offline (the caller runs as that CPU, pinned, and has
+/// unlinked the sheaf from it): into the barn, with its objects (in the full list, which
+/// allocations take from, even when not full) or empty, if the barn has room. False if it
+/// has none: the caller flushes and frees the sheaf.
+pub(crate) fn park<P: crate::Platform>(barn: &Barn, p: &P, sheaf: usize) -> bool {
+    // SAFETY: the caller's sheaf, live until it is freed or handed over here.
+    let full = unsafe { &*(sheaf as *const Sheaf) }.size() > 0;
+    let g = barn.lock().lock_irqsave(p);
+    let ok = barn.put_locked(&g, sheaf, full);
+    drop(g);
+    ok
 }
 
 /// Slab events counted per CPU (Linux's `CONFIG_SLUB_STATS` items of the sheaf slow paths;
@@ -380,12 +475,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn capacity_is_about_two_pages_of_objects() {
+    fn capacity_is_about_four_pages_of_objects() {
         assert_eq!(sheaf_capacity(8), 128);
-        assert_eq!(sheaf_capacity(64), 128);
-        assert_eq!(sheaf_capacity(128), 64);
-        assert_eq!(sheaf_capacity(1024), 16);
-        assert_eq!(sheaf_capacity(8192), 16);
+        assert_eq!(sheaf_capacity(128), 128);
+        assert_eq!(sheaf_capacity(256), 64);
+        assert_eq!(sheaf_capacity(512), 32);
+        assert_eq!(sheaf_capacity(1024), 32);
+        assert_eq!(sheaf_capacity(8192), 32);
+    }
+
+    #[test]
+    fn barns_hold_bytes_of_objects_within_bounds() {
+        // 4096 objects of 1 KiB in sheaves of 32: 128 sheaves, 4 MiB.
+        assert_eq!(barn_sheaves(32, 1024, barn_bytes(1 << 30)), 128);
+        assert_eq!(barn_sheaves(64, 256, barn_bytes(1 << 30)), 64);
+        // Small objects: as many sheaves as before the barns grew.
+        assert_eq!(barn_sheaves(128, 64, barn_bytes(1 << 30)), MAX_FULL_SHEAVES);
+        // Big objects and small machines: the bytes, down to Linux's 10 sheaves.
+        assert_eq!(barn_sheaves(32, 8192, barn_bytes(1 << 30)), 16);
+        assert_eq!(barn_sheaves(32, 1024, barn_bytes(16 << 20)), 16);
+        assert_eq!(barn_sheaves(32, 1024, barn_bytes(4 << 20)), MIN_BARN_SHEAVES);
+        assert_eq!(barn_bytes(64 << 20), 2 << 20);
+        let b = Barn::new();
+        assert_eq!(b.max(), MAX_FULL_SHEAVES);
+        b.set_max(100);
+        assert_eq!(b.max(), 100);
     }
 
     #[test]

@@ -16,11 +16,12 @@ const SHRINK_PROMOTE_MAX: usize = 32;
 
 impl<P: Platform> Kmem<P> {
     /// `slub_cpu_dead()` for the CPU the caller runs as (`run_on_cpu`): every cache's
-    /// sheaves on it go back to the slabs, and are freed.
+    /// sheaves on it go to the node's barn, or back to the slabs and freed when the barn is
+    /// full ([`Kmem::retire_cpu_sheaves`]).
     pub(crate) fn slab_cpu_dead(&self) {
         let st = self.slab();
         let g = st.list_lock.lock_irqsave(self.platform());
-        st.for_each_locked(&g, |s| self.flush_cpu_sheaves(s, true));
+        st.for_each_locked(&g, |s| self.retire_cpu_sheaves(s));
         drop(g);
     }
 

@@ -4,7 +4,8 @@
 //!
 //! They run the real [`Sheaf`], [`CpuSheaves`], [`Barn`] (its spinlock and lists) and the
 //! real trades of the slow paths ([`trade_for_empty`] when a free finds its main sheaf full,
-//! [`trade_for_full`] when an allocation finds it empty). CPU ownership (what
+//! [`trade_for_full`] when an allocation finds it empty, [`park`] when a CPU goes offline and
+//! [`take_main`] when a CPU without sheaves first uses the cache). CPU ownership (what
 //! `Platform::pin_cpu` and `run_on_cpu` give; the hosted implementations have models of
 //! their own in kmem-hosted) is modelled by a lock per CPU. Objects are numbers 1..=N; after
 //! every thread is joined each must be in exactly one place: a CPU's hands, a sheaf (a CPU's
@@ -119,6 +120,32 @@ impl World {
         obj
     }
 
+    /// `slub_cpu_dead` of `cpu` (run as it): its main and spare sheaves go to the barn, objects
+    /// and all (the barn has room in these models).
+    fn offline(&self, cpu: usize) {
+        let pcs = self.pin(cpu);
+        let (main, spare) = (pcs.set_main(0), pcs.set_spare(0));
+        for sh in [main, spare] {
+            if sh != 0 {
+                assert!(park(&self.barn, &self.p, sh), "the barn has room in these models");
+            }
+        }
+        self.unpin(cpu);
+    }
+
+    /// An allocation on `cpu`, whose main sheaf may be missing (the CPU's first use since it
+    /// came online): a parked sheaf from the barn, full else empty, then the main sheaf.
+    fn alloc_first(&self, cpu: usize) -> Option<usize> {
+        let pcs = self.pin(cpu);
+        let _ = take_main(pcs, &self.barn, &self.p, true) || take_main(pcs, &self.barn, &self.p, false);
+        let obj = pcs.main().and_then(Sheaf::pop);
+        self.unpin(cpu);
+        if let Some(o) = obj {
+            assert_eq!(self.held.fetch_or(1 << o, Ordering::Relaxed) & 1 << o, 0, "object {o} handed out twice");
+        }
+        obj
+    }
+
     /// `sheaf_flush` of a CPU's main sheaf (its CPU held).
     fn flush_main(&self, pcs: &CpuSheaves) {
         if let Some(m) = pcs.main() {
@@ -189,6 +216,30 @@ fn loom_tests_producer_and_consumer_trade_sheaves() {
             },
         );
         w.check(5);
+    });
+}
+
+/// A thread exits: its CPU 0 goes offline and parks its sheaves (one with objects) in the
+/// barn, while CPU 1, which has no sheaf yet (its thread just came online), allocates twice
+/// and so takes a parked sheaf from the barn.
+#[test]
+fn loom_tests_offline_parks_sheaves_that_a_new_cpu_takes() {
+    model_bounded(PREEMPTIONS, || {
+        let w = World::new(2, &[1, 2], &[], 0);
+        // CPU 1 starts without sheaves: its (empty) one waits in the barn.
+        let m1 = w.cpus[1].set_main(0);
+        let g = w.barn.lock().lock_irqsave(&w.p);
+        assert!(w.barn.put_locked(&g, m1, false));
+        drop(g);
+        let (a, b) = (w.clone(), w.clone());
+        both(
+            move || a.offline(0),
+            move || {
+                let _ = b.alloc_first(1);
+                let _ = b.alloc_first(1);
+            },
+        );
+        w.check(2);
     });
 }
 

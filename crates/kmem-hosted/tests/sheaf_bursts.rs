@@ -1,0 +1,171 @@
+//! Bursts of frees stay off the node lists (issue 13, multi-threaded part).
+//!
+//! threadtest's pattern: each thread allocates 1000 blocks of 8-1000 bytes, then frees them
+//! all, again and again. Each thread holds more objects of a kmalloc bucket than its CPU's
+//! two sheaves, so the frees must trade whole sheaves at the node's barn, and the next
+//! round's allocations take them back from there. What must not happen in the steady state:
+//! objects flushed from sheaves to their slabs (`sheaf_flush`) and sheaves refilled from the
+//! slabs (`sheaf_refill`), both under the node's `list_lock`, which every thread shares.
+//!
+//! The counters are Linux's `CONFIG_SLUB_STATS` items (`SlubStat`), summed over the kmalloc
+//! buckets. `KMEM_BURST_PRINT=1` prints them per round (the figures of the report).
+
+use std::ptr::NonNull;
+
+use kmem::slab::SlubStat;
+use kmem::{Gfp, Kmem};
+use kmem_hosted::{HostedPlatform, MachineBuilder};
+
+const BLOCKS: usize = 1000;
+const SIZES: [usize; 10] = [8, 16, 32, 64, 96, 128, 192, 256, 512, 1000];
+const STATS: [SlubStat; 5] =
+    [SlubStat::SheafFlush, SlubStat::SheafRefill, SlubStat::AllocSlab, SlubStat::BarnPutFail, SlubStat::SheafAlloc];
+
+/// The stats of `STATS`, summed over the kmalloc buckets of `SIZES`.
+fn stats(m: &Kmem<HostedPlatform>) -> [u64; STATS.len()] {
+    let mut caches: Vec<*const kmem::slab::KmemCache> = Vec::new();
+    for &sz in &SIZES {
+        let c = m.kmalloc_slab(sz, Gfp::KERNEL).expect("a kmalloc bucket");
+        if !caches.contains(&(c as *const _)) {
+            caches.push(c);
+        }
+    }
+    let mut out = [0; STATS.len()];
+    for c in caches {
+        // SAFETY: kmalloc caches live as long as the machine.
+        let c = unsafe { &*c };
+        for (o, &s) in out.iter_mut().zip(&STATS) {
+            *o += c.stat(m, s);
+        }
+    }
+    out
+}
+
+/// A small xorshift: block sizes from 8 to 1000 bytes, as the benchmark's.
+fn sizes(seed: u64) -> Vec<usize> {
+    let mut x = seed | 1;
+    (0..BLOCKS)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            8 + (x % 993) as usize
+        })
+        .collect()
+}
+
+/// One thread's rounds of threadtest on its own CPU.
+fn rounds(m: &Kmem<HostedPlatform>, seed: u64, n: usize) {
+    let sizes = sizes(seed);
+    let mut blocks: Vec<NonNull<u8>> = Vec::with_capacity(BLOCKS);
+    for _ in 0..n {
+        blocks.extend(sizes.iter().map(|&sz| m.kmalloc(sz, Gfp::KERNEL).unwrap()));
+        for b in blocks.drain(..) {
+            // SAFETY: allocated just above, freed once.
+            unsafe { m.kfree(b.as_ptr()) };
+        }
+    }
+}
+
+fn delta(a: [u64; STATS.len()], b: [u64; STATS.len()]) -> [u64; STATS.len()] {
+    core::array::from_fn(|i| b[i] - a[i])
+}
+
+fn print(label: &str, d: [u64; STATS.len()]) {
+    if std::env::var_os("KMEM_BURST_PRINT").is_some() {
+        let names = ["sheaf_flush", "sheaf_refill", "alloc_slab", "barn_put_fail", "sheaf_alloc"];
+        let cells: Vec<String> = names.iter().zip(d).map(|(n, v)| format!("{n} {v}")).collect();
+        eprintln!("{label}: {}", cells.join(", "));
+    }
+}
+
+/// One thread: after a warm-up round, its bursts of 1000 frees go to the barn in whole
+/// sheaves and come back from it; nothing is flushed to or refilled from the slabs.
+#[test]
+fn one_threads_bursts_cycle_through_the_barn() {
+    let m = MachineBuilder::new().ram_mib(128).thread_cpus(4).build().unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            rounds(&m, 1, 2);
+            let before = stats(&m);
+            rounds(&m, 1, 10);
+            let d = delta(before, stats(&m));
+            print("1 thread, 10 rounds", d);
+            assert_eq!(d[0], 0, "no sheaf flushed to the slabs (sheaf_flush)");
+            assert_eq!(d[1], 0, "no sheaf refilled from the slabs (sheaf_refill)");
+            assert_eq!(d[2], 0, "no new slab (alloc_slab)");
+        })
+        .join()
+        .unwrap();
+    });
+    m.verify().unwrap();
+}
+
+/// `threads` threads at once, each `n` rounds, after a warm-up run; the stats' change.
+fn parallel(threads: u64, n: usize) -> [u64; STATS.len()] {
+    let m = MachineBuilder::new().ram_mib(256).thread_cpus(16).build().unwrap();
+    // Joined one by one: a scope's end does not wait for the threads' exits (their CPUs'
+    // teardown), a join does.
+    let run = |n| {
+        std::thread::scope(|s| {
+            let hs: Vec<_> = (0..threads)
+                .map(|t| {
+                    let m = &m;
+                    s.spawn(move || rounds(m, 7 + t, n))
+                })
+                .collect();
+            hs.into_iter().for_each(|h| h.join().unwrap());
+        })
+    };
+    run(2);
+    let before = stats(&m);
+    run(n);
+    let d = delta(before, stats(&m));
+    print(&format!("{threads} threads, {n} rounds each"), d);
+    m.verify().unwrap();
+    d
+}
+
+/// Two, four and eight threads at once (threadtest x2, x4, x8): the barn holds the threads'
+/// bursts. Threads exit between the warm-up and the measured run: their CPUs go offline, and
+/// each new thread's CPU starts with no sheaves.
+#[test]
+fn parallel_bursts_stay_off_the_node_lists() {
+    for threads in [2, 4, 8] {
+        let d = parallel(threads, 10);
+        let ops = threads * 10 * BLOCKS as u64;
+        // The barn holds eight threads' bursts: nothing is flushed. A thread that starts
+        // allocating while the others still hold their blocks may find the barn empty.
+        assert_eq!(d[0], 0, "{threads} threads: no sheaf flushed to the slabs: {d:?}");
+        assert!(d[1] <= ops / 2000, "{threads} threads: at most one refill per 2000 operations: {d:?}");
+    }
+}
+
+/// A thread's burst waits in the barn after its exit (its CPU parked its sheaves there), and
+/// goes back to the slabs on shrink, every object (sheaves of 128 objects are flushed in
+/// several list-lock sections), after which every slab goes back to the page allocator.
+#[test]
+fn shrink_after_a_burst_gives_every_slab_back() {
+    let m = MachineBuilder::new().ram_mib(128).thread_cpus(4).build().unwrap();
+    let c = m.kmem_cache_create("burst_64", 64, 0, kmem::SlabFlags::NO_MERGE, None).unwrap();
+    std::thread::scope(|s| {
+        // Joined: the thread's exit (its CPU's teardown) is over before the checks.
+        s.spawn(|| {
+            let objs: Vec<NonNull<u8>> = (0..3000).map(|_| m.kmem_cache_alloc(&c, Gfp::KERNEL).unwrap()).collect();
+            for o in objs {
+                // SAFETY: allocated above from `c`, freed once.
+                unsafe { m.kmem_cache_free(&c, o) };
+            }
+        })
+        .join()
+        .unwrap();
+    });
+    // Every object of the cache is free, and every one waits in a sheaf, none on a slab's
+    // freelist: the thread's exit parked its sheaves in the barn instead of flushing them.
+    let total: usize = c.nodes().map(|(_, n)| n.total_objects()).sum();
+    assert!(total >= 3000);
+    assert_eq!(c.sheaf_objects(&m), total, "the thread's exit parked its sheaves in the barn");
+    assert_eq!(m.kmem_cache_shrink(&c), 0, "no slab left after the shrink");
+    assert_eq!(c.sheaf_objects(&m), 0);
+    m.verify().unwrap();
+}
