@@ -461,10 +461,14 @@ impl<P: Platform> Kmem<P> {
         });
     }
 
-    /// `page_address()`: the direct-map address of a page, `None` for HighMem.
+    /// `page_address()`: the direct-map address of a page; for HighMem, its `kmap` address
+    /// while it is kmapped (found through the page-address hash), else `None`.
     #[inline]
     pub fn page_address(&self, page: PageRef<'_>) -> Option<VirtAddr> {
-        self.phys_to_virt(page.pfn().phys())
+        match self.phys_to_virt(page.pfn().phys()) {
+            Some(va) => Some(va),
+            None => self.pkmap_address(page.pfn()),
+        }
     }
 
     /// `pfn_valid()`: the frame has an initialised descriptor (false with no section, and for

@@ -34,9 +34,9 @@ pub(crate) struct AreaReq {
 }
 
 /// Page tables for the platform, from this machine's page allocator.
-struct TableAlloc<'a, P: Platform> {
-    k: &'a Kmem<P>,
-    gfp: Gfp,
+pub(crate) struct TableAlloc<'a, P: Platform> {
+    pub(crate) k: &'a Kmem<P>,
+    pub(crate) gfp: Gfp,
 }
 
 impl<P: Platform> PageTableAlloc for TableAlloc<'_, P> {
