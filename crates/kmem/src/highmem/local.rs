@@ -240,9 +240,10 @@ impl<P: Platform> Kmem<P> {
     /// let b = m.alloc(Gfp::HIGHUSER, Order::ZERO).unwrap();
     /// m.kmap_local_scope(|s| {
     ///     let mut ma = s.map(a.page()).unwrap();
+    ///     let src = ma.as_ptr(); // taken before nesting: `mb` borrows `ma`
     ///     let mb = ma.map(b.page()).unwrap();
     ///     // SAFETY: both pages are ours and mapped for the guards' lifetimes.
-    ///     unsafe { core::ptr::copy_nonoverlapping(ma.as_ptr(), mb.as_ptr(), 4096) };
+    ///     unsafe { core::ptr::copy_nonoverlapping(src, mb.as_ptr(), 4096) };
     /// });
     /// ```
     ///
@@ -283,7 +284,8 @@ impl<P: Platform> KmapScope<'_, P> {
 }
 
 /// A `kmap_local_page` (or `kmap_atomic`) mapping, unmapped on drop. Nested mappings borrow
-/// it mutably, so they are unmapped first.
+/// it mutably, so they are unmapped first; take its [`KmapLocal::addr`] before nesting to
+/// use both pages at once (the mapping outlives the nested one).
 pub struct KmapLocal<'s, P: Platform> {
     k: &'s Kmem<P>,
     va: VirtAddr,
