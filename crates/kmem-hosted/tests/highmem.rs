@@ -64,13 +64,11 @@ fn a_highmem_page_is_never_reachable_through_the_direct_map() {
     // SAFETY: deliberately where the HighMem page's direct-map address would be, in a child
     // that must die.
     assert_eq!(in_child(|| unsafe { (would_be as *mut u8).write_volatile(1) }), Some(libc::SIGSEGV));
-    // SAFETY: as above, a read.
-    assert_eq!(
-        in_child(|| unsafe {
-            let _ = (would_be as *const u8).read_volatile();
-        }),
-        Some(libc::SIGSEGV)
-    );
+    let read = || {
+        // SAFETY: as above, a read.
+        let _ = unsafe { (would_be as *const u8).read_volatile() };
+    };
+    assert_eq!(in_child(read), Some(libc::SIGSEGV));
     assert!(stamped(&p, 3));
     // Mapped through kmap, the direct-map address still faults.
     let va = m.kmap(p.page()).unwrap();
@@ -319,7 +317,7 @@ fn helpers_copy_and_clear_highmem_and_lowmem_pages() {
     let hi2 = m.alloc(Gfp::HIGHUSER, Order::ZERO).unwrap();
     let lo = m.alloc(Gfp::KERNEL, Order::ZERO).unwrap();
     let mut buf = [0u8; 64];
-    // SAFETY (all blocks below): the pages are ours and nothing else touches them.
+    // SAFETY: the pages are ours and nothing else touches them.
     unsafe {
         m.clear_highpage(hi.page());
         m.memcpy_to_page(hi.page(), 100, b"high memory");
@@ -366,7 +364,7 @@ fn highuser_prefers_highmem_and_falls_back_to_lowmem() {
     }
     assert!(got.len() > 1000, "HighMem first: {} pages", got.len());
     for gfp in [Gfp::HIGHUSER, Gfp::KERNEL | Gfp::HIGHMEM] {
-        assert_ne!(zone_of(&m, m.alloc_pages(gfp, Order::ZERO).map(|p| p).unwrap()), ZoneType::HighMem);
+        assert_ne!(zone_of(&m, m.alloc_pages(gfp, Order::ZERO).unwrap()), ZoneType::HighMem);
     }
     for p in got {
         // SAFETY: ours.
