@@ -20,7 +20,8 @@ pub enum Preset {
     /// x86-64: DMA < 16 MiB, DMA32 < 4 GiB, Normal above; PCI hole 3-4 GiB.
     X86_64,
     /// x86-32 with HighMem: DMA < 16 MiB, Normal < 896 MiB, HighMem above; the direct map
-    /// ends at 896 MiB.
+    /// ends at 896 MiB, the RAM mapping above it is `PROT_NONE`, and HighMem pages are reached
+    /// through `kmap` mappings in a kmap area (`kmem::highmem`).
     X86_32,
 }
 
@@ -253,7 +254,8 @@ impl MachineBuilder {
     }
     /// RAM as private anonymous memory with transparent huge pages where the host allows
     /// ([`Ram::anonymous`]) instead of a memfd: faster for machines that touch much of their
-    /// RAM, but nothing can alias it, so the machine has no vmalloc range.
+    /// RAM, but nothing can alias it, so the machine has no vmalloc range. Ignored for a
+    /// machine with HighMem, whose pages are reached only through kmap mappings of the memfd.
     pub fn anonymous_ram(mut self, on: bool) -> Self {
         self.anonymous_ram = on;
         self
