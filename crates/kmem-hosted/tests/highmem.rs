@@ -450,3 +450,43 @@ fn kmap_local_from_many_threads_on_shared_cpus() {
     });
     assert_eq!(m.report_count(ReportKind::Warning), 0);
 }
+
+#[test]
+fn vmalloc_uses_highmem_pages_through_its_own_mapping() {
+    let m = x86_32(1024, 1);
+    let n = 64;
+    let v = m.vzalloc(n * PAGE_SIZE).unwrap();
+    // SAFETY: n zeroed pages of ours.
+    let s = unsafe { std::slice::from_raw_parts_mut(v.as_ptr(), n * PAGE_SIZE) };
+    assert!(s.iter().all(|&b| b == 0));
+    s.chunks_mut(PAGE_SIZE).enumerate().for_each(|(i, c)| c.fill(i as u8 + 1));
+    let mut high = 0;
+    for i in 0..n {
+        let pfn = m.vmalloc_to_pfn(v.as_ptr().wrapping_add(i * PAGE_SIZE)).unwrap();
+        let page = m.pfn_to_page(pfn).unwrap();
+        if m.page_is_highmem(page) {
+            high += 1;
+        }
+        let l = m.kmap_local_page(page).unwrap();
+        // SAFETY: mapped.
+        assert_eq!(unsafe { page_at(l) }[9], i as u8 + 1, "page {i} through kmap_local");
+        m.kunmap_local(l);
+    }
+    assert_eq!(high, n, "vmalloc prefers HighMem (__GFP_HIGHMEM), as Linux's");
+    // GFP_DMA areas stay low.
+    let d = m.__vmalloc(PAGE_SIZE, Gfp::KERNEL | Gfp::DMA).unwrap();
+    let pfn = m.vmalloc_to_pfn(d.as_ptr()).unwrap();
+    assert!(!m.page_is_highmem(m.pfn_to_page(pfn).unwrap()));
+    // SAFETY: ours.
+    unsafe {
+        m.vfree(v.as_ptr());
+        m.vfree(d.as_ptr());
+    }
+    let kv = m.kvmalloc(1 << 20, Gfp::KERNEL).unwrap();
+    // SAFETY: ours.
+    unsafe {
+        kv.as_ptr().write_bytes(0x61, 1 << 20);
+        m.kvfree(kv.as_ptr());
+    }
+    assert_eq!(m.report_count(ReportKind::Warning), 0);
+}
