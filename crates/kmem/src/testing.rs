@@ -134,6 +134,7 @@ pub fn machine_with_page_tables(mib: usize) -> Kmem<TestPlatform> {
 /// A machine of `mib` MiB whose direct map ends at `low_mib` MiB: HighMem above, a kmap area
 /// and software page tables (reports are logged, not fatal). HighMem pages must not be
 /// touched (their mappings exist only in the tables): no `__GFP_ZERO` for them.
+#[cfg_attr(loom, allow(dead_code))]
 pub fn machine_with_highmem(mib: usize, low_mib: usize) -> Kmem<TestPlatform> {
     boot_with(mib, Some(low_mib), Some(page_tables::PageTables::default()), |_| {})
 }

@@ -41,22 +41,23 @@
 
 mod helpers;
 mod local;
+#[cfg(all(test, loom))]
+mod loom_tests;
 mod pkmap;
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests;
 
 pub use local::{KmapError, KmapLocal, KmapScope};
+use pkmap::Pkmap;
 
 use crate::addr::{Pfn, VirtAddr, PAGE_SIZE};
 use crate::machine::{Kmem, NR_CPUS};
 use crate::mm::page_ref::PageRef;
 use crate::platform::Platform;
-use crate::sync::{array_of, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering, RawSpinLock};
+use crate::sync::{array_of, AtomicU32, AtomicU64, Ordering};
 
 /// Slots of the pkmap area (`LAST_PKMAP`, x86-32 without PAE).
 pub const LAST_PKMAP: usize = 1024;
-/// `LAST_PKMAP_MASK`.
-const LAST_PKMAP_MASK: usize = LAST_PKMAP - 1;
 /// Depth of each CPU's `kmap_local` stack (`KM_MAX_IDX`, without `CONFIG_DEBUG_KMAP_LOCAL`).
 pub const KM_MAX_IDX: usize = 16;
 /// `PA_HASH_ORDER`: the page-address hash has `1 << 7` chains.
@@ -97,36 +98,19 @@ impl LocalStack {
 }
 
 /// The highmem layer's state, carved at boot (see the module docs). Fields written only
-/// under `lock` are atomics so that readers (`/proc`, the demo) need no lock.
+/// under a lock or by the CPU's holder are atomics so that readers (`/proc`, the demo) need
+/// no lock.
 #[derive(Debug)]
 pub(crate) struct HighmemState {
-    /// `kmap_lock`.
-    pub(crate) lock: RawSpinLock,
+    /// The pkmap slots (`kmap`).
+    pub(crate) pkmap: Pkmap<LAST_PKMAP, { 1 << PA_HASH_ORDER }>,
     /// `PKMAP_BASE`.
     pub(crate) pkmap_base: usize,
     /// Virtual address of CPU 0's fixmap slot 0 (`FIX_KMAP_BEGIN`).
     pub(crate) fixmap_base: usize,
     /// One past the last fixmap slot.
     pub(crate) fixmap_end: usize,
-    /// `pkmap_count`.
-    pub(crate) count: [AtomicU32; LAST_PKMAP],
-    /// The frame + 1 each slot maps (0: none).
-    pub(crate) page: [AtomicU32; LAST_PKMAP],
-    /// Hash chains: the next slot + 1 in the same chain (0: end).
-    pub(crate) next: [AtomicU16; LAST_PKMAP],
-    /// Hash chain heads: slot + 1 (0: empty chain).
-    pub(crate) heads: [AtomicU16; 1 << PA_HASH_ORDER],
-    /// `last_pkmap_nr`.
-    pub(crate) last_pkmap_nr: AtomicUsize,
-    /// Bumped by every `kunmap` that frees a slot: what a waiting `kmap` watches.
-    pub(crate) wait_gen: AtomicU32,
-    /// Slots with at least one user.
-    pub(crate) in_use: AtomicUsize,
-    /// Whole-area TLB flushes done (ring wraps).
-    pub(crate) flushes: AtomicU64,
-    /// `kmap` calls that had to wait for a free slot.
-    pub(crate) waits: AtomicU64,
-    /// Page-table changes made (pkmap and fixmap maps), for the cost checks.
+    /// Fixmap PTE changes made by `kmap_local` (the rest reused a slot's mapping).
     pub(crate) maps: AtomicU64,
     /// Per-CPU `kmap_local` stacks.
     pub(crate) local: [LocalStack; NR_CPUS],
@@ -137,19 +121,10 @@ impl HighmemState {
     pub(crate) fn new(base: usize, nr_cpus: usize) -> Self {
         let fixmap_base = base + LAST_PKMAP * PAGE_SIZE;
         Self {
-            lock: RawSpinLock::new(),
+            pkmap: Pkmap::new(),
             pkmap_base: base,
             fixmap_base,
             fixmap_end: fixmap_base + nr_cpus * KM_MAX_IDX * PAGE_SIZE,
-            count: array_of![AtomicU32::new(0); LAST_PKMAP],
-            page: array_of![AtomicU32::new(0); LAST_PKMAP],
-            next: array_of![AtomicU16::new(0); LAST_PKMAP],
-            heads: array_of![AtomicU16::new(0); 1 << PA_HASH_ORDER],
-            last_pkmap_nr: AtomicUsize::new(0),
-            wait_gen: AtomicU32::new(0),
-            in_use: AtomicUsize::new(0),
-            flushes: AtomicU64::new(0),
-            waits: AtomicU64::new(0),
             maps: AtomicU64::new(0),
             local: core::array::from_fn(|_| LocalStack::new()),
         }
@@ -172,13 +147,6 @@ impl HighmemState {
     #[inline]
     pub(crate) fn fixmap_addr(&self, cpu: usize, idx: usize) -> usize {
         self.fixmap_base + (cpu * KM_MAX_IDX + idx) * PAGE_SIZE
-    }
-
-    /// The chain a frame hashes to (`page_slot()`).
-    #[inline]
-    fn chain(pfn: Pfn) -> usize {
-        // hash_ptr-like: a multiplicative hash of the frame number.
-        ((pfn.as_usize() as u32).wrapping_mul(0x9E37_79B9) >> (32 - PA_HASH_ORDER)) as usize
     }
 }
 
@@ -215,10 +183,10 @@ impl<P: Platform> Kmem<P> {
     pub fn kmap_stats(&self) -> KmapStats {
         let Some(h) = self.highmem() else { return KmapStats::default() };
         KmapStats {
-            pkmap_in_use: h.in_use.load(Ordering::Relaxed),
-            pkmap_flushes: h.flushes.load(Ordering::Relaxed),
-            pkmap_waits: h.waits.load(Ordering::Relaxed),
-            maps: h.maps.load(Ordering::Relaxed),
+            pkmap_in_use: h.pkmap.in_use.load(Ordering::Relaxed),
+            pkmap_flushes: h.pkmap.flushes.load(Ordering::Relaxed),
+            pkmap_waits: h.pkmap.waits.load(Ordering::Relaxed),
+            maps: h.pkmap.maps.load(Ordering::Relaxed) + h.maps.load(Ordering::Relaxed),
         }
     }
 
@@ -231,7 +199,7 @@ impl<P: Platform> Kmem<P> {
         let h = self.highmem()?;
         let a = addr.as_usize();
         let frame = if let Some(nr) = h.pkmap_nr(a) {
-            h.page[nr].load(Ordering::Acquire)
+            h.pkmap.page[nr].load(Ordering::Acquire)
         } else if (h.fixmap_base..h.fixmap_end).contains(&a) {
             let slot = (a - h.fixmap_base) / PAGE_SIZE;
             h.local[slot / KM_MAX_IDX].mapped[slot % KM_MAX_IDX].load(Ordering::Relaxed)

@@ -38,11 +38,11 @@ fn kmap_is_refcounted_and_found_through_the_hash() {
     assert_eq!(m.kmap_to_page(a), Some(p));
     let h = m.highmem().unwrap();
     let nr = h.pkmap_nr(a.as_usize()).unwrap();
-    assert_eq!(h.count[nr].load(Ordering::Relaxed), 3, "pkmap_count: n users + 1");
+    assert_eq!(h.pkmap.count[nr].load(Ordering::Relaxed), 3, "pkmap_count: n users + 1");
     assert_eq!(m.kmap_stats().pkmap_in_use, 1);
     m.kunmap(p);
     m.kunmap(p);
-    assert_eq!(h.count[nr].load(Ordering::Relaxed), 1, "mapped, no users: flushed lazily");
+    assert_eq!(h.pkmap.count[nr].load(Ordering::Relaxed), 1, "mapped, no users: flushed lazily");
     assert_eq!(m.kmap_stats().pkmap_in_use, 0);
     assert_eq!(m.page_address(p), Some(a), "still mapped until the ring wraps");
     assert_eq!(m.kmap(p).unwrap(), a, "kmapped again before the wrap: same slot, no new PTE");
