@@ -6,8 +6,10 @@
 use kmem::{Gfp, KmapStats, Order, PageRef, PAGE_SIZE};
 use kmem_hosted::{in_irq, pin_current_thread, Machine};
 
-/// What the phase did.
-pub struct HighmemSeen {
+/// What the phase did, and the pages it keeps kmapped (so the page-frame map shows them).
+pub struct HighmemSeen<'m> {
+    /// Pages left kmapped until [`HighmemSeen::release`].
+    pub kept: Vec<PageRef<'m>>,
     /// `kmap` calls.
     pub kmaps: u64,
     /// `kmap_local_page` and `kmap_atomic` mappings (from task and interrupt context).
@@ -20,6 +22,20 @@ pub struct HighmemSeen {
     pub stats: KmapStats,
 }
 
+impl HighmemSeen<'_> {
+    /// Unmaps and frees the pages the phase kept.
+    pub fn release(self, m: &Machine) {
+        for p in self.kept {
+            m.kunmap(p);
+            // SAFETY: the phase allocated the page and handed it to us; its mapping is gone.
+            unsafe { m.__free_pages(p, Order::ZERO) };
+        }
+    }
+}
+
+/// Pages kept kmapped after the phase.
+const KEEP: usize = 64;
+
 /// The bytes of a mapped page.
 ///
 /// # Safety
@@ -31,7 +47,7 @@ unsafe fn page<'a>(va: kmem::VirtAddr) -> &'a mut [u8] {
 }
 
 /// Runs the phase; `None` on a machine without HighMem.
-pub fn highmem_phase(m: &Machine) -> Option<HighmemSeen> {
+pub fn highmem_phase(m: &Machine) -> Option<HighmemSeen<'_>> {
     let probe = m.alloc_pages(Gfp::HIGHUSER | Gfp::NOWARN, Order::ZERO).ok()?;
     let high = m.page_is_highmem(probe);
     // SAFETY: ours, unmapped.
@@ -103,7 +119,12 @@ pub fn highmem_phase(m: &Machine) -> Option<HighmemSeen> {
             .collect();
         hs.into_iter().map(|h| h.join().expect("highmem phase thread")).collect()
     });
+    let kept: Vec<_> = (0..KEEP).map_while(|_| m.alloc_pages(Gfp::HIGHUSER | Gfp::NOWARN, Order::ZERO).ok()).collect();
+    for &p in &kept {
+        m.kmap(p).expect("kmap");
+    }
     Some(HighmemSeen {
+        kept,
         kmaps: seen.iter().map(|s| s.0).sum(),
         locals: seen.iter().map(|s| s.1).sum(),
         corrupt: seen.iter().map(|s| s.2).sum(),

@@ -190,6 +190,18 @@ impl<P: Platform> Kmem<P> {
         }
     }
 
+    /// Calls `f` with every frame that has `kmap` users now (its pkmap slot's count is 2 or
+    /// more): a lock-free sample, for page-frame maps.
+    pub fn for_each_kmapped(&self, mut f: impl FnMut(Pfn)) {
+        let Some(h) = self.highmem() else { return };
+        for nr in 0..LAST_PKMAP {
+            let frame = h.pkmap.page[nr].load(Ordering::Acquire);
+            if frame != 0 && h.pkmap.count[nr].load(Ordering::Relaxed) >= 2 {
+                f(Pfn::new(frame as usize - 1));
+            }
+        }
+    }
+
     /// `kmap_to_page()`: the page behind an address from `kmap`, `kmap_local_page`,
     /// `kmap_atomic` or the direct map; `None` for any other address.
     pub fn kmap_to_page(&self, addr: VirtAddr) -> Option<PageRef<'_>> {
