@@ -10,7 +10,7 @@
 //! retry, kmem retries once and then fails, except `__GFP_NOFAIL`, which waits for memory
 //! as Linux's loop does.
 //!
-//! Policy only: zeroing (`mm/highmem.rs`) is the one thing here that writes memory.
+//! Policy only: zeroing (`highmem/helpers.rs`) is the one thing here that writes memory.
 
 #![forbid(unsafe_code)]
 
