@@ -179,7 +179,6 @@ impl FrameMap {
             }
             add(cell, pfn, end);
         });
-        drop(add);
         if filled != 0 {
             cells.push(dominant(&acc));
         }

@@ -74,7 +74,7 @@ impl<const N: usize, const H: usize> Pkmap<N, H> {
     #[inline]
     fn chain(pfn: Pfn) -> usize {
         // hash_ptr-like: a multiplicative hash of the frame number.
-        ((pfn.as_usize() as u32).wrapping_mul(0x9E37_79B9) as u64 * H as u64 >> 32) as usize
+        (((pfn.as_usize() as u32).wrapping_mul(0x9E37_79B9) as u64 * H as u64) >> 32) as usize
     }
 
     /// The slot mapping `pfn`, if any. Caller holds the lock, or accepts a racy answer.

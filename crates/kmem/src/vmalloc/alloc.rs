@@ -259,7 +259,7 @@ impl<P: Platform> Kmem<P> {
         let nid = node.filter(|&n| self.node(n).is_some()).unwrap_or_else(|| self.numa_node_id());
         let mut g = gfp.without(Gfp::COMP);
         if self.highmem().is_some() && !g.intersects(Gfp::DMA | Gfp::DMA32) {
-            g = g | Gfp::HIGHMEM;
+            g |= Gfp::HIGHMEM;
         }
         while vm.nr_pages < nr {
             let left = nr - vm.nr_pages;
