@@ -22,6 +22,9 @@
 #                                               is caught
 #   crates/kmem/src/vmalloc/loom_tests.rs       vmalloc recycle slots: put/take/drain from two
 #                                               CPUs, every area owned exactly once
+#   crates/kmem/src/highmem/loom_tests.rs       pkmap slots (kmap): refcounts, waiting for a
+#                                               free slot (a lost wake-up hangs the model),
+#                                               the lazy flush; a missing flush is caught
 #   crates/kmem-hosted/src/cpu_slot/loom_tests.rs  hosted CPU slot: per-CPU sections, nesting
 #   crates/kmem-hosted/src/cpu_owner/loom_tests.rs owned CPU (a CPU per thread): the owner's
 #                                               plain sections against stoppers (membarrier

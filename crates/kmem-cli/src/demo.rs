@@ -81,6 +81,24 @@ pub fn demo(a: &DemoArgs) -> Result<(), String> {
         vheld.calls, vheld.failures, vs.busy_areas - vs.stacks, vs.stacks, vs.used_pages, vs.purges, vs.recycled
     );
 
+    let hheld = crate::highmem_phase::highmem_phase(&m);
+    if let Some(h) = &hheld {
+        println!("\n== highmem: kmap, kmap_local_page, and kmap_atomic from IRQ context, on every CPU");
+        println!(
+            "  {} kmaps and {} kmap_local/kmap_atomic mappings, {} pages read back wrong; pkmap slots in use: {} of {} at the peak, {} now; {} flushes (ring wraps), {} waits for a slot, {} page-table changes",
+            h.kmaps,
+            h.locals,
+            h.corrupt,
+            h.peak_in_use,
+            kmem::LAST_PKMAP,
+            h.stats.pkmap_in_use,
+            h.stats.pkmap_flushes,
+            h.stats.pkmap_waits,
+            h.stats.maps
+        );
+        println!("  {} pages stay kmapped until the end (the page-frame map shows them)", h.kept.len());
+    }
+
     println!(
         "\n== memory pressure: allocate with __GFP_NORETRY|__GFP_NOWARN until the watermarks refuse, then release"
     );
@@ -144,6 +162,9 @@ pub fn demo(a: &DemoArgs) -> Result<(), String> {
     let (vcalls, vfailures) = (vheld.calls, vheld.failures);
     held.release(&m, &caches);
     vheld.release(&m);
+    if let Some(h) = hheld {
+        h.release(&m);
+    }
     m.vm_unmap_aliases();
     drop(caches);
     m.verify().map_err(|e| format!("free lists inconsistent after the demo: {e:?}"))?;

@@ -2,6 +2,7 @@
 //! look at the result through Linux's /proc views and a page-frame map.
 
 mod demo;
+mod highmem_phase;
 mod opts;
 mod pfmap;
 mod phases;

@@ -230,6 +230,13 @@ fn demo_x86_32_marks_highmem() {
     assert!(out.contains("HighMem: colours at 55%"), "{out}");
     assert!(out.contains("gutter: node 0 HighMem"));
     assert!(out.contains("Node 0, zone  HighMem "), "unusable index of HighMem");
+    assert!(out.contains("== highmem: kmap, kmap_local_page, and kmap_atomic from IRQ context"), "{out}");
+    assert!(out.contains(" 0 pages read back wrong; pkmap slots in use: "), "{out}");
+    assert!(out.contains(" of 1024 at the peak, 64 now; "), "{out}");
+    assert!(
+        out.contains("kmapped (HighMem)                       64 frames"),
+        "the map shows the kmapped pages: {out}"
+    );
     let (w, _) = check_png(&dir.join("hm.png"));
     // 1 GiB = 262144 frames: still one pixel per frame, 512 per row.
     assert!(w >= 532, "{w}");

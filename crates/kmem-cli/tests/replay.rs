@@ -218,3 +218,28 @@ fn over_long_lines_are_malformed_and_dev_zero_ends() {
     assert!(!o.status.success());
     assert_eq!(err, "kmem: error: /dev/zero: not a kmem trace\n");
 }
+
+/// On the x86-32 preset, `GFP_HIGHUSER*` page events land in HighMem (and kernel ones never
+/// do): HighFree drops while slab memory stays in lowmem.
+#[test]
+fn x86_32_replays_highuser_pages_into_highmem() {
+    let trace = temp(
+        "highuser.trace",
+        b"# tracer: nop
+ bash-1 [000] ..... 1.0: mm_page_alloc: page=0000000000000001 pfn=0x1000 order=0 migratetype=1 gfp_flags=GFP_HIGHUSER_MOVABLE|__GFP_COMP
+ bash-1 [000] ..... 1.1: mm_page_alloc: page=0000000000000002 pfn=0x1001 order=2 migratetype=0 gfp_flags=GFP_HIGHUSER
+ bash-1 [000] ..... 1.2: mm_page_alloc: page=0000000000000003 pfn=0x1005 order=0 migratetype=0 gfp_flags=GFP_KERNEL
+",
+    );
+    let o =
+        kmem(&["replay", &trace, "--preset", "x86-32", "--ram", "1G", "--cpus", "1", "--json", "--then", "meminfo"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("one JSON object");
+    let meminfo = v["views"]["meminfo"].as_str().expect("the meminfo view");
+    let kb = |name: &str| -> u64 {
+        let l = meminfo.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name}: {meminfo}"));
+        l[16..].trim().trim_end_matches(" kB").trim().parse().unwrap()
+    };
+    assert_eq!(kb("HighTotal:") - kb("HighFree:"), 5 * 4, "1 + 4 HighMem pages in use: {meminfo}");
+}

@@ -20,7 +20,8 @@ pub enum Preset {
     /// x86-64: DMA < 16 MiB, DMA32 < 4 GiB, Normal above; PCI hole 3-4 GiB.
     X86_64,
     /// x86-32 with HighMem: DMA < 16 MiB, Normal < 896 MiB, HighMem above; the direct map
-    /// ends at 896 MiB.
+    /// ends at 896 MiB, the RAM mapping above it is `PROT_NONE`, and HighMem pages are reached
+    /// through `kmap` mappings in a kmap area (`kmem::highmem`).
     X86_32,
 }
 
@@ -253,7 +254,8 @@ impl MachineBuilder {
     }
     /// RAM as private anonymous memory with transparent huge pages where the host allows
     /// ([`Ram::anonymous`]) instead of a memfd: faster for machines that touch much of their
-    /// RAM, but nothing can alias it, so the machine has no vmalloc range.
+    /// RAM, but nothing can alias it, so the machine has no vmalloc range. Ignored for a
+    /// machine with HighMem, whose pages are reached only through kmap mappings of the memfd.
     pub fn anonymous_ram(mut self, on: bool) -> Self {
         self.anonymous_ram = on;
         self
@@ -330,7 +332,12 @@ impl MachineBuilder {
             Preset::X86_64 => ZoneLayout::X86_64,
             Preset::X86_32 => ZoneLayout::X86_32,
         });
-        let ram = if self.anonymous_ram {
+        // HighMem is reached only through mappings of the RAM memfd (kmap), so a machine with
+        // RAM above the direct map always has memfd RAM.
+        let has_highmem = layout.highmem_start.is_some_and(|h| {
+            regions.iter().any(|r| r.kind == kmem::RegionKind::Usable && r.end() > h) || self.hotplug > h.as_u64()
+        });
+        let ram = if self.anonymous_ram && !has_highmem {
             Ram::anonymous_with(&regions, self.hotplug, self.ram_hugepages)
         } else {
             Ram::with_reserve(&regions, self.hotplug)
@@ -341,6 +348,10 @@ impl MachineBuilder {
             None => PhysAddr::new(ram.len() as u64),
         };
         let dm = DirectMap { base: VirtAddr::new(ram.base()), limit };
+        if has_highmem {
+            // The direct map stops at the HighMem boundary: the RAM mapping above it faults.
+            ram.seal_from(limit.as_u64() as usize).map_err(BuildError::Ram)?;
+        }
         let mut log = if self.no_alloc_reports { ReportLog::stderr_only() } else { ReportLog::echoing(self.echo) };
         log.hook = self.on_report;
         let log = Arc::new(log);
@@ -363,7 +374,19 @@ impl MachineBuilder {
             let (s, e) = v.range();
             (fd, s, e)
         });
-        let platform = HostedPlatform::new(cpus, dm, ram.base(), ram.len(), log.clone(), vrange);
+        let kspace = match has_highmem {
+            true => Some(
+                crate::vspace::VSpace::reserve(kmem::highmem::kmap_area_bytes(self.cpus))
+                    .map_err(|e| BuildError::Ram(RamError::Os("mmap", e)))?,
+            ),
+            false => None,
+        };
+        let maps = crate::platform::MapRanges {
+            fd: ram.raw_fd(),
+            vmalloc: vrange.map(|(_, s, e)| (s, e)),
+            kmap: kspace.as_ref().map(|k| k.range()),
+        };
+        let platform = HostedPlatform::new(cpus, dm, ram.len(), log.clone(), maps);
         let nodes = regions.iter().map(|r| r.node as usize + 1).max().unwrap_or(1);
         let mut cfg = BootConfig::new(&regions, layout);
         cfg.nr_nodes = nodes;
@@ -398,7 +421,7 @@ impl MachineBuilder {
                 alias.cpu_offline(kmem::CpuId(cpu));
             }));
         }
-        Ok(Machine::new(kmem, vspace, ram, log, regions, self.preset))
+        Ok(Machine::new(kmem, [vspace, kspace], ram, log, regions, self.preset))
     }
 }
 

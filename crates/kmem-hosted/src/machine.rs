@@ -17,7 +17,8 @@ pub struct Machine {
     // Field order matters: the Kmem (and its state inside RAM) goes before the vmalloc
     // reservation and the RAM mapping.
     kmem: Kmem<HostedPlatform>,
-    _vspace: Option<VSpace>,
+    /// The vmalloc range and the kmap area.
+    _vspace: [Option<VSpace>; 2],
     ram: Ram,
     log: Arc<ReportLog>,
     regions: Vec<MemRegion>,
@@ -28,7 +29,7 @@ pub struct Machine {
 impl Machine {
     pub(crate) fn new(
         kmem: Kmem<HostedPlatform>,
-        vspace: Option<VSpace>,
+        vspace: [Option<VSpace>; 2],
         ram: Ram,
         log: Arc<ReportLog>,
         regions: Vec<MemRegion>,
@@ -112,7 +113,11 @@ impl Machine {
         if start + size > self.ram.len() as u64 {
             return Err(HotAddError::NoSpace);
         }
-        self.ram.make_usable(start as usize, size as usize).map_err(HotAddError::Ram)?;
+        // Only lowmem becomes reachable through the RAM mapping; HighMem stays sealed.
+        let lowmem_end = (self.kmem.direct_map().limit.as_u64()).clamp(start, start + size);
+        if lowmem_end > start {
+            self.ram.make_usable(start as usize, (lowmem_end - start) as usize).map_err(HotAddError::Ram)?;
+        }
         // SAFETY: the range is part of this machine's RAM mapping, now read-write, never
         // used before (beyond max_pfn, inside the hotplug reserve), and lives as long as the
         // machine (Machine drops its Kmem before its Ram).

@@ -5,8 +5,12 @@
 //!   preemption or interrupts takes the CPU for real (see [`crate::cpus`]), so per-CPU data
 //!   is exclusively the holder's, as in a kernel.
 //! - Preempt count and IRQ state are per thread, as they are per task context in a kernel.
-//! - The direct map is the RAM mapping up to the direct-map limit; HighMem pages are reached
-//!   for zeroing through the same mapping (the `kmap_local` seam).
+//! - The direct map is the RAM mapping up to the direct-map limit. On a machine with HighMem
+//!   (the x86-32 preset) the RAM mapping above the limit is `PROT_NONE`: HighMem pages are
+//!   reached only through kmap mappings, which are `mmap`s of the RAM memfd into the kmap
+//!   area ([`kmem::Platform::kmap_range`]), the same page-table operations as vmalloc's.
+//! - `migrate_disable` holds the CPU without raising the preempt count (a hosted thread is
+//!   not time-sliced on its CPU, so holding the CPU is what keeps its `kmap_local` stack its own).
 //! - Reports go to a [`ReportLog`] the machine owner can read, and to stderr as
 //!   [`crate::console`] says.
 
@@ -92,23 +96,39 @@ pub struct HostedPlatform {
     /// `cpus.id()`, here so the per-CPU fast paths need not follow the `Arc`.
     machine_id: usize,
     direct_map: DirectMap,
-    ram_base: usize,
     ram_len: usize,
     log: Arc<ReportLog>,
-    /// The RAM memfd and the vmalloc range, if the machine has one.
-    vmalloc: Option<(std::os::fd::RawFd, usize, usize)>,
+    maps: MapRanges,
+}
+
+/// What a hosted machine can map pages into: the RAM memfd, the vmalloc range and the kmap
+/// area (each `[start, end)`, reserved `PROT_NONE` address space).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct MapRanges {
+    pub(crate) fd: Option<std::os::fd::RawFd>,
+    pub(crate) vmalloc: Option<(usize, usize)>,
+    pub(crate) kmap: Option<(usize, usize)>,
+}
+
+impl MapRanges {
+    /// Whether `[va, va + len)` lies in the vmalloc range or the kmap area.
+    fn holds(&self, va: usize, len: usize) -> bool {
+        [self.vmalloc, self.kmap]
+            .into_iter()
+            .flatten()
+            .any(|(s, e)| va >= s && va.checked_add(len).is_some_and(|x| x <= e))
+    }
 }
 
 impl HostedPlatform {
     pub(crate) fn new(
         cpus: Arc<Cpus>,
         direct_map: DirectMap,
-        ram_base: usize,
         ram_len: usize,
         log: Arc<ReportLog>,
-        vmalloc: Option<(std::os::fd::RawFd, usize, usize)>,
+        maps: MapRanges,
     ) -> Self {
-        Self { machine_id: cpus.id(), cpus, direct_map, ram_base, ram_len, log, vmalloc }
+        Self { machine_id: cpus.id(), cpus, direct_map, ram_len, log, maps }
     }
     /// The report log.
     pub fn log(&self) -> &ReportLog {
@@ -158,9 +178,9 @@ fn epoch() -> Instant {
 
 // SAFETY: the direct map is the machine's RAM mapping (`Ram`), which the `Machine` keeps alive
 // longer than the `Kmem` using this platform, and maps every usable range read-write;
-// `current_cpu` is reduced modulo the fixed number of CPU slots; `map_temporary` returns an
-// address inside the RAM mapping for any frame below its end; the vmalloc range is the
-// machine's own `VSpace` reservation, disjoint from RAM, and lives as long as the Kmem.
+// `current_cpu` is reduced modulo the fixed number of CPU slots; the vmalloc range and the
+// kmap area are the machine's own `VSpace` reservations, disjoint from RAM, and live as long
+// as the Kmem.
 unsafe impl Platform for HostedPlatform {
     fn nr_cpus(&self) -> usize {
         self.cpus.nr()
@@ -224,9 +244,16 @@ unsafe impl Platform for HostedPlatform {
     fn direct_map(&self) -> DirectMap {
         self.direct_map
     }
-    fn map_temporary(&self, pfn: Pfn) -> Option<VirtAddr> {
-        let off = pfn.phys().as_u64() as usize;
-        (off < self.ram_len).then(|| VirtAddr::new(self.ram_base + off))
+    fn kmap_range(&self) -> Option<(VirtAddr, VirtAddr)> {
+        self.maps.kmap.map(|(s, e)| (VirtAddr::new(s), VirtAddr::new(e)))
+    }
+    #[inline]
+    fn migrate_disable(&self) -> CpuId {
+        CpuId(self.cpus.enter(false))
+    }
+    #[inline]
+    fn migrate_enable(&self) {
+        self.cpus.exit(false);
     }
     fn cpu_relax(&self) {
         std::thread::yield_now();
@@ -244,7 +271,7 @@ unsafe impl Platform for HostedPlatform {
         TaskId::new(tid, t.name().unwrap_or("kmem"))
     }
     fn vmalloc_range(&self) -> Option<(VirtAddr, VirtAddr)> {
-        self.vmalloc.map(|(_, s, e)| (VirtAddr::new(s), VirtAddr::new(e)))
+        self.maps.vmalloc.map(|(s, e)| (VirtAddr::new(s), VirtAddr::new(e)))
     }
     unsafe fn map_kernel_pages(
         &self,
@@ -254,21 +281,21 @@ unsafe impl Platform for HostedPlatform {
         prot: PageProt,
         _tables: &mut dyn PageTableAlloc,
     ) -> Result<(), MapError> {
-        let (fd, s, e) = self.vmalloc.ok_or(MapError::Unsupported)?;
-        let end = va.as_usize() + npages * kmem::PAGE_SIZE;
+        let fd = self.maps.fd.ok_or(MapError::Unsupported)?;
         let frames_end = (pfn.as_usize() + npages) * kmem::PAGE_SIZE;
-        if va.as_usize() < s || end > e || frames_end > self.ram_len {
+        if !self.maps.holds(va.as_usize(), npages * kmem::PAGE_SIZE) || frames_end > self.ram_len {
             return Err(MapError::Host(libc_einval()));
         }
-        // SAFETY: checked inside our VSpace and RAM; the core's contract says the range is
+        // SAFETY: checked inside our VSpaces and RAM; the core's contract says the range is
         // unmapped and unreferenced.
         unsafe { crate::vspace::map(fd, va, pfn, npages, prot) }
     }
     unsafe fn unmap_kernel_pages(&self, va: VirtAddr, npages: usize) -> TlbFlush {
-        match self.vmalloc {
-            // SAFETY: the core's contract: inside the vmalloc range, no longer accessed.
-            Some(_) => unsafe { crate::vspace::unmap(va, npages) },
-            None => TlbFlush::none(),
+        if self.maps.holds(va.as_usize(), npages * kmem::PAGE_SIZE) {
+            // SAFETY: the core's contract: no longer accessed; checked inside our VSpaces.
+            unsafe { crate::vspace::unmap(va, npages) }
+        } else {
+            TlbFlush::none()
         }
     }
     fn report(&self, kind: ReportKind, body: &dyn Fn(&mut dyn fmt::Write) -> fmt::Result) {

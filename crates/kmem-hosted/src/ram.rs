@@ -142,6 +142,15 @@ impl Ram {
             .map_err(|e| RamError::Os("mprotect", e))
     }
 
+    /// Makes everything from `off` (page aligned) to the end inaccessible: the part of RAM
+    /// above the direct map on a machine with HighMem.
+    pub(crate) fn seal_from(&self, off: usize) -> Result<(), RamError> {
+        if off < self.len {
+            self.protect_none(off, self.len - off)?;
+        }
+        Ok(())
+    }
+
     /// Makes `[off, off + len)` readable and writable (hot-added RAM).
     pub fn make_usable(&self, off: usize, len: usize) -> Result<(), RamError> {
         assert!(off % PAGE_SIZE == 0 && len % PAGE_SIZE == 0 && off + len <= self.len, "range outside RAM");

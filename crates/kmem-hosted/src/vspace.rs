@@ -1,4 +1,5 @@
-//! The vmalloc range of a hosted machine: a reserved `PROT_NONE` region of the process.
+//! The vmalloc range (and, with HighMem, the kmap area) of a hosted machine: reserved
+//! `PROT_NONE` regions of the process.
 //!
 //! Mapping a page is a real `mmap(MAP_FIXED | MAP_SHARED)` of the RAM memfd at the page's
 //! physical offset, so a write through a vmalloc address is visible through the page's

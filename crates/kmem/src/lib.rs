@@ -45,8 +45,9 @@
 //!   (Linux's percpu-km), not vmalloc.
 //! - No reclaim (shrinkers, kswapd, OOM killer), no compaction, no high-order atomic
 //!   reserve, no CMA.
-//! - HighMem pages are allocatable and zeroed through [`Platform::map_temporary`]; kmap
-//!   proper arrives with the highmem layer.
+//! - HighMem ([`highmem`]) has `kmap`, `kmap_local_page` and `kmap_atomic` over real
+//!   temporary mappings in the platform's kmap area; `kmap_high_get` and `kmap_local_folio`
+//!   are missing.
 //! - A machine spans at most 2^32 page frames (16 TiB): free lists link pages by 32-bit pfn.
 
 #![no_std]
@@ -57,6 +58,7 @@ pub mod alloc;
 pub mod boot;
 mod cpuhp;
 pub mod gfp;
+pub mod highmem;
 pub mod kmalloc;
 pub mod machine;
 pub mod mm;
@@ -75,6 +77,7 @@ pub use crate::alloc::{KBox, KVBox, KVVec, KVec, VBox, VVec};
 pub use addr::{Order, Pfn, PhysAddr, VirtAddr, MAX_PAGE_ORDER, PAGE_SHIFT, PAGE_SIZE};
 pub use boot::{BootConfig, BootError, MemRegion, Memblock, RegionKind, ZoneLayout};
 pub use gfp::Gfp;
+pub use highmem::{KmapError, KmapLocal, KmapScope, KmapStats, KM_MAX_IDX, LAST_PKMAP};
 pub use kmalloc::{KmallocError, ZERO_SIZE_PTR};
 pub use machine::{BootInfo, Kmem, NR_CPUS};
 pub use mm::frame::{Frame, FrameState};

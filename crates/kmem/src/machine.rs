@@ -107,6 +107,9 @@ pub(crate) struct MachineState {
     pub(crate) kmalloc: KmallocState,
     /// The vmalloc layer (`vmalloc/`).
     pub(crate) vmalloc: VmallocState,
+    /// Address of the highmem layer's state (`highmem/`), carved at boot on machines with
+    /// HighMem memory; 0 on the others.
+    pub(crate) highmem: usize,
 }
 
 impl MachineState {
@@ -140,6 +143,7 @@ impl MachineState {
             deferred: DeferredState::new(),
             kmalloc: KmallocState::new(),
             vmalloc: VmallocState::new(vmap_lazy_max, vmalloc_recycle),
+            highmem: 0,
         }
     }
 

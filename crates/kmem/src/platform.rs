@@ -79,8 +79,8 @@ impl ReportKind {
 ///   long as the machine lives, and maps nothing else the core could be told to write.
 /// - [`Platform::current_cpu`] must return a value below [`Platform::nr_cpus`], and
 ///   `nr_cpus` must not change.
-/// - [`Platform::map_temporary`] must return a writable mapping of the whole page until the
-///   matching [`Platform::unmap_temporary`].
+/// - [`Platform::kmap_range`], like [`Platform::vmalloc_range`], must be kernel address
+///   space that nothing but the core's page-table calls maps, disjoint from the direct map.
 pub unsafe trait Platform: Send + Sync {
     /// Number of possible CPUs (`nr_cpu_ids`), at most [`crate::NR_CPUS`].
     fn nr_cpus(&self) -> usize;
@@ -166,13 +166,32 @@ pub unsafe trait Platform: Send + Sync {
 
     /// The direct map (Linux's linear map, `__va`/`__pa`).
     fn direct_map(&self) -> DirectMap;
-    /// Maps a page that may lie outside the direct map for a short CPU-local access (the
-    /// `kmap_local` seam; HighMem pages need it). The default uses the direct map.
-    fn map_temporary(&self, pfn: Pfn) -> Option<VirtAddr> {
-        self.direct_map().phys_to_virt(pfn.phys())
+    /// The kmap area (`PKMAP_BASE` and the fixmap's `kmap_local` slots): page-aligned kernel
+    /// virtual addresses, disjoint from the direct map and the vmalloc range, at least
+    /// [`crate::highmem::kmap_area_bytes`]`(nr_cpus)` long. The core maps HighMem pages
+    /// there with [`Platform::map_kernel_pages`] and unmaps them with
+    /// [`Platform::unmap_kernel_pages`], one page at a time, without page-table pages (the
+    /// platform populates the area's tables once, as Linux's `permanent_kmaps_init` does).
+    /// Needed only when the memory map has RAM above the direct map (HighMem); `None` (the
+    /// default) makes such a machine fail to boot.
+    fn kmap_range(&self) -> Option<(VirtAddr, VirtAddr)> {
+        None
     }
-    /// Ends a [`Platform::map_temporary`] mapping.
-    fn unmap_temporary(&self, _addr: VirtAddr) {}
+
+    /// `migrate_disable()`: keeps the caller on its CPU until [`Platform::migrate_enable`]
+    /// and returns the CPU, without making the context atomic (a `kmap_local_page` mapping
+    /// lives in the CPU's slots). The CPU's `kmap_local` stack must be the caller's alone
+    /// meanwhile, apart from interrupt handlers nesting on top. Sections nest. The default
+    /// disables preemption, which is stronger.
+    #[inline]
+    fn migrate_disable(&self) -> CpuId {
+        self.preempt_disable_cpu()
+    }
+    /// Ends [`Platform::migrate_disable`].
+    #[inline]
+    fn migrate_enable(&self) {
+        self.preempt_enable();
+    }
 
     /// Spin-wait hint, called while waiting for a lock. A hosted platform may yield here.
     fn cpu_relax(&self) {
@@ -200,8 +219,9 @@ pub unsafe trait Platform: Send + Sync {
     ///
     /// # Safety
     ///
-    /// `[va, va + npages pages)` lies in [`Platform::vmalloc_range`], is page aligned, and is
-    /// not mapped (the core's vmap-area allocator owns it); the frames are RAM of this machine.
+    /// `[va, va + npages pages)` lies in [`Platform::vmalloc_range`] or
+    /// [`Platform::kmap_range`], is page aligned, and is not mapped (the core's vmap-area
+    /// allocator or kmap layer owns it); the frames are RAM of this machine.
     unsafe fn map_kernel_pages(
         &self,
         va: VirtAddr,
@@ -221,7 +241,8 @@ pub unsafe trait Platform: Send + Sync {
     ///
     /// # Safety
     ///
-    /// The range lies in [`Platform::vmalloc_range`] and nothing may access it any more.
+    /// The range lies in [`Platform::vmalloc_range`] or [`Platform::kmap_range`], and
+    /// nothing may access it any more.
     unsafe fn unmap_kernel_pages(&self, va: VirtAddr, npages: usize) -> TlbFlush {
         TlbFlush::range(va, npages)
     }

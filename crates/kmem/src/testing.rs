@@ -25,6 +25,9 @@ pub struct TestPlatform {
     /// Software page tables and a vmalloc range ([`machine_with_page_tables`]); `None`: no
     /// vmalloc range.
     pub pt: Option<page_tables::PageTables>,
+    /// A kmap area (in the software page tables, after the vmalloc range): machines with
+    /// HighMem ([`machine_with_highmem`]).
+    pub kmap: bool,
 }
 
 impl TestPlatform {
@@ -33,15 +36,15 @@ impl TestPlatform {
     #[cfg(loom)]
     pub fn model() -> Self {
         let dm = DirectMap { base: VirtAddr::new(0), limit: PhysAddr::new(0) };
-        Self { dm, nr_cpus: 2, strict: true, log: Mutex::new(Vec::new()), pt: None }
+        Self { dm, nr_cpus: 2, strict: true, log: Mutex::new(Vec::new()), pt: None, kmap: false }
     }
 }
 
 // SAFETY: the direct map is either a leaked, page-aligned, read-write heap buffer of `limit`
 // bytes that is never freed (`machine`), or empty (`model`: it describes no memory the core
 // could touch). `current_cpu` is always 0, below `nr_cpus`, which never changes;
-// `map_temporary` keeps its default, which only maps through the direct map. The vmalloc
-// range (with `pt`) is never dereferenced: its mappings live only in the software tables.
+// the vmalloc range and the kmap area (with `pt`) are never dereferenced: their mappings live
+// only in the software tables.
 unsafe impl Platform for TestPlatform {
     fn nr_cpus(&self) -> usize {
         self.nr_cpus
@@ -89,6 +92,11 @@ unsafe impl Platform for TestPlatform {
         let r = page_tables::VSTART;
         self.pt.as_ref().map(|_| (VirtAddr::new(r), VirtAddr::new(r + page_tables::VLEN)))
     }
+    fn kmap_range(&self) -> Option<(VirtAddr, VirtAddr)> {
+        let s = page_tables::VSTART + page_tables::VLEN;
+        (self.kmap && self.pt.is_some())
+            .then(|| (VirtAddr::new(s), VirtAddr::new(s + crate::highmem::kmap_area_bytes(self.nr_cpus))))
+    }
     unsafe fn map_kernel_pages(
         &self,
         va: VirtAddr,
@@ -123,15 +131,35 @@ pub fn machine_with_page_tables(mib: usize) -> Kmem<TestPlatform> {
     boot(mib, Some(page_tables::PageTables::default()), |cfg| cfg.vmalloc_recycle = false)
 }
 
+/// A machine of `mib` MiB whose direct map ends at `low_mib` MiB: HighMem above, a kmap area
+/// and software page tables (reports are logged, not fatal). HighMem pages must not be
+/// touched (their mappings exist only in the tables): no `__GFP_ZERO` for them.
+#[cfg_attr(loom, allow(dead_code))]
+pub fn machine_with_highmem(mib: usize, low_mib: usize) -> Kmem<TestPlatform> {
+    boot_with(mib, Some(low_mib), Some(page_tables::PageTables::default()), |_| {})
+}
+
 fn boot(mib: usize, pt: Option<page_tables::PageTables>, tune: impl FnOnce(&mut BootConfig<'_>)) -> Kmem<TestPlatform> {
+    boot_with(mib, None, pt, tune)
+}
+
+fn boot_with(
+    mib: usize,
+    low_mib: Option<usize>,
+    pt: Option<page_tables::PageTables>,
+    tune: impl FnOnce(&mut BootConfig<'_>),
+) -> Kmem<TestPlatform> {
     let bytes = mib << 20;
     let buf: &'static mut [u8] = Box::leak(std::vec![0u8; bytes + PAGE_SIZE].into_boxed_slice());
     let base = (buf.as_mut_ptr() as usize).next_multiple_of(PAGE_SIZE);
-    let dm = DirectMap { base: VirtAddr::new(base), limit: PhysAddr::new(bytes as u64) };
+    let limit = low_mib.map_or(bytes, |l| l << 20);
+    let dm = DirectMap { base: VirtAddr::new(base), limit: PhysAddr::new(limit as u64) };
     let regions = [MemRegion::usable(0, bytes as u64)];
-    let layout = ZoneLayout { dma_end: Some(PhysAddr::new(16 << 20)), dma32_end: None, highmem_start: None };
-    let strict = pt.is_some();
-    let platform = TestPlatform { dm, nr_cpus: 1, strict, log: Mutex::new(Vec::new()), pt };
+    let highmem_start = low_mib.map(|l| PhysAddr::new((l << 20) as u64));
+    let layout = ZoneLayout { dma_end: Some(PhysAddr::new(16 << 20)), dma32_end: None, highmem_start };
+    let strict = pt.is_some() && low_mib.is_none();
+    let kmap = low_mib.is_some();
+    let platform = TestPlatform { dm, nr_cpus: 1, strict, log: Mutex::new(Vec::new()), pt, kmap };
     let mut cfg = BootConfig::new(&regions, layout);
     tune(&mut cfg);
     // SAFETY: the buffer is leaked (lives forever), page aligned, ours alone, and covers the map.

@@ -44,6 +44,7 @@ const VMALLOC: Rgb = [0x9b, 0x4d, 0xff];
 const PAGE_TABLE: Rgb = [0x8b, 0x45, 0x13];
 const PERCPU: Rgb = [0xf8, 0xf8, 0xf8];
 const ALLOCATED: Rgb = [0xd2, 0xb4, 0x8c];
+const KMAPPED: Rgb = [0xbf, 0xff, 0x00];
 
 /// The colour of a class.
 pub fn colour(c: Class) -> Rgb {
@@ -58,6 +59,7 @@ pub fn colour(c: Class) -> Rgb {
         Class::PageTable => PAGE_TABLE,
         Class::Percpu => PERCPU,
         Class::Allocated => ALLOCATED,
+        Class::Kmapped => KMAPPED,
     }
 }
 
@@ -315,6 +317,7 @@ pub fn label(map: &FrameMap, c: Class) -> String {
         Class::PageTable => "page table".to_owned(),
         Class::Percpu => "per-CPU chunk".to_owned(),
         Class::Allocated => "other allocation*".to_owned(),
+        Class::Kmapped => "kmapped (HighMem)".to_owned(),
     }
 }
 
@@ -331,6 +334,7 @@ pub fn owner(map: &FrameMap, c: Class) -> String {
         Class::PageTable => "the kernel page tables".to_owned(),
         Class::Percpu => "the per-CPU allocator".to_owned(),
         Class::Allocated => "an alloc_pages caller without an owner flag".to_owned(),
+        Class::Kmapped => "a kmap() user: the page is mapped in a pkmap slot".to_owned(),
     }
 }
 
@@ -351,7 +355,7 @@ pub fn entries(map: &FrameMap, max_caches: usize) -> Vec<Entry> {
         let label = format!("slab: {} more caches", slabs.len() - max_caches);
         v.push(Entry { fill: fills.class(Class::Slab(slabs[max_caches].0)), label, frames: rest });
     }
-    for c in [Class::KmallocLarge, Class::Vmalloc, Class::PageTable, Class::Percpu, Class::Allocated] {
+    for c in [Class::KmallocLarge, Class::Vmalloc, Class::PageTable, Class::Percpu, Class::Allocated, Class::Kmapped] {
         v.push(e(c));
     }
     v.push(e(Class::Reserved));

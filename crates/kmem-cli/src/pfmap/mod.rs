@@ -57,6 +57,8 @@ pub enum Class {
     Percpu,
     /// Any other allocation.
     Allocated,
+    /// A HighMem page with `kmap` users now (mapped in a pkmap slot).
+    Kmapped,
 }
 
 impl Class {
@@ -141,14 +143,17 @@ impl FrameMap {
         // The classes of the cell being filled, with frame counts (few per cell).
         let mut acc: Vec<(Cell, usize)> = Vec::new();
         let mut filled = 0;
-        m.for_each_frame_block(0..frames, |first, n, f| {
-            let cell = Cell { class: Class::of(f.state), highmem: f.is_highmem() };
+        // Frames kmapped now are drawn as such, over the state of their block.
+        let mut kmapped = std::collections::BTreeSet::new();
+        m.for_each_kmapped(|pfn| {
+            kmapped.insert(pfn.as_usize());
+        });
+        let mut add = |cell: Cell, mut pfn: usize, end: usize| {
             let e = counts.entry(cell.class).or_default();
-            e.0 += n as u64;
+            e.0 += (end - pfn) as u64;
             if cell.highmem {
-                e.1 += n as u64;
+                e.1 += (end - pfn) as u64;
             }
-            let (mut pfn, end) = (first.as_usize(), first.as_usize() + n);
             while pfn < end {
                 let take = (fpc - filled).min(end - pfn);
                 match acc.iter_mut().find(|(c, _)| *c == cell) {
@@ -163,6 +168,16 @@ impl FrameMap {
                     filled = 0;
                 }
             }
+        };
+        m.for_each_frame_block(0..frames, |first, n, f| {
+            let cell = Cell { class: Class::of(f.state), highmem: f.is_highmem() };
+            let (mut pfn, end) = (first.as_usize(), first.as_usize() + n);
+            for &k in kmapped.range(pfn..end) {
+                add(cell, pfn, k);
+                add(Cell { class: Class::Kmapped, highmem: true }, k, k + 1);
+                pfn = k + 1;
+            }
+            add(cell, pfn, end);
         });
         if filled != 0 {
             cells.push(dominant(&acc));

@@ -151,6 +151,12 @@ pub enum BootError {
         /// The direct map's limit.
         limit: PhysAddr,
     },
+    /// The memory map has HighMem, but the platform gives no kmap area
+    /// ([`Platform::kmap_range`]) of at least `need` bytes.
+    NoKmapArea {
+        /// Bytes the kmap area needs.
+        need: usize,
+    },
     /// memblock failed (too many regions, or no room for kmem's metadata).
     Memblock(MemblockError),
     /// The slab allocator could not create its boot cache.
@@ -174,6 +180,7 @@ impl core::fmt::Display for BootError {
             Self::BadCpus { nr_cpus } => write!(f, "invalid CPU count {nr_cpus} (1..={NR_CPUS})"),
             Self::BadDistances => write!(f, "node distance table has the wrong size"),
             Self::DirectMapTooSmall { limit } => write!(f, "direct map ends at {limit}, below lowmem"),
+            Self::NoKmapArea { need } => write!(f, "HighMem needs a kmap area of {need} bytes"),
             Self::Memblock(e) => write!(f, "{e}"),
             Self::Slab(e) => write!(f, "slab init: {e}"),
         }
@@ -398,6 +405,20 @@ impl<P: Platform> Kmem<P> {
         // ... and the sheaves' cache's (`kmem_sheaf`), so booting allocates no slab.
         let sc_pa = mb.alloc(KmemCache::alloc_size(nodes) as u64, 64, Some(0))?;
         state.slab.sheaf_cache_mem = va(sc_pa)?.as_usize();
+        // The highmem layer's state, when there is RAM above the direct map.
+        if config.layout.highmem_start.is_some() && table_end > lowmem_limit.as_u64() {
+            let need = crate::highmem::kmap_area_bytes(nr_cpus);
+            let (s, e) = platform.kmap_range().ok_or(BootError::NoKmapArea { need })?;
+            if e.as_usize().saturating_sub(s.as_usize()) < need || s.page_offset() != 0 {
+                return Err(BootError::NoKmapArea { need });
+            }
+            let size = core::mem::size_of::<crate::highmem::HighmemState>() as u64;
+            let p = va(mb.alloc(size, 64, Some(0))?)?.as_mut_ptr::<crate::highmem::HighmemState>();
+            // SAFETY: freshly carved, mapped, aligned, exclusively ours memory of the right
+            // size, living as long as the machine.
+            unsafe { p.write(crate::highmem::HighmemState::new(s.as_usize(), nr_cpus)) };
+            state.highmem = p as usize;
+        }
         let metadata_bytes = mb.reserved_bytes() - before;
 
         // Per-CPU first chunk: one unit per CPU on its node, reserved before the buddy release.

@@ -4,7 +4,6 @@ pub mod alloc_flags;
 pub(crate) mod buddy;
 pub mod frame;
 pub(crate) mod free_area;
-mod highmem;
 pub(crate) mod memmap;
 pub mod node;
 pub mod page;

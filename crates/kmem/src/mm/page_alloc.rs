@@ -10,7 +10,7 @@
 //! retry, kmem retries once and then fails, except `__GFP_NOFAIL`, which waits for memory
 //! as Linux's loop does.
 //!
-//! Policy only: zeroing (`mm/highmem.rs`) is the one thing here that writes memory.
+//! Policy only: zeroing (`highmem/helpers.rs`) is the one thing here that writes memory.
 
 #![forbid(unsafe_code)]
 
@@ -461,10 +461,14 @@ impl<P: Platform> Kmem<P> {
         });
     }
 
-    /// `page_address()`: the direct-map address of a page, `None` for HighMem.
+    /// `page_address()`: the direct-map address of a page; for HighMem, its `kmap` address
+    /// while it is kmapped (found through the page-address hash), else `None`.
     #[inline]
     pub fn page_address(&self, page: PageRef<'_>) -> Option<VirtAddr> {
-        self.phys_to_virt(page.pfn().phys())
+        match self.phys_to_virt(page.pfn().phys()) {
+            Some(va) => Some(va),
+            None => self.pkmap_address(page.pfn()),
+        }
     }
 
     /// `pfn_valid()`: the frame has an initialised descriptor (false with no section, and for

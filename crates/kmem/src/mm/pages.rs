@@ -35,6 +35,10 @@ impl<P: Platform> Kmem<P> {
 }
 
 impl<'m, P: Platform> Pages<'m, P> {
+    /// The machine.
+    pub(crate) fn kmem(&self) -> &'m Kmem<P> {
+        self.kmem
+    }
     /// The first page.
     pub fn page(&self) -> PageRef<'m> {
         self.page
@@ -47,13 +51,14 @@ impl<'m, P: Platform> Pages<'m, P> {
     pub fn order(&self) -> Order {
         self.order
     }
-    /// Direct-map address; `None` for HighMem.
+    /// Direct-map address; `None` for HighMem (unless it is `kmap`ped: its pkmap address).
     pub fn addr(&self) -> Option<VirtAddr> {
         self.kmem.page_address(self.page)
     }
-    /// The block's bytes through the direct map; `None` for HighMem.
+    /// The block's bytes through the direct map; `None` for HighMem (use
+    /// [`Pages::read_at`]/[`Pages::write_at`], or `kmap_local`).
     pub fn as_mut_slice(&mut self) -> Option<&mut [u8]> {
-        let va = self.addr()?;
+        let va = self.kmem.phys_to_virt(self.pfn().phys())?;
         // SAFETY: this handle owns the whole block (allocated with `order`, freed only by
         // drop or by unsafe raw calls whose contract forbids freeing what a handle owns), and the
         // direct map maps it writable for the machine's life, which `'m` bounds.

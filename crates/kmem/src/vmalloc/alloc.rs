@@ -34,9 +34,9 @@ pub(crate) struct AreaReq {
 }
 
 /// Page tables for the platform, from this machine's page allocator.
-struct TableAlloc<'a, P: Platform> {
-    k: &'a Kmem<P>,
-    gfp: Gfp,
+pub(crate) struct TableAlloc<'a, P: Platform> {
+    pub(crate) k: &'a Kmem<P>,
+    pub(crate) gfp: Gfp,
 }
 
 impl<P: Platform> PageTableAlloc for TableAlloc<'_, P> {
@@ -251,10 +251,16 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// `vm_area_alloc_pages()`: fills the page array, trying orders up to 6 without reclaim
-    /// first and splitting them. `Err` when not even a single page could be had.
+    /// first and splitting them. `Err` when not even a single page could be had. The pages
+    /// may be HighMem unless DMA zones were asked for (`__vmalloc_area_node` adds
+    /// `__GFP_HIGHMEM`; only on machines with a HighMem zone, where Linux's 64-bit
+    /// `OPT_ZONE_HIGHMEM` is Normal anyway): they are reached through the area's mapping.
     fn vm_area_alloc_pages(&self, vm: &mut VmStruct, nr: usize, gfp: Gfp, node: Option<usize>) -> Result<(), ()> {
         let nid = node.filter(|&n| self.node(n).is_some()).unwrap_or_else(|| self.numa_node_id());
-        let g = gfp.without(Gfp::COMP);
+        let mut g = gfp.without(Gfp::COMP);
+        if self.highmem().is_some() && !g.intersects(Gfp::DMA | Gfp::DMA32) {
+            g |= Gfp::HIGHMEM;
+        }
         while vm.nr_pages < nr {
             let left = nr - vm.nr_pages;
             let mut order = (usize::BITS - 1 - left.leading_zeros()).min(VM_TRY_ORDER);
