@@ -255,6 +255,10 @@ unsafe impl Platform for HostedPlatform {
     fn migrate_enable(&self) {
         self.cpus.exit(false);
     }
+    #[inline]
+    fn held_cpu(&self) -> Option<CpuId> {
+        self.cpus.held_cpu().map(CpuId)
+    }
     fn cpu_relax(&self) {
         std::thread::yield_now();
     }

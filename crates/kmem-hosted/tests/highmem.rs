@@ -490,3 +490,42 @@ fn vmalloc_uses_highmem_pages_through_its_own_mapping() {
     }
     assert_eq!(m.report_count(ReportKind::Warning), 0);
 }
+
+/// `kunmap_local` of a mapping another thread made (on its own CPU) is reported and ends
+/// nothing: whether the caller holds no CPU or holds its own, the owner's mapping stays
+/// live and intact, and the owner unmaps it normally.
+#[test]
+fn kunmap_local_of_another_threads_mapping_is_reported() {
+    let m = MachineBuilder::new().ram_mib(1024).preset(Preset::X86_32).thread_cpus(4).build().unwrap();
+    let mut a = m.alloc(Gfp::HIGHUSER, Order::ZERO).unwrap();
+    let b = m.alloc(Gfp::HIGHUSER, Order::ZERO).unwrap();
+    stamp(&mut a, 7);
+    let (to_other, mapped) = std::sync::mpsc::channel();
+    let (done, to_owner) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        let done = done; // dropped if this thread panics: the owner's recv fails, no hang
+        let (m, a) = (&m, &a);
+        s.spawn(move || {
+            let va = m.kmap_local_page(a.page()).unwrap();
+            to_other.send(va.as_usize()).unwrap();
+            let _ = to_owner.recv();
+            assert_eq!(m.kmap_local_depth(), 1, "another thread's kunmap_local popped this stack");
+            // SAFETY: still mapped by this thread.
+            assert_eq!(unsafe { page_at(va) }[3], 7u8.wrapping_add(3));
+            m.kunmap_local(va);
+            assert_eq!(m.kmap_local_depth(), 0);
+        });
+        let va = kmem::VirtAddr::new(mapped.recv().unwrap());
+        // Holding no CPU.
+        m.kunmap_local(va);
+        assert_eq!(m.report_count(ReportKind::Warning), 1);
+        // Holding its own CPU, inside its own mapping.
+        let vb = m.kmap_local_page(b.page()).unwrap();
+        m.kunmap_local(va);
+        assert_eq!(m.report_count(ReportKind::Warning), 2);
+        m.kunmap_local(vb);
+        done.send(()).unwrap();
+    });
+    assert_eq!(m.report_count(ReportKind::Warning), 2);
+    assert!(stamped(&a, 7));
+}

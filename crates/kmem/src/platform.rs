@@ -192,6 +192,17 @@ pub unsafe trait Platform: Send + Sync {
     fn migrate_enable(&self) {
         self.preempt_enable();
     }
+    /// The CPU the caller holds on this machine (inside a [`Platform::migrate_disable`] or
+    /// preemption-disabled section), or `None` when it holds none. `kunmap_local` asks this
+    /// to check that the caller is the one whose stack it pops, without a nested section.
+    /// The default enters and leaves a section (the CPU the caller would hold), which is
+    /// always right on a one-CPU platform; a platform with many CPUs should answer exactly.
+    #[inline]
+    fn held_cpu(&self) -> Option<CpuId> {
+        let cpu = self.migrate_disable();
+        self.migrate_enable();
+        Some(cpu)
+    }
 
     /// Spin-wait hint, called while waiting for a lock. A hosted platform may yield here.
     fn cpu_relax(&self) {

@@ -415,6 +415,20 @@ impl Cpus {
         }
     }
 
+    /// The CPU this thread holds on this machine (inside a section), if any. One TLS access.
+    #[inline]
+    pub(crate) fn held_cpu(&self) -> Option<u32> {
+        CTX.with(|c| {
+            if c.own_machine.get() == self.id {
+                // SAFETY: as in `enter`. Every section of the owner on this machine runs on
+                // its own CPU, so a depth above 0 is a held section.
+                let depth = unsafe { &*c.own_state.get() }.depth();
+                return (depth > 0).then(|| c.own_cpu.get());
+            }
+            c.held_mut(self.id).map(|h| h.get().cpu)
+        })
+    }
+
     /// `pin_cpu`: a section without the preempt-count bookkeeping (nothing inside asks).
     /// Returns the CPU and a token for [`Cpus::unpin`]: the owned CPU's state, or 0.
     #[inline]

@@ -47,47 +47,72 @@ impl<P: Platform> Kmem<P> {
     /// (nothing to unmap). The caller keeps its CPU until the unmap (`migrate_disable`), but
     /// preemption and page faults stay enabled. Prefer [`Kmem::kmap_local_scope`], whose
     /// guards cannot be unmapped out of order.
+    #[inline(always)]
     pub fn kmap_local_page(&self, page: PageRef<'_>) -> Result<VirtAddr, KmapError> {
         if let Some(va) = self.phys_to_virt(page.pfn().phys()) {
             return Ok(va);
         }
+        match self.highmem() {
+            Some(h) if self.owns_page(page) => self.kmap_local_pfn(h, page.pfn()),
+            _ => self.kmap_local_refused(page),
+        }
+    }
+
+    /// A HighMem page of another machine, or a machine without a kmap area.
+    #[cold]
+    #[inline(never)]
+    fn kmap_local_refused(&self, page: PageRef<'_>) -> Result<VirtAddr, KmapError> {
         if !self.owns_page(page) {
             self.page_of_other_machine("mm/highmem.c", "kmap_local_page", page);
             return Err(KmapError::OtherMachine);
         }
-        let h = self.highmem().ok_or(KmapError::NoKmapArea)?;
-        self.kmap_local_pfn(h, page.pfn())
+        Err(KmapError::NoKmapArea)
     }
 
-    /// `__kmap_local_pfn_prot()`.
-    #[inline]
+    /// `__kmap_local_pfn_prot()`. The fast path: the slot on top of this CPU's stack already
+    /// maps the frame (no page-table change); everything else is [`Self::kmap_local_push_slow`].
+    #[inline(always)]
     pub(crate) fn kmap_local_pfn(&self, h: &HighmemState, pfn: Pfn) -> Result<VirtAddr, KmapError> {
         let cpu = self.platform().migrate_disable().index();
         let st = &h.local[cpu];
         let idx = st.idx.load(Ordering::Relaxed) as usize;
+        let frame = pfn.as_usize() as u32 + 1;
+        if idx < KM_MAX_IDX {
+            // Push first: an interrupt arriving now pushes above this entry (and may remap the
+            // slots above it, never this one).
+            st.idx.store(idx as u32 + 1, Ordering::Relaxed);
+            if st.mapped[idx].load(Ordering::Relaxed) == frame {
+                st.live[idx].store(frame, Ordering::Relaxed);
+                return Ok(VirtAddr::new(h.fixmap_addr(cpu, idx)));
+            }
+        }
+        self.kmap_local_push_slow(h, cpu, idx, pfn)
+    }
+
+    /// The rest of `__kmap_local_pfn_prot()`: a full stack (reported), or a slot whose PTE
+    /// maps another frame (remapped). Entered with the CPU held and, below `KM_MAX_IDX`, the
+    /// entry pushed.
+    #[cold]
+    #[inline(never)]
+    fn kmap_local_push_slow(&self, h: &HighmemState, cpu: usize, idx: usize, pfn: Pfn) -> Result<VirtAddr, KmapError> {
+        let st = &h.local[cpu];
         if idx >= KM_MAX_IDX {
             self.platform().migrate_enable();
             self.kmap_local_overflow();
             return Err(KmapError::StackFull);
         }
-        // Push first: an interrupt arriving now pushes above this entry.
-        st.idx.store(idx as u32 + 1, Ordering::Relaxed);
-        let frame = pfn.as_usize() as u32 + 1;
         let va = h.fixmap_addr(cpu, idx);
-        if st.mapped[idx].load(Ordering::Relaxed) != frame {
-            if let Err(e) = self.fixmap_set(h, st, idx, va, pfn) {
-                st.idx.store(idx as u32, Ordering::Relaxed);
-                self.platform().migrate_enable();
-                return Err(KmapError::Map(e));
-            }
+        if let Err(e) = self.fixmap_set(h, st, idx, va, pfn) {
+            st.idx.store(idx as u32, Ordering::Relaxed);
+            self.platform().migrate_enable();
+            return Err(KmapError::Map(e));
         }
-        st.live[idx].store(frame, Ordering::Relaxed);
+        st.live[idx].store(pfn.as_usize() as u32 + 1, Ordering::Relaxed);
         Ok(VirtAddr::new(va))
     }
 
     /// Points slot `idx`'s PTE at `pfn` (the slot's mapping is kept after `kunmap_local`, so
     /// this runs only when the slot mapped another frame).
-    #[cold]
     fn fixmap_set(&self, h: &HighmemState, st: &LocalStack, idx: usize, va: usize, pfn: Pfn) -> Result<(), MapError> {
         let va = VirtAddr::new(va);
         if st.mapped[idx].swap(0, Ordering::Relaxed) != 0 {
@@ -120,10 +145,39 @@ impl<P: Platform> Kmem<P> {
         self.kunmap_local_indexed(addr);
     }
 
-    /// Returns whether `addr` was a mapping of the fixmap stack that this call ended.
+    /// Returns whether `addr` was a mapping of the fixmap stack that this call ended. The fast
+    /// path: the innermost mapping of the CPU the caller holds, with no released entry under
+    /// it; everything else (and every misuse) is [`Self::kunmap_local_careful`].
     #[inline]
     fn kunmap_local_indexed(&self, addr: VirtAddr) -> Option<bool> {
         let h = self.highmem()?;
+        let slot = (addr.as_usize().wrapping_sub(h.fixmap_base)) / PAGE_SIZE;
+        let (scpu, sidx) = (slot / KM_MAX_IDX, slot % KM_MAX_IDX);
+        // The held CPU is below the CPU count, so `scpu` matching it also bounds `addr`
+        // (an address below the fixmap slots wraps to a huge `scpu`).
+        if let (Some(st), Some(cpu)) = (h.local.get(scpu), self.platform().held_cpu()) {
+            if cpu.index() == scpu
+                && st.idx.load(Ordering::Relaxed) as usize == sidx + 1
+                && (sidx == 0 || st.live[sidx - 1].load(Ordering::Relaxed) != RELEASED)
+            {
+                let entry = st.live[sidx].load(Ordering::Relaxed);
+                if entry != 0 && entry != RELEASED {
+                    st.live[sidx].store(0, Ordering::Relaxed);
+                    st.idx.store(sidx as u32, Ordering::Relaxed);
+                    self.platform().migrate_enable();
+                    return Some(true);
+                }
+            }
+        }
+        self.kunmap_local_careful(h, addr)
+    }
+
+    /// `kunmap_local_indexed()` with every check and report: addresses outside the fixmap
+    /// slots, another CPU's slot, an entry not mapped, out-of-order unmapping, and the pop of
+    /// released entries under the innermost one.
+    #[cold]
+    #[inline(never)]
+    fn kunmap_local_careful(&self, h: &HighmemState, addr: VirtAddr) -> Option<bool> {
         let a = addr.as_usize() & !(PAGE_SIZE - 1);
         if !(h.fixmap_base..h.fixmap_end).contains(&a) {
             if h.pkmap_nr(a).is_some() {
