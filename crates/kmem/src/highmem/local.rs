@@ -26,6 +26,8 @@ pub enum KmapError {
     NoKmapArea,
     /// The page belongs to another machine (reported).
     OtherMachine,
+    /// `kmap_local_folio` of an offset past the folio (reported).
+    OutOfFolio,
 }
 
 impl fmt::Display for KmapError {
@@ -35,6 +37,7 @@ impl fmt::Display for KmapError {
             KmapError::Map(e) => write!(f, "the platform could not map the page: {e:?}"),
             KmapError::NoKmapArea => write!(f, "the machine has no kmap area"),
             KmapError::OtherMachine => write!(f, "the page belongs to another machine"),
+            KmapError::OutOfFolio => write!(f, "the offset is past the folio"),
         }
     }
 }
@@ -56,6 +59,39 @@ impl<P: Platform> Kmem<P> {
             Some(h) if self.owns_page(page) => self.kmap_local_pfn(h, page.pfn()),
             _ => self.kmap_local_refused(page),
         }
+    }
+
+    /// `kmap_local_folio()`: maps the page of the compound page (folio) `folio` that holds
+    /// byte `offset`, and returns the address of that byte; end it with
+    /// [`Kmem::kunmap_local`] (any address inside the page). Only that one page is mapped.
+    /// An offset past the folio is Linux's `VM_BUG_ON`: reported, refused.
+    ///
+    /// ```
+    /// use kmem::{Gfp, Order};
+    /// let m = kmem_hosted::MachineBuilder::new().ram_mib(1024).preset(kmem_hosted::Preset::X86_32).build().unwrap();
+    /// let folio = m.alloc_pages(Gfp::HIGHUSER | Gfp::COMP | Gfp::ZERO, Order::of(2)).unwrap();
+    /// let va = m.kmap_local_folio(folio, 3 * 4096 + 100).unwrap();
+    /// assert_eq!(va.as_usize() % 4096, 100);
+    /// // SAFETY: a byte of our folio's fourth page, mapped until the unmap.
+    /// unsafe { va.as_mut_ptr::<u8>().write(7) };
+    /// m.kunmap_local(va);
+    /// // SAFETY: ours, no longer used.
+    /// unsafe { m.__free_pages(folio, Order::of(2)) };
+    /// ```
+    pub fn kmap_local_folio(&self, folio: PageRef<'_>, offset: usize) -> Result<VirtAddr, KmapError> {
+        let head = self.compound_head(folio);
+        let size = PAGE_SIZE << self.compound_order(head);
+        let page = match (offset < size).then(|| self.pfn_to_page(head.pfn().add(offset / PAGE_SIZE))).flatten() {
+            Some(p) => p,
+            None => {
+                self.highmem_bug("kmap_local_folio", &|w| {
+                    write!(w, "VM_BUG_ON: offset {offset:#x} past a folio of {size:#x} bytes")
+                });
+                return Err(KmapError::OutOfFolio);
+            }
+        };
+        let va = self.kmap_local_page(page)?;
+        Ok(VirtAddr::new(va.as_usize() + offset % PAGE_SIZE))
     }
 
     /// A HighMem page of another machine, or a machine without a kmap area.

@@ -217,6 +217,20 @@ impl<const N: usize, const H: usize> Pkmap<N, H> {
 
     /// `kunmap_high()`: one user less; false (and nothing changes) if `pfn` has no slot with
     /// a user (Linux's `BUG()`).
+    /// `kmap_high_get()`: the slot of `pfn` with one more user, if it is mapped; never maps
+    /// and never waits.
+    pub(crate) fn kmap_high_get<P: Platform>(&self, p: &P, pfn: Pfn) -> Option<usize> {
+        let _g = self.lock.lock_irqsave(p);
+        let nr = self.lookup(pfn)?;
+        let c = self.count[nr].load(Ordering::Relaxed);
+        debug_assert!(c >= 1, "a slot in the hash has a count");
+        self.count[nr].store(c + 1, Ordering::Relaxed);
+        if c + 1 == 2 {
+            self.in_use.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(nr)
+    }
+
     pub(crate) fn kunmap_high<P: Platform>(&self, p: &P, pfn: Pfn) -> bool {
         let _g = self.lock.lock_irqsave(p);
         let Some(nr) = self.lookup(pfn) else { return false };
@@ -303,6 +317,37 @@ impl<P: Platform> Kmem<P> {
         let nr =
             h.pkmap.kmap_high(self.platform(), &MachineSlots { k: self, h }, page.pfn()).map_err(KmapError::Map)?;
         Ok(VirtAddr::new(h.pkmap_addr(nr)))
+    }
+
+    /// `kmap_high_get()`: the `kmap` address of a HighMem page that is already kmapped, with
+    /// one more reference (end it with [`Kmem::kunmap`]); `None` when the page has no pkmap
+    /// slot now (nothing is mapped and nothing waits, so atomic context may call it). A
+    /// lowmem page's direct-map address (no reference to drop). Linux builds it only where
+    /// `ARCH_NEEDS_KMAP_HIGH_GET` (ARM's aliasing caches) asks; kmem always has it.
+    ///
+    /// ```
+    /// use kmem::{Gfp, Order};
+    /// let m = kmem_hosted::MachineBuilder::new().ram_mib(1024).preset(kmem_hosted::Preset::X86_32).build().unwrap();
+    /// let p = m.alloc_pages(Gfp::HIGHUSER, Order::ZERO).unwrap();
+    /// assert_eq!(m.kmap_high_get(p), None);
+    /// let va = m.kmap(p).unwrap();
+    /// assert_eq!(m.kmap_high_get(p), Some(va));
+    /// m.kunmap(p);
+    /// m.kunmap(p);
+    /// // SAFETY: ours, no longer used.
+    /// unsafe { m.__free_pages(p, Order::ZERO) };
+    /// ```
+    pub fn kmap_high_get(&self, page: PageRef<'_>) -> Option<VirtAddr> {
+        if !self.owns_page(page) {
+            self.page_of_other_machine("mm/highmem.c", "kmap_high_get", page);
+            return None;
+        }
+        if let Some(va) = self.phys_to_virt(page.pfn().phys()) {
+            return Some(va);
+        }
+        let h = self.highmem()?;
+        let nr = h.pkmap.kmap_high_get(self.platform(), page.pfn())?;
+        Some(VirtAddr::new(h.pkmap_addr(nr)))
     }
 
     /// `kunmap()`: drops one `kmap` of `page`. A lowmem page needs nothing. Unmapping a page

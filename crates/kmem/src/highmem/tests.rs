@@ -217,3 +217,48 @@ fn kmap_to_page_of_other_addresses() {
     assert_eq!(m.kmap_to_page(VirtAddr::new(h.pkmap_addr(3))), None, "a free pkmap slot");
     assert_eq!(m.kmap_to_page(VirtAddr::new(h.fixmap_addr(0, 2))), None, "an unused fixmap slot");
 }
+
+#[test]
+fn kmap_high_get_takes_a_reference_only_on_a_mapped_page() {
+    let m = machine();
+    let p = high_page(&m);
+    assert_eq!(m.kmap_high_get(p), None, "never kmapped: nothing to get, nothing mapped");
+    assert_eq!(m.kmap_stats().maps, 0);
+    let a = m.kmap(p).unwrap();
+    m.kunmap(p);
+    // Mapped with no users (count 1): get revives it without a new PTE.
+    assert_eq!(m.kmap_high_get(p), Some(a));
+    let h = m.highmem().unwrap();
+    let nr = h.pkmap_nr(a.as_usize()).unwrap();
+    assert_eq!(h.pkmap.count[nr].load(Ordering::Relaxed), 2);
+    assert_eq!(m.kmap_stats().pkmap_in_use, 1);
+    assert_eq!(m.kmap_stats().maps, 1);
+    m.kunmap(p);
+    assert_eq!(h.pkmap.count[nr].load(Ordering::Relaxed), 1);
+    m.kunmap(p);
+    assert_eq!(m.report_count(ReportKind::Warning), 1, "one kunmap too many is reported");
+    let low = m.alloc_pages(Gfp::KERNEL, Order::ZERO).unwrap();
+    assert_eq!(m.kmap_high_get(low), m.page_address(low));
+}
+
+#[test]
+fn kmap_local_folio_maps_the_page_holding_the_offset() {
+    let m = machine();
+    let folio = m.alloc_pages(Gfp::HIGHUSER | Gfp::COMP, Order::of(2)).unwrap();
+    assert!(m.page_is_highmem(folio));
+    for (off, sub) in [(0, 0), (100, 0), (PAGE_SIZE, 1), (3 * PAGE_SIZE + 4095, 3)] {
+        let va = m.kmap_local_folio(folio, off).unwrap();
+        assert_eq!(va.as_usize() % PAGE_SIZE, off % PAGE_SIZE);
+        assert_eq!(translate(&m, va), Some(folio.pfn().add(sub)), "offset {off:#x}");
+        m.kunmap_local(va);
+        assert_eq!(m.kmap_local_depth(), 0, "kunmap_local takes any address in the page");
+    }
+    // A tail page names the same folio.
+    let tail = m.pfn_to_page(folio.pfn().add(2)).unwrap();
+    let va = m.kmap_local_folio(tail, PAGE_SIZE).unwrap();
+    assert_eq!(translate(&m, va), Some(folio.pfn().add(1)));
+    m.kunmap_local(va);
+    assert_eq!(m.kmap_local_folio(folio, 4 * PAGE_SIZE), Err(KmapError::OutOfFolio));
+    assert_eq!(m.report_count(ReportKind::Warning), 1);
+    assert_eq!(m.kmap_local_depth(), 0);
+}
