@@ -159,8 +159,15 @@ impl<P: Platform> Kmem<P> {
         }
         // SAFETY: the object is the caller's; from now on it is a free object in a sheaf.
         unsafe { write_word(fp, s.sheaf_marker()) };
-        // Sheaves hold only their CPU's node's objects (Linux's `free_to_pcs` condition).
-        if self.remote_node(s, slab) || !self.free_fast(s, obj) {
+        self.free_marked(s, slab, off, base);
+    }
+
+    /// The end of every free: the object, its free-pointer word already the sheaf marker,
+    /// goes onto this CPU's main sheaf, or down the slow path. Sheaves hold only their CPU's
+    /// node's objects (Linux's `free_to_pcs` condition).
+    #[inline(always)]
+    fn free_marked(&self, s: &KmemCache, slab: Slab<'_>, off: u32, base: usize) {
+        if self.remote_node(s, slab) || !self.free_fast(s, base + off as usize) {
             self.free_slow(s, slab, off, base);
         }
     }
@@ -209,9 +216,7 @@ impl<P: Platform> Kmem<P> {
         // The user's data only looked like a free pointer: an ordinary free.
         // SAFETY: as in `free_checked`.
         unsafe { s.set_sheaf_marker(obj) };
-        if self.remote_node(s, slab) || !self.free_fast(s, obj) {
-            self.free_slow(s, slab, off, base);
-        }
+        self.free_marked(s, slab, off, base);
     }
 
     /// `__pcs_replace_full_main()`: the main sheaf is full (or missing). Swap in an empty
