@@ -128,6 +128,22 @@ impl OwnedCpu {
         false
     }
 
+    /// [`OwnedCpu::enter`] that gives up instead of waiting: false (and the section not
+    /// entered) when a stopper holds the CPU. The first step of `back_off`, without the wait.
+    #[inline(always)]
+    pub(crate) fn try_enter(&self) -> bool {
+        let d = self.depth.load(Ordering::Relaxed);
+        self.depth.store(d + 1, Ordering::Relaxed);
+        if d == 0 {
+            light_barrier();
+            if self.stop.load(Ordering::Acquire) != 0 {
+                self.depth.store(0, Ordering::Release);
+                return false;
+            }
+        }
+        true
+    }
+
     /// A stopper holds the CPU: leave it until the stopper is done, then enter again.
     #[cold]
     #[inline(never)]

@@ -132,10 +132,25 @@ pub unsafe trait Platform: Send + Sync {
         let irq = self.local_irq_save();
         Pinned { cpu: self.current_cpu(), token: irq.0 as usize }
     }
+    /// [`Platform::pin_cpu`] when it needs no waiting and no out-of-line work, else `None`
+    /// (the caller then takes its slow path, which pins with [`Platform::pin_cpu`]). The
+    /// allocation fast paths use it so that they make no call at all and save no registers;
+    /// a platform whose pin is always cheap keeps the default. End it with
+    /// [`Platform::unpin_cpu`].
+    #[inline(always)]
+    fn try_pin_cpu(&self) -> Option<Pinned> {
+        Some(self.pin_cpu())
+    }
     /// Ends [`Platform::pin_cpu`].
     #[inline]
     fn unpin_cpu(&self, pinned: Pinned) {
         self.local_irq_restore(IrqState(pinned.token != 0));
+    }
+    /// Ends a pin that [`Platform::try_pin_cpu`] made (a platform may know more about it
+    /// than about any pin, and end it without a call).
+    #[inline(always)]
+    fn unpin_cpu_fast(&self, pinned: Pinned) {
+        self.unpin_cpu(pinned);
     }
     /// Runs `f` as CPU `cpu`, owning its per-CPU data as if inside [`Platform::pin_cpu`] on
     /// it (Linux's `smp_call_function_single`, or `work_on_cpu` for a CPU that may be

@@ -111,3 +111,30 @@ fn loom_tests_stop_without_barrier_is_caught() {
         })
     });
 }
+
+/// The allocation fast paths' entry: `try_enter`, and on a stop the full `enter` (which waits),
+/// as `try_pin_cpu` and the slow path's `pin_cpu` do. A failed `try_enter` must leave the
+/// CPU quiet for the stopper, and a successful one exclude it.
+#[test]
+fn loom_tests_try_enter_against_a_stop() {
+    model(None, || {
+        let cpu = Arc::new(Cpu::default());
+        let c1 = cpu.clone();
+        let owner = thread::spawn(move || {
+            if !c1.cpu.try_enter() {
+                assert!(c1.cpu.enter(), "outermost after a failed try");
+            }
+            c1.bump();
+            c1.cpu.exit();
+        });
+        let c2 = cpu.clone();
+        let stopper = thread::spawn(move || {
+            c2.cpu.stop();
+            c2.bump();
+            c2.cpu.start();
+        });
+        owner.join().unwrap();
+        stopper.join().unwrap();
+        assert_eq!(cpu.data(), 2, "lost update");
+    });
+}

@@ -458,6 +458,15 @@ impl Cpus {
         }
     }
 
+    /// Ends a [`try_pin_owned`] pin (its token is always an owned CPU's state).
+    #[inline(always)]
+    pub(crate) fn unpin_owned(&self, token: usize) {
+        debug_assert_ne!(token, 0, "unpin_cpu_fast of a pin try_pin_cpu did not make");
+        // SAFETY: `try_pin_owned` returned this machine's owned CPU, which lives as long as
+        // `self`.
+        unsafe { &*(token as *const OwnedCpu) }.exit();
+    }
+
     /// `run_on_cpu`: runs `f` as `cpu`, holding its per-CPU data. See
     /// `Platform::run_on_cpu` for the rules (no section of this machine may be open).
     pub(crate) fn run_on(&self, cpu: u32, f: &mut dyn FnMut()) {
@@ -574,6 +583,20 @@ pub(crate) fn pin_owned(machine: usize) -> Option<(u32, usize)> {
         // platform (machine `machine`) keeps alive.
         unsafe { &*st }.enter();
         Some((c.own_cpu.get(), st as usize))
+    })
+}
+
+/// [`pin_owned`] without the wait: `None` also when a stopper holds the owned CPU (the
+/// caller's slow path then pins with [`Cpus::pin`], which waits). Makes no call.
+#[inline(always)]
+pub(crate) fn try_pin_owned(machine: usize) -> Option<(u32, usize)> {
+    CTX.with(|c| {
+        if c.own_machine.get() != machine {
+            return None;
+        }
+        let st = c.own_state.get();
+        // SAFETY: as in `pin_owned`.
+        unsafe { &*st }.try_enter().then(|| (c.own_cpu.get(), st as usize))
     })
 }
 

@@ -133,7 +133,7 @@ impl<P: Platform> Kmem<P> {
             return Err(self.cache_of_other_machine("kmem_cache_alloc", s));
         }
         let gfp = self.slab_pre_alloc(s, gfp);
-        let fast = if node.is_none() { self.alloc_fast(s) } else { None };
+        let fast = if node.is_none() { self.alloc_fast_pinned(s, self.platform().pin_cpu()) } else { None };
         let obj = match fast {
             Some(o) => o,
             None => {
@@ -190,13 +190,27 @@ impl<P: Platform> Kmem<P> {
         fixed
     }
 
-    /// The fast path (`alloc_from_pcs`): pop this CPU's main sheaf. `None` when the slow
-    /// path must run (no sheaf yet, or it is empty).
+    /// The fast path (`alloc_from_pcs`): pop this CPU's main sheaf. `None` when the careful
+    /// path must run (the CPU is not to be had without a call, no sheaf yet, or it is empty).
+    /// Makes no call.
     #[inline(always)]
     pub(crate) fn alloc_fast(&self, s: &KmemCache) -> Option<usize> {
-        let p = self.platform().pin_cpu();
+        let p = self.platform().try_pin_cpu()?;
+        let obj = s.pcs(self, p.cpu.index()).main().and_then(Sheaf::pop);
+        self.platform().unpin_cpu_fast(p);
+        self.alloc_fast_took(s, obj)
+    }
+
+    /// [`Kmem::alloc_fast`] on a CPU pinned the ordinary way (the careful path).
+    #[inline(always)]
+    fn alloc_fast_pinned(&self, s: &KmemCache, p: crate::platform::Pinned) -> Option<usize> {
         let obj = s.pcs(self, p.cpu.index()).main().and_then(Sheaf::pop);
         self.platform().unpin_cpu(p);
+        self.alloc_fast_took(s, obj)
+    }
+
+    #[inline(always)]
+    fn alloc_fast_took(&self, s: &KmemCache, obj: Option<usize>) -> Option<usize> {
         let obj = obj?;
         // The object is ours now: its free pointer stops looking like a free object's
         // (the free path's double-free check).

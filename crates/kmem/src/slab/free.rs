@@ -167,7 +167,25 @@ impl<P: Platform> Kmem<P> {
     /// node's objects (Linux's `free_to_pcs` condition).
     #[inline(always)]
     fn free_marked(&self, s: &KmemCache, slab: Slab<'_>, off: u32, base: usize) {
-        if self.remote_node(s, slab) || !self.free_fast(s, base + off as usize) {
+        if !self.remote_node(s, slab) {
+            match self.free_fast(s, base + off as usize) {
+                Some(true) => return,
+                Some(false) => {}
+                None => return self.free_pinning(s, slab, off, base),
+            }
+        }
+        self.free_slow(s, slab, off, base);
+    }
+
+    /// [`Kmem::free_fast`] on a CPU pinned the ordinary way (the platform's fast pin could
+    /// not have it), else the slow path.
+    #[cold]
+    #[inline(never)]
+    fn free_pinning(&self, s: &KmemCache, slab: Slab<'_>, off: u32, base: usize) {
+        let p = self.platform().pin_cpu();
+        let ok = s.pcs(self, p.cpu.index()).main().is_some_and(|m| m.push(base + off as usize));
+        self.platform().unpin_cpu(p);
+        if !ok {
             self.free_slow(s, slab, off, base);
         }
     }
@@ -178,13 +196,15 @@ impl<P: Platform> Kmem<P> {
         s.nr_nodes > 1 && slab.nid() != self.numa_node_id()
     }
 
-    /// The fast path (`free_to_pcs`): push onto this CPU's main sheaf if it has room.
+    /// The fast path (`free_to_pcs`): push onto this CPU's main sheaf if it has room
+    /// (`Some(false)`: no room; `None`: the CPU is not to be had without a call). Makes no
+    /// call.
     #[inline(always)]
-    fn free_fast(&self, s: &KmemCache, obj: usize) -> bool {
-        let p = self.platform().pin_cpu();
+    fn free_fast(&self, s: &KmemCache, obj: usize) -> Option<bool> {
+        let p = self.platform().try_pin_cpu()?;
         let ok = s.pcs(self, p.cpu.index()).main().is_some_and(|m| m.push(obj));
-        self.platform().unpin_cpu(p);
-        ok
+        self.platform().unpin_cpu_fast(p);
+        Some(ok)
     }
 
     /// Whether the object at `off` of `slab` is free (in a sheaf or on its slab's freelist).
