@@ -83,6 +83,16 @@ pub fn machine() -> Option<&'static Machine> {
     boot_slow()
 }
 
+/// The machine if it is booted already (never boots it): the fast paths' test.
+#[inline(always)]
+pub(crate) fn ready() -> Option<&'static Machine> {
+    if STATE.load(Ordering::Acquire) == READY {
+        // SAFETY: as in `machine`.
+        return Some(unsafe { &*MACHINE.load(Ordering::Relaxed) });
+    }
+    None
+}
+
 /// Held while the machine boots, grows (hot-add) or gives memory back, and across `fork`
 /// (`raw::fork_prepare` to the parent and child handlers).
 pub(crate) static GROW: RawLock = RawLock::new();
@@ -300,26 +310,22 @@ fn now_ns() -> u64 {
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
-/// Called after frees: gives free memory back to the host under the policy above. `big`:
-/// the free was of 2 MiB or more (checked at once; other frees every 4096th time).
-#[inline]
-pub(crate) fn after_free(m: &Machine, big: bool) {
-    if !big {
-        // A per-thread count: a shared counter would bounce its line between CPUs freeing.
-        let n = FREES.with(|c| {
-            let n = c.get().wrapping_add(1);
-            c.set(n);
-            n
-        });
-        if n % 4096 != 0 {
-            return;
-        }
-    }
-    maybe_report(m);
+/// Counts one free of this thread; true on every 4096th, when the caller must run
+/// [`maybe_report`] (the fast free path then takes the slow one).
+#[inline(always)]
+pub(crate) fn free_tick() -> bool {
+    // A per-thread count: a shared counter would bounce its line between CPUs freeing.
+    FREES.with(|c| {
+        let n = c.get().wrapping_add(1);
+        c.set(n);
+        n % 4096 == 0
+    })
 }
 
+/// Gives free memory back to the host under the policy above: after a free of 2 MiB or
+/// more at once, after other frees every 4096th time ([`free_tick`]).
 #[cold]
-fn maybe_report(m: &Machine) {
+pub(crate) fn maybe_report(m: &Machine) {
     let free: usize = m.zones().map(|z| z.free_pages()).sum::<usize>() * kmem::PAGE_SIZE;
     if free < REPORT_MIN_FREE {
         return;

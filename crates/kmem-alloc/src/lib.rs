@@ -80,8 +80,18 @@ pub mod raw {
     /// null on failure. Size 0 gives a unique minimal block, as C's malloc.
     #[inline]
     pub fn alloc_aligned(size: usize, align: usize, zero: bool) -> *mut u8 {
-        match global::machine() {
+        match global::ready() {
             Some(m) => route::alloc(m, size.max(1), align, zero),
+            None => alloc_booting(size, align, zero),
+        }
+    }
+
+    /// [`alloc_aligned`] before the machine is ready: boot it, or use the bootstrap arena.
+    #[cold]
+    #[inline(never)]
+    fn alloc_booting(size: usize, align: usize, zero: bool) -> *mut u8 {
+        match global::machine() {
+            Some(m) => route::alloc_slow(m, size.max(1), align, zero),
             None => arena_alloc(size.max(1), align),
         }
     }
@@ -101,15 +111,50 @@ pub mod raw {
     ///
     /// `p` must be null or a live block of this allocator, not used afterwards (the checks
     /// above are for programs that break this).
+    ///
+    /// The fast path (an object of a plain slab, and not this thread's 4096th free) makes
+    /// no call but tail calls, so it saves no registers.
     #[inline]
     pub unsafe fn free(p: *mut u8) {
+        if let Some(m) = global::ready() {
+            if route::in_ram(m, p) && !global::free_tick() {
+                // SAFETY: caller's contract; anything but a slab object goes to `free_other`.
+                return unsafe { m.kfree_slab_or(p, |p| free_other(m, p)) };
+            }
+        }
+        // SAFETY: caller's contract.
+        unsafe { free_slow(p) }
+    }
+
+    /// [`free`] of a block in the machine's RAM that is no plain slab object: a large block
+    /// (memory given back after 2 MiB or more), a debug cache's object, or a bad pointer
+    /// (reported by `kfree`).
+    #[inline(never)]
+    fn free_other(m: &kmem_hosted::Machine, p: *const u8) {
+        // SAFETY: `free`'s caller's contract.
+        let freed = unsafe { m.kfree_large(p) };
+        if freed >= 2 << 20 {
+            global::maybe_report(m);
+        }
+    }
+
+    /// [`free`] past its fast path: null, the bootstrap arena, a machine not ready, huge
+    /// mappings and wild pointers (reported), and every 4096th free of a thread (which
+    /// gives memory back to the host when it can).
+    ///
+    /// # Safety
+    ///
+    /// As [`free`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_slow(p: *mut u8) {
         if p.is_null() || in_arena(p) {
             return;
         }
         let Some(m) = global::machine() else { return };
         // SAFETY: caller's contract.
-        let freed = unsafe { route::free(m, p) };
-        global::after_free(m, freed >= 2 << 20);
+        unsafe { route::free(m, p) };
+        global::maybe_report(m);
     }
 
     /// `realloc`: `copy` is the old size when known (else the old usable size is copied).

@@ -44,8 +44,23 @@ pub(crate) fn in_ram(m: &Machine, p: *const u8) -> bool {
 
 /// Allocates `size` bytes aligned to `align` (zeroed with `zero`), growing the machine as
 /// needed; null on failure.
-#[inline]
+/// The fast path (a class whose CPU sheaf has an object) makes no call but the tail call
+/// to [`alloc_slow`].
+#[inline(always)]
 pub(crate) fn alloc(m: &Machine, size: usize, align: usize, zero: bool) -> *mut u8 {
+    if !zero {
+        if let Some(req) = kmalloc_request(size, align) {
+            if let Some(p) = m.kmalloc_try_fast(req, Gfp::KERNEL | Gfp::NOWARN) {
+                return p.as_ptr();
+            }
+        }
+    }
+    alloc_slow(m, size, align, zero)
+}
+
+/// [`alloc`] past its fast path: zeroing, huge mappings, kmalloc's slow paths, growing.
+#[inline(never)]
+pub(crate) fn alloc_slow(m: &Machine, size: usize, align: usize, zero: bool) -> *mut u8 {
     let Some(req) = kmalloc_request(size, align) else { return huge::alloc(size, align, zero) };
     let gfp = if zero { Gfp::KERNEL | Gfp::NOWARN | Gfp::ZERO } else { Gfp::KERNEL | Gfp::NOWARN };
     match m.kmalloc(req, gfp) {

@@ -5,7 +5,7 @@
 use std::ptr::NonNull;
 
 use kmem::kmalloc::{kmalloc_size_roundup, KmallocErrorKind, KMALLOC_MAX_SIZE, ZERO_SIZE_PTR};
-use kmem::{Gfp, Order, ReportKind};
+use kmem::{Gfp, Order, Platform, ReportKind};
 use kmem_hosted::{in_irq, Machine, MachineBuilder};
 
 fn machine() -> Machine {
@@ -330,4 +330,30 @@ fn kmalloc_from_many_threads() {
         }
     });
     assert_eq!(m.report_count(ReportKind::SlabBug) + m.report_count(ReportKind::Warning), 0);
+}
+
+/// `kmalloc_try_fast` serves only what needs no report and no zeroing: a sleeping request in
+/// atomic context is refused (the caller's `kmalloc` then reports it), `__GFP_ZERO` is
+/// refused, and a warm class is served from the sheaf.
+#[test]
+fn kmalloc_try_fast_leaves_reports_and_zeroing_to_kmalloc() {
+    let m = MachineBuilder::new().ram_mib(64).thread_cpus(4).build().unwrap();
+    let warm = m.kmalloc(64, Gfp::KERNEL).unwrap();
+    // SAFETY: ours, not used afterwards.
+    unsafe { m.kfree(warm.as_ptr()) };
+    let p = m.kmalloc_try_fast(64, Gfp::KERNEL).expect("a warm class is served on the fast path");
+    assert!(m.kmalloc_try_fast(64, Gfp::KERNEL | Gfp::ZERO).is_none());
+    m.platform().preempt_disable();
+    assert!(m.kmalloc_try_fast(64, Gfp::KERNEL).is_none(), "might_sleep is the careful path's");
+    let q = m.kmalloc_try_fast(64, Gfp::ATOMIC).expect("GFP_ATOMIC needs no report");
+    assert_eq!(m.report_count(ReportKind::SleepInAtomic), 0);
+    let r = m.kmalloc(64, Gfp::KERNEL).unwrap();
+    assert_eq!(m.report_count(ReportKind::SleepInAtomic), 1, "kmalloc reports what try_fast refused");
+    m.platform().preempt_enable();
+    // SAFETY: ours, not used afterwards.
+    unsafe {
+        m.kfree(p.as_ptr());
+        m.kfree(q.as_ptr());
+        m.kfree(r.as_ptr());
+    }
 }

@@ -18,6 +18,7 @@
 //!   large block; a pointer kmem did not hand out (no slab, not the start of a large block,
 //!   an interior pointer, a double free) is reported and nothing is freed.
 
+mod fast;
 pub mod index;
 
 use core::fmt;

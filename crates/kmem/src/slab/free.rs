@@ -165,16 +165,33 @@ impl<P: Platform> Kmem<P> {
     /// The end of every free: the object, its free-pointer word already the sheaf marker,
     /// goes onto this CPU's main sheaf, or down the slow path. Sheaves hold only their CPU's
     /// node's objects (Linux's `free_to_pcs` condition).
+    /// Every call in it is a tail call (the caller saves no registers for it); caches on
+    /// machines with several nodes go out of line first.
     #[inline(always)]
     fn free_marked(&self, s: &KmemCache, slab: Slab<'_>, off: u32, base: usize) {
-        if !self.remote_node(s, slab) {
-            match self.free_fast(s, base + off as usize) {
-                Some(true) => return,
-                Some(false) => {}
-                None => return self.free_pinning(s, slab, off, base),
-            }
+        if s.nr_nodes > 1 {
+            return self.free_marked_numa(s, slab, off, base);
         }
-        self.free_slow(s, slab, off, base);
+        self.free_marked_local(s, slab, off, base)
+    }
+
+    #[inline(always)]
+    fn free_marked_local(&self, s: &KmemCache, slab: Slab<'_>, off: u32, base: usize) {
+        match self.free_fast(s, base + off as usize) {
+            Some(true) => {}
+            Some(false) => self.free_slow(s, slab, off, base),
+            None => self.free_pinning(s, slab, off, base),
+        }
+    }
+
+    /// [`Kmem::free_marked`] on a machine with several nodes: an object of another node than
+    /// the CPU's goes to its slab (`free_slow`).
+    #[inline(never)]
+    fn free_marked_numa(&self, s: &KmemCache, slab: Slab<'_>, off: u32, base: usize) {
+        if self.remote_node(s, slab) {
+            return self.free_slow(s, slab, off, base);
+        }
+        self.free_marked_local(s, slab, off, base)
     }
 
     /// [`Kmem::free_fast`] on a CPU pinned the ordinary way (the platform's fast pin could

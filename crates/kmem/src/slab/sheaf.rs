@@ -138,8 +138,11 @@ impl Sheaf {
             return None;
         }
         let n = n - 1;
+        // `get`, not an index: the sizes never pass the array, and a bounds-check panic
+        // would make the callers save registers for its call.
+        let obj = self.objects.get(n as usize)?.load(Ordering::Relaxed);
         self.size.store(n, Ordering::Relaxed);
-        Some(self.objects[n as usize].load(Ordering::Relaxed))
+        Some(obj)
     }
     /// Pushes an object if there is room (owner only).
     #[inline(always)]
@@ -148,7 +151,9 @@ impl Sheaf {
         if n >= self.capacity {
             return false;
         }
-        self.objects[n as usize].store(obj, Ordering::Relaxed);
+        // As in `pop`.
+        let Some(slot) = self.objects.get(n as usize) else { return false };
+        slot.store(obj, Ordering::Relaxed);
         self.size.store(n + 1, Ordering::Relaxed);
         true
     }
