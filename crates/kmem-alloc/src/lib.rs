@@ -78,7 +78,7 @@ pub mod raw {
 
     /// `malloc`-like: `size` bytes aligned to `align` (a power of two), zeroed with `zero`;
     /// null on failure. Size 0 gives a unique minimal block, as C's malloc.
-    #[inline]
+    #[inline(always)]
     pub fn alloc_aligned(size: usize, align: usize, zero: bool) -> *mut u8 {
         match global::ready() {
             Some(m) => route::alloc(m, size.max(1), align, zero),
@@ -114,7 +114,7 @@ pub mod raw {
     ///
     /// The fast path (an object of a plain slab, and not this thread's 4096th free) makes
     /// no call but tail calls, so it saves no registers.
-    #[inline]
+    #[inline(always)]
     pub unsafe fn free(p: *mut u8) {
         if let Some(m) = global::ready() {
             if route::in_ram(m, p) && !global::free_tick() {

@@ -77,11 +77,20 @@ fn set_errno(e: c_int) {
     unsafe { *libc::__errno_location() = e };
 }
 
+/// `NULL` with `errno` set to `ENOMEM`, out of line (a tail call: the fast path keeps no
+/// registers for it).
+#[cold]
+#[inline(never)]
+fn enomem() -> *mut c_void {
+    set_errno(libc::ENOMEM);
+    ptr::null_mut()
+}
+
 #[inline(always)]
 fn alloc(size: usize, align: usize, zero: bool) -> *mut c_void {
     let p = raw::alloc_aligned(size, align, zero);
     if p.is_null() {
-        set_errno(libc::ENOMEM);
+        return enomem();
     }
     p.cast()
 }
