@@ -92,6 +92,11 @@ pub struct KmemCache {
     /// The machine the cache belongs to ([`Kmem::machine_id`]): a cache used with another
     /// machine is refused before anything of it is touched.
     pub(crate) machine: usize,
+    /// What the allocation fast path compares with [`Kmem::machine_id`]: `machine`, or 0
+    /// while fault injection is armed (`fault/mod.rs`), which sends every allocation to the
+    /// careful path where `should_failslab` runs (Linux's static key, as a word the fast path
+    /// already tests).
+    pub(crate) alloc_key: AtomicUsize,
     /// Objects per sheaf; 0: the cache has no sheaves (debug caches, `kmem_sheaf`, the
     /// boot cache).
     pub(crate) sheaf_capacity: u32,
@@ -204,6 +209,7 @@ impl KmemCache {
         let cache = KmemCache {
             cpu_sheaves: init.cpu_sheaves,
             machine: init.machine,
+            alloc_key: AtomicUsize::new(init.machine),
             sheaf_capacity: if l.flags.intersects(SlabFlags::DEBUG_FLAGS) { 0 } else { init.sheaf_capacity },
             // Bit 56 set: the key's high half is never zero for an 8-aligned slot, so zeroed
             // memory never decodes like a free object's pointer (free.rs).
@@ -289,6 +295,12 @@ impl KmemCache {
     #[inline(always)]
     pub(crate) fn is_of<P: Platform>(&self, k: &Kmem<P>) -> bool {
         self.machine == k.machine_id()
+    }
+    /// Whether the allocation fast path may serve this cache for machine `k`: it belongs to
+    /// `k` and fault injection is not armed (a load and a compare, as [`KmemCache::is_of`]).
+    #[inline(always)]
+    pub(crate) fn alloc_fast_ok<P: Platform>(&self, k: &Kmem<P>) -> bool {
+        self.alloc_key.load(Ordering::Relaxed) == k.machine_id()
     }
     /// This cache's sheaves on `cpu`.
     #[inline(always)]
