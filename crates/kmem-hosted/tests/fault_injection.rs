@@ -70,8 +70,11 @@ fn usage(m: &Machine) -> Usage {
 /// injected. `op` returns whether it succeeded, and frees what it made either way. Returns
 /// the number of failure points found.
 fn sweep(m: &Machine, what: &str, mut op: impl FnMut(&Machine) -> bool) -> u32 {
-    // Once, unobserved, to create what first uses create and keep (caches, tables).
+    // Once, unobserved, to create what first uses create and keep (caches, tables), and the
+    // vmalloc layer's caches, which a fallback path may be the first to need.
     assert!(op(m), "{what} fails with nothing injected");
+    // SAFETY: ours, unused afterwards.
+    unsafe { m.vfree(m.vmalloc(PAGE_SIZE).unwrap().as_ptr()) };
     inject_everything(m);
     let start = usage(m);
     let mut points = 0;
@@ -193,6 +196,59 @@ fn sweep_kernel_stack() {
         }
         true
     });
+}
+
+#[test]
+fn sweep_kvmalloc_and_bulk() {
+    let m = machine();
+    // kvmalloc: kmalloc first (quietly, without retrying), vmalloc when that fails.
+    sweep(&m, "kvmalloc(256 KiB)", |m| match m.kvmalloc(256 << 10, Gfp::KERNEL) {
+        Ok(p) => {
+            // SAFETY: ours, unused afterwards.
+            unsafe { m.kvfree(p.as_ptr()) };
+            true
+        }
+        Err(_) => false,
+    });
+    let c = m.kmem_cache_create("fi_bulk", 512, 0, SlabFlags::NONE, None).unwrap();
+    // All or nothing: a failure frees what the call had taken.
+    sweep(&m, "kmem_cache_alloc_bulk(64)", |m| {
+        let mut objs = [None; 64];
+        if m.kmem_cache_alloc_bulk(&c, Gfp::KERNEL, &mut objs) == 0 {
+            assert!(objs.iter().all(Option::is_none), "a failed bulk allocation hands out nothing");
+            return false;
+        }
+        // SAFETY: every object is ours, from `c`.
+        unsafe { m.kmem_cache_free_bulk(&c, &mut objs) };
+        true
+    });
+}
+
+#[test]
+fn sweep_debug_cache() {
+    // slub_debug caches allocate through their own path (no sheaves, tracking, poisoning).
+    let m = MachineBuilder::new().ram_mib(64).cpus(1).slub_debug("FZPU,fi_dbg_sweep").build().unwrap();
+    sweep(&m, "debug cache create + alloc", |m| {
+        let Ok(c) = m.kmem_cache_create("fi_dbg_sweep", 300, 0, SlabFlags::NONE, None) else { return false };
+        let mut got = Vec::new();
+        let mut ok = true;
+        for _ in 0..40 {
+            match m.kmem_cache_alloc(&c, Gfp::KERNEL) {
+                Ok(p) => got.push(p),
+                Err(_) => {
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        for p in got {
+            // SAFETY: from `c`, unused.
+            unsafe { m.kmem_cache_free(&c, p) };
+        }
+        drop(c);
+        ok
+    });
+    assert_eq!(m.report_count(ReportKind::SlabBug), 0);
 }
 
 #[test]

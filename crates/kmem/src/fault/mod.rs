@@ -64,8 +64,8 @@
 //! let c = m.kmem_cache_create("fi_demo", 64, 0, kmem::SlabFlags::empty(), None).unwrap();
 //! m.failslab().set_ignore_gfp_wait(false);
 //! m.failslab().set_verbose(0);
-//! m.set_fail_nth(2); // the second allocation of this thread fails
 //! let a = m.kmem_cache_alloc(&c, Gfp::KERNEL).unwrap();
+//! m.set_fail_nth(1); // the next allocation of this thread fails
 //! assert_eq!(m.kmem_cache_alloc(&c, Gfp::KERNEL), Err(SlabAllocError::FaultInjected));
 //! assert_eq!(m.fail_nth(), 0);
 //! // SAFETY: `a` came from `c` and is unused.
@@ -77,6 +77,8 @@
 //! assert!(m.alloc_pages(Gfp::ATOMIC, Order::of(1)).is_ok()); // times was 1
 //! # m.fail_page_alloc().set_probability(0);
 //! ```
+
+#![forbid(unsafe_code)]
 
 mod attr;
 mod handle;
