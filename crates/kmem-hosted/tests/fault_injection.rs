@@ -14,7 +14,7 @@ mod common;
 use common::assert_still_works;
 
 fn machine() -> Machine {
-    MachineBuilder::new().ram_mib(64).cpus(1).vmalloc_size(256 << 20).build().unwrap()
+    MachineBuilder::new().ram_mib(64).cpus(4).vmalloc_size(256 << 20).build().unwrap()
 }
 
 /// Every failure of a sleeping request may be injected, every order, quietly.
