@@ -19,8 +19,8 @@ fn machine() -> Machine {
 
 /// Every failure of a sleeping request may be injected, every order, quietly.
 fn inject_everything(m: &Machine) {
-    m.failslab().set_ignore_gfp_wait(false).set_verbose(0);
-    m.fail_page_alloc().set_ignore_gfp_wait(false).set_min_order(0).set_verbose(0);
+    m.failslab().unwrap().set_ignore_gfp_wait(false).set_verbose(0);
+    m.fail_page_alloc().unwrap().set_ignore_gfp_wait(false).set_min_order(0).set_verbose(0);
 }
 
 /// Reports of anything but an allocation failure (the per-CPU allocator's
@@ -80,10 +80,10 @@ fn sweep(m: &Machine, what: &str, mut op: impl FnMut(&Machine) -> bool) -> u32 {
     let mut points = 0;
     for n in 1.. {
         assert!(n < 10_000, "{what}: no end to the failure points");
-        m.set_fail_nth(n);
+        m.set_fail_nth(n).unwrap();
         let ok = op(m);
         let fired = m.fail_nth() == 0;
-        m.set_fail_nth(0);
+        m.set_fail_nth(0).unwrap();
         if !fired {
             assert!(ok, "{what} failed with nothing injected (N = {n})");
             break;
@@ -256,24 +256,24 @@ fn nofail_is_never_injected() {
     let m = machine();
     let c = m.kmem_cache_create("fi_nofail", 64, 0, SlabFlags::NONE, None).unwrap();
     inject_everything(&m);
-    m.failslab().set_probability(100).set_times(-1);
-    m.fail_page_alloc().set_probability(100).set_times(-1);
+    m.failslab().unwrap().set_probability(100).set_times(-1);
+    m.fail_page_alloc().unwrap().set_probability(100).set_times(-1);
     assert_eq!(m.kmem_cache_alloc(&c, Gfp::KERNEL), Err(SlabAllocError::FaultInjected));
     let p = m.kmem_cache_alloc(&c, Gfp::KERNEL | Gfp::NOFAIL).unwrap();
     let page = m.alloc_pages(Gfp::KERNEL | Gfp::NOFAIL, Order::of(1)).unwrap();
     assert_eq!(m.alloc_pages(Gfp::KERNEL, Order::of(1)).unwrap_err().kind, AllocErrorKind::FaultInjected);
-    m.set_fail_nth(1);
+    m.set_fail_nth(1).unwrap();
     let q = m.kmem_cache_alloc(&c, Gfp::KERNEL | Gfp::NOFAIL).unwrap();
     assert_eq!(m.fail_nth(), 1, "a NOFAIL call does not reach the decision: fail-nth not counted");
-    m.set_fail_nth(0);
+    m.set_fail_nth(0).unwrap();
     // SAFETY: ours, unused afterwards.
     unsafe {
         m.kmem_cache_free(&c, p);
         m.kmem_cache_free(&c, q);
         m.__free_pages(page, Order::of(1));
     }
-    m.failslab().set_probability(0);
-    m.fail_page_alloc().set_probability(0);
+    m.failslab().unwrap().set_probability(0);
+    m.fail_page_alloc().unwrap().set_probability(0);
     drop(c);
     assert_eq!(problems(&m), 0);
 }
@@ -286,7 +286,7 @@ fn armed_failslab_reaches_the_fast_path_and_disarms() {
     let p = m.kmem_cache_alloc(&c, Gfp::ATOMIC).unwrap();
     // SAFETY: ours.
     unsafe { m.kmem_cache_free(&c, p) };
-    m.failslab().set_probability(100).set_times(-1).set_verbose(0);
+    m.failslab().unwrap().set_probability(100).set_times(-1).set_verbose(0);
     for _ in 0..10 {
         assert_eq!(m.kmem_cache_alloc(&c, Gfp::ATOMIC), Err(SlabAllocError::FaultInjected));
         assert!(m.kmalloc(64, Gfp::ATOMIC).is_err());
@@ -294,7 +294,7 @@ fn armed_failslab_reaches_the_fast_path_and_disarms() {
     // A cache created while armed is armed too.
     let d = m.kmem_cache_create("fi_fast_new", 64, 0, SlabFlags::NO_MERGE, None).unwrap();
     assert_eq!(m.kmem_cache_alloc(&d, Gfp::ATOMIC), Err(SlabAllocError::FaultInjected));
-    m.failslab().set_probability(0);
+    m.failslab().unwrap().set_probability(0);
     let p = m.kmem_cache_alloc(&c, Gfp::ATOMIC).unwrap();
     let q = m.kmem_cache_alloc(&d, Gfp::ATOMIC).unwrap();
     // SAFETY: ours.
@@ -307,7 +307,7 @@ fn armed_failslab_reaches_the_fast_path_and_disarms() {
 #[test]
 fn armed_fail_page_alloc_reaches_order_zero_fast_path() {
     let m = machine();
-    m.fail_page_alloc().set_min_order(0).set_verbose(0).set_probability(100).set_times(2);
+    m.fail_page_alloc().unwrap().set_min_order(0).set_verbose(0).set_probability(100).set_times(2);
     // Order 0 from the per-CPU list would not reach prepare_alloc unless armed.
     let e = m.alloc_pages(Gfp::ATOMIC, Order::ZERO).unwrap_err();
     assert_eq!(e.kind, AllocErrorKind::FaultInjected);
@@ -316,34 +316,34 @@ fn armed_fail_page_alloc_reaches_order_zero_fast_path() {
     let p = m.alloc_pages(Gfp::ATOMIC, Order::ZERO).unwrap();
     // SAFETY: ours.
     unsafe { m.__free_pages(p, Order::ZERO) };
-    assert_eq!(m.fail_page_alloc().attr().times(), 0);
+    assert_eq!(m.fail_page_alloc().unwrap().attr().times(), 0);
     assert_eq!(m.report_count(ReportKind::PageAllocFailure), 0, "no warn_alloc for an injected failure");
     // set_pcp_enabled keeps the flag right both ways.
     m.set_pcp_enabled(false);
     m.set_pcp_enabled(true);
-    m.fail_page_alloc().set_times(1);
+    m.fail_page_alloc().unwrap().set_times(1);
     assert!(m.alloc_pages(Gfp::ATOMIC, Order::ZERO).is_err(), "still armed after set_pcp_enabled");
 }
 
 #[test]
 fn ignore_gfp_wait_highmem_and_min_order() {
     let m = machine();
-    m.fail_page_alloc().set_probability(100).set_times(-1).set_verbose(0);
+    m.fail_page_alloc().unwrap().set_probability(100).set_times(-1).set_verbose(0);
     // Defaults: ignore-gfp-wait on, min-order 1.
-    assert!(m.fail_page_alloc().ignore_gfp_wait() && m.fail_page_alloc().ignore_gfp_highmem());
-    assert_eq!(m.fail_page_alloc().min_order(), 1);
+    assert!(m.fail_page_alloc().unwrap().ignore_gfp_wait() && m.fail_page_alloc().unwrap().ignore_gfp_highmem());
+    assert_eq!(m.fail_page_alloc().unwrap().min_order(), 1);
     let sleeping = m.alloc_pages(Gfp::KERNEL, Order::of(2)).unwrap();
     let small = m.alloc_pages(Gfp::ATOMIC, Order::ZERO).unwrap();
     let high = m.alloc_pages(Gfp::ATOMIC | Gfp::HIGHMEM, Order::of(1)).unwrap();
     assert!(m.alloc_pages(Gfp::ATOMIC, Order::of(1)).is_err());
-    m.fail_page_alloc().set_min_order(3);
+    m.fail_page_alloc().unwrap().set_min_order(3);
     let below = m.alloc_pages(Gfp::ATOMIC, Order::of(2)).unwrap();
     assert!(m.alloc_pages(Gfp::ATOMIC, Order::of(3)).is_err());
-    m.fail_page_alloc().set_ignore_gfp_wait(false);
+    m.fail_page_alloc().unwrap().set_ignore_gfp_wait(false);
     assert!(m.alloc_pages(Gfp::KERNEL, Order::of(3)).is_err());
-    m.fail_page_alloc().set_ignore_gfp_highmem(false);
+    m.fail_page_alloc().unwrap().set_ignore_gfp_highmem(false);
     assert!(m.alloc_pages(Gfp::ATOMIC | Gfp::HIGHMEM, Order::of(3)).is_err());
-    m.fail_page_alloc().set_probability(0);
+    m.fail_page_alloc().unwrap().set_probability(0);
     // SAFETY: ours.
     unsafe {
         m.__free_pages(sleeping, Order::of(2));
@@ -353,11 +353,11 @@ fn ignore_gfp_wait_highmem_and_min_order() {
     }
     // failslab's ignore-gfp-wait (default on).
     let c = m.kmem_cache_create("fi_wait", 32, 0, SlabFlags::NONE, None).unwrap();
-    m.failslab().set_probability(100).set_times(-1).set_verbose(0);
-    assert!(m.failslab().ignore_gfp_wait());
+    m.failslab().unwrap().set_probability(100).set_times(-1).set_verbose(0);
+    assert!(m.failslab().unwrap().ignore_gfp_wait());
     let p = m.kmem_cache_alloc(&c, Gfp::KERNEL).unwrap();
     assert_eq!(m.kmem_cache_alloc(&c, Gfp::NOWAIT), Err(SlabAllocError::FaultInjected));
-    m.failslab().set_probability(0);
+    m.failslab().unwrap().set_probability(0);
     // SAFETY: ours.
     unsafe { m.kmem_cache_free(&c, p) };
 }
@@ -367,16 +367,16 @@ fn cache_filter_fails_only_slab_failslab_caches() {
     let m = machine();
     let plain = m.kmem_cache_create("fi_plain", 96, 0, SlabFlags::NONE, None).unwrap();
     let opted = m.kmem_cache_create("fi_opted", 96, 0, SlabFlags::FAILSLAB, None).unwrap();
-    m.failslab().set_cache_filter(true).set_probability(100).set_times(-1).set_verbose(0);
-    assert!(m.failslab().cache_filter());
+    m.failslab().unwrap().set_cache_filter(true).set_probability(100).set_times(-1).set_verbose(0);
+    assert!(m.failslab().unwrap().cache_filter());
     let p = m.kmem_cache_alloc(&plain, Gfp::ATOMIC).unwrap();
     let k = m.kmalloc(96, Gfp::ATOMIC).expect("kmalloc caches lack SLAB_FAILSLAB");
     // SAFETY: ours.
     unsafe { m.kfree(k.as_ptr()) };
     assert_eq!(m.kmem_cache_alloc(&opted, Gfp::ATOMIC), Err(SlabAllocError::FaultInjected));
-    m.failslab().set_cache_filter(false);
+    m.failslab().unwrap().set_cache_filter(false);
     assert_eq!(m.kmem_cache_alloc(&plain, Gfp::ATOMIC), Err(SlabAllocError::FaultInjected));
-    m.failslab().set_probability(0);
+    m.failslab().unwrap().set_probability(0);
     // SAFETY: ours.
     unsafe { m.kmem_cache_free(&plain, p) };
 }
@@ -386,10 +386,10 @@ fn slub_debug_a_opts_a_cache_in() {
     let m = MachineBuilder::new().ram_mib(64).cpus(1).slub_debug("A,fi_dbg").build().unwrap();
     let dbg = m.kmem_cache_create("fi_dbg", 64, 0, SlabFlags::NONE, None).unwrap();
     let other = m.kmem_cache_create("fi_other", 64, 0, SlabFlags::NONE, None).unwrap();
-    m.failslab().set_cache_filter(true).set_probability(100).set_times(-1).set_verbose(0);
+    m.failslab().unwrap().set_cache_filter(true).set_probability(100).set_times(-1).set_verbose(0);
     assert_eq!(m.kmem_cache_alloc(&dbg, Gfp::ATOMIC), Err(SlabAllocError::FaultInjected));
     let p = m.kmem_cache_alloc(&other, Gfp::ATOMIC).unwrap();
-    m.failslab().set_probability(0);
+    m.failslab().unwrap().set_probability(0);
     // SAFETY: ours.
     unsafe { m.kmem_cache_free(&other, p) };
 }
@@ -398,7 +398,7 @@ fn slub_debug_a_opts_a_cache_in() {
 fn verbose_messages_are_linuxs() {
     let m = machine();
     let c = m.kmem_cache_create("fi_msg", 128, 0, SlabFlags::NONE, None).unwrap();
-    m.failslab().set_probability(100).set_times(3).set_verbose(1);
+    m.failslab().unwrap().set_probability(100).set_times(3).set_verbose(1);
     let info = m.report_count(ReportKind::Info);
     assert!(m.kmem_cache_alloc(&c, Gfp::ATOMIC).is_err());
     assert_eq!(m.report_count(ReportKind::Info), info + 1);
@@ -410,7 +410,7 @@ fn verbose_messages_are_linuxs() {
     assert!(m.kmem_cache_alloc(&c, Gfp::ATOMIC | Gfp::NOWARN).is_err());
     assert_eq!(m.report_count(ReportKind::Info), info + 1);
     // verbose 2: the message and a trace naming the hook and the call site.
-    m.failslab().set_verbose(2);
+    m.failslab().unwrap().set_verbose(2);
     assert!(m.kmem_cache_alloc(&c, Gfp::ATOMIC).is_err());
     let text = m.reports().last().unwrap();
     assert!(text.starts_with(
@@ -423,13 +423,13 @@ fn verbose_messages_are_linuxs() {
     // SAFETY: ours.
     unsafe { m.kmem_cache_free(&c, p) };
     // verbose 0: silent.
-    m.fail_page_alloc().set_probability(100).set_verbose(0);
+    m.fail_page_alloc().unwrap().set_probability(100).set_verbose(0);
     let n = m.report_count(ReportKind::Info);
     assert!(m.alloc_pages(Gfp::ATOMIC, Order::of(1)).is_err());
     assert_eq!(m.report_count(ReportKind::Info), n);
     // fail-nth prints the attribute as it is (probability 0, the brief's example line).
-    m.fail_page_alloc().set_probability(0).set_times(1).set_verbose(1).set_ignore_gfp_wait(false);
-    m.set_fail_nth(1);
+    m.fail_page_alloc().unwrap().set_probability(0).set_times(1).set_verbose(1).set_ignore_gfp_wait(false);
+    m.set_fail_nth(1).unwrap();
     assert!(m.alloc_pages(Gfp::KERNEL, Order::of(1)).is_err());
     assert_eq!(
         m.reports().last().unwrap(),
@@ -441,9 +441,9 @@ fn verbose_messages_are_linuxs() {
 #[test]
 fn task_filter_and_make_it_fail() {
     let m = machine();
-    m.fail_page_alloc().set_probability(100).set_times(-1).set_verbose(0).set_task_filter(true);
+    m.fail_page_alloc().unwrap().set_probability(100).set_times(-1).set_verbose(0).set_task_filter(true);
     let p = m.alloc_pages(Gfp::ATOMIC, Order::of(1)).unwrap();
-    m.set_make_it_fail(true);
+    m.set_make_it_fail(true).unwrap();
     assert!(m.alloc_pages(Gfp::ATOMIC, Order::of(1)).is_err());
     // Another thread is another task.
     std::thread::scope(|s| {
@@ -453,8 +453,8 @@ fn task_filter_and_make_it_fail() {
             unsafe { m.__free_pages(q, Order::of(1)) };
         });
     });
-    m.set_make_it_fail(false);
-    m.fail_page_alloc().set_probability(0);
+    m.set_make_it_fail(false).unwrap();
+    m.fail_page_alloc().unwrap().set_probability(0);
     // SAFETY: ours.
     unsafe { m.__free_pages(p, Order::of(1)) };
 }
@@ -463,7 +463,7 @@ fn task_filter_and_make_it_fail() {
 fn fail_nth_is_per_thread() {
     let m = machine();
     inject_everything(&m);
-    m.set_fail_nth(1);
+    m.set_fail_nth(1).unwrap();
     std::thread::scope(|s| {
         s.spawn(|| {
             assert_eq!(m.fail_nth(), 0, "another thread has none pending");
@@ -485,7 +485,7 @@ fn boot_options_in_linux_syntax() {
     // failslab=<interval>,<probability>,<space>,<times>: every 3rd eligible call, no limit.
     let m =
         MachineBuilder::new().ram_mib(64).cpus(1).failslab("3,100,0,-1").fail_page_alloc("1,100,0,2").build().unwrap();
-    let a = m.failslab().attr();
+    let a = m.failslab().unwrap().attr();
     assert_eq!((a.interval(), a.probability(), a.space(), a.times()), (3, 100, 0, -1));
     // fail_page_alloc=1,100,0,2: the first two eligible calls fail, then times is used up.
     assert!(m.alloc_pages(Gfp::ATOMIC | Gfp::NOWARN, Order::of(1)).is_err());
@@ -513,7 +513,7 @@ fn boot_options_in_linux_syntax() {
     let bad = MachineBuilder::new().ram_mib(64).cpus(1).fail_page_alloc("10,100").build().unwrap();
     assert_eq!(bad.report_count(ReportKind::Warning), 1);
     assert!(bad.reports().texts(ReportKind::Warning)[0].contains("FAULT_INJECTION: failed to parse arguments"));
-    assert_eq!(bad.fail_page_alloc().attr().probability(), 0);
+    assert_eq!(bad.fail_page_alloc().unwrap().attr().probability(), 0);
 }
 
 #[test]
@@ -523,15 +523,15 @@ fn boot_with_everything_failing_still_boots() {
     // sleeping requests.
     let m =
         MachineBuilder::new().ram_mib(64).cpus(2).failslab("1,100,0,-1").fail_page_alloc("1,100,0,-1").build().unwrap();
-    m.failslab().set_verbose(0);
+    m.failslab().unwrap().set_verbose(0);
     assert!(m.kmalloc(64, Gfp::ATOMIC).is_err());
     let c = m.kmem_cache_create("fi_boot_all", 64, 0, SlabFlags::NONE, None).unwrap();
     let p: NonNull<u8> = m.kmem_cache_alloc(&c, Gfp::KERNEL).unwrap();
     // SAFETY: ours.
     unsafe { m.kmem_cache_free(&c, p) };
     drop(c);
-    m.failslab().set_probability(0);
-    m.fail_page_alloc().set_probability(0);
+    m.failslab().unwrap().set_probability(0);
+    m.fail_page_alloc().unwrap().set_probability(0);
     assert_still_works(&m);
 }
 

@@ -9,7 +9,8 @@
 //! meaning), per-CPU page lists, memory hotplug, the per-CPU area with `alloc_percpu` and
 //! per-CPU variables with `this_cpu_*` operations, the SLUB slab allocator ([`slab`]), the
 //! kmalloc family ([`kmalloc`]), vmalloc over the platform's page tables ([`vmalloc`]),
-//! Linux-format reports for misuse and failures, and the `/proc` views ([`proc`]).
+//! Linux-format reports for misuse and failures, the `/proc` views ([`proc`]), and Linux's
+//! fault injection (`failslab`, `fail_page_alloc`, fail-nth: [`fault`]).
 //!
 //! ```
 //! use kmem::Gfp;

@@ -33,7 +33,7 @@ use core::ptr::NonNull;
 
 use crate::addr::{Pfn, PhysAddr, VirtAddr};
 use crate::boot::{DeferredState, ZoneLayout};
-use crate::fault::FaultState;
+use crate::fault::FaultCell;
 use crate::kmalloc::KmallocState;
 use crate::mm::memmap::Memmap;
 use crate::mm::node::Node;
@@ -97,10 +97,11 @@ pub(crate) struct MachineState {
     pub(crate) events: VmEvents,
     pub(crate) pcp_enabled: AtomicBool,
     /// `pcp_enabled` and `fail_page_alloc` not armed: the order-0 fast path may run
-    /// ([`Kmem::page_fast_ok`]; written under the fault lock, `fault/mod.rs`).
+    /// ([`Kmem::page_fast_ok`]; written by `fault_rearm`, under the fault lock once there is
+    /// a fault state).
     pub(crate) page_fast: AtomicBool,
-    /// Fault injection: `failslab`, `fail_page_alloc`, the armed flags (`fault/`).
-    pub(crate) fault: FaultState,
+    /// Fault injection: the armed flags and where the rest is (`fault/`).
+    pub(crate) fault: FaultCell,
     /// The per-CPU allocator: first chunk and chunk list (`percpu/`).
     pub(crate) percpu: PercpuState,
     /// The slab allocator's registry (`slab/`).
@@ -144,7 +145,7 @@ impl MachineState {
             events: VmEvents::default(),
             pcp_enabled: AtomicBool::new(true),
             page_fast: AtomicBool::new(true),
-            fault: FaultState::new(),
+            fault: FaultCell::new(),
             percpu: PercpuState::empty(),
             slab: SlabState::empty(),
             hotplug_lock: RawSpinLock::new(),

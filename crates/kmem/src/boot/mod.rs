@@ -496,9 +496,10 @@ impl<P: Platform> Kmem<P> {
         unsafe { sp.write(state) };
         let sp = NonNull::new(sp).expect("direct map address is non-null");
         let kmem = Kmem::from_parts(platform, sp);
-        kmem.setup_fault_attrs(config.failslab, config.fail_page_alloc);
         kmem.setup_per_zone_wmarks();
         kmem.kmem_cache_init().map_err(BootError::Slab)?;
+        kmem.setup_fault_attrs(config.failslab, config.fail_page_alloc)
+            .map_err(|_| BootError::Slab(CacheError::NoMemory))?;
         Ok(kmem)
     }
 }

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 use super::attr::{FaultAttr, FaultParseError};
+use super::FaultState;
 use crate::machine::Kmem;
 use crate::platform::Platform;
 use crate::sync::Ordering;
@@ -12,12 +13,14 @@ use crate::sync::Ordering;
 #[derive(Clone, Copy)]
 pub struct FailslabHandle<'m, P: Platform> {
     pub(super) kmem: &'m Kmem<P>,
+    pub(super) f: &'m FaultState,
 }
 
 /// `/sys/kernel/debug/fail_page_alloc/`: from [`Kmem::fail_page_alloc`].
 #[derive(Clone, Copy)]
 pub struct FailPageAllocHandle<'m, P: Platform> {
     pub(super) kmem: &'m Kmem<P>,
+    pub(super) f: &'m FaultState,
 }
 
 /// The files every capability has.
@@ -25,7 +28,7 @@ macro_rules! common_files {
     ($handle:ident, $field:ident) => {
         impl<'m, P: Platform> $handle<'m, P> {
             fn attr_ref(&self) -> &'m FaultAttr {
-                &self.kmem.state().fault.$field.attr
+                &self.f.$field.attr
             }
             /// The attribute's current values (read-only).
             pub fn attr(&self) -> &'m FaultAttr {
@@ -80,12 +83,12 @@ macro_rules! common_files {
             /// `ignore-gfp-wait`: leave allocations that may sleep (`__GFP_DIRECT_RECLAIM`)
             /// alone (default on).
             pub fn set_ignore_gfp_wait(&self, on: bool) -> &Self {
-                self.kmem.state().fault.$field.ignore_gfp_reclaim.store(on, Ordering::Relaxed);
+                self.f.$field.ignore_gfp_reclaim.store(on, Ordering::Relaxed);
                 self
             }
             /// Whether `ignore-gfp-wait` is on.
             pub fn ignore_gfp_wait(&self) -> bool {
-                self.kmem.state().fault.$field.ignore_gfp_reclaim.load(Ordering::Relaxed)
+                self.f.$field.ignore_gfp_reclaim.load(Ordering::Relaxed)
             }
         }
 
@@ -104,32 +107,32 @@ impl<P: Platform> FailslabHandle<'_, P> {
     /// `cache-filter`: only caches created with `SLAB_FAILSLAB` (or given it by
     /// `slub_debug=A`) fail.
     pub fn set_cache_filter(&self, on: bool) -> &Self {
-        self.kmem.state().fault.failslab.cache_filter.store(on, Ordering::Relaxed);
+        self.f.failslab.cache_filter.store(on, Ordering::Relaxed);
         self
     }
     /// Whether `cache-filter` is on.
     pub fn cache_filter(&self) -> bool {
-        self.kmem.state().fault.failslab.cache_filter.load(Ordering::Relaxed)
+        self.f.failslab.cache_filter.load(Ordering::Relaxed)
     }
 }
 
 impl<P: Platform> FailPageAllocHandle<'_, P> {
     /// `ignore-gfp-highmem`: leave `__GFP_HIGHMEM` allocations alone (default on).
     pub fn set_ignore_gfp_highmem(&self, on: bool) -> &Self {
-        self.kmem.state().fault.page.ignore_gfp_highmem.store(on, Ordering::Relaxed);
+        self.f.page.ignore_gfp_highmem.store(on, Ordering::Relaxed);
         self
     }
     /// Whether `ignore-gfp-highmem` is on.
     pub fn ignore_gfp_highmem(&self) -> bool {
-        self.kmem.state().fault.page.ignore_gfp_highmem.load(Ordering::Relaxed)
+        self.f.page.ignore_gfp_highmem.load(Ordering::Relaxed)
     }
     /// `min-order`: smaller requests never fail (default 1).
     pub fn set_min_order(&self, order: u32) -> &Self {
-        self.kmem.state().fault.page.min_order.store(order, Ordering::Relaxed);
+        self.f.page.min_order.store(order, Ordering::Relaxed);
         self
     }
     /// The `min-order` setting.
     pub fn min_order(&self) -> u32 {
-        self.kmem.state().fault.page.min_order.load(Ordering::Relaxed)
+        self.f.page.min_order.load(Ordering::Relaxed)
     }
 }

@@ -9,6 +9,7 @@
 use core::panic::Location;
 
 use super::attr::{FaultAttr, Injected};
+use super::FaultState;
 use crate::gfp::Gfp;
 use crate::machine::Kmem;
 use crate::platform::{Platform, ReportKind};
@@ -27,7 +28,8 @@ impl<P: Platform> Kmem<P> {
     #[cold]
     #[inline(never)]
     fn should_failslab_armed(&self, s: &KmemCache, gfp: Gfp, caller: &'static Location<'static>) -> bool {
-        let f = &self.state().fault.failslab;
+        let Some(fs) = self.fault_state() else { return false };
+        let f = &fs.failslab;
         // No fault injection for the bootstrap cache.
         if s.id == BOOT_CACHE_ID || gfp.contains(Gfp::NOFAIL) {
             return false;
@@ -38,7 +40,7 @@ impl<P: Platform> Kmem<P> {
         if f.cache_filter.load(Ordering::Relaxed) && !s.layout.flags.contains(SlabFlags::FAILSLAB) {
             return false;
         }
-        self.should_fail_ex(&f.attr, "failslab", s.object_size() as i64, gfp, Some(caller))
+        self.should_fail_ex(fs, &f.attr, "failslab", s.object_size() as i64, gfp, Some(caller))
     }
 
     /// `should_fail_alloc_page(gfp, order)`, from `prepare_alloc_pages`.
@@ -50,7 +52,8 @@ impl<P: Platform> Kmem<P> {
     #[cold]
     #[inline(never)]
     fn should_fail_alloc_page_armed(&self, gfp: Gfp, order: u32) -> bool {
-        let f = &self.state().fault.page;
+        let Some(fs) = self.fault_state() else { return false };
+        let f = &fs.page;
         if order < f.min_order.load(Ordering::Relaxed) || gfp.contains(Gfp::NOFAIL) {
             return false;
         }
@@ -60,13 +63,14 @@ impl<P: Platform> Kmem<P> {
         if f.ignore_gfp_reclaim.load(Ordering::Relaxed) && gfp.contains(Gfp::DIRECT_RECLAIM) {
             return false;
         }
-        self.should_fail_ex(&f.attr, "fail_page_alloc", 1i64 << order, gfp, None)
+        self.should_fail_ex(fs, &f.attr, "fail_page_alloc", 1i64 << order, gfp, None)
     }
 
     /// `should_fail_ex(attr, size, flags)` with the current task's state; prints unless
     /// `__GFP_NOWARN` (`FAULT_NOWARN`).
     fn should_fail_ex(
         &self,
+        fs: &FaultState,
         attr: &FaultAttr,
         name: &str,
         size: i64,
@@ -78,9 +82,9 @@ impl<P: Platform> Kmem<P> {
         let mut task = before;
         let got = attr.should_fail(size, &mut task, in_task);
         if task != before {
-            self.set_task_fault(task);
+            self.set_task_fault(fs, task);
             if task.fail_nth == 0 {
-                self.fail_nth_fired();
+                self.fail_nth_fired(fs);
             }
         }
         let Some(inj) = got else { return false };

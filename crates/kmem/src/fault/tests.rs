@@ -146,22 +146,24 @@ fn machine_cell_and_armed_flags() {
     let c = m.kmem_cache_create("fi_unit", 48, 0, SlabFlags::NONE, None).unwrap();
     let keys = |m: &crate::Kmem<_>| {
         let mut v = crate::testing::std::vec::Vec::new();
-        m.for_each_cache(|k: &KmemCache| v.push(k.alloc_key.load(Ordering::Relaxed)));
+        m.for_each_cache(|k: &KmemCache| v.push(k.machine.load(Ordering::Relaxed)));
         v
     };
     let id = m.machine_id();
     assert!(m.page_fast_ok());
+    assert!(m.fault_state().is_none(), "nothing configured: no state allocated");
+    assert_eq!(m.fail_nth(), 0);
     assert!(keys(&m).iter().all(|&k| k == id), "nothing armed: every key is the machine id");
 
-    m.set_fail_nth(2);
+    m.set_fail_nth(2).unwrap();
     assert_eq!(m.platform().task_fault(), None, "the test platform keeps no task state");
     assert_eq!(m.fail_nth(), 2, "kept in the machine's cell");
     assert!(!m.page_fast_ok(), "a pending fail-nth arms fail_page_alloc");
-    assert!(keys(&m).iter().all(|&k| k == 0), "and every cache's key");
+    assert!(keys(&m).iter().all(|&k| k == id | KmemCache::ARMED), "and every cache's key");
     // fail_page_alloc's defaults ignore sleeping and order-0 requests: not counted.
     let p = m.alloc(Gfp::KERNEL, Order::ZERO).unwrap();
     assert_eq!(m.fail_nth(), 2);
-    m.fail_page_alloc().set_ignore_gfp_wait(false).set_min_order(0).set_verbose(0);
+    m.fail_page_alloc().unwrap().set_ignore_gfp_wait(false).set_min_order(0).set_verbose(0);
     let q = m.alloc(Gfp::KERNEL, Order::ZERO).unwrap();
     assert_eq!(m.fail_nth(), 1);
     let e = m.alloc(Gfp::KERNEL, Order::ZERO).unwrap_err();
@@ -169,14 +171,14 @@ fn machine_cell_and_armed_flags() {
     assert_eq!(m.fail_nth(), 0);
     // Fired: still armed until the next configuration call, which disarms.
     assert!(!m.page_fast_ok());
-    m.set_fail_nth(0);
+    m.set_fail_nth(0).unwrap();
     assert!(m.page_fast_ok());
     assert!(keys(&m).iter().all(|&k| k == id));
     // Probability arms only its own capability.
-    m.failslab().set_probability(50);
+    m.failslab().unwrap().set_probability(50);
     assert!(m.page_fast_ok());
-    assert!(keys(&m).iter().all(|&k| k == 0));
-    m.failslab().set_probability(0);
+    assert!(keys(&m).iter().all(|&k| k == id | KmemCache::ARMED));
+    m.failslab().unwrap().set_probability(0);
     assert!(keys(&m).iter().all(|&k| k == id));
     // pcp off keeps the page fast path off whatever fault injection says.
     m.set_pcp_enabled(false);

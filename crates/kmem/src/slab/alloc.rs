@@ -106,7 +106,7 @@ impl<P: Platform> Kmem<P> {
         if node.is_none()
             && !gfp.intersects(Gfp::ZERO.union(Gfp::SLAB_BUG_MASK))
             && !(gfp.allows_blocking() && self.platform().atomic_context())
-            && s.alloc_fast_ok(self)
+            && s.fast_is_of(self)
         {
             if let Some(obj) = self.alloc_fast(s) {
                 // SAFETY: object addresses are direct-map addresses, never 0.
