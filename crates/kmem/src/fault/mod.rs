@@ -244,7 +244,7 @@ impl<P: Platform> Kmem<P> {
         if st.fault.slab_armed.swap(slab, Ordering::Relaxed) != slab {
             let sl = self.slab();
             let lg = sl.list_lock.lock_irqsave(p);
-            sl.for_each_locked(&lg, |c| self.set_alloc_key(c, slab));
+            sl.for_each_locked(&lg, |c| self.set_machine_word(c, slab));
             drop(lg);
         }
         drop(g);
@@ -254,12 +254,12 @@ impl<P: Platform> Kmem<P> {
     /// the slab list lock.
     pub(crate) fn failslab_key_locked(&self, g: &SpinGuard<'_, P>, c: &KmemCache) {
         debug_assert!(g.holds(&self.slab().list_lock));
-        self.set_alloc_key(c, self.state().fault.slab_armed.load(Ordering::Relaxed));
+        self.set_machine_word(c, self.state().fault.slab_armed.load(Ordering::Relaxed));
     }
 
     /// The cache's machine word: the machine id, with [`KmemCache::ARMED`] while failslab is
     /// armed (the fast paths compare the whole word, everything else masks the bit).
-    fn set_alloc_key(&self, c: &KmemCache, armed: bool) {
+    fn set_machine_word(&self, c: &KmemCache, armed: bool) {
         let id = self.machine_id();
         c.machine.store(if armed { id | KmemCache::ARMED } else { id }, Ordering::Relaxed);
     }
