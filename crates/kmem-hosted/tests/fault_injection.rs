@@ -556,3 +556,25 @@ fn the_sweep_catches_a_leaky_error_path() {
         }
     });
 }
+
+/// kmem-alloc's `malloc` enters through `kmalloc_try_fast`: armed failslab sends it to the
+/// careful path (where the hook runs) on a machine whose threads own their CPUs, the one
+/// shape where the fast path serves at all.
+#[test]
+fn armed_failslab_reaches_kmalloc_try_fast() {
+    let m = MachineBuilder::new().ram_mib(64).thread_cpus(4).build().unwrap();
+    let warm = m.kmalloc(64, Gfp::ATOMIC).unwrap();
+    // SAFETY: ours, not used afterwards.
+    unsafe { m.kfree(warm.as_ptr()) };
+    let p = m.kmalloc_try_fast(64, Gfp::ATOMIC).expect("warm: served on the fast path");
+    m.failslab().unwrap().set_probability(100).set_times(-1).set_verbose(0);
+    assert!(m.kmalloc_try_fast(64, Gfp::ATOMIC).is_none(), "armed: the careful path's");
+    assert!(m.kmalloc(64, Gfp::ATOMIC).is_err());
+    m.failslab().unwrap().set_probability(0);
+    let q = m.kmalloc_try_fast(64, Gfp::ATOMIC).expect("disarmed: the fast path again");
+    // SAFETY: ours, not used afterwards.
+    unsafe {
+        m.kfree(p.as_ptr());
+        m.kfree(q.as_ptr());
+    }
+}
