@@ -83,6 +83,8 @@ pub struct MachineBuilder {
     echo: ReportEcho,
     migrate_every: u32,
     slub_debug: Option<String>,
+    failslab: Option<String>,
+    fail_page_alloc: Option<String>,
     slab_nomerge: bool,
     hotplug: u64,
     no_alloc_reports: bool,
@@ -117,6 +119,8 @@ impl MachineBuilder {
             echo: ReportEcho::Problems,
             migrate_every: 0,
             slub_debug: None,
+            failslab: None,
+            fail_page_alloc: None,
             slab_nomerge: false,
             hotplug: 0,
             no_alloc_reports: false,
@@ -200,6 +204,20 @@ impl MachineBuilder {
         self.migrate_every = n;
         self
     }
+    /// The `failslab=<interval>,<probability>,<space>,<times>` boot option (fault injection
+    /// into slab allocations from boot on; `kmem::fault`). A string that does not parse is
+    /// reported as Linux does (`FAULT_INJECTION: failed to parse arguments`) and ignored.
+    pub fn failslab(mut self, opts: &str) -> Self {
+        self.failslab = Some(opts.to_owned());
+        self
+    }
+
+    /// The `fail_page_alloc=<interval>,<probability>,<space>,<times>` boot option.
+    pub fn fail_page_alloc(mut self, opts: &str) -> Self {
+        self.fail_page_alloc = Some(opts.to_owned());
+        self
+    }
+
     /// The `slub_debug=` boot option (`""` for full debugging of every cache, `"FZ"`,
     /// `"P,kmalloc-*"`, `"FZPU;-,dentry"`...).
     pub fn slub_debug(mut self, opts: &str) -> Self {
@@ -391,6 +409,8 @@ impl MachineBuilder {
         let mut cfg = BootConfig::new(&regions, layout);
         cfg.nr_nodes = nodes;
         cfg.slab.slub_debug = self.slub_debug.as_deref();
+        cfg.failslab = self.failslab.as_deref();
+        cfg.fail_page_alloc = self.fail_page_alloc.as_deref();
         cfg.slab.nomerge = self.slab_nomerge;
         if self.hotplug > 0 {
             cfg.hotplug_end = Some(PhysAddr::new(self.hotplug));

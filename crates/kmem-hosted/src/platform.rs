@@ -11,6 +11,8 @@
 //!   area ([`kmem::Platform::kmap_range`]), the same page-table operations as vmalloc's.
 //! - `migrate_disable` holds the CPU without raising the preempt count (a hosted thread is
 //!   not time-sliced on its CPU, so holding the CPU is what keeps its `kmap_local` stack its own).
+//! - Fault injection's per-task state (`fail-nth`, `make-it-fail`) is a thread-local, for
+//!   one machine at a time ([`kmem::Platform::task_fault`]).
 //! - Reports go to a [`ReportLog`] the machine owner can read, and to stderr as
 //!   [`crate::console`] says.
 
@@ -20,11 +22,21 @@ use std::time::Instant;
 
 use crate::console::{Console, ReportEcho};
 use kmem::{
-    CpuId, DirectMap, IrqState, MapError, PageProt, PageTableAlloc, Pfn, Pinned, Platform, ReportKind, TaskId,
-    TlbFlush, VirtAddr,
+    CpuId, DirectMap, IrqState, MapError, PageProt, PageTableAlloc, Pfn, Pinned, Platform, ReportKind, TaskFault,
+    TaskId, TlbFlush, VirtAddr,
 };
 
 use crate::cpus::{self, Cpus};
+
+thread_local! {
+    /// The thread's fault-injection state (`current->fail_nth`, `make_it_fail`) and the
+    /// machine (its CPUs' id) it was set for: a thread has one, for one machine at a time;
+    /// read through another machine it is the default. Const-initialised, no destructor:
+    /// safe to touch from inside the process's allocator.
+    static TASK_FAULT: std::cell::Cell<(usize, TaskFault)> = const {
+        std::cell::Cell::new((0, TaskFault { fail_nth: 0, make_it_fail: false }))
+    };
+}
 
 /// The reports a machine has made, kept for the owner to read.
 #[derive(Debug, Default)]
@@ -283,6 +295,19 @@ unsafe impl Platform for HostedPlatform {
         }
         let t = std::thread::current();
         TaskId::new(tid, t.name().unwrap_or("kmem"))
+    }
+    // `#[inline]` keeps `TASK_FAULT` reachable from other crates, which gives it the
+    // initial-exec TLS model in libkmem_malloc.so's PIE build (an internal thread-local gets
+    // local-exec there, which a shared object cannot link).
+    #[inline]
+    fn task_fault(&self) -> Option<TaskFault> {
+        let (owner, state) = TASK_FAULT.get();
+        Some(if owner == self.machine_id { state } else { TaskFault::default() })
+    }
+    #[inline]
+    fn set_task_fault(&self, state: TaskFault) -> bool {
+        TASK_FAULT.set((self.machine_id, state));
+        true
     }
     fn vmalloc_range(&self) -> Option<(VirtAddr, VirtAddr)> {
         self.maps.vmalloc.map(|(s, e)| (VirtAddr::new(s), VirtAddr::new(e)))

@@ -9,7 +9,8 @@
 //! meaning), per-CPU page lists, memory hotplug, the per-CPU area with `alloc_percpu` and
 //! per-CPU variables with `this_cpu_*` operations, the SLUB slab allocator ([`slab`]), the
 //! kmalloc family ([`kmalloc`]), vmalloc over the platform's page tables ([`vmalloc`]),
-//! Linux-format reports for misuse and failures, and the `/proc` views ([`proc`]).
+//! Linux-format reports for misuse and failures, the `/proc` views ([`proc`]), and Linux's
+//! fault injection (`failslab`, `fail_page_alloc`, fail-nth: [`fault`]).
 //!
 //! ```
 //! use kmem::Gfp;
@@ -57,6 +58,7 @@ pub mod addr;
 pub mod alloc;
 pub mod boot;
 mod cpuhp;
+pub mod fault;
 pub mod gfp;
 pub mod highmem;
 pub mod kmalloc;
@@ -76,6 +78,7 @@ mod testing;
 pub use crate::alloc::{KBox, KVBox, KVVec, KVec, VBox, VVec};
 pub use addr::{Order, Pfn, PhysAddr, VirtAddr, MAX_PAGE_ORDER, PAGE_SHIFT, PAGE_SIZE};
 pub use boot::{BootConfig, BootError, MemRegion, Memblock, RegionKind, ZoneLayout};
+pub use fault::{FaultAttr, TaskFault};
 pub use gfp::Gfp;
 pub use highmem::{KmapError, KmapLocal, KmapScope, KmapStats, KM_MAX_IDX, LAST_PKMAP};
 pub use kmalloc::{KmallocError, ZERO_SIZE_PTR};

@@ -33,6 +33,7 @@ use core::ptr::NonNull;
 
 use crate::addr::{Pfn, PhysAddr, VirtAddr};
 use crate::boot::{DeferredState, ZoneLayout};
+use crate::fault::FaultCell;
 use crate::kmalloc::KmallocState;
 use crate::mm::memmap::Memmap;
 use crate::mm::node::Node;
@@ -95,6 +96,12 @@ pub(crate) struct MachineState {
     pub(crate) grouping_disabled: bool,
     pub(crate) events: VmEvents,
     pub(crate) pcp_enabled: AtomicBool,
+    /// `pcp_enabled` and `fail_page_alloc` not armed: the order-0 fast path may run
+    /// ([`Kmem::page_fast_ok`]; written by `fault_rearm`, under the fault lock once there is
+    /// a fault state).
+    pub(crate) page_fast: AtomicBool,
+    /// Fault injection: the armed flags and where the rest is (`fault/`).
+    pub(crate) fault: FaultCell,
     /// The per-CPU allocator: first chunk and chunk list (`percpu/`).
     pub(crate) percpu: PercpuState,
     /// The slab allocator's registry (`slab/`).
@@ -137,6 +144,8 @@ impl MachineState {
             grouping_disabled: false,
             events: VmEvents::default(),
             pcp_enabled: AtomicBool::new(true),
+            page_fast: AtomicBool::new(true),
+            fault: FaultCell::new(),
             percpu: PercpuState::empty(),
             slab: SlabState::empty(),
             hotplug_lock: RawSpinLock::new(),
@@ -348,10 +357,19 @@ impl<P: Platform> Kmem<P> {
         self.state().pcp_enabled.load(Ordering::Relaxed)
     }
 
+    /// Whether the order-0 allocation fast path may run: the per-CPU lists are on and
+    /// `fail_page_alloc` is not armed (one load, where the fast path used to read
+    /// `pcp_enabled`).
+    #[inline(always)]
+    pub(crate) fn page_fast_ok(&self) -> bool {
+        self.state().page_fast.load(Ordering::Relaxed)
+    }
+
     /// Turns the per-CPU page lists on or off (off drains them; everything then goes straight to
     /// the buddy lists, as for comparison benchmarks).
     pub fn set_pcp_enabled(&self, on: bool) {
         self.state().pcp_enabled.store(on, Ordering::Relaxed);
+        self.fault_rearm();
         if !on {
             self.drain_all_pages();
         }

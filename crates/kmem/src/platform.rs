@@ -228,6 +228,19 @@ pub unsafe trait Platform: Send + Sync {
     /// The current task's pid and name, for reports (`current->pid`, `current->comm`).
     fn current_task(&self) -> TaskId;
 
+    /// The current task's fault-injection state (`current->fail_nth`,
+    /// `current->make_it_fail`; `crate::fault`). `None` (the default): the platform keeps
+    /// none, and the machine keeps one cell for every caller (right for a single context).
+    fn task_fault(&self) -> Option<crate::fault::TaskFault> {
+        None
+    }
+    /// Stores the current task's fault-injection state; false (the default) when the
+    /// platform keeps none (the machine's cell is used).
+    fn set_task_fault(&self, state: crate::fault::TaskFault) -> bool {
+        let _ = state;
+        false
+    }
+
     /// Delivers one report. The core has already counted it; `body` writes its text.
     fn report(&self, kind: ReportKind, body: &dyn Fn(&mut dyn fmt::Write) -> fmt::Result);
 

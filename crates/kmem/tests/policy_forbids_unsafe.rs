@@ -6,6 +6,9 @@
 /// The files that must forbid `unsafe` (the layer diagram's "policy, safe" modules).
 const POLICY: &[&str] = &[
     "src/addr.rs",
+    "src/fault/attr.rs",
+    "src/fault/handle.rs",
+    "src/fault/hooks.rs",
     "src/gfp/mod.rs",
     "src/report.rs",
     "src/mm/alloc_flags.rs",

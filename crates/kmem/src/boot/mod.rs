@@ -92,6 +92,11 @@ pub struct BootConfig<'a> {
     /// machine of many possible CPUs touches none of their memory until they use it. Default
     /// false.
     pub ram_zeroed: bool,
+    /// The `failslab=<interval>,<probability>,<space>,<times>` boot option (`crate::fault`);
+    /// a string that does not parse is reported and ignored, as Linux does.
+    pub failslab: Option<&'a str>,
+    /// The `fail_page_alloc=<interval>,<probability>,<space>,<times>` boot option.
+    pub fail_page_alloc: Option<&'a str>,
 }
 
 impl<'a> BootConfig<'a> {
@@ -109,6 +114,8 @@ impl<'a> BootConfig<'a> {
             vmalloc_recycle: true,
             deferred_init: None,
             ram_zeroed: false,
+            failslab: None,
+            fail_page_alloc: None,
         }
     }
 }
@@ -491,6 +498,8 @@ impl<P: Platform> Kmem<P> {
         let kmem = Kmem::from_parts(platform, sp);
         kmem.setup_per_zone_wmarks();
         kmem.kmem_cache_init().map_err(BootError::Slab)?;
+        kmem.setup_fault_attrs(config.failslab, config.fail_page_alloc)
+            .map_err(|_| BootError::Slab(CacheError::NoMemory))?;
         Ok(kmem)
     }
 }

@@ -84,6 +84,11 @@ impl<P: Platform> Kmem<P> {
         }
         // SAFETY: slots hold descriptors of kmalloc caches, which are never destroyed.
         let cache = unsafe { &*(p as *const KmemCache) };
+        // Armed fault injection (failslab) marks the cache's machine word: kmalloc's careful
+        // path runs the hook.
+        if !cache.fast_is_of(self) {
+            return None;
+        }
         let obj = self.alloc_fast(cache)?;
         // SAFETY: object addresses are direct-map addresses, never 0.
         Some(unsafe { NonNull::new_unchecked(obj as *mut u8) })

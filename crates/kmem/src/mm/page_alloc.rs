@@ -61,8 +61,9 @@ impl<P: Platform> Kmem<P> {
 
     /// The common case in one straight line: an order-0 page on a one-node machine, from
     /// the preferred zone's per-CPU list, the zone comfortably above its low watermark, a
-    /// request that may be made where it is made. Anything else (and an empty zone) takes
-    /// the full path, which decides the same way and does the rest.
+    /// request that may be made where it is made, the per-CPU lists on and `fail_page_alloc`
+    /// not armed ([`Kmem::page_fast_ok`]). Anything else (and an empty zone) takes the full
+    /// path, which decides the same way and does the rest.
     #[inline(always)]
     fn alloc_page_fast(&self, gfp: Gfp, order: Order) -> Option<PageRef<'_>> {
         let st = self.state();
@@ -72,7 +73,7 @@ impl<P: Platform> Kmem<P> {
         if gfp.allows_blocking() && self.platform().atomic_context() {
             return None;
         }
-        if !self.pcp_enabled() {
+        if !self.page_fast_ok() {
             return None;
         }
         let highest = self.highest_zone(gfp.zone().ok()?);
@@ -234,6 +235,9 @@ impl<P: Platform> Kmem<P> {
         };
         if might_sleep {
             self.might_alloc(gfp);
+        }
+        if self.should_fail_alloc_page(gfp, order) {
+            return Err(err(AllocErrorKind::FaultInjected));
         }
         let node = self.node(nid).ok_or(err(AllocErrorKind::NoSuchNode(nid)))?;
         let zonelist = if gfp.contains(Gfp::THISNODE) { node.zonelist_thisnode() } else { node.zonelist() };

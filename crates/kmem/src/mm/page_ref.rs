@@ -134,6 +134,8 @@ pub enum AllocErrorKind {
     NoMemory,
     /// The page has no direct-map address (a HighMem page asked for as an address).
     NotDirectMapped,
+    /// `fail_page_alloc` injected this failure (`crate::fault`).
+    FaultInjected,
 }
 
 /// A failed page allocation: what was asked and why it failed.
@@ -155,6 +157,7 @@ impl fmt::Display for AllocError {
             AllocErrorKind::NoSuchNode(_) => "no such node",
             AllocErrorKind::NoMemory => "out of memory",
             AllocErrorKind::NotDirectMapped => "page not in the direct map",
+            AllocErrorKind::FaultInjected => "injected by fail_page_alloc",
         };
         write!(f, "page allocation failure: order:{}, mode:{:#x}({:#}): {why}", self.order, self.gfp.bits(), self.gfp)
     }

@@ -106,7 +106,7 @@ impl<P: Platform> Kmem<P> {
         if node.is_none()
             && !gfp.intersects(Gfp::ZERO.union(Gfp::SLAB_BUG_MASK))
             && !(gfp.allows_blocking() && self.platform().atomic_context())
-            && s.is_of(self)
+            && s.fast_is_of(self)
         {
             if let Some(obj) = self.alloc_fast(s) {
                 // SAFETY: object addresses are direct-map addresses, never 0.
@@ -133,6 +133,9 @@ impl<P: Platform> Kmem<P> {
             return Err(self.cache_of_other_machine("kmem_cache_alloc", s));
         }
         let gfp = self.slab_pre_alloc(s, gfp);
+        if self.should_failslab(s, gfp, caller) {
+            return Err(SlabAllocError::FaultInjected);
+        }
         let fast = if node.is_none() { self.alloc_fast_pinned(s, self.platform().pin_cpu()) } else { None };
         let obj = match fast {
             Some(o) => o,

@@ -21,6 +21,9 @@ impl<P: Platform> Kmem<P> {
             return 0;
         }
         let gfp = self.slab_pre_alloc(s, gfp);
+        if self.should_failslab(s, gfp, caller) {
+            return 0;
+        }
         let req = Req { gfp, node: None, caller, orig_size: s.object_size() as u32 };
         let mut i = 0;
         while i < out.len() {

@@ -91,7 +91,11 @@ pub struct KmemCache {
     pub(crate) cpu_sheaves: PercpuPtr,
     /// The machine the cache belongs to ([`Kmem::machine_id`]): a cache used with another
     /// machine is refused before anything of it is touched.
-    pub(crate) machine: usize,
+    /// While failslab is armed the word also carries [`KmemCache::ARMED`] (`fault/mod.rs`):
+    /// the fast paths compare the whole word, so every allocation takes the careful path
+    /// where `should_failslab` runs (Linux's static key, as a word the fast path already
+    /// tests); every other check masks the bit ([`KmemCache::is_of`]).
+    pub(crate) machine: AtomicUsize,
     /// Objects per sheaf; 0: the cache has no sheaves (debug caches, `kmem_sheaf`, the
     /// boot cache).
     pub(crate) sheaf_capacity: u32,
@@ -203,7 +207,7 @@ impl KmemCache {
         let debug = l.flags.intersects(SlabFlags::DEBUG_FLAGS);
         let cache = KmemCache {
             cpu_sheaves: init.cpu_sheaves,
-            machine: init.machine,
+            machine: AtomicUsize::new(init.machine),
             sheaf_capacity: if l.flags.intersects(SlabFlags::DEBUG_FLAGS) { 0 } else { init.sheaf_capacity },
             // Bit 56 set: the key's high half is never zero for an 8-aligned slot, so zeroed
             // memory never decodes like a free object's pointer (free.rs).
@@ -285,10 +289,20 @@ impl KmemCache {
     pub fn nodes(&self) -> impl Iterator<Item = (usize, &CacheNode)> + '_ {
         (0..self.nr_nodes as usize).map(move |n| (n, self.node(n)))
     }
-    /// Whether the cache belongs to machine `k` (a load and a compare).
+    /// The bit of the machine word that says failslab is armed (machine ids are the
+    /// addresses of aligned states: the bit is never part of one).
+    pub(crate) const ARMED: usize = 1;
+    /// Whether the cache belongs to machine `k` (a load, a mask and a compare).
     #[inline(always)]
     pub(crate) fn is_of<P: Platform>(&self, k: &Kmem<P>) -> bool {
-        self.machine == k.machine_id()
+        self.machine.load(Ordering::Relaxed) & !Self::ARMED == k.machine_id()
+    }
+    /// Whether the fast paths may serve this cache for machine `k`: it belongs to `k` and
+    /// failslab is not armed (a load and a compare). False sends the caller to its careful
+    /// path, which checks [`KmemCache::is_of`].
+    #[inline(always)]
+    pub(crate) fn fast_is_of<P: Platform>(&self, k: &Kmem<P>) -> bool {
+        self.machine.load(Ordering::Relaxed) == k.machine_id()
     }
     /// This cache's sheaves on `cpu`.
     #[inline(always)]

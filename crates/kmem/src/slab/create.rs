@@ -76,6 +76,7 @@ impl<P: Platform> Kmem<P> {
             let c = unsafe { c.as_ref() };
             let g = st.list_lock.lock_irqsave(self.platform());
             st.link_locked(&g, c);
+            self.failslab_key_locked(&g, c);
             slot.store(c as *const _ as usize, Ordering::Release);
         }
         Ok(())
@@ -261,6 +262,7 @@ impl<P: Platform> Kmem<P> {
         }
         let g = st.list_lock.lock_irqsave(self.platform());
         st.link_locked(&g, cr);
+        self.failslab_key_locked(&g, cr);
         Ok(Cache { kmem: self, cache: c })
     }
 

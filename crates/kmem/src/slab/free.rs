@@ -80,7 +80,7 @@ impl<P: Platform> Kmem<P> {
         if let Some((slab, word, off)) = self.slab_head_off(addr) {
             // A plain slab of `s`, and an object start in it; `s` must be this machine's
             // (another machine's cache may carry the same id).
-            if word == s.plain_word && s.is_plain_object(off) && s.is_of(self) {
+            if word == s.plain_word && s.is_plain_object(off) && s.fast_is_of(self) {
                 return self.free_checked(s, slab, off as u32, addr - off);
             }
         }

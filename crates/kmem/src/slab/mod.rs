@@ -214,6 +214,8 @@ pub enum SlabAllocError {
     OtherMachine,
     /// A constructed object was asked of a typed cache without a constructor.
     NoConstructor,
+    /// `failslab` injected this failure (`crate::fault`).
+    FaultInjected,
 }
 
 impl fmt::Display for SlabAllocError {
@@ -223,6 +225,7 @@ impl fmt::Display for SlabAllocError {
             Self::NoSuchNode(n) => write!(f, "slab allocation failed: no node {n}"),
             Self::OtherMachine => write!(f, "slab allocation failed: the cache belongs to another machine"),
             Self::NoConstructor => write!(f, "slab allocation failed: the cache has no constructor"),
+            Self::FaultInjected => write!(f, "slab allocation failed: injected by failslab"),
         }
     }
 }

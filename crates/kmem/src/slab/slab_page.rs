@@ -231,7 +231,10 @@ impl<P: Platform> Kmem<P> {
         }
         let (page, order): (PageRef<'_>, u32) = match alloc(l.order, try_gfp) {
             Ok(p) => (p, l.order),
-            Err(_) if l.order > l.min_order => match alloc(l.min_order, flags) {
+            // Linux retries at the minimum order with the caller's flags even when that is the
+            // same order: the first try dropped __GFP_NOFAIL (and added __GFP_NORETRY), so
+            // without the retry a NOFAIL slab allocation could fail.
+            Err(_) => match alloc(l.min_order, flags) {
                 Ok(p) => {
                     let pin = self.platform().pin_cpu();
                     s.pcs(self, pin.cpu.index()).stat(super::sheaf::SlubStat::OrderFallback);
@@ -240,7 +243,6 @@ impl<P: Platform> Kmem<P> {
                 }
                 Err(e) => return Err(SlabAllocError::NoMemory(e)),
             },
-            Err(e) => return Err(SlabAllocError::NoMemory(e)),
         };
         let objects = s.objects_for(order);
         let leftover = ((crate::PAGE_SIZE as u32) << order) - objects * l.size;
