@@ -125,6 +125,7 @@ impl<P: Platform> Kmem<P> {
         buddy::free_one_page(&g, zone, mm, pfn, order, mt, false);
         bump_locked(&zone.events.pgfree, order.nr_pages() as u64);
         drop(g);
+        zone.wake_nofail_waiters(self.platform());
     }
 
     /// `free_pages(addr, order)`: `__free_pages` by direct-map address; a null address is
