@@ -34,7 +34,7 @@ pub struct DemoArgs {
     #[arg(long)]
     pub no_progress: bool,
     /// The /proc views to print, comma-separated (buddyinfo, pagetypeinfo, zoneinfo, meminfo,
-    /// slabinfo, vmallocinfo, unusable_index, extfrag_index), `all` or `none`.
+    /// slabinfo, vmallocinfo, vmstat, unusable_index, extfrag_index), `all` or `none`.
     #[arg(long, value_name = "LIST", default_value = "buddyinfo,slabinfo", value_parser = crate::views::parse_view_list)]
     pub views: ViewList,
 }

@@ -125,6 +125,7 @@ fn demo_views_are_chosen() {
             "/proc/meminfo",
             "/proc/slabinfo",
             "/proc/vmallocinfo",
+            "/proc/vmstat",
             "/sys/kernel/debug/extfrag/unusable_index",
             "/sys/kernel/debug/extfrag/extfrag_index"
         ]
@@ -158,7 +159,7 @@ fn usage_errors_name_what_is_wrong_and_the_help_to_read() {
     assert_eq!(
         err(&["proc"]),
         "kmem: error: the following required arguments were not provided: <VIEW> [possible values: buddyinfo, \
-         pagetypeinfo, zoneinfo, meminfo, slabinfo, unusable_index, extfrag_index, vmallocinfo] (see kmem proc --help)\n"
+         pagetypeinfo, zoneinfo, meminfo, slabinfo, unusable_index, extfrag_index, vmallocinfo, vmstat] (see kmem proc --help)\n"
     );
     assert!(err(&["proc", "nosuch"]).ends_with(" (see kmem proc --help)\n"));
     assert!(err(&["proc", "nosuch"]).contains("[possible values: buddyinfo, "));

@@ -147,8 +147,8 @@ fn gfp_kernel_reclaims_from_a_shrinker_instead_of_failing() {
     let ev = m.reclaim_events();
     assert!(m.allocstall() > 0, "no direct reclaim");
     assert!(cache.scans.load(Ordering::Relaxed) > 0 && cache.freed.load(Ordering::Relaxed) >= 2000);
-    assert!(ev.slabs_scanned.load(Ordering::Relaxed) >= 2000);
-    assert!(ev.pgsteal_direct.load(Ordering::Relaxed) > 0);
+    assert!(ev.slabs_scanned >= 2000);
+    assert!(ev.pgsteal_direct > 0);
     assert_eq!(cache.bad_context.load(Ordering::Relaxed), 0);
     assert_eq!(cache.wrong_gfp.load(Ordering::Relaxed), 0, "shrinker called with another GFP context");
     assert_eq!(m.report_count(ReportKind::Oom), 0);
@@ -176,7 +176,7 @@ fn gfp_nofs_never_enters_a_shrinker_that_needs_the_filesystem() {
     for a in kept.pages.drain(..) {
         fs.push(a);
     }
-    let skipped = m.reclaim_events().shrinker_skipped.load(Ordering::Relaxed);
+    let skipped = m.reclaim_events().shrinker_skipped;
     let fs_calls = fs.counts.load(Ordering::Relaxed);
     let mut got = 0;
     for _ in 0..32 {
@@ -188,7 +188,7 @@ fn gfp_nofs_never_enters_a_shrinker_that_needs_the_filesystem() {
     assert!(got > 0, "GFP_NOFS got nothing although the plain shrinker held pages");
     assert!(plain.scans.load(Ordering::Relaxed) > 0, "the plain shrinker was not asked");
     assert_eq!(fs.counts.load(Ordering::Relaxed), fs_calls, "a GFP_NOFS reclaim called the FS shrinker");
-    assert!(m.reclaim_events().shrinker_skipped.load(Ordering::Relaxed) > skipped);
+    assert!(m.reclaim_events().shrinker_skipped > skipped);
     assert_eq!(fs.bad_context.load(Ordering::Relaxed), 0);
     // GFP_KERNEL may use it, once the plain cache is empty.
     for _ in 0..3000 {
@@ -209,7 +209,7 @@ fn gfp_noio_never_enters_a_shrinker_that_needs_io() {
     s.register(io);
     let mut kept = Kept::new(&m);
     kept.fill(Gfp::KERNEL);
-    for a in kept.pages.drain(..).take(64) {
+    for a in kept.pages.drain(..64) {
         io.push(a);
     }
     let calls = io.counts.load(Ordering::Relaxed);
@@ -251,26 +251,26 @@ fn retry_mayfail_fails_without_oom_and_noretry_makes_one_attempt() {
     let oom = m.report_count(ReportKind::Oom);
     let fail = m.report_count(ReportKind::PageAllocFailure);
     // The fill's last, failed, GFP_KERNEL request went through the OOM path (silently).
-    let ooms = m.reclaim_events().oom.load(Ordering::Relaxed);
+    let ooms = m.reclaim_events().oom;
     assert_eq!(ooms, 1);
 
     let stalls = m.allocstall();
     assert!(m.alloc_page(Gfp::KERNEL | Gfp::RETRY_MAYFAIL).is_err());
     assert!(m.allocstall() > stalls);
     assert_eq!(m.report_count(ReportKind::Oom), oom, "RETRY_MAYFAIL reached the OOM path");
-    assert_eq!(m.reclaim_events().oom.load(Ordering::Relaxed), ooms);
+    assert_eq!(m.reclaim_events().oom, ooms);
     assert_eq!(m.report_count(ReportKind::PageAllocFailure), fail + 1);
 
     let stalls = m.allocstall();
     assert!(m.alloc_page(Gfp::KERNEL | Gfp::NORETRY | Gfp::NOWARN).is_err());
     assert_eq!(m.allocstall(), stalls + 1, "NORETRY: one light attempt");
-    assert_eq!(m.reclaim_events().oom.load(Ordering::Relaxed), ooms);
+    assert_eq!(m.reclaim_events().oom, ooms);
 
     // A costly order gives up after one reclaim too, without OOM.
     let stalls = m.allocstall();
     assert!(m.alloc_pages(Gfp::KERNEL | Gfp::NOWARN, Order::new(4).unwrap()).is_err());
     assert_eq!(m.allocstall(), stalls + 1);
-    assert_eq!(m.reclaim_events().oom.load(Ordering::Relaxed), ooms);
+    assert_eq!(m.reclaim_events().oom, ooms);
 
     // GFP_KERNEL, order 0: the OOM path, with Linux's report.
     assert!(m.alloc_page(Gfp::KERNEL).is_err());
@@ -282,7 +282,7 @@ fn retry_mayfail_fails_without_oom_and_noretry_makes_one_attempt() {
     // __GFP_NOWARN: the OOM path runs, silently.
     assert!(m.alloc_page(Gfp::KERNEL | Gfp::NOWARN).is_err());
     assert_eq!(m.report_count(ReportKind::Oom), oom + 1);
-    assert_eq!(m.reclaim_events().oom.load(Ordering::Relaxed), ooms + 2);
+    assert_eq!(m.reclaim_events().oom, ooms + 2);
 }
 
 struct Notifier {
@@ -309,19 +309,22 @@ impl OomNotifier for Notifier {
 #[test]
 fn oom_notifiers_are_asked_before_the_oom_report() {
     let m = machine();
-    let mut kept = Kept::new(&m);
-    kept.fill(Gfp::KERNEL);
     let nb: &'static Notifier = Box::leak(Box::new(Notifier {
-        pages: Mutex::new(kept.pages.drain(..).take(256).map(|a| a.as_usize()).collect()),
+        pages: Mutex::new(Vec::new()),
         machine: AtomicUsize::new(&m as *const Machine as usize),
         calls: AtomicUsize::new(0),
     }));
+    // Registered before the pressure, as a kernel registers at init.
     let h = m.register_oom_notifier(nb).unwrap();
+    let mut kept = Kept::new(&m);
+    kept.fill(Gfp::KERNEL | Gfp::RETRY_MAYFAIL);
+    assert_eq!(nb.calls.load(Ordering::Relaxed), 0, "RETRY_MAYFAIL reached the OOM path");
+    nb.pages.lock().unwrap().extend(kept.pages.drain(..256).map(|a| a.as_usize()));
     let a = m.__get_free_page(Gfp::KERNEL).expect("the notifier freed memory");
     kept.pages.push(a);
     assert_eq!(nb.calls.load(Ordering::Relaxed), 1);
     assert_eq!(m.report_count(ReportKind::Oom), 0);
-    assert_eq!(m.reclaim_events().oom_notifier_freed.load(Ordering::Relaxed), 256);
+    assert_eq!(m.reclaim_events().oom_notifier_freed, 256);
     m.unregister_oom_notifier(h);
     kept.fill(Gfp::KERNEL);
     assert!(m.__get_free_page(Gfp::KERNEL).is_err());
@@ -346,14 +349,14 @@ fn nofail_sleeps_until_another_thread_frees_memory() {
     std::thread::scope(|sc| {
         let t = sc.spawn(|| m.__get_free_page(Gfp::KERNEL | Gfp::NOFAIL).unwrap());
         // Wait (by counting, not timing) until the allocation sleeps, then free one page.
-        while m.reclaim_events().nofail_waits.load(Ordering::Acquire) == 0 {
+        while m.reclaim_events().nofail_waits == 0 {
             std::thread::yield_now();
         }
         kept.free(1);
         let a = t.join().unwrap();
         kept.pages.push(a);
     });
-    assert_eq!(m.reclaim_events().nofail_waits.load(Ordering::Relaxed), 1);
+    assert_eq!(m.reclaim_events().nofail_waits, 1);
     // The allocation went through the OOM path first (reported: no __GFP_NOWARN).
     assert_eq!(m.report_count(ReportKind::Oom), 1);
     for z in m.zones() {
@@ -395,7 +398,7 @@ fn nofail_wakeups_are_not_lost() {
     let got = got.into_inner().unwrap();
     assert_eq!(got.len(), THREADS * EACH);
     kept.pages.extend(got);
-    assert!(m.reclaim_events().nofail_waits.load(Ordering::Relaxed) > 0);
+    assert!(m.reclaim_events().nofail_waits > 0);
 }
 
 #[test]
@@ -411,8 +414,8 @@ fn kswapd_brings_free_memory_back_over_high() {
     }
     m.wait_kswapd_idle();
     assert!(m.events().kswapd_wake.load(Ordering::Relaxed) > 0, "kswapd not woken");
-    assert!(m.reclaim_events().pageoutrun.load(Ordering::Relaxed) > 0);
-    assert!(m.reclaim_events().pgsteal_kswapd.load(Ordering::Relaxed) > 0);
+    assert!(m.reclaim_events().pageoutrun > 0);
+    assert!(m.reclaim_events().pgsteal_kswapd > 0);
     assert!(m.pgdat_balanced(0, Order::ZERO, ZoneType::Normal), "node not over high after kswapd");
     assert!(m.zones().any(|z| z.is_managed()
         && z.free_pages() > z.wmark(kmem::mm::zone::Wmark::High) + z.lowmem_reserve(ZoneType::Normal)));
@@ -434,7 +437,7 @@ fn slab_caches_give_back_empty_slabs_reclaimable_first() {
     let mut kept = Kept::new(&m);
     kept.fill(Gfp::KERNEL);
     assert!(slabs() < before, "reclaim left the empty slabs ({before})");
-    assert!(m.reclaim_events().slab_pages_reclaimed.load(Ordering::Relaxed) > 0);
+    assert!(m.reclaim_events().slab_pages_reclaimed > 0);
     drop(kept);
     m.kmem_cache_destroy(c);
 }

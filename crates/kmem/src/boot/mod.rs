@@ -491,6 +491,7 @@ impl<P: Platform> Kmem<P> {
         let kmem = Kmem::from_parts(platform, sp);
         kmem.setup_per_zone_wmarks();
         kmem.kmem_cache_init().map_err(BootError::Slab)?;
+        kmem.reclaim_init();
         Ok(kmem)
     }
 }

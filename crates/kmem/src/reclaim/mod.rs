@@ -33,11 +33,12 @@ pub use shrinker::{
 };
 pub use vmscan::KswapdRun;
 
+use crate::addr::{Order, PAGE_SIZE};
+use crate::gfp::Gfp;
 use crate::machine::Kmem;
-use crate::mm::page::MAX_NUMNODES;
 use crate::mm::zone_type::MAX_NR_ZONES;
 use crate::platform::Platform;
-use crate::sync::{AtomicBool, AtomicU32, AtomicU64, Ordering, RawSpinLock, SpinGuard};
+use crate::sync::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering, RawSpinLock, SpinGuard};
 
 /// `MAX_RECLAIM_RETRIES`: passes without progress before the slow path (or kswapd) gives up.
 pub const MAX_RECLAIM_RETRIES: u32 = 16;
@@ -75,65 +76,116 @@ impl<T: ?Sized + 'static, const N: usize> OpsCells<T, N> {
     }
 }
 
-/// Reclaim's event counters (the `/proc/vmstat` lines of reclaim), machine-wide.
+/// Reclaim's event counters of one CPU (Linux's per-CPU `vm_event_states`): a per-CPU
+/// allocation made at the end of boot, so the machine state (and boot's carving) keeps its
+/// size and counting makes no shared write. Zeroed atomics.
 #[derive(Debug, Default)]
-pub struct ReclaimEvents {
-    /// `allocstall_<zone>`: direct reclaims, by the highest zone of the allocation.
-    pub allocstall: [AtomicU64; MAX_NR_ZONES],
-    /// `pgscan_kswapd`: pages kswapd's passes got back (kmem has no LRU: see the module docs
-    /// of `proc::vmstat`).
-    pub pgscan_kswapd: AtomicU64,
-    /// `pgscan_direct`.
-    pub pgscan_direct: AtomicU64,
-    /// `pgsteal_kswapd`.
-    pub pgsteal_kswapd: AtomicU64,
-    /// `pgsteal_direct`.
-    pub pgsteal_direct: AtomicU64,
+#[repr(C)]
+pub(crate) struct ReclaimEvents {
+    pub(crate) allocstall: [AtomicU64; MAX_NR_ZONES],
+    pub(crate) pgsteal_kswapd: AtomicU64,
+    pub(crate) pgsteal_direct: AtomicU64,
+    pub(crate) slabs_scanned: AtomicU64,
+    pub(crate) kswapd_low_wmark_hit_quickly: AtomicU64,
+    pub(crate) kswapd_high_wmark_hit_quickly: AtomicU64,
+    pub(crate) pageoutrun: AtomicU64,
+    pub(crate) shrinker_calls: AtomicU64,
+    pub(crate) shrinker_skipped: AtomicU64,
+    pub(crate) slab_pages_reclaimed: AtomicU64,
+    pub(crate) oom: AtomicU64,
+    pub(crate) oom_notifier_freed: AtomicU64,
+    pub(crate) nofail_waits: AtomicU64,
+    pub(crate) nofail_wakeups: AtomicU64,
+}
+
+/// Reclaim's event counters, summed over the CPUs ([`Kmem::reclaim_events`]): the
+/// `/proc/vmstat` lines of reclaim and a few of kmem's own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReclaimStats {
+    /// `allocstall_<zone>`: direct reclaims, by the highest zone of the allocation
+    /// (indexed by `ZoneType as usize`).
+    pub allocstall: [u64; MAX_NR_ZONES],
+    /// `pgsteal_kswapd` (and `pgscan_kswapd`: kmem has no LRU, see `proc::vmstat`): pages
+    /// kswapd's passes got back.
+    pub pgsteal_kswapd: u64,
+    /// `pgsteal_direct` (and `pgscan_direct`): pages direct reclaim got back.
+    pub pgsteal_direct: u64,
     /// `slabs_scanned`: objects shrinkers were asked to scan.
-    pub slabs_scanned: AtomicU64,
+    pub slabs_scanned: u64,
     /// `kswapd_low_wmark_hit_quickly`: kswapd was woken again before it could sleep.
-    pub kswapd_low_wmark_hit_quickly: AtomicU64,
+    pub kswapd_low_wmark_hit_quickly: u64,
     /// `kswapd_high_wmark_hit_quickly`: kswapd found the node below high again when it went
     /// to sleep.
-    pub kswapd_high_wmark_hit_quickly: AtomicU64,
+    pub kswapd_high_wmark_hit_quickly: u64,
     /// `pageoutrun`: kswapd balancing passes.
-    pub pageoutrun: AtomicU64,
+    pub pageoutrun: u64,
     /// Shrinker calls (`count_objects`) made by reclaim.
-    pub shrinker_calls: AtomicU64,
+    pub shrinker_calls: u64,
     /// Shrinkers skipped because the allocation's context forbade them (`GFP_NOFS` and a
     /// shrinker that needs the filesystem, `GFP_NOIO` and one that needs I/O).
-    pub shrinker_skipped: AtomicU64,
+    pub shrinker_skipped: u64,
     /// Pages the built-in slab shrinker gave back (empty slabs).
-    pub slab_pages_reclaimed: AtomicU64,
-    /// Out-of-memory events (`out_of_memory` calls that found nothing to free).
-    pub oom: AtomicU64,
+    pub slab_pages_reclaimed: u64,
+    /// Out-of-memory events (`out_of_memory` calls whose notifiers freed nothing).
+    pub oom: u64,
     /// Pages OOM notifiers reported freed.
-    pub oom_notifier_freed: AtomicU64,
+    pub oom_notifier_freed: u64,
     /// `__GFP_NOFAIL` allocations that had to sleep for memory.
-    pub nofail_waits: AtomicU64,
+    pub nofail_waits: u64,
     /// Times such a sleeper was woken.
-    pub nofail_wakeups: AtomicU64,
+    pub nofail_wakeups: u64,
+}
+
+impl ReclaimStats {
+    /// `allocstall` summed over zones.
+    pub fn allocstall_total(&self) -> u64 {
+        self.allocstall.iter().sum()
+    }
 }
 
 /// kswapd's per-node state (`pgdat->kswapd_order`, `kswapd_highest_zoneidx`, `kswapd_failures`).
+/// Four bytes, kept in the node's padding (`Node::kswapd`).
 #[derive(Debug, Default)]
 pub(crate) struct KswapdNode {
     /// A wake-up not yet taken by kswapd.
     pub(crate) pending: AtomicBool,
     /// Highest order requested since the last run.
-    pub(crate) order: AtomicU32,
+    pub(crate) order: AtomicU8,
     /// Highest zone index requested plus one (0: none).
-    pub(crate) highest: AtomicU32,
+    pub(crate) highest: AtomicU8,
     /// Balancing passes in a row that reclaimed nothing.
-    pub(crate) failures: AtomicU32,
+    pub(crate) failures: AtomicU8,
+}
+
+impl KswapdNode {
+    crate::sync::const_fn_unless_loom! {
+        /// Asleep, nothing requested.
+        pub(crate) fn new() -> Self {
+            Self {
+                pending: AtomicBool::new(false),
+                order: AtomicU8::new(0),
+                highest: AtomicU8::new(0),
+                failures: AtomicU8::new(0),
+            }
+        }
+    }
+}
+
+/// The shrinker and OOM-notifier tables: a few KiB, allocated from the page allocator by the
+/// first registration (managed memory, never freed), so that machines without any keep their
+/// boot layout.
+pub(crate) struct ReclaimTables {
+    pub(crate) shrinkers: shrinker::ShrinkerTable,
+    pub(crate) oom: oom::OomTable,
 }
 
 /// Everything reclaim keeps in the machine state.
 pub(crate) struct ReclaimState {
-    pub(crate) shrinkers: shrinker::ShrinkerTable,
-    pub(crate) oom: oom::OomTable,
-    pub(crate) events: ReclaimEvents,
-    pub(crate) kswapd: [KswapdNode; MAX_NUMNODES],
+    /// Address of the [`ReclaimTables`], 0 until the first registration.
+    tables: AtomicUsize,
+    /// The per-CPU [`ReclaimEvents`] (`PercpuPtr` parts; chunk 0 until `reclaim_init`).
+    ev_chunk: AtomicUsize,
+    ev_off: AtomicU32,
     /// `__GFP_NOFAIL` sleepers, and the lock under which the first lowers the per-CPU lists'
     /// `high` (so frees reach the buddy lists, where the sleeper can see them) and the last
     /// restores it.
@@ -145,17 +197,16 @@ pub(crate) struct ReclaimState {
 
 impl fmt::Debug for ReclaimState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ReclaimState").field("events", &self.events).finish_non_exhaustive()
+        f.debug_struct("ReclaimState").finish_non_exhaustive()
     }
 }
 
 impl ReclaimState {
     pub(crate) fn new() -> Self {
         Self {
-            shrinkers: shrinker::ShrinkerTable::new(),
-            oom: oom::OomTable::new(),
-            events: ReclaimEvents::default(),
-            kswapd: core::array::from_fn(|_| KswapdNode::default()),
+            tables: AtomicUsize::new(0),
+            ev_chunk: AtomicUsize::new(0),
+            ev_off: AtomicU32::new(0),
             nofail_lock: RawSpinLock::new(),
             nofail_sleepers: AtomicU32::new(0),
             oom_lock: AtomicBool::new(false),
@@ -170,14 +221,101 @@ impl<P: Platform> Kmem<P> {
         &self.state().reclaim
     }
 
-    /// Reclaim's event counters.
-    pub fn reclaim_events(&self) -> &ReclaimEvents {
-        &self.reclaim().events
+    /// The shrinker and OOM-notifier tables, once the first registration allocated them.
+    #[inline]
+    pub(crate) fn reclaim_tables(&self) -> Option<&'static ReclaimTables> {
+        let p = self.reclaim().tables.load(Ordering::Acquire);
+        // SAFETY: a non-zero address is that of tables written by `reclaim_tables_or_alloc`
+        // in pages never freed, which live as long as the machine's RAM (the returned
+        // `'static` is the machine's lifetime: callers hold `&self` or a handle borrowing it).
+        (p != 0).then(|| unsafe { &*(p as *const ReclaimTables) })
+    }
+
+    /// The tables, allocating them (`GFP_KERNEL`) if this is the first registration.
+    pub(crate) fn reclaim_tables_or_alloc(&self) -> Option<&'static ReclaimTables> {
+        if let Some(t) = self.reclaim_tables() {
+            return Some(t);
+        }
+        let pages = core::mem::size_of::<ReclaimTables>().div_ceil(PAGE_SIZE).next_power_of_two();
+        let order = Order::new(pages.trailing_zeros())?;
+        let va = self.__get_free_pages(Gfp::KERNEL | Gfp::ZERO, order).ok()?;
+        let p = va.as_mut_ptr::<ReclaimTables>();
+        // SAFETY: `va` is a fresh direct-map block of `order` pages, page aligned and at
+        // least as large as the tables (computed above), ours alone until published.
+        unsafe { p.write(ReclaimTables { shrinkers: shrinker::ShrinkerTable::new(), oom: oom::OomTable::new() }) };
+        match self.reclaim().tables.compare_exchange(0, p as usize, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => {}
+            // SAFETY: another registration published its tables first: the block is ours,
+            // never published, and nothing refers to it.
+            Err(_) => unsafe { self.free_pages(va, order) },
+        }
+        self.reclaim_tables()
+    }
+
+    /// Allocates the per-CPU event counters (end of boot). Without them (the per-CPU
+    /// allocator failed) reclaim works and counts nothing.
+    pub(crate) fn reclaim_init(&self) {
+        let size = core::mem::size_of::<ReclaimEvents>();
+        if let Ok(p) = self.__alloc_percpu_gfp(size, 8, Gfp::KERNEL | Gfp::NOWARN) {
+            let (chunk, off) = p.to_raw();
+            self.reclaim().ev_off.store(off, Ordering::Relaxed);
+            self.reclaim().ev_chunk.store(chunk, Ordering::Release);
+        }
+    }
+
+    /// CPU `cpu`'s event counters.
+    #[inline]
+    fn events_of(&self, cpu: usize) -> Option<&ReclaimEvents> {
+        let r = self.reclaim();
+        let chunk = r.ev_chunk.load(Ordering::Acquire);
+        if chunk == 0 {
+            return None;
+        }
+        let p = crate::percpu::PercpuPtr::from_raw(chunk, r.ev_off.load(Ordering::Relaxed));
+        // SAFETY: the allocation lives as long as the machine (never freed), `cpu` is below
+        // nr_cpus, and each CPU's copy is zeroed memory of the right size and alignment:
+        // atomics, shared by reference only.
+        Some(unsafe { &*(self.per_cpu_ptr_unchecked(p, cpu) as *const ReclaimEvents) })
+    }
+
+    /// Adds `n` to the counter `f` picks, on the current CPU's copy (which CPU does not
+    /// matter for a sum: no pinning, an atomic add).
+    #[inline]
+    pub(crate) fn count_reclaim(&self, f: impl FnOnce(&ReclaimEvents) -> &AtomicU64, n: u64) {
+        if let Some(e) = self.events_of(self.platform().current_cpu().index()) {
+            f(e).fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Reclaim's event counters, summed over the CPUs.
+    pub fn reclaim_events(&self) -> ReclaimStats {
+        let mut t = ReclaimStats::default();
+        for cpu in 0..self.nr_cpus() {
+            let Some(e) = self.events_of(cpu) else { break };
+            let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            for (i, a) in e.allocstall.iter().enumerate() {
+                t.allocstall[i] += g(a);
+            }
+            t.pgsteal_kswapd += g(&e.pgsteal_kswapd);
+            t.pgsteal_direct += g(&e.pgsteal_direct);
+            t.slabs_scanned += g(&e.slabs_scanned);
+            t.kswapd_low_wmark_hit_quickly += g(&e.kswapd_low_wmark_hit_quickly);
+            t.kswapd_high_wmark_hit_quickly += g(&e.kswapd_high_wmark_hit_quickly);
+            t.pageoutrun += g(&e.pageoutrun);
+            t.shrinker_calls += g(&e.shrinker_calls);
+            t.shrinker_skipped += g(&e.shrinker_skipped);
+            t.slab_pages_reclaimed += g(&e.slab_pages_reclaimed);
+            t.oom += g(&e.oom);
+            t.oom_notifier_freed += g(&e.oom_notifier_freed);
+            t.nofail_waits += g(&e.nofail_waits);
+            t.nofail_wakeups += g(&e.nofail_wakeups);
+        }
+        t
     }
 
     /// `allocstall` summed over zones.
     pub fn allocstall(&self) -> u64 {
-        self.reclaim().events.allocstall.iter().map(|a| a.load(Ordering::Relaxed)).sum()
+        self.reclaim_events().allocstall_total()
     }
 
     /// Runs `f` with `PF_MEMALLOC` set for the current task (`memalloc_noreclaim_save`):

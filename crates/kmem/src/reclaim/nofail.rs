@@ -36,8 +36,7 @@ impl<P: Platform> Kmem<P> {
         try_alloc: &dyn Fn() -> Option<T>,
         reclaim: &dyn Fn() -> usize,
     ) -> T {
-        let ev = &self.reclaim().events;
-        ev.nofail_waits.fetch_add(1, Ordering::Relaxed);
+        self.count_reclaim(|e| &e.nofail_waits, 1);
         zones(&mut |z| {
             z.nofail_waiters.fetch_add(1, Ordering::SeqCst);
         });
@@ -55,7 +54,7 @@ impl<P: Platform> Kmem<P> {
             }
             progress_rounds = 0;
             self.platform().wait_for_free_memory(ready);
-            ev.nofail_wakeups.fetch_add(1, Ordering::Relaxed);
+            self.count_reclaim(|e| &e.nofail_wakeups, 1);
         };
         zones(&mut |z| {
             z.nofail_waiters.fetch_sub(1, Ordering::Relaxed);

@@ -24,11 +24,16 @@ pub const MAX_OOM_NOTIFIERS: usize = 16;
 pub enum OomNotifierError {
     /// Every slot of the chain is taken.
     TableFull,
+    /// The table could not be allocated (the first registration allocates it).
+    NoMemory,
 }
 
 impl fmt::Display for OomNotifierError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "OOM notifier chain full ({MAX_OOM_NOTIFIERS} notifiers)")
+        match self {
+            OomNotifierError::TableFull => write!(f, "OOM notifier chain full ({MAX_OOM_NOTIFIERS} notifiers)"),
+            OomNotifierError::NoMemory => f.write_str("no memory for the OOM notifier chain"),
+        }
     }
 }
 
@@ -71,6 +76,7 @@ impl OomTable {
 /// it and waits for a call in flight to end.
 pub struct OomNotifierHandle<'m, P: Platform> {
     kmem: &'m Kmem<P>,
+    table: &'m OomTable,
     slot: usize,
 }
 
@@ -82,7 +88,7 @@ impl<P: Platform> fmt::Debug for OomNotifierHandle<'_, P> {
 
 impl<P: Platform> Drop for OomNotifierHandle<'_, P> {
     fn drop(&mut self) {
-        let t = &self.kmem.reclaim().oom;
+        let t = self.table;
         let g = t.lock.lock_irqsave(self.kmem.platform());
         t.state[self.slot].store(FREE, Ordering::Release);
         t.ops.set(&g, self.slot, None);
@@ -99,7 +105,7 @@ impl<P: Platform> Kmem<P> {
         &self,
         nb: &'static dyn OomNotifier,
     ) -> Result<OomNotifierHandle<'_, P>, OomNotifierError> {
-        let t = &self.reclaim().oom;
+        let t = &self.reclaim_tables_or_alloc().ok_or(OomNotifierError::NoMemory)?.oom;
         let g = t.lock.lock_irqsave(self.platform());
         let Some(i) = t.state.iter().position(|s| s.load(Ordering::Relaxed) == FREE) else {
             return Err(OomNotifierError::TableFull);
@@ -107,7 +113,7 @@ impl<P: Platform> Kmem<P> {
         t.ops.set(&g, i, Some(nb));
         t.state[i].store(REGISTERED, Ordering::Release);
         drop(g);
-        Ok(OomNotifierHandle { kmem: self, slot: i })
+        Ok(OomNotifierHandle { kmem: self, table: t, slot: i })
     }
 
     /// `unregister_oom_notifier(nb)`.
@@ -117,7 +123,7 @@ impl<P: Platform> Kmem<P> {
 
     /// `blocking_notifier_call_chain(&oom_notify_list, 0, &freed)`: pages the notifiers freed.
     pub(crate) fn oom_notify(&self, gfp: Gfp, order: u32) -> usize {
-        let t = &self.reclaim().oom;
+        let Some(t) = self.reclaim_tables().map(|t| &t.oom) else { return 0 };
         let mut freed = 0;
         for i in 0..MAX_OOM_NOTIFIERS {
             if t.state[i].load(Ordering::Acquire) != REGISTERED {
@@ -134,7 +140,7 @@ impl<P: Platform> Kmem<P> {
                 t.active[i].fetch_sub(1, Ordering::Release);
             }
         }
-        self.reclaim().events.oom_notifier_freed.fetch_add(freed as u64, Ordering::Relaxed);
+        self.count_reclaim(|e| &e.oom_notifier_freed, freed as u64);
         freed
     }
 
@@ -144,7 +150,7 @@ impl<P: Platform> Kmem<P> {
         if self.oom_notify(gfp, order) > 0 {
             return true;
         }
-        self.reclaim().events.oom.fetch_add(1, Ordering::Relaxed);
+        self.count_reclaim(|e| &e.oom, 1);
         if !gfp.contains(Gfp::NOWARN) {
             self.oom_report(gfp, order);
         }

@@ -1,8 +1,9 @@
 //! Shrinkers (`mm/shrinker.c`): callbacks a cache registers so that reclaim can ask it to give
 //! objects back, and `do_shrink_slab`'s arithmetic that decides how many to ask for.
 //!
-//! The registry is a fixed table of [`MAX_SHRINKERS`] slots in the machine's state (managed
-//! memory, no heap), under one spinlock (`shrinker_lock`). A slot holds the callbacks (a
+//! The registry is a fixed table of [`MAX_SHRINKERS`] slots in managed memory (pages the
+//! first `shrinker_alloc` takes from the page allocator, never freed; no heap), under one
+//! spinlock (`shrinker_lock`). A slot holds the callbacks (a
 //! `&'static dyn` [`ShrinkerOps`]), `seeks`, `batch`, the flags and the deferred count. The
 //! lock is never held while a shrinker runs: a walk takes a slot's in-flight count under the
 //! lock and drops the lock before calling, as Linux takes a reference on the shrinker under
@@ -104,12 +105,15 @@ pub trait ShrinkerOps: Sync {
 pub enum ShrinkerError {
     /// Every slot of the table is taken (`-ENOMEM`).
     TableFull,
+    /// The table could not be allocated (the first `shrinker_alloc` allocates it).
+    NoMemory,
 }
 
 impl fmt::Display for ShrinkerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ShrinkerError::TableFull => write!(f, "shrinker table full ({MAX_SHRINKERS} shrinkers)"),
+            ShrinkerError::NoMemory => f.write_str("no memory for the shrinker table"),
         }
     }
 }
@@ -196,6 +200,7 @@ impl ShrinkerTable {
 /// ```
 pub struct Shrinker<'m, P: Platform> {
     kmem: &'m Kmem<P>,
+    table: &'m ShrinkerTable,
     slot: usize,
 }
 
@@ -207,7 +212,7 @@ impl<P: Platform> fmt::Debug for Shrinker<'_, P> {
 
 impl<'m, P: Platform> Shrinker<'m, P> {
     fn slot(&self) -> &ShrinkerSlot {
-        &self.kmem.reclaim().shrinkers.slots[self.slot]
+        &self.table.slots[self.slot]
     }
     /// `shrinker->seeks`: the cost of recreating an object ([`DEFAULT_SEEKS`]); 0 asks reclaim
     /// to scan half of the objects at every pass.
@@ -223,7 +228,7 @@ impl<'m, P: Platform> Shrinker<'m, P> {
     /// `shrinker_register()`: reclaim calls `ops` from now on. Registering again replaces the
     /// callbacks.
     pub fn register(&self, ops: &'static dyn ShrinkerOps) {
-        let t = &self.kmem.reclaim().shrinkers;
+        let t = self.table;
         let g = t.lock.lock_irqsave(self.kmem.platform());
         t.ops.set(&g, self.slot, Some(ops));
         self.slot().state.store(REGISTERED, Ordering::Release);
@@ -238,7 +243,7 @@ impl<'m, P: Platform> Shrinker<'m, P> {
 
 impl<P: Platform> Drop for Shrinker<'_, P> {
     fn drop(&mut self) {
-        let t = &self.kmem.reclaim().shrinkers;
+        let t = self.table;
         let s = self.slot();
         let g = t.lock.lock_irqsave(self.kmem.platform());
         s.state.store(FREE, Ordering::Release);
@@ -254,6 +259,7 @@ impl<P: Platform> Drop for Shrinker<'_, P> {
 
 /// One registered shrinker as a walk sees it.
 pub(crate) struct Taken {
+    pub(crate) table: &'static ShrinkerTable,
     pub(crate) slot: usize,
     pub(crate) ops: &'static dyn ShrinkerOps,
     pub(crate) flags: ShrinkerFlags,
@@ -264,7 +270,7 @@ pub(crate) struct Taken {
 impl<P: Platform> Kmem<P> {
     /// `shrinker_alloc(flags, name)`: reserves a shrinker slot.
     pub fn shrinker_alloc(&self, flags: ShrinkerFlags, name: &str) -> Result<Shrinker<'_, P>, ShrinkerError> {
-        let t = &self.reclaim().shrinkers;
+        let t = &self.reclaim_tables_or_alloc().ok_or(ShrinkerError::NoMemory)?.shrinkers;
         let g = t.lock.lock_irqsave(self.platform());
         let Some(i) = t.slots.iter().position(|s| s.state.load(Ordering::Relaxed) == FREE) else {
             return Err(ShrinkerError::TableFull);
@@ -282,18 +288,18 @@ impl<P: Platform> Kmem<P> {
             a.store(u32::from_le_bytes([w[4 * k], w[4 * k + 1], w[4 * k + 2], w[4 * k + 3]]), Ordering::Relaxed);
         }
         drop(g);
-        Ok(Shrinker { kmem: self, slot: i })
+        Ok(Shrinker { kmem: self, table: t, slot: i })
     }
 
     /// Registered shrinkers.
     pub fn nr_shrinkers(&self) -> usize {
-        let t = &self.reclaim().shrinkers;
-        t.slots.iter().filter(|s| s.state.load(Ordering::Acquire) == REGISTERED).count()
+        let Some(t) = self.reclaim_tables() else { return 0 };
+        t.shrinkers.slots.iter().filter(|s| s.state.load(Ordering::Acquire) == REGISTERED).count()
     }
 
     /// Takes a reference on registered slot `i` (its in-flight count), if it is registered.
     pub(crate) fn shrinker_get(&self, i: usize) -> Option<Taken> {
-        let t = &self.reclaim().shrinkers;
+        let t = &self.reclaim_tables()?.shrinkers;
         let s = &t.slots[i];
         if s.state.load(Ordering::Acquire) != REGISTERED {
             return None;
@@ -305,6 +311,7 @@ impl<P: Platform> Kmem<P> {
         }
         drop(g);
         Some(Taken {
+            table: t,
             slot: i,
             ops: ops?,
             flags: ShrinkerFlags(s.flags.load(Ordering::Relaxed)),
@@ -315,7 +322,7 @@ impl<P: Platform> Kmem<P> {
 
     /// Drops a reference taken by [`Kmem::shrinker_get`].
     pub(crate) fn shrinker_put(&self, t: Taken) {
-        self.reclaim().shrinkers.slots[t.slot].active.fetch_sub(1, Ordering::Release);
+        t.table.slots[t.slot].active.fetch_sub(1, Ordering::Release);
     }
 
     /// `do_shrink_slab()`: asks one shrinker for a share of its objects proportional to
@@ -326,7 +333,7 @@ impl<P: Platform> Kmem<P> {
         if freeable == 0 || freeable == SHRINK_EMPTY {
             return None;
         }
-        let slot = &self.reclaim().shrinkers.slots[t.slot];
+        let slot = &t.table.slots[t.slot];
         let nr = slot.nr_deferred.swap(0, Ordering::Relaxed);
         let delta = if t.seeks != 0 { (freeable >> priority) * 4 / t.seeks as usize } else { freeable / 2 };
         let batch = if t.batch != 0 { t.batch } else { SHRINK_BATCH };
@@ -341,7 +348,7 @@ impl<P: Platform> Kmem<P> {
                 break;
             }
             freed += ret;
-            self.reclaim().events.slabs_scanned.fetch_add(sc.nr_scanned as u64, Ordering::Relaxed);
+            self.count_reclaim(|e| &e.slabs_scanned, sc.nr_scanned as u64);
             total_scan = total_scan.saturating_sub(sc.nr_scanned);
             scanned += sc.nr_scanned;
             if sc.nr_scanned == 0 {

@@ -41,17 +41,16 @@ impl<P: Platform> Kmem<P> {
     /// `shrink_slab(gfp, nid, priority)` over the registered shrinkers the allocation's
     /// context allows. Returns the objects freed.
     pub(crate) fn shrink_slab(&self, gfp: Gfp, nid: usize, priority: u32) -> usize {
-        let ev = &self.reclaim().events;
         let mut freed = 0;
         for i in 0..MAX_SHRINKERS {
             let Some(t) = self.shrinker_get(i) else { continue };
             if t.flags.allowed_for(gfp) {
                 let nid = if t.flags.contains(ShrinkerFlags::NUMA_AWARE) { nid } else { 0 };
                 let mut sc = ShrinkControl { gfp_mask: gfp, nid, nr_to_scan: 0, nr_scanned: 0 };
-                ev.shrinker_calls.fetch_add(1, Ordering::Relaxed);
+                self.count_reclaim(|e| &e.shrinker_calls, 1);
                 freed += self.do_shrink_slab(&mut sc, &t, priority).unwrap_or(0);
             } else {
-                ev.shrinker_skipped.fetch_add(1, Ordering::Relaxed);
+                self.count_reclaim(|e| &e.shrinker_skipped, 1);
             }
             self.shrinker_put(t);
         }
@@ -75,11 +74,9 @@ impl<P: Platform> Kmem<P> {
     /// [`SWAP_CLUSTER_MAX`] pages are back. Counts `allocstall_<zone>` and the direct
     /// pgscan/pgsteal. Returns the pages reclaimed.
     pub(crate) fn try_to_free_pages(&self, gfp: Gfp, highest: ZoneType, nodes: NodeSet) -> usize {
-        let ev = &self.reclaim().events;
-        ev.allocstall[highest as usize].fetch_add(1, Ordering::Relaxed);
+        self.count_reclaim(|e| &e.allocstall[highest as usize], 1);
         let reclaimed = self.with_memalloc(|| self.reclaim_passes(gfp, nodes, |r| r >= SWAP_CLUSTER_MAX));
-        ev.pgscan_direct.fetch_add(reclaimed as u64, Ordering::Relaxed);
-        ev.pgsteal_direct.fetch_add(reclaimed as u64, Ordering::Relaxed);
+        self.count_reclaim(|e| &e.pgsteal_direct, reclaimed as u64);
         reclaimed
     }
 
@@ -117,10 +114,12 @@ impl<P: Platform> Kmem<P> {
     /// and wakes it through the platform unless the node is balanced already or kswapd has
     /// failed [`MAX_RECLAIM_RETRIES`] times in a row (a hopeless node: direct reclaim's turn).
     pub(crate) fn wakeup_kswapd(&self, nid: usize, order: Order, highest: ZoneType) {
-        let Some(k) = self.reclaim().kswapd.get(nid) else { return };
-        k.order.fetch_max(order.as_u32(), Ordering::Relaxed);
-        k.highest.fetch_max(highest as u32 + 1, Ordering::Relaxed);
-        if k.failures.load(Ordering::Relaxed) >= MAX_RECLAIM_RETRIES || self.pgdat_balanced(nid, order, highest) {
+        let Some(k) = self.node(nid).map(|n| &n.kswapd) else { return };
+        k.order.fetch_max(order.as_u32() as u8, Ordering::Relaxed);
+        k.highest.fetch_max(highest as u8 + 1, Ordering::Relaxed);
+        if u32::from(k.failures.load(Ordering::Relaxed)) >= MAX_RECLAIM_RETRIES
+            || self.pgdat_balanced(nid, order, highest)
+        {
             return;
         }
         k.pending.store(true, Ordering::Release);
@@ -135,12 +134,11 @@ impl<P: Platform> Kmem<P> {
     /// kswapd thread when woken ([`Platform::wake_kswapd`]), then
     /// [`Kmem::kswapd_try_to_sleep`].
     pub fn kswapd_run_once(&self, nid: usize) -> KswapdRun {
-        let Some(k) = self.reclaim().kswapd.get(nid) else { return KswapdRun::default() };
+        let Some(k) = self.node(nid).map(|n| &n.kswapd) else { return KswapdRun::default() };
         k.pending.store(false, Ordering::Relaxed);
-        let order = Order::new(k.order.swap(0, Ordering::Relaxed)).unwrap_or(Order::ZERO);
-        let highest = self.kswapd_highest(nid, k.highest.swap(0, Ordering::Relaxed));
-        let ev = &self.reclaim().events;
-        ev.pageoutrun.fetch_add(1, Ordering::Relaxed);
+        let order = Order::new(k.order.swap(0, Ordering::Relaxed).into()).unwrap_or(Order::ZERO);
+        let highest = self.kswapd_highest(nid, k.highest.swap(0, Ordering::Relaxed).into());
+        self.count_reclaim(|e| &e.pageoutrun, 1);
         let nodes = NodeSet::one(nid);
         let reclaimed = self.with_memalloc(|| {
             if self.pgdat_balanced(nid, order, highest) {
@@ -148,11 +146,11 @@ impl<P: Platform> Kmem<P> {
             }
             self.reclaim_passes(Gfp::KERNEL, nodes, |_| self.pgdat_balanced(nid, order, highest))
         });
-        ev.pgscan_kswapd.fetch_add(reclaimed as u64, Ordering::Relaxed);
-        ev.pgsteal_kswapd.fetch_add(reclaimed as u64, Ordering::Relaxed);
+        self.count_reclaim(|e| &e.pgsteal_kswapd, reclaimed as u64);
         let balanced = self.pgdat_balanced(nid, order, highest);
         if reclaimed == 0 && !balanced {
-            k.failures.fetch_add(1, Ordering::Relaxed);
+            let f = k.failures.load(Ordering::Relaxed);
+            k.failures.store(f.saturating_add(1), Ordering::Relaxed);
         } else {
             k.failures.store(0, Ordering::Relaxed);
         }
@@ -165,19 +163,18 @@ impl<P: Platform> Kmem<P> {
     /// [`MAX_RECLAIM_RETRIES`] times in a row lets it sleep anyway (Linux's hopeless node).
     /// kmem has no timer to take a short nap first: the "quickly" is "before sleeping".
     pub fn kswapd_try_to_sleep(&self, nid: usize) -> bool {
-        let Some(k) = self.reclaim().kswapd.get(nid) else { return true };
-        let ev = &self.reclaim().events;
-        if k.failures.load(Ordering::Relaxed) >= MAX_RECLAIM_RETRIES {
+        let Some(k) = self.node(nid).map(|n| &n.kswapd) else { return true };
+        if u32::from(k.failures.load(Ordering::Relaxed)) >= MAX_RECLAIM_RETRIES {
             k.pending.store(false, Ordering::Relaxed);
             return true;
         }
         if k.pending.load(Ordering::Acquire) {
-            ev.kswapd_low_wmark_hit_quickly.fetch_add(1, Ordering::Relaxed);
+            self.count_reclaim(|e| &e.kswapd_low_wmark_hit_quickly, 1);
             return false;
         }
         let highest = self.kswapd_highest(nid, 0);
         if !self.pgdat_balanced(nid, Order::ZERO, highest) {
-            ev.kswapd_high_wmark_hit_quickly.fetch_add(1, Ordering::Relaxed);
+            self.count_reclaim(|e| &e.kswapd_high_wmark_hit_quickly, 1);
             return false;
         }
         true
@@ -185,7 +182,7 @@ impl<P: Platform> Kmem<P> {
 
     /// Whether node `nid`'s kswapd has a wake-up it has not taken yet.
     pub fn kswapd_pending(&self, nid: usize) -> bool {
-        self.reclaim().kswapd.get(nid).is_some_and(|k| k.pending.load(Ordering::Acquire))
+        self.node(nid).map(|n| &n.kswapd).is_some_and(|k| k.pending.load(Ordering::Acquire))
     }
 
     /// The highest zone kswapd balances: the one recorded (index + 1), else the node's highest

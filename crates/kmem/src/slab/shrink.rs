@@ -38,7 +38,7 @@ impl<P: Platform> Kmem<P> {
                 self.cache_put(c);
             }
         }
-        self.reclaim_events().slab_pages_reclaimed.fetch_add(pages as u64, Ordering::Relaxed);
+        self.count_reclaim(|e| &e.slab_pages_reclaimed, pages as u64);
         pages
     }
 
