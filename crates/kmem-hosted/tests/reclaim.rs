@@ -468,3 +468,73 @@ fn shrinker_table_and_handles() {
     assert_eq!(m.nr_shrinkers(), 0);
     assert!(m.shrinker_alloc(ShrinkerFlags::NONE, "again").is_ok());
 }
+
+/// A shrinker that lies: absurd counts, more freed than asked. Reclaim must neither overflow
+/// nor loop forever, and the allocation still fails cleanly.
+#[test]
+fn a_lying_shrinker_does_not_break_reclaim() {
+    struct Liar(AtomicUsize);
+    impl ShrinkerOps for Liar {
+        fn count_objects(&self, _: &ShrinkControl) -> usize {
+            usize::MAX - 2
+        }
+        fn scan_objects(&self, sc: &mut ShrinkControl) -> usize {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            sc.nr_scanned = sc.nr_to_scan;
+            usize::MAX / 2
+        }
+    }
+    let m = machine();
+    let liar: &'static Liar = Box::leak(Box::new(Liar(AtomicUsize::new(0))));
+    let s = m.shrinker_alloc(ShrinkerFlags::NONE, "liar").unwrap();
+    s.set_seeks(0).set_batch(1 << 40);
+    s.register(liar);
+    let mut kept = Kept::new(&m);
+    kept.fill(Gfp::KERNEL);
+    assert!(liar.0.load(Ordering::Relaxed) > 0);
+    assert!(m.alloc_page(Gfp::KERNEL | Gfp::NOWARN).is_err());
+    drop(kept);
+    drop(s);
+    assert_eq!(m.report_count(ReportKind::BadPage), 0);
+}
+
+/// kswapd against concurrent allocations: two threads allocate into a fake cache and free
+/// from it while kswapd reclaims from the same cache. Every page is accounted for at the end.
+#[test]
+fn kswapd_and_concurrent_allocations() {
+    let m = MachineBuilder::new().ram_mib(64).cpus(2).quiet_reports().kswapd(true).build().unwrap();
+    let cache = FakeCache::new(&m, false);
+    let s = m.shrinker_alloc(ShrinkerFlags::NONE, "shared").unwrap();
+    s.register(cache);
+    m.drain_all_pages();
+    let free0: usize = m.zones().map(|z| z.free_pages() + z.pcp_pages()).sum();
+    std::thread::scope(|sc| {
+        for t in 0..2 {
+            let (m, cache) = (&m, cache);
+            sc.spawn(move || {
+                for i in 0..30_000usize {
+                    match m.__get_free_page(Gfp::KERNEL | Gfp::NOWARN) {
+                        Ok(a) => cache.push(a),
+                        Err(_) => {}
+                    }
+                    if (i + t) % 3 == 0 {
+                        if let Some(a) = cache.pages.lock().unwrap().pop() {
+                            // SAFETY: the cache owned the page.
+                            unsafe { m.free_page(VirtAddr::new(a)) };
+                        }
+                    }
+                }
+            });
+        }
+    });
+    m.wait_kswapd_idle();
+    assert!(m.reclaim_events().pageoutrun > 0, "kswapd never ran");
+    cache.release_all();
+    m.wait_kswapd_idle();
+    m.drain_all_pages();
+    let free1: usize = m.zones().map(|z| z.free_pages() + z.pcp_pages()).sum();
+    // Empty slabs the built-in shrinker gave back can only add to the free pages.
+    assert!(free1 >= free0, "pages lost: {free0} -> {free1}");
+    assert_eq!(m.report_count(ReportKind::BadPage), 0);
+    drop(s);
+}

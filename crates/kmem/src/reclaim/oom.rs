@@ -136,7 +136,7 @@ impl<P: Platform> Kmem<P> {
             }
             drop(g);
             if let Some(nb) = nb {
-                freed += nb.notify(gfp, order);
+                freed = nb.notify(gfp, order).saturating_add(freed);
                 t.active[i].fetch_sub(1, Ordering::Release);
             }
         }

@@ -31,6 +31,9 @@ pub const SHRINK_BATCH: usize = 128;
 pub const SHRINK_STOP: usize = !0;
 /// `SHRINK_EMPTY`: `count_objects` has no objects at all.
 pub const SHRINK_EMPTY: usize = !0 - 1;
+/// Most `scan_objects` calls one `do_shrink_slab` makes (kmem's bound: Linux relies on
+/// `cond_resched` and on the count being honest); what is left is deferred to later passes.
+pub const MAX_BATCHES_PER_CALL: usize = 1024;
 /// `DEF_PRIORITY`: reclaim starts by scanning `1/2^12` of what shrinkers hold.
 pub const DEF_PRIORITY: u32 = 12;
 
@@ -335,11 +338,15 @@ impl<P: Platform> Kmem<P> {
         }
         let slot = &t.table.slots[t.slot];
         let nr = slot.nr_deferred.swap(0, Ordering::Relaxed);
-        let delta = if t.seeks != 0 { (freeable >> priority) * 4 / t.seeks as usize } else { freeable / 2 };
+        // Saturating: a shrinker's count is not trusted not to be absurd.
+        let delta =
+            if t.seeks != 0 { (freeable >> priority).saturating_mul(4) / t.seeks as usize } else { freeable / 2 };
         let batch = if t.batch != 0 { t.batch } else { SHRINK_BATCH };
-        let mut total_scan = ((nr >> priority) + delta).min(2 * freeable);
-        let (mut freed, mut scanned) = (0, 0);
-        while total_scan >= batch || total_scan >= freeable {
+        let mut total_scan = (nr >> priority).saturating_add(delta).min(freeable.saturating_mul(2));
+        let (mut freed, mut scanned) = (0usize, 0usize);
+        let mut batches = 0;
+        while (total_scan >= batch || total_scan >= freeable) && batches < MAX_BATCHES_PER_CALL {
+            batches += 1;
             let n = batch.min(total_scan);
             sc.nr_to_scan = n;
             sc.nr_scanned = n;
@@ -347,16 +354,18 @@ impl<P: Platform> Kmem<P> {
             if ret == SHRINK_STOP {
                 break;
             }
-            freed += ret;
+            freed = freed.saturating_add(ret);
             self.count_reclaim(|e| &e.slabs_scanned, sc.nr_scanned as u64);
             total_scan = total_scan.saturating_sub(sc.nr_scanned);
-            scanned += sc.nr_scanned;
+            scanned = scanned.saturating_add(sc.nr_scanned);
             if sc.nr_scanned == 0 {
                 break;
             }
         }
-        let next_deferred = (nr + delta).saturating_sub(scanned).min(2 * freeable);
-        slot.nr_deferred.fetch_add(next_deferred, Ordering::Relaxed);
+        let next_deferred = nr.saturating_add(delta).saturating_sub(scanned).min(freeable.saturating_mul(2));
+        let _ = slot
+            .nr_deferred
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_add(next_deferred)));
         Some(freed)
     }
 }

@@ -48,7 +48,7 @@ impl<P: Platform> Kmem<P> {
                 let nid = if t.flags.contains(ShrinkerFlags::NUMA_AWARE) { nid } else { 0 };
                 let mut sc = ShrinkControl { gfp_mask: gfp, nid, nr_to_scan: 0, nr_scanned: 0 };
                 self.count_reclaim(|e| &e.shrinker_calls, 1);
-                freed += self.do_shrink_slab(&mut sc, &t, priority).unwrap_or(0);
+                freed = self.do_shrink_slab(&mut sc, &t, priority).unwrap_or(0).saturating_add(freed);
             } else {
                 self.count_reclaim(|e| &e.shrinker_skipped, 1);
             }
