@@ -513,9 +513,8 @@ fn kswapd_and_concurrent_allocations() {
             let (m, cache) = (&m, cache);
             sc.spawn(move || {
                 for i in 0..30_000usize {
-                    match m.__get_free_page(Gfp::KERNEL | Gfp::NOWARN) {
-                        Ok(a) => cache.push(a),
-                        Err(_) => {}
+                    if let Ok(a) = m.__get_free_page(Gfp::KERNEL | Gfp::NOWARN) {
+                        cache.push(a);
                     }
                     if (i + t) % 3 == 0 {
                         if let Some(a) = cache.pages.lock().unwrap().pop() {

@@ -76,6 +76,11 @@ impl<T: ?Sized + 'static, const N: usize> OpsCells<T, N> {
     }
 }
 
+/// Bytes of each CPU's copy of reclaim's event counters: the per-CPU area every machine
+/// allocates at the end of boot (what the per-CPU allocator's statistics show besides the
+/// slab allocator's boot areas).
+pub const EVENTS_PERCPU_BYTES: usize = core::mem::size_of::<ReclaimEvents>();
+
 /// Reclaim's event counters of one CPU (Linux's per-CPU `vm_event_states`): a per-CPU
 /// allocation made at the end of boot, so the machine state (and boot's carving) keeps its
 /// size and counting makes no shared write. Zeroed atomics.
