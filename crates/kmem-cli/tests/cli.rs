@@ -363,3 +363,16 @@ fn small_demo_fits_its_machine_whatever_the_seed() {
         assert!(out.contains("all memory returned; free lists verified"), "seed {seed}");
     }
 }
+
+#[test]
+fn demo_pressure_shows_reclaim_at_work() {
+    let dir = temp_dir("pressure");
+    let o = kmem(&["demo", "--pressure", "--ram", "64M", "--cpus", "2"], &dir);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(out.starts_with("== memory pressure: "), "{out}");
+    assert!(out.contains("\n  reclaim       | "), "{out}");
+    let counts = out.lines().find(|l| l.starts_with("  shrinker calls ")).unwrap();
+    assert!(counts.ends_with("; OOM 0"), "{counts}");
+    assert!(!counts.contains("kswapd wake-ups 0,"), "{counts}");
+}
