@@ -99,6 +99,15 @@ impl<P: Platform> Drop for OomNotifierHandle<'_, P> {
     }
 }
 
+/// A call in flight: the slot's count, dropped when the call ends.
+struct Active<'a>(&'a AtomicU32);
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Release);
+    }
+}
+
 impl<P: Platform> Kmem<P> {
     /// `register_oom_notifier(nb)`.
     pub fn register_oom_notifier(
@@ -136,8 +145,9 @@ impl<P: Platform> Kmem<P> {
             }
             drop(g);
             if let Some(nb) = nb {
+                // Dropped after the call, even if the notifier panics.
+                let _active = Active(&t.active[i]);
                 freed = nb.notify(gfp, order).saturating_add(freed);
-                t.active[i].fetch_sub(1, Ordering::Release);
             }
         }
         self.count_reclaim(|e| &e.oom_notifier_freed, freed as u64);

@@ -260,7 +260,9 @@ impl<P: Platform> Drop for Shrinker<'_, P> {
     }
 }
 
-/// One registered shrinker as a walk sees it.
+/// One registered shrinker as a walk sees it: a reference (the slot's in-flight count),
+/// dropped when this is, even if the shrinker panics (its `Shrinker` drop would otherwise
+/// wait for ever).
 pub(crate) struct Taken {
     pub(crate) table: &'static ShrinkerTable,
     pub(crate) slot: usize,
@@ -268,6 +270,12 @@ pub(crate) struct Taken {
     pub(crate) flags: ShrinkerFlags,
     pub(crate) seeks: u32,
     pub(crate) batch: usize,
+}
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        self.table.slots[self.slot].active.fetch_sub(1, Ordering::Release);
+    }
 }
 
 impl<P: Platform> Kmem<P> {
@@ -321,11 +329,6 @@ impl<P: Platform> Kmem<P> {
             seeks: s.seeks.load(Ordering::Relaxed),
             batch: s.batch.load(Ordering::Relaxed),
         })
-    }
-
-    /// Drops a reference taken by [`Kmem::shrinker_get`].
-    pub(crate) fn shrinker_put(&self, t: Taken) {
-        t.table.slots[t.slot].active.fetch_sub(1, Ordering::Release);
     }
 
     /// `do_shrink_slab()`: asks one shrinker for a share of its objects proportional to

@@ -52,7 +52,7 @@ impl<P: Platform> Kmem<P> {
             } else {
                 self.count_reclaim(|e| &e.shrinker_skipped, 1);
             }
-            self.shrinker_put(t);
+            drop(t);
         }
         freed
     }
