@@ -11,7 +11,6 @@
 //!   drops. `Platform::wake_kswapd` sets the node's bit and notifies; the thread runs
 //!   [`kmem::Kmem::kswapd_run_once`] until [`kmem::Kmem::kswapd_try_to_sleep`] lets it sleep.
 
-use std::cell::Cell;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
@@ -19,19 +18,14 @@ use kmem::Kmem;
 
 use crate::platform::HostedPlatform;
 
-thread_local! {
-    /// `current->flags & PF_MEMALLOC` of this thread.
-    static IN_RECLAIM: Cell<bool> = const { Cell::new(false) };
-}
-
 /// `PF_MEMALLOC` of the calling thread.
 pub(crate) fn in_reclaim() -> bool {
-    IN_RECLAIM.with(Cell::get)
+    crate::cpus::in_reclaim()
 }
 
 /// Sets `PF_MEMALLOC` of the calling thread; returns the previous value.
 pub(crate) fn set_in_reclaim(on: bool) -> bool {
-    IN_RECLAIM.with(|c| c.replace(on))
+    crate::cpus::set_in_reclaim(on)
 }
 
 #[derive(Debug, Default)]
