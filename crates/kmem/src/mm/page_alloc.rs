@@ -172,7 +172,8 @@ impl<P: Platform> Kmem<P> {
         }
     }
 
-    /// `__alloc_pages()`.
+    /// `__alloc_pages()`. Never inlined: `alloc_pages` is the fast path and a call to this.
+    #[inline(never)]
     fn alloc_pages_inner(&self, gfp: Gfp, order: u32, nid: usize) -> Result<PageRef<'_>, AllocError> {
         self.alloc_pages_checked(gfp, order, nid, true)
     }
