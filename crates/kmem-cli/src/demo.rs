@@ -34,9 +34,14 @@ pub struct DemoArgs {
     #[arg(long)]
     pub no_progress: bool,
     /// The /proc views to print, comma-separated (buddyinfo, pagetypeinfo, zoneinfo, meminfo,
-    /// slabinfo, vmallocinfo, unusable_index, extfrag_index), `all` or `none`.
+    /// slabinfo, vmallocinfo, vmstat, unusable_index, extfrag_index), `all` or `none`.
     #[arg(long, value_name = "LIST", default_value = "buddyinfo,slabinfo", value_parser = crate::views::parse_view_list)]
     pub views: ViewList,
+    /// Only show reclaim at work: bursts of allocations into a cache with a shrinker on a
+    /// machine with kswapd, free memory over time against the watermarks as a text plot,
+    /// shrinker calls and kswapd wake-ups.
+    #[arg(long)]
+    pub pressure: bool,
 }
 
 /// The views `--views` chose, in the order given.
@@ -58,6 +63,9 @@ fn mib(bytes: u64) -> f64 {
 
 /// `kmem demo`.
 pub fn demo(a: &DemoArgs) -> Result<(), String> {
+    if a.pressure {
+        return crate::pressure::pressure_demo(&a.machine);
+    }
     let secs = check_duration(a.duration)?;
     let t = Instant::now();
     let m = a.machine.build()?;

@@ -6,6 +6,7 @@ mod highmem_phase;
 mod opts;
 mod pfmap;
 mod phases;
+mod pressure;
 mod replay_cmd;
 mod views;
 mod workload;

@@ -150,6 +150,7 @@ pub fn run(a: &ReplayArgs) -> Result<(), String> {
         caches,
         top: a.caches,
         reports: render::report_counts(&m),
+        reclaim: m.reclaim_events(),
         audit,
         views: rendered,
     };

@@ -27,17 +27,20 @@ pub enum View {
     ExtfragIndex,
     /// /proc/vmallocinfo
     Vmallocinfo,
+    /// /proc/vmstat
+    Vmstat,
 }
 
 impl View {
     /// The views the demo prints, in order.
-    pub const ALL: [View; 8] = [
+    pub const ALL: [View; 9] = [
         View::Buddyinfo,
         View::Pagetypeinfo,
         View::Zoneinfo,
         View::Meminfo,
         View::Slabinfo,
         View::Vmallocinfo,
+        View::Vmstat,
         View::UnusableIndex,
         View::ExtfragIndex,
     ];
@@ -53,6 +56,7 @@ impl View {
             View::UnusableIndex => "unusable_index",
             View::ExtfragIndex => "extfrag_index",
             View::Vmallocinfo => "vmallocinfo",
+            View::Vmstat => "vmstat",
         }
     }
 
@@ -76,6 +80,7 @@ impl View {
             View::UnusableIndex => kmem::proc::unusable_index(m, &mut s),
             View::ExtfragIndex => kmem::proc::extfrag_index(m, &mut s),
             View::Vmallocinfo => kmem::proc::vmallocinfo(m, &mut s),
+            View::Vmstat => kmem::proc::vmstat(m, &mut s),
         };
         r.expect("writing to a String cannot fail");
         s

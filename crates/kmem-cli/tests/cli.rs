@@ -125,6 +125,7 @@ fn demo_views_are_chosen() {
             "/proc/meminfo",
             "/proc/slabinfo",
             "/proc/vmallocinfo",
+            "/proc/vmstat",
             "/sys/kernel/debug/extfrag/unusable_index",
             "/sys/kernel/debug/extfrag/extfrag_index"
         ]
@@ -158,7 +159,7 @@ fn usage_errors_name_what_is_wrong_and_the_help_to_read() {
     assert_eq!(
         err(&["proc"]),
         "kmem: error: the following required arguments were not provided: <VIEW> [possible values: buddyinfo, \
-         pagetypeinfo, zoneinfo, meminfo, slabinfo, unusable_index, extfrag_index, vmallocinfo] (see kmem proc --help)\n"
+         pagetypeinfo, zoneinfo, meminfo, slabinfo, unusable_index, extfrag_index, vmallocinfo, vmstat] (see kmem proc --help)\n"
     );
     assert!(err(&["proc", "nosuch"]).ends_with(" (see kmem proc --help)\n"));
     assert!(err(&["proc", "nosuch"]).contains("[possible values: buddyinfo, "));
@@ -361,4 +362,17 @@ fn small_demo_fits_its_machine_whatever_the_seed() {
         );
         assert!(out.contains("all memory returned; free lists verified"), "seed {seed}");
     }
+}
+
+#[test]
+fn demo_pressure_shows_reclaim_at_work() {
+    let dir = temp_dir("pressure");
+    let o = kmem(&["demo", "--pressure", "--ram", "64M", "--cpus", "2"], &dir);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(out.starts_with("== memory pressure: "), "{out}");
+    assert!(out.contains("\n  reclaim       | "), "{out}");
+    let counts = out.lines().find(|l| l.starts_with("  shrinker calls ")).unwrap();
+    assert!(counts.ends_with("; OOM 0"), "{counts}");
+    assert!(!counts.contains("kswapd wake-ups 0,"), "{counts}");
 }

@@ -243,3 +243,29 @@ fn x86_32_replays_highuser_pages_into_highmem() {
     };
     assert_eq!(kb("HighTotal:") - kb("HighFree:"), 5 * 4, "1 + 4 HighMem pages in use: {meminfo}");
 }
+
+/// A capture larger than the machine: the replay's GFP_KERNEL page allocations reclaim, reach
+/// the OOM path and fail, and the report says so.
+#[test]
+fn too_small_machine_shows_reclaim_and_oom() {
+    let mut t = String::from("# tracer: nop\n");
+    for i in 0..20_000u32 {
+        t.push_str(&format!(
+            " bash-1 [000] ..... 1.{i}: mm_page_alloc: page={:016x} pfn=0x{:x} order=0 migratetype=0 gfp_flags=GFP_KERNEL\n",
+            i + 1,
+            0x1000 + i
+        ));
+    }
+    let p = temp("too-big.trace", t.as_bytes());
+    let o = kmem(&["replay", &p, "--ram", "64M", "--cpus", "2"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let line = out.lines().find(|l| l.starts_with("reclaim: direct reclaims ")).expect("a reclaim line");
+    let n = |key: &str| -> u64 {
+        let rest = &line[line.find(key).unwrap_or_else(|| panic!("{key} in {line}")) + key.len()..];
+        rest.split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+    };
+    assert!(n("direct reclaims ") > 0, "{line}");
+    assert!(n("OOM ") > 0, "{line}");
+    assert!(out.contains(" oom="), "{out}");
+}

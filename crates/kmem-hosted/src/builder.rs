@@ -95,6 +95,7 @@ pub struct MachineBuilder {
     anonymous_ram: bool,
     ram_hugepages: bool,
     deferred_init: Option<u64>,
+    kswapd: bool,
 }
 
 impl Default for MachineBuilder {
@@ -131,7 +132,16 @@ impl MachineBuilder {
             anonymous_ram: false,
             ram_hugepages: true,
             deferred_init: None,
+            kswapd: false,
         }
+    }
+    /// Runs a kswapd thread per node (background reclaim: woken when a zone falls below its
+    /// low watermark, it runs the shrinkers until the zone is over its high watermark).
+    /// Off by default: direct reclaim only, and no thread besides the caller's touches the
+    /// machine.
+    pub fn kswapd(mut self, on: bool) -> Self {
+        self.kswapd = on;
+        self
     }
     /// Architecture preset.
     pub fn preset(mut self, p: Preset) -> Self {
@@ -441,7 +451,10 @@ impl MachineBuilder {
                 alias.cpu_offline(kmem::CpuId(cpu));
             }));
         }
-        Ok(Machine::new(kmem, [vspace, kspace], ram, log, regions, self.preset))
+        // SAFETY: the Machine owns the threads and stops them first thing in its drop,
+        // before its state and RAM go away.
+        let kswapd = if self.kswapd { unsafe { crate::reclaim::Kswapd::start(&kmem) } } else { Default::default() };
+        Ok(Machine::new(kmem, [vspace, kspace], ram, log, regions, self.preset, kswapd))
     }
 }
 

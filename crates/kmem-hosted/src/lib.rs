@@ -26,6 +26,7 @@ pub mod cpus;
 mod machine;
 mod platform;
 mod ram;
+mod reclaim;
 mod vspace;
 
 /// The core crate, re-exported so that a dependency on `kmem-hosted` alone is enough.

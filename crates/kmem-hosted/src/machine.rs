@@ -24,6 +24,7 @@ pub struct Machine {
     regions: Vec<MemRegion>,
     preset: Preset,
     hotplug: std::sync::Mutex<()>,
+    kswapd: crate::reclaim::Kswapd,
 }
 
 impl Machine {
@@ -34,8 +35,15 @@ impl Machine {
         log: Arc<ReportLog>,
         regions: Vec<MemRegion>,
         preset: Preset,
+        kswapd: crate::reclaim::Kswapd,
     ) -> Self {
-        Self { kmem, _vspace: vspace, ram, log, regions, preset, hotplug: std::sync::Mutex::new(()) }
+        Self { kmem, _vspace: vspace, ram, log, regions, preset, hotplug: std::sync::Mutex::new(()), kswapd }
+    }
+
+    /// Blocks until no kswapd of the machine has a wake-up pending or a pass in progress
+    /// (returns at once on a machine without kswapd).
+    pub fn wait_kswapd_idle(&self) {
+        self.kmem.platform().reclaim().wait_kswapd_idle();
     }
     /// The reports made so far, with their texts.
     pub fn reports(&self) -> &ReportLog {
@@ -150,6 +158,8 @@ impl std::error::Error for HotAddError {}
 
 impl Drop for Machine {
     fn drop(&mut self) {
+        // kswapd threads use the machine: they go first.
+        self.kswapd.stop();
         // Before the state and RAM go: threads that exit later must not run the teardown.
         self.kmem.platform().cpus().clear_offline_hook();
     }

@@ -27,6 +27,7 @@ use kmem::{
 };
 
 use crate::cpus::{self, Cpus};
+use crate::reclaim::HostedReclaim;
 
 thread_local! {
     /// The thread's fault-injection state (`current->fail_nth`, `make_it_fail`) and the
@@ -111,6 +112,7 @@ pub struct HostedPlatform {
     ram_len: usize,
     log: Arc<ReportLog>,
     maps: MapRanges,
+    reclaim: Arc<HostedReclaim>,
 }
 
 /// What a hosted machine can map pages into: the RAM memfd, the vmalloc range and the kmap
@@ -140,7 +142,11 @@ impl HostedPlatform {
         log: Arc<ReportLog>,
         maps: MapRanges,
     ) -> Self {
-        Self { machine_id: cpus.id(), cpus, direct_map, ram_len, log, maps }
+        Self { machine_id: cpus.id(), cpus, direct_map, ram_len, log, maps, reclaim: Arc::default() }
+    }
+    /// The wait queue and kswapd control shared with the machine's kswapd threads.
+    pub(crate) fn reclaim(&self) -> &Arc<HostedReclaim> {
+        &self.reclaim
     }
     /// The report log.
     pub fn log(&self) -> &ReportLog {
@@ -283,6 +289,21 @@ unsafe impl Platform for HostedPlatform {
     }
     fn cpu_relax(&self) {
         std::thread::yield_now();
+    }
+    fn wait_for_free_memory(&self, ready: &dyn Fn() -> bool) {
+        self.reclaim.wait_for_free_memory(ready);
+    }
+    fn wake_free_memory_waiters(&self) {
+        self.reclaim.wake_free_memory_waiters();
+    }
+    fn wake_kswapd(&self, nid: usize) -> bool {
+        self.reclaim.wake_kswapd(nid)
+    }
+    fn in_reclaim(&self) -> bool {
+        crate::reclaim::in_reclaim()
+    }
+    fn set_in_reclaim(&self, on: bool) -> bool {
+        crate::reclaim::set_in_reclaim(on)
     }
     fn now_ns(&self) -> u64 {
         epoch().elapsed().as_nanos() as u64

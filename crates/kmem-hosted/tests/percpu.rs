@@ -28,12 +28,13 @@ fn warnings(m: &Machine) -> Vec<String> {
 }
 
 /// Per-CPU areas a fresh machine already has: the per-CPU state (sheaves and statistics) of
-/// the slab allocator's two boot caches, `kmem_cache` and `kmem_sheaf`.
-const SLAB_AREAS: usize = 2;
+/// the slab allocator's two boot caches, `kmem_cache` and `kmem_sheaf`, and reclaim's event
+/// counters.
+const SLAB_AREAS: usize = 3;
 
 /// Bytes of the first chunk's dynamic region that those areas take.
 fn slab_area() -> usize {
-    SLAB_AREAS * 128
+    2 * 128 + kmem::reclaim::EVENTS_PERCPU_BYTES
 }
 
 /// CPU `cpu`'s copy of `p`, `len` bytes.

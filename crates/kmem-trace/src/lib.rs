@@ -84,8 +84,11 @@
 //!   allocations, but they say nothing about placement. The replay's own addresses are kmem's.
 //! - `mm_page_alloc` events include the pages the traced kernel's slab allocator took for its
 //!   slabs; kmem's caches take their own, so those pages are counted twice.
-//! - `__GFP_NOFAIL` is dropped (and counted): kmem has no reclaim, so a single-threaded replay
-//!   waiting for memory would wait forever.
+//! - `__GFP_NOFAIL` is dropped (and counted). kmem now reclaims, and a `__GFP_NOFAIL` request
+//!   that finds nothing sleeps until another thread frees memory; the replay is one thread, so
+//!   on a machine too small for the capture it would sleep for ever. Keeping the flag needs an
+//!   OOM-victim policy in the replayer (an OOM notifier that frees the oldest live blocks, and
+//!   counts their later frees as the victim's): not done yet (issue 16).
 //! - Frees the capture does not show are *missed frees*: in the shared capture 23,466 of
 //!   23,468 are `maple_node` objects, which that kernel frees by a path that traces no
 //!   `kmem_cache_free` (RCU-deferred frees); the replay frees the old object when its pointer

@@ -137,8 +137,8 @@ pub struct TraceCounts {
     pub traced_failures: u64,
     /// GFP tokens not known (skipped: their bits are not set).
     pub gfp_unknown_tokens: u64,
-    /// Allocations whose `__GFP_NOFAIL` was dropped (kmem has no reclaim, so a single-threaded
-    /// replay waiting for memory would wait forever).
+    /// Allocations whose `__GFP_NOFAIL` was dropped (a single-threaded replay whose NOFAIL
+    /// request sleeps for memory has nobody to free it; see the crate docs).
     pub nofail_dropped: u64,
     /// `kmem_cache_alloc` of a `kmalloc-*` cache, replayed as kmalloc.
     pub kmalloc_caches: u64,

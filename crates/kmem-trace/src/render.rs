@@ -35,6 +35,8 @@ pub struct Report<'a> {
     pub top: usize,
     /// The machine's report counts, by [`ReportKind`].
     pub reports: [u64; ReportKind::COUNT],
+    /// The machine's reclaim counters (direct reclaim, kswapd, OOM).
+    pub reclaim: kmem::reclaim::ReclaimStats,
     /// The audit against the machine's counters.
     pub audit: Audit,
     /// /proc views to include: (name, text).
@@ -43,7 +45,7 @@ pub struct Report<'a> {
 
 /// Report names of [`ReportKind::ALL`].
 pub const REPORT_NAMES: [&str; ReportKind::COUNT] =
-    ["bad_page", "page_alloc_failure", "warning", "sleep_in_atomic", "slab_bug", "info"];
+    ["bad_page", "page_alloc_failure", "warning", "sleep_in_atomic", "slab_bug", "info", "oom"];
 
 /// The machine's report counts.
 pub fn report_counts(m: &Machine) -> [u64; ReportKind::COUNT] {
@@ -191,6 +193,17 @@ pub fn human(r: &Report<'_>, w: &mut String) -> std::fmt::Result {
     let reports: Vec<String> =
         REPORT_NAMES.iter().zip(r.reports).filter(|(_, n)| *n > 0).map(|(k, n)| format!("{k}={n}")).collect();
     writeln!(w, "\nmachine reports: {}", if reports.is_empty() { "none".into() } else { reports.join(" ") })?;
+    let rc = &r.reclaim;
+    writeln!(
+        w,
+        "reclaim: direct reclaims {} (pages got back {}), empty slab pages given back {}, OOM {} (notifiers freed {} pages), __GFP_NOFAIL sleeps {}",
+        rc.allocstall_total(),
+        rc.pgsteal_direct,
+        rc.slab_pages_reclaimed,
+        rc.oom,
+        rc.oom_notifier_freed,
+        rc.nofail_waits
+    )?;
     let a = &r.audit;
     writeln!(
         w,

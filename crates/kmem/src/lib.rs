@@ -67,6 +67,7 @@ pub mod mm;
 pub mod percpu;
 pub mod platform;
 pub mod proc;
+pub mod reclaim;
 pub mod report;
 pub mod slab;
 pub mod sync;

@@ -41,6 +41,7 @@ use crate::mm::page::{Page, MAX_NUMNODES};
 use crate::mm::zone::Zone;
 use crate::percpu::PercpuState;
 use crate::platform::{DirectMap, Platform, ReportKind};
+use crate::reclaim::ReclaimState;
 use crate::report::Reports;
 use crate::slab::SlabState;
 use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering, RawSpinLock};
@@ -74,7 +75,8 @@ pub struct VmEvents {
     pub slowpath: AtomicU64,
     /// Failed allocations.
     pub alloc_fail: AtomicU64,
-    /// kswapd wake-ups requested (there is no kswapd yet; counted only).
+    /// kswapd wake-ups delivered to the platform's kswapd (`Platform::wake_kswapd` returned
+    /// true).
     pub kswapd_wake: AtomicU64,
 }
 
@@ -117,6 +119,8 @@ pub(crate) struct MachineState {
     /// Address of the highmem layer's state (`highmem/`), carved at boot on machines with
     /// HighMem memory; 0 on the others.
     pub(crate) highmem: usize,
+    /// Shrinkers, OOM notifiers, kswapd's per-node state and reclaim's counters (`reclaim/`).
+    pub(crate) reclaim: ReclaimState,
 }
 
 impl MachineState {
@@ -153,6 +157,7 @@ impl MachineState {
             kmalloc: KmallocState::new(),
             vmalloc: VmallocState::new(vmap_lazy_max, vmalloc_recycle),
             highmem: 0,
+            reclaim: ReclaimState::new(),
         }
     }
 

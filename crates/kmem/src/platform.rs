@@ -53,11 +53,14 @@ pub enum ReportKind {
     SlabBug = 4,
     /// Informational messages (boot summary and the like); not errors.
     Info = 5,
+    /// `<comm> invoked oom-killer: ...` and `Out of memory and no killable processes...`:
+    /// an allocation found nothing to reclaim and the OOM notifiers freed nothing.
+    Oom = 6,
 }
 
 impl ReportKind {
     /// Number of kinds (size of counter arrays).
-    pub const COUNT: usize = 6;
+    pub const COUNT: usize = 7;
     /// Every kind, in counter order.
     pub const ALL: [ReportKind; Self::COUNT] = [
         ReportKind::BadPage,
@@ -66,6 +69,7 @@ impl ReportKind {
         ReportKind::SleepInAtomic,
         ReportKind::SlabBug,
         ReportKind::Info,
+        ReportKind::Oom,
     ];
 }
 
@@ -223,6 +227,43 @@ pub unsafe trait Platform: Send + Sync {
     fn cpu_relax(&self) {
         core::hint::spin_loop();
     }
+    /// Sleeps until `ready()` is true: a `__GFP_NOFAIL` allocation waiting for memory to be
+    /// freed. The platform must evaluate `ready` under the lock that
+    /// [`Platform::wake_free_memory_waiters`] takes (a wait queue), so that a wake-up between
+    /// the check and the sleep is not lost; it may return early (the caller checks again).
+    /// kmem calls it with no lock held and outside any pinned section. The default spins
+    /// with [`Platform::cpu_relax`].
+    fn wait_for_free_memory(&self, ready: &dyn Fn() -> bool) {
+        while !ready() {
+            self.cpu_relax();
+        }
+    }
+    /// Wakes every sleeper of [`Platform::wait_for_free_memory`]: pages reached the buddy
+    /// lists while someone slept. Called with no kmem lock held, never from the free fast
+    /// path. The default does nothing (the default wait spins).
+    fn wake_free_memory_waiters(&self) {}
+    /// `wakeup_kswapd()`'s wake-up of node `nid`'s kswapd: a platform with background
+    /// reclaim makes its kswapd for the node call [`crate::Kmem::kswapd_run_once`] soon, from
+    /// a context that may sleep, and returns true. The default has no kswapd (direct reclaim
+    /// only) and returns false. Called from allocations, atomic ones included: it must not
+    /// sleep or allocate.
+    fn wake_kswapd(&self, nid: usize) -> bool {
+        let _ = nid;
+        false
+    }
+    /// `current->flags & PF_MEMALLOC`: the current task is reclaiming (its allocations do
+    /// not recurse into reclaim and may use the reserves).
+    fn in_reclaim(&self) -> bool {
+        false
+    }
+    /// Sets or clears `PF_MEMALLOC` for the current task; returns the previous value. The
+    /// default keeps no task flags (returns false): on such a platform a shrinker that
+    /// allocates with direct reclaim may re-enter reclaim.
+    fn set_in_reclaim(&self, on: bool) -> bool {
+        let _ = on;
+        false
+    }
+
     /// A monotonic clock in nanoseconds (report rate limits, ages). May be coarse.
     fn now_ns(&self) -> u64;
     /// The current task's pid and name, for reports (`current->pid`, `current->comm`).

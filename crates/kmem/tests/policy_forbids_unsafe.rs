@@ -17,6 +17,7 @@ const POLICY: &[&str] = &[
     "src/mm/free_area.rs",
     "src/mm/node.rs",
     "src/mm/page_alloc.rs",
+    "src/mm/page_alloc/slowpath.rs",
     "src/mm/page_reporting.rs",
     "src/mm/pcp.rs",
     "src/mm/pfn_list.rs",
@@ -32,7 +33,12 @@ const POLICY: &[&str] = &[
     "src/proc/pagetypeinfo.rs",
     "src/proc/slabinfo.rs",
     "src/proc/vmallocinfo.rs",
+    "src/proc/vmstat.rs",
     "src/proc/zoneinfo.rs",
+    "src/reclaim/nofail.rs",
+    "src/reclaim/oom.rs",
+    "src/reclaim/shrinker.rs",
+    "src/reclaim/vmscan.rs",
 ];
 
 #[test]

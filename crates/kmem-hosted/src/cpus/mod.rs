@@ -91,6 +91,10 @@ struct Ctx {
     owned: [Cell<Own>; MAX_OWNED],
     /// Outermost sections run on a borrowed CPU since the last attempt to claim one.
     borrowed: Cell<u32>,
+    /// `PF_MEMALLOC`: the thread is reclaiming (`crate::reclaim`). Here, not in a
+    /// thread-local of its own, so that the shared library's build gets it in the
+    /// initial-exec model like the rest (a local-exec access cannot link into a `.so`).
+    memalloc: Cell<bool>,
 }
 
 impl Ctx {
@@ -136,6 +140,7 @@ thread_local! {
             own_cpu: Cell::new(0),
             owned: [const { Cell::new(NO_OWN) }; MAX_OWNED],
             borrowed: Cell::new(0),
+            memalloc: Cell::new(false),
         }
     };
 }
@@ -610,6 +615,16 @@ pub(crate) fn current_owned(machine: usize) -> Option<u32> {
 #[inline]
 pub(crate) fn preempt_count() -> u32 {
     CTX.with(|c| c.preempt.get())
+}
+
+/// `current->flags & PF_MEMALLOC` of this thread.
+pub(crate) fn in_reclaim() -> bool {
+    CTX.with(|c| c.memalloc.get())
+}
+
+/// Sets this thread's `PF_MEMALLOC`; returns the previous value.
+pub(crate) fn set_in_reclaim(on: bool) -> bool {
+    CTX.with(|c| c.memalloc.replace(on))
 }
 
 /// `in_atomic() || irqs_disabled()` in one TLS access.

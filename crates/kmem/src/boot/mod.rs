@@ -500,6 +500,7 @@ impl<P: Platform> Kmem<P> {
         kmem.kmem_cache_init().map_err(BootError::Slab)?;
         kmem.setup_fault_attrs(config.failslab, config.fail_page_alloc)
             .map_err(|_| BootError::Slab(CacheError::NoMemory))?;
+        kmem.reclaim_init();
         Ok(kmem)
     }
 }

@@ -64,6 +64,8 @@ pub struct Node {
     pub(crate) nr_slab_reclaimable: AtomicIsize,
     /// Pages of unreclaimable slabs and large kmalloc blocks (`NR_SLAB_UNRECLAIMABLE_B`).
     pub(crate) nr_slab_unreclaimable: AtomicIsize,
+    /// kswapd's state for this node (`reclaim/vmscan.rs`); 4 bytes, in the node's padding.
+    pub(crate) kswapd: crate::reclaim::KswapdNode,
 }
 
 impl Node {
@@ -85,6 +87,7 @@ impl Node {
                 distance: [0; MAX_NUMNODES],
                 nr_slab_reclaimable: AtomicIsize::new(0),
                 nr_slab_unreclaimable: AtomicIsize::new(0),
+                kswapd: crate::reclaim::KswapdNode::new(),
             }
         }
     }

@@ -2,13 +2,8 @@
 //! path with GFP semantics, and `prep_new_page`.
 //!
 //! Data flow: `__alloc_pages` -> fast path at the low watermark -> slow path
-//! (`gfp_to_alloc_flags`: min watermark, reserve access by `__GFP_HIGH` and non-blocking
-//! context, `__GFP_MEMALLOC`) -> retry/fail by `__GFP_NORETRY`/`__GFP_RETRY_MAYFAIL`/
-//! `__GFP_NOFAIL` -> `warn_alloc` unless `__GFP_NOWARN`.
-//!
-//! kmem has no reclaim yet (no shrinkers, no OOM killer): where Linux would reclaim and
-//! retry, kmem retries once and then fails, except `__GFP_NOFAIL`, which waits for memory
-//! as Linux's loop does.
+//! ([`slowpath`]: kswapd, reserves, direct reclaim, retry rules, OOM, `__GFP_NOFAIL`'s wait)
+//! -> `warn_alloc` unless `__GFP_NOWARN`.
 //!
 //! Policy only: zeroing (`highmem/helpers.rs`) is the one thing here that writes memory.
 
@@ -17,7 +12,7 @@
 use crate::addr::{Order, Pfn, VirtAddr};
 use crate::gfp::{Gfp, GfpZone};
 use crate::machine::Kmem;
-use crate::mm::alloc_flags::{gfp_pfmemalloc_flags, gfp_to_alloc_flags, AllocFlags};
+use crate::mm::alloc_flags::AllocFlags;
 use crate::mm::buddy::{self, Take};
 use crate::mm::node::ZoneList;
 use crate::mm::page::{pg, Page};
@@ -28,6 +23,8 @@ use crate::mm::zone::{Wmark, Zone};
 use crate::mm::zone_type::{Migratetype, ZoneType};
 use crate::platform::{Platform, ReportKind};
 use crate::sync::Ordering;
+
+mod slowpath;
 
 /// What one allocation is allowed (`struct alloc_context`).
 struct AllocContext<'a> {
@@ -176,7 +173,8 @@ impl<P: Platform> Kmem<P> {
         }
     }
 
-    /// `__alloc_pages()`.
+    /// `__alloc_pages()`. Never inlined: `alloc_pages` is the fast path and a call to this.
+    #[inline(never)]
     fn alloc_pages_inner(&self, gfp: Gfp, order: u32, nid: usize) -> Result<PageRef<'_>, AllocError> {
         self.alloc_pages_checked(gfp, order, nid, true)
     }
@@ -346,58 +344,6 @@ impl<P: Platform> Kmem<P> {
     #[inline(never)]
     fn watermark_slow(zone: &Zone, free: usize, order: Order, mark: usize, reserve: usize, flags: AllocFlags) -> bool {
         watermark_ok(free, order, mark, reserve, flags, |o| zone.area.has_pcptype_block(o))
-    }
-
-    /// `__alloc_pages_slowpath()` without reclaim (see the module docs).
-    fn alloc_slowpath(&self, gfp: Gfp, order: Order, ac: &AllocContext<'_>) -> Option<PageRef<'_>> {
-        let ev = &self.state().events;
-        ev.slowpath.fetch_add(1, Ordering::Relaxed);
-        let flags = gfp_to_alloc_flags(gfp, order.as_u32());
-        if flags.contains(AllocFlags::KSWAPD) {
-            ev.kswapd_wake.fetch_add(1, Ordering::Relaxed);
-        }
-        // Deferred struct-page init (boot/deferred.rs): free RAM not handed over yet comes first.
-        while self.deferred_grow(ac.zonelist, ac.highest, order) {
-            if let Some(p) = self.get_page_from_freelist(gfp, order, flags, ac) {
-                return Some(p);
-            }
-        }
-        if let Some(p) = self.get_page_from_freelist(gfp, order, flags, ac) {
-            return Some(p);
-        }
-        let reserve = gfp_pfmemalloc_flags(gfp);
-        if reserve.contains(AllocFlags::NO_WATERMARKS) {
-            if let Some(p) = self.get_page_from_freelist(gfp, order, reserve, ac) {
-                return Some(p);
-            }
-        }
-        // The retry after draining uses the most the request is entitled to.
-        let best = if reserve.contains(AllocFlags::NO_WATERMARKS) { reserve } else { flags };
-        if !gfp.allows_blocking() {
-            return self.drain_then_try(gfp, order, best, ac);
-        }
-        // Direct reclaim would run here; with nothing to reclaim yet, draining the per-CPU
-        // lists (as Linux does after reclaim fails) and one more attempt is what is left.
-        if let Some(p) = self.drain_then_try(gfp, order, best, ac) {
-            return Some(p);
-        }
-        if let Some(p) = self.get_page_from_freelist(gfp, order, best, ac) {
-            return Some(p);
-        }
-        if gfp.contains(Gfp::NOFAIL) {
-            if order.is_costly() {
-                self.warn_on("__alloc_pages_slowpath", &|w| {
-                    write!(w, "__GFP_NOFAIL with order {order} > PAGE_ALLOC_COSTLY_ORDER")
-                });
-            }
-            loop {
-                if let Some(p) = self.get_page_from_freelist(gfp, order, flags | AllocFlags::MIN_RESERVE, ac) {
-                    return Some(p);
-                }
-                self.platform().cpu_relax();
-            }
-        }
-        None
     }
 
     /// `prep_new_page()`: refcount, allocation order, `__GFP_ZERO`, `__GFP_COMP`.

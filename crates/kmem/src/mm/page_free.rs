@@ -121,10 +121,19 @@ impl<P: Platform> Kmem<P> {
         if pcp_allowed_order(order) && self.pcp_enabled() && self.free_unref_page(zone, pfn, page, order, mt) {
             return;
         }
+        self.free_one_page(zone, pfn, order, mt);
+    }
+
+    /// `free_one_page()`: a block straight to the buddy lists (orders the per-CPU lists do not
+    /// take, or with them off), then a wake-up for `__GFP_NOFAIL` sleepers. Out of line, so
+    /// the per-CPU free path that inlines `free_block` stays as small as it was.
+    #[inline(never)]
+    fn free_one_page(&self, zone: &crate::mm::zone::Zone, pfn: Pfn, order: Order, mt: crate::Migratetype) {
         let g = zone.area.lock(self.platform());
-        buddy::free_one_page(&g, zone, mm, pfn, order, mt, false);
+        buddy::free_one_page(&g, zone, self.memmap(), pfn, order, mt, false);
         bump_locked(&zone.events.pgfree, order.nr_pages() as u64);
         drop(g);
+        zone.wake_nofail_waiters(self.platform());
     }
 
     /// `free_pages(addr, order)`: `__free_pages` by direct-map address; a null address is

@@ -138,6 +138,12 @@ impl PerCpuPages {
         self.high_max.store(high_max, Ordering::Relaxed);
         self.high.store(high_min, Ordering::Relaxed);
     }
+    /// `high` 0 while `__GFP_NOFAIL` allocations sleep for memory, so that every free goes
+    /// on to the buddy lists where they look (and wakes them); `high_min` again after. Linux
+    /// lowers `high` the same way for a zone under reclaim (`ZONE_RECLAIM_ACTIVE`).
+    pub(crate) fn set_nofail_sleeping(&self, on: bool) {
+        self.high.store(if on { 0 } else { self.high_min() }, Ordering::Relaxed);
+    }
     fn add_count(&self, delta: isize) {
         self.count.store(self.count().wrapping_add_signed(delta), Ordering::Relaxed);
     }
@@ -283,6 +289,8 @@ impl<P: Platform> PcpBuddy for ZoneBuddy<'_, P> {
         while let Some((pfn, order, mt)) = next() {
             buddy::free_one_page(&g, self.zone, self.mm, pfn, order, mt, false);
         }
+        drop(g);
+        self.zone.wake_nofail_waiters(self.platform);
     }
 }
 

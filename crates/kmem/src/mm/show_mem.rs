@@ -34,6 +34,22 @@ impl<P: Platform> Kmem<P> {
         });
     }
 
+    /// `__show_mem()`: `show_free_areas()`, then the page totals (`pages RAM`,
+    /// `pages HighMem/MovableOnly`, `pages reserved`).
+    pub fn show_mem(&self, w: &mut dyn Write) -> fmt::Result {
+        self.show_free_areas(w)?;
+        let present: usize = self.zones().map(Zone::present_pages).sum();
+        let managed: usize = self.zones().map(Zone::managed_pages).sum();
+        let high: usize = self
+            .zones()
+            .filter(|z| matches!(z.zone_type(), crate::ZoneType::HighMem | crate::ZoneType::Movable))
+            .map(Zone::present_pages)
+            .sum();
+        writeln!(w, "{present} pages RAM")?;
+        writeln!(w, "{high} pages HighMem/MovableOnly")?;
+        writeln!(w, "{} pages reserved", present.saturating_sub(managed))
+    }
+
     /// `show_free_areas()` (the `Mem-Info:` block), the parts kmem has counters for.
     pub fn show_free_areas(&self, w: &mut dyn Write) -> fmt::Result {
         writeln!(w, "Mem-Info:")?;

@@ -8,7 +8,9 @@ use crate::boot::pagesets::Pagesets;
 use crate::mm::free_area::FreeArea;
 use crate::mm::pcp::PerCpuPages;
 use crate::mm::zone_type::{ZoneType, MAX_NR_ZONES};
-use crate::sync::{array_of, const_fn_unless_loom, AtomicIsize, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{
+    array_of, const_fn_unless_loom, AtomicIsize, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+};
 
 /// Watermark indices (`enum zone_watermarks`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -65,6 +67,10 @@ pub struct Zone {
     /// (frame numbers are): it fits beside the two byte fields, so `Zone` and `Node` keep their
     /// sizes and boot's carving its layout.
     deferred: AtomicU32,
+    /// `__GFP_NOFAIL` allocations sleeping until this zone gets pages back
+    /// (`reclaim/nofail.rs`); the free paths that reach the buddy lists wake them. 16 bits:
+    /// it fits in the padding beside `deferred`, so `Zone` keeps its size.
+    pub(crate) nofail_waiters: AtomicU16,
     wmark: [AtomicUsize; 4],
     lowmem_reserve: [AtomicUsize; MAX_NR_ZONES],
     free_pages: AtomicIsize,
@@ -132,6 +138,7 @@ impl Zone {
                 present: AtomicUsize::new(0),
                 managed: AtomicUsize::new(0),
                 deferred: AtomicU32::new(0),
+                nofail_waiters: AtomicU16::new(0),
                 wmark: array_of![AtomicUsize::new(0); 4],
                 lowmem_reserve: array_of![AtomicUsize::new(0); MAX_NR_ZONES],
                 free_pages: AtomicIsize::new(0),
@@ -275,6 +282,22 @@ impl Zone {
     pub(crate) fn set_lowmem_reserve(&self, r: [usize; MAX_NR_ZONES]) {
         for (slot, v) in self.lowmem_reserve.iter().zip(r) {
             slot.store(v, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Zone {
+    /// Pages just went back to this zone's buddy lists (the zone lock is released): wakes
+    /// the `__GFP_NOFAIL` sleepers waiting for it. A fence and a load when nobody waits; the
+    /// per-CPU fast path never calls it (a sleeper lowers the lists' `high` so frees reach
+    /// the buddy lists).
+    #[inline]
+    pub(crate) fn wake_nofail_waiters<P: crate::platform::Platform>(&self, p: &P) {
+        // Pairs with the sleeper's fence between counting itself and checking the free
+        // pages: either it sees these pages, or this load sees it.
+        crate::sync::fence(Ordering::SeqCst);
+        if self.nofail_waiters.load(Ordering::Relaxed) != 0 {
+            p.wake_free_memory_waiters();
         }
     }
 }

@@ -89,6 +89,15 @@ impl PercpuPtr {
     /// The null per-CPU pointer: [`Kmem::free_percpu`] ignores it.
     pub const NULL: PercpuPtr = PercpuPtr { chunk: 0, off: 0 };
 
+    /// The raw parts (chunk address, offset), for kmem's own per-CPU state kept in atomics.
+    pub(crate) const fn to_raw(self) -> (usize, u32) {
+        (self.chunk, self.off)
+    }
+    /// Rebuilds a pointer from [`PercpuPtr::to_raw`]'s parts.
+    pub(crate) const fn from_raw(chunk: usize, off: u32) -> Self {
+        Self { chunk, off }
+    }
+
     /// Whether this is [`PercpuPtr::NULL`].
     pub const fn is_null(self) -> bool {
         self.chunk == 0

@@ -1,5 +1,5 @@
-//! The `/proc` views: `buddyinfo`, `pagetypeinfo`, `zoneinfo`, `meminfo`, `slabinfo` and
-//! `vmallocinfo` (and debugfs's `extfrag/unusable_index` and `extfrag/extfrag_index`), byte for byte in
+//! The `/proc` views: `buddyinfo`, `pagetypeinfo`, `zoneinfo`, `meminfo`, `slabinfo`,
+//! `vmstat` and `vmallocinfo` (and debugfs's `extfrag/unusable_index` and `extfrag/extfrag_index`), byte for byte in
 //! the format of Linux 6.18 (`mm/vmstat.c`, `fs/proc/meminfo.c`, `mm/hugetlb.c`,
 //! `arch/x86/mm/pat/set_memory.c`).
 //!
@@ -41,6 +41,7 @@ mod meminfo;
 mod pagetypeinfo;
 mod slabinfo;
 mod vmallocinfo;
+mod vmstat;
 mod zoneinfo;
 
 pub use buddyinfo::buddyinfo;
@@ -52,4 +53,5 @@ pub use meminfo::{direct_map_split, meminfo, DirectMapSplit};
 pub use pagetypeinfo::pagetypeinfo;
 pub use slabinfo::{slab_info, slabinfo, SlabInfo};
 pub use vmallocinfo::vmallocinfo;
+pub use vmstat::{vmstat, VMSTAT_EVENT_NAMES};
 pub use zoneinfo::{calculate_normal_threshold, zoneinfo, NODE_STAT_NAMES, ZONE_STAT_NAMES};

@@ -1,20 +1,71 @@
 //! Whole-cache operations: `flush_all`, `kmem_cache_shrink`, `validate_slab_cache`, and the
 //! shutdown half of `kmem_cache_destroy` with its leak report.
 
-use super::cache::{CacheNode, KmemCache};
+use core::panic::Location;
+use core::ptr::NonNull;
+
+use super::cache::{CacheNode, KmemCache, MAX_CACHES};
 use super::debug::{ObjectMap, ValidateReport};
 use super::slab_page::{slab_addr, Slab};
+use super::SlabFlags;
 use crate::gfp::Gfp;
 use crate::machine::Kmem;
 use crate::mm::pfn_list::PfnList;
 use crate::platform::{Platform, ReportKind};
-use crate::sync::SpinGuard;
+use crate::sync::{Ordering, SpinGuard};
 
 /// Partial slabs with at most this many free objects are sorted by fill on shrink
 /// (`SHRINK_PROMOTE_MAX`).
 const SHRINK_PROMOTE_MAX: usize = 32;
 
 impl<P: Platform> Kmem<P> {
+    /// The built-in slab shrinker: `kmem_cache_shrink` on every cache, SReclaimable caches
+    /// first. Returns the slab pages given back.
+    pub(crate) fn shrink_slab_caches(&self) -> usize {
+        let mut pages = 0;
+        for reclaimable in [true, false] {
+            for id in 0..MAX_CACHES as u32 {
+                let Some(c) = self.cache_get(id) else { continue };
+                // SAFETY: `cache_get` took a reference, so the descriptor is live until
+                // `cache_put`.
+                let s = unsafe { c.as_ref() };
+                if s.flags().contains(SlabFlags::RECLAIM_ACCOUNT) == reclaimable {
+                    let slabs = |s: &KmemCache| s.nodes().map(|(_, n)| n.nr_slabs()).sum::<usize>();
+                    let before = slabs(s);
+                    self.kmem_cache_shrink(s);
+                    pages += before.saturating_sub(slabs(s)) << s.order();
+                }
+                self.cache_put(c);
+            }
+        }
+        self.count_reclaim(|e| &e.slab_pages_reclaimed, pages as u64);
+        pages
+    }
+
+    /// A reference on the cache with id `id`, if it is live (boot caches need none).
+    fn cache_get(&self, id: u32) -> Option<NonNull<KmemCache>> {
+        let st = self.slab();
+        let g = st.list_lock.lock_irqsave(self.platform());
+        let c = st.cache(id)?;
+        let rc = c.refcount.load(Ordering::Relaxed);
+        if rc == 0 {
+            return None;
+        }
+        if rc > 0 {
+            c.refcount.store(rc + 1, Ordering::Relaxed);
+        }
+        drop(g);
+        Some(NonNull::from(c))
+    }
+
+    /// Drops a reference taken by `cache_get`; the last one destroys the cache (its owner
+    /// destroyed it meanwhile).
+    fn cache_put(&self, c: NonNull<KmemCache>) {
+        // SAFETY: we own the reference `cache_get` took; `destroy_cache_ref` gives it up
+        // (and destroys the cache if it was the last, as its owner's destroy would have).
+        unsafe { self.destroy_cache_ref(c, Location::caller()) };
+    }
+
     /// `slub_cpu_dead()` for the CPU the caller runs as (`run_on_cpu`): every cache's
     /// sheaves on it go to the node's barn, or back to the slabs and freed when the barn is
     /// full ([`Kmem::retire_cpu_sheaves`]).

@@ -19,6 +19,11 @@ mod loom_tests;
 pub use spinlock::{RawSpinLock, SpinGuard};
 
 #[cfg(not(loom))]
+pub use core::sync::atomic::fence;
+#[cfg(loom)]
+pub use loom::sync::atomic::fence;
+
+#[cfg(not(loom))]
 pub use core::sync::atomic::{
     AtomicBool, AtomicI32, AtomicIsize, AtomicU16, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
 };
