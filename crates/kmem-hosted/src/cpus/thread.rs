@@ -1,0 +1,74 @@
+//! The calling thread's CPU context read from a machine id alone, with no `Cpus` to follow:
+//! the fast paths of pinning and the context queries the platform answers on every
+//! allocation (one thread-local access each).
+
+use super::CTX;
+
+/// [`Cpus::pin`]'s fast path, from the machine's id alone (no `Cpus` pointer to follow): the
+/// calling thread's own CPU of machine `machine`, entered, if it has one and is not running
+/// as another CPU of it.
+#[inline(always)]
+pub(crate) fn pin_owned(machine: usize) -> Option<(u32, usize)> {
+    CTX.with(|c| {
+        if c.own_machine.get() != machine {
+            return None;
+        }
+        let st = c.own_state.get();
+        // SAFETY: `own_state` points into the CPUs of machine `own_machine`, which the caller's
+        // platform (machine `machine`) keeps alive.
+        unsafe { &*st }.enter();
+        Some((c.own_cpu.get(), st as usize))
+    })
+}
+
+/// [`pin_owned`] without the wait: `None` also when a stopper holds the owned CPU (the
+/// caller's slow path then pins with [`Cpus::pin`], which waits). Makes no call.
+#[inline(always)]
+pub(crate) fn try_pin_owned(machine: usize) -> Option<(u32, usize)> {
+    CTX.with(|c| {
+        if c.own_machine.get() != machine {
+            return None;
+        }
+        let st = c.own_state.get();
+        // SAFETY: as in `pin_owned`.
+        unsafe { &*st }.try_enter().then(|| (c.own_cpu.get(), st as usize))
+    })
+}
+
+/// [`Cpus::current`]'s fast path, as [`pin_owned`].
+#[inline(always)]
+pub(crate) fn current_owned(machine: usize) -> Option<u32> {
+    CTX.with(|c| (c.own_machine.get() == machine).then(|| c.own_cpu.get()))
+}
+
+/// `preempt_count()` of the thread (all machines).
+#[inline]
+pub(crate) fn preempt_count() -> u32 {
+    CTX.with(|c| c.preempt.get())
+}
+
+/// `current->flags & PF_MEMALLOC` of this thread.
+pub(crate) fn in_reclaim() -> bool {
+    CTX.with(|c| c.memalloc.get())
+}
+
+/// Sets this thread's `PF_MEMALLOC`; returns the previous value.
+pub(crate) fn set_in_reclaim(on: bool) -> bool {
+    CTX.with(|c| c.memalloc.replace(on))
+}
+
+/// `in_atomic() || irqs_disabled()` in one TLS access.
+#[inline]
+pub(crate) fn atomic_context() -> bool {
+    CTX.with(|c| c.atomic.get() != 0)
+}
+
+#[inline]
+pub(crate) fn irqs_off() -> bool {
+    CTX.with(|c| c.irqs_off.get())
+}
+
+#[inline]
+pub(crate) fn in_interrupt() -> bool {
+    CTX.with(|c| c.in_irq.get() > 0)
+}
