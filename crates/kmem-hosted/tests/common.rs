@@ -19,6 +19,37 @@ pub fn free_pages(m: &Machine) -> usize {
     m.zones().map(|z| z.free_pages() + z.pcp_pages()).sum()
 }
 
+/// Fills `len` bytes of `p` with a pattern derived from `tag`.
+pub fn stamp(p: std::ptr::NonNull<u8>, len: usize, tag: u8) {
+    // SAFETY: callers pass objects they own of at least `len` bytes.
+    let b = unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), len) };
+    for (i, x) in b.iter_mut().enumerate() {
+        *x = tag.wrapping_add(i as u8);
+    }
+}
+
+/// Checks a pattern written by [`stamp`].
+pub fn check(p: std::ptr::NonNull<u8>, len: usize, tag: u8) {
+    // SAFETY: callers pass objects they own of at least `len` bytes.
+    let b = unsafe { std::slice::from_raw_parts(p.as_ptr(), len) };
+    for (i, x) in b.iter().enumerate() {
+        assert_eq!(*x, tag.wrapping_add(i as u8), "object {p:?} byte {i} changed under its owner");
+    }
+}
+
+/// Frees an object of `c` the test owns.
+pub fn free(m: &Machine, c: &kmem::KmemCache, p: std::ptr::NonNull<u8>) {
+    // SAFETY: the tests only free objects they allocated from `c` and no longer use.
+    unsafe { m.kmem_cache_free(c, p) };
+}
+
+/// The /proc/slabinfo line of cache `name`, if it is listed.
+pub fn slabinfo_line(m: &Machine, name: &str) -> Option<String> {
+    let mut s = String::new();
+    kmem::proc::slabinfo(m, &mut s).unwrap();
+    s.lines().find(|l| l.split_whitespace().next() == Some(name)).map(str::to_owned)
+}
+
 /// After a misuse: kmem keeps working. Allocates 10,000 blocks of a few sizes (kmalloc from
 /// 8 bytes to a large block, a slab cache, pages), stamps each with its own pattern, checks
 /// every pattern (no two blocks overlap, nothing was handed out twice), frees them all, and
