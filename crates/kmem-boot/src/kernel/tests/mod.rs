@@ -1,0 +1,139 @@
+//! The ring-0 test runner: each test returns `Err(why)` on failure; the runner prints
+//! `ok`/`FAIL` lines and the Linux-kselftest-style total `N passed, N failed`.
+//!
+//! Concurrent tests run on every online CPU at once: the boot CPU publishes the test and a
+//! generation number, the APs (waiting in [`ap_loop`], interrupts on) run it beside the boot
+//! CPU and count themselves done.
+
+mod bench;
+mod concurrent;
+mod pages;
+mod slab;
+mod vm;
+
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+use kmem::Kmem;
+
+use super::platform::BootPlatform;
+use super::{arch, percpu};
+
+/// A test's verdict.
+pub type TestResult = Result<(), &'static str>;
+
+/// Fails with `why` unless `cond`.
+pub fn check(cond: bool, why: &'static str) -> TestResult {
+    if cond {
+        Ok(())
+    } else {
+        Err(why)
+    }
+}
+
+/// A test run on every CPU at once: `(machine, cpu, shared word)`.
+pub type ConcurrentFn = fn(&'static Kmem<BootPlatform>, usize, usize) -> TestResult;
+
+static GEN: AtomicU32 = AtomicU32::new(0);
+static DONE: AtomicU32 = AtomicU32::new(0);
+static FAILS: AtomicU32 = AtomicU32::new(0);
+static CURRENT: AtomicUsize = AtomicUsize::new(0);
+static SHARED: AtomicUsize = AtomicUsize::new(0);
+
+/// Runs `f` on every online CPU at once; the number of CPUs on which it failed.
+pub fn on_every_cpu(m: &'static Kmem<BootPlatform>, f: ConcurrentFn, shared: usize) -> (usize, u32) {
+    let aps = percpu::online_count() - 1;
+    DONE.store(0, Ordering::Relaxed);
+    FAILS.store(0, Ordering::Relaxed);
+    CURRENT.store(f as usize, Ordering::Relaxed);
+    SHARED.store(shared, Ordering::Relaxed);
+    GEN.fetch_add(1, Ordering::Release);
+    if let Err(why) = f(m, 0, shared) {
+        kprintln!("    CPU 0: {why}");
+        FAILS.fetch_add(1, Ordering::Relaxed);
+    }
+    while DONE.load(Ordering::Acquire) < aps as u32 {
+        core::hint::spin_loop();
+    }
+    (aps + 1, FAILS.load(Ordering::Acquire))
+}
+
+/// An AP's life after start-up: run each concurrent test the boot CPU publishes.
+pub fn ap_loop(m: &'static Kmem<BootPlatform>, cpu: usize) -> ! {
+    let mut seen = GEN.load(Ordering::Acquire);
+    loop {
+        let g = GEN.load(Ordering::Acquire);
+        if g == seen {
+            // Interrupts stay on: timer ticks, call-function and shootdown IPIs.
+            core::hint::spin_loop();
+            continue;
+        }
+        seen = g;
+        // SAFETY: CURRENT holds a `ConcurrentFn` stored before GEN was bumped (Release).
+        let f: ConcurrentFn = unsafe { core::mem::transmute::<usize, ConcurrentFn>(CURRENT.load(Ordering::Relaxed)) };
+        if let Err(why) = f(m, cpu, SHARED.load(Ordering::Relaxed)) {
+            kprintln!("    CPU {cpu}: {why}");
+            FAILS.fetch_add(1, Ordering::Relaxed);
+        }
+        DONE.fetch_add(1, Ordering::Release);
+    }
+}
+
+type Test = (&'static str, fn(&'static Kmem<BootPlatform>) -> TestResult);
+
+const TESTS: &[Test] = &[
+    ("page_alloc: every order", pages::every_order),
+    ("page_alloc: every zone", pages::every_zone),
+    ("page_alloc: watermarks (ZONE_DMA drained to its min watermark)", pages::watermarks),
+    ("page_alloc: every node", pages::every_node),
+    ("slab: cache with debug checks (red zone, poison, owner)", slab::debug_cache),
+    ("slab: red-zone overwrite detected, cache still works", slab::redzone_misuse),
+    ("kmalloc: every size class and large", slab::kmalloc_sizes),
+    ("vmalloc: through the page tables", vm::vmalloc_rw),
+    ("vmalloc: guard-page write faults, fixed up", vm::vmalloc_guard),
+    ("kernel stack: guard-page write faults, fixed up", vm::stack_guard),
+    ("kmap: kmap_local_page and kmap", vm::kmap),
+    ("smp: every CPU allocates at once", concurrent::stress),
+    ("smp: vmap stacks' guard pages on every CPU", concurrent::ap_stack_guards),
+    ("percpu: every CPU's own slot", concurrent::percpu_every_cpu),
+    ("percpu: drain_all_pages through call-function IPIs", concurrent::drain_all),
+    ("irq: allocations in the timer interrupt on every CPU", concurrent::timer_allocs),
+    ("fast paths: rdtsc-timed pairs", bench::fast_paths),
+];
+
+/// Runs every test; (passed, failed).
+pub fn run(m: &'static Kmem<BootPlatform>) -> (usize, usize) {
+    super::IRQ_ALLOCS_ON.store(true, Ordering::Release);
+    let (mut passed, mut failed) = (0, 0);
+    kprintln!("kmem-boot: running {} tests on {} CPU(s)", TESTS.len(), percpu::online_count());
+    for (i, (name, t)) in TESTS.iter().enumerate() {
+        let t0 = arch::rdtsc();
+        let r = t(m);
+        let ms = (arch::rdtsc() - t0) / (super::apic::TSC_PER_US.load(Ordering::Relaxed) * 1000).max(1);
+        match r {
+            Ok(()) => {
+                passed += 1;
+                kprintln!("ok {} - {name} ({ms} ms)", i + 1);
+            }
+            Err(why) => {
+                failed += 1;
+                kprintln!("not ok {} - {name}: {why}", i + 1);
+            }
+        }
+    }
+    (passed, failed)
+}
+
+/// Prints `/proc/buddyinfo`, `/proc/slabinfo` and `/proc/meminfo` from the core's renderers.
+pub fn print_proc(m: &Kmem<BootPlatform>) {
+    for (name, f) in [
+        ("/proc/buddyinfo", kmem::proc::buddyinfo::<BootPlatform> as fn(&Kmem<BootPlatform>, &mut dyn core::fmt::Write) -> core::fmt::Result),
+        ("/proc/slabinfo", kmem::proc::slabinfo::<BootPlatform>),
+        ("/proc/meminfo", kmem::proc::meminfo::<BootPlatform>),
+    ] {
+        super::serial::with_console(|u| {
+            use core::fmt::Write;
+            let _ = writeln!(u, "--- {name}");
+            let _ = f(m, u);
+        });
+    }
+}
