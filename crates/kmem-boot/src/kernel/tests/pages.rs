@@ -45,22 +45,24 @@ fn gfp_for(zt: ZoneType) -> Option<Gfp> {
     }
 }
 
-/// For every populated zone type: an allocation whose highest zone is that zone lands in it.
+/// For every populated zone of every node: an allocation on that node (`__GFP_THISNODE`)
+/// whose highest zone is that zone lands in it.
 pub fn every_zone(m: &'static Kmem<BootPlatform>) -> TestResult {
     let mut tested = 0;
-    for zt in [ZoneType::Dma, ZoneType::Dma32, ZoneType::Normal] {
-        if !m.zones().any(|z| z.zone_type() == zt && z.managed_pages() > 0) {
+    for z in m.zones().filter(|z| z.managed_pages() > 0) {
+        let Some(gfp) = gfp_for(z.zone_type()) else { continue };
+        if z.zone_type() == ZoneType::Movable {
             continue;
         }
-        // Normal is the highest zone GFP_KERNEL may use: only tested where it exists.
-        let gfp = gfp_for(zt).ok_or("no GFP flags for a zone")?;
-        let page = m.alloc_pages(gfp, Order::ZERO).map_err(|_| "alloc_pages failed")?;
+        let page =
+            m.alloc_pages_node(Some(z.node()), gfp | Gfp::THISNODE, Order::ZERO).map_err(|_| "alloc_pages_node failed")?;
         let pfn = page.pfn();
         let r = touch(m, page, Order::ZERO);
         // SAFETY: ours, order 0, unused.
         unsafe { m.__free_pages(page, Order::ZERO) };
         r?;
-        check(m.zones().any(|z| z.zone_type() == zt && z.spans(pfn)), "a page came from the wrong zone")?;
+        check(z.spans(pfn), "a page came from another zone")?;
+        kprintln!("    node {} {}: pfn {:#x}", z.node(), z.name(), pfn.as_usize());
         tested += 1;
     }
     check(tested >= 2, "fewer than two zones populated")
