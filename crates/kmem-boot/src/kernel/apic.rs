@@ -54,12 +54,6 @@ pub fn start_timer(count: u32) {
     write(TIMER_INIT, count);
 }
 
-/// Stops this CPU's timer.
-pub fn stop_timer() {
-    write(LVT_TIMER, 1 << 16);
-    write(TIMER_INIT, 0);
-}
-
 /// End of interrupt.
 pub fn eoi() {
     write(EOI, 0);
@@ -105,7 +99,7 @@ pub fn udelay(us: u64) {
 /// Measures the TSC against PIT channel 2 (10 ms one-shot), as Linux's `pit_calibrate_tsc`.
 pub fn calibrate_tsc() {
     const LATCH: u16 = 11932; // 1193182 Hz / 100
-    // SAFETY: PIT channel 2 and its gate (port 0x61): nothing else uses them.
+                              // SAFETY: PIT channel 2 and its gate (port 0x61): nothing else uses them.
     unsafe {
         outb(0x61, (inb(0x61) & !0x02) | 0x01);
         outb(0x43, 0xb0);

@@ -27,19 +27,6 @@ pub unsafe fn inb(port: u16) -> u8 {
     v
 }
 
-/// `rdmsr`.
-///
-/// # Safety
-///
-/// `msr` exists on this CPU.
-#[inline]
-pub unsafe fn rdmsr(msr: u32) -> u64 {
-    let (lo, hi): (u32, u32);
-    // SAFETY: the caller vouches for the MSR.
-    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
-    (hi as u64) << 32 | lo as u64
-}
-
 /// `wrmsr`.
 ///
 /// # Safety
@@ -81,13 +68,6 @@ pub fn sti() {
     // SAFETY: the IDT is loaded before the first `sti` (kmain's order); handlers are sound
     // at any point where interrupts are on.
     unsafe { asm!("sti", options(nostack)) };
-}
-
-/// `sti; hlt`: waits for the next interrupt.
-#[inline]
-pub fn sti_hlt() {
-    // SAFETY: as `sti`.
-    unsafe { asm!("sti", "hlt", options(nostack)) };
 }
 
 /// `invlpg`: drops this CPU's translation of the page at `va`.

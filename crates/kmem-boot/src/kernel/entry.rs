@@ -302,8 +302,6 @@ pub const STUB_VECTORS: [u8; 36] = {
 unsafe extern "C" {
     /// The PML4 every CPU runs on (physical = virtual: the image is identity mapped).
     pub static mut BOOT_PML4: [u64; 512];
-    /// `hvm_start_info` physical address, saved by the entry.
-    pub static BOOT_START_INFO: u64;
     /// Stack top the next AP starts on (set before its SIPI).
     pub static mut AP_BOOT_STACK: u64;
     /// CPU number the next AP takes.

@@ -9,7 +9,7 @@
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use super::arch::{cr2, qemu_exit};
-use super::entry::{STUB_VECTORS, TRAP_STUBS, __ex_table_end, __ex_table_start};
+use super::entry::{__ex_table_end, __ex_table_start, STUB_VECTORS, TRAP_STUBS};
 use super::{apic, paging, percpu, serial};
 
 /// Timer interrupt vector (LAPIC timer).
@@ -122,7 +122,8 @@ fn page_fault(f: &mut TrapFrame) {
         let _ = writeln!(u, "BUG: unable to handle page fault for address: {addr:016x}");
         let _ = writeln!(u, "#PF: supervisor {access} access in kernel mode");
         let _ = writeln!(u, "#PF: error_code({:#06x}) - {present}", f.error);
-        let _ = writeln!(u, "CPU: {} RIP: 0010:{:#x} RSP: {:#x}: {}", percpu::this_cpu_id(), f.rip, f.rsp, what_is(addr));
+        let _ =
+            writeln!(u, "CPU: {} RIP: 0010:{:#x} RSP: {:#x}: {}", percpu::this_cpu_id(), f.rip, f.rsp, what_is(addr));
         if fix.is_some() {
             let _ = writeln!(u, "fixup: resuming at the exception table's handler");
         }

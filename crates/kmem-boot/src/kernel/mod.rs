@@ -108,7 +108,7 @@ extern "C" fn kmain(start_info: u64) -> ! {
     let info = match unsafe { pvh::read(start_info) } {
         Ok(i) => i,
         Err(e) => {
-            kprintln!("kmem-boot: bad PVH start info: {e:?}");
+            kprintln!("kmem-boot: bad PVH start info: {e}");
             arch::qemu_exit(1);
         }
     };
@@ -118,10 +118,15 @@ extern "C" fn kmain(start_info: u64) -> ! {
     idt::load();
     apic::calibrate_tsc();
     for r in info.regions() {
-        kprintln!("BIOS-e820: [mem {:#018x}-{:#018x}] {}", r.start.as_u64(), r.end().as_u64() - 1, match r.kind {
-            RegionKind::Usable => "usable",
-            RegionKind::Reserved => "reserved",
-        });
+        kprintln!(
+            "BIOS-e820: [mem {:#018x}-{:#018x}] {}",
+            r.start.as_u64(),
+            r.end().as_u64() - 1,
+            match r.kind {
+                RegionKind::Usable => "usable",
+                RegionKind::Reserved => "reserved",
+            }
+        );
     }
     kprintln!("Command line: {}", info.cmdline);
     kprintln!("tsc: Detected {}.{:03} MHz processor", apic::TSC_PER_US.load(Ordering::Relaxed), 0);
@@ -136,9 +141,6 @@ extern "C" fn kmain(start_info: u64) -> ! {
     let (nr_regions, nr_nodes) = numa_regions(&info, &acpi, &mut regions);
     let mut cpu_to_node = [0u8; percpu::MAX_CPUS];
     let mut pxm_seen = [u32::MAX; kmem::MAX_NUMNODES];
-    for (i, r) in acpi.mem[..acpi.nr_mem].iter().enumerate() {
-        let _ = (i, r);
-    }
     // Node numbers follow the order the memory ranges were met (numa_regions); map CPUs the same way.
     {
         let mut k = 0;
@@ -148,8 +150,8 @@ extern "C" fn kmain(start_info: u64) -> ! {
                 k += 1;
             }
         }
-        for c in 0..acpi.nr_cpus {
-            cpu_to_node[c] = pxm_seen[..k].iter().position(|&p| p == acpi.cpu_pxm[c]).unwrap_or(0).min(nr_nodes - 1) as u8;
+        for (node, pxm) in cpu_to_node.iter_mut().zip(&acpi.cpu_pxm).take(acpi.nr_cpus) {
+            *node = pxm_seen[..k].iter().position(|p| p == pxm).unwrap_or(0).min(nr_nodes - 1) as u8;
         }
     }
     kprintln!("smpboot: {} CPUs (MADT), {} NUMA node(s) (SRAT)", acpi.nr_cpus, nr_nodes);

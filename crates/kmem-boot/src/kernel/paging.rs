@@ -21,7 +21,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use kmem::{DirectMap, MemRegion, PageTableAlloc, PhysAddr, Pfn, RegionKind, VirtAddr, PAGE_SIZE};
+use kmem::{DirectMap, MemRegion, PageTableAlloc, Pfn, PhysAddr, RegionKind, VirtAddr, PAGE_SIZE};
 
 use super::entry::{BOOT_PML4, BOOT_STACK_BOTTOM};
 use super::percpu;
@@ -80,8 +80,8 @@ pub unsafe fn init_direct_map(map: &[MemRegion]) -> DirectMap {
             chunk += 2 << 20;
         }
     }
-    for gib in 0..((limit as usize).div_ceil(1 << 30)) {
-        DM_PDPT.0[gib].store(&DM_PDS[gib] as *const Table as u64 | PRESENT | WRITE, Ordering::Relaxed);
+    for (gib, pd) in DM_PDS.iter().enumerate().take((limit as usize).div_ceil(1 << 30)) {
+        DM_PDPT.0[gib].store(pd as *const Table as u64 | PRESENT | WRITE, Ordering::Relaxed);
     }
     pml4()[(PAGE_OFFSET >> 39) & 511].store(&DM_PDPT as *const Table as u64 | PRESENT | WRITE, Ordering::Relaxed);
     reload_cr3();
@@ -106,7 +106,10 @@ pub unsafe fn guard_boot_stack() -> usize {
     // SAFETY: the entry's PDPT and PD are the image's boot tables (identity mapped).
     let pd = unsafe { (*pdpt.add(big >> 30)).load(Ordering::Relaxed) } & ADDR_MASK;
     // SAFETY: as above.
-    unsafe { (*(pd as *const AtomicU64).add((big >> 21) & 511)).store(&STACK_PT as *const Table as u64 | PRESENT | WRITE, Ordering::Relaxed) };
+    unsafe {
+        (*(pd as *const AtomicU64).add((big >> 21) & 511))
+            .store(&STACK_PT as *const Table as u64 | PRESENT | WRITE, Ordering::Relaxed)
+    };
     reload_cr3();
     guard
 }

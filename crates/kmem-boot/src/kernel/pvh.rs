@@ -48,6 +48,15 @@ pub struct BootInfo {
     pub cmdline: &'static str,
 }
 
+impl core::fmt::Display for PvhError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::BadMagic(m) => write!(f, "magic {m:#x}, not XEN_HVM_START_MAGIC_VALUE"),
+            Self::NoMemmap => write!(f, "start info version 0: no memory map"),
+        }
+    }
+}
+
 impl BootInfo {
     /// The memory map.
     pub fn regions(&self) -> &[MemRegion] {
@@ -78,11 +87,13 @@ pub unsafe fn read(pa: u64) -> Result<BootInfo, PvhError> {
     if si.version < 1 || si.memmap_paddr == 0 {
         return Err(PvhError::NoMemmap);
     }
-    let mut info = BootInfo { e820: [MemRegion::reserved(0, 0); MAX_E820], nr_e820: 0, rsdp: si.rsdp_paddr, cmdline: "" };
+    let mut info =
+        BootInfo { e820: [MemRegion::reserved(0, 0); MAX_E820], nr_e820: 0, rsdp: si.rsdp_paddr, cmdline: "" };
     for i in 0..(si.memmap_entries as usize).min(MAX_E820) {
         // SAFETY: entry `i` of the loader's table (identity mapped, caller).
         let e = unsafe { (si.memmap_paddr as *const MemmapEntry).add(i).read_unaligned() };
-        info.e820[i] = if e.kind == 1 { MemRegion::usable(e.addr, e.size) } else { MemRegion::reserved(e.addr, e.size) };
+        info.e820[i] =
+            if e.kind == 1 { MemRegion::usable(e.addr, e.size) } else { MemRegion::reserved(e.addr, e.size) };
         info.nr_e820 += 1;
     }
     if si.cmdline_paddr != 0 {

@@ -118,8 +118,11 @@ pub fn timer_allocs(_m: &'static Kmem<BootPlatform>) -> TestResult {
     let mut errors = 0;
     for c in 0..cpus {
         let a = percpu::cpu(c);
-        let (ticks, allocs, errs) =
-            (a.ticks.load(Ordering::Relaxed), a.irq_allocs.load(Ordering::Relaxed), a.irq_errors.load(Ordering::Relaxed));
+        let (ticks, allocs, errs) = (
+            a.ticks.load(Ordering::Relaxed),
+            a.irq_allocs.load(Ordering::Relaxed),
+            a.irq_errors.load(Ordering::Relaxed),
+        );
         kprintln!("    CPU {c}: {ticks} ticks, {allocs} allocations in IRQ context, {errs} errors");
         check(allocs >= 5, "a CPU's timer made too few allocations")?;
         errors += errs;

@@ -126,7 +126,11 @@ pub fn run(m: &'static Kmem<BootPlatform>) -> (usize, usize) {
 /// Prints `/proc/buddyinfo`, `/proc/slabinfo` and `/proc/meminfo` from the core's renderers.
 pub fn print_proc(m: &Kmem<BootPlatform>) {
     for (name, f) in [
-        ("/proc/buddyinfo", kmem::proc::buddyinfo::<BootPlatform> as fn(&Kmem<BootPlatform>, &mut dyn core::fmt::Write) -> core::fmt::Result),
+        (
+            "/proc/buddyinfo",
+            kmem::proc::buddyinfo::<BootPlatform>
+                as fn(&Kmem<BootPlatform>, &mut dyn core::fmt::Write) -> core::fmt::Result,
+        ),
         ("/proc/slabinfo", kmem::proc::slabinfo::<BootPlatform>),
         ("/proc/meminfo", kmem::proc::meminfo::<BootPlatform>),
     ] {

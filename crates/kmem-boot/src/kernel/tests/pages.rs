@@ -54,8 +54,9 @@ pub fn every_zone(m: &'static Kmem<BootPlatform>) -> TestResult {
         if z.zone_type() == ZoneType::Movable {
             continue;
         }
-        let page =
-            m.alloc_pages_node(Some(z.node()), gfp | Gfp::THISNODE, Order::ZERO).map_err(|_| "alloc_pages_node failed")?;
+        let page = m
+            .alloc_pages_node(Some(z.node()), gfp | Gfp::THISNODE, Order::ZERO)
+            .map_err(|_| "alloc_pages_node failed")?;
         let pfn = page.pfn();
         let r = touch(m, page, Order::ZERO);
         // SAFETY: ours, order 0, unused.
@@ -112,7 +113,9 @@ pub fn watermarks(m: &'static Kmem<BootPlatform>) -> TestResult {
 pub fn every_node(m: &'static Kmem<BootPlatform>) -> TestResult {
     let nodes = m.nr_nodes();
     for nid in 0..nodes {
-        let page = m.alloc_pages_node(Some(nid), Gfp::KERNEL | Gfp::THISNODE, Order::ZERO).map_err(|_| "alloc_pages_node failed")?;
+        let page = m
+            .alloc_pages_node(Some(nid), Gfp::KERNEL | Gfp::THISNODE, Order::ZERO)
+            .map_err(|_| "alloc_pages_node failed")?;
         let pfn = page.pfn();
         // SAFETY: ours, order 0, unused.
         unsafe { m.__free_pages(page, Order::ZERO) };

@@ -15,7 +15,8 @@ fn debug_flags() -> SlabFlags {
 /// A debug cache: 300 objects written and checked, freed; no report.
 pub fn debug_cache(m: &'static Kmem<BootPlatform>) -> TestResult {
     let before = m.report_count(ReportKind::SlabBug);
-    let cache = m.kmem_cache_create("boot_debug", OBJ, 8, debug_flags(), None).map_err(|_| "kmem_cache_create failed")?;
+    let cache =
+        m.kmem_cache_create("boot_debug", OBJ, 8, debug_flags(), None).map_err(|_| "kmem_cache_create failed")?;
     let mut objs: [Option<NonNull<u8>>; 300] = [None; 300];
     for (i, o) in objs.iter_mut().enumerate() {
         let p = m.kmem_cache_alloc(&cache, Gfp::KERNEL).map_err(|_| "kmem_cache_alloc failed")?;
@@ -42,7 +43,8 @@ pub fn debug_cache(m: &'static Kmem<BootPlatform>) -> TestResult {
 /// ... Redzone overwritten`) when the object is freed, and the cache keeps working.
 pub fn redzone_misuse(m: &'static Kmem<BootPlatform>) -> TestResult {
     let before = m.report_count(ReportKind::SlabBug);
-    let cache = m.kmem_cache_create("boot_redzone", OBJ, 8, debug_flags(), None).map_err(|_| "kmem_cache_create failed")?;
+    let cache =
+        m.kmem_cache_create("boot_redzone", OBJ, 8, debug_flags(), None).map_err(|_| "kmem_cache_create failed")?;
     let p = m.kmem_cache_alloc(&cache, Gfp::KERNEL).map_err(|_| "kmem_cache_alloc failed")?;
     // SAFETY: the byte after the object is its right red zone, inside the slab's memory
     // (RED_ZONE lays one out): the deliberate overflow the debug checks must catch.
@@ -68,11 +70,13 @@ pub fn kmalloc_sizes(m: &'static Kmem<BootPlatform>) -> TestResult {
             // SAFETY: `p` is ours.
             let ks = unsafe { m.ksize(p.as_ptr()) };
             // SAFETY: `ks >= size` bytes at `p` are ours (checked first).
-            let ok = ks >= size && unsafe {
-                let zero_ok = !gfp.contains(Gfp::ZERO) || core::slice::from_raw_parts(p.as_ptr(), size).iter().all(|&b| b == 0);
-                core::ptr::write_bytes(p.as_ptr(), 0x77, ks);
-                zero_ok && p.as_ptr().add(ks - 1).read_volatile() == 0x77
-            };
+            let ok = ks >= size
+                && unsafe {
+                    let zero_ok = !gfp.contains(Gfp::ZERO)
+                        || core::slice::from_raw_parts(p.as_ptr(), size).iter().all(|&b| b == 0);
+                    core::ptr::write_bytes(p.as_ptr(), 0x77, ks);
+                    zero_ok && p.as_ptr().add(ks - 1).read_volatile() == 0x77
+                };
             // SAFETY: from kmalloc, freed once.
             unsafe { m.kfree(p.as_ptr()) };
             check(ok, "a kmalloc object is smaller than asked, not zeroed, or lost its bytes")?;

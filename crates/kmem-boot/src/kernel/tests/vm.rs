@@ -5,7 +5,7 @@ use core::sync::atomic::Ordering;
 use kmem::{Gfp, Kmem, Order, PAGE_SIZE};
 
 use super::{check, TestResult};
-use crate::kernel::entry::kmem_boot_probe_write;
+use crate::kernel::entry::{kmem_boot_probe_read, kmem_boot_probe_write};
 use crate::kernel::idt::{BOOT_STACK_GUARD, FIXED_FAULTS, LAST_FAULT_ADDR};
 use crate::kernel::platform::BootPlatform;
 use crate::kernel::{direct_map_opt, paging};
@@ -28,7 +28,10 @@ pub fn vmalloc_rw(m: &'static Kmem<BootPlatform>) -> TestResult {
     for bytes in [5 * PAGE_SIZE, 2 << 20] {
         let v = m.vmalloc(bytes).map_err(|_| "vmalloc failed")?;
         let p = v.as_ptr();
-        check((p as usize) >= paging::VMALLOC_START && (p as usize) < paging::VMALLOC_END, "outside the vmalloc range")?;
+        check(
+            (p as usize) >= paging::VMALLOC_START && (p as usize) < paging::VMALLOC_END,
+            "outside the vmalloc range",
+        )?;
         // SAFETY: `bytes` bytes of a fresh vmalloc area, ours.
         let s = unsafe { core::slice::from_raw_parts_mut(p, bytes) };
         for (i, b) in s.iter_mut().enumerate() {
@@ -50,7 +53,14 @@ pub fn vmalloc_rw(m: &'static Kmem<BootPlatform>) -> TestResult {
 pub fn vmalloc_guard(m: &'static Kmem<BootPlatform>) -> TestResult {
     let v = m.vmalloc(3 * PAGE_SIZE).map_err(|_| "vmalloc failed")?;
     let end = v.as_ptr() as usize + 3 * PAGE_SIZE;
-    let r = check(paging::is_guard_page(end), "the page after the area is not a guard page").and_then(|()| expect_fault(end));
+    let r = check(paging::is_guard_page(end), "the page after the area is not a guard page")
+        .and_then(|()| expect_fault(end))
+        .and_then(|()| {
+            let before = FIXED_FAULTS.load(Ordering::Relaxed);
+            // SAFETY: the guard page: unmapped, the read faults and is fixed up.
+            let read = unsafe { kmem_boot_probe_read((end + 100) as *const u8) };
+            check(!read && FIXED_FAULTS.load(Ordering::Relaxed) == before + 1, "a guard-page read did not fault")
+        });
     // SAFETY: from vmalloc, freed once.
     unsafe { m.vfree(v.as_ptr()) };
     r
@@ -78,7 +88,8 @@ pub fn kmap(m: &'static Kmem<BootPlatform>) -> TestResult {
         unsafe { va2.as_mut_ptr::<u8>().add(1).write_volatile(0x22) };
         m.kunmap(page);
         // SAFETY: the page is ours, direct mapped.
-        let (a, b) = unsafe { (addr.as_mut_ptr::<u8>().read_volatile(), addr.as_mut_ptr::<u8>().add(1).read_volatile()) };
+        let (a, b) =
+            unsafe { (addr.as_mut_ptr::<u8>().read_volatile(), addr.as_mut_ptr::<u8>().add(1).read_volatile()) };
         check(va == addr && a == 0x11 && b == 0x22, "kmap gave another address or lost the bytes")
     })();
     // SAFETY: ours, order 0, unused.
