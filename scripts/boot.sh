@@ -39,8 +39,9 @@ fi
 
 start=$SECONDS
 cargo build -q -p kmem-boot --target x86_64-unknown-none --release
-kernel=target/x86_64-unknown-none/release/kmem-boot
-mkdir -p target/kmem-boot
+target_dir=${CARGO_TARGET_DIR:-target}
+kernel=$target_dir/x86_64-unknown-none/release/kmem-boot
+mkdir -p "$target_dir/kmem-boot"
 
 qemu_args() {
     case "$1" in
@@ -57,7 +58,7 @@ baseline=crates/kmem-bench/baselines/instructions.tsv
 failed=0
 for cfg in "${configs[@]}"; do
     args=$(qemu_args "$cfg")
-    log=target/kmem-boot/$cfg.log
+    log=$target_dir/kmem-boot/$cfg.log
     t0=$SECONDS
     set +e
     # shellcheck disable=SC2086 # $args is a list of options
