@@ -8,6 +8,9 @@
 #              Normal zones), 2 CPUs
 #   numa2-4g   q35, 4 GiB in 2 NUMA nodes of 2 GiB (node 1: Normal above 4 GiB), 4 CPUs,
 #              two per node
+#   highmem-3g as smp2-3g with the kernel's `highmem` option: the 1 GiB above 4 GiB is
+#              HighMem, outside the direct map, so kmap and kmap_local_page map it through
+#              the page tables (also from the timer interrupt)
 # Each run prints the kernel's serial console (tests as `ok N - name`, the total as
 # `N passed, N failed`, then /proc/buddyinfo, /proc/slabinfo and /proc/meminfo from the
 # core's renderers) into target/kmem-boot/<config>.log, and its summary here, with the
@@ -19,14 +22,15 @@
 # other value (or a crash, or the timeout) fails. Exit status: 0 when every configuration
 # passed. Installs qemu-system-x86 (apt) and the x86_64-unknown-none target when missing.
 #
-# Usage: scripts/boot.sh [-v] [config...]   (-v: print each whole serial log)
+# Usage: scripts/boot.sh [-v] [config...]   (-v: print each whole serial log; configs: the
+# three above, all by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 verbose=0
 if [ "${1:-}" = "-v" ]; then verbose=1; shift; fi
 configs=("$@")
-[ ${#configs[@]} -gt 0 ] || configs=(smp2-3g numa2-4g)
+[ ${#configs[@]} -gt 0 ] || configs=(smp2-3g numa2-4g highmem-3g)
 
 if ! command -v qemu-system-x86_64 >/dev/null 2>&1; then
     echo "boot.sh: installing qemu-system-x86" >&2
@@ -46,6 +50,7 @@ mkdir -p "$target_dir/kmem-boot"
 qemu_args() {
     case "$1" in
         smp2-3g) echo "-m 3G -smp 2" ;;
+        highmem-3g) echo "-m 3G -smp 2 -append highmem" ;;
         numa2-4g)
             echo "-m 4G -smp 4" \
                 "-object memory-backend-ram,id=m0,size=2G -object memory-backend-ram,id=m1,size=2G" \

@@ -27,7 +27,10 @@
 //!   address, as a PVH kernel starts); Linux moves to `__START_KERNEL_map`. The direct map
 //!   uses 2 MiB pages only and maps whole 2 MiB chunks around E820 RAM.
 //! - kmap: x86-64 has no HighMem, so `kmap`/`kmap_local_page` return the direct-map address,
-//!   as on Linux; the real page-table path of kmap is exercised by the hosted x86-32 machines.
+//!   as on Linux; with the `highmem` boot option RAM above 4 GiB is HighMem and kmap goes
+//!   through the kernel's page tables (the `highmem-3g` configuration of `scripts/boot.sh`).
+//! - No IST stacks: a real kernel-stack overflow double-faults on the overflowed stack and
+//!   QEMU resets (the tests probe guard pages through the exception table instead).
 //! - No scheduler: one context per CPU (`swapper/N`); `preempt_enable` does not reschedule;
 //!   a `__GFP_NOFAIL` wait spins.
 //! - A TLB shootdown flushes the whole (non-global) TLB of the other CPUs, not the range.

@@ -69,7 +69,7 @@ BOOT_PD:
     .skip 4 * 4096
     .global BOOT_STACK_BOTTOM
 BOOT_STACK_BOTTOM:
-    .skip 64 * 1024
+    .skip 256 * 1024
 BOOT_STACK_TOP:
 
     .section .text.boot, "ax"

@@ -156,15 +156,27 @@ extern "C" fn kmain(start_info: u64) -> ! {
     }
     kprintln!("smpboot: {} CPUs (MADT), {} NUMA node(s) (SRAT)", acpi.nr_cpus, nr_nodes);
 
+    // `highmem` on the command line: RAM above 4 GiB is HighMem (outside the direct map,
+    // reached through kmap), so the page-table path of kmap runs on this machine.
+    let highmem = info.cmdline.split_ascii_whitespace().any(|w| w == "highmem");
+    let layout = if highmem {
+        ZoneLayout { highmem_start: Some(PhysAddr::new(4 << 30)), ..ZoneLayout::X86_64 }
+    } else {
+        ZoneLayout::X86_64
+    };
     // SAFETY: once, on the boot CPU, no other CPU runs.
-    let dm = unsafe { paging::init_direct_map(&regions[..nr_regions]) };
+    let dm = unsafe { paging::init_direct_map(&regions[..nr_regions], if highmem { 4 << 30 } else { u64::MAX }) };
+    if highmem {
+        // SAFETY: as above.
+        unsafe { paging::init_kmap_tables() };
+    }
     DM_LIMIT.store(dm.limit.as_u64(), Ordering::Release);
     // SAFETY: as above.
     let guard = unsafe { paging::guard_boot_stack() };
     idt::BOOT_STACK_GUARD.store(guard, Ordering::Relaxed);
 
-    let platform = BootPlatform::new(dm, acpi.nr_cpus);
-    let mut cfg = BootConfig::new(&regions[..nr_regions], ZoneLayout::X86_64);
+    let platform = BootPlatform::new(dm, acpi.nr_cpus, highmem);
+    let mut cfg = BootConfig::new(&regions[..nr_regions], layout);
     cfg.nr_nodes = nr_nodes;
     cfg.cpu_to_node = Some(&cpu_to_node[..acpi.nr_cpus]);
     let image = (&raw const entry::__kernel_start) as u64;
@@ -240,6 +252,18 @@ pub fn timer_interrupt() {
         Err(_) => {
             me.irq_errors.fetch_add(1, Ordering::Relaxed);
         }
+    }
+    // With HighMem: a kmap_local_page nested on whatever the interrupted code had mapped.
+    if let Ok(page) = m.alloc_pages(Gfp::ATOMIC | Gfp::HIGHMEM, Order::ZERO) {
+        if let Ok(va) = m.kmap_local_page(page) {
+            // SAFETY: the page is ours, mapped at `va` until kunmap_local.
+            unsafe { va.as_mut_ptr::<u64>().write_volatile(me.ticks.load(Ordering::Relaxed)) };
+            m.kunmap_local(va);
+        } else {
+            me.irq_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: ours, order 0, unmapped.
+        unsafe { m.__free_pages(page, Order::ZERO) };
     }
     if !ok_ctx {
         me.irq_errors.fetch_add(1, Ordering::Relaxed);

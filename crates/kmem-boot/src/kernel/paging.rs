@@ -32,6 +32,12 @@ pub const PAGE_OFFSET: usize = 0xffff_8880_0000_0000;
 pub const VMALLOC_START: usize = 0xffff_c900_0000_0000;
 /// One past the last vmalloc address (64 GiB of area).
 pub const VMALLOC_END: usize = VMALLOC_START + (64 << 30);
+/// The kmap area (pkmap slots, then the per-CPU `kmap_local` slots), with the `highmem` boot
+/// option only: PML4 slot 400, below vmalloc.
+pub const KMAP_START: usize = 0xffff_c800_0000_0000;
+/// Bytes of the kmap area: 8 MiB, at least `kmem::highmem::kmap_area_bytes(MAX_CPUS)`.
+pub const KMAP_BYTES: usize = 8 << 20;
+const _: () = assert!(KMAP_BYTES >= kmem::highmem::kmap_area_bytes(super::percpu::MAX_CPUS));
 
 const PRESENT: u64 = 1;
 const WRITE: u64 = 1 << 1;
@@ -53,6 +59,11 @@ impl Table {
 
 static DM_PDPT: Table = Table::new();
 static DM_PDS: [Table; DM_GIB] = [const { Table::new() }; DM_GIB];
+/// The kmap area's tables, populated once at boot (kmem maps kmap slots without page-table
+/// pages, as Linux's `permanent_kmaps_init` prepares them).
+static KMAP_PDPT: Table = Table::new();
+static KMAP_PD: Table = Table::new();
+static KMAP_PTS: [Table; KMAP_BYTES >> 21] = [const { Table::new() }; KMAP_BYTES >> 21];
 /// The 4 KiB table that replaces the 2 MiB identity page holding the boot stack's guard.
 static STACK_PT: Table = Table::new();
 
@@ -62,16 +73,17 @@ fn pml4() -> &'static [AtomicU64; 512] {
     unsafe { &*(&raw const BOOT_PML4).cast::<[AtomicU64; 512]>() }
 }
 
-/// Builds the direct map over the usable regions of `map`; returns its description (limit:
-/// the end of the highest usable region).
+/// Builds the direct map over the usable regions of `map` below `cap`; returns its
+/// description (limit: the end of the highest usable region below `cap`). RAM above `cap`
+/// is HighMem: in no mapping until kmap maps it.
 ///
 /// # Safety
 ///
 /// Once, on the boot CPU, before any other CPU runs.
-pub unsafe fn init_direct_map(map: &[MemRegion]) -> DirectMap {
+pub unsafe fn init_direct_map(map: &[MemRegion], cap: u64) -> DirectMap {
     let mut limit = 0u64;
-    for r in map.iter().filter(|r| r.kind == RegionKind::Usable && r.size > 0) {
-        let end = r.end().as_u64().min((DM_GIB as u64) << 30);
+    for r in map.iter().filter(|r| r.kind == RegionKind::Usable && r.size > 0 && r.start.as_u64() < cap) {
+        let end = r.end().as_u64().min((DM_GIB as u64) << 30).min(cap);
         limit = limit.max(end);
         let mut chunk = r.start.as_u64() & !((2 << 20) - 1);
         while chunk < end {
@@ -86,6 +98,19 @@ pub unsafe fn init_direct_map(map: &[MemRegion]) -> DirectMap {
     pml4()[(PAGE_OFFSET >> 39) & 511].store(&DM_PDPT as *const Table as u64 | PRESENT | WRITE, Ordering::Relaxed);
     reload_cr3();
     DirectMap { base: VirtAddr::new(PAGE_OFFSET), limit: PhysAddr::new(limit) }
+}
+
+/// Populates the kmap area's page tables (PDPT, PD, PTs from the image).
+///
+/// # Safety
+///
+/// Once, on the boot CPU, before any other CPU runs.
+pub unsafe fn init_kmap_tables() {
+    for (i, pt) in KMAP_PTS.iter().enumerate() {
+        KMAP_PD.0[((KMAP_START >> 21) & 511) + i].store(pt as *const Table as u64 | PRESENT | WRITE, Ordering::Relaxed);
+    }
+    KMAP_PDPT.0[(KMAP_START >> 30) & 511].store(&KMAP_PD as *const Table as u64 | PRESENT | WRITE, Ordering::Relaxed);
+    pml4()[(KMAP_START >> 39) & 511].store(&KMAP_PDPT as *const Table as u64 | PRESENT | WRITE, Ordering::Relaxed);
 }
 
 /// Unmaps the page below the boot stack (splitting its 2 MiB identity page).

@@ -30,13 +30,15 @@ use super::{apic, idt, paging, percpu, serial};
 pub struct BootPlatform {
     dm: DirectMap,
     nr_cpus: usize,
+    kmap: bool,
 }
 
 impl BootPlatform {
     /// A platform of `nr_cpus` CPUs over the direct map `dm` (built by
-    /// [`paging::init_direct_map`]).
-    pub fn new(dm: DirectMap, nr_cpus: usize) -> Self {
-        BootPlatform { dm, nr_cpus }
+    /// [`paging::init_direct_map`]); with `kmap`, the kmap area of [`paging::KMAP_START`]
+    /// (its tables populated by [`paging::init_kmap_tables`]).
+    pub fn new(dm: DirectMap, nr_cpus: usize, kmap: bool) -> Self {
+        BootPlatform { dm, nr_cpus, kmap }
     }
 }
 
@@ -82,6 +84,7 @@ fn tlb_shootdown() {
 
 // SAFETY: the direct map maps every E820 RAM byte below its limit read-write at
 // PAGE_OFFSET + phys (paging::init_direct_map) and nothing else is told to the core;
+// the kmap area is its own PML4 slot (400), disjoint from both;
 // `current_cpu` is the per-CPU number set once per CPU below `nr_cpus` (MADT order, at most
 // MAX_CPUS); the vmalloc range is its own PML4 slots, disjoint from the direct map; the
 // per-CPU exclusion of `pin_cpu` is the default's interrupts-off section on the current CPU,
@@ -176,6 +179,9 @@ unsafe impl Platform for BootPlatform {
             let _ = body(u);
             let _ = fmt::Write::write_str(u, "\n");
         });
+    }
+    fn kmap_range(&self) -> Option<(VirtAddr, VirtAddr)> {
+        self.kmap.then(|| (VirtAddr::new(paging::KMAP_START), VirtAddr::new(paging::KMAP_START + paging::KMAP_BYTES)))
     }
     fn vmalloc_range(&self) -> Option<(VirtAddr, VirtAddr)> {
         Some((VirtAddr::new(paging::VMALLOC_START), VirtAddr::new(paging::VMALLOC_END)))

@@ -36,7 +36,9 @@ fn time(name: &str, mut pair: impl FnMut() -> TestResult) -> TestResult {
 }
 
 /// The pairs of `scripts/cost_check.sh`: `page_order0` (alloc_pages(0) + __free_pages),
-/// `slab64` (kmem_cache_alloc + free, 64 B), `kmalloc64`, `vmalloc1` (vmalloc(4096) + vfree).
+/// `slab64` (kmem_cache_alloc + free, 64 B), `kmalloc64`, `vmalloc1` (vmalloc(4096) + vfree),
+/// and with HighMem `kmap_local1` (kmap_local_page + kunmap_local) and `kmap1` (kmap + kunmap
+/// of a page kmapped once already).
 pub fn fast_paths(m: &'static Kmem<BootPlatform>) -> TestResult {
     time("kmalloc64", || {
         let p = m.kmalloc(64, Gfp::KERNEL).map_err(|_| "kmalloc failed")?;
@@ -64,5 +66,28 @@ pub fn fast_paths(m: &'static Kmem<BootPlatform>) -> TestResult {
         // SAFETY: from vmalloc, freed once.
         unsafe { m.vfree(v.as_ptr()) };
         Ok(())
-    })
+    })?;
+    if !m.zones().any(|z| z.zone_type() == kmem::ZoneType::HighMem && z.managed_pages() > 0) {
+        return Ok(());
+    }
+    let page = m.alloc_pages(Gfp::HIGHUSER, Order::ZERO).map_err(|_| "GFP_HIGHUSER allocation failed")?;
+    let r = time("kmap_local1", || {
+        let va = m.kmap_local_page(page).map_err(|_| "kmap_local_page failed")?;
+        m.kunmap_local(va);
+        Ok(())
+    });
+    // As cost_check's kmap1: the page stays kmapped once, so the pair takes a reference.
+    let r = r.and_then(|()| {
+        m.kmap(page).map_err(|_| "kmap failed")?;
+        let r = time("kmap1", || {
+            m.kmap(page).map_err(|_| "kmap failed")?;
+            m.kunmap(page);
+            Ok(())
+        });
+        m.kunmap(page);
+        r
+    });
+    // SAFETY: ours, order 0, unmapped.
+    unsafe { m.__free_pages(page, Order::ZERO) };
+    r
 }

@@ -73,8 +73,11 @@ pub fn stack_guard(_m: &'static Kmem<BootPlatform>) -> TestResult {
     expect_fault(g + PAGE_SIZE - 1)
 }
 
-/// `kmap_local_page` and `kmap` of a lowmem page give its direct-map address (x86-64 has no
-/// HighMem), and the bytes written through them are the page's.
+/// `kmap_local_page` and `kmap` of a lowmem page give its direct-map address (as on
+/// Linux x86-64), and the bytes written through them are the page's. With HighMem (the
+/// `highmem` boot option): pages of `GFP_HIGHUSER` have no direct-map address; `kmap_local_page`
+/// and `kmap` map them in the kmap area through the page tables (the walk finds the page's
+/// frame), several at once, and the bytes survive unmapping and mapping again elsewhere.
 pub fn kmap(m: &'static Kmem<BootPlatform>) -> TestResult {
     let page = m.alloc_pages(Gfp::KERNEL | Gfp::ZERO, Order::ZERO).map_err(|_| "alloc_pages failed")?;
     let addr = m.page_address(page).ok_or("no page address")?;
@@ -94,5 +97,51 @@ pub fn kmap(m: &'static Kmem<BootPlatform>) -> TestResult {
     })();
     // SAFETY: ours, order 0, unused.
     unsafe { m.__free_pages(page, Order::ZERO) };
+    r?;
+    if m.zones().any(|z| z.zone_type() == kmem::ZoneType::HighMem && z.managed_pages() > 0) {
+        highmem_kmap(m)?;
+    }
+    Ok(())
+}
+
+fn highmem_kmap(m: &'static Kmem<BootPlatform>) -> TestResult {
+    let dm = direct_map_opt().ok_or("no direct map")?;
+    let in_area = |va: usize| (paging::KMAP_START..paging::KMAP_START + paging::KMAP_BYTES).contains(&va);
+    const N: usize = 4;
+    let mut pages = [None; N];
+    for p in pages.iter_mut() {
+        *p = Some(m.alloc_pages(Gfp::HIGHUSER, Order::ZERO).map_err(|_| "GFP_HIGHUSER allocation failed")?);
+    }
+    let r = (|| {
+        for (i, page) in pages.iter().flatten().enumerate() {
+            check(m.page_address(*page).is_none(), "a HighMem page has a direct-map address")?;
+            let va = m.kmap_local_page(*page).map_err(|_| "kmap_local_page failed")?;
+            let ok = in_area(va.as_usize()) && paging::translate(dm, va.as_usize()) == Some(page.pfn());
+            // SAFETY: the page is ours, mapped at `va` until kunmap_local.
+            unsafe { core::ptr::write_bytes(va.as_mut_ptr::<u8>(), 0x40 + i as u8, PAGE_SIZE) };
+            m.kunmap_local(va);
+            check(ok, "kmap_local_page did not map the page in the kmap area")?;
+        }
+        let mut vas = [0usize; N];
+        for (i, page) in pages.iter().flatten().enumerate() {
+            let va = m.kmap(*page).map_err(|_| "kmap failed")?;
+            vas[i] = va.as_usize();
+            check(in_area(vas[i]) && paging::translate(dm, vas[i]) == Some(page.pfn()), "kmap did not map the page")?;
+        }
+        let distinct = (0..N).all(|i| (0..i).all(|j| vas[i] != vas[j]));
+        let kept = vas.iter().enumerate().all(|(i, &va)| {
+            // SAFETY: each page is ours and kmapped at `va`.
+            unsafe { core::slice::from_raw_parts(va as *const u8, PAGE_SIZE) }.iter().all(|&b| b == 0x40 + i as u8)
+        });
+        for page in pages.iter().flatten() {
+            m.kunmap(*page);
+        }
+        check(distinct && kept, "kmapped HighMem pages share an address or lost their bytes")
+    })();
+    for page in pages.into_iter().flatten() {
+        // SAFETY: ours, order 0, unmapped.
+        unsafe { m.__free_pages(page, Order::ZERO) };
+    }
+    kprintln!("    {N} HighMem pages through kmap_local_page and kmap");
     r
 }
