@@ -29,8 +29,8 @@
 //! - kmap: x86-64 has no HighMem, so `kmap`/`kmap_local_page` return the direct-map address,
 //!   as on Linux; with the `highmem` boot option RAM above 4 GiB is HighMem and kmap goes
 //!   through the kernel's page tables (the `highmem-3g` configuration of `scripts/boot.sh`).
-//! - No IST stacks: a real kernel-stack overflow double-faults on the overflowed stack and
-//!   QEMU resets (the tests probe guard pages through the exception table instead).
+//! - A real kernel-stack overflow is fatal, as in Linux: the double fault (on its IST stack)
+//!   reports it and ends the run; the `stack-overflow` configuration checks exactly that.
 //! - No scheduler: one context per CPU (`swapper/N`); `preempt_enable` does not reschedule;
 //!   a `__GFP_NOFAIL` wait spins.
 //! - A TLB shootdown flushes the whole (non-global) TLB of the other CPUs, not the range.

@@ -42,6 +42,7 @@ KERNEL_GDT:
     .quad 0x00af9a000000ffff  /* 0x08: 64-bit code */
     .quad 0x00cf92000000ffff  /* 0x10: data */
     .quad 0x00cf9a000000ffff  /* 0x18: 32-bit code (the AP trampoline) */
+    .skip 16 * 8              /* 0x20 + 16 * cpu: each CPU's TSS (idt.rs) */
 KERNEL_GDT_END:
     .balign 8
     .word 0, 0, 0
@@ -287,6 +288,8 @@ TRAP_STUBS:
     options(att_syntax)
 );
 
+const _: () = assert!(super::percpu::MAX_CPUS == 8, "KERNEL_GDT reserves TSS descriptors for 8 CPUs");
+
 /// Vectors with a stub, in `TRAP_STUBS` order.
 pub const STUB_VECTORS: [u8; 36] = {
     let mut v = [0u8; 36];
@@ -300,6 +303,9 @@ pub const STUB_VECTORS: [u8; 36] = {
 };
 
 unsafe extern "C" {
+    /// The GDT: null, code64, data, code32, then a 16-byte TSS descriptor per CPU (the
+    /// assembly reserves `16 * 8` bytes: `MAX_CPUS` is 8, asserted below).
+    pub static mut KERNEL_GDT: [u64; 4 + 2 * super::percpu::MAX_CPUS];
     /// The PML4 every CPU runs on (physical = virtual: the image is identity mapped).
     pub static mut BOOT_PML4: [u64; 512];
     /// Stack top the next AP starts on (set before its SIPI).

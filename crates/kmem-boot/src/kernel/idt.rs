@@ -5,6 +5,11 @@
 //! reported in Linux's words and resumed at the fixup; the report names what the address is
 //! (a vmalloc area's guard page, a kernel stack's guard page). Any other fault, or any other
 //! exception, prints an Oops and ends the run with a failure status.
+//!
+//! A double fault runs on its own stack (IST 1 of the CPU's TSS, as Linux's `DOUBLEFAULT_STACK`):
+//! a kernel stack that overflows into its guard page makes the page-fault push fault, the CPU
+//! raises #DF, and its handler still has a stack to report `BUG: stack guard page was hit`
+//! and `kernel stack overflow (double-fault)` before the run ends.
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
@@ -54,6 +59,49 @@ struct Idt([AtomicU64; 512]);
 
 static IDT: Idt = Idt([const { AtomicU64::new(0) }; 512]);
 
+/// The 64-bit TSS: only IST 1 is used.
+#[repr(C, packed(4))]
+struct Tss {
+    reserved0: u32,
+    rsp: [u64; 3],
+    reserved1: u64,
+    ist: [u64; 7],
+    reserved2: u64,
+    reserved3: u16,
+    iomap_base: u16,
+}
+
+const DF_STACK: usize = 16 << 10;
+
+#[repr(C, align(16))]
+struct DfStacks([[u8; DF_STACK]; percpu::MAX_CPUS]);
+
+static mut TSS: [Tss; percpu::MAX_CPUS] = [const {
+    Tss { reserved0: 0, rsp: [0; 3], reserved1: 0, ist: [0; 7], reserved2: 0, reserved3: 0, iomap_base: 104 }
+}; percpu::MAX_CPUS];
+static mut DF_STACKS: DfStacks = DfStacks([[0; DF_STACK]; percpu::MAX_CPUS]);
+
+/// Gives CPU `cpu` its TSS (IST 1: its double-fault stack) and loads it (`ltr`).
+///
+/// # Safety
+///
+/// Once per CPU, on that CPU, `cpu < MAX_CPUS`.
+pub unsafe fn load_tss(cpu: usize) {
+    // SAFETY: this CPU's own TSS slot and GDT entries, written once before `ltr` (caller);
+    // no other CPU touches them.
+    unsafe {
+        let top = (&raw mut DF_STACKS.0[cpu]) as u64 + DF_STACK as u64;
+        let tss = &raw mut TSS[cpu];
+        (*tss).ist[0] = top;
+        let base = tss as u64;
+        let lo = 103 | (base & 0xff_ffff) << 16 | 0x89 << 40 | (base >> 24 & 0xff) << 56;
+        let gdt = (&raw mut super::entry::KERNEL_GDT).cast::<u64>();
+        gdt.add(4 + 2 * cpu).write_volatile(lo);
+        gdt.add(5 + 2 * cpu).write_volatile(base >> 32);
+        core::arch::asm!("ltr {0:x}", in(reg) (0x20 + 16 * cpu) as u16, options(nostack));
+    }
+}
+
 /// Page faults fixed up through the exception table.
 pub static FIXED_FAULTS: AtomicU64 = AtomicU64::new(0);
 /// Address of the last fixed-up fault.
@@ -66,7 +114,9 @@ pub fn init() {
     for (i, &v) in STUB_VECTORS.iter().enumerate() {
         // SAFETY: the stub table of `entry.rs`, in the image.
         let h = unsafe { TRAP_STUBS[i] };
-        let lo = (h & 0xffff) | (0x08 << 16) | (0x8e00u64 << 32) | ((h >> 16) & 0xffff) << 48;
+        // The double fault (8) runs on IST 1.
+        let ist = if v == 8 { 1u64 } else { 0 };
+        let lo = (h & 0xffff) | (0x08 << 16) | (ist << 32) | (0x8e00u64 << 32) | ((h >> 16) & 0xffff) << 48;
         IDT.0[v as usize * 2].store(lo, Relaxed);
         IDT.0[v as usize * 2 + 1].store(h >> 32, Relaxed);
     }
@@ -141,6 +191,24 @@ fn page_fault(f: &mut TrapFrame) {
     }
 }
 
+/// #DF, on IST 1: a stack overflow if the faulting address (CR2, from the page fault that
+/// could not be delivered) is a stack's guard page. Linux: `handle_stack_overflow`.
+fn double_fault(f: &mut TrapFrame) -> ! {
+    let addr = cr2() as usize;
+    let cpu = percpu::this_cpu_id() as usize;
+    let bottom = percpu::this_cpu().stack_bottom.load(Relaxed);
+    if bottom != 0 && addr < bottom && addr + kmem::PAGE_SIZE >= bottom {
+        serial::emergency(format_args!(
+            "BUG: stack guard page was hit at {addr:#x} (stack is {bottom:#x}..)\n\
+             Oops: kernel stack overflow (double-fault): 0000 [#1] SMP\nCPU: {cpu} RIP: 0010:{:#x} RSP: {:#x}\n",
+            f.rip, f.rsp
+        ));
+    } else {
+        serial::emergency(format_args!("traps: double fault on CPU {cpu}, CR2 {addr:#x}\n{f:x?}\n"));
+    }
+    qemu_exit(3)
+}
+
 /// Called by `trap_common` for every vector.
 #[unsafe(no_mangle)]
 extern "C" fn trap_dispatch(f: &mut TrapFrame) {
@@ -163,6 +231,7 @@ extern "C" fn trap_dispatch(f: &mut TrapFrame) {
             percpu::this_cpu().tlb_flush_pending.store(false, core::sync::atomic::Ordering::Release);
             apic::eoi();
         }
+        8 => double_fault(f),
         SPURIOUS_VECTOR => {}
         v => {
             serial::emergency(format_args!(

@@ -116,6 +116,8 @@ extern "C" fn kmain(start_info: u64) -> ! {
     unsafe { percpu::init_this_cpu(0, apic::id()) };
     idt::init();
     idt::load();
+    // SAFETY: once, on the boot CPU (CPU 0).
+    unsafe { idt::load_tss(0) };
     apic::calibrate_tsc();
     for r in info.regions() {
         kprintln!(
@@ -210,6 +212,10 @@ extern "C" fn kmain(start_info: u64) -> ! {
     arch::sti();
 
     smp::start_aps(m, &acpi);
+    if info.cmdline.split_ascii_whitespace().any(|w| w == "stack_overflow") {
+        tests::stack_overflow(m);
+        arch::qemu_exit(1);
+    }
     let (passed, failed) = tests::run(m);
     kprintln!("{passed} passed, {failed} failed");
     IRQ_ALLOCS_ON.store(false, Ordering::Release);

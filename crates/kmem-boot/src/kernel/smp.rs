@@ -59,6 +59,8 @@ pub fn ap_main(cpu: usize) -> ! {
     // SAFETY: once, on this CPU, before anything reads gs:; the boot CPU gave it this number.
     unsafe { percpu::init_this_cpu(cpu, apic::id()) };
     idt::load();
+    // SAFETY: once, on this CPU, which the boot CPU numbered `cpu` (< MAX_CPUS).
+    unsafe { idt::load_tss(cpu) };
     apic::init_this_cpu();
     apic::start_timer(super::TIMER_COUNT);
     percpu::this_cpu().online.store(true, Ordering::Release);

@@ -100,6 +100,32 @@ const TESTS: &[Test] = &[
     ("fast paths: rdtsc-timed pairs", bench::fast_paths),
 ];
 
+/// Recurses until the stack runs out (`depth` is never reached).
+#[inline(never)]
+fn recurse(n: u64, depth: u64) -> u64 {
+    let frame = core::hint::black_box([n; 32]);
+    if n == depth {
+        return frame[1];
+    }
+    recurse(n + 1, depth).wrapping_add(frame[n as usize % 32])
+}
+
+fn overflow_one(_m: &'static Kmem<BootPlatform>, cpu: usize, _shared: usize) -> TestResult {
+    if cpu == 1 {
+        kprintln!("kmem-boot: CPU 1 overflows its vmap stack on purpose (stack_overflow option)");
+        recurse(0, core::hint::black_box(u64::MAX));
+    }
+    Ok(())
+}
+
+/// The `stack_overflow` boot option: CPU 1 recurses off the bottom of its vmap stack. The
+/// double fault must be reported (`kernel stack overflow (double-fault)`) and end the run
+/// with status 3; `scripts/boot.sh`'s `stack-overflow` configuration expects exactly that.
+pub fn stack_overflow(m: &'static Kmem<BootPlatform>) {
+    on_every_cpu(m, overflow_one, 0);
+    kprintln!("kmem-boot: the stack overflow was not caught");
+}
+
 /// Runs every test; (passed, failed).
 pub fn run(m: &'static Kmem<BootPlatform>) -> (usize, usize) {
     super::IRQ_ALLOCS_ON.store(true, Ordering::Release);
