@@ -40,6 +40,8 @@
 
 #[cfg(target_os = "none")]
 mod kernel;
+#[cfg(any(target_os = "none", test))]
+mod numa;
 
 #[cfg(not(target_os = "none"))]
 fn main() {

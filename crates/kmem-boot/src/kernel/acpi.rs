@@ -5,6 +5,7 @@
 //! not verified (QEMU's are right).
 
 use super::percpu::MAX_CPUS;
+use crate::numa::SratMem;
 
 /// Most SRAT memory ranges kept.
 pub const MAX_SRAT_MEM: usize = 16;
@@ -16,8 +17,8 @@ pub struct AcpiInfo {
     pub apic_ids: [u32; MAX_CPUS],
     /// Entries of `apic_ids` in use.
     pub nr_cpus: usize,
-    /// SRAT memory affinity: (start, end, proximity domain).
-    pub mem: [(u64, u64, u32); MAX_SRAT_MEM],
+    /// SRAT memory affinity ranges.
+    pub mem: [SratMem; MAX_SRAT_MEM],
     /// Entries of `mem` in use (0: no SRAT, one node).
     pub nr_mem: usize,
     /// Proximity domain of each CPU in `apic_ids` order.
@@ -56,7 +57,7 @@ pub fn read_tables(rsdp_hint: u64, boot_apic: u32) -> AcpiInfo {
     let mut info = AcpiInfo {
         apic_ids: [0; MAX_CPUS],
         nr_cpus: 0,
-        mem: [(0, 0, 0); MAX_SRAT_MEM],
+        mem: [SratMem { start: 0, end: 0, pxm: 0 }; MAX_SRAT_MEM],
         nr_mem: 0,
         cpu_pxm: [0; MAX_CPUS],
     };
@@ -88,14 +89,16 @@ pub fn read_tables(rsdp_hint: u64, boot_apic: u32) -> AcpiInfo {
             let e = srat + off;
             if ty == 0 && read::<u32>(e + 4) & 1 != 0 {
                 let apic = read::<u8>(e + 3) as u32;
-                let pxm = read::<u8>(e + 2) as u32 | (read::<[u8; 3]>(e + 9)[0] as u32) << 8;
+                // proximity_domain_lo, then the high 24 bits at offset 9.
+                let hi = read::<[u8; 3]>(e + 9);
+                let pxm = read::<u8>(e + 2) as u32 | u32::from_le_bytes([0, hi[0], hi[1], hi[2]]);
                 if let Some(i) = info.apic_ids[..info.nr_cpus].iter().position(|&a| a == apic) {
                     info.cpu_pxm[i] = pxm;
                 }
             } else if ty == 1 && read::<u32>(e + 28) & 1 != 0 && info.nr_mem < MAX_SRAT_MEM {
                 let (base, size): (u64, u64) = (read(e + 8), read(e + 16));
                 if size > 0 {
-                    info.mem[info.nr_mem] = (base, base + size, read(e + 2));
+                    info.mem[info.nr_mem] = SratMem { start: base, end: base + size, pxm: read(e + 2) };
                     info.nr_mem += 1;
                 }
             }

@@ -29,6 +29,8 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use kmem::{BootConfig, DirectMap, Gfp, Kmem, MemRegion, Order, PhysAddr, RegionKind, VirtAddr, ZoneLayout};
 
+use crate::numa;
+
 use platform::BootPlatform;
 
 /// The machine, once booted.
@@ -60,44 +62,6 @@ pub fn direct_map_opt() -> Option<DirectMap> {
 
 /// Timer period in APIC-timer ticks (bus clock / 16): about 10 ms under QEMU.
 pub const TIMER_COUNT: u32 = 625_000;
-
-/// The E820 map split at SRAT node boundaries, each piece on its node.
-fn numa_regions(info: &pvh::BootInfo, acpi: &acpi::AcpiInfo, out: &mut [MemRegion; 96]) -> (usize, usize) {
-    let mut pxms = [u32::MAX; kmem::MAX_NUMNODES];
-    let mut nodes = 0usize;
-    let mut node_of = |pxm: u32| -> u8 {
-        if let Some(i) = pxms[..nodes].iter().position(|&p| p == pxm) {
-            return i as u8;
-        }
-        if nodes < pxms.len() {
-            pxms[nodes] = pxm;
-            nodes += 1;
-        }
-        (nodes - 1) as u8
-    };
-    let mut n = 0;
-    let srat = &acpi.mem[..acpi.nr_mem];
-    for r in info.regions() {
-        if r.kind != RegionKind::Usable || srat.is_empty() {
-            if n < out.len() {
-                out[n] = *r;
-                n += 1;
-            }
-            continue;
-        }
-        let (mut s, e) = (r.start.as_u64(), r.end().as_u64());
-        while s < e && n < out.len() {
-            let (end, node) = match srat.iter().find(|m| m.0 <= s && s < m.1) {
-                Some(m) => (m.1.min(e), node_of(m.2)),
-                None => (srat.iter().map(|m| m.0).filter(|&b| b > s).min().unwrap_or(e).min(e), 0),
-            };
-            out[n] = MemRegion::usable(s, end - s).on_node(node);
-            n += 1;
-            s = end;
-        }
-    }
-    (n, nodes.max(1))
-}
 
 /// The boot CPU's Rust entry, from `bsp_long_entry` with the PVH start info's address.
 #[unsafe(no_mangle)]
@@ -139,22 +103,14 @@ extern "C" fn kmain(start_info: u64) -> ! {
         acpi.apic_ids.swap(0, i);
         acpi.cpu_pxm.swap(0, i);
     }
+    let srat = &acpi.mem[..acpi.nr_mem];
+    let nodes = numa::NodeMap::new(srat);
+    let nr_nodes = nodes.nr_nodes();
     let mut regions = [MemRegion::reserved(0, 0); 96];
-    let (nr_regions, nr_nodes) = numa_regions(&info, &acpi, &mut regions);
+    let nr_regions = numa::split_regions(info.regions(), srat, &nodes, &mut regions);
     let mut cpu_to_node = [0u8; percpu::MAX_CPUS];
-    let mut pxm_seen = [u32::MAX; kmem::MAX_NUMNODES];
-    // Node numbers follow the order the memory ranges were met (numa_regions); map CPUs the same way.
-    {
-        let mut k = 0;
-        for m in &acpi.mem[..acpi.nr_mem] {
-            if !pxm_seen[..k].contains(&m.2) && k < pxm_seen.len() {
-                pxm_seen[k] = m.2;
-                k += 1;
-            }
-        }
-        for (node, pxm) in cpu_to_node.iter_mut().zip(&acpi.cpu_pxm).take(acpi.nr_cpus) {
-            *node = pxm_seen[..k].iter().position(|p| p == pxm).unwrap_or(0).min(nr_nodes - 1) as u8;
-        }
+    for (node, &pxm) in cpu_to_node.iter_mut().zip(&acpi.cpu_pxm).take(acpi.nr_cpus) {
+        *node = nodes.node(pxm);
     }
     kprintln!("smpboot: {} CPUs (MADT), {} NUMA node(s) (SRAT)", acpi.nr_cpus, nr_nodes);
 
