@@ -8,7 +8,11 @@
 //!   pinned section of the code they interrupted.
 //! - The direct map, vmalloc and TLB flushes of `paging.rs`; a flush is `invlpg` here and a
 //!   shootdown IPI (vector 34) to every other running CPU, which waits for their acks while
-//!   answering shootdowns aimed at itself (two CPUs flushing at once cannot deadlock).
+//!   answering shootdowns aimed at itself (two CPUs flushing at once cannot deadlock); a
+//!   `kmap_local` slot (per CPU) is flushed on its CPU only. A CPU that spins with interrupts
+//!   off on a lock the flusher holds would deadlock it, as in Linux (which warns when
+//!   `flush_tlb_kernel_range` is called with interrupts off): kmem flushes with no irq-safe
+//!   lock held.
 //! - `run_on_cpu`: a call-function IPI (vector 33) to a running CPU, which runs the call in
 //!   its interrupt handler (interrupts off: it owns its per-CPU data); for a CPU not started
 //!   yet, the caller runs it as that CPU with interrupts off (its data are quiescent).
@@ -207,7 +211,13 @@ unsafe impl Platform for BootPlatform {
     fn flush_tlb_kernel_range(&self, flush: TlbFlush) {
         if let Some((s, e)) = flush.bounds() {
             paging::flush_local(s.as_usize(), e.as_usize());
-            tlb_shootdown();
+            // The kmap_local slots after the pkmap area are per CPU: only their CPU ever
+            // translated them, so a local flush is enough (Linux: `flush_tlb_one_kernel` in
+            // `kunmap_local`). Everything else is shot down on every other CPU.
+            let fixmap = paging::KMAP_START + kmem::LAST_PKMAP * kmem::PAGE_SIZE;
+            if !(self.kmap && s.as_usize() >= fixmap && e.as_usize() <= paging::KMAP_START + paging::KMAP_BYTES) {
+                tlb_shootdown();
+            }
         }
         flush.done();
     }
