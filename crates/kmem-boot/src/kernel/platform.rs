@@ -46,6 +46,9 @@ impl BootPlatform {
     }
 }
 
+/// TLB shootdowns sent (flushes that reached other CPUs), for the tests.
+pub static SHOOTDOWNS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
 /// One remote call at a time, machine-wide.
 static CALL_LOCK: AtomicBool = AtomicBool::new(false);
 
@@ -63,6 +66,7 @@ pub fn handle_call_ipi() {
 }
 
 fn tlb_shootdown() {
+    SHOOTDOWNS.fetch_add(1, Ordering::Relaxed);
     let me = percpu::this_cpu_id() as usize;
     let mut sent = [false; percpu::MAX_CPUS];
     for (cpu, s) in sent.iter_mut().enumerate() {

@@ -129,3 +129,67 @@ pub fn timer_allocs(_m: &'static Kmem<BootPlatform>) -> TestResult {
     }
     check(errors == 0, "an allocation in IRQ context failed or ran in the wrong context")
 }
+
+const HIGH_PAGES: usize = 600;
+
+fn kmap_one(m: &'static Kmem<BootPlatform>, cpu: usize, _shared: usize) -> TestResult {
+    let list = m.kmalloc(HIGH_PAGES * size_of::<usize>(), Gfp::KERNEL).map_err(|_| "kmalloc failed")?;
+    // SAFETY: a fresh kmalloc object of HIGH_PAGES words, ours until kfree below.
+    let pfns = unsafe { core::slice::from_raw_parts_mut(list.as_ptr().cast::<usize>(), HIGH_PAGES) };
+    pfns.fill(0);
+    let tag = |i: usize| ((cpu as u64) << 32) | i as u64;
+    let r = (|| {
+        for (i, slot) in pfns.iter_mut().enumerate() {
+            let page = m.alloc_pages(Gfp::HIGHUSER, Order::ZERO).map_err(|_| "GFP_HIGHUSER allocation failed")?;
+            *slot = page.pfn().as_usize();
+            let va = m.kmap_local_page(page).map_err(|_| "kmap_local_page failed")?;
+            // SAFETY: the page is ours, mapped at `va` until kunmap_local.
+            unsafe {
+                va.as_mut_ptr::<u64>().write_volatile(tag(i));
+                va.as_mut_ptr::<u64>().add(511).write_volatile(!tag(i));
+            }
+            m.kunmap_local(va);
+        }
+        for _ in 0..3 {
+            for (i, &pfn) in pfns.iter().enumerate() {
+                let page = m.pfn_to_page(kmem::Pfn::new(pfn)).ok_or("a pfn without a page")?;
+                let va = m.kmap(page).map_err(|_| "kmap failed")?;
+                // SAFETY: the page is ours, kmapped at `va` until kunmap.
+                let (a, b) = unsafe {
+                    (va.as_mut_ptr::<u64>().read_volatile(), va.as_mut_ptr::<u64>().add(511).read_volatile())
+                };
+                m.kunmap(page);
+                check(a == tag(i) && b == !tag(i), "a kmap address showed another page (stale TLB entry?)")?;
+            }
+        }
+        Ok(())
+    })();
+    for &pfn in pfns.iter().filter(|&&p| p != 0) {
+        if let Some(page) = m.pfn_to_page(kmem::Pfn::new(pfn)) {
+            // SAFETY: allocated above, order 0, unmapped.
+            unsafe { m.__free_pages(page, Order::ZERO) };
+        }
+    }
+    // SAFETY: from kmalloc, freed once.
+    unsafe { m.kfree(list.as_ptr()) };
+    r
+}
+
+/// With HighMem: every CPU kmaps 600 pages of its own, three times over, checking each page's
+/// contents through the kmap address. More distinct pages than pkmap slots (1024) make the
+/// slot ring wrap under concurrent use, so slots are unmapped, flushed (shootdown IPIs,
+/// counted and printed) and reused while other CPUs map. A page showing another page's bytes
+/// fails the test. It cannot prove the shootdowns necessary: QEMU's TCG evicts its software
+/// TLB entries quickly, and a run with shootdowns switched off passed too. Without HighMem
+/// (x86-64's default) there is nothing to test.
+pub fn kmap_every_cpu(m: &'static Kmem<BootPlatform>) -> TestResult {
+    if !m.zones().any(|z| z.zone_type() == kmem::ZoneType::HighMem && z.managed_pages() > 0) {
+        kprintln!("    no HighMem (boot option `highmem`): nothing to map");
+        return Ok(());
+    }
+    let flushes = crate::kernel::platform::SHOOTDOWNS.load(Ordering::Relaxed);
+    let (cpus, fails) = on_every_cpu(m, kmap_one, 0);
+    let shot = crate::kernel::platform::SHOOTDOWNS.load(Ordering::Relaxed) - flushes;
+    kprintln!("    {cpus} CPU(s) x {HIGH_PAGES} HighMem pages, {shot} TLB shootdowns meanwhile");
+    check(fails == 0, "a CPU failed")
+}

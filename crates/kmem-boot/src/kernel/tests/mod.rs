@@ -95,6 +95,7 @@ const TESTS: &[Test] = &[
     ("smp: every CPU allocates at once", concurrent::stress),
     ("smp: vmap stacks' guard pages on every CPU", concurrent::ap_stack_guards),
     ("percpu: every CPU's own slot", concurrent::percpu_every_cpu),
+    ("highmem: kmap on every CPU at once, past the pkmap ring's wrap", concurrent::kmap_every_cpu),
     ("percpu: drain_all_pages through call-function IPIs", concurrent::drain_all),
     ("irq: allocations in the timer interrupt on every CPU", concurrent::timer_allocs),
     ("fast paths: rdtsc-timed pairs", bench::fast_paths),
