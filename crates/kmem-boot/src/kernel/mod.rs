@@ -2,11 +2,16 @@
 //! machine, the timer interrupt's allocations, panic.
 //!
 //! Boot order (`kmain`): serial console; PVH start info (E820, command line, RSDP); per-CPU
-//! area and GS base; IDT; TSC calibration; ACPI MADT (CPUs) and SRAT (nodes); direct map;
+//! area and GS base; IDT and the TSS (double-fault stack); TSC calibration; ACPI MADT (CPUs)
+//! and SRAT (nodes, `crate::numa`); direct map (and the kmap area's tables with `highmem`);
 //! the boot stack's guard page; `Kmem::boot` on the E820 map with memblock reserving the
 //! low 64 KiB (BIOS data, PVH start info, the AP trampoline page) and the kernel image;
 //! local APIC and timer, `sti`; APs started by INIT-SIPI-SIPI on vmap stacks; the tests
 //! (`tests/`); the `/proc` files; `isa-debug-exit` with the result.
+//!
+//! Command-line options (`-append`): `highmem` (RAM above 4 GiB is HighMem, reached through
+//! kmap); `stack_overflow` (instead of the tests, CPU 1 overflows its stack: the double-fault
+//! report must end the run).
 
 pub mod acpi;
 pub mod apic;
@@ -95,7 +100,7 @@ extern "C" fn kmain(start_info: u64) -> ! {
         );
     }
     kprintln!("Command line: {}", info.cmdline);
-    kprintln!("tsc: Detected {}.{:03} MHz processor", apic::TSC_PER_US.load(Ordering::Relaxed), 0);
+    kprintln!("tsc: Detected {} MHz processor", apic::TSC_PER_US.load(Ordering::Relaxed));
 
     let mut acpi = acpi::read_tables(info.rsdp, apic::id());
     // The boot CPU is CPU 0.

@@ -150,21 +150,50 @@ pub fn run(m: &'static Kmem<BootPlatform>) -> (usize, usize) {
     (passed, failed)
 }
 
+/// A `fmt::Write` into a byte buffer; what does not fit is dropped (and said so).
+struct BufWriter<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+    cut: bool,
+}
+
+impl core::fmt::Write for BufWriter<'_> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let n = s.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        self.cut |= n < s.len();
+        Ok(())
+    }
+}
+
+type Render = fn(&Kmem<BootPlatform>, &mut dyn core::fmt::Write) -> core::fmt::Result;
+
 /// Prints `/proc/buddyinfo`, `/proc/slabinfo` and `/proc/meminfo` from the core's renderers.
+/// Each is rendered into a vmalloc'd buffer first and printed after, so the renderers run
+/// with the console unlocked (a report they trigger cannot deadlock on it).
 pub fn print_proc(m: &Kmem<BootPlatform>) {
-    for (name, f) in [
-        (
-            "/proc/buddyinfo",
-            kmem::proc::buddyinfo::<BootPlatform>
-                as fn(&Kmem<BootPlatform>, &mut dyn core::fmt::Write) -> core::fmt::Result,
-        ),
+    const BYTES: usize = 64 << 10;
+    let Ok(buf) = m.vmalloc(BYTES) else {
+        kprintln!("kmem-boot: no memory to render /proc");
+        return;
+    };
+    let files: [(&str, Render); 3] = [
+        ("/proc/buddyinfo", kmem::proc::buddyinfo::<BootPlatform>),
         ("/proc/slabinfo", kmem::proc::slabinfo::<BootPlatform>),
         ("/proc/meminfo", kmem::proc::meminfo::<BootPlatform>),
-    ] {
-        super::serial::with_console(|u| {
-            use core::fmt::Write;
-            let _ = writeln!(u, "--- {name}");
-            let _ = f(m, u);
-        });
+    ];
+    for (name, render) in files {
+        // SAFETY: BYTES bytes of a fresh vmalloc area, ours until vfree below.
+        let bytes = unsafe { core::slice::from_raw_parts_mut(buf.as_ptr(), BYTES) };
+        let mut w = BufWriter { buf: bytes, len: 0, cut: false };
+        let _ = render(m, &mut w);
+        let text = match core::str::from_utf8(&w.buf[..w.len]) {
+            Ok(t) => t,
+            Err(e) => core::str::from_utf8(&w.buf[..e.valid_up_to()]).unwrap_or(""),
+        };
+        kprintln!("--- {name}\n{text}{}", if w.cut { "[cut at 64 KiB]\n" } else { "" });
     }
+    // SAFETY: from vmalloc, freed once; `bytes` is gone.
+    unsafe { m.vfree(buf.as_ptr()) };
 }
