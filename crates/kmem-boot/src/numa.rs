@@ -7,6 +7,8 @@
 //! A CPU takes its domain's node, or node 0 when the domain has no memory (a memoryless node
 //! is folded into node 0: kmem's nodes all have RAM).
 
+#![forbid(unsafe_code)]
+
 use kmem::{MemRegion, RegionKind, MAX_NUMNODES};
 
 /// One SRAT memory-affinity range: `[start, end)` in proximity domain `pxm`.
