@@ -73,6 +73,15 @@ pub fn send_ipi(apic_id: u32, vector: u8) {
     wait_icr();
 }
 
+/// A non-maskable interrupt to the CPU with APIC id `apic_id` (delivered even while it
+/// runs with interrupts off).
+pub fn send_nmi(apic_id: u32) {
+    wait_icr();
+    write(ICR_HI, apic_id << 24);
+    write(ICR_LO, 0x400 | (1 << 14));
+    wait_icr();
+}
+
 /// INIT, then two SIPIs with the trampoline's page `vector_page` (physical >> 12).
 pub fn init_sipi_sipi(apic_id: u32, vector_page: u8) {
     wait_icr();

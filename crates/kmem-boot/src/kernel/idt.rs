@@ -21,8 +21,8 @@ use super::{apic, paging, percpu, serial};
 pub const TIMER_VECTOR: u8 = 32;
 /// `CALL_FUNCTION_SINGLE_VECTOR`: run a `run_on_cpu` call.
 pub const CALL_VECTOR: u8 = 33;
-/// TLB shootdown.
-pub const TLB_VECTOR: u8 = 34;
+/// Non-maskable interrupts seen that were no TLB shootdown.
+pub static STRAY_NMIS: AtomicU64 = AtomicU64::new(0);
 /// Spurious-interrupt vector.
 pub const SPURIOUS_VECTOR: u8 = 255;
 
@@ -226,10 +226,15 @@ extern "C" fn trap_dispatch(f: &mut TrapFrame) {
             percpu::irq_exit();
             apic::eoi();
         }
-        TLB_VECTOR => {
-            paging::flush_all_local();
-            percpu::this_cpu().tlb_flush_pending.store(false, core::sync::atomic::Ordering::Release);
-            apic::eoi();
+        // NMI: a TLB shootdown (platform.rs says why it is an NMI). No EOI for an NMI.
+        2 => {
+            let pending = &percpu::this_cpu().tlb_flush_pending;
+            if pending.load(core::sync::atomic::Ordering::Acquire) {
+                paging::flush_all_local();
+                pending.store(false, core::sync::atomic::Ordering::Release);
+            } else {
+                STRAY_NMIS.fetch_add(1, Relaxed);
+            }
         }
         8 => double_fault(f),
         SPURIOUS_VECTOR => {}

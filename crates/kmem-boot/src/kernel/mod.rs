@@ -10,8 +10,9 @@
 //! (`tests/`); the `/proc` files; `isa-debug-exit` with the result.
 //!
 //! Command-line options (`-append`): `highmem` (RAM above 4 GiB is HighMem, reached through
-//! kmap); `stack_overflow` (instead of the tests, CPU 1 overflows its stack: the double-fault
-//! report must end the run).
+//! kmap); `slub_debug=...` (Linux's, handed to kmem's slab boot configuration);
+//! `stack_overflow` (instead of the tests, CPU 1 overflows its stack: the double-fault report
+//! must end the run).
 
 pub mod acpi;
 pub mod apic;
@@ -141,6 +142,8 @@ extern "C" fn kmain(start_info: u64) -> ! {
     let platform = BootPlatform::new(dm, acpi.nr_cpus, highmem);
     let mut cfg = BootConfig::new(&regions[..nr_regions], layout);
     cfg.nr_nodes = nr_nodes;
+    // `slub_debug=<flags>[,<caches>]`, as Linux's boot option (kmem parses it).
+    cfg.slab.slub_debug = info.cmdline.split_ascii_whitespace().find_map(|w| w.strip_prefix("slub_debug="));
     cfg.cpu_to_node = Some(&cpu_to_node[..acpi.nr_cpus]);
     let image = (&raw const entry::__kernel_start) as u64;
     let image_end = (&raw const entry::__kernel_end) as u64;

@@ -17,7 +17,8 @@
 //! a guard page after them, as with Linux's `CONFIG_VMAP_STACK`.
 //!
 //! TLB: an unmap returns kmem's `TlbFlush`; the flush does `invlpg` on this CPU (a CR3 reload
-//! above 32 pages) and a shootdown IPI to every other running CPU (`flush_tlb_kernel_range`).
+//! above 32 pages) and a shootdown NMI to every other running CPU (`flush_tlb_kernel_range`;
+//! `platform.rs` says why an NMI).
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -216,7 +217,7 @@ pub fn flush_local(start: usize, end: usize) {
     }
 }
 
-/// Flushes this CPU's whole TLB (what a shootdown IPI does).
+/// Flushes this CPU's whole TLB (what a shootdown does).
 pub fn flush_all_local() {
     reload_cr3();
 }

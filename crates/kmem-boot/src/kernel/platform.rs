@@ -7,12 +7,14 @@
 //!   (`local_irq_save` + the CPU number), so the timer's allocations never run inside a
 //!   pinned section of the code they interrupted.
 //! - The direct map, vmalloc and TLB flushes of `paging.rs`; a flush is `invlpg` here and a
-//!   shootdown IPI (vector 34) to every other running CPU, which waits for their acks while
-//!   answering shootdowns aimed at itself (two CPUs flushing at once cannot deadlock); a
-//!   `kmap_local` slot (per CPU) is flushed on its CPU only. A CPU that spins with interrupts
-//!   off on a lock the flusher holds would deadlock it, as in Linux (which warns when
-//!   `flush_tlb_kernel_range` is called with interrupts off): kmem flushes with no irq-safe
-//!   lock held.
+//!   shootdown to every other running CPU, waiting for their acks while answering shootdowns
+//!   aimed at itself (two CPUs flushing at once cannot deadlock); a `kmap_local` slot (per
+//!   CPU) is flushed on its CPU only. The shootdown is an **NMI**, not a maskable IPI as in
+//!   Linux: kmem flushes pkmap slots under its `kmap_lock`, which it takes with
+//!   `lock_irqsave` (Linux's `lock_kmap` keeps interrupts on), so another CPU may be spinning
+//!   for that lock with interrupts off while the flusher waits for its ack. A maskable IPI
+//!   deadlocked there (seen in the `highmem-3g` run); an NMI is taken anyway, and its handler
+//!   only reloads CR3 and acks, which is safe at any instruction.
 //! - `run_on_cpu`: a call-function IPI (vector 33) to a running CPU, which runs the call in
 //!   its interrupt handler (interrupts off: it owns its per-CPU data); for a CPU not started
 //!   yet, the caller runs it as that CPU with interrupts off (its data are quiescent).
@@ -73,7 +75,7 @@ fn tlb_shootdown() {
         let a = percpu::cpu(cpu);
         if cpu != me && a.online.load(Ordering::Acquire) {
             a.tlb_flush_pending.store(true, Ordering::Release);
-            apic::send_ipi(a.apic_id.load(Ordering::Relaxed), idt::TLB_VECTOR);
+            apic::send_nmi(a.apic_id.load(Ordering::Relaxed));
             *s = true;
         }
     }

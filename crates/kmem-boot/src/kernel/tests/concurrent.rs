@@ -1,7 +1,7 @@
 //! Tests that run on every CPU at once, and the per-CPU and interrupt checks.
 
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use kmem::{Gfp, Kmem, Order, PerCpuBox, PAGE_SIZE};
 
@@ -132,6 +132,10 @@ pub fn timer_allocs(_m: &'static Kmem<BootPlatform>) -> TestResult {
 
 const HIGH_PAGES: usize = 600;
 
+/// CPUs done with their kmap rounds: none frees its pages before all are done, so no CPU
+/// gets another's freed pages (still in the page-address hash) and every page needs a slot.
+static KMAP_DONE: AtomicUsize = AtomicUsize::new(0);
+
 fn kmap_one(m: &'static Kmem<BootPlatform>, cpu: usize, _shared: usize) -> TestResult {
     let list = m.kmalloc(HIGH_PAGES * size_of::<usize>(), Gfp::KERNEL).map_err(|_| "kmalloc failed")?;
     // SAFETY: a fresh kmalloc object of HIGH_PAGES words, ours until kfree below.
@@ -164,6 +168,10 @@ fn kmap_one(m: &'static Kmem<BootPlatform>, cpu: usize, _shared: usize) -> TestR
         }
         Ok(())
     })();
+    KMAP_DONE.fetch_add(1, Ordering::AcqRel);
+    while KMAP_DONE.load(Ordering::Acquire) < percpu::online_count() {
+        core::hint::spin_loop();
+    }
     for &pfn in pfns.iter().filter(|&&p| p != 0) {
         if let Some(page) = m.pfn_to_page(kmem::Pfn::new(pfn)) {
             // SAFETY: allocated above, order 0, unmapped.
@@ -177,7 +185,7 @@ fn kmap_one(m: &'static Kmem<BootPlatform>, cpu: usize, _shared: usize) -> TestR
 
 /// With HighMem: every CPU kmaps 600 pages of its own, three times over, checking each page's
 /// contents through the kmap address. More distinct pages than pkmap slots (1024) make the
-/// slot ring wrap under concurrent use, so slots are unmapped, flushed (shootdown IPIs,
+/// slot ring wrap under concurrent use, so slots are unmapped, flushed (shootdown NMIs,
 /// counted and printed) and reused while other CPUs map. A page showing another page's bytes
 /// fails the test. It cannot prove the shootdowns necessary: QEMU's TCG evicts its software
 /// TLB entries quickly, and a run with shootdowns switched off passed too. Without HighMem
@@ -188,6 +196,7 @@ pub fn kmap_every_cpu(m: &'static Kmem<BootPlatform>) -> TestResult {
         return Ok(());
     }
     let flushes = crate::kernel::platform::SHOOTDOWNS.load(Ordering::Relaxed);
+    KMAP_DONE.store(0, Ordering::Relaxed);
     let (cpus, fails) = on_every_cpu(m, kmap_one, 0);
     let shot = crate::kernel::platform::SHOOTDOWNS.load(Ordering::Relaxed) - flushes;
     kprintln!("    {cpus} CPU(s) x {HIGH_PAGES} HighMem pages, {shot} TLB shootdowns meanwhile");

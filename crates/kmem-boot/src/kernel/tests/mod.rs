@@ -33,6 +33,9 @@ pub fn check(cond: bool, why: &'static str) -> TestResult {
 /// A test run on every CPU at once: `(machine, cpu, shared word)`.
 pub type ConcurrentFn = fn(&'static Kmem<BootPlatform>, usize, usize) -> TestResult;
 
+/// Slab reports the tests provoke on purpose (the red-zone test), for `no_stray_reports`.
+pub static PROVOKED_SLAB_BUGS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
 static GEN: AtomicU32 = AtomicU32::new(0);
 static DONE: AtomicU32 = AtomicU32::new(0);
 static FAILS: AtomicU32 = AtomicU32::new(0);
@@ -63,7 +66,7 @@ pub fn ap_loop(m: &'static Kmem<BootPlatform>, cpu: usize) -> ! {
     loop {
         let g = GEN.load(Ordering::Acquire);
         if g == seen {
-            // Interrupts stay on: timer ticks, call-function and shootdown IPIs.
+            // Interrupts stay on: timer ticks and call-function IPIs (shootdowns are NMIs).
             core::hint::spin_loop();
             continue;
         }
@@ -99,7 +102,29 @@ const TESTS: &[Test] = &[
     ("percpu: drain_all_pages through call-function IPIs", concurrent::drain_all),
     ("irq: allocations in the timer interrupt on every CPU", concurrent::timer_allocs),
     ("fast paths: rdtsc-timed pairs", bench::fast_paths),
+    ("reports: nothing reported but what the tests provoked", no_stray_reports),
 ];
+
+/// After everything (timer interrupts and concurrent phases included): no bad page, no
+/// warning, no sleeping-in-atomic report, no allocation failure or OOM, and slab reports
+/// only those the red-zone test provoked (with `slub_debug=FZPU` every cache checks).
+fn no_stray_reports(m: &'static Kmem<BootPlatform>) -> TestResult {
+    use kmem::ReportKind;
+    for kind in [
+        ReportKind::BadPage,
+        ReportKind::Warning,
+        ReportKind::SleepInAtomic,
+        ReportKind::PageAllocFailure,
+        ReportKind::Oom,
+    ] {
+        if m.report_count(kind) != 0 {
+            kprintln!("    {kind:?}: {}", m.report_count(kind));
+            return Err("a report no test provoked");
+        }
+    }
+    let slab = m.report_count(ReportKind::SlabBug);
+    check(slab == PROVOKED_SLAB_BUGS.load(Ordering::Relaxed), "a slab report no test provoked")
+}
 
 /// Recurses until the stack runs out (`depth` is never reached).
 #[inline(never)]
