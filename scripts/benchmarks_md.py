@@ -392,6 +392,8 @@ if pairs:
         tgt = h[2] if h[2] != "-" else mi[2]
         w(f"| {PAIR_LABEL.get(pair, pair)} | {h[0]} | {mi[0]} | {h[1]} / {mi[1]} | {tgt} |")
     w("")
+    w('On bare metal (`scripts/boot.sh`, issue 18) the same pairs are timed with `rdtsc` inside the QEMU guest (`crates/kmem-boot`: the fastest batch of 100 among 4,000 pairs, interrupts on) and printed beside these counts. The guest runs under TCG, QEMU"s binary translator: its TSC follows the host"s clock while every guest instruction is emulated, so a pair"s ticks (about 400 to 1,600) measure the emulator, not a CPU. They show that the fast paths run in ring 0 and how the pairs compare with one another, nothing more; no baseline holds them and no check reads them.')
+    w("")
 if costs:
     w("Every allocator's 64-byte pair (`scripts/malloc_cost.sh`, the `perf` profile, fat LTO; "
       "`libkmem_malloc.so` as its crate builds it):")
