@@ -67,6 +67,7 @@ pub mod mm;
 pub mod percpu;
 pub mod platform;
 pub mod proc;
+pub mod rcu;
 pub mod reclaim;
 pub mod report;
 pub mod slab;
@@ -93,5 +94,6 @@ pub use percpu::{IrqGuard, PcpuInt, PerCpuBox, PerCpuVar, PercpuError, PercpuPtr
 pub use platform::{
     CpuId, DirectMap, IrqState, MapError, PageProt, PageTableAlloc, Pinned, Platform, ReportKind, TaskId, TlbFlush,
 };
+pub use rcu::{RcuCallback, RcuCookie, RcuHead, RcuReadGuard, RcuStats};
 pub use slab::{Cache, CacheError, KmemCache, SlabAllocError, SlabBox, SlabFlags, TypedCache};
 pub use vmalloc::{KernelStack, VmallocError, VmallocErrorKind, VmallocStats, THREAD_SIZE};

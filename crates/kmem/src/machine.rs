@@ -41,6 +41,7 @@ use crate::mm::page::{Page, MAX_NUMNODES};
 use crate::mm::zone::Zone;
 use crate::percpu::PercpuState;
 use crate::platform::{DirectMap, Platform, ReportKind};
+use crate::rcu::RcuState;
 use crate::reclaim::ReclaimState;
 use crate::report::Reports;
 use crate::slab::SlabState;
@@ -121,6 +122,8 @@ pub(crate) struct MachineState {
     pub(crate) highmem: usize,
     /// Shrinkers, OOM notifiers, kswapd's per-node state and reclaim's counters (`reclaim/`).
     pub(crate) reclaim: ReclaimState,
+    /// RCU (`rcu/`): the grace-period state and where its per-CPU part is.
+    pub(crate) rcu: RcuState,
 }
 
 impl MachineState {
@@ -158,6 +161,7 @@ impl MachineState {
             vmalloc: VmallocState::new(vmap_lazy_max, vmalloc_recycle),
             highmem: 0,
             reclaim: ReclaimState::new(),
+            rcu: RcuState::default(),
         }
     }
 

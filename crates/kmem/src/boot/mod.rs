@@ -501,6 +501,7 @@ impl<P: Platform> Kmem<P> {
         kmem.setup_fault_attrs(config.failslab, config.fail_page_alloc)
             .map_err(|_| BootError::Slab(CacheError::NoMemory))?;
         kmem.reclaim_init();
+        kmem.rcu_init().map_err(|_| BootError::Slab(CacheError::NoMemory))?;
         Ok(kmem)
     }
 }

@@ -173,9 +173,6 @@ impl<P: Platform> Kmem<P> {
             self.integrity_check_failed(name);
             return Err(if irq { CacheError::InInterrupt } else { CacheError::Invalid });
         }
-        if flags.contains(SlabFlags::TYPESAFE_BY_RCU) {
-            return Err(CacheError::Unsupported(SlabFlags::TYPESAFE_BY_RCU));
-        }
         if !SlabFlags::PERMITTED.contains(flags) {
             return Err(CacheError::BadFlags(flags.without(SlabFlags::PERMITTED)));
         }
@@ -349,6 +346,9 @@ impl<P: Platform> Kmem<P> {
     pub(crate) unsafe fn destroy_cache_ref(&self, c: NonNull<KmemCache>, caller: &'static Location<'static>) {
         // SAFETY: the caller owns a reference, so the descriptor is live.
         let s = unsafe { c.as_ref() };
+        // In-flight `kfree_rcu`s may hold objects of this cache; a TYPESAFE_BY_RCU cache's
+        // slabs wait for a grace period (Linux: `kvfree_rcu_barrier_on_cache`, `rcu_barrier`).
+        self.rcu_barrier_before_destroy();
         let st = self.slab();
         {
             let _g = st.list_lock.lock_irqsave(self.platform());

@@ -306,6 +306,11 @@ impl<P: Platform> Kmem<P> {
         self.mod_slab_pages(s, slab, -1);
         let order = slab.order();
         slab.page.clear_slab();
+        if s.layout.flags.contains(super::SlabFlags::TYPESAFE_BY_RCU) {
+            // `rcu_free_slab`: readers may still hold objects of it.
+            self.rcu_defer_slab(slab.pfn);
+            return;
+        }
         // SAFETY: the slab's pages are this cache's, allocated with `order`; nothing refers to
         // the slab any more (it is on no list and no CPU's, and has no live objects).
         unsafe { self.__free_pages(PageRef::new(slab.pfn, slab.page), Order::of(order)) };
