@@ -103,6 +103,13 @@ pub(crate) struct MachineState {
     /// ([`Kmem::page_fast_ok`]; written by `fault_rearm`, under the fault lock once there is
     /// a fault state).
     pub(crate) page_fast: AtomicBool,
+    /// `pcp_enabled` and not `init_on_free`: freed order-0..3 blocks may go straight to the
+    /// per-CPU lists (`mm/page_free.rs`; written by `fault_rearm`).
+    pub(crate) page_free_fast: AtomicBool,
+    /// The `init_on_alloc=1` boot option (`mm/meminit.rs`).
+    pub(crate) init_on_alloc: AtomicBool,
+    /// The `init_on_free=1` boot option.
+    pub(crate) init_on_free: AtomicBool,
     /// Fault injection: the armed flags and where the rest is (`fault/`).
     pub(crate) fault: FaultCell,
     /// The per-CPU allocator: first chunk and chunk list (`percpu/`).
@@ -152,6 +159,9 @@ impl MachineState {
             events: VmEvents::default(),
             pcp_enabled: AtomicBool::new(true),
             page_fast: AtomicBool::new(true),
+            page_free_fast: AtomicBool::new(true),
+            init_on_alloc: AtomicBool::new(false),
+            init_on_free: AtomicBool::new(false),
             fault: FaultCell::new(),
             percpu: PercpuState::empty(),
             slab: SlabState::empty(),

@@ -68,6 +68,7 @@ impl<P: Platform> Kmem<P> {
                 id,
                 nr_nodes,
                 refcount: -1,
+                meminit: self.cache_meminit(layout.flags, false),
             };
             // SAFETY: the memory is carved RAM of `alloc_size(nr_nodes)` bytes, 64-aligned,
             // used for nothing else, living as long as the machine.
@@ -247,6 +248,7 @@ impl<P: Platform> Kmem<P> {
             id,
             nr_nodes: self.nr_nodes(),
             refcount: 1,
+            meminit: self.cache_meminit(layout.flags, ctor.is_some()),
         };
         // SAFETY: `mem` is a boot-cache object: `alloc_size(nr_nodes)` bytes, 64-aligned
         // (HWCACHE_ALIGN), ours until destroy frees it.

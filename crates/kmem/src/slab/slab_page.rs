@@ -254,7 +254,11 @@ impl<P: Platform> Kmem<P> {
         };
         // Plain: object 0 at the slab's start and the cache's object count (free.rs's fast
         // path relies on both).
-        let plain = !s.debug && colour == 0 && order == l.order && l.red_left_pad == 0;
+        let plain = !s.debug
+            && s.meminit & crate::mm::meminit::INIT_FREE == 0
+            && colour == 0
+            && order == l.order
+            && l.red_left_pad == 0;
         page.page().set_slab(s.id, colour, plain);
         let slab = Slab { pfn: page.pfn(), page: page.page() };
         let base = s.obj_base(self, slab);
