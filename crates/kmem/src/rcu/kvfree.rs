@@ -60,6 +60,23 @@ impl<P: Platform> Kmem<P> {
     /// `kfree_rcu(ptr, rhf)`: `kfree(ptr)` after a grace period. `head` is an [`RcuHead`]
     /// inside the object, used only when no block page can be had.
     ///
+    /// ```
+    /// use core::ptr::NonNull;
+    /// use kmem::{Gfp, RcuHead};
+    /// #[repr(C)]
+    /// struct Entry { key: u64, rcu: RcuHead }
+    /// let m = kmem_hosted::MachineBuilder::new().ram_mib(64).build().unwrap();
+    /// let e = m.kmalloc(core::mem::size_of::<Entry>(), Gfp::KERNEL).unwrap().cast::<Entry>();
+    /// // SAFETY: a fresh object, unpublished, freed once after a grace period.
+    /// unsafe {
+    ///     e.as_ptr().write(Entry { key: 1, rcu: RcuHead::new() });
+    ///     let head = NonNull::new_unchecked(core::ptr::addr_of_mut!((*e.as_ptr()).rcu));
+    ///     m.kfree_rcu(e.as_ptr().cast(), head);
+    /// }
+    /// m.kvfree_rcu_barrier(); // freed now
+    /// assert_eq!(m.rcu_stats().pending_callbacks, 0);
+    /// ```
+    ///
     /// # Safety
     ///
     /// `ptr` is a live kmalloc object of this machine (or null: nothing happens) that the

@@ -29,7 +29,8 @@
 //! - [`Kmem::rcu_poll`] (Linux's `rcu_core`): advances the grace period, invokes every ready
 //!   callback, hands the filled and partly filled `kfree_rcu` blocks to the grace period, and
 //!   frees `SLAB_TYPESAFE_BY_RCU` slab pages whose grace period has ended. Platforms call it
-//!   from a housekeeping thread or timer; tests call it directly;
+//!   from a housekeeping thread or timer (kmem-hosted: each kswapd thread when woken); tests
+//!   call it directly;
 //! - [`Kmem::call_rcu`], when its CPU has [`CALL_RCU_PROCESS_AT`] callbacks pending and the
 //!   caller may sleep (a soft `qhimark`);
 //! - [`Kmem::synchronize_rcu`] and [`Kmem::rcu_barrier`], which poll while they wait.
@@ -261,6 +262,23 @@ impl<P: Platform> Kmem<P> {
 
     /// `call_rcu(head, func)`: calls `func(self, head)` after a grace period, at one of the
     /// processing points (module docs). Callbacks queued on one CPU run in queueing order.
+    ///
+    /// ```
+    /// use core::ptr::NonNull;
+    /// use core::sync::atomic::{AtomicUsize, Ordering};
+    /// use kmem::{Kmem, RcuHead};
+    /// use kmem_hosted::HostedPlatform;
+    /// static RAN: AtomicUsize = AtomicUsize::new(0);
+    /// unsafe fn done(_: &Kmem<HostedPlatform>, _: NonNull<RcuHead>) {
+    ///     RAN.fetch_add(1, Ordering::Relaxed);
+    /// }
+    /// let m = kmem_hosted::MachineBuilder::new().ram_mib(64).build().unwrap();
+    /// let mut head = Box::new(RcuHead::new());
+    /// // SAFETY: the head outlives the callback (rcu_barrier below waits for it).
+    /// unsafe { m.call_rcu(NonNull::from(&mut *head), done) };
+    /// m.rcu_barrier();
+    /// assert_eq!(RAN.load(Ordering::Relaxed), 1);
+    /// ```
     ///
     /// # Safety
     ///
