@@ -446,3 +446,44 @@ fn synchronize_rcu_inside_a_read_side_section_is_reported() {
         .contains("Illegal synchronize_rcu() in RCU read-side critical section"));
     m.synchronize_rcu();
 }
+
+#[test]
+fn grace_periods_on_a_cpu_per_thread_machine() {
+    // The process allocator's CPU model: each thread owns a CPU; sections are plain stores.
+    let m = Arc::new(MachineBuilder::new().ram_mib(128).thread_cpus(4).quiet_reports().build().unwrap());
+    let shared = Arc::new(AtomicPtr::new(m.kmalloc(64, Gfp::KERNEL).unwrap().as_ptr() as *mut u64));
+    // SAFETY: a fresh object.
+    unsafe { shared.load(Ordering::Relaxed).write(MAGIC) };
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (m, shared, stop) = (m.clone(), shared.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let _r = m.rcu_read();
+                    // SAFETY: not freed before a grace period that waits for this section.
+                    let v = unsafe { std::ptr::read_volatile(shared.load(Ordering::Acquire)) };
+                    assert_eq!(v, MAGIC);
+                }
+            })
+        })
+        .collect();
+    for _ in 0..200 {
+        let new = m.kmalloc(64, Gfp::KERNEL).unwrap().as_ptr() as *mut u64;
+        // SAFETY: fresh.
+        unsafe { new.write(MAGIC) };
+        let old = shared.swap(new, Ordering::AcqRel);
+        m.synchronize_rcu();
+        // SAFETY: unpublished and a grace period has passed.
+        unsafe {
+            old.write_volatile(POISON);
+            m.kfree(old as *const u8);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.join().unwrap();
+    }
+    // SAFETY: the last object.
+    unsafe { m.kfree(shared.load(Ordering::Relaxed) as *const u8) };
+}
