@@ -487,3 +487,29 @@ fn grace_periods_on_a_cpu_per_thread_machine() {
     // SAFETY: the last object.
     unsafe { m.kfree(shared.load(Ordering::Relaxed) as *const u8) };
 }
+
+#[test]
+fn kvfree_rcu_frees_vmalloc_and_kmalloc_memory() {
+    pin_current_thread(0);
+    let m = machine(1);
+    let busy = m.vmalloc_stats().busy_areas;
+    let big: Vec<_> = (0..8).map(|_| m.vmalloc(256 << 10).unwrap()).collect();
+    let small: Vec<_> = (0..8).map(|_| m.kvmalloc(128, Gfp::KERNEL).unwrap()).collect();
+    assert!(big.iter().all(|p| m.is_vmalloc_addr(p.as_ptr())));
+    assert_eq!(m.vmalloc_stats().busy_areas, busy + 8);
+    for (i, p) in big.iter().chain(small.iter()).enumerate() {
+        // SAFETY: live, ours; the head lies at the start of each.
+        unsafe {
+            if i % 2 == 0 {
+                m.kvfree_rcu(p.as_ptr(), p.cast());
+            } else {
+                m.kvfree_rcu_mightsleep(p.as_ptr());
+            }
+        }
+    }
+    assert_eq!(m.vmalloc_stats().busy_areas, busy + 8, "nothing is freed before a grace period");
+    m.kvfree_rcu_barrier();
+    assert_eq!(m.vmalloc_stats().busy_areas, busy, "kvfree_rcu left vmalloc areas");
+    assert_eq!(m.rcu_stats().kfree_blocks, 0);
+    assert_eq!(m.report_count(ReportKind::Warning), 0);
+}
