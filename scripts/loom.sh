@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every loom model of kmem: the per-CPU critical sections (shared and owned hosted CPUs),
-# the pcp protocol, the vmalloc recycle slots.
+# the pcp protocol, the vmalloc recycle slots, RCU grace periods.
 #
 #   scripts/loom.sh                      # all models (about a minute and a half from a cold
 #                                        # build, seconds once built)
@@ -25,6 +25,10 @@
 #   crates/kmem/src/highmem/loom_tests.rs       pkmap slots (kmap): refcounts, waiting for a
 #                                               free slot (a lost wake-up hangs the model),
 #                                               the lazy flush; a missing flush is caught
+#   crates/kmem/src/rcu/loom_tests.rs           RCU grace-period detection: a reader (nested and
+#                                               repeated sections) against an updater that
+#                                               frees after a grace period; a reader without
+#                                               its fence is caught
 #   crates/kmem-hosted/src/cpu_slot/loom_tests.rs  hosted CPU slot: per-CPU sections, nesting
 #   crates/kmem-hosted/src/cpu_owner/loom_tests.rs owned CPU (a CPU per thread): the owner's
 #                                               plain sections against stoppers (membarrier

@@ -85,6 +85,8 @@ pub struct MachineBuilder {
     slub_debug: Option<String>,
     failslab: Option<String>,
     fail_page_alloc: Option<String>,
+    init_on_alloc: bool,
+    init_on_free: bool,
     slab_nomerge: bool,
     hotplug: u64,
     no_alloc_reports: bool,
@@ -122,6 +124,8 @@ impl MachineBuilder {
             slub_debug: None,
             failslab: None,
             fail_page_alloc: None,
+            init_on_alloc: false,
+            init_on_free: false,
             slab_nomerge: false,
             hotplug: 0,
             no_alloc_reports: false,
@@ -219,6 +223,19 @@ impl MachineBuilder {
     /// reported as Linux does (`FAULT_INJECTION: failed to parse arguments`) and ignored.
     pub fn failslab(mut self, opts: &str) -> Self {
         self.failslab = Some(opts.to_owned());
+        self
+    }
+
+    /// The `init_on_alloc=1` boot option: pages and slab objects (of caches without a
+    /// constructor or `SLAB_TYPESAFE_BY_RCU`) are zeroed on allocation (`kmem::mm::meminit`).
+    pub fn init_on_alloc(mut self, on: bool) -> Self {
+        self.init_on_alloc = on;
+        self
+    }
+
+    /// The `init_on_free=1` boot option: pages and slab objects are zeroed on free.
+    pub fn init_on_free(mut self, on: bool) -> Self {
+        self.init_on_free = on;
         self
     }
 
@@ -421,6 +438,8 @@ impl MachineBuilder {
         cfg.slab.slub_debug = self.slub_debug.as_deref();
         cfg.failslab = self.failslab.as_deref();
         cfg.fail_page_alloc = self.fail_page_alloc.as_deref();
+        cfg.init_on_alloc = self.init_on_alloc;
+        cfg.init_on_free = self.init_on_free;
         cfg.slab.nomerge = self.slab_nomerge;
         if self.hotplug > 0 {
             cfg.hotplug_end = Some(PhysAddr::new(self.hotplug));

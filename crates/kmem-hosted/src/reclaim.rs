@@ -149,6 +149,9 @@ fn kswapd_thread(kmem: &Kmem<HostedPlatform>, s: &HostedReclaim, nid: usize) {
             st.wake &= !bit;
             st.busy |= bit;
         }
+        // The housekeeping point for RCU (`kmem::rcu`): memory that waits for a grace period
+        // (kfree_rcu blocks, TYPESAFE_BY_RCU slabs, call_rcu callbacks) is freed here too.
+        kmem.rcu_poll();
         loop {
             kmem.kswapd_run_once(nid);
             if kmem.kswapd_try_to_sleep(nid) || lock(&s.kswapd).stop {

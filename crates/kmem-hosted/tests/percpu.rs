@@ -28,13 +28,13 @@ fn warnings(m: &Machine) -> Vec<String> {
 }
 
 /// Per-CPU areas a fresh machine already has: the per-CPU state (sheaves and statistics) of
-/// the slab allocator's two boot caches, `kmem_cache` and `kmem_sheaf`, and reclaim's event
-/// counters.
-const SLAB_AREAS: usize = 3;
+/// the slab allocator's two boot caches, `kmem_cache` and `kmem_sheaf`, reclaim's event
+/// counters, and RCU's per-CPU state.
+const SLAB_AREAS: usize = 4;
 
 /// Bytes of the first chunk's dynamic region that those areas take.
 fn slab_area() -> usize {
-    2 * 128 + kmem::reclaim::EVENTS_PERCPU_BYTES
+    2 * 128 + kmem::reclaim::EVENTS_PERCPU_BYTES + kmem::rcu::RCU_PERCPU_BYTES.next_multiple_of(8)
 }
 
 /// CPU `cpu`'s copy of `p`, `len` bytes.

@@ -257,10 +257,6 @@ fn creation_errors_are_errors_with_linux_warnings() {
         m.kmem_cache_create("align3", 64, 3, SlabFlags::NONE, None).unwrap_err(),
         CacheError::Layout(LayoutError::BadAlign(3))
     );
-    assert_eq!(
-        m.kmem_cache_create("rcu", 64, 0, SlabFlags::TYPESAFE_BY_RCU, None).unwrap_err(),
-        CacheError::Unsupported(SlabFlags::TYPESAFE_BY_RCU)
-    );
     assert!(matches!(
         m.kmem_cache_create("bits", 64, 0, SlabFlags::from_bits(1), None),
         Err(CacheError::BadFlags(f)) if f == SlabFlags::from_bits(1)

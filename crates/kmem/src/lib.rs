@@ -9,8 +9,10 @@
 //! meaning), per-CPU page lists, memory hotplug, the per-CPU area with `alloc_percpu` and
 //! per-CPU variables with `this_cpu_*` operations, the SLUB slab allocator ([`slab`]), the
 //! kmalloc family ([`kmalloc`]), vmalloc over the platform's page tables ([`vmalloc`]),
-//! Linux-format reports for misuse and failures, the `/proc` views ([`proc`]), and Linux's
-//! fault injection (`failslab`, `fail_page_alloc`, fail-nth: [`fault`]).
+//! Linux-format reports for misuse and failures, the `/proc` views ([`proc`]), Linux's
+//! fault injection (`failslab`, `fail_page_alloc`, fail-nth: [`fault`]), RCU with
+//! `kfree_rcu` and `SLAB_TYPESAFE_BY_RCU` ([`rcu`]), and `init_on_alloc`/`init_on_free`
+//! ([`mm::meminit`]).
 //!
 //! ```
 //! use kmem::Gfp;
@@ -67,6 +69,7 @@ pub mod mm;
 pub mod percpu;
 pub mod platform;
 pub mod proc;
+pub mod rcu;
 pub mod reclaim;
 pub mod report;
 pub mod slab;
@@ -93,5 +96,6 @@ pub use percpu::{IrqGuard, PcpuInt, PerCpuBox, PerCpuVar, PercpuError, PercpuPtr
 pub use platform::{
     CpuId, DirectMap, IrqState, MapError, PageProt, PageTableAlloc, Pinned, Platform, ReportKind, TaskId, TlbFlush,
 };
+pub use rcu::{RcuCallback, RcuCookie, RcuHead, RcuReadGuard, RcuStats};
 pub use slab::{Cache, CacheError, KmemCache, SlabAllocError, SlabBox, SlabFlags, TypedCache};
 pub use vmalloc::{KernelStack, VmallocError, VmallocErrorKind, VmallocStats, THREAD_SIZE};

@@ -41,6 +41,7 @@ use crate::mm::page::{Page, MAX_NUMNODES};
 use crate::mm::zone::Zone;
 use crate::percpu::PercpuState;
 use crate::platform::{DirectMap, Platform, ReportKind};
+use crate::rcu::RcuState;
 use crate::reclaim::ReclaimState;
 use crate::report::Reports;
 use crate::slab::SlabState;
@@ -102,6 +103,13 @@ pub(crate) struct MachineState {
     /// ([`Kmem::page_fast_ok`]; written by `fault_rearm`, under the fault lock once there is
     /// a fault state).
     pub(crate) page_fast: AtomicBool,
+    /// `pcp_enabled` and not `init_on_free`: freed order-0..3 blocks may go straight to the
+    /// per-CPU lists (`mm/page_free.rs`; written by `fault_rearm`).
+    pub(crate) page_free_fast: AtomicBool,
+    /// The `init_on_alloc=1` boot option (`mm/meminit.rs`).
+    pub(crate) init_on_alloc: AtomicBool,
+    /// The `init_on_free=1` boot option.
+    pub(crate) init_on_free: AtomicBool,
     /// Fault injection: the armed flags and where the rest is (`fault/`).
     pub(crate) fault: FaultCell,
     /// The per-CPU allocator: first chunk and chunk list (`percpu/`).
@@ -121,6 +129,8 @@ pub(crate) struct MachineState {
     pub(crate) highmem: usize,
     /// Shrinkers, OOM notifiers, kswapd's per-node state and reclaim's counters (`reclaim/`).
     pub(crate) reclaim: ReclaimState,
+    /// RCU (`rcu/`): the grace-period state and where its per-CPU part is.
+    pub(crate) rcu: RcuState,
 }
 
 impl MachineState {
@@ -149,6 +159,9 @@ impl MachineState {
             events: VmEvents::default(),
             pcp_enabled: AtomicBool::new(true),
             page_fast: AtomicBool::new(true),
+            page_free_fast: AtomicBool::new(true),
+            init_on_alloc: AtomicBool::new(false),
+            init_on_free: AtomicBool::new(false),
             fault: FaultCell::new(),
             percpu: PercpuState::empty(),
             slab: SlabState::empty(),
@@ -158,6 +171,7 @@ impl MachineState {
             vmalloc: VmallocState::new(vmap_lazy_max, vmalloc_recycle),
             highmem: 0,
             reclaim: ReclaimState::new(),
+            rcu: RcuState::default(),
         }
     }
 

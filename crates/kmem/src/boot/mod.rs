@@ -97,6 +97,11 @@ pub struct BootConfig<'a> {
     pub failslab: Option<&'a str>,
     /// The `fail_page_alloc=<interval>,<probability>,<space>,<times>` boot option.
     pub fail_page_alloc: Option<&'a str>,
+    /// The `init_on_alloc=1` boot option: pages and slab objects zeroed on allocation
+    /// (`crate::mm::meminit`). Default false.
+    pub init_on_alloc: bool,
+    /// The `init_on_free=1` boot option: pages and slab objects zeroed on free. Default false.
+    pub init_on_free: bool,
 }
 
 impl<'a> BootConfig<'a> {
@@ -116,6 +121,8 @@ impl<'a> BootConfig<'a> {
             ram_zeroed: false,
             failslab: None,
             fail_page_alloc: None,
+            init_on_alloc: false,
+            init_on_free: false,
         }
     }
 }
@@ -497,10 +504,12 @@ impl<P: Platform> Kmem<P> {
         let sp = NonNull::new(sp).expect("direct map address is non-null");
         let kmem = Kmem::from_parts(platform, sp);
         kmem.setup_per_zone_wmarks();
+        kmem.meminit_setup(config.init_on_alloc, config.init_on_free);
         kmem.kmem_cache_init().map_err(BootError::Slab)?;
         kmem.setup_fault_attrs(config.failslab, config.fail_page_alloc)
             .map_err(|_| BootError::Slab(CacheError::NoMemory))?;
         kmem.reclaim_init();
+        kmem.rcu_init().map_err(|_| BootError::Slab(CacheError::NoMemory))?;
         Ok(kmem)
     }
 }

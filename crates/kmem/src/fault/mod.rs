@@ -231,16 +231,22 @@ impl<P: Platform> Kmem<P> {
         let st = self.state();
         let Some(f) = self.fault_state() else {
             // Nothing ever configured: nothing armed.
-            st.page_fast.store(st.pcp_enabled.load(Ordering::Relaxed), Ordering::Relaxed);
+            let pcp = st.pcp_enabled.load(Ordering::Relaxed);
+            st.page_fast.store(pcp && !self.want_init_on_alloc(), Ordering::Relaxed);
+            st.page_free_fast.store(pcp && !self.want_init_on_free(), Ordering::Relaxed);
             return;
         };
         let p = self.platform();
         let g = f.lock.lock_irqsave(p);
         let nth = f.nth_pending.load(Ordering::Relaxed) > 0;
         let page = nth || f.page.attr.probability() > 0;
-        let slab = nth || f.failslab.attr.probability() > 0;
+        // init_on_alloc / init_on_free (`mm/meminit.rs`) keep every cache on its careful path.
+        let meminit = self.want_init_on_alloc() || self.want_init_on_free();
+        let slab = nth || f.failslab.attr.probability() > 0 || meminit;
         st.fault.page_armed.store(page, Ordering::Relaxed);
-        st.page_fast.store(st.pcp_enabled.load(Ordering::Relaxed) && !page, Ordering::Relaxed);
+        let pcp = st.pcp_enabled.load(Ordering::Relaxed);
+        st.page_fast.store(pcp && !page && !self.want_init_on_alloc(), Ordering::Relaxed);
+        st.page_free_fast.store(pcp && !self.want_init_on_free(), Ordering::Relaxed);
         if st.fault.slab_armed.swap(slab, Ordering::Relaxed) != slab {
             let sl = self.slab();
             let lg = sl.list_lock.lock_irqsave(p);

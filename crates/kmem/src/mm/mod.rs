@@ -4,6 +4,7 @@ pub mod alloc_flags;
 pub(crate) mod buddy;
 pub mod frame;
 pub(crate) mod free_area;
+pub mod meminit;
 pub(crate) mod memmap;
 pub mod node;
 pub mod page;

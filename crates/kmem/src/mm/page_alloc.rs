@@ -189,6 +189,7 @@ impl<P: Platform> Kmem<P> {
         nid: usize,
         might_sleep: bool,
     ) -> Result<PageRef<'_>, AllocError> {
+        let gfp = self.page_alloc_gfp(gfp);
         if self.node(nid).is_none() {
             return Err(AllocError { gfp, order, kind: AllocErrorKind::NoSuchNode(nid) });
         }

@@ -15,6 +15,7 @@ use crate::mm::page_ref::PageRef;
 use crate::mm::pcp::pcp_allowed_order;
 use crate::mm::zone::bump_locked;
 use crate::platform::{Platform, ReportKind};
+use crate::sync::Ordering;
 
 impl<P: Platform> Kmem<P> {
     /// `__free_pages(page, order)`: drops the caller's reference; frees the block when it was
@@ -118,6 +119,24 @@ impl<P: Platform> Kmem<P> {
         page.set_data(0);
         let zone = self.page_zone(page);
         let mt = mm.pageblock_migratetype(pfn);
+        // `page_free_fast` is `pcp_enabled` unless init_on_free is on (`mm/meminit.rs`).
+        if pcp_allowed_order(order) && self.state().page_free_fast.load(Ordering::Relaxed) {
+            if self.free_unref_page(zone, pfn, page, order, mt) {
+                return;
+            }
+        } else if self.want_init_on_free() {
+            return self.free_block_init(pfn, order, zone, mt);
+        }
+        self.free_one_page(zone, pfn, order, mt);
+    }
+
+    /// [`Kmem::free_block`] with `init_on_free`: zero the block, then the per-CPU lists if
+    /// they are on, else the buddy lists.
+    #[cold]
+    #[inline(never)]
+    fn free_block_init(&self, pfn: Pfn, order: Order, zone: &crate::mm::zone::Zone, mt: crate::Migratetype) {
+        self.clear_pages(pfn, order);
+        let page = self.memmap().page(pfn).expect("a freed block has a descriptor");
         if pcp_allowed_order(order) && self.pcp_enabled() && self.free_unref_page(zone, pfn, page, order, mt) {
             return;
         }

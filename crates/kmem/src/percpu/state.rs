@@ -147,6 +147,13 @@ impl PercpuState {
         })
     }
 
+    /// Address of the first chunk's header (the dynamic region's, which follows the reserved
+    /// region's), 0 before boot: kmem's own boot-time areas live in it, so a pointer to one
+    /// needs only its offset.
+    pub(crate) fn first_chunk_addr(&self) -> usize {
+        self.reserved.map_or(0, |r| (r.chunk() as *const Chunk).wrapping_add(1) as usize)
+    }
+
     /// Bytes carved from memblock at boot.
     pub(crate) fn boot_bytes(&self) -> u64 {
         self.boot_bytes

@@ -167,6 +167,8 @@ impl<P: Platform> Kmem<P> {
         if gfp.allows_blocking() && self.platform().atomic_context() {
             self.might_sleep_report("mm/slub.c");
         }
+        // init_on_alloc (`mm/meminit.rs`): the zeroing `__GFP_ZERO` asks for, done once.
+        let gfp = self.slab_alloc_gfp(s, gfp);
         if gfp.intersects(Gfp::SLAB_BUG_MASK) {
             return self.kmalloc_fix_flags(gfp);
         }

@@ -108,6 +108,10 @@ pub struct KmemCache {
     pub(crate) plain_limit: u32,
     pub(crate) layout: Layout,
     pub(crate) debug: bool,
+    /// `init_on_alloc` / `init_on_free` for this cache (`mm::meminit::INIT_ALLOC`,
+    /// `INIT_FREE`): 0 for caches with a constructor or `SLAB_TYPESAFE_BY_RCU`. A cache
+    /// zeroed on free has no plain slabs, so every free reaches `free_object`.
+    pub(crate) meminit: u8,
     pub(crate) id: u32,
     pub(crate) ctor: Option<Ctor>,
     pub(crate) allocflags: Gfp,
@@ -161,6 +165,8 @@ pub(crate) struct CacheInit<'a> {
     pub id: u32,
     pub nr_nodes: usize,
     pub refcount: i32,
+    /// `init_on_alloc`/`init_on_free` bits (`mm/meminit.rs`).
+    pub meminit: u8,
 }
 
 impl KmemCache {
@@ -213,10 +219,15 @@ impl KmemCache {
             // memory never decodes like a free object's pointer (free.rs).
             random: init.random | 1 << 56,
             recip: super::layout::reciprocal(l.size),
-            plain_word: Page::slab_word(if debug { 0 } else { init.id }, !debug),
+            plain_word: if debug || init.meminit & crate::mm::meminit::INIT_FREE != 0 {
+                Page::slab_word(0, false)
+            } else {
+                Page::slab_word(init.id, true)
+            },
             plain_limit: l.objects * l.size,
             layout: l,
             debug,
+            meminit: init.meminit,
             id: init.id,
             ctor: init.ctor,
             allocflags,

@@ -68,6 +68,7 @@ impl<P: Platform> Kmem<P> {
                 id,
                 nr_nodes,
                 refcount: -1,
+                meminit: self.cache_meminit(layout.flags, false),
             };
             // SAFETY: the memory is carved RAM of `alloc_size(nr_nodes)` bytes, 64-aligned,
             // used for nothing else, living as long as the machine.
@@ -173,9 +174,6 @@ impl<P: Platform> Kmem<P> {
             self.integrity_check_failed(name);
             return Err(if irq { CacheError::InInterrupt } else { CacheError::Invalid });
         }
-        if flags.contains(SlabFlags::TYPESAFE_BY_RCU) {
-            return Err(CacheError::Unsupported(SlabFlags::TYPESAFE_BY_RCU));
-        }
         if !SlabFlags::PERMITTED.contains(flags) {
             return Err(CacheError::BadFlags(flags.without(SlabFlags::PERMITTED)));
         }
@@ -250,6 +248,7 @@ impl<P: Platform> Kmem<P> {
             id,
             nr_nodes: self.nr_nodes(),
             refcount: 1,
+            meminit: self.cache_meminit(layout.flags, ctor.is_some()),
         };
         // SAFETY: `mem` is a boot-cache object: `alloc_size(nr_nodes)` bytes, 64-aligned
         // (HWCACHE_ALIGN), ours until destroy frees it.
@@ -349,6 +348,9 @@ impl<P: Platform> Kmem<P> {
     pub(crate) unsafe fn destroy_cache_ref(&self, c: NonNull<KmemCache>, caller: &'static Location<'static>) {
         // SAFETY: the caller owns a reference, so the descriptor is live.
         let s = unsafe { c.as_ref() };
+        // In-flight `kfree_rcu`s may hold objects of this cache; a TYPESAFE_BY_RCU cache's
+        // slabs wait for a grace period (Linux: `kvfree_rcu_barrier_on_cache`, `rcu_barrier`).
+        self.rcu_barrier_before_destroy();
         let st = self.slab();
         {
             let _g = st.list_lock.lock_irqsave(self.platform());

@@ -38,7 +38,10 @@ impl SlabFlags {
     pub const RECLAIM_ACCOUNT: SlabFlags = SlabFlags(0x0002_0000);
     /// `SLAB_PANIC`: a failed creation panics instead of returning an error.
     pub const PANIC: SlabFlags = SlabFlags(0x0004_0000);
-    /// `SLAB_TYPESAFE_BY_RCU`: not supported (kmem has no RCU); creation fails.
+    /// `SLAB_TYPESAFE_BY_RCU`: the cache's slabs go back to the page allocator only after an
+    /// RCU grace period (`crate::rcu`), so an RCU reader holding a freed (even reallocated)
+    /// object still reads memory of this cache's type. Never merged, never poisoned, the free
+    /// pointer outside the object; exempt from `init_on_alloc`/`init_on_free`.
     pub const TYPESAFE_BY_RCU: SlabFlags = SlabFlags(0x0008_0000);
     /// `SLAB_TRACE` (`T`): report every alloc and free of the cache.
     pub const TRACE: SlabFlags = SlabFlags(0x0020_0000);
@@ -78,7 +81,7 @@ impl SlabFlags {
     /// `SLAB_MERGE_SAME`: caches merge only if they agree on these.
     pub const MERGE_SAME: SlabFlags =
         SlabFlags(Self::RECLAIM_ACCOUNT.0 | Self::CACHE_DMA.0 | Self::CACHE_DMA32.0 | Self::ACCOUNT.0);
-    /// Every flag `kmem_cache_create` accepts (`SLAB_FLAGS_PERMITTED`, minus RCU).
+    /// Every flag `kmem_cache_create` accepts (`SLAB_FLAGS_PERMITTED`).
     pub const PERMITTED: SlabFlags = SlabFlags(
         Self::DEBUG_FLAGS.0
             | Self::KMALLOC.0
@@ -87,6 +90,7 @@ impl SlabFlags {
             | Self::CACHE_DMA32.0
             | Self::RECLAIM_ACCOUNT.0
             | Self::PANIC.0
+            | Self::TYPESAFE_BY_RCU.0
             | Self::NOLEAKTRACE.0
             | Self::NO_MERGE.0
             | Self::FAILSLAB.0
@@ -192,7 +196,8 @@ mod tests {
     fn debug_flags_never_merge_and_print_by_name() {
         assert!(SlabFlags::NEVER_MERGE.contains(SlabFlags::DEBUG_FLAGS));
         assert!(!SlabFlags::NEVER_MERGE.intersects(SlabFlags::MERGE_SAME));
-        assert!(!SlabFlags::PERMITTED.intersects(SlabFlags::TYPESAFE_BY_RCU | SlabFlags::OBJECT_POISON));
+        assert!(!SlabFlags::PERMITTED.intersects(SlabFlags::OBJECT_POISON));
+        assert!(SlabFlags::NEVER_MERGE.contains(SlabFlags::TYPESAFE_BY_RCU));
         let f = SlabFlags::RED_ZONE | SlabFlags::POISON;
         assert_eq!(format!("{f:?}"), "0xc00(SLAB_RED_ZONE|SLAB_POISON)");
     }

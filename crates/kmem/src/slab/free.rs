@@ -144,7 +144,27 @@ impl<P: Platform> Kmem<P> {
         if s.debug {
             return self.debug_free(s, slab, base + off as usize, caller);
         }
+        if s.meminit & crate::mm::meminit::INIT_FREE != 0 {
+            return self.free_init(s, slab, off, base);
+        }
         self.free_checked(s, slab, off, base);
+    }
+
+    /// [`Kmem::free_checked`] with `init_on_free` (`mm/meminit.rs`): after the double-free
+    /// check, the object's bytes are zeroed, then its free pointer is written.
+    #[inline(never)]
+    fn free_init(&self, s: &KmemCache, slab: Slab<'_>, off: u32, base: usize) {
+        let obj = base + off as usize;
+        let fp = s.fp_addr(obj);
+        // SAFETY: the free-pointer word of an object of a live slab, which the caller owns.
+        if tagged(unsafe { read_word(fp) }, s.random) {
+            return self.free_suspect(s, slab, off, base);
+        }
+        // SAFETY: the object is the caller's: `object_size` bytes at `obj`.
+        unsafe { super::object::fill(obj, 0, s.object_size()) };
+        // SAFETY: as above; from now on it is a free object in a sheaf.
+        unsafe { write_word(fp, s.sheaf_marker()) };
+        self.free_marked(s, slab, off, base);
     }
 
     /// Frees an object of a non-debug cache whose slab and boundary are checked: the

@@ -278,7 +278,9 @@ pub fn calculate_sizes(
     let align = calculate_alignment(flags, align as u32, object_size);
     let mut flags = flags;
     let mut size = align_up(object_size, WORD);
-    if flags.contains(SlabFlags::POISON) && !has_ctor {
+    // `calculate_sizes()`: a TYPESAFE_BY_RCU object may be read after its free, so it is
+    // never poisoned.
+    if flags.contains(SlabFlags::POISON) && !has_ctor && !flags.contains(SlabFlags::TYPESAFE_BY_RCU) {
         flags |= SlabFlags::OBJECT_POISON;
     } else {
         flags = flags.without(SlabFlags::OBJECT_POISON);

@@ -105,8 +105,11 @@
 //!
 //! - Every cache without debugging has sheaves (Linux 6.18: those that ask), sized to about
 //!   4 KiB of objects; they replace the per-CPU active slab and per-CPU partial lists. No
-//!   RCU (`SLAB_TYPESAFE_BY_RCU` is refused), no kmemcg, no KASAN/KFENCE, no freelist
-//!   randomisation.
+//!   kmemcg, no KASAN/KFENCE, no freelist randomisation. `SLAB_TYPESAFE_BY_RCU` slabs wait
+//!   for a grace period before their pages are freed (`crate::rcu`, `rcu/slabs.rs`), linked
+//!   through their head page's data word (Linux uses the `rcu_head` in `struct slab`).
+//! - `init_on_alloc`/`init_on_free` (`crate::mm::meminit`) send every allocation and free of
+//!   a cache they apply to through the careful paths, where the zeroing is.
 //! - Full slabs are always on a node list (Linux: only with `SLAB_STORE_USER`), so destroy
 //!   names every leaked object and validate sees every slab.
 //! - Debug caches check red zones on every free and poison on every allocation without `F`,

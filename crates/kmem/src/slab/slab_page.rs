@@ -254,7 +254,11 @@ impl<P: Platform> Kmem<P> {
         };
         // Plain: object 0 at the slab's start and the cache's object count (free.rs's fast
         // path relies on both).
-        let plain = !s.debug && colour == 0 && order == l.order && l.red_left_pad == 0;
+        let plain = !s.debug
+            && s.meminit & crate::mm::meminit::INIT_FREE == 0
+            && colour == 0
+            && order == l.order
+            && l.red_left_pad == 0;
         page.page().set_slab(s.id, colour, plain);
         let slab = Slab { pfn: page.pfn(), page: page.page() };
         let base = s.obj_base(self, slab);
@@ -306,6 +310,11 @@ impl<P: Platform> Kmem<P> {
         self.mod_slab_pages(s, slab, -1);
         let order = slab.order();
         slab.page.clear_slab();
+        if s.layout.flags.contains(super::SlabFlags::TYPESAFE_BY_RCU) {
+            // `rcu_free_slab`: readers may still hold objects of it.
+            self.rcu_defer_slab(slab.pfn);
+            return;
+        }
         // SAFETY: the slab's pages are this cache's, allocated with `order`; nothing refers to
         // the slab any more (it is on no list and no CPU's, and has no live objects).
         unsafe { self.__free_pages(PageRef::new(slab.pfn, slab.page), Order::of(order)) };

@@ -127,7 +127,9 @@ impl<P: Platform> Kmem<P> {
             return Err(self.vmalloc_warn(size, gfp, "exceeds total pages", VmallocErrorKind::TooLarge));
         }
         let user_gfp = gfp;
-        let gfp = self.vm_might_alloc(gfp);
+        // init_on_alloc: recycled areas are zeroed as `__GFP_ZERO` asks (fresh pages are
+        // zeroed by the page allocator).
+        let gfp = self.page_alloc_gfp(self.vm_might_alloc(gfp));
         if align <= PAGE_SIZE && node.is_none() {
             if let Some(p) = self.recycle_take(nr, size, gfp, vm_flags::ALLOC | flags) {
                 return Ok(p);
@@ -429,7 +431,9 @@ impl<P: Platform> Kmem<P> {
 
     /// `vfree` after its context checks.
     fn vfree_area(&self, a: usize) {
-        match self.remove_vm_area(a, vm_flags::ALLOC | vm_flags::MAP, 0, true) {
+        // init_on_free (`mm/meminit.rs`): the pages go back to the page allocator, which
+        // zeroes them, instead of waiting mapped in a recycle slot.
+        match self.remove_vm_area(a, vm_flags::ALLOC | vm_flags::MAP, 0, !self.want_init_on_free()) {
             Some(Removed::Cached(vm)) => self.recycle_put(vm),
             Some(Removed::Gone(vm, over)) => self.vfree_removed(vm, over),
             None => self.vm_warn("vfree", "Trying to vfree() nonexistent vm area", a),
