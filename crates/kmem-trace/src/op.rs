@@ -137,9 +137,8 @@ pub struct TraceCounts {
     pub traced_failures: u64,
     /// GFP tokens not known (skipped: their bits are not set).
     pub gfp_unknown_tokens: u64,
-    /// Allocations whose `__GFP_NOFAIL` was dropped (a single-threaded replay whose NOFAIL
-    /// request sleeps for memory has nobody to free it; see the crate docs).
-    pub nofail_dropped: u64,
+    /// Allocations carrying `__GFP_NOFAIL` (kept: see [`crate::oom`]).
+    pub nofail: u64,
     /// `kmem_cache_alloc` of a `kmalloc-*` cache, replayed as kmalloc.
     pub kmalloc_caches: u64,
     /// Allocations whose `__GFP_ZERO` was dropped ([`Frontend::set_drop_zero`]).
@@ -258,10 +257,7 @@ impl Frontend {
             self.counts.zero_dropped += 1;
             g = g.without(Gfp::ZERO);
         }
-        if g.contains(Gfp::NOFAIL) {
-            self.counts.nofail_dropped += 1;
-            return g.without(Gfp::NOFAIL);
-        }
+        self.counts.nofail += g.contains(Gfp::NOFAIL) as u64;
         g
     }
 
