@@ -410,7 +410,9 @@ impl<'m> Replayer<'m> {
         let k = op.kind as usize;
         match op.kind {
             Kind::Kmalloc => {
-                self.forget_obj(op.slot, k);
+                if op.relive {
+                    self.forget_obj(op.slot, k);
+                }
                 let size = op.size as usize;
                 let order = if size > KMALLOC_MAX_CACHE_SIZE { kmalloc_large_order(size) } else { 0 };
                 match self.alloc(op.gfp, order, |m, gfp| m.kmalloc(size, gfp)) {
@@ -423,7 +425,9 @@ impl<'m> Replayer<'m> {
                 }
             }
             Kind::CacheAlloc => {
-                self.forget_obj(op.slot, k);
+                if op.relive {
+                    self.forget_obj(op.slot, k);
+                }
                 let i = op.cache as usize;
                 let Some(Slot::Made(c)) = self.slots.get(i) else {
                     self.counts.failures[k] += 1;
@@ -469,7 +473,7 @@ impl<'m> Replayer<'m> {
                 }
             }
             Kind::PageAlloc => {
-                {
+                if op.relive {
                     let t = &mut *self.shared.lock();
                     match t.take_block(op.slot) {
                         Some(old) => {
