@@ -204,8 +204,6 @@ pub(crate) struct Live<'m> {
     lru: VecDeque<Victim>,
     /// Pages of the live movable blocks.
     movable_pages: usize,
-    /// Bytes of everything live (the replay's view).
-    live_bytes: u64,
     /// Page slots reclaim gave back whose traced free has not come yet.
     reclaimed_pages: Bits,
     next_gen: u32,
@@ -234,7 +232,6 @@ impl<'m> Live<'m> {
             victims: VecDeque::new(),
             lru: VecDeque::new(),
             movable_pages: 0,
-            live_bytes: 0,
             reclaimed_pages: Bits::default(),
             next_gen: 0,
             killed_objs: Bits::default(),
@@ -265,11 +262,19 @@ impl<'m> Live<'m> {
         g
     }
 
-    /// Stale victim entries are dropped once they are most of the queue.
+    /// Stale victim entries are dropped once they are three quarters of the queue (a walk of
+    /// the queue per three pushes per live allocation: amortised, a fraction of an entry
+    /// check per allocation).
+    #[inline]
     fn compact(&mut self) {
-        if self.victims.len() < 4096 || self.victims.len() < 2 * (self.nr_objs + self.nr_pages) {
+        if self.victims.len() < 1 << 16 || self.victims.len() < 4 * (self.nr_objs + self.nr_pages) {
             return;
         }
+        self.compact_now();
+    }
+
+    #[cold]
+    fn compact_now(&mut self) {
         let (objs, pages) = (&self.objs, &self.pages);
         self.victims.retain(|v| is_live(objs, pages, v));
         self.lru.retain(|v| is_live(objs, pages, v));
@@ -287,7 +292,6 @@ impl<'m> Live<'m> {
         if o.cache < KMALLOC_BASE {
             self.per_cache[o.cache as usize] += 1;
         }
-        self.live_bytes += o.mem().1;
         self.objs[s] = Some(o);
         self.nr_objs += 1;
         if self.any_killed {
@@ -309,7 +313,6 @@ impl<'m> Live<'m> {
         if s >= self.pages.len() {
             self.pages.resize(s + 1, None);
         }
-        self.live_bytes += (PAGE_SIZE as u64) << b.order;
         self.pages[s] = Some(b);
         self.nr_pages += 1;
         if self.any_killed {
@@ -323,7 +326,6 @@ impl<'m> Live<'m> {
     pub(crate) fn take_obj(&mut self, slot: u32) -> Option<Obj> {
         let o = self.objs.get_mut(slot as usize)?.take()?;
         self.nr_objs -= 1;
-        self.live_bytes -= o.mem().1;
         if o.cache < KMALLOC_BASE {
             self.per_cache[o.cache as usize] -= 1;
         }
@@ -335,7 +337,6 @@ impl<'m> Live<'m> {
     pub(crate) fn take_block(&mut self, slot: u32) -> Option<Block<'m>> {
         let b = self.pages.get_mut(slot as usize)?.take()?;
         self.nr_pages -= 1;
-        self.live_bytes -= (PAGE_SIZE as u64) << b.order;
         if b.movable {
             self.movable_pages -= 1 << b.order;
         }
@@ -428,9 +429,10 @@ impl<'m> Live<'m> {
         pages
     }
 
-    /// Pages the replay holds, rounded up: what a kill under pressure could free.
-    pub(crate) fn live_pages(&self) -> usize {
-        (self.live_bytes as usize).div_ceil(PAGE_SIZE)
+    /// Allocations the replay holds (objects and page blocks): what the shrinker counts when
+    /// no movable block is left (its objects are then allocations, not pages).
+    pub(crate) fn live_allocations(&self) -> usize {
+        self.nr_objs + self.nr_pages
     }
 
     /// A kill under reclaim pressure (no movable block left): `nr` pages' worth of the oldest
@@ -531,7 +533,7 @@ impl ShrinkerOps for Shared<'_> {
     fn count_objects(&self, _: &ShrinkControl) -> usize {
         match self.live.try_lock() {
             Ok(t) if t.movable_pages() > 0 => t.movable_pages(),
-            Ok(t) if t.live_pages() > 0 => t.live_pages(),
+            Ok(t) if t.live_allocations() > 0 => t.live_allocations(),
             _ => SHRINK_EMPTY,
         }
     }
