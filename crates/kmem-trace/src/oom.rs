@@ -5,7 +5,7 @@
 //! the allocation retries. kmem has no processes, so its OOM path calls the registered OOM
 //! notifiers ([`kmem::reclaim::OomNotifier`]). The replayer registers one: its victim is the
 //! trace itself, and what it frees is the trace's **oldest live allocations** (objects and
-//! page blocks, in allocation order), at least the request's size and at least
+//! unmovable page blocks in allocation order, then the movable blocks reclaim left), at least the request's size and at least
 //! [`OOM_BATCH_PAGES`] pages' worth per call (Linux reaps a whole process, not one page). A
 //! freed allocation is marked *killed*: its later traced free is counted as "freed by OOM"
 //! ([`OomCounts::victim_frees`]) instead of as an unknown free, and an allocation of its
@@ -267,7 +267,8 @@ impl<'m> Live<'m> {
     /// check per allocation).
     #[inline]
     fn compact(&mut self) {
-        if self.victims.len() < 1 << 16 || self.victims.len() < 4 * (self.nr_objs + self.nr_pages) {
+        let queued = self.victims.len() + self.lru.len();
+        if queued < 1 << 16 || queued < 4 * (self.nr_objs + self.nr_pages) {
             return;
         }
         self.compact_now();
@@ -304,10 +305,12 @@ impl<'m> Live<'m> {
     #[inline]
     pub(crate) fn put_block(&mut self, slot: u32, mut b: Block<'m>) {
         b.gen = self.next_gen();
-        self.victims.push_back(Victim { slot: slot | PAGE_BIT, gen: b.gen });
+        // Each allocation is in one queue: movable blocks in the LRU, the rest in `victims`.
         if b.movable {
             self.lru.push_back(Victim { slot: slot | PAGE_BIT, gen: b.gen });
             self.movable_pages += 1 << b.order;
+        } else {
+            self.victims.push_back(Victim { slot: slot | PAGE_BIT, gen: b.gen });
         }
         let s = slot as usize;
         if s >= self.pages.len() {
@@ -449,7 +452,8 @@ impl<'m> Live<'m> {
         let mut freed = 0u64;
         self.dirty = true;
         while freed < want {
-            let Some(v) = self.victims.pop_front() else { break };
+            // The oldest unmovable allocations, then (none left) the oldest movable blocks.
+            let Some(v) = self.victims.pop_front().or_else(|| self.lru.pop_front()) else { break };
             if !is_live(&self.objs, &self.pages, &v) {
                 continue;
             }
