@@ -114,6 +114,7 @@ pub mod replay;
 pub mod run;
 mod scan;
 pub mod summary;
+mod table_lock;
 
 pub use op::{Frontend, Kind, Op};
 pub use replay::Replayer;

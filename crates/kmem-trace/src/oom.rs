@@ -23,7 +23,7 @@
 //! pressure rather than wait for the kernel's.
 //!
 //! The live tables ([`Live`]) are shared between the replayer and the notifier behind a
-//! mutex. The replayer never holds it across a call into the machine that may allocate (the
+//! lock (`table_lock.rs`). The replayer never holds it across a call into the machine that may allocate (the
 //! notifier runs inside such calls, on the replaying thread); the notifier only `try_lock`s,
 //! so a call from another thread while the replayer holds the tables frees nothing.
 //!
@@ -49,7 +49,6 @@
 
 use std::collections::VecDeque;
 use std::ptr::NonNull;
-use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use kmem::reclaim::{OomNotifier, ShrinkControl, ShrinkerOps, SHRINK_EMPTY, SHRINK_STOP};
 use kmem::{Gfp, KmemCache, Order, PageRef, PAGE_SIZE};
@@ -57,6 +56,7 @@ use kmem_hosted::Machine;
 
 use crate::op::Kind;
 use crate::replay::{kmalloc_bytes, Mem};
+use crate::table_lock::{TableGuard, TableLock};
 
 /// Least the notifier frees per call, in pages (`SWAP_CLUSTER_MAX`): small victims one by
 /// one would turn every retry of the slow path into another OOM.
@@ -217,7 +217,7 @@ pub(crate) struct Live<'m> {
 
 // SAFETY: the raw pointers are kmem allocations and cache descriptors of a machine that is
 // `Sync` (kmem's API takes them from any thread); the tables only move between threads
-// inside the mutex.
+// inside the lock.
 unsafe impl Send for Live<'_> {}
 
 impl<'m> Live<'m> {
@@ -506,47 +506,42 @@ fn is_live(objs: &[Option<Obj>], pages: &[Option<Block<'_>>], v: &Victim) -> boo
 /// The tables and the machine: the registered OOM notifier.
 pub(crate) struct Shared<'m> {
     pub(crate) m: &'m Machine,
-    live: Mutex<Live<'m>>,
+    live: TableLock<Live<'m>>,
 }
 
 impl<'m> Shared<'m> {
     pub(crate) fn new(m: &'m Machine) -> Self {
-        Self { m, live: Mutex::new(Live::new()) }
+        Self { m, live: TableLock::new(Live::new()) }
     }
 
-    /// The tables (a poisoned lock is taken over: the tables are consistent between calls).
+    /// The tables.
     #[inline]
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Live<'m>> {
-        self.live.lock().unwrap_or_else(PoisonError::into_inner)
+    pub(crate) fn lock(&self) -> TableGuard<'_, Live<'m>> {
+        self.live.lock()
     }
 }
 
 impl OomNotifier for Shared<'_> {
     fn notify(&self, _gfp: Gfp, order: u32) -> usize {
-        let mut t = match self.live.try_lock() {
-            Ok(t) => t,
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            // Held by the replayer on another thread: nothing to free from here.
-            Err(std::sync::TryLockError::WouldBlock) => return 0,
-        };
-        t.kill(self.m, order)
+        // Held by the replayer on another thread: nothing to free from here.
+        self.live.try_lock().map_or(0, |mut t| t.kill(self.m, order))
     }
 }
 
 impl ShrinkerOps for Shared<'_> {
     fn count_objects(&self, _: &ShrinkControl) -> usize {
         match self.live.try_lock() {
-            Ok(t) if t.movable_pages() > 0 => t.movable_pages(),
-            Ok(t) if t.live_allocations() > 0 => t.live_allocations(),
+            Some(t) if t.movable_pages() > 0 => t.movable_pages(),
+            Some(t) if t.live_allocations() > 0 => t.live_allocations(),
             _ => SHRINK_EMPTY,
         }
     }
     fn scan_objects(&self, sc: &mut ShrinkControl) -> usize {
         match self.live.try_lock() {
-            Ok(mut t) if t.movable_pages() > 0 => t.reclaim_lru(self.m, sc.nr_to_scan),
-            Ok(mut t) => t.pressure_kill(self.m, sc.nr_to_scan),
+            Some(mut t) if t.movable_pages() > 0 => t.reclaim_lru(self.m, sc.nr_to_scan),
+            Some(mut t) => t.pressure_kill(self.m, sc.nr_to_scan),
             // The replayer holds the tables (a kswapd thread asking): not now.
-            Err(_) => SHRINK_STOP,
+            None => SHRINK_STOP,
         }
     }
 }
@@ -561,69 +556,5 @@ pub fn oom_path_serves(gfp: Gfp, order: u32) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bits() {
-        let mut b = Bits::default();
-        assert!(!b.take(5));
-        b.set(5);
-        b.set(200);
-        assert_eq!(b.count(), 2);
-        assert!(b.take(200) && !b.take(200));
-        assert_eq!(b.count(), 1);
-    }
-
-    /// The notifier frees the oldest live allocations (a batch), marks them, and frees
-    /// nothing while the replayer holds the tables.
-    #[test]
-    fn notifier_kills_the_oldest_batch() {
-        let m = kmem_hosted::MachineBuilder::new().ram_mib(32).cpus(1).build().unwrap();
-        let (mut fe, mut rp) = (crate::Frontend::new(), crate::Replayer::new(&m, false));
-        let line = |i: u64| {
-            format!("t-1 [000] ..... 1.0: mm_page_alloc: page=0 pfn={i:#x} order=0 migratetype=0 gfp_flags=GFP_KERNEL")
-        };
-        for i in 0..100 {
-            let op = fe.line(i + 1, line(0x1000 + i).as_bytes()).unwrap();
-            rp.apply(&op, fe.caches());
-        }
-        {
-            let _held = rp.shared().lock();
-            assert_eq!(rp.shared().notify(Gfp::KERNEL, 0), 0, "tables held: nothing");
-        }
-        assert_eq!(rp.shared().notify(Gfp::KERNEL, 0), OOM_BATCH_PAGES);
-        assert_eq!(rp.live().1, 100 - OOM_BATCH_PAGES);
-        assert_eq!(rp.oom_killed_live().1, OOM_BATCH_PAGES);
-        // The oldest: the first page's free is a victim's, the 33rd's is not.
-        let free = |i: u64| format!("t-1 [000] ...1. 1.0: mm_page_free: page=0 pfn={i:#x} order=0");
-        for (n, i) in [0x1000, 0x1000 + OOM_BATCH_PAGES as u64].into_iter().enumerate() {
-            let op = fe.line(200 + n as u64, free(i).as_bytes()).unwrap();
-            rp.apply(&op, fe.caches());
-        }
-        assert_eq!(rp.counts.oom.victim_frees[Kind::PageFree as usize], 1);
-        assert_eq!(rp.counts.replayed[Kind::PageFree as usize], 1);
-        // A later allocation takes in what the notifier did.
-        let op = fe.line(300, line(0x9000).as_bytes()).unwrap();
-        rp.apply(&op, fe.caches());
-        let o = rp.counts.oom;
-        assert_eq!(
-            (o.notifier_calls, o.kills, o.blocks_freed),
-            (1, 1, OOM_BATCH_PAGES as u64),
-            "the refused call counts nothing"
-        );
-        assert_eq!(rp.counts.live_bytes[Mem::Pages as usize], (100 - OOM_BATCH_PAGES as u64) * PAGE_SIZE as u64);
-        rp.release_all();
-        m.verify().unwrap();
-    }
-
-    #[test]
-    fn which_requests_the_oom_path_serves() {
-        let nofs = Gfp::NOFS | Gfp::NOFAIL;
-        assert!(oom_path_serves(nofs, 0) && oom_path_serves(nofs, 3));
-        assert!(!oom_path_serves(nofs, 4), "costly");
-        assert!(!oom_path_serves(Gfp::ATOMIC | Gfp::NOFAIL, 0), "atomic");
-        assert!(!oom_path_serves(nofs | Gfp::DMA, 0), "DMA");
-        assert!(!oom_path_serves(nofs | Gfp::RETRY_MAYFAIL, 0));
-    }
-}
+#[path = "oom_tests.rs"]
+mod tests;
