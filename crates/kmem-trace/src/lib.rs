@@ -67,7 +67,8 @@
 //! one parses, and the calling thread replays the previous batch (timed per batch: the
 //! replay-only rate) and samples the machine's memory. On the shared capture each line costs
 //! about 700 instructions of zstd, 1,300 of splitting, parsing and front end, and 850 of
-//! replay. `kmem replay` boots its machine on anonymous RAM with transparent huge pages
+//! replay (the OOM killer's bookkeeping, [`oom`], adds about 60: a lock of the live tables
+//! per operation, one more before allocations of a live key, and the victim queues). `kmem replay` boots its machine on anonymous RAM with transparent huge pages
 //! (`MachineBuilder::anonymous_ram`: a replay touches hundreds of MiB, and huge pages halve
 //! its cost on a VM); such RAM cannot be aliased, so that machine has no vmalloc range.
 //!
