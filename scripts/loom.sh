@@ -29,6 +29,11 @@
 #                                               repeated sections) against an updater that
 #                                               frees after a grace period; a reader without
 #                                               its fence is caught
+#   crates/kmem/src/reclaim/loom_tests.rs       __GFP_NOFAIL's wait and wake-up: a sleeper on a
+#                                               full zone and a free, on the real zone, buddy
+#                                               lists and waiter count, a blocking wait queue;
+#                                               a free that looks for sleepers before its page
+#                                               is on the lists (lost wake-up) is caught
 #   crates/kmem-hosted/src/cpu_slot/loom_tests.rs  hosted CPU slot: per-CPU sections, nesting
 #   crates/kmem-hosted/src/cpu_owner/loom_tests.rs owned CPU (a CPU per thread): the owner's
 #                                               plain sections against stoppers (membarrier

@@ -38,10 +38,13 @@ pub struct DemoArgs {
     #[arg(long, value_name = "LIST", default_value = "buddyinfo,slabinfo", value_parser = crate::views::parse_view_list)]
     pub views: ViewList,
     /// Only show reclaim at work: bursts of allocations into a cache with a shrinker on a
-    /// machine with kswapd, free memory over time against the watermarks as a text plot,
-    /// shrinker calls and kswapd wake-ups.
+    /// machine with kswapd, free memory over time against the watermarks as a text plot and
+    /// a PNG plot (`--plot`), shrinker calls and kswapd wake-ups.
     #[arg(long)]
     pub pressure: bool,
+    /// Where `--pressure` writes its PNG plot.
+    #[arg(long, value_name = "PATH", default_value = "kmem-pressure.png")]
+    pub plot: PathBuf,
 }
 
 /// The views `--views` chose, in the order given.
@@ -64,7 +67,7 @@ fn mib(bytes: u64) -> f64 {
 /// `kmem demo`.
 pub fn demo(a: &DemoArgs) -> Result<(), String> {
     if a.pressure {
-        return crate::pressure::pressure_demo(&a.machine);
+        return crate::pressure::pressure_demo(&a.machine, &a.plot);
     }
     let secs = check_duration(a.duration)?;
     let t = Instant::now();

@@ -7,6 +7,7 @@ mod opts;
 mod pfmap;
 mod phases;
 mod pressure;
+mod pressure_png;
 mod replay_cmd;
 mod views;
 mod workload;

@@ -2,8 +2,11 @@
 //! cache (its objects are pages of the machine); bursts of `GFP_KERNEL` allocations into the
 //! cache push the zones below their watermarks; kswapd and direct reclaim take pages back
 //! from the cache. Free memory is sampled every `step` allocations (a count, not a clock) and
-//! drawn as a text plot with the watermarks, with the shrinker calls and kswapd wake-ups.
+//! drawn as a text plot with the watermarks, with the shrinker calls and kswapd wake-ups,
+//! and as a PNG plot of the same samples (`--plot`, default `kmem-pressure.png`:
+//! [`crate::pressure_png`]).
 
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -56,7 +59,9 @@ struct Sample {
 }
 
 /// `kmem demo --pressure`.
-pub fn pressure_demo(opts: &MachineOpts) -> Result<(), String> {
+pub fn pressure_demo(opts: &MachineOpts, png: &Path) -> Result<(), String> {
+    // Created now, so that an unwritable path fails before the run.
+    let png_file = std::fs::File::create(png).map_err(|e| format!("cannot write {}: {e}", png.display()))?;
     let m = opts.builder().kswapd(true).build().map_err(|e| e.to_string())?;
     let cache: &'static FakeCache = Box::leak(Box::new(FakeCache {
         machine: AtomicUsize::new(&m as *const Machine as usize),
@@ -103,6 +108,17 @@ pub fn pressure_demo(opts: &MachineOpts) -> Result<(), String> {
         }
     }
     plot(&samples, min, low, high);
+    let points: Vec<crate::pressure_png::Point> = samples
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let prev = if i > 0 { &samples[i - 1] } else { s };
+            crate::pressure_png::Point { free: s.free, shrinker: s.scans > prev.scans, kswapd: s.wakes > prev.wakes }
+        })
+        .collect();
+    let title = format!("kmem demo --pressure: {} MiB, {} CPUs, kswapd on", total >> 8, m.nr_cpus());
+    crate::pressure_png::write(std::io::BufWriter::new(png_file), &points, (min, low, high), &title)?;
+    println!("  PNG plot of the same samples: {}", png.display());
     let r = m.reclaim_events();
     println!(
         "  shrinker calls {}, scans {}; kswapd wake-ups {}, balancing passes {}, pages kswapd got back {}; direct reclaims {}, pages they got back {}; OOM {}",

@@ -19,7 +19,7 @@ JSON output (--json): one object with these keys (stable; counts are integers):
   trace      path, compression (none|zstd), lines, events (all kinds), ignored_lines,
              lost_events, malformed, malformed_first [{line, error, text}] (first 10),
              unknown_events {name: count}, traced_failures, gfp_unknown_tokens,
-             nofail_dropped, kmalloc_cache_events, zero_dropped
+             nofail_requests, kmalloc_cache_events, zero_dropped
   machine    preset, ram_bytes, cpus, nodes
   events, replayed, failures, unmatched_frees, missed_frees
              per event kind: kmalloc, kfree, kmem_cache_alloc, kmem_cache_free,
@@ -36,6 +36,13 @@ JSON output (--json): one object with these keys (stable; counts are integers):
              size_mismatches, missed_frees}], most waste first
   reports    the machine's report counts: bad_page, page_alloc_failure, warning,
              sleep_in_atomic, slab_bug, info
+  oom        notifier_calls, kills, pressure_kills, objects_freed, blocks_freed, bytes_freed,
+             victim_frees {per event kind}, nofail, nofail_by_replayer, nofail_failed,
+             reclaimed_blocks, reclaimed_bytes, reclaimed_frees {per event kind},
+             allocstall, pgsteal_direct, machine_oom, nofail_sleeps: the replay's OOM
+             killer (it frees the trace's oldest live allocations; their later traced
+             frees are victim_frees), its reclaim of the trace's movable pages (the
+             replay-lru shrinker), and the machine's reclaim
   audit      ok, live_objects, live_blocks, caches_checked, mismatches [{cache, expected,
              found}], kmalloc_large_pages, machine_large_pages, bad_blocks
   views      {name: text} of the --then views (only with --then)

@@ -375,4 +375,9 @@ fn demo_pressure_shows_reclaim_at_work() {
     let counts = out.lines().find(|l| l.starts_with("  shrinker calls ")).unwrap();
     assert!(counts.ends_with("; OOM 0"), "{counts}");
     assert!(!counts.contains("kswapd wake-ups 0,"), "{counts}");
+    // The PNG plot of the same samples, where the default --plot names it.
+    assert!(out.contains("\n  PNG plot of the same samples: kmem-pressure.png\n"), "{out}");
+    assert_eq!(check_png(&dir.join("kmem-pressure.png")), (900, 466));
+    let o = kmem(&["demo", "--pressure", "--ram", "64M", "--plot", "/nonexistent/dir/p.png"], &dir);
+    assert!(!o.status.success() && stderr(&o).contains("cannot write /nonexistent/dir/p.png"), "{}", stderr(&o));
 }

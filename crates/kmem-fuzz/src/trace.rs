@@ -81,8 +81,10 @@ pub fn run(data: &[u8]) {
         unsafe { m.kfree(p.as_ptr()) };
     }
     let kmalloc_caches = nr_caches(&m);
-    let before = free();
+    // The replayer registers its OOM notifier and shrinker; the first registration allocates
+    // the machine's reclaim tables, which stay: the baseline comes after.
     let mut rp = Replayer::new(&m, false);
+    let before = free();
     for op in &ops {
         rp.apply(op, fe.caches());
     }

@@ -72,7 +72,7 @@ struct TraceJson<'a> {
     unknown_events: BTreeMap<&'a str, u64>,
     traced_failures: u64,
     gfp_unknown_tokens: u64,
-    nofail_dropped: u64,
+    nofail_requests: u64,
     kmalloc_cache_events: u64,
     zero_dropped: u64,
 }
@@ -91,7 +91,7 @@ impl<'a> TraceJson<'a> {
             unknown_events: t.unknown.iter().map(|(k, v)| (k.as_str(), *v)).collect(),
             traced_failures: t.traced_failures,
             gfp_unknown_tokens: t.gfp_unknown_tokens,
-            nofail_dropped: t.nofail_dropped,
+            nofail_requests: t.nofail,
             kmalloc_cache_events: t.kmalloc_caches,
             zero_dropped: t.zero_dropped,
         }
@@ -140,6 +140,28 @@ struct MemoryJson<'a> {
     machine_peak_used_pages: u64,
 }
 
+/// The OOM killer, `__GFP_NOFAIL`, and the machine's reclaim.
+#[derive(Serialize)]
+struct OomJson<'a> {
+    notifier_calls: u64,
+    kills: u64,
+    pressure_kills: u64,
+    objects_freed: u64,
+    blocks_freed: u64,
+    bytes_freed: u64,
+    victim_frees: Named<'a>,
+    nofail: u64,
+    nofail_by_replayer: u64,
+    nofail_failed: u64,
+    reclaimed_blocks: u64,
+    reclaimed_bytes: u64,
+    reclaimed_frees: Named<'a>,
+    allocstall: u64,
+    pgsteal_direct: u64,
+    machine_oom: u64,
+    nofail_sleeps: u64,
+}
+
 /// The audit with its verdict first.
 #[derive(Serialize)]
 struct AuditJson<'a> {
@@ -175,6 +197,7 @@ struct ReportJson<'a> {
     memory: MemoryJson<'a>,
     caches: &'a [CacheRow],
     reports: Named<'a>,
+    oom: OomJson<'a>,
     audit: AuditJson<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     views: Option<Views<'a>>,
@@ -187,6 +210,8 @@ pub fn write(r: &Report<'_>, out: &mut String) {
     let kinds = [&t.events, &c.replayed, &c.failures, &c.unmatched_frees, &c.missed_frees].map(per_kind);
     let mems = [&c.live_bytes, &c.peak_bytes].map(per_mem);
     let reports: Vec<(&'static str, u64)> = REPORT_NAMES.iter().copied().zip(r.reports).collect();
+    let victim_frees = per_kind(&c.oom.victim_frees);
+    let reclaimed_frees = per_kind(&c.oom.reclaimed_frees);
     let MachineMem { slab_pages, peak_slab_pages, used_pages, peak_used_pages } = r.mem;
     let j = ReportJson {
         trace: TraceJson::new(r, t),
@@ -226,6 +251,25 @@ pub fn write(r: &Report<'_>, out: &mut String) {
         },
         caches: &r.caches,
         reports: Named(&reports),
+        oom: OomJson {
+            notifier_calls: c.oom.notifier_calls,
+            kills: c.oom.kills,
+            pressure_kills: c.oom.pressure_kills,
+            objects_freed: c.oom.objects_freed,
+            blocks_freed: c.oom.blocks_freed,
+            bytes_freed: c.oom.bytes_freed,
+            victim_frees: Named(&victim_frees),
+            nofail: c.oom.nofail,
+            nofail_by_replayer: c.oom.nofail_by_replayer,
+            nofail_failed: c.oom.nofail_failed,
+            reclaimed_blocks: c.oom.reclaimed_blocks,
+            reclaimed_bytes: c.oom.reclaimed_bytes,
+            reclaimed_frees: Named(&reclaimed_frees),
+            allocstall: r.reclaim.allocstall_total(),
+            pgsteal_direct: r.reclaim.pgsteal_direct,
+            machine_oom: r.reclaim.oom,
+            nofail_sleeps: r.reclaim.nofail_waits,
+        },
         audit: AuditJson { ok: r.audit.ok(), audit: &r.audit },
         views: (!r.views.is_empty()).then_some(Views(&r.views)),
     };

@@ -49,7 +49,7 @@
 //!   layouts, bad values) goes to the general rules. The tests compare both on every line
 //!   they hold and on 200,000 random mutations.
 //! - **Front end** ([`op`], `keys.rs`): an `Event` to a 32-byte `Op`, resolving what the
-//!   engine must not redo: GFP text (memoised per distinct string, `__GFP_NOFAIL` dropped),
+//!   engine must not redo: GFP text (memoised per distinct string),
 //!   cache names (interned; the first `bytes_alloc` is the object size; both through
 //!   `TextMemo`, a direct-mapped front of one compare over a `HashMap`), and the trace's
 //!   hashed pointers and pfns to dense **slots**: an allocation of a new key takes a free
@@ -67,7 +67,8 @@
 //! one parses, and the calling thread replays the previous batch (timed per batch: the
 //! replay-only rate) and samples the machine's memory. On the shared capture each line costs
 //! about 700 instructions of zstd, 1,300 of splitting, parsing and front end, and 850 of
-//! replay. `kmem replay` boots its machine on anonymous RAM with transparent huge pages
+//! replay (the OOM killer's bookkeeping, [`oom`], adds about 60: a lock of the live tables
+//! per operation, one more before allocations of a live key, and the victim queues). `kmem replay` boots its machine on anonymous RAM with transparent huge pages
 //! (`MachineBuilder::anonymous_ram`: a replay touches hundreds of MiB, and huge pages halve
 //! its cost on a VM); such RAM cannot be aliased, so that machine has no vmalloc range.
 //!
@@ -84,11 +85,12 @@
 //!   allocations, but they say nothing about placement. The replay's own addresses are kmem's.
 //! - `mm_page_alloc` events include the pages the traced kernel's slab allocator took for its
 //!   slabs; kmem's caches take their own, so those pages are counted twice.
-//! - `__GFP_NOFAIL` is dropped (and counted). kmem now reclaims, and a `__GFP_NOFAIL` request
-//!   that finds nothing sleeps until another thread frees memory; the replay is one thread, so
-//!   on a machine too small for the capture it would sleep for ever. Keeping the flag needs an
-//!   OOM-victim policy in the replayer (an OOM notifier that frees the oldest live blocks, and
-//!   counts their later frees as the victim's): not done yet (issue 16).
+//! - `__GFP_NOFAIL` is kept. On a machine too small for the capture, kmem reclaims and then
+//!   calls its OOM notifiers; the replayer registers one whose victim is the trace: it frees
+//!   the oldest live replayed allocations, and their later traced frees are counted as freed
+//!   by OOM ([`oom`]). A `__GFP_NOFAIL` request that kmem could only wait for (the replay is
+//!   one thread: nobody else frees) is served by the replayer itself, freeing victims until it
+//!   succeeds, or counted as failed when nothing is left to free.
 //! - Frees the capture does not show are *missed frees*: in the shared capture 23,466 of
 //!   23,468 are `maple_node` objects, which that kernel frees by a path that traces no
 //!   `kmem_cache_free` (RCU-deferred frees); the replay frees the old object when its pointer
@@ -105,6 +107,7 @@ pub mod input;
 pub mod json;
 pub mod keys;
 pub mod lines;
+pub mod oom;
 pub mod op;
 pub mod parse;
 pub mod render;
@@ -112,6 +115,7 @@ pub mod replay;
 pub mod run;
 mod scan;
 pub mod summary;
+mod table_lock;
 
 pub use op::{Frontend, Kind, Op};
 pub use replay::Replayer;

@@ -87,7 +87,12 @@ pub struct Op {
     pub order: u8,
     /// From interrupt context.
     pub irq: bool,
+    /// An allocation of a key already live (a missed free, or one the replay's OOM killer
+    /// freed): the engine empties the slot first. False for every other operation.
+    pub relive: bool,
 }
+
+const _: () = assert!(core::mem::size_of::<Op>() == 32, "an Op stays 32 bytes");
 
 /// A cache the trace names, as first seen.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -137,9 +142,8 @@ pub struct TraceCounts {
     pub traced_failures: u64,
     /// GFP tokens not known (skipped: their bits are not set).
     pub gfp_unknown_tokens: u64,
-    /// Allocations whose `__GFP_NOFAIL` was dropped (a single-threaded replay whose NOFAIL
-    /// request sleeps for memory has nobody to free it; see the crate docs).
-    pub nofail_dropped: u64,
+    /// Allocations carrying `__GFP_NOFAIL` (kept: see [`crate::oom`]).
+    pub nofail: u64,
     /// `kmem_cache_alloc` of a `kmalloc-*` cache, replayed as kmalloc.
     pub kmalloc_caches: u64,
     /// Allocations whose `__GFP_ZERO` was dropped ([`Frontend::set_drop_zero`]).
@@ -258,10 +262,7 @@ impl Frontend {
             self.counts.zero_dropped += 1;
             g = g.without(Gfp::ZERO);
         }
-        if g.contains(Gfp::NOFAIL) {
-            self.counts.nofail_dropped += 1;
-            return g.without(Gfp::NOFAIL);
-        }
+        self.counts.nofail += g.contains(Gfp::NOFAIL) as u64;
         g
     }
 
@@ -297,15 +298,17 @@ impl Frontend {
             kind: Kind::Kfree,
             order: 0,
             irq: ev.irq,
+            relive: false,
         };
         match ev.kind {
             EventKind::Kmalloc { ptr, bytes_req, gfp, .. } => {
                 (op.kind, op.key, op.size, op.gfp) = (Kind::Kmalloc, ptr, bytes_req, self.gfp(gfp));
-                op.slot = self.objs.alloc(ptr).0;
+                (op.slot, op.relive) = self.objs.alloc(ptr);
             }
             EventKind::Kfree { ptr } => (op.kind, op.key, op.slot) = (Kind::Kfree, ptr, self.objs.free(ptr)),
             EventKind::CacheAlloc { ptr, name, bytes_req, bytes_alloc, gfp } => {
-                (op.key, op.gfp, op.slot) = (ptr, self.gfp(gfp), self.objs.alloc(ptr).0);
+                (op.key, op.gfp) = (ptr, self.gfp(gfp));
+                (op.slot, op.relive) = self.objs.alloc(ptr);
                 if is_kmalloc_cache(name) {
                     self.counts.kmalloc_caches += 1;
                     (op.kind, op.size) = (Kind::Kmalloc, bytes_req);
@@ -325,7 +328,7 @@ impl Frontend {
                     return None;
                 };
                 (op.kind, op.key, op.order, op.gfp) = (Kind::PageAlloc, pfn, order, self.gfp(gfp));
-                op.slot = self.pages.alloc(pfn).0;
+                (op.slot, op.relive) = self.pages.alloc(pfn);
                 return Some(op);
             }
             EventKind::PageFree { pfn, order } => {

@@ -133,8 +133,8 @@ pub fn human(r: &Report<'_>, w: &mut String) -> std::fmt::Result {
     )?;
     writeln!(
         w,
-        "traced failures {}, __GFP_NOFAIL dropped {}, unknown GFP tokens {}, kmalloc-* cache events {} (replayed as kmalloc), lost events {}",
-        t.traced_failures, t.nofail_dropped, t.gfp_unknown_tokens, t.kmalloc_caches, t.lost_events
+        "traced failures {}, __GFP_NOFAIL requests {} (kept), unknown GFP tokens {}, kmalloc-* cache events {} (replayed as kmalloc), lost events {}",
+        t.traced_failures, t.nofail, t.gfp_unknown_tokens, t.kmalloc_caches, t.lost_events
     )?;
     writeln!(w, "malformed lines {}, ignored lines {}", t.malformed, t.ignored_lines)?;
     if t.zero_dropped > 0 {
@@ -203,6 +203,30 @@ pub fn human(r: &Report<'_>, w: &mut String) -> std::fmt::Result {
         rc.oom,
         rc.oom_notifier_freed,
         rc.nofail_waits
+    )?;
+    let o = &c.oom;
+    writeln!(
+        w,
+        "OOM killer (victim: the trace's oldest live allocations): notifier calls {}, kills {} (and {} under reclaim pressure), freed {} objects and {} page blocks ({:.2} MiB), their traced frees later {}",
+        o.notifier_calls,
+        o.kills,
+        o.pressure_kills,
+        o.objects_freed,
+        o.blocks_freed,
+        mib(o.bytes_freed),
+        o.victim_frees_total()
+    )?;
+    writeln!(
+        w,
+        "reclaim of the trace's movable pages (replay-lru shrinker, oldest first): {} blocks ({:.2} MiB), their traced frees later {}",
+        o.reclaimed_blocks,
+        mib(o.reclaimed_bytes),
+        o.reclaimed_frees.iter().sum::<u64>()
+    )?;
+    writeln!(
+        w,
+        "__GFP_NOFAIL: {} replayed with the flag, {} served by the replayer (kmem would wait for another thread), {} failed with nothing left to free",
+        o.nofail, o.nofail_by_replayer, o.nofail_failed
     )?;
     let a = &r.audit;
     writeln!(

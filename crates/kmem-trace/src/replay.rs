@@ -10,34 +10,22 @@
 //!   *unmatched free* and skipped; an allocation of a key that is still live (its free was
 //!   not traced) frees the old allocation first (a *missed free*).
 //! - Failed allocations are counted; the machine's own report counting stays exact.
+//! - `__GFP_NOFAIL` is kept. The replayer registers an OOM notifier that frees the trace's
+//!   oldest live allocations ([`crate::oom`]: the trace is the OOM killer's victim), counts
+//!   their later traced frees as freed by OOM, and serves itself the `__GFP_NOFAIL` requests
+//!   that kmem could only wait for (nobody else frees on a one-thread replay).
 
 use std::ptr::NonNull;
+use std::sync::Arc;
 
 use kmem::kmalloc::{KmallocType, KMALLOC_MAX_CACHE_SIZE};
+use kmem::reclaim::{OomNotifier, OomNotifierHandle, Shrinker, ShrinkerFlags, ShrinkerOps};
 use kmem::{Cache, Gfp, Order, PageRef, SlabFlags, PAGE_SIZE};
 use kmem_hosted::{in_irq, pin_current_thread, HostedPlatform, Machine};
 
 use crate::keys::NO_SLOT;
+use crate::oom::{oom_path_serves, Block, Gone, Live, Obj, OomCounts, Shared, KMALLOC_BASE};
 use crate::op::{CacheDef, Kind, Op};
-
-/// `Obj::cache` values from here up are kmalloc objects (`KMALLOC_BASE + KmallocType`).
-const KMALLOC_BASE: u32 = u32::MAX - 3;
-
-/// A live slab object or kmalloc block.
-#[derive(Clone, Copy, Debug)]
-struct Obj {
-    addr: NonNull<u8>,
-    cache: u32,
-    /// Bytes it occupies (kmem's slot size, or the large block's bytes).
-    bytes: u32,
-}
-
-/// A live page block.
-#[derive(Clone, Copy)]
-struct Block<'m> {
-    page: PageRef<'m>,
-    order: u8,
-}
 
 enum Slot<'m> {
     Unmade,
@@ -100,6 +88,41 @@ pub struct ReplayCounts {
     pub peak_bytes: [u64; 4],
     /// Peak of their sum.
     pub peak_total_bytes: u64,
+    /// The OOM killer and `__GFP_NOFAIL` ([`crate::oom`]).
+    pub oom: OomCounts,
+}
+
+impl ReplayCounts {
+    fn add(&mut self, mem: Mem, bytes: u64) {
+        self.live_bytes[mem as usize] += bytes;
+        self.peak_bytes[mem as usize] = self.peak_bytes[mem as usize].max(self.live_bytes[mem as usize]);
+        self.peak_total_bytes = self.peak_total_bytes.max(self.live_bytes.iter().sum());
+    }
+
+    fn sub(&mut self, mem: Mem, bytes: u64) {
+        self.live_bytes[mem as usize] -= bytes;
+    }
+
+    /// Takes in what the OOM notifier did since the last look.
+    fn sync(&mut self, t: &mut Live<'_>) {
+        if !t.dirty {
+            return;
+        }
+        let d = std::mem::take(&mut t.delta);
+        t.dirty = false;
+        let o = &mut self.oom;
+        o.notifier_calls += d.calls;
+        o.kills += d.kills;
+        o.pressure_kills += d.pressure_kills;
+        o.objects_freed += d.objects;
+        o.blocks_freed += d.blocks;
+        o.bytes_freed += d.bytes.iter().sum::<u64>() - d.reclaimed_bytes;
+        o.reclaimed_blocks += d.reclaimed_blocks;
+        o.reclaimed_bytes += d.reclaimed_bytes;
+        for (i, b) in d.bytes.into_iter().enumerate() {
+            self.live_bytes[i] -= b;
+        }
+    }
 }
 
 /// Replays operations against one machine.
@@ -111,25 +134,33 @@ pub struct Replayer<'m> {
     slots: Vec<Slot<'m>>,
     /// Slot size per cache (0 until made).
     sizes: Vec<u32>,
-    /// Live objects per cache.
-    live: Vec<u64>,
     /// Missed frees per cache (allocations over a live object of the cache).
     missed: Vec<u64>,
-    /// Live objects by slot ([`Op::slot`]).
-    objs: Vec<Option<Obj>>,
-    /// Live page blocks by slot.
-    pages: Vec<Option<Block<'m>>>,
-    nr_objs: usize,
-    nr_pages: usize,
     /// Bit `KmallocType as u32` set: that type's kmalloc caches were used.
     kmalloc_used: u32,
     /// What happened so far.
     pub counts: ReplayCounts,
+    /// The registered OOM notifier (`None`: the machine's chain was full). Unregistered
+    /// before `shared` and the caches go ([`Drop`], [`Replayer::release_all`]).
+    oom: Option<OomNotifierHandle<'m, HostedPlatform>>,
+    /// The registered `replay-lru` shrinker, dropped with `oom`.
+    lru: Option<Shrinker<'m, HostedPlatform>>,
+    /// The live allocations, shared with the OOM notifier.
+    shared: Arc<Shared<'m>>,
 }
 
 impl std::fmt::Debug for Replayer<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Replayer").field("objs", &self.nr_objs).field("pages", &self.nr_pages).finish()
+        let (objs, pages) = self.live();
+        f.debug_struct("Replayer").field("objs", &objs).field("pages", &pages).finish()
+    }
+}
+
+impl Drop for Replayer<'_> {
+    fn drop(&mut self) {
+        // First: the notifier refers to `shared` and to the caches' descriptors.
+        drop(self.oom.take());
+        drop(self.lru.take());
     }
 }
 
@@ -140,15 +171,36 @@ fn kmalloc_type(gfp: Gfp) -> u32 {
 /// Bytes kmem hands out for `kmalloc(size)`: the size class, or the page block above 8 KiB.
 pub fn kmalloc_bytes(size: usize) -> usize {
     if size > KMALLOC_MAX_CACHE_SIZE {
-        PAGE_SIZE << size.div_ceil(PAGE_SIZE).next_power_of_two().trailing_zeros()
+        PAGE_SIZE << kmalloc_large_order(size)
     } else {
         kmem::kmalloc::kmalloc_size(kmem::kmalloc::kmalloc_index(size))
     }
 }
 
+fn kmalloc_large_order(size: usize) -> u32 {
+    size.div_ceil(PAGE_SIZE).next_power_of_two().trailing_zeros()
+}
+
 impl<'m> Replayer<'m> {
     /// A replayer on `m`; `merge`: let the trace's caches merge with compatible ones.
     pub fn new(m: &'m Machine, merge: bool) -> Self {
+        let shared = Arc::new(Shared::new(m));
+        let nb: &(dyn OomNotifier + '_) = &*shared;
+        // SAFETY: the notifier lives in `shared`, which this replayer owns (the only strong
+        // reference) and keeps until after the handle is dropped (`Drop` takes the handle
+        // first, `release_all` too); kmem calls a notifier only while it is registered, and
+        // unregistering waits for a call in flight. So the reference never outlives its
+        // target, though its type says `'static`.
+        let nb: &'static dyn OomNotifier = unsafe { std::mem::transmute::<&dyn OomNotifier, _>(nb) };
+        let oom = m.register_oom_notifier(nb).ok();
+        let ops: &(dyn ShrinkerOps + '_) = &*shared;
+        // SAFETY: as for the notifier: the shrinker is unregistered (its handle dropped, which
+        // waits for a call in flight) before `shared` goes.
+        let ops: &'static dyn ShrinkerOps = unsafe { std::mem::transmute::<&dyn ShrinkerOps, _>(ops) };
+        let lru = m.shrinker_alloc(ShrinkerFlags::NONE, "replay-lru").ok().inspect(|s| {
+            s.set_batch(kmem::reclaim::SWAP_CLUSTER_MAX);
+            s.register(ops);
+        });
         Self {
             m,
             nr_cpus: m.nr_cpus() as u32,
@@ -156,15 +208,19 @@ impl<'m> Replayer<'m> {
             merge,
             slots: Vec::new(),
             sizes: Vec::new(),
-            live: Vec::new(),
             missed: Vec::new(),
-            objs: Vec::new(),
-            pages: Vec::new(),
-            nr_objs: 0,
-            nr_pages: 0,
             kmalloc_used: 0,
             counts: ReplayCounts::default(),
+            oom,
+            lru,
+            shared,
         }
+    }
+
+    /// The tables and the OOM notifier (tests).
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> &Shared<'m> {
+        &self.shared
     }
 
     /// The machine.
@@ -174,7 +230,19 @@ impl<'m> Replayer<'m> {
 
     /// Live objects (slab and kmalloc) and page blocks.
     pub fn live(&self) -> (usize, usize) {
-        (self.nr_objs, self.nr_pages)
+        let t = self.shared.lock();
+        (t.nr_objs, t.nr_pages)
+    }
+
+    /// Allocations the OOM killer or reclaim (`replay-lru`) freed whose traced free has not
+    /// come yet: (objects, page blocks). With [`Replayer::live`], what the trace holds ([`crate::Frontend::live`]).
+    pub fn oom_killed_live(&self) -> (usize, usize) {
+        self.shared.lock().killed_live()
+    }
+
+    /// Whether the replay's OOM notifier is registered (the machine's chain had room).
+    pub fn oom_notifier_registered(&self) -> bool {
+        self.oom.is_some()
     }
 
     /// The kmem cache made for trace cache `i`, if made.
@@ -192,19 +260,25 @@ impl<'m> Replayer<'m> {
 
     /// Live objects of trace cache `i`.
     pub fn live_in_cache(&self, i: usize) -> u64 {
-        self.live.get(i).copied().unwrap_or(0)
+        self.shared.lock().per_cache.get(i).copied().unwrap_or(0)
     }
 
     /// Live kmalloc blocks: (requested size, kmalloc type) each.
-    pub fn kmalloc_live(&self) -> impl Iterator<Item = (usize, KmallocType)> + '_ {
-        self.objs.iter().flatten().filter(|o| o.cache >= KMALLOC_BASE).map(|o| {
-            let t = match o.cache - KMALLOC_BASE {
-                0 => KmallocType::Normal,
-                1 => KmallocType::Reclaim,
-                _ => KmallocType::Dma,
-            };
-            (o.bytes as usize, t)
-        })
+    pub fn kmalloc_live(&self) -> Vec<(usize, KmallocType)> {
+        let t = self.shared.lock();
+        t.objs
+            .iter()
+            .flatten()
+            .filter(|o| o.cache >= KMALLOC_BASE)
+            .map(|o| {
+                let t = match o.cache - KMALLOC_BASE {
+                    0 => KmallocType::Normal,
+                    1 => KmallocType::Reclaim,
+                    _ => KmallocType::Dma,
+                };
+                (o.bytes as usize, t)
+            })
+            .collect()
     }
 
     /// Whether kmalloc of type `t` was used (its caches exist).
@@ -213,19 +287,8 @@ impl<'m> Replayer<'m> {
     }
 
     /// Live page blocks: (page, order) each.
-    pub fn pages_live(&self) -> impl Iterator<Item = (PageRef<'m>, u32)> + '_ {
-        self.pages.iter().flatten().map(|b| (b.page, b.order as u32))
-    }
-
-    fn add(&mut self, mem: Mem, bytes: u64) {
-        let c = &mut self.counts;
-        c.live_bytes[mem as usize] += bytes;
-        c.peak_bytes[mem as usize] = c.peak_bytes[mem as usize].max(c.live_bytes[mem as usize]);
-        c.peak_total_bytes = c.peak_total_bytes.max(c.live_bytes.iter().sum());
-    }
-
-    fn sub(&mut self, mem: Mem, bytes: u64) {
-        self.counts.live_bytes[mem as usize] -= bytes;
+    pub fn pages_live(&self) -> Vec<(PageRef<'m>, u32)> {
+        self.shared.lock().pages.iter().flatten().map(|b| (b.page, b.order as u32)).collect()
     }
 
     /// Applies one operation; `caches` are the front end's ([`crate::Frontend::caches`]).
@@ -263,7 +326,6 @@ impl<'m> Replayer<'m> {
         while self.slots.len() < caches.len().max(i + 1) {
             self.slots.push(Slot::Unmade);
             self.sizes.push(0);
-            self.live.push(0);
             self.missed.push(0);
         }
         let Some(def) = caches.get(i) else {
@@ -272,9 +334,14 @@ impl<'m> Replayer<'m> {
             return;
         };
         let flags = if self.merge { SlabFlags::NONE } else { SlabFlags::NO_MERGE };
-        self.slots[i] = match self.m.kmem_cache_create(&def.name, def.bytes_alloc as usize, 0, flags, None) {
+        // Not under the tables' lock: creating a cache allocates, and may call the notifier.
+        let made = self.m.kmem_cache_create(&def.name, def.bytes_alloc as usize, 0, flags, None);
+        let t = &mut *self.shared.lock();
+        self.counts.sync(t);
+        self.slots[i] = match made {
             Ok(c) => {
                 self.sizes[i] = c.size() as u32;
+                t.set_desc(i, Some(NonNull::from(&*c)));
                 Slot::Made(c)
             }
             Err(_) => {
@@ -284,40 +351,100 @@ impl<'m> Replayer<'m> {
         };
     }
 
+    /// Calls `f` (an allocation on the machine) with `gfp`, keeping `__GFP_NOFAIL`'s promise
+    /// ([`crate::oom`]). `order`: the pages the request takes from the page allocator.
+    #[inline]
+    fn alloc<T, E>(&mut self, gfp: Gfp, order: u32, f: impl Fn(&'m Machine, Gfp) -> Result<T, E>) -> Option<T> {
+        if !gfp.contains(Gfp::NOFAIL) {
+            return f(self.m, gfp).ok();
+        }
+        self.alloc_nofail(gfp, order, f)
+    }
+
+    #[cold]
+    fn alloc_nofail<T, E>(&mut self, gfp: Gfp, order: u32, f: impl Fn(&'m Machine, Gfp) -> Result<T, E>) -> Option<T> {
+        self.counts.oom.nofail += 1;
+        let something_to_kill = self.shared.lock().has_victims();
+        // With nothing to kill, an order-0 request still cannot sleep while a page is free:
+        // kmem's OOM path grants it any page (`ALLOC_NO_WATERMARKS`).
+        let takes_a_free_page = || order == 0 && self.m.zones().any(|z| z.free_pages() + z.pcp_pages() > 0);
+        if self.oom.is_some() && oom_path_serves(gfp, order) && (something_to_kill || takes_a_free_page()) {
+            // kmem's OOM path calls the notifier before this could sleep.
+            return f(self.m, gfp).ok();
+        }
+        self.counts.oom.nofail_by_replayer += 1;
+        let ask = gfp.without(Gfp::NOFAIL) | Gfp::NOWARN;
+        loop {
+            if let Ok(x) = f(self.m, ask) {
+                return Some(x);
+            }
+            let t = &mut *self.shared.lock();
+            let freed = t.kill(self.m, order);
+            self.counts.sync(t);
+            if freed == 0 {
+                self.counts.oom.nofail_failed += 1;
+                return None;
+            }
+        }
+    }
+
+    /// Records an allocation that failed (the notifier may have run meanwhile).
+    #[cold]
+    fn failed(&mut self, k: usize) {
+        self.counts.failures[k] += 1;
+        self.counts.sync(&mut self.shared.lock());
+    }
+
+    /// Records a new object.
+    #[inline]
+    fn record_obj(&mut self, slot: u32, o: Obj, k: usize) {
+        let t = &mut *self.shared.lock();
+        self.counts.sync(t);
+        let (mem, bytes) = o.mem();
+        self.counts.add(mem, bytes);
+        t.put_obj(slot, o);
+        self.counts.replayed[k] += 1;
+    }
+
     fn apply_pinned(&mut self, op: &Op) {
         let k = op.kind as usize;
         match op.kind {
             Kind::Kmalloc => {
-                self.forget_obj(op.slot, k);
-                match self.m.kmalloc(op.size as usize, op.gfp) {
-                    Ok(addr) => {
-                        let bytes = kmalloc_bytes(op.size as usize);
-                        let large = op.size as usize > KMALLOC_MAX_CACHE_SIZE;
-                        self.add(if large { Mem::KmallocLarge } else { Mem::Kmalloc }, bytes as u64);
+                if op.relive {
+                    self.forget_obj(op.slot, k);
+                }
+                let size = op.size as usize;
+                let order = if size > KMALLOC_MAX_CACHE_SIZE { kmalloc_large_order(size) } else { 0 };
+                match self.alloc(op.gfp, order, |m, gfp| m.kmalloc(size, gfp)) {
+                    Some(addr) => {
                         let t = kmalloc_type(op.gfp);
                         self.kmalloc_used |= 1 << t;
-                        self.put_obj(op.slot, Obj { addr, cache: KMALLOC_BASE + t, bytes: op.size });
-                        self.counts.replayed[k] += 1;
+                        self.record_obj(op.slot, Obj { addr, cache: KMALLOC_BASE + t, bytes: op.size, gen: 0 }, k);
                     }
-                    Err(_) => self.counts.failures[k] += 1,
+                    None => self.failed(k),
                 }
             }
             Kind::CacheAlloc => {
-                self.forget_obj(op.slot, k);
+                if op.relive {
+                    self.forget_obj(op.slot, k);
+                }
                 let i = op.cache as usize;
                 let Some(Slot::Made(c)) = self.slots.get(i) else {
                     self.counts.failures[k] += 1;
                     return;
                 };
-                match self.m.kmem_cache_alloc(c, op.gfp) {
-                    Ok(addr) => {
+                let (desc, order) = (NonNull::from(&**c), c.order());
+                let got = self.alloc(op.gfp, order, |m, gfp| {
+                    // SAFETY: `desc` is the descriptor of `c`, whose handle the replayer owns
+                    // and does not drop during the call.
+                    m.kmem_cache_alloc(unsafe { desc.as_ref() }, gfp)
+                });
+                match got {
+                    Some(addr) => {
                         let bytes = self.sizes[i];
-                        self.add(Mem::Slab, bytes as u64);
-                        self.live[i] += 1;
-                        self.put_obj(op.slot, Obj { addr, cache: op.cache, bytes });
-                        self.counts.replayed[k] += 1;
+                        self.record_obj(op.slot, Obj { addr, cache: op.cache, bytes, gen: 0 }, k);
                     }
-                    Err(_) => self.counts.failures[k] += 1,
+                    None => self.failed(k),
                 }
             }
             Kind::Kfree | Kind::CacheFree => {
@@ -329,38 +456,51 @@ impl<'m> Replayer<'m> {
                     }
                     return;
                 }
-                match self.take_obj(op.slot) {
+                let t = &mut *self.shared.lock();
+                match t.take_obj(op.slot) {
                     Some(o) => {
                         let was_kmalloc = o.cache >= KMALLOC_BASE;
                         if was_kmalloc != (op.kind == Kind::Kfree) {
                             self.counts.cross_kind_frees += 1;
                         }
-                        self.free_obj(o);
+                        let (mem, bytes) = o.mem();
+                        self.counts.sub(mem, bytes);
+                        t.free_obj(self.m, o);
                         self.counts.replayed[k] += 1;
                     }
+                    None if t.take_killed_obj(op.slot) => self.counts.oom.victim_frees[k] += 1,
                     None => self.counts.frees_of_failed += 1,
                 }
             }
             Kind::PageAlloc => {
-                if let Some(old) = self.take_block(op.slot) {
-                    self.counts.missed_frees[k] += 1;
-                    self.free_block(old);
+                if op.relive {
+                    let t = &mut *self.shared.lock();
+                    match t.take_block(op.slot) {
+                        Some(old) => {
+                            self.counts.missed_frees[k] += 1;
+                            self.counts.sub(Mem::Pages, (PAGE_SIZE as u64) << old.order);
+                            free_block(self.m, old);
+                        }
+                        None => {
+                            t.take_gone_block(op.slot);
+                        }
+                    }
                 }
                 // An order above MAX_PAGE_ORDER fails as Linux's allocator fails it.
-                let got =
-                    Order::new(op.order as u32).ok_or(()).and_then(|o| self.m.alloc_pages(op.gfp, o).map_err(drop));
+                let got = match Order::new(op.order as u32) {
+                    Some(o) => self.alloc(op.gfp, op.order as u32, |m, gfp| m.alloc_pages(gfp, o)),
+                    None => None,
+                };
                 match got {
-                    Ok(page) => {
-                        self.add(Mem::Pages, (PAGE_SIZE as u64) << op.order);
-                        let s = op.slot as usize;
-                        if s >= self.pages.len() {
-                            self.pages.resize(s + 1, None);
-                        }
-                        self.pages[s] = Some(Block { page, order: op.order });
-                        self.nr_pages += 1;
+                    Some(page) => {
+                        let t = &mut *self.shared.lock();
+                        self.counts.sync(t);
+                        self.counts.add(Mem::Pages, (PAGE_SIZE as u64) << op.order);
+                        let movable = op.gfp.contains(Gfp::MOVABLE);
+                        t.put_block(op.slot, Block { page, order: op.order, movable, gen: 0 });
                         self.counts.replayed[k] += 1;
                     }
-                    Err(_) => self.counts.failures[k] += 1,
+                    None => self.failed(k),
                 }
             }
             Kind::PageFree | Kind::PageFreeBatched => {
@@ -372,92 +512,74 @@ impl<'m> Replayer<'m> {
                     }
                     return;
                 }
-                match self.take_block(op.slot) {
+                let t = &mut *self.shared.lock();
+                match t.take_block(op.slot) {
                     Some(b) => {
                         if b.order != op.order {
                             self.counts.order_mismatches += 1;
                         }
-                        self.free_block(b);
+                        self.counts.sub(Mem::Pages, (PAGE_SIZE as u64) << b.order);
+                        free_block(self.m, b);
                         self.counts.replayed[k] += 1;
                     }
-                    None => self.counts.frees_of_failed += 1,
+                    None => match t.take_gone_block(op.slot) {
+                        Gone::Killed => self.counts.oom.victim_frees[k] += 1,
+                        Gone::Reclaimed => self.counts.oom.reclaimed_frees[k] += 1,
+                        Gone::Failed => self.counts.frees_of_failed += 1,
+                    },
                 }
             }
         }
     }
 
-    #[inline]
-    fn put_obj(&mut self, slot: u32, o: Obj) {
-        let s = slot as usize;
-        if s >= self.objs.len() {
-            self.objs.resize(s + 1, None);
-        }
-        self.objs[s] = Some(o);
-        self.nr_objs += 1;
-    }
-
-    #[inline]
-    fn take_obj(&mut self, slot: u32) -> Option<Obj> {
-        let o = self.objs.get_mut(slot as usize)?.take();
-        self.nr_objs -= o.is_some() as usize;
-        o
-    }
-
-    #[inline]
-    fn take_block(&mut self, slot: u32) -> Option<Block<'m>> {
-        let b = self.pages.get_mut(slot as usize)?.take();
-        self.nr_pages -= b.is_some() as usize;
-        b
-    }
-
     /// Frees the object in `slot`, if any (an allocation into a live slot: a missed free).
     #[inline]
     fn forget_obj(&mut self, slot: u32, kind: usize) {
-        if let Some(old) = self.take_obj(slot) {
-            self.counts.missed_frees[kind] += 1;
-            if old.cache < KMALLOC_BASE {
-                self.missed[old.cache as usize] += 1;
+        let t = &mut *self.shared.lock();
+        match t.take_obj(slot) {
+            Some(old) => {
+                self.counts.missed_frees[kind] += 1;
+                if old.cache < KMALLOC_BASE {
+                    self.missed[old.cache as usize] += 1;
+                }
+                let (mem, bytes) = old.mem();
+                self.counts.sub(mem, bytes);
+                t.free_obj(self.m, old);
             }
-            self.free_obj(old);
+            None => {
+                // An allocation over one the OOM killer freed: the trace never freed it.
+                t.take_killed_obj(slot);
+            }
         }
-    }
-
-    fn free_obj(&mut self, o: Obj) {
-        if o.cache >= KMALLOC_BASE {
-            let large = o.bytes as usize > KMALLOC_MAX_CACHE_SIZE;
-            self.sub(if large { Mem::KmallocLarge } else { Mem::Kmalloc }, kmalloc_bytes(o.bytes as usize) as u64);
-            // SAFETY: `o.addr` came from this machine's kmalloc and was removed from the map,
-            // so it is freed exactly once.
-            unsafe { self.m.kfree(o.addr.as_ptr()) };
-            return;
-        }
-        let i = o.cache as usize;
-        self.sub(Mem::Slab, o.bytes as u64);
-        self.live[i] -= 1;
-        if let Slot::Made(c) = &self.slots[i] {
-            // SAFETY: `o.addr` came from `kmem_cache_alloc` on this cache and was removed from
-            // the map, so it is freed exactly once, to its own cache.
-            unsafe { self.m.kmem_cache_free(c, o.addr) };
-        }
-    }
-
-    fn free_block(&mut self, b: Block<'m>) {
-        self.sub(Mem::Pages, (PAGE_SIZE as u64) << b.order);
-        // SAFETY: the block came from `alloc_pages` with this order and was removed from the
-        // map, so it is freed exactly once.
-        unsafe { self.m.__free_pages(b.page, Order::of(b.order as u32)) };
     }
 
     /// Frees everything still live and destroys the caches (the machine is then as booted,
     /// plus the kmalloc caches and whatever the page allocator keeps on its per-CPU lists).
     pub fn release_all(mut self) {
-        for o in std::mem::take(&mut self.objs).into_iter().flatten() {
-            self.free_obj(o);
+        drop(self.oom.take());
+        drop(self.lru.take());
+        {
+            let t = &mut *self.shared.lock();
+            self.counts.sync(t);
+            for o in std::mem::take(&mut t.objs).into_iter().flatten() {
+                let (mem, bytes) = o.mem();
+                self.counts.sub(mem, bytes);
+                t.free_obj(self.m, o);
+            }
+            for b in std::mem::take(&mut t.pages).into_iter().flatten() {
+                self.counts.sub(Mem::Pages, (PAGE_SIZE as u64) << b.order);
+                free_block(self.m, b);
+            }
+            (t.nr_objs, t.nr_pages) = (0, 0);
+            t.per_cache.iter_mut().for_each(|n| *n = 0);
+            t.clear_descs();
         }
-        for b in std::mem::take(&mut self.pages).into_iter().flatten() {
-            self.free_block(b);
-        }
-        (self.nr_objs, self.nr_pages) = (0, 0);
         self.slots.clear();
     }
+}
+
+fn free_block(m: &Machine, b: Block<'_>) {
+    // SAFETY: the block came from `alloc_pages` with this order and was taken out of the
+    // tables, so it is freed exactly once.
+    unsafe { m.__free_pages(b.page, Order::of(b.order as u32)) };
 }

@@ -142,6 +142,17 @@ fn gfp_of(t: KmallocType) -> Gfp {
     }
 }
 
+/// Pages of a cache's slabs: those of the preferred order, and those of the fallback order
+/// that allocations under memory pressure took (`new_slab`'s `s->min`): told apart by their
+/// object counts.
+fn cache_slab_pages(c: &KmemCache, info: &kmem::proc::SlabInfo) -> u64 {
+    let l = c.layout();
+    let (slabs, objs) = (info.num_slabs as u64, info.num_objs as u64);
+    let (big, small) = (l.objects as u64, l.min_objects as u64);
+    let fallback = if big > small { (slabs * big).saturating_sub(objs) / (big - small) } else { 0 }.min(slabs);
+    ((slabs - fallback) << l.order) + (fallback << l.min_order)
+}
+
 /// Checks every object and block the replay holds against the machine: shrinks every cache
 /// (so objects free on CPUs' active slabs no longer count as active), then compares each
 /// cache's active objects with the objects the replay holds there (merged caches: the sum of
@@ -182,7 +193,7 @@ pub fn audit(rp: &Replayer<'_>, defs: &[CacheDef]) -> Audit {
     let mut cache_pages = 0u64;
     m.for_each_cache(|c| {
         let info = slab_info(m, c);
-        cache_pages += (info.num_slabs * info.pagesperslab) as u64;
+        cache_pages += cache_slab_pages(c, &info);
         let want = expected.remove(&(c as *const KmemCache));
         let (name, want) = want.unwrap_or_else(|| (c.name().to_owned(), 0));
         let kmalloc = kmalloc_type_of(&name).is_some_and(|t| rp.kmalloc_type_used(t));

@@ -148,12 +148,13 @@ fn caches_on_demand_keep_their_first_size() {
 #[test]
 fn gfp_text_reaches_the_machine() {
     let m = machine(64);
-    // __GFP_NOFAIL is dropped (kmem would wait forever); DMA kmalloc uses dma-kmalloc-*.
+    // __GFP_NOFAIL is kept (counted); DMA kmalloc uses dma-kmalloc-*.
     let t =
         [km(1, 100, "GFP_NOFS|__GFP_NOFAIL"), km(2, 100, "GFP_KERNEL|__GFP_DMA"), km(3, 100, "GFP_KERNEL|__GFP_BOGUS")]
             .concat();
     let (fe, rp) = replay(&m, &t);
-    assert_eq!(fe.counts.nofail_dropped, 1);
+    assert_eq!(fe.counts.nofail, 1);
+    assert_eq!((rp.counts.oom.nofail, rp.counts.oom.nofail_by_replayer), (1, 0), "a roomy machine serves it");
     assert_eq!(fe.counts.gfp_unknown_tokens, 1);
     assert_eq!(rp.counts.replayed[Kind::Kmalloc as usize], 3);
     let a = summary::audit(&rp, fe.caches());
@@ -185,8 +186,9 @@ fn cpus_and_irq_context() {
 #[test]
 fn failures_on_a_small_machine_are_counted() {
     let m = machine(16);
-    // 2000 order-4 blocks (128 MiB) cannot fit in 16 MiB.
-    let t: String = (0..2000).map(|i| pa(0x1000 + 16 * i, 4, "GFP_KERNEL")).collect();
+    // 2000 order-4 blocks (128 MiB) cannot fit in 16 MiB. Atomic: no reclaim, so the replay's
+    // OOM killer (which would free the oldest blocks for GFP_KERNEL) is not called.
+    let t: String = (0..2000).map(|i| pa(0x1000 + 16 * i, 4, "GFP_ATOMIC")).collect();
     let (_, rp) = replay(&m, &t);
     let c = &rp.counts;
     assert!(c.failures[Kind::PageAlloc as usize] > 1000);
@@ -194,6 +196,7 @@ fn failures_on_a_small_machine_are_counted() {
     // Counted exactly; the texts are rate-limited.
     assert!(m.report_count(ReportKind::PageAllocFailure) > 1000);
     assert!(m.reports().texts(ReportKind::PageAllocFailure).len() <= 20);
+    assert_eq!(c.oom.objects_freed + c.oom.blocks_freed, 0);
     rp.release_all();
     m.verify().unwrap();
 }

@@ -21,22 +21,22 @@ const BACKGROUND: Rgb = [0x24, 0x24, 0x24];
 const TEXT: Rgb = [0xee, 0xee, 0xee];
 const DIM_TEXT: Rgb = [0xaa, 0xaa, 0xaa];
 
-/// An RGB raster.
-struct Canvas {
-    w: usize,
-    h: usize,
-    px: Vec<u8>,
+/// An RGB raster (also the `kmem demo --pressure` plot's: `crate::pressure_png`).
+pub(crate) struct Canvas {
+    pub(crate) w: usize,
+    pub(crate) h: usize,
+    pub(crate) px: Vec<u8>,
 }
 
 impl Canvas {
-    fn new(w: usize, h: usize) -> Self {
+    pub(crate) fn new(w: usize, h: usize) -> Self {
         let mut px = Vec::with_capacity(w * h * 3);
         for _ in 0..w * h {
             px.extend_from_slice(&BACKGROUND);
         }
         Self { w, h, px }
     }
-    fn set(&mut self, x: usize, y: usize, c: Rgb) {
+    pub(crate) fn set(&mut self, x: usize, y: usize, c: Rgb) {
         if x < self.w && y < self.h {
             let i = (y * self.w + x) * 3;
             self.px[i..i + 3].copy_from_slice(&c);
@@ -52,7 +52,7 @@ impl Canvas {
             }
         }
     }
-    fn fill(&mut self, x: usize, y: usize, w: usize, h: usize, c: Rgb) {
+    pub(crate) fn fill(&mut self, x: usize, y: usize, w: usize, h: usize, c: Rgb) {
         for yy in y..y + h {
             for xx in x..x + w {
                 self.set(xx, yy, c);
@@ -60,7 +60,7 @@ impl Canvas {
         }
     }
     /// Draws `text` in `colour` with its top left at `(x, y)`, cut to `max_w` pixels.
-    fn text(&mut self, text: &str, x: usize, y: usize, max_w: usize, colour: Rgb) {
+    pub(crate) fn text(&mut self, text: &str, x: usize, y: usize, max_w: usize, colour: Rgb) {
         let fit: String = text.chars().take(font::fit(max_w, font::SIZE)).collect();
         font::draw(&fit, x, y, font::SIZE, |px, py, cov| self.blend(px, py, colour, cov));
     }
@@ -164,12 +164,17 @@ fn axes(c: &mut Canvas, map: &FrameMap, x0: usize, top: usize) {
 /// Writes the PNG to `out`.
 pub fn write(out: impl Write, map: &FrameMap, title: &str, entries: &[Entry]) -> Result<(), String> {
     let (w, h, px) = render(map, title, entries);
+    encode(out, w, h, &px)
+}
+
+/// Encodes an RGB raster of `w` x `h` as PNG into `out`.
+pub(crate) fn encode(out: impl Write, w: usize, h: usize, px: &[u8]) -> Result<(), String> {
     let mut enc = png::Encoder::new(out, w as u32, h as u32);
     enc.set_color(png::ColorType::Rgb);
     enc.set_depth(png::BitDepth::Eight);
     enc.set_compression(png::Compression::Best);
     let mut wr = enc.write_header().map_err(|e| e.to_string())?;
-    wr.write_image_data(&px).map_err(|e| e.to_string())?;
+    wr.write_image_data(px).map_err(|e| e.to_string())?;
     wr.finish().map_err(|e| e.to_string())
 }
 

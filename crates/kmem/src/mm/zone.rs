@@ -293,11 +293,19 @@ impl Zone {
     /// the buddy lists).
     #[inline]
     pub(crate) fn wake_nofail_waiters<P: crate::platform::Platform>(&self, p: &P) {
+        if self.has_nofail_waiters() {
+            p.wake_free_memory_waiters();
+        }
+    }
+
+    /// Whether a `__GFP_NOFAIL` sleeper may wait for this zone's pages, asked after pages
+    /// went back to the buddy lists (the free side of `reclaim/nofail.rs`'s protocol; its
+    /// loom model is `reclaim/loom_tests.rs`).
+    #[inline]
+    pub(crate) fn has_nofail_waiters(&self) -> bool {
         // Pairs with the sleeper's fence between counting itself and checking the free
         // pages: either it sees these pages, or this load sees it.
         crate::sync::fence(Ordering::SeqCst);
-        if self.nofail_waiters.load(Ordering::Relaxed) != 0 {
-            p.wake_free_memory_waiters();
-        }
+        self.nofail_waiters.load(Ordering::Relaxed) != 0
     }
 }

@@ -19,6 +19,8 @@
 
 pub mod shrinker;
 
+#[cfg(all(test, loom))]
+mod loom_tests;
 mod nofail;
 mod oom;
 pub(crate) mod vmscan;

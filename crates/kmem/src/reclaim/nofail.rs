@@ -14,6 +14,11 @@
 //! those pages: while anyone sleeps, every pageset's `high` is 0 (Linux lowers it the same way
 //! for a zone under reclaim), so each free goes on to the buddy lists. The free fast path
 //! itself is unchanged: it already compares the list's count with `high`.
+//!
+//! The loom model (`reclaim/loom_tests.rs`, `scripts/loom.sh`) runs this protocol (these
+//! functions, the real zone, buddy lists and [`Zone::has_nofail_waiters`]) with a blocking
+//! wait queue like the hosted platform's, and catches a free that looks for sleepers before
+//! its pages are on the lists (the lost wake-up).
 
 #![forbid(unsafe_code)]
 
@@ -24,6 +29,22 @@ use crate::sync::{fence, Ordering};
 
 /// Calls its argument with every zone a request may allocate from.
 pub(crate) type ForEachZone<'a> = &'a dyn Fn(&mut dyn FnMut(&Zone));
+
+/// The sleeper's side of the protocol, before it looks for memory: counted in every zone it
+/// may use, then the fence that pairs with [`Zone::has_nofail_waiters`]'s.
+pub(crate) fn nofail_enter(zones: ForEachZone<'_>) {
+    zones(&mut |z| {
+        z.nofail_waiters.fetch_add(1, Ordering::SeqCst);
+    });
+    fence(Ordering::SeqCst);
+}
+
+/// The sleeper got its memory: no longer counted.
+pub(crate) fn nofail_leave(zones: ForEachZone<'_>) {
+    zones(&mut |z| {
+        z.nofail_waiters.fetch_sub(1, Ordering::Relaxed);
+    });
+}
 
 impl<P: Platform> Kmem<P> {
     /// Sleeps until `ready()` (some eligible zone has memory for the request) and the retry,
@@ -37,11 +58,8 @@ impl<P: Platform> Kmem<P> {
         reclaim: &dyn Fn() -> usize,
     ) -> T {
         self.count_reclaim(|e| &e.nofail_waits, 1);
-        zones(&mut |z| {
-            z.nofail_waiters.fetch_add(1, Ordering::SeqCst);
-        });
+        nofail_enter(zones);
         self.nofail_pcp(true);
-        fence(Ordering::SeqCst);
         let mut progress_rounds = 0;
         let got = loop {
             self.drain_all_pages();
@@ -56,9 +74,7 @@ impl<P: Platform> Kmem<P> {
             self.platform().wait_for_free_memory(ready);
             self.count_reclaim(|e| &e.nofail_wakeups, 1);
         };
-        zones(&mut |z| {
-            z.nofail_waiters.fetch_sub(1, Ordering::Relaxed);
-        });
+        nofail_leave(zones);
         self.nofail_pcp(false);
         got
     }

@@ -1,0 +1,66 @@
+//! Unit tests of the replay's OOM killer ([`super`]).
+
+use super::*;
+
+#[test]
+fn bits() {
+    let mut b = Bits::default();
+    assert!(!b.take(5));
+    b.set(5);
+    b.set(200);
+    assert_eq!(b.count(), 2);
+    assert!(b.take(200) && !b.take(200));
+    assert_eq!(b.count(), 1);
+}
+
+/// The notifier frees the oldest live allocations (a batch), marks them, and frees
+/// nothing while the replayer holds the tables.
+#[test]
+fn notifier_kills_the_oldest_batch() {
+    let m = kmem_hosted::MachineBuilder::new().ram_mib(32).cpus(1).build().unwrap();
+    let (mut fe, mut rp) = (crate::Frontend::new(), crate::Replayer::new(&m, false));
+    let line = |i: u64| {
+        format!("t-1 [000] ..... 1.0: mm_page_alloc: page=0 pfn={i:#x} order=0 migratetype=0 gfp_flags=GFP_KERNEL")
+    };
+    for i in 0..100 {
+        let op = fe.line(i + 1, line(0x1000 + i).as_bytes()).unwrap();
+        rp.apply(&op, fe.caches());
+    }
+    {
+        let _held = rp.shared().lock();
+        assert_eq!(rp.shared().notify(Gfp::KERNEL, 0), 0, "tables held: nothing");
+    }
+    assert_eq!(rp.shared().notify(Gfp::KERNEL, 0), OOM_BATCH_PAGES);
+    assert_eq!(rp.live().1, 100 - OOM_BATCH_PAGES);
+    assert_eq!(rp.oom_killed_live().1, OOM_BATCH_PAGES);
+    // The oldest: the first page's free is a victim's, the 33rd's is not.
+    let free = |i: u64| format!("t-1 [000] ...1. 1.0: mm_page_free: page=0 pfn={i:#x} order=0");
+    for (n, i) in [0x1000, 0x1000 + OOM_BATCH_PAGES as u64].into_iter().enumerate() {
+        let op = fe.line(200 + n as u64, free(i).as_bytes()).unwrap();
+        rp.apply(&op, fe.caches());
+    }
+    assert_eq!(rp.counts.oom.victim_frees[Kind::PageFree as usize], 1);
+    assert_eq!(rp.counts.replayed[Kind::PageFree as usize], 1);
+    // A later allocation takes in what the notifier did.
+    let op = fe.line(300, line(0x9000).as_bytes()).unwrap();
+    rp.apply(&op, fe.caches());
+    let o = rp.counts.oom;
+    assert_eq!(
+        (o.notifier_calls, o.kills, o.blocks_freed),
+        (1, 1, OOM_BATCH_PAGES as u64),
+        "the refused call counts nothing"
+    );
+    assert_eq!(rp.counts.live_bytes[Mem::Pages as usize], (100 - OOM_BATCH_PAGES as u64) * PAGE_SIZE as u64);
+    rp.release_all();
+    m.verify().unwrap();
+}
+
+#[test]
+fn which_requests_the_oom_path_serves() {
+    let nofs = Gfp::NOFS | Gfp::NOFAIL;
+    assert!(oom_path_serves(nofs, 0) && oom_path_serves(nofs, 3));
+    assert!(!oom_path_serves(nofs, 4), "costly");
+    assert!(!oom_path_serves(Gfp::ATOMIC | Gfp::NOFAIL, 0), "atomic");
+    assert!(!oom_path_serves(nofs | Gfp::DMA, 0), "DMA");
+    assert!(!oom_path_serves(nofs | Gfp::RETRY_MAYFAIL, 0));
+}
