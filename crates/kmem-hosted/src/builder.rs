@@ -85,6 +85,7 @@ pub struct MachineBuilder {
     slub_debug: Option<String>,
     failslab: Option<String>,
     fail_page_alloc: Option<String>,
+    kfence: Option<kmem::kfence::KfenceConfig>,
     slab_nomerge: bool,
     hotplug: u64,
     no_alloc_reports: bool,
@@ -122,6 +123,7 @@ impl MachineBuilder {
             slub_debug: None,
             failslab: None,
             fail_page_alloc: None,
+            kfence: None,
             slab_nomerge: false,
             hotplug: 0,
             no_alloc_reports: false,
@@ -219,6 +221,28 @@ impl MachineBuilder {
     /// reported as Linux does (`FAULT_INJECTION: failed to parse arguments`) and ignored.
     pub fn failslab(mut self, opts: &str) -> Self {
         self.failslab = Some(opts.to_owned());
+        self
+    }
+
+    /// KFENCE (`kfence.sample_interval=`, `CONFIG_KFENCE_NUM_OBJECTS`; `kmem::kfence`): a
+    /// pool in the vmalloc range, and the machine's fault handler (`SIGSEGV`, see
+    /// `crate::kfence`) turning its faults into reports. Needs a vmalloc range (not with
+    /// [`MachineBuilder::anonymous_ram`]); without one, boot reports it and goes on.
+    ///
+    /// ```
+    /// use kmem::{kfence::KfenceConfig, Gfp, ReportKind};
+    /// let cfg = KfenceConfig { sample_interval_ms: 3_600_000, num_objects: 7 };
+    /// let m = kmem_hosted::MachineBuilder::new().ram_mib(64).kfence(cfg).build().unwrap();
+    /// m.kfence_force_next();
+    /// let p = m.kmalloc(32, Gfp::KERNEL).unwrap();
+    /// assert!(m.is_kfence_address(p.as_ptr()));
+    /// // SAFETY: ours; the second free is the bug KFENCE reports.
+    /// unsafe { m.kfree(p.as_ptr()); m.kfree(p.as_ptr()) };
+    /// assert_eq!(m.report_count(ReportKind::Kfence), 1);
+    /// assert!(m.reports().last().unwrap().contains("BUG: KFENCE: invalid free in "));
+    /// ```
+    pub fn kfence(mut self, cfg: kmem::kfence::KfenceConfig) -> Self {
+        self.kfence = Some(cfg);
         self
     }
 
@@ -421,6 +445,7 @@ impl MachineBuilder {
         cfg.slab.slub_debug = self.slub_debug.as_deref();
         cfg.failslab = self.failslab.as_deref();
         cfg.fail_page_alloc = self.fail_page_alloc.as_deref();
+        cfg.kfence = self.kfence;
         cfg.slab.nomerge = self.slab_nomerge;
         if self.hotplug > 0 {
             cfg.hotplug_end = Some(PhysAddr::new(self.hotplug));

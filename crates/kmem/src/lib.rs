@@ -10,7 +10,8 @@
 //! per-CPU variables with `this_cpu_*` operations, the SLUB slab allocator ([`slab`]), the
 //! kmalloc family ([`kmalloc`]), vmalloc over the platform's page tables ([`vmalloc`]),
 //! Linux-format reports for misuse and failures, the `/proc` views ([`proc`]), and Linux's
-//! fault injection (`failslab`, `fail_page_alloc`, fail-nth: [`fault`]).
+//! fault injection (`failslab`, `fail_page_alloc`, fail-nth: [`fault`]) and KFENCE, the sampling
+//! memory-safety detector ([`kfence`]).
 //!
 //! ```
 //! use kmem::Gfp;
@@ -61,6 +62,7 @@ mod cpuhp;
 pub mod fault;
 pub mod gfp;
 pub mod highmem;
+pub mod kfence;
 pub mod kmalloc;
 pub mod machine;
 pub mod mm;

@@ -121,6 +121,8 @@ pub(crate) struct MachineState {
     pub(crate) highmem: usize,
     /// Shrinkers, OOM notifiers, kswapd's per-node state and reclaim's counters (`reclaim/`).
     pub(crate) reclaim: ReclaimState,
+    /// KFENCE: the pool's range, its metadata and the sampling gate (`kfence/`).
+    pub(crate) kfence: crate::kfence::KfenceCell,
 }
 
 impl MachineState {
@@ -158,6 +160,7 @@ impl MachineState {
             vmalloc: VmallocState::new(vmap_lazy_max, vmalloc_recycle),
             highmem: 0,
             reclaim: ReclaimState::new(),
+            kfence: crate::kfence::KfenceCell::new(),
         }
     }
 

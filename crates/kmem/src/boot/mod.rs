@@ -97,6 +97,10 @@ pub struct BootConfig<'a> {
     pub failslab: Option<&'a str>,
     /// The `fail_page_alloc=<interval>,<probability>,<space>,<times>` boot option.
     pub fail_page_alloc: Option<&'a str>,
+    /// KFENCE (`kfence.sample_interval=`, `CONFIG_KFENCE_NUM_OBJECTS`; `crate::kfence`):
+    /// `None` (the default) builds no pool. A pool that cannot be built is reported and
+    /// left off; the machine boots anyway.
+    pub kfence: Option<crate::kfence::KfenceConfig>,
 }
 
 impl<'a> BootConfig<'a> {
@@ -116,6 +120,7 @@ impl<'a> BootConfig<'a> {
             ram_zeroed: false,
             failslab: None,
             fail_page_alloc: None,
+            kfence: None,
         }
     }
 }
@@ -501,6 +506,10 @@ impl<P: Platform> Kmem<P> {
         kmem.setup_fault_attrs(config.failslab, config.fail_page_alloc)
             .map_err(|_| BootError::Slab(CacheError::NoMemory))?;
         kmem.reclaim_init();
+        if let Some(k) = config.kfence {
+            // Reported on failure; KFENCE stays off and the machine boots.
+            let _ = kmem.kfence_init(k);
+        }
         Ok(kmem)
     }
 }
