@@ -3,8 +3,11 @@
 //! A KFENCE pool lies in the machine's vmalloc range; its guard pages and freed objects are
 //! `PROT_NONE`, so a bad access raises `SIGSEGV`. The first machine built with a pool
 //! installs one process-wide `SIGSEGV` handler (`SA_SIGINFO | SA_ONSTACK`: it runs on the
-//! thread's alternate signal stack, the one Rust's runtime gives every thread it starts, when
-//! there is one), keeping the handler that was there before. Each machine with a pool puts an
+//! thread's alternate signal stack), keeping the handler that was there before. Rust's
+//! runtime gives its threads an 8 KiB signal stack, too small for the report path (formatting,
+//! the report log) in a debug build, so while the handler is installed every thread gets a
+//! 256 KiB one of ours on its first use of a hosted machine (and the thread that builds a
+//! KFENCE machine at once); a `pthread_key_create` destructor unmaps it when the thread exits. Each machine with a pool puts an
 //! alias of itself ([`kmem::Kmem::alias`]) in a fixed table of 64 slots. The handler asks
 //! each registered machine's [`kmem::Kmem::kfence_handle_page_fault`] (a range compare
 //! first); the owner reports, maps the page back, and the handler returns, so the access is

@@ -405,3 +405,22 @@ fn debugfs_stats_and_objects_views() {
     kmem::proc::kfence_objects(&plain, &mut o).unwrap();
     assert!(o.is_empty());
 }
+
+#[test]
+fn faults_of_other_threads_are_reported_too() {
+    let m = machine();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // A thread started after the machine: its first use gives it a signal stack
+            // large enough for the report.
+            let p = alloc(&m, 32, Side::Right);
+            // SAFETY: deliberate out-of-bounds read past a right-placed object.
+            let _ = unsafe { p.add(40).read_volatile() };
+            // SAFETY: ours.
+            unsafe { m.kfree(p) };
+        });
+    });
+    let text = expect_report(&m, 0, "BUG: KFENCE: out-of-bounds read");
+    assert!(text.contains("(40B right of kfence-#"), "{text}");
+    still_works(&m);
+}
