@@ -424,3 +424,31 @@ fn faults_of_other_threads_are_reported_too() {
     assert!(text.contains("(40B right of kfence-#"), "{text}");
     still_works(&m);
 }
+
+#[test]
+fn invalid_access_to_the_pool_and_bulk_frees() {
+    let m = machine();
+    // kfence_test's test_invalid_access: the pool's first page belongs to no object.
+    let (start, end) = m.kfence_pool_range().unwrap();
+    assert_eq!(end.as_usize() - start.as_usize(), 2 * (31 + 1) * PAGE_SIZE);
+    let a = (start.as_usize() + 10) as *const u8;
+    // SAFETY: deliberate: a read of a KFENCE guard page.
+    let _ = unsafe { a.read_volatile() };
+    let text = expect_report(&m, 0, "BUG: KFENCE: invalid read");
+    assert!(text.contains(&format!("Invalid read at 0x{:016x}:", a as usize)), "{text}");
+    assert_eq!(m.kfence_stats().errors[3], 1);
+    // kfence_test's test_free_bulk: KFENCE objects freed with kmem_cache_free_bulk.
+    let c = m.kmem_cache_create("kfence_bulk", 64, 0, SlabFlags::NONE, None).unwrap();
+    let mut objs = [None, None, None];
+    for o in &mut objs {
+        assert!(m.kfence_force_next());
+        *o = Some(m.kmem_cache_alloc(&c, Gfp::KERNEL).unwrap());
+    }
+    assert!(objs.iter().all(|o| m.is_kfence_address(o.unwrap().as_ptr())));
+    // SAFETY: ours, from `c`.
+    unsafe { m.kmem_cache_free_bulk(&c, &mut objs) };
+    assert_eq!(m.kfence_stats().allocated, 0);
+    assert_eq!(m.report_count(ReportKind::Kfence), 1);
+    m.kmem_cache_destroy(c);
+    still_works(&m);
+}

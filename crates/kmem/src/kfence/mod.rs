@@ -186,6 +186,12 @@ impl<P: Platform> Kmem<P> {
         self.kfence_pool().is_some_and(|p| p.contains(addr as usize))
     }
 
+    /// `[__kfence_pool, __kfence_pool + KFENCE_POOL_SIZE)`: the pool's address range (guard
+    /// pages included), if there is a pool.
+    pub fn kfence_pool_range(&self) -> Option<(crate::VirtAddr, crate::VirtAddr)> {
+        self.kfence_pool().map(|p| (crate::VirtAddr::new(p.start), crate::VirtAddr::new(p.start + p.len)))
+    }
+
     /// The pool's metadata, once built.
     #[inline]
     pub(crate) fn kfence_pool(&self) -> Option<&KfencePool> {
