@@ -121,7 +121,8 @@ pub(crate) struct MachineState {
     pub(crate) highmem: usize,
     /// Shrinkers, OOM notifiers, kswapd's per-node state and reclaim's counters (`reclaim/`).
     pub(crate) reclaim: ReclaimState,
-    /// KFENCE: the pool's range, its metadata and the sampling gate (`kfence/`).
+    /// KFENCE: the address of the pool's metadata, which holds its range, gate and records
+    /// (`kfence/`); 0 without a pool.
     pub(crate) kfence: crate::kfence::KfenceCell,
 }
 
