@@ -34,6 +34,10 @@
 #                                               lists and waiter count, a blocking wait queue;
 #                                               a free that looks for sleepers before its page
 #                                               is on the lists (lost wake-up) is caught
+#   crates/kmem/src/kfence/loom_tests.rs        KFENCE's sampling gate: one allocation per
+#                                               opening however many CPUs race, a forced one
+#                                               served once; a gate without its
+#                                               compare-exchange is caught
 #   crates/kmem-hosted/src/cpu_slot/loom_tests.rs  hosted CPU slot: per-CPU sections, nesting
 #   crates/kmem-hosted/src/cpu_owner/loom_tests.rs owned CPU (a CPU per thread): the owner's
 #                                               plain sections against stoppers (membarrier

@@ -143,7 +143,9 @@ fn main() {
     }
     match which.as_str() {
         "kmalloc" => kmalloc_pairs(
-            &*MachineBuilder::new().ram_mib(256).thread_cpus(1).build().expect("kmem machine boots"),
+            &*kmem_bench::kfence_from_env(MachineBuilder::new().ram_mib(256).thread_cpus(1))
+                .build()
+                .expect("kmem machine boots"),
             size,
         ),
         // SAFETY: this thread alone uses the machine.

@@ -63,6 +63,17 @@ use rand::distributions::{Distribution, WeightedIndex};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+/// `KMEM_BENCH_KFENCE=1` in the environment: the hosted machines of the cost examples
+/// (`slab_cost`, `malloc_cost kmalloc`) boot with KFENCE at Linux's default interval
+/// (100 ms, 255 objects), to show the fast paths pay nothing for it
+/// (`KMEM_BENCH_KFENCE=1 scripts/cost_check.sh`).
+pub fn kfence_from_env(b: MachineBuilder) -> MachineBuilder {
+    match std::env::var("KMEM_BENCH_KFENCE").as_deref() {
+        Ok("1") => b.kfence(kmem::kfence::KfenceConfig::default()),
+        _ => b,
+    }
+}
+
 pub mod handoff;
 pub mod malloc;
 pub mod minimal;

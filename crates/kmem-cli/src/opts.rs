@@ -19,6 +19,10 @@ pub struct MachineOpts {
     /// Architecture preset: x86-64, or x86-32 (with HighMem).
     #[arg(long, default_value = "x86-64")]
     pub preset: Preset,
+    /// Boot with KFENCE sampling every MS milliseconds (`kfence.sample_interval=`; 0: the pool
+    /// is built but KFENCE is disabled). The kfence views boot it at 100 ms when not given.
+    #[arg(long, value_name = "MS")]
+    pub kfence_sample_interval: Option<u64>,
 }
 
 impl MachineOpts {
@@ -30,7 +34,16 @@ impl MachineOpts {
     /// The builder [`MachineOpts::build`] uses, for subcommands that add options. Quiet: the
     /// subcommands print the reports they mean to show themselves.
     pub fn builder(&self) -> MachineBuilder {
-        MachineBuilder::new().ram_bytes(self.ram).cpus(self.cpus).nodes(self.nodes).preset(self.preset).quiet_reports()
+        let b = MachineBuilder::new()
+            .ram_bytes(self.ram)
+            .cpus(self.cpus)
+            .nodes(self.nodes)
+            .preset(self.preset)
+            .quiet_reports();
+        match self.kfence_sample_interval {
+            Some(ms) => b.kfence(kmem::kfence::KfenceConfig { sample_interval_ms: ms, ..Default::default() }),
+            None => b,
+        }
     }
 }
 

@@ -29,10 +29,17 @@ pub enum View {
     Vmallocinfo,
     /// /proc/vmstat
     Vmstat,
+    /// /sys/kernel/debug/kfence/stats (the machine boots with KFENCE)
+    #[value(name = "kfence_stats", alias = "kfence-stats")]
+    KfenceStats,
+    /// /sys/kernel/debug/kfence/objects (the machine boots with KFENCE)
+    #[value(name = "kfence_objects", alias = "kfence-objects")]
+    KfenceObjects,
 }
 
 impl View {
-    /// The views the demo prints, in order.
+    /// The views the demo prints, in order (the KFENCE views only when asked for: the demo
+    /// machine has no KFENCE unless `--kfence-sample-interval` is given).
     pub const ALL: [View; 9] = [
         View::Buddyinfo,
         View::Pagetypeinfo,
@@ -57,6 +64,8 @@ impl View {
             View::ExtfragIndex => "extfrag_index",
             View::Vmallocinfo => "vmallocinfo",
             View::Vmstat => "vmstat",
+            View::KfenceStats => "kfence_stats",
+            View::KfenceObjects => "kfence_objects",
         }
     }
 
@@ -64,6 +73,8 @@ impl View {
     pub fn path(self) -> String {
         match self {
             View::UnusableIndex | View::ExtfragIndex => format!("/sys/kernel/debug/extfrag/{}", self.name()),
+            View::KfenceStats => "/sys/kernel/debug/kfence/stats".to_owned(),
+            View::KfenceObjects => "/sys/kernel/debug/kfence/objects".to_owned(),
             _ => format!("/proc/{}", self.name()),
         }
     }
@@ -81,6 +92,8 @@ impl View {
             View::ExtfragIndex => kmem::proc::extfrag_index(m, &mut s),
             View::Vmallocinfo => kmem::proc::vmallocinfo(m, &mut s),
             View::Vmstat => kmem::proc::vmstat(m, &mut s),
+            View::KfenceStats => kmem::proc::kfence_stats(m, &mut s),
+            View::KfenceObjects => kmem::proc::kfence_objects(m, &mut s),
         };
         r.expect("writing to a String cannot fail");
         s
@@ -112,7 +125,12 @@ pub fn parse_view_list(s: &str) -> Result<crate::demo::ViewList, String> {
 /// `kmem proc VIEW`.
 pub fn proc_cmd(view: View, opts: &MachineOpts, duration: f64, seed: u64) -> Result<(), String> {
     let duration = crate::demo::check_duration(duration)?;
-    let m = opts.build()?;
+    let mut b = opts.builder();
+    if matches!(view, View::KfenceStats | View::KfenceObjects) && opts.kfence_sample_interval.is_none() {
+        // The KFENCE views boot it at Linux's default interval.
+        b = b.kfence(kmem::kfence::KfenceConfig::default());
+    }
+    let m = b.build().map_err(|e| e.to_string())?;
     let caches = workload::DemoCaches::new(&m)?;
     let held = workload::run(&m, &caches, duration, seed, false);
     let vheld = (duration > 0.0).then(|| crate::phases::vmalloc_phase(&m, seed));

@@ -159,7 +159,7 @@ fn usage_errors_name_what_is_wrong_and_the_help_to_read() {
     assert_eq!(
         err(&["proc"]),
         "kmem: error: the following required arguments were not provided: <VIEW> [possible values: buddyinfo, \
-         pagetypeinfo, zoneinfo, meminfo, slabinfo, unusable_index, extfrag_index, vmallocinfo, vmstat] (see kmem proc --help)\n"
+         pagetypeinfo, zoneinfo, meminfo, slabinfo, unusable_index, extfrag_index, vmallocinfo, vmstat, kfence_stats, kfence_objects] (see kmem proc --help)\n"
     );
     assert!(err(&["proc", "nosuch"]).ends_with(" (see kmem proc --help)\n"));
     assert!(err(&["proc", "nosuch"]).contains("[possible values: buddyinfo, "));
@@ -255,6 +255,7 @@ fn every_proc_view_prints_its_first_line() {
         ("slabinfo", "slabinfo - version: 2.1"),
         ("unusable_index", "Node 0, zone      DMA 0."),
         ("extfrag_index", "Node 0, zone      DMA "),
+        ("kfence_stats", "enabled: 1\ncurrently allocated: 0\ntotal allocations: 0\n"),
     ];
     for (view, first) in views {
         let o = kmem(&["proc", view, "--ram", "64M", "--cpus", "2", "--duration", "0"], &dir);
@@ -262,6 +263,11 @@ fn every_proc_view_prints_its_first_line() {
         let out = stdout(&o);
         assert!(out.starts_with(first), "{view} starts with {first:?}: {out}");
     }
+    // KFENCE samples the workload's allocations (every millisecond here).
+    let args = ["proc", "kfence_objects", "--ram", "64M", "--duration", "0.3", "--kfence-sample-interval", "1"];
+    let o = kmem(&args, &dir);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("kfence-#0: 0x"), "{}", stdout(&o));
     // The debugfs files' second line is DMA32 on this machine.
     let o = kmem(&["proc", "extfrag_index", "--ram", "64M", "--duration", "0"], &dir);
     assert!(stdout(&o).lines().nth(1).unwrap().starts_with("Node 0, zone    DMA32 "));

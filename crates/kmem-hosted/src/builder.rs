@@ -87,6 +87,7 @@ pub struct MachineBuilder {
     fail_page_alloc: Option<String>,
     init_on_alloc: bool,
     init_on_free: bool,
+    kfence: Option<kmem::kfence::KfenceConfig>,
     slab_nomerge: bool,
     hotplug: u64,
     no_alloc_reports: bool,
@@ -126,6 +127,7 @@ impl MachineBuilder {
             fail_page_alloc: None,
             init_on_alloc: false,
             init_on_free: false,
+            kfence: None,
             slab_nomerge: false,
             hotplug: 0,
             no_alloc_reports: false,
@@ -236,6 +238,28 @@ impl MachineBuilder {
     /// The `init_on_free=1` boot option: pages and slab objects are zeroed on free.
     pub fn init_on_free(mut self, on: bool) -> Self {
         self.init_on_free = on;
+        self
+    }
+
+    /// KFENCE (`kfence.sample_interval=`, `CONFIG_KFENCE_NUM_OBJECTS`; `kmem::kfence`): a
+    /// pool in the vmalloc range, and the machine's fault handler (`SIGSEGV`, see
+    /// `crate::kfence`) turning its faults into reports. Needs a vmalloc range (not with
+    /// [`MachineBuilder::anonymous_ram`]); without one, boot reports it and goes on.
+    ///
+    /// ```
+    /// use kmem::{kfence::KfenceConfig, Gfp, ReportKind};
+    /// let cfg = KfenceConfig { sample_interval_ms: 3_600_000, num_objects: 7 };
+    /// let m = kmem_hosted::MachineBuilder::new().ram_mib(64).kfence(cfg).build().unwrap();
+    /// m.kfence_force_next();
+    /// let p = m.kmalloc(32, Gfp::KERNEL).unwrap();
+    /// assert!(m.is_kfence_address(p.as_ptr()));
+    /// // SAFETY: ours; the second free is the bug KFENCE reports.
+    /// unsafe { m.kfree(p.as_ptr()); m.kfree(p.as_ptr()) };
+    /// assert_eq!(m.report_count(ReportKind::Kfence), 1);
+    /// assert!(m.reports().last().unwrap().contains("BUG: KFENCE: invalid free in "));
+    /// ```
+    pub fn kfence(mut self, cfg: kmem::kfence::KfenceConfig) -> Self {
+        self.kfence = Some(cfg);
         self
     }
 
@@ -440,6 +464,7 @@ impl MachineBuilder {
         cfg.fail_page_alloc = self.fail_page_alloc.as_deref();
         cfg.init_on_alloc = self.init_on_alloc;
         cfg.init_on_free = self.init_on_free;
+        cfg.kfence = self.kfence;
         cfg.slab.nomerge = self.slab_nomerge;
         if self.hotplug > 0 {
             cfg.hotplug_end = Some(PhysAddr::new(self.hotplug));

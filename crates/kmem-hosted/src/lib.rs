@@ -23,6 +23,7 @@ pub mod console;
 mod cpu_owner;
 mod cpu_slot;
 pub mod cpus;
+pub mod kfence;
 mod machine;
 mod platform;
 mod ram;

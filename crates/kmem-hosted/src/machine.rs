@@ -25,6 +25,8 @@ pub struct Machine {
     preset: Preset,
     hotplug: std::sync::Mutex<()>,
     kswapd: crate::reclaim::Kswapd,
+    /// The KFENCE fault handler's registration (none without a pool).
+    kfence: Option<crate::kfence::Registration>,
 }
 
 impl Machine {
@@ -37,7 +39,8 @@ impl Machine {
         preset: Preset,
         kswapd: crate::reclaim::Kswapd,
     ) -> Self {
-        Self { kmem, _vspace: vspace, ram, log, regions, preset, hotplug: std::sync::Mutex::new(()), kswapd }
+        let kfence = crate::kfence::Registration::new(&kmem);
+        Self { kmem, _vspace: vspace, ram, log, regions, preset, hotplug: std::sync::Mutex::new(()), kswapd, kfence }
     }
 
     /// Blocks until no kswapd of the machine has a wake-up pending or a pass in progress
@@ -160,6 +163,8 @@ impl Drop for Machine {
     fn drop(&mut self) {
         // kswapd threads use the machine: they go first.
         self.kswapd.stop();
+        // The fault handler's alias goes before the machine (it waits for running handlers).
+        self.kfence.take();
         // Before the state and RAM go: threads that exit later must not run the teardown.
         self.kmem.platform().cpus().clear_offline_hook();
     }

@@ -45,7 +45,7 @@ pub struct Report<'a> {
 
 /// Report names of [`ReportKind::ALL`].
 pub const REPORT_NAMES: [&str; ReportKind::COUNT] =
-    ["bad_page", "page_alloc_failure", "warning", "sleep_in_atomic", "slab_bug", "info", "oom"];
+    ["bad_page", "page_alloc_failure", "warning", "sleep_in_atomic", "slab_bug", "info", "oom", "kfence"];
 
 /// The machine's report counts.
 pub fn report_counts(m: &Machine) -> [u64; ReportKind::COUNT] {

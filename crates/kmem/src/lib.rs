@@ -11,8 +11,8 @@
 //! kmalloc family ([`kmalloc`]), vmalloc over the platform's page tables ([`vmalloc`]),
 //! Linux-format reports for misuse and failures, the `/proc` views ([`proc`]), Linux's
 //! fault injection (`failslab`, `fail_page_alloc`, fail-nth: [`fault`]), RCU with
-//! `kfree_rcu` and `SLAB_TYPESAFE_BY_RCU` ([`rcu`]), and `init_on_alloc`/`init_on_free`
-//! ([`mm::meminit`]).
+//! `kfree_rcu` and `SLAB_TYPESAFE_BY_RCU` ([`rcu`]), `init_on_alloc`/`init_on_free`
+//! ([`mm::meminit`]), and KFENCE, the sampling memory-safety detector ([`kfence`]).
 //!
 //! ```
 //! use kmem::Gfp;
@@ -63,6 +63,7 @@ mod cpuhp;
 pub mod fault;
 pub mod gfp;
 pub mod highmem;
+pub mod kfence;
 pub mod kmalloc;
 pub mod machine;
 pub mod mm;

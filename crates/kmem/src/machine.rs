@@ -131,6 +131,9 @@ pub(crate) struct MachineState {
     pub(crate) reclaim: ReclaimState,
     /// RCU (`rcu/`): the grace-period state and where its per-CPU part is.
     pub(crate) rcu: RcuState,
+    /// KFENCE: the address of the pool's metadata, which holds its range, gate and records
+    /// (`kfence/`); 0 without a pool.
+    pub(crate) kfence: crate::kfence::KfenceCell,
 }
 
 impl MachineState {
@@ -172,6 +175,7 @@ impl MachineState {
             highmem: 0,
             reclaim: ReclaimState::new(),
             rcu: RcuState::default(),
+            kfence: crate::kfence::KfenceCell::new(),
         }
     }
 

@@ -56,11 +56,14 @@ pub enum ReportKind {
     /// `<comm> invoked oom-killer: ...` and `Out of memory and no killable processes...`:
     /// an allocation found nothing to reclaim and the OOM notifiers freed nothing.
     Oom = 6,
+    /// `BUG: KFENCE: ...`: an out-of-bounds access, use after free, canary corruption,
+    /// invalid access or invalid free that KFENCE caught (`crate::kfence`).
+    Kfence = 7,
 }
 
 impl ReportKind {
     /// Number of kinds (size of counter arrays).
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 8;
     /// Every kind, in counter order.
     pub const ALL: [ReportKind; Self::COUNT] = [
         ReportKind::BadPage,
@@ -70,6 +73,7 @@ impl ReportKind {
         ReportKind::SlabBug,
         ReportKind::Info,
         ReportKind::Oom,
+        ReportKind::Kfence,
     ];
 }
 

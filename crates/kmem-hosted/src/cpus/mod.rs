@@ -157,6 +157,9 @@ fn thread_no(c: &Ctx) -> u32 {
     }
     let t = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
     c.thread.set(t);
+    // A thread's first use of any machine: with KFENCE machines about, it gets a signal
+    // stack large enough for their fault handler (`crate::kfence`).
+    crate::kfence::thread_first_use();
     t
 }
 

@@ -102,6 +102,10 @@ pub struct BootConfig<'a> {
     pub init_on_alloc: bool,
     /// The `init_on_free=1` boot option: pages and slab objects zeroed on free. Default false.
     pub init_on_free: bool,
+    /// KFENCE (`kfence.sample_interval=`, `CONFIG_KFENCE_NUM_OBJECTS`; `crate::kfence`):
+    /// `None` (the default) builds no pool. A pool that cannot be built is reported and
+    /// left off; the machine boots anyway.
+    pub kfence: Option<crate::kfence::KfenceConfig>,
 }
 
 impl<'a> BootConfig<'a> {
@@ -123,6 +127,7 @@ impl<'a> BootConfig<'a> {
             fail_page_alloc: None,
             init_on_alloc: false,
             init_on_free: false,
+            kfence: None,
         }
     }
 }
@@ -510,6 +515,10 @@ impl<P: Platform> Kmem<P> {
             .map_err(|_| BootError::Slab(CacheError::NoMemory))?;
         kmem.reclaim_init();
         kmem.rcu_init().map_err(|_| BootError::Slab(CacheError::NoMemory))?;
+        if let Some(k) = config.kfence {
+            // Reported on failure; KFENCE stays off and the machine boots.
+            let _ = kmem.kfence_init(k);
+        }
         Ok(kmem)
     }
 }

@@ -248,19 +248,34 @@ impl<P: Platform> Kmem<P> {
         st.page_fast.store(pcp && !page && !self.want_init_on_alloc(), Ordering::Relaxed);
         st.page_free_fast.store(pcp && !self.want_init_on_free(), Ordering::Relaxed);
         if st.fault.slab_armed.swap(slab, Ordering::Relaxed) != slab {
-            let sl = self.slab();
-            let lg = sl.list_lock.lock_irqsave(p);
-            sl.for_each_locked(&lg, |c| self.set_machine_word(c, slab));
-            drop(lg);
+            self.rekey_caches();
         }
         drop(g);
+    }
+
+    /// Whether the caches' machine words carry [`KmemCache::ARMED`]: failslab is armed, or
+    /// KFENCE wants the next allocation (`kfence_force_next`).
+    fn caches_armed(&self) -> bool {
+        let st = self.state();
+        st.fault.slab_armed.load(Ordering::Relaxed)
+            || self.kfence_pool().is_some_and(|k| k.armed.load(Ordering::Relaxed))
+    }
+
+    /// Rewrites every cache's machine word for [`Kmem::caches_armed`], under the slab list
+    /// lock (the armed state is read under it, so two callers cannot leave a stale word).
+    pub(crate) fn rekey_caches(&self) {
+        let sl = self.slab();
+        let lg = sl.list_lock.lock_irqsave(self.platform());
+        let armed = self.caches_armed();
+        sl.for_each_locked(&lg, |c| self.set_machine_word(c, armed));
+        drop(lg);
     }
 
     /// Gives a cache just linked into the registry the key the armed flag asks for. `g` holds
     /// the slab list lock.
     pub(crate) fn failslab_key_locked(&self, g: &SpinGuard<'_, P>, c: &KmemCache) {
         debug_assert!(g.holds(&self.slab().list_lock));
-        self.set_machine_word(c, self.state().fault.slab_armed.load(Ordering::Relaxed));
+        self.set_machine_word(c, self.caches_armed());
     }
 
     /// The cache's machine word: the machine id, with [`KmemCache::ARMED`] while failslab is

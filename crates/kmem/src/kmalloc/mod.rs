@@ -137,6 +137,8 @@ enum Owner<'a> {
     NotObject(Slab<'a>, &'a KmemCache),
     /// The start of a large kmalloc block of this order.
     Large(PageRef<'a>, u32),
+    /// An address in the KFENCE pool (`is_kfence_address`): KFENCE checks it.
+    Kfence,
     /// Nothing kmalloc hands out.
     Invalid,
 }
@@ -346,6 +348,9 @@ impl<P: Platform> Kmem<P> {
     /// The rest of [`Kmem::kmalloc_owner`]: a large kmalloc block, or nothing kmalloc made.
     #[inline(never)]
     fn kmalloc_owner_large(&self, addr: usize) -> Owner<'_> {
+        if self.is_kfence_address(addr as *const u8) {
+            return Owner::Kfence;
+        }
         let Some(page) = self.virt_to_page(VirtAddr::new(addr)) else { return Owner::Invalid };
         let head = self.compound_head(page);
         if head.page().test(pg::LARGE_KMALLOC) && self.page_address(head).map(VirtAddr::as_usize) == Some(addr) {
@@ -420,6 +425,10 @@ impl<P: Platform> Kmem<P> {
                 self.free_large_kmalloc(head, order);
                 PAGE_SIZE << order
             }
+            Owner::Kfence => {
+                self.kfence_free(p as usize, caller);
+                0
+            }
             Owner::Invalid => {
                 self.kfree_invalid("kfree", p);
                 0
@@ -453,6 +462,14 @@ impl<P: Platform> Kmem<P> {
                 0
             }
             Owner::Large(_, order) => PAGE_SIZE << order,
+            // `kfence_ksize()`: the size asked for, not the bucket's.
+            Owner::Kfence => match self.kfence_ksize(p as usize) {
+                Some(n) if n > 0 => n,
+                _ => {
+                    self.kfree_invalid("ksize", p);
+                    0
+                }
+            },
             Owner::Invalid => {
                 self.kfree_invalid("ksize", p);
                 0
@@ -515,6 +532,14 @@ impl<P: Platform> Kmem<P> {
                 return Err(KmallocError { size: new_size, gfp, kind: KmallocErrorKind::InvalidPointer });
             }
             Owner::Large(_, order) => (PAGE_SIZE << order, PAGE_SIZE << order, None),
+            Owner::Kfence => match self.kfence_ksize(p as usize) {
+                Some(n) if n > 0 => (n, n, None),
+                _ => {
+                    // Not a live KFENCE object: KFENCE's invalid-free report.
+                    self.kfence_free(p as usize, caller);
+                    return Err(KmallocError { size: new_size, gfp, kind: KmallocErrorKind::InvalidPointer });
+                }
+            },
             Owner::Invalid => {
                 self.kfree_invalid("krealloc", p);
                 return Err(KmallocError { size: new_size, gfp, kind: KmallocErrorKind::InvalidPointer });

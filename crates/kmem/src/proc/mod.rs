@@ -1,5 +1,6 @@
 //! The `/proc` views: `buddyinfo`, `pagetypeinfo`, `zoneinfo`, `meminfo`, `slabinfo`,
-//! `vmstat` and `vmallocinfo` (and debugfs's `extfrag/unusable_index` and `extfrag/extfrag_index`), byte for byte in
+//! `vmstat` and `vmallocinfo` (and debugfs's `extfrag/unusable_index`, `extfrag/extfrag_index`,
+//! `kfence/stats` and `kfence/objects`), byte for byte in
 //! the format of Linux 6.18 (`mm/vmstat.c`, `fs/proc/meminfo.c`, `mm/hugetlb.c`,
 //! `arch/x86/mm/pat/set_memory.c`).
 //!
@@ -37,6 +38,7 @@
 
 mod buddyinfo;
 mod extfrag;
+mod kfence;
 mod meminfo;
 mod pagetypeinfo;
 mod slabinfo;
@@ -49,6 +51,7 @@ pub use extfrag::{
     extfrag_index, fill_contig_page_info, fragmentation_index, unusable_free_index, unusable_index, zone_nr_free,
     ContigPageInfo,
 };
+pub use kfence::{kfence_objects, kfence_stats};
 pub use meminfo::{direct_map_split, meminfo, DirectMapSplit};
 pub use pagetypeinfo::pagetypeinfo;
 pub use slabinfo::{slab_info, slabinfo, SlabInfo};

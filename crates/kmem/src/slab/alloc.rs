@@ -136,6 +136,13 @@ impl<P: Platform> Kmem<P> {
         if self.should_failslab(s, gfp, caller) {
             return Err(SlabAllocError::FaultInjected);
         }
+        // KFENCE's sampling gate (`kfence_alloc` in `slab_alloc_node`): one load while no
+        // pool exists; the object comes zeroed and constructed as asked.
+        let want = orig_size.map_or(s.object_size(), |n| n as usize);
+        if let Some(obj) = self.kfence_alloc(s, want, gfp, node, caller) {
+            // SAFETY: pool objects are page addresses plus an offset, never 0.
+            return Ok(unsafe { NonNull::new_unchecked(obj as *mut u8) });
+        }
         let fast = if node.is_none() { self.alloc_fast_pinned(s, self.platform().pin_cpu()) } else { None };
         let obj = match fast {
             Some(o) => o,

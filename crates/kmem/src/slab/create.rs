@@ -371,6 +371,8 @@ impl<P: Platform> Kmem<P> {
             });
             return;
         }
+        // Its live KFENCE objects become zombies, its freed ones forget it.
+        self.kfence_shutdown_cache(s, caller);
         {
             let g = st.list_lock.lock_irqsave(self.platform());
             st.unlink_locked(&g, s);

@@ -92,6 +92,13 @@ impl<P: Platform> Kmem<P> {
     #[cold]
     #[inline(never)]
     fn kmem_cache_free_careful(&self, s: &KmemCache, addr: usize, caller: &'static core::panic::Location<'static>) {
+        if self.is_kfence_address(addr as *const u8) {
+            // `kfence_free()`: KFENCE checks the pointer and the object's canary itself.
+            if let Some(real) = self.kfence_object_cache(addr).filter(|c| !core::ptr::eq(*c, s)) {
+                self.wrong_cache(s, real, caller);
+            }
+            return self.kfence_free(addr, caller);
+        }
         // An object's own cache is this machine's: the machine check costs nothing when it is
         // the cache named.
         match self.lookup_object(addr) {

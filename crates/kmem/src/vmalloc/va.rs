@@ -35,7 +35,10 @@ impl<P: Platform> Kmem<P> {
 
     /// `is_vmalloc_addr(addr)`: whether `addr` lies in the vmalloc range.
     pub fn is_vmalloc_addr(&self, addr: *const u8) -> bool {
+        // The KFENCE pool is a vmalloc area, but its objects are slab objects (in Linux it
+        // lies in the linear map): `kvfree` sends them to `kfree`.
         self.vmalloc_range().is_some_and(|(s, e)| (s.as_usize()..e.as_usize()).contains(&(addr as usize)))
+            && !self.is_kfence_address(addr)
     }
 
     /// `lazy_max_pages()`: `fls(nr_cpus) * 32 MiB / PAGE_SIZE`, or the boot override.
