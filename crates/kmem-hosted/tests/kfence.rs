@@ -257,6 +257,29 @@ fn kmem_cache_objects_with_and_without_ctor() {
     still_works(&m);
 }
 
+/// `SLAB_TYPESAFE_BY_RCU` caches are not sampled: their objects may be read by RCU readers
+/// after the free, which a protected KFENCE page would report as a use-after-free.
+#[test]
+fn typesafe_by_rcu_caches_are_not_sampled() {
+    let m = machine();
+    let c = m.kmem_cache_create("kfence_rcu", 64, 0, SlabFlags::TYPESAFE_BY_RCU, None).unwrap();
+    let skipped = m.kfence_stats().skip_incompat;
+    assert!(m.kfence_force_next());
+    let p = m.kmem_cache_alloc(&c, Gfp::KERNEL).unwrap();
+    assert!(!m.is_kfence_address(p.as_ptr()), "a TYPESAFE_BY_RCU object came from the pool");
+    assert_eq!(m.kfence_stats().skip_incompat, skipped + 1);
+    // SAFETY: ours, from `c`.
+    unsafe { m.kmem_cache_free(&c, p) };
+    // The gate stayed open: the next compatible allocation is sampled.
+    let q = m.kmalloc(64, Gfp::KERNEL).unwrap();
+    assert!(m.is_kfence_address(q.as_ptr()));
+    // SAFETY: ours.
+    unsafe { m.kfree(q.as_ptr()) };
+    m.kmem_cache_destroy(c);
+    assert_eq!(m.report_count(ReportKind::Kfence), 0);
+    still_works(&m);
+}
+
 #[test]
 fn krealloc_and_ksize_of_kfence_objects() {
     let m = machine();

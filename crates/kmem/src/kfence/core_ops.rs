@@ -158,10 +158,15 @@ impl<P: Platform> Kmem<P> {
             return None;
         }
         // The gate is open: requests KFENCE cannot serve are counted, and leave it open.
+        // `SLAB_TYPESAFE_BY_RCU` objects are among them: RCU readers may still read an object
+        // of such a cache after its free, which a protected KFENCE page would turn into a
+        // false use-after-free (Linux defers `kfence_guarded_free` by a grace period; kmem
+        // does not sample these caches).
         let dma = s.flags().intersects(SlabFlags::CACHE_DMA) || gfp.intersects(Gfp::DMA | Gfp::DMA32);
         if size == 0
             || size > PAGE_SIZE
             || dma
+            || s.flags().contains(SlabFlags::TYPESAFE_BY_RCU)
             || (node.is_some() && gfp.contains(Gfp::THISNODE) && self.nr_nodes() > 1)
         {
             pool.count(C_SKIP_INCOMPAT, 1);
