@@ -62,8 +62,10 @@
 //!   `#[track_caller]`) instead of stack traces; a fault's "function" is the faulting
 //!   instruction's address, which the platform passes ([`KfenceFault::ip`]).
 //! - No `skipped allocations (covered)` heuristic (the counter is always 0), no
-//!   `SLAB_TYPESAFE_BY_RCU` deferral (such caches are refused by the slab layer), no
 //!   `kmem_cache_alloc_bulk` sampling.
+//! - `SLAB_TYPESAFE_BY_RCU` caches are not sampled (counted as incompatible): Linux serves
+//!   them and defers `kfence_guarded_free` by a grace period, so RCU readers never fault on
+//!   the freed object; kmem leaves them out rather than add that deferral.
 //! - `kmem_cache_destroy` of a cache with live KFENCE objects makes them zombies
 //!   (`zombie allocations`; their page is protected, a later access is a use-after-free
 //!   report and a later free an invalid free), and forgets the cache of its freed ones
