@@ -459,6 +459,10 @@ pub(crate) struct SlabState {
     pub(crate) depot: AtomicUsize,
     /// The `kmem_sheaf` cache (sheaves are its objects), 0 until the first sheaf.
     pub(crate) sheaf_cache: AtomicUsize,
+    /// Objects `kfree_nolock` could not free at once (`defer.rs`).
+    pub(crate) defer: super::defer::DeferFree,
+    /// What the any-context paths found busy (`nolock.rs`).
+    pub(crate) nolock: super::nolock::NolockCounters,
 }
 
 impl fmt::Debug for SlabState {
@@ -486,6 +490,8 @@ impl SlabState {
                 tainted: AtomicBool::new(false),
                 depot: AtomicUsize::new(0),
                 sheaf_cache: AtomicUsize::new(0),
+                defer: super::defer::DeferFree::new(),
+                nolock: super::nolock::NolockCounters::new(),
             }
         }
     }

@@ -349,6 +349,8 @@ impl<P: Platform> Kmem<P> {
     pub(crate) unsafe fn destroy_cache_ref(&self, c: NonNull<KmemCache>, caller: &'static Location<'static>) {
         // SAFETY: the caller owns a reference, so the descriptor is live.
         let s = unsafe { c.as_ref() };
+        // Objects kfree_nolock deferred (this cache's among them) are freed first.
+        self.free_deferred_if_pending();
         let st = self.slab();
         {
             let _g = st.list_lock.lock_irqsave(self.platform());
