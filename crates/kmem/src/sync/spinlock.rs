@@ -127,3 +127,25 @@ impl<P: Platform> core::fmt::Debug for SpinGuard<'_, P> {
         f.debug_struct("SpinGuard").field("lock", &(self.lock as *const _)).finish()
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::RawSpinLock;
+    use crate::testing;
+
+    #[test]
+    fn try_lock_nolock_takes_a_free_lock_and_leaves_a_held_one_alone() {
+        let k = testing::machine(16);
+        let lock = RawSpinLock::new();
+        let g = lock.try_lock_nolock(k.platform()).expect("free");
+        assert!(lock.is_locked());
+        assert!(lock.try_lock_nolock(k.platform()).is_none(), "held: refused");
+        assert!(lock.is_locked(), "a refused trylock must not release the holder's lock");
+        drop(g);
+        assert!(!lock.is_locked());
+        let held = lock.lock_irqsave(k.platform());
+        assert!(lock.try_lock_nolock(k.platform()).is_none());
+        assert!(lock.is_locked(), "still the holder's");
+        drop(held);
+    }
+}
