@@ -13,6 +13,8 @@
 //! node's `list_lock` held: that is the established order (list lock, then zone lock), and
 //! neither is waited for here.
 
+#![forbid(unsafe_code)]
+
 use crate::addr::Order;
 use crate::gfp::Gfp;
 use crate::machine::Kmem;
