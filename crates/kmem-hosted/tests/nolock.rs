@@ -349,3 +349,35 @@ fn nmi_on_shared_cpus() {
 fn nmi_on_thread_cpus() {
     run(MachineBuilder::new().ram_mib(128).thread_cpus(8).build().unwrap(), "thread CPUs");
 }
+
+/// `node` on a machine with two nodes: objects come from the node asked for (its slabs,
+/// since the CPU's sheaves hold the CPU's node's objects), from any CPU; frees of another
+/// node's objects go to their slab.
+#[test]
+fn node_argument_on_two_nodes() {
+    let m = MachineBuilder::new().ram_mib(512).cpus(2).nodes(2).build().unwrap();
+    let first = m.kmalloc(8, Gfp::KERNEL).unwrap();
+    // SAFETY: ours.
+    unsafe { m.kfree(first.as_ptr()) };
+    let mut objs = Vec::new();
+    for cpu in 0..2u32 {
+        kmem_hosted::pin_current_thread(cpu);
+        for nid in 0..2 {
+            for _ in 0..50 {
+                let p = m.kmalloc_nolock(128, Gfp::ZERO, Some(nid)).unwrap();
+                let page = m.virt_to_page(kmem::VirtAddr::new(p.as_ptr() as usize)).unwrap();
+                assert_eq!(page.page().node(), nid, "object from node {nid} (CPU {cpu})");
+                objs.push(p);
+            }
+        }
+        assert_eq!(m.kmalloc_nolock(128, Gfp::empty(), Some(2)), Err(NolockError::Unsupported));
+    }
+    kmem_hosted::pin_current_thread(0);
+    for p in objs {
+        // SAFETY: ours, freed once.
+        unsafe { m.kfree_nolock(p.as_ptr()) };
+    }
+    m.defer_free_barrier();
+    assert_eq!(m.report_count(ReportKind::SlabBug), 0);
+    m.verify().unwrap();
+}

@@ -220,3 +220,24 @@ fn alloc_pages_nolock_rules() {
     unsafe { k.__free_pages(p, Order::of(2)) };
     k.verify().unwrap();
 }
+
+#[test]
+fn destroy_frees_deferred_objects_before_looking_for_leaks() {
+    let k = testing::machine(64);
+    let c = k.kmem_cache_create("nolock_destroy", 64, 0, crate::SlabFlags::NO_MERGE, None).unwrap();
+    let objs: crate::testing::std::vec::Vec<_> =
+        (0..10).map(|_| k.kmem_cache_alloc(&c, Gfp::KERNEL).unwrap()).collect();
+    let g = c.node(0).list_lock.lock_irqsave(k.platform());
+    for p in &objs {
+        // SAFETY: the test's objects, each freed once.
+        unsafe { k.kfree_nolock(p.as_ptr()) };
+    }
+    drop(g);
+    assert_eq!(k.deferred_frees(), 10, "the list lock was busy: deferred");
+    assert_eq!(k.nolock_stats().deferred, 10);
+    k.kmem_cache_destroy(c);
+    assert_eq!(k.deferred_frees(), 0);
+    assert_eq!(k.report_count(ReportKind::SlabBug), 0, "no leak reported");
+    assert_eq!(k.report_count(ReportKind::Warning), 0);
+    k.verify().unwrap();
+}
