@@ -200,7 +200,10 @@ fn new_slabs_come_from_the_zone_trylock_route() {
 fn alloc_pages_nolock_rules() {
     let k = testing::machine(64);
     let before = k.report_count(ReportKind::Warning);
-    assert!(k.alloc_pages_nolock(Gfp::KERNEL, None, Order::ZERO).is_err());
+    assert_eq!(
+        k.alloc_pages_nolock(Gfp::KERNEL, None, Order::ZERO).unwrap_err().kind,
+        crate::AllocErrorKind::FlagsNotAllowed
+    );
     assert_eq!(k.report_count(ReportKind::Warning), before + 1);
     assert_eq!(
         k.alloc_pages_nolock(Gfp::empty(), None, Order::of(4)).unwrap_err().kind,

@@ -31,7 +31,7 @@ impl<P: Platform> Kmem<P> {
     /// above order 0) from any context, or `Err` without waiting for anything. `gfp` may
     /// hold only `__GFP_ACCOUNT` (Linux's `VM_WARN_ON_ONCE`; kmem reports a `WARNING` and
     /// refuses other bits). `nid` `None` is the caller's node; zones of other nodes follow
-    /// in the zonelist's order, as for `alloc_pages`. Errors: `Busy` when a zone lock was
+    /// in the zonelist's order, as for `alloc_pages`. Errors: `FlagsNotAllowed`, `Busy` when a zone lock was
     /// held, `NoMemory` when no zone passed its min watermark, `OrderTooLarge` above
     /// `PAGE_ALLOC_COSTLY_ORDER` (other than a pageblock).
     ///
@@ -52,7 +52,7 @@ impl<P: Platform> Kmem<P> {
             self.warn_on("alloc_pages_nolock", &|w| {
                 write!(w, "gfp {:#x} ({gfp:#}): only __GFP_ACCOUNT is allowed", gfp.bits())
             });
-            return Err(err(AllocErrorKind::BadZoneModifiers));
+            return Err(err(AllocErrorKind::FlagsNotAllowed));
         }
         if !pcp_allowed_order(order) {
             return Err(err(AllocErrorKind::OrderTooLarge));
