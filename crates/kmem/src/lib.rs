@@ -93,7 +93,5 @@ pub use percpu::{IrqGuard, PcpuInt, PerCpuBox, PerCpuVar, PercpuError, PercpuPtr
 pub use platform::{
     CpuId, DirectMap, IrqState, MapError, PageProt, PageTableAlloc, Pinned, Platform, ReportKind, TaskId, TlbFlush,
 };
-pub use slab::{
-    Cache, CacheError, KmemCache, NolockError, NolockStats, SlabAllocError, SlabBox, SlabFlags, TypedCache,
-};
+pub use slab::{Cache, CacheError, KmemCache, NolockError, SlabAllocError, SlabBox, SlabFlags, TypedCache};
 pub use vmalloc::{KernelStack, VmallocError, VmallocErrorKind, VmallocStats, THREAD_SIZE};

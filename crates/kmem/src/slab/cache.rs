@@ -461,8 +461,6 @@ pub(crate) struct SlabState {
     pub(crate) sheaf_cache: AtomicUsize,
     /// Objects `kfree_nolock` could not free at once (`defer.rs`).
     pub(crate) defer: super::defer::DeferFree,
-    /// What the any-context paths found busy (`nolock.rs`).
-    pub(crate) nolock: super::nolock::NolockCounters,
 }
 
 impl fmt::Debug for SlabState {
@@ -491,7 +489,6 @@ impl SlabState {
                 depot: AtomicUsize::new(0),
                 sheaf_cache: AtomicUsize::new(0),
                 defer: super::defer::DeferFree::new(),
-                nolock: super::nolock::NolockCounters::new(),
             }
         }
     }

@@ -155,7 +155,7 @@ pub use cache::{Cache, CacheNode, Ctor, KmemCache, SlabBootConfig, CACHE_NAME_MA
 pub use debug::ValidateReport;
 pub use flags::SlabFlags;
 pub use layout::{Layout, LayoutError};
-pub use nolock::{NolockError, NolockStats};
+pub use nolock::NolockError;
 pub use sheaf::SlubStat;
 pub use slub_debug::{slub_debug_flags, DEBUG_DEFAULT_FLAGS};
 pub use typed::{SlabBox, TypedCache};

@@ -32,7 +32,6 @@ use crate::machine::Kmem;
 use crate::mm::page_ref::AllocErrorKind;
 use crate::mm::pfn_list::PfnList;
 use crate::platform::Platform;
-use crate::sync::{const_fn_unless_loom, AtomicU64, Ordering};
 
 /// Why `kmalloc_nolock` gave nothing.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -65,79 +64,15 @@ impl core::fmt::Display for NolockError {
 
 impl core::error::Error for NolockError {}
 
-/// How often the any-context paths found a route busy (`Kmem::nolock_stats`): evidence that
-/// they ran inside kmem and stepped around it. Counted with relaxed atomics on the nolock
-/// paths only.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct NolockStats {
-    /// Requests that found their CPU held (`try_pin_cpu_nolock` said no: the interrupted
-    /// context, or another thread of a shared hosted CPU, was in a section) and kept off
-    /// its sheaves.
-    pub cpu_busy: u64,
-    /// `list_lock` or zone-lock trylocks that failed.
-    pub lock_busy: u64,
-    /// Frees deferred to a safe point.
-    pub deferred: u64,
-}
-
-/// The counters behind [`NolockStats`] (in the slab registry).
-#[derive(Debug)]
-pub(crate) struct NolockCounters {
-    cpu_busy: AtomicU64,
-    lock_busy: AtomicU64,
-    deferred: AtomicU64,
-}
-
-impl NolockCounters {
-    const_fn_unless_loom! {
-        /// Zeros.
-        pub(crate) fn new() -> Self {
-            Self { cpu_busy: AtomicU64::new(0), lock_busy: AtomicU64::new(0), deferred: AtomicU64::new(0) }
-        }
-    }
-}
-
-fn bump(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
-}
-
 impl<P: Platform> Kmem<P> {
-    /// What the any-context paths (`kmalloc_nolock`, `kfree_nolock`) found busy so far.
-    pub fn nolock_stats(&self) -> NolockStats {
-        let c = &self.state().slab.nolock;
-        NolockStats {
-            cpu_busy: c.cpu_busy.load(Ordering::Relaxed),
-            lock_busy: c.lock_busy.load(Ordering::Relaxed),
-            deferred: c.deferred.load(Ordering::Relaxed),
-        }
+    /// [`Platform::try_pin_cpu_nolock`].
+    fn try_pin_nolock(&self) -> Option<crate::platform::Pinned> {
+        self.platform().try_pin_cpu_nolock()
     }
 
-    fn nolock_counters(&self) -> &NolockCounters {
-        &self.state().slab.nolock
-    }
-
-    /// `defer_free` and count it.
-    fn defer_free_counted(&self, obj: usize) {
-        bump(&self.nolock_counters().deferred);
-        self.defer_free(obj);
-    }
-
-    /// [`Platform::try_pin_cpu_nolock`], counting a refusal.
-    fn try_pin_counted(&self) -> Option<crate::platform::Pinned> {
-        let p = self.platform().try_pin_cpu_nolock();
-        if p.is_none() {
-            bump(&self.nolock_counters().cpu_busy);
-        }
-        p
-    }
-
-    /// `list_lock` trylocked, counting a failure.
+    /// `list_lock` trylocked.
     fn try_list_lock<'a>(&'a self, n: &'a super::cache::CacheNode) -> Option<crate::sync::SpinGuard<'a, P>> {
-        let g = n.list_lock.try_lock_nolock(self.platform());
-        if g.is_none() {
-            bump(&self.nolock_counters().lock_busy);
-        }
-        g
+        n.list_lock.try_lock_nolock(self.platform())
     }
 
     /// One object of `s` from any context (`__slab_alloc_node` without spinning): the
@@ -170,7 +105,7 @@ impl<P: Platform> Kmem<P> {
         if s.sheaf_capacity == 0 {
             return None;
         }
-        let p = self.try_pin_counted()?;
+        let p = self.try_pin_nolock()?;
         let local = self.cpu_to_node(p.cpu.index());
         let obj =
             if node.is_none_or(|n| n == local) { s.pcs(self, p.cpu.index()).main().and_then(Sheaf::pop) } else { None };
@@ -191,14 +126,7 @@ impl<P: Platform> Kmem<P> {
         let page = Order::new(order)
             .ok_or(AllocErrorKind::OrderTooLarge)
             .and_then(|o| self.alloc_pages_trylock(gfp, nid, o).map_err(|e| e.kind))
-            .map_err(|k| {
-                if k == AllocErrorKind::Busy {
-                    bump(&self.nolock_counters().lock_busy);
-                    NolockError::Busy
-                } else {
-                    NolockError::NoMemory
-                }
-            })?;
+            .map_err(|k| if k == AllocErrorKind::Busy { NolockError::Busy } else { NolockError::NoMemory })?;
         let slab = self.init_slab(s, page, order);
         n.partial.push(self.memmap(), slab.pfn, slab.page, false);
         self.alloc_single_locked(s, n, &g).ok_or(NolockError::NoMemory)
@@ -209,7 +137,7 @@ impl<P: Platform> Kmem<P> {
     pub(crate) fn slab_free_nolock(&self, s: &KmemCache, slab: Slab<'_>, off: u32, base: usize) {
         let obj = base + off as usize;
         if s.debug {
-            return self.defer_free_counted(obj);
+            return self.defer_free(obj);
         }
         let fp = s.fp_addr(obj);
         // SAFETY: the free-pointer word of an object of a live slab, which the caller owns.
@@ -223,7 +151,7 @@ impl<P: Platform> Kmem<P> {
         if self.free_to_node_nolock(s, slab, off, base) {
             return;
         }
-        self.defer_free_counted(obj);
+        self.defer_free(obj);
     }
 
     /// Route 1 of a free: this CPU's main sheaf, if no context on the CPU holds it and the
@@ -232,7 +160,7 @@ impl<P: Platform> Kmem<P> {
         if s.sheaf_capacity == 0 {
             return false;
         }
-        let Some(p) = self.try_pin_counted() else { return false };
+        let Some(p) = self.try_pin_nolock() else { return false };
         let mut pushed = false;
         if slab.nid() == self.cpu_to_node(p.cpu.index()) {
             if let Some(m) = s.pcs(self, p.cpu.index()).main().filter(|m| m.size() < m.capacity()) {
