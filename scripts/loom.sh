@@ -20,6 +20,9 @@
 #                                               offline parking its sheaves while a new CPU
 #                                               takes one; a flush that does not hold the CPU
 #                                               is caught
+#   crates/kmem/src/slab/defer/loom_tests.rs    kfree_nolock's deferred-free llist: two pushers
+#                                               against a taker, every node taken exactly once;
+#                                               a push without release ordering is caught
 #   crates/kmem/src/vmalloc/loom_tests.rs       vmalloc recycle slots: put/take/drain from two
 #                                               CPUs, every area owned exactly once
 #   crates/kmem/src/highmem/loom_tests.rs       pkmap slots (kmap): refcounts, waiting for a

@@ -61,6 +61,13 @@ impl Slot {
         depth
     }
 
+    /// Takes the free CPU for an outermost section of thread `me` without waiting; false if
+    /// any thread (`me` included) holds it. Leave with [`Slot::exit`] at depth 1.
+    #[inline]
+    pub(crate) fn try_acquire(&self, me: u32) -> bool {
+        self.owner.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok()
+    }
+
     fn acquire(&self, me: u32) {
         let mut spins = 0u32;
         while self.owner.compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed).is_err() {

@@ -245,6 +245,9 @@ unsafe impl Platform for HostedPlatform {
     fn unpin_cpu(&self, pinned: Pinned) {
         self.cpus.unpin(pinned.token);
     }
+    fn try_pin_cpu_nolock(&self) -> Option<Pinned> {
+        self.cpus.try_pin_alone().map(|(cpu, token)| Pinned { cpu: CpuId(cpu), token })
+    }
     #[inline(always)]
     fn unpin_cpu_fast(&self, pinned: Pinned) {
         self.cpus.unpin_owned(pinned.token);

@@ -210,6 +210,17 @@ unsafe impl Platform for MinimalPlatform {
     fn unpin_cpu(&self, _pinned: Pinned) {
         self.preempt_enable();
     }
+    /// The CPU is free when nothing has preemption disabled: every kmem section (a pin, a
+    /// spinlock) raises the counter, so an interrupt handler that finds it at 0 interrupted
+    /// no section. (An interrupt between a section's load and store of the counter sees the
+    /// old value, 0, and puts it back before returning.)
+    #[inline]
+    fn try_pin_cpu_nolock(&self) -> Option<Pinned> {
+        if self.preempt.load(Relaxed) != 0 || self.irqs_off.load(Relaxed) {
+            return None;
+        }
+        Some(self.pin_cpu())
+    }
     #[inline]
     fn direct_map(&self) -> DirectMap {
         self.dm

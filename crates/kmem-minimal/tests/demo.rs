@@ -118,3 +118,30 @@ fn a_vmalloc_range_inside_the_direct_map_is_refused() {
     let _ = unsafe { MinimalPlatform::new(ram, bytes) }
         .with_vmalloc_range(start, VirtAddr::new(start.as_usize() + PAGE_SIZE));
 }
+
+#[test]
+fn nolock_uses_the_cpu_only_when_no_section_holds_it() {
+    use kmem::{Gfp, Platform};
+    static RAM: StaticRam<{ 8 << 20 }> = StaticRam::new();
+    let (ram, bytes) = RAM.take().unwrap();
+    // SAFETY: as above.
+    let m = kmem_minimal::boot(unsafe { MinimalPlatform::new(ram, bytes) }, &[MemRegion::usable(0, 8 << 20)]).unwrap();
+    let first = m.kmalloc(64, Gfp::KERNEL).unwrap();
+    // SAFETY: ours.
+    unsafe { m.kfree(first.as_ptr()) };
+    // The CPU is free: kmalloc_nolock may use its sheaves.
+    let p = m.platform().try_pin_cpu_nolock().expect("no section open");
+    assert!(m.platform().try_pin_cpu_nolock().is_none(), "a second pin on top is refused");
+    m.platform().unpin_cpu(p);
+    // An interrupt handler inside a section (what an NMI in kmem sees): refused, so the
+    // request takes the node lists' trylock route and still succeeds.
+    m.platform().preempt_disable();
+    assert!(m.platform().try_pin_cpu_nolock().is_none());
+    let q = m.kmalloc_nolock(64, Gfp::empty(), None).unwrap();
+    // SAFETY: ours.
+    unsafe { m.kfree_nolock(q.as_ptr()) };
+    m.platform().preempt_enable();
+    m.defer_free_barrier();
+    assert_eq!(m.deferred_frees(), 0);
+    m.verify().unwrap();
+}

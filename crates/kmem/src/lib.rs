@@ -98,5 +98,5 @@ pub use platform::{
     CpuId, DirectMap, IrqState, MapError, PageProt, PageTableAlloc, Pinned, Platform, ReportKind, TaskId, TlbFlush,
 };
 pub use rcu::{RcuCallback, RcuCookie, RcuHead, RcuReadGuard, RcuStats};
-pub use slab::{Cache, CacheError, KmemCache, SlabAllocError, SlabBox, SlabFlags, TypedCache};
+pub use slab::{Cache, CacheError, KmemCache, NolockError, SlabAllocError, SlabBox, SlabFlags, TypedCache};
 pub use vmalloc::{KernelStack, VmallocError, VmallocErrorKind, VmallocStats, THREAD_SIZE};

@@ -149,6 +149,22 @@ pub unsafe trait Platform: Send + Sync {
     fn try_pin_cpu(&self) -> Option<Pinned> {
         Some(self.pin_cpu())
     }
+    /// `local_trylock_irqsave()` on this CPU's data, for the any-context allocator
+    /// (`kmalloc_nolock`, `kfree_nolock`): pins this CPU like [`Platform::pin_cpu`], but only
+    /// if no context on it holds it already (a section this call may have interrupted, as
+    /// an NMI interrupts kmem on the same CPU, included) and pinning needs no waiting at all;
+    /// else `None`, and the caller keeps off the CPU's per-CPU data. End it with
+    /// [`Platform::unpin_cpu`]. It may be called from a context that interrupted any
+    /// instruction of kmem's own, including the platform's section bookkeeping: an answer of
+    /// `Some` must be right even then.
+    ///
+    /// The default is `None`, always right: `kmalloc_nolock` then takes only the node
+    /// lists' and zones' trylock routes. A platform that knows whether its CPU is in a
+    /// section (a counter it reads) says more.
+    #[inline]
+    fn try_pin_cpu_nolock(&self) -> Option<Pinned> {
+        None
+    }
     /// Ends [`Platform::pin_cpu`].
     #[inline]
     fn unpin_cpu(&self, pinned: Pinned) {

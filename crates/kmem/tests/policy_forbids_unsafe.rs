@@ -17,6 +17,7 @@ const POLICY: &[&str] = &[
     "src/mm/free_area.rs",
     "src/mm/node.rs",
     "src/mm/page_alloc.rs",
+    "src/mm/page_alloc/nolock.rs",
     "src/mm/page_alloc/slowpath.rs",
     "src/mm/page_reporting.rs",
     "src/mm/pcp.rs",

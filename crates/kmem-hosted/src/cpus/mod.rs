@@ -22,6 +22,7 @@
 //! Thread-local state is one `Cell`-based struct with no destructor (valid from a thread's
 //! first instruction to its last), so each query is a single TLS access.
 
+mod nolock;
 mod owned;
 mod thread;
 pub(crate) use thread::{

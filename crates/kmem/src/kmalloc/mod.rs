@@ -21,6 +21,7 @@
 mod fast;
 pub mod index;
 mod kv;
+mod nolock;
 
 use core::fmt;
 use core::ptr::NonNull;

@@ -58,6 +58,13 @@ impl FreeArea {
         self.lock.lock_irqsave(platform)
     }
 
+    /// Tries the zone lock without waiting and without touching interrupts
+    /// (`spin_trylock` on `ALLOC_TRYLOCK` paths: `alloc_pages_nolock`).
+    #[inline]
+    pub fn try_lock_nolock<'a, P: Platform>(&'a self, platform: &'a P) -> Option<SpinGuard<'a, P>> {
+        self.lock.try_lock_nolock(platform)
+    }
+
     /// Free blocks of `order` on the `mt` list (lock-free, may be stale).
     #[inline]
     pub fn nr_free_mt(&self, order: Order, mt: Migratetype) -> usize {

@@ -24,6 +24,7 @@ use crate::mm::zone_type::{Migratetype, ZoneType};
 use crate::platform::{Platform, ReportKind};
 use crate::sync::Ordering;
 
+mod nolock;
 mod slowpath;
 
 /// What one allocation is allowed (`struct alloc_context`).

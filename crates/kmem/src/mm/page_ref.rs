@@ -136,6 +136,12 @@ pub enum AllocErrorKind {
     NotDirectMapped,
     /// `fail_page_alloc` injected this failure (`crate::fault`).
     FaultInjected,
+    /// `alloc_pages_nolock`: a zone lock was held by someone else (perhaps the very context
+    /// the caller interrupted), and the any-context allocator does not wait.
+    Busy,
+    /// GFP flags this entry point does not take (`alloc_pages_nolock`: anything but
+    /// `__GFP_ACCOUNT`).
+    FlagsNotAllowed,
 }
 
 /// A failed page allocation: what was asked and why it failed.
@@ -158,6 +164,8 @@ impl fmt::Display for AllocError {
             AllocErrorKind::NoMemory => "out of memory",
             AllocErrorKind::NotDirectMapped => "page not in the direct map",
             AllocErrorKind::FaultInjected => "injected by fail_page_alloc",
+            AllocErrorKind::Busy => "zone lock busy (alloc_pages_nolock does not wait)",
+            AllocErrorKind::FlagsNotAllowed => "GFP flags not allowed here",
         };
         write!(f, "page allocation failure: order:{}, mode:{:#x}({:#}): {why}", self.order, self.gfp.bits(), self.gfp)
     }

@@ -132,6 +132,8 @@ impl<P: Platform> Kmem<P> {
             // index): refused before anything of it is touched.
             return Err(self.cache_of_other_machine("kmem_cache_alloc", s));
         }
+        // A safe point for objects kfree_nolock deferred (slab/defer.rs): one load.
+        self.free_deferred_if_pending();
         let gfp = self.slab_pre_alloc(s, gfp);
         if self.should_failslab(s, gfp, caller) {
             return Err(SlabAllocError::FaultInjected);

@@ -470,6 +470,8 @@ pub(crate) struct SlabState {
     pub(crate) depot: AtomicUsize,
     /// The `kmem_sheaf` cache (sheaves are its objects), 0 until the first sheaf.
     pub(crate) sheaf_cache: AtomicUsize,
+    /// Objects `kfree_nolock` could not free at once (`defer.rs`).
+    pub(crate) defer: super::defer::DeferFree,
 }
 
 impl fmt::Debug for SlabState {
@@ -497,6 +499,7 @@ impl SlabState {
                 tainted: AtomicBool::new(false),
                 depot: AtomicUsize::new(0),
                 sheaf_cache: AtomicUsize::new(0),
+                defer: super::defer::DeferFree::new(),
             }
         }
     }

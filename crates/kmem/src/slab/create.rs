@@ -351,6 +351,8 @@ impl<P: Platform> Kmem<P> {
         // In-flight `kfree_rcu`s may hold objects of this cache; a TYPESAFE_BY_RCU cache's
         // slabs wait for a grace period (Linux: `kvfree_rcu_barrier_on_cache`, `rcu_barrier`).
         self.rcu_barrier_before_destroy();
+        // Objects kfree_nolock deferred (this cache's among them) are freed first.
+        self.free_deferred_if_pending();
         let st = self.slab();
         {
             let _g = st.list_lock.lock_irqsave(self.platform());

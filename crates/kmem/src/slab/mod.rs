@@ -119,6 +119,12 @@
 //! - Every free checks the pointer, the cache and double frees (Linux: only the naive double
 //!   free, and the cache with hardening).
 //! - Sheaves are objects of the boot cache `kmem_sheaf` (Linux: kmalloc).
+//! - `kmalloc_nolock`/`kfree_nolock` (`nolock.rs`, `defer.rs`): an interrupting context
+//!   keeps off every sheaf of its CPU (kmem pins whole CPUs; Linux trylocks one cache's
+//!   per-CPU lock); debug caches are refused for allocation and always deferred on free;
+//!   deferred frees complete at the next slab slow path, shrink, destroy or
+//!   `defer_free_barrier` (Linux: `irq_work`); a slab emptied by a nolock free stays on the
+//!   partial list.
 //! - Cache names are at most 63 bytes; flag values are the fixed pre-6.x ones; `SLAB_COLOUR`
 //!   is a kmem extension (SLAB's colouring).
 
@@ -127,10 +133,12 @@ mod bulk;
 pub(crate) mod cache;
 pub(crate) mod create;
 pub mod debug;
+mod defer;
 mod flags;
 pub(crate) mod free;
 pub mod layout;
 mod node;
+mod nolock;
 mod object;
 mod pcs;
 mod sheaf;
@@ -150,6 +158,7 @@ pub use cache::{Cache, CacheNode, Ctor, KmemCache, SlabBootConfig, CACHE_NAME_MA
 pub use debug::ValidateReport;
 pub use flags::SlabFlags;
 pub use layout::{Layout, LayoutError};
+pub use nolock::NolockError;
 pub use sheaf::SlubStat;
 pub use slub_debug::{slub_debug_flags, DEBUG_DEFAULT_FLAGS};
 pub use typed::{SlabBox, TypedCache};

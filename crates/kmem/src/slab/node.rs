@@ -98,6 +98,14 @@ impl<P: Platform> Kmem<P> {
             return None;
         }
         let g = n.list_lock.lock_irqsave(self.platform());
+        let obj = self.alloc_single_locked(s, n, &g);
+        drop(g);
+        obj
+    }
+
+    /// [`Kmem::alloc_single`] with the node's `list_lock` held (`g`).
+    pub(super) fn alloc_single_locked(&self, s: &KmemCache, n: &CacheNode, g: &SpinGuard<'_, P>) -> Option<usize> {
+        debug_assert!(g.holds(&n.list_lock));
         let (slab, w) = loop {
             let slab = self.slab_at(n.partial.first()?.as_usize());
             if let Some(w) = self.partial_slab_word(s, n, slab) {
@@ -118,7 +126,6 @@ impl<P: Platform> Kmem<P> {
             n.partial.unlink(mm, slab.page);
             n.full.push(mm, slab.pfn, slab.page, false);
         }
-        drop(g);
         Some(obj)
     }
 
@@ -127,7 +134,7 @@ impl<P: Platform> Kmem<P> {
     /// put on `discard`. False (nothing changed) if the slab has no object in use: a double
     /// free the caller reports.
     #[allow(clippy::too_many_arguments)]
-    fn free_to_slab_locked(
+    pub(super) fn free_to_slab_locked(
         &self,
         s: &KmemCache,
         n: &CacheNode,
@@ -219,6 +226,13 @@ impl<P: Platform> Kmem<P> {
     pub(crate) fn on_slab_freelist(&self, s: &KmemCache, slab: Slab<'_>, off: u32, base: usize) -> bool {
         let n = s.node(slab.nid());
         let g = n.list_lock.lock_irqsave(self.platform());
+        let found = self.on_slab_freelist_locked(s, slab, off, base);
+        drop(g);
+        found
+    }
+
+    /// [`Kmem::on_slab_freelist`] with the slab's node's `list_lock` held by the caller.
+    pub(crate) fn on_slab_freelist_locked(&self, s: &KmemCache, slab: Slab<'_>, off: u32, base: usize) -> bool {
         let w = slab.word();
         // A word kmem cannot follow proves nothing (the free path then reports it).
         let ok = s.word_ok(slab, w);
@@ -237,7 +251,6 @@ impl<P: Platform> Kmem<P> {
             cur = next as u32;
             steps += 1;
         }
-        drop(g);
         found
     }
 }

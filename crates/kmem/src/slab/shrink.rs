@@ -85,6 +85,7 @@ impl<P: Platform> Kmem<P> {
             self.cache_of_other_machine("kmem_cache_shrink", s);
             return 1;
         }
+        self.free_deferred_if_pending();
         self.flush_all(s, true);
         let mut any = false;
         for (_, n) in s.nodes() {

@@ -244,6 +244,13 @@ impl<P: Platform> Kmem<P> {
                 Err(e) => return Err(SlabAllocError::NoMemory(e)),
             },
         };
+        Ok(self.init_slab(s, page, order))
+    }
+
+    /// The second half of `allocate_slab()`: makes the fresh block `page` of `order` a slab
+    /// of `s`, objects initialised and constructed, all on its freelist, on no list yet.
+    pub(crate) fn init_slab<'a>(&'a self, s: &KmemCache, page: PageRef<'a>, order: u32) -> Slab<'a> {
+        let l = s.layout;
         let objects = s.objects_for(order);
         let leftover = ((crate::PAGE_SIZE as u32) << order) - objects * l.size;
         let colour = if s.colours > 1 {
@@ -283,7 +290,7 @@ impl<P: Platform> Kmem<P> {
         n.nr_slabs.fetch_add(1, Ordering::Relaxed);
         n.total_objects.fetch_add(objects as usize, Ordering::Relaxed);
         self.mod_slab_pages(s, slab, 1);
-        Ok(slab)
+        slab
     }
 
     /// [`Kmem::new_slab`] for an allocation's slow path: a failure is reported as Linux's

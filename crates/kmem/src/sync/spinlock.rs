@@ -31,7 +31,17 @@ impl RawSpinLock {
         if self.locked.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
             self.lock_slow(platform);
         }
-        SpinGuard { lock: self, platform, irq }
+        SpinGuard { lock: self, platform, irq, nolock: false }
+    }
+
+    /// `spin_trylock()` for the any-context paths (`kmalloc_nolock`, `alloc_pages_nolock`):
+    /// takes the lock if it is free, touching neither preemption nor interrupts, so it never
+    /// waits for anything (on a hosted machine, disabling interrupts takes the CPU, which may
+    /// mean waiting). Safe because every context that may interrupt the holder takes the
+    /// lock the same way (a trylock that fails), never by spinning.
+    #[inline]
+    pub fn try_lock_nolock<'a, P: Platform>(&'a self, platform: &'a P) -> Option<SpinGuard<'a, P>> {
+        self.try_lock_raw().then(|| SpinGuard { lock: self, platform, irq: IrqState(false), nolock: true })
     }
 
     #[cold]
@@ -88,6 +98,8 @@ pub struct SpinGuard<'a, P: Platform> {
     lock: &'a RawSpinLock,
     platform: &'a P,
     irq: IrqState,
+    /// Taken with [`RawSpinLock::try_lock_nolock`]: nothing to restore.
+    nolock: bool,
 }
 
 impl<P: Platform> SpinGuard<'_, P> {
@@ -102,6 +114,9 @@ impl<P: Platform> Drop for SpinGuard<'_, P> {
     #[inline]
     fn drop(&mut self) {
         self.lock.locked.store(false, Ordering::Release);
+        if self.nolock {
+            return;
+        }
         self.platform.preempt_enable();
         self.platform.local_irq_restore(self.irq);
     }
@@ -110,5 +125,27 @@ impl<P: Platform> Drop for SpinGuard<'_, P> {
 impl<P: Platform> core::fmt::Debug for SpinGuard<'_, P> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("SpinGuard").field("lock", &(self.lock as *const _)).finish()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::RawSpinLock;
+    use crate::testing;
+
+    #[test]
+    fn try_lock_nolock_takes_a_free_lock_and_leaves_a_held_one_alone() {
+        let k = testing::machine(16);
+        let lock = RawSpinLock::new();
+        let g = lock.try_lock_nolock(k.platform()).expect("free");
+        assert!(lock.is_locked());
+        assert!(lock.try_lock_nolock(k.platform()).is_none(), "held: refused");
+        assert!(lock.is_locked(), "a refused trylock must not release the holder's lock");
+        drop(g);
+        assert!(!lock.is_locked());
+        let held = lock.lock_irqsave(k.platform());
+        assert!(lock.try_lock_nolock(k.platform()).is_none());
+        assert!(lock.is_locked(), "still the holder's");
+        drop(held);
     }
 }

@@ -1,0 +1,42 @@
+//! `try_pin_cpu_nolock` on hosted CPUs: whether a signal handler (the hosted NMI) may take
+//! its thread's CPU for `kmalloc_nolock`, answered without waiting and right even when the
+//! handler interrupted the thread's own section bookkeeping.
+
+use super::{thread_no, Cpus, Held, CTX, MAX_HELD};
+
+impl Cpus {
+    /// `try_pin_cpu_nolock` (`local_trylock`): a pin only if this thread holds no CPU of
+    /// this machine (so whatever it interrupted, a signal handler's thread was in no section
+    /// of it) and taking one needs no wait. Returns the CPU and the token for
+    /// [`Cpus::unpin`].
+    ///
+    /// Async-signal safety, the point of it: the owned CPU's depth word is stored by the
+    /// owner only, with a plain load and store, so a handler that finds 0 interrupted no
+    /// section and restores 0 before it returns (even between the interrupted section's load
+    /// and store); a shared CPU's slot is taken with a compare-exchange from 0, which fails
+    /// while the interrupted context owns it, before and after its bookkeeping of the held
+    /// entry; a thread with no CPU of its own (which would have to claim or borrow one) gets
+    /// `None`.
+    pub(crate) fn try_pin_alone(&self) -> Option<(u32, usize)> {
+        CTX.with(|c| {
+            if c.own_machine.get() == self.id {
+                let st = c.own_state.get();
+                // SAFETY: as in `enter`.
+                let owned = unsafe { &*st };
+                if owned.depth() != 0 || !owned.try_enter() {
+                    return None;
+                }
+                return Some((c.own_cpu.get(), st as usize));
+            }
+            if self.per_thread() || c.held_mut(self.id).is_some() || c.active.get() as usize >= MAX_HELD {
+                return None;
+            }
+            let cpu = if c.home_machine.get() == self.id { c.home_cpu.get() } else { self.home(c) };
+            if !self.slots[cpu as usize].try_acquire(thread_no(c)) {
+                return None;
+            }
+            c.push_held(Held { machine: self.id, cpu, depth: 1, stopped: false });
+            Some((cpu, 0))
+        })
+    }
+}
