@@ -6,7 +6,8 @@
 //! new slabs and empty slabs through the zone lock), while another thread sends it
 //! `SIGUSR1` with `pthread_kill` every few microseconds. The handler, which interrupts the
 //! hammer wherever it is, kmem's per-CPU sections and locks included, calls the nolock
-//! pair: it frees the object it allocated some signals ago and allocates a new one.
+//! pair: it frees the object it allocated some signals ago (every eighth with
+//! `kfree_rcu_nolock`) and allocates a new one.
 //!
 //! Checked: nothing deadlocks (a watchdog bounds the run), nothing corrupts (every object
 //! is stamped and checked before its free, `__GFP_ZERO` objects are zero, the machine's
@@ -111,8 +112,16 @@ extern "C" fn on_nmi(_sig: libc::c_int) {
             if !stamped(old, s.held_size[slot].get()) {
                 s.bad.set(s.bad.get() + 1);
             }
-            // SAFETY: allocated by an earlier signal, stamped and checked, no longer used.
-            unsafe { m.kfree_nolock(old as *const u8) };
+            if i % 8 == 7 && s.held_size[slot].get() >= 16 {
+                // kfree_rcu_nolock with the head at the object's start (16 bytes, aligned).
+                // SAFETY: as below; the head lies inside the object, which nobody reads.
+                unsafe {
+                    m.kfree_rcu_nolock(old as *const u8, std::ptr::NonNull::new_unchecked(old as *mut kmem::RcuHead))
+                };
+            } else {
+                // SAFETY: allocated by an earlier signal, stamped and checked, no longer used.
+                unsafe { m.kfree_nolock(old as *const u8) };
+            }
         }
         let size = if i % 4 < 2 { HAMMER_SIZE.with(Cell::get).max(8) } else { NMI_SIZES[i % NMI_SIZES.len()] };
         let zero = i % 2 == 0;
@@ -316,6 +325,8 @@ fn run(m: Machine, label: &str) {
     hammer_thread.join().unwrap();
     let deferred_left = m.deferred_frees();
     m.defer_free_barrier();
+    // The handler's kfree_rcu_nolock objects: a grace period, then freed.
+    m.kvfree_rcu_barrier();
     eprintln!(
         "nolock {label}: {} rounds, {sent} signals sent, {} handled: {} allocated ({} from the next bucket), \
          {} Busy (refused), {} NoMemory, {} other; {} signals arrived inside a kmem section; \

@@ -545,3 +545,48 @@ fn freeing_an_object_of_a_typesafe_slab_waiting_for_its_grace_period_is_reported
     common::assert_still_works(&m);
     assert_eq!(reports(&m), after);
 }
+
+/// `kfree_rcu_nolock`: queued without a lock, handed to `kfree_rcu` at the next safe point,
+/// freed only after a grace period (a reader that started before keeps the object intact
+/// apart from its head), and a head outside the object is refused with a warning.
+#[test]
+fn kfree_rcu_nolock_waits_for_a_safe_point_and_a_grace_period() {
+    pin_current_thread(0);
+    let m = machine(2);
+    let k64 = m.kmalloc_slab(64, Gfp::KERNEL).unwrap();
+    let live = |m: &Machine| {
+        m.kmem_cache_shrink(k64);
+        kmem::proc::slab_info(m, k64).active_objs
+    };
+    let before = live(&m);
+    let guard = m.rcu_read();
+    let p = m.kmalloc(64, Gfp::KERNEL).unwrap().as_ptr();
+    // SAFETY: a live 64-byte object of ours; the head (16 bytes) at offset 32.
+    unsafe {
+        std::ptr::write_bytes(p, 0x5a, 64);
+        m.kfree_rcu_nolock(p, NonNull::new_unchecked(p.add(32).cast::<RcuHead>()));
+    }
+    assert_eq!(m.deferred_frees(), 1);
+    m.defer_free_barrier();
+    assert_eq!(m.deferred_frees(), 0);
+    // Now a kfree_rcu: not freed while the reader that saw it reads.
+    m.rcu_poll();
+    // SAFETY: the reader's view of the object: still allocated, outside its head untouched.
+    assert!(unsafe { std::slice::from_raw_parts(p, 32) }.iter().all(|&b| b == 0x5a));
+    drop(guard);
+    m.kvfree_rcu_barrier();
+    assert_eq!(m.rcu_stats().pending_callbacks, 0);
+    assert_eq!(live(&m), before, "the object was freed after the grace period");
+    // A head outside the object's first 4096 bytes: refused, reported, nothing freed.
+    let q = m.kmalloc(64, Gfp::KERNEL).unwrap().as_ptr();
+    let mut elsewhere = RcuHead::new();
+    let warnings = m.report_count(ReportKind::Warning);
+    // SAFETY: deliberately broken contract; kmem must refuse it.
+    unsafe { m.kfree_rcu_nolock(q, NonNull::from(&mut elsewhere)) };
+    assert_eq!(m.report_count(ReportKind::Warning), warnings + 1);
+    assert_eq!(m.deferred_frees(), 0);
+    // SAFETY: still ours.
+    unsafe { m.kfree(q) };
+    assert_eq!(live(&m), before);
+    common::assert_still_works(&m);
+}

@@ -16,7 +16,7 @@
 //!   (`slab/defer.rs`). A large kmalloc block is refused with Linux's warning.
 //!
 //! The routes are in `slab/nolock.rs`, the page side in `mm/page_alloc/nolock.rs`.
-//! `kfree_rcu_nolock` needs the RCU engine and is not here.
+//! `kfree_rcu_nolock` is with the RCU engine (`rcu/kvfree.rs`) and uses the same deferred list.
 
 use core::ptr::NonNull;
 

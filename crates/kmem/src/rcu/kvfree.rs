@@ -87,6 +87,54 @@ impl<P: Platform> Kmem<P> {
         unsafe { self.kvfree_call_rcu(ptr, Some(head)) }
     }
 
+    /// `kfree_rcu_nolock(ptr, rhf)`: [`Kmem::kfree_rcu`] from any context, including one
+    /// that interrupted kmem on the same CPU (the `_nolock` family's contexts, see
+    /// [`Kmem::kmalloc_nolock`]). It takes no lock and allocates nothing: the head is queued
+    /// on the machine's lock-free list of deferred frees, and the next safe point (a slab
+    /// slow path, `kmem_cache_shrink`/`destroy`, [`Kmem::defer_free_barrier`]) hands it to
+    /// `kfree_rcu`, so the grace period starts then. Only the head is written until the
+    /// object is freed.
+    ///
+    /// ```
+    /// use core::ptr::NonNull;
+    /// use kmem::{Gfp, RcuHead};
+    /// #[repr(C)]
+    /// struct Entry { key: u64, rcu: RcuHead }
+    /// let m = kmem_hosted::MachineBuilder::new().ram_mib(64).build().unwrap();
+    /// let e = m.kmalloc(core::mem::size_of::<Entry>(), Gfp::KERNEL).unwrap().cast::<Entry>();
+    /// // SAFETY: a fresh object, unpublished, freed once after a grace period.
+    /// unsafe {
+    ///     e.as_ptr().write(Entry { key: 1, rcu: RcuHead::new() });
+    ///     let head = NonNull::new_unchecked(core::ptr::addr_of_mut!((*e.as_ptr()).rcu));
+    ///     m.kfree_rcu_nolock(e.as_ptr().cast(), head);
+    /// }
+    /// assert_eq!(m.deferred_frees(), 1);
+    /// m.defer_free_barrier(); // now a kfree_rcu
+    /// m.kvfree_rcu_barrier(); // freed now
+    /// assert_eq!(m.deferred_frees(), 0);
+    /// ```
+    ///
+    /// # Safety
+    ///
+    /// As [`Kmem::kfree_rcu`]: `ptr` is a live kmalloc object of this machine (or null:
+    /// nothing happens) that the caller no longer uses apart from RCU readers; `head` lies
+    /// inside it, less than 4096 bytes from its start.
+    pub unsafe fn kfree_rcu_nolock(&self, ptr: *const u8, head: NonNull<RcuHead>) {
+        if ptr.is_null() {
+            return;
+        }
+        let (p, h) = (ptr as usize, head.as_ptr() as usize);
+        if h < p || h - p >= KVFREE_OFFSET_LIMIT {
+            // Not kfree_rcu's encoding: refuse rather than corrupt (nothing is freed).
+            self.warn_on("kfree_rcu_nolock", &|w| {
+                core::fmt::Write::write_str(w, "rcu_head is not inside the object's first 4096 bytes")
+            });
+            return;
+        }
+        // SAFETY: forwarded (the caller's contract is defer_kfree_rcu's).
+        unsafe { self.defer_kfree_rcu(p, h) }
+    }
+
     /// `kvfree_rcu(ptr, rhf)`: [`Kmem::kvfree`] after a grace period (kmalloc or vmalloc
     /// memory).
     ///

@@ -70,6 +70,10 @@ impl Llist {
     }
 }
 
+/// Tag of a list node that is an [`RcuHead`](crate::RcuHead) queued by `kfree_rcu_nolock`
+/// (objects and heads are word aligned, so bit 0 is free).
+const RCU_TAG: usize = 1;
+
 /// The machine's deferred frees (part of the slab registry in the machine state).
 #[derive(Debug)]
 pub(crate) struct DeferFree {
@@ -100,14 +104,35 @@ impl<P: Platform> Kmem<P> {
 
     /// `defer_free()`: queues a slab object that `kfree_nolock` could not free now.
     pub(crate) fn defer_free(&self, obj: usize) {
+        debug_assert_eq!(obj & RCU_TAG, 0);
+        self.defer_push(obj);
+    }
+
+    /// Queues `kfree_rcu(ptr, head)` for the next safe point (`kfree_rcu_nolock`): the node is
+    /// the [`RcuHead`](crate::RcuHead) tagged with [`RCU_TAG`], its first word the list link
+    /// and its second word `head - ptr` (kfree_rcu's own encoding of an embedded head), so
+    /// nothing outside the head is written while RCU readers may still read the object.
+    ///
+    /// # Safety
+    ///
+    /// `head` is an `RcuHead` (two words, 8-aligned) inside the kmalloc object `ptr` that the
+    /// caller gave up, `head - ptr < 4096`; nothing else uses the head until it is freed.
+    pub(crate) unsafe fn defer_kfree_rcu(&self, ptr: usize, head: usize) {
+        debug_assert_eq!(head & 7, 0);
+        // SAFETY: the head's second word is the caller's to write (contract).
+        unsafe { super::object::write_word(head + 8, (head - ptr) as u64) };
+        self.defer_push(head | RCU_TAG);
+    }
+
+    fn defer_push(&self, node: usize) {
         let d = self.defer_state();
         // Counted before it is visible, so that a taker never subtracts what was not added.
         d.pending.fetch_add(1, Ordering::Relaxed);
-        d.list.add(obj, |node, next| {
-            // SAFETY: `node` is a slab object the caller gave up (kfree_nolock's contract),
-            // at least a word long and word aligned; nothing else reads it until the list is
-            // taken.
-            unsafe { super::object::write_word(node, next as u64) }
+        d.list.add(node, |node, next| {
+            // SAFETY: `node` (untagged) is a slab object the caller gave up (kfree_nolock's
+            // contract) or an RcuHead inside one (`defer_kfree_rcu`'s), at least a word long
+            // and word aligned; nothing else reads it until the list is taken.
+            unsafe { super::object::write_word(node & !RCU_TAG, next as u64) }
         });
     }
 
@@ -153,14 +178,26 @@ impl<P: Platform> Kmem<P> {
         let mut cur = d.list.del_all();
         let mut n = 0;
         while cur != 0 {
+            let node = cur & !RCU_TAG;
             // SAFETY: a node of a chain `del_all` gave us alone: an object `defer_free`
-            // linked, whose link it wrote before the push that `del_all` acquired.
-            let next = unsafe { super::object::read_word(cur) } as usize;
-            // SAFETY: as above; the object is ours to free (the link word is cleared so that
-            // the free's checks see what the caller left there, not the list).
-            unsafe {
-                super::object::write_word(cur, 0);
-                self.kfree(cur as *const u8);
+            // linked, or an RcuHead `defer_kfree_rcu` linked, whose link was written before
+            // the push that `del_all` acquired.
+            let next = unsafe { super::object::read_word(node) } as usize;
+            if cur & RCU_TAG != 0 {
+                // SAFETY: as above; the head's second word holds `head - ptr`
+                // (`defer_kfree_rcu`), and the object is the caller's, given up for a free
+                // after a grace period, which `kfree_rcu` now arranges.
+                unsafe {
+                    let ptr = node - super::object::read_word(node + 8) as usize;
+                    self.kfree_rcu(ptr as *const u8, core::ptr::NonNull::new_unchecked(node as *mut crate::RcuHead));
+                }
+            } else {
+                // SAFETY: as above; the object is ours to free (the link word is cleared so
+                // that the free's checks see what the caller left there, not the list).
+                unsafe {
+                    super::object::write_word(node, 0);
+                    self.kfree(node as *const u8);
+                }
             }
             n += 1;
             cur = next;
