@@ -50,21 +50,24 @@ pub struct KmemAlloc;
 // SAFETY: every block returned is `layout.size()` bytes aligned to `layout.align()` and
 // stays valid until deallocated (kmalloc and huge mappings); `dealloc`/`realloc` accept
 // exactly what alloc returned, as `raw` documents.
+// alloc/dealloc are always inlined: the fast paths (raw::alloc_aligned, raw::free) then land
+// in `__rust_alloc`/`__rust_dealloc` (or the caller), with no call of their own; the compiler
+// stopped inlining them once the slow paths grew (measured: 177 -> 188 instructions a pair).
 unsafe impl GlobalAlloc for KmemAlloc {
-    #[inline]
+    #[inline(always)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         raw::alloc_aligned(layout.size(), layout.align(), false)
     }
-    #[inline]
+    #[inline(always)]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         raw::alloc_aligned(layout.size(), layout.align(), true)
     }
-    #[inline]
+    #[inline(always)]
     unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
         // SAFETY: `ptr` came from this allocator (GlobalAlloc's contract).
         unsafe { raw::free(ptr) }
     }
-    #[inline]
+    #[inline(always)]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: `ptr` came from this allocator with `layout` (GlobalAlloc's contract).
         unsafe { raw::realloc_aligned(ptr, Some(layout.size()), new_size, layout.align()) }
