@@ -22,7 +22,8 @@
 //!
 //! - Page faults are reported in Linux's words on the console and counted by the kernel
 //!   (kmem's `ReportKind` has no page-fault kind: a fault is the architecture's report, not
-//!   the allocator's). kmem has no KFENCE, so nothing is handed to one.
+//!   the allocator's). A fault on a KFENCE page is handed to `kfence_handle_page_fault`
+//!   first, which reports it and maps the page back (`kernel/idt.rs`).
 //! - The identity map of the first 4 GiB stays (the image runs there, at its physical
 //!   address, as a PVH kernel starts); Linux moves to `__START_KERNEL_map`. The direct map
 //!   uses 2 MiB pages only and maps whole 2 MiB chunks around E820 RAM.

@@ -15,6 +15,8 @@ use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use super::arch::{cr2, qemu_exit};
 use super::entry::{__ex_table_end, __ex_table_start, STUB_VECTORS, TRAP_STUBS};
+use kmem::kfence::KfenceFault;
+
 use super::{apic, paging, percpu, serial};
 
 /// Timer interrupt vector (LAPIC timer).
@@ -103,6 +105,8 @@ pub unsafe fn load_tss(cpu: usize) {
 }
 
 /// Page faults fixed up through the exception table.
+/// Page faults KFENCE handled (reported and resumed).
+pub static KFENCE_FAULTS: AtomicUsize = AtomicUsize::new(0);
 pub static FIXED_FAULTS: AtomicU64 = AtomicU64::new(0);
 /// Address of the last fixed-up fault.
 pub static LAST_FAULT_ADDR: AtomicUsize = AtomicUsize::new(0);
@@ -164,6 +168,17 @@ fn what_is(addr: usize) -> &'static str {
 
 fn page_fault(f: &mut TrapFrame) {
     let addr = cr2() as usize;
+    // KFENCE first, as Linux's `page_fault_oops` asks `kfence_handle_page_fault`: a fault on
+    // a KFENCE guard page or freed object is reported by kmem (`BUG: KFENCE: ...`), the page
+    // is mapped back, and the access is retried and goes on.
+    if let Some(m) = super::machine_opt() {
+        if m.is_kfence_address(addr as *const u8)
+            && m.kfence_handle_page_fault(KfenceFault { addr, is_write: f.error & 2 != 0, ip: f.rip as usize })
+        {
+            KFENCE_FAULTS.fetch_add(1, Relaxed);
+            return;
+        }
+    }
     let access = if f.error & 2 != 0 { "write" } else { "read" };
     let present = if f.error & 1 != 0 { "permissions violation" } else { "not-present page" };
     let fix = fixup(f.rip);

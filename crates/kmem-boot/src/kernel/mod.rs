@@ -145,6 +145,11 @@ extern "C" fn kmain(start_info: u64) -> ! {
     // `slub_debug=<flags>[,<caches>]`, as Linux's boot option (kmem parses it).
     cfg.slab.slub_debug = info.cmdline.split_ascii_whitespace().find_map(|w| w.strip_prefix("slub_debug="));
     cfg.cpu_to_node = Some(&cpu_to_node[..acpi.nr_cpus]);
+    // KFENCE's pool in the vmalloc range, its faults handed over by the page-fault handler
+    // (`idt.rs`). Enabled with an hour's interval, so that the tests' objects land in the
+    // pool once at most by chance (the gate's first opening goes early in boot); the KFENCE
+    // test forces its allocations (`kfence_force_next`). Interval 0 would disable it.
+    cfg.kfence = Some(kmem::kfence::KfenceConfig { sample_interval_ms: 3_600_000, num_objects: 15 });
     let image = (&raw const entry::__kernel_start) as u64;
     let image_end = (&raw const entry::__kernel_end) as u64;
     // SAFETY: every usable E820 byte below the direct-map limit is mapped read-write at

@@ -54,15 +54,17 @@ impl<P: Platform> Kmem<P> {
         let pages = KfencePool::pages(nr);
         let meta_bytes = KfencePool::block_bytes(nr);
         let order = crate::slab::layout::get_order(meta_bytes as u32);
-        let block =
-            self.alloc_pages(Gfp::KERNEL | Gfp::ZERO, Order::of(order)).map_err(|_| KfenceInitError::NoMemory)?;
+        // Boot runs this (Linux carves the pool from memblock): nothing may sleep, and a
+        // platform may boot with interrupts off, so the allocations do not ask to (at boot
+        // there is memory enough; a failure leaves KFENCE off, reported).
+        let gfp = Gfp::NOWAIT;
+        let block = self.alloc_pages(gfp | Gfp::ZERO, Order::of(order)).map_err(|_| KfenceInitError::NoMemory)?;
         let block = self.page_address(block).ok_or(KfenceInitError::NoMemory)?.as_usize();
-        let pool =
-            self.vmalloc_at(pages * PAGE_SIZE, PAGE_SIZE, Gfp::KERNEL, None, 0, Location::caller()).map_err(|_| {
-                // SAFETY: the block was allocated just above and nothing refers to it.
-                unsafe { self.free_pages(VirtAddr::new(block), Order::of(order)) };
-                KfenceInitError::NoMemory
-            })?;
+        let pool = self.vmalloc_at(pages * PAGE_SIZE, PAGE_SIZE, gfp, None, 0, Location::caller()).map_err(|_| {
+            // SAFETY: the block was allocated just above and nothing refers to it.
+            unsafe { self.free_pages(VirtAddr::new(block), Order::of(order)) };
+            KfenceInitError::NoMemory
+        })?;
         let start = pool.as_ptr() as usize;
         // SAFETY: a zeroed block of `2^order` pages >= `block_bytes(nr)`, page-aligned,
         // never freed (the pool lives as long as the machine).

@@ -94,6 +94,7 @@ const TESTS: &[Test] = &[
     ("vmalloc: through the page tables", vm::vmalloc_rw),
     ("vmalloc: guard-page write faults, fixed up", vm::vmalloc_guard),
     ("kernel stack: guard-page write faults, fixed up", vm::stack_guard),
+    ("kfence: out-of-bounds, use-after-free and double free reported from the fault handler", vm::kfence),
     ("kmap: kmap_local_page and kmap", vm::kmap),
     ("smp: every CPU allocates at once", concurrent::stress),
     ("smp: vmap stacks' guard pages on every CPU", concurrent::ap_stack_guards),
@@ -123,7 +124,9 @@ fn no_stray_reports(m: &'static Kmem<BootPlatform>) -> TestResult {
         }
     }
     let slab = m.report_count(ReportKind::SlabBug);
-    check(slab == PROVOKED_SLAB_BUGS.load(Ordering::Relaxed), "a slab report no test provoked")
+    check(slab == PROVOKED_SLAB_BUGS.load(Ordering::Relaxed), "a slab report no test provoked")?;
+    // The KFENCE test provokes three.
+    check(m.report_count(ReportKind::Kfence) == 3, "a KFENCE report no test provoked")
 }
 
 /// Recurses until the stack runs out (`depth` is never reached).

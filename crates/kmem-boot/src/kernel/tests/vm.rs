@@ -145,3 +145,52 @@ fn highmem_kmap(m: &'static Kmem<BootPlatform>) -> TestResult {
     kprintln!("    {N} HighMem pages through kmap_local_page and kmap");
     r
 }
+
+/// KFENCE on bare metal (kfence_test's core scenarios): a forced KFENCE `kmalloc` object;
+/// an out-of-bounds read into its guard page, a use-after-free read and a double free are
+/// real page faults or checks that kmem reports (`ReportKind::Kfence`), after which the
+/// access goes on (the handler maps the page back) and kmem keeps working.
+pub fn kfence(m: &'static Kmem<BootPlatform>) -> TestResult {
+    use crate::kernel::idt::KFENCE_FAULTS;
+    use kmem::ReportKind;
+    check(m.kfence_stats().enabled, "KFENCE is not enabled")?;
+    let reports = m.report_count(ReportKind::Kfence);
+    let faults = KFENCE_FAULTS.load(Ordering::Relaxed);
+    // The forced allocation is the machine's next sampled one: a timer interrupt on any
+    // CPU may take it first (its object is a KFENCE object, used and freed normally), so
+    // try a few times.
+    let mut p = core::ptr::null_mut();
+    for _ in 0..50 {
+        check(m.kfence_force_next(), "kfence_force_next")?;
+        let q = m.kmalloc(40, Gfp::KERNEL).map_err(|_| "kmalloc failed")?.as_ptr();
+        if m.is_kfence_address(q) {
+            p = q;
+            break;
+        }
+        // SAFETY: ours, unused.
+        unsafe { m.kfree(q) };
+    }
+    check(!p.is_null(), "no forced allocation came from the KFENCE pool")?;
+    let addr = p as usize;
+    let page = addr & !(PAGE_SIZE - 1);
+    // Left-placed objects start their page: the guard page is below; else the one above.
+    let oob = if addr == page { page - 1 } else { page + PAGE_SIZE };
+    // SAFETY: a KFENCE guard page: the read faults, KFENCE reports it and maps the page back,
+    // and the read is retried (its value does not matter).
+    let _ = unsafe { (oob as *const u8).read_volatile() };
+    check(KFENCE_FAULTS.load(Ordering::Relaxed) == faults + 1, "the out-of-bounds read did not fault")?;
+    check(m.report_count(ReportKind::Kfence) == reports + 1, "the out-of-bounds read was not reported")?;
+    // SAFETY: ours, live; freed once (the double free below is the deliberate misuse).
+    unsafe { m.kfree(p) };
+    // SAFETY: a freed KFENCE object: its page is protected, the read faults and is reported.
+    let _ = unsafe { p.read_volatile() };
+    check(KFENCE_FAULTS.load(Ordering::Relaxed) == faults + 2, "the use-after-free read did not fault")?;
+    check(m.report_count(ReportKind::Kfence) == reports + 2, "the use-after-free read was not reported")?;
+    // SAFETY: deliberate double free of a KFENCE object: reported, nothing freed.
+    unsafe { m.kfree(p) };
+    check(m.report_count(ReportKind::Kfence) == reports + 3, "the double free was not reported")?;
+    let q = m.kmalloc(40, Gfp::KERNEL).map_err(|_| "kmalloc after the reports failed")?;
+    // SAFETY: ours.
+    unsafe { m.kfree(q.as_ptr()) };
+    Ok(())
+}
