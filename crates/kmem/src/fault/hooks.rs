@@ -13,7 +13,7 @@ use super::FaultState;
 use crate::gfp::Gfp;
 use crate::machine::Kmem;
 use crate::platform::{Platform, ReportKind};
-use crate::slab::cache::BOOT_CACHE_ID;
+use crate::slab::registry::BOOT_CACHE_ID;
 use crate::slab::{KmemCache, SlabFlags};
 use crate::sync::Ordering;
 

@@ -2,7 +2,7 @@
 //! path with GFP semantics, and `prep_new_page`.
 //!
 //! Data flow: `__alloc_pages` -> fast path at the low watermark -> slow path
-//! ([`slowpath`]: kswapd, reserves, direct reclaim, retry rules, OOM, `__GFP_NOFAIL`'s wait)
+//! (`slowpath.rs`: kswapd, reserves, direct reclaim, retry rules, OOM, `__GFP_NOFAIL`'s wait)
 //! -> `warn_alloc` unless `__GFP_NOWARN`.
 //!
 //! Policy only: zeroing (`highmem/helpers.rs`) is the one thing here that writes memory.

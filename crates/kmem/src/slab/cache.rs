@@ -1,6 +1,6 @@
 //! [`KmemCache`] (`struct kmem_cache`), its per-node part ([`CacheNode`],
-//! `struct kmem_cache_node`), the machine's cache registry ([`SlabState`]), and [`Cache`],
-//! the owning handle `kmem_cache_create` returns.
+//! `struct kmem_cache_node`) and [`Cache`], the owning handle `kmem_cache_create` returns.
+//! The machine's cache registry is in `registry.rs`.
 //!
 //! Every cache descriptor is an object of the boot cache `kmem_cache`, whose own descriptor
 //! is carved from memblock at boot (Linux copies its boot descriptors into slab objects;
@@ -11,20 +11,19 @@ use core::fmt;
 use core::ptr::NonNull;
 
 use super::flags::SlabFlags;
-use super::layout::{Layout, OrderParams};
+use super::layout::Layout;
+use super::registry::SHEAF_CACHE_ID;
 use super::sheaf::{Barn, CpuSheaves};
 use crate::gfp::Gfp;
 use crate::machine::Kmem;
-use crate::mm::page::{Page, MAX_SLAB_CACHE_ID};
+use crate::mm::page::Page;
 use crate::mm::pfn_list::PfnList;
 use crate::percpu::PercpuPtr;
 use crate::platform::Platform;
-use crate::sync::{
-    const_fn_unless_loom, AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering, RawSpinLock, SpinGuard,
-};
+use crate::sync::{const_fn_unless_loom, AtomicI32, AtomicU32, AtomicUsize, Ordering, RawSpinLock};
 
 /// Registry value of an id reserved for a cache under construction.
-const RESERVED_ID: usize = 1;
+pub(crate) const RESERVED_ID: usize = 1;
 
 /// Longest cache name kmem stores (Linux keeps a pointer; kmem has no heap to copy into).
 pub const CACHE_NAME_MAX: usize = 63;
@@ -408,235 +407,5 @@ impl<P: Platform> Drop for Cache<'_, P> {
 impl<P: Platform> fmt::Debug for Cache<'_, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         (**self).fmt(f)
-    }
-}
-
-/// Boot-time slab parameters (`slab_nomerge`, `slab_min_order=`, `slab_max_order=`,
-/// `slab_min_objects=`, `slub_debug=`).
-#[derive(Clone, Copy, Debug)]
-pub struct SlabBootConfig<'a> {
-    /// `slab_nomerge`: never merge caches.
-    pub nomerge: bool,
-    /// `slab_min_order=`.
-    pub min_order: u32,
-    /// `slab_max_order=` (capped at `MAX_PAGE_ORDER`).
-    pub max_order: u32,
-    /// `slab_min_objects=` (0: derived from the CPU count).
-    pub min_objects: u32,
-    /// `slub_debug=` options (`"FZPU"`, `"P,kmalloc-*"`, `"FZ;-,dentry"`...), `None` for off.
-    pub slub_debug: Option<&'a str>,
-}
-
-impl Default for SlabBootConfig<'_> {
-    fn default() -> Self {
-        Self { nomerge: false, min_order: 0, max_order: 3, min_objects: 0, slub_debug: None }
-    }
-}
-
-/// Bytes of the `slub_debug=` string kmem keeps.
-pub const SLUB_DEBUG_MAX: usize = 127;
-/// The id of the boot cache `kmem_cache` (found without the id table).
-pub(crate) const BOOT_CACHE_ID: u32 = 1;
-/// The id of the sheaves' cache `kmem_sheaf` (found without the id table).
-pub(crate) const SHEAF_CACHE_ID: u32 = 2;
-
-/// The cache-id table: `MAX_CACHES` slots holding descriptor addresses.
-pub(crate) type IdTable = [AtomicUsize; MAX_CACHES];
-
-/// The machine's slab registry (lives in the machine state, so it is kept small: the id
-/// table and the call-site depot are page-allocator blocks allocated when first needed).
-pub(crate) struct SlabState {
-    /// `slab_mutex`: guards the cache list and registry, and merging decisions.
-    pub(crate) list_lock: RawSpinLock,
-    /// Newest cache (list head), 0 if none.
-    pub(crate) head: AtomicUsize,
-    /// Address of the [`IdTable`], 0 until the first `kmem_cache_create`.
-    pub(crate) ids: AtomicUsize,
-    /// The boot cache `kmem_cache` (carved at boot).
-    pub(crate) boot_cache: AtomicUsize,
-    pub(crate) boot_cache_mem: usize,
-    /// Memory carved at boot for the `kmem_sheaf` descriptor.
-    pub(crate) sheaf_cache_mem: usize,
-    pub(crate) nomerge: bool,
-    pub(crate) order: OrderParams,
-    pub(crate) debug_str: [u8; SLUB_DEBUG_MAX],
-    pub(crate) debug_len: usize,
-    /// A splitmix64 state for `s->random`.
-    pub(crate) seed: AtomicU64,
-    /// `TAINT_BAD_PAGE` after the first slab report.
-    pub(crate) tainted: AtomicBool,
-    /// Address of the call-site depot of `SLAB_STORE_USER` tracks, 0 until a cache with
-    /// tracking is created.
-    pub(crate) depot: AtomicUsize,
-    /// The `kmem_sheaf` cache (sheaves are its objects), 0 until the first sheaf.
-    pub(crate) sheaf_cache: AtomicUsize,
-    /// Objects `kfree_nolock` could not free at once (`defer.rs`).
-    pub(crate) defer: super::defer::DeferFree,
-}
-
-impl fmt::Debug for SlabState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SlabState").field("boot_cache", &self.boot_cache.load(Ordering::Relaxed)).finish()
-    }
-}
-
-impl SlabState {
-    const_fn_unless_loom! {
-        /// No caches yet.
-        pub(crate) fn empty() -> Self {
-            Self {
-                list_lock: RawSpinLock::new(),
-                head: AtomicUsize::new(0),
-                ids: AtomicUsize::new(0),
-                boot_cache: AtomicUsize::new(0),
-                boot_cache_mem: 0,
-                sheaf_cache_mem: 0,
-                nomerge: false,
-                order: OrderParams::new(1),
-                debug_str: [0; SLUB_DEBUG_MAX],
-                debug_len: 0,
-                seed: AtomicU64::new(0x9e37_79b9_7f4a_7c15),
-                tainted: AtomicBool::new(false),
-                depot: AtomicUsize::new(0),
-                sheaf_cache: AtomicUsize::new(0),
-                defer: super::defer::DeferFree::new(),
-            }
-        }
-    }
-
-    /// Applies the boot configuration (during boot, before any cache exists).
-    pub(crate) fn configure(&mut self, cfg: &SlabBootConfig<'_>, nr_cpus: usize) {
-        self.nomerge = cfg.nomerge;
-        let max_order = cfg.max_order.min(crate::addr::MAX_PAGE_ORDER as u32);
-        self.order = OrderParams {
-            nr_cpus: nr_cpus as u32,
-            min_order: cfg.min_order.min(max_order),
-            max_order,
-            min_objects: cfg.min_objects,
-        };
-        if let Some(s) = cfg.slub_debug {
-            let n = s.len().min(SLUB_DEBUG_MAX);
-            self.debug_str[..n].copy_from_slice(&s.as_bytes()[..n]);
-            // An empty string still means "slub_debug given": full debugging.
-            self.debug_len = if s.is_empty() { usize::MAX } else { n };
-        }
-    }
-
-    /// The `slub_debug=` string.
-    pub(crate) fn debug_string(&self) -> Option<&str> {
-        match self.debug_len {
-            0 => None,
-            usize::MAX => Some(""),
-            n => Some(core::str::from_utf8(&self.debug_str[..n]).unwrap_or("")),
-        }
-    }
-
-    /// The next pseudo-random word (splitmix64; not cryptographic).
-    pub(crate) fn next_random(&self, mix: u64) -> u64 {
-        let s = self.seed.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed) ^ mix;
-        let mut z = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Fills a just-installed id table with the boot caches. `g` holds the list lock.
-    pub(crate) fn register_boot_caches_locked<P: Platform>(&self, g: &SpinGuard<'_, P>) {
-        debug_assert!(g.holds(&self.list_lock));
-        if let Some(t) = self.id_table() {
-            for (id, c) in [(BOOT_CACHE_ID, &self.boot_cache), (SHEAF_CACHE_ID, &self.sheaf_cache)] {
-                t[id as usize].store(c.load(Ordering::Acquire), Ordering::Release);
-            }
-        }
-    }
-
-    /// The id table, once allocated.
-    #[inline(always)]
-    pub(crate) fn id_table(&self) -> Option<&IdTable> {
-        let p = self.ids.load(Ordering::Acquire);
-        // SAFETY: `ids` is 0 or the address of a zeroed, page-aligned block of at least
-        // size_of::<IdTable>() bytes that is never freed (installed once by `install_ids`).
-        (p != 0).then(|| unsafe { &*(p as *const IdTable) })
-    }
-
-    /// The cache with id `id`. (Every slab's cache is in the table: the table is installed
-    /// by the first `kmem_cache_create`, with the boot caches, before any slab exists.)
-    #[inline(always)]
-    pub(crate) fn cache(&self, id: u32) -> Option<&KmemCache> {
-        let p = self.id_table()?.get(id as usize)?.load(Ordering::Acquire);
-        // SAFETY: a registered id names a live descriptor: it is unregistered (under the list
-        // lock) before its descriptor is freed, and only after its last slab is gone, so a
-        // slab page naming it cannot outlive it. 1 marks an id reserved for a cache being
-        // created, which no slab names yet.
-        (p > RESERVED_ID).then(|| unsafe { &*(p as *const KmemCache) })
-    }
-
-    /// Caches, newest first (the `slab_caches` order of `/proc/slabinfo`). `g` holds the list
-    /// lock.
-    pub(crate) fn for_each_locked<P: Platform>(&self, g: &SpinGuard<'_, P>, mut f: impl FnMut(&KmemCache)) {
-        debug_assert!(g.holds(&self.list_lock));
-        let mut p = self.head.load(Ordering::Acquire);
-        while p != 0 {
-            // SAFETY: list members are live descriptors; the list lock (held by the caller)
-            // keeps them from being unlinked and freed.
-            let c = unsafe { &*(p as *const KmemCache) };
-            f(c);
-            p = c.list_next.load(Ordering::Relaxed);
-        }
-    }
-
-    /// Links `c` at the list head and registers its id. `g` holds the list lock.
-    pub(crate) fn link_locked<P: Platform>(&self, g: &SpinGuard<'_, P>, c: &KmemCache) {
-        debug_assert!(g.holds(&self.list_lock));
-        let head = self.head.load(Ordering::Relaxed);
-        c.list_next.store(head, Ordering::Relaxed);
-        c.list_prev.store(0, Ordering::Relaxed);
-        if head != 0 {
-            // SAFETY: list members are live (list lock held).
-            unsafe { &*(head as *const KmemCache) }.list_prev.store(c as *const _ as usize, Ordering::Relaxed);
-        }
-        self.head.store(c as *const _ as usize, Ordering::Release);
-        if let Some(t) = self.id_table() {
-            t[c.id as usize].store(c as *const _ as usize, Ordering::Release);
-        }
-    }
-
-    /// Unlinks `c` and frees its id. `g` holds the list lock.
-    pub(crate) fn unlink_locked<P: Platform>(&self, g: &SpinGuard<'_, P>, c: &KmemCache) {
-        debug_assert!(g.holds(&self.list_lock));
-        let (next, prev) = (c.list_next.load(Ordering::Relaxed), c.list_prev.load(Ordering::Relaxed));
-        if prev == 0 {
-            self.head.store(next, Ordering::Release);
-        } else {
-            // SAFETY: list members are live (list lock held).
-            unsafe { &*(prev as *const KmemCache) }.list_next.store(next, Ordering::Relaxed);
-        }
-        if next != 0 {
-            // SAFETY: as above.
-            unsafe { &*(next as *const KmemCache) }.list_prev.store(prev, Ordering::Relaxed);
-        }
-        if let Some(t) = self.id_table() {
-            t[c.id as usize].store(0, Ordering::Release);
-        }
-    }
-
-    /// Reserves a free id, or `None` if the table is full or not allocated. `g` holds the
-    /// list lock; ids 0, [`BOOT_CACHE_ID`] and [`SHEAF_CACHE_ID`] are never handed out.
-    pub(crate) fn reserve_id_locked<P: Platform>(&self, g: &SpinGuard<'_, P>) -> Option<u32> {
-        debug_assert!(g.holds(&self.list_lock));
-        let t = self.id_table()?;
-        let i = (SHEAF_CACHE_ID as usize + 1..MAX_CACHES.min(MAX_SLAB_CACHE_ID as usize))
-            .find(|&i| t[i].load(Ordering::Relaxed) == 0)?;
-        t[i].store(RESERVED_ID, Ordering::Relaxed);
-        Some(i as u32)
-    }
-
-    /// Gives back an id reserved by [`SlabState::reserve_id_locked`] that was never linked.
-    /// `g` holds the list lock.
-    pub(crate) fn release_id_locked<P: Platform>(&self, g: &SpinGuard<'_, P>, id: u32) {
-        debug_assert!(g.holds(&self.list_lock));
-        if let Some(t) = self.id_table() {
-            t[id as usize].store(0, Ordering::Relaxed);
-        }
     }
 }

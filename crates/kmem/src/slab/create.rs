@@ -41,13 +41,13 @@ impl<P: Platform> Kmem<P> {
         let nr_nodes = self.nr_nodes();
         let size = KmemCache::alloc_size(nr_nodes);
         let boot = [
-            ("kmem_cache", size, 64, st.boot_cache_mem, super::cache::BOOT_CACHE_ID, &st.boot_cache),
+            ("kmem_cache", size, 64, st.boot_cache_mem, super::registry::BOOT_CACHE_ID, &st.boot_cache),
             (
                 "kmem_sheaf",
                 core::mem::size_of::<Sheaf>(),
                 core::mem::align_of::<Sheaf>(),
                 st.sheaf_cache_mem,
-                super::cache::SHEAF_CACHE_ID,
+                super::registry::SHEAF_CACHE_ID,
                 &st.sheaf_cache,
             ),
         ];
@@ -193,7 +193,7 @@ impl<P: Platform> Kmem<P> {
         let flags = self.kmem_cache_flags(flags, name);
         let st = self.slab();
         if st.id_table().is_none() {
-            self.install_table(&st.ids, core::mem::size_of::<super::cache::IdTable>(), gfp)?;
+            self.install_table(&st.ids, core::mem::size_of::<super::registry::IdTable>(), gfp)?;
             let g = st.list_lock.lock_irqsave(self.platform());
             st.register_boot_caches_locked(&g);
         }

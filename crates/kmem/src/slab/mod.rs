@@ -141,6 +141,7 @@ mod node;
 mod nolock;
 mod object;
 mod pcs;
+pub(crate) mod registry;
 mod sheaf;
 mod shrink;
 pub(crate) mod slab_page;
@@ -153,12 +154,13 @@ mod locked_tests;
 
 use core::fmt;
 
-pub(crate) use cache::SlabState;
-pub use cache::{Cache, CacheNode, Ctor, KmemCache, SlabBootConfig, CACHE_NAME_MAX, MAX_CACHES};
+pub use cache::{Cache, CacheNode, Ctor, KmemCache, CACHE_NAME_MAX, MAX_CACHES};
 pub use debug::ValidateReport;
 pub use flags::SlabFlags;
 pub use layout::{Layout, LayoutError};
 pub use nolock::NolockError;
+pub use registry::SlabBootConfig;
+pub(crate) use registry::SlabState;
 pub use sheaf::SlubStat;
 pub use slub_debug::{slub_debug_flags, DEBUG_DEFAULT_FLAGS};
 pub use typed::{SlabBox, TypedCache};
