@@ -18,14 +18,15 @@
 //!   large block; a pointer kmem did not hand out (no slab, not the start of a large block,
 //!   an interior pointer, a double free) is reported and nothing is freed.
 
+mod error;
 mod fast;
 pub mod index;
 mod kv;
 mod nolock;
 
-use core::fmt;
 use core::ptr::NonNull;
 
+pub use error::{KmallocError, KmallocErrorKind};
 pub use index::{
     kmalloc_index, kmalloc_name, kmalloc_size, KmallocType, KMALLOC_ALIGN, KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE,
     KMALLOC_MIN_SIZE, KMALLOC_NR, ZERO_SIZE_PTR,
@@ -34,12 +35,12 @@ pub use index::{
 use crate::gfp::Gfp;
 use crate::machine::Kmem;
 use crate::mm::page::pg;
-use crate::mm::page_ref::{AllocError, PageRef};
+use crate::mm::page_ref::PageRef;
 use crate::platform::Platform;
 use crate::slab::create::CreateArgs;
 use crate::slab::free::Lookup;
 use crate::slab::slab_page::Slab;
-use crate::slab::{CacheError, KmemCache, SlabAllocError, SlabFlags};
+use crate::slab::{KmemCache, SlabFlags};
 use crate::sync::{array_of, const_fn_unless_loom, AtomicUsize, Ordering};
 use crate::{Order, VirtAddr, PAGE_SIZE};
 
@@ -57,75 +58,6 @@ impl KmallocState {
         }
     }
 }
-
-/// Why a kmalloc-family call failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KmallocErrorKind {
-    /// `n * size` overflows (`kmalloc_array`, `kcalloc`): never a short buffer.
-    Overflow,
-    /// Above [`KMALLOC_MAX_SIZE`].
-    TooLarge,
-    /// The slab allocator could not give an object.
-    Slab(SlabAllocError),
-    /// The page allocator could not give a large block.
-    Pages(AllocError),
-    /// The size class's cache could not be created.
-    Cache(CacheError),
-    /// `krealloc` of a pointer kmem did not hand out.
-    InvalidPointer,
-    /// kvmalloc's vmalloc fallback failed.
-    Vmalloc(crate::vmalloc::VmallocErrorKind),
-    /// An alignment kmalloc cannot give (above a page: the owning handles of
-    /// [`crate::alloc`] refuse it).
-    Align(usize),
-}
-
-/// A failed kmalloc-family call: the request and the cause.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KmallocError {
-    /// Bytes asked for (for an overflow, the element size).
-    pub size: usize,
-    /// The GFP flags.
-    pub gfp: Gfp,
-    /// The cause.
-    pub kind: KmallocErrorKind,
-}
-
-impl KmallocError {
-    /// The errno a Linux caller would return for this failure (negative): `-EINVAL` for a
-    /// bad pointer or alignment, `-ENOMEM` otherwise.
-    pub const fn errno(&self) -> i32 {
-        match self.kind {
-            KmallocErrorKind::InvalidPointer | KmallocErrorKind::Align(_) => -22,
-            KmallocErrorKind::Cache(e) => e.errno(),
-            _ => -12,
-        }
-    }
-}
-
-impl fmt::Display for KmallocError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (size, gfp) = (self.size, self.gfp);
-        match self.kind {
-            KmallocErrorKind::Overflow => write!(f, "kmalloc_array(n, {size}, {gfp:#}): n * {size} overflows")?,
-            KmallocErrorKind::TooLarge => {
-                write!(f, "kmalloc({size}, {gfp:#}): size above KMALLOC_MAX_SIZE ({KMALLOC_MAX_SIZE} bytes)")?
-            }
-            KmallocErrorKind::Slab(e) => write!(f, "kmalloc({size}, {gfp:#}): {e}")?,
-            KmallocErrorKind::Pages(e) => write!(f, "kmalloc({size}, {gfp:#}): large block: {e}")?,
-            // The cache error ends with its own errno.
-            KmallocErrorKind::Cache(e) => return write!(f, "kmalloc({size}, {gfp:#}): its size class's cache: {e}"),
-            KmallocErrorKind::InvalidPointer => {
-                write!(f, "krealloc(p, {size}, {gfp:#}): p is not a kmalloc allocation of this machine")?
-            }
-            KmallocErrorKind::Vmalloc(k) => write!(f, "kvmalloc({size}, {gfp:#}): vmalloc fallback: {}", k.reason())?,
-            KmallocErrorKind::Align(a) => write!(f, "kmalloc({size}, {gfp:#}): alignment {a} is above a page")?,
-        }
-        f.write_str(if self.errno() == -22 { " (-EINVAL)" } else { " (-ENOMEM)" })
-    }
-}
-
-impl core::error::Error for KmallocError {}
 
 /// What a pointer given to `kfree`/`ksize`/`krealloc` is.
 enum Owner<'a> {
