@@ -1,6 +1,7 @@
 //! The `/proc` views on real hosted machines: golden texts derived by hand, the line layout of
 //! every view against the Linux 6.18 captures in `fixtures/linux-6.18-proc/`, and the
-//! views following allocations, HighMem and NUMA. (`/proc/vmallocinfo`'s shape: `proc_vmallocinfo.rs`.)
+//! views following allocations, HighMem and NUMA. (`/proc/vmallocinfo`'s line shape is
+//! checked in `proc_vmallocinfo.rs`.)
 
 use std::fmt::{self, Write};
 
