@@ -18,24 +18,27 @@ fn machine(cpus: usize) -> Machine {
 const MAGIC: u64 = 0x5afe_5afe_5afe_5afe;
 const POISON: u64 = 0xdead_dead_dead_dead;
 
-#[test]
-fn readers_on_several_threads_never_see_an_object_freed_by_synchronize_rcu() {
-    pin_current_thread(0);
-    let m = Arc::new(machine(4));
+/// Readers on `nr_readers` threads (pinned to CPUs 1.. when `pin`, for shared-CPU machines)
+/// read a published object in read-side sections while this thread replaces it, waits with
+/// `synchronize_rcu` and poisons and frees the old one, at least `min_rounds` times and until
+/// the readers have read 1000 times. A reader that sees the poison fails the test.
+fn publish_and_retire(m: &Arc<Machine>, nr_readers: u32, pin: bool, min_rounds: usize) {
     let alloc = |m: &Machine| {
         let p = m.kmalloc(64, Gfp::KERNEL).unwrap().as_ptr() as *mut u64;
         // SAFETY: a fresh 64-byte object.
         unsafe { p.write(MAGIC) };
         p
     };
-    let shared = Arc::new(AtomicPtr::new(alloc(&m)));
+    let shared = Arc::new(AtomicPtr::new(alloc(m)));
     let stop = Arc::new(AtomicBool::new(false));
     let reads = Arc::new(AtomicUsize::new(0));
-    let readers: Vec<_> = (1..4u32)
+    let readers: Vec<_> = (1..=nr_readers)
         .map(|cpu| {
             let (m, shared, stop, reads) = (m.clone(), shared.clone(), stop.clone(), reads.clone());
             std::thread::spawn(move || {
-                pin_current_thread(cpu);
+                if pin {
+                    pin_current_thread(cpu);
+                }
                 while !stop.load(Ordering::Relaxed) {
                     let _r = m.rcu_read();
                     let p = shared.load(Ordering::Acquire);
@@ -52,9 +55,9 @@ fn readers_on_several_threads_never_see_an_object_freed_by_synchronize_rcu() {
         .collect();
     let before = m.rcu_stats().completed;
     let mut rounds = 0;
-    while rounds < 300 || reads.load(Ordering::Relaxed) < 1000 {
+    while rounds < min_rounds || reads.load(Ordering::Relaxed) < 1000 {
         rounds += 1;
-        let old = shared.swap(alloc(&m), Ordering::AcqRel);
+        let old = shared.swap(alloc(m), Ordering::AcqRel);
         m.synchronize_rcu();
         // SAFETY: unpublished, and a grace period has ended: no reader holds it.
         unsafe {
@@ -66,10 +69,54 @@ fn readers_on_several_threads_never_see_an_object_freed_by_synchronize_rcu() {
     for r in readers {
         r.join().unwrap();
     }
-    assert!(m.rcu_stats().completed >= before + rounds, "each synchronize_rcu waits for a grace period of its own");
+    assert!(
+        m.rcu_stats().completed >= before + rounds as u64,
+        "each synchronize_rcu waits for a grace period of its own"
+    );
     // SAFETY: the last object, no reader left.
     unsafe { m.kfree(shared.load(Ordering::Relaxed) as *const u8) };
+}
+
+#[test]
+fn readers_on_several_threads_never_see_an_object_freed_by_synchronize_rcu() {
+    pin_current_thread(0);
+    let m = Arc::new(machine(4));
+    publish_and_retire(&m, 3, true, 300);
     assert_eq!(m.report_count(ReportKind::Warning), 0);
+}
+
+/// A reader on CPU 1 inside an RCU read-side section, from `start` (which returns once the
+/// section has begun) until `release`; `spin` runs in its loop (what the reader reads).
+struct ParkedReader {
+    release: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl ParkedReader {
+    fn start(m: &Arc<Machine>, spin: impl Fn() + Send + 'static) -> Self {
+        let entered = Arc::new(Barrier::new(2));
+        let release = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (m, entered, release) = (m.clone(), entered.clone(), release.clone());
+            std::thread::spawn(move || {
+                pin_current_thread(1);
+                let _r = m.rcu_read();
+                entered.wait();
+                while !release.load(Ordering::Acquire) {
+                    spin();
+                    std::hint::spin_loop();
+                }
+            })
+        };
+        entered.wait();
+        Self { release, thread }
+    }
+
+    /// Ends the section and joins the reader (its panics become the test's).
+    fn release(self) {
+        self.release.store(true, Ordering::Release);
+        self.thread.join().unwrap();
+    }
 }
 
 #[test]
@@ -145,28 +192,14 @@ fn call_rcu_callbacks_run_after_the_grace_period_in_queueing_order() {
     pin_current_thread(0);
     let m = Arc::new(machine(2));
     let log = Mutex::new(Vec::new());
-    let entered = Arc::new(Barrier::new(2));
-    let release = Arc::new(AtomicBool::new(false));
-    let t = {
-        let (m, entered, release) = (m.clone(), entered.clone(), release.clone());
-        std::thread::spawn(move || {
-            pin_current_thread(1);
-            let _r = m.rcu_read();
-            entered.wait();
-            while !release.load(Ordering::Acquire) {
-                std::hint::spin_loop();
-            }
-        })
-    };
-    entered.wait();
+    let reader = ParkedReader::start(&m, || {});
     queue_nodes(&m, &log, 0..100);
     for _ in 0..100 {
         m.rcu_poll();
     }
     assert!(log.lock().unwrap().is_empty(), "callbacks ran while a reader from before them was still reading");
     assert_eq!(m.rcu_stats().pending_callbacks, 100);
-    release.store(true, Ordering::Release);
-    t.join().unwrap();
+    reader.release();
     m.rcu_barrier();
     assert_eq!(*log.lock().unwrap(), (0..100).collect::<Vec<_>>());
     assert_eq!(m.rcu_stats().pending_callbacks, 0);
@@ -321,24 +354,12 @@ fn typesafe_by_rcu_object_stays_in_its_cache_and_slabs_wait_for_a_grace_period()
     }
     let held = objs[0].as_ptr() as usize;
     // A reader finds the object and holds it.
-    let entered = Arc::new(Barrier::new(2));
-    let release = Arc::new(AtomicBool::new(false));
-    let t = {
-        let (m, entered, release) = (m.clone(), entered.clone(), release.clone());
-        std::thread::spawn(move || {
-            pin_current_thread(1);
-            let _r = m.rcu_read();
-            entered.wait();
-            while !release.load(Ordering::Acquire) {
-                // SAFETY: TYPESAFE_BY_RCU: the memory stays an object of the cache while this
-                // section lasts, freed or not.
-                let v = unsafe { std::ptr::read_volatile(held as *const u64) };
-                assert!(v == MAGIC || v == 0x7777, "the held object's memory changed type: {v:#x}");
-                std::hint::spin_loop();
-            }
-        })
-    };
-    entered.wait();
+    let reader = ParkedReader::start(&m, move || {
+        // SAFETY: TYPESAFE_BY_RCU: the memory stays an object of the cache while this section
+        // lasts, freed or not.
+        let v = unsafe { std::ptr::read_volatile(held as *const u64) };
+        assert!(v == MAGIC || v == 0x7777, "the held object's memory changed type: {v:#x}");
+    });
     // Free and reallocate while the reader holds it: the object is reused at once.
     // SAFETY: ours.
     unsafe { m.kmem_cache_free(&cache, NonNull::new(held as *mut u8).unwrap()) };
@@ -346,8 +367,7 @@ fn typesafe_by_rcu_object_stays_in_its_cache_and_slabs_wait_for_a_grace_period()
     assert_eq!(again.as_ptr() as usize, held, "an object may be reused at once");
     // SAFETY: ours again.
     unsafe { (again.as_ptr() as *mut u64).write(0x7777) };
-    release.store(true, Ordering::Release);
-    t.join().unwrap();
+    reader.release();
     // SAFETY: ours.
     unsafe { m.kmem_cache_free(&cache, again) };
     for p in &objs[1..] {
@@ -359,28 +379,14 @@ fn typesafe_by_rcu_object_stays_in_its_cache_and_slabs_wait_for_a_grace_period()
     let pending = m.rcu_stats().pending_slabs;
     assert!(pending > 0, "a TYPESAFE_BY_RCU cache's slabs went back without a grace period");
     // A reader from before the grace period holds the pages back.
-    let entered = Arc::new(Barrier::new(2));
-    let release = Arc::new(AtomicBool::new(false));
-    let t = {
-        let (m, entered, release) = (m.clone(), entered.clone(), release.clone());
-        std::thread::spawn(move || {
-            pin_current_thread(1);
-            let _r = m.rcu_read();
-            entered.wait();
-            while !release.load(Ordering::Acquire) {
-                std::hint::spin_loop();
-            }
-        })
-    };
-    entered.wait();
+    let reader = ParkedReader::start(&m, || {});
     let free_before = common::free_pages(&m);
     for _ in 0..50 {
         m.rcu_poll();
     }
     assert_eq!(m.rcu_stats().pending_slabs, pending, "slab pages freed while a reader could hold them");
     assert_eq!(common::free_pages(&m), free_before);
-    release.store(true, Ordering::Release);
-    t.join().unwrap();
+    reader.release();
     m.rcu_barrier();
     assert_eq!(m.rcu_stats().pending_slabs, 0);
     assert!(common::free_pages(&m) >= free_before + pending as usize, "the slab pages were not freed");
@@ -451,41 +457,7 @@ fn synchronize_rcu_inside_a_read_side_section_is_reported() {
 fn grace_periods_on_a_cpu_per_thread_machine() {
     // The process allocator's CPU model: each thread owns a CPU; sections are plain stores.
     let m = Arc::new(MachineBuilder::new().ram_mib(128).thread_cpus(4).quiet_reports().build().unwrap());
-    let shared = Arc::new(AtomicPtr::new(m.kmalloc(64, Gfp::KERNEL).unwrap().as_ptr() as *mut u64));
-    // SAFETY: a fresh object.
-    unsafe { shared.load(Ordering::Relaxed).write(MAGIC) };
-    let stop = Arc::new(AtomicBool::new(false));
-    let readers: Vec<_> = (0..2)
-        .map(|_| {
-            let (m, shared, stop) = (m.clone(), shared.clone(), stop.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let _r = m.rcu_read();
-                    // SAFETY: not freed before a grace period that waits for this section.
-                    let v = unsafe { std::ptr::read_volatile(shared.load(Ordering::Acquire)) };
-                    assert_eq!(v, MAGIC);
-                }
-            })
-        })
-        .collect();
-    for _ in 0..200 {
-        let new = m.kmalloc(64, Gfp::KERNEL).unwrap().as_ptr() as *mut u64;
-        // SAFETY: fresh.
-        unsafe { new.write(MAGIC) };
-        let old = shared.swap(new, Ordering::AcqRel);
-        m.synchronize_rcu();
-        // SAFETY: unpublished and a grace period has passed.
-        unsafe {
-            old.write_volatile(POISON);
-            m.kfree(old as *const u8);
-        }
-    }
-    stop.store(true, Ordering::Relaxed);
-    for r in readers {
-        r.join().unwrap();
-    }
-    // SAFETY: the last object.
-    unsafe { m.kfree(shared.load(Ordering::Relaxed) as *const u8) };
+    publish_and_retire(&m, 2, false, 200);
 }
 
 #[test]
@@ -571,6 +543,10 @@ fn kfree_rcu_nolock_waits_for_a_safe_point_and_a_grace_period() {
     assert_eq!(m.deferred_frees(), 0);
     // Now a kfree_rcu: not freed while the reader that saw it reads.
     m.rcu_poll();
+    // Handed to kfree_rcu (a block page or the embedded head waits for the grace period),
+    // not freed.
+    let st = m.rcu_stats();
+    assert!(st.kfree_blocks + st.pending_callbacks > 0, "not queued for a grace period: {st:?}");
     // SAFETY: the reader's view of the object: still allocated, outside its head untouched.
     assert!(unsafe { std::slice::from_raw_parts(p, 32) }.iter().all(|&b| b == 0x5a));
     drop(guard);

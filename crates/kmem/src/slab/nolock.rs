@@ -21,7 +21,7 @@
 //! (`Unsupported`), and their frees are always deferred to the ordinary, checking `kfree`.
 //! Linux runs the debug checks under the trylocked `list_lock`.
 
-use super::cache::KmemCache;
+use super::cache::{CacheNode, KmemCache};
 use super::object::{read_word, write_word};
 use super::sheaf::Sheaf;
 use super::slab_page::Slab;
@@ -181,17 +181,24 @@ impl<P: Platform> Kmem<P> {
         let Some(g) = self.try_list_lock(n) else { return false };
         let discard = PfnList::new();
         let ok = self.free_to_slab_locked(s, n, &g, slab, off, base, &discard);
+        self.keep_on_partial(n, &discard);
+        drop(g);
+        if !ok {
+            self.double_free(s, slab, base + off as usize);
+        }
+        true
+    }
+
+    /// The slabs a nolock free emptied (`discard`) go back on the node's partial list
+    /// instead of to the page allocator, whose zone lock the interrupted context may hold.
+    /// Called with the node's `list_lock` held.
+    fn keep_on_partial(&self, n: &CacheNode, discard: &PfnList) {
         let mm = self.memmap();
         while let Some(pfn) = discard.first() {
             let empty = self.slab_at(pfn.as_usize());
             discard.unlink(mm, empty.page);
             n.partial.push(mm, empty.pfn, empty.page, true);
         }
-        drop(g);
-        if !ok {
-            self.double_free(s, slab, base + off as usize);
-        }
-        true
     }
 
     /// A free of an object whose free pointer looks like a free object's: the sheaf marker
@@ -211,12 +218,7 @@ impl<P: Platform> Kmem<P> {
         let discard = PfnList::new();
         let free = self.on_slab_freelist_locked(s, slab, off, base);
         let ok = !free && self.free_to_slab_locked(s, n, &g, slab, off, base, &discard);
-        let mm = self.memmap();
-        while let Some(pfn) = discard.first() {
-            let empty = self.slab_at(pfn.as_usize());
-            discard.unlink(mm, empty.page);
-            n.partial.push(mm, empty.pfn, empty.page, true);
-        }
+        self.keep_on_partial(n, &discard);
         drop(g);
         if !ok {
             self.double_free(s, slab, obj);
