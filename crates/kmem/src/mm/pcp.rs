@@ -286,7 +286,11 @@ impl<P: Platform> PcpBuddy for ZoneBuddy<'_, P> {
     #[inline]
     fn give_bulk(&self, mut next: impl FnMut() -> Option<(Pfn, Order, Migratetype)>) {
         let g = self.zone.area.lock(self.platform);
-        while let Some((pfn, order, mt)) = next() {
+        while let Some((pfn, order, _)) = next() {
+            // The pageblock's type now, as `free_pcppages_bulk` reads it: a block that went on
+            // the list as Movable may since be reserved HighAtomic (its pageblock was reserved,
+            // or it came from a reserved one) or claimed by another type.
+            let mt = self.mm.pageblock_migratetype(pfn);
             buddy::free_one_page(&g, self.zone, self.mm, pfn, order, mt, false);
         }
         drop(g);
