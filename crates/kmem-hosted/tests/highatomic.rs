@@ -218,3 +218,23 @@ fn a_request_that_fails_anyway_still_finds_the_reserve_given_back() {
     let p = m.alloc_pages(Gfp::KERNEL | Gfp::NORETRY | Gfp::NOWARN, o(1)).unwrap();
     assert_eq!(p.pfn().as_usize(), t + 2);
 }
+
+#[test]
+fn a_reserved_block_freed_through_the_per_cpu_lists_returns_to_the_reserve() {
+    let m = machine();
+    let mut s = Pressure::new(&m);
+    let t = s.target(2);
+    let a = m.alloc_pages(Gfp::ATOMIC, o(1)).unwrap();
+    check_reserve(&m, 1, 2);
+    m.set_pcp_enabled(true);
+    // SAFETY: ours, no longer used.
+    unsafe { m.__free_pages(a, o(1)) };
+    // On a per-CPU list (the Movable one, as Linux files HighAtomic pages), not free in the
+    // reserve yet; drained, it goes back by its pageblock's type and merges with the rest.
+    assert_eq!(dma32(&m).pcp_pages(), 2);
+    check_reserve(&m, 1, 2);
+    m.drain_all_pages();
+    check_reserve(&m, 1, 4);
+    assert_eq!(dma32(&m).nr_free_mt(o(2), Migratetype::HighAtomic), 1);
+    assert_eq!(m.pageblock_migratetype(Pfn::new(t)), Migratetype::HighAtomic);
+}
