@@ -131,4 +131,32 @@ mod tests {
         assert!((PAGEBLOCK_NR_PAGES + 1..2 * PAGEBLOCK_NR_PAGES).contains(&pct), "{pct}");
         assert_eq!(max_reserved_highatomic(z), 2 * PAGEBLOCK_NR_PAGES);
     }
+
+    #[test]
+    fn verify_catches_a_reserve_count_that_disagrees_with_its_pageblocks() {
+        use crate::mm::verify::VerifyError;
+        let k = testing::machine(64);
+        k.set_pcp_enabled(false);
+        // One page from DMA splits its lowest block: its pageblock holds 511 free pages in
+        // blocks of orders 0..=8, all on the list of the pageblock's type.
+        let page = k.alloc(crate::Gfp::DMA, Order::ZERO).unwrap();
+        let z = k.page_zone(page.page().page());
+        let mt = k.memmap().pageblock_migratetype(page.pfn());
+        k.verify().unwrap();
+        // Marked HighAtomic behind the counter's back: the count disagrees.
+        k.memmap().set_pageblock_migratetype(page.pfn(), Migratetype::HighAtomic);
+        assert!(matches!(k.verify(), Err(VerifyError::HighAtomic { counted: 512, counter: 0, .. })));
+        // Counted, but its free pages are still on an ordinary list: still caught.
+        let g = z.area.lock(k.platform());
+        z.area.mod_reserved_highatomic(&g, PAGEBLOCK_NR_PAGES as isize);
+        drop(g);
+        assert!(matches!(k.verify(), Err(VerifyError::HighAtomic { counted: 512, counter: 512, .. })));
+        // Done properly (move_freepages_block), it verifies.
+        k.memmap().set_pageblock_migratetype(page.pfn(), mt);
+        let g = z.area.lock(k.platform());
+        assert!(buddy::move_freepages_block(&g, z, k.memmap(), page.pfn(), Migratetype::HighAtomic));
+        drop(g);
+        k.verify().unwrap();
+        assert_eq!(z.nr_free_highatomic(), PAGEBLOCK_NR_PAGES - 1);
+    }
 }
