@@ -56,6 +56,10 @@ impl AllocFlags {
     pub const fn intersects(self, o: AllocFlags) -> bool {
         self.0 & o.0 != 0
     }
+    /// With `o` too (`|` in const contexts).
+    pub const fn union(self, o: AllocFlags) -> Self {
+        Self(self.0 | o.0)
+    }
     /// Without `o`.
     pub const fn without(self, o: AllocFlags) -> Self {
         Self(self.0 & !o.0)
@@ -90,7 +94,9 @@ pub fn gfp_to_alloc_flags(gfp: Gfp, order: u32) -> AllocFlags {
     if !gfp.contains(Gfp::DIRECT_RECLAIM) {
         if !gfp.contains(Gfp::NOMEMALLOC) {
             f |= AllocFlags::NON_BLOCK;
-            if order > 0 {
+            // Only high-priority (`__GFP_HIGH`: GFP_ATOMIC) high-order requests may use and
+            // grow the highatomic reserve; GFP_NOWAIT may not (as in 6.18).
+            if order > 0 && f.contains(AllocFlags::MIN_RESERVE) {
                 f |= AllocFlags::HIGHATOMIC;
             }
         }
@@ -125,6 +131,9 @@ mod tests {
         assert!(a3.contains(AllocFlags::HIGHATOMIC));
         let n = gfp_to_alloc_flags(Gfp::NOWAIT, 0);
         assert_eq!(n, AllocFlags::CPUSET | AllocFlags::KSWAPD | AllocFlags::NON_BLOCK);
+        let n3 = gfp_to_alloc_flags(Gfp::NOWAIT, 3);
+        assert_eq!(n3, n, "GFP_NOWAIT never gets ALLOC_HIGHATOMIC");
+        assert!(!gfp_to_alloc_flags(Gfp::ATOMIC | Gfp::NOMEMALLOC, 3).contains(AllocFlags::HIGHATOMIC));
         let nm = gfp_to_alloc_flags(Gfp::NOWAIT | Gfp::NOMEMALLOC, 0);
         assert!(!nm.contains(AllocFlags::NON_BLOCK));
         assert_eq!(gfp_pfmemalloc_flags(Gfp::KERNEL | Gfp::MEMALLOC), AllocFlags::NO_WATERMARKS);

@@ -170,11 +170,7 @@ fn try_to_claim_block<P: Platform>(
 ) -> bool {
     let area = &zone.area;
     if order.as_u32() >= PAGEBLOCK_ORDER as u32 {
-        let mut p = pfn;
-        while p < pfn.add(order.nr_pages()) {
-            mm.set_pageblock_migratetype(p, mt);
-            p = p.add(PAGEBLOCK_NR_PAGES);
-        }
+        change_pageblock_range(mm, pfn, order, mt);
         area.move_to(g, mm, pfn, mt);
         return true;
     }
@@ -190,6 +186,36 @@ fn try_to_claim_block<P: Platform>(
         return true;
     }
     false
+}
+
+/// `move_freepages_block()`: moves every free block of the pageblock holding `pfn` to the `mt`
+/// lists and makes `mt` the pageblock's type. `false` (nothing changed) if the pageblock
+/// straddles the zone's span (Linux's `-1`).
+pub fn move_freepages_block<P: Platform>(
+    g: &SpinGuard<'_, P>,
+    zone: &Zone,
+    mm: &Memmap,
+    pfn: Pfn,
+    mt: Migratetype,
+) -> bool {
+    let start = Pfn::new(pfn.as_usize() & !(PAGEBLOCK_NR_PAGES - 1));
+    let end = start.add(PAGEBLOCK_NR_PAGES);
+    if start < zone.start_pfn() || end > zone.end_pfn() {
+        return false;
+    }
+    move_free_in(g, &zone.area, mm, start, end, mt);
+    mm.set_pageblock_migratetype(start, mt);
+    true
+}
+
+/// `change_pageblock_range()`: every pageblock of the block of `order` (at or above pageblock
+/// order) at `pfn` becomes `mt`.
+pub fn change_pageblock_range(mm: &Memmap, pfn: Pfn, order: Order, mt: Migratetype) {
+    let mut p = pfn;
+    while p < pfn.add(order.nr_pages()) {
+        mm.set_pageblock_migratetype(p, mt);
+        p = p.add(PAGEBLOCK_NR_PAGES);
+    }
 }
 
 /// Free pages in `[start, end)`, walking buddy blocks.
@@ -293,7 +319,8 @@ pub fn free_one_page<P: Platform>(
     area.add(g, mm, pfn, order, mt, tail);
 }
 
-fn is_mergeable(mt: Migratetype) -> bool {
+/// `migratetype_is_mergeable()`: the ordinary types, whose pageblocks merge with each other.
+pub fn is_mergeable(mt: Migratetype) -> bool {
     matches!(mt, Migratetype::Unmovable | Migratetype::Movable | Migratetype::Reclaimable)
 }
 

@@ -8,6 +8,12 @@
 //! - every list is well formed (`prev` of `next` is self; head has no prev, tail no next).
 //!
 //! Writers must hold the area's lock; every mutating method takes the guard as proof.
+//!
+//! The area also keeps the zone's `nr_reserved_highatomic` (pages in pageblocks reserved for
+//! high-order atomic allocations, `page_alloc/highatomic.rs`): it sits in the padding after
+//! the lock byte, so `Zone` keeps its size (and boot its metadata layout). Linux's second
+//! counter, `nr_free_highatomic`, is derived from the `HighAtomic` list lengths instead
+//! ([`FreeArea::nr_free_highatomic`]).
 
 #![forbid(unsafe_code)]
 
@@ -17,12 +23,15 @@ use crate::mm::page::Page;
 use crate::mm::pfn_list::PfnList;
 use crate::mm::zone_type::{Migratetype, MIGRATE_PCPTYPES, MIGRATE_TYPES};
 use crate::platform::Platform;
-use crate::sync::{array_of, const_fn_unless_loom, RawSpinLock, SpinGuard};
+use crate::sync::{array_of, const_fn_unless_loom, AtomicU32, Ordering, RawSpinLock, SpinGuard};
 
 /// The free lists of one zone and the lock that guards them (the zone lock).
 #[derive(Debug)]
 pub struct FreeArea {
     lock: RawSpinLock,
+    /// `zone->nr_reserved_highatomic`, in pages (frame counts fit 32 bits). Written under the
+    /// lock, read without it (the reserve's cap check and `show_mem`, as Linux reads it).
+    nr_reserved_highatomic: AtomicU32,
     lists: [[PfnList; MIGRATE_TYPES]; NR_PAGE_ORDERS],
 }
 
@@ -48,7 +57,11 @@ impl FreeArea {
     const_fn_unless_loom! {
         /// Empty lists.
         pub fn new() -> Self {
-            Self { lock: RawSpinLock::new(), lists: array_of![array_of![PfnList::new(); MIGRATE_TYPES]; NR_PAGE_ORDERS] }
+            Self {
+                lock: RawSpinLock::new(),
+                nr_reserved_highatomic: AtomicU32::new(0),
+                lists: array_of![array_of![PfnList::new(); MIGRATE_TYPES]; NR_PAGE_ORDERS],
+            }
         }
     }
 
@@ -80,6 +93,42 @@ impl FreeArea {
     #[inline]
     pub fn has_pcptype_block(&self, order: Order) -> bool {
         self.lists[order.index()][..MIGRATE_PCPTYPES].iter().any(|l| !l.is_empty())
+    }
+
+    /// True if a list of `order` the request may use is non-empty: an ordinary one, or with
+    /// `highatomic` (`ALLOC_HIGHATOMIC` or `ALLOC_OOM`) also the `HighAtomic` one (the block
+    /// test of `__zone_watermark_ok`).
+    #[inline]
+    pub fn has_block(&self, order: Order, highatomic: bool) -> bool {
+        self.has_pcptype_block(order)
+            || (highatomic && !self.lists[order.index()][Migratetype::HighAtomic.index()].is_empty())
+    }
+
+    /// Pages in pageblocks reserved for high-order atomic allocations
+    /// (`zone->nr_reserved_highatomic`; lock-free, may be stale).
+    #[inline]
+    pub fn nr_reserved_highatomic(&self) -> usize {
+        self.nr_reserved_highatomic.load(Ordering::Relaxed) as usize
+    }
+
+    /// Adds `delta` pages to the reserve's size (the lock holder only).
+    pub(crate) fn mod_reserved_highatomic<P: Platform>(&self, g: &SpinGuard<'_, P>, delta: isize) {
+        debug_assert!(g.holds(&self.lock));
+        let v = self.nr_reserved_highatomic() as isize + delta;
+        debug_assert!(v >= 0, "nr_reserved_highatomic underflow");
+        self.nr_reserved_highatomic.store(v.max(0) as u32, Ordering::Relaxed);
+    }
+
+    /// Free pages on the `HighAtomic` lists (`zone->nr_free_highatomic`; lock-free, may be
+    /// stale). Derived from the list lengths, and only when a reserve exists: with none, no
+    /// pageblock is `HighAtomic` and no free page can be on those lists, so the common case
+    /// costs one load.
+    #[inline]
+    pub fn nr_free_highatomic(&self) -> usize {
+        if self.nr_reserved_highatomic.load(Ordering::Relaxed) == 0 {
+            return 0;
+        }
+        Order::all().map(|o| self.nr_free_mt(o, Migratetype::HighAtomic) << o.as_u32()).sum()
     }
 
     /// The first block on a list (`get_page_from_free_area`).

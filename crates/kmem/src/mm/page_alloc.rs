@@ -24,6 +24,7 @@ use crate::mm::zone_type::{Migratetype, ZoneType};
 use crate::platform::{Platform, ReportKind};
 use crate::sync::Ordering;
 
+mod highatomic;
 mod nolock;
 mod slowpath;
 
@@ -61,7 +62,10 @@ impl<P: Platform> Kmem<P> {
     /// the preferred zone's per-CPU list, the zone comfortably above its low watermark, a
     /// request that may be made where it is made, the per-CPU lists on and `fail_page_alloc`
     /// not armed ([`Kmem::page_fast_ok`]). Anything else (and an empty zone) takes the full
-    /// path, which decides the same way and does the rest.
+    /// path, which decides the same way and does the rest. The free pages of a highatomic
+    /// reserve are not usable here (`__zone_watermark_unusable_free`): the test counts the
+    /// whole reserve, an upper bound of its free pages kept in one word, and leaves a zone
+    /// near the mark to the full path's exact count.
     #[inline(always)]
     fn alloc_page_fast(&self, gfp: Gfp, order: Order) -> Option<PageRef<'_>> {
         let st = self.state();
@@ -81,7 +85,9 @@ impl<P: Platform> Kmem<P> {
             return None;
         }
         let zone = node.zone(zr.zone_type());
-        if zone.free_pages() <= zone.wmark(Wmark::Low) + zone.lowmem_reserve(highest) {
+        if zone.free_pages()
+            <= zone.wmark(Wmark::Low) + zone.lowmem_reserve(highest) + zone.area.nr_reserved_highatomic()
+        {
             return None;
         }
         let mt = if st.grouping_disabled { Migratetype::Unmovable } else { gfp.migratetype() };
@@ -287,24 +293,56 @@ impl<P: Platform> Kmem<P> {
                     continue;
                 }
             }
-            let got = if pcp_allowed_order(order) && self.pcp_enabled() {
-                self.rmqueue_pcplist(zone, order, ac.mt, ac.take, ac.preferred_nid)
-            } else {
-                self.rmqueue_buddy(zone, order, ac)
+            let buddy = || {
+                self.rmqueue_buddy(zone, order, flags, ac)
                     .map(|pfn| (pfn, self.memmap().page(pfn).expect("allocated page has a descriptor")))
             };
+            // `rmqueue()`: the per-CPU lists first; the buddy lists after them only for a
+            // request that may reach the highatomic reserve there (the lists' refill already
+            // tried the rest).
+            let got = if pcp_allowed_order(order) && self.pcp_enabled() {
+                self.rmqueue_pcplist(zone, order, ac.mt, ac.take, ac.preferred_nid).or_else(|| {
+                    if flags.intersects(AllocFlags::HIGHATOMIC.union(AllocFlags::OOM).union(AllocFlags::NON_BLOCK)) {
+                        buddy()
+                    } else {
+                        None
+                    }
+                })
+            } else {
+                buddy()
+            };
             if let Some((pfn, page)) = got {
-                return Some(self.prep_new_page(pfn, page, order, gfp));
+                let page = self.prep_new_page(pfn, page, order, gfp);
+                if flags.contains(AllocFlags::HIGHATOMIC) {
+                    self.reserve_highatomic_pageblock(zone, pfn, order);
+                }
+                return Some(page);
             }
         }
         None
     }
 
-    /// `rmqueue_buddy()`: one block straight from the zone's free lists.
+    /// `rmqueue_buddy()`: one block straight from the zone's free lists. `ALLOC_HIGHATOMIC`
+    /// tries the highatomic reserve first; `ALLOC_OOM` and `ALLOC_NON_BLOCK` fall back to it
+    /// when everything else failed (failing now is worse than failing a high-order atomic
+    /// request later). No other request ever takes its pages.
     #[inline(never)]
-    fn rmqueue_buddy(&self, zone: &Zone, order: Order, ac: &AllocContext<'_>) -> Option<Pfn> {
+    fn rmqueue_buddy(&self, zone: &Zone, order: Order, flags: AllocFlags, ac: &AllocContext<'_>) -> Option<Pfn> {
         let g = zone.area.lock(self.platform());
-        let pfn = buddy::rmqueue(&g, zone, self.memmap(), order, ac.mt, ac.take);
+        let mm = self.memmap();
+        let highatomic = |g: &_| buddy::rmqueue_smallest(g, zone, mm, order, Migratetype::HighAtomic, ac.take);
+        let pfn = flags
+            .contains(AllocFlags::HIGHATOMIC)
+            .then(|| highatomic(&g))
+            .flatten()
+            .or_else(|| buddy::rmqueue(&g, zone, mm, order, ac.mt, ac.take))
+            .or_else(|| {
+                if flags.intersects(AllocFlags::OOM.union(AllocFlags::NON_BLOCK)) {
+                    highatomic(&g)
+                } else {
+                    None
+                }
+            });
         if pfn.is_some() {
             self.count_alloc(zone, &zone.events, ac.preferred_nid, order.nr_pages());
         }
@@ -338,8 +376,12 @@ impl<P: Platform> Kmem<P> {
     ) -> bool {
         let free = zone.free_pages();
         let reserve = zone.lowmem_reserve(highest);
-        if order == Order::ZERO && free > mark + reserve {
-            return true;
+        if order == Order::ZERO {
+            // A free highatomic reserve is not usable without ALLOC_RESERVES.
+            let unusable = if flags.intersects(AllocFlags::RESERVES) { 0 } else { zone.area.nr_free_highatomic() };
+            if free.saturating_sub(unusable) > mark + reserve {
+                return true;
+            }
         }
         Self::watermark_slow(zone, free, order, mark, reserve, flags)
     }
@@ -347,7 +389,8 @@ impl<P: Platform> Kmem<P> {
     /// `__zone_watermark_ok()` for what the order-0 shortcut does not settle.
     #[inline(never)]
     fn watermark_slow(zone: &Zone, free: usize, order: Order, mark: usize, reserve: usize, flags: AllocFlags) -> bool {
-        watermark_ok(free, order, mark, reserve, flags, |o| zone.area.has_pcptype_block(o))
+        let area = &zone.area;
+        watermark_ok(free, order, mark, reserve, flags, area.nr_free_highatomic(), |o, h| area.has_block(o, h))
     }
 
     /// `prep_new_page()`: refcount, allocation order, `__GFP_ZERO`, `__GFP_COMP`.
@@ -437,6 +480,12 @@ impl<P: Platform> Kmem<P> {
     #[inline]
     pub fn pfn_to_page(&self, pfn: Pfn) -> Option<PageRef<'_>> {
         self.memmap().valid_page(pfn).map(|p| PageRef::new(pfn, p))
+    }
+
+    /// `get_pfnblock_migratetype()`: the migratetype of the pageblock holding `pfn` (what
+    /// `/proc/pagetypeinfo` counts).
+    pub fn pageblock_migratetype(&self, pfn: Pfn) -> Migratetype {
+        self.memmap().pageblock_migratetype(pfn)
     }
 
     /// `page_to_pfn()`.

@@ -201,6 +201,8 @@ impl PerCpuPages {
 
     /// `free_pcppages_bulk()` on the pageset's CPU: returns at least `pages` pages from the
     /// cold ends of the lists (round-robin over them) to `buddy`, in one zone-lock section.
+    /// Out of line: once a batch, and the per-CPU free path that would inline it stays small.
+    #[inline(never)]
     fn free_bulk(&self, mm: &Memmap, buddy: &impl PcpBuddy, pages: usize) {
         let (mut freed, mut idx, mut empty) = (0, 0, 0);
         buddy.give_bulk(|| {
@@ -219,14 +221,12 @@ impl PerCpuPages {
                 };
                 empty = 0;
                 let page = mm.page(pfn).expect("pcp page has a descriptor");
-                let (order, mt) =
-                    (page.private() & 0xff, Migratetype::from_index(((page.private() >> 8) & 0xff) as usize));
-                let order = Order::new(order).expect("pcp pages record a valid order");
+                let order = Order::new(page.private() & 0xff).expect("pcp pages record a valid order");
                 list.unlink(mm, page);
                 page.clear_buddy();
                 self.add_count(-(order.nr_pages() as isize));
                 freed += order.nr_pages();
-                return Some((pfn, order, mt.unwrap_or(Migratetype::Movable)));
+                return Some((pfn, order));
             }
             None
         });
@@ -257,8 +257,9 @@ impl PerCpuPages {
 pub(crate) trait PcpBuddy {
     /// Takes up to `n` blocks of `order` for `mt` from the buddy lists and hands each to `put`.
     fn take_bulk(&self, n: usize, order: Order, mt: Migratetype, put: impl FnMut(Pfn));
-    /// Frees every block `next` yields to the buddy lists, until it yields `None`.
-    fn give_bulk(&self, next: impl FnMut() -> Option<(Pfn, Order, Migratetype)>);
+    /// Frees every block `next` yields to the buddy lists (onto its pageblock's migratetype
+    /// list, as `free_pcppages_bulk` does), until it yields `None`.
+    fn give_bulk(&self, next: impl FnMut() -> Option<(Pfn, Order)>);
 }
 
 /// A zone's buddy allocator as the `PcpBuddy` of its pagesets.
@@ -284,9 +285,13 @@ impl<P: Platform> PcpBuddy for ZoneBuddy<'_, P> {
     }
 
     #[inline]
-    fn give_bulk(&self, mut next: impl FnMut() -> Option<(Pfn, Order, Migratetype)>) {
+    fn give_bulk(&self, mut next: impl FnMut() -> Option<(Pfn, Order)>) {
         let g = self.zone.area.lock(self.platform);
-        while let Some((pfn, order, mt)) = next() {
+        while let Some((pfn, order)) = next() {
+            // The pageblock's type now, as `free_pcppages_bulk` reads it: a block that went on
+            // the list as Movable may since be reserved HighAtomic (its pageblock was reserved,
+            // or it came from a reserved one) or claimed by another type.
+            let mt = self.mm.pageblock_migratetype(pfn);
             buddy::free_one_page(&g, self.zone, self.mm, pfn, order, mt, false);
         }
         drop(g);

@@ -67,7 +67,7 @@ impl<P: Platform> Kmem<P> {
         for z in self.zones().filter(|z| z.is_populated()) {
             write!(
                 w,
-                "Node {} {} free:{}kB boost:0kB min:{}kB low:{}kB high:{}kB reserved_highatomic:0KB free_highatomic:0KB \
+                "Node {} {} free:{}kB boost:0kB min:{}kB low:{}kB high:{}kB reserved_highatomic:{}KB free_highatomic:{}KB \
                  active_anon:0kB inactive_anon:0kB active_file:0kB inactive_file:0kB unevictable:0kB writepending:0kB \
                  present:{}kB managed:{}kB mlocked:0kB bounce:0kB free_pcp:{}kB local_pcp:{}kB free_cma:0kB\nlowmem_reserve[]:",
                 z.node(),
@@ -76,6 +76,8 @@ impl<P: Platform> Kmem<P> {
                 kb(z.wmark(Wmark::Min)),
                 kb(z.wmark(Wmark::Low)),
                 kb(z.wmark(Wmark::High)),
+                kb(z.area.nr_reserved_highatomic()),
+                kb(z.area.nr_free_highatomic()),
                 kb(z.present_pages()),
                 kb(z.managed_pages()),
                 kb(z.pcp_pages()),

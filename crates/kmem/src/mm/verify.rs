@@ -3,10 +3,12 @@
 
 #![forbid(unsafe_code)]
 
-use crate::addr::{Order, Pfn};
+use crate::addr::{Order, Pfn, PAGEBLOCK_NR_PAGES};
 use crate::machine::Kmem;
-use crate::mm::free_area::FreeAreaCorruption;
-use crate::mm::memmap::MAX_ORDER_NR_PAGES;
+use crate::mm::free_area::{buddy_migratetype, FreeAreaCorruption};
+use crate::mm::memmap::{Memmap, MAX_ORDER_NR_PAGES};
+use crate::mm::zone::Zone;
+use crate::mm::zone_type::Migratetype;
 use crate::platform::Platform;
 
 /// What [`Kmem::verify`] found wrong.
@@ -59,6 +61,19 @@ pub enum VerifyError {
         /// The counter.
         counter: usize,
     },
+    /// The highatomic reserve's size disagrees with its pageblocks (`pageblock_nr_pages` for
+    /// each `HighAtomic` one), or a free block of a `HighAtomic` pageblock is on another
+    /// type's list or the other way round.
+    HighAtomic {
+        /// Node of the zone.
+        node: usize,
+        /// Zone name.
+        zone: &'static str,
+        /// Pages in the zone's `HighAtomic` pageblocks.
+        counted: usize,
+        /// `nr_reserved_highatomic`.
+        counter: usize,
+    },
     /// The vmalloc area trees are malformed or do not tile the vmalloc range.
     VmapAreas {
         /// Where the check failed.
@@ -91,6 +106,13 @@ impl<P: Platform> Kmem<P> {
                 match mm.page(p) {
                     Some(page) if page.is_buddy() => {
                         let n = Order::new(page.private() & 0xff).map_or(1, Order::nr_pages);
+                        // On the HighAtomic list iff in HighAtomic pageblocks (all of them,
+                        // for a block of pageblock order or more).
+                        let listed_reserved = buddy_migratetype(page) == Migratetype::HighAtomic;
+                        let mut blocks = (0..n).step_by(PAGEBLOCK_NR_PAGES).map(|i| p.add(i));
+                        if blocks.any(|b| (mm.pageblock_migratetype(b) == Migratetype::HighAtomic) != listed_reserved) {
+                            return Err(highatomic_error(zone, mm));
+                        }
                         for i in 1..n {
                             if mm.page(p.add(i)).is_some_and(|t| t.is_buddy()) {
                                 return Err(VerifyError::StrayBuddy { pfn: p.add(i) });
@@ -104,6 +126,11 @@ impl<P: Platform> Kmem<P> {
             }
             if seen != listed {
                 return Err(VerifyError::StrayBuddy { pfn: zone.start_pfn() });
+            }
+            if let err @ VerifyError::HighAtomic { counted, counter, .. } = highatomic_error(zone, mm) {
+                if counted != counter {
+                    return Err(err);
+                }
             }
             drop(g);
             for cpu in 0..self.nr_cpus() {
@@ -119,5 +146,22 @@ impl<P: Platform> Kmem<P> {
             counter,
         })?;
         self.vmalloc_verify().map_err(|addr| VerifyError::VmapAreas { addr })
+    }
+}
+
+/// The zone's highatomic figures, as a [`VerifyError::HighAtomic`] (an error only if they
+/// disagree, or for the caller's reason).
+fn highatomic_error(zone: &Zone, mm: &Memmap) -> VerifyError {
+    let (start, end) = (zone.start_pfn().as_usize(), zone.end_pfn().as_usize());
+    let blocks = (start..end)
+        .step_by(PAGEBLOCK_NR_PAGES)
+        .map(Pfn::new)
+        .filter(|&p| mm.pfn_valid(p) && mm.pageblock_migratetype(p) == Migratetype::HighAtomic)
+        .count();
+    VerifyError::HighAtomic {
+        node: zone.node(),
+        zone: zone.name(),
+        counted: blocks * PAGEBLOCK_NR_PAGES,
+        counter: zone.nr_reserved_highatomic(),
     }
 }

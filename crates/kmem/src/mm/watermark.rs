@@ -84,17 +84,24 @@ pub fn lowmem_reserves(managed: [usize; MAX_NR_ZONES]) -> [[usize; MAX_NR_ZONES]
 }
 
 /// `__zone_watermark_ok()`: may a request of `order` take pages from a zone with `free_pages`
-/// free, against watermark `mark`? `has_block(o)` says whether an ordinary free list of order
-/// `o` is non-empty.
+/// free, against watermark `mark`? `free_highatomic` is the zone's free pages in the
+/// highatomic reserve, unusable without a reserve-granting flag
+/// (`__zone_watermark_unusable_free`). `has_block(o, highatomic)` says whether a free list of
+/// order `o` is non-empty: an ordinary one, or with `highatomic` (the request has
+/// `ALLOC_HIGHATOMIC` or `ALLOC_OOM`) also the `HighAtomic` one.
 pub fn watermark_ok(
     free_pages: usize,
     order: Order,
     mark: usize,
     lowmem_reserve: usize,
     flags: AllocFlags,
-    has_block: impl Fn(Order) -> bool,
+    free_highatomic: usize,
+    has_block: impl Fn(Order, bool) -> bool,
 ) -> bool {
-    let free = free_pages as isize - (order.nr_pages() as isize - 1);
+    let mut free = free_pages as isize - (order.nr_pages() as isize - 1);
+    if !flags.intersects(AllocFlags::RESERVES) {
+        free -= free_highatomic as isize;
+    }
     let mut min = mark as isize;
     if flags.intersects(AllocFlags::RESERVES) {
         if flags.contains(AllocFlags::MIN_RESERVE) {
@@ -113,7 +120,8 @@ pub fn watermark_ok(
     if order == Order::ZERO {
         return true;
     }
-    Order::all().filter(|&o| o >= order).any(has_block)
+    let highatomic = flags.intersects(AllocFlags::HIGHATOMIC.union(AllocFlags::OOM));
+    Order::all().filter(|&o| o >= order).any(|o| has_block(o, highatomic))
 }
 
 #[cfg(test)]
@@ -166,9 +174,9 @@ mod tests {
 
     #[test]
     fn reserve_access_by_alloc_flags() {
-        let none = |_| false;
+        let none = |_, _| false;
         let mark = 1000;
-        let ok = |free, flags| watermark_ok(free, Order::ZERO, mark, 0, flags, none);
+        let ok = |free, flags| watermark_ok(free, Order::ZERO, mark, 0, flags, 0, none);
         // Ordinary: strictly above min.
         assert!(!ok(1000, AllocFlags::empty()));
         assert!(ok(1001, AllocFlags::empty()));
@@ -181,11 +189,30 @@ mod tests {
         // GFP_NOWAIT: non-blocking without HIGH gets no reserve.
         assert!(!ok(1000, AllocFlags::NON_BLOCK));
         // lowmem_reserve adds to the mark.
-        assert!(!watermark_ok(1100, Order::ZERO, mark, 100, AllocFlags::empty(), none));
+        assert!(!watermark_ok(1100, Order::ZERO, mark, 100, AllocFlags::empty(), 0, none));
         // Higher orders also need a block of that order or above.
         let o3 = Order::new(3).unwrap();
-        assert!(!watermark_ok(5000, o3, mark, 0, AllocFlags::empty(), |_| false));
-        assert!(watermark_ok(5000, o3, mark, 0, AllocFlags::empty(), |o| o.as_u32() == 5));
-        assert!(!watermark_ok(5000, o3, mark, 0, AllocFlags::empty(), |o| o.as_u32() == 2));
+        assert!(!watermark_ok(5000, o3, mark, 0, AllocFlags::empty(), 0, |_, _| false));
+        assert!(watermark_ok(5000, o3, mark, 0, AllocFlags::empty(), 0, |o, _| o.as_u32() == 5));
+        assert!(!watermark_ok(5000, o3, mark, 0, AllocFlags::empty(), 0, |o, _| o.as_u32() == 2));
+    }
+
+    #[test]
+    fn highatomic_reserve_is_free_only_to_reserve_entitled_requests() {
+        let none = |_, _| false;
+        let (mark, o0) = (1000, Order::ZERO);
+        // 1100 free, 200 of them in the highatomic reserve: an ordinary request sees 900.
+        assert!(!watermark_ok(1100, o0, mark, 0, AllocFlags::empty(), 200, none));
+        assert!(watermark_ok(1100, o0, mark, 0, AllocFlags::empty(), 99, none));
+        // Any ALLOC_RESERVES flag counts them (GFP_NOWAIT's ALLOC_NON_BLOCK included).
+        assert!(watermark_ok(1100, o0, mark, 0, AllocFlags::NON_BLOCK, 200, none));
+        assert!(watermark_ok(1100, o0, mark, 0, AllocFlags::HIGHATOMIC, 200, none));
+        // The block test looks at the HighAtomic lists only for ALLOC_HIGHATOMIC / ALLOC_OOM.
+        let o1 = Order::new(1).unwrap();
+        let only_highatomic = |_, highatomic: bool| highatomic;
+        let atomic = AllocFlags::MIN_RESERVE | AllocFlags::NON_BLOCK;
+        assert!(!watermark_ok(5000, o1, mark, 0, atomic, 0, only_highatomic));
+        assert!(watermark_ok(5000, o1, mark, 0, atomic | AllocFlags::HIGHATOMIC, 0, only_highatomic));
+        assert!(watermark_ok(5000, o1, mark, 0, AllocFlags::OOM, 0, only_highatomic));
     }
 }

@@ -218,6 +218,15 @@ impl Zone {
     pub fn nr_free_mt(&self, order: crate::addr::Order, mt: crate::mm::zone_type::Migratetype) -> usize {
         self.area.nr_free_mt(order, mt)
     }
+    /// Pages in pageblocks reserved for high-order atomic allocations
+    /// (`nr_reserved_highatomic`; `mm/page_alloc/highatomic.rs`).
+    pub fn nr_reserved_highatomic(&self) -> usize {
+        self.area.nr_reserved_highatomic()
+    }
+    /// Free pages of the highatomic reserve (`nr_free_highatomic`).
+    pub fn nr_free_highatomic(&self) -> usize {
+        self.area.nr_free_highatomic()
+    }
     /// Free pages in the buddy lists (`NR_FREE_PAGES`).
     #[inline]
     pub fn free_pages(&self) -> usize {

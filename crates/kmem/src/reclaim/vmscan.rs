@@ -199,9 +199,15 @@ impl<P: Platform> Kmem<P> {
 
 /// `zone_watermark_ok()` at mark `w`, with the lowmem reserve for `highest`.
 pub(crate) fn zone_ok(z: &Zone, order: Order, w: Wmark, highest: ZoneType) -> bool {
-    watermark_ok(z.free_pages(), order, z.wmark(w), z.lowmem_reserve(highest), AllocFlags::empty(), |o| {
-        z.area.has_pcptype_block(o)
-    })
+    watermark_ok(
+        z.free_pages(),
+        order,
+        z.wmark(w),
+        z.lowmem_reserve(highest),
+        AllocFlags::empty(),
+        z.area.nr_free_highatomic(),
+        |o, h| z.area.has_block(o, h),
+    )
 }
 
 /// A set of node ids (`nodemask_t`, up to 64 nodes).

@@ -4,11 +4,14 @@
 //!    the context grants (`gfp_to_alloc_flags`; `__GFP_MEMALLOC` or a reclaiming task:
 //!    no watermarks, unless `__GFP_NOMEMALLOC`);
 //! 2. direct reclaim if `__GFP_DIRECT_RECLAIM` and not already reclaiming (`PF_MEMALLOC`):
-//!    shrinkers and slab caches (`reclaim/vmscan.rs`), then a retry, then the per-CPU lists
-//!    drained and one more;
+//!    shrinkers and slab caches (`reclaim/vmscan.rs`), then a retry, then a highatomic
+//!    pageblock given back (a zone keeps its last one: `highatomic.rs`) and the per-CPU lists
+//!    drained, and one more;
 //! 3. `__GFP_NORETRY` stops after that one light attempt; costly orders (> 3) stop unless
 //!    `__GFP_RETRY_MAYFAIL`; otherwise `should_reclaim_retry` (progress, at most
 //!    [`MAX_RECLAIM_RETRIES`] passes without, and a zone that could pass its min watermark);
+//!    when it says stop, the highatomic reserve is given back first, one pageblock a pass
+//!    (another pass follows while one was);
 //! 4. the OOM path (`__alloc_pages_may_oom`), not for costly orders, `__GFP_RETRY_MAYFAIL`,
 //!    `__GFP_THISNODE` or allocations below ZONE_NORMAL: OOM notifiers, else the `out of
 //!    memory` report; a notifier that freed memory means retry;
@@ -122,7 +125,8 @@ impl<P: Platform> Kmem<P> {
         }
     }
 
-    /// `__alloc_pages_direct_reclaim()`: reclaim, retry, drain the per-CPU lists, retry.
+    /// `__alloc_pages_direct_reclaim()`: reclaim, retry, give back a highatomic pageblock
+    /// (keeping a zone's last) and drain the per-CPU lists, retry.
     fn direct_reclaim(
         &self,
         gfp: Gfp,
@@ -135,13 +139,23 @@ impl<P: Platform> Kmem<P> {
         if let Some(p) = self.get_page_from_freelist(gfp, order, flags, ac) {
             return (Some(p), progress);
         }
-        (self.drain_then_try(gfp, order, flags, ac), progress)
+        let unreserved = self.unreserve_highatomic_pageblock(ac, false);
+        let page = self.drain_then_try(gfp, order, flags, ac).or_else(|| {
+            // drain_then_try retries only when the lists held pages.
+            if unreserved {
+                self.get_page_from_freelist(gfp, order, flags, ac)
+            } else {
+                None
+            }
+        });
+        (page, progress)
     }
 
     /// `should_reclaim_retry()`: another pass while reclaim makes progress (costly orders
     /// always count as no progress), at most [`MAX_RECLAIM_RETRIES`] without, and only if
     /// some zone could pass its min watermark with what is free (kmem has no reclaimable LRU
-    /// pages to add).
+    /// pages to add). Before saying no (and so before OOM), it gives back a pageblock of the
+    /// highatomic reserve, and says yes if it could.
     fn should_reclaim_retry(
         &self,
         order: Order,
@@ -156,13 +170,13 @@ impl<P: Platform> Kmem<P> {
             *no_progress_loops += 1;
         }
         if *no_progress_loops > MAX_RECLAIM_RETRIES {
-            return false;
+            return self.unreserve_highatomic_pageblock(ac, true);
         }
         let mut ok = false;
         self.for_each_eligible_zone(ac, &mut |z| {
             ok |= self.zone_watermark_fast(z, order, z.wmark(Wmark::Min), ac.highest, flags);
         });
-        ok
+        ok || self.unreserve_highatomic_pageblock(ac, true)
     }
 
     /// `__alloc_pages_may_oom()`: (page, progress).
