@@ -152,3 +152,26 @@ fn boot_never_frees_a_partly_reserved_page() {
     assert_eq!(m.report_count(ReportKind::BadPage), 0);
     m.verify().unwrap();
 }
+
+#[test]
+fn one_node_machines_without_section_holes_get_a_flat_memmap() {
+    // Contiguous sections on one node: one descriptor buffer in pfn order (mm/memmap.rs).
+    let flat = MachineBuilder::new().ram_mib(512).cpus(1).build().unwrap();
+    assert!(flat.memmap_is_flat());
+    // The PCI hole (3-4 GiB) is eight absent sections between present ones, and two nodes
+    // carve their own buffers: both keep the sparse lookup.
+    let holes = MachineBuilder::new().ram_mib(4096).cpus(1).build().unwrap();
+    assert!(!holes.memmap_is_flat());
+    let numa = MachineBuilder::new().ram_mib(512).nodes(2).cpus(2).build().unwrap();
+    assert!(!numa.memmap_is_flat());
+    // Each allocates and frees through its own lookup, and its lists stay consistent.
+    for m in [&flat, &holes, &numa] {
+        let blocks: Vec<_> = (0..600).map(|i| m.alloc_pages(Gfp::KERNEL, Order::of(i % 4)).unwrap()).collect();
+        for (i, p) in blocks.into_iter().enumerate() {
+            // SAFETY: each block is ours, freed once with its order.
+            unsafe { m.__free_pages(p, Order::of(i as u32 % 4)) };
+        }
+        m.drain_all_pages();
+        m.verify().unwrap();
+    }
+}

@@ -36,6 +36,7 @@ fn a_small_machine_grows_by_sections() {
     let boot = m.boot_info();
     assert_eq!(boot.present_sections, 1);
     assert_eq!(boot.memmap_bytes, MIB, "descriptors for the boot section only");
+    assert!(m.memmap_is_flat());
     let total0 = meminfo_kb(&m, "MemTotal:");
     let min0 = m.min_free_kbytes();
     // Fill the boot memory.
@@ -47,6 +48,7 @@ fn a_small_machine_grows_by_sections() {
     // Add two sections: 256 MiB, less their descriptors (1 MiB each).
     let added = m.hot_add(2).unwrap();
     assert_eq!(added, 2 * (32768 - 256));
+    assert!(!m.memmap_is_flat(), "hot-added sections keep their descriptors in themselves");
     assert_eq!(meminfo_kb(&m, "MemTotal:"), total0 + (added as u64) * 4);
     assert!(m.min_free_kbytes() > min0, "watermarks follow the larger machine");
     assert_eq!(m.max_pfn().as_usize(), 3 * 32768);
