@@ -14,7 +14,7 @@
 use std::os::fd::{BorrowedFd, RawFd};
 
 use kmem::{MapError, PageProt, Pfn, TlbFlush, VirtAddr, PAGE_SIZE};
-use rustix::mm::{mmap, mmap_anonymous, munmap, MapFlags, ProtFlags};
+use rustix::mm::{mmap, mmap_anonymous, mremap_fixed, munmap, MapFlags, MremapFlags, ProtFlags};
 
 /// The reservation; unmapped on drop.
 #[derive(Debug)]
@@ -96,4 +96,32 @@ pub(crate) unsafe fn unmap(va: VirtAddr, npages: usize) -> TlbFlush {
     // alias, as a missing TLB flush would be; it is not a safety problem for kmem itself.
     debug_assert!(r.is_ok(), "unmapping a vmalloc range failed: {r:?}");
     TlbFlush::range(va, npages)
+}
+
+/// Moves the `len` bytes of RAM mapping at `from` to `to` in a [`VSpace`] (`mremap`), and
+/// reserves `from` again as `PROT_NONE`: the pages, memfd or anonymous, now live only at `to`
+/// (a section's page descriptors moving to their vmemmap slot; the direct map has a hole
+/// there, which kmem never reaches).
+///
+/// # Safety
+///
+/// `[from, from + len)` lies in the RAM mapping, read-write, and nothing references it;
+/// `[to, to + len)` lies in a live [`VSpace`] and is not mapped yet; both page aligned.
+pub(crate) unsafe fn move_pages(from: usize, to: usize, len: usize) -> Result<(), rustix::io::Errno> {
+    // SAFETY: the caller's contract: both ranges are ours and unreferenced; MREMAP_FIXED
+    // replaces the reservation at `to`.
+    unsafe {
+        mremap_fixed(from as *mut core::ffi::c_void, len, len, MremapFlags::MAYMOVE, to as *mut core::ffi::c_void)
+    }?;
+    // SAFETY: `from` was just vacated; the reservation keeps the host from mapping anything
+    // else into the RAM mapping's range.
+    unsafe {
+        mmap_anonymous(
+            from as *mut core::ffi::c_void,
+            len,
+            ProtFlags::empty(),
+            MapFlags::PRIVATE | MapFlags::FIXED | MapFlags::NORESERVE,
+        )
+    }?;
+    Ok(())
 }

@@ -155,17 +155,23 @@ fn boot_never_frees_a_partly_reserved_page() {
 
 #[test]
 fn one_node_machines_without_section_holes_get_a_flat_memmap() {
-    // Contiguous sections on one node: one descriptor buffer in pfn order (mm/memmap.rs).
-    let flat = MachineBuilder::new().ram_mib(512).cpus(1).build().unwrap();
+    // Without the vmemmap (the default): contiguous sections on one node are one descriptor buffer in pfn
+    // order (mm/memmap.rs); the PCI hole (3-4 GiB, eight absent sections between present
+    // ones) and two nodes (each carves its own) keep the sparse lookup.
+    let b = MachineBuilder::new;
+    let flat = b().ram_mib(512).cpus(1).build().unwrap();
     assert!(flat.memmap_is_flat());
-    // The PCI hole (3-4 GiB) is eight absent sections between present ones, and two nodes
-    // carve their own buffers: both keep the sparse lookup.
-    let holes = MachineBuilder::new().ram_mib(4096).cpus(1).build().unwrap();
+    let holes = b().ram_mib(4096).cpus(1).build().unwrap();
     assert!(!holes.memmap_is_flat());
-    let numa = MachineBuilder::new().ram_mib(512).nodes(2).cpus(2).build().unwrap();
+    let numa = b().ram_mib(512).nodes(2).cpus(2).build().unwrap();
     assert!(!numa.memmap_is_flat());
+    // With the vmemmap, every section's descriptors sit at their slot: flat.
+    let vm_holes = b().vmemmap(true).ram_mib(4096).cpus(1).build().unwrap();
+    assert!(vm_holes.memmap_is_flat());
+    let vm_numa = b().vmemmap(true).ram_mib(512).nodes(2).cpus(2).build().unwrap();
+    assert!(vm_numa.memmap_is_flat());
     // Each allocates and frees through its own lookup, and its lists stay consistent.
-    for m in [&flat, &holes, &numa] {
+    for m in [&flat, &holes, &numa, &vm_holes, &vm_numa] {
         let blocks: Vec<_> = (0..600).map(|i| m.alloc_pages(Gfp::KERNEL, Order::of(i % 4)).unwrap()).collect();
         for (i, p) in blocks.into_iter().enumerate() {
             // SAFETY: each block is ours, freed once with its order.
@@ -174,4 +180,6 @@ fn one_node_machines_without_section_holes_get_a_flat_memmap() {
         m.drain_all_pages();
         m.verify().unwrap();
     }
+    // The hole stays a hole for lookups nobody vouches for.
+    assert!(vm_holes.pfn_to_page(kmem::PhysAddr::new(3 << 30).pfn()).is_none());
 }

@@ -50,6 +50,9 @@ use crate::sync::{AtomicUsize, Ordering};
 
 /// Bytes per memory section (128 MiB): NUMA node boundaries must be multiples of it.
 pub const PAGES_PER_SECTION_BYTES: u64 = (PAGES_PER_SECTION as u64) << PAGE_SHIFT;
+/// Bytes of one section's page descriptors: a slot of the vmemmap
+/// ([`Platform::vmemmap_section`](crate::Platform::vmemmap_section)).
+pub const MEMMAP_BYTES_PER_SECTION: usize = PAGES_PER_SECTION * Page::SIZE;
 
 /// Default distance to the local node and to a remote node (ACPI SLIT's `LOCAL_DISTANCE` and
 /// `REMOTE_DISTANCE`).
@@ -366,11 +369,15 @@ impl<P: Platform> Kmem<P> {
                 Some((first, base)) => PhysAddr::new(base.as_u64() + (nr - first) as u64 * bytes),
                 None => mb.alloc(bytes, PAGE_SIZE as u64, Some(node))?,
             };
-            let map = va(map_pa)?.as_mut_ptr::<Page>();
+            let map = va(map_pa)?;
+            // SAFETY: `map` is carved RAM for this section's descriptors alone (the flat buffer
+            // holds one array per section of the run, and `flat_run` counted this one), not
+            // written or referenced yet.
+            let map = unsafe { platform.vmemmap_section(nr, map) }.unwrap_or(map).as_mut_ptr::<Page>();
             // SAFETY: `map` holds room for PAGES_PER_SECTION descriptors in carved memory that
-            // lives as long as the machine and is used for nothing else (the flat buffer holds
-            // one array per section of the run, and `flat_run` counted this one); step 3 below
-            // writes them (or defers them) before anything looks a frame up.
+            // lives as long as the machine and is used for nothing else (or their vmemmap
+            // address, which the platform keeps so); step 3 below writes them (or defers
+            // them) before anything looks a frame up.
             unsafe { state.memmap.set_section_map(nr, map, node) };
             memmap_bytes += bytes;
             present_sections += 1;

@@ -31,7 +31,11 @@
 //! `virt_to_page`, a pfn from a caller) use the checked [`Memmap::page`] /
 //! [`Memmap::valid_page`], which never read outside a present section's array. A machine with
 //! a hole of whole sections between present ones, several nodes, or a section hot-added with
-//! its descriptors in itself is not flat, and `pfn_to_page` is the checked lookup inlined.
+//! its descriptors in itself is not flat, and `pfn_to_page` is the checked lookup inlined,
+//! unless its platform has a vmemmap (`Platform::vmemmap_section`, SPARSEMEM_VMEMMAP): then
+//! boot and hot-add place each section's descriptors at `vmemmap_base + nr * 1 MiB`, every
+//! word agrees, and any machine is flat (kmem-hosted's `MachineBuilder::vmemmap`, which
+//! kmem-alloc's growing machine uses).
 //!
 //! The table keeps the map words first, then the sections: [`Memmap`] must stay three words
 //! (it is part of the machine state, whose size the golden /proc tests pin), so one of the two
