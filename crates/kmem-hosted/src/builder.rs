@@ -99,7 +99,7 @@ pub struct MachineBuilder {
     ram_hugepages: bool,
     deferred_init: Option<u64>,
     kswapd: bool,
-    vmemmap: bool,
+    vmemmap: Option<bool>,
 }
 
 impl Default for MachineBuilder {
@@ -138,7 +138,7 @@ impl MachineBuilder {
             vmalloc_recycle: true,
             anonymous_ram: false,
             ram_hugepages: true,
-            vmemmap: false,
+            vmemmap: None,
             deferred_init: None,
             kswapd: false,
         }
@@ -331,14 +331,14 @@ impl MachineBuilder {
         self.anonymous_ram = on;
         self
     }
-    /// SPARSEMEM_VMEMMAP (default off): each section's page descriptors move to their slot
-    /// of a reserved virtual array (`kmem::Platform::vmemmap_section`), so the memory map is
-    /// flat whatever the holes, nodes and hot-adds (kmem-alloc's growing machine). It costs
-    /// `__free_pages` and `kmap` a second range check (is the descriptor this machine's?), so
-    /// a machine that is flat without it (one node, no section holes, no hot-add) is better
-    /// off without.
+    /// SPARSEMEM_VMEMMAP: each section's page descriptors move to their slot of a reserved
+    /// virtual array (`kmem::Platform::vmemmap_section`), so the memory map is flat whatever
+    /// the holes, nodes and hot-adds. It costs `__free_pages` and `kmap` a second range check
+    /// (is the descriptor this machine's?), so by default it is on only where the map would
+    /// not be flat without it: sections with a hole between them, several nodes, or a
+    /// hotplug reserve.
     pub fn vmemmap(mut self, on: bool) -> Self {
-        self.vmemmap = on;
+        self.vmemmap = Some(on);
         self
     }
     /// With [`MachineBuilder::anonymous_ram`]: whether the host may back RAM with transparent
@@ -464,7 +464,7 @@ impl MachineBuilder {
         };
         // One section's descriptors per section slot of the RAM mapping (hotplug reserve
         // included).
-        let vmemmap = match self.vmemmap {
+        let vmemmap = match self.vmemmap.unwrap_or(self.hotplug > 0 || !crate::vspace::flat_without_vmemmap(&regions)) {
             true => {
                 let slots = (ram.len() as u64).div_ceil(kmem::boot::PAGES_PER_SECTION_BYTES) as usize;
                 let bytes = slots * kmem::boot::MEMMAP_BYTES_PER_SECTION;

@@ -13,7 +13,7 @@
 
 use std::os::fd::{BorrowedFd, RawFd};
 
-use kmem::{MapError, PageProt, Pfn, TlbFlush, VirtAddr, PAGE_SIZE};
+use kmem::{MapError, MemRegion, PageProt, Pfn, RegionKind, TlbFlush, VirtAddr, PAGE_SIZE};
 use rustix::mm::{mmap, mmap_anonymous, mremap_fixed, munmap, MapFlags, MremapFlags, ProtFlags};
 
 /// The reservation; unmapped on drop.
@@ -124,4 +124,36 @@ pub(crate) unsafe fn move_pages(from: usize, to: usize, len: usize) -> Result<()
         )
     }?;
     Ok(())
+}
+
+/// Whether boot lays the descriptors of a machine with `regions` out flat without a vmemmap
+/// (`kmem`'s `boot/sparse.rs`): the sections usable RAM overlaps are one run, on one node.
+/// Without a hotplug reserve, such a machine needs no vmemmap.
+pub(crate) fn flat_without_vmemmap(regions: &[MemRegion]) -> bool {
+    let sec = kmem::boot::PAGES_PER_SECTION_BYTES;
+    let usable: Vec<&MemRegion> = regions.iter().filter(|r| r.kind == RegionKind::Usable && r.size > 0).collect();
+    let end = usable.iter().map(|r| r.end().as_u64()).max().unwrap_or(0);
+    let mut node_of = vec![None::<u8>; end.div_ceil(sec) as usize];
+    for r in &usable {
+        for slot in &mut node_of[(r.start.as_u64() / sec) as usize..=((r.end().as_u64() - 1) / sec) as usize] {
+            *slot = Some(r.node);
+        }
+    }
+    let present: Vec<(usize, u8)> = node_of.iter().enumerate().filter_map(|(i, n)| n.map(|n| (i, n))).collect();
+    present.windows(2).all(|w| w[1].0 == w[0].0 + 1 && w[1].1 == w[0].1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flat_without_vmemmap_needs_one_run_on_one_node() {
+        const MIB: u64 = 1 << 20;
+        let r = |s: u64, n: u64| MemRegion::usable(s * MIB, n * MIB);
+        assert!(flat_without_vmemmap(&[r(1, 100), r(100, 200)]));
+        assert!(!flat_without_vmemmap(&[r(0, 128), r(256, 128)]), "a section-sized hole");
+        assert!(flat_without_vmemmap(&[r(0, 100), r(200, 100)]), "a hole inside present sections");
+        assert!(!flat_without_vmemmap(&[r(0, 128), r(128, 128).on_node(1)]), "two nodes");
+    }
 }

@@ -155,20 +155,21 @@ fn boot_never_frees_a_partly_reserved_page() {
 
 #[test]
 fn one_node_machines_without_section_holes_get_a_flat_memmap() {
-    // Without the vmemmap (the default): contiguous sections on one node are one descriptor buffer in pfn
+    // Without the vmemmap: contiguous sections on one node are one descriptor buffer in pfn
     // order (mm/memmap.rs); the PCI hole (3-4 GiB, eight absent sections between present
     // ones) and two nodes (each carves its own) keep the sparse lookup.
-    let b = MachineBuilder::new;
-    let flat = b().ram_mib(512).cpus(1).build().unwrap();
-    assert!(flat.memmap_is_flat());
+    let b = || MachineBuilder::new().vmemmap(false);
+    let flat = MachineBuilder::new().ram_mib(512).cpus(1).build().unwrap();
+    assert!(flat.memmap_is_flat(), "flat without the vmemmap, which is then off by default");
     let holes = b().ram_mib(4096).cpus(1).build().unwrap();
     assert!(!holes.memmap_is_flat());
     let numa = b().ram_mib(512).nodes(2).cpus(2).build().unwrap();
     assert!(!numa.memmap_is_flat());
-    // With the vmemmap, every section's descriptors sit at their slot: flat.
-    let vm_holes = b().vmemmap(true).ram_mib(4096).cpus(1).build().unwrap();
+    // Such machines get the vmemmap by default: every section's descriptors sit at their
+    // slot, flat.
+    let vm_holes = MachineBuilder::new().ram_mib(4096).cpus(1).build().unwrap();
     assert!(vm_holes.memmap_is_flat());
-    let vm_numa = b().vmemmap(true).ram_mib(512).nodes(2).cpus(2).build().unwrap();
+    let vm_numa = MachineBuilder::new().ram_mib(512).nodes(2).cpus(2).build().unwrap();
     assert!(vm_numa.memmap_is_flat());
     // Each allocates and frees through its own lookup, and its lists stay consistent.
     for m in [&flat, &holes, &numa, &vm_holes, &vm_numa] {

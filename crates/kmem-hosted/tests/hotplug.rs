@@ -48,7 +48,7 @@ fn a_small_machine_grows_by_sections() {
     // Add two sections: 256 MiB, less their descriptors (1 MiB each).
     let added = m.hot_add(2).unwrap();
     assert_eq!(added, 2 * (32768 - 256));
-    assert!(!m.memmap_is_flat(), "without the vmemmap, hot-added sections keep their descriptors in themselves");
+    assert!(m.memmap_is_flat(), "a machine with a hotplug reserve has the vmemmap by default");
     assert_eq!(meminfo_kb(&m, "MemTotal:"), total0 + (added as u64) * 4);
     assert!(m.min_free_kbytes() > min0, "watermarks follow the larger machine");
     assert_eq!(m.max_pfn().as_usize(), 3 * 32768);
@@ -119,6 +119,28 @@ fn with_the_vmemmap_hot_added_sections_keep_the_memmap_flat() {
     // SAFETY: ours, freed once.
     unsafe { other.__free_pages(p, Order::ZERO) };
     other.verify().unwrap();
+}
+
+#[test]
+fn without_the_vmemmap_a_hot_added_section_ends_the_flat_memmap() {
+    let m = MachineBuilder::new()
+        .memory_map(vec![MemRegion::usable(0, 128 * MIB)])
+        .zone_layout(flat())
+        .hotplug_max(512 * MIB)
+        .vmemmap(false)
+        .build()
+        .unwrap();
+    assert!(m.memmap_is_flat());
+    m.hot_add(1).unwrap();
+    assert!(!m.memmap_is_flat(), "the new section keeps its descriptors in itself");
+    // Both sections' pages go round the lists through the sparse lookup.
+    let blocks: Vec<_> = (0..120).map(|_| m.alloc_pages(Gfp::KERNEL, Order::of(9)).unwrap()).collect();
+    assert!(blocks.iter().any(|p| p.pfn().as_usize() < 32768) && blocks.iter().any(|p| p.pfn().as_usize() >= 32768));
+    for p in blocks {
+        // SAFETY: each block is ours, freed once with its order.
+        unsafe { m.__free_pages(p, Order::of(9)) };
+    }
+    m.verify().unwrap();
 }
 
 #[test]

@@ -34,8 +34,8 @@
 //! its descriptors in itself is not flat, and `pfn_to_page` is the checked lookup inlined,
 //! unless its platform has a vmemmap (`Platform::vmemmap_section`, SPARSEMEM_VMEMMAP): then
 //! boot and hot-add place each section's descriptors at `vmemmap_base + nr * 1 MiB`, every
-//! word agrees, and any machine is flat (kmem-hosted's `MachineBuilder::vmemmap`, which
-//! kmem-alloc's growing machine uses).
+//! word agrees, and any machine is flat (kmem-hosted's `MachineBuilder::vmemmap`, on by
+//! default where the map would not be flat without it).
 //!
 //! The table keeps the map words first, then the sections: [`Memmap`] must stay three words
 //! (it is part of the machine state, whose size the golden /proc tests pin), so one of the two
