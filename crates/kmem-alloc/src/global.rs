@@ -19,8 +19,9 @@
 //!   copy), and nothing read from `/proc` or `/sys`. A process that allocates little touches
 //!   about 40 pages of machine state and descriptors.
 //! - **Growth**: a request the machine cannot serve hot-adds a 128 MiB section
-//!   (`Machine::hot_add`; its page descriptors live in the section) and is retried. A small
-//!   program touches 1 MiB of descriptors and a few pages of machine state, not more.
+//!   (`Machine::hot_add`; its page descriptors live in the section's first pages, moved to
+//!   their slot of the machine's vmemmap range so the memory map stays flat) and is retried.
+//!   A small program touches 1 MiB of descriptors and a few pages of machine state, not more.
 //! - **Giving memory back** (the documented policy): after a free that leaves the machine
 //!   with at least [`REPORT_MIN_FREE`] free and at most once per [`REPORT_INTERVAL_NS`],
 //!   free page reporting hands up to [`REPORT_BUDGET`] free blocks of 2 MiB or more back to
@@ -228,6 +229,9 @@ fn build() -> Option<Machine> {
         // range, huge blocks come from host mappings instead.
         .anonymous_ram(true)
         .ram_hugepages(false)
+        // Hot-added sections' descriptors at their vmemmap slots: the memory map stays flat
+        // as the machine grows (kmem's own pfn-to-descriptor lookups are one multiply-add).
+        .vmemmap(true)
         .vmalloc_size(0)
         .no_alloc_reports(true)
         .on_report(crate::misuse::machine_report)

@@ -23,6 +23,8 @@ fn grows_by_hot_add_and_gives_memory_back() {
         "the machine grew: {before} -> {}",
         global::online_bytes()
     );
+    // The hot-added sections' descriptors sit at their vmemmap slots: still one array.
+    assert!(global::machine().unwrap().memmap_is_flat());
     for (i, b) in blocks.iter().enumerate() {
         assert!(b.iter().step_by(4096).all(|&x| x == i as u8));
     }

@@ -99,6 +99,7 @@ pub struct MachineBuilder {
     ram_hugepages: bool,
     deferred_init: Option<u64>,
     kswapd: bool,
+    vmemmap: Option<bool>,
 }
 
 impl Default for MachineBuilder {
@@ -137,6 +138,7 @@ impl MachineBuilder {
             vmalloc_recycle: true,
             anonymous_ram: false,
             ram_hugepages: true,
+            vmemmap: None,
             deferred_init: None,
             kswapd: false,
         }
@@ -329,6 +331,16 @@ impl MachineBuilder {
         self.anonymous_ram = on;
         self
     }
+    /// SPARSEMEM_VMEMMAP: each section's page descriptors move to their slot of a reserved
+    /// virtual array (`kmem::Platform::vmemmap_section`), so the memory map is flat whatever
+    /// the holes, nodes and hot-adds. It costs `__free_pages` and `kmap` a second range check
+    /// (is the descriptor this machine's?), so by default it is on only where the map would
+    /// not be flat without it: sections with a hole between them, several nodes, or a
+    /// hotplug reserve.
+    pub fn vmemmap(mut self, on: bool) -> Self {
+        self.vmemmap = Some(on);
+        self
+    }
     /// With [`MachineBuilder::anonymous_ram`]: whether the host may back RAM with transparent
     /// huge pages (default: yes, `MADV_HUGEPAGE`). `false` asks for small pages
     /// (`MADV_NOHUGEPAGE`, what a memfd gets): a machine that touches little of a large RAM
@@ -450,10 +462,21 @@ impl MachineBuilder {
             ),
             false => None,
         };
+        // One section's descriptors per section slot of the RAM mapping (hotplug reserve
+        // included).
+        let vmemmap = match self.vmemmap.unwrap_or(self.hotplug > 0 || !crate::vspace::flat_without_vmemmap(&regions)) {
+            true => {
+                let slots = (ram.len() as u64).div_ceil(kmem::boot::PAGES_PER_SECTION_BYTES) as usize;
+                let bytes = slots * kmem::boot::MEMMAP_BYTES_PER_SECTION;
+                Some(crate::vspace::VSpace::reserve(bytes).map_err(|e| BuildError::Ram(RamError::Os("mmap", e)))?)
+            }
+            false => None,
+        };
         let maps = crate::platform::MapRanges {
             fd: ram.raw_fd(),
             vmalloc: vrange.map(|(_, s, e)| (s, e)),
             kmap: kspace.as_ref().map(|k| k.range()),
+            vmemmap: vmemmap.as_ref().map(|v| v.range()),
         };
         let platform = HostedPlatform::new(cpus, dm, ram.len(), log.clone(), maps);
         let nodes = regions.iter().map(|r| r.node as usize + 1).max().unwrap_or(1);
@@ -498,7 +521,7 @@ impl MachineBuilder {
         // SAFETY: the Machine owns the threads and stops them first thing in its drop,
         // before its state and RAM go away.
         let kswapd = if self.kswapd { unsafe { crate::reclaim::Kswapd::start(&kmem) } } else { Default::default() };
-        Ok(Machine::new(kmem, [vspace, kspace], ram, log, regions, self.preset, kswapd))
+        Ok(Machine::new(kmem, [vspace, kspace, vmemmap], ram, log, regions, self.preset, kswapd))
     }
 }
 

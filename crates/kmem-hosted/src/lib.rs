@@ -3,7 +3,11 @@
 //! Physical RAM is a sparse memfd; the direct map is one `mmap` of it, with holes and
 //! firmware ranges `PROT_NONE`. Threads are CPUs. The vmalloc range is a reserved
 //! `PROT_NONE` region where vmalloc maps RAM pages by memfd offset, so guard pages fault.
-//! Several machines can live in one process.
+//! With `MachineBuilder::vmemmap` (on by default for machines with section holes, several
+//! nodes or a hotplug reserve), the page descriptors of every section move (`mremap`) to
+//! their slot of a reserved vmemmap range, so the memory map is flat (`kmem`'s
+//! `mm/memmap.rs`) whatever the holes, nodes and hot-adds. Several machines can live in one
+//! process.
 //!
 //! ```
 //! use kmem::{Gfp, ReportKind, Order};

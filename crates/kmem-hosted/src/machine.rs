@@ -18,7 +18,7 @@ pub struct Machine {
     // reservation and the RAM mapping.
     kmem: Kmem<HostedPlatform>,
     /// The vmalloc range and the kmap area.
-    _vspace: [Option<VSpace>; 2],
+    _vspace: [Option<VSpace>; 3],
     ram: Ram,
     log: Arc<ReportLog>,
     regions: Vec<MemRegion>,
@@ -32,7 +32,7 @@ pub struct Machine {
 impl Machine {
     pub(crate) fn new(
         kmem: Kmem<HostedPlatform>,
-        vspace: [Option<VSpace>; 2],
+        vspace: [Option<VSpace>; 3],
         ram: Ram,
         log: Arc<ReportLog>,
         regions: Vec<MemRegion>,

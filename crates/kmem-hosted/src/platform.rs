@@ -122,6 +122,8 @@ pub(crate) struct MapRanges {
     pub(crate) fd: Option<std::os::fd::RawFd>,
     pub(crate) vmalloc: Option<(usize, usize)>,
     pub(crate) kmap: Option<(usize, usize)>,
+    /// The vmemmap range: one section's descriptors (1 MiB) per section slot from its start.
+    pub(crate) vmemmap: Option<(usize, usize)>,
 }
 
 impl MapRanges {
@@ -196,9 +198,10 @@ fn epoch() -> Instant {
 
 // SAFETY: the direct map is the machine's RAM mapping (`Ram`), which the `Machine` keeps alive
 // longer than the `Kmem` using this platform, and maps every usable range read-write;
-// `current_cpu` is reduced modulo the fixed number of CPU slots; the vmalloc range and the
-// kmap area are the machine's own `VSpace` reservations, disjoint from RAM, and live as long
-// as the Kmem.
+// `current_cpu` is reduced modulo the fixed number of CPU slots; the vmalloc range, the
+// kmap area and the vmemmap range are the machine's own `VSpace` reservations, disjoint from
+// RAM, and live as long as the Kmem (descriptors moved to the vmemmap leave `PROT_NONE`
+// holes in the direct map, which the core never reaches).
 unsafe impl Platform for HostedPlatform {
     fn nr_cpus(&self) -> usize {
         self.cpus.nr()
@@ -335,6 +338,23 @@ unsafe impl Platform for HostedPlatform {
     }
     fn vmalloc_range(&self) -> Option<(VirtAddr, VirtAddr)> {
         self.maps.vmalloc.map(|(s, e)| (VirtAddr::new(s), VirtAddr::new(e)))
+    }
+    #[inline]
+    fn vmemmap_range(&self) -> Option<(VirtAddr, VirtAddr)> {
+        self.maps.vmemmap.map(|(s, e)| (VirtAddr::new(s), VirtAddr::new(e)))
+    }
+    unsafe fn vmemmap_section(&self, nr: usize, map: VirtAddr) -> Option<VirtAddr> {
+        let (s, e) = self.maps.vmemmap?;
+        let bytes = kmem::boot::MEMMAP_BYTES_PER_SECTION;
+        let va = s.checked_add(nr.checked_mul(bytes)?)?;
+        if va.checked_add(bytes)? > e {
+            return None;
+        }
+        // SAFETY: the core's contract: `map` is carved RAM (in our RAM mapping, read-write),
+        // unreferenced; the slot of section `nr` in our vmemmap reservation is mapped once,
+        // for this call. On failure the pages stay at `map`, which the core then uses.
+        unsafe { crate::vspace::move_pages(map.as_usize(), va, bytes) }.ok()?;
+        Some(VirtAddr::new(va))
     }
     unsafe fn map_kernel_pages(
         &self,

@@ -13,8 +13,8 @@
 
 use std::os::fd::{BorrowedFd, RawFd};
 
-use kmem::{MapError, PageProt, Pfn, TlbFlush, VirtAddr, PAGE_SIZE};
-use rustix::mm::{mmap, mmap_anonymous, munmap, MapFlags, ProtFlags};
+use kmem::{MapError, MemRegion, PageProt, Pfn, RegionKind, TlbFlush, VirtAddr, PAGE_SIZE};
+use rustix::mm::{mmap, mmap_anonymous, mremap_fixed, munmap, MapFlags, MremapFlags, ProtFlags};
 
 /// The reservation; unmapped on drop.
 #[derive(Debug)]
@@ -96,4 +96,64 @@ pub(crate) unsafe fn unmap(va: VirtAddr, npages: usize) -> TlbFlush {
     // alias, as a missing TLB flush would be; it is not a safety problem for kmem itself.
     debug_assert!(r.is_ok(), "unmapping a vmalloc range failed: {r:?}");
     TlbFlush::range(va, npages)
+}
+
+/// Moves the `len` bytes of RAM mapping at `from` to `to` in a [`VSpace`] (`mremap`), and
+/// reserves `from` again as `PROT_NONE`: the pages, memfd or anonymous, now live only at `to`
+/// (a section's page descriptors moving to their vmemmap slot; the direct map has a hole
+/// there, which kmem never reaches).
+///
+/// # Safety
+///
+/// `[from, from + len)` lies in the RAM mapping, read-write, and nothing references it;
+/// `[to, to + len)` lies in a live [`VSpace`] and is not mapped yet; both page aligned.
+pub(crate) unsafe fn move_pages(from: usize, to: usize, len: usize) -> Result<(), rustix::io::Errno> {
+    // SAFETY: the caller's contract: both ranges are ours and unreferenced; MREMAP_FIXED
+    // replaces the reservation at `to`.
+    unsafe {
+        mremap_fixed(from as *mut core::ffi::c_void, len, len, MremapFlags::MAYMOVE, to as *mut core::ffi::c_void)
+    }?;
+    // SAFETY: `from` was just vacated; the reservation keeps the host from mapping anything
+    // else into the RAM mapping's range.
+    unsafe {
+        mmap_anonymous(
+            from as *mut core::ffi::c_void,
+            len,
+            ProtFlags::empty(),
+            MapFlags::PRIVATE | MapFlags::FIXED | MapFlags::NORESERVE,
+        )
+    }?;
+    Ok(())
+}
+
+/// Whether boot lays the descriptors of a machine with `regions` out flat without a vmemmap
+/// (`kmem`'s `boot/sparse.rs`): the sections usable RAM overlaps are one run, on one node.
+/// Without a hotplug reserve, such a machine needs no vmemmap.
+pub(crate) fn flat_without_vmemmap(regions: &[MemRegion]) -> bool {
+    let sec = kmem::boot::PAGES_PER_SECTION_BYTES;
+    let usable: Vec<&MemRegion> = regions.iter().filter(|r| r.kind == RegionKind::Usable && r.size > 0).collect();
+    let end = usable.iter().map(|r| r.end().as_u64()).max().unwrap_or(0);
+    let mut node_of = vec![None::<u8>; end.div_ceil(sec) as usize];
+    for r in &usable {
+        for slot in &mut node_of[(r.start.as_u64() / sec) as usize..=((r.end().as_u64() - 1) / sec) as usize] {
+            *slot = Some(r.node);
+        }
+    }
+    let present: Vec<(usize, u8)> = node_of.iter().enumerate().filter_map(|(i, n)| n.map(|n| (i, n))).collect();
+    present.windows(2).all(|w| w[1].0 == w[0].0 + 1 && w[1].1 == w[0].1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flat_without_vmemmap_needs_one_run_on_one_node() {
+        const MIB: u64 = 1 << 20;
+        let r = |s: u64, n: u64| MemRegion::usable(s * MIB, n * MIB);
+        assert!(flat_without_vmemmap(&[r(1, 100), r(100, 200)]));
+        assert!(!flat_without_vmemmap(&[r(0, 128), r(256, 128)]), "a section-sized hole");
+        assert!(flat_without_vmemmap(&[r(0, 100), r(200, 100)]), "a hole inside present sections");
+        assert!(!flat_without_vmemmap(&[r(0, 128), r(128, 128).on_node(1)]), "two nodes");
+    }
 }

@@ -152,3 +152,35 @@ fn boot_never_frees_a_partly_reserved_page() {
     assert_eq!(m.report_count(ReportKind::BadPage), 0);
     m.verify().unwrap();
 }
+
+#[test]
+fn one_node_machines_without_section_holes_get_a_flat_memmap() {
+    // Without the vmemmap: contiguous sections on one node are one descriptor buffer in pfn
+    // order (mm/memmap.rs); the PCI hole (3-4 GiB, eight absent sections between present
+    // ones) and two nodes (each carves its own) keep the sparse lookup.
+    let b = || MachineBuilder::new().vmemmap(false);
+    let flat = MachineBuilder::new().ram_mib(512).cpus(1).build().unwrap();
+    assert!(flat.memmap_is_flat(), "flat without the vmemmap, which is then off by default");
+    let holes = b().ram_mib(4096).cpus(1).build().unwrap();
+    assert!(!holes.memmap_is_flat());
+    let numa = b().ram_mib(512).nodes(2).cpus(2).build().unwrap();
+    assert!(!numa.memmap_is_flat());
+    // Such machines get the vmemmap by default: every section's descriptors sit at their
+    // slot, flat.
+    let vm_holes = MachineBuilder::new().ram_mib(4096).cpus(1).build().unwrap();
+    assert!(vm_holes.memmap_is_flat());
+    let vm_numa = MachineBuilder::new().ram_mib(512).nodes(2).cpus(2).build().unwrap();
+    assert!(vm_numa.memmap_is_flat());
+    // Each allocates and frees through its own lookup, and its lists stay consistent.
+    for m in [&flat, &holes, &numa, &vm_holes, &vm_numa] {
+        let blocks: Vec<_> = (0..600).map(|i| m.alloc_pages(Gfp::KERNEL, Order::of(i % 4)).unwrap()).collect();
+        for (i, p) in blocks.into_iter().enumerate() {
+            // SAFETY: each block is ours, freed once with its order.
+            unsafe { m.__free_pages(p, Order::of(i as u32 % 4)) };
+        }
+        m.drain_all_pages();
+        m.verify().unwrap();
+    }
+    // The hole stays a hole for lookups nobody vouches for.
+    assert!(vm_holes.pfn_to_page(kmem::PhysAddr::new(3 << 30).pfn()).is_none());
+}

@@ -36,6 +36,7 @@ fn a_small_machine_grows_by_sections() {
     let boot = m.boot_info();
     assert_eq!(boot.present_sections, 1);
     assert_eq!(boot.memmap_bytes, MIB, "descriptors for the boot section only");
+    assert!(m.memmap_is_flat());
     let total0 = meminfo_kb(&m, "MemTotal:");
     let min0 = m.min_free_kbytes();
     // Fill the boot memory.
@@ -47,6 +48,7 @@ fn a_small_machine_grows_by_sections() {
     // Add two sections: 256 MiB, less their descriptors (1 MiB each).
     let added = m.hot_add(2).unwrap();
     assert_eq!(added, 2 * (32768 - 256));
+    assert!(m.memmap_is_flat(), "a machine with a hotplug reserve has the vmemmap by default");
     assert_eq!(meminfo_kb(&m, "MemTotal:"), total0 + (added as u64) * 4);
     assert!(m.min_free_kbytes() > min0, "watermarks follow the larger machine");
     assert_eq!(m.max_pfn().as_usize(), 3 * 32768);
@@ -82,6 +84,63 @@ fn a_small_machine_grows_by_sections() {
     assert!(matches!(m.hot_add(8), Err(HotAddError::NoSpace)));
     m.hot_add(5).unwrap();
     assert!(matches!(m.hot_add(1), Err(HotAddError::NoSpace)));
+}
+
+#[test]
+fn with_the_vmemmap_hot_added_sections_keep_the_memmap_flat() {
+    let m = MachineBuilder::new()
+        .memory_map(vec![MemRegion::usable(0, 128 * MIB)])
+        .zone_layout(flat())
+        .hotplug_max(512 * MIB)
+        .vmemmap(true)
+        .build()
+        .unwrap();
+    assert!(m.memmap_is_flat());
+    m.hot_add(2).unwrap();
+    assert!(m.memmap_is_flat(), "the new sections' descriptors moved to their vmemmap slots");
+    // Every section's pages go round the lists through the flat lookup, and frees of
+    // descriptors outside the direct map are this machine's.
+    let blocks: Vec<_> = (0..160).map(|_| m.alloc_pages(Gfp::KERNEL, Order::of(9)).unwrap()).collect();
+    assert!(blocks.iter().any(|p| p.pfn().as_usize() < 32768) && blocks.iter().any(|p| p.pfn().as_usize() >= 65536));
+    for p in blocks {
+        // SAFETY: a fresh 2 MiB block of ours.
+        unsafe { m.page_address(p).unwrap().as_mut_ptr::<u8>().write_bytes(0x5a, 2 << 20) };
+        // SAFETY: each block is ours, freed once with its order.
+        unsafe { m.__free_pages(p, Order::of(9)) };
+    }
+    assert_eq!((m.report_count(ReportKind::BadPage), m.report_count(ReportKind::Warning)), (0, 0));
+    m.verify().unwrap();
+    // Another vmemmap machine's page is still refused.
+    let other = MachineBuilder::new().ram_mib(128).cpus(1).vmemmap(true).build().unwrap();
+    let p = other.alloc_pages(Gfp::KERNEL, Order::ZERO).unwrap();
+    // SAFETY: refused (another machine's page) before anything changes.
+    unsafe { m.__free_pages(p, Order::ZERO) };
+    assert_eq!(m.report_count(ReportKind::Warning), 1);
+    // SAFETY: ours, freed once.
+    unsafe { other.__free_pages(p, Order::ZERO) };
+    other.verify().unwrap();
+}
+
+#[test]
+fn without_the_vmemmap_a_hot_added_section_ends_the_flat_memmap() {
+    let m = MachineBuilder::new()
+        .memory_map(vec![MemRegion::usable(0, 128 * MIB)])
+        .zone_layout(flat())
+        .hotplug_max(512 * MIB)
+        .vmemmap(false)
+        .build()
+        .unwrap();
+    assert!(m.memmap_is_flat());
+    m.hot_add(1).unwrap();
+    assert!(!m.memmap_is_flat(), "the new section keeps its descriptors in itself");
+    // Both sections' pages go round the lists through the sparse lookup.
+    let blocks: Vec<_> = (0..120).map(|_| m.alloc_pages(Gfp::KERNEL, Order::of(9)).unwrap()).collect();
+    assert!(blocks.iter().any(|p| p.pfn().as_usize() < 32768) && blocks.iter().any(|p| p.pfn().as_usize() >= 32768));
+    for p in blocks {
+        // SAFETY: each block is ours, freed once with its order.
+        unsafe { m.__free_pages(p, Order::of(9)) };
+    }
+    m.verify().unwrap();
 }
 
 #[test]

@@ -369,6 +369,14 @@ impl<P: Platform> Kmem<P> {
         self.state().boot
     }
 
+    /// True while the memory map is flat: every present section's descriptors lie in one
+    /// array indexed by pfn, so kmem's own pfn-to-descriptor lookups are one multiply-add
+    /// (`mm/memmap.rs`). Boot makes it so for a one-node machine whose sections are
+    /// contiguous; a section hot-added elsewhere ends it.
+    pub fn memmap_is_flat(&self) -> bool {
+        self.memmap().is_flat()
+    }
+
     /// Machine-wide event counters.
     pub fn events(&self) -> &VmEvents {
         &self.state().events

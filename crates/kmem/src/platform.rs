@@ -84,7 +84,13 @@ impl ReportKind {
 /// The core trusts the implementation in ways that affect memory safety:
 /// - [`Platform::direct_map`] must describe a mapping in which every physical address below
 ///   `limit` that the memory map calls RAM is readable and writable at `base + phys`, for as
-///   long as the machine lives, and maps nothing else the core could be told to write.
+///   long as the machine lives, and maps nothing else the core could be told to write
+///   (descriptor RAM that [`Platform::vmemmap_section`] moved away excepted: the core never
+///   reaches it through the direct map).
+/// - [`Platform::vmemmap_section`]'s address must lie in [`Platform::vmemmap_range`], be
+///   readable and writable, hold the bytes written there, and stay so for as long as the
+///   machine lives; the range must be this machine's alone, disjoint from everything else
+///   the core uses.
 /// - [`Platform::current_cpu`] must return a value below [`Platform::nr_cpus`], and
 ///   `nr_cpus` must not change.
 /// - [`Platform::kmap_range`], like [`Platform::vmalloc_range`], must be kernel address
@@ -309,6 +315,31 @@ pub unsafe trait Platform: Send + Sync {
     /// page aligned, disjoint from the direct map. `None` (the default): the machine has no
     /// vmalloc area, and every vmalloc-family call fails.
     fn vmalloc_range(&self) -> Option<(VirtAddr, VirtAddr)> {
+        None
+    }
+
+    /// SPARSEMEM_VMEMMAP: makes the page descriptors of section `nr`, the
+    /// `PAGES_PER_SECTION * 32` bytes (1 MiB) of RAM carved for them at direct-map address
+    /// `map` (page aligned, not written yet), reachable at the section's slot of a virtual
+    /// descriptor array, `vmemmap_base + nr * 1 MiB`, and returns that address. The core
+    /// then reaches those descriptors only there (the platform may move the pages away from
+    /// `map`, leaving a hole in the direct map), and with every section at its slot the
+    /// memory map is flat (`mm/memmap.rs`): `pfn_to_page` is one multiply-add. `None` (the
+    /// default, or a section beyond the platform's range): the core uses `map`.
+    ///
+    /// # Safety
+    ///
+    /// `map` is that RAM, carved for section `nr`'s descriptors, used for nothing else and not
+    /// referenced; the call is made once per section, at boot or hot-add.
+    unsafe fn vmemmap_section(&self, nr: usize, map: VirtAddr) -> Option<VirtAddr> {
+        let _ = (nr, map);
+        None
+    }
+
+    /// The virtual range [`Platform::vmemmap_section`] places descriptors in, reserved for
+    /// this machine alone: a descriptor there is this machine's (`PageRef` ownership checks).
+    /// `None` (the default): no vmemmap.
+    fn vmemmap_range(&self) -> Option<(VirtAddr, VirtAddr)> {
         None
     }
 

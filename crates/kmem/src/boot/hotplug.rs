@@ -8,7 +8,8 @@
 //!
 //! [`Kmem::hot_add_memory`](crate::Kmem::hot_add_memory) onlines whole sections inside the
 //! range [`BootConfig::hotplug_end`](crate::BootConfig::hotplug_end) sized the section table
-//! for; each section's descriptors take its first 256 pages. `init_per_zone_wmark_min`
+//! for; each section's descriptors take its first 256 pages (reached at their vmemmap address
+//! if the platform gives one: `Platform::vmemmap_section`). `init_per_zone_wmark_min`
 //! (min_free_kbytes, watermarks, lowmem reserves, pcp batch and high) then runs again.
 //! Serialised by the machine's hotplug lock, a leaf above the zone lock.
 
@@ -132,10 +133,14 @@ impl<P: Platform> Kmem<P> {
         let mut added = 0;
         for nr in first..first + count {
             let base = Pfn::new(nr << PFN_SECTION_SHIFT);
-            let map = self.phys_to_virt(base.phys()).expect("checked: direct-mapped").as_mut_ptr::<Page>();
+            let map = self.phys_to_virt(base.phys()).expect("checked: direct-mapped");
+            // SAFETY: the section's first pages are the caller's RAM, given to the machine for
+            // its life, not referenced, and carved for the descriptors alone.
+            let map = unsafe { self.platform().vmemmap_section(nr, map) }.unwrap_or(map).as_mut_ptr::<Page>();
             deferred::write_section_descriptors(map, nr, nid as u8, &layout);
             // SAFETY: `map` holds the section's descriptors, just initialised in the section's
-            // own first pages, which the caller gives to the machine for its life.
+            // own first pages (or at their vmemmap address, which the platform keeps valid for
+            // the machine's life).
             unsafe { mm.set_section_map(nr, map, nid as u8) };
             let node = self.node(nid).expect("checked above");
             let zone = node.zone(layout.zone_of(base.phys()));

@@ -27,6 +27,7 @@ mod hotplug;
 mod memblock;
 mod memory_map;
 pub(crate) mod pagesets;
+mod sparse;
 
 pub(crate) use deferred::DeferredState;
 pub use hotplug::HotplugError;
@@ -49,6 +50,9 @@ use crate::sync::{AtomicUsize, Ordering};
 
 /// Bytes per memory section (128 MiB): NUMA node boundaries must be multiples of it.
 pub const PAGES_PER_SECTION_BYTES: u64 = (PAGES_PER_SECTION as u64) << PAGE_SHIFT;
+/// Bytes of one section's page descriptors: a slot of the vmemmap
+/// ([`Platform::vmemmap_section`](crate::Platform::vmemmap_section)).
+pub const MEMMAP_BYTES_PER_SECTION: usize = PAGES_PER_SECTION * Page::SIZE;
 
 /// Default distance to the local node and to a remote node (ACPI SLIT's `LOCAL_DISTANCE` and
 /// `REMOTE_DISTANCE`).
@@ -351,27 +355,30 @@ impl<P: Platform> Kmem<P> {
         }
 
         // Section presence and node, from the usable ranges.
+        let bytes = (PAGES_PER_SECTION * Page::SIZE) as u64;
+        // A flat memmap (`mm/memmap.rs`) when the present sections are one run on one node:
+        // their descriptor arrays as one buffer in pfn order (Linux's `sparse_buffer_init`),
+        // if memblock has room for it in one piece; else one array per section.
+        let flat = sparse::flat_run(nr_sections, |nr| sparse::section_node(&mb, nr))?
+            .and_then(|(first, n, node)| Some((first, mb.alloc(n as u64 * bytes, PAGE_SIZE as u64, Some(node)).ok()?)));
         let mut memmap_bytes = 0u64;
         let mut present_sections = 0usize;
         for nr in 0..nr_sections {
-            let s = ((nr * PAGES_PER_SECTION) as u64) << PAGE_SHIFT;
-            let send = s + ((PAGES_PER_SECTION as u64) << PAGE_SHIFT);
-            let mut node = None;
-            for m in mb.memory().iter().filter(|m| m.start < send && s < m.end) {
-                match node {
-                    None => node = Some(m.node),
-                    Some(n) if n != m.node => return Err(BootError::SectionSpansNodes { section: nr }),
-                    Some(_) => {}
-                }
-            }
-            let Some(node) = node else { continue };
-            let bytes = (PAGES_PER_SECTION * Page::SIZE) as u64;
-            let map_pa = mb.alloc(bytes, PAGE_SIZE as u64, Some(node))?;
-            let map = va(map_pa)?.as_mut_ptr::<Page>();
+            let Some(node) = sparse::section_node(&mb, nr)? else { continue };
+            let map_pa = match flat {
+                Some((first, base)) => PhysAddr::new(base.as_u64() + (nr - first) as u64 * bytes),
+                None => mb.alloc(bytes, PAGE_SIZE as u64, Some(node))?,
+            };
+            let map = va(map_pa)?;
+            // SAFETY: `map` is carved RAM for this section's descriptors alone (the flat buffer
+            // holds one array per section of the run, and `flat_run` counted this one), not
+            // written or referenced yet.
+            let map = unsafe { platform.vmemmap_section(nr, map) }.unwrap_or(map).as_mut_ptr::<Page>();
             // SAFETY: `map` holds room for PAGES_PER_SECTION descriptors in carved memory that
-            // lives as long as the machine and is used for nothing else; step 3 below writes
-            // them (or defers them) before anything looks a frame up.
-            unsafe { memmap.set_section_map(nr, map, node) };
+            // lives as long as the machine and is used for nothing else (or their vmemmap
+            // address, which the platform keeps so); step 3 below writes them (or defers
+            // them) before anything looks a frame up.
+            unsafe { state.memmap.set_section_map(nr, map, node) };
             memmap_bytes += bytes;
             present_sections += 1;
         }
@@ -447,7 +454,7 @@ impl<P: Platform> Kmem<P> {
 
         // Descriptors: every chunk boot does not defer.
         let defer = config.deferred_init.filter(|_| config.ram_zeroed);
-        let deferred = deferred::init_memmap(&mb, &memmap, &config.layout, &deferring, defer);
+        let deferred = deferred::init_memmap(&mb, &state.memmap, &config.layout, &deferring, defer);
         deferred::set_counts(&state.deferred, &deferred, &deferring, |nid, zt| node_ref(&node_ptrs, nid).zone(zt));
         let total_deferred: usize = deferred.iter().sum();
 
@@ -464,8 +471,8 @@ impl<P: Platform> Kmem<P> {
                     return;
                 }
                 let zone = node_ref(&node_ptrs, nid as usize).zone(zt);
-                for_each_initialised_run(&memmap, sp, ep, |s, e| {
-                    let n = release_range(kmem_platform, zone, &memmap, s, e);
+                for_each_initialised_run(&state.memmap, sp, ep, |s, e| {
+                    let n = release_range(kmem_platform, zone, &state.memmap, s, e);
                     zone.add_managed(n);
                     total_free += n;
                 });

@@ -257,13 +257,14 @@ fn move_free_in<P: Platform>(
 }
 
 /// The descriptor of `buddy` if it is a free block of exactly `order` inside `[start, end)`,
-/// the zone's span (`page_is_buddy`).
+/// the zone's span (`page_is_buddy`). `order` is below `MAX_PAGE_ORDER`, so the buddy lies
+/// in the block's `MAX_ORDER_NR_PAGES` chunk, in a present section.
 #[inline]
 fn free_buddy(mm: &Memmap, start: Pfn, end: Pfn, buddy: Pfn, order: Order) -> Option<&Page> {
     if buddy < start || buddy >= end {
         return None;
     }
-    mm.page(buddy).filter(|p| p.is_buddy() && buddy_order(p) == order.as_u32())
+    Some(mm.pfn_to_page(buddy)).filter(|p| p.is_buddy() && buddy_order(p) == order.as_u32())
 }
 
 /// `__free_one_page()`: returns the block of `order` at `pfn` to the zone, merging with free
@@ -283,7 +284,7 @@ pub fn free_one_page<P: Platform>(
     zone.mod_free_pages(order.nr_pages() as isize);
     // A merged block counts as reported (its memory given back to the host) only if every
     // piece of it was.
-    let mut reported = mm.page(pfn).is_some_and(|p| p.test(pg::REPORTED));
+    let mut reported = mm.pfn_to_page(pfn).test(pg::REPORTED);
     while order < Order::MAX {
         let buddy = pfn.buddy(order);
         let Some(bpage) = free_buddy(mm, start, end, buddy, order) else { break };
@@ -304,17 +305,13 @@ pub fn free_one_page<P: Platform>(
             }
         }
         area.del_page(g, mm, bpage);
-        if let Some(p) = mm.page(pfn) {
-            p.clear_exclusive(pg::REPORTED);
-        }
+        mm.pfn_to_page(pfn).clear_exclusive(pg::REPORTED);
         pfn = Pfn::new(pfn.as_usize() & buddy.as_usize());
         order = order.up().expect("order below MAX has a higher order");
     }
     let tail = to_tail || buddy_merge_likely(mm, start, end, pfn, order);
     if reported {
-        if let Some(p) = mm.page(pfn) {
-            p.set_exclusive(pg::REPORTED);
-        }
+        mm.pfn_to_page(pfn).set_exclusive(pg::REPORTED);
     }
     area.add(g, mm, pfn, order, mt, tail);
 }
@@ -333,7 +330,8 @@ fn buddy_merge_likely(mm: &Memmap, start: Pfn, end: Pfn, pfn: Pfn, order: Order)
     let up = order.up().expect("checked above");
     let higher = Pfn::new(pfn.as_usize() & pfn.buddy(order).as_usize());
     let higher_buddy = higher.buddy(up);
-    higher_buddy >= start && higher_buddy < end && mm.page(higher_buddy).is_some_and(Page::is_buddy)
+    // `up` is below `MAX_PAGE_ORDER`: the buddy lies in the block's chunk, as in `free_buddy`.
+    higher_buddy >= start && higher_buddy < end && mm.pfn_to_page(higher_buddy).is_buddy()
 }
 
 #[cfg(test)]

@@ -158,7 +158,7 @@ impl FreeArea {
         tail: bool,
     ) {
         debug_assert!(g.holds(&self.lock));
-        let page = mm.page(pfn).expect("free block without descriptor");
+        let page = mm.pfn_to_page(pfn);
         page.set_buddy(order.as_u32(), mt as u32);
         self.lists[order.index()][mt.index()].push(mm, pfn, page, tail);
     }
@@ -167,7 +167,7 @@ impl FreeArea {
     /// is the one recorded in the page.
     #[inline]
     pub fn del<P: Platform>(&self, g: &SpinGuard<'_, P>, mm: &Memmap, pfn: Pfn) {
-        self.del_page(g, mm, mm.page(pfn).expect("free block without descriptor"));
+        self.del_page(g, mm, mm.pfn_to_page(pfn));
     }
 
     /// [`FreeArea::del`] for a descriptor already at hand.
@@ -181,7 +181,7 @@ impl FreeArea {
 
     /// Moves a free block to another migratetype's list (`move_to_free_list`).
     pub fn move_to<P: Platform>(&self, g: &SpinGuard<'_, P>, mm: &Memmap, pfn: Pfn, mt: Migratetype) {
-        let page = mm.page(pfn).expect("free block without descriptor");
+        let page = mm.pfn_to_page(pfn);
         let order = Order::new(buddy_order(page)).expect("corrupt buddy order");
         self.del(g, mm, pfn);
         self.add(g, mm, pfn, order, mt, true);

@@ -13,6 +13,35 @@
 //! so nothing takes them for a slab, a free block or a compound page); the checked lookups
 //! ([`Memmap::pfn_valid`], [`Memmap::valid_page`]) treat uninitialised chunks as absent.
 //!
+//! # Flat memmap (FLATMEM / VMEMMAP shape)
+//!
+//! A present section's map word encodes its descriptor array's address minus the descriptor
+//! offset of its first frame. When every present section's word is the same value `B`, the
+//! descriptors of all present frames form one array indexed by pfn (Linux's FLATMEM
+//! `mem_map`, or SPARSEMEM_VMEMMAP's virtual array): `pfn_to_page(pfn) = B + pfn * 32`, one
+//! multiply-add and no load but `B`'s. [`Memmap`] keeps `B` (its `flat` word), set by the
+//! first present section and cleared for good by a section whose word differs
+//! ([`Memmap::set_section_map`]). Boot lays the descriptors of a one-node machine whose
+//! present sections are contiguous out as one array in pfn order (Linux's
+//! `sparse_buffer_init`), so such machines are flat; others fall back to the sparse lookup.
+//!
+//! `Memmap::pfn_to_page` takes that path for frames kmem itself vouches for (pfns from its
+//! own free lists, per-CPU lists, blocks it handed out): the frame lies in a present section
+//! (debug builds check it). Lookups of frames nobody vouches for (a pointer passed to `kfree`,
+//! `virt_to_page`, a pfn from a caller) use the checked [`Memmap::page`] /
+//! [`Memmap::valid_page`], which never read outside a present section's array. A machine with
+//! a hole of whole sections between present ones, several nodes, or a section hot-added with
+//! its descriptors in itself is not flat, and `pfn_to_page` is the checked lookup inlined,
+//! unless its platform has a vmemmap (`Platform::vmemmap_section`, SPARSEMEM_VMEMMAP): then
+//! boot and hot-add place each section's descriptors at `vmemmap_base + nr * 1 MiB`, every
+//! word agrees, and any machine is flat (kmem-hosted's `MachineBuilder::vmemmap`, on by
+//! default where the map would not be flat without it).
+//!
+//! The table keeps the map words first, then the sections: [`Memmap`] must stay three words
+//! (it is part of the machine state, whose size the golden /proc tests pin), so one of the two
+//! arrays is found from the other; the words, which `kfree`'s checked lookup reads, are the
+//! one stored.
+//!
 //! This is mechanism: the only `unsafe` here turns a section's map address into references.
 
 use crate::addr::{Pfn, MAX_PAGE_ORDER, PAGEBLOCK_ORDER, PAGE_SHIFT};
@@ -69,14 +98,23 @@ impl Section {
 /// Linux's classic SPARSEMEM encodes `section_mem_map`: the section's descriptor array
 /// address minus the descriptor offset of the section's first frame, plus 1 (0: absent). A
 /// lookup is then a shift, a bound, one load and one `lea`, with no stride multiply and no
-/// in-section mask.
-#[derive(Debug, Clone, Copy)]
+/// in-section mask. The words come first in the table, the [`Section`]s after them.
+#[derive(Debug)]
 pub struct Memmap {
-    sections: *const Section,
-    /// `nr_sections` encoded map words, just after the sections.
+    /// `nr_sections` encoded map words, at the start of the table.
     maps: *const AtomicUsize,
+    /// The flat base (module docs): [`NO_SECTION`] while no section is present; `B`, the
+    /// common map word less its tag bit (even: descriptor arrays are aligned), while every
+    /// present section has the same word; [`NOT_FLAT`] after a section whose word differs
+    /// became present (never flat again). Odd means "not flat", so the test is one bit.
+    flat: AtomicUsize,
     nr_sections: usize,
 }
+
+/// [`Memmap`]'s `flat` word before any section is present.
+const NO_SECTION: usize = 1;
+/// [`Memmap`]'s `flat` word once two present sections disagree.
+const NOT_FLAT: usize = 3;
 
 // SAFETY: a Memmap only hands out shared references to `Section`s and `Page`s, which consist
 // of atomics; the memory they live in is valid for the life of the machine (constructor contract).
@@ -90,9 +128,10 @@ impl Memmap {
         nr_sections * (core::mem::size_of::<Section>() + core::mem::size_of::<AtomicUsize>())
     }
 
-    /// The encoded map words of a table of `nr_sections` sections at `table`.
-    const fn maps_of(table: *mut Section, nr_sections: usize) -> *mut AtomicUsize {
-        table.wrapping_add(nr_sections).cast::<AtomicUsize>()
+    /// The sections of a table of `nr_sections` sections whose words are at `maps`: just
+    /// after the words (a `usize` is as aligned as a `Section`).
+    const fn sections_of(maps: *const AtomicUsize, nr_sections: usize) -> *const Section {
+        maps.wrapping_add(nr_sections).cast::<Section>()
     }
 
     /// Initialises an empty section table at `table` (all sections absent).
@@ -103,20 +142,24 @@ impl Memmap {
     /// that stay valid and are used for nothing else for as long as the returned `Memmap` or any
     /// copy of it is used.
     pub unsafe fn init(table: *mut Section, nr_sections: usize) -> Self {
+        let maps = table.cast::<AtomicUsize>();
+        let sections = Self::sections_of(maps, nr_sections).cast_mut();
+        const _: () = assert!(core::mem::align_of::<Section>() <= core::mem::align_of::<AtomicUsize>());
         for i in 0..nr_sections {
-            // SAFETY: `i < nr_sections` and the caller guarantees the table is in bounds and
-            // writable; `Section` has no drop glue, so writing over uninitialised memory is fine.
+            // SAFETY: `i < nr_sections` and the caller guarantees the table (words, then
+            // sections) is in bounds and writable; neither type has drop glue, so writing over
+            // uninitialised memory is fine.
             unsafe {
-                table.add(i).write(Section {
+                maps.add(i).write(AtomicUsize::new(0));
+                sections.add(i).write(Section {
                     map: AtomicUsize::new(0),
                     pageblock_mt: array_of![AtomicU8::new(Migratetype::Movable as u8); PAGEBLOCKS_PER_SECTION],
                     node: AtomicU8::new(0),
                     init: AtomicU32::new(0),
                 });
-                Self::maps_of(table, nr_sections).add(i).write(AtomicUsize::new(0));
             }
         }
-        Self { sections: table, maps: Self::maps_of(table, nr_sections), nr_sections }
+        Self { maps, flat: AtomicUsize::new(NO_SECTION), nr_sections }
     }
 
     /// [`Memmap::init`] for a table whose memory reads as zero: nothing to write (a zeroed
@@ -133,7 +176,7 @@ impl Memmap {
         // SAFETY: the caller's contract is `init`'s.
         return unsafe { Self::init(table, nr_sections) };
         #[cfg(not(loom))]
-        Self { sections: table, maps: Self::maps_of(table, nr_sections), nr_sections }
+        Self { maps: table.cast::<AtomicUsize>(), flat: AtomicUsize::new(NO_SECTION), nr_sections }
     }
 
     /// Makes a section present with descriptors at `map` (boot or memory hot-add).
@@ -154,10 +197,27 @@ impl Memmap {
         sec.init.store(ALL_CHUNKS, Ordering::Relaxed);
         sec.map.store(map as usize, Ordering::Release);
         let first = nr * PAGES_PER_SECTION * Page::SIZE;
-        // SAFETY: `nr` is in range (checked by `section` above); the words follow the sections
-        // in the table (`init`'s contract).
+        // Even: `map` is aligned for `Page`, `first` a multiple of its size.
+        let base = (map as usize).wrapping_sub(first);
+        let encoded = base | 1;
+        // SAFETY: `nr` is in range (checked by `section` above); the words start the table
+        // (`init`'s contract).
         let word = unsafe { &*self.maps.add(nr) };
-        word.store((map as usize).wrapping_sub(first) | 1, Ordering::Release);
+        word.store(encoded, Ordering::Release);
+        // The first present section sets the flat base; one that disagrees clears it for good.
+        // The section's frames reach kmem's lists only after this returns, so a reader that
+        // finds one of them on a list also sees the cleared base.
+        let _ = self.flat.fetch_update(Ordering::AcqRel, Ordering::Acquire, |f| match f {
+            NO_SECTION => Some(base),
+            f if f == base => None,
+            _ => Some(NOT_FLAT),
+        });
+    }
+
+    /// True while every present section's descriptors lie in one array indexed by pfn
+    /// (module docs), so [`Memmap::pfn_to_page`] is one multiply-add.
+    pub fn is_flat(&self) -> bool {
+        self.flat.load(Ordering::Relaxed) & 1 == 0
     }
 
     /// Marks the chunks of section `nr` named by `mask` as not initialised (boot, before the
@@ -213,8 +273,8 @@ impl Memmap {
     pub fn section(&self, nr: usize) -> Option<&Section> {
         if nr < self.nr_sections {
             // SAFETY: `nr` is in bounds of the table initialised by `init`, which stays valid
-            // for the life of `self` (contract of `init`).
-            Some(unsafe { &*self.sections.add(nr) })
+            // for the life of `self` (contract of `init`); the sections follow the words.
+            Some(unsafe { &*Self::sections_of(self.maps, self.nr_sections).add(nr) })
         } else {
             None
         }
@@ -240,6 +300,31 @@ impl Memmap {
         // initialised descriptors minus the offset of its first frame (`set_section_map`), so
         // `at` is `pfn`'s descriptor in that array: `pfn` lies in section `nr`.
         Some(unsafe { &*(at as *const Page) })
+    }
+
+    /// `pfn_to_page()` of a frame kmem vouches for: one on its own free or per-CPU lists, in
+    /// a block it handed out or holds, so in a present section. On a flat memmap one
+    /// multiply-add (module docs), else the sparse lookup.
+    ///
+    /// # Panics
+    ///
+    /// If the memmap is not flat and `pfn`'s section is absent (a corrupt list link).
+    #[inline(always)]
+    pub(crate) fn pfn_to_page(&self, pfn: Pfn) -> &Page {
+        let flat = self.flat.load(Ordering::Relaxed);
+        if flat & 1 == 0 {
+            debug_assert!(self.page(pfn).is_some(), "pfn_to_page({pfn:?}): no present section");
+            let at = flat.wrapping_add(pfn.as_usize() * Page::SIZE);
+            // SAFETY: the flat base is every present section's map word (`set_section_map`),
+            // so `at` is `pfn`'s descriptor in its section's array, which lives as long as
+            // `self`: `pfn` lies in a present section (this function's contract, which every
+            // caller meets with a frame from kmem's own lists or blocks).
+            unsafe { &*(at as *const Page) }
+        } else {
+            // Inline, not a call: a call on the cold side would make the hot side keep its
+            // live values in callee-saved registers or on the stack.
+            self.page(pfn).expect("a frame of kmem's lists has a descriptor")
+        }
     }
 
     /// The head of the compound block whose tail page `page` (of frame `pfn`) is, `back`
@@ -291,5 +376,61 @@ impl Memmap {
     fn pageblock_slot(&self, pfn: Pfn) -> (Option<&Section>, usize) {
         let sec = self.section(pfn.as_usize() >> PFN_SECTION_SHIFT);
         (sec, (pfn.as_usize() & (PAGES_PER_SECTION - 1)) >> PAGEBLOCK_ORDER)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::testing::std::{vec, vec::Vec};
+
+    /// A table of `n` sections and `arrays` descriptor arrays (one section's each), in one
+    /// buffer each; they live as long as the test (leaked).
+    fn table(n: usize, arrays: usize) -> (Memmap, *const Page) {
+        let words = Memmap::table_bytes(n).div_ceil(8);
+        let table: &'static mut [u64] = Vec::leak(vec![0u64; words]);
+        let pages: &'static mut [Page] =
+            Vec::leak((0..arrays * PAGES_PER_SECTION).map(|_| Page::new_boot(0, 0, 0, 0)).collect());
+        // SAFETY: the leaked table holds `table_bytes(n)` zeroed bytes, 8-aligned, used for
+        // nothing else and living for ever.
+        let mm = unsafe { Memmap::init_zeroed(table.as_mut_ptr().cast::<Section>(), n) };
+        (mm, pages.as_ptr())
+    }
+
+    #[test]
+    fn sections_in_one_array_make_a_flat_memmap() {
+        let (mm, pages) = table(4, 2);
+        assert!(!mm.is_flat(), "nothing present yet");
+        // SAFETY: each map is a section's worth of leaked descriptors, used for nothing else.
+        unsafe {
+            mm.set_section_map(1, pages, 0);
+            assert!(mm.is_flat(), "the first present section sets the base");
+            mm.set_section_map(2, pages.add(PAGES_PER_SECTION), 0);
+        }
+        assert!(mm.is_flat(), "the next array in pfn order keeps it");
+        for pfn in [PAGES_PER_SECTION, PAGES_PER_SECTION + 7, 3 * PAGES_PER_SECTION - 1] {
+            let pfn = Pfn::new(pfn);
+            assert!(core::ptr::eq(mm.pfn_to_page(pfn), mm.page(pfn).unwrap()));
+        }
+        assert!(mm.page(Pfn::new(0)).is_none() && mm.page(Pfn::new(3 * PAGES_PER_SECTION)).is_none());
+    }
+
+    #[test]
+    fn a_section_elsewhere_clears_flat_for_good() {
+        let (mm, pages) = table(4, 3);
+        // SAFETY: as above; section 1's array is not the one after section 0's.
+        unsafe {
+            mm.set_section_map(0, pages, 0);
+            mm.set_section_map(1, pages.add(2 * PAGES_PER_SECTION), 0);
+            assert!(!mm.is_flat(), "section 1's word differs");
+            mm.set_section_map(2, pages.add(2 * PAGES_PER_SECTION), 0);
+        }
+        // Section 2's word would match section 0's, but the base stays cleared.
+        assert!(!mm.is_flat());
+        for pfn in [5, PAGES_PER_SECTION + 5, 2 * PAGES_PER_SECTION + 5] {
+            let pfn = Pfn::new(pfn);
+            assert!(core::ptr::eq(mm.pfn_to_page(pfn), mm.page(pfn).unwrap()), "sparse lookup for {pfn:?}");
+        }
+        assert!(core::ptr::eq(mm.pfn_to_page(Pfn::new(PAGES_PER_SECTION)), pages.wrapping_add(2 * PAGES_PER_SECTION)));
     }
 }

@@ -19,7 +19,7 @@
 //! only the 1 -> 0 transition may hand a block back to the zone.
 //!
 //! `page_to_pfn` uses the section number in the flags; `pfn_to_page` indexes the section
-//! table (`memmap.rs`). Free lists link pages by pfn (32-bit links), so a machine spans at
+//! table, or is one multiply-add on a flat memory map (`memmap.rs`). Free lists link pages by pfn (32-bit links), so a machine spans at
 //! most 2^32 frames (16 TiB).
 
 use crate::sync::{const_fn_unless_loom, AtomicI32, AtomicU32, AtomicU64, Ordering};

@@ -168,7 +168,7 @@ impl<P: Platform> Kmem<P> {
             let mut got = 0;
             for slot in out.iter_mut().filter(|s| s.is_none()) {
                 let Some(pfn) = buddy::rmqueue(&g, zone, mm, Order::ZERO, ac.mt, ac.take) else { break };
-                *slot = Some(PageRef::new(pfn, mm.page(pfn).expect("free page has a descriptor")));
+                *slot = Some(PageRef::new(pfn, mm.pfn_to_page(pfn)));
                 got += 1;
             }
             self.count_alloc(zone, &zone.events, ac.preferred_nid, got);
@@ -295,7 +295,7 @@ impl<P: Platform> Kmem<P> {
             }
             let buddy = || {
                 self.rmqueue_buddy(zone, order, flags, ac)
-                    .map(|pfn| (pfn, self.memmap().page(pfn).expect("allocated page has a descriptor")))
+                    .map(|pfn| (pfn, self.memmap().pfn_to_page(pfn)))
             };
             // `rmqueue()`: the per-CPU lists first; the buddy lists after them only for a
             // request that may reach the highatomic reserve there (the lists' refill already
@@ -408,7 +408,7 @@ impl<P: Platform> Kmem<P> {
         if order != Order::ZERO && gfp.contains(Gfp::COMP) {
             head.set_exclusive(pg::HEAD);
             for i in 1..order.nr_pages() {
-                let tail = mm.page(pfn.add(i)).expect("block pages have descriptors");
+                let tail = mm.pfn_to_page(pfn.add(i));
                 tail.set_exclusive(pg::TAIL);
                 tail.set_private(i as u32);
             }

@@ -45,7 +45,7 @@ impl<P: Platform> Kmem<P> {
                 let mut o = ord;
                 while let Some(lower) = o.down() {
                     let pfn = page.pfn().add(lower.nr_pages());
-                    self.free_block(pfn, self.memmap().page(pfn).expect("block pages have descriptors"), lower);
+                    self.free_block(pfn, self.memmap().pfn_to_page(pfn), lower);
                     o = lower;
                 }
             }
@@ -85,7 +85,7 @@ impl<P: Platform> Kmem<P> {
     fn free_tail_pages_check(&self, head: PageRef<'_>, order: Order) -> bool {
         let mm = self.memmap();
         for i in 1..order.nr_pages() {
-            let t = mm.page(head.pfn().add(i)).expect("block pages have descriptors");
+            let t = mm.pfn_to_page(head.pfn().add(i));
             let bad = if !t.test(pg::TAIL) {
                 Some("PageTail not set")
             } else if t.private() as usize != i {
@@ -102,7 +102,7 @@ impl<P: Platform> Kmem<P> {
             }
         }
         for i in 1..order.nr_pages() {
-            let t = mm.page(head.pfn().add(i)).expect("checked above");
+            let t = mm.pfn_to_page(head.pfn().add(i));
             t.clear_exclusive(pg::TAIL);
             t.set_private(0);
         }
@@ -136,7 +136,7 @@ impl<P: Platform> Kmem<P> {
     #[inline(never)]
     fn free_block_init(&self, pfn: Pfn, order: Order, zone: &crate::mm::zone::Zone, mt: crate::Migratetype) {
         self.clear_pages(pfn, order);
-        let page = self.memmap().page(pfn).expect("a freed block has a descriptor");
+        let page = self.memmap().pfn_to_page(pfn);
         if pcp_allowed_order(order) && self.pcp_enabled() && self.free_unref_page(zone, pfn, page, order, mt) {
             return;
         }
@@ -232,7 +232,7 @@ impl<P: Platform> Kmem<P> {
         }
         let mm = self.memmap();
         for i in 0..order.nr_pages() {
-            let t = mm.page(page.pfn().add(i)).expect("block pages have descriptors");
+            let t = mm.pfn_to_page(page.pfn().add(i));
             t.set_alloc_order(Some(0));
             if i > 0 {
                 t.set_refcount(1);

@@ -86,13 +86,18 @@ impl<'a> PageRef<'a> {
 
 impl<P: crate::Platform> crate::Kmem<P> {
     /// Whether `page` is a descriptor of this machine: every descriptor lives in the
-    /// machine's own RAM (carved at boot, or in a hot-added section's first pages), which no
-    /// other machine's does, and only kmem makes a `PageRef`, so its frame number goes with
-    /// its descriptor. A range check.
+    /// machine's own RAM (carved at boot, or in a hot-added section's first pages) or in its
+    /// platform's vmemmap range, which no other machine's does, and only kmem makes a
+    /// `PageRef`, so its frame number goes with its descriptor. Range checks.
     #[inline(always)]
     pub(crate) fn owns_page(&self, page: PageRef<'_>) -> bool {
         let dm = self.direct_map();
-        (page.page as *const Page as usize).wrapping_sub(dm.base.as_usize()) < dm.limit.as_u64() as usize
+        let at = page.page as *const Page as usize;
+        at.wrapping_sub(dm.base.as_usize()) < dm.limit.as_u64() as usize
+            || self
+                .platform()
+                .vmemmap_range()
+                .is_some_and(|(s, e)| at.wrapping_sub(s.as_usize()) < e.as_usize() - s.as_usize())
     }
 
     /// A page reference of another machine passed to `func`: reported, refused.

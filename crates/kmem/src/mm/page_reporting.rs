@@ -53,7 +53,7 @@ impl<P: Platform> Kmem<P> {
                                 // Unreported blocks sit at the head: reported ones go back
                                 // to the tail.
                                 let Some(pfn) = zone.area.first(&g, order, mt) else { break };
-                                let page = mm.page(pfn).expect("free block has a descriptor");
+                                let page = mm.pfn_to_page(pfn);
                                 if page.test(pg::REPORTED) {
                                     break;
                                 }
@@ -77,7 +77,7 @@ impl<P: Platform> Kmem<P> {
                 }
                 let g = zone.area.lock(self.platform());
                 for &(pfn, order, mt) in &batch[..n] {
-                    let page = mm.page(pfn).expect("isolated block has a descriptor");
+                    let page = mm.pfn_to_page(pfn);
                     page.set_exclusive(pg::REPORTED);
                     buddy::free_one_page(&g, zone, mm, pfn, order, mt, true);
                 }

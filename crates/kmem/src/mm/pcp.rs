@@ -164,7 +164,7 @@ impl PerCpuPages {
             self.refill(mm, buddy, list, order, mt);
         }
         let pfn = if cold { list.last() } else { list.first() }?;
-        let page = mm.page(pfn).expect("pcp page has a descriptor");
+        let page = mm.pfn_to_page(pfn);
         list.unlink(mm, page);
         page.clear_buddy();
         self.add_count(-(order.nr_pages() as isize));
@@ -176,7 +176,7 @@ impl PerCpuPages {
     fn refill(&self, mm: &Memmap, buddy: &impl PcpBuddy, list: &PfnList, order: Order, mt: Migratetype) {
         let n = if order == Order::ZERO { self.batch() } else { (self.batch() >> order.as_u32()).max(2) };
         buddy.take_bulk(n, order, mt, |pfn| {
-            let page = mm.page(pfn).expect("free page has a descriptor");
+            let page = mm.pfn_to_page(pfn);
             page.set_pcp(order.as_u32(), mt as u32);
             list.push(mm, pfn, page, true);
             self.add_count(order.nr_pages() as isize);
@@ -220,7 +220,7 @@ impl PerCpuPages {
                     continue;
                 };
                 empty = 0;
-                let page = mm.page(pfn).expect("pcp page has a descriptor");
+                let page = mm.pfn_to_page(pfn);
                 let order = Order::new(page.private() & 0xff).expect("pcp pages record a valid order");
                 list.unlink(mm, page);
                 page.clear_buddy();

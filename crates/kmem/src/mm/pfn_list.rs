@@ -30,7 +30,7 @@ impl Default for PfnList {
 
 #[inline]
 fn link(mm: &Memmap, pfn: u32) -> &Page {
-    mm.page(Pfn::new(pfn as usize)).expect("list link without descriptor")
+    mm.pfn_to_page(Pfn::new(pfn as usize))
 }
 
 impl PfnList {
@@ -77,7 +77,7 @@ impl PfnList {
     /// Links `page` (at `pfn`) at the head, or the tail with `tail`. The caller holds the lock
     /// that guards the list (its owner checks it: `FreeArea` takes the zone guard, the slab
     /// node's and the pcp's callers hold their list's lock).
-    #[inline]
+    #[inline(always)]
     pub fn push(&self, mm: &Memmap, pfn: Pfn, page: &Page, tail: bool) {
         let me = pfn.as_usize() as u32;
         if tail {
@@ -104,7 +104,7 @@ impl PfnList {
 
     /// Unlinks `page`, which must be on this list. The caller holds the list's lock, as for
     /// [`PfnList::push`].
-    #[inline]
+    #[inline(always)]
     pub fn unlink(&self, mm: &Memmap, page: &Page) {
         let (next, prev) = page.links();
         if prev == NIL {

@@ -210,7 +210,7 @@ impl<P: Platform> Kmem<P> {
     /// The slab with head frame `pfn`.
     pub(crate) fn slab_at(&self, pfn: usize) -> Slab<'_> {
         let pfn = Pfn::new(pfn);
-        Slab { pfn, page: self.memmap().page(pfn).expect("slab head has a descriptor") }
+        Slab { pfn, page: self.memmap().pfn_to_page(pfn) }
     }
 
     /// `allocate_slab()`: a new slab from the page allocator, objects initialised and

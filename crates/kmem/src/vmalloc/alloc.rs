@@ -280,7 +280,7 @@ impl<P: Platform> Kmem<P> {
             }
             for i in 0..1usize << order {
                 let pfn = page.pfn().add(i);
-                self.memmap().page(pfn).expect("allocated pages have descriptors").set(pg::VMALLOC);
+                self.memmap().pfn_to_page(pfn).set(pg::VMALLOC);
                 // SAFETY: the array has room for `nr` entries and `vm.nr_pages < nr`.
                 unsafe { vm.pages.add(vm.nr_pages).write(pfn) };
                 vm.nr_pages += 1;

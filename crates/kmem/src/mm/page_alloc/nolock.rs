@@ -94,7 +94,7 @@ impl<P: Platform> Kmem<P> {
             }
             drop(g);
             if let Some(pfn) = pfn {
-                let page = self.memmap().page(pfn).expect("allocated page has a descriptor");
+                let page = self.memmap().pfn_to_page(pfn);
                 return Ok(self.prep_new_page(pfn, page, order, alloc_gfp));
             }
         }

@@ -1,0 +1,72 @@
+//! Where boot puts the section descriptor arrays (Linux's `mm/sparse.c`, `sparse_init`).
+//!
+//! A section is present when usable RAM overlaps it; it belongs to that RAM's node (a section
+//! across two nodes is refused). When the present sections are one run of consecutive
+//! sections on one node, boot carves their arrays as one buffer in pfn order, as Linux's
+//! `sparse_buffer_init` does per node, and the memory map is flat (`mm/memmap.rs`): every
+//! present section's map word is the same, so `pfn_to_page` is one multiply-add. A run with
+//! a hole (an absent section between present ones) or sections on several nodes keeps one
+//! array per section: covering a hole would cost a section's descriptors of real RAM.
+
+use super::memblock::Memblock;
+use super::BootError;
+use crate::addr::PAGE_SHIFT;
+use crate::mm::memmap::PAGES_PER_SECTION;
+
+/// The node of section `nr`, or `None` if no usable RAM overlaps it.
+pub(super) fn section_node(mb: &Memblock, nr: usize) -> Result<Option<u8>, BootError> {
+    let s = ((nr * PAGES_PER_SECTION) as u64) << PAGE_SHIFT;
+    let send = s + ((PAGES_PER_SECTION as u64) << PAGE_SHIFT);
+    let mut node = None;
+    for m in mb.memory().iter().filter(|m| m.start < send && s < m.end) {
+        match node {
+            None => node = Some(m.node),
+            Some(n) if n != m.node => return Err(BootError::SectionSpansNodes { section: nr }),
+            Some(_) => {}
+        }
+    }
+    Ok(node)
+}
+
+/// `(first, count, node)` if the present sections among `0..nr_sections` (`node_of`) are
+/// `count` consecutive sections from `first`, all on `node`; `None` if they are not, or if
+/// none is present.
+pub(super) fn flat_run(
+    nr_sections: usize,
+    mut node_of: impl FnMut(usize) -> Result<Option<u8>, BootError>,
+) -> Result<Option<(usize, usize, u8)>, BootError> {
+    let mut run: Option<(usize, usize, u8)> = None;
+    let mut ended = false;
+    for nr in 0..nr_sections {
+        match (node_of(nr)?, &mut run) {
+            (None, Some(_)) => ended = true,
+            (None, None) => {}
+            (Some(node), None) => run = Some((nr, 1, node)),
+            (Some(node), Some((_, n, rn))) => {
+                if ended || node != *rn {
+                    return Ok(None);
+                }
+                *n += 1;
+            }
+        }
+    }
+    Ok(run)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(nodes: &[Option<u8>]) -> Option<(usize, usize, u8)> {
+        flat_run(nodes.len(), |nr| Ok(nodes[nr])).unwrap()
+    }
+
+    #[test]
+    fn flat_run_takes_one_run_on_one_node_only() {
+        assert_eq!(run(&[Some(0), Some(0), Some(0)]), Some((0, 3, 0)));
+        assert_eq!(run(&[None, Some(1), Some(1), None, None]), Some((1, 2, 1)), "absent sections around the run");
+        assert_eq!(run(&[Some(0), None, Some(0)]), None, "a hole between present sections");
+        assert_eq!(run(&[Some(0), Some(1)]), None, "two nodes");
+        assert_eq!(run(&[None, None]), None, "nothing present");
+    }
+}
