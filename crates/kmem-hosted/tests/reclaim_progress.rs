@@ -10,6 +10,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kmem::reclaim::{ShrinkControl, ShrinkerFlags, ShrinkerOps};
+use kmem::slab::SlubStat;
 use kmem::{Gfp, SlabFlags};
 use kmem_hosted::MachineBuilder;
 
@@ -62,9 +63,11 @@ fn kmalloc_until_failure_does_not_crawl() {
     let stalls = after.allocstall_total() - before.allocstall_total();
     let total_passes = passes.0.load(Ordering::Relaxed);
     eprintln!(
-        "allocations {} stalls {stalls} passes {total_passes} slab pages {} \
+        "allocations {} stalls {stalls} passes {total_passes} sweeps {} cpu flushes {} slab pages {} \
          pgsteal_direct {}; the failing one: stalls {} passes {}",
         got.len(),
+        after.slab_sweeps - before.slab_sweeps,
+        after.slab_cpu_flushes - before.slab_cpu_flushes,
         after.slab_pages_reclaimed - before.slab_pages_reclaimed,
         after.pgsteal_direct - before.pgsteal_direct,
         m.allocstall() - last.0,
@@ -76,6 +79,11 @@ fn kmalloc_until_failure_does_not_crawl() {
     assert!(total_passes as u64 <= stalls * 13, "{total_passes} passes for {stalls} direct reclaims");
     // Direct reclaim ran a few times near the end, not once an allocation.
     assert!(stalls <= 64, "{stalls} direct reclaims");
+    // The CPUs' sheaves were flushed at most once a direct reclaim (the lowest-priority
+    // pass, once per slow-path entry), the caches swept at most twice (first pass, last).
+    let (sweeps, flushes) = (after.slab_sweeps - before.slab_sweeps, after.slab_cpu_flushes - before.slab_cpu_flushes);
+    assert!(flushes <= stalls, "{flushes} CPU sheaf flushes for {stalls} direct reclaims");
+    assert!(sweeps <= 2 * stalls, "{sweeps} slab sweeps for {stalls} direct reclaims");
     // The failing allocation gave up after at most MAX_RECLAIM_RETRIES + 1 direct reclaims.
     assert!(m.allocstall() - last.0 <= 17);
     for p in got {
@@ -84,4 +92,44 @@ fn kmalloc_until_failure_does_not_crawl() {
     }
     m.kmem_cache_destroy(c);
     drop(shrinker);
+}
+
+#[test]
+fn reclaim_empties_the_barns_before_flushing_any_cpu() {
+    let m = MachineBuilder::new().ram_mib(16).cpus(2).quiet_reports().build().unwrap();
+    // 4000 objects freed: this CPU's sheaves full, the node's barn full of full sheaves, the
+    // rest back in (freed) slabs.
+    let c = m.kmem_cache_create("barn_test", 512, 0, SlabFlags::empty(), None).unwrap();
+    let objs: Vec<_> = (0..4000).map(|_| m.kmem_cache_alloc(&c, Gfp::KERNEL).unwrap()).collect();
+    for o in objs {
+        // SAFETY: allocated above from this cache.
+        unsafe { m.kmem_cache_free(&c, o) };
+    }
+    let before = m.reclaim_events();
+    let cpu_flushes = c.stat(&m, SlubStat::CpuslabFlush);
+    // Pages until the first direct reclaim has run.
+    let mut pages = Vec::new();
+    while m.allocstall() == before.allocstall_total() {
+        pages.push(m.__get_free_page(Gfp::KERNEL | Gfp::NOWARN).expect("failed before reclaiming"));
+    }
+    let after = m.reclaim_events();
+    eprintln!(
+        "pages {} sweeps {} cpu flushes {} slab pages {} pgsteal_direct {}",
+        pages.len(),
+        after.slab_sweeps - before.slab_sweeps,
+        after.slab_cpu_flushes - before.slab_cpu_flushes,
+        after.slab_pages_reclaimed - before.slab_pages_reclaimed,
+        after.pgsteal_direct - before.pgsteal_direct
+    );
+    // The first pass's sweep emptied the barn: a reclaim's worth of pages, no CPU flushed.
+    assert!(after.slab_pages_reclaimed - before.slab_pages_reclaimed >= 32);
+    assert!(after.pgsteal_direct - before.pgsteal_direct >= 32);
+    assert_eq!(after.slab_sweeps - before.slab_sweeps, 1);
+    assert_eq!(after.slab_cpu_flushes, before.slab_cpu_flushes);
+    assert_eq!(c.stat(&m, SlubStat::CpuslabFlush), cpu_flushes, "a CPU's sheaves were flushed");
+    for p in pages {
+        // SAFETY: allocated above.
+        unsafe { m.free_page(p) };
+    }
+    m.kmem_cache_destroy(c);
 }
