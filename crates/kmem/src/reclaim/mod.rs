@@ -99,6 +99,8 @@ pub(crate) struct ReclaimEvents {
     pub(crate) shrinker_calls: AtomicU64,
     pub(crate) shrinker_skipped: AtomicU64,
     pub(crate) slab_pages_reclaimed: AtomicU64,
+    pub(crate) slab_sweeps: AtomicU64,
+    pub(crate) slab_cpu_flushes: AtomicU64,
     pub(crate) oom: AtomicU64,
     pub(crate) oom_notifier_freed: AtomicU64,
     pub(crate) nofail_waits: AtomicU64,
@@ -133,6 +135,11 @@ pub struct ReclaimStats {
     pub shrinker_skipped: u64,
     /// Pages the built-in slab shrinker gave back (empty slabs).
     pub slab_pages_reclaimed: u64,
+    /// Sweeps of the built-in slab shrinker (reclaim passes that looked at every cache).
+    pub slab_sweeps: u64,
+    /// Those of them that flushed every CPU's sheaves (`run_on_cpu` on each CPU, per cache):
+    /// the lowest-priority pass, at most once per slow-path entry.
+    pub slab_cpu_flushes: u64,
     /// Out-of-memory events (`out_of_memory` calls whose notifiers freed nothing).
     pub oom: u64,
     /// Pages OOM notifiers reported freed.
@@ -312,6 +319,8 @@ impl<P: Platform> Kmem<P> {
             t.shrinker_calls += g(&e.shrinker_calls);
             t.shrinker_skipped += g(&e.shrinker_skipped);
             t.slab_pages_reclaimed += g(&e.slab_pages_reclaimed);
+            t.slab_sweeps += g(&e.slab_sweeps);
+            t.slab_cpu_flushes += g(&e.slab_cpu_flushes);
             t.oom += g(&e.oom);
             t.oom_notifier_freed += g(&e.oom_notifier_freed);
             t.nofail_waits += g(&e.nofail_waits);

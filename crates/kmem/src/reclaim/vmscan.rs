@@ -4,10 +4,28 @@
 //!
 //! What reclaim frees: first the registered shrinkers' objects, in proportion to what they
 //! hold (`do_shrink_slab`), then the empty slabs of every slab cache (the built-in slab
-//! shrinker: `kmem_cache_shrink`), caches with `SLAB_RECLAIM_ACCOUNT` (SReclaimable) first.
-//! Progress is counted in pages: the growth of the free pages (buddy and per-CPU lists)
-//! over the pass, or the slab pages given back if that is more (other CPUs allocating at the
-//! same time hide part of the growth).
+//! shrinker), caches with `SLAB_RECLAIM_ACCOUNT` (SReclaimable) first.
+//!
+//! The slab sweep comes in two strengths (issue 16: direct reclaim that crawled). At the
+//! first pass (and after any pass whose shrinkers freed objects) it takes what needs no
+//! other CPU: the node barns' sheaves go back to their slabs, and the nodes' empty slabs to
+//! the page allocator. Only the lowest-priority pass (0, reached when the others got less
+//! than [`SWAP_CLUSTER_MAX`] pages) runs `kmem_cache_shrink` proper, flushing every CPU's
+//! sheaves through `run_on_cpu`, and that at most once per slow-path entry (the slow path's
+//! `flush_cpus`, as Linux's `__alloc_pages_direct_reclaim` drains the per-CPU lists once);
+//! kswapd's balancing pass may flush once. Flushing every pass cost a cross-CPU call per
+//! cache and CPU and took the allocating CPU's own sheaves away: the slab slow path that
+//! paid for a new slab found its main sheaf gone, and the slab it listed empty was freed by
+//! the next reclaim, one page of "progress" per round, forever (the slab side of the fix:
+//! `add_new_slab` takes the caller's object under the lock that lists the slab).
+//!
+//! Progress (`did_some_progress`, which resets `should_reclaim_retry`'s count of
+//! [`MAX_RECLAIM_RETRIES`] no-progress loops) is counted in pages usable by the allocation:
+//! the growth of the free pages (buddy and per-CPU lists) of the zones it may use, over the
+//! call, or the pages of the slabs the sweeps without the CPUs found empty if that is more
+//! (other CPUs allocating at the same time hide part of the growth). Slab pages a CPU flush
+//! frees count only as growth: objects moved out of sheaves that the next allocations
+//! refill are not reclaim.
 
 #![forbid(unsafe_code)]
 
@@ -33,9 +51,16 @@ pub struct KswapdRun {
 }
 
 impl<P: Platform> Kmem<P> {
-    /// Free pages, buddy and per-CPU lists, over every zone.
-    fn free_total(&self) -> usize {
-        self.zones().map(|z| z.free_pages() + z.pcp_pages()).sum()
+    /// Free pages, buddy and per-CPU lists, of the zones an allocation up to `highest` on
+    /// `nodes` may use: what reclaim's progress is measured in.
+    fn free_usable(&self, nodes: NodeSet, highest: ZoneType) -> usize {
+        (0..self.nr_nodes())
+            .filter(|&n| nodes.has(n))
+            .filter_map(|n| self.node(n))
+            .flat_map(|n| n.zones.iter())
+            .filter(|z| z.zone_type() <= highest)
+            .map(|z| z.free_pages() + z.pcp_pages())
+            .sum()
     }
 
     /// `shrink_slab(gfp, nid, priority)` over the registered shrinkers the allocation's
@@ -58,37 +83,64 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// One reclaim pass over the nodes an allocation may use, at `priority`: the registered
-    /// shrinkers, then (if they freed objects, or at the first pass) the slab caches. Returns
-    /// (objects freed, slab pages given back).
-    fn shrink_nodes(&self, gfp: Gfp, nodes: NodeSet, priority: u32) -> (usize, usize) {
+    /// shrinkers, then the slab caches' empty slabs if the shrinkers freed objects, at the
+    /// first pass, or with `flush_cpus` (the CPUs' sheaves flushed too). Returns (objects
+    /// freed, slab pages given back).
+    fn shrink_nodes(&self, gfp: Gfp, nodes: NodeSet, priority: u32, flush_cpus: bool) -> (usize, usize) {
         let mut objs = 0;
         for nid in (0..self.nr_nodes()).filter(|&n| nodes.has(n)) {
             objs += self.shrink_slab(gfp, nid, priority);
         }
-        let pages = if objs > 0 || priority == DEF_PRIORITY { self.shrink_slab_caches() } else { 0 };
+        let sweep = objs > 0 || priority == DEF_PRIORITY || flush_cpus;
+        let pages = if sweep { self.shrink_slab_caches(flush_cpus) } else { 0 };
         (objs, pages)
     }
 
     /// `try_to_free_pages()`: direct reclaim for an allocation (`__perform_reclaim`), with
     /// `PF_MEMALLOC` set. Priorities from [`DEF_PRIORITY`] down to 0 until
-    /// [`SWAP_CLUSTER_MAX`] pages are back. Counts `allocstall_<zone>` and the direct
-    /// pgscan/pgsteal. Returns the pages reclaimed.
-    pub(crate) fn try_to_free_pages(&self, gfp: Gfp, highest: ZoneType, nodes: NodeSet) -> usize {
+    /// [`SWAP_CLUSTER_MAX`] pages are back; the lowest flushes every CPU's sheaves if
+    /// `*flush_cpus`, and clears it (the slow path flushes once per entry, as Linux drains
+    /// the per-CPU lists once). Counts `allocstall_<zone>` and the direct pgscan/pgsteal.
+    /// Returns the pages reclaimed (see the module docs for what counts).
+    pub(crate) fn try_to_free_pages(
+        &self,
+        gfp: Gfp,
+        highest: ZoneType,
+        nodes: NodeSet,
+        flush_cpus: &mut bool,
+    ) -> usize {
         self.count_reclaim(|e| &e.allocstall[highest as usize], 1);
-        let reclaimed = self.with_memalloc(|| self.reclaim_passes(gfp, nodes, |r| r >= SWAP_CLUSTER_MAX));
+        let reclaimed =
+            self.with_memalloc(|| self.reclaim_passes(gfp, nodes, highest, flush_cpus, |r| r >= SWAP_CLUSTER_MAX));
         self.count_reclaim(|e| &e.pgsteal_direct, reclaimed as u64);
         reclaimed
     }
 
-    /// Reclaim passes at falling priority until `enough(reclaimed)`.
-    fn reclaim_passes(&self, gfp: Gfp, nodes: NodeSet, enough: impl Fn(usize) -> bool) -> usize {
-        let before = self.free_total();
+    /// Reclaim passes at falling priority until `enough(reclaimed)`; the last (priority 0)
+    /// flushes the CPUs' sheaves if `*flush_cpus` (then cleared). Reclaimed: the growth of
+    /// the free pages the allocation may use (zones up to `highest` on `nodes`), or the
+    /// pages of slabs found empty on the lists if more (other CPUs allocating meanwhile hide
+    /// part of the growth); what a CPU flush frees counts only as growth.
+    fn reclaim_passes(
+        &self,
+        gfp: Gfp,
+        nodes: NodeSet,
+        highest: ZoneType,
+        flush_cpus: &mut bool,
+        enough: impl Fn(usize) -> bool,
+    ) -> usize {
+        let before = self.free_usable(nodes, highest);
         let mut slab_pages = 0;
         let mut reclaimed = 0;
         for priority in (0..=DEF_PRIORITY).rev() {
-            let (_, pages) = self.shrink_nodes(gfp, nodes, priority);
-            slab_pages += pages;
-            reclaimed = self.free_total().saturating_sub(before).max(slab_pages);
+            let flush = priority == 0 && *flush_cpus;
+            let (_, pages) = self.shrink_nodes(gfp, nodes, priority, flush);
+            if flush {
+                *flush_cpus = false;
+            } else {
+                slab_pages += pages;
+            }
+            reclaimed = self.free_usable(nodes, highest).saturating_sub(before).max(slab_pages);
             if enough(reclaimed) {
                 break;
             }
@@ -144,7 +196,10 @@ impl<P: Platform> Kmem<P> {
             if self.pgdat_balanced(nid, order, highest) {
                 return 0;
             }
-            self.reclaim_passes(Gfp::KERNEL, nodes, |_| self.pgdat_balanced(nid, order, highest))
+            let mut flush_cpus = true;
+            self.reclaim_passes(Gfp::KERNEL, nodes, highest, &mut flush_cpus, |_| {
+                self.pgdat_balanced(nid, order, highest)
+            })
         });
         self.count_reclaim(|e| &e.pgsteal_kswapd, reclaimed as u64);
         let balanced = self.pgdat_balanced(nid, order, highest);

@@ -278,9 +278,11 @@ impl<P: Platform> Kmem<P> {
             let p = self.platform().pin_cpu();
             let pcs = s.pcs(self, p.cpu.index());
             pcs.stat(SlubStat::AllocSlab);
+            // A main sheaf to fill, else (the sheaf went while the CPU was released, e.g.
+            // flushed by the reclaim the new slab cost, or another thread refilled it) one
+            // object straight from the new slab: the slab must serve this allocation.
             let main = pcs.main().filter(|m| m.size() == 0);
-            self.add_new_slab(s, slab, main);
-            let obj = pcs.main().and_then(Sheaf::pop);
+            let obj = self.add_new_slab(s, slab, main).or_else(|| pcs.main().and_then(Sheaf::pop));
             self.platform().unpin_cpu(p);
             if let Some(obj) = obj {
                 // SAFETY: as in `alloc_fast`.
@@ -367,7 +369,9 @@ impl<P: Platform> Kmem<P> {
                 }
             }
             let slab = self.new_slab_or_report(s, req.gfp, req.node)?;
-            self.add_new_slab(s, slab, None);
+            if let Some(obj) = self.add_new_slab(s, slab, None) {
+                return Ok(obj);
+            }
         }
     }
     /// A cache of another machine passed to `func`: reported, refused.

@@ -78,16 +78,25 @@ impl<P: Platform> Kmem<P> {
         got
     }
 
-    /// Lists a new slab (on no list yet) and, with `sheaf`, moves objects of it into the
-    /// sheaf first.
-    pub(crate) fn add_new_slab(&self, s: &KmemCache, slab: Slab<'_>, sheaf: Option<&Sheaf>) {
+    /// Lists a new slab (on no list yet) and takes from it under the same lock: with `sheaf`,
+    /// objects into the sheaf (returns `None`); without, one object for the caller, returned
+    /// (`alloc_single_from_new_slab`). Either way the slab the caller paid for is never
+    /// listed empty, where a shrink (reclaim's sweep, on any CPU) would free it before the
+    /// caller got an object: the livelock of issue 16.
+    pub(crate) fn add_new_slab(&self, s: &KmemCache, slab: Slab<'_>, sheaf: Option<&Sheaf>) -> Option<usize> {
         let n = s.node(slab.nid());
         let g = n.list_lock.lock_irqsave(self.platform());
         n.partial.push(self.memmap(), slab.pfn, slab.page, false);
-        if let Some(sheaf) = sheaf {
-            self.take_from_slab(s, n, &g, slab, sheaf);
-        }
+        let obj = match sheaf {
+            Some(sheaf) => {
+                self.take_from_slab(s, n, &g, slab, sheaf);
+                None
+            }
+            // At the head of the list: the new slab's first object.
+            None => self.alloc_single_locked(s, n, &g),
+        };
         drop(g);
+        obj
     }
 
     /// One object from node `nid`'s partial slabs (`alloc_single_from_partial`), for a

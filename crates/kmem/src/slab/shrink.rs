@@ -19,9 +19,12 @@ use crate::sync::{Ordering, SpinGuard};
 const SHRINK_PROMOTE_MAX: usize = 32;
 
 impl<P: Platform> Kmem<P> {
-    /// The built-in slab shrinker: `kmem_cache_shrink` on every cache, SReclaimable caches
-    /// first. Returns the slab pages given back.
-    pub(crate) fn shrink_slab_caches(&self) -> usize {
+    /// The built-in slab shrinker: every cache's empty slabs, SReclaimable caches first.
+    /// With `flush_cpus` it is `kmem_cache_shrink` on each (every CPU's sheaves flushed
+    /// through `run_on_cpu`, the barns too); without, only what needs no other CPU: the
+    /// barns' sheaves and the nodes' empty slabs ([`Kmem::shrink_cache_lists`]). Returns the
+    /// slab pages given back.
+    pub(crate) fn shrink_slab_caches(&self, flush_cpus: bool) -> usize {
         let mut pages = 0;
         for reclaimable in [true, false] {
             for id in 0..MAX_CACHES as u32 {
@@ -32,13 +35,21 @@ impl<P: Platform> Kmem<P> {
                 if s.flags().contains(SlabFlags::RECLAIM_ACCOUNT) == reclaimable {
                     let slabs = |s: &KmemCache| s.nodes().map(|(_, n)| n.nr_slabs()).sum::<usize>();
                     let before = slabs(s);
-                    self.kmem_cache_shrink(s);
+                    if flush_cpus {
+                        self.kmem_cache_shrink(s);
+                    } else {
+                        self.shrink_cache_lists(s);
+                    }
                     pages += before.saturating_sub(slabs(s)) << s.order();
                 }
                 self.cache_put(c);
             }
         }
         self.count_reclaim(|e| &e.slab_pages_reclaimed, pages as u64);
+        self.count_reclaim(|e| &e.slab_sweeps, 1);
+        if flush_cpus {
+            self.count_reclaim(|e| &e.slab_cpu_flushes, 1);
+        }
         pages
     }
 
@@ -87,13 +98,30 @@ impl<P: Platform> Kmem<P> {
         }
         self.free_deferred_if_pending();
         self.flush_all(s, true);
+        self.shrink_nodes_of(s) as i32
+    }
+
+    /// `kmem_cache_shrink` without the CPUs: the barns' sheaves back to their slabs (and
+    /// freed), then the nodes' empty slabs back to the page allocator. Reclaim's sweep at
+    /// every priority but the lowest: it needs no other CPU, and leaves every CPU's sheaves
+    /// (the allocating CPU's among them) alone.
+    pub(crate) fn shrink_cache_lists(&self, s: &KmemCache) {
+        self.free_deferred_if_pending();
+        if s.sheaf_capacity != 0 {
+            self.flush_barns(s, true);
+        }
+        self.shrink_nodes_of(s);
+    }
+
+    /// Frees every node's empty slabs and sorts its partial slabs; true if a slab is left.
+    fn shrink_nodes_of(&self, s: &KmemCache) -> bool {
         let mut any = false;
         for (_, n) in s.nodes() {
             let empty = self.shrink_node(n);
             self.discard_list(s, &empty);
             any |= n.nr_slabs() > 0;
         }
-        any as i32
+        any
     }
 
     fn shrink_node(&self, n: &CacheNode) -> PfnList {

@@ -55,6 +55,8 @@ impl<P: Platform> Kmem<P> {
             }
         }
         let mut no_progress_loops = 0;
+        // Direct reclaim flushes every CPU's sheaves once per slow-path entry.
+        let mut flush_cpus = true;
         let mut best;
         loop {
             if flags.contains(AllocFlags::KSWAPD) {
@@ -76,7 +78,7 @@ impl<P: Platform> Kmem<P> {
             if !can_reclaim || self.platform().in_reclaim() {
                 break;
             }
-            let (page, progress) = self.direct_reclaim(gfp, order, best, ac);
+            let (page, progress) = self.direct_reclaim(gfp, order, best, ac, &mut flush_cpus);
             if page.is_some() {
                 return page;
             }
@@ -133,9 +135,10 @@ impl<P: Platform> Kmem<P> {
         order: Order,
         flags: AllocFlags,
         ac: &AllocContext<'_>,
+        flush_cpus: &mut bool,
     ) -> (Option<PageRef<'_>>, usize) {
         let nodes = if gfp.contains(Gfp::THISNODE) { NodeSet::one(ac.preferred_nid) } else { NodeSet::ALL };
-        let progress = self.try_to_free_pages(gfp, ac.highest, nodes);
+        let progress = self.try_to_free_pages(gfp, ac.highest, nodes, flush_cpus);
         if let Some(p) = self.get_page_from_freelist(gfp, order, flags, ac) {
             return (Some(p), progress);
         }
@@ -250,6 +253,8 @@ impl<P: Platform> Kmem<P> {
         // The sleep: what Linux's loop ends up granting a NOFAIL request (the OOM path's
         // `ALLOC_NO_WATERMARKS` fallback), so any block of the order wakes it.
         let nodes = if gfp.contains(Gfp::THISNODE) { NodeSet::one(ac.preferred_nid) } else { NodeSet::ALL };
+        // The wait's reclaims flush the CPUs' sheaves once, as a slow-path entry does.
+        let flush_cpus = core::cell::Cell::new(true);
         let ready = || {
             let mut ok = false;
             self.for_each_eligible_zone(ac, &mut |z| {
@@ -263,7 +268,15 @@ impl<P: Platform> Kmem<P> {
             &|f| self.for_each_eligible_zone(ac, f),
             &ready,
             &|| self.get_page_from_freelist(gfp, order, AllocFlags::NO_WATERMARKS, ac),
-            &|| if self.platform().in_reclaim() { 0 } else { self.try_to_free_pages(gfp, ac.highest, nodes) },
+            &|| {
+                if self.platform().in_reclaim() {
+                    return 0;
+                }
+                let mut f = flush_cpus.get();
+                let got = self.try_to_free_pages(gfp, ac.highest, nodes, &mut f);
+                flush_cpus.set(f);
+                got
+            },
         );
         Some(page)
     }
