@@ -293,10 +293,7 @@ impl<P: Platform> Kmem<P> {
                     continue;
                 }
             }
-            let buddy = || {
-                self.rmqueue_buddy(zone, order, flags, ac)
-                    .map(|pfn| (pfn, self.memmap().pfn_to_page(pfn)))
-            };
+            let buddy = || self.rmqueue_buddy(zone, order, flags, ac).map(|pfn| (pfn, self.memmap().pfn_to_page(pfn)));
             // `rmqueue()`: the per-CPU lists first; the buddy lists after them only for a
             // request that may reach the highatomic reserve there (the lists' refill already
             // tried the rest).
