@@ -103,10 +103,12 @@ impl Section {
 pub struct Memmap {
     /// `nr_sections` encoded map words, at the start of the table.
     maps: *const AtomicUsize,
-    /// The flat base (module docs): [`NO_SECTION`] while no section is present; `B`, the
-    /// common map word less its tag bit (even: descriptor arrays are aligned), while every
-    /// present section has the same word; [`NOT_FLAT`] after a section whose word differs
-    /// became present (never flat again). Odd means "not flat", so the test is one bit.
+    /// The flat base (module docs): [`NO_SECTION`] while no section is present; `B | NOT_DENSE`,
+    /// `B` the common map word less its tag bit (a multiple of 32: descriptor arrays are
+    /// aligned, and so are section offsets), while every present section has the same word;
+    /// `B` alone once boot found the memmap dense ([`Memmap::mark_dense`]); [`NOT_FLAT`] after
+    /// a section whose word differs became present (never flat again). Odd means "not flat",
+    /// so each test is one bit test: `& 1` flat, `& 3 == 0` dense.
     flat: AtomicUsize,
     nr_sections: usize,
 }
@@ -115,6 +117,9 @@ pub struct Memmap {
 const NO_SECTION: usize = 1;
 /// [`Memmap`]'s `flat` word once two present sections disagree.
 const NOT_FLAT: usize = 3;
+/// Set in a flat [`Memmap`]'s `flat` word while it is not known to be dense (module docs).
+/// Set rather than clear so the dense word is the base itself: the lookups add no offset.
+const NOT_DENSE: usize = 2;
 
 // SAFETY: a Memmap only hands out shared references to `Section`s and `Page`s, which consist
 // of atomics; the memory they live in is valid for the life of the machine (constructor contract).
@@ -207,11 +212,37 @@ impl Memmap {
         // The first present section sets the flat base; one that disagrees clears it for good.
         // The section's frames reach kmem's lists only after this returns, so a reader that
         // finds one of them on a list also sees the cleared base.
+        // A section at its slot of a dense map keeps it dense (its slot read as zero before).
         let _ = self.flat.fetch_update(Ordering::AcqRel, Ordering::Acquire, |f| match f {
-            NO_SECTION => Some(base),
-            f if f == base => None,
+            NO_SECTION => Some(base | NOT_DENSE),
+            f if f & !NOT_DENSE == base => None,
             _ => Some(NOT_FLAT),
         });
+    }
+
+    /// The flat base `B` (module docs), if the memmap is flat.
+    pub fn flat_base(&self) -> Option<usize> {
+        let f = self.flat.load(Ordering::Relaxed);
+        (f & 1 == 0).then_some(f & !NOT_DENSE)
+    }
+
+    /// Marks a flat memmap dense (module docs): boot, once it knows that every frame below
+    /// the direct-map limit has a readable descriptor slot at `B + pfn * 32` that is its real
+    /// descriptor or reads as zero. No effect on a memmap that is not flat.
+    ///
+    /// # Safety
+    ///
+    /// That property holds, for the life of the memmap: [`Memmap::page_below_limit`] reads
+    /// such slots for any frame below the limit, whoever passed its address.
+    pub(crate) unsafe fn mark_dense(&self) {
+        let _ = self
+            .flat
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |f| (f & 3 == NOT_DENSE).then_some(f & !NOT_DENSE));
+    }
+
+    /// True while the memmap is flat and dense (module docs).
+    pub fn is_dense(&self) -> bool {
+        self.flat.load(Ordering::Relaxed) & 3 == 0
     }
 
     /// True while every present section's descriptors lie in one array indexed by pfn
@@ -312,18 +343,41 @@ impl Memmap {
     #[inline(always)]
     pub(crate) fn pfn_to_page(&self, pfn: Pfn) -> &Page {
         let flat = self.flat.load(Ordering::Relaxed);
-        if flat & 1 == 0 {
+        // Dense first: the same one-bit-test cost as flat, and the shape of the machines
+        // that matter (every vmemmap machine); a flat, not dense one takes a second test.
+        let base = match flat & 3 {
+            0 => flat,
+            NOT_DENSE => flat - NOT_DENSE,
+            // Inline, not a call: a call on the cold side would make the hot side keep its
+            // live values in callee-saved registers or on the stack.
+            _ => return self.page(pfn).expect("a frame of kmem's lists has a descriptor"),
+        };
+        {
             debug_assert!(self.page(pfn).is_some(), "pfn_to_page({pfn:?}): no present section");
-            let at = flat.wrapping_add(pfn.as_usize() * Page::SIZE);
+            let at = base.wrapping_add(pfn.as_usize() * Page::SIZE);
             // SAFETY: the flat base is every present section's map word (`set_section_map`),
             // so `at` is `pfn`'s descriptor in its section's array, which lives as long as
             // `self`: `pfn` lies in a present section (this function's contract, which every
             // caller meets with a frame from kmem's own lists or blocks).
             unsafe { &*(at as *const Page) }
+        }
+    }
+
+    /// The descriptor slot of a frame below the direct-map limit that nobody vouches for (the
+    /// frame of a pointer passed to `kfree`): on a dense memmap one multiply-add and no load
+    /// but the base's (the slot is the frame's descriptor, or reads as zero: no flags, no page
+    /// type, nothing takes it for a slab); otherwise the checked [`Memmap::page`].
+    #[inline(always)]
+    pub fn page_below_limit(&self, pfn: Pfn) -> Option<&Page> {
+        let flat = self.flat.load(Ordering::Relaxed);
+        if flat & 3 == 0 {
+            let at = flat.wrapping_add(pfn.as_usize() * Page::SIZE);
+            // SAFETY: a dense memmap (`mark_dense`'s contract) has a readable slot that is the
+            // frame's descriptor or zeros at `B + pfn * 32` for every frame below the
+            // direct-map limit, for its whole life; callers pass only such frames.
+            Some(unsafe { &*(at as *const Page) })
         } else {
-            // Inline, not a call: a call on the cold side would make the hot side keep its
-            // live values in callee-saved registers or on the stack.
-            self.page(pfn).expect("a frame of kmem's lists has a descriptor")
+            self.page(pfn)
         }
     }
 
