@@ -37,6 +37,28 @@
 //! word agrees, and any machine is flat (kmem-hosted's `MachineBuilder::vmemmap`, on by
 //! default where the map would not be flat without it).
 //!
+//! ## Dense
+//!
+//! A flat memmap is *dense* when every frame below the direct-map limit, present or not, has
+//! a readable slot at `B + pfn * 32` that is its real descriptor or reads as zero (no flags,
+//! no page type: nothing takes it for a slab). Then [`Memmap::page_below_limit`], the lookup
+//! of `kfree`'s pointer (`slab_head_off`: `kfree`, `kmem_cache_free`, `KmemAlloc::dealloc`,
+//! LD_PRELOAD `free`), is one multiply-add for any address that passed the direct-map range
+//! check, wild ones included. Boot decides it once (`boot/sparse.rs`, [`Memmap::mark_dense`]):
+//! - one carved array (no vmemmap) is dense iff it covers every section from 0 up to the
+//!   direct-map limit (a present section's slots past its RAM are carved descriptors too);
+//! - a vmemmap is dense iff the platform promises its unfilled slots read as zero
+//!   (`Platform::vmemmap_reads_zero`; kmem-hosted reserves it read-only, private, never
+//!   written: the zero page) and its range holds a slot for every section below the limit;
+//! - otherwise the memmap is not dense, and the lookup is the checked [`Memmap::page`].
+//!
+//! The property is bit 1 of the `flat` word (set: not known dense; the base is 32-aligned),
+//! so `Memmap` keeps its three words and the dense test is the flat test's one bit test. A
+//! hot-added section at its vmemmap slot keeps it (the slot read as zero before); one whose
+//! descriptors lie elsewhere makes the memmap not flat, hence not dense. The compound-head
+//! step ([`Memmap::head_in_section`]) stays within the section of the slot found: a zero slot
+//! is never a tail.
+//!
 //! The table keeps the map words first, then the sections: [`Memmap`] must stay three words
 //! (it is part of the machine state, whose size the golden /proc tests pin), so one of the two
 //! arrays is found from the other; the words, which `kfree`'s checked lookup reads, are the
@@ -345,22 +367,23 @@ impl Memmap {
         let flat = self.flat.load(Ordering::Relaxed);
         // Dense first: the same one-bit-test cost as flat, and the shape of the machines
         // that matter (every vmemmap machine); a flat, not dense one takes a second test.
-        let base = match flat & 3 {
-            0 => flat,
-            NOT_DENSE => flat - NOT_DENSE,
+        // (A `match flat & 3` here costs page_order0 three instructions: keep this shape.)
+        let base = if flat & 3 == 0 {
+            flat
+        } else if flat & 1 == 0 {
+            flat - NOT_DENSE
+        } else {
             // Inline, not a call: a call on the cold side would make the hot side keep its
             // live values in callee-saved registers or on the stack.
-            _ => return self.page(pfn).expect("a frame of kmem's lists has a descriptor"),
+            return self.page(pfn).expect("a frame of kmem's lists has a descriptor");
         };
-        {
-            debug_assert!(self.page(pfn).is_some(), "pfn_to_page({pfn:?}): no present section");
-            let at = base.wrapping_add(pfn.as_usize() * Page::SIZE);
-            // SAFETY: the flat base is every present section's map word (`set_section_map`),
-            // so `at` is `pfn`'s descriptor in its section's array, which lives as long as
-            // `self`: `pfn` lies in a present section (this function's contract, which every
-            // caller meets with a frame from kmem's own lists or blocks).
-            unsafe { &*(at as *const Page) }
-        }
+        debug_assert!(self.page(pfn).is_some(), "pfn_to_page({pfn:?}): no present section");
+        let at = base.wrapping_add(pfn.as_usize() * Page::SIZE);
+        // SAFETY: the flat base is every present section's map word (`set_section_map`), so
+        // `at` is `pfn`'s descriptor in its section's array, which lives as long as `self`:
+        // `pfn` lies in a present section (this function's contract, which every caller meets
+        // with a frame from kmem's own lists or blocks).
+        unsafe { &*(at as *const Page) }
     }
 
     /// The descriptor slot of a frame below the direct-map limit that nobody vouches for (the
@@ -467,6 +490,34 @@ mod tests {
             assert!(core::ptr::eq(mm.pfn_to_page(pfn), mm.page(pfn).unwrap()));
         }
         assert!(mm.page(Pfn::new(0)).is_none() && mm.page(Pfn::new(3 * PAGES_PER_SECTION)).is_none());
+    }
+
+    #[test]
+    fn dense_is_marked_by_boot_kept_by_a_matching_section_and_lost_with_flat() {
+        let (mm, pages) = table(4, 3);
+        // SAFETY: each map is a section's worth of leaked descriptors, used for nothing else;
+        // the leaked arrays cover every frame of sections 0..3, which the dense lookups below
+        // stay in.
+        unsafe {
+            mm.mark_dense();
+            assert!(!mm.is_dense(), "nothing present: nothing to mark");
+            mm.set_section_map(0, pages, 0);
+            assert!(mm.is_flat() && !mm.is_dense(), "flat, not known dense");
+            assert_eq!(mm.flat_base(), Some(pages as usize));
+            mm.mark_dense();
+            assert!(mm.is_dense());
+            assert_eq!(mm.flat_base(), Some(pages as usize), "the dense word is the base");
+            let far = Pfn::new(2 * PAGES_PER_SECTION + 3);
+            assert!(core::ptr::eq(mm.page_below_limit(far).unwrap(), pages.add(far.as_usize())));
+            assert!(mm.page(far).is_none(), "the checked lookup refuses an absent section");
+            mm.set_section_map(1, pages.add(PAGES_PER_SECTION), 0);
+            assert!(mm.is_dense(), "a section at its slot keeps it");
+            let pfn = Pfn::new(PAGES_PER_SECTION + 9);
+            assert!(core::ptr::eq(mm.pfn_to_page(pfn), mm.page(pfn).unwrap()));
+            mm.set_section_map(3, pages, 0);
+        }
+        assert!(!mm.is_flat() && !mm.is_dense(), "a section elsewhere ends both");
+        assert!(mm.page_below_limit(Pfn::new(2 * PAGES_PER_SECTION)).is_none(), "checked again");
     }
 
     #[test]
