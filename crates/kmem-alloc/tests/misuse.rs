@@ -258,3 +258,28 @@ fn abort_policy_aborts_after_the_first_report_line() {
     // Without the variable, the default: report and continue.
     assert!(!misuse::abort_on_misuse() || std::env::var_os(misuse::ABORT_ENV).is_some());
 }
+
+#[test]
+fn wild_pointers_into_absent_hotplug_sections_are_reported_not_faulted() {
+    let _s = serial();
+    let warm = raw::malloc(64);
+    let m = kmem_alloc::global::machine().expect("the global machine boots");
+    assert!(m.memmap_is_dense(), "the vmemmap covers the hotplug reserve and reads as zero");
+    let dm = m.direct_map();
+    let limit = dm.limit.as_u64() as usize;
+    let online = kmem_alloc::global::online_bytes() as usize;
+    assert!(limit > online + (128 << 20), "an absent section lies below the direct-map limit");
+    // The last bytes of the reserve, and the first object slot of the section after the
+    // online memory: both in sections that are absent, with zero vmemmap slots.
+    let first_absent = online.next_multiple_of(128 << 20);
+    for pa in [limit - 64, first_absent + 64] {
+        let p = (dm.base.as_usize() + pa) as *mut u8;
+        // SAFETY: the misuse under test: nothing is allocated there; nothing dereferences it.
+        let r = reports(|| unsafe { raw::free(p) });
+        // Inside the machine's RAM mapping: the machine judges it (kfree's warning).
+        assert_eq!(r, [0, 0, 0, 1], "free({p:?}) at pa {pa:#x}: one machine report");
+    }
+    // SAFETY: ours, live.
+    unsafe { raw::free(warm) };
+    keeps_working();
+}

@@ -468,7 +468,12 @@ impl MachineBuilder {
             true => {
                 let slots = (ram.len() as u64).div_ceil(kmem::boot::PAGES_PER_SECTION_BYTES) as usize;
                 let bytes = slots * kmem::boot::MEMMAP_BYTES_PER_SECTION;
-                Some(crate::vspace::VSpace::reserve(bytes).map_err(|e| BuildError::Ram(RamError::Os("mmap", e)))?)
+                // Readable zeros where no section sits: the memory map is dense (kmem's
+                // `mm/memmap.rs`), and the slots cover every section the direct map reaches.
+                Some(
+                    crate::vspace::VSpace::reserve_zeroes(bytes)
+                        .map_err(|e| BuildError::Ram(RamError::Os("mmap", e)))?,
+                )
             }
             false => None,
         };

@@ -343,6 +343,10 @@ unsafe impl Platform for HostedPlatform {
     fn vmemmap_range(&self) -> Option<(VirtAddr, VirtAddr)> {
         self.maps.vmemmap.map(|(s, e)| (VirtAddr::new(s), VirtAddr::new(e)))
     }
+    fn vmemmap_reads_zero(&self) -> bool {
+        // The builder reserves the vmemmap readable, private and never written: zeros.
+        true
+    }
     unsafe fn vmemmap_section(&self, nr: usize, map: VirtAddr) -> Option<VirtAddr> {
         let (s, e) = self.maps.vmemmap?;
         let bytes = kmem::boot::MEMMAP_BYTES_PER_SECTION;

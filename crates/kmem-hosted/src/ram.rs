@@ -182,10 +182,16 @@ impl Ram {
 /// Reserves `len` bytes of `PROT_NONE` address space at an `align`-aligned address (the
 /// slack around it is given back) and returns the address.
 pub(crate) fn reserve_aligned(len: usize, align: usize) -> Result<usize, rustix::io::Errno> {
+    reserve_aligned_prot(len, align, ProtFlags::empty())
+}
+
+/// [`reserve_aligned`] with protection `prot`: `ProtFlags::READ` makes a reservation that
+/// reads as zero (private anonymous, never written: every read hits the zero page).
+pub(crate) fn reserve_aligned_prot(len: usize, align: usize, prot: ProtFlags) -> Result<usize, rustix::io::Errno> {
     // SAFETY: a fresh private reservation at an address the kernel picks; nothing else uses it.
-    let resv = unsafe {
-        mmap_anonymous(std::ptr::null_mut(), len + align, ProtFlags::empty(), MapFlags::PRIVATE | MapFlags::NORESERVE)
-    }? as usize;
+    let resv =
+        unsafe { mmap_anonymous(std::ptr::null_mut(), len + align, prot, MapFlags::PRIVATE | MapFlags::NORESERVE) }?
+            as usize;
     let at = resv.next_multiple_of(align);
     // SAFETY: the reservation's slack before and after `[at, at + len)` is ours and unused.
     unsafe {

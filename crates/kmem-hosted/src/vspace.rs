@@ -30,6 +30,13 @@ impl VSpace {
         let base = crate::ram::reserve_aligned(len, 4 << 20)?;
         Ok(VSpace { base, len })
     }
+    /// [`VSpace::reserve`], but readable: it reads as zero wherever nothing is mapped into it
+    /// (the vmemmap: the descriptor slots of absent sections, so the memory map is dense).
+    pub fn reserve_zeroes(len: usize) -> Result<VSpace, rustix::io::Errno> {
+        let len = len.next_multiple_of(PAGE_SIZE);
+        let base = crate::ram::reserve_aligned_prot(len, 4 << 20, rustix::mm::ProtFlags::READ)?;
+        Ok(VSpace { base, len })
+    }
     /// `[start, end)`.
     pub fn range(&self) -> (usize, usize) {
         (self.base, self.base + self.len)

@@ -377,6 +377,12 @@ impl<P: Platform> Kmem<P> {
         self.memmap().is_flat()
     }
 
+    /// True if the memory map is flat and dense (`mm/memmap.rs`): `kfree` finds any
+    /// direct-map address's descriptor slot in one multiply-add.
+    pub fn memmap_is_dense(&self) -> bool {
+        self.memmap().is_dense()
+    }
+
     /// Machine-wide event counters.
     pub fn events(&self) -> &VmEvents {
         &self.state().events

@@ -343,6 +343,15 @@ pub unsafe trait Platform: Send + Sync {
         None
     }
 
+    /// True if [`Platform::vmemmap_range`] is readable throughout, and every slot that
+    /// [`Platform::vmemmap_section`] has not filled reads as zero, for the life of the
+    /// machine. With a range that holds a slot for every section below the direct-map limit,
+    /// the memory map is then dense (`mm/memmap.rs`): `kfree` looks any direct-map address's
+    /// descriptor up in one multiply-add. `false` (the default): not promised.
+    fn vmemmap_reads_zero(&self) -> bool {
+        false
+    }
+
     /// Maps `npages` physically contiguous frames starting at `pfn` at `va` with `prot`
     /// (`vmap_pages_range`). The range was unmapped, so no TLB flush is needed. Page-table
     /// pages the platform needs come from `tables` (the core allocates them with the

@@ -37,6 +37,28 @@
 //! word agrees, and any machine is flat (kmem-hosted's `MachineBuilder::vmemmap`, on by
 //! default where the map would not be flat without it).
 //!
+//! ## Dense
+//!
+//! A flat memmap is *dense* when every frame below the direct-map limit, present or not, has
+//! a readable slot at `B + pfn * 32` that is its real descriptor or reads as zero (no flags,
+//! no page type: nothing takes it for a slab). Then [`Memmap::page_below_limit`], the lookup
+//! of `kfree`'s pointer (`slab_head_off`: `kfree`, `kmem_cache_free`, `KmemAlloc::dealloc`,
+//! LD_PRELOAD `free`), is one multiply-add for any address that passed the direct-map range
+//! check, wild ones included. Boot decides it once (`boot/sparse.rs`, [`Memmap::mark_dense`]):
+//! - one carved array (no vmemmap) is dense iff it covers every section from 0 up to the
+//!   direct-map limit (a present section's slots past its RAM are carved descriptors too);
+//! - a vmemmap is dense iff the platform promises its unfilled slots read as zero
+//!   (`Platform::vmemmap_reads_zero`; kmem-hosted reserves it read-only, private, never
+//!   written: the zero page) and its range holds a slot for every section below the limit;
+//! - otherwise the memmap is not dense, and the lookup is the checked [`Memmap::page`].
+//!
+//! The property is bit 1 of the `flat` word (set: not known dense; the base is 32-aligned),
+//! so `Memmap` keeps its three words and the dense test is the flat test's one bit test. A
+//! hot-added section at its vmemmap slot keeps it (the slot read as zero before); one whose
+//! descriptors lie elsewhere makes the memmap not flat, hence not dense. The compound-head
+//! step ([`Memmap::head_in_section`]) stays within the section of the slot found: a zero slot
+//! is never a tail.
+//!
 //! The table keeps the map words first, then the sections: [`Memmap`] must stay three words
 //! (it is part of the machine state, whose size the golden /proc tests pin), so one of the two
 //! arrays is found from the other; the words, which `kfree`'s checked lookup reads, are the
@@ -103,10 +125,12 @@ impl Section {
 pub struct Memmap {
     /// `nr_sections` encoded map words, at the start of the table.
     maps: *const AtomicUsize,
-    /// The flat base (module docs): [`NO_SECTION`] while no section is present; `B`, the
-    /// common map word less its tag bit (even: descriptor arrays are aligned), while every
-    /// present section has the same word; [`NOT_FLAT`] after a section whose word differs
-    /// became present (never flat again). Odd means "not flat", so the test is one bit.
+    /// The flat base (module docs): [`NO_SECTION`] while no section is present; `B | NOT_DENSE`,
+    /// `B` the common map word less its tag bit (a multiple of 32: descriptor arrays are
+    /// aligned, and so are section offsets), while every present section has the same word;
+    /// `B` alone once boot found the memmap dense ([`Memmap::mark_dense`]); [`NOT_FLAT`] after
+    /// a section whose word differs became present (never flat again). Odd means "not flat",
+    /// so each test is one bit test: `& 1` flat, `& 3 == 0` dense.
     flat: AtomicUsize,
     nr_sections: usize,
 }
@@ -115,6 +139,9 @@ pub struct Memmap {
 const NO_SECTION: usize = 1;
 /// [`Memmap`]'s `flat` word once two present sections disagree.
 const NOT_FLAT: usize = 3;
+/// Set in a flat [`Memmap`]'s `flat` word while it is not known to be dense (module docs).
+/// Set rather than clear so the dense word is the base itself: the lookups add no offset.
+const NOT_DENSE: usize = 2;
 
 // SAFETY: a Memmap only hands out shared references to `Section`s and `Page`s, which consist
 // of atomics; the memory they live in is valid for the life of the machine (constructor contract).
@@ -207,11 +234,37 @@ impl Memmap {
         // The first present section sets the flat base; one that disagrees clears it for good.
         // The section's frames reach kmem's lists only after this returns, so a reader that
         // finds one of them on a list also sees the cleared base.
+        // A section at its slot of a dense map keeps it dense (its slot read as zero before).
         let _ = self.flat.fetch_update(Ordering::AcqRel, Ordering::Acquire, |f| match f {
-            NO_SECTION => Some(base),
-            f if f == base => None,
+            NO_SECTION => Some(base | NOT_DENSE),
+            f if f & !NOT_DENSE == base => None,
             _ => Some(NOT_FLAT),
         });
+    }
+
+    /// The flat base `B` (module docs), if the memmap is flat.
+    pub fn flat_base(&self) -> Option<usize> {
+        let f = self.flat.load(Ordering::Relaxed);
+        (f & 1 == 0).then_some(f & !NOT_DENSE)
+    }
+
+    /// Marks a flat memmap dense (module docs): boot, once it knows that every frame below
+    /// the direct-map limit has a readable descriptor slot at `B + pfn * 32` that is its real
+    /// descriptor or reads as zero. No effect on a memmap that is not flat.
+    ///
+    /// # Safety
+    ///
+    /// That property holds, for the life of the memmap: [`Memmap::page_below_limit`] reads
+    /// such slots for any frame below the limit, whoever passed its address.
+    pub(crate) unsafe fn mark_dense(&self) {
+        let _ = self
+            .flat
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |f| (f & 3 == NOT_DENSE).then_some(f & !NOT_DENSE));
+    }
+
+    /// True while the memmap is flat and dense (module docs).
+    pub fn is_dense(&self) -> bool {
+        self.flat.load(Ordering::Relaxed) & 3 == 0
     }
 
     /// True while every present section's descriptors lie in one array indexed by pfn
@@ -312,18 +365,42 @@ impl Memmap {
     #[inline(always)]
     pub(crate) fn pfn_to_page(&self, pfn: Pfn) -> &Page {
         let flat = self.flat.load(Ordering::Relaxed);
-        if flat & 1 == 0 {
-            debug_assert!(self.page(pfn).is_some(), "pfn_to_page({pfn:?}): no present section");
-            let at = flat.wrapping_add(pfn.as_usize() * Page::SIZE);
-            // SAFETY: the flat base is every present section's map word (`set_section_map`),
-            // so `at` is `pfn`'s descriptor in its section's array, which lives as long as
-            // `self`: `pfn` lies in a present section (this function's contract, which every
-            // caller meets with a frame from kmem's own lists or blocks).
-            unsafe { &*(at as *const Page) }
+        // Dense first: the same one-bit-test cost as flat, and the shape of the machines
+        // that matter (every vmemmap machine); a flat, not dense one takes a second test.
+        // (A `match flat & 3` here costs page_order0 three instructions: keep this shape.)
+        let base = if flat & 3 == 0 {
+            flat
+        } else if flat & 1 == 0 {
+            flat - NOT_DENSE
         } else {
             // Inline, not a call: a call on the cold side would make the hot side keep its
             // live values in callee-saved registers or on the stack.
-            self.page(pfn).expect("a frame of kmem's lists has a descriptor")
+            return self.page(pfn).expect("a frame of kmem's lists has a descriptor");
+        };
+        debug_assert!(self.page(pfn).is_some(), "pfn_to_page({pfn:?}): no present section");
+        let at = base.wrapping_add(pfn.as_usize() * Page::SIZE);
+        // SAFETY: the flat base is every present section's map word (`set_section_map`), so
+        // `at` is `pfn`'s descriptor in its section's array, which lives as long as `self`:
+        // `pfn` lies in a present section (this function's contract, which every caller meets
+        // with a frame from kmem's own lists or blocks).
+        unsafe { &*(at as *const Page) }
+    }
+
+    /// The descriptor slot of a frame below the direct-map limit that nobody vouches for (the
+    /// frame of a pointer passed to `kfree`): on a dense memmap one multiply-add and no load
+    /// but the base's (the slot is the frame's descriptor, or reads as zero: no flags, no page
+    /// type, nothing takes it for a slab); otherwise the checked [`Memmap::page`].
+    #[inline(always)]
+    pub fn page_below_limit(&self, pfn: Pfn) -> Option<&Page> {
+        let flat = self.flat.load(Ordering::Relaxed);
+        if flat & 3 == 0 {
+            let at = flat.wrapping_add(pfn.as_usize() * Page::SIZE);
+            // SAFETY: a dense memmap (`mark_dense`'s contract) has a readable slot that is the
+            // frame's descriptor or zeros at `B + pfn * 32` for every frame below the
+            // direct-map limit, for its whole life; callers pass only such frames.
+            Some(unsafe { &*(at as *const Page) })
+        } else {
+            self.page(pfn)
         }
     }
 
@@ -413,6 +490,34 @@ mod tests {
             assert!(core::ptr::eq(mm.pfn_to_page(pfn), mm.page(pfn).unwrap()));
         }
         assert!(mm.page(Pfn::new(0)).is_none() && mm.page(Pfn::new(3 * PAGES_PER_SECTION)).is_none());
+    }
+
+    #[test]
+    fn dense_is_marked_by_boot_kept_by_a_matching_section_and_lost_with_flat() {
+        let (mm, pages) = table(4, 3);
+        // SAFETY: each map is a section's worth of leaked descriptors, used for nothing else;
+        // the leaked arrays cover every frame of sections 0..3, which the dense lookups below
+        // stay in.
+        unsafe {
+            mm.mark_dense();
+            assert!(!mm.is_dense(), "nothing present: nothing to mark");
+            mm.set_section_map(0, pages, 0);
+            assert!(mm.is_flat() && !mm.is_dense(), "flat, not known dense");
+            assert_eq!(mm.flat_base(), Some(pages as usize));
+            mm.mark_dense();
+            assert!(mm.is_dense());
+            assert_eq!(mm.flat_base(), Some(pages as usize), "the dense word is the base");
+            let far = Pfn::new(2 * PAGES_PER_SECTION + 3);
+            assert!(core::ptr::eq(mm.page_below_limit(far).unwrap(), pages.add(far.as_usize())));
+            assert!(mm.page(far).is_none(), "the checked lookup refuses an absent section");
+            mm.set_section_map(1, pages.add(PAGES_PER_SECTION), 0);
+            assert!(mm.is_dense(), "a section at its slot keeps it");
+            let pfn = Pfn::new(PAGES_PER_SECTION + 9);
+            assert!(core::ptr::eq(mm.pfn_to_page(pfn), mm.page(pfn).unwrap()));
+            mm.set_section_map(3, pages, 0);
+        }
+        assert!(!mm.is_flat() && !mm.is_dense(), "a section elsewhere ends both");
+        assert!(mm.page_below_limit(Pfn::new(2 * PAGES_PER_SECTION)).is_none(), "checked again");
     }
 
     #[test]

@@ -173,7 +173,7 @@ impl<P: Platform> Kmem<P> {
         }
         let pfn = Pfn::new(pa >> crate::PAGE_SHIFT);
         let mm = &st.memmap;
-        let page = mm.page(pfn)?;
+        let page = mm.page_below_limit(pfn)?;
         let (hpfn, head) = if page.test(crate::mm::page::pg::TAIL) {
             mm.head_in_section(pfn, page, page.private() as usize)?
         } else {

@@ -1,0 +1,150 @@
+//! The dense memory map (`kmem`'s `mm/memmap.rs`): `kfree` and `kmem_cache_free` look any
+//! direct-map address's descriptor up in one multiply-add, so wild pointers into the direct
+//! map where no descriptor of a present section is must still be refused and reported, never
+//! fault: a hole of whole sections, the `PROT_NONE` hole a section's descriptors left when
+//! they moved to the vmemmap, and an absent section of the hotplug reserve.
+
+use std::ptr::NonNull;
+
+use kmem::{MemRegion, PhysAddr, ReportKind, SlabFlags, ZoneLayout};
+use kmem_hosted::{pin_current_thread, Machine, MachineBuilder};
+
+const MIB: u64 = 1 << 20;
+
+fn flat_zones() -> ZoneLayout {
+    ZoneLayout { dma_end: None, dma32_end: None, highmem_start: None }
+}
+
+/// Warnings and slab bugs so far.
+fn counts(m: &Machine) -> [u64; 3] {
+    [m.report_count(ReportKind::Warning), m.report_count(ReportKind::SlabBug), m.report_count(ReportKind::BadPage)]
+}
+
+/// `kfree` and `kmem_cache_free` of `p` each report once (a warning, a slab bug), and kmem
+/// keeps working.
+fn refused(m: &Machine, p: usize, what: &str) {
+    let c = m.kmem_cache_create("dense-wild", 64, 0, SlabFlags::NO_MERGE, None).unwrap();
+    let before = counts(m);
+    // SAFETY: deliberate misuse: kmem owns nothing at `p`; each call is refused.
+    unsafe {
+        m.kfree(p as *const u8);
+        m.kmem_cache_free(&c, NonNull::new(p as *mut u8).unwrap());
+    }
+    let after = counts(m);
+    assert_eq!(
+        [after[0] - before[0], after[1] - before[1], after[2] - before[2]],
+        [1, 1, 0],
+        "{what} at {p:#x}: {:#?}",
+        m.reports().take()
+    );
+    let w = m.reports().texts(ReportKind::Warning);
+    assert!(w.last().unwrap().contains(&format!("kfree: object pointer: 0x{p:016x} was not returned by kmalloc")));
+    assert!(m.reports().last().unwrap().contains(&format!("Invalid object pointer 0x{p:016x}")), "{what}");
+    drop(c);
+    // Still works: a few objects allocated, written and freed.
+    let objs: Vec<_> = (0..100).map(|_| m.kmalloc(64, kmem::Gfp::KERNEL).unwrap()).collect();
+    for o in objs {
+        // SAFETY: a live 64-byte object of ours.
+        unsafe {
+            o.as_ptr().write_bytes(0x5a, 64);
+            m.kfree(o.as_ptr());
+        }
+    }
+}
+
+fn va(m: &Machine, pa: u64) -> usize {
+    m.phys_to_virt(PhysAddr::new(pa)).expect("below the direct-map limit").as_usize()
+}
+
+/// Sections 0 and 2 present, section 1 a hole: the vmemmap is on by default, and dense.
+fn with_hole() -> Machine {
+    pin_current_thread(0);
+    MachineBuilder::new()
+        .memory_map(vec![MemRegion::usable(0, 128 * MIB), MemRegion::usable(256 * MIB, 128 * MIB)])
+        .zone_layout(flat_zones())
+        .cpus(2)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn machines_that_are_dense_and_not() {
+    let m = with_hole();
+    assert!(m.memmap_is_flat() && m.memmap_is_dense(), "a vmemmap reads as zero where no section is");
+    // One run of sections from 0: the carved array covers the direct map.
+    let m = MachineBuilder::new().ram_mib(128).cpus(1).build().unwrap();
+    assert!(m.memmap_is_dense());
+    let hot = MachineBuilder::new()
+        .memory_map(vec![MemRegion::usable(0, 128 * MIB)])
+        .zone_layout(flat_zones())
+        .cpus(1)
+        .hotplug_max(512 * MIB)
+        .build()
+        .unwrap();
+    assert!(hot.memmap_is_dense(), "the vmemmap covers the hotplug reserve");
+    hot.hot_add(1).unwrap();
+    assert!(hot.memmap_is_dense(), "a section at its vmemmap slot keeps it dense");
+    // No vmemmap and a hole: not flat, so not dense.
+    let sparse = MachineBuilder::new()
+        .memory_map(vec![MemRegion::usable(0, 128 * MIB), MemRegion::usable(256 * MIB, 128 * MIB)])
+        .zone_layout(flat_zones())
+        .cpus(1)
+        .vmemmap(false)
+        .build()
+        .unwrap();
+    assert!(!sparse.memmap_is_flat() && !sparse.memmap_is_dense());
+}
+
+#[test]
+fn wild_free_in_a_section_hole_is_reported() {
+    let m = with_hole();
+    for pa in [128 * MIB, 128 * MIB + 4096 + 64, 256 * MIB - 64] {
+        refused(&m, va(&m, pa), "section hole");
+    }
+}
+
+/// The direct-map ranges the host mapped `PROT_NONE` (`---p` in /proc/self/maps) inside
+/// `[lo, hi)`: where a section's descriptors were before they moved to the vmemmap.
+fn prot_none_ranges(lo: usize, hi: usize) -> Vec<(usize, usize)> {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    maps.lines()
+        .filter_map(|l| {
+            let (range, rest) = l.split_once(' ')?;
+            let (s, e) = range.split_once('-')?;
+            let (s, e) = (usize::from_str_radix(s, 16).ok()?, usize::from_str_radix(e, 16).ok()?);
+            (rest.starts_with("---") && s >= lo && e <= hi).then_some((s, e))
+        })
+        .collect()
+}
+
+#[test]
+fn wild_free_in_a_moved_descriptor_hole_is_reported() {
+    let m = with_hole();
+    let dm = m.direct_map();
+    let lo = dm.base.as_usize();
+    let holes = prot_none_ranges(lo, lo + dm.limit.as_u64() as usize);
+    assert!(!holes.is_empty(), "the descriptors moved out of the direct map");
+    for (s, e) in holes.into_iter().take(2) {
+        refused(&m, s, "moved descriptors");
+        refused(&m, e - 64, "moved descriptors");
+    }
+}
+
+#[test]
+fn wild_free_in_an_absent_hotplug_section_is_reported() {
+    pin_current_thread(0);
+    let m = MachineBuilder::new()
+        .memory_map(vec![MemRegion::usable(0, 128 * MIB)])
+        .zone_layout(flat_zones())
+        .cpus(2)
+        .hotplug_max(512 * MIB)
+        .build()
+        .unwrap();
+    let limit = m.direct_map().limit.as_u64();
+    assert!(limit >= 512 * MIB, "the direct map reaches the hotplug reserve");
+    for pa in [128 * MIB, 300 * MIB + 8, limit - 64] {
+        refused(&m, va(&m, pa), "absent hotplug section");
+    }
+    m.hot_add(1).unwrap();
+    refused(&m, va(&m, limit - 64), "absent hotplug section after a hot-add");
+}
