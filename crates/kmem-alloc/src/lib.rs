@@ -120,7 +120,9 @@ pub mod raw {
     #[inline(always)]
     pub unsafe fn free(p: *mut u8) {
         if let Some(m) = global::ready() {
-            if route::in_ram(m, p) && !global::free_tick() {
+            if !global::free_tick() {
+                // `kfree_slab_or` checks the direct map itself, so the RAM range is checked
+                // only off the fast path: in `free_other`.
                 // SAFETY: caller's contract; anything but a slab object goes to `free_other`.
                 return unsafe { m.kfree_slab_or(p, |p| free_other(m, p)) };
             }
@@ -129,11 +131,17 @@ pub mod raw {
         unsafe { free_slow(p) }
     }
 
-    /// [`free`] of a block in the machine's RAM that is no plain slab object: a large block
-    /// (memory given back after 2 MiB or more), a debug cache's object, or a bad pointer
-    /// (reported by `kfree`).
+    /// [`free`] of anything but a plain slab object: outside the machine's RAM, what
+    /// [`free_slow`] takes (null, the arena, huge mappings, wild pointers); in it, a large
+    /// block (memory given back after 2 MiB or more), a debug cache's object, or a bad
+    /// pointer (reported by `kfree`).
     #[inline(never)]
     fn free_other(m: &kmem_hosted::Machine, p: *const u8) {
+        if !route::in_ram(m, p) {
+            // Null, the bootstrap arena, a huge mapping or a wild pointer.
+            // SAFETY: `free`'s caller's contract.
+            return unsafe { free_slow(p.cast_mut()) };
+        }
         // SAFETY: `free`'s caller's contract.
         let freed = unsafe { m.kfree_large(p) };
         if freed >= 2 << 20 {
