@@ -134,20 +134,18 @@ pub(crate) unsafe fn move_pages(from: usize, to: usize, len: usize) -> Result<()
 }
 
 /// Whether boot lays the descriptors of a machine with `regions` out flat without a vmemmap
-/// (`kmem`'s `boot/sparse.rs`): the sections usable RAM overlaps are one run, on one node.
+/// (`kmem::boot::flat_run`): the sections usable RAM overlaps are one run, on one node.
 /// Without a hotplug reserve, such a machine needs no vmemmap.
 pub(crate) fn flat_without_vmemmap(regions: &[MemRegion]) -> bool {
     let sec = kmem::boot::PAGES_PER_SECTION_BYTES;
-    let usable: Vec<&MemRegion> = regions.iter().filter(|r| r.kind == RegionKind::Usable && r.size > 0).collect();
-    let end = usable.iter().map(|r| r.end().as_u64()).max().unwrap_or(0);
-    let mut node_of = vec![None::<u8>; end.div_ceil(sec) as usize];
-    for r in &usable {
-        for slot in &mut node_of[(r.start.as_u64() / sec) as usize..=((r.end().as_u64() - 1) / sec) as usize] {
-            *slot = Some(r.node);
-        }
-    }
-    let present: Vec<(usize, u8)> = node_of.iter().enumerate().filter_map(|(i, n)| n.map(|n| (i, n))).collect();
-    present.windows(2).all(|w| w[1].0 == w[0].0 + 1 && w[1].1 == w[0].1)
+    let usable = || regions.iter().filter(|r| r.kind == RegionKind::Usable && r.size > 0);
+    let nr_sections = usable().map(|r| r.end().as_u64()).max().unwrap_or(0).div_ceil(sec) as usize;
+    let node_of = |nr: usize| {
+        let (s, e) = (nr as u64 * sec, (nr as u64 + 1) * sec);
+        Ok(usable().find(|r| r.start.as_u64() < e && s < r.end().as_u64()).map(|r| r.node))
+    };
+    // A section across two nodes is refused by boot anyway.
+    kmem::boot::flat_run(nr_sections, node_of).is_ok_and(|run| run.is_some())
 }
 
 #[cfg(test)]

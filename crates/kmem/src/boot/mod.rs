@@ -33,6 +33,7 @@ pub(crate) use deferred::DeferredState;
 pub use hotplug::HotplugError;
 pub use memblock::{Memblock, MemblockError, Range, MEMBLOCK_REGIONS};
 pub use memory_map::{MemRegion, RegionKind, ZoneLayout};
+pub use sparse::flat_run;
 
 use core::ptr::NonNull;
 
@@ -355,7 +356,7 @@ impl<P: Platform> Kmem<P> {
         }
 
         // Section presence and node, from the usable ranges.
-        let bytes = (PAGES_PER_SECTION * Page::SIZE) as u64;
+        let bytes = MEMMAP_BYTES_PER_SECTION as u64;
         // A flat memmap (`mm/memmap.rs`) when the present sections are one run on one node:
         // their descriptor arrays as one buffer in pfn order (Linux's `sparse_buffer_init`),
         // if memblock has room for it in one piece; else one array per section.

@@ -28,10 +28,11 @@ pub(super) fn section_node(mb: &Memblock, nr: usize) -> Result<Option<u8>, BootE
     Ok(node)
 }
 
-/// `(first, count, node)` if the present sections among `0..nr_sections` (`node_of`) are
-/// `count` consecutive sections from `first`, all on `node`; `None` if they are not, or if
-/// none is present.
-pub(super) fn flat_run(
+/// `(first, count, node)` if the present sections among `0..nr_sections` (`node_of`: the
+/// section's node, `None` if absent) are `count` consecutive sections from `first`, all on
+/// `node`; `None` if they are not, or if none is present. Boot lays such a machine's memory
+/// map out flat; a platform deciding whether it needs a vmemmap asks the same question.
+pub fn flat_run(
     nr_sections: usize,
     mut node_of: impl FnMut(usize) -> Result<Option<u8>, BootError>,
 ) -> Result<Option<(usize, usize, u8)>, BootError> {

@@ -99,11 +99,10 @@ pub fn watermark_ok(
     has_block: impl Fn(Order, bool) -> bool,
 ) -> bool {
     let mut free = free_pages as isize - (order.nr_pages() as isize - 1);
+    let mut min = mark as isize;
     if !flags.intersects(AllocFlags::RESERVES) {
         free -= free_highatomic as isize;
-    }
-    let mut min = mark as isize;
-    if flags.intersects(AllocFlags::RESERVES) {
+    } else {
         if flags.contains(AllocFlags::MIN_RESERVE) {
             min -= min / 2;
             if flags.contains(AllocFlags::NON_BLOCK) {
