@@ -89,6 +89,7 @@ pub struct MachineBuilder {
     init_on_free: bool,
     kfence: Option<kmem::kfence::KfenceConfig>,
     slab_nomerge: bool,
+    slab_freeptr_at_start: bool,
     hotplug: u64,
     no_alloc_reports: bool,
     on_report: Option<fn(ReportKind)>,
@@ -130,6 +131,7 @@ impl MachineBuilder {
             init_on_free: false,
             kfence: None,
             slab_nomerge: false,
+            slab_freeptr_at_start: false,
             hotplug: 0,
             no_alloc_reports: false,
             on_report: None,
@@ -287,6 +289,13 @@ impl MachineBuilder {
     /// The `slab_nomerge` boot option: never merge slab caches.
     pub fn slab_nomerge(mut self, on: bool) -> Self {
         self.slab_nomerge = on;
+        self
+    }
+    /// Slab objects keep their free pointer at their start instead of their middle
+    /// ([`kmem::slab::SlabBootConfig::freeptr_at_start`]): one cache line of an object touched per
+    /// allocation and free instead of two. Off by default (Linux's placement).
+    pub fn slab_freeptr_at_start(mut self, on: bool) -> Self {
+        self.slab_freeptr_at_start = on;
         self
     }
     /// Reports go straight to stderr from a stack buffer and are not kept: the platform
@@ -494,6 +503,7 @@ impl MachineBuilder {
         cfg.init_on_free = self.init_on_free;
         cfg.kfence = self.kfence;
         cfg.slab.nomerge = self.slab_nomerge;
+        cfg.slab.freeptr_at_start = self.slab_freeptr_at_start;
         if self.hotplug > 0 {
             cfg.hotplug_end = Some(PhysAddr::new(self.hotplug));
         }

@@ -54,7 +54,8 @@ impl<P: Platform> Kmem<P> {
         for (name, size, align, mem, id, slot) in boot {
             // `slub_debug=` applies to the boot caches too, as `kmem_cache_open` does.
             let flags = self.kmem_cache_flags(SlabFlags::HWCACHE_ALIGN | SlabFlags::NO_MERGE, name);
-            let layout = calculate_sizes(size, align, flags, false, st.order).map_err(CacheError::Layout)?;
+            let layout =
+                st.place_freeptr(calculate_sizes(size, align, flags, false, st.order).map_err(CacheError::Layout)?);
             let cpu_sheaves = self.alloc_cpu_sheaves(Gfp::KERNEL)?;
             let mem = NonNull::new(mem as *mut u8).expect("boot cache memory carved at boot");
             let init = CacheInit {
@@ -215,7 +216,7 @@ impl<P: Platform> Kmem<P> {
             st.release_id_locked(&g, id);
         };
         let layout = match calculate_sizes(size, align, flags, ctor.is_some(), st.order) {
-            Ok(l) => l,
+            Ok(l) => st.place_freeptr(l),
             Err(e) => {
                 release_id();
                 return Err(CacheError::Layout(e));

@@ -117,6 +117,25 @@ impl Layout {
             self.inuse
         }
     }
+    /// The geometry with the free pointer at the object's start when it lies inside the object
+    /// ([`SlabBootConfig::freeptr_at_start`](super::SlabBootConfig::freeptr_at_start)); a
+    /// pointer kept after the object (constructor, RCU, poisoning) stays where it is.
+    ///
+    /// ```
+    /// use kmem::slab::layout::{calculate_sizes, OrderParams};
+    /// use kmem::slab::SlabFlags;
+    /// let l = calculate_sizes(256, 0, SlabFlags::NONE, false, OrderParams::new(2)).unwrap();
+    /// assert_eq!((l.offset, l.with_freeptr_at_start().offset), (128, 0));
+    /// let ctor = calculate_sizes(256, 0, SlabFlags::NONE, true, OrderParams::new(2)).unwrap();
+    /// assert_eq!(ctor.with_freeptr_at_start(), ctor, "a constructed object keeps its bytes");
+    /// ```
+    #[must_use]
+    pub const fn with_freeptr_at_start(mut self) -> Self {
+        if !self.freeptr_outside() {
+            self.offset = 0;
+        }
+        self
+    }
     /// The free pointer lies outside the object bytes (`freeptr_outside_object`).
     pub const fn freeptr_outside(&self) -> bool {
         self.offset >= self.inuse

@@ -24,11 +24,19 @@ pub struct SlabBootConfig<'a> {
     pub min_objects: u32,
     /// `slub_debug=` options (`"FZPU"`, `"P,kmalloc-*"`, `"FZ;-,dentry"`...), `None` for off.
     pub slub_debug: Option<&'a str>,
+    /// A kmem option, not Linux's: each object's free pointer at its start (offset 0, where
+    /// SLUB kept it before Linux 5.7) instead of the middle of the object
+    /// ([`Layout::with_freeptr_at_start`](super::layout::Layout::with_freeptr_at_start)), for
+    /// caches whose pointer lives inside the object. An allocation and a free then touch one
+    /// cache line of the object, the one its user touches, instead of two: process
+    /// allocators (`kmem-alloc`) turn it on. The middle placement (the default) keeps a small
+    /// overflow of the object before from reaching the pointer.
+    pub freeptr_at_start: bool,
 }
 
 impl Default for SlabBootConfig<'_> {
     fn default() -> Self {
-        Self { nomerge: false, min_order: 0, max_order: 3, min_objects: 0, slub_debug: None }
+        Self { nomerge: false, min_order: 0, max_order: 3, min_objects: 0, slub_debug: None, freeptr_at_start: false }
     }
 }
 
@@ -57,6 +65,8 @@ pub(crate) struct SlabState {
     /// Memory carved at boot for the `kmem_sheaf` descriptor.
     pub(crate) sheaf_cache_mem: usize,
     pub(crate) nomerge: bool,
+    /// [`SlabBootConfig::freeptr_at_start`] (in `nomerge`'s padding: the state does not grow).
+    pub(crate) freeptr_at_start: bool,
     pub(crate) order: OrderParams,
     pub(crate) debug_str: [u8; SLUB_DEBUG_MAX],
     pub(crate) debug_len: usize,
@@ -91,6 +101,7 @@ impl SlabState {
                 boot_cache_mem: 0,
                 sheaf_cache_mem: 0,
                 nomerge: false,
+                freeptr_at_start: false,
                 order: OrderParams::new(1),
                 debug_str: [0; SLUB_DEBUG_MAX],
                 debug_len: 0,
@@ -106,6 +117,7 @@ impl SlabState {
     /// Applies the boot configuration (during boot, before any cache exists).
     pub(crate) fn configure(&mut self, cfg: &SlabBootConfig<'_>, nr_cpus: usize) {
         self.nomerge = cfg.nomerge;
+        self.freeptr_at_start = cfg.freeptr_at_start;
         let max_order = cfg.max_order.min(crate::addr::MAX_PAGE_ORDER as u32);
         self.order = OrderParams {
             nr_cpus: nr_cpus as u32,
@@ -118,6 +130,15 @@ impl SlabState {
             self.debug_str[..n].copy_from_slice(&s.as_bytes()[..n]);
             // An empty string still means "slub_debug given": full debugging.
             self.debug_len = if s.is_empty() { usize::MAX } else { n };
+        }
+    }
+
+    /// A new cache's geometry with the free pointer where the boot configuration puts it.
+    pub(crate) fn place_freeptr(&self, l: super::layout::Layout) -> super::layout::Layout {
+        if self.freeptr_at_start {
+            l.with_freeptr_at_start()
+        } else {
+            l
         }
     }
 
