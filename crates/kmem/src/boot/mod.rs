@@ -26,6 +26,7 @@ mod deferred;
 mod hotplug;
 mod memblock;
 mod memory_map;
+mod null_frames;
 pub(crate) mod pagesets;
 mod sparse;
 
@@ -320,6 +321,13 @@ impl<P: Platform> Kmem<P> {
             return Err(BootError::TooLarge { end: PhysAddr::new(table_end) });
         }
         early(&mut mb)?;
+        // kfree's fast path tells NULL and ZERO_SIZE_PTR from objects by the direct-map range
+        // alone (`kmalloc/fast.rs`): a direct map that covers virtual 0..=ZERO_SIZE_PTR (one
+        // that starts at 0, as an identity map does) keeps the frame behind them from ever
+        // becoming a slab (Linux's x86 reserves page 0 anyway).
+        for pa in null_frames::null_frames(&dm).into_iter().flatten() {
+            mb.reserve(pa, PAGE_SIZE as u64)?;
+        }
 
         // 2. Carve metadata.
         let before = mb.reserved_bytes();

@@ -6,7 +6,6 @@
 use core::ptr::NonNull;
 
 use super::index::{kmalloc_index, KmallocType, KMALLOC_MAX_CACHE_SIZE};
-use super::ZERO_SIZE_PTR;
 use crate::gfp::Gfp;
 use crate::machine::Kmem;
 use crate::platform::Platform;
@@ -44,12 +43,12 @@ impl<P: Platform> Kmem<P> {
     #[inline(always)]
     pub unsafe fn kfree_slab_or(&self, p: *const u8, other: impl FnOnce(*const u8)) {
         let addr = p as usize;
-        if addr > ZERO_SIZE_PTR {
-            if let Some((slab, word, off)) = self.slab_head_off(addr) {
-                if let Some(c) = self.plain_slab_cache(word) {
-                    if c.is_plain_object(off) {
-                        return self.free_checked(c, slab, off as u32, addr - off);
-                    }
+        // NULL and ZERO_SIZE_PTR need no test of their own: they are outside the direct map,
+        // or in a frame boot reserved (`Kmem::boot`), never in a slab.
+        if let Some((slab, word, off)) = self.slab_head_off(addr) {
+            if let Some(c) = self.plain_slab_cache(word) {
+                if c.is_plain_object(off) {
+                    return self.free_checked(c, slab, off as u32, addr - off);
                 }
             }
         }

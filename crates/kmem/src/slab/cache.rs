@@ -98,7 +98,13 @@ pub struct KmemCache {
     /// Objects per sheaf; 0: the cache has no sheaves (debug caches, `kmem_sheaf`, the
     /// boot cache).
     pub(crate) sheaf_capacity: u32,
-    pub(crate) random: u64,
+    /// The free-pointer word of an object held in a sheaf ([`sheaf_marker`](super::word::sheaf_marker)):
+    /// the cache's tag (the high half of `s->random`) and [`OFF_SHEAF`](super::word::OFF_SHEAF).
+    /// Free objects' words carry the tag, so it is also what the double-free test compares.
+    pub(crate) marker: u64,
+    /// The secret low half of the free-pointer key ([`freeptr_key`](super::word::freeptr_key)):
+    /// `s->random`'s two halves folded, never written anywhere an object could reveal.
+    pub(crate) key_lo: u32,
     pub(crate) recip: u64,
     /// The head-page word of this cache's plain slabs ([`Page::slab_word`]); for a cache
     /// that makes none (a debug cache), a word no page carries.
@@ -114,9 +120,9 @@ pub struct KmemCache {
     pub(crate) id: u32,
     pub(crate) ctor: Option<Ctor>,
     pub(crate) allocflags: Gfp,
-    pub(crate) min_partial: u32,
+    pub(crate) min_partial: u16,
     /// Colours a slab can have (1 without `SLAB_COLOUR`).
-    pub(crate) colours: u32,
+    pub(crate) colours: u16,
     /// Bytes between colours (`colour_off`).
     pub(crate) colour_step: u32,
     pub(crate) colour_next: AtomicU32,
@@ -210,13 +216,15 @@ impl KmemCache {
             1
         };
         let debug = l.flags.intersects(SlabFlags::DEBUG_FLAGS);
+        // Bit 56 set: the key's high half is never zero for an 8-aligned slot, so zeroed
+        // memory never decodes like a free object's pointer (free.rs).
+        let random = init.random | 1 << 56;
         let cache = KmemCache {
             cpu_sheaves: init.cpu_sheaves,
             machine: AtomicUsize::new(init.machine),
             sheaf_capacity: if l.flags.intersects(SlabFlags::DEBUG_FLAGS) { 0 } else { init.sheaf_capacity },
-            // Bit 56 set: the key's high half is never zero for an 8-aligned slot, so zeroed
-            // memory never decodes like a free object's pointer (free.rs).
-            random: init.random | 1 << 56,
+            marker: super::word::sheaf_marker(random),
+            key_lo: super::word::key_lo(random),
             recip: super::layout::reciprocal(l.size),
             plain_word: if debug || init.meminit & crate::mm::meminit::INIT_FREE != 0 {
                 Page::slab_word(0, false)
@@ -232,8 +240,8 @@ impl KmemCache {
             allocflags,
             // Sheaves are freed in bursts (shrink, destroy, a CPU going offline): their cache
             // keeps no empty slab.
-            min_partial: if init.id == SHEAF_CACHE_ID { 0 } else { super::layout::min_partial(l.size) },
-            colours,
+            min_partial: if init.id == SHEAF_CACHE_ID { 0 } else { super::layout::min_partial(l.size) as u16 },
+            colours: colours as u16,
             colour_step,
             colour_next: AtomicU32::new(0),
             object_size: AtomicU32::new(l.object_size),

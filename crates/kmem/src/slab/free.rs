@@ -164,7 +164,7 @@ impl<P: Platform> Kmem<P> {
         let obj = base + off as usize;
         let fp = s.fp_addr(obj);
         // SAFETY: the free-pointer word of an object of a live slab, which the caller owns.
-        if tagged(unsafe { read_word(fp) }, s.random) {
+        if tagged(unsafe { read_word(fp) }, s.marker) {
             return self.free_suspect(s, slab, off, base);
         }
         // SAFETY: the object is the caller's: `object_size` bytes at `obj`.
@@ -181,7 +181,7 @@ impl<P: Platform> Kmem<P> {
         let obj = base + off as usize;
         let fp = s.fp_addr(obj);
         // SAFETY: the free-pointer word of an object of a live slab, which the caller owns.
-        if tagged(unsafe { read_word(fp) }, s.random) {
+        if tagged(unsafe { read_word(fp) }, s.marker) {
             return self.free_suspect(s, slab, off, base);
         }
         // SAFETY: the object is the caller's; from now on it is a free object in a sheaf.
@@ -263,7 +263,7 @@ impl<P: Platform> Kmem<P> {
         let obj = base + off as usize;
         // SAFETY: the free-pointer word of an object of a live slab.
         let w = unsafe { read_word(s.fp_addr(obj)) };
-        tagged(w, s.random) && (w == s.sheaf_marker() || self.on_slab_freelist(s, slab, off, base))
+        tagged(w, s.marker) && (w == s.sheaf_marker() || self.on_slab_freelist(s, slab, off, base))
     }
 
     /// A free of an object whose free pointer carries the cache's tag, as a free object's

@@ -142,7 +142,7 @@ impl<P: Platform> Kmem<P> {
         let fp = s.fp_addr(obj);
         // SAFETY: the free-pointer word of an object of a live slab, which the caller owns.
         let w = unsafe { read_word(fp) };
-        if tagged(w, s.random) {
+        if tagged(w, s.marker) {
             return self.free_suspect_nolock(s, slab, off, base);
         }
         if self.free_to_pcs_nolock(s, slab, obj) {

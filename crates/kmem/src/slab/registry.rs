@@ -184,6 +184,21 @@ impl SlabState {
     #[inline(always)]
     pub(crate) fn cache(&self, id: u32) -> Option<&KmemCache> {
         let p = self.id_table()?.get(id as usize)?.load(Ordering::Acquire);
+        Self::live_cache(p)
+    }
+
+    /// [`SlabState::cache`] of the id in a slab head's `private` word, which the caller found
+    /// to be a slab's: ids are below `MAX_CACHES` (a power of two), so masking the word keeps
+    /// the index in the table without a bounds test (the fast free path's lookup).
+    #[inline(always)]
+    pub(crate) fn cache_of_slab_word(&self, word: u32) -> Option<&KmemCache> {
+        const { assert!(MAX_CACHES.is_power_of_two() && MAX_CACHES <= MAX_SLAB_CACHE_ID as usize + 1) };
+        let p = self.id_table()?[word as usize & (MAX_CACHES - 1)].load(Ordering::Acquire);
+        Self::live_cache(p)
+    }
+
+    #[inline(always)]
+    fn live_cache<'a>(p: usize) -> Option<&'a KmemCache> {
         // SAFETY: a registered id names a live descriptor: it is unregistered (under the list
         // lock) before its descriptor is freed, and only after its last slab is gone, so a
         // slab page naming it cannot outlive it. 1 marks an id reserved for a cache being

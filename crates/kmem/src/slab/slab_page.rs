@@ -12,7 +12,7 @@
 use super::cache::KmemCache;
 use super::layout::{div_by, order_objects, CACHE_LINE, MAX_OBJS_PER_PAGE};
 use super::object::{read_word, write_word};
-use super::word::{freeptr_key, sheaf_marker, SlabWord, OFF_NONE};
+use super::word::{freeptr_key, SlabWord, OFF_NONE};
 use super::SlabAllocError;
 use crate::addr::{Order, Pfn};
 use crate::gfp::Gfp;
@@ -66,7 +66,7 @@ impl KmemCache {
     pub(crate) unsafe fn get_fp(&self, obj: usize) -> u64 {
         let a = self.fp_addr(obj);
         // SAFETY: caller's contract; `offset` is word-aligned inside the slot.
-        (unsafe { read_word(a) }) ^ freeptr_key(self.random, a)
+        (unsafe { read_word(a) }) ^ freeptr_key(self.marker, self.key_lo, a)
     }
     /// `set_freepointer`: stores `next` (an offset or [`OFF_NONE`]) in `obj`.
     ///
@@ -78,12 +78,12 @@ impl KmemCache {
     pub(crate) unsafe fn set_fp(&self, obj: usize, next: u32) {
         let a = self.fp_addr(obj);
         // SAFETY: caller's contract.
-        unsafe { write_word(a, next as u64 ^ freeptr_key(self.random, a)) }
+        unsafe { write_word(a, next as u64 ^ freeptr_key(self.marker, self.key_lo, a)) }
     }
     /// The free-pointer word of an object in a sheaf ([`sheaf_marker`]).
     #[inline(always)]
     pub(crate) fn sheaf_marker(&self) -> u64 {
-        sheaf_marker(self.random)
+        self.marker
     }
     /// Marks free object `obj` as held in a sheaf (its free pointer becomes the cache's
     /// sheaf marker).
@@ -198,7 +198,7 @@ impl<P: Platform> Kmem<P> {
         if !Page::slab_word_plain(word) {
             return None;
         }
-        self.state().slab.cache(word & crate::mm::page::MAX_SLAB_CACHE_ID)
+        self.state().slab.cache_of_slab_word(word)
     }
 
     /// The slab holding direct-map address `addr` and the cache it belongs to, if any.
@@ -254,7 +254,7 @@ impl<P: Platform> Kmem<P> {
         let objects = s.objects_for(order);
         let leftover = ((crate::PAGE_SIZE as u32) << order) - objects * l.size;
         let colour = if s.colours > 1 {
-            let c = (s.colour_next.fetch_add(1, Ordering::Relaxed) % s.colours).min(leftover / s.colour_step);
+            let c = (s.colour_next.fetch_add(1, Ordering::Relaxed) % s.colours as u32).min(leftover / s.colour_step);
             (c * s.colour_step / CACHE_LINE) as u8
         } else {
             0
