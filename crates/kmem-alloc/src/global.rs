@@ -72,6 +72,8 @@ const READY: u8 = 2;
 const FAILED: u8 = 3;
 
 static STATE: AtomicU8 = AtomicU8::new(UNINIT);
+/// The machine: null until it is ready (stored, with release, just before `STATE` says
+/// READY), so the fast paths test this one word ([`ready`]).
 static MACHINE: AtomicPtr<Machine> = AtomicPtr::new(core::ptr::null_mut());
 
 /// The machine, once booted; `None` while it boots (or if it could not).
@@ -87,16 +89,10 @@ pub fn machine() -> Option<&'static Machine> {
 /// The machine if it is booted already (never boots it): the fast paths' test.
 #[inline(always)]
 pub(crate) fn ready() -> Option<&'static Machine> {
-    if STATE.load(Ordering::Acquire) == READY {
-        let m = MACHINE.load(Ordering::Relaxed);
-        // SAFETY: set (non-null) once before READY is published, never freed. Telling the
-        // compiler so keeps it from testing the pointer again: `Option<&Machine>` has null as
-        // its `None`, and without the hint each fast path paid a `test`/`je` for it.
-        unsafe { core::hint::assert_unchecked(!m.is_null()) };
-        // SAFETY: as above.
-        return Some(unsafe { &*m });
-    }
-    None
+    // One load and one test (the state byte and then the pointer cost a load more): the
+    // pointer is published with release once the machine is whole.
+    // SAFETY: non-null only once set to a booted machine, which is never freed.
+    unsafe { MACHINE.load(Ordering::Acquire).as_ref() }
 }
 
 /// Held while the machine boots, grows (hot-add) or gives memory back, and across `fork`
@@ -159,7 +155,7 @@ fn boot_slow_inner() -> Option<&'static Machine> {
                     // without the handlers knowing. `pthread_atfork` may allocate: from the
                     // arena, still.
                     register_atfork();
-                    MACHINE.store(Box::into_raw(Box::new(m)), Ordering::Relaxed);
+                    MACHINE.store(Box::into_raw(Box::new(m)), Ordering::Release);
                     STATE.store(READY, Ordering::Release);
                 }
                 None => STATE.store(FAILED, Ordering::Release),
@@ -313,9 +309,12 @@ pub(crate) unsafe fn arena_size(p: *const u8) -> usize {
 }
 
 static LAST_REPORT: AtomicU64 = AtomicU64::new(0);
+/// Frees between two runs of [`maybe_report`] by one thread.
+const FREES_PER_TICK: u32 = 4096;
 thread_local! {
-    /// Frees by this thread (no destructor: usable until the thread's last free).
-    static FREES: core::cell::Cell<u32> = const { core::cell::Cell::new(0) };
+    /// Frees left before this thread's next tick (no destructor: usable until the thread's
+    /// last free). Counting down, the fast path's test is the decrement's own flag.
+    static FREES_LEFT: core::cell::Cell<u32> = const { core::cell::Cell::new(FREES_PER_TICK) };
 }
 
 fn now_ns() -> u64 {
@@ -324,15 +323,21 @@ fn now_ns() -> u64 {
 }
 
 /// Counts one free of this thread; true on every 4096th, when the caller must run
-/// [`maybe_report`] (the fast free path then takes the slow one).
+/// [`maybe_report`] (the fast free path then takes the slow one, which calls
+/// [`rearm_free_tick`]).
 #[inline(always)]
 pub(crate) fn free_tick() -> bool {
     // A per-thread count: a shared counter would bounce its line between CPUs freeing.
-    FREES.with(|c| {
-        let n = c.get().wrapping_add(1);
+    FREES_LEFT.with(|c| {
+        let n = c.get().wrapping_sub(1);
         c.set(n);
-        n % 4096 == 0
+        n == 0
     })
+}
+
+/// Starts this thread's next count of [`FREES_PER_TICK`] frees.
+pub(crate) fn rearm_free_tick() {
+    FREES_LEFT.with(|c| c.set(FREES_PER_TICK));
 }
 
 /// Gives free memory back to the host under the policy above: after a free of 2 MiB or

@@ -84,7 +84,7 @@ pub mod raw {
     #[inline(always)]
     pub fn alloc_aligned(size: usize, align: usize, zero: bool) -> *mut u8 {
         match global::ready() {
-            Some(m) => route::alloc(m, size.max(1), align, zero),
+            Some(m) => route::alloc(m, size, align, zero),
             None => alloc_booting(size, align, zero),
         }
     }
@@ -159,6 +159,7 @@ pub mod raw {
     #[cold]
     #[inline(never)]
     unsafe fn free_slow(p: *mut u8) {
+        global::rearm_free_tick();
         if p.is_null() || in_arena(p) {
             return;
         }

@@ -45,12 +45,25 @@ pub(crate) fn in_ram(m: &Machine, p: *const u8) -> bool {
 /// Allocates `size` bytes aligned to `align` (zeroed with `zero`), growing the machine as
 /// needed; null on failure.
 /// The fast path (a class whose CPU sheaf has an object) makes no call but the tail call
-/// to [`alloc_slow`].
+/// to [`alloc_slow`]. It takes the requests of the usual alignments only (at most 8, and
+/// 16), and leaves size 0 (`kmalloc_try_fast` refuses it) and everything else to the slow
+/// path, so that it tests the size once (against the largest slab class).
 #[inline(always)]
 pub(crate) fn alloc(m: &Machine, size: usize, align: usize, zero: bool) -> *mut u8 {
     if !zero {
-        if let Some(req) = kmalloc_request(size, align) {
-            if let Some(p) = m.kmalloc_try_fast(req, Gfp::KERNEL | Gfp::NOWARN) {
+        let req = if align <= KMALLOC_MIN_SIZE {
+            Some(size)
+        } else if align == KMALLOC_ALIGN {
+            // Every kmalloc object of KMALLOC_ALIGN bytes or more is that aligned.
+            Some(size.max(KMALLOC_ALIGN))
+        } else {
+            None
+        };
+        if let Some(req) = req {
+            // GFP_NOWAIT: the fast path takes an object from the CPU's sheaf and never sleeps
+            // either way, and a request that may not sleep skips the atomic-context test
+            // (`might_alloc`), which the slow path's GFP_KERNEL still makes.
+            if let Some(p) = m.kmalloc_try_fast(req, Gfp::NOWAIT | Gfp::NOWARN) {
                 return p.as_ptr();
             }
         }
@@ -61,6 +74,8 @@ pub(crate) fn alloc(m: &Machine, size: usize, align: usize, zero: bool) -> *mut 
 /// [`alloc`] past its fast path: zeroing, huge mappings, kmalloc's slow paths, growing.
 #[inline(never)]
 pub(crate) fn alloc_slow(m: &Machine, size: usize, align: usize, zero: bool) -> *mut u8 {
+    // Size 0 gives a unique minimal block, as C's malloc.
+    let size = size.max(1);
     let Some(req) = kmalloc_request(size, align) else { return huge::alloc(size, align, zero) };
     let gfp = if zero { Gfp::KERNEL | Gfp::NOWARN | Gfp::ZERO } else { Gfp::KERNEL | Gfp::NOWARN };
     match m.kmalloc(req, gfp) {
