@@ -397,8 +397,12 @@ impl Memmap {
             let at = flat.wrapping_add(pfn.as_usize() * Page::SIZE);
             // SAFETY: a dense memmap (`mark_dense`'s contract) has a readable slot that is the
             // frame's descriptor or zeros at `B + pfn * 32` for every frame below the
-            // direct-map limit, for its whole life; callers pass only such frames.
-            Some(unsafe { &*(at as *const Page) })
+            // direct-map limit, for its whole life; callers pass only such frames. A slot's
+            // address is never 0 (telling the compiler so spares the callers a null test).
+            unsafe {
+                core::hint::assert_unchecked(at != 0);
+                Some(&*(at as *const Page))
+            }
         } else {
             self.page(pfn)
         }

@@ -151,8 +151,9 @@ impl Sheaf {
         if n >= self.capacity {
             return false;
         }
-        // As in `pop`.
-        let Some(slot) = self.objects.get(n as usize) else { return false };
+        // As in `pop`; `n` is below the capacity, at most SHEAF_MAX (a power of two), so the
+        // mask changes nothing and lets the compiler drop the bounds test.
+        let Some(slot) = self.objects.get(n as usize & (SHEAF_MAX - 1)) else { return false };
         slot.store(obj, Ordering::Relaxed);
         self.size.store(n + 1, Ordering::Relaxed);
         true
