@@ -26,6 +26,20 @@ use crate::sync::SpinGuard;
 /// lock is taken, and other CPUs get the lock between sections.
 const FLUSH_CHUNK: usize = 32;
 
+/// Consecutive objects of a sheaf that belong to one slab (`struct detached_freelist`):
+/// positions `first..first + len` of the sheaf.
+#[derive(Clone, Copy)]
+struct FlushRun<'a> {
+    slab: Slab<'a>,
+    /// Object 0's address.
+    base: usize,
+    /// Bytes of objects in the slab: an address `a` is one of its objects' if
+    /// `a - base < span` (sheaf objects are object starts, checked when they were freed).
+    span: usize,
+    first: usize,
+    len: u32,
+}
+
 impl<P: Platform> Kmem<P> {
     /// Moves free objects of `slab` (list lock held) into `sheaf` until it is full or the
     /// slab has none left; fixes the slab's list. Returns how many moved.
@@ -89,7 +103,7 @@ impl<P: Platform> Kmem<P> {
         n.partial.push(self.memmap(), slab.pfn, slab.page, false);
         let obj = match sheaf {
             Some(sheaf) => {
-                self.take_from_slab(s, n, &g, slab, sheaf);
+                self.fill_from_new_slab(s, n, &g, slab, sheaf);
                 None
             }
             // At the head of the list: the new slab's first object.
@@ -97,6 +111,35 @@ impl<P: Platform> Kmem<P> {
         };
         drop(g);
         obj
+    }
+
+    /// [`Kmem::take_from_slab`] of a slab nobody took from yet (just listed by
+    /// [`Kmem::add_new_slab`]): its freelist is objects 0, 1, 2... in order (`init_slab`),
+    /// so the objects going to `sheaf` are found by address instead of by following and
+    /// decoding the chain, and the slab's freelist starts after them. Object 0 ends on top of
+    /// the sheaf, as `take_from_slab` leaves it.
+    fn fill_from_new_slab(&self, s: &KmemCache, n: &CacheNode, g: &SpinGuard<'_, P>, slab: Slab<'_>, sheaf: &Sheaf) {
+        let w = slab.word();
+        if w.freelist != 0 || w.inuse != 0 || !s.word_ok(slab, w) {
+            self.take_from_slab(s, n, g, slab, sheaf);
+            return;
+        }
+        let (base, size) = (s.obj_base(self, slab), s.layout.size);
+        let k = sheaf.capacity().saturating_sub(sheaf.size()).min(w.objects);
+        for i in (0..k).rev() {
+            let obj = base + (i * size) as usize;
+            // SAFETY: a free object of a slab no other CPU has taken from (list lock held);
+            // it moves to the sheaf.
+            unsafe { s.set_sheaf_marker(obj) };
+            sheaf.push(obj);
+        }
+        let freelist = if k < w.objects { k * size } else { OFF_NONE };
+        slab.set_word(SlabWord { freelist, inuse: k, ..w });
+        if freelist == OFF_NONE {
+            let mm = self.memmap();
+            n.partial.unlink(mm, slab.page);
+            n.full.push(mm, slab.pfn, slab.page, false);
+        }
     }
 
     /// One object from node `nid`'s partial slabs (`alloc_single_from_partial`), for a
@@ -194,40 +237,99 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// `sheaf_flush()`: every object of `sheaf` back to its slab, [`FLUSH_CHUNK`] objects at
-    /// a time: their slabs are looked up first, without the lock (the objects are the
-    /// sheaf's, so their slabs stay slabs), then one list-lock section per run of objects of
-    /// one node links them in. The sheaf ends empty.
+    /// a time. Consecutive objects of one slab form a run (Linux's detached freelist,
+    /// `build_detached_freelist`): its slab is looked up once, without the lock (the objects
+    /// are the sheaf's, so their slabs stay slabs), and under the node's `list_lock` the run
+    /// is chained onto the slab's freelist with one update of the slab's word and lists. The
+    /// sheaf ends empty.
     pub(crate) fn flush_sheaf(&self, s: &KmemCache, sheaf: &Sheaf) {
         let discard = PfnList::new();
         let total = sheaf.size() as usize;
         let mut done = 0;
         while done < total {
-            let mut chunk: [Option<(Slab<'_>, usize, u32)>; FLUSH_CHUNK] = [None; FLUSH_CHUNK];
-            for (slot, obj) in chunk.iter_mut().zip(sheaf.objects().skip(done)) {
+            let end = total.min(done + FLUSH_CHUNK);
+            let mut runs: [Option<FlushRun<'_>>; FLUSH_CHUNK] = [None; FLUSH_CHUNK];
+            let (mut nr, mut open) = (0, false);
+            for i in done..end {
+                let obj = sheaf.object(i);
+                if open {
+                    if let Some(r) = runs[nr - 1].as_mut().filter(|r| obj.wrapping_sub(r.base) < r.span) {
+                        r.len += 1;
+                        continue;
+                    }
+                }
+                open = false;
                 let Some((slab, cache)) = self.addr_to_slab(obj) else { continue };
                 debug_assert!(core::ptr::eq(cache, s), "a sheaf holds an object of another cache");
                 let base = s.obj_base(self, slab);
-                *slot = Some((slab, base, (obj - base) as u32));
+                let span = s.objects_for(slab.order()) as usize * s.layout.size as usize;
+                runs[nr] = Some(FlushRun { slab, base, span, first: i, len: 1 });
+                (nr, open) = (nr + 1, true);
             }
-            done = total.min(done + FLUSH_CHUNK);
+            done = end;
             let mut held: Option<(usize, SpinGuard<'_, P>)> = None;
-            for &(slab, base, off) in chunk.iter().flatten() {
-                let nid = slab.nid();
+            for r in runs.iter().flatten() {
+                let nid = r.slab.nid();
                 if held.as_ref().is_none_or(|(h, _)| *h != nid) {
                     drop(held.take());
                     held = Some((nid, s.node(nid).list_lock.lock_irqsave(self.platform())));
                 }
                 let g = &held.as_ref().expect("locked above").1;
-                if !self.free_to_slab_locked(s, s.node(nid), g, slab, off, base, &discard) {
-                    // Cannot happen unless state is corrupt: objects enter sheaves only after
-                    // the double-free check. Leave the object out rather than corrupt the slab.
-                    debug_assert!(false, "sheaf object already free in its slab");
-                }
+                self.free_run_locked(s, s.node(nid), g, r, sheaf, &discard);
             }
             drop(held);
         }
         sheaf.clear();
         self.discard_list(s, &discard);
+    }
+
+    /// Chains run `r` of `sheaf`'s objects onto its slab's freelist (`g` holds the list lock
+    /// of the slab's node): the objects in sheaf order, each pushed on the freelist's head as
+    /// [`Kmem::free_to_slab_locked`] would, with one update of the word and lists. A slab
+    /// whose word disagrees (corrupt state) takes the objects one at a time, with that
+    /// function's checks and reports.
+    fn free_run_locked(
+        &self,
+        s: &KmemCache,
+        n: &CacheNode,
+        g: &SpinGuard<'_, P>,
+        r: &FlushRun<'_>,
+        sheaf: &Sheaf,
+        discard: &PfnList,
+    ) {
+        debug_assert!(g.holds(&n.list_lock));
+        let (slab, base) = (r.slab, r.base);
+        let w = slab.word();
+        let first_off = (sheaf.object(r.first) - base) as u32;
+        if !s.word_ok(slab, w) || w.inuse < r.len || w.freelist == first_off {
+            for i in r.first..r.first + r.len as usize {
+                let off = (sheaf.object(i) - base) as u32;
+                if !self.free_to_slab_locked(s, n, g, slab, off, base, discard) {
+                    // Cannot happen unless state is corrupt: objects enter sheaves only after
+                    // the double-free check. Leave the object out rather than corrupt the slab.
+                    debug_assert!(false, "sheaf object already free in its slab");
+                }
+            }
+            return;
+        }
+        let mut head = w.freelist;
+        for i in r.first..r.first + r.len as usize {
+            let obj = sheaf.object(i);
+            // SAFETY: a sheaf object of `slab` being freed by the sheaf's owner; list lock held.
+            unsafe { s.set_fp(obj, head) };
+            head = (obj - base) as u32;
+        }
+        let new = SlabWord { freelist: head, inuse: w.inuse - r.len, ..w };
+        slab.set_word(new);
+        let mm = self.memmap();
+        if w.freelist == OFF_NONE {
+            n.full.unlink(mm, slab.page);
+            n.partial.push(mm, slab.pfn, slab.page, true);
+        }
+        if new.inuse == 0 && n.nr_partial() > s.min_partial as usize {
+            n.partial.unlink(mm, slab.page);
+            discard.push(mm, slab.pfn, slab.page, false);
+        }
     }
 
     /// Whether the object at `off` is on `slab`'s freelist (list lock taken here): the

@@ -172,8 +172,14 @@ impl Sheaf {
         }
     }
     /// The objects held, oldest first.
+    #[cfg(test)]
     pub(crate) fn objects(&self) -> impl Iterator<Item = usize> + '_ {
         self.objects[..self.size() as usize].iter().map(|o| o.load(Ordering::Relaxed))
+    }
+    /// The object at position `i` (below [`Sheaf::size`]; owner only).
+    #[inline]
+    pub(crate) fn object(&self, i: usize) -> usize {
+        self.objects[i].load(Ordering::Relaxed)
     }
     /// Forgets every object (they were given back elsewhere).
     pub(crate) fn clear(&self) {
