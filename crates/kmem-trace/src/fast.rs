@@ -13,10 +13,12 @@
 //! paths on every line they have, and on mutations of them).
 
 use crate::parse::{Event, EventKind};
-use crate::scan::{dec_prefix, digits_and_dots, find_byte, find_ws, hex16, is_ws, parse_hex, skip_spaces, text};
+use crate::scan::{
+    dec_prefix, digits_and_dots, find_byte, find_ws, hex16, is_ws, parse_hex, parse_hex_at, skip_spaces, text,
+};
 
 /// The event on `line`, if it is one of the kmem events in Linux's own layout.
-#[inline]
+#[inline(always)]
 pub fn event(line: &[u8]) -> Option<Event<'_>> {
     let s = line;
     let start = skip_spaces(s, 0);
@@ -111,8 +113,23 @@ impl<'a> Fields<'a> {
     /// The literal `l`.
     #[inline(always)]
     fn lit(&mut self, l: &[u8]) -> Option<()> {
-        let at = self.s.get(self.i..self.i + l.len())?;
-        (at == l).then(|| self.i += l.len())
+        let n = l.len();
+        let at = self.s.get(self.i..self.i + n)?;
+        // Whole words where the literal (a constant once inlined) allows: 8 to 16 bytes are
+        // two loads that may overlap; a shorter one is one load, masked, when 8 bytes are
+        // there.
+        let w = |t: &[u8], i: usize| u64::from_le_bytes(t[i..i + 8].try_into().expect("8 bytes"));
+        let same = if (8..=16).contains(&n) {
+            w(at, 0) == w(l, 0) && w(at, n - 8) == w(l, n - 8)
+        } else if let Some(x) = self.s.get(self.i..self.i + 8).filter(|_| n < 8) {
+            let mut padded = [0u8; 8];
+            padded[..n].copy_from_slice(l);
+            let mask = u64::MAX >> (8 * (8 - n));
+            (w(x, 0) ^ u64::from_le_bytes(padded)) & mask == 0
+        } else {
+            at == l
+        };
+        same.then(|| self.i += n)
     }
 
     /// Whether the token ends here (at whitespace or the line's end).
@@ -211,7 +228,14 @@ impl<'a> Fields<'a> {
     /// ` pfn=` and its value.
     #[inline(always)]
     fn pfn(&mut self) -> Option<u64> {
-        hex(self.word(b" pfn=")?)
+        self.lit(b" pfn=")?;
+        let start = self.i;
+        self.i = find_ws(self.s, start);
+        // Linux prints `pfn=0x%lx`: its digits are read a word at a time.
+        match self.s.get(start..start + 2) {
+            Some(b"0x") => parse_hex_at(self.s, start + 2, self.i),
+            _ => hex(&self.s[start..self.i]),
+        }
     }
 
     /// Whether only whitespace is left.

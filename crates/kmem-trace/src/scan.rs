@@ -83,9 +83,31 @@ pub fn find_ws(s: &[u8], mut i: usize) -> usize {
     i
 }
 
+/// The bytes of a 16-byte chunk equal to `b`, as bits.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn eq16(chunk: &[u8; 16], b: u8) -> u32 {
+    use core::arch::x86_64::*;
+    // SAFETY: SSE2 is part of the x86-64 baseline; the unaligned load reads the 16 bytes of
+    // `chunk`.
+    unsafe {
+        let v = _mm_loadu_si128(chunk.as_ptr().cast());
+        _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b as i8))) as u32
+    }
+}
+
 /// The index of the first `b` in `s` at or after `i`.
 #[inline]
 pub fn find_byte(s: &[u8], mut i: usize, b: u8) -> Option<usize> {
+    // Sixteen bytes at a time where SSE2 is sure to be (x86-64), then eight.
+    #[cfg(target_arch = "x86_64")]
+    while let Some(chunk) = s.get(i..i + 16) {
+        let m = eq16(chunk.try_into().expect("16 bytes"), b);
+        if m != 0 {
+            return Some(i + m.trailing_zeros() as usize);
+        }
+        i += 16;
+    }
     while let Some(x) = word(s, i) {
         let m = zero_bytes(x ^ splat(b));
         if m != 0 {
@@ -103,7 +125,15 @@ pub fn skip_spaces(s: &[u8], mut i: usize) -> usize {
     if s.get(i) != Some(&b' ') {
         return i.min(s.len());
     }
-    // Column padding, eight bytes at a time.
+    // Column padding, sixteen bytes at a time where SSE2 is sure to be (x86-64), then eight.
+    #[cfg(target_arch = "x86_64")]
+    while let Some(chunk) = s.get(i..i + 16) {
+        let m = !eq16(chunk.try_into().expect("16 bytes"), b' ') & 0xffff;
+        if m != 0 {
+            return i + m.trailing_zeros() as usize;
+        }
+        i += 16;
+    }
     while let Some(x) = word(s, i) {
         let m = !zero_bytes(x ^ splat(b' ')) & HIGH;
         if m != 0 {
@@ -239,6 +269,27 @@ pub fn parse_hex(d: &[u8]) -> Option<u64> {
         n = n << 4 | (v & 0xf) as u64;
     }
     (bad & 0xf0 == 0).then_some(n)
+}
+
+/// [`parse_hex`] of `s[start..end]`, reading whole words of `s` where it can: the digits
+/// right-aligned in the eight (or sixteen) bytes that end at `end`, the bytes before `start`
+/// taken as `0`.
+#[inline(always)]
+pub fn parse_hex_at(s: &[u8], start: usize, end: usize) -> Option<u64> {
+    let len = end.wrapping_sub(start);
+    if len == 0 || len > 16 || end < 16 || end > s.len() {
+        return parse_hex(s.get(start..end)?);
+    }
+    // Bytes `0..8 - keep` of a word (the first ones: little-endian) become `0` digits.
+    let pad = |x: u64, keep: usize| {
+        let m = if keep >= 8 { 0 } else { u64::MAX >> (8 * keep) };
+        (x & !m) | (splat(b'0') & m)
+    };
+    let lo = hex8(pad(word(s, end - 8)?, len))?;
+    if len <= 8 {
+        return Some(lo);
+    }
+    Some(hex8(pad(word(s, end - 16)?, len - 8))? << 32 | lo)
 }
 
 /// `s` as text: ASCII is checked a word at a time; anything else goes through

@@ -89,6 +89,36 @@ fn numbers() {
 }
 
 #[test]
+fn hex_read_in_place_matches_parse_hex() {
+    // Digits right after text that is not hex (which the word reads must not take in), at
+    // every offset, of every length up to 17, in lines long and short.
+    let mut next = rng(11);
+    let alphabet = b"0123456789abcdefABCDEFgx =\n\xff";
+    for round in 0..20_000 {
+        let len = (next() % 40) as usize;
+        let mut s: Vec<u8> = (0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect();
+        if round % 2 == 0 {
+            // Mostly digits, so that most slices parse.
+            for b in s.iter_mut() {
+                let r = next();
+                if r % 8 != 0 {
+                    *b = b"0123456789abcdef"[(r >> 3) as usize % 16];
+                }
+            }
+        }
+        for start in 0..=len {
+            for end in start..=len.min(start + 18) {
+                assert_eq!(parse_hex_at(&s, start, end), parse_hex(&s[start..end]), "{start}..{end} of {s:?}");
+            }
+        }
+    }
+    let line = b"mm_page_alloc: page=000000001 pfn=0x10a3b5 order=0";
+    let at = line.windows(6).position(|w| w == b"pfn=0x").expect("pfn") + 6;
+    assert_eq!(parse_hex_at(line, at, at + 6), Some(0x10a3b5));
+    assert_eq!(parse_hex_at(line, at, line.len() + 1), None, "a range past the end");
+}
+
+#[test]
 fn text_is_utf8_checked() {
     assert_eq!(text(b"GFP_KERNEL|__GFP_ZERO"), Some("GFP_KERNEL|__GFP_ZERO"));
     assert_eq!(text("dentry-é".as_bytes()), Some("dentry-é"));
