@@ -198,15 +198,15 @@ impl Frontend {
     /// Parses line `no` (1-based) and returns its operation, if it has one; everything else
     /// (ignored, unknown, malformed, traced failures) is counted.
     pub fn line(&mut self, no: u64, line: &[u8]) -> Option<Op> {
-        self.parsed(no, line, parse_line(line))
+        self.parsed(no, line, &parse_line(line))
     }
 
     /// [`Frontend::line`] of a line parsed already (`parsed` is `parse_line(line)`).
     #[inline]
-    pub fn parsed(&mut self, no: u64, line: &[u8], parsed: Result<Line<'_>, ParseError>) -> Option<Op> {
+    pub fn parsed(&mut self, no: u64, line: &[u8], parsed: &Result<Line<'_>, ParseError>) -> Option<Op> {
         self.counts.lines += 1;
         match parsed {
-            Ok(Line::Event(ev)) => self.event(&ev),
+            Ok(Line::Event(ev)) => self.event(ev),
             Ok(Line::Ignored) => {
                 self.counts.ignored_lines += 1;
                 None
@@ -216,7 +216,7 @@ impl Frontend {
                 None
             }
             Err(error) => {
-                self.malformed(no, error, line);
+                self.malformed(no, *error, line);
                 None
             }
         }

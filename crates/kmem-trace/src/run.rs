@@ -109,14 +109,17 @@ fn parse_chunk(text: &[u8], fe: &mut Frontend, emit: &mut impl FnMut(Op, &Fronte
     loop {
         let mut n = 0;
         for item in items.by_ref().take(GROUP) {
-            group[n] = match item {
-                Item::Line(line) => (line, parse_line(line)),
-                Item::TooLong(head) => (head, Err(ParseError::TooLong)),
-            };
-            fe.prefetch(&group[n].1);
+            // Written in place: the parsed line is large, and copies of it cost more than
+            // the front end's lookups.
+            let (line, parsed) = &mut group[n];
+            match item {
+                Item::Line(l) => (*line, *parsed) = (l, parse_line(l)),
+                Item::TooLong(head) => (*line, *parsed) = (head, Err(ParseError::TooLong)),
+            }
+            fe.prefetch(parsed);
             n += 1;
         }
-        for &(line, parsed) in &group[..n] {
+        for (line, parsed) in &group[..n] {
             if let Some(op) = fe.parsed(fe.counts.lines + 1, line, parsed) {
                 if !emit(op, fe) {
                     return false;
