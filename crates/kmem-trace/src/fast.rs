@@ -44,7 +44,7 @@ pub fn event(line: &[u8]) -> Option<Event<'_>> {
     f.i = skip_spaces(s, f.i);
     let mut irq = false;
     if !f.timestamp() {
-        irq = f.token()?.iter().any(|&b| matches!(b, b'h' | b'H' | b's'));
+        irq = f.flags_irq()?;
         f.i = skip_spaces(s, f.i);
         if !f.timestamp() {
             return None;
@@ -146,6 +146,20 @@ impl<'a> Fields<'a> {
         (self.i > start).then(|| &self.s[start..self.i])
     }
 
+    /// The latency-flags token here (non-empty): whether it has `h`, `H` or `s` (interrupt
+    /// context). Up to eight bytes are tested in one word.
+    #[inline(always)]
+    fn flags_irq(&mut self) -> Option<bool> {
+        let start = self.i;
+        let t = self.token()?;
+        if let (Some(x), 1..=8) = (self.s.get(start..start + 8), t.len()) {
+            let x = u64::from_le_bytes(x.try_into().expect("8 bytes"));
+            let mask = u64::MAX >> (8 * (8 - t.len()));
+            return Some(has_byte(x, b'h', mask) || has_byte(x, b'H', mask) || has_byte(x, b's', mask));
+        }
+        Some(t.iter().any(|&b| matches!(b, b'h' | b'H' | b's')))
+    }
+
     /// The value of the field `key` (with its leading space and `=`) here.
     #[inline(always)]
     fn word(&mut self, key: &[u8]) -> Option<&'a [u8]> {
@@ -242,6 +256,15 @@ impl<'a> Fields<'a> {
     fn at_end(&self) -> bool {
         self.s[self.i..].iter().all(|&b| is_ws(b))
     }
+}
+
+/// Whether a byte of `x` under `mask` (whole bytes) is `b`.
+#[inline(always)]
+fn has_byte(x: u64, b: u8, mask: u64) -> bool {
+    // A zero byte of `x ^ b`: `(y - 0x01..) & !y & 0x80..` flags the lowest exactly, and
+    // higher ones only after a flagged byte (a borrow), so masking keeps the answer exact.
+    let y = (x ^ (b as u64 * 0x0101_0101_0101_0101)) & mask | !mask;
+    y.wrapping_sub(0x0101_0101_0101_0101) & !y & 0x8080_8080_8080_8080 != 0
 }
 
 /// A pointer or pfn: hex with or without `0x`, or `(null)`.

@@ -37,16 +37,22 @@ fn word(s: &[u8], i: usize) -> Option<u64> {
     s.get(i..i + 8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
 }
 
-/// The bytes of a 16-byte chunk that are at most 0x20, as bits.
+/// The ASCII whitespace bytes of a 16-byte chunk (exactly [`is_ws`]: space, or 0x09 to 0x0d
+/// but 0x0b), as bits.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn le_space16(chunk: &[u8; 16]) -> u32 {
+fn ws16(chunk: &[u8; 16]) -> u32 {
     use core::arch::x86_64::*;
     // SAFETY: SSE2 is part of the x86-64 baseline, so the intrinsics are available; the
     // unaligned load reads the 16 bytes of `chunk`.
     unsafe {
         let v = _mm_loadu_si128(chunk.as_ptr().cast());
-        _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x20)), v)) as u32
+        let space = _mm_cmpeq_epi8(v, _mm_set1_epi8(0x20));
+        // 0x09..=0x0d: `b - 9` at most 4 (unsigned), less the vertical tab 0x0b.
+        let t = _mm_sub_epi8(v, _mm_set1_epi8(0x09));
+        let ctl = _mm_cmpeq_epi8(_mm_min_epu8(t, _mm_set1_epi8(4)), t);
+        let vt = _mm_cmpeq_epi8(v, _mm_set1_epi8(0x0b));
+        _mm_movemask_epi8(_mm_or_si128(space, _mm_andnot_si128(vt, ctl))) as u32
     }
 }
 
@@ -56,13 +62,9 @@ pub fn find_ws(s: &[u8], mut i: usize) -> usize {
     // Sixteen bytes at a time where SSE2 is sure to be (x86-64), then eight.
     #[cfg(target_arch = "x86_64")]
     while let Some(chunk) = s.get(i..i + 16) {
-        let mut m = le_space16(chunk.try_into().expect("16 bytes"));
-        while m != 0 {
-            let j = i + m.trailing_zeros() as usize;
-            if is_ws(s[j]) {
-                return j;
-            }
-            m &= m - 1;
+        let m = ws16(chunk.try_into().expect("16 bytes"));
+        if m != 0 {
+            return i + m.trailing_zeros() as usize;
         }
         i += 16;
     }
@@ -182,23 +184,26 @@ pub fn dec_prefix(s: &[u8], i: usize) -> (u64, usize) {
 }
 
 /// The first byte at or after `i` that is neither a digit nor a dot, and how many dots come
-/// before it.
+/// before it, counted up to 2 (all a timestamp needs to know; x86-64's baseline has no
+/// `popcnt`, and a software count of each word cost more than the rest of the scan).
 #[inline(always)]
 pub fn digits_and_dots(s: &[u8], mut i: usize) -> (usize, u32) {
+    // Up to 2 of the flagged bytes of a mask (a high bit per byte).
+    let upto2 = |m: u64| (m != 0) as u32 + (m & m.wrapping_sub(1) != 0) as u32;
     let mut dots = 0;
     while let Some(x) = word(s, i) {
         let dot = zero_bytes(x ^ splat(b'.'));
         let other = !(digit_bytes(x) | dot) & HIGH;
         if other != 0 {
             let below = other & other.wrapping_neg();
-            return (i + (below.trailing_zeros() / 8) as usize, dots + (dot & (below - 1)).count_ones());
+            return (i + (below.trailing_zeros() / 8) as usize, (dots + upto2(dot & (below - 1))).min(2));
         }
-        dots += dot.count_ones();
+        dots = (dots + upto2(dot)).min(2);
         i += 8;
     }
     while let Some(&b) = s.get(i) {
         match b {
-            b'.' => dots += 1,
+            b'.' => dots = (dots + 1).min(2),
             b'0'..=b'9' => {}
             _ => break,
         }

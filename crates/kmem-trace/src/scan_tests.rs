@@ -138,7 +138,7 @@ fn decimal_prefixes_and_timestamps_match_byte_loops() {
             let value = s[i..i + digits].iter().fold(0u64, |n, &d| n * 10 + (d - b'0') as u64);
             assert_eq!(dec_prefix(&s, i), (value, digits), "round {round} dec_prefix({i}) of {s:?}");
             let end = s[i..].iter().position(|b| !b.is_ascii_digit() && *b != b'.').map_or(len, |p| i + p);
-            let dots = s[i..end].iter().filter(|&&b| b == b'.').count() as u32;
+            let dots = s[i..end].iter().filter(|&&b| b == b'.').count().min(2) as u32;
             assert_eq!(digits_and_dots(&s, i), (end, dots), "round {round} digits_and_dots({i}) of {s:?}");
         }
     }
