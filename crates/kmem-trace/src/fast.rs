@@ -14,7 +14,8 @@
 
 use crate::parse::{Event, EventKind};
 use crate::scan::{
-    dec_prefix, digits_and_dots, find_byte, find_ws, hex16, is_ws, parse_hex, parse_hex_at, skip_spaces, text,
+    dec_prefix, digits_and_dots, find_byte, find_ws, find_ws_ascii, hex16, is_ws, parse_hex, parse_hex_at, skip_spaces,
+    text,
 };
 
 /// The event on `line`, if it is one of the kmem events in Linux's own layout.
@@ -56,17 +57,17 @@ pub fn event(line: &[u8]) -> Option<Event<'_>> {
             f.call_site()?;
             EventKind::CacheAlloc {
                 ptr: f.ptr()?,
-                name: text(f.word(b" name=")?)?,
+                name: f.text(b" name=")?,
                 bytes_req: f.dec(b" bytes_req=")?,
                 bytes_alloc: f.dec(b" bytes_alloc=")?,
-                gfp: text(f.word(b" gfp_flags=")?)?,
+                gfp: f.text(b" gfp_flags=")?,
             }
         } else {
             f.lit(b"free:")?;
             f.call_site()?;
             let ptr = f.ptr()?;
             // Kernels before 6.1 print no name.
-            let name = if f.at_end() { "" } else { text(f.word(b" name=")?)? };
+            let name = if f.at_end() { "" } else { f.text(b" name=")? };
             EventKind::CacheFree { ptr, name }
         }
     } else if f.lit(b"mm_page_").is_some() {
@@ -75,7 +76,7 @@ pub fn event(line: &[u8]) -> Option<Event<'_>> {
             let pfn = f.pfn()?;
             let order = f.order()?;
             f.word(b" migratetype=")?;
-            let gfp = text(f.word(b" gfp_flags=")?)?;
+            let gfp = f.text(b" gfp_flags=")?;
             EventKind::PageAlloc { pfn: (pfn != u64::MAX && !null).then_some(pfn), order, gfp }
         } else if f.lit(b"free:").is_some() {
             f.page()?;
@@ -94,7 +95,7 @@ pub fn event(line: &[u8]) -> Option<Event<'_>> {
             ptr: f.ptr()?,
             bytes_req: f.dec(b" bytes_req=")?,
             bytes_alloc: f.dec(b" bytes_alloc=")?,
-            gfp: text(f.word(b" gfp_flags=")?)?,
+            gfp: f.text(b" gfp_flags=")?,
         }
     } else {
         return None;
@@ -175,6 +176,22 @@ impl<'a> Fields<'a> {
         let (n, len) = dec_prefix(self.s, self.i);
         self.i += len;
         (len > 0 && (len < 8 || !self.s.get(self.i).is_some_and(u8::is_ascii_digit))).then_some(n as u32)
+    }
+
+    /// The value of the field `key` as text ([`text`]: checked UTF-8; ASCII, the usual
+    /// case, is known from the scan for its end).
+    #[inline(always)]
+    fn text(&mut self, key: &[u8]) -> Option<&'a str> {
+        self.lit(key)?;
+        let start = self.i;
+        let (end, ascii) = find_ws_ascii(self.s, start);
+        self.i = end;
+        let v = &self.s[start..end];
+        if ascii {
+            // SAFETY: every byte is below 0x80, and ASCII is valid UTF-8.
+            return Some(unsafe { core::str::from_utf8_unchecked(v) });
+        }
+        text(v)
     }
 
     /// `key=` and a byte count (1 to 8 digits; longer ones are left to the general rules).

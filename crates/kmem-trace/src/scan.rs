@@ -85,6 +85,44 @@ pub fn find_ws(s: &[u8], mut i: usize) -> usize {
     i
 }
 
+/// [`find_ws`], and whether the bytes before the whitespace (from `i`) are all ASCII (the
+/// high bits come with the same 16-byte loads).
+#[inline(always)]
+pub fn find_ws_ascii(s: &[u8], mut i: usize) -> (usize, bool) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut high = 0;
+        while let Some(chunk) = s.get(i..i + 16) {
+            let chunk: &[u8; 16] = chunk.try_into().expect("16 bytes");
+            let m = ws16(chunk);
+            let h = high16(chunk);
+            if m != 0 {
+                let before = m & m.wrapping_neg();
+                return (i + m.trailing_zeros() as usize, high | (h & (before - 1)) == 0);
+            }
+            high |= h;
+            i += 16;
+        }
+        let end = find_ws(s, i);
+        (end, high == 0 && s[i..end].is_ascii())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let end = find_ws(s, i);
+        (end, s[i..end].is_ascii())
+    }
+}
+
+/// The bytes of a 16-byte chunk that are not ASCII (high bit set), as bits.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn high16(chunk: &[u8; 16]) -> u32 {
+    use core::arch::x86_64::*;
+    // SAFETY: SSE2 is part of the x86-64 baseline; the unaligned load reads the 16 bytes of
+    // `chunk`.
+    unsafe { _mm_movemask_epi8(_mm_loadu_si128(chunk.as_ptr().cast())) as u32 }
+}
+
 /// The bytes of a 16-byte chunk equal to `b`, as bits.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]

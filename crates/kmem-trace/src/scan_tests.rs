@@ -28,6 +28,9 @@ fn searches_match_byte_loops() {
         let s: Vec<u8> = (0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect();
         for i in 0..=len {
             assert_eq!(find_ws(&s, i), find_ws_slow(&s, i), "round {round} find_ws({i}) of {s:?}");
+            let end = find_ws_slow(&s, i);
+            let want = (end, s[i..end].is_ascii());
+            assert_eq!(find_ws_ascii(&s, i), want, "round {round} find_ws_ascii({i}) of {s:?}");
             assert_eq!(skip_spaces(&s, i), skip_spaces_slow(&s, i), "round {round} skip_spaces({i}) of {s:?}");
         }
         assert_eq!(skip_spaces(&s, len + 1), len);
@@ -84,6 +87,27 @@ fn numbers() {
         let n = next();
         for d in [format!("{n:016x}"), format!("{n:016X}"), format!("{n:x}")] {
             assert_eq!(parse_hex(d.as_bytes()), Some(n), "{d}");
+        }
+    }
+}
+
+#[test]
+fn long_tokens_find_their_end_and_ascii() {
+    // Tokens longer than a 16-byte chunk, with a non-ASCII byte (or none) anywhere in them
+    // or just past their end, from every start.
+    for len in 0..60 {
+        for bad in (0..len + 2).chain([usize::MAX]) {
+            let mut s = vec![b'a'; len];
+            s.push(if len % 3 == 0 { b'\t' } else { b' ' });
+            s.extend_from_slice(b"tail\xc3\xa9 more");
+            if bad < s.len() && s[bad] != b' ' && s[bad] != b'\t' {
+                s[bad] = 0xc3;
+            }
+            for i in 0..=len {
+                let end = find_ws_slow(&s, i);
+                assert_eq!(find_ws(&s, i), end, "{len} {bad} {i}");
+                assert_eq!(find_ws_ascii(&s, i), (end, s[i..end].is_ascii()), "{len} {bad} {i}");
+            }
         }
     }
 }
