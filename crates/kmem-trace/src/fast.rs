@@ -39,8 +39,18 @@ pub fn event(line: &[u8]) -> Option<Event<'_>> {
     // The CPU column: the first `[`, digits, `] `.
     let open = find_byte(s, start, b'[')?;
     let mut f = Fields { s, i: open + 1 };
-    let cpu = f.digits()?;
-    f.lit(b"] ")?;
+    let cpu = match s.get(open + 1..open + 6) {
+        // Linux's `[%03d] `, the usual case, in a few byte compares.
+        Some(&[a @ b'0'..=b'9', b @ b'0'..=b'9', c @ b'0'..=b'9', b']', b' ']) => {
+            f.i = open + 6;
+            (a - b'0') as u32 * 100 + (b - b'0') as u32 * 10 + (c - b'0') as u32
+        }
+        _ => {
+            let cpu = f.digits()?;
+            f.lit(b"] ")?;
+            cpu
+        }
+    };
     // Latency flags (optional), timestamp, event name.
     f.i = skip_spaces(s, f.i);
     let mut irq = false;
