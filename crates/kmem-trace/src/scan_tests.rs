@@ -113,6 +113,28 @@ fn long_tokens_find_their_end_and_ascii() {
 }
 
 #[test]
+fn newlines_found_like_a_byte_loop() {
+    // A newline (or none, or two) at every offset of lines around the 32-byte steps, and
+    // CRLF endings.
+    for len in 0..100 {
+        for at in (0..len).chain([usize::MAX]) {
+            let mut s = vec![b'x'; len];
+            if at < len {
+                s[at] = b'\n';
+                if at > 0 {
+                    s[at - 1] = b'\r';
+                }
+                if at + 40 < len {
+                    s[at + 40] = b'\n';
+                }
+            }
+            let want = s.iter().position(|&c| c == b'\n');
+            assert_eq!(find_newline(&s), want, "{len} {at}");
+        }
+    }
+}
+
+#[test]
 fn hex_read_in_place_matches_parse_hex() {
     // Digits right after text that is not hex (which the word reads must not take in), at
     // every offset, of every length up to 17, in lines long and short.
