@@ -255,6 +255,7 @@ impl Frontend {
         }
     }
 
+    #[inline]
     fn gfp(&mut self, text: &str) -> Gfp {
         let (mut g, unknown) = self.gfp.get(text);
         self.counts.gfp_unknown_tokens += unknown as u64;
@@ -266,6 +267,7 @@ impl Frontend {
         g
     }
 
+    #[inline]
     fn cache(&mut self, name: &str, bytes_req: u32, bytes_alloc: u32) -> u32 {
         let next = self.caches.len() as u32;
         let i = if name.is_empty() {
