@@ -13,10 +13,13 @@
 //! paths on every line they have, and on mutations of them).
 
 use crate::parse::{Event, EventKind};
-use crate::scan::{dec_prefix, digits_and_dots, find_byte, find_ws, hex16, is_ws, parse_hex, skip_spaces, text};
+use crate::scan::{
+    dec_prefix, digits_and_dots, find_byte, find_ws, find_ws_ascii, hex16, is_ws, parse_hex, parse_hex_at, skip_spaces,
+    text,
+};
 
 /// The event on `line`, if it is one of the kmem events in Linux's own layout.
-#[inline]
+#[inline(always)]
 pub fn event(line: &[u8]) -> Option<Event<'_>> {
     let s = line;
     let start = skip_spaces(s, 0);
@@ -36,13 +39,23 @@ pub fn event(line: &[u8]) -> Option<Event<'_>> {
     // The CPU column: the first `[`, digits, `] `.
     let open = find_byte(s, start, b'[')?;
     let mut f = Fields { s, i: open + 1 };
-    let cpu = f.digits()?;
-    f.lit(b"] ")?;
+    let cpu = match s.get(open + 1..open + 6) {
+        // Linux's `[%03d] `, the usual case, in a few byte compares.
+        Some(&[a @ b'0'..=b'9', b @ b'0'..=b'9', c @ b'0'..=b'9', b']', b' ']) => {
+            f.i = open + 6;
+            (a - b'0') as u32 * 100 + (b - b'0') as u32 * 10 + (c - b'0') as u32
+        }
+        _ => {
+            let cpu = f.digits()?;
+            f.lit(b"] ")?;
+            cpu
+        }
+    };
     // Latency flags (optional), timestamp, event name.
     f.i = skip_spaces(s, f.i);
     let mut irq = false;
     if !f.timestamp() {
-        irq = f.token()?.iter().any(|&b| matches!(b, b'h' | b'H' | b's'));
+        irq = f.flags_irq()?;
         f.i = skip_spaces(s, f.i);
         if !f.timestamp() {
             return None;
@@ -54,17 +67,17 @@ pub fn event(line: &[u8]) -> Option<Event<'_>> {
             f.call_site()?;
             EventKind::CacheAlloc {
                 ptr: f.ptr()?,
-                name: text(f.word(b" name=")?)?,
+                name: f.text(b" name=")?,
                 bytes_req: f.dec(b" bytes_req=")?,
                 bytes_alloc: f.dec(b" bytes_alloc=")?,
-                gfp: text(f.word(b" gfp_flags=")?)?,
+                gfp: f.text(b" gfp_flags=")?,
             }
         } else {
             f.lit(b"free:")?;
             f.call_site()?;
             let ptr = f.ptr()?;
             // Kernels before 6.1 print no name.
-            let name = if f.at_end() { "" } else { text(f.word(b" name=")?)? };
+            let name = if f.at_end() { "" } else { f.text(b" name=")? };
             EventKind::CacheFree { ptr, name }
         }
     } else if f.lit(b"mm_page_").is_some() {
@@ -73,7 +86,7 @@ pub fn event(line: &[u8]) -> Option<Event<'_>> {
             let pfn = f.pfn()?;
             let order = f.order()?;
             f.word(b" migratetype=")?;
-            let gfp = text(f.word(b" gfp_flags=")?)?;
+            let gfp = f.text(b" gfp_flags=")?;
             EventKind::PageAlloc { pfn: (pfn != u64::MAX && !null).then_some(pfn), order, gfp }
         } else if f.lit(b"free:").is_some() {
             f.page()?;
@@ -92,7 +105,7 @@ pub fn event(line: &[u8]) -> Option<Event<'_>> {
             ptr: f.ptr()?,
             bytes_req: f.dec(b" bytes_req=")?,
             bytes_alloc: f.dec(b" bytes_alloc=")?,
-            gfp: text(f.word(b" gfp_flags=")?)?,
+            gfp: f.text(b" gfp_flags=")?,
         }
     } else {
         return None;
@@ -111,8 +124,23 @@ impl<'a> Fields<'a> {
     /// The literal `l`.
     #[inline(always)]
     fn lit(&mut self, l: &[u8]) -> Option<()> {
-        let at = self.s.get(self.i..self.i + l.len())?;
-        (at == l).then(|| self.i += l.len())
+        let n = l.len();
+        let at = self.s.get(self.i..self.i + n)?;
+        // Whole words where the literal (a constant once inlined) allows: 8 to 16 bytes are
+        // two loads that may overlap; a shorter one is one load, masked, when 8 bytes are
+        // there.
+        let w = |t: &[u8], i: usize| u64::from_le_bytes(t[i..i + 8].try_into().expect("8 bytes"));
+        let same = if (8..=16).contains(&n) {
+            w(at, 0) == w(l, 0) && w(at, n - 8) == w(l, n - 8)
+        } else if let Some(x) = self.s.get(self.i..self.i + 8).filter(|_| n < 8) {
+            let mut padded = [0u8; 8];
+            padded[..n].copy_from_slice(l);
+            let mask = u64::MAX >> (8 * (8 - n));
+            (w(x, 0) ^ u64::from_le_bytes(padded)) & mask == 0
+        } else {
+            at == l
+        };
+        same.then(|| self.i += n)
     }
 
     /// Whether the token ends here (at whitespace or the line's end).
@@ -127,6 +155,20 @@ impl<'a> Fields<'a> {
         let start = self.i;
         self.i = find_ws(self.s, start);
         (self.i > start).then(|| &self.s[start..self.i])
+    }
+
+    /// The latency-flags token here (non-empty): whether it has `h`, `H` or `s` (interrupt
+    /// context). Up to eight bytes are tested in one word.
+    #[inline(always)]
+    fn flags_irq(&mut self) -> Option<bool> {
+        let start = self.i;
+        let t = self.token()?;
+        if let (Some(x), 1..=8) = (self.s.get(start..start + 8), t.len()) {
+            let x = u64::from_le_bytes(x.try_into().expect("8 bytes"));
+            let mask = u64::MAX >> (8 * (8 - t.len()));
+            return Some(has_byte(x, b'h', mask) || has_byte(x, b'H', mask) || has_byte(x, b's', mask));
+        }
+        Some(t.iter().any(|&b| matches!(b, b'h' | b'H' | b's')))
     }
 
     /// The value of the field `key` (with its leading space and `=`) here.
@@ -144,6 +186,22 @@ impl<'a> Fields<'a> {
         let (n, len) = dec_prefix(self.s, self.i);
         self.i += len;
         (len > 0 && (len < 8 || !self.s.get(self.i).is_some_and(u8::is_ascii_digit))).then_some(n as u32)
+    }
+
+    /// The value of the field `key` as text ([`text`]: checked UTF-8; ASCII, the usual
+    /// case, is known from the scan for its end).
+    #[inline(always)]
+    fn text(&mut self, key: &[u8]) -> Option<&'a str> {
+        self.lit(key)?;
+        let start = self.i;
+        let (end, ascii) = find_ws_ascii(self.s, start);
+        self.i = end;
+        let v = &self.s[start..end];
+        if ascii {
+            // SAFETY: every byte is below 0x80, and ASCII is valid UTF-8.
+            return Some(unsafe { core::str::from_utf8_unchecked(v) });
+        }
+        text(v)
     }
 
     /// `key=` and a byte count (1 to 8 digits; longer ones are left to the general rules).
@@ -211,13 +269,29 @@ impl<'a> Fields<'a> {
     /// ` pfn=` and its value.
     #[inline(always)]
     fn pfn(&mut self) -> Option<u64> {
-        hex(self.word(b" pfn=")?)
+        self.lit(b" pfn=")?;
+        let start = self.i;
+        self.i = find_ws(self.s, start);
+        // Linux prints `pfn=0x%lx`: its digits are read a word at a time.
+        match self.s.get(start..start + 2) {
+            Some(b"0x") => parse_hex_at(self.s, start + 2, self.i),
+            _ => hex(&self.s[start..self.i]),
+        }
     }
 
     /// Whether only whitespace is left.
     fn at_end(&self) -> bool {
         self.s[self.i..].iter().all(|&b| is_ws(b))
     }
+}
+
+/// Whether a byte of `x` under `mask` (whole bytes) is `b`.
+#[inline(always)]
+fn has_byte(x: u64, b: u8, mask: u64) -> bool {
+    // A zero byte of `x ^ b`: `(y - 0x01..) & !y & 0x80..` flags the lowest exactly, and
+    // higher ones only after a flagged byte (a borrow), so masking keeps the answer exact.
+    let y = (x ^ (b as u64 * 0x0101_0101_0101_0101)) & mask | !mask;
+    y.wrapping_sub(0x0101_0101_0101_0101) & !y & 0x8080_8080_8080_8080 != 0
 }
 
 /// A pointer or pfn: hex with or without `0x`, or `(null)`.

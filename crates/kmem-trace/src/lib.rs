@@ -31,9 +31,11 @@
 //! - **Input** ([`input`], `lines.rs`, `ahead.rs`): a file, plain or zstd (told by the magic
 //!   bytes), read in blocks that are handed out as chunks of whole lines (the last newline
 //!   found with `memrchr`, lines split with `memchr`): no copy, no allocation per line. In
-//!   `kmem replay` a thread of its own reads and decompresses a few 256 KiB blocks ahead, and
-//!   the blocks themselves become the line reader's buffer (each has room before its bytes
-//!   for the line that runs across from the previous block: the only bytes copied). A line
+//!   `kmem replay` on three CPUs or more a thread of its own reads and decompresses a few
+//!   256 KiB blocks ahead, and the blocks themselves become the line reader's buffer (each
+//!   has room before its bytes for the line that runs across from the previous block: the
+//!   only bytes copied); on fewer CPUs the parsing thread decompresses into its own block
+//!   (`run::read_ahead_pays`: a third busy thread on two CPUs cost more than it hid). A line
 //!   over 64 KiB is one malformed line, skipped to its newline without being buffered; a
 //!   stream with no event in its first 16 MiB is "not a kmem trace" (so `kmem replay
 //!   /dev/zero` ends).
@@ -43,8 +45,10 @@
 //!   interrupt context), the timestamp, the event name and its `key=value` fields, the first
 //!   of each name among the first 16. Most lines take a fast path that reads the kmem
 //!   events' fields in their `TP_printk` order, one space apart, with byte-level scanning:
-//!   whitespace found 16 bytes at a time (SSE2; 8 with `u64` bit tricks elsewhere), 16-digit
-//!   pointers and decimal numbers converted 8 digits at a time. It returns an event only
+//!   whitespace (exactly, with the ASCII check of text fields), `[` and column padding found
+//!   16 bytes at a time (SSE2; 8 with `u64` bit tricks elsewhere), literals compared as whole
+//!   words, 16-digit pointers checked and converted in one SSE2 register, pfns and decimal
+//!   numbers 8 digits at a time. It returns an event only
 //!   where the general rules give the same one; anything else (comments, other events, other
 //!   layouts, bad values) goes to the general rules. The tests compare both on every line
 //!   they hold and on 200,000 random mutations.
@@ -63,10 +67,11 @@
 //!   context, `SLAB_NO_MERGE` unless `--merge`), and allocate or free through the machine's
 //!   API, keeping each slot's kmem object or page block in a vector.
 //!
-//! [`run`] streams batches of 4096 ops through three threads: one reads and decompresses,
-//! one parses, and the calling thread replays the previous batch (timed per batch: the
-//! replay-only rate) and samples the machine's memory. On the shared capture each line costs
-//! about 700 instructions of zstd, 1,300 of splitting, parsing and front end, and 850 of
+//! [`run`] streams batches of 4096 ops through two threads (three with the read-ahead): one
+//! reads, decompresses and parses, and the calling thread replays the previous batch (timed
+//! per batch: the replay-only rate) and samples the machine's memory. On the shared capture
+//! each line costs about 550 instructions of zstd, 1,100 of splitting, parsing and front end,
+//! and 850 of
 //! replay (the OOM killer's bookkeeping, [`oom`], adds about 60: a lock of the live tables
 //! per operation, one more before allocations of a live key, and the victim queues). `kmem replay` boots its machine on anonymous RAM with transparent huge pages
 //! (`MachineBuilder::anonymous_ram`: a replay touches hundreds of MiB, and huge pages halve

@@ -60,7 +60,7 @@ pub fn items(text: &[u8]) -> impl Iterator<Item = Item<'_>> {
     let mut start = 0;
     std::iter::from_fn(move || {
         let rest = text.get(start..).filter(|r| !r.is_empty())?;
-        let len = memchr::memchr(b'\n', rest).map_or(rest.len(), |nl| nl + 1);
+        let len = crate::scan::find_newline(rest).map_or(rest.len(), |nl| nl + 1);
         start += len;
         let line = &rest[..len];
         let content = len - (line.last() == Some(&b'\n')) as usize;

@@ -198,15 +198,15 @@ impl Frontend {
     /// Parses line `no` (1-based) and returns its operation, if it has one; everything else
     /// (ignored, unknown, malformed, traced failures) is counted.
     pub fn line(&mut self, no: u64, line: &[u8]) -> Option<Op> {
-        self.parsed(no, line, parse_line(line))
+        self.parsed(no, line, &parse_line(line))
     }
 
     /// [`Frontend::line`] of a line parsed already (`parsed` is `parse_line(line)`).
     #[inline]
-    pub fn parsed(&mut self, no: u64, line: &[u8], parsed: Result<Line<'_>, ParseError>) -> Option<Op> {
+    pub fn parsed(&mut self, no: u64, line: &[u8], parsed: &Result<Line<'_>, ParseError>) -> Option<Op> {
         self.counts.lines += 1;
         match parsed {
-            Ok(Line::Event(ev)) => self.event(&ev),
+            Ok(Line::Event(ev)) => self.event(ev),
             Ok(Line::Ignored) => {
                 self.counts.ignored_lines += 1;
                 None
@@ -216,7 +216,7 @@ impl Frontend {
                 None
             }
             Err(error) => {
-                self.malformed(no, error, line);
+                self.malformed(no, *error, line);
                 None
             }
         }
@@ -255,6 +255,7 @@ impl Frontend {
         }
     }
 
+    #[inline]
     fn gfp(&mut self, text: &str) -> Gfp {
         let (mut g, unknown) = self.gfp.get(text);
         self.counts.gfp_unknown_tokens += unknown as u64;
@@ -266,6 +267,7 @@ impl Frontend {
         g
     }
 
+    #[inline]
     fn cache(&mut self, name: &str, bytes_req: u32, bytes_alloc: u32) -> u32 {
         let next = self.caches.len() as u32;
         let i = if name.is_empty() {

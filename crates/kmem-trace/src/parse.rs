@@ -147,7 +147,7 @@ pub enum Line<'a> {
 /// Linux prints them; any line it does not accept (other events, other orders or spacing,
 /// comments, malformed lines) is parsed here by the general rules, which define the result:
 /// the fast path returns only what they would.
-#[inline]
+#[inline(always)]
 pub fn parse_line(line: &[u8]) -> Result<Line<'_>, ParseError> {
     match crate::fast::event(line) {
         Some(ev) => Ok(Line::Event(ev)),

@@ -1,6 +1,7 @@
-//! The streaming driver: one thread reads and decompresses blocks ahead, a second parses
-//! batches of lines into operations, and the calling thread replays the previous batch and
-//! samples the machine. Timing the replay of whole
+//! The streaming driver: a thread reads, decompresses and parses batches of lines into
+//! operations (with three CPUs or more, the reading and decompressing go to a thread of their
+//! own, blocks ahead), and the calling thread replays the previous batch and samples the
+//! machine. Timing the replay of whole
 //! batches gives the replay-only rate without a clock read per event.
 
 use std::io::{self, Read};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use kmem_hosted::Machine;
 
-use crate::input::{items, read_ahead, Chunk, Fill, Item, Lines, NotATrace};
+use crate::input::{items, read_ahead, Chunk, Fill, Item, Lines, NotATrace, ReadAhead, Reading, BLOCK};
 use crate::op::{CacheDef, Frontend, Op};
 use crate::parse::{parse_line, ParseError};
 use crate::replay::Replayer;
@@ -109,14 +110,17 @@ fn parse_chunk(text: &[u8], fe: &mut Frontend, emit: &mut impl FnMut(Op, &Fronte
     loop {
         let mut n = 0;
         for item in items.by_ref().take(GROUP) {
-            group[n] = match item {
-                Item::Line(line) => (line, parse_line(line)),
-                Item::TooLong(head) => (head, Err(ParseError::TooLong)),
-            };
-            fe.prefetch(&group[n].1);
+            // Written in place: the parsed line is large, and copies of it cost more than
+            // the front end's lookups.
+            let (line, parsed) = &mut group[n];
+            match item {
+                Item::Line(l) => (*line, *parsed) = (l, parse_line(l)),
+                Item::TooLong(head) => (*line, *parsed) = (head, Err(ParseError::TooLong)),
+            }
+            fe.prefetch(parsed);
             n += 1;
         }
-        for &(line, parsed) in &group[..n] {
+        for (line, parsed) in &group[..n] {
             if let Some(op) = fe.parsed(fe.counts.lines + 1, line, parsed) {
                 if !emit(op, fe) {
                     return false;
@@ -129,16 +133,38 @@ fn parse_chunk(text: &[u8], fe: &mut Frontend, emit: &mut impl FnMut(Op, &Fronte
     }
 }
 
-/// Replays every line of `r` in a pipeline of three threads: one reads (and decompresses) `r`
-/// a few blocks ahead ([`read_ahead`]), a second parses batches of [`BATCH`] operations, and
-/// this one replays the previous batch (the replayer stays on the calling thread, which it
-/// pins to the trace's CPUs). `on_batch(replayer, lines_read)` runs after each batch (a live
-/// view, progress).
+/// Replays every line of `r` in a pipeline: a parsing thread turns batches of [`BATCH`]
+/// operations out while this one replays the previous batch (the replayer stays on the
+/// calling thread, which it pins to the trace's CPUs); with three CPUs or more, a third
+/// thread reads (and decompresses) `r` a few blocks ahead ([`read_ahead`], see
+/// [`read_ahead_pays`]). `on_batch(replayer, lines_read)` runs after each batch (a live view,
+/// progress).
 pub fn replay_stream(
     r: &mut (dyn Read + Send),
     fe: &mut Frontend,
     rp: &mut Replayer<'_>,
     mem: &mut MachineMem,
+    on_batch: impl FnMut(&Replayer<'_>, u64),
+) -> io::Result<Timing> {
+    replay_stream_with(r, fe, rp, mem, read_ahead_pays(), on_batch)
+}
+
+/// Whether a read-ahead thread pays: with fewer than three CPUs the third busy thread only
+/// takes turns with the other two, and it decompresses into blocks the parsing CPU then
+/// fetches from the other's cache. On the 2-CPU VM the team measures on, zstd took 150-190 ms
+/// of CPU on its own thread against 52-90 ms alone, and decompressing on the parsing thread
+/// cut the pipeline's CPU by a sixth (`kmem replay` of the full capture, 10 alternated runs).
+pub fn read_ahead_pays() -> bool {
+    std::thread::available_parallelism().map_or(true, |n| n.get() >= 3)
+}
+
+/// [`replay_stream`], with or without the read-ahead thread.
+pub fn replay_stream_with(
+    r: &mut (dyn Read + Send),
+    fe: &mut Frontend,
+    rp: &mut Replayer<'_>,
+    mem: &mut MachineMem,
+    ahead: bool,
     mut on_batch: impl FnMut(&Replayer<'_>, u64),
 ) -> io::Result<Timing> {
     let start = Instant::now();
@@ -147,7 +173,11 @@ pub fn replay_stream(
     let (tx, rx) = mpsc::sync_channel::<Batch>(4);
     let (free_tx, free_rx) = mpsc::channel::<Vec<Op>>();
     let parsed = std::thread::scope(|s| {
-        let lines = Lines::from_fill(read_ahead(s, r), Box::default());
+        let lines = if ahead {
+            Lines::from_fill(Source::Ahead(read_ahead(s, r)), Box::default())
+        } else {
+            Lines::from_fill(Source::Here(Reading(r)), vec![0; BLOCK].into_boxed_slice())
+        };
         let parser = s.spawn(move || {
             let mut batch = Vec::with_capacity(BATCH);
             let mut known = fe.caches().len();
@@ -181,6 +211,22 @@ pub fn replay_stream(
     let parsed = parsed.map_err(|_| io::Error::other("the trace parser panicked"))?;
     parsed?;
     Ok(Timing { total: start.elapsed(), replay })
+}
+
+/// Where the parsing thread's lines come from: blocks read ahead on another thread, or reads
+/// (and decompression) on the parsing thread itself.
+enum Source<'a> {
+    Ahead(ReadAhead),
+    Here(Reading<&'a mut (dyn Read + Send)>),
+}
+
+impl Fill for Source<'_> {
+    fn fill(&mut self, buf: &mut Box<[u8]>, start: usize, end: usize) -> io::Result<(usize, usize)> {
+        match self {
+            Source::Ahead(a) => a.fill(buf, start, end),
+            Source::Here(r) => r.fill(buf, start, end),
+        }
+    }
 }
 
 /// Parses every line of `r` into operations (for benchmarks: replay them later).

@@ -1,8 +1,10 @@
-//! Byte-level scanning for the line parser's fast path ([`crate::fast`]): whitespace found
-//! eight bytes at a time (SWAR: bit tricks on a `u64`, exact per byte), hex numbers parsed
-//! eight digits at a time, decimal ones through a byte loop, ASCII text checked a word at a
-//! time. Each helper gives exactly the answer of its obvious byte-by-byte loop (the tests
-//! compare them).
+//! Byte-level scanning for the line parser's fast path ([`crate::fast`]): whitespace, bytes and
+//! column padding found 16 bytes at a time with SSE2 (x86-64's baseline; eight bytes at a time
+//! with bit tricks on a `u64` elsewhere and for the tail, exact per byte), 16-digit hex
+//! pointers checked and converted in one SSE2 register, shorter hex numbers eight digits at a
+//! time (in place in the line: [`parse_hex_at`]), decimal ones through bit tricks, ASCII text
+//! checked with the loads that find its end. Each helper gives exactly the answer of its
+//! obvious byte-by-byte loop (the tests compare them).
 
 /// Whether `b` is ASCII whitespace (space, tab, newline, form feed, carriage return).
 #[inline(always)]
@@ -37,17 +39,42 @@ fn word(s: &[u8], i: usize) -> Option<u64> {
     s.get(i..i + 8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
 }
 
-/// The bytes of a 16-byte chunk that are at most 0x20, as bits.
+/// The ASCII whitespace bytes of a 16-byte chunk (exactly [`is_ws`]: space, or 0x09 to 0x0d
+/// but 0x0b), as bits.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn le_space16(chunk: &[u8; 16]) -> u32 {
+fn ws16(chunk: &[u8; 16]) -> u32 {
     use core::arch::x86_64::*;
     // SAFETY: SSE2 is part of the x86-64 baseline, so the intrinsics are available; the
     // unaligned load reads the 16 bytes of `chunk`.
     unsafe {
         let v = _mm_loadu_si128(chunk.as_ptr().cast());
-        _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x20)), v)) as u32
+        let space = _mm_cmpeq_epi8(v, _mm_set1_epi8(0x20));
+        // 0x09..=0x0d: `b - 9` at most 4 (unsigned), less the vertical tab 0x0b.
+        let t = _mm_sub_epi8(v, _mm_set1_epi8(0x09));
+        let ctl = _mm_cmpeq_epi8(_mm_min_epu8(t, _mm_set1_epi8(4)), t);
+        let vt = _mm_cmpeq_epi8(v, _mm_set1_epi8(0x0b));
+        _mm_movemask_epi8(_mm_or_si128(space, _mm_andnot_si128(vt, ctl))) as u32
     }
+}
+
+/// The index of the first newline of `s`, if any: for splitting a block into lines of a
+/// hundred to a few hundred bytes, where `memchr`'s dispatch and set-up cost as much as its
+/// scan. 32 bytes a step (SSE2, the x86-64 baseline), then a byte loop; not inlined, which
+/// would only crowd the parsing loop's registers.
+#[inline(never)]
+pub fn find_newline(s: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    #[cfg(target_arch = "x86_64")]
+    while let Some(chunk) = s.get(i..i + 32) {
+        let (a, b) = chunk.split_at(16);
+        let m = eq16(a.try_into().expect("16 bytes"), b'\n') | eq16(b.try_into().expect("16 bytes"), b'\n') << 16;
+        if m != 0 {
+            return Some(i + m.trailing_zeros() as usize);
+        }
+        i += 32;
+    }
+    s[i..].iter().position(|&c| c == b'\n').map(|p| i + p)
 }
 
 /// The index of the first whitespace byte of `s` at or after `i`, or `s.len()`.
@@ -56,13 +83,9 @@ pub fn find_ws(s: &[u8], mut i: usize) -> usize {
     // Sixteen bytes at a time where SSE2 is sure to be (x86-64), then eight.
     #[cfg(target_arch = "x86_64")]
     while let Some(chunk) = s.get(i..i + 16) {
-        let mut m = le_space16(chunk.try_into().expect("16 bytes"));
-        while m != 0 {
-            let j = i + m.trailing_zeros() as usize;
-            if is_ws(s[j]) {
-                return j;
-            }
-            m &= m - 1;
+        let m = ws16(chunk.try_into().expect("16 bytes"));
+        if m != 0 {
+            return i + m.trailing_zeros() as usize;
         }
         i += 16;
     }
@@ -83,9 +106,69 @@ pub fn find_ws(s: &[u8], mut i: usize) -> usize {
     i
 }
 
+/// [`find_ws`], and whether the bytes before the whitespace (from `i`) are all ASCII (the
+/// high bits come with the same 16-byte loads).
+#[inline(always)]
+pub fn find_ws_ascii(s: &[u8], mut i: usize) -> (usize, bool) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut high = 0;
+        while let Some(chunk) = s.get(i..i + 16) {
+            let chunk: &[u8; 16] = chunk.try_into().expect("16 bytes");
+            let m = ws16(chunk);
+            let h = high16(chunk);
+            if m != 0 {
+                let before = m & m.wrapping_neg();
+                return (i + m.trailing_zeros() as usize, high | (h & (before - 1)) == 0);
+            }
+            high |= h;
+            i += 16;
+        }
+        let end = find_ws(s, i);
+        (end, high == 0 && s[i..end].is_ascii())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let end = find_ws(s, i);
+        (end, s[i..end].is_ascii())
+    }
+}
+
+/// The bytes of a 16-byte chunk that are not ASCII (high bit set), as bits.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn high16(chunk: &[u8; 16]) -> u32 {
+    use core::arch::x86_64::*;
+    // SAFETY: SSE2 is part of the x86-64 baseline; the unaligned load reads the 16 bytes of
+    // `chunk`.
+    unsafe { _mm_movemask_epi8(_mm_loadu_si128(chunk.as_ptr().cast())) as u32 }
+}
+
+/// The bytes of a 16-byte chunk equal to `b`, as bits.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn eq16(chunk: &[u8; 16], b: u8) -> u32 {
+    use core::arch::x86_64::*;
+    // SAFETY: SSE2 is part of the x86-64 baseline; the unaligned load reads the 16 bytes of
+    // `chunk`.
+    unsafe {
+        let v = _mm_loadu_si128(chunk.as_ptr().cast());
+        _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b as i8))) as u32
+    }
+}
+
 /// The index of the first `b` in `s` at or after `i`.
 #[inline]
 pub fn find_byte(s: &[u8], mut i: usize, b: u8) -> Option<usize> {
+    // Sixteen bytes at a time where SSE2 is sure to be (x86-64), then eight.
+    #[cfg(target_arch = "x86_64")]
+    while let Some(chunk) = s.get(i..i + 16) {
+        let m = eq16(chunk.try_into().expect("16 bytes"), b);
+        if m != 0 {
+            return Some(i + m.trailing_zeros() as usize);
+        }
+        i += 16;
+    }
     while let Some(x) = word(s, i) {
         let m = zero_bytes(x ^ splat(b));
         if m != 0 {
@@ -103,7 +186,15 @@ pub fn skip_spaces(s: &[u8], mut i: usize) -> usize {
     if s.get(i) != Some(&b' ') {
         return i.min(s.len());
     }
-    // Column padding, eight bytes at a time.
+    // Column padding, sixteen bytes at a time where SSE2 is sure to be (x86-64), then eight.
+    #[cfg(target_arch = "x86_64")]
+    while let Some(chunk) = s.get(i..i + 16) {
+        let m = !eq16(chunk.try_into().expect("16 bytes"), b' ') & 0xffff;
+        if m != 0 {
+            return i + m.trailing_zeros() as usize;
+        }
+        i += 16;
+    }
     while let Some(x) = word(s, i) {
         let m = !zero_bytes(x ^ splat(b' ')) & HIGH;
         if m != 0 {
@@ -152,23 +243,26 @@ pub fn dec_prefix(s: &[u8], i: usize) -> (u64, usize) {
 }
 
 /// The first byte at or after `i` that is neither a digit nor a dot, and how many dots come
-/// before it.
+/// before it, counted up to 2 (all a timestamp needs to know; x86-64's baseline has no
+/// `popcnt`, and a software count of each word cost more than the rest of the scan).
 #[inline(always)]
 pub fn digits_and_dots(s: &[u8], mut i: usize) -> (usize, u32) {
+    // Up to 2 of the flagged bytes of a mask (a high bit per byte).
+    let upto2 = |m: u64| (m != 0) as u32 + (m & m.wrapping_sub(1) != 0) as u32;
     let mut dots = 0;
     while let Some(x) = word(s, i) {
         let dot = zero_bytes(x ^ splat(b'.'));
         let other = !(digit_bytes(x) | dot) & HIGH;
         if other != 0 {
             let below = other & other.wrapping_neg();
-            return (i + (below.trailing_zeros() / 8) as usize, dots + (dot & (below - 1)).count_ones());
+            return (i + (below.trailing_zeros() / 8) as usize, (dots + upto2(dot & (below - 1))).min(2));
         }
-        dots += dot.count_ones();
+        dots = (dots + upto2(dot)).min(2);
         i += 8;
     }
     while let Some(&b) = s.get(i) {
         match b {
-            b'.' => dots += 1,
+            b'.' => dots = (dots + 1).min(2),
             b'0'..=b'9' => {}
             _ => break,
         }
@@ -219,8 +313,45 @@ pub fn hex8(x: u64) -> Option<u64> {
 /// Exactly 16 hex digits.
 #[inline(always)]
 pub fn hex16(d: &[u8; 16]) -> Option<u64> {
-    let word = |i: usize| u64::from_le_bytes(d[i..i + 8].try_into().expect("8 bytes"));
-    Some(hex8(word(0))? << 32 | hex8(word(8))?)
+    #[cfg(target_arch = "x86_64")]
+    return hex16_sse2(d);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let word = |i: usize| u64::from_le_bytes(d[i..i + 8].try_into().expect("8 bytes"));
+        Some(hex8(word(0))? << 32 | hex8(word(8))?)
+    }
+}
+
+/// [`hex16`] in one 16-byte register: each byte checked and turned into its digit's value,
+/// then pairs of digits joined into bytes and the bytes packed (x86-64's SSE2 baseline).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn hex16_sse2(d: &[u8; 16]) -> Option<u64> {
+    use core::arch::x86_64::*;
+    // SAFETY: SSE2 is part of the x86-64 baseline; the unaligned load reads the 16 bytes of
+    // `d`.
+    unsafe {
+        let v = _mm_loadu_si128(d.as_ptr().cast());
+        // Per byte: `b - '0'` below 10 is a digit; `(b | 0x20) - 'a'` below 6 a letter
+        // (wrapping: every other byte lands at 10 and above). Unsigned "below" as
+        // `min(x, limit) == x`.
+        let digit = _mm_sub_epi8(v, _mm_set1_epi8(b'0' as i8));
+        let letter = _mm_sub_epi8(_mm_or_si128(v, _mm_set1_epi8(0x20)), _mm_set1_epi8(b'a' as i8));
+        let is_digit = _mm_cmpeq_epi8(_mm_min_epu8(digit, _mm_set1_epi8(9)), digit);
+        let is_letter = _mm_cmpeq_epi8(_mm_min_epu8(letter, _mm_set1_epi8(5)), letter);
+        if _mm_movemask_epi8(_mm_or_si128(is_digit, is_letter)) != 0xffff {
+            return None;
+        }
+        let nib = _mm_or_si128(
+            _mm_and_si128(is_digit, digit),
+            _mm_andnot_si128(is_digit, _mm_add_epi8(letter, _mm_set1_epi8(10))),
+        );
+        // 16-bit lanes hold (first digit, second digit) in (low, high) byte: first << 4 |
+        // second, then the lanes packed to bytes, the first digits' byte lowest.
+        let pairs = _mm_or_si128(_mm_slli_epi16(_mm_and_si128(nib, _mm_set1_epi16(0x00ff)), 4), _mm_srli_epi16(nib, 8));
+        let bytes = _mm_packus_epi16(pairs, pairs);
+        Some((_mm_cvtsi128_si64(bytes) as u64).swap_bytes())
+    }
 }
 
 /// 1 to 16 hex digits (no prefix).
@@ -239,6 +370,27 @@ pub fn parse_hex(d: &[u8]) -> Option<u64> {
         n = n << 4 | (v & 0xf) as u64;
     }
     (bad & 0xf0 == 0).then_some(n)
+}
+
+/// [`parse_hex`] of `s[start..end]`, reading whole words of `s` where it can: the digits
+/// right-aligned in the eight (or sixteen) bytes that end at `end`, the bytes before `start`
+/// taken as `0`.
+#[inline(always)]
+pub fn parse_hex_at(s: &[u8], start: usize, end: usize) -> Option<u64> {
+    let len = end.wrapping_sub(start);
+    if len == 0 || len > 16 || end < 16 || end > s.len() {
+        return parse_hex(s.get(start..end)?);
+    }
+    // Bytes `0..8 - keep` of a word (the first ones: little-endian) become `0` digits.
+    let pad = |x: u64, keep: usize| {
+        let m = if keep >= 8 { 0 } else { u64::MAX >> (8 * keep) };
+        (x & !m) | (splat(b'0') & m)
+    };
+    let lo = hex8(pad(word(s, end - 8)?, len))?;
+    if len <= 8 {
+        return Some(lo);
+    }
+    Some(hex8(pad(word(s, end - 16)?, len - 8))? << 32 | lo)
 }
 
 /// `s` as text: ASCII is checked a word at a time; anything else goes through

@@ -28,6 +28,9 @@ fn searches_match_byte_loops() {
         let s: Vec<u8> = (0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect();
         for i in 0..=len {
             assert_eq!(find_ws(&s, i), find_ws_slow(&s, i), "round {round} find_ws({i}) of {s:?}");
+            let end = find_ws_slow(&s, i);
+            let want = (end, s[i..end].is_ascii());
+            assert_eq!(find_ws_ascii(&s, i), want, "round {round} find_ws_ascii({i}) of {s:?}");
             assert_eq!(skip_spaces(&s, i), skip_spaces_slow(&s, i), "round {round} skip_spaces({i}) of {s:?}");
         }
         assert_eq!(skip_spaces(&s, len + 1), len);
@@ -89,6 +92,79 @@ fn numbers() {
 }
 
 #[test]
+fn long_tokens_find_their_end_and_ascii() {
+    // Tokens longer than a 16-byte chunk, with a non-ASCII byte (or none) anywhere in them
+    // or just past their end, from every start.
+    for len in 0..60 {
+        for bad in (0..len + 2).chain([usize::MAX]) {
+            let mut s = vec![b'a'; len];
+            s.push(if len % 3 == 0 { b'\t' } else { b' ' });
+            s.extend_from_slice(b"tail\xc3\xa9 more");
+            if bad < s.len() && s[bad] != b' ' && s[bad] != b'\t' {
+                s[bad] = 0xc3;
+            }
+            for i in 0..=len {
+                let end = find_ws_slow(&s, i);
+                assert_eq!(find_ws(&s, i), end, "{len} {bad} {i}");
+                assert_eq!(find_ws_ascii(&s, i), (end, s[i..end].is_ascii()), "{len} {bad} {i}");
+            }
+        }
+    }
+}
+
+#[test]
+fn newlines_found_like_a_byte_loop() {
+    // A newline (or none, or two) at every offset of lines around the 32-byte steps, and
+    // CRLF endings.
+    for len in 0..100 {
+        for at in (0..len).chain([usize::MAX]) {
+            let mut s = vec![b'x'; len];
+            if at < len {
+                s[at] = b'\n';
+                if at > 0 {
+                    s[at - 1] = b'\r';
+                }
+                if at + 40 < len {
+                    s[at + 40] = b'\n';
+                }
+            }
+            let want = s.iter().position(|&c| c == b'\n');
+            assert_eq!(find_newline(&s), want, "{len} {at}");
+        }
+    }
+}
+
+#[test]
+fn hex_read_in_place_matches_parse_hex() {
+    // Digits right after text that is not hex (which the word reads must not take in), at
+    // every offset, of every length up to 17, in lines long and short.
+    let mut next = rng(11);
+    let alphabet = b"0123456789abcdefABCDEFgx =\n\xff";
+    for round in 0..20_000 {
+        let len = (next() % 40) as usize;
+        let mut s: Vec<u8> = (0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect();
+        if round % 2 == 0 {
+            // Mostly digits, so that most slices parse.
+            for b in s.iter_mut() {
+                let r = next();
+                if r % 8 != 0 {
+                    *b = b"0123456789abcdef"[(r >> 3) as usize % 16];
+                }
+            }
+        }
+        for start in 0..=len {
+            for end in start..=len.min(start + 18) {
+                assert_eq!(parse_hex_at(&s, start, end), parse_hex(&s[start..end]), "{start}..{end} of {s:?}");
+            }
+        }
+    }
+    let line = b"mm_page_alloc: page=000000001 pfn=0x10a3b5 order=0";
+    let at = line.windows(6).position(|w| w == b"pfn=0x").expect("pfn") + 6;
+    assert_eq!(parse_hex_at(line, at, at + 6), Some(0x10a3b5));
+    assert_eq!(parse_hex_at(line, at, line.len() + 1), None, "a range past the end");
+}
+
+#[test]
 fn text_is_utf8_checked() {
     assert_eq!(text(b"GFP_KERNEL|__GFP_ZERO"), Some("GFP_KERNEL|__GFP_ZERO"));
     assert_eq!(text("dentry-é".as_bytes()), Some("dentry-é"));
@@ -108,7 +184,7 @@ fn decimal_prefixes_and_timestamps_match_byte_loops() {
             let value = s[i..i + digits].iter().fold(0u64, |n, &d| n * 10 + (d - b'0') as u64);
             assert_eq!(dec_prefix(&s, i), (value, digits), "round {round} dec_prefix({i}) of {s:?}");
             let end = s[i..].iter().position(|b| !b.is_ascii_digit() && *b != b'.').map_or(len, |p| i + p);
-            let dots = s[i..end].iter().filter(|&&b| b == b'.').count() as u32;
+            let dots = s[i..end].iter().filter(|&&b| b == b'.').count().min(2) as u32;
             assert_eq!(digits_and_dots(&s, i), (end, dots), "round {round} digits_and_dots({i}) of {s:?}");
         }
     }
