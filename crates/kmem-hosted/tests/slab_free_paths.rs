@@ -165,7 +165,11 @@ fn kfree_takes_objects_of_any_cache() {
 #[test]
 fn sheaf_flushes_in_runs_keep_every_slab_exact() {
     let m = machine();
-    for (size, flags) in [(64usize, SlabFlags::NONE), (200, SlabFlags::COLOUR), (3000, SlabFlags::NONE)] {
+    // 8 B: a slab holds more objects than a sheaf, so a new slab's first objects go to the
+    // sheaf unchained and the rest stay on its freelist (`fill_from_new_slab`).
+    for (size, flags) in
+        [(8usize, SlabFlags::NONE), (64, SlabFlags::NONE), (200, SlabFlags::COLOUR), (3000, SlabFlags::NONE)]
+    {
         let c = m.kmem_cache_create("flush_runs", size, 0, flags | SlabFlags::NO_MERGE, None).unwrap();
         for order in 0..3u64 {
             let mut objs: Vec<NonNull<u8>> = (0..3000).map(|_| m.kmem_cache_alloc(&c, Gfp::KERNEL).unwrap()).collect();

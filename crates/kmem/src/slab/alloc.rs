@@ -274,7 +274,9 @@ impl<P: Platform> Kmem<P> {
             }
             // Nothing on this node: a new slab, with the CPU released (it may sleep; the
             // thread may come back on another CPU).
-            let slab = self.new_slab_or_report(s, req.gfp, None)?;
+            // Its first objects go to the main sheaf: their free pointers are not chained.
+            let unlinked = s.sheaf_capacity;
+            let slab = self.new_slab_or_report(s, req.gfp, None, unlinked)?;
             let p = self.platform().pin_cpu();
             let pcs = s.pcs(self, p.cpu.index());
             pcs.stat(SlubStat::AllocSlab);
@@ -282,7 +284,7 @@ impl<P: Platform> Kmem<P> {
             // flushed by the reclaim the new slab cost, or another thread refilled it) one
             // object straight from the new slab: the slab must serve this allocation.
             let main = pcs.main().filter(|m| m.size() == 0);
-            let obj = self.add_new_slab(s, slab, main).or_else(|| pcs.main().and_then(Sheaf::pop));
+            let obj = self.add_new_slab(s, slab, main, unlinked).or_else(|| pcs.main().and_then(Sheaf::pop));
             self.platform().unpin_cpu(p);
             if let Some(obj) = obj {
                 // SAFETY: as in `alloc_fast`.
@@ -368,8 +370,8 @@ impl<P: Platform> Kmem<P> {
                     return Ok(obj);
                 }
             }
-            let slab = self.new_slab_or_report(s, req.gfp, req.node)?;
-            if let Some(obj) = self.add_new_slab(s, slab, None) {
+            let slab = self.new_slab_or_report(s, req.gfp, req.node, 0)?;
+            if let Some(obj) = self.add_new_slab(s, slab, None, 0) {
                 return Ok(obj);
             }
         }

@@ -96,36 +96,83 @@ impl<P: Platform> Kmem<P> {
     /// objects into the sheaf (returns `None`); without, one object for the caller, returned
     /// (`alloc_single_from_new_slab`). Either way the slab the caller paid for is never
     /// listed empty, where a shrink (reclaim's sweep, on any CPU) would free it before the
-    /// caller got an object: the livelock of issue 16.
-    pub(crate) fn add_new_slab(&self, s: &KmemCache, slab: Slab<'_>, sheaf: Option<&Sheaf>) -> Option<usize> {
+    /// caller got an object: the livelock of issue 16. `unlinked`: what the slab was made
+    /// with ([`Kmem::new_slab`]): its first objects, not chained, go to the sheaf or are
+    /// chained here.
+    pub(crate) fn add_new_slab(
+        &self,
+        s: &KmemCache,
+        slab: Slab<'_>,
+        sheaf: Option<&Sheaf>,
+        unlinked: u32,
+    ) -> Option<usize> {
         let n = s.node(slab.nid());
         let g = n.list_lock.lock_irqsave(self.platform());
         n.partial.push(self.memmap(), slab.pfn, slab.page, false);
         let obj = match sheaf {
             Some(sheaf) => {
-                self.fill_from_new_slab(s, n, &g, slab, sheaf);
+                self.fill_from_new_slab(s, n, &g, slab, sheaf, unlinked);
                 None
             }
-            // At the head of the list: the new slab's first object.
-            None => self.alloc_single_locked(s, n, &g),
+            None => {
+                self.link_new_slab(s, slab, 0, unlinked);
+                // At the head of the list: the new slab's first object.
+                self.alloc_single_locked(s, n, &g)
+            }
         };
         drop(g);
         obj
     }
 
-    /// [`Kmem::take_from_slab`] of a slab nobody took from yet (just listed by
-    /// [`Kmem::add_new_slab`]): its freelist is objects 0, 1, 2... in order (`init_slab`),
-    /// so the objects going to `sheaf` are found by address instead of by following and
-    /// decoding the chain, and the slab's freelist starts after them. Object 0 ends on top of
-    /// the sheaf, as `take_from_slab` leaves it.
-    fn fill_from_new_slab(&self, s: &KmemCache, n: &CacheNode, g: &SpinGuard<'_, P>, slab: Slab<'_>, sheaf: &Sheaf) {
+    /// Chains objects `from..to` of a new slab (whose objects from `to` on are chained in
+    /// address order, objects below `from` taken) onto the front of its freelist: the slab
+    /// then has its objects from `from` on free, in address order, as `init_slab` chains them.
+    fn link_new_slab(&self, s: &KmemCache, slab: Slab<'_>, from: u32, to: u32) {
         let w = slab.word();
-        if w.freelist != 0 || w.inuse != 0 || !s.word_ok(slab, w) {
-            self.take_from_slab(s, n, g, slab, sheaf);
+        let to = to.min(w.objects);
+        if from >= to {
             return;
         }
         let (base, size) = (s.obj_base(self, slab), s.layout.size);
+        for i in from..to {
+            let next = if i + 1 < w.objects { (i + 1) * size } else { OFF_NONE };
+            // SAFETY: an object of a new slab not handed out, which only this thread reaches
+            // (list lock held once the slab is listed).
+            unsafe { s.set_fp(base + (i * size) as usize, next) };
+        }
+        slab.set_word(SlabWord { freelist: from * size, inuse: from, ..w });
+    }
+
+    /// [`Kmem::take_from_slab`] of a slab nobody took from yet (just listed by
+    /// [`Kmem::add_new_slab`]): its free objects are `unlinked..` in address order and the
+    /// objects before `unlinked` are not chained, so the objects going to `sheaf` are found by
+    /// address instead of by following and decoding the chain, and the slab's freelist
+    /// starts after them. Object 0 ends on top of the sheaf, as `take_from_slab` leaves it.
+    fn fill_from_new_slab(
+        &self,
+        s: &KmemCache,
+        n: &CacheNode,
+        g: &SpinGuard<'_, P>,
+        slab: Slab<'_>,
+        sheaf: &Sheaf,
+        unlinked: u32,
+    ) {
+        let w = slab.word();
+        let size = s.layout.size;
+        let unlinked = unlinked.min(w.objects);
+        let fresh_head = if unlinked < w.objects { unlinked * size } else { OFF_NONE };
+        if w.inuse != unlinked || w.freelist != fresh_head || !s.word_ok(slab, w) {
+            // Cannot happen: the slab was this thread's alone until listed. Chain what is not
+            // and take the ordinary way.
+            debug_assert!(false, "a new slab changed before it was listed");
+            self.link_new_slab(s, slab, 0, unlinked);
+            self.take_from_slab(s, n, g, slab, sheaf);
+            return;
+        }
         let k = sheaf.capacity().saturating_sub(sheaf.size()).min(w.objects);
+        // Objects the sheaf has no room for go back on the chain.
+        self.link_new_slab(s, slab, k, unlinked);
+        let base = s.obj_base(self, slab);
         for i in (0..k).rev() {
             let obj = base + (i * size) as usize;
             // SAFETY: a free object of a slab no other CPU has taken from (list lock held);

@@ -127,7 +127,7 @@ impl<P: Platform> Kmem<P> {
             .ok_or(AllocErrorKind::OrderTooLarge)
             .and_then(|o| self.alloc_pages_trylock(gfp, nid, o).map_err(|e| e.kind))
             .map_err(|k| if k == AllocErrorKind::Busy { NolockError::Busy } else { NolockError::NoMemory })?;
-        let slab = self.init_slab(s, page, order);
+        let slab = self.init_slab(s, page, order, 0);
         n.partial.push(self.memmap(), slab.pfn, slab.page, false);
         self.alloc_single_locked(s, n, &g).ok_or(NolockError::NoMemory)
     }

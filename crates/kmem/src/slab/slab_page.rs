@@ -214,8 +214,15 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// `allocate_slab()`: a new slab from the page allocator, objects initialised and
-    /// constructed, every object on the slab's freelist; not on any list yet.
-    pub(crate) fn new_slab(&self, s: &KmemCache, gfp: Gfp, node: Option<usize>) -> Result<Slab<'_>, SlabAllocError> {
+    /// constructed, every object from the `unlinked`-th on on the slab's freelist (those
+    /// before it are for a sheaf: [`Kmem::add_new_slab`]); not on any list yet.
+    pub(crate) fn new_slab(
+        &self,
+        s: &KmemCache,
+        gfp: Gfp,
+        node: Option<usize>,
+        unlinked: u32,
+    ) -> Result<Slab<'_>, SlabAllocError> {
         let flags =
             Gfp::from_bits(gfp.bits() & (Gfp::RECLAIM_MASK.bits() | Gfp::HARDWALL.bits() | Gfp::THISNODE.bits()))
                 .union(s.allocflags);
@@ -244,14 +251,19 @@ impl<P: Platform> Kmem<P> {
                 Err(e) => return Err(SlabAllocError::NoMemory(e)),
             },
         };
-        Ok(self.init_slab(s, page, order))
+        Ok(self.init_slab(s, page, order, unlinked))
     }
 
     /// The second half of `allocate_slab()`: makes the fresh block `page` of `order` a slab
-    /// of `s`, objects initialised and constructed, all on its freelist, on no list yet.
-    pub(crate) fn init_slab<'a>(&'a self, s: &KmemCache, page: PageRef<'a>, order: u32) -> Slab<'a> {
+    /// of `s`, objects initialised and constructed, on no list yet. Objects from the
+    /// `unlinked`-th on are chained on its freelist in address order; those before it are
+    /// counted in use, their free pointers unwritten, for the caller to hand to a sheaf or
+    /// link ([`Kmem::add_new_slab`]): a new slab that fills a sheaf skips writing a chain
+    /// nobody would follow.
+    pub(crate) fn init_slab<'a>(&'a self, s: &KmemCache, page: PageRef<'a>, order: u32, unlinked: u32) -> Slab<'a> {
         let l = s.layout;
         let objects = s.objects_for(order);
+        let unlinked = unlinked.min(objects);
         let leftover = ((crate::PAGE_SIZE as u32) << order) - objects * l.size;
         let colour = if s.colours > 1 {
             let c = (s.colour_next.fetch_add(1, Ordering::Relaxed) % s.colours as u32).min(leftover / s.colour_step);
@@ -281,11 +293,14 @@ impl<P: Platform> Kmem<P> {
                 // SAFETY: the object lies in the new slab, which only this thread can reach.
                 ctor(unsafe { super::object::bytes_mut(obj, l.object_size as usize) });
             }
-            let next = if i + 1 < objects { (i + 1) * l.size } else { OFF_NONE };
-            // SAFETY: as above: a fresh slab of this cache, exclusively ours.
-            unsafe { s.set_fp(obj, next) };
+            if i >= unlinked {
+                let next = if i + 1 < objects { (i + 1) * l.size } else { OFF_NONE };
+                // SAFETY: as above: a fresh slab of this cache, exclusively ours.
+                unsafe { s.set_fp(obj, next) };
+            }
         }
-        slab.set_word(SlabWord { freelist: 0, inuse: 0, objects });
+        let freelist = if unlinked < objects { unlinked * l.size } else { OFF_NONE };
+        slab.set_word(SlabWord { freelist, inuse: unlinked, objects });
         let n = s.node(slab.nid());
         n.nr_slabs.fetch_add(1, Ordering::Relaxed);
         n.total_objects.fetch_add(objects as usize, Ordering::Relaxed);
@@ -300,8 +315,9 @@ impl<P: Platform> Kmem<P> {
         s: &KmemCache,
         gfp: Gfp,
         node: Option<usize>,
+        unlinked: u32,
     ) -> Result<Slab<'_>, SlabAllocError> {
-        self.new_slab(s, gfp, node).inspect_err(|_| {
+        self.new_slab(s, gfp, node, unlinked).inspect_err(|_| {
             if !gfp.contains(Gfp::NOWARN) {
                 self.report_slab_oom(s, gfp, node);
             }

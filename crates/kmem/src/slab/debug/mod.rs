@@ -132,7 +132,7 @@ impl<P: Platform> Kmem<P> {
                 return Ok(obj);
             }
             drop(g);
-            let slab = self.new_slab_or_report(s, req.gfp, req.node)?;
+            let slab = self.new_slab_or_report(s, req.gfp, req.node, 0)?;
             let n = s.node(slab.nid());
             let g = n.list_lock.lock_irqsave(self.platform());
             n.partial.push(mm, slab.pfn, slab.page, false);
