@@ -331,11 +331,13 @@ impl<P: Platform> Kmem<P> {
         (0..self.nr_nodes()).filter_map(|n| self.node(n)).flat_map(|n| n.zones.iter())
     }
 
-    /// The zone that owns a page (`page_zone()`).
-    #[inline]
+    /// The zone that owns a page (`page_zone()`). Always inlined: the order-0 free fast
+    /// path's zone.
+    #[inline(always)]
     pub fn page_zone(&self, page: &Page) -> &Zone {
-        let node = self.node(page.node()).expect("page descriptor names a node that does not exist");
-        &node.zones[page.zone_index()]
+        let id = page.identity();
+        let node = self.node(id.node).expect("page descriptor names a node that does not exist");
+        &node.zones[id.zone]
     }
 
     /// The zone layout of the architecture.

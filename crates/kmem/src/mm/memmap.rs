@@ -386,6 +386,15 @@ impl Memmap {
         unsafe { &*(at as *const Page) }
     }
 
+    /// The flat view of the memmap ([`FlatMemmap`]), if it is flat now: one load and one bit
+    /// test, made once by a fast path that then looks up every frame it meets with a
+    /// multiply-add and no further test of the mode.
+    #[inline(always)]
+    pub(crate) fn flat(&self) -> Option<FlatMemmap<'_>> {
+        let flat = self.flat.load(Ordering::Relaxed);
+        (flat & 1 == 0).then_some(FlatMemmap { mm: self, base: flat & !NOT_DENSE })
+    }
+
     /// The descriptor slot of a frame below the direct-map limit that nobody vouches for (the
     /// frame of a pointer passed to `kfree`): on a dense memmap one multiply-add and no load
     /// but the base's (the slot is the frame's descriptor, or reads as zero: no flags, no page
@@ -454,9 +463,62 @@ impl Memmap {
         }
     }
 
+    /// [`Memmap::pageblock_migratetype`] of a frame in a present section (one kmem vouches
+    /// for, as [`Memmap::pfn_to_page`]'s): no bound check, no `Option` (Linux's
+    /// `get_pfnblock_migratetype`: the section's pageblock array, a shift and a load).
+    ///
+    /// The bound is checked in debug builds only: like [`Memmap::pfn_to_page`], this trusts
+    /// that the frame is kmem's own.
+    #[inline(always)]
+    pub(crate) fn pageblock_migratetype_vouched(&self, pfn: Pfn) -> Migratetype {
+        let nr = pfn.as_usize() >> PFN_SECTION_SHIFT;
+        debug_assert!(self.page(pfn).is_some(), "pageblock_migratetype({pfn:?}): no present section");
+        // SAFETY: `pfn` lies in a present section (this function's contract, which every
+        // caller meets with a frame from kmem's own lists or blocks), so `nr < nr_sections`
+        // and the section lies in the table that `init` wrote, which lives as long as `self`;
+        // the sections follow the words.
+        let sec = unsafe { &*Self::sections_of(self.maps, self.nr_sections).add(nr) };
+        let v = sec.pageblock_mt[(pfn.as_usize() & (PAGES_PER_SECTION - 1)) >> PAGEBLOCK_ORDER].load(Ordering::Relaxed);
+        // As `from_index(v).unwrap_or(Movable)`, in a shape that compiles to no table.
+        match v {
+            0 => Migratetype::Unmovable,
+            2 => Migratetype::Reclaimable,
+            3 => Migratetype::HighAtomic,
+            4 => Migratetype::Isolate,
+            _ => Migratetype::Movable,
+        }
+    }
+
     fn pageblock_slot(&self, pfn: Pfn) -> (Option<&Section>, usize) {
         let sec = self.section(pfn.as_usize() >> PFN_SECTION_SHIFT);
         (sec, (pfn.as_usize() & (PAGES_PER_SECTION - 1)) >> PAGEBLOCK_ORDER)
+    }
+}
+
+/// A flat memmap's lookups with the mode tested once ([`Memmap::flat`]): `pfn_to_page` of a
+/// frame kmem vouches for is `base + pfn * 32`, Linux's FLATMEM / SPARSEMEM_VMEMMAP
+/// `pfn_to_page`, however many links a list operation follows. A section that becomes
+/// present elsewhere (hot-add) ends flatness; its frames reach kmem's lists only after
+/// [`Memmap::set_section_map`] returns, and a fast path pins its CPU before it takes the view,
+/// so it never meets such a frame with a view taken before.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FlatMemmap<'a> {
+    mm: &'a Memmap,
+    base: usize,
+}
+
+impl<'a> FlatMemmap<'a> {
+    /// `pfn_to_page()` of a frame kmem vouches for (as [`Memmap::pfn_to_page`]'s callers):
+    /// one multiply-add.
+    #[inline(always)]
+    pub(crate) fn pfn_to_page(&self, pfn: Pfn) -> &'a Page {
+        debug_assert!(self.mm.page(pfn).is_some(), "pfn_to_page({pfn:?}): no present section");
+        let at = self.base.wrapping_add(pfn.as_usize() * Page::SIZE);
+        // SAFETY: `base` was the flat base when the view was taken: every present section's
+        // map word (`set_section_map`), so `at` is `pfn`'s descriptor in its section's array,
+        // which lives as long as the memmap; `pfn` lies in a present section (the contract
+        // every caller meets with a frame from kmem's own lists or blocks).
+        unsafe { &*(at as *const Page) }
     }
 }
 

@@ -106,6 +106,15 @@ pub const MAX_SLAB_CACHE_ID: u32 = SLAB_PLAIN - 1;
 const COLOUR_SHIFT: u32 = 16;
 const COLOUR_MASK: u64 = 0xff << COLOUR_SHIFT;
 
+/// A page's zone type index and node id ([`Page::identity`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PageIdentity {
+    /// Zone type index.
+    pub(crate) zone: usize,
+    /// Node id.
+    pub(crate) node: usize,
+}
+
 /// No link (end of a free list).
 pub const NIL: u32 = u32::MAX;
 
@@ -233,6 +242,12 @@ impl Page {
     pub fn node(&self) -> usize {
         ((self.flags() >> NODE_SHIFT) & 0x3f) as usize
     }
+    /// Zone type index and node id from one read of the identity bits (`page_zone()`).
+    #[inline(always)]
+    pub(crate) fn identity(&self) -> PageIdentity {
+        let f = self.flags();
+        PageIdentity { zone: ((f >> ZONE_SHIFT) & 0x7) as usize, node: ((f >> NODE_SHIFT) & 0x3f) as usize }
+    }
     /// Section number from the identity bits.
     #[inline]
     pub fn section(&self) -> usize {
@@ -255,6 +270,26 @@ impl Page {
     pub(crate) fn set_alloc_order(&self, order: Option<u8>) {
         let v = order.map_or(0, |o| (o as u64 + 1) << ALLOC_ORDER_SHIFT);
         self.flags.store((self.flags.load(Ordering::Relaxed) & !ALLOC_ORDER_MASK) | v, Ordering::Relaxed);
+    }
+
+    /// `prep_new_page()` of an order-0 block just taken off a per-CPU list (its page type
+    /// already cleared) for an allocation without `__GFP_ZERO`: owner's word 0, not
+    /// reported, allocation order 0 recorded, refcount 1.
+    #[inline(always)]
+    pub(crate) fn prep_order0(&self) {
+        self.data.store(0, Ordering::Relaxed);
+        let f = self.flags.load(Ordering::Relaxed) & !(pg::REPORTED | ALLOC_ORDER_MASK);
+        self.flags.store(f | 1 << ALLOC_ORDER_SHIFT, Ordering::Relaxed);
+        self.refcount.store(1, Ordering::Release);
+    }
+
+    /// True if the page is exactly what an order-0 allocation left: no state flag at all
+    /// (none of `PAGE_FLAGS_CHECK_AT_FREE`, not compound), allocation order 0 recorded, no
+    /// page type. One compare of each word: the free fast path's whole check, anything else
+    /// taking the checked path (which reports what is wrong, or frees what is merely unusual).
+    #[inline(always)]
+    pub(crate) fn is_plain_order0(&self) -> bool {
+        self.flags() as u32 == 1 << ALLOC_ORDER_SHIFT && self.private() == 0
     }
 
     /// `PageBuddy()`: free and on a buddy list. Written only under the zone lock.

@@ -80,20 +80,23 @@ impl<P: Platform> Kmem<P> {
         }
         let highest = self.highest_zone(gfp.zone().ok()?);
         let node = st.node(0)?;
-        let zr = *node.zonelist().as_slice().first()?;
-        if zr.zone_type() > highest {
+        let zr = node.zonelist().first()?;
+        if zr.zone > highest as u8 {
             return None;
         }
-        let zone = node.zone(zr.zone_type());
+        // By index: `zone <= highest` bounds it, with no zone-type table on the way.
+        let zone = &node.zones[zr.zone as usize];
         if zone.free_pages()
             <= zone.wmark(Wmark::Low) + zone.lowmem_reserve(highest) + zone.area.nr_reserved_highatomic()
         {
             return None;
         }
         let mt = if st.grouping_disabled { Migratetype::Unmovable } else { gfp.migratetype() };
-        let take = Take { cold: false, grouping_disabled: st.grouping_disabled };
-        let (pfn, page) = self.rmqueue_pcplist(zone, Order::ZERO, mt, take, 0)?;
-        Some(self.prep_new_page(pfn, page, Order::ZERO, gfp))
+        let (pfn, page) = self.rmqueue_pcp_fast(zone, mt)?;
+        debug_assert_eq!(page.state_flags() & pg::CHECK_AT_FREE, 0, "new page {pfn:?} has bad flags");
+        // prep_new_page() without __GFP_ZERO / __GFP_COMP.
+        page.prep_order0();
+        Some(PageRef::new(pfn, page))
     }
 
     /// `alloc_pages_node(nid, gfp, order)`: prefer node `nid` (`None`: `NUMA_NO_NODE`, the

@@ -51,7 +51,37 @@ impl<P: Platform> Kmem<P> {
             }
             return;
         }
+        if ord == Order::ZERO && page.page().is_plain_order0() && self.free_page_fast(page) {
+            return;
+        }
         self.free_last_ref(page, ord);
+    }
+
+    /// The order-0 free fast path, inlined (Linux's `free_unref_page` shape): the last
+    /// reference to a plain order-0 page ([`Page::is_plain_order0`](crate::mm::page::Page),
+    /// so nothing to check or report) goes on this CPU's list of its zone, under the type of
+    /// its pageblock. `false`: not done here (the per-CPU lists off or `init_on_free`, an
+    /// isolated pageblock, no flat memmap, no cheap pin); the page is unchanged and the
+    /// caller takes the full path.
+    #[inline(always)]
+    fn free_page_fast(&self, page: PageRef<'_>) -> bool {
+        // `page_free_fast` is `pcp_enabled` unless init_on_free is on (`mm/meminit.rs`).
+        if !self.state().page_free_fast.load(Ordering::Relaxed) {
+            return false;
+        }
+        let p = page.page();
+        let mt = match self.memmap().pageblock_migratetype_vouched(page.pfn()) {
+            crate::Migratetype::Isolate => return false,
+            crate::Migratetype::HighAtomic => crate::Migratetype::Movable,
+            m => m,
+        };
+        p.set_alloc_order(None);
+        p.set_data(0);
+        if self.free_pcp_fast(self.page_zone(p), page.pfn(), p, mt) {
+            return true;
+        }
+        p.set_alloc_order(Some(0));
+        false
     }
 
     /// The refcount just dropped to 0: check the page and return the block to its zone.
@@ -111,8 +141,9 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// Returns a block (head frame `pfn`, its descriptor `page`) whose pages nobody
-    /// references to its zone (`free_one_page`).
-    #[inline]
+    /// references to its zone (`free_one_page`). Out of line: the order-0 fast path
+    /// ([`Kmem::__free_pages`]) has its own inlined push.
+    #[inline(never)]
     pub(crate) fn free_block(&self, pfn: Pfn, page: &crate::mm::page::Page, order: Order) {
         let mm = self.memmap();
         page.set_alloc_order(None);
