@@ -99,9 +99,9 @@ pub(crate) struct MachineState {
     pub(crate) grouping_disabled: bool,
     pub(crate) events: VmEvents,
     pub(crate) pcp_enabled: AtomicBool,
-    /// `pcp_enabled` and `fail_page_alloc` not armed: the order-0 fast path may run
-    /// ([`Kmem::page_fast_ok`]; written by `fault_rearm`, under the fault lock once there is
-    /// a fault state).
+    /// `pcp_enabled`, `fail_page_alloc` not armed, not `init_on_alloc`, and one node: the
+    /// order-0 fast path may run ([`Kmem::page_fast_ok`]; written by `fault_rearm`, under
+    /// the fault lock once there is a fault state; boot calls it once the nodes exist).
     pub(crate) page_fast: AtomicBool,
     /// `pcp_enabled` and not `init_on_free`: freed order-0..3 blocks may go straight to the
     /// per-CPU lists (`mm/page_free.rs`; written by `fault_rearm`).
@@ -396,9 +396,9 @@ impl<P: Platform> Kmem<P> {
         self.state().pcp_enabled.load(Ordering::Relaxed)
     }
 
-    /// Whether the order-0 allocation fast path may run: the per-CPU lists are on and
-    /// `fail_page_alloc` is not armed (one load, where the fast path used to read
-    /// `pcp_enabled`).
+    /// Whether the order-0 allocation fast path may run: the per-CPU lists are on,
+    /// `fail_page_alloc` is not armed, `init_on_alloc` is off and the machine has one node
+    /// (one load, where the fast path used to read `pcp_enabled` and `nr_nodes`).
     #[inline(always)]
     pub(crate) fn page_fast_ok(&self) -> bool {
         self.state().page_fast.load(Ordering::Relaxed)

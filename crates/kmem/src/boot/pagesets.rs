@@ -37,11 +37,15 @@ impl Pagesets {
         if cpu >= self.len.load(Ordering::Acquire) {
             return None;
         }
-        let base = self.base.load(Ordering::Relaxed);
+        let base = self.base.load(Ordering::Relaxed) as *const PerCpuPages;
         // SAFETY: a non-zero `len` was stored (release) after `base`, which points to `len`
         // initialised pagesets carved at boot that live as long as the machine (contract of
-        // `install`); `cpu` is in range.
-        Some(unsafe { &*(base as *const PerCpuPages).add(cpu) })
+        // `install`), so is not null (said to the compiler, so that the `Option` needs no
+        // second test); `cpu` is in range.
+        unsafe {
+            core::hint::assert_unchecked(!base.is_null());
+            Some(&*base.add(cpu))
+        }
     }
 
     /// How many pagesets (0 until installed).

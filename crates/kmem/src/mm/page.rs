@@ -8,7 +8,8 @@
 //! | `flags`    | 8     | PG_buddy                    | PG_head/tail/slab/..., allocation order |
 //! | `refcount` | 4     | 0                           | >= 1 on the head, 0 on tails            |
 //! | `private`  | 4     | order \| migratetype << 8   | tail: distance to the compound head     |
-//! | `lru`      | 8     | free-list links (pfn, pfn)  | owner's list links (slab, pcp)          |
+//! | `next`     | 4     | free-list link (pfn)        | owner's list link (slab, pcp)           |
+//! | `prev`     | 4     | free-list link (pfn)        | owner's list link (slab, pcp)           |
 //! | `data`     | 8     | unused                      | owner's word (`page->private`)          |
 //!
 //! `flags` bits 32..64 hold the zone type, node and section number; they are written once at
@@ -148,7 +149,9 @@ pub struct Page {
     flags: AtomicU64,
     refcount: AtomicI32,
     private: AtomicU32,
-    lru: AtomicU64,
+    /// List links (Linux's `lru`), as two words so that relinking a neighbour is one store.
+    next: AtomicU32,
+    prev: AtomicU32,
     data: AtomicU64,
 }
 
@@ -168,7 +171,8 @@ impl Page {
                 flags: AtomicU64::new(id | pg::RESERVED | extra_flags),
                 refcount: AtomicI32::new(1),
                 private: AtomicU32::new(0),
-                lru: AtomicU64::new(u64::MAX),
+                next: AtomicU32::new(NIL),
+                prev: AtomicU32::new(NIL),
                 data: AtomicU64::new(0),
             }
         }
@@ -183,7 +187,8 @@ impl Page {
         let id = (zone as u64) << ZONE_SHIFT | (node as u64) << NODE_SHIFT | (section as u64) << SECTION_SHIFT;
         self.refcount.store(0, Ordering::Relaxed);
         self.private.store(0, Ordering::Relaxed);
-        self.lru.store(u64::MAX, Ordering::Relaxed);
+        self.next.store(NIL, Ordering::Relaxed);
+        self.prev.store(NIL, Ordering::Relaxed);
         self.data.store(0, Ordering::Relaxed);
         self.flags.store(id, Ordering::Relaxed);
     }
@@ -416,25 +421,28 @@ impl Page {
     /// The free-list links `(next, prev)` as frame numbers ([`NIL`] for none).
     #[inline]
     pub fn links(&self) -> (u32, u32) {
-        let v = self.lru.load(Ordering::Relaxed);
-        (v as u32, (v >> 32) as u32)
+        (self.next_link(), self.prev.load(Ordering::Relaxed))
+    }
+    /// The next link alone ([`NIL`] for none).
+    #[inline]
+    pub fn next_link(&self) -> u32 {
+        self.next.load(Ordering::Relaxed)
     }
     /// Sets both links.
     #[inline]
     pub(crate) fn set_links(&self, next: u32, prev: u32) {
-        self.lru.store(next as u64 | (prev as u64) << 32, Ordering::Relaxed);
+        self.next.store(next, Ordering::Relaxed);
+        self.prev.store(prev, Ordering::Relaxed);
     }
     /// Sets the next link.
     #[inline]
     pub(crate) fn set_next(&self, next: u32) {
-        let (_, prev) = self.links();
-        self.set_links(next, prev);
+        self.next.store(next, Ordering::Relaxed);
     }
     /// Sets the previous link.
     #[inline]
     pub(crate) fn set_prev(&self, prev: u32) {
-        let (next, _) = self.links();
-        self.set_links(next, prev);
+        self.prev.store(prev, Ordering::Relaxed);
     }
     /// The owner's data word (`page->private` of Linux, for the owner's use).
     #[inline]

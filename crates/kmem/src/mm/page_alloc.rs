@@ -69,7 +69,8 @@ impl<P: Platform> Kmem<P> {
     #[inline(always)]
     fn alloc_page_fast(&self, gfp: Gfp, order: Order) -> Option<PageRef<'_>> {
         let st = self.state();
-        if order != Order::ZERO || st.nr_nodes != 1 || gfp.intersects(Gfp::THISNODE.union(Gfp::ZERO).union(Gfp::COLD)) {
+        // `page_fast_ok` includes a one-node machine.
+        if order != Order::ZERO || gfp.intersects(Gfp::THISNODE.union(Gfp::ZERO).union(Gfp::COLD)) {
             return None;
         }
         if gfp.allows_blocking() && self.platform().atomic_context() {
@@ -86,9 +87,9 @@ impl<P: Platform> Kmem<P> {
         }
         // By index: `zone <= highest` bounds it, with no zone-type table on the way.
         let zone = &node.zones[zr.zone as usize];
-        if zone.free_pages()
-            <= zone.wmark(Wmark::Low) + zone.lowmem_reserve(highest) + zone.area.nr_reserved_highatomic()
-        {
+        // Signed: the counter may dip below zero transiently, as `free_pages()` clamps it.
+        let mark = zone.wmark(Wmark::Low) + zone.lowmem_reserve(highest) + zone.area.nr_reserved_highatomic();
+        if zone.free_pages_signed() <= mark as isize {
             return None;
         }
         let mt = if st.grouping_disabled { Migratetype::Unmovable } else { gfp.migratetype() };

@@ -153,7 +153,7 @@ impl PfnList {
             return None;
         }
         let page = link(mm, h);
-        let (next, _) = page.links();
+        let next = page.next_link();
         self.head.store(next, Ordering::Relaxed);
         if next == NIL {
             self.tail.store(NIL, Ordering::Relaxed);
