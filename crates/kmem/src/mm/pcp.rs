@@ -209,7 +209,7 @@ impl PerCpuPages {
 
     /// `free_unref_page_commit()` on the pinned CPU: puts a block on its list and, when the
     /// lists reach `high`, returns a batch to `buddy`.
-    #[inline]
+    #[inline(always)]
     fn free_pinned(&self, mm: &Memmap, buddy: &impl PcpBuddy, pfn: Pfn, page: &Page, order: Order, mt: Migratetype) {
         page.set_pcp(order.as_u32(), mt as u32);
         self.lists[order_to_pindex(mt, order)].push(mm, pfn, page, false);
@@ -363,15 +363,20 @@ impl<P: Platform> Kmem<P> {
     /// The order-0 allocation fast path's `rmqueue_pcplist()`: the hot end of this CPU's
     /// `mt` list of `zone`, inlined, on a one-node machine (the caller checked it: every
     /// allocation is then a NUMA hit and local). `None` when that takes more than the pop: a
-    /// memmap that is not flat, a CPU that [`Platform::try_pin_cpu`] cannot pin, no pageset,
-    /// an empty list; the caller's full path ([`Kmem::rmqueue_pcplist`]) does the rest.
+    /// CPU that [`Platform::try_pin_cpu`] cannot pin, no pageset, an empty list; the
+    /// caller's full path ([`Kmem::rmqueue_pcplist`]) does the rest. The list's links are
+    /// looked up through the flat view of the memmap ([`Memmap::flat`]: the mode tested once),
+    /// or the memmap itself when it is not flat.
     #[inline(always)]
     pub(crate) fn rmqueue_pcp_fast(&self, zone: &Zone, mt: Migratetype) -> Option<(Pfn, &Page)> {
-        let flat = self.memmap().flat()?;
+        let mm = self.memmap();
         let p = self.platform().try_pin_cpu()?;
         let got = match zone.pageset(p.cpu.index()) {
             Some(pcp) => {
-                let got = pcp.pop_order0(flat, mt);
+                let got = match mm.flat() {
+                    Some(flat) => pcp.pop_order0(flat, mt),
+                    None => pcp.pop_order0(mm, mt),
+                };
                 if got.is_some() {
                     // count_alloc() of a one-node machine.
                     bump_locked(&pcp.events.pgalloc, 1);
@@ -388,17 +393,21 @@ impl<P: Platform> Kmem<P> {
 
     /// The order-0 free fast path's `free_unref_page_commit()`: `page` (frame `pfn`, its
     /// pageblock's type `mt`, one of the per-CPU types) on this CPU's list of `zone`, inlined;
-    /// the drain when the lists reach `high` out of line. `false` (nothing done): a memmap
-    /// that is not flat, a CPU that [`Platform::try_pin_cpu`] cannot pin, no pageset; the
-    /// caller frees through its full path.
+    /// the drain when the lists reach `high` out of line. `false` (nothing done): a CPU that
+    /// [`Platform::try_pin_cpu`] cannot pin, no pageset; the caller frees through its full
+    /// path. Lookups as [`Kmem::rmqueue_pcp_fast`]'s.
     #[inline(always)]
     pub(crate) fn free_pcp_fast(&self, zone: &Zone, pfn: Pfn, page: &Page, mt: Migratetype) -> bool {
         debug_assert!(mt.index() < MIGRATE_PCPTYPES);
-        let Some(flat) = self.memmap().flat() else { return false };
+        let mm = self.memmap();
         let Some(p) = self.platform().try_pin_cpu() else { return false };
         let done = match zone.pageset(p.cpu.index()) {
             Some(pcp) => {
-                if pcp.push_order0(flat, pfn, page, mt) {
+                let high = match mm.flat() {
+                    Some(flat) => pcp.push_order0(flat, pfn, page, mt),
+                    None => pcp.push_order0(mm, pfn, page, mt),
+                };
+                if high {
                     self.pcp_free_high(zone, pcp);
                 }
                 true
@@ -418,7 +427,8 @@ impl<P: Platform> Kmem<P> {
     /// `free_unref_page_commit()`: puts a block whose last reference was dropped on this CPU's
     /// list, returning a batch to the buddy when the lists reach `high`. `false`: the block
     /// cannot go on a list (isolated pageblock, no pageset); the caller frees to the buddy.
-    #[inline]
+    /// Always inlined into `free_block`, its caller.
+    #[inline(always)]
     pub(crate) fn free_unref_page(&self, zone: &Zone, pfn: Pfn, page: &Page, order: Order, mt: Migratetype) -> bool {
         let mt = match mt {
             Migratetype::Isolate => return false,
