@@ -37,7 +37,7 @@ use crate::fault::FaultCell;
 use crate::kmalloc::KmallocState;
 use crate::mm::memmap::Memmap;
 use crate::mm::node::Node;
-use crate::mm::page::{Page, MAX_NUMNODES};
+use crate::mm::page::{Page, PageIdentity, MAX_NUMNODES};
 use crate::mm::zone::Zone;
 use crate::percpu::PercpuState;
 use crate::platform::{DirectMap, Platform, ReportKind};
@@ -200,6 +200,13 @@ impl MachineState {
         Some(unsafe { &*(p as *const Node) })
     }
 
+    /// The zone a page's identity names (`page_zone()`).
+    #[inline(always)]
+    pub(crate) fn zone_of(&self, id: PageIdentity) -> &Zone {
+        let node = self.node(id.node).expect("page descriptor names a node that does not exist");
+        &node.zones[id.zone]
+    }
+
     /// `cpu_to_node()`.
     #[inline]
     pub(crate) fn cpu_to_node(&self, cpu: usize) -> usize {
@@ -335,9 +342,7 @@ impl<P: Platform> Kmem<P> {
     /// path's zone.
     #[inline(always)]
     pub fn page_zone(&self, page: &Page) -> &Zone {
-        let id = page.identity();
-        let node = self.node(id.node).expect("page descriptor names a node that does not exist");
-        &node.zones[id.zone]
+        self.state().zone_of(page.identity())
     }
 
     /// The zone layout of the architecture.

@@ -116,6 +116,13 @@ pub(crate) struct PageIdentity {
     pub(crate) node: usize,
 }
 
+impl PageIdentity {
+    #[inline(always)]
+    fn of(f: u64) -> Self {
+        PageIdentity { zone: ((f >> ZONE_SHIFT) & 0x7) as usize, node: ((f >> NODE_SHIFT) & 0x3f) as usize }
+    }
+}
+
 /// No link (end of a free list).
 pub const NIL: u32 = u32::MAX;
 
@@ -250,8 +257,7 @@ impl Page {
     /// Zone type index and node id from one read of the identity bits (`page_zone()`).
     #[inline(always)]
     pub(crate) fn identity(&self) -> PageIdentity {
-        let f = self.flags();
-        PageIdentity { zone: ((f >> ZONE_SHIFT) & 0x7) as usize, node: ((f >> NODE_SHIFT) & 0x3f) as usize }
+        PageIdentity::of(self.flags())
     }
     /// Section number from the identity bits.
     #[inline]
@@ -288,13 +294,15 @@ impl Page {
         self.refcount.store(1, Ordering::Release);
     }
 
-    /// True if the page is exactly what an order-0 allocation left: no state flag at all
-    /// (none of `PAGE_FLAGS_CHECK_AT_FREE`, not compound), allocation order 0 recorded, no
-    /// page type. One compare of each word: the free fast path's whole check, anything else
-    /// taking the checked path (which reports what is wrong, or frees what is merely unusual).
+    /// The page's identity if it is exactly what an order-0 allocation left: no state flag
+    /// at all (none of `PAGE_FLAGS_CHECK_AT_FREE`, not compound), allocation order 0
+    /// recorded, no page type; else `None`. One compare of each word, the flags read once:
+    /// the free fast path's whole check, anything else taking the checked path (which
+    /// reports what is wrong, or frees what is merely unusual).
     #[inline(always)]
-    pub(crate) fn is_plain_order0(&self) -> bool {
-        self.flags() as u32 == 1 << ALLOC_ORDER_SHIFT && self.private() == 0
+    pub(crate) fn plain_order0(&self) -> Option<PageIdentity> {
+        let f = self.flags();
+        (f as u32 == 1 << ALLOC_ORDER_SHIFT && self.private() == 0).then_some(PageIdentity::of(f))
     }
 
     /// `PageBuddy()`: free and on a buddy list. Written only under the zone lock.

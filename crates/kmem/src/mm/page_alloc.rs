@@ -61,8 +61,10 @@ impl<P: Platform> Kmem<P> {
     /// The common case in one straight line: an order-0 page on a one-node machine, from
     /// the preferred zone's per-CPU list, the zone comfortably above its low watermark, a
     /// request that may be made where it is made, the per-CPU lists on and `fail_page_alloc`
-    /// not armed ([`Kmem::page_fast_ok`]). Anything else (and an empty zone) takes the full
-    /// path, which decides the same way and does the rest. The free pages of a highatomic
+    /// not armed ([`Kmem::page_fast_ok`]). The list pop is inlined ([`Kmem::rmqueue_pcp_fast`]),
+    /// and so is `prep_new_page` (one flags store). Anything else (an empty list, a CPU that
+    /// cannot be pinned cheaply, an empty zone) takes the full path, which decides the same
+    /// way and does the rest (refill included). The free pages of a highatomic
     /// reserve are not usable here (`__zone_watermark_unusable_free`): the test counts the
     /// whole reserve, an upper bound of its free pages kept in one word, and leaves a zone
     /// near the mark to the full path's exact count.

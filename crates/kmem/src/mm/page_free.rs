@@ -51,33 +51,36 @@ impl<P: Platform> Kmem<P> {
             }
             return;
         }
-        if ord == Order::ZERO && page.page().is_plain_order0() && self.free_page_fast(page) {
+        if ord == Order::ZERO && self.free_page_fast(page) {
             return;
         }
         self.free_last_ref(page, ord);
     }
 
     /// The order-0 free fast path, inlined (Linux's `free_unref_page` shape): the last
-    /// reference to a plain order-0 page ([`Page::is_plain_order0`](crate::mm::page::Page),
-    /// so nothing to check or report) goes on this CPU's list of its zone, under the type of
-    /// its pageblock. `false`: not done here (the per-CPU lists off or `init_on_free`, an
-    /// isolated pageblock, no flat memmap, no cheap pin); the page is unchanged and the
-    /// caller takes the full path.
+    /// reference to a plain order-0 page ([`Page::plain_order0`], so nothing to check or
+    /// report) goes on this CPU's list of its zone, under the type of its pageblock. `false`:
+    /// not done here (not plain, the per-CPU lists off or `init_on_free`, an isolated
+    /// pageblock, no cheap pin); the page is unchanged and the caller takes the full path.
     #[inline(always)]
     fn free_page_fast(&self, page: PageRef<'_>) -> bool {
+        // One load of the state pointer for the whole path: stores through the page would
+        // make the compiler reload it for every `self.state()`.
+        let st = self.state();
+        let p = page.page();
+        let Some(id) = p.plain_order0() else { return false };
         // `page_free_fast` is `pcp_enabled` unless init_on_free is on (`mm/meminit.rs`).
-        if !self.state().page_free_fast.load(Ordering::Relaxed) {
+        if !st.page_free_fast.load(Ordering::Relaxed) {
             return false;
         }
-        let p = page.page();
-        let mt = match self.memmap().pageblock_migratetype_vouched(page.pfn()) {
+        let mt = match st.memmap.pageblock_migratetype_vouched(page.pfn()) {
             crate::Migratetype::Isolate => return false,
             crate::Migratetype::HighAtomic => crate::Migratetype::Movable,
             m => m,
         };
         p.set_alloc_order(None);
         p.set_data(0);
-        if self.free_pcp_fast(self.page_zone(p), page.pfn(), p, mt) {
+        if self.free_pcp_fast(st.zone_of(id), page.pfn(), p, mt) {
             return true;
         }
         p.set_alloc_order(Some(0));
