@@ -296,3 +296,6 @@ impl<P: Platform> Kmem<P> {
         });
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod fast_tests;
