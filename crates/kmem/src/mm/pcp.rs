@@ -395,11 +395,11 @@ impl<P: Platform> Kmem<P> {
     /// pageblock's type `mt`, one of the per-CPU types) on this CPU's list of `zone`, inlined;
     /// the drain when the lists reach `high` out of line. `false` (nothing done): a CPU that
     /// [`Platform::try_pin_cpu`] cannot pin, no pageset; the caller frees through its full
-    /// path. Lookups as [`Kmem::rmqueue_pcp_fast`]'s.
+    /// path. Lookups as [`Kmem::rmqueue_pcp_fast`]'s, in `mm` (the machine's memmap, which
+    /// the caller has at hand).
     #[inline(always)]
-    pub(crate) fn free_pcp_fast(&self, zone: &Zone, pfn: Pfn, page: &Page, mt: Migratetype) -> bool {
+    pub(crate) fn free_pcp_fast(&self, mm: &Memmap, zone: &Zone, pfn: Pfn, page: &Page, mt: Migratetype) -> bool {
         debug_assert!(mt.index() < MIGRATE_PCPTYPES);
-        let mm = self.memmap();
         let Some(p) = self.platform().try_pin_cpu() else { return false };
         let done = match zone.pageset(p.cpu.index()) {
             Some(pcp) => {
