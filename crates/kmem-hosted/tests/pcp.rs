@@ -196,3 +196,36 @@ fn threads_sharing_and_migrating_between_cpus_keep_lists_consistent() {
     assert_eq!(common::buddyinfo(&m), boot);
     assert_eq!(m.report_count(kmem::ReportKind::BadPage), 0);
 }
+
+/// The order-0 fast paths (inlined pop and push, `try_pin_cpu`) on machines with a CPU per
+/// thread, where they run: on a flat memory map and on a sparse one (a hole of a section,
+/// no vmemmap: the lists' links take the checked lookup), a working set allocated and freed
+/// in rounds crosses refills and frees at `high`, with every page accounted for.
+#[test]
+fn order0_fast_paths_keep_the_lists_sound_on_flat_and_sparse_memmaps() {
+    const MIB: u64 = 1 << 20;
+    for vmemmap in [true, false] {
+        let m = MachineBuilder::new()
+            .memory_map(vec![kmem::MemRegion::usable(0, 128 * MIB), kmem::MemRegion::usable(256 * MIB, 128 * MIB)])
+            .zone_layout(kmem::ZoneLayout { dma_end: None, dma32_end: None, highmem_start: None })
+            .vmemmap(vmemmap)
+            .thread_cpus(1)
+            .build()
+            .unwrap();
+        assert_eq!(m.memmap_is_flat(), vmemmap);
+        let total_free = common::free_pages(&m);
+        let high = m.zones().filter_map(|z| z.pageset(0)).map(|p| p.high()).max().unwrap();
+        for round in 0..4 {
+            let n = high / 2 + round * high / 2;
+            let pages: Vec<PageRef<'_>> = (0..n).map(|_| m.alloc_pages(Gfp::KERNEL, Order::ZERO).unwrap()).collect();
+            assert!(pages.iter().all(|p| p.refcount() == 1 && p.page().alloc_order() == Some(0)));
+            for p in pages.into_iter().rev() {
+                // SAFETY: ours, no longer used.
+                unsafe { m.__free_pages(p, Order::ZERO) };
+            }
+            assert_eq!(common::free_pages(&m), total_free, "vmemmap {vmemmap}, round {round}");
+        }
+        assert_eq!(m.report_count(kmem::ReportKind::BadPage), 0);
+        m.verify().unwrap();
+    }
+}

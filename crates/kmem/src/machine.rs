@@ -37,7 +37,7 @@ use crate::fault::FaultCell;
 use crate::kmalloc::KmallocState;
 use crate::mm::memmap::Memmap;
 use crate::mm::node::Node;
-use crate::mm::page::{Page, MAX_NUMNODES};
+use crate::mm::page::{Page, PageIdentity, MAX_NUMNODES};
 use crate::mm::zone::Zone;
 use crate::percpu::PercpuState;
 use crate::platform::{DirectMap, Platform, ReportKind};
@@ -99,9 +99,9 @@ pub(crate) struct MachineState {
     pub(crate) grouping_disabled: bool,
     pub(crate) events: VmEvents,
     pub(crate) pcp_enabled: AtomicBool,
-    /// `pcp_enabled` and `fail_page_alloc` not armed: the order-0 fast path may run
-    /// ([`Kmem::page_fast_ok`]; written by `fault_rearm`, under the fault lock once there is
-    /// a fault state).
+    /// `pcp_enabled`, `fail_page_alloc` not armed, not `init_on_alloc`, and one node: the
+    /// order-0 fast path may run ([`Kmem::page_fast_ok`]; written by `fault_rearm`, under
+    /// the fault lock once there is a fault state; boot calls it once the nodes exist).
     pub(crate) page_fast: AtomicBool,
     /// `pcp_enabled` and not `init_on_free`: freed order-0..3 blocks may go straight to the
     /// per-CPU lists (`mm/page_free.rs`; written by `fault_rearm`).
@@ -198,6 +198,13 @@ impl MachineState {
         // SAFETY: non-zero slots hold nodes carved and initialised at boot that live as long as
         // the machine state (set only by boot through `set_node`).
         Some(unsafe { &*(p as *const Node) })
+    }
+
+    /// The zone a page's identity names (`page_zone()`).
+    #[inline(always)]
+    pub(crate) fn zone_of(&self, id: PageIdentity) -> &Zone {
+        let node = self.node(id.node).expect("page descriptor names a node that does not exist");
+        &node.zones[id.zone]
     }
 
     /// `cpu_to_node()`.
@@ -331,11 +338,11 @@ impl<P: Platform> Kmem<P> {
         (0..self.nr_nodes()).filter_map(|n| self.node(n)).flat_map(|n| n.zones.iter())
     }
 
-    /// The zone that owns a page (`page_zone()`).
-    #[inline]
+    /// The zone that owns a page (`page_zone()`). Always inlined: the order-0 free fast
+    /// path's zone.
+    #[inline(always)]
     pub fn page_zone(&self, page: &Page) -> &Zone {
-        let node = self.node(page.node()).expect("page descriptor names a node that does not exist");
-        &node.zones[page.zone_index()]
+        self.state().zone_of(page.identity())
     }
 
     /// The zone layout of the architecture.
@@ -394,9 +401,9 @@ impl<P: Platform> Kmem<P> {
         self.state().pcp_enabled.load(Ordering::Relaxed)
     }
 
-    /// Whether the order-0 allocation fast path may run: the per-CPU lists are on and
-    /// `fail_page_alloc` is not armed (one load, where the fast path used to read
-    /// `pcp_enabled`).
+    /// Whether the order-0 allocation fast path may run: the per-CPU lists are on,
+    /// `fail_page_alloc` is not armed, `init_on_alloc` is off and the machine has one node
+    /// (one load, where the fast path used to read `pcp_enabled` and `nr_nodes`).
     #[inline(always)]
     pub(crate) fn page_fast_ok(&self) -> bool {
         self.state().page_fast.load(Ordering::Relaxed)

@@ -33,13 +33,19 @@ impl Pagesets {
     /// CPU `cpu`'s pageset, if there are pagesets and `cpu` has one.
     #[inline]
     pub(crate) fn get(&self, cpu: usize) -> Option<&PerCpuPages> {
-        let base = self.base.load(Ordering::Acquire);
-        if base == 0 || cpu >= self.len.load(Ordering::Relaxed) {
+        // `len` is 0 until `install` published the base before it: one test covers both.
+        if cpu >= self.len.load(Ordering::Acquire) {
             return None;
         }
-        // SAFETY: a non-zero base points to `len` initialised pagesets carved at boot that
-        // live as long as the machine (contract of `install`); `cpu` is in range.
-        Some(unsafe { &*(base as *const PerCpuPages).add(cpu) })
+        let base = self.base.load(Ordering::Relaxed) as *const PerCpuPages;
+        // SAFETY: a non-zero `len` was stored (release) after `base`, which points to `len`
+        // initialised pagesets carved at boot that live as long as the machine (contract of
+        // `install`), so is not null (said to the compiler, so that the `Option` needs no
+        // second test); `cpu` is in range.
+        unsafe {
+            core::hint::assert_unchecked(!base.is_null());
+            Some(&*base.add(cpu))
+        }
     }
 
     /// How many pagesets (0 until installed).
@@ -55,8 +61,8 @@ impl Pagesets {
     /// `base` must point to `n` initialised [`PerCpuPages`] that stay valid, and are used for
     /// nothing else, for the life of the machine.
     pub(crate) unsafe fn install(&self, base: *const PerCpuPages, n: usize) {
-        self.len.store(n, Ordering::Relaxed);
-        self.base.store(base as usize, Ordering::Release);
+        self.base.store(base as usize, Ordering::Relaxed);
+        self.len.store(n, Ordering::Release);
     }
 }
 

@@ -42,7 +42,8 @@
 //! Linux hides both hooks behind static keys. kmem's equivalent is a word the fast paths
 //! already test:
 //! - the order-0 page fast path tested `pcp_enabled`; it now tests `page_fast`, which is
-//!   `pcp_enabled && !armed(fail_page_alloc)`;
+//!   `pcp_enabled && !armed(fail_page_alloc)` (and not `init_on_alloc`, on a one-node
+//!   machine);
 //! - the slab fast paths (allocation, and free, which is not hooked but shares the check)
 //!   compared the cache's machine word with the machine id; while failslab is armed the word
 //!   carries an extra bit (`KmemCache::ARMED`), so the compare fails and the careful paths
@@ -232,7 +233,7 @@ impl<P: Platform> Kmem<P> {
         let Some(f) = self.fault_state() else {
             // Nothing ever configured: nothing armed.
             let pcp = st.pcp_enabled.load(Ordering::Relaxed);
-            st.page_fast.store(pcp && !self.want_init_on_alloc(), Ordering::Relaxed);
+            st.page_fast.store(pcp && !self.want_init_on_alloc() && st.nr_nodes == 1, Ordering::Relaxed);
             st.page_free_fast.store(pcp && !self.want_init_on_free(), Ordering::Relaxed);
             return;
         };
@@ -245,7 +246,7 @@ impl<P: Platform> Kmem<P> {
         let slab = nth || f.failslab.attr.probability() > 0 || meminit;
         st.fault.page_armed.store(page, Ordering::Relaxed);
         let pcp = st.pcp_enabled.load(Ordering::Relaxed);
-        st.page_fast.store(pcp && !page && !self.want_init_on_alloc(), Ordering::Relaxed);
+        st.page_fast.store(pcp && !page && !self.want_init_on_alloc() && st.nr_nodes == 1, Ordering::Relaxed);
         st.page_free_fast.store(pcp && !self.want_init_on_free(), Ordering::Relaxed);
         if st.fault.slab_armed.swap(slab, Ordering::Relaxed) != slab {
             self.rekey_caches();

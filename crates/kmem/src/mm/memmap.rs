@@ -1,9 +1,11 @@
 //! The sparse memory map (SPARSEMEM): page descriptors per 128 MiB section.
 //!
-//! A section with no RAM costs one [`Section`] slot (80 bytes) and no descriptors. Present
-//! sections own an array of `PAGES_PER_SECTION` [`Page`]s carved from RAM at boot (or at
-//! hot-add). Each section also carries the migratetype of its 64 pageblocks (Linux's
-//! `pageblock_flags` usemap).
+//! A section with no RAM costs its table slots (88 bytes: a map word, a [`Section`], 64
+//! pageblock bytes) and no descriptors. Present sections own an array of
+//! `PAGES_PER_SECTION` [`Page`]s carved from RAM at boot (or at hot-add). Each section also
+//! has the migratetype of its 64 pageblocks (Linux's `pageblock_flags` usemap), kept in one
+//! byte array for the whole table, so a frame's pageblock byte is at index `pfn >> 9`
+//! (`pageblock_nr`), a shift and a load ([`Memmap::pageblock_migratetype`]).
 //!
 //! With deferred struct-page initialisation (`BootConfig::deferred_init`, `boot/deferred.rs`)
 //! a present section's descriptors are written in [`MAX_ORDER_NR_PAGES`] chunks (4 MiB of
@@ -94,8 +96,6 @@ const ALL_CHUNKS: u32 = u32::MAX >> (32 - CHUNKS_PER_SECTION);
 pub struct Section {
     /// Address of this section's `[Page; PAGES_PER_SECTION]`, 0 if absent.
     map: AtomicUsize,
-    /// Migratetype of each pageblock.
-    pageblock_mt: [AtomicU8; PAGEBLOCKS_PER_SECTION],
     /// Node the section belongs to.
     node: AtomicU8,
     /// Bit `i`: the descriptors of chunk `i` ([`MAX_ORDER_NR_PAGES`] frames) are initialised.
@@ -114,13 +114,17 @@ impl Section {
     }
 }
 
+/// The migratetypes of one section's pageblocks, in the table's pageblock array.
+type PageblockTypes = [AtomicU8; PAGEBLOCKS_PER_SECTION];
+
 /// A view of the section table: `pfn_to_page`, `page_to_pfn`, pageblock migratetypes.
 ///
 /// Besides the [`Section`]s, the table holds one word per section for `pfn_to_page`, as
 /// Linux's classic SPARSEMEM encodes `section_mem_map`: the section's descriptor array
 /// address minus the descriptor offset of the section's first frame, plus 1 (0: absent). A
 /// lookup is then a shift, a bound, one load and one `lea`, with no stride multiply and no
-/// in-section mask. The words come first in the table, the [`Section`]s after them.
+/// in-section mask. The words come first in the table, then every section's pageblock
+/// migratetypes (one byte per pageblock of the table, in pfn order), then the [`Section`]s.
 #[derive(Debug)]
 pub struct Memmap {
     /// `nr_sections` encoded map words, at the start of the table.
@@ -152,13 +156,22 @@ unsafe impl Sync for Memmap {}
 impl Memmap {
     /// Bytes needed for a table of `nr_sections` sections.
     pub const fn table_bytes(nr_sections: usize) -> usize {
-        nr_sections * (core::mem::size_of::<Section>() + core::mem::size_of::<AtomicUsize>())
+        nr_sections
+            * (core::mem::size_of::<Section>()
+                + core::mem::size_of::<AtomicUsize>()
+                + core::mem::size_of::<PageblockTypes>())
     }
 
-    /// The sections of a table of `nr_sections` sections whose words are at `maps`: just
-    /// after the words (a `usize` is as aligned as a `Section`).
+    /// The pageblock migratetypes of a table of `nr_sections` sections whose words are at
+    /// `maps`: just after the words (a `usize` is as aligned as a byte).
+    const fn pageblocks_of(maps: *const AtomicUsize, nr_sections: usize) -> *const PageblockTypes {
+        maps.wrapping_add(nr_sections).cast::<PageblockTypes>()
+    }
+
+    /// The sections of such a table: after the pageblock migratetypes (the words and the
+    /// pageblock arrays of a section together are a multiple of a `Section`'s alignment).
     const fn sections_of(maps: *const AtomicUsize, nr_sections: usize) -> *const Section {
-        maps.wrapping_add(nr_sections).cast::<Section>()
+        Self::pageblocks_of(maps, nr_sections).wrapping_add(nr_sections).cast::<Section>()
     }
 
     /// Initialises an empty section table at `table` (all sections absent).
@@ -170,17 +183,24 @@ impl Memmap {
     /// copy of it is used.
     pub unsafe fn init(table: *mut Section, nr_sections: usize) -> Self {
         let maps = table.cast::<AtomicUsize>();
+        let pageblocks = Self::pageblocks_of(maps, nr_sections).cast_mut();
         let sections = Self::sections_of(maps, nr_sections).cast_mut();
         const _: () = assert!(core::mem::align_of::<Section>() <= core::mem::align_of::<AtomicUsize>());
+        const _: () = assert!(core::mem::align_of::<PageblockTypes>() <= core::mem::align_of::<AtomicUsize>());
+        const _: () = assert!(
+            (core::mem::size_of::<AtomicUsize>() + core::mem::size_of::<PageblockTypes>())
+                % core::mem::align_of::<Section>()
+                == 0
+        );
         for i in 0..nr_sections {
-            // SAFETY: `i < nr_sections` and the caller guarantees the table (words, then
-            // sections) is in bounds and writable; neither type has drop glue, so writing over
-            // uninitialised memory is fine.
+            // SAFETY: `i < nr_sections` and the caller guarantees the table (words, pageblock
+            // arrays, then sections) is in bounds and writable; no type has drop glue, so
+            // writing over uninitialised memory is fine.
             unsafe {
                 maps.add(i).write(AtomicUsize::new(0));
+                pageblocks.add(i).write(array_of![AtomicU8::new(Migratetype::Movable as u8); PAGEBLOCKS_PER_SECTION]);
                 sections.add(i).write(Section {
                     map: AtomicUsize::new(0),
-                    pageblock_mt: array_of![AtomicU8::new(Migratetype::Movable as u8); PAGEBLOCKS_PER_SECTION],
                     node: AtomicU8::new(0),
                     init: AtomicU32::new(0),
                 });
@@ -217,7 +237,7 @@ impl Memmap {
     pub unsafe fn set_section_map(&self, nr: usize, map: *const Page, node: u8) {
         let sec = self.section(nr).expect("section number out of range");
         debug_assert!(!sec.present());
-        for mt in &sec.pageblock_mt {
+        for mt in self.pageblock_types(nr).expect("in range, as the section") {
             mt.store(Migratetype::Movable as u8, Ordering::Relaxed);
         }
         sec.node.store(node, Ordering::Relaxed);
@@ -386,6 +406,15 @@ impl Memmap {
         unsafe { &*(at as *const Page) }
     }
 
+    /// The flat view of the memmap ([`FlatMemmap`]), if it is flat now: one load and one bit
+    /// test, made once by a fast path that then looks up every frame it meets with a
+    /// multiply-add and no further test of the mode.
+    #[inline(always)]
+    pub(crate) fn flat(&self) -> Option<FlatMemmap<'_>> {
+        let flat = self.flat.load(Ordering::Relaxed);
+        (flat & 1 == 0).then_some(FlatMemmap { mm: self, base: flat & !NOT_DENSE })
+    }
+
     /// The descriptor slot of a frame below the direct-map limit that nobody vouches for (the
     /// frame of a pointer passed to `kfree`): on a dense memmap one multiply-add and no load
     /// but the base's (the slot is the frame's descriptor, or reads as zero: no flags, no page
@@ -438,108 +467,92 @@ impl Memmap {
         self.page(pfn)
     }
 
+    /// The pageblock migratetypes of section `nr`, if in range.
+    #[inline]
+    fn pageblock_types(&self, nr: usize) -> Option<&PageblockTypes> {
+        if nr < self.nr_sections {
+            // SAFETY: `nr` is in bounds of the pageblock arrays written by `init` (or zeroed for
+            // `init_zeroed`), which stay valid for the life of `self` (contract of `init`).
+            Some(unsafe { &*Self::pageblocks_of(self.maps, self.nr_sections).add(nr) })
+        } else {
+            None
+        }
+    }
+
     /// Migratetype of the pageblock containing `pfn` (`get_pageblock_migratetype`).
     #[inline]
     pub fn pageblock_migratetype(&self, pfn: Pfn) -> Migratetype {
-        let (sec, i) = self.pageblock_slot(pfn);
-        sec.and_then(|s| Migratetype::from_index(s.pageblock_mt[i].load(Ordering::Relaxed) as usize))
+        self.pageblock_slot(pfn)
+            .and_then(|b| Migratetype::from_index(b.load(Ordering::Relaxed) as usize))
             .unwrap_or(Migratetype::Movable)
     }
 
     /// Sets the migratetype of the pageblock containing `pfn` (`set_pageblock_migratetype`).
     #[inline]
     pub fn set_pageblock_migratetype(&self, pfn: Pfn, mt: Migratetype) {
-        if let (Some(sec), i) = self.pageblock_slot(pfn) {
-            sec.pageblock_mt[i].store(mt as u8, Ordering::Relaxed);
+        if let Some(b) = self.pageblock_slot(pfn) {
+            b.store(mt as u8, Ordering::Relaxed);
         }
     }
 
-    fn pageblock_slot(&self, pfn: Pfn) -> (Option<&Section>, usize) {
-        let sec = self.section(pfn.as_usize() >> PFN_SECTION_SHIFT);
-        (sec, (pfn.as_usize() & (PAGES_PER_SECTION - 1)) >> PAGEBLOCK_ORDER)
+    /// [`Memmap::pageblock_migratetype`] of a frame in a present section (one kmem vouches
+    /// for, as [`Memmap::pfn_to_page`]'s): no bound check, no `Option`; Linux's
+    /// `get_pfnblock_migratetype`, a shift and a load of the table's pageblock array. The
+    /// bound is checked in debug builds only: like [`Memmap::pfn_to_page`], this trusts that
+    /// the frame is kmem's own.
+    #[inline(always)]
+    pub(crate) fn pageblock_migratetype_vouched(&self, pfn: Pfn) -> Migratetype {
+        debug_assert!(self.page(pfn).is_some(), "pageblock_migratetype({pfn:?}): no present section");
+        // SAFETY: `pfn` lies in a present section (this function's contract, which every
+        // caller meets with a frame from kmem's own lists or blocks), so its section number is
+        // below `nr_sections`, and its pageblock's byte, at `pfn >> PAGEBLOCK_ORDER` of the
+        // table's pageblock arrays (one after another in section order), was written by
+        // `init` and lives as long as `self`.
+        let b = unsafe {
+            &*Self::pageblocks_of(self.maps, self.nr_sections).cast::<AtomicU8>().add(pfn.as_usize() >> PAGEBLOCK_ORDER)
+        };
+        // As `from_index(v).unwrap_or(Movable)`, in a shape that compiles to no table.
+        match b.load(Ordering::Relaxed) {
+            0 => Migratetype::Unmovable,
+            2 => Migratetype::Reclaimable,
+            3 => Migratetype::HighAtomic,
+            4 => Migratetype::Isolate,
+            _ => Migratetype::Movable,
+        }
+    }
+
+    fn pageblock_slot(&self, pfn: Pfn) -> Option<&AtomicU8> {
+        let types = self.pageblock_types(pfn.as_usize() >> PFN_SECTION_SHIFT)?;
+        Some(&types[(pfn.as_usize() & (PAGES_PER_SECTION - 1)) >> PAGEBLOCK_ORDER])
+    }
+}
+
+/// A flat memmap's lookups with the mode tested once ([`Memmap::flat`]): `pfn_to_page` of a
+/// frame kmem vouches for is `base + pfn * 32`, Linux's FLATMEM / SPARSEMEM_VMEMMAP
+/// `pfn_to_page`, however many links a list operation follows. A section that becomes
+/// present elsewhere (hot-add) ends flatness; its frames reach kmem's lists only after
+/// [`Memmap::set_section_map`] returns, and a fast path pins its CPU before it takes the view,
+/// so it never meets such a frame with a view taken before.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FlatMemmap<'a> {
+    mm: &'a Memmap,
+    base: usize,
+}
+
+impl<'a> FlatMemmap<'a> {
+    /// `pfn_to_page()` of a frame kmem vouches for (as [`Memmap::pfn_to_page`]'s callers):
+    /// one multiply-add.
+    #[inline(always)]
+    pub(crate) fn pfn_to_page(&self, pfn: Pfn) -> &'a Page {
+        debug_assert!(self.mm.page(pfn).is_some(), "pfn_to_page({pfn:?}): no present section");
+        let at = self.base.wrapping_add(pfn.as_usize() * Page::SIZE);
+        // SAFETY: `base` was the flat base when the view was taken: every present section's
+        // map word (`set_section_map`), so `at` is `pfn`'s descriptor in its section's array,
+        // which lives as long as the memmap; `pfn` lies in a present section (the contract
+        // every caller meets with a frame from kmem's own lists or blocks).
+        unsafe { &*(at as *const Page) }
     }
 }
 
 #[cfg(all(test, not(loom)))]
-mod tests {
-    use super::*;
-    use crate::testing::std::{vec, vec::Vec};
-
-    /// A table of `n` sections and `arrays` descriptor arrays (one section's each), in one
-    /// buffer each; they live as long as the test (leaked).
-    fn table(n: usize, arrays: usize) -> (Memmap, *const Page) {
-        let words = Memmap::table_bytes(n).div_ceil(8);
-        let table: &'static mut [u64] = Vec::leak(vec![0u64; words]);
-        let pages: &'static mut [Page] =
-            Vec::leak((0..arrays * PAGES_PER_SECTION).map(|_| Page::new_boot(0, 0, 0, 0)).collect());
-        // SAFETY: the leaked table holds `table_bytes(n)` zeroed bytes, 8-aligned, used for
-        // nothing else and living for ever.
-        let mm = unsafe { Memmap::init_zeroed(table.as_mut_ptr().cast::<Section>(), n) };
-        (mm, pages.as_ptr())
-    }
-
-    #[test]
-    fn sections_in_one_array_make_a_flat_memmap() {
-        let (mm, pages) = table(4, 2);
-        assert!(!mm.is_flat(), "nothing present yet");
-        // SAFETY: each map is a section's worth of leaked descriptors, used for nothing else.
-        unsafe {
-            mm.set_section_map(1, pages, 0);
-            assert!(mm.is_flat(), "the first present section sets the base");
-            mm.set_section_map(2, pages.add(PAGES_PER_SECTION), 0);
-        }
-        assert!(mm.is_flat(), "the next array in pfn order keeps it");
-        for pfn in [PAGES_PER_SECTION, PAGES_PER_SECTION + 7, 3 * PAGES_PER_SECTION - 1] {
-            let pfn = Pfn::new(pfn);
-            assert!(core::ptr::eq(mm.pfn_to_page(pfn), mm.page(pfn).unwrap()));
-        }
-        assert!(mm.page(Pfn::new(0)).is_none() && mm.page(Pfn::new(3 * PAGES_PER_SECTION)).is_none());
-    }
-
-    #[test]
-    fn dense_is_marked_by_boot_kept_by_a_matching_section_and_lost_with_flat() {
-        let (mm, pages) = table(4, 3);
-        // SAFETY: each map is a section's worth of leaked descriptors, used for nothing else;
-        // the leaked arrays cover every frame of sections 0..3, which the dense lookups below
-        // stay in.
-        unsafe {
-            mm.mark_dense();
-            assert!(!mm.is_dense(), "nothing present: nothing to mark");
-            mm.set_section_map(0, pages, 0);
-            assert!(mm.is_flat() && !mm.is_dense(), "flat, not known dense");
-            assert_eq!(mm.flat_base(), Some(pages as usize));
-            mm.mark_dense();
-            assert!(mm.is_dense());
-            assert_eq!(mm.flat_base(), Some(pages as usize), "the dense word is the base");
-            let far = Pfn::new(2 * PAGES_PER_SECTION + 3);
-            assert!(core::ptr::eq(mm.page_below_limit(far).unwrap(), pages.add(far.as_usize())));
-            assert!(mm.page(far).is_none(), "the checked lookup refuses an absent section");
-            mm.set_section_map(1, pages.add(PAGES_PER_SECTION), 0);
-            assert!(mm.is_dense(), "a section at its slot keeps it");
-            let pfn = Pfn::new(PAGES_PER_SECTION + 9);
-            assert!(core::ptr::eq(mm.pfn_to_page(pfn), mm.page(pfn).unwrap()));
-            mm.set_section_map(3, pages, 0);
-        }
-        assert!(!mm.is_flat() && !mm.is_dense(), "a section elsewhere ends both");
-        assert!(mm.page_below_limit(Pfn::new(2 * PAGES_PER_SECTION)).is_none(), "checked again");
-    }
-
-    #[test]
-    fn a_section_elsewhere_clears_flat_for_good() {
-        let (mm, pages) = table(4, 3);
-        // SAFETY: as above; section 1's array is not the one after section 0's.
-        unsafe {
-            mm.set_section_map(0, pages, 0);
-            mm.set_section_map(1, pages.add(2 * PAGES_PER_SECTION), 0);
-            assert!(!mm.is_flat(), "section 1's word differs");
-            mm.set_section_map(2, pages.add(2 * PAGES_PER_SECTION), 0);
-        }
-        // Section 2's word would match section 0's, but the base stays cleared.
-        assert!(!mm.is_flat());
-        for pfn in [5, PAGES_PER_SECTION + 5, 2 * PAGES_PER_SECTION + 5] {
-            let pfn = Pfn::new(pfn);
-            assert!(core::ptr::eq(mm.pfn_to_page(pfn), mm.page(pfn).unwrap()), "sparse lookup for {pfn:?}");
-        }
-        assert!(core::ptr::eq(mm.pfn_to_page(Pfn::new(PAGES_PER_SECTION)), pages.wrapping_add(2 * PAGES_PER_SECTION)));
-    }
-}
+mod tests;

@@ -45,7 +45,12 @@ impl ZoneList {
         self.refs[self.len] = r;
         self.len += 1;
     }
-    /// The zones in order.
+    /// The first zone (the preferred one), if any.
+    #[inline]
+    pub fn first(&self) -> Option<ZoneRef> {
+        (self.len != 0).then(|| self.refs[0])
+    }
+    /// The zones, in order.
     pub fn as_slice(&self) -> &[ZoneRef] {
         &self.refs[..self.len]
     }

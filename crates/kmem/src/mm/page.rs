@@ -8,7 +8,8 @@
 //! | `flags`    | 8     | PG_buddy                    | PG_head/tail/slab/..., allocation order |
 //! | `refcount` | 4     | 0                           | >= 1 on the head, 0 on tails            |
 //! | `private`  | 4     | order \| migratetype << 8   | tail: distance to the compound head     |
-//! | `lru`      | 8     | free-list links (pfn, pfn)  | owner's list links (slab, pcp)          |
+//! | `next`     | 4     | free-list link (pfn)        | owner's list link (slab, pcp)           |
+//! | `prev`     | 4     | free-list link (pfn)        | owner's list link (slab, pcp)           |
 //! | `data`     | 8     | unused                      | owner's word (`page->private`)          |
 //!
 //! `flags` bits 32..64 hold the zone type, node and section number; they are written once at
@@ -106,6 +107,22 @@ pub const MAX_SLAB_CACHE_ID: u32 = SLAB_PLAIN - 1;
 const COLOUR_SHIFT: u32 = 16;
 const COLOUR_MASK: u64 = 0xff << COLOUR_SHIFT;
 
+/// A page's zone type index and node id ([`Page::identity`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PageIdentity {
+    /// Zone type index.
+    pub(crate) zone: usize,
+    /// Node id.
+    pub(crate) node: usize,
+}
+
+impl PageIdentity {
+    #[inline(always)]
+    fn of(f: u64) -> Self {
+        PageIdentity { zone: ((f >> ZONE_SHIFT) & 0x7) as usize, node: ((f >> NODE_SHIFT) & 0x3f) as usize }
+    }
+}
+
 /// No link (end of a free list).
 pub const NIL: u32 = u32::MAX;
 
@@ -139,7 +156,9 @@ pub struct Page {
     flags: AtomicU64,
     refcount: AtomicI32,
     private: AtomicU32,
-    lru: AtomicU64,
+    /// List links (Linux's `lru`), as two words so that relinking a neighbour is one store.
+    next: AtomicU32,
+    prev: AtomicU32,
     data: AtomicU64,
 }
 
@@ -159,7 +178,8 @@ impl Page {
                 flags: AtomicU64::new(id | pg::RESERVED | extra_flags),
                 refcount: AtomicI32::new(1),
                 private: AtomicU32::new(0),
-                lru: AtomicU64::new(u64::MAX),
+                next: AtomicU32::new(NIL),
+                prev: AtomicU32::new(NIL),
                 data: AtomicU64::new(0),
             }
         }
@@ -174,7 +194,8 @@ impl Page {
         let id = (zone as u64) << ZONE_SHIFT | (node as u64) << NODE_SHIFT | (section as u64) << SECTION_SHIFT;
         self.refcount.store(0, Ordering::Relaxed);
         self.private.store(0, Ordering::Relaxed);
-        self.lru.store(u64::MAX, Ordering::Relaxed);
+        self.next.store(NIL, Ordering::Relaxed);
+        self.prev.store(NIL, Ordering::Relaxed);
         self.data.store(0, Ordering::Relaxed);
         self.flags.store(id, Ordering::Relaxed);
     }
@@ -233,6 +254,11 @@ impl Page {
     pub fn node(&self) -> usize {
         ((self.flags() >> NODE_SHIFT) & 0x3f) as usize
     }
+    /// Zone type index and node id from one read of the identity bits (`page_zone()`).
+    #[inline(always)]
+    pub(crate) fn identity(&self) -> PageIdentity {
+        PageIdentity::of(self.flags())
+    }
     /// Section number from the identity bits.
     #[inline]
     pub fn section(&self) -> usize {
@@ -255,6 +281,28 @@ impl Page {
     pub(crate) fn set_alloc_order(&self, order: Option<u8>) {
         let v = order.map_or(0, |o| (o as u64 + 1) << ALLOC_ORDER_SHIFT);
         self.flags.store((self.flags.load(Ordering::Relaxed) & !ALLOC_ORDER_MASK) | v, Ordering::Relaxed);
+    }
+
+    /// `prep_new_page()` of an order-0 block just taken off a per-CPU list (its page type
+    /// already cleared) for an allocation without `__GFP_ZERO`: owner's word 0, not
+    /// reported, allocation order 0 recorded, refcount 1.
+    #[inline(always)]
+    pub(crate) fn prep_order0(&self) {
+        self.data.store(0, Ordering::Relaxed);
+        let f = self.flags.load(Ordering::Relaxed) & !(pg::REPORTED | ALLOC_ORDER_MASK);
+        self.flags.store(f | 1 << ALLOC_ORDER_SHIFT, Ordering::Relaxed);
+        self.refcount.store(1, Ordering::Release);
+    }
+
+    /// The page's identity if it is exactly what an order-0 allocation left: no state flag
+    /// at all (none of `PAGE_FLAGS_CHECK_AT_FREE`, not compound), allocation order 0
+    /// recorded, no page type; else `None`. One compare of each word, the flags read once:
+    /// the free fast path's whole check, anything else taking the checked path (which
+    /// reports what is wrong, or frees what is merely unusual).
+    #[inline(always)]
+    pub(crate) fn plain_order0(&self) -> Option<PageIdentity> {
+        let f = self.flags();
+        (f as u32 == 1 << ALLOC_ORDER_SHIFT && self.private() == 0).then_some(PageIdentity::of(f))
     }
 
     /// `PageBuddy()`: free and on a buddy list. Written only under the zone lock.
@@ -381,25 +429,28 @@ impl Page {
     /// The free-list links `(next, prev)` as frame numbers ([`NIL`] for none).
     #[inline]
     pub fn links(&self) -> (u32, u32) {
-        let v = self.lru.load(Ordering::Relaxed);
-        (v as u32, (v >> 32) as u32)
+        (self.next_link(), self.prev.load(Ordering::Relaxed))
+    }
+    /// The next link alone ([`NIL`] for none).
+    #[inline]
+    pub fn next_link(&self) -> u32 {
+        self.next.load(Ordering::Relaxed)
     }
     /// Sets both links.
     #[inline]
     pub(crate) fn set_links(&self, next: u32, prev: u32) {
-        self.lru.store(next as u64 | (prev as u64) << 32, Ordering::Relaxed);
+        self.next.store(next, Ordering::Relaxed);
+        self.prev.store(prev, Ordering::Relaxed);
     }
     /// Sets the next link.
     #[inline]
     pub(crate) fn set_next(&self, next: u32) {
-        let (_, prev) = self.links();
-        self.set_links(next, prev);
+        self.next.store(next, Ordering::Relaxed);
     }
     /// Sets the previous link.
     #[inline]
     pub(crate) fn set_prev(&self, prev: u32) {
-        let (next, _) = self.links();
-        self.set_links(next, prev);
+        self.prev.store(prev, Ordering::Relaxed);
     }
     /// The owner's data word (`page->private` of Linux, for the owner's use).
     #[inline]

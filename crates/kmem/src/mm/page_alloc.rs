@@ -61,15 +61,18 @@ impl<P: Platform> Kmem<P> {
     /// The common case in one straight line: an order-0 page on a one-node machine, from
     /// the preferred zone's per-CPU list, the zone comfortably above its low watermark, a
     /// request that may be made where it is made, the per-CPU lists on and `fail_page_alloc`
-    /// not armed ([`Kmem::page_fast_ok`]). Anything else (and an empty zone) takes the full
-    /// path, which decides the same way and does the rest. The free pages of a highatomic
+    /// not armed ([`Kmem::page_fast_ok`]). The list pop is inlined ([`Kmem::rmqueue_pcp_fast`]),
+    /// and so is `prep_new_page` (one flags store). Anything else (an empty list, a CPU that
+    /// cannot be pinned cheaply, an empty zone) takes the full path, which decides the same
+    /// way and does the rest (refill included). The free pages of a highatomic
     /// reserve are not usable here (`__zone_watermark_unusable_free`): the test counts the
     /// whole reserve, an upper bound of its free pages kept in one word, and leaves a zone
     /// near the mark to the full path's exact count.
     #[inline(always)]
     fn alloc_page_fast(&self, gfp: Gfp, order: Order) -> Option<PageRef<'_>> {
         let st = self.state();
-        if order != Order::ZERO || st.nr_nodes != 1 || gfp.intersects(Gfp::THISNODE.union(Gfp::ZERO).union(Gfp::COLD)) {
+        // `page_fast_ok` includes a one-node machine.
+        if order != Order::ZERO || gfp.intersects(Gfp::THISNODE.union(Gfp::ZERO).union(Gfp::COLD)) {
             return None;
         }
         if gfp.allows_blocking() && self.platform().atomic_context() {
@@ -80,20 +83,23 @@ impl<P: Platform> Kmem<P> {
         }
         let highest = self.highest_zone(gfp.zone().ok()?);
         let node = st.node(0)?;
-        let zr = *node.zonelist().as_slice().first()?;
-        if zr.zone_type() > highest {
+        let zr = node.zonelist().first()?;
+        if zr.zone > highest as u8 {
             return None;
         }
-        let zone = node.zone(zr.zone_type());
-        if zone.free_pages()
-            <= zone.wmark(Wmark::Low) + zone.lowmem_reserve(highest) + zone.area.nr_reserved_highatomic()
-        {
+        // By index: `zone <= highest` bounds it, with no zone-type table on the way.
+        let zone = &node.zones[zr.zone as usize];
+        // Signed: the counter may dip below zero transiently, as `free_pages()` clamps it.
+        let mark = zone.wmark(Wmark::Low) + zone.lowmem_reserve(highest) + zone.area.nr_reserved_highatomic();
+        if zone.free_pages_signed() <= mark as isize {
             return None;
         }
         let mt = if st.grouping_disabled { Migratetype::Unmovable } else { gfp.migratetype() };
-        let take = Take { cold: false, grouping_disabled: st.grouping_disabled };
-        let (pfn, page) = self.rmqueue_pcplist(zone, Order::ZERO, mt, take, 0)?;
-        Some(self.prep_new_page(pfn, page, Order::ZERO, gfp))
+        let (pfn, page) = self.rmqueue_pcp_fast(zone, mt)?;
+        debug_assert_eq!(page.state_flags() & pg::CHECK_AT_FREE, 0, "new page {pfn:?} has bad flags");
+        // prep_new_page() without __GFP_ZERO / __GFP_COMP.
+        page.prep_order0();
+        Some(PageRef::new(pfn, page))
     }
 
     /// `alloc_pages_node(nid, gfp, order)`: prefer node `nid` (`None`: `NUMA_NO_NODE`, the

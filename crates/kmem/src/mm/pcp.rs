@@ -32,7 +32,7 @@ use crate::machine::Kmem;
 use crate::mm::buddy::{self, Take};
 use crate::mm::memmap::Memmap;
 use crate::mm::page::Page;
-use crate::mm::pfn_list::PfnList;
+use crate::mm::pfn_list::{PageLookup, PfnList};
 use crate::mm::zone::{bump_locked, Zone, ZoneEvents};
 use crate::mm::zone_type::{Migratetype, MIGRATE_PCPTYPES};
 use crate::platform::{CpuId, Platform};
@@ -171,6 +171,30 @@ impl PerCpuPages {
         Some((pfn, page))
     }
 
+    /// The order-0 pop of the allocation fast path on the pinned CPU: the hot end of the
+    /// `mt` list, or `None` when it is empty (the caller's full path refills it,
+    /// [`PerCpuPages::rmqueue_pinned`]). `mm` is the flat view the fast path took once.
+    #[inline(always)]
+    pub(crate) fn pop_order0<'m>(&self, mm: impl PageLookup<'m>, mt: Migratetype) -> Option<(Pfn, &'m Page)> {
+        let (pfn, page) = self.lists[order_to_pindex(mt, Order::ZERO)].pop_first(mm)?;
+        page.clear_buddy();
+        self.add_count(-1);
+        Some((pfn, page))
+    }
+
+    /// The order-0 push of the free fast path on the pinned CPU
+    /// ([`PerCpuPages::free_pinned`] without the drain): `true` when the lists reached
+    /// `high`, and the caller returns a batch to the buddy ([`PerCpuPages::free_high`]).
+    #[inline(always)]
+    pub(crate) fn push_order0<'m>(&self, mm: impl PageLookup<'m>, pfn: Pfn, page: &Page, mt: Migratetype) -> bool {
+        page.set_pcp(0, mt as u32);
+        self.lists[order_to_pindex(mt, Order::ZERO)].push(mm, pfn, page, false);
+        let count = self.count() + 1;
+        self.count.store(count, Ordering::Relaxed);
+        bump_locked(&self.events.pgfree, 1);
+        count >= self.high()
+    }
+
     /// `rmqueue_bulk()`: an empty list takes `batch` blocks from the buddy.
     #[inline(never)]
     fn refill(&self, mm: &Memmap, buddy: &impl PcpBuddy, list: &PfnList, order: Order, mt: Migratetype) {
@@ -185,18 +209,24 @@ impl PerCpuPages {
 
     /// `free_unref_page_commit()` on the pinned CPU: puts a block on its list and, when the
     /// lists reach `high`, returns a batch to `buddy`.
-    #[inline]
+    #[inline(always)]
     fn free_pinned(&self, mm: &Memmap, buddy: &impl PcpBuddy, pfn: Pfn, page: &Page, order: Order, mt: Migratetype) {
         page.set_pcp(order.as_u32(), mt as u32);
         self.lists[order_to_pindex(mt, order)].push(mm, pfn, page, false);
         self.add_count(order.nr_pages() as isize);
         bump_locked(&self.events.pgfree, order.nr_pages() as u64);
-        let (count, high, batch) = (self.count(), self.high(), self.batch());
-        if count >= high {
-            // nr_pcp_free(): bring count back to `high - batch`, freeing at least a batch.
-            let to_free = (count + batch).saturating_sub(high).max(batch).min(count);
-            self.free_bulk(mm, buddy, to_free);
+        if self.count() >= self.high() {
+            self.free_high(mm, buddy);
         }
+    }
+
+    /// The lists reached `high`: `nr_pcp_free()` brings `count` back to `high - batch`,
+    /// freeing at least a batch (`free_pcppages_bulk`).
+    #[inline]
+    fn free_high(&self, mm: &Memmap, buddy: &impl PcpBuddy) {
+        let (count, high, batch) = (self.count(), self.high(), self.batch());
+        let to_free = (count + batch).saturating_sub(high).max(batch).min(count);
+        self.free_bulk(mm, buddy, to_free);
     }
 
     /// `free_pcppages_bulk()` on the pageset's CPU: returns at least `pages` pages from the
@@ -330,10 +360,75 @@ impl<P: Platform> Kmem<P> {
         got
     }
 
+    /// The order-0 allocation fast path's `rmqueue_pcplist()`: the hot end of this CPU's
+    /// `mt` list of `zone`, inlined, on a one-node machine (the caller checked it: every
+    /// allocation is then a NUMA hit and local). `None` when that takes more than the pop: a
+    /// CPU that [`Platform::try_pin_cpu`] cannot pin, no pageset, an empty list; the
+    /// caller's full path ([`Kmem::rmqueue_pcplist`]) does the rest. The list's links are
+    /// looked up through the flat view of the memmap ([`Memmap::flat`]: the mode tested once),
+    /// or the memmap itself when it is not flat.
+    #[inline(always)]
+    pub(crate) fn rmqueue_pcp_fast(&self, zone: &Zone, mt: Migratetype) -> Option<(Pfn, &Page)> {
+        let mm = self.memmap();
+        let p = self.platform().try_pin_cpu()?;
+        let got = match zone.pageset(p.cpu.index()) {
+            Some(pcp) => {
+                let got = match mm.flat() {
+                    Some(flat) => pcp.pop_order0(flat, mt),
+                    None => pcp.pop_order0(mm, mt),
+                };
+                if got.is_some() {
+                    // count_alloc() of a one-node machine.
+                    bump_locked(&pcp.events.pgalloc, 1);
+                    bump_locked(&pcp.events.numa_hit, 1);
+                    bump_locked(&pcp.events.numa_local, 1);
+                }
+                got
+            }
+            None => None,
+        };
+        self.platform().unpin_cpu_fast(p);
+        got
+    }
+
+    /// The order-0 free fast path's `free_unref_page_commit()`: `page` (frame `pfn`, its
+    /// pageblock's type `mt`, one of the per-CPU types) on this CPU's list of `zone`, inlined;
+    /// the drain when the lists reach `high` out of line. `false` (nothing done): a CPU that
+    /// [`Platform::try_pin_cpu`] cannot pin, no pageset; the caller frees through its full
+    /// path. Lookups as [`Kmem::rmqueue_pcp_fast`]'s, in `mm` (the machine's memmap, which
+    /// the caller has at hand).
+    #[inline(always)]
+    pub(crate) fn free_pcp_fast(&self, mm: &Memmap, zone: &Zone, pfn: Pfn, page: &Page, mt: Migratetype) -> bool {
+        debug_assert!(mt.index() < MIGRATE_PCPTYPES);
+        let Some(p) = self.platform().try_pin_cpu() else { return false };
+        let done = match zone.pageset(p.cpu.index()) {
+            Some(pcp) => {
+                let high = match mm.flat() {
+                    Some(flat) => pcp.push_order0(flat, pfn, page, mt),
+                    None => pcp.push_order0(mm, pfn, page, mt),
+                };
+                if high {
+                    self.pcp_free_high(zone, pcp);
+                }
+                true
+            }
+            None => false,
+        };
+        self.platform().unpin_cpu_fast(p);
+        done
+    }
+
+    /// [`PerCpuPages::free_high`] for the free fast path, out of line: once a batch.
+    #[inline(never)]
+    fn pcp_free_high(&self, zone: &Zone, pcp: &PerCpuPages) {
+        pcp.free_high(self.memmap(), &self.zone_buddy(zone, Take::default()));
+    }
+
     /// `free_unref_page_commit()`: puts a block whose last reference was dropped on this CPU's
     /// list, returning a batch to the buddy when the lists reach `high`. `false`: the block
     /// cannot go on a list (isolated pageblock, no pageset); the caller frees to the buddy.
-    #[inline]
+    /// Always inlined into `free_block`, its caller.
+    #[inline(always)]
     pub(crate) fn free_unref_page(&self, zone: &Zone, pfn: Pfn, page: &Page, order: Order, mt: Migratetype) -> bool {
         let mt = match mt {
             Migratetype::Isolate => return false,

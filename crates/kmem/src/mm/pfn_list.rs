@@ -10,7 +10,7 @@
 #![forbid(unsafe_code)]
 
 use crate::addr::Pfn;
-use crate::mm::memmap::Memmap;
+use crate::mm::memmap::{FlatMemmap, Memmap};
 use crate::mm::page::{Page, NIL};
 use crate::sync::{const_fn_unless_loom, AtomicU32, AtomicUsize, Ordering};
 
@@ -28,9 +28,31 @@ impl Default for PfnList {
     }
 }
 
-#[inline]
-fn link(mm: &Memmap, pfn: u32) -> &Page {
-    mm.pfn_to_page(Pfn::new(pfn as usize))
+/// How a list finds the descriptor of a linked frame: the memmap ([`Memmap::pfn_to_page`],
+/// which tests the map's mode on every lookup), or a fast path's flat view of it
+/// ([`FlatMemmap`], tested once). Both are references, passed by value.
+pub trait PageLookup<'m>: Copy {
+    /// The descriptor of `pfn`, a frame on one of kmem's lists.
+    fn link(self, pfn: u32) -> &'m Page;
+}
+
+impl<'m> PageLookup<'m> for &'m Memmap {
+    #[inline(always)]
+    fn link(self, pfn: u32) -> &'m Page {
+        self.pfn_to_page(Pfn::new(pfn as usize))
+    }
+}
+
+impl<'m> PageLookup<'m> for FlatMemmap<'m> {
+    #[inline(always)]
+    fn link(self, pfn: u32) -> &'m Page {
+        self.pfn_to_page(Pfn::new(pfn as usize))
+    }
+}
+
+#[inline(always)]
+fn link<'m>(mm: impl PageLookup<'m>, pfn: u32) -> &'m Page {
+    mm.link(pfn)
 }
 
 impl PfnList {
@@ -78,7 +100,7 @@ impl PfnList {
     /// that guards the list (its owner checks it: `FreeArea` takes the zone guard, the slab
     /// node's and the pcp's callers hold their list's lock).
     #[inline(always)]
-    pub fn push(&self, mm: &Memmap, pfn: Pfn, page: &Page, tail: bool) {
+    pub fn push<'m>(&self, mm: impl PageLookup<'m>, pfn: Pfn, page: &Page, tail: bool) {
         let me = pfn.as_usize() as u32;
         if tail {
             let t = self.tail.load(Ordering::Relaxed);
@@ -105,7 +127,7 @@ impl PfnList {
     /// Unlinks `page`, which must be on this list. The caller holds the list's lock, as for
     /// [`PfnList::push`].
     #[inline(always)]
-    pub fn unlink(&self, mm: &Memmap, page: &Page) {
+    pub fn unlink<'m>(&self, mm: impl PageLookup<'m>, page: &Page) {
         let (next, prev) = page.links();
         if prev == NIL {
             self.head.store(next, Ordering::Relaxed);
@@ -119,6 +141,28 @@ impl PfnList {
         }
         page.set_links(NIL, NIL);
         self.len.store(self.len() - 1, Ordering::Relaxed);
+    }
+
+    /// Unlinks and returns the first block (the hot end), if any: [`PfnList::unlink`] of the
+    /// head, with its descriptor looked up here and its missing `prev` known. The caller
+    /// holds the list's lock, as for [`PfnList::push`].
+    #[inline(always)]
+    pub(crate) fn pop_first<'m>(&self, mm: impl PageLookup<'m>) -> Option<(Pfn, &'m Page)> {
+        let h = self.head.load(Ordering::Relaxed);
+        if h == NIL {
+            return None;
+        }
+        let page = link(mm, h);
+        let next = page.next_link();
+        self.head.store(next, Ordering::Relaxed);
+        if next == NIL {
+            self.tail.store(NIL, Ordering::Relaxed);
+        } else {
+            link(mm, next).set_prev(NIL);
+        }
+        page.set_links(NIL, NIL);
+        self.len.store(self.len() - 1, Ordering::Relaxed);
+        Some((Pfn::new(h as usize), page))
     }
 
     /// Walks the list checking its links; calls `each(pfn, page)` for every block and returns

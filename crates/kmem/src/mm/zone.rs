@@ -232,6 +232,11 @@ impl Zone {
     pub fn free_pages(&self) -> usize {
         self.free_pages.load(Ordering::Relaxed).max(0) as usize
     }
+    /// `NR_FREE_PAGES` as the signed counter it is (a compare against a mark needs no clamp).
+    #[inline]
+    pub(crate) fn free_pages_signed(&self) -> isize {
+        self.free_pages.load(Ordering::Relaxed)
+    }
     /// Adjusts the free-page counter. Only the zone-lock holder writes it, so this is a plain
     /// load and store; readers never take the lock.
     #[inline]

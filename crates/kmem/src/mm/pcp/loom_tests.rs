@@ -1,7 +1,8 @@
 //! Loom models of the per-CPU page list protocol (`scripts/loom.sh`).
 //!
 //! They run the real [`PerCpuPages`] methods (`rmqueue_pinned` with its refill,
-//! `free_pinned` with its bulk free at `high`, `drain`), the real [`ZoneBuddy`] (buddy
+//! `free_pinned` with its bulk free at `high`, `drain`, and the order-0 fast paths'
+//! `pop_order0` and `push_order0` + `free_high` over the flat memmap view), the real [`ZoneBuddy`] (buddy
 //! allocator, zone lock), page descriptors, memory map and lists, over a zone of four frames.
 //! Thread 0 is CPU 0 using its own pageset with the CPU pinned, as `Kmem::rmqueue_pcplist`
 //! and `free_unref_page` do; thread 1 is another CPU draining CPU 0's pageset by running as
@@ -60,6 +61,31 @@ impl Cpu0 {
         let page = self.z.mm.page(pfn).unwrap();
         self.cpu.lock_raw(&self.z.platform);
         self.pcp.free_pinned(&self.z.mm, &self.buddy(), pfn, page, Order::ZERO, MT);
+        self.cpu.unlock();
+    }
+
+    /// An order-0 allocation on CPU 0 through the fast path's pop (`rmqueue_pcp_fast`): the
+    /// hot end of the list through the memmap's flat view; `None` on an empty list, which
+    /// the full path refills.
+    fn alloc_fast(&self) -> Option<Pfn> {
+        let mm = &self.z.mm;
+        let flat = mm.flat().expect("the model's memmap is one section: flat");
+        self.cpu.lock_raw(&self.z.platform);
+        let got = self.pcp.pop_order0(flat, MT);
+        self.cpu.unlock();
+        got.map(|(pfn, _)| pfn)
+    }
+
+    /// An order-0 free on CPU 0 through the fast path's push (`free_pcp_fast`), with its
+    /// out-of-line return of a batch at `high`.
+    fn free_fast(&self, pfn: Pfn) {
+        let mm = &self.z.mm;
+        let flat = mm.flat().expect("the model's memmap is one section: flat");
+        let page = mm.page(pfn).unwrap();
+        self.cpu.lock_raw(&self.z.platform);
+        if self.pcp.push_order0(flat, pfn, page, MT) {
+            self.pcp.free_high(mm, &self.buddy());
+        }
         self.cpu.unlock();
     }
 
@@ -134,6 +160,33 @@ fn free_at_high_against_drain() {
                 let b = c.alloc().expect("the zone has frames");
                 c.free(a);
                 c.free(b);
+            }
+        };
+        let cpu1 = {
+            let c = c.clone();
+            move || c.drain()
+        };
+        both(cpu0, cpu1);
+        c.check(&[]);
+    });
+}
+
+/// The order-0 fast paths' pop and push against drain: CPU 0 refills a batch of 2 through
+/// the full path, pops the second block with the fast pop (or, if CPU 1 drained it, through
+/// the full path again), and frees both with the fast push, the second reaching `high`
+/// (2) and returning a batch to the buddy, while CPU 1 drains.
+#[test]
+fn fast_pop_and_push_against_drain() {
+    model_bounded(PREEMPTIONS, || {
+        let c = Cpu0::new(2, 2);
+        let cpu0 = {
+            let c = c.clone();
+            move || {
+                let a = c.alloc().expect("the zone has frames");
+                let b = c.alloc_fast().or_else(|| c.alloc()).expect("the zone has frames");
+                assert_ne!(a, b);
+                c.free_fast(a);
+                c.free_fast(b);
             }
         };
         let cpu1 = {
