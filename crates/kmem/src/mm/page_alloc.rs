@@ -192,6 +192,24 @@ impl<P: Platform> Kmem<P> {
         self.alloc_pages_checked(gfp, order, nid, true)
     }
 
+    /// [`Kmem::alloc_pages_checked`] with the order-0 fast path first, as `alloc_pages` has it
+    /// (the slab allocator's pages: every new slab of an order-0 cache).
+    #[inline]
+    pub(crate) fn alloc_pages_fast_checked(
+        &self,
+        gfp: Gfp,
+        order: u32,
+        nid: usize,
+        might_sleep: bool,
+    ) -> Result<PageRef<'_>, AllocError> {
+        if order == 0 && nid == 0 {
+            if let Some(p) = self.alloc_page_fast(gfp, Order::ZERO) {
+                return Ok(p);
+            }
+        }
+        self.alloc_pages_checked(gfp, order, nid, might_sleep)
+    }
+
     /// `__alloc_pages()` for callers that made the `might_alloc` check themselves (the slab
     /// allocator, whose `slab_pre_alloc_hook` already reported a sleeping request in atomic
     /// context): `might_sleep` false skips it, so one bad call makes one report.

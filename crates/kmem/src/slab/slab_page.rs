@@ -229,8 +229,8 @@ impl<P: Platform> Kmem<P> {
         let l = s.layout;
         let alloc = |order: u32, g: Gfp| match node {
             // slab_pre_alloc_hook has made the might_sleep check for this allocation.
-            Some(nid) => self.alloc_pages_checked(g, order, nid, false),
-            None => self.alloc_pages_checked(g, order, self.numa_node_id(), false),
+            Some(nid) => self.alloc_pages_fast_checked(g, order, nid, false),
+            None => self.alloc_pages_fast_checked(g, order, self.numa_node_id(), false),
         };
         let mut try_gfp = flags.union(Gfp::NOWARN).union(Gfp::NORETRY).without(Gfp::NOFAIL);
         if try_gfp.contains(Gfp::DIRECT_RECLAIM) && l.order > l.min_order {
