@@ -58,12 +58,18 @@ impl KmallocType {
     }
 }
 
-/// `size_index[]` of `mm/slab_common.c`: the class of sizes 1..=192 by `(size - 1) / 8`
-/// (what `kmalloc_slab` looks up instead of computing `fls`).
-const SIZE_INDEX: [u8; 24] = {
-    let mut t = [0u8; 24];
+/// Sizes [`kmalloc_index`] looks up in a table: every class up to kmalloc-1k, whose bounds
+/// are all multiples of 8.
+const SIZE_INDEX_MAX: usize = 1024;
+
+/// `size_index[]` of `mm/slab_common.c`, extended from 192 bytes to 1 KiB: the class of sizes
+/// 1..=1024 by `(size - 1) / 8` (what `kmalloc_slab` looks up instead of computing `fls`).
+/// Linux stops at 192 and computes `fls` above; the table reaching 1 KiB keeps requests of
+/// mixed sizes off a branch they would mispredict (128 bytes of table).
+const SIZE_INDEX: [u8; SIZE_INDEX_MAX / 8] = {
+    let mut t = [0u8; SIZE_INDEX_MAX / 8];
     let mut i = 0;
-    while i < 24 {
+    while i < SIZE_INDEX_MAX / 8 {
         t[i] = kmalloc_index_slow((i + 1) * 8) as u8;
         i += 1;
     }
@@ -72,10 +78,10 @@ const SIZE_INDEX: [u8; 24] = {
 
 /// `__kmalloc_index(size)`: the size class of a request of `size` bytes (1 to
 /// [`KMALLOC_MAX_CACHE_SIZE`]); 0 for size 0. Index 1 is kmalloc-96 and 2 kmalloc-192,
-/// otherwise index `n` holds objects of `2^n` bytes. Sizes up to 192 are a table lookup.
+/// otherwise index `n` holds objects of `2^n` bytes. Sizes up to 1 KiB are a table lookup.
 #[inline(always)]
 pub const fn kmalloc_index(size: usize) -> usize {
-    if size.wrapping_sub(1) < 192 {
+    if size.wrapping_sub(1) < SIZE_INDEX_MAX {
         return SIZE_INDEX[(size - 1) / 8] as usize;
     }
     kmalloc_index_slow(size)
@@ -152,6 +158,10 @@ mod tests {
         let table = [3, 4, 5, 5, 6, 6, 6, 6, 1, 1, 1, 1, 7, 7, 7, 7, 2, 2, 2, 2, 2, 2, 2, 2];
         for (i, &idx) in table.iter().enumerate() {
             assert_eq!(kmalloc_index(i * 8 + 8), idx, "size {}", i * 8 + 8);
+        }
+        // The table (up to 1 KiB) and the computation agree on every size.
+        for size in 0..=8192 {
+            assert_eq!(kmalloc_index(size), kmalloc_index_slow(size), "size {size}");
         }
         assert_eq!(kmalloc_name(1), "96");
         assert_eq!(kmalloc_name(13), "8k");
