@@ -10,6 +10,9 @@
 # Pairs (each example runs one pair in an #[inline(never)] function named pair*, counted with
 # --toggle-collect, the first pair outside the count):
 #   page_order0   alloc_pages(GFP_KERNEL, 0) + __free_pages     examples/pair_cost.rs
+#   page_bulk0    the same for 16384 pages allocated, then freed: per page, the per-CPU
+#                 lists' refill and drain and the buddy's splitting and merging
+#                                                                examples/bulk_cost.rs
 #   slab64        kmem_cache_alloc + kmem_cache_free, 64 B      examples/slab_cost.rs
 #   kmalloc64     kmalloc(64, GFP_KERNEL) + kfree                examples/malloc_cost.rs
 #   kmemalloc64   KmemAlloc alloc + dealloc, 64 B (hosted only: kmem_alloc's global machine)
@@ -52,7 +55,7 @@ command -v valgrind >/dev/null || { echo "cost_check: valgrind is not installed"
 target="$(realpath -m "${CARGO_TARGET_DIR:-target}")"
 log() { [ "$tsv" = 1 ] || echo "$@" >&2; }
 log "cost_check: building the cost examples (profile perf) and libkmem_malloc.so"
-cargo build -q --profile perf -p kmem-bench --example pair_cost --example slab_cost --example malloc_cost \
+cargo build -q --profile perf -p kmem-bench --example pair_cost --example bulk_cost --example slab_cost --example malloc_cost \
     --example vmalloc_cost --example kmap_cost
 (cd crates/kmem-malloc && CARGO_TARGET_DIR="$target/kmem-malloc-pie" cargo build -q --release)
 lib="$target/kmem-malloc-pie/release/libkmem_malloc.so"
@@ -62,6 +65,8 @@ spec() {
     case "$1/$2" in
         page_order0/hosted) echo "pair_cost 1000 0 hosted" ;;
         page_order0/minimal) echo "pair_cost 1000 0 minimal" ;;
+        page_bulk0/hosted) echo "bulk_cost 65536 hosted" ;;
+        page_bulk0/minimal) echo "bulk_cost 65536 minimal" ;;
         slab64/hosted) echo "slab_cost 10000 kmem 64" ;;
         slab64/minimal) echo "slab_cost 10000 kmem-minimal 64" ;;
         kmalloc64/hosted) echo "malloc_cost 4000 kmalloc 64" ;;
@@ -75,7 +80,7 @@ spec() {
         *) return 1 ;;
     esac
 }
-PAIRS="page_order0/hosted page_order0/minimal slab64/hosted slab64/minimal kmalloc64/hosted
+PAIRS="page_order0/hosted page_order0/minimal page_bulk0/hosted page_bulk0/minimal slab64/hosted slab64/minimal kmalloc64/hosted
 kmalloc64/minimal kmemalloc64/hosted malloc64/hosted vmalloc1/hosted vmalloc1/minimal kmap_local1/hosted
 kmap1/hosted"
 
