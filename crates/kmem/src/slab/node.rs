@@ -256,10 +256,25 @@ impl<P: Platform> Kmem<P> {
         }
         // SAFETY: the object is being freed by its owner; list lock held.
         unsafe { s.set_fp(base + off as usize, w.freelist) };
-        let new = SlabWord { freelist: off, inuse: w.inuse - 1, ..w };
+        self.commit_frees_locked(s, n, slab, w, SlabWord { freelist: off, inuse: w.inuse - 1, ..w }, discard);
+        true
+    }
+
+    /// Stores `new`, the word of `slab` after frees onto its freelist (its word was `old`;
+    /// list lock held), and fixes its lists: a full slab becomes partial, and an emptied slab
+    /// beyond `min_partial` is unlinked and put on `discard`.
+    fn commit_frees_locked(
+        &self,
+        s: &KmemCache,
+        n: &CacheNode,
+        slab: Slab<'_>,
+        old: SlabWord,
+        new: SlabWord,
+        discard: &PfnList,
+    ) {
         slab.set_word(new);
         let mm = self.memmap();
-        if w.freelist == OFF_NONE {
+        if old.freelist == OFF_NONE {
             n.full.unlink(mm, slab.page);
             n.partial.push(mm, slab.pfn, slab.page, true);
         }
@@ -267,7 +282,6 @@ impl<P: Platform> Kmem<P> {
             n.partial.unlink(mm, slab.page);
             discard.push(mm, slab.pfn, slab.page, false);
         }
-        true
     }
 
     /// `__slab_free()` of one object that does not go through sheaves.
@@ -366,17 +380,7 @@ impl<P: Platform> Kmem<P> {
             unsafe { s.set_fp(obj, head) };
             head = (obj - base) as u32;
         }
-        let new = SlabWord { freelist: head, inuse: w.inuse - r.len, ..w };
-        slab.set_word(new);
-        let mm = self.memmap();
-        if w.freelist == OFF_NONE {
-            n.full.unlink(mm, slab.page);
-            n.partial.push(mm, slab.pfn, slab.page, true);
-        }
-        if new.inuse == 0 && n.nr_partial() > s.min_partial as usize {
-            n.partial.unlink(mm, slab.page);
-            discard.push(mm, slab.pfn, slab.page, false);
-        }
+        self.commit_frees_locked(s, n, slab, w, SlabWord { freelist: head, inuse: w.inuse - r.len, ..w }, discard);
     }
 
     /// Whether the object at `off` is on `slab`'s freelist (list lock taken here): the
