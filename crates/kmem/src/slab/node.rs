@@ -133,14 +133,10 @@ impl<P: Platform> Kmem<P> {
         if from >= to {
             return;
         }
-        let (base, size) = (s.obj_base(self, slab), s.layout.size);
-        for i in from..to {
-            let next = if i + 1 < w.objects { (i + 1) * size } else { OFF_NONE };
-            // SAFETY: an object of a new slab not handed out, which only this thread reaches
-            // (list lock held once the slab is listed).
-            unsafe { s.set_fp(base + (i * size) as usize, next) };
-        }
-        slab.set_word(SlabWord { freelist: from * size, inuse: from, ..w });
+        // SAFETY: objects of a new slab not handed out, which only this thread reaches (list
+        // lock held once the slab is listed).
+        unsafe { s.chain_in_order(s.obj_base(self, slab), from, to, w.objects) };
+        slab.set_word(SlabWord { freelist: from * s.layout.size, inuse: from, ..w });
     }
 
     /// [`Kmem::take_from_slab`] of a slab nobody took from yet (just listed by

@@ -85,6 +85,24 @@ impl KmemCache {
     pub(crate) fn sheaf_marker(&self) -> u64 {
         self.marker
     }
+    /// Chains objects `from..to` of a slab of `objects` objects whose object 0 is at `base`,
+    /// in address order: each one's free pointer names the next, and the last names object
+    /// `to` (which the caller has chained already), or nothing past the slab's end. How a new
+    /// slab's freelist is built (`init_slab`, `add_new_slab`).
+    ///
+    /// # Safety
+    ///
+    /// The objects are free objects of such a slab of this cache that only the caller reaches
+    /// (a new slab not yet listed, or listed with its node's list lock held and not taken
+    /// from since).
+    pub(crate) unsafe fn chain_in_order(&self, base: usize, from: u32, to: u32, objects: u32) {
+        let size = self.layout.size;
+        for i in from..to.min(objects) {
+            let next = if i + 1 < objects { (i + 1) * size } else { OFF_NONE };
+            // SAFETY: caller's contract: object `i` is a free object only the caller reaches.
+            unsafe { self.set_fp(base + (i * size) as usize, next) };
+        }
+    }
     /// Marks free object `obj` as held in a sheaf (its free pointer becomes the cache's
     /// sheaf marker).
     ///
@@ -284,21 +302,20 @@ impl<P: Platform> Kmem<P> {
         if s.debug {
             self.setup_slab_debug(s, slab, order);
         }
-        for i in 0..objects {
-            let obj = base + (i * l.size) as usize;
-            if s.debug {
-                self.setup_object_debug(s, obj);
-            }
-            if let Some(ctor) = s.ctor {
-                // SAFETY: the object lies in the new slab, which only this thread can reach.
-                ctor(unsafe { super::object::bytes_mut(obj, l.object_size as usize) });
-            }
-            if i >= unlinked {
-                let next = if i + 1 < objects { (i + 1) * l.size } else { OFF_NONE };
-                // SAFETY: as above: a fresh slab of this cache, exclusively ours.
-                unsafe { s.set_fp(obj, next) };
+        if s.debug || s.ctor.is_some() {
+            for i in 0..objects {
+                let obj = base + (i * l.size) as usize;
+                if s.debug {
+                    self.setup_object_debug(s, obj);
+                }
+                if let Some(ctor) = s.ctor {
+                    // SAFETY: the object lies in the new slab, which only this thread can reach.
+                    ctor(unsafe { super::object::bytes_mut(obj, l.object_size as usize) });
+                }
             }
         }
+        // SAFETY: a fresh slab of this cache, exclusively ours.
+        unsafe { s.chain_in_order(base, unlinked, objects, objects) };
         let freelist = if unlinked < objects { unlinked * l.size } else { OFF_NONE };
         slab.set_word(SlabWord { freelist, inuse: unlinked, objects });
         let n = s.node(slab.nid());
