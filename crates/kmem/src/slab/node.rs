@@ -412,3 +412,41 @@ impl<P: Platform> Kmem<P> {
         found
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::word::OFF_NONE;
+    use crate::{testing, Gfp, ReportKind, SlabFlags};
+    use core::ptr::NonNull;
+
+    /// A new slab made for a sheaf (`unlinked` objects not chained) that ends up serving one
+    /// allocation instead (`add_new_slab` without a sheaf: the main sheaf went while the CPU
+    /// was released) chains those objects first: the slab then holds object 0 in use and
+    /// objects 1.. on its freelist in address order.
+    #[test]
+    fn a_new_slab_without_its_sheaf_chains_its_unlinked_objects() {
+        let k = testing::machine(64);
+        let c = k.kmem_cache_create("unlinked", 8, 0, SlabFlags::NO_MERGE, None).unwrap();
+        for unlinked in [0, 1, 64, 100_000] {
+            let slab = k.new_slab(&c, Gfp::KERNEL, None, unlinked).unwrap();
+            let objects = slab.word().objects;
+            let base = c.obj_base(&k, slab);
+            let obj = k.add_new_slab(&c, slab, None, unlinked).expect("the slab's first object");
+            assert_eq!(obj, base, "unlinked {unlinked}: object 0 first");
+            let w = slab.word();
+            assert_eq!((w.freelist, w.inuse), (c.layout.size, 1), "unlinked {unlinked}");
+            let (mut cur, mut seen) = (w.freelist, 1);
+            while cur != OFF_NONE {
+                assert_eq!(cur, seen * c.layout.size, "unlinked {unlinked}: address order");
+                // SAFETY: a free object of the slab; this thread alone uses the machine.
+                cur = unsafe { c.get_fp(base + cur as usize) } as u32;
+                seen += 1;
+            }
+            assert_eq!(seen, objects, "unlinked {unlinked}: every other object on the freelist");
+            assert_eq!(k.validate_slab_cache(&c).errors, 0, "unlinked {unlinked}");
+            // SAFETY: the object handed out above, freed once.
+            unsafe { k.kmem_cache_free(&c, NonNull::new(obj as *mut u8).unwrap()) };
+        }
+        assert_eq!(k.report_count(ReportKind::SlabBug), 0);
+    }
+}
