@@ -368,7 +368,9 @@ fn nofail_sleeps_until_another_thread_frees_memory() {
 
 /// Stress for the NOFAIL sleep and wake-up: on a machine with no free page at all, four
 /// threads make NOFAIL allocations while a fifth frees pages one at a time. A lost wake-up
-/// leaves a sleeper forever (the test hangs).
+/// leaves a sleeper forever (the test hangs). The freer starts once an allocation sleeps
+/// (or after 10 s, and the test then fails): a freer that kept ahead of the allocators made
+/// the test pass without any sleep, and fail its last check, depending on timing.
 #[test]
 fn nofail_wakeups_are_not_lost() {
     let m = machine();
@@ -388,6 +390,10 @@ fn nofail_wakeups_are_not_lost() {
             });
         }
         sc.spawn(|| {
+            let start = std::time::Instant::now();
+            while m.reclaim_events().nofail_waits == 0 && start.elapsed() < std::time::Duration::from_secs(10) {
+                std::thread::yield_now();
+            }
             while let Some(a) = pool.lock().unwrap().pop() {
                 // SAFETY: the pool owns the page.
                 unsafe { m.free_page(a) };
