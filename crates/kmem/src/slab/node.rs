@@ -22,22 +22,20 @@ use crate::mm::pfn_list::PfnList;
 use crate::platform::Platform;
 use crate::sync::SpinGuard;
 
-/// Objects of a sheaf flushed per list-lock section: their slabs are looked up before the
-/// lock is taken, and other CPUs get the lock between sections.
+/// Objects of a sheaf flushed per list-lock section: other CPUs get the lock between
+/// sections.
 const FLUSH_CHUNK: usize = 32;
 
 /// Consecutive objects of a sheaf that belong to one slab (`struct detached_freelist`):
-/// positions `first..first + len` of the sheaf.
-#[derive(Clone, Copy)]
+/// positions `first..first + len` of the sheaf, each chained to the one before it.
 struct FlushRun<'a> {
     slab: Slab<'a>,
     /// Object 0's address.
     base: usize,
-    /// Bytes of objects in the slab: an address `a` is one of its objects' if
-    /// `a - base < span` (sheaf objects are object starts, checked when they were freed).
-    span: usize,
     first: usize,
     len: u32,
+    /// The last object's offset: the slab's new freelist head.
+    head: u32,
 }
 
 impl<P: Platform> Kmem<P> {
@@ -168,14 +166,15 @@ impl<P: Platform> Kmem<P> {
         let k = sheaf.capacity().saturating_sub(sheaf.size()).min(w.objects);
         // Objects the sheaf has no room for go back on the chain.
         self.link_new_slab(s, slab, k, unlinked);
-        let base = s.obj_base(self, slab);
-        for i in (0..k).rev() {
-            let obj = base + (i * size) as usize;
+        let (base, fp) = (s.obj_base(self, slab), s.fp_writer());
+        let pushed = sheaf.push_many(k, |j| {
+            let obj = base + ((k - 1 - j) * size) as usize;
             // SAFETY: a free object of a slab no other CPU has taken from (list lock held);
             // it moves to the sheaf.
-            unsafe { s.set_sheaf_marker(obj) };
-            sheaf.push(obj);
-        }
+            unsafe { fp.mark_in_sheaf(obj) };
+            obj
+        });
+        debug_assert_eq!(pushed, k, "the sheaf had room for k objects");
         let freelist = if k < w.objects { k * size } else { OFF_NONE };
         slab.set_word(SlabWord { freelist, inuse: k, ..w });
         if freelist == OFF_NONE {
@@ -293,57 +292,66 @@ impl<P: Platform> Kmem<P> {
         self.discard_list(s, &discard);
     }
 
-    /// `sheaf_flush()`: every object of `sheaf` back to its slab, [`FLUSH_CHUNK`] objects at
-    /// a time. Consecutive objects of one slab form a run (Linux's detached freelist,
-    /// `build_detached_freelist`): its slab is looked up once, without the lock (the objects
-    /// are the sheaf's, so their slabs stay slabs), and under the node's `list_lock` the run
-    /// is chained onto the slab's freelist with one update of the slab's word and lists. The
-    /// sheaf ends empty.
+    /// `sheaf_flush()`: every object of `sheaf` back to its slab. Consecutive objects of one
+    /// slab form a run (Linux's detached freelist, `build_detached_freelist`): its slab is
+    /// looked up once and its objects are chained to one another in sheaf order without the
+    /// lock (they are the sheaf's: nobody else reaches them, and their slabs stay slabs);
+    /// under the node's `list_lock` the run's last object is linked to the slab's freelist
+    /// and the slab's word and lists are updated once. The lock is held across runs of one
+    /// node, and dropped every [`FLUSH_CHUNK`] objects so other CPUs get it. The sheaf ends
+    /// empty.
     pub(crate) fn flush_sheaf(&self, s: &KmemCache, sheaf: &Sheaf) {
         let discard = PfnList::new();
         let total = sheaf.size() as usize;
-        let mut done = 0;
-        while done < total {
-            let end = total.min(done + FLUSH_CHUNK);
-            let mut runs: [Option<FlushRun<'_>>; FLUSH_CHUNK] = [None; FLUSH_CHUNK];
-            let (mut nr, mut open) = (0, false);
-            for i in done..end {
-                let obj = sheaf.object(i);
-                if open {
-                    if let Some(r) = runs[nr - 1].as_mut().filter(|r| obj.wrapping_sub(r.base) < r.span) {
-                        r.len += 1;
-                        continue;
-                    }
+        let fp = s.fp_writer();
+        let mut held: Option<(usize, SpinGuard<'_, P>)> = None;
+        let (mut i, mut under_lock) = (0, 0);
+        while i < total {
+            let obj = sheaf.object(i);
+            let Some((slab, cache)) = self.addr_to_slab(obj) else {
+                i += 1;
+                continue;
+            };
+            debug_assert!(core::ptr::eq(cache, s), "a sheaf holds an object of another cache");
+            let base = s.obj_base(self, slab);
+            // Sheaf objects are object starts (checked when they were freed): an address is
+            // one of this slab's objects if it lies within the slab's objects' bytes.
+            let span = s.objects_for(slab.order()) as usize * s.layout.size as usize;
+            let (first, mut head) = (i, (obj - base) as u32);
+            i += 1;
+            while i < total {
+                let o = sheaf.object(i);
+                let off = o.wrapping_sub(base);
+                if off >= span {
+                    break;
                 }
-                open = false;
-                let Some((slab, cache)) = self.addr_to_slab(obj) else { continue };
-                debug_assert!(core::ptr::eq(cache, s), "a sheaf holds an object of another cache");
-                let base = s.obj_base(self, slab);
-                let span = s.objects_for(slab.order()) as usize * s.layout.size as usize;
-                runs[nr] = Some(FlushRun { slab, base, span, first: i, len: 1 });
-                (nr, open) = (nr + 1, true);
+                // SAFETY: a sheaf object being flushed by the sheaf's owner: only it reaches
+                // the object until the run is linked to its slab below.
+                unsafe { fp.set(o, head) };
+                head = off as u32;
+                i += 1;
             }
-            done = end;
-            let mut held: Option<(usize, SpinGuard<'_, P>)> = None;
-            for r in runs.iter().flatten() {
-                let nid = r.slab.nid();
-                if held.as_ref().is_none_or(|(h, _)| *h != nid) {
-                    drop(held.take());
-                    held = Some((nid, s.node(nid).list_lock.lock_irqsave(self.platform())));
-                }
-                let g = &held.as_ref().expect("locked above").1;
-                self.free_run_locked(s, s.node(nid), g, r, sheaf, &discard);
+            let nid = slab.nid();
+            if under_lock >= FLUSH_CHUNK || held.as_ref().is_none_or(|(h, _)| *h != nid) {
+                drop(held.take());
+                held = Some((nid, s.node(nid).list_lock.lock_irqsave(self.platform())));
+                under_lock = 0;
             }
-            drop(held);
+            under_lock += i - first;
+            let g = &held.as_ref().expect("locked above").1;
+            let run = FlushRun { slab, base, first, len: (i - first) as u32, head };
+            self.free_run_locked(s, s.node(nid), g, &run, sheaf, &discard);
         }
+        drop(held);
         sheaf.clear();
         self.discard_list(s, &discard);
     }
 
-    /// Chains run `r` of `sheaf`'s objects onto its slab's freelist (`g` holds the list lock
-    /// of the slab's node): the objects in sheaf order, each pushed on the freelist's head as
-    /// [`Kmem::free_to_slab_locked`] would, with one update of the word and lists. A slab
-    /// whose word disagrees (corrupt state) takes the objects one at a time, with that
+    /// Links run `r` of `sheaf`'s objects, chained already ([`Kmem::flush_sheaf`]), to its
+    /// slab's freelist (`g` holds the list lock of the slab's node): the run's first object
+    /// names the slab's old head, the last one becomes the head, as if each had been pushed
+    /// on the head by [`Kmem::free_to_slab_locked`], with one update of the word and lists. A
+    /// slab whose word disagrees (corrupt state) takes the objects one at a time, with that
     /// function's checks and reports.
     fn free_run_locked(
         &self,
@@ -357,8 +365,8 @@ impl<P: Platform> Kmem<P> {
         debug_assert!(g.holds(&n.list_lock));
         let (slab, base) = (r.slab, r.base);
         let w = slab.word();
-        let first_off = (sheaf.object(r.first) - base) as u32;
-        if !s.word_ok(slab, w) || w.inuse < r.len || w.freelist == first_off {
+        let first = sheaf.object(r.first);
+        if !s.word_ok(slab, w) || w.inuse < r.len || w.freelist == (first - base) as u32 {
             for i in r.first..r.first + r.len as usize {
                 let off = (sheaf.object(i) - base) as u32;
                 if !self.free_to_slab_locked(s, n, g, slab, off, base, discard) {
@@ -369,14 +377,9 @@ impl<P: Platform> Kmem<P> {
             }
             return;
         }
-        let mut head = w.freelist;
-        for i in r.first..r.first + r.len as usize {
-            let obj = sheaf.object(i);
-            // SAFETY: a sheaf object of `slab` being freed by the sheaf's owner; list lock held.
-            unsafe { s.set_fp(obj, head) };
-            head = (obj - base) as u32;
-        }
-        self.commit_frees_locked(s, n, slab, w, SlabWord { freelist: head, inuse: w.inuse - r.len, ..w }, discard);
+        // SAFETY: a sheaf object of `slab` being freed by the sheaf's owner; list lock held.
+        unsafe { s.set_fp(first, w.freelist) };
+        self.commit_frees_locked(s, n, slab, w, SlabWord { freelist: r.head, inuse: w.inuse - r.len, ..w }, discard);
     }
 
     /// Whether the object at `off` is on `slab`'s freelist (list lock taken here): the

@@ -158,6 +158,18 @@ impl Sheaf {
         self.size.store(n + 1, Ordering::Relaxed);
         true
     }
+    /// Pushes `f(0)`, `f(1)`, ... for as many objects as there is room for, at most `k`, with
+    /// one update of the size (owner only). Returns how many were pushed.
+    #[inline]
+    pub(crate) fn push_many(&self, k: u32, mut f: impl FnMut(u32) -> usize) -> u32 {
+        let n = self.size();
+        let k = k.min(self.capacity.saturating_sub(n));
+        for (j, slot) in self.objects.iter().skip(n as usize).take(k as usize).enumerate() {
+            slot.store(f(j as u32), Ordering::Relaxed);
+        }
+        self.size.store(n + k, Ordering::Relaxed);
+        k
+    }
     /// Reverses the order of the objects from position `start` on (owner only): a refill
     /// pushes a slab's freelist in chain order, and the chain's head should be popped first
     /// (the most recently freed object, the likeliest to be cache-hot).

@@ -76,9 +76,15 @@ impl KmemCache {
     /// list the caller may edit).
     #[inline]
     pub(crate) unsafe fn set_fp(&self, obj: usize, next: u32) {
-        let a = self.fp_addr(obj);
         // SAFETY: caller's contract.
-        unsafe { write_word(a, next as u64 ^ freeptr_key(self.marker, self.key_lo, a)) }
+        unsafe { self.fp_writer().set(obj, next) }
+    }
+    /// The cache's free-pointer encoding, copied out for loops that write many objects' free
+    /// pointers: the compiler cannot keep the cache's fields in registers across stores to
+    /// objects (they might alias the cache), and reloaded them for every object.
+    #[inline(always)]
+    pub(crate) fn fp_writer(&self) -> FpWriter {
+        FpWriter { offset: self.layout.offset as usize, marker: self.marker, key_lo: self.key_lo }
     }
     /// The free-pointer word of an object in a sheaf ([`sheaf_marker`]).
     #[inline(always)]
@@ -96,11 +102,11 @@ impl KmemCache {
     /// (a new slab not yet listed, or listed with its node's list lock held and not taken
     /// from since).
     pub(crate) unsafe fn chain_in_order(&self, base: usize, from: u32, to: u32, objects: u32) {
-        let size = self.layout.size;
+        let (size, fp) = (self.layout.size, self.fp_writer());
         for i in from..to.min(objects) {
             let next = if i + 1 < objects { (i + 1) * size } else { OFF_NONE };
             // SAFETY: caller's contract: object `i` is a free object only the caller reaches.
-            unsafe { self.set_fp(base + (i * size) as usize, next) };
+            unsafe { fp.set(base + (i * size) as usize, next) };
         }
     }
     /// Marks free object `obj` as held in a sheaf (its free pointer becomes the cache's
@@ -168,6 +174,38 @@ impl KmemCache {
     /// Objects of a slab of `order`.
     pub(crate) fn objects_for(&self, order: u32) -> u32 {
         order_objects(order, self.layout.size).min(MAX_OBJS_PER_PAGE)
+    }
+}
+
+/// A cache's free-pointer encoding ([`KmemCache::fp_writer`]).
+#[derive(Clone, Copy)]
+pub(crate) struct FpWriter {
+    offset: usize,
+    marker: u64,
+    key_lo: u32,
+}
+
+impl FpWriter {
+    /// [`KmemCache::set_fp`].
+    ///
+    /// # Safety
+    ///
+    /// As [`KmemCache::set_fp`], for an object of the cache this came from.
+    #[inline(always)]
+    pub(crate) unsafe fn set(self, obj: usize, next: u32) {
+        let a = obj + self.offset;
+        // SAFETY: caller's contract; `offset` is word-aligned inside the slot.
+        unsafe { write_word(a, next as u64 ^ freeptr_key(self.marker, self.key_lo, a)) }
+    }
+    /// [`KmemCache::set_sheaf_marker`].
+    ///
+    /// # Safety
+    ///
+    /// As [`KmemCache::set_fp`], for an object of the cache this came from.
+    #[inline(always)]
+    pub(crate) unsafe fn mark_in_sheaf(self, obj: usize) {
+        // SAFETY: caller's contract.
+        unsafe { write_word(obj + self.offset, self.marker) }
     }
 }
 
