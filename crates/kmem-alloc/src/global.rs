@@ -155,6 +155,7 @@ fn boot_slow_inner() -> Option<&'static Machine> {
                     // without the handlers knowing. `pthread_atfork` may allocate: from the
                     // arena, still.
                     register_atfork();
+                    crate::stats::register_if_asked();
                     MACHINE.store(Box::into_raw(Box::new(m)), Ordering::Release);
                     STATE.store(READY, Ordering::Release);
                 }

@@ -38,6 +38,7 @@ mod huge_table;
 mod lock;
 pub mod misuse;
 pub mod route;
+pub mod stats;
 
 use core::alloc::{GlobalAlloc, Layout};
 
