@@ -46,7 +46,7 @@ pub fn report(m: &Machine) -> String {
                 any = true;
             }
         }
-        if any && out.len() + line.len() + 1 <= out.capacity() {
+        if any && out.len() + line.len() < out.capacity() {
             out.push_str(&line);
             out.push('\n');
         }
