@@ -8,14 +8,16 @@
 #       beside the checkout), this script. Binaries are stripped (about 15 MiB in all). A
 #       build of an experiment copied in as DIR/libkmem_malloc_NAME.so runs beside kmem as
 #       kmem_NAME in the C programs and the counters (an A/B test on quiet cores).
-#   scripts/device_bench.sh --run DIR OUT  runs them from DIR and writes OUT/*.tsv and
-#       OUT/summary.txt: the machine; the Rust multi-threaded workloads (benches/threads.rs)
+#   scripts/device_bench.sh --run DIR OUT  runs them from DIR and writes OUT/results.tgz (the
+#       *.tsv and *.txt of each part) and OUT/summary.txt. KMEM_DEVICE_PARTS=a,b,.. picks
+#       parts (threads, preload, replay, pairs, counters, stats; default all): the machine; the Rust multi-threaded workloads (benches/threads.rs)
 #       at 2, 4, 8 and 16 threads; the C programs under LD_PRELOAD (glibc, kmem, mimalloc,
 #       jemalloc) at 2, 4, 8 and 16 threads, median of 5; `kmem replay` of the capture end to
 #       end, 9 runs; single-threaded pairs (benches/malloc.rs --only pair); and, where the
 #       machine has hardware counters (c/perfcount.c: perf_event_open, no perf needed),
 #       cycles, instructions, branch and L1 misses of a malloc + free loop (c/pairloop.c),
-#       the single-thread churn and the thread churn under glibc, kmem and mimalloc. Takes about 4 minutes on 16 CPUs.
+#       the single-thread churn and the thread churn under glibc, kmem and mimalloc; KMEM_STATS
+#       reports of threadtest and churn at 16 threads under each kmem build. Takes about 4 minutes on 16 CPUs.
 #
 # The bundled binaries are dynamically linked against this machine's glibc: the other machine
 # needs a compatible one (the summary says its version first).
@@ -60,10 +62,14 @@ for l in sys.stdin:
 }
 
 run() {
-    local dir out
+    local dir out dest
     dir="$(realpath "$1")"
-    out="$2"
-    mkdir -p "$out"
+    dest="$2"
+    out="$(mktemp -d)"
+    mkdir -p "$dest"
+    # KMEM_DEVICE_PARTS: which parts to run (default all).
+    local parts="${KMEM_DEVICE_PARTS:-threads,preload,replay,pairs,counters,stats}"
+    has() { [[ ",$parts," == *",$1,"* ]]; }
     local sum="$out/summary.txt"
     {
         echo "commit $(cat "$dir/commit")"
@@ -74,9 +80,12 @@ run() {
     } | tee "$sum" >&2
     export KMEM_BENCH_NO_APT=1
 
+    if has threads; then
     echo "== Rust threads" >&2
     "$dir/bench_threads" --threads 2,4,8,16 >"$out/threads.tsv" 2>"$out/threads.err" || echo "threads failed" >>"$sum"
+    fi
 
+    if has preload; then
     echo "== C under LD_PRELOAD" >&2
     python3 - "$dir" "$out/preload.tsv" <<'PY' 2>>"$sum"
 import os, subprocess, sys, time
@@ -111,9 +120,10 @@ with open(outp, "w") as f:
                 m = v[len(v) // 2]
                 f.write(f"preload\t{prog}\t{t}\t{name}\t{m:.4f}\t{v[0]:.4f}\t{v[-1]:.4f}\t{m / g if g else 0:.2f}\n")
 PY
+    fi
 
     echo "== replay" >&2
-    if [ -f "$dir/fsops.trace.zst" ]; then
+    if has replay && [ -f "$dir/fsops.trace.zst" ]; then
         local i
         for i in 1 2 3 4 5 6 7 8 9; do
             local t0 t1
@@ -124,12 +134,13 @@ PY
         done
     fi
 
-    echo "== single-thread pairs" >&2
-    "$dir/bench_malloc" --only pair >"$out/pairs.tsv" 2>"$out/pairs.err" || echo "pairs failed" >>"$sum"
+    if has pairs; then
+        echo "== single-thread pairs" >&2
+        "$dir/bench_malloc" --only pair >"$out/pairs.tsv" 2>"$out/pairs.err" || echo "pairs failed" >>"$sum"
+    fi
 
-    echo "== hardware counters" >&2
     local name lib
-    for lib in "" "$dir"/libkmem_malloc*.so "$dir/libmimalloc.so.2"; do
+    has counters && for lib in "" "$dir"/libkmem_malloc*.so "$dir/libmimalloc.so.2"; do
         name=$(basename "${lib:-glibc}")
         {
             echo "-- $name pairloop 20000000 x 64 B"
@@ -140,7 +151,22 @@ PY
             LD_PRELOAD="$lib" "$dir/perfcount" "$dir/mtbench" churn 8 2000 2>&1 >/dev/null
         } >>"$out/counters.txt" || true
     done
+    if has stats; then
+        echo "== KMEM_STATS" >&2
+        for lib in "$dir"/libkmem_malloc*.so; do
+            {
+                echo "-- $(basename "$lib") threadtest 16"
+                KMEM_STATS=1 LD_PRELOAD="$lib" "$dir/mtbench" threadtest 16 4000000 2>&1
+                echo "-- $(basename "$lib") churn 16"
+                KMEM_STATS=1 LD_PRELOAD="$lib" "$dir/mtbench" churn 16 2000 2>&1
+            } >>"$out/stats.txt" || true
+        done
+    fi
     echo "done $(date -u '+%H:%M:%S')" >>"$sum"
+    # One archive (the machine may hand back few files) and the summary beside it.
+    tar czf "$dest/results.tgz" -C "$out" .
+    cp "$sum" "$dest/"
+    rm -rf "$out"
 }
 
 case "${1:-}" in
