@@ -169,3 +169,30 @@ fn shrink_after_a_burst_gives_every_slab_back() {
     assert_eq!(c.sheaf_objects(&m), 0);
     m.verify().unwrap();
 }
+
+/// `MachineBuilder::slab_sheaf_bytes` (`SlabBootConfig::sheaf_bytes`) sizes every cache's
+/// sheaves: 16 KiB of objects by default (32 for 1 KiB objects), 128 objects for every class
+/// up to 1 KiB with the process allocators' 128 KiB; and a burst of 1000 frees of 1 KiB
+/// blocks then trades at most 1000 / 128 + 1 sheaves at the barn instead of 1000 / 32.
+#[test]
+fn sheaf_bytes_sizes_every_cache_s_sheaves() {
+    let default = MachineBuilder::new().ram_mib(64).build().unwrap();
+    let big = MachineBuilder::new().ram_mib(64).slab_sheaf_bytes(128 << 10).build().unwrap();
+    for (m, want_1k, want_64) in [(&default, 32, 128), (&big, 128, 128)] {
+        assert_eq!(m.kmalloc_slab(1024, Gfp::KERNEL).unwrap().sheaf_capacity(), want_1k);
+        assert_eq!(m.kmalloc_slab(64, Gfp::KERNEL).unwrap().sheaf_capacity(), want_64);
+    }
+    assert_eq!(big.kmalloc_slab(4096, Gfp::KERNEL).unwrap().sheaf_capacity(), 32, "128 KiB of 4 KiB objects");
+    let mut puts = Vec::new();
+    for m in [&default, &big] {
+        let c = m.kmalloc_slab(1024, Gfp::KERNEL).unwrap();
+        let before = c.stat(m, SlubStat::BarnPut);
+        let ps: Vec<NonNull<u8>> = (0..BLOCKS).map(|_| m.kmalloc(1024, Gfp::KERNEL).unwrap()).collect();
+        for p in ps {
+            // SAFETY: ours, freed once.
+            unsafe { m.kfree(p.as_ptr()) };
+        }
+        puts.push(c.stat(m, SlubStat::BarnPut) - before);
+    }
+    assert!(puts[1] <= (BLOCKS / 128 + 1) as u64 && puts[0] >= (BLOCKS / 32 - 2) as u64, "barn puts {puts:?}");
+}

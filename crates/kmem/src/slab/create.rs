@@ -7,7 +7,7 @@ use core::ptr::NonNull;
 use super::cache::{Cache, CacheInit, Ctor, KmemCache, CACHE_NAME_MAX};
 use super::flags::SlabFlags;
 use super::layout::{calculate_alignment, calculate_sizes, LayoutError, MAX_OBJECT_SIZE, WORD};
-use super::sheaf::{barn_bytes, barn_sheaves, sheaf_capacity, CpuSheaves, Sheaf};
+use super::sheaf::{barn_bytes, barn_sheaves, sheaf_capacity_for, CpuSheaves, Sheaf};
 use super::slub_debug::slub_debug_flags;
 use super::CacheError;
 use crate::addr::PAGE_SIZE;
@@ -244,7 +244,7 @@ impl<P: Platform> Kmem<P> {
             ctor,
             cpu_sheaves,
             machine: self.machine_id(),
-            sheaf_capacity: sheaf_capacity(layout.size),
+            sheaf_capacity: sheaf_capacity_for(layout.size, st.sheaf_bytes()),
             random: st.next_random(mem.as_ptr() as u64 ^ self.platform().now_ns()),
             id,
             nr_nodes: self.nr_nodes(),

@@ -32,11 +32,27 @@ pub struct SlabBootConfig<'a> {
     /// allocators (`kmem-alloc`) turn it on. The middle placement (the default) keeps a small
     /// overflow of the object before from reaching the pointer.
     pub freeptr_at_start: bool,
+    /// A kmem option, not Linux's: the bytes of objects each cache's sheaves aim to hold
+    /// (capacity `sheaf_bytes / object size`, between 32 and 128 objects; rounded down to a
+    /// power of two): 16 KiB by default ([`SHEAF_BYTES_DEFAULT`](super::sheaf::SHEAF_BYTES_DEFAULT)).
+    /// Process allocators (`kmem-alloc`) take 128 KiB: threads that allocate and free
+    /// hundreds of blocks at a time then trade a sheaf at the shared barn every 128 objects
+    /// of every class up to 1 KiB instead of every 32 (C threadtest at 16 threads on 16 CPUs:
+    /// 4.0x glibc's time -> 1.1x, ARCHITECTURE.md).
+    pub sheaf_bytes: u32,
 }
 
 impl Default for SlabBootConfig<'_> {
     fn default() -> Self {
-        Self { nomerge: false, min_order: 0, max_order: 3, min_objects: 0, slub_debug: None, freeptr_at_start: false }
+        Self {
+            nomerge: false,
+            min_order: 0,
+            max_order: 3,
+            min_objects: 0,
+            slub_debug: None,
+            freeptr_at_start: false,
+            sheaf_bytes: super::sheaf::SHEAF_BYTES_DEFAULT,
+        }
     }
 }
 
@@ -67,6 +83,8 @@ pub(crate) struct SlabState {
     pub(crate) nomerge: bool,
     /// [`SlabBootConfig::freeptr_at_start`] (in `nomerge`'s padding: the state does not grow).
     pub(crate) freeptr_at_start: bool,
+    /// log2 of [`SlabBootConfig::sheaf_bytes`] (a byte: the state does not grow).
+    pub(crate) sheaf_shift: u8,
     pub(crate) order: OrderParams,
     pub(crate) debug_str: [u8; SLUB_DEBUG_MAX],
     pub(crate) debug_len: usize,
@@ -102,6 +120,7 @@ impl SlabState {
                 sheaf_cache_mem: 0,
                 nomerge: false,
                 freeptr_at_start: false,
+                sheaf_shift: super::sheaf::SHEAF_BYTES_DEFAULT.trailing_zeros() as u8,
                 order: OrderParams::new(1),
                 debug_str: [0; SLUB_DEBUG_MAX],
                 debug_len: 0,
@@ -118,6 +137,8 @@ impl SlabState {
     pub(crate) fn configure(&mut self, cfg: &SlabBootConfig<'_>, nr_cpus: usize) {
         self.nomerge = cfg.nomerge;
         self.freeptr_at_start = cfg.freeptr_at_start;
+        // A power of two between one object (32 B: 32-object minimum) and 16 MiB.
+        self.sheaf_shift = cfg.sheaf_bytes.clamp(32, 16 << 20).ilog2() as u8;
         let max_order = cfg.max_order.min(crate::addr::MAX_PAGE_ORDER as u32);
         self.order = OrderParams {
             nr_cpus: nr_cpus as u32,
@@ -131,6 +152,11 @@ impl SlabState {
             // An empty string still means "slub_debug given": full debugging.
             self.debug_len = if s.is_empty() { usize::MAX } else { n };
         }
+    }
+
+    /// Bytes of objects a new cache's sheaves aim to hold ([`SlabBootConfig::sheaf_bytes`]).
+    pub(crate) fn sheaf_bytes(&self) -> u32 {
+        1 << self.sheaf_shift
     }
 
     /// A new cache's geometry with the free pointer where the boot configuration puts it.

@@ -45,13 +45,22 @@ pub(crate) const BARN_OBJECTS: u32 = 4096;
 /// [`barn_bytes`]).
 pub(crate) const BARN_BYTES_MAX: usize = 4 << 20;
 
+/// Bytes of objects a sheaf aims to hold by default ([`SlabBootConfig::sheaf_bytes`](super::SlabBootConfig::sheaf_bytes)).
+pub const SHEAF_BYTES_DEFAULT: u32 = 16 << 10;
+
 /// The sheaf capacity kmem gives a cache of `size`-byte slots: about 16 KiB of objects,
 /// between 32 and [`SHEAF_MAX`] (Linux leaves sheaves to caches that ask, with capacities
 /// like 32; kmem gives every cache without debugging one, and bursts of frees from many
 /// threads, as a process allocator sees, overflow small sheaves: each overflow is a trade at
 /// the barn, under its lock, which every CPU of the node shares).
+#[cfg(test)]
 pub(crate) const fn sheaf_capacity(size: u32) -> u32 {
-    let c = 16384 / if size == 0 { 1 } else { size };
+    sheaf_capacity_for(size, SHEAF_BYTES_DEFAULT)
+}
+
+/// [`sheaf_capacity`] for sheaves of about `bytes` of objects.
+pub(crate) const fn sheaf_capacity_for(size: u32, bytes: u32) -> u32 {
+    let c = bytes / if size == 0 { 1 } else { size };
     if c < 32 {
         32
     } else if c > SHEAF_MAX as u32 {
@@ -506,6 +515,10 @@ mod tests {
         assert_eq!(sheaf_capacity(512), 32);
         assert_eq!(sheaf_capacity(1024), 32);
         assert_eq!(sheaf_capacity(8192), 32);
+        // A process allocator's 128 KiB sheaves: every class up to 1 KiB holds 128.
+        assert_eq!(sheaf_capacity_for(1024, 128 << 10), 128);
+        assert_eq!(sheaf_capacity_for(2048, 128 << 10), 64);
+        assert_eq!(sheaf_capacity_for(8192, 128 << 10), 32);
     }
 
     #[test]
