@@ -13,7 +13,7 @@
 #       parts (threads, preload, replay, pairs, counters, stats; default all): the machine; the Rust multi-threaded workloads (benches/threads.rs)
 #       at 2, 4, 8 and 16 threads; the C programs under LD_PRELOAD (glibc, kmem, mimalloc,
 #       jemalloc) at 2, 4, 8 and 16 threads, median of 5; `kmem replay` of the capture end to
-#       end, 9 runs; single-threaded pairs (benches/malloc.rs --only pair); and, where the
+#       end, 9 runs, and its stages apart (examples/replay_speed.rs); single-threaded pairs (benches/malloc.rs --only pair); and, where the
 #       machine has hardware counters (c/perfcount.c: perf_event_open, no perf needed),
 #       cycles, instructions, branch and L1 misses of a malloc + free loop (c/pairloop.c),
 #       the single-thread churn and the thread churn under glibc, kmem and mimalloc; KMEM_STATS
@@ -31,6 +31,7 @@ bundle() {
     target="$(realpath -m "${CARGO_TARGET_DIR:-target}")"
     mkdir -p "$dir"
     cargo build -q --release -p kmem-cli
+    cargo build -q --release -p kmem-trace --example replay_speed
     cargo bench -q -p kmem-bench --bench malloc --bench threads --no-run
     (cd crates/kmem-malloc && CARGO_TARGET_DIR="$target/kmem-malloc-pie" cargo build -q --release)
     gcc -O2 -pthread -Wall -Wextra -o "$dir/mtbench" crates/kmem-bench/c/mtbench.c -ldl
@@ -48,6 +49,7 @@ for l in sys.stdin:
         strip -o "$dir/bench_$b" "$path"
     done
     strip -o "$dir/kmem" "$target/release/kmem"
+    strip -o "$dir/replay_speed" "$target/release/examples/replay_speed"
     strip -o "$dir/libkmem_malloc.so" "$target/kmem-malloc-pie/release/libkmem_malloc.so"
     local l
     for l in libmimalloc.so.2 libjemalloc.so.2; do
@@ -131,6 +133,10 @@ PY
             "$dir/kmem" replay "$dir/fsops.trace.zst" >/dev/null 2>>"$out/replay.err" || echo "replay failed" >>"$sum"
             t1=$(date +%s%N)
             echo "replay	$i	$(((t1 - t0) / 1000000))" >>"$out/replay.tsv"
+        done
+        # The stages apart: parsing alone (one thread), then replaying alone, twice.
+        for i in 1 2 3; do
+            "$dir/replay_speed" "$dir/fsops.trace.zst" >>"$out/replay_stages.txt" 2>&1 || echo "replay_speed failed" >>"$sum"
         done
     fi
 
