@@ -241,6 +241,9 @@ fn build() -> Option<Machine> {
         // threadtest at 16 threads went from 4.0x glibc's time to 1.1x, the thread churn
         // from 2.1x to 0.8x (BENCHMARKS.md).
         .slab_sheaf_bytes(128 << 10)
+        // Four more sheaves per CPU and cache: a thread's burst of a thousand frees, then
+        // allocations, stays on its CPU with its own objects, off the shared barn.
+        .slab_cpu_stash(4)
         .no_alloc_reports(true)
         .on_report(crate::misuse::machine_report)
         .build()

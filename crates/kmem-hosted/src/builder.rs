@@ -91,6 +91,7 @@ pub struct MachineBuilder {
     slab_nomerge: bool,
     slab_freeptr_at_start: bool,
     slab_sheaf_bytes: Option<u32>,
+    slab_cpu_stash: u8,
     hotplug: u64,
     no_alloc_reports: bool,
     on_report: Option<fn(ReportKind)>,
@@ -134,6 +135,7 @@ impl MachineBuilder {
             slab_nomerge: false,
             slab_freeptr_at_start: false,
             slab_sheaf_bytes: None,
+            slab_cpu_stash: 0,
             hotplug: 0,
             no_alloc_reports: false,
             on_report: None,
@@ -305,6 +307,12 @@ impl MachineBuilder {
     /// trade at the shared barn less often when threads allocate and free in bursts.
     pub fn slab_sheaf_bytes(mut self, bytes: u32) -> Self {
         self.slab_sheaf_bytes = Some(bytes);
+        self
+    }
+    /// Sheaves each CPU keeps per slab cache beyond its main and spare
+    /// ([`kmem::slab::SlabBootConfig::cpu_stash`]; 0 by default, as Linux).
+    pub fn slab_cpu_stash(mut self, sheaves: u8) -> Self {
+        self.slab_cpu_stash = sheaves;
         self
     }
     /// Reports go straight to stderr from a stack buffer and are not kept: the platform
@@ -516,6 +524,7 @@ impl MachineBuilder {
         if let Some(b) = self.slab_sheaf_bytes {
             cfg.slab.sheaf_bytes = b;
         }
+        cfg.slab.cpu_stash = self.slab_cpu_stash;
         if self.hotplug > 0 {
             cfg.hotplug_end = Some(PhysAddr::new(self.hotplug));
         }

@@ -196,3 +196,76 @@ fn sheaf_bytes_sizes_every_cache_s_sheaves() {
     }
     assert!(puts[1] <= (BLOCKS / 128 + 1) as u64 && puts[0] >= (BLOCKS / 32 - 2) as u64, "barn puts {puts:?}");
 }
+
+/// `MachineBuilder::slab_cpu_stash` (`SlabBootConfig::cpu_stash`): a CPU keeps that many
+/// sheaves beyond main and spare, so bursts of frees and allocations that fit swap sheaves
+/// on the CPU and never trade at the barn once the stash is warm; every object still comes
+/// back exactly once, and shrinking (which flushes and frees the stash) leaves nothing.
+#[test]
+fn a_cpu_stash_keeps_bursts_off_the_barn() {
+    let m = MachineBuilder::new().ram_mib(128).cpus(1).slab_sheaf_bytes(128 << 10).slab_cpu_stash(4).build().unwrap();
+    let c = m.kmalloc_slab(1024, Gfp::KERNEL).unwrap();
+    let round = |n: usize| {
+        let ps: Vec<NonNull<u8>> = (0..n).map(|_| m.kmalloc(1000, Gfp::KERNEL).unwrap()).collect();
+        let distinct: std::collections::HashSet<_> = ps.iter().collect();
+        assert_eq!(distinct.len(), n, "an object handed out twice");
+        for p in ps {
+            // SAFETY: ours, freed once.
+            unsafe { m.kfree(p.as_ptr()) };
+        }
+    };
+    round(600); // warms the stash: the main sheaf and four stashed ones of 128 hold 640 objects
+    let trades = |m: &Kmem<HostedPlatform>| c.stat(m, SlubStat::BarnGet) + c.stat(m, SlubStat::BarnPut);
+    let before = trades(&m);
+    for _ in 0..20 {
+        round(600);
+    }
+    assert_eq!(trades(&m), before, "bursts within the stash trade nothing at the barn");
+    // A burst larger than the stash still works, through the barn.
+    round(3000);
+    assert!(trades(&m) > before);
+    m.kmem_cache_shrink(c);
+    assert_eq!(m.validate_slab_cache(c).errors, 0);
+    assert_eq!(kmem::proc::slab_info(&m, c).active_objs, 0, "the stash was flushed");
+    assert_eq!(m.report_count(kmem::ReportKind::SlabBug), 0);
+}
+
+/// Stashes on CPUs that threads own and give back: threads burst-allocate and free through
+/// their CPU's stash and exit (the CPU's sheaves, stash included, are parked in the barn or
+/// flushed); the next threads take those CPUs and sheaves. Every object comes back once.
+#[test]
+fn stashes_survive_threads_that_come_and_go() {
+    let m = MachineBuilder::new()
+        .ram_mib(256)
+        .thread_cpus(8)
+        .thread_cpus_warm(1)
+        .slab_sheaf_bytes(128 << 10)
+        .slab_cpu_stash(4)
+        .build()
+        .unwrap();
+    for wave in 0..3 {
+        std::thread::scope(|sc| {
+            for t in 0..6 {
+                let m = &m;
+                sc.spawn(move || {
+                    for r in 0..4 {
+                        let n = 200 + 150 * ((t + r + wave) % 4);
+                        let ps: Vec<NonNull<u8>> =
+                            (0..n).map(|i| m.kmalloc(SIZES[i % SIZES.len()], Gfp::KERNEL).unwrap()).collect();
+                        for p in ps {
+                            // SAFETY: ours, freed once.
+                            unsafe { m.kfree(p.as_ptr()) };
+                        }
+                    }
+                });
+            }
+        });
+    }
+    for &sz in &SIZES {
+        let c = m.kmalloc_slab(sz, Gfp::KERNEL).unwrap();
+        m.kmem_cache_shrink(c);
+        assert_eq!(m.validate_slab_cache(c).errors, 0, "{sz}");
+        assert_eq!(kmem::proc::slab_info(&m, c).active_objs, 0, "{sz}: every object came back");
+    }
+    assert_eq!(m.report_count(kmem::ReportKind::SlabBug), 0, "{:?}", m.reports().take());
+}

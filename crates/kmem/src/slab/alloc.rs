@@ -314,6 +314,17 @@ impl<P: Platform> Kmem<P> {
             pcs.swap();
             return pcs.main().and_then(Sheaf::pop).map_or(Got::Nothing, |o| Got::Object(o, 0));
         }
+        let depth = self.slab().cpu_stash as u32;
+        if depth > 0 {
+            // A stashed full sheaf for the empty main, which takes its place in the stash.
+            let full = pcs.stash_take(true);
+            if full != 0 {
+                let empty = pcs.set_main(full);
+                let kept = pcs.stash_put(empty, depth);
+                debug_assert!(kept, "a sheaf left the stash just before");
+                return pcs.main().and_then(Sheaf::pop).map_or(Got::Nothing, |o| Got::Object(o, 0));
+            }
+        }
         let barn = &s.node(nid).barn;
         let mut retired = 0;
         if barn.nr_full() > 0 {

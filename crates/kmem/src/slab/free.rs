@@ -307,8 +307,12 @@ impl<P: Platform> Kmem<P> {
                 }
                 Some(m) if m.push(obj) => true,
                 Some(m) => {
+                    let depth = self.slab().cpu_stash as u32;
                     if pcs.spare().is_some_and(|sp| sp.size() == 0) {
                         pcs.swap();
+                    } else if depth > 0 && self.main_to_stash(pcs, depth) {
+                        // The full main went to the stash; an empty one (or none: the loop
+                        // below gets one) took its place.
                     } else if !self.main_to_barn(s, pcs, nid) {
                         self.flush_sheaf(s, m);
                         pcs.stat(SlubStat::SheafFlush);
@@ -331,6 +335,20 @@ impl<P: Platform> Kmem<P> {
                 None => return self.free_single(s, slab, off, base),
             }
         }
+    }
+
+    /// Puts the full main sheaf in the CPU's stash (CPU pinned), with a stashed empty sheaf,
+    /// if any, as the new main; false if the stash is full of full sheaves.
+    fn main_to_stash(&self, pcs: &super::sheaf::CpuSheaves, depth: u32) -> bool {
+        let empty = pcs.stash_take(false);
+        let full = pcs.set_main(empty);
+        if pcs.stash_put(full, depth) {
+            return true;
+        }
+        // No room (and then no empty sheaf was stashed either): as it was.
+        pcs.set_main(full);
+        debug_assert_eq!(empty, 0, "a stash with an empty sheaf had room");
+        false
     }
 
     /// Trades the full main sheaf for an empty one at the barn (CPU pinned); false if the

@@ -131,6 +131,7 @@
 pub(crate) mod alloc;
 mod bulk;
 pub(crate) mod cache;
+mod cpu_sheaves;
 pub(crate) mod create;
 pub mod debug;
 mod defer;
@@ -161,7 +162,7 @@ pub use layout::{Layout, LayoutError};
 pub use nolock::NolockError;
 pub use registry::SlabBootConfig;
 pub(crate) use registry::SlabState;
-pub use sheaf::SlubStat;
+pub use sheaf::{SlubStat, SHEAF_BYTES_DEFAULT};
 pub use slub_debug::{slub_debug_flags, DEBUG_DEFAULT_FLAGS};
 pub use typed::{SlabBox, TypedCache};
 

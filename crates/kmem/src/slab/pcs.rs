@@ -90,12 +90,28 @@ impl<P: Platform> Kmem<P> {
             self.flush_sheaf(s, unsafe { &*sh });
         }
         let (m, sp) = if free { (pcs.set_main(0), pcs.set_spare(0)) } else { (0, 0) };
-        if any {
+        // The stash: flushed, and its sheaves freed either way (a CPU refills it as it goes).
+        let mut stashed = [0usize; 256];
+        let mut n = 0;
+        while n < stashed.len() {
+            let sh = pcs.stash_pop();
+            if sh == 0 {
+                break;
+            }
+            // SAFETY: taken out of the CPU's stash: ours until freed.
+            self.flush_sheaf(s, unsafe { &*(sh as *const Sheaf) });
+            stashed[n] = sh;
+            n += 1;
+        }
+        if any || n > 0 {
             pcs.stat(SlubStat::CpuslabFlush);
         }
         self.platform().unpin_cpu(p);
         self.free_sheaf(m);
         self.free_sheaf(sp);
+        for &sh in &stashed[..n] {
+            self.free_sheaf(sh);
+        }
     }
 
     /// `slub_cpu_dead()`'s part for one cache, for the CPU the caller runs as (going
@@ -111,19 +127,32 @@ impl<P: Platform> Kmem<P> {
         let pcs = s.pcs(self, p.cpu.index());
         let barn = &s.node(self.numa_node_id()).barn;
         let (main, spare) = (pcs.set_main(0), pcs.set_spare(0));
-        let mut spill = [0; 2];
-        for (out, sh) in spill.iter_mut().zip([main, spare]) {
+        let mut spill = [0usize; 256];
+        let mut n = 0;
+        let mut any = main != 0 || spare != 0;
+        let mut park_or_spill = |sh: usize, n: &mut usize| {
             if sh != 0 && !super::sheaf::park(barn, self.platform(), sh) {
-                // SAFETY: unlinked from the CPU above: ours until freed.
+                // SAFETY: unlinked from the CPU: ours until freed.
                 self.flush_sheaf(s, unsafe { &*(sh as *const Sheaf) });
-                *out = sh;
+                spill[*n] = sh;
+                *n += 1;
             }
+        };
+        park_or_spill(main, &mut n);
+        park_or_spill(spare, &mut n);
+        while n < 254 {
+            let sh = pcs.stash_pop();
+            if sh == 0 {
+                break;
+            }
+            any = true;
+            park_or_spill(sh, &mut n);
         }
-        if main != 0 || spare != 0 {
+        if any {
             pcs.stat(SlubStat::CpuslabFlush);
         }
         self.platform().unpin_cpu(p);
-        for sh in spill {
+        for &sh in &spill[..n] {
             self.free_sheaf(sh);
         }
     }

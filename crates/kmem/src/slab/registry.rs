@@ -34,12 +34,19 @@ pub struct SlabBootConfig<'a> {
     pub freeptr_at_start: bool,
     /// A kmem option, not Linux's: the bytes of objects each cache's sheaves aim to hold
     /// (capacity `sheaf_bytes / object size`, between 32 and 128 objects; rounded down to a
-    /// power of two): 16 KiB by default ([`SHEAF_BYTES_DEFAULT`](super::sheaf::SHEAF_BYTES_DEFAULT)).
+    /// power of two): 16 KiB by default ([`SHEAF_BYTES_DEFAULT`](super::SHEAF_BYTES_DEFAULT)).
     /// Process allocators (`kmem-alloc`) take 128 KiB: threads that allocate and free
     /// hundreds of blocks at a time then trade a sheaf at the shared barn every 128 objects
     /// of every class up to 1 KiB instead of every 32 (C threadtest at 16 threads on 16 CPUs:
     /// 4.0x glibc's time -> 1.1x, ARCHITECTURE.md).
     pub sheaf_bytes: u32,
+    /// A kmem option, not Linux's: how many sheaves each CPU keeps per cache beyond its main
+    /// and spare (full and empty ones; 0, the default: none, as Linux). A CPU whose main and
+    /// spare are empty (full) swaps in a stashed full (empty) sheaf before it trades at the
+    /// node's barn: a thread's burst of a thousand allocations or frees stays on its CPU, with
+    /// its own objects, and off the barn's lock, which every CPU of the node shares. Process
+    /// allocators (`kmem-alloc`) keep 4 (Linux's per-CPU partial slabs play that part).
+    pub cpu_stash: u8,
 }
 
 impl Default for SlabBootConfig<'_> {
@@ -52,6 +59,7 @@ impl Default for SlabBootConfig<'_> {
             slub_debug: None,
             freeptr_at_start: false,
             sheaf_bytes: super::sheaf::SHEAF_BYTES_DEFAULT,
+            cpu_stash: 0,
         }
     }
 }
@@ -85,6 +93,8 @@ pub(crate) struct SlabState {
     pub(crate) freeptr_at_start: bool,
     /// log2 of [`SlabBootConfig::sheaf_bytes`] (a byte: the state does not grow).
     pub(crate) sheaf_shift: u8,
+    /// [`SlabBootConfig::cpu_stash`].
+    pub(crate) cpu_stash: u8,
     pub(crate) order: OrderParams,
     pub(crate) debug_str: [u8; SLUB_DEBUG_MAX],
     pub(crate) debug_len: usize,
@@ -121,6 +131,7 @@ impl SlabState {
                 nomerge: false,
                 freeptr_at_start: false,
                 sheaf_shift: super::sheaf::SHEAF_BYTES_DEFAULT.trailing_zeros() as u8,
+                cpu_stash: 0,
                 order: OrderParams::new(1),
                 debug_str: [0; SLUB_DEBUG_MAX],
                 debug_len: 0,
@@ -139,6 +150,7 @@ impl SlabState {
         self.freeptr_at_start = cfg.freeptr_at_start;
         // A power of two between one object (32 B: 32-object minimum) and 16 MiB.
         self.sheaf_shift = cfg.sheaf_bytes.clamp(32, 16 << 20).ilog2() as u8;
+        self.cpu_stash = cfg.cpu_stash;
         let max_order = cfg.max_order.min(crate::addr::MAX_PAGE_ORDER as u32);
         self.order = OrderParams {
             nr_cpus: nr_cpus as u32,

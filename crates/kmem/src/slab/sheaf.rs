@@ -22,9 +22,9 @@
 //! The fields are atomics because other CPUs read them racily (statistics) and the loom
 //! models need them; the owner reads and writes them with plain relaxed loads and stores.
 
-use crate::sync::{
-    array_of, const_fn_unless_loom, AtomicU32, AtomicU64, AtomicUsize, Ordering, RawSpinLock, SpinGuard,
-};
+use crate::sync::{array_of, const_fn_unless_loom, AtomicU32, AtomicUsize, Ordering, RawSpinLock, SpinGuard};
+
+pub(crate) use super::cpu_sheaves::CpuSheaves;
 
 /// Most objects a sheaf can hold (the `kmem_sheaf` object is sized for it).
 pub(crate) const SHEAF_MAX: usize = 128;
@@ -113,7 +113,7 @@ pub(crate) struct Sheaf {
     /// Objects it may hold (the cache's capacity).
     capacity: u32,
     /// Link in a barn list (address of the next sheaf, 0 at the end).
-    next: AtomicUsize,
+    pub(super) next: AtomicUsize,
     objects: [AtomicUsize; SHEAF_MAX],
 }
 
@@ -205,79 +205,6 @@ impl Sheaf {
     /// Forgets every object (they were given back elsewhere).
     pub(crate) fn clear(&self) {
         self.size.store(0, Ordering::Relaxed);
-    }
-}
-
-/// One CPU's sheaves for one cache (`struct slub_percpu_sheaves`), plus its statistics.
-/// Zero is the initial state: no sheaves yet (the first allocation or free on the CPU gets
-/// them), no counts.
-#[repr(C, align(64))]
-#[derive(Debug)]
-pub(crate) struct CpuSheaves {
-    // Two cache lines: the sheaf pointers, then the statistics.
-    /// Address of the main sheaf, 0 if none.
-    main: AtomicUsize,
-    /// Address of the spare sheaf, 0 if none.
-    spare: AtomicUsize,
-    stats: [AtomicU64; SlubStat::COUNT],
-}
-
-impl CpuSheaves {
-    const_fn_unless_loom! {
-        /// No sheaves.
-        pub(crate) fn new() -> Self {
-            Self { main: AtomicUsize::new(0), spare: AtomicUsize::new(0), stats: array_of![AtomicU64::new(0); SlubStat::COUNT] }
-        }
-    }
-    /// The main sheaf.
-    #[inline(always)]
-    pub(crate) fn main(&self) -> Option<&Sheaf> {
-        let p = self.main.load(Ordering::Relaxed);
-        // SAFETY: a non-zero `main` is a live `kmem_sheaf` object owned by this CPU's
-        // sheaves: it is freed only after being unlinked from here by the CPU itself.
-        (p != 0).then(|| unsafe { &*(p as *const Sheaf) })
-    }
-    /// The spare sheaf.
-    #[inline]
-    pub(crate) fn spare(&self) -> Option<&Sheaf> {
-        let p = self.spare.load(Ordering::Relaxed);
-        // SAFETY: as for `main`.
-        (p != 0).then(|| unsafe { &*(p as *const Sheaf) })
-    }
-    /// Replaces the main sheaf; returns the old one's address (0: none).
-    #[inline]
-    pub(crate) fn set_main(&self, s: usize) -> usize {
-        let old = self.main.load(Ordering::Relaxed);
-        self.main.store(s, Ordering::Relaxed);
-        old
-    }
-    /// Replaces the spare; returns the old one's address.
-    #[inline]
-    pub(crate) fn set_spare(&self, s: usize) -> usize {
-        let old = self.spare.load(Ordering::Relaxed);
-        self.spare.store(s, Ordering::Relaxed);
-        old
-    }
-    /// Swaps main and spare.
-    #[inline]
-    pub(crate) fn swap(&self) {
-        let m = self.main.load(Ordering::Relaxed);
-        self.main.store(self.spare.load(Ordering::Relaxed), Ordering::Relaxed);
-        self.spare.store(m, Ordering::Relaxed);
-    }
-    /// Counts an event (the CPU's owner, pinned).
-    #[inline]
-    pub(crate) fn stat(&self, s: SlubStat) {
-        let c = &self.stats[s as usize];
-        c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-    }
-    /// A counter's value.
-    pub(crate) fn stat_value(&self, s: SlubStat) -> u64 {
-        self.stats[s as usize].load(Ordering::Relaxed)
-    }
-    /// Objects in the main and spare sheaves (racy).
-    pub(crate) fn objects(&self) -> usize {
-        self.main().map_or(0, |s| s.size() as usize) + self.spare().map_or(0, |s| s.size() as usize)
     }
 }
 
@@ -498,7 +425,6 @@ impl SlubStat {
 }
 
 // Two cache lines per CPU and cache (the percpu tests count on it).
-const _: () = assert!(core::mem::size_of::<CpuSheaves>() == 128 || cfg!(loom));
 
 #[cfg(all(test, loom))]
 mod loom_tests;
