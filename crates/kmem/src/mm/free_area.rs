@@ -147,7 +147,7 @@ impl FreeArea {
 
     /// Puts a block on a list at the head (hot) or tail (cold) and marks it `PG_buddy`
     /// (`__add_to_free_list`).
-    #[inline]
+    #[inline(always)]
     pub fn add<P: Platform>(
         &self,
         g: &SpinGuard<'_, P>,
@@ -165,13 +165,13 @@ impl FreeArea {
 
     /// Takes a block off its list and clears `PG_buddy` (`del_page_from_free_list`). The list
     /// is the one recorded in the page.
-    #[inline]
+    #[inline(always)]
     pub fn del<P: Platform>(&self, g: &SpinGuard<'_, P>, mm: &Memmap, pfn: Pfn) {
         self.del_page(g, mm, mm.pfn_to_page(pfn));
     }
 
     /// [`FreeArea::del`] for a descriptor already at hand.
-    #[inline]
+    #[inline(always)]
     pub fn del_page<P: Platform>(&self, g: &SpinGuard<'_, P>, mm: &Memmap, page: &Page) {
         debug_assert!(g.holds(&self.lock));
         debug_assert!(page.is_buddy());

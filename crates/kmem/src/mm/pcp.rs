@@ -310,12 +310,9 @@ pub(crate) struct ZoneBuddy<'a, P: Platform> {
 
 impl<P: Platform> PcpBuddy for ZoneBuddy<'_, P> {
     #[inline]
-    fn take_bulk(&self, n: usize, order: Order, mt: Migratetype, mut put: impl FnMut(Pfn)) {
+    fn take_bulk(&self, n: usize, order: Order, mt: Migratetype, put: impl FnMut(Pfn)) {
         let g = self.zone.area.lock(self.platform);
-        for _ in 0..n {
-            let Some(pfn) = buddy::rmqueue(&g, self.zone, self.mm, order, mt, self.take) else { break };
-            put(pfn);
-        }
+        buddy::rmqueue_bulk(&g, self.zone, self.mm, order, mt, self.take, n, put);
     }
 
     #[inline]
@@ -325,7 +322,7 @@ impl<P: Platform> PcpBuddy for ZoneBuddy<'_, P> {
             // The pageblock's type now, as `free_pcppages_bulk` reads it: a block that went on
             // the list as Movable may since be reserved HighAtomic (its pageblock was reserved,
             // or it came from a reserved one) or claimed by another type.
-            let mt = self.mm.pageblock_migratetype(pfn);
+            let mt = self.mm.pageblock_migratetype_vouched(pfn);
             buddy::free_one_page(&g, self.zone, self.mm, pfn, order, mt, false);
         }
         drop(g);
