@@ -9,6 +9,7 @@ use crate::addr::{Order, Pfn, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER};
 use crate::mm::free_area::{buddy_order, FreeArea};
 use crate::mm::memmap::Memmap;
 use crate::mm::page::{pg, Page};
+use crate::mm::pfn_list::PageLookup;
 use crate::mm::zone::Zone;
 use crate::mm::zone_type::Migratetype;
 use crate::platform::Platform;
@@ -316,11 +317,11 @@ fn move_free_in<P: Platform>(
 /// the zone's span (`page_is_buddy`). `order` is below `MAX_PAGE_ORDER`, so the buddy lies
 /// in the block's `MAX_ORDER_NR_PAGES` chunk, in a present section.
 #[inline]
-fn free_buddy(mm: &Memmap, start: Pfn, end: Pfn, buddy: Pfn, order: Order) -> Option<&Page> {
+fn free_buddy<'m>(mm: impl PageLookup<'m>, start: Pfn, end: Pfn, buddy: Pfn, order: Order) -> Option<&'m Page> {
     if buddy < start || buddy >= end {
         return None;
     }
-    Some(mm.pfn_to_page(buddy)).filter(|p| p.is_buddy() && buddy_order(p) == order.as_u32())
+    Some(mm.link(buddy.as_usize() as u32)).filter(|p| p.is_buddy() && buddy_order(p) == order.as_u32())
 }
 
 /// `__free_one_page()`: returns the block of `order` at `pfn` to the zone, merging with free
@@ -330,20 +331,42 @@ pub fn free_one_page<P: Platform>(
     g: &SpinGuard<'_, P>,
     zone: &Zone,
     mm: &Memmap,
+    pfn: Pfn,
+    order: Order,
+    mt: Migratetype,
+    to_tail: bool,
+) {
+    // Descriptors through the flat view when there is one: the mode tested once, not at
+    // each of the half dozen lookups of a merge step.
+    match mm.flat() {
+        Some(flat) => free_one_page_in(g, zone, mm, flat, pfn, order, mt, to_tail),
+        None => free_one_page_in(g, zone, mm, mm, pfn, order, mt, to_tail),
+    }
+}
+
+/// [`free_one_page`] with the descriptors looked up in `lk`, a view of `mm`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn free_one_page_in<'m, P: Platform>(
+    g: &SpinGuard<'_, P>,
+    zone: &Zone,
+    mm: &Memmap,
+    lk: impl PageLookup<'m>,
     mut pfn: Pfn,
     mut order: Order,
     mt: Migratetype,
     to_tail: bool,
 ) {
+    let mm_page = |p: Pfn| lk.link(p.as_usize() as u32);
     let area = &zone.area;
     let (start, end) = (zone.start_pfn(), zone.end_pfn());
     zone.mod_free_pages(order.nr_pages() as isize);
     // A merged block counts as reported (its memory given back to the host) only if every
     // piece of it was.
-    let mut reported = mm.pfn_to_page(pfn).test(pg::REPORTED);
+    let mut reported = mm_page(pfn).test(pg::REPORTED);
     while order < Order::MAX {
         let buddy = pfn.buddy(order);
-        let Some(bpage) = free_buddy(mm, start, end, buddy, order) else { break };
+        let Some(bpage) = free_buddy(lk, start, end, buddy, order) else { break };
         reported &= bpage.test(pg::REPORTED);
         bpage.clear_exclusive(pg::REPORTED);
         if order.as_u32() >= PAGEBLOCK_ORDER as u32 {
@@ -360,16 +383,16 @@ pub fn free_one_page<P: Platform>(
                 }
             }
         }
-        area.del_page(g, mm, bpage);
-        mm.pfn_to_page(pfn).clear_exclusive(pg::REPORTED);
+        area.del_page(g, lk, bpage);
+        mm_page(pfn).clear_exclusive(pg::REPORTED);
         pfn = Pfn::new(pfn.as_usize() & buddy.as_usize());
         order = order.up().expect("order below MAX has a higher order");
     }
-    let tail = to_tail || buddy_merge_likely(mm, start, end, pfn, order);
+    let tail = to_tail || buddy_merge_likely(lk, start, end, pfn, order);
     if reported {
-        mm.pfn_to_page(pfn).set_exclusive(pg::REPORTED);
+        mm_page(pfn).set_exclusive(pg::REPORTED);
     }
-    area.add(g, mm, pfn, order, mt, tail);
+    area.add(g, lk, pfn, order, mt, tail);
 }
 
 /// `migratetype_is_mergeable()`: the ordinary types, whose pageblocks merge with each other.
@@ -379,7 +402,7 @@ pub fn is_mergeable(mt: Migratetype) -> bool {
 
 /// `buddy_merge_likely()`: if the buddy of the block one order up is free, this block is
 /// likely to merge soon, so keep it at the tail where it will not be handed out first.
-fn buddy_merge_likely(mm: &Memmap, start: Pfn, end: Pfn, pfn: Pfn, order: Order) -> bool {
+fn buddy_merge_likely<'m>(mm: impl PageLookup<'m>, start: Pfn, end: Pfn, pfn: Pfn, order: Order) -> bool {
     if order.as_u32() >= Order::MAX.as_u32() - 1 {
         return false;
     }
@@ -387,7 +410,7 @@ fn buddy_merge_likely(mm: &Memmap, start: Pfn, end: Pfn, pfn: Pfn, order: Order)
     let higher = Pfn::new(pfn.as_usize() & pfn.buddy(order).as_usize());
     let higher_buddy = higher.buddy(up);
     // `up` is below `MAX_PAGE_ORDER`: the buddy lies in the block's chunk, as in `free_buddy`.
-    higher_buddy >= start && higher_buddy < end && mm.pfn_to_page(higher_buddy).is_buddy()
+    higher_buddy >= start && higher_buddy < end && mm.link(higher_buddy.as_usize() as u32).is_buddy()
 }
 
 #[cfg(test)]

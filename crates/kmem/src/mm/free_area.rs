@@ -20,7 +20,7 @@
 use crate::addr::{Order, Pfn, NR_PAGE_ORDERS};
 use crate::mm::memmap::Memmap;
 use crate::mm::page::Page;
-use crate::mm::pfn_list::PfnList;
+use crate::mm::pfn_list::{PageLookup, PfnList};
 use crate::mm::zone_type::{Migratetype, MIGRATE_PCPTYPES, MIGRATE_TYPES};
 use crate::platform::Platform;
 use crate::sync::{array_of, const_fn_unless_loom, AtomicU32, Ordering, RawSpinLock, SpinGuard};
@@ -148,17 +148,17 @@ impl FreeArea {
     /// Puts a block on a list at the head (hot) or tail (cold) and marks it `PG_buddy`
     /// (`__add_to_free_list`).
     #[inline(always)]
-    pub fn add<P: Platform>(
+    pub fn add<'m, P: Platform>(
         &self,
         g: &SpinGuard<'_, P>,
-        mm: &Memmap,
+        mm: impl PageLookup<'m>,
         pfn: Pfn,
         order: Order,
         mt: Migratetype,
         tail: bool,
     ) {
         debug_assert!(g.holds(&self.lock));
-        let page = mm.pfn_to_page(pfn);
+        let page = mm.link(pfn.as_usize() as u32);
         page.set_buddy(order.as_u32(), mt as u32);
         self.lists[order.index()][mt.index()].push(mm, pfn, page, tail);
     }
@@ -172,7 +172,7 @@ impl FreeArea {
 
     /// [`FreeArea::del`] for a descriptor already at hand.
     #[inline(always)]
-    pub fn del_page<P: Platform>(&self, g: &SpinGuard<'_, P>, mm: &Memmap, page: &Page) {
+    pub fn del_page<'m, P: Platform>(&self, g: &SpinGuard<'_, P>, mm: impl PageLookup<'m>, page: &Page) {
         debug_assert!(g.holds(&self.lock));
         debug_assert!(page.is_buddy());
         self.lists[buddy_order(page) as usize][buddy_migratetype(page).index()].unlink(mm, page);
