@@ -129,7 +129,10 @@ impl ReplayCounts {
 pub struct Replayer<'m> {
     m: &'m Machine,
     nr_cpus: u32,
+    /// The machine's CPU the thread is pinned to (`u32::MAX`: none yet).
     cpu: u32,
+    /// The trace's CPU of the last operation (`u32::MAX`: none yet).
+    trace_cpu: u32,
     merge: bool,
     slots: Vec<Slot<'m>>,
     /// Slot size per cache (0 until made).
@@ -205,6 +208,7 @@ impl<'m> Replayer<'m> {
             m,
             nr_cpus: m.nr_cpus() as u32,
             cpu: u32::MAX,
+            trace_cpu: u32::MAX,
             merge,
             slots: Vec::new(),
             sizes: Vec::new(),
@@ -295,12 +299,13 @@ impl<'m> Replayer<'m> {
     #[inline]
     pub fn apply(&mut self, op: &Op, caches: &[CacheDef]) {
         self.counts.ops += 1;
-        let cpu = op.cpu as u32 % self.nr_cpus;
-        if cpu != self.cpu {
-            pin_current_thread(cpu);
-            self.cpu = cpu;
+        // The division only when the trace's CPU changes.
+        if op.cpu as u32 != self.trace_cpu {
+            self.switch_cpu(op.cpu as u32);
         }
-        if op.kind == Kind::CacheAlloc {
+        if op.kind == Kind::CacheAlloc
+            && !matches!(self.slots.get(op.cache as usize), Some(Slot::Made(_) | Slot::Failed))
+        {
             self.ensure_cache(op.cache, caches);
         }
         if op.irq {
@@ -318,6 +323,19 @@ impl<'m> Replayer<'m> {
         }
     }
 
+    /// Pins the replaying thread to the machine's CPU for trace CPU `trace_cpu`, if that is
+    /// another CPU than the last one's.
+    #[cold]
+    fn switch_cpu(&mut self, trace_cpu: u32) {
+        self.trace_cpu = trace_cpu;
+        let cpu = trace_cpu % self.nr_cpus;
+        if cpu != self.cpu {
+            pin_current_thread(cpu);
+            self.cpu = cpu;
+        }
+    }
+
+    #[cold]
     fn ensure_cache(&mut self, i: u32, caches: &[CacheDef]) {
         let i = i as usize;
         if i < self.slots.len() && !matches!(self.slots[i], Slot::Unmade) {
