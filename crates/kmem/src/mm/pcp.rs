@@ -112,14 +112,17 @@ impl PerCpuPages {
         }
     }
     /// Pages on the lists.
+    #[inline]
     pub fn count(&self) -> usize {
         self.count.load(Ordering::Relaxed)
     }
     /// Free back to the buddy when `count` reaches this.
+    #[inline]
     pub fn high(&self) -> usize {
         self.high.load(Ordering::Relaxed)
     }
     /// Blocks moved per refill or drain.
+    #[inline]
     pub fn batch(&self) -> usize {
         self.batch.load(Ordering::Relaxed)
     }
@@ -144,6 +147,7 @@ impl PerCpuPages {
     pub(crate) fn set_nofail_sleeping(&self, on: bool) {
         self.high.store(if on { 0 } else { self.high_min() }, Ordering::Relaxed);
     }
+    #[inline]
     fn add_count(&self, delta: isize) {
         self.count.store(self.count().wrapping_add_signed(delta), Ordering::Relaxed);
     }
@@ -488,6 +492,7 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// Counts an allocation in `ev` (the zone's or a pageset's; its lock is held).
+    #[inline]
     pub(crate) fn count_alloc(&self, zone: &Zone, ev: &ZoneEvents, preferred_nid: usize, pages: usize) {
         bump_locked(&ev.pgalloc, pages as u64);
         if zone.node() == preferred_nid {
