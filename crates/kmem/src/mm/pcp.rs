@@ -167,9 +167,15 @@ impl PerCpuPages {
         if list.is_empty() {
             self.refill(mm, buddy, list, order, mt);
         }
-        let pfn = if cold { list.last() } else { list.first() }?;
-        let page = mm.pfn_to_page(pfn);
-        list.unlink(mm, page);
+        let (pfn, page) = match (cold, mm.flat()) {
+            (false, Some(flat)) => list.pop_first(flat)?,
+            _ => {
+                let pfn = if cold { list.last() } else { list.first() }?;
+                let page = mm.pfn_to_page(pfn);
+                list.unlink(mm, page);
+                (pfn, page)
+            }
+        };
         page.clear_buddy();
         self.add_count(-(order.nr_pages() as isize));
         Some((pfn, page))
@@ -202,9 +208,25 @@ impl PerCpuPages {
     /// `rmqueue_bulk()`: an empty list takes `batch` blocks from the buddy.
     #[inline(never)]
     fn refill(&self, mm: &Memmap, buddy: &impl PcpBuddy, list: &PfnList, order: Order, mt: Migratetype) {
+        // Descriptors through the flat view when there is one (the mode tested once).
+        match mm.flat() {
+            Some(flat) => self.refill_in(flat, buddy, list, order, mt),
+            None => self.refill_in(mm, buddy, list, order, mt),
+        }
+    }
+
+    #[inline(always)]
+    fn refill_in<'m>(
+        &self,
+        mm: impl PageLookup<'m>,
+        buddy: &impl PcpBuddy,
+        list: &PfnList,
+        order: Order,
+        mt: Migratetype,
+    ) {
         let n = if order == Order::ZERO { self.batch() } else { (self.batch() >> order.as_u32()).max(2) };
         buddy.take_bulk(n, order, mt, |pfn| {
-            let page = mm.pfn_to_page(pfn);
+            let page = mm.link(pfn.as_usize() as u32);
             page.set_pcp(order.as_u32(), mt as u32);
             list.push(mm, pfn, page, true);
             self.add_count(order.nr_pages() as isize);
@@ -241,6 +263,15 @@ impl PerCpuPages {
     /// Out of line: once a batch, and the per-CPU free path that would inline it stays small.
     #[inline(never)]
     fn free_bulk(&self, mm: &Memmap, buddy: &impl PcpBuddy, pages: usize) {
+        // Descriptors through the flat view when there is one (the mode tested once).
+        match mm.flat() {
+            Some(flat) => self.free_bulk_in(flat, buddy, pages),
+            None => self.free_bulk_in(mm, buddy, pages),
+        }
+    }
+
+    #[inline(always)]
+    fn free_bulk_in<'m>(&self, mm: impl PageLookup<'m>, buddy: &impl PcpBuddy, pages: usize) {
         let (mut freed, mut idx) = (0, 0);
         buddy.give_bulk(|| {
             if freed >= pages || self.count() == 0 {
@@ -260,7 +291,7 @@ impl PerCpuPages {
                     return None;
                 }
             };
-            let page = mm.pfn_to_page(pfn);
+            let page = mm.link(pfn.as_usize() as u32);
             let order = Order::new(page.private() & 0xff).expect("pcp pages record a valid order");
             self.lists[idx].unlink(mm, page);
             page.clear_buddy();
