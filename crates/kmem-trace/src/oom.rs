@@ -409,6 +409,7 @@ impl<'m> Live<'m> {
     }
 
     /// Frees an object through the machine.
+    #[inline]
     pub(crate) fn free_obj(&self, m: &Machine, o: Obj) {
         if o.cache >= KMALLOC_BASE {
             // SAFETY: `o.addr` came from this machine's kmalloc and was taken out of the

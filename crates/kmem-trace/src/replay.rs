@@ -309,7 +309,7 @@ impl<'m> Replayer<'m> {
             self.ensure_cache(op.cache, caches);
         }
         if op.irq {
-            in_irq(|| self.apply_pinned(op));
+            self.apply_in_irq(op);
         } else {
             self.apply_pinned(op);
         }
@@ -414,7 +414,7 @@ impl<'m> Replayer<'m> {
     }
 
     /// Records a new object.
-    #[inline]
+    #[inline(always)]
     fn record_obj(&mut self, slot: u32, o: Obj, k: usize) {
         let t = &mut *self.shared.lock();
         self.counts.sync(t);
@@ -424,6 +424,17 @@ impl<'m> Replayer<'m> {
         self.counts.replayed[k] += 1;
     }
 
+    /// [`Replayer::apply_pinned`] as from an interrupt handler (out of line: the inlined
+    /// copy is the common, process-context one).
+    #[inline(never)]
+    fn apply_in_irq(&mut self, op: &Op) {
+        in_irq(|| self.apply_pinned(op));
+    }
+
+    /// Inlined into the replay loop: out of line, its prologue and epilogue (the
+    /// callee-saved registers of a large function) cost every operation about 17
+    /// instructions.
+    #[inline(always)]
     fn apply_pinned(&mut self, op: &Op) {
         let k = op.kind as usize;
         match op.kind {
