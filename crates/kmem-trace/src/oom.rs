@@ -282,7 +282,7 @@ impl<'m> Live<'m> {
     }
 
     /// Puts a new object in `slot` (which is empty).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn put_obj(&mut self, slot: u32, mut o: Obj) {
         o.gen = self.next_gen();
         self.victims.push_back(Victim { slot, gen: o.gen });
@@ -302,7 +302,7 @@ impl<'m> Live<'m> {
     }
 
     /// Puts a new block in `slot` (which is empty).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn put_block(&mut self, slot: u32, mut b: Block<'m>) {
         b.gen = self.next_gen();
         // Each allocation is in one queue: movable blocks in the LRU, the rest in `victims`.
@@ -409,6 +409,7 @@ impl<'m> Live<'m> {
     }
 
     /// Frees an object through the machine.
+    #[inline]
     pub(crate) fn free_obj(&self, m: &Machine, o: Obj) {
         if o.cache >= KMALLOC_BASE {
             // SAFETY: `o.addr` came from this machine's kmalloc and was taken out of the

@@ -129,7 +129,10 @@ impl ReplayCounts {
 pub struct Replayer<'m> {
     m: &'m Machine,
     nr_cpus: u32,
+    /// The machine's CPU the thread is pinned to (`u32::MAX`: none yet).
     cpu: u32,
+    /// The trace's CPU of the last operation (`u32::MAX`: none yet).
+    trace_cpu: u32,
     merge: bool,
     slots: Vec<Slot<'m>>,
     /// Slot size per cache (0 until made).
@@ -205,6 +208,7 @@ impl<'m> Replayer<'m> {
             m,
             nr_cpus: m.nr_cpus() as u32,
             cpu: u32::MAX,
+            trace_cpu: u32::MAX,
             merge,
             slots: Vec::new(),
             sizes: Vec::new(),
@@ -295,16 +299,17 @@ impl<'m> Replayer<'m> {
     #[inline]
     pub fn apply(&mut self, op: &Op, caches: &[CacheDef]) {
         self.counts.ops += 1;
-        let cpu = op.cpu as u32 % self.nr_cpus;
-        if cpu != self.cpu {
-            pin_current_thread(cpu);
-            self.cpu = cpu;
+        // The division only when the trace's CPU changes.
+        if op.cpu as u32 != self.trace_cpu {
+            self.switch_cpu(op.cpu as u32);
         }
-        if op.kind == Kind::CacheAlloc {
+        if op.kind == Kind::CacheAlloc
+            && !matches!(self.slots.get(op.cache as usize), Some(Slot::Made(_) | Slot::Failed))
+        {
             self.ensure_cache(op.cache, caches);
         }
         if op.irq {
-            in_irq(|| self.apply_pinned(op));
+            self.apply_in_irq(op);
         } else {
             self.apply_pinned(op);
         }
@@ -318,6 +323,19 @@ impl<'m> Replayer<'m> {
         }
     }
 
+    /// Pins the replaying thread to the machine's CPU for trace CPU `trace_cpu`, if that is
+    /// another CPU than the last one's.
+    #[cold]
+    fn switch_cpu(&mut self, trace_cpu: u32) {
+        self.trace_cpu = trace_cpu;
+        let cpu = trace_cpu % self.nr_cpus;
+        if cpu != self.cpu {
+            pin_current_thread(cpu);
+            self.cpu = cpu;
+        }
+    }
+
+    #[cold]
     fn ensure_cache(&mut self, i: u32, caches: &[CacheDef]) {
         let i = i as usize;
         if i < self.slots.len() && !matches!(self.slots[i], Slot::Unmade) {
@@ -396,7 +414,7 @@ impl<'m> Replayer<'m> {
     }
 
     /// Records a new object.
-    #[inline]
+    #[inline(always)]
     fn record_obj(&mut self, slot: u32, o: Obj, k: usize) {
         let t = &mut *self.shared.lock();
         self.counts.sync(t);
@@ -406,6 +424,17 @@ impl<'m> Replayer<'m> {
         self.counts.replayed[k] += 1;
     }
 
+    /// [`Replayer::apply_pinned`] as from an interrupt handler (out of line: the inlined
+    /// copy is the common, process-context one).
+    #[inline(never)]
+    fn apply_in_irq(&mut self, op: &Op) {
+        in_irq(|| self.apply_pinned(op));
+    }
+
+    /// Inlined into the replay loop: out of line, its prologue and epilogue (the
+    /// callee-saved registers of a large function) cost every operation about 17
+    /// instructions.
+    #[inline(always)]
     fn apply_pinned(&mut self, op: &Op) {
         let k = op.kind as usize;
         match op.kind {

@@ -9,6 +9,7 @@ use crate::addr::{Order, Pfn, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER};
 use crate::mm::free_area::{buddy_order, FreeArea};
 use crate::mm::memmap::Memmap;
 use crate::mm::page::{pg, Page};
+use crate::mm::pfn_list::PageLookup;
 use crate::mm::zone::Zone;
 use crate::mm::zone_type::Migratetype;
 use crate::platform::Platform;
@@ -100,6 +101,62 @@ pub fn rmqueue<P: Platform>(
         return Some(pfn);
     }
     rmqueue_claim(g, zone, mm, order, mt, take).or_else(|| rmqueue_steal(g, zone, mm, order, mt, take))
+}
+
+/// `rmqueue_bulk()`'s loop (the per-CPU lists' refill): up to `n` blocks of `order` for `mt`,
+/// handed to `put` one by one; returns how many. The same blocks in the same order as `n`
+/// calls of [`rmqueue`], leaving the same lists, at a fraction of the cost: a block of the
+/// request's own type found at order `cur` is taken off its list once and its sub-blocks of
+/// `order` are handed out in address order, which is what `n` splits would do (`expand` puts
+/// each upper half at the head of its list, the lists below `cur` were empty, so every next
+/// call takes the block's next sub-block); only what is left of it goes on the lists, each
+/// piece (one per order) at the head, where the splits leave it. The zone's free counter
+/// moves once per block. Cold takes (`__GFP_COLD`: the tails) and the fallback types' steps
+/// are the per-block [`rmqueue`].
+#[allow(clippy::too_many_arguments)]
+pub fn rmqueue_bulk<P: Platform>(
+    g: &SpinGuard<'_, P>,
+    zone: &Zone,
+    mm: &Memmap,
+    order: Order,
+    mt: Migratetype,
+    take: Take,
+    n: usize,
+    mut put: impl FnMut(Pfn),
+) -> usize {
+    let area = &zone.area;
+    let mut got = 0;
+    while got < n {
+        let mut cur = Some(order);
+        while let Some(o) = cur.filter(|&o| area.nr_free_mt(o, mt) == 0) {
+            cur = o.up();
+        }
+        let (Some(cur), false) = (cur, take.cold) else {
+            // No block of the own type (or a cold take): one block as `__rmqueue` takes it.
+            let Some(pfn) = rmqueue(g, zone, mm, order, mt, take) else { break };
+            put(pfn);
+            got += 1;
+            continue;
+        };
+        let Some(pfn) = area.first(g, cur, mt) else { break };
+        area.del(g, mm, pfn);
+        let subs = 1usize << (cur.as_u32() - order.as_u32());
+        let k = subs.min(n - got);
+        for i in 0..k {
+            put(pfn.add(i << order.as_u32()));
+        }
+        got += k;
+        zone.mod_free_pages(-((k << order.as_u32()) as isize));
+        // The rest, `[k, subs)` sub-blocks: from each position, the largest aligned block
+        // (its lowest set bit) up to the end; every piece has its own order.
+        let mut at = k;
+        while at < subs {
+            let o = Order::of(at.trailing_zeros() + order.as_u32());
+            area.add(g, mm, pfn.add(at << order.as_u32()), o, mt, false);
+            at += 1 << (o.as_u32() - order.as_u32());
+        }
+    }
+    got
 }
 
 /// `__rmqueue_claim()`: search the fallback lists from the largest block down, and if the
@@ -260,11 +317,11 @@ fn move_free_in<P: Platform>(
 /// the zone's span (`page_is_buddy`). `order` is below `MAX_PAGE_ORDER`, so the buddy lies
 /// in the block's `MAX_ORDER_NR_PAGES` chunk, in a present section.
 #[inline]
-fn free_buddy(mm: &Memmap, start: Pfn, end: Pfn, buddy: Pfn, order: Order) -> Option<&Page> {
+fn free_buddy<'m>(mm: impl PageLookup<'m>, start: Pfn, end: Pfn, buddy: Pfn, order: Order) -> Option<&'m Page> {
     if buddy < start || buddy >= end {
         return None;
     }
-    Some(mm.pfn_to_page(buddy)).filter(|p| p.is_buddy() && buddy_order(p) == order.as_u32())
+    Some(mm.link(buddy.as_usize() as u32)).filter(|p| p.is_buddy() && buddy_order(p) == order.as_u32())
 }
 
 /// `__free_one_page()`: returns the block of `order` at `pfn` to the zone, merging with free
@@ -274,20 +331,42 @@ pub fn free_one_page<P: Platform>(
     g: &SpinGuard<'_, P>,
     zone: &Zone,
     mm: &Memmap,
+    pfn: Pfn,
+    order: Order,
+    mt: Migratetype,
+    to_tail: bool,
+) {
+    // Descriptors through the flat view when there is one: the mode tested once, not at
+    // each of the half dozen lookups of a merge step.
+    match mm.flat() {
+        Some(flat) => free_one_page_in(g, zone, mm, flat, pfn, order, mt, to_tail),
+        None => free_one_page_in(g, zone, mm, mm, pfn, order, mt, to_tail),
+    }
+}
+
+/// [`free_one_page`] with the descriptors looked up in `lk`, a view of `mm`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn free_one_page_in<'m, P: Platform>(
+    g: &SpinGuard<'_, P>,
+    zone: &Zone,
+    mm: &Memmap,
+    lk: impl PageLookup<'m>,
     mut pfn: Pfn,
     mut order: Order,
     mt: Migratetype,
     to_tail: bool,
 ) {
+    let mm_page = |p: Pfn| lk.link(p.as_usize() as u32);
     let area = &zone.area;
     let (start, end) = (zone.start_pfn(), zone.end_pfn());
     zone.mod_free_pages(order.nr_pages() as isize);
     // A merged block counts as reported (its memory given back to the host) only if every
     // piece of it was.
-    let mut reported = mm.pfn_to_page(pfn).test(pg::REPORTED);
+    let mut reported = mm_page(pfn).test(pg::REPORTED);
     while order < Order::MAX {
         let buddy = pfn.buddy(order);
-        let Some(bpage) = free_buddy(mm, start, end, buddy, order) else { break };
+        let Some(bpage) = free_buddy(lk, start, end, buddy, order) else { break };
         reported &= bpage.test(pg::REPORTED);
         bpage.clear_exclusive(pg::REPORTED);
         if order.as_u32() >= PAGEBLOCK_ORDER as u32 {
@@ -304,16 +383,16 @@ pub fn free_one_page<P: Platform>(
                 }
             }
         }
-        area.del_page(g, mm, bpage);
-        mm.pfn_to_page(pfn).clear_exclusive(pg::REPORTED);
+        area.del_page(g, lk, bpage);
+        mm_page(pfn).clear_exclusive(pg::REPORTED);
         pfn = Pfn::new(pfn.as_usize() & buddy.as_usize());
         order = order.up().expect("order below MAX has a higher order");
     }
-    let tail = to_tail || buddy_merge_likely(mm, start, end, pfn, order);
+    let tail = to_tail || buddy_merge_likely(lk, start, end, pfn, order);
     if reported {
-        mm.pfn_to_page(pfn).set_exclusive(pg::REPORTED);
+        mm_page(pfn).set_exclusive(pg::REPORTED);
     }
-    area.add(g, mm, pfn, order, mt, tail);
+    area.add(g, lk, pfn, order, mt, tail);
 }
 
 /// `migratetype_is_mergeable()`: the ordinary types, whose pageblocks merge with each other.
@@ -323,7 +402,7 @@ pub fn is_mergeable(mt: Migratetype) -> bool {
 
 /// `buddy_merge_likely()`: if the buddy of the block one order up is free, this block is
 /// likely to merge soon, so keep it at the tail where it will not be handed out first.
-fn buddy_merge_likely(mm: &Memmap, start: Pfn, end: Pfn, pfn: Pfn, order: Order) -> bool {
+fn buddy_merge_likely<'m>(mm: impl PageLookup<'m>, start: Pfn, end: Pfn, pfn: Pfn, order: Order) -> bool {
     if order.as_u32() >= Order::MAX.as_u32() - 1 {
         return false;
     }
@@ -331,7 +410,7 @@ fn buddy_merge_likely(mm: &Memmap, start: Pfn, end: Pfn, pfn: Pfn, order: Order)
     let higher = Pfn::new(pfn.as_usize() & pfn.buddy(order).as_usize());
     let higher_buddy = higher.buddy(up);
     // `up` is below `MAX_PAGE_ORDER`: the buddy lies in the block's chunk, as in `free_buddy`.
-    higher_buddy >= start && higher_buddy < end && mm.pfn_to_page(higher_buddy).is_buddy()
+    higher_buddy >= start && higher_buddy < end && mm.link(higher_buddy.as_usize() as u32).is_buddy()
 }
 
 #[cfg(test)]
@@ -403,6 +482,74 @@ mod tests {
         assert_ne!(p.pfn().as_usize() >> 9, q.pfn().as_usize() >> 9, "different pageblocks");
         drop((p, q));
         k.verify().unwrap();
+    }
+
+    type Taken = (testing::std::vec::Vec<(Pfn, u32)>, testing::std::vec::Vec<testing::std::vec::Vec<Pfn>>, usize);
+
+    /// On a machine fragmented by a fixed pattern, takes `n` blocks of `order` for `mt`
+    /// from the zone of `gfp`, with [`rmqueue_bulk`] or with `n` calls of [`rmqueue`]:
+    /// the blocks taken (with their `private` words), every list head to tail, the zone's
+    /// free counter.
+    fn take_n(bulk: bool, gfp: Gfp, order: u32, mt: Migratetype, n: usize, cold: bool) -> Taken {
+        use testing::std::vec::Vec;
+        let k = testing::machine(64);
+        k.set_pcp_enabled(false);
+        let mut held = Vec::new();
+        for i in 0..600u32 {
+            let gfp = if i % 5 == 0 { Gfp::KERNEL_ACCOUNT | Gfp::RECLAIMABLE } else { gfp };
+            held.push(k.alloc(gfp, Order::of(i % 4)).unwrap());
+        }
+        let zone = k.page_zone(held[0].page().page());
+        // Frees two of every seven (dropping frees), leaving holes of every order.
+        let held: Vec<_> = held.into_iter().enumerate().filter(|(i, _)| i % 7 >= 2).collect();
+        let (mm, take) = (k.memmap(), Take { cold, grouping_disabled: false });
+        let g = zone.area.lock(k.platform());
+        let mut got = Vec::new();
+        if bulk {
+            let k = rmqueue_bulk(&g, zone, mm, Order::of(order), mt, take, n, |p| got.push(p));
+            assert_eq!(k, got.len());
+        } else {
+            got.extend((0..n).map_while(|_| rmqueue(&g, zone, mm, Order::of(order), mt, take)));
+        }
+        let mut lists = Vec::new();
+        for o in Order::all() {
+            for t in Migratetype::ALL {
+                let mut l = Vec::new();
+                let mut at = zone.area.first(&g, o, t);
+                while let Some(p) = at {
+                    l.push(p);
+                    at = crate::mm::pfn_list::PfnList::next_of(mm.pfn_to_page(p));
+                }
+                lists.push(l);
+            }
+        }
+        let got = got.into_iter().map(|p| (p, mm.pfn_to_page(p).private())).collect();
+        drop((g, held));
+        (got, lists, zone.free_pages())
+    }
+
+    #[test]
+    fn bulk_takes_and_leaves_what_single_takes_do() {
+        use Migratetype::{Movable, Reclaimable, Unmovable};
+        let cases = [
+            (Gfp::KERNEL, 0, Unmovable, 1, false),
+            (Gfp::KERNEL, 0, Unmovable, 5, false),
+            (Gfp::KERNEL, 0, Unmovable, 63, false),
+            (Gfp::KERNEL, 0, Unmovable, 3000, false),
+            (Gfp::KERNEL, 1, Unmovable, 7, false),
+            (Gfp::KERNEL, 2, Unmovable, 31, false),
+            (Gfp::KERNEL, 3, Unmovable, 2, false),
+            (Gfp::KERNEL, 9, Unmovable, 2, false),
+            (Gfp::HIGHUSER_MOVABLE, 0, Movable, 200, false),
+            // Runs out of its own type: claims and steals from the others.
+            (Gfp::KERNEL, 0, Reclaimable, 2000, false),
+            (Gfp::KERNEL, 0, Unmovable, 40, true),
+        ];
+        for (gfp, order, mt, n, cold) in cases {
+            let bulk = take_n(true, gfp, order, mt, n, cold);
+            assert!(!bulk.0.is_empty());
+            assert_eq!(bulk, take_n(false, gfp, order, mt, n, cold), "order {order} {mt:?} n {n} cold {cold}");
+        }
     }
 
     #[test]

@@ -20,7 +20,7 @@
 use crate::addr::{Order, Pfn, NR_PAGE_ORDERS};
 use crate::mm::memmap::Memmap;
 use crate::mm::page::Page;
-use crate::mm::pfn_list::PfnList;
+use crate::mm::pfn_list::{PageLookup, PfnList};
 use crate::mm::zone_type::{Migratetype, MIGRATE_PCPTYPES, MIGRATE_TYPES};
 use crate::platform::Platform;
 use crate::sync::{array_of, const_fn_unless_loom, AtomicU32, Ordering, RawSpinLock, SpinGuard};
@@ -147,32 +147,32 @@ impl FreeArea {
 
     /// Puts a block on a list at the head (hot) or tail (cold) and marks it `PG_buddy`
     /// (`__add_to_free_list`).
-    #[inline]
-    pub fn add<P: Platform>(
+    #[inline(always)]
+    pub fn add<'m, P: Platform>(
         &self,
         g: &SpinGuard<'_, P>,
-        mm: &Memmap,
+        mm: impl PageLookup<'m>,
         pfn: Pfn,
         order: Order,
         mt: Migratetype,
         tail: bool,
     ) {
         debug_assert!(g.holds(&self.lock));
-        let page = mm.pfn_to_page(pfn);
+        let page = mm.link(pfn.as_usize() as u32);
         page.set_buddy(order.as_u32(), mt as u32);
         self.lists[order.index()][mt.index()].push(mm, pfn, page, tail);
     }
 
     /// Takes a block off its list and clears `PG_buddy` (`del_page_from_free_list`). The list
     /// is the one recorded in the page.
-    #[inline]
+    #[inline(always)]
     pub fn del<P: Platform>(&self, g: &SpinGuard<'_, P>, mm: &Memmap, pfn: Pfn) {
         self.del_page(g, mm, mm.pfn_to_page(pfn));
     }
 
     /// [`FreeArea::del`] for a descriptor already at hand.
-    #[inline]
-    pub fn del_page<P: Platform>(&self, g: &SpinGuard<'_, P>, mm: &Memmap, page: &Page) {
+    #[inline(always)]
+    pub fn del_page<'m, P: Platform>(&self, g: &SpinGuard<'_, P>, mm: impl PageLookup<'m>, page: &Page) {
         debug_assert!(g.holds(&self.lock));
         debug_assert!(page.is_buddy());
         self.lists[buddy_order(page) as usize][buddy_migratetype(page).index()].unlink(mm, page);

@@ -51,6 +51,7 @@ impl ZoneList {
         (self.len != 0).then(|| self.refs[0])
     }
     /// The zones, in order.
+    #[inline]
     pub fn as_slice(&self) -> &[ZoneRef] {
         &self.refs[..self.len]
     }

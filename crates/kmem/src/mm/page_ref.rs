@@ -37,6 +37,7 @@ impl<'a> PageRef<'a> {
         self.page.flags() & (pg::HEAD | pg::TAIL) != 0
     }
     /// `PageHead()`.
+    #[inline]
     pub fn is_head(self) -> bool {
         self.page.test(pg::HEAD)
     }

@@ -112,14 +112,17 @@ impl PerCpuPages {
         }
     }
     /// Pages on the lists.
+    #[inline]
     pub fn count(&self) -> usize {
         self.count.load(Ordering::Relaxed)
     }
     /// Free back to the buddy when `count` reaches this.
+    #[inline]
     pub fn high(&self) -> usize {
         self.high.load(Ordering::Relaxed)
     }
     /// Blocks moved per refill or drain.
+    #[inline]
     pub fn batch(&self) -> usize {
         self.batch.load(Ordering::Relaxed)
     }
@@ -144,6 +147,7 @@ impl PerCpuPages {
     pub(crate) fn set_nofail_sleeping(&self, on: bool) {
         self.high.store(if on { 0 } else { self.high_min() }, Ordering::Relaxed);
     }
+    #[inline]
     fn add_count(&self, delta: isize) {
         self.count.store(self.count().wrapping_add_signed(delta), Ordering::Relaxed);
     }
@@ -163,9 +167,15 @@ impl PerCpuPages {
         if list.is_empty() {
             self.refill(mm, buddy, list, order, mt);
         }
-        let pfn = if cold { list.last() } else { list.first() }?;
-        let page = mm.pfn_to_page(pfn);
-        list.unlink(mm, page);
+        let (pfn, page) = match (cold, mm.flat()) {
+            (false, Some(flat)) => list.pop_first(flat)?,
+            _ => {
+                let pfn = if cold { list.last() } else { list.first() }?;
+                let page = mm.pfn_to_page(pfn);
+                list.unlink(mm, page);
+                (pfn, page)
+            }
+        };
         page.clear_buddy();
         self.add_count(-(order.nr_pages() as isize));
         Some((pfn, page))
@@ -198,9 +208,25 @@ impl PerCpuPages {
     /// `rmqueue_bulk()`: an empty list takes `batch` blocks from the buddy.
     #[inline(never)]
     fn refill(&self, mm: &Memmap, buddy: &impl PcpBuddy, list: &PfnList, order: Order, mt: Migratetype) {
+        // Descriptors through the flat view when there is one (the mode tested once).
+        match mm.flat() {
+            Some(flat) => self.refill_in(flat, buddy, list, order, mt),
+            None => self.refill_in(mm, buddy, list, order, mt),
+        }
+    }
+
+    #[inline(always)]
+    fn refill_in<'m>(
+        &self,
+        mm: impl PageLookup<'m>,
+        buddy: &impl PcpBuddy,
+        list: &PfnList,
+        order: Order,
+        mt: Migratetype,
+    ) {
         let n = if order == Order::ZERO { self.batch() } else { (self.batch() >> order.as_u32()).max(2) };
         buddy.take_bulk(n, order, mt, |pfn| {
-            let page = mm.pfn_to_page(pfn);
+            let page = mm.link(pfn.as_usize() as u32);
             page.set_pcp(order.as_u32(), mt as u32);
             list.push(mm, pfn, page, true);
             self.add_count(order.nr_pages() as isize);
@@ -237,6 +263,15 @@ impl PerCpuPages {
     /// Out of line: once a batch, and the per-CPU free path that would inline it stays small.
     #[inline(never)]
     fn free_bulk(&self, mm: &Memmap, buddy: &impl PcpBuddy, pages: usize) {
+        // Descriptors through the flat view when there is one (the mode tested once).
+        match mm.flat() {
+            Some(flat) => self.free_bulk_in(flat, buddy, pages),
+            None => self.free_bulk_in(mm, buddy, pages),
+        }
+    }
+
+    #[inline(always)]
+    fn free_bulk_in<'m>(&self, mm: impl PageLookup<'m>, buddy: &impl PcpBuddy, pages: usize) {
         let (mut freed, mut idx) = (0, 0);
         buddy.give_bulk(|| {
             if freed >= pages || self.count() == 0 {
@@ -256,7 +291,7 @@ impl PerCpuPages {
                     return None;
                 }
             };
-            let page = mm.pfn_to_page(pfn);
+            let page = mm.link(pfn.as_usize() as u32);
             let order = Order::new(page.private() & 0xff).expect("pcp pages record a valid order");
             self.lists[idx].unlink(mm, page);
             page.clear_buddy();
@@ -310,12 +345,9 @@ pub(crate) struct ZoneBuddy<'a, P: Platform> {
 
 impl<P: Platform> PcpBuddy for ZoneBuddy<'_, P> {
     #[inline]
-    fn take_bulk(&self, n: usize, order: Order, mt: Migratetype, mut put: impl FnMut(Pfn)) {
+    fn take_bulk(&self, n: usize, order: Order, mt: Migratetype, put: impl FnMut(Pfn)) {
         let g = self.zone.area.lock(self.platform);
-        for _ in 0..n {
-            let Some(pfn) = buddy::rmqueue(&g, self.zone, self.mm, order, mt, self.take) else { break };
-            put(pfn);
-        }
+        buddy::rmqueue_bulk(&g, self.zone, self.mm, order, mt, self.take, n, put);
     }
 
     #[inline]
@@ -325,7 +357,7 @@ impl<P: Platform> PcpBuddy for ZoneBuddy<'_, P> {
             // The pageblock's type now, as `free_pcppages_bulk` reads it: a block that went on
             // the list as Movable may since be reserved HighAtomic (its pageblock was reserved,
             // or it came from a reserved one) or claimed by another type.
-            let mt = self.mm.pageblock_migratetype(pfn);
+            let mt = self.mm.pageblock_migratetype_vouched(pfn);
             buddy::free_one_page(&g, self.zone, self.mm, pfn, order, mt, false);
         }
         drop(g);
@@ -491,6 +523,7 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// Counts an allocation in `ev` (the zone's or a pageset's; its lock is held).
+    #[inline]
     pub(crate) fn count_alloc(&self, zone: &Zone, ev: &ZoneEvents, preferred_nid: usize, pages: usize) {
         bump_locked(&ev.pgalloc, pages as u64);
         if zone.node() == preferred_nid {

@@ -161,10 +161,12 @@ impl Zone {
         self.ztype.name()
     }
     /// First frame spanned.
+    #[inline]
     pub fn start_pfn(&self) -> Pfn {
         Pfn::new(self.start_pfn.load(Ordering::Relaxed))
     }
     /// One past the last frame spanned.
+    #[inline]
     pub fn end_pfn(&self) -> Pfn {
         self.start_pfn().add(self.spanned_pages())
     }
