@@ -11,8 +11,8 @@
 #   scripts/device_bench.sh --run DIR OUT  runs them from DIR and writes OUT/results.tgz (the
 #       *.tsv and *.txt of each part) and OUT/summary.txt. KMEM_DEVICE_PARTS=a,b,.. picks
 #       parts (threads, preload, replay, pairs, counters, stats; default all): the machine; the Rust multi-threaded workloads (benches/threads.rs)
-#       at 2, 4, 8 and 16 threads; the C programs under LD_PRELOAD (glibc, kmem, mimalloc,
-#       jemalloc) at 2, 4, 8 and 16 threads, median of 5; `kmem replay` of the capture end to
+#       at 2, 4, 8, 16 and 32 threads; the C programs under LD_PRELOAD (glibc, kmem, mimalloc,
+#       jemalloc) at 2, 4, 8, 16 and 32 threads, median of 5; `kmem replay` of the capture end to
 #       end, 9 runs, and its stages apart (examples/replay_speed.rs); single-threaded pairs (benches/malloc.rs --only pair); and, where the
 #       machine has hardware counters (c/perfcount.c: perf_event_open, no perf needed),
 #       cycles, instructions, branch and L1 misses of a malloc + free loop (c/pairloop.c),
@@ -84,7 +84,7 @@ run() {
 
     if has threads; then
     echo "== Rust threads" >&2
-    "$dir/bench_threads" --threads 2,4,8,16 >"$out/threads.tsv" 2>"$out/threads.err" || echo "threads failed" >>"$sum"
+    "$dir/bench_threads" --threads 2,4,8,16,32 >"$out/threads.tsv" 2>"$out/threads.err" || echo "threads failed" >>"$sum"
     fi
 
     if has preload; then
@@ -99,7 +99,7 @@ def env(p):
     e = dict(os.environ); e.pop("LD_PRELOAD", None)
     if p: e["LD_PRELOAD"] = p
     return e
-cases = [(p, t, [f"{d}/mtbench", p, str(t), str(w)]) for p, w in (("larson", 4_000_000), ("threadtest", 4_000_000), ("churn", 2000)) for t in (2, 4, 8, 16)]
+cases = [(p, t, [f"{d}/mtbench", p, str(t), str(w)]) for p, w in (("larson", 4_000_000), ("threadtest", 4_000_000), ("churn", 2000)) for t in (2, 4, 8, 16, 32)]
 cases.append(("churn1", 1, [f"{d}/mtbench", "churn1", "2000000"]))
 times = {}
 for k in range(5):
