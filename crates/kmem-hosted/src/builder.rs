@@ -14,6 +14,8 @@ use crate::ram::{Ram, RamError};
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 
+mod slab_opts;
+
 /// An architecture preset: zone layout and memory-map shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Preset {
@@ -288,31 +290,6 @@ impl MachineBuilder {
     /// it (inaccessible until added). 0: none.
     pub fn hotplug_max(mut self, bytes: u64) -> Self {
         self.hotplug = bytes;
-        self
-    }
-    /// The `slab_nomerge` boot option: never merge slab caches.
-    pub fn slab_nomerge(mut self, on: bool) -> Self {
-        self.slab_nomerge = on;
-        self
-    }
-    /// Slab objects keep their free pointer at their start instead of their middle
-    /// ([`kmem::slab::SlabBootConfig::freeptr_at_start`]): one cache line of an object touched per
-    /// allocation and free instead of two. Off by default (Linux's placement).
-    pub fn slab_freeptr_at_start(mut self, on: bool) -> Self {
-        self.slab_freeptr_at_start = on;
-        self
-    }
-    /// Bytes of objects each slab cache's per-CPU sheaves aim to hold
-    /// ([`kmem::slab::SlabBootConfig::sheaf_bytes`]; 16 KiB by default): larger sheaves
-    /// trade at the shared barn less often when threads allocate and free in bursts.
-    pub fn slab_sheaf_bytes(mut self, bytes: u32) -> Self {
-        self.slab_sheaf_bytes = Some(bytes);
-        self
-    }
-    /// Sheaves each CPU keeps per slab cache beyond its main and spare
-    /// ([`kmem::slab::SlabBootConfig::cpu_stash`]; 0 by default, as Linux).
-    pub fn slab_cpu_stash(mut self, sheaves: u8) -> Self {
-        self.slab_cpu_stash = sheaves;
         self
     }
     /// Reports go straight to stderr from a stack buffer and are not kept: the platform

@@ -1,0 +1,31 @@
+//! The slab allocator's boot options of [`MachineBuilder`] (`kmem::slab::SlabBootConfig`).
+
+use super::MachineBuilder;
+
+impl MachineBuilder {
+    /// The `slab_nomerge` boot option: never merge slab caches.
+    pub fn slab_nomerge(mut self, on: bool) -> Self {
+        self.slab_nomerge = on;
+        self
+    }
+    /// Slab objects keep their free pointer at their start instead of their middle
+    /// ([`kmem::slab::SlabBootConfig::freeptr_at_start`]): one cache line of an object touched per
+    /// allocation and free instead of two. Off by default (Linux's placement).
+    pub fn slab_freeptr_at_start(mut self, on: bool) -> Self {
+        self.slab_freeptr_at_start = on;
+        self
+    }
+    /// Bytes of objects each slab cache's per-CPU sheaves aim to hold
+    /// ([`kmem::slab::SlabBootConfig::sheaf_bytes`]; 16 KiB by default): larger sheaves
+    /// trade at the shared barn less often when threads allocate and free in bursts.
+    pub fn slab_sheaf_bytes(mut self, bytes: u32) -> Self {
+        self.slab_sheaf_bytes = Some(bytes);
+        self
+    }
+    /// Sheaves each CPU keeps per slab cache beyond its main and spare
+    /// ([`kmem::slab::SlabBootConfig::cpu_stash`]; 0 by default, as Linux).
+    pub fn slab_cpu_stash(mut self, sheaves: u8) -> Self {
+        self.slab_cpu_stash = sheaves;
+        self
+    }
+}
