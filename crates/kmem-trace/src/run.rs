@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use kmem_hosted::Machine;
 
-use crate::input::{items, read_ahead, Chunk, Fill, Item, Lines, NotATrace, ReadAhead, Reading, BLOCK};
+use crate::input::{read_ahead, Chunk, Fill, Lines, NotATrace, ReadAhead, Reading, BLOCK};
 use crate::op::{CacheDef, Frontend, Op};
-use crate::parse::{parse_line, ParseError};
+use crate::parse::{parse_next, ParseError};
 use crate::replay::Replayer;
 
 /// Operations per batch.
@@ -105,19 +105,15 @@ fn parse_from<F: Fill>(
 /// The lines of one chunk, [`GROUP`] at a time: parsed (and their keys prefetched), then
 /// handed to the front end in order.
 fn parse_chunk(text: &[u8], fe: &mut Frontend, emit: &mut impl FnMut(Op, &Frontend) -> bool) -> bool {
-    let mut items = items(text);
+    let mut at = 0;
     let mut group = [(&[][..], Err(ParseError::TooLong)); GROUP];
     loop {
         let mut n = 0;
-        for item in items.by_ref().take(GROUP) {
+        while n < GROUP && at < text.len() {
             // Written in place: the parsed line is large, and copies of it cost more than
             // the front end's lookups.
-            let (line, parsed) = &mut group[n];
-            match item {
-                Item::Line(l) => (*line, *parsed) = (l, parse_line(l)),
-                Item::TooLong(head) => (*line, *parsed) = (head, Err(ParseError::TooLong)),
-            }
-            fe.prefetch(parsed);
+            at += parse_next(&text[at..], &mut group[n]);
+            fe.prefetch(&group[n].1);
             n += 1;
         }
         for (line, parsed) in &group[..n] {

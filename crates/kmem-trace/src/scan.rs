@@ -157,26 +157,32 @@ fn eq16(chunk: &[u8; 16], b: u8) -> u32 {
     }
 }
 
-/// The index of the first `b` in `s` at or after `i`.
+/// The index of the first `b` in `s` at or after `i`, if it comes before the first newline
+/// (the fast path reads lines in place in a block: a search must not run on into the next
+/// line).
 #[inline]
-pub fn find_byte(s: &[u8], mut i: usize, b: u8) -> Option<usize> {
+pub fn find_byte_in_line(s: &[u8], mut i: usize, b: u8) -> Option<usize> {
     // Sixteen bytes at a time where SSE2 is sure to be (x86-64), then eight.
     #[cfg(target_arch = "x86_64")]
     while let Some(chunk) = s.get(i..i + 16) {
-        let m = eq16(chunk.try_into().expect("16 bytes"), b);
+        let chunk = chunk.try_into().expect("16 bytes");
+        let m = eq16(chunk, b) | eq16(chunk, b'\n');
         if m != 0 {
-            return Some(i + m.trailing_zeros() as usize);
+            let at = i + m.trailing_zeros() as usize;
+            return (s[at] == b).then_some(at);
         }
         i += 16;
     }
     while let Some(x) = word(s, i) {
-        let m = zero_bytes(x ^ splat(b));
+        let m = zero_bytes(x ^ splat(b)) | zero_bytes(x ^ splat(b'\n'));
         if m != 0 {
-            return Some(i + (m.trailing_zeros() / 8) as usize);
+            let at = i + (m.trailing_zeros() / 8) as usize;
+            return (s[at] == b).then_some(at);
         }
         i += 8;
     }
-    s.get(i..)?.iter().position(|&c| c == b).map(|p| i + p)
+    let at = i + s.get(i..)?.iter().position(|&c| c == b || c == b'\n')?;
+    (s[at] == b).then_some(at)
 }
 
 /// The index of the first byte of `s` at or after `i` that is not a space (0x20), or

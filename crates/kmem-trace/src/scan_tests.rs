@@ -42,7 +42,17 @@ fn searches_match_byte_loops() {
             s[at] = b;
             for from in [0, at / 2, at, 39, 40] {
                 let want = s[from..].iter().position(|&c| c == b).map(|p| from + p);
-                assert_eq!(find_byte(&s, from, b), want, "byte {b:#x} at {at} from {from}");
+                assert_eq!(find_byte_in_line(&s, from, b), want, "byte {b:#x} at {at} from {from}");
+            }
+            // A newline before the byte hides it; one after does not.
+            for nl in 0..40 {
+                let mut s = s;
+                if b == b'\n' || b == b'x' || nl == at {
+                    continue;
+                }
+                s[nl] = b'\n';
+                let want = (nl > at).then_some(at);
+                assert_eq!(find_byte_in_line(&s, 0, b), want, "byte {b:#x} at {at}, newline at {nl}");
             }
         }
         for at in 0..20 {
