@@ -121,6 +121,7 @@ pub mod run;
 mod scan;
 pub mod summary;
 mod table_lock;
+pub mod zring;
 
 pub use op::{Frontend, Kind, Op};
 pub use replay::Replayer;
