@@ -14,8 +14,8 @@
 
 use crate::parse::{Event, EventKind};
 use crate::scan::{
-    dec_prefix, digits_and_dots, find_byte_in_line, find_ws, find_ws_ascii, hex16, is_ws, parse_hex, parse_hex_at, skip_spaces,
-    text,
+    dec_prefix, digits_and_dots, find_byte_in_line, find_ws, find_ws_ascii, hex16, is_ws, parse_hex, parse_hex_at,
+    skip_spaces, text,
 };
 
 /// The event on `line`, if it is one of the kmem events in Linux's own layout.

@@ -21,7 +21,8 @@ fn rng(seed: u64) -> impl FnMut() -> u64 {
 
 #[test]
 fn searches_match_byte_loops() {
-    let alphabet = [b' ', b' ', b' ', b'=', b'x', b'y', b'\t', b'\r', 0x0c, 0x0b, 0x1f, 0x00, 0x80, 0xff, b'\n', 0x21, 0xa0];
+    let alphabet =
+        [b' ', b' ', b' ', b'=', b'x', b'y', b'\t', b'\r', 0x0c, 0x0b, 0x1f, 0x00, 0x80, 0xff, b'\n', 0x21, 0xa0];
     let mut next = rng(7);
     for round in 0..5000 {
         let len = (next() % 80) as usize;

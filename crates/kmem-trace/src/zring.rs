@@ -65,7 +65,8 @@ fn check(code: usize) -> io::Result<usize> {
             return Ok(code);
         }
         let name = CStr::from_ptr(sys::ZSTD_getErrorName(code)).to_string_lossy();
-        Err(io::Error::new(io::ErrorKind::InvalidData, format!("zstd: {name}")))
+        // The streaming decoder's words, so that `kmem replay` reports the same.
+        Err(io::Error::new(io::ErrorKind::InvalidData, name.into_owned()))
     }
 }
 
@@ -74,7 +75,8 @@ impl<R: Read> ZstdRing<R> {
     /// [`crate::input::from_reader`], it skips the content checksums.
     pub fn new(src: R) -> io::Result<Self> {
         // SAFETY: no precondition; a null result is handled.
-        let dctx = NonNull::new(unsafe { sys::ZSTD_createDCtx() }).ok_or_else(|| io::Error::other("zstd: no memory"))?;
+        let dctx =
+            NonNull::new(unsafe { sys::ZSTD_createDCtx() }).ok_or_else(|| io::Error::other("zstd: no memory"))?;
         let ring = ZstdRing { src, dctx, input: Vec::new(), head: Vec::new(), block_max: 0, in_frame: false };
         // SAFETY: a valid context, a parameter and value zstd checks.
         check(unsafe {
@@ -91,9 +93,7 @@ impl<R: Read> ZstdRing<R> {
         while got < n {
             match self.src.read(&mut self.input[got..]) {
                 Ok(0) if got == 0 && frame_start => return Ok(false),
-                Ok(0) => {
-                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "zstd: the stream ends inside a frame"))
-                }
+                Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "incomplete frame")),
                 Ok(k) => got += k,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -111,8 +111,12 @@ impl<R: Read> ZstdRing<R> {
             let mut h: sys::ZSTD_FrameHeader = std::mem::zeroed();
             (sys::ZSTD_getFrameHeader(&mut h, self.head.as_ptr().cast(), self.head.len()), h)
         };
-        if check(code)? != 0 || h.windowSize > MAX_WINDOW {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "zstd: frame window too large"));
+        if check(code)? != 0 {
+            // zstd decoded this header already: it cannot be short.
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "Corrupted frame header"));
+        }
+        if h.windowSize > MAX_WINDOW {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "Frame requires too much memory for decoding"));
         }
         self.block_max = (h.blockSizeMax as usize).max(1);
         let need = ROOM + h.windowSize as usize + 2 * (self.block_max + MARGIN);
@@ -129,12 +133,13 @@ impl<R: Read> ZstdRing<R> {
 impl<R: Read> Fill for ZstdRing<R> {
     /// Decodes steps of the stream until one gives bytes (a block), after `buf[start..end]`.
     ///
-    /// Why the bytes zstd references survive a wrap: the buffer holds [`ROOM`] + window
-    /// + 2 (block + [`MARGIN`]) bytes, and a wrap happens when less than block + margin is
-    /// left after `end`, so the last block before it ends past [`ROOM`] + window + block +
-    /// margin; what zstd may still reference (a window back from there) starts past
-    /// [`ROOM`] + block + margin, and every block written from the start (after at most
-    /// [`ROOM`] moved bytes) moves that start on by as much as it writes.
+    /// Why the bytes zstd references survive a wrap: with `b` = block + [`MARGIN`], the
+    /// buffer holds [`ROOM`] + window + 2`b` bytes, and a wrap happens when less than `b` is
+    /// left after `end`; so the last block before it ends past [`ROOM`] + window + `b`, and
+    /// what zstd may still reference (a window back from there) starts past [`ROOM`] + `b`,
+    /// beyond the moved bytes (at most [`ROOM`]) and the next block (at most `b`); each
+    /// block after that moves the end of what is written and the start of what may be
+    /// referenced on by the same amount.
     fn fill(&mut self, buf: &mut Box<[u8]>, mut start: usize, mut end: usize) -> io::Result<(usize, usize)> {
         let dctx = self.dctx.as_ptr();
         loop {
@@ -155,10 +160,8 @@ impl<R: Read> Fill for ZstdRing<R> {
                 self.in_frame = false;
                 return Ok((start, end));
             }
-            let block = matches!(
-                kind,
-                sys::ZSTD_nextInputType_e::ZSTDnit_block | sys::ZSTD_nextInputType_e::ZSTDnit_lastBlock
-            );
+            let block =
+                matches!(kind, sys::ZSTD_nextInputType_e::ZSTDnit_block | sys::ZSTD_nextInputType_e::ZSTDnit_lastBlock);
             match kind {
                 sys::ZSTD_nextInputType_e::ZSTDnit_frameHeader => self.head.extend_from_slice(&self.input),
                 sys::ZSTD_nextInputType_e::ZSTDnit_blockHeader if self.block_max == 0 => {
