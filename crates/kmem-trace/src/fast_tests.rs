@@ -150,3 +150,43 @@ fn mutated_lines_agree() {
     eprintln!("{fast} of {total} on the fast path");
     assert!(fast > total / 10 && fast < total * 9 / 10, "{fast} of {total} on the fast path");
 }
+
+/// `parse_next` walking a block of lines (Linux's, others, an over-long one, one without a
+/// newline at the end) gives what splitting it and parsing each line gives.
+#[test]
+fn parse_next_walks_a_block_as_lines() {
+    use crate::input::{items, Item, MAX_LINE};
+    use crate::parse::{parse_line, parse_next, ParseError};
+    let mut text = Vec::new();
+    for (i, l) in LINUX.iter().chain(OTHERS).enumerate() {
+        text.extend_from_slice(l.as_bytes());
+        if !l.ends_with('\n') {
+            text.push(b'\n');
+        }
+        if i == 3 {
+            // A kfree the fast path takes, made longer than `MAX_LINE` by its padding.
+            text.extend_from_slice(b"x-1 [001] 2.0: kfree: call_site=f ptr=0000000000000001");
+            text.resize(text.len() + MAX_LINE, b' ');
+            text.push(b'\n');
+        }
+    }
+    text.extend_from_slice(LINUX[0].trim_end().as_bytes());
+    let want: Vec<_> = items(&text)
+        .map(|item| match item {
+            Item::Line(l) => (l, parse_line(l)),
+            Item::TooLong(head) => (head, Err(ParseError::TooLong)),
+        })
+        .collect();
+    let mut got = Vec::new();
+    let mut at = 0;
+    while at < text.len() {
+        let mut out = (&[][..], Err(ParseError::TooLong));
+        at += parse_next(&text[at..], &mut out);
+        got.push(out);
+    }
+    assert_eq!(got.len(), want.len());
+    assert!(got.iter().any(|(_, p)| *p == Err(ParseError::TooLong)));
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g, w, "{:?}", String::from_utf8_lossy(w.0));
+    }
+}
