@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use kmem_trace::render::{self, Report};
-use kmem_trace::run::{replay_stream, MachineMem};
+use kmem_trace::run::{replay_stream, replay_trace, MachineMem};
 use kmem_trace::{input, summary, Frontend, Replayer};
 
 use crate::opts::MachineOpts;
@@ -107,12 +107,13 @@ fn parse_views(names: &[String]) -> Result<Vec<View>, String> {
 pub fn run(a: &ReplayArgs) -> Result<(), String> {
     let views = parse_views(&a.then)?;
     let shown = a.trace.display().to_string();
-    let opened = if a.trace.as_os_str() == "-" { input::from_reader(std::io::stdin()) } else { input::open(&a.trace) };
-    let (reader, compression) = opened.map_err(|e| format!("cannot read trace {shown}: {e}"))?;
-    let mut reader = match a.lines {
-        Some(n) => Box::new(input::TakeLines::new(reader, n)),
-        None => reader,
+    let opened = if a.trace.as_os_str() == "-" {
+        input::Trace::from_reader(std::io::stdin())
+    } else {
+        input::Trace::open(&a.trace)
     };
+    let trace = opened.map_err(|e| format!("cannot read trace {shown}: {e}"))?;
+    let compression = trace.compression();
     // Anonymous RAM with transparent huge pages where the host allows: a replay touches
     // hundreds of MiB, and the capture has no vmalloc events (which would need memfd RAM).
     let m = a.machine.builder().anonymous_ram(true).build().map_err(|e| e.to_string())?;
@@ -125,14 +126,21 @@ pub fn run(a: &ReplayArgs) -> Result<(), String> {
     let live_view = a.top;
     let mut next = Instant::now() + Duration::from_millis(500);
     let mut screen = String::new();
-    let timing = replay_stream(&mut *reader, &mut fe, &mut rp, &mut mem, |rp, lines| {
+    let on_batch = |rp: &Replayer<'_>, lines| {
         if live_view && Instant::now() >= next {
             screen.clear();
             let _ = render::top(rp, lines, 20, &mut screen);
             let _ = std::io::stderr().write_all(screen.as_bytes());
             next = Instant::now() + Duration::from_millis(500);
         }
-    })
+    };
+    let timing = match a.lines {
+        None => replay_trace(trace, &mut fe, &mut rp, &mut mem, on_batch),
+        // `--lines` counts lines of the text: the decompressed stream, cut.
+        Some(n) => trace
+            .into_reader()
+            .and_then(|r| replay_stream(&mut input::TakeLines::new(r, n), &mut fe, &mut rp, &mut mem, on_batch)),
+    }
     .map_err(|e| match input::NotATrace::is(&e) {
         true => format!("{shown}: {e}"),
         false => format!("reading trace {shown}: {e}"),

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use kmem_hosted::MachineBuilder;
-use kmem_trace::run::parse_all;
+use kmem_trace::run::parse_trace;
 use kmem_trace::{input, Frontend, Kind, Replayer};
 
 fn main() {
@@ -18,11 +18,11 @@ fn main() {
         .map(PathBuf::from)
         .unwrap_or_else(|| input::sample_trace(Path::new(env!("CARGO_MANIFEST_DIR"))));
     let passes: usize = std::env::var("KMEM_REPLAY_PASSES").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
-    let (mut r, _) = input::open(&path).expect("open trace");
+    let trace = input::Trace::open(&path).expect("open trace");
     let mut fe = Frontend::new();
     fe.set_drop_zero(std::env::var_os("KMEM_REPLAY_NOZERO").is_some());
     let t = Instant::now();
-    let ops = parse_all(&mut *r, &mut fe).expect("read trace");
+    let ops = parse_trace(trace, &mut fe).expect("read trace");
     println!("parse: {} lines in {:.3} s", fe.counts.lines, t.elapsed().as_secs_f64());
     let m = MachineBuilder::new().ram_mib(4096).cpus(4).build().expect("boot");
     for pass in 0..passes {

@@ -14,14 +14,23 @@
 
 use crate::parse::{Event, EventKind};
 use crate::scan::{
-    dec_prefix, digits_and_dots, find_byte, find_ws, find_ws_ascii, hex16, is_ws, parse_hex, parse_hex_at, skip_spaces,
-    text,
+    dec_prefix, digits_and_dots, find_byte_in_line, find_ws, find_ws_ascii, hex16, is_ws, parse_hex, parse_hex_at,
+    skip_spaces, text,
 };
 
 /// The event on `line`, if it is one of the kmem events in Linux's own layout.
 #[inline(always)]
 pub fn event(line: &[u8]) -> Option<Event<'_>> {
-    let s = line;
+    event_in(line).map(|(ev, _)| ev)
+}
+
+/// [`event`] of the first line of `text` (lines, each ending at a newline), read in `text`
+/// itself: no scan crosses the first newline, so the line need not be split off first. With
+/// the event, where its last field read ends (the rest of the line, up to its newline, is
+/// not read: the caller looks for the newline from there).
+#[inline(always)]
+pub fn event_in(text: &[u8]) -> Option<(Event<'_>, usize)> {
+    let s = text;
     let start = skip_spaces(s, 0);
     let body = &s[start..];
     // Other leading whitespace, comments, trace-cmd headers (`cpus=2`, `version = 6`,
@@ -36,8 +45,8 @@ pub fn event(line: &[u8]) -> Option<Event<'_>> {
         }
         _ => {}
     }
-    // The CPU column: the first `[`, digits, `] `.
-    let open = find_byte(s, start, b'[')?;
+    // The CPU column: the first `[` (of this line), digits, `] `.
+    let open = find_byte_in_line(s, start, b'[')?;
     let mut f = Fields { s, i: open + 1 };
     let cpu = match s.get(open + 1..open + 6) {
         // Linux's `[%03d] `, the usual case, in a few byte compares.
@@ -110,7 +119,7 @@ pub fn event(line: &[u8]) -> Option<Event<'_>> {
     } else {
         return None;
     };
-    Some(Event { cpu, irq, kind })
+    Some((Event { cpu, irq, kind }, f.i))
 }
 
 /// A line read front to back: each method reads one thing at `i` and moves past it, or
@@ -166,7 +175,12 @@ impl<'a> Fields<'a> {
         if let (Some(x), 1..=8) = (self.s.get(start..start + 8), t.len()) {
             let x = u64::from_le_bytes(x.try_into().expect("8 bytes"));
             let mask = u64::MAX >> (8 * (8 - t.len()));
-            return Some(has_byte(x, b'h', mask) || has_byte(x, b'H', mask) || has_byte(x, b's', mask));
+            // All dots (`.....`, the usual case) is no interrupt; `h` and `H` are one test
+            // with the case bit set (only 0x48 and 0x68 give 0x68).
+            if (x ^ u64::from_le_bytes(*b"........")) & mask == 0 {
+                return Some(false);
+            }
+            return Some(has_byte(x | 0x2020_2020_2020_2020, b'h', mask) || has_byte(x, b's', mask));
         }
         Some(t.iter().any(|&b| matches!(b, b'h' | b'H' | b's')))
     }
@@ -279,9 +293,14 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// Whether only whitespace is left.
+    /// Whether only whitespace is left on the line (up to its newline, or the end).
     fn at_end(&self) -> bool {
-        self.s[self.i..].iter().all(|&b| is_ws(b))
+        for &b in &self.s[self.i..] {
+            if b == b'\n' || !is_ws(b) {
+                return b == b'\n';
+            }
+        }
+        true
     }
 }
 

@@ -50,20 +50,38 @@ const OTHERS: &[&str] = &[
     "t-1 [99999999999] ..... 1.0: kfree: call_site=f ptr=1",
 ];
 
-/// Asserts that the fast path returns only what the general rules do; returns whether it
-/// took the line.
-fn agree(line: &[u8]) -> bool {
-    let fast = event(line);
-    if let Some(ev) = fast {
+/// Asserts that the fast path returns only what the general rules do on the first line of
+/// `text` (up to its first newline), and the same whether it reads that line alone or in
+/// `text`, without reading past its newline; returns whether it took the line.
+fn agree(text: &[u8]) -> bool {
+    let end = text.iter().position(|&b| b == b'\n').map_or(text.len(), |nl| nl + 1);
+    let line = &text[..end];
+    let fast = event_in(line);
+    assert_eq!(event_in(text), fast, "{:?}", String::from_utf8_lossy(text));
+    if let Some((ev, read)) = fast {
+        assert!(read <= end - (line.last() == Some(&b'\n')) as usize, "{:?}", String::from_utf8_lossy(line));
         assert_eq!(parse_general(line), Ok(Line::Event(ev)), "{:?}", String::from_utf8_lossy(line));
     }
     fast.is_some()
+}
+
+/// `line`, ended by a newline if it has none, and `next` after it: a line read in a block.
+fn in_block(line: &[u8], next: &str) -> Vec<u8> {
+    let mut t = line.to_vec();
+    if t.last() != Some(&b'\n') {
+        t.push(b'\n');
+    }
+    t.extend_from_slice(next.as_bytes());
+    t
 }
 
 #[test]
 fn linux_lines_take_the_fast_path() {
     for l in LINUX {
         assert!(agree(l.as_bytes()), "{l:?}");
+        for next in LINUX.iter().chain(OTHERS) {
+            assert!(agree(&in_block(l.as_bytes(), next)), "{l:?} then {next:?}");
+        }
     }
 }
 
@@ -71,7 +89,14 @@ fn linux_lines_take_the_fast_path() {
 fn other_lines_take_the_general_rules() {
     for l in OTHERS {
         assert!(!agree(l.as_bytes()), "{l:?}");
+        // Not even with a Linux line after it (a `[`, the fields, on the next line).
+        for next in LINUX {
+            assert!(!agree(&in_block(l.as_bytes(), next)), "{l:?} then {next:?}");
+        }
     }
+    // The name of a `kmem_cache_free` on the next line is not this one's.
+    let l = "x-1 [000] ..... 1.0: kmem_cache_free: call_site=f ptr=0000000000000001 \n name=filp\n";
+    assert_eq!(event(l.as_bytes()).map(|e| e.kind), Some(EventKind::CacheFree { ptr: 1, name: "" }));
     let mut bad = b"x-1 [000] ..... 1.0: kmem_cache_free: call_site=f ptr=1 name=".to_vec();
     bad.push(0xff);
     assert!(!agree(&bad));
@@ -92,7 +117,7 @@ fn rng(seed: u64) -> impl FnMut() -> usize {
 /// swapped or repeated): wherever the fast path takes one, the general rules agree.
 #[test]
 fn mutated_lines_agree() {
-    let bytes = b" \t\r\x0c\x00=:[].0123456789abcdefx()-|_kmnp\xff\xc3\xa9#";
+    let bytes = b" \t\r\n\x0c\x00=:[].0123456789abcdefx()-|_kmnp\xff\xc3\xa9#";
     let mut next = rng(0x5eed);
     let (mut fast, mut total) = (0, 0);
     for round in 0..200_000 {
@@ -116,10 +141,52 @@ fn mutated_lines_agree() {
                 _ => {}
             }
         }
+        // Alone, and read in a block with a line after it.
         fast += agree(&l) as u32;
+        agree(&in_block(&l, LINUX[next() % LINUX.len()]));
         total += 1;
     }
     // Both paths were exercised.
     eprintln!("{fast} of {total} on the fast path");
     assert!(fast > total / 10 && fast < total * 9 / 10, "{fast} of {total} on the fast path");
+}
+
+/// `parse_next` walking a block of lines (Linux's, others, an over-long one, one without a
+/// newline at the end) gives what splitting it and parsing each line gives.
+#[test]
+fn parse_next_walks_a_block_as_lines() {
+    use crate::input::{items, Item, MAX_LINE};
+    use crate::parse::{parse_line, parse_next, ParseError};
+    let mut text = Vec::new();
+    for (i, l) in LINUX.iter().chain(OTHERS).enumerate() {
+        text.extend_from_slice(l.as_bytes());
+        if !l.ends_with('\n') {
+            text.push(b'\n');
+        }
+        if i == 3 {
+            // A kfree the fast path takes, made longer than `MAX_LINE` by its padding.
+            text.extend_from_slice(b"x-1 [001] 2.0: kfree: call_site=f ptr=0000000000000001");
+            text.resize(text.len() + MAX_LINE, b' ');
+            text.push(b'\n');
+        }
+    }
+    text.extend_from_slice(LINUX[0].trim_end().as_bytes());
+    let want: Vec<_> = items(&text)
+        .map(|item| match item {
+            Item::Line(l) => (l, parse_line(l)),
+            Item::TooLong(head) => (head, Err(ParseError::TooLong)),
+        })
+        .collect();
+    let mut got = Vec::new();
+    let mut at = 0;
+    while at < text.len() {
+        let mut out = (&[][..], Err(ParseError::TooLong));
+        at += parse_next(&text[at..], &mut out);
+        got.push(out);
+    }
+    assert_eq!(got.len(), want.len());
+    assert!(got.iter().any(|(_, p)| *p == Err(ParseError::TooLong)));
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g, w, "{:?}", String::from_utf8_lossy(w.0));
+    }
 }

@@ -11,7 +11,7 @@
 //! endless input without newlines (`/dev/zero`) is read in constant memory.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 
 pub use crate::ahead::{read_ahead, ReadAhead};
@@ -36,6 +36,9 @@ pub const TOO_LONG_HEAD: usize = 120;
 /// A trace opened for reading (it may be read on another thread).
 pub type Reader = Box<dyn Read + Send>;
 
+/// A zstd stream, buffered.
+pub type Compressed = Box<dyn BufRead + Send>;
+
 /// How a trace is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
@@ -45,39 +48,90 @@ pub enum Compression {
     Zstd,
 }
 
-/// Opens a trace file for reading.
-pub fn open(path: &Path) -> io::Result<(Reader, Compression)> {
-    let f = File::open(path)?;
-    if f.metadata()?.is_dir() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "is a directory"));
-    }
-    from_reader(f)
+/// A trace opened, its compression told apart: a zstd stream is still compressed
+/// ([`Trace::into_reader`] decompresses it; [`crate::run::replay_trace`] and
+/// [`crate::run::parse_trace`] decode it straight into the parser's buffer,
+/// [`crate::zring::ZstdRing`]).
+pub enum Trace {
+    /// Plain text.
+    Plain(Reader),
+    /// A zstd stream, from its first byte.
+    Zstd(Compressed),
 }
 
-/// Wraps a byte stream (plain or zstd, detected from its first bytes) for reading.
-pub fn from_reader<R: Read + Send + 'static>(mut r: R) -> io::Result<(Reader, Compression)> {
-    let mut head = [0; 4];
-    let mut n = 0;
-    while n < head.len() {
-        match r.read(&mut head[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+impl Trace {
+    /// Opens a trace file.
+    pub fn open(path: &Path) -> io::Result<Trace> {
+        let f = File::open(path)?;
+        if f.metadata()?.is_dir() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "is a directory"));
+        }
+        Trace::from_reader(f)
+    }
+
+    /// A byte stream (plain or zstd, detected from its first bytes).
+    pub fn from_reader<R: Read + Send + 'static>(mut r: R) -> io::Result<Trace> {
+        let mut head = [0; 4];
+        let mut n = 0;
+        while n < head.len() {
+            match r.read(&mut head[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let r = io::Cursor::new(head).take(n as u64).chain(r);
+        if n == 4 && head == ZSTD_MAGIC {
+            return Ok(Trace::Zstd(Box::new(BufReader::with_capacity(BUF, r))));
+        }
+        // Plain text goes straight from the file into the line reader's block.
+        Ok(Trace::Plain(Box::new(r)))
+    }
+
+    /// How it is stored.
+    pub fn compression(&self) -> Compression {
+        match self {
+            Trace::Plain(_) => Compression::None,
+            Trace::Zstd(_) => Compression::Zstd,
         }
     }
-    let r = io::Cursor::new(head).take(n as u64).chain(r);
-    if n == 4 && head == ZSTD_MAGIC {
-        let mut raw = zstd::stream::raw::Decoder::new()?;
-        // The content checksum (xxhash64 over every decompressed byte) is a fifth of zstd's
-        // work per line here; a corrupt capture still fails zstd's block checks, and what
-        // parses is validated line by line anyway.
-        raw.set_parameter(zstd::zstd_safe::DParameter::ForceIgnoreChecksum(true))?;
-        let d = zstd::stream::zio::Reader::new(BufReader::with_capacity(BUF, r), raw);
-        return Ok((Box::new(d), Compression::Zstd));
+
+    /// Its text, decompressed by zstd's streaming decoder if it is compressed.
+    pub fn into_reader(self) -> io::Result<Reader> {
+        match self {
+            Trace::Plain(r) => Ok(r),
+            Trace::Zstd(r) => {
+                let mut raw = zstd::stream::raw::Decoder::new()?;
+                // The content checksum (xxhash64 over every decompressed byte) is a fifth of
+                // zstd's work per line here; a corrupt capture still fails zstd's block
+                // checks, and what parses is validated line by line anyway.
+                raw.set_parameter(zstd::zstd_safe::DParameter::ForceIgnoreChecksum(true))?;
+                Ok(Box::new(zstd::stream::zio::Reader::new(r, raw)))
+            }
+        }
     }
-    // Plain text goes straight from the file into the line reader's block.
-    Ok((Box::new(r), Compression::None))
+}
+
+impl std::fmt::Debug for Trace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Trace({:?})", self.compression())
+    }
+}
+
+/// Opens a trace file for reading (decompressed, [`Trace::into_reader`]).
+pub fn open(path: &Path) -> io::Result<(Reader, Compression)> {
+    let t = Trace::open(path)?;
+    let c = t.compression();
+    Ok((t.into_reader()?, c))
+}
+
+/// Wraps a byte stream (plain or zstd, detected from its first bytes) for reading
+/// (decompressed, [`Trace::into_reader`]).
+pub fn from_reader<R: Read + Send + 'static>(r: R) -> io::Result<(Reader, Compression)> {
+    let t = Trace::from_reader(r)?;
+    let c = t.compression();
+    Ok((t.into_reader()?, c))
 }
 
 /// The first `lines` lines of a stream (`kmem replay --lines`). It may read past the last

@@ -34,8 +34,11 @@
 //!   `kmem replay` on three CPUs or more a thread of its own reads and decompresses a few
 //!   256 KiB blocks ahead, and the blocks themselves become the line reader's buffer (each
 //!   has room before its bytes for the line that runs across from the previous block: the
-//!   only bytes copied); on fewer CPUs the parsing thread decompresses into its own block
-//!   (`run::read_ahead_pays`: a third busy thread on two CPUs cost more than it hid). A line
+//!   only bytes copied); on fewer CPUs the parsing thread decodes zstd straight into its
+//!   line reader's buffer (`run::read_ahead_pays`: a third busy thread on two CPUs cost more
+//!   than it hid; [`zring::ZstdRing`]: zstd's buffer-less API decoding block after block into
+//!   a round buffer that is also zstd's window, so no byte is copied out of a window as the
+//!   streaming decoder does; [`input::Trace`] keeps the stream compressed until then). A line
 //!   over 64 KiB is one malformed line, skipped to its newline without being buffered; a
 //!   stream with no event in its first 16 MiB is "not a kmem trace" (so `kmem replay
 //!   /dev/zero` ends).
@@ -47,8 +50,10 @@
 //!   events' fields in their `TP_printk` order, one space apart, with byte-level scanning:
 //!   whitespace (exactly, with the ASCII check of text fields), `[` and column padding found
 //!   16 bytes at a time (SSE2; 8 with `u64` bit tricks elsewhere), literals compared as whole
-//!   words, 16-digit pointers checked and converted in one SSE2 register, pfns and decimal
-//!   numbers 8 digits at a time. It returns an event only
+//!   words, 16-digit pointers checked and converted in one SSE2 register, the timestamp's
+//!   digits and dots in one SSE2 load, pfns and decimal numbers 8 digits at a time. It reads
+//!   each line in the block itself (no scan crosses a newline) and the newline is looked for
+//!   only past the last field it read (`parse::parse_next`). It returns an event only
 //!   where the general rules give the same one; anything else (comments, other events, other
 //!   layouts, bad values) goes to the general rules. The tests compare both on every line
 //!   they hold and on 200,000 random mutations.
@@ -70,7 +75,7 @@
 //! [`run`] streams batches of 4096 ops through two threads (three with the read-ahead): one
 //! reads, decompresses and parses, and the calling thread replays the previous batch (timed
 //! per batch: the replay-only rate) and samples the machine's memory. On the shared capture
-//! each line costs about 550 instructions of zstd, 1,100 of splitting, parsing and front end,
+//! each line costs about 390 instructions of zstd, 950 of splitting, parsing and front end,
 //! and 850 of
 //! replay (the OOM killer's bookkeeping, [`oom`], adds about 60: a lock of the live tables
 //! per operation, one more before allocations of a live key, and the victim queues). `kmem replay` boots its machine on anonymous RAM with transparent huge pages
@@ -121,6 +126,7 @@ pub mod run;
 mod scan;
 pub mod summary;
 mod table_lock;
+pub mod zring;
 
 pub use op::{Frontend, Kind, Op};
 pub use replay::Replayer;

@@ -155,6 +155,33 @@ pub fn parse_line(line: &[u8]) -> Result<Line<'_>, ParseError> {
     }
 }
 
+/// Parses the first line of `text` (a chunk of whole lines, non-empty) into `out`: the line
+/// ([`crate::input::items`]' first) and [`parse_line`] of it (a line longer than
+/// [`crate::input::MAX_LINE`]: its first [`crate::input::TOO_LONG_HEAD`] bytes and
+/// [`ParseError::TooLong`]); returns the line's length with its newline. The fast path reads
+/// the line in `text` itself, and the newline is looked for only past the fields it read;
+/// the result is written in place (it is large, and copies of it cost as much as the search).
+#[inline(always)]
+pub fn parse_next<'a>(text: &'a [u8], out: &mut (&'a [u8], Result<Line<'a>, ParseError>)) -> usize {
+    use crate::input::{MAX_LINE, TOO_LONG_HEAD};
+    if let Some((ev, read)) = crate::fast::event_in(text) {
+        let len = crate::scan::find_newline(&text[read..]).map_or(text.len(), |nl| read + nl + 1);
+        if len - (text[len - 1] == b'\n') as usize <= MAX_LINE {
+            out.0 = &text[..len];
+            out.1 = Ok(Line::Event(ev));
+            return len;
+        }
+    }
+    let len = crate::scan::find_newline(text).map_or(text.len(), |nl| nl + 1);
+    let line = &text[..len];
+    *out = if len - (line.last() == Some(&b'\n')) as usize > MAX_LINE {
+        (&line[..TOO_LONG_HEAD], Err(ParseError::TooLong))
+    } else {
+        (line, parse_general(line))
+    };
+    len
+}
+
 /// [`parse_line`] by the general rules only.
 pub fn parse_general(line: &[u8]) -> Result<Line<'_>, ParseError> {
     let line = trim_end(line);

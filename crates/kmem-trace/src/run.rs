@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 
 use kmem_hosted::Machine;
 
-use crate::input::{items, read_ahead, Chunk, Fill, Item, Lines, NotATrace, ReadAhead, Reading, BLOCK};
+use crate::input::{read_ahead, Chunk, Compressed, Fill, Lines, NotATrace, ReadAhead, Reading, Trace, BLOCK};
 use crate::op::{CacheDef, Frontend, Op};
-use crate::parse::{parse_line, ParseError};
+use crate::parse::{parse_next, ParseError};
 use crate::replay::Replayer;
+use crate::zring::ZstdRing;
 
 /// Operations per batch.
 pub const BATCH: usize = 4096;
@@ -105,19 +106,15 @@ fn parse_from<F: Fill>(
 /// The lines of one chunk, [`GROUP`] at a time: parsed (and their keys prefetched), then
 /// handed to the front end in order.
 fn parse_chunk(text: &[u8], fe: &mut Frontend, emit: &mut impl FnMut(Op, &Frontend) -> bool) -> bool {
-    let mut items = items(text);
+    let mut at = 0;
     let mut group = [(&[][..], Err(ParseError::TooLong)); GROUP];
     loop {
         let mut n = 0;
-        for item in items.by_ref().take(GROUP) {
+        while n < GROUP && at < text.len() {
             // Written in place: the parsed line is large, and copies of it cost more than
             // the front end's lookups.
-            let (line, parsed) = &mut group[n];
-            match item {
-                Item::Line(l) => (*line, *parsed) = (l, parse_line(l)),
-                Item::TooLong(head) => (*line, *parsed) = (head, Err(ParseError::TooLong)),
-            }
-            fe.prefetch(parsed);
+            at += parse_next(&text[at..], &mut group[n]);
+            fe.prefetch(&group[n].1);
             n += 1;
         }
         for (line, parsed) in &group[..n] {
@@ -158,6 +155,35 @@ pub fn read_ahead_pays() -> bool {
     std::thread::available_parallelism().map_or(true, |n| n.get() >= 3)
 }
 
+/// [`replay_stream`] of an opened trace: a zstd stream is decoded on the parsing thread
+/// straight into its buffer ([`ZstdRing`]: no copy out of zstd's window) where the
+/// read-ahead thread does not pay ([`read_ahead_pays`]).
+pub fn replay_trace(
+    trace: Trace,
+    fe: &mut Frontend,
+    rp: &mut Replayer<'_>,
+    mem: &mut MachineMem,
+    on_batch: impl FnMut(&Replayer<'_>, u64),
+) -> io::Result<Timing> {
+    replay_trace_with(trace, fe, rp, mem, read_ahead_pays(), on_batch)
+}
+
+/// [`replay_trace`], with or without the read-ahead thread (without it, a zstd stream is
+/// decoded into the parser's buffer).
+pub fn replay_trace_with(
+    trace: Trace,
+    fe: &mut Frontend,
+    rp: &mut Replayer<'_>,
+    mem: &mut MachineMem,
+    ahead: bool,
+    on_batch: impl FnMut(&Replayer<'_>, u64),
+) -> io::Result<Timing> {
+    match trace {
+        Trace::Zstd(raw) if !ahead => replay_from(Feed::Ring(ZstdRing::new(raw)?), fe, rp, mem, on_batch),
+        t => replay_stream_with(&mut *t.into_reader()?, fe, rp, mem, ahead, on_batch),
+    }
+}
+
 /// [`replay_stream`], with or without the read-ahead thread.
 pub fn replay_stream_with(
     r: &mut (dyn Read + Send),
@@ -165,6 +191,27 @@ pub fn replay_stream_with(
     rp: &mut Replayer<'_>,
     mem: &mut MachineMem,
     ahead: bool,
+    on_batch: impl FnMut(&Replayer<'_>, u64),
+) -> io::Result<Timing> {
+    replay_from(if ahead { Feed::Ahead(r) } else { Feed::Here(r) }, fe, rp, mem, on_batch)
+}
+
+/// Where the parsing thread's text comes from.
+enum Feed<'a> {
+    /// Read (and decompressed) a few blocks ahead on a thread of its own.
+    Ahead(&'a mut (dyn Read + Send)),
+    /// Read (and decompressed) on the parsing thread.
+    Here(&'a mut (dyn Read + Send)),
+    /// A zstd stream decoded on the parsing thread straight into its buffer.
+    Ring(ZstdRing<Compressed>),
+}
+
+/// The pipeline of [`replay_stream_with`] over any [`Feed`].
+fn replay_from(
+    feed: Feed<'_>,
+    fe: &mut Frontend,
+    rp: &mut Replayer<'_>,
+    mem: &mut MachineMem,
     mut on_batch: impl FnMut(&Replayer<'_>, u64),
 ) -> io::Result<Timing> {
     let start = Instant::now();
@@ -173,10 +220,10 @@ pub fn replay_stream_with(
     let (tx, rx) = mpsc::sync_channel::<Batch>(4);
     let (free_tx, free_rx) = mpsc::channel::<Vec<Op>>();
     let parsed = std::thread::scope(|s| {
-        let lines = if ahead {
-            Lines::from_fill(Source::Ahead(read_ahead(s, r)), Box::default())
-        } else {
-            Lines::from_fill(Source::Here(Reading(r)), vec![0; BLOCK].into_boxed_slice())
+        let lines = match feed {
+            Feed::Ahead(r) => Lines::from_fill(Source::Ahead(read_ahead(s, r)), Box::default()),
+            Feed::Here(r) => Lines::from_fill(Source::Here(Reading(r)), vec![0; BLOCK].into_boxed_slice()),
+            Feed::Ring(z) => Lines::from_fill(Source::Ring(z), Box::default()),
         };
         let parser = s.spawn(move || {
             let mut batch = Vec::with_capacity(BATCH);
@@ -213,11 +260,12 @@ pub fn replay_stream_with(
     Ok(Timing { total: start.elapsed(), replay })
 }
 
-/// Where the parsing thread's lines come from: blocks read ahead on another thread, or reads
-/// (and decompression) on the parsing thread itself.
+/// Where the parsing thread's lines come from: blocks read ahead on another thread, reads
+/// (and decompression) on the parsing thread itself, or zstd decoding into its buffer.
 enum Source<'a> {
     Ahead(ReadAhead),
     Here(Reading<&'a mut (dyn Read + Send)>),
+    Ring(ZstdRing<Compressed>),
 }
 
 impl Fill for Source<'_> {
@@ -225,7 +273,24 @@ impl Fill for Source<'_> {
         match self {
             Source::Ahead(a) => a.fill(buf, start, end),
             Source::Here(r) => r.fill(buf, start, end),
+            Source::Ring(z) => z.fill(buf, start, end),
         }
+    }
+}
+
+/// [`parse_all`] of an opened trace, a zstd stream decoded straight into the parser's
+/// buffer ([`ZstdRing`]).
+pub fn parse_trace(trace: Trace, fe: &mut Frontend) -> io::Result<Vec<Op>> {
+    match trace {
+        Trace::Zstd(raw) => {
+            let mut ops = Vec::new();
+            parse_from(Lines::from_fill(ZstdRing::new(raw)?, Box::default()), fe, |op, _| {
+                ops.push(op);
+                true
+            })?;
+            Ok(ops)
+        }
+        Trace::Plain(mut r) => parse_all(&mut *r, fe),
     }
 }
 

@@ -21,7 +21,8 @@ fn rng(seed: u64) -> impl FnMut() -> u64 {
 
 #[test]
 fn searches_match_byte_loops() {
-    let alphabet = [b' ', b' ', b' ', b'=', b'x', b'y', b'\t', b'\r', 0x0c, 0x1f, 0x00, 0x80, 0xff, b'\n', 0x21, 0xa0];
+    let alphabet =
+        [b' ', b' ', b' ', b'=', b'x', b'y', b'\t', b'\r', 0x0c, 0x0b, 0x1f, 0x00, 0x80, 0xff, b'\n', 0x21, 0xa0];
     let mut next = rng(7);
     for round in 0..5000 {
         let len = (next() % 80) as usize;
@@ -42,7 +43,17 @@ fn searches_match_byte_loops() {
             s[at] = b;
             for from in [0, at / 2, at, 39, 40] {
                 let want = s[from..].iter().position(|&c| c == b).map(|p| from + p);
-                assert_eq!(find_byte(&s, from, b), want, "byte {b:#x} at {at} from {from}");
+                assert_eq!(find_byte_in_line(&s, from, b), want, "byte {b:#x} at {at} from {from}");
+            }
+            // A newline before the byte hides it; one after does not.
+            for nl in 0..40 {
+                let mut s = s;
+                if b == b'\n' || b == b'x' || nl == at {
+                    continue;
+                }
+                s[nl] = b'\n';
+                let want = (nl > at).then_some(at);
+                assert_eq!(find_byte_in_line(&s, 0, b), want, "byte {b:#x} at {at}, newline at {nl}");
             }
         }
         for at in 0..20 {

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use kmem::ReportKind;
 use kmem_hosted::MachineBuilder;
-use kmem_trace::run::{read_ahead_pays, replay_stream_with, MachineMem};
+use kmem_trace::run::{read_ahead_pays, replay_stream_with, replay_trace_with, MachineMem};
 use kmem_trace::{input, summary, Frontend, Kind, Replayer};
 
 /// `zstd -dc fsops.trace.zst | awk '{for(i=1;i<=NF;i++) if ($i ~ /^(kmalloc|...):$/) {c[$i]++; break}}'`,
@@ -23,7 +23,7 @@ const EXCERPT: (u64, [u64; 7]) = (50_000, [1_158, 3_568, 16_384, 8_880, 7_882, 6
 #[test]
 fn excerpt_replays_and_accounts_for_everything() {
     let path = input::excerpt_trace(Path::new(env!("CARGO_MANIFEST_DIR")));
-    replay_and_check(&path, EXCERPT, true);
+    replay_and_check(&path, EXCERPT, Feed::Ahead);
 }
 
 /// The same, decompressing on the parsing thread (what `replay_stream` does on fewer than
@@ -31,25 +31,50 @@ fn excerpt_replays_and_accounts_for_everything() {
 #[test]
 fn excerpt_replays_the_same_without_read_ahead() {
     let path = input::excerpt_trace(Path::new(env!("CARGO_MANIFEST_DIR")));
-    replay_and_check(&path, EXCERPT, false);
+    replay_and_check(&path, EXCERPT, Feed::Here);
+}
+
+/// The same, zstd decoding straight into the parser's buffer (what `replay_trace` does on
+/// fewer than three CPUs).
+#[test]
+fn excerpt_replays_the_same_decoded_in_place() {
+    let path = input::excerpt_trace(Path::new(env!("CARGO_MANIFEST_DIR")));
+    replay_and_check(&path, EXCERPT, Feed::InPlace);
 }
 
 #[test]
 #[ignore = "needs the full capture, not in the repository: KMEM_TRACE=path/to/fsops.trace.zst, --release"]
 fn full_capture_replays_and_accounts_for_everything() {
     let path = std::env::var_os("KMEM_TRACE").expect("KMEM_TRACE=path/to/fsops.trace.zst (the full capture)");
-    replay_and_check(Path::new(&path), FULL, read_ahead_pays());
+    replay_and_check(Path::new(&path), FULL, if read_ahead_pays() { Feed::Ahead } else { Feed::InPlace });
 }
 
-fn replay_and_check(path: &Path, (lines, counts): (u64, [u64; 7]), ahead: bool) {
-    let (r, compression) = input::open(path).unwrap();
-    assert_eq!(compression, input::Compression::Zstd);
-    let mut r = input::TakeLines::new(r, lines);
+/// How the replay reads the capture.
+enum Feed {
+    /// Decompressed a few blocks ahead on a thread of its own.
+    Ahead,
+    /// Decompressed on the parsing thread by zstd's streaming decoder.
+    Here,
+    /// Decoded on the parsing thread straight into its buffer (`replay_trace_with`; the
+    /// whole file: `lines` must be all of it).
+    InPlace,
+}
+
+fn replay_and_check(path: &Path, (lines, counts): (u64, [u64; 7]), feed: Feed) {
+    let trace = input::Trace::open(path).unwrap();
+    assert_eq!(trace.compression(), input::Compression::Zstd);
     let m = MachineBuilder::new().build().unwrap();
     let mut fe = Frontend::new();
     let mut rp = Replayer::new(&m, false);
     let mut mem = MachineMem::default();
-    replay_stream_with(&mut r, &mut fe, &mut rp, &mut mem, ahead, |_, _| {}).unwrap();
+    match feed {
+        Feed::InPlace => replay_trace_with(trace, &mut fe, &mut rp, &mut mem, false, |_, _| {}).unwrap(),
+        Feed::Ahead | Feed::Here => {
+            let mut r = input::TakeLines::new(trace.into_reader().unwrap(), lines);
+            let ahead = matches!(feed, Feed::Ahead);
+            replay_stream_with(&mut r, &mut fe, &mut rp, &mut mem, ahead, |_, _| {}).unwrap()
+        }
+    };
 
     let t = &fe.counts;
     assert_eq!(t.lines, lines);

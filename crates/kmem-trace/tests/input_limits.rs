@@ -7,7 +7,7 @@ use std::io::{self, Read};
 
 use kmem_trace::input::{self, NotATrace, MAX_LINE};
 use kmem_trace::parse::ParseError;
-use kmem_trace::run::parse_all;
+use kmem_trace::run::{parse_all, parse_trace};
 use kmem_trace::{Frontend, Kind};
 
 const ALLOC: &str = " t-1 [000] ..... 1.0: kmalloc: call_site=f ptr=00000000000000a1 bytes_req=8 bytes_alloc=8 \
@@ -85,7 +85,10 @@ fn no_event_in_the_first_16_mib_is_not_a_trace() {
     assert!(fe.counts.malformed >= 15 << 10);
     // Zstd-compressed junk too.
     let z = zstd::stream::encode_all(&vec![b'j'; 20 << 20][..], 1).unwrap();
-    assert!(NotATrace::is(&parse_reader(io::Cursor::new(z)).0.unwrap_err()));
+    assert!(NotATrace::is(&parse_reader(io::Cursor::new(z.clone())).0.unwrap_err()));
+    // Also decoded straight into the parser's buffer.
+    let t = input::Trace::from_reader(io::Cursor::new(z)).unwrap();
+    assert!(NotATrace::is(&parse_trace(t, &mut Frontend::new()).unwrap_err()));
     // Junk shorter than the limit is counted, not an error; so is junk after an event.
     let (r, fe) = parse_reader(Zeros(1 << 20));
     assert_eq!((r.unwrap(), fe.counts.malformed), (0, 1));
