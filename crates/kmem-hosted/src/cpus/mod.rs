@@ -27,7 +27,7 @@ mod owned;
 mod thread;
 pub(crate) use thread::{
     atomic_context, current_owned, in_interrupt, in_reclaim, irqs_off, pin_owned, preempt_count, set_in_reclaim,
-    try_pin_owned,
+    try_pin_fast,
 };
 
 use std::cell::Cell;
@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::cpu_owner::OwnedCpu;
-use crate::cpu_slot::Slot;
+use crate::cpu_slot::{self, Slot};
 
 static NEXT_THREAD: AtomicU32 = AtomicU32::new(1);
 static NEXT_MACHINE: AtomicUsize = AtomicUsize::new(1);
@@ -93,6 +93,14 @@ struct Ctx {
     own_machine: Cell<usize>,
     own_state: Cell<*const OwnedCpu>,
     own_cpu: Cell<u32>,
+    /// The shared fast pin (`try_pin_fast`): the shared-CPU machine (0: none) whose CPU
+    /// `fast_cpu` (slot `fast_slot`) is the thread's home, taken as `fast_word`
+    /// (`cpu_slot::held_word`). Set with the home of a machine that does not migrate threads,
+    /// cleared with it.
+    fast_machine: Cell<usize>,
+    fast_slot: Cell<*const Slot>,
+    fast_cpu: Cell<u32>,
+    fast_word: Cell<u32>,
     /// Every CPU-per-thread machine this thread owns a CPU of.
     owned: [Cell<Own>; MAX_OWNED],
     /// Outermost sections run on a borrowed CPU since the last attempt to claim one.
@@ -144,6 +152,10 @@ thread_local! {
             own_machine: Cell::new(0),
             own_state: Cell::new(core::ptr::null()),
             own_cpu: Cell::new(0),
+            fast_machine: Cell::new(0),
+            fast_slot: Cell::new(core::ptr::null()),
+            fast_cpu: Cell::new(0),
+            fast_word: Cell::new(0),
             owned: [const { Cell::new(NO_OWN) }; MAX_OWNED],
             borrowed: Cell::new(0),
             memalloc: Cell::new(false),
@@ -171,6 +183,7 @@ pub fn pin_current_thread(cpu: u32) {
     CTX.with(|c| {
         c.pinned.set(Some(cpu));
         c.home_machine.set(0);
+        c.fast_machine.set(0);
     });
 }
 
@@ -330,10 +343,21 @@ impl Cpus {
     }
 
     fn home(&self, c: &Ctx) -> u32 {
-        let base = c.pinned.get().unwrap_or_else(|| thread_no(c).wrapping_add(c.migration.get()));
+        let me = thread_no(c);
+        let base = c.pinned.get().unwrap_or_else(|| me.wrapping_add(c.migration.get()));
         let cpu = base % self.nr as u32;
         c.home_machine.set(self.id);
         c.home_cpu.set(cpu);
+        // The fast pin's home: on a machine whose threads never migrate (a migrating thread
+        // counts its sections in `exit_slow`, which a fast pin skips), for a thread with a tag.
+        if self.migrate_every == 0 && cpu_slot::tag(me) != 0 {
+            if let Some(slot) = self.slots.get(cpu as usize) {
+                c.fast_slot.set(slot);
+                c.fast_cpu.set(cpu);
+                c.fast_word.set(cpu_slot::held_word(me));
+                c.fast_machine.set(self.id);
+            }
+        }
         cpu
     }
 
@@ -375,7 +399,12 @@ impl Cpus {
             return cpu;
         }
         let cpu = self.home(c);
-        let depth = self.slots[cpu as usize].enter(0, thread_no(c));
+        let slot = &self.slots[cpu as usize];
+        if slot.nest_if_mine(thread_no(c)) {
+            // Inside this thread's fast pin of the CPU: nested in its word.
+            return cpu;
+        }
+        let depth = slot.enter(0, thread_no(c));
         c.push_held(Held { machine: self.id, cpu, depth, stopped: false });
         cpu
     }
@@ -401,7 +430,11 @@ impl Cpus {
     #[cold]
     fn exit_slow(&self, c: &Ctx) {
         let Some(cell) = c.held_mut(self.id) else {
-            debug_assert!(false, "critical-section exit without enter");
+            let nested = !self.per_thread() && {
+                let cpu = if c.home_machine.get() == self.id { c.home_cpu.get() } else { self.home(c) };
+                self.slots[cpu as usize].unnest_if_mine(thread_no(c))
+            };
+            debug_assert!(nested, "critical-section exit without enter");
             return;
         };
         let mut h = cell.get();
@@ -424,6 +457,7 @@ impl Cpus {
                 if n % self.migrate_every == 0 {
                     c.migration.set(c.migration.get().wrapping_add(1));
                     c.home_machine.set(0);
+                    c.fast_machine.set(0);
                 }
             }
         }
@@ -439,8 +473,22 @@ impl Cpus {
                 let depth = unsafe { &*c.own_state.get() }.depth();
                 return (depth > 0).then(|| c.own_cpu.get());
             }
-            c.held_mut(self.id).map(|h| h.get().cpu)
+            match c.held_mut(self.id) {
+                Some(h) => Some(h.get().cpu),
+                None => self.held_fast(c),
+            }
         })
+    }
+
+    /// [`Cpus::held_cpu`] of a thread with no section in its table: its fast pin's CPU, if
+    /// it holds one (shared CPUs).
+    #[cold]
+    fn held_fast(&self, c: &Ctx) -> Option<u32> {
+        if self.per_thread() {
+            return None;
+        }
+        let cpu = if c.home_machine.get() == self.id { c.home_cpu.get() } else { self.home(c) };
+        self.slots[cpu as usize].held_by(thread_no(c)).then_some(cpu)
     }
 
     /// `pin_cpu`: a section without the preempt-count bookkeeping (nothing inside asks).
@@ -472,13 +520,15 @@ impl Cpus {
         }
     }
 
-    /// Ends a [`try_pin_owned`] pin (its token is always an owned CPU's state).
+    /// Ends a [`try_pin_fast`] pin. Its token is the depth word of the CPU it took (an owned
+    /// CPU's or a shared slot's, both at offset 0): one decrement ends either.
     #[inline(always)]
-    pub(crate) fn unpin_owned(&self, token: usize) {
+    pub(crate) fn unpin_fast(&self, token: usize) {
         debug_assert_ne!(token, 0, "unpin_cpu_fast of a pin try_pin_cpu did not make");
-        // SAFETY: `try_pin_owned` returned this machine's owned CPU, which lives as long as
-        // `self`.
-        unsafe { &*(token as *const OwnedCpu) }.exit();
+        // SAFETY: `try_pin_fast` returned the address of this machine's owned CPU or CPU
+        // slot, which lives as long as `self`; both begin with their `AtomicU32` depth word
+        // (`repr(C)`).
+        cpu_slot::leave(unsafe { &*(token as *const cpu_slot::Word) });
     }
 
     /// `run_on_cpu`: runs `f` as `cpu`, holding its per-CPU data. See
