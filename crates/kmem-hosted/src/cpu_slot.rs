@@ -11,16 +11,17 @@
 //! check.
 //!
 //! The word is `tag << DEPTH_BITS | depth`: the holder's tag (its thread number, 0 for a
-//! thread numbered past [`MAX_TAG`]) and a depth, 0 when the CPU is free (whatever the tag
-//! bits then say). Sections entered through `cpus.rs`'s table keep depth 1 here and count
-//! their nesting in the table. The **fast pin** (`Platform::try_pin_cpu` of a thread that
-//! holds no CPU of any shared machine) takes a free CPU with one compare-exchange, records
-//! nothing in the thread's table, and counts in the word itself the sections nested inside
-//! it ([`Slot::nest_if_mine`], found by the tag); its end, [`leave`], decrements the word
-//! (`Release`) with the very instructions that end an owned CPU's section (`cpu_owner.rs`,
-//! whose depth word also sits at offset 0), so `unpin_cpu_fast` needs no branch on the model.
-//! A thread reads its own tag with depth above 0 only while it holds the CPU: only the holder
-//! writes a word with its tag, and a thread reads its own last write or a later one.
+//! thread numbered past [`MAX_TAG`]) and a depth, 1 while held, 0 when the CPU is free
+//! (whatever the tag bits then say); the holder counts its nesting in its own table
+//! (`cpus/mod.rs`). The **fast pin** (`Platform::try_pin_cpu` of a thread that holds no CPU
+//! of any shared machine) takes a free CPU with one compare-exchange and records nothing in
+//! the thread's table; a section nested inside it finds the CPU held by its own tag
+//! ([`Slot::held_as`]) and enters it in the table as nested. Its end, [`leave`], decrements
+//! the word (`Release`) with the very instructions that end an owned CPU's section
+//! (`cpu_owner.rs`, whose depth word also sits at offset 0), so `unpin_cpu_fast` needs no
+//! branch on the model. A thread reads its own tag with depth 1 only while it holds the CPU:
+//! only the holder writes a word with its tag, and a thread reads its own last write or a
+//! later one.
 //!
 //! Synchronisation goes through the facade below: std's atomics, or loom's under `cfg(loom)`.
 
@@ -41,8 +42,9 @@ use loom::{
 /// Spins between yields while waiting for a slot.
 const SPINS_PER_YIELD: u32 = 16;
 
-/// Low bits of the word: the depth of the fast pin's sections (1 for a held CPU otherwise).
-const DEPTH_BITS: u32 = 8;
+/// The low bit of the word: held (1) or free (0). (A "depth" so that ending a fast pin is
+/// the owned CPUs' decrement.)
+const DEPTH_BITS: u32 = 1;
 const DEPTH_MASK: u32 = (1 << DEPTH_BITS) - 1;
 /// The largest tag: threads numbered beyond it hold CPUs with tag 0 and never fast-pin.
 pub(crate) const MAX_TAG: u32 = u32::MAX >> DEPTH_BITS;
@@ -74,10 +76,39 @@ fn is_free(w: u32) -> bool {
 #[repr(C, align(64))]
 pub(crate) struct Slot {
     owner: AtomicU32,
+    /// The CPU's number (what a fast pin returns).
+    cpu: u32,
 }
 
 /// A depth word (the facade's `AtomicU32`): what a fast pin's token points at.
 pub(crate) type Word = AtomicU32;
+
+/// Where a fast pin's token (a [`Slot`] or an owned CPU, `cpu_owner.rs`) keeps its depth
+/// word and its CPU's number: the same in both, so that ending a pin and reading its CPU
+/// take the same instructions whichever model pinned.
+#[cfg_attr(loom, allow(dead_code))]
+pub(crate) const WORD_OFFSET: usize = 0;
+pub(crate) const CPU_OFFSET: usize = 4;
+
+// (Loom's atomics are larger: under the models, which never pin through a token, the
+// layout differs.)
+#[cfg(not(loom))]
+const _: () = {
+    assert!(core::mem::offset_of!(Slot, owner) == WORD_OFFSET);
+    assert!(core::mem::offset_of!(Slot, cpu) == CPU_OFFSET);
+};
+
+/// The CPU number of a fast pin's token.
+///
+/// # Safety
+///
+/// `token` is the address of a live [`Slot`] or owned CPU (what `try_pin_fast` returns).
+#[inline(always)]
+pub(crate) unsafe fn pinned_cpu(token: usize) -> u32 {
+    // SAFETY: the caller's contract; both keep their number, never written after
+    // construction, at `CPU_OFFSET` (checked above and in `cpu_owner.rs`).
+    unsafe { *((token + CPU_OFFSET) as *const u32) }
+}
 
 /// Ends a section by its depth word: a fast pin's slot word or an owned CPU's depth (both at
 /// offset 0 of their CPU): one load, one `Release` store of one less. Only the holder writes
@@ -90,6 +121,11 @@ pub(crate) fn leave(word: &AtomicU32) {
 }
 
 impl Slot {
+    /// CPU `cpu`'s slot, free.
+    pub(crate) fn new(cpu: u32) -> Self {
+        Self { owner: AtomicU32::new(0), cpu }
+    }
+
     /// Enters a critical section on this CPU as thread `me` (non-zero), whose sections on it
     /// are nested `depth` deep; returns the new depth. The outermost section (`depth` 0)
     /// waits for the CPU and takes it; nested ones already own it.
@@ -130,35 +166,12 @@ impl Slot {
         is_free(w) && self.owner.compare_exchange(w, held, Ordering::Acquire, Ordering::Relaxed).is_ok()
     }
 
-    /// A section of thread `me` with no entry in its table: if `me` holds this CPU by a fast
-    /// pin, nests in it (one deeper) and returns true; else false (the CPU must be taken).
-    pub(crate) fn nest_if_mine(&self, me: u32) -> bool {
-        let t = tag(me);
+    /// Whether the thread whose [`held_word`] is `held` holds this CPU (by a fast pin, or a
+    /// section of its table); always false for a thread without a tag.
+    #[inline]
+    pub(crate) fn held_as(&self, held: u32) -> bool {
         let w = self.owner.load(Ordering::Relaxed);
-        if t == 0 || w >> DEPTH_BITS != t || is_free(w) {
-            return false;
-        }
-        assert!(w & DEPTH_MASK < DEPTH_MASK, "sections nested more than 254 deep in a fast pin");
-        self.owner.store(w + 1, Ordering::Relaxed);
-        true
-    }
-
-    /// Ends a section [`Slot::nest_if_mine`] nested; false if `me` has none here.
-    pub(crate) fn unnest_if_mine(&self, me: u32) -> bool {
-        let t = tag(me);
-        let w = self.owner.load(Ordering::Relaxed);
-        if t == 0 || w >> DEPTH_BITS != t || w & DEPTH_MASK < 2 {
-            return false;
-        }
-        self.owner.store(w - 1, Ordering::Relaxed);
-        true
-    }
-
-    /// Whether thread `me` holds this CPU by a fast pin (or a section of its table).
-    pub(crate) fn held_by(&self, me: u32) -> bool {
-        let t = tag(me);
-        let w = self.owner.load(Ordering::Relaxed);
-        t != 0 && w >> DEPTH_BITS == t && !is_free(w)
+        held >> DEPTH_BITS != 0 && w >> DEPTH_BITS == held >> DEPTH_BITS && !is_free(w)
     }
 
     fn acquire(&self, me: u32) {

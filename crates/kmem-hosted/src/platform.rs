@@ -244,7 +244,10 @@ unsafe impl Platform for HostedPlatform {
     /// migrating machine: see `cpus::try_pin_fast`).
     #[inline(always)]
     fn try_pin_cpu(&self) -> Option<Pinned> {
-        cpus::try_pin_fast(self.machine_id).map(|(cpu, token)| Pinned { cpu: CpuId(cpu), token })
+        cpus::try_pin_fast(self.machine_id).map(|token| {
+            // SAFETY: a token `try_pin_fast` just returned.
+            Pinned { cpu: CpuId(unsafe { crate::cpu_slot::pinned_cpu(token) }), token }
+        })
     }
     #[inline]
     fn unpin_cpu(&self, pinned: Pinned) {

@@ -31,7 +31,7 @@ fn fast_pin_takes_the_home_cpu_and_nests() {
     let pin = p.try_pin_cpu().expect("a free home CPU pins fast on a shared machine");
     assert_eq!(pin.cpu, CpuId(1));
     assert_eq!(p.current_cpu(), CpuId(1));
-    assert_eq!(p.held_cpu(), Some(CpuId(1)), "the fast pin holds the CPU");
+    assert_eq!(p.held_cpu(), None, "a pin is no section (as pin_cpu's on a CPU per thread)");
     assert_eq!(p.preempt_count(), 0, "a pin keeps the preempt count, as pin_cpu does");
     assert!(!p.atomic_context() && !p.irqs_disabled());
     assert!(p.try_pin_cpu().is_none(), "a held CPU is not pinned fast again");
@@ -40,6 +40,7 @@ fn fast_pin_takes_the_home_cpu_and_nests() {
     // Sections nested inside the fast pin run on its CPU and keep it.
     assert_eq!(p.preempt_disable_cpu(), CpuId(1));
     assert_eq!(p.preempt_count(), 1);
+    assert_eq!(p.held_cpu(), Some(CpuId(1)), "a section nested in the fast pin holds its CPU");
     let irq = p.local_irq_save();
     assert!(p.irqs_disabled() && p.atomic_context());
     let inner = p.pin_cpu();
@@ -49,8 +50,8 @@ fn fast_pin_takes_the_home_cpu_and_nests() {
     p.unpin_cpu(inner);
     p.local_irq_restore(irq);
     p.preempt_enable();
-    assert_eq!(p.held_cpu(), Some(CpuId(1)), "nested exits keep the fast pin's CPU");
     assert_eq!(p.preempt_count(), 0);
+    assert!(p.try_pin_cpu().is_none(), "nested exits keep the fast pin's CPU");
 
     // Another thread's section on that CPU waits for the unpin.
     let entered = AtomicBool::new(false);
@@ -64,7 +65,6 @@ fn fast_pin_takes_the_home_cpu_and_nests() {
         p.unpin_cpu_fast(pin);
     });
     assert!(entered.load(Ordering::SeqCst));
-    assert_eq!(p.held_cpu(), None);
     let again = p.try_pin_cpu().expect("free again");
     p.unpin_cpu_fast(again);
 }

@@ -53,6 +53,9 @@ struct Held {
     /// Held by stopping an owned CPU (`run_on_cpu`, or a thread with no CPU of its own):
     /// [`OwnedCpu::start`] at the outermost exit instead of a slot release.
     stopped: bool,
+    /// Sections nested in this thread's fast pin of the CPU (`try_pin_fast`), which holds
+    /// it: the outermost exit leaves the slot to `unpin_cpu_fast`.
+    in_fast: bool,
 }
 
 /// A CPU this thread owns (CPU-per-thread machines).
@@ -94,12 +97,11 @@ struct Ctx {
     own_state: Cell<*const OwnedCpu>,
     own_cpu: Cell<u32>,
     /// The shared fast pin (`try_pin_fast`): the shared-CPU machine (0: none) whose CPU
-    /// `fast_cpu` (slot `fast_slot`) is the thread's home, taken as `fast_word`
+    /// with slot `fast_slot` is the thread's home, taken as `fast_word`
     /// (`cpu_slot::held_word`). Set with the home of a machine that does not migrate threads,
     /// cleared with it.
     fast_machine: Cell<usize>,
     fast_slot: Cell<*const Slot>,
-    fast_cpu: Cell<u32>,
     fast_word: Cell<u32>,
     /// Every CPU-per-thread machine this thread owns a CPU of.
     owned: [Cell<Own>; MAX_OWNED],
@@ -145,7 +147,7 @@ thread_local! {
             migration: Cell::new(0),
             enables: Cell::new(0),
             active: Cell::new(0),
-            held: [const { Cell::new(Held { machine: 0, cpu: 0, depth: 0, stopped: false }) }; MAX_HELD],
+            held: [const { Cell::new(Held { machine: 0, cpu: 0, depth: 0, stopped: false, in_fast: false }) }; MAX_HELD],
             atomic: Cell::new(0),
             home_machine: Cell::new(0),
             home_cpu: Cell::new(0),
@@ -154,7 +156,6 @@ thread_local! {
             own_cpu: Cell::new(0),
             fast_machine: Cell::new(0),
             fast_slot: Cell::new(core::ptr::null()),
-            fast_cpu: Cell::new(0),
             fast_word: Cell::new(0),
             owned: [const { Cell::new(NO_OWN) }; MAX_OWNED],
             borrowed: Cell::new(0),
@@ -243,7 +244,7 @@ impl Cpus {
         Arc::new(Self {
             id: NEXT_MACHINE.fetch_add(1, Ordering::Relaxed),
             nr,
-            slots: (0..nr).map(|_| Slot::default()).collect(),
+            slots: (0..nr).map(|i| Slot::new(i as u32)).collect(),
             owned: Box::new([]),
             migrate_every,
             hook: RwLock::new(None),
@@ -263,7 +264,7 @@ impl Cpus {
             id: NEXT_MACHINE.fetch_add(1, Ordering::Relaxed),
             nr,
             slots: Box::new([]),
-            owned: (0..nr).map(|_| OwnedCpu::default()).collect(),
+            owned: (0..nr).map(|i| OwnedCpu::new(i as u32)).collect(),
             migrate_every: 0,
             hook: RwLock::new(None),
             warm_limit: AtomicUsize::new(0),
@@ -353,7 +354,6 @@ impl Cpus {
         if self.migrate_every == 0 && cpu_slot::tag(me) != 0 {
             if let Some(slot) = self.slots.get(cpu as usize) {
                 c.fast_slot.set(slot);
-                c.fast_cpu.set(cpu);
                 c.fast_word.set(cpu_slot::held_word(me));
                 c.fast_machine.set(self.id);
             }
@@ -395,17 +395,19 @@ impl Cpus {
             }
             let cpu = self.borrow_cpu_no(c);
             self.owned[cpu as usize].stop();
-            c.push_held(Held { machine: self.id, cpu, depth: 1, stopped: true });
+            c.push_held(Held { machine: self.id, cpu, depth: 1, stopped: true, in_fast: false });
             return cpu;
         }
         let cpu = self.home(c);
         let slot = &self.slots[cpu as usize];
-        if slot.nest_if_mine(thread_no(c)) {
-            // Inside this thread's fast pin of the CPU: nested in its word.
+        if slot.held_as(cpu_slot::held_word(thread_no(c))) {
+            // Inside this thread's fast pin of the CPU (no entry in the table: this is the
+            // only way a thread holds a CPU it has no entry for), which holds it already.
+            c.push_held(Held { machine: self.id, cpu, depth: 1, stopped: false, in_fast: true });
             return cpu;
         }
         let depth = slot.enter(0, thread_no(c));
-        c.push_held(Held { machine: self.id, cpu, depth, stopped: false });
+        c.push_held(Held { machine: self.id, cpu, depth, stopped: false, in_fast: false });
         cpu
     }
 
@@ -430,14 +432,18 @@ impl Cpus {
     #[cold]
     fn exit_slow(&self, c: &Ctx) {
         let Some(cell) = c.held_mut(self.id) else {
-            let nested = !self.per_thread() && {
-                let cpu = if c.home_machine.get() == self.id { c.home_cpu.get() } else { self.home(c) };
-                self.slots[cpu as usize].unnest_if_mine(thread_no(c))
-            };
-            debug_assert!(nested, "critical-section exit without enter");
+            debug_assert!(false, "critical-section exit without enter");
             return;
         };
         let mut h = cell.get();
+        if h.in_fast {
+            h.depth -= 1;
+            cell.set(h);
+            if h.depth == 0 {
+                c.active.set(c.active.get() - 1);
+            }
+            return;
+        }
         if h.stopped {
             h.depth -= 1;
             cell.set(h);
@@ -473,22 +479,8 @@ impl Cpus {
                 let depth = unsafe { &*c.own_state.get() }.depth();
                 return (depth > 0).then(|| c.own_cpu.get());
             }
-            match c.held_mut(self.id) {
-                Some(h) => Some(h.get().cpu),
-                None => self.held_fast(c),
-            }
+            c.held_mut(self.id).map(|h| h.get().cpu)
         })
-    }
-
-    /// [`Cpus::held_cpu`] of a thread with no section in its table: its fast pin's CPU, if
-    /// it holds one (shared CPUs).
-    #[cold]
-    fn held_fast(&self, c: &Ctx) -> Option<u32> {
-        if self.per_thread() {
-            return None;
-        }
-        let cpu = if c.home_machine.get() == self.id { c.home_cpu.get() } else { self.home(c) };
-        self.slots[cpu as usize].held_by(thread_no(c)).then_some(cpu)
     }
 
     /// `pin_cpu`: a section without the preempt-count bookkeeping (nothing inside asks).
@@ -552,10 +544,10 @@ impl Cpus {
             let own = c.own_machine.replace(0);
             if self.per_thread() {
                 self.owned[cpu as usize].stop();
-                c.push_held(Held { machine: self.id, cpu, depth: 1, stopped: true });
+                c.push_held(Held { machine: self.id, cpu, depth: 1, stopped: true, in_fast: false });
             } else {
                 let depth = self.slots[cpu as usize].enter(0, thread_no(c));
-                c.push_held(Held { machine: self.id, cpu, depth, stopped: false });
+                c.push_held(Held { machine: self.id, cpu, depth, stopped: false, in_fast: false });
             }
             f();
             self.exit_slow(c);

@@ -35,7 +35,7 @@ impl Cpus {
             if !self.slots[cpu as usize].try_acquire(thread_no(c)) {
                 return None;
             }
-            c.push_held(Held { machine: self.id, cpu, depth: 1, stopped: false });
+            c.push_held(Held { machine: self.id, cpu, depth: 1, stopped: false, in_fast: false });
             Some((cpu, 0))
         })
     }

@@ -29,14 +29,16 @@ pub(crate) fn pin_owned(machine: usize) -> Option<(u32, usize)> {
 ///
 /// The shared pin takes the home CPU's slot with one compare-exchange and records nothing
 /// in the thread's table: sections nested inside it find it by the slot's tag
-/// (`cpu_slot.rs`). The token, in both models, is the CPU's depth word ([`Cpus::unpin_fast`]).
+/// (`cpu_slot.rs`). The token, in both models, is the address of the CPU's depth word, its
+/// number after it ([`crate::cpu_slot::pinned_cpu`], [`Cpus::unpin_fast`]): the two models'
+/// results merge with no instruction for the choice.
 #[inline(always)]
-pub(crate) fn try_pin_fast(machine: usize) -> Option<(u32, usize)> {
+pub(crate) fn try_pin_fast(machine: usize) -> Option<usize> {
     CTX.with(|c| {
         if c.own_machine.get() == machine {
             let st = c.own_state.get();
             // SAFETY: as in `pin_owned`.
-            return unsafe { &*st }.try_enter().then(|| (c.own_cpu.get(), st as usize));
+            return unsafe { &*st }.try_enter().then_some(st as usize);
         }
         if c.fast_machine.get() != machine || c.active.get() != 0 {
             return None;
@@ -44,7 +46,11 @@ pub(crate) fn try_pin_fast(machine: usize) -> Option<(u32, usize)> {
         let slot = c.fast_slot.get();
         // SAFETY: `fast_slot` points into the CPUs of machine `fast_machine`, which the
         // caller's platform (machine `machine`) keeps alive.
-        unsafe { &*slot }.try_take(c.fast_word.get()).then(|| (c.fast_cpu.get(), slot as usize))
+        let slot = unsafe { &*slot };
+        if !slot.try_take(c.fast_word.get()) {
+            return None;
+        }
+        Some(slot as *const _ as usize)
     })
 }
 
