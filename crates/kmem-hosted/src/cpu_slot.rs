@@ -159,7 +159,8 @@ impl Slot {
 
     /// The fast pin: takes the free CPU as `held` ([`held_word`] of the caller) with one
     /// compare-exchange, no wait; false if anyone holds it. End it with [`leave`] on the
-    /// slot's word (the slot's address: it is at offset 0); sections nested inside find it with [`Slot::nest_if_mine`].
+    /// slot's word (the slot's address: it is at offset 0); sections nested inside find it
+    /// with [`Slot::held_as`].
     #[inline(always)]
     pub(crate) fn try_take(&self, held: u32) -> bool {
         let w = self.owner.load(Ordering::Relaxed);
