@@ -40,7 +40,11 @@ pub(crate) const FREE: u32 = 0;
 #[repr(C, align(64))]
 pub(crate) struct OwnedCpu {
     /// The owner's section depth. Written only by the owner (a stopper never writes it).
+    /// First, and the CPU's number next, as in a shared CPU's slot: a fast pin's token is
+    /// either (`cpu_slot::leave`, `cpu_slot::pinned_cpu`).
     depth: AtomicU32,
+    /// The CPU's number (never changes).
+    cpu: u32,
     /// 1 while a stopper holds the CPU.
     stop: AtomicU32,
     /// Serialises stoppers: 0 free, 1 held.
@@ -112,7 +116,20 @@ pub(crate) fn membarrier_available() -> bool {
     true
 }
 
+// (Loom's atomics are larger: under the models, which never pin through a token, the
+// layout differs.)
+#[cfg(not(loom))]
+const _: () = {
+    assert!(core::mem::offset_of!(OwnedCpu, depth) == crate::cpu_slot::WORD_OFFSET);
+    assert!(core::mem::offset_of!(OwnedCpu, cpu) == crate::cpu_slot::CPU_OFFSET);
+};
+
 impl OwnedCpu {
+    /// CPU `cpu`, free.
+    pub(crate) fn new(cpu: u32) -> Self {
+        Self { cpu, ..Self::default() }
+    }
+
     /// The owner enters a section; `true` if it is the outermost one.
     #[inline(always)]
     pub(crate) fn enter(&self) -> bool {

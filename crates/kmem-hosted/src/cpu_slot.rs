@@ -1,14 +1,27 @@
 //! One hosted CPU's owner word: the protocol that makes a hosted critical section own its CPU.
 //!
 //! A thread's outermost `preempt_disable()` or `local_irq_save()` on a CPU takes the CPU's
-//! slot with a compare-exchange from 0 to its thread number (`Acquire`), waiting while another
+//! slot with a compare-exchange from a free word to its own (`Acquire`), waiting while another
 //! thread that shares the CPU holds it; nested sections only count depth; the outermost enable
-//! stores 0 (`Release`). So at most one thread runs per-CPU code on a CPU at a time, and
-//! everything one section wrote to the CPU's data happens-before the next section on that CPU,
-//! whichever thread runs it: the guarantee per-CPU data (pagesets, `this_cpu_*` counters)
+//! stores a free word (`Release`). So at most one thread runs per-CPU code on a CPU at a time,
+//! and everything one section wrote to the CPU's data happens-before the next section on that
+//! CPU, whichever thread runs it: the guarantee per-CPU data (pagesets, `this_cpu_*` counters)
 //! relies on. `cpus.rs` keeps each thread's depth per machine; this module is the part shared
 //! between threads, and what the loom models (`cpu_slot/loom_tests.rs`, `scripts/loom.sh`)
 //! check.
+//!
+//! The word is `tag << DEPTH_BITS | depth`: the holder's tag (its thread number, 0 for a
+//! thread numbered past [`MAX_TAG`]) and a depth, 1 while held, 0 when the CPU is free
+//! (whatever the tag bits then say); the holder counts its nesting in its own table
+//! (`cpus/mod.rs`). The **fast pin** (`Platform::try_pin_cpu` of a thread that holds no CPU
+//! of any shared machine) takes a free CPU with one compare-exchange and records nothing in
+//! the thread's table; a section nested inside it finds the CPU held by its own tag
+//! ([`Slot::held_as`]) and enters it in the table as nested. Its end, [`leave`], decrements
+//! the word (`Release`) with the very instructions that end an owned CPU's section
+//! (`cpu_owner.rs`, whose depth word also sits at offset 0), so `unpin_cpu_fast` needs no
+//! branch on the model. A thread reads its own tag with depth 1 only while it holds the CPU:
+//! only the holder writes a word with its tag, and a thread reads its own last write or a
+//! later one.
 //!
 //! Synchronisation goes through the facade below: std's atomics, or loom's under `cfg(loom)`.
 
@@ -29,14 +42,90 @@ use loom::{
 /// Spins between yields while waiting for a slot.
 const SPINS_PER_YIELD: u32 = 16;
 
-/// One CPU: the thread number that owns it, 0 if none. A cache line each.
+/// The low bit of the word: held (1) or free (0). (A "depth" so that ending a fast pin is
+/// the owned CPUs' decrement.)
+const DEPTH_BITS: u32 = 1;
+const DEPTH_MASK: u32 = (1 << DEPTH_BITS) - 1;
+/// The largest tag: threads numbered beyond it hold CPUs with tag 0 and never fast-pin.
+pub(crate) const MAX_TAG: u32 = u32::MAX >> DEPTH_BITS;
+
+/// Thread `me`'s tag (0: none, for a thread numbered beyond [`MAX_TAG`]).
+#[inline]
+pub(crate) fn tag(me: u32) -> u32 {
+    if me <= MAX_TAG {
+        me
+    } else {
+        0
+    }
+}
+
+/// The word of a CPU held at depth 1 by thread `me`.
+#[inline]
+pub(crate) fn held_word(me: u32) -> u32 {
+    tag(me) << DEPTH_BITS | 1
+}
+
+#[inline(always)]
+fn is_free(w: u32) -> bool {
+    w & DEPTH_MASK == 0
+}
+
+/// One CPU: its holder and depth, free at depth 0. A cache line each; the word first (the
+/// fast pin's token points at it).
 #[derive(Debug, Default)]
-#[repr(align(64))]
+#[repr(C, align(64))]
 pub(crate) struct Slot {
     owner: AtomicU32,
+    /// The CPU's number (what a fast pin returns).
+    cpu: u32,
+}
+
+/// A depth word (the facade's `AtomicU32`): what a fast pin's token points at.
+pub(crate) type Word = AtomicU32;
+
+/// Where a fast pin's token (a [`Slot`] or an owned CPU, `cpu_owner.rs`) keeps its depth
+/// word and its CPU's number: the same in both, so that ending a pin and reading its CPU
+/// take the same instructions whichever model pinned.
+#[cfg_attr(loom, allow(dead_code))]
+pub(crate) const WORD_OFFSET: usize = 0;
+pub(crate) const CPU_OFFSET: usize = 4;
+
+// (Loom's atomics are larger: under the models, which never pin through a token, the
+// layout differs.)
+#[cfg(not(loom))]
+const _: () = {
+    assert!(core::mem::offset_of!(Slot, owner) == WORD_OFFSET);
+    assert!(core::mem::offset_of!(Slot, cpu) == CPU_OFFSET);
+};
+
+/// The CPU number of a fast pin's token.
+///
+/// # Safety
+///
+/// `token` is the address of a live [`Slot`] or owned CPU (what `try_pin_fast` returns).
+#[inline(always)]
+pub(crate) unsafe fn pinned_cpu(token: usize) -> u32 {
+    // SAFETY: the caller's contract; both keep their number, never written after
+    // construction, at `CPU_OFFSET` (checked above and in `cpu_owner.rs`).
+    unsafe { *((token + CPU_OFFSET) as *const u32) }
+}
+
+/// Ends a section by its depth word: a fast pin's slot word or an owned CPU's depth (both at
+/// offset 0 of their CPU): one load, one `Release` store of one less. Only the holder writes
+/// the word meanwhile.
+#[inline(always)]
+pub(crate) fn leave(word: &AtomicU32) {
+    let d = word.load(Ordering::Relaxed);
+    debug_assert!(d > 0, "section exit without enter");
+    word.store(d.wrapping_sub(1), Ordering::Release);
 }
 
 impl Slot {
+    /// CPU `cpu`'s slot, free.
+    pub(crate) fn new(cpu: u32) -> Self {
+        Self { owner: AtomicU32::new(0), cpu }
+    }
+
     /// Enters a critical section on this CPU as thread `me` (non-zero), whose sections on it
     /// are nested `depth` deep; returns the new depth. The outermost section (`depth` 0)
     /// waits for the CPU and takes it; nested ones already own it.
@@ -45,7 +134,7 @@ impl Slot {
         if depth == 0 {
             self.acquire(me);
         }
-        debug_assert_eq!(self.owner.load(Ordering::Relaxed), me, "a section runs on a CPU it does not own");
+        debug_assert_eq!(self.owner.load(Ordering::Relaxed), held_word(me), "a section runs on a CPU it does not own");
         depth + 1
     }
 
@@ -65,12 +154,35 @@ impl Slot {
     /// any thread (`me` included) holds it. Leave with [`Slot::exit`] at depth 1.
     #[inline]
     pub(crate) fn try_acquire(&self, me: u32) -> bool {
-        self.owner.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok()
+        self.try_take(held_word(me))
+    }
+
+    /// The fast pin: takes the free CPU as `held` ([`held_word`] of the caller) with one
+    /// compare-exchange, no wait; false if anyone holds it. End it with [`leave`] on the
+    /// slot's word (the slot's address: it is at offset 0); sections nested inside find it
+    /// with [`Slot::held_as`].
+    #[inline(always)]
+    pub(crate) fn try_take(&self, held: u32) -> bool {
+        let w = self.owner.load(Ordering::Relaxed);
+        is_free(w) && self.owner.compare_exchange(w, held, Ordering::Acquire, Ordering::Relaxed).is_ok()
+    }
+
+    /// Whether the thread whose [`held_word`] is `held` holds this CPU (by a fast pin, or a
+    /// section of its table); always false for a thread without a tag.
+    #[inline]
+    pub(crate) fn held_as(&self, held: u32) -> bool {
+        let w = self.owner.load(Ordering::Relaxed);
+        held >> DEPTH_BITS != 0 && w >> DEPTH_BITS == held >> DEPTH_BITS && !is_free(w)
     }
 
     fn acquire(&self, me: u32) {
+        let held = held_word(me);
         let mut spins = 0u32;
-        while self.owner.compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        loop {
+            let w = self.owner.load(Ordering::Relaxed);
+            if is_free(w) && self.owner.compare_exchange_weak(w, held, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                return;
+            }
             spins += 1;
             if spins % SPINS_PER_YIELD == 0 {
                 yield_now();

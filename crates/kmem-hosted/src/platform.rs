@@ -238,11 +238,16 @@ unsafe impl Platform for HostedPlatform {
         let (cpu, token) = cpus::pin_owned(self.machine_id).unwrap_or_else(|| self.cpus.pin());
         Pinned { cpu: CpuId(cpu), token }
     }
-    /// The owned CPU of a thread that has one on this machine and no stopper on it (no
-    /// call, no wait); `None` otherwise (a borrowed or shared CPU, a first use, a stopper).
+    /// The owned CPU of a thread that has one on this machine and no stopper on it, or on
+    /// a shared machine the thread's free home CPU when it holds none (no call, no wait);
+    /// `None` otherwise (a borrowed CPU, a first use, a stopper, a held or busy CPU, a
+    /// migrating machine: see `cpus::try_pin_fast`).
     #[inline(always)]
     fn try_pin_cpu(&self) -> Option<Pinned> {
-        cpus::try_pin_owned(self.machine_id).map(|(cpu, token)| Pinned { cpu: CpuId(cpu), token })
+        cpus::try_pin_fast(self.machine_id).map(|token| {
+            // SAFETY: a token `try_pin_fast` just returned.
+            Pinned { cpu: CpuId(unsafe { crate::cpu_slot::pinned_cpu(token) }), token }
+        })
     }
     #[inline]
     fn unpin_cpu(&self, pinned: Pinned) {
@@ -253,7 +258,7 @@ unsafe impl Platform for HostedPlatform {
     }
     #[inline(always)]
     fn unpin_cpu_fast(&self, pinned: Pinned) {
-        self.cpus.unpin_owned(pinned.token);
+        self.cpus.unpin_fast(pinned.token);
     }
     fn run_on_cpu(&self, cpu: CpuId, f: &mut dyn FnMut()) -> bool {
         if cpu.index() >= self.cpus.nr() {

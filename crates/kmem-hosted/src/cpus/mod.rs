@@ -6,7 +6,10 @@
 //!   (`cpu_slot.rs`, loom-checked); the outermost `preempt_disable()` or `local_irq_save()`
 //!   of a thread takes the slot of the CPU it runs on (waiting while another thread holds
 //!   it), the matching outermost enable gives it back. Between sections a thread may migrate
-//!   (`MachineBuilder::migrate_every`). For tests, tools and the demo.
+//!   (`MachineBuilder::migrate_every`). For tests, tools and the demo. `try_pin_cpu` is a
+//!   fast pin here too (`thread.rs`'s `try_pin_fast`): the thread's free home CPU, taken with
+//!   one compare-exchange when it holds no CPU; sections nested in it find the CPU by the
+//!   slot's tag (`cpu_slot.rs`) and enter the table as `in_fast`.
 //! - **A CPU per thread** (`MachineBuilder::thread_cpus`): a pool of possible CPUs; a thread
 //!   takes one at its first use of the machine (the CPU comes online), keeps it, and gives
 //!   it back at thread exit after the machine's CPU-offline teardown (`owned.rs`). Its
@@ -24,10 +27,11 @@
 
 mod nolock;
 mod owned;
+mod remote;
 mod thread;
 pub(crate) use thread::{
     atomic_context, current_owned, in_interrupt, in_reclaim, irqs_off, pin_owned, preempt_count, set_in_reclaim,
-    try_pin_owned,
+    try_pin_fast,
 };
 
 use std::cell::Cell;
@@ -35,7 +39,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::cpu_owner::OwnedCpu;
-use crate::cpu_slot::Slot;
+use crate::cpu_slot::{self, Slot};
 
 static NEXT_THREAD: AtomicU32 = AtomicU32::new(1);
 static NEXT_MACHINE: AtomicUsize = AtomicUsize::new(1);
@@ -53,6 +57,9 @@ struct Held {
     /// Held by stopping an owned CPU (`run_on_cpu`, or a thread with no CPU of its own):
     /// [`OwnedCpu::start`] at the outermost exit instead of a slot release.
     stopped: bool,
+    /// Sections nested in this thread's fast pin of the CPU (`try_pin_fast`), which holds
+    /// it: the outermost exit leaves the slot to `unpin_cpu_fast`.
+    in_fast: bool,
 }
 
 /// A CPU this thread owns (CPU-per-thread machines).
@@ -93,6 +100,13 @@ struct Ctx {
     own_machine: Cell<usize>,
     own_state: Cell<*const OwnedCpu>,
     own_cpu: Cell<u32>,
+    /// The shared fast pin (`try_pin_fast`): the shared-CPU machine (0: none) whose CPU
+    /// with slot `fast_slot` is the thread's home, taken as `fast_word`
+    /// (`cpu_slot::held_word`). Set with the home of a machine that does not migrate threads,
+    /// cleared with it.
+    fast_machine: Cell<usize>,
+    fast_slot: Cell<*const Slot>,
+    fast_word: Cell<u32>,
     /// Every CPU-per-thread machine this thread owns a CPU of.
     owned: [Cell<Own>; MAX_OWNED],
     /// Outermost sections run on a borrowed CPU since the last attempt to claim one.
@@ -137,13 +151,16 @@ thread_local! {
             migration: Cell::new(0),
             enables: Cell::new(0),
             active: Cell::new(0),
-            held: [const { Cell::new(Held { machine: 0, cpu: 0, depth: 0, stopped: false }) }; MAX_HELD],
+            held: [const { Cell::new(Held { machine: 0, cpu: 0, depth: 0, stopped: false, in_fast: false }) }; MAX_HELD],
             atomic: Cell::new(0),
             home_machine: Cell::new(0),
             home_cpu: Cell::new(0),
             own_machine: Cell::new(0),
             own_state: Cell::new(core::ptr::null()),
             own_cpu: Cell::new(0),
+            fast_machine: Cell::new(0),
+            fast_slot: Cell::new(core::ptr::null()),
+            fast_word: Cell::new(0),
             owned: [const { Cell::new(NO_OWN) }; MAX_OWNED],
             borrowed: Cell::new(0),
             memalloc: Cell::new(false),
@@ -171,6 +188,7 @@ pub fn pin_current_thread(cpu: u32) {
     CTX.with(|c| {
         c.pinned.set(Some(cpu));
         c.home_machine.set(0);
+        c.fast_machine.set(0);
     });
 }
 
@@ -230,7 +248,7 @@ impl Cpus {
         Arc::new(Self {
             id: NEXT_MACHINE.fetch_add(1, Ordering::Relaxed),
             nr,
-            slots: (0..nr).map(|_| Slot::default()).collect(),
+            slots: (0..nr).map(|i| Slot::new(i as u32)).collect(),
             owned: Box::new([]),
             migrate_every,
             hook: RwLock::new(None),
@@ -250,7 +268,7 @@ impl Cpus {
             id: NEXT_MACHINE.fetch_add(1, Ordering::Relaxed),
             nr,
             slots: Box::new([]),
-            owned: (0..nr).map(|_| OwnedCpu::default()).collect(),
+            owned: (0..nr).map(|i| OwnedCpu::new(i as u32)).collect(),
             migrate_every: 0,
             hook: RwLock::new(None),
             warm_limit: AtomicUsize::new(0),
@@ -330,10 +348,20 @@ impl Cpus {
     }
 
     fn home(&self, c: &Ctx) -> u32 {
-        let base = c.pinned.get().unwrap_or_else(|| thread_no(c).wrapping_add(c.migration.get()));
+        let me = thread_no(c);
+        let base = c.pinned.get().unwrap_or_else(|| me.wrapping_add(c.migration.get()));
         let cpu = base % self.nr as u32;
         c.home_machine.set(self.id);
         c.home_cpu.set(cpu);
+        // The fast pin's home: on a machine whose threads never migrate (a migrating thread
+        // counts its sections in `exit_slow`, which a fast pin skips), for a thread with a tag.
+        if self.migrate_every == 0 && cpu_slot::tag(me) != 0 {
+            if let Some(slot) = self.slots.get(cpu as usize) {
+                c.fast_slot.set(slot);
+                c.fast_word.set(cpu_slot::held_word(me));
+                c.fast_machine.set(self.id);
+            }
+        }
         cpu
     }
 
@@ -371,12 +399,19 @@ impl Cpus {
             }
             let cpu = self.borrow_cpu_no(c);
             self.owned[cpu as usize].stop();
-            c.push_held(Held { machine: self.id, cpu, depth: 1, stopped: true });
+            c.push_held(Held { machine: self.id, cpu, depth: 1, stopped: true, in_fast: false });
             return cpu;
         }
         let cpu = self.home(c);
-        let depth = self.slots[cpu as usize].enter(0, thread_no(c));
-        c.push_held(Held { machine: self.id, cpu, depth, stopped: false });
+        let slot = &self.slots[cpu as usize];
+        if slot.held_as(cpu_slot::held_word(thread_no(c))) {
+            // Inside this thread's fast pin of the CPU (no entry in the table: this is the
+            // only way a thread holds a CPU it has no entry for), which holds it already.
+            c.push_held(Held { machine: self.id, cpu, depth: 1, stopped: false, in_fast: true });
+            return cpu;
+        }
+        let depth = slot.enter(0, thread_no(c));
+        c.push_held(Held { machine: self.id, cpu, depth, stopped: false, in_fast: false });
         cpu
     }
 
@@ -405,6 +440,14 @@ impl Cpus {
             return;
         };
         let mut h = cell.get();
+        if h.in_fast {
+            h.depth -= 1;
+            cell.set(h);
+            if h.depth == 0 {
+                c.active.set(c.active.get() - 1);
+            }
+            return;
+        }
         if h.stopped {
             h.depth -= 1;
             cell.set(h);
@@ -424,6 +467,7 @@ impl Cpus {
                 if n % self.migrate_every == 0 {
                     c.migration.set(c.migration.get().wrapping_add(1));
                     c.home_machine.set(0);
+                    c.fast_machine.set(0);
                 }
             }
         }
@@ -472,84 +516,15 @@ impl Cpus {
         }
     }
 
-    /// Ends a [`try_pin_owned`] pin (its token is always an owned CPU's state).
+    /// Ends a [`try_pin_fast`] pin. Its token is the depth word of the CPU it took (an owned
+    /// CPU's or a shared slot's, both at offset 0): one decrement ends either.
     #[inline(always)]
-    pub(crate) fn unpin_owned(&self, token: usize) {
+    pub(crate) fn unpin_fast(&self, token: usize) {
         debug_assert_ne!(token, 0, "unpin_cpu_fast of a pin try_pin_cpu did not make");
-        // SAFETY: `try_pin_owned` returned this machine's owned CPU, which lives as long as
-        // `self`.
-        unsafe { &*(token as *const OwnedCpu) }.exit();
-    }
-
-    /// `run_on_cpu`: runs `f` as `cpu`, holding its per-CPU data. See
-    /// `Platform::run_on_cpu` for the rules (no section of this machine may be open).
-    pub(crate) fn run_on(&self, cpu: u32, f: &mut dyn FnMut()) {
-        CTX.with(|c| {
-            debug_assert!(c.held_mut(self.id).is_none(), "run_on_cpu inside a critical section");
-            if c.own_machine.get() == self.id {
-                // SAFETY: as in `enter`.
-                let st = unsafe { &*c.own_state.get() };
-                debug_assert_eq!(st.depth(), 0, "run_on_cpu inside a critical section");
-                if c.own_cpu.get() == cpu {
-                    st.enter();
-                    f();
-                    st.exit();
-                    return;
-                }
-            }
-            // Run as `cpu`: hold it as an outermost section of this thread, with the owned
-            // fast path suspended so that every query inside `f` finds the held CPU.
-            let own = c.own_machine.replace(0);
-            if self.per_thread() {
-                self.owned[cpu as usize].stop();
-                c.push_held(Held { machine: self.id, cpu, depth: 1, stopped: true });
-            } else {
-                let depth = self.slots[cpu as usize].enter(0, thread_no(c));
-                c.push_held(Held { machine: self.id, cpu, depth, stopped: false });
-            }
-            f();
-            self.exit_slow(c);
-            c.own_machine.set(own);
-        })
-    }
-
-    /// `stop_machine()`: takes every CPU of the machine for the calling thread, waiting for
-    /// each holder to leave its section. Until [`Cpus::start_all`], no other thread is inside
-    /// a critical section of this machine, so it holds none of its locks (every kmem lock is
-    /// taken with interrupts or preemption off). The caller must not enter critical sections
-    /// of this machine meanwhile (it would wait for itself).
-    pub(crate) fn stop_all(&self) {
-        if self.per_thread() {
-            OwnedCpu::stop_many(&self.owned);
-            return;
-        }
-        let me = CTX.with(thread_no);
-        for slot in self.slots.iter() {
-            slot.enter(0, me);
-        }
-    }
-
-    /// Gives back every CPU taken by [`Cpus::stop_all`].
-    pub(crate) fn start_all(&self) {
-        for c in self.owned.iter() {
-            c.start();
-        }
-        for slot in self.slots.iter() {
-            slot.exit(1);
-        }
-    }
-
-    /// In a `fork()` child, after [`Cpus::start_all`]: CPUs owned by threads the child does
-    /// not have become free (their per-CPU caches stay warm for the next owner; every owner
-    /// was outside its sections when the parent stopped the machine).
-    pub(crate) fn after_fork_child(&self) {
-        let me = CTX.with(thread_no);
-        for c in self.owned.iter() {
-            let o = c.owner();
-            if o != crate::cpu_owner::FREE && o != me {
-                c.release();
-            }
-        }
+        // SAFETY: `try_pin_fast` returned the address of this machine's owned CPU or CPU
+        // slot, which lives as long as `self`; both begin with their `AtomicU32` depth word
+        // (`repr(C)`).
+        cpu_slot::leave(unsafe { &*(token as *const cpu_slot::Word) });
     }
 
     /// Takes the CPU for `local_irq_save` and sets the IRQ-off flag; returns the old flag.

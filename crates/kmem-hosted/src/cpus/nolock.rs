@@ -13,7 +13,7 @@ impl Cpus {
     /// Async-signal safety, the point of it: the owned CPU's depth word is stored by the
     /// owner only, with a plain load and store, so a handler that finds 0 interrupted no
     /// section and restores 0 before it returns (even between the interrupted section's load
-    /// and store); a shared CPU's slot is taken with a compare-exchange from 0, which fails
+    /// and store); a shared CPU's slot is taken with a compare-exchange from a free word, which fails
     /// while the interrupted context owns it, before and after its bookkeeping of the held
     /// entry; a thread with no CPU of its own (which would have to claim or borrow one) gets
     /// `None`.
@@ -35,7 +35,7 @@ impl Cpus {
             if !self.slots[cpu as usize].try_acquire(thread_no(c)) {
                 return None;
             }
-            c.push_held(Held { machine: self.id, cpu, depth: 1, stopped: false });
+            c.push_held(Held { machine: self.id, cpu, depth: 1, stopped: false, in_fast: false });
             Some((cpu, 0))
         })
     }

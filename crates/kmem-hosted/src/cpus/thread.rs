@@ -21,17 +21,36 @@ pub(crate) fn pin_owned(machine: usize) -> Option<(u32, usize)> {
     })
 }
 
-/// [`pin_owned`] without the wait: `None` also when a stopper holds the owned CPU (the
-/// caller's slow path then pins with [`Cpus::pin`], which waits). Makes no call.
+/// `try_pin_cpu`: [`pin_owned`] without the wait, and the shared CPUs' fast pin. Makes no
+/// call and never waits: `None` (the caller's slow path then pins with [`Cpus::pin`]) when a
+/// stopper holds the owned CPU, or on a shared machine when the thread has no fast home on
+/// it (a first use, a migrating machine), holds a CPU through its table (a section,
+/// `run_on_cpu`) or its home CPU is held by anyone (itself included).
+///
+/// The shared pin takes the home CPU's slot with one compare-exchange and records nothing
+/// in the thread's table: sections nested inside it find it by the slot's tag
+/// (`cpu_slot.rs`). The token, in both models, is the address of the CPU's depth word, its
+/// number after it ([`crate::cpu_slot::pinned_cpu`], [`Cpus::unpin_fast`]): the two models'
+/// results merge with no instruction for the choice.
 #[inline(always)]
-pub(crate) fn try_pin_owned(machine: usize) -> Option<(u32, usize)> {
+pub(crate) fn try_pin_fast(machine: usize) -> Option<usize> {
     CTX.with(|c| {
-        if c.own_machine.get() != machine {
+        if c.own_machine.get() == machine {
+            let st = c.own_state.get();
+            // SAFETY: as in `pin_owned`.
+            return unsafe { &*st }.try_enter().then_some(st as usize);
+        }
+        if c.fast_machine.get() != machine || c.active.get() != 0 {
             return None;
         }
-        let st = c.own_state.get();
-        // SAFETY: as in `pin_owned`.
-        unsafe { &*st }.try_enter().then(|| (c.own_cpu.get(), st as usize))
+        let slot = c.fast_slot.get();
+        // SAFETY: `fast_slot` points into the CPUs of machine `fast_machine`, which the
+        // caller's platform (machine `machine`) keeps alive.
+        let slot = unsafe { &*slot };
+        if !slot.try_take(c.fast_word.get()) {
+            return None;
+        }
+        Some(slot as *const _ as usize)
     })
 }
 
