@@ -279,12 +279,6 @@ impl MachineBuilder {
         self
     }
 
-    /// The `slub_debug=` boot option (`""` for full debugging of every cache, `"FZ"`,
-    /// `"P,kmalloc-*"`, `"FZPU;-,dentry"`...).
-    pub fn slub_debug(mut self, opts: &str) -> Self {
-        self.slub_debug = Some(opts.to_owned());
-        self
-    }
     /// Reserves physical address space up to `bytes` for memory hot-add
     /// ([`Machine::hot_add`]): the page-descriptor table covers it, the RAM mapping reserves
     /// it (inaccessible until added). 0: none.

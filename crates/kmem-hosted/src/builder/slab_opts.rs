@@ -3,6 +3,12 @@
 use super::MachineBuilder;
 
 impl MachineBuilder {
+    /// The `slub_debug=` boot option (`""` for full debugging of every cache, `"FZ"`,
+    /// `"P,kmalloc-*"`, `"FZPU;-,dentry"`...).
+    pub fn slub_debug(mut self, opts: &str) -> Self {
+        self.slub_debug = Some(opts.to_owned());
+        self
+    }
     /// The `slab_nomerge` boot option: never merge slab caches.
     pub fn slab_nomerge(mut self, on: bool) -> Self {
         self.slab_nomerge = on;
