@@ -232,7 +232,9 @@ fn a_cpu_stash_keeps_bursts_off_the_barn() {
 
 /// Stashes on CPUs that threads own and give back: threads burst-allocate and free through
 /// their CPU's stash and exit (the CPU's sheaves, stash included, are parked in the barn or
-/// flushed); the next threads take those CPUs and sheaves. Every object comes back once.
+/// flushed); the next threads take those CPUs and sheaves. No object is ever handed to two
+/// owners at once (a sheaf both parked and still stashed would do that), and every object
+/// comes back.
 #[test]
 fn stashes_survive_threads_that_come_and_go() {
     let m = MachineBuilder::new()
@@ -243,16 +245,24 @@ fn stashes_survive_threads_that_come_and_go() {
         .slab_cpu_stash(4)
         .build()
         .unwrap();
+    let live = std::sync::Mutex::new(std::collections::HashSet::new());
     for wave in 0..3 {
         std::thread::scope(|sc| {
             for t in 0..6 {
-                let m = &m;
+                let (m, live) = (&m, &live);
                 sc.spawn(move || {
                     for r in 0..4 {
                         let n = 200 + 150 * ((t + r + wave) % 4);
                         let ps: Vec<NonNull<u8>> =
                             (0..n).map(|i| m.kmalloc(SIZES[i % SIZES.len()], Gfp::KERNEL).unwrap()).collect();
+                        {
+                            let mut l = live.lock().unwrap();
+                            for p in &ps {
+                                assert!(l.insert(p.as_ptr() as usize), "{p:?} handed out while live");
+                            }
+                        }
                         for p in ps {
+                            live.lock().unwrap().remove(&(p.as_ptr() as usize));
                             // SAFETY: ours, freed once.
                             unsafe { m.kfree(p.as_ptr()) };
                         }

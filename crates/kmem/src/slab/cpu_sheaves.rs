@@ -25,6 +25,10 @@ pub(crate) struct CpuSheaves {
     stash: AtomicU64,
 }
 
+/// Most sheaves a CPU stashes per cache ([`SlabBootConfig::cpu_stash`](super::SlabBootConfig::cpu_stash)
+/// is clamped to it): the teardown paths collect a CPU's sheaves in arrays of this size.
+pub const CPU_STASH_MAX: u8 = 16;
+
 /// [`CpuSheaves`]' stash word: bits 0..48 the first sheaf's address (sign-extended: kernel
 /// addresses have their top bits set), bits 48..64 the objects held.
 #[derive(Clone, Copy)]

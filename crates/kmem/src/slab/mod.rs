@@ -132,6 +132,7 @@ pub(crate) mod alloc;
 mod bulk;
 pub(crate) mod cache;
 mod cpu_sheaves;
+pub use cpu_sheaves::CPU_STASH_MAX;
 pub(crate) mod create;
 pub mod debug;
 mod defer;

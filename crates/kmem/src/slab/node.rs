@@ -294,8 +294,9 @@ impl<P: Platform> Kmem<P> {
 
     /// `sheaf_flush()`: every object of `sheaf` back to its slab. Consecutive objects of one
     /// slab form a run (Linux's detached freelist, `build_detached_freelist`): its slab is
-    /// looked up once and its objects are chained to one another in sheaf order without the
-    /// lock (they are the sheaf's: nobody else reaches them, and their slabs stay slabs);
+    /// looked up once and its objects are chained to one another in sheaf order, work that
+    /// needs no lock (they are the sheaf's: nobody else reaches them, and their slabs stay
+    /// slabs; the previous run's node lock may still be held while it is done);
     /// under the node's `list_lock` the run's last object is linked to the slab's freelist
     /// and the slab's word and lists are updated once. The lock is held across runs of one
     /// node, and dropped every [`FLUSH_CHUNK`] objects so other CPUs get it. The sheaf ends

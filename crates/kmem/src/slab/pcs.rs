@@ -91,7 +91,7 @@ impl<P: Platform> Kmem<P> {
         }
         let (m, sp) = if free { (pcs.set_main(0), pcs.set_spare(0)) } else { (0, 0) };
         // The stash: flushed, and its sheaves freed either way (a CPU refills it as it goes).
-        let mut stashed = [0usize; 256];
+        let mut stashed = [0usize; super::CPU_STASH_MAX as usize];
         let mut n = 0;
         while n < stashed.len() {
             let sh = pcs.stash_pop();
@@ -127,7 +127,7 @@ impl<P: Platform> Kmem<P> {
         let pcs = s.pcs(self, p.cpu.index());
         let barn = &s.node(self.numa_node_id()).barn;
         let (main, spare) = (pcs.set_main(0), pcs.set_spare(0));
-        let mut spill = [0usize; 256];
+        let mut spill = [0usize; super::CPU_STASH_MAX as usize + 2];
         let mut n = 0;
         let mut any = main != 0 || spare != 0;
         let mut park_or_spill = |sh: usize, n: &mut usize| {
@@ -140,7 +140,7 @@ impl<P: Platform> Kmem<P> {
         };
         park_or_spill(main, &mut n);
         park_or_spill(spare, &mut n);
-        while n < 254 {
+        loop {
             let sh = pcs.stash_pop();
             if sh == 0 {
                 break;

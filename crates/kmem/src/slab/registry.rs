@@ -45,7 +45,8 @@ pub struct SlabBootConfig<'a> {
     /// spare are empty (full) swaps in a stashed full (empty) sheaf before it trades at the
     /// node's barn: a thread's burst of a thousand allocations or frees stays on its CPU, with
     /// its own objects, and off the barn's lock, which every CPU of the node shares. Process
-    /// allocators (`kmem-alloc`) keep 4 (Linux's per-CPU partial slabs play that part).
+    /// allocators (`kmem-alloc`) keep 4 (Linux's per-CPU partial slabs play that part). At
+    /// most [`CPU_STASH_MAX`](super::CPU_STASH_MAX) (larger values are clamped).
     pub cpu_stash: u8,
 }
 
@@ -150,7 +151,7 @@ impl SlabState {
         self.freeptr_at_start = cfg.freeptr_at_start;
         // A power of two between one object (32 B: 32-object minimum) and 16 MiB.
         self.sheaf_shift = cfg.sheaf_bytes.clamp(32, 16 << 20).ilog2() as u8;
-        self.cpu_stash = cfg.cpu_stash;
+        self.cpu_stash = cfg.cpu_stash.min(super::CPU_STASH_MAX);
         let max_order = cfg.max_order.min(crate::addr::MAX_PAGE_ORDER as u32);
         self.order = OrderParams {
             nr_cpus: nr_cpus as u32,
