@@ -64,9 +64,9 @@ unsafe impl GlobalAlloc for KmemAlloc {
         raw::alloc_aligned(layout.size(), layout.align(), true)
     }
     #[inline(always)]
-    unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
-        // SAFETY: `ptr` came from this allocator (GlobalAlloc's contract).
-        unsafe { raw::free(ptr) }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from this allocator with `layout` (GlobalAlloc's contract).
+        unsafe { raw::free_sized(ptr, layout.size(), layout.align()) }
     }
     #[inline(always)]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
@@ -130,6 +130,39 @@ pub mod raw {
         }
         // SAFETY: caller's contract.
         unsafe { free_slow(p) }
+    }
+
+    /// [`free`] of a block allocated with `size` and `align` (what `GlobalAlloc::dealloc`
+    /// and C23's `free_sized` know): the request names the kmalloc cache the block should
+    /// be in, so the free goes to that cache's CPU sheaf without waiting for the object's
+    /// slab and cache to be looked up (`Kmem::kfree_sized_or`, which then checks the block
+    /// is that cache's). A block elsewhere (a wrong size, a block realloc kept in place)
+    /// is freed as [`free`] frees it.
+    ///
+    /// # Safety
+    ///
+    /// As [`free`].
+    #[inline(always)]
+    pub unsafe fn free_sized(p: *mut u8, size: usize, align: usize) {
+        if let Some(m) = global::ready() {
+            if !global::free_tick() {
+                // The request `route::alloc`'s fast path makes (0, which names no cache, for
+                // the others: they take `free_unsized`, as do blocks of size 0).
+                let req = route::fast_request(size, align).unwrap_or(0);
+                // SAFETY: caller's contract; anything but an object of the request's cache
+                // goes to `free_unsized`.
+                return unsafe { m.kfree_sized_or(p, req, |p| free_unsized(m, p)) };
+            }
+        }
+        // SAFETY: caller's contract.
+        unsafe { free_slow(p) }
+    }
+
+    /// [`free_sized`] of a block that is not in the cache its size names: [`free`]'s way.
+    #[inline(never)]
+    fn free_unsized(m: &kmem_hosted::Machine, p: *const u8) {
+        // SAFETY: `free_sized`'s caller's contract.
+        unsafe { m.kfree_slab_or(p, |p| free_other(m, p)) }
     }
 
     /// [`free`] of anything but a plain slab object: outside the machine's RAM, what

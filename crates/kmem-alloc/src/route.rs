@@ -51,15 +51,7 @@ pub(crate) fn in_ram(m: &Machine, p: *const u8) -> bool {
 #[inline(always)]
 pub(crate) fn alloc(m: &Machine, size: usize, align: usize, zero: bool) -> *mut u8 {
     if !zero {
-        let req = if align <= KMALLOC_MIN_SIZE {
-            Some(size)
-        } else if align == KMALLOC_ALIGN {
-            // Every kmalloc object of KMALLOC_ALIGN bytes or more is that aligned.
-            Some(size.max(KMALLOC_ALIGN))
-        } else {
-            None
-        };
-        if let Some(req) = req {
+        if let Some(req) = fast_request(size, align) {
             // GFP_NOWAIT: the fast path takes an object from the CPU's sheaf and never sleeps
             // either way, and a request that may not sleep skips the atomic-context test
             // (`might_alloc`), which the slow path's GFP_KERNEL still makes.
@@ -69,6 +61,21 @@ pub(crate) fn alloc(m: &Machine, size: usize, align: usize, zero: bool) -> *mut 
         }
     }
     alloc_slow(m, size, align, zero)
+}
+
+/// The kmalloc request of [`alloc`]'s fast path: the usual alignments only (at most 8, and
+/// 16); `None` for the others. (The slow path's [`kmalloc_request`] makes the same request
+/// for these.)
+#[inline(always)]
+pub(crate) fn fast_request(size: usize, align: usize) -> Option<usize> {
+    if align <= KMALLOC_MIN_SIZE {
+        Some(size)
+    } else if align == KMALLOC_ALIGN {
+        // Every kmalloc object of KMALLOC_ALIGN bytes or more is that aligned.
+        Some(size.max(KMALLOC_ALIGN))
+    } else {
+        None
+    }
 }
 
 /// [`alloc`] past its fast path: zeroing, huge mappings, kmalloc's slow paths, growing.

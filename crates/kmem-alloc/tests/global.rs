@@ -83,3 +83,41 @@ fn sixteen_byte_alignment_takes_the_exact_class() {
         }
     }
 }
+
+/// `dealloc` takes the block's cache from its `Layout` (`raw::free_sized`): blocks whose
+/// class is not their layout's (`realloc` kept them in place in a larger bucket, zeroed and
+/// over-aligned ones) are freed the long way, and every block comes back: nothing reported,
+/// no misuse counted, the next allocation of the class reuses the freed block.
+#[test]
+fn dealloc_by_layout_frees_blocks_outside_their_layout_s_class() {
+    use std::alloc::{alloc, alloc_zeroed, dealloc, realloc, Layout};
+    let misuse_before = kmem_alloc::misuse::total();
+    // SAFETY: every block is freed once, with the layout it has then (GlobalAlloc's rules).
+    unsafe {
+        // realloc shrinks kmalloc-192's block in place: its layout says 100 bytes (kmalloc-128).
+        let l = Layout::from_size_align(180, 8).unwrap();
+        let p = alloc(l);
+        let q = realloc(p, l, 100);
+        assert_eq!(p, q, "a shrink within the bucket stays in place");
+        dealloc(q, Layout::from_size_align(100, 8).unwrap());
+        let r = alloc(l);
+        assert_eq!(r, p, "the block went back to kmalloc-192's sheaf");
+        dealloc(r, l);
+        // The right class, every kind of request.
+        for (size, align) in [(1usize, 1usize), (24, 8), (80, 16), (1000, 8), (8192, 8), (100, 64), (5000, 4096)] {
+            let l = Layout::from_size_align(size, align).unwrap();
+            for zero in [false, true] {
+                let p = if zero { alloc_zeroed(l) } else { alloc(l) };
+                assert!(!p.is_null());
+                dealloc(p, l);
+                let q = alloc(l);
+                assert_eq!(q, p, "size {size} align {align}: freed to its class's sheaf");
+                dealloc(q, l);
+            }
+        }
+    }
+    assert_eq!(kmem_alloc::misuse::total(), misuse_before);
+    let m = global::machine().expect("booted");
+    let reports: u64 = kmem::ReportKind::ALL.iter().map(|&k| m.report_count(k)).sum();
+    assert_eq!(reports, 0);
+}

@@ -17,6 +17,7 @@
 //! |---|---|
 //! | `malloc(n)` | `n` bytes; `malloc(0)` is a unique minimal block (16 usable bytes), as glibc |
 //! | `free(p)` | `free(NULL)` does nothing; never changes `errno` (POSIX 2024) |
+//! | `free_sized(p, n)`, `free_aligned_sized(p, a, n)` | C23: `free(p)`, with the size (and alignment) the block was asked for as a hint that makes the free faster; a wrong hint frees `p` as `free` does |
 //! | `calloc(n, m)` | `n * m` zeroed bytes; `n * m` overflowing `size_t` is `NULL` + `ENOMEM`; `calloc(0, m)` is a unique minimal block |
 //! | `realloc(p, n)` | `realloc(NULL, n)` is `malloc(n)`; `realloc(p, 0)` with `p != NULL` frees `p` and returns `NULL` (glibc's behaviour, `errno` untouched); in place when `p`'s bucket holds `n`; on failure `NULL` + `ENOMEM` and `p` untouched |
 //! | `reallocarray(p, n, m)` | `realloc(p, n * m)`; overflow is `NULL` + `ENOMEM` with `p` untouched |
@@ -113,6 +114,31 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
     // through rustix, which never touches errno), so there is nothing to save.
     // SAFETY: caller's contract.
     unsafe { raw::free(p.cast()) };
+}
+
+/// C23 `free_sized`: `free(p)` of a block `malloc`, `calloc` (`n * m`) or `realloc` gave for
+/// `size` bytes. kmem takes the size as a hint (the cache the block should be in, found
+/// without the block's slab: a faster free); a wrong one frees the block as `free` does.
+///
+/// # Safety
+///
+/// As [`free`].
+#[no_mangle]
+pub unsafe extern "C" fn free_sized(p: *mut c_void, size: usize) {
+    // SAFETY: caller's contract.
+    unsafe { raw::free_sized(p.cast(), size, MIN_ALIGN) };
+}
+
+/// C23 `free_aligned_sized`: `free(p)` of a block `aligned_alloc(align, size)` gave; the
+/// size and alignment are hints, as for [`free_sized`].
+///
+/// # Safety
+///
+/// As [`free`].
+#[no_mangle]
+pub unsafe extern "C" fn free_aligned_sized(p: *mut c_void, align: usize, size: usize) {
+    // SAFETY: caller's contract.
+    unsafe { raw::free_sized(p.cast(), size, align.max(MIN_ALIGN)) };
 }
 
 /// C `calloc`: `n * size` zeroed bytes; overflow is `NULL` + `ENOMEM`.

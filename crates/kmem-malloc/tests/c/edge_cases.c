@@ -104,6 +104,54 @@ static void test_free(void) {
     CHECK("free keeps errno (small, page-path and mapped blocks)", good);
 }
 
+/* C23's free_sized and free_aligned_sized, where the allocator has them (glibc 2.36 does
+ * not): the right size, wrong sizes (a hint only: the block is freed all the same and comes
+ * back), large and mapped blocks, NULL; errno kept. */
+static void test_free_sized(void) {
+    void (*fs)(void *, size_t) = (void (*)(void *, size_t))dlsym(RTLD_DEFAULT, "free_sized");
+    void (*fas)(void *, size_t, size_t) = (void (*)(void *, size_t, size_t))dlsym(RTLD_DEFAULT, "free_aligned_sized");
+    if (!fs || !fas) {
+        printf("info free_sized: not exported\n");
+        return;
+    }
+    errno = 88;
+    fs(NULL, 10);
+    fas(NULL, 64, 10);
+    CHECK("free_sized(NULL, n) and free_aligned_sized(NULL, a, n) are no-ops, errno kept", errno == 88);
+    size_t sizes[] = {1, 16, 100, 1000, 5000, 3u << 20, 9u << 20};
+    int good = 1;
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        void *p = malloc(sizes[i]);
+        memset(p, 0x5a, sizes[i]);
+        errno = 4321;
+        fs(p, sizes[i]);
+        good &= errno == 4321;
+        /* A small block freed with its size is the next one of its class (LIFO sheaves). */
+        void *q = malloc(sizes[i]);
+        good &= q != NULL && (sizes[i] > 4096 || q == p);
+        free(q);
+    }
+    CHECK("free_sized frees small, page-path and mapped blocks (errno kept)", good);
+    good = 1;
+    size_t wrong[][2] = {{100, 60}, {60, 100}, {24, 0}, {200, 1u << 20}, {5000, 16}};
+    for (size_t i = 0; i < sizeof wrong / sizeof *wrong; i++) {
+        void *p = malloc(wrong[i][0]);
+        fs(p, wrong[i][1]);
+        void *q = malloc(wrong[i][0]);
+        good &= q != NULL && (wrong[i][0] > 4096 || q == p);
+        free(q);
+    }
+    CHECK("free_sized with a wrong size still frees the block", good);
+    good = 1;
+    size_t aligns[] = {16, 64, 256, 4096};
+    for (size_t i = 0; i < sizeof aligns / sizeof *aligns; i++) {
+        void *p = aligned_alloc(aligns[i], 3 * aligns[i]);
+        good &= p != NULL && aligned(p, aligns[i]);
+        fas(p, aligns[i], 3 * aligns[i]);
+    }
+    CHECK("free_aligned_sized frees aligned_alloc blocks", good);
+}
+
 static void test_calloc(void) {
     void *a = calloc(vZERO, 10), *b = calloc(10, vZERO);
     CHECK("calloc(0, n) and calloc(n, 0) return unique blocks", a && b && a != b);
@@ -455,6 +503,7 @@ int main(void) {
     printf("allocator: %s\n", kmem ? "kmem" : "glibc");
     test_malloc();
     test_free();
+    test_free_sized();
     test_calloc();
     test_realloc();
     test_reallocarray();
