@@ -170,6 +170,44 @@ fn c_edge_cases_of_every_export() {
     assert!(checks >= 55, "only {checks} checks ran");
 }
 
+/// C++ programs' deletes reach kmem (`src/cxx.rs`): `tests/c/cxx_delete.cpp` exercises every
+/// form of `operator delete` (sized, array, aligned, nothrow; polymorphic and wrong sizes)
+/// and says whether the sized delete it called is the library's. Needs `g++`, which `.ci/run`
+/// installs; a machine without it skips this test with a `SKIPPED` line (the README's fresh
+/// machine needs only a Rust toolchain, whose linker is `cc`).
+#[test]
+fn cxx_deletes_reach_kmem_with_their_sizes() {
+    let dir = scratch("cxx_delete");
+    let exe = dir.join("cxx_delete");
+    if Command::new("g++").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
+        let _ = writeln!(
+            std::io::stdout().lock(),
+            "SKIPPED: cxx_deletes_reach_kmem_with_their_sizes: g++ is not installed"
+        );
+        return;
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/cxx_delete.cpp");
+    let out = Command::new("g++")
+        .args(["-O1", "-std=c++17", "-Wall", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .arg("-ldl")
+        .env_remove("LD_PRELOAD")
+        .output()
+        .expect("run g++");
+    assert!(out.status.success(), "compiling {}: {}", src.display(), String::from_utf8_lossy(&out.stderr));
+    let (sys, _) = run(Command::new(&exe), false);
+    check_ok("cxx_delete", false, &sys);
+    assert!(String::from_utf8_lossy(&sys.stdout).starts_with("delete: other\n"));
+    let (km, t) = run(Command::new(&exe), true);
+    check_ok("cxx_delete", true, &km);
+    let out = String::from_utf8_lossy(&km.stdout);
+    eprintln!("kmem ({t:.2?}):\n{out}");
+    assert!(out.starts_with("delete: kmem\n"), "the sized operator delete is not the library's:\n{out}");
+    assert!(out.contains("summary: 5 checks, 0 failed"), "{out}");
+    assert!(km.stderr.is_empty(), "nothing reported: {}", String::from_utf8_lossy(&km.stderr));
+}
+
 /// The cases of `tests/c/misuse.c`.
 const MISUSE_CASES: [&str; 5] = ["double_free", "realloc_freed", "forged_header", "bad_pointers", "machine_report"];
 
