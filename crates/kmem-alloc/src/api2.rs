@@ -46,8 +46,16 @@ unsafe impl Allocator for Kmalloc<'_> {
     }
     unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
         if layout.size() != 0 {
-            // SAFETY: `ptr` came from this allocator (Allocator's contract).
-            unsafe { route::free(self.m, ptr.as_ptr()) };
+            // By size first, as `KmemAlloc`'s `dealloc` (`Kmem::kfree_sized_or`: the layout
+            // names the block's cache); anything else the long way.
+            let req = route::fast_request(layout.size(), layout.align()).unwrap_or(0);
+            let m = self.m;
+            // SAFETY: `ptr` came from this allocator with `layout` (Allocator's contract).
+            unsafe {
+                m.kfree_sized_or(ptr.as_ptr(), req, |p| {
+                    route::free(m, p.cast_mut());
+                })
+            };
         }
     }
     unsafe fn grow(&self, ptr: NonNull<u8>, old: Layout, new: Layout) -> Result<NonNull<[u8]>, AllocError> {
