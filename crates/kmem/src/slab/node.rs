@@ -20,7 +20,7 @@ use super::word::{SlabWord, OFF_NONE};
 use crate::machine::Kmem;
 use crate::mm::pfn_list::PfnList;
 use crate::platform::Platform;
-use crate::sync::SpinGuard;
+use crate::sync::{Ordering, SpinGuard};
 
 /// Objects of a sheaf flushed per list-lock section: other CPUs get the lock between
 /// sections.
@@ -318,20 +318,11 @@ impl<P: Platform> Kmem<P> {
             // Sheaf objects are object starts (checked when they were freed): an address is
             // one of this slab's objects if it lies within the slab's objects' bytes.
             let span = s.objects_for(slab.order()) as usize * s.layout.size as usize;
-            let (first, mut head) = (i, (obj - base) as u32);
-            i += 1;
-            while i < total {
-                let o = sheaf.object(i);
-                let off = o.wrapping_sub(base);
-                if off >= span {
-                    break;
-                }
-                // SAFETY: a sheaf object being flushed by the sheaf's owner: only it reaches
-                // the object until the run is linked to its slab below.
-                unsafe { fp.set(o, head) };
-                head = off as u32;
-                i += 1;
-            }
+            let first = i;
+            // SAFETY: the sheaf's objects being flushed by the sheaf's owner: only it reaches
+            // them until the run is linked to its slab below.
+            let (len, head) = unsafe { chain_run(fp, sheaf.slots(i + 1, total), base, span, (obj - base) as u32) };
+            i += 1 + len;
             let nid = slab.nid();
             if under_lock >= FLUSH_CHUNK || held.as_ref().is_none_or(|(h, _)| *h != nid) {
                 drop(held.take());
@@ -453,4 +444,38 @@ mod tests {
         }
         assert_eq!(k.report_count(ReportKind::SlabBug), 0);
     }
+}
+
+/// Chains the objects of `slots` that lie in the slab whose object 0 is at `base` (offsets
+/// below `span`), from the first on until one does not: each object's free pointer names the
+/// one before it, the first names `head`. Returns how many it chained and the offset of the
+/// last (the run's new head). Over the slots as a slice: no bound test an object (the loop
+/// is 21 instructions an object, it was 25). Out of line it would keep its values in
+/// registers (18), but a call a run costs more where runs are short (random-order frees).
+///
+/// # Safety
+///
+/// Every object in `slots` up to the first outside the slab must be a free object of the
+/// cache `fp` writes for, owned by the caller.
+#[inline(always)]
+unsafe fn chain_run(
+    fp: super::slab_page::FpWriter,
+    slots: &[crate::sync::AtomicUsize],
+    base: usize,
+    span: usize,
+    mut head: u32,
+) -> (usize, u32) {
+    let mut n = 0;
+    for o in slots {
+        let o = o.load(Ordering::Relaxed);
+        let off = o.wrapping_sub(base);
+        if off >= span {
+            break;
+        }
+        // SAFETY: caller's contract.
+        unsafe { fp.set(o, head) };
+        head = off as u32;
+        n += 1;
+    }
+    (n, head)
 }

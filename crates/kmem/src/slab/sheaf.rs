@@ -197,6 +197,11 @@ impl Sheaf {
     pub(crate) fn objects(&self) -> impl Iterator<Item = usize> + '_ {
         self.objects[..self.size() as usize].iter().map(|o| o.load(Ordering::Relaxed))
     }
+    /// The slots of objects `from..to` (`to` at most [`Sheaf::size`]; owner only).
+    #[inline(always)]
+    pub(crate) fn slots(&self, from: usize, to: usize) -> &[AtomicUsize] {
+        &self.objects[from..to]
+    }
     /// The object at position `i` (below [`Sheaf::size`]; owner only).
     #[inline]
     pub(crate) fn object(&self, i: usize) -> usize {

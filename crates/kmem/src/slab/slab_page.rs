@@ -84,7 +84,8 @@ impl KmemCache {
     /// objects (they might alias the cache), and reloaded them for every object.
     #[inline(always)]
     pub(crate) fn fp_writer(&self) -> FpWriter {
-        FpWriter { offset: self.layout.offset as usize, marker: self.marker, key_lo: self.key_lo }
+        let key = (self.marker & super::word::TAG_MASK) | self.key_lo as u64;
+        FpWriter { offset: self.layout.offset as usize, marker: self.marker, key }
     }
     /// The free-pointer word of an object in a sheaf ([`sheaf_marker`]).
     #[inline(always)]
@@ -182,7 +183,9 @@ impl KmemCache {
 pub(crate) struct FpWriter {
     offset: usize,
     marker: u64,
-    key_lo: u32,
+    /// [`freeptr_key`] less its slot part: the tag (high half) and `key_lo` (low half), so
+    /// that a word costs one XOR with it and one with the folded slot.
+    key: u64,
 }
 
 impl FpWriter {
@@ -194,8 +197,11 @@ impl FpWriter {
     #[inline(always)]
     pub(crate) unsafe fn set(self, obj: usize, next: u32) {
         let a = obj + self.offset;
+        let swab = (a as u64).swap_bytes();
+        let key = self.key ^ (swab as u32 ^ (swab >> 32) as u32) as u64;
+        debug_assert_eq!(key, freeptr_key(self.marker, self.key as u32, a));
         // SAFETY: caller's contract; `offset` is word-aligned inside the slot.
-        unsafe { write_word(a, next as u64 ^ freeptr_key(self.marker, self.key_lo, a)) }
+        unsafe { write_word(a, next as u64 ^ key) }
     }
     /// [`KmemCache::set_sheaf_marker`].
     ///
