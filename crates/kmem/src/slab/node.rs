@@ -408,6 +408,40 @@ impl<P: Platform> Kmem<P> {
     }
 }
 
+/// Chains the objects of `slots` that lie in the slab whose object 0 is at `base` (offsets
+/// below `span`), from the first on until one does not: each object's free pointer names the
+/// one before it, the first names `head`. Returns how many it chained and the offset of the
+/// last (the run's new head). Over the slots as a slice: no bound test an object (the loop
+/// is 21 instructions an object, it was 25). Out of line it would keep its values in
+/// registers (18), but a call a run costs more where runs are short (random-order frees).
+///
+/// # Safety
+///
+/// Every object in `slots` up to the first outside the slab must be a free object of the
+/// cache `fp` writes for, owned by the caller.
+#[inline(always)]
+unsafe fn chain_run(
+    fp: super::slab_page::FpWriter,
+    slots: &[crate::sync::AtomicUsize],
+    base: usize,
+    span: usize,
+    mut head: u32,
+) -> (usize, u32) {
+    let mut n = 0;
+    for o in slots {
+        let o = o.load(Ordering::Relaxed);
+        let off = o.wrapping_sub(base);
+        if off >= span {
+            break;
+        }
+        // SAFETY: caller's contract.
+        unsafe { fp.set(o, head) };
+        head = off as u32;
+        n += 1;
+    }
+    (n, head)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::word::OFF_NONE;
@@ -444,38 +478,4 @@ mod tests {
         }
         assert_eq!(k.report_count(ReportKind::SlabBug), 0);
     }
-}
-
-/// Chains the objects of `slots` that lie in the slab whose object 0 is at `base` (offsets
-/// below `span`), from the first on until one does not: each object's free pointer names the
-/// one before it, the first names `head`. Returns how many it chained and the offset of the
-/// last (the run's new head). Over the slots as a slice: no bound test an object (the loop
-/// is 21 instructions an object, it was 25). Out of line it would keep its values in
-/// registers (18), but a call a run costs more where runs are short (random-order frees).
-///
-/// # Safety
-///
-/// Every object in `slots` up to the first outside the slab must be a free object of the
-/// cache `fp` writes for, owned by the caller.
-#[inline(always)]
-unsafe fn chain_run(
-    fp: super::slab_page::FpWriter,
-    slots: &[crate::sync::AtomicUsize],
-    base: usize,
-    span: usize,
-    mut head: u32,
-) -> (usize, u32) {
-    let mut n = 0;
-    for o in slots {
-        let o = o.load(Ordering::Relaxed);
-        let off = o.wrapping_sub(base);
-        if off >= span {
-            break;
-        }
-        // SAFETY: caller's contract.
-        unsafe { fp.set(o, head) };
-        head = off as u32;
-        n += 1;
-    }
-    (n, head)
 }
