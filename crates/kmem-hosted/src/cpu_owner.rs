@@ -3,8 +3,8 @@
 //! stop the CPU to work on its per-CPU data (a remote drain or flush, `fork`, a thread that
 //! found no CPU of its own).
 //!
-//! The owner's outermost section stores `depth = 1`, then (after a compiler fence) loads
-//! `stop`; a stopper stores `stop = 1`, then runs a process-wide memory barrier
+//! The owner's outermost section stores `depth = 1` (the fast path's `try_enter` increments
+//! it, nested or not), then (after a compiler fence) loads `stop`; a stopper stores `stop = 1`, then runs a process-wide memory barrier
 //! (`membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, which makes every running thread execute a
 //! full fence) and waits for `depth == 0`. This is Dekker's mutual exclusion with the fence
 //! moved to the rare side (the asymmetric fences of user-space RCU): either the owner's load
@@ -147,19 +147,20 @@ impl OwnedCpu {
 
     /// [`OwnedCpu::enter`] that gives up instead of waiting: false (and the section not
     /// entered) when a stopper holds the CPU. The first step of `back_off`, without the wait.
+    ///
+    /// One increment and one test of `stop`, for the outermost and nested sections alike
+    /// (`incl` and `cmpl`, 3 instructions with the branch; testing the depth first, to
+    /// store 1 in the outermost section, took 7): whether the section is the outermost one
+    /// matters only when a stopper is there, which the cold path sorts out. A nested
+    /// section that finds `stop` set goes on: its outermost section already excludes the
+    /// stopper, which waits for the depth to be 0.
     #[inline(always)]
     pub(crate) fn try_enter(&self) -> bool {
-        let d = self.depth.load(Ordering::Relaxed);
-        if d != 0 {
-            // Nested: the outermost section already excludes stoppers.
-            self.depth.store(d + 1, Ordering::Relaxed);
-            return true;
-        }
-        // The outermost section (the allocator's fast paths) in a straight line: store, fence,
-        // test (two instructions fewer than the increment shared with the nested case).
-        self.depth.store(1, Ordering::Relaxed);
+        self.depth.store(self.depth.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         light_barrier();
-        if self.stop.load(Ordering::Acquire) != 0 {
+        if self.stop.load(Ordering::Acquire) != 0 && self.depth.load(Ordering::Relaxed) == 1 {
+            // No call (the fast paths make none, so they save no registers): an outermost
+            // section leaves again.
             self.depth.store(0, Ordering::Release);
             return false;
         }

@@ -138,3 +138,34 @@ fn loom_tests_try_enter_against_a_stop() {
         assert_eq!(cpu.data(), 2, "lost update");
     });
 }
+
+/// `try_enter` nested in a section while a stopper comes: the nested entry may find `stop`
+/// set (the stopper waits for the depth to be 0), and must go on rather than leave the CPU
+/// (which would let the stopper in while the outer section runs) or fail.
+#[test]
+fn loom_tests_nested_try_enter_against_a_stop() {
+    model(None, || {
+        let cpu = Arc::new(Cpu::default());
+        let c1 = cpu.clone();
+        let owner = thread::spawn(move || {
+            if !c1.cpu.try_enter() {
+                assert!(c1.cpu.enter(), "outermost after a failed try");
+            }
+            c1.bump();
+            assert!(c1.cpu.try_enter(), "a nested entry never fails");
+            c1.bump();
+            c1.cpu.exit();
+            c1.bump();
+            c1.cpu.exit();
+        });
+        let c2 = cpu.clone();
+        let stopper = thread::spawn(move || {
+            c2.cpu.stop();
+            c2.bump();
+            c2.cpu.start();
+        });
+        owner.join().unwrap();
+        stopper.join().unwrap();
+        assert_eq!(cpu.data(), 4, "lost update");
+    });
+}
