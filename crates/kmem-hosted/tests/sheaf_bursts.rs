@@ -279,3 +279,48 @@ fn stashes_survive_threads_that_come_and_go() {
     }
     assert_eq!(m.report_count(kmem::ReportKind::SlabBug), 0, "{:?}", m.reports().take());
 }
+
+/// `MachineBuilder::slab_barn_bytes` (`SlabBootConfig::barn_bytes`): a barn of 16 MiB keeps
+/// every full sheaf of a 20,000-object burst of frees, so the next burst of allocations
+/// takes them back: no sheaf flushed to the slabs and no new slab, where the default barn
+/// (4096 objects) flushes most of them and rebuilds slabs each round. Every object still
+/// comes back exactly once, and shrinking empties the barn.
+#[test]
+fn a_large_barn_keeps_a_burst_of_frees_off_the_slabs() {
+    const N: usize = 20_000;
+    let run = |barn: u32| {
+        let m = MachineBuilder::new()
+            .ram_mib(256)
+            .cpus(1)
+            .slab_sheaf_bytes(128 << 10)
+            .slab_cpu_stash(4)
+            .slab_barn_bytes(barn)
+            .build()
+            .unwrap();
+        let c = m.kmalloc_slab(64, Gfp::KERNEL).unwrap();
+        let round = || {
+            let ps: Vec<NonNull<u8>> = (0..N).map(|_| m.kmalloc(64, Gfp::KERNEL).unwrap()).collect();
+            let distinct: std::collections::HashSet<_> = ps.iter().collect();
+            assert_eq!(distinct.len(), N, "an object handed out twice");
+            for p in ps.into_iter().rev() {
+                // SAFETY: ours, freed once.
+                unsafe { m.kfree(p.as_ptr()) };
+            }
+        };
+        round();
+        let work = |m: &Kmem<HostedPlatform>| (c.stat(m, SlubStat::SheafFlush), c.stat(m, SlubStat::AllocSlab));
+        let before = work(&m);
+        for _ in 0..3 {
+            round();
+        }
+        let after = work(&m);
+        m.kmem_cache_shrink(c);
+        assert_eq!(m.validate_slab_cache(c).errors, 0);
+        assert_eq!(kmem::proc::slab_info(&m, c).active_objs, 0, "shrink flushed the barn");
+        assert_eq!(m.report_count(kmem::ReportKind::SlabBug), 0);
+        (after.0 - before.0, after.1 - before.1)
+    };
+    assert_eq!(run(16 << 20), (0, 0), "a 16 MiB barn: no flush, no new slab after the first round");
+    let (flushes, slabs) = run(0);
+    assert!(flushes > 100 && slabs > 100, "the default barn flushes and rebuilds: {flushes} flushes, {slabs} slabs");
+}

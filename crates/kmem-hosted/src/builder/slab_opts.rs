@@ -34,4 +34,12 @@ impl MachineBuilder {
         self.slab_cpu_stash = sheaves;
         self
     }
+    /// Bytes of objects each node's barn keeps per slab cache in full sheaves
+    /// ([`kmem::slab::SlabBootConfig::barn_bytes`]; 0 by default: 4096 objects, at most
+    /// 4 MiB): a thread that frees a hundred thousand blocks parks them there, whole sheaves,
+    /// for its next allocations, instead of sending them back to their slabs.
+    pub fn slab_barn_bytes(mut self, bytes: u32) -> Self {
+        self.slab_barn_bytes = bytes;
+        self
+    }
 }

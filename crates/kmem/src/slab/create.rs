@@ -7,7 +7,7 @@ use core::ptr::NonNull;
 use super::cache::{Cache, CacheInit, Ctor, KmemCache, CACHE_NAME_MAX};
 use super::flags::SlabFlags;
 use super::layout::{calculate_alignment, calculate_sizes, LayoutError, MAX_OBJECT_SIZE, WORD};
-use super::sheaf::{barn_bytes, barn_sheaves, sheaf_capacity_for, CpuSheaves, Sheaf};
+use super::sheaf::{sheaf_capacity_for, CpuSheaves, Sheaf};
 use super::slub_debug::slub_debug_flags;
 use super::CacheError;
 use crate::addr::PAGE_SIZE;
@@ -256,7 +256,7 @@ impl<P: Platform> Kmem<P> {
         let c = unsafe { KmemCache::init(mem, init) };
         // SAFETY: just initialised.
         let cr = unsafe { c.as_ref() };
-        let barn_max = barn_sheaves(cr.sheaf_capacity, layout.size, barn_bytes(self.totalram_pages() * PAGE_SIZE));
+        let barn_max = st.barn_max(cr.sheaf_capacity, layout.size, self.totalram_pages() * PAGE_SIZE);
         for (_, n) in cr.nodes() {
             n.barn.set_max(barn_max);
         }

@@ -471,6 +471,25 @@ mod tests {
     }
 
     #[test]
+    fn a_configured_barn_holds_its_bytes_of_objects() {
+        use crate::slab::registry::SlabState;
+        let mut st = SlabState::empty();
+        st.configure(&crate::slab::SlabBootConfig::default(), 4);
+        assert_eq!(st.barn_max(128, 64, 1 << 30), barn_sheaves(128, 64, barn_bytes(1 << 30)), "default sizing");
+        st.configure(&crate::slab::SlabBootConfig { barn_bytes: 16 << 20, ..Default::default() }, 4);
+        // 16 MiB of 64-byte objects in sheaves of 128: 2048 sheaves, whatever the RAM.
+        assert_eq!(st.barn_max(128, 64, 128 << 20), 2048);
+        assert_eq!(st.barn_max(128, 1024, 128 << 20), 128);
+        // Rounded down to a power of two, at least 64 KiB, and never below 10 sheaves.
+        st.configure(&crate::slab::SlabBootConfig { barn_bytes: (16 << 20) + 5, ..Default::default() }, 4);
+        assert_eq!(st.barn_max(128, 64, 128 << 20), 2048);
+        st.configure(&crate::slab::SlabBootConfig { barn_bytes: 1, ..Default::default() }, 4);
+        assert_eq!(st.barn_max(32, 8192, 128 << 20), MIN_BARN_SHEAVES);
+        // Caches without sheaves keep the default.
+        assert_eq!(st.barn_max(0, 64, 1 << 30), MAX_FULL_SHEAVES);
+    }
+
+    #[test]
     fn sheaf_is_a_stack_with_a_capacity() {
         let s = Sheaf::new(2);
         assert_eq!(s.pop(), None);
