@@ -206,6 +206,25 @@ fn cxx_deletes_reach_kmem_with_their_sizes() {
     assert!(out.starts_with("delete: kmem\n"), "the sized operator delete is not the library's:\n{out}");
     assert!(out.contains("summary: 5 checks, 0 failed"), "{out}");
     assert!(km.stderr.is_empty(), "nothing reported: {}", String::from_utf8_lossy(&km.stderr));
+
+    // A program that replaces operator new and the unsized delete (a header of its own): the
+    // sized and array deletes must reach its delete, as libstdc++'s defaults do
+    // (`src/cxx.rs` forwards to them then).
+    let exe = dir.join("cxx_replaced");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/cxx_replaced.cpp");
+    let out = Command::new("g++")
+        .args(["-O1", "-std=c++17", "-Wall", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .env_remove("LD_PRELOAD")
+        .output()
+        .expect("run g++");
+    assert!(out.status.success(), "compiling {}: {}", src.display(), String::from_utf8_lossy(&out.stderr));
+    let (km, _) = run(Command::new(&exe), true);
+    check_ok("cxx_replaced", true, &km);
+    let out = String::from_utf8_lossy(&km.stdout);
+    assert!(out.starts_with("ok: "), "the program's operator delete missed deletes:\n{out}");
+    assert!(km.stderr.is_empty(), "nothing reported: {}", String::from_utf8_lossy(&km.stderr));
 }
 
 /// The cases of `tests/c/misuse.c`.
