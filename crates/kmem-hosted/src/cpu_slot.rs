@@ -126,6 +126,12 @@ impl Slot {
         Self { owner: AtomicU32::new(0), cpu }
     }
 
+    /// The CPU's number.
+    #[inline(always)]
+    pub(crate) fn cpu(&self) -> u32 {
+        self.cpu
+    }
+
     /// Enters a critical section on this CPU as thread `me` (non-zero), whose sections on it
     /// are nested `depth` deep; returns the new depth. The outermost section (`depth` 0)
     /// waits for the CPU and takes it; nested ones already own it.

@@ -69,6 +69,46 @@ fn fast_pin_takes_the_home_cpu_and_nests() {
     p.unpin_cpu_fast(again);
 }
 
+/// `pin_cpu` on a shared machine takes the thread's free home CPU as the fast pin does (a
+/// token, no entry in the thread's table), also right after `pin_current_thread` (which
+/// forgets the home: the pin computes it); sections nest in it, and another thread's
+/// section on that CPU waits for the unpin. Inside a section it is the table's pin (token 0).
+#[test]
+fn pin_cpu_on_a_shared_machine_takes_the_fast_pin() {
+    let m = shared(2);
+    let p = m.platform();
+    for cpu in [1, 0] {
+        pin_current_thread(cpu);
+        let pin = p.pin_cpu();
+        assert_eq!(pin.cpu, CpuId(cpu));
+        assert_ne!(pin.token, 0, "the free home CPU is pinned fast");
+        assert_eq!(p.held_cpu(), None, "a pin is no section");
+        assert!(p.try_pin_cpu().is_none() && p.try_pin_cpu_nolock().is_none(), "the CPU is held");
+        assert_eq!(p.preempt_disable_cpu(), CpuId(cpu));
+        assert_eq!(p.held_cpu(), Some(CpuId(cpu)));
+        let irq = p.local_irq_save();
+        let inner = p.pin_cpu();
+        assert_eq!((inner.cpu, inner.token), (CpuId(cpu), 0), "nested: through the table");
+        p.unpin_cpu(inner);
+        p.local_irq_restore(irq);
+        p.preempt_enable();
+        assert!(p.try_pin_cpu().is_none(), "nested exits keep the pin's CPU");
+        let entered = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                pin_current_thread(cpu);
+                warm_or_wait(p, &entered);
+            });
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(!entered.load(Ordering::SeqCst), "another thread entered the pinned CPU");
+            p.unpin_cpu(pin);
+        });
+        assert!(entered.load(Ordering::SeqCst));
+    }
+    let pin = p.try_pin_cpu().expect("free again");
+    p.unpin_cpu_fast(pin);
+}
+
 /// A section of this thread (it waits for the CPU), flagged once inside.
 fn warm_or_wait(p: &impl Platform, entered: &AtomicBool) {
     p.preempt_disable();

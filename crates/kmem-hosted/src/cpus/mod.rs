@@ -488,7 +488,9 @@ impl Cpus {
     }
 
     /// `pin_cpu`: a section without the preempt-count bookkeeping (nothing inside asks).
-    /// Returns the CPU and a token for [`Cpus::unpin`]: the owned CPU's state, or 0.
+    /// Returns the CPU and a token for [`Cpus::unpin`]: the owned CPU's state, the slot of a
+    /// shared CPU taken by the fast pin (as `try_pin_fast` takes it: the thread's free home
+    /// CPU when it holds no CPU, one compare-exchange, nothing in the table), or 0.
     #[inline]
     pub(crate) fn pin(&self) -> (u32, usize) {
         CTX.with(|c| {
@@ -498,19 +500,40 @@ impl Cpus {
                 unsafe { &*st }.enter();
                 return (c.own_cpu.get(), st as usize);
             }
-            let cpu = self.enter_slow(c);
-            // A first use claims the CPU and enters it as the owner: unpin takes the fast way.
-            let token = if c.own_machine.get() == self.id { c.own_state.get() as usize } else { 0 };
-            (cpu, token)
+            self.pin_slow(c)
         })
     }
 
-    /// Ends [`Cpus::pin`].
+    /// [`Cpus::pin`] but for the owned CPU. Cold as `enter_slow` (which it replaces there):
+    /// the owned pin, inlined everywhere, keeps its code and registers.
+    #[cold]
+    #[inline(never)]
+    fn pin_slow(&self, c: &Ctx) -> (u32, usize) {
+        if c.home_machine.get() != self.id && c.active.get() == 0 && !self.per_thread() {
+            // The home is not known (a first use, or `pin_current_thread` forgot it):
+            // computing it sets the fast pin's home.
+            self.home(c);
+        }
+        if c.fast_machine.get() == self.id && c.active.get() == 0 {
+            // SAFETY: `fast_slot` points into this machine's CPUs (set with `fast_machine`).
+            let slot = unsafe { &*c.fast_slot.get() };
+            if slot.try_take(c.fast_word.get()) {
+                return (slot.cpu(), slot as *const Slot as usize);
+            }
+        }
+        let cpu = self.enter_slow(c);
+        // A first use claims the CPU and enters it as the owner: unpin takes the fast way.
+        let token = if c.own_machine.get() == self.id { c.own_state.get() as usize } else { 0 };
+        (cpu, token)
+    }
+
+    /// Ends [`Cpus::pin`]: a token is ended as [`Cpus::unpin_fast`] ends it (an owned CPU's
+    /// exit and a fast pin's [`cpu_slot::leave`] are the same decrement of the word at
+    /// offset 0), 0 through the thread's table.
     #[inline]
     pub(crate) fn unpin(&self, token: usize) {
         if token != 0 {
-            // SAFETY: `pin` returned this machine's owned CPU, which lives as long as `self`.
-            unsafe { &*(token as *const OwnedCpu) }.exit();
+            self.unpin_fast(token);
         } else {
             CTX.with(|c| self.exit_slow(c));
         }
