@@ -109,6 +109,34 @@ fn pin_cpu_on_a_shared_machine_takes_the_fast_pin() {
     p.unpin_cpu_fast(pin);
 }
 
+/// The platform's `pin_current_thread` computes the machine's home at once: the next
+/// `try_pin_cpu` pins the new CPU fast, where after the plain call (which forgets the home)
+/// it declines until a section or `pin_cpu` computes it.
+#[test]
+fn platform_pin_current_thread_keeps_the_fast_pin() {
+    let m = shared(2);
+    let p = m.platform();
+    for cpu in [1, 0, 1] {
+        pin_current_thread(cpu);
+        assert!(p.try_pin_cpu().is_none(), "the home is forgotten");
+        p.pin_current_thread(1 - cpu);
+        let pin = p.try_pin_cpu().expect("the new home is known");
+        assert_eq!(pin.cpu, CpuId(1 - cpu));
+        assert_eq!(p.current_cpu(), CpuId(1 - cpu));
+        p.unpin_cpu_fast(pin);
+    }
+    // Inside a section the CPU stays the held one until the section ends.
+    p.pin_current_thread(0);
+    assert_eq!(p.preempt_disable_cpu(), CpuId(0));
+    p.pin_current_thread(1);
+    assert_eq!(p.current_cpu(), CpuId(0), "the section holds CPU 0");
+    p.preempt_enable();
+    assert_eq!(p.current_cpu(), CpuId(1));
+    let pin = p.try_pin_cpu().expect("CPU 1 is free");
+    assert_eq!(pin.cpu, CpuId(1));
+    p.unpin_cpu_fast(pin);
+}
+
 /// A section of this thread (it waits for the CPU), flagged once inside.
 fn warm_or_wait(p: &impl Platform, entered: &AtomicBool) {
     p.preempt_disable();

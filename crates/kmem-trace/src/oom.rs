@@ -277,8 +277,8 @@ impl<'m> Live<'m> {
     #[cold]
     fn compact_now(&mut self) {
         let (objs, pages) = (&self.objs, &self.pages);
-        self.victims.retain(|v| is_live(objs, pages, v));
-        self.lru.retain(|v| is_live(objs, pages, v));
+        retain_live(&mut self.victims, objs, pages);
+        retain_live(&mut self.lru, objs, pages);
     }
 
     /// Puts a new object in `slot` (which is empty).
@@ -495,6 +495,23 @@ pub(crate) enum Gone {
     Reclaimed,
 }
 
+/// Keeps the live entries of `q`, in order: one pass over its (contiguous) slice, each live
+/// entry moved down in place (`VecDeque::retain` swaps, at about twice the instructions an
+/// entry on the capture's queues of 400,000).
+fn retain_live(q: &mut VecDeque<Victim>, objs: &[Option<Obj>], pages: &[Option<Block<'_>>]) {
+    let s = q.make_contiguous();
+    let mut kept = 0;
+    for i in 0..s.len() {
+        let v = s[i];
+        if is_live(objs, pages, &v) {
+            s[kept] = v;
+            kept += 1;
+        }
+    }
+    q.truncate(kept);
+}
+
+#[inline(always)]
 fn is_live(objs: &[Option<Obj>], pages: &[Option<Block<'_>>], v: &Victim) -> bool {
     let slot = (v.slot & !PAGE_BIT) as usize;
     if v.slot & PAGE_BIT != 0 {

@@ -20,8 +20,8 @@ use std::sync::Arc;
 
 use kmem::kmalloc::{KmallocType, KMALLOC_MAX_CACHE_SIZE};
 use kmem::reclaim::{OomNotifier, OomNotifierHandle, Shrinker, ShrinkerFlags, ShrinkerOps};
-use kmem::{Cache, Gfp, Order, PageRef, Platform, SlabFlags, PAGE_SIZE};
-use kmem_hosted::{in_irq, pin_current_thread, HostedPlatform, Machine};
+use kmem::{Cache, Gfp, Order, PageRef, SlabFlags, PAGE_SIZE};
+use kmem_hosted::{in_irq, HostedPlatform, Machine};
 
 use crate::keys::NO_SLOT;
 use crate::oom::{oom_path_serves, Block, Gone, Obj, Shared, KMALLOC_BASE};
@@ -241,11 +241,10 @@ impl<'m> Replayer<'m> {
         self.trace_cpu = trace_cpu;
         let cpu = trace_cpu % self.nr_cpus;
         if cpu != self.cpu {
-            pin_current_thread(cpu);
-            // The new home CPU, computed now: pinning forgets the old one, and on a shared
-            // machine the inline fast paths pin only a known home (`try_pin_cpu`), so the
-            // first operation on the new CPU would take the full paths.
-            self.m.platform().current_cpu();
+            // With the machine's home for it computed now: on a shared machine the inline
+            // fast paths pin only a known home (`try_pin_cpu`), so the first operation on the
+            // new CPU would take the full paths.
+            self.m.platform().pin_current_thread(cpu);
             self.cpu = cpu;
         }
     }

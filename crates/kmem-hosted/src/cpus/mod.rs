@@ -365,6 +365,19 @@ impl Cpus {
         cpu
     }
 
+    /// [`pin_current_thread`]`(cpu)`, then this machine's home for the thread (shared CPUs:
+    /// the fast pin's home too) in the same thread-local access.
+    pub(crate) fn pin_thread(&self, cpu: u32) {
+        CTX.with(|c| {
+            c.pinned.set(Some(cpu));
+            c.home_machine.set(0);
+            c.fast_machine.set(0);
+            if !self.per_thread() {
+                self.home(c);
+            }
+        });
+    }
+
     /// Enters a critical section on this machine (outermost: take the CPU) and returns the
     /// CPU; `preempt` also raises the preempt count. One TLS access.
     #[inline]
