@@ -9,7 +9,8 @@
 //!   (`MachineBuilder::migrate_every`). For tests, tools and the demo. `try_pin_cpu` is a
 //!   fast pin here too (`thread.rs`'s `try_pin_fast`): the thread's free home CPU, taken with
 //!   one compare-exchange when it holds no CPU; sections nested in it find the CPU by the
-//!   slot's tag (`cpu_slot.rs`) and enter the table as `in_fast`.
+//!   slot's tag (`cpu_slot.rs`) and enter the table as `in_fast`. `pin_cpu` tries the same
+//!   pin before the table (`Cpus::pin_slow`).
 //! - **A CPU per thread** (`MachineBuilder::thread_cpus`): a pool of possible CPUs; a thread
 //!   takes one at its first use of the machine (the CPU comes online), keeps it, and gives
 //!   it back at thread exit after the machine's CPU-offline teardown (`owned.rs`). Its
