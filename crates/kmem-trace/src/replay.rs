@@ -78,6 +78,23 @@ impl Drop for Replayer<'_> {
     }
 }
 
+/// `$alloc` (an allocation on the machine `$m` with `$gfp`: `|$m, $gfp| expr`), keeping
+/// `__GFP_NOFAIL`'s promise ([`crate::oom`]); `$order`: the pages the request takes from the
+/// page allocator. A macro, not a method taking a closure: a closure called both here and
+/// from `alloc_nofail` stays out of line, a call and its register saves per allocation,
+/// where written out here the allocation's fast path is inlined into the replay loop.
+macro_rules! alloc {
+    ($self:ident, $gfp:expr, $order:expr, |$m:ident, $g:ident| $alloc:expr) => {{
+        let gfp: Gfp = $gfp;
+        if !gfp.contains(Gfp::NOFAIL) {
+            let ($m, $g) = ($self.m, gfp);
+            ($alloc).ok()
+        } else {
+            $self.alloc_nofail(gfp, $order, |$m: &'m Machine, $g: Gfp| $alloc)
+        }
+    }};
+}
+
 fn kmalloc_type(gfp: Gfp) -> u32 {
     KmallocType::of(gfp) as u32
 }
@@ -283,16 +300,6 @@ impl<'m> Replayer<'m> {
         };
     }
 
-    /// Calls `f` (an allocation on the machine) with `gfp`, keeping `__GFP_NOFAIL`'s promise
-    /// ([`crate::oom`]). `order`: the pages the request takes from the page allocator.
-    #[inline]
-    fn alloc<T, E>(&mut self, gfp: Gfp, order: u32, f: impl Fn(&'m Machine, Gfp) -> Result<T, E>) -> Option<T> {
-        if !gfp.contains(Gfp::NOFAIL) {
-            return f(self.m, gfp).ok();
-        }
-        self.alloc_nofail(gfp, order, f)
-    }
-
     #[cold]
     fn alloc_nofail<T, E>(&mut self, gfp: Gfp, order: u32, f: impl Fn(&'m Machine, Gfp) -> Result<T, E>) -> Option<T> {
         self.counts.oom.nofail += 1;
@@ -358,7 +365,7 @@ impl<'m> Replayer<'m> {
                 }
                 let size = op.size as usize;
                 let order = if size > KMALLOC_MAX_CACHE_SIZE { kmalloc_large_order(size) } else { 0 };
-                match self.alloc(op.gfp, order, |m, gfp| m.kmalloc(size, gfp)) {
+                match alloc!(self, op.gfp, order, |m, gfp| m.kmalloc(size, gfp)) {
                     Some(addr) => {
                         let t = kmalloc_type(op.gfp);
                         self.kmalloc_used |= 1 << t;
@@ -377,7 +384,7 @@ impl<'m> Replayer<'m> {
                     return;
                 };
                 let (desc, order) = (NonNull::from(&**c), c.order());
-                let got = self.alloc(op.gfp, order, |m, gfp| {
+                let got = alloc!(self, op.gfp, order, |m, gfp| {
                     // SAFETY: `desc` is the descriptor of `c`, whose handle the replayer owns
                     // and does not drop during the call.
                     m.kmem_cache_alloc(unsafe { desc.as_ref() }, gfp)
@@ -431,7 +438,7 @@ impl<'m> Replayer<'m> {
                 }
                 // An order above MAX_PAGE_ORDER fails as Linux's allocator fails it.
                 let got = match Order::new(op.order as u32) {
-                    Some(o) => self.alloc(op.gfp, op.order as u32, |m, gfp| m.alloc_pages(gfp, o)),
+                    Some(o) => alloc!(self, op.gfp, op.order as u32, |m, gfp| m.alloc_pages(gfp, o)),
                     None => None,
                 };
                 match got {
