@@ -231,15 +231,16 @@ impl<'m> Replayer<'m> {
         if op.cpu as u32 != self.trace_cpu {
             self.switch_cpu(op.cpu as u32);
         }
-        if op.kind == Kind::CacheAlloc
-            && !matches!(self.slots.get(op.cache as usize), Some(Slot::Made(_) | Slot::Failed))
-        {
-            self.ensure_cache(op.cache, caches);
-        }
         if op.irq {
-            self.apply_in_irq(op);
+            // Caches are made outside interrupt context (`apply_pinned` makes the others).
+            if op.kind == Kind::CacheAlloc
+                && !matches!(self.slots.get(op.cache as usize), Some(Slot::Made(_) | Slot::Failed))
+            {
+                self.ensure_cache(op.cache, caches);
+            }
+            self.apply_in_irq(op, caches);
         } else {
-            self.apply_pinned(op);
+            self.apply_pinned(op, caches);
         }
     }
 
@@ -348,15 +349,15 @@ impl<'m> Replayer<'m> {
     /// [`Replayer::apply_pinned`] as from an interrupt handler (out of line: the inlined
     /// copy is the common, process-context one).
     #[inline(never)]
-    fn apply_in_irq(&mut self, op: &Op) {
-        in_irq(|| self.apply_pinned(op));
+    fn apply_in_irq(&mut self, op: &Op, caches: &[CacheDef]) {
+        in_irq(|| self.apply_pinned(op, caches));
     }
 
     /// Inlined into the replay loop: out of line, its prologue and epilogue (the
     /// callee-saved registers of a large function) cost every operation about 17
     /// instructions.
     #[inline(always)]
-    fn apply_pinned(&mut self, op: &Op) {
+    fn apply_pinned(&mut self, op: &Op, caches: &[CacheDef]) {
         let k = op.kind as usize;
         match op.kind {
             Kind::Kmalloc => {
@@ -375,15 +376,26 @@ impl<'m> Replayer<'m> {
                 }
             }
             Kind::CacheAlloc => {
+                // The cache first (made on its first allocation), then the missed free.
+                let i = op.cache as usize;
+                let made = |s: &Slot<'m>| match s {
+                    Slot::Made(c) => Some((NonNull::from(&**c), c.order())),
+                    _ => None,
+                };
+                let cache = match self.slots.get(i) {
+                    None | Some(Slot::Unmade) => {
+                        self.ensure_cache(op.cache, caches);
+                        self.slots.get(i).and_then(made)
+                    }
+                    s => s.and_then(made),
+                };
                 if op.relive {
                     self.forget_obj(op.slot, k);
                 }
-                let i = op.cache as usize;
-                let Some(Slot::Made(c)) = self.slots.get(i) else {
+                let Some((desc, order)) = cache else {
                     self.counts.failures[k] += 1;
                     return;
                 };
-                let (desc, order) = (NonNull::from(&**c), c.order());
                 let got = alloc!(self, op.gfp, order, |m, gfp| {
                     // SAFETY: `desc` is the descriptor of `c`, whose handle the replayer owns
                     // and does not drop during the call.
