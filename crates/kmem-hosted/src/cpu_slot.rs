@@ -13,10 +13,11 @@
 //! The word is `tag << DEPTH_BITS | depth`: the holder's tag (its thread number, 0 for a
 //! thread numbered past [`MAX_TAG`]) and a depth, 1 while held, 0 when the CPU is free
 //! (whatever the tag bits then say); the holder counts its nesting in its own table
-//! (`cpus/mod.rs`). The **fast pin** (`Platform::try_pin_cpu` of a thread that holds no CPU
-//! of any shared machine) takes a free CPU with one compare-exchange and records nothing in
-//! the thread's table; a section nested inside it finds the CPU held by its own tag
-//! ([`Slot::held_as`]) and enters it in the table as nested. Its end, [`leave`], decrements
+//! (`cpus/mod.rs`). The **fast pin** (`Platform::try_pin_cpu`, and `pin_cpu`'s first try,
+//! of a thread that holds no CPU of any shared machine) takes a free CPU with one
+//! compare-exchange and records nothing in the thread's table; a section nested inside it
+//! finds the CPU held by its own tag ([`Slot::held_as`]) and enters it in the table as
+//! nested. Its end, [`leave`], decrements
 //! the word (`Release`) with the very instructions that end an owned CPU's section
 //! (`cpu_owner.rs`, whose depth word also sits at offset 0), so `unpin_cpu_fast` needs no
 //! branch on the model. A thread reads its own tag with depth 1 only while it holds the CPU:
@@ -124,6 +125,12 @@ impl Slot {
     /// CPU `cpu`'s slot, free.
     pub(crate) fn new(cpu: u32) -> Self {
         Self { owner: AtomicU32::new(0), cpu }
+    }
+
+    /// The CPU's number.
+    #[inline(always)]
+    pub(crate) fn cpu(&self) -> u32 {
+        self.cpu
     }
 
     /// Enters a critical section on this CPU as thread `me` (non-zero), whose sections on it

@@ -162,6 +162,14 @@ impl HostedPlatform {
     pub(crate) fn start_cpus(&self) {
         self.cpus.start_all();
     }
+    /// [`crate::pin_current_thread`]`(cpu)`, with this machine's home CPU for the thread
+    /// computed at once: on a shared-CPU machine its next fast pin (`try_pin_cpu`, the
+    /// inline allocation fast paths) then finds it, where after the plain call the first
+    /// operation takes the full paths (the home is computed there). What a replay that
+    /// follows a trace's CPUs calls at each change.
+    pub fn pin_current_thread(&self, cpu: u32) {
+        self.cpus.pin_thread(cpu);
+    }
     /// The machine's CPUs.
     pub(crate) fn cpus(&self) -> &Arc<Cpus> {
         &self.cpus

@@ -69,6 +69,74 @@ fn fast_pin_takes_the_home_cpu_and_nests() {
     p.unpin_cpu_fast(again);
 }
 
+/// `pin_cpu` on a shared machine takes the thread's free home CPU as the fast pin does (a
+/// token, no entry in the thread's table), also right after `pin_current_thread` (which
+/// forgets the home: the pin computes it); sections nest in it, and another thread's
+/// section on that CPU waits for the unpin. Inside a section it is the table's pin (token 0).
+#[test]
+fn pin_cpu_on_a_shared_machine_takes_the_fast_pin() {
+    let m = shared(2);
+    let p = m.platform();
+    for cpu in [1, 0] {
+        pin_current_thread(cpu);
+        let pin = p.pin_cpu();
+        assert_eq!(pin.cpu, CpuId(cpu));
+        assert_ne!(pin.token, 0, "the free home CPU is pinned fast");
+        assert_eq!(p.held_cpu(), None, "a pin is no section");
+        assert!(p.try_pin_cpu().is_none() && p.try_pin_cpu_nolock().is_none(), "the CPU is held");
+        assert_eq!(p.preempt_disable_cpu(), CpuId(cpu));
+        assert_eq!(p.held_cpu(), Some(CpuId(cpu)));
+        let irq = p.local_irq_save();
+        let inner = p.pin_cpu();
+        assert_eq!((inner.cpu, inner.token), (CpuId(cpu), 0), "nested: through the table");
+        p.unpin_cpu(inner);
+        p.local_irq_restore(irq);
+        p.preempt_enable();
+        assert!(p.try_pin_cpu().is_none(), "nested exits keep the pin's CPU");
+        let entered = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                pin_current_thread(cpu);
+                warm_or_wait(p, &entered);
+            });
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(!entered.load(Ordering::SeqCst), "another thread entered the pinned CPU");
+            p.unpin_cpu(pin);
+        });
+        assert!(entered.load(Ordering::SeqCst));
+    }
+    let pin = p.try_pin_cpu().expect("free again");
+    p.unpin_cpu_fast(pin);
+}
+
+/// The platform's `pin_current_thread` computes the machine's home at once: the next
+/// `try_pin_cpu` pins the new CPU fast, where after the plain call (which forgets the home)
+/// it declines until a section or `pin_cpu` computes it.
+#[test]
+fn platform_pin_current_thread_keeps_the_fast_pin() {
+    let m = shared(2);
+    let p = m.platform();
+    for cpu in [1, 0, 1] {
+        pin_current_thread(cpu);
+        assert!(p.try_pin_cpu().is_none(), "the home is forgotten");
+        p.pin_current_thread(1 - cpu);
+        let pin = p.try_pin_cpu().expect("the new home is known");
+        assert_eq!(pin.cpu, CpuId(1 - cpu));
+        assert_eq!(p.current_cpu(), CpuId(1 - cpu));
+        p.unpin_cpu_fast(pin);
+    }
+    // Inside a section the CPU stays the held one until the section ends.
+    p.pin_current_thread(0);
+    assert_eq!(p.preempt_disable_cpu(), CpuId(0));
+    p.pin_current_thread(1);
+    assert_eq!(p.current_cpu(), CpuId(0), "the section holds CPU 0");
+    p.preempt_enable();
+    assert_eq!(p.current_cpu(), CpuId(1));
+    let pin = p.try_pin_cpu().expect("CPU 1 is free");
+    assert_eq!(pin.cpu, CpuId(1));
+    p.unpin_cpu_fast(pin);
+}
+
 /// A section of this thread (it waits for the CPU), flagged once inside.
 fn warm_or_wait(p: &impl Platform, entered: &AtomicBool) {
     p.preempt_disable();

@@ -64,3 +64,48 @@ fn which_requests_the_oom_path_serves() {
     assert!(!oom_path_serves(nofs | Gfp::DMA, 0), "DMA");
     assert!(!oom_path_serves(nofs | Gfp::RETRY_MAYFAIL, 0));
 }
+
+/// Compaction keeps exactly the live entries, in allocation order, also from a queue that
+/// wraps around its buffer; a stale entry (its slot reused by a later allocation, or empty)
+/// goes.
+#[test]
+fn compaction_keeps_the_live_entries_in_order() {
+    let obj = |gen| Some(Obj { addr: NonNull::dangling(), cache: 0, bytes: 8, gen });
+    // Slot 0 reused (gen 7 live, gen 1 stale), slot 1 empty, slot 2 live at gen 3.
+    let objs = vec![obj(7), None, obj(3)];
+    let pages: Vec<Option<Block<'_>>> = Vec::new();
+    let mut q = VecDeque::with_capacity(8);
+    for i in 0..6 {
+        q.push_back(Victim { slot: 9, gen: i });
+    }
+    for _ in 0..6 {
+        q.pop_front();
+    }
+    // Now wrapped: the entries below straddle the end of the buffer.
+    let entries = [(0, 1), (2, 3), (1, 2), (9 | PAGE_BIT, 4), (0, 7), (2, 5)];
+    for (slot, gen) in entries {
+        q.push_back(Victim { slot, gen });
+    }
+    assert!(!q.as_slices().1.is_empty(), "the queue wraps");
+    retain_live(&mut q, &objs, &pages);
+    let kept: Vec<(u32, u32)> = q.iter().map(|v| (v.slot, v.gen)).collect();
+    assert_eq!(kept, [(2, 3), (0, 7)]);
+}
+
+/// Allocations freed as they come leave stale queue entries, which compaction drops: the
+/// queue stays below its compaction threshold plus one countdown of pushes, and a live
+/// allocation's entry survives.
+#[test]
+fn stale_entries_are_compacted_away() {
+    let mut t = Live::new();
+    let o = Obj { addr: NonNull::dangling(), cache: KMALLOC_BASE, bytes: 8, gen: 0 };
+    t.put_obj(100, o);
+    let kept = t.objs[100].unwrap().gen;
+    for i in 0..200_000u32 {
+        t.put_obj(i % 4, o);
+        assert!(t.take_obj(i % 4).is_some());
+    }
+    assert!(t.victims.len() <= (1 << 16) + COMPACT_EVERY as usize, "{} entries", t.victims.len());
+    assert!(t.victims.iter().any(|v| v.slot == 100 && v.gen == kept), "the live entry went");
+    assert_eq!(t.nr_objs, 1);
+}

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use kmem::kmalloc::{KmallocType, KMALLOC_MAX_CACHE_SIZE};
 use kmem::reclaim::{OomNotifier, OomNotifierHandle, Shrinker, ShrinkerFlags, ShrinkerOps};
 use kmem::{Cache, Gfp, Order, PageRef, SlabFlags, PAGE_SIZE};
-use kmem_hosted::{in_irq, pin_current_thread, HostedPlatform, Machine};
+use kmem_hosted::{in_irq, HostedPlatform, Machine};
 
 use crate::keys::NO_SLOT;
 use crate::oom::{oom_path_serves, Block, Gone, Obj, Shared, KMALLOC_BASE};
@@ -76,6 +76,23 @@ impl Drop for Replayer<'_> {
         drop(self.oom.take());
         drop(self.lru.take());
     }
+}
+
+/// `$alloc` (an allocation on the machine `$m` with `$gfp`: `|$m, $gfp| expr`), keeping
+/// `__GFP_NOFAIL`'s promise ([`crate::oom`]); `$order`: the pages the request takes from the
+/// page allocator. A macro, not a method taking a closure: a closure called both here and
+/// from `alloc_nofail` stays out of line, a call and its register saves per allocation,
+/// where written out here the allocation's fast path is inlined into the replay loop.
+macro_rules! alloc {
+    ($self:ident, $gfp:expr, $order:expr, |$m:ident, $g:ident| $alloc:expr) => {{
+        let gfp: Gfp = $gfp;
+        if !gfp.contains(Gfp::NOFAIL) {
+            let ($m, $g) = ($self.m, gfp);
+            ($alloc).ok()
+        } else {
+            $self.alloc_nofail(gfp, $order, |$m: &'m Machine, $g: Gfp| $alloc)
+        }
+    }};
 }
 
 fn kmalloc_type(gfp: Gfp) -> u32 {
@@ -214,15 +231,16 @@ impl<'m> Replayer<'m> {
         if op.cpu as u32 != self.trace_cpu {
             self.switch_cpu(op.cpu as u32);
         }
-        if op.kind == Kind::CacheAlloc
-            && !matches!(self.slots.get(op.cache as usize), Some(Slot::Made(_) | Slot::Failed))
-        {
-            self.ensure_cache(op.cache, caches);
-        }
         if op.irq {
-            self.apply_in_irq(op);
+            // Caches are made outside interrupt context (`apply_pinned` makes the others).
+            if op.kind == Kind::CacheAlloc
+                && !matches!(self.slots.get(op.cache as usize), Some(Slot::Made(_) | Slot::Failed))
+            {
+                self.ensure_cache(op.cache, caches);
+            }
+            self.apply_in_irq(op, caches);
         } else {
-            self.apply_pinned(op);
+            self.apply_pinned(op, caches);
         }
     }
 
@@ -241,7 +259,10 @@ impl<'m> Replayer<'m> {
         self.trace_cpu = trace_cpu;
         let cpu = trace_cpu % self.nr_cpus;
         if cpu != self.cpu {
-            pin_current_thread(cpu);
+            // With the machine's home for it computed now: on a shared machine the inline
+            // fast paths pin only a known home (`try_pin_cpu`), so the first operation on the
+            // new CPU would take the full paths.
+            self.m.platform().pin_current_thread(cpu);
             self.cpu = cpu;
         }
     }
@@ -278,16 +299,6 @@ impl<'m> Replayer<'m> {
                 Slot::Failed
             }
         };
-    }
-
-    /// Calls `f` (an allocation on the machine) with `gfp`, keeping `__GFP_NOFAIL`'s promise
-    /// ([`crate::oom`]). `order`: the pages the request takes from the page allocator.
-    #[inline]
-    fn alloc<T, E>(&mut self, gfp: Gfp, order: u32, f: impl Fn(&'m Machine, Gfp) -> Result<T, E>) -> Option<T> {
-        if !gfp.contains(Gfp::NOFAIL) {
-            return f(self.m, gfp).ok();
-        }
-        self.alloc_nofail(gfp, order, f)
     }
 
     #[cold]
@@ -338,15 +349,15 @@ impl<'m> Replayer<'m> {
     /// [`Replayer::apply_pinned`] as from an interrupt handler (out of line: the inlined
     /// copy is the common, process-context one).
     #[inline(never)]
-    fn apply_in_irq(&mut self, op: &Op) {
-        in_irq(|| self.apply_pinned(op));
+    fn apply_in_irq(&mut self, op: &Op, caches: &[CacheDef]) {
+        in_irq(|| self.apply_pinned(op, caches));
     }
 
     /// Inlined into the replay loop: out of line, its prologue and epilogue (the
     /// callee-saved registers of a large function) cost every operation about 17
     /// instructions.
     #[inline(always)]
-    fn apply_pinned(&mut self, op: &Op) {
+    fn apply_pinned(&mut self, op: &Op, caches: &[CacheDef]) {
         let k = op.kind as usize;
         match op.kind {
             Kind::Kmalloc => {
@@ -355,7 +366,7 @@ impl<'m> Replayer<'m> {
                 }
                 let size = op.size as usize;
                 let order = if size > KMALLOC_MAX_CACHE_SIZE { kmalloc_large_order(size) } else { 0 };
-                match self.alloc(op.gfp, order, |m, gfp| m.kmalloc(size, gfp)) {
+                match alloc!(self, op.gfp, order, |m, gfp| m.kmalloc(size, gfp)) {
                     Some(addr) => {
                         let t = kmalloc_type(op.gfp);
                         self.kmalloc_used |= 1 << t;
@@ -365,16 +376,27 @@ impl<'m> Replayer<'m> {
                 }
             }
             Kind::CacheAlloc => {
+                // The cache first (made on its first allocation), then the missed free.
+                let i = op.cache as usize;
+                let made = |s: &Slot<'m>| match s {
+                    Slot::Made(c) => Some((NonNull::from(&**c), c.order())),
+                    _ => None,
+                };
+                let cache = match self.slots.get(i) {
+                    None | Some(Slot::Unmade) => {
+                        self.ensure_cache(op.cache, caches);
+                        self.slots.get(i).and_then(made)
+                    }
+                    s => s.and_then(made),
+                };
                 if op.relive {
                     self.forget_obj(op.slot, k);
                 }
-                let i = op.cache as usize;
-                let Some(Slot::Made(c)) = self.slots.get(i) else {
+                let Some((desc, order)) = cache else {
                     self.counts.failures[k] += 1;
                     return;
                 };
-                let (desc, order) = (NonNull::from(&**c), c.order());
-                let got = self.alloc(op.gfp, order, |m, gfp| {
+                let got = alloc!(self, op.gfp, order, |m, gfp| {
                     // SAFETY: `desc` is the descriptor of `c`, whose handle the replayer owns
                     // and does not drop during the call.
                     m.kmem_cache_alloc(unsafe { desc.as_ref() }, gfp)
@@ -428,7 +450,7 @@ impl<'m> Replayer<'m> {
                 }
                 // An order above MAX_PAGE_ORDER fails as Linux's allocator fails it.
                 let got = match Order::new(op.order as u32) {
-                    Some(o) => self.alloc(op.gfp, op.order as u32, |m, gfp| m.alloc_pages(gfp, o)),
+                    Some(o) => alloc!(self, op.gfp, op.order as u32, |m, gfp| m.alloc_pages(gfp, o)),
                     None => None,
                 };
                 match got {

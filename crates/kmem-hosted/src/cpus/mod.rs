@@ -9,7 +9,8 @@
 //!   (`MachineBuilder::migrate_every`). For tests, tools and the demo. `try_pin_cpu` is a
 //!   fast pin here too (`thread.rs`'s `try_pin_fast`): the thread's free home CPU, taken with
 //!   one compare-exchange when it holds no CPU; sections nested in it find the CPU by the
-//!   slot's tag (`cpu_slot.rs`) and enter the table as `in_fast`.
+//!   slot's tag (`cpu_slot.rs`) and enter the table as `in_fast`. `pin_cpu` tries the same
+//!   pin before the table (`Cpus::pin_slow`).
 //! - **A CPU per thread** (`MachineBuilder::thread_cpus`): a pool of possible CPUs; a thread
 //!   takes one at its first use of the machine (the CPU comes online), keeps it, and gives
 //!   it back at thread exit after the machine's CPU-offline teardown (`owned.rs`). Its
@@ -365,6 +366,19 @@ impl Cpus {
         cpu
     }
 
+    /// [`pin_current_thread`]`(cpu)`, then this machine's home for the thread (shared CPUs:
+    /// the fast pin's home too) in the same thread-local access.
+    pub(crate) fn pin_thread(&self, cpu: u32) {
+        CTX.with(|c| {
+            c.pinned.set(Some(cpu));
+            c.home_machine.set(0);
+            c.fast_machine.set(0);
+            if !self.per_thread() {
+                self.home(c);
+            }
+        });
+    }
+
     /// Enters a critical section on this machine (outermost: take the CPU) and returns the
     /// CPU; `preempt` also raises the preempt count. One TLS access.
     #[inline]
@@ -488,7 +502,9 @@ impl Cpus {
     }
 
     /// `pin_cpu`: a section without the preempt-count bookkeeping (nothing inside asks).
-    /// Returns the CPU and a token for [`Cpus::unpin`]: the owned CPU's state, or 0.
+    /// Returns the CPU and a token for [`Cpus::unpin`]: the owned CPU's state, the slot of a
+    /// shared CPU taken by the fast pin (as `try_pin_fast` takes it: the thread's free home
+    /// CPU when it holds no CPU, one compare-exchange, nothing in the table), or 0.
     #[inline]
     pub(crate) fn pin(&self) -> (u32, usize) {
         CTX.with(|c| {
@@ -498,19 +514,40 @@ impl Cpus {
                 unsafe { &*st }.enter();
                 return (c.own_cpu.get(), st as usize);
             }
-            let cpu = self.enter_slow(c);
-            // A first use claims the CPU and enters it as the owner: unpin takes the fast way.
-            let token = if c.own_machine.get() == self.id { c.own_state.get() as usize } else { 0 };
-            (cpu, token)
+            self.pin_slow(c)
         })
     }
 
-    /// Ends [`Cpus::pin`].
+    /// [`Cpus::pin`] but for the owned CPU. Cold as `enter_slow` (which it replaces there):
+    /// the owned pin, inlined everywhere, keeps its code and registers.
+    #[cold]
+    #[inline(never)]
+    fn pin_slow(&self, c: &Ctx) -> (u32, usize) {
+        if c.home_machine.get() != self.id && c.active.get() == 0 && !self.per_thread() {
+            // The home is not known (a first use, or `pin_current_thread` forgot it):
+            // computing it sets the fast pin's home.
+            self.home(c);
+        }
+        if c.fast_machine.get() == self.id && c.active.get() == 0 {
+            // SAFETY: `fast_slot` points into this machine's CPUs (set with `fast_machine`).
+            let slot = unsafe { &*c.fast_slot.get() };
+            if slot.try_take(c.fast_word.get()) {
+                return (slot.cpu(), slot as *const Slot as usize);
+            }
+        }
+        let cpu = self.enter_slow(c);
+        // A first use claims the CPU and enters it as the owner: unpin takes the fast way.
+        let token = if c.own_machine.get() == self.id { c.own_state.get() as usize } else { 0 };
+        (cpu, token)
+    }
+
+    /// Ends [`Cpus::pin`]: a token is ended as [`Cpus::unpin_fast`] ends it (an owned CPU's
+    /// exit and a fast pin's [`cpu_slot::leave`] are the same decrement of the word at
+    /// offset 0), 0 through the thread's table.
     #[inline]
     pub(crate) fn unpin(&self, token: usize) {
         if token != 0 {
-            // SAFETY: `pin` returned this machine's owned CPU, which lives as long as `self`.
-            unsafe { &*(token as *const OwnedCpu) }.exit();
+            self.unpin_fast(token);
         } else {
             CTX.with(|c| self.exit_slow(c));
         }

@@ -60,17 +60,23 @@ pub struct ReplayCounts {
     pub peak_total_bytes: u64,
     /// The OOM killer and `__GFP_NOFAIL` ([`crate::oom`]).
     pub oom: OomCounts,
+    /// The sum of `live_bytes`, kept with it (each allocation compares it with the peak).
+    live_total: u64,
 }
 
 impl ReplayCounts {
+    #[inline(always)]
     pub(super) fn add(&mut self, mem: Mem, bytes: u64) {
         self.live_bytes[mem as usize] += bytes;
+        self.live_total += bytes;
         self.peak_bytes[mem as usize] = self.peak_bytes[mem as usize].max(self.live_bytes[mem as usize]);
-        self.peak_total_bytes = self.peak_total_bytes.max(self.live_bytes.iter().sum());
+        self.peak_total_bytes = self.peak_total_bytes.max(self.live_total);
     }
 
+    #[inline(always)]
     pub(super) fn sub(&mut self, mem: Mem, bytes: u64) {
         self.live_bytes[mem as usize] -= bytes;
+        self.live_total -= bytes;
     }
 
     /// Takes in what the OOM notifier did since the last look.
@@ -91,6 +97,7 @@ impl ReplayCounts {
         o.reclaimed_bytes += d.reclaimed_bytes;
         for (i, b) in d.bytes.into_iter().enumerate() {
             self.live_bytes[i] -= b;
+            self.live_total -= b;
         }
     }
 }

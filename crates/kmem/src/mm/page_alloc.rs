@@ -187,8 +187,30 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// `__alloc_pages()`. Never inlined: `alloc_pages` is the fast path and a call to this.
+    /// A `__GFP_ZERO` request goes through [`Kmem::alloc_zeroed`].
     #[inline(never)]
     fn alloc_pages_inner(&self, gfp: Gfp, order: u32, nid: usize) -> Result<PageRef<'_>, AllocError> {
+        // One test and branch for every other request (the rest of the test out of line).
+        if gfp.contains(Gfp::ZERO) {
+            return self.alloc_zeroed(gfp, order, nid);
+        }
+        self.alloc_pages_checked(gfp, order, nid, true)
+    }
+
+    /// A `__GFP_ZERO` request. Order 0 (a user page: `GFP_HIGHUSER_MOVABLE | __GFP_ZERO`):
+    /// the order-0 fast path, then the clearing `prep_new_page` would do; the full path when
+    /// the fast path declines (it decides everything else as the full path does). Out of
+    /// line, so that the test for `__GFP_ZERO` is all other requests pay on their way to the
+    /// full path, and its inlined copy in `alloc_pages` stays one branch shorter.
+    #[inline(never)]
+    fn alloc_zeroed(&self, gfp: Gfp, order: u32, nid: usize) -> Result<PageRef<'_>, AllocError> {
+        // `nid` 0: the fast path serves the only node of a one-node machine (`page_fast_ok`).
+        if order == 0 && nid == 0 {
+            if let Some(p) = self.alloc_page_fast(gfp.without(Gfp::ZERO), Order::ZERO) {
+                self.clear_pages(p.pfn(), Order::ZERO);
+                return Ok(p);
+            }
+        }
         self.alloc_pages_checked(gfp, order, nid, true)
     }
 
