@@ -50,14 +50,14 @@ pub(crate) fn in_ram(m: &Machine, p: *const u8) -> bool {
 /// path, so that it tests the size once (against the largest slab class).
 #[inline(always)]
 pub(crate) fn alloc(m: &Machine, size: usize, align: usize, zero: bool) -> *mut u8 {
-    if !zero {
-        if let Some(req) = fast_request(size, align) {
-            // GFP_NOWAIT: the fast path takes an object from the CPU's sheaf and never sleeps
-            // either way, and a request that may not sleep skips the atomic-context test
-            // (`might_alloc`), which the slow path's GFP_KERNEL still makes.
-            if let Some(p) = m.kmalloc_try_fast(req, Gfp::NOWAIT | Gfp::NOWARN) {
-                return p.as_ptr();
-            }
+    if let Some(req) = fast_request(size, align) {
+        // GFP_NOWAIT: the fast path takes an object from the CPU's sheaf and never sleeps
+        // either way, and a request that may not sleep skips the atomic-context test
+        // (`might_alloc`), which the slow path's GFP_KERNEL still makes. `calloc` and
+        // `alloc_zeroed` too: the fast path zeroes the object.
+        let gfp = if zero { Gfp::NOWAIT | Gfp::NOWARN | Gfp::ZERO } else { Gfp::NOWAIT | Gfp::NOWARN };
+        if let Some(p) = m.kmalloc_try_fast(req, gfp) {
+            return p.as_ptr();
         }
     }
     alloc_slow(m, size, align, zero)

@@ -332,17 +332,25 @@ fn kmalloc_from_many_threads() {
     assert_eq!(m.report_count(ReportKind::SlabBug) + m.report_count(ReportKind::Warning), 0);
 }
 
-/// `kmalloc_try_fast` serves only what needs no report and no zeroing: a sleeping request in
-/// atomic context is refused (the caller's `kmalloc` then reports it), `__GFP_ZERO` is
-/// refused, and a warm class is served from the sheaf.
+/// `kmalloc_try_fast` serves only what needs no report: a sleeping request in atomic
+/// context is refused (the caller's `kmalloc` then reports it), a warm class is served from
+/// the sheaf, and `__GFP_ZERO` gets the whole object zeroed (kzalloc, calloc).
 #[test]
-fn kmalloc_try_fast_leaves_reports_and_zeroing_to_kmalloc() {
+fn kmalloc_try_fast_leaves_reports_to_kmalloc_and_zeroes() {
     let m = MachineBuilder::new().ram_mib(64).thread_cpus(4).build().unwrap();
     let warm = m.kmalloc(64, Gfp::KERNEL).unwrap();
-    // SAFETY: ours, not used afterwards.
-    unsafe { m.kfree(warm.as_ptr()) };
+    // SAFETY: 64 bytes of ours, freed once.
+    unsafe {
+        warm.as_ptr().write_bytes(0x5a, 64);
+        m.kfree(warm.as_ptr());
+    }
+    let z = m.kmalloc_try_fast(50, Gfp::KERNEL | Gfp::ZERO).expect("a warm class is served zeroed");
+    assert_eq!(z, warm, "the same object, from the sheaf");
+    // SAFETY: kmalloc-64's object: 64 bytes, all of them zeroed (kzalloc zeroes the object).
+    assert!(unsafe { std::slice::from_raw_parts(z.as_ptr(), 64) }.iter().all(|&b| b == 0));
+    // SAFETY: ours.
+    unsafe { m.kfree(z.as_ptr()) };
     let p = m.kmalloc_try_fast(64, Gfp::KERNEL).expect("a warm class is served on the fast path");
-    assert!(m.kmalloc_try_fast(64, Gfp::KERNEL | Gfp::ZERO).is_none());
     m.platform().preempt_disable();
     assert!(m.kmalloc_try_fast(64, Gfp::KERNEL).is_none(), "might_sleep is the careful path's");
     let q = m.kmalloc_try_fast(64, Gfp::ATOMIC).expect("GFP_ATOMIC needs no report");

@@ -115,21 +115,28 @@ impl<P: Platform> Kmem<P> {
     /// `kmalloc(size, gfp)` when the class's cache exists and this CPU's main sheaf has an
     /// object to hand out with no call at all (see [`Kmem::kmalloc`]); `None` otherwise, and
     /// nothing is reported: the caller then calls [`Kmem::kmalloc`], which takes every
-    /// careful and slow path. Not for `__GFP_ZERO` or requests that may report.
+    /// careful and slow path. With `__GFP_ZERO` it zeroes the object (kzalloc, calloc), as
+    /// the careful path does. Not for requests that may report.
     ///
     /// ```
     /// use kmem::Gfp;
     /// let m = kmem_hosted::MachineBuilder::new().ram_mib(64).build().unwrap();
     /// // The class's sheaf is empty before the first kmalloc: the caller's slow path.
     /// let p = m.kmalloc_try_fast(100, Gfp::KERNEL).map_or_else(|| m.kmalloc(100, Gfp::KERNEL).unwrap(), |p| p);
-    /// assert!(m.kmalloc_try_fast(100, Gfp::KERNEL | Gfp::ZERO).is_none(), "never zeroes");
-    /// // SAFETY: ours, not used afterwards.
-    /// unsafe { m.kfree(p.as_ptr()) };
+    /// // SAFETY: 100 bytes of ours, freed once and not used afterwards.
+    /// unsafe {
+    ///     p.as_ptr().write_bytes(0xaa, 100);
+    ///     m.kfree(p.as_ptr());
+    ///     let z = m.kmalloc_try_fast(100, Gfp::KERNEL | Gfp::ZERO).expect("the sheaf has it");
+    ///     assert_eq!(z, p, "the same object, last in first out");
+    ///     assert!(core::slice::from_raw_parts(z.as_ptr(), 128).iter().all(|&b| b == 0), "zeroed");
+    ///     m.kfree(z.as_ptr());
+    /// }
     /// ```
     #[inline(always)]
     pub fn kmalloc_try_fast(&self, size: usize, gfp: Gfp) -> Option<NonNull<u8>> {
         if size.wrapping_sub(1) >= KMALLOC_MAX_CACHE_SIZE
-            || gfp.intersects(Gfp::ZERO.union(Gfp::SLAB_BUG_MASK))
+            || gfp.intersects(Gfp::SLAB_BUG_MASK)
             || (gfp.allows_blocking() && self.platform().atomic_context())
         {
             return None;
@@ -146,6 +153,11 @@ impl<P: Platform> Kmem<P> {
             return None;
         }
         let obj = self.alloc_fast(cache)?;
+        if gfp.contains(Gfp::ZERO) {
+            // kzalloc: the whole object, as the careful path zeroes a plain cache's.
+            // SAFETY: the object is ours: just allocated, `object_size` bytes.
+            unsafe { crate::slab::object::fill(obj, 0, cache.object_size()) };
+        }
         // SAFETY: object addresses are direct-map addresses, never 0.
         Some(unsafe { NonNull::new_unchecked(obj as *mut u8) })
     }
