@@ -63,9 +63,12 @@ pub(crate) fn alloc(m: &Machine, size: usize, align: usize, zero: bool) -> *mut 
     alloc_slow(m, size, align, zero)
 }
 
-/// The kmalloc request of [`alloc`]'s fast path: the usual alignments only (at most 8, and
-/// 16); `None` for the others. (The slow path's [`kmalloc_request`] makes the same request
-/// for these.)
+/// The kmalloc request of [`alloc`]'s fast path: the usual alignments (at most 8, and 16),
+/// and larger powers of two for the slab classes (`aligned_alloc(64, n)`, C++'s
+/// `alignas(64)` objects: a power-of-two bucket is naturally aligned); `None` for the others
+/// and for sizes past the slab classes. The slow path's [`kmalloc_request`] makes the same
+/// request for these. A size the request cannot serve (0, or too large) is left for
+/// `kmalloc_try_fast` to refuse.
 #[inline(always)]
 pub(crate) fn fast_request(size: usize, align: usize) -> Option<usize> {
     if align <= KMALLOC_MIN_SIZE {
@@ -74,8 +77,19 @@ pub(crate) fn fast_request(size: usize, align: usize) -> Option<usize> {
         // Every kmalloc object of KMALLOC_ALIGN bytes or more is that aligned.
         Some(size.max(KMALLOC_ALIGN))
     } else {
-        None
+        fast_request_aligned(size, align)
     }
+}
+
+/// [`fast_request`] for alignments above 16: the power of two at or above both, while it
+/// names a slab class (at most 8 KiB, so that no overflow is possible).
+#[inline(always)]
+fn fast_request_aligned(size: usize, align: usize) -> Option<usize> {
+    const MAX: usize = kmem::kmalloc::KMALLOC_MAX_CACHE_SIZE;
+    if !align.is_power_of_two() || align > MAX || size > MAX {
+        return None;
+    }
+    Some(size.max(align).next_power_of_two())
 }
 
 /// [`alloc`] past its fast path: zeroing, huge mappings, kmalloc's slow paths, growing.
@@ -189,4 +203,31 @@ pub(crate) unsafe fn realloc(m: &Machine, p: *mut u8, copy: Option<usize>, new_s
 /// A non-null pointer for zero-sized Rust allocations (never dereferenced).
 pub(crate) fn dangling(align: usize) -> *mut u8 {
     NonNull::<u8>::dangling().as_ptr().wrapping_add(align.max(1) - 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{fast_request, kmalloc_request};
+
+    /// The fast path asks kmalloc for what the slow path would (so a block's class is the
+    /// same whichever path served it, and `free_sized` finds it from the layout), for every
+    /// alignment it takes; it leaves the rest to the slow path.
+    #[test]
+    fn the_fast_request_is_the_slow_one() {
+        for align in [1usize, 2, 4, 8, 16, 32, 64, 128, 256, 4096, 8192] {
+            for size in [1usize, 7, 8, 15, 16, 17, 24, 63, 64, 65, 100, 1000, 1024, 4096, 5000, 8192] {
+                if let Some(r) = fast_request(size, align) {
+                    assert_eq!(Some(r), kmalloc_request(size, align), "size {size} align {align}");
+                    if align > 16 {
+                        assert!(r.is_power_of_two() && r >= align && r >= size, "naturally aligned bucket");
+                    }
+                }
+            }
+        }
+        assert_eq!(fast_request(100, 64), Some(128));
+        assert_eq!(fast_request(5000, 4096), Some(8192));
+        assert_eq!(fast_request(8193, 64), None, "past the slab classes: the slow path");
+        assert_eq!(fast_request(100, 16384), None);
+        assert_eq!(fast_request(100, 48), None, "not a power of two");
+    }
 }
