@@ -144,3 +144,21 @@ fn sized_frees_across_threads_never_alias() {
     });
     assert_eq!(reports(&m), 0);
 }
+
+/// A KFENCE object freed by size: not a plain slab object of the size's cache (its page is
+/// KFENCE's), so it goes the other way, to `kfree`, which gives it back to the pool.
+#[test]
+fn a_kfence_object_freed_by_size_goes_to_kfence() {
+    let cfg = kmem::kfence::KfenceConfig { sample_interval_ms: 3_600_000, num_objects: 31 };
+    let m = MachineBuilder::new().ram_mib(64).cpus(2).kfence(cfg).build().unwrap();
+    assert!(m.kfence_force_next());
+    let p = m.kmalloc(64, Gfp::KERNEL).unwrap();
+    assert!(m.is_kfence_address(p.as_ptr()), "the forced allocation is KFENCE's");
+    assert_eq!(m.kfence_stats().allocated, 1);
+    assert!(free_sized(&m, p, 64), "a KFENCE object takes the other way");
+    assert_eq!(m.kfence_stats().allocated, 0, "and went back to the pool");
+    // (KFENCE's boot line is an Info report.)
+    for k in [ReportKind::SlabBug, ReportKind::Kfence, ReportKind::Warning] {
+        assert_eq!(m.report_count(k), 0, "{k:?}");
+    }
+}
