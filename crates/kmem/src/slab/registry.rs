@@ -48,8 +48,8 @@ pub struct SlabBootConfig<'a> {
     /// allocators (`kmem-alloc`) keep 4 (Linux's per-CPU partial slabs play that part). At
     /// most [`CPU_STASH_MAX`](super::CPU_STASH_MAX) (larger values are clamped).
     pub cpu_stash: u8,
-    /// A kmem option, not Linux's: the bytes of objects each node's barn keeps per cache in
-    /// full sheaves (0, the default: 4096 objects, at most 4 MiB and a 32nd of the RAM;
+    /// A kmem option, not Linux's: the bytes each node's barn keeps per cache in full
+    /// sheaves, objects and the sheaves' slots for them counted (0, the default: 4096 objects, at most 4 MiB and a 32nd of the RAM;
     /// Linux keeps 10 sheaves). A thread that allocates a hundred thousand blocks and then
     /// frees them parks the sheaves it fills in the barn and takes them back for its next
     /// allocations, where a small barn sends them back to their slabs (a flush: each object
@@ -191,14 +191,16 @@ impl SlabState {
     }
 
     /// How many full (and empty) sheaves a new cache's barns keep, on a machine of
-    /// `totalram` bytes: [`SlabBootConfig::barn_bytes`] of objects if given, else kmem's
-    /// default ([`barn_sheaves`](super::sheaf::barn_sheaves)).
+    /// `totalram` bytes: [`SlabBootConfig::barn_bytes`] of objects and the sheaf slots that
+    /// hold them if given, else kmem's default ([`barn_sheaves`](super::sheaf::barn_sheaves)).
     pub(crate) fn barn_max(&self, capacity: u32, size: u32, totalram: usize) -> u32 {
         use super::sheaf::{barn_bytes, barn_sheaves, MIN_BARN_SHEAVES};
         if self.barn_shift == 0 || capacity == 0 {
             return barn_sheaves(capacity, size, barn_bytes(totalram));
         }
-        let sheaf = capacity as usize * size.max(1) as usize;
+        // The objects and the sheaves' slots that hold them (a word each: for 8-byte objects
+        // the sheaves weigh as much as the objects).
+        let sheaf = capacity as usize * (size.max(1) as usize + core::mem::size_of::<usize>());
         ((1usize << self.barn_shift) / sheaf).clamp(MIN_BARN_SHEAVES as usize, u32::MAX as usize) as u32
     }
 

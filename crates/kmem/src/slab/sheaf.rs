@@ -477,12 +477,14 @@ mod tests {
         st.configure(&crate::slab::SlabBootConfig::default(), 4);
         assert_eq!(st.barn_max(128, 64, 1 << 30), barn_sheaves(128, 64, barn_bytes(1 << 30)), "default sizing");
         st.configure(&crate::slab::SlabBootConfig { barn_bytes: 16 << 20, ..Default::default() }, 4);
-        // 16 MiB of 64-byte objects in sheaves of 128: 2048 sheaves, whatever the RAM.
-        assert_eq!(st.barn_max(128, 64, 128 << 20), 2048);
-        assert_eq!(st.barn_max(128, 1024, 128 << 20), 128);
+        // 16 MiB of 64-byte objects and their 8-byte slots in sheaves of 128: 1820 sheaves,
+        // whatever the RAM; of 8-byte objects, half of it is the sheaves'.
+        assert_eq!(st.barn_max(128, 64, 128 << 20), 1820);
+        assert_eq!(st.barn_max(128, 1024, 128 << 20), 127);
+        assert_eq!(st.barn_max(128, 8, 128 << 20), 8192);
         // Rounded down to a power of two, at least 64 KiB, and never below 10 sheaves.
         st.configure(&crate::slab::SlabBootConfig { barn_bytes: (16 << 20) + 5, ..Default::default() }, 4);
-        assert_eq!(st.barn_max(128, 64, 128 << 20), 2048);
+        assert_eq!(st.barn_max(128, 64, 128 << 20), 1820);
         st.configure(&crate::slab::SlabBootConfig { barn_bytes: 1, ..Default::default() }, 4);
         assert_eq!(st.barn_max(32, 8192, 128 << 20), MIN_BARN_SHEAVES);
         // Caches without sheaves keep the default.
