@@ -339,10 +339,10 @@ fn sampling_interval_gates_the_careful_path() {
     let cfg = KfenceConfig { sample_interval_ms: 1, num_objects: 15 };
     let m = MachineBuilder::new().ram_mib(64).cpus(1).kfence(cfg).build().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(3));
-    // kzalloc always takes the careful path, where the gate is.
-    let p = m.kzalloc(64, Gfp::KERNEL).unwrap().as_ptr();
+    // A node request always takes the careful path, where the gate is.
+    let p = m.kmalloc_node(64, Gfp::KERNEL, Some(0)).unwrap().as_ptr();
     assert!(m.is_kfence_address(p), "the first careful allocation after the interval");
-    let q = m.kzalloc(64, Gfp::KERNEL).unwrap().as_ptr();
+    let q = m.kmalloc_node(64, Gfp::KERNEL, Some(0)).unwrap().as_ptr();
     assert!(!m.is_kfence_address(q), "one allocation per interval");
     // SAFETY: ours.
     unsafe { m.kfree(p) };
@@ -352,7 +352,7 @@ fn sampling_interval_gates_the_careful_path() {
     assert!(m.kfence_set_sample_interval(0));
     assert!(!m.kfence_stats().enabled);
     std::thread::sleep(std::time::Duration::from_millis(3));
-    let p = m.kzalloc(64, Gfp::KERNEL).unwrap().as_ptr();
+    let p = m.kmalloc_node(64, Gfp::KERNEL, Some(0)).unwrap().as_ptr();
     assert!(!m.is_kfence_address(p));
     // SAFETY: ours.
     unsafe { m.kfree(p) };

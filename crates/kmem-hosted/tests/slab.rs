@@ -495,3 +495,47 @@ fn random_operations_match_a_model() {
     }
     assert_eq!(m.report_count(ReportKind::SlabBug), 0);
 }
+
+/// `kmem_cache_zalloc` and `kzalloc` served from a warm sheaf (the fast path) zero the whole
+/// object: the objects just freed there were dirtied first.
+#[test]
+fn zeroed_allocations_from_a_warm_sheaf_are_zeroed() {
+    let m = MachineBuilder::new().ram_mib(64).thread_cpus(2).build().unwrap();
+    let c = m.kmem_cache_create("zero_fast", 200, 0, SlabFlags::NO_MERGE, None).unwrap();
+    for _ in 0..3 {
+        let ps: Vec<_> = (0..64).map(|_| m.kmem_cache_alloc(&c, Gfp::KERNEL).unwrap()).collect();
+        let ks: Vec<_> = (0..64).map(|_| m.kmalloc(100, Gfp::KERNEL).unwrap()).collect();
+        for p in &ps {
+            // SAFETY: 200 bytes of ours.
+            unsafe { p.as_ptr().write_bytes(0xee, 200) };
+        }
+        for k in &ks {
+            // SAFETY: kmalloc-128's object: 128 bytes of ours.
+            unsafe { k.as_ptr().write_bytes(0xee, 128) };
+        }
+        for p in ps {
+            free(&m, &c, p);
+        }
+        for k in ks {
+            // SAFETY: ours.
+            unsafe { m.kfree(k.as_ptr()) };
+        }
+        let zs: Vec<_> = (0..64).map(|_| m.kmem_cache_zalloc(&c, Gfp::KERNEL).unwrap()).collect();
+        let kz: Vec<_> = (0..64).map(|_| m.kzalloc(100, Gfp::KERNEL).unwrap()).collect();
+        for z in &zs {
+            check_all(*z, 200, 0);
+        }
+        for z in &kz {
+            check_all(*z, 128, 0);
+        }
+        for z in zs {
+            free(&m, &c, z);
+        }
+        for z in kz {
+            // SAFETY: ours.
+            unsafe { m.kfree(z.as_ptr()) };
+        }
+    }
+    assert_eq!(m.report_count(ReportKind::Warning) + m.report_count(ReportKind::SlabBug), 0);
+    m.kmem_cache_destroy(c);
+}

@@ -35,8 +35,7 @@
 //! Linux opens the gate with a timer and a static key that sends every allocation into
 //! `__kfence_alloc` until one takes it. kmem has no timer: the gate is a deadline read on the
 //! slab allocator's careful path (`slab_alloc_careful`, where failslab is also tested), which
-//! every allocation reaches whose CPU sheaf is empty, every `__GFP_ZERO` (but those of
-//! `kmalloc_try_fast`, the process allocator's calloc) or node request and every
+//! every allocation reaches whose CPU sheaf is empty, every node request and every
 //! allocation of a debug cache. The first of those after the deadline takes the gate
 //! and the next deadline is `sample_interval` later. The fast paths are unchanged (no load,
 //! no branch: `scripts/cost_check.sh` counts the same instructions with KFENCE on). The

@@ -79,8 +79,9 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// `slab_alloc_node()`: pre-alloc checks, the fast path, else the slow path; zeroing.
-    /// Inlined down to the fast path: anything unusual (a sleeping request in atomic
-    /// context, `__GFP_ZERO`, bad GFP bits, a node) and the slow path are out of line.
+    /// Inlined down to the fast path, which zeroes for `__GFP_ZERO` itself: anything unusual
+    /// (a sleeping request in atomic context, bad GFP bits, a node, `__GFP_ZERO` on a cache
+    /// with a constructor) and the slow path are out of line.
     #[inline(always)]
     pub(crate) fn slab_alloc(
         &self,
@@ -104,11 +105,19 @@ impl<P: Platform> Kmem<P> {
         orig_size: Option<u32>,
     ) -> Result<NonNull<u8>, SlabAllocError> {
         if node.is_none()
-            && !gfp.intersects(Gfp::ZERO.union(Gfp::SLAB_BUG_MASK))
+            && !gfp.intersects(Gfp::SLAB_BUG_MASK)
             && !(gfp.allows_blocking() && self.platform().atomic_context())
             && s.fast_is_of(self)
+            // `__GFP_ZERO` on a cache with a constructor is warned about (careful path).
+            && (!gfp.contains(Gfp::ZERO) || s.ctor.is_none())
         {
             if let Some(obj) = self.alloc_fast(s) {
+                if gfp.contains(Gfp::ZERO) {
+                    // kzalloc, kmem_cache_zalloc: sheaves are plain caches' (no debugging,
+                    // no kmalloc red zone), so the whole object, as the careful path zeroes it.
+                    // SAFETY: the object is ours: just allocated, `object_size` bytes.
+                    unsafe { super::object::fill(obj, 0, s.object_size()) };
+                }
                 // SAFETY: object addresses are direct-map addresses, never 0.
                 return Ok(unsafe { NonNull::new_unchecked(obj as *mut u8) });
             }
