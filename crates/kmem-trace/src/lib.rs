@@ -112,6 +112,7 @@
 
 pub mod ahead;
 mod fast;
+mod fast_memo;
 pub mod gfp_text;
 pub mod input;
 pub mod json;

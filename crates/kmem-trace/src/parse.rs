@@ -16,6 +16,8 @@
 
 use core::fmt;
 
+pub use crate::fast_memo::TailMemo;
+
 /// One parsed trace event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Event<'a> {
@@ -162,10 +164,17 @@ pub fn parse_line(line: &[u8]) -> Result<Line<'_>, ParseError> {
 /// the line in `text` itself, and the newline is looked for only past the fields it read;
 /// the result is written in place (it is large, and copies of it cost as much as the search).
 #[inline(always)]
-pub fn parse_next<'a>(text: &'a [u8], out: &mut (&'a [u8], Result<Line<'a>, ParseError>)) -> usize {
+pub fn parse_next<'a>(
+    text: &'a [u8],
+    out: &mut (&'a [u8], Result<Line<'a>, ParseError>),
+    memo: &mut TailMemo,
+) -> usize {
     use crate::input::{MAX_LINE, TOO_LONG_HEAD};
-    if let Some((ev, read)) = crate::fast::event_in(text) {
-        let len = crate::scan::find_newline(&text[read..]).map_or(text.len(), |nl| read + nl + 1);
+    if let Some((ev, read, at_nl)) = crate::fast::event_in(text, Some(memo)) {
+        let len = match at_nl {
+            true => read + 1,
+            false => crate::scan::find_newline(&text[read..]).map_or(text.len(), |nl| read + nl + 1),
+        };
         if len - (text[len - 1] == b'\n') as usize <= MAX_LINE {
             out.0 = &text[..len];
             out.1 = Ok(Line::Event(ev));
