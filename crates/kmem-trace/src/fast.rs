@@ -33,12 +33,12 @@ pub fn event(line: &[u8]) -> Option<Event<'_>> {
 /// [`event`] of the first line of `text` (lines, each ending at a newline), read in `text`
 /// itself: no scan crosses the first newline, so the line need not be split off first. With
 /// the event, where its last field read ends (the rest of the line, up to its newline, is
-/// not read: the caller looks for the newline from there), or where the newline is (`true`)
-/// when it was found already. With `memo`, the fields after an allocation's pointer or pfn
-/// are looked up there by their bytes ([`TailMemo`]) and stored when read: the event is the
-/// same.
+/// not read: the caller looks for the newline from there), or where the newline is when it
+/// was found already (then with the [`TailMemo`] entry of the line's tail). With `memo`, the
+/// fields after an allocation's pointer or pfn are looked up there by their bytes and stored
+/// when read: the event is the same.
 #[inline(always)]
-pub fn event_in<'a>(text: &'a [u8], mut memo: Option<&mut TailMemo>) -> Option<(Event<'a>, usize, bool)> {
+pub fn event_in<'a>(text: &'a [u8], mut memo: Option<&mut TailMemo>) -> Option<(Event<'a>, usize, Option<u32>)> {
     let s = text;
     let start = skip_spaces(s, 0);
     let body = &s[start..];
@@ -56,7 +56,7 @@ pub fn event_in<'a>(text: &'a [u8], mut memo: Option<&mut TailMemo>) -> Option<(
     }
     // The CPU column: the first `[` (of this line), digits, `] `.
     let open = find_byte_in_line(s, start, b'[')?;
-    let mut f = Fields { s, i: open + 1, nl: None };
+    let mut f = Fields { s, i: open + 1, nl: None, tail: 0 };
     let cpu = match s.get(open + 1..open + 6) {
         // Linux's `[%03d] `, the usual case, in a few byte compares.
         Some(&[a @ b'0'..=b'9', b @ b'0'..=b'9', c @ b'0'..=b'9', b']', b' ']) => {
@@ -139,7 +139,7 @@ pub fn event_in<'a>(text: &'a [u8], mut memo: Option<&mut TailMemo>) -> Option<(
     } else {
         return None;
     };
-    Some((Event { cpu, irq, kind }, f.nl.unwrap_or(f.i), f.nl.is_some()))
+    Some((Event { cpu, irq, kind }, f.nl.unwrap_or(f.i), f.nl.map(|_| f.tail)))
 }
 
 /// A line read front to back: each method reads one thing at `i` and moves past it, or
@@ -147,8 +147,10 @@ pub fn event_in<'a>(text: &'a [u8], mut memo: Option<&mut TailMemo>) -> Option<(
 struct Fields<'a> {
     s: &'a [u8],
     i: usize,
-    /// The line's newline, once found.
+    /// The line's newline, once found (with the tail read through the memo).
     nl: Option<usize>,
+    /// The [`TailMemo`] entry of the line's tail, when `nl` is known.
+    tail: u32,
 }
 
 impl<'a> Fields<'a> {
@@ -273,14 +275,13 @@ impl<'a> Fields<'a> {
             Some(n @ MIN..=MAX) => &self.s[at..at + n],
             _ => return read(self),
         };
-        self.nl = Some(at + t.len());
-        if let Some(v) = memo.get(kind, t, at) {
-            self.i = v.end as usize;
+        if let Some((v, i)) = memo.get(kind, t, at) {
+            (self.i, self.nl, self.tail) = (v.end as usize, Some(at + t.len()), i);
             return Some(v);
         }
         let mut v = read(self)?;
         v.end = self.i as u32;
-        memo.put(kind, t, at, v);
+        (self.nl, self.tail) = (Some(at + t.len()), memo.put(kind, t, at, v));
         Some(v)
     }
 

@@ -38,10 +38,23 @@ impl TailVal {
 
 /// Entries (direct-mapped, a power of two).
 const ENTRIES: usize = 256;
+const _: () = assert!(ENTRIES == 256, "a tail's number keeps its entry in 8 bits");
 /// The longest tail kept, in bytes; shorter than [`MIN`] are read field by field.
 pub const MAX: usize = 128;
 /// The shortest tail kept.
 pub const MIN: usize = 16;
+
+/// What the front end ([`crate::op::Frontend`]) resolved a tail's values to (its own
+/// encoding), kept beside the tail so that a line with the same tail skips its lookups.
+pub type Front = Option<[u32; 4]>;
+
+/// [`TailMemo`]'s tail number for a line whose tail was not read through it.
+pub const NO_TAIL: u32 = u32::MAX;
+
+/// Versions of an entry (24 bits, below [`NO_TAIL`]'s): a tail's number is its entry and
+/// the entry's version when it was read, so that a number handed out before the entry took
+/// another tail finds no front values (lines are parsed a few ahead of the front end).
+const VERSIONS: u32 = 0xff_ffff;
 
 #[derive(Clone, Copy)]
 struct Entry {
@@ -50,11 +63,21 @@ struct Entry {
     /// Which event's tail (the caller's tag).
     kind: u8,
     val: TailVal,
+    /// Cleared when the entry takes another tail.
+    front: Front,
+    /// Counts the tails the entry took (modulo [`VERSIONS`]).
+    ver: u32,
     bytes: [u8; MAX],
 }
 
-const EMPTY: Entry =
-    Entry { len: 0, kind: 0, val: TailVal { end: 0, t1: (0, 0), t2: (0, 0), n1: 0, n2: 0 }, bytes: [0; MAX] };
+const EMPTY: Entry = Entry {
+    len: 0,
+    kind: 0,
+    val: TailVal { end: 0, t1: (0, 0), t2: (0, 0), n1: 0, n2: 0 },
+    front: None,
+    ver: 0,
+    bytes: [0; MAX],
+};
 
 /// Line tails seen and what the fast path read from them.
 pub struct TailMemo {
@@ -108,21 +131,35 @@ impl TailMemo {
     }
 
     /// The fields of tail `t` (its length within [`MIN`]..=[`MAX`]) of event `kind` at
-    /// offset `at` of its line, if it was stored.
+    /// offset `at` of its line, if it was stored, and its number.
     #[inline(always)]
-    pub fn get(&self, kind: u8, t: &[u8], at: usize) -> Option<TailVal> {
-        let e = &self.e[Self::slot(t)];
-        (e.len as usize == t.len() && e.kind == kind && same(&e.bytes[..t.len()], t)).then(|| e.val.shifted(at as u32))
+    pub fn get(&self, kind: u8, t: &[u8], at: usize) -> Option<(TailVal, u32)> {
+        let i = Self::slot(t);
+        let e = &self.e[i];
+        (e.len as usize == t.len() && e.kind == kind && same(&e.bytes[..t.len()], t))
+            .then(|| (e.val.shifted(at as u32), i as u32 | e.ver << 8))
+    }
+
+    /// The front end's values of tail number `id` ([`TailMemo::get`]'s or
+    /// [`TailMemo::put`]'s), if its entry still holds that tail.
+    #[inline(always)]
+    pub fn front(&mut self, id: u32) -> Option<&mut Front> {
+        let e = self.e.get_mut((id & 0xff) as usize)?;
+        (e.ver == id >> 8).then_some(&mut e.front)
     }
 
     /// Stores what the fast path read from tail `t` at offset `at` of its line (`val`'s
-    /// offsets are the line's).
+    /// offsets are the line's); returns its number.
     #[inline(never)]
-    pub fn put(&mut self, kind: u8, t: &[u8], at: usize, val: TailVal) {
-        let e = &mut self.e[Self::slot(t)];
+    pub fn put(&mut self, kind: u8, t: &[u8], at: usize, val: TailVal) -> u32 {
+        let i = Self::slot(t);
+        let e = &mut self.e[i];
         e.len = t.len() as u32;
         e.kind = kind;
         e.val = val.shifted((at as u32).wrapping_neg());
+        e.front = None;
+        e.ver = (e.ver + 1) % VERSIONS;
         e.bytes[..t.len()].copy_from_slice(t);
+        i as u32 | e.ver << 8
     }
 }

@@ -16,7 +16,7 @@
 
 use core::fmt;
 
-pub use crate::fast_memo::TailMemo;
+pub use crate::fast_memo::{Front, TailMemo, NO_TAIL};
 
 /// One parsed trace event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,7 +160,8 @@ pub fn parse_line(line: &[u8]) -> Result<Line<'_>, ParseError> {
 /// Parses the first line of `text` (a chunk of whole lines, non-empty) into `out`: the line
 /// ([`crate::input::items`]' first) and [`parse_line`] of it (a line longer than
 /// [`crate::input::MAX_LINE`]: its first [`crate::input::TOO_LONG_HEAD`] bytes and
-/// [`ParseError::TooLong`]); returns the line's length with its newline. The fast path reads
+/// [`ParseError::TooLong`]); returns the line's length with its newline, and the `memo` entry
+/// of its tail ([`NO_TAIL`]: none; see [`crate::op::Frontend::parsed_in`]). The fast path reads
 /// the line in `text` itself, and the newline is looked for only past the fields it read;
 /// the result is written in place (it is large, and copies of it cost as much as the search).
 #[inline(always)]
@@ -168,17 +169,17 @@ pub fn parse_next<'a>(
     text: &'a [u8],
     out: &mut (&'a [u8], Result<Line<'a>, ParseError>),
     memo: &mut TailMemo,
-) -> usize {
+) -> (usize, u32) {
     use crate::input::{MAX_LINE, TOO_LONG_HEAD};
-    if let Some((ev, read, at_nl)) = crate::fast::event_in(text, Some(memo)) {
-        let len = match at_nl {
-            true => read + 1,
-            false => crate::scan::find_newline(&text[read..]).map_or(text.len(), |nl| read + nl + 1),
+    if let Some((ev, read, tail)) = crate::fast::event_in(text, Some(memo)) {
+        let len = match tail {
+            Some(_) => read + 1,
+            None => crate::scan::find_newline(&text[read..]).map_or(text.len(), |nl| read + nl + 1),
         };
         if len - (text[len - 1] == b'\n') as usize <= MAX_LINE {
             out.0 = &text[..len];
             out.1 = Ok(Line::Event(ev));
-            return len;
+            return (len, tail.unwrap_or(NO_TAIL));
         }
     }
     let len = crate::scan::find_newline(text).map_or(text.len(), |nl| nl + 1);
@@ -188,7 +189,7 @@ pub fn parse_next<'a>(
     } else {
         (line, parse_general(line))
     };
-    len
+    (len, NO_TAIL)
 }
 
 /// [`parse_line`] by the general rules only.
