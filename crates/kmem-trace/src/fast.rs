@@ -12,7 +12,7 @@
 //! value) returns `None`, and the general rules parse the line (the tests compare both
 //! paths on every line they have, and on mutations of them).
 
-use crate::fast_memo::{TailMemo, TailVal, MAX, MIN};
+use crate::fast_memo::{TailMemo, TailVal, KEY, MAX, MIN};
 use crate::parse::{Event, EventKind};
 use crate::scan::{
     dec_prefix, digits_and_dots, find_byte_in_line, find_newline, find_ws, find_ws_ascii, hex16, is_ws, parse_hex,
@@ -270,18 +270,18 @@ impl<'a> Fields<'a> {
         read: impl FnOnce(&mut Self) -> Option<TailVal>,
     ) -> Option<TailVal> {
         let at = self.i;
-        let Some(memo) = memo else { return read(self) };
-        let t = match find_newline(&self.s[at..]) {
-            Some(n @ MIN..=MAX) => &self.s[at..at + n],
-            _ => return read(self),
-        };
-        if let Some((v, i)) = memo.get(kind, t, at) {
-            (self.i, self.nl, self.tail) = (v.end as usize, Some(at + t.len()), i);
+        let Some(memo) = memo.filter(|_| at + KEY <= self.s.len()) else { return read(self) };
+        if let Some((v, i, n)) = memo.find(kind, self.s, at) {
+            (self.i, self.nl, self.tail) = (v.end as usize, Some(at + n), i);
             return Some(v);
         }
+        let n = match find_newline(&self.s[at..]) {
+            Some(n @ MIN..=MAX) => n,
+            _ => return read(self),
+        };
         let mut v = read(self)?;
         v.end = self.i as u32;
-        (self.nl, self.tail) = (Some(at + t.len()), memo.put(kind, t, at, v));
+        (self.nl, self.tail) = (Some(at + n), memo.put(kind, self.s, at, n, v));
         Some(v)
     }
 
