@@ -12,24 +12,33 @@
 //! value) returns `None`, and the general rules parse the line (the tests compare both
 //! paths on every line they have, and on mutations of them).
 
+use crate::fast_memo::{TailMemo, TailVal, KEY, MAX, MIN};
 use crate::parse::{Event, EventKind};
 use crate::scan::{
-    dec_prefix, digits_and_dots, find_byte_in_line, find_ws, find_ws_ascii, hex16, is_ws, parse_hex, parse_hex_at,
-    skip_spaces, text,
+    dec_prefix, digits_and_dots, find_byte_in_line, find_newline, find_ws, find_ws_ascii, hex16, is_ws, parse_hex,
+    parse_hex_at, skip_spaces, text,
 };
+
+/// [`TailMemo`] tags of the tails memoised.
+const TAIL_CACHE_ALLOC: u8 = 1;
+const TAIL_KMALLOC: u8 = 2;
+const TAIL_PAGE_ALLOC: u8 = 3;
 
 /// The event on `line`, if it is one of the kmem events in Linux's own layout.
 #[inline(always)]
 pub fn event(line: &[u8]) -> Option<Event<'_>> {
-    event_in(line).map(|(ev, _)| ev)
+    event_in(line, None).map(|(ev, _, _)| ev)
 }
 
 /// [`event`] of the first line of `text` (lines, each ending at a newline), read in `text`
 /// itself: no scan crosses the first newline, so the line need not be split off first. With
 /// the event, where its last field read ends (the rest of the line, up to its newline, is
-/// not read: the caller looks for the newline from there).
+/// not read: the caller looks for the newline from there), or where the newline is when it
+/// was found already (then with the [`TailMemo`] entry of the line's tail). With `memo`, the
+/// fields after an allocation's pointer or pfn are looked up there by their bytes and stored
+/// when read: the event is the same.
 #[inline(always)]
-pub fn event_in(text: &[u8]) -> Option<(Event<'_>, usize)> {
+pub fn event_in<'a>(text: &'a [u8], mut memo: Option<&mut TailMemo>) -> Option<(Event<'a>, usize, Option<u32>)> {
     let s = text;
     let start = skip_spaces(s, 0);
     let body = &s[start..];
@@ -47,7 +56,7 @@ pub fn event_in(text: &[u8]) -> Option<(Event<'_>, usize)> {
     }
     // The CPU column: the first `[` (of this line), digits, `] `.
     let open = find_byte_in_line(s, start, b'[')?;
-    let mut f = Fields { s, i: open + 1 };
+    let mut f = Fields { s, i: open + 1, nl: None, tail: 0 };
     let cpu = match s.get(open + 1..open + 6) {
         // Linux's `[%03d] `, the usual case, in a few byte compares.
         Some(&[a @ b'0'..=b'9', b @ b'0'..=b'9', c @ b'0'..=b'9', b']', b' ']) => {
@@ -74,13 +83,17 @@ pub fn event_in(text: &[u8]) -> Option<(Event<'_>, usize)> {
     let kind = if f.lit(b"kmem_cache_").is_some() {
         if f.lit(b"alloc:").is_some() || f.lit(b"alloc_node:").is_some() {
             f.call_site()?;
-            EventKind::CacheAlloc {
-                ptr: f.ptr()?,
-                name: f.text(b" name=")?,
-                bytes_req: f.dec(b" bytes_req=")?,
-                bytes_alloc: f.dec(b" bytes_alloc=")?,
-                gfp: f.text(b" gfp_flags=")?,
-            }
+            let ptr = f.ptr()?;
+            let v = f.tail(memo.as_deref_mut(), TAIL_CACHE_ALLOC, |f| {
+                Some(TailVal {
+                    t1: f.text_span(b" name=")?,
+                    n1: f.dec(b" bytes_req=")?,
+                    n2: f.dec(b" bytes_alloc=")?,
+                    t2: f.text_span(b" gfp_flags=")?,
+                    end: 0,
+                })
+            })?;
+            EventKind::CacheAlloc { ptr, name: f.str_at(v.t1), bytes_req: v.n1, bytes_alloc: v.n2, gfp: f.str_at(v.t2) }
         } else {
             f.lit(b"free:")?;
             f.call_site()?;
@@ -93,10 +106,13 @@ pub fn event_in(text: &[u8]) -> Option<(Event<'_>, usize)> {
         if f.lit(b"alloc:").is_some() {
             let null = f.page()?;
             let pfn = f.pfn()?;
-            let order = f.order()?;
-            f.word(b" migratetype=")?;
-            let gfp = f.text(b" gfp_flags=")?;
-            EventKind::PageAlloc { pfn: (pfn != u64::MAX && !null).then_some(pfn), order, gfp }
+            let v = f.tail(memo.as_deref_mut(), TAIL_PAGE_ALLOC, |f| {
+                let n1 = f.order()? as u32;
+                f.word(b" migratetype=")?;
+                Some(TailVal { n1, t2: f.text_span(b" gfp_flags=")?, ..TailVal::default() })
+            })?;
+            let gfp = f.str_at(v.t2);
+            EventKind::PageAlloc { pfn: (pfn != u64::MAX && !null).then_some(pfn), order: v.n1 as u8, gfp }
         } else if f.lit(b"free:").is_some() {
             f.page()?;
             EventKind::PageFree { pfn: f.pfn()?, order: f.order()? }
@@ -110,16 +126,20 @@ pub fn event_in(text: &[u8]) -> Option<(Event<'_>, usize)> {
         EventKind::Kfree { ptr: f.ptr()? }
     } else if f.lit(b"kmalloc:").is_some() || f.lit(b"kmalloc_node:").is_some() {
         f.call_site()?;
-        EventKind::Kmalloc {
-            ptr: f.ptr()?,
-            bytes_req: f.dec(b" bytes_req=")?,
-            bytes_alloc: f.dec(b" bytes_alloc=")?,
-            gfp: f.text(b" gfp_flags=")?,
-        }
+        let ptr = f.ptr()?;
+        let v = f.tail(memo, TAIL_KMALLOC, |f| {
+            Some(TailVal {
+                n1: f.dec(b" bytes_req=")?,
+                n2: f.dec(b" bytes_alloc=")?,
+                t2: f.text_span(b" gfp_flags=")?,
+                ..TailVal::default()
+            })
+        })?;
+        EventKind::Kmalloc { ptr, bytes_req: v.n1, bytes_alloc: v.n2, gfp: f.str_at(v.t2) }
     } else {
         return None;
     };
-    Some((Event { cpu, irq, kind }, f.i))
+    Some((Event { cpu, irq, kind }, f.nl.unwrap_or(f.i), f.nl.map(|_| f.tail)))
 }
 
 /// A line read front to back: each method reads one thing at `i` and moves past it, or
@@ -127,6 +147,10 @@ pub fn event_in(text: &[u8]) -> Option<(Event<'_>, usize)> {
 struct Fields<'a> {
     s: &'a [u8],
     i: usize,
+    /// The line's newline, once found (with the tail read through the memo).
+    nl: Option<usize>,
+    /// The [`TailMemo`] entry of the line's tail, when `nl` is known.
+    tail: u32,
 }
 
 impl<'a> Fields<'a> {
@@ -216,6 +240,49 @@ impl<'a> Fields<'a> {
             return Some(unsafe { core::str::from_utf8_unchecked(v) });
         }
         text(v)
+    }
+
+    /// [`Fields::text`] as the value's span in the line.
+    #[inline(always)]
+    fn text_span(&mut self, key: &[u8]) -> Option<(u32, u32)> {
+        let v = self.text(key)?;
+        Some(((self.i - v.len()) as u32, self.i as u32))
+    }
+
+    /// The text at `span` of the line: a span [`Fields::text_span`] gave for these bytes, or
+    /// a [`TailMemo`] entry for the same bytes.
+    #[inline(always)]
+    fn str_at(&self, span: (u32, u32)) -> &'a str {
+        let v = &self.s[span.0 as usize..span.1 as usize];
+        // SAFETY: `text` checked these bytes as UTF-8 (here, or in a line whose tail had the
+        // same bytes: a memo entry is found only by comparing them all).
+        unsafe { core::str::from_utf8_unchecked(v) }
+    }
+
+    /// The fields after an allocation's pointer or pfn, read by `read` (its spans the line's,
+    /// `end` left 0), or found in `memo` by the bytes up to the newline (kept there after
+    /// reading them). Moves past the last field read.
+    #[inline(always)]
+    fn tail(
+        &mut self,
+        memo: Option<&mut TailMemo>,
+        kind: u8,
+        read: impl FnOnce(&mut Self) -> Option<TailVal>,
+    ) -> Option<TailVal> {
+        let at = self.i;
+        let Some(memo) = memo.filter(|_| at + KEY <= self.s.len()) else { return read(self) };
+        if let Some((v, i, n)) = memo.find(kind, self.s, at) {
+            (self.i, self.nl, self.tail) = (v.end as usize, Some(at + n), i);
+            return Some(v);
+        }
+        let n = match find_newline(&self.s[at..]) {
+            Some(n @ MIN..=MAX) => n,
+            _ => return read(self),
+        };
+        let mut v = read(self)?;
+        v.end = self.i as u32;
+        (self.nl, self.tail) = (Some(at + n), memo.put(kind, self.s, at, n, v));
+        Some(v)
     }
 
     /// `key=` and a byte count (1 to 8 digits; longer ones are left to the general rules).

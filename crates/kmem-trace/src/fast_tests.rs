@@ -1,5 +1,5 @@
 use super::*;
-use crate::parse::{parse_general, Line};
+use crate::parse::{parse_general, Line, TailMemo};
 
 /// Lines in Linux's layout (the fast path takes them), one per event and variant.
 const LINUX: &[&str] = &[
@@ -56,9 +56,20 @@ const OTHERS: &[&str] = &[
 fn agree(text: &[u8]) -> bool {
     let end = text.iter().position(|&b| b == b'\n').map_or(text.len(), |nl| nl + 1);
     let line = &text[..end];
-    let fast = event_in(line);
-    assert_eq!(event_in(text), fast, "{:?}", String::from_utf8_lossy(text));
-    if let Some((ev, read)) = fast {
+    let fast = event_in(line, None);
+    assert_eq!(event_in(text, None), fast, "{:?}", String::from_utf8_lossy(text));
+    // With a memo of line tails: the same when the tail is read and stored, and when found.
+    // Where it found the newline, it says so.
+    let mut memo = TailMemo::default();
+    for _ in 0..2 {
+        let memoised = event_in(text, Some(&mut memo));
+        assert_eq!(memoised.map(|m| m.0), fast.map(|f| f.0), "{:?}", String::from_utf8_lossy(text));
+        if let Some((_, nl, Some(_))) = memoised {
+            assert_eq!(nl, end - 1, "{:?}", String::from_utf8_lossy(text));
+        }
+    }
+    if let Some((ev, read, at_nl)) = fast {
+        assert!(at_nl.is_none(), "without a memo the newline is not looked for");
         assert!(read <= end - (line.last() == Some(&b'\n')) as usize, "{:?}", String::from_utf8_lossy(line));
         assert_eq!(parse_general(line), Ok(Line::Event(ev)), "{:?}", String::from_utf8_lossy(line));
     }
@@ -113,34 +124,62 @@ fn rng(seed: u64) -> impl FnMut() -> usize {
     }
 }
 
+/// `line` with one to three random edits (bytes replaced, inserted or deleted; tokens
+/// swapped or repeated).
+fn mutate(line: &str, next: &mut impl FnMut() -> usize) -> Vec<u8> {
+    let bytes = b" \t\r\n\x0c\x00=:[].0123456789abcdefx()-|_kmnp\xff\xc3\xa9#";
+    let mut l = line.as_bytes().to_vec();
+    for _ in 0..1 + next() % 3 {
+        let at = next() % (l.len() + 1);
+        let b = bytes[next() % bytes.len()];
+        match next() % 6 {
+            0 | 1 if at < l.len() => l[at] = b,
+            2 => l.insert(at, b),
+            3 if at < l.len() => drop(l.remove(at)),
+            4 | 5 => {
+                let mut tokens: Vec<Vec<u8>> = l.split(|&b| b == b' ').map(<[u8]>::to_vec).collect();
+                let (i, j) = (next() % tokens.len(), next() % tokens.len());
+                match next() % 2 {
+                    0 => tokens.swap(i, j),
+                    _ => tokens.insert(i, tokens[j].clone()),
+                }
+                l = tokens.join(&b' ');
+            }
+            _ => {}
+        }
+    }
+    l
+}
+
+/// One memo of line tails across Linux lines and their mutations (each in a block, after
+/// its original line, so that it is looked up where the original's tail was stored): the
+/// events are those read without the memo, and the memo was used.
+#[test]
+fn a_shared_memo_gives_the_events_read_without_it() {
+    let mut next = rng(0x7a11);
+    let mut memo = TailMemo::default();
+    let mut found = 0;
+    for round in 0..100_000 {
+        let orig = LINUX[round % LINUX.len()];
+        let l = mutate(orig, &mut next);
+        for text in [in_block(orig.as_bytes(), ""), in_block(&l, orig)] {
+            let alone = event_in(&text, None);
+            let memoised = event_in(&text, Some(&mut memo));
+            assert_eq!(memoised.map(|m| m.0), alone.map(|a| a.0), "{:?}", String::from_utf8_lossy(&text));
+            found += memoised.is_some_and(|m| m.2.is_some()) as u32;
+        }
+    }
+    assert!(found > 20_000, "{found} lines read through the memo");
+}
+
 /// Linux lines with one to three random edits (bytes replaced, inserted or deleted; tokens
 /// swapped or repeated): wherever the fast path takes one, the general rules agree.
 #[test]
 fn mutated_lines_agree() {
-    let bytes = b" \t\r\n\x0c\x00=:[].0123456789abcdefx()-|_kmnp\xff\xc3\xa9#";
     let mut next = rng(0x5eed);
     let (mut fast, mut total) = (0, 0);
     for round in 0..200_000 {
-        let mut l = LINUX[round % LINUX.len()].as_bytes().to_vec();
-        for _ in 0..1 + next() % 3 {
-            let at = next() % (l.len() + 1);
-            let b = bytes[next() % bytes.len()];
-            match next() % 6 {
-                0 | 1 if at < l.len() => l[at] = b,
-                2 => l.insert(at, b),
-                3 if at < l.len() => drop(l.remove(at)),
-                4 | 5 => {
-                    let mut tokens: Vec<Vec<u8>> = l.split(|&b| b == b' ').map(<[u8]>::to_vec).collect();
-                    let (i, j) = (next() % tokens.len(), next() % tokens.len());
-                    match next() % 2 {
-                        0 => tokens.swap(i, j),
-                        _ => tokens.insert(i, tokens[j].clone()),
-                    }
-                    l = tokens.join(&b' ');
-                }
-                _ => {}
-            }
-        }
+        let l = mutate(LINUX[round % LINUX.len()], &mut next);
         // Alone, and read in a block with a line after it.
         fast += agree(&l) as u32;
         agree(&in_block(&l, LINUX[next() % LINUX.len()]));
@@ -178,10 +217,11 @@ fn parse_next_walks_a_block_as_lines() {
         })
         .collect();
     let mut got = Vec::new();
+    let mut memo = crate::parse::TailMemo::default();
     let mut at = 0;
     while at < text.len() {
         let mut out = (&[][..], Err(ParseError::TooLong));
-        at += parse_next(&text[at..], &mut out);
+        at += parse_next(&text[at..], &mut out, &mut memo).0;
         got.push(out);
     }
     assert_eq!(got.len(), want.len());

@@ -56,7 +56,9 @@
 //!   only past the last field it read (`parse::parse_next`). It returns an event only
 //!   where the general rules give the same one; anything else (comments, other events, other
 //!   layouts, bad values) goes to the general rules. The tests compare both on every line
-//!   they hold and on 200,000 random mutations.
+//!   they hold and on 200,000 random mutations. The parsing loop reads allocations' tails
+//!   (the fields after the pointer or pfn, up to the newline) through a memo
+//!   (`fast_memo.rs`): a tail seen before gives its values without their scans.
 //! - **Front end** ([`op`], `keys.rs`): an `Event` to a 32-byte `Op`, resolving what the
 //!   engine must not redo: GFP text (memoised per distinct string),
 //!   cache names (interned; the first `bytes_alloc` is the object size; both through
@@ -66,7 +68,9 @@
 //!   (an unmatched free: allocated before the capture). The live keys are an open-addressing
 //!   table (linear probing, at most half full, the key beside its slot: one cache line per
 //!   lookup, deletion by shifting back); lines are parsed 16 ahead of the front end, which
-//!   prefetches each key's table entry, so the lookups rarely wait on memory.
+//!   prefetches each key's table entry, so the lookups rarely wait on memory. A line whose
+//!   tail the memo knew takes its GFP flags and cache from the memo entry
+//!   (`Frontend::parsed_in`), resolved there the first time.
 //! - **Engine** ([`replay`]): per `Op`, pin the thread to `cpu % nr_cpus` if it changed, run
 //!   under `in_irq` if the trace says so, create the cache on first use (outside interrupt
 //!   context, `SLAB_NO_MERGE` unless `--merge`), and allocate or free through the machine's
@@ -112,6 +116,7 @@
 
 pub mod ahead;
 mod fast;
+mod fast_memo;
 pub mod gfp_text;
 pub mod input;
 pub mod json;

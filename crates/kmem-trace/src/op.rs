@@ -8,7 +8,7 @@ use kmem::Gfp;
 
 use crate::gfp_text::GfpTable;
 use crate::keys::{SlotMap, TextMemo, NO_SLOT};
-use crate::parse::{parse_line, Event, EventKind, Line, ParseError};
+use crate::parse::{parse_line, Event, EventKind, Front, Line, ParseError};
 
 /// The event kinds, in report order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -206,9 +206,24 @@ impl Frontend {
     /// and `parse_trace`'s: with three, the compiler's own choice was a call per line).
     #[inline(always)]
     pub fn parsed(&mut self, no: u64, line: &[u8], parsed: &Result<Line<'_>, ParseError>) -> Option<Op> {
+        self.parsed_in(no, line, parsed, None)
+    }
+
+    /// [`Frontend::parsed`] of a line whose tail was read through a
+    /// [`crate::parse::TailMemo`] (`front`: its entry's values, `None` until this resolves
+    /// them): a line with a tail seen before takes its GFP flags and cache from there instead
+    /// of looking them up, with the same operation and counts.
+    #[inline(always)]
+    pub fn parsed_in(
+        &mut self,
+        no: u64,
+        line: &[u8],
+        parsed: &Result<Line<'_>, ParseError>,
+        front: Option<&mut Front>,
+    ) -> Option<Op> {
         self.counts.lines += 1;
         match parsed {
-            Ok(Line::Event(ev)) => self.event(ev),
+            Ok(Line::Event(ev)) => self.event_in(ev, front),
             Ok(Line::Ignored) => {
                 self.counts.ignored_lines += 1;
                 None
@@ -260,13 +275,41 @@ impl Frontend {
     #[inline]
     fn gfp(&mut self, text: &str) -> Gfp {
         let (mut g, unknown) = self.gfp.get(text);
-        self.counts.gfp_unknown_tokens += unknown as u64;
-        if self.drop_zero && g.contains(Gfp::ZERO) {
-            self.counts.zero_dropped += 1;
+        let dropped = self.drop_zero && g.contains(Gfp::ZERO);
+        if dropped {
             g = g.without(Gfp::ZERO);
         }
-        self.counts.nofail += g.contains(Gfp::NOFAIL) as u64;
+        self.count_gfp(g, unknown, dropped);
         g
+    }
+
+    /// Counts an allocation's flags `g` (`__GFP_ZERO` already dropped if `dropped`) and
+    /// their `unknown` tokens.
+    #[inline(always)]
+    fn count_gfp(&mut self, g: Gfp, unknown: u32, dropped: bool) {
+        self.counts.gfp_unknown_tokens += unknown as u64;
+        self.counts.zero_dropped += dropped as u64;
+        self.counts.nofail += g.contains(Gfp::NOFAIL) as u64;
+    }
+
+    /// [`Frontend::gfp`] of `text`, through a tail's `front` values (`[flags, unknown
+    /// tokens, __GFP_ZERO dropped, cache]`: resolved here the first time).
+    #[inline(always)]
+    fn gfp_in(&mut self, text: &str, front: &mut Option<&mut Front>) -> Gfp {
+        match front.as_deref_mut() {
+            Some(Some(f)) => {
+                let g = Gfp::from_bits(f[0]);
+                self.count_gfp(g, f[1], f[2] != 0);
+                g
+            }
+            Some(slot @ None) => {
+                let (raw, unknown) = self.gfp.get(text);
+                let g = self.gfp(text);
+                *slot = Some([g.bits(), unknown, (g != raw) as u32, NO_CACHE]);
+                g
+            }
+            None => self.gfp(text),
+        }
     }
 
     #[inline]
@@ -292,6 +335,12 @@ impl Frontend {
     /// The operation of a parsed event (counting it).
     #[inline(always)]
     pub fn event(&mut self, ev: &Event<'_>) -> Option<Op> {
+        self.event_in(ev, None)
+    }
+
+    /// [`Frontend::event`], through a tail's values ([`Frontend::parsed_in`]).
+    #[inline(always)]
+    fn event_in(&mut self, ev: &Event<'_>, mut front: Option<&mut Front>) -> Option<Op> {
         let mut op = Op {
             key: 0,
             gfp: Gfp::empty(),
@@ -306,18 +355,29 @@ impl Frontend {
         };
         match ev.kind {
             EventKind::Kmalloc { ptr, bytes_req, gfp, .. } => {
-                (op.kind, op.key, op.size, op.gfp) = (Kind::Kmalloc, ptr, bytes_req, self.gfp(gfp));
+                (op.kind, op.key, op.size, op.gfp) = (Kind::Kmalloc, ptr, bytes_req, self.gfp_in(gfp, &mut front));
                 (op.slot, op.relive) = self.objs.alloc(ptr);
             }
             EventKind::Kfree { ptr } => (op.kind, op.key, op.slot) = (Kind::Kfree, ptr, self.objs.free(ptr)),
             EventKind::CacheAlloc { ptr, name, bytes_req, bytes_alloc, gfp } => {
-                (op.key, op.gfp) = (ptr, self.gfp(gfp));
+                (op.key, op.gfp) = (ptr, self.gfp_in(gfp, &mut front));
                 (op.slot, op.relive) = self.objs.alloc(ptr);
-                if is_kmalloc_cache(name) {
+                // The tail's cache (resolved by `gfp_in` before): `NO_CACHE` until known
+                // (a kmalloc cache stays `NO_CACHE`, tested again each time).
+                let known = front.as_deref().and_then(|f| f.map(|f| f[3])).unwrap_or(NO_CACHE);
+                if known != NO_CACHE {
+                    if self.caches[known as usize].bytes_alloc != bytes_alloc {
+                        self.caches[known as usize].size_mismatches += 1;
+                    }
+                    (op.kind, op.cache) = (Kind::CacheAlloc, known);
+                } else if is_kmalloc_cache(name) {
                     self.counts.kmalloc_caches += 1;
                     (op.kind, op.size) = (Kind::Kmalloc, bytes_req);
                 } else {
                     (op.kind, op.cache) = (Kind::CacheAlloc, self.cache(name, bytes_req, bytes_alloc));
+                    if let Some(Some(f)) = front {
+                        f[3] = op.cache;
+                    }
                 }
                 self.counts.events[Kind::CacheAlloc as usize] += 1;
                 return Some(op);
@@ -331,7 +391,7 @@ impl Frontend {
                     self.counts.traced_failures += 1;
                     return None;
                 };
-                (op.kind, op.key, op.order, op.gfp) = (Kind::PageAlloc, pfn, order, self.gfp(gfp));
+                (op.kind, op.key, op.order, op.gfp) = (Kind::PageAlloc, pfn, order, self.gfp_in(gfp, &mut front));
                 (op.slot, op.relive) = self.pages.alloc(pfn);
                 return Some(op);
             }

@@ -16,6 +16,8 @@
 
 use core::fmt;
 
+pub use crate::fast_memo::{Front, TailMemo, NO_TAIL};
+
 /// One parsed trace event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Event<'a> {
@@ -158,18 +160,26 @@ pub fn parse_line(line: &[u8]) -> Result<Line<'_>, ParseError> {
 /// Parses the first line of `text` (a chunk of whole lines, non-empty) into `out`: the line
 /// ([`crate::input::items`]' first) and [`parse_line`] of it (a line longer than
 /// [`crate::input::MAX_LINE`]: its first [`crate::input::TOO_LONG_HEAD`] bytes and
-/// [`ParseError::TooLong`]); returns the line's length with its newline. The fast path reads
+/// [`ParseError::TooLong`]); returns the line's length with its newline, and the `memo` entry
+/// of its tail ([`NO_TAIL`]: none; see [`crate::op::Frontend::parsed_in`]). The fast path reads
 /// the line in `text` itself, and the newline is looked for only past the fields it read;
 /// the result is written in place (it is large, and copies of it cost as much as the search).
 #[inline(always)]
-pub fn parse_next<'a>(text: &'a [u8], out: &mut (&'a [u8], Result<Line<'a>, ParseError>)) -> usize {
+pub fn parse_next<'a>(
+    text: &'a [u8],
+    out: &mut (&'a [u8], Result<Line<'a>, ParseError>),
+    memo: &mut TailMemo,
+) -> (usize, u32) {
     use crate::input::{MAX_LINE, TOO_LONG_HEAD};
-    if let Some((ev, read)) = crate::fast::event_in(text) {
-        let len = crate::scan::find_newline(&text[read..]).map_or(text.len(), |nl| read + nl + 1);
+    if let Some((ev, read, tail)) = crate::fast::event_in(text, Some(memo)) {
+        let len = match tail {
+            Some(_) => read + 1,
+            None => crate::scan::find_newline(&text[read..]).map_or(text.len(), |nl| read + nl + 1),
+        };
         if len - (text[len - 1] == b'\n') as usize <= MAX_LINE {
             out.0 = &text[..len];
             out.1 = Ok(Line::Event(ev));
-            return len;
+            return (len, tail.unwrap_or(NO_TAIL));
         }
     }
     let len = crate::scan::find_newline(text).map_or(text.len(), |nl| nl + 1);
@@ -179,7 +189,7 @@ pub fn parse_next<'a>(text: &'a [u8], out: &mut (&'a [u8], Result<Line<'a>, Pars
     } else {
         (line, parse_general(line))
     };
-    len
+    (len, NO_TAIL)
 }
 
 /// [`parse_line`] by the general rules only.

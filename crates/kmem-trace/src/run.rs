@@ -12,7 +12,7 @@ use kmem_hosted::Machine;
 
 use crate::input::{read_ahead, Chunk, Compressed, Fill, Lines, NotATrace, ReadAhead, Reading, Trace, BLOCK};
 use crate::op::{CacheDef, Frontend, Op};
-use crate::parse::{parse_next, ParseError};
+use crate::parse::{parse_next, ParseError, TailMemo, NO_TAIL};
 use crate::replay::Replayer;
 use crate::zring::ZstdRing;
 
@@ -85,9 +85,10 @@ fn parse_from<F: Fill>(
     mut emit: impl FnMut(Op, &Frontend) -> bool,
 ) -> io::Result<()> {
     lines.set_limit(NotATrace::LIMIT);
+    let mut memo = TailMemo::default();
     while let Some(chunk) = lines.next_chunk()? {
         let go = match chunk {
-            Chunk::Lines(text) => parse_chunk(text, fe, &mut emit),
+            Chunk::Lines(text) => parse_chunk(text, fe, &mut memo, &mut emit),
             Chunk::TooLong(head) => {
                 fe.too_long(fe.counts.lines + 1, head);
                 true
@@ -105,20 +106,28 @@ fn parse_from<F: Fill>(
 
 /// The lines of one chunk, [`GROUP`] at a time: parsed (and their keys prefetched), then
 /// handed to the front end in order.
-fn parse_chunk(text: &[u8], fe: &mut Frontend, emit: &mut impl FnMut(Op, &Frontend) -> bool) -> bool {
+fn parse_chunk(
+    text: &[u8],
+    fe: &mut Frontend,
+    memo: &mut TailMemo,
+    emit: &mut impl FnMut(Op, &Frontend) -> bool,
+) -> bool {
     let mut at = 0;
     let mut group = [(&[][..], Err(ParseError::TooLong)); GROUP];
+    let mut tails = [NO_TAIL; GROUP];
     loop {
         let mut n = 0;
         while n < GROUP && at < text.len() {
             // Written in place: the parsed line is large, and copies of it cost more than
             // the front end's lookups.
-            at += parse_next(&text[at..], &mut group[n]);
+            let (len, tail) = parse_next(&text[at..], &mut group[n], memo);
+            (at, tails[n]) = (at + len, tail);
             fe.prefetch(&group[n].1);
             n += 1;
         }
-        for (line, parsed) in &group[..n] {
-            if let Some(op) = fe.parsed(fe.counts.lines + 1, line, parsed) {
+        for ((line, parsed), &tail) in group[..n].iter().zip(&tails) {
+            let front = if tail == NO_TAIL { None } else { memo.front(tail) };
+            if let Some(op) = fe.parsed_in(fe.counts.lines + 1, line, parsed, front) {
                 if !emit(op, fe) {
                     return false;
                 }
