@@ -56,7 +56,7 @@ for what in kmalloc kmalloc-minimal kmem mimalloc mi_malloc jemalloc system talc
     printf 'cost\t%s\t%s\t%s\n' "$what" "$size" "$(count "$what")"
 done
 printf 'cost\tlibc_glibc\t%s\t%s\n' "$size" "$(count libc)"
-if [ -f "$lib" ] && nm -D --defined-only "$lib" 2>/dev/null | awk '{print $NF}' | grep -qx malloc; then
+if [ -f "$lib" ] && nm -D --defined-only "$lib" 2>/dev/null | awk '{print $NF}' | grep -x malloc >/dev/null; then
     printf 'cost\tlibc_kmem_malloc\t%s\t%s\n' "$size" "$(count libc@kmem LD_PRELOAD="$(realpath "$lib")")"
 else
     printf 'cost\tlibc_kmem_malloc\t%s\tnot-ready\n' "$size"

@@ -41,7 +41,9 @@ gcc -O2 -pthread -Wall -Wextra -o "$bin" crates/kmem-bench/c/mtbench.c -ldl
 (cd crates/kmem-malloc && CARGO_TARGET_DIR="$target/kmem-malloc-pie" cargo build -q --release)
 kmem_lib="$target/kmem-malloc-pie/release/libkmem_malloc.so"
 
-find_lib() { ldconfig -p 2>/dev/null | awk -v n="$1" '$1 == n {print $NF; exit}'; }
+# (awk reads all of ldconfig's output: exiting at the first match could kill ldconfig with
+# SIGPIPE, which pipefail turns into a failed assignment and errexit into a failed run.)
+find_lib() { ldconfig -p 2>/dev/null | awk -v n="$1" '$1 == n && !f {print $NF; f = 1}'; }
 if [ "${KMEM_BENCH_NO_APT:-0}" != 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     pkgs=()
     [ -n "$(find_lib libmimalloc.so.2)" ] || pkgs+=(libmimalloc2.0)
