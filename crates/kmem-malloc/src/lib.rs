@@ -18,7 +18,7 @@
 //! | `malloc(n)` | `n` bytes; `malloc(0)` is a unique minimal block (16 usable bytes), as glibc |
 //! | `free(p)` | `free(NULL)` does nothing; never changes `errno` (POSIX 2024) |
 //! | `free_sized(p, n)`, `free_aligned_sized(p, a, n)` | C23: `free(p)`, with the size (and alignment) the block was asked for as a hint that makes the free faster; a wrong hint frees `p` as `free` does |
-//! | C++ `operator delete` (all twelve forms) | `free`, and the sized forms `free_sized`: g++ and clang++ pass `delete`'s size by default since C++14 ([`cxx`]); `operator new` stays libstdc++'s, which calls `malloc` |
+//! | C++ `operator delete` (all twelve forms) | `free`, and the sized forms `free_sized`: g++ and clang++ pass `delete`'s size by default since C++14 ([`cxx`]); `operator new` stays libstdc++'s, which calls `malloc`; a program that replaces new or the unsized delete keeps its own (the deletes forward to libstdc++'s) |
 //! | `calloc(n, m)` | `n * m` zeroed bytes; `n * m` overflowing `size_t` is `NULL` + `ENOMEM`; `calloc(0, m)` is a unique minimal block |
 //! | `realloc(p, n)` | `realloc(NULL, n)` is `malloc(n)`; `realloc(p, 0)` with `p != NULL` frees `p` and returns `NULL` (glibc's behaviour, `errno` untouched); in place when `p`'s bucket holds `n`; on failure `NULL` + `ENOMEM` and `p` untouched |
 //! | `reallocarray(p, n, m)` | `realloc(p, n * m)`; overflow is `NULL` + `ENOMEM` with `p` untouched |
