@@ -7,6 +7,8 @@
 //! - entry 273: the direct map at [`PAGE_OFFSET`] (`0xffff888000000000`, Linux's
 //!   `page_offset_base`), 2 MiB pages over every 2 MiB chunk that holds E820 RAM, NX, tables
 //!   from the image's `.bss`;
+//! - entry 468: the vmemmap at [`VMEMMAP_START`] (`0xffffea0000000000`), each section's page
+//!   descriptors at its slot, tables from the image ([`map_vmemmap_section`]);
 //! - entry 402 on: vmalloc at [`VMALLOC_START`] (`0xffffc90000000000`), 4 KiB pages mapped
 //!   and unmapped at run time; page-table pages come from kmem ([`kmem::PageTableAlloc`]) and
 //!   are installed with a compare-and-swap, so CPUs populating the same entry at once agree
@@ -68,6 +70,21 @@ static KMAP_PTS: [Table; KMAP_BYTES >> 21] = [const { Table::new() }; KMAP_BYTES
 /// The 4 KiB table that replaces the 2 MiB identity page holding the boot stack's guard.
 static STACK_PT: Table = Table::new();
 
+/// The vmemmap (SPARSEMEM_VMEMMAP, Linux's `vmemmap_base`): section `nr`'s page descriptors
+/// at `VMEMMAP_START + nr * 1 MiB` (`kmem::boot::MEMMAP_BYTES_PER_SECTION`), 4 KiB pages over
+/// the RAM the core carved for them, so that the memory map is one array even with holes in
+/// the physical map (kmem's `pfn_to_page` is then one multiply-add). PML4 slot 468.
+pub const VMEMMAP_START: usize = 0xffff_ea00_0000_0000;
+/// Page tables of the vmemmap: one per two sections (a table maps 2 MiB), from the image.
+const VMEMMAP_PTS: usize = 64;
+/// Bytes of the vmemmap: sections below 16 GiB of physical address space (further ones keep
+/// their descriptors where the core carved them: the map is then no longer flat).
+pub const VMEMMAP_BYTES: usize = VMEMMAP_PTS << 21;
+static VMEMMAP_PDPT: Table = Table::new();
+static VMEMMAP_PD: Table = Table::new();
+static VMEMMAP_PT: [Table; VMEMMAP_PTS] = [const { Table::new() }; VMEMMAP_PTS];
+const _: () = assert!(kmem::boot::MEMMAP_BYTES_PER_SECTION == 1 << 20 && VMEMMAP_BYTES <= 1 << 30);
+
 fn pml4() -> &'static [AtomicU64; 512] {
     // SAFETY: the PML4 is a page of the image's .bss, live for ever; every access to it after
     // boot goes through these atomics.
@@ -112,6 +129,34 @@ pub unsafe fn init_kmap_tables() {
     }
     KMAP_PDPT.0[(KMAP_START >> 30) & 511].store(&KMAP_PD as *const Table as u64 | PRESENT | WRITE, Ordering::Relaxed);
     pml4()[(KMAP_START >> 39) & 511].store(&KMAP_PDPT as *const Table as u64 | PRESENT | WRITE, Ordering::Relaxed);
+}
+
+/// Maps section `nr`'s descriptors, 1 MiB of RAM at physical `pa` (page aligned), at its
+/// vmemmap slot; returns the slot's address, or `None` past the vmemmap.
+///
+/// # Safety
+///
+/// At boot, on the boot CPU (the core carves and maps the memory map before other CPUs
+/// run); `pa` is that RAM, used for nothing else.
+pub unsafe fn map_vmemmap_section(nr: usize, pa: u64) -> Option<usize> {
+    const SECTION: usize = kmem::boot::MEMMAP_BYTES_PER_SECTION;
+    if nr >= 2 * VMEMMAP_PTS || pa & (PAGE_SIZE as u64 - 1) != 0 {
+        return None;
+    }
+    let va = VMEMMAP_START + nr * SECTION;
+    if pml4()[(VMEMMAP_START >> 39) & 511].load(Ordering::Relaxed) == 0 {
+        VMEMMAP_PDPT.0[(VMEMMAP_START >> 30) & 511]
+            .store(&VMEMMAP_PD as *const Table as u64 | PRESENT | WRITE, Ordering::Relaxed);
+        pml4()[(VMEMMAP_START >> 39) & 511]
+            .store(&VMEMMAP_PDPT as *const Table as u64 | PRESENT | WRITE, Ordering::Relaxed);
+    }
+    let pt = &VMEMMAP_PT[nr / 2];
+    VMEMMAP_PD.0[(va >> 21) & 511].store(pt as *const Table as u64 | PRESENT | WRITE, Ordering::Relaxed);
+    for i in 0..SECTION / PAGE_SIZE {
+        pt.0[((va >> 12) & 511) + i].store((pa + (i * PAGE_SIZE) as u64) | PRESENT | WRITE | NX, Ordering::Release);
+    }
+    // New mappings only: nothing cached to flush.
+    Some(va)
 }
 
 /// Unmaps the page below the boot stack (splitting its 2 MiB identity page).

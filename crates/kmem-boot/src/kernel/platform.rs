@@ -196,6 +196,15 @@ unsafe impl Platform for BootPlatform {
     fn vmalloc_range(&self) -> Option<(VirtAddr, VirtAddr)> {
         Some((VirtAddr::new(paging::VMALLOC_START), VirtAddr::new(paging::VMALLOC_END)))
     }
+    fn vmemmap_range(&self) -> Option<(VirtAddr, VirtAddr)> {
+        Some((VirtAddr::new(paging::VMEMMAP_START), VirtAddr::new(paging::VMEMMAP_START + paging::VMEMMAP_BYTES)))
+    }
+    unsafe fn vmemmap_section(&self, nr: usize, map: VirtAddr) -> Option<VirtAddr> {
+        let pa = self.dm.virt_to_phys(map)?;
+        // SAFETY: the core's contract: `map` is the section's carved descriptor RAM, unused,
+        // and the call is made at boot (hot-add: kmem-boot has none) on the boot CPU.
+        unsafe { paging::map_vmemmap_section(nr, pa.as_u64()) }.map(VirtAddr::new)
+    }
     unsafe fn map_kernel_pages(
         &self,
         va: VirtAddr,

@@ -88,6 +88,7 @@ const TESTS: &[Test] = &[
     ("page_alloc: every zone", pages::every_zone),
     ("page_alloc: watermarks (ZONE_DMA drained to its min watermark)", pages::watermarks),
     ("page_alloc: every node", pages::every_node),
+    ("memmap: one array through the vmemmap", pages::vmemmap),
     ("slab: cache with debug checks (red zone, poison, owner)", slab::debug_cache),
     ("slab: red-zone overwrite detected, cache still works", slab::redzone_misuse),
     ("kmalloc: every size class and large", slab::kmalloc_sizes),

@@ -124,3 +124,24 @@ pub fn every_node(m: &'static Kmem<BootPlatform>) -> TestResult {
     kprintln!("    {nodes} node(s)");
     Ok(())
 }
+
+/// The memory map lies in the vmemmap (`paging::map_vmemmap_section`): one array over every
+/// section, holes in the physical map (the PCI hole of the 4 GiB configuration) included,
+/// so `pfn_to_page` is one multiply-add; descriptors of pages of every node are there.
+pub fn vmemmap(m: &'static Kmem<BootPlatform>) -> TestResult {
+    use crate::kernel::paging::{VMEMMAP_BYTES, VMEMMAP_START};
+    check(m.memmap_is_flat(), "the memory map is not flat")?;
+    for nid in 0..m.nr_nodes() {
+        let page = m
+            .alloc_pages_node(Some(nid), Gfp::KERNEL | Gfp::THISNODE, Order::of(0))
+            .map_err(|_| "alloc_pages_node failed")?;
+        let desc = page.page() as *const _ as usize;
+        let inside = (VMEMMAP_START..VMEMMAP_START + VMEMMAP_BYTES).contains(&desc);
+        let r = touch(m, page, Order::of(0));
+        // SAFETY: ours, order 0, unused.
+        unsafe { m.__free_pages(page, Order::of(0)) };
+        r?;
+        check(inside, "a page descriptor outside the vmemmap")?;
+    }
+    Ok(())
+}
