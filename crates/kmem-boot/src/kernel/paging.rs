@@ -75,10 +75,10 @@ static STACK_PT: Table = Table::new();
 /// the RAM the core carved for them, so that the memory map is one array even with holes in
 /// the physical map (kmem's `pfn_to_page` is then one multiply-add). PML4 slot 468.
 pub const VMEMMAP_START: usize = 0xffff_ea00_0000_0000;
-/// Page tables of the vmemmap: one per two sections (a table maps 2 MiB), from the image.
-const VMEMMAP_PTS: usize = 64;
-/// Bytes of the vmemmap: sections below 16 GiB of physical address space (further ones keep
-/// their descriptors where the core carved them: the map is then no longer flat).
+/// Page tables of the vmemmap: one per two sections (a table maps 2 MiB), from the image:
+/// as many as the direct map's [`DM_GIB`] of RAM has sections (1 MiB of tables).
+const VMEMMAP_PTS: usize = DM_GIB * (1 << 30) / kmem::boot::PAGES_PER_SECTION_BYTES as usize / 2;
+/// Bytes of the vmemmap: a slot for every section the direct map can cover.
 pub const VMEMMAP_BYTES: usize = VMEMMAP_PTS << 21;
 static VMEMMAP_PDPT: Table = Table::new();
 static VMEMMAP_PD: Table = Table::new();
