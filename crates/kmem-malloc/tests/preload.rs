@@ -137,6 +137,20 @@ fn compile_c(src: &str, exe: &Path, extra: &[&str]) -> bool {
     true
 }
 
+/// Compiles `tests/c/<src>` with g++ (which the caller checked is installed) into `exe`.
+fn compile_cxx(src: &str, exe: &Path) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c").join(src);
+    let out = Command::new("g++")
+        .args(["-O1", "-std=c++17", "-Wall", "-o"])
+        .arg(exe)
+        .arg(&src)
+        .arg("-ldl")
+        .env_remove("LD_PRELOAD")
+        .output()
+        .expect("run g++");
+    assert!(out.status.success(), "compiling {}: {}", src.display(), String::from_utf8_lossy(&out.stderr));
+}
+
 #[test]
 fn c_edge_cases_of_every_export() {
     let dir = scratch("edge_cases");
@@ -186,16 +200,7 @@ fn cxx_deletes_reach_kmem_with_their_sizes() {
         );
         return;
     }
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/cxx_delete.cpp");
-    let out = Command::new("g++")
-        .args(["-O1", "-std=c++17", "-Wall", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .arg("-ldl")
-        .env_remove("LD_PRELOAD")
-        .output()
-        .expect("run g++");
-    assert!(out.status.success(), "compiling {}: {}", src.display(), String::from_utf8_lossy(&out.stderr));
+    compile_cxx("cxx_delete.cpp", &exe);
     let (sys, _) = run(Command::new(&exe), false);
     check_ok("cxx_delete", false, &sys);
     assert!(String::from_utf8_lossy(&sys.stdout).starts_with("delete: other\n"));
@@ -211,15 +216,7 @@ fn cxx_deletes_reach_kmem_with_their_sizes() {
     // sized and array deletes must reach its delete, as libstdc++'s defaults do
     // (`src/cxx.rs` forwards to them then).
     let exe = dir.join("cxx_replaced");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/cxx_replaced.cpp");
-    let out = Command::new("g++")
-        .args(["-O1", "-std=c++17", "-Wall", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .env_remove("LD_PRELOAD")
-        .output()
-        .expect("run g++");
-    assert!(out.status.success(), "compiling {}: {}", src.display(), String::from_utf8_lossy(&out.stderr));
+    compile_cxx("cxx_replaced.cpp", &exe);
     let (km, _) = run(Command::new(&exe), true);
     check_ok("cxx_replaced", true, &km);
     let out = String::from_utf8_lossy(&km.stdout);

@@ -151,12 +151,8 @@ impl<P: Platform> Kmem<P> {
         if !cache.fast_is_of(self) {
             return None;
         }
-        let obj = self.alloc_fast(cache)?;
-        if gfp.contains(Gfp::ZERO) {
-            // kzalloc: the whole object, as the careful path zeroes a plain cache's.
-            // SAFETY: the object is ours: just allocated, `object_size` bytes.
-            unsafe { crate::slab::object::fill(obj, 0, cache.object_size()) };
-        }
+        // kmalloc caches have no constructor: `__GFP_ZERO` is the fast path's to honour.
+        let obj = self.alloc_fast(cache, gfp.contains(Gfp::ZERO))?;
         // SAFETY: object addresses are direct-map addresses, never 0.
         Some(unsafe { NonNull::new_unchecked(obj as *mut u8) })
     }

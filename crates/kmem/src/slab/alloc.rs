@@ -111,13 +111,7 @@ impl<P: Platform> Kmem<P> {
             // `__GFP_ZERO` on a cache with a constructor is warned about (careful path).
             && (!gfp.contains(Gfp::ZERO) || s.ctor.is_none())
         {
-            if let Some(obj) = self.alloc_fast(s) {
-                if gfp.contains(Gfp::ZERO) {
-                    // kzalloc, kmem_cache_zalloc: sheaves are plain caches' (no debugging,
-                    // no kmalloc red zone), so the whole object, as the careful path zeroes it.
-                    // SAFETY: the object is ours: just allocated, `object_size` bytes.
-                    unsafe { super::object::fill(obj, 0, s.object_size()) };
-                }
+            if let Some(obj) = self.alloc_fast(s, gfp.contains(Gfp::ZERO)) {
                 // SAFETY: object addresses are direct-map addresses, never 0.
                 return Ok(unsafe { NonNull::new_unchecked(obj as *mut u8) });
             }
@@ -213,15 +207,23 @@ impl<P: Platform> Kmem<P> {
         fixed
     }
 
-    /// The fast path (`alloc_from_pcs`): pop this CPU's main sheaf. `None` when the careful
-    /// path must run (the CPU is not to be had without a call, no sheaf yet, or it is empty).
-    /// Makes no call.
+    /// The fast path (`alloc_from_pcs`): pop this CPU's main sheaf, and with `zero`
+    /// (`__GFP_ZERO`: kzalloc, calloc) zero the whole object, as the careful path zeroes a
+    /// plain cache's (sheaves are plain caches': no debugging, no kmalloc red zone; the
+    /// caller keeps caches with a constructor off it). `None` when the careful path must
+    /// run (the CPU is not to be had without a call, no sheaf yet, or it is empty). Makes
+    /// no call but the zeroing.
     #[inline(always)]
-    pub(crate) fn alloc_fast(&self, s: &KmemCache) -> Option<usize> {
+    pub(crate) fn alloc_fast(&self, s: &KmemCache, zero: bool) -> Option<usize> {
         let p = self.platform().try_pin_cpu()?;
         let obj = s.pcs(self, p.cpu.index()).main().and_then(Sheaf::pop);
         self.platform().unpin_cpu_fast(p);
-        self.alloc_fast_took(s, obj)
+        let obj = self.alloc_fast_took(s, obj)?;
+        if zero {
+            // SAFETY: the object is ours: just allocated, `object_size` bytes.
+            unsafe { super::object::fill(obj, 0, s.object_size()) };
+        }
+        Some(obj)
     }
 
     /// [`Kmem::alloc_fast`] on a CPU pinned the ordinary way (the careful path).

@@ -141,7 +141,7 @@ pub(crate) mod free;
 pub mod layout;
 mod node;
 mod nolock;
-pub(crate) mod object;
+mod object;
 mod pcs;
 pub(crate) mod registry;
 mod sheaf;

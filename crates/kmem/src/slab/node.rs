@@ -412,8 +412,9 @@ impl<P: Platform> Kmem<P> {
 /// below `span`), from the first on until one does not: each object's free pointer names the
 /// one before it, the first names `head`. Returns how many it chained and the offset of the
 /// last (the run's new head). Over the slots as a slice: no bound test an object (the loop
-/// is 21 instructions an object, it was 25). Out of line it would keep its values in
-/// registers (18), but a call a run costs more where runs are short (random-order frees).
+/// is 22 instructions an object in the LD_PRELOAD library, it was 25). Out of line it would
+/// keep its values in registers (18), but a call a run costs more where runs are short
+/// (random-order frees).
 ///
 /// # Safety
 ///
