@@ -109,6 +109,47 @@ fn another_caches_object_goes_to_its_own_cache() {
     assert_eq!(kmem::proc::slab_info(&m, &c128).active_objs, 0, "never entered the named one");
 }
 
+/// The fast path finds a plain slab's head by rounding the object's address down to the
+/// named cache's slab size (`plain_slab_off`): objects of caches whose slabs are larger or
+/// smaller than the named cache's, in head or tail pages, must still be told apart.
+#[test]
+fn caches_of_other_slab_orders_are_told_apart() {
+    let m = machine();
+    let small = m.kmem_cache_create("order_small", 64, 0, SlabFlags::NO_MERGE, None).unwrap();
+    let large = m.kmem_cache_create("order_large", 3000, 0, SlabFlags::NO_MERGE, None).unwrap();
+    assert!(large.order() > small.order(), "{} {}", large.order(), small.order());
+    let smalls: Vec<_> = (0..200).map(|_| m.kmem_cache_alloc(&small, Gfp::KERNEL).unwrap()).collect();
+    let larges: Vec<_> = (0..40).map(|_| m.kmem_cache_alloc(&large, Gfp::KERNEL).unwrap()).collect();
+    let mut wrong = 0;
+    for (named, objs) in [(&large, &smalls), (&small, &larges)] {
+        for p in objs.iter() {
+            // SAFETY: deliberate misuse: every object named with the other cache; each is
+            // freed to its own cache (and reported), once.
+            unsafe { m.kmem_cache_free(named, *p) };
+            wrong += 1;
+        }
+    }
+    assert_eq!(m.report_count(ReportKind::SlabBug), wrong);
+    for c in [&small, &large] {
+        m.kmem_cache_shrink(c);
+        assert_eq!(kmem::proc::slab_info(&m, c).active_objs, 0, "{}: freed to its own cache", c.name());
+        assert_eq!(m.validate_slab_cache(c).errors, 0);
+    }
+    // And named rightly, every object goes back, and comes out once.
+    for c in [&small, &large] {
+        let objs: Vec<_> = (0..300).map(|_| m.kmem_cache_alloc(c, Gfp::KERNEL).unwrap()).collect();
+        assert_eq!(objs.iter().collect::<HashSet<_>>().len(), objs.len());
+        for p in objs {
+            // SAFETY: ours, freed once.
+            unsafe { m.kmem_cache_free(c, p) };
+        }
+        m.kmem_cache_shrink(c);
+        assert_eq!(kmem::proc::slab_info(&m, c).active_objs, 0);
+    }
+    assert_eq!(m.report_count(ReportKind::SlabBug), wrong, "{:?}", m.reports().take());
+    common::assert_still_works(&m);
+}
+
 #[test]
 fn interior_and_tail_pointers_are_refused_on_the_fast_path_too() {
     let m = machine();

@@ -99,10 +99,10 @@ impl<P: Platform> Kmem<P> {
                 // SAFETY: slots hold descriptors of kmalloc caches, which are never destroyed.
                 let c = unsafe { &*(c as *const KmemCache) };
                 let addr = p as usize;
-                if let Some((slab, word, off)) = self.slab_head_off(addr) {
+                if let Some((slab, off)) = self.plain_slab_off(c, addr) {
                     // A plain slab of this machine's kmalloc cache (the table is the
                     // machine's: its word settles it), and an object start in it.
-                    if word == c.plain_word && c.is_plain_object(off) {
+                    if c.is_plain_object(off) {
                         return self.free_checked(c, slab, off as u32, addr - off);
                     }
                 }

@@ -44,8 +44,8 @@
 //! A flat memmap is *dense* when every frame below the direct-map limit, present or not, has
 //! a readable slot at `B + pfn * 32` that is its real descriptor or reads as zero (no flags,
 //! no page type: nothing takes it for a slab). Then [`Memmap::page_below_limit`], the lookup
-//! of `kfree`'s pointer (`slab_head_off`: `kfree`, `kmem_cache_free`, `KmemAlloc::dealloc`,
-//! LD_PRELOAD `free`), is one multiply-add for any address that passed the direct-map range
+//! of a freed pointer (`slab_head_off`: `kfree`, LD_PRELOAD `free`; `plain_slab_off`:
+//! `kmem_cache_free`, a free by size, `KmemAlloc::dealloc`), is one multiply-add for any address that passed the direct-map range
 //! check, wild ones included. Boot decides it once (`boot/sparse.rs`, [`Memmap::mark_dense`]):
 //! - one carved array (no vmemmap) is dense iff it covers every section from 0 up to the
 //!   direct-map limit (a present section's slots past its RAM are carved descriptors too);

@@ -111,6 +111,10 @@ pub struct KmemCache {
     pub(crate) plain_word: u32,
     /// Bytes of objects in a plain slab: an object offset below it is inside the slab.
     pub(crate) plain_limit: u32,
+    /// Minus the bytes of a slab of the cache's order (a mask, sign-extended when used).
+    /// Plain slabs are aligned to their size (buddy blocks are), so the physical address of
+    /// an object of a plain slab masked with this is the slab's (`Kmem::plain_slab_off`).
+    pub(crate) head_mask: i32,
     pub(crate) layout: Layout,
     pub(crate) debug: bool,
     /// `init_on_alloc` / `init_on_free` for this cache (`mm::meminit::INIT_ALLOC`,
@@ -135,8 +139,9 @@ pub struct KmemCache {
     pub(crate) list_prev: AtomicUsize,
     /// The per-node parts, just after this descriptor in the same object.
     pub(crate) nodes: *const CacheNode,
-    pub(crate) nr_nodes: u32,
-    name: [u8; CACHE_NAME_MAX + 1],
+    pub(crate) nr_nodes: u16,
+    /// The name's bytes (no terminator: `name_len` says where it ends).
+    name: [u8; CACHE_NAME_MAX],
     name_len: u8,
 }
 
@@ -194,7 +199,7 @@ impl KmemCache {
             // CacheNode's alignment divides KmemCache's size (both multiples of 8).
             unsafe { nodes.add(n).write(CacheNode::new()) };
         }
-        let mut name = [0u8; CACHE_NAME_MAX + 1];
+        let mut name = [0u8; CACHE_NAME_MAX];
         let n = init.name.len().min(CACHE_NAME_MAX);
         name[..n].copy_from_slice(&init.name.as_bytes()[..n]);
         let mut allocflags = Gfp::COMP;
@@ -232,6 +237,7 @@ impl KmemCache {
                 Page::slab_word(init.id, true)
             },
             plain_limit: l.objects * l.size,
+            head_mask: ((crate::PAGE_SIZE as i32) << l.order).wrapping_neg(),
             layout: l,
             debug,
             meminit: init.meminit,
@@ -249,7 +255,7 @@ impl KmemCache {
             list_next: AtomicUsize::new(0),
             list_prev: AtomicUsize::new(0),
             nodes,
-            nr_nodes: init.nr_nodes as u32,
+            nr_nodes: init.nr_nodes as u16,
             name,
             name_len: n as u8,
         };

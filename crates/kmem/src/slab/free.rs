@@ -16,10 +16,13 @@
 //!   catches with its key.
 //!
 //! The fast path does the first two checks with one compare: the head page of a *plain*
-//! slab (object 0 at its start, its cache's object count: every slab of a non-debug cache
-//! without colour that is not an order fallback) carries its cache's id and a plain bit in
-//! one word, which equals the cache's `plain_word`; then the offset must be below the
-//! cache's `plain_limit` and on a slot boundary. Everything else (another cache's object, a
+//! slab (object 0 at its start, its cache's order and object count, aligned to its size:
+//! every slab of a non-debug cache without colour that is not an order fallback) carries its
+//! cache's id and a plain bit in one word, which equals the cache's `plain_word`. The head
+//! is the frame of the object's physical address rounded down to the named cache's slab
+//! size (`plain_slab_off`: one descriptor read, where `kfree`, which has no cache, follows
+//! a tail page to its head); then the offset must be below the cache's `plain_limit` and
+//! on a slot boundary. Everything else (another cache's object, a
 //! debug cache, a coloured or fallback slab, a bad pointer) takes the careful path, which
 //! classifies the pointer fully and reports.
 
@@ -77,10 +80,10 @@ impl<P: Platform> Kmem<P> {
         caller: &'static core::panic::Location<'static>,
     ) {
         let addr = obj.as_ptr() as usize;
-        if let Some((slab, word, off)) = self.slab_head_off(addr) {
+        if let Some((slab, off)) = self.plain_slab_off(s, addr) {
             // A plain slab of `s`, and an object start in it; `s` must be this machine's
             // (another machine's cache may carry the same id).
-            if word == s.plain_word && s.is_plain_object(off) && s.fast_is_of(self) {
+            if s.is_plain_object(off) && s.fast_is_of(self) {
                 return self.free_checked(s, slab, off as u32, addr - off);
             }
         }

@@ -63,10 +63,13 @@
 //!   cache's tag (`word.rs`); they are validated (boundary, range) whenever a freelist is
 //!   walked.
 //! - **The free fast path** (`free.rs`): a slab head's `private` word holds the slab type,
-//!   the cache id and a *plain* bit (object 0 at the slab start, the cache's object count).
-//!   `kmem_cache_free` compares it with its cache's `plain_word`, checks the offset against
-//!   `plain_limit` and the slot boundary, and pushes: no cache table, no colour, no slab word.
-//!   `kfree` reads the cache from the id. Anything else takes the careful path.
+//!   the cache id and a *plain* bit (object 0 at the slab start, the cache's order and
+//!   object count, aligned to its size). `kmem_cache_free` (and a free by size) rounds the
+//!   object's physical address down to the named cache's slab size, compares that frame's
+//!   word with the cache's `plain_word`, checks the offset against `plain_limit` and the slot
+//!   boundary, and pushes: no tail-to-head step, no cache table, no colour, no slab word.
+//!   `kfree` goes from the object's page to its head and reads the cache from the id.
+//!   Anything else takes the careful path.
 //! - **The double-free check** (`free.rs`): a free object's free-pointer word carries the
 //!   cache's tag in its high half (the sheaf marker in a sheaf, the encoded next offset on a
 //!   freelist) while a live object's was cleared when handed out; the sheaf marker is a

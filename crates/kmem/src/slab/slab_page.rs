@@ -247,6 +247,31 @@ impl<P: Platform> Kmem<P> {
         Some((Slab { pfn: hpfn, page: head }, head.private(), pa - (hpfn.as_usize() << crate::PAGE_SHIFT)))
     }
 
+    /// The plain slab of `s` that would hold direct-map address `addr`, and `addr`'s byte
+    /// offset in it, if there is one: the free fast paths of a named cache (`kmem_cache_free`,
+    /// a free by size). Plain slabs have the cache's order and are aligned to their size, so
+    /// the head is the frame of `addr`'s physical address rounded down to the slab size, one
+    /// descriptor read without following a tail page to its head; it is `s`'s plain slab if
+    /// its word is `s`'s `plain_word` (any other page's, another cache's, a slab of a
+    /// fallback order, is not: the caller's careful path then classifies `addr`).
+    /// `slab_head_off` costs about a dozen instructions and one dependent load more.
+    #[inline(always)]
+    pub(crate) fn plain_slab_off(&self, s: &KmemCache, addr: usize) -> Option<(Slab<'_>, usize)> {
+        let st = self.state();
+        let pa = addr.wrapping_sub(st.direct_map.base.as_usize());
+        if pa as u64 >= st.direct_map.limit.as_u64() {
+            return None;
+        }
+        let head_pa = pa & s.head_mask as isize as usize;
+        // SAFETY: a slab is at least a page, so `head_mask` has the low PAGE_SHIFT bits clear
+        // (telling the compiler lets it index the memmap with one shift).
+        unsafe { core::hint::assert_unchecked(head_pa & (crate::PAGE_SIZE - 1) == 0) };
+        let off = pa - head_pa;
+        let hpfn = Pfn::new(head_pa >> crate::PAGE_SHIFT);
+        let head = st.memmap.page_below_limit(hpfn)?;
+        (head.private() == s.plain_word).then_some((Slab { pfn: hpfn, page: head }, off))
+    }
+
     /// The slab holding direct-map address `addr`, the cache it belongs to, and `addr`'s
     /// byte offset from the slab's first page (`virt_to_slab` + `slab->slab_cache`).
     #[inline(always)]
@@ -342,7 +367,9 @@ impl<P: Platform> Kmem<P> {
             && s.meminit & crate::mm::meminit::INIT_FREE == 0
             && colour == 0
             && order == l.order
-            && l.red_left_pad == 0;
+            && l.red_left_pad == 0
+            // Aligned to its size, as every buddy block is (`plain_slab_off` relies on it).
+            && page.pfn().as_usize() & ((1 << order) - 1) == 0;
         page.page().set_slab(s.id, colour, plain);
         let slab = Slab { pfn: page.pfn(), page: page.page() };
         let base = s.obj_base(self, slab);
