@@ -97,6 +97,9 @@ pub(crate) struct MachineState {
     pub(crate) reports: Reports,
     pub(crate) boot: BootInfo,
     pub(crate) grouping_disabled: bool,
+    /// [`BootConfig::ram_zeroed`](crate::BootConfig::ram_zeroed): free RAM never written
+    /// since boot (or hot-add) reads as zero, and is marked so (`mm/zeroed.rs`).
+    pub(crate) ram_zeroed: bool,
     pub(crate) events: VmEvents,
     pub(crate) pcp_enabled: AtomicBool,
     /// `pcp_enabled`, `fail_page_alloc` not armed, not `init_on_alloc`, and one node: the
@@ -159,6 +162,7 @@ impl MachineState {
             reports: Reports::new(),
             boot: BootInfo::default(),
             grouping_disabled: false,
+            ram_zeroed: false,
             events: VmEvents::default(),
             pcp_enabled: AtomicBool::new(true),
             page_fast: AtomicBool::new(true),

@@ -353,6 +353,9 @@ impl<P: Platform> Kmem<P> {
         // Published before the block can be allocated: whoever gets one of its pages may look
         // it up with the checked lookups at once.
         mm.set_chunk_initialised(nr, (base & (PAGES_PER_SECTION - 1)) / MAX_ORDER_NR_PAGES);
+        // Deferral needs RAM that reads as zero (`BootConfig::deferred_init`), and nothing
+        // has written this chunk's frames: the block reads as zero (`mm/zeroed.rs`).
+        mm.pfn_to_page(Pfn::new(base)).set_exclusive(crate::mm::page::pg::ZEROED);
         {
             let g = zone.area.lock(self.platform());
             // FPI_TO_TAIL, as boot's release: the block goes behind the memory in use.

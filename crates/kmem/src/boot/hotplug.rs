@@ -148,7 +148,9 @@ impl<P: Platform> Kmem<P> {
             let (s, e) = (base.as_usize(), base.as_usize() + PAGES_PER_SECTION);
             zone.set_span(Pfn::new(zs.min(s)), Pfn::new(ze.max(e)));
             zone.add_present(PAGES_PER_SECTION);
-            let freed = release_range(self.platform(), zone, mm, s + MEMMAP_PAGES_PER_SECTION, e);
+            // Hot-added RAM reads as zero where boot RAM did (`BootConfig::ram_zeroed`).
+            let zeroed = self.state().ram_zeroed;
+            let freed = release_range(self.platform(), zone, mm, s + MEMMAP_PAGES_PER_SECTION, e, zeroed);
             zone.add_managed(freed);
             self.state().totalram.fetch_add(freed, Ordering::Relaxed);
             added += freed;

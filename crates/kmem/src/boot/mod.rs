@@ -92,11 +92,13 @@ pub struct BootConfig<'a> {
     /// initialises the rest on demand, 4 MiB at a time. Only with [`BootConfig::ram_zeroed`]
     /// (ignored without it). `None` (the default): every descriptor at boot.
     pub deferred_init: Option<u64>,
-    /// The platform promises that all RAM reads as zero at boot (fresh host memory does; see
-    /// [`Kmem::boot`]). Boot then skips writing zeroes: the section table's absent sections,
-    /// the per-CPU first chunk's units (zeroed only where something is allocated), so a
-    /// machine of many possible CPUs touches none of their memory until they use it. Default
-    /// false.
+    /// The platform promises that all RAM reads as zero at boot, and hot-added RAM when it is
+    /// added (fresh host memory does; see [`Kmem::boot`]). Boot then skips writing zeroes:
+    /// the section table's absent sections, the per-CPU first chunk's units (zeroed only
+    /// where something is allocated), so a machine of many possible CPUs touches none of
+    /// their memory until they use it. And the free memory is marked as reading zero
+    /// (`mm/zeroed.rs`): a `__GFP_ZERO` allocation of a block nobody has written since skips
+    /// the clearing, and never touches the block. Default false.
     pub ram_zeroed: bool,
     /// The `failslab=<interval>,<probability>,<space>,<times>` boot option (`crate::fault`);
     /// a string that does not parse is reported and ignored, as Linux does.
@@ -482,7 +484,7 @@ impl<P: Platform> Kmem<P> {
                 }
                 let zone = node_ref(&node_ptrs, nid as usize).zone(zt);
                 for_each_initialised_run(&state.memmap, sp, ep, |s, e| {
-                    let n = release_range(kmem_platform, zone, &state.memmap, s, e);
+                    let n = release_range(kmem_platform, zone, &state.memmap, s, e, config.ram_zeroed);
                     zone.add_managed(n);
                     total_free += n;
                 });
@@ -491,6 +493,7 @@ impl<P: Platform> Kmem<P> {
         // MemTotal counts deferred frames from the start, as Linux's `memblock_free_all` does.
         state.totalram.store(total_free + total_deferred, Ordering::Relaxed);
         state.grouping_disabled = total_free + total_deferred < PAGEBLOCK_NR_PAGES * MIGRATE_TYPES;
+        state.ram_zeroed = config.ram_zeroed;
 
         // 5. Zonelists (watermarks and lowmem reserves once the machine exists, below).
         let mut populated = [[false; MAX_NR_ZONES]; MAX_NUMNODES];
@@ -576,13 +579,16 @@ fn for_each_zone_chunk(layout: &ZoneLayout, start: u64, end: u64, mut f: impl Fn
 }
 
 /// Frees `[start, end)` (frame numbers) into `zone` in maximal aligned blocks
-/// (`memblock_free_pages` / `__free_pages_core`). Returns pages released.
+/// (`memblock_free_pages` / `__free_pages_core`), each marked [`pg::ZEROED`] if the range
+/// reads as zero (`zeroed`: never written, on RAM the platform promises reads as zero).
+/// Returns pages released.
 pub(super) fn release_range<P: Platform>(
     platform: &P,
     zone: &crate::mm::zone::Zone,
     mm: &Memmap,
     start: usize,
     end: usize,
+    zeroed: bool,
 ) -> usize {
     let g = zone.area.lock(platform);
     let mut pfn = start;
@@ -595,6 +601,9 @@ pub(super) fn release_range<P: Platform>(
             // The caller owns the range (boot, or a section being hot-added): plain stores.
             page.clear_exclusive(pg::RESERVED);
             page.set_refcount(0);
+        }
+        if zeroed {
+            mm.pfn_to_page(Pfn::new(pfn)).set_exclusive(pg::ZEROED);
         }
         // FPI_TO_TAIL, as `__free_pages_core`: boot leaves the lists in address order.
         buddy::free_one_page(&g, zone, mm, Pfn::new(pfn), order, Migratetype::Movable, true);

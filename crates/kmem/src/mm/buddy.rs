@@ -35,10 +35,16 @@ fn expand<P: Platform>(
     high: Order,
     mt: Migratetype,
 ) {
+    let zeroed = mm.pfn_to_page(pfn).flags() & pg::ZEROED;
     let mut o = high;
     while o > low {
         o = o.down().expect("order above low has a lower order");
-        area.add(g, mm, pfn.add(o.nr_pages()), o, mt, false);
+        let half = pfn.add(o.nr_pages());
+        if zeroed != 0 {
+            // A half of a block that reads as zero does too.
+            mm.pfn_to_page(half).set_exclusive(zeroed);
+        }
+        area.add(g, mm, half, o, mt, false);
     }
 }
 
@@ -142,8 +148,14 @@ pub fn rmqueue_bulk<P: Platform>(
         area.del(g, mm, pfn);
         let subs = 1usize << (cur.as_u32() - order.as_u32());
         let k = subs.min(n - got);
+        // Every piece of a block that reads as zero does too (`expand`).
+        let zeroed = mm.pfn_to_page(pfn).flags() & pg::ZEROED;
         for i in 0..k {
-            put(pfn.add(i << order.as_u32()));
+            let sub = pfn.add(i << order.as_u32());
+            if zeroed != 0 {
+                mm.pfn_to_page(sub).set_exclusive(zeroed);
+            }
+            put(sub);
         }
         got += k;
         zone.mod_free_pages(-((k << order.as_u32()) as isize));
@@ -152,6 +164,9 @@ pub fn rmqueue_bulk<P: Platform>(
         let mut at = k;
         while at < subs {
             let o = Order::of(at.trailing_zeros() + order.as_u32());
+            if zeroed != 0 {
+                mm.pfn_to_page(pfn.add(at << order.as_u32())).set_exclusive(zeroed);
+            }
             area.add(g, mm, pfn.add(at << order.as_u32()), o, mt, false);
             at += 1 << (o.as_u32() - order.as_u32());
         }
@@ -361,14 +376,15 @@ fn free_one_page_in<'m, P: Platform>(
     let area = &zone.area;
     let (start, end) = (zone.start_pfn(), zone.end_pfn());
     zone.mod_free_pages(order.nr_pages() as isize);
-    // A merged block counts as reported (its memory given back to the host) only if every
-    // piece of it was.
-    let mut reported = mm_page(pfn).test(pg::REPORTED);
+    // A merged block counts as reported (its memory given back to the host), or as reading
+    // zero, only if every piece of it did.
+    const CONTENT: u64 = pg::REPORTED | pg::ZEROED;
+    let mut content = mm_page(pfn).flags() & CONTENT;
     while order < Order::MAX {
         let buddy = pfn.buddy(order);
         let Some(bpage) = free_buddy(lk, start, end, buddy, order) else { break };
-        reported &= bpage.test(pg::REPORTED);
-        bpage.clear_exclusive(pg::REPORTED);
+        content &= bpage.flags();
+        bpage.clear_exclusive(CONTENT);
         if order.as_u32() >= PAGEBLOCK_ORDER as u32 {
             let bmt = mm.pageblock_migratetype(buddy);
             if bmt != mt {
@@ -384,13 +400,13 @@ fn free_one_page_in<'m, P: Platform>(
             }
         }
         area.del_page(g, lk, bpage);
-        mm_page(pfn).clear_exclusive(pg::REPORTED);
+        mm_page(pfn).clear_exclusive(CONTENT);
         pfn = Pfn::new(pfn.as_usize() & buddy.as_usize());
         order = order.up().expect("order below MAX has a higher order");
     }
     let tail = to_tail || buddy_merge_likely(lk, start, end, pfn, order);
-    if reported {
-        mm_page(pfn).set_exclusive(pg::REPORTED);
+    if content != 0 {
+        mm_page(pfn).set_exclusive(content);
     }
     area.add(g, lk, pfn, order, mt, tail);
 }

@@ -18,5 +18,6 @@ pub(crate) mod pfn_list;
 pub mod show_mem;
 pub mod verify;
 pub mod watermark;
+pub mod zeroed;
 pub mod zone;
 pub mod zone_type;

@@ -55,11 +55,18 @@ pub mod pg {
     /// A free block whose contents were given back to the host (free page reporting); set
     /// only on free block heads, under the zone lock.
     pub const REPORTED: u64 = 1 << 11;
+    /// A free block whose memory reads as zero (never written since boot or hot-add on RAM
+    /// the platform promises reads as zero, or cleared by `init_on_free`); set only on free
+    /// block heads, under the zone lock or by the CPU owning the per-CPU list the page is
+    /// on. An allocation that asks for `__GFP_ZERO` skips the clearing (and so never touches
+    /// the block). Kept by a split for both halves, by a merge only when both halves have it
+    /// (`mm/zeroed.rs`).
+    pub const ZEROED: u64 = 1 << 24;
     /// Flags that must be clear when a page is freed (`PAGE_FLAGS_CHECK_AT_FREE`).
     pub const CHECK_AT_FREE: u64 = RESERVED | BUDDY | SLAB | PCP | NOMEM;
 
     /// Names for `flags: 0x...(name|name)` dumps, in bit order.
-    pub const NAMES: [(u64, &str); 12] = [
+    pub const NAMES: [(u64, &str); 13] = [
         (RESERVED, "reserved"),
         (BUDDY, "buddy"),
         (HEAD, "head"),
@@ -72,6 +79,7 @@ pub mod pg {
         (PERCPU, "percpu"),
         (NOMEM, "nomem"),
         (REPORTED, "reported"),
+        (ZEROED, "zeroed"),
     ];
 }
 
@@ -275,23 +283,28 @@ impl Page {
             Some(v as u8 - 1)
         }
     }
-    /// Records (or with `None`, forgets) the allocation order. The caller owns the page
-    /// exclusively (it is being handed out or freed), so this is a plain load and store.
+    /// Records (or with `None`, forgets) the allocation order, and forgets
+    /// [`pg::ZEROED`] (a block being handed out or freed is its owner's to write). The caller
+    /// owns the page exclusively, so this is a plain load and store.
     #[inline]
     pub(crate) fn set_alloc_order(&self, order: Option<u8>) {
         let v = order.map_or(0, |o| (o as u64 + 1) << ALLOC_ORDER_SHIFT);
-        self.flags.store((self.flags.load(Ordering::Relaxed) & !ALLOC_ORDER_MASK) | v, Ordering::Relaxed);
+        let f = self.flags.load(Ordering::Relaxed) & !(ALLOC_ORDER_MASK | pg::ZEROED);
+        self.flags.store(f | v, Ordering::Relaxed);
     }
 
     /// `prep_new_page()` of an order-0 block just taken off a per-CPU list (its page type
-    /// already cleared) for an allocation without `__GFP_ZERO`: owner's word 0, not
-    /// reported, allocation order 0 recorded, refcount 1.
+    /// already cleared): owner's word 0, not reported, allocation order 0 recorded, a
+    /// refcount of one. Returns whether the page read as zero ([`pg::ZEROED`], which it
+    /// forgets): a `__GFP_ZERO` caller need not clear it.
     #[inline(always)]
-    pub(crate) fn prep_order0(&self) {
+    pub(crate) fn prep_order0(&self) -> bool {
         self.data.store(0, Ordering::Relaxed);
-        let f = self.flags.load(Ordering::Relaxed) & !(pg::REPORTED | ALLOC_ORDER_MASK);
+        let old = self.flags.load(Ordering::Relaxed);
+        let f = old & !(pg::REPORTED | pg::ZEROED | ALLOC_ORDER_MASK);
         self.flags.store(f | 1 << ALLOC_ORDER_SHIFT, Ordering::Relaxed);
         self.refcount.store(1, Ordering::Release);
+        old & pg::ZEROED != 0
     }
 
     /// The page's identity if it is exactly what an order-0 allocation left: no state flag

@@ -70,6 +70,12 @@ impl<P: Platform> Kmem<P> {
     /// near the mark to the full path's exact count.
     #[inline(always)]
     fn alloc_page_fast(&self, gfp: Gfp, order: Order) -> Option<PageRef<'_>> {
+        self.alloc_page_fast_zeroed(gfp, order).map(|(p, _)| p)
+    }
+
+    /// [`Kmem::alloc_page_fast`], and whether the page reads as zero ([`pg::ZEROED`]).
+    #[inline(always)]
+    fn alloc_page_fast_zeroed(&self, gfp: Gfp, order: Order) -> Option<(PageRef<'_>, bool)> {
         let st = self.state();
         // `page_fast_ok` includes a one-node machine.
         if order != Order::ZERO || gfp.intersects(Gfp::THISNODE.union(Gfp::ZERO).union(Gfp::COLD)) {
@@ -98,8 +104,8 @@ impl<P: Platform> Kmem<P> {
         let (pfn, page) = self.rmqueue_pcp_fast(zone, mt)?;
         debug_assert_eq!(page.state_flags() & pg::CHECK_AT_FREE, 0, "new page {pfn:?} has bad flags");
         // prep_new_page() without __GFP_ZERO / __GFP_COMP.
-        page.prep_order0();
-        Some(PageRef::new(pfn, page))
+        let zeroed = page.prep_order0();
+        Some((PageRef::new(pfn, page), zeroed))
     }
 
     /// `alloc_pages_node(nid, gfp, order)`: prefer node `nid` (`None`: `NUMA_NO_NODE`, the
@@ -206,8 +212,10 @@ impl<P: Platform> Kmem<P> {
     fn alloc_zeroed(&self, gfp: Gfp, order: u32, nid: usize) -> Result<PageRef<'_>, AllocError> {
         // `nid` 0: the fast path serves the only node of a one-node machine (`page_fast_ok`).
         if order == 0 && nid == 0 {
-            if let Some(p) = self.alloc_page_fast(gfp.without(Gfp::ZERO), Order::ZERO) {
-                self.clear_pages(p.pfn(), Order::ZERO);
+            if let Some((p, zeroed)) = self.alloc_page_fast_zeroed(gfp.without(Gfp::ZERO), Order::ZERO) {
+                if !zeroed {
+                    self.clear_pages(p.pfn(), Order::ZERO);
+                }
                 return Ok(p);
             }
         }
@@ -436,16 +444,19 @@ impl<P: Platform> Kmem<P> {
         watermark_ok(free, order, mark, reserve, flags, area.nr_free_highatomic(), |o, h| area.has_block(o, h))
     }
 
-    /// `prep_new_page()`: refcount, allocation order, `__GFP_ZERO`, `__GFP_COMP`.
+    /// `prep_new_page()`: refcount, allocation order, `__GFP_ZERO` (unless the block reads
+    /// as zero already: [`pg::ZEROED`]), `__GFP_COMP`.
     #[inline]
     pub(crate) fn prep_new_page<'a>(&'a self, pfn: Pfn, head: &'a Page, order: Order, gfp: Gfp) -> PageRef<'a> {
         let mm = self.memmap();
         debug_assert_eq!(head.state_flags() & pg::CHECK_AT_FREE, 0, "new page {pfn:?} has bad flags");
         head.set_private(0);
         head.set_data(0);
+        let zeroed = head.test(pg::ZEROED);
         head.clear_exclusive(pg::REPORTED);
+        // Forgets ZEROED too: the block is its owner's to write from now on.
         head.set_alloc_order(Some(order.as_u32() as u8));
-        if gfp.contains(Gfp::ZERO) {
+        if gfp.contains(Gfp::ZERO) && !zeroed {
             self.clear_pages(pfn, order);
         }
         if order != Order::ZERO && gfp.contains(Gfp::COMP) {

@@ -174,6 +174,9 @@ impl<P: Platform> Kmem<P> {
     fn free_block_init(&self, pfn: Pfn, order: Order, zone: &crate::mm::zone::Zone, mt: crate::Migratetype) {
         self.clear_pages(pfn, order);
         let page = self.memmap().pfn_to_page(pfn);
+        // It reads as zero now: a `__GFP_ZERO` allocation of it need not clear it again (as
+        // Linux's `post_alloc_hook` skips clearing under init_on_free).
+        page.set_exclusive(pg::ZEROED);
         if pcp_allowed_order(order) && self.pcp_enabled() && self.free_unref_page(zone, pfn, page, order, mt) {
             return;
         }
