@@ -58,14 +58,16 @@ impl KmallocType {
     }
 }
 
-/// Sizes [`kmalloc_index`] looks up in a table: every class up to kmalloc-1k, whose bounds
-/// are all multiples of 8.
-const SIZE_INDEX_MAX: usize = 1024;
+/// Sizes [`kmalloc_index`] looks up in a table: every class (their bounds are all multiples
+/// of 8).
+const SIZE_INDEX_MAX: usize = KMALLOC_MAX_CACHE_SIZE;
 
-/// `size_index[]` of `mm/slab_common.c`, extended from 192 bytes to 1 KiB: the class of sizes
-/// 1..=1024 by `(size - 1) / 8` (what `kmalloc_slab` looks up instead of computing `fls`).
-/// Linux stops at 192 and computes `fls` above; the table reaching 1 KiB keeps requests of
-/// mixed sizes off a branch they would mispredict (128 bytes of table).
+/// `size_index[]` of `mm/slab_common.c`, extended from 192 bytes to every class: the class
+/// of sizes 1..=8192 by `(size - 1) / 8` (what `kmalloc_slab` looks up instead of computing
+/// `fls`). Linux stops at 192 and computes `fls` above; a table of every class keeps requests
+/// of mixed sizes off a branch they would mispredict, and a caller that has checked the size
+/// against `KMALLOC_MAX_CACHE_SIZE` (every fast path) pays no second test (1 KiB of table,
+/// of which a program touches the lines of the sizes it uses).
 const SIZE_INDEX: [u8; SIZE_INDEX_MAX / 8] = {
     let mut t = [0u8; SIZE_INDEX_MAX / 8];
     let mut i = 0;
@@ -159,8 +161,8 @@ mod tests {
         for (i, &idx) in table.iter().enumerate() {
             assert_eq!(kmalloc_index(i * 8 + 8), idx, "size {}", i * 8 + 8);
         }
-        // The table (up to 1 KiB) and the computation agree on every size.
-        for size in 0..=8192 {
+        // The table (every class) and the computation agree on every size, and beyond.
+        for size in 0..=(1 << 20) {
             assert_eq!(kmalloc_index(size), kmalloc_index_slow(size), "size {size}");
         }
         assert_eq!(kmalloc_name(1), "96");
