@@ -184,6 +184,29 @@ fn c_edge_cases_of_every_export() {
     assert!(checks >= 55, "only {checks} checks ran");
 }
 
+/// calloc of fresh memory touches nothing (`kmem::mm::zeroed`: the page allocator does not
+/// clear a block nobody has written), and memory written and freed is cleared again.
+/// `tests/c/calloc_fresh.c`: 64 MiB calloc'd grew the resident set by about 66 MiB before
+/// (every block cleared), about 0.6 MiB after.
+#[test]
+fn calloc_of_fresh_memory_is_not_touched() {
+    let dir = scratch("calloc_fresh");
+    let exe = dir.join("calloc_fresh");
+    if !compile_c("calloc_fresh.c", &exe, &[]) {
+        return;
+    }
+    let (km, _) = run(Command::new(&exe), true);
+    check_ok("calloc_fresh", true, &km);
+    let out = String::from_utf8_lossy(&km.stdout);
+    assert!(out.lines().any(|l| l == "ok"), "{out}");
+    let growth: i64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("rss_growth_kb "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no rss_growth_kb line: {out}"));
+    assert!(growth < 16 << 10, "64 MiB of fresh calloc grew the resident set by {growth} kB: {out}");
+}
+
 /// C++ programs' deletes reach kmem (`src/cxx.rs`): `tests/c/cxx_delete.cpp` exercises every
 /// form of `operator delete` (sized, array, aligned, nothrow; polymorphic and wrong sizes)
 /// and says whether the sized delete it called is the library's. Needs `g++`, which `.ci/run`
