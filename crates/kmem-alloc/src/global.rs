@@ -381,9 +381,11 @@ pub(crate) fn maybe_report(m: &Machine) {
         // SAFETY: the block is isolated from the free lists while this runs: nobody uses its
         // bytes, and MADV_DONTNEED on private anonymous memory only drops their contents
         // (they read back as zero).
-        let _ = unsafe {
+        let dropped = unsafe {
             rustix::mm::madvise(addr as *mut core::ffi::c_void, order.bytes(), rustix::mm::Advice::LinuxDontNeed)
         };
+        // Dropped, the block reads as zero: a calloc of it need not clear it.
+        dropped.is_ok()
     });
     // SAFETY: taken above.
     unsafe { GROW.unlock() };

@@ -200,14 +200,17 @@ fn free_page_reporting_reports_each_free_block_once() {
     let m = MachineBuilder::new().ram_mib(256).cpus(2).build().unwrap();
     let free0 = common::free_pages(&m);
     let mut reported = Vec::new();
-    let n = m.report_free_pages(Order::PAGEBLOCK, usize::MAX, &mut |pfn: Pfn, o: Order| reported.push((pfn, o)));
+    let n = m.report_free_pages(Order::PAGEBLOCK, usize::MAX, &mut |pfn: Pfn, o: Order| {
+        reported.push((pfn, o));
+        false
+    });
     assert_eq!(n, reported.len());
     let pages: usize = reported.iter().map(|(_, o)| o.nr_pages()).sum();
     assert!(pages * 10 > free0 * 9, "almost all free memory is in big blocks at boot: {pages} of {free0}");
     assert!(reported.iter().all(|(p, o)| p.is_aligned(*o) && *o >= Order::PAGEBLOCK));
     assert_eq!(common::free_pages(&m), free0, "reporting gives every block back");
     m.verify().unwrap();
-    assert_eq!(m.report_free_pages(Order::PAGEBLOCK, usize::MAX, &mut |_, _| {}), 0, "nothing new");
+    assert_eq!(m.report_free_pages(Order::PAGEBLOCK, usize::MAX, &mut |_, _| false), 0, "nothing new");
     // Allocate and free a 4 MiB block: it is reported again, and only it.
     let p = m.alloc_pages(Gfp::KERNEL, Order::of(10)).unwrap();
     // SAFETY: ours; the block is written, so it is backed again.
@@ -215,10 +218,13 @@ fn free_page_reporting_reports_each_free_block_once() {
     // SAFETY: ours.
     unsafe { m.__free_pages(p, Order::of(10)) };
     let mut again = Vec::new();
-    m.report_free_pages(Order::PAGEBLOCK, usize::MAX, &mut |pfn: Pfn, o: Order| again.push((pfn, o)));
+    m.report_free_pages(Order::PAGEBLOCK, usize::MAX, &mut |pfn: Pfn, o: Order| {
+        again.push((pfn, o));
+        false
+    });
     assert_eq!(again, vec![(p.pfn(), Order::new(10).unwrap())]);
     // A budget bounds the work.
     let m2 = MachineBuilder::new().ram_mib(256).build().unwrap();
-    assert_eq!(m2.report_free_pages(Order::PAGEBLOCK, 3, &mut |_, _| {}), 3);
+    assert_eq!(m2.report_free_pages(Order::PAGEBLOCK, 3, &mut |_, _| false), 3);
     m2.verify().unwrap();
 }

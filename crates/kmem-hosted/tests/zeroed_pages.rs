@@ -145,6 +145,63 @@ fn bulk_and_single_pages_written_then_zeroed() {
     }
 }
 
+/// Free page reporting whose report discards the memory (here `MADV_REMOVE` on the memfd, as
+/// kmem-alloc's `MADV_DONTNEED` on its anonymous RAM) marks the block as reading zero: a
+/// zeroed allocation of it touches nothing; a report that keeps the memory marks nothing.
+#[test]
+fn a_reported_block_whose_memory_was_dropped_reads_zero() {
+    let m = machine();
+    let order = Order::of(9);
+    for drop_memory in [false, true] {
+        let p = m.alloc_pages(Gfp::KERNEL, order).unwrap();
+        dirty(&m, p, order);
+        let pfn = p.pfn();
+        // SAFETY: ours, freed once.
+        unsafe { m.__free_pages(p, order) };
+        m.drain_all_pages();
+        let mut seen = false;
+        m.report_free_pages(order, usize::MAX, &mut |at, o| {
+            if !(at..at.add(o.nr_pages())).contains(&pfn) {
+                return false;
+            }
+            seen = true;
+            if drop_memory {
+                let addr = m.phys_to_virt(at.phys()).unwrap();
+                // SAFETY: the block is off the free lists while it is reported: nobody uses
+                // its bytes; MADV_REMOVE drops them from the memfd (they read back as zero).
+                let rc = unsafe { libc::madvise(addr.as_usize() as *mut libc::c_void, o.bytes(), libc::MADV_REMOVE) };
+                assert_eq!(rc, 0, "madvise: {}", std::io::Error::last_os_error());
+            }
+            drop_memory
+        });
+        assert!(seen, "the freed block was reported");
+        // Take everything of that order and larger until the block comes back.
+        let mut got = Vec::new();
+        let mut found = false;
+        for o in (9..=10).rev().map(Order::of) {
+            while let Ok(b) = m.alloc_pages(Gfp::KERNEL | Gfp::ZERO | Gfp::NOWARN, o) {
+                let start = b.pfn().as_usize();
+                if (start..start + o.nr_pages()).contains(&pfn.as_usize()) {
+                    found = true;
+                    let touched = resident(&m, b, o);
+                    if drop_memory {
+                        assert_eq!(touched, 0, "a dropped block was cleared again");
+                    } else {
+                        assert!(touched > 0, "a kept (written) block was not cleared");
+                    }
+                    assert!(reads_zero(&m, b, o));
+                }
+                got.push((b, o));
+            }
+        }
+        assert!(found);
+        for (b, o) in got {
+            // SAFETY: ours, freed once.
+            unsafe { m.__free_pages(b, o) };
+        }
+    }
+}
+
 #[test]
 fn init_on_free_marks_what_it_cleared() {
     let m = MachineBuilder::new().ram_mib(128).cpus(2).init_on_free(true).build().unwrap();

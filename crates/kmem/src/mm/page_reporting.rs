@@ -27,23 +27,34 @@ impl<P: Platform> Kmem<P> {
     /// Reports up to `budget` free blocks of order `min_order` or more that were not reported
     /// since they last became free: `report(pfn, order)` is called for each with no lock held
     /// while the block is off the free lists, so its memory may be discarded (its contents
-    /// are garbage anyway). Returns the blocks reported.
+    /// are garbage anyway). `report` returns whether the block reads as zero afterwards (its
+    /// memory discarded and zero-filled on the next touch, as `MADV_DONTNEED` leaves private
+    /// anonymous memory): such a block is marked so (`mm/zeroed.rs`), and a `__GFP_ZERO`
+    /// allocation of it skips the clearing. Returns the blocks reported.
     ///
     /// ```
     /// use kmem::{Order, Pfn};
     /// let m = kmem_hosted::MachineBuilder::new().ram_mib(64).build().unwrap();
     /// let mut pages = 0;
-    /// let n = m.report_free_pages(Order::PAGEBLOCK, usize::MAX, &mut |_pfn: Pfn, o: Order| pages += o.nr_pages());
+    /// let n = m.report_free_pages(Order::PAGEBLOCK, usize::MAX, &mut |_pfn: Pfn, o: Order| {
+    ///     pages += o.nr_pages();
+    ///     false // the memory was kept as it was
+    /// });
     /// assert!(n > 0 && pages > 10_000);
     /// // Nothing changed since: nothing new to report.
-    /// assert_eq!(m.report_free_pages(Order::PAGEBLOCK, usize::MAX, &mut |_, _| {}), 0);
+    /// assert_eq!(m.report_free_pages(Order::PAGEBLOCK, usize::MAX, &mut |_, _| false), 0);
     /// ```
-    pub fn report_free_pages(&self, min_order: Order, budget: usize, report: &mut dyn FnMut(Pfn, Order)) -> usize {
+    pub fn report_free_pages(
+        &self,
+        min_order: Order,
+        budget: usize,
+        report: &mut dyn FnMut(Pfn, Order) -> bool,
+    ) -> usize {
         let mm = self.memmap();
         let mut done = 0;
         for zone in self.zones().filter(|z| z.is_populated()) {
             loop {
-                let mut batch = [(Pfn::new(0), Order::ZERO, Migratetype::Movable); CAPACITY];
+                let mut batch = [(Pfn::new(0), Order::ZERO, Migratetype::Movable, false); CAPACITY];
                 let mut n = 0;
                 {
                     let g = zone.area.lock(self.platform());
@@ -60,7 +71,7 @@ impl<P: Platform> Kmem<P> {
                                 let bmt = buddy_migratetype(page);
                                 zone.area.del(&g, mm, pfn);
                                 zone.mod_free_pages(-(order.nr_pages() as isize));
-                                batch[n] = (pfn, order, bmt);
+                                batch[n] = (pfn, order, bmt, false);
                                 n += 1;
                             }
                             if n == CAPACITY || done + n >= budget {
@@ -72,13 +83,13 @@ impl<P: Platform> Kmem<P> {
                 if n == 0 {
                     break;
                 }
-                for &(pfn, order, _) in &batch[..n] {
-                    report(pfn, order);
+                for (pfn, order, _, zeroed) in &mut batch[..n] {
+                    *zeroed = report(*pfn, *order);
                 }
                 let g = zone.area.lock(self.platform());
-                for &(pfn, order, mt) in &batch[..n] {
+                for &(pfn, order, mt, zeroed) in &batch[..n] {
                     let page = mm.pfn_to_page(pfn);
-                    page.set_exclusive(pg::REPORTED);
+                    page.set_exclusive(if zeroed { pg::REPORTED | pg::ZEROED } else { pg::REPORTED });
                     buddy::free_one_page(&g, zone, mm, pfn, order, mt, true);
                 }
                 drop(g);

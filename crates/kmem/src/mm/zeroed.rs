@@ -12,7 +12,10 @@
 //! head page, with the buddy allocator's own rules for `REPORTED`:
 //! - **Set** on every block boot releases, hot-add onlines and deferred init frees, when the
 //!   platform promises that RAM reads as zero ([`BootConfig::ram_zeroed`](crate::BootConfig::ram_zeroed);
-//!   kmem-hosted's memfd and anonymous RAM), and on a block `init_on_free` cleared.
+//!   kmem-hosted's memfd and anonymous RAM), on a block `init_on_free` cleared, and on a block
+//!   free page reporting handed back whose report says its memory now reads zero
+//!   ([`Kmem::report_free_pages`](crate::Kmem::report_free_pages): kmem-alloc's
+//!   `MADV_DONTNEED` of its anonymous RAM).
 //! - **Split** (`expand`, the per-CPU lists' refill): every piece of a zeroed block is zeroed.
 //! - **Merged** (`__free_one_page`): the merged block is zeroed only if every piece was.
 //! - **Forgotten** when a block is handed out (`prep_new_page`, the order-0 fast path's
