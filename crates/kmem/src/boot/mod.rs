@@ -53,7 +53,7 @@ use crate::sync::{AtomicUsize, Ordering};
 /// Bytes per memory section (128 MiB): NUMA node boundaries must be multiples of it.
 pub const PAGES_PER_SECTION_BYTES: u64 = (PAGES_PER_SECTION as u64) << PAGE_SHIFT;
 /// Bytes of one section's page descriptors: a slot of the vmemmap
-/// ([`Platform::vmemmap_section`](crate::Platform::vmemmap_section)).
+/// ([`Platform::vmemmap_section`]).
 pub const MEMMAP_BYTES_PER_SECTION: usize = PAGES_PER_SECTION * Page::SIZE;
 
 /// Default distance to the local node and to a remote node (ACPI SLIT's `LOCAL_DISTANCE` and
