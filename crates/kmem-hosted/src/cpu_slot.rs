@@ -121,6 +121,17 @@ pub(crate) fn leave(word: &AtomicU32) {
     word.store(d.wrapping_sub(1), Ordering::Release);
 }
 
+/// Ends an outermost section by its depth word: a fast pin's (a shared slot taken from free
+/// by [`Slot::try_take`], an owned CPU entered by `OwnedCpu::try_enter`, both at depth 1):
+/// one `Release` store of 0, no load (a decrement would make the next section's store wait
+/// for this one's, through memory: `cpu_owner.rs`). A shared slot's word loses its
+/// holder's tag with its depth: free either way.
+#[inline(always)]
+pub(crate) fn leave_outermost(word: &AtomicU32) {
+    debug_assert_eq!(word.load(Ordering::Relaxed) & DEPTH_MASK, 1, "not an outermost section");
+    word.store(0, Ordering::Release);
+}
+
 impl Slot {
     /// CPU `cpu`'s slot, free.
     pub(crate) fn new(cpu: u32) -> Self {

@@ -113,19 +113,25 @@ fn loom_tests_stop_without_barrier_is_caught() {
 }
 
 /// The allocation fast paths' entry: `try_enter`, and on a stop the full `enter` (which waits),
-/// as `try_pin_cpu` and the slow path's `pin_cpu` do. A failed `try_enter` must leave the
-/// CPU quiet for the stopper, and a successful one exclude it.
+/// as `try_pin_cpu` and the slow path's `pin_cpu` do; a section `try_enter` entered ends with
+/// `exit_outermost` (a store of 0), one `enter` entered with `exit`. A failed `try_enter`
+/// must leave the CPU quiet for the stopper, and a successful one exclude it.
 #[test]
 fn loom_tests_try_enter_against_a_stop() {
     model(None, || {
         let cpu = Arc::new(Cpu::default());
         let c1 = cpu.clone();
         let owner = thread::spawn(move || {
-            if !c1.cpu.try_enter() {
-                assert!(c1.cpu.enter(), "outermost after a failed try");
+            for _ in 0..2 {
+                if c1.cpu.try_enter() {
+                    c1.bump();
+                    c1.cpu.exit_outermost();
+                } else {
+                    assert!(c1.cpu.enter(), "outermost after a failed try");
+                    c1.bump();
+                    c1.cpu.exit();
+                }
             }
-            c1.bump();
-            c1.cpu.exit();
         });
         let c2 = cpu.clone();
         let stopper = thread::spawn(move || {
@@ -135,28 +141,34 @@ fn loom_tests_try_enter_against_a_stop() {
         });
         owner.join().unwrap();
         stopper.join().unwrap();
-        assert_eq!(cpu.data(), 2, "lost update");
+        assert_eq!(cpu.data(), 3, "lost update");
     });
 }
 
-/// `try_enter` nested in a section while a stopper comes: the nested entry may find `stop`
-/// set (the stopper waits for the depth to be 0), and must go on rather than leave the CPU
-/// (which would let the stopper in while the outer section runs) or fail.
+/// `try_enter` nested in a section while a stopper comes: it declines (whatever `stop`
+/// says), leaving the depth alone, and the caller's careful path nests with `enter`; the
+/// outer section, entered either way, keeps the stopper out until it ends.
 #[test]
 fn loom_tests_nested_try_enter_against_a_stop() {
     model(None, || {
         let cpu = Arc::new(Cpu::default());
         let c1 = cpu.clone();
         let owner = thread::spawn(move || {
-            if !c1.cpu.try_enter() {
+            let fast = c1.cpu.try_enter();
+            if !fast {
                 assert!(c1.cpu.enter(), "outermost after a failed try");
             }
             c1.bump();
-            assert!(c1.cpu.try_enter(), "a nested entry never fails");
+            assert!(!c1.cpu.try_enter(), "a nested fast entry declines");
+            assert!(!c1.cpu.enter(), "the careful entry nests");
             c1.bump();
             c1.cpu.exit();
             c1.bump();
-            c1.cpu.exit();
+            if fast {
+                c1.cpu.exit_outermost();
+            } else {
+                c1.cpu.exit();
+            }
         });
         let c2 = cpu.clone();
         let stopper = thread::spawn(move || {

@@ -547,21 +547,26 @@ impl Cpus {
     #[inline]
     pub(crate) fn unpin(&self, token: usize) {
         if token != 0 {
-            self.unpin_fast(token);
+            // SAFETY: a non-zero token is the address of this machine's owned CPU or CPU
+            // slot (`pin`, `try_pin_fast`, `try_pin_alone`), which lives as long as `self`;
+            // both begin with their `AtomicU32` depth word (`repr(C)`). The section may be
+            // nested: one decrement.
+            cpu_slot::leave(unsafe { &*(token as *const cpu_slot::Word) });
         } else {
             CTX.with(|c| self.exit_slow(c));
         }
     }
 
     /// Ends a [`try_pin_fast`] pin. Its token is the depth word of the CPU it took (an owned
-    /// CPU's or a shared slot's, both at offset 0): one decrement ends either.
+    /// CPU's or a shared slot's, both at offset 0), at depth 1 in both: one store of 0 ends
+    /// either.
     #[inline(always)]
     pub(crate) fn unpin_fast(&self, token: usize) {
         debug_assert_ne!(token, 0, "unpin_cpu_fast of a pin try_pin_cpu did not make");
         // SAFETY: `try_pin_fast` returned the address of this machine's owned CPU or CPU
         // slot, which lives as long as `self`; both begin with their `AtomicU32` depth word
         // (`repr(C)`).
-        cpu_slot::leave(unsafe { &*(token as *const cpu_slot::Word) });
+        cpu_slot::leave_outermost(unsafe { &*(token as *const cpu_slot::Word) });
     }
 
     /// Takes the CPU for `local_irq_save` and sets the IRQ-off flag; returns the old flag.
