@@ -60,13 +60,14 @@ pub mod pg {
     /// block heads, under the zone lock or by the CPU owning the per-CPU list the page is
     /// on. An allocation that asks for `__GFP_ZERO` skips the clearing (and so never touches
     /// the block). Kept by a split for both halves, by a merge only when both halves have it
-    /// (`mm/zeroed.rs`).
+    /// (`mm/zeroed.rs`). Bookkeeping of kmem's own, as Linux's page-reporting state: not
+    /// in the state flags reports print ([`super::Page::state_flags`]).
     pub const ZEROED: u64 = 1 << 24;
     /// Flags that must be clear when a page is freed (`PAGE_FLAGS_CHECK_AT_FREE`).
     pub const CHECK_AT_FREE: u64 = RESERVED | BUDDY | SLAB | PCP | NOMEM;
 
     /// Names for `flags: 0x...(name|name)` dumps, in bit order.
-    pub const NAMES: [(u64, &str); 13] = [
+    pub const NAMES: [(u64, &str); 12] = [
         (RESERVED, "reserved"),
         (BUDDY, "buddy"),
         (HEAD, "head"),
@@ -79,7 +80,6 @@ pub mod pg {
         (PERCPU, "percpu"),
         (NOMEM, "nomem"),
         (REPORTED, "reported"),
-        (ZEROED, "zeroed"),
     ];
 }
 
@@ -213,11 +213,11 @@ impl Page {
     pub fn flags(&self) -> u64 {
         self.flags.load(Ordering::Relaxed)
     }
-    /// The page-state flags only (low 32 bits, allocation order masked out), with `PG_buddy`
-    /// folded in from the buddy type.
+    /// The page-state flags only (low 32 bits, allocation order, colour and [`pg::ZEROED`]
+    /// masked out), with `PG_buddy` folded in from the buddy type.
     #[inline]
     pub fn state_flags(&self) -> u64 {
-        let f = self.flags() & 0xffff_ffff & !(ALLOC_ORDER_MASK | COLOUR_MASK);
+        let f = self.flags() & 0xffff_ffff & !(ALLOC_ORDER_MASK | COLOUR_MASK | pg::ZEROED);
         if self.is_buddy() {
             f | pg::BUDDY
         } else if self.is_pcp() {
