@@ -100,6 +100,9 @@ pub(crate) struct MachineState {
     /// [`BootConfig::ram_zeroed`](crate::BootConfig::ram_zeroed): free RAM never written
     /// since boot (or hot-add) reads as zero, and is marked so (`mm/zeroed.rs`).
     pub(crate) ram_zeroed: bool,
+    /// The order-0 fast path's zone: the first of node 0's zonelist (its address, 0 if
+    /// none; set once boot has built the zonelists, which never change).
+    fast_zone: usize,
     pub(crate) events: VmEvents,
     pub(crate) pcp_enabled: AtomicBool,
     /// `pcp_enabled`, `fail_page_alloc` not armed, not `init_on_alloc`, and one node: the
@@ -163,6 +166,7 @@ impl MachineState {
             boot: BootInfo::default(),
             grouping_disabled: false,
             ram_zeroed: false,
+            fast_zone: 0,
             events: VmEvents::default(),
             pcp_enabled: AtomicBool::new(true),
             page_fast: AtomicBool::new(true),
@@ -194,6 +198,27 @@ impl MachineState {
 
     /// Node `nid`, if it exists.
     #[inline]
+    /// Records node 0's first zonelist zone for [`MachineState::fast_zone`] (boot, once the
+    /// zonelists are built).
+    pub(crate) fn set_fast_zone(&mut self) {
+        let first = self.node(0).and_then(|n| n.zonelist().first().map(|zr| (n, zr.zone)));
+        if let Some((node, zt)) = first {
+            self.fast_zone = &node.zones[zt as usize] as *const Zone as usize;
+        }
+    }
+
+    /// The order-0 fast path's zone, if node 0 has a zonelist: one load instead of the node,
+    /// its zonelist's length and first entry.
+    #[inline(always)]
+    pub(crate) fn fast_zone(&self) -> Option<&Zone> {
+        if self.fast_zone == 0 {
+            return None;
+        }
+        // SAFETY: a non-zero `fast_zone` is the address of a zone of node 0, carved at boot
+        // and living as long as the machine state (`set_fast_zone`).
+        Some(unsafe { &*(self.fast_zone as *const Zone) })
+    }
+
     pub(crate) fn node(&self, nid: usize) -> Option<&Node> {
         let p = *self.nodes.get(nid)?;
         if p == 0 {

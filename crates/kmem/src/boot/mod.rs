@@ -514,6 +514,7 @@ impl<P: Platform> Kmem<P> {
             let node = unsafe { p.as_mut() };
             node.build_zonelists(&dist[..nodes], nodes, |n, z| populated[n][z]);
         }
+        state.set_fast_zone();
 
         state.boot = crate::machine::BootInfo {
             ram_bytes,

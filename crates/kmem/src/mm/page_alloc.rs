@@ -88,13 +88,11 @@ impl<P: Platform> Kmem<P> {
             return None;
         }
         let highest = self.highest_zone(gfp.zone().ok()?);
-        let node = st.node(0)?;
-        let zr = node.zonelist().first()?;
-        if zr.zone > highest as u8 {
+        // Node 0's first zonelist zone, recorded at boot.
+        let zone = st.fast_zone()?;
+        if zone.zone_type() > highest {
             return None;
         }
-        // By index: `zone <= highest` bounds it, with no zone-type table on the way.
-        let zone = &node.zones[zr.zone as usize];
         // Signed: the counter may dip below zero transiently, as `free_pages()` clamps it.
         let mark = zone.wmark(Wmark::Low) + zone.lowmem_reserve(highest) + zone.area.nr_reserved_highatomic();
         if zone.free_pages_signed() <= mark as isize {
