@@ -112,6 +112,22 @@ fn loom_tests_stop_without_barrier_is_caught() {
     });
 }
 
+/// `owner` (which returns how many times it bumped the data) against one stop.
+fn owner_against_a_stop(owner: fn(&Cpu) -> u64) {
+    let cpu = Arc::new(Cpu::default());
+    let c1 = cpu.clone();
+    let owner = thread::spawn(move || owner(&c1));
+    let c2 = cpu.clone();
+    let stopper = thread::spawn(move || {
+        c2.cpu.stop();
+        c2.bump();
+        c2.cpu.start();
+    });
+    let bumps = owner.join().unwrap();
+    stopper.join().unwrap();
+    assert_eq!(cpu.data(), bumps + 1, "lost update");
+}
+
 /// The allocation fast paths' entry: `try_enter`, and on a stop the full `enter` (which waits),
 /// as `try_pin_cpu` and the slow path's `pin_cpu` do; a section `try_enter` entered ends with
 /// `exit_outermost` (a store of 0), one `enter` entered with `exit`. A failed `try_enter`
@@ -119,29 +135,19 @@ fn loom_tests_stop_without_barrier_is_caught() {
 #[test]
 fn loom_tests_try_enter_against_a_stop() {
     model(None, || {
-        let cpu = Arc::new(Cpu::default());
-        let c1 = cpu.clone();
-        let owner = thread::spawn(move || {
+        owner_against_a_stop(|c| {
             for _ in 0..2 {
-                if c1.cpu.try_enter() {
-                    c1.bump();
-                    c1.cpu.exit_outermost();
+                if c.cpu.try_enter() {
+                    c.bump();
+                    c.cpu.exit_outermost();
                 } else {
-                    assert!(c1.cpu.enter(), "outermost after a failed try");
-                    c1.bump();
-                    c1.cpu.exit();
+                    assert!(c.cpu.enter(), "outermost after a failed try");
+                    c.bump();
+                    c.cpu.exit();
                 }
             }
-        });
-        let c2 = cpu.clone();
-        let stopper = thread::spawn(move || {
-            c2.cpu.stop();
-            c2.bump();
-            c2.cpu.start();
-        });
-        owner.join().unwrap();
-        stopper.join().unwrap();
-        assert_eq!(cpu.data(), 3, "lost update");
+            2
+        })
     });
 }
 
@@ -151,33 +157,23 @@ fn loom_tests_try_enter_against_a_stop() {
 #[test]
 fn loom_tests_nested_try_enter_against_a_stop() {
     model(None, || {
-        let cpu = Arc::new(Cpu::default());
-        let c1 = cpu.clone();
-        let owner = thread::spawn(move || {
-            let fast = c1.cpu.try_enter();
+        owner_against_a_stop(|c| {
+            let fast = c.cpu.try_enter();
             if !fast {
-                assert!(c1.cpu.enter(), "outermost after a failed try");
+                assert!(c.cpu.enter(), "outermost after a failed try");
             }
-            c1.bump();
-            assert!(!c1.cpu.try_enter(), "a nested fast entry declines");
-            assert!(!c1.cpu.enter(), "the careful entry nests");
-            c1.bump();
-            c1.cpu.exit();
-            c1.bump();
+            c.bump();
+            assert!(!c.cpu.try_enter(), "a nested fast entry declines");
+            assert!(!c.cpu.enter(), "the careful entry nests");
+            c.bump();
+            c.cpu.exit();
+            c.bump();
             if fast {
-                c1.cpu.exit_outermost();
+                c.cpu.exit_outermost();
             } else {
-                c1.cpu.exit();
+                c.cpu.exit();
             }
-        });
-        let c2 = cpu.clone();
-        let stopper = thread::spawn(move || {
-            c2.cpu.stop();
-            c2.bump();
-            c2.cpu.start();
-        });
-        owner.join().unwrap();
-        stopper.join().unwrap();
-        assert_eq!(cpu.data(), 4, "lost update");
+            3
+        })
     });
 }
