@@ -35,16 +35,26 @@ fn expand<P: Platform>(
     high: Order,
     mt: Migratetype,
 ) {
-    let zeroed = mm.pfn_to_page(pfn).flags() & pg::ZEROED;
+    let zeroed = zeroed_bit(mm, pfn);
     let mut o = high;
     while o > low {
         o = o.down().expect("order above low has a lower order");
         let half = pfn.add(o.nr_pages());
-        if zeroed != 0 {
-            // A half of a block that reads as zero does too.
-            mm.pfn_to_page(half).set_exclusive(zeroed);
-        }
+        inherit_zeroed(mm, half, zeroed);
         area.add(g, mm, half, o, mt, false);
+    }
+}
+
+/// The [`pg::ZEROED`] bit of the block headed by `pfn` (0 or the bit).
+fn zeroed_bit(mm: &Memmap, pfn: Pfn) -> u64 {
+    mm.pfn_to_page(pfn).flags() & pg::ZEROED
+}
+
+/// A piece of a block being split (at `pfn`) reads as zero if the block did (`zeroed`,
+/// from [`zeroed_bit`]): `mm/zeroed.rs`.
+fn inherit_zeroed(mm: &Memmap, pfn: Pfn, zeroed: u64) {
+    if zeroed != 0 {
+        mm.pfn_to_page(pfn).set_exclusive(zeroed);
     }
 }
 
@@ -148,13 +158,10 @@ pub fn rmqueue_bulk<P: Platform>(
         area.del(g, mm, pfn);
         let subs = 1usize << (cur.as_u32() - order.as_u32());
         let k = subs.min(n - got);
-        // Every piece of a block that reads as zero does too (`expand`).
-        let zeroed = mm.pfn_to_page(pfn).flags() & pg::ZEROED;
+        let zeroed = zeroed_bit(mm, pfn);
         for i in 0..k {
             let sub = pfn.add(i << order.as_u32());
-            if zeroed != 0 {
-                mm.pfn_to_page(sub).set_exclusive(zeroed);
-            }
+            inherit_zeroed(mm, sub, zeroed);
             put(sub);
         }
         got += k;
@@ -164,9 +171,7 @@ pub fn rmqueue_bulk<P: Platform>(
         let mut at = k;
         while at < subs {
             let o = Order::of(at.trailing_zeros() + order.as_u32());
-            if zeroed != 0 {
-                mm.pfn_to_page(pfn.add(at << order.as_u32())).set_exclusive(zeroed);
-            }
+            inherit_zeroed(mm, pfn.add(at << order.as_u32()), zeroed);
             area.add(g, mm, pfn.add(at << order.as_u32()), o, mt, false);
             at += 1 << (o.as_u32() - order.as_u32());
         }
