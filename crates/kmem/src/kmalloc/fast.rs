@@ -48,7 +48,7 @@ impl<P: Platform> Kmem<P> {
         if let Some((slab, word, off)) = self.slab_head_off(addr) {
             if let Some(c) = self.plain_slab_cache(word) {
                 if c.is_plain_object(off) {
-                    return self.free_checked(c, slab, off as u32, addr - off);
+                    return self.free_checked(c, slab, addr, off);
                 }
             }
         }
@@ -103,7 +103,7 @@ impl<P: Platform> Kmem<P> {
                     // A plain slab of this machine's kmalloc cache (the table is the
                     // machine's: its word settles it), and an object start in it.
                     if c.is_plain_object(off) {
-                        return self.free_checked(c, slab, off as u32, addr - off);
+                        return self.free_checked(c, slab, addr, off);
                     }
                 }
             }

@@ -333,7 +333,7 @@ impl<P: Platform> Kmem<P> {
         if let Some((slab, word, off)) = self.slab_head_off(addr) {
             if let Some(c) = self.plain_slab_cache(word) {
                 if c.is_plain_object(off) {
-                    self.free_checked(c, slab, off as u32, addr - off);
+                    self.free_checked(c, slab, addr, off);
                     return 0;
                 }
             }

@@ -82,6 +82,9 @@ impl CacheNode {
     }
 }
 
+// `KmemCache::plain_objects` holds any slab's object count.
+const _: () = assert!(super::layout::MAX_OBJS_PER_PAGE <= u16::MAX as u32);
+
 /// A slab cache (`struct kmem_cache`). Lives in the machine's RAM; reach it through a
 /// [`Cache`] handle.
 pub struct KmemCache {
@@ -105,12 +108,15 @@ pub struct KmemCache {
     /// The secret low half of the free-pointer key ([`freeptr_key`](super::word::freeptr_key)):
     /// `s->random`'s two halves folded, never written anywhere an object could reveal.
     pub(crate) key_lo: u32,
-    pub(crate) recip: u64,
+    /// Exact division by the slot size ([`exact_divisor`](super::layout::exact_divisor)):
+    /// the odd part's inverse and the power of two.
+    pub(crate) div_inv: u64,
+    pub(crate) div_shift: u8,
     /// The head-page word of this cache's plain slabs ([`Page::slab_word`]); for a cache
     /// that makes none (a debug cache), a word no page carries.
     pub(crate) plain_word: u32,
-    /// Bytes of objects in a plain slab: an object offset below it is inside the slab.
-    pub(crate) plain_limit: u32,
+    /// Objects in a plain slab (of the cache's order; at most `MAX_OBJS_PER_PAGE`).
+    pub(crate) plain_objects: u16,
     /// Minus the bytes of a slab of the cache's order (a mask, sign-extended when used).
     /// Plain slabs are aligned to their size (buddy blocks are), so the physical address of
     /// an object of a plain slab masked with this is the slab's (`Kmem::plain_slab_off`).
@@ -230,13 +236,14 @@ impl KmemCache {
             sheaf_capacity: if l.flags.intersects(SlabFlags::DEBUG_FLAGS) { 0 } else { init.sheaf_capacity },
             marker: super::word::sheaf_marker(random),
             key_lo: super::word::key_lo(random),
-            recip: super::layout::reciprocal(l.size),
+            div_inv: super::layout::exact_divisor(l.size).0,
+            div_shift: super::layout::exact_divisor(l.size).1,
             plain_word: if debug || init.meminit & crate::mm::meminit::INIT_FREE != 0 {
                 Page::slab_word(0, false)
             } else {
                 Page::slab_word(init.id, true)
             },
-            plain_limit: l.objects * l.size,
+            plain_objects: l.objects as u16,
             head_mask: ((crate::PAGE_SIZE as i32) << l.order).wrapping_neg(),
             layout: l,
             debug,

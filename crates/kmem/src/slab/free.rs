@@ -21,8 +21,8 @@
 //! cache's id and a plain bit in one word, which equals the cache's `plain_word`. The head
 //! is the frame of the object's physical address rounded down to the named cache's slab
 //! size (`plain_slab_off`: one descriptor read, where `kfree`, which has no cache, follows
-//! a tail page to its head); then the offset must be below the cache's `plain_limit` and
-//! on a slot boundary. Everything else (another cache's object, a
+//! a tail page to its head); then the offset must start one of the slab's objects (one
+//! multiply, a rotate and a compare: `KmemCache::slot_index`). Everything else (another cache's object, a
 //! debug cache, a coloured or fallback slab, a bad pointer) takes the careful path, which
 //! classifies the pointer fully and reports.
 
@@ -84,7 +84,7 @@ impl<P: Platform> Kmem<P> {
             // A plain slab of `s`, and an object start in it; `s` must be this machine's
             // (another machine's cache may carry the same id).
             if s.is_plain_object(off) && s.fast_is_of(self) {
-                return self.free_checked(s, slab, off as u32, addr - off);
+                return self.free_checked(s, slab, addr, off);
             }
         }
         self.kmem_cache_free_careful(s, addr, caller);
@@ -134,7 +134,7 @@ impl<P: Platform> Kmem<P> {
         // corrupt word cannot stretch a slab (3 instructions; exact for slabs of the cache's
         // order, the usual case; checking against each slab's own order cost 11).
         let objects = slab.word().objects.min(cache.layout.objects);
-        if off >= (objects * cache.layout.size) as usize || !cache.is_boundary(off as u32) {
+        if cache.slot_index(off as u64) >= objects as u64 {
             return Lookup::Invalid(slab, cache);
         }
         Lookup::Object(slab, cache, off as u32, addr - off)
@@ -157,7 +157,7 @@ impl<P: Platform> Kmem<P> {
         if s.meminit & crate::mm::meminit::INIT_FREE != 0 {
             return self.free_init(s, slab, off, base);
         }
-        self.free_checked(s, slab, off, base);
+        self.free_checked(s, slab, base + off as usize, off as usize);
     }
 
     /// [`Kmem::free_checked`] with `init_on_free` (`mm/meminit.rs`): after the double-free
@@ -174,22 +174,21 @@ impl<P: Platform> Kmem<P> {
         unsafe { super::object::fill(obj, 0, s.object_size()) };
         // SAFETY: as above; from now on it is a free object in a sheaf.
         unsafe { write_word(fp, s.sheaf_marker()) };
-        self.free_marked(s, slab, off, base);
+        self.free_marked(s, slab, obj, off as usize);
     }
 
     /// Frees an object of a non-debug cache whose slab and boundary are checked: the
     /// double-free check, then this CPU's main sheaf, else the slow path.
     #[inline(always)]
-    pub(crate) fn free_checked(&self, s: &KmemCache, slab: Slab<'_>, off: u32, base: usize) {
-        let obj = base + off as usize;
+    pub(crate) fn free_checked(&self, s: &KmemCache, slab: Slab<'_>, obj: usize, off: usize) {
         let fp = s.fp_addr(obj);
         // SAFETY: the free-pointer word of an object of a live slab, which the caller owns.
         if tagged(unsafe { read_word(fp) }, s.marker) {
-            return self.free_suspect(s, slab, off, base);
+            return self.free_suspect(s, slab, off as u32, obj - off);
         }
         // SAFETY: the object is the caller's; from now on it is a free object in a sheaf.
         unsafe { write_word(fp, s.sheaf_marker()) };
-        self.free_marked(s, slab, off, base);
+        self.free_marked(s, slab, obj, off);
     }
 
     /// The end of every free: the object, its free-pointer word already the sheaf marker,
@@ -198,30 +197,32 @@ impl<P: Platform> Kmem<P> {
     /// Every call in it is a tail call (the caller saves no registers for it); caches on
     /// machines with several nodes go out of line first.
     #[inline(always)]
-    fn free_marked(&self, s: &KmemCache, slab: Slab<'_>, off: u32, base: usize) {
+    fn free_marked(&self, s: &KmemCache, slab: Slab<'_>, obj: usize, off: usize) {
         if s.nr_nodes > 1 {
-            return self.free_marked_numa(s, slab, off, base);
+            return self.free_marked_numa(s, slab, obj, off);
         }
-        self.free_marked_local(s, slab, off, base)
+        self.free_marked_local(s, slab, obj, off)
     }
 
+    /// [`Kmem::free_marked`] to this CPU's sheaf. The slow paths' arguments (object 0, the
+    /// object's index as `u32`) are computed on their branches only.
     #[inline(always)]
-    fn free_marked_local(&self, s: &KmemCache, slab: Slab<'_>, off: u32, base: usize) {
-        match self.free_fast(s, base + off as usize) {
+    fn free_marked_local(&self, s: &KmemCache, slab: Slab<'_>, obj: usize, off: usize) {
+        match self.free_fast(s, obj) {
             Some(true) => {}
-            Some(false) => self.free_slow(s, slab, off, base),
-            None => self.free_pinning(s, slab, off, base),
+            Some(false) => self.free_slow(s, slab, off as u32, obj - off),
+            None => self.free_pinning(s, slab, off as u32, obj - off),
         }
     }
 
     /// [`Kmem::free_marked`] on a machine with several nodes: an object of another node than
     /// the CPU's goes to its slab (`free_slow`).
     #[inline(never)]
-    fn free_marked_numa(&self, s: &KmemCache, slab: Slab<'_>, off: u32, base: usize) {
+    fn free_marked_numa(&self, s: &KmemCache, slab: Slab<'_>, obj: usize, off: usize) {
         if self.remote_node(s, slab) {
-            return self.free_slow(s, slab, off, base);
+            return self.free_slow(s, slab, off as u32, obj - off);
         }
-        self.free_marked_local(s, slab, off, base)
+        self.free_marked_local(s, slab, obj, off)
     }
 
     /// [`Kmem::free_fast`] on a CPU pinned the ordinary way (the platform's fast pin could
@@ -283,7 +284,7 @@ impl<P: Platform> Kmem<P> {
         // The user's data only looked like a free pointer: an ordinary free.
         // SAFETY: as in `free_checked`.
         unsafe { s.set_sheaf_marker(obj) };
-        self.free_marked(s, slab, off, base);
+        self.free_marked(s, slab, obj, off as usize);
     }
 
     /// `__pcs_replace_full_main()`: the main sheaf is full (or missing). Swap in an empty

@@ -362,16 +362,36 @@ pub const fn min_partial(size: u32) -> u32 {
     }
 }
 
-/// `ceil(2^64 / size)`: with it, `off * m >> 64` is `off / size` exactly for every offset
-/// inside a slab (below 2^23), so the free path checks object boundaries without a divide.
-pub const fn reciprocal(size: u32) -> u64 {
-    (u64::MAX / size as u64) + 1
+/// Exact division by a slot size, for the checks that an offset starts an object: `size` is
+/// `odd << shift`, and `inv` is `odd`'s inverse modulo 2^64. For any 64-bit `off`,
+/// [`exact_slot`]`(off)` is `off / size` when `size` divides `off`, and otherwise at least
+/// 2^32, above every object count: so `exact_slot(off) < n` says "`off` starts one of the
+/// first `n` objects" in a multiply, a rotate and a compare (no divide, no second test).
+///
+/// Why: `x = off * inv` (mod 2^64). If `off = k * size`, `x = k << shift` and the rotate
+/// gives `k`. Conversely a result `k < 2^32` needs `x`'s low `shift` bits clear (they
+/// rotate to the top), so `x = k << shift`, and multiplying by `odd`, `off = k * size`
+/// modulo 2^64, hence exactly, as `k * size` is below 2^64.
+pub const fn exact_divisor(size: u32) -> (u64, u8) {
+    assert!(size != 0);
+    let shift = size.trailing_zeros();
+    let odd = (size >> shift) as u64;
+    // Newton's iteration doubles the correct low bits: `odd` is its own inverse modulo 8
+    // (3 bits), then 6, 12, 24, 48, 96.
+    let mut inv = odd;
+    let mut i = 0;
+    while i < 5 {
+        inv = inv.wrapping_mul(2u64.wrapping_sub(odd.wrapping_mul(inv)));
+        i += 1;
+    }
+    (inv, shift as u8)
 }
 
-/// `off / size` through [`reciprocal`].
-#[inline]
-pub const fn div_by(off: u32, recip: u64) -> u32 {
-    ((off as u128 * recip as u128) >> 64) as u32
+/// `off / size` if `size` (given by [`exact_divisor`]'s `inv` and `shift`) divides `off`,
+/// else a number of at least 2^32.
+#[inline(always)]
+pub const fn exact_slot(off: u64, inv: u64, shift: u8) -> u64 {
+    off.wrapping_mul(inv).rotate_right(shift as u32)
 }
 
 #[cfg(test)]

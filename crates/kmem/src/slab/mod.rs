@@ -66,8 +66,8 @@
 //!   the cache id and a *plain* bit (object 0 at the slab start, the cache's order and
 //!   object count, aligned to its size). `kmem_cache_free` (and a free by size) rounds the
 //!   object's physical address down to the named cache's slab size, compares that frame's
-//!   word with the cache's `plain_word`, checks the offset against `plain_limit` and the slot
-//!   boundary, and pushes: no tail-to-head step, no cache table, no colour, no slab word.
+//!   word with the cache's `plain_word`, checks that the offset starts one of a plain slab's objects
+//!   (an exact division: a multiply, a rotate, a compare), and pushes: no tail-to-head step, no cache table, no colour, no slab word.
 //!   `kfree` goes from the object's page to its head and reads the cache from the id.
 //!   Anything else takes the careful path.
 //! - **The double-free check** (`free.rs`): a free object's free-pointer word carries the

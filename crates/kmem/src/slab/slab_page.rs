@@ -10,7 +10,7 @@
 //! - flag bits 16..24: its colour, in cache lines.
 
 use super::cache::KmemCache;
-use super::layout::{div_by, order_objects, CACHE_LINE, MAX_OBJS_PER_PAGE};
+use super::layout::{exact_slot, order_objects, CACHE_LINE, MAX_OBJS_PER_PAGE};
 use super::object::{read_word, write_word};
 use super::word::{freeptr_key, SlabWord, OFF_NONE};
 use super::SlabAllocError;
@@ -139,7 +139,7 @@ impl KmemCache {
         if off == OFF_NONE as u64 {
             return true;
         }
-        off < (objects as u64) * self.layout.size as u64 && self.is_boundary(off as u32)
+        self.slot_index(off) < objects as u64
     }
     /// The objects a slab of `slab`'s order holds: the bound on every offset kmem follows in
     /// it, whatever its word says (`check_slab`'s `max`).
@@ -160,12 +160,14 @@ impl KmemCache {
     /// its objects.
     #[inline(always)]
     pub(crate) fn is_plain_object(&self, off: usize) -> bool {
-        off < self.plain_limit as usize && self.is_boundary(off as u32)
+        self.slot_index(off as u64) < self.plain_objects as u64
     }
-    /// `off` is a multiple of the slot size.
-    #[inline]
-    pub(crate) fn is_boundary(&self, off: u32) -> bool {
-        div_by(off, self.recip) * self.layout.size == off
+    /// `off / size` if `off` is a multiple of the slot size, else at least 2^32 (more than
+    /// any slab's objects): `slot_index(off) < n` is "`off` starts one of the first `n`
+    /// objects" ([`exact_slot`]).
+    #[inline(always)]
+    pub(crate) fn slot_index(&self, off: u64) -> u64 {
+        exact_slot(off, self.div_inv, self.div_shift)
     }
     /// Object 0 of a slab: its address, plus its colour and the left red zone.
     #[inline]

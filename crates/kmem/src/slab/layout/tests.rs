@@ -109,18 +109,31 @@ fn order_bounds_waste_like_linux() {
     assert_eq!(min_partial(4096), 6);
 }
 
+/// [`exact_slot`] against `%` and `/`, for slot sizes of every shape (odd multiples of every
+/// power of two, kmalloc's sizes, the largest object) and offsets in and around a slab,
+/// wrapped ones included (`lookup_object`'s offset before object 0 wraps).
 #[test]
-fn reciprocal_division_is_exact_inside_any_slab() {
-    for size in [8u32, 24, 40, 72, 96, 192, 1000, 1016, 4232, 65544, MAX_OBJECT_SIZE] {
-        let r = reciprocal(size);
-        let limit = (PAGE_SIZE as u32) << MAX_PAGE_ORDER;
-        let mut off = 0u32;
-        while off < limit {
-            for d in [0, 1, size / 2, size - 1] {
-                let x = off + d;
-                assert_eq!(div_by(x, r), x / size, "size {size} off {x}");
+fn exact_slot_finds_exactly_the_object_starts() {
+    let mut sizes = Vec::from([8u32, 16, 24, 40, 72, 96, 192, 1000, 1016, 4232, 65544, MAX_OBJECT_SIZE, 1, 3, 7]);
+    sizes.extend((1..=64).map(|k| k * 8));
+    let limit = ((PAGE_SIZE as u64) << MAX_PAGE_ORDER) * 2;
+    for size in sizes {
+        let (inv, shift) = exact_divisor(size);
+        assert_eq!(inv.wrapping_mul((size >> shift) as u64), 1, "inverse of {size}'s odd part");
+        let size64 = size as u64;
+        let mut base = 0u64;
+        while base < limit {
+            for d in [0, 1, 2, 8, size64 / 2, size64 - 1] {
+                for off in [base + d, (base + d).wrapping_neg()] {
+                    let got = exact_slot(off, inv, shift);
+                    if off % size64 == 0 {
+                        assert_eq!(got, off / size64, "size {size} off {off}");
+                    } else {
+                        assert!(got >= 1 << 32, "size {size} off {off}: {got} looks like a slot");
+                    }
+                }
             }
-            off += size.max(4093);
+            base += size64.max(4093);
         }
     }
 }
