@@ -93,13 +93,15 @@ impl<P: Platform> Kmem<P> {
     #[inline(always)]
     pub unsafe fn kfree_sized_or(&self, p: *const u8, size: usize, other: impl FnOnce(*const u8)) {
         if size.wrapping_sub(1) < KMALLOC_MAX_CACHE_SIZE {
-            let c =
-                self.kmalloc_state().caches[KmallocType::Normal as usize][kmalloc_index(size)].load(Ordering::Acquire);
+            // The state once, before the slot's atomic load (which would make the compiler
+            // load it again).
+            let st = self.state();
+            let c = st.kmalloc.caches[KmallocType::Normal as usize][kmalloc_index(size)].load(Ordering::Acquire);
             if c != 0 {
                 // SAFETY: slots hold descriptors of kmalloc caches, which are never destroyed.
                 let c = unsafe { &*(c as *const KmemCache) };
                 let addr = p as usize;
-                if let Some((slab, off)) = self.plain_slab_off(c, addr) {
+                if let Some((slab, off)) = self.plain_slab_off(st, c, addr) {
                     // A plain slab of this machine's kmalloc cache (the table is the
                     // machine's: its word settles it), and an object start in it.
                     if c.is_plain_object(off) {
@@ -140,6 +142,8 @@ impl<P: Platform> Kmem<P> {
         {
             return None;
         }
+        // The machine's id once, before the slot's atomic load.
+        let id = self.machine_id();
         let p = self.kmalloc_state().caches[KmallocType::of(gfp) as usize][kmalloc_index(size)].load(Ordering::Acquire);
         if p == 0 {
             return None;
@@ -148,7 +152,7 @@ impl<P: Platform> Kmem<P> {
         let cache = unsafe { &*(p as *const KmemCache) };
         // Armed fault injection (failslab) marks the cache's machine word: kmalloc's careful
         // path runs the hook.
-        if !cache.fast_is_of(self) {
+        if !cache.fast_is_of_id(id) {
             return None;
         }
         // kmalloc caches have no constructor: `__GFP_ZERO` is the fast path's to honour.

@@ -34,6 +34,9 @@ impl<P: Platform> Kmem<P> {
         }
         let ord = order;
         let head = page.is_head();
+        // The state pointer once, before the refcount's atomic update (after which the
+        // compiler would load it again).
+        let st = self.state();
         let Ok(old) = page.page().ref_dec_positive() else {
             self.bad_page(page, "VM_BUG_ON_PAGE(page_ref_count(page) == 0)");
             return;
@@ -51,7 +54,7 @@ impl<P: Platform> Kmem<P> {
             }
             return;
         }
-        if ord == Order::ZERO && self.free_page_fast(page) {
+        if ord == Order::ZERO && self.free_page_fast(st, page) {
             return;
         }
         self.free_last_ref(page, ord);
@@ -63,10 +66,9 @@ impl<P: Platform> Kmem<P> {
     /// not done here (not plain, the per-CPU lists off or `init_on_free`, an isolated
     /// pageblock, no cheap pin); the page is unchanged and the caller takes the full path.
     #[inline(always)]
-    fn free_page_fast(&self, page: PageRef<'_>) -> bool {
-        // One load of the state pointer for the whole path: stores through the page would
-        // make the compiler reload it for every `self.state()`.
-        let st = self.state();
+    fn free_page_fast(&self, st: &crate::machine::MachineState, page: PageRef<'_>) -> bool {
+        // One load of the state pointer for the whole path (`st`, the caller's): stores
+        // through the page would make the compiler reload it for every `self.state()`.
         let p = page.page();
         let Some(id) = p.plain_order0() else { return false };
         // `page_free_fast` is `pcp_enabled` unless init_on_free is on (`mm/meminit.rs`).

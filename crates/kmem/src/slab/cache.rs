@@ -333,7 +333,13 @@ impl KmemCache {
     /// path, which checks [`KmemCache::is_of`].
     #[inline(always)]
     pub(crate) fn fast_is_of<P: Platform>(&self, k: &Kmem<P>) -> bool {
-        self.machine.load(Ordering::Relaxed) == k.machine_id()
+        self.fast_is_of_id(k.machine_id())
+    }
+    /// [`KmemCache::fast_is_of`] for the machine whose id ([`Kmem::machine_id`]) the caller
+    /// has at hand.
+    #[inline(always)]
+    pub(crate) fn fast_is_of_id(&self, id: usize) -> bool {
+        self.machine.load(Ordering::Relaxed) == id
     }
     /// This cache's sheaves on `cpu`.
     #[inline(always)]

@@ -80,10 +80,11 @@ impl<P: Platform> Kmem<P> {
         caller: &'static core::panic::Location<'static>,
     ) {
         let addr = obj.as_ptr() as usize;
-        if let Some((slab, off)) = self.plain_slab_off(s, addr) {
+        let (st, id) = (self.state(), self.machine_id());
+        if let Some((slab, off)) = self.plain_slab_off(st, s, addr) {
             // A plain slab of `s`, and an object start in it; `s` must be this machine's
             // (another machine's cache may carry the same id).
-            if s.is_plain_object(off) && s.fast_is_of(self) {
+            if s.is_plain_object(off) && s.fast_is_of_id(id) {
                 return self.free_checked(s, slab, addr, off);
             }
         }

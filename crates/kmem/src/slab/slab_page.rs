@@ -16,7 +16,7 @@ use super::word::{freeptr_key, SlabWord, OFF_NONE};
 use super::SlabAllocError;
 use crate::addr::{Order, Pfn};
 use crate::gfp::Gfp;
-use crate::machine::Kmem;
+use crate::machine::{Kmem, MachineState};
 use crate::mm::page::Page;
 use crate::mm::page_ref::PageRef;
 use crate::platform::Platform;
@@ -258,8 +258,15 @@ impl<P: Platform> Kmem<P> {
     /// fallback order, is not: the caller's careful path then classifies `addr`).
     /// `slab_head_off` costs about a dozen instructions and one dependent load more.
     #[inline(always)]
-    pub(crate) fn plain_slab_off(&self, s: &KmemCache, addr: usize) -> Option<(Slab<'_>, usize)> {
-        let st = self.state();
+    /// `st` is the machine's state (`self.state()`), which the callers load once, before
+    /// an atomic load (a cache table's slot, a cache's machine word) after which the
+    /// compiler would load it again.
+    pub(crate) fn plain_slab_off<'a>(
+        &'a self,
+        st: &'a MachineState,
+        s: &KmemCache,
+        addr: usize,
+    ) -> Option<(Slab<'a>, usize)> {
         let pa = addr.wrapping_sub(st.direct_map.base.as_usize());
         if pa as u64 >= st.direct_map.limit.as_u64() {
             return None;
