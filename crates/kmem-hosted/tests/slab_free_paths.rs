@@ -250,3 +250,61 @@ fn sheaf_flushes_in_runs_keep_every_slab_exact() {
     }
     common::assert_still_works(&m);
 }
+
+/// `kfree` finds a slab object's cache in the object's own page descriptor: a slab's tail
+/// pages carry their head's word (`Page::slab_word_any`). When the slab ends, its tails must
+/// stop saying so: a zeroed compound block later made of the same frames is no slab, and a
+/// `kfree` of a pointer into one of its tail pages (at a slot boundary of the old cache) is
+/// an invalid free, reported, that hands nothing out. If the tails still carried the word,
+/// the fast path would take the pointer as a free object of the old cache (its free
+/// pointer reads zero: not a free object's) and the cache would hand that memory out again.
+#[test]
+fn kfree_into_a_former_slabs_tail_page_is_refused() {
+    let m = machine();
+    let c = m.kmem_cache_create("tail_words", 1024, 0, SlabFlags::NO_MERGE, None).unwrap();
+    let order = c.order();
+    assert!(order >= 1, "slabs of several pages");
+    let objs: Vec<_> = (0..256).map(|_| m.kmem_cache_alloc(&c, Gfp::KERNEL).unwrap()).collect();
+    let old_pages: HashSet<usize> = objs.iter().map(|p| p.as_ptr() as usize >> kmem::PAGE_SHIFT).collect();
+    for p in objs {
+        // SAFETY: ours, freed once.
+        unsafe { m.kfree(p.as_ptr()) };
+    }
+    m.kmem_cache_shrink(&c);
+    assert_eq!(kmem::proc::slab_info(&m, &c).num_slabs, 0, "every slab went back");
+    // Zeroed compound blocks of the slabs' order until one is made of a former slab's frames.
+    let bytes = kmem::PAGE_SIZE << order;
+    let mut held = Vec::new();
+    let block = loop {
+        let p = m.alloc_pages(Gfp::KERNEL | Gfp::COMP | Gfp::ZERO, kmem::Order::of(order)).expect("memory");
+        let va = m.page_address(p).unwrap().as_usize();
+        held.push(p);
+        if old_pages.contains(&(va >> kmem::PAGE_SHIFT)) {
+            break va;
+        }
+        assert!(held.len() < 4096, "no block reused a former slab's frames");
+    };
+    let reports = |m: &Machine| kmem::ReportKind::ALL.iter().map(|&k| m.report_count(k)).sum::<u64>();
+    for i in 1..1usize << order {
+        let before = reports(&m);
+        // SAFETY: deliberate misuse: a pointer into a tail page of a compound block that is
+        // no kmalloc allocation; kmem must refuse it.
+        unsafe { m.kfree((block + (i << kmem::PAGE_SHIFT)) as *const u8) };
+        assert!(reports(&m) > before, "kfree into tail page {i} of a former slab went unreported");
+    }
+    // Nothing of the block is handed out.
+    let again: Vec<_> = (0..512).map(|_| m.kmem_cache_alloc(&c, Gfp::KERNEL).unwrap()).collect();
+    assert!(
+        again.iter().all(|p| !(block..block + bytes).contains(&(p.as_ptr() as usize))),
+        "the cache handed out memory of a compound block it does not own"
+    );
+    for p in again {
+        // SAFETY: ours, freed once.
+        unsafe { m.kmem_cache_free(&c, p) };
+    }
+    for p in held {
+        // SAFETY: ours, allocated with this order, freed once.
+        unsafe { m.__free_pages(p, kmem::Order::of(order)) };
+    }
+    common::assert_still_works(&m);
+}

@@ -45,11 +45,9 @@ impl<P: Platform> Kmem<P> {
         let addr = p as usize;
         // NULL and ZERO_SIZE_PTR need no test of their own: they are outside the direct map,
         // or in a frame boot reserved (`Kmem::boot`), never in a slab.
-        if let Some((slab, word, off)) = self.slab_head_off(addr) {
-            if let Some(c) = self.plain_slab_cache(word) {
-                if c.is_plain_object(off) {
-                    return self.free_checked(c, slab, addr, off);
-                }
+        if let Some((slab, c, off)) = self.plain_slab_of(addr) {
+            if c.is_plain_object(off) {
+                return self.free_checked(c, slab, addr, off);
             }
         }
         other(p)

@@ -330,12 +330,10 @@ impl<P: Platform> Kmem<P> {
             return 0;
         }
         // An object of a plain slab first: its head's word names the cache (see slab/free.rs).
-        if let Some((slab, word, off)) = self.slab_head_off(addr) {
-            if let Some(c) = self.plain_slab_cache(word) {
-                if c.is_plain_object(off) {
-                    self.free_checked(c, slab, addr, off);
-                    return 0;
-                }
+        if let Some((slab, c, off)) = self.plain_slab_of(addr) {
+            if c.is_plain_object(off) {
+                self.free_checked(c, slab, addr, off);
+                return 0;
             }
         }
         self.kfree_other(p, core::panic::Location::caller())

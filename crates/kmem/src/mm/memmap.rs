@@ -44,7 +44,7 @@
 //! A flat memmap is *dense* when every frame below the direct-map limit, present or not, has
 //! a readable slot at `B + pfn * 32` that is its real descriptor or reads as zero (no flags,
 //! no page type: nothing takes it for a slab). Then [`Memmap::page_below_limit`], the lookup
-//! of a freed pointer (`slab_head_off`: `kfree`, LD_PRELOAD `free`; `plain_slab_off`:
+//! of a freed pointer (`plain_slab_of`: `kfree`, LD_PRELOAD `free`; `plain_slab_off`:
 //! `kmem_cache_free`, a free by size, `KmemAlloc::dealloc`), is one multiply-add for any address that passed the direct-map range
 //! check, wild ones included. Boot decides it once (`boot/sparse.rs`, [`Memmap::mark_dense`]):
 //! - one carved array (no vmemmap) is dense iff it covers every section from 0 up to the
@@ -435,6 +435,22 @@ impl Memmap {
         } else {
             self.page(pfn)
         }
+    }
+
+    /// The frame `back` frames before `pfn` and its descriptor, from `pfn`'s descriptor
+    /// `page`, for a `back` computed rather than read (the head of an aligned block holding
+    /// `pfn`: `pfn`'s offset in it). No test: `back` is masked to `pfn`'s offset in its
+    /// section, which changes nothing for a block (sections are aligned to their size, a
+    /// multiple of every block's) and keeps the result in `page`'s section array whatever
+    /// `back` is.
+    #[inline(always)]
+    pub fn block_head<'a>(&self, pfn: Pfn, page: &'a Page, back: usize) -> (Pfn, &'a Page) {
+        const { assert!(PAGES_PER_SECTION >= 1 << crate::MAX_PAGE_ORDER) };
+        let back = back & pfn.as_usize() & (PAGES_PER_SECTION - 1);
+        // SAFETY: `page` is the descriptor of `pfn` in its section's array, which starts at
+        // the section's first frame; `back` is at most `pfn`'s index in it.
+        let head = unsafe { &*(page as *const Page).sub(back) };
+        (Pfn::new(pfn.as_usize() - back), head)
     }
 
     /// The head of the compound block whose tail page `page` (of frame `pfn`) is, `back`

@@ -20,8 +20,9 @@
 //! every slab of a non-debug cache without colour that is not an order fallback) carries its
 //! cache's id and a plain bit in one word, which equals the cache's `plain_word`. The head
 //! is the frame of the object's physical address rounded down to the named cache's slab
-//! size (`plain_slab_off`: one descriptor read, where `kfree`, which has no cache, follows
-//! a tail page to its head); then the offset must start one of the slab's objects (one
+//! size (`plain_slab_off`: one descriptor read; `kfree`, which has no cache, reads the word
+//! from the object's own page, a tail carrying its head's, and then rounds down by the
+//! cache it names: `plain_slab_of`); then the offset must start one of the slab's objects (one
 //! multiply, a rotate and a compare: `KmemCache::slot_index`). Everything else (another cache's object, a
 //! debug cache, a coloured or fallback slab, a bad pointer) takes the careful path, which
 //! classifies the pointer fully and reports.

@@ -68,7 +68,9 @@
 //!   object's physical address down to the named cache's slab size, compares that frame's
 //!   word with the cache's `plain_word`, checks that the offset starts one of a plain slab's objects
 //!   (an exact division: a multiply, a rotate, a compare), and pushes: no tail-to-head step, no cache table, no colour, no slab word.
-//!   `kfree` goes from the object's page to its head and reads the cache from the id.
+//!   `kfree` reads the word from the object's own page (a slab's tail pages carry their
+//!   head's word in their `next` link, set when the slab is made and reset when it ends),
+//!   finds the cache by its id, and rounds down to the head the same way.
 //!   Anything else takes the careful path.
 //! - **The double-free check** (`free.rs`): a free object's free-pointer word carries the
 //!   cache's tag in its high half (the sheaf marker in a sheaf, the encoded next offset on a

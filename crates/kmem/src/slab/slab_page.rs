@@ -249,6 +249,33 @@ impl<P: Platform> Kmem<P> {
         Some((Slab { pfn: hpfn, page: head }, head.private(), pa - (hpfn.as_usize() << crate::PAGE_SHIFT)))
     }
 
+    /// The plain slab holding direct-map address `addr`, its cache, and `addr`'s byte offset
+    /// in it, if there is one: the fast path of a free that does not name the cache
+    /// (`kfree`, C's `free`). The object's own descriptor has the slab's word (a tail
+    /// carries its head's: [`Page::slab_word_any`]), which names the cache; plain slabs have
+    /// their cache's order and are aligned to their size, so the head is `addr`'s physical
+    /// address rounded down to the slab size. No load waits for the head's descriptor.
+    #[inline(always)]
+    pub(crate) fn plain_slab_of(&self, addr: usize) -> Option<(Slab<'_>, &KmemCache, usize)> {
+        let st = self.state();
+        let pa = addr.wrapping_sub(st.direct_map.base.as_usize());
+        if pa as u64 >= st.direct_map.limit.as_u64() {
+            return None;
+        }
+        let pfn = Pfn::new(pa >> crate::PAGE_SHIFT);
+        let page = st.memmap.page_below_limit(pfn)?;
+        let word = page.slab_word_any();
+        if !Page::slab_word_plain(word) {
+            return None;
+        }
+        let c = st.slab.cache_of_slab_word(word)?;
+        let off = pa & !(c.head_mask as isize as usize);
+        // The head's descriptor, for the slow paths (`off` in frames is `pfn`'s offset in
+        // the aligned slab).
+        let (hpfn, head) = st.memmap.block_head(pfn, page, off >> crate::PAGE_SHIFT);
+        Some((Slab { pfn: hpfn, page: head }, c, off))
+    }
+
     /// The plain slab of `s` that would hold direct-map address `addr`, and `addr`'s byte
     /// offset in it, if there is one: the free fast paths of a named cache (`kmem_cache_free`,
     /// a free by size). Plain slabs have the cache's order and are aligned to their size, so
@@ -288,16 +315,6 @@ impl<P: Platform> Kmem<P> {
         let (slab, _, off) = self.slab_head_off(addr)?;
         let cache = self.state().slab.cache(slab.page.slab_cache_id()?)?;
         Some((slab, cache, off))
-    }
-
-    /// The cache of a plain slab whose head carries `word` (`slab->slab_cache`), if `word` is
-    /// a plain slab's.
-    #[inline(always)]
-    pub(crate) fn plain_slab_cache(&self, word: u32) -> Option<&KmemCache> {
-        if !Page::slab_word_plain(word) {
-            return None;
-        }
-        self.state().slab.cache_of_slab_word(word)
     }
 
     /// The slab holding direct-map address `addr` and the cache it belongs to, if any.
@@ -381,6 +398,7 @@ impl<P: Platform> Kmem<P> {
             && page.pfn().as_usize() & ((1 << order) - 1) == 0;
         page.page().set_slab(s.id, colour, plain);
         let slab = Slab { pfn: page.pfn(), page: page.page() };
+        self.for_each_slab_tail(slab, order, |t| t.set_slab_tail(slab.page.private()));
         let base = s.obj_base(self, slab);
         if s.debug {
             self.setup_slab_debug(s, slab, order);
@@ -408,6 +426,14 @@ impl<P: Platform> Kmem<P> {
         slab
     }
 
+    /// Calls `f` on every tail page of `slab` (of `order`).
+    fn for_each_slab_tail(&self, slab: Slab<'_>, order: u32, f: impl Fn(&Page)) {
+        let mm = self.memmap();
+        for i in 1..1usize << order {
+            f(mm.pfn_to_page(slab.pfn.add(i)));
+        }
+    }
+
     /// [`Kmem::new_slab`] for an allocation's slow path: a failure is reported as Linux's
     /// `slab_out_of_memory` does, unless `__GFP_NOWARN`.
     pub(crate) fn new_slab_or_report(
@@ -432,6 +458,7 @@ impl<P: Platform> Kmem<P> {
         n.total_objects.fetch_sub(objects as usize, Ordering::Relaxed);
         self.mod_slab_pages(s, slab, -1);
         let order = slab.order();
+        self.for_each_slab_tail(slab, order, Page::clear_slab_tail);
         slab.page.clear_slab();
         if s.layout.flags.contains(super::SlabFlags::TYPESAFE_BY_RCU) {
             // `rcu_free_slab`: readers may still hold objects of it.
