@@ -196,8 +196,6 @@ impl MachineState {
         self.cpu_to_node[cpu] = nid;
     }
 
-    /// Node `nid`, if it exists.
-    #[inline]
     /// Records node 0's first zonelist zone for [`MachineState::fast_zone`] (boot, once the
     /// zonelists are built).
     pub(crate) fn set_fast_zone(&mut self) {
@@ -219,6 +217,8 @@ impl MachineState {
         Some(unsafe { &*(self.fast_zone as *const Zone) })
     }
 
+    /// Node `nid`, if it exists.
+    #[inline]
     pub(crate) fn node(&self, nid: usize) -> Option<&Node> {
         let p = *self.nodes.get(nid)?;
         if p == 0 {

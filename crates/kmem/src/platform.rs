@@ -515,10 +515,12 @@ impl DirectMap {
             None
         }
     }
-    /// `__pa()`: `None` for addresses outside the direct map.
-    #[inline]
+    /// `__pa()`: `None` for addresses outside the direct map. One compare: an address below
+    /// the base wraps to an offset past any limit (a direct map never wraps the address
+    /// space), so the free fast paths use it too.
+    #[inline(always)]
     pub fn virt_to_phys(&self, va: VirtAddr) -> Option<PhysAddr> {
-        let off = va.as_usize().checked_sub(self.base.as_usize())? as u64;
+        let off = va.as_usize().wrapping_sub(self.base.as_usize()) as u64;
         if off < self.limit.as_u64() {
             Some(PhysAddr::new(off))
         } else {

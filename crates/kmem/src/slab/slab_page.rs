@@ -231,10 +231,7 @@ impl<P: Platform> Kmem<P> {
     #[inline(always)]
     pub(crate) fn slab_head_off(&self, addr: usize) -> Option<(Slab<'_>, u32, usize)> {
         let st = self.state();
-        let pa = addr.wrapping_sub(st.direct_map.base.as_usize());
-        if pa as u64 >= st.direct_map.limit.as_u64() {
-            return None;
-        }
+        let pa = st.direct_map.virt_to_phys(crate::addr::VirtAddr::new(addr))?.as_u64() as usize;
         let pfn = Pfn::new(pa >> crate::PAGE_SHIFT);
         let mm = &st.memmap;
         let page = mm.page_below_limit(pfn)?;
@@ -258,10 +255,7 @@ impl<P: Platform> Kmem<P> {
     #[inline(always)]
     pub(crate) fn plain_slab_of(&self, addr: usize) -> Option<(Slab<'_>, &KmemCache, usize)> {
         let st = self.state();
-        let pa = addr.wrapping_sub(st.direct_map.base.as_usize());
-        if pa as u64 >= st.direct_map.limit.as_u64() {
-            return None;
-        }
+        let pa = st.direct_map.virt_to_phys(crate::addr::VirtAddr::new(addr))?.as_u64() as usize;
         let pfn = Pfn::new(pa >> crate::PAGE_SHIFT);
         let page = st.memmap.page_below_limit(pfn)?;
         let word = page.slab_word_any();
@@ -294,10 +288,7 @@ impl<P: Platform> Kmem<P> {
         s: &KmemCache,
         addr: usize,
     ) -> Option<(Slab<'a>, usize)> {
-        let pa = addr.wrapping_sub(st.direct_map.base.as_usize());
-        if pa as u64 >= st.direct_map.limit.as_u64() {
-            return None;
-        }
+        let pa = st.direct_map.virt_to_phys(crate::addr::VirtAddr::new(addr))?.as_u64() as usize;
         let head_pa = pa & s.head_mask as isize as usize;
         // SAFETY: a slab is at least a page, so `head_mask` has the low PAGE_SHIFT bits clear
         // (telling the compiler lets it index the memmap with one shift).
