@@ -308,3 +308,41 @@ fn kfree_into_a_former_slabs_tail_page_is_refused() {
     }
     common::assert_still_works(&m);
 }
+
+/// `kfree` finds a plain slab through the object's own frame and leaves the slab's head to
+/// the slow paths (`SlabFrame`): a double free of objects in a slab's tail frames, found on
+/// their slab's freelist after a shrink flushed the sheaves, must be caught through the
+/// resolved head (with a wrong head the freelist walk misses the object, the free goes
+/// through and the object is handed out twice).
+#[test]
+fn a_kfree_twice_in_a_slabs_tail_frame_is_caught() {
+    let m = machine();
+    let c = m.kmalloc_slab(2048, Gfp::KERNEL).expect("kmalloc-2k");
+    assert!(c.order() >= 1, "slabs of several frames");
+    let objs: Vec<_> = (0..64).map(|_| m.kmalloc(2048, Gfp::KERNEL).unwrap()).collect();
+    let slab_bytes = kmem::PAGE_SIZE << c.order();
+    // Every other object is freed twice; the rest stay live, so no slab empties.
+    let twice: Vec<_> = objs.iter().step_by(2).copied().collect();
+    let in_tail = twice.iter().filter(|p| (p.as_ptr() as usize) % slab_bytes >= kmem::PAGE_SIZE).count();
+    assert!(in_tail >= 8, "objects in tail frames: {in_tail}");
+    for p in &twice {
+        // SAFETY: ours, freed once here.
+        unsafe { m.kfree(p.as_ptr()) };
+    }
+    m.kmem_cache_shrink(c);
+    let before = m.report_count(ReportKind::SlabBug);
+    for p in &twice {
+        // SAFETY: deliberate misuse: each freed a second time.
+        unsafe { m.kfree(p.as_ptr()) };
+    }
+    assert_eq!(m.report_count(ReportKind::SlabBug), before + twice.len() as u64);
+    let again: Vec<_> = (0..256).map(|_| m.kmalloc(2048, Gfp::KERNEL).unwrap()).collect();
+    let distinct: HashSet<_> = again.iter().map(|p| p.as_ptr() as usize).collect();
+    assert_eq!(distinct.len(), again.len(), "an object handed out twice");
+    for p in objs.iter().skip(1).step_by(2).chain(again.iter()) {
+        // SAFETY: ours, freed once.
+        unsafe { m.kfree(p.as_ptr()) };
+    }
+    assert_eq!(m.validate_slab_cache(c).errors, 0);
+    common::assert_still_works(&m);
+}

@@ -32,7 +32,7 @@ use core::ptr::NonNull;
 use super::cache::KmemCache;
 use super::object::{read_word, write_word};
 use super::sheaf::SlubStat;
-use super::slab_page::Slab;
+use super::slab_page::{Slab, SlabRef};
 use super::word::tagged;
 use crate::machine::Kmem;
 use crate::platform::Platform;
@@ -180,9 +180,10 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// Frees an object of a non-debug cache whose slab and boundary are checked: the
-    /// double-free check, then this CPU's main sheaf, else the slow path.
+    /// double-free check, then this CPU's main sheaf, else the slow path (which resolves
+    /// `slab`).
     #[inline(always)]
-    pub(crate) fn free_checked(&self, s: &KmemCache, slab: Slab<'_>, obj: usize, off: usize) {
+    pub(crate) fn free_checked<'a>(&'a self, s: &KmemCache, slab: impl SlabRef<'a>, obj: usize, off: usize) {
         let fp = s.fp_addr(obj);
         // SAFETY: the free-pointer word of an object of a live slab, which the caller owns.
         if tagged(unsafe { read_word(fp) }, s.marker) {
@@ -199,7 +200,7 @@ impl<P: Platform> Kmem<P> {
     /// Every call in it is a tail call (the caller saves no registers for it); caches on
     /// machines with several nodes go out of line first.
     #[inline(always)]
-    fn free_marked(&self, s: &KmemCache, slab: Slab<'_>, obj: usize, off: usize) {
+    fn free_marked<'a>(&'a self, s: &KmemCache, slab: impl SlabRef<'a>, obj: usize, off: usize) {
         if s.nr_nodes > 1 {
             return self.free_marked_numa(s, slab, obj, off);
         }
@@ -209,10 +210,10 @@ impl<P: Platform> Kmem<P> {
     /// [`Kmem::free_marked`] to this CPU's sheaf. The slow paths' arguments (object 0, the
     /// object's index as `u32`) are computed on their branches only.
     #[inline(always)]
-    fn free_marked_local(&self, s: &KmemCache, slab: Slab<'_>, obj: usize, off: usize) {
+    fn free_marked_local<'a>(&'a self, s: &KmemCache, slab: impl SlabRef<'a>, obj: usize, off: usize) {
         match self.free_fast(s, obj) {
             Some(true) => {}
-            Some(false) => self.free_slow(s, slab, off as u32, obj - off),
+            Some(false) => self.free_slow_at(s, slab, off as u32, obj - off),
             None => self.free_pinning(s, slab, off as u32, obj - off),
         }
     }
@@ -220,23 +221,24 @@ impl<P: Platform> Kmem<P> {
     /// [`Kmem::free_marked`] on a machine with several nodes: an object of another node than
     /// the CPU's goes to its slab (`free_slow`).
     #[inline(never)]
-    fn free_marked_numa(&self, s: &KmemCache, slab: Slab<'_>, obj: usize, off: usize) {
-        if self.remote_node(s, slab) {
-            return self.free_slow(s, slab, off as u32, obj - off);
+    fn free_marked_numa<'a>(&'a self, s: &KmemCache, slab: impl SlabRef<'a>, obj: usize, off: usize) {
+        let resolved = slab.slab(self.memmap(), off);
+        if self.remote_node(s, resolved) {
+            return self.free_slow(s, resolved, off as u32, obj - off);
         }
-        self.free_marked_local(s, slab, obj, off)
+        self.free_marked_local(s, resolved, obj, off)
     }
 
     /// [`Kmem::free_fast`] on a CPU pinned the ordinary way (the platform's fast pin could
     /// not have it), else the slow path.
     #[cold]
     #[inline(never)]
-    fn free_pinning(&self, s: &KmemCache, slab: Slab<'_>, off: u32, base: usize) {
+    fn free_pinning<'a>(&'a self, s: &KmemCache, slab: impl SlabRef<'a>, off: u32, base: usize) {
         let p = self.platform().pin_cpu();
         let ok = s.pcs(self, p.cpu.index()).main().is_some_and(|m| m.push(base + off as usize));
         self.platform().unpin_cpu(p);
         if !ok {
-            self.free_slow(s, slab, off, base);
+            self.free_slow(s, slab.slab(self.memmap(), off as usize), off, base);
         }
     }
 
@@ -276,17 +278,25 @@ impl<P: Platform> Kmem<P> {
     /// does: a double free unless the slab's freelist says otherwise.
     #[cold]
     #[inline(never)]
-    fn free_suspect(&self, s: &KmemCache, slab: Slab<'_>, off: u32, base: usize) {
+    fn free_suspect<'a>(&'a self, s: &KmemCache, slab: impl SlabRef<'a>, off: u32, base: usize) {
         let obj = base + off as usize;
+        let resolved = slab.slab(self.memmap(), off as usize);
         // SAFETY: the free-pointer word of an object of a live slab.
-        if unsafe { s.in_sheaf(obj) } || self.on_slab_freelist(s, slab, off, base) {
-            self.double_free(s, slab, obj);
+        if unsafe { s.in_sheaf(obj) } || self.on_slab_freelist(s, resolved, off, base) {
+            self.double_free(s, resolved, obj);
             return;
         }
         // The user's data only looked like a free pointer: an ordinary free.
         // SAFETY: as in `free_checked`.
         unsafe { s.set_sheaf_marker(obj) };
         self.free_marked(s, slab, obj, off as usize);
+    }
+
+    /// [`Kmem::free_slow`] from a free fast path, which has not resolved the slab.
+    #[cold]
+    #[inline(never)]
+    fn free_slow_at<'a>(&'a self, s: &KmemCache, slab: impl SlabRef<'a>, off: u32, base: usize) {
+        self.free_slow(s, slab.slab(self.memmap(), off as usize), off, base)
     }
 
     /// `__pcs_replace_full_main()`: the main sheaf is full (or missing). Swap in an empty
