@@ -82,7 +82,7 @@ impl<P: Platform> Kmem<P> {
         };
         p.set_alloc_order(None);
         p.set_data(0);
-        if self.free_pcp_fast(&st.memmap, st.zone_of(id), page.pfn(), p, mt) {
+        if self.free_pcp_fast(st.zone_of(id), page.pfn(), p, mt) {
             return true;
         }
         p.set_alloc_order(Some(0));

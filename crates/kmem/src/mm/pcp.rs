@@ -27,12 +27,16 @@
 
 #![forbid(unsafe_code)]
 
+mod list;
+
+use list::PcpList;
+
 use crate::addr::{Order, Pfn, PAGEBLOCK_ORDER, PAGE_ALLOC_COSTLY_ORDER};
 use crate::machine::Kmem;
 use crate::mm::buddy::{self, Take};
 use crate::mm::memmap::Memmap;
 use crate::mm::page::Page;
-use crate::mm::pfn_list::{PageLookup, PfnList};
+use crate::mm::pfn_list::PageLookup;
 use crate::mm::zone::{bump_locked, Zone, ZoneEvents};
 use crate::mm::zone_type::{Migratetype, MIGRATE_PCPTYPES};
 use crate::platform::{CpuId, Platform};
@@ -61,6 +65,16 @@ fn order_to_pindex(mt: Migratetype, order: Order) -> usize {
     }
 }
 
+/// The order of the blocks on list `pindex` (the inverse of [`order_to_pindex`]'s order).
+#[inline]
+fn pindex_order(pindex: usize) -> u32 {
+    if pindex == NR_LOWORDER_PCP_LISTS {
+        PAGEBLOCK_ORDER as u32
+    } else {
+        (pindex / MIGRATE_PCPTYPES) as u32
+    }
+}
+
 /// `zone_batchsize()`: about a quarter of a MiB of pages, as `2^n - 1`; 63 for zones of a GiB.
 pub fn zone_batchsize(managed: usize) -> usize {
     let b = (managed >> 10).min((1 << 20) / crate::addr::PAGE_SIZE) / 4;
@@ -85,7 +99,7 @@ pub struct PerCpuPages {
     high_min: AtomicUsize,
     high_max: AtomicUsize,
     batch: AtomicUsize,
-    lists: [PfnList; NR_PCP_LISTS],
+    lists: [PcpList; NR_PCP_LISTS],
     /// Allocation and free events counted on this CPU (written by its CPU only).
     pub events: ZoneEvents,
 }
@@ -106,7 +120,7 @@ impl PerCpuPages {
                 high_min: AtomicUsize::new(0),
                 high_max: AtomicUsize::new(0),
                 batch: AtomicUsize::new(1),
-                lists: array_of![PfnList::new(); NR_PCP_LISTS],
+                lists: array_of![PcpList::new(); NR_PCP_LISTS],
                 events: ZoneEvents::new(),
             }
         }
@@ -169,12 +183,8 @@ impl PerCpuPages {
         }
         let (pfn, page) = match (cold, mm.flat()) {
             (false, Some(flat)) => list.pop_first(flat)?,
-            _ => {
-                let pfn = if cold { list.last() } else { list.first() }?;
-                let page = mm.pfn_to_page(pfn);
-                list.unlink(mm, page);
-                (pfn, page)
-            }
+            (false, None) => list.pop_first(mm)?,
+            (true, _) => list.pop_last(mm)?,
         };
         page.clear_buddy();
         self.add_count(-(order.nr_pages() as isize));
@@ -182,11 +192,12 @@ impl PerCpuPages {
     }
 
     /// The order-0 pop of the allocation fast path on the pinned CPU: the hot end of the
-    /// `mt` list, or `None` when it is empty (the caller's full path refills it,
-    /// [`PerCpuPages::rmqueue_pinned`]). `mm` is the flat view the fast path took once.
+    /// `mt` list, or `None` when its hot stack is empty (`pcp/list.rs`: the caller's full
+    /// path, [`PerCpuPages::rmqueue_pinned`], refills an empty list or flips the cold stack).
+    /// `mm` is the flat view the fast path took once.
     #[inline(always)]
     pub(crate) fn pop_order0<'m>(&self, mm: impl PageLookup<'m>, mt: Migratetype) -> Option<(Pfn, &'m Page)> {
-        let (pfn, page) = self.lists[order_to_pindex(mt, Order::ZERO)].pop_first(mm)?;
+        let (pfn, page) = self.lists[order_to_pindex(mt, Order::ZERO)].pop_hot(mm)?;
         page.clear_buddy();
         self.add_count(-1);
         Some((pfn, page))
@@ -196,9 +207,9 @@ impl PerCpuPages {
     /// ([`PerCpuPages::free_pinned`] without the drain): `true` when the lists reached
     /// `high`, and the caller returns a batch to the buddy ([`PerCpuPages::free_high`]).
     #[inline(always)]
-    pub(crate) fn push_order0<'m>(&self, mm: impl PageLookup<'m>, pfn: Pfn, page: &Page, mt: Migratetype) -> bool {
+    pub(crate) fn push_order0(&self, pfn: Pfn, page: &Page, mt: Migratetype) -> bool {
         page.set_pcp(0, mt as u32);
-        self.lists[order_to_pindex(mt, Order::ZERO)].push(mm, pfn, page, false);
+        self.lists[order_to_pindex(mt, Order::ZERO)].push_head(pfn, page);
         let count = self.count() + 1;
         self.count.store(count, Ordering::Relaxed);
         bump_locked(&self.events.pgfree, 1);
@@ -207,7 +218,7 @@ impl PerCpuPages {
 
     /// `rmqueue_bulk()`: an empty list takes `batch` blocks from the buddy.
     #[inline(never)]
-    fn refill(&self, mm: &Memmap, buddy: &impl PcpBuddy, list: &PfnList, order: Order, mt: Migratetype) {
+    fn refill(&self, mm: &Memmap, buddy: &impl PcpBuddy, list: &PcpList, order: Order, mt: Migratetype) {
         // Descriptors through the flat view when there is one (the mode tested once).
         match mm.flat() {
             Some(flat) => self.refill_in(flat, buddy, list, order, mt),
@@ -220,7 +231,7 @@ impl PerCpuPages {
         &self,
         mm: impl PageLookup<'m>,
         buddy: &impl PcpBuddy,
-        list: &PfnList,
+        list: &PcpList,
         order: Order,
         mt: Migratetype,
     ) {
@@ -228,7 +239,7 @@ impl PerCpuPages {
         buddy.take_bulk(n, order, mt, |pfn| {
             let page = mm.link(pfn.as_usize() as u32);
             page.set_pcp(order.as_u32(), mt as u32);
-            list.push(mm, pfn, page, true);
+            list.push_tail(pfn, page);
             self.add_count(order.nr_pages() as isize);
         });
     }
@@ -238,7 +249,7 @@ impl PerCpuPages {
     #[inline(always)]
     fn free_pinned(&self, mm: &Memmap, buddy: &impl PcpBuddy, pfn: Pfn, page: &Page, order: Order, mt: Migratetype) {
         page.set_pcp(order.as_u32(), mt as u32);
-        self.lists[order_to_pindex(mt, order)].push(mm, pfn, page, false);
+        self.lists[order_to_pindex(mt, order)].push_head(pfn, page);
         self.add_count(order.nr_pages() as isize);
         bump_locked(&self.events.pgfree, order.nr_pages() as u64);
         if self.count() >= self.high() {
@@ -278,9 +289,9 @@ impl PerCpuPages {
                 return None;
             }
             let mut empty = 0;
-            let pfn = loop {
-                if let Some(pfn) = self.lists[idx].last() {
-                    break pfn;
+            let (pfn, page) = loop {
+                if let Some(got) = self.lists[idx].pop_last(mm) {
+                    break got;
                 }
                 idx = if idx + 1 == NR_PCP_LISTS { 0 } else { idx + 1 };
                 empty += 1;
@@ -291,9 +302,7 @@ impl PerCpuPages {
                     return None;
                 }
             };
-            let page = mm.link(pfn.as_usize() as u32);
             let order = Order::new(page.private() & 0xff).expect("pcp pages record a valid order");
-            self.lists[idx].unlink(mm, page);
             page.clear_buddy();
             self.add_count(-(order.nr_pages() as isize));
             freed += order.nr_pages();
@@ -312,8 +321,8 @@ impl PerCpuPages {
     pub(crate) fn check(&self, mm: &Memmap) -> Result<usize, Pfn> {
         let mut pages = 0;
         for (i, l) in self.lists.iter().enumerate() {
-            let order = if i == NR_LOWORDER_PCP_LISTS { PAGEBLOCK_ORDER as u32 } else { (i / MIGRATE_PCPTYPES) as u32 };
-            pages += l.walk(mm, |_, p| p.is_pcp() && p.private() & 0xff == order)? << order;
+            let order = pindex_order(i);
+            pages += l.walk(mm, self.count(), |_, p, _| p.is_pcp() && p.private() & 0xff == order)? << order;
         }
         Ok(pages)
     }
@@ -431,19 +440,15 @@ impl<P: Platform> Kmem<P> {
     /// pageblock's type `mt`, one of the per-CPU types) on this CPU's list of `zone`, inlined;
     /// the drain when the lists reach `high` out of line. `false` (nothing done): a CPU that
     /// [`Platform::try_pin_cpu`] cannot pin, no pageset; the caller frees through its full
-    /// path. Lookups as [`Kmem::rmqueue_pcp_fast`]'s, in `mm` (the machine's memmap, which
-    /// the caller has at hand).
+    /// path. The push looks up no descriptor but `page` (the list is singly linked:
+    /// `pcp/list.rs`).
     #[inline(always)]
-    pub(crate) fn free_pcp_fast(&self, mm: &Memmap, zone: &Zone, pfn: Pfn, page: &Page, mt: Migratetype) -> bool {
+    pub(crate) fn free_pcp_fast(&self, zone: &Zone, pfn: Pfn, page: &Page, mt: Migratetype) -> bool {
         debug_assert!(mt.index() < MIGRATE_PCPTYPES);
         let Some(p) = self.platform().try_pin_cpu() else { return false };
         let done = match zone.pageset(p.cpu.index()) {
             Some(pcp) => {
-                let high = match mm.flat() {
-                    Some(flat) => pcp.push_order0(flat, pfn, page, mt),
-                    None => pcp.push_order0(mm, pfn, page, mt),
-                };
-                if high {
+                if pcp.push_order0(pfn, page, mt) {
                     self.pcp_free_high(zone, pcp);
                 }
                 true

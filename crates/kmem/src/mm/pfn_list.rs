@@ -1,9 +1,9 @@
 //! An intrusive doubly linked list of page blocks, threaded through the descriptors' `lru`
-//! links by 32-bit frame numbers. The buddy free lists and the per-CPU page lists are made of
-//! it.
+//! links by 32-bit frame numbers. The buddy free lists and the slab nodes' lists are made of
+//! it (the per-CPU page lists are singly linked: `mm/pcp/list.rs`).
 //!
 //! A list does not lock itself: each user guards its lists with one lock (the zone lock, a
-//! per-CPU pageset lock) and calls these methods only while holding it. Fields are atomics so
+//! slab node's list lock) and calls these methods only while holding it. Fields are atomics so
 //! that lock-free readers of `len` (watermark checks, /proc) are well defined; writers use
 //! plain loads and stores, which the lock serialises.
 
@@ -98,7 +98,7 @@ impl PfnList {
 
     /// Links `page` (at `pfn`) at the head, or the tail with `tail`. The caller holds the lock
     /// that guards the list (its owner checks it: `FreeArea` takes the zone guard, the slab
-    /// node's and the pcp's callers hold their list's lock).
+    /// node's callers hold their list's lock).
     #[inline(always)]
     pub fn push<'m>(&self, mm: impl PageLookup<'m>, pfn: Pfn, page: &Page, tail: bool) {
         let me = pfn.as_usize() as u32;
@@ -141,28 +141,6 @@ impl PfnList {
         }
         page.set_links(NIL, NIL);
         self.len.store(self.len() - 1, Ordering::Relaxed);
-    }
-
-    /// Unlinks and returns the first block (the hot end), if any: [`PfnList::unlink`] of the
-    /// head, with its descriptor looked up here and its missing `prev` known. The caller
-    /// holds the list's lock, as for [`PfnList::push`].
-    #[inline(always)]
-    pub(crate) fn pop_first<'m>(&self, mm: impl PageLookup<'m>) -> Option<(Pfn, &'m Page)> {
-        let h = self.head.load(Ordering::Relaxed);
-        if h == NIL {
-            return None;
-        }
-        let page = link(mm, h);
-        let next = page.next_link();
-        self.head.store(next, Ordering::Relaxed);
-        if next == NIL {
-            self.tail.store(NIL, Ordering::Relaxed);
-        } else {
-            link(mm, next).set_prev(NIL);
-        }
-        page.set_links(NIL, NIL);
-        self.len.store(self.len() - 1, Ordering::Relaxed);
-        Some((Pfn::new(h as usize), page))
     }
 
     /// Walks the list checking its links; calls `each(pfn, page)` for every block and returns

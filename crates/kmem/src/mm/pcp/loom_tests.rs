@@ -80,10 +80,9 @@ impl Cpu0 {
     /// out-of-line return of a batch at `high`.
     fn free_fast(&self, pfn: Pfn) {
         let mm = &self.z.mm;
-        let flat = mm.flat().expect("the model's memmap is one section: flat");
         let page = mm.page(pfn).unwrap();
         self.cpu.lock_raw(&self.z.platform);
-        if self.pcp.push_order0(flat, pfn, page, MT) {
+        if self.pcp.push_order0(pfn, page, MT) {
             self.pcp.free_high(mm, &self.buddy());
         }
         self.cpu.unlock();
@@ -105,7 +104,7 @@ impl Cpu0 {
         let listed = self.pcp.check(mm).expect("pcp lists are well formed, their pages typed PCP");
         assert_eq!(listed, self.pcp.count(), "pcp count against its lists");
         for list in &self.pcp.lists {
-            let _ = list.walk(mm, |pfn, _| {
+            let _ = list.walk(mm, usize::MAX, |pfn, _, _| {
                 frames.add(pfn, Order::ZERO, "CPU 0's lists");
                 true
             });
