@@ -38,9 +38,10 @@ use crate::kmalloc::KmallocState;
 use crate::mm::memmap::Memmap;
 use crate::mm::node::Node;
 use crate::mm::page::{Page, PageIdentity, MAX_NUMNODES};
+use crate::mm::pcp::PerCpuPages;
 use crate::mm::zone::Zone;
 use crate::percpu::PercpuState;
-use crate::platform::{DirectMap, Platform, ReportKind};
+use crate::platform::{CpuId, DirectMap, Platform, ReportKind};
 use crate::rcu::RcuState;
 use crate::reclaim::ReclaimState;
 use crate::report::Reports;
@@ -142,6 +143,28 @@ pub(crate) struct MachineState {
     pub(crate) kfence: crate::kfence::KfenceCell,
 }
 
+/// The order-0 fast path's zone ([`MachineState::fast_zone`]): a zone with a pageset for every
+/// CPU, installed at boot and never removed, so its CPU's pageset needs no test.
+#[derive(Clone, Copy)]
+pub(crate) struct FastZone<'a>(&'a Zone);
+
+impl<'a> FastZone<'a> {
+    /// The zone.
+    #[inline(always)]
+    pub(crate) fn zone(self) -> &'a Zone {
+        self.0
+    }
+    /// CPU `cpu`'s pageset, with no test: the length test `Zone::pageset` makes cost the
+    /// order-0 page pair four instructions.
+    #[inline(always)]
+    pub(crate) fn pageset(self, cpu: CpuId) -> &'a PerCpuPages {
+        // SAFETY: `set_fast_zone` chose a zone with `nr_cpus` pagesets installed (boot
+        // carves them for every zone populated at boot; they are never removed), and a CPU
+        // the platform names is below `nr_cpus` (`Platform`'s safety contract).
+        unsafe { self.0.pagesets().get_unchecked(cpu.index()) }
+    }
+}
+
 impl MachineState {
     pub(crate) fn new(
         memmap: Memmap,
@@ -197,24 +220,28 @@ impl MachineState {
     }
 
     /// Records node 0's first zonelist zone for [`MachineState::fast_zone`] (boot, once the
-    /// zonelists are built).
+    /// zonelists are built and the pagesets carved), if it has a pageset for every CPU (a
+    /// zone populated at boot has).
     pub(crate) fn set_fast_zone(&mut self) {
         let first = self.node(0).and_then(|n| n.zonelist().first().map(|zr| (n, zr.zone)));
         if let Some((node, zt)) = first {
-            self.fast_zone = &node.zones[zt as usize] as *const Zone as usize;
+            let zone = &node.zones[zt as usize];
+            if zone.pagesets().len() == self.nr_cpus {
+                self.fast_zone = zone as *const Zone as usize;
+            }
         }
     }
 
     /// The order-0 fast path's zone, if node 0 has a zonelist: one load instead of the node,
     /// its zonelist's length and first entry.
     #[inline(always)]
-    pub(crate) fn fast_zone(&self) -> Option<&Zone> {
+    pub(crate) fn fast_zone(&self) -> Option<FastZone<'_>> {
         if self.fast_zone == 0 {
             return None;
         }
         // SAFETY: a non-zero `fast_zone` is the address of a zone of node 0, carved at boot
         // and living as long as the machine state (`set_fast_zone`).
-        Some(unsafe { &*(self.fast_zone as *const Zone) })
+        Some(FastZone(unsafe { &*(self.fast_zone as *const Zone) }))
     }
 
     /// Node `nid`, if it exists.

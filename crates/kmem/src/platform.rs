@@ -92,7 +92,9 @@ impl ReportKind {
 ///   machine lives; the range must be this machine's alone, disjoint from everything else
 ///   the core uses.
 /// - [`Platform::current_cpu`] must return a value below [`Platform::nr_cpus`], and
-///   `nr_cpus` must not change.
+///   `nr_cpus` must not change; so must every [`CpuId`] the platform hands out (a pin's,
+///   `preempt_disable`'s, `migrate_disable`'s): the fast paths index per-CPU data with it
+///   unchecked.
 /// - [`Platform::kmap_range`], like [`Platform::vmalloc_range`], must be kernel address
 ///   space that nothing but the core's page-table calls maps, disjoint from the direct map.
 pub unsafe trait Platform: Send + Sync {

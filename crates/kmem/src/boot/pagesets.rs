@@ -48,6 +48,20 @@ impl Pagesets {
         }
     }
 
+    /// CPU `cpu`'s pageset, with no test.
+    ///
+    /// # Safety
+    ///
+    /// The pagesets are installed and `cpu` is below their count.
+    #[inline(always)]
+    pub(crate) unsafe fn get_unchecked(&self, cpu: usize) -> &PerCpuPages {
+        debug_assert!(cpu < self.len.load(Ordering::Acquire), "pageset {cpu} not installed");
+        let base = self.base.load(Ordering::Relaxed) as *const PerCpuPages;
+        // SAFETY: the caller's contract: `base` points to installed pagesets (`install`'s
+        // contract: they live as long as the machine) and `cpu` is in range.
+        unsafe { &*base.add(cpu) }
+    }
+
     /// How many pagesets (0 until installed).
     #[inline]
     pub(crate) fn len(&self) -> usize {

@@ -89,7 +89,8 @@ impl<P: Platform> Kmem<P> {
         }
         let highest = self.highest_zone(gfp.zone().ok()?);
         // Node 0's first zonelist zone, recorded at boot.
-        let zone = st.fast_zone()?;
+        let fast = st.fast_zone()?;
+        let zone = fast.zone();
         if zone.zone_type() > highest {
             return None;
         }
@@ -99,7 +100,7 @@ impl<P: Platform> Kmem<P> {
             return None;
         }
         let mt = if st.grouping_disabled { Migratetype::Unmovable } else { gfp.migratetype() };
-        let (pfn, page) = self.rmqueue_pcp_fast(zone, mt)?;
+        let (pfn, page) = self.rmqueue_pcp_fast(fast, mt)?;
         debug_assert_eq!(page.state_flags() & pg::CHECK_AT_FREE, 0, "new page {pfn:?} has bad flags");
         // prep_new_page() without __GFP_ZERO / __GFP_COMP.
         let zeroed = page.prep_order0();

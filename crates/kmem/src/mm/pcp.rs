@@ -32,7 +32,7 @@ mod list;
 use list::PcpList;
 
 use crate::addr::{Order, Pfn, PAGEBLOCK_ORDER, PAGE_ALLOC_COSTLY_ORDER};
-use crate::machine::Kmem;
+use crate::machine::{FastZone, Kmem};
 use crate::mm::buddy::{self, Take};
 use crate::mm::memmap::Memmap;
 use crate::mm::page::Page;
@@ -407,31 +407,27 @@ impl<P: Platform> Kmem<P> {
 
     /// The order-0 allocation fast path's `rmqueue_pcplist()`: the hot end of this CPU's
     /// `mt` list of `zone`, inlined, on a one-node machine (the caller checked it: every
-    /// allocation is then a NUMA hit and local). `None` when that takes more than the pop: a
-    /// CPU that [`Platform::try_pin_cpu`] cannot pin, no pageset, an empty list; the
+    /// allocation is then a NUMA hit and local; the fast zone has a pageset for every CPU).
+    /// `None` when that takes more than the pop: a CPU that [`Platform::try_pin_cpu`] cannot
+    /// pin, an empty hot end; the
     /// caller's full path ([`Kmem::rmqueue_pcplist`]) does the rest. The list's links are
     /// looked up through the flat view of the memmap ([`Memmap::flat`]: the mode tested once),
     /// or the memmap itself when it is not flat.
     #[inline(always)]
-    pub(crate) fn rmqueue_pcp_fast(&self, zone: &Zone, mt: Migratetype) -> Option<(Pfn, &Page)> {
+    pub(crate) fn rmqueue_pcp_fast(&self, zone: FastZone<'_>, mt: Migratetype) -> Option<(Pfn, &Page)> {
         let mm = self.memmap();
         let p = self.platform().try_pin_cpu()?;
-        let got = match zone.pageset(p.cpu.index()) {
-            Some(pcp) => {
-                let got = match mm.flat() {
-                    Some(flat) => pcp.pop_order0(flat, mt),
-                    None => pcp.pop_order0(mm, mt),
-                };
-                if got.is_some() {
-                    // count_alloc() of a one-node machine.
-                    bump_locked(&pcp.events.pgalloc, 1);
-                    bump_locked(&pcp.events.numa_hit, 1);
-                    bump_locked(&pcp.events.numa_local, 1);
-                }
-                got
-            }
-            None => None,
+        let pcp = zone.pageset(p.cpu);
+        let got = match mm.flat() {
+            Some(flat) => pcp.pop_order0(flat, mt),
+            None => pcp.pop_order0(mm, mt),
         };
+        if got.is_some() {
+            // count_alloc() of a one-node machine.
+            bump_locked(&pcp.events.pgalloc, 1);
+            bump_locked(&pcp.events.numa_hit, 1);
+            bump_locked(&pcp.events.numa_local, 1);
+        }
         self.platform().unpin_cpu_fast(p);
         got
     }
