@@ -113,7 +113,7 @@ impl ZoneEvents {
             }
         }
     }
-    fn add_to(&self, t: &mut EventCounts) {
+    pub(crate) fn add_to(&self, t: &mut EventCounts) {
         let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
         t.pgalloc += r(&self.pgalloc);
         t.pgfree += r(&self.pgfree);
@@ -268,7 +268,7 @@ impl Zone {
         self.events.add_to(&mut t);
         for c in 0..self.pagesets.len() {
             if let Some(p) = self.pageset(c) {
-                p.events.add_to(&mut t);
+                p.add_events_to(&mut t);
             }
         }
         t
