@@ -61,10 +61,12 @@
 //! step ([`Memmap::head_in_section`]) stays within the section of the slot found: a zero slot
 //! is never a tail.
 //!
-//! The table keeps the map words first, then the sections: [`Memmap`] must stay three words
-//! (it is part of the machine state, whose size the golden /proc tests pin), so one of the two
-//! arrays is found from the other; the words, which `kfree`'s checked lookup reads, are the
-//! one stored.
+//! The table keeps the pageblock migratetypes first, then the map words, then the sections:
+//! [`Memmap`] must stay three words (it is part of the machine state, whose size the golden
+//! /proc tests pin), so only the table's start is stored and the other arrays are found from
+//! it; the pageblock bytes, which every page free reads (its list is its pageblock's type),
+//! are the ones at the start (the map words are read by the checked lookups, of `kfree`'s
+//! careful path and of memmaps that are not flat: one shift and add more there).
 //!
 //! This is mechanism: the only `unsafe` here turns a section's map address into references.
 
@@ -123,12 +125,13 @@ type PageblockTypes = [AtomicU8; PAGEBLOCKS_PER_SECTION];
 /// Linux's classic SPARSEMEM encodes `section_mem_map`: the section's descriptor array
 /// address minus the descriptor offset of the section's first frame, plus 1 (0: absent). A
 /// lookup is then a shift, a bound, one load and one `lea`, with no stride multiply and no
-/// in-section mask. The words come first in the table, then every section's pageblock
-/// migratetypes (one byte per pageblock of the table, in pfn order), then the [`Section`]s.
+/// in-section mask. Every section's pageblock migratetypes come first in the table (one byte
+/// per pageblock of the table, in pfn order), then the words, then the [`Section`]s.
 #[derive(Debug)]
 pub struct Memmap {
-    /// `nr_sections` encoded map words, at the start of the table.
-    maps: *const AtomicUsize,
+    /// The table's start: `nr_sections` sections' pageblock migratetypes, then the encoded
+    /// map words, then the sections.
+    pageblocks: *const PageblockTypes,
     /// The flat base (module docs): [`NO_SECTION`] while no section is present; `B | NOT_DENSE`,
     /// `B` the common map word less its tag bit (a multiple of 32: descriptor arrays are
     /// aligned, and so are section offsets), while every present section has the same word;
@@ -162,16 +165,25 @@ impl Memmap {
                 + core::mem::size_of::<PageblockTypes>())
     }
 
-    /// The pageblock migratetypes of a table of `nr_sections` sections whose words are at
-    /// `maps`: just after the words (a `usize` is as aligned as a byte).
-    const fn pageblocks_of(maps: *const AtomicUsize, nr_sections: usize) -> *const PageblockTypes {
-        maps.wrapping_add(nr_sections).cast::<PageblockTypes>()
+    /// The map words of a table of `nr_sections` sections starting with the pageblock
+    /// migratetypes at `pageblocks`: just after them (a section's are a multiple of a word).
+    const fn words_of(pageblocks: *const PageblockTypes, nr_sections: usize) -> *const AtomicUsize {
+        pageblocks.wrapping_add(nr_sections).cast::<AtomicUsize>()
     }
 
-    /// The sections of such a table: after the pageblock migratetypes (the words and the
-    /// pageblock arrays of a section together are a multiple of a `Section`'s alignment).
-    const fn sections_of(maps: *const AtomicUsize, nr_sections: usize) -> *const Section {
-        Self::pageblocks_of(maps, nr_sections).wrapping_add(nr_sections).cast::<Section>()
+    /// The sections of such a table: after the words (the words and the pageblock arrays of
+    /// a section together are a multiple of a `Section`'s alignment).
+    const fn sections_of(pageblocks: *const PageblockTypes, nr_sections: usize) -> *const Section {
+        Self::words_of(pageblocks, nr_sections).wrapping_add(nr_sections).cast::<Section>()
+    }
+
+    /// The map word of section `nr` (`nr < nr_sections`).
+    #[inline(always)]
+    fn word(&self, nr: usize) -> &AtomicUsize {
+        debug_assert!(nr < self.nr_sections);
+        // SAFETY: `nr` is in bounds of the words written by `init` (or zeroed for
+        // `init_zeroed`), which stay valid for the life of `self` (contract of `init`).
+        unsafe { &*Self::words_of(self.pageblocks, self.nr_sections).add(nr) }
     }
 
     /// Initialises an empty section table at `table` (all sections absent).
@@ -182,19 +194,20 @@ impl Memmap {
     /// that stay valid and are used for nothing else for as long as the returned `Memmap` or any
     /// copy of it is used.
     pub unsafe fn init(table: *mut Section, nr_sections: usize) -> Self {
-        let maps = table.cast::<AtomicUsize>();
-        let pageblocks = Self::pageblocks_of(maps, nr_sections).cast_mut();
-        let sections = Self::sections_of(maps, nr_sections).cast_mut();
+        let pageblocks = table.cast::<PageblockTypes>();
+        let maps = Self::words_of(pageblocks, nr_sections).cast_mut();
+        let sections = Self::sections_of(pageblocks, nr_sections).cast_mut();
         const _: () = assert!(core::mem::align_of::<Section>() <= core::mem::align_of::<AtomicUsize>());
         const _: () = assert!(core::mem::align_of::<PageblockTypes>() <= core::mem::align_of::<AtomicUsize>());
+        const _: () = assert!(core::mem::size_of::<PageblockTypes>() % core::mem::align_of::<AtomicUsize>() == 0);
         const _: () = assert!(
             (core::mem::size_of::<AtomicUsize>() + core::mem::size_of::<PageblockTypes>())
                 % core::mem::align_of::<Section>()
                 == 0
         );
         for i in 0..nr_sections {
-            // SAFETY: `i < nr_sections` and the caller guarantees the table (words, pageblock
-            // arrays, then sections) is in bounds and writable; no type has drop glue, so
+            // SAFETY: `i < nr_sections` and the caller guarantees the table (pageblock arrays,
+            // words, then sections) is in bounds and writable; no type has drop glue, so
             // writing over uninitialised memory is fine.
             unsafe {
                 maps.add(i).write(AtomicUsize::new(0));
@@ -206,7 +219,7 @@ impl Memmap {
                 });
             }
         }
-        Self { maps, flat: AtomicUsize::new(NO_SECTION), nr_sections }
+        Self { pageblocks, flat: AtomicUsize::new(NO_SECTION), nr_sections }
     }
 
     /// [`Memmap::init`] for a table whose memory reads as zero: nothing to write (a zeroed
@@ -223,7 +236,7 @@ impl Memmap {
         // SAFETY: the caller's contract is `init`'s.
         return unsafe { Self::init(table, nr_sections) };
         #[cfg(not(loom))]
-        Self { maps: table.cast::<AtomicUsize>(), flat: AtomicUsize::new(NO_SECTION), nr_sections }
+        Self { pageblocks: table.cast::<PageblockTypes>(), flat: AtomicUsize::new(NO_SECTION), nr_sections }
     }
 
     /// Makes a section present with descriptors at `map` (boot or memory hot-add).
@@ -247,10 +260,8 @@ impl Memmap {
         // Even: `map` is aligned for `Page`, `first` a multiple of its size.
         let base = (map as usize).wrapping_sub(first);
         let encoded = base | 1;
-        // SAFETY: `nr` is in range (checked by `section` above); the words start the table
-        // (`init`'s contract).
-        let word = unsafe { &*self.maps.add(nr) };
-        word.store(encoded, Ordering::Release);
+        // `nr` is in range (checked by `section` above).
+        self.word(nr).store(encoded, Ordering::Release);
         // The first present section sets the flat base; one that disagrees clears it for good.
         // The section's frames reach kmem's lists only after this returns, so a reader that
         // finds one of them on a list also sees the cleared base.
@@ -347,7 +358,7 @@ impl Memmap {
         if nr < self.nr_sections {
             // SAFETY: `nr` is in bounds of the table initialised by `init`, which stays valid
             // for the life of `self` (contract of `init`); the sections follow the words.
-            Some(unsafe { &*Self::sections_of(self.maps, self.nr_sections).add(nr) })
+            Some(unsafe { &*Self::sections_of(self.pageblocks, self.nr_sections).add(nr) })
         } else {
             None
         }
@@ -362,9 +373,7 @@ impl Memmap {
         if nr >= self.nr_sections {
             return None;
         }
-        // SAFETY: `nr` is in bounds of the words written by `init` (or zero for
-        // `init_zeroed`), which stay valid for the life of `self` (contract of `init`).
-        let word = unsafe { &*self.maps.add(nr) }.load(Ordering::Acquire);
+        let word = self.word(nr).load(Ordering::Acquire);
         if word == 0 {
             return None;
         }
@@ -489,7 +498,7 @@ impl Memmap {
         if nr < self.nr_sections {
             // SAFETY: `nr` is in bounds of the pageblock arrays written by `init` (or zeroed for
             // `init_zeroed`), which stay valid for the life of `self` (contract of `init`).
-            Some(unsafe { &*Self::pageblocks_of(self.maps, self.nr_sections).add(nr) })
+            Some(unsafe { &*self.pageblocks.add(nr) })
         } else {
             None
         }
@@ -524,9 +533,7 @@ impl Memmap {
         // below `nr_sections`, and its pageblock's byte, at `pfn >> PAGEBLOCK_ORDER` of the
         // table's pageblock arrays (one after another in section order), was written by
         // `init` and lives as long as `self`.
-        let b = unsafe {
-            &*Self::pageblocks_of(self.maps, self.nr_sections).cast::<AtomicU8>().add(pfn.as_usize() >> PAGEBLOCK_ORDER)
-        };
+        let b = unsafe { &*self.pageblocks.cast::<AtomicU8>().add(pfn.as_usize() >> PAGEBLOCK_ORDER) };
         // As `from_index(v).unwrap_or(Movable)`, in a shape that compiles to no table.
         match b.load(Ordering::Relaxed) {
             0 => Migratetype::Unmovable,
