@@ -87,8 +87,12 @@ pub struct VmEvents {
 pub(crate) struct MachineState {
     pub(crate) memmap: Memmap,
     nodes: [usize; MAX_NUMNODES],
-    pub(crate) nr_nodes: usize,
-    pub(crate) nr_cpus: usize,
+    pub(crate) nr_nodes: u32,
+    pub(crate) nr_cpus: u32,
+    /// [`PageIdentity::key`] of the fast zone ([`MachineState::fast_zone`]), `u32::MAX`
+    /// without one: the free fast path's test (two `u32`s where two `usize`s were, so the
+    /// state keeps its size, which boot's carving and the golden /proc tests pin).
+    fast_zone_key: u32,
     cpu_to_node: [u8; NR_CPUS],
     pub(crate) layout: ZoneLayout,
     pub(crate) direct_map: DirectMap,
@@ -178,7 +182,8 @@ impl MachineState {
             memmap,
             nodes: [0; MAX_NUMNODES],
             nr_nodes: 0,
-            nr_cpus,
+            nr_cpus: u32::try_from(nr_cpus).expect("CPU count fits 32 bits"),
+            fast_zone_key: u32::MAX,
             cpu_to_node: [0; NR_CPUS],
             layout,
             direct_map,
@@ -212,7 +217,7 @@ impl MachineState {
 
     pub(crate) fn set_node(&mut self, nid: usize, node: NonNull<Node>) {
         self.nodes[nid] = node.as_ptr() as usize;
-        self.nr_nodes = self.nr_nodes.max(nid + 1);
+        self.nr_nodes = self.nr_nodes.max(nid as u32 + 1);
     }
 
     pub(crate) fn set_cpu_node(&mut self, cpu: usize, nid: u8) {
@@ -226,10 +231,26 @@ impl MachineState {
         let first = self.node(0).and_then(|n| n.zonelist().first().map(|zr| (n, zr.zone)));
         if let Some((node, zt)) = first {
             let zone = &node.zones[zt as usize];
-            if zone.pagesets().len() == self.nr_cpus {
-                self.fast_zone = zone as *const Zone as usize;
+            if zone.pagesets().len() == self.nr_cpus as usize {
+                let (at, key) = (zone as *const Zone as usize, PageIdentity::key(zt as usize, node.id()));
+                self.fast_zone = at;
+                self.fast_zone_key = key;
             }
         }
+    }
+
+    /// The fast zone ([`MachineState::fast_zone`]) if it is the zone of a page of identity
+    /// `id` (the free fast path: one compare instead of the node and zone lookups and the
+    /// pageset's length test).
+    #[inline(always)]
+    pub(crate) fn fast_zone_of(&self, id: PageIdentity) -> Option<FastZone<'_>> {
+        if id.as_key() != self.fast_zone_key {
+            return None;
+        }
+        debug_assert_ne!(self.fast_zone, 0);
+        // SAFETY: the key is set (not `u32::MAX`) only with `fast_zone`, to the address of a
+        // zone of node 0 carved at boot and living as long as the machine state.
+        Some(FastZone(unsafe { &*(self.fast_zone as *const Zone) }))
     }
 
     /// The order-0 fast path's zone, if node 0 has a zonelist: one load instead of the node,
@@ -364,12 +385,12 @@ impl<P: Platform> Kmem<P> {
 
     /// Number of nodes.
     pub fn nr_nodes(&self) -> usize {
-        self.state().nr_nodes
+        self.state().nr_nodes as usize
     }
 
     /// Number of CPUs.
     pub fn nr_cpus(&self) -> usize {
-        self.state().nr_cpus
+        self.state().nr_cpus as usize
     }
 
     /// The node of the current CPU (`numa_node_id()`). One-node machines skip asking the

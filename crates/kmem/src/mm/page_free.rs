@@ -62,15 +62,20 @@ impl<P: Platform> Kmem<P> {
 
     /// The order-0 free fast path, inlined (Linux's `free_unref_page` shape): the last
     /// reference to a plain order-0 page ([`Page::plain_order0`], so nothing to check or
-    /// report) goes on this CPU's list of its zone, under the type of its pageblock. `false`:
-    /// not done here (not plain, the per-CPU lists off or `init_on_free`, an isolated
-    /// pageblock, no cheap pin); the page is unchanged and the caller takes the full path.
+    /// report) of the fast zone goes on this CPU's list of it, under the type of its
+    /// pageblock. `false`: not done here (not plain, another zone, the per-CPU lists off or
+    /// `init_on_free`, an isolated pageblock, no cheap pin); the page is unchanged and the
+    /// caller takes the full path.
     #[inline(always)]
     fn free_page_fast(&self, st: &crate::machine::MachineState, page: PageRef<'_>) -> bool {
         // One load of the state pointer for the whole path (`st`, the caller's): stores
         // through the page would make the compiler reload it for every `self.state()`.
         let p = page.page();
         let Some(id) = p.plain_order0() else { return false };
+        // A page of the fast zone (one compare; the allocation fast path's zone, where nearly
+        // every order-0 page comes from): its CPU's pageset needs no test. Others, and every
+        // page of a machine with several nodes but node 0's, take the full path.
+        let Some(fast) = st.fast_zone_of(id) else { return false };
         // `page_free_fast` is `pcp_enabled` unless init_on_free is on (`mm/meminit.rs`).
         if !st.page_free_fast.load(Ordering::Relaxed) {
             return false;
@@ -82,7 +87,7 @@ impl<P: Platform> Kmem<P> {
         };
         p.set_alloc_order(None);
         p.set_data(0);
-        if self.free_pcp_fast(st.zone_of(id), page.pfn(), p, mt) {
+        if self.free_pcp_fast(fast, page.pfn(), p, mt) {
             return true;
         }
         p.set_alloc_order(Some(0));

@@ -446,25 +446,20 @@ impl<P: Platform> Kmem<P> {
 
     /// The order-0 free fast path's `free_unref_page_commit()`: `page` (frame `pfn`, its
     /// pageblock's type `mt`, one of the per-CPU types) on this CPU's list of `zone`, inlined;
-    /// the drain when the lists reach `high` out of line. `false` (nothing done): a CPU that
-    /// [`Platform::try_pin_cpu`] cannot pin, no pageset; the caller frees through its full
-    /// path. The push looks up no descriptor but `page` (the list is singly linked:
-    /// `pcp/list.rs`).
+    /// the drain when the lists reach `high` out of line; `zone` is the fast zone, whose CPU
+    /// pagesets need no test ([`FastZone::pageset`]). `false` (nothing done): a CPU that
+    /// [`Platform::try_pin_cpu`] cannot pin; the caller frees through its full path. The push
+    /// looks up no descriptor but `page` (the list is singly linked: `pcp/list.rs`).
     #[inline(always)]
-    pub(crate) fn free_pcp_fast(&self, zone: &Zone, pfn: Pfn, page: &Page, mt: Migratetype) -> bool {
+    pub(crate) fn free_pcp_fast(&self, zone: FastZone<'_>, pfn: Pfn, page: &Page, mt: Migratetype) -> bool {
         debug_assert!(mt.index() < MIGRATE_PCPTYPES);
         let Some(p) = self.platform().try_pin_cpu() else { return false };
-        let done = match zone.pageset(p.cpu.index()) {
-            Some(pcp) => {
-                if pcp.push_order0(pfn, page, mt) {
-                    self.pcp_free_high(zone, pcp);
-                }
-                true
-            }
-            None => false,
-        };
+        let pcp = zone.pageset(p.cpu);
+        if pcp.push_order0(pfn, page, mt) {
+            self.pcp_free_high(zone.zone(), pcp);
+        }
         self.platform().unpin_cpu_fast(p);
-        done
+        true
     }
 
     /// [`PerCpuPages::free_high`] for the free fast path, out of line: once a batch.

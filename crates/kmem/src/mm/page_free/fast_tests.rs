@@ -147,3 +147,24 @@ fn misuse_takes_the_checked_path_and_is_reported() {
     assert_eq!(k.report_count(ReportKind::BadPage), 3);
     k.verify().unwrap();
 }
+
+/// A page of another zone than the fast one (here DMA's) takes the full path, which puts it
+/// on the CPU's list of its own zone, counted there, as the fast path does for the fast zone.
+#[test]
+fn a_page_of_another_zone_goes_on_that_zones_list() {
+    let k = machine();
+    let dma = k.node(0).unwrap().zone(ZoneType::Dma);
+    let dma_pcp = dma.pageset(0).expect("DMA is populated");
+    let normal_count = normal(&k).pageset(0).unwrap().count();
+    let p = k.alloc_pages(Gfp::KERNEL | Gfp::DMA, Order::ZERO).unwrap();
+    assert_eq!(p.page().zone_index(), ZoneType::Dma.index());
+    let (count, pgfree) = (dma_pcp.count(), dma.event_counts().pgfree);
+    // SAFETY: ours, no longer used.
+    unsafe { k.__free_pages(p, Order::ZERO) };
+    assert_eq!(dma_pcp.count(), count + 1, "on DMA's list");
+    assert!(p.page().is_pcp());
+    assert_eq!(dma.event_counts().pgfree, pgfree + 1);
+    assert_eq!(normal(&k).pageset(0).unwrap().count(), normal_count, "not on the fast zone's");
+    assert_eq!(k.report_count(ReportKind::BadPage), 0);
+    k.verify().unwrap();
+}
