@@ -239,12 +239,12 @@ impl MachineState {
         }
     }
 
-    /// The fast zone ([`MachineState::fast_zone`]) if it is the zone of a page of identity
-    /// `id` (the free fast path: one compare instead of the node and zone lookups and the
-    /// pageset's length test).
+    /// The fast zone ([`MachineState::fast_zone`]) if it is the zone of a page whose identity
+    /// is `key` ([`PageIdentity::key`]; the free fast path: one compare instead of the node
+    /// and zone lookups and the pageset's length test).
     #[inline(always)]
-    pub(crate) fn fast_zone_of(&self, id: PageIdentity) -> Option<FastZone<'_>> {
-        if id.as_key() != self.fast_zone_key {
+    pub(crate) fn fast_zone_of(&self, key: u32) -> Option<FastZone<'_>> {
+        if key != self.fast_zone_key {
             return None;
         }
         debug_assert_ne!(self.fast_zone, 0);

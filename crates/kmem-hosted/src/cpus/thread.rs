@@ -32,14 +32,24 @@ pub(crate) fn pin_owned(machine: usize) -> Option<(u32, usize)> {
 /// (`cpu_slot.rs`). The token, in both models, is the address of the CPU's depth word, its
 /// number after it ([`crate::cpu_slot::pinned_cpu`], [`Cpus::unpin_fast`]): the two models'
 /// results merge with no instruction for the choice.
+///
+/// The owned CPU's two words are read in a closure of their own, which is always inlined
+/// (one closure holding both models was sometimes called out of line, at a call, a return
+/// and a few moves on the order-0 page free).
 #[inline(always)]
 pub(crate) fn try_pin_fast(machine: usize) -> Option<usize> {
+    let (own, st) = CTX.with(|c| (c.own_machine.get(), c.own_state.get()));
+    if own == machine {
+        // SAFETY: as in `pin_owned`.
+        return unsafe { &*st }.try_enter().then_some(st as usize);
+    }
+    try_pin_shared(machine)
+}
+
+/// [`try_pin_fast`]'s shared-CPU half.
+#[inline(always)]
+fn try_pin_shared(machine: usize) -> Option<usize> {
     CTX.with(|c| {
-        if c.own_machine.get() == machine {
-            let st = c.own_state.get();
-            // SAFETY: as in `pin_owned`.
-            return unsafe { &*st }.try_enter().then_some(st as usize);
-        }
         if c.fast_machine.get() != machine || c.active.get() != 0 {
             return None;
         }

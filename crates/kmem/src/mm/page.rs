@@ -135,11 +135,6 @@ impl PageIdentity {
     pub(crate) const fn key(zone: usize, node: usize) -> u32 {
         (zone | node << (NODE_SHIFT - ZONE_SHIFT)) as u32
     }
-    /// This identity's [`PageIdentity::key`].
-    #[inline(always)]
-    pub(crate) fn as_key(self) -> u32 {
-        Self::key(self.zone, self.node)
-    }
 }
 
 /// No link (end of a free list).
@@ -318,15 +313,17 @@ impl Page {
         old & pg::ZEROED != 0
     }
 
-    /// The page's identity if it is exactly what an order-0 allocation left: no state flag
-    /// at all (none of `PAGE_FLAGS_CHECK_AT_FREE`, not compound), allocation order 0
-    /// recorded, no page type; else `None`. One compare of each word, the flags read once:
-    /// the free fast path's whole check, anything else taking the checked path (which
-    /// reports what is wrong, or frees what is merely unusual).
+    /// The page's identity as a [`PageIdentity::key`] if it is exactly what an order-0
+    /// allocation left: no state flag at all (none of `PAGE_FLAGS_CHECK_AT_FREE`, not
+    /// compound), allocation order 0 recorded, no page type; else `None`. One compare of each
+    /// word, the flags read once: the free fast path's whole check, anything else taking the
+    /// checked path (which reports what is wrong, or frees what is merely unusual).
     #[inline(always)]
-    pub(crate) fn plain_order0(&self) -> Option<PageIdentity> {
+    pub(crate) fn plain_order0(&self) -> Option<u32> {
         let f = self.flags();
-        (f as u32 == 1 << ALLOC_ORDER_SHIFT && self.private() == 0).then_some(PageIdentity::of(f))
+        const KEY_BITS: u32 = SECTION_SHIFT - ZONE_SHIFT;
+        (f as u32 == 1 << ALLOC_ORDER_SHIFT && self.private() == 0)
+            .then_some(((f >> ZONE_SHIFT) & ((1 << KEY_BITS) - 1)) as u32)
     }
 
     /// `PageBuddy()`: free and on a buddy list. Written only under the zone lock.

@@ -71,11 +71,11 @@ impl<P: Platform> Kmem<P> {
         // One load of the state pointer for the whole path (`st`, the caller's): stores
         // through the page would make the compiler reload it for every `self.state()`.
         let p = page.page();
-        let Some(id) = p.plain_order0() else { return false };
+        let Some(key) = p.plain_order0() else { return false };
         // A page of the fast zone (one compare; the allocation fast path's zone, where nearly
         // every order-0 page comes from): its CPU's pageset needs no test. Others, and every
         // page of a machine with several nodes but node 0's, take the full path.
-        let Some(fast) = st.fast_zone_of(id) else { return false };
+        let Some(fast) = st.fast_zone_of(key) else { return false };
         // `page_free_fast` is `pcp_enabled` unless init_on_free is on (`mm/meminit.rs`).
         if !st.page_free_fast.load(Ordering::Relaxed) {
             return false;

@@ -168,3 +168,22 @@ fn a_page_of_another_zone_goes_on_that_zones_list() {
     assert_eq!(k.report_count(ReportKind::BadPage), 0);
     k.verify().unwrap();
 }
+
+/// The free fast path tells the fast zone's pages by one compare of their flags' zone and
+/// node bits with the key boot recorded: a fresh page of the fast zone matches it, a DMA
+/// page does not.
+#[test]
+fn the_fast_zones_pages_match_its_key() {
+    let k = machine();
+    let p = k.alloc_pages(Gfp::KERNEL, Order::ZERO).unwrap();
+    let key = p.page().plain_order0().expect("a fresh order-0 page is plain");
+    let fast = k.state().fast_zone_of(key).expect("the fast zone's key");
+    assert!(core::ptr::eq(fast.zone(), normal(&k)));
+    let d = k.alloc_pages(Gfp::KERNEL | Gfp::DMA, Order::ZERO).unwrap();
+    assert!(k.state().fast_zone_of(d.page().plain_order0().unwrap()).is_none());
+    // SAFETY: ours, no longer used.
+    unsafe {
+        k.__free_pages(p, Order::ZERO);
+        k.__free_pages(d, Order::ZERO);
+    }
+}
