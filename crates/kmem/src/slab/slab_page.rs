@@ -48,33 +48,29 @@ impl<'a> SlabRef<'a> for Slab<'a> {
     }
 }
 
-/// A slab's head frame, by its physical address, and its descriptor.
+/// A slab by one of its frames: the frame's physical address and descriptor. With `HEAD`
+/// the frame is the slab's head ([`SlabHead`], what a free by cache finds); otherwise it is
+/// the frame of an object of a plain slab, which is aligned to its size ([`SlabFrame`], what
+/// `kfree` finds), and the head is found from the object's offset.
 #[derive(Clone, Copy)]
-pub(crate) struct SlabHead<'a> {
+pub(crate) struct SlabAt<'a, const HEAD: bool> {
     pub pa: usize,
     pub page: &'a Page,
 }
 
-impl<'a> SlabRef<'a> for SlabHead<'a> {
-    #[inline(always)]
-    fn slab(self, _: &crate::mm::memmap::Memmap, _: usize) -> Slab<'a> {
-        Slab { pfn: Pfn::new(self.pa >> crate::PAGE_SHIFT), page: self.page }
-    }
-}
+/// A slab by its head frame.
+pub(crate) type SlabHead<'a> = SlabAt<'a, true>;
+/// A plain slab by the frame of one of its objects.
+pub(crate) type SlabFrame<'a> = SlabAt<'a, false>;
 
-/// The frame of an object of a plain slab (aligned to its size), by the object's physical
-/// address, and the frame's descriptor.
-#[derive(Clone, Copy)]
-pub(crate) struct SlabFrame<'a> {
-    pub pa: usize,
-    pub page: &'a Page,
-}
-
-impl<'a> SlabRef<'a> for SlabFrame<'a> {
+impl<'a, const HEAD: bool> SlabRef<'a> for SlabAt<'a, HEAD> {
     #[inline(always)]
     fn slab(self, memmap: &crate::mm::memmap::Memmap, off: usize) -> Slab<'a> {
-        let (pfn, page) =
-            memmap.block_head(Pfn::new(self.pa >> crate::PAGE_SHIFT), self.page, off >> crate::PAGE_SHIFT);
+        let pfn = Pfn::new(self.pa >> crate::PAGE_SHIFT);
+        if HEAD {
+            return Slab { pfn, page: self.page };
+        }
+        let (pfn, page) = memmap.block_head(pfn, self.page, off >> crate::PAGE_SHIFT);
         Slab { pfn, page }
     }
 }
