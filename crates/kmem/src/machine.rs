@@ -46,7 +46,7 @@ use crate::rcu::RcuState;
 use crate::reclaim::ReclaimState;
 use crate::report::Reports;
 use crate::slab::SlabState;
-use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering, RawSpinLock};
+use crate::sync::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, RawSpinLock};
 use crate::vmalloc::VmallocState;
 
 /// Most CPUs a machine can have (`NR_CPUS`).
@@ -89,10 +89,12 @@ pub(crate) struct MachineState {
     nodes: [usize; MAX_NUMNODES],
     pub(crate) nr_nodes: u32,
     pub(crate) nr_cpus: u32,
-    /// [`PageIdentity::key`] of the fast zone ([`MachineState::fast_zone`]), `u32::MAX`
-    /// without one: the free fast path's test (two `u32`s where two `usize`s were, so the
-    /// state keeps its size, which boot's carving and the golden /proc tests pin).
-    fast_zone_key: u32,
+    /// [`PageIdentity::key`] of the fast zone ([`MachineState::fast_zone`]) while the free
+    /// fast path may run (`page_free_fast`), `u32::MAX` otherwise (no fast zone, the per-CPU
+    /// lists off, `init_on_free`): the free fast path's one test (two `u32`s where two
+    /// `usize`s were, so the state keeps its size, which boot's carving and the golden /proc
+    /// tests pin). Written with `page_free_fast` ([`MachineState::set_page_free_fast`]).
+    fast_zone_key: AtomicU32,
     cpu_to_node: [u8; NR_CPUS],
     pub(crate) layout: ZoneLayout,
     pub(crate) direct_map: DirectMap,
@@ -110,12 +112,14 @@ pub(crate) struct MachineState {
     fast_zone: usize,
     pub(crate) events: VmEvents,
     pub(crate) pcp_enabled: AtomicBool,
-    /// `pcp_enabled`, `fail_page_alloc` not armed, not `init_on_alloc`, and one node: the
-    /// order-0 fast path may run ([`Kmem::page_fast_ok`]; written by `fault_rearm`, under
-    /// the fault lock once there is a fault state; boot calls it once the nodes exist).
+    /// `pcp_enabled`, `fail_page_alloc` not armed, not `init_on_alloc`, one node and a fast
+    /// zone: the order-0 fast path may run ([`Kmem::page_fast_ok`]; written by `fault_rearm`,
+    /// under the fault lock once there is a fault state; boot clears it if there is no fast
+    /// zone). True only while `fast_zone` is set: the fast path takes the zone without a test
+    /// ([`MachineState::fast_zone_if_ok`]).
     pub(crate) page_fast: AtomicBool,
     /// `pcp_enabled` and not `init_on_free`: freed order-0..3 blocks may go straight to the
-    /// per-CPU lists (`mm/page_free.rs`; written by `fault_rearm`).
+    /// per-CPU lists (`mm/page_free.rs`; written by `fault_rearm`, with `fast_zone_key`).
     pub(crate) page_free_fast: AtomicBool,
     /// The `init_on_alloc=1` boot option (`mm/meminit.rs`).
     pub(crate) init_on_alloc: AtomicBool,
@@ -183,7 +187,7 @@ impl MachineState {
             nodes: [0; MAX_NUMNODES],
             nr_nodes: 0,
             nr_cpus: u32::try_from(nr_cpus).expect("CPU count fits 32 bits"),
-            fast_zone_key: u32::MAX,
+            fast_zone_key: AtomicU32::new(u32::MAX),
             cpu_to_node: [0; NR_CPUS],
             layout,
             direct_map,
@@ -226,43 +230,72 @@ impl MachineState {
 
     /// Records node 0's first zonelist zone for [`MachineState::fast_zone`] (boot, once the
     /// zonelists are built and the pagesets carved), if it has a pageset for every CPU (a
-    /// zone populated at boot has).
+    /// zone populated at boot has); without one, the order-0 fast paths stay off.
     pub(crate) fn set_fast_zone(&mut self) {
         let first = self.node(0).and_then(|n| n.zonelist().first().map(|zr| (n, zr.zone)));
         if let Some((node, zt)) = first {
             let zone = &node.zones[zt as usize];
             if zone.pagesets().len() == self.nr_cpus as usize {
-                let (at, key) = (zone as *const Zone as usize, PageIdentity::key(zt as usize, node.id()));
-                self.fast_zone = at;
-                self.fast_zone_key = key;
+                self.fast_zone = zone as *const Zone as usize;
             }
         }
+        if self.fast_zone == 0 {
+            self.page_fast.store(false, Ordering::Relaxed);
+        }
+        self.set_page_free_fast(self.page_free_fast.load(Ordering::Relaxed));
+    }
+
+    /// Whether boot found a fast zone ([`MachineState::set_fast_zone`]).
+    pub(crate) fn has_fast_zone(&self) -> bool {
+        self.fast_zone != 0
+    }
+
+    /// Sets `page_free_fast` and, with it, the free fast path's key (`fast_zone_key`): the
+    /// fast zone's while freed blocks may go to the per-CPU lists, none otherwise.
+    pub(crate) fn set_page_free_fast(&self, on: bool) {
+        self.page_free_fast.store(on, Ordering::Relaxed);
+        let key = match self.fast_zone_any() {
+            Some(z) if on => PageIdentity::key(z.zone_type() as usize, z.node()),
+            _ => u32::MAX,
+        };
+        self.fast_zone_key.store(key, Ordering::Relaxed);
     }
 
     /// The fast zone ([`MachineState::fast_zone`]) if it is the zone of a page whose identity
-    /// is `key` ([`PageIdentity::key`]; the free fast path: one compare instead of the node
-    /// and zone lookups and the pageset's length test).
+    /// is `key` ([`PageIdentity::key`]) and the free fast path may run: one compare does
+    /// both, where the node and zone lookups, the pageset's length test and a load and test
+    /// of `page_free_fast` were.
     #[inline(always)]
     pub(crate) fn fast_zone_of(&self, key: u32) -> Option<FastZone<'_>> {
-        if key != self.fast_zone_key {
+        if key != self.fast_zone_key.load(Ordering::Relaxed) {
             return None;
         }
         debug_assert_ne!(self.fast_zone, 0);
-        // SAFETY: the key is set (not `u32::MAX`) only with `fast_zone`, to the address of a
-        // zone of node 0 carved at boot and living as long as the machine state.
+        // SAFETY: the key is set (not `u32::MAX`, which no page's identity is) only while
+        // `fast_zone` is set, to the address of a zone of node 0 carved at boot and living as
+        // long as the machine state.
         Some(FastZone(unsafe { &*(self.fast_zone as *const Zone) }))
     }
 
-    /// The order-0 fast path's zone, if node 0 has a zonelist: one load instead of the node,
-    /// its zonelist's length and first entry.
+    /// The order-0 allocation fast path's zone while that path may run (`page_fast`; one
+    /// load and test where `page_fast` and the zone's address were each loaded and tested).
     #[inline(always)]
-    pub(crate) fn fast_zone(&self) -> Option<FastZone<'_>> {
-        if self.fast_zone == 0 {
+    pub(crate) fn fast_zone_if_ok(&self) -> Option<FastZone<'_>> {
+        if !self.page_fast.load(Ordering::Relaxed) {
             return None;
         }
+        debug_assert_ne!(self.fast_zone, 0);
+        // SAFETY: `page_fast` is true only while `fast_zone` is set (`set_fast_zone` clears
+        // it when there is none, `fault_rearm` sets it only when there is one), to the
+        // address of a zone of node 0 carved at boot and living as long as the machine state.
+        Some(FastZone(unsafe { &*(self.fast_zone as *const Zone) }))
+    }
+
+    /// The fast zone, whether or not the fast paths may run.
+    fn fast_zone_any(&self) -> Option<&Zone> {
         // SAFETY: a non-zero `fast_zone` is the address of a zone of node 0, carved at boot
         // and living as long as the machine state (`set_fast_zone`).
-        Some(FastZone(unsafe { &*(self.fast_zone as *const Zone) }))
+        (self.fast_zone != 0).then(|| unsafe { &*(self.fast_zone as *const Zone) })
     }
 
     /// Node `nid`, if it exists.
@@ -480,8 +513,9 @@ impl<P: Platform> Kmem<P> {
 
     /// Whether the order-0 allocation fast path may run: the per-CPU lists are on,
     /// `fail_page_alloc` is not armed, `init_on_alloc` is off and the machine has one node
-    /// (one load, where the fast path used to read `pcp_enabled` and `nr_nodes`).
-    #[inline(always)]
+    /// (the fast path reads the flag through [`MachineState::fast_zone_if_ok`]; the tests ask
+    /// here).
+    #[cfg(test)]
     pub(crate) fn page_fast_ok(&self) -> bool {
         self.state().page_fast.load(Ordering::Relaxed)
     }

@@ -233,8 +233,9 @@ impl<P: Platform> Kmem<P> {
         let Some(f) = self.fault_state() else {
             // Nothing ever configured: nothing armed.
             let pcp = st.pcp_enabled.load(Ordering::Relaxed);
-            st.page_fast.store(pcp && !self.want_init_on_alloc() && st.nr_nodes == 1, Ordering::Relaxed);
-            st.page_free_fast.store(pcp && !self.want_init_on_free(), Ordering::Relaxed);
+            let fast = pcp && !self.want_init_on_alloc() && st.nr_nodes == 1 && st.has_fast_zone();
+            st.page_fast.store(fast, Ordering::Relaxed);
+            st.set_page_free_fast(pcp && !self.want_init_on_free());
             return;
         };
         let p = self.platform();
@@ -246,8 +247,9 @@ impl<P: Platform> Kmem<P> {
         let slab = nth || f.failslab.attr.probability() > 0 || meminit;
         st.fault.page_armed.store(page, Ordering::Relaxed);
         let pcp = st.pcp_enabled.load(Ordering::Relaxed);
-        st.page_fast.store(pcp && !page && !self.want_init_on_alloc() && st.nr_nodes == 1, Ordering::Relaxed);
-        st.page_free_fast.store(pcp && !self.want_init_on_free(), Ordering::Relaxed);
+        let fast = pcp && !page && !self.want_init_on_alloc() && st.nr_nodes == 1 && st.has_fast_zone();
+        st.page_fast.store(fast, Ordering::Relaxed);
+        st.set_page_free_fast(pcp && !self.want_init_on_free());
         if st.fault.slab_armed.swap(slab, Ordering::Relaxed) != slab {
             self.rekey_caches();
         }

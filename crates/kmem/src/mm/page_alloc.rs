@@ -84,12 +84,9 @@ impl<P: Platform> Kmem<P> {
         if gfp.allows_blocking() && self.platform().atomic_context() {
             return None;
         }
-        if !self.page_fast_ok() {
-            return None;
-        }
+        // Node 0's first zonelist zone, recorded at boot, while the fast path may run.
+        let fast = st.fast_zone_if_ok()?;
         let highest = self.highest_zone(gfp.zone().ok()?);
-        // Node 0's first zonelist zone, recorded at boot.
-        let fast = st.fast_zone()?;
         let zone = fast.zone();
         if zone.zone_type() > highest {
             return None;

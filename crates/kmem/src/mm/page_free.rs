@@ -74,12 +74,10 @@ impl<P: Platform> Kmem<P> {
         let Some(key) = p.plain_order0() else { return false };
         // A page of the fast zone (one compare; the allocation fast path's zone, where nearly
         // every order-0 page comes from): its CPU's pageset needs no test. Others, and every
-        // page of a machine with several nodes but node 0's, take the full path.
+        // page of a machine with several nodes but node 0's, take the full path; so does
+        // every page while `page_free_fast` is off (the per-CPU lists off, init_on_free: the
+        // key is then none).
         let Some(fast) = st.fast_zone_of(key) else { return false };
-        // `page_free_fast` is `pcp_enabled` unless init_on_free is on (`mm/meminit.rs`).
-        if !st.page_free_fast.load(Ordering::Relaxed) {
-            return false;
-        }
         let mt = match st.memmap.pageblock_migratetype_vouched(page.pfn()) {
             crate::Migratetype::Isolate => return false,
             crate::Migratetype::HighAtomic => crate::Migratetype::Movable,
