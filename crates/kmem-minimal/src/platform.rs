@@ -19,7 +19,7 @@
 
 use core::fmt;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::Relaxed};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
 
 use kmem::{
     CpuId, DirectMap, IrqState, MapError, PageProt, PageTableAlloc, Pfn, PhysAddr, Pinned, Platform, ReportKind,
@@ -28,12 +28,19 @@ use kmem::{
 
 const PRESENT: u64 = 1;
 
+/// [`MinimalPlatform`]'s state-word bit for "interrupts disabled" (above any preemption
+/// depth the counter reaches).
+const IRQS_OFF: u32 = 1 << 31;
+
 /// The platform: see the module documentation.
 #[derive(Debug)]
 pub struct MinimalPlatform {
     dm: DirectMap,
+    /// The CPU's one state word: the preemption count in the low bits, [`IRQS_OFF`] while
+    /// interrupts are disabled, so that "may the caller sleep?" (`atomic_context`, which
+    /// every sleeping allocation asks) is one load and test, as a kernel keeping both in one
+    /// per-CPU word (x86's `preempt_count` folds its resched bit the same way) answers it.
     preempt: AtomicU32,
-    irqs_off: AtomicBool,
     vmalloc: Option<(VirtAddr, VirtAddr)>,
     /// Pfn of the top-level page table, 0 until the first mapping.
     root: AtomicUsize,
@@ -64,7 +71,6 @@ impl MinimalPlatform {
         MinimalPlatform {
             dm: DirectMap { base: VirtAddr::new(ram.as_ptr() as usize), limit: PhysAddr::new(bytes as u64) },
             preempt: AtomicU32::new(0),
-            irqs_off: AtomicBool::new(false),
             vmalloc: None,
             root: AtomicUsize::new(0),
             console: None,
@@ -173,7 +179,7 @@ unsafe impl Platform for MinimalPlatform {
     }
     #[inline]
     fn preempt_count(&self) -> u32 {
-        self.preempt.load(Relaxed)
+        self.preempt.load(Relaxed) & !IRQS_OFF
     }
     #[inline]
     fn preempt_disable(&self) {
@@ -185,17 +191,23 @@ unsafe impl Platform for MinimalPlatform {
     }
     #[inline]
     fn local_irq_save(&self) -> IrqState {
-        let was = self.irqs_off.load(Relaxed);
-        self.irqs_off.store(true, Relaxed);
-        IrqState(was)
+        let w = self.preempt.load(Relaxed);
+        self.preempt.store(w | IRQS_OFF, Relaxed);
+        IrqState(w & IRQS_OFF != 0)
     }
     #[inline]
     fn local_irq_restore(&self, state: IrqState) {
-        self.irqs_off.store(state.0, Relaxed);
+        let w = self.preempt.load(Relaxed) & !IRQS_OFF;
+        self.preempt.store(if state.0 { w | IRQS_OFF } else { w }, Relaxed);
     }
     #[inline]
     fn irqs_disabled(&self) -> bool {
-        self.irqs_off.load(Relaxed)
+        self.preempt.load(Relaxed) & IRQS_OFF != 0
+    }
+    /// One load and test: the preemption count and the interrupt bit share the word.
+    #[inline]
+    fn atomic_context(&self) -> bool {
+        self.preempt.load(Relaxed) != 0
     }
     #[inline]
     fn in_interrupt(&self) -> bool {
@@ -216,7 +228,7 @@ unsafe impl Platform for MinimalPlatform {
     /// old value, 0, and puts it back before returning.)
     #[inline]
     fn try_pin_cpu_nolock(&self) -> Option<Pinned> {
-        if self.preempt.load(Relaxed) != 0 || self.irqs_off.load(Relaxed) {
+        if self.preempt.load(Relaxed) != 0 {
             return None;
         }
         Some(self.pin_cpu())

@@ -145,3 +145,38 @@ fn nolock_uses_the_cpu_only_when_no_section_holds_it() {
     assert_eq!(m.deferred_frees(), 0);
     m.verify().unwrap();
 }
+
+#[test]
+fn the_state_word_keeps_preemption_and_interrupts_apart() {
+    static RAM: StaticRam<{ 8 << 20 }> = StaticRam::new();
+    let (ram, bytes) = RAM.take().unwrap();
+    // SAFETY: as above.
+    let m = kmem_minimal::boot(unsafe { MinimalPlatform::new(ram, bytes) }, &[MemRegion::usable(0, 8 << 20)]).unwrap();
+    let p = m.platform();
+    assert!(!p.atomic_context() && !p.irqs_disabled() && p.preempt_count() == 0);
+    // Interrupts off alone: atomic, preemption count untouched.
+    let outer = p.local_irq_save();
+    assert!(p.atomic_context() && p.irqs_disabled());
+    assert_eq!(p.preempt_count(), 0);
+    // A section inside, and a nested save that finds them off already.
+    p.preempt_disable();
+    assert_eq!(p.preempt_count(), 1);
+    let inner = p.local_irq_save();
+    p.local_irq_restore(inner);
+    assert!(p.irqs_disabled(), "the nested restore keeps them off");
+    p.local_irq_restore(outer);
+    assert!(!p.irqs_disabled() && p.preempt_count() == 1 && p.atomic_context());
+    p.preempt_enable();
+    assert!(!p.atomic_context());
+    // A sleeping allocation in atomic context is reported and still served.
+    let g = p.local_irq_save();
+    let o = m.kmalloc(64, Gfp::KERNEL).unwrap();
+    p.local_irq_restore(g);
+    assert_eq!(m.report_count(ReportKind::SleepInAtomic), 1, "might_sleep with interrupts off");
+    // SAFETY: ours.
+    unsafe { m.kfree(o.as_ptr()) };
+    let o = m.kmalloc(64, Gfp::KERNEL).unwrap();
+    // SAFETY: ours.
+    unsafe { m.kfree(o.as_ptr()) };
+    assert_eq!(m.report_count(ReportKind::SleepInAtomic), 1, "nothing reported outside");
+}
