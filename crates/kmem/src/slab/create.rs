@@ -38,6 +38,7 @@ impl<P: Platform> Kmem<P> {
     /// every cache's sheaves. Neither has sheaves itself.
     pub(crate) fn kmem_cache_init(&self) -> Result<(), CacheError> {
         let st = self.slab();
+        st.init_ids();
         let nr_nodes = self.nr_nodes();
         let size = KmemCache::alloc_size(nr_nodes);
         let boot = [
@@ -194,13 +195,13 @@ impl<P: Platform> Kmem<P> {
         let flags = self.kmem_cache_flags(flags, name);
         let st = self.slab();
         if st.id_table().is_none() {
-            self.install_table(&st.ids, core::mem::size_of::<super::registry::IdTable>(), gfp)?;
+            self.install_table(&st.ids, st.no_ids(), core::mem::size_of::<super::registry::IdTable>(), gfp)?;
             let g = st.list_lock.lock_irqsave(self.platform());
             st.register_boot_caches_locked(&g);
         }
         if flags.contains(SlabFlags::STORE_USER) {
             // Without a depot, tracks just have no call site.
-            let _ = self.install_table(&st.depot, core::mem::size_of::<super::debug::CallerDepot>(), gfp);
+            let _ = self.install_table(&st.depot, 0, core::mem::size_of::<super::debug::CallerDepot>(), gfp);
         }
         let id = {
             let g = st.list_lock.lock_irqsave(self.platform());
@@ -266,14 +267,21 @@ impl<P: Platform> Kmem<P> {
         Ok(Cache { kmem: self, cache: c })
     }
 
-    /// Allocates a zeroed, never-freed table of `bytes` for `slot` unless it has one.
-    fn install_table(&self, slot: &crate::sync::AtomicUsize, bytes: usize, gfp: Gfp) -> Result<(), CacheError> {
-        if slot.load(Ordering::Acquire) != 0 {
+    /// Allocates a zeroed, never-freed table of `bytes` for `slot` unless it has one (`slot`
+    /// holds `none` until then).
+    fn install_table(
+        &self,
+        slot: &crate::sync::AtomicUsize,
+        none: usize,
+        bytes: usize,
+        gfp: Gfp,
+    ) -> Result<(), CacheError> {
+        if slot.load(Ordering::Acquire) != none {
             return Ok(());
         }
         let order = crate::Order::for_bytes(bytes).expect("registry tables fit a block");
         let addr = self.__get_free_pages(gfp | Gfp::ZERO | Gfp::NOWARN, order).map_err(|_| CacheError::NoMemory)?;
-        if slot.compare_exchange(0, addr.as_usize(), Ordering::AcqRel, Ordering::Acquire).is_err() {
+        if slot.compare_exchange(none, addr.as_usize(), Ordering::AcqRel, Ordering::Acquire).is_err() {
             // SAFETY: our block lost the race and is unused.
             unsafe { self.free_pages(addr, order) };
         }

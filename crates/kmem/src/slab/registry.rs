@@ -88,6 +88,23 @@ pub(crate) const SHEAF_CACHE_ID: u32 = 2;
 /// The cache-id table: `MAX_CACHES` slots holding descriptor addresses.
 pub(crate) type IdTable = [AtomicUsize; MAX_CACHES];
 
+/// The table a machine's `ids` names from `kmem_cache_init` until its first
+/// `kmem_cache_create` installs the machine's own: every slot empty. Never written (every
+/// writer goes through [`SlabState::id_table`], which never returns it), so machines share it;
+/// it lets the free fast path index `ids` without testing it ([`SlabState::cache_of_slab_word`]).
+/// Loom's atomics cannot be built in a `static`: models keep the test.
+#[cfg(not(loom))]
+static NO_IDS: IdTable = crate::sync::array_of![AtomicUsize::new(0); MAX_CACHES];
+
+/// The address `ids` holds while the machine has no table of its own.
+#[inline(always)]
+fn no_ids() -> usize {
+    #[cfg(not(loom))]
+    return &NO_IDS as *const IdTable as usize;
+    #[cfg(loom)]
+    return 0;
+}
+
 /// The machine's slab registry (lives in the machine state, so it is kept small: the id
 /// table and the call-site depot are page-allocator blocks allocated when first needed).
 pub(crate) struct SlabState {
@@ -95,7 +112,8 @@ pub(crate) struct SlabState {
     pub(crate) list_lock: RawSpinLock,
     /// Newest cache (list head), 0 if none.
     pub(crate) head: AtomicUsize,
-    /// Address of the [`IdTable`], 0 until the first `kmem_cache_create`.
+    /// Address of the [`IdTable`]: 0 before `kmem_cache_init`, then [`NO_IDS`] (empty, shared)
+    /// until the first `kmem_cache_create` installs the machine's.
     pub(crate) ids: AtomicUsize,
     /// The boot cache `kmem_cache` (carved at boot).
     pub(crate) boot_cache: AtomicUsize,
@@ -245,9 +263,20 @@ impl SlabState {
     #[inline(always)]
     pub(crate) fn id_table(&self) -> Option<&IdTable> {
         let p = self.ids.load(Ordering::Acquire);
-        // SAFETY: `ids` is 0 or the address of a zeroed, page-aligned block of at least
-        // size_of::<IdTable>() bytes that is never freed (installed once by `install_ids`).
-        (p != 0).then(|| unsafe { &*(p as *const IdTable) })
+        // SAFETY: `ids` is 0, `no_ids()` or the address of a zeroed, page-aligned block of at
+        // least size_of::<IdTable>() bytes that is never freed (installed once by
+        // `kmem_cache_create`).
+        (p != 0 && p != no_ids()).then(|| unsafe { &*(p as *const IdTable) })
+    }
+
+    /// Points `ids` at the shared empty table (`kmem_cache_init`, before any slab exists).
+    pub(crate) fn init_ids(&self) {
+        let _ = self.ids.compare_exchange(0, no_ids(), Ordering::AcqRel, Ordering::Relaxed);
+    }
+
+    /// The value `ids` holds before the machine's own table is installed.
+    pub(crate) fn no_ids(&self) -> usize {
+        no_ids()
     }
 
     /// The cache with id `id`. (Every slab's cache is in the table: the table is installed
@@ -260,11 +289,23 @@ impl SlabState {
 
     /// [`SlabState::cache`] of the id in a slab head's `private` word, which the caller found
     /// to be a slab's: ids are below `MAX_CACHES` (a power of two), so masking the word keeps
-    /// the index in the table without a bounds test (the fast free path's lookup).
+    /// the index in the table without a bounds test, and `ids` needs no test either (a slab
+    /// exists, so `kmem_cache_init` has pointed it at a table: the fast free path's lookup).
     #[inline(always)]
     pub(crate) fn cache_of_slab_word(&self, word: u32) -> Option<&KmemCache> {
         const { assert!(MAX_CACHES.is_power_of_two() && MAX_CACHES <= MAX_SLAB_CACHE_ID as usize + 1) };
-        let p = self.id_table()?[word as usize & (MAX_CACHES - 1)].load(Ordering::Acquire);
+        #[cfg(loom)]
+        let t = self.id_table()?;
+        #[cfg(not(loom))]
+        let t = {
+            let p = self.ids.load(Ordering::Acquire);
+            debug_assert_ne!(p, 0, "a slab before kmem_cache_init");
+            // SAFETY: slabs exist only after `kmem_cache_init`, which points `ids` at
+            // `NO_IDS`; after it, `ids` only ever becomes the machine's own table, a block of
+            // an IdTable's size that is never freed.
+            unsafe { &*(p as *const IdTable) }
+        };
+        let p = t[word as usize & (MAX_CACHES - 1)].load(Ordering::Acquire);
         Self::live_cache(p)
     }
 
