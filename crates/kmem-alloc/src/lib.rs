@@ -90,6 +90,16 @@ pub mod raw {
         }
     }
 
+    /// [`alloc_aligned`] with the alignment of C's `malloc` (16, glibc's `MALLOC_ALIGNMENT`):
+    /// the size goes to its class in one lookup.
+    #[inline(always)]
+    pub fn alloc_malloc_aligned(size: usize, zero: bool) -> *mut u8 {
+        match global::ready() {
+            Some(m) => route::alloc16(m, size, zero),
+            None => alloc_booting(size, kmem::kmalloc::KMALLOC_ALIGN, zero),
+        }
+    }
+
     /// [`alloc_aligned`] before the machine is ready: boot it, or use the bootstrap arena.
     #[cold]
     #[inline(never)]

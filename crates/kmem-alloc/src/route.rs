@@ -12,7 +12,7 @@
 
 use core::ptr::NonNull;
 
-use kmem::kmalloc::{KMALLOC_ALIGN, KMALLOC_MAX_SIZE, KMALLOC_MIN_SIZE, ZERO_SIZE_PTR};
+use kmem::kmalloc::{kmalloc_index_aligned, KMALLOC_ALIGN, KMALLOC_MAX_SIZE, KMALLOC_MIN_SIZE, ZERO_SIZE_PTR};
 use kmem::Gfp;
 use kmem_hosted::Machine;
 
@@ -61,6 +61,24 @@ pub(crate) fn alloc(m: &Machine, size: usize, align: usize, zero: bool) -> *mut 
         }
     }
     alloc_slow(m, size, align, zero)
+}
+
+/// [`alloc`] of `size` bytes aligned to [`KMALLOC_ALIGN`] (16: C's `malloc` and `calloc`,
+/// glibc's `MALLOC_ALIGNMENT`): the size goes to its class in one table lookup
+/// (`kmalloc_index_aligned`, size 0 included, which gets the 16-byte class the slow path
+/// gives it), where `alloc` clamps the size to 16 first. A function of its own: in `alloc`,
+/// whose alignment a Rust program's layouts give at run time, a second inlined copy of the
+/// fast path made its callers save more registers.
+#[inline(always)]
+pub(crate) fn alloc16(m: &Machine, size: usize, zero: bool) -> *mut u8 {
+    if let Some(index) = kmalloc_index_aligned(size) {
+        // As in `alloc`.
+        let gfp = if zero { Gfp::NOWAIT | Gfp::NOWARN | Gfp::ZERO } else { Gfp::NOWAIT | Gfp::NOWARN };
+        if let Some(p) = m.kmalloc_try_fast_index(index, gfp) {
+            return p.as_ptr();
+        }
+    }
+    alloc_slow(m, size, KMALLOC_ALIGN, zero)
 }
 
 /// The kmalloc request of [`alloc`]'s fast path: the usual alignments (at most 8, and 16),

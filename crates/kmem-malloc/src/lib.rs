@@ -92,7 +92,10 @@ fn enomem() -> *mut c_void {
 
 #[inline(always)]
 fn alloc(size: usize, align: usize, zero: bool) -> *mut c_void {
-    let p = raw::alloc_aligned(size, align, zero);
+    // `malloc` and `calloc` pass MIN_ALIGN, a constant: their size goes to its class in one
+    // lookup.
+    let p =
+        if align == MIN_ALIGN { raw::alloc_malloc_aligned(size, zero) } else { raw::alloc_aligned(size, align, zero) };
     if p.is_null() {
         return enomem();
     }

@@ -134,15 +134,61 @@ impl<P: Platform> Kmem<P> {
     /// ```
     #[inline(always)]
     pub fn kmalloc_try_fast(&self, size: usize, gfp: Gfp) -> Option<NonNull<u8>> {
-        if size.wrapping_sub(1) >= KMALLOC_MAX_CACHE_SIZE
-            || gfp.intersects(Gfp::SLAB_BUG_MASK)
-            || (gfp.allows_blocking() && self.platform().atomic_context())
-        {
+        if size.wrapping_sub(1) >= KMALLOC_MAX_CACHE_SIZE || !self.kmalloc_fast_gfp_ok(gfp) {
             return None;
         }
         // The machine's id once, before the slot's atomic load.
         let id = self.machine_id();
-        let p = self.kmalloc_state().caches[KmallocType::of(gfp) as usize][kmalloc_index(size)].load(Ordering::Acquire);
+        self.kmalloc_try_fast_slot(
+            id,
+            &self.kmalloc_state().caches[KmallocType::of(gfp) as usize][kmalloc_index(size)],
+            gfp,
+        )
+    }
+
+    /// [`Kmem::kmalloc_try_fast`] for a caller that has the size class already (`index`, as
+    /// [`kmalloc_index`](super::kmalloc_index) or
+    /// [`kmalloc_index_aligned`](super::kmalloc_index_aligned) give it: a C `malloc`'s
+    /// 16-byte alignment folded into the lookup). `None` also for an index that names no
+    /// class.
+    ///
+    /// ```
+    /// use kmem::kmalloc::kmalloc_index_aligned;
+    /// use kmem::Gfp;
+    /// let m = kmem_hosted::MachineBuilder::new().ram_mib(64).build().unwrap();
+    /// let p = m.kmalloc(24, Gfp::KERNEL).unwrap();
+    /// // SAFETY: ours, freed once; the fast path then hands the same object out again.
+    /// unsafe { m.kfree(p.as_ptr()) };
+    /// let q = m.kmalloc_try_fast_index(kmalloc_index_aligned(20).unwrap(), Gfp::KERNEL).expect("the sheaf has it");
+    /// assert_eq!((q, q.as_ptr() as usize % 16), (p, 0));
+    /// assert!(m.kmalloc_try_fast_index(99, Gfp::KERNEL).is_none());
+    /// // SAFETY: ours (32 bytes: kmalloc-32), freed once.
+    /// unsafe {
+    ///     assert_eq!(m.ksize(q.as_ptr()), 32);
+    ///     m.kfree(q.as_ptr());
+    /// }
+    /// ```
+    #[inline(always)]
+    pub fn kmalloc_try_fast_index(&self, index: usize, gfp: Gfp) -> Option<NonNull<u8>> {
+        if !self.kmalloc_fast_gfp_ok(gfp) {
+            return None;
+        }
+        let id = self.machine_id();
+        self.kmalloc_try_fast_slot(id, self.kmalloc_state().caches[KmallocType::of(gfp) as usize].get(index)?, gfp)
+    }
+
+    /// Whether `gfp` lets a kmalloc fast path serve the request: nothing to fix up or report
+    /// (a sleeping request in atomic context is reported by the careful path).
+    #[inline(always)]
+    fn kmalloc_fast_gfp_ok(&self, gfp: Gfp) -> bool {
+        !gfp.intersects(Gfp::SLAB_BUG_MASK) && !(gfp.allows_blocking() && self.platform().atomic_context())
+    }
+
+    /// The fast paths' common end: the class's cache from its table slot, if it exists and
+    /// is this machine's (`id`, loaded before the slot), and an object from its CPU sheaf.
+    #[inline(always)]
+    fn kmalloc_try_fast_slot(&self, id: usize, slot: &crate::sync::AtomicUsize, gfp: Gfp) -> Option<NonNull<u8>> {
+        let p = slot.load(Ordering::Acquire);
         if p == 0 {
             return None;
         }

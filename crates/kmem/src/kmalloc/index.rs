@@ -78,6 +78,34 @@ const SIZE_INDEX: [u8; SIZE_INDEX_MAX / 8] = {
     t
 };
 
+/// The class of a request that wants [`KMALLOC_ALIGN`] alignment (a C `malloc`'s), by 16-byte
+/// granule `(size + 15) / 16`, for sizes 0..=[`KMALLOC_MAX_CACHE_SIZE`]: every class at or
+/// above 16 bytes is 16-aligned (their sizes are multiples of 16), so granule `g` is
+/// `kmalloc_index(max(16 g, 16))`, and granule 0 (size 0) the 16-byte class. One table
+/// lookup where clamping the size to 16 and then indexing [`SIZE_INDEX`] took three
+/// instructions more (513 bytes of table).
+const SIZE_INDEX_ALIGNED: [u8; SIZE_INDEX_MAX / KMALLOC_ALIGN + 1] = {
+    let mut t = [0u8; SIZE_INDEX_MAX / KMALLOC_ALIGN + 1];
+    let mut g = 0;
+    while g < t.len() {
+        let size = if g == 0 { KMALLOC_ALIGN } else { g * KMALLOC_ALIGN };
+        t[g] = kmalloc_index_slow(size) as u8;
+        g += 1;
+    }
+    t
+};
+
+/// The size class of a request of `size` bytes (0 to [`KMALLOC_MAX_CACHE_SIZE`]) aligned to
+/// [`KMALLOC_ALIGN`]: [`kmalloc_index`] of `size.max(KMALLOC_ALIGN)`, in one lookup. `None`
+/// past the slab classes.
+#[inline(always)]
+pub const fn kmalloc_index_aligned(size: usize) -> Option<usize> {
+    if size > SIZE_INDEX_MAX {
+        return None;
+    }
+    Some(SIZE_INDEX_ALIGNED[size.div_ceil(KMALLOC_ALIGN)] as usize)
+}
+
 /// `__kmalloc_index(size)`: the size class of a request of `size` bytes (1 to
 /// [`KMALLOC_MAX_CACHE_SIZE`]); 0 for size 0. Index 1 is kmalloc-96 and 2 kmalloc-192,
 /// otherwise index `n` holds objects of `2^n` bytes. Sizes up to 1 KiB are a table lookup.
@@ -125,6 +153,20 @@ pub const fn kmalloc_name(index: usize) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The one-lookup class of a 16-aligned request is the class of its size clamped to 16,
+    /// every size from 0 to the largest class; a class object of it is 16-aligned (its size
+    /// is a multiple of 16); and nothing past the classes.
+    #[test]
+    fn aligned_classes_are_the_clamped_sizes_classes() {
+        for size in 0..=KMALLOC_MAX_CACHE_SIZE {
+            let c = kmalloc_index_aligned(size).expect("a class");
+            assert_eq!(c, kmalloc_index(size.max(KMALLOC_ALIGN)), "size {size}");
+            assert!(kmalloc_size(c) >= size && kmalloc_size(c) % KMALLOC_ALIGN == 0, "size {size}");
+        }
+        assert_eq!(kmalloc_index_aligned(KMALLOC_MAX_CACHE_SIZE + 1), None);
+        assert_eq!(kmalloc_index_aligned(usize::MAX), None);
+    }
 
     #[test]
     fn size_classes_follow_linux() {

@@ -28,8 +28,8 @@ use core::ptr::NonNull;
 
 pub use error::{KmallocError, KmallocErrorKind};
 pub use index::{
-    kmalloc_index, kmalloc_name, kmalloc_size, KmallocType, KMALLOC_ALIGN, KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE,
-    KMALLOC_MIN_SIZE, KMALLOC_NR, ZERO_SIZE_PTR,
+    kmalloc_index, kmalloc_index_aligned, kmalloc_name, kmalloc_size, KmallocType, KMALLOC_ALIGN,
+    KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KMALLOC_MIN_SIZE, KMALLOC_NR, ZERO_SIZE_PTR,
 };
 
 use crate::gfp::Gfp;
