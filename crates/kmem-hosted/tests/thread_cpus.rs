@@ -174,3 +174,64 @@ fn warm_cpus_keep_their_caches_for_the_next_thread() {
     assert_eq!(cached(warm), 0);
     m.verify().unwrap();
 }
+
+/// On an owned CPU, whose fast paths serve without a call, every `GFP_KERNEL` request in an
+/// interrupt handler (which holds no section: only the fast paths' atomic-context test sends
+/// it to the careful path) or under `preempt_disable` or `local_irq_save` is still reported
+/// (and served), `GFP_ATOMIC` is not, and nothing is once the context ends.
+#[test]
+fn a_sleeping_allocation_on_an_owned_cpu_in_atomic_context_is_reported() {
+    use kmem::{ReportKind, SlabFlags};
+    let m = MachineBuilder::new().ram_mib(32).thread_cpus(2).build().unwrap();
+    let c = m.kmem_cache_create("owned-atomic", 64, 0, SlabFlags::NO_MERGE, None).unwrap();
+    // Warm every fast path: the sheaves and the per-CPU page list then have what to give.
+    let warm = |n: usize| {
+        for _ in 0..n {
+            let o = m.kmem_cache_alloc(&c, Gfp::KERNEL).unwrap();
+            let k = m.kmalloc(64, Gfp::KERNEL).unwrap();
+            let p = m.alloc_pages(Gfp::KERNEL, Order::ZERO).unwrap();
+            // SAFETY: all ours, freed once.
+            unsafe {
+                m.kmem_cache_free(&c, o);
+                m.kfree(k.as_ptr());
+                m.__free_pages(p, Order::ZERO);
+            }
+        }
+    };
+    warm(2);
+    let sleeps = || m.report_count(ReportKind::SleepInAtomic);
+    assert_eq!(sleeps(), 0);
+    let round = |atomic: bool| {
+        let o = m.kmem_cache_alloc(&c, if atomic { Gfp::ATOMIC } else { Gfp::KERNEL }).unwrap();
+        let k = m.kmalloc(64, if atomic { Gfp::ATOMIC } else { Gfp::KERNEL }).unwrap();
+        let p = m.alloc_pages(if atomic { Gfp::ATOMIC } else { Gfp::KERNEL }, Order::ZERO).unwrap();
+        (o, k, p)
+    };
+    let give_back = |(o, k, p): (std::ptr::NonNull<u8>, std::ptr::NonNull<u8>, kmem::PageRef<'_>)| {
+        // SAFETY: all ours, freed once.
+        unsafe {
+            m.kmem_cache_free(&c, o);
+            m.kfree(k.as_ptr());
+            m.__free_pages(p, Order::ZERO);
+        }
+    };
+    let g = m.preempt_disable();
+    let kernel = round(false);
+    let atomic = round(true);
+    drop(g);
+    assert_eq!(sleeps(), 3, "slab, kmalloc and page GFP_KERNEL under preempt_disable, GFP_ATOMIC not");
+    give_back(kernel);
+    give_back(atomic);
+    let g = m.local_irq_save();
+    let kernel = round(false);
+    drop(g);
+    assert_eq!(sleeps(), 6, "the same with interrupts off");
+    give_back(kernel);
+    let (kernel, atomic) = kmem_hosted::in_irq(|| (round(false), round(true)));
+    assert_eq!(sleeps(), 9, "GFP_KERNEL in hard-IRQ context, GFP_ATOMIC not");
+    give_back(kernel);
+    give_back(atomic);
+    let after = round(false);
+    assert_eq!(sleeps(), 9, "nothing once the contexts end");
+    give_back(after);
+}
