@@ -181,7 +181,7 @@ impl<P: Platform> Kmem<P> {
     /// (a sleeping request in atomic context is reported by the careful path).
     #[inline(always)]
     fn kmalloc_fast_gfp_ok(&self, gfp: Gfp) -> bool {
-        !gfp.intersects(Gfp::SLAB_BUG_MASK) && !(gfp.allows_blocking() && self.platform().atomic_context())
+        !(gfp.intersects(Gfp::SLAB_BUG_MASK) || (gfp.allows_blocking() && self.platform().atomic_context()))
     }
 
     /// The fast paths' common end: the class's cache from its table slot, if it exists and
