@@ -210,14 +210,31 @@ impl<P: Platform> Kmem<P> {
             if p != 0 {
                 // SAFETY: slots hold descriptors of kmalloc caches, which are never destroyed.
                 let cache = unsafe { &*(p as *const KmemCache) };
-                return self.slab_alloc_sized(cache, gfp, node, caller, Some(size as u32)).map_err(|e| KmallocError {
-                    size,
-                    gfp,
-                    kind: KmallocErrorKind::Slab(e),
-                });
+                if let Some(obj) = self.slab_alloc_try_fast(cache, gfp, node) {
+                    return Ok(obj);
+                }
+                return self.kmalloc_careful(cache, size, gfp, node, caller);
             }
         }
         self.kmalloc_node_slow(size, gfp, node, caller)
+    }
+
+    /// [`Kmem::kmalloc_node_at`] past the slab fast path, for a class whose cache exists.
+    #[cold]
+    #[inline(never)]
+    fn kmalloc_careful(
+        &self,
+        cache: &KmemCache,
+        size: usize,
+        gfp: Gfp,
+        node: Option<usize>,
+        caller: &'static core::panic::Location<'static>,
+    ) -> Result<NonNull<u8>, KmallocError> {
+        self.slab_alloc_careful(cache, gfp, node, caller, Some(size as u32)).map_err(|e| KmallocError {
+            size,
+            gfp,
+            kind: KmallocErrorKind::Slab(e),
+        })
     }
 
     /// [`Kmem::kmalloc_node_at`] for a large or zero size, or a class whose caches do not

@@ -104,6 +104,19 @@ impl<P: Platform> Kmem<P> {
         caller: &'static core::panic::Location<'static>,
         orig_size: Option<u32>,
     ) -> Result<NonNull<u8>, SlabAllocError> {
+        if let Some(obj) = self.slab_alloc_try_fast(s, gfp, node) {
+            return Ok(obj);
+        }
+        self.slab_alloc_careful(s, gfp, node, caller, orig_size)
+    }
+
+    /// The fast path of [`Kmem::slab_alloc_sized`] alone: an object when nothing needs
+    /// checking, fixing up or reporting and the CPU's sheaf has one; `None` sends the caller
+    /// to its careful path. (kmalloc returns its own error type: calling this itself, it
+    /// returns the object straight, where mapping the slab path's `Result` made the compiler
+    /// write the `Ok` into the caller's result slot on the fast path.)
+    #[inline(always)]
+    pub(crate) fn slab_alloc_try_fast(&self, s: &KmemCache, gfp: Gfp, node: Option<usize>) -> Option<NonNull<u8>> {
         if node.is_none()
             && !gfp.intersects(Gfp::SLAB_BUG_MASK)
             && !(gfp.allows_blocking() && self.platform().atomic_context())
@@ -113,16 +126,16 @@ impl<P: Platform> Kmem<P> {
         {
             if let Some(obj) = self.alloc_fast(s, gfp.contains(Gfp::ZERO)) {
                 // SAFETY: object addresses are direct-map addresses, never 0.
-                return Ok(unsafe { NonNull::new_unchecked(obj as *mut u8) });
+                return Some(unsafe { NonNull::new_unchecked(obj as *mut u8) });
             }
         }
-        self.slab_alloc_careful(s, gfp, node, caller, orig_size)
+        None
     }
 
     /// [`Kmem::slab_alloc`] with every check: might_sleep, GFP fix-up, zeroing.
     #[cold]
     #[inline(never)]
-    fn slab_alloc_careful(
+    pub(crate) fn slab_alloc_careful(
         &self,
         s: &KmemCache,
         gfp: Gfp,
