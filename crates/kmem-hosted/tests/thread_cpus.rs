@@ -184,28 +184,12 @@ fn a_sleeping_allocation_on_an_owned_cpu_in_atomic_context_is_reported() {
     use kmem::{ReportKind, SlabFlags};
     let m = MachineBuilder::new().ram_mib(32).thread_cpus(2).build().unwrap();
     let c = m.kmem_cache_create("owned-atomic", 64, 0, SlabFlags::NO_MERGE, None).unwrap();
-    // Warm every fast path: the sheaves and the per-CPU page list then have what to give.
-    let warm = |n: usize| {
-        for _ in 0..n {
-            let o = m.kmem_cache_alloc(&c, Gfp::KERNEL).unwrap();
-            let k = m.kmalloc(64, Gfp::KERNEL).unwrap();
-            let p = m.alloc_pages(Gfp::KERNEL, Order::ZERO).unwrap();
-            // SAFETY: all ours, freed once.
-            unsafe {
-                m.kmem_cache_free(&c, o);
-                m.kfree(k.as_ptr());
-                m.__free_pages(p, Order::ZERO);
-            }
-        }
-    };
-    warm(2);
     let sleeps = || m.report_count(ReportKind::SleepInAtomic);
     assert_eq!(sleeps(), 0);
     let round = |atomic: bool| {
-        let o = m.kmem_cache_alloc(&c, if atomic { Gfp::ATOMIC } else { Gfp::KERNEL }).unwrap();
-        let k = m.kmalloc(64, if atomic { Gfp::ATOMIC } else { Gfp::KERNEL }).unwrap();
-        let p = m.alloc_pages(if atomic { Gfp::ATOMIC } else { Gfp::KERNEL }, Order::ZERO).unwrap();
-        (o, k, p)
+        let gfp = if atomic { Gfp::ATOMIC } else { Gfp::KERNEL };
+        let o = m.kmem_cache_alloc(&c, gfp).unwrap();
+        (o, m.kmalloc(64, gfp).unwrap(), m.alloc_pages(gfp, Order::ZERO).unwrap())
     };
     let give_back = |(o, k, p): (std::ptr::NonNull<u8>, std::ptr::NonNull<u8>, kmem::PageRef<'_>)| {
         // SAFETY: all ours, freed once.
@@ -215,6 +199,10 @@ fn a_sleeping_allocation_on_an_owned_cpu_in_atomic_context_is_reported() {
             m.__free_pages(p, Order::ZERO);
         }
     };
+    // Warm every fast path: the sheaves and the per-CPU page list then have what to give.
+    for _ in 0..2 {
+        give_back(round(false));
+    }
     let g = m.preempt_disable();
     let kernel = round(false);
     let atomic = round(true);
