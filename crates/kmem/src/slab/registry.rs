@@ -387,3 +387,40 @@ impl SlabState {
         }
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::{no_ids, IdTable, NO_IDS};
+    use crate::slab::SlabFlags;
+    use crate::sync::Ordering;
+    use crate::testing;
+
+    /// The shared empty id table is never handed out (every writer of a table goes through
+    /// `id_table`): two machines that create caches each install a table of their own, the
+    /// shared one stays all empty, and `kfree` finds each machine's caches through its own.
+    #[test]
+    fn the_shared_empty_id_table_is_never_handed_out() {
+        let (a, b) = (testing::machine(16), testing::machine(16));
+        for k in [&a, &b] {
+            let ids = k.slab().ids.load(Ordering::Relaxed);
+            assert!(ids != 0, "kmem_cache_init pointed the word at a table");
+            assert_eq!(k.slab().id_table().is_none(), ids == no_ids());
+        }
+        let ca = a.kmem_cache_create("ids-a", 64, 0, SlabFlags::NO_MERGE, None).unwrap();
+        let cb = b.kmem_cache_create("ids-b", 64, 0, SlabFlags::NO_MERGE, None).unwrap();
+        let table = |k: &crate::machine::Kmem<testing::TestPlatform>| {
+            k.slab().id_table().expect("installed by the first create") as *const IdTable
+        };
+        let shared = &NO_IDS as *const IdTable;
+        assert!(table(&a) != table(&b) && table(&a) != shared && table(&b) != shared);
+        assert!(NO_IDS.iter().all(|s| s.load(Ordering::Relaxed) == 0), "the shared table was written");
+        for (k, c) in [(&a, &ca), (&b, &cb)] {
+            let o = k.kmem_cache_alloc(c, crate::Gfp::KERNEL).unwrap();
+            // SAFETY: an object of `c`, freed once (by `kfree`, which looks its cache up).
+            unsafe { k.kfree(o.as_ptr()) };
+        }
+        for k in [&a, &b] {
+            assert_eq!(k.report_count(crate::ReportKind::SlabBug), 0);
+        }
+    }
+}
