@@ -7,7 +7,10 @@
 //! [`cpu`] (atomics).
 
 use core::arch::asm;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use core::sync::atomic::{
+    AtomicBool, AtomicU32, AtomicU64, AtomicUsize,
+    Ordering::{Acquire, Relaxed},
+};
 
 use super::arch::{wrmsr, MSR_GS_BASE};
 
@@ -174,5 +177,5 @@ pub unsafe fn swap_cpu_id(n: u32) -> u32 {
 
 /// Number of CPUs started so far and running.
 pub fn online_count() -> usize {
-    AREAS.iter().filter(|a| a.online.load(Relaxed)).count()
+    AREAS.iter().filter(|a| a.online.load(Acquire)).count()
 }

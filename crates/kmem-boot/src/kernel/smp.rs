@@ -63,8 +63,14 @@ pub fn ap_main(cpu: usize) -> ! {
     unsafe { idt::load_tss(cpu) };
     apic::init_this_cpu();
     apic::start_timer(super::TIMER_COUNT);
+    // The concurrent tests' generation, read before this CPU counts as online: a test the
+    // boot CPU publishes once it sees this CPU online is one this CPU has not seen, however
+    // late it reaches `ap_loop` (read after, a test published in between was missed, and
+    // the boot CPU waited for this CPU forever: the stack-overflow configuration, which
+    // publishes its test right after start-up, hung that way once in about fifty boots).
+    let seen = tests::generation();
     percpu::this_cpu().online.store(true, Ordering::Release);
     arch::sti();
     let m = super::machine_opt().expect("APs start after boot");
-    tests::ap_loop(m, cpu)
+    tests::ap_loop(m, cpu, seen)
 }

@@ -60,9 +60,15 @@ pub fn on_every_cpu(m: &'static Kmem<BootPlatform>, f: ConcurrentFn, shared: usi
     (aps + 1, FAILS.load(Ordering::Acquire))
 }
 
-/// An AP's life after start-up: run each concurrent test the boot CPU publishes.
-pub fn ap_loop(m: &'static Kmem<BootPlatform>, cpu: usize) -> ! {
-    let mut seen = GEN.load(Ordering::Acquire);
+/// The generation of the last concurrent test published; an AP reads it before it marks
+/// itself online and hands it to [`ap_loop`].
+pub fn generation() -> u32 {
+    GEN.load(Ordering::Acquire)
+}
+
+/// An AP's life after start-up: run each concurrent test the boot CPU publishes after
+/// generation `seen`.
+pub fn ap_loop(m: &'static Kmem<BootPlatform>, cpu: usize, mut seen: u32) -> ! {
     loop {
         let g = GEN.load(Ordering::Acquire);
         if g == seen {
