@@ -16,7 +16,7 @@
 //! the per-CPU allocations are back to the baseline taken after warm-up. Cases are few by
 //! default (CI runs debug builds); `PROPTEST_CASES=1000` runs more.
 
-mod hardening;
+use crate::hardening;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{Barrier, Mutex, PoisonError};

@@ -46,7 +46,7 @@ fn holes_have_no_descriptors_and_fault() {
     assert!(m.pfn_to_page(kmem::Pfn::new(0)).unwrap().is_reserved());
     // Touching the hole through the direct map faults: run that in a child process.
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "touch_the_pci_hole", "--ignored", "--nocapture"])
+        .args(["--exact", "boot::touch_the_pci_hole", "--ignored", "--nocapture"])
         .env("KMEM_TOUCH_HOLE", "1")
         .output()
         .unwrap();

@@ -3,7 +3,7 @@
 //! its memory, exactly where a machine that initialised everything at boot starts, and the
 //! views and checks are consistent on the way.
 
-mod common;
+use crate::common;
 
 use std::fmt::{self, Write};
 use std::sync::{Arc, Barrier};

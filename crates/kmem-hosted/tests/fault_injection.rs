@@ -10,7 +10,7 @@ use std::ptr::NonNull;
 use kmem::{AllocErrorKind, Gfp, KmemCache, Order, ReportKind, SlabAllocError, SlabFlags, PAGE_SIZE};
 use kmem_hosted::{Machine, MachineBuilder};
 
-mod common;
+use crate::common;
 use common::assert_still_works;
 
 fn machine() -> Machine {

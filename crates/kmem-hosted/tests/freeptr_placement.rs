@@ -4,7 +4,7 @@
 //! object from being handed out twice still catch double frees, and live objects are never
 //! written by the allocator.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::ptr::NonNull;

@@ -16,7 +16,7 @@
 //! Bounded: 1,200 operations per worker by default (a few seconds in a debug build);
 //! `KMEM_STRESS_SECS=600` runs for ten minutes instead, `KMEM_STRESS_SEED` changes the streams.
 
-mod hardening;
+use crate::hardening;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;

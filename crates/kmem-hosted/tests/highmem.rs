@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use kmem::{Gfp, Order, PageProt, PageRef, Pages, Platform, ReportKind, ZoneType, KM_MAX_IDX, LAST_PKMAP, PAGE_SIZE};
 use kmem_hosted::{in_irq, Machine, MachineBuilder, Preset};
 
-mod common;
+use crate::common;
 use common::{assert_still_works, in_child};
 
 fn x86_32(mib: u64, cpus: usize) -> Machine {

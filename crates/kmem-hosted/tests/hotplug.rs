@@ -1,7 +1,7 @@
 //! Memory hot-add: a machine boots small and grows by 128 MiB sections whose page
 //! descriptors live in the sections themselves.
 
-mod common;
+use crate::common;
 
 use kmem::{Gfp, MemRegion, Order, PhysAddr, ReportKind, SlabFlags, ZoneLayout};
 use kmem_hosted::{HotAddError, MachineBuilder};

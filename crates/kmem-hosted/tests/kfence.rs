@@ -2,7 +2,7 @@
 //! access faults for real (guard pages and freed objects are `PROT_NONE`), the machine's
 //! `SIGSEGV` handler turns it into the report, and the test goes on afterwards.
 
-mod common;
+use crate::common;
 
 use kmem::kfence::KfenceConfig;
 use kmem::{Gfp, Platform, ReportKind, SlabFlags, PAGE_SIZE};

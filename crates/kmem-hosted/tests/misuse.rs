@@ -1,7 +1,7 @@
 //! Misuse of the page allocator: each is detected, reported in Linux's words, counted, and
 //! leaves the allocator intact.
 
-mod common;
+use crate::common;
 
 use kmem::{Gfp, Order, PhysAddr, ReportKind, VirtAddr};
 use kmem_hosted::{Machine, MachineBuilder};

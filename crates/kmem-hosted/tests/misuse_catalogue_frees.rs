@@ -7,7 +7,7 @@
 //! kmem keeps working (`common::assert_still_works`: 10,000 blocks stamped, checked, freed;
 //! `verify()`).
 
-mod common;
+use crate::common;
 
 use std::ptr::NonNull;
 

@@ -6,7 +6,7 @@
 //! page faults: shown in a forked child). Each case asserts the exact outcome, then that kmem
 //! keeps working (`common::assert_still_works`).
 
-mod common;
+use crate::common;
 
 use std::ptr::NonNull;
 

@@ -5,7 +5,7 @@
 //! case asserts the exact outcome (error, report kind and count, key text), then that kmem
 //! keeps working (`common::assert_still_works`).
 
-mod common;
+use crate::common;
 
 use kmem::kmalloc::{KmallocErrorKind, KMALLOC_MAX_SIZE};
 use kmem::percpu::PercpuErrorKind;

@@ -5,7 +5,7 @@
 //! free lists stay consistent with the counters, and freeing everything restores the
 //! boot-time buddyinfo exactly.
 
-mod common;
+use crate::common;
 
 use kmem::{Gfp, Order, PageRef, ZoneType};
 use kmem_hosted::MachineBuilder;

@@ -1,6 +1,6 @@
 //! The page allocator's API and GFP semantics on hosted machines.
 
-mod common;
+use crate::common;
 
 use kmem::mm::zone::Wmark;
 use kmem::{AllocErrorKind, Gfp, Order, PageRef, Pfn, ReportKind, ZoneType};

@@ -1,7 +1,7 @@
 //! Per-CPU page lists: refill and drain in batches, `high`, cross-CPU frees, draining before
 //! failure, accounting (MemFree includes them, buddyinfo does not).
 
-mod common;
+use crate::common;
 
 use kmem::{Gfp, Order, PageRef, ZoneType};
 use kmem_hosted::{pin_current_thread, Machine, MachineBuilder};

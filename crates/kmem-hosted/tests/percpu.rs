@@ -1,7 +1,7 @@
 //! The per-CPU allocator on hosted machines: the first chunk, dynamic chunks on demand and
 //! back, bad requests, atomic requests, typed handles, per-CPU variables from several threads.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -2,7 +2,7 @@
 //! kfree_rcu and its bulk blocks, kmem_cache_destroy with pending kfree_rcu (slub_kunit's
 //! `test_kfree_rcu`), SLAB_TYPESAFE_BY_RCU, and the read-side misuse.
 
-mod common;
+use crate::common;
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};

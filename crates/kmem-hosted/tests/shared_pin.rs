@@ -4,7 +4,7 @@
 //! other threads' sections, `run_on_cpu` and `stop_machine`, nesting, and no pin for a thread
 //! that already holds a CPU (a section, `run_on_cpu` as another CPU).
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;

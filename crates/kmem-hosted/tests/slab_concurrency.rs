@@ -2,7 +2,7 @@
 //! their slab, many threads over many caches, caches created and destroyed from many threads.
 //! (The single-threaded slab tests are in `slab.rs`.)
 
-mod common;
+use crate::common;
 
 use std::ptr::NonNull;
 use std::sync::Mutex;

@@ -4,7 +4,7 @@
 //! Both must free exactly the same objects, with the same checks: these tests mix them and
 //! count objects, reports and reuse.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::ptr::NonNull;

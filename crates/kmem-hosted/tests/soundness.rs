@@ -3,7 +3,7 @@
 //! descriptor write left to users, `unsafe`), and handles of one machine used with another
 //! (caches, per-CPU pointers, vmalloc areas, page references, kmalloc pointers).
 
-mod common;
+use crate::common;
 
 use std::ptr::NonNull;
 

@@ -1,7 +1,7 @@
 //! Several threads (more than the machine has CPUs) allocate and free random orders, hand
 //! blocks to each other to free, and check the contents of every block they own.
 
-mod common;
+use crate::common;
 
 use std::sync::mpsc;
 

@@ -1,6 +1,6 @@
 //! vmalloc, vmap, vm_map_ram, vrealloc, kvmalloc, the lazy purge and the views.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 

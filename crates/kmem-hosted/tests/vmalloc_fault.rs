@@ -5,7 +5,7 @@
 use kmem::{Gfp, PAGE_SIZE, THREAD_SIZE};
 use kmem_hosted::MachineBuilder;
 
-mod common;
+use crate::common;
 use common::in_child;
 
 #[test]

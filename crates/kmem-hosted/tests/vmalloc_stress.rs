@@ -2,8 +2,6 @@
 //! requests, each area written and read back; a fragmented range whose 1-page holes small
 //! requests fill exactly; thousands of live areas with churn beside them.
 
-mod common;
-
 use std::collections::BTreeSet;
 
 use kmem::{Gfp, ReportKind, PAGE_SIZE};

@@ -4,7 +4,7 @@
 //! `mincore` shows. Memory that was handed out and written is cleared again, however it was
 //! split and merged on the way back.
 
-mod common;
+use crate::common;
 
 use kmem::{Gfp, MemRegion, Order, ZoneLayout};
 use kmem_hosted::{Machine, MachineBuilder};
