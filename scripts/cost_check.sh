@@ -34,7 +34,8 @@
 #   --tsv:    print only `cost PAIR PLATFORM INSTRUCTIONS BASELINE TARGET` lines (for
 #             scripts/benchmarks.sh); never fails on a regression.
 # KMEM_COST_TOLERANCE=PERCENT changes the 10%; KMEM_COST_BASELINE=FILE reads (or with --update
-# writes) another baseline file. Takes about a minute after the builds.
+# writes) another baseline file. Takes about a minute after the builds (the pairs run in
+# parallel, one per CPU).
 # Honours CARGO_TARGET_DIR.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -55,7 +56,7 @@ command -v valgrind >/dev/null || { echo "cost_check: valgrind is not installed"
 target="$(realpath -m "${CARGO_TARGET_DIR:-target}")"
 log() { [ "$tsv" = 1 ] || echo "$@" >&2; }
 log "cost_check: building the cost examples (profile perf) and libkmem_malloc.so"
-cargo build -q --profile perf -p kmem-bench --example pair_cost --example bulk_cost --example slab_cost --example malloc_cost \
+cargo build -q --profile perf -p kmem-bench --no-default-features --example pair_cost --example bulk_cost --example slab_cost --example malloc_cost \
     --example vmalloc_cost --example kmap_cost
 (cd crates/kmem-malloc && CARGO_TARGET_DIR="$target/kmem-malloc-pie" cargo build -q --release)
 lib="$target/kmem-malloc-pie/release/libkmem_malloc.so"
@@ -108,11 +109,23 @@ if [ -f "$baseline" ]; then
     done <"$baseline"
 fi
 
+# The pairs run side by side, one valgrind per CPU (each count is deterministic whatever
+# runs beside it); each writes its count into a file of its own.
 fail=0
+runs=$(mktemp -d)
+trap 'rm -rf "$runs"' EXIT
 for p in $PAIRS; do
-    n=$(measure "$p")
+    while [ "$(jobs -rp | wc -l)" -ge "$(nproc)" ]; do wait -n || true; done
+    f="$runs/${p//\//_}"
+    { measure "$p" >"$f.1"; if [ "$twice" = 1 ]; then measure "$p" >"$f.2"; fi; } &
+done
+wait
+for p in $PAIRS; do
+    f="$runs/${p//\//_}"
+    n=$(cat "$f.1" 2>/dev/null || echo -1)
+    [ -n "$n" ] || n=-1
     if [ "$twice" = 1 ]; then
-        m=$(measure "$p")
+        m=$(cat "$f.2" 2>/dev/null || echo -1)
         if [ "$m" != "$n" ]; then
             log "cost_check: $p is not deterministic: $n then $m instructions"
             fail=1

@@ -8,7 +8,8 @@
 #    checks kmem's code for reads and writes outside mappings, use of uninitialised
 #    metadata, and the Rust side (about 60 s).
 # 2. C programs under LD_PRELOAD=libkmem_malloc.so (the deployable build, as
-#    crates/kmem-malloc/tests/preload.rs builds it: same target directory, so CI reuses it):
+#    crates/kmem-malloc/tests/preload.rs and scripts/cost_check.sh build it: same target
+#    directory, target/kmem-malloc-pie, so CI builds it once):
 #    scripts/memcheck/preload_smoke.c and crates/kmem-malloc/tests/c/edge_cases.c (about 30 s).
 #    Memcheck replaces malloc in libc and in every object without a SONAME, which
 #    libkmem_malloc.so is (cargo gives cdylibs none): without
@@ -37,9 +38,8 @@ for t in ${MEMCHECK_TESTS:-slab kmalloc}; do
 done
 
 # 2. LD_PRELOAD runs.
-(CARGO_TARGET_DIR="$target/tmp/kmem-malloc-pie" RUSTFLAGS="-C relocation-model=pie" CARGO_PROFILE_RELEASE_DEBUG=0 \
-    cargo build -q --release -p kmem-malloc --lib)
-lib="$target/tmp/kmem-malloc-pie/release/libkmem_malloc.so"
+(cd crates/kmem-malloc && CARGO_TARGET_DIR="$target/kmem-malloc-pie" cargo build -q --release)
+lib="$target/kmem-malloc-pie/release/libkmem_malloc.so"
 out="$target/memcheck"
 mkdir -p "$out"
 cc -O1 -g -fno-builtin -Wall -pthread -o "$out/preload_smoke" scripts/memcheck/preload_smoke.c -ldl

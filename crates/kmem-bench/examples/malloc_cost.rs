@@ -24,7 +24,9 @@ use std::ffi::c_void;
 use std::hint::black_box;
 
 use kmem::{Gfp, Kmem, Platform};
-use kmem_bench::malloc::{Peer, BSA, JEMALLOC, KMEM, LLA, MIMALLOC, SYSTEM, TALC};
+#[cfg(feature = "jemalloc")]
+use kmem_bench::malloc::JEMALLOC;
+use kmem_bench::malloc::{Peer, BSA, KMEM, LLA, MIMALLOC, SYSTEM, TALC};
 use kmem_hosted::MachineBuilder;
 
 /// Pairs collected. Fewer than 4096: `KmemAlloc` runs its give-memory-back check on every
@@ -65,6 +67,7 @@ fn pair_mimalloc(l: Layout) {
 }
 
 #[inline(never)]
+#[cfg(feature = "jemalloc")]
 fn pair_jemalloc(l: Layout) {
     global_pair(&JEMALLOC, l);
 }
@@ -152,6 +155,7 @@ fn main() {
         "kmalloc-minimal" => kmalloc_pairs(&unsafe { kmem_bench::minimal::boot(256) }, size),
         "kmem" => run(|| global_pair(&KMEM, l), || pair_kmem(black_box(l))),
         "mimalloc" => run(|| global_pair(&MIMALLOC, l), || pair_mimalloc(black_box(l))),
+        #[cfg(feature = "jemalloc")]
         "jemalloc" => run(|| global_pair(&JEMALLOC, l), || pair_jemalloc(black_box(l))),
         "system" => run(|| global_pair(&SYSTEM, l), || pair_system(black_box(l))),
         "talc" => run(|| global_pair(&TALC, l), || pair_talc(black_box(l))),

@@ -5,8 +5,8 @@
 //!
 //! The library under test is built once per test binary by [`lib`], as it is meant to be
 //! deployed: release, `-C relocation-model=pie` (every TLS access of kmem's code is then
-//! initial-exec, see the crate's README), in its own target directory under
-//! `CARGO_TARGET_TMPDIR`, so it neither waits for nor disturbs the outer build. A program
+//! initial-exec, see the crate's README), in its own target directory,
+//! `<target>/kmem-malloc-pie`, so it neither waits for nor disturbs the outer build. A program
 //! that is not installed fails its test (`.ci/run` installs git, gcc, python3 and the
 //! binutils), unless `KMEM_SKIP_MISSING_TOOLS=1`: then the test prints `SKIPPED: ...` and
 //! passes without running. Timings (with and without kmem) are
@@ -18,24 +18,25 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// The flags the library is built with (also in `crates/kmem-malloc/.cargo/config.toml`).
-const RUSTFLAGS: &str = "-C relocation-model=pie";
-
-/// `libkmem_malloc.so`, built on first use.
+/// `libkmem_malloc.so`, built on first use as it is deployed (`cd crates/kmem-malloc &&
+/// cargo build --release`: that directory's `.cargo/config.toml` gives the PIE relocation
+/// model and one codegen unit) into the same directory, `<target>/kmem-malloc-pie`, so the
+/// test, `scripts/memcheck.sh` and `scripts/cost_check.sh` share one build.
 fn lib() -> &'static Path {
     static LIB: OnceLock<PathBuf> = OnceLock::new();
     LIB.get_or_init(|| {
-        let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kmem-malloc-pie");
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        // CARGO_TARGET_TMPDIR is `<target>/tmp`.
+        let target = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().expect("target/tmp").join("kmem-malloc-pie");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let t = Instant::now();
         let out = Command::new(cargo)
-            .current_dir(&root)
-            .args(["build", "--release", "-p", "kmem-malloc", "--lib"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["build", "--release"])
+            // Its own target directory: the outer `cargo test` holds the lock of its own.
             .env("CARGO_TARGET_DIR", &target)
-            .env("RUSTFLAGS", RUSTFLAGS)
+            // The flags come from the crate's .cargo/config.toml, not from the outer build.
+            .env_remove("RUSTFLAGS")
             .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .env("CARGO_PROFILE_RELEASE_DEBUG", "0")
             .output()
             .expect("run cargo");
         assert!(out.status.success(), "building libkmem_malloc.so failed:\n{}", String::from_utf8_lossy(&out.stderr));

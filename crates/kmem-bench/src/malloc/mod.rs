@@ -71,6 +71,7 @@ use mimalloc::MiMalloc;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use talc::source::Manual;
+#[cfg(feature = "jemalloc")]
 use tikv_jemallocator::Jemalloc;
 
 mod api2;
@@ -117,6 +118,7 @@ pub static KMEM: KmemAlloc = KmemAlloc;
 /// mimalloc.
 pub static MIMALLOC: MiMalloc = MiMalloc;
 /// jemalloc.
+#[cfg(feature = "jemalloc")]
 pub static JEMALLOC: Jemalloc = Jemalloc;
 /// glibc's malloc.
 pub static SYSTEM: System = System;
@@ -134,7 +136,8 @@ pub enum Peer {
     Kmem,
     /// [`MIMALLOC`].
     Mimalloc,
-    /// [`JEMALLOC`].
+    /// [`JEMALLOC`] (feature `jemalloc`, on by default).
+    #[cfg(feature = "jemalloc")]
     Jemalloc,
     /// [`SYSTEM`].
     System,
@@ -171,6 +174,7 @@ macro_rules! peer_match {
                 let $a = &$crate::malloc::MIMALLOC;
                 $body
             }
+            #[cfg(feature = "jemalloc")]
             $crate::malloc::Peer::Jemalloc => {
                 let $a = &$crate::malloc::JEMALLOC;
                 $body
@@ -197,14 +201,19 @@ macro_rules! peer_match {
 
 impl Peer {
     /// Every peer, kmem first.
+    #[cfg(feature = "jemalloc")]
     pub const ALL: [Peer; 7] =
         [Peer::Kmem, Peer::Mimalloc, Peer::Jemalloc, Peer::System, Peer::Talc, Peer::LinkedList, Peer::Buddy];
+    /// Every peer, kmem first (built without the `jemalloc` feature).
+    #[cfg(not(feature = "jemalloc"))]
+    pub const ALL: [Peer; 6] = [Peer::Kmem, Peer::Mimalloc, Peer::System, Peer::Talc, Peer::LinkedList, Peer::Buddy];
 
     /// The name in tables and on the command line.
     pub fn name(self) -> &'static str {
         match self {
             Peer::Kmem => "kmem",
             Peer::Mimalloc => "mimalloc",
+            #[cfg(feature = "jemalloc")]
             Peer::Jemalloc => "jemalloc",
             Peer::System => "system",
             Peer::Talc => "talc",
