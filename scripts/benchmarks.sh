@@ -43,7 +43,7 @@ t_start=$(date +%s)
 say() { echo "benchmarks.sh [$(($(date +%s) - t_start)) s]: $*" >&2; }
 
 bench_bin() { # bench name -> path of its binary (built)
-    cargo bench -q -p kmem-bench --bench "$1" --no-run --message-format=json | python3 -c '
+    cargo bench -q -p kmem-bench --features jemalloc --bench "$1" --no-run --message-format=json | python3 -c '
 import json, sys
 for line in sys.stdin:
     try:
@@ -56,13 +56,13 @@ for line in sys.stdin:
 }
 
 say "building the malloc and threads benches (fat LTO: several minutes the first time)"
-cargo bench -q -p kmem-bench --bench malloc --bench threads --no-run
+cargo bench -q -p kmem-bench --features jemalloc --bench malloc --bench threads --no-run
 malloc_bin=$(bench_bin malloc)
 threads_bin=$(bench_bin threads)
 [ -n "$malloc_bin" ] && [ -n "$threads_bin" ] || { echo "benchmarks.sh: bench binaries not found" >&2; exit 1; }
 if [ "${KMEM_BENCH_COST:-1}" != 0 ]; then
     say "building the instruction-count examples (profile perf)"
-    cargo build -q --profile perf -p kmem-bench --examples
+    cargo build -q --profile perf -p kmem-bench --features jemalloc --examples
 fi
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "benchmarks.sh: builds done in $(($(date +%s) - t_start)) s; timing" >&2

@@ -32,7 +32,7 @@ bundle() {
     mkdir -p "$dir"
     cargo build -q --release -p kmem-cli
     cargo build -q --release -p kmem-trace --example replay_speed
-    cargo bench -q -p kmem-bench --bench malloc --bench threads --no-run
+    cargo bench -q -p kmem-bench --features jemalloc --bench malloc --bench threads --no-run
     (cd crates/kmem-malloc && CARGO_TARGET_DIR="$target/kmem-malloc-pie" cargo build -q --release)
     gcc -O2 -pthread -Wall -Wextra -o "$dir/mtbench" crates/kmem-bench/c/mtbench.c -ldl
     gcc -O2 -Wall -Wextra -o "$dir/pairloop" crates/kmem-bench/c/pairloop.c
@@ -40,7 +40,7 @@ bundle() {
     local b
     for b in malloc threads; do
         local path
-        path=$(cargo bench -q -p kmem-bench --bench "$b" --no-run --message-format=json | python3 -c '
+        path=$(cargo bench -q -p kmem-bench --features jemalloc --bench "$b" --no-run --message-format=json | python3 -c '
 import json, sys
 for l in sys.stdin:
     m = json.loads(l)

@@ -24,7 +24,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 target="${CARGO_TARGET_DIR:-target}"
-cargo build -q --profile perf -p kmem-bench --example malloc_cost
+cargo build -q --profile perf -p kmem-bench --features jemalloc --example malloc_cost
 # The deployable LD_PRELOAD library, built as crates/kmem-malloc/.cargo/config.toml says
 # (release, PIE relocation model so that kmem's thread-locals are initial-exec), in a target
 # directory of its own.

@@ -30,8 +30,11 @@ vg=(valgrind --tool=memcheck --error-exitcode=1 --suppressions="$supp")
 start=$SECONDS
 
 # 1. Hosted integration tests.
-bin=$(cargo test -q --no-run -p kmem-hosted --test hosted --message-format=json |
-    grep -o '"executable":"[^"]*"' | sed 's/"executable":"\(.*\)"/\1/')
+# The workspace's build of it (the README's `cargo test --workspace`, features unified over
+# the workspace: `-p kmem-hosted` alone would build its dependencies again with fewer).
+bin=$(cargo test -q --no-run --workspace --message-format=json |
+    grep '"name":"hosted","src_path"' | grep -o '"executable":"[^"]*"' | sed 's/"executable":"\(.*\)"/\1/')
+[ -n "$bin" ] || { echo "memcheck.sh: no executable for kmem-hosted's test binary" >&2; exit 1; }
 for t in ${MEMCHECK_TESTS:-slab kmalloc}; do
     echo "memcheck: $(basename "$bin") $t::"
     KMEM_MEMCHECK=1 "${vg[@]}" -q "$bin" --test-threads=1 -q "$t::"
