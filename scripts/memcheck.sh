@@ -39,6 +39,7 @@ for t in ${MEMCHECK_TESTS:-slab kmalloc}; do
     echo "memcheck: $(basename "$bin") $t::"
     KMEM_MEMCHECK=1 "${vg[@]}" -q "$bin" --test-threads=1 -q "$t::"
 done
+echo "memcheck: the hosted tests: $((SECONDS - start)) s"
 
 # 2. LD_PRELOAD runs.
 (cd crates/kmem-malloc && CARGO_TARGET_DIR="$target/kmem-malloc-pie" cargo build -q --release)
@@ -49,7 +50,7 @@ cc -O1 -g -fno-builtin -Wall -pthread -o "$out/preload_smoke" scripts/memcheck/p
 cc -O1 -g -fno-builtin -w -pthread -o "$out/edge_cases" crates/kmem-malloc/tests/c/edge_cases.c -ldl
 export KMEM_RAM_MAX=8G
 preload() { # name expected-stdout-pattern
-    local name="$1" want="$2" log="$out/$1.vg"
+    local name="$1" want="$2" log="$out/$1.vg" t0=$SECONDS
     echo "memcheck: LD_PRELOAD=libkmem_malloc.so $name"
     if ! "${vg[@]}" --trace-children=yes --soname-synonyms=somalloc=nouserintercepts --log-file="$log.%p" \
         env LD_PRELOAD="$lib" "$out/$name" >"$out/$name.out" 2>&1; then
@@ -64,6 +65,8 @@ preload() { # name expected-stdout-pattern
         exit 1
     fi
     rm -f "$log".*
+    # (edge_cases takes about 14 s; one CI run of 2026-12-05 took 202 s, not reproduced.)
+    echo "memcheck: $name: $((SECONDS - t0)) s"
 }
 preload preload_smoke "malloc from: .*libkmem_malloc.so"
 preload edge_cases "summary: [0-9]* checks, 0 failed"
