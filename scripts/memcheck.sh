@@ -52,7 +52,12 @@ export KMEM_RAM_MAX=8G
 preload() { # name expected-stdout-pattern
     local name="$1" want="$2" log="$out/$1.vg" t0=$SECONDS
     echo "memcheck: LD_PRELOAD=libkmem_malloc.so $name"
-    if ! "${vg[@]}" --trace-children=yes --soname-synonyms=somalloc=nouserintercepts --log-file="$log.%p" \
+    # --fair-sched=yes: valgrind runs one thread at a time, and by default a thread that
+    # yields may take the lock straight back; a thread waiting for another's CPU section to
+    # end (a fork's stop_machine) then spins for long stretches: edge_cases took 14 to 202 s
+    # from run to run, and 25 s every time with fair scheduling. (The hosted tests above do
+    # not vary and run 15% slower with it.)
+    if ! "${vg[@]}" --fair-sched=yes --trace-children=yes --soname-synonyms=somalloc=nouserintercepts --log-file="$log.%p" \
         env LD_PRELOAD="$lib" "$out/$name" >"$out/$name.out" 2>&1; then
         cat "$out/$name.out" "$log".* >&2
         echo "memcheck.sh: $name failed under memcheck" >&2
@@ -65,7 +70,6 @@ preload() { # name expected-stdout-pattern
         exit 1
     fi
     rm -f "$log".*
-    # (edge_cases takes about 14 s; one CI run of 2026-12-05 took 202 s, not reproduced.)
     echo "memcheck: $name: $((SECONDS - t0)) s"
 }
 preload preload_smoke "malloc from: .*libkmem_malloc.so"
