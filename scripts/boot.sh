@@ -19,7 +19,9 @@
 #              but the one the red-zone test provokes (its fast-path pairs are debug pairs)
 #   stack-overflow  2 CPUs, the kernel's `stack_overflow` option: CPU 1 recurses off its vmap
 #              stack; passes when the double fault is reported (`kernel stack overflow
-#              (double-fault)`, on the IST stack) and the guest exits with status 3
+#              (double-fault)`, on the IST stack) and the guest exits with status 3. The
+#              option also delays CPU 1 for 100 ms after it comes online (`ap_late`), so the
+#              test is published while it still starts: an AP that misses it hangs the run
 # Each run prints the kernel's serial console (tests as `ok N - name`, the total as
 # `N passed, N failed`, then /proc/buddyinfo, /proc/slabinfo and /proc/meminfo from the
 # core's renderers) into target/kmem-boot/<config>.log, and its summary here, with the

@@ -53,6 +53,12 @@ static MACHINE: Machine = Machine { kmem: UnsafeCell::new(MaybeUninit::uninit())
 static DM_LIMIT: AtomicU64 = AtomicU64::new(0);
 /// Timer interrupts allocate while this is set.
 pub static IRQ_ALLOCS_ON: AtomicBool = AtomicBool::new(false);
+/// The `ap_late` boot option, implied by `stack_overflow`: each AP waits 100 ms after it
+/// marks itself online, so the boot CPU publishes the first concurrent test while the APs
+/// are still starting; an AP that missed that test would hang the boot (scripts/boot.sh's
+/// `stack-overflow` configuration, which publishes its test right after start-up, is the
+/// regression test of that race).
+pub static AP_LATE: AtomicBool = AtomicBool::new(false);
 
 /// The machine, if booted.
 pub fn machine_opt() -> Option<&'static Kmem<BootPlatform>> {
@@ -180,6 +186,10 @@ extern "C" fn kmain(start_info: u64) -> ! {
     apic::start_timer(TIMER_COUNT);
     arch::sti();
 
+    AP_LATE.store(
+        info.cmdline.split_ascii_whitespace().any(|w| w == "ap_late" || w == "stack_overflow"),
+        Ordering::Relaxed,
+    );
     smp::start_aps(m, &acpi);
     if info.cmdline.split_ascii_whitespace().any(|w| w == "stack_overflow") {
         tests::stack_overflow(m);

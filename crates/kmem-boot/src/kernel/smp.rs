@@ -70,6 +70,9 @@ pub fn ap_main(cpu: usize) -> ! {
     // publishes its test right after start-up, hung that way once in about fifty boots).
     let seen = tests::generation();
     percpu::this_cpu().online.store(true, Ordering::Release);
+    if super::AP_LATE.load(Ordering::Relaxed) {
+        apic::udelay(100_000);
+    }
     arch::sti();
     let m = super::machine_opt().expect("APs start after boot");
     tests::ap_loop(m, cpu, seen)
