@@ -6,6 +6,12 @@ use kmem_hosted::Machine;
 
 /// buddyinfo numbers of every populated zone: (node, zone, nr_free per order), after draining
 /// the per-CPU lists (so that every free page is back in the buddy lists).
+/// Whether the test runs under valgrind's memcheck (`scripts/memcheck.sh` sets
+/// `KMEM_MEMCHECK=1`): the longest tests then run a smaller grid of the same paths.
+pub fn under_memcheck() -> bool {
+    std::env::var_os("KMEM_MEMCHECK").is_some_and(|v| v == "1")
+}
+
 pub fn buddyinfo(m: &Machine) -> Vec<(usize, ZoneType, [usize; 11])> {
     m.drain_all_pages();
     m.zones()

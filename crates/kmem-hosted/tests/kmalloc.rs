@@ -311,9 +311,8 @@ fn kmalloc_from_many_threads() {
             let m = &m;
             s.spawn(move || {
                 let mut live = Vec::new();
-                // A quarter of the rounds under valgrind (scripts/memcheck.sh sets
-                // KMEM_MEMCHECK=1), which runs the threads one at a time.
-                let rounds = if std::env::var_os("KMEM_MEMCHECK").is_some_and(|v| v == "1") { 5_000 } else { 20_000 };
+                // A quarter of the rounds under valgrind, which runs the threads one at a time.
+                let rounds = if crate::common::under_memcheck() { 5_000 } else { 20_000 };
                 for i in 0..rounds {
                     let size = 1 + (i * 7919 + t as usize * 13) % 12_000;
                     let p = m.kmalloc(size, Gfp::KERNEL).unwrap();

@@ -1,9 +1,10 @@
 //! kmem-hosted's integration tests, one module per file, linked into one test binary: a
-//! binary per file made 49 links, each monomorphising kmem's generic core for the hosted
+//! binary per file made 48 links, each monomorphising kmem's generic core for the hosted
 //! platform again (most of `cargo test`'s build time). Tests of every file run in one
-//! process, so a test must not change process-wide state that another could see without
-//! restoring it (signal handlers it installs chain to the previous one; forked and re-run
-//! children name their test by its path, `boot::touch_the_pci_hole`).
+//! process, so a test must not change process-wide state another could see: KFENCE's
+//! SIGSEGV handler passes faults not its own to the handler it replaced, only `nolock.rs`
+//! uses SIGUSR1, and the test that re-runs itself in a child names its test by its path
+//! (`boot::touch_the_pci_hole`).
 //!
 //! Run one file's tests with its module as the filter: `cargo test -p kmem-hosted --test
 //! hosted slab::`.

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::{check, free, slabinfo_line, stamp};
+use common::{check, free, slabinfo_line, stamp, under_memcheck};
 use kmem::slab::{CacheError, LayoutError, SlabAllocError};
 use kmem::{Gfp, ReportKind, SlabFlags};
 use kmem_hosted::{in_irq, Machine, MachineBuilder};
@@ -17,12 +17,6 @@ use rand::{Rng, SeedableRng};
 
 fn machine() -> Machine {
     MachineBuilder::new().ram_mib(256).cpus(2).build().unwrap()
-}
-
-/// Whether the test runs under valgrind's memcheck (`scripts/memcheck.sh` sets
-/// `KMEM_MEMCHECK=1`): the longest tests then run a smaller grid of the same paths.
-fn under_memcheck() -> bool {
-    std::env::var_os("KMEM_MEMCHECK").is_some_and(|v| v == "1")
 }
 
 fn meminfo_kb(m: &Machine, label: &str) -> u64 {

@@ -136,7 +136,7 @@ pub enum Peer {
     Kmem,
     /// [`MIMALLOC`].
     Mimalloc,
-    /// [`JEMALLOC`] (feature `jemalloc`, on by default).
+    /// [`JEMALLOC`] (feature `jemalloc`, off by default).
     #[cfg(feature = "jemalloc")]
     Jemalloc,
     /// [`SYSTEM`].
