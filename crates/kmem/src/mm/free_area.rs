@@ -111,7 +111,9 @@ impl FreeArea {
         self.nr_reserved_highatomic.load(Ordering::Relaxed) as usize
     }
 
-    /// Adds `delta` pages to the reserve's size (the lock holder only).
+    /// Adds `delta` pages to the reserve's size (the lock holder only). Through
+    /// [`Zone::mod_reserved_highatomic`](crate::mm::zone::Zone::mod_reserved_highatomic),
+    /// which keeps the zone's fast marks current.
     pub(crate) fn mod_reserved_highatomic<P: Platform>(&self, g: &SpinGuard<'_, P>, delta: isize) {
         debug_assert!(g.holds(&self.lock));
         let v = self.nr_reserved_highatomic() as isize + delta;

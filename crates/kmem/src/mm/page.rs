@@ -12,8 +12,9 @@
 //! | `prev`     | 4     | free-list link (pfn)        | owner's list link (slab, pcp)           |
 //! | `data`     | 8     | unused                      | owner's word (`page->private`)          |
 //!
-//! `flags` bits 32..64 hold the zone type, node and section number; they are written once at
-//! boot and never change, so `page_zone()` and `page_to_pfn()` need no lock.
+//! `flags` bits 32..64 hold the section number (32..55), then the zone type (55..58) and the
+//! node (58..64), on top as in Linux's layout (the zone and node are one shift); they are
+//! written once at boot and never change, so `page_zone()` and `page_to_pfn()` need no lock.
 //!
 //! Ownership: a free page's fields belong to its zone and change only under the zone lock;
 //! an allocated page's fields belong to its owner. `refcount` is the arbiter between them:
@@ -88,13 +89,17 @@ pub mod pg {
 /// order or an interior pointer, which Linux cannot.
 const ALLOC_ORDER_SHIFT: u32 = 12;
 const ALLOC_ORDER_MASK: u64 = 0xf << ALLOC_ORDER_SHIFT;
-const ZONE_SHIFT: u32 = 32;
-const NODE_SHIFT: u32 = 35;
-const SECTION_SHIFT: u32 = 41;
+/// The identity bits, at the top of `flags` as in Linux's layout: the section number in
+/// bits 32..55, then the zone (55..58) and the node (58..64). The zone and node on top make
+/// the free fast path's zone key one shift of the flags word, no mask.
+const SECTION_SHIFT: u32 = 32;
+const SECTION_BITS: u32 = ZONE_SHIFT - SECTION_SHIFT;
+const ZONE_SHIFT: u32 = 55;
+const NODE_SHIFT: u32 = 58;
 /// Largest node number + 1 that fits the flags.
-pub const MAX_NUMNODES: usize = 64;
+pub const MAX_NUMNODES: usize = 1 << (64 - NODE_SHIFT);
 /// Largest section number + 1 that fits the flags.
-pub const MAX_SECTIONS: usize = 1 << (64 - SECTION_SHIFT);
+pub const MAX_SECTIONS: usize = 1 << SECTION_BITS;
 
 /// The top byte of `private` holds the page type, as Linux's `page_type`.
 const PAGE_TYPE_MASK: u32 = 0xff00_0000;
@@ -127,7 +132,7 @@ pub(crate) struct PageIdentity {
 impl PageIdentity {
     #[inline(always)]
     fn of(f: u64) -> Self {
-        PageIdentity { zone: ((f >> ZONE_SHIFT) & 0x7) as usize, node: ((f >> NODE_SHIFT) & 0x3f) as usize }
+        PageIdentity { zone: ((f >> ZONE_SHIFT) & 0x7) as usize, node: (f >> NODE_SHIFT) as usize }
     }
     /// The zone and node as one number, as `flags` holds them (zone in the low 3 bits): the
     /// free fast path tells the fast zone's pages by one compare of it.
@@ -266,7 +271,7 @@ impl Page {
     /// Node id from the identity bits.
     #[inline]
     pub fn node(&self) -> usize {
-        ((self.flags() >> NODE_SHIFT) & 0x3f) as usize
+        (self.flags() >> NODE_SHIFT) as usize
     }
     /// Zone type index and node id from one read of the identity bits (`page_zone()`).
     #[inline(always)]
@@ -276,7 +281,7 @@ impl Page {
     /// Section number from the identity bits.
     #[inline]
     pub fn section(&self) -> usize {
-        (self.flags() >> SECTION_SHIFT) as usize
+        ((self.flags() >> SECTION_SHIFT) & ((1 << SECTION_BITS) - 1)) as usize
     }
 
     /// The order recorded when this page was handed out as the start of a block.
@@ -321,9 +326,7 @@ impl Page {
     #[inline(always)]
     pub(crate) fn plain_order0(&self) -> Option<u32> {
         let f = self.flags();
-        const KEY_BITS: u32 = SECTION_SHIFT - ZONE_SHIFT;
-        (f as u32 == 1 << ALLOC_ORDER_SHIFT && self.private() == 0)
-            .then_some(((f >> ZONE_SHIFT) & ((1 << KEY_BITS) - 1)) as u32)
+        (f as u32 == 1 << ALLOC_ORDER_SHIFT && self.private() == 0).then_some((f >> ZONE_SHIFT) as u32)
     }
 
     /// `PageBuddy()`: free and on a buddy list. Written only under the zone lock.

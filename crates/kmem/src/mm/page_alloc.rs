@@ -88,12 +88,9 @@ impl<P: Platform> Kmem<P> {
         let fast = st.fast_zone_if_ok()?;
         let highest = self.highest_zone(gfp.zone().ok()?);
         let zone = fast.zone();
-        if zone.zone_type() > highest {
-            return None;
-        }
-        // Signed: the counter may dip below zero transiently, as `free_pages()` clamps it.
-        let mark = zone.wmark(Wmark::Low) + zone.lowmem_reserve(highest) + zone.area.nr_reserved_highatomic();
-        if zone.free_pages_signed() <= mark as isize {
+        // Signed: the counter may dip below zero transiently, as `free_pages()` clamps it. A
+        // zone above `highest` has the mark no count passes (`Zone::fast_mark`).
+        if zone.free_pages_signed() <= zone.fast_mark(highest) as isize {
             return None;
         }
         let mt = if st.grouping_disabled { Migratetype::Unmovable } else { gfp.migratetype() };

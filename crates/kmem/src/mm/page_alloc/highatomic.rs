@@ -64,10 +64,10 @@ impl<P: Platform> Kmem<P> {
             if !buddy::move_freepages_block(&g, zone, mm, pfn, Migratetype::HighAtomic) {
                 return;
             }
-            zone.area.mod_reserved_highatomic(&g, PAGEBLOCK_NR_PAGES as isize);
+            zone.mod_reserved_highatomic(&g, PAGEBLOCK_NR_PAGES as isize);
         } else {
             buddy::change_pageblock_range(mm, pfn, order, Migratetype::HighAtomic);
-            zone.area.mod_reserved_highatomic(&g, order.nr_pages() as isize);
+            zone.mod_reserved_highatomic(&g, order.nr_pages() as isize);
         }
     }
 
@@ -92,7 +92,7 @@ impl<P: Platform> Kmem<P> {
                 let size = PAGEBLOCK_NR_PAGES.max(order.nr_pages());
                 // Cannot happen while every change holds the zone lock; Linux warns and clamps.
                 debug_assert!(size <= area.nr_reserved_highatomic(), "highatomic reserve count below its blocks");
-                area.mod_reserved_highatomic(&g, -(size.min(area.nr_reserved_highatomic()) as isize));
+                zone.mod_reserved_highatomic(&g, -(size.min(area.nr_reserved_highatomic()) as isize));
                 let moved = if order.as_u32() < PAGEBLOCK_ORDER as u32 {
                     buddy::move_freepages_block(&g, zone, mm, pfn, ac.mt)
                 } else {
@@ -148,7 +148,7 @@ mod tests {
         assert!(matches!(k.verify(), Err(VerifyError::HighAtomic { counted: 512, counter: 0, .. })));
         // Counted, but its free pages are still on an ordinary list: still caught.
         let g = z.area.lock(k.platform());
-        z.area.mod_reserved_highatomic(&g, PAGEBLOCK_NR_PAGES as isize);
+        z.mod_reserved_highatomic(&g, PAGEBLOCK_NR_PAGES as isize);
         drop(g);
         assert!(matches!(k.verify(), Err(VerifyError::HighAtomic { counted: 512, counter: 512, .. })));
         // Done properly (move_freepages_block), it verifies.
@@ -158,5 +158,45 @@ mod tests {
         drop(g);
         k.verify().unwrap();
         assert_eq!(z.nr_free_highatomic(), PAGEBLOCK_NR_PAGES - 1);
+    }
+
+    #[test]
+    fn the_fast_mark_follows_the_watermark_the_reserves_and_the_highatomic_count() {
+        use crate::mm::zone::Wmark;
+        use crate::mm::zone_type::ZoneType;
+        let k = testing::machine(256);
+        let expect = |z: &Zone, h: ZoneType| {
+            if h < z.zone_type() {
+                u32::MAX as usize
+            } else {
+                z.wmark(Wmark::Low) + z.lowmem_reserve(h) + z.nr_reserved_highatomic()
+            }
+        };
+        let check = |k: &crate::Kmem<testing::TestPlatform>| {
+            for z in k.zones().filter(|z| z.is_populated()) {
+                for h in ZoneType::ALL {
+                    assert_eq!(z.fast_mark(h), expect(z, h), "{} for highest {h:?}", z.name());
+                }
+            }
+        };
+        check(&k);
+        assert!(
+            k.zones().any(|z| !z.is_populated() && z.fast_mark(ZoneType::HighMem) == u32::MAX as usize),
+            "an empty zone is never fast"
+        );
+        assert!(k.zones().any(|z| ZoneType::ALL.iter().any(|&h| z.lowmem_reserve(h) > 0)), "a reserve to sum");
+        let z = k.zones().max_by_key(|z| z.managed_pages()).unwrap();
+        let g = z.area.lock(k.platform());
+        z.mod_reserved_highatomic(&g, PAGEBLOCK_NR_PAGES as isize);
+        drop(g);
+        check(&k);
+        assert_eq!(z.fast_mark(z.zone_type()), z.wmark(Wmark::Low) + PAGEBLOCK_NR_PAGES);
+        let g = z.area.lock(k.platform());
+        z.mod_reserved_highatomic(&g, -(PAGEBLOCK_NR_PAGES as isize));
+        drop(g);
+        check(&k);
+        z.set_wmarks([1, 2, 3, 4]);
+        check(&k);
+        assert_eq!(z.fast_mark(z.zone_type()), 2);
     }
 }
