@@ -385,9 +385,10 @@ fn reclaimable_caches_count_as_sreclaimable() {
     let objs: Vec<_> = (0..2000).map(|_| m.kmem_cache_alloc(&r, Gfp::KERNEL).unwrap()).collect();
     let after = (meminfo_kb(&m, "SReclaimable:"), meminfo_kb(&m, "SUnreclaim:"));
     assert!(after.0 >= before.0 + 2000 * 192 / 1024, "{before:?} -> {after:?}");
-    // The descriptor's slab (kmem_cache, 4 KiB) and a slab of sheaves (kmem_sheaf, order 2).
+    // The descriptor's slab (kmem_cache, order 1 once its descriptors carry a sheaf address
+    // per CPU: 8 KiB) and a slab of sheaves (kmem_sheaf, order 2: 16 KiB).
     assert!(
-        after.1 - before.1 <= 20,
+        after.1 - before.1 <= 24,
         "only the descriptor's and the sheaves' slabs may be unreclaimable: {before:?} -> {after:?}"
     );
     assert_eq!(meminfo_kb(&m, "KReclaimable:"), after.0);

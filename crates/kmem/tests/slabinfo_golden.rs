@@ -27,7 +27,7 @@ fn golden_slabinfo() {
         format!(
             "{HEADER}\
 kmem_sheaf             0      0   1088   15    4 : tunables    0    0    0 : slabdata      0      0      0\n\
-kmem_cache             0      0    320   12    1 : tunables    0    0    0 : slabdata      0      0      0\n"
+kmem_cache             0      0    384   21    2 : tunables    0    0    0 : slabdata      0      0      0\n"
         )
     );
     // 100-byte objects: size 104 (8-byte aligned, the free pointer inside the object);
@@ -38,14 +38,15 @@ kmem_cache             0      0    320   12    1 : tunables    0    0    0 : sla
     // free): 78 of 78 in 2 slabs.
     let c = m.kmem_cache_create("golden_obj", 100, 0, SlabFlags::NO_MERGE, None).unwrap();
     let objs: Vec<_> = (0..40).map(|_| m.kmem_cache_alloc(&c, Gfp::KERNEL).unwrap()).collect();
-    // The boot cache `kmem_cache`: one descriptor per cache (320 bytes with its node part),
-    // 4096 / 320 = 12 per order-0 slab, one of them in use: 1 of 12. `kmem_sheaf`: the one
-    // sheaf. Newest cache first.
+    // The boot cache `kmem_cache`: one descriptor per cache (336 bytes with its two CPUs'
+    // sheaf addresses and its node part, 384 aligned to the cache line); an order-0 slab
+    // would hold 10, under slub_min_objects' 12, so order 1: 8192 / 384 = 21, one of them in
+    // use: 1 of 21. `kmem_sheaf`: the one sheaf. Newest cache first.
     let expected = format!(
         "{HEADER}\
 golden_obj            78     78    104   39    1 : tunables    0    0    0 : slabdata      2      2      0\n\
 kmem_sheaf             1     15   1088   15    4 : tunables    0    0    0 : slabdata      1      1      0\n\
-kmem_cache             1     12    320   12    1 : tunables    0    0    0 : slabdata      1      1      0\n"
+kmem_cache             1     21    384   21    2 : tunables    0    0    0 : slabdata      1      1      0\n"
     );
     assert_eq!(slabinfo(&m), expected);
     for o in objs {
