@@ -100,6 +100,14 @@ pub mod raw {
         }
     }
 
+    /// [`alloc_malloc_aligned`]'s fast path alone (the machine ready, the class's CPU sheaf
+    /// not empty): `None` where it would take its slow path, which the caller then takes
+    /// (out of line: C's `malloc` sets `errno` there, so its fast path saves no register).
+    #[inline(always)]
+    pub fn alloc_malloc_fast(size: usize, zero: bool) -> Option<core::ptr::NonNull<u8>> {
+        route::alloc16_fast(global::ready()?, size, zero)
+    }
+
     /// [`alloc_aligned`] before the machine is ready: boot it, or use the bootstrap arena.
     #[cold]
     #[inline(never)]

@@ -71,14 +71,19 @@ pub(crate) fn alloc(m: &Machine, size: usize, align: usize, zero: bool) -> *mut 
 /// fast path made its callers save more registers.
 #[inline(always)]
 pub(crate) fn alloc16(m: &Machine, size: usize, zero: bool) -> *mut u8 {
-    if let Some(index) = kmalloc_index_aligned(size) {
-        // As in `alloc`.
-        let gfp = if zero { Gfp::NOWAIT | Gfp::NOWARN | Gfp::ZERO } else { Gfp::NOWAIT | Gfp::NOWARN };
-        if let Some(p) = m.kmalloc_try_fast_index(index, gfp) {
-            return p.as_ptr();
-        }
+    if let Some(p) = alloc16_fast(m, size, zero) {
+        return p.as_ptr();
     }
     alloc_slow(m, size, KMALLOC_ALIGN, zero)
+}
+
+/// [`alloc16`]'s fast path alone: `None` where it would go on to [`alloc_slow`].
+#[inline(always)]
+pub(crate) fn alloc16_fast(m: &Machine, size: usize, zero: bool) -> Option<NonNull<u8>> {
+    let index = kmalloc_index_aligned(size)?;
+    // As in `alloc`.
+    let gfp = if zero { Gfp::NOWAIT | Gfp::NOWARN | Gfp::ZERO } else { Gfp::NOWAIT | Gfp::NOWARN };
+    m.kmalloc_try_fast_index(index, gfp)
 }
 
 /// The kmalloc request of [`alloc`]'s fast path: the usual alignments (at most 8, and 16),

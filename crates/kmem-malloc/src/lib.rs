@@ -90,10 +90,23 @@ fn enomem() -> *mut c_void {
     ptr::null_mut()
 }
 
+/// `malloc`, `calloc` and the aligned allocations: the fast path inlined, everything else
+/// (and `errno`) in [`alloc_careful`], a tail call, so the fast path saves no register.
 #[inline(always)]
 fn alloc(size: usize, align: usize, zero: bool) -> *mut c_void {
     // `malloc` and `calloc` pass MIN_ALIGN, a constant: their size goes to its class in one
     // lookup.
+    if align == MIN_ALIGN {
+        if let Some(p) = raw::alloc_malloc_fast(size, zero) {
+            return p.as_ptr().cast();
+        }
+    }
+    alloc_careful(size, align, zero)
+}
+
+/// [`alloc`] past its fast path: `NULL` and `ENOMEM` on failure.
+#[inline(never)]
+fn alloc_careful(size: usize, align: usize, zero: bool) -> *mut c_void {
     let p =
         if align == MIN_ALIGN { raw::alloc_malloc_aligned(size, zero) } else { raw::alloc_aligned(size, align, zero) };
     if p.is_null() {
