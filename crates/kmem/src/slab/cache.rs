@@ -121,6 +121,9 @@ pub struct KmemCache {
     /// Plain slabs are aligned to their size (buddy blocks are), so the physical address of
     /// an object of a plain slab masked with this is the slab's (`Kmem::plain_slab_off`).
     pub(crate) head_mask: i32,
+    /// The bytes of a slab of the cache's order minus one: `!head_mask`, kept apart so that
+    /// `kfree`'s offset of an object in its slab is one `and` (`Kmem::plain_slab_of`).
+    pub(crate) off_mask: u32,
     pub(crate) layout: Layout,
     pub(crate) debug: bool,
     /// `init_on_alloc` / `init_on_free` for this cache (`mm::meminit::INIT_ALLOC`,
@@ -260,6 +263,7 @@ impl KmemCache {
             },
             plain_objects: l.objects as u16,
             head_mask: ((crate::PAGE_SIZE as i32) << l.order).wrapping_neg(),
+            off_mask: ((crate::PAGE_SIZE as u32) << l.order) - 1,
             layout: l,
             debug,
             meminit: init.meminit,

@@ -309,7 +309,7 @@ impl<P: Platform> Kmem<P> {
             return None;
         }
         let c = st.slab.cache_of_slab_word(word)?;
-        let off = pa & !(c.head_mask as isize as usize);
+        let off = pa & c.off_mask as usize;
         // The head, for the slow paths, is `off` bytes before: resolved by them.
         Some((SlabFrame { pa, page }, c, off))
     }
