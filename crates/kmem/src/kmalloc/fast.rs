@@ -6,10 +6,10 @@
 use core::ptr::NonNull;
 
 use super::index::{kmalloc_index, KmallocType, KMALLOC_MAX_CACHE_SIZE};
+use super::KmallocState;
 use crate::gfp::Gfp;
 use crate::machine::Kmem;
 use crate::platform::Platform;
-use crate::slab::cache::KmemCache;
 use crate::sync::Ordering;
 
 impl<P: Platform> Kmem<P> {
@@ -95,9 +95,9 @@ impl<P: Platform> Kmem<P> {
             // load it again).
             let st = self.state();
             let c = st.kmalloc.caches[KmallocType::Normal as usize][kmalloc_index(size)].load(Ordering::Acquire);
-            if c != 0 {
-                // SAFETY: slots hold descriptors of kmalloc caches, which are never destroyed.
-                let c = unsafe { &*(c as *const KmemCache) };
+            // A class without its cache names the absent descriptor, whose plain word no
+            // page carries: the test below sends the block to `other`.
+            if let Some(c) = KmallocState::fast_cache_of(c) {
                 let addr = p as usize;
                 if let Some((slab, off)) = self.plain_slab_off(st, c, addr) {
                     // A plain slab of this machine's kmalloc cache (the table is the
@@ -188,14 +188,9 @@ impl<P: Platform> Kmem<P> {
     /// is this machine's (`id`, loaded before the slot), and an object from its CPU sheaf.
     #[inline(always)]
     fn kmalloc_try_fast_slot(&self, id: usize, slot: &crate::sync::AtomicUsize, gfp: Gfp) -> Option<NonNull<u8>> {
-        let p = slot.load(Ordering::Acquire);
-        if p == 0 {
-            return None;
-        }
-        // SAFETY: slots hold descriptors of kmalloc caches, which are never destroyed.
-        let cache = unsafe { &*(p as *const KmemCache) };
+        let cache = KmallocState::fast_cache_of(slot.load(Ordering::Acquire))?;
         // Armed fault injection (failslab) marks the cache's machine word: kmalloc's careful
-        // path runs the hook.
+        // path runs the hook. The absent descriptor's word (0) is no machine's either.
         if !cache.fast_is_of_id(id) {
             return None;
         }
@@ -203,5 +198,49 @@ impl<P: Platform> Kmem<P> {
         let obj = self.alloc_fast(cache, gfp.contains(Gfp::ZERO))?;
         // SAFETY: object addresses are direct-map addresses, never 0.
         Some(unsafe { NonNull::new_unchecked(obj as *mut u8) })
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use crate::gfp::Gfp;
+    use crate::kmalloc::index::{kmalloc_index, KmallocType};
+    use crate::slab::cache::absent_addr;
+    use crate::sync::Ordering;
+    use crate::testing;
+
+    /// Before a type's caches exist its slots name the absent descriptor, and the fast paths
+    /// decline it by their own tests: no allocation, and a free by size goes to `other`.
+    #[test]
+    fn slots_without_a_cache_name_the_absent_descriptor_which_the_fast_paths_decline() {
+        let k = testing::machine(64);
+        let slot = |ty: KmallocType, size: usize| {
+            k.state().kmalloc.caches[ty as usize][kmalloc_index(size)].load(Ordering::Relaxed)
+        };
+        assert_eq!(slot(KmallocType::Normal, 64), absent_addr(), "no kmalloc yet");
+        assert!(k.kmalloc_try_fast(64, Gfp::KERNEL).is_none());
+        let p = k.kmalloc(64, Gfp::KERNEL).unwrap();
+        assert_ne!(slot(KmallocType::Normal, 64), absent_addr(), "the first kmalloc made the caches");
+        assert_eq!(slot(KmallocType::Dma, 64), absent_addr(), "other types' caches are made on their first use");
+        // A free by size whose class's slot names the absent descriptor (the slot pointed
+        // back at it for the test) goes the other way.
+        let real = slot(KmallocType::Normal, 64);
+        k.state().kmalloc.caches[KmallocType::Normal as usize][kmalloc_index(64)]
+            .store(absent_addr(), Ordering::Relaxed);
+        let mut others = 0;
+        // SAFETY: a live kmalloc block, freed once (by `other`).
+        unsafe {
+            k.kfree_sized_or(p.as_ptr(), 64, |p| {
+                others += 1;
+                k.kfree(p)
+            })
+        };
+        assert_eq!(others, 1, "the absent descriptor's plain word matches no slab");
+        assert!(k.kmalloc_try_fast(64, Gfp::KERNEL).is_none(), "nor does its machine word");
+        k.state().kmalloc.caches[KmallocType::Normal as usize][kmalloc_index(64)].store(real, Ordering::Relaxed);
+        let q = k.kmalloc_try_fast(64, Gfp::KERNEL).expect("the real cache's sheaf has the freed object");
+        // SAFETY: ours, freed once.
+        unsafe { k.kfree(q.as_ptr()) };
+        assert_eq!(k.report_count(crate::ReportKind::SlabBug), 0);
     }
 }

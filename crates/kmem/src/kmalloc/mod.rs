@@ -37,6 +37,7 @@ use crate::machine::Kmem;
 use crate::mm::page::pg;
 use crate::mm::page_ref::PageRef;
 use crate::platform::Platform;
+use crate::slab::cache::absent_addr;
 use crate::slab::create::CreateArgs;
 use crate::slab::free::Lookup;
 use crate::slab::slab_page::Slab;
@@ -44,8 +45,11 @@ use crate::slab::{KmemCache, SlabFlags};
 use crate::sync::{array_of, const_fn_unless_loom, AtomicUsize, Ordering};
 use crate::{Order, VirtAddr, PAGE_SIZE};
 
-/// The machine's kmalloc caches: descriptor addresses by type and size class (0: not yet
-/// created).
+/// The machine's kmalloc caches: descriptor addresses by type and size class. A class whose
+/// cache does not exist yet names the shared absent descriptor
+/// ([`absent_addr`](crate::slab::cache::absent_addr), from `kmem_cache_init` on), which
+/// every fast path declines by the tests it makes anyway, so they read a slot's cache
+/// without testing the slot (2 instructions off every kmalloc and `kfree_sized_or`).
 #[derive(Debug)]
 pub(crate) struct KmallocState {
     caches: [[AtomicUsize; KMALLOC_NR]; KmallocType::COUNT],
@@ -56,6 +60,33 @@ impl KmallocState {
         pub(crate) fn new() -> Self {
             Self { caches: array_of![array_of![AtomicUsize::new(0); KMALLOC_NR]; KmallocType::COUNT] }
         }
+    }
+
+    /// Points every slot at the absent descriptor (`kmem_cache_init`, before any kmalloc).
+    pub(crate) fn init_slots(&self) {
+        for slot in self.caches.iter().flatten() {
+            slot.store(absent_addr(), Ordering::Relaxed);
+        }
+    }
+
+    /// The cache a slot's value names, if it exists (the careful paths).
+    #[inline(always)]
+    pub(crate) fn cache_of<'a>(p: usize) -> Option<&'a KmemCache> {
+        // SAFETY: slots hold descriptors of kmalloc caches, which are never destroyed, or
+        // the absent one.
+        (p != absent_addr()).then(|| unsafe { &*(p as *const KmemCache) })
+    }
+
+    /// A slot's cache for a fast path, the absent descriptor included (its tests decline
+    /// it); under loom, whose slots stay 0 until their cache exists, `None` for those.
+    #[inline(always)]
+    pub(crate) fn fast_cache_of<'a>(p: usize) -> Option<&'a KmemCache> {
+        #[cfg(loom)]
+        if p == 0 {
+            return None;
+        }
+        // SAFETY: as in `cache_of`; the absent descriptor is a static that lives forever.
+        Some(unsafe { &*(p as *const KmemCache) })
     }
 }
 
@@ -105,14 +136,13 @@ impl<P: Platform> Kmem<P> {
     #[inline]
     fn kmalloc_cache(&self, ty: KmallocType, index: usize, gfp: Gfp) -> Result<&KmemCache, KmallocErrorKind> {
         let p = self.kmalloc_state().caches[ty as usize][index].load(Ordering::Acquire);
-        if p != 0 {
-            // SAFETY: slots hold descriptors of kmalloc caches, which are never destroyed.
-            return Ok(unsafe { &*(p as *const KmemCache) });
+        if let Some(c) = KmallocState::cache_of(p) {
+            return Ok(c);
         }
         self.create_kmalloc_caches(ty, gfp)?;
         let p = self.kmalloc_state().caches[ty as usize][index].load(Ordering::Acquire);
-        // SAFETY: as above; `create_kmalloc_caches` filled every slot of the type.
-        Ok(unsafe { &*(p as *const KmemCache) })
+        // `create_kmalloc_caches` filled every slot of the type.
+        Ok(KmallocState::cache_of(p).expect("kmalloc caches created"))
     }
 
     /// `create_kmalloc_caches()` for one type. Safe to race: the loser of a slot destroys its
@@ -129,7 +159,7 @@ impl<P: Platform> Kmem<P> {
             };
         for index in 1..KMALLOC_NR {
             let slot = &self.kmalloc_state().caches[ty as usize][index];
-            if slot.load(Ordering::Acquire) != 0 {
+            if slot.load(Ordering::Acquire) != absent_addr() {
                 continue;
             }
             let mut buf = [0u8; 32];
@@ -139,7 +169,8 @@ impl<P: Platform> Kmem<P> {
             let args = CreateArgs { name, size, align, flags, ctor: None, gfp: cgfp, mergeable: false, internal: true };
             let c = self.create_cache(args).map_err(KmallocErrorKind::Cache)?;
             let raw = c.into_raw();
-            if slot.compare_exchange(0, raw.as_ptr() as usize, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            if slot.compare_exchange(absent_addr(), raw.as_ptr() as usize, Ordering::AcqRel, Ordering::Acquire).is_err()
+            {
                 // SAFETY: our cache lost the race; nothing else has seen it.
                 let c = unsafe { crate::slab::Cache::from_raw(self, raw) };
                 self.kmem_cache_destroy(c);
@@ -207,29 +238,32 @@ impl<P: Platform> Kmem<P> {
         if size.wrapping_sub(1) < KMALLOC_MAX_CACHE_SIZE {
             let p =
                 self.kmalloc_state().caches[KmallocType::of(gfp) as usize][kmalloc_index(size)].load(Ordering::Acquire);
-            if p != 0 {
-                // SAFETY: slots hold descriptors of kmalloc caches, which are never destroyed.
-                let cache = unsafe { &*(p as *const KmemCache) };
+            // The absent descriptor (no cache yet) fails the fast path's machine test.
+            if let Some(cache) = KmallocState::fast_cache_of(p) {
                 if let Some(obj) = self.slab_alloc_try_fast(cache, gfp, node) {
                     return Ok(obj);
                 }
-                return self.kmalloc_careful(cache, size, gfp, node, caller);
+                return self.kmalloc_careful(p, size, gfp, node, caller);
             }
         }
         self.kmalloc_node_slow(size, gfp, node, caller)
     }
 
-    /// [`Kmem::kmalloc_node_at`] past the slab fast path, for a class whose cache exists.
+    /// [`Kmem::kmalloc_node_at`] past the slab fast path: the careful path of the class's
+    /// cache (slot value `p`), or the slow path that creates the caches.
     #[cold]
     #[inline(never)]
     fn kmalloc_careful(
         &self,
-        cache: &KmemCache,
+        p: usize,
         size: usize,
         gfp: Gfp,
         node: Option<usize>,
         caller: &'static core::panic::Location<'static>,
     ) -> Result<NonNull<u8>, KmallocError> {
+        let Some(cache) = KmallocState::cache_of(p) else {
+            return self.kmalloc_node_slow(size, gfp, node, caller);
+        };
         self.slab_alloc_careful(cache, gfp, node, caller, Some(size as u32)).map_err(|e| KmallocError {
             size,
             gfp,

@@ -90,11 +90,7 @@ impl<P: Platform> Kmem<P> {
     fn kmalloc_cache_nolock(&self, index: usize) -> Result<&KmemCache, NolockError> {
         debug_assert!(kmalloc_size(index) > 0);
         let p = self.state().kmalloc.caches[KmallocType::Normal as usize][index].load(Ordering::Acquire);
-        if p == 0 {
-            return Err(NolockError::Busy);
-        }
-        // SAFETY: slots hold descriptors of kmalloc caches, which are never destroyed.
-        Ok(unsafe { &*(p as *const KmemCache) })
+        super::KmallocState::cache_of(p).ok_or(NolockError::Busy)
     }
 
     /// `kfree_nolock(p)`: frees a slab object (normally from [`Kmem::kmalloc_nolock`]) from

@@ -191,7 +191,80 @@ pub(crate) struct CacheInit<'a> {
     pub meminit: u8,
 }
 
+/// The descriptor every kmalloc slot names until its cache exists ([`KmemCache::absent`]).
+/// Never written; shared by every machine. Loom's atomics cannot be built in a `static`:
+/// models keep the slots' null test.
+#[cfg(not(loom))]
+static ABSENT: KmemCache = KmemCache::absent();
+
+/// What an empty kmalloc slot holds: [`ABSENT`]'s address (0 under loom).
+#[inline(always)]
+pub(crate) fn absent_addr() -> usize {
+    #[cfg(not(loom))]
+    {
+        &ABSENT as *const KmemCache as usize
+    }
+    #[cfg(loom)]
+    {
+        0
+    }
+}
+
 impl KmemCache {
+    /// A descriptor no fast path ever serves, for the kmalloc slots whose cache does not exist
+    /// yet, so that the fast paths read a slot's cache without testing the slot: its machine
+    /// word is no machine's (0), so the allocation fast paths decline it; its plain word is
+    /// `slab_word(0, false)`, which no page carries, and it has no objects, so the free fast
+    /// paths find none of its objects. It has no per-CPU table and no nodes: nothing reads
+    /// them past those tests.
+    #[cfg(not(loom))]
+    const fn absent() -> KmemCache {
+        let layout = Layout {
+            object_size: 0,
+            size: 0,
+            align: 0,
+            inuse: 0,
+            offset: 0,
+            red_left_pad: 0,
+            flags: SlabFlags::NONE,
+            order: 0,
+            objects: 0,
+            min_order: 0,
+            min_objects: 0,
+        };
+        KmemCache {
+            cpu_sheaves: PercpuPtr::NULL,
+            machine: AtomicUsize::new(0),
+            sheaf_capacity: 0,
+            marker: 0,
+            key_lo: 0,
+            div_inv: 0,
+            div_shift: 0,
+            plain_word: Page::slab_word(0, false),
+            plain_objects: 0,
+            head_mask: (crate::PAGE_SIZE as i32).wrapping_neg(),
+            off_mask: crate::PAGE_SIZE as u32 - 1,
+            layout,
+            debug: false,
+            meminit: 0,
+            id: 0,
+            ctor: None,
+            allocflags: Gfp::empty(),
+            min_partial: 0,
+            colours: 1,
+            colour_step: 0,
+            colour_next: AtomicU32::new(0),
+            object_size: AtomicU32::new(0),
+            refcount: AtomicI32::new(-1),
+            list_next: AtomicUsize::new(0),
+            list_prev: AtomicUsize::new(0),
+            nodes: core::ptr::null(),
+            nr_nodes: 0,
+            name: [0; CACHE_NAME_MAX],
+            name_len: 0,
+        }
+    }
+
     /// Bytes of a descriptor with its table of `nr_cpus` sheaf addresses and its per-node
     /// parts for `nr_nodes` nodes.
     pub(crate) const fn alloc_size(nr_cpus: usize, nr_nodes: usize) -> usize {

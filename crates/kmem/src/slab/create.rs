@@ -39,6 +39,7 @@ impl<P: Platform> Kmem<P> {
     pub(crate) fn kmem_cache_init(&self) -> Result<(), CacheError> {
         let st = self.slab();
         st.init_ids();
+        self.state().kmalloc.init_slots();
         let nr_nodes = self.nr_nodes();
         let nr_cpus = self.nr_cpus();
         let size = KmemCache::alloc_size(nr_cpus, nr_nodes);
