@@ -326,12 +326,15 @@ pub(crate) unsafe fn arena_size(p: *const u8) -> usize {
 }
 
 static LAST_REPORT: AtomicU64 = AtomicU64::new(0);
-/// Frees between two runs of [`maybe_report`] by one thread.
-const FREES_PER_TICK: u32 = 4096;
+/// Frees past a CPU's sheaf between two runs of [`maybe_report`] by one thread. A sheaf
+/// holds 32 to 128 objects, so this is one check every few thousand frees of a thread that
+/// frees more than it allocates, and none while frees stay on the sheaves (nothing reaches
+/// the page allocator then).
+const SLOW_FREES_PER_TICK: u32 = 64;
 thread_local! {
-    /// Frees left before this thread's next tick (no destructor: usable until the thread's
-    /// last free). Counting down, the fast path's test is the decrement's own flag.
-    static FREES_LEFT: core::cell::Cell<u32> = const { core::cell::Cell::new(FREES_PER_TICK) };
+    /// Slow frees left before this thread's next check (no destructor: usable until the
+    /// thread's last free).
+    static SLOW_FREES_LEFT: core::cell::Cell<u32> = const { core::cell::Cell::new(SLOW_FREES_PER_TICK) };
 }
 
 fn now_ns() -> u64 {
@@ -339,26 +342,31 @@ fn now_ns() -> u64 {
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
-/// Counts one free of this thread; true on every 4096th, when the caller must run
-/// [`maybe_report`] (the fast free path then takes the slow one, which calls
-/// [`rearm_free_tick`]).
-#[inline(always)]
-pub(crate) fn free_tick() -> bool {
-    // A per-thread count: a shared counter would bounce its line between CPUs freeing.
-    FREES_LEFT.with(|c| {
-        let n = c.get().wrapping_sub(1);
-        c.set(n);
+/// Counts one free that went past its CPU's sheaf ([`kmem::kmalloc::FreePath::Slow`]),
+/// outside every kmem lock; every [`SLOW_FREES_PER_TICK`]th runs [`maybe_report`]. The
+/// fast free path never gets here: it counts nothing (it used to count every free, three
+/// instructions a free). `#[inline]` (and cold, so it stays a call) for the `LD_PRELOAD`
+/// library's PIE build: a thread-local that only this crate's own code reaches gets the
+/// local-exec TLS model there, which a shared object cannot link (`R_X86_64_TPOFF32`);
+/// reachable from the inlined `raw::free`, it gets initial-exec.
+#[cold]
+#[inline]
+pub(crate) fn slow_free_tick() {
+    let due = SLOW_FREES_LEFT.with(|c| {
+        let n = c.get().saturating_sub(1);
+        c.set(if n == 0 { SLOW_FREES_PER_TICK } else { n });
         n == 0
-    })
-}
-
-/// Starts this thread's next count of [`FREES_PER_TICK`] frees.
-pub(crate) fn rearm_free_tick() {
-    FREES_LEFT.with(|c| c.set(FREES_PER_TICK));
+    });
+    // The machine read again rather than passed: the free's slow branch then keeps no value
+    // alive across its call of the slab's slow path, and the fast path saves no register.
+    if let (true, Some(m)) = (due, ready()) {
+        maybe_report(m);
+    }
 }
 
 /// Gives free memory back to the host under the policy above: after a free of 2 MiB or
-/// more at once, after other frees every 4096th time ([`free_tick`]).
+/// more at once, after other frees every 64th of a thread's frees that went past its CPU's
+/// sheaf ([`slow_free_tick`]).
 #[cold]
 pub(crate) fn maybe_report(m: &Machine) {
     let free: usize = m.zones().map(|z| z.free_pages()).sum::<usize>() * kmem::PAGE_SIZE;

@@ -134,17 +134,17 @@ pub mod raw {
     /// `p` must be null or a live block of this allocator, not used afterwards (the checks
     /// above are for programs that break this).
     ///
-    /// The fast path (an object of a plain slab, and not this thread's 4096th free) makes
-    /// no call but tail calls, so it saves no registers.
+    /// The fast path (an object of a plain slab onto its CPU's sheaf) makes no call and
+    /// counts nothing: a free that went past the sheaf counts towards the thread's next
+    /// give-back check ([`global::slow_free_tick`]), the only frees that can have given
+    /// pages back to the machine.
     #[inline(always)]
     pub unsafe fn free(p: *mut u8) {
         if let Some(m) = global::ready() {
-            if !global::free_tick() {
-                // `kfree_slab_or` checks the direct map itself, so the RAM range is checked
-                // only off the fast path: in `free_other`.
-                // SAFETY: caller's contract; anything but a slab object goes to `free_other`.
-                return unsafe { m.kfree_slab_or(p, |p| free_other(m, p)) };
-            }
+            // `kfree_slab_or` checks the direct map itself, so the RAM range is checked only
+            // off the fast path: in `free_other`.
+            // SAFETY: caller's contract; anything but a slab object goes to `free_other`.
+            return unsafe { m.kfree_slab_or_then(p, |p| free_other(m, p), global::slow_free_tick) };
         }
         // SAFETY: caller's contract.
         unsafe { free_slow(p) }
@@ -163,14 +163,12 @@ pub mod raw {
     #[inline(always)]
     pub unsafe fn free_sized(p: *mut u8, size: usize, align: usize) {
         if let Some(m) = global::ready() {
-            if !global::free_tick() {
-                // The request `route::alloc`'s fast path makes (0, which names no cache, for
-                // the others: they take `free_unsized`, as do blocks of size 0).
-                let req = route::fast_request(size, align).unwrap_or(0);
-                // SAFETY: caller's contract; anything but an object of the request's cache
-                // goes to `free_unsized`.
-                return unsafe { m.kfree_sized_or(p, req, |p| free_unsized(m, p)) };
-            }
+            // The request `route::alloc`'s fast path makes (0, which names no cache, for the
+            // others: they take `free_unsized`, as do blocks of size 0).
+            let req = route::fast_request(size, align).unwrap_or(0);
+            // SAFETY: caller's contract; anything but an object of the request's cache goes
+            // to `free_unsized`.
+            return unsafe { m.kfree_sized_or_then(p, req, |p| free_unsized(m, p), global::slow_free_tick) };
         }
         // SAFETY: caller's contract.
         unsafe { free_slow(p) }
@@ -180,7 +178,7 @@ pub mod raw {
     #[inline(never)]
     fn free_unsized(m: &kmem_hosted::Machine, p: *const u8) {
         // SAFETY: `free_sized`'s caller's contract.
-        unsafe { m.kfree_slab_or(p, |p| free_other(m, p)) }
+        unsafe { m.kfree_slab_or_then(p, |p| free_other(m, p), global::slow_free_tick) }
     }
 
     /// [`free`] of anything but a plain slab object: outside the machine's RAM, what
@@ -201,9 +199,8 @@ pub mod raw {
         }
     }
 
-    /// [`free`] past its fast path: null, the bootstrap arena, a machine not ready, huge
-    /// mappings and wild pointers (reported), and every 4096th free of a thread (which
-    /// gives memory back to the host when it can).
+    /// [`free`] before the machine is ready: null and the bootstrap arena, or a block of a
+    /// machine that is still booting.
     ///
     /// # Safety
     ///
@@ -211,7 +208,6 @@ pub mod raw {
     #[cold]
     #[inline(never)]
     unsafe fn free_slow(p: *mut u8) {
-        global::rearm_free_tick();
         if p.is_null() || in_arena(p) {
             return;
         }

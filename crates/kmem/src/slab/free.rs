@@ -170,13 +170,13 @@ impl<P: Platform> Kmem<P> {
         let fp = s.fp_addr(obj);
         // SAFETY: the free-pointer word of an object of a live slab, which the caller owns.
         if tagged(unsafe { read_word(fp) }, s.marker) {
-            return self.free_suspect(s, slab, off, base);
+            return self.free_suspect(s, slab, off, base, || {});
         }
         // SAFETY: the object is the caller's: `object_size` bytes at `obj`.
         unsafe { super::object::fill(obj, 0, s.object_size()) };
         // SAFETY: as above; from now on it is a free object in a sheaf.
         unsafe { write_word(fp, s.sheaf_marker()) };
-        self.free_marked(s, slab, obj, off as usize);
+        self.free_marked(s, slab, obj, off as usize, || {});
     }
 
     /// Frees an object of a non-debug cache whose slab and boundary are checked: the
@@ -184,14 +184,31 @@ impl<P: Platform> Kmem<P> {
     /// `slab`).
     #[inline(always)]
     pub(crate) fn free_checked<'a>(&'a self, s: &KmemCache, slab: impl SlabRef<'a>, obj: usize, off: usize) {
+        self.free_checked_then(s, slab, obj, off, || {})
+    }
+
+    /// [`Kmem::free_checked`] that calls `slow()` when the free went past this CPU's sheaf
+    /// (the sheaf was full, the object is another node's, or it only looked freed), after
+    /// that slow path, outside every lock and CPU section the free took: an allocator built
+    /// on kmem runs its periodic work there (`kmem-alloc` gives memory back to the host),
+    /// never on the fast path. `slow` is called last, so each slow path stays a tail call.
+    #[inline(always)]
+    pub(crate) fn free_checked_then<'a>(
+        &'a self,
+        s: &KmemCache,
+        slab: impl SlabRef<'a>,
+        obj: usize,
+        off: usize,
+        slow: impl FnOnce(),
+    ) {
         let fp = s.fp_addr(obj);
         // SAFETY: the free-pointer word of an object of a live slab, which the caller owns.
         if tagged(unsafe { read_word(fp) }, s.marker) {
-            return self.free_suspect(s, slab, off as u32, obj - off);
+            return self.free_suspect(s, slab, off as u32, obj - off, slow);
         }
         // SAFETY: the object is the caller's; from now on it is a free object in a sheaf.
         unsafe { write_word(fp, s.sheaf_marker()) };
-        self.free_marked(s, slab, obj, off);
+        self.free_marked(s, slab, obj, off, slow);
     }
 
     /// The end of every free: the object, its free-pointer word already the sheaf marker,
@@ -200,45 +217,61 @@ impl<P: Platform> Kmem<P> {
     /// Every call in it is a tail call (the caller saves no registers for it); caches on
     /// machines with several nodes go out of line first.
     #[inline(always)]
-    fn free_marked<'a>(&'a self, s: &KmemCache, slab: impl SlabRef<'a>, obj: usize, off: usize) {
+    fn free_marked<'a>(&'a self, s: &KmemCache, slab: impl SlabRef<'a>, obj: usize, off: usize, slow: impl FnOnce()) {
         if s.nr_nodes > 1 {
-            return self.free_marked_numa(s, slab, obj, off);
+            return self.free_marked_numa(s, slab, obj, off, slow);
         }
-        self.free_marked_local(s, slab, obj, off)
+        self.free_marked_local(s, slab, obj, off, slow)
     }
 
     /// [`Kmem::free_marked`] to this CPU's sheaf. The slow paths' arguments (object 0, the
     /// object's index as `u32`) are computed on their branches only.
     #[inline(always)]
-    fn free_marked_local<'a>(&'a self, s: &KmemCache, slab: impl SlabRef<'a>, obj: usize, off: usize) {
+    fn free_marked_local<'a>(
+        &'a self,
+        s: &KmemCache,
+        slab: impl SlabRef<'a>,
+        obj: usize,
+        off: usize,
+        slow: impl FnOnce(),
+    ) {
         match self.free_fast(s, obj) {
             Some(true) => {}
-            Some(false) => self.free_slow_at(s, slab, off as u32, obj - off),
-            None => self.free_pinning(s, slab, off as u32, obj - off),
+            Some(false) => self.free_slow_at(s, slab, off as u32, obj - off, slow),
+            None => self.free_pinning(s, slab, off as u32, obj - off, slow),
         }
     }
 
     /// [`Kmem::free_marked`] on a machine with several nodes: an object of another node than
     /// the CPU's goes to its slab (`free_slow`).
     #[inline(never)]
-    fn free_marked_numa<'a>(&'a self, s: &KmemCache, slab: impl SlabRef<'a>, obj: usize, off: usize) {
+    fn free_marked_numa<'a>(
+        &'a self,
+        s: &KmemCache,
+        slab: impl SlabRef<'a>,
+        obj: usize,
+        off: usize,
+        slow: impl FnOnce(),
+    ) {
         let resolved = slab.slab(self.memmap(), off);
         if self.remote_node(s, resolved) {
-            return self.free_slow(s, resolved, off as u32, obj - off);
+            self.free_slow(s, resolved, off as u32, obj - off);
+            return slow();
         }
-        self.free_marked_local(s, resolved, obj, off)
+        self.free_marked_local(s, resolved, obj, off, slow)
     }
 
     /// [`Kmem::free_fast`] on a CPU pinned the ordinary way (the platform's fast pin could
     /// not have it), else the slow path.
     #[cold]
     #[inline(never)]
-    fn free_pinning<'a>(&'a self, s: &KmemCache, slab: impl SlabRef<'a>, off: u32, base: usize) {
+    fn free_pinning<'a>(&'a self, s: &KmemCache, slab: impl SlabRef<'a>, off: u32, base: usize, slow: impl FnOnce()) {
         let p = self.platform().pin_cpu();
         let ok = s.pcs(self, p.cpu.index()).main().is_some_and(|m| m.push(base + off as usize));
         self.platform().unpin_cpu(p);
         if !ok {
             self.free_slow(s, slab.slab(self.memmap(), off as usize), off, base);
+            slow();
         }
     }
 
@@ -278,25 +311,26 @@ impl<P: Platform> Kmem<P> {
     /// does: a double free unless the slab's freelist says otherwise.
     #[cold]
     #[inline(never)]
-    fn free_suspect<'a>(&'a self, s: &KmemCache, slab: impl SlabRef<'a>, off: u32, base: usize) {
+    fn free_suspect<'a>(&'a self, s: &KmemCache, slab: impl SlabRef<'a>, off: u32, base: usize, slow: impl FnOnce()) {
         let obj = base + off as usize;
         let resolved = slab.slab(self.memmap(), off as usize);
         // SAFETY: the free-pointer word of an object of a live slab.
         if unsafe { s.in_sheaf(obj) } || self.on_slab_freelist(s, resolved, off, base) {
             self.double_free(s, resolved, obj);
-            return;
+            return slow();
         }
         // The user's data only looked like a free pointer: an ordinary free.
         // SAFETY: as in `free_checked`.
         unsafe { s.set_sheaf_marker(obj) };
-        self.free_marked(s, slab, obj, off as usize);
+        self.free_marked(s, slab, obj, off as usize, slow)
     }
 
     /// [`Kmem::free_slow`] from a free fast path, which has not resolved the slab.
     #[cold]
     #[inline(never)]
-    fn free_slow_at<'a>(&'a self, s: &KmemCache, slab: impl SlabRef<'a>, off: u32, base: usize) {
-        self.free_slow(s, slab.slab(self.memmap(), off as usize), off, base)
+    fn free_slow_at<'a>(&'a self, s: &KmemCache, slab: impl SlabRef<'a>, off: u32, base: usize, slow: impl FnOnce()) {
+        self.free_slow(s, slab.slab(self.memmap(), off as usize), off, base);
+        slow()
     }
 
     /// `__pcs_replace_full_main()`: the main sheaf is full (or missing). Swap in an empty
