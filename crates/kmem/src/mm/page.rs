@@ -381,11 +381,6 @@ impl Page {
         debug_assert!(id <= MAX_SLAB_CACHE_ID);
         PAGE_TYPE_SLAB | if plain { SLAB_PLAIN } else { 0 } | id
     }
-    /// Whether a slab head's `private` word (from [`Page::private`]) says plain.
-    #[inline]
-    pub(crate) const fn slab_word_plain(w: u32) -> bool {
-        w & (PAGE_TYPE_MASK | SLAB_PLAIN) == PAGE_TYPE_SLAB | SLAB_PLAIN
-    }
     /// The slab word of any page of a slab: a head's `private` ([`Page::set_slab`]), or the
     /// head's word a slab's tail page carries in its `next` link (a tail is on no list:
     /// [`Page::set_slab_tail`]), so that a free that does not name the cache (`kfree`) finds

@@ -287,13 +287,21 @@ impl SlabState {
         Self::live_cache(p)
     }
 
-    /// [`SlabState::cache`] of the id in a slab head's `private` word, which the caller found
-    /// to be a slab's: ids are below `MAX_CACHES` (a power of two), so masking the word keeps
-    /// the index in the table without a bounds test, and `ids` needs no test either (a slab
-    /// exists, so `kmem_cache_init` has pointed it at a table: the fast free path's lookup).
+    /// The cache of a plain slab's word (a page's [`Page::slab_word_any`](crate::mm::page::Page::slab_word_any)),
+    /// or `None` if the word is no plain slab's. A plain slab's word is the plain word of
+    /// id 0 plus the cache's id, and ids are below `MAX_CACHES`: one subtraction and one
+    /// bound test decide both, and the bound keeps the index in the table (the fast free
+    /// path's lookup: a page-type test, a plain-bit test and a mask cost two instructions
+    /// more; the compiler's widening of the index for the table eats one of the two).
+    /// `ids` needs no test either: a slab exists, so `kmem_cache_init` has pointed it
+    /// at a table.
     #[inline(always)]
-    pub(crate) fn cache_of_slab_word(&self, word: u32) -> Option<&KmemCache> {
+    pub(crate) fn cache_of_plain_word(&self, word: u32) -> Option<&KmemCache> {
         const { assert!(MAX_CACHES.is_power_of_two() && MAX_CACHES <= MAX_SLAB_CACHE_ID as usize + 1) };
+        let id = word.wrapping_sub(crate::mm::page::Page::slab_word(0, true)) as usize;
+        if id >= MAX_CACHES {
+            return None;
+        }
         #[cfg(loom)]
         let t = self.id_table()?;
         #[cfg(not(loom))]
@@ -305,7 +313,7 @@ impl SlabState {
             // an IdTable's size that is never freed.
             unsafe { &*(p as *const IdTable) }
         };
-        let p = t[word as usize & (MAX_CACHES - 1)].load(Ordering::Acquire);
+        let p = t[id].load(Ordering::Acquire);
         Self::live_cache(p)
     }
 

@@ -304,11 +304,7 @@ impl<P: Platform> Kmem<P> {
         let pa = st.direct_map.virt_to_phys(crate::addr::VirtAddr::new(addr))?.as_u64() as usize;
         let pfn = Pfn::new(pa >> crate::PAGE_SHIFT);
         let page = st.memmap.page_below_limit(pfn)?;
-        let word = page.slab_word_any();
-        if !Page::slab_word_plain(word) {
-            return None;
-        }
-        let c = st.slab.cache_of_slab_word(word)?;
+        let c = st.slab.cache_of_plain_word(page.slab_word_any())?;
         let off = pa & c.off_mask as usize;
         // The head, for the slow paths, is `off` bytes before: resolved by them.
         Some((SlabFrame { pa, page }, c, off))
