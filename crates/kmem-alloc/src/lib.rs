@@ -103,9 +103,25 @@ pub mod raw {
     /// [`alloc_malloc_aligned`]'s fast path alone (the machine ready, the class's CPU sheaf
     /// not empty): `None` where it would take its slow path, which the caller then takes
     /// (out of line: C's `malloc` sets `errno` there, so its fast path saves no register).
+    ///
+    /// The two ways it declines are told apart ([`FastMiss`]) so that a caller can send them
+    /// to different slow paths: one test and branch each. Sent to the same one, the compiler
+    /// merges the two tests into one branch with three instructions more (`sete`, `setae`,
+    /// `or`).
     #[inline(always)]
-    pub fn alloc_malloc_fast(size: usize, zero: bool) -> Option<core::ptr::NonNull<u8>> {
-        route::alloc16_fast(global::ready()?, size, zero)
+    pub fn alloc_malloc_fast(size: usize, zero: bool) -> Result<core::ptr::NonNull<u8>, FastMiss> {
+        let Some(m) = global::ready() else { return Err(FastMiss::NotReady) };
+        route::alloc16_fast(m, size, zero).ok_or(FastMiss::Slow)
+    }
+
+    /// Why [`alloc_malloc_fast`] declined.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum FastMiss {
+        /// The global machine is not booted yet (the process's first allocations).
+        NotReady,
+        /// Anything else: a size past the slab classes, an empty sheaf, a CPU not to be had
+        /// without waiting.
+        Slow,
     }
 
     /// [`alloc_aligned`] before the machine is ready: boot it, or use the bootstrap arena.
