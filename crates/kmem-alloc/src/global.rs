@@ -22,10 +22,14 @@
 //!   (`Machine::hot_add`; its page descriptors live in the section's first pages, moved to
 //!   their slot of the machine's vmemmap range so the memory map stays flat) and is retried.
 //!   A small program touches 1 MiB of descriptors and a few pages of machine state, not more.
-//! - **Giving memory back** (the documented policy): after a free that leaves the machine
-//!   with at least [`REPORT_MIN_FREE`] free and at most once per [`REPORT_INTERVAL_NS`],
-//!   free page reporting hands up to [`REPORT_BUDGET`] free blocks of 2 MiB or more back to
-//!   the host (`madvise(MADV_DONTNEED)` on the private RAM, see below). A block is given
+//! - **Giving memory back** (the documented policy): after a free of 2 MiB or more, and
+//!   after every 64th of a thread's frees that went past its CPU's sheaf (the only small
+//!   frees that can move memory towards the page allocator; frees that stay on the sheaf
+//!   count nothing: `Kmem::kfree_slab_or_then` calls the count from its slow paths), if the
+//!   machine has at least [`REPORT_MIN_FREE`] free and at most once per
+//!   [`REPORT_INTERVAL_NS`], free page reporting hands up to [`REPORT_BUDGET`] free blocks
+//!   of 2 MiB or more back to the host (`madvise(MADV_DONTNEED)` on the private RAM, see
+//!   below). A block is given
 //!   back once per time it becomes free, so a loop freeing and reallocating the same memory
 //!   makes no system calls once its blocks are reported... and the interval bounds the rest.
 //! - **Private RAM**: the machine's RAM is private anonymous memory (`kmem-hosted`'s

@@ -29,9 +29,9 @@ use kmem_bench::malloc::JEMALLOC;
 use kmem_bench::malloc::{Peer, BSA, KMEM, LLA, MIMALLOC, SYSTEM, TALC};
 use kmem_hosted::MachineBuilder;
 
-/// Pairs collected. Fewer than 4096: `KmemAlloc` runs its give-memory-back check on every
-/// 4096th free, and that check reads the clock through rustix's vDSO parser, which crashes
-/// under valgrind (rustix issue 1559); its amortised cost is a few instructions per pair.
+/// Pairs collected. (`KmemAlloc`'s give-memory-back check, which reads the clock through
+/// rustix's vDSO parser, which crashes under valgrind (rustix issue 1559), runs only after
+/// frees that went past their CPU's sheaf: never in a steady pair.)
 const ITERS: usize = 4000;
 
 extern "C" {
