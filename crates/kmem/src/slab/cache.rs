@@ -22,9 +22,6 @@ use crate::percpu::PercpuPtr;
 use crate::platform::Platform;
 use crate::sync::{const_fn_unless_loom, AtomicI32, AtomicU32, AtomicUsize, Ordering, RawSpinLock};
 
-/// Registry value of an id reserved for a cache under construction.
-pub(crate) const RESERVED_ID: usize = 1;
-
 /// Longest cache name kmem stores (Linux keeps a pointer; kmem has no heap to copy into).
 pub const CACHE_NAME_MAX: usize = 63;
 /// Most caches a machine can have at once (ids are 24-bit in the slab page type; the
@@ -195,9 +192,10 @@ pub(crate) struct CacheInit<'a> {
 /// Never written; shared by every machine. Loom's atomics cannot be built in a `static`:
 /// models keep the slots' null test.
 #[cfg(not(loom))]
-static ABSENT: KmemCache = KmemCache::absent();
+pub(crate) static ABSENT: KmemCache = KmemCache::absent();
 
-/// What an empty kmalloc slot holds: [`ABSENT`]'s address (0 under loom).
+/// What an empty kmalloc slot holds: [`ABSENT`]'s address (0 under loom). A free id's slot
+/// of the cache-id table holds it too.
 #[inline(always)]
 pub(crate) fn absent_addr() -> usize {
     #[cfg(not(loom))]
@@ -207,6 +205,26 @@ pub(crate) fn absent_addr() -> usize {
     #[cfg(loom)]
     {
         0
+    }
+}
+
+/// The descriptor the cache-id table names for an id reserved for a cache under
+/// construction: a copy of [`ABSENT`] at an address of its own (the registry tells it from a
+/// free id), never written, no objects (the free fast path reads a slot's descriptor without
+/// testing the slot: it finds no object in this one).
+#[cfg(not(loom))]
+static RESERVED: KmemCache = KmemCache::absent();
+
+/// What the cache-id table holds for a reserved id: [`RESERVED`]'s address (1 under loom).
+#[inline(always)]
+pub(crate) fn reserved_addr() -> usize {
+    #[cfg(not(loom))]
+    {
+        &RESERVED as *const KmemCache as usize
+    }
+    #[cfg(loom)]
+    {
+        1
     }
 }
 

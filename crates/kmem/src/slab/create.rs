@@ -200,13 +200,17 @@ impl<P: Platform> Kmem<P> {
         let flags = self.kmem_cache_flags(flags, name);
         let st = self.slab();
         if st.id_table().is_none() {
-            self.install_table(&st.ids, st.no_ids(), core::mem::size_of::<super::registry::IdTable>(), gfp)?;
+            self.install_table(&st.ids, st.no_ids(), core::mem::size_of::<super::registry::IdTable>(), gfp, |a| {
+                // SAFETY: `a` is the fresh block, of an IdTable's size and page-aligned, the
+                // caller's alone until installed.
+                super::registry::SlabState::init_id_table(unsafe { &*(a as *const super::registry::IdTable) })
+            })?;
             let g = st.list_lock.lock_irqsave(self.platform());
             st.register_boot_caches_locked(&g);
         }
         if flags.contains(SlabFlags::STORE_USER) {
             // Without a depot, tracks just have no call site.
-            let _ = self.install_table(&st.depot, 0, core::mem::size_of::<super::debug::CallerDepot>(), gfp);
+            let _ = self.install_table(&st.depot, 0, core::mem::size_of::<super::debug::CallerDepot>(), gfp, |_| {});
         }
         let id = {
             let g = st.list_lock.lock_irqsave(self.platform());
@@ -276,19 +280,22 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// Allocates a zeroed, never-freed table of `bytes` for `slot` unless it has one (`slot`
-    /// holds `none` until then).
+    /// holds `none` until then); `init` prepares the block (its address) before it is
+    /// published.
     fn install_table(
         &self,
         slot: &crate::sync::AtomicUsize,
         none: usize,
         bytes: usize,
         gfp: Gfp,
+        init: impl FnOnce(usize),
     ) -> Result<(), CacheError> {
         if slot.load(Ordering::Acquire) != none {
             return Ok(());
         }
         let order = crate::Order::for_bytes(bytes).expect("registry tables fit a block");
         let addr = self.__get_free_pages(gfp | Gfp::ZERO | Gfp::NOWARN, order).map_err(|_| CacheError::NoMemory)?;
+        init(addr.as_usize());
         if slot.compare_exchange(none, addr.as_usize(), Ordering::AcqRel, Ordering::Acquire).is_err() {
             // SAFETY: our block lost the race and is unused.
             unsafe { self.free_pages(addr, order) };

@@ -4,7 +4,7 @@
 
 use core::fmt;
 
-use super::cache::{KmemCache, MAX_CACHES, RESERVED_ID};
+use super::cache::{absent_addr, reserved_addr, KmemCache, MAX_CACHES};
 use super::layout::OrderParams;
 use crate::mm::page::MAX_SLAB_CACHE_ID;
 use crate::platform::Platform;
@@ -85,22 +85,31 @@ pub(crate) const BOOT_CACHE_ID: u32 = 1;
 /// The id of the sheaves' cache `kmem_sheaf` (found without the id table).
 pub(crate) const SHEAF_CACHE_ID: u32 = 2;
 
-/// The cache-id table: `MAX_CACHES` slots holding descriptor addresses.
+/// The cache-id table: `MAX_CACHES` slots holding descriptor addresses. Every slot names a
+/// readable descriptor: a live cache's, or for a free id the absent descriptor
+/// ([`absent_addr`]) and for a reserved one its twin ([`reserved_addr`]), neither with any
+/// objects, so that the free fast path uses a slot's descriptor without testing the slot
+/// ([`SlabState::cache_of_plain_word`]). (Loom's models keep 0 for free and 1 for reserved,
+/// and the test.)
 pub(crate) type IdTable = [AtomicUsize; MAX_CACHES];
 
 /// The table a machine's `ids` names from `kmem_cache_init` until its first
-/// `kmem_cache_create` installs the machine's own: every slot empty. Never written (every
-/// writer goes through [`SlabState::id_table`], which never returns it), so machines share it;
-/// it lets the free fast path index `ids` without testing it ([`SlabState::cache_of_slab_word`]).
-/// Loom's atomics cannot be built in a `static`: models keep the test.
+/// `kmem_cache_create` installs the machine's own: every slot the absent descriptor. Never
+/// written (every writer goes through [`SlabState::id_table`], which never returns it), so
+/// machines share it; it lets the free fast path index `ids` without testing it. Typed as
+/// pointers, which a `static` can be built of (read as an [`IdTable`]: the same size and
+/// alignment, each slot an address). Loom's atomics cannot be built in a `static`: models
+/// keep the test.
 #[cfg(not(loom))]
-static NO_IDS: IdTable = crate::sync::array_of![AtomicUsize::new(0); MAX_CACHES];
+static NO_IDS: [core::sync::atomic::AtomicPtr<KmemCache>; MAX_CACHES] =
+    [const { core::sync::atomic::AtomicPtr::new(&super::cache::ABSENT as *const KmemCache as *mut KmemCache) };
+        MAX_CACHES];
 
 /// The address `ids` holds while the machine has no table of its own.
 #[inline(always)]
 fn no_ids() -> usize {
     #[cfg(not(loom))]
-    return &NO_IDS as *const IdTable as usize;
+    return &NO_IDS as *const _ as usize;
     #[cfg(loom)]
     return 0;
 }
@@ -263,9 +272,9 @@ impl SlabState {
     #[inline(always)]
     pub(crate) fn id_table(&self) -> Option<&IdTable> {
         let p = self.ids.load(Ordering::Acquire);
-        // SAFETY: `ids` is 0, `no_ids()` or the address of a zeroed, page-aligned block of at
-        // least size_of::<IdTable>() bytes that is never freed (installed once by
-        // `kmem_cache_create`).
+        // SAFETY: `ids` is 0, `no_ids()` or the address of a page-aligned block of at least
+        // size_of::<IdTable>() bytes that is never freed (installed once by
+        // `kmem_cache_create`, every slot free: `init_id_table`).
         (p != 0 && p != no_ids()).then(|| unsafe { &*(p as *const IdTable) })
     }
 
@@ -293,8 +302,10 @@ impl SlabState {
     /// bound test decide both, and the bound keeps the index in the table (the fast free
     /// path's lookup: a page-type test, a plain-bit test and a mask cost two instructions
     /// more; the compiler's widening of the index for the table eats one of the two).
-    /// `ids` needs no test either: a slab exists, so `kmem_cache_init` has pointed it
-    /// at a table.
+    /// `ids` needs no test either: a slab exists, so `kmem_cache_init` has pointed it at a
+    /// table. Nor does the slot: every slot names a readable descriptor ([`IdTable`]), and a
+    /// free or reserved id's has no objects, which the caller's object test then finds (a
+    /// slot test cost two instructions).
     #[inline(always)]
     pub(crate) fn cache_of_plain_word(&self, word: u32) -> Option<&KmemCache> {
         const { assert!(MAX_CACHES.is_power_of_two() && MAX_CACHES <= MAX_SLAB_CACHE_ID as usize + 1) };
@@ -303,27 +314,49 @@ impl SlabState {
             return None;
         }
         #[cfg(loom)]
-        let t = self.id_table()?;
+        {
+            let p = self.id_table()?[id].load(Ordering::Acquire);
+            Self::live_cache(p)
+        }
         #[cfg(not(loom))]
-        let t = {
+        {
             let p = self.ids.load(Ordering::Acquire);
             debug_assert_ne!(p, 0, "a slab before kmem_cache_init");
             // SAFETY: slabs exist only after `kmem_cache_init`, which points `ids` at
             // `NO_IDS`; after it, `ids` only ever becomes the machine's own table, a block of
             // an IdTable's size that is never freed.
-            unsafe { &*(p as *const IdTable) }
-        };
-        let p = t[id].load(Ordering::Acquire);
-        Self::live_cache(p)
+            let t = unsafe { &*(p as *const IdTable) };
+            let p = t[id].load(Ordering::Acquire);
+            debug_assert!(p != 0, "an id table slot names no descriptor");
+            // SAFETY: every slot names a descriptor that outlives the reference: a live
+            // cache's (unregistered, under the list lock, before its descriptor is freed, and
+            // only after its last slab is gone, so a slab page naming it cannot outlive it),
+            // or the absent descriptor or its reserved twin, statics that are never written.
+            // So it is never 0 (telling the compiler spares the caller a null test of the
+            // `Option`).
+            unsafe {
+                core::hint::assert_unchecked(p != 0);
+                Some(&*(p as *const KmemCache))
+            }
+        }
     }
 
+    /// The live cache a slot value names, if any (not a free or a reserved id).
     #[inline(always)]
     fn live_cache<'a>(p: usize) -> Option<&'a KmemCache> {
         // SAFETY: a registered id names a live descriptor: it is unregistered (under the list
         // lock) before its descriptor is freed, and only after its last slab is gone, so a
-        // slab page naming it cannot outlive it. 1 marks an id reserved for a cache being
-        // created, which no slab names yet.
-        (p > RESERVED_ID).then(|| unsafe { &*(p as *const KmemCache) })
+        // slab page naming it cannot outlive it. The absent descriptor marks a free id and
+        // its twin an id reserved for a cache being created, which no slab names yet.
+        (p != absent_addr() && p != reserved_addr()).then(|| unsafe { &*(p as *const KmemCache) })
+    }
+
+    /// Marks every slot of a table about to be installed free (the absent descriptor): its
+    /// block, just allocated, is the caller's alone.
+    pub(crate) fn init_id_table(t: &IdTable) {
+        for slot in t {
+            slot.store(absent_addr(), Ordering::Relaxed);
+        }
     }
 
     /// Caches, newest first (the `slab_caches` order of `/proc/slabinfo`). `g` holds the list
@@ -371,7 +404,7 @@ impl SlabState {
             unsafe { &*(next as *const KmemCache) }.list_prev.store(prev, Ordering::Relaxed);
         }
         if let Some(t) = self.id_table() {
-            t[c.id as usize].store(0, Ordering::Release);
+            t[c.id as usize].store(absent_addr(), Ordering::Release);
         }
     }
 
@@ -381,8 +414,8 @@ impl SlabState {
         debug_assert!(g.holds(&self.list_lock));
         let t = self.id_table()?;
         let i = (SHEAF_CACHE_ID as usize + 1..MAX_CACHES.min(MAX_SLAB_CACHE_ID as usize))
-            .find(|&i| t[i].load(Ordering::Relaxed) == 0)?;
-        t[i].store(RESERVED_ID, Ordering::Relaxed);
+            .find(|&i| t[i].load(Ordering::Relaxed) == absent_addr())?;
+        t[i].store(reserved_addr(), Ordering::Relaxed);
         Some(i as u32)
     }
 
@@ -391,7 +424,7 @@ impl SlabState {
     pub(crate) fn release_id_locked<P: Platform>(&self, g: &SpinGuard<'_, P>, id: u32) {
         debug_assert!(g.holds(&self.list_lock));
         if let Some(t) = self.id_table() {
-            t[id as usize].store(0, Ordering::Relaxed);
+            t[id as usize].store(absent_addr(), Ordering::Relaxed);
         }
     }
 }
@@ -419,9 +452,10 @@ mod tests {
         let table = |k: &crate::machine::Kmem<testing::TestPlatform>| {
             k.slab().id_table().expect("installed by the first create") as *const IdTable
         };
-        let shared = &NO_IDS as *const IdTable;
+        let shared = &NO_IDS as *const _ as *const IdTable;
         assert!(table(&a) != table(&b) && table(&a) != shared && table(&b) != shared);
-        assert!(NO_IDS.iter().all(|s| s.load(Ordering::Relaxed) == 0), "the shared table was written");
+        let absent = super::absent_addr();
+        assert!(NO_IDS.iter().all(|s| s.load(Ordering::Relaxed) as usize == absent), "the shared table was written");
         for (k, c) in [(&a, &ca), (&b, &cb)] {
             let o = k.kmem_cache_alloc(c, crate::Gfp::KERNEL).unwrap();
             // SAFETY: an object of `c`, freed once (by `kfree`, which looks its cache up).
@@ -430,5 +464,47 @@ mod tests {
         for k in [&a, &b] {
             assert_eq!(k.report_count(crate::ReportKind::SlabBug), 0);
         }
+    }
+
+    /// The free fast path reads an id's slot without testing it: a page whose word names a
+    /// free id, or one reserved for a cache under construction, finds the absent descriptor
+    /// or its twin there, with no objects, and the pointer goes the careful way, which
+    /// reports it (a slot of 0 or 1 would be dereferenced: a crash).
+    #[test]
+    fn a_page_naming_a_free_or_reserved_id_holds_no_object() {
+        let k = testing::machine(16);
+        let c = k.kmem_cache_create("ids-c", 64, 0, SlabFlags::NO_MERGE, None).unwrap();
+        let st = k.slab();
+        let reserved = {
+            let g = st.list_lock.lock_irqsave(k.platform());
+            st.reserve_id_locked(&g).expect("a free id")
+        };
+        let free = reserved + 1;
+        let t = st.id_table().unwrap();
+        assert_eq!(t[free as usize].load(Ordering::Relaxed), super::absent_addr(), "a free id");
+        assert_eq!(t[reserved as usize].load(Ordering::Relaxed), super::reserved_addr());
+        let order = crate::Order::new(0).unwrap();
+        let pages = k.alloc_pages(crate::Gfp::KERNEL, order).unwrap();
+        let page = pages.page();
+        let addr = k.page_address(pages).unwrap().as_usize();
+        let reports = || crate::ReportKind::ALL.iter().map(|&r| k.report_count(r)).sum::<u64>();
+        for (n, id) in [free, reserved].into_iter().enumerate() {
+            page.set_slab(id, 0, true);
+            assert!(st.cache_of_plain_word(page.slab_word_any()).is_some_and(|d| !d.is_plain_object(0)));
+            // SAFETY: not a live kmalloc object: kfree must see that and report it, nothing
+            // more (the page is ours and its bytes are not touched).
+            unsafe { k.kfree(addr as *const u8) };
+            assert_eq!(reports(), n as u64 + 1, "reported, not freed");
+        }
+        page.clear_slab();
+        {
+            let g = st.list_lock.lock_irqsave(k.platform());
+            st.release_id_locked(&g, reserved);
+        }
+        assert_eq!(t[reserved as usize].load(Ordering::Relaxed), super::absent_addr(), "released");
+        // SAFETY: our page, its descriptor as it was, freed once.
+        unsafe { k.__free_pages(pages, order) };
+        drop(c);
+        assert_eq!(reports(), 2, "the page went back unremarked");
     }
 }
