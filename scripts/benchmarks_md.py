@@ -266,7 +266,7 @@ if pre_cases:
         w(f"| {prog} | {t} | " + " | ".join(f"{v[n]:.3f}" if v[n] else "failed" for n in libs) +
           f" | {ratio(v.get('kmem'), v.get('glibc'))} | {ratio(v.get('kmem'), v.get('mimalloc'))} |")
     w("")
-    w("larson: 2,000,000 steps in all; threadtest: 2,000,000 pairs in all; churn: 1000 short-lived "
+    w("larson: 2,000,000 steps in all; threadtest: 2,000,000 pairs in all; churn: 4000 short-lived "
       "threads in all; churn1: one thread, 2000 live blocks, 2,000,000 steps. Blocks of 8-1000 B.")
 if startup:
     libs = [n for n, _ in pre_libs] or sorted({k[1] for k in startup})

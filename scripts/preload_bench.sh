@@ -12,7 +12,7 @@
 #   preload PROGRAM THREADS ALLOCATOR MEDIAN_S MIN_S MAX_S RUNS
 #   startup COMMAND ALLOCATOR MEDIAN_MS MIN_MS MAX_MS RUNS
 #   preload_lib ALLOCATOR PATH
-# and a markdown summary on stderr. Takes about a minute after the builds.
+# and a markdown summary on stderr. Takes about two minutes after the builds.
 #
 # Usage: scripts/preload_bench.sh [--runs N] [--startup-runs N] [--quick]
 #   --quick: 2 runs, 20 start-ups, a quarter of the work (a smoke run).
@@ -20,7 +20,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-runs=5
+runs=7
 startup_runs=100
 scale=1
 while [ $# -gt 0 ]; do
@@ -86,7 +86,7 @@ def median(v):
 
 # ---- 1. mtbench ----------------------------------------------------------------------------
 cases = []
-for prog, work in (("larson", 2_000_000), ("threadtest", 2_000_000), ("churn", 1000)):
+for prog, work in (("larson", 2_000_000), ("threadtest", 2_000_000), ("churn", 4000)):
     for t in (2, 4, 8):
         cases.append((prog, t, [bin, prog, str(t), str(work // scale)]))
 cases.append(("churn1", 1, [bin, "churn1", str(2_000_000 // scale)]))
