@@ -393,7 +393,7 @@ impl<P: Platform> Kmem<P> {
             memmap_bytes += bytes;
             present_sections += 1;
         }
-        sparse::mark_dense(&state.memmap, &platform, dm.limit.as_u64());
+        sparse::mark_dense(&mut state.memmap, &platform, dm.limit.as_u64());
         // 3. Zone spans and present counts (descriptors once all metadata is carved, below),
         // straight into the zones (no per-node tables on the stack, which every process that
         // boots the global machine would fault in).

@@ -59,7 +59,11 @@ pub fn flat_run(
 /// as zero: every section below the limit is present in the flat map (boot carved one array
 /// for them all, or each sits at its vmemmap slot), or the platform's vmemmap reads as zero
 /// where no section sits and its range holds a slot for every section below the limit.
-pub(super) fn mark_dense<P: crate::Platform + ?Sized>(memmap: &crate::mm::memmap::Memmap, platform: &P, limit: u64) {
+pub(super) fn mark_dense<P: crate::Platform + ?Sized>(
+    memmap: &mut crate::mm::memmap::Memmap,
+    platform: &P,
+    limit: u64,
+) {
     let Some(base) = memmap.flat_base() else { return };
     let sections = limit.div_ceil((PAGES_PER_SECTION as u64) << PAGE_SHIFT) as usize;
     let all_present = (0..sections).all(|nr| memmap.section(nr).is_some_and(|s| s.present()));
@@ -71,7 +75,7 @@ pub(super) fn mark_dense<P: crate::Platform + ?Sized>(memmap: &crate::mm::memmap
         // SAFETY: by the tests above every frame below `limit` has its slot in the flat
         // array (present sections) or in the vmemmap range, which the platform keeps reading
         // as zero until a section's descriptors are placed there (`vmemmap_reads_zero`).
-        unsafe { memmap.mark_dense() };
+        unsafe { memmap.mark_dense(limit) };
     }
 }
 

@@ -140,6 +140,16 @@ pub struct Memmap {
     /// so each test is one bit test: `& 1` flat, `& 3 == 0` dense.
     flat: AtomicUsize,
     nr_sections: usize,
+    /// Bytes of physical memory, from 0, whose frames' descriptor slots are `dense_base + pfn *
+    /// 32` for the life of the memmap (the direct-map limit boot marked dense with,
+    /// [`Memmap::mark_dense`]; 0 if it did not): unlike `flat`, which a section placed
+    /// elsewhere turns, these never change once boot has set them, so the free fast path
+    /// reads them with no test of the mode ([`Memmap::dense_page`]). Plain words, written
+    /// through `&mut` before the machine is shared: the compiler folds their loads into the
+    /// instructions that use them, which it does not for atomic loads.
+    dense_bytes: usize,
+    /// The flat base when boot marked the memmap dense (see `dense_bytes`).
+    dense_base: usize,
 }
 
 /// [`Memmap`]'s `flat` word before any section is present.
@@ -219,7 +229,7 @@ impl Memmap {
                 });
             }
         }
-        Self { pageblocks, flat: AtomicUsize::new(NO_SECTION), nr_sections }
+        Self { pageblocks, flat: AtomicUsize::new(NO_SECTION), nr_sections, dense_bytes: 0, dense_base: 0 }
     }
 
     /// [`Memmap::init`] for a table whose memory reads as zero: nothing to write (a zeroed
@@ -236,7 +246,13 @@ impl Memmap {
         // SAFETY: the caller's contract is `init`'s.
         return unsafe { Self::init(table, nr_sections) };
         #[cfg(not(loom))]
-        Self { pageblocks: table.cast::<PageblockTypes>(), flat: AtomicUsize::new(NO_SECTION), nr_sections }
+        Self {
+            pageblocks: table.cast::<PageblockTypes>(),
+            flat: AtomicUsize::new(NO_SECTION),
+            nr_sections,
+            dense_bytes: 0,
+            dense_base: 0,
+        }
     }
 
     /// Makes a section present with descriptors at `map` (boot or memory hot-add).
@@ -280,17 +296,66 @@ impl Memmap {
     }
 
     /// Marks a flat memmap dense (module docs): boot, once it knows that every frame below
-    /// the direct-map limit has a readable descriptor slot at `B + pfn * 32` that is its real
-    /// descriptor or reads as zero. No effect on a memmap that is not flat.
+    /// the direct-map limit `limit` (bytes) has a readable descriptor slot at `B + pfn * 32`
+    /// that is its real descriptor or reads as zero. No effect on a memmap that is not flat.
+    /// Boot calls it before the machine is shared (hence `&mut`).
     ///
     /// # Safety
     ///
-    /// That property holds, for the life of the memmap: [`Memmap::page_below_limit`] reads
-    /// such slots for any frame below the limit, whoever passed its address.
-    pub(crate) unsafe fn mark_dense(&self) {
-        let _ = self
+    /// That property holds, for the life of the memmap: [`Memmap::page_below_limit`] and
+    /// [`Memmap::dense_page`] read such slots for any frame below the limit, whoever passed
+    /// its address.
+    pub(crate) unsafe fn mark_dense(&mut self, limit: u64) {
+        let marked = self
             .flat
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |f| (f & 3 == NOT_DENSE).then_some(f & !NOT_DENSE));
+        if let Ok(f) = marked {
+            self.dense_base = f & !NOT_DENSE;
+            // Direct-mapped bytes fit an address (`usize::MAX` caps a 32-bit machine's).
+            self.dense_bytes = usize::try_from(limit).unwrap_or(usize::MAX);
+        }
+    }
+
+    /// The descriptor slot of the frame at physical address `pa`, if `pa` lies below the
+    /// direct-map limit boot marked dense with ([`Memmap::mark_dense`]): one compare, one
+    /// shift and one add, no test of the memmap's mode (what [`Memmap::page_below_limit`]
+    /// adds); `None` above it, and always on a memmap boot did not mark dense, where the
+    /// caller takes [`Memmap::page_below_limit`]'s way. The free fast path (`kfree`, C's
+    /// `free`) passes an address nobody vouches for, offset from the direct map's base: the
+    /// compare is also its range test (the dense bytes are at most the direct map's).
+    #[inline(always)]
+    pub(crate) fn dense_page(&self, pa: usize) -> Option<&Page> {
+        if pa >= self.dense_limit() {
+            return None;
+        }
+        // SAFETY: just checked.
+        Some(unsafe { self.dense_slot(pa) })
+    }
+
+    /// The bytes below which [`Memmap::dense_slot`] may be used (0 if boot did not mark the
+    /// memmap dense).
+    #[inline(always)]
+    pub(crate) fn dense_limit(&self) -> usize {
+        self.dense_bytes
+    }
+
+    /// The descriptor slot of the frame at physical address `pa`: `dense_base + pfn * 32`.
+    ///
+    /// # Safety
+    ///
+    /// `pa` is below [`Memmap::dense_limit`].
+    #[inline(always)]
+    pub(crate) unsafe fn dense_slot(&self, pa: usize) -> &Page {
+        debug_assert!(pa < self.dense_limit());
+        let at = self.dense_base.wrapping_add((pa >> PAGE_SHIFT) * Page::SIZE);
+        // SAFETY: `pa` is below the limit boot marked dense with (caller's contract), whose
+        // slots are readable descriptors or zeros for the life of the memmap (`mark_dense`'s
+        // contract). A slot's address is never 0 (telling the compiler so spares the callers
+        // a null test).
+        unsafe {
+            core::hint::assert_unchecked(at != 0);
+            &*(at as *const Page)
+        }
     }
 
     /// True while the memmap is flat and dense (module docs).

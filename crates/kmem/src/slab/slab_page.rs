@@ -298,16 +298,41 @@ impl<P: Platform> Kmem<P> {
     /// carries its head's: [`Page::slab_word_any`]), which names the cache; plain slabs have
     /// their cache's order and are aligned to their size, so the head is `addr`'s physical
     /// address rounded down to the slab size. No load waits for the head's descriptor.
+    ///
+    /// On a memmap boot marked dense the direct-map offset's one compare with the dense
+    /// limit is both the range test and the descriptor lookup's (`Memmap::dense_page`);
+    /// anything else takes the checked way, `frame_below_limit`.
     #[inline(always)]
     pub(crate) fn plain_slab_of(&self, addr: usize) -> Option<(SlabFrame<'_>, &KmemCache, usize)> {
         let st = self.state();
-        let pa = st.direct_map.virt_to_phys(crate::addr::VirtAddr::new(addr))?.as_u64() as usize;
-        let pfn = Pfn::new(pa >> crate::PAGE_SHIFT);
-        let page = st.memmap.page_below_limit(pfn)?;
+        let pa = addr.wrapping_sub(st.direct_map.base.as_usize());
+        let page = match st.memmap.dense_page(pa) {
+            Some(page) => page,
+            None => self.frame_below_limit(st, pa, pa)?,
+        };
         let c = st.slab.cache_of_plain_word(page.slab_word_any())?;
         let off = pa & c.off_mask as usize;
         // The head, for the slow paths, is `off` bytes before: resolved by them.
         Some((SlabFrame { pa, page }, c, off))
+    }
+
+    /// The descriptor of the frame at physical address `pa` by the checked way, if `tested`
+    /// (an offset from the direct map's base: `pa` itself, or the object's address when `pa`
+    /// is its slab's head) lies in the direct map: the memmap in whatever mode it is. The
+    /// free fast paths' lookup above the dense limit, or on a memmap that is not dense.
+    /// Inline, not a call: a call on the cold side would make the hot side keep its live
+    /// values in callee-saved registers.
+    #[inline(always)]
+    fn frame_below_limit<'a>(
+        &'a self,
+        st: &'a MachineState,
+        tested: usize,
+        pa: usize,
+    ) -> Option<&'a crate::mm::page::Page> {
+        if tested as u64 >= st.direct_map.limit.as_u64() {
+            return None;
+        }
+        st.memmap.page_below_limit(Pfn::new(pa >> crate::PAGE_SHIFT))
     }
 
     /// The plain slab of `s` that would hold direct-map address `addr`, and `addr`'s byte
@@ -328,14 +353,20 @@ impl<P: Platform> Kmem<P> {
         s: &KmemCache,
         addr: usize,
     ) -> Option<(SlabHead<'a>, usize)> {
-        let pa = st.direct_map.virt_to_phys(crate::addr::VirtAddr::new(addr))?.as_u64() as usize;
+        let pa = addr.wrapping_sub(st.direct_map.base.as_usize());
         let head_pa = pa & s.head_mask as isize as usize;
         // SAFETY: a slab is at least a page, so `head_mask` has the low PAGE_SHIFT bits clear
         // (telling the compiler lets it index the memmap with one shift).
         unsafe { core::hint::assert_unchecked(head_pa & (crate::PAGE_SIZE - 1) == 0) };
         let off = pa - head_pa;
-        let hpfn = Pfn::new(head_pa >> crate::PAGE_SHIFT);
-        let head = st.memmap.page_below_limit(hpfn)?;
+        // `pa` is tested, not the head's address: an `addr` past the direct map must not find
+        // a head below its end.
+        let head = if pa < st.memmap.dense_limit() {
+            // SAFETY: the head's address is at most `pa`, below the dense limit.
+            unsafe { st.memmap.dense_slot(head_pa) }
+        } else {
+            self.frame_below_limit(st, pa, head_pa)?
+        };
         (head.private() == s.plain_word).then_some((SlabHead { pa: head_pa, page: head }, off))
     }
 

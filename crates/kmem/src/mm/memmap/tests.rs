@@ -36,21 +36,26 @@ fn sections_in_one_array_make_a_flat_memmap() {
 
 #[test]
 fn dense_is_marked_by_boot_kept_by_a_matching_section_and_lost_with_flat() {
-    let (mm, pages) = table(4, 3);
+    let (mut mm, pages) = table(4, 3);
+    let limit = ((3 * PAGES_PER_SECTION) << crate::addr::PAGE_SHIFT) as u64;
+    let pa = |pfn: Pfn| pfn.as_usize() << crate::addr::PAGE_SHIFT;
     // SAFETY: each map is a section's worth of leaked descriptors, used for nothing else;
     // the leaked arrays cover every frame of sections 0..3, which the dense lookups below
-    // stay in.
+    // stay in (the limit marked dense).
     unsafe {
-        mm.mark_dense();
+        mm.mark_dense(limit);
         assert!(!mm.is_dense(), "nothing present: nothing to mark");
+        assert!(mm.dense_page(0).is_none(), "nor a dense limit");
         mm.set_section_map(0, pages, 0);
         assert!(mm.is_flat() && !mm.is_dense(), "flat, not known dense");
         assert_eq!(mm.flat_base(), Some(pages as usize));
-        mm.mark_dense();
+        mm.mark_dense(limit);
         assert!(mm.is_dense());
         assert_eq!(mm.flat_base(), Some(pages as usize), "the dense word is the base");
         let far = Pfn::new(2 * PAGES_PER_SECTION + 3);
         assert!(core::ptr::eq(mm.page_below_limit(far).unwrap(), pages.add(far.as_usize())));
+        assert!(core::ptr::eq(mm.dense_page(pa(far)).unwrap(), pages.add(far.as_usize())));
+        assert!(mm.dense_page(limit as usize).is_none(), "the limit bounds the dense lookup");
         assert!(mm.page(far).is_none(), "the checked lookup refuses an absent section");
         mm.set_section_map(1, pages.add(PAGES_PER_SECTION), 0);
         assert!(mm.is_dense(), "a section at its slot keeps it");
@@ -60,6 +65,10 @@ fn dense_is_marked_by_boot_kept_by_a_matching_section_and_lost_with_flat() {
     }
     assert!(!mm.is_flat() && !mm.is_dense(), "a section elsewhere ends both");
     assert!(mm.page_below_limit(Pfn::new(2 * PAGES_PER_SECTION)).is_none(), "checked again");
+    // What boot marked stays: the slots below its limit are still the descriptors or zeros.
+    let pfn = Pfn::new(PAGES_PER_SECTION + 9);
+    // SAFETY: as above (section 1's array is the leaked one after section 0's).
+    assert!(core::ptr::eq(mm.dense_page(pa(pfn)).unwrap(), unsafe { pages.add(pfn.as_usize()) }));
 }
 
 #[test]
