@@ -6,10 +6,8 @@ use kmem_alloc::{global, KmemAlloc};
 #[global_allocator]
 static A: KmemAlloc = KmemAlloc;
 
-fn rss_kb() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/statm").unwrap();
-    s.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 4
-}
+mod common;
+use common::rss_kb;
 
 #[test]
 fn grows_by_hot_add_and_gives_memory_back() {

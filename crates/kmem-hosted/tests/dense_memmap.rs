@@ -85,60 +85,68 @@ fn machines_that_are_dense_and_not() {
     hot.hot_add(1).unwrap();
     assert!(hot.memmap_is_dense(), "a section at its vmemmap slot keeps it dense");
     // No vmemmap and a hole: not flat, so not dense.
-    let sparse = MachineBuilder::new()
-        .memory_map(vec![MemRegion::usable(0, 128 * MIB), MemRegion::usable(256 * MIB, 128 * MIB)])
-        .zone_layout(flat_zones())
-        .cpus(1)
-        .vmemmap(false)
-        .build()
-        .unwrap();
+    let sparse = sparse();
     assert!(!sparse.memmap_is_flat() && !sparse.memmap_is_dense());
 }
 
-/// kmalloc, kmem_cache_alloc and their frees on a machine: every object comes back (the
-/// next allocations hand the same ones out again) and nothing is reported. The free fast
-/// paths look the object's descriptor up by the dense limit boot recorded, or, on machines
-/// boot did not find dense, the checked way (the sparse machine below: it fails if that
-/// way takes a good object for a bad one, which is reported and not freed).
-fn frees_come_back(m: &Machine) {
-    let c = m.kmem_cache_create("dense-frees", 64, 0, SlabFlags::NO_MERGE, None).unwrap();
+/// kmalloc'd objects freed on a machine by `kfree`'s and the sized free's fast paths: each
+/// finds its object (the `other` way is never taken), the objects come back (the next
+/// allocations hand the same ones out again) and nothing is reported. Those fast paths look
+/// the object's descriptor up by the dense limit boot recorded, or, on a machine boot did
+/// not find dense, the checked way: a wrong descriptor from either sends the object to
+/// `other`, and the test fails.
+fn fast_frees_find_their_objects(m: &Machine) {
     let mut seen = std::collections::HashSet::new();
+    let mut others = 0;
     for round in 0..2 {
-        let ks: Vec<_> = (0..300).map(|_| m.kmalloc(64, Gfp::KERNEL).unwrap()).collect();
-        let os: Vec<_> = (0..300).map(|_| m.kmem_cache_alloc(&c, Gfp::KERNEL).unwrap()).collect();
-        for p in ks.iter().chain(&os) {
+        let ps: Vec<_> = (0..600).map(|_| m.kmalloc(64, Gfp::KERNEL).unwrap()).collect();
+        for p in &ps {
+            let p = p.as_ptr() as usize;
             if round == 0 {
-                seen.insert(p.as_ptr() as usize);
+                seen.insert(p);
+            } else {
+                assert!(seen.contains(&p), "freed objects are handed out again");
             }
         }
-        // SAFETY: each block is ours, freed once and not used afterwards.
+        // SAFETY: each block is ours, freed once (`other` frees anything the fast path
+        // declined) and not used afterwards.
         unsafe {
-            for p in &ks {
-                m.kfree(p.as_ptr());
+            for (i, p) in ps.iter().enumerate() {
+                let other = |q: *const u8| {
+                    others += 1;
+                    m.kfree(q)
+                };
+                if i % 2 == 0 {
+                    m.kfree_slab_or(p.as_ptr(), other);
+                } else {
+                    m.kfree_sized_or(p.as_ptr(), 64, other);
+                }
             }
-            for p in os {
-                m.kmem_cache_free(&c, p);
-            }
-        }
-        if round == 1 {
-            assert!(ks.iter().all(|p| seen.contains(&(p.as_ptr() as usize))), "freed objects were reused");
         }
     }
+    assert_eq!(others, 0, "every free found its object on the fast path");
     assert_eq!(counts(m), [0; 3], "nothing reported");
 }
 
-#[test]
-fn frees_work_on_dense_and_sparse_machines() {
-    frees_come_back(&with_hole());
-    let sparse = MachineBuilder::new()
+/// The machine of `with_hole` without a vmemmap: its memmap is neither flat nor dense.
+fn sparse() -> Machine {
+    MachineBuilder::new()
         .memory_map(vec![MemRegion::usable(0, 128 * MIB), MemRegion::usable(256 * MIB, 128 * MIB)])
         .zone_layout(flat_zones())
         .cpus(1)
         .vmemmap(false)
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn fast_frees_work_on_dense_and_sparse_machines() {
+    let dense = with_hole();
+    assert!(dense.memmap_is_dense());
+    fast_frees_find_their_objects(&dense);
+    let sparse = sparse();
     assert!(!sparse.memmap_is_dense());
-    frees_come_back(&sparse);
+    fast_frees_find_their_objects(&sparse);
 }
 
 #[test]

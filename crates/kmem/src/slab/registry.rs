@@ -101,6 +101,11 @@ pub(crate) type IdTable = [AtomicUsize; MAX_CACHES];
 /// alignment, each slot an address). Loom's atomics cannot be built in a `static`: models
 /// keep the test.
 #[cfg(not(loom))]
+const _: () = assert!(
+    core::mem::size_of::<[core::sync::atomic::AtomicPtr<KmemCache>; MAX_CACHES]>() == core::mem::size_of::<IdTable>()
+        && core::mem::align_of::<core::sync::atomic::AtomicPtr<KmemCache>>() == core::mem::align_of::<AtomicUsize>()
+);
+#[cfg(not(loom))]
 static NO_IDS: [core::sync::atomic::AtomicPtr<KmemCache>; MAX_CACHES] =
     [const { core::sync::atomic::AtomicPtr::new(&super::cache::ABSENT as *const KmemCache as *mut KmemCache) };
         MAX_CACHES];
@@ -324,16 +329,18 @@ impl SlabState {
             debug_assert_ne!(p, 0, "a slab before kmem_cache_init");
             // SAFETY: slabs exist only after `kmem_cache_init`, which points `ids` at
             // `NO_IDS`; after it, `ids` only ever becomes the machine's own table, a block of
-            // an IdTable's size that is never freed.
+            // an IdTable's size that is never freed. `NO_IDS` is an array of as many
+            // `AtomicPtr`s, which have `AtomicUsize`'s size and alignment: each slot reads as
+            // the address it holds.
             let t = unsafe { &*(p as *const IdTable) };
             let p = t[id].load(Ordering::Acquire);
             debug_assert!(p != 0, "an id table slot names no descriptor");
             // SAFETY: every slot names a descriptor that outlives the reference: a live
             // cache's (unregistered, under the list lock, before its descriptor is freed, and
             // only after its last slab is gone, so a slab page naming it cannot outlive it),
-            // or the absent descriptor or its reserved twin, statics that are never written.
-            // So it is never 0 (telling the compiler spares the caller a null test of the
-            // `Option`).
+            // or the absent descriptor or its reserved twin, statics that are never written
+            // (`init_id_table` fills a table before `install_table` publishes it). So it is
+            // never 0 (telling the compiler spares the caller a null test of the `Option`).
             unsafe {
                 core::hint::assert_unchecked(p != 0);
                 Some(&*(p as *const KmemCache))
