@@ -454,7 +454,7 @@ impl<P: Platform> Kmem<P> {
             let p = va(mb.alloc(size, 64, Some(0))?)?.as_mut_ptr::<crate::highmem::HighmemState>();
             // SAFETY: freshly carved, mapped, aligned, exclusively ours memory of the right
             // size, living as long as the machine.
-            unsafe { p.write(crate::highmem::HighmemState::new(s.as_usize(), nr_cpus)) };
+            unsafe { crate::highmem::HighmemState::write_at(p, s.as_usize(), nr_cpus) };
             state.highmem = p as usize;
         }
         let metadata_bytes = mb.reserved_bytes() - before;

@@ -117,6 +117,20 @@ pub(crate) struct HighmemState {
 }
 
 impl HighmemState {
+    /// Writes a state for a kmap area at `base` to `p`, out of line: the state is 45 KB, and
+    /// a `p.write(Self::new(..))` in boot built it in boot's own stack frame, which every
+    /// machine's boot then probed page by page, highmem or not (12 page faults at the start
+    /// of every process under `LD_PRELOAD`).
+    ///
+    /// # Safety
+    ///
+    /// `p` must be valid for writes of a `HighmemState` and aligned for it.
+    #[inline(never)]
+    pub(crate) unsafe fn write_at(p: *mut Self, base: usize, nr_cpus: usize) {
+        // SAFETY: the caller's contract.
+        unsafe { p.write(Self::new(base, nr_cpus)) };
+    }
+
     /// A state for a kmap area at `base` (see [`kmap_area_bytes`]).
     pub(crate) fn new(base: usize, nr_cpus: usize) -> Self {
         let fixmap_base = base + LAST_PKMAP * PAGE_SIZE;

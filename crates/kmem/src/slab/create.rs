@@ -38,7 +38,6 @@ impl<P: Platform> Kmem<P> {
     /// every cache's sheaves. Neither has sheaves itself.
     pub(crate) fn kmem_cache_init(&self) -> Result<(), CacheError> {
         let st = self.slab();
-        st.init_ids();
         self.state().kmalloc.init_slots();
         let nr_nodes = self.nr_nodes();
         let nr_cpus = self.nr_cpus();
@@ -200,7 +199,7 @@ impl<P: Platform> Kmem<P> {
         let flags = self.kmem_cache_flags(flags, name);
         let st = self.slab();
         if st.id_table().is_none() {
-            self.install_table(&st.ids, st.no_ids(), core::mem::size_of::<super::registry::IdTable>(), gfp, |a| {
+            self.install_table(&st.ids, 0, core::mem::size_of::<super::registry::IdTable>(), gfp, |a| {
                 // SAFETY: `a` is the fresh block, of an IdTable's size and page-aligned, the
                 // caller's alone until installed.
                 super::registry::SlabState::init_id_table(unsafe { &*(a as *const super::registry::IdTable) })

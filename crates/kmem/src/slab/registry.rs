@@ -93,32 +93,6 @@ pub(crate) const SHEAF_CACHE_ID: u32 = 2;
 /// and the test.)
 pub(crate) type IdTable = [AtomicUsize; MAX_CACHES];
 
-/// The table a machine's `ids` names from `kmem_cache_init` until its first
-/// `kmem_cache_create` installs the machine's own: every slot the absent descriptor. Never
-/// written (every writer goes through [`SlabState::id_table`], which never returns it), so
-/// machines share it; it lets the free fast path index `ids` without testing it. Typed as
-/// pointers, which a `static` can be built of (read as an [`IdTable`]: the same size and
-/// alignment, each slot an address). Loom's atomics cannot be built in a `static`: models
-/// keep the test.
-#[cfg(not(loom))]
-const _: () = assert!(
-    core::mem::size_of::<[core::sync::atomic::AtomicPtr<KmemCache>; MAX_CACHES]>() == core::mem::size_of::<IdTable>()
-        && core::mem::align_of::<core::sync::atomic::AtomicPtr<KmemCache>>() == core::mem::align_of::<AtomicUsize>()
-);
-#[cfg(not(loom))]
-static NO_IDS: [core::sync::atomic::AtomicPtr<KmemCache>; MAX_CACHES] =
-    [const { core::sync::atomic::AtomicPtr::new(&super::cache::ABSENT as *const KmemCache as *mut KmemCache) };
-        MAX_CACHES];
-
-/// The address `ids` holds while the machine has no table of its own.
-#[inline(always)]
-fn no_ids() -> usize {
-    #[cfg(not(loom))]
-    return &NO_IDS as *const _ as usize;
-    #[cfg(loom)]
-    return 0;
-}
-
 /// The machine's slab registry (lives in the machine state, so it is kept small: the id
 /// table and the call-site depot are page-allocator blocks allocated when first needed).
 pub(crate) struct SlabState {
@@ -126,8 +100,8 @@ pub(crate) struct SlabState {
     pub(crate) list_lock: RawSpinLock,
     /// Newest cache (list head), 0 if none.
     pub(crate) head: AtomicUsize,
-    /// Address of the [`IdTable`]: 0 before `kmem_cache_init`, then [`NO_IDS`] (empty, shared)
-    /// until the first `kmem_cache_create` installs the machine's.
+    /// Address of the [`IdTable`]: 0 until the first `kmem_cache_create` installs the
+    /// machine's (no slab exists before: the boot caches get their first slab in it).
     pub(crate) ids: AtomicUsize,
     /// The boot cache `kmem_cache` (carved at boot).
     pub(crate) boot_cache: AtomicUsize,
@@ -277,20 +251,10 @@ impl SlabState {
     #[inline(always)]
     pub(crate) fn id_table(&self) -> Option<&IdTable> {
         let p = self.ids.load(Ordering::Acquire);
-        // SAFETY: `ids` is 0, `no_ids()` or the address of a page-aligned block of at least
+        // SAFETY: `ids` is 0 or the address of a page-aligned block of at least
         // size_of::<IdTable>() bytes that is never freed (installed once by
         // `kmem_cache_create`, every slot free: `init_id_table`).
-        (p != 0 && p != no_ids()).then(|| unsafe { &*(p as *const IdTable) })
-    }
-
-    /// Points `ids` at the shared empty table (`kmem_cache_init`, before any slab exists).
-    pub(crate) fn init_ids(&self) {
-        let _ = self.ids.compare_exchange(0, no_ids(), Ordering::AcqRel, Ordering::Relaxed);
-    }
-
-    /// The value `ids` holds before the machine's own table is installed.
-    pub(crate) fn no_ids(&self) -> usize {
-        no_ids()
+        (p != 0).then(|| unsafe { &*(p as *const IdTable) })
     }
 
     /// The cache with id `id`. (Every slab's cache is in the table: the table is installed
@@ -326,12 +290,13 @@ impl SlabState {
         #[cfg(not(loom))]
         {
             let p = self.ids.load(Ordering::Acquire);
-            debug_assert_ne!(p, 0, "a slab before kmem_cache_init");
-            // SAFETY: slabs exist only after `kmem_cache_init`, which points `ids` at
-            // `NO_IDS`; after it, `ids` only ever becomes the machine's own table, a block of
-            // an IdTable's size that is never freed. `NO_IDS` is an array of as many
-            // `AtomicPtr`s, which have `AtomicUsize`'s size and alignment: each slot reads as
-            // the address it holds.
+            debug_assert_ne!(p, 0, "a slab before the first kmem_cache_create");
+            // SAFETY: a plain slab word names a cache registered in the id table, so the table
+            // is installed: `ids` is 0 until the first `kmem_cache_create` installs the
+            // machine's own (the boot caches are registered in it, and no slab of any cache
+            // exists before), a block of an IdTable's size that is never freed. (A shared
+            // static table of absent descriptors, for the time before, cost 2,048 load-time
+            // relocations and 4 page faults in every process under `LD_PRELOAD`.)
             let t = unsafe { &*(p as *const IdTable) };
             let p = t[id].load(Ordering::Acquire);
             debug_assert!(p != 0, "an id table slot names no descriptor");
@@ -438,31 +403,31 @@ impl SlabState {
 
 #[cfg(all(test, not(loom)))]
 mod tests {
-    use super::{no_ids, IdTable, NO_IDS};
+    use super::IdTable;
     use crate::slab::SlabFlags;
     use crate::sync::Ordering;
     use crate::testing;
 
-    /// The shared empty id table is never handed out (every writer of a table goes through
-    /// `id_table`): two machines that create caches each install a table of their own, the
-    /// shared one stays all empty, and `kfree` finds each machine's caches through its own.
+    /// A machine has no id table until its first `kmem_cache_create` (no slab exists before
+    /// it, so the free fast path, which reads the table untested, never meets the missing
+    /// one), and then a table of its own: two machines each install theirs, and `kfree`
+    /// finds each machine's caches through it.
     #[test]
-    fn the_shared_empty_id_table_is_never_handed_out() {
+    fn each_machine_installs_its_own_id_table_at_its_first_create() {
         let (a, b) = (testing::machine(16), testing::machine(16));
         for k in [&a, &b] {
-            let ids = k.slab().ids.load(Ordering::Relaxed);
-            assert!(ids != 0, "kmem_cache_init pointed the word at a table");
-            assert_eq!(k.slab().id_table().is_none(), ids == no_ids());
+            assert_eq!(k.slab().ids.load(Ordering::Relaxed), 0, "a table before the first create");
+            assert!(k.slab().id_table().is_none());
         }
         let ca = a.kmem_cache_create("ids-a", 64, 0, SlabFlags::NO_MERGE, None).unwrap();
         let cb = b.kmem_cache_create("ids-b", 64, 0, SlabFlags::NO_MERGE, None).unwrap();
         let table = |k: &crate::machine::Kmem<testing::TestPlatform>| {
             k.slab().id_table().expect("installed by the first create") as *const IdTable
         };
-        let shared = &NO_IDS as *const _ as *const IdTable;
-        assert!(table(&a) != table(&b) && table(&a) != shared && table(&b) != shared);
-        let absent = super::absent_addr();
-        assert!(NO_IDS.iter().all(|s| s.load(Ordering::Relaxed) as usize == absent), "the shared table was written");
+        assert!(table(&a) != table(&b));
+        for k in [&a, &b] {
+            assert_eq!(k.slab().ids.load(Ordering::Relaxed), table(k) as usize);
+        }
         for (k, c) in [(&a, &ca), (&b, &cb)] {
             let o = k.kmem_cache_alloc(c, crate::Gfp::KERNEL).unwrap();
             // SAFETY: an object of `c`, freed once (by `kfree`, which looks its cache up).
