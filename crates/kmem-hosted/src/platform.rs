@@ -367,6 +367,18 @@ unsafe impl Platform for HostedPlatform {
         if va.checked_add(bytes)? > e {
             return None;
         }
+        if self.maps.fd.is_none() {
+            // Anonymous RAM: `map` was never written, so its pages hold nothing to move and
+            // the slot's own (private, zero) pages can take the descriptors: the slot becomes
+            // writable in place, one `mprotect` where `mremap` and a refill of the hole cost
+            // two system calls and two splits of the RAM mapping (18 us of every process's
+            // start-up under `LD_PRELOAD`). `map` stays mapped, never written, so it costs the
+            // host nothing; the core never reaches it (the contract above).
+            // SAFETY: the slot lies in our vmemmap reservation, is made writable once, for
+            // this call, and nothing references it.
+            unsafe { crate::vspace::commit_zeroes(va, bytes) }.ok()?;
+            return Some(VirtAddr::new(va));
+        }
         // SAFETY: the core's contract: `map` is carved RAM (in our RAM mapping, read-write),
         // unreferenced; the slot of section `nr` in our vmemmap reservation is mapped once,
         // for this call. On failure the pages stay at `map`, which the core then uses.

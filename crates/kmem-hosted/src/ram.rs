@@ -84,19 +84,13 @@ impl Ram {
         let at = reserve_aligned(len, align).map_err(|e| RamError::Os("mmap", e))?;
         let rw = ProtFlags::READ | ProtFlags::WRITE;
         let (fd, p) = if let Some(huge) = anonymous {
-            // SAFETY: `[at, at + len)` is our reservation, which only we use; MAP_FIXED
-            // replaces it with fresh anonymous memory.
-            let p = unsafe {
-                mmap_anonymous(
-                    at as *mut core::ffi::c_void,
-                    len,
-                    rw,
-                    MapFlags::PRIVATE | MapFlags::NORESERVE | MapFlags::FIXED,
-                )
-            }
-            .map_err(|e| RamError::Os("mmap", e))?;
+            // The reservation is private anonymous memory already (`PROT_NONE`, no commit
+            // charge): the usable ranges become readable and writable below, and nothing
+            // replaces it (a `MAP_FIXED` mapping of the whole range, then a `PROT_NONE` above
+            // the usable RAM, cost one system call more at every process start).
+            let p = at as *mut core::ffi::c_void;
             let advice = if huge { rustix::mm::Advice::LinuxHugepage } else { rustix::mm::Advice::LinuxNoHugepage };
-            // SAFETY: advice only, on our fresh mapping; failure (no THP) is harmless.
+            // SAFETY: advice only, on our reservation; failure (no THP) is harmless.
             let _ = unsafe { rustix::mm::madvise(p, len, advice) };
             (None, p)
         } else {
@@ -124,13 +118,24 @@ impl Ram {
             .map(|r| (r.start.as_u64(), r.end().as_u64()))
             .collect();
         usable.sort_unstable();
+        // The holes between usable ranges become inaccessible (memfd RAM, mapped whole);
+        // anonymous RAM, inaccessible whole, opens what lies between the holes instead.
         let mut cur = 0u64;
+        let mut open_from = 0usize;
         for (s, e) in usable.into_iter().chain([(len as u64, len as u64)]) {
             let (hs, he) = (cur.next_multiple_of(PAGE_SIZE as u64), s - s % PAGE_SIZE as u64);
             if he > hs {
-                ram.protect_none(hs as usize, (he - hs) as usize)?;
+                match ram.fd {
+                    Some(_) => ram.protect_none(hs as usize, (he - hs) as usize)?,
+                    None if hs as usize > open_from => ram.make_usable(open_from, hs as usize - open_from)?,
+                    None => {}
+                }
+                open_from = he as usize;
             }
             cur = cur.max(e);
+        }
+        if ram.fd.is_none() && open_from < len {
+            ram.make_usable(open_from, len - open_from)?;
         }
         Ok(ram)
     }

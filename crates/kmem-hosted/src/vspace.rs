@@ -133,6 +133,24 @@ pub(crate) unsafe fn move_pages(from: usize, to: usize, len: usize) -> Result<()
     Ok(())
 }
 
+/// Makes `[at, at + len)` of a [`VSpace::reserve_zeroes`] reservation writable: its pages,
+/// private and never written, read as zero until written (a section's page descriptors on a
+/// machine with anonymous RAM, [`move_pages`]'s cheaper twin).
+///
+/// # Safety
+///
+/// The range lies in a live readable reservation, page aligned, and nothing references it.
+pub(crate) unsafe fn commit_zeroes(at: usize, len: usize) -> Result<(), rustix::io::Errno> {
+    // SAFETY: the caller's contract: the range is ours, mapped private and anonymous.
+    unsafe {
+        rustix::mm::mprotect(
+            at as *mut core::ffi::c_void,
+            len,
+            rustix::mm::MprotectFlags::READ | rustix::mm::MprotectFlags::WRITE,
+        )
+    }
+}
+
 /// Whether boot lays the descriptors of a machine with `regions` out flat without a vmemmap
 /// (`kmem::boot::flat_run`): the sections usable RAM overlaps are one run, on one node.
 /// Without a hotplug reserve, such a machine needs no vmemmap.

@@ -202,3 +202,60 @@ fn wild_free_in_an_absent_hotplug_section_is_reported() {
     m.hot_add(1).unwrap();
     refused(&m, va(&m, limit - 64), "absent hotplug section after a hot-add");
 }
+
+/// Anonymous RAM (what the process allocator boots): the reservation is opened only where
+/// RAM is usable, so the section hole and the hotplug reserve stay `PROT_NONE` and a wild
+/// free there is refused; each section's descriptors are written in their vmemmap slot,
+/// made writable in place; and a hot-added section is opened and serves allocations, its
+/// pages readable and writable.
+#[test]
+fn anonymous_ram_opens_only_usable_ranges_and_hot_adds() {
+    pin_current_thread(0);
+    let m = MachineBuilder::new()
+        .memory_map(vec![MemRegion::usable(0, 128 * MIB), MemRegion::usable(256 * MIB, 128 * MIB)])
+        .zone_layout(flat_zones())
+        .cpus(2)
+        .anonymous_ram(true)
+        .hotplug_max(640 * MIB)
+        .build()
+        .unwrap();
+    assert!(m.ram_is_anonymous());
+    let (base, len) = m.ram_range();
+    let covered = |none: &[(usize, usize)], s: u64, e: u64| {
+        none.iter().any(|&(a, b)| a <= base + s as usize && base + e as usize <= b)
+    };
+    let none = prot_none_ranges(base, base + len);
+    assert!(covered(&none, 128 * MIB, 256 * MIB), "the section hole is open: {none:x?}");
+    assert!(covered(&none, 384 * MIB, 640 * MIB), "the hotplug reserve is open: {none:x?}");
+    let open = |none: &[(usize, usize)], s: u64, e: u64| {
+        !none.iter().any(|&(a, b)| a < base + e as usize && base + (s as usize) < b)
+    };
+    assert!(open(&none, 0, 128 * MIB) && open(&none, 256 * MIB, 384 * MIB), "usable RAM is closed: {none:x?}");
+    for pa in [128 * MIB + 64, 384 * MIB + 64] {
+        refused(&m, va(&m, pa), "closed anonymous RAM");
+    }
+
+    let gained = m.hot_add(1).unwrap();
+    assert!(gained > 0);
+    let none = prot_none_ranges(base, base + len);
+    assert!(open(&none, 384 * MIB, 512 * MIB), "the hot-added section is closed: {none:x?}");
+    assert!(covered(&none, 512 * MIB, 640 * MIB), "beyond the hot-added section: {none:x?}");
+    // Every block the machine has, written at both ends; some come from the new section.
+    let order = kmem::Order::new(10).unwrap();
+    let mut blocks = Vec::new();
+    while let Ok(a) = m.__get_free_pages(Gfp::KERNEL | Gfp::NOWARN, order) {
+        let p = a.as_usize() as *mut u8;
+        // SAFETY: a 4 MiB block of ours.
+        unsafe {
+            p.write(1);
+            p.add((4 * MIB - 1) as usize).write(2);
+        }
+        blocks.push(a);
+    }
+    assert!(blocks.iter().any(|a| a.as_usize() >= base + 384 * MIB as usize), "no block from the hot-added section");
+    for a in blocks {
+        // SAFETY: allocated above with this order, freed once.
+        unsafe { m.free_pages(a, order) };
+    }
+    assert_eq!(counts(&m), [2, 2, 0], "only the two refused frees reported: {:#?}", m.reports().take());
+}
