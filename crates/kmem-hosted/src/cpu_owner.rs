@@ -3,19 +3,33 @@
 //! stop the CPU to work on its per-CPU data (a remote drain or flush, `fork`, a thread that
 //! found no CPU of its own).
 //!
-//! The owner's outermost section stores `depth = 1` (nested sections increment it; the fast
-//! path's `try_enter` enters only an outermost one, and its exit stores 0), then (after a
-//! compiler fence) loads `stop`; a stopper stores `stop = 1`, then runs a process-wide memory barrier
+//! The owner has two words a stopper reads: `depth`, its careful sections' nesting count
+//! (`preempt_disable`, `local_irq_save`, `pin_cpu`), and `fast`, 1 while a fast path's section
+//! runs (`try_pin_cpu`: the allocation and free fast paths). An outermost careful section
+//! stores `depth = 1` (nested ones increment it), then (after a compiler fence) loads
+//! `stop`; a fast section stores `fast = 1`, then loads `stop` and `depth` at once (a careful
+//! section under way, the fast path's own thread's, makes it decline). A stopper stores
+//! `stop = 1`, then runs a process-wide memory barrier
 //! (`membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, which makes every running thread execute a
-//! full fence) and waits for `depth == 0`. This is Dekker's mutual exclusion with the fence
-//! moved to the rare side (the asymmetric fences of user-space RCU): either the owner's load
-//! sees `stop` and it backs off until the stopper is done, or the stopper's wait sees the
-//! owner's `depth` and waits for its section to end. Nothing on the owner's side is a locked
-//! instruction.
+//! full fence) and waits for `depth == 0` and `fast == 0`. This is Dekker's mutual exclusion
+//! with the fence moved to the rare side (the asymmetric fences of user-space RCU): either
+//! the owner's load sees `stop` and it backs off until the stopper is done, or the stopper's
+//! wait sees the owner's word and waits for its section to end. Nothing on the owner's side
+//! is a locked instruction.
 //!
-//! Ordering of the per-CPU data: the owner's section writes happen-before its `depth = 0`
-//! release store, which the stopper's acquire load reads; the stopper's writes happen-before
-//! its `stop = 0` release store, which the owner's next outermost section reads with acquire.
+//! Why two words: with one, the fast path had to read the depth before storing it (a
+//! section already under way, of its own thread, must not be overwritten): a load, a test
+//! and a branch more on every fast section than storing its own word and reading the other
+//! with `stop`. A fast section nests in nothing and nothing of the same kind nests in it
+//! (the fast paths make no calls); careful sections may nest inside one (a `this_cpu`
+//! counter under a fast pin), and then take no part in the handshake (the fast word keeps
+//! the stopper out). The hosted NMI (`kmalloc_nolock` from a signal handler) checks both
+//! words before it enters, so it never takes a CPU whose section it interrupted.
+//!
+//! Ordering of the per-CPU data: the owner's section writes happen-before its `depth = 0` or
+//! `fast = 0` release store, which the stopper's acquire load reads; the stopper's writes
+//! happen-before its `stop = 0` release store, which the owner's next outermost section reads
+//! with acquire.
 //!
 //! The loom models (`cpu_owner/loom_tests.rs`, `scripts/loom.sh`) check the protocol, with
 //! both barriers modelled as sequentially consistent fences (what the asymmetric pair
@@ -36,16 +50,21 @@ use loom::{
 /// A CPU nobody owns.
 pub(crate) const FREE: u32 = 0;
 
-/// One owned CPU. A cache line each: the owner writes `depth` on every section.
+/// One owned CPU. A cache line each: the owner writes `fast` or `depth` on every section.
 #[derive(Debug, Default)]
 #[repr(C, align(64))]
 pub(crate) struct OwnedCpu {
-    /// The owner's section depth. Written only by the owner (a stopper never writes it).
-    /// First, and the CPU's number next, as in a shared CPU's slot: a fast pin's token is
-    /// either (`cpu_slot::leave`, `cpu_slot::pinned_cpu`).
-    depth: AtomicU32,
+    /// 1 while a fast section ([`OwnedCpu::try_enter`]) runs. Written only by the owner (a
+    /// stopper never writes it). First, and the CPU's number next, as in a shared CPU's slot:
+    /// a fast pin's token is either (`cpu_slot::leave_outermost`, `cpu_slot::pinned_cpu`).
+    fast: AtomicU32,
     /// The CPU's number (never changes).
     cpu: u32,
+    /// The owner's careful sections' depth. Written only by the owner. At [`DEPTH_OFFSET`],
+    /// the CPU's number again after it: a careful pin's token (`cpu_slot::leave`).
+    depth: AtomicU32,
+    /// The CPU's number (a copy, for a careful pin's token).
+    depth_cpu: u32,
     /// 1 while a stopper holds the CPU.
     stop: AtomicU32,
     /// Serialises stoppers: 0 free, 1 held.
@@ -68,6 +87,12 @@ fn light_barrier() {
     #[cfg(loom)]
     fence(Ordering::SeqCst);
 }
+
+/// Marks the path that calls it as rare (stable Rust's `cold_path`: the call, inlined,
+/// leaves the branch weights behind).
+#[cold]
+#[inline(always)]
+fn unlikely() {}
 
 /// The stopper's half: a full fence on every running thread of the process.
 fn heavy_barrier() {
@@ -121,17 +146,42 @@ pub(crate) fn membarrier_available() -> bool {
 // layout differs.)
 #[cfg(not(loom))]
 const _: () = {
-    assert!(core::mem::offset_of!(OwnedCpu, depth) == crate::cpu_slot::WORD_OFFSET);
+    assert!(core::mem::offset_of!(OwnedCpu, fast) == crate::cpu_slot::WORD_OFFSET);
     assert!(core::mem::offset_of!(OwnedCpu, cpu) == crate::cpu_slot::CPU_OFFSET);
+    assert!(core::mem::offset_of!(OwnedCpu, depth) == DEPTH_OFFSET + crate::cpu_slot::WORD_OFFSET);
+    assert!(core::mem::offset_of!(OwnedCpu, depth_cpu) == DEPTH_OFFSET + crate::cpu_slot::CPU_OFFSET);
 };
+
+/// Where the depth word is, from the CPU's address: a careful pin's token is the CPU's
+/// address plus this (a fast pin's is the CPU's address: the fast paths add nothing).
+#[cfg_attr(loom, allow(dead_code))]
+pub(crate) const DEPTH_OFFSET: usize = 8;
 
 impl OwnedCpu {
     /// CPU `cpu`, free.
     pub(crate) fn new(cpu: u32) -> Self {
-        Self { cpu, ..Self::default() }
+        Self { cpu, depth_cpu: cpu, ..Self::default() }
     }
 
-    /// The owner enters a section; `true` if it is the outermost one.
+    /// A fast pin's token: the address of the fast word, the CPU's own
+    /// (`cpu_slot::leave_outermost` ends the pin through it, `cpu_slot::pinned_cpu` reads
+    /// the CPU's number after it).
+    #[cfg_attr(loom, allow(dead_code))]
+    #[inline(always)]
+    pub(crate) fn fast_token(&self) -> usize {
+        &self.fast as *const AtomicU32 as usize
+    }
+
+    /// A careful pin's token: the address of the depth word (`cpu_slot::leave` ends the pin
+    /// through it, `cpu_slot::pinned_cpu` reads the CPU's number after it).
+    #[cfg_attr(loom, allow(dead_code))]
+    #[inline(always)]
+    pub(crate) fn depth_token(&self) -> usize {
+        &self.depth as *const AtomicU32 as usize
+    }
+
+    /// The owner enters a careful section; `true` if it is the outermost careful one (it
+    /// may still run inside a fast section of the owner).
     #[inline(always)]
     pub(crate) fn enter(&self) -> bool {
         let d = self.depth.load(Ordering::Relaxed);
@@ -139,49 +189,59 @@ impl OwnedCpu {
         if d == 0 {
             light_barrier();
             if self.stop.load(Ordering::Acquire) != 0 {
-                self.back_off();
+                self.stopped();
             }
             return true;
         }
         false
     }
 
-    /// [`OwnedCpu::enter`] for an outermost section that gives up instead of waiting: false
-    /// (and nothing entered) when a section already runs on the CPU, or a stopper holds it.
-    /// The allocation fast paths' entry (`try_pin_cpu`); a section it enters ends with
+    /// An outermost careful section found a stopper: it backs off, unless it runs inside the
+    /// owner's own fast section, whose word keeps the stopper waiting (backing off would wait
+    /// for a stopper that waits for it). Out of line: the fast word is read only here.
+    #[cold]
+    #[inline(never)]
+    fn stopped(&self) {
+        if self.fast.load(Ordering::Relaxed) == 0 {
+            self.back_off();
+        }
+    }
+
+    /// A fast section: gives up instead of waiting, false (and nothing entered) when a
+    /// careful section of the owner runs, or a stopper holds the CPU. The allocation fast
+    /// paths' entry (`try_pin_cpu`); a section it enters ends with
     /// [`OwnedCpu::exit_outermost`] (through the token, `cpu_slot::leave_outermost`).
     ///
-    /// It stores a constant: `depth = 1`, and the exit `depth = 0`. Incrementing and
-    /// decrementing the word (`incl`, `decl`) made every section's store wait for the
-    /// previous section's, through memory: four such links a malloc + free pair, a chain
-    /// across the whole loop (measured: 0.4 ns of a 9.9 ns pair, for three more
-    /// instructions). The depth is still read first, but only for a branch: a section
-    /// nested inside another (an interrupted section's handler, a fast path under
-    /// `local_irq_save`) declines, and its caller's careful path nests with
-    /// [`OwnedCpu::enter`].
+    /// It stores a constant: `fast = 1`, and the exit `fast = 0`. Incrementing and
+    /// decrementing a word (`incl`, `decl`) made every section's store wait for the previous
+    /// section's, through memory: four such links a malloc + free pair, a chain across the
+    /// whole loop (measured: 0.4 ns of a 9.9 ns pair, for three more instructions). It reads
+    /// nothing before its store: `stop` and `depth` after it, together (one test), so a fast
+    /// path under `local_irq_save` or nested in a careful section declines and its caller's
+    /// careful path nests with [`OwnedCpu::enter`]. A fast section must not be entered
+    /// inside another (the fast paths make no calls; the hosted NMI checks
+    /// [`OwnedCpu::busy`] first).
     #[inline(always)]
     pub(crate) fn try_enter(&self) -> bool {
-        if self.depth.load(Ordering::Relaxed) != 0 {
-            return false;
-        }
-        self.depth.store(1, Ordering::Relaxed);
+        self.fast.store(1, Ordering::Relaxed);
         light_barrier();
-        if self.stop.load(Ordering::Acquire) != 0 {
-            // No call (the fast paths make none, so they save no registers).
-            self.depth.store(0, Ordering::Release);
+        if self.stop.load(Ordering::Acquire) | self.depth.load(Ordering::Relaxed) != 0 {
+            // No call (the fast paths make none, so they save no registers); the mark keeps
+            // the entered path the straight one (malloc's had a jump more).
+            unlikely();
+            self.fast.store(0, Ordering::Release);
             return false;
         }
         true
     }
 
-    /// Ends a section [`OwnedCpu::try_enter`] entered (an outermost one): `depth = 0`. (The
-    /// fast paths do the same through their token, `cpu_slot::leave_outermost`; the loom
-    /// models call this.)
+    /// Ends a section [`OwnedCpu::try_enter`] entered: `fast = 0`. (The fast paths do the
+    /// same through their token, `cpu_slot::leave_outermost`; the loom models call this.)
     #[cfg_attr(not(loom), allow(dead_code))]
     #[inline(always)]
     pub(crate) fn exit_outermost(&self) {
-        debug_assert_eq!(self.depth.load(Ordering::Relaxed), 1, "not an outermost section");
-        self.depth.store(0, Ordering::Release);
+        debug_assert_eq!(self.fast.load(Ordering::Relaxed), 1, "not a fast section");
+        self.fast.store(0, Ordering::Release);
     }
 
     /// A stopper holds the CPU: leave it until the stopper is done, then enter again.
@@ -209,10 +269,11 @@ impl OwnedCpu {
         self.depth.store(d.wrapping_sub(1), Ordering::Release);
     }
 
-    /// The owner's section depth (owner only).
+    /// Whether a section of the owner runs, careful or fast (owner only; the hosted NMI asks
+    /// before it enters, `cpus/nolock.rs`).
     #[inline]
-    pub(crate) fn depth(&self) -> u32 {
-        self.depth.load(Ordering::Relaxed)
+    pub(crate) fn busy(&self) -> bool {
+        self.depth.load(Ordering::Relaxed) | self.fast.load(Ordering::Relaxed) != 0
     }
 
     /// Stops the CPU: returns once no section of its owner runs and none can start until
@@ -249,7 +310,7 @@ impl OwnedCpu {
     }
 
     fn wait_quiet(&self) {
-        while self.depth.load(Ordering::Acquire) != 0 {
+        while self.depth.load(Ordering::Acquire) != 0 || self.fast.load(Ordering::Acquire) != 0 {
             yield_now();
         }
     }
@@ -300,7 +361,7 @@ impl OwnedCpu {
     /// Gives the CPU back to the pool (its owner, outside any section; or anyone after a
     /// `fork`, for CPUs whose owners the child does not have).
     pub(crate) fn release(&self) {
-        debug_assert_eq!(self.depth.load(Ordering::Relaxed), 0, "CPU released inside a section");
+        debug_assert!(!self.busy(), "CPU released inside a section");
         self.owner.store(FREE, Ordering::Release);
     }
 }

@@ -17,10 +17,11 @@
 //! of a thread that holds no CPU of any shared machine) takes a free CPU with one
 //! compare-exchange and records nothing in the thread's table; a section nested inside it
 //! finds the CPU held by its own tag ([`Slot::held_as`]) and enters it in the table as
-//! nested. Its end, [`leave`], decrements
-//! the word (`Release`) with the very instructions that end an owned CPU's section
-//! (`cpu_owner.rs`, whose depth word also sits at offset 0), so `unpin_cpu_fast` needs no
-//! branch on the model. A thread reads its own tag with depth 1 only while it holds the CPU:
+//! nested. Its end stores 0 into the word (`Release`) with the very instructions that end
+//! an owned CPU's fast section (`cpu_owner.rs`: its fast word sits at offset 0 too, the
+//! CPU's number after it), so `unpin_cpu_fast` needs no branch on the model; [`leave`]
+//! decrements the word a token names (for an owned CPU's careful pin, its depth word, with
+//! a copy of the CPU's number after it). A thread reads its own tag with depth 1 only while it holds the CPU:
 //! only the holder writes a word with its tag, and a thread reads its own last write or a
 //! later one.
 //!
@@ -81,12 +82,13 @@ pub(crate) struct Slot {
     cpu: u32,
 }
 
-/// A depth word (the facade's `AtomicU32`): what a fast pin's token points at.
+/// A pin's word (the facade's `AtomicU32`): what a pin's token points at.
 pub(crate) type Word = AtomicU32;
 
-/// Where a fast pin's token (a [`Slot`] or an owned CPU, `cpu_owner.rs`) keeps its depth
-/// word and its CPU's number: the same in both, so that ending a pin and reading its CPU
-/// take the same instructions whichever model pinned.
+/// Where a pin's token (a [`Slot`], an owned CPU: `cpu_owner.rs`, whose careful pins'
+/// tokens are its depth word, `DEPTH_OFFSET` further) keeps its word and its CPU's number,
+/// relative to the token: the same in all, so that ending a pin and reading its CPU take the
+/// same instructions whichever model pinned.
 #[cfg_attr(loom, allow(dead_code))]
 pub(crate) const WORD_OFFSET: usize = 0;
 pub(crate) const CPU_OFFSET: usize = 4;
@@ -103,17 +105,20 @@ const _: () = {
 ///
 /// # Safety
 ///
-/// `token` is the address of a live [`Slot`] or owned CPU (what `try_pin_fast` returns).
+/// `token` is a live pin's token: the address of a [`Slot`], of an owned CPU (its fast
+/// word), or of an owned CPU's depth word (what `pin`, `try_pin_fast` and `try_pin_alone`
+/// return).
 #[inline(always)]
 pub(crate) unsafe fn pinned_cpu(token: usize) -> u32 {
-    // SAFETY: the caller's contract; both keep their number, never written after
-    // construction, at `CPU_OFFSET` (checked above and in `cpu_owner.rs`).
+    // SAFETY: the caller's contract; each keeps the CPU's number, never written after
+    // construction, at `CPU_OFFSET` from the token (checked above and in `cpu_owner.rs`).
     unsafe { *((token + CPU_OFFSET) as *const u32) }
 }
 
-/// Ends a section by its depth word: a fast pin's slot word or an owned CPU's depth (both at
-/// offset 0 of their CPU): one load, one `Release` store of one less. Only the holder writes
-/// the word meanwhile.
+/// Ends a section by the word its token names: a shared slot's word, an owned CPU's fast
+/// word (both at offset 0 of their CPU) or depth word: one load, one `Release` store of one
+/// less.
+/// Only the holder writes the word meanwhile.
 #[inline(always)]
 pub(crate) fn leave(word: &AtomicU32) {
     let d = word.load(Ordering::Relaxed);
@@ -121,8 +126,8 @@ pub(crate) fn leave(word: &AtomicU32) {
     word.store(d.wrapping_sub(1), Ordering::Release);
 }
 
-/// Ends an outermost section by its depth word: a fast pin's (a shared slot taken from free
-/// by [`Slot::try_take`], an owned CPU entered by `OwnedCpu::try_enter`, both at depth 1):
+/// Ends a fast pin by its word: a shared slot's taken from free by [`Slot::try_take`], an
+/// owned CPU's fast word set by `OwnedCpu::try_enter`, both 1:
 /// one `Release` store of 0, no load (a decrement would make the next section's store wait
 /// for this one's, through memory: `cpu_owner.rs`). A shared slot's word loses its
 /// holder's tag with its depth: free either way.

@@ -151,11 +151,32 @@ fn loom_tests_try_enter_against_a_stop() {
     });
 }
 
-/// `try_enter` nested in a section while a stopper comes: it declines (whatever `stop`
-/// says), leaving the depth alone, and the caller's careful path nests with `enter`; the
-/// outer section, entered either way, keeps the stopper out until it ends.
+/// `try_enter` nested in a careful section while a stopper comes: it declines (whatever
+/// `stop` says: it reads the depth with it), leaving the depth alone, and the caller's careful
+/// path nests with `enter`; the outer section keeps the stopper out until it ends.
 #[test]
 fn loom_tests_nested_try_enter_against_a_stop() {
+    model(None, || {
+        owner_against_a_stop(|c| {
+            assert!(c.cpu.enter(), "outermost");
+            c.bump();
+            assert!(!c.cpu.try_enter(), "a fast entry inside a careful section declines");
+            assert!(!c.cpu.enter(), "the careful entry nests");
+            c.bump();
+            c.cpu.exit();
+            c.bump();
+            c.cpu.exit();
+            3
+        })
+    });
+}
+
+/// A careful section nested in a fast one (a `this_cpu` counter under a fast pin) while a
+/// stopper comes: it neither waits for the stopper (which waits for the fast word: that
+/// would deadlock) nor lets it in; the fast section, entered or not (then the careful path
+/// runs the same, as an outermost section), keeps the stopper out until it ends.
+#[test]
+fn loom_tests_section_nested_in_a_fast_one_against_a_stop() {
     model(None, || {
         owner_against_a_stop(|c| {
             let fast = c.cpu.try_enter();
@@ -163,8 +184,7 @@ fn loom_tests_nested_try_enter_against_a_stop() {
                 assert!(c.cpu.enter(), "outermost after a failed try");
             }
             c.bump();
-            assert!(!c.cpu.try_enter(), "a nested fast entry declines");
-            assert!(!c.cpu.enter(), "the careful entry nests");
+            assert_eq!(c.cpu.enter(), fast, "the outermost careful section, unless in one");
             c.bump();
             c.cpu.exit();
             c.bump();
@@ -175,5 +195,39 @@ fn loom_tests_nested_try_enter_against_a_stop() {
             }
             3
         })
+    });
+}
+
+/// A fast section's word alone keeps a stopper out: a stopper that waited for the depth only
+/// (the careful sections' word) would bump the data while the fast section runs.
+#[test]
+#[should_panic]
+fn loom_tests_a_stopper_blind_to_the_fast_word_is_caught() {
+    model(None, || {
+        let cpu = Arc::new(Cpu::default());
+        let c1 = cpu.clone();
+        let owner = thread::spawn(move || {
+            if c1.cpu.try_enter() {
+                c1.bump();
+                c1.cpu.exit_outermost();
+                1
+            } else {
+                0
+            }
+        });
+        let c2 = cpu.clone();
+        let stopper = thread::spawn(move || {
+            c2.cpu.lock_stopper();
+            c2.cpu.stop.store(1, Ordering::SeqCst);
+            heavy_barrier();
+            while c2.cpu.depth.load(Ordering::Acquire) != 0 {
+                yield_now();
+            }
+            c2.bump();
+            c2.cpu.start();
+        });
+        let bumps = owner.join().unwrap();
+        stopper.join().unwrap();
+        assert_eq!(cpu.data(), bumps + 1, "lost update");
     });
 }

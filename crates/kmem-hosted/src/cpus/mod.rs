@@ -493,16 +493,16 @@ impl Cpus {
         CTX.with(|c| {
             if c.own_machine.get() == self.id {
                 // SAFETY: as in `enter`. Every section of the owner on this machine runs on
-                // its own CPU, so a depth above 0 is a held section.
-                let depth = unsafe { &*c.own_state.get() }.depth();
-                return (depth > 0).then(|| c.own_cpu.get());
+                // its own CPU, so a busy CPU is a held section.
+                let busy = unsafe { &*c.own_state.get() }.busy();
+                return busy.then(|| c.own_cpu.get());
             }
             c.held_mut(self.id).map(|h| h.get().cpu)
         })
     }
 
     /// `pin_cpu`: a section without the preempt-count bookkeeping (nothing inside asks).
-    /// Returns the CPU and a token for [`Cpus::unpin`]: the owned CPU's state, the slot of a
+    /// Returns the CPU and a token for [`Cpus::unpin`]: the owned CPU's depth word, the slot of a
     /// shared CPU taken by the fast pin (as `try_pin_fast` takes it: the thread's free home
     /// CPU when it holds no CPU, one compare-exchange, nothing in the table), or 0.
     #[inline]
@@ -511,8 +511,9 @@ impl Cpus {
             if c.own_machine.get() == self.id {
                 let st = c.own_state.get();
                 // SAFETY: as in `enter`.
-                unsafe { &*st }.enter();
-                return (c.own_cpu.get(), st as usize);
+                let st = unsafe { &*st };
+                st.enter();
+                return (c.own_cpu.get(), st.depth_token());
             }
             self.pin_slow(c)
         })
@@ -537,19 +538,21 @@ impl Cpus {
         }
         let cpu = self.enter_slow(c);
         // A first use claims the CPU and enters it as the owner: unpin takes the fast way.
-        let token = if c.own_machine.get() == self.id { c.own_state.get() as usize } else { 0 };
+        // SAFETY: as in `enter`.
+        let token = if c.own_machine.get() == self.id { unsafe { &*c.own_state.get() }.depth_token() } else { 0 };
         (cpu, token)
     }
 
-    /// Ends [`Cpus::pin`]: a token is ended as [`Cpus::unpin_fast`] ends it (an owned CPU's
-    /// exit and a fast pin's [`cpu_slot::leave`] are the same decrement of the word at
-    /// offset 0), 0 through the thread's table.
+    /// Ends [`Cpus::pin`]: a token is ended by one decrement of the word it names (an owned
+    /// CPU's careful exit and a shared fast pin's [`cpu_slot::leave`] are the same), 0
+    /// through the thread's table.
     #[inline]
     pub(crate) fn unpin(&self, token: usize) {
         if token != 0 {
-            // SAFETY: a non-zero token is the address of this machine's owned CPU or CPU
-            // slot (`pin`, `try_pin_fast`, `try_pin_alone`), which lives as long as `self`;
-            // both begin with their `AtomicU32` depth word (`repr(C)`). The section may be
+            // SAFETY: a non-zero token is the address of a word of this machine's owned CPU
+            // or CPU slot (`pin`: an owned CPU's depth word or a slot's word; `try_pin_fast`,
+            // `try_pin_alone`: an owned CPU's fast word or a slot's word), which
+            // lives as long as `self`; each an `AtomicU32` (`repr(C)`). The section may be
             // nested: one decrement.
             cpu_slot::leave(unsafe { &*(token as *const cpu_slot::Word) });
         } else {
@@ -557,15 +560,13 @@ impl Cpus {
         }
     }
 
-    /// Ends a [`try_pin_fast`] pin. Its token is the depth word of the CPU it took (an owned
-    /// CPU's or a shared slot's, both at offset 0), at depth 1 in both: one store of 0 ends
-    /// either.
+    /// Ends a [`try_pin_fast`] pin. Its token is the word the pin set to 1 (an owned CPU's
+    /// fast word, a shared slot's word): one store of 0 ends either.
     #[inline(always)]
     pub(crate) fn unpin_fast(&self, token: usize) {
         debug_assert_ne!(token, 0, "unpin_cpu_fast of a pin try_pin_cpu did not make");
-        // SAFETY: `try_pin_fast` returned the address of this machine's owned CPU or CPU
-        // slot, which lives as long as `self`; both begin with their `AtomicU32` depth word
-        // (`repr(C)`).
+        // SAFETY: `try_pin_fast` returned the address of an `AtomicU32` of this machine's
+        // owned CPU (its fast word) or CPU slot (its word), which lives as long as `self`.
         cpu_slot::leave_outermost(unsafe { &*(token as *const cpu_slot::Word) });
     }
 

@@ -10,10 +10,11 @@ impl Cpus {
     /// of it) and taking one needs no wait. Returns the CPU and the token for
     /// [`Cpus::unpin`].
     ///
-    /// Async-signal safety, the point of it: the owned CPU's depth word is stored by the
-    /// owner only, with a plain load and store, so a handler that finds 0 interrupted no
-    /// section and restores 0 before it returns (even between the interrupted section's load
-    /// and store); a shared CPU's slot is taken with a compare-exchange from a free word, which fails
+    /// Async-signal safety, the point of it: the owned CPU's depth and fast words are stored
+    /// by the owner only, with plain loads and stores, so a handler that finds both 0
+    /// interrupted no section (a fast section that was about to enter stores its word after
+    /// the handler has restored 0, and a careful one reads the fast word after its own
+    /// store); its own fast section ends by storing 0 before it returns; a shared CPU's slot is taken with a compare-exchange from a free word, which fails
     /// while the interrupted context owns it, before and after its bookkeeping of the held
     /// entry; a thread with no CPU of its own (which would have to claim or borrow one) gets
     /// `None`.
@@ -23,10 +24,10 @@ impl Cpus {
                 let st = c.own_state.get();
                 // SAFETY: as in `enter`.
                 let owned = unsafe { &*st };
-                if owned.depth() != 0 || !owned.try_enter() {
+                if owned.busy() || !owned.try_enter() {
                     return None;
                 }
-                return Some((c.own_cpu.get(), st as usize));
+                return Some((c.own_cpu.get(), owned.fast_token()));
             }
             if self.per_thread() || c.held_mut(self.id).is_some() || c.active.get() as usize >= MAX_HELD {
                 return None;

@@ -12,7 +12,7 @@ impl Cpus {
             if c.own_machine.get() == self.id {
                 // SAFETY: as in `enter`.
                 let st = unsafe { &*c.own_state.get() };
-                debug_assert_eq!(st.depth(), 0, "run_on_cpu inside a critical section");
+                debug_assert!(!st.busy(), "run_on_cpu inside a critical section");
                 if c.own_cpu.get() == cpu {
                     st.enter();
                     f();

@@ -16,8 +16,9 @@ pub(crate) fn pin_owned(machine: usize) -> Option<(u32, usize)> {
         let st = c.own_state.get();
         // SAFETY: `own_state` points into the CPUs of machine `own_machine`, which the caller's
         // platform (machine `machine`) keeps alive.
-        unsafe { &*st }.enter();
-        Some((c.own_cpu.get(), st as usize))
+        let st = unsafe { &*st };
+        st.enter();
+        Some((c.own_cpu.get(), st.depth_token()))
     })
 }
 
@@ -29,8 +30,8 @@ pub(crate) fn pin_owned(machine: usize) -> Option<(u32, usize)> {
 ///
 /// The shared pin takes the home CPU's slot with one compare-exchange and records nothing
 /// in the thread's table: sections nested inside it find it by the slot's tag
-/// (`cpu_slot.rs`). The token, in both models, is the address of the CPU's depth word, its
-/// number after it ([`crate::cpu_slot::pinned_cpu`], [`Cpus::unpin_fast`]): the two models'
+/// (`cpu_slot.rs`). The token, in both models, is the address of the word the pin set (an
+/// owned CPU's fast word, a shared slot's word), the CPU's number after it ([`crate::cpu_slot::pinned_cpu`], [`Cpus::unpin_fast`]): the two models'
 /// results merge with no instruction for the choice.
 ///
 /// The owned CPU's two words are read in a closure of their own, which is always inlined
@@ -41,7 +42,8 @@ pub(crate) fn try_pin_fast(machine: usize) -> Option<usize> {
     let (own, st) = CTX.with(|c| (c.own_machine.get(), c.own_state.get()));
     if own == machine {
         // SAFETY: as in `pin_owned`.
-        return unsafe { &*st }.try_enter().then_some(st as usize);
+        let st = unsafe { &*st };
+        return st.try_enter().then(|| st.fast_token());
     }
     try_pin_shared(machine)
 }
