@@ -78,7 +78,7 @@ impl<P: Platform> Kmem<P> {
         // or in a frame boot reserved (`Kmem::boot`), never in a slab.
         if let Some((slab, c, off)) = self.plain_slab_of(addr) {
             if c.is_plain_object(off) {
-                return self.free_checked_then(c, slab, addr, off, slow);
+                return self.free_checked_local_then(c, slab, addr, off, slow);
             }
         }
         other(p)
@@ -152,7 +152,7 @@ impl<P: Platform> Kmem<P> {
                     // A plain slab of this machine's kmalloc cache (the table is the
                     // machine's: its word settles it), and an object start in it.
                     if c.is_plain_object(off) {
-                        return self.free_checked_then(c, slab, addr, off, slow);
+                        return self.free_checked_local_then(c, slab, addr, off, slow);
                     }
                 }
             }

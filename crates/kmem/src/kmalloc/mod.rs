@@ -383,7 +383,7 @@ impl<P: Platform> Kmem<P> {
         // An object of a plain slab first: its head's word names the cache (see slab/free.rs).
         if let Some((slab, c, off)) = self.plain_slab_of(addr) {
             if c.is_plain_object(off) {
-                self.free_checked(c, slab, addr, off);
+                self.free_checked_local_then(c, slab, addr, off, || {});
                 return 0;
             }
         }

@@ -112,7 +112,11 @@ pub struct KmemCache {
     /// The head-page word of this cache's plain slabs ([`Page::slab_word`]); for a cache
     /// that makes none (a debug cache), a word no page carries.
     pub(crate) plain_word: u32,
-    /// Objects in a plain slab (of the cache's order; at most `MAX_OBJS_PER_PAGE`).
+    /// Objects in a plain slab (of the cache's order; at most `MAX_OBJS_PER_PAGE`) for the
+    /// free fast paths' object test ([`KmemCache::is_plain_object`]); 0 for a cache of a
+    /// machine with several nodes, whose frees must ask which node an object is on: the test
+    /// then sends all of them to the careful paths, so the fast paths skip the node-count test
+    /// (`Kmem::free_checked_local_then`).
     pub(crate) plain_objects: u16,
     /// Minus the bytes of a slab of the cache's order (a mask, sign-extended when used).
     /// Plain slabs are aligned to their size (buddy blocks are), so the physical address of
@@ -352,7 +356,7 @@ impl KmemCache {
             } else {
                 Page::slab_word(init.id, true)
             },
-            plain_objects: l.objects as u16,
+            plain_objects: if init.nr_nodes > 1 { 0 } else { l.objects as u16 },
             head_mask: ((crate::PAGE_SIZE as i32) << l.order).wrapping_neg(),
             off_mask: ((crate::PAGE_SIZE as u32) << l.order) - 1,
             layout: l,

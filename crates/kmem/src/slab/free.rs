@@ -86,7 +86,7 @@ impl<P: Platform> Kmem<P> {
             // A plain slab of `s`, and an object start in it; `s` must be this machine's
             // (another machine's cache may carry the same id).
             if s.is_plain_object(off) && s.fast_is_of_id(id) {
-                return self.free_checked(s, slab, addr, off);
+                return self.free_checked_local_then(s, slab, addr, off, || {});
             }
         }
         self.kmem_cache_free_careful(s, addr, caller);
@@ -201,6 +201,36 @@ impl<P: Platform> Kmem<P> {
         off: usize,
         slow: impl FnOnce(),
     ) {
+        self.mark_free::<false>(s, slab, obj, off, slow)
+    }
+
+    /// [`Kmem::free_checked_then`] for the free fast paths, which reach it only for an
+    /// object that passed [`KmemCache::is_plain_object`]: its cache has a non-zero
+    /// `plain_objects`, so one node, and the node-count test is left out (2 instructions).
+    #[inline(always)]
+    pub(crate) fn free_checked_local_then<'a>(
+        &'a self,
+        s: &KmemCache,
+        slab: impl SlabRef<'a>,
+        obj: usize,
+        off: usize,
+        slow: impl FnOnce(),
+    ) {
+        debug_assert!(s.nr_nodes <= 1, "a fast free of a cache of several nodes");
+        self.mark_free::<true>(s, slab, obj, off, slow)
+    }
+
+    /// The double-free test and the sheaf marker, then [`Kmem::free_marked`] (or, `LOCAL`,
+    /// its one-node part).
+    #[inline(always)]
+    fn mark_free<'a, const LOCAL: bool>(
+        &'a self,
+        s: &KmemCache,
+        slab: impl SlabRef<'a>,
+        obj: usize,
+        off: usize,
+        slow: impl FnOnce(),
+    ) {
         let fp = s.fp_addr(obj);
         // SAFETY: the free-pointer word of an object of a live slab, which the caller owns.
         if tagged(unsafe { read_word(fp) }, s.marker) {
@@ -208,7 +238,11 @@ impl<P: Platform> Kmem<P> {
         }
         // SAFETY: the object is the caller's; from now on it is a free object in a sheaf.
         unsafe { write_word(fp, s.sheaf_marker()) };
-        self.free_marked(s, slab, obj, off, slow);
+        if LOCAL {
+            self.free_marked_local(s, slab, obj, off, slow)
+        } else {
+            self.free_marked(s, slab, obj, off, slow)
+        }
     }
 
     /// The end of every free: the object, its free-pointer word already the sheaf marker,
