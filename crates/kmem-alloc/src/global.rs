@@ -5,7 +5,10 @@
 //!   and a hotplug reserve of [`hotplug_max`] (64 GiB of address space by default,
 //!   `KMEM_RAM_MAX` to change, e.g. `KMEM_RAM_MAX=8G`), a CPU per thread from a pool of
 //!   [`possible_cpus`] (`KMEM_CPUS`; each thread's CPU comes online at its first allocation
-//!   and goes offline, its per-CPU caches given back, when it exits). All zones are
+//!   and goes offline, its per-CPU caches given back, when it exits), slabs sized for the
+//!   host's CPUs (`slab_min_objects` as Linux computes it for them: 12 objects on 2 CPUs,
+//!   not the 32 of the pool's 64 thread CPUs; a program's first block of a size touches
+//!   half the pages, a process starts with 16 page faults fewer). All zones are
 //!   ZONE_NORMAL. The misuse policy is read then (`KMEM_ABORT_ON_MISUSE`, see
 //!   [`crate::misuse`]); the machine's reports go to stderr through the misuse counters and
 //!   policy. Booting allocates (the builder's vectors, the machine itself): while it runs,
@@ -215,15 +218,25 @@ fn host_cpus() -> usize {
     n.max(1)
 }
 
+/// Linux's default `slab_min_objects` for `cpus` CPUs: `4 * (fls(cpus) + 1)`.
+fn slab_min_objects(cpus: usize) -> u32 {
+    4 * (usize::BITS - cpus.leading_zeros() + 1)
+}
+
 fn build() -> Option<Machine> {
     crate::misuse::read_policy();
+    let host = host_cpus();
     MachineBuilder::new()
         .memory_map(vec![MemRegion::usable(0, BOOT_RAM)])
         .zone_layout(ZoneLayout { dma_end: None, dma32_end: None, highmem_start: None })
         .thread_cpus(possible_cpus())
         // Exiting threads leave up to one warm CPU per host CPU for the next threads (a
         // pool of workers reuses full caches); more exits tear down and give memory back.
-        .thread_cpus_warm(host_cpus())
+        .thread_cpus_warm(host)
+        // Slabs sized for the host's CPUs, as Linux on this host would size them, not for the
+        // pool of thread CPUs (at least 64): with 2 host CPUs a slab aims at 12 objects, not
+        // 32, so a program's first block of a size touches half the pages.
+        .slab_min_objects(slab_min_objects(host))
         .hotplug_max(hotplug_max())
         .deferred_init(Some(DEFERRED_INIT))
         // Private anonymous memory (for fork), small pages; nothing can alias it: no vmalloc
@@ -428,4 +441,15 @@ pub fn ram_is_private() -> bool {
 /// Bytes of the machine's RAM currently online (boot RAM plus hot-added sections).
 pub fn online_bytes() -> u64 {
     machine().map_or(0, |m| m.totalram_pages() as u64 * kmem::PAGE_SIZE as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    /// Linux's `4 * (fls(nr_cpus) + 1)`.
+    #[test]
+    fn slab_min_objects_is_linux_s_for_the_host_cpus() {
+        for (cpus, objs) in [(1, 8), (2, 12), (3, 12), (4, 16), (16, 24), (64, 32), (256, 40)] {
+            assert_eq!(super::slab_min_objects(cpus), objs, "{cpus} CPUs");
+        }
+    }
 }

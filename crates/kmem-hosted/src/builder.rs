@@ -97,6 +97,7 @@ pub struct MachineBuilder {
     slab_sheaf_bytes: Option<u32>,
     slab_cpu_stash: u8,
     slab_barn_bytes: u32,
+    slab_min_objects: u32,
     hotplug: u64,
     no_alloc_reports: bool,
     on_report: Option<fn(ReportKind)>,
@@ -142,6 +143,7 @@ impl MachineBuilder {
             slab_sheaf_bytes: None,
             slab_cpu_stash: 0,
             slab_barn_bytes: 0,
+            slab_min_objects: 0,
             hotplug: 0,
             no_alloc_reports: false,
             on_report: None,
@@ -501,6 +503,7 @@ impl MachineBuilder {
         }
         cfg.slab.cpu_stash = self.slab_cpu_stash;
         cfg.slab.barn_bytes = self.slab_barn_bytes;
+        cfg.slab.min_objects = self.slab_min_objects;
         if self.hotplug > 0 {
             cfg.hotplug_end = Some(PhysAddr::new(self.hotplug));
         }

@@ -42,4 +42,11 @@ impl MachineBuilder {
         self.slab_barn_bytes = bytes;
         self
     }
+    /// The `slab_min_objects=` boot option: the fewest objects a slab should hold when its
+    /// order is chosen ([`kmem::slab::SlabBootConfig::min_objects`]; 0, the default, is
+    /// Linux's `4 * (fls(nr_cpus) + 1)`).
+    pub fn slab_min_objects(mut self, objects: u32) -> Self {
+        self.slab_min_objects = objects;
+        self
+    }
 }
