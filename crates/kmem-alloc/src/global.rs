@@ -198,17 +198,23 @@ pub fn hotplug_max() -> u64 {
 /// run on, at least 64 and at most `kmem::NR_CPUS`. Each thread takes one for as long as it
 /// lives; threads beyond that borrow one for each operation.
 pub fn possible_cpus() -> usize {
+    possible_cpus_of(host_cpus())
+}
+
+/// [`possible_cpus`] on a host of `host` CPUs (boot reads the affinity mask once).
+fn possible_cpus_of(host: usize) -> usize {
     std::env::var("KMEM_CPUS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| host_cpus().saturating_mul(4).max(64))
+        .unwrap_or_else(|| host.saturating_mul(4).max(64))
         .clamp(1, kmem::NR_CPUS)
 }
 
 /// CPUs of the process's affinity mask: one `sched_getaffinity` (std's
 /// `available_parallelism` also reads the cgroup's CPU quota, a dozen system calls at every
-/// process start; a quota limits time, not how many threads run at once).
-fn host_cpus() -> usize {
+/// process start; a quota limits time, not how many threads run at once). The machine's
+/// slabs are sized for them (`slab_min_objects`).
+pub fn host_cpus() -> usize {
     // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_getaffinity writes at most its size.
     let mut set: libc::cpu_set_t = unsafe { core::mem::zeroed() };
     // SAFETY: `set` is a valid, writable cpu_set_t of the size passed.
@@ -229,7 +235,7 @@ fn build() -> Option<Machine> {
     MachineBuilder::new()
         .memory_map(vec![MemRegion::usable(0, BOOT_RAM)])
         .zone_layout(ZoneLayout { dma_end: None, dma32_end: None, highmem_start: None })
-        .thread_cpus(possible_cpus())
+        .thread_cpus(possible_cpus_of(host))
         // Exiting threads leave up to one warm CPU per host CPU for the next threads (a
         // pool of workers reuses full caches); more exits tear down and give memory back.
         .thread_cpus_warm(host)

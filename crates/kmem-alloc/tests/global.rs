@@ -37,6 +37,25 @@ fn std_collections_across_threads() {
     assert!(s.contains("kmalloc-32 "), "the collections came from kmalloc:\n{s}");
 }
 
+/// The machine sizes its slabs for the host's CPUs, as Linux would on this host
+/// (`slab_min_objects = 4 * (fls(cpus) + 1)`), not for its pool of thread CPUs (at least 64,
+/// which would make every kmalloc-1k slab 32 objects): kmalloc-1k's slabs hold the fewest
+/// objects of a power-of-two page count that reach that minimum (at most 32, order 3).
+#[test]
+fn slabs_are_sized_for_the_host_cpus() {
+    let blocks: Vec<Vec<u8>> = (0..64).map(|_| vec![1u8; 1000]).collect();
+    let m = global::machine().expect("booted");
+    let mut s = String::new();
+    kmem::proc::slabinfo(m, &mut s).unwrap();
+    drop(blocks);
+    let cpus = global::host_cpus();
+    let min = 4 * (usize::BITS - cpus.leading_zeros() + 1);
+    let expect = (0..=3u32).map(|order| 4u32 << order).find(|&n| n >= min).unwrap_or(32);
+    let line = s.lines().find(|l| l.starts_with("kmalloc-1k ")).expect("kmalloc-1k in slabinfo");
+    let objperslab: u32 = line.split_whitespace().nth(4).unwrap().parse().unwrap();
+    assert_eq!(objperslab, expect, "{cpus} host CPUs: {line}");
+}
+
 #[test]
 fn huge_blocks_and_realloc_growth_keep_their_contents() {
     for round in 0..50usize {

@@ -180,33 +180,21 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// Frees an object of a non-debug cache whose slab and boundary are checked: the
-    /// double-free check, then this CPU's main sheaf, else the slow path (which resolves
-    /// `slab`).
+    /// double-free check, then this CPU's main sheaf (an object of another node its slab),
+    /// else the slow path (which resolves `slab`). The careful paths' free.
     #[inline(always)]
     pub(crate) fn free_checked<'a>(&'a self, s: &KmemCache, slab: impl SlabRef<'a>, obj: usize, off: usize) {
-        self.free_checked_then(s, slab, obj, off, || {})
+        self.mark_free::<false>(s, slab, obj, off, || {})
     }
 
-    /// [`Kmem::free_checked`] that calls `slow()` when the free went past this CPU's sheaf
-    /// (the sheaf was full, the object is another node's, or it only looked freed), after
-    /// that slow path, outside every lock and CPU section the free took: an allocator built
-    /// on kmem runs its periodic work there (`kmem-alloc` gives memory back to the host),
-    /// never on the fast path. `slow` is called last, so each slow path stays a tail call.
-    #[inline(always)]
-    pub(crate) fn free_checked_then<'a>(
-        &'a self,
-        s: &KmemCache,
-        slab: impl SlabRef<'a>,
-        obj: usize,
-        off: usize,
-        slow: impl FnOnce(),
-    ) {
-        self.mark_free::<false>(s, slab, obj, off, slow)
-    }
-
-    /// [`Kmem::free_checked_then`] for the free fast paths, which reach it only for an
-    /// object that passed [`KmemCache::is_plain_object`]: its cache has a non-zero
-    /// `plain_objects`, so one node, and the node-count test is left out (2 instructions).
+    /// [`Kmem::free_checked`] for the free fast paths, which reach it only for an object that
+    /// passed [`KmemCache::is_plain_object`]: its cache has a non-zero `plain_objects`, so one
+    /// node, and the node-count test is left out (2 instructions). `slow()` is called when
+    /// the free went past this CPU's sheaf (the sheaf was full, or the object only looked
+    /// freed), after that slow path, outside every lock and CPU section the free took: an
+    /// allocator built on kmem runs its periodic work there (`kmem-alloc` gives memory back
+    /// to the host), never on the fast path. `slow` is called last, so each slow path stays a
+    /// tail call.
     #[inline(always)]
     pub(crate) fn free_checked_local_then<'a>(
         &'a self,
