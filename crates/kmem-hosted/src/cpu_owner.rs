@@ -76,6 +76,10 @@ pub(crate) struct OwnedCpu {
     /// 1 while the CPU is free but keeps its per-CPU caches (given back without the offline
     /// teardown, for the next thread).
     warm: AtomicU32,
+    /// The CPU's area word (`Platform::set_cpu_area`), at `cpu_slot::AREA_OFFSET` from a fast
+    /// pin's token: written once at boot, read by the fast paths on the line their pin
+    /// writes anyway.
+    pub(crate) area: std::sync::atomic::AtomicUsize,
 }
 
 /// The owner's half of the fence pair: keeps the compiler from moving the load of `stop`
@@ -150,6 +154,7 @@ const _: () = {
     assert!(core::mem::offset_of!(OwnedCpu, cpu) == crate::cpu_slot::CPU_OFFSET);
     assert!(core::mem::offset_of!(OwnedCpu, depth) == DEPTH_OFFSET + crate::cpu_slot::WORD_OFFSET);
     assert!(core::mem::offset_of!(OwnedCpu, depth_cpu) == DEPTH_OFFSET + crate::cpu_slot::CPU_OFFSET);
+    assert!(core::mem::offset_of!(OwnedCpu, area) == crate::cpu_slot::AREA_OFFSET);
 };
 
 /// Where the depth word is, from the CPU's address: a careful pin's token is the CPU's

@@ -80,6 +80,9 @@ pub(crate) struct Slot {
     owner: AtomicU32,
     /// The CPU's number (what a fast pin returns).
     cpu: u32,
+    _pad: [u32; 8],
+    /// The CPU's area word (`Platform::set_cpu_area`), at [`AREA_OFFSET`] as an owned CPU's.
+    pub(crate) area: std::sync::atomic::AtomicUsize,
 }
 
 /// A pin's word (the facade's `AtomicU32`): what a pin's token points at.
@@ -92,6 +95,10 @@ pub(crate) type Word = AtomicU32;
 #[cfg_attr(loom, allow(dead_code))]
 pub(crate) const WORD_OFFSET: usize = 0;
 pub(crate) const CPU_OFFSET: usize = 4;
+/// Where a fast pin's token (a [`Slot`], an owned CPU's fast word) keeps its CPU's area
+/// word (kmem's fast table of the CPU: `Platform::try_pin_cpu_area`): on the line the pin
+/// writes anyway.
+pub(crate) const AREA_OFFSET: usize = 40;
 
 // (Loom's atomics are larger: under the models, which never pin through a token, the
 // layout differs.)
@@ -99,7 +106,20 @@ pub(crate) const CPU_OFFSET: usize = 4;
 const _: () = {
     assert!(core::mem::offset_of!(Slot, owner) == WORD_OFFSET);
     assert!(core::mem::offset_of!(Slot, cpu) == CPU_OFFSET);
+    assert!(core::mem::offset_of!(Slot, area) == AREA_OFFSET);
 };
+
+/// The area word of a fast pin's CPU.
+///
+/// # Safety
+///
+/// `token` is a live fast pin's token (what `try_pin_fast` returns): the address of a
+/// [`Slot`] or of an owned CPU, both of which keep the word at [`AREA_OFFSET`].
+#[inline(always)]
+pub(crate) unsafe fn pinned_area(token: usize) -> usize {
+    // SAFETY: the caller's contract (the offsets are checked above and in `cpu_owner.rs`).
+    unsafe { &*((token + AREA_OFFSET) as *const std::sync::atomic::AtomicUsize) }.load(Ordering::Relaxed)
+}
 
 /// The CPU number of a fast pin's token.
 ///
@@ -140,7 +160,7 @@ pub(crate) fn leave_outermost(word: &AtomicU32) {
 impl Slot {
     /// CPU `cpu`'s slot, free.
     pub(crate) fn new(cpu: u32) -> Self {
-        Self { owner: AtomicU32::new(0), cpu }
+        Self { owner: AtomicU32::new(0), cpu, _pad: [0; 8], area: std::sync::atomic::AtomicUsize::new(0) }
     }
 
     /// The CPU's number.

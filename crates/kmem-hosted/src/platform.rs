@@ -261,6 +261,19 @@ unsafe impl Platform for HostedPlatform {
     fn unpin_cpu(&self, pinned: Pinned) {
         self.cpus.unpin(pinned.token);
     }
+    /// Both CPU models keep the area word on the line a fast pin writes
+    /// (`cpu_slot::AREA_OFFSET`).
+    const CPU_AREA: bool = true;
+    fn set_cpu_area(&self, cpu: CpuId, area: usize) {
+        self.cpus.set_area(cpu.0, area);
+    }
+    #[inline(always)]
+    fn try_pin_cpu_area(&self) -> Option<(Pinned, usize)> {
+        cpus::try_pin_fast_area(self.machine_id).map(|(token, area)| {
+            // SAFETY: a token `try_pin_fast_area` just returned.
+            (Pinned { cpu: CpuId(unsafe { crate::cpu_slot::pinned_cpu(token) }), token }, area)
+        })
+    }
     fn try_pin_cpu_nolock(&self) -> Option<Pinned> {
         self.cpus.try_pin_alone().map(|(cpu, token)| Pinned { cpu: CpuId(cpu), token })
     }

@@ -44,6 +44,9 @@ pub struct MinimalPlatform {
     vmalloc: Option<(VirtAddr, VirtAddr)>,
     /// Pfn of the top-level page table, 0 until the first mapping.
     root: AtomicUsize,
+    /// The CPU's area word (`Platform::set_cpu_area`: kmem's fast table of the CPU), as a
+    /// kernel keeps its CPU's `this_cpu_off`.
+    area: AtomicUsize,
     console: Option<fn(&str)>,
 }
 
@@ -73,6 +76,7 @@ impl MinimalPlatform {
             preempt: AtomicU32::new(0),
             vmalloc: None,
             root: AtomicUsize::new(0),
+            area: AtomicUsize::new(0),
             console: None,
         }
     }
@@ -221,6 +225,14 @@ unsafe impl Platform for MinimalPlatform {
     #[inline]
     fn unpin_cpu(&self, _pinned: Pinned) {
         self.preempt_enable();
+    }
+    const CPU_AREA: bool = true;
+    fn set_cpu_area(&self, _cpu: CpuId, area: usize) {
+        self.area.store(area, Relaxed);
+    }
+    #[inline(always)]
+    fn try_pin_cpu_area(&self) -> Option<(Pinned, usize)> {
+        Some((self.pin_cpu(), self.area.load(Relaxed)))
     }
     /// The CPU is free when nothing has preemption disabled: every kmem section (a pin, a
     /// spinlock) raises the counter, so an interrupt handler that finds it at 0 interrupted

@@ -157,6 +157,27 @@ pub unsafe trait Platform: Send + Sync {
     fn try_pin_cpu(&self) -> Option<Pinned> {
         Some(self.pin_cpu())
     }
+    /// Whether this platform keeps each CPU's area word ([`Platform::set_cpu_area`]) where
+    /// its fast pin finds the CPU, and answers [`Platform::try_pin_cpu_area`] with it.
+    /// Without it (the default), kmem looks the area up itself from the pinned CPU's number
+    /// (a few loads more on each fast path).
+    const CPU_AREA: bool = false;
+    /// Records CPU `cpu`'s area word: the address of the CPU's fast table, kmem's per-CPU
+    /// index of the sheaves its fast paths use (`slab/fast_table.rs`), as Linux keeps a
+    /// CPU's `this_cpu_off` in a per-CPU register. Called at boot for every possible CPU,
+    /// before any allocation; the word never changes afterwards. A platform with
+    /// [`Platform::CPU_AREA`] keeps it; the default forgets it.
+    #[inline]
+    fn set_cpu_area(&self, cpu: CpuId, area: usize) {
+        let _ = (cpu, area);
+    }
+    /// [`Platform::try_pin_cpu`] that also returns the pinned CPU's area word
+    /// ([`Platform::set_cpu_area`]), for a platform with [`Platform::CPU_AREA`] (the default,
+    /// never called, is `None`). End it with [`Platform::unpin_cpu_fast`].
+    #[inline(always)]
+    fn try_pin_cpu_area(&self) -> Option<(Pinned, usize)> {
+        None
+    }
     /// `local_trylock_irqsave()` on this CPU's data, for the any-context allocator
     /// (`kmalloc_nolock`, `kfree_nolock`): pins this CPU like [`Platform::pin_cpu`], but only
     /// if no context on it holds it already (a section this call may have interrupted, as

@@ -32,7 +32,7 @@ mod remote;
 mod thread;
 pub(crate) use thread::{
     atomic_context, current_owned, in_interrupt, in_reclaim, irqs_off, pin_owned, preempt_count, set_in_reclaim,
-    try_pin_fast,
+    try_pin_fast, try_pin_fast_area,
 };
 
 use std::cell::Cell;
@@ -101,6 +101,9 @@ struct Ctx {
     own_machine: Cell<usize>,
     own_state: Cell<*const OwnedCpu>,
     own_cpu: Cell<u32>,
+    /// The owned CPU's area word (`OwnedCpu::area`), copied with `own_state`: the fast paths
+    /// read it with the thread's other words, not after the CPU's line.
+    own_area: Cell<usize>,
     /// The shared fast pin (`try_pin_fast`): the shared-CPU machine (0: none) whose CPU
     /// with slot `fast_slot` is the thread's home, taken as `fast_word`
     /// (`cpu_slot::held_word`). Set with the home of a machine that does not migrate threads,
@@ -159,6 +162,7 @@ thread_local! {
             own_machine: Cell::new(0),
             own_state: Cell::new(core::ptr::null()),
             own_cpu: Cell::new(0),
+            own_area: Cell::new(0),
             fast_machine: Cell::new(0),
             fast_slot: Cell::new(core::ptr::null()),
             fast_word: Cell::new(0),
@@ -281,6 +285,23 @@ impl Cpus {
 
     pub(crate) fn nr(&self) -> usize {
         self.nr
+    }
+
+    /// Records CPU `cpu`'s area word (`Platform::set_cpu_area`) where its fast pins find it.
+    pub(crate) fn set_area(&self, cpu: u32, area: usize) {
+        if let Some(s) = self.slots.get(cpu as usize) {
+            s.area.store(area, Ordering::Relaxed);
+        }
+        if let Some(o) = self.owned.get(cpu as usize) {
+            o.area.store(area, Ordering::Relaxed);
+            // Boot runs before any other thread can use the machine, but the booting thread
+            // may own this CPU already: its copy follows.
+            CTX.with(|c| {
+                if core::ptr::eq(c.own_state.get(), o) {
+                    c.own_area.set(area);
+                }
+            });
+        }
     }
 
     /// The machine's id (unique in the process, never reused).

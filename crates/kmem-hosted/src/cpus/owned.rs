@@ -152,6 +152,8 @@ impl Cpus {
     fn set_fast(&self, c: &Ctx, o: Own) {
         c.own_cpu.set(o.cpu);
         c.own_state.set(o.state);
+        // SAFETY: `o.state` is one of this machine's owned CPUs.
+        c.own_area.set(unsafe { &*o.state }.area.load(Ordering::Relaxed));
         c.own_machine.set(self.id);
     }
 

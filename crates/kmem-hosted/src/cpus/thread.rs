@@ -48,6 +48,21 @@ pub(crate) fn try_pin_fast(machine: usize) -> Option<usize> {
     try_pin_shared(machine)
 }
 
+/// [`try_pin_fast`] that also returns the pinned CPU's area word (`Platform::try_pin_cpu_area`):
+/// an owned CPU's from the thread's copy (read with its other words: the fast paths' chain
+/// of loads no longer waits for the CPU's line), a shared CPU's from its slot.
+#[inline(always)]
+pub(crate) fn try_pin_fast_area(machine: usize) -> Option<(usize, usize)> {
+    let (own, st, area) = CTX.with(|c| (c.own_machine.get(), c.own_state.get(), c.own_area.get()));
+    if own == machine {
+        // SAFETY: as in `pin_owned`.
+        let st = unsafe { &*st };
+        return st.try_enter().then(|| (st.fast_token(), area));
+    }
+    // SAFETY: a token `try_pin_shared` just returned: a slot's address.
+    try_pin_shared(machine).map(|token| (token, unsafe { crate::cpu_slot::pinned_area(token) }))
+}
+
 /// [`try_pin_fast`]'s shared-CPU half.
 #[inline(always)]
 fn try_pin_shared(machine: usize) -> Option<usize> {

@@ -258,7 +258,7 @@ impl<P: Platform> Kmem<P> {
 
     /// Whether the caches' machine words carry [`KmemCache::ARMED`]: failslab is armed, or
     /// KFENCE wants the next allocation (`kfence_force_next`).
-    fn caches_armed(&self) -> bool {
+    pub(crate) fn caches_armed(&self) -> bool {
         let st = self.state();
         st.fault.slab_armed.load(Ordering::Relaxed)
             || self.kfence_pool().is_some_and(|k| k.armed.load(Ordering::Relaxed))
@@ -270,7 +270,15 @@ impl<P: Platform> Kmem<P> {
         let sl = self.slab();
         let lg = sl.list_lock.lock_irqsave(self.platform());
         let armed = self.caches_armed();
-        sl.for_each_locked(&lg, |c| self.set_machine_word(c, armed));
+        sl.for_each_locked(&lg, |c| {
+            self.set_machine_word(c, armed);
+            if !armed {
+                self.fast_table_restore_class(c);
+            }
+        });
+        if armed {
+            self.fast_table_disarm_classes();
+        }
         drop(lg);
     }
 

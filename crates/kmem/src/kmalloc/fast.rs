@@ -5,11 +5,13 @@
 
 use core::ptr::NonNull;
 
-use super::index::{kmalloc_index, KmallocType, KMALLOC_MAX_CACHE_SIZE};
+use super::index::{kmalloc_index, KmallocType, KMALLOC_MAX_CACHE_SIZE, KMALLOC_NR};
 use super::KmallocState;
 use crate::gfp::Gfp;
 use crate::machine::Kmem;
 use crate::platform::Platform;
+use crate::slab::fast_table::FastTable;
+use crate::slab::sheaf::Sheaf;
 use crate::sync::Ordering;
 
 impl<P: Platform> Kmem<P> {
@@ -76,9 +78,9 @@ impl<P: Platform> Kmem<P> {
         let addr = p as usize;
         // NULL and ZERO_SIZE_PTR need no test of their own: they are outside the direct map,
         // or in a frame boot reserved (`Kmem::boot`), never in a slab.
-        if let Some((slab, c, off)) = self.plain_slab_of(addr) {
+        if let Some((slab, c, off, word)) = self.plain_slab_of(addr) {
             if c.is_plain_object(off) {
-                return self.free_checked_local_then(c, slab, addr, off, slow);
+                return self.free_checked_fast_then(c, slab, addr, off, word, slow);
             }
         }
         other(p)
@@ -143,7 +145,8 @@ impl<P: Platform> Kmem<P> {
             // The state once, before the slot's atomic load (which would make the compiler
             // load it again).
             let st = self.state();
-            let c = st.kmalloc.caches[KmallocType::Normal as usize][kmalloc_index(size)].load(Ordering::Acquire);
+            let index = kmalloc_index(size);
+            let c = st.kmalloc.caches[KmallocType::Normal as usize][index].load(Ordering::Acquire);
             // A class without its cache names the absent descriptor, whose plain word no
             // page carries: the test below sends the block to `other`.
             if let Some(c) = KmallocState::fast_cache_of(c) {
@@ -152,7 +155,9 @@ impl<P: Platform> Kmem<P> {
                     // A plain slab of this machine's kmalloc cache (the table is the
                     // machine's: its word settles it), and an object start in it.
                     if c.is_plain_object(off) {
-                        return self.free_checked_local_then(c, slab, addr, off, slow);
+                        // The class's entry names the cache's sheaves if it has one (a
+                        // class entry is only ever its normal cache's).
+                        return self.free_checked_fast_then(c, slab, addr, off, FastTable::class_word(index), slow);
                     }
                 }
             }
@@ -185,6 +190,9 @@ impl<P: Platform> Kmem<P> {
     pub fn kmalloc_try_fast(&self, size: usize, gfp: Gfp) -> Option<NonNull<u8>> {
         if size.wrapping_sub(1) >= KMALLOC_MAX_CACHE_SIZE || !self.kmalloc_fast_gfp_ok(gfp) {
             return None;
+        }
+        if KmallocType::of(gfp) == KmallocType::Normal {
+            return self.kmalloc_fast_class(kmalloc_index(size), gfp.contains(Gfp::ZERO));
         }
         // The machine's id once, before the slot's atomic load.
         let id = self.machine_id();
@@ -222,6 +230,12 @@ impl<P: Platform> Kmem<P> {
         if !self.kmalloc_fast_gfp_ok(gfp) {
             return None;
         }
+        if KmallocType::of(gfp) == KmallocType::Normal {
+            if index >= KMALLOC_NR {
+                return None;
+            }
+            return self.kmalloc_fast_class(index, gfp.contains(Gfp::ZERO));
+        }
         let id = self.machine_id();
         self.kmalloc_try_fast_slot(id, self.kmalloc_state().caches[KmallocType::of(gfp) as usize].get(index)?, gfp)
     }
@@ -229,8 +243,36 @@ impl<P: Platform> Kmem<P> {
     /// Whether `gfp` lets a kmalloc fast path serve the request: nothing to fix up or report
     /// (a sleeping request in atomic context is reported by the careful path).
     #[inline(always)]
-    fn kmalloc_fast_gfp_ok(&self, gfp: Gfp) -> bool {
+    pub(super) fn kmalloc_fast_gfp_ok(&self, gfp: Gfp) -> bool {
         !(gfp.intersects(Gfp::SLAB_BUG_MASK) || (gfp.allows_blocking() && self.platform().atomic_context()))
+    }
+
+    /// The normal type's fast path: an object from the main sheaf that the pinned CPU's fast
+    /// table names for class `index` (below [`KMALLOC_NR`]), with no look at the machine's
+    /// kmalloc table or the class's cache (`slab/fast_table.rs`). The entry exists only for a
+    /// plain cache whose free-pointer offset and object size are the class's, and only while
+    /// nothing is armed that the careful path must run (failslab, `init_on_alloc`, KFENCE's
+    /// sampling): an empty entry sends the caller to its careful path, which fills it.
+    #[inline(always)]
+    pub(super) fn kmalloc_fast_class(&self, index: usize, zero: bool) -> Option<NonNull<u8>> {
+        let (p, t) = self.try_pin_fast_table()?;
+        // SAFETY: the pinned CPU's table.
+        let t = unsafe { FastTable::at(t) };
+        let obj = t.pcs(FastTable::class_word(index)).and_then(|pcs| pcs.main()).and_then(Sheaf::pop);
+        self.platform().unpin_cpu_fast(p);
+        let obj = obj?;
+        // The object is ours now: its free pointer stops looking like a free object's (the
+        // free path's double-free check).
+        // SAFETY: the entry's cache's free-pointer offset (kept beside the entry): a word
+        // inside the object, which is ours.
+        unsafe { crate::slab::object::write_word(obj + t.class_fp(index), 0) };
+        if zero {
+            // SAFETY: the object is ours: just allocated, of its cache's object size (kept
+            // beside the entry).
+            unsafe { crate::slab::object::fill(obj, 0, t.class_size(index)) };
+        }
+        // SAFETY: object addresses are direct-map addresses, never 0.
+        Some(unsafe { NonNull::new_unchecked(obj as *mut u8) })
     }
 
     /// The fast paths' common end: the class's cache from its table slot, if it exists and
@@ -285,9 +327,11 @@ mod tests {
             })
         };
         assert_eq!(others, 1, "the absent descriptor's plain word matches no slab");
-        assert!(k.kmalloc_try_fast(64, Gfp::KERNEL).is_none(), "nor does its machine word");
+        // The allocation fast path does not read the slot: the CPU's fast table names the
+        // class's sheaves (`slab/fast_table.rs`), which hold the object `other` freed.
+        let q = k.kmalloc_try_fast(64, Gfp::KERNEL).expect("the class's entry names the real cache's sheaves");
+        assert_eq!(q, p, "last in, first out");
         k.state().kmalloc.caches[KmallocType::Normal as usize][kmalloc_index(64)].store(real, Ordering::Relaxed);
-        let q = k.kmalloc_try_fast(64, Gfp::KERNEL).expect("the real cache's sheaf has the freed object");
         // SAFETY: ours, freed once.
         unsafe { k.kfree(q.as_ptr()) };
         assert_eq!(k.report_count(crate::ReportKind::SlabBug), 0);

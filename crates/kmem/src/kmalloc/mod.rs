@@ -174,9 +174,23 @@ impl<P: Platform> Kmem<P> {
                 // SAFETY: our cache lost the race; nothing else has seen it.
                 let c = unsafe { crate::slab::Cache::from_raw(self, raw) };
                 self.kmem_cache_destroy(c);
+            } else if ty == KmallocType::Normal {
+                // The class's cache from now on (only then: a loser's would name its class).
+                // SAFETY: a cache of this machine, never destroyed (it is the class's).
+                self.kmalloc_give_class_entry(unsafe { raw.as_ref() }, index);
             }
         }
         Ok(())
+    }
+
+    /// Gives cache `s`, kmalloc's normal cache of class `index`, its class entry in the
+    /// CPUs' fast tables (`slab/fast_table.rs`) if the allocation fast path can hand out its
+    /// objects knowing only the class: a plain cache with sheaves (not a debug cache, not one
+    /// zeroed on allocation or free).
+    fn kmalloc_give_class_entry(&self, s: &crate::slab::KmemCache, index: usize) {
+        if !s.debug && s.meminit == 0 && s.sheaf_capacity > 0 && s.ctor.is_none() {
+            s.fast_class.store(index as u8, Ordering::Relaxed);
+        }
     }
 
     /// `kmalloc(size, gfp)`: `size` bytes, at least 8-aligned, naturally aligned for power-of-two
@@ -236,15 +250,23 @@ impl<P: Platform> Kmem<P> {
         caller: &'static core::panic::Location<'static>,
     ) -> Result<NonNull<u8>, KmallocError> {
         if size.wrapping_sub(1) < KMALLOC_MAX_CACHE_SIZE {
-            let p =
-                self.kmalloc_state().caches[KmallocType::of(gfp) as usize][kmalloc_index(size)].load(Ordering::Acquire);
-            // The absent descriptor (no cache yet) fails the fast path's machine test.
-            if let Some(cache) = KmallocState::fast_cache_of(p) {
-                if let Some(obj) = self.slab_alloc_try_fast(cache, gfp, node) {
+            let (ty, index) = (KmallocType::of(gfp), kmalloc_index(size));
+            if ty == KmallocType::Normal && node.is_none() && self.kmalloc_fast_gfp_ok(gfp) {
+                // The CPU's fast table names the class's sheaves (`fast.rs`).
+                if let Some(obj) = self.kmalloc_fast_class(index, gfp.contains(Gfp::ZERO)) {
                     return Ok(obj);
                 }
-                return self.kmalloc_careful(p, size, gfp, node, caller);
+            } else {
+                let p = self.kmalloc_state().caches[ty as usize][index].load(Ordering::Acquire);
+                // The absent descriptor (no cache yet) fails the fast path's machine test.
+                if let Some(cache) = KmallocState::fast_cache_of(p) {
+                    if let Some(obj) = self.slab_alloc_try_fast(cache, gfp, node) {
+                        return Ok(obj);
+                    }
+                }
             }
+            let p = self.kmalloc_state().caches[ty as usize][index].load(Ordering::Acquire);
+            return self.kmalloc_careful(p, size, gfp, node, caller);
         }
         self.kmalloc_node_slow(size, gfp, node, caller)
     }
@@ -381,9 +403,9 @@ impl<P: Platform> Kmem<P> {
             return 0;
         }
         // An object of a plain slab first: its head's word names the cache (see slab/free.rs).
-        if let Some((slab, c, off)) = self.plain_slab_of(addr) {
+        if let Some((slab, c, off, word)) = self.plain_slab_of(addr) {
             if c.is_plain_object(off) {
-                self.free_checked_local_then(c, slab, addr, off, || {});
+                self.free_checked_fast_then(c, slab, addr, off, word, || {});
                 return 0;
             }
         }

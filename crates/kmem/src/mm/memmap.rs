@@ -511,22 +511,6 @@ impl Memmap {
         }
     }
 
-    /// The frame `back` frames before `pfn` and its descriptor, from `pfn`'s descriptor
-    /// `page`, for a `back` computed rather than read (the head of an aligned block holding
-    /// `pfn`: `pfn`'s offset in it). No test: `back` is masked to `pfn`'s offset in its
-    /// section, which changes nothing for a block (sections are aligned to their size, a
-    /// multiple of every block's) and keeps the result in `page`'s section array whatever
-    /// `back` is.
-    #[inline(always)]
-    pub fn block_head<'a>(&self, pfn: Pfn, page: &'a Page, back: usize) -> (Pfn, &'a Page) {
-        const { assert!(PAGES_PER_SECTION >= 1 << crate::MAX_PAGE_ORDER) };
-        let back = back & pfn.as_usize() & (PAGES_PER_SECTION - 1);
-        // SAFETY: `page` is the descriptor of `pfn` in its section's array, which starts at
-        // the section's first frame; `back` is at most `pfn`'s index in it.
-        let head = unsafe { &*(page as *const Page).sub(back) };
-        (Pfn::new(pfn.as_usize() - back), head)
-    }
-
     /// The head of the compound block whose tail page `page` (of frame `pfn`) is, `back`
     /// frames before it (a tail's `private`), without a second section lookup: blocks are
     /// aligned and at most `2^MAX_PAGE_ORDER` frames, so never cross a section. `None` if

@@ -242,7 +242,9 @@ impl<P: Platform> Kmem<P> {
     /// [`Kmem::alloc_fast`] on a CPU pinned the ordinary way (the careful path).
     #[inline(always)]
     fn alloc_fast_pinned(&self, s: &KmemCache, p: crate::platform::Pinned) -> Option<usize> {
-        let obj = s.pcs(self, p.cpu.index()).main().and_then(Sheaf::pop);
+        let pcs = s.pcs(self, p.cpu.index());
+        self.fast_table_fill(s, p.cpu.index(), pcs);
+        let obj = pcs.main().and_then(Sheaf::pop);
         self.platform().unpin_cpu(p);
         self.alloc_fast_took(s, obj)
     }
@@ -275,6 +277,7 @@ impl<P: Platform> Kmem<P> {
             let p = self.platform().pin_cpu();
             let pcs = s.pcs(self, p.cpu.index());
             pcs.stat(SlubStat::AllocSlowpath);
+            self.fast_table_fill(s, p.cpu.index(), pcs);
             let got = self.refill_main(s, pcs, local);
             let has_main = pcs.main().is_some();
             self.platform().unpin_cpu(p);

@@ -20,7 +20,7 @@ use crate::mm::page::Page;
 use crate::mm::pfn_list::PfnList;
 use crate::percpu::PercpuPtr;
 use crate::platform::Platform;
-use crate::sync::{const_fn_unless_loom, AtomicI32, AtomicU32, AtomicUsize, Ordering, RawSpinLock};
+use crate::sync::{const_fn_unless_loom, AtomicI32, AtomicU32, AtomicU8, AtomicUsize, Ordering, RawSpinLock};
 
 /// Longest cache name kmem stores (Linux keeps a pointer; kmem has no heap to copy into).
 pub const CACHE_NAME_MAX: usize = 63;
@@ -131,6 +131,10 @@ pub struct KmemCache {
     /// `INIT_FREE`): 0 for caches with a constructor or `SLAB_TYPESAFE_BY_RCU`. A cache
     /// zeroed on free has no plain slabs, so every free reaches `free_object`.
     pub(crate) meminit: u8,
+    /// The kmalloc class whose fast-table entry this cache's sheaves may take
+    /// (`fast_table.rs`): set by kmalloc for its normal caches whose objects the fast path
+    /// can hand out knowing only the class; [`super::fast_table::NO_CLASS`] otherwise.
+    pub(crate) fast_class: AtomicU8,
     pub(crate) id: u32,
     pub(crate) ctor: Option<Ctor>,
     pub(crate) allocflags: Gfp,
@@ -269,6 +273,7 @@ impl KmemCache {
             layout,
             debug: false,
             meminit: 0,
+            fast_class: AtomicU8::new(super::fast_table::NO_CLASS),
             id: 0,
             ctor: None,
             allocflags: Gfp::empty(),
@@ -362,6 +367,7 @@ impl KmemCache {
             layout: l,
             debug,
             meminit: init.meminit,
+            fast_class: AtomicU8::new(super::fast_table::NO_CLASS),
             id: init.id,
             ctor: init.ctor,
             allocflags,

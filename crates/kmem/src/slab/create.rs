@@ -39,6 +39,7 @@ impl<P: Platform> Kmem<P> {
     pub(crate) fn kmem_cache_init(&self) -> Result<(), CacheError> {
         let st = self.slab();
         self.state().kmalloc.init_slots();
+        self.fast_table_init()?;
         let nr_nodes = self.nr_nodes();
         let nr_cpus = self.nr_cpus();
         let size = KmemCache::alloc_size(nr_cpus, nr_nodes);
@@ -402,6 +403,7 @@ impl<P: Platform> Kmem<P> {
             let g = st.list_lock.lock_irqsave(self.platform());
             st.unlink_locked(&g, s);
         }
+        self.fast_table_forget(s);
         let cpu_sheaves = s.cpu_sheaves;
         // SAFETY: the cache has no slab left, is unregistered, and the caller's reference was
         // the last: nothing uses its per-CPU part or descriptor any more.

@@ -208,6 +208,33 @@ impl<P: Platform> Kmem<P> {
         self.mark_free::<true>(s, slab, obj, off, slow)
     }
 
+    /// [`Kmem::free_checked_local_then`] for the free fast paths that know the entry of the
+    /// CPU's fast table that names the cache's sheaves (`fast_table.rs`: `word`, the cache
+    /// id's from the slab's page word, or the kmalloc class's from the size of a sized free):
+    /// the sheaves' address no longer waits for the cache descriptor and its table of
+    /// per-CPU addresses. An empty entry sends the free to the careful pin, which fills it.
+    #[inline(always)]
+    pub(crate) fn free_checked_fast_then<'a>(
+        &'a self,
+        s: &KmemCache,
+        slab: impl SlabRef<'a>,
+        obj: usize,
+        off: usize,
+        word: usize,
+        slow: impl FnOnce(),
+    ) {
+        debug_assert!(s.nr_nodes <= 1, "a fast free of a cache of several nodes");
+        let fp = s.fp_addr(obj);
+        // SAFETY: the free-pointer word of an object of a live slab, which the caller owns.
+        if tagged(unsafe { read_word(fp) }, s.marker) {
+            return self.free_suspect(s, slab, off as u32, obj - off, slow);
+        }
+        // SAFETY: the object is the caller's; from now on it is a free object in a sheaf.
+        unsafe { write_word(fp, s.sheaf_marker()) };
+        let pushed = self.free_fast_word(word, obj);
+        self.free_pushed(s, slab, obj, off, pushed, slow)
+    }
+
     /// The double-free test and the sheaf marker, then [`Kmem::free_marked`] (or, `LOCAL`,
     /// its one-node part).
     #[inline(always)]
@@ -257,7 +284,25 @@ impl<P: Platform> Kmem<P> {
         off: usize,
         slow: impl FnOnce(),
     ) {
-        match self.free_fast(s, obj) {
+        let pushed = self.free_fast(s, obj);
+        self.free_pushed(s, slab, obj, off, pushed, slow)
+    }
+
+    /// The end of a free after its fast push: nothing (`Some(true)`), the slow path (no room),
+    /// or the careful pin (`None`: the CPU not to be had without a call, or no fast-table
+    /// entry yet). The slow paths' arguments (the object's index as `u32`, object 0) are
+    /// computed on their branches only.
+    #[inline(always)]
+    fn free_pushed<'a>(
+        &'a self,
+        s: &KmemCache,
+        slab: impl SlabRef<'a>,
+        obj: usize,
+        off: usize,
+        pushed: Option<bool>,
+        slow: impl FnOnce(),
+    ) {
+        match pushed {
             Some(true) => {}
             Some(false) => self.free_slow_at(s, slab, off as u32, obj - off, slow),
             None => self.free_pinning(s, slab, off as u32, obj - off, slow),
@@ -289,7 +334,9 @@ impl<P: Platform> Kmem<P> {
     #[inline(never)]
     fn free_pinning<'a>(&'a self, s: &KmemCache, slab: impl SlabRef<'a>, off: u32, base: usize, slow: impl FnOnce()) {
         let p = self.platform().pin_cpu();
-        let ok = s.pcs(self, p.cpu.index()).main().is_some_and(|m| m.push(base + off as usize));
+        let pcs = s.pcs(self, p.cpu.index());
+        self.fast_table_fill(s, p.cpu.index(), pcs);
+        let ok = pcs.main().is_some_and(|m| m.push(base + off as usize));
         self.platform().unpin_cpu(p);
         if !ok {
             self.free_slow(s, slab.slab(self.memmap(), off as usize), off, base);
@@ -312,6 +359,19 @@ impl<P: Platform> Kmem<P> {
         let ok = s.pcs(self, p.cpu.index()).main().is_some_and(|m| m.push(obj));
         self.platform().unpin_cpu_fast(p);
         Some(ok)
+    }
+
+    /// [`Kmem::free_fast`] to the sheaves entry `word` of the pinned CPU's fast table names:
+    /// `Some(false)` when its main sheaf has no room, `None` when the CPU is not to be had
+    /// without a call or the entry is empty. Makes no call.
+    #[inline(always)]
+    fn free_fast_word(&self, word: usize, obj: usize) -> Option<bool> {
+        let (p, t) = self.try_pin_fast_table()?;
+        // SAFETY: the pinned CPU's table.
+        let t = unsafe { super::fast_table::FastTable::at(t) };
+        let ok = t.pcs(word).map(|pcs| pcs.main().is_some_and(|m| m.push(obj)));
+        self.platform().unpin_cpu_fast(p);
+        ok
     }
 
     /// Whether the object at `off` of `slab` is free (in a sheaf or on its slab's freelist).

@@ -5,10 +5,13 @@
 use core::fmt;
 
 use super::cache::{absent_addr, reserved_addr, KmemCache, MAX_CACHES};
+use super::fast_table::FAST_IDS;
 use super::layout::OrderParams;
 use crate::mm::page::MAX_SLAB_CACHE_ID;
 use crate::platform::Platform;
-use crate::sync::{const_fn_unless_loom, AtomicBool, AtomicU64, AtomicUsize, Ordering, RawSpinLock, SpinGuard};
+use crate::sync::{
+    const_fn_unless_loom, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, RawSpinLock, SpinGuard,
+};
 
 /// Boot-time slab parameters (`slab_nomerge`, `slab_min_order=`, `slab_max_order=`,
 /// `slab_min_objects=`, `slub_debug=`).
@@ -132,6 +135,10 @@ pub(crate) struct SlabState {
     pub(crate) sheaf_cache: AtomicUsize,
     /// Objects `kfree_nolock` could not free at once (`defer.rs`).
     pub(crate) defer: super::defer::DeferFree,
+    /// The per-CPU fast tables (`fast_table.rs`): the allocation's chunk (0 before
+    /// `kmem_cache_init`) and offset.
+    pub(crate) fast_chunk: AtomicUsize,
+    pub(crate) fast_off: AtomicU32,
 }
 
 impl fmt::Debug for SlabState {
@@ -164,6 +171,8 @@ impl SlabState {
                 depot: AtomicUsize::new(0),
                 sheaf_cache: AtomicUsize::new(0),
                 defer: super::defer::DeferFree::new(),
+                fast_chunk: AtomicUsize::new(0),
+                fast_off: AtomicU32::new(0),
             }
         }
     }
@@ -265,10 +274,12 @@ impl SlabState {
         Self::live_cache(p)
     }
 
-    /// The cache of a plain slab's word (a page's [`Page::slab_word_any`](crate::mm::page::Page::slab_word_any)),
-    /// or `None` if the word is no plain slab's. A plain slab's word is the plain word of
-    /// id 0 plus the cache's id, and ids are below `MAX_CACHES`: one subtraction and one
-    /// bound test decide both, and the bound keeps the index in the table (the fast free
+    /// The cache of a plain slab's word (a page's [`Page::slab_word_any`](crate::mm::page::Page::slab_word_any))
+    /// and its id, or `None` if the word is no plain slab's of a cache with an id below
+    /// [`FAST_IDS`] (the free fast paths' caches: their CPUs' sheaves have entries in the
+    /// fast tables, `fast_table.rs`). A plain slab's word is the plain word of id 0 plus the
+    /// cache's id: one subtraction and one bound test decide both, and the bound keeps the
+    /// index in the tables (the fast free
     /// path's lookup: a page-type test, a plain-bit test and a mask cost two instructions
     /// more; the compiler's widening of the index for the table eats one of the two).
     /// `ids` needs no test either: a slab exists, so `kmem_cache_init` has pointed it at a
@@ -276,16 +287,16 @@ impl SlabState {
     /// free or reserved id's has no objects, which the caller's object test then finds (a
     /// slot test cost two instructions).
     #[inline(always)]
-    pub(crate) fn cache_of_plain_word(&self, word: u32) -> Option<&KmemCache> {
-        const { assert!(MAX_CACHES.is_power_of_two() && MAX_CACHES <= MAX_SLAB_CACHE_ID as usize + 1) };
+    pub(crate) fn cache_of_plain_word(&self, word: u32) -> Option<(&KmemCache, usize)> {
+        const { assert!(FAST_IDS <= MAX_CACHES && MAX_CACHES <= MAX_SLAB_CACHE_ID as usize + 1) };
         let id = word.wrapping_sub(crate::mm::page::Page::slab_word(0, true)) as usize;
-        if id >= MAX_CACHES {
+        if id >= FAST_IDS {
             return None;
         }
         #[cfg(loom)]
         {
             let p = self.id_table()?[id].load(Ordering::Acquire);
-            Self::live_cache(p)
+            Self::live_cache(p).map(|c| (c, id))
         }
         #[cfg(not(loom))]
         {
@@ -308,7 +319,7 @@ impl SlabState {
             // never 0 (telling the compiler spares the caller a null test of the `Option`).
             unsafe {
                 core::hint::assert_unchecked(p != 0);
-                Some(&*(p as *const KmemCache))
+                Some((&*(p as *const KmemCache), id))
             }
         }
     }
@@ -462,7 +473,7 @@ mod tests {
         let reports = || crate::ReportKind::ALL.iter().map(|&r| k.report_count(r)).sum::<u64>();
         for (n, id) in [free, reserved].into_iter().enumerate() {
             page.set_slab(id, 0, true);
-            assert!(st.cache_of_plain_word(page.slab_word_any()).is_some_and(|d| !d.is_plain_object(0)));
+            assert!(st.cache_of_plain_word(page.slab_word_any()).is_some_and(|(d, _)| !d.is_plain_object(0)));
             // SAFETY: not a live kmalloc object: kfree must see that and report it, nothing
             // more (the page is ours and its bytes are not touched).
             unsafe { k.kfree(addr as *const u8) };

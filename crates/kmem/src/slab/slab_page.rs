@@ -37,7 +37,7 @@ pub(crate) struct Slab<'a> {
 /// `kmem_cache_free`, six a `kfree`). Each kind is two words, passed in registers.
 pub(crate) trait SlabRef<'a>: Copy {
     /// The slab, for an object `off` bytes from the slab's object 0 (what places a frame in
-    /// its slab: [`SlabFrame`]s are of plain slabs, whose object 0 is at the head).
+    /// its slab: [`SlabPa`]s are of plain slabs, whose object 0 is at the head).
     fn slab(self, memmap: &crate::mm::memmap::Memmap, off: usize) -> Slab<'a>;
 }
 
@@ -48,30 +48,39 @@ impl<'a> SlabRef<'a> for Slab<'a> {
     }
 }
 
-/// A slab by one of its frames: the frame's physical address and descriptor. With `HEAD`
-/// the frame is the slab's head ([`SlabHead`], what a free by cache finds); otherwise it is
-/// the frame of an object of a plain slab, which is aligned to its size ([`SlabFrame`], what
-/// `kfree` finds), and the head is found from the object's offset.
+/// A slab by its head frame: the frame's physical address and descriptor (what a free by
+/// cache finds).
 #[derive(Clone, Copy)]
-pub(crate) struct SlabAt<'a, const HEAD: bool> {
+pub(crate) struct SlabHead<'a> {
     pub pa: usize,
     pub page: &'a Page,
 }
 
-/// A slab by its head frame.
-pub(crate) type SlabHead<'a> = SlabAt<'a, true>;
-/// A plain slab by the frame of one of its objects.
-pub(crate) type SlabFrame<'a> = SlabAt<'a, false>;
+impl<'a> SlabRef<'a> for SlabHead<'a> {
+    #[inline(always)]
+    fn slab(self, _: &crate::mm::memmap::Memmap, _: usize) -> Slab<'a> {
+        Slab { pfn: Pfn::new(self.pa >> crate::PAGE_SHIFT), page: self.page }
+    }
+}
 
-impl<'a, const HEAD: bool> SlabRef<'a> for SlabAt<'a, HEAD> {
+/// A plain slab by the physical address of one of its objects alone (what `kfree` finds):
+/// the slow paths that need the head's descriptor look it up (`off` bytes before the
+/// object), so the fast free keeps one register fewer live than with the object's frame's
+/// descriptor at hand (it had to save one more callee-saved register).
+#[derive(Clone, Copy)]
+pub(crate) struct SlabPa<'a> {
+    pub pa: usize,
+    pub _memmap: core::marker::PhantomData<&'a Page>,
+}
+
+impl<'a> SlabRef<'a> for SlabPa<'a> {
     #[inline(always)]
     fn slab(self, memmap: &crate::mm::memmap::Memmap, off: usize) -> Slab<'a> {
-        let pfn = Pfn::new(self.pa >> crate::PAGE_SHIFT);
-        if HEAD {
-            return Slab { pfn, page: self.page };
-        }
-        let (pfn, page) = memmap.block_head(pfn, self.page, off >> crate::PAGE_SHIFT);
-        Slab { pfn, page }
+        let pfn = Pfn::new((self.pa - off) >> crate::PAGE_SHIFT);
+        let page = memmap.page(pfn).expect("a plain slab's head has a descriptor");
+        // SAFETY: the memmap lives as long as the machine, which outlives `'a` (the caller
+        // found the slab through it).
+        Slab { pfn, page: unsafe { &*(page as *const Page) } }
     }
 }
 
@@ -303,17 +312,18 @@ impl<P: Platform> Kmem<P> {
     /// limit is both the range test and the descriptor lookup's (`Memmap::dense_page`);
     /// anything else takes the checked way, `frame_below_limit`.
     #[inline(always)]
-    pub(crate) fn plain_slab_of(&self, addr: usize) -> Option<(SlabFrame<'_>, &KmemCache, usize)> {
+    pub(crate) fn plain_slab_of(&self, addr: usize) -> Option<(SlabPa<'_>, &KmemCache, usize, usize)> {
         let st = self.state();
         let pa = addr.wrapping_sub(st.direct_map.base.as_usize());
         let page = match st.memmap.dense_page(pa) {
             Some(page) => page,
             None => self.frame_below_limit(st, pa, pa)?,
         };
-        let c = st.slab.cache_of_plain_word(page.slab_word_any())?;
+        let (c, id) = st.slab.cache_of_plain_word(page.slab_word_any())?;
         let off = pa & c.off_mask as usize;
         // The head, for the slow paths, is `off` bytes before: resolved by them.
-        Some((SlabFrame { pa, page }, c, off))
+        let slab = SlabPa { pa, _memmap: core::marker::PhantomData };
+        Some((slab, c, off, super::fast_table::FastTable::id_word(id)))
     }
 
     /// The descriptor of the frame at physical address `pa` by the checked way, if `tested`

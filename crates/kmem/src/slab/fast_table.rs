@@ -1,0 +1,327 @@
+//! Each CPU's fast table: the addresses of the CPU's sheaves ([`CpuSheaves`]) of the caches
+//! the fast paths serve, indexed the way those paths know the cache: by kmalloc class (what
+//! `malloc` and `kmalloc` know before they touch anything) and by cache id (what `kfree`
+//! reads in the object's page descriptor).
+//!
+//! Without it, a fast path went from the machine to its kmalloc table, the class's cache,
+//! the cache's table of per-CPU addresses and the CPU's sheaves: a chain of dependent
+//! loads that the processor cannot start before the previous one ends. Linux's shape is
+//! shorter (`this_cpu_ptr(s->cpu_sheaves)` is one add of the CPU's `this_cpu_off`, which
+//! x86 keeps in a segment register); here the platform keeps the address of each CPU's
+//! table where its fast pin finds the CPU ([`Platform::try_pin_cpu_area`]: a hosted owned
+//! CPU's cache line, which the pin writes anyway), so that `malloc` goes from the pinned
+//! CPU to its table, the class's sheaves and the main sheaf. Measured: a C loop of 1000
+//! `malloc(64)` then 1000 `free`, 9% faster (`crates/kmem-bench/notes/where-kmem-loses.md`).
+//!
+//! # Entries
+//!
+//! An entry is 0 or the address of the CPU's `CpuSheaves` of one live cache, which never
+//! moves while the cache lives. Entries are a cache of `KmemCache::pcs`, filled lazily:
+//!
+//! - **Filled** by the CPU itself, pinned, on its careful paths ([`Kmem::fast_table_fill`]:
+//!   an allocation that found the entry empty, a free that did), so a machine of many
+//!   possible CPUs never touches the per-CPU memory of CPUs that do not allocate.
+//! - **A class entry** exists only for a plain kmalloc cache of the normal type (set by
+//!   kmalloc, `KmemCache::fast_class`; the table keeps the cache's free-pointer offset and
+//!   object size beside it, what the allocation fast path needs of the cache), and only
+//!   while nothing is armed (failslab, fail-nth, `init_on_alloc`, KFENCE's sampling: the
+//!   allocations must then take the careful path, which the cache's machine word used to
+//!   tell the fast path). Arming clears every CPU's class entries
+//!   ([`Kmem::fast_table_disarm_classes`]); a CPU filling one re-checks the armed state
+//!   after its store (Dekker's pattern, both sides with a full fence: the filler sees the
+//!   arming, or the arming's clear comes after the fill).
+//! - **An id entry** exists for a cache with sheaves whose id is below [`FAST_IDS`]; the free
+//!   fast path admits only those ids (others take the careful free). Destroying a cache
+//!   clears its entries on every CPU before its per-CPU sheaves are freed and its id can be
+//!   reused ([`Kmem::fast_table_forget`]): the cache has no objects left and no user, so no
+//!   CPU can be filling or using its entry then.
+//!
+//! The fast paths still check everything they checked: a free's object against its slab's
+//! cache, which the id table names, and the double-free tag; an entry only says where the
+//! CPU's sheaves of that cache are.
+
+use super::cache::KmemCache;
+use super::cpu_sheaves::CpuSheaves;
+use crate::kmalloc::KMALLOC_NR;
+use crate::machine::Kmem;
+use crate::percpu::PercpuPtr;
+use crate::platform::{CpuId, Pinned, Platform};
+use crate::sync::{AtomicU32, AtomicUsize, Ordering};
+
+/// Class entries: kmalloc's classes (indices below [`KMALLOC_NR`]).
+pub(crate) const FAST_CLASSES: usize = 16;
+/// Id entries: caches with ids below this (the boot caches, kmalloc's, and the first user
+/// caches) have their frees on the fast path.
+pub(crate) const FAST_IDS: usize = 32;
+/// `KmemCache::fast_class` of a cache without a class entry.
+pub(crate) const NO_CLASS: u8 = u8::MAX;
+
+const _: () = assert!(KMALLOC_NR <= FAST_CLASSES && FAST_IDS.is_power_of_two());
+
+/// One CPU's fast table (a per-CPU allocation): class entries, then id entries, then what
+/// the allocation fast path needs of a class's cache (its free-pointer offset, which it
+/// clears, and its object size, which `__GFP_ZERO` zeroes), written before the class entry.
+#[repr(C, align(64))]
+pub(crate) struct FastTable {
+    words: [AtomicUsize; FAST_CLASSES + FAST_IDS],
+    class_fp: [AtomicU32; FAST_CLASSES],
+    class_size: [AtomicU32; FAST_CLASSES],
+}
+
+impl FastTable {
+    /// The table at `addr`.
+    ///
+    /// # Safety
+    ///
+    /// `addr` is what [`Kmem::try_pin_fast_table`] returned (a CPU's table, never freed).
+    #[inline(always)]
+    pub(crate) unsafe fn at<'a>(addr: usize) -> &'a FastTable {
+        // SAFETY: the caller's contract: the platform returns the word `fast_table_init` set
+        // for the pinned CPU, at boot, before any allocation.
+        unsafe { &*(addr as *const FastTable) }
+    }
+    /// The entry of kmalloc class `index` (below [`FAST_CLASSES`]).
+    #[inline(always)]
+    pub(crate) const fn class_word(index: usize) -> usize {
+        index
+    }
+    /// The entry of cache id `id` (below [`FAST_IDS`]).
+    #[inline(always)]
+    pub(crate) const fn id_word(id: usize) -> usize {
+        FAST_CLASSES + id
+    }
+    /// The CPU's sheaves that entry `word` names, if any.
+    #[inline(always)]
+    pub(crate) fn pcs(&self, word: usize) -> Option<&CpuSheaves> {
+        let p = self.words[word].load(Ordering::Acquire);
+        // SAFETY: a non-zero entry is the address of this CPU's `CpuSheaves` of a live cache
+        // (module docs: filled from `KmemCache::pcs`, cleared before the cache is freed).
+        (p != 0).then(|| unsafe { &*(p as *const CpuSheaves) })
+    }
+    /// The free-pointer offset of class `index`'s cache, for an object from its entry.
+    #[inline(always)]
+    pub(crate) fn class_fp(&self, index: usize) -> usize {
+        self.class_fp[index].load(Ordering::Relaxed) as usize
+    }
+    /// The object size of class `index`'s cache, for an object from its entry.
+    #[inline(always)]
+    pub(crate) fn class_size(&self, index: usize) -> usize {
+        self.class_size[index].load(Ordering::Relaxed) as usize
+    }
+    /// Sets entry `word` to `pcs` (0: empty), if it differs.
+    fn set(&self, word: usize, pcs: usize) {
+        let w = &self.words[word];
+        if w.load(Ordering::Relaxed) != pcs {
+            w.store(pcs, Ordering::Release);
+        }
+    }
+}
+
+impl<P: Platform> Kmem<P> {
+    /// `kmem_cache_init`'s part: every CPU's table (zeroed per-CPU memory: all entries empty,
+    /// nothing written), and each CPU's area word for the platform. The tables are a static
+    /// per-CPU variable of kmem's (`DEFINE_PER_CPU`), from the first chunk's reserved region.
+    pub(crate) fn fast_table_init(&self) -> Result<(), super::CacheError> {
+        let (size, align) = (core::mem::size_of::<FastTable>(), core::mem::align_of::<FastTable>());
+        let gfp = crate::gfp::Gfp::KERNEL | crate::gfp::Gfp::NOWARN;
+        let p = self
+            .pcpu_alloc(size, align, true, gfp)
+            .or_else(|_| self.pcpu_alloc(size, align, false, gfp))
+            .map_err(|_| super::CacheError::NoMemory)?;
+        let (chunk, off) = p.to_raw();
+        let st = self.slab();
+        st.fast_off.store(off, Ordering::Relaxed);
+        st.fast_chunk.store(chunk, Ordering::Release);
+        for cpu in 0..self.nr_cpus() {
+            let t = self.fast_table(cpu);
+            // Loom's atomics are not plain integers: models write the empty entries.
+            #[cfg(loom)]
+            // SAFETY: a fresh per-CPU area of a FastTable's size and alignment, ours alone.
+            unsafe {
+                (t as *const FastTable as *mut FastTable).write(FastTable {
+                    words: core::array::from_fn(|_| AtomicUsize::new(0)),
+                    class_fp: core::array::from_fn(|_| AtomicU32::new(0)),
+                    class_size: core::array::from_fn(|_| AtomicU32::new(0)),
+                })
+            };
+            self.platform().set_cpu_area(CpuId(cpu as u32), t as *const FastTable as usize);
+        }
+        Ok(())
+    }
+
+    /// CPU `cpu`'s table (`cpu` below the CPU count; after `kmem_cache_init`).
+    #[inline(always)]
+    pub(crate) fn fast_table(&self, cpu: usize) -> &FastTable {
+        let st = self.slab();
+        let p = PercpuPtr::from_raw(st.fast_chunk.load(Ordering::Acquire), st.fast_off.load(Ordering::Relaxed));
+        debug_assert!(!p.is_null(), "fast table used before kmem_cache_init");
+        // SAFETY: a live per-CPU allocation of a FastTable, never freed (made at boot by
+        // `fast_table_init`, before any cache), and a CPU of the machine.
+        unsafe { &*(self.per_cpu_ptr_unchecked(p, cpu) as *const FastTable) }
+    }
+
+    /// [`Platform::try_pin_cpu`] and the address of the pinned CPU's table: from the
+    /// platform's area word where it keeps one ([`Platform::CPU_AREA`]), else looked up from
+    /// the CPU's number. The table is never freed ([`FastTable::at`] reads it). (An address,
+    /// not a reference: a reference's null niche made the `Option` test it.)
+    #[inline(always)]
+    pub(crate) fn try_pin_fast_table(&self) -> Option<(Pinned, usize)> {
+        if P::CPU_AREA {
+            let (p, area) = self.platform().try_pin_cpu_area()?;
+            debug_assert_eq!(area, self.fast_table(p.cpu.index()) as *const FastTable as usize);
+            Some((p, area))
+        } else {
+            let p = self.platform().try_pin_cpu()?;
+            let t = self.fast_table(p.cpu.index()) as *const FastTable as usize;
+            Some((p, t))
+        }
+    }
+
+    /// Fills CPU `cpu`'s entries for cache `s` with `pcs`, its sheaves there (module docs):
+    /// the caller has `cpu` pinned and is allocating from or freeing to `s`.
+    pub(crate) fn fast_table_fill(&self, s: &KmemCache, cpu: usize, pcs: &CpuSheaves) {
+        if s.sheaf_capacity == 0 {
+            return;
+        }
+        let t = self.fast_table(cpu);
+        let a = pcs as *const CpuSheaves as usize;
+        if (s.id as usize) < FAST_IDS {
+            t.set(FastTable::id_word(s.id as usize), a);
+        }
+        let class = s.fast_class.load(Ordering::Relaxed);
+        let word = FastTable::class_word(class as usize);
+        // (The fence only when the entry changes: the careful paths fill on every call.)
+        if class != NO_CLASS && t.words[word].load(Ordering::Relaxed) != a && !self.caches_armed() {
+            // Before the entry, whose `Release` store publishes them.
+            t.class_fp[class as usize].store(s.layout.offset, Ordering::Relaxed);
+            t.class_size[class as usize].store(s.object_size() as u32, Ordering::Relaxed);
+            t.words[word].store(a, Ordering::Release);
+            crate::sync::fence(Ordering::SeqCst);
+            if self.caches_armed() {
+                t.set(word, 0);
+            }
+        }
+    }
+
+    /// Gives back the class entry of cache `s` (kmalloc's, with a class) on every CPU that has
+    /// used it (its id entry is set): nothing is armed any more. The caller holds the slab
+    /// list lock, as the arming does (`rekey_caches`).
+    pub(crate) fn fast_table_restore_class(&self, s: &KmemCache) {
+        let class = s.fast_class.load(Ordering::Relaxed);
+        if class == NO_CLASS || s.id as usize >= FAST_IDS {
+            return;
+        }
+        for cpu in 0..self.nr_cpus() {
+            let t = self.fast_table(cpu);
+            let pcs = t.words[FastTable::id_word(s.id as usize)].load(Ordering::Acquire);
+            if pcs != 0 {
+                t.class_fp[class as usize].store(s.layout.offset, Ordering::Relaxed);
+                t.class_size[class as usize].store(s.object_size() as u32, Ordering::Relaxed);
+                t.set(FastTable::class_word(class as usize), pcs);
+            }
+        }
+    }
+
+    /// Clears every CPU's class entries: something was armed that the allocations must see
+    /// on their careful path (module docs). The caller has stored the armed state.
+    pub(crate) fn fast_table_disarm_classes(&self) {
+        crate::sync::fence(Ordering::SeqCst);
+        for cpu in 0..self.nr_cpus() {
+            let t = self.fast_table(cpu);
+            for class in 0..FAST_CLASSES {
+                t.set(FastTable::class_word(class), 0);
+            }
+        }
+    }
+
+    /// Clears the entries that name cache `s`'s sheaves on every CPU: it is being destroyed
+    /// (no objects, no user).
+    pub(crate) fn fast_table_forget(&self, s: &KmemCache) {
+        let class = s.fast_class.load(Ordering::Relaxed);
+        for cpu in 0..self.nr_cpus() {
+            let t = self.fast_table(cpu);
+            let a = s.pcs(self, cpu) as *const CpuSheaves as usize;
+            let clear = |word: usize| {
+                if t.words[word].load(Ordering::Relaxed) == a {
+                    t.words[word].store(0, Ordering::Release);
+                }
+            };
+            if (s.id as usize) < FAST_IDS {
+                clear(FastTable::id_word(s.id as usize));
+            }
+            if class != NO_CLASS {
+                clear(FastTable::class_word(class as usize));
+            }
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::{FastTable, FAST_IDS};
+    use crate::gfp::Gfp;
+    use crate::kmalloc::kmalloc_index;
+    use crate::slab::SlabFlags;
+    use crate::testing;
+
+    /// The address CPU 0's entry `word` holds (the test platform's caller is CPU 0).
+    fn entry(k: &crate::Kmem<testing::TestPlatform>, word: usize) -> usize {
+        k.fast_table(0).words[word].load(crate::sync::Ordering::Relaxed)
+    }
+
+    /// A cache's id entry names its CPU's sheaves once the CPU has used it, and no more once
+    /// the cache is destroyed: its id may name another cache next, whose frees must not
+    /// reach the dead cache's sheaves.
+    #[test]
+    fn a_destroyed_cache_leaves_no_entry() {
+        let k = testing::machine(64);
+        let c = k.kmem_cache_create("ft_test", 100, 0, SlabFlags::NONE, None).unwrap();
+        let id = c.id as usize;
+        assert!(id < FAST_IDS, "an early cache has a fast id ({id})");
+        let word = FastTable::id_word(id);
+        assert_eq!(entry(&k, word), 0, "no entry before the CPU uses the cache");
+        let p = k.kmem_cache_alloc(&c, Gfp::KERNEL).unwrap();
+        let pcs = c.pcs(&k, 0) as *const _ as usize;
+        assert_eq!(entry(&k, word), pcs, "the careful allocation filled the entry");
+        // SAFETY: ours, freed once: by kfree, through the entry.
+        unsafe { k.kfree(p.as_ptr()) };
+        assert_eq!(k.kmem_cache_alloc(&c, Gfp::KERNEL).unwrap(), p, "the free went to the CPU's sheaf");
+        // SAFETY: as above.
+        unsafe { k.kmem_cache_free(&c, p) };
+        drop(c);
+        assert_eq!(entry(&k, word), 0, "destroy cleared the entry");
+        let d = k.kmem_cache_create("ft_test2", 200, 0, SlabFlags::NONE, None).unwrap();
+        assert_eq!(d.id as usize, id, "the next cache takes the free id");
+        let q = k.kmem_cache_alloc(&d, Gfp::KERNEL).unwrap();
+        assert_eq!(entry(&k, word), d.pcs(&k, 0) as *const _ as usize);
+        // SAFETY: ours, freed once.
+        unsafe { k.kfree(q.as_ptr()) };
+        assert_eq!(k.report_count(crate::ReportKind::SlabBug), 0);
+    }
+
+    /// A kmalloc class's entry exists while nothing is armed: arming failslab clears it (the
+    /// allocation fast path then declines, so the careful path's injection runs), and the
+    /// careful path does not fill it again until failslab is disarmed.
+    #[test]
+    fn arming_clears_the_class_entries() {
+        let k = testing::machine(64);
+        let word = FastTable::class_word(kmalloc_index(64));
+        let p = k.kmalloc(64, Gfp::KERNEL).unwrap();
+        assert_ne!(entry(&k, word), 0, "the careful kmalloc filled the class's entry");
+        // SAFETY: ours, freed once.
+        unsafe { k.kfree(p.as_ptr()) };
+        assert_eq!(k.kmalloc_try_fast(64, Gfp::KERNEL), Some(p), "served through the entry");
+        // SAFETY: as above.
+        unsafe { k.kfree(p.as_ptr()) };
+        k.failslab().unwrap().set_probability(100).set_times(-1).set_verbose(0);
+        assert_eq!(entry(&k, word), 0, "arming cleared it");
+        assert!(k.kmalloc_try_fast(64, Gfp::ATOMIC).is_none());
+        assert!(k.kmalloc(64, Gfp::ATOMIC).is_err(), "the careful path injected the failure");
+        assert_eq!(entry(&k, word), 0, "and did not fill the entry while armed");
+        k.failslab().unwrap().set_probability(0);
+        assert_ne!(entry(&k, word), 0, "disarming gave back the entry of the CPU that used the cache");
+        let q = k.kmalloc_try_fast(64, Gfp::KERNEL).expect("the fast path again");
+        // SAFETY: ours, freed once.
+        unsafe { k.kfree(q.as_ptr()) };
+    }
+}
