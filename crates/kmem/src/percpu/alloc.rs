@@ -48,7 +48,7 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// `pcpu_alloc()`: `reserved` allocates from the first chunk's reserved region only.
-    pub(crate) fn pcpu_alloc(
+    pub(super) fn pcpu_alloc(
         &self,
         size: usize,
         align: usize,

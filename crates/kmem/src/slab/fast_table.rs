@@ -119,14 +119,14 @@ impl FastTable {
 
 impl<P: Platform> Kmem<P> {
     /// `kmem_cache_init`'s part: every CPU's table (zeroed per-CPU memory: all entries empty,
-    /// nothing written), and each CPU's area word for the platform. The tables are a static
-    /// per-CPU variable of kmem's (`DEFINE_PER_CPU`), from the first chunk's reserved region.
+    /// nothing written), and each CPU's area word for the platform. The tables come from the
+    /// first chunk's dynamic region, next to the per-CPU sheaves of the first caches, on a
+    /// page a CPU that allocates touches anyway (the reserved region's first page is touched
+    /// by nothing else: one page fault more at a process's start).
     pub(crate) fn fast_table_init(&self) -> Result<(), super::CacheError> {
         let (size, align) = (core::mem::size_of::<FastTable>(), core::mem::align_of::<FastTable>());
-        let gfp = crate::gfp::Gfp::KERNEL | crate::gfp::Gfp::NOWARN;
         let p = self
-            .pcpu_alloc(size, align, true, gfp)
-            .or_else(|_| self.pcpu_alloc(size, align, false, gfp))
+            .__alloc_percpu_gfp(size, align, crate::gfp::Gfp::KERNEL | crate::gfp::Gfp::NOWARN)
             .map_err(|_| super::CacheError::NoMemory)?;
         let (chunk, off) = p.to_raw();
         let st = self.slab();
