@@ -249,10 +249,11 @@ impl<P: Platform> Kmem<P> {
 
     /// The normal type's fast path: an object from the main sheaf that the pinned CPU's fast
     /// table names for class `index` (below [`KMALLOC_NR`]), with no look at the machine's
-    /// kmalloc table or the class's cache (`slab/fast_table.rs`). The entry exists only for a
-    /// plain cache whose free-pointer offset and object size are the class's, and only while
-    /// nothing is armed that the careful path must run (failslab, `init_on_alloc`, KFENCE's
-    /// sampling): an empty entry sends the caller to its careful path, which fills it.
+    /// kmalloc table or the class's cache (`slab/fast_table.rs`; the table keeps the cache's
+    /// free-pointer offset and object size beside the entry). The entry exists only for the
+    /// class's plain cache, and only while nothing is armed that the careful path must run
+    /// (failslab, `init_on_alloc`, KFENCE's sampling): an empty entry sends the caller to its
+    /// careful path, which fills it.
     #[inline(always)]
     pub(super) fn kmalloc_fast_class(&self, index: usize, zero: bool) -> Option<NonNull<u8>> {
         let (p, t) = self.try_pin_fast_table()?;

@@ -8,10 +8,11 @@
 //! loads that the processor cannot start before the previous one ends. Linux's shape is
 //! shorter (`this_cpu_ptr(s->cpu_sheaves)` is one add of the CPU's `this_cpu_off`, which
 //! x86 keeps in a segment register); here the platform keeps the address of each CPU's
-//! table where its fast pin finds the CPU ([`Platform::try_pin_cpu_area`]: a hosted owned
-//! CPU's cache line, which the pin writes anyway), so that `malloc` goes from the pinned
-//! CPU to its table, the class's sheaves and the main sheaf. Measured: a C loop of 1000
-//! `malloc(64)` then 1000 `free`, 9% faster (`crates/kmem-bench/notes/where-kmem-loses.md`).
+//! table where its fast pin finds the CPU ([`Platform::try_pin_cpu_area`]: for a hosted
+//! owned CPU, a copy in the thread's context read with the thread's other words), so that
+//! `malloc` goes from the pinned CPU to its table, the class's sheaves and the main sheaf.
+//! Measured: a C loop of 1000 `malloc(64)` then 1000 `free` 6% faster, the Rust
+//! `GlobalAlloc` pair 12% (`crates/kmem-bench/notes/where-kmem-loses.md`, "night").
 //!
 //! # Entries
 //!
@@ -29,7 +30,9 @@
 //!   tell the fast path). Arming clears every CPU's class entries
 //!   ([`Kmem::fast_table_disarm_classes`]); a CPU filling one re-checks the armed state
 //!   after its store (Dekker's pattern, both sides with a full fence: the filler sees the
-//!   arming, or the arming's clear comes after the fill).
+//!   arming, or the arming's clear comes after the fill). Disarming gives back the class
+//!   entries of the CPUs that used the cache (those whose id entry is set:
+//!   [`Kmem::fast_table_restore_class`]), so the fast path resumes at once.
 //! - **An id entry** exists for a cache with sheaves whose id is below [`FAST_IDS`]; the free
 //!   fast path admits only those ids (others take the careful free). Destroying a cache
 //!   clears its entries on every CPU before its per-CPU sheaves are freed and its id can be
@@ -323,5 +326,46 @@ mod tests {
         let q = k.kmalloc_try_fast(64, Gfp::KERNEL).expect("the fast path again");
         // SAFETY: ours, freed once.
         unsafe { k.kfree(q.as_ptr()) };
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod id_tests {
+    use super::FAST_IDS;
+    use crate::gfp::Gfp;
+    use crate::slab::SlabFlags;
+    use crate::testing;
+
+    /// Caches with ids from [`FAST_IDS`] on have no entries and free the careful way, and the
+    /// id table's slots from there on stay 0 until an id reaches them (the table's later
+    /// pages are not written when it is installed).
+    #[test]
+    fn caches_past_the_fast_ids_free_the_careful_way() {
+        let k = testing::machine(64);
+        let slot = |id: usize| {
+            let t = k.slab().id_table().expect("installed by the first create");
+            t[id].load(crate::sync::Ordering::Relaxed)
+        };
+        let mut caches: [Option<crate::slab::Cache<'_, _>>; 2 * FAST_IDS] = core::array::from_fn(|_| None);
+        let mut n = 0;
+        while caches[..n].last().is_none_or(|c| (c.as_ref().unwrap().id as usize) < FAST_IDS + 2) {
+            caches[n] = Some(k.kmem_cache_create("ft_ids", 32 + 8 * n, 0, SlabFlags::NO_MERGE, None).unwrap());
+            n += 1;
+        }
+        assert_eq!(slot(FAST_IDS * 4), 0, "a slot no id reached is untouched");
+        for c in caches[..n].iter().flatten() {
+            let p = k.kmem_cache_alloc(c, Gfp::KERNEL).unwrap();
+            // SAFETY: ours, freed once (by kfree: the fast path below FAST_IDS, else careful).
+            unsafe { k.kfree(p.as_ptr()) };
+            assert_eq!(k.kmem_cache_alloc(c, Gfp::KERNEL).unwrap(), p, "{}: back on the CPU's sheaf", c.id);
+            // SAFETY: as above.
+            unsafe { k.kmem_cache_free(c, p) };
+        }
+        let last = caches[n - 1].take().unwrap();
+        let id = last.id;
+        drop(last);
+        let again = k.kmem_cache_create("ft_ids2", 4000, 0, SlabFlags::NO_MERGE, None).unwrap();
+        assert_eq!(again.id, id, "a freed id past FAST_IDS is reused");
+        assert_eq!(k.report_count(crate::ReportKind::SlabBug), 0);
     }
 }

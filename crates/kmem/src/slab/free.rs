@@ -224,15 +224,26 @@ impl<P: Platform> Kmem<P> {
         slow: impl FnOnce(),
     ) {
         debug_assert!(s.nr_nodes <= 1, "a fast free of a cache of several nodes");
+        if !self.mark_sheaf_object(s, obj) {
+            return self.free_suspect(s, slab, off as u32, obj - off, slow);
+        }
+        let pushed = self.free_fast_word(word, obj);
+        self.free_pushed(s, slab, obj, off, pushed, slow)
+    }
+
+    /// The double-free test: `false` if the object's free-pointer word carries the cache's
+    /// tag, as a free object's does (the caller's suspect path decides); else the word
+    /// becomes the sheaf marker, and the object a free object on its way to a sheaf.
+    #[inline(always)]
+    fn mark_sheaf_object(&self, s: &KmemCache, obj: usize) -> bool {
         let fp = s.fp_addr(obj);
         // SAFETY: the free-pointer word of an object of a live slab, which the caller owns.
         if tagged(unsafe { read_word(fp) }, s.marker) {
-            return self.free_suspect(s, slab, off as u32, obj - off, slow);
+            return false;
         }
         // SAFETY: the object is the caller's; from now on it is a free object in a sheaf.
         unsafe { write_word(fp, s.sheaf_marker()) };
-        let pushed = self.free_fast_word(word, obj);
-        self.free_pushed(s, slab, obj, off, pushed, slow)
+        true
     }
 
     /// The double-free test and the sheaf marker, then [`Kmem::free_marked`] (or, `LOCAL`,
@@ -246,13 +257,9 @@ impl<P: Platform> Kmem<P> {
         off: usize,
         slow: impl FnOnce(),
     ) {
-        let fp = s.fp_addr(obj);
-        // SAFETY: the free-pointer word of an object of a live slab, which the caller owns.
-        if tagged(unsafe { read_word(fp) }, s.marker) {
+        if !self.mark_sheaf_object(s, obj) {
             return self.free_suspect(s, slab, off as u32, obj - off, slow);
         }
-        // SAFETY: the object is the caller's; from now on it is a free object in a sheaf.
-        unsafe { write_word(fp, s.sheaf_marker()) };
         if LOCAL {
             self.free_marked_local(s, slab, obj, off, slow)
         } else {
