@@ -36,37 +36,35 @@ impl List {
     fn as_slice(&self) -> &[Range] {
         &self.r[..self.n]
     }
-    /// Inserts keeping the list sorted; merges with touching neighbours of the same node.
+    /// Inserts keeping the list sorted; merges with touching neighbours of the same node. In
+    /// place: a copy of the list (3 KiB) on the stack cost a process's first `malloc` a page
+    /// fault of stack.
     fn insert(&mut self, new: Range) -> Result<(), MemblockError> {
         if new.start >= new.end {
             return Ok(());
         }
+        // Every range of the node that touches the new one joins it (in list order: a range
+        // may touch only the grown one) and leaves the list.
         let mut merged = new;
-        let mut out = List::new();
-        let mut placed = false;
-        for &r in self.as_slice() {
+        let mut kept = 0;
+        for i in 0..self.n {
+            let r = self.r[i];
             if r.node == merged.node && r.start <= merged.end && merged.start <= r.end {
                 merged.start = merged.start.min(r.start);
                 merged.end = merged.end.max(r.end);
                 continue;
             }
-            if !placed && r.start > merged.start {
-                out.push(merged)?;
-                placed = true;
-            }
-            out.push(r)?;
+            self.r[kept] = r;
+            kept += 1;
         }
-        if !placed {
-            out.push(merged)?;
-        }
-        *self = out;
-        Ok(())
-    }
-    fn push(&mut self, r: Range) -> Result<(), MemblockError> {
+        self.n = kept;
         if self.n == MEMBLOCK_REGIONS {
             return Err(MemblockError::TooManyRegions);
         }
-        self.r[self.n] = r;
+        // Before the first range that starts after it.
+        let at = self.as_slice().iter().position(|r| r.start > merged.start).unwrap_or(self.n);
+        self.r.copy_within(at..self.n, at + 1);
+        self.r[at] = merged;
         self.n += 1;
         Ok(())
     }
