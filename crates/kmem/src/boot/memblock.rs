@@ -196,6 +196,30 @@ impl Memblock {
 mod tests {
     use super::*;
 
+    /// An insert merges every range of its node that it touches, also one that lies past
+    /// another node's range (a copy that placed the merged range before reaching it dropped
+    /// that range), and keeps the list sorted.
+    #[test]
+    fn insert_merges_past_another_nodes_range() {
+        let mut mb = Memblock::new(u64::MAX);
+        mb.add(0x0, 0x1000, 0).unwrap();
+        mb.add(0x1200, 0x1400, 1).unwrap();
+        mb.add(0x1500, 0x2000, 0).unwrap();
+        mb.add(0x500, 0x1600, 0).unwrap();
+        assert_eq!(
+            mb.memory(),
+            &[Range { start: 0x0, end: 0x2000, node: 0 }, Range { start: 0x1200, end: 0x1400, node: 1 }]
+        );
+        let mut full = Memblock::new(u64::MAX);
+        for i in 0..MEMBLOCK_REGIONS as u64 {
+            full.add(i * 0x2000, i * 0x2000 + 0x1000, 0).unwrap();
+        }
+        assert_eq!(full.add(u64::MAX - 0x2000, u64::MAX - 0x1000, 0), Err(MemblockError::TooManyRegions));
+        assert_eq!(full.memory().len(), MEMBLOCK_REGIONS, "a failed insert changes nothing");
+        full.add(0x800, 0x2800, 0).unwrap();
+        assert_eq!(full.memory().len(), MEMBLOCK_REGIONS - 1, "a merge frees a slot even in a full list");
+    }
+
     #[test]
     fn alloc_is_top_down_and_skips_reserved() {
         let mut mb = Memblock::new(u64::MAX);
