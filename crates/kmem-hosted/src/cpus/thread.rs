@@ -34,23 +34,19 @@ pub(crate) fn pin_owned(machine: usize) -> Option<(u32, usize)> {
 /// owned CPU's fast word, a shared slot's word), the CPU's number after it ([`crate::cpu_slot::pinned_cpu`], [`Cpus::unpin_fast`]): the two models'
 /// results merge with no instruction for the choice.
 ///
-/// The owned CPU's two words are read in a closure of their own, which is always inlined
-/// (one closure holding both models was sometimes called out of line, at a call, a return
-/// and a few moves on the order-0 page free).
+/// [`try_pin_fast_area`] without the area word (the compiler drops its unused loads).
 #[inline(always)]
 pub(crate) fn try_pin_fast(machine: usize) -> Option<usize> {
-    let (own, st) = CTX.with(|c| (c.own_machine.get(), c.own_state.get()));
-    if own == machine {
-        // SAFETY: as in `pin_owned`.
-        let st = unsafe { &*st };
-        return st.try_enter().then(|| st.fast_token());
-    }
-    try_pin_shared(machine)
+    try_pin_fast_area(machine).map(|(token, _)| token)
 }
 
 /// [`try_pin_fast`] that also returns the pinned CPU's area word (`Platform::try_pin_cpu_area`):
 /// an owned CPU's from the thread's copy (read with its other words: the fast paths' chain
 /// of loads no longer waits for the CPU's line), a shared CPU's from its slot.
+///
+/// The owned CPU's words are read in a closure of their own, which is always inlined (one
+/// closure holding both models was sometimes called out of line, at a call, a return and a
+/// few moves on the order-0 page free).
 #[inline(always)]
 pub(crate) fn try_pin_fast_area(machine: usize) -> Option<(usize, usize)> {
     let (own, st, area) = CTX.with(|c| (c.own_machine.get(), c.own_state.get(), c.own_area.get()));

@@ -277,7 +277,6 @@ impl<P: Platform> Kmem<P> {
             let p = self.platform().pin_cpu();
             let pcs = s.pcs(self, p.cpu.index());
             pcs.stat(SlubStat::AllocSlowpath);
-            self.fast_table_fill(s, p.cpu.index(), pcs);
             let got = self.refill_main(s, pcs, local);
             let has_main = pcs.main().is_some();
             self.platform().unpin_cpu(p);

@@ -184,7 +184,10 @@ impl<P: Platform> Kmem<P> {
     /// else the slow path (which resolves `slab`). The careful paths' free.
     #[inline(always)]
     pub(crate) fn free_checked<'a>(&'a self, s: &KmemCache, slab: impl SlabRef<'a>, obj: usize, off: usize) {
-        self.mark_free::<false>(s, slab, obj, off, || {})
+        if !self.mark_sheaf_object(s, obj) {
+            return self.free_suspect(s, slab, off as u32, obj - off, || {});
+        }
+        self.free_marked(s, slab, obj, off, || {})
     }
 
     /// [`Kmem::free_checked`] for the free fast paths, which reach it only for an object that
@@ -205,7 +208,7 @@ impl<P: Platform> Kmem<P> {
         slow: impl FnOnce(),
     ) {
         debug_assert!(s.nr_nodes <= 1, "a fast free of a cache of several nodes");
-        self.mark_free::<true>(s, slab, obj, off, slow)
+        self.mark_and_push(s, slab, obj, off, slow, || self.free_fast(s, obj))
     }
 
     /// [`Kmem::free_checked_local_then`] for the free fast paths that know the entry of the
@@ -224,10 +227,25 @@ impl<P: Platform> Kmem<P> {
         slow: impl FnOnce(),
     ) {
         debug_assert!(s.nr_nodes <= 1, "a fast free of a cache of several nodes");
+        self.mark_and_push(s, slab, obj, off, slow, || self.free_fast_word(word, obj))
+    }
+
+    /// The one-node fast frees' common body: the double-free test and the sheaf marker, the
+    /// fast push `push` makes, then [`Kmem::free_pushed`].
+    #[inline(always)]
+    fn mark_and_push<'a>(
+        &'a self,
+        s: &KmemCache,
+        slab: impl SlabRef<'a>,
+        obj: usize,
+        off: usize,
+        slow: impl FnOnce(),
+        push: impl FnOnce() -> Option<bool>,
+    ) {
         if !self.mark_sheaf_object(s, obj) {
             return self.free_suspect(s, slab, off as u32, obj - off, slow);
         }
-        let pushed = self.free_fast_word(word, obj);
+        let pushed = push();
         self.free_pushed(s, slab, obj, off, pushed, slow)
     }
 
@@ -244,27 +262,6 @@ impl<P: Platform> Kmem<P> {
         // SAFETY: the object is the caller's; from now on it is a free object in a sheaf.
         unsafe { write_word(fp, s.sheaf_marker()) };
         true
-    }
-
-    /// The double-free test and the sheaf marker, then [`Kmem::free_marked`] (or, `LOCAL`,
-    /// its one-node part).
-    #[inline(always)]
-    fn mark_free<'a, const LOCAL: bool>(
-        &'a self,
-        s: &KmemCache,
-        slab: impl SlabRef<'a>,
-        obj: usize,
-        off: usize,
-        slow: impl FnOnce(),
-    ) {
-        if !self.mark_sheaf_object(s, obj) {
-            return self.free_suspect(s, slab, off as u32, obj - off, slow);
-        }
-        if LOCAL {
-            self.free_marked_local(s, slab, obj, off, slow)
-        } else {
-            self.free_marked(s, slab, obj, off, slow)
-        }
     }
 
     /// The end of every free: the object, its free-pointer word already the sheaf marker,
