@@ -668,3 +668,58 @@ fn library_loads_nothing_but_libc() {
         assert!(lib.starts_with("libc.so") || lib.starts_with("ld-linux"), "libkmem_malloc.so needs {lib}: {needed:?}");
     }
 }
+
+/// `link/startup.ld` (`scripts/startup_layout.sh`) gathers the code that start-up runs into
+/// `.text.kmem_startup`: the section exists and holds `malloc`, `free` and the machine's boot,
+/// and every pattern of the script still names a function of the library, so a renamed
+/// function cannot silently fall out of the group (regenerate the script then).
+#[test]
+fn startup_code_is_gathered() {
+    let so = lib();
+    if !installed("startup_code_is_gathered", "readelf") || !installed("startup_code_is_gathered", "nm") {
+        return;
+    }
+    let sections = Command::new("readelf").args(["-S", "-W"]).arg(so).output().expect("run readelf");
+    let sections = String::from_utf8_lossy(&sections.stdout);
+    // `[Nr] Name Type Address Off Size ...`
+    let (start, size) = sections
+        .lines()
+        .find_map(|l| {
+            let w: Vec<&str> = l.split(']').nth(1)?.split_whitespace().collect();
+            (w.first() == Some(&".text.kmem_startup"))
+                .then(|| (u64::from_str_radix(w[2], 16).unwrap(), u64::from_str_radix(w[4], 16).unwrap()))
+        })
+        .unwrap_or_else(|| panic!("no .text.kmem_startup section in {}:\n{sections}", so.display()));
+    let nm = Command::new("nm").args(["--defined-only"]).arg(so).output().expect("run nm");
+    let nm = String::from_utf8_lossy(&nm.stdout);
+    let funcs: Vec<(u64, &str)> = nm
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let (a, t, n) = (w.next()?, w.next()?, w.next()?);
+            matches!(t, "t" | "T" | "w" | "W")
+                .then(|| (u64::from_str_radix(a, 16).ok(), n))
+                .and_then(|(a, n)| Some((a?, n)))
+        })
+        .collect();
+    let inside = |name: &str| funcs.iter().any(|&(a, n)| n.contains(name) && (start..start + size).contains(&a));
+    for f in ["malloc", "free", "MachineBuilder5build", "create_kmalloc_caches"] {
+        assert!(inside(f), "{f} is not in .text.kmem_startup ({start:#x}, {size:#x} bytes)");
+    }
+    let script = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("link/startup.ld")).unwrap();
+    let mut patterns = 0;
+    for l in script.lines() {
+        // `*(.text.PATTERN .text.unlikely.PATTERN)`
+        let Some(p) = l.trim().strip_prefix("*(.text.").and_then(|r| r.split_whitespace().next()) else { continue };
+        patterns += 1;
+        let matches = match p.strip_suffix('*') {
+            Some(prefix) => funcs.iter().any(|&(_, n)| n.starts_with(prefix)),
+            None => funcs.iter().any(|&(_, n)| n == p),
+        };
+        assert!(
+            matches,
+            "startup.ld names `{p}`, which no function of the library matches: run scripts/startup_layout.sh"
+        );
+    }
+    assert!(patterns > 50, "startup.ld has {patterns} patterns");
+}
