@@ -78,9 +78,9 @@ impl<P: Platform> Kmem<P> {
         let addr = p as usize;
         // NULL and ZERO_SIZE_PTR need no test of their own: they are outside the direct map,
         // or in a frame boot reserved (`Kmem::boot`), never in a slab.
-        if let Some((slab, c, off, word)) = self.plain_slab_of(addr) {
-            if c.is_plain_object(off) {
-                return self.free_checked_fast_then(c, slab, addr, off, word, slow);
+        if let Some(o) = self.plain_slab_of(addr) {
+            if o.chk.is_plain_object(o.off) {
+                return self.free_checked_id_then(o.chk, o.id, o.slab, addr, o.off, o.word, slow);
             }
         }
         other(p)

@@ -403,9 +403,9 @@ impl<P: Platform> Kmem<P> {
             return 0;
         }
         // An object of a plain slab first: its head's word names the cache (see slab/free.rs).
-        if let Some((slab, c, off, word)) = self.plain_slab_of(addr) {
-            if c.is_plain_object(off) {
-                self.free_checked_fast_then(c, slab, addr, off, word, || {});
+        if let Some(o) = self.plain_slab_of(addr) {
+            if o.chk.is_plain_object(o.off) {
+                self.free_checked_id_then(o.chk, o.id, o.slab, addr, o.off, o.word, || {});
                 return 0;
             }
         }

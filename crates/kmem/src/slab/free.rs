@@ -22,14 +22,16 @@
 //! is the frame of the object's physical address rounded down to the named cache's slab
 //! size (`plain_slab_off`: one descriptor read; `kfree`, which has no cache, reads the word
 //! from the object's own page, a tail carrying its head's, and then rounds down by the
-//! cache it names: `plain_slab_of`); then the offset must start one of the slab's objects (one
-//! multiply, a rotate and a compare: `KmemCache::slot_index`). Everything else (another cache's object, a
+//! record its cache id has beside the id table: `plain_slab_of`, `fast_check.rs`); then the
+//! offset must start one of the slab's objects (one multiply, a rotate and a compare:
+//! `KmemCache::slot_index`, or the record's). Everything else (another cache's object, a
 //! debug cache, a coloured or fallback slab, a bad pointer) takes the careful path, which
 //! classifies the pointer fully and reports.
 
 use core::ptr::NonNull;
 
 use super::cache::KmemCache;
+use super::fast_check::FastCheck;
 use super::object::{read_word, write_word};
 use super::sheaf::SlubStat;
 use super::slab_page::{Slab, SlabRef};
@@ -46,6 +48,42 @@ pub(crate) enum Lookup<'a> {
     Invalid(Slab<'a>, &'a KmemCache),
     /// Not in any slab.
     NotSlab,
+}
+
+/// What the double-free test needs of a cache: a cache's descriptor, or the record `kfree`'s
+/// fast path keeps of it ([`FastCheck`]).
+pub(crate) trait FreeTag {
+    /// The address of object `obj`'s free-pointer word.
+    fn fp_addr(&self, obj: usize) -> usize;
+    /// The cache's marker: its high half is the tag every free object's word carries; the
+    /// whole word is the sheaf marker.
+    fn marker(&self) -> u64;
+}
+
+impl FreeTag for KmemCache {
+    #[inline(always)]
+    fn fp_addr(&self, obj: usize) -> usize {
+        KmemCache::fp_addr(self, obj)
+    }
+    #[inline(always)]
+    fn marker(&self) -> u64 {
+        self.sheaf_marker()
+    }
+}
+
+/// The double-free test: `false` if the object's free-pointer word carries the cache's tag,
+/// as a free object's does (the caller's suspect path decides); else the word becomes the
+/// sheaf marker, and the object a free object on its way to a sheaf.
+#[inline(always)]
+fn mark_sheaf_object(t: &impl FreeTag, obj: usize) -> bool {
+    let (fp, marker) = (t.fp_addr(obj), t.marker());
+    // SAFETY: the free-pointer word of an object of a live slab, which the caller owns.
+    if tagged(unsafe { read_word(fp) }, marker) {
+        return false;
+    }
+    // SAFETY: the object is the caller's; from now on it is a free object in a sheaf.
+    unsafe { write_word(fp, marker) };
+    true
 }
 
 impl<P: Platform> Kmem<P> {
@@ -184,7 +222,7 @@ impl<P: Platform> Kmem<P> {
     /// else the slow path (which resolves `slab`). The careful paths' free.
     #[inline(always)]
     pub(crate) fn free_checked<'a>(&'a self, s: &KmemCache, slab: impl SlabRef<'a>, obj: usize, off: usize) {
-        if !self.mark_sheaf_object(s, obj) {
+        if !mark_sheaf_object(s, obj) {
             return self.free_suspect(s, slab, off as u32, obj - off, || {});
         }
         self.free_marked(s, slab, obj, off, || {})
@@ -230,6 +268,56 @@ impl<P: Platform> Kmem<P> {
         self.mark_and_push(s, slab, obj, off, slow, || self.free_fast_word(word, obj))
     }
 
+    /// [`Kmem::free_checked_fast_then`] for `kfree`, which found the cache's id (below
+    /// [`FAST_IDS`](super::fast_table::FAST_IDS)) in the object's page and tested the object
+    /// with the id's record (`fast_check.rs`), not with the cache's descriptor: the fast
+    /// path never loads it; its slow paths look the cache up by `id`.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn free_checked_id_then<'a>(
+        &'a self,
+        chk: &FastCheck,
+        id: usize,
+        slab: impl SlabRef<'a>,
+        obj: usize,
+        off: usize,
+        word: usize,
+        slow: impl FnOnce(),
+    ) {
+        if !mark_sheaf_object(chk, obj) {
+            return self.free_id_cold(id, slab, obj, off, None, slow);
+        }
+        match self.free_fast_word(word, obj) {
+            Some(true) => {}
+            pushed => self.free_id_cold(id, slab, obj, off, Some(pushed), slow),
+        }
+    }
+
+    /// [`Kmem::free_checked_id_then`]'s slow paths, with the cache found by its id: the
+    /// suspect path (`pushed` `None`: the object looked free) or [`Kmem::free_pushed`]'s.
+    #[cold]
+    #[inline(never)]
+    fn free_id_cold<'a>(
+        &'a self,
+        id: usize,
+        slab: impl SlabRef<'a>,
+        obj: usize,
+        off: usize,
+        pushed: Option<Option<bool>>,
+        slow: impl FnOnce(),
+    ) {
+        // The id names the cache that made the object's slab: it gives its id back only
+        // after its last slab is gone.
+        let Some(s) = self.slab().cache(id as u32) else {
+            debug_assert!(false, "a slab of fast id {id} without its cache");
+            return;
+        };
+        match pushed {
+            None => self.free_suspect(s, slab, off as u32, obj - off, slow),
+            Some(pushed) => self.free_pushed(s, slab, obj, off, pushed, slow),
+        }
+    }
+
     /// The one-node fast frees' common body: the double-free test and the sheaf marker, the
     /// fast push `push` makes, then [`Kmem::free_pushed`].
     #[inline(always)]
@@ -242,26 +330,11 @@ impl<P: Platform> Kmem<P> {
         slow: impl FnOnce(),
         push: impl FnOnce() -> Option<bool>,
     ) {
-        if !self.mark_sheaf_object(s, obj) {
+        if !mark_sheaf_object(s, obj) {
             return self.free_suspect(s, slab, off as u32, obj - off, slow);
         }
         let pushed = push();
         self.free_pushed(s, slab, obj, off, pushed, slow)
-    }
-
-    /// The double-free test: `false` if the object's free-pointer word carries the cache's
-    /// tag, as a free object's does (the caller's suspect path decides); else the word
-    /// becomes the sheaf marker, and the object a free object on its way to a sheaf.
-    #[inline(always)]
-    fn mark_sheaf_object(&self, s: &KmemCache, obj: usize) -> bool {
-        let fp = s.fp_addr(obj);
-        // SAFETY: the free-pointer word of an object of a live slab, which the caller owns.
-        if tagged(unsafe { read_word(fp) }, s.marker) {
-            return false;
-        }
-        // SAFETY: the object is the caller's; from now on it is a free object in a sheaf.
-        unsafe { write_word(fp, s.sheaf_marker()) };
-        true
     }
 
     /// The end of every free: the object, its free-pointer word already the sheaf marker,

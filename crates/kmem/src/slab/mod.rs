@@ -70,7 +70,9 @@
 //!   (an exact division: a multiply, a rotate, a compare), and pushes: no tail-to-head step, no cache table, no colour, no slab word.
 //!   `kfree` reads the word from the object's own page (a slab's tail pages carry their
 //!   head's word in their `next` link, set when the slab is made and reset when it ends),
-//!   finds the cache by its id, and rounds down to the head the same way.
+//!   tests the object with its cache id's record (`fast_check.rs`: a copy of the cache's
+//!   constants beside the id table, so the descriptor is not loaded), and rounds down to the
+//!   head the same way.
 //!   Anything else takes the careful path.
 //! - **The double-free check** (`free.rs`): a free object's free-pointer word carries the
 //!   cache's tag in its high half (the sheaf marker in a sheaf, the encoded next offset on a
@@ -141,6 +143,7 @@ pub use cpu_sheaves::CPU_STASH_MAX;
 pub(crate) mod create;
 pub mod debug;
 mod defer;
+pub(crate) mod fast_check;
 pub(crate) mod fast_table;
 mod flags;
 pub(crate) mod free;

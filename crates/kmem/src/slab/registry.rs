@@ -5,6 +5,7 @@
 use core::fmt;
 
 use super::cache::{absent_addr, reserved_addr, KmemCache, MAX_CACHES};
+use super::fast_check::FastCheck;
 use super::fast_table::FAST_IDS;
 use super::layout::OrderParams;
 use crate::mm::page::MAX_SLAB_CACHE_ID;
@@ -91,13 +92,29 @@ pub(crate) const SHEAF_CACHE_ID: u32 = 2;
 /// The cache-id table: `MAX_CACHES` slots holding descriptor addresses. Every slot below
 /// [`FAST_IDS`] names a readable descriptor: a live cache's, or for a free id the absent
 /// descriptor ([`absent_addr`]) and for a reserved one its twin ([`reserved_addr`]), neither
-/// with any objects, so that the free fast path (which admits only those ids) uses a slot's
-/// descriptor without testing the slot ([`SlabState::cache_of_plain_word`]). A free slot from
+/// with any objects. (The free fast path no longer reads slots: it tests objects with the
+/// ids' [`FastCheck`] records, [`SlabState::check_of_plain_word`].) A free slot from
 /// [`FAST_IDS`] on may also be 0: the table is a zeroed block, and only its first slots are
 /// written when it is installed, so that its other pages stay untouched until ids reach them
 /// (3 page faults fewer at a process's start). (Loom's models keep 0 for free and 1 for
 /// reserved, and the test.)
-pub(crate) type IdTable = [AtomicUsize; MAX_CACHES];
+///
+/// The block begins with the fast ids' [`FastCheck`] records (`kfree`'s fast path tests an
+/// object with its id's record, `fast_check.rs`); the slots follow. Both are reached through
+/// [`SlabState::ids`]; the slots by indexing the table (it derefs to them).
+#[repr(C)]
+pub(crate) struct IdTable {
+    pub(crate) checks: [FastCheck; FAST_IDS],
+    slots: [AtomicUsize; MAX_CACHES],
+}
+
+impl core::ops::Deref for IdTable {
+    type Target = [AtomicUsize; MAX_CACHES];
+    #[inline(always)]
+    fn deref(&self) -> &Self::Target {
+        &self.slots
+    }
+}
 
 /// The machine's slab registry (lives in the machine state, so it is kept small: the id
 /// table and the call-site depot are page-allocator blocks allocated when first needed).
@@ -254,7 +271,11 @@ impl SlabState {
         debug_assert!(g.holds(&self.list_lock));
         if let Some(t) = self.id_table() {
             for (id, c) in [(BOOT_CACHE_ID, &self.boot_cache), (SHEAF_CACHE_ID, &self.sheaf_cache)] {
-                t[id as usize].store(c.load(Ordering::Acquire), Ordering::Release);
+                let p = c.load(Ordering::Acquire);
+                if let Some(d) = Self::live_cache(p) {
+                    t.checks[id as usize].set(d);
+                }
+                t[id as usize].store(p, Ordering::Release);
             }
         }
     }
@@ -277,54 +298,40 @@ impl SlabState {
         Self::live_cache(p)
     }
 
-    /// The cache of a plain slab's word (a page's [`Page::slab_word_any`](crate::mm::page::Page::slab_word_any))
-    /// and its id, or `None` if the word is no plain slab's of a cache with an id below
-    /// [`FAST_IDS`] (the free fast paths' caches: their CPUs' sheaves have entries in the
-    /// fast tables, `fast_table.rs`). A plain slab's word is the plain word of id 0 plus the
-    /// cache's id: one subtraction and one bound test decide both, and the bound keeps the
-    /// index in the tables (the fast free
-    /// path's lookup: a page-type test, a plain-bit test and a mask cost two instructions
-    /// more; the compiler's widening of the index for the table eats one of the two).
-    /// `ids` needs no test either: a slab exists, so `kmem_cache_init` has pointed it at a
-    /// table. Nor does the slot: every slot names a readable descriptor ([`IdTable`]), and a
-    /// free or reserved id's has no objects, which the caller's object test then finds (a
-    /// slot test cost two instructions).
+    /// The [`FastCheck`] record of a plain slab's word (a page's
+    /// [`Page::slab_word_any`](crate::mm::page::Page::slab_word_any)) and its id, or `None`
+    /// if the word is no plain slab's of an id below [`FAST_IDS`] (the free fast paths'
+    /// caches: their CPUs' sheaves have entries in the fast tables, `fast_table.rs`).
+    /// `kfree`'s fast path (`fast_check.rs`). A plain slab's word is the plain word of id 0
+    /// plus the cache's id: one subtraction and one bound test decide both, and the bound
+    /// keeps the index in the tables. `ids` needs no test: a slab exists, so
+    /// `kmem_cache_init` has pointed it at a table. Nor does the record: a free or reserved
+    /// id's admits no object, which the caller's object test then finds.
     #[inline(always)]
-    pub(crate) fn cache_of_plain_word(&self, word: u32) -> Option<(&KmemCache, usize)> {
+    pub(crate) fn check_of_plain_word(&self, word: u32) -> Option<(&FastCheck, usize)> {
         const { assert!(FAST_IDS <= MAX_CACHES && MAX_CACHES <= MAX_SLAB_CACHE_ID as usize + 1) };
         let id = word.wrapping_sub(crate::mm::page::Page::slab_word(0, true)) as usize;
         if id >= FAST_IDS {
             return None;
         }
         #[cfg(loom)]
-        {
-            let p = self.id_table()?[id].load(Ordering::Acquire);
-            Self::live_cache(p).map(|c| (c, id))
-        }
+        let t = self.id_table()?;
         #[cfg(not(loom))]
-        {
+        let t = {
             let p = self.ids.load(Ordering::Acquire);
             debug_assert_ne!(p, 0, "a slab before the first kmem_cache_create");
-            // SAFETY: a plain slab word names a cache registered in the id table, so the table
-            // is installed: `ids` is 0 until the first `kmem_cache_create` installs the
-            // machine's own (the boot caches are registered in it, and no slab of any cache
-            // exists before), a block of an IdTable's size that is never freed. (A shared
-            // static table of absent descriptors, for the time before, cost 2,048 load-time
-            // relocations and 4 page faults in every process under `LD_PRELOAD`.)
-            let t = unsafe { &*(p as *const IdTable) };
-            let p = t[id].load(Ordering::Acquire);
-            debug_assert!(p != 0, "an id table slot names no descriptor");
-            // SAFETY: every slot names a descriptor that outlives the reference: a live
-            // cache's (unregistered, under the list lock, before its descriptor is freed, and
-            // only after its last slab is gone, so a slab page naming it cannot outlive it),
-            // or the absent descriptor or its reserved twin, statics that are never written
-            // (`init_id_table` fills a table before `install_table` publishes it). So it is
-            // never 0 (telling the compiler spares the caller a null test of the `Option`).
+            // SAFETY: a plain slab word means a slab exists, so the table is installed: `ids`
+            // is 0 until the first `kmem_cache_create` installs the machine's own (the boot
+            // caches are registered in it, and no slab of any cache exists before), a block
+            // of an IdTable's size that is never freed. (A shared static table, for the time
+            // before, cost 2,048 load-time relocations and 4 page faults in every process
+            // under `LD_PRELOAD`.) Telling the compiler it is not 0 spares a null test.
             unsafe {
                 core::hint::assert_unchecked(p != 0);
-                Some((&*(p as *const KmemCache), id))
+                &*(p as *const IdTable)
             }
-        }
+        };
+        Some((&t.checks[id], id))
     }
 
     /// The live cache a slot value names, if any (not a free or a reserved id).
@@ -372,6 +379,9 @@ impl SlabState {
         }
         self.head.store(c as *const _ as usize, Ordering::Release);
         if let Some(t) = self.id_table() {
+            if let Some(r) = t.checks.get(c.id as usize) {
+                r.set(c);
+            }
             t[c.id as usize].store(c as *const _ as usize, Ordering::Release);
         }
     }
@@ -391,6 +401,9 @@ impl SlabState {
             unsafe { &*(next as *const KmemCache) }.list_prev.store(prev, Ordering::Relaxed);
         }
         if let Some(t) = self.id_table() {
+            if let Some(r) = t.checks.get(c.id as usize) {
+                r.clear();
+            }
             t[c.id as usize].store(absent_addr(), Ordering::Release);
         }
     }
@@ -477,7 +490,7 @@ mod tests {
         let reports = || crate::ReportKind::ALL.iter().map(|&r| k.report_count(r)).sum::<u64>();
         for (n, id) in [free, reserved].into_iter().enumerate() {
             page.set_slab(id, 0, true);
-            assert!(st.cache_of_plain_word(page.slab_word_any()).is_some_and(|(d, _)| !d.is_plain_object(0)));
+            assert!(st.check_of_plain_word(page.slab_word_any()).is_some_and(|(r, _)| !r.is_plain_object(0)));
             // SAFETY: not a live kmalloc object: kfree must see that and report it, nothing
             // more (the page is ours and its bytes are not touched).
             unsafe { k.kfree(addr as *const u8) };
@@ -489,9 +502,24 @@ mod tests {
             st.release_id_locked(&g, reserved);
         }
         assert_eq!(t[reserved as usize].load(Ordering::Relaxed), super::absent_addr(), "released");
+        // A destroyed cache's id: its record admits no object any more (kfree's fast path
+        // tests with the record alone, `fast_check.rs`).
+        let d = k.kmem_cache_create("ids-d", 64, 0, SlabFlags::NO_MERGE, None).unwrap();
+        let gone = d.id;
+        let obj = k.kmem_cache_alloc(&d, crate::Gfp::KERNEL).unwrap();
+        assert!(t.checks[gone as usize].is_plain_object(0), "a live cache's record admits object 0");
+        // SAFETY: ours, freed once.
+        unsafe { k.kmem_cache_free(&d, obj) };
+        drop(d);
+        page.set_slab(gone, 0, true);
+        assert!(!t.checks[gone as usize].is_plain_object(0), "destroy emptied the record");
+        // SAFETY: as above.
+        unsafe { k.kfree(addr as *const u8) };
+        assert_eq!(reports(), 3, "reported, not freed");
+        page.clear_slab();
         // SAFETY: our page, its descriptor as it was, freed once.
         unsafe { k.__free_pages(pages, order) };
         drop(c);
-        assert_eq!(reports(), 2, "the page went back unremarked");
+        assert_eq!(reports(), 3, "the page went back unremarked");
     }
 }

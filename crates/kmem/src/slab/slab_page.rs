@@ -63,6 +63,18 @@ impl<'a> SlabRef<'a> for SlabHead<'a> {
     }
 }
 
+/// What [`Kmem::plain_slab_of`] finds of an address in a plain slab of a fast id: the slab
+/// (by the address), the id's [`FastCheck`](super::fast_check::FastCheck) record, the id,
+/// the address's offset in the slab (not tested yet: the record's object test does that) and
+/// the id's entry in the CPUs' fast tables.
+pub(crate) struct PlainObject<'a> {
+    pub slab: SlabPa<'a>,
+    pub chk: &'a super::fast_check::FastCheck,
+    pub id: usize,
+    pub off: usize,
+    pub word: usize,
+}
+
 /// A plain slab by the physical address of one of its objects alone (what `kfree` finds):
 /// the slow paths that need the head's descriptor look it up (`off` bytes before the
 /// object), so the fast free keeps one register fewer live than with the object's frame's
@@ -312,18 +324,18 @@ impl<P: Platform> Kmem<P> {
     /// limit is both the range test and the descriptor lookup's (`Memmap::dense_page`);
     /// anything else takes the checked way, `frame_below_limit`.
     #[inline(always)]
-    pub(crate) fn plain_slab_of(&self, addr: usize) -> Option<(SlabPa<'_>, &KmemCache, usize, usize)> {
+    pub(crate) fn plain_slab_of(&self, addr: usize) -> Option<PlainObject<'_>> {
         let st = self.state();
         let pa = addr.wrapping_sub(st.direct_map.base.as_usize());
         let page = match st.memmap.dense_page(pa) {
             Some(page) => page,
             None => self.frame_below_limit(st, pa, pa)?,
         };
-        let (c, id) = st.slab.cache_of_plain_word(page.slab_word_any())?;
-        let off = pa & c.off_mask as usize;
+        let (chk, id) = st.slab.check_of_plain_word(page.slab_word_any())?;
+        let off = chk.slab_off(pa);
         // The head, for the slow paths, is `off` bytes before: resolved by them.
         let slab = SlabPa { pa, _memmap: core::marker::PhantomData };
-        Some((slab, c, off, super::fast_table::FastTable::id_word(id)))
+        Some(PlainObject { slab, chk, id, off, word: super::fast_table::FastTable::id_word(id) })
     }
 
     /// The descriptor of the frame at physical address `pa` by the checked way, if `tested`
