@@ -571,10 +571,14 @@ fn armed_failslab_reaches_kmalloc_try_fast() {
     assert!(m.kmalloc_try_fast(64, Gfp::ATOMIC).is_none(), "armed: the careful path's");
     assert!(m.kmalloc(64, Gfp::ATOMIC).is_err());
     m.failslab().unwrap().set_probability(0);
+    // Disarming gives the CPUs' class entries back lazily: the class's next allocation on
+    // this CPU is careful and fills it, the one after is fast again.
+    let r = m.kmalloc(64, Gfp::ATOMIC).expect("disarmed");
     let q = m.kmalloc_try_fast(64, Gfp::ATOMIC).expect("disarmed: the fast path again");
     // SAFETY: ours, not used afterwards.
     unsafe {
         m.kfree(p.as_ptr());
         m.kfree(q.as_ptr());
+        m.kfree(r.as_ptr());
     }
 }

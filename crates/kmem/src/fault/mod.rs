@@ -270,12 +270,9 @@ impl<P: Platform> Kmem<P> {
         let sl = self.slab();
         let lg = sl.list_lock.lock_irqsave(self.platform());
         let armed = self.caches_armed();
-        sl.for_each_locked(&lg, |c| {
-            self.set_machine_word(c, armed);
-            if !armed {
-                self.fast_table_restore_class(c);
-            }
-        });
+        // Disarming gives no class entry back: each CPU fills its own on its next careful
+        // allocation of the class (`fast_table.rs`).
+        sl.for_each_locked(&lg, |c| self.set_machine_word(c, armed));
         if armed {
             self.fast_table_disarm_classes();
         }

@@ -259,7 +259,7 @@ impl<P: Platform> Kmem<P> {
         let (p, t) = self.try_pin_fast_table()?;
         // SAFETY: the pinned CPU's table.
         let t = unsafe { FastTable::at(t) };
-        let obj = t.pcs(FastTable::class_word(index)).and_then(|pcs| pcs.main()).and_then(Sheaf::pop);
+        let obj = t.main(FastTable::class_word(index)).and_then(Sheaf::pop);
         self.platform().unpin_cpu_fast(p);
         let obj = obj?;
         // The object is ours now: its free pointer stops looking like a free object's (the

@@ -277,8 +277,14 @@ impl<P: Platform> Kmem<P> {
             let p = self.platform().pin_cpu();
             let pcs = s.pcs(self, p.cpu.index());
             pcs.stat(SlubStat::AllocSlowpath);
+            let had_main = pcs.main_addr() != 0;
             let got = self.refill_main(s, pcs, local);
             let has_main = pcs.main().is_some();
+            if has_main && !had_main {
+                // The CPU's first main sheaf of the cache (from the barn): its class entry,
+                // which mirrored no sheaf, names it now (`fast_table.rs`).
+                self.fast_table_fill(s, p.cpu.index(), pcs);
+            }
             self.platform().unpin_cpu(p);
             match got {
                 Got::Object(obj, retired) => {

@@ -4,7 +4,7 @@
 //! protocol).
 
 use super::sheaf::{Sheaf, SlubStat};
-use crate::sync::{array_of, const_fn_unless_loom, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{array_of, const_fn_unless_loom, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// One CPU's sheaves for one cache (`struct slub_percpu_sheaves`), plus its statistics.
 /// Zero is the initial state: no sheaves yet (the first allocation or free on the CPU gets
@@ -12,12 +12,20 @@ use crate::sync::{array_of, const_fn_unless_loom, AtomicU64, AtomicUsize, Orderi
 #[repr(C, align(64))]
 #[derive(Debug)]
 pub(crate) struct CpuSheaves {
-    // Two cache lines: the sheaf pointers, then the statistics.
+    // Two cache lines: the sheaf pointers and the fast-table entries that mirror `main`,
+    // then the statistics and the stash.
     /// Address of the main sheaf, 0 if none.
     pub(super) main: AtomicUsize,
     /// Address of the spare sheaf, 0 if none.
     pub(super) spare: AtomicUsize,
-    stats: [AtomicU64; SlubStat::COUNT],
+    /// The CPU's fast-table entries that mirror `main` (`fast_table.rs`): the address of the
+    /// id entry naming these sheaves, and of the class entry, 0 for none. Set by the CPU
+    /// when it fills them; every change of `main` carries through to them.
+    id_slot: AtomicUsize,
+    class_slot: AtomicUsize,
+    /// Linux's `unsigned int stat[]` (`kmem_cache_cpu`): 32 bits a counter, wrapping, summed
+    /// over the CPUs in 64.
+    stats: [AtomicU32; SlubStat::COUNT],
     /// The CPU's stash of sheaves beyond main and spare ([`SlabBootConfig::cpu_stash`](super::SlabBootConfig::cpu_stash)):
     /// a list through the sheaves' `next` words, full and empty ones mixed, and the objects
     /// they hold; packed in one word ([`Stash`]) so that other CPUs can count the objects
@@ -53,7 +61,9 @@ impl CpuSheaves {
             Self {
                 main: AtomicUsize::new(0),
                 spare: AtomicUsize::new(0),
-                stats: array_of![AtomicU64::new(0); SlubStat::COUNT],
+                id_slot: AtomicUsize::new(0),
+                class_slot: AtomicUsize::new(0),
+                stats: array_of![AtomicU32::new(0); SlubStat::COUNT],
                 stash: AtomicU64::new(0),
             }
         }
@@ -78,7 +88,47 @@ impl CpuSheaves {
     pub(crate) fn set_main(&self, s: usize) -> usize {
         let old = self.main.load(Ordering::Relaxed);
         self.main.store(s, Ordering::Relaxed);
+        self.main_changed(old, s);
         old
+    }
+    /// The address `main` holds (0: none), what the fast-table entries mirror.
+    #[inline]
+    pub(crate) fn main_addr(&self) -> usize {
+        self.main.load(Ordering::Relaxed)
+    }
+    /// Makes the fast-table entries that mirror `main` name `new` (it was `old`): the id
+    /// entry always; the class entry only if it still names `old`, a sheaf (a
+    /// compare-and-swap): arming clears class entries from other CPUs, and a stale store
+    /// must not bring one back (`fast_table.rs`).
+    #[inline]
+    fn main_changed(&self, old: usize, new: usize) {
+        if old == new {
+            return;
+        }
+        let id = self.id_slot.load(Ordering::Relaxed);
+        if id != 0 {
+            // SAFETY: a word of this CPU's fast table (set by `mirror_in`), which is never
+            // freed.
+            unsafe { &*(id as *const AtomicUsize) }.store(new, Ordering::Release);
+        }
+        let class = self.class_slot.load(Ordering::Relaxed);
+        // An empty entry means "fill me" as well as "cleared by arming": one that mirrored no
+        // sheaf is left for the next careful allocation to fill (with its armed test).
+        if class != 0 && old != 0 {
+            // SAFETY: as above.
+            let w = unsafe { &*(class as *const AtomicUsize) };
+            let _ = w.compare_exchange(old, new, Ordering::AcqRel, Ordering::Relaxed);
+        }
+    }
+    /// Records the fast-table entries that mirror `main` (the CPU's owner, pinned, as it
+    /// fills them): `id` and `class` are the entries' addresses, or 0 to leave one as is.
+    pub(crate) fn mirror_in(&self, id: usize, class: usize) {
+        if id != 0 {
+            self.id_slot.store(id, Ordering::Relaxed);
+        }
+        if class != 0 {
+            self.class_slot.store(class, Ordering::Relaxed);
+        }
     }
     /// Replaces the spare; returns the old one's address.
     #[inline]
@@ -90,19 +140,20 @@ impl CpuSheaves {
     /// Swaps main and spare.
     #[inline]
     pub(crate) fn swap(&self) {
-        let m = self.main.load(Ordering::Relaxed);
-        self.main.store(self.spare.load(Ordering::Relaxed), Ordering::Relaxed);
+        let (m, sp) = (self.main.load(Ordering::Relaxed), self.spare.load(Ordering::Relaxed));
+        self.main.store(sp, Ordering::Relaxed);
         self.spare.store(m, Ordering::Relaxed);
+        self.main_changed(m, sp);
     }
     /// Counts an event (the CPU's owner, pinned).
     #[inline]
     pub(crate) fn stat(&self, s: SlubStat) {
         let c = &self.stats[s as usize];
-        c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
     }
     /// A counter's value.
     pub(crate) fn stat_value(&self, s: SlubStat) -> u64 {
-        self.stats[s as usize].load(Ordering::Relaxed)
+        self.stats[s as usize].load(Ordering::Relaxed) as u64
     }
     /// Objects in the main and spare sheaves and the stash (racy).
     pub(crate) fn objects(&self) -> usize {
@@ -171,3 +222,73 @@ impl CpuSheaves {
 }
 
 const _: () = assert!(core::mem::size_of::<CpuSheaves>() == 128 || cfg!(loom));
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    //! Loom model of a class entry's protocol (`fast_table.rs`): the CPU fills its entry
+    //! (Dekker's pattern with arming: store, full fence, test the armed state) and then
+    //! changes its main sheaf twice (`set_main` carries the change through to the entry with
+    //! a compare-and-swap), while another CPU arms (store the armed state, full fence, clear
+    //! the entry). Once both are done, the entry must be empty: a class entry must never
+    //! name a sheaf while something is armed. (A plain store in `main_changed` instead of
+    //! the compare-and-swap fails it.)
+    //!
+    //! The handshake itself relies on two `SeqCst` fences (the fill's and the arming's),
+    //! which loom models as acquire-release ones: with them it finds a run where the fill's
+    //! test misses an arming that happened before it, which C++20's fence rules (and x86's
+    //! `mfence`) exclude. The model gives the handshake the same guarantee with
+    //! read-modify-writes of the armed word on both sides (totally ordered, each
+    //! synchronizing with the one before it), and checks what the entries' mirroring added:
+    //! the main sheaf's changes carried through. The clears are swaps, as in the code: loom
+    //! let a plain store that raced with the compare-and-swap land before the value the
+    //! compare-and-swap had read.
+
+    use loom::sync::Arc;
+
+    use super::CpuSheaves;
+    use crate::sync::{AtomicUsize, Ordering};
+    use crate::testing::loom::model;
+
+    struct World {
+        pcs: CpuSheaves,
+        entry: AtomicUsize,
+        armed: AtomicUsize,
+    }
+
+    #[test]
+    fn loom_tests_arming_leaves_no_class_entry() {
+        model(|| {
+            let w = Arc::new(World { pcs: CpuSheaves::new(), entry: AtomicUsize::new(0), armed: AtomicUsize::new(0) });
+            // Sheaf addresses are only stored and compared here, never followed.
+            w.pcs.set_main(0x1000);
+            let armer = {
+                let w = w.clone();
+                loom::thread::spawn(move || {
+                    // `fast_table_disarm_classes`: the armed state (its store and fence as
+                    // one read-modify-write), then the entry cleared if set.
+                    w.armed.fetch_add(1, Ordering::AcqRel);
+                    if w.entry.load(Ordering::Relaxed) != 0 {
+                        w.entry.swap(0, Ordering::AcqRel);
+                    }
+                })
+            };
+            // The CPU's fill (`Kmem::fast_table_fill`'s class part), its fence and test of
+            // the armed state as one read-modify-write.
+            if w.armed.load(Ordering::Relaxed) == 0 {
+                w.pcs.mirror_in(0, &w.entry as *const AtomicUsize as usize);
+                w.entry.store(w.pcs.main_addr(), Ordering::Release);
+                if w.armed.fetch_add(0, Ordering::AcqRel) != 0 {
+                    w.entry.swap(0, Ordering::AcqRel);
+                }
+            }
+            // Its slow paths change the main sheaf: a trade, an exchange with the spare, and
+            // another trade.
+            w.pcs.set_spare(0x4000);
+            w.pcs.set_main(0x2000);
+            w.pcs.swap();
+            w.pcs.set_main(0x3000);
+            armer.join().unwrap();
+            assert_eq!(w.entry.load(Ordering::Relaxed), 0, "armed, and the class entry names a sheaf");
+        });
+    }
+}

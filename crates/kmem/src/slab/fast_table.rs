@@ -1,7 +1,7 @@
-//! Each CPU's fast table: the addresses of the CPU's sheaves ([`CpuSheaves`]) of the caches
-//! the fast paths serve, indexed the way those paths know the cache: by kmalloc class (what
-//! `malloc` and `kmalloc` know before they touch anything) and by cache id (what `kfree`
-//! reads in the object's page descriptor).
+//! Each CPU's fast table: the addresses of the CPU's main sheaves of the caches the fast
+//! paths serve, indexed the way those paths know the cache: by kmalloc class (what `malloc`
+//! and `kmalloc` know before they touch anything) and by cache id (what `kfree` reads in the
+//! object's page descriptor).
 //!
 //! Without it, a fast path went from the machine to its kmalloc table, the class's cache,
 //! the cache's table of per-CPU addresses and the CPU's sheaves: a chain of dependent
@@ -16,12 +16,20 @@
 //!
 //! # Entries
 //!
-//! An entry is 0 or the address of the CPU's `CpuSheaves` of one live cache, which never
-//! moves while the cache lives. Entries are a cache of `KmemCache::pcs`, filled lazily:
+//! An entry is 0 or the address of the CPU's main sheaf of one live cache: the fast path
+//! goes from the entry to the sheaf's count (since 2026-12-05 late night; it named the
+//! CPU's [`CpuSheaves`] before, one dependent load and a null test more on every
+//! allocation and free). Entries mirror `CpuSheaves::main`, filled lazily:
 //!
 //! - **Filled** by the CPU itself, pinned, on its careful paths ([`Kmem::fast_table_fill`]:
 //!   an allocation that found the entry empty, a free that did), so a machine of many
-//!   possible CPUs never touches the per-CPU memory of CPUs that do not allocate.
+//!   possible CPUs never touches the per-CPU memory of CPUs that do not allocate. The fill
+//!   also tells the `CpuSheaves` where its entries are (`mirror_in`).
+//! - **Kept** by every change of the CPU's main sheaf (`CpuSheaves::set_main` and `swap`,
+//!   whoever makes it: the CPU on its slow paths, or the CPU's teardown): the id entry is
+//!   stored the new sheaf; the class entry is compare-and-swapped from the old sheaf to the
+//!   new one, so that one cleared by arming meanwhile stays empty, and one that mirrored no
+//!   sheaf is left for the next careful allocation to fill. Nothing else writes `main`.
 //! - **A class entry** exists only for a plain kmalloc cache of the normal type (set by
 //!   kmalloc, `KmemCache::fast_class`; the table keeps the cache's free-pointer offset and
 //!   object size beside it, what the allocation fast path needs of the cache), and only
@@ -30,9 +38,9 @@
 //!   tell the fast path). Arming clears every CPU's class entries
 //!   ([`Kmem::fast_table_disarm_classes`]); a CPU filling one re-checks the armed state
 //!   after its store (Dekker's pattern, both sides with a full fence: the filler sees the
-//!   arming, or the arming's clear comes after the fill). Disarming gives back the class
-//!   entries of the CPUs that used the cache (those whose id entry is set:
-//!   [`Kmem::fast_table_restore_class`]), so the fast path resumes at once.
+//!   arming, or the arming's clear comes after the fill). Disarming gives nothing back: each
+//!   CPU fills its class entries again on its next careful allocation of the class (another
+//!   CPU's main sheaf is not to be read from here).
 //! - **An id entry** exists for a cache with sheaves whose id is below [`FAST_IDS`]; the free
 //!   fast path admits only those ids (others take the careful free). Destroying a cache
 //!   clears its entries on every CPU before its per-CPU sheaves are freed and its id can be
@@ -40,11 +48,12 @@
 //!   CPU can be filling or using its entry then.
 //!
 //! The fast paths still check everything they checked: a free's object against its slab's
-//! cache, which the id table names, and the double-free tag; an entry only says where the
-//! CPU's sheaves of that cache are.
+//! cache (the id's record, `fast_check.rs`), and the double-free tag; an entry only says
+//! where the CPU's main sheaf of that cache is.
 
 use super::cache::KmemCache;
 use super::cpu_sheaves::CpuSheaves;
+use super::sheaf::Sheaf;
 use crate::kmalloc::KMALLOC_NR;
 use crate::machine::Kmem;
 use crate::percpu::PercpuPtr;
@@ -93,13 +102,19 @@ impl FastTable {
     pub(crate) const fn id_word(id: usize) -> usize {
         FAST_CLASSES + id
     }
-    /// The CPU's sheaves that entry `word` names, if any.
+    /// The main sheaf that entry `word` names, if any.
     #[inline(always)]
-    pub(crate) fn pcs(&self, word: usize) -> Option<&CpuSheaves> {
+    pub(crate) fn main(&self, word: usize) -> Option<&Sheaf> {
         let p = self.words[word].load(Ordering::Acquire);
-        // SAFETY: a non-zero entry is the address of this CPU's `CpuSheaves` of a live cache
-        // (module docs: filled from `KmemCache::pcs`, cleared before the cache is freed).
-        (p != 0).then(|| unsafe { &*(p as *const CpuSheaves) })
+        // SAFETY: a non-zero entry is the address of this CPU's main sheaf of a live cache
+        // (module docs: filled from the CPU's `CpuSheaves`, changed with its main sheaf,
+        // cleared before the cache is freed), a live `kmem_sheaf` object the CPU owns while
+        // it is its main sheaf; only the CPU, pinned, reads it.
+        (p != 0).then(|| unsafe { &*(p as *const Sheaf) })
+    }
+    /// The address of entry `word` (for [`CpuSheaves::mirror_in`]).
+    fn slot(&self, word: usize) -> usize {
+        &self.words[word] as *const AtomicUsize as usize
     }
     /// The free-pointer offset of class `index`'s cache, for an object from its entry.
     #[inline(always)]
@@ -180,47 +195,36 @@ impl<P: Platform> Kmem<P> {
         }
     }
 
-    /// Fills CPU `cpu`'s entries for cache `s` with `pcs`, its sheaves there (module docs):
-    /// the caller has `cpu` pinned and is allocating from or freeing to `s`.
+    /// Fills CPU `cpu`'s entries for cache `s` with the main sheaf of `pcs`, its sheaves
+    /// there, and tells `pcs` where they are, so that every change of its main sheaf carries
+    /// through (module docs): the caller has `cpu` pinned and is allocating from or freeing
+    /// to `s`.
     pub(crate) fn fast_table_fill(&self, s: &KmemCache, cpu: usize, pcs: &CpuSheaves) {
         if s.sheaf_capacity == 0 {
             return;
         }
         let t = self.fast_table(cpu);
-        let a = pcs as *const CpuSheaves as usize;
+        let main = pcs.main_addr();
         if (s.id as usize) < FAST_IDS {
-            t.set(FastTable::id_word(s.id as usize), a);
+            let word = FastTable::id_word(s.id as usize);
+            pcs.mirror_in(t.slot(word), 0);
+            t.set(word, main);
         }
         let class = s.fast_class.load(Ordering::Relaxed);
         let word = FastTable::class_word(class as usize);
         // (The fence only when the entry changes: the careful paths fill on every call.)
-        if class != NO_CLASS && t.words[word].load(Ordering::Relaxed) != a && !self.caches_armed() {
+        if class != NO_CLASS && t.words[word].load(Ordering::Relaxed) != main && !self.caches_armed() {
+            pcs.mirror_in(0, t.slot(word));
             // Before the entry, whose `Release` store publishes them.
             t.class_fp[class as usize].store(s.layout.offset, Ordering::Relaxed);
             t.class_size[class as usize].store(s.object_size() as u32, Ordering::Relaxed);
-            t.words[word].store(a, Ordering::Release);
+            t.words[word].store(main, Ordering::Release);
             crate::sync::fence(Ordering::SeqCst);
             if self.caches_armed() {
-                t.set(word, 0);
-            }
-        }
-    }
-
-    /// Gives back the class entry of cache `s` (kmalloc's, with a class) on every CPU that has
-    /// used it (its id entry is set): nothing is armed any more. The caller holds the slab
-    /// list lock, as the arming does (`rekey_caches`).
-    pub(crate) fn fast_table_restore_class(&self, s: &KmemCache) {
-        let class = s.fast_class.load(Ordering::Relaxed);
-        if class == NO_CLASS || s.id as usize >= FAST_IDS {
-            return;
-        }
-        for cpu in 0..self.nr_cpus() {
-            let t = self.fast_table(cpu);
-            let pcs = t.words[FastTable::id_word(s.id as usize)].load(Ordering::Acquire);
-            if pcs != 0 {
-                t.class_fp[class as usize].store(s.layout.offset, Ordering::Relaxed);
-                t.class_size[class as usize].store(s.object_size() as u32, Ordering::Relaxed);
-                t.set(FastTable::class_word(class as usize), pcs);
+                // A swap, as the arming's clear: every write that may race with the CPU's
+                // compare-and-swap of the entry (`CpuSheaves::main_changed`) is a
+                // read-modify-write (the loom model in `cpu_sheaves.rs`).
+                t.words[word].swap(0, Ordering::AcqRel);
             }
         }
     }
@@ -232,28 +236,27 @@ impl<P: Platform> Kmem<P> {
         for cpu in 0..self.nr_cpus() {
             let t = self.fast_table(cpu);
             for class in 0..FAST_CLASSES {
-                t.set(FastTable::class_word(class), 0);
+                // Read first (a CPU that never allocated keeps its table's page untouched),
+                // then a swap: the CPU may be compare-and-swapping the entry meanwhile.
+                let w = &t.words[FastTable::class_word(class)];
+                if w.load(Ordering::Relaxed) != 0 {
+                    w.swap(0, Ordering::AcqRel);
+                }
             }
         }
     }
 
     /// Clears the entries that name cache `s`'s sheaves on every CPU: it is being destroyed
-    /// (no objects, no user).
+    /// (no objects, no user). Its id's entry and its class's name no other cache's.
     pub(crate) fn fast_table_forget(&self, s: &KmemCache) {
         let class = s.fast_class.load(Ordering::Relaxed);
         for cpu in 0..self.nr_cpus() {
             let t = self.fast_table(cpu);
-            let a = s.pcs(self, cpu) as *const CpuSheaves as usize;
-            let clear = |word: usize| {
-                if t.words[word].load(Ordering::Relaxed) == a {
-                    t.words[word].store(0, Ordering::Release);
-                }
-            };
             if (s.id as usize) < FAST_IDS {
-                clear(FastTable::id_word(s.id as usize));
+                t.set(FastTable::id_word(s.id as usize), 0);
             }
             if class != NO_CLASS {
-                clear(FastTable::class_word(class as usize));
+                t.set(FastTable::class_word(class as usize), 0);
             }
         }
     }
@@ -272,8 +275,8 @@ mod tests {
         k.fast_table(0).words[word].load(crate::sync::Ordering::Relaxed)
     }
 
-    /// A cache's id entry names its CPU's sheaves once the CPU has used it, and no more once
-    /// the cache is destroyed: its id may name another cache next, whose frees must not
+    /// A cache's id entry names its CPU's main sheaf once the CPU has used it, and nothing
+    /// once the cache is destroyed: its id may name another cache next, whose frees must not
     /// reach the dead cache's sheaves.
     #[test]
     fn a_destroyed_cache_leaves_no_entry() {
@@ -284,8 +287,8 @@ mod tests {
         let word = FastTable::id_word(id);
         assert_eq!(entry(&k, word), 0, "no entry before the CPU uses the cache");
         let p = k.kmem_cache_alloc(&c, Gfp::KERNEL).unwrap();
-        let pcs = c.pcs(&k, 0) as *const _ as usize;
-        assert_eq!(entry(&k, word), pcs, "the careful allocation filled the entry");
+        let main = c.pcs(&k, 0).main_addr();
+        assert!(main != 0 && entry(&k, word) == main, "the careful allocation filled the entry");
         // SAFETY: ours, freed once: by kfree, through the entry.
         unsafe { k.kfree(p.as_ptr()) };
         assert_eq!(k.kmem_cache_alloc(&c, Gfp::KERNEL).unwrap(), p, "the free went to the CPU's sheaf");
@@ -296,15 +299,16 @@ mod tests {
         let d = k.kmem_cache_create("ft_test2", 200, 0, SlabFlags::NONE, None).unwrap();
         assert_eq!(d.id as usize, id, "the next cache takes the free id");
         let q = k.kmem_cache_alloc(&d, Gfp::KERNEL).unwrap();
-        assert_eq!(entry(&k, word), d.pcs(&k, 0) as *const _ as usize);
+        assert_eq!(entry(&k, word), d.pcs(&k, 0).main_addr());
         // SAFETY: ours, freed once.
         unsafe { k.kfree(q.as_ptr()) };
         assert_eq!(k.report_count(crate::ReportKind::SlabBug), 0);
     }
 
     /// A kmalloc class's entry exists while nothing is armed: arming failslab clears it (the
-    /// allocation fast path then declines, so the careful path's injection runs), and the
-    /// careful path does not fill it again until failslab is disarmed.
+    /// allocation fast path then declines, so the careful path's injection runs), the careful
+    /// path does not fill it again until failslab is disarmed, and a change of the CPU's main
+    /// sheaf while armed does not bring it back.
     #[test]
     fn arming_clears_the_class_entries() {
         let k = testing::machine(64);
@@ -321,11 +325,59 @@ mod tests {
         assert!(k.kmalloc_try_fast(64, Gfp::ATOMIC).is_none());
         assert!(k.kmalloc(64, Gfp::ATOMIC).is_err(), "the careful path injected the failure");
         assert_eq!(entry(&k, word), 0, "and did not fill the entry while armed");
+        let c = k.kmalloc_slab(64, Gfp::KERNEL).unwrap();
+        let pcs = c.pcs(&k, 0);
+        // Two exchanges of the main sheaf with a stand-in spare, which nothing dereferences
+        // (this CPU allocates nothing meanwhile): neither may fill the cleared entry.
+        let stand_in = [0u64; 4];
+        let m = pcs.main_addr();
+        let sp = pcs.set_spare(stand_in.as_ptr() as usize);
+        pcs.swap();
+        assert_eq!(entry(&k, word), 0, "a change of the main sheaf left it empty while armed");
+        pcs.swap();
+        pcs.set_spare(sp);
+        assert_eq!((pcs.main_addr(), entry(&k, word)), (m, 0), "and so did the change back");
         k.failslab().unwrap().set_probability(0);
-        assert_ne!(entry(&k, word), 0, "disarming gave back the entry of the CPU that used the cache");
-        let q = k.kmalloc_try_fast(64, Gfp::KERNEL).expect("the fast path again");
+        assert_eq!(entry(&k, word), 0, "disarming gives no entry back");
+        let q = k.kmalloc(64, Gfp::KERNEL).unwrap();
+        assert_eq!(entry(&k, word), pcs.main_addr(), "the next careful allocation filled it");
         // SAFETY: ours, freed once.
         unsafe { k.kfree(q.as_ptr()) };
+        assert_eq!(k.kmalloc_try_fast(64, Gfp::KERNEL), Some(q), "the fast path again");
+        // SAFETY: as above.
+        unsafe { k.kfree(q.as_ptr()) };
+    }
+
+    /// The entries follow the CPU's main sheaf: an allocation that empties it and a free that
+    /// fills it exchange it (with the spare, the stash or the barn), and both the class entry
+    /// (`kmalloc`) and the id entry (`kfree`) name the new main sheaf at once, or nothing.
+    #[test]
+    fn the_entries_follow_the_main_sheaf() {
+        let k = testing::machine(64);
+        let (cw, c) = (FastTable::class_word(kmalloc_index(64)), k.kmalloc_slab(64, Gfp::KERNEL).unwrap());
+        let iw = FastTable::id_word(c.id as usize);
+        let mut held = [core::ptr::null_mut::<u8>(); 1000];
+        for round in 0..3 {
+            for (i, h) in held.iter_mut().enumerate() {
+                *h = k.kmalloc(64, Gfp::KERNEL).unwrap().as_ptr();
+                let main = c.pcs(&k, 0).main_addr();
+                for w in [cw, iw] {
+                    let e = entry(&k, w);
+                    assert!(e == main || e == 0, "round {round}, allocation {i}: entry {e:#x}, main {main:#x}");
+                }
+            }
+            for (i, &h) in held.iter().enumerate() {
+                // SAFETY: ours, freed once.
+                unsafe { k.kfree(h) };
+                let main = c.pcs(&k, 0).main_addr();
+                for w in [cw, iw] {
+                    let e = entry(&k, w);
+                    assert!(e == main || e == 0, "round {round}, free {i}: entry {e:#x}, main {main:#x}");
+                }
+            }
+        }
+        assert_ne!(entry(&k, iw), 0, "the frees kept the id entry");
+        assert_eq!(k.report_count(crate::ReportKind::SlabBug), 0);
     }
 }
 

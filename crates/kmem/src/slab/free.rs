@@ -446,7 +446,7 @@ impl<P: Platform> Kmem<P> {
         let (p, t) = self.try_pin_fast_table()?;
         // SAFETY: the pinned CPU's table.
         let t = unsafe { super::fast_table::FastTable::at(t) };
-        let ok = t.pcs(word).map(|pcs| pcs.main().is_some_and(|m| m.push(obj)));
+        let ok = t.main(word).map(|m| m.push(obj));
         self.platform().unpin_cpu_fast(p);
         ok
     }

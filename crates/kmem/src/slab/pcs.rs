@@ -64,6 +64,8 @@ impl<P: Platform> Kmem<P> {
         let pcs = s.pcs(self, p.cpu.index());
         let spill = if pcs.main().is_none() {
             pcs.set_main(sheaf);
+            // Its fast-table entries name it (the class entry mirrored no sheaf).
+            self.fast_table_fill(s, p.cpu.index(), pcs);
             0
         } else if pcs.spare().is_none() {
             pcs.set_spare(sheaf);
