@@ -13,7 +13,7 @@
 # library preloaded, lists the library's functions that ran, in the order they first ran, and
 # writes one input-section pattern per function: its mangled name without the trailing hash
 # (`17h<16 hex digits>E`), so the script survives rebuilds and compiler updates; a renamed
-# function drops out of the group (crates/kmem-malloc/tests/preload.rs checks that every
+# function drops out of the group (crates/kmem-malloc/tests/startup_layout.rs checks that every
 # kmem pattern still matches a function of the library and that they lie together). The
 # precompiled standard library's own functions have v0 names (`_R...`), whose crate
 # disambiguators (`Cs<hash>_`) change with the toolchain: their patterns have `Cs*_` there.

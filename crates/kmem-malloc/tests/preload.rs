@@ -15,37 +15,10 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// `libkmem_malloc.so`, built on first use as it is deployed (`cd crates/kmem-malloc &&
-/// cargo build --release`: that directory's `.cargo/config.toml` gives the PIE relocation
-/// model and one codegen unit) into the same directory, `<target>/kmem-malloc-pie`, so the
-/// test, `scripts/memcheck.sh` and `scripts/cost_check.sh` share one build.
-fn lib() -> &'static Path {
-    static LIB: OnceLock<PathBuf> = OnceLock::new();
-    LIB.get_or_init(|| {
-        // CARGO_TARGET_TMPDIR is `<target>/tmp`.
-        let target = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().expect("target/tmp").join("kmem-malloc-pie");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let t = Instant::now();
-        let out = Command::new(cargo)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args(["build", "--release"])
-            // Its own target directory: the outer `cargo test` holds the lock of its own.
-            .env("CARGO_TARGET_DIR", &target)
-            // The flags come from the crate's .cargo/config.toml, not from the outer build.
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .output()
-            .expect("run cargo");
-        assert!(out.status.success(), "building libkmem_malloc.so failed:\n{}", String::from_utf8_lossy(&out.stderr));
-        let so = target.join("release/libkmem_malloc.so");
-        assert!(so.exists(), "{} was not built", so.display());
-        eprintln!("built {} in {:.1?}", so.display(), t.elapsed());
-        so
-    })
-}
+mod common;
+use common::{installed, lib};
 
 /// A fresh scratch directory for one test.
 fn scratch(name: &str) -> PathBuf {
@@ -53,26 +26,6 @@ fn scratch(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-/// Whether `prog` can be run (`--version`). A missing program fails the test (`.ci/run`
-/// installs them all), unless `KMEM_SKIP_MISSING_TOOLS=1` is set: then the test prints
-/// `SKIPPED: <test>: <prog> is not installed` and returns false, to be skipped.
-fn installed(test: &str, prog: &str) -> bool {
-    match Command::new(prog).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status() {
-        Ok(_) => true,
-        Err(e) => {
-            let skip = std::env::var_os("KMEM_SKIP_MISSING_TOOLS").is_some_and(|v| v == "1");
-            assert!(
-                skip,
-                "{test}: {prog} is not installed ({e}); install it (.ci/run does) or set KMEM_SKIP_MISSING_TOOLS=1 to skip"
-            );
-            // Printed even without --nocapture: the skip must be seen.
-            let _ = writeln!(std::io::stdout().lock(), "SKIPPED: {test}: {prog} is not installed ({e})");
-            eprintln!("SKIPPED: {test}: {prog} is not installed ({e})");
-            false
-        }
-    }
 }
 
 /// Runs `cmd` with kmem preloaded or not; returns its output and wall time.
@@ -667,89 +620,4 @@ fn library_loads_nothing_but_libc() {
     for lib in &needed {
         assert!(lib.starts_with("libc.so") || lib.starts_with("ld-linux"), "libkmem_malloc.so needs {lib}: {needed:?}");
     }
-}
-
-/// `link/startup.ld` (`scripts/startup_layout.sh`) gathers the code that start-up runs at the
-/// start of the library's `.text`: every kmem pattern of the script still names a function of
-/// the library (a renamed function cannot silently fall out of the group: regenerate the
-/// script then), the functions they name lie together in one stretch hardly longer than
-/// their sizes (scattered, they spanned most of the library's 650 KiB of code), and that
-/// stretch holds `malloc`, `free` and the machine's boot.
-#[test]
-fn startup_code_is_gathered() {
-    let so = lib();
-    if !installed("startup_code_is_gathered", "nm") {
-        return;
-    }
-    let nm = Command::new("nm").args(["-S", "--defined-only"]).arg(so).output().expect("run nm");
-    let nm = String::from_utf8_lossy(&nm.stdout);
-    // (address, size, name) of every function.
-    let funcs: Vec<(u64, u64, &str)> = nm
-        .lines()
-        .filter_map(|l| {
-            let w: Vec<&str> = l.split_whitespace().collect();
-            if w.len() != 4 || !matches!(w[2], "t" | "T" | "w" | "W") {
-                return None;
-            }
-            Some((u64::from_str_radix(w[0], 16).ok()?, u64::from_str_radix(w[1], 16).ok()?, w[3]))
-        })
-        .collect();
-    let script = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("link/startup.ld")).unwrap();
-    let (mut patterns, mut lo, mut hi, mut bytes) = (0, u64::MAX, 0, 0);
-    let mut grouped = std::collections::HashSet::new();
-    for l in script.lines() {
-        // `*(.text.PATTERN .text.unlikely.PATTERN)`
-        let Some(p) = l.trim().strip_prefix("*(.text.").and_then(|r| r.split_whitespace().next()) else { continue };
-        patterns += 1;
-        // Globs: `*` after a legacy name's path (its hash), and `Cs*_` for each crate
-        // disambiguator of a v0 name (the precompiled standard library's).
-        let matching: Vec<_> = funcs.iter().filter(|f| glob(p, f.2)).collect();
-        // The standard library's functions may be renamed by a later toolchain: only kmem's
-        // own and the C exports must match.
-        let ours = p.contains("kmem") || !(p.starts_with("_Z") || p.starts_with("_R"));
-        assert!(
-            !ours || !matching.is_empty(),
-            "startup.ld names `{p}`, which no function of the library matches: run scripts/startup_layout.sh"
-        );
-        // C functions linked in from archives built without a section per function (glibc's
-        // `pthread_atfork` stub) cannot be moved: the stretch is Rust's and the exports'.
-        let movable =
-            |name: &str| name.starts_with("_Z") || name.starts_with("_R") || ["malloc", "free"].contains(&name);
-        for &&(a, size, name) in matching.iter().filter(|f| movable(f.2)) {
-            if grouped.insert(name) {
-                (lo, hi, bytes) = (lo.min(a), hi.max(a + size), bytes + size);
-            }
-        }
-    }
-    assert!(patterns > 50, "startup.ld has {patterns} patterns");
-    eprintln!("start-up code: {} functions, {bytes} bytes, spanning {} bytes", grouped.len(), hi - lo);
-    // Alignment padding between functions (16 bytes each at most) is the only slack.
-    assert!(
-        hi - lo <= bytes + 16 * grouped.len() as u64,
-        "the start-up functions are scattered: {} bytes for {bytes}",
-        hi - lo
-    );
-    for f in ["malloc", "free"] {
-        assert!(grouped.contains(f), "{f} is not in the start-up group");
-    }
-    for f in ["MachineBuilder5build", "create_kmalloc_caches"] {
-        assert!(grouped.iter().any(|n| n.contains(f)), "{f} is not in the start-up group");
-    }
-}
-
-/// Whether `name` matches the linker-script glob `pattern` (`*` only).
-fn glob(pattern: &str, name: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    let Some(rest) = name.strip_prefix(parts[0]) else { return false };
-    let mut rest = rest;
-    for (i, part) in parts.iter().enumerate().skip(1) {
-        if i == parts.len() - 1 {
-            return rest.ends_with(part);
-        }
-        match rest.find(part) {
-            Some(at) => rest = &rest[at + part.len()..],
-            None => return false,
-        }
-    }
-    rest.is_empty()
 }
