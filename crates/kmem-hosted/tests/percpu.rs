@@ -32,10 +32,12 @@ fn warnings(m: &Machine) -> Vec<String> {
 /// table (`slab/fast_table.rs`), reclaim's event counters, and RCU's per-CPU state.
 const SLAB_AREAS: usize = 5;
 
-/// Bytes of the first chunk's dynamic region that those areas take (the fast table: 48
-/// words and 32 32-bit words, 512 bytes).
+/// Bytes of the first chunk's dynamic region that those areas take.
 fn slab_area() -> usize {
-    2 * 128 + 512 + kmem::reclaim::EVENTS_PERCPU_BYTES + kmem::rcu::RCU_PERCPU_BYTES.next_multiple_of(8)
+    2 * 128
+        + kmem::slab::FAST_TABLE_PERCPU_BYTES
+        + kmem::reclaim::EVENTS_PERCPU_BYTES
+        + kmem::rcu::RCU_PERCPU_BYTES.next_multiple_of(8)
 }
 
 /// CPU `cpu`'s copy of `p`, `len` bytes.

@@ -167,6 +167,7 @@ use core::fmt;
 
 pub use cache::{Cache, CacheNode, Ctor, KmemCache, CACHE_NAME_MAX, MAX_CACHES};
 pub use debug::ValidateReport;
+pub use fast_table::FAST_TABLE_PERCPU_BYTES;
 pub use flags::SlabFlags;
 pub use layout::{Layout, LayoutError};
 pub use nolock::NolockError;
