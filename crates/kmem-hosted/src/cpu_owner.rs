@@ -7,8 +7,10 @@
 //! (`preempt_disable`, `local_irq_save`, `pin_cpu`), and `fast`, 1 while a fast path's section
 //! runs (`try_pin_cpu`: the allocation and free fast paths). An outermost careful section
 //! stores `depth = 1` (nested ones increment it), then (after a compiler fence) loads
-//! `stop`; a fast section stores `fast = 1`, then loads `stop` and `depth` at once (a careful
-//! section under way, the fast path's own thread's, makes it decline). A stopper stores
+//! `stop`; a fast section stores `fast = 1`, then loads `stop`. A careful section under way,
+//! the fast path's own thread's, makes it decline: the thread's context says so without a
+//! look at `depth` (its fast gate, closed by every outermost careful entry and opened again
+//! by a fast path that finds `depth == 0`: `cpus/mod.rs`). A stopper stores
 //! `stop = 1`, then runs a process-wide memory barrier
 //! (`membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, which makes every running thread execute a
 //! full fence) and waits for `depth == 0` and `fast == 0`. This is Dekker's mutual exclusion
@@ -213,24 +215,37 @@ impl OwnedCpu {
     }
 
     /// A fast section: gives up instead of waiting, false (and nothing entered) when a
-    /// careful section of the owner runs, or a stopper holds the CPU. The allocation fast
-    /// paths' entry (`try_pin_cpu`); a section it enters ends with
-    /// [`OwnedCpu::exit_outermost`] (through the token, `cpu_slot::leave_outermost`).
+    /// careful section of the owner runs, or a stopper holds the CPU; a section it enters
+    /// ends with [`OwnedCpu::exit_outermost`] (through the token,
+    /// `cpu_slot::leave_outermost`). A fast path under `local_irq_save` or nested in a
+    /// careful section declines, and its caller's careful path nests with
+    /// [`OwnedCpu::enter`]. A fast section must not be entered inside another (the fast
+    /// paths make no calls; the hosted NMI checks [`OwnedCpu::busy`] first).
+    ///
+    /// The owner's careful sections are the owner's own business: the allocation fast paths
+    /// (`try_pin_cpu`) know there is none from the thread's context ([`OwnedCpu::enter`]'s
+    /// callers close the thread's fast gate, `cpus/mod.rs`) and call
+    /// [`OwnedCpu::try_enter_idle`], the handshake with the stoppers alone.
+    #[inline(always)]
+    pub(crate) fn try_enter(&self) -> bool {
+        self.depth.load(Ordering::Relaxed) == 0 && self.try_enter_idle()
+    }
+
+    /// [`OwnedCpu::try_enter`] for an owner that knows no careful section of its own runs
+    /// (owner only): a stopper alone makes it decline. (No assertion of `depth == 0`: a
+    /// signal handler's fast path may run between an outermost careful entry's store of the
+    /// depth and its close of the thread's gate, before the section touches anything.)
     ///
     /// It stores a constant: `fast = 1`, and the exit `fast = 0`. Incrementing and
     /// decrementing a word (`incl`, `decl`) made every section's store wait for the previous
     /// section's, through memory: four such links a malloc + free pair, a chain across the
     /// whole loop (measured: 0.4 ns of a 9.9 ns pair, for three more instructions). It reads
-    /// nothing before its store: `stop` and `depth` after it, together (one test), so a fast
-    /// path under `local_irq_save` or nested in a careful section declines and its caller's
-    /// careful path nests with [`OwnedCpu::enter`]. A fast section must not be entered
-    /// inside another (the fast paths make no calls; the hosted NMI checks
-    /// [`OwnedCpu::busy`] first).
+    /// nothing before its store, and `stop` after it.
     #[inline(always)]
-    pub(crate) fn try_enter(&self) -> bool {
+    pub(crate) fn try_enter_idle(&self) -> bool {
         self.fast.store(1, Ordering::Relaxed);
         light_barrier();
-        if self.stop.load(Ordering::Acquire) | self.depth.load(Ordering::Relaxed) != 0 {
+        if self.stop.load(Ordering::Acquire) != 0 {
             // No call (the fast paths make none, so they save no registers); the mark keeps
             // the entered path the straight one (malloc's had a jump more).
             unlikely();
@@ -272,6 +287,12 @@ impl OwnedCpu {
         let d = self.depth.load(Ordering::Relaxed);
         debug_assert!(d > 0, "owned-CPU section exit without enter");
         self.depth.store(d.wrapping_sub(1), Ordering::Release);
+    }
+
+    /// Whether no careful section of the owner runs (owner only).
+    #[inline]
+    pub(crate) fn idle(&self) -> bool {
+        self.depth.load(Ordering::Relaxed) == 0
     }
 
     /// Whether a section of the owner runs, careful or fast (owner only; the hosted NMI asks

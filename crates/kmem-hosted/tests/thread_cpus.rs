@@ -223,3 +223,45 @@ fn a_sleeping_allocation_on_an_owned_cpu_in_atomic_context_is_reported() {
     assert_eq!(sleeps(), 9, "nothing once the contexts end");
     give_back(after);
 }
+
+/// The owned CPU's fast pin (`Platform::try_pin_cpu`) declines inside every careful section
+/// of its thread (the thread's fast gate, which each outermost careful entry closes:
+/// `cpus/mod.rs`), and pins again once the sections end (the first fast pin after them finds
+/// the depth 0 and opens the gate), also after a careful section nested in a fast one.
+#[test]
+fn the_owned_fast_pin_declines_inside_careful_sections_and_returns_after() {
+    let m = MachineBuilder::new().ram_mib(32).thread_cpus(2).build().unwrap();
+    let p = m.platform();
+    p.preempt_disable();
+    p.preempt_enable();
+    let fast_pins = |why: &str| {
+        let pin = p.try_pin_cpu().unwrap_or_else(|| panic!("the fast pin is back {why}"));
+        p.unpin_cpu_fast(pin);
+    };
+    fast_pins("once the thread owns its CPU");
+    p.preempt_disable();
+    assert!(p.try_pin_cpu().is_none(), "inside preempt_disable");
+    p.preempt_disable();
+    p.preempt_enable();
+    assert!(p.try_pin_cpu().is_none(), "inside preempt_disable, after a nested section ended");
+    p.preempt_enable();
+    fast_pins("after preempt_enable");
+    let irq = p.local_irq_save();
+    assert!(p.try_pin_cpu().is_none(), "with interrupts off");
+    p.local_irq_restore(irq);
+    fast_pins("after local_irq_restore");
+    let slow = p.pin_cpu();
+    assert!(p.try_pin_cpu().is_none(), "inside pin_cpu");
+    p.unpin_cpu(slow);
+    fast_pins("after unpin_cpu");
+    let own = p.current_cpu();
+    for cpu in [own, CpuId(1 - own.0)] {
+        assert!(p.run_on_cpu(cpu, &mut || assert!(p.try_pin_cpu().is_none(), "running on {cpu:?}")));
+        fast_pins("after run_on_cpu");
+    }
+    let fast = p.try_pin_cpu().expect("fast pin");
+    p.preempt_disable();
+    p.preempt_enable();
+    p.unpin_cpu_fast(fast);
+    fast_pins("after a careful section nested in a fast one");
+}

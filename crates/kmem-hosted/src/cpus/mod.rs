@@ -99,6 +99,16 @@ struct Ctx {
     /// thread owns, and that CPU's state. Cleared while the thread runs as another CPU of
     /// that machine (`run_on_cpu`), so every query then takes the slow path.
     own_machine: Cell<usize>,
+    /// The owned fast path's gate: `own_machine` while it is open, 0 while closed. Open, it
+    /// says that no careful section of the owned CPU runs on this thread, so the fast pin
+    /// (`thread::try_pin_fast_area`) compares the machine with this word and has no depth to
+    /// read. Every outermost careful entry closes it ([`Ctx::enter_owned`], after its store
+    /// of `depth`: a signal handler in between finds the gate open and the section not
+    /// started, which is as if it had come before); an exit leaves it closed, and the next
+    /// fast pin that finds the CPU's depth 0 opens it (a cold branch once after each
+    /// careful section: cheaper than a word to keep on every exit, which ends through a
+    /// token shared with the slots). Closed (0) whenever `own_machine` changes.
+    own_fast: Cell<usize>,
     own_state: Cell<*const OwnedCpu>,
     own_cpu: Cell<u32>,
     /// The owned CPU's area word (`OwnedCpu::area`), copied with `own_state`: the fast paths
@@ -136,6 +146,21 @@ impl Ctx {
             h.depth > 0 && h.machine == machine
         })
     }
+    /// Enters a careful section of the owned CPU `st` ([`OwnedCpu::enter`]) and, at the
+    /// outermost, closes the fast gate (`own_fast`). The gate's store comes after the depth's
+    /// and `enter`'s compiler fence, which keeps it there.
+    #[inline(always)]
+    fn enter_owned(&self, st: &OwnedCpu) {
+        if st.enter() {
+            self.own_fast.set(0);
+        }
+    }
+    /// Sets `own_machine`, the fast gate closed.
+    #[inline]
+    fn set_own_machine(&self, machine: usize) {
+        self.own_fast.set(0);
+        self.own_machine.set(machine);
+    }
     fn push_held(&self, h: Held) {
         let free =
             self.held.iter().find(|e| e.get().depth == 0).expect("critical sections of more than 4 machines nested");
@@ -160,6 +185,7 @@ thread_local! {
             home_machine: Cell::new(0),
             home_cpu: Cell::new(0),
             own_machine: Cell::new(0),
+            own_fast: Cell::new(0),
             own_state: Cell::new(core::ptr::null()),
             own_cpu: Cell::new(0),
             own_area: Cell::new(0),
@@ -411,7 +437,7 @@ impl Cpus {
             }
             if c.own_machine.get() == self.id {
                 // SAFETY: `own_state` points into this machine's CPUs (set with `own_machine`).
-                unsafe { &*c.own_state.get() }.enter();
+                c.enter_owned(unsafe { &*c.own_state.get() });
                 return c.own_cpu.get();
             }
             self.enter_slow(c)
@@ -429,7 +455,7 @@ impl Cpus {
         if self.per_thread() {
             if let Some(cpu) = self.claim(c) {
                 // SAFETY: just set by `claim`.
-                unsafe { &*c.own_state.get() }.enter();
+                c.enter_owned(unsafe { &*c.own_state.get() });
                 return cpu;
             }
             let cpu = self.borrow_cpu_no(c);
@@ -533,7 +559,7 @@ impl Cpus {
                 let st = c.own_state.get();
                 // SAFETY: as in `enter`.
                 let st = unsafe { &*st };
-                st.enter();
+                c.enter_owned(st);
                 return (c.own_cpu.get(), st.depth_token());
             }
             self.pin_slow(c)

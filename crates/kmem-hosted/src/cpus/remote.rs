@@ -14,7 +14,7 @@ impl Cpus {
                 let st = unsafe { &*c.own_state.get() };
                 debug_assert!(!st.busy(), "run_on_cpu inside a critical section");
                 if c.own_cpu.get() == cpu {
-                    st.enter();
+                    c.enter_owned(st);
                     f();
                     st.exit();
                     return;
@@ -22,7 +22,8 @@ impl Cpus {
             }
             // Run as `cpu`: hold it as an outermost section of this thread, with the owned
             // fast path suspended so that every query inside `f` finds the held CPU.
-            let own = c.own_machine.replace(0);
+            let own = c.own_machine.get();
+            c.set_own_machine(0);
             if self.per_thread() {
                 self.owned[cpu as usize].stop();
                 c.push_held(Held { machine: self.id, cpu, depth: 1, stopped: true, in_fast: false });
@@ -32,7 +33,7 @@ impl Cpus {
             }
             f();
             self.exit_slow(c);
-            c.own_machine.set(own);
+            c.set_own_machine(own);
         })
     }
 

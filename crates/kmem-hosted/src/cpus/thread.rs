@@ -17,7 +17,7 @@ pub(crate) fn pin_owned(machine: usize) -> Option<(u32, usize)> {
         // SAFETY: `own_state` points into the CPUs of machine `own_machine`, which the caller's
         // platform (machine `machine`) keeps alive.
         let st = unsafe { &*st };
-        st.enter();
+        c.enter_owned(st);
         Some((c.own_cpu.get(), st.depth_token()))
     })
 }
@@ -47,16 +47,45 @@ pub(crate) fn try_pin_fast(machine: usize) -> Option<usize> {
 /// The owned CPU's words are read in a closure of their own, which is always inlined (one
 /// closure holding both models was sometimes called out of line, at a call, a return and a
 /// few moves on the order-0 page free).
+///
+/// The owned CPU's pin compares the machine with the thread's fast gate (`Ctx::own_fast`),
+/// which is open only while no careful section of the owned CPU runs on the thread, so it
+/// reads the CPU's `stop` word alone. A closed gate of an owned CPU of this machine is
+/// opened here when the CPU's depth is 0 (the first fast pin after a careful section).
 #[inline(always)]
 pub(crate) fn try_pin_fast_area(machine: usize) -> Option<(usize, usize)> {
-    let (own, st, area) = CTX.with(|c| (c.own_machine.get(), c.own_state.get(), c.own_area.get()));
-    if own == machine {
-        // SAFETY: as in `pin_owned`.
+    let (gate, st, area) = CTX.with(|c| (c.own_fast.get(), c.own_state.get(), c.own_area.get()));
+    if gate == machine {
+        // SAFETY: as in `pin_owned` (the gate is `own_machine` or 0, never a machine id).
         let st = unsafe { &*st };
-        return st.try_enter().then(|| (st.fast_token(), area));
+        return st.try_enter_idle().then(|| (st.fast_token(), area));
+    }
+    if let Some(pin) = try_open_gate(machine) {
+        return pin;
     }
     // SAFETY: a token `try_pin_shared` just returned: a slot's address.
     try_pin_shared(machine).map(|token| (token, unsafe { crate::cpu_slot::pinned_area(token) }))
+}
+
+/// [`try_pin_fast_area`] with the fast gate closed: `None` if the thread owns no CPU of
+/// `machine` (the shared pin's turn), else the owned pin's outcome: declined while a careful
+/// section of the CPU runs (`Ctx::own_fast`), else the gate opened and the section tried.
+/// Inlined, off the straight path: a call would make every fast path that pins save
+/// registers (they make none).
+#[inline(always)]
+fn try_open_gate(machine: usize) -> Option<Option<(usize, usize)>> {
+    CTX.with(|c| {
+        if c.own_machine.get() != machine {
+            return None;
+        }
+        // SAFETY: as in `pin_owned`.
+        let st = unsafe { &*c.own_state.get() };
+        if !st.idle() {
+            return Some(None);
+        }
+        c.own_fast.set(machine);
+        Some(st.try_enter_idle().then(|| (st.fast_token(), c.own_area.get())))
+    })
 }
 
 /// [`try_pin_fast`]'s shared-CPU half.
