@@ -253,13 +253,22 @@ fn sheaf_flushes_in_runs_keep_every_slab_exact() {
 
 /// `kfree` finds a slab object's cache in the object's own page descriptor: a slab's tail
 /// pages carry their head's word (`Page::slab_word_any`). When the slab ends, its tails must
-/// stop saying so: a zeroed compound block later made of the same frames is no slab, and a
-/// `kfree` of a pointer into one of its tail pages (at a slot boundary of the old cache) is
-/// an invalid free, reported, that hands nothing out. If the tails still carried the word,
-/// the fast path would take the pointer as a free object of the old cache (its free
-/// pointer reads zero: not a free object's) and the cache would hand that memory out again.
+/// stop saying so: a zeroed block later made of the same frames is no slab, and a `kfree` of
+/// a pointer into one of its later pages (at a slot boundary of the old cache) is an invalid
+/// free, reported, that hands nothing out. If those pages still carried the word, the fast
+/// path would take the pointer as a free object of the old cache (its free pointer reads
+/// zero: not a free object's) and the cache would hand that memory out again. Both a
+/// compound block (whose tails `prep_new_page` rewrites) and a plain one (whose later pages
+/// nothing rewrites when it is made: the slab's end must have cleared them, as its teardown
+/// and the compound free both do).
 #[test]
 fn kfree_into_a_former_slabs_tail_page_is_refused() {
+    for comp in [Gfp::COMP, Gfp::empty()] {
+        kfree_into_a_former_slabs_tail_page(comp);
+    }
+}
+
+fn kfree_into_a_former_slabs_tail_page(comp: Gfp) {
     let m = machine();
     let c = m.kmem_cache_create("tail_words", 1024, 0, SlabFlags::NO_MERGE, None).unwrap();
     let order = c.order();
@@ -276,7 +285,7 @@ fn kfree_into_a_former_slabs_tail_page_is_refused() {
     let bytes = kmem::PAGE_SIZE << order;
     let mut held = Vec::new();
     let block = loop {
-        let p = m.alloc_pages(Gfp::KERNEL | Gfp::COMP | Gfp::ZERO, kmem::Order::of(order)).expect("memory");
+        let p = m.alloc_pages(Gfp::KERNEL | comp | Gfp::ZERO, kmem::Order::of(order)).expect("memory");
         let va = m.page_address(p).unwrap().as_usize();
         held.push(p);
         if old_pages.contains(&(va >> kmem::PAGE_SHIFT)) {
@@ -290,7 +299,7 @@ fn kfree_into_a_former_slabs_tail_page_is_refused() {
         // SAFETY: deliberate misuse: a pointer into a tail page of a compound block that is
         // no kmalloc allocation; kmem must refuse it.
         unsafe { m.kfree((block + (i << kmem::PAGE_SHIFT)) as *const u8) };
-        assert!(reports(&m) > before, "kfree into tail page {i} of a former slab went unreported");
+        assert!(reports(&m) > before, "kfree into page {i} of a former slab ({comp:?}) went unreported");
     }
     // Nothing of the block is handed out.
     let again: Vec<_> = (0..512).map(|_| m.kmem_cache_alloc(&c, Gfp::KERNEL).unwrap()).collect();

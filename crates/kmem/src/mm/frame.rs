@@ -205,7 +205,7 @@ impl<P: Platform> Kmem<P> {
             }
         }
         if page.flags() & pg::TAIL != 0 {
-            let head = pfn.as_usize().wrapping_sub(page.private() as usize);
+            let head = pfn.as_usize().wrapping_sub(page.tail_back() as usize);
             if let Some((state, _)) = mm.page(Pfn::new(head)).and_then(block_at) {
                 return Frame { state, zone };
             }

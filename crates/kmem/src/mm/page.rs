@@ -382,34 +382,31 @@ impl Page {
         PAGE_TYPE_SLAB | if plain { SLAB_PLAIN } else { 0 } | id
     }
     /// The slab word of any page of a slab: a head's `private` ([`Page::set_slab`]), or the
-    /// head's word a slab's tail page carries in its `next` link (a tail is on no list:
-    /// [`Page::set_slab_tail`]), so that a free that does not name the cache (`kfree`) finds
-    /// it in the object's own descriptor, without going to the head. Any other page gives a
-    /// word that is no slab's: a head or a lone page its `private`, another compound page's
-    /// tail its `next` link, which is [`NIL`] (pages off every list keep their links
-    /// `NIL`; so do tails, except a slab's, whose teardown resets them).
+    /// head's word a slab's tail page carries in its own `private` ([`Page::set_slab_tail`]:
+    /// a tail's distance to its head is in its `next` link, where Linux keeps
+    /// `compound_head`), so that a free that does not name the cache (`kfree`) finds it in
+    /// the object's own descriptor, one load, without going to the head. Any other page
+    /// gives a word that is no slab's: a head or a lone page its type or 0, another compound
+    /// page's tail 0 (`prep_new_page`).
     #[inline(always)]
     pub(crate) fn slab_word_any(&self) -> u32 {
-        let tail = self.flags.load(Ordering::Relaxed) & pg::TAIL != 0;
-        // Both words loaded, then chosen: the compiler makes it a conditional move, not a
-        // branch, which objects of slabs of several pages (in the head or a tail at random)
-        // would mispredict (`Kmem::plain_slab_of`; `select_unpredictable` is past the MSRV).
-        let (next, private) = (self.next.load(Ordering::Relaxed), self.private.load(Ordering::Relaxed));
-        if tail {
-            next
-        } else {
-            private
-        }
+        self.private.load(Ordering::Relaxed)
     }
     /// Gives tail page `self` of a new slab its head's word (`slab_word_any`). The caller
     /// owns the slab (it is being made, nobody else can reach it).
     pub(crate) fn set_slab_tail(&self, word: u32) {
-        debug_assert!(self.test(pg::TAIL) && self.next_link() == NIL, "a slab tail off every list");
-        self.next.store(word, Ordering::Relaxed);
+        debug_assert!(self.test(pg::TAIL) && self.private() == 0, "a slab tail's private word is its own");
+        self.private.store(word, Ordering::Relaxed);
     }
     /// Undoes [`Page::set_slab_tail`] as the slab ends, before its pages go back.
     pub(crate) fn clear_slab_tail(&self) {
-        self.next.store(NIL, Ordering::Relaxed);
+        self.private.store(0, Ordering::Relaxed);
+    }
+    /// A compound tail's distance in frames to its head (its `next` link: a tail is on no
+    /// list), written by `prep_new_page`; meaningless on any other page.
+    #[inline(always)]
+    pub(crate) fn tail_back(&self) -> u32 {
+        self.next.load(Ordering::Relaxed)
     }
     /// Ends a slab (`__folio_clear_slab`) before its pages go back to the page allocator.
     pub(crate) fn clear_slab(&self) {

@@ -457,7 +457,11 @@ impl<P: Platform> Kmem<P> {
             for i in 1..order.nr_pages() {
                 let tail = mm.pfn_to_page(pfn.add(i));
                 tail.set_exclusive(pg::TAIL);
-                tail.set_private(i as u32);
+                // Linux's `compound_head` is in the tail's `lru.next`: the distance goes in
+                // the link word (a tail is on no list), `private` is the tail's own (a slab's
+                // word, `Page::slab_word_any`), 0 until then.
+                tail.set_next(i as u32);
+                tail.set_private(0);
             }
         }
         head.set_refcount(1);
@@ -550,7 +554,7 @@ impl<P: Platform> Kmem<P> {
     /// `compound_head()`: the head of a compound page, or the page itself.
     pub fn compound_head<'a>(&'a self, page: PageRef<'a>) -> PageRef<'a> {
         if page.is_tail() {
-            let head = page.pfn().sub(page.page().private() as usize);
+            let head = page.pfn().sub(page.page().tail_back() as usize);
             self.pfn_to_page(head).unwrap_or(page)
         } else {
             page

@@ -129,7 +129,7 @@ impl<P: Platform> Kmem<P> {
             let t = mm.pfn_to_page(head.pfn().add(i));
             let bad = if !t.test(pg::TAIL) {
                 Some("PageTail not set")
-            } else if t.private() as usize != i {
+            } else if t.tail_back() as usize != i {
                 Some("compound_head not consistent")
             } else if t.refcount() != 0 {
                 Some("nonzero _refcount")
@@ -145,6 +145,7 @@ impl<P: Platform> Kmem<P> {
         for i in 1..order.nr_pages() {
             let t = mm.pfn_to_page(head.pfn().add(i));
             t.clear_exclusive(pg::TAIL);
+            t.set_next(crate::mm::page::NIL);
             t.set_private(0);
         }
         head.page().clear_exclusive(pg::HEAD);

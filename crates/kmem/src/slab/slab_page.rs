@@ -302,13 +302,13 @@ impl<P: Platform> Kmem<P> {
         let pfn = Pfn::new(pa >> crate::PAGE_SHIFT);
         let mm = &st.memmap;
         let page = mm.page_below_limit(pfn)?;
-        // Branch-free: a tail's `private` is its distance from the head, a head is 0 away. A
+        // Branch-free: a tail's `next` link is its distance from the head, a head is 0 away. A
         // test of the tail bit would follow the data: objects of slabs of several pages lie
         // in tail pages or the head at random, and a random-order churn of 8-1000 B blocks
         // mispredicted it on about 0.4 of its frees (cachegrind's branch simulation); 16
         // CPUs of real time: -11% on that churn, for about 10 more instructions a free.
         let tail = page.test(crate::mm::page::pg::TAIL) as usize;
-        let back = (page.private() as usize) & tail.wrapping_neg();
+        let back = (page.tail_back() as usize) & tail.wrapping_neg();
         let (hpfn, head) = mm.head_in_section(pfn, page, back)?;
         Some((Slab { pfn: hpfn, page: head }, head.private(), pa - (hpfn.as_usize() << crate::PAGE_SHIFT)))
     }
