@@ -257,7 +257,7 @@ impl OwnedCpu {
 
     /// Ends a section [`OwnedCpu::try_enter`] entered: `fast = 0`. (The fast paths do the
     /// same through their token, `cpu_slot::leave_outermost`; the loom models call this.)
-    #[cfg_attr(not(loom), allow(dead_code))]
+    #[cfg_attr(not(all(loom, test)), allow(dead_code))]
     #[inline(always)]
     pub(crate) fn exit_outermost(&self) {
         debug_assert_eq!(self.fast.load(Ordering::Relaxed), 1, "not a fast section");

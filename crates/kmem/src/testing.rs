@@ -127,6 +127,8 @@ pub fn machine(mib: usize) -> Kmem<TestPlatform> {
 }
 
 /// [`machine`] with software page tables and a vmalloc range (recycling off, strict reports).
+/// (The vmalloc and highmem tests use it; the loom models do not.)
+#[cfg_attr(loom, allow(dead_code))]
 pub fn machine_with_page_tables(mib: usize) -> Kmem<TestPlatform> {
     boot(mib, Some(page_tables::PageTables::default()), |cfg| cfg.vmalloc_recycle = false)
 }

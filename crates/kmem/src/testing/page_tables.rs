@@ -51,7 +51,8 @@ impl PageTables {
         Some(Self::table(dm, t).wrapping_add((va >> 12) & 511))
     }
 
-    /// The frame mapped at `va`.
+    /// The frame mapped at `va` (for the vmalloc and highmem tests, not the loom models).
+    #[cfg_attr(loom, allow(dead_code))]
     pub fn translate(&self, dm: &DirectMap, va: usize) -> Option<Pfn> {
         let e = self.pte(dm, va, None)?;
         // SAFETY: a PTE slot inside a table page (see `pte`).
