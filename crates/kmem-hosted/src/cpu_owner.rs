@@ -10,7 +10,7 @@
 //! `stop`; a fast section stores `fast = 1`, then loads `stop`. A careful section under way,
 //! the fast path's own thread's, makes it decline: the thread's context says so without a
 //! look at `depth` (its fast gate, closed by every outermost careful entry and opened again
-//! by a fast path that finds `depth == 0`: `cpus/mod.rs`). A stopper stores
+//! by a fast path that finds `depth == 0`: `cpus/ctx.rs`). A stopper stores
 //! `stop = 1`, then runs a process-wide memory barrier
 //! (`membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, which makes every running thread execute a
 //! full fence) and waits for `depth == 0` and `fast == 0`. This is Dekker's mutual exclusion
@@ -224,7 +224,7 @@ impl OwnedCpu {
     ///
     /// The owner's careful sections are the owner's own business: the allocation fast paths
     /// (`try_pin_cpu`) know there is none from the thread's context ([`OwnedCpu::enter`]'s
-    /// callers close the thread's fast gate, `cpus/mod.rs`) and call
+    /// callers close the thread's fast gate, `cpus/ctx.rs`) and call
     /// [`OwnedCpu::try_enter_idle`], the handshake with the stoppers alone.
     #[inline(always)]
     pub(crate) fn try_enter(&self) -> bool {

@@ -226,7 +226,7 @@ fn a_sleeping_allocation_on_an_owned_cpu_in_atomic_context_is_reported() {
 
 /// The owned CPU's fast pin (`Platform::try_pin_cpu`) declines inside every careful section
 /// of its thread (the thread's fast gate, which each outermost careful entry closes:
-/// `cpus/mod.rs`), and pins again once the sections end (the first fast pin after them finds
+/// `cpus/ctx.rs`), and pins again once the sections end (the first fast pin after them finds
 /// the depth 0 and opens the gate), also after a careful section nested in a fast one.
 #[test]
 fn the_owned_fast_pin_declines_inside_careful_sections_and_returns_after() {
