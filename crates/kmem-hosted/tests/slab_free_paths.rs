@@ -296,8 +296,8 @@ fn kfree_into_a_former_slabs_tail_page(comp: Gfp) {
     let reports = |m: &Machine| kmem::ReportKind::ALL.iter().map(|&k| m.report_count(k)).sum::<u64>();
     for i in 1..1usize << order {
         let before = reports(&m);
-        // SAFETY: deliberate misuse: a pointer into a tail page of a compound block that is
-        // no kmalloc allocation; kmem must refuse it.
+        // SAFETY: deliberate misuse: a pointer into a later page of a block (compound or
+        // not) that is no kmalloc allocation; kmem must refuse it.
         unsafe { m.kfree((block + (i << kmem::PAGE_SHIFT)) as *const u8) };
         assert!(reports(&m) > before, "kfree into page {i} of a former slab ({comp:?}) went unreported");
     }

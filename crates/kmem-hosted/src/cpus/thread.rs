@@ -56,7 +56,8 @@ pub(crate) fn try_pin_fast(machine: usize) -> Option<usize> {
 pub(crate) fn try_pin_fast_area(machine: usize) -> Option<(usize, usize)> {
     let (gate, st, area) = CTX.with(|c| (c.own_fast.get(), c.own_state.get(), c.own_area.get()));
     if gate == machine {
-        // SAFETY: as in `pin_owned` (the gate is `own_machine` or 0, never a machine id).
+        // SAFETY: as in `pin_owned` (the gate equals `machine` only while it is
+        // `own_machine`: closed, it is 0, which names no machine).
         let st = unsafe { &*st };
         return st.try_enter_idle().then(|| (st.fast_token(), area));
     }

@@ -107,14 +107,15 @@ pub(crate) const fn barn_sheaves(capacity: u32, size: u32, bytes: usize) -> u32 
 /// A sheaf (`struct slab_sheaf`): a stack of free objects of one cache.
 ///
 /// The count every fast allocation and free loads and stores sits at offset 8, not 0:
-/// sheaves are cache-line aligned `kmem_sheaf` objects, and every fourth one starts a page,
-/// where the first object of every slab keeps its free word (its tag, written by each free).
+/// sheaves are cache-line aligned `kmem_sheaf` objects (16-byte aligned whatever the cache's
+/// flags: the struct says so), the first of each `kmem_sheaf` slab starts a page, and the
+/// first object of every slab keeps its free word there (its tag, written by each free).
 /// A load of the count after a store to an address with the same low 12 bits waits as if the
 /// two overlapped (4 KiB aliasing): with the count at offset 0, the hot pair of a CPU whose
 /// main sheaf started a page and whose hot block started a slab ran 14.4 ns instead of 12.4
 /// (Rust `pair/16` and `pair/64`, measured). At offset 8 (and the capacity, which frees
 /// read, at 12) they share their low bits only with the free words of 8-byte objects.
-#[repr(C)]
+#[repr(C, align(16))]
 #[derive(Debug)]
 pub(crate) struct Sheaf {
     /// Link in a barn list (address of the next sheaf, 0 at the end).
@@ -449,11 +450,12 @@ mod loom_tests;
 mod tests {
     use super::*;
 
-    /// Sheaves are cache-line aligned objects, so a count 8 mod 16 into one never shares
-    /// its low 12 bits with the first word of a block of 16 bytes or more (the struct's
-    /// docs: 4 KiB aliasing).
+    /// Sheaves are at least 16-byte aligned, so a count 8 mod 16 into one never shares its
+    /// low 12 bits with the first word of a block of 16 bytes or more (the struct's docs:
+    /// 4 KiB aliasing).
     #[test]
     fn the_count_is_off_the_blocks_first_words() {
+        assert_eq!(core::mem::align_of::<Sheaf>() % 16, 0, "a sheaf's place in its page");
         for off in [core::mem::offset_of!(Sheaf, size), core::mem::offset_of!(Sheaf, capacity)] {
             assert!((8..16).contains(&(off % 16)), "offset {off}");
         }
