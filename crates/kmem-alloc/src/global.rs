@@ -163,7 +163,20 @@ fn boot_slow_inner() -> Option<&'static Machine> {
                     // arena, still.
                     register_atfork();
                     crate::stats::register_if_asked();
-                    MACHINE.store(Box::into_raw(Box::new(m)), Ordering::Release);
+                    let m: &'static Machine = Box::leak(Box::new(m));
+                    // The process machine: the fast paths reach a thread's CPU of it with one
+                    // thread-local load (`kmem_hosted::ProcessCpu`). Only a machine made
+                    // before this one's first allocation could have taken the place: the
+                    // fast paths then serve from that one (`ProcessCpu::machine`), the rest
+                    // from this one, which reports the blocks it does not know and keeps
+                    // working.
+                    if !m.make_process_machine() {
+                        const MSG: &[u8] =
+                            b"kmem-alloc: another machine is the process machine; the fast paths use it\n";
+                        // SAFETY: a write of a static buffer to stderr (no allocation: boot).
+                        unsafe { libc::write(2, MSG.as_ptr().cast(), MSG.len()) };
+                    }
+                    MACHINE.store(m as *const Machine as *mut Machine, Ordering::Release);
                     STATE.store(READY, Ordering::Release);
                 }
                 None => STATE.store(FAILED, Ordering::Release),

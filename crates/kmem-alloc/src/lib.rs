@@ -77,13 +77,31 @@ unsafe impl GlobalAlloc for KmemAlloc {
 
 /// C-shaped entry points over the global machine (what an `LD_PRELOAD` malloc exports).
 pub mod raw {
+    use kmem_hosted::ProcessCpu;
+
     use crate::global::{self, arena_alloc, arena_size, in_arena};
     use crate::{huge, route};
 
     /// `malloc`-like: `size` bytes aligned to `align` (a power of two), zeroed with `zero`;
     /// null on failure. Size 0 gives a unique minimal block, as C's malloc.
+    ///
+    /// The fast path starts from the thread's CPU of the process machine
+    /// ([`ProcessCpu`]): one thread-local load and a test say the machine is booted and the
+    /// thread owns a CPU of it with no careful section under way; anything else (the
+    /// thread's first allocation, the first after a careful section) goes to
+    /// [`alloc_no_cpu`], the machine's own fast path, which opens the thread's gate again.
     #[inline(always)]
     pub fn alloc_aligned(size: usize, align: usize, zero: bool) -> *mut u8 {
+        if let Some(cpu) = ProcessCpu::current() {
+            return route::alloc_on(cpu, size, align, zero);
+        }
+        alloc_no_cpu(size, align, zero)
+    }
+
+    /// [`alloc_aligned`] without the thread's process CPU: the machine's own fast path (which
+    /// opens the thread's gate), else booting.
+    #[inline(never)]
+    fn alloc_no_cpu(size: usize, align: usize, zero: bool) -> *mut u8 {
         match global::ready() {
             Some(m) => route::alloc(m, size, align, zero),
             None => alloc_booting(size, align, zero),
@@ -108,16 +126,22 @@ pub mod raw {
     /// to different slow paths: one test and branch each. Sent to the same one, the compiler
     /// merges the two tests into one branch with three instructions more (`sete`, `setae`,
     /// `or`).
+    ///
+    /// It starts from the thread's CPU of the process machine, as [`alloc_aligned`] does.
     #[inline(always)]
     pub fn alloc_malloc_fast(size: usize, zero: bool) -> Result<core::ptr::NonNull<u8>, FastMiss> {
-        let Some(m) = global::ready() else { return Err(FastMiss::NotReady) };
-        route::alloc16_fast(m, size, zero).ok_or(FastMiss::Slow)
+        let Some(cpu) = ProcessCpu::current() else { return Err(FastMiss::NotReady) };
+        route::alloc16_fast_on(cpu, size, zero).ok_or(FastMiss::Slow)
     }
 
     /// Why [`alloc_malloc_fast`] declined.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub enum FastMiss {
-        /// The global machine is not booted yet (the process's first allocations).
+        /// No process CPU without a look at the machine ([`ProcessCpu`]): the machine is not
+        /// booted yet (the process's first allocations), or the thread's fast gate is closed
+        /// (its first allocation, the first after a careful section). The slow path's
+        /// [`alloc_malloc_aligned`] takes the machine's own fast path first, which opens the
+        /// gate.
         NotReady,
         /// Anything else: a size past the slab classes, an empty sheaf, a CPU not to be had
         /// without waiting.
@@ -156,6 +180,26 @@ pub mod raw {
     /// pages back to the machine.
     #[inline(always)]
     pub unsafe fn free(p: *mut u8) {
+        if let Some(cpu) = ProcessCpu::current() {
+            let m = cpu.machine();
+            // SAFETY: caller's contract; the pin is `m`'s (its process CPU), given to `m`'s
+            // fast path; anything but a slab object goes to `free_other`.
+            return unsafe {
+                m.kfree_slab_or_then_with(p, || cpu.try_pin(), |p| free_other(m, p), global::slow_free_tick)
+            };
+        }
+        // SAFETY: caller's contract.
+        unsafe { free_no_cpu(p) }
+    }
+
+    /// [`free`] without the thread's process CPU: the machine's own fast path (which opens
+    /// the thread's gate), else [`free_slow`].
+    ///
+    /// # Safety
+    ///
+    /// As [`free`].
+    #[inline(never)]
+    unsafe fn free_no_cpu(p: *mut u8) {
         if let Some(m) = global::ready() {
             // `kfree_slab_or` checks the direct map itself, so the RAM range is checked only
             // off the fast path: in `free_other`.
@@ -178,6 +222,26 @@ pub mod raw {
     /// As [`free`].
     #[inline(always)]
     pub unsafe fn free_sized(p: *mut u8, size: usize, align: usize) {
+        if let Some(cpu) = ProcessCpu::current() {
+            let m = cpu.machine();
+            let req = route::fast_request(size, align).unwrap_or(0);
+            // SAFETY: caller's contract; the pin is `m`'s, given to `m`'s fast path; anything
+            // but an object of the request's cache goes to `free_unsized`.
+            return unsafe {
+                m.kfree_sized_or_then_with(p, req, || cpu.try_pin(), |p| free_unsized(m, p), global::slow_free_tick)
+            };
+        }
+        // SAFETY: caller's contract.
+        unsafe { free_sized_no_cpu(p, size, align) }
+    }
+
+    /// [`free_sized`] without the thread's process CPU, as [`free_no_cpu`].
+    ///
+    /// # Safety
+    ///
+    /// As [`free`].
+    #[inline(never)]
+    unsafe fn free_sized_no_cpu(p: *mut u8, size: usize, align: usize) {
         if let Some(m) = global::ready() {
             // The request `route::alloc`'s fast path makes (0, which names no cache, for the
             // others: they take `free_unsized`, as do blocks of size 0).

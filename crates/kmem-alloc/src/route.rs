@@ -14,7 +14,7 @@ use core::ptr::NonNull;
 
 use kmem::kmalloc::{kmalloc_index_aligned, KMALLOC_ALIGN, KMALLOC_MAX_SIZE, KMALLOC_MIN_SIZE, ZERO_SIZE_PTR};
 use kmem::Gfp;
-use kmem_hosted::Machine;
+use kmem_hosted::{Machine, ProcessCpu};
 
 use crate::{global, huge};
 
@@ -75,6 +75,34 @@ pub(crate) fn alloc16(m: &Machine, size: usize, zero: bool) -> *mut u8 {
         return p.as_ptr();
     }
     alloc_slow(m, size, KMALLOC_ALIGN, zero)
+}
+
+/// [`alloc`]'s fast path on the thread's process CPU (`raw::alloc_aligned`), else
+/// [`alloc_slow`] on the process machine.
+#[inline(always)]
+pub(crate) fn alloc_on(cpu: ProcessCpu, size: usize, align: usize, zero: bool) -> *mut u8 {
+    if let Some(req) = fast_request(size, align) {
+        if req.wrapping_sub(1) < kmem::kmalloc::KMALLOC_MAX_CACHE_SIZE {
+            let index = kmem::kmalloc::kmalloc_index(req);
+            // As in `alloc`.
+            let gfp = if zero { Gfp::NOWAIT | Gfp::NOWARN | Gfp::ZERO } else { Gfp::NOWAIT | Gfp::NOWARN };
+            // SAFETY: the pin goes to its own machine's fast path.
+            if let Some(p) = cpu.machine().kmalloc_try_fast_index_with(index, gfp, || unsafe { cpu.try_pin() }) {
+                return p.as_ptr();
+            }
+        }
+    }
+    alloc_slow(cpu.machine(), size, align, zero)
+}
+
+/// [`alloc16_fast`] on the thread's process CPU (`raw::alloc_malloc_fast`).
+#[inline(always)]
+pub(crate) fn alloc16_fast_on(cpu: ProcessCpu, size: usize, zero: bool) -> Option<NonNull<u8>> {
+    let index = kmalloc_index_aligned(size)?;
+    // As in `alloc`.
+    let gfp = if zero { Gfp::NOWAIT | Gfp::NOWARN | Gfp::ZERO } else { Gfp::NOWAIT | Gfp::NOWARN };
+    // SAFETY: the pin goes to its own machine's fast path.
+    cpu.machine().kmalloc_try_fast_index_with(index, gfp, || unsafe { cpu.try_pin() })
 }
 
 /// [`alloc16`]'s fast path alone: `None` where it would go on to [`alloc_slow`].

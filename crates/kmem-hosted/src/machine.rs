@@ -43,6 +43,26 @@ impl Machine {
         Self { kmem, _vspace: vspace, ram, log, regions, preset, hotplug: std::sync::Mutex::new(()), kswapd, kfence }
     }
 
+    /// Makes this machine the process machine: the one whose threads' CPUs
+    /// [`ProcessCpu::current`](crate::ProcessCpu::current) finds without the machine, so that
+    /// a process allocator built on it (`kmem-alloc`) reaches its fast paths with one
+    /// thread-local load and no test of its own (its machine booted, the machine's id
+    /// compared with the thread's gate). Only a machine with a CPU per thread
+    /// ([`MachineBuilder::thread_cpus`](crate::MachineBuilder::thread_cpus)) can be, and
+    /// only one per process, for its whole life (hence `'static`): whether this one is now.
+    /// The machine's threads see it at their next fast pin of the machine that finds their
+    /// gate closed or open with the machine's former token.
+    ///
+    /// ```
+    /// let m: &'static kmem_hosted::Machine =
+    ///     Box::leak(Box::new(kmem_hosted::MachineBuilder::new().ram_mib(64).thread_cpus(4).build().unwrap()));
+    /// // (Another test's machine may be this process's already.)
+    /// let _ = m.make_process_machine();
+    /// ```
+    pub fn make_process_machine(&'static self) -> bool {
+        self.kmem.platform().make_process_machine(self)
+    }
+
     /// Blocks until no kswapd of the machine has a wake-up pending or a pass in progress
     /// (returns at once on a machine without kswapd).
     pub fn wait_kswapd_idle(&self) {

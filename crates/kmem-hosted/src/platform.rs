@@ -17,6 +17,7 @@
 //!   [`crate::console`] says.
 
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -102,12 +103,30 @@ impl ReportLog {
     }
 }
 
+/// [`HostedPlatform::gate`]'s word: an atomic that clones by value.
+#[derive(Debug)]
+struct GateToken(AtomicUsize);
+
+impl Clone for GateToken {
+    fn clone(&self) -> Self {
+        Self(AtomicUsize::new(self.0.load(Ordering::Acquire)))
+    }
+}
+
 /// The platform of a hosted machine.
 #[derive(Debug, Clone)]
 pub struct HostedPlatform {
     cpus: Arc<Cpus>,
     /// `cpus.id()`, here so the per-CPU fast paths need not follow the `Arc`.
     machine_id: usize,
+    /// The machine's gate token: what a thread's fast gate holds while open on one of its
+    /// owned CPUs (`cpus/ctx.rs`), read by every owned fast pin. The machine's id, until
+    /// the machine becomes the process machine (`Machine::make_process_machine`): then
+    /// `PROCESS_GATE`, which the process allocator's fast paths test without the machine
+    /// (`ProcessCpu`). A clone keeps the token it was made with (a clone made before that,
+    /// as a thread-exit hook's, opens the gate with the id: the next pin of the machine's
+    /// own platform opens it again with the process token).
+    gate: GateToken,
     direct_map: DirectMap,
     ram_len: usize,
     log: Arc<ReportLog>,
@@ -144,7 +163,23 @@ impl HostedPlatform {
         log: Arc<ReportLog>,
         maps: MapRanges,
     ) -> Self {
-        Self { machine_id: cpus.id(), cpus, direct_map, ram_len, log, maps, reclaim: Arc::default() }
+        let gate = GateToken(AtomicUsize::new(cpus.id()));
+        Self { machine_id: cpus.id(), gate, cpus, direct_map, ram_len, log, maps, reclaim: Arc::default() }
+    }
+    /// Makes the machine `m` (this platform's) the process machine, unless another is:
+    /// whether it is now (`Machine::make_process_machine`). The gate token becomes
+    /// `PROCESS_GATE` in the machine's CPUs and here.
+    pub(crate) fn make_process_machine(&self, m: &'static crate::Machine) -> bool {
+        if !self.cpus.per_thread() || !cpus::set_process_machine(m, &self.cpus) {
+            return false;
+        }
+        self.gate.0.store(cpus::PROCESS_GATE, Ordering::Release);
+        true
+    }
+    /// The gate token (see the field).
+    #[inline(always)]
+    fn gate(&self) -> usize {
+        self.gate.0.load(Ordering::Acquire)
     }
     /// The wait queue and kswapd control shared with the machine's kswapd threads.
     pub(crate) fn reclaim(&self) -> &Arc<HostedReclaim> {
@@ -252,7 +287,7 @@ unsafe impl Platform for HostedPlatform {
     /// migrating machine: see `cpus::try_pin_fast`).
     #[inline(always)]
     fn try_pin_cpu(&self) -> Option<Pinned> {
-        cpus::try_pin_fast(self.machine_id).map(|token| {
+        cpus::try_pin_fast(self.gate()).map(|token| {
             // SAFETY: a token `try_pin_fast` just returned.
             Pinned { cpu: CpuId(unsafe { crate::cpu_slot::pinned_cpu(token) }), token }
         })
@@ -269,7 +304,7 @@ unsafe impl Platform for HostedPlatform {
     }
     #[inline(always)]
     fn try_pin_cpu_area(&self) -> Option<(Pinned, usize)> {
-        cpus::try_pin_fast_area(self.machine_id).map(|(token, area)| {
+        cpus::try_pin_fast_area(self.gate()).map(|(token, area)| {
             // SAFETY: a token `try_pin_fast_area` just returned.
             (Pinned { cpu: CpuId(unsafe { crate::cpu_slot::pinned_cpu(token) }), token }, area)
         })

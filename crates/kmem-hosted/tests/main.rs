@@ -41,6 +41,7 @@ mod percpu;
 mod proc_views;
 mod proc_vmallocinfo;
 mod proc_vmstat;
+mod process_cpu;
 mod rcu;
 mod reclaim;
 mod reclaim_progress;

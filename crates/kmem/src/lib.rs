@@ -95,7 +95,8 @@ pub use mm::pages::Pages;
 pub use mm::zone_type::{Migratetype, ZoneType};
 pub use percpu::{IrqGuard, PcpuInt, PerCpuBox, PerCpuVar, PercpuError, PercpuPtr, PreemptGuard};
 pub use platform::{
-    CpuId, DirectMap, IrqState, MapError, PageProt, PageTableAlloc, Pinned, Platform, ReportKind, TaskId, TlbFlush,
+    CpuId, DirectMap, FastPin, IrqState, MapError, PageProt, PageTableAlloc, Pinned, Platform, ReportKind, TaskId,
+    TlbFlush,
 };
 pub use rcu::{RcuCallback, RcuCookie, RcuHead, RcuReadGuard, RcuStats};
 pub use slab::{Cache, CacheError, KmemCache, NolockError, SlabAllocError, SlabBox, SlabFlags, TypedCache};

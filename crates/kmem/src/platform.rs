@@ -33,6 +33,35 @@ pub struct Pinned {
     pub token: usize,
 }
 
+/// A CPU pinned by its platform's fast pin, with the CPU's area word: what
+/// [`Platform::try_pin_cpu_area`] returns, made by a platform's own entry point into its
+/// fast pin (a hosted process machine's thread reaches its CPU without the machine:
+/// `kmem_hosted::ProcessCpu`). The fast paths that take a pin from their caller
+/// ([`Kmem::kmalloc_try_fast_index_with`](crate::Kmem::kmalloc_try_fast_index_with),
+/// [`Kmem::kfree_slab_or_then_with`](crate::Kmem::kfree_slab_or_then_with)) end it with
+/// [`Platform::unpin_cpu_fast`].
+#[must_use = "a fast pin must reach a fast path, which ends it"]
+#[derive(Debug)]
+pub struct FastPin {
+    pub(crate) pinned: Pinned,
+    pub(crate) area: usize,
+}
+
+impl FastPin {
+    /// A fast pin of `pinned`, whose CPU's area word is `area`.
+    ///
+    /// # Safety
+    ///
+    /// `pinned` and `area` are what [`Platform::try_pin_cpu_area`] of the platform of the
+    /// machine the pin is given to would have returned: a fast pin of one of its CPUs, to be
+    /// ended with its [`Platform::unpin_cpu_fast`], and that CPU's area word (the fast
+    /// paths read the CPU's fast table through it).
+    #[inline(always)]
+    pub unsafe fn new(pinned: Pinned, area: usize) -> Self {
+        Self { pinned, area }
+    }
+}
+
 /// Saved interrupt state, returned by [`Platform::local_irq_save`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct IrqState(pub bool);

@@ -76,7 +76,15 @@ pub(super) struct Ctx {
     /// fast pin that finds the CPU's depth 0 opens it (a cold branch once after each
     /// careful section: cheaper than a word to keep on every exit, which ends through a
     /// token shared with the slots). Closed (0) whenever `own_machine` changes.
+    ///
+    /// The value that opens it is the machine's gate token (`HostedPlatform::gate`): its id,
+    /// or [`PROCESS_GATE`](super::thread::PROCESS_GATE) for the process machine, which the
+    /// process allocator's fast paths test without the machine (`ProcessCpu`).
     pub(super) own_fast: Cell<usize>,
+    /// The gate token of `own_machine` (`Cpus::gate`; 0 with no machine): what opens the
+    /// gate, so that a fast pin compares its machine's token alone, and the process
+    /// allocator's fast paths a constant.
+    pub(super) own_gate: Cell<usize>,
     pub(super) own_state: Cell<*const OwnedCpu>,
     pub(super) own_cpu: Cell<u32>,
     /// The owned CPU's area word (`OwnedCpu::area`), copied with `own_state`: the fast paths
@@ -123,11 +131,12 @@ impl Ctx {
             self.own_fast.set(0);
         }
     }
-    /// Sets `own_machine`, the fast gate closed.
+    /// Sets `own_machine` and its gate token `own_gate` (0, 0: none), the fast gate closed.
     #[inline]
-    pub(super) fn set_own_machine(&self, machine: usize) {
+    pub(super) fn set_own_machine(&self, machine: usize, gate: usize) {
         self.own_fast.set(0);
         self.own_machine.set(machine);
+        self.own_gate.set(gate);
     }
     pub(super) fn push_held(&self, h: Held) {
         let free =
@@ -154,6 +163,7 @@ thread_local! {
             home_cpu: Cell::new(0),
             own_machine: Cell::new(0),
             own_fast: Cell::new(0),
+            own_gate: Cell::new(0),
             own_state: Cell::new(core::ptr::null()),
             own_cpu: Cell::new(0),
             own_area: Cell::new(0),

@@ -31,10 +31,12 @@ mod nolock;
 mod owned;
 mod remote;
 mod thread;
+pub use thread::ProcessCpu;
 pub(crate) use thread::{
     atomic_context, current_owned, in_interrupt, in_reclaim, irqs_off, pin_owned, preempt_count, set_in_reclaim,
     try_pin_fast, try_pin_fast_area,
 };
+pub(crate) use thread::{set_process_machine, PROCESS_GATE};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -43,7 +45,8 @@ use crate::cpu_owner::OwnedCpu;
 use crate::cpu_slot::{self, Slot};
 use ctx::{thread_no, Ctx, Held, Own, CTX, MAX_HELD, NO_OWN};
 
-static NEXT_MACHINE: AtomicUsize = AtomicUsize::new(1);
+/// Machine ids start above [`thread::PROCESS_GATE`], the process machine's gate token.
+static NEXT_MACHINE: AtomicUsize = AtomicUsize::new(thread::PROCESS_GATE + 1);
 
 /// Runs the calling thread on `cpu` (modulo each machine's CPU count) from its next critical
 /// section on; it no longer migrates. (Shared-CPU machines only: on a CPU-per-thread
@@ -81,6 +84,8 @@ pub(crate) type OfflineHook = Box<dyn Fn(u32) + Send + Sync>;
 /// The CPUs of one machine.
 pub(crate) struct Cpus {
     id: usize,
+    /// The gate token ([`Cpus::gate`]).
+    gate: AtomicUsize,
     nr: usize,
     /// Shared CPUs (empty for a CPU-per-thread machine).
     slots: Box<[Slot]>,
@@ -109,8 +114,10 @@ impl Cpus {
     /// `nr` CPUs shared by every thread, which move to the next CPU every `migrate_every`
     /// sections (0: never).
     pub(crate) fn shared(nr: usize, migrate_every: u32) -> Arc<Self> {
+        let id = NEXT_MACHINE.fetch_add(1, Ordering::Relaxed);
         Arc::new(Self {
-            id: NEXT_MACHINE.fetch_add(1, Ordering::Relaxed),
+            id,
+            gate: AtomicUsize::new(id),
             nr,
             slots: (0..nr).map(|i| Slot::new(i as u32)).collect(),
             owned: Box::new([]),
@@ -128,8 +135,10 @@ impl Cpus {
             return None;
         }
         owned::prepare();
+        let id = NEXT_MACHINE.fetch_add(1, Ordering::Relaxed);
         let cpus = Arc::new(Self {
-            id: NEXT_MACHINE.fetch_add(1, Ordering::Relaxed),
+            id,
+            gate: AtomicUsize::new(id),
             nr,
             slots: Box::new([]),
             owned: (0..nr).map(|i| OwnedCpu::new(i as u32)).collect(),
@@ -166,6 +175,18 @@ impl Cpus {
     /// The machine's id (unique in the process, never reused).
     pub(crate) fn id(&self) -> usize {
         self.id
+    }
+
+    /// The machine's gate token (`HostedPlatform`'s `gate`): its id, or
+    /// [`PROCESS_GATE`] once it is the process machine.
+    #[inline]
+    pub(crate) fn gate(&self) -> usize {
+        self.gate.load(Ordering::Acquire)
+    }
+
+    /// Sets the gate token (`thread::set_process_machine`).
+    pub(crate) fn set_gate(&self, gate: usize) {
+        self.gate.store(gate, Ordering::Release);
     }
 
     /// Whether each thread gets a CPU of its own.

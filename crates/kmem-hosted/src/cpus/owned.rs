@@ -92,7 +92,7 @@ extern "C" fn on_thread_exit(_: *mut libc::c_void) {
             }
             e.set(NO_OWN);
         }
-        c.set_own_machine(0);
+        c.set_own_machine(0, 0);
     });
 }
 
@@ -154,7 +154,7 @@ impl Cpus {
         c.own_state.set(o.state);
         // SAFETY: `o.state` is one of this machine's owned CPUs.
         c.own_area.set(unsafe { &*o.state }.area.load(Ordering::Relaxed));
-        c.set_own_machine(self.id);
+        c.set_own_machine(self.id, self.gate());
     }
 
     /// Records an owned CPU in the thread's table, dropping entries of machines that are
@@ -199,7 +199,7 @@ impl Cpus {
                 h(o.cpu);
             }
         }
-        c.set_own_machine(0);
+        c.set_own_machine(0, 0);
         self.owned[o.cpu as usize].release();
     }
 }

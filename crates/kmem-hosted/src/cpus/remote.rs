@@ -22,8 +22,8 @@ impl Cpus {
             }
             // Run as `cpu`: hold it as an outermost section of this thread, with the owned
             // fast path suspended so that every query inside `f` finds the held CPU.
-            let own = c.own_machine.get();
-            c.set_own_machine(0);
+            let (own, own_gate) = (c.own_machine.get(), c.own_gate.get());
+            c.set_own_machine(0, 0);
             if self.per_thread() {
                 self.owned[cpu as usize].stop();
                 c.push_held(Held { machine: self.id, cpu, depth: 1, stopped: true, in_fast: false });
@@ -33,7 +33,7 @@ impl Cpus {
             }
             f();
             self.exit_slow(c);
-            c.set_own_machine(own);
+            c.set_own_machine(own, own_gate);
         })
     }
 

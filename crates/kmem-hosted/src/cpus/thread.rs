@@ -2,7 +2,10 @@
 //! the fast paths of pinning and the context queries the platform answers on every
 //! allocation (one thread-local access each).
 
+use std::sync::atomic::{AtomicPtr, Ordering};
+
 use super::CTX;
+use crate::Machine;
 
 /// [`Cpus::pin`]'s fast path, from the machine's id alone (no `Cpus` pointer to follow): the
 /// calling thread's own CPU of machine `machine`, entered, if it has one and is not running
@@ -36,8 +39,8 @@ pub(crate) fn pin_owned(machine: usize) -> Option<(u32, usize)> {
 ///
 /// [`try_pin_fast_area`] without the area word (the compiler drops its unused loads).
 #[inline(always)]
-pub(crate) fn try_pin_fast(machine: usize) -> Option<usize> {
-    try_pin_fast_area(machine).map(|(token, _)| token)
+pub(crate) fn try_pin_fast(gate: usize) -> Option<usize> {
+    try_pin_fast_area(gate).map(|(token, _)| token)
 }
 
 /// [`try_pin_fast`] that also returns the pinned CPU's area word (`Platform::try_pin_cpu_area`):
@@ -48,24 +51,27 @@ pub(crate) fn try_pin_fast(machine: usize) -> Option<usize> {
 /// closure holding both models was sometimes called out of line, at a call, a return and a
 /// few moves on the order-0 page free).
 ///
-/// The owned CPU's pin compares the machine with the thread's fast gate (`Ctx::own_fast`),
+/// The owned CPU's pin compares the machine's gate token (`gate`: its id, or
+/// [`PROCESS_GATE`] for the process machine) with the thread's fast gate (`Ctx::own_fast`),
 /// which is open only while no careful section of the owned CPU runs on the thread, so it
 /// reads the CPU's `stop` word alone. A closed gate of an owned CPU of this machine is
 /// opened here when the CPU's depth is 0 (the first fast pin after a careful section).
 #[inline(always)]
-pub(crate) fn try_pin_fast_area(machine: usize) -> Option<(usize, usize)> {
-    let (gate, st, area) = CTX.with(|c| (c.own_fast.get(), c.own_state.get(), c.own_area.get()));
-    if gate == machine {
-        // SAFETY: as in `pin_owned` (the gate equals `machine` only while it is
-        // `own_machine`: closed, it is 0, which names no machine).
+pub(crate) fn try_pin_fast_area(gate: usize) -> Option<(usize, usize)> {
+    let (open, st, area) = CTX.with(|c| (c.own_fast.get(), c.own_state.get(), c.own_area.get()));
+    if open == gate {
+        // SAFETY: as in `pin_owned` (the gate holds `gate` only while `own_gate` does, the
+        // token of `own_machine`, the machine whose fast pin this is: closed, it is 0, which
+        // is no machine's token).
         let st = unsafe { &*st };
         return st.try_enter_idle().then(|| (st.fast_token(), area));
     }
-    if let Some(pin) = try_open_gate(machine) {
+    if let Some(pin) = try_open_gate(gate) {
         return pin;
     }
     // SAFETY: a token `try_pin_shared` just returned: a slot's address.
-    try_pin_shared(machine).map(|token| (token, unsafe { crate::cpu_slot::pinned_area(token) }))
+    // (A shared machine's token is its id.)
+    try_pin_shared(gate).map(|token| (token, unsafe { crate::cpu_slot::pinned_area(token) }))
 }
 
 /// [`try_pin_fast_area`] with the fast gate closed: `None` if the thread owns no CPU of
@@ -74,9 +80,9 @@ pub(crate) fn try_pin_fast_area(machine: usize) -> Option<(usize, usize)> {
 /// Inlined, off the straight path: a call would make every fast path that pins save
 /// registers (they make none).
 #[inline(always)]
-fn try_open_gate(machine: usize) -> Option<Option<(usize, usize)>> {
+fn try_open_gate(gate: usize) -> Option<Option<(usize, usize)>> {
     CTX.with(|c| {
-        if c.own_machine.get() != machine {
+        if c.own_gate.get() != gate {
             return None;
         }
         // SAFETY: as in `pin_owned`.
@@ -84,7 +90,7 @@ fn try_open_gate(machine: usize) -> Option<Option<(usize, usize)>> {
         if !st.idle() {
             return Some(None);
         }
-        c.own_fast.set(machine);
+        c.own_fast.set(gate);
         Some(st.try_enter_idle().then(|| (st.fast_token(), c.own_area.get())))
     })
 }
@@ -143,4 +149,104 @@ pub(crate) fn irqs_off() -> bool {
 #[inline]
 pub(crate) fn in_interrupt() -> bool {
     CTX.with(|c| c.in_irq.get() > 0)
+}
+
+/// The process machine's gate token (`HostedPlatform::gate`; other machines' tokens are
+/// their ids, which start above it): the thread's fast gate holds it while it is open on
+/// the process machine, so the process allocator's fast paths ([`ProcessCpu`]) test the
+/// thread's gate against a constant, without the machine.
+pub(crate) const PROCESS_GATE: usize = 1;
+
+/// The process machine (null: none), set before its gate token becomes [`PROCESS_GATE`].
+static PROCESS: AtomicPtr<Machine> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Makes `m` (whose CPUs are `cpus`) the process machine unless another is: whether it is
+/// now. Its gate token becomes [`PROCESS_GATE`] (`Release`, after [`PROCESS`]: a thread
+/// that reads it with `Acquire`, then opens its gate with it, sees the machine), in `cpus`
+/// (what a thread's `own_gate` copies when it takes its CPU) and the caller's platform (what
+/// its fast pins compare); the calling thread's `own_gate` too, if it owns a CPU of `m`
+/// already (the machine's boot runs on one). Another thread that owns one keeps the former
+/// token until it takes a CPU again (the process allocator's machine has no other thread
+/// then).
+pub(crate) fn set_process_machine(m: &'static Machine, cpus: &super::Cpus) -> bool {
+    let ptr = m as *const Machine as *mut Machine;
+    if let Err(cur) = PROCESS.compare_exchange(core::ptr::null_mut(), ptr, Ordering::Relaxed, Ordering::Relaxed) {
+        return cur == ptr;
+    }
+    cpus.set_gate(PROCESS_GATE);
+    CTX.with(|c| {
+        if c.own_machine.get() == cpus.id() {
+            c.set_own_machine(cpus.id(), PROCESS_GATE);
+        }
+    });
+    true
+}
+
+/// The calling thread's CPU of the process machine, while its fast gate is open on it (it
+/// owns the CPU and runs no careful section of it): [`ProcessCpu::current`].
+///
+/// It carries nothing: [`ProcessCpu::try_pin`] reads the thread's words itself, so that a
+/// free's checks between the two keep no register for them (kept, they made `free` save two
+/// registers: four instructions more than the loads).
+#[derive(Clone, Copy, Debug)]
+pub struct ProcessCpu {
+    _private: (),
+}
+
+impl ProcessCpu {
+    /// The calling thread's CPU of the process machine (`Machine::make_process_machine`),
+    /// if it owns one and its fast gate is open on it; `None` otherwise (no process machine,
+    /// the thread's first use of it, a careful section of it under way or just ended, a
+    /// thread running as another CPU, the thread's gate on another machine, one that owned its
+    /// CPU before the machine became the process machine): the caller's
+    /// way is then the machine's own fast paths, which open the gate again. One
+    /// thread-local load compared with a constant, no look at the machine: what lets a
+    /// process allocator's fast paths skip both its own "is the machine booted" test and
+    /// the load of the machine's gate token.
+    #[inline(always)]
+    pub fn current() -> Option<Self> {
+        CTX.with(|c| (c.own_fast.get() == PROCESS_GATE).then_some(Self { _private: () }))
+    }
+
+    /// The process machine, whose CPU this is. (One load: no test.)
+    #[inline(always)]
+    pub fn machine(self) -> &'static Machine {
+        // SAFETY: the thread's gate holds PROCESS_GATE: it read the process machine's gate
+        // token with `Acquire`, which was set after `PROCESS` was, to a machine that lives as
+        // long as the process and never changes. A plain read (the store happened before,
+        // so it races with nothing): an atomic load, even unused, is never dropped, and
+        // `malloc`'s fast path uses no field of the machine.
+        unsafe { &**PROCESS.as_ptr() }
+    }
+
+    /// The fast pin of the CPU (the handshake with stoppers alone, as the owned CPU's fast
+    /// pin), for the process machine's `*_with` fast paths (`Kmem::kmalloc_try_fast_index_with`,
+    /// `Kmem::kfree_slab_or_then_with`), which end it; `None` while a stopper holds the
+    /// CPU.
+    ///
+    /// # Safety
+    ///
+    /// The pin goes to the fast paths of [`ProcessCpu::machine`] (its CPU and fast table are
+    /// that machine's), or is ended by one of them.
+    #[inline(always)]
+    pub unsafe fn try_pin(self) -> Option<kmem::FastPin> {
+        let (open, state, area) = CTX.with(|c| (c.own_fast.get(), c.own_state.get(), c.own_area.get()));
+        debug_assert_eq!(open, PROCESS_GATE, "the gate closed under a ProcessCpu");
+        // SAFETY: the gate holds PROCESS_GATE only while the thread owns CPU `own_state` of
+        // the process machine (closed with `own_machine`'s every change and at every
+        // outermost careful entry), which keeps its CPUs alive while it lives; `current`
+        // found it open, and only a careful section of the thread's own closes it, which a
+        // signal handler in between would have ended (its depth back to 0, as a fast pin
+        // finds it).
+        let st = unsafe { &*state };
+        if !st.try_enter_idle() {
+            return None;
+        }
+        let token = st.fast_token();
+        // SAFETY: the owned CPU's fast pin and its area word (the thread's copy of it), what
+        // the process machine's `try_pin_cpu_area` returns for it.
+        Some(unsafe {
+            kmem::FastPin::new(kmem::Pinned { cpu: kmem::CpuId(crate::cpu_slot::pinned_cpu(token)), token }, area)
+        })
+    }
 }

@@ -9,7 +9,7 @@ use super::index::{kmalloc_index, KmallocType, KMALLOC_MAX_CACHE_SIZE, KMALLOC_N
 use super::KmallocState;
 use crate::gfp::Gfp;
 use crate::machine::Kmem;
-use crate::platform::Platform;
+use crate::platform::{FastPin, Pinned, Platform};
 use crate::slab::fast_table::FastTable;
 use crate::slab::sheaf::Sheaf;
 use crate::sync::Ordering;
@@ -75,12 +75,33 @@ impl<P: Platform> Kmem<P> {
     /// As [`Kmem::kfree`].
     #[inline(always)]
     pub unsafe fn kfree_slab_or_then(&self, p: *const u8, other: impl FnOnce(*const u8), slow: impl FnOnce()) {
+        // SAFETY: caller's contract; the pin is this machine's own.
+        unsafe { self.kfree_slab_or_then_with(p, || self.try_pin_fast_table_pin(), other, slow) }
+    }
+
+    /// [`Kmem::kfree_slab_or_then`] on the CPU `pin` pins, after every check of the object
+    /// (`None`: the careful pin's way): for a platform that reaches its CPU without the
+    /// machine (`kmem_hosted::ProcessCpu`, the process allocator's thread and its CPU), so
+    /// that the fast path neither loads the machine's id nor compares it.
+    ///
+    /// # Safety
+    ///
+    /// As [`Kmem::kfree`].
+    #[inline(always)]
+    pub unsafe fn kfree_slab_or_then_with(
+        &self,
+        p: *const u8,
+        pin: impl FnOnce() -> Option<FastPin>,
+        other: impl FnOnce(*const u8),
+        slow: impl FnOnce(),
+    ) {
         let addr = p as usize;
         // NULL and ZERO_SIZE_PTR need no test of their own: they are outside the direct map,
         // or in a frame boot reserved (`Kmem::boot`), never in a slab.
         if let Some(o) = self.plain_slab_of(addr) {
             if o.chk.is_plain_object(o.off) {
-                return self.free_checked_id_then(o.chk, o.id, o.slab, addr, o.off, o.word, slow);
+                let pin = || pin().map(|f| (f.pinned, f.area));
+                return self.free_checked_id_then(o.chk, o.id, o.slab, addr, o.off, o.word, pin, slow);
             }
         }
         other(p)
@@ -141,6 +162,25 @@ impl<P: Platform> Kmem<P> {
         other: impl FnOnce(*const u8),
         slow: impl FnOnce(),
     ) {
+        // SAFETY: caller's contract; the pin is this machine's own.
+        unsafe { self.kfree_sized_or_then_with(p, size, || self.try_pin_fast_table_pin(), other, slow) }
+    }
+
+    /// [`Kmem::kfree_sized_or_then`] on the CPU `pin` pins, as
+    /// [`Kmem::kfree_slab_or_then_with`].
+    ///
+    /// # Safety
+    ///
+    /// As [`Kmem::kfree`].
+    #[inline(always)]
+    pub unsafe fn kfree_sized_or_then_with(
+        &self,
+        p: *const u8,
+        size: usize,
+        pin: impl FnOnce() -> Option<FastPin>,
+        other: impl FnOnce(*const u8),
+        slow: impl FnOnce(),
+    ) {
         if size.wrapping_sub(1) < KMALLOC_MAX_CACHE_SIZE {
             // The state once, before the slot's atomic load (which would make the compiler
             // load it again).
@@ -157,7 +197,9 @@ impl<P: Platform> Kmem<P> {
                     if c.is_plain_object(off) {
                         // The class's entry names the cache's sheaves if it has one (a
                         // class entry is only ever its normal cache's).
-                        return self.free_checked_fast_then(c, slab, addr, off, FastTable::class_word(index), slow);
+                        let word = FastTable::class_word(index);
+                        let pin = || pin().map(|f| (f.pinned, f.area));
+                        return self.free_checked_fast_then(c, slab, addr, off, word, pin, slow);
                     }
                 }
             }
@@ -192,7 +234,7 @@ impl<P: Platform> Kmem<P> {
             return None;
         }
         if KmallocType::of(gfp) == KmallocType::Normal {
-            return self.kmalloc_fast_class(kmalloc_index(size), gfp.contains(Gfp::ZERO));
+            return self.kmalloc_fast_class(kmalloc_index(size), gfp.contains(Gfp::ZERO), || self.try_pin_fast_table());
         }
         // The machine's id once, before the slot's atomic load.
         let id = self.machine_id();
@@ -227,6 +269,33 @@ impl<P: Platform> Kmem<P> {
     /// ```
     #[inline(always)]
     pub fn kmalloc_try_fast_index(&self, index: usize, gfp: Gfp) -> Option<NonNull<u8>> {
+        self.kmalloc_try_fast_index_with(index, gfp, || self.try_pin_fast_table_pin())
+    }
+
+    /// [`Kmem::kmalloc_try_fast_index`] on the CPU `pin` pins (`None`: the caller's slow
+    /// path), for a platform that reaches its CPU without the machine, as
+    /// [`Kmem::kfree_slab_or_then_with`]. Types other than the normal one pin the usual way.
+    ///
+    /// ```
+    /// use kmem::kmalloc::kmalloc_index;
+    /// use kmem::Gfp;
+    /// let m = kmem_hosted::MachineBuilder::new().ram_mib(64).build().unwrap();
+    /// let p = m.kmalloc(64, Gfp::KERNEL).unwrap();
+    /// // SAFETY: ours, freed once.
+    /// unsafe { m.kfree(p.as_ptr()) };
+    /// // No pin: the caller's slow path (nothing was taken).
+    /// assert!(m.kmalloc_try_fast_index_with(kmalloc_index(64), Gfp::KERNEL, || None).is_none());
+    /// assert_eq!(m.kmalloc_try_fast_index(kmalloc_index(64), Gfp::KERNEL), Some(p));
+    /// // SAFETY: ours, freed once.
+    /// unsafe { m.kfree(p.as_ptr()) };
+    /// ```
+    #[inline(always)]
+    pub fn kmalloc_try_fast_index_with(
+        &self,
+        index: usize,
+        gfp: Gfp,
+        pin: impl FnOnce() -> Option<FastPin>,
+    ) -> Option<NonNull<u8>> {
         if !self.kmalloc_fast_gfp_ok(gfp) {
             return None;
         }
@@ -234,7 +303,7 @@ impl<P: Platform> Kmem<P> {
             if index >= KMALLOC_NR {
                 return None;
             }
-            return self.kmalloc_fast_class(index, gfp.contains(Gfp::ZERO));
+            return self.kmalloc_fast_class(index, gfp.contains(Gfp::ZERO), || pin().map(|f| (f.pinned, f.area)));
         }
         let id = self.machine_id();
         self.kmalloc_try_fast_slot(id, self.kmalloc_state().caches[KmallocType::of(gfp) as usize].get(index)?, gfp)
@@ -254,9 +323,16 @@ impl<P: Platform> Kmem<P> {
     /// class's plain cache, and only while nothing is armed that the careful path must run
     /// (failslab, `init_on_alloc`, KFENCE's sampling): an empty entry sends the caller to its
     /// careful path, which fills it.
+    /// `pin` is the fast pin ([`Kmem::try_pin_fast_table`], or the caller's platform's own
+    /// way to it: [`FastPin`]).
     #[inline(always)]
-    pub(super) fn kmalloc_fast_class(&self, index: usize, zero: bool) -> Option<NonNull<u8>> {
-        let (p, t) = self.try_pin_fast_table()?;
+    pub(super) fn kmalloc_fast_class(
+        &self,
+        index: usize,
+        zero: bool,
+        pin: impl FnOnce() -> Option<(Pinned, usize)>,
+    ) -> Option<NonNull<u8>> {
+        let (p, t) = pin()?;
         // SAFETY: the pinned CPU's table.
         let t = unsafe { FastTable::at(t) };
         let obj = t.main(FastTable::class_word(index)).and_then(Sheaf::pop);

@@ -253,7 +253,8 @@ impl<P: Platform> Kmem<P> {
             let (ty, index) = (KmallocType::of(gfp), kmalloc_index(size));
             if ty == KmallocType::Normal && node.is_none() && self.kmalloc_fast_gfp_ok(gfp) {
                 // The CPU's fast table names the class's sheaves (`fast.rs`).
-                if let Some(obj) = self.kmalloc_fast_class(index, gfp.contains(Gfp::ZERO)) {
+                if let Some(obj) = self.kmalloc_fast_class(index, gfp.contains(Gfp::ZERO), || self.try_pin_fast_table())
+                {
                     return Ok(obj);
                 }
             } else {
@@ -405,7 +406,16 @@ impl<P: Platform> Kmem<P> {
         // An object of a plain slab first: its head's word names the cache (see slab/free.rs).
         if let Some(o) = self.plain_slab_of(addr) {
             if o.chk.is_plain_object(o.off) {
-                self.free_checked_id_then(o.chk, o.id, o.slab, addr, o.off, o.word, || {});
+                self.free_checked_id_then(
+                    o.chk,
+                    o.id,
+                    o.slab,
+                    addr,
+                    o.off,
+                    o.word,
+                    || self.try_pin_fast_table(),
+                    || {},
+                );
                 return 0;
             }
         }

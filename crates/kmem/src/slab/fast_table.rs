@@ -199,6 +199,14 @@ impl<P: Platform> Kmem<P> {
         unsafe { &*(self.per_cpu_ptr_unchecked(p, cpu) as *const FastTable) }
     }
 
+    /// [`Kmem::try_pin_fast_table`] as a [`crate::FastPin`] (the fast paths that take their
+    /// pin from their caller take this one from the machine's own callers).
+    #[inline(always)]
+    pub(crate) fn try_pin_fast_table_pin(&self) -> Option<crate::FastPin> {
+        // SAFETY: this machine's platform's fast pin and the CPU's table address.
+        self.try_pin_fast_table().map(|(p, t)| unsafe { crate::FastPin::new(p, t) })
+    }
+
     /// [`Platform::try_pin_cpu`] and the address of the pinned CPU's table: from the
     /// platform's area word where it keeps one ([`Platform::CPU_AREA`]), else looked up from
     /// the CPU's number. The table is never freed ([`FastTable::at`] reads it). (An address,

@@ -37,7 +37,7 @@ use super::sheaf::SlubStat;
 use super::slab_page::{Slab, SlabRef};
 use super::word::tagged;
 use crate::machine::Kmem;
-use crate::platform::Platform;
+use crate::platform::{Pinned, Platform};
 
 /// What the slow path found out about a pointer given to `kmem_cache_free`.
 pub(crate) enum Lookup<'a> {
@@ -255,6 +255,7 @@ impl<P: Platform> Kmem<P> {
     /// the sheaves' address no longer waits for the cache descriptor and its table of
     /// per-CPU addresses. An empty entry sends the free to the careful pin, which fills it.
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn free_checked_fast_then<'a>(
         &'a self,
         s: &KmemCache,
@@ -262,10 +263,11 @@ impl<P: Platform> Kmem<P> {
         obj: usize,
         off: usize,
         word: usize,
+        pin: impl FnOnce() -> Option<(Pinned, usize)>,
         slow: impl FnOnce(),
     ) {
         debug_assert!(s.nr_nodes <= 1, "a fast free of a cache of several nodes");
-        self.mark_and_push(s, slab, obj, off, slow, || self.free_fast_word(word, obj))
+        self.mark_and_push(s, slab, obj, off, slow, || self.free_fast_word(word, obj, pin))
     }
 
     /// [`Kmem::free_checked_fast_then`] for `kfree`, which found the cache's id (below
@@ -282,12 +284,13 @@ impl<P: Platform> Kmem<P> {
         obj: usize,
         off: usize,
         word: usize,
+        pin: impl FnOnce() -> Option<(Pinned, usize)>,
         slow: impl FnOnce(),
     ) {
         if !mark_sheaf_object(chk, obj) {
             return self.free_id_cold(id, slab, obj, off, None, slow);
         }
-        match self.free_fast_word(word, obj) {
+        match self.free_fast_word(word, obj, pin) {
             Some(true) => {}
             pushed => self.free_id_cold(id, slab, obj, off, Some(pushed), slow),
         }
@@ -440,10 +443,12 @@ impl<P: Platform> Kmem<P> {
 
     /// [`Kmem::free_fast`] to the sheaves entry `word` of the pinned CPU's fast table names:
     /// `Some(false)` when its main sheaf has no room, `None` when the CPU is not to be had
-    /// without a call or the entry is empty. Makes no call.
+    /// without a call or the entry is empty. Makes no call. `pin` is the fast pin
+    /// ([`Kmem::try_pin_fast_table`], or the caller's platform's own way to it:
+    /// [`crate::FastPin`]), tried here, after every check of the object.
     #[inline(always)]
-    fn free_fast_word(&self, word: usize, obj: usize) -> Option<bool> {
-        let (p, t) = self.try_pin_fast_table()?;
+    fn free_fast_word(&self, word: usize, obj: usize, pin: impl FnOnce() -> Option<(Pinned, usize)>) -> Option<bool> {
+        let (p, t) = pin()?;
         // SAFETY: the pinned CPU's table.
         let t = unsafe { super::fast_table::FastTable::at(t) };
         let ok = t.main(word).map(|m| m.push(obj));
