@@ -123,9 +123,9 @@ pub struct HostedPlatform {
     /// owned CPUs (`cpus/ctx.rs`), read by every owned fast pin. The machine's id, until
     /// the machine becomes the process machine (`Machine::make_process_machine`): then
     /// `PROCESS_GATE`, which the process allocator's fast paths test without the machine
-    /// (`ProcessCpu`). A clone keeps the token it was made with (a clone made before that,
-    /// as a thread-exit hook's, opens the gate with the id: the next pin of the machine's
-    /// own platform opens it again with the process token).
+    /// (`ProcessCpu`). A clone keeps the token it was made with: one made before that (a
+    /// thread-exit hook's) no longer matches its threads' `own_gate`, so its fast pins
+    /// decline and it pins the careful way.
     gate: GateToken,
     direct_map: DirectMap,
     ram_len: usize,
