@@ -532,6 +532,15 @@ impl MachineBuilder {
             kmem.platform().cpus().set_offline_hook(Box::new(move |cpu| {
                 alias.cpu_offline(kmem::CpuId(cpu));
             }));
+            // SAFETY: as above.
+            let alias = unsafe { kmem.alias() };
+            kmem.platform().cpus().set_up_hook(Box::new(move |cpu| alias.cpu_up_prepare(kmem::CpuId(cpu))));
+            // The CPUs taken since boot wrote the online ones' tables (the building thread's).
+            for cpu in 0..kmem.nr_cpus() {
+                if kmem::Platform::cpu_online(kmem.platform(), kmem::CpuId(cpu as u32)) {
+                    kmem.cpu_up_prepare(kmem::CpuId(cpu as u32));
+                }
+            }
         }
         // SAFETY: the Machine owns the threads and stops them first thing in its drop,
         // before its state and RAM go away.

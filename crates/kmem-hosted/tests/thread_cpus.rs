@@ -265,3 +265,29 @@ fn the_owned_fast_pin_declines_inside_careful_sections_and_returns_after() {
     p.unpin_cpu_fast(fast);
     fast_pins("after a careful section nested in a fast one");
 }
+
+/// A CPU comes online as a thread takes it (`Kmem::cpu_up_prepare`), before any fast path
+/// runs on it: here the thread's first section is a page allocation's (careful, no slab
+/// fill), and its next a slab fast path, which reads the CPU's fast table untested.
+#[test]
+fn a_cpu_taken_by_a_careful_section_is_up_before_its_first_fast_path() {
+    let m = MachineBuilder::new().ram_mib(32).thread_cpus(4).build().unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..3 {
+            s.spawn(|| {
+                let page = m.alloc_pages(Gfp::KERNEL, Order::ZERO).unwrap();
+                let p = m.kmalloc(64, Gfp::KERNEL).unwrap();
+                // SAFETY: ours, freed once each.
+                unsafe {
+                    m.kfree(p.as_ptr());
+                    m.__free_pages(page, Order::ZERO);
+                }
+                let q = m.kmalloc(64, Gfp::KERNEL).unwrap();
+                assert_eq!(q, p, "the fast paths work on the new CPU");
+                // SAFETY: as above.
+                unsafe { m.kfree(q.as_ptr()) };
+            });
+        }
+    });
+    assert_eq!(m.report_count(kmem::ReportKind::SlabBug), 0);
+}

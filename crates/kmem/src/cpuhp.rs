@@ -38,6 +38,21 @@ impl<P: Platform> Kmem<P> {
         ran
     }
 
+    /// Prepares CPU `cpu` to come online (Linux's `CPUHP_*_PREPARE` callbacks): its slab
+    /// fast table is written (every entry naming the empty sheaf: the fast paths test no
+    /// entry, so a CPU's table must be written before its first fast pin). Boot does it for
+    /// the CPUs online then ([`Platform::cpu_online`]); a platform whose CPUs come online
+    /// later (a hosted machine with a CPU per thread, as a thread takes its CPU) calls this
+    /// before the CPU's first section. Idempotent, and cheap once done.
+    ///
+    /// ```
+    /// let m = kmem_hosted::MachineBuilder::new().ram_mib(64).cpus(2).build().unwrap();
+    /// m.cpu_up_prepare(kmem::CpuId(1)); // online since boot: nothing to do
+    /// ```
+    pub fn cpu_up_prepare(&self, cpu: CpuId) {
+        self.fast_table_up(cpu.index());
+    }
+
     /// A second handle on this machine, sharing its state: what a platform keeps to run
     /// [`Kmem::cpu_offline`] from a thread-exit hook, where the owner's handle cannot be
     /// reached.

@@ -94,6 +94,9 @@ pub(crate) struct Cpus {
     migrate_every: u32,
     /// The CPU-offline teardown; `None` once the machine is gone.
     hook: RwLock<Option<OfflineHook>>,
+    /// What a CPU needs before it comes online (`Kmem::cpu_up_prepare`), run as a thread
+    /// takes a CPU; `None` before the machine is booted and once it is gone.
+    up_hook: RwLock<Option<OfflineHook>>,
     /// Free CPUs that thread exits may leave warm (caches kept for the next thread) before
     /// they run the teardown; and how many are warm now.
     warm_limit: AtomicUsize,
@@ -123,6 +126,7 @@ impl Cpus {
             owned: Box::new([]),
             migrate_every,
             hook: RwLock::new(None),
+            up_hook: RwLock::new(None),
             warm_limit: AtomicUsize::new(0),
             warm_free: AtomicUsize::new(0),
         })
@@ -144,6 +148,7 @@ impl Cpus {
             owned: (0..nr).map(|i| OwnedCpu::new(i as u32)).collect(),
             migrate_every: 0,
             hook: RwLock::new(None),
+            up_hook: RwLock::new(None),
             warm_limit: AtomicUsize::new(0),
             warm_free: AtomicUsize::new(0),
         });
@@ -205,10 +210,24 @@ impl Cpus {
         self.warm_limit.store(n, Ordering::Relaxed);
     }
 
-    /// Removes the teardown (the machine is going away): threads that exit later just
-    /// give their CPUs back.
+    /// Installs what a CPU needs before it comes online, run as a thread takes a CPU.
+    pub(crate) fn set_up_hook(&self, hook: OfflineHook) {
+        *self.up_hook.write().unwrap_or_else(|e| e.into_inner()) = Some(hook);
+    }
+
+    /// Runs the CPU-online preparation for CPU `cpu` (a thread takes it).
+    fn cpu_up(&self, cpu: u32) {
+        if let Some(h) = self.up_hook.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            h(cpu);
+        }
+    }
+
+    /// Removes the teardown and the online preparation (the machine is going away):
+    /// threads that exit later just give their CPUs back.
     pub(crate) fn clear_offline_hook(&self) {
         let old = self.hook.write().unwrap_or_else(|e| e.into_inner()).take();
+        drop(old);
+        let old = self.up_hook.write().unwrap_or_else(|e| e.into_inner()).take();
         drop(old);
     }
 

@@ -139,6 +139,9 @@ impl Cpus {
             self.warm_free.fetch_sub(1, Ordering::Relaxed);
         }
         c.borrowed.set(0);
+        // Before the thread's first section of it: the CPU comes online (its fast table
+        // written: the fast paths test no entry).
+        self.cpu_up(i as u32);
         let o = Own { machine: self.id, cpu: i as u32, state: &self.owned[i] };
         self.remember(c, o);
         self.set_fast(c, o);

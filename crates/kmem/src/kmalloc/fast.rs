@@ -11,7 +11,6 @@ use crate::gfp::Gfp;
 use crate::machine::Kmem;
 use crate::platform::{FastPin, Pinned, Platform};
 use crate::slab::fast_table::FastTable;
-use crate::slab::sheaf::Sheaf;
 use crate::sync::Ordering;
 
 impl<P: Platform> Kmem<P> {
@@ -335,7 +334,7 @@ impl<P: Platform> Kmem<P> {
         let (p, t) = pin()?;
         // SAFETY: the pinned CPU's table.
         let t = unsafe { FastTable::at(t) };
-        let obj = t.main(FastTable::class_word(index)).and_then(Sheaf::pop);
+        let obj = t.sheaf(FastTable::class_word(index)).pop();
         self.platform().unpin_cpu_fast(p);
         let obj = obj?;
         // The object is ours now: its free pointer stops looking like a free object's (the

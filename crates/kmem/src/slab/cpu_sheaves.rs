@@ -100,19 +100,22 @@ impl CpuSheaves {
         if old == new {
             return;
         }
+        // No main sheaf: the entries name the empty sheaf.
+        let to = if new == 0 { super::sheaf::empty_sheaf() } else { new };
         let id = self.id_slot.load(Ordering::Relaxed);
         if id != 0 {
             // SAFETY: a word of this CPU's fast table (set by `mirror_in`), which is never
             // freed.
-            unsafe { &*(id as *const AtomicUsize) }.store(new, Ordering::Release);
+            unsafe { &*(id as *const AtomicUsize) }.store(to, Ordering::Release);
         }
         let class = self.class_slot.load(Ordering::Relaxed);
-        // An empty entry means "fill me" as well as "cleared by arming": one that mirrored no
-        // sheaf is left for the next careful allocation to fill (with its armed test).
+        // An empty entry (the empty sheaf) means "fill me" as well as "cleared by arming": one
+        // that mirrored no sheaf is left for the next careful allocation to fill (with its
+        // armed test).
         if class != 0 && old != 0 {
             // SAFETY: as above.
             let w = unsafe { &*(class as *const AtomicUsize) };
-            let _ = w.compare_exchange(old, new, Ordering::AcqRel, Ordering::Relaxed);
+            let _ = w.compare_exchange(old, to, Ordering::AcqRel, Ordering::Relaxed);
         }
     }
     /// Records the fast-table entries that mirror `main` (the CPU's owner, pinned, as it

@@ -16,20 +16,27 @@
 //!
 //! # Entries
 //!
-//! An entry is 0 or the address of the CPU's main sheaf of one live cache: the fast path
-//! goes from the entry to the sheaf's count (since 2026-12-05 late night; it named the
-//! CPU's [`CpuSheaves`] before, one dependent load and a null test more on every
-//! allocation and free). Entries mirror `CpuSheaves::main`, filled lazily:
+//! An entry is the address of the CPU's main sheaf of one live cache, or of the empty sheaf
+//! ([`empty_sheaf`]: no objects, no room), never 0 once the CPU is up: the fast path goes
+//! from the entry to the sheaf's count with no test of the entry, and an empty entry fails
+//! its pop or push as an empty or full sheaf does (since 2026-12-06: a null test and its
+//! branch less on every allocation and free; the entries named the CPU's [`CpuSheaves`]
+//! before 2026-12-05, one dependent load more). A CPU's per-CPU memory starts zeroed, so
+//! its table is written empty before its first fast pin ([`FastTable::init`]): at boot for
+//! the CPUs online then, by [`Kmem::cpu_up_prepare`] for one that comes online later (a
+//! hosted thread taking its CPU), and by the CPU's first fill if it ran before that (a CPU
+//! borrowed with `run_on_cpu`). Entries mirror `CpuSheaves::main`, filled lazily:
 //!
 //! - **Filled** by the CPU itself, pinned, on its careful paths ([`Kmem::fast_table_fill`]:
-//!   an allocation that found the entry empty, a free that did), so a machine of many
+//!   an allocation that found the entry empty, a free's slow path), so a machine of many
 //!   possible CPUs never touches the per-CPU memory of CPUs that do not allocate. The fill
 //!   also tells the `CpuSheaves` where its entries are (`mirror_in`).
 //! - **Kept** by every change of the CPU's main sheaf (`CpuSheaves::set_main` and `swap`,
 //!   whoever makes it: the CPU on its slow paths, or the CPU's teardown): the id entry is
-//!   stored the new sheaf; the class entry is compare-and-swapped from the old sheaf to the
-//!   new one, so that one cleared by arming meanwhile stays empty, and one that mirrored no
-//!   sheaf is left for the next careful allocation to fill. Nothing else writes `main`.
+//!   stored the new sheaf (the empty one for none); the class entry is compare-and-swapped
+//!   from the old sheaf to the new one, so that one cleared by arming meanwhile stays empty,
+//!   and one that mirrored no sheaf is left for the next careful allocation (or slow free)
+//!   to fill. Nothing else writes `main`.
 //! - **A class entry** exists only for a plain kmalloc cache of the normal type (set by
 //!   kmalloc, `KmemCache::fast_class`; the table keeps the cache's free-pointer offset and
 //!   object size beside it, what the allocation fast path needs of the cache), and only
@@ -53,7 +60,7 @@
 
 use super::cache::KmemCache;
 use super::cpu_sheaves::CpuSheaves;
-use super::sheaf::Sheaf;
+use super::sheaf::{empty_sheaf, Sheaf};
 use crate::kmalloc::KMALLOC_NR;
 use crate::machine::Kmem;
 use crate::percpu::PercpuPtr;
@@ -75,7 +82,7 @@ pub const FAST_TABLE_PERCPU_BYTES: usize = core::mem::size_of::<FastTable>();
 
 /// Where a table's entries start in it, and so in their page ([`FastTable`]).
 pub(crate) const TABLE_COLOUR: usize = 8;
-const _: () = assert!(core::mem::offset_of!(FastTable, words) == TABLE_COLOUR);
+const _: () = assert!(cfg!(loom) || core::mem::offset_of!(FastTable, words) == TABLE_COLOUR);
 
 /// One CPU's fast table (a per-CPU allocation): class entries, then id entries, then what
 /// the allocation fast path needs of a class's cache (its free-pointer offset, which it
@@ -93,8 +100,10 @@ const _: () = assert!(core::mem::offset_of!(FastTable, words) == TABLE_COLOUR);
 /// blocks start at every word, so its entry shares its low bits with one block of a page.
 #[repr(C, align(128))]
 pub(crate) struct FastTable {
-    /// Unused: shifts the entries off the page's first word ([`TABLE_COLOUR`]).
-    _colour: usize,
+    /// 1 once the entries are written ([`FastTable::init`]; a CPU's per-CPU memory starts
+    /// zeroed, and an empty entry names the empty sheaf, not 0). First, so that it also
+    /// shifts the entries off the page's first word ([`TABLE_COLOUR`]).
+    ready: AtomicUsize,
     words: [AtomicUsize; FAST_CLASSES + FAST_IDS],
     class_fp: [AtomicU32; FAST_CLASSES],
     class_size: [AtomicU32; FAST_CLASSES],
@@ -122,15 +131,39 @@ impl FastTable {
     pub(crate) const fn id_word(id: usize) -> usize {
         FAST_CLASSES + id
     }
-    /// The main sheaf that entry `word` names, if any.
+    /// The sheaf entry `word` names: the CPU's main sheaf of the entry's cache, or the empty
+    /// sheaf ([`empty_sheaf`]), on which a pop and a push both fail. No test of the entry:
+    /// the fast paths' pop and push tests are the only ones. The table is the pinned CPU's,
+    /// written ([`FastTable::init`]) before the CPU's first fast pin.
     #[inline(always)]
-    pub(crate) fn main(&self, word: usize) -> Option<&Sheaf> {
+    pub(crate) fn sheaf(&self, word: usize) -> &Sheaf {
         let p = self.words[word].load(Ordering::Acquire);
-        // SAFETY: a non-zero entry is the address of this CPU's main sheaf of a live cache
-        // (module docs: filled from the CPU's `CpuSheaves`, changed with its main sheaf,
-        // cleared before the cache is freed), a live `kmem_sheaf` object the CPU owns while
-        // it is its main sheaf; only the CPU, pinned, reads it.
-        (p != 0).then(|| unsafe { &*(p as *const Sheaf) })
+        debug_assert!(p != 0, "a fast table read before its CPU came up");
+        // SAFETY: an entry of a written table is the address of this CPU's main sheaf of a
+        // live cache (module docs: filled from the CPU's `CpuSheaves`, changed with its main
+        // sheaf, emptied before the cache is freed), a live `kmem_sheaf` object the CPU owns
+        // while it is its main sheaf and only the CPU, pinned, reads; or the empty sheaf,
+        // a static.
+        unsafe { &*(p as *const Sheaf) }
+    }
+    /// Writes every entry empty (the empty sheaf), once: the CPU's table is then `ready`.
+    /// Idempotent, and harmless beside the CPU's own fills and other CPUs' clears: every
+    /// write here names the empty sheaf.
+    fn init(&self) {
+        if self.ready.load(Ordering::Acquire) != 0 {
+            return;
+        }
+        let empty = empty_sheaf();
+        for w in &self.words {
+            // Not over a fill of the CPU's that came first (a CPU borrowed for
+            // `run_on_cpu` may fill before its first owner brings it up).
+            let _ = w.compare_exchange(0, empty, Ordering::AcqRel, Ordering::Relaxed);
+        }
+        self.ready.store(1, Ordering::Release);
+    }
+    /// Whether the entries are written.
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) != 0
     }
     /// The address of entry `word` (for [`CpuSheaves::mirror_in`]).
     fn slot(&self, word: usize) -> usize {
@@ -146,18 +179,21 @@ impl FastTable {
     pub(crate) fn class_size(&self, index: usize) -> usize {
         self.class_size[index].load(Ordering::Relaxed) as usize
     }
-    /// Sets entry `word` to `pcs` (0: empty), if it differs.
-    fn set(&self, word: usize, pcs: usize) {
+    /// Sets entry `word` to the sheaf at `main` (0: empty, the empty sheaf), if it differs.
+    fn set(&self, word: usize, main: usize) {
+        let v = if main == 0 { empty_sheaf() } else { main };
         let w = &self.words[word];
-        if w.load(Ordering::Relaxed) != pcs {
-            w.store(pcs, Ordering::Release);
+        if w.load(Ordering::Relaxed) != v {
+            w.store(v, Ordering::Release);
         }
     }
 }
 
 impl<P: Platform> Kmem<P> {
-    /// `kmem_cache_init`'s part: every CPU's table (zeroed per-CPU memory: all entries empty,
-    /// nothing written), and each CPU's area word for the platform. The tables come from the
+    /// `kmem_cache_init`'s part: every CPU's table (zeroed per-CPU memory), each CPU's area
+    /// word for the platform, and the tables of the CPUs online now written empty
+    /// ([`FastTable::init`]; a CPU that comes online later has its table written by
+    /// [`Kmem::cpu_up_prepare`], which its platform runs first). The tables come from the
     /// first chunk's dynamic region, next to the per-CPU sheaves of the first caches, on a
     /// page a CPU that allocates touches anyway (the reserved region's first page is touched
     /// by nothing else: one page fault more at a process's start).
@@ -177,15 +213,27 @@ impl<P: Platform> Kmem<P> {
             // SAFETY: a fresh per-CPU area of a FastTable's size and alignment, ours alone.
             unsafe {
                 (t as *const FastTable as *mut FastTable).write(FastTable {
-                    _colour: 0,
+                    ready: AtomicUsize::new(0),
                     words: core::array::from_fn(|_| AtomicUsize::new(0)),
                     class_fp: core::array::from_fn(|_| AtomicU32::new(0)),
                     class_size: core::array::from_fn(|_| AtomicU32::new(0)),
                 })
             };
             self.platform().set_cpu_area(CpuId(cpu as u32), t as *const FastTable as usize);
+            if self.platform().cpu_online(CpuId(cpu as u32)) {
+                t.init();
+            }
         }
         Ok(())
+    }
+
+    /// Writes CPU `cpu`'s fast table empty if it is not yet (the CPU comes online: a
+    /// platform whose CPUs come and go runs it before the CPU's first fast pin; boot writes
+    /// those online then).
+    pub(crate) fn fast_table_up(&self, cpu: usize) {
+        if self.slab().fast_chunk.load(Ordering::Acquire) != 0 && cpu < self.nr_cpus() {
+            self.fast_table(cpu).init();
+        }
     }
 
     /// CPU `cpu`'s table (`cpu` below the CPU count; after `kmem_cache_init`).
@@ -234,6 +282,12 @@ impl<P: Platform> Kmem<P> {
         }
         let t = self.fast_table(cpu);
         let main = pcs.main_addr();
+        if main == 0 {
+            // No main sheaf: the entries are empty, as they should be.
+            return;
+        }
+        // (A CPU borrowed before it first came up, `run_on_cpu`: its table is written now.)
+        t.init();
         if (s.id as usize) < FAST_IDS {
             let word = FastTable::id_word(s.id as usize);
             pcs.mirror_in(t.slot(word), 0);
@@ -253,7 +307,7 @@ impl<P: Platform> Kmem<P> {
                 // A swap, as the arming's clear: every write that may race with the CPU's
                 // compare-and-swap of the entry (`CpuSheaves::main_changed`) is a
                 // read-modify-write (the loom model in `cpu_sheaves.rs`).
-                t.words[word].swap(0, Ordering::AcqRel);
+                t.words[word].swap(empty_sheaf(), Ordering::AcqRel);
             }
         }
     }
@@ -262,14 +316,17 @@ impl<P: Platform> Kmem<P> {
     /// on their careful path (module docs). The caller has stored the armed state.
     pub(crate) fn fast_table_disarm_classes(&self) {
         crate::sync::fence(Ordering::SeqCst);
+        let empty = empty_sheaf();
         for cpu in 0..self.nr_cpus() {
             let t = self.fast_table(cpu);
             for class in 0..FAST_CLASSES {
-                // Read first (a CPU that never allocated keeps its table's page untouched),
-                // then a swap: the CPU may be compare-and-swapping the entry meanwhile.
+                // Read first (a CPU that never allocated keeps its table's page untouched,
+                // and one never up keeps its zeros), then a swap: the CPU may be
+                // compare-and-swapping the entry meanwhile.
                 let w = &t.words[FastTable::class_word(class)];
-                if w.load(Ordering::Relaxed) != 0 {
-                    w.swap(0, Ordering::AcqRel);
+                let v = w.load(Ordering::Relaxed);
+                if v != 0 && v != empty {
+                    w.swap(empty, Ordering::AcqRel);
                 }
             }
         }
@@ -281,6 +338,10 @@ impl<P: Platform> Kmem<P> {
         let class = s.fast_class.load(Ordering::Relaxed);
         for cpu in 0..self.nr_cpus() {
             let t = self.fast_table(cpu);
+            if !t.is_ready() {
+                // Never up: its entries are zeros, and its first fill writes them.
+                continue;
+            }
             if (s.id as usize) < FAST_IDS {
                 t.set(FastTable::id_word(s.id as usize), 0);
             }
@@ -299,9 +360,16 @@ mod tests {
     use crate::slab::SlabFlags;
     use crate::testing;
 
-    /// The address CPU 0's entry `word` holds (the test platform's caller is CPU 0).
+    /// The address of the sheaf CPU 0's entry `word` names, 0 for the empty sheaf (the test
+    /// platform's caller is CPU 0).
     fn entry(k: &crate::Kmem<testing::TestPlatform>, word: usize) -> usize {
-        k.fast_table(0).words[word].load(crate::sync::Ordering::Relaxed)
+        let v = k.fast_table(0).words[word].load(crate::sync::Ordering::Relaxed);
+        assert_ne!(v, 0, "CPU 0's table is written at boot");
+        if v == crate::slab::sheaf::empty_sheaf() {
+            0
+        } else {
+            v
+        }
     }
 
     /// A cache's id entry names its CPU's main sheaf once the CPU has used it, and nothing

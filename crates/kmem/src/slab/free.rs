@@ -442,8 +442,9 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// [`Kmem::free_fast`] to the sheaves entry `word` of the pinned CPU's fast table names:
-    /// `Some(false)` when its main sheaf has no room, `None` when the CPU is not to be had
-    /// without a call or the entry is empty. Makes no call. `pin` is the fast pin
+    /// `Some(false)` when its main sheaf has no room or the entry is empty (the empty sheaf
+    /// has none: the slow path fills the entry), `None` when the CPU is not to be had
+    /// without a call. Makes no call. `pin` is the fast pin
     /// ([`Kmem::try_pin_fast_table`], or the caller's platform's own way to it:
     /// [`crate::FastPin`]), tried here, after every check of the object.
     #[inline(always)]
@@ -451,9 +452,9 @@ impl<P: Platform> Kmem<P> {
         let (p, t) = pin()?;
         // SAFETY: the pinned CPU's table.
         let t = unsafe { super::fast_table::FastTable::at(t) };
-        let ok = t.main(word).map(|m| m.push(obj));
+        let ok = t.sheaf(word).push(obj);
         self.platform().unpin_cpu_fast(p);
-        ok
+        Some(ok)
     }
 
     /// Whether the object at `off` of `slab` is free (in a sheaf or on its slab's freelist).
@@ -512,6 +513,9 @@ impl<P: Platform> Kmem<P> {
             let p = self.platform().pin_cpu();
             let pcs = s.pcs(self, p.cpu.index());
             pcs.stat(SlubStat::FreeSlowpath);
+            // The fast paths come here from an empty entry too (it names the empty sheaf,
+            // which has no room): fill it.
+            self.fast_table_fill(s, p.cpu.index(), pcs);
             let pushed = match pcs.main() {
                 // The CPU's first free into this cache since it came online: an empty sheaf
                 // parked in the barn rather than a new one.

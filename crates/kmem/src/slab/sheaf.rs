@@ -127,6 +127,28 @@ pub(crate) struct Sheaf {
     objects: [AtomicUsize; SHEAF_MAX],
 }
 
+/// The sheaf every empty fast-table entry names (`fast_table.rs`): no objects and no room,
+/// so that the fast paths' pop and push fail on it as on an empty or full sheaf, with no
+/// test of the entry itself. Never written: a pop needs an object, a push room.
+#[cfg(not(loom))]
+static EMPTY_SHEAF: Sheaf = Sheaf::new(0);
+
+/// The address of the empty sheaf ([`EMPTY_SHEAF`]; under loom, one leaked for the process).
+#[inline(always)]
+pub(crate) fn empty_sheaf() -> usize {
+    #[cfg(not(loom))]
+    {
+        &EMPTY_SHEAF as *const Sheaf as usize
+    }
+    #[cfg(loom)]
+    {
+        // (Loom's atomics are not const: a real `OnceLock`, outside the models.)
+        extern crate std;
+        static EMPTY: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        *EMPTY.get_or_init(|| std::boxed::Box::leak(std::boxed::Box::new(Sheaf::new(0))) as *const Sheaf as usize)
+    }
+}
+
 impl Sheaf {
     const_fn_unless_loom! {
         /// An empty sheaf of `capacity` objects (at most [`SHEAF_MAX`]: [`Sheaf::push`]
