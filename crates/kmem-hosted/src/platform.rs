@@ -326,6 +326,11 @@ unsafe impl Platform for HostedPlatform {
     fn cpu_online(&self, cpu: CpuId) -> bool {
         self.cpus.online(cpu.0)
     }
+    /// A CPU-per-thread machine's CPUs come online as threads take them (the builder
+    /// installs `Kmem::cpu_up_prepare` for that).
+    fn cpus_come_up_later(&self) -> bool {
+        self.cpus.per_thread()
+    }
     #[inline]
     fn atomic_context(&self) -> bool {
         cpus::atomic_context()

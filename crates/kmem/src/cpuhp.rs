@@ -41,9 +41,10 @@ impl<P: Platform> Kmem<P> {
     /// Prepares CPU `cpu` to come online (Linux's `CPUHP_*_PREPARE` callbacks): its slab
     /// fast table is written (every entry naming the empty sheaf: the fast paths test no
     /// entry, so a CPU's table must be written before its first fast pin). Boot does it for
-    /// the CPUs online then ([`Platform::cpu_online`]); a platform whose CPUs come online
-    /// later (a hosted machine with a CPU per thread, as a thread takes its CPU) calls this
-    /// before the CPU's first section. Idempotent, and cheap once done.
+    /// every CPU, unless the platform's CPUs come up later
+    /// ([`Platform::cpus_come_up_later`]: a hosted machine with a CPU per thread): then for
+    /// those online at boot, and the platform calls this before each other CPU's first
+    /// section. Idempotent, and cheap once done.
     ///
     /// ```
     /// let m = kmem_hosted::MachineBuilder::new().ram_mib(64).cpus(2).build().unwrap();

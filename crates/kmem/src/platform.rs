@@ -253,6 +253,14 @@ pub unsafe trait Platform: Send + Sync {
         self.unpin_cpu(p);
         here
     }
+    /// Whether this platform's CPUs come online after boot, each only once the platform has
+    /// run [`crate::Kmem::cpu_up_prepare`] for it (a hosted machine with a CPU per thread, as
+    /// a thread takes its CPU). False (the default): boot prepares every CPU, online or not
+    /// (a kernel's secondary CPUs start after the allocator, and run its fast paths at
+    /// once).
+    fn cpus_come_up_later(&self) -> bool {
+        false
+    }
     /// `cpu_online()`: whether CPU `cpu` may have per-CPU state in use. Platforms whose CPUs
     /// come and go (hosted machines with a CPU per thread) say false for CPUs no thread runs
     /// on, so machine-wide walks can skip them; their per-CPU caches were emptied when they

@@ -23,9 +23,10 @@
 //! branch less on every allocation and free; the entries named the CPU's [`CpuSheaves`]
 //! before 2026-12-05, one dependent load more). A CPU's per-CPU memory starts zeroed, so
 //! its table is written empty before its first fast pin ([`FastTable::init`]): at boot for
-//! the CPUs online then, by [`Kmem::cpu_up_prepare`] for one that comes online later (a
-//! hosted thread taking its CPU), and by the CPU's first fill if it ran before that (a CPU
-//! borrowed with `run_on_cpu`). Entries mirror `CpuSheaves::main`, filled lazily:
+//! every CPU, or on a platform whose CPUs come up later (a hosted machine with a CPU per
+//! thread) for those online then and by [`Kmem::cpu_up_prepare`] for each other as it
+//! comes up, and by the CPU's first fill if it ran before that (a CPU borrowed with
+//! `run_on_cpu`). Entries mirror `CpuSheaves::main`, filled lazily:
 //!
 //! - **Filled** by the CPU itself, pinned, on its careful paths ([`Kmem::fast_table_fill`]:
 //!   an allocation that found the entry empty, a free's slow path), so a machine of many
@@ -191,9 +192,11 @@ impl FastTable {
 
 impl<P: Platform> Kmem<P> {
     /// `kmem_cache_init`'s part: every CPU's table (zeroed per-CPU memory), each CPU's area
-    /// word for the platform, and the tables of the CPUs online now written empty
-    /// ([`FastTable::init`]; a CPU that comes online later has its table written by
-    /// [`Kmem::cpu_up_prepare`], which its platform runs first). The tables come from the
+    /// word for the platform, and the tables written empty ([`FastTable::init`]): every
+    /// CPU's, or on a platform whose CPUs come up later
+    /// ([`Platform::cpus_come_up_later`]) those online now (the others' are written by
+    /// [`Kmem::cpu_up_prepare`], which the platform runs first: a process machine of 64
+    /// possible CPUs does not touch 64 tables at start-up). The tables come from the
     /// first chunk's dynamic region, next to the per-CPU sheaves of the first caches, on a
     /// page a CPU that allocates touches anyway (the reserved region's first page is touched
     /// by nothing else: one page fault more at a process's start).
@@ -220,7 +223,8 @@ impl<P: Platform> Kmem<P> {
                 })
             };
             self.platform().set_cpu_area(CpuId(cpu as u32), t as *const FastTable as usize);
-            if self.platform().cpu_online(CpuId(cpu as u32)) {
+            let p = self.platform();
+            if !p.cpus_come_up_later() || p.cpu_online(CpuId(cpu as u32)) {
                 t.init();
             }
         }
