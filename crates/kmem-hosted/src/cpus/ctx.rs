@@ -67,18 +67,18 @@ pub(super) struct Ctx {
     /// thread owns, and that CPU's state. Cleared while the thread runs as another CPU of
     /// that machine (`run_on_cpu`), so every query then takes the slow path.
     pub(super) own_machine: Cell<usize>,
-    /// The owned fast path's gate: `own_machine` while it is open, 0 while closed. Open, it
-    /// says that no careful section of the owned CPU runs on this thread, so the fast pin
-    /// (`thread::try_pin_fast_area`) compares the machine with this word and has no depth to
-    /// read. Every outermost careful entry closes it ([`Ctx::enter_owned`], after its store
+    /// The owned fast path's gate: `own_gate` (the gate token of `own_machine`) while it is
+    /// open, 0 while closed. Open, it says that no careful section of the owned CPU runs on
+    /// this thread, so the fast pin (`thread::try_pin_fast_area`) compares its machine's
+    /// token with this word and has no depth to read. Every outermost careful entry closes it ([`Ctx::enter_owned`], after its store
     /// of `depth`: a signal handler in between finds the gate open and the section not
     /// started, which is as if it had come before); an exit leaves it closed, and the next
     /// fast pin that finds the CPU's depth 0 opens it (a cold branch once after each
     /// careful section: cheaper than a word to keep on every exit, which ends through a
     /// token shared with the slots). Closed (0) whenever `own_machine` changes.
     ///
-    /// The value that opens it is the machine's gate token (`HostedPlatform::gate`): its id,
-    /// or [`PROCESS_GATE`](super::thread::PROCESS_GATE) for the process machine, which the
+    /// A machine's gate token (`HostedPlatform::gate`) is its id, or
+    /// [`PROCESS_GATE`](super::thread::PROCESS_GATE) for the process machine, which the
     /// process allocator's fast paths test without the machine (`ProcessCpu`).
     pub(super) own_fast: Cell<usize>,
     /// The gate token of `own_machine` (`Cpus::gate`; 0 with no machine): what opens the
