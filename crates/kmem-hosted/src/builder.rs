@@ -95,6 +95,7 @@ pub struct MachineBuilder {
     slab_nomerge: bool,
     slab_freeptr_at_start: bool,
     slab_sheaf_bytes: Option<u32>,
+    slab_sheaf_max: Option<u32>,
     slab_cpu_stash: u8,
     slab_barn_bytes: u32,
     slab_min_objects: u32,
@@ -141,6 +142,7 @@ impl MachineBuilder {
             slab_nomerge: false,
             slab_freeptr_at_start: false,
             slab_sheaf_bytes: None,
+            slab_sheaf_max: None,
             slab_cpu_stash: 0,
             slab_barn_bytes: 0,
             slab_min_objects: 0,
@@ -500,6 +502,9 @@ impl MachineBuilder {
         cfg.slab.freeptr_at_start = self.slab_freeptr_at_start;
         if let Some(b) = self.slab_sheaf_bytes {
             cfg.slab.sheaf_bytes = b;
+        }
+        if let Some(n) = self.slab_sheaf_max {
+            cfg.slab.sheaf_max = n;
         }
         cfg.slab.cpu_stash = self.slab_cpu_stash;
         cfg.slab.barn_bytes = self.slab_barn_bytes;

@@ -197,6 +197,57 @@ fn sheaf_bytes_sizes_every_cache_s_sheaves() {
     assert!(puts[1] <= (BLOCKS / 128 + 1) as u64 && puts[0] >= (BLOCKS / 32 - 2) as u64, "barn puts {puts:?}");
 }
 
+/// `MachineBuilder::slab_sheaf_max` (`SlabBootConfig::sheaf_max`): a machine's sheaves hold
+/// up to that many objects (every `kmem_sheaf` object has that many slots), the small
+/// classes get it, the large ones keep what `sheaf_bytes` gives; and with the process
+/// allocator's shape (256, a stash of four) a burst of 1000 allocations then 1000 frees of
+/// 64 bytes, once warm, stays on the CPU: no trade at the barn, where 128-object sheaves
+/// (768 objects on the CPU) trade every round. Every object comes back exactly once.
+#[test]
+fn sheaf_max_sizes_the_small_classes_sheaves() {
+    let build = |max: Option<u32>| {
+        let b = MachineBuilder::new().ram_mib(128).cpus(1).slab_sheaf_bytes(128 << 10).slab_cpu_stash(4);
+        match max {
+            Some(n) => b.slab_sheaf_max(n),
+            None => b,
+        }
+        .build()
+        .unwrap()
+    };
+    let (default, big, clamped) = (build(None), build(Some(256)), build(Some(300)));
+    for (m, want_64, want_1k) in [(&default, 128, 128), (&big, 256, 128), (&clamped, 256, 128)] {
+        assert_eq!(m.kmalloc_slab(64, Gfp::KERNEL).unwrap().sheaf_capacity(), want_64);
+        assert_eq!(m.kmalloc_slab(512, Gfp::KERNEL).unwrap().sheaf_capacity(), want_64);
+        assert_eq!(m.kmalloc_slab(1024, Gfp::KERNEL).unwrap().sheaf_capacity(), want_1k);
+    }
+    let mut trades = Vec::new();
+    for m in [&default, &big] {
+        let c = m.kmalloc_slab(64, Gfp::KERNEL).unwrap();
+        let round = || {
+            let ps: Vec<NonNull<u8>> = (0..1000).map(|_| m.kmalloc(64, Gfp::KERNEL).unwrap()).collect();
+            let distinct: std::collections::HashSet<_> = ps.iter().collect();
+            assert_eq!(distinct.len(), 1000, "an object handed out twice");
+            for p in ps {
+                // SAFETY: ours, freed once.
+                unsafe { m.kfree(p.as_ptr()) };
+            }
+        };
+        round();
+        round();
+        let count = || c.stat(m, SlubStat::BarnGet) + c.stat(m, SlubStat::BarnPut);
+        let before = count();
+        for _ in 0..10 {
+            round();
+        }
+        trades.push(count() - before);
+        m.kmem_cache_shrink(c);
+        assert_eq!(m.validate_slab_cache(c).errors, 0);
+        assert_eq!(kmem::proc::slab_info(m, c).active_objs, 0);
+        assert_eq!(m.report_count(kmem::ReportKind::SlabBug), 0);
+    }
+    assert!(trades[0] >= 10 && trades[1] == 0, "barn trades in ten rounds: {trades:?}");
+}
+
 /// `MachineBuilder::slab_cpu_stash` (`SlabBootConfig::cpu_stash`): a CPU keeps that many
 /// sheaves beyond main and spare, so bursts of frees and allocations that fit swap sheaves
 /// on the CPU and never trade at the barn once the stash is warm; every object still comes

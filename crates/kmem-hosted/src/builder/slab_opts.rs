@@ -28,6 +28,13 @@ impl MachineBuilder {
         self.slab_sheaf_bytes = Some(bytes);
         self
     }
+    /// The most objects a slab sheaf holds ([`kmem::slab::SlabBootConfig::sheaf_max`]; 128
+    /// by default, a power of two up to [`kmem::slab::SHEAF_MAX_CEILING`]): every sheaf of
+    /// the machine has this many slots, 8 bytes each.
+    pub fn slab_sheaf_max(mut self, objects: u32) -> Self {
+        self.slab_sheaf_max = Some(objects);
+        self
+    }
     /// Sheaves each CPU keeps per slab cache beyond its main and spare
     /// ([`kmem::slab::SlabBootConfig::cpu_stash`]; 0 by default, as Linux).
     pub fn slab_cpu_stash(mut self, sheaves: u8) -> Self {

@@ -47,7 +47,7 @@ impl<P: Platform> Kmem<P> {
             ("kmem_cache", size, 64, st.boot_cache_mem, super::registry::BOOT_CACHE_ID, &st.boot_cache),
             (
                 "kmem_sheaf",
-                core::mem::size_of::<Sheaf>(),
+                Sheaf::bytes_for(st.sheaf_max()),
                 core::mem::align_of::<Sheaf>(),
                 st.sheaf_cache_mem,
                 super::registry::SHEAF_CACHE_ID,
@@ -257,7 +257,7 @@ impl<P: Platform> Kmem<P> {
             // SAFETY: a live allocation of this machine and a CPU of it.
             pcs_of: &|c| unsafe { self.per_cpu_ptr_unchecked(cpu_sheaves, c) } as usize,
             machine: self.machine_id(),
-            sheaf_capacity: sheaf_capacity_for(layout.size, st.sheaf_bytes()),
+            sheaf_capacity: sheaf_capacity_for(layout.size, st.sheaf_bytes(), st.sheaf_max()),
             random: st.next_random(mem.as_ptr() as u64 ^ self.platform().now_ns()),
             id,
             nr_nodes: self.nr_nodes(),

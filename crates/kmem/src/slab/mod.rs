@@ -173,7 +173,7 @@ pub use layout::{Layout, LayoutError};
 pub use nolock::NolockError;
 pub use registry::SlabBootConfig;
 pub(crate) use registry::SlabState;
-pub use sheaf::{SlubStat, SHEAF_BYTES_DEFAULT};
+pub use sheaf::{SlubStat, SHEAF_BYTES_DEFAULT, SHEAF_MAX_CEILING, SHEAF_MAX_DEFAULT};
 pub use slub_debug::{slub_debug_flags, DEBUG_DEFAULT_FLAGS};
 pub use typed::{SlabBox, TypedCache};
 

@@ -34,8 +34,10 @@ impl<P: Platform> Kmem<P> {
             orig_size: sc.object_size() as u32,
         };
         let p = self.alloc_direct(sc, req).ok()?;
-        // SAFETY: a fresh `kmem_sheaf` object, ours, sized and aligned for a Sheaf.
-        unsafe { (p as *mut Sheaf).write(Sheaf::new(s.sheaf_capacity)) };
+        debug_assert!(s.sheaf_capacity <= self.slab().sheaf_max());
+        // SAFETY: a fresh `kmem_sheaf` object, ours: `Sheaf::bytes_for(sheaf_max)` bytes (its
+        // size), at least the capacity's (no cache's exceeds the maximum), Sheaf-aligned.
+        unsafe { Sheaf::init(p, s.sheaf_capacity) };
         let pin = self.platform().pin_cpu();
         s.pcs(self, pin.cpu.index()).stat(SlubStat::SheafAlloc);
         self.platform().unpin_cpu(pin);

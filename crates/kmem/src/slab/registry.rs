@@ -37,13 +37,22 @@ pub struct SlabBootConfig<'a> {
     /// overflow of the object before from reaching the pointer.
     pub freeptr_at_start: bool,
     /// A kmem option, not Linux's: the bytes of objects each cache's sheaves aim to hold
-    /// (capacity `sheaf_bytes / object size`, between 32 and 128 objects; rounded down to a
+    /// (capacity `sheaf_bytes / object size`, between 32 and [`SlabBootConfig::sheaf_max`] objects; rounded down to a
     /// power of two): 16 KiB by default ([`SHEAF_BYTES_DEFAULT`](super::SHEAF_BYTES_DEFAULT)).
     /// Process allocators (`kmem-alloc`) take 128 KiB: threads that allocate and free
     /// hundreds of blocks at a time then trade a sheaf at the shared barn every 128 objects
     /// of every class up to 1 KiB instead of every 32 (C threadtest at 16 threads on 16 CPUs:
     /// 4.0x glibc's time -> 1.1x, ARCHITECTURE.md).
     pub sheaf_bytes: u32,
+    /// A kmem option, not Linux's: the most objects a sheaf holds (128 by default,
+    /// [`SHEAF_MAX_DEFAULT`](super::SHEAF_MAX_DEFAULT); rounded down to a power of two
+    /// between 32 and [`SHEAF_MAX_CEILING`](super::SHEAF_MAX_CEILING)). Every sheaf of the
+    /// machine is a `kmem_sheaf` object with this many slots (8 bytes each), whatever its
+    /// cache's capacity; caches of objects up to `sheaf_bytes / sheaf_max` bytes get it.
+    /// Process allocators (`kmem-alloc`) take 256: a thread's burst of 1000 allocations
+    /// then 1000 frees of 64 bytes stays within its CPU's main, spare and stashed sheaves,
+    /// off the barn's lock (Rust alloc_n_free_n/1000 6% faster, ARCHITECTURE.md).
+    pub sheaf_max: u32,
     /// A kmem option, not Linux's: how many sheaves each CPU keeps per cache beyond its main
     /// and spare (full and empty ones; 0, the default: none, as Linux). A CPU whose main and
     /// spare are empty (full) swaps in a stashed full (empty) sheaf before it trades at the
@@ -76,6 +85,7 @@ impl Default for SlabBootConfig<'_> {
             slub_debug: None,
             freeptr_at_start: false,
             sheaf_bytes: super::sheaf::SHEAF_BYTES_DEFAULT,
+            sheaf_max: super::sheaf::SHEAF_MAX_DEFAULT,
             cpu_stash: 0,
             barn_bytes: 0,
         }
@@ -136,6 +146,8 @@ pub(crate) struct SlabState {
     pub(crate) freeptr_at_start: bool,
     /// log2 of [`SlabBootConfig::sheaf_bytes`] (a byte: the state does not grow).
     pub(crate) sheaf_shift: u8,
+    /// log2 of [`SlabBootConfig::sheaf_max`] (a byte: the state does not grow).
+    pub(crate) sheaf_max_shift: u8,
     /// [`SlabBootConfig::cpu_stash`].
     pub(crate) cpu_stash: u8,
     /// log2 of [`SlabBootConfig::barn_bytes`], 0 for kmem's default sizing (a byte: the
@@ -181,6 +193,7 @@ impl SlabState {
                 nomerge: false,
                 freeptr_at_start: false,
                 sheaf_shift: super::sheaf::SHEAF_BYTES_DEFAULT.trailing_zeros() as u8,
+                sheaf_max_shift: super::sheaf::SHEAF_MAX_DEFAULT.trailing_zeros() as u8,
                 cpu_stash: 0,
                 barn_shift: 0,
                 order: OrderParams::new(1),
@@ -203,6 +216,7 @@ impl SlabState {
         self.freeptr_at_start = cfg.freeptr_at_start;
         // A power of two between one object (32 B: 32-object minimum) and 16 MiB.
         self.sheaf_shift = cfg.sheaf_bytes.clamp(32, 16 << 20).ilog2() as u8;
+        self.sheaf_max_shift = cfg.sheaf_max.clamp(32, super::sheaf::SHEAF_MAX_CEILING).ilog2() as u8;
         self.cpu_stash = cfg.cpu_stash.min(super::CPU_STASH_MAX);
         self.barn_shift = if cfg.barn_bytes == 0 { 0 } else { cfg.barn_bytes.max(64 << 10).ilog2() as u8 };
         let max_order = cfg.max_order.min(crate::addr::MAX_PAGE_ORDER as u32);
@@ -223,6 +237,12 @@ impl SlabState {
     /// Bytes of objects a new cache's sheaves aim to hold ([`SlabBootConfig::sheaf_bytes`]).
     pub(crate) fn sheaf_bytes(&self) -> u32 {
         1 << self.sheaf_shift
+    }
+
+    /// The most objects a sheaf holds ([`SlabBootConfig::sheaf_max`]): the slots of every
+    /// `kmem_sheaf` object.
+    pub(crate) fn sheaf_max(&self) -> u32 {
+        1 << self.sheaf_max_shift
     }
 
     /// How many full (and empty) sheaves a new cache's barns keep, on a machine of

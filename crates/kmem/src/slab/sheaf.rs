@@ -22,12 +22,16 @@
 //! The fields are atomics because other CPUs read them racily (statistics) and the loom
 //! models need them; the owner reads and writes them with plain relaxed loads and stores.
 
-use crate::sync::{array_of, const_fn_unless_loom, AtomicU32, AtomicUsize, Ordering, RawSpinLock, SpinGuard};
+use crate::sync::{const_fn_unless_loom, AtomicU32, AtomicUsize, Ordering, RawSpinLock, SpinGuard};
 
 pub(crate) use super::cpu_sheaves::CpuSheaves;
 
-/// Most objects a sheaf can hold (the `kmem_sheaf` object is sized for it).
-pub(crate) const SHEAF_MAX: usize = 128;
+/// Most objects a sheaf holds by default ([`SlabBootConfig::sheaf_max`](super::SlabBootConfig::sheaf_max)):
+/// a `kmem_sheaf` object is a [`Sheaf`] header and this many slots (1040 bytes).
+pub const SHEAF_MAX_DEFAULT: u32 = 128;
+/// Most objects a machine's sheaves may hold ([`SlabBootConfig::sheaf_max`](super::SlabBootConfig::sheaf_max)
+/// is clamped to it): 8 KiB of slots, a `kmem_sheaf` slab of order 1 holds three.
+pub const SHEAF_MAX_CEILING: u32 = 1024;
 /// Fewest full sheaves a barn keeps (Linux's `MAX_FULL_SHEAVES` is 10); caches of small
 /// objects keep more (see [`barn_sheaves`]).
 pub(crate) const MAX_FULL_SHEAVES: u32 = 40;
@@ -49,22 +53,22 @@ pub(crate) const BARN_BYTES_MAX: usize = 4 << 20;
 pub const SHEAF_BYTES_DEFAULT: u32 = 16 << 10;
 
 /// The sheaf capacity kmem gives a cache of `size`-byte slots: about 16 KiB of objects,
-/// between 32 and [`SHEAF_MAX`] (Linux leaves sheaves to caches that ask, with capacities
-/// like 32; kmem gives every cache without debugging one, and bursts of frees from many
-/// threads, as a process allocator sees, overflow small sheaves: each overflow is a trade at
-/// the barn, under its lock, which every CPU of the node shares).
+/// between 32 and [`SHEAF_MAX_DEFAULT`] (Linux leaves sheaves to caches that ask, with
+/// capacities like 32; kmem gives every cache without debugging one, and bursts of frees from
+/// many threads, as a process allocator sees, overflow small sheaves: each overflow is a trade
+/// at the barn, under its lock, which every CPU of the node shares).
 #[cfg(test)]
 pub(crate) const fn sheaf_capacity(size: u32) -> u32 {
-    sheaf_capacity_for(size, SHEAF_BYTES_DEFAULT)
+    sheaf_capacity_for(size, SHEAF_BYTES_DEFAULT, SHEAF_MAX_DEFAULT)
 }
 
-/// [`sheaf_capacity`] for sheaves of about `bytes` of objects.
-pub(crate) const fn sheaf_capacity_for(size: u32, bytes: u32) -> u32 {
+/// [`sheaf_capacity`] for sheaves of about `bytes` of objects and at most `max` objects (the
+/// machine's [`SlabBootConfig::sheaf_max`](super::SlabBootConfig::sheaf_max)).
+pub(crate) const fn sheaf_capacity_for(size: u32, bytes: u32, max: u32) -> u32 {
     let c = bytes / if size == 0 { 1 } else { size };
-    if c < 32 {
-        32
-    } else if c > SHEAF_MAX as u32 {
-        SHEAF_MAX as u32
+    let c = if c < 32 { 32 } else { c };
+    if c > max {
+        max
     } else {
         c
     }
@@ -106,6 +110,14 @@ pub(crate) const fn barn_sheaves(capacity: u32, size: u32, bytes: usize) -> u32 
 
 /// A sheaf (`struct slab_sheaf`): a stack of free objects of one cache.
 ///
+/// The struct is the sheaf's header; its slots (one `AtomicUsize` each, `capacity` of them)
+/// follow it in the same `kmem_sheaf` object ([`Sheaf::bytes_for`]), as Linux's
+/// `objects[]` flexible array member follows `struct slab_sheaf`: a machine sizes its
+/// sheaves at boot ([`SlabBootConfig::sheaf_max`](super::SlabBootConfig::sheaf_max)), so a
+/// kernel's sheaves stay small and a process allocator's hold 256 objects. The slots are
+/// reached by address (machine memory, whose addresses kmem exposes as it carves it), never
+/// through a reference to the header, which covers only the header.
+///
 /// The count every fast allocation and free loads and stores sits at offset 8, not 0:
 /// sheaves are cache-line aligned `kmem_sheaf` objects (16-byte aligned whatever the cache's
 /// flags: the struct says so), the first of each `kmem_sheaf` slab starts a page, and the
@@ -122,16 +134,19 @@ pub(crate) struct Sheaf {
     pub(super) next: AtomicUsize,
     /// Objects held.
     size: AtomicU32,
-    /// Objects it may hold (the cache's capacity).
+    /// Objects it may hold (the cache's capacity): the slots that follow the header.
     capacity: u32,
-    objects: [AtomicUsize; SHEAF_MAX],
 }
 
-/// The sheaf every empty fast-table entry names (`fast_table.rs`): no objects and no room,
-/// so that the fast paths' pop and push fail on it as on an empty or full sheaf, with no
-/// test of the entry itself. Never written: a pop needs an object, a push room.
+/// Bytes from a sheaf's address to its first slot.
+const SLOTS_OFFSET: usize = core::mem::size_of::<Sheaf>();
+const _: () = assert!(SLOTS_OFFSET % core::mem::align_of::<AtomicUsize>() == 0);
+
+/// The sheaf every empty fast-table entry names (`fast_table.rs`): no objects and no room
+/// (and no slots), so that the fast paths' pop and push fail on it as on an empty or full
+/// sheaf, with no test of the entry itself. Never written: a pop needs an object, a push room.
 #[cfg(not(loom))]
-static EMPTY_SHEAF: Sheaf = Sheaf::new(0);
+static EMPTY_SHEAF: Sheaf = Sheaf::header(0);
 
 /// The address of the empty sheaf ([`EMPTY_SHEAF`]). Under loom (whose atomics cannot be
 /// built in a static) a dangling address: the models store and compare entries but run no
@@ -150,16 +165,38 @@ pub(crate) fn empty_sheaf() -> usize {
 
 impl Sheaf {
     const_fn_unless_loom! {
-        /// An empty sheaf of `capacity` objects (at most [`SHEAF_MAX`]: [`Sheaf::push`]
-        /// relies on it).
-        pub(crate) fn new(capacity: u32) -> Self {
-            Self {
-                next: AtomicUsize::new(0),
-                size: AtomicU32::new(0),
-                capacity: if capacity > SHEAF_MAX as u32 { SHEAF_MAX as u32 } else { capacity },
-                objects: array_of![AtomicUsize::new(0); SHEAF_MAX],
-            }
+        /// The header of an empty sheaf of `capacity` objects.
+        fn header(capacity: u32) -> Self {
+            Self { next: AtomicUsize::new(0), size: AtomicU32::new(0), capacity }
         }
+    }
+    /// Bytes of a sheaf of `capacity` objects: the header and its slots (the `kmem_sheaf`
+    /// object size of a machine whose sheaves hold at most `capacity`).
+    pub(crate) const fn bytes_for(capacity: u32) -> usize {
+        SLOTS_OFFSET + capacity as usize * core::mem::size_of::<AtomicUsize>()
+    }
+    /// Makes the memory at `addr` an empty sheaf of `capacity` objects and returns it.
+    ///
+    /// # Safety
+    ///
+    /// `addr` is [`Sheaf`]-aligned, with [`Sheaf::bytes_for`]`(capacity)` bytes of memory the
+    /// caller owns (exposed: reached by address), which stay valid and unused by anything
+    /// else while the sheaf lives.
+    pub(crate) unsafe fn init<'a>(addr: usize, capacity: u32) -> &'a Sheaf {
+        let p = addr as *mut Sheaf;
+        // SAFETY: the caller gives us the memory, aligned and large enough.
+        unsafe { p.write(Sheaf::header(capacity)) };
+        // Under loom a slot is an object with state of its own: build each. (Elsewhere an
+        // `AtomicUsize` is a word, valid whatever it holds, and a slot is written before
+        // it is read.)
+        #[cfg(loom)]
+        for i in 0..capacity as usize {
+            // SAFETY: slot `i` is in the caller's memory (`bytes_for`), aligned (the
+            // header's size is a multiple of the slot's alignment).
+            unsafe { ((addr + SLOTS_OFFSET) as *mut AtomicUsize).add(i).write(AtomicUsize::new(0)) };
+        }
+        // SAFETY: just written; the caller's memory lives as long as the sheaf.
+        unsafe { &*p }
     }
     /// Objects held.
     #[inline(always)]
@@ -171,16 +208,26 @@ impl Sheaf {
     pub(crate) fn capacity(&self) -> u32 {
         self.capacity
     }
+    /// Slot `i`, unchecked.
+    ///
+    /// # Safety
+    ///
+    /// `i` is below the capacity.
+    #[inline(always)]
+    unsafe fn slot(&self, i: usize) -> &AtomicUsize {
+        let a = self as *const Sheaf as usize + SLOTS_OFFSET + i * core::mem::size_of::<AtomicUsize>();
+        // SAFETY: the sheaf's memory holds `capacity` slots after the header (`init`'s
+        // contract), and `i` is below it (the caller's); the memory is reached by address.
+        unsafe { &*(a as *const AtomicUsize) }
+    }
     /// Pops an object, if any (owner only).
     #[inline(always)]
     pub(crate) fn pop(&self) -> Option<usize> {
         let n = self.size().checked_sub(1)?;
-        debug_assert!((n as usize) < SHEAF_MAX);
+        debug_assert!(n < self.capacity);
         // SAFETY: `n` is below the size, which `push` and `push_many` (its only writers but
-        // `pop` and `clear`, which lower it) keep at most the capacity, at most SHEAF_MAX
-        // (`new`), the array's length. (A bounds test costs the allocation fast path two
-        // instructions: the compiler widens the index once more for it.)
-        let obj = unsafe { self.objects.get_unchecked(n as usize) }.load(Ordering::Relaxed);
+        // `pop` and `clear`, which lower it) keep at most the capacity.
+        let obj = unsafe { self.slot(n as usize) }.load(Ordering::Relaxed);
         self.size.store(n, Ordering::Relaxed);
         Some(obj)
     }
@@ -191,23 +238,19 @@ impl Sheaf {
         if n >= self.capacity {
             return false;
         }
-        debug_assert!(self.capacity as usize <= SHEAF_MAX);
-        // SAFETY: `n` is below the capacity, which `new` (the only constructor) keeps at most
-        // SHEAF_MAX, the array's length. (A bounds test, or a mask that lets the compiler
-        // drop it, costs the free fast path two instructions.)
-        let slot = unsafe { self.objects.get_unchecked(n as usize) };
-        slot.store(obj, Ordering::Relaxed);
+        // SAFETY: `n` is below the capacity.
+        unsafe { self.slot(n as usize) }.store(obj, Ordering::Relaxed);
         self.size.store(n + 1, Ordering::Relaxed);
         true
     }
     /// Pushes `f(0)`, `f(1)`, ... for as many objects as there is room for, at most `k`, with
     /// one update of the size (owner only). Returns how many were pushed.
     #[inline]
-    pub(crate) fn push_many(&self, k: u32, mut f: impl FnMut(u32) -> usize) -> u32 {
+    pub(crate) fn push_many(&self, k: u32, f: impl FnMut(u32) -> usize) -> u32 {
         let n = self.size();
         let k = k.min(self.capacity.saturating_sub(n));
-        for (j, slot) in self.objects.iter().skip(n as usize).take(k as usize).enumerate() {
-            slot.store(f(j as u32), Ordering::Relaxed);
+        for (slot, o) in self.slots(n as usize, (n + k) as usize).iter().zip((0..k).map(f)) {
+            slot.store(o, Ordering::Relaxed);
         }
         self.size.store(n + k, Ordering::Relaxed);
         k
@@ -216,33 +259,74 @@ impl Sheaf {
     /// pushes a slab's freelist in chain order, and the chain's head should be popped first
     /// (the most recently freed object, the likeliest to be cache-hot).
     pub(crate) fn reverse_from(&self, start: u32) {
-        let (mut i, mut j) = (start as usize, self.size() as usize);
+        let s = self.slots(0, self.size() as usize);
+        let (mut i, mut j) = (start as usize, s.len());
         while i + 1 < j {
             j -= 1;
-            let a = self.objects[i].load(Ordering::Relaxed);
-            self.objects[i].store(self.objects[j].load(Ordering::Relaxed), Ordering::Relaxed);
-            self.objects[j].store(a, Ordering::Relaxed);
+            let a = s[i].load(Ordering::Relaxed);
+            s[i].store(s[j].load(Ordering::Relaxed), Ordering::Relaxed);
+            s[j].store(a, Ordering::Relaxed);
             i += 1;
         }
     }
     /// The objects held, oldest first.
     #[cfg(test)]
     pub(crate) fn objects(&self) -> impl Iterator<Item = usize> + '_ {
-        self.objects[..self.size() as usize].iter().map(|o| o.load(Ordering::Relaxed))
+        self.slots(0, self.size() as usize).iter().map(|o| o.load(Ordering::Relaxed))
     }
-    /// The slots of objects `from..to` (`to` at most [`Sheaf::size`]; owner only).
+    /// The slots of positions `from..to` (`from <= to <=` the capacity; owner only).
     #[inline(always)]
     pub(crate) fn slots(&self, from: usize, to: usize) -> &[AtomicUsize] {
-        &self.objects[from..to]
+        assert!(from <= to && to <= self.capacity as usize, "slots {from}..{to} of a sheaf of {}", self.capacity);
+        if from == to {
+            return &[];
+        }
+        // SAFETY: `from` and `to` are within the capacity (tested): the slots exist.
+        unsafe { core::slice::from_raw_parts(self.slot(from), to - from) }
     }
     /// The object at position `i` (below [`Sheaf::size`]; owner only).
     #[inline]
     pub(crate) fn object(&self, i: usize) -> usize {
-        self.objects[i].load(Ordering::Relaxed)
+        assert!(i < self.capacity as usize, "slot {i} of a sheaf of {}", self.capacity);
+        // SAFETY: tested just above.
+        unsafe { self.slot(i) }.load(Ordering::Relaxed)
     }
     /// Forgets every object (they were given back elsewhere).
     pub(crate) fn clear(&self) {
         self.size.store(0, Ordering::Relaxed);
+    }
+}
+
+/// A sheaf in memory of its own, for tests and loom models (the machine's sheaves are
+/// `kmem_sheaf` objects).
+#[cfg(test)]
+pub(crate) struct OwnedSheaf {
+    buf: crate::testing::std::vec::Vec<u128>,
+}
+
+#[cfg(test)]
+impl OwnedSheaf {
+    /// An empty sheaf of `capacity` objects.
+    pub(crate) fn new(capacity: u32) -> Self {
+        let words = Sheaf::bytes_for(capacity).div_ceil(16);
+        let mut buf = crate::testing::std::vec![0u128; words];
+        // SAFETY: `buf` is 16-byte aligned (`u128`), `bytes_for(capacity)` long, ours, and
+        // lives (its heap block unmoved) as long as `self`; its address is exposed here.
+        unsafe { Sheaf::init(buf.as_mut_ptr() as usize, capacity) };
+        Self { buf }
+    }
+    /// The sheaf's address.
+    pub(crate) fn addr(&self) -> usize {
+        self.buf.as_ptr() as usize
+    }
+}
+
+#[cfg(test)]
+impl core::ops::Deref for OwnedSheaf {
+    type Target = Sheaf;
+    fn deref(&self) -> &Sheaf {
+        // SAFETY: initialised by `new`, alive with `self`.
+        unsafe { &*(self.addr() as *const Sheaf) }
     }
 }
 
@@ -468,85 +552,4 @@ impl SlubStat {
 mod loom_tests;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Sheaves are at least 16-byte aligned, so a count 8 mod 16 into one never shares its
-    /// low 12 bits with the first word of a block of 16 bytes or more (the struct's docs:
-    /// 4 KiB aliasing).
-    #[test]
-    fn the_count_is_off_the_blocks_first_words() {
-        assert_eq!(core::mem::align_of::<Sheaf>() % 16, 0, "a sheaf's place in its page");
-        for off in [core::mem::offset_of!(Sheaf, size), core::mem::offset_of!(Sheaf, capacity)] {
-            assert!((8..16).contains(&(off % 16)), "offset {off}");
-        }
-    }
-
-    #[test]
-    fn capacity_is_about_four_pages_of_objects() {
-        assert_eq!(sheaf_capacity(8), 128);
-        assert_eq!(sheaf_capacity(128), 128);
-        assert_eq!(sheaf_capacity(256), 64);
-        assert_eq!(sheaf_capacity(512), 32);
-        assert_eq!(sheaf_capacity(1024), 32);
-        assert_eq!(sheaf_capacity(8192), 32);
-        // A process allocator's 128 KiB sheaves: every class up to 1 KiB holds 128.
-        assert_eq!(sheaf_capacity_for(1024, 128 << 10), 128);
-        assert_eq!(sheaf_capacity_for(2048, 128 << 10), 64);
-        assert_eq!(sheaf_capacity_for(8192, 128 << 10), 32);
-    }
-
-    #[test]
-    fn barns_hold_bytes_of_objects_within_bounds() {
-        // 4096 objects of 1 KiB in sheaves of 32: 128 sheaves, 4 MiB.
-        assert_eq!(barn_sheaves(32, 1024, barn_bytes(1 << 30)), 128);
-        assert_eq!(barn_sheaves(64, 256, barn_bytes(1 << 30)), 64);
-        // Small objects: as many sheaves as before the barns grew.
-        assert_eq!(barn_sheaves(128, 64, barn_bytes(1 << 30)), MAX_FULL_SHEAVES);
-        // Big objects and small machines: the bytes, down to Linux's 10 sheaves.
-        assert_eq!(barn_sheaves(32, 8192, barn_bytes(1 << 30)), 16);
-        assert_eq!(barn_sheaves(32, 1024, barn_bytes(16 << 20)), 16);
-        assert_eq!(barn_sheaves(32, 1024, barn_bytes(4 << 20)), MIN_BARN_SHEAVES);
-        assert_eq!(barn_bytes(64 << 20), 2 << 20);
-        let b = Barn::new();
-        assert_eq!(b.max(), MAX_FULL_SHEAVES);
-        b.set_max(100);
-        assert_eq!(b.max(), 100);
-    }
-
-    #[test]
-    fn a_configured_barn_holds_its_bytes_of_objects() {
-        use crate::slab::registry::SlabState;
-        let mut st = SlabState::empty();
-        st.configure(&crate::slab::SlabBootConfig::default(), 4);
-        assert_eq!(st.barn_max(128, 64, 1 << 30), barn_sheaves(128, 64, barn_bytes(1 << 30)), "default sizing");
-        st.configure(&crate::slab::SlabBootConfig { barn_bytes: 16 << 20, ..Default::default() }, 4);
-        // 16 MiB of 64-byte objects and their 8-byte slots in sheaves of 128: 1820 sheaves,
-        // whatever the RAM; of 8-byte objects, half of it is the sheaves'.
-        assert_eq!(st.barn_max(128, 64, 128 << 20), 1820);
-        assert_eq!(st.barn_max(128, 1024, 128 << 20), 127);
-        assert_eq!(st.barn_max(128, 8, 128 << 20), 8192);
-        // Rounded down to a power of two, at least 64 KiB, and never below 10 sheaves.
-        st.configure(&crate::slab::SlabBootConfig { barn_bytes: (16 << 20) + 5, ..Default::default() }, 4);
-        assert_eq!(st.barn_max(128, 64, 128 << 20), 1820);
-        st.configure(&crate::slab::SlabBootConfig { barn_bytes: 1, ..Default::default() }, 4);
-        assert_eq!(st.barn_max(32, 8192, 128 << 20), MIN_BARN_SHEAVES);
-        // Caches without sheaves keep the default.
-        assert_eq!(st.barn_max(0, 64, 1 << 30), MAX_FULL_SHEAVES);
-    }
-
-    #[test]
-    fn sheaf_is_a_stack_with_a_capacity() {
-        let s = Sheaf::new(2);
-        assert_eq!(s.pop(), None);
-        assert!(s.push(8) && s.push(16) && !s.push(24));
-        assert_eq!(s.pop(), Some(16));
-        assert_eq!(s.objects().next(), Some(8));
-        let r = Sheaf::new(5);
-        for o in [1, 2, 3, 4] {
-            r.push(o);
-        }
-        r.reverse_from(1);
-        assert_eq!([r.pop(), r.pop(), r.pop(), r.pop()], [Some(2), Some(3), Some(4), Some(1)]);
-    }
-}
+mod tests;

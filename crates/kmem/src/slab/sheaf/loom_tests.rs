@@ -17,7 +17,7 @@ use loom::sync::Arc;
 use super::*;
 use crate::sync::RawSpinLock;
 use crate::testing::loom::{both, model_bounded, ModelPlatform};
-use crate::testing::std::{boxed::Box, vec, vec::Vec};
+use crate::testing::std::{vec, vec::Vec};
 
 /// Preemption bound (the search finishes in seconds; `LOOM_MAX_PREEMPTIONS` overrides).
 const PREEMPTIONS: usize = 3;
@@ -28,7 +28,7 @@ struct World {
     cpus: [CpuSheaves; 2],
     own: [RawSpinLock; 2],
     /// The sheaves' storage (addresses are what the structures hold).
-    sheaves: Vec<Box<Sheaf>>,
+    sheaves: Vec<OwnedSheaf>,
     /// Objects in someone's hands (bit n: object n).
     held: AtomicU64,
     /// Objects flushed to their slabs.
@@ -41,11 +41,11 @@ impl World {
     fn new(cap: u32, main0: &[usize], barn_full: &[&[usize]], barn_empty: usize) -> Arc<Self> {
         let mut sheaves = Vec::new();
         let mut make = |objs: &[usize]| {
-            let s = Box::new(Sheaf::new(cap));
+            let s = OwnedSheaf::new(cap);
             for &o in objs {
                 assert!(s.push(o));
             }
-            let a = &*s as *const Sheaf as usize;
+            let a = s.addr();
             sheaves.push(s);
             a
         };
