@@ -220,6 +220,20 @@ fn sheaf_max_sizes_the_small_classes_sheaves() {
         assert_eq!(m.kmalloc_slab(512, Gfp::KERNEL).unwrap().sheaf_capacity(), want_64);
         assert_eq!(m.kmalloc_slab(1024, Gfp::KERNEL).unwrap().sheaf_capacity(), want_1k);
     }
+    // The ceiling (8 KiB of slots a sheaf), and past it.
+    for max in [1024, 4096] {
+        let m = build(Some(max));
+        let c = m.kmalloc_slab(64, Gfp::KERNEL).unwrap();
+        assert_eq!(c.sheaf_capacity(), 1024, "sheaf_max {max}");
+        let ps: Vec<NonNull<u8>> = (0..3000).map(|_| m.kmalloc(64, Gfp::KERNEL).unwrap()).collect();
+        for p in ps {
+            // SAFETY: ours, freed once.
+            unsafe { m.kfree(p.as_ptr()) };
+        }
+        m.kmem_cache_shrink(c);
+        assert_eq!(kmem::proc::slab_info(&m, c).active_objs, 0);
+        assert_eq!(m.report_count(kmem::ReportKind::SlabBug), 0);
+    }
     let mut trades = Vec::new();
     for m in [&default, &big] {
         let c = m.kmalloc_slab(64, Gfp::KERNEL).unwrap();

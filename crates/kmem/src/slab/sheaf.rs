@@ -30,7 +30,7 @@ pub(crate) use super::cpu_sheaves::CpuSheaves;
 /// a `kmem_sheaf` object is a [`Sheaf`] header and this many slots (1040 bytes).
 pub const SHEAF_MAX_DEFAULT: u32 = 128;
 /// Most objects a machine's sheaves may hold ([`SlabBootConfig::sheaf_max`](super::SlabBootConfig::sheaf_max)
-/// is clamped to it): 8 KiB of slots, a `kmem_sheaf` slab of order 1 holds three.
+/// is clamped to it): 8 KiB of slots a sheaf.
 pub const SHEAF_MAX_CEILING: u32 = 1024;
 /// Fewest full sheaves a barn keeps (Linux's `MAX_FULL_SHEAVES` is 10); caches of small
 /// objects keep more (see [`barn_sheaves`]).
