@@ -85,3 +85,88 @@ fn sheaf_is_a_stack_with_a_capacity() {
     r.reverse_from(1);
     assert_eq!([r.pop(), r.pop(), r.pop(), r.pop()], [Some(2), Some(3), Some(4), Some(1)]);
 }
+
+mod model {
+    //! [`Sheaf`] against a vector with a capacity: any sequence of pushes, pops, bulk pushes,
+    //! reversals and clears keeps the same objects in the same order, refuses what does not
+    //! fit, and never reaches past its slots (a sheaf's slots follow its header in memory of
+    //! `Sheaf::bytes_for(capacity)` bytes: guard words after them must stay untouched).
+
+    use super::*;
+    use crate::testing::std::{vec, vec::Vec};
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Push,
+        Pop,
+        PushMany(u32),
+        Reverse(u32),
+        Clear,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => Just(Op::Push),
+            4 => Just(Op::Pop),
+            2 => (0u32..80).prop_map(Op::PushMany),
+            1 => (0u32..64).prop_map(Op::Reverse),
+            1 => Just(Op::Clear),
+        ]
+    }
+
+    const GUARD: u128 = 0x5a5a_5a5a_5a5a_5a5a_a5a5_a5a5_a5a5_a5a5;
+
+    proptest! {
+        #[test]
+        fn a_sheaf_is_a_bounded_stack(cap in 1u32..70, ops in proptest::collection::vec(op(), 1..300)) {
+            // The sheaf's memory and two guard words after it, in one buffer.
+            let words = Sheaf::bytes_for(cap).div_ceil(16);
+            let mut buf = vec![GUARD; words + 2];
+            for w in &mut buf[..words] {
+                *w = 0;
+            }
+            // SAFETY: 16-byte aligned, `bytes_for(cap)` bytes, ours for the test.
+            let s = unsafe { Sheaf::init(buf.as_mut_ptr() as usize, cap) };
+            let mut model: Vec<usize> = Vec::new();
+            let mut next = 0x1000usize;
+            for o in ops {
+                match o {
+                    Op::Push => {
+                        next += 16;
+                        let fits = model.len() < cap as usize;
+                        prop_assert_eq!(s.push(next), fits);
+                        if fits {
+                            model.push(next);
+                        }
+                    }
+                    Op::Pop => prop_assert_eq!(s.pop(), model.pop()),
+                    Op::PushMany(k) => {
+                        let base = next;
+                        let n = s.push_many(k, |j| base + 16 * (j as usize + 1));
+                        let want = k.min(cap - model.len() as u32);
+                        prop_assert_eq!(n, want);
+                        model.extend((0..n).map(|j| base + 16 * (j as usize + 1)));
+                        next = base + 16 * (k as usize + 1);
+                    }
+                    Op::Reverse(from) => {
+                        s.reverse_from(from);
+                        if (from as usize) < model.len() {
+                            model[from as usize..].reverse();
+                        }
+                    }
+                    Op::Clear => {
+                        s.clear();
+                        model.clear();
+                    }
+                }
+                prop_assert_eq!(s.size() as usize, model.len());
+                prop_assert_eq!(s.objects().collect::<Vec<_>>(), model.clone());
+                for (i, &o) in model.iter().enumerate() {
+                    prop_assert_eq!(s.object(i), o);
+                }
+            }
+            prop_assert_eq!(&buf[words..], &[GUARD, GUARD][..], "a sheaf wrote past its slots");
+        }
+    }
+}
