@@ -208,6 +208,13 @@ impl Sheaf {
     pub(crate) fn capacity(&self) -> u32 {
         self.capacity
     }
+    /// The address of slot `i` (a pointer made from the sheaf's address, so that it reaches
+    /// the slots after the header: a pointer derived from `&self` would cover the header
+    /// alone).
+    #[inline(always)]
+    fn slot_ptr(&self, i: usize) -> *const AtomicUsize {
+        (self as *const Sheaf as usize + SLOTS_OFFSET + i * core::mem::size_of::<AtomicUsize>()) as *const AtomicUsize
+    }
     /// Slot `i`, unchecked.
     ///
     /// # Safety
@@ -215,10 +222,9 @@ impl Sheaf {
     /// `i` is below the capacity.
     #[inline(always)]
     unsafe fn slot(&self, i: usize) -> &AtomicUsize {
-        let a = self as *const Sheaf as usize + SLOTS_OFFSET + i * core::mem::size_of::<AtomicUsize>();
         // SAFETY: the sheaf's memory holds `capacity` slots after the header (`init`'s
         // contract), and `i` is below it (the caller's); the memory is reached by address.
-        unsafe { &*(a as *const AtomicUsize) }
+        unsafe { &*self.slot_ptr(i) }
     }
     /// Pops an object, if any (owner only).
     #[inline(always)]
@@ -282,7 +288,7 @@ impl Sheaf {
             return &[];
         }
         // SAFETY: `from` and `to` are within the capacity (tested): the slots exist.
-        unsafe { core::slice::from_raw_parts(self.slot(from), to - from) }
+        unsafe { core::slice::from_raw_parts(self.slot_ptr(from), to - from) }
     }
     /// The object at position `i` (below [`Sheaf::size`]; owner only).
     #[inline]
