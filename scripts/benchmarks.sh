@@ -13,7 +13,7 @@
 #     (scripts/malloc_cost.sh); KMEM_BENCH_COST=0 skips them;
 # then "where kmem loses": the losing cells of this run and the explanation kept in
 # crates/kmem-bench/notes/where-kmem-loses.md. Every section says its machine and date.
-# Takes about 3 minutes after the builds on a 2-CPU machine (the builds, fat LTO, take several
+# Takes about 4 minutes after the builds on a 2-CPU machine (the builds, fat LTO, take several
 # more the first time). Each step says on stderr what it is doing.
 #
 # Usage: scripts/benchmarks.sh [arguments of the malloc bench binary, e.g. --rounds 15]
@@ -21,7 +21,10 @@
 #                                              in DIR, e.g. after editing the notes)
 #   KMEM_BENCH_KEEP=DIR keeps the run's tab-separated outputs in DIR.
 #   BENCHMARKS_OUT=FILE writes FILE instead of BENCHMARKS.md; KMEM_THREADS_ARGS="--rounds 9"
-#   passes arguments to the threads bench.
+#   passes arguments to the threads bench. KMEM_BENCH_PROCS=N runs the single-threaded bench in
+#   N processes (5 by default; the first also measures peak RSS) and reports the median of
+#   their medians (scripts/bench_merge.py: each process is one draw of the address-layout
+#   lottery that 4 KiB aliasing plays with every allocator's hot pair).
 # Honours CARGO_TARGET_DIR.
 set -euo pipefail
 
@@ -67,8 +70,14 @@ fi
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "benchmarks.sh: builds done in $(($(date +%s) - t_start)) s; timing" >&2
 
-say "single-threaded workloads against the peers (benches/malloc.rs)"
-"$malloc_bin" "$@" >"$tmp/bench.tsv"
+procs="${KMEM_BENCH_PROCS:-5}"
+say "single-threaded workloads against the peers (benches/malloc.rs), $procs processes"
+"$malloc_bin" "$@" >"$tmp/bench.1.tsv"
+for i in $(seq 2 "$procs"); do
+    "$malloc_bin" "$@" --no-rss >"$tmp/bench.$i.tsv"
+done
+# shellcheck disable=SC2046
+python3 scripts/bench_merge.py "$tmp/bench.tsv" $(for i in $(seq 1 "$procs"); do echo "$tmp/bench.$i.tsv"; done)
 if [ "${KMEM_BENCH_THREADS:-1}" != 0 ]; then
     say "multi-threaded workloads, 2, 4 and 8 threads (benches/threads.rs)"
     # shellcheck disable=SC2086
@@ -99,6 +108,7 @@ fi
     echo "rustc	$(rustc --version)"
     echo "gcc	$(gcc --version | head -1)"
     echo "load	$load_before (start of the timed runs), $(cut -d' ' -f1-3 /proc/loadavg) (end)"
+    echo "procs	$procs"
 } >"$tmp/meta.tsv"
 
 python3 scripts/benchmarks_md.py "$tmp" "$out" "$notes"

@@ -293,8 +293,14 @@ if order:
     w("")
     measured()
     n = max(s[3] for g in order for s in time[g].values())
-    w(f"Median ns per operation of up to {n} samples (each at least 15 ms, or one run of a slow "
-      "allocator; the allocators take turns, in a rotating order). Lower is better.")
+    procs = int(m.get("procs", "1") or 1)
+    per = (f"the median over {procs} processes of each process's median" if procs > 1 else "Median")
+    w(f"{per[0].upper() + per[1:]} ns per operation of up to {n} samples (each at least 15 ms, or "
+      "one run of a slow allocator; the allocators take turns, in a rotating order). Lower is better." +
+      (" Each process is one draw of the address layout (ASLR), which can put a hot word of any "
+       "allocator at the low 12 bits of its hot block (4 KiB aliasing) and slow it by a third for "
+       "the whole process: mimalloc's alloc_n_free_n/1000 ran 5.6 ns a block in some processes "
+       "and 8-10 in others on the AMD VM (`scripts/bench_merge.py`)." if procs > 1 else ""))
     w("")
     w("| workload | operation | " + " | ".join(name(p) for p in PEERS) + " |")
     w("|---|---|" + "---:|" * len(PEERS))
