@@ -9,7 +9,8 @@ greatest maximum and the processes' samples per process (the largest N). Every o
 (peak RSS, its baseline) comes from FIRST, the one process that measured them. A process
 places its allocations, its stack and its libraries at addresses of its own (ASLR), and a
 hot word that happens to share its low 12 bits with an allocator's block (4 KiB aliasing)
-can slow one allocator by a third for that whole process: one process is one draw of that
+can slow one allocator by a third for that whole process (one kmem build's pair/64 ran
+12.6 ns a pair in some processes and 6.0 in others): one process is one draw of that
 lottery, the median of several is the allocator's typical figure (scripts/benchmarks.sh).
 """
 import statistics
