@@ -56,6 +56,26 @@ fn slabs_are_sized_for_the_host_cpus() {
     assert_eq!(objperslab, expect, "{cpus} host CPUs: {line}");
 }
 
+/// The process machine's sheaves: 256 objects for the classes up to 512 bytes
+/// (`slab_sheaf_max(256)`, 128 KiB of objects a sheaf), 128 for 1 KiB, so that a thread's
+/// burst of a thousand small blocks stays within its CPU's sheaves; the `kmem_sheaf`
+/// objects are sized for them.
+#[test]
+fn sheaves_hold_256_small_objects() {
+    let blocks: Vec<Box<[u8; 64]>> = (0..16).map(|_| Box::new([7u8; 64])).collect();
+    let m = global::machine().expect("booted");
+    for (size, want) in [(16, 256), (64, 256), (512, 256), (1024, 128)] {
+        let c = m.kmalloc_slab(size, kmem::Gfp::KERNEL).expect("a kmalloc class");
+        assert_eq!(c.sheaf_capacity(), want, "kmalloc class of {size} bytes");
+    }
+    let mut s = String::new();
+    kmem::proc::slabinfo(m, &mut s).unwrap();
+    let line = s.lines().find(|l| l.starts_with("kmem_sheaf ")).expect("kmem_sheaf in slabinfo");
+    let objsize: usize = line.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert!(objsize >= 16 + 256 * 8, "a sheaf object holds 256 slots: {line}");
+    drop(blocks);
+}
+
 #[test]
 fn huge_blocks_and_realloc_growth_keep_their_contents() {
     for round in 0..50usize {
