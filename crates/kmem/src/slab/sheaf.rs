@@ -2,7 +2,9 @@
 //! and each node's barn of full and empty sheaves.
 //!
 //! - A [`Sheaf`] holds up to `capacity` object addresses (a stack). Sheaves are objects of
-//!   the internal cache `kmem_sheaf`, which has no sheaves of its own.
+//!   the internal cache `kmem_sheaf`, which has no sheaves of its own: a header and the
+//!   slots after it, as many as the machine's [`SlabBootConfig::sheaf_max`](super::SlabBootConfig::sheaf_max)
+//!   (128 by default; kmem-alloc's process machine: 256), whatever the cache's capacity.
 //! - Each CPU has, per cache, a [`CpuSheaves`]: a `main` sheaf that allocations pop from and
 //!   frees push to, and a `spare` (Linux's `pcs->main`/`pcs->spare`). Only the CPU touches
 //!   them, inside [`Platform::pin_cpu`](crate::Platform::pin_cpu) (or as that CPU, through
