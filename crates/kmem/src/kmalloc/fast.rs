@@ -245,7 +245,7 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// [`Kmem::kmalloc_try_fast`] for a caller that has the size class already (`index`, as
-    /// [`kmalloc_index`](super::kmalloc_index) or
+    /// [`super::kmalloc_index`] or
     /// [`kmalloc_index_aligned`](super::kmalloc_index_aligned) give it: a C `malloc`'s
     /// 16-byte alignment folded into the lookup). `None` also for an index that names no
     /// class.

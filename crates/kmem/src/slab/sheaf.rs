@@ -29,7 +29,7 @@ use crate::sync::{const_fn_unless_loom, AtomicU32, AtomicUsize, Ordering, RawSpi
 pub(crate) use super::cpu_sheaves::CpuSheaves;
 
 /// Most objects a sheaf holds by default ([`SlabBootConfig::sheaf_max`](super::SlabBootConfig::sheaf_max)):
-/// a `kmem_sheaf` object is a [`Sheaf`] header and this many slots (1040 bytes).
+/// a `kmem_sheaf` object is a sheaf's 16-byte header and this many slots (1040 bytes).
 pub const SHEAF_MAX_DEFAULT: u32 = 128;
 /// Most objects a machine's sheaves may hold ([`SlabBootConfig::sheaf_max`](super::SlabBootConfig::sheaf_max)
 /// is clamped to it): 8 KiB of slots a sheaf.
