@@ -42,6 +42,19 @@ pub(crate) fn in_ram(m: &Machine, p: *const u8) -> bool {
     (p as usize).wrapping_sub(base) < len
 }
 
+/// The flags of every fast-path request: GFP_NOWAIT, since the fast path takes an object
+/// from the CPU's sheaf and never sleeps either way, and a request that may not sleep skips
+/// the atomic-context test (`might_alloc`), which the slow path's GFP_KERNEL still makes;
+/// `__GFP_ZERO` for `calloc` and `alloc_zeroed` (the fast path zeroes the object).
+#[inline(always)]
+const fn fast_gfp(zero: bool) -> Gfp {
+    if zero {
+        Gfp::NOWAIT.union(Gfp::NOWARN).union(Gfp::ZERO)
+    } else {
+        Gfp::NOWAIT.union(Gfp::NOWARN)
+    }
+}
+
 /// Allocates `size` bytes aligned to `align` (zeroed with `zero`), growing the machine as
 /// needed; null on failure.
 /// The fast path (a class whose CPU sheaf has an object) makes no call but the tail call
@@ -51,12 +64,7 @@ pub(crate) fn in_ram(m: &Machine, p: *const u8) -> bool {
 #[inline(always)]
 pub(crate) fn alloc(m: &Machine, size: usize, align: usize, zero: bool) -> *mut u8 {
     if let Some(req) = fast_request(size, align) {
-        // GFP_NOWAIT: the fast path takes an object from the CPU's sheaf and never sleeps
-        // either way, and a request that may not sleep skips the atomic-context test
-        // (`might_alloc`), which the slow path's GFP_KERNEL still makes. `calloc` and
-        // `alloc_zeroed` too: the fast path zeroes the object.
-        let gfp = if zero { Gfp::NOWAIT | Gfp::NOWARN | Gfp::ZERO } else { Gfp::NOWAIT | Gfp::NOWARN };
-        if let Some(p) = m.kmalloc_try_fast(req, gfp) {
+        if let Some(p) = m.kmalloc_try_fast(req, fast_gfp(zero)) {
             return p.as_ptr();
         }
     }
@@ -84,10 +92,9 @@ pub(crate) fn alloc_on(cpu: ProcessCpu, size: usize, align: usize, zero: bool) -
     if let Some(req) = fast_request(size, align) {
         if req.wrapping_sub(1) < kmem::kmalloc::KMALLOC_MAX_CACHE_SIZE {
             let index = kmem::kmalloc::kmalloc_index(req);
-            // As in `alloc`.
-            let gfp = if zero { Gfp::NOWAIT | Gfp::NOWARN | Gfp::ZERO } else { Gfp::NOWAIT | Gfp::NOWARN };
             // SAFETY: the pin goes to its own machine's fast path.
-            if let Some(p) = cpu.machine().kmalloc_try_fast_index_with(index, gfp, || unsafe { cpu.try_pin() }) {
+            let pin = || unsafe { cpu.try_pin() };
+            if let Some(p) = cpu.machine().kmalloc_try_fast_index_with(index, fast_gfp(zero), pin) {
                 return p.as_ptr();
             }
         }
@@ -99,19 +106,15 @@ pub(crate) fn alloc_on(cpu: ProcessCpu, size: usize, align: usize, zero: bool) -
 #[inline(always)]
 pub(crate) fn alloc16_fast_on(cpu: ProcessCpu, size: usize, zero: bool) -> Option<NonNull<u8>> {
     let index = kmalloc_index_aligned(size)?;
-    // As in `alloc`.
-    let gfp = if zero { Gfp::NOWAIT | Gfp::NOWARN | Gfp::ZERO } else { Gfp::NOWAIT | Gfp::NOWARN };
     // SAFETY: the pin goes to its own machine's fast path.
-    cpu.machine().kmalloc_try_fast_index_with(index, gfp, || unsafe { cpu.try_pin() })
+    cpu.machine().kmalloc_try_fast_index_with(index, fast_gfp(zero), || unsafe { cpu.try_pin() })
 }
 
 /// [`alloc16`]'s fast path alone: `None` where it would go on to [`alloc_slow`].
 #[inline(always)]
 pub(crate) fn alloc16_fast(m: &Machine, size: usize, zero: bool) -> Option<NonNull<u8>> {
     let index = kmalloc_index_aligned(size)?;
-    // As in `alloc`.
-    let gfp = if zero { Gfp::NOWAIT | Gfp::NOWARN | Gfp::ZERO } else { Gfp::NOWAIT | Gfp::NOWARN };
-    m.kmalloc_try_fast_index(index, gfp)
+    m.kmalloc_try_fast_index(index, fast_gfp(zero))
 }
 
 /// The kmalloc request of [`alloc`]'s fast path: the usual alignments (at most 8, and 16),

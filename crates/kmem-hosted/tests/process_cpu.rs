@@ -41,13 +41,14 @@ fn the_process_cpu_follows_the_threads_fast_gate_and_serves_the_with_paths() {
         let b = m.kmalloc_try_fast_index_with(index, Gfp::KERNEL, || unsafe { cpu.try_pin() }).expect("fast");
         assert_eq!(b, a, "last in, first out");
         let mut others = 0;
-        // SAFETY: ours, freed once (through the CPU's sheaf: `other` never runs).
+        // SAFETY: ours, freed once (through the CPU's sheaf: `other` never runs); the pin
+        // goes to its own machine's fast path.
         unsafe { m.kfree_slab_or_then_with(b.as_ptr(), || cpu.try_pin(), |_| others += 1, || {}) };
         assert_eq!(others, 0);
         // SAFETY: as above.
         let c = m.kmalloc_try_fast_index_with(index, Gfp::KERNEL, || unsafe { cpu.try_pin() }).expect("fast");
         assert_eq!(c, a, "the free went to the CPU's sheaf");
-        // SAFETY: ours, freed once by size.
+        // SAFETY: ours, freed once by size; the pin goes to its own machine's fast path.
         unsafe { m.kfree_sized_or_then_with(c.as_ptr(), 64, || cpu.try_pin(), |_| others += 1, || {}) };
         assert_eq!(others, 0);
         // Closed inside every careful section, and after it until a fast pin of the machine
