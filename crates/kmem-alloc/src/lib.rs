@@ -77,6 +77,7 @@ unsafe impl GlobalAlloc for KmemAlloc {
 
 /// C-shaped entry points over the global machine (what an `LD_PRELOAD` malloc exports).
 pub mod raw {
+    use kmem::Kmem;
     use kmem_hosted::ProcessCpu;
 
     use crate::global::{self, arena_alloc, arena_size, in_arena};
@@ -181,11 +182,19 @@ pub mod raw {
     #[inline(always)]
     pub unsafe fn free(p: *mut u8) {
         if let Some(cpu) = ProcessCpu::current() {
-            let m = cpu.machine();
-            // SAFETY: caller's contract; the pin is `m`'s (its process CPU), given to `m`'s
-            // fast path; anything but a slab object goes to `free_other`.
+            // SAFETY: caller's contract; the map is the process machine's (the thread's copy
+            // of it), the pin is its CPU's, given to its fast path; anything the map does not
+            // find as a slab object goes to `free_unsized`, the machine's whole way. The
+            // machine itself is loaded only off the fast path.
             return unsafe {
-                m.kfree_slab_or_then_with(p, || cpu.try_pin(), |p| free_other(m, p), global::slow_free_tick)
+                Kmem::kfree_mapped_or_then_with(
+                    || &**cpu.machine(),
+                    &cpu.free_map(),
+                    p,
+                    || cpu.try_pin(),
+                    |p| free_unsized_process(cpu, p),
+                    global::slow_free_tick,
+                )
             };
         }
         // SAFETY: caller's contract.
@@ -223,12 +232,20 @@ pub mod raw {
     #[inline(always)]
     pub unsafe fn free_sized(p: *mut u8, size: usize, align: usize) {
         if let Some(cpu) = ProcessCpu::current() {
-            let m = cpu.machine();
             let req = route::fast_request(size, align).unwrap_or(0);
-            // SAFETY: caller's contract; the pin is `m`'s, given to `m`'s fast path; anything
-            // but an object of the request's cache goes to `free_unsized`.
+            // SAFETY: caller's contract; the map and the pin are the process machine's, given
+            // to its fast path; anything but an object of the request's cache goes to
+            // `free_unsized`.
             return unsafe {
-                m.kfree_sized_or_then_with(p, req, || cpu.try_pin(), |p| free_unsized(m, p), global::slow_free_tick)
+                Kmem::kfree_sized_mapped_or_then_with(
+                    || &**cpu.machine(),
+                    &cpu.free_map(),
+                    p,
+                    req,
+                    || cpu.try_pin(),
+                    |p| free_unsized_process(cpu, p),
+                    global::slow_free_tick,
+                )
             };
         }
         // SAFETY: caller's contract.
@@ -254,7 +271,15 @@ pub mod raw {
         unsafe { free_slow(p) }
     }
 
-    /// [`free_sized`] of a block that is not in the cache its size names: [`free`]'s way.
+    /// [`free_unsized`] on the process machine, which it loads itself (its callers' fast
+    /// paths do not).
+    #[inline(never)]
+    fn free_unsized_process(cpu: ProcessCpu, p: *const u8) {
+        free_unsized(cpu.machine(), p)
+    }
+
+    /// [`free_sized`] of a block that is not in the cache its size names, and [`free`] of one
+    /// its map did not find: the machine's whole way.
     #[inline(never)]
     fn free_unsized(m: &kmem_hosted::Machine, p: *const u8) {
         // SAFETY: `free_sized`'s caller's contract.

@@ -76,6 +76,29 @@ fn sheaves_hold_256_small_objects() {
     drop(blocks);
 }
 
+/// A thread's frees on the process machine find their blocks through its copy of the
+/// machine's free map (`ProcessCpu::free_map`): the copy every thread takes with its CPU is
+/// the machine's own, and covers the machine's RAM, so that no small block's free misses it
+/// (a free the map misses still frees, the machine's whole way, but slowly).
+#[test]
+fn every_thread_frees_through_the_machines_free_map() {
+    let check = || {
+        let b = Box::new([1u8; 64]);
+        drop(b);
+        let cpu = kmem_hosted::ProcessCpu::current().expect("the thread's gate is open after a free");
+        let m = cpu.machine();
+        assert_ne!(m.free_map(), kmem::FreeMap::EMPTY, "the process machine's memmap is dense");
+        assert_eq!(cpu.free_map(), m.free_map(), "the thread's copy is the machine's");
+        assert!(cpu.free_map().covers(m.ram_mapping_len() as u64), "the map covers the RAM");
+    };
+    check();
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(check);
+        }
+    });
+}
+
 #[test]
 fn huge_blocks_and_realloc_growth_keep_their_contents() {
     for round in 0..50usize {

@@ -19,6 +19,7 @@ mod deferred_init;
 mod dense_memmap;
 mod error_texts;
 mod fault_injection;
+mod free_map;
 mod freeptr_placement;
 mod handles;
 mod hardening_stress;

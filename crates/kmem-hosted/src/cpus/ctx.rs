@@ -90,6 +90,10 @@ pub(super) struct Ctx {
     /// The owned CPU's area word (`OwnedCpu::area`), copied with `own_state`: the fast paths
     /// read it with the thread's other words, not after the CPU's line.
     pub(super) own_area: Cell<usize>,
+    /// The process machine's free map (`kmem::FreeMap`) while `own_gate` is its token
+    /// ([`Ctx::set_own_machine`] copies it): the process allocator's frees read it with the
+    /// thread's other words ([`ProcessCpu::free_map`](super::thread::ProcessCpu::free_map)).
+    pub(super) own_map: Cell<kmem::FreeMap>,
     /// The shared fast pin (`try_pin_fast`): the shared-CPU machine (0: none) whose CPU
     /// with slot `fast_slot` is the thread's home, taken as `fast_word`
     /// (`cpu_slot::held_word`). Set with the home of a machine that does not migrate threads,
@@ -131,11 +135,16 @@ impl Ctx {
             self.own_fast.set(0);
         }
     }
-    /// Sets `own_machine` and its gate token `own_gate` (0, 0: none), the fast gate closed.
+    /// Sets `own_machine` and its gate token `own_gate` (0, 0: none), the fast gate closed;
+    /// with the process machine's token, `own_map` to its free map (before the gate can
+    /// open with the token).
     #[inline]
     pub(super) fn set_own_machine(&self, machine: usize, gate: usize) {
         self.own_fast.set(0);
         self.own_machine.set(machine);
+        if gate == super::thread::PROCESS_GATE {
+            self.own_map.set(super::thread::process_map());
+        }
         self.own_gate.set(gate);
     }
     pub(super) fn push_held(&self, h: Held) {
@@ -167,6 +176,7 @@ thread_local! {
             own_state: Cell::new(core::ptr::null()),
             own_cpu: Cell::new(0),
             own_area: Cell::new(0),
+            own_map: Cell::new(kmem::FreeMap::EMPTY),
             fast_machine: Cell::new(0),
             fast_slot: Cell::new(core::ptr::null()),
             fast_word: Cell::new(0),

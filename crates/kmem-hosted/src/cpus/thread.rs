@@ -160,6 +160,15 @@ pub(crate) const PROCESS_GATE: usize = 1;
 /// The process machine (null: none), set before its gate token becomes [`PROCESS_GATE`].
 static PROCESS: AtomicPtr<Machine> = AtomicPtr::new(core::ptr::null_mut());
 
+/// The process machine's free map (`kmem::FreeMap`), set with it before its gate token:
+/// what a thread's context copies when it takes the token ([`ProcessCpu::free_map`]).
+static PROCESS_MAP: std::sync::OnceLock<kmem::FreeMap> = std::sync::OnceLock::new();
+
+/// The process machine's free map ([`kmem::FreeMap::EMPTY`] before there is one).
+pub(super) fn process_map() -> kmem::FreeMap {
+    PROCESS_MAP.get().copied().unwrap_or(kmem::FreeMap::EMPTY)
+}
+
 /// Makes `m` (whose CPUs are `cpus`) the process machine unless another is: whether it is
 /// now. Its gate token becomes [`PROCESS_GATE`] (`Release`, after [`PROCESS`]: a thread
 /// that reads it with `Acquire`, then opens its gate with it, sees the machine), in `cpus`
@@ -170,9 +179,12 @@ static PROCESS: AtomicPtr<Machine> = AtomicPtr::new(core::ptr::null_mut());
 /// then).
 pub(crate) fn set_process_machine(m: &'static Machine, cpus: &super::Cpus) -> bool {
     let ptr = m as *const Machine as *mut Machine;
+    let map = m.free_map();
     if let Err(cur) = PROCESS.compare_exchange(core::ptr::null_mut(), ptr, Ordering::Relaxed, Ordering::Relaxed) {
         return cur == ptr;
     }
+    // Before the token: a thread that sees the token sees the map.
+    let _ = PROCESS_MAP.set(map);
     cpus.set_gate(PROCESS_GATE);
     CTX.with(|c| {
         if c.own_machine.get() == cpus.id() {
@@ -217,6 +229,16 @@ impl ProcessCpu {
         // so it races with nothing): an atomic load, even unused, is never dropped, and
         // `malloc`'s fast path uses no field of the machine.
         unsafe { &**PROCESS.as_ptr() }
+    }
+
+    /// The process machine's free map, from the thread's context (the thread's other words'
+    /// loads, with no chain through the machine before them): what
+    /// `Kmem::kfree_mapped_or_then_with` takes, on [`ProcessCpu::machine`].
+    #[inline(always)]
+    pub fn free_map(self) -> kmem::FreeMap {
+        // The gate holds PROCESS_GATE, so `own_gate` does, and `set_own_machine` copied the
+        // map with it.
+        CTX.with(|c| c.own_map.get())
     }
 
     /// The fast pin of the CPU (the handshake with stoppers alone, as the owned CPU's fast

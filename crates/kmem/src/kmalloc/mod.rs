@@ -69,6 +69,24 @@ impl KmallocState {
         }
     }
 
+    /// The address of the normal caches' slots, for a [`FreeMap`](crate::slab::FreeMap).
+    pub(crate) fn normal_slots_addr(&self) -> usize {
+        self.caches[KmallocType::Normal as usize].as_ptr() as usize
+    }
+
+    /// Slot `index` of the normal caches' slots at `addr`.
+    ///
+    /// # Safety
+    ///
+    /// `addr` is a live machine's [`KmallocState::normal_slots_addr`], which lives for `'a`;
+    /// `index` is a size class's (below `KMALLOC_NR`).
+    #[inline(always)]
+    pub(crate) unsafe fn normal_slot_at<'a>(addr: usize, index: usize) -> &'a AtomicUsize {
+        debug_assert!(index < KMALLOC_NR);
+        // SAFETY: caller's contract: a slot of the array.
+        unsafe { &*(addr as *const AtomicUsize).add(index) }
+    }
+
     /// The cache a slot's value names, if it exists (the careful paths).
     #[inline(always)]
     pub(crate) fn cache_of<'a>(p: usize) -> Option<&'a KmemCache> {

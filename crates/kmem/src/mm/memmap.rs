@@ -347,7 +347,26 @@ impl Memmap {
     #[inline(always)]
     pub(crate) unsafe fn dense_slot(&self, pa: usize) -> &Page {
         debug_assert!(pa < self.dense_limit());
-        let at = self.dense_base.wrapping_add((pa >> PAGE_SHIFT) * Page::SIZE);
+        // SAFETY: caller's contract; the base is this memmap's, which outlives the borrow.
+        unsafe { Self::dense_slot_at(self.dense_base, pa) }
+    }
+
+    /// The flat base boot marked the memmap dense with (0 if it did not):
+    /// [`Memmap::dense_slot_at`]'s `base`.
+    pub(crate) fn dense_base(&self) -> usize {
+        self.dense_base
+    }
+
+    /// [`Memmap::dense_slot`] of a memmap whose [`Memmap::dense_base`] is `base`, for a
+    /// caller that copied its dense words (`slab::free_map`).
+    ///
+    /// # Safety
+    ///
+    /// `base` is a dense memmap's base, `pa` is below its [`Memmap::dense_limit`], and the
+    /// memmap lives for `'a`.
+    #[inline(always)]
+    pub(crate) unsafe fn dense_slot_at<'a>(base: usize, pa: usize) -> &'a Page {
+        let at = base.wrapping_add((pa >> PAGE_SHIFT) * Page::SIZE);
         // SAFETY: `pa` is below the limit boot marked dense with (caller's contract), whose
         // slots are readable descriptors or zeros for the life of the memmap (`mark_dense`'s
         // contract). A slot's address is never 0 (telling the compiler so spares the callers

@@ -199,15 +199,7 @@ impl<P: Platform> Kmem<P> {
         }
         let flags = self.kmem_cache_flags(flags, name);
         let st = self.slab();
-        if st.id_table().is_none() {
-            self.install_table(&st.ids, 0, core::mem::size_of::<super::registry::IdTable>(), gfp, |a| {
-                // SAFETY: `a` is the fresh block, of an IdTable's size and page-aligned, the
-                // caller's alone until installed.
-                super::registry::SlabState::init_id_table(unsafe { &*(a as *const super::registry::IdTable) })
-            })?;
-            let g = st.list_lock.lock_irqsave(self.platform());
-            st.register_boot_caches_locked(&g);
-        }
+        self.ensure_id_table(gfp)?;
         if flags.contains(SlabFlags::STORE_USER) {
             // Without a depot, tracks just have no call site.
             let _ = self.install_table(&st.depot, 0, core::mem::size_of::<super::debug::CallerDepot>(), gfp, |_| {});
@@ -282,6 +274,22 @@ impl<P: Platform> Kmem<P> {
     /// Allocates a zeroed, never-freed table of `bytes` for `slot` unless it has one (`slot`
     /// holds `none` until then); `init` prepares the block (its address) before it is
     /// published.
+    /// Installs the cache-id table unless it is there (the first `kmem_cache_create`, or
+    /// [`Kmem::free_map`](crate::Kmem::free_map)), with the boot caches registered in it.
+    pub(crate) fn ensure_id_table(&self, gfp: Gfp) -> Result<(), CacheError> {
+        let st = self.slab();
+        if st.id_table().is_none() {
+            self.install_table(&st.ids, 0, core::mem::size_of::<super::registry::IdTable>(), gfp, |a| {
+                // SAFETY: `a` is the fresh block, of an IdTable's size and page-aligned, the
+                // caller's alone until installed.
+                super::registry::SlabState::init_id_table(unsafe { &*(a as *const super::registry::IdTable) })
+            })?;
+            let g = st.list_lock.lock_irqsave(self.platform());
+            st.register_boot_caches_locked(&g);
+        }
+        Ok(())
+    }
+
     fn install_table(
         &self,
         slot: &crate::sync::AtomicUsize,

@@ -75,7 +75,7 @@ impl FreeTag for KmemCache {
 /// as a free object's does (the caller's suspect path decides); else the word becomes the
 /// sheaf marker, and the object a free object on its way to a sheaf.
 #[inline(always)]
-fn mark_sheaf_object(t: &impl FreeTag, obj: usize) -> bool {
+pub(super) fn mark_sheaf_object(t: &impl FreeTag, obj: usize) -> bool {
     let (fp, marker) = (t.fp_addr(obj), t.marker());
     // SAFETY: the free-pointer word of an object of a live slab, which the caller owns.
     if tagged(unsafe { read_word(fp) }, marker) {
@@ -300,7 +300,7 @@ impl<P: Platform> Kmem<P> {
     /// suspect path (`pushed` `None`: the object looked free) or [`Kmem::free_pushed`]'s.
     #[cold]
     #[inline(never)]
-    fn free_id_cold<'a>(
+    pub(super) fn free_id_cold<'a>(
         &'a self,
         id: usize,
         slab: impl SlabRef<'a>,

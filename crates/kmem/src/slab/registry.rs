@@ -118,6 +118,24 @@ pub(crate) struct IdTable {
     slots: [AtomicUsize; MAX_CACHES],
 }
 
+impl IdTable {
+    /// The table at address `p` (a machine's [`SlabState::ids`]).
+    ///
+    /// # Safety
+    ///
+    /// `p` is an installed table's address (not 0), which stays valid for `'a`: the
+    /// machine's table lives as long as the machine.
+    #[inline(always)]
+    pub(crate) unsafe fn at<'a>(p: usize) -> &'a IdTable {
+        debug_assert_ne!(p, 0, "a slab before the first kmem_cache_create");
+        // SAFETY: caller's contract. Telling the compiler it is not 0 spares a null test.
+        unsafe {
+            core::hint::assert_unchecked(p != 0);
+            &*(p as *const IdTable)
+        }
+    }
+}
+
 impl core::ops::Deref for IdTable {
     type Target = [AtomicUsize; MAX_CACHES];
     #[inline(always)]
@@ -330,28 +348,26 @@ impl SlabState {
     #[inline(always)]
     pub(crate) fn check_of_plain_word(&self, word: u32) -> Option<(&FastCheck, usize)> {
         const { assert!(FAST_IDS <= MAX_CACHES && MAX_CACHES <= MAX_SLAB_CACHE_ID as usize + 1) };
-        let id = word.wrapping_sub(crate::mm::page::Page::slab_word(0, true)) as usize;
-        if id >= FAST_IDS {
-            return None;
-        }
+        let id = Self::fast_id_of_plain_word(word)?;
         #[cfg(loom)]
         let t = self.id_table()?;
         #[cfg(not(loom))]
-        let t = {
-            let p = self.ids.load(Ordering::Acquire);
-            debug_assert_ne!(p, 0, "a slab before the first kmem_cache_create");
-            // SAFETY: a plain slab word means a slab exists, so the table is installed: `ids`
-            // is 0 until the first `kmem_cache_create` installs the machine's own (the boot
-            // caches are registered in it, and no slab of any cache exists before), a block
-            // of an IdTable's size that is never freed. (A shared static table, for the time
-            // before, cost 2,048 load-time relocations and 4 page faults in every process
-            // under `LD_PRELOAD`.) Telling the compiler it is not 0 spares a null test.
-            unsafe {
-                core::hint::assert_unchecked(p != 0);
-                &*(p as *const IdTable)
-            }
-        };
+        // SAFETY: a plain slab word means a slab exists, so the table is installed: `ids` is
+        // 0 until the first `kmem_cache_create` installs the machine's own (the boot caches
+        // are registered in it, and no slab of any cache exists before), a block of an
+        // IdTable's size that is never freed. (A shared static table, for the time before,
+        // cost 2,048 load-time relocations and 4 page faults in every process under
+        // `LD_PRELOAD`.)
+        let t = unsafe { IdTable::at(self.ids.load(Ordering::Acquire)) };
         Some((&t.checks[id], id))
+    }
+
+    /// The fast id a plain slab's word names (see [`SlabState::check_of_plain_word`]), if
+    /// it is below [`FAST_IDS`].
+    #[inline(always)]
+    pub(crate) fn fast_id_of_plain_word(word: u32) -> Option<usize> {
+        let id = word.wrapping_sub(crate::mm::page::Page::slab_word(0, true)) as usize;
+        (id < FAST_IDS).then_some(id)
     }
 
     /// The live cache a slot value names, if any (not a free or a reserved id).
