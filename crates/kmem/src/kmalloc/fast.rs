@@ -198,7 +198,8 @@ impl<P: Platform> Kmem<P> {
                         // class entry is only ever its normal cache's).
                         let word = FastTable::class_word(index);
                         let pin = || pin().map(|f| (f.pinned, f.area));
-                        return self.free_checked_fast_then(c, slab, addr, off, word, pin, slow);
+                        // SAFETY: a class entry's word (`index` is a class's).
+                        return unsafe { self.free_checked_fast_then(c, slab, addr, off, word, pin, slow) };
                     }
                 }
             }

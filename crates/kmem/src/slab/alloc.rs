@@ -228,8 +228,11 @@ impl<P: Platform> Kmem<P> {
     /// no call but the zeroing.
     #[inline(always)]
     pub(crate) fn alloc_fast(&self, s: &KmemCache, zero: bool) -> Option<usize> {
-        let p = self.platform().try_pin_cpu()?;
-        let obj = s.pcs(self, p.cpu.index()).main().and_then(Sheaf::pop);
+        let (p, t) = self.try_pin_fast_table()?;
+        // SAFETY: the pinned CPU's table, and an entry's word (`FastTable::named_word`). The
+        // entry names the cache's main sheaf, or the empty sheaf (not filled yet, or no entry
+        // for the cache's id: the careful path).
+        let obj = unsafe { super::fast_table::FastTable::at(t).sheaf_unchecked(s.fast_word as usize) }.pop();
         self.platform().unpin_cpu_fast(p);
         let obj = self.alloc_fast_took(s, obj)?;
         if zero {

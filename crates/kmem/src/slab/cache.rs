@@ -116,7 +116,7 @@ pub struct KmemCache {
     /// free fast paths' object test ([`KmemCache::is_plain_object`]); 0 for a cache of a
     /// machine with several nodes, whose frees must ask which node an object is on: the test
     /// then sends all of them to the careful paths, so the fast paths skip the node-count test
-    /// (`Kmem::free_checked_local_then`).
+    /// (`Kmem::free_checked_fast_then`).
     pub(crate) plain_objects: u16,
     /// Minus the bytes of a slab of the cache's order (a mask, sign-extended when used).
     /// Plain slabs are aligned to their size (buddy blocks are), so the physical address of
@@ -136,6 +136,10 @@ pub struct KmemCache {
     /// can hand out knowing only the class; [`super::fast_table::NO_CLASS`] otherwise.
     pub(crate) fast_class: AtomicU8,
     pub(crate) id: u32,
+    /// The fast-table entry that names the cache's main sheaf on each CPU, through which
+    /// `kmem_cache_alloc` and `kmem_cache_free` reach it
+    /// ([`FastTable::named_word`](super::fast_table::FastTable::named_word) of `id`).
+    pub(crate) fast_word: u32,
     pub(crate) ctor: Option<Ctor>,
     pub(crate) allocflags: Gfp,
     pub(crate) min_partial: u16,
@@ -275,6 +279,7 @@ impl KmemCache {
             meminit: 0,
             fast_class: AtomicU8::new(super::fast_table::NO_CLASS),
             id: 0,
+            fast_word: super::fast_table::FastTable::named_word(0) as u32,
             ctor: None,
             allocflags: Gfp::empty(),
             min_partial: 0,
@@ -369,6 +374,7 @@ impl KmemCache {
             meminit: init.meminit,
             fast_class: AtomicU8::new(super::fast_table::NO_CLASS),
             id: init.id,
+            fast_word: super::fast_table::FastTable::named_word(init.id as usize) as u32,
             ctor: init.ctor,
             allocflags,
             // Sheaves are freed in bursts (shrink, destroy, a CPU going offline): their cache

@@ -1,7 +1,9 @@
 //! Each CPU's fast table: the addresses of the CPU's main sheaves of the caches the fast
 //! paths serve, indexed the way those paths know the cache: by kmalloc class (what `malloc`
 //! and `kmalloc` know before they touch anything) and by cache id (what `kfree` reads in the
-//! object's page descriptor).
+//! object's page descriptor, and what `kmem_cache_alloc` and `kmem_cache_free` read in the
+//! cache they are given: `KmemCache::fast_word`, one load where the cache's per-CPU
+//! `CpuSheaves` took four instructions more a call).
 //!
 //! Without it, a fast path went from the machine to its kmalloc table, the class's cache,
 //! the cache's table of per-CPU addresses and the CPU's sheaves: a chain of dependent
@@ -132,6 +134,14 @@ impl FastTable {
     pub(crate) const fn id_word(id: usize) -> usize {
         FAST_CLASSES + id
     }
+    /// The entry through which the named-cache fast paths (`kmem_cache_alloc`,
+    /// `kmem_cache_free`) of cache id `id` reach its sheaves (`KmemCache::fast_word`): its
+    /// id entry; for an id past [`FAST_IDS`], id 0's, which stays empty (no cache has id 0:
+    /// ids start after the boot caches', and the absent descriptor's 0 has no sheaves), so
+    /// that its fast paths fail to the careful ones with no test of the id.
+    pub(crate) const fn named_word(id: usize) -> usize {
+        Self::id_word(if id < FAST_IDS { id } else { 0 })
+    }
     /// The sheaf entry `word` names: the CPU's main sheaf of the entry's cache, or the empty
     /// sheaf ([`empty_sheaf`]), on which a pop and a push both fail. No test of the entry:
     /// the fast paths' pop and push tests are the only ones. The table is the pinned CPU's,
@@ -146,6 +156,19 @@ impl FastTable {
         // while it is its main sheaf and only the CPU, pinned, reads; or the empty sheaf,
         // a static.
         unsafe { &*(p as *const Sheaf) }
+    }
+    /// [`FastTable::sheaf`] of a word the caller vouches for, with no bound test (a word read
+    /// from a cache descriptor, `KmemCache::fast_word`, which the compiler cannot bound).
+    ///
+    /// # Safety
+    ///
+    /// `word` is an entry's: below `FAST_CLASSES + FAST_IDS`.
+    #[inline(always)]
+    pub(crate) unsafe fn sheaf_unchecked(&self, word: usize) -> &Sheaf {
+        debug_assert!(word < self.words.len());
+        // SAFETY: the caller's contract.
+        unsafe { core::hint::assert_unchecked(word < self.words.len()) };
+        self.sheaf(word)
     }
     /// Writes every entry empty (the empty sheaf), once: the CPU's table is then `ready`.
     /// Idempotent, and harmless beside the CPU's own fills and other CPUs' clears: every
@@ -293,6 +316,7 @@ impl<P: Platform> Kmem<P> {
         // (A CPU borrowed before it first came up, `run_on_cpu`: its table is written now.)
         t.init();
         if (s.id as usize) < FAST_IDS {
+            debug_assert_ne!(s.id, 0, "id 0's entry stays empty (FastTable::named_word)");
             let word = FastTable::id_word(s.id as usize);
             pcs.mirror_in(t.slot(word), 0);
             t.set(word, main);

@@ -124,7 +124,9 @@ impl<P: Platform> Kmem<P> {
             // A plain slab of `s`, and an object start in it; `s` must be this machine's
             // (another machine's cache may carry the same id).
             if s.is_plain_object(off) && s.fast_is_of_id(id) {
-                return self.free_checked_local_then(s, slab, addr, off, || {});
+                let pin = || self.try_pin_fast_table();
+                // SAFETY: the cache's `fast_word` is an entry's (`FastTable::named_word`).
+                return unsafe { self.free_checked_fast_then(s, slab, addr, off, s.fast_word as usize, pin, || {}) };
             }
         }
         self.kmem_cache_free_careful(s, addr, caller);
@@ -229,34 +231,25 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// [`Kmem::free_checked`] for the free fast paths, which reach it only for an object that
-    /// passed [`KmemCache::is_plain_object`]: its cache has a non-zero `plain_objects`, so one
-    /// node, and the node-count test is left out (2 instructions). `slow()` is called when
-    /// the free went past this CPU's sheaf (the sheaf was full, or the object only looked
-    /// freed), after that slow path, outside every lock and CPU section the free took: an
-    /// allocator built on kmem runs its periodic work there (`kmem-alloc` gives memory back
-    /// to the host), never on the fast path. `slow` is called last, so each slow path stays a
-    /// tail call.
-    #[inline(always)]
-    pub(crate) fn free_checked_local_then<'a>(
-        &'a self,
-        s: &KmemCache,
-        slab: impl SlabRef<'a>,
-        obj: usize,
-        off: usize,
-        slow: impl FnOnce(),
-    ) {
-        debug_assert!(s.nr_nodes <= 1, "a fast free of a cache of several nodes");
-        self.mark_and_push(s, slab, obj, off, slow, || self.free_fast(s, obj))
-    }
-
-    /// [`Kmem::free_checked_local_then`] for the free fast paths that know the entry of the
-    /// CPU's fast table that names the cache's sheaves (`fast_table.rs`: `word`, the cache
-    /// id's from the slab's page word, or the kmalloc class's from the size of a sized free):
-    /// the sheaves' address no longer waits for the cache descriptor and its table of
-    /// per-CPU addresses. An empty entry sends the free to the careful pin, which fills it.
+    /// passed [`KmemCache::is_plain_object`] (its cache has a non-zero `plain_objects`, so
+    /// one node: no node-count test) and know the entry of the CPU's fast table that names
+    /// the cache's sheaves (`fast_table.rs`: `word`, the cache id's from the slab's page
+    /// word or the named cache's `fast_word`, or the kmalloc class's from the size of a
+    /// sized free): the sheaves' address does not wait for the cache descriptor and its
+    /// table of per-CPU addresses. An empty entry sends the free to the careful pin, which
+    /// fills it. `slow()` is called when the free went past this CPU's sheaf (the sheaf was
+    /// full, or the object only looked freed), after that slow path, outside every lock and
+    /// CPU section the free took: an allocator built on kmem runs its periodic work there
+    /// (`kmem-alloc` gives memory back to the host), never on the fast path. `slow` is
+    /// called last, so each slow path stays a tail call.
+    ///
+    /// # Safety
+    ///
+    /// `word` is an entry's word (below `FAST_CLASSES + FAST_IDS`: `FastTable::class_word`,
+    /// `id_word` or `named_word` made it): it indexes the table with no bound test.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn free_checked_fast_then<'a>(
+    pub(crate) unsafe fn free_checked_fast_then<'a>(
         &'a self,
         s: &KmemCache,
         slab: impl SlabRef<'a>,
@@ -267,7 +260,8 @@ impl<P: Platform> Kmem<P> {
         slow: impl FnOnce(),
     ) {
         debug_assert!(s.nr_nodes <= 1, "a fast free of a cache of several nodes");
-        self.mark_and_push(s, slab, obj, off, slow, || self.free_fast_word(word, obj, pin))
+        // SAFETY: `word` is an entry's (the caller's contract).
+        self.mark_and_push(s, slab, obj, off, slow, || unsafe { self.free_fast_word(word, obj, pin) })
     }
 
     /// [`Kmem::free_checked_fast_then`] for `kfree`, which found the cache's id (below
@@ -290,7 +284,8 @@ impl<P: Platform> Kmem<P> {
         if !mark_sheaf_object(chk, obj) {
             return self.free_id_cold(id, slab, obj, off, None, slow);
         }
-        match self.free_fast_word(word, obj, pin) {
+        // SAFETY: an id entry's word (`PlainObject::word`: `id_word` of an id below FAST_IDS).
+        match unsafe { self.free_fast_word(word, obj, pin) } {
             Some(true) => {}
             pushed => self.free_id_cold(id, slab, obj, off, Some(pushed), slow),
         }
@@ -447,12 +442,20 @@ impl<P: Platform> Kmem<P> {
     /// without a call. Makes no call. `pin` is the fast pin
     /// ([`Kmem::try_pin_fast_table`], or the caller's platform's own way to it:
     /// [`crate::FastPin`]), tried here, after every check of the object.
+    ///
+    /// # Safety
+    ///
+    /// `word` is an entry's word (below `FAST_CLASSES + FAST_IDS`).
     #[inline(always)]
-    fn free_fast_word(&self, word: usize, obj: usize, pin: impl FnOnce() -> Option<(Pinned, usize)>) -> Option<bool> {
+    unsafe fn free_fast_word(
+        &self,
+        word: usize,
+        obj: usize,
+        pin: impl FnOnce() -> Option<(Pinned, usize)>,
+    ) -> Option<bool> {
         let (p, t) = pin()?;
-        // SAFETY: the pinned CPU's table.
-        let t = unsafe { super::fast_table::FastTable::at(t) };
-        let ok = t.sheaf(word).push(obj);
+        // SAFETY: the pinned CPU's table, and an entry's word (the caller's contract).
+        let ok = unsafe { super::fast_table::FastTable::at(t).sheaf_unchecked(word) }.push(obj);
         self.platform().unpin_cpu_fast(p);
         Some(ok)
     }
