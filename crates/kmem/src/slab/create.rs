@@ -271,9 +271,6 @@ impl<P: Platform> Kmem<P> {
         Ok(Cache { kmem: self, cache: c })
     }
 
-    /// Allocates a zeroed, never-freed table of `bytes` for `slot` unless it has one (`slot`
-    /// holds `none` until then); `init` prepares the block (its address) before it is
-    /// published.
     /// Installs the cache-id table unless it is there (the first `kmem_cache_create`, or
     /// [`Kmem::free_map`](crate::Kmem::free_map)), with the boot caches registered in it.
     pub(crate) fn ensure_id_table(&self, gfp: Gfp) -> Result<(), CacheError> {
@@ -290,6 +287,9 @@ impl<P: Platform> Kmem<P> {
         Ok(())
     }
 
+    /// Allocates a zeroed, never-freed table of `bytes` for `slot` unless it has one (`slot`
+    /// holds `none` until then); `init` prepares the block (its address) before it is
+    /// published.
     fn install_table(
         &self,
         slot: &crate::sync::AtomicUsize,
