@@ -387,6 +387,8 @@ impl<P: Platform> Kmem<P> {
             // SAFETY: the head's address is at most `pa`, below the dense limit.
             unsafe { st.memmap.dense_slot(head_pa) }
         } else {
+            // (Rare: off the straight path, which then needs no jump to the join.)
+            crate::sync::cold_path();
             self.frame_below_limit(st, pa, head_pa)?
         };
         (head.private() == s.plain_word).then_some((SlabHead { pa: head_pa, page: head }, off))

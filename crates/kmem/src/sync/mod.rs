@@ -37,6 +37,13 @@ pub use loom::sync::atomic::{
 #[cfg(not(loom))]
 pub use core::hint::spin_loop;
 
+/// Marks the branch that calls it as rare (stable `core::hint::cold_path` is newer than the
+/// workspace's minimum Rust): the call, inlined, leaves the branch weights behind, so the
+/// compiler lays the other side out as the straight path.
+#[cold]
+#[inline(always)]
+pub(crate) fn cold_path() {}
+
 /// Busy-wait hint (`cpu_relax` of a spinning waiter). Under loom it yields to the scheduler.
 #[cfg(loom)]
 pub use loom::hint::spin_loop;
