@@ -112,9 +112,7 @@ impl<P: Platform> Kmem<P> {
     ) where
         P: 'a,
     {
-        debug_assert!(*map == FreeMap::EMPTY || *map == kmem().free_map(), "another machine's free map");
-        let addr = p as usize;
-        let pa = addr.wrapping_sub(map.base);
+        let (addr, pa) = Self::mapped_at(kmem, map, p);
         // NULL and ZERO_SIZE_PTR fail here or at the word, as in `plain_slab_of`.
         if pa < map.dense_limit {
             // SAFETY: below the dense limit of the machine's memmap (caller's contract), which
@@ -158,9 +156,7 @@ impl<P: Platform> Kmem<P> {
     ) where
         P: 'a,
     {
-        debug_assert!(*map == FreeMap::EMPTY || *map == kmem().free_map(), "another machine's free map");
-        let addr = p as usize;
-        let pa = addr.wrapping_sub(map.base);
+        let (addr, pa) = Self::mapped_at(kmem, map, p);
         // `pa` is tested, not the head's address, as in `plain_slab_off`; and first, so that
         // the empty map (no dense limit) reads no slot.
         if size.wrapping_sub(1) < KMALLOC_MAX_CACHE_SIZE && pa < map.dense_limit {
@@ -190,6 +186,19 @@ impl<P: Platform> Kmem<P> {
             }
         }
         other(p)
+    }
+
+    /// The mapped frees' start: `p`'s address and its offset from the direct map's base (its
+    /// physical address if it is in the direct map), and in debug builds the test that `map`
+    /// is `kmem`'s.
+    #[inline(always)]
+    fn mapped_at<'a>(kmem: impl Fn() -> &'a Self, map: &FreeMap, p: *const u8) -> (usize, usize)
+    where
+        P: 'a,
+    {
+        debug_assert!(*map == FreeMap::EMPTY || *map == kmem().free_map(), "another machine's free map");
+        let addr = p as usize;
+        (addr, addr.wrapping_sub(map.base))
     }
 
     /// The mapped frees' push onto the pinned CPU's sheaf of fast-table entry `word`
