@@ -418,10 +418,10 @@ impl<P: Platform> Kmem<P> {
     #[track_caller]
     pub unsafe fn kfree_large(&self, p: *const u8) -> usize {
         let addr = p as usize;
-        if addr <= ZERO_SIZE_PTR {
-            return 0;
-        }
         // An object of a plain slab first: its head's word names the cache (see slab/free.rs).
+        // NULL and ZERO_SIZE_PTR need no test here: they are outside the direct map, or in a
+        // frame boot reserved (`boot/null_frames.rs`), never in a slab; `kfree_other` returns
+        // for them.
         if let Some(o) = self.plain_slab_of(addr) {
             if o.chk.is_plain_object(o.off) {
                 self.free_checked_id_then(
