@@ -8,9 +8,9 @@
 //! gave the tests' constants: two dependent loads after the page word, on the chain that
 //! every free waits for before its object's word can be tested (a loop of 1000 `malloc` then
 //! 1000 `free` spends most of its `free` samples on that chain). A record per id, at a fixed
-//! place (the id table's block), makes it one: the id gives the record's address by
-//! arithmetic. The fast path no longer touches the descriptor at all; its slow paths look the
-//! cache up by id.
+//! place (the id table's block), makes it one: the id indexes the record's fields directly
+//! (one array per field, [`FastChecks`]). The fast path no longer touches the descriptor at
+//! all; its slow paths look the cache up by id.
 //!
 //! A record is a copy of fields a cache never changes after creation. It is written when the
 //! cache is registered at its id (before the slot names it, with the registry's lock held)
@@ -24,80 +24,109 @@
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::cache::KmemCache;
+use super::fast_table::FAST_IDS;
 use super::layout::exact_slot;
 
-/// One fast id's record (see the module documentation).
-#[repr(C, align(32))]
+/// The fast ids' records (see the module documentation), one array per field, each indexed
+/// by the id: a field's load is one instruction with the id as a scaled index, where a
+/// 32-byte record per id took the index's scaling and the record's address first (3
+/// instructions a free). A record's fields lie in six lines instead of one; the fast ids'
+/// records fill those six lines (1 KiB, as the records did).
+#[repr(C)]
 #[derive(Debug, Default)]
-pub(crate) struct FastCheck {
+pub(crate) struct FastChecks {
     /// [`KmemCache::div_inv`].
-    div_inv: AtomicU64,
+    div_inv: [AtomicU64; FAST_IDS],
     /// [`KmemCache::marker`]: the tag of free objects, and the sheaf marker itself.
-    marker: AtomicU64,
+    marker: [AtomicU64; FAST_IDS],
     /// [`KmemCache::off_mask`].
-    off_mask: AtomicU32,
+    off_mask: [AtomicU32; FAST_IDS],
     /// The free pointer's offset in an object (`layout.offset`).
-    fp: AtomicU32,
+    fp: [AtomicU32; FAST_IDS],
     /// [`KmemCache::plain_objects`]; 0 for a free id (no offset passes the object test).
-    objects: AtomicU32,
+    objects: [AtomicU32; FAST_IDS],
     /// [`KmemCache::div_shift`].
-    shift: AtomicU32,
+    shift: [AtomicU32; FAST_IDS],
 }
 
-const _: () = assert!(core::mem::size_of::<FastCheck>() == 32);
+const _: () = assert!(core::mem::size_of::<FastChecks>() == 32 * FAST_IDS);
 
-impl FastCheck {
+impl FastChecks {
+    /// Id `id`'s record (`id` below [`FAST_IDS`]).
+    #[inline(always)]
+    pub(crate) fn at(&self, id: usize) -> FastCheck<'_> {
+        debug_assert!(id < FAST_IDS);
+        FastCheck { t: self, id }
+    }
+
+    /// Id `id`'s record, if `id` is a fast id.
+    pub(crate) fn try_at(&self, id: usize) -> Option<FastCheck<'_>> {
+        (id < FAST_IDS).then(|| self.at(id))
+    }
+}
+
+/// One fast id's record: its fields in [`FastChecks`]' arrays.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FastCheck<'a> {
+    t: &'a FastChecks,
+    id: usize,
+}
+
+impl FastCheck<'_> {
     /// Copies `c`'s constants (the registry's lock held, before the id's slot names `c`).
     pub(crate) fn set(&self, c: &KmemCache) {
-        self.div_inv.store(c.div_inv, Ordering::Relaxed);
-        self.marker.store(c.marker, Ordering::Relaxed);
-        self.off_mask.store(c.off_mask, Ordering::Relaxed);
-        self.fp.store(c.layout.offset, Ordering::Relaxed);
-        self.shift.store(c.div_shift as u32, Ordering::Relaxed);
-        self.objects.store(c.plain_objects as u32, Ordering::Relaxed);
+        let (t, i) = (self.t, self.id);
+        t.div_inv[i].store(c.div_inv, Ordering::Relaxed);
+        t.marker[i].store(c.marker, Ordering::Relaxed);
+        t.off_mask[i].store(c.off_mask, Ordering::Relaxed);
+        t.fp[i].store(c.layout.offset, Ordering::Relaxed);
+        t.shift[i].store(c.div_shift as u32, Ordering::Relaxed);
+        t.objects[i].store(c.plain_objects as u32, Ordering::Relaxed);
     }
 
     /// Empties the record of an id given back: no object passes its test.
     pub(crate) fn clear(&self) {
-        self.objects.store(0, Ordering::Relaxed);
+        self.t.objects[self.id].store(0, Ordering::Relaxed);
     }
 
     /// The offset in its slab of an object at physical address `pa` of a plain slab of
     /// the cache (`pa` masked: plain slabs are aligned to their size).
     #[inline(always)]
     pub(crate) fn slab_off(&self, pa: usize) -> usize {
-        pa & self.off_mask.load(Ordering::Relaxed) as usize
+        pa & self.t.off_mask[self.id].load(Ordering::Relaxed) as usize
     }
 
     /// Whether `off` starts one of a plain slab's objects ([`KmemCache::is_plain_object`]).
     #[inline(always)]
     pub(crate) fn is_plain_object(&self, off: usize) -> bool {
-        let (inv, shift) = (self.div_inv.load(Ordering::Relaxed), self.shift.load(Ordering::Relaxed));
-        exact_slot(off as u64, inv, shift as u8) < self.objects.load(Ordering::Relaxed) as u64
+        let (t, i) = (self.t, self.id);
+        let (inv, shift) = (t.div_inv[i].load(Ordering::Relaxed), t.shift[i].load(Ordering::Relaxed));
+        exact_slot(off as u64, inv, shift as u8) < t.objects[i].load(Ordering::Relaxed) as u64
     }
 }
 
-impl super::free::FreeTag for FastCheck {
+impl super::free::FreeTag for FastCheck<'_> {
     #[inline(always)]
     fn fp_addr(&self, obj: usize) -> usize {
-        obj + self.fp.load(Ordering::Relaxed) as usize
+        obj + self.t.fp[self.id].load(Ordering::Relaxed) as usize
     }
     #[inline(always)]
     fn marker(&self) -> u64 {
-        self.marker.load(Ordering::Relaxed)
+        self.t.marker[self.id].load(Ordering::Relaxed)
     }
 }
 
 #[cfg(all(test, not(loom)))]
 mod tests {
-    use super::FastCheck;
+    use super::FastChecks;
     use crate::slab::free::FreeTag;
 
     #[test]
     fn a_record_tests_as_its_cache_and_an_empty_one_admits_nothing() {
         let m = crate::testing::machine(16);
         let c = m.kmem_cache_create("fast-check-96", 96, 0, crate::slab::SlabFlags::NONE, None).unwrap();
-        let r = FastCheck::default();
+        let t = FastChecks::default();
+        let (r, other) = (t.at(5), t.at(6));
         assert!(!r.is_plain_object(0), "an empty record admits no object");
         r.set(&c);
         for off in [0usize, 96, 192, 95, 97, 4096] {
@@ -105,6 +134,7 @@ mod tests {
         }
         assert_eq!((r.fp_addr(1000), r.marker()), (c.fp_addr(1000), c.marker));
         assert_eq!(r.slab_off(0x12345), 0x12345 & c.off_mask as usize);
+        assert!(!other.is_plain_object(0), "another id's record is untouched");
         r.clear();
         assert!(!r.is_plain_object(0) && !r.is_plain_object(96));
     }

@@ -272,7 +272,7 @@ impl<P: Platform> Kmem<P> {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn free_checked_id_then<'a>(
         &'a self,
-        chk: &FastCheck,
+        chk: FastCheck<'_>,
         id: usize,
         slab: impl SlabRef<'a>,
         obj: usize,
@@ -281,7 +281,7 @@ impl<P: Platform> Kmem<P> {
         pin: impl FnOnce() -> Option<(Pinned, usize)>,
         slow: impl FnOnce(),
     ) {
-        if !mark_sheaf_object(chk, obj) {
+        if !mark_sheaf_object(&chk, obj) {
             return self.free_id_cold(id, slab, obj, off, None, slow);
         }
         // SAFETY: an id entry's word (`PlainObject::word`: `id_word` of an id below FAST_IDS).

@@ -121,11 +121,11 @@ impl<P: Platform> Kmem<P> {
             if let Some(id) = SlabState::fast_id_of_plain_word(page.slab_word_any()) {
                 // SAFETY: a plain slab's word: the machine's table is installed (a map with a
                 // dense limit has its address), and lives as long as the machine.
-                let chk = &unsafe { IdTable::at(map.ids) }.checks[id];
+                let chk = unsafe { IdTable::at(map.ids) }.checks.at(id);
                 let off = chk.slab_off(pa);
                 if chk.is_plain_object(off) {
                     let slab = SlabPa { pa, _memmap: core::marker::PhantomData };
-                    let pushed = mark_sheaf_object(chk, addr)
+                    let pushed = mark_sheaf_object(&chk, addr)
                         .then(|| Self::mapped_push(kmem, FastTable::id_word(id), addr, pin));
                     if pushed != Some(Some(true)) {
                         Self::mapped_cold(kmem, id, slab, addr, off, pushed, slow);

@@ -5,7 +5,7 @@
 use core::fmt;
 
 use super::cache::{absent_addr, reserved_addr, KmemCache, MAX_CACHES};
-use super::fast_check::FastCheck;
+use super::fast_check::{FastCheck, FastChecks};
 use super::fast_table::FAST_IDS;
 use super::layout::OrderParams;
 use crate::mm::page::MAX_SLAB_CACHE_ID;
@@ -114,7 +114,7 @@ pub(crate) const SHEAF_CACHE_ID: u32 = 2;
 /// [`SlabState::ids`]; the slots by indexing the table (it derefs to them).
 #[repr(C)]
 pub(crate) struct IdTable {
-    pub(crate) checks: [FastCheck; FAST_IDS],
+    pub(crate) checks: FastChecks,
     slots: [AtomicUsize; MAX_CACHES],
 }
 
@@ -311,7 +311,7 @@ impl SlabState {
             for (id, c) in [(BOOT_CACHE_ID, &self.boot_cache), (SHEAF_CACHE_ID, &self.sheaf_cache)] {
                 let p = c.load(Ordering::Acquire);
                 if let Some(d) = Self::live_cache(p) {
-                    t.checks[id as usize].set(d);
+                    t.checks.at(id as usize).set(d);
                 }
                 t[id as usize].store(p, Ordering::Release);
             }
@@ -346,7 +346,7 @@ impl SlabState {
     /// `kmem_cache_init` has pointed it at a table. Nor does the record: a free or reserved
     /// id's admits no object, which the caller's object test then finds.
     #[inline(always)]
-    pub(crate) fn check_of_plain_word(&self, word: u32) -> Option<(&FastCheck, usize)> {
+    pub(crate) fn check_of_plain_word(&self, word: u32) -> Option<(FastCheck<'_>, usize)> {
         const { assert!(FAST_IDS <= MAX_CACHES && MAX_CACHES <= MAX_SLAB_CACHE_ID as usize + 1) };
         let id = Self::fast_id_of_plain_word(word)?;
         #[cfg(loom)]
@@ -359,7 +359,7 @@ impl SlabState {
         // cost 2,048 load-time relocations and 4 page faults in every process under
         // `LD_PRELOAD`.)
         let t = unsafe { IdTable::at(self.ids.load(Ordering::Acquire)) };
-        Some((&t.checks[id], id))
+        Some((t.checks.at(id), id))
     }
 
     /// The fast id a plain slab's word names (see [`SlabState::check_of_plain_word`]), if
@@ -415,7 +415,7 @@ impl SlabState {
         }
         self.head.store(c as *const _ as usize, Ordering::Release);
         if let Some(t) = self.id_table() {
-            if let Some(r) = t.checks.get(c.id as usize) {
+            if let Some(r) = t.checks.try_at(c.id as usize) {
                 r.set(c);
             }
             t[c.id as usize].store(c as *const _ as usize, Ordering::Release);
@@ -437,7 +437,7 @@ impl SlabState {
             unsafe { &*(next as *const KmemCache) }.list_prev.store(prev, Ordering::Relaxed);
         }
         if let Some(t) = self.id_table() {
-            if let Some(r) = t.checks.get(c.id as usize) {
+            if let Some(r) = t.checks.try_at(c.id as usize) {
                 r.clear();
             }
             t[c.id as usize].store(absent_addr(), Ordering::Release);
@@ -543,12 +543,12 @@ mod tests {
         let d = k.kmem_cache_create("ids-d", 64, 0, SlabFlags::NO_MERGE, None).unwrap();
         let gone = d.id;
         let obj = k.kmem_cache_alloc(&d, crate::Gfp::KERNEL).unwrap();
-        assert!(t.checks[gone as usize].is_plain_object(0), "a live cache's record admits object 0");
+        assert!(t.checks.at(gone as usize).is_plain_object(0), "a live cache's record admits object 0");
         // SAFETY: ours, freed once.
         unsafe { k.kmem_cache_free(&d, obj) };
         drop(d);
         page.set_slab(gone, 0, true);
-        assert!(!t.checks[gone as usize].is_plain_object(0), "destroy emptied the record");
+        assert!(!t.checks.at(gone as usize).is_plain_object(0), "destroy emptied the record");
         // SAFETY: as above.
         unsafe { k.kfree(addr as *const u8) };
         assert_eq!(reports(), 3, "reported, not freed");

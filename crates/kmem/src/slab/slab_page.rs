@@ -69,7 +69,7 @@ impl<'a> SlabRef<'a> for SlabHead<'a> {
 /// the id's entry in the CPUs' fast tables.
 pub(crate) struct PlainObject<'a> {
     pub slab: SlabPa<'a>,
-    pub chk: &'a super::fast_check::FastCheck,
+    pub chk: super::fast_check::FastCheck<'a>,
     pub id: usize,
     pub off: usize,
     pub word: usize,
