@@ -640,8 +640,13 @@ impl<'a> FlatMemmap<'a> {
         // SAFETY: `base` was the flat base when the view was taken: every present section's
         // map word (`set_section_map`), so `at` is `pfn`'s descriptor in its section's array,
         // which lives as long as the memmap; `pfn` lies in a present section (the contract
-        // every caller meets with a frame from kmem's own lists or blocks).
-        unsafe { &*(at as *const Page) }
+        // every caller meets with a frame from kmem's own lists or blocks). A descriptor's
+        // address is never 0 (telling the compiler so spares the callers a null test, which
+        // an `Option` of the reference would otherwise make).
+        unsafe {
+            core::hint::assert_unchecked(at != 0);
+            &*(at as *const Page)
+        }
     }
 }
 
