@@ -261,7 +261,7 @@ impl<P: Platform> Kmem<P> {
     ) {
         debug_assert!(s.nr_nodes <= 1, "a fast free of a cache of several nodes");
         // SAFETY: `word` is an entry's (the caller's contract).
-        self.mark_and_push(s, slab, obj, off, slow, || unsafe { self.free_fast_word(word, obj, pin) })
+        self.mark_and_push(s, slab, obj, off, slow, || unsafe { Self::free_fast_word(|| self, word, obj, pin) })
     }
 
     /// [`Kmem::free_checked_fast_then`] for `kfree`, which found the cache's id (below
@@ -285,7 +285,7 @@ impl<P: Platform> Kmem<P> {
             return self.free_id_cold(id, slab, obj, off, None, slow);
         }
         // SAFETY: an id entry's word (`PlainObject::word`: `id_word` of an id below FAST_IDS).
-        match unsafe { self.free_fast_word(word, obj, pin) } {
+        match unsafe { Self::free_fast_word(|| self, word, obj, pin) } {
             Some(true) => {}
             pushed => self.free_id_cold(id, slab, obj, off, Some(pushed), slow),
         }
@@ -441,22 +441,27 @@ impl<P: Platform> Kmem<P> {
     /// has none: the slow path fills the entry), `None` when the CPU is not to be had
     /// without a call. Makes no call. `pin` is the fast pin
     /// ([`Kmem::try_pin_fast_table`], or the caller's platform's own way to it:
-    /// [`crate::FastPin`]), tried here, after every check of the object.
+    /// [`crate::FastPin`]), tried here, after every check of the object. `kmem` gives the
+    /// machine for the unpin (the mapped frees' callers load it only if the platform's unpin
+    /// reads it, which the hosted one does not).
     ///
     /// # Safety
     ///
     /// `word` is an entry's word (below `FAST_CLASSES + FAST_IDS`).
     #[inline(always)]
-    unsafe fn free_fast_word(
-        &self,
+    pub(super) unsafe fn free_fast_word<'a>(
+        kmem: impl Fn() -> &'a Self,
         word: usize,
         obj: usize,
         pin: impl FnOnce() -> Option<(Pinned, usize)>,
-    ) -> Option<bool> {
+    ) -> Option<bool>
+    where
+        P: 'a,
+    {
         let (p, t) = pin()?;
         // SAFETY: the pinned CPU's table, and an entry's word (the caller's contract).
         let ok = unsafe { super::fast_table::FastTable::at(t).sheaf_unchecked(word) }.push(obj);
-        self.platform().unpin_cpu_fast(p);
+        kmem().platform().unpin_cpu_fast(p);
         Some(ok)
     }
 

@@ -125,8 +125,10 @@ impl<P: Platform> Kmem<P> {
                 let off = chk.slab_off(pa);
                 if chk.is_plain_object(off) {
                     let slab = SlabPa { pa, _memmap: core::marker::PhantomData };
-                    let pushed = mark_sheaf_object(&chk, addr)
-                        .then(|| Self::mapped_push(kmem, FastTable::id_word(id), addr, pin));
+                    let pin = || pin().map(|f| (f.pinned, f.area));
+                    // SAFETY: an id entry's word (`id` is below FAST_IDS).
+                    let push = || unsafe { Self::free_fast_word(kmem, FastTable::id_word(id), addr, pin) };
+                    let pushed = mark_sheaf_object(&chk, addr).then(push);
                     if pushed != Some(Some(true)) {
                         Self::mapped_cold(kmem, id, slab, addr, off, pushed, slow);
                     }
@@ -175,8 +177,10 @@ impl<P: Platform> Kmem<P> {
                 let off = pa - head_pa;
                 if head.private() == c.plain_word && c.is_plain_object(off) {
                     debug_assert!(c.nr_nodes <= 1, "a fast free of a cache of several nodes");
-                    let pushed = mark_sheaf_object(c, addr)
-                        .then(|| Self::mapped_push(kmem, FastTable::class_word(index), addr, pin));
+                    let pin = || pin().map(|f| (f.pinned, f.area));
+                    // SAFETY: a class entry's word (`index` is a class's).
+                    let push = || unsafe { Self::free_fast_word(kmem, FastTable::class_word(index), addr, pin) };
+                    let pushed = mark_sheaf_object(c, addr).then(push);
                     if pushed != Some(Some(true)) {
                         let slab = SlabPa { pa, _memmap: core::marker::PhantomData };
                         Self::mapped_cold(kmem, c.id as usize, slab, addr, off, pushed, slow);
@@ -199,28 +203,6 @@ impl<P: Platform> Kmem<P> {
         debug_assert!(*map == FreeMap::EMPTY || *map == kmem().free_map(), "another machine's free map");
         let addr = p as usize;
         (addr, addr.wrapping_sub(map.base))
-    }
-
-    /// The mapped frees' push onto the pinned CPU's sheaf of fast-table entry `word`
-    /// (`Kmem::free_fast_word`): `None` if `pin` could not pin, else whether the sheaf took
-    /// the object. The unpin reads nothing of the machine on the hosted platform, so the
-    /// compiler drops `kmem`'s load.
-    #[inline(always)]
-    fn mapped_push<'a>(
-        kmem: impl Fn() -> &'a Self,
-        word: usize,
-        obj: usize,
-        pin: impl FnOnce() -> Option<FastPin>,
-    ) -> Option<bool>
-    where
-        P: 'a,
-    {
-        let f = pin()?;
-        // SAFETY: the pinned CPU's table.
-        let t = unsafe { FastTable::at(f.area) };
-        let ok = t.sheaf(word).push(obj);
-        kmem().platform().unpin_cpu_fast(f.pinned);
-        Some(ok)
     }
 
     /// The mapped frees' way off the fast path, where the machine is found: the object
