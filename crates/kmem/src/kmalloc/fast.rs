@@ -342,7 +342,7 @@ impl<P: Platform> Kmem<P> {
         // free path's double-free check).
         // SAFETY: the entry's cache's free-pointer offset (kept beside the entry): a word
         // inside the object, which is ours.
-        unsafe { crate::slab::object::write_word(obj + t.class_fp(index), 0) };
+        unsafe { crate::slab::object::clear_free_word(obj + t.class_fp(index)) };
         if zero {
             // SAFETY: the object is ours: just allocated, of its cache's object size (kept
             // beside the entry).

@@ -258,7 +258,7 @@ impl<P: Platform> Kmem<P> {
         // The object is ours now: its free pointer stops looking like a free object's
         // (the free path's double-free check).
         // SAFETY: a word-aligned slot inside the object's slot, which we own.
-        unsafe { super::object::write_word(s.fp_addr(obj), 0) };
+        unsafe { super::object::clear_free_word(s.fp_addr(obj)) };
         Some(obj)
     }
 
@@ -293,7 +293,7 @@ impl<P: Platform> Kmem<P> {
                 Got::Object(obj, retired) => {
                     self.free_sheaf(retired);
                     // SAFETY: as in `alloc_fast`.
-                    unsafe { super::object::write_word(s.fp_addr(obj), 0) };
+                    unsafe { super::object::clear_free_word(s.fp_addr(obj)) };
                     return Ok(obj);
                 }
                 Got::Retired(retired) => self.free_sheaf(retired),
@@ -323,7 +323,7 @@ impl<P: Platform> Kmem<P> {
             self.platform().unpin_cpu(p);
             if let Some(obj) = obj {
                 // SAFETY: as in `alloc_fast`.
-                unsafe { super::object::write_word(s.fp_addr(obj), 0) };
+                unsafe { super::object::clear_free_word(s.fp_addr(obj)) };
                 return Ok(obj);
             }
         }
@@ -397,7 +397,7 @@ impl<P: Platform> Kmem<P> {
     pub(crate) fn alloc_direct(&self, s: &KmemCache, req: Req) -> Result<usize, SlabAllocError> {
         let obj = self.alloc_direct_raw(s, req)?;
         // SAFETY: as in `alloc_fast`: the object is ours, its free pointer stops looking free.
-        unsafe { super::object::write_word(s.fp_addr(obj), 0) };
+        unsafe { super::object::clear_free_word(s.fp_addr(obj)) };
         Ok(obj)
     }
 

@@ -49,7 +49,7 @@ impl<P: Platform> Kmem<P> {
                 unsafe { super::object::fill(obj, 0, s.object_size()) };
             } else if !s.debug {
                 // SAFETY: as in `alloc_fast`: the object is ours now.
-                unsafe { super::object::write_word(s.fp_addr(obj), 0) };
+                unsafe { super::object::clear_free_word(s.fp_addr(obj)) };
             }
         }
         out.len()

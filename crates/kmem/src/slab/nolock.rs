@@ -22,7 +22,7 @@
 //! Linux runs the debug checks under the trylocked `list_lock`.
 
 use super::cache::{CacheNode, KmemCache};
-use super::object::{read_word, write_word};
+use super::object::{clear_free_word, read_word};
 use super::sheaf::Sheaf;
 use super::slab_page::Slab;
 use super::word::tagged;
@@ -92,7 +92,7 @@ impl<P: Platform> Kmem<P> {
             None => self.alloc_from_node_nolock(s, node)?,
         };
         // SAFETY: a word-aligned slot inside the object we now own (as `alloc_fast` does).
-        unsafe { write_word(s.fp_addr(obj), 0) };
+        unsafe { clear_free_word(s.fp_addr(obj)) };
         if zero {
             // SAFETY: the object is ours: just allocated, `object_size` bytes.
             unsafe { super::object::fill(obj, 0, s.object_size()) };
