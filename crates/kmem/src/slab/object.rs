@@ -57,15 +57,15 @@ pub(crate) unsafe fn write_word(addr: usize, v: u64) {
 /// first: a prefetch for writing of the word's line, then the store.
 ///
 /// The object was last touched at its free, often long before (a burst of frees, a
-/// random-order churn that pops another class's object than the one it freed): a plain
-/// store to a line no longer in L1 waits in the store queue for the line, in program order,
-/// and a run of such stores fills the queue and stops the core. A prefetch is issued when it
-/// executes, out of order, so the line is on its way while the allocation finishes. Measured
-/// on an AMD EPYC (2026-12-06, alternated runs): C's 1000 `malloc(64)` then 1000 `free` 16.9
-/// -> 10.8 ns a block, the random-size churn `churn1` 77.6 -> 62.9 ms, Rust's
-/// alloc_n_free_n/1000 1.30x -> 1.18x mimalloc; one instruction more on a hot pair. (A load
-/// of the word first, storing only when it is not 0, did the same for the C loops but cost
-/// the hot Rust pairs 15%.) On x86 the prefetch is `prefetchw` where the target has it
+/// random-order churn over thousands of live blocks): a plain store to a line no longer in
+/// L1 waits in the store queue for the line, in program order, and a run of such stores
+/// fills the queue and stops the core. A prefetch is issued when it executes, out of order,
+/// so the line is on its way while the allocation finishes. Measured on an AMD EPYC
+/// (2026-12-06, alternated runs): C's 1000 `malloc(64)` then 1000 `free` 16.6 -> 10.7 ns a
+/// block, the random-size churn `churn1` 78.0 -> 64.1 ms, Rust's alloc_n_free_n/1000
+/// 1.22-1.27x -> 1.04-1.23x mimalloc; one instruction more on a hot pair. (A load of the
+/// word first, storing only when it is not 0, did the same for the C loops but cost the
+/// hot Rust pairs 15%.) On x86 the prefetch is `prefetchw` where the target has it
 /// (`prfchw`), else `prefetcht0`; other architectures store only.
 ///
 /// # Safety
