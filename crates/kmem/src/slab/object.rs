@@ -82,8 +82,9 @@ pub(crate) unsafe fn clear_free_word(addr: usize) {
 #[inline(always)]
 fn prefetch_write(addr: usize) {
     #[cfg(all(target_arch = "x86_64", not(loom)))]
-    // SAFETY: a prefetch is a hint: it reads nothing into the program and never faults
-    // (SSE, which `_mm_prefetch` needs, is part of x86-64).
+    // SAFETY: a prefetch is a hint: it reads nothing into the program and never faults.
+    // Every x86-64 CPU has it (SSE's `prefetcht0`), and it touches no SSE register, so a
+    // kernel built without SSE code (x86_64-unknown-none, the QEMU boot) runs it too.
     unsafe {
         core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_ET0 }>(addr as *const i8)
     };
