@@ -4,14 +4,16 @@
 
 use std::cell::Cell;
 
-use kmem::{FreeMap, Gfp, Kmem, Order, ReportKind};
+use kmem::{FreeMap, Gfp, Kmem, Order, ReportKind, SlabFlags};
 use kmem_hosted::{Machine, MachineBuilder};
 
 /// Sizes of every kmalloc class, and some between them.
 const SIZES: [usize; 14] = [8, 16, 24, 32, 64, 96, 100, 128, 192, 256, 512, 1000, 2048, 8192];
 
+/// A machine as process allocators boot theirs: free pointers at the object's start, which a
+/// map needs.
 fn machine() -> Machine {
-    MachineBuilder::new().ram_mib(64).build().unwrap()
+    MachineBuilder::new().ram_mib(64).slab_freeptr_at_start(true).build().unwrap()
 }
 
 #[test]
@@ -102,4 +104,46 @@ fn what_the_map_does_not_find_goes_to_other() {
         m.__free_pages(page, Order::of(1));
     }
     assert_eq!(m.report_count(ReportKind::SlabBug) + m.report_count(ReportKind::BadPage), 0);
+}
+
+#[test]
+fn a_machine_with_pointers_elsewhere_has_the_empty_map() {
+    let m = MachineBuilder::new().ram_mib(64).build().unwrap();
+    assert_eq!(m.free_map(), FreeMap::EMPTY, "Linux's placement (mid-object): no map");
+}
+
+#[test]
+fn a_constructed_cache_is_freed_the_careful_way() {
+    fn ctor(obj: &mut [u8]) {
+        obj.fill(0x3c);
+    }
+    let m = machine();
+    let k: &Kmem<_> = &m;
+    let map = m.free_map();
+    let c = m.kmem_cache_create("map_ctor", 64, 0, SlabFlags::NO_MERGE, Some(ctor)).unwrap();
+    assert!(c.layout().offset >= 64, "its free pointer after the object");
+    let others = Cell::new(0);
+    let other = |p: *const u8| {
+        others.set(others.get() + 1);
+        // SAFETY: the block is live or, the second time, already freed: kfree must catch that.
+        unsafe { m.kfree(p) }
+    };
+    let p = m.kmem_cache_alloc(&c, Gfp::KERNEL).unwrap();
+    // SAFETY: a live object freed once by kfree's rules, then a double free (the misuse under
+    // test); the map is this machine's.
+    unsafe { Kmem::kfree_mapped_or_then_with(|| k, &map, p.as_ptr(), || None, other, || {}) };
+    assert_eq!(others.get(), 1, "not the map's: its word is not at the start");
+    assert_eq!(m.report_count(ReportKind::SlabBug), 0);
+    // SAFETY: as above.
+    unsafe { Kmem::kfree_mapped_or_then_with(|| k, &map, p.as_ptr(), || None, other, || {}) };
+    assert_eq!(m.report_count(ReportKind::SlabBug), 1, "the double free is caught the careful way");
+    let q = m.kmem_cache_alloc(&c, Gfp::KERNEL).unwrap();
+    assert_eq!(q, p, "freed once: it comes back");
+    assert!(
+        // SAFETY: ours, 64 bytes.
+        unsafe { std::slice::from_raw_parts(q.as_ptr(), 64) }.iter().all(|&b| b == 0x3c),
+        "its constructed bytes untouched by either free"
+    );
+    // SAFETY: ours, freed once.
+    unsafe { m.kmem_cache_free(&c, q) };
 }

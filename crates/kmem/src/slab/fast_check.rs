@@ -74,7 +74,17 @@ pub(crate) struct FastCheck<'a> {
 
 impl FastCheck<'_> {
     /// Copies `c`'s constants (the registry's lock held, before the id's slot names `c`).
-    pub(crate) fn set(&self, c: &KmemCache) {
+    /// On a machine whose caches keep their free pointers at the object's start
+    /// (`at_start`: [`SlabBootConfig::freeptr_at_start`](super::SlabBootConfig::freeptr_at_start)),
+    /// a cache whose free pointer lies elsewhere (after the object: a constructor, RCU) gets
+    /// an empty record instead, its objects taking the careful free: so every record of such
+    /// a machine has its word at 0, which the free map's paths rely on
+    /// (`slab/free_map.rs`: their tag load waits for no record).
+    pub(crate) fn set(&self, c: &KmemCache, at_start: bool) {
+        if at_start && c.layout.offset != 0 {
+            self.clear();
+            return;
+        }
         let (t, i) = (self.t, self.id);
         t.div_inv[i].store(c.div_inv, Ordering::Relaxed);
         t.marker[i].store(c.marker, Ordering::Relaxed);
@@ -128,7 +138,7 @@ mod tests {
         let t = FastChecks::default();
         let (r, other) = (t.at(5), t.at(6));
         assert!(!r.is_plain_object(0), "an empty record admits no object");
-        r.set(&c);
+        r.set(&c, false);
         for off in [0usize, 96, 192, 95, 97, 4096] {
             assert_eq!(r.is_plain_object(off), c.is_plain_object(off), "offset {off}");
         }
@@ -137,5 +147,21 @@ mod tests {
         assert!(!other.is_plain_object(0), "another id's record is untouched");
         r.clear();
         assert!(!r.is_plain_object(0) && !r.is_plain_object(96));
+    }
+
+    #[test]
+    fn a_machine_with_free_pointers_at_the_start_records_only_caches_that_keep_them_there() {
+        let m = crate::testing::machine(16);
+        let mid = m.kmem_cache_create("fast-check-mid", 96, 0, crate::slab::SlabFlags::NONE, None).unwrap();
+        let start = m.kmem_cache_create("fast-check-start", 8, 0, crate::slab::SlabFlags::NONE, None).unwrap();
+        assert_eq!((mid.fp_addr(0), start.fp_addr(0)), (48, 0), "Linux's placement: the middle, 0 for 8 bytes");
+        let t = FastChecks::default();
+        let r = t.at(7);
+        r.set(&mid, true);
+        assert!(!r.is_plain_object(0), "a word past the start: no record, the careful free");
+        r.set(&start, true);
+        assert!(r.is_plain_object(0) && r.is_plain_object(8) && r.fp_addr(64) == 64);
+        r.set(&mid, false);
+        assert!(r.is_plain_object(96), "any placement on another machine");
     }
 }

@@ -15,10 +15,17 @@
 //! machine's life. The fast paths that take a map ([`Kmem::kfree_mapped_or_then_with`],
 //! [`Kmem::kfree_sized_mapped_or_then_with`]) do what their machine-reading twins do, and
 //! read nothing of the machine unless they leave the fast path.
+//!
+//! A map is made only for a machine whose caches keep their free pointers at the object's
+//! start ([`SlabBootConfig::freeptr_at_start`](super::SlabBootConfig::freeptr_at_start), as
+//! process allocators boot theirs): the double-free test then loads the object's first word,
+//! whose address waits for no cache's or record's offset. (Such a machine gives a cache whose
+//! pointer lies after the object an empty fast record: `FastCheck::set`. The kmalloc caches
+//! that the sized path finds never have one.) Any other machine's map is [`FreeMap::EMPTY`].
 
 use core::sync::atomic::Ordering;
 
-use super::free::mark_sheaf_object;
+use super::free::{mark_sheaf_object, AtStart};
 use super::registry::{IdTable, SlabState};
 use super::slab_page::SlabPa;
 use crate::kmalloc::{kmalloc_index, KmallocState, KMALLOC_MAX_CACHE_SIZE};
@@ -57,12 +64,13 @@ impl FreeMap {
 impl<P: Platform> Kmem<P> {
     /// The machine's [`FreeMap`], for a caller that keeps a copy where its free fast path
     /// reaches it sooner than the machine. [`FreeMap::EMPTY`] on a machine whose memmap boot
-    /// did not mark dense (sparse memory models). Installs the slab id table if no cache
+    /// did not mark dense (sparse memory models), or whose caches keep their free pointers
+    /// elsewhere than at the object's start (module documentation). Installs the slab id table if no cache
     /// exists yet, as the first `kmem_cache_create` does (a page of `GFP_KERNEL`: it may
     /// sleep; [`FreeMap::EMPTY`] if there is no page for it).
     ///
     /// ```
-    /// let m = kmem_hosted::MachineBuilder::new().ram_mib(64).build().unwrap();
+    /// let m = kmem_hosted::MachineBuilder::new().ram_mib(64).slab_freeptr_at_start(true).build().unwrap();
     /// let map = m.free_map();
     /// assert!(map.covers(64 << 20));
     /// let k: &kmem::Kmem<_> = &m;
@@ -76,7 +84,7 @@ impl<P: Platform> Kmem<P> {
     pub fn free_map(&self) -> FreeMap {
         let st = self.state();
         let dense_limit = st.memmap.dense_limit();
-        if dense_limit == 0 || self.ensure_id_table(crate::Gfp::KERNEL).is_err() {
+        if dense_limit == 0 || !st.slab.freeptr_at_start || self.ensure_id_table(crate::Gfp::KERNEL).is_err() {
             return FreeMap::EMPTY;
         }
         let ids = st.slab.ids.load(Ordering::Acquire);
@@ -128,7 +136,8 @@ impl<P: Platform> Kmem<P> {
                     let pin = || pin().map(|f| (f.pinned, f.area));
                     // SAFETY: an id entry's word (`id` is below FAST_IDS).
                     let push = || unsafe { Self::free_fast_word(kmem, FastTable::id_word(id), addr, pin) };
-                    let pushed = mark_sheaf_object(&chk, addr).then(push);
+                    // Every record of a mapped machine has its word at the start.
+                    let pushed = mark_sheaf_object(&AtStart(&chk), addr).then(push);
                     if pushed != Some(Some(true)) {
                         Self::mapped_cold(kmem, id, slab, addr, off, pushed, slow);
                     }
@@ -180,7 +189,8 @@ impl<P: Platform> Kmem<P> {
                     let pin = || pin().map(|f| (f.pinned, f.area));
                     // SAFETY: a class entry's word (`index` is a class's).
                     let push = || unsafe { Self::free_fast_word(kmem, FastTable::class_word(index), addr, pin) };
-                    let pushed = mark_sheaf_object(c, addr).then(push);
+                    // A kmalloc cache (no constructor, not RCU) of a mapped machine.
+                    let pushed = mark_sheaf_object(&AtStart(c), addr).then(push);
                     if pushed != Some(Some(true)) {
                         let slab = SlabPa { pa, _memmap: core::marker::PhantomData };
                         Self::mapped_cold(kmem, c.id as usize, slab, addr, off, pushed, slow);

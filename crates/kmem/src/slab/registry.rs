@@ -311,7 +311,7 @@ impl SlabState {
             for (id, c) in [(BOOT_CACHE_ID, &self.boot_cache), (SHEAF_CACHE_ID, &self.sheaf_cache)] {
                 let p = c.load(Ordering::Acquire);
                 if let Some(d) = Self::live_cache(p) {
-                    t.checks.at(id as usize).set(d);
+                    t.checks.at(id as usize).set(d, self.freeptr_at_start);
                 }
                 t[id as usize].store(p, Ordering::Release);
             }
@@ -416,7 +416,7 @@ impl SlabState {
         self.head.store(c as *const _ as usize, Ordering::Release);
         if let Some(t) = self.id_table() {
             if let Some(r) = t.checks.try_at(c.id as usize) {
-                r.set(c);
+                r.set(c, self.freeptr_at_start);
             }
             t[c.id as usize].store(c as *const _ as usize, Ordering::Release);
         }
