@@ -1,5 +1,7 @@
 //! Instruction cost of one hot object alloc + free pair, for callgrind: kmem's
-//! `kmem_cache_alloc` + `kmem_cache_free`, mimalloc's `mi_malloc` + `mi_free`, slabmalloc's
+//! `kmem_cache_alloc` + `kmem_cache_free` through the cache's handle (`Cache::alloc`,
+//! `Cache::free`; the machine's own methods, which must test that the cache is theirs, take 3
+//! instructions more a pair), mimalloc's `mi_malloc` + `mi_free`, slabmalloc's
 //! `SCAllocator::allocate` + `deallocate`, of `SIZE` bytes (default 64). `kmem` runs on the
 //! hosted platform (a CPU-per-thread machine), `kmem-minimal` on the minimal one (one CPU,
 //! sections a plain counter: [`kmem_bench::minimal`]):
@@ -16,13 +18,12 @@
 use std::hint::black_box;
 use std::ptr::NonNull;
 
-use kmem::{Cache, Gfp, Kmem, SlabFlags};
+use kmem::{Cache, Gfp, SlabFlags};
 use kmem_bench::minimal::MinimalPlatform;
 use kmem_bench::slab::{pair, slab_machine, KmemObjects, Mimalloc, ObjectAllocator, SlabmallocObjects};
 
 /// A kmem cache on the minimal platform, created as [`KmemObjects`] creates its own.
 struct MinimalObjects<'m> {
-    m: &'m Kmem<MinimalPlatform>,
     cache: Cache<'m, MinimalPlatform>,
 }
 
@@ -32,12 +33,12 @@ impl ObjectAllocator for MinimalObjects<'_> {
     }
     #[inline(always)]
     fn alloc(&self) -> NonNull<u8> {
-        self.m.kmem_cache_alloc(&self.cache, Gfp::KERNEL).expect("kmem_cache_alloc")
+        self.cache.alloc(Gfp::KERNEL).expect("kmem_cache_alloc")
     }
     #[inline(always)]
     unsafe fn free(&self, obj: NonNull<u8>) {
         // SAFETY: the caller owns `obj`, an object of this cache, unused from now on.
-        unsafe { self.m.kmem_cache_free(&self.cache, obj) }
+        unsafe { self.cache.free(obj) }
     }
 }
 
@@ -87,7 +88,7 @@ fn main() {
             // SAFETY: this thread alone uses the machine.
             let m = unsafe { kmem_bench::minimal::boot(kmem_bench::BENCH_RAM_MIB as usize) };
             let cache = m.kmem_cache_create("slab-cost", size, 0, SlabFlags::NO_MERGE, None).expect("cache created");
-            run(&MinimalObjects { m: &m, cache }, pair_kmem_minimal);
+            run(&MinimalObjects { cache }, pair_kmem_minimal);
             for kind in [kmem::ReportKind::SlabBug, kmem::ReportKind::Warning, kmem::ReportKind::BadPage] {
                 assert_eq!(m.report_count(kind), 0, "kmem reported ({kind:?})");
             }

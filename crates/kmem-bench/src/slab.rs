@@ -164,13 +164,13 @@ impl ObjectAllocator for KmemObjects<'_> {
 
     #[inline(always)]
     fn alloc(&self) -> NonNull<u8> {
-        self.machine.kmem_cache_alloc(&self.cache, Gfp::KERNEL).expect("kmem_cache_alloc")
+        self.cache.alloc(Gfp::KERNEL).expect("kmem_cache_alloc")
     }
 
     #[inline(always)]
     unsafe fn free(&self, obj: NonNull<u8>) {
         // SAFETY: the caller owns `obj`, an object of this cache, unused from now on.
-        unsafe { self.machine.kmem_cache_free(&self.cache, obj) }
+        unsafe { self.cache.free(obj) }
     }
 }
 

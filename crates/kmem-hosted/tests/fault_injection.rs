@@ -289,6 +289,7 @@ fn armed_failslab_reaches_the_fast_path_and_disarms() {
     m.failslab().unwrap().set_probability(100).set_times(-1).set_verbose(0);
     for _ in 0..10 {
         assert_eq!(m.kmem_cache_alloc(&c, Gfp::ATOMIC), Err(SlabAllocError::FaultInjected));
+        assert_eq!(c.alloc(Gfp::ATOMIC), Err(SlabAllocError::FaultInjected), "through the handle too");
         assert!(m.kmalloc(64, Gfp::ATOMIC).is_err());
     }
     // A cache created while armed is armed too.

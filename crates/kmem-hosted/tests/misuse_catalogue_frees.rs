@@ -297,6 +297,37 @@ fn free_to_the_wrong_cache() {
 }
 
 #[test]
+fn the_handles_free_checks_what_the_machines_does() {
+    let m = machine();
+    let a = m.kmem_cache_create("handle_a", 64, 0, SlabFlags::NO_MERGE, None).unwrap();
+    let b = m.kmem_cache_create("handle_b", 64, 0, SlabFlags::NO_MERGE, None).unwrap();
+    let p = a.alloc(Gfp::KERNEL).unwrap();
+    // SAFETY: deliberate misuse, each refused and reported: the second free of `p`, an
+    // interior pointer, and an object of `handle_a` given to `handle_b`'s handle (which frees
+    // it to its own cache), then that object again.
+    unsafe {
+        a.free(p);
+        a.free(p);
+    }
+    assert_eq!(counts(&m), SLAB);
+    assert!(last(&m).contains("BUG handle_a (Not tainted): Object already free"), "{}", last(&m));
+    let q = a.alloc(Gfp::KERNEL).unwrap();
+    assert_eq!(q, p, "handed out once");
+    // SAFETY: as above.
+    unsafe { a.free(NonNull::new(q.as_ptr().add(8)).unwrap()) };
+    assert!(last(&m).contains("Invalid object pointer"), "{}", last(&m));
+    // SAFETY: as above.
+    unsafe { b.free(q) };
+    assert!(last(&m).contains("Wrong slab cache. handle_b but object is from handle_a"), "{}", last(&m));
+    // SAFETY: as above.
+    unsafe { a.free(q) };
+    assert!(last(&m).contains("BUG handle_a (Tainted: B): Object already free"), "{}", last(&m));
+    assert_eq!(m.report_count(ReportKind::SlabBug), 4);
+    drop((a, b));
+    common::assert_still_works(&m);
+}
+
+#[test]
 fn realloc_of_a_freed_block() {
     let m = machine();
     let small = m.kmalloc(48, Gfp::KERNEL).unwrap().as_ptr();

@@ -117,10 +117,40 @@ impl<P: Platform> Kmem<P> {
     /// write the `Ok` into the caller's result slot on the fast path.)
     #[inline(always)]
     pub(crate) fn slab_alloc_try_fast(&self, s: &KmemCache, gfp: Gfp, node: Option<usize>) -> Option<NonNull<u8>> {
+        self.slab_alloc_try_fast_if(s, gfp, node, || s.fast_is_of(self))
+    }
+
+    /// `kmem_cache_alloc` of a cache known to be this machine's (its owning handle's
+    /// [`Cache::alloc`](super::Cache::alloc), a typed cache's): the fast path tests only that
+    /// failslab and KFENCE are not armed, not the cache's machine (the handle says it).
+    #[inline(always)]
+    pub(crate) fn slab_alloc_own(
+        &self,
+        s: &KmemCache,
+        gfp: Gfp,
+        caller: &'static core::panic::Location<'static>,
+    ) -> Result<NonNull<u8>, SlabAllocError> {
+        debug_assert!(s.is_of(self), "a handle's cache is its machine's");
+        if let Some(obj) = self.slab_alloc_try_fast_if(s, gfp, None, || s.fast_unarmed()) {
+            return Ok(obj);
+        }
+        self.slab_alloc_careful(s, gfp, None, caller, None)
+    }
+
+    /// [`Kmem::slab_alloc_try_fast`] with the cache's test (`ours`: it is this machine's
+    /// and nothing is armed) given by the caller.
+    #[inline(always)]
+    fn slab_alloc_try_fast_if(
+        &self,
+        s: &KmemCache,
+        gfp: Gfp,
+        node: Option<usize>,
+        ours: impl FnOnce() -> bool,
+    ) -> Option<NonNull<u8>> {
         if node.is_none()
             && !gfp.intersects(Gfp::SLAB_BUG_MASK)
             && !(gfp.allows_blocking() && self.platform().atomic_context())
-            && s.fast_is_of(self)
+            && ours()
             // `__GFP_ZERO` on a cache with a constructor is warned about (careful path).
             && (!gfp.contains(Gfp::ZERO) || s.ctor.is_none())
         {

@@ -138,12 +138,49 @@ impl<P: Platform> Kmem<P> {
         obj: NonNull<u8>,
         caller: &'static core::panic::Location<'static>,
     ) {
+        let id = self.machine_id();
+        // SAFETY: forwarded caller contract; `s` must be this machine's (another machine's
+        // cache may carry the same id): tested.
+        unsafe { self.kmem_cache_free_if(s, obj, caller, || s.fast_is_of_id(id)) }
+    }
+
+    /// [`Kmem::kmem_cache_free`] of a cache known to be this machine's (its owning handle's
+    /// [`Cache::free`](super::Cache::free), a typed cache's box).
+    ///
+    /// # Safety
+    ///
+    /// As [`Kmem::kmem_cache_free`], and `s` is this machine's.
+    #[inline(always)]
+    pub(crate) unsafe fn kmem_cache_free_own(
+        &self,
+        s: &KmemCache,
+        obj: NonNull<u8>,
+        caller: &'static core::panic::Location<'static>,
+    ) {
+        debug_assert!(s.is_of(self), "a handle's cache is its machine's");
+        // SAFETY: forwarded caller contract, with `s` this machine's.
+        unsafe { self.kmem_cache_free_if(s, obj, caller, || true) }
+    }
+
+    /// [`Kmem::kmem_cache_free_at`] with the test that `s` is this machine's given by the
+    /// caller (`ours`).
+    ///
+    /// # Safety
+    ///
+    /// As [`Kmem::kmem_cache_free`]; `ours` is true only for this machine's caches.
+    #[inline(always)]
+    unsafe fn kmem_cache_free_if(
+        &self,
+        s: &KmemCache,
+        obj: NonNull<u8>,
+        caller: &'static core::panic::Location<'static>,
+        ours: impl FnOnce() -> bool,
+    ) {
         let addr = obj.as_ptr() as usize;
-        let (st, id) = (self.state(), self.machine_id());
+        let st = self.state();
         if let Some((slab, off)) = self.plain_slab_off(st, s, addr) {
-            // A plain slab of `s`, and an object start in it; `s` must be this machine's
-            // (another machine's cache may carry the same id).
-            if s.is_plain_object(off) && s.fast_is_of_id(id) {
+            // A plain slab of `s`, and an object start in it, of this machine's cache.
+            if s.is_plain_object(off) && ours() {
                 let pin = || self.try_pin_fast_table();
                 // SAFETY: the cache's `fast_word` is an entry's (`FastTable::named_word`).
                 return unsafe { self.free_checked_fast_then(s, slab, addr, off, s.fast_word as usize, pin, || {}) };

@@ -130,8 +130,7 @@ impl<'m, P: Platform, T> TypedCache<'m, P, T> {
     /// cache with a constructor, `value` replaces (and drops) the object's constructed state.
     #[track_caller]
     pub fn alloc(&self, gfp: Gfp, value: T) -> Result<SlabBox<'_, P, T>, SlabAllocError> {
-        let p =
-            self.cache.kmem.slab_alloc(&self.cache, gfp.without(Gfp::ZERO), None, core::panic::Location::caller())?;
+        let p = self.cache.kmem.slab_alloc_own(&self.cache, gfp.without(Gfp::ZERO), core::panic::Location::caller())?;
         let ptr = p.cast::<T>();
         if self.ctor {
             // SAFETY: an object of a constructor cache: it holds an initialised T, ours.
@@ -152,8 +151,7 @@ impl<'m, P: Platform, T> TypedCache<'m, P, T> {
         if !self.ctor {
             return Err(SlabAllocError::NoConstructor);
         }
-        let p =
-            self.cache.kmem.slab_alloc(&self.cache, gfp.without(Gfp::ZERO), None, core::panic::Location::caller())?;
+        let p = self.cache.kmem.slab_alloc_own(&self.cache, gfp.without(Gfp::ZERO), core::panic::Location::caller())?;
         Ok(SlabBox { kmem: self.cache.kmem, cache: &self.cache, ptr: p.cast() })
     }
 
@@ -227,7 +225,8 @@ impl<P: Platform, T> Drop for SlabBox<'_, P, T> {
             if self.cache.ctor.is_none() {
                 self.ptr.as_ptr().drop_in_place();
             }
-            self.kmem.kmem_cache_free(self.cache, self.ptr.cast());
+            // The box's cache came from its machine's handle.
+            self.kmem.kmem_cache_free_own(self.cache, self.ptr.cast(), core::panic::Location::caller());
         }
     }
 }
