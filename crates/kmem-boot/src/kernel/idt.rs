@@ -108,8 +108,6 @@ pub unsafe fn load_tss(cpu: usize) {
 /// Page faults KFENCE handled (reported and resumed).
 pub static KFENCE_FAULTS: AtomicUsize = AtomicUsize::new(0);
 pub static FIXED_FAULTS: AtomicU64 = AtomicU64::new(0);
-/// Address of the last fixed-up fault.
-pub static LAST_FAULT_ADDR: AtomicUsize = AtomicUsize::new(0);
 /// The boot stack's guard page (set by kmain).
 pub static BOOT_STACK_GUARD: AtomicUsize = AtomicUsize::new(0);
 
@@ -196,7 +194,7 @@ fn page_fault(f: &mut TrapFrame) {
     match fix {
         Some(to) => {
             FIXED_FAULTS.fetch_add(1, Relaxed);
-            LAST_FAULT_ADDR.store(addr, Relaxed);
+            percpu::this_cpu().last_fault_addr.store(addr, Relaxed);
             f.rip = to;
         }
         None => {

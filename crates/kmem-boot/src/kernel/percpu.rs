@@ -47,6 +47,10 @@ pub struct PerCpu {
     pub spare_table: AtomicUsize,
     /// Lowest address of this CPU's stack (its guard page is the one below).
     pub stack_bottom: AtomicUsize,
+    /// Address of this CPU's last page fault fixed up through the exception table (per CPU:
+    /// the APs probe their stack guards at once, and a global slot was overwritten by
+    /// another CPU's fault between a probe and its check).
+    pub last_fault_addr: AtomicUsize,
 }
 
 impl PerCpu {
@@ -65,6 +69,7 @@ impl PerCpu {
             irq_errors: AtomicU64::new(0),
             spare_table: AtomicUsize::new(0),
             stack_bottom: AtomicUsize::new(0),
+            last_fault_addr: AtomicUsize::new(0),
         }
     }
 }

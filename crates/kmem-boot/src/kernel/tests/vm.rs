@@ -6,7 +6,7 @@ use kmem::{Gfp, Kmem, Order, PAGE_SIZE};
 
 use super::{check, TestResult};
 use crate::kernel::entry::{kmem_boot_probe_read, kmem_boot_probe_write};
-use crate::kernel::idt::{BOOT_STACK_GUARD, FIXED_FAULTS, LAST_FAULT_ADDR};
+use crate::kernel::idt::{BOOT_STACK_GUARD, FIXED_FAULTS};
 use crate::kernel::platform::BootPlatform;
 use crate::kernel::{direct_map_opt, paging};
 
@@ -18,7 +18,10 @@ pub fn expect_fault(addr: usize) -> TestResult {
     let wrote = unsafe { kmem_boot_probe_write(addr as *mut u8, 0xee) };
     check(!wrote, "a guard-page write did not fault")?;
     check(FIXED_FAULTS.load(Ordering::Relaxed) > before, "the fault was not counted")?;
-    check(LAST_FAULT_ADDR.load(Ordering::Relaxed) == addr, "the fault reported another address")
+    check(
+        crate::kernel::percpu::this_cpu().last_fault_addr.load(Ordering::Relaxed) == addr,
+        "the fault reported another address",
+    )
 }
 
 /// vmalloc of 5 pages and of 2 MiB: every byte written and read back through the new
