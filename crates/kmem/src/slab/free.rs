@@ -75,7 +75,7 @@ impl FreeTag for KmemCache {
 /// cache's offset: so that the double-free test's load of the word waits for nothing but the
 /// object's address (the free map's paths, on machines whose fast records all keep the word
 /// there: [`FastCheck::set`]). The C loop of 1000 `malloc(64)` then 1000 `free`, whose
-/// blocks' words come from L2, ran 10.9 -> 9.5 ns a block when that load stopped waiting
+/// blocks' words come from L2, ran 11.6 -> 9.7 ns a block when that load stopped waiting
 /// for the id's record.
 pub(crate) struct AtStart<'a, T>(pub(crate) &'a T);
 
