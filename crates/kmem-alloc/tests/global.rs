@@ -183,3 +183,30 @@ fn dealloc_by_layout_frees_blocks_outside_their_layout_s_class() {
     let reports: u64 = kmem::ReportKind::ALL.iter().map(|&k| m.report_count(k)).sum();
     assert_eq!(reports, 0);
 }
+
+/// A program's threads, up to the machine's possible CPUs (at least
+/// `global::MIN_POSSIBLE_CPUS`, 128), each own a CPU: none borrows one for each operation,
+/// which stops another thread's CPU and costs a thousand times a fast path (fails with the
+/// former 64 on a host of fewer than 25 CPUs).
+#[test]
+fn a_hundred_live_threads_each_own_a_cpu() {
+    const THREADS: usize = 100;
+    assert!(global::possible_cpus() >= THREADS || std::env::var_os("KMEM_CPUS").is_some());
+    let barrier = std::sync::Barrier::new(THREADS);
+    let owned = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..THREADS {
+            s.spawn(|| {
+                drop(Box::new([1u8; 64]));
+                // All alive at once: each holds its CPU while the others take theirs.
+                barrier.wait();
+                drop(Box::new([2u8; 64]));
+                if kmem_hosted::ProcessCpu::current().is_some() {
+                    owned.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                barrier.wait();
+            });
+        }
+    });
+    assert_eq!(owned.into_inner(), THREADS, "every live thread owns a CPU of the machine");
+}
