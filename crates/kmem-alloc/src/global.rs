@@ -217,10 +217,9 @@ pub fn hotplug_max() -> u64 {
 /// for as long as it lives; threads beyond that borrow one for each operation, which stops
 /// another thread's CPU: a thousand times slower (130 live threads each looping on
 /// `malloc(64)` + `free` with 64 possible CPUs: 13.5 us a pair where glibc takes 8 ns; with
-/// 128, 5 ns up to 120 threads). Boot writes each cache's table of per-CPU pointers for every
-/// possible CPU, so each one costs start-up a little (the first `malloc`: 141,000
-/// instructions and 59 faults with 64, 178,000 and 79 with 128, 226,000 and 97 with 256;
-/// `ls /` +0.40, +0.42 and +0.49 ms over glibc).
+/// 128, 5 ns up to 120 threads). Each possible CPU costs start-up a little (its per-CPU page
+/// lists and units: the first `malloc` 129,000 instructions and 58 faults with 64, 153,000
+/// and 72 with 128, 176,000 and 89 with 256; `ls /` +0.36, +0.40 and +0.48 ms over glibc).
 pub fn possible_cpus() -> usize {
     possible_cpus_of(host_cpus())
 }

@@ -438,10 +438,10 @@ impl<P: Platform> Kmem<P> {
         }
         // The boot slab cache's descriptor (`kmem_cache`; every other descriptor is its object).
         state.slab.configure(&config.slab, nr_cpus);
-        let bc_pa = mb.alloc(KmemCache::alloc_size(nr_cpus, nodes) as u64, 64, Some(0))?;
+        let bc_pa = mb.alloc(KmemCache::alloc_size(nodes) as u64, 64, Some(0))?;
         state.slab.boot_cache_mem = va(bc_pa)?.as_usize();
         // ... and the sheaves' cache's (`kmem_sheaf`), so booting allocates no slab.
-        let sc_pa = mb.alloc(KmemCache::alloc_size(nr_cpus, nodes) as u64, 64, Some(0))?;
+        let sc_pa = mb.alloc(KmemCache::alloc_size(nodes) as u64, 64, Some(0))?;
         state.slab.sheaf_cache_mem = va(sc_pa)?.as_usize();
         // The highmem layer's state, when there is RAM above the direct map.
         if config.layout.highmem_start.is_some() && table_end > lowmem_limit.as_u64() {

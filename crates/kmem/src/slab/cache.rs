@@ -188,9 +188,6 @@ pub(crate) struct CacheInit<'a> {
     pub layout: Layout,
     pub ctor: Option<Ctor>,
     pub cpu_sheaves: PercpuPtr,
-    /// CPUs of the machine, and CPU `c`'s copy of `cpu_sheaves` (`per_cpu_ptr`).
-    pub nr_cpus: usize,
-    pub pcs_of: &'a dyn Fn(usize) -> usize,
     pub machine: usize,
     pub sheaf_capacity: u32,
     pub random: u64,
@@ -298,32 +295,26 @@ impl KmemCache {
         }
     }
 
-    /// Bytes of a descriptor with its table of `nr_cpus` sheaf addresses and its per-node
-    /// parts for `nr_nodes` nodes.
-    pub(crate) const fn alloc_size(nr_cpus: usize, nr_nodes: usize) -> usize {
-        core::mem::size_of::<KmemCache>()
-            + nr_cpus * core::mem::size_of::<usize>()
-            + nr_nodes * core::mem::size_of::<CacheNode>()
+    /// Bytes of a descriptor with its per-node parts for `nr_nodes` nodes.
+    ///
+    /// (It carried a table of every possible CPU's `CpuSheaves` address too, written at
+    /// creation: one load less on the careful paths, which alone use it since the fast table,
+    /// for 8 bytes a possible CPU in every cache written at boot. A process machine of 256
+    /// possible CPUs paid 85,000 instructions and 38 page faults more at its first `malloc`
+    /// than one of 64.)
+    pub(crate) const fn alloc_size(nr_nodes: usize) -> usize {
+        core::mem::size_of::<KmemCache>() + nr_nodes * core::mem::size_of::<CacheNode>()
     }
 
-    /// Writes a descriptor, its per-CPU table (CPU `c`'s [`CpuSheaves`] at `init.pcs_of(c)`)
-    /// and its per-node parts at `at`.
+    /// Writes a descriptor and its per-node parts at `at`.
     ///
     /// # Safety
     ///
-    /// `at` must point to [`KmemCache::alloc_size`]`(init.nr_cpus, init.nr_nodes)` writable
-    /// bytes aligned to 64, used by nothing else, that stay valid as long as the descriptor
-    /// is used; `init.pcs_of(c)` must be CPU `c`'s copy of `init.cpu_sheaves` for every
-    /// `c < init.nr_cpus`.
+    /// `at` must point to [`KmemCache::alloc_size`]`(init.nr_nodes)` writable bytes aligned
+    /// to 64, used by nothing else, that stay valid as long as the descriptor is used.
     pub(crate) unsafe fn init(at: NonNull<u8>, init: CacheInit<'_>) -> NonNull<KmemCache> {
         let l = init.layout;
-        let pcs = at.as_ptr().wrapping_add(core::mem::size_of::<KmemCache>()) as *mut usize;
-        for c in 0..init.nr_cpus {
-            // SAFETY: the table follows the descriptor inside the caller's allocation, 8-aligned
-            // (KmemCache's size is a multiple of its alignment, 64).
-            unsafe { pcs.add(c).write((init.pcs_of)(c)) };
-        }
-        let nodes = pcs.wrapping_add(init.nr_cpus) as *mut CacheNode;
+        let nodes = at.as_ptr().wrapping_add(core::mem::size_of::<KmemCache>()) as *mut CacheNode;
         for n in 0..init.nr_nodes {
             // SAFETY: the nodes follow the descriptor inside the caller's allocation;
             // CacheNode's alignment divides KmemCache's size (both multiples of 8).
@@ -474,32 +465,17 @@ impl KmemCache {
     pub(crate) fn fast_is_of_id(&self, id: usize) -> bool {
         self.machine.load(Ordering::Relaxed) == id
     }
-    /// This cache's sheaves on `cpu`: CPU `cpu`'s entry of the table after the descriptor,
-    /// one indexed load (`per_cpu_ptr` of `cpu_sheaves`, looked up once at creation: the
-    /// chunk's unit table and the area's offset are two dependent loads more an operation).
+    /// This cache's sheaves on `cpu`: `per_cpu_ptr(cpu_sheaves, cpu)` (the chunk's unit for
+    /// the CPU and the area's offset). The careful paths use it; the fast paths find the
+    /// CPU's main sheaf through the CPU's fast table (`fast_table.rs`).
     #[inline(always)]
     pub(crate) fn pcs<'a, P: Platform>(&'a self, k: &Kmem<P>, cpu: usize) -> &'a CpuSheaves {
         debug_assert!(cpu < k.nr_cpus(), "CPU {cpu} of {}", k.nr_cpus());
-        debug_assert_eq!(
-            // SAFETY: as below.
-            unsafe { k.per_cpu_ptr_unchecked(self.cpu_sheaves, cpu) } as usize,
-            self.pcs_addr(cpu),
-            "the table disagrees with per_cpu_ptr"
-        );
-        // SAFETY: the entry is CPU `cpu`'s copy of `cpu_sheaves` (written by `init`; `cpu` comes
-        // from the platform, below `nr_cpus`): a live per-CPU allocation of a CpuSheaves
+        // SAFETY: `cpu_sheaves` is this cache's live per-CPU allocation of a CpuSheaves
         // (aligned, zero, i.e. `CpuSheaves::new()`, from creation on), freed only by destroy,
-        // after which no reference to this descriptor is used.
-        unsafe { &*(self.pcs_addr(cpu) as *const CpuSheaves) }
-    }
-    /// The table's entry for `cpu` (below the machine's CPU count).
-    #[inline(always)]
-    fn pcs_addr(&self, cpu: usize) -> usize {
-        // SAFETY: `init` wrote the machine's CPU count of entries just after the descriptor,
-        // in its object (a trailing array, as `struct kmem_cache`'s `node[]` is: every
-        // reference to a descriptor comes from a pointer to that whole object), and the caller
-        // passes a CPU of the machine; the entries are never written again.
-        unsafe { (self as *const Self).add(1).cast::<usize>().add(cpu).read() }
+        // after which no reference to this descriptor is used; `cpu` comes from the platform,
+        // below `nr_cpus`; the cache is `k`'s (its callers' checks).
+        unsafe { &*(k.per_cpu_ptr_unchecked(self.cpu_sheaves, cpu) as *const CpuSheaves) }
     }
     /// A statistics counter summed over CPUs (0, reported, if `k` is not the cache's machine).
     pub fn stat<P: Platform>(&self, k: &Kmem<P>, s: super::sheaf::SlubStat) -> u64 {

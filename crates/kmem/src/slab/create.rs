@@ -41,8 +41,7 @@ impl<P: Platform> Kmem<P> {
         self.state().kmalloc.init_slots();
         self.fast_table_init()?;
         let nr_nodes = self.nr_nodes();
-        let nr_cpus = self.nr_cpus();
-        let size = KmemCache::alloc_size(nr_cpus, nr_nodes);
+        let size = KmemCache::alloc_size(nr_nodes);
         let boot = [
             ("kmem_cache", size, 64, st.boot_cache_mem, super::registry::BOOT_CACHE_ID, &st.boot_cache),
             (
@@ -66,9 +65,6 @@ impl<P: Platform> Kmem<P> {
                 layout,
                 ctor: None,
                 cpu_sheaves,
-                nr_cpus,
-                // SAFETY: a live allocation of this machine and a CPU of it.
-                pcs_of: &|c| unsafe { self.per_cpu_ptr_unchecked(cpu_sheaves, c) } as usize,
                 machine: self.machine_id(),
                 sheaf_capacity: 0,
                 random: st.next_random(mem.as_ptr() as u64),
@@ -77,7 +73,7 @@ impl<P: Platform> Kmem<P> {
                 refcount: -1,
                 meminit: self.cache_meminit(layout.flags, false),
             };
-            // SAFETY: the memory is carved RAM of `alloc_size(nr_cpus, nr_nodes)` bytes, 64-aligned,
+            // SAFETY: the memory is carved RAM of `alloc_size(nr_nodes)` bytes, 64-aligned,
             // used for nothing else, living as long as the machine.
             let c = unsafe { KmemCache::init(mem, init) };
             // SAFETY: just initialised; lives as long as the machine.
@@ -245,9 +241,6 @@ impl<P: Platform> Kmem<P> {
             layout,
             ctor,
             cpu_sheaves,
-            nr_cpus: self.nr_cpus(),
-            // SAFETY: a live allocation of this machine and a CPU of it.
-            pcs_of: &|c| unsafe { self.per_cpu_ptr_unchecked(cpu_sheaves, c) } as usize,
             machine: self.machine_id(),
             sheaf_capacity: sheaf_capacity_for(layout.size, st.sheaf_bytes(), st.sheaf_max()),
             random: st.next_random(mem.as_ptr() as u64 ^ self.platform().now_ns()),
@@ -256,7 +249,7 @@ impl<P: Platform> Kmem<P> {
             refcount: 1,
             meminit: self.cache_meminit(layout.flags, ctor.is_some()),
         };
-        // SAFETY: `mem` is a boot-cache object: `alloc_size(nr_cpus, nr_nodes)` bytes, 64-aligned
+        // SAFETY: `mem` is a boot-cache object: `alloc_size(nr_nodes)` bytes, 64-aligned
         // (HWCACHE_ALIGN), ours until destroy frees it.
         let c = unsafe { KmemCache::init(mem, init) };
         // SAFETY: just initialised.
