@@ -224,6 +224,18 @@ pub fn possible_cpus() -> usize {
     possible_cpus_of(host_cpus())
 }
 
+/// Of `possible` CPUs on a host of `host` CPUs, the overflow CPUs: shared by the threads
+/// that find every other CPU owned by a live thread (`MachineBuilder::thread_cpus_overflow`).
+/// Two per host CPU (so that a thread descheduled inside its section holds up none of the
+/// others: they take another), 4 to 16, at most an eighth of the CPUs (none below 8).
+///
+/// Measured (C, `LD_PRELOAD`, threads each looping on `malloc(64)` + `free`, 128 possible
+/// CPUs on 2 host CPUs): 200 live threads took 8.1 us a pair when the 72 beyond the pool
+/// borrowed owned CPUs; on the overflow CPUs, see ARCHITECTURE.md.
+pub fn overflow_cpus(possible: usize, host: usize) -> usize {
+    host.saturating_mul(2).clamp(4, 16).min(possible / 8)
+}
+
 /// [`possible_cpus`] on a host of `host` CPUs (boot reads the affinity mask once).
 fn possible_cpus_of(host: usize) -> usize {
     std::env::var("KMEM_CPUS")
@@ -259,6 +271,10 @@ fn build() -> Option<Machine> {
         .memory_map(vec![MemRegion::usable(0, BOOT_RAM)])
         .zone_layout(ZoneLayout { dma_end: None, dma32_end: None, highmem_start: None })
         .thread_cpus(possible_cpus_of(host))
+        // The last few possible CPUs are shared by the threads beyond the rest (a thread
+        // pool larger than the pool of CPUs): a compare-exchange a section, not a borrowed
+        // CPU stopped with a process-wide barrier (see `overflow_cpus`).
+        .thread_cpus_overflow(overflow_cpus(possible_cpus_of(host), host))
         // Exiting threads leave up to one warm CPU per host CPU for the next threads (a
         // pool of workers reuses full caches); more exits tear down and give memory back.
         .thread_cpus_warm(host)
@@ -485,6 +501,16 @@ mod tests {
     fn slab_min_objects_is_linux_s_for_the_host_cpus() {
         for (cpus, objs) in [(1, 8), (2, 12), (3, 12), (4, 16), (16, 24), (64, 32), (256, 40)] {
             assert_eq!(super::slab_min_objects(cpus), objs, "{cpus} CPUs");
+        }
+    }
+
+    /// Two overflow CPUs per host CPU, 4 to 16, at most an eighth of the possible CPUs.
+    #[test]
+    fn overflow_cpus_scale_with_the_host() {
+        for (possible, host, n) in
+            [(128, 1, 4), (128, 2, 4), (128, 4, 8), (256, 64, 16), (16, 2, 2), (7, 2, 0), (1, 1, 0)]
+        {
+            assert_eq!(super::overflow_cpus(possible, host), n, "{possible} possible CPUs on {host}");
         }
     }
 }

@@ -80,6 +80,7 @@ pub struct MachineBuilder {
     cpus: usize,
     thread_cpus: bool,
     warm_cpus: usize,
+    overflow_cpus: usize,
     nodes: usize,
     map: Option<Vec<MemRegion>>,
     layout: Option<ZoneLayout>,
@@ -127,6 +128,7 @@ impl MachineBuilder {
             cpus: 4,
             thread_cpus: false,
             warm_cpus: 0,
+            overflow_cpus: 0,
             nodes: 1,
             map: None,
             layout: None,
@@ -193,7 +195,8 @@ impl MachineBuilder {
     /// its first use of the machine and given back at thread exit, after the machine's
     /// CPU-offline teardown ([`kmem::Kmem::cpu_offline`]). A thread's per-CPU sections are
     /// then plain loads and stores on its own CPU, and no thread waits for another's fast
-    /// path (what a process's allocator wants). Threads beyond `possible` borrow a CPU for
+    /// path (what a process's allocator wants). Threads beyond the pool run on its overflow
+    /// CPUs ([`MachineBuilder::thread_cpus_overflow`]), or without them borrow a CPU for
     /// each section, slowly. Needs `membarrier(2)`; without it the machine falls back to
     /// `possible` shared CPUs. Replaces [`MachineBuilder::cpus`].
     pub fn thread_cpus(mut self, possible: usize) -> Self {
@@ -208,6 +211,17 @@ impl MachineBuilder {
     /// default): every exit tears down.
     pub fn thread_cpus_warm(mut self, n: usize) -> Self {
         self.warm_cpus = n;
+        self
+    }
+    /// With [`MachineBuilder::thread_cpus`]: the last `n` of the possible CPUs (at most all
+    /// but one) are overflow CPUs, which no thread owns: threads that find every other CPU
+    /// taken share them as a shared machine's threads share theirs (a compare-exchange a
+    /// section; a thread whose home overflow CPU is held takes any free one, and waits only
+    /// while all `n` are held), and retry for a CPU of their own now and then. 0 (the
+    /// default): such threads borrow an owned CPU for each section, stopping it with a
+    /// process-wide barrier (`membarrier`), thousands of times slower.
+    pub fn thread_cpus_overflow(mut self, n: usize) -> Self {
+        self.overflow_cpus = n;
         self
     }
     /// Number of NUMA nodes (1 to [`kmem::MAX_NUMNODES`]); usable RAM is split between them
@@ -442,7 +456,7 @@ impl MachineBuilder {
         log.hook = self.on_report;
         let log = Arc::new(log);
         let cpus = match self.thread_cpus {
-            true => crate::cpus::Cpus::one_per_thread(self.cpus),
+            true => crate::cpus::Cpus::one_per_thread(self.cpus, self.overflow_cpus),
             false => None,
         }
         .unwrap_or_else(|| crate::cpus::Cpus::shared(self.cpus, self.migrate_every));

@@ -349,7 +349,10 @@ impl OwnedCpu {
 
     /// Claims a free CPU for thread `me` (OS thread id `tid`); false if it has an owner.
     pub(crate) fn claim(&self, me: u32, tid: i32) -> bool {
-        if self.owner.compare_exchange(FREE, me, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+        // A load first: a scan of a full pool then writes no other thread's line.
+        if self.owner.load(Ordering::Relaxed) != FREE
+            || self.owner.compare_exchange(FREE, me, Ordering::AcqRel, Ordering::Relaxed).is_err()
+        {
             return false;
         }
         self.tid.store(tid, Ordering::Relaxed);

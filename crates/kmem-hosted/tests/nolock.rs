@@ -359,6 +359,18 @@ fn nmi_on_thread_cpus() {
     run(MachineBuilder::new().ram_mib(128).thread_cpus(8).build().unwrap(), "thread CPUs");
 }
 
+/// The hammer thread on an overflow CPU: the test's thread, which booted the machine, owns
+/// the only owned CPU.
+#[test]
+fn nmi_on_overflow_cpus() {
+    let m = MachineBuilder::new().ram_mib(128).thread_cpus(2).thread_cpus_overflow(1).build().unwrap();
+    let p = m.platform();
+    let mine = kmem::Platform::preempt_disable_cpu(p);
+    kmem::Platform::preempt_enable(p);
+    assert_eq!(mine, kmem::CpuId(0), "the test's thread owns CPU 0");
+    run(m, "overflow CPUs");
+}
+
 /// `node` on a machine with two nodes: objects come from the node asked for (its slabs,
 /// since the CPU's sheaves hold the CPU's node's objects), from any CPU; frees of another
 /// node's objects go to their slab.

@@ -1,6 +1,7 @@
 //! Machines with a CPU per thread (`MachineBuilder::thread_cpus`): every thread owns its CPU,
 //! other threads reach its per-CPU data only by running as it (`run_on_cpu`), threads beyond
-//! the pool borrow CPUs, and a thread's exit takes its CPU offline with its caches drained.
+//! the pool share the overflow CPUs or borrow owned ones, and a thread's exit takes its CPU
+//! offline with its caches drained.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -10,9 +11,9 @@ use kmem_hosted::MachineBuilder;
 /// Per-CPU counters bumped by a plain load and store inside sections, by the owners and by
 /// a thread that runs as each CPU in turn: a lost update means two threads were inside one
 /// CPU's section at once.
-fn hammer(possible: usize, threads: usize, remote_rounds: u64) {
+fn hammer(possible: usize, overflow: usize, threads: usize, remote_rounds: u64) {
     const ITERS: u64 = 20_000;
-    let m = MachineBuilder::new().ram_mib(16).thread_cpus(possible).build().unwrap();
+    let m = MachineBuilder::new().ram_mib(16).thread_cpus(possible).thread_cpus_overflow(overflow).build().unwrap();
     assert!(m.platform().cpu_per_thread(), "membarrier is available on this host");
     let p = m.platform();
     let counters: Vec<AtomicU64> = (0..possible).map(|_| AtomicU64::new(0)).collect();
@@ -63,12 +64,132 @@ fn hammer(possible: usize, threads: usize, remote_rounds: u64) {
 
 #[test]
 fn owners_and_remote_runners_never_share_a_cpu() {
-    hammer(4, 3, 2_000);
+    hammer(4, 0, 3, 2_000);
 }
 
 #[test]
 fn threads_beyond_the_pool_borrow_cpus() {
-    hammer(2, 5, 500);
+    hammer(2, 0, 5, 500);
+}
+
+#[test]
+fn threads_beyond_the_pool_share_the_overflow_cpus() {
+    // Two owned CPUs, two overflow CPUs, six threads: four share the overflow CPUs, while a
+    // remote runner runs as each of the four CPUs in turn.
+    hammer(4, 2, 6, 2_000);
+}
+
+/// The overflow CPUs' point: a thread beyond the pool never waits for an owner's section.
+/// Both owners sit inside a section until the third thread has run a thousand sections of
+/// its own; a thread that borrowed an owned CPU would wait for them forever (here: the
+/// owners give up after 20 s and the test fails).
+#[test]
+fn a_thread_beyond_the_pool_never_waits_for_an_owner() {
+    use std::sync::mpsc::channel;
+    use std::time::Duration;
+    // Three owned CPUs (the test's thread, which booted the machine, owns one), one overflow.
+    let m = MachineBuilder::new().ram_mib(32).thread_cpus(4).thread_cpus_overflow(1).build().unwrap();
+    let p = m.platform();
+    let mine = p.preempt_disable_cpu();
+    p.preempt_enable();
+    let (done_tx, done_rx) = channel::<CpuId>();
+    let (in_tx, in_rx) = channel::<CpuId>();
+    let done_rx = std::sync::Mutex::new(done_rx);
+    std::thread::scope(|s| {
+        let owners: Vec<_> = (0..2)
+            .map(|_| {
+                let in_tx = in_tx.clone();
+                let done = &done_rx;
+                s.spawn(move || {
+                    let cpu = p.preempt_disable_cpu();
+                    in_tx.send(cpu).unwrap();
+                    // Hold the CPU until the overflow thread reports (or give up).
+                    let r = done.lock().unwrap().recv_timeout(Duration::from_secs(20));
+                    p.preempt_enable();
+                    r.ok()
+                })
+            })
+            .collect();
+        let a = in_rx.recv().unwrap();
+        let b = in_rx.recv().unwrap();
+        assert!(a != b && a != mine && b != mine, "each owner has its own CPU: {mine:?} {a:?} {b:?}");
+        assert!(a.index() < 3 && b.index() < 3, "the owned CPUs are 0 to 2: {a:?} {b:?}");
+        let third = s.spawn(|| {
+            let mut cpus = Vec::new();
+            for i in 0..1000 {
+                let cpu = if i % 2 == 0 {
+                    let pin = p.pin_cpu();
+                    let cpu = pin.cpu;
+                    p.unpin_cpu(pin);
+                    cpu
+                } else {
+                    let cpu = p.preempt_disable_cpu();
+                    p.preempt_enable();
+                    cpu
+                };
+                cpus.push(cpu);
+            }
+            let pg = m.alloc_pages(Gfp::KERNEL, Order::ZERO).unwrap();
+            // SAFETY: ours, unused afterwards.
+            unsafe { m.__free_pages(pg, Order::ZERO) };
+            cpus
+        });
+        let cpus = third.join().unwrap();
+        assert!(cpus.iter().all(|&c| c == CpuId(3)), "the third thread ran on the overflow CPU");
+        // Release both owners (one message each).
+        done_tx.send(CpuId(3)).unwrap();
+        done_tx.send(CpuId(3)).unwrap();
+        for o in owners {
+            assert!(o.join().unwrap().is_some(), "the owners were released by the third thread, not by the timeout");
+        }
+    });
+    m.verify().expect("free lists consistent");
+}
+
+/// A thread on the overflow CPUs takes a CPU of its own once one is free (it retries every
+/// few hundred slow entries).
+#[test]
+fn an_overflow_thread_claims_a_cpu_once_one_is_free() {
+    use std::sync::mpsc::channel;
+    // Two owned CPUs (the test's thread owns one), one overflow.
+    let m = MachineBuilder::new().ram_mib(32).thread_cpus(3).thread_cpus_overflow(1).build().unwrap();
+    let p = m.platform();
+    let mine = p.preempt_disable_cpu();
+    p.preempt_enable();
+    let (go_tx, go_rx) = channel::<()>();
+    let (took_tx, took_rx) = channel::<CpuId>();
+    std::thread::scope(|s| {
+        let owner = s.spawn(move || {
+            let cpu = p.preempt_disable_cpu();
+            p.preempt_enable();
+            took_tx.send(cpu).unwrap();
+            // (Gives up after a while: a failed assertion below must not hang the test.)
+            let _ = go_rx.recv_timeout(std::time::Duration::from_secs(20));
+            cpu
+        });
+        let owned = took_rx.recv().unwrap();
+        assert!(owned != mine && owned.index() < 2, "the owner's CPU is the other owned one: {mine:?} {owned:?}");
+        let other = s.spawn(|| {
+            let first = p.preempt_disable_cpu();
+            p.preempt_enable();
+            go_tx.send(()).unwrap();
+            let owner_cpu = owner.join().unwrap();
+            // The owner has exited: its CPU is free, and within a few thousand sections this
+            // thread owns it.
+            let mut last = first;
+            for _ in 0..5_000 {
+                last = p.preempt_disable_cpu();
+                p.preempt_enable();
+                if last == owner_cpu {
+                    break;
+                }
+            }
+            (first, last)
+        });
+        let (first, last) = other.join().unwrap();
+        assert_eq!(first, CpuId(2), "the overflow CPU while both owned ones were taken");
+        assert_eq!(last, owned, "the owner's CPU claimed once its owner exited");
+    });
 }
 
 #[test]

@@ -105,6 +105,11 @@ pub(super) struct Ctx {
     pub(super) owned: [Cell<Own>; MAX_OWNED],
     /// Outermost sections run on a borrowed CPU since the last attempt to claim one.
     pub(super) borrowed: Cell<u32>,
+    /// Attempts to claim a CPU that found none free, since the last look for CPUs of dead
+    /// threads (which asks the kernel about each owner: [`DEAD_SCAN_EVERY`] attempts apart).
+    ///
+    /// [`DEAD_SCAN_EVERY`]: super::owned::DEAD_SCAN_EVERY
+    pub(super) failed_claims: Cell<u32>,
     /// `PF_MEMALLOC`: the thread is reclaiming (`crate::reclaim`). Here, not in a
     /// thread-local of its own, so that the shared library's build gets it in the
     /// initial-exec model like the rest (a local-exec access cannot link into a `.so`).
@@ -182,6 +187,7 @@ thread_local! {
             fast_word: Cell::new(0),
             owned: [const { Cell::new(NO_OWN) }; MAX_OWNED],
             borrowed: Cell::new(0),
+            failed_claims: Cell::new(0),
             memalloc: Cell::new(false),
         }
     };

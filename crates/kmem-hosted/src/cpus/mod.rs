@@ -17,7 +17,12 @@
 //!   sections are then plain loads and stores on its own CPU, and no thread ever waits for
 //!   another to finish a per-CPU fast path; other threads stop the CPU to reach its data
 //!   (`cpu_owner.rs`, loom-checked). What a process's allocator uses. Threads beyond the
-//!   pool borrow a CPU for each section (stopping it), slowly but correctly.
+//!   pool run on the machine's **overflow CPUs** (`MachineBuilder::thread_cpus_overflow`):
+//!   the last few possible CPUs, which no thread owns and the overflow threads share as
+//!   slots, as on a shared machine (a compare-exchange a section; a thread whose home slot
+//!   is held takes any free one, and waits only when every one is held). A machine without
+//!   them makes such a thread borrow an owned CPU for each section (stopping it with a
+//!   process-wide barrier), slowly but correctly.
 //!
 //! In both, while a thread holds its CPU, `current_cpu()` cannot change and no other thread
 //! can run per-CPU code on that CPU: exactly the guarantee a kernel's per-CPU data relies on.
@@ -87,9 +92,10 @@ pub(crate) struct Cpus {
     /// The gate token ([`Cpus::gate`]).
     gate: AtomicUsize,
     nr: usize,
-    /// Shared CPUs (empty for a CPU-per-thread machine).
+    /// Shared CPUs: all of a shared machine's; a CPU-per-thread machine's overflow CPUs,
+    /// numbered after the owned ones ([`Cpus::slot`]).
     slots: Box<[Slot]>,
-    /// Owned CPUs (empty for a shared-CPU machine).
+    /// Owned CPUs, numbered from 0 (empty for a shared-CPU machine).
     owned: Box<[OwnedCpu]>,
     migrate_every: u32,
     /// The CPU-offline teardown; `None` once the machine is gone.
@@ -132,9 +138,10 @@ impl Cpus {
         })
     }
 
-    /// A pool of `nr` possible CPUs, one per thread; `None` if the host lacks what the
-    /// protocol needs (`membarrier`).
-    pub(crate) fn one_per_thread(nr: usize) -> Option<Arc<Self>> {
+    /// A pool of `nr` possible CPUs, one per thread but the last `overflow` (at most
+    /// `nr - 1`), which threads that find no free CPU share; `None` if the host lacks what
+    /// the protocol needs (`membarrier`).
+    pub(crate) fn one_per_thread(nr: usize, overflow: usize) -> Option<Arc<Self>> {
         if !crate::cpu_owner::membarrier_available() {
             return None;
         }
@@ -144,8 +151,8 @@ impl Cpus {
             id,
             gate: AtomicUsize::new(id),
             nr,
-            slots: Box::new([]),
-            owned: (0..nr).map(|i| OwnedCpu::new(i as u32)).collect(),
+            slots: (nr - overflow.min(nr - 1)..nr).map(|i| Slot::new(i as u32)).collect(),
+            owned: (0..nr - overflow.min(nr - 1)).map(|i| OwnedCpu::new(i as u32)).collect(),
             migrate_every: 0,
             hook: RwLock::new(None),
             up_hook: RwLock::new(None),
@@ -160,9 +167,22 @@ impl Cpus {
         self.nr
     }
 
+    /// The slot of shared CPU `cpu` (a shared machine's CPU, or an overflow CPU).
+    #[inline]
+    fn slot(&self, cpu: u32) -> &Slot {
+        &self.slots[cpu as usize - self.owned.len()]
+    }
+
+    /// Whether this CPU-per-thread machine has overflow CPUs (else its threads beyond the
+    /// pool borrow owned ones).
+    #[inline]
+    fn has_overflow(&self) -> bool {
+        self.per_thread() && !self.slots.is_empty()
+    }
+
     /// Records CPU `cpu`'s area word (`Platform::set_cpu_area`) where its fast pins find it.
     pub(crate) fn set_area(&self, cpu: u32, area: usize) {
-        if let Some(s) = self.slots.get(cpu as usize) {
+        if let Some(s) = (cpu as usize).checked_sub(self.owned.len()).and_then(|i| self.slots.get(i)) {
             s.area.store(area, Ordering::Relaxed);
         }
         if let Some(o) = self.owned.get(cpu as usize) {
@@ -257,10 +277,12 @@ impl Cpus {
             return h.get().cpu;
         }
         if self.per_thread() {
-            return match self.claim(c) {
-                Some(cpu) => cpu,
-                None => self.borrow_cpu_no(c),
-            };
+            if let Some(cpu) = self.claim(c) {
+                return cpu;
+            }
+            if !self.has_overflow() {
+                return self.borrow_cpu_no(c);
+            }
         }
         if c.home_machine.get() == self.id {
             return c.home_cpu.get();
@@ -268,21 +290,39 @@ impl Cpus {
         self.home(c)
     }
 
+    /// The thread's home among the shared CPUs (all of a shared machine's, or the
+    /// overflow CPUs of a CPU-per-thread machine), recorded with the fast pin's.
     fn home(&self, c: &Ctx) -> u32 {
         let me = thread_no(c);
         let base = c.pinned.get().unwrap_or_else(|| me.wrapping_add(c.migration.get()));
-        let cpu = base % self.nr as u32;
+        let cpu = self.owned.len() as u32 + base % self.slots.len() as u32;
         c.home_machine.set(self.id);
         c.home_cpu.set(cpu);
         // The fast pin's home: on a machine whose threads never migrate (a migrating thread
-        // counts its sections in `exit_slow`, which a fast pin skips), for a thread with a tag.
+        // counts its sections in `exit_slow`, which a fast pin skips), for a thread with a
+        // tag. Keyed by the machine's gate token, which the fast pin compares.
         if self.migrate_every == 0 && cpu_slot::tag(me) != 0 {
-            if let Some(slot) = self.slots.get(cpu as usize) {
-                c.fast_slot.set(slot);
-                c.fast_word.set(cpu_slot::held_word(me));
-                c.fast_machine.set(self.id);
+            c.fast_slot.set(self.slot(cpu));
+            c.fast_word.set(cpu_slot::held_word(me));
+            c.fast_machine.set(self.gate());
+        }
+        cpu
+    }
+
+    /// An outermost section of an overflow thread (no CPU of its own) from its home `cpu`:
+    /// the home slot if free, else the first free overflow CPU after it, else a wait for
+    /// the home (a holder descheduled inside its section holds up only the threads that
+    /// find every overflow CPU held). Returns the CPU taken.
+    fn enter_overflow(&self, cpu: u32, me: u32) -> u32 {
+        let n = self.slots.len();
+        let first = cpu as usize - self.owned.len();
+        for i in 0..n {
+            let s = &self.slots[(first + i) % n];
+            if s.try_acquire(me) {
+                return s.cpu();
             }
         }
+        self.slot(cpu).enter(0, me);
         cpu
     }
 
@@ -321,7 +361,7 @@ impl Cpus {
     fn enter_slow(&self, c: &Ctx) -> u32 {
         if let Some(cell) = c.held_mut(self.id) {
             let mut h = cell.get();
-            h.depth = if h.stopped { h.depth + 1 } else { self.slots[h.cpu as usize].enter(h.depth, thread_no(c)) };
+            h.depth = if h.stopped { h.depth + 1 } else { self.slot(h.cpu).enter(h.depth, thread_no(c)) };
             cell.set(h);
             return h.cpu;
         }
@@ -331,20 +371,26 @@ impl Cpus {
                 c.enter_owned(unsafe { &*c.own_state.get() });
                 return cpu;
             }
-            let cpu = self.borrow_cpu_no(c);
-            self.owned[cpu as usize].stop();
-            c.push_held(Held { machine: self.id, cpu, depth: 1, stopped: true, in_fast: false });
-            return cpu;
+            if !self.has_overflow() {
+                let cpu = self.borrow_cpu_no(c);
+                self.owned[cpu as usize].stop();
+                c.push_held(Held { machine: self.id, cpu, depth: 1, stopped: true, in_fast: false });
+                return cpu;
+            }
         }
         let cpu = self.home(c);
-        let slot = &self.slots[cpu as usize];
+        let slot = self.slot(cpu);
         if slot.held_as(cpu_slot::held_word(thread_no(c))) {
             // Inside this thread's fast pin of the CPU (no entry in the table: this is the
             // only way a thread holds a CPU it has no entry for), which holds it already.
             c.push_held(Held { machine: self.id, cpu, depth: 1, stopped: false, in_fast: true });
             return cpu;
         }
-        let depth = slot.enter(0, thread_no(c));
+        let (cpu, depth) = if self.per_thread() {
+            (self.enter_overflow(cpu, thread_no(c)), 1)
+        } else {
+            (cpu, slot.enter(0, thread_no(c)))
+        };
         c.push_held(Held { machine: self.id, cpu, depth, stopped: false, in_fast: false });
         cpu
     }
@@ -391,7 +437,7 @@ impl Cpus {
             }
             return;
         }
-        h.depth = self.slots[h.cpu as usize].exit(h.depth);
+        h.depth = self.slot(h.cpu).exit(h.depth);
         cell.set(h);
         if h.depth == 0 {
             c.active.set(c.active.get() - 1);
@@ -449,7 +495,8 @@ impl Cpus {
             // computing it sets the fast pin's home.
             self.home(c);
         }
-        if c.fast_machine.get() == self.id && c.active.get() == 0 {
+        // (An overflow thread takes the careful way, which may claim a CPU of its own.)
+        if c.fast_machine.get() == self.gate() && c.active.get() == 0 && !self.per_thread() {
             // SAFETY: `fast_slot` points into this machine's CPUs (set with `fast_machine`).
             let slot = unsafe { &*c.fast_slot.get() };
             if slot.try_take(c.fast_word.get()) {

@@ -17,7 +17,8 @@ impl Cpus {
     /// store); its own fast section ends by storing 0 before it returns; a shared CPU's slot is taken with a compare-exchange from a free word, which fails
     /// while the interrupted context owns it, before and after its bookkeeping of the held
     /// entry; a thread with no CPU of its own (which would have to claim or borrow one) gets
-    /// `None`.
+    /// `None`, unless it runs on the overflow CPUs already (then it tries its home one's
+    /// slot, as a shared machine's thread).
     pub(crate) fn try_pin_alone(&self) -> Option<(u32, usize)> {
         CTX.with(|c| {
             if c.own_machine.get() == self.id {
@@ -29,11 +30,15 @@ impl Cpus {
                 }
                 return Some((c.own_cpu.get(), owned.fast_token()));
             }
-            if self.per_thread() || c.held_mut(self.id).is_some() || c.active.get() as usize >= MAX_HELD {
+            // A thread of a CPU-per-thread machine without a CPU of its own: only one known
+            // to run on its overflow CPUs (its home computed).
+            let overflow = self.has_overflow() && c.home_machine.get() == self.id;
+            if (self.per_thread() && !overflow) || c.held_mut(self.id).is_some() || c.active.get() as usize >= MAX_HELD
+            {
                 return None;
             }
             let cpu = if c.home_machine.get() == self.id { c.home_cpu.get() } else { self.home(c) };
-            if !self.slots[cpu as usize].try_acquire(thread_no(c)) {
+            if !self.slot(cpu).try_acquire(thread_no(c)) {
                 return None;
             }
             c.push_held(Held { machine: self.id, cpu, depth: 1, stopped: false, in_fast: false });

@@ -5,9 +5,10 @@
 //! - **Claim**: the first free CPU, scanning from `thread number % nr` so threads spread.
 //!   With none free, CPUs whose owner thread has died without giving them back (killed
 //!   before its exit handlers ran) are taken over (`tgkill(pid, tid, 0)` says `ESRCH`).
-//!   With none of those either, the thread **borrows** CPU `thread number % nr` for each
-//!   outermost section by stopping it (slow: one `membarrier` per section), and tries to
-//!   claim again every [`RECLAIM_EVERY`] sections.
+//!   With none of those either, the thread runs on the machine's overflow CPUs (shared
+//!   slots, `mod.rs`) or, on a machine without them, **borrows** CPU `thread number % nr`
+//!   for each outermost section by stopping it (slow: one `membarrier` per section); either
+//!   way it tries to claim again every [`RECLAIM_EVERY`] slow entries.
 //! - **Thread exit**: a `pthread_key_create` destructor (set for a thread when it first
 //!   claims a CPU) runs the machine's offline hook on the CPU, still owned (drain the
 //!   per-CPU page lists, flush the slab sheaves...), then frees it. A thread that allocates
@@ -23,6 +24,12 @@ use super::{thread_no, Cpus, Ctx, Own, CTX, NO_OWN};
 
 /// A borrowing thread tries to claim a CPU of its own again after this many sections.
 pub(crate) const RECLAIM_EVERY: u32 = 256;
+
+/// A thread that finds no free CPU looks for CPUs of dead threads (a `tgkill` for each
+/// CPU's owner) at its first attempt and then every this many attempts (each
+/// [`RECLAIM_EVERY`] slow entries apart): a few hundred threads beyond the pool, each
+/// asking the kernel about every owner, spent a tenth of their time in those calls.
+pub(crate) const DEAD_SCAN_EVERY: u32 = 16;
 
 /// CPU-per-thread machines alive, by id.
 static REGISTRY: Mutex<Vec<(usize, Weak<Cpus>)>> = Mutex::new(Vec::new());
@@ -115,7 +122,7 @@ impl Cpus {
         }
         let me = thread_no(c);
         let tid = gettid();
-        let nr = self.nr as u32;
+        let nr = self.owned.len() as u32;
         let start = me % nr;
         let order = (0..nr).map(|i| ((start + i) % nr) as usize);
         // A warm CPU first (its caches are full), then any free one, then a dead thread's.
@@ -125,6 +132,11 @@ impl Cpus {
             .find(|&i| warm && self.owned[i].warm(false) && self.owned[i].claim(me, tid))
             .or_else(|| order.clone().find(|&i| self.owned[i].claim(me, tid)))
             .or_else(|| {
+                let n = c.failed_claims.get();
+                c.failed_claims.set(if n + 1 >= DEAD_SCAN_EVERY { 0 } else { n + 1 });
+                if n != 0 {
+                    return None;
+                }
                 order.clone().find(|&i| {
                     let cpu = &self.owned[i];
                     let owner = cpu.owner();
@@ -153,6 +165,9 @@ impl Cpus {
     }
 
     fn set_fast(&self, c: &Ctx, o: Own) {
+        // No longer an overflow thread: its shared home and fast pin go.
+        c.home_machine.set(0);
+        c.fast_machine.set(0);
         c.own_cpu.set(o.cpu);
         c.own_state.set(o.state);
         // SAFETY: `o.state` is one of this machine's owned CPUs.
@@ -178,7 +193,7 @@ impl Cpus {
 
     /// The CPU a thread without one of its own borrows for its sections.
     pub(super) fn borrow_cpu_no(&self, c: &Ctx) -> u32 {
-        thread_no(c) % self.nr as u32
+        thread_no(c) % self.owned.len() as u32
     }
 
     /// Thread exit: the offline teardown on the thread's CPU `o` (still owned), then the CPU

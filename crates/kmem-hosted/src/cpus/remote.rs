@@ -24,11 +24,11 @@ impl Cpus {
             // fast path suspended so that every query inside `f` finds the held CPU.
             let (own, own_gate) = (c.own_machine.get(), c.own_gate.get());
             c.set_own_machine(0, 0);
-            if self.per_thread() {
+            if (cpu as usize) < self.owned.len() {
                 self.owned[cpu as usize].stop();
                 c.push_held(Held { machine: self.id, cpu, depth: 1, stopped: true, in_fast: false });
             } else {
-                let depth = self.slots[cpu as usize].enter(0, thread_no(c));
+                let depth = self.slot(cpu).enter(0, thread_no(c));
                 c.push_held(Held { machine: self.id, cpu, depth, stopped: false, in_fast: false });
             }
             f();
@@ -43,9 +43,10 @@ impl Cpus {
     /// taken with interrupts or preemption off). The caller must not enter critical sections
     /// of this machine meanwhile (it would wait for itself).
     pub(crate) fn stop_all(&self) {
+        // The owned CPUs first: once they are stopped, no owner holds a lock that an
+        // overflow CPU's holder could be waiting for.
         if self.per_thread() {
             OwnedCpu::stop_many(&self.owned);
-            return;
         }
         let me = CTX.with(thread_no);
         for slot in self.slots.iter() {
