@@ -203,7 +203,7 @@ fn parse_bytes(s: &str) -> Option<u64> {
 }
 
 /// Fewest possible CPUs of the global machine (without `KMEM_CPUS`): a program's threads
-/// beyond them borrow CPUs ([`possible_cpus`]). 128, not 64, since thread pools of 64 to 128
+/// beyond them share the overflow CPUs ([`possible_cpus`], [`overflow_cpus`]). 128, not 64, since thread pools of 64 to 128
 /// threads are common on hosts with few CPUs.
 pub const MIN_POSSIBLE_CPUS: usize = 128;
 
@@ -214,10 +214,10 @@ pub fn hotplug_max() -> u64 {
 
 /// Possible CPUs of the global machine: `KMEM_CPUS`, else four per host CPU this process may
 /// run on, at least [`MIN_POSSIBLE_CPUS`] and at most `kmem::NR_CPUS`. Each thread takes one
-/// for as long as it lives; threads beyond that borrow one for each operation, which stops
-/// another thread's CPU: a thousand times slower (130 live threads each looping on
-/// `malloc(64)` + `free` with 64 possible CPUs: 13.5 us a pair where glibc takes 8 ns; with
-/// 128, 5 ns up to 120 threads). Each possible CPU costs start-up a little (its per-CPU page
+/// for as long as it lives, but for the last [`overflow_cpus`], which the threads beyond the
+/// others share (a compare-exchange an operation: 1000 live threads each looping on
+/// `malloc(64)` + `free` take 10-11 ns a pair, glibc 4-6.5; before, they borrowed owned CPUs,
+/// stopping them: 200 threads took 8.1 us a pair). Each possible CPU costs start-up a little (its per-CPU page
 /// lists and units: the first `malloc` 129,000 instructions and 58 faults with 64, 153,000
 /// and 72 with 128, 176,000 and 89 with 256; `ls /` +0.36, +0.40 and +0.48 ms over glibc).
 pub fn possible_cpus() -> usize {
@@ -230,8 +230,9 @@ pub fn possible_cpus() -> usize {
 /// others: they take another), 4 to 16, at most an eighth of the CPUs (none below 8).
 ///
 /// Measured (C, `LD_PRELOAD`, threads each looping on `malloc(64)` + `free`, 128 possible
-/// CPUs on 2 host CPUs): 200 live threads took 8.1 us a pair when the 72 beyond the pool
-/// borrowed owned CPUs; on the overflow CPUs, see ARCHITECTURE.md.
+/// CPUs on 2 host CPUs, 4 of them overflow): 200 live threads took 8.1 us a pair when the
+/// 72 beyond the pool borrowed owned CPUs, 7-8 ns on the overflow CPUs (glibc 3-6.5 ns);
+/// 1000 threads 10-11 ns (glibc 4-6.5).
 pub fn overflow_cpus(possible: usize, host: usize) -> usize {
     host.saturating_mul(2).clamp(4, 16).min(possible / 8)
 }

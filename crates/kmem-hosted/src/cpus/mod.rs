@@ -50,6 +50,21 @@ use crate::cpu_owner::OwnedCpu;
 use crate::cpu_slot::{self, Slot};
 use ctx::{thread_no, Ctx, Held, Own, CTX, MAX_HELD, NO_OWN};
 
+/// The host CPU the calling thread runs on (`sched_getcpu`), if the host says.
+fn host_cpu() -> Option<u32> {
+    // SAFETY: reading this thread's errno, restored below if the call sets it (a process
+    // allocator's caller must find it unchanged).
+    let saved = unsafe { *libc::__errno_location() };
+    // SAFETY: no preconditions.
+    let cpu = unsafe { libc::sched_getcpu() };
+    if cpu < 0 {
+        // SAFETY: as above.
+        unsafe { *libc::__errno_location() = saved };
+        return None;
+    }
+    Some(cpu as u32)
+}
+
 /// Machine ids start above [`thread::PROCESS_GATE`], the process machine's gate token.
 static NEXT_MACHINE: AtomicUsize = AtomicUsize::new(thread::PROCESS_GATE + 1);
 
@@ -292,9 +307,20 @@ impl Cpus {
 
     /// The thread's home among the shared CPUs (all of a shared machine's, or the
     /// overflow CPUs of a CPU-per-thread machine), recorded with the fast pin's.
+    ///
+    /// An overflow thread's home follows the host CPU it runs on now (`sched_getcpu`, a
+    /// load from glibc's rseq area), and every careful entry computes it again: threads on
+    /// different host CPUs then use different overflow CPUs (there are at least as many),
+    /// so their compare-exchanges neither collide nor pull the slot's line across cores;
+    /// only a thread descheduled inside its section makes the next one on its host CPU take
+    /// another. (By thread number, 400 threads on 4 overflow CPUs of 2 host CPUs: 18 ns a
+    /// `malloc` + `free` pair; see ARCHITECTURE.md.)
     fn home(&self, c: &Ctx) -> u32 {
         let me = thread_no(c);
-        let base = c.pinned.get().unwrap_or_else(|| me.wrapping_add(c.migration.get()));
+        let base = match self.per_thread() {
+            true => host_cpu().unwrap_or(me),
+            false => c.pinned.get().unwrap_or_else(|| me.wrapping_add(c.migration.get())),
+        };
         let cpu = self.owned.len() as u32 + base % self.slots.len() as u32;
         c.home_machine.set(self.id);
         c.home_cpu.set(cpu);
