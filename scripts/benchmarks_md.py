@@ -267,7 +267,9 @@ if pre_cases:
           f" | {ratio(v.get('kmem'), v.get('glibc'))} | {ratio(v.get('kmem'), v.get('mimalloc'))} |")
     w("")
     w("larson: 2,000,000 steps in all; threadtest: 2,000,000 pairs in all; churn: 4000 short-lived "
-      "threads in all; churn1: one thread, 2000 live blocks, 2,000,000 steps. Blocks of 8-1000 B.")
+      "threads in all; churn1: one thread, 2000 live blocks, 2,000,000 steps; many: 256 threads alive at "
+      "once (more than kmem's process machine has CPUs to own: the last few are overflow CPUs the rest "
+      "share), 8,000,000 allocate-free pairs in all. Blocks of 8-1000 B.")
 if startup:
     libs = [n for n, _ in pre_libs] or sorted({k[1] for k in startup})
     w("")

@@ -4,8 +4,9 @@
 # libmimalloc2.0 and libjemalloc2; installed here when missing and running as root, unless
 # KMEM_BENCH_NO_APT=1). Two parts:
 #  1. crates/kmem-bench/c/mtbench.c (built with gcc into target/preload-bench/): larson,
-#     threadtest and thread churn with 2, 4 and 8 threads, and the single-thread random-order
-#     churn; wall time of each run, median of RUNS runs (the allocators take turns, in a
+#     threadtest and thread churn with 2, 4 and 8 threads, the single-thread random-order
+#     churn, and 256 live threads each allocating and freeing (more than kmem's CPUs);
+#     wall time of each run, median of RUNS runs (the allocators take turns, in a
 #     rotating order, run after run);
 #  2. start-up: wall time of `ls /` (and of `true`), median of STARTUP_RUNS runs each.
 # Prints tab-separated lines (scripts/benchmarks.sh reads them):
@@ -90,6 +91,9 @@ for prog, work in (("larson", 2_000_000), ("threadtest", 2_000_000), ("churn", 4
     for t in (2, 4, 8):
         cases.append((prog, t, [bin, prog, str(t), str(work // scale)]))
 cases.append(("churn1", 1, [bin, "churn1", str(2_000_000 // scale)]))
+# More live threads than kmem's process machine has CPUs to own (128 possible on a host of
+# up to 32 CPUs, the last few of them overflow CPUs that the threads beyond share).
+cases.append(("many", 256, [bin, "many", "256", str(8_000_000 // scale)]))
 
 times = {}
 failed = set()

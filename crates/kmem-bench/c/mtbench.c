@@ -17,6 +17,11 @@
  *                                       (default 2000).
  *   mtbench churn1 [STEPS]              one thread, 2000 live blocks, each step frees a
  *                                       random one and allocates another (default 4,000,000).
+ *   mtbench many THREADS [PAIRS]        THREADS threads, all alive at once (a barrier after
+ *                                       each has allocated once), each allocating a block
+ *                                       and freeing it, in a loop; PAIRS in all (default
+ *                                       4,000,000). More threads than an allocator has
+ *                                       per-thread or per-CPU caches for.
  *
  * Prints on stderr which allocator served it (from the symbols the process has), so that a
  * preload that did not take is noticed. Exit status 0 on success.
@@ -183,6 +188,32 @@ static void churn1(long steps) {
     free(live);
 }
 
+/* ---- many -------------------------------------------------------------------------- */
+static pthread_barrier_t many_barrier;
+
+static void *many_thread(void *v) {
+    long pairs = (long)(intptr_t)v;
+    uint64_t rng = 0x6d616e79ULL ^ (uint64_t)(uintptr_t)&pairs;
+    free_block(new_block(rsize(&rng)));
+    pthread_barrier_wait(&many_barrier);
+    for (long i = 0; i < pairs; i++) free_block(new_block(rsize(&rng)));
+    return NULL;
+}
+
+static void many(int threads, long pairs) {
+    pthread_t *tid = malloc(threads * sizeof *tid);
+    pthread_barrier_init(&many_barrier, NULL, threads);
+    for (int t = 0; t < threads; t++) {
+        if (pthread_create(&tid[t], NULL, many_thread, (void *)(intptr_t)(pairs / threads))) {
+            fprintf(stderr, "mtbench: pthread_create failed\n");
+            exit(1);
+        }
+    }
+    for (int t = 0; t < threads; t++) pthread_join(tid[t], NULL);
+    pthread_barrier_destroy(&many_barrier);
+    free(tid);
+}
+
 static const char *allocator(void) {
     if (dlsym(RTLD_DEFAULT, "kmem_malloc_online_bytes")) return "kmem";
     if (dlsym(RTLD_DEFAULT, "mi_version")) return "mimalloc";
@@ -205,12 +236,14 @@ int main(int argc, char **argv) {
             threadtest(threads, n ? n : 4000000);
         else if (!strcmp(mode, "churn"))
             churn(threads, n ? n : 2000);
+        else if (!strcmp(mode, "many"))
+            many(threads, n ? n : 4000000);
         else
             goto usage;
     }
     fprintf(stderr, "allocator=%s\n", allocator());
     return 0;
 usage:
-    fprintf(stderr, "usage: mtbench larson|threadtest|churn THREADS [N] | mtbench churn1 [STEPS]\n");
+    fprintf(stderr, "usage: mtbench larson|threadtest|churn|many THREADS [N] | mtbench churn1 [STEPS]\n");
     return 2;
 }
