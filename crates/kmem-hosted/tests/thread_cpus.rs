@@ -412,3 +412,55 @@ fn a_cpu_taken_by_a_careful_section_is_up_before_its_first_fast_path() {
     });
     assert_eq!(m.report_count(kmem::ReportKind::SlabBug), 0);
 }
+
+/// A thread that dies without its exit handlers (a raw `exit` system call) leaves its CPU
+/// owned by no live thread: a thread that finds no free CPU takes it over (its look for
+/// dead owners comes every few thousand slow entries, not at its first).
+#[test]
+fn a_dead_owner_s_cpu_is_taken_over() {
+    use std::sync::mpsc::channel;
+    // Two owned CPUs (the test's thread owns one), one overflow.
+    // Leaked: the dead thread keeps its reference (it never drops anything).
+    let m: &'static kmem_hosted::Machine =
+        Box::leak(Box::new(MachineBuilder::new().ram_mib(32).thread_cpus(3).thread_cpus_overflow(1).build().unwrap()));
+    let p = m.platform();
+    let mine = p.preempt_disable_cpu();
+    p.preempt_enable();
+    let (tx, rx) = channel::<(CpuId, i32)>();
+    // Not joined: a thread that leaves by a raw exit never reports to its handle.
+    drop(std::thread::spawn(move || {
+        let cpu = p.preempt_disable_cpu();
+        p.preempt_enable();
+        tx.send((cpu, rustix::thread::gettid().as_raw_nonzero().get())).unwrap();
+        // SAFETY: ends this thread at once, running nothing more of it (what the test is
+        // about); it holds no lock and no CPU section.
+        unsafe { libc::syscall(libc::SYS_exit, 0) };
+    }));
+    let (dead_cpu, tid) = rx.recv().unwrap();
+    assert_ne!(dead_cpu, mine);
+    // Wait for the kernel to have reaped the thread.
+    // SAFETY: tgkill with signal 0 only checks that the thread exists.
+    while unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, 0) } == 0 {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let (first, last) = std::thread::scope(|s| {
+        s.spawn(|| {
+            let first = p.preempt_disable_cpu();
+            p.preempt_enable();
+            let mut last = first;
+            for _ in 0..20_000 {
+                last = p.preempt_disable_cpu();
+                p.preempt_enable();
+                if last == dead_cpu {
+                    break;
+                }
+            }
+            (first, last)
+        })
+        .join()
+        .unwrap()
+    });
+    assert_eq!(first, CpuId(2), "the overflow CPU first: the dead thread's CPU still looks owned");
+    assert_eq!(last, dead_cpu, "the dead thread's CPU taken over");
+    m.verify().expect("free lists consistent");
+}

@@ -26,9 +26,11 @@ use super::{thread_no, Cpus, Ctx, Own, CTX, NO_OWN};
 pub(crate) const RECLAIM_EVERY: u32 = 256;
 
 /// A thread that finds no free CPU looks for CPUs of dead threads (a `tgkill` for each
-/// CPU's owner) at its first attempt and then every this many attempts (each
-/// [`RECLAIM_EVERY`] slow entries apart): a few hundred threads beyond the pool, each
-/// asking the kernel about every owner, spent a tenth of their time in those calls.
+/// CPU's owner) at every this many attempts (each [`RECLAIM_EVERY`] slow entries apart),
+/// not at the first: a few hundred threads beyond the pool, each asking the kernel about
+/// every owner, spent a tenth of their time in those calls. (An owner dies without its
+/// exit handlers only when killed alone, by a raw `exit` system call, or in a `fork`
+/// child, which `after_fork_child` handles.)
 pub(crate) const DEAD_SCAN_EVERY: u32 = 16;
 
 /// CPU-per-thread machines alive, by id.
@@ -132,9 +134,9 @@ impl Cpus {
             .find(|&i| warm && self.owned[i].warm(false) && self.owned[i].claim(me, tid))
             .or_else(|| order.clone().find(|&i| self.owned[i].claim(me, tid)))
             .or_else(|| {
-                let n = c.failed_claims.get();
-                c.failed_claims.set(if n + 1 >= DEAD_SCAN_EVERY { 0 } else { n + 1 });
-                if n != 0 {
+                let n = c.failed_claims.get() + 1;
+                c.failed_claims.set(if n >= DEAD_SCAN_EVERY { 0 } else { n });
+                if n < DEAD_SCAN_EVERY {
                     return None;
                 }
                 order.clone().find(|&i| {
