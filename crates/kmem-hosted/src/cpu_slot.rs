@@ -80,10 +80,21 @@ pub(crate) struct Slot {
     owner: AtomicU32,
     /// The CPU's number (what a fast pin returns).
     cpu: u32,
-    _pad: [u32; 8],
+    /// An overflow CPU's state (`cpus/mod.rs`): [`DOWN`] until a thread first needs it,
+    /// [`COMING_UP`] while that thread runs its CPU-online preparation, [`UP`] after.
+    /// A shared machine's CPUs are up from the start.
+    pub(crate) up: AtomicU32,
+    _pad: [u32; 7],
     /// The CPU's area word (`Platform::set_cpu_area`), at [`AREA_OFFSET`] as an owned CPU's.
     pub(crate) area: std::sync::atomic::AtomicUsize,
 }
+
+/// [`Slot::up`]: not online yet.
+pub(crate) const DOWN: u32 = 0;
+/// [`Slot::up`]: online (`cpu_online`), its preparation under way.
+pub(crate) const COMING_UP: u32 = 1;
+/// [`Slot::up`]: online and prepared.
+pub(crate) const UP: u32 = 2;
 
 /// A pin's word (the facade's `AtomicU32`): what a pin's token points at.
 pub(crate) type Word = AtomicU32;
@@ -160,7 +171,13 @@ pub(crate) fn leave_outermost(word: &AtomicU32) {
 impl Slot {
     /// CPU `cpu`'s slot, free.
     pub(crate) fn new(cpu: u32) -> Self {
-        Self { owner: AtomicU32::new(0), cpu, _pad: [0; 8], area: std::sync::atomic::AtomicUsize::new(0) }
+        Self {
+            owner: AtomicU32::new(0),
+            cpu,
+            up: AtomicU32::new(UP),
+            _pad: [0; 7],
+            area: std::sync::atomic::AtomicUsize::new(0),
+        }
     }
 
     /// The CPU's number.

@@ -464,3 +464,31 @@ fn a_dead_owner_s_cpu_is_taken_over() {
     assert_eq!(last, dead_cpu, "the dead thread's CPU taken over");
     m.verify().expect("free lists consistent");
 }
+
+/// Overflow CPUs come online when a thread first needs one, not at boot (a process that
+/// never has more threads than owned CPUs prepares none of them).
+#[test]
+fn overflow_cpus_come_up_when_first_needed() {
+    // One owned CPU (the test's thread's), two overflow CPUs.
+    let m = MachineBuilder::new().ram_mib(32).thread_cpus(3).thread_cpus_overflow(2).build().unwrap();
+    let p = m.platform();
+    assert_eq!(p.preempt_disable_cpu(), CpuId(0));
+    p.preempt_enable();
+    assert!(!p.cpu_online(CpuId(1)) && !p.cpu_online(CpuId(2)), "overflow CPUs down after boot");
+    let cpu = std::thread::scope(|s| {
+        s.spawn(|| {
+            let pg = m.alloc_pages(Gfp::KERNEL, Order::ZERO).unwrap();
+            // SAFETY: ours, unused afterwards.
+            unsafe { m.__free_pages(pg, Order::ZERO) };
+            let b = m.kmalloc(64, Gfp::KERNEL).unwrap();
+            // SAFETY: ours.
+            unsafe { m.kfree(b.as_ptr()) };
+            p.current_cpu()
+        })
+        .join()
+        .unwrap()
+    });
+    assert!(cpu == CpuId(1) || cpu == CpuId(2), "the second thread ran on an overflow CPU: {cpu:?}");
+    assert!(p.cpu_online(cpu), "and brought it up");
+    m.verify().expect("free lists consistent");
+}

@@ -166,7 +166,16 @@ impl Cpus {
             id,
             gate: AtomicUsize::new(id),
             nr,
-            slots: (nr - overflow.min(nr - 1)..nr).map(|i| Slot::new(i as u32)).collect(),
+            // Down until a thread needs them (`Cpus::overflow_up`): a process that never has
+            // more threads than owned CPUs prepares none (4 of them cost the first `malloc`
+            // 9 faults).
+            slots: (nr - overflow.min(nr - 1)..nr)
+                .map(|i| {
+                    let s = Slot::new(i as u32);
+                    s.up.store(cpu_slot::DOWN, Ordering::Relaxed);
+                    s
+                })
+                .collect(),
             owned: (0..nr - overflow.min(nr - 1)).map(|i| OwnedCpu::new(i as u32)).collect(),
             migrate_every: 0,
             hook: RwLock::new(None),
@@ -266,11 +275,34 @@ impl Cpus {
         drop(old);
     }
 
-    /// Whether `cpu` has a thread on it (shared CPUs: always).
+    /// Whether `cpu` is online: an owned CPU while a thread owns it, an overflow CPU once a
+    /// thread first needed it, a shared machine's always.
     pub(crate) fn online(&self, cpu: u32) -> bool {
         match self.owned.get(cpu as usize) {
             Some(c) => c.owner() != crate::cpu_owner::FREE,
-            None => (cpu as usize) < self.nr,
+            None => (cpu as usize) < self.nr && self.slot(cpu).up.load(Ordering::Acquire) != cpu_slot::DOWN,
+        }
+    }
+
+    /// Brings overflow CPU `s` online before its first use: the first thread to need it runs
+    /// the CPU-online preparation (as a thread that claims an owned CPU does); one that comes
+    /// meanwhile waits for it. One load once it is up.
+    #[inline]
+    fn overflow_up(&self, s: &Slot) {
+        if s.up.load(Ordering::Acquire) != cpu_slot::UP {
+            self.overflow_up_slow(s);
+        }
+    }
+
+    #[cold]
+    fn overflow_up_slow(&self, s: &Slot) {
+        if s.up.compare_exchange(cpu_slot::DOWN, cpu_slot::COMING_UP, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            self.cpu_up(s.cpu());
+            s.up.store(cpu_slot::UP, Ordering::Release);
+            return;
+        }
+        while s.up.load(Ordering::Acquire) != cpu_slot::UP {
+            std::thread::yield_now();
         }
     }
 
@@ -322,6 +354,9 @@ impl Cpus {
             false => c.pinned.get().unwrap_or_else(|| me.wrapping_add(c.migration.get())),
         };
         let cpu = self.owned.len() as u32 + base % self.slots.len() as u32;
+        if self.per_thread() {
+            self.overflow_up(self.slot(cpu));
+        }
         c.home_machine.set(self.id);
         c.home_cpu.set(cpu);
         // The fast pin's home: on a machine whose threads never migrate (a migrating thread
@@ -344,6 +379,7 @@ impl Cpus {
         let first = cpu as usize - self.owned.len();
         for i in 0..n {
             let s = &self.slots[(first + i) % n];
+            self.overflow_up(s);
             if s.try_acquire(me) {
                 return s.cpu();
             }
