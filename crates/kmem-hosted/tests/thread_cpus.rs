@@ -492,3 +492,41 @@ fn overflow_cpus_come_up_when_first_needed() {
     assert!(p.cpu_online(cpu), "and brought it up");
     m.verify().expect("free lists consistent");
 }
+
+/// A careful section nested in an overflow thread's fast pin runs on the pinned CPU, even
+/// when the thread has moved to another host CPU since (whose overflow CPU would be its
+/// home now). Needs two host CPUs to move between; with one it checks the plain case.
+#[test]
+fn a_section_nested_in_an_overflow_fast_pin_stays_on_its_cpu() {
+    fn run_on_host_cpu(cpu: usize) -> bool {
+        // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes inside it.
+        let mut set: libc::cpu_set_t = unsafe { core::mem::zeroed() };
+        // SAFETY: as above.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+        // SAFETY: `set` is a valid cpu_set_t of the size passed.
+        unsafe { libc::sched_setaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &set) == 0 }
+    }
+    // One owned CPU (the test's thread's), two overflow CPUs.
+    let m = MachineBuilder::new().ram_mib(32).thread_cpus(3).thread_cpus_overflow(2).build().unwrap();
+    let p = m.platform();
+    p.preempt_disable_cpu();
+    p.preempt_enable();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let two = run_on_host_cpu(0);
+            for round in 0..50 {
+                // A careful entry sets the home (and the fast pin's) from the host CPU.
+                let home = p.preempt_disable_cpu();
+                p.preempt_enable();
+                assert!(home.index() >= 1, "an overflow CPU: {home:?}");
+                let Some(pin) = p.try_pin_cpu() else { continue };
+                assert_eq!(pin.cpu, home, "the fast pin takes the home");
+                let moved = two && run_on_host_cpu(1 - round % 2);
+                let nested = p.preempt_disable_cpu();
+                assert_eq!(nested, pin.cpu, "the nested section runs on the pinned CPU (moved: {moved})");
+                p.preempt_enable();
+                p.unpin_cpu_fast(pin);
+            }
+        });
+    });
+}

@@ -439,6 +439,19 @@ impl Cpus {
                 c.push_held(Held { machine: self.id, cpu, depth: 1, stopped: true, in_fast: false });
                 return cpu;
             }
+            // Nested in the thread's fast pin of an overflow CPU: that CPU, whatever its home
+            // would be now (the host CPU may have changed since the pin's home was chosen;
+            // computing it again would also move the pin's home under it).
+            if c.fast_machine.get() == self.gate() {
+                // SAFETY: `fast_slot` points into the CPUs of the machine whose gate token
+                // `fast_machine` holds (set together in `home`): this one.
+                let slot = unsafe { &*c.fast_slot.get() };
+                if slot.held_as(cpu_slot::held_word(thread_no(c))) {
+                    let cpu = slot.cpu();
+                    c.push_held(Held { machine: self.id, cpu, depth: 1, stopped: false, in_fast: true });
+                    return cpu;
+                }
+            }
         }
         let cpu = self.home(c);
         let slot = self.slot(cpu);
