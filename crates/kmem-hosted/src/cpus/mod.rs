@@ -33,6 +33,7 @@
 
 mod ctx;
 mod nolock;
+mod overflow;
 mod owned;
 mod remote;
 mod thread;
@@ -49,21 +50,6 @@ use std::sync::{Arc, RwLock};
 use crate::cpu_owner::OwnedCpu;
 use crate::cpu_slot::{self, Slot};
 use ctx::{thread_no, Ctx, Held, Own, CTX, MAX_HELD, NO_OWN};
-
-/// The host CPU the calling thread runs on (`sched_getcpu`), if the host says.
-fn host_cpu() -> Option<u32> {
-    // SAFETY: reading this thread's errno, restored below if the call sets it (a process
-    // allocator's caller must find it unchanged).
-    let saved = unsafe { *libc::__errno_location() };
-    // SAFETY: no preconditions.
-    let cpu = unsafe { libc::sched_getcpu() };
-    if cpu < 0 {
-        // SAFETY: as above.
-        unsafe { *libc::__errno_location() = saved };
-        return None;
-    }
-    Some(cpu as u32)
-}
 
 /// Machine ids start above [`thread::PROCESS_GATE`], the process machine's gate token.
 static NEXT_MACHINE: AtomicUsize = AtomicUsize::new(thread::PROCESS_GATE + 1);
@@ -197,13 +183,6 @@ impl Cpus {
         &self.slots[cpu as usize - self.owned.len()]
     }
 
-    /// Whether this CPU-per-thread machine has overflow CPUs (else its threads beyond the
-    /// pool borrow owned ones).
-    #[inline]
-    fn has_overflow(&self) -> bool {
-        self.per_thread() && !self.slots.is_empty()
-    }
-
     /// Records CPU `cpu`'s area word (`Platform::set_cpu_area`) where its fast pins find it.
     pub(crate) fn set_area(&self, cpu: u32, area: usize) {
         if let Some(s) = (cpu as usize).checked_sub(self.owned.len()).and_then(|i| self.slots.get(i)) {
@@ -284,28 +263,6 @@ impl Cpus {
         }
     }
 
-    /// Brings overflow CPU `s` online before its first use: the first thread to need it runs
-    /// the CPU-online preparation (as a thread that claims an owned CPU does); one that comes
-    /// meanwhile waits for it. One load once it is up.
-    #[inline]
-    fn overflow_up(&self, s: &Slot) {
-        if s.up.load(Ordering::Acquire) != cpu_slot::UP {
-            self.overflow_up_slow(s);
-        }
-    }
-
-    #[cold]
-    fn overflow_up_slow(&self, s: &Slot) {
-        if s.up.compare_exchange(cpu_slot::DOWN, cpu_slot::COMING_UP, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-            self.cpu_up(s.cpu());
-            s.up.store(cpu_slot::UP, Ordering::Release);
-            return;
-        }
-        while s.up.load(Ordering::Acquire) != cpu_slot::UP {
-            std::thread::yield_now();
-        }
-    }
-
     /// The CPU the thread runs on now: the held one inside a critical section, else its
     /// own (per-thread) or its possibly migrated home (shared).
     #[inline]
@@ -324,6 +281,9 @@ impl Cpus {
             return h.get().cpu;
         }
         if self.per_thread() {
+            if let Some(cpu) = self.fast_overflow_pin(c) {
+                return cpu;
+            }
             if let Some(cpu) = self.claim(c) {
                 return cpu;
             }
@@ -350,7 +310,7 @@ impl Cpus {
     fn home(&self, c: &Ctx) -> u32 {
         let me = thread_no(c);
         let base = match self.per_thread() {
-            true => host_cpu().unwrap_or(me),
+            true => overflow::host_cpu().unwrap_or(me),
             false => c.pinned.get().unwrap_or_else(|| me.wrapping_add(c.migration.get())),
         };
         let cpu = self.owned.len() as u32 + base % self.slots.len() as u32;
@@ -367,24 +327,6 @@ impl Cpus {
             c.fast_word.set(cpu_slot::held_word(me));
             c.fast_machine.set(self.gate());
         }
-        cpu
-    }
-
-    /// An outermost section of an overflow thread (no CPU of its own) from its home `cpu`:
-    /// the home slot if free, else the first free overflow CPU after it, else a wait for
-    /// the home (a holder descheduled inside its section holds up only the threads that
-    /// find every overflow CPU held). Returns the CPU taken.
-    fn enter_overflow(&self, cpu: u32, me: u32) -> u32 {
-        let n = self.slots.len();
-        let first = cpu as usize - self.owned.len();
-        for i in 0..n {
-            let s = &self.slots[(first + i) % n];
-            self.overflow_up(s);
-            if s.try_acquire(me) {
-                return s.cpu();
-            }
-        }
-        self.slot(cpu).enter(0, me);
         cpu
     }
 
@@ -428,6 +370,12 @@ impl Cpus {
             return h.cpu;
         }
         if self.per_thread() {
+            // Nested in the thread's fast pin of an overflow CPU: that CPU (neither a CPU of
+            // its own claimed now nor the home the host CPU would give it now).
+            if let Some(cpu) = self.fast_overflow_pin(c) {
+                c.push_held(Held { machine: self.id, cpu, depth: 1, stopped: false, in_fast: true });
+                return cpu;
+            }
             if let Some(cpu) = self.claim(c) {
                 // SAFETY: just set by `claim`.
                 c.enter_owned(unsafe { &*c.own_state.get() });
@@ -438,19 +386,6 @@ impl Cpus {
                 self.owned[cpu as usize].stop();
                 c.push_held(Held { machine: self.id, cpu, depth: 1, stopped: true, in_fast: false });
                 return cpu;
-            }
-            // Nested in the thread's fast pin of an overflow CPU: that CPU, whatever its home
-            // would be now (the host CPU may have changed since the pin's home was chosen;
-            // computing it again would also move the pin's home under it).
-            if c.fast_machine.get() == self.gate() {
-                // SAFETY: `fast_slot` points into the CPUs of the machine whose gate token
-                // `fast_machine` holds (set together in `home`): this one.
-                let slot = unsafe { &*c.fast_slot.get() };
-                if slot.held_as(cpu_slot::held_word(thread_no(c))) {
-                    let cpu = slot.cpu();
-                    c.push_held(Held { machine: self.id, cpu, depth: 1, stopped: false, in_fast: true });
-                    return cpu;
-                }
             }
         }
         let cpu = self.home(c);
