@@ -41,7 +41,7 @@
 #                                               opening however many CPUs race, a forced one
 #                                               served once; a gate without its
 #                                               compare-exchange is caught
-#   crates/kmem-hosted/src/cpu_slot/loom_tests.rs  hosted CPU slot: per-CPU sections, nesting
+#   crates/kmem-hosted/src/cpu_slot/loom_tests.rs  hosted CPU slot: per-CPU sections, nesting; an overflow CPU's bring-up
 #   crates/kmem-hosted/src/cpu_owner/loom_tests.rs owned CPU (a CPU per thread): the owner's
 #                                               plain sections against stoppers (membarrier
 #                                               modelled as fences); a stopper without the

@@ -80,21 +80,21 @@ pub(crate) struct Slot {
     owner: AtomicU32,
     /// The CPU's number (what a fast pin returns).
     cpu: u32,
-    /// An overflow CPU's state (`cpus/mod.rs`): [`DOWN`] until a thread first needs it,
+    /// An overflow CPU's state (`cpus/overflow.rs`): [`DOWN`] until a thread first needs it,
     /// [`COMING_UP`] while that thread runs its CPU-online preparation, [`UP`] after.
     /// A shared machine's CPUs are up from the start.
-    pub(crate) up: AtomicU32,
+    up: AtomicU32,
     _pad: [u32; 7],
     /// The CPU's area word (`Platform::set_cpu_area`), at [`AREA_OFFSET`] as an owned CPU's.
     pub(crate) area: std::sync::atomic::AtomicUsize,
 }
 
 /// [`Slot::up`]: not online yet.
-pub(crate) const DOWN: u32 = 0;
+const DOWN: u32 = 0;
 /// [`Slot::up`]: online (`cpu_online`), its preparation under way.
-pub(crate) const COMING_UP: u32 = 1;
+const COMING_UP: u32 = 1;
 /// [`Slot::up`]: online and prepared.
-pub(crate) const UP: u32 = 2;
+const UP: u32 = 2;
 
 /// A pin's word (the facade's `AtomicU32`): what a pin's token points at.
 pub(crate) type Word = AtomicU32;
@@ -184,6 +184,44 @@ impl Slot {
     #[inline(always)]
     pub(crate) fn cpu(&self) -> u32 {
         self.cpu
+    }
+
+    /// A slot that starts [`DOWN`] (an overflow CPU, brought up by [`Slot::bring_up`]).
+    pub(crate) fn new_down(cpu: u32) -> Self {
+        let s = Self::new(cpu);
+        s.up.store(DOWN, Ordering::Relaxed);
+        s
+    }
+
+    /// Whether the CPU is online ([`COMING_UP`] or [`UP`]).
+    #[inline]
+    pub(crate) fn online(&self) -> bool {
+        self.up.load(Ordering::Acquire) != DOWN
+    }
+
+    /// Brings the CPU up before its first use: the first caller runs `prepare` (the
+    /// CPU-online preparation) with the CPU already online ([`COMING_UP`]: `cpu_online`
+    /// says so, as for an owned CPU whose thread has claimed it), then marks it [`UP`];
+    /// a caller that comes meanwhile waits for that. Everything `prepare` wrote
+    /// happens-before any caller's return (`Release` store of `UP`, `Acquire` loads). One
+    /// load once up. Loom-checked (`cpu_slot/loom_tests.rs`).
+    #[inline]
+    pub(crate) fn bring_up(&self, prepare: impl FnOnce()) {
+        if self.up.load(Ordering::Acquire) != UP {
+            self.bring_up_slow(prepare);
+        }
+    }
+
+    #[cold]
+    fn bring_up_slow(&self, prepare: impl FnOnce()) {
+        if self.up.compare_exchange(DOWN, COMING_UP, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            prepare();
+            self.up.store(UP, Ordering::Release);
+            return;
+        }
+        while self.up.load(Ordering::Acquire) != UP {
+            yield_now();
+        }
     }
 
     /// Enters a critical section on this CPU as thread `me` (non-zero), whose sections on it

@@ -245,3 +245,71 @@ fn a_fast_pin_without_its_compare_exchange_is_caught() {
         });
     });
 }
+
+/// Reads the CPU's data after its bring-up returned, while the other thread may still run.
+fn read_after_bring_up(cpu: &Cpu) -> u64 {
+    // SAFETY: the only write is the preparation's, before the bring-up's publication; loom
+    // reports this read if it is not ordered after that write.
+    cpu.data.with(|p| unsafe { *p })
+}
+
+/// An overflow CPU's bring-up (`Slot::bring_up`): two threads need a CPU that is down at
+/// once; the preparation runs exactly once, the CPU is online while it runs, and whatever it
+/// wrote (plain data, as the CPU's fast table) is visible to both when they return (loom's
+/// causality check on the cell).
+#[test]
+fn bring_up_prepares_once_and_publishes_it() {
+    model(|| {
+        let cpu = Arc::new(Cpu { slot: Slot::new_down(0), ..Cpu::default() });
+        let prepared = Arc::new(AtomicU64::new(0));
+        assert!(!cpu.slot.online());
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let (cpu, prepared) = (cpu.clone(), prepared.clone());
+                thread::spawn(move || {
+                    cpu.slot.bring_up(|| {
+                        assert!(cpu.slot.online(), "online while its preparation runs");
+                        prepared.fetch_add(1, Ordering::Relaxed);
+                        cpu.bump_data();
+                    });
+                    assert!(cpu.slot.online());
+                    assert_eq!(read_after_bring_up(&cpu), 1, "the preparation's writes are visible after bring_up");
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(prepared.load(Ordering::Relaxed), 1, "prepared exactly once");
+    });
+}
+
+/// The bring-up model has teeth: publishing `UP` with a relaxed store lets a waiter read
+/// the preparation's data unordered, and is caught.
+#[test]
+#[should_panic(expected = "Causality violation")]
+fn bring_up_with_a_relaxed_publication_is_caught() {
+    model(|| {
+        let cpu = Arc::new(Cpu { slot: Slot::new_down(0), ..Cpu::default() });
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let cpu = cpu.clone();
+                thread::spawn(move || {
+                    let s = &cpu.slot;
+                    if s.up.compare_exchange(DOWN, COMING_UP, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+                        cpu.bump_data();
+                        s.up.store(UP, Ordering::Relaxed);
+                    } else {
+                        while s.up.load(Ordering::Relaxed) != UP {
+                            thread::yield_now();
+                        }
+                    }
+                    let _ = read_after_bring_up(&cpu);
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+    });
+}

@@ -155,13 +155,7 @@ impl Cpus {
             // Down until a thread needs them (`Cpus::overflow_up`): a process that never has
             // more threads than owned CPUs prepares none (4 of them cost the first `malloc`
             // 9 faults).
-            slots: (nr - overflow.min(nr - 1)..nr)
-                .map(|i| {
-                    let s = Slot::new(i as u32);
-                    s.up.store(cpu_slot::DOWN, Ordering::Relaxed);
-                    s
-                })
-                .collect(),
+            slots: (nr - overflow.min(nr - 1)..nr).map(|i| Slot::new_down(i as u32)).collect(),
             owned: (0..nr - overflow.min(nr - 1)).map(|i| OwnedCpu::new(i as u32)).collect(),
             migrate_every: 0,
             hook: RwLock::new(None),
@@ -259,7 +253,7 @@ impl Cpus {
     pub(crate) fn online(&self, cpu: u32) -> bool {
         match self.owned.get(cpu as usize) {
             Some(c) => c.owner() != crate::cpu_owner::FREE,
-            None => (cpu as usize) < self.nr && self.slot(cpu).up.load(Ordering::Acquire) != cpu_slot::DOWN,
+            None => (cpu as usize) < self.nr && self.slot(cpu).online(),
         }
     }
 

@@ -4,8 +4,6 @@
 //! runs on; an overflow CPU comes online when a thread first needs it. See ARCHITECTURE.md,
 //! "Overflow CPUs".
 
-use std::sync::atomic::Ordering;
-
 use super::{Cpus, Ctx};
 use crate::cpu_slot::{self, Slot};
 
@@ -37,21 +35,7 @@ impl Cpus {
     /// meanwhile waits for it. One load once it is up.
     #[inline]
     pub(super) fn overflow_up(&self, s: &Slot) {
-        if s.up.load(Ordering::Acquire) != cpu_slot::UP {
-            self.overflow_up_slow(s);
-        }
-    }
-
-    #[cold]
-    fn overflow_up_slow(&self, s: &Slot) {
-        if s.up.compare_exchange(cpu_slot::DOWN, cpu_slot::COMING_UP, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-            self.cpu_up(s.cpu());
-            s.up.store(cpu_slot::UP, Ordering::Release);
-            return;
-        }
-        while s.up.load(Ordering::Acquire) != cpu_slot::UP {
-            std::thread::yield_now();
-        }
+        s.bring_up(|| self.cpu_up(s.cpu()));
     }
 
     /// The overflow CPU this thread holds by its fast pin (a CPU-per-thread machine), if it
