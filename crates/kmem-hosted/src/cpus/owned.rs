@@ -22,7 +22,8 @@ use std::sync::{Arc, Mutex, Weak};
 
 use super::{thread_no, Cpus, Ctx, Own, CTX, NO_OWN};
 
-/// A borrowing thread tries to claim a CPU of its own again after this many sections.
+/// A thread without a CPU of its own (on the overflow CPUs, or borrowing) tries to claim one
+/// again after this many slow entries (careful sections, `current()` outside the fast paths).
 pub(crate) const RECLAIM_EVERY: u32 = 256;
 
 /// A thread that finds no free CPU looks for CPUs of dead threads (a `tgkill` for each
