@@ -162,3 +162,59 @@ fn fork_while_threads_allocate_and_the_child_checks_its_heap() {
     let reports: u64 = ReportKind::ALL.iter().filter(|&&k| k != ReportKind::Info).map(|&k| m.report_count(k)).sum();
     assert_eq!(reports, 0, "the global machine reported");
 }
+
+/// `fork` while more threads allocate than the machine has CPUs to own: the threads beyond
+/// the pool run on the overflow CPUs, which the fork's `stop_machine` takes after the owned
+/// ones. Each worker keeps a few small blocks; every child checks what it inherited, allocates
+/// from a thread of its own and verifies the machine. (A stress test: a `stop_machine` that
+/// left the overflow CPUs out went unnoticed here in two runs of three, since a child's
+/// threads take the owned CPUs its parent's threads left.)
+#[test]
+fn fork_while_threads_beyond_the_possible_cpus_allocate() {
+    let workers = global::possible_cpus() + 8;
+    let registry: Mutex<Vec<Blk>> = Mutex::new(Vec::new());
+    let stop = AtomicBool::new(false);
+    let started = std::sync::Barrier::new(workers + 1);
+    std::thread::scope(|s| {
+        for t in 0..workers as u64 {
+            let (registry, stop, started) = (&registry, &stop, &started);
+            s.spawn(move || {
+                let mut rng = SmallRng::seed_from_u64(100 + t);
+                let mut own: Vec<Blk> = (0..4).map(|_| filled(rng.gen_range(1..=2048), rng.gen())).collect();
+                started.wait();
+                while !stop.load(Ordering::Relaxed) {
+                    let i = rng.gen_range(0..own.len());
+                    let b = std::mem::replace(&mut own[i], filled(rng.gen_range(1..=2048), rng.gen()));
+                    assert!(intact(&b), "worker {t}: a block changed");
+                    if rng.gen_bool(0.01) {
+                        let mut r = registry.lock().unwrap();
+                        r.push(b);
+                        if r.len() > 256 {
+                            let i = rng.gen_range(0..r.len());
+                            let old = r.swap_remove(i);
+                            assert!(intact(&old), "a registry block changed");
+                        }
+                    }
+                }
+                assert!(own.iter().all(intact), "worker {t}: a block changed");
+            });
+        }
+        started.wait();
+        for n in 0..4 {
+            let reg = registry.lock().unwrap();
+            // SAFETY: as in the test above.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0, "fork failed");
+            if pid == 0 {
+                let code = child(&reg);
+                // SAFETY: as in the test above.
+                unsafe { libc::_exit(code) };
+            }
+            drop(reg);
+            assert_eq!(wait(pid), 0, "fork {n}: the child failed (1, 5: inherited blocks; 2, 3: its own; 4: verify)");
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    assert!(registry.into_inner().unwrap().iter().all(intact), "a registry block changed");
+    global::machine().expect("the global machine booted").verify().unwrap();
+}
