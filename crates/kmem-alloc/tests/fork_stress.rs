@@ -99,6 +99,38 @@ fn child(inherited: &[Blk]) -> i32 {
     0
 }
 
+/// Keeps `b` in the shared registry, which holds at most `max` blocks (a random one leaves,
+/// checked).
+fn deposit(registry: &Mutex<Vec<Blk>>, b: Blk, max: usize, rng: &mut SmallRng) {
+    let mut r = registry.lock().unwrap();
+    r.push(b);
+    if r.len() > max {
+        let i = rng.gen_range(0..r.len());
+        let old = r.swap_remove(i);
+        assert!(intact(&old), "a registry block changed");
+    }
+}
+
+/// Fork `n`: the child runs [`child`] on its copy of the registry; the parent checks its
+/// exit status.
+fn fork_and_check(registry: &Mutex<Vec<Blk>>, n: usize) {
+    // Held across the fork: the child's copy of the registry is consistent, and the child
+    // (this thread's copy) owns the guard.
+    let reg = registry.lock().unwrap();
+    // SAFETY: the child only allocates (kmem's atfork handlers made that safe), reads
+    // memory, spawns a thread, and leaves with `_exit`.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let code = child(&reg);
+        // SAFETY: leaves the child without running the parent's test harness.
+        unsafe { libc::_exit(code) };
+    }
+    drop(reg);
+    let code = wait(pid);
+    assert_eq!(code, 0, "fork {n}: the child failed (1, 5: inherited blocks; 2, 3: its own; 4: verify)");
+}
+
 #[test]
 fn fork_while_threads_allocate_and_the_child_checks_its_heap() {
     let deadline = std::env::var("KMEM_STRESS_SECS")
@@ -119,13 +151,7 @@ fn fork_while_threads_allocate_and_the_child_checks_its_heap() {
                         let b = own.swap_remove(rng.gen_range(0..own.len()));
                         assert!(intact(&b), "worker {t}: a block changed");
                         if rng.gen_bool(0.2) {
-                            let mut r = registry.lock().unwrap();
-                            r.push(b);
-                            if r.len() > 64 {
-                                let i = rng.gen_range(0..r.len());
-                                let old = r.swap_remove(i);
-                                assert!(intact(&old), "a registry block changed");
-                            }
+                            deposit(registry, b, 64, &mut rng);
                         }
                     }
                 }
@@ -134,21 +160,7 @@ fn fork_while_threads_allocate_and_the_child_checks_its_heap() {
         }
         let mut n = 0;
         while deadline.map_or(n < 8, |d| Instant::now() < d) {
-            // Held across the fork: the child's copy of the registry is consistent, and the
-            // child (this thread's copy) owns the guard.
-            let reg = registry.lock().unwrap();
-            // SAFETY: the child only allocates (kmem's atfork handlers made that safe), reads
-            // memory, spawns a thread, and leaves with `_exit`.
-            let pid = unsafe { libc::fork() };
-            assert!(pid >= 0, "fork failed");
-            if pid == 0 {
-                let code = child(&reg);
-                // SAFETY: leaves the child without running the parent's test harness.
-                unsafe { libc::_exit(code) };
-            }
-            drop(reg);
-            let code = wait(pid);
-            assert_eq!(code, 0, "fork {n}: the child failed (1, 5: inherited blocks; 2, 3: its own; 4: verify)");
+            fork_and_check(&registry, n);
             n += 1;
         }
         stop.store(true, Ordering::Relaxed);
@@ -187,13 +199,7 @@ fn fork_while_threads_beyond_the_possible_cpus_allocate() {
                     let b = std::mem::replace(&mut own[i], filled(rng.gen_range(1..=2048), rng.gen()));
                     assert!(intact(&b), "worker {t}: a block changed");
                     if rng.gen_bool(0.01) {
-                        let mut r = registry.lock().unwrap();
-                        r.push(b);
-                        if r.len() > 256 {
-                            let i = rng.gen_range(0..r.len());
-                            let old = r.swap_remove(i);
-                            assert!(intact(&old), "a registry block changed");
-                        }
+                        deposit(registry, b, 256, &mut rng);
                     }
                 }
                 assert!(own.iter().all(intact), "worker {t}: a block changed");
@@ -201,17 +207,7 @@ fn fork_while_threads_beyond_the_possible_cpus_allocate() {
         }
         started.wait();
         for n in 0..4 {
-            let reg = registry.lock().unwrap();
-            // SAFETY: as in the test above.
-            let pid = unsafe { libc::fork() };
-            assert!(pid >= 0, "fork failed");
-            if pid == 0 {
-                let code = child(&reg);
-                // SAFETY: as in the test above.
-                unsafe { libc::_exit(code) };
-            }
-            drop(reg);
-            assert_eq!(wait(pid), 0, "fork {n}: the child failed (1, 5: inherited blocks; 2, 3: its own; 4: verify)");
+            fork_and_check(&registry, n);
         }
         stop.store(true, Ordering::Relaxed);
     });

@@ -79,6 +79,30 @@ fn threads_beyond_the_pool_share_the_overflow_cpus() {
     hammer(4, 2, 6, 2_000);
 }
 
+/// Runs sections (`preempt_disable`) until one runs on `cpu`, at most `n`; returns the CPU
+/// of the last.
+fn sections_until(p: &impl Platform, cpu: CpuId, n: usize) -> CpuId {
+    let mut last = p.preempt_disable_cpu();
+    p.preempt_enable();
+    for _ in 1..n {
+        if last == cpu {
+            break;
+        }
+        last = p.preempt_disable_cpu();
+        p.preempt_enable();
+    }
+    last
+}
+
+/// A machine of `possible` CPUs, the last `overflow` of them overflow CPUs, and the CPU that
+/// the calling thread (which booted it) owns.
+fn overflow_machine(possible: usize, overflow: usize) -> (kmem_hosted::Machine, CpuId) {
+    let m = MachineBuilder::new().ram_mib(32).thread_cpus(possible).thread_cpus_overflow(overflow).build().unwrap();
+    let mine = m.platform().preempt_disable_cpu();
+    m.platform().preempt_enable();
+    (m, mine)
+}
+
 /// The overflow CPUs' point: a thread beyond the pool never waits for an owner's section.
 /// Both owners sit inside a section until the third thread has run a thousand sections of
 /// its own; a thread that borrowed an owned CPU would wait for them forever (here: the
@@ -87,11 +111,9 @@ fn threads_beyond_the_pool_share_the_overflow_cpus() {
 fn a_thread_beyond_the_pool_never_waits_for_an_owner() {
     use std::sync::mpsc::channel;
     use std::time::Duration;
-    // Three owned CPUs (the test's thread, which booted the machine, owns one), one overflow.
-    let m = MachineBuilder::new().ram_mib(32).thread_cpus(4).thread_cpus_overflow(1).build().unwrap();
+    // Three owned CPUs (the test's thread owns one), one overflow.
+    let (m, mine) = overflow_machine(4, 1);
     let p = m.platform();
-    let mine = p.preempt_disable_cpu();
-    p.preempt_enable();
     let (done_tx, done_rx) = channel::<CpuId>();
     let (in_tx, in_rx) = channel::<CpuId>();
     let done_rx = std::sync::Mutex::new(done_rx);
@@ -152,10 +174,8 @@ fn a_thread_beyond_the_pool_never_waits_for_an_owner() {
 fn an_overflow_thread_claims_a_cpu_once_one_is_free() {
     use std::sync::mpsc::channel;
     // Two owned CPUs (the test's thread owns one), one overflow.
-    let m = MachineBuilder::new().ram_mib(32).thread_cpus(3).thread_cpus_overflow(1).build().unwrap();
+    let (m, mine) = overflow_machine(3, 1);
     let p = m.platform();
-    let mine = p.preempt_disable_cpu();
-    p.preempt_enable();
     let (go_tx, go_rx) = channel::<()>();
     let (took_tx, took_rx) = channel::<CpuId>();
     std::thread::scope(|s| {
@@ -176,15 +196,7 @@ fn an_overflow_thread_claims_a_cpu_once_one_is_free() {
             let owner_cpu = owner.join().unwrap();
             // The owner has exited: its CPU is free, and within a few thousand sections this
             // thread owns it.
-            let mut last = first;
-            for _ in 0..5_000 {
-                last = p.preempt_disable_cpu();
-                p.preempt_enable();
-                if last == owner_cpu {
-                    break;
-                }
-            }
-            (first, last)
+            (first, sections_until(p, owner_cpu, 5_000))
         });
         let (first, last) = other.join().unwrap();
         assert_eq!(first, CpuId(2), "the overflow CPU while both owned ones were taken");
@@ -447,15 +459,7 @@ fn a_dead_owner_s_cpu_is_taken_over() {
         s.spawn(|| {
             let first = p.preempt_disable_cpu();
             p.preempt_enable();
-            let mut last = first;
-            for _ in 0..20_000 {
-                last = p.preempt_disable_cpu();
-                p.preempt_enable();
-                if last == dead_cpu {
-                    break;
-                }
-            }
-            (first, last)
+            (first, sections_until(p, dead_cpu, 20_000))
         })
         .join()
         .unwrap()
@@ -470,10 +474,9 @@ fn a_dead_owner_s_cpu_is_taken_over() {
 #[test]
 fn overflow_cpus_come_up_when_first_needed() {
     // One owned CPU (the test's thread's), two overflow CPUs.
-    let m = MachineBuilder::new().ram_mib(32).thread_cpus(3).thread_cpus_overflow(2).build().unwrap();
+    let (m, mine) = overflow_machine(3, 2);
     let p = m.platform();
-    assert_eq!(p.preempt_disable_cpu(), CpuId(0));
-    p.preempt_enable();
+    assert_eq!(mine, CpuId(0));
     assert!(!p.cpu_online(CpuId(1)) && !p.cpu_online(CpuId(2)), "overflow CPUs down after boot");
     let cpu = std::thread::scope(|s| {
         s.spawn(|| {
@@ -507,10 +510,8 @@ fn a_section_nested_in_an_overflow_fast_pin_stays_on_its_cpu() {
         unsafe { libc::sched_setaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &set) == 0 }
     }
     // One owned CPU (the test's thread's), two overflow CPUs.
-    let m = MachineBuilder::new().ram_mib(32).thread_cpus(3).thread_cpus_overflow(2).build().unwrap();
+    let (m, _) = overflow_machine(3, 2);
     let p = m.platform();
-    p.preempt_disable_cpu();
-    p.preempt_enable();
     std::thread::scope(|s| {
         s.spawn(|| {
             let two = run_on_host_cpu(0);
