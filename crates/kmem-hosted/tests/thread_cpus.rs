@@ -531,3 +531,27 @@ fn a_section_nested_in_an_overflow_fast_pin_stays_on_its_cpu() {
         });
     });
 }
+
+/// `try_pin_cpu_nolock` (a signal handler's `kmalloc_nolock`) on an overflow thread: its
+/// home overflow CPU when it holds no CPU, nothing inside one of its sections (whatever it
+/// interrupted may be using the CPU).
+#[test]
+fn an_overflow_thread_pins_its_cpu_for_nolock_only_outside_its_sections() {
+    let (m, _) = overflow_machine(2, 1);
+    let p = m.platform();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let home = p.preempt_disable_cpu();
+            assert!(p.try_pin_cpu_nolock().is_none(), "inside a section: no pin");
+            p.preempt_enable();
+            assert_eq!(home, CpuId(1), "the overflow CPU");
+            let pin = p.try_pin_cpu_nolock().expect("outside its sections, an overflow thread pins its home");
+            assert_eq!(pin.cpu, home);
+            assert_eq!(p.current_cpu(), home);
+            p.unpin_cpu(pin);
+            // The CPU is free again: a careful section takes it at once.
+            assert_eq!(p.preempt_disable_cpu(), home);
+            p.preempt_enable();
+        });
+    });
+}
