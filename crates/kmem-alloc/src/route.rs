@@ -8,7 +8,16 @@
 //! | above 4 MiB | host mappings (`huge`), until kmem has vmalloc |
 //!
 //! A request the machine cannot serve makes it grow (`Machine::hot_add`, 128 MiB at a time)
-//! and is retried; only when the hotplug reserve is used up does it fail.
+//! and is retried. It grows **before it reclaims**: the slow path's requests carry no
+//! `__GFP_DIRECT_RECLAIM` while the hotplug reserve lasts, so a full machine takes another
+//! section (address space and descriptors: pages cost the host only once touched) instead of
+//! running direct reclaim, whose flush of every CPU's sheaves and barns a heap that only grows
+//! paid again each time the little it freed was used up (`perl` building a hash of 500,000
+//! entries: 484 reclaim sweeps in 1.8 s; 1.12x glibc's time before, 0.9x after). Once the
+//! reserve is used up, the request is made with `GFP_KERNEL` (direct reclaim, then the
+//! failure). Memory left in sheaves and barns is bounded (a barn holds at most
+//! `slab_barn_bytes` of a cache's objects), and empty slabs still go back to the page
+//! allocator and the host as before (`global::maybe_report`).
 
 use core::ptr::NonNull;
 
@@ -146,33 +155,33 @@ fn fast_request_aligned(size: usize, align: usize) -> Option<usize> {
     Some(size.max(align).next_power_of_two())
 }
 
-/// [`alloc`] past its fast path: zeroing, huge mappings, kmalloc's slow paths, growing.
+/// [`alloc`] past its fast path: zeroing, huge mappings, kmalloc's slow paths (without
+/// direct reclaim: see the module docs), growing.
 #[inline(never)]
 pub(crate) fn alloc_slow(m: &Machine, size: usize, align: usize, zero: bool) -> *mut u8 {
     // Size 0 gives a unique minimal block, as C's malloc.
     let size = size.max(1);
     let Some(req) = kmalloc_request(size, align) else { return huge::alloc(size, align, zero) };
     let gfp = if zero { Gfp::KERNEL | Gfp::NOWARN | Gfp::ZERO } else { Gfp::KERNEL | Gfp::NOWARN };
-    match m.kmalloc(req, gfp) {
+    match m.kmalloc(req, gfp.without(Gfp::DIRECT_RECLAIM)) {
         Ok(p) => p.as_ptr(),
         Err(_) => alloc_growing(m, req, gfp),
     }
 }
 
-/// [`alloc`] once the machine had nothing: grow it and retry, until the hotplug reserve is
-/// used up.
+/// [`alloc`] once the machine had nothing: grow it and retry, still without direct reclaim,
+/// until the hotplug reserve is used up; then one `GFP_KERNEL` request (direct reclaim
+/// first), whose failure is the caller's null.
 #[cold]
 #[inline(never)]
 fn alloc_growing(m: &Machine, req: usize, gfp: Gfp) -> *mut u8 {
     loop {
         let seen = global::grown();
-        match m.kmalloc(req, gfp) {
-            Ok(p) => return p.as_ptr(),
-            Err(_) => {
-                if !global::grow(m, seen) {
-                    return core::ptr::null_mut();
-                }
-            }
+        if let Ok(p) = m.kmalloc(req, gfp.without(Gfp::DIRECT_RECLAIM)) {
+            return p.as_ptr();
+        }
+        if !global::grow(m, seen) {
+            return m.kmalloc(req, gfp).map_or(core::ptr::null_mut(), |p| p.as_ptr());
         }
     }
 }
