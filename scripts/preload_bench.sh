@@ -5,7 +5,8 @@
 # KMEM_BENCH_NO_APT=1). Two parts:
 #  1. crates/kmem-bench/c/mtbench.c (built with gcc into target/preload-bench/): larson,
 #     threadtest and thread churn with 2, 4 and 8 threads, the single-thread random-order
-#     churn, and 256 live threads each allocating and freeing (more than kmem's CPUs);
+#     churn, 256 live threads each allocating and freeing (more than kmem's CPUs), and 4
+#     threads building heaps that only grow (past a fresh kmem machine's RAM);
 #     wall time of each run, median of RUNS runs (the allocators take turns, in a
 #     rotating order, run after run);
 #  2. start-up: wall time of `ls /` (and of `true`), median of STARTUP_RUNS runs each.
@@ -94,6 +95,9 @@ cases.append(("churn1", 1, [bin, "churn1", str(2_000_000 // scale)]))
 # More live threads than kmem's process machine has CPUs to own (128 possible on a host of
 # up to 32 CPUs, the last few of them overflow CPUs that the threads beyond share).
 cases.append(("many", 256, [bin, "many", "256", str(8_000_000 // scale)]))
+# A heap that only grows, past a fresh kmem machine's 128 MiB of RAM (about 380 MB live at
+# the peak): the machine grows by hot-add instead of reclaiming (kmem-alloc's route.rs).
+cases.append(("grow", 4, [bin, "grow", "4", str(1_000_000 // scale)]))
 
 times = {}
 failed = set()

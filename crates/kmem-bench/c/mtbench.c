@@ -22,6 +22,11 @@
  *                                       and freeing it, in a loop; PAIRS in all (default
  *                                       4,000,000). More threads than an allocator has
  *                                       per-thread or per-CPU caches for.
+ *   mtbench grow THREADS [BLOCKS]       each thread builds a heap that only grows: it
+ *                                       allocates BLOCKS/THREADS blocks, keeps three in four
+ *                                       (the fourth freed at once), then frees them all;
+ *                                       BLOCKS in all (default 1,000,000: about 380 MB live
+ *                                       at the peak, more than a fresh kmem machine's RAM).
  *
  * Prints on stderr which allocator served it (from the symbols the process has), so that a
  * preload that did not take is noticed. Exit status 0 on success.
@@ -214,6 +219,36 @@ static void many(int threads, long pairs) {
     free(tid);
 }
 
+/* ---- grow -------------------------------------------------------------------------- */
+static void *grow_thread(void *v) {
+    long blocks = (long)(intptr_t)v;
+    uint64_t rng = 0x67726f77ULL ^ (uint64_t)(uintptr_t)&blocks;
+    void **kept = malloc(blocks * sizeof *kept);
+    long n = 0;
+    for (long i = 0; i < blocks; i++) {
+        void *p = new_block(rsize(&rng));
+        if (i % 4 == 3)
+            free_block(p);
+        else
+            kept[n++] = p;
+    }
+    for (long i = 0; i < n; i++) free_block(kept[i]);
+    free(kept);
+    return NULL;
+}
+
+static void grow(int threads, long blocks) {
+    pthread_t *tid = malloc(threads * sizeof *tid);
+    for (int t = 0; t < threads; t++) {
+        if (pthread_create(&tid[t], NULL, grow_thread, (void *)(intptr_t)(blocks / threads))) {
+            fprintf(stderr, "mtbench: pthread_create failed\n");
+            exit(1);
+        }
+    }
+    for (int t = 0; t < threads; t++) pthread_join(tid[t], NULL);
+    free(tid);
+}
+
 static const char *allocator(void) {
     if (dlsym(RTLD_DEFAULT, "kmem_malloc_online_bytes")) return "kmem";
     if (dlsym(RTLD_DEFAULT, "mi_version")) return "mimalloc";
@@ -238,12 +273,14 @@ int main(int argc, char **argv) {
             churn(threads, n ? n : 2000);
         else if (!strcmp(mode, "many"))
             many(threads, n ? n : 4000000);
+        else if (!strcmp(mode, "grow"))
+            grow(threads, n ? n : 1000000);
         else
             goto usage;
     }
     fprintf(stderr, "allocator=%s\n", allocator());
     return 0;
 usage:
-    fprintf(stderr, "usage: mtbench larson|threadtest|churn|many THREADS [N] | mtbench churn1 [STEPS]\n");
+    fprintf(stderr, "usage: mtbench larson|threadtest|churn|many|grow THREADS [N] | mtbench churn1 [STEPS]\n");
     return 2;
 }
