@@ -53,6 +53,27 @@ impl<P: Platform> Kmem<P> {
         pages
     }
 
+    /// Every cache's barns and empty slabs back to the page allocator, the CPUs' sheaves left
+    /// alone: reclaim's slab sweep at every priority but the lowest, on its own. It stops no
+    /// other CPU, so a caller may run it where a full reclaim would be too dear (a process
+    /// allocator about to grow its machine: `kmem-alloc`). Returns the slab pages given
+    /// back; counted as a sweep (`slab_sweeps`, `slab_pages_reclaimed`), not as a stall.
+    ///
+    /// ```
+    /// use kmem::{Gfp, SlabFlags};
+    /// let m = kmem_hosted::MachineBuilder::new().ram_mib(16).build().unwrap();
+    /// let c = m.kmem_cache_create("doc-lists", 256, 0, SlabFlags::NONE, None).unwrap();
+    /// let objs: Vec<_> = (0..4096).map(|_| m.kmem_cache_alloc(&c, Gfp::KERNEL).unwrap()).collect();
+    /// for o in objs {
+    ///     // SAFETY: each allocated above from `c`, freed once.
+    ///     unsafe { m.kmem_cache_free(&c, o) };
+    /// }
+    /// assert!(m.shrink_slab_lists() > 0, "the freed objects' slabs went back");
+    /// ```
+    pub fn shrink_slab_lists(&self) -> usize {
+        self.shrink_slab_caches(false)
+    }
+
     /// A reference on the cache with id `id`, if it is live (boot caches need none).
     fn cache_get(&self, id: u32) -> Option<NonNull<KmemCache>> {
         let st = self.slab();
