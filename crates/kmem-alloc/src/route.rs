@@ -14,7 +14,7 @@
 //! running direct reclaim, whose flush of every CPU's sheaves (each CPU stopped) a heap that
 //! only grows paid again each time the little it freed was used up (`perl` building a hash of
 //! 500,000 entries: 484 reclaim sweeps, 1.07x glibc's time, now 0.90x; a C++ program of 4
-//! threads each building a `std::map` of 600,000 entries: 20x glibc's time, now 0.87x).
+//! threads each building a `std::map` of 600,000 entries: 15-20x glibc's time, now 0.87x).
 //! Before it grows, the machine sweeps the slab lists, which stops no CPU (`global::grow`):
 //! what frees parked in the barns serves other sizes first. Once the reserve is used up, the
 //! request is made with `GFP_KERNEL` (direct reclaim, then the failure).
