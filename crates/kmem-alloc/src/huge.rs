@@ -15,7 +15,8 @@
 //! between half of it and all of it; failing that, the largest cached mapping smaller than
 //! it, grown with `mremap` (its pages stay: only the new part faults in); failing that, a
 //! fresh mapping. So a loop over blocks of varying size soon finds a mapping of the right
-//! size in the cache every time, with no system call and no page fault. A cached mapping
+//! size in the cache every time, with no system call and no page fault. A `realloc` from
+//! one such block to another resizes its mapping ([`remap`]): nothing is copied. A cached mapping
 //! remembers the pointer it was freed as, so that freeing that pointer again is reported as
 //! a double free (once the mapping is unmapped or reused, as an invalid pointer, or as the
 //! new block's free).
@@ -161,6 +162,38 @@ pub(crate) fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
         return core::ptr::null_mut();
     }
     ptr as *mut u8
+}
+
+/// Resizes the live block `p` to `size` bytes by resizing its mapping (`mremap`, which may
+/// move it: the pages go along, nothing is copied), as glibc's `realloc` does for its mapped
+/// chunks; `None`, with `p` unchanged, if `p` is no live block whose mapping starts at it,
+/// `align` needs more than page alignment, or the kernel refused: the caller then copies.
+///
+/// The block leaves the table while its mapping changes, so a racing `free` of `p` (a
+/// program's bug) finds nothing and is reported, rather than unmapping what `mremap` moved.
+pub(crate) fn remap(p: *mut u8, size: usize, align: usize) -> Option<*mut u8> {
+    if align > PAGE {
+        return None;
+    }
+    let len = needed(size, align)?;
+    let b = with_state(|s| {
+        if s.live.get(p as usize).is_none_or(|b| b.ptr != b.base) {
+            return None;
+        }
+        s.live.remove(p as usize)
+    })?;
+    // SAFETY: the whole mapping of a live block, which the caller owns (`realloc`'s contract)
+    // and which is out of the table: nothing else unmaps, reuses or resizes it meanwhile. On
+    // success only the returned mapping is used.
+    let moved = unsafe { mremap(b.base as *mut c_void, b.len, len, MremapFlags::MAYMOVE) };
+    let nb = match moved {
+        Ok(n) => Block { ptr: n as usize, base: n as usize, len },
+        Err(_) => b,
+    };
+    // A removal made room: the insert needs no growth.
+    let back = with_state(|s| s.live.insert(nb));
+    debug_assert!(back, "the table refused a block after a removal");
+    moved.ok().map(|n| n as *mut u8)
 }
 
 /// Usable bytes of the live block `p`; 0 if `p` is not one (nothing is reported: glibc's

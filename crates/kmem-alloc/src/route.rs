@@ -227,7 +227,8 @@ pub(crate) unsafe fn usable_size(m: &Machine, p: *const u8) -> usize {
 }
 
 /// Resizes: in place when the allocation's bucket (or mapping) holds `new_size` at the
-/// alignment, else a new allocation with `copy` bytes copied (at most the old usable size).
+/// alignment, a host mapping that stays one by `mremap` (`huge::remap`), else a new
+/// allocation with `copy` bytes copied (at most the old usable size).
 /// Null on failure, with `p` untouched.
 ///
 /// # Safety
@@ -250,6 +251,12 @@ pub(crate) unsafe fn realloc(m: &Machine, p: *mut u8, copy: Option<usize>, new_s
     let shrink_a_lot = us > 4096 && new_size < us / 4;
     if new_size <= us && (p as usize) % align.max(1) == 0 && !shrink_a_lot {
         return p;
+    }
+    if new_size > KMALLOC_MAX_SIZE && !in_ram(m, p) {
+        // A host mapping that stays one: its mapping is resized (moved if need be), not copied.
+        if let Some(n) = huge::remap(p, new_size, align) {
+            return n;
+        }
     }
     let n = alloc(m, new_size, align, false);
     if !n.is_null() {
