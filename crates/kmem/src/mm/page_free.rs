@@ -124,9 +124,8 @@ impl<P: Platform> Kmem<P> {
 
     /// Tail checks of a compound free (`free_tail_page_prepare`); clears the compound state.
     fn free_tail_pages_check(&self, head: PageRef<'_>, order: Order) -> bool {
-        let mm = self.memmap();
-        for i in 1..order.nr_pages() {
-            let t = mm.pfn_to_page(head.pfn().add(i));
+        let tails = &self.memmap().block_pages(head.pfn(), head.page(), order)[1..];
+        for (i, t) in (1..).zip(tails) {
             let bad = if !t.test(pg::TAIL) {
                 Some("PageTail not set")
             } else if t.tail_back() as usize != i {
@@ -142,8 +141,7 @@ impl<P: Platform> Kmem<P> {
                 return false;
             }
         }
-        for i in 1..order.nr_pages() {
-            let t = mm.pfn_to_page(head.pfn().add(i));
+        for t in tails {
             t.clear_exclusive(pg::TAIL);
             t.set_next(crate::mm::page::NIL);
             t.set_private(0);
