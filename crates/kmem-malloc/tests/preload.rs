@@ -201,6 +201,28 @@ fn cxx_deletes_reach_kmem_with_their_sizes() {
     assert!(km.stderr.is_empty(), "nothing reported: {}", String::from_utf8_lossy(&km.stderr));
 }
 
+/// `tests/c/grow_maps.cpp`: threads whose heaps outgrow the boot RAM (the machine grows
+/// instead of reclaiming) and buffers grown by `realloc` past 4 MiB (mappings resized, not
+/// copied): the same output as on the system's malloc, and the machine grew.
+#[test]
+fn cxx_threads_outgrow_the_boot_ram() {
+    if Command::new("g++").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
+        let _ = writeln!(std::io::stdout().lock(), "SKIPPED: cxx_threads_outgrow_the_boot_ram: g++ is not installed");
+        return;
+    }
+    let dir = scratch("grow_maps");
+    let exe = dir.join("grow_maps");
+    compile_cxx("grow_maps.cpp", &exe);
+    let (_, km) = same_output("grow_maps (4 threads, 200 MB of maps, 48 MiB reallocs)", || Command::new(&exe));
+    let err = String::from_utf8_lossy(&km.stderr);
+    let online: u64 = err
+        .strip_prefix("allocator=kmem online=")
+        .and_then(|r| r.trim().parse().ok())
+        .unwrap_or_else(|| panic!("grow_maps did not run on kmem: {err}"));
+    assert!(online > 128 << 20, "the machine grew past its boot RAM: {online} bytes online");
+    assert_eq!(String::from_utf8_lossy(&km.stdout).lines().count(), 4);
+}
+
 /// The cases of `tests/c/misuse.c`.
 const MISUSE_CASES: [&str; 5] = ["double_free", "realloc_freed", "forged_header", "bad_pointers", "machine_report"];
 
