@@ -7,14 +7,8 @@ use kmem_alloc::KmemAlloc;
 #[global_allocator]
 static A: KmemAlloc = KmemAlloc;
 
-/// Minor faults of the calling thread alone.
-fn thread_minor_faults() -> i64 {
-    let mut ru = core::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: `ru` is a valid out-pointer for one rusage.
-    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_THREAD, ru.as_mut_ptr()) }, 0);
-    // SAFETY: initialised by getrusage.
-    unsafe { ru.assume_init() }.ru_minflt
-}
+mod common;
+use common::minor_faults;
 
 #[test]
 fn realloc_of_a_mapped_block_moves_its_pages_instead_of_copying_them() {
@@ -33,10 +27,10 @@ fn realloc_of_a_mapped_block_moves_its_pages_instead_of_copying_them() {
     let mut faults = 0;
     while n < 64 * MIB {
         let m = n + n / 8;
-        let before = thread_minor_faults();
+        let before = minor_faults(libc::RUSAGE_THREAD);
         // SAFETY: `p` is live with `n` bytes at alignment 8.
         p = unsafe { A.realloc(p, Layout::from_size_align(n, 8).unwrap(), m) };
-        faults += thread_minor_faults() - before;
+        faults += minor_faults(libc::RUSAGE_THREAD) - before;
         assert!(!p.is_null());
         for o in (n..m).step_by(4096) {
             // SAFETY: inside the grown block.

@@ -7,13 +7,8 @@ use kmem_alloc::KmemAlloc;
 #[global_allocator]
 static A: KmemAlloc = KmemAlloc;
 
-fn minor_faults() -> i64 {
-    let mut ru = core::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: `ru` is a valid out-pointer for one rusage.
-    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_SELF, ru.as_mut_ptr()) }, 0);
-    // SAFETY: initialised by getrusage.
-    unsafe { ru.assume_init() }.ru_minflt
-}
+mod common;
+use common::minor_faults;
 
 #[test]
 fn loop_over_5_to_25_mib_blocks_reuses_mappings() {
@@ -23,7 +18,7 @@ fn loop_over_5_to_25_mib_blocks_reuses_mappings() {
     let mut before = 0;
     for i in 0..WARM + ITERS {
         if i == WARM {
-            before = minor_faults();
+            before = minor_faults(libc::RUSAGE_SELF);
         }
         x ^= x << 13;
         x ^= x >> 7;
@@ -39,7 +34,7 @@ fn loop_over_5_to_25_mib_blocks_reuses_mappings() {
         assert_eq!(unsafe { p.add((n / 2) & !4095).read() }, i as u8);
         drop(v);
     }
-    let faults = minor_faults() - before;
+    let faults = minor_faults(libc::RUSAGE_SELF) - before;
     // A fresh mapping per iteration would take 1280-6400 faults each.
     assert!(faults < 5 * ITERS, "{faults} page faults for {ITERS} warm iterations");
 }
