@@ -469,8 +469,16 @@ pub(crate) fn maybe_report(m: &Machine) {
     if !GROW.try_lock() {
         return; // booting, growing, forking or giving back already
     }
+    give_back(m, REPORT_BUDGET);
+    // SAFETY: taken above.
+    unsafe { GROW.unlock() };
+}
+
+/// Free page reporting with [`GROW`] held: up to `budget` free blocks of 2 MiB or more
+/// (unreported since they last became free) handed back to the host. Returns the blocks.
+fn give_back(m: &Machine, budget: usize) -> usize {
     let (base, _) = m.ram_range();
-    m.report_free_pages(Order::PAGEBLOCK, REPORT_BUDGET, &mut |pfn: Pfn, order: Order| {
+    m.report_free_pages(Order::PAGEBLOCK, budget, &mut |pfn: Pfn, order: Order| {
         let addr = base + pfn.phys().as_u64() as usize;
         // SAFETY: the block is isolated from the free lists while this runs: nobody uses its
         // bytes, and MADV_DONTNEED on private anonymous memory only drops their contents
@@ -480,9 +488,22 @@ pub(crate) fn maybe_report(m: &Machine) {
         };
         // Dropped, the block reads as zero: a calloc of it need not clear it.
         dropped.is_ok()
-    });
+    })
+}
+
+/// `malloc_trim`: gives back to the host all it can at once, with no rate limit and no
+/// free memory kept back: the slab lists swept (barns and empty slabs back to the page
+/// allocator, no CPU stopped: objects in the CPUs' sheaves stay), then every free block of
+/// 2 MiB or more reported. Waits for a boot, growth, give-back or `fork` in progress. True
+/// if anything went back (glibc's `malloc_trim` returns 1 then).
+pub fn trim() -> bool {
+    let Some(m) = ready() else { return false };
+    GROW.lock();
+    let slabs = m.shrink_slab_lists();
+    let blocks = give_back(m, usize::MAX);
     // SAFETY: taken above.
     unsafe { GROW.unlock() };
+    slabs > 0 || blocks > 0
 }
 
 /// `fork_prepare`'s part here: waits for a boot, a growth or a round of giving memory back

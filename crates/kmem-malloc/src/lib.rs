@@ -28,6 +28,7 @@
 //! | `valloc(n)` | `memalign(page size, n)` |
 //! | `pvalloc(n)` | `valloc` of `n` rounded up to whole pages; `pvalloc(0)` is one page; overflow is `NULL` + `ENOMEM` |
 //! | `malloc_usable_size(p)` | usable bytes of `p` (kmalloc's power-of-two buckets: 16, 32, 64, ..., then whole pages and mappings); `0` for `NULL` |
+//! | `malloc_trim(pad)` | gives free memory back to the host now: the slab lists swept (no CPU stopped), every free 2 MiB block `MADV_DONTNEED`; `pad` ignored; 1 if memory went back, else 0 |
 //! | `kmem_malloc_online_bytes()` | kmem's RAM online now (boot RAM plus hot-added sections); `0` before boot. Lets a program tell kmem is its allocator |
 //!
 //! ## Misuse
@@ -314,6 +315,16 @@ pub extern "C" fn pvalloc(size: usize) -> *mut c_void {
 pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
     // SAFETY: caller's contract.
     unsafe { raw::usable_size(p.cast()) }
+}
+
+/// glibc's `malloc_trim(pad)`: gives free memory back to the host now
+/// ([`kmem_alloc::global::trim`]: the slab lists swept, every free 2 MiB block reported,
+/// no rate limit). `pad` (glibc's room to leave at the top of its main heap) has no
+/// counterpart and is ignored. Returns 1 if memory went back, else 0.
+#[no_mangle]
+pub extern "C" fn malloc_trim(pad: usize) -> core::ffi::c_int {
+    let _ = pad;
+    core::ffi::c_int::from(kmem_alloc::global::trim())
 }
 
 /// kmem's RAM online now, in bytes (`0` before the first allocation): a program (or a

@@ -514,6 +514,19 @@ int main(void) {
     test_usable_size();
     test_threads();
     test_fork();
+    {
+        /* malloc_trim: 64 blocks of 1 MiB, every page touched, freed, then given back (glibc
+         * returns 1 when it released memory, 0 when there was none; kmem the same). */
+        void *v[64];
+        for (int i = 0; i < 64; i++) {
+            v[i] = malloc(1 << 20);
+            memset(v[i], i, 1 << 20);
+        }
+        for (int i = 0; i < 64; i++) free(v[i]);
+        int r = malloc_trim(0);
+        printf("info malloc_trim(0) after freeing 64 MiB = %d\n", r);
+        CHECK("malloc_trim(0) after freeing 64 MiB gives memory back (returns 1)", r == 1);
+    }
     if (kmem) {
         unsigned long long (*online)(void) = (unsigned long long (*)(void))dlsym(RTLD_DEFAULT, "kmem_malloc_online_bytes");
         unsigned long long n = online();
