@@ -2,8 +2,9 @@
 //! memory back to the host.
 //!
 //! - **Boot**: the first allocation boots a machine with [`BOOT_RAM`] of RAM (one section)
-//!   and a hotplug reserve of [`hotplug_max`] (64 GiB of address space by default,
-//!   `KMEM_RAM_MAX` to change, e.g. `KMEM_RAM_MAX=8G`), a CPU per thread from a pool of
+//!   and a hotplug reserve of [`hotplug_max`] (64 GiB of address space by default, half of
+//!   what an address-space limit leaves, `KMEM_RAM_MAX` to change, e.g. `KMEM_RAM_MAX=8G`),
+//!   a CPU per thread from a pool of
 //!   [`possible_cpus`] (`KMEM_CPUS`; each thread's CPU comes online at its first allocation
 //!   and goes offline, its per-CPU caches given back, when it exits), slabs sized for the
 //!   host's CPUs (`slab_min_objects` as Linux computes it for them: 12 objects on 2 CPUs,
@@ -210,9 +211,35 @@ fn parse_bytes(s: &str) -> Option<u64> {
 /// threads are common on hosts with few CPUs.
 pub const MIN_POSSIBLE_CPUS: usize = 128;
 
-/// The hotplug reserve: `KMEM_RAM_MAX`, else 64 GiB.
+/// The hotplug reserve: `KMEM_RAM_MAX`, else 64 GiB, or half the address space the process
+/// has left under its limit (`RLIMIT_AS`, `ulimit -v`) if that is less, in whole sections.
+/// The reserve is address space mapped at boot (`PROT_NONE` until sections come online),
+/// which the limit counts: a reserve past it could not be mapped, the machine would not
+/// boot, and every allocation past the bootstrap arena would fail (under `ulimit -v
+/// 2000000`, Python failed to start). The other half is left to the program's own mappings
+/// and kmem's blocks above 4 MiB (host mappings). If the reserve cannot be mapped all the
+/// same, boot tries half of it, down to [`BOOT_RAM`] ([`build`]).
 pub fn hotplug_max() -> u64 {
-    std::env::var("KMEM_RAM_MAX").ok().and_then(|s| parse_bytes(&s)).unwrap_or(64 << 30).max(BOOT_RAM)
+    match std::env::var("KMEM_RAM_MAX").ok().and_then(|s| parse_bytes(&s)) {
+        Some(max) => max.max(BOOT_RAM),
+        None => (64 << 30).min(address_space_left() / 2 / BOOT_RAM * BOOT_RAM).max(BOOT_RAM),
+    }
+}
+
+/// Address space the process may still map under its limit (`RLIMIT_AS`): `u64::MAX` with
+/// no limit (the common case: one `getrlimit`, nothing read from `/proc`), else the limit
+/// less the process's size now (`/proc/self/statm`'s first field).
+fn address_space_left() -> u64 {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `r` is a valid, writable rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut r) } != 0 || r.rlim_cur == libc::RLIM_INFINITY {
+        return u64::MAX;
+    }
+    let used = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * kmem::PAGE_SIZE as u64);
+    r.rlim_cur.saturating_sub(used)
 }
 
 /// Possible CPUs of the global machine: `KMEM_CPUS`, else four per host CPU this process may
@@ -268,8 +295,23 @@ fn slab_min_objects(cpus: usize) -> u32 {
     4 * (usize::BITS - cpus.leading_zeros() + 1)
 }
 
+/// Boots the machine with the [`hotplug_max`] reserve, else (the reserve's address space
+/// refused) half of it, and so on down to [`BOOT_RAM`].
 fn build() -> Option<Machine> {
     crate::misuse::read_policy();
+    let mut max = hotplug_max();
+    loop {
+        if let Some(m) = build_with(max) {
+            return Some(m);
+        }
+        if max <= BOOT_RAM {
+            return None;
+        }
+        max = (max / 2 / BOOT_RAM * BOOT_RAM).max(BOOT_RAM);
+    }
+}
+
+fn build_with(hotplug_max: u64) -> Option<Machine> {
     let host = host_cpus();
     MachineBuilder::new()
         .memory_map(vec![MemRegion::usable(0, BOOT_RAM)])
@@ -286,7 +328,7 @@ fn build() -> Option<Machine> {
         // pool of thread CPUs (at least 128): with 2 host CPUs a slab aims at 12 objects, not
         // 32, so a program's first block of a size touches half the pages.
         .slab_min_objects(slab_min_objects(host))
-        .hotplug_max(hotplug_max())
+        .hotplug_max(hotplug_max)
         .deferred_init(Some(DEFERRED_INIT))
         // Private anonymous memory (for fork), small pages; nothing can alias it: no vmalloc
         // range, huge blocks come from host mappings instead.
