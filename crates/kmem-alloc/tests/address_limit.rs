@@ -14,6 +14,8 @@ use kmem_alloc::{global, KmemAlloc};
 #[global_allocator]
 static A: KmemAlloc = KmemAlloc;
 
+mod common;
+
 const LIMIT: u64 = 2 << 30;
 
 #[test]
@@ -73,11 +75,5 @@ fn the_machine_boots_and_grows_under_an_address_space_limit() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("child done"),
-        "{:?}\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_child_done(&out);
 }

@@ -13,6 +13,8 @@ use kmem_alloc::{global, KmemAlloc};
 #[global_allocator]
 static A: KmemAlloc = KmemAlloc;
 
+mod common;
+
 /// Small blocks of several classes, every fourth freed at once (the frees fill the CPU's
 /// sheaves, which reclaim would flush): a heap that only grows, as a script interpreter's
 /// building a large hash does. Allocates until the machine has grown by `sections` sections
@@ -105,11 +107,5 @@ fn reclaim_runs_once_the_reserve_is_used_up() {
         .env("KMEM_RAM_MAX", "256M")
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("child done"),
-        "{:?}\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_child_done(&out);
 }

@@ -17,3 +17,15 @@ pub fn minor_faults(who: libc::c_int) -> i64 {
     // SAFETY: initialised by getrusage.
     unsafe { ru.assume_init() }.ru_minflt
 }
+
+/// Asserts that a child run of a test binary (an `#[ignore]`d test run with `--exact`)
+/// succeeded and printed `child done`; shows its output if not.
+pub fn assert_child_done(out: &std::process::Output) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("child done"),
+        "{:?}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
