@@ -139,12 +139,17 @@ fn fork_while_threads_allocate_and_the_child_checks_its_heap() {
         .map(|s| Instant::now() + Duration::from_secs_f64(s));
     let registry: Mutex<Vec<Blk>> = Mutex::new(Vec::new());
     let stop = AtomicBool::new(false);
+    // Every worker running before the first fork: a thread that is starting holds a lock of
+    // Rust's std (its stack-overflow guard's thread registry), and a child forked then
+    // inherits it held, so its own `thread::spawn` waits for good (seen once in CI).
+    let started = std::sync::Barrier::new(4);
     let forks = std::thread::scope(|s| {
         for t in 0..3u64 {
-            let (registry, stop) = (&registry, &stop);
+            let (registry, stop, started) = (&registry, &stop, &started);
             s.spawn(move || {
                 let mut rng = SmallRng::seed_from_u64(t);
                 let mut own: Vec<Blk> = Vec::new();
+                started.wait();
                 while !stop.load(Ordering::Relaxed) {
                     own.push(block(&mut rng));
                     if own.len() > 32 {
@@ -158,6 +163,7 @@ fn fork_while_threads_allocate_and_the_child_checks_its_heap() {
                 assert!(own.iter().all(intact), "worker {t}: a block changed");
             });
         }
+        started.wait();
         let mut n = 0;
         while deadline.map_or(n < 8, |d| Instant::now() < d) {
             fork_and_check(&registry, n);
