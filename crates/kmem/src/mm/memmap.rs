@@ -545,8 +545,8 @@ impl Memmap {
         Some((Pfn::new(pfn.as_usize() - back), head))
     }
 
-    /// The descriptors of the aligned block of `2^order` frames whose head is `head` (the
-    /// descriptor of frame `pfn`, from this memmap), as one slice: a block never crosses a
+    /// The descriptors of the aligned block of `2^order` frames from frame `pfn` (one kmem
+    /// vouches for, as [`Memmap::pfn_to_page`]'s), as one slice: a block never crosses a
     /// section, whose descriptors are one array. What walks a compound block's tails uses
     /// it (a lookup per tail cost a 1 MiB block's alloc and free a third of their time).
     ///
@@ -554,14 +554,14 @@ impl Memmap {
     ///
     /// If `pfn` is not aligned to the block, or the block is larger than a section.
     #[inline]
-    pub(crate) fn block_pages<'a>(&self, pfn: Pfn, head: &'a Page, order: crate::addr::Order) -> &'a [Page] {
+    pub(crate) fn block_pages(&self, pfn: Pfn, order: crate::addr::Order) -> &[Page] {
         let n = order.nr_pages();
         assert!(n <= PAGES_PER_SECTION && pfn.as_usize() & (n - 1) == 0, "not a block: {pfn:?} order {order}");
-        debug_assert!(core::ptr::eq(head, self.pfn_to_page(pfn)), "head is not {pfn:?}'s descriptor");
-        // SAFETY: `head` is `pfn`'s descriptor in its section's array (the caller's contract,
-        // checked in debug builds); the block is aligned to its size and at most a section
-        // (checked), so it lies in that section, and its frames' descriptors are the `n`
-        // entries of the array from `head` on, which live as long as the memmap.
+        let head = self.pfn_to_page(pfn);
+        // SAFETY: `head` is `pfn`'s descriptor in its section's array (`pfn_to_page`); the
+        // block is aligned to its size and at most a section (checked), so it lies in that
+        // section, and its frames' descriptors are the `n` entries of the array from `head`
+        // on, which live as long as the memmap.
         unsafe { core::slice::from_raw_parts(head, n) }
     }
 

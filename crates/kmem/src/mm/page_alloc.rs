@@ -454,7 +454,7 @@ impl<P: Platform> Kmem<P> {
         }
         if order != Order::ZERO && gfp.contains(Gfp::COMP) {
             head.set_exclusive(pg::HEAD);
-            for (i, tail) in mm.block_pages(pfn, head, order).iter().enumerate().skip(1) {
+            for (i, tail) in mm.block_pages(pfn, order).iter().enumerate().skip(1) {
                 tail.set_exclusive(pg::TAIL);
                 // Linux's `compound_head` is in the tail's `lru.next`: the distance goes in
                 // the link word (a tail is on no list), `private` is the tail's own (a slab's

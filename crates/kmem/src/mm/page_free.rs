@@ -124,7 +124,7 @@ impl<P: Platform> Kmem<P> {
 
     /// Tail checks of a compound free (`free_tail_page_prepare`); clears the compound state.
     fn free_tail_pages_check(&self, head: PageRef<'_>, order: Order) -> bool {
-        let tails = &self.memmap().block_pages(head.pfn(), head.page(), order)[1..];
+        let tails = &self.memmap().block_pages(head.pfn(), order)[1..];
         for (i, t) in (1..).zip(tails) {
             let bad = if !t.test(pg::TAIL) {
                 Some("PageTail not set")
