@@ -174,7 +174,12 @@ impl FastTable {
     /// Idempotent, and harmless beside the CPU's own fills and other CPUs' clears: every
     /// write here names the empty sheaf.
     fn init(&self) {
-        if self.ready.load(Ordering::Acquire) != 0 {
+        // A compare-exchange, not a load: this is a CPU's first touch of its table's page
+        // (zero-filled anonymous memory on a hosted machine, whose first load maps the shared
+        // zero page, so that the stores below fault a second time: two page faults for each
+        // thread that came online, measured on `mtbench many`). Not an idempotent
+        // `fetch_add(0)` either, which LLVM compiles to a fence and a load.
+        if self.ready.compare_exchange(0, 0, Ordering::AcqRel, Ordering::Acquire).is_err() {
             return;
         }
         let empty = empty_sheaf();
