@@ -555,3 +555,61 @@ fn an_overflow_thread_pins_its_cpu_for_nolock_only_outside_its_sections() {
         });
     });
 }
+
+/// A CPU-per-thread machine writes a CPU's per-CPU page lists as the CPU comes up, not at
+/// boot (`boot/pagesets.rs`: 16 pages of a 256-CPU process machine's start-up). Until then
+/// the CPU has no pageset to walk and `/proc/zoneinfo` shows the sizes it will start with;
+/// once a thread takes it, or `run_on_cpu` borrows it, its lists work with the zone's sizes.
+#[test]
+fn a_cpu_s_page_lists_are_written_as_it_comes_up() {
+    const CPUS: usize = 8;
+    // 256 MiB: a zone of 32 MiB has a batch of 1, as a new pageset's.
+    let m = MachineBuilder::new().ram_mib(256).thread_cpus(CPUS).build().unwrap();
+    let p = m.platform();
+    let mine = p.preempt_disable_cpu();
+    p.preempt_enable();
+    let zone = m.zones().max_by_key(|z| z.managed_pages()).expect("a zone");
+    let written = |z: &kmem::mm::zone::Zone| (0..CPUS).filter(|&c| z.pageset(c).is_some()).count();
+    assert_eq!(written(zone), 1, "only the building thread's CPU is up");
+    let (batch, high) = {
+        let own = zone.pageset(mine.index()).unwrap();
+        (own.batch(), own.high())
+    };
+    assert!(batch > 1, "the zone's batch is set ({batch})");
+    let mut zi = String::new();
+    kmem::proc::zoneinfo(&m, &mut zi).unwrap();
+    let cpu7 = zi.split("cpu: 7").nth(1).expect("CPU 7 listed");
+    assert!(cpu7.contains(&format!("batch:    {batch}")), "CPU 7 shows its batch to come:{cpu7}");
+
+    // A thread's CPU comes up: its pageset is written with the zone's sizes and holds pages.
+    let cpu = std::thread::scope(|s| {
+        s.spawn(|| {
+            let cpu = p.preempt_disable_cpu();
+            p.preempt_enable();
+            let pages: Vec<_> = (0..4).map(|_| m.alloc_pages(Gfp::KERNEL, Order::ZERO).unwrap()).collect();
+            for page in pages {
+                // SAFETY: ours, freed once.
+                unsafe { m.__free_pages(page, Order::ZERO) };
+            }
+            let pcp = zone.pageset(cpu.index()).expect("written as the CPU came up");
+            assert_eq!((pcp.batch(), pcp.high()), (batch, high));
+            assert!(pcp.count() >= 4, "the frees went on the new CPU's lists");
+            cpu
+        })
+        .join()
+        .unwrap()
+    });
+    assert_ne!(cpu, mine);
+    assert_eq!(written(zone), 2);
+
+    // A CPU no thread took, borrowed: written first, then its lists serve the borrower.
+    let never = (0..CPUS).find(|&c| zone.pageset(c).is_none()).unwrap();
+    assert!(p.run_on_cpu(CpuId(never as u32), &mut || {
+        let page = m.alloc_pages(Gfp::KERNEL, Order::ZERO).unwrap();
+        // SAFETY: ours, freed once.
+        unsafe { m.__free_pages(page, Order::ZERO) };
+    }));
+    let pcp = zone.pageset(never).expect("written before the borrower ran");
+    assert_eq!(pcp.batch(), batch);
+    assert!(m.verify().is_ok(), "{:?}", m.verify());
+}

@@ -38,10 +38,11 @@ impl<P: Platform> Kmem<P> {
         ran
     }
 
-    /// Prepares CPU `cpu` to come online (Linux's `CPUHP_*_PREPARE` callbacks): its slab
-    /// fast table is written (every entry naming the empty sheaf: the fast paths test no
-    /// entry, so a CPU's table must be written before its first fast pin). Boot does it for
-    /// every CPU, unless the platform's CPUs come up later
+    /// Prepares CPU `cpu` to come online (Linux's `CPUHP_*_PREPARE` callbacks): its per-CPU
+    /// page lists are written (`boot/pagesets.rs`), and its slab fast table (every entry
+    /// naming the empty sheaf: the fast paths test no entry, so a CPU's table must be
+    /// written before its first fast pin). Boot does it for every CPU, unless the platform's
+    /// CPUs come up later
     /// ([`Platform::cpus_come_up_later`]: a hosted machine with a CPU per thread): then for
     /// those online at boot, and the platform calls this before each other CPU's first
     /// section. Idempotent, and cheap once done.
@@ -51,6 +52,9 @@ impl<P: Platform> Kmem<P> {
     /// m.cpu_up_prepare(kmem::CpuId(1)); // online since boot: nothing to do
     /// ```
     pub fn cpu_up_prepare(&self, cpu: CpuId) {
+        for zone in self.zones() {
+            zone.pagesets().prepare(cpu.index(), || self.zone_pcp_sizes(zone));
+        }
         self.fast_table_up(cpu.index());
     }
 

@@ -20,6 +20,11 @@ impl Cpus {
                     return;
                 }
             }
+            // A CPU that never came up is prepared first (its page lists and fast table are
+            // written as it comes up: `Kmem::cpu_up_prepare`, idempotent), as its owner would.
+            if self.per_thread() {
+                self.cpu_up(cpu);
+            }
             // Run as `cpu`: hold it as an outermost section of this thread, with the owned
             // fast path suspended so that every query inside `f` finds the held CPU.
             let (own, own_gate) = (c.own_machine.get(), c.own_gate.get());

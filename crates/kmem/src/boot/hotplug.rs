@@ -21,6 +21,7 @@ use crate::machine::Kmem;
 use crate::mm::memmap::{PAGES_PER_SECTION, PFN_SECTION_SHIFT};
 use crate::mm::page::Page;
 use crate::mm::watermark::{self, ZoneSize};
+use crate::mm::zone::Zone;
 use crate::mm::zone_type::{ZoneType, MAX_NR_ZONES};
 use crate::platform::Platform;
 use crate::sync::Ordering;
@@ -90,6 +91,15 @@ impl<P: Platform> Kmem<P> {
             let cpus_of_node = (0..nr_cpus).filter(|&c| self.cpu_to_node(c) == nid).count();
             pagesets::set_high_and_batch(node, nr_cpus, cpus_of_node, |z| self.zone_managed_eventually(z));
         }
+    }
+
+    /// The batch, `high_min` and `high_max` of `zone`'s pagesets as
+    /// [`Kmem::setup_per_zone_wmarks`] sets them now (for a pageset written as its CPU comes
+    /// up, and what `/proc/zoneinfo` shows for one not yet written).
+    pub(crate) fn zone_pcp_sizes(&self, zone: &Zone) -> (usize, usize, usize) {
+        let nr_cpus = self.nr_cpus();
+        let cpus_of_node = (0..nr_cpus).filter(|&c| self.cpu_to_node(c) == zone.node()).count();
+        pagesets::pcp_sizes(zone, self.zone_managed_eventually(zone), nr_cpus, cpus_of_node)
     }
 
     /// `add_memory(nid, start, size)` + `online_pages()`: makes `[start, start + size)` (whole

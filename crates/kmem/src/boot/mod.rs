@@ -46,7 +46,7 @@ use crate::mm::node::Node;
 use crate::mm::page::{pg, Page, MAX_NUMNODES, MAX_SECTIONS};
 use crate::mm::zone_type::{Migratetype, ZoneType, MAX_NR_ZONES, MIGRATE_TYPES};
 use crate::percpu::PercpuState;
-use crate::platform::Platform;
+use crate::platform::{CpuId, Platform};
 use crate::slab::{CacheError, KmemCache, SlabBootConfig};
 use crate::sync::{AtomicUsize, Ordering};
 
@@ -433,8 +433,12 @@ impl<P: Platform> Kmem<P> {
             state.set_cpu_node(cpu, nid);
         }
         state.max_pfn = AtomicUsize::new(max_pfn);
+        // The pagesets of CPUs that come up later are written as each does, over RAM that
+        // reads as zero (`pagesets.rs`); loom's atomics are not plain memory.
+        let lazy = config.ram_zeroed && platform.cpus_come_up_later() && !cfg!(loom);
         for nid in 0..nodes {
-            pagesets::carve(&mut mb, dm, node_ref(&node_ptrs, nid), nr_cpus)?;
+            let write_now = |cpu: usize| !lazy || platform.cpu_online(CpuId(cpu as u32));
+            pagesets::carve(&mut mb, dm, node_ref(&node_ptrs, nid), nr_cpus, write_now)?;
         }
         // The boot slab cache's descriptor (`kmem_cache`; every other descriptor is its object).
         state.slab.configure(&config.slab, nr_cpus);

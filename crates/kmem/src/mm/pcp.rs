@@ -40,7 +40,7 @@ use crate::mm::pfn_list::PageLookup;
 use crate::mm::zone::{bump_locked, EventCounts, Zone, ZoneEvents};
 use crate::mm::zone_type::{Migratetype, MIGRATE_PCPTYPES};
 use crate::platform::{CpuId, Platform};
-use crate::sync::{array_of, const_fn_unless_loom, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{array_of, const_fn_unless_loom, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// Lists for orders 0..=PAGE_ALLOC_COSTLY_ORDER, one per ordinary migratetype.
 pub const NR_LOWORDER_PCP_LISTS: usize = MIGRATE_PCPTYPES * (PAGE_ALLOC_COSTLY_ORDER as usize + 1);
@@ -106,7 +106,18 @@ pub struct PerCpuPages {
     /// `pgalloc`, a `numa_hit` and a `numa_local`, counted once here and added to all three
     /// when read ([`PerCpuPages::add_events_to`]): two increments fewer a page.
     local_allocs: AtomicU64,
+    /// [`PCP_READY`] once written: [`PerCpuPages::new`] writes it so; a pageset left as
+    /// zeroed RAM at boot (a CPU that comes up later) reads 0 until its CPU is prepared
+    /// (`Pagesets::prepare`), and no lookup but the pinned CPU's own hands it out before.
+    state: AtomicU32,
 }
+
+/// [`PerCpuPages`]'s state: zeroed RAM, not yet written (boot left it for its CPU to come up).
+pub(crate) const PCP_UNWRITTEN: u32 = 0;
+/// [`PerCpuPages`]'s state: being written by the CPU's preparation.
+pub(crate) const PCP_WRITING: u32 = 1;
+/// [`PerCpuPages`]'s state: written; its lists and sizes are valid.
+pub(crate) const PCP_READY: u32 = 2;
 
 impl Default for PerCpuPages {
     fn default() -> Self {
@@ -127,6 +138,35 @@ impl PerCpuPages {
                 lists: array_of![PcpList::new(); NR_PCP_LISTS],
                 events: ZoneEvents::new(),
                 local_allocs: AtomicU64::new(0),
+                state: AtomicU32::new(PCP_READY),
+            }
+        }
+    }
+    /// Whether the pageset is written (not zeroed RAM left for its CPU to come up).
+    #[inline]
+    pub(crate) fn is_ready(&self) -> bool {
+        self.state.load(Ordering::Acquire) == PCP_READY
+    }
+    /// Writes a pageset that boot left as zeroed RAM (the CPU comes up): empty lists, the
+    /// boot pageset's sizes, then `PCP_READY`. Only one caller writes (a compare-exchange
+    /// from [`PCP_UNWRITTEN`]); another waits until it is written. Returns whether this call
+    /// wrote it.
+    pub(crate) fn write_once(&self) -> bool {
+        match self.state.compare_exchange(PCP_UNWRITTEN, PCP_WRITING, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => {
+                // Zeroed RAM: the counters are already 0; the lists' empty mark is not.
+                for l in &self.lists {
+                    l.clear();
+                }
+                self.batch.store(1, Ordering::Relaxed);
+                self.state.store(PCP_READY, Ordering::SeqCst);
+                true
+            }
+            Err(_) => {
+                while !self.is_ready() {
+                    crate::sync::spin_loop();
+                }
+                false
             }
         }
     }

@@ -47,6 +47,13 @@ impl PcpList {
         }
     }
 
+    /// Makes the list empty, over zeroed RAM (its pageset written as its CPU comes up):
+    /// never over a list with blocks.
+    pub(crate) fn clear(&self) {
+        self.hot.store(NIL, Ordering::Relaxed);
+        self.cold.store(NIL, Ordering::Relaxed);
+    }
+
     /// True if empty.
     #[inline]
     pub(crate) fn is_empty(&self) -> bool {

@@ -219,3 +219,30 @@ fn lists_touched_without_the_cpu_are_caught() {
         c.check(&[]);
     });
 }
+
+/// A pageset written as its CPU comes up (`boot/pagesets.rs`): CPU 0's owner coming up and a
+/// thread borrowing CPU 0 (`run_on_cpu`, which prepares it first) both find it unwritten.
+/// Exactly one writes it; the other waits until it is written; each then allocates and frees
+/// on it, pinned. A second writer, or a user that did not wait, would leave the lists or the
+/// count wrong for `check`.
+#[test]
+fn an_unwritten_pageset_is_written_once() {
+    model_bounded(PREEMPTIONS, || {
+        let c = Cpu0::new(1, 4);
+        c.pcp.state.store(PCP_UNWRITTEN, Ordering::Relaxed);
+        let wrote = Arc::new(AtomicUsize::new(0));
+        let up = |c: Arc<Cpu0>, wrote: Arc<AtomicUsize>| {
+            move || {
+                if c.pcp.write_once() {
+                    wrote.fetch_add(1, Ordering::Relaxed);
+                }
+                assert!(c.pcp.is_ready());
+                let p = c.alloc().expect("the zone has frames");
+                c.free(p);
+            }
+        };
+        both(up(c.clone(), wrote.clone()), up(c.clone(), wrote.clone()));
+        assert_eq!(wrote.load(Ordering::Relaxed), 1, "written exactly once");
+        c.check(&[]);
+    });
+}
