@@ -8,7 +8,7 @@
 //!   [`possible_cpus`] (`KMEM_CPUS`; each thread's CPU comes online at its first allocation
 //!   and goes offline, its per-CPU caches given back, when it exits), slabs sized for the
 //!   host's CPUs (`slab_min_objects` as Linux computes it for them: 12 objects on 2 CPUs,
-//!   not the 32 of the pool's 128 thread CPUs; a program's first block of a size touches
+//!   not the 32 of the pool's 256 thread CPUs; a program's first block of a size touches
 //!   half the pages, a process starts with 16 page faults fewer). All zones are
 //!   ZONE_NORMAL. The misuse policy is read then (`KMEM_ABORT_ON_MISUSE`, see
 //!   [`crate::misuse`]); the machine's reports go to stderr through the misuse counters and
@@ -206,10 +206,18 @@ fn parse_bytes(s: &str) -> Option<u64> {
     num.parse::<u64>().ok()?.checked_mul(mul)
 }
 
-/// Fewest possible CPUs of the global machine (without `KMEM_CPUS`): a program's threads
-/// beyond them share the overflow CPUs ([`possible_cpus`], [`overflow_cpus`]). 128, not 64, since thread pools of 64 to 128
-/// threads are common on hosts with few CPUs.
-pub const MIN_POSSIBLE_CPUS: usize = 128;
+/// Possible CPUs of the global machine without `KMEM_CPUS`: `kmem::NR_CPUS` (256), as a
+/// Linux kernel without firmware tables takes `NR_CPUS`. A program's threads beyond them
+/// share the overflow CPUs ([`possible_cpus`], [`overflow_cpus`]).
+///
+/// 256 since 2026-12-06 (18:30 UTC), 128 before (four per host CPU at least, 64 before
+/// 12:00): `mtbench many 256` (256 live threads looping on `malloc` + `free` of 8-1000 B)
+/// took 80.6 ms with 128 (the 133 threads beyond the owned CPUs on four overflow CPUs,
+/// `free_no_cpu` and `alloc_careful` a third of its samples), 73.0 with 256 (glibc 69.5),
+/// alternated; the price is start-up: `ls /` +0.424 -> +0.458 ms over glibc, the first
+/// `malloc` 153,617 -> 177,165 instructions and 73 -> 90 page faults (the per-CPU page lists
+/// and units' descriptors of 128 more CPUs).
+pub const DEFAULT_POSSIBLE_CPUS: usize = kmem::NR_CPUS;
 
 /// The hotplug reserve: `KMEM_RAM_MAX`, else 64 GiB, or half the address space the process
 /// has left under its limit (`RLIMIT_AS`, `ulimit -v`) if that is less, in whole sections.
@@ -242,16 +250,20 @@ fn address_space_left() -> u64 {
     r.rlim_cur.saturating_sub(used)
 }
 
-/// Possible CPUs of the global machine: `KMEM_CPUS`, else four per host CPU this process may
-/// run on, at least [`MIN_POSSIBLE_CPUS`] and at most `kmem::NR_CPUS`. Each thread takes one
-/// for as long as it lives, but for the last [`overflow_cpus`], which the threads beyond the
-/// others share (a compare-exchange an operation: 1000 live threads each looping on
-/// `malloc(64)` + `free` take 10-11 ns a pair, glibc 4-6.5; before, they borrowed owned CPUs,
-/// stopping them: 200 threads took 8.1 us a pair). Each possible CPU costs start-up a little (its per-CPU page
-/// lists and units: the first `malloc` 129,000 instructions and 58 faults with 64, 153,000
-/// and 72 with 128, 176,000 and 89 with 256; `ls /` +0.36, +0.40 and +0.48 ms over glibc).
+/// Possible CPUs of the global machine: `KMEM_CPUS` (1 to `kmem::NR_CPUS`), else
+/// [`DEFAULT_POSSIBLE_CPUS`]. Each thread takes one for as long as it lives, but for the
+/// last [`overflow_cpus`], which the threads beyond the others share (a compare-exchange an
+/// operation: 1000 live threads each looping on `malloc(64)` + `free` take 10-11 ns a pair,
+/// glibc 4-6.5; before, they borrowed owned CPUs, stopping them: 200 threads took 8.1 us a
+/// pair). Each possible CPU costs start-up a little (its per-CPU page lists and units: the
+/// first `malloc` 129,000 instructions and 58 faults with 64, 153,600 and 73 with 128,
+/// 177,200 and 90 with 256; `ls /` +0.36, +0.42 and +0.46 ms over glibc).
 pub fn possible_cpus() -> usize {
-    possible_cpus_of(host_cpus())
+    std::env::var("KMEM_CPUS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(DEFAULT_POSSIBLE_CPUS)
+        .clamp(1, kmem::NR_CPUS)
 }
 
 /// Of `possible` CPUs on a host of `host` CPUs, the overflow CPUs: shared by the threads
@@ -265,15 +277,6 @@ pub fn possible_cpus() -> usize {
 /// 1000 threads 10-11 ns (glibc 4-6.5).
 pub fn overflow_cpus(possible: usize, host: usize) -> usize {
     host.saturating_mul(2).clamp(4, 16).min(possible / 8)
-}
-
-/// [`possible_cpus`] on a host of `host` CPUs (boot reads the affinity mask once).
-fn possible_cpus_of(host: usize) -> usize {
-    std::env::var("KMEM_CPUS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| host.saturating_mul(4).max(MIN_POSSIBLE_CPUS))
-        .clamp(1, kmem::NR_CPUS)
 }
 
 /// CPUs of the process's affinity mask: one `sched_getaffinity` (std's
@@ -316,11 +319,11 @@ fn build_with(hotplug_max: u64) -> Option<Machine> {
     MachineBuilder::new()
         .memory_map(vec![MemRegion::usable(0, BOOT_RAM)])
         .zone_layout(ZoneLayout { dma_end: None, dma32_end: None, highmem_start: None })
-        .thread_cpus(possible_cpus_of(host))
+        .thread_cpus(possible_cpus())
         // The last few possible CPUs are shared by the threads beyond the rest (a thread
         // pool larger than the pool of CPUs): a compare-exchange a section, not a borrowed
         // CPU stopped with a process-wide barrier (see `overflow_cpus`).
-        .thread_cpus_overflow(overflow_cpus(possible_cpus_of(host), host))
+        .thread_cpus_overflow(overflow_cpus(possible_cpus(), host))
         // Exiting threads leave up to one warm CPU per host CPU for the next threads (a
         // pool of workers reuses full caches); more exits tear down and give memory back.
         .thread_cpus_warm(host)

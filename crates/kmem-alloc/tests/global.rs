@@ -185,7 +185,7 @@ fn dealloc_by_layout_frees_blocks_outside_their_layout_s_class() {
 }
 
 /// A program's threads, up to the machine's possible CPUs (at least
-/// `global::MIN_POSSIBLE_CPUS`, 128), each own a CPU: none borrows one for each operation,
+/// `global::DEFAULT_POSSIBLE_CPUS`, 256), each own a CPU: none borrows one for each operation,
 /// which stops another thread's CPU and costs a thousand times a fast path (fails with the
 /// former 64 on a host of fewer than 25 CPUs).
 #[test]
