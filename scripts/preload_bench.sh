@@ -92,8 +92,8 @@ for prog, work in (("larson", 2_000_000), ("threadtest", 2_000_000), ("churn", 4
     for t in (2, 4, 8):
         cases.append((prog, t, [bin, prog, str(t), str(work // scale)]))
 cases.append(("churn1", 1, [bin, "churn1", str(2_000_000 // scale)]))
-# More live threads than kmem's process machine has CPUs to own (128 possible on a host of
-# up to 32 CPUs, the last few of them overflow CPUs that the threads beyond share).
+# As many live threads as kmem's process machine has possible CPUs (256, the last few of them
+# overflow CPUs that the threads beyond the others share).
 cases.append(("many", 256, [bin, "many", "256", str(8_000_000 // scale)]))
 # A heap that only grows, past a fresh kmem machine's 128 MiB of RAM (about 380 MB live at
 # the peak): the machine grows by hot-add instead of reclaiming (kmem-alloc's route.rs).
