@@ -228,3 +228,52 @@ fn free_page_reporting_reports_each_free_block_once() {
     assert_eq!(m2.report_free_pages(Order::PAGEBLOCK, 3, &mut |_, _| false), 3);
     m2.verify().unwrap();
 }
+
+/// On a CPU-per-thread machine each CPU's per-CPU page lists are written as the CPU comes
+/// up, with the zone's batch and high as they are then (`boot/pagesets.rs`): threads taking
+/// CPUs while sections arrive (each hot-add recomputes the sizes of the lists written so
+/// far) all end with the sizes of the grown zone, whichever came first, and their lists
+/// hold only free pages.
+#[test]
+fn cpus_coming_up_while_memory_arrives_take_the_grown_zone_s_sizes() {
+    const THREADS: usize = 12;
+    let m = MachineBuilder::new()
+        .memory_map(vec![MemRegion::usable(0, 128 * MIB)])
+        .zone_layout(flat())
+        .thread_cpus(THREADS + 4)
+        .hotplug_max(1024 * MIB)
+        .build()
+        .unwrap();
+    let zone = m.zones().max_by_key(|z| z.managed_pages()).unwrap();
+    let before = (zone.pageset(0).or_else(|| (0..THREADS + 4).find_map(|c| zone.pageset(c))).unwrap()).high();
+    // All alive at once, so that each holds its own CPU (an exited thread's CPU goes to the
+    // next).
+    let barrier = std::sync::Barrier::new(THREADS);
+    std::thread::scope(|s| {
+        let (m, barrier) = (&m, &barrier);
+        s.spawn(move || {
+            for _ in 0..6 {
+                m.hot_add(1).unwrap();
+                std::thread::yield_now();
+            }
+        });
+        for _ in 0..THREADS {
+            s.spawn(move || {
+                let pages: Vec<_> = (0..64).map(|_| m.alloc_pages(Gfp::KERNEL, Order::ZERO).unwrap()).collect();
+                barrier.wait();
+                for p in pages {
+                    // SAFETY: ours, freed once.
+                    unsafe { m.__free_pages(p, Order::ZERO) };
+                }
+            });
+        }
+    });
+    let written: Vec<_> = (0..THREADS + 4).filter_map(|c| zone.pageset(c)).collect();
+    assert!(written.len() > THREADS, "the threads' CPUs came up: {}", written.len());
+    let first = (written[0].batch(), written[0].high_min(), written[0].high_max());
+    assert!(first.1 > before, "high grew with the zone: {} -> {}", before, first.1);
+    for p in &written {
+        assert_eq!((p.batch(), p.high_min(), p.high_max()), first, "every written pageset has the grown zone's sizes");
+    }
+    m.verify().unwrap();
+}
