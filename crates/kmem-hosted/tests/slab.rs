@@ -548,3 +548,36 @@ fn zeroed_allocations_from_a_warm_sheaf_are_zeroed() {
     assert_eq!(m.report_count(ReportKind::Warning) + m.report_count(ReportKind::SlabBug), 0);
     m.kmem_cache_destroy(c);
 }
+
+/// `kmem_cache_create` with Linux 6.18's `kmem_cache_args` (`kmem_cache_create_args`): the
+/// sheaf capacity asked for is what each CPU's sheaves hold, clamped to the machine's
+/// largest sheaf; a cache that asks is never merged; `Default` is `kmem_cache_create`'s; the
+/// alignment may exceed a page.
+#[test]
+fn cache_args_set_the_sheaf_capacity_and_keep_the_cache_apart() {
+    use kmem::KmemCacheArgs;
+    let m = machine();
+    let plain = m.kmem_cache_create("args_plain", 4096, 0, SlabFlags::NONE, None).unwrap();
+    let args = KmemCacheArgs { sheaf_capacity: 4, ..Default::default() };
+    let small = m.kmem_cache_create_args("args_small", 4096, &args, SlabFlags::NONE).unwrap();
+    assert!(!std::ptr::eq(&*small, &*plain), "a cache that sets its sheaf capacity merges with none");
+    assert_eq!(small.sheaf_capacity(), 4);
+    assert!(plain.sheaf_capacity() >= 32, "kmem's default: {}", plain.sheaf_capacity());
+    let same = m.kmem_cache_create_args("args_same", 4096, &KmemCacheArgs::default(), SlabFlags::NONE).unwrap();
+    assert!(std::ptr::eq(&*same, &*plain), "default arguments: kmem_cache_create's cache, merged");
+    let huge = KmemCacheArgs { sheaf_capacity: 100_000, ..Default::default() };
+    let big = m.kmem_cache_create_args("args_big", 64, &huge, SlabFlags::NONE).unwrap();
+    assert!(big.sheaf_capacity() < 100_000 && big.sheaf_capacity() >= 32, "clamped: {}", big.sheaf_capacity());
+    // Aligned as asked, beyond a page.
+    let aligned = KmemCacheArgs { align: 16384, sheaf_capacity: 2, ..Default::default() };
+    let a16 = m.kmem_cache_create_args("args_16k", 16384, &aligned, SlabFlags::NONE).unwrap();
+    kmem_hosted::pin_current_thread(0);
+    let objs: Vec<_> = (0..8).map(|_| m.kmem_cache_alloc(&a16, Gfp::KERNEL).unwrap()).collect();
+    assert!(objs.iter().all(|p| p.as_ptr() as usize % 16384 == 0));
+    for p in objs {
+        // SAFETY: ours, freed once.
+        unsafe { m.kmem_cache_free(&a16, p) };
+    }
+    assert_eq!(m.report_count(ReportKind::SlabBug), 0);
+    drop((plain, small, same, big, a16));
+}

@@ -99,5 +99,7 @@ pub use platform::{
     TlbFlush,
 };
 pub use rcu::{RcuCallback, RcuCookie, RcuHead, RcuReadGuard, RcuStats};
-pub use slab::{Cache, CacheError, FreeMap, KmemCache, NolockError, SlabAllocError, SlabBox, SlabFlags, TypedCache};
+pub use slab::{
+    Cache, CacheError, FreeMap, KmemCache, KmemCacheArgs, NolockError, SlabAllocError, SlabBox, SlabFlags, TypedCache,
+};
 pub use vmalloc::{KernelStack, VmallocError, VmallocErrorKind, VmallocStats, THREAD_SIZE};

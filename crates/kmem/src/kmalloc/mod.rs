@@ -184,7 +184,17 @@ impl<P: Platform> Kmem<P> {
             let name = cache_name(&mut buf, ty, index);
             let size = kmalloc_size(index);
             let align = if size.is_power_of_two() { size } else { KMALLOC_ALIGN };
-            let args = CreateArgs { name, size, align, flags, ctor: None, gfp: cgfp, mergeable: false, internal: true };
+            let args = CreateArgs {
+                name,
+                size,
+                align,
+                flags,
+                ctor: None,
+                gfp: cgfp,
+                mergeable: false,
+                internal: true,
+                sheaf_capacity: None,
+            };
             let c = self.create_cache(args).map_err(KmallocErrorKind::Cache)?;
             let raw = c.into_raw();
             if slot.compare_exchange(absent_addr(), raw.as_ptr() as usize, Ordering::AcqRel, Ordering::Acquire).is_err()

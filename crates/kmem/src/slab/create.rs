@@ -30,6 +30,26 @@ pub(crate) struct CreateArgs<'a> {
     pub mergeable: bool,
     /// Created by kmem itself (kmalloc): allowed from interrupt context.
     pub internal: bool,
+    /// Objects a CPU's sheaf holds, if the creator asked ([`KmemCacheArgs::sheaf_capacity`]).
+    pub sheaf_capacity: Option<u32>,
+}
+
+/// Linux 6.18's `struct kmem_cache_args`: what [`Kmem::kmem_cache_create_args`] takes beyond
+/// the name, the size and the flags. `Default` asks for nothing: the word's alignment, no
+/// constructor, kmem's sheaf capacity.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KmemCacheArgs {
+    /// The objects' alignment: 0 for the word, else a power of two (`kmem_cache_create`'s
+    /// `align`).
+    pub align: usize,
+    /// Run on each object as its slab is made (`ctor`).
+    pub ctor: Option<Ctor>,
+    /// Objects each of a CPU's sheaves holds (`sheaf_capacity`): 0 for kmem's default (about
+    /// 16 KiB of objects, at least 32), else at most the machine's largest sheaf
+    /// ([`SlabBootConfig::sheaf_max`](super::SlabBootConfig::sheaf_max)). A cache of large
+    /// objects asks for a few, so that the objects the CPUs keep stay few. A cache that asks
+    /// is never merged with another (Linux merges no cache with sheaves).
+    pub sheaf_capacity: u32,
 }
 
 impl<P: Platform> Kmem<P> {
@@ -147,7 +167,44 @@ impl<P: Platform> Kmem<P> {
         flags: SlabFlags,
         ctor: Option<Ctor>,
     ) -> Result<Cache<'_, P>, CacheError> {
-        let args = CreateArgs { name, size, align, flags, ctor, gfp: Gfp::KERNEL, mergeable: true, internal: false };
+        self.kmem_cache_create_args(name, size, &KmemCacheArgs { align, ctor, sheaf_capacity: 0 }, flags)
+    }
+
+    /// `kmem_cache_create(name, size, &args, flags)`, Linux 6.18's form: as
+    /// [`Kmem::kmem_cache_create`], with the alignment, constructor and sheaf capacity in
+    /// [`KmemCacheArgs`].
+    ///
+    /// ```
+    /// use kmem::{Gfp, KmemCacheArgs, SlabFlags};
+    /// let m = kmem_hosted::MachineBuilder::new().ram_mib(64).build().unwrap();
+    /// let args = KmemCacheArgs { align: 16384, sheaf_capacity: 4, ..Default::default() };
+    /// let c = m.kmem_cache_create_args("buffers-16k", 16384, &args, SlabFlags::empty()).unwrap();
+    /// assert_eq!(c.sheaf_capacity(), 4);
+    /// let p = m.kmem_cache_alloc(&c, Gfp::KERNEL).unwrap();
+    /// assert_eq!(p.as_ptr() as usize % 16384, 0);
+    /// // SAFETY: ours, freed once.
+    /// unsafe { m.kmem_cache_free(&c, p) };
+    /// ```
+    #[track_caller]
+    pub fn kmem_cache_create_args(
+        &self,
+        name: &str,
+        size: usize,
+        args: &KmemCacheArgs,
+        flags: SlabFlags,
+    ) -> Result<Cache<'_, P>, CacheError> {
+        let KmemCacheArgs { align, ctor, sheaf_capacity } = *args;
+        let args = CreateArgs {
+            name,
+            size,
+            align,
+            flags,
+            ctor,
+            gfp: Gfp::KERNEL,
+            mergeable: sheaf_capacity == 0,
+            internal: false,
+            sheaf_capacity: (sheaf_capacity > 0).then_some(sheaf_capacity),
+        };
         match self.create_cache(args) {
             Ok(c) => Ok(c),
             Err(e) => {
@@ -242,7 +299,10 @@ impl<P: Platform> Kmem<P> {
             ctor,
             cpu_sheaves,
             machine: self.machine_id(),
-            sheaf_capacity: sheaf_capacity_for(layout.size, st.sheaf_bytes(), st.sheaf_max()),
+            sheaf_capacity: match a.sheaf_capacity {
+                Some(c) => c.clamp(1, st.sheaf_max()),
+                None => sheaf_capacity_for(layout.size, st.sheaf_bytes(), st.sheaf_max()),
+            },
             random: st.next_random(mem.as_ptr() as u64 ^ self.platform().now_ns()),
             id,
             nr_nodes: self.nr_nodes(),

@@ -167,6 +167,7 @@ mod locked_tests;
 use core::fmt;
 
 pub use cache::{Cache, CacheNode, Ctor, KmemCache, CACHE_NAME_MAX, MAX_CACHES};
+pub use create::KmemCacheArgs;
 pub use debug::ValidateReport;
 pub use fast_table::FAST_TABLE_PERCPU_BYTES;
 pub use flags::SlabFlags;

@@ -117,6 +117,7 @@ impl<P: Platform> Kmem<P> {
             gfp: cgfp,
             mergeable: false,
             internal: true,
+            sheaf_capacity: None,
         };
         let cache = match self.create_cache(args) {
             Ok(c) => c.into_raw(),
