@@ -36,6 +36,7 @@ pub mod global;
 mod huge;
 mod huge_table;
 mod lock;
+mod medium;
 pub mod misuse;
 pub mod route;
 pub mod stats;

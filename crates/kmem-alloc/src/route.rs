@@ -4,6 +4,7 @@
 //! |---|---|
 //! | up to 8 KiB, alignment up to 8 | `kmalloc` size classes (slab) |
 //! | larger alignment (power of two) | `kmalloc` of the next power of two (naturally aligned) |
+//! | up to 64 KiB, on the process machine | slab caches of their own (`medium.rs`) |
 //! | up to 4 MiB (`KMALLOC_MAX_SIZE`) | `kmalloc`'s large path: compound pages |
 //! | above 4 MiB | host mappings (`huge`), until kmem has vmalloc |
 //!
@@ -25,7 +26,7 @@ use kmem::kmalloc::{kmalloc_index_aligned, KMALLOC_ALIGN, KMALLOC_MAX_SIZE, KMAL
 use kmem::Gfp;
 use kmem_hosted::{Machine, ProcessCpu};
 
-use crate::{global, huge};
+use crate::{global, huge, medium};
 
 /// The kmalloc request that serves `size` bytes aligned to `align`, if kmalloc can.
 #[inline]
@@ -163,6 +164,13 @@ pub(crate) fn alloc_slow(m: &Machine, size: usize, align: usize, zero: bool) -> 
     let size = size.max(1);
     let Some(req) = kmalloc_request(size, align) else { return huge::alloc(size, align, zero) };
     let gfp = if zero { Gfp::KERNEL | Gfp::NOWARN | Gfp::ZERO } else { Gfp::KERNEL | Gfp::NOWARN };
+    if medium::is_medium(req) {
+        match medium::alloc(m, req, gfp.without(Gfp::DIRECT_RECLAIM)) {
+            Some(Some(p)) => return p,
+            Some(None) => return alloc_growing(m, req, gfp),
+            None => {}
+        }
+    }
     match m.kmalloc(req, gfp.without(Gfp::DIRECT_RECLAIM)) {
         Ok(p) => p.as_ptr(),
         Err(_) => alloc_growing(m, req, gfp),
@@ -175,13 +183,22 @@ pub(crate) fn alloc_slow(m: &Machine, size: usize, align: usize, zero: bool) -> 
 #[cold]
 #[inline(never)]
 fn alloc_growing(m: &Machine, req: usize, gfp: Gfp) -> *mut u8 {
+    // The request as `alloc_slow` makes it: a medium block from its cache, else kmalloc.
+    let try_alloc = |gfp: Gfp| {
+        if medium::is_medium(req) {
+            if let Some(p) = medium::alloc(m, req, gfp) {
+                return p;
+            }
+        }
+        m.kmalloc(req, gfp).ok().map(|p| p.as_ptr())
+    };
     loop {
         let seen = global::grown();
-        if let Ok(p) = m.kmalloc(req, gfp.without(Gfp::DIRECT_RECLAIM)) {
-            return p.as_ptr();
+        if let Some(p) = try_alloc(gfp.without(Gfp::DIRECT_RECLAIM)) {
+            return p;
         }
         if !global::grow(m, seen) {
-            return m.kmalloc(req, gfp).map_or(core::ptr::null_mut(), |p| p.as_ptr());
+            return try_alloc(gfp).unwrap_or(core::ptr::null_mut());
         }
     }
 }
