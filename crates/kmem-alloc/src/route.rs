@@ -4,7 +4,7 @@
 //! |---|---|
 //! | up to 8 KiB, alignment up to 8 | `kmalloc` size classes (slab) |
 //! | larger alignment (power of two) | `kmalloc` of the next power of two (naturally aligned) |
-//! | up to 64 KiB, on the process machine | slab caches of their own (`medium.rs`) |
+//! | up to 128 KiB, on the process machine | slab caches of their own (`medium.rs`) |
 //! | up to 4 MiB (`KMALLOC_MAX_SIZE`) | `kmalloc`'s large path: compound pages |
 //! | above 4 MiB | host mappings (`huge`), until kmem has vmalloc |
 //!

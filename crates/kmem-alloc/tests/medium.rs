@@ -1,5 +1,5 @@
-//! Medium blocks (above 8 KiB, up to 64 KiB) on the process machine come from slab caches of
-//! their own (`malloc-16k`, `malloc-32k`, `malloc-64k`: `kmem_alloc`'s `medium.rs`), not
+//! Medium blocks (above 8 KiB, up to 128 KiB) on the process machine come from slab caches of
+//! their own (`malloc-16k` to `malloc-128k`: `kmem_alloc`'s `medium.rs`), not
 //! kmalloc's compound pages: power-of-two blocks aligned to their size, which keep their
 //! contents through `realloc`, are never handed out twice (a double free is reported and
 //! changes nothing), and are each thread's own under concurrency.
@@ -48,10 +48,17 @@ fn objects(name: &str) -> usize {
 
 #[test]
 fn medium_blocks_come_from_their_own_caches() {
-    for (size, bucket) in
-        [(8193usize, 16384usize), (12000, 16384), (16384, 16384), (16385, 32768), (40000, 65536), (65536, 65536)]
-    {
-        let name = ["malloc-16k", "malloc-32k", "malloc-64k"][bucket.trailing_zeros() as usize - 14];
+    for (size, bucket) in [
+        (8193usize, 16384usize),
+        (12000, 16384),
+        (16384, 16384),
+        (16385, 32768),
+        (40000, 65536),
+        (65536, 65536),
+        (65537, 131072),
+        (131072, 131072),
+    ] {
+        let name = ["malloc-16k", "malloc-32k", "malloc-64k", "malloc-128k"][bucket.trailing_zeros() as usize - 14];
         let blocks: Vec<_> = (0..20).map(|_| raw::malloc(size)).collect();
         assert!(objects(name) >= 20, "{size} B from {name}: {}", slabinfo());
         for (i, &p) in blocks.iter().enumerate() {
@@ -67,11 +74,11 @@ fn medium_blocks_come_from_their_own_caches() {
             unsafe { raw::free(p) };
         }
     }
-    // Past 64 KiB: kmalloc's pages, as before (no cache of 128 KiB).
-    let p = raw::malloc(65537);
+    // Past 128 KiB: kmalloc's pages, as before (no cache of 256 KiB).
+    let p = raw::malloc(131073);
     // SAFETY: live.
-    assert_eq!(unsafe { raw::usable_size(p) }, 128 << 10);
-    assert!(!slabinfo().contains("malloc-128k"));
+    assert_eq!(unsafe { raw::usable_size(p) }, 256 << 10);
+    assert!(!slabinfo().contains("malloc-256k"));
     // SAFETY: live, freed once.
     unsafe { raw::free(p) };
     // calloc's are zeroed, aligned requests naturally aligned.
@@ -92,7 +99,7 @@ fn medium_blocks_keep_their_contents_through_realloc() {
     let mut p = raw::malloc(100);
     let mut n = 100;
     fill(p, n, 7);
-    for m in [12_000, 20_000, 50_000, 70_000, 9_000, 60_000, 3_000] {
+    for m in [12_000, 20_000, 50_000, 70_000, 9_000, 120_000, 140_000, 60_000, 3_000] {
         // SAFETY: `p` is live with `n` bytes.
         let q = unsafe { raw::realloc_aligned(p, None, m, 16) };
         assert!(!q.is_null());
@@ -144,7 +151,7 @@ fn threads_churning_medium_blocks_never_share_one() {
                         // SAFETY: live, freed once.
                         unsafe { raw::free(p) };
                     } else {
-                        let n = 8193 + (x >> 16) as usize % (65536 - 8192);
+                        let n = 8193 + (x >> 16) as usize % (131072 - 8192);
                         let p = raw::malloc(n);
                         assert!(!p.is_null());
                         fill(p, n, i as u8);
