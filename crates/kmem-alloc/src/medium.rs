@@ -20,10 +20,10 @@
 //! keeps at most 4 MiB of each (`slab::sheaf::BARN_BYTES_MAX`). Only the process machine has
 //! them: other machines' allocators ([`crate::api2`]) keep kmalloc's pages.
 
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicPtr, Ordering};
 
-use kmem::{Cache, Gfp, KmemCacheArgs, SlabFlags};
-use kmem_hosted::{HostedPlatform, Machine};
+use kmem::{Cache, Gfp, KmemCache, KmemCacheArgs, SlabFlags};
+use kmem_hosted::Machine;
 
 use crate::global;
 
@@ -35,10 +35,10 @@ const MIN_SHIFT: u32 = 14;
 const SHEAF_BYTES: usize = 256 << 10;
 const NAMES: [&str; 4] = ["malloc-16k", "malloc-32k", "malloc-64k", "malloc-128k"];
 
-/// Each size's cache once made: `None` inside if it could not be (the requests then go to
-/// kmalloc's pages, as before).
-static CACHES: [OnceLock<Option<Cache<'static, HostedPlatform>>>; NAMES.len()] =
-    [const { OnceLock::new() }; NAMES.len()];
+/// Each size's cache once made (null before): published with a compare-exchange, no lock
+/// and no waiting (a `fork` while another thread makes a cache leaves the child nothing to
+/// wait for, where a `OnceLock` being initialised would block it for good).
+static CACHES: [AtomicPtr<KmemCache>; NAMES.len()] = [const { AtomicPtr::new(core::ptr::null_mut()) }; NAMES.len()];
 
 /// Whether a kmalloc request of `req` bytes is a medium one.
 #[inline]
@@ -48,17 +48,35 @@ pub(crate) fn is_medium(req: usize) -> bool {
 
 /// A medium block for a kmalloc request of `req` bytes ([`is_medium`]) on the process
 /// machine `m`, allocated with `gfp`: `None` for another machine, or when the size's cache
-/// could not be made; `Some(None)` when the cache has no memory for it.
+/// could not be made (the request then goes to kmalloc's pages); `Some(None)` when the
+/// cache has no memory for it.
 pub(crate) fn alloc(m: &Machine, req: usize, gfp: Gfp) -> Option<Option<*mut u8>> {
     debug_assert!(is_medium(req));
     let g = global::ready().filter(|g| core::ptr::eq(m, *g))?;
     let size = req.next_power_of_two();
-    let i = (size.trailing_zeros() - MIN_SHIFT) as usize;
-    let cache = CACHES[i]
-        .get_or_init(|| {
-            let args = KmemCacheArgs { align: size, sheaf_capacity: (SHEAF_BYTES / size).max(2) as u32, ctor: None };
-            g.kmem_cache_create_args(NAMES[i], size, &args, SlabFlags::empty()).ok()
-        })
-        .as_ref()?;
+    let cache = cache(g, (size.trailing_zeros() - MIN_SHIFT) as usize, size)?;
     Some(g.kmem_cache_alloc(cache, gfp).ok().map(|p| p.as_ptr()))
+}
+
+/// The cache of `size`-byte blocks (index `i`), made at its first use. Two threads that make
+/// it at once each make one; the one that loses the compare-exchange destroys its own.
+fn cache(g: &'static Machine, i: usize, size: usize) -> Option<&'static KmemCache> {
+    let p = CACHES[i].load(Ordering::Acquire);
+    if !p.is_null() {
+        // SAFETY: a published cache of the process machine, never destroyed.
+        return Some(unsafe { &*p });
+    }
+    let args = KmemCacheArgs { align: size, sheaf_capacity: (SHEAF_BYTES / size).max(2) as u32, ctor: None };
+    let made = g.kmem_cache_create_args(NAMES[i], size, &args, SlabFlags::empty()).ok()?.into_raw();
+    match CACHES[i].compare_exchange(core::ptr::null_mut(), made.as_ptr(), Ordering::AcqRel, Ordering::Acquire) {
+        // SAFETY: published: never destroyed.
+        Ok(_) => Some(unsafe { made.as_ref() }),
+        Err(other) => {
+            // SAFETY: `made` came from `into_raw` on the process machine and nobody else has
+            // it (it was never published): dropping the handle destroys the unused cache.
+            drop(unsafe { Cache::from_raw(g, made) });
+            // SAFETY: as in the first case.
+            Some(unsafe { &*other })
+        }
+    }
 }
