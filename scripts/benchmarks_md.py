@@ -268,8 +268,9 @@ if pre_cases:
     w("")
     w("larson: 2,000,000 steps in all; threadtest: 2,000,000 pairs in all; churn: 4000 short-lived "
       "threads in all; churn1: one thread, 2000 live blocks, 2,000,000 steps; many: 256 threads alive at "
-      "once (more than kmem's process machine has CPUs to own: the last few are overflow CPUs the rest "
-      "share), 8,000,000 allocate-free pairs in all; grow: 4 threads each building a heap that only grows "
+      "once (with the main thread, more than kmem's process machine has CPUs to own: its 256 possible CPUs "
+      "but the last few, the overflow CPUs, which the threads beyond the others share), 8,000,000 "
+      "allocate-free pairs in all; grow: 4 threads each building a heap that only grows "
       "(three blocks in four kept), 1,000,000 blocks in all, about 380 MB live at the peak (more than a "
       "fresh kmem machine's 128 MiB of RAM: it grows by hot-add). Blocks of 8-1000 B.")
 if startup:
