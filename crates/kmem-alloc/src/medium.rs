@@ -4,7 +4,7 @@
 //! first request of each size.
 //!
 //! kmalloc gives such requests whole compound pages, as Linux's does: an allocation through
-//! the per-CPU page lists or the buddy allocator (order 2 to 4) and the head and tail
+//! the per-CPU page lists or the buddy allocator (order 2 to 5) and the head and tail
 //! descriptors written; a free that checks every tail and drops the head's reference with a
 //! locked instruction, which waits for every store before it (the block's own, missing the
 //! cache). A C loop over 64 live blocks of 32-64 KiB took 275 ns a step, mimalloc's 50; of
