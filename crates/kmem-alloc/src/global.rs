@@ -16,10 +16,10 @@
 //!   every allocation of every thread comes from a static bootstrap arena ([`ARENA_BYTES`]),
 //!   whose blocks are never freed.
 //! - **Boot is lazy** (what start-up costs: every short-lived process pays it): deferred
-//!   struct-page init ([`DEFERRED_INIT`]: the page descriptors of the first 4 MiB of free RAM
-//!   and of the chunk holding the machine's own metadata are written at boot, the rest of the
-//!   section's 4 MiB at a time when the page allocator runs short, before it would grow the
-//!   machine), RAM that is private anonymous memory from the start (no memfd, nothing to
+//!   struct-page init ([`DEFERRED_INIT`]: the page descriptors of the chunks holding the
+//!   machine's own metadata, whose free remnant serves the first allocations, are written at
+//!   boot, the rest of the section's 4 MiB at a time when the page allocator runs short,
+//!   before it would grow the machine), RAM that is private anonymous memory from the start (no memfd, nothing to
 //!   copy), and nothing read from `/proc` or `/sys`. A process that allocates little touches
 //!   about 40 pages of machine state and descriptors.
 //! - **Growth**: a request the machine cannot serve (asked without direct reclaim: see
@@ -60,13 +60,15 @@ use crate::lock::RawLock;
 
 /// RAM the machine boots with.
 pub const BOOT_RAM: u64 = 128 << 20;
-/// Free RAM whose page descriptors boot writes (`BootConfig::deferred_init`), besides the 4 MiB
-/// chunk that holds the machine's own metadata (its descriptors, the per-CPU units: about
-/// 3 MiB of it). The watermarks are those of the whole 128 MiB (low: 1.8 MiB free), so the
-/// metadata chunk's free remnant alone would send the first allocations to the slow path to
-/// initialise a chunk anyway; with 4 MiB a small process never initialises one on demand
-/// (each costs about 20,000 instructions and 8 host page faults, its 32 KiB of descriptors).
-pub const DEFERRED_INIT: u64 = 4 << 20;
+/// Free RAM whose page descriptors boot writes (`BootConfig::deferred_init`), besides the
+/// chunks that hold the machine's own metadata (its descriptors, the pagesets, the per-CPU
+/// units: 8 MiB of them with 256 possible CPUs). Their free remnant counts, so with 256
+/// possible CPUs 1 MiB releases no whole chunk at boot: a chunk (about 20,000 instructions
+/// and 8 host page faults, its 32 KiB of descriptors) is initialised when the page allocator
+/// first runs short, which a short process never does. 4 MiB until 2026-12-06 (20:10 UTC),
+/// when the metadata of 128 possible CPUs left less: with 1 MiB `ls /` takes 8 faults and
+/// 0.02-0.03 ms less (`scripts/startup_cost.sh`'s spawner, 3 x 300 runs alternated).
+pub const DEFERRED_INIT: u64 = 1 << 20;
 /// Bytes of the bootstrap arena.
 pub const ARENA_BYTES: usize = 1 << 20;
 /// Free memory the machine keeps before it gives any back.
