@@ -19,8 +19,9 @@
 //!   struct-page init ([`DEFERRED_INIT`]: the page descriptors of the chunks holding the
 //!   machine's own metadata, whose free remnant serves the first allocations, are written at
 //!   boot, the rest of the section's 4 MiB at a time when the page allocator runs short,
-//!   before it would grow the machine), RAM that is private anonymous memory from the start (no memfd, nothing to
-//!   copy), and nothing read from `/proc` or `/sys`. A process that allocates little touches
+//!   before it would grow the machine), per-CPU page lists written as each CPU comes up, RAM
+//!   that is private anonymous memory from the start (no memfd, nothing to copy), and
+//!   nothing read from `/proc` or `/sys`. A process that allocates little touches
 //!   about 40 pages of machine state and descriptors.
 //! - **Growth**: a request the machine cannot serve (asked without direct reclaim: see
 //!   `route.rs`) first sweeps the slab lists (barns and empty slabs, no CPU stopped: [`grow`])
@@ -216,9 +217,10 @@ fn parse_bytes(s: &str) -> Option<u64> {
 /// 12:00): `mtbench many 256` (256 live threads looping on `malloc` + `free` of 8-1000 B)
 /// took 80.6 ms with 128 (the 133 threads beyond the owned CPUs on four overflow CPUs,
 /// `free_no_cpu` and `alloc_careful` a third of its samples), 73.0 with 256 (glibc 69.5),
-/// alternated; the price is start-up: `ls /` +0.424 -> +0.458 ms over glibc, the first
-/// `malloc` 153,617 -> 177,165 instructions and 73 -> 90 page faults (the per-CPU page lists
-/// and units' descriptors of 128 more CPUs).
+/// alternated. The start-up they cost (the first `malloc` 153,617 -> 177,165 instructions
+/// and 73 -> 90 page faults: the per-CPU page lists and units' descriptors of 128 more CPUs)
+/// was paid back: the page lists are written as each CPU comes up, and boot initialises no
+/// whole chunk of free frames ([`DEFERRED_INIT`]): 148,145 instructions and 68 faults.
 pub const DEFAULT_POSSIBLE_CPUS: usize = kmem::NR_CPUS;
 
 /// The hotplug reserve: `KMEM_RAM_MAX`, else 64 GiB, or half the address space the process
@@ -257,9 +259,9 @@ fn address_space_left() -> u64 {
 /// last [`overflow_cpus`], which the threads beyond the others share (a compare-exchange an
 /// operation: 1000 live threads each looping on `malloc(64)` + `free` take 10-11 ns a pair,
 /// glibc 4-6.5; before, they borrowed owned CPUs, stopping them: 200 threads took 8.1 us a
-/// pair). Each possible CPU costs start-up a little (its per-CPU page lists and units: the
-/// first `malloc` 129,000 instructions and 58 faults with 64, 153,600 and 73 with 128,
-/// 177,200 and 90 with 256; `ls /` +0.36, +0.42 and +0.46 ms over glibc).
+/// pair). Each possible CPU costs start-up only its per-CPU unit's page descriptors (32 KiB
+/// of RAM, a page of descriptors per 16 CPUs; its page lists and fast table are written as
+/// it comes up).
 pub fn possible_cpus() -> usize {
     std::env::var("KMEM_CPUS")
         .ok()
@@ -330,7 +332,7 @@ fn build_with(hotplug_max: u64) -> Option<Machine> {
         // pool of workers reuses full caches); more exits tear down and give memory back.
         .thread_cpus_warm(host)
         // Slabs sized for the host's CPUs, as Linux on this host would size them, not for the
-        // pool of thread CPUs (at least 128): with 2 host CPUs a slab aims at 12 objects, not
+        // pool of thread CPUs (256): with 2 host CPUs a slab aims at 12 objects, not
         // 32, so a program's first block of a size touches half the pages.
         .slab_min_objects(slab_min_objects(host))
         .hotplug_max(hotplug_max)

@@ -208,16 +208,15 @@ fn show_zone<P: Platform>(k: &Kmem<P>, node: &Node, z: &Zone, node_stats: bool, 
 
     w.write_str("\n  pagesets")?;
     let threshold = calculate_normal_threshold(z.managed_pages(), k.nr_cpus());
+    // What a pageset written as its CPU comes up starts with.
+    let (batch, high_min, high_max) = k.zone_pcp_sizes(z);
     for cpu in 0..k.nr_cpus() {
         write!(w, "\n    cpu: {cpu}")?;
         // A zone without pagesets shows the boot pageset (count 0, high 0, batch 1); a CPU
         // whose pageset is written as it comes up, and has not yet, what it will start with.
         let v = match z.pageset(cpu) {
             Some(p) => [p.count(), p.high(), p.batch(), p.high_min(), p.high_max()],
-            None if cpu < z.pagesets().len() => {
-                let (batch, high_min, high_max) = k.zone_pcp_sizes(z);
-                [0, high_min, batch, high_min, high_max]
-            }
+            None if cpu < z.pagesets().len() => [0, high_min, batch, high_min, high_max],
             None => [0, 0, 1, 0, 0],
         };
         for (label, v) in ["count:   ", "high:    ", "batch:   ", "high_min:", "high_max:"].iter().zip(v) {

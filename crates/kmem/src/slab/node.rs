@@ -38,6 +38,13 @@ struct FlushRun<'a> {
     head: u32,
 }
 
+/// How many objects of a new slab of `objects` go to `sheaf` (its room, at most the slab):
+/// what [`Kmem::mark_for_sheaf`] marks before the slab is listed and
+/// [`Kmem::fill_from_new_slab`] then pushes.
+fn new_slab_take(sheaf: &Sheaf, objects: u32) -> u32 {
+    sheaf.capacity().saturating_sub(sheaf.size()).min(objects)
+}
+
 impl<P: Platform> Kmem<P> {
     /// Moves free objects of `slab` (list lock held) into `sheaf` until it is full or the
     /// slab has none left; fixes the slab's list. Returns how many moved.
@@ -146,8 +153,7 @@ impl<P: Platform> Kmem<P> {
     /// chained) go to `sheaf` (the pinned CPU's empty main sheaf) in
     /// [`Kmem::fill_from_new_slab`], marked as in a sheaf here, before the slab is listed.
     fn mark_for_sheaf(&self, s: &KmemCache, slab: Slab<'_>, sheaf: &Sheaf, unlinked: u32) -> u32 {
-        let w = slab.word();
-        let k = sheaf.capacity().saturating_sub(sheaf.size()).min(w.objects).min(unlinked);
+        let k = new_slab_take(sheaf, slab.word().objects).min(unlinked);
         let (base, fp, size) = (s.obj_base(self, slab), s.fp_writer(), s.layout.size as usize);
         for j in 0..k as usize {
             // SAFETY: a free object of a new slab no other thread reaches yet (not listed),
@@ -187,7 +193,7 @@ impl<P: Platform> Kmem<P> {
             self.take_from_slab(s, n, g, slab, sheaf);
             return;
         }
-        let k = sheaf.capacity().saturating_sub(sheaf.size()).min(w.objects);
+        let k = new_slab_take(sheaf, w.objects);
         // Objects the sheaf has no room for go back on the chain.
         self.link_new_slab(s, slab, k, unlinked);
         let (base, fp) = (s.obj_base(self, slab), s.fp_writer());
