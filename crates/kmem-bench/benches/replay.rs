@@ -51,10 +51,13 @@ fn main() {
     println!("replay bench: {}", path.display());
     let runs = env_usize("KMEM_REPLAY_RUNS", 3).max(1);
     let limit = env_usize("KMEM_REPLAY_LIMIT", usize::MAX);
-    // As `kmem replay` boots it: anonymous RAM with transparent huge pages (no vmalloc; the
-    // capture has no vmalloc events). `KMEM_REPLAY_MEMFD=1`: the memfd RAM of other machines.
+    // As `kmem replay` boots it: anonymous RAM in small pages (no vmalloc; the capture has no
+    // vmalloc events). `KMEM_REPLAY_MEMFD=1`: the memfd RAM of other machines;
+    // `KMEM_REPLAY_THP=1`: transparent huge pages (`kmem replay --thp`).
     let anon = std::env::var_os("KMEM_REPLAY_MEMFD").is_none();
-    let machine = || MachineBuilder::new().ram_mib(4096).cpus(4).anonymous_ram(anon).build().expect("boot");
+    let thp = std::env::var_os("KMEM_REPLAY_THP").is_some();
+    let machine =
+        || MachineBuilder::new().ram_mib(4096).cpus(4).anonymous_ram(anon).ram_hugepages(thp).build().expect("boot");
 
     let mut fe = Frontend::new();
     let mut times = Vec::new();

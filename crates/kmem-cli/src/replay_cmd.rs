@@ -84,11 +84,23 @@ pub struct ReplayArgs {
     /// its own, so it is reported on its own).
     #[arg(long)]
     pub merge: bool,
+    /// Ask the host for transparent huge pages for the machine's RAM (`MADV_HUGEPAGE`): fewer
+    /// host faults where huge pages are cheap, but on a VM that reports free memory to its
+    /// host every huge page is backed again at first touch (the shared capture: 10x slower).
+    #[arg(long)]
+    pub thp: bool,
     /// After the replay, write the page-frame map of the replayed state to PATH.png and
     /// PATH.svg (or name one with its extension; a directory gets kmem-pfmap.png and
     /// kmem-pfmap.svg inside it), and print the unusable free space index.
     #[arg(long, value_name = "PATH")]
     pub map: Option<PathBuf>,
+}
+
+/// The machine a replay runs on: anonymous RAM (a replay touches hundreds of MiB, cheaper
+/// host faults than a memfd's; the capture has no vmalloc events, which would need memfd
+/// RAM), in small pages unless `--thp` (`MachineBuilder::ram_hugepages`).
+fn replay_machine(a: &ReplayArgs) -> Result<kmem_hosted::Machine, String> {
+    a.machine.builder().anonymous_ram(true).ram_hugepages(a.thp).build().map_err(|e| e.to_string())
 }
 
 fn parse_views(names: &[String]) -> Result<Vec<View>, String> {
@@ -114,9 +126,7 @@ pub fn run(a: &ReplayArgs) -> Result<(), String> {
     };
     let trace = opened.map_err(|e| format!("cannot read trace {shown}: {e}"))?;
     let compression = trace.compression();
-    // Anonymous RAM with transparent huge pages where the host allows: a replay touches
-    // hundreds of MiB, and the capture has no vmalloc events (which would need memfd RAM).
-    let m = a.machine.builder().anonymous_ram(true).build().map_err(|e| e.to_string())?;
+    let m = replay_machine(a)?;
     // Created now, so that an unwritable path fails before the replay.
     let map_files = a.map.as_deref().map(crate::pfmap::MapFiles::create).transpose()?;
     let mut fe = Frontend::new();
@@ -201,4 +211,28 @@ pub fn run(a: &ReplayArgs) -> Result<(), String> {
     drop(report);
     rp.release_all();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        replay: super::ReplayArgs,
+    }
+
+    fn args(extra: &[&str]) -> super::ReplayArgs {
+        Cmd::parse_from(["kmem-replay", "trace", "--ram", "256M"].into_iter().chain(extra.iter().copied())).replay
+    }
+
+    #[test]
+    fn the_replay_machine_is_anonymous_small_page_ram_unless_thp_is_asked() {
+        let m = super::replay_machine(&args(&[])).unwrap();
+        assert!(m.ram_is_anonymous(), "anonymous RAM");
+        assert!(!m.ram_hugepages(), "small pages by default: huge ones are slow on VMs that report free memory");
+        let m = super::replay_machine(&args(&["--thp"])).unwrap();
+        assert!(m.ram_is_anonymous() && m.ram_hugepages(), "--thp asks for huge pages");
+    }
 }

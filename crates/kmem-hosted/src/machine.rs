@@ -96,6 +96,12 @@ impl Machine {
         self.ram.raw_fd().is_none()
     }
 
+    /// Whether RAM was advised for transparent huge pages
+    /// ([`crate::MachineBuilder::ram_hugepages`]; the host decides what backs it).
+    pub fn ram_hugepages(&self) -> bool {
+        self.ram.hugepages()
+    }
+
     /// `stop_machine()`: takes every CPU of the machine for the calling thread. Until
     /// [`Machine::restart_machine`], no other thread is inside a critical section of it, so
     /// none holds any of its locks: what `fork()` needs so the child finds them free

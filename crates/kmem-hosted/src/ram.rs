@@ -16,6 +16,8 @@ pub struct Ram {
     fd: Option<OwnedFd>,
     base: NonNull<u8>,
     len: usize,
+    /// Anonymous RAM advised for transparent huge pages (`MADV_HUGEPAGE`).
+    hugepages: bool,
 }
 
 // SAFETY: `Ram` only hands out the base address; the mapping itself is process-wide and stays
@@ -58,17 +60,17 @@ impl Ram {
         Self::build(regions, space, None)
     }
 
-    /// As [`Ram::with_reserve`], but RAM is private anonymous memory that the host may back
-    /// with transparent huge pages (`MADV_HUGEPAGE`): fewer host page faults and TLB misses
-    /// for a machine that touches much of its RAM (trace replay). Nothing can alias it, so
-    /// a machine on anonymous RAM has no vmalloc range; a forked child gets a copy.
+    /// As [`Ram::with_reserve`], but RAM is private anonymous memory in small pages
+    /// (`MADV_NOHUGEPAGE`): touching a page commits one page. Nothing can alias it, so a
+    /// machine on anonymous RAM has no vmalloc range; a forked child gets a copy.
     pub fn anonymous(regions: &[MemRegion], space: u64) -> Result<Ram, RamError> {
-        Self::build(regions, space, Some(true))
+        Self::build(regions, space, Some(false))
     }
 
-    /// As [`Ram::anonymous`], choosing whether transparent huge pages may back it: `false`
-    /// advises `MADV_NOHUGEPAGE` instead, so that touching a page commits one page, not
-    /// 2 MiB (a process's allocator that uses little of its RAM).
+    /// As [`Ram::anonymous`], choosing whether transparent huge pages may back it: `true`
+    /// advises `MADV_HUGEPAGE` (fewer host faults and TLB misses for a machine that touches
+    /// much of its RAM, where the host keeps huge pages cheap; see
+    /// `MachineBuilder::ram_hugepages` for when it does not).
     pub fn anonymous_with(regions: &[MemRegion], space: u64, hugepages: bool) -> Result<Ram, RamError> {
         Self::build(regions, space, Some(hugepages))
     }
@@ -111,7 +113,8 @@ impl Ram {
             .map_err(|e| RamError::Os("mmap", e))?;
             (Some(fd), p)
         };
-        let ram = Ram { fd, base: NonNull::new(p.cast()).expect("mmap returned null"), len };
+        let hugepages = anonymous == Some(true);
+        let ram = Ram { fd, base: NonNull::new(p.cast()).expect("mmap returned null"), len, hugepages };
         let mut usable: Vec<(u64, u64)> = regions
             .iter()
             .filter(|r| r.kind == RegionKind::Usable)
@@ -177,6 +180,11 @@ impl Ram {
     /// Size of the physical address space mapped.
     pub fn len(&self) -> usize {
         self.len
+    }
+    /// Whether the mapping was advised for transparent huge pages (anonymous RAM built with
+    /// `hugepages`; the host may still back it with small pages).
+    pub fn hugepages(&self) -> bool {
+        self.hugepages
     }
     /// True if nothing is mapped (never, for a constructed `Ram`).
     pub fn is_empty(&self) -> bool {

@@ -82,9 +82,11 @@
 //! each line costs about 390 instructions of zstd, 950 of splitting, parsing and front end,
 //! and 850 of
 //! replay (the OOM killer's bookkeeping, [`oom`], adds about 60: a lock of the live tables
-//! per operation, one more before allocations of a live key, and the victim queues). `kmem replay` boots its machine on anonymous RAM with transparent huge pages
-//! (`MachineBuilder::anonymous_ram`: a replay touches hundreds of MiB, and huge pages halve
-//! its cost on a VM); such RAM cannot be aliased, so that machine has no vmalloc range.
+//! per operation, one more before allocations of a live key, and the victim queues). `kmem replay` boots its machine on anonymous RAM
+//! (`MachineBuilder::anonymous_ram`: a replay touches hundreds of MiB, and a host fault costs
+//! less there than on a memfd) in small pages (`--thp` asks for transparent huge pages: on a
+//! VM that reports free memory to its host they made the shared capture's replay 10x
+//! slower); such RAM cannot be aliased, so that machine has no vmalloc range.
 //!
 //! [`summary`] lists kmem's layout of each trace cache against the trace's sizes and audits
 //! the end state: after `kmem_cache_shrink` of every cache in use, each cache's active
