@@ -27,6 +27,16 @@ fn boots_with_little_initialised_and_uses_it_all_before_growing() {
     assert_eq!(m.totalram_pages() * 4096, global::online_bytes() as usize);
     assert!(global::online_bytes() > global::BOOT_RAM * 9 / 10, "MemTotal counts deferred frames");
     m.verify().unwrap();
+    // Boot wrote the descriptors of the chunks holding its metadata (whose free remnant
+    // serves a short process) and of no whole chunk of free frames (`global::DEFERRED_INIT`):
+    // every initialised chunk of the boot section holds a reserved frame.
+    let chunk = 1usize << kmem::MAX_PAGE_ORDER;
+    let free_chunks: Vec<usize> = (0..section / chunk)
+        .map(|c| c * chunk)
+        .filter(|&first| m.pfn_valid(kmem::Pfn::new(first)))
+        .filter(|&first| (first..first + chunk).all(|p| m.frame_state(kmem::Pfn::new(p)) != kmem::FrameState::Reserved))
+        .collect();
+    assert!(free_chunks.is_empty(), "boot initialised whole chunks of free frames at pfns {free_chunks:?}");
     let (base, _) = m.ram_range();
     // The test harness allocates too (threads, names, output capture), all on this machine.
     let touched = resident_pages(base, global::BOOT_RAM as usize);
