@@ -405,6 +405,53 @@ mod tests {
         }
     }
 
+    /// This thread's minor page faults so far (`/proc/thread-self/stat`, field 10).
+    /// Read into a buffer on the stack: the reading itself touches no new heap page.
+    fn thread_minflt() -> u64 {
+        use testing::std::io::Read;
+        let mut buf = [0u8; 1024];
+        let mut f = testing::std::fs::File::open("/proc/thread-self/stat").unwrap();
+        let n = f.read(&mut buf).unwrap();
+        let stat = core::str::from_utf8(&buf[..n]).unwrap();
+        // The command name (field 2) may hold spaces: count from the `)` that ends it.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        rest.split(' ').nth(7).unwrap().parse().unwrap()
+    }
+
+    /// A CPU's first touch of its table is a write (`init`'s compare-exchange): on memory the
+    /// host maps on demand, one page fault per page of the table, not a load's fault (which
+    /// maps the shared zero page) and then a store's.
+    #[test]
+    fn a_fresh_table_costs_one_page_fault_a_page() {
+        use testing::std::alloc::{alloc_zeroed, dealloc, Layout};
+        const PAGE: usize = crate::PAGE_SIZE;
+        // Larger than glibc's largest mmap threshold (32 MiB), so the C library maps it fresh
+        // and, knowing it zero, writes none of it (`calloc` of an `mmap` chunk; a page
+        // alignment would make the allocator clear it): untouched pages.
+        let layout = Layout::from_size_align(64 << 20, 16).unwrap();
+        // SAFETY: a non-zero size.
+        let buf = unsafe { alloc_zeroed(layout) } as usize;
+        assert_ne!(buf, 0);
+        let page = buf.next_multiple_of(PAGE);
+        // SAFETY: zeroed memory, page-aligned, large enough, ours: a table never written. The
+        // first one takes the code's and statics' first faults, outside the count.
+        let warm = unsafe { FastTable::at(page + 8 * PAGE) };
+        warm.init();
+        let at = page + 16 * PAGE;
+        let pages = (at + core::mem::size_of::<FastTable>()).div_ceil(PAGE) - at / PAGE;
+        // SAFETY: as above, pages nobody touched.
+        // (Nothing reads it before `init`: a load would map the zero page outside the count.)
+        let t = unsafe { FastTable::at(at) };
+        let _ = thread_minflt(); // the reader's own first faults, before the count
+        let before = thread_minflt();
+        t.init();
+        let after = thread_minflt();
+        assert!(t.is_ready());
+        assert_eq!(after - before, pages as u64, "faults writing a fresh table of {pages} page(s)");
+        // SAFETY: allocated above with `layout`.
+        unsafe { dealloc(buf as *mut u8, layout) };
+    }
+
     /// A cache's id entry names its CPU's main sheaf once the CPU has used it, and nothing
     /// once the cache is destroyed: its id may name another cache next, whose frees must not
     /// reach the dead cache's sheaves.
