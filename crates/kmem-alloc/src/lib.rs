@@ -87,15 +87,15 @@ pub mod raw {
     /// `malloc`-like: `size` bytes aligned to `align` (a power of two), zeroed with `zero`;
     /// null on failure. Size 0 gives a unique minimal block, as C's malloc.
     ///
-    /// The fast path starts from the thread's CPU of the process machine
-    /// ([`ProcessCpu`]): one thread-local load and a test say the machine is booted and the
-    /// thread owns a CPU of it with no careful section under way; anything else (the
-    /// thread's first allocation, the first after a careful section) goes to
-    /// [`alloc_no_cpu`], the machine's own fast path, which opens the thread's gate again.
+    /// The fast path starts from the thread's CPU of the process machine as its fast gate
+    /// has it ([`ProcessCpu::fast`]), with no test of the gate: a closed gate (no machine
+    /// yet, the thread's first allocation, the first after a careful section) is a CPU
+    /// stopped for good, whose pin fails (or is opened there, after a careful section). A miss
+    /// goes to [`alloc_no_cpu`]: the machine's own fast path, else its slow path, else booting.
     #[inline(always)]
     pub fn alloc_aligned(size: usize, align: usize, zero: bool) -> *mut u8 {
-        if let Some(cpu) = ProcessCpu::current() {
-            return route::alloc_on(cpu, size, align, zero);
+        if let Some(p) = route::alloc_on(ProcessCpu::fast(), size, align, zero) {
+            return p.as_ptr();
         }
         alloc_no_cpu(size, align, zero)
     }
@@ -121,33 +121,15 @@ pub mod raw {
     }
 
     /// [`alloc_malloc_aligned`]'s fast path alone (the machine ready, the class's CPU sheaf
-    /// not empty): `None` where it would take its slow path, which the caller then takes
-    /// (out of line: C's `malloc` sets `errno` there, so its fast path saves no register).
-    ///
-    /// The two ways it declines are told apart ([`FastMiss`]) so that a caller can send them
-    /// to different slow paths: one test and branch each. Sent to the same one, the compiler
-    /// merges the two tests into one branch with three instructions more (`sete`, `setae`,
-    /// `or`).
+    /// not empty): `None` where it would take its slow path (the machine not booted, the
+    /// thread's gate closed, no CPU to be had without waiting, an empty sheaf, a size past
+    /// the classes), which the caller then takes: [`alloc_malloc_aligned`], out of line (C's
+    /// `malloc` sets `errno` there, so its fast path saves no register).
     ///
     /// It starts from the thread's CPU of the process machine, as [`alloc_aligned`] does.
     #[inline(always)]
-    pub fn alloc_malloc_fast(size: usize, zero: bool) -> Result<core::ptr::NonNull<u8>, FastMiss> {
-        let Some(cpu) = ProcessCpu::current() else { return Err(FastMiss::NotReady) };
-        route::alloc16_fast_on(cpu, size, zero).ok_or(FastMiss::Slow)
-    }
-
-    /// Why [`alloc_malloc_fast`] declined.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum FastMiss {
-        /// No process CPU without a look at the machine ([`ProcessCpu`]): the machine is not
-        /// booted yet (the process's first allocations), or the thread's fast gate is closed
-        /// (its first allocation, the first after a careful section). The slow path's
-        /// [`alloc_malloc_aligned`] takes the machine's own fast path first, which opens the
-        /// gate.
-        NotReady,
-        /// Anything else: a size past the slab classes, an empty sheaf, a CPU not to be had
-        /// without waiting.
-        Slow,
+    pub fn alloc_malloc_fast(size: usize, zero: bool) -> Option<core::ptr::NonNull<u8>> {
+        route::alloc16_fast_on(ProcessCpu::fast(), size, zero)
     }
 
     /// [`alloc_aligned`] before the machine is ready: boot it, or use the bootstrap arena.
@@ -182,28 +164,27 @@ pub mod raw {
     /// pages back to the machine.
     #[inline(always)]
     pub unsafe fn free(p: *mut u8) {
-        if let Some(cpu) = ProcessCpu::current() {
-            // SAFETY: caller's contract; the map is the process machine's (the thread's copy
-            // of it), the pin is its CPU's, given to its fast path; anything the map does not
-            // find as a slab object goes to `free_unsized`, the machine's whole way. The
-            // machine itself is loaded only off the fast path.
-            return unsafe {
-                Kmem::kfree_mapped_or_then_with(
-                    || &**cpu.machine(),
-                    &cpu.free_map(),
-                    p,
-                    || cpu.try_pin(),
-                    |p| free_unsized_process(cpu, p),
-                    global::slow_free_tick,
-                )
-            };
+        let cpu = ProcessCpu::fast();
+        // SAFETY: caller's contract; the map is the process machine's (the thread's copy of
+        // it, empty before the thread took the machine's gate token), the pin is its CPU's
+        // (fails while the gate is closed), given to its fast path; the machine is reached
+        // only once the map found the block (so the machine exists), and only off the fast
+        // path; anything the map does not find as a slab object goes to `free_no_cpu`.
+        unsafe {
+            Kmem::kfree_mapped_or_then_with(
+                || &**cpu.machine_unchecked(),
+                &cpu.free_map(),
+                p,
+                || cpu.try_pin(),
+                |p| free_no_cpu(p.cast_mut()),
+                global::slow_free_tick,
+            )
         }
-        // SAFETY: caller's contract.
-        unsafe { free_no_cpu(p) }
     }
 
-    /// [`free`] without the thread's process CPU: the machine's own fast path (which opens
-    /// the thread's gate), else [`free_slow`].
+    /// [`free`] of a block its thread's map did not find (not a plain slab object, or no map
+    /// yet): the machine's own fast path (which opens the thread's gate), else
+    /// [`free_slow`].
     ///
     /// # Safety
     ///
@@ -232,59 +213,25 @@ pub mod raw {
     /// As [`free`].
     #[inline(always)]
     pub unsafe fn free_sized(p: *mut u8, size: usize, align: usize) {
-        if let Some(cpu) = ProcessCpu::current() {
-            let req = route::fast_request(size, align).unwrap_or(0);
-            // SAFETY: caller's contract; the map and the pin are the process machine's, given
-            // to its fast path; anything but an object of the request's cache goes to
-            // `free_unsized`.
-            return unsafe {
-                Kmem::kfree_sized_mapped_or_then_with(
-                    || &**cpu.machine(),
-                    &cpu.free_map(),
-                    p,
-                    req,
-                    || cpu.try_pin(),
-                    |p| free_unsized_process(cpu, p),
-                    global::slow_free_tick,
-                )
-            };
+        let cpu = ProcessCpu::fast();
+        // The request `route::alloc`'s fast path makes (0, which names no cache, for the
+        // others: they take `free_no_cpu`, as do blocks of size 0).
+        let req = route::fast_request(size, align).unwrap_or(0);
+        // SAFETY: caller's contract; the map and the pin are the process machine's, given to
+        // its fast path, the machine reached only once the map found the block, as in
+        // `free`; anything but an object of the request's cache goes to `free_no_cpu`, which
+        // frees whatever it is.
+        unsafe {
+            Kmem::kfree_sized_mapped_or_then_with(
+                || &**cpu.machine_unchecked(),
+                &cpu.free_map(),
+                p,
+                req,
+                || cpu.try_pin(),
+                |p| free_no_cpu(p.cast_mut()),
+                global::slow_free_tick,
+            )
         }
-        // SAFETY: caller's contract.
-        unsafe { free_sized_no_cpu(p, size, align) }
-    }
-
-    /// [`free_sized`] without the thread's process CPU, as [`free_no_cpu`].
-    ///
-    /// # Safety
-    ///
-    /// As [`free`].
-    #[inline(never)]
-    unsafe fn free_sized_no_cpu(p: *mut u8, size: usize, align: usize) {
-        if let Some(m) = global::ready() {
-            // The request `route::alloc`'s fast path makes (0, which names no cache, for the
-            // others: they take `free_unsized`, as do blocks of size 0).
-            let req = route::fast_request(size, align).unwrap_or(0);
-            // SAFETY: caller's contract; anything but an object of the request's cache goes
-            // to `free_unsized`.
-            return unsafe { m.kfree_sized_or_then(p, req, |p| free_unsized(m, p), global::slow_free_tick) };
-        }
-        // SAFETY: caller's contract.
-        unsafe { free_slow(p) }
-    }
-
-    /// [`free_unsized`] on the process machine, which it loads itself (its callers' fast
-    /// paths do not).
-    #[inline(never)]
-    fn free_unsized_process(cpu: ProcessCpu, p: *const u8) {
-        free_unsized(cpu.machine(), p)
-    }
-
-    /// [`free_sized`] of a block that is not in the cache its size names, and [`free`] of one
-    /// its map did not find: the machine's whole way.
-    #[inline(never)]
-    fn free_unsized(m: &kmem_hosted::Machine, p: *const u8) {
-        // SAFETY: `free_sized`'s caller's contract.
-        unsafe { m.kfree_slab_or_then(p, |p| free_other(m, p), global::slow_free_tick) }
     }
 
     /// [`free`] of anything but a plain slab object: outside the machine's RAM, what

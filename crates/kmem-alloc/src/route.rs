@@ -23,8 +23,8 @@
 use core::ptr::NonNull;
 
 use kmem::kmalloc::{kmalloc_index_aligned, KMALLOC_ALIGN, KMALLOC_MAX_SIZE, KMALLOC_MIN_SIZE, ZERO_SIZE_PTR};
-use kmem::Gfp;
-use kmem_hosted::{Machine, ProcessCpu};
+use kmem::{Gfp, Kmem};
+use kmem_hosted::{Machine, ProcessFast};
 
 use crate::{global, huge, medium};
 
@@ -95,29 +95,31 @@ pub(crate) fn alloc16(m: &Machine, size: usize, zero: bool) -> *mut u8 {
     alloc_slow(m, size, KMALLOC_ALIGN, zero)
 }
 
-/// [`alloc`]'s fast path on the thread's process CPU (`raw::alloc_aligned`), else
-/// [`alloc_slow`] on the process machine.
+/// [`alloc`]'s fast path on the thread's process CPU as its gate has it
+/// (`raw::alloc_aligned`): `None` for the caller's slow path (which the gate's being closed
+/// leads to too).
 #[inline(always)]
-pub(crate) fn alloc_on(cpu: ProcessCpu, size: usize, align: usize, zero: bool) -> *mut u8 {
-    if let Some(req) = fast_request(size, align) {
-        if req.wrapping_sub(1) < kmem::kmalloc::KMALLOC_MAX_CACHE_SIZE {
-            let index = kmem::kmalloc::kmalloc_index(req);
-            // SAFETY: the pin goes to its own machine's fast path.
-            let pin = || unsafe { cpu.try_pin() };
-            if let Some(p) = cpu.machine().kmalloc_try_fast_index_with(index, fast_gfp(zero), pin) {
-                return p.as_ptr();
-            }
-        }
+pub(crate) fn alloc_on(cpu: ProcessFast, size: usize, align: usize, zero: bool) -> Option<NonNull<u8>> {
+    let req = fast_request(size, align)?;
+    if req.wrapping_sub(1) >= kmem::kmalloc::KMALLOC_MAX_CACHE_SIZE {
+        return None;
     }
-    alloc_slow(cpu.machine(), size, align, zero)
+    class_fast_on(cpu, kmem::kmalloc::kmalloc_index(req), zero)
 }
 
-/// [`alloc16_fast`] on the thread's process CPU (`raw::alloc_malloc_fast`).
+/// [`alloc16_fast`] on the thread's process CPU as its gate has it (`raw::alloc_malloc_fast`).
 #[inline(always)]
-pub(crate) fn alloc16_fast_on(cpu: ProcessCpu, size: usize, zero: bool) -> Option<NonNull<u8>> {
-    let index = kmalloc_index_aligned(size)?;
-    // SAFETY: the pin goes to its own machine's fast path.
-    cpu.machine().kmalloc_try_fast_index_with(index, fast_gfp(zero), || unsafe { cpu.try_pin() })
+pub(crate) fn alloc16_fast_on(cpu: ProcessFast, size: usize, zero: bool) -> Option<NonNull<u8>> {
+    class_fast_on(cpu, kmalloc_index_aligned(size)?, zero)
+}
+
+/// An object of kmalloc class `index` from the sheaf of the thread's process CPU, the
+/// machine reached only once that CPU is pinned (so only if the machine exists).
+#[inline(always)]
+fn class_fast_on(cpu: ProcessFast, index: usize, zero: bool) -> Option<NonNull<u8>> {
+    // SAFETY: the pin goes to its own machine's fast path, and the machine is reached only
+    // after it succeeded (a pin of the thread's process CPU proves the machine exists).
+    Kmem::kmalloc_class_fast_with(|| unsafe { &**cpu.machine_unchecked() }, index, zero, || unsafe { cpu.try_pin() })
 }
 
 /// [`alloc16`]'s fast path alone: `None` where it would go on to [`alloc_slow`].

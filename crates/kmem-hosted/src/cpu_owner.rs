@@ -164,6 +164,39 @@ const _: () = {
 #[cfg_attr(loom, allow(dead_code))]
 pub(crate) const DEPTH_OFFSET: usize = 8;
 
+/// A CPU that no thread owns and that is stopped for good (`stop = 1`): what the process
+/// allocator's fast paths find through a thread's closed fast gate (`Ctx::own_proc`), so that
+/// the stop test they make anyway sends them to their slow paths, with no test of the gate
+/// of its own. Its `fast` word is written (1, then 0 again) by every fast path that finds
+/// it, from any thread: only on the way to a slow path. Not under loom (its atomics are not
+/// `const`; the models never take the process allocator's fast paths).
+#[cfg(not(loom))]
+pub(crate) static CLOSED: OwnedCpu = OwnedCpu {
+    fast: AtomicU32::new(0),
+    cpu: 0,
+    depth: AtomicU32::new(0),
+    depth_cpu: 0,
+    stop: AtomicU32::new(1),
+    stopper: AtomicU32::new(1),
+    owner: AtomicU32::new(FREE),
+    tid: AtomicI32::new(0),
+    warm: AtomicU32::new(0),
+    area: std::sync::atomic::AtomicUsize::new(0),
+};
+
+/// [`CLOSED`]'s address (null under loom).
+#[inline(always)]
+pub(crate) const fn closed() -> *const OwnedCpu {
+    #[cfg(not(loom))]
+    {
+        &raw const CLOSED
+    }
+    #[cfg(loom)]
+    {
+        core::ptr::null()
+    }
+}
+
 impl OwnedCpu {
     /// CPU `cpu`, free.
     pub(crate) fn new(cpu: u32) -> Self {

@@ -98,22 +98,11 @@ fn alloc(size: usize, align: usize, zero: bool) -> *mut c_void {
     // `malloc` and `calloc` pass MIN_ALIGN, a constant: their size goes to its class in one
     // lookup.
     if align == MIN_ALIGN {
-        match raw::alloc_malloc_fast(size, zero) {
-            Ok(p) => return p.as_ptr().cast(),
-            // A slow path of its own: two tests, each with its branch (one shared slow path
-            // made the compiler merge them, three instructions more).
-            Err(raw::FastMiss::NotReady) => return alloc_booting(size, zero),
-            Err(raw::FastMiss::Slow) => {}
+        if let Some(p) = raw::alloc_malloc_fast(size, zero) {
+            return p.as_ptr().cast();
         }
     }
     alloc_careful(size, align, zero)
-}
-
-/// [`alloc`] of `malloc` and `calloc` before the machine is ready: [`alloc_careful`].
-#[cold]
-#[inline(never)]
-fn alloc_booting(size: usize, zero: bool) -> *mut c_void {
-    alloc_careful(size, MIN_ALIGN, zero)
 }
 
 /// [`alloc`] past its fast path: `NULL` and `ENOMEM` on failure.

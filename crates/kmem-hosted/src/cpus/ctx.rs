@@ -86,6 +86,14 @@ pub(super) struct Ctx {
     /// allocator's fast paths a constant.
     pub(super) own_gate: Cell<usize>,
     pub(super) own_state: Cell<*const OwnedCpu>,
+    /// The process allocator's fast gate, as a CPU: `own_state` while the fast gate is open
+    /// on the process machine (`own_fast` holds [`PROCESS_GATE`](super::thread::PROCESS_GATE)),
+    /// else [`CLOSED`](crate::cpu_owner::CLOSED), a CPU stopped for good. The process
+    /// allocator's fast paths enter it with no test of the gate: on `CLOSED` their stop test
+    /// fails ([`ProcessFast`](super::thread::ProcessFast)). Closed with `own_fast`; opened
+    /// only by the process allocator's own fast pin ([`Ctx::open_process_gate`]), so it is
+    /// open only while `own_fast` is.
+    pub(super) own_proc: Cell<*const OwnedCpu>,
     pub(super) own_cpu: Cell<u32>,
     /// The owned CPU's area word (`OwnedCpu::area`), copied with `own_state`: the fast paths
     /// read it with the thread's other words, not after the CPU's line.
@@ -137,15 +145,31 @@ impl Ctx {
     #[inline(always)]
     pub(super) fn enter_owned(&self, st: &OwnedCpu) {
         if st.enter() {
-            self.own_fast.set(0);
+            self.close_gate();
         }
+    }
+    /// Closes the fast gate (`own_fast`, and the process allocator's `own_proc`).
+    #[inline(always)]
+    pub(super) fn close_gate(&self) {
+        self.own_fast.set(0);
+        self.own_proc.set(crate::cpu_owner::closed());
+    }
+    /// Opens the fast gate on the process machine's owned CPU `st` (`own_gate` holds
+    /// [`PROCESS_GATE`](super::thread::PROCESS_GATE)), for the process allocator's fast
+    /// paths too (`own_proc`). The machine's own fast pin opens `own_fast` alone
+    /// (`thread::try_open_gate`): `own_proc` then stays closed until the process allocator's
+    /// next fast path opens it here.
+    #[inline(always)]
+    pub(super) fn open_process_gate(&self, st: *const OwnedCpu) {
+        self.own_fast.set(super::thread::PROCESS_GATE);
+        self.own_proc.set(st);
     }
     /// Sets `own_machine` and its gate token `own_gate` (0, 0: none), the fast gate closed;
     /// with the process machine's token, `own_map` to its free map (before the gate can
     /// open with the token).
     #[inline]
     pub(super) fn set_own_machine(&self, machine: usize, gate: usize) {
-        self.own_fast.set(0);
+        self.close_gate();
         self.own_machine.set(machine);
         if gate == super::thread::PROCESS_GATE {
             self.own_map.set(super::thread::process_map());
@@ -179,6 +203,7 @@ thread_local! {
             own_fast: Cell::new(0),
             own_gate: Cell::new(0),
             own_state: Cell::new(core::ptr::null()),
+            own_proc: Cell::new(crate::cpu_owner::closed()),
             own_cpu: Cell::new(0),
             own_area: Cell::new(0),
             own_map: Cell::new(kmem::FreeMap::EMPTY),

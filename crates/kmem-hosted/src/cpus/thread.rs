@@ -220,6 +220,14 @@ impl ProcessCpu {
         CTX.with(|c| (c.own_fast.get() == PROCESS_GATE).then_some(Self { _private: () }))
     }
 
+    /// The thread's process CPU as the process allocator's fast paths take it, with no test
+    /// of the gate ([`ProcessFast`]): a closed gate is a CPU stopped for good, whose pin
+    /// fails.
+    #[inline(always)]
+    pub fn fast() -> ProcessFast {
+        ProcessFast { _private: () }
+    }
+
     /// The process machine, whose CPU this is. (One load: no test.)
     #[inline(always)]
     pub fn machine(self) -> &'static Machine {
@@ -271,4 +279,117 @@ impl ProcessCpu {
             kmem::FastPin::new(kmem::Pinned { cpu: kmem::CpuId(crate::cpu_slot::pinned_cpu(token)), token }, area)
         })
     }
+}
+
+/// The calling thread's CPU of the process machine as the process allocator's fast paths
+/// take it ([`ProcessCpu::fast`]): whatever the thread's fast gate says. Open, it is the
+/// thread's owned CPU; closed (no process machine yet, the thread's first allocation, a
+/// careful section under way or just ended, a thread running as another CPU, its gate on
+/// another machine), it is `CLOSED`, a CPU stopped for good, so
+/// [`ProcessFast::try_pin`] fails and the caller takes its slow path: the stop test every
+/// fast pin makes is the gate's test too (two instructions fewer in each `malloc` and `free`
+/// than [`ProcessCpu::current`]'s test and branch).
+///
+/// Nothing here assumes the process machine exists: [`ProcessFast::machine_unchecked`] is
+/// for what a pin, or a free map that found a block, proves.
+#[derive(Clone, Copy, Debug)]
+pub struct ProcessFast {
+    _private: (),
+}
+
+impl ProcessFast {
+    /// The process machine's free map, from the thread's context: [`kmem::FreeMap::EMPTY`]
+    /// (which finds no block) until the thread has taken the process machine's gate token,
+    /// so a map that finds a block proves the machine exists.
+    #[inline(always)]
+    pub fn free_map(self) -> kmem::FreeMap {
+        CTX.with(|c| c.own_map.get())
+    }
+
+    /// The fast pin of the thread's CPU (the handshake with stoppers alone), for the process
+    /// machine's `*_with` fast paths, which end it; `None` while the gate is closed or a
+    /// stopper holds the CPU.
+    ///
+    /// # Safety
+    ///
+    /// As [`ProcessCpu::try_pin`].
+    ///
+    /// A closed gate is opened here, as the machine's own fast pin opens it
+    /// (`try_pin_fast_area`), when the thread owns a CPU of the process machine whose
+    /// careful sections are over (the first fast path after one): otherwise a free that found
+    /// its block would take the careful way, and leave the gate closed, every time.
+    #[inline(always)]
+    pub unsafe fn try_pin(self) -> Option<kmem::FastPin> {
+        let (state, area) = CTX.with(|c| (c.own_proc.get(), c.own_area.get()));
+        // SAFETY: `own_proc` is `CLOSED` (a static) or, while the gate is open on the process
+        // machine, the thread's owned CPU of it (`own_state`), which the machine keeps alive
+        // while the thread owns it; the gate closes at every change of `own_machine` and at
+        // every outermost careful entry, as `ProcessCpu::try_pin` relies on.
+        let st = unsafe { &*state };
+        if st.try_enter_idle() {
+            // SAFETY: entered, so `st` is the owned CPU (CLOSED never is).
+            return Some(unsafe { fast_pin(st, area) });
+        }
+        // Inlined, off the straight path (as `try_open_gate`: a call would make the fast
+        // paths save registers).
+        CTX.with(|c| {
+            if c.own_gate.get() != PROCESS_GATE {
+                return None;
+            }
+            // SAFETY: as in `pin_owned`: the thread owns CPU `own_state` of the process
+            // machine, whose token `own_gate` holds.
+            let st = unsafe { &*c.own_state.get() };
+            if !st.idle() {
+                return None;
+            }
+            c.open_process_gate(st);
+            // SAFETY: entered: the owned CPU and its area word.
+            st.try_enter_idle().then(|| unsafe { fast_pin(st, c.own_area.get()) })
+        })
+    }
+
+    /// Whether the fast paths would find the thread's own CPU (the gate open for them), not
+    /// the stopped one: a diagnostic (the fast paths never ask, their pin tells).
+    pub fn is_open(self) -> bool {
+        #[cfg(not(loom))]
+        return CTX.with(|c| !core::ptr::eq(c.own_proc.get(), crate::cpu_owner::closed()));
+        #[cfg(loom)]
+        return CTX.with(|c| !c.own_proc.get().is_null());
+    }
+
+    /// The process machine, if there is one yet.
+    #[inline(always)]
+    pub fn machine(self) -> Option<&'static Machine> {
+        let p = PROCESS.load(Ordering::Acquire);
+        // SAFETY: a non-null `PROCESS` is the process machine, which lives as long as the
+        // process and never changes.
+        (!p.is_null()).then(|| unsafe { &*p })
+    }
+
+    /// The process machine, with no test.
+    ///
+    /// # Safety
+    ///
+    /// The process machine exists: a [`ProcessFast::try_pin`] of this thread succeeded, or
+    /// its [`ProcessFast::free_map`] found a block (each implies the thread took the
+    /// machine's gate token, which is set after the machine).
+    #[inline(always)]
+    pub unsafe fn machine_unchecked(self) -> &'static Machine {
+        // SAFETY: the caller's contract; a plain read, as in `ProcessCpu::machine`.
+        unsafe { &**PROCESS.as_ptr() }
+    }
+}
+
+/// The fast pin of the owned CPU `st`, entered, with its area word `area`.
+///
+/// # Safety
+///
+/// `st` is the thread's owned CPU of the process machine, entered by its fast path, and
+/// `area` its area word.
+#[inline(always)]
+unsafe fn fast_pin(st: &crate::cpu_owner::OwnedCpu, area: usize) -> kmem::FastPin {
+    let token = st.fast_token();
+    // SAFETY: the caller's contract: what the process machine's `try_pin_cpu_area` returns
+    // for it.
+    unsafe { kmem::FastPin::new(kmem::Pinned { cpu: kmem::CpuId(crate::cpu_slot::pinned_cpu(token)), token }, area) }
 }

@@ -309,6 +309,41 @@ impl<P: Platform> Kmem<P> {
         self.kmalloc_try_fast_slot(id, self.kmalloc_state().caches[KmallocType::of(gfp) as usize].get(index)?, gfp)
     }
 
+    /// [`Kmem::kmalloc_try_fast_index_with`] of the normal type with a request that never
+    /// sleeps (`GFP_NOWAIT`, with `__GFP_ZERO` when `zero`), for a caller that reaches the
+    /// machine only through `kmem`: it is called only once `pin` has pinned a CPU of it, so a
+    /// caller whose machine may not exist yet (a process allocator's first allocation) has
+    /// its pin fail instead of testing for the machine first. `None`: the caller's slow path.
+    ///
+    /// ```
+    /// use kmem::kmalloc::kmalloc_index;
+    /// use kmem::Kmem;
+    /// use kmem_hosted::HostedPlatform;
+    /// // No pin: the caller's slow path, and no look at the machine (there may be none).
+    /// let none = Kmem::<HostedPlatform>::kmalloc_class_fast_with(
+    ///     || unreachable!("the machine is reached only after a pin"),
+    ///     kmalloc_index(64),
+    ///     false,
+    ///     || None,
+    /// );
+    /// assert!(none.is_none());
+    /// ```
+    #[inline(always)]
+    pub fn kmalloc_class_fast_with<'a>(
+        kmem: impl Fn() -> &'a Self,
+        index: usize,
+        zero: bool,
+        pin: impl FnOnce() -> Option<FastPin>,
+    ) -> Option<NonNull<u8>>
+    where
+        P: 'a,
+    {
+        if index >= KMALLOC_NR {
+            return None;
+        }
+        Self::kmalloc_fast_class_with(kmem, index, zero, || pin().map(|f| (f.pinned, f.area)))
+    }
+
     /// Whether `gfp` lets a kmalloc fast path serve the request: nothing to fix up or report
     /// (a sleeping request in atomic context is reported by the careful path).
     #[inline(always)]
@@ -332,11 +367,26 @@ impl<P: Platform> Kmem<P> {
         zero: bool,
         pin: impl FnOnce() -> Option<(Pinned, usize)>,
     ) -> Option<NonNull<u8>> {
+        Self::kmalloc_fast_class_with(|| self, index, zero, pin)
+    }
+
+    /// [`Kmem::kmalloc_fast_class`] that reaches the machine through `kmem`, called only once
+    /// `pin` has pinned a CPU.
+    #[inline(always)]
+    fn kmalloc_fast_class_with<'a>(
+        kmem: impl Fn() -> &'a Self,
+        index: usize,
+        zero: bool,
+        pin: impl FnOnce() -> Option<(Pinned, usize)>,
+    ) -> Option<NonNull<u8>>
+    where
+        P: 'a,
+    {
         let (p, t) = pin()?;
         // SAFETY: the pinned CPU's table.
         let t = unsafe { FastTable::at(t) };
         let obj = t.sheaf(FastTable::class_word(index)).pop();
-        self.platform().unpin_cpu_fast(p);
+        kmem().platform().unpin_cpu_fast(p);
         let obj = obj?;
         // The object is ours now: its free pointer stops looking like a free object's (the
         // free path's double-free check).
