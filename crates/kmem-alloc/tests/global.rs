@@ -76,39 +76,6 @@ fn sheaves_hold_256_small_objects() {
     drop(blocks);
 }
 
-/// A careful section of the thread's CPU (here the careful pin; in practice every slow path)
-/// closes the gate of the process allocator's fast paths (`ProcessFast`); the next fast path
-/// opens it again, a free as well as an allocation: were a free that finds its block to take
-/// the careful way instead, it would leave the gate closed, and so would every free after it.
-#[test]
-fn the_first_free_after_a_careful_section_opens_the_gate_again() {
-    use kmem::Platform;
-    let check = || {
-        let cpu = kmem_hosted::ProcessCpu::fast();
-        let a = Box::new([1u8; 64]);
-        let b = Box::new([2u8; 64]);
-        drop(a);
-        assert!(cpu.is_open(), "open after a free");
-        let m = cpu.machine().expect("booted");
-        let p = m.platform().pin_cpu();
-        m.platform().unpin_cpu(p);
-        assert!(!cpu.is_open(), "a careful section closes the gate");
-        drop(b);
-        assert!(cpu.is_open(), "the next free opens it again");
-        let m = m.platform().pin_cpu();
-        cpu.machine().unwrap().platform().unpin_cpu(m);
-        let c = Box::new([3u8; 64]);
-        assert!(cpu.is_open(), "and the next allocation");
-        drop(c);
-    };
-    check();
-    std::thread::scope(|s| {
-        for _ in 0..4 {
-            s.spawn(check);
-        }
-    });
-}
-
 /// A thread's frees on the process machine find their blocks through its copy of the
 /// machine's free map (`ProcessCpu::free_map`): the copy every thread takes with its CPU is
 /// the machine's own, and covers the machine's RAM, so that no small block's free misses it
