@@ -174,7 +174,7 @@ fn boot_slow_inner() -> Option<&'static Machine> {
                     // The process machine: the fast paths reach a thread's CPU of it with one
                     // thread-local load (`kmem_hosted::ProcessCpu::fast`). Only a machine made
                     // before this one's first allocation could have taken the place: the
-                    // fast paths then serve from that one (`ProcessFast::machine_unchecked`), the rest
+                    // fast paths then serve from that one (`ProcessCpu::machine_unchecked`), the rest
                     // from this one, which reports the blocks it does not know and keeps
                     // working.
                     if !m.make_process_machine() {

@@ -24,7 +24,7 @@ use core::ptr::NonNull;
 
 use kmem::kmalloc::{kmalloc_index_aligned, KMALLOC_ALIGN, KMALLOC_MAX_SIZE, KMALLOC_MIN_SIZE, ZERO_SIZE_PTR};
 use kmem::{Gfp, Kmem};
-use kmem_hosted::{Machine, ProcessFast};
+use kmem_hosted::{Machine, ProcessCpu};
 
 use crate::{global, huge, medium};
 
@@ -99,7 +99,7 @@ pub(crate) fn alloc16(m: &Machine, size: usize, zero: bool) -> *mut u8 {
 /// (`raw::alloc_aligned`): `None` for the caller's slow path (which the gate's being closed
 /// leads to too).
 #[inline(always)]
-pub(crate) fn alloc_on(cpu: ProcessFast, size: usize, align: usize, zero: bool) -> Option<NonNull<u8>> {
+pub(crate) fn alloc_on(cpu: ProcessCpu, size: usize, align: usize, zero: bool) -> Option<NonNull<u8>> {
     let req = fast_request(size, align)?;
     if req.wrapping_sub(1) >= kmem::kmalloc::KMALLOC_MAX_CACHE_SIZE {
         return None;
@@ -109,14 +109,14 @@ pub(crate) fn alloc_on(cpu: ProcessFast, size: usize, align: usize, zero: bool) 
 
 /// [`alloc16_fast`] on the thread's process CPU as its gate has it (`raw::alloc_malloc_fast`).
 #[inline(always)]
-pub(crate) fn alloc16_fast_on(cpu: ProcessFast, size: usize, zero: bool) -> Option<NonNull<u8>> {
+pub(crate) fn alloc16_fast_on(cpu: ProcessCpu, size: usize, zero: bool) -> Option<NonNull<u8>> {
     class_fast_on(cpu, kmalloc_index_aligned(size)?, zero)
 }
 
 /// An object of kmalloc class `index` from the sheaf of the thread's process CPU, the
 /// machine reached only once that CPU is pinned (so only if the machine exists).
 #[inline(always)]
-fn class_fast_on(cpu: ProcessFast, index: usize, zero: bool) -> Option<NonNull<u8>> {
+fn class_fast_on(cpu: ProcessCpu, index: usize, zero: bool) -> Option<NonNull<u8>> {
     // SAFETY: the pin goes to its own machine's fast path, and the machine is reached only
     // after it succeeded (a pin of the thread's process CPU proves the machine exists).
     Kmem::kmalloc_class_fast_with(|| unsafe { &**cpu.machine_unchecked() }, index, zero, || unsafe { cpu.try_pin() })

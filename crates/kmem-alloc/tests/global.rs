@@ -86,7 +86,7 @@ fn every_thread_frees_through_the_machines_free_map() {
         let b = Box::new([1u8; 64]);
         drop(b);
         let cpu = kmem_hosted::ProcessCpu::current().expect("the thread's gate is open after a free");
-        let m = cpu.machine();
+        let m = cpu.machine().expect("booted");
         assert_ne!(m.free_map(), kmem::FreeMap::EMPTY, "the process machine's memmap is dense");
         assert_eq!(cpu.free_map(), m.free_map(), "the thread's copy is the machine's");
         assert!(cpu.free_map().covers(m.ram_mapping_len() as u64), "the map covers the RAM");

@@ -1,4 +1,4 @@
-//! The process allocator's fast gate (`kmem_hosted::ProcessFast`): a careful section of the
+//! The process allocator's fast gate (`kmem_hosted::ProcessCpu`): a careful section of the
 //! thread's CPU (here the careful pin; in practice every slow path) closes it, and the next
 //! fast path opens it again, a free as well as an allocation. Were a free that finds its
 //! block to take the careful way instead, it would leave the gate closed, and so would every

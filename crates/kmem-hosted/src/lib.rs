@@ -39,7 +39,7 @@ pub use kmem;
 
 pub use builder::{BuildError, MachineBuilder, Preset};
 pub use console::ReportEcho;
-pub use cpus::{in_irq, pin_current_thread, ProcessCpu, ProcessFast};
+pub use cpus::{in_irq, pin_current_thread, ProcessCpu};
 pub use machine::{HotAddError, Machine};
 pub use platform::{HostedPlatform, ReportLog};
 pub use ram::{Ram, RamError};

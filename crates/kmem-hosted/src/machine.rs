@@ -44,7 +44,7 @@ impl Machine {
     }
 
     /// Makes this machine the process machine: the one whose threads' CPUs
-    /// [`ProcessCpu::current`](crate::ProcessCpu::current) finds without the machine, so that
+    /// [`ProcessCpu`](crate::ProcessCpu) finds without the machine, so that
     /// a process allocator built on it (`kmem-alloc`) reaches its fast paths with one
     /// thread-local load and no test of its own (its machine booted, the machine's id
     /// compared with the thread's gate). Only a machine with a CPU per thread

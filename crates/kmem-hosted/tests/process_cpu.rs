@@ -34,7 +34,7 @@ fn the_process_cpu_follows_the_threads_fast_gate_and_serves_the_with_paths() {
         // SAFETY: ours, freed once.
         unsafe { m.kfree(a.as_ptr()) };
         let cpu = ProcessCpu::current().expect("the fast pins opened the gate with the process token");
-        assert!(core::ptr::eq(cpu.machine(), m));
+        assert!(core::ptr::eq(cpu.machine().expect("the process machine"), m));
         // The `_with` paths on its pin: the object the free put on the CPU's sheaf comes back.
         let index = kmalloc_index(64);
         // SAFETY: the pin goes to its own machine's fast path.

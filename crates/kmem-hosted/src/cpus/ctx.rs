@@ -90,7 +90,7 @@ pub(super) struct Ctx {
     /// on the process machine (`own_fast` holds [`PROCESS_GATE`](super::thread::PROCESS_GATE)),
     /// else [`CLOSED`](crate::cpu_owner::CLOSED), a CPU stopped for good. The process
     /// allocator's fast paths enter it with no test of the gate: on `CLOSED` their stop test
-    /// fails ([`ProcessFast`](super::thread::ProcessFast)). Closed with `own_fast`; opened
+    /// fails ([`ProcessCpu`](super::thread::ProcessCpu)). Closed with `own_fast`; opened
     /// only by the process allocator's own fast pin ([`Ctx::open_process_gate`]), so it is
     /// open only while `own_fast` is.
     pub(super) own_proc: Cell<*const OwnedCpu>,

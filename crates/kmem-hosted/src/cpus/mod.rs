@@ -37,12 +37,12 @@ mod overflow;
 mod owned;
 mod remote;
 mod thread;
+pub use thread::ProcessCpu;
 pub(crate) use thread::{
     atomic_context, current_owned, in_interrupt, in_reclaim, irqs_off, pin_owned, preempt_count, set_in_reclaim,
     try_pin_fast, try_pin_fast_area,
 };
 pub(crate) use thread::{set_process_machine, PROCESS_GATE};
-pub use thread::{ProcessCpu, ProcessFast};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};

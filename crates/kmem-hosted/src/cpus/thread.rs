@@ -153,8 +153,8 @@ pub(crate) fn in_interrupt() -> bool {
 
 /// The process machine's gate token (`HostedPlatform::gate`; other machines' tokens are
 /// their ids, which start above it): the thread's fast gate holds it while it is open on
-/// the process machine, so the process allocator's fast paths ([`ProcessCpu`]) test the
-/// thread's gate against a constant, without the machine.
+/// the process machine, so the process allocator's fast paths ([`ProcessCpu`]) find the
+/// thread's gate open on it without the machine.
 pub(crate) const PROCESS_GATE: usize = 1;
 
 /// The process machine (null: none), set before its gate token becomes [`PROCESS_GATE`].
@@ -194,110 +194,41 @@ pub(crate) fn set_process_machine(m: &'static Machine, cpus: &super::Cpus) -> bo
     true
 }
 
-/// The calling thread's CPU of the process machine, while its fast gate is open on it (it
-/// owns the CPU and runs no careful section of it): [`ProcessCpu::current`].
+/// The calling thread's CPU of the process machine (`Machine::make_process_machine`) as the
+/// process allocator's fast paths take it ([`ProcessCpu::fast`]): whatever the thread's fast
+/// gate says. Open, it is the thread's owned CPU; closed (no process machine yet, the
+/// thread's first allocation, a careful section under way or just ended, a thread running as
+/// another CPU, its gate on another machine), it is `CLOSED`, a CPU stopped for good, so
+/// [`ProcessCpu::try_pin`] fails and the caller takes its slow path: the stop test every
+/// fast pin makes is the gate's test too, with no test of the gate word (two instructions in
+/// each `malloc` and `free`), no "is the machine booted" test and no load of the machine.
 ///
-/// It carries nothing: [`ProcessCpu::try_pin`] reads the thread's words itself, so that a
-/// free's checks between the two keep no register for them (kept, they made `free` save two
-/// registers: four instructions more than the loads).
+/// It carries nothing: its methods read the thread's words themselves, so that a free's
+/// checks between them keep no register for them (kept, they made `free` save two
+/// registers: four instructions more than the loads). Nothing here assumes the process
+/// machine exists: [`ProcessCpu::machine_unchecked`] is for what a pin, or a free map that
+/// found a block, proves.
 #[derive(Clone, Copy, Debug)]
 pub struct ProcessCpu {
     _private: (),
 }
 
 impl ProcessCpu {
-    /// The calling thread's CPU of the process machine (`Machine::make_process_machine`),
-    /// if it owns one and its fast gate is open on it; `None` otherwise (no process machine,
-    /// the thread's first use of it, a careful section of it under way or just ended, a
-    /// thread running as another CPU, the thread's gate on another machine, one that owned its
-    /// CPU before the machine became the process machine): the caller's
-    /// way is then the machine's own fast paths, which open the gate again. One
-    /// thread-local load compared with a constant, no look at the machine: what lets a
-    /// process allocator's fast paths skip both its own "is the machine booted" test and
-    /// the load of the machine's gate token.
+    /// The calling thread's CPU of the process machine, as its gate has it (no test).
     #[inline(always)]
+    pub fn fast() -> Self {
+        Self { _private: () }
+    }
+
+    /// The calling thread's CPU of the process machine if its fast gate is open on it (it
+    /// owns a CPU of the process machine and runs no careful section of it; the machine's
+    /// own fast pin opens the gate, which a careful section closes), `None` otherwise: a
+    /// query, which the fast paths do not make ([`ProcessCpu::is_open`] tells whether they
+    /// would find the CPU without opening the gate themselves).
     pub fn current() -> Option<Self> {
         CTX.with(|c| (c.own_fast.get() == PROCESS_GATE).then_some(Self { _private: () }))
     }
 
-    /// The thread's process CPU as the process allocator's fast paths take it, with no test
-    /// of the gate ([`ProcessFast`]): a closed gate is a CPU stopped for good, whose pin
-    /// fails.
-    #[inline(always)]
-    pub fn fast() -> ProcessFast {
-        ProcessFast { _private: () }
-    }
-
-    /// The process machine, whose CPU this is. (One load: no test.)
-    #[inline(always)]
-    pub fn machine(self) -> &'static Machine {
-        // SAFETY: the thread's gate holds PROCESS_GATE: it read the process machine's gate
-        // token with `Acquire`, which was set after `PROCESS` was, to a machine that lives as
-        // long as the process and never changes. A plain read (the store happened before,
-        // so it races with nothing): an atomic load, even unused, is never dropped, and
-        // `malloc`'s fast path uses no field of the machine.
-        unsafe { &**PROCESS.as_ptr() }
-    }
-
-    /// The process machine's free map, from the thread's context (the thread's other words'
-    /// loads, with no chain through the machine before them): what
-    /// `Kmem::kfree_mapped_or_then_with` takes, on [`ProcessCpu::machine`].
-    #[inline(always)]
-    pub fn free_map(self) -> kmem::FreeMap {
-        // The gate holds PROCESS_GATE, so `own_gate` does, and `set_own_machine` copied the
-        // map with it.
-        CTX.with(|c| c.own_map.get())
-    }
-
-    /// The fast pin of the CPU (the handshake with stoppers alone, as the owned CPU's fast
-    /// pin), for the process machine's `*_with` fast paths (`Kmem::kmalloc_try_fast_index_with`,
-    /// `Kmem::kfree_slab_or_then_with`), which end it; `None` while a stopper holds the
-    /// CPU.
-    ///
-    /// # Safety
-    ///
-    /// The pin goes to the fast paths of [`ProcessCpu::machine`] (its CPU and fast table are
-    /// that machine's), or is ended by one of them.
-    #[inline(always)]
-    pub unsafe fn try_pin(self) -> Option<kmem::FastPin> {
-        let (open, state, area) = CTX.with(|c| (c.own_fast.get(), c.own_state.get(), c.own_area.get()));
-        debug_assert_eq!(open, PROCESS_GATE, "the gate closed under a ProcessCpu");
-        // SAFETY: the gate holds PROCESS_GATE only while the thread owns CPU `own_state` of
-        // the process machine (closed with `own_machine`'s every change and at every
-        // outermost careful entry), which keeps its CPUs alive while it lives; `current`
-        // found it open, and only a careful section of the thread's own closes it, which a
-        // signal handler in between would have ended (its depth back to 0, as a fast pin
-        // finds it).
-        let st = unsafe { &*state };
-        if !st.try_enter_idle() {
-            return None;
-        }
-        let token = st.fast_token();
-        // SAFETY: the owned CPU's fast pin and its area word (the thread's copy of it), what
-        // the process machine's `try_pin_cpu_area` returns for it.
-        Some(unsafe {
-            kmem::FastPin::new(kmem::Pinned { cpu: kmem::CpuId(crate::cpu_slot::pinned_cpu(token)), token }, area)
-        })
-    }
-}
-
-/// The calling thread's CPU of the process machine as the process allocator's fast paths
-/// take it ([`ProcessCpu::fast`]): whatever the thread's fast gate says. Open, it is the
-/// thread's owned CPU; closed (no process machine yet, the thread's first allocation, a
-/// careful section under way or just ended, a thread running as another CPU, its gate on
-/// another machine), it is `CLOSED`, a CPU stopped for good, so
-/// [`ProcessFast::try_pin`] fails and the caller takes its slow path: the stop test every
-/// fast pin makes is the gate's test too (two instructions fewer in each `malloc` and `free`
-/// than [`ProcessCpu::current`]'s test and branch).
-///
-/// Nothing here assumes the process machine exists: [`ProcessFast::machine_unchecked`] is
-/// for what a pin, or a free map that found a block, proves.
-#[derive(Clone, Copy, Debug)]
-pub struct ProcessFast {
-    _private: (),
-}
-
-impl ProcessFast {
     /// The process machine's free map, from the thread's context: [`kmem::FreeMap::EMPTY`]
     /// (which finds no block) until the thread has taken the process machine's gate token,
     /// so a map that finds a block proves the machine exists.
@@ -310,21 +241,22 @@ impl ProcessFast {
     /// machine's `*_with` fast paths, which end it; `None` while the gate is closed or a
     /// stopper holds the CPU.
     ///
-    /// # Safety
-    ///
-    /// As [`ProcessCpu::try_pin`].
-    ///
     /// A closed gate is opened here, as the machine's own fast pin opens it
     /// (`try_pin_fast_area`), when the thread owns a CPU of the process machine whose
     /// careful sections are over (the first fast path after one): otherwise a free that found
     /// its block would take the careful way, and leave the gate closed, every time.
+    ///
+    /// # Safety
+    ///
+    /// The pin goes to the fast paths of the process machine (its CPU and fast table are that
+    /// machine's), or is ended by one of them.
     #[inline(always)]
     pub unsafe fn try_pin(self) -> Option<kmem::FastPin> {
         let (state, area) = CTX.with(|c| (c.own_proc.get(), c.own_area.get()));
         // SAFETY: `own_proc` is `CLOSED` (a static) or, while the gate is open on the process
         // machine, the thread's owned CPU of it (`own_state`), which the machine keeps alive
-        // while the thread owns it; the gate closes at every change of `own_machine` and at
-        // every outermost careful entry, as `ProcessCpu::try_pin` relies on.
+        // while the thread owns it (the gate closes at every change of `own_machine` and at
+        // every outermost careful entry).
         let st = unsafe { &*state };
         if st.try_enter_idle() {
             // SAFETY: entered, so `st` is the owned CPU (CLOSED never is).
@@ -351,10 +283,7 @@ impl ProcessFast {
     /// Whether the fast paths would find the thread's own CPU (the gate open for them), not
     /// the stopped one: a diagnostic (the fast paths never ask, their pin tells).
     pub fn is_open(self) -> bool {
-        #[cfg(not(loom))]
-        return CTX.with(|c| !core::ptr::eq(c.own_proc.get(), crate::cpu_owner::closed()));
-        #[cfg(loom)]
-        return CTX.with(|c| !c.own_proc.get().is_null());
+        CTX.with(|c| !core::ptr::eq(c.own_proc.get(), crate::cpu_owner::closed()))
     }
 
     /// The process machine, if there is one yet.
@@ -370,12 +299,15 @@ impl ProcessFast {
     ///
     /// # Safety
     ///
-    /// The process machine exists: a [`ProcessFast::try_pin`] of this thread succeeded, or
-    /// its [`ProcessFast::free_map`] found a block (each implies the thread took the
+    /// The process machine exists: a [`ProcessCpu::try_pin`] of this thread succeeded, or
+    /// its [`ProcessCpu::free_map`] found a block (each implies the thread took the
     /// machine's gate token, which is set after the machine).
     #[inline(always)]
     pub unsafe fn machine_unchecked(self) -> &'static Machine {
-        // SAFETY: the caller's contract; a plain read, as in `ProcessCpu::machine`.
+        // SAFETY: the caller's contract: the gate was open with the process machine's token,
+        // which is set after `PROCESS`, to a machine that lives as long as the process and
+        // never changes. A plain read (the store happened before, so it races with nothing):
+        // an atomic load, even unused, is never dropped.
         unsafe { &**PROCESS.as_ptr() }
     }
 }
