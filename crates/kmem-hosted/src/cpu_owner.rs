@@ -168,21 +168,31 @@ pub(crate) const DEPTH_OFFSET: usize = 8;
 /// allocator's fast paths find through a thread's closed fast gate (`Ctx::own_proc`), so that
 /// the stop test they make anyway sends them to their slow paths, with no test of the gate
 /// of its own. Its `fast` word is written (1, then 0 again) by every fast path that finds
-/// it, from any thread: only on the way to a slow path. Not under loom (its atomics are not
+/// it: only on the way to a slow path. Each thread has one in its context (`Ctx::closed`),
+/// which its gate closes to, so that threads refilling or flushing their caches at once
+/// write no shared line; [`CLOSED`], one for all, is a thread's gate before its first
+/// allocation (a thread-local's address is no constant). Not under loom (its atomics are not
 /// `const`; the models never take the process allocator's fast paths).
 #[cfg(not(loom))]
-pub(crate) static CLOSED: OwnedCpu = OwnedCpu {
-    fast: AtomicU32::new(0),
-    cpu: 0,
-    depth: AtomicU32::new(0),
-    depth_cpu: 0,
-    stop: AtomicU32::new(1),
-    stopper: AtomicU32::new(1),
-    owner: AtomicU32::new(FREE),
-    tid: AtomicI32::new(0),
-    warm: AtomicU32::new(0),
-    area: std::sync::atomic::AtomicUsize::new(0),
-};
+pub(crate) const fn stopped_cpu() -> OwnedCpu {
+    OwnedCpu {
+        fast: AtomicU32::new(0),
+        cpu: 0,
+        depth: AtomicU32::new(0),
+        depth_cpu: 0,
+        stop: AtomicU32::new(1),
+        stopper: AtomicU32::new(1),
+        owner: AtomicU32::new(FREE),
+        tid: AtomicI32::new(0),
+        warm: AtomicU32::new(0),
+        area: std::sync::atomic::AtomicUsize::new(0),
+    }
+}
+
+/// The [`stopped_cpu`] of threads that have not allocated yet (written once by each thread,
+/// at its first fast path).
+#[cfg(not(loom))]
+pub(crate) static CLOSED: OwnedCpu = stopped_cpu();
 
 /// [`CLOSED`]'s address (null under loom).
 #[inline(always)]

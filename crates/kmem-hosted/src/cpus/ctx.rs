@@ -88,12 +88,24 @@ pub(super) struct Ctx {
     pub(super) own_state: Cell<*const OwnedCpu>,
     /// The process allocator's fast gate, as a CPU: `own_state` while the fast gate is open
     /// on the process machine (`own_fast` holds [`PROCESS_GATE`](super::thread::PROCESS_GATE)),
-    /// else [`CLOSED`](crate::cpu_owner::CLOSED), a CPU stopped for good. The process
-    /// allocator's fast paths enter it with no test of the gate: on `CLOSED` their stop test
-    /// fails ([`ProcessCpu`](super::thread::ProcessCpu)). Closed with `own_fast`; opened
-    /// only by the process allocator's own fast pin ([`Ctx::open_process_gate`]), so it is
-    /// open only while `own_fast` is.
+    /// else a CPU stopped for good: the thread's own `closed` once its gate has closed, the
+    /// process-wide [`CLOSED`](crate::cpu_owner::CLOSED) before. The process allocator's
+    /// fast paths enter it with no test of the gate: on a stopped CPU their stop test fails
+    /// ([`ProcessCpu`](super::thread::ProcessCpu)). Closed with `own_fast`; opened only by
+    /// the process allocator's own fast pin ([`Ctx::open_process_gate`]), so it is open
+    /// only while `own_fast` is.
     pub(super) own_proc: Cell<*const OwnedCpu>,
+    /// The thread's stopped CPU ([`stopped_cpu`](crate::cpu_owner::stopped_cpu)), which
+    /// `own_proc` holds while the gate is closed: the fast path that finds it writes its
+    /// `fast` word, a line of this thread's (all threads' `CLOSED` was one line that every
+    /// thread wrote after each careful section).
+    #[cfg(not(loom))]
+    pub(super) closed: OwnedCpu,
+    /// What the gate closes to: `closed`'s address from the thread's first CPU on
+    /// ([`Ctx::set_own_machine`]), [`CLOSED`](crate::cpu_owner::CLOSED) before. A copy, so
+    /// that closing the gate is a load and a store, as with a static (the address of a
+    /// thread-local field takes one instruction more: the thread pointer's load).
+    pub(super) closed_at: Cell<*const OwnedCpu>,
     pub(super) own_cpu: Cell<u32>,
     /// The owned CPU's area word (`OwnedCpu::area`), copied with `own_state`: the fast paths
     /// read it with the thread's other words, not after the CPU's line.
@@ -148,11 +160,24 @@ impl Ctx {
             self.close_gate();
         }
     }
-    /// Closes the fast gate (`own_fast`, and the process allocator's `own_proc`).
+    /// Closes the fast gate (`own_fast`, and the process allocator's `own_proc`, to the
+    /// thread's stopped CPU).
     #[inline(always)]
     pub(super) fn close_gate(&self) {
         self.own_fast.set(0);
-        self.own_proc.set(crate::cpu_owner::closed());
+        self.own_proc.set(self.closed_at.get());
+    }
+    /// The thread's stopped CPU (`closed`; null under loom, as [`closed`](crate::cpu_owner::closed)).
+    #[inline(always)]
+    pub(super) fn closed_cpu(&self) -> *const OwnedCpu {
+        #[cfg(not(loom))]
+        {
+            &self.closed
+        }
+        #[cfg(loom)]
+        {
+            core::ptr::null()
+        }
     }
     /// Opens the fast gate on the process machine's owned CPU `st` (`own_gate` holds
     /// [`PROCESS_GATE`](super::thread::PROCESS_GATE)), for the process allocator's fast
@@ -169,6 +194,7 @@ impl Ctx {
     /// open with the token).
     #[inline]
     pub(super) fn set_own_machine(&self, machine: usize, gate: usize) {
+        self.closed_at.set(self.closed_cpu());
         self.close_gate();
         self.own_machine.set(machine);
         if gate == super::thread::PROCESS_GATE {
@@ -204,6 +230,9 @@ thread_local! {
             own_gate: Cell::new(0),
             own_state: Cell::new(core::ptr::null()),
             own_proc: Cell::new(crate::cpu_owner::closed()),
+            #[cfg(not(loom))]
+            closed: crate::cpu_owner::stopped_cpu(),
+            closed_at: Cell::new(crate::cpu_owner::closed()),
             own_cpu: Cell::new(0),
             own_area: Cell::new(0),
             own_map: Cell::new(kmem::FreeMap::EMPTY),
@@ -229,4 +258,39 @@ pub(super) fn thread_no(c: &Ctx) -> u32 {
     // stack large enough for their fault handler (`crate::kfence`).
     crate::kfence::thread_first_use();
     t
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::CTX;
+    use crate::cpu_owner::closed;
+
+    /// After its first CPU, a thread's gate closes to a stopped CPU of its own, never the
+    /// process-wide one, which every thread would write at once (each fast path that finds
+    /// the gate closed writes the stopped CPU's `fast` word).
+    #[test]
+    fn each_thread_closes_its_gate_to_a_stopped_cpu_of_its_own() {
+        let barrier = std::sync::Barrier::new(2);
+        let run = || {
+            CTX.with(|c| {
+                assert!(core::ptr::eq(c.own_proc.get(), closed()), "before its first CPU");
+                c.set_own_machine(usize::MAX, 0);
+                let p = c.own_proc.get();
+                assert!(core::ptr::eq(p, c.closed_cpu()), "the thread's own stopped CPU");
+                // SAFETY: the thread's own context, alive while the thread runs.
+                assert!(!unsafe { &*p }.try_enter_idle(), "a stopped CPU is never entered");
+                c.set_own_machine(0, 0);
+                // Both threads alive: their contexts are distinct.
+                barrier.wait();
+                p as usize
+            })
+        };
+        let (a, b) = std::thread::scope(|s| {
+            let a = s.spawn(run);
+            let b = s.spawn(run);
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        assert_ne!(a, b);
+        assert_ne!(a, closed() as usize);
+    }
 }

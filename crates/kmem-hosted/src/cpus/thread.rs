@@ -198,7 +198,8 @@ pub(crate) fn set_process_machine(m: &'static Machine, cpus: &super::Cpus) -> bo
 /// process allocator's fast paths take it ([`ProcessCpu::fast`]): whatever the thread's fast
 /// gate says. Open, it is the thread's owned CPU; closed (no process machine yet, the
 /// thread's first allocation, a careful section under way or just ended, a thread running as
-/// another CPU, its gate on another machine), it is `CLOSED`, a CPU stopped for good, so
+/// another CPU, its gate on another machine), it is a CPU stopped for good (the thread's
+/// own, `Ctx::closed`; the process-wide `CLOSED` before its first allocation), so
 /// [`ProcessCpu::try_pin`] fails and the caller takes its slow path: the stop test every
 /// fast pin makes is the gate's test too, with no test of the gate word (two instructions in
 /// each `malloc` and `free`), no "is the machine booted" test and no load of the machine.
@@ -253,13 +254,14 @@ impl ProcessCpu {
     #[inline(always)]
     pub unsafe fn try_pin(self) -> Option<kmem::FastPin> {
         let (state, area) = CTX.with(|c| (c.own_proc.get(), c.own_area.get()));
-        // SAFETY: `own_proc` is `CLOSED` (a static) or, while the gate is open on the process
+        // SAFETY: `own_proc` is `CLOSED` (a static), the thread's stopped CPU (in its
+        // context, which lives as long as the thread) or, while the gate is open on the process
         // machine, the thread's owned CPU of it (`own_state`), which the machine keeps alive
         // while the thread owns it (the gate closes at every change of `own_machine` and at
         // every outermost careful entry).
         let st = unsafe { &*state };
         if st.try_enter_idle() {
-            // SAFETY: entered, so `st` is the owned CPU (CLOSED never is).
+            // SAFETY: entered, so `st` is the owned CPU (a stopped one never is).
             return Some(unsafe { fast_pin(st, area) });
         }
         // Inlined, off the straight path (as `try_open_gate`: a call would make the fast
@@ -283,7 +285,10 @@ impl ProcessCpu {
     /// Whether the fast paths would find the thread's own CPU (the gate open for them), not
     /// the stopped one: a diagnostic (the fast paths never ask, their pin tells).
     pub fn is_open(self) -> bool {
-        CTX.with(|c| !core::ptr::eq(c.own_proc.get(), crate::cpu_owner::closed()))
+        CTX.with(|c| {
+            let p = c.own_proc.get();
+            !core::ptr::eq(p, crate::cpu_owner::closed()) && !core::ptr::eq(p, c.closed_cpu())
+        })
     }
 
     /// The process machine, if there is one yet.
