@@ -43,6 +43,7 @@ mod proc_views;
 mod proc_vmallocinfo;
 mod proc_vmstat;
 mod process_cpu;
+mod racing_frees;
 mod ram_advice;
 mod rcu;
 mod reclaim;

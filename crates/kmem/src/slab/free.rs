@@ -13,7 +13,11 @@
 //!   never zero). The sheaf marker is a double free; any other tagged word is confirmed by
 //!   walking the slab's freelist, so a coincidence costs a lock and a walk, never a lost
 //!   object. This catches double frees that are not back to back, which glibc's tcache
-//!   catches with its key.
+//!   catches with its key. The word is read, tested, then claimed with a
+//!   compare-and-exchange from the value read (`object::claim_word`), not stored: of two
+//!   frees of one object at once on two CPUs exactly one wins, the other takes the suspect
+//!   path and is reported (with a store both passed, and both CPUs' sheaves took the
+//!   object: handed out twice). The exchange is the fast paths' one locked instruction.
 //!
 //! The fast path does the first two checks with one compare: the head page of a *plain*
 //! slab (object 0 at its start, its cache's order and object count, aligned to its size:
@@ -32,7 +36,7 @@ use core::ptr::NonNull;
 
 use super::cache::KmemCache;
 use super::fast_check::FastCheck;
-use super::object::{read_word, write_word};
+use super::object::{claim_word, read_word};
 use super::sheaf::SlubStat;
 use super::slab_page::{Slab, SlabRef};
 use super::word::tagged;
@@ -92,18 +96,19 @@ impl<T: FreeTag> FreeTag for AtStart<'_, T> {
 }
 
 /// The double-free test: `false` if the object's free-pointer word carries the cache's tag,
-/// as a free object's does (the caller's suspect path decides); else the word becomes the
-/// sheaf marker, and the object a free object on its way to a sheaf.
+/// as a free object's does, or another free claimed it since it was read (the caller's
+/// suspect path decides); else the word becomes the sheaf marker (claimed with a
+/// compare-and-exchange: `claim_word`), and the object a free object on its way to a sheaf.
 #[inline(always)]
 pub(super) fn mark_sheaf_object(t: &impl FreeTag, obj: usize) -> bool {
     let (fp, marker) = (t.fp_addr(obj), t.marker());
     // SAFETY: the free-pointer word of an object of a live slab, which the caller owns.
-    if tagged(unsafe { read_word(fp) }, marker) {
+    let w = unsafe { read_word(fp) };
+    if tagged(w, marker) {
         return false;
     }
     // SAFETY: the object is the caller's; from now on it is a free object in a sheaf.
-    unsafe { write_word(fp, marker) };
-    true
+    unsafe { claim_word(fp, w, marker) }
 }
 
 impl<P: Platform> Kmem<P> {
@@ -264,15 +269,20 @@ impl<P: Platform> Kmem<P> {
     #[inline(never)]
     fn free_init(&self, s: &KmemCache, slab: Slab<'_>, off: u32, base: usize) {
         let obj = base + off as usize;
-        let fp = s.fp_addr(obj);
-        // SAFETY: the free-pointer word of an object of a live slab, which the caller owns.
-        if tagged(unsafe { read_word(fp) }, s.marker) {
+        if !mark_sheaf_object(s, obj) {
             return self.free_suspect(s, slab, off, base, || {});
         }
-        // SAFETY: the object is the caller's: `object_size` bytes at `obj`.
-        unsafe { super::object::fill(obj, 0, s.object_size()) };
-        // SAFETY: as above; from now on it is a free object in a sheaf.
-        unsafe { write_word(fp, s.sheaf_marker()) };
+        // Claimed: every byte but the marked word (`init_on_free` zeroes the object; the
+        // word is the marker, never 0, so a racing free still finds it free).
+        let (at, size) = (s.fp_addr(obj) - obj, s.object_size());
+        // SAFETY: the object is the caller's (claimed): `object_size` bytes at `obj`; the
+        // free-pointer word at `at` (inside them or after them).
+        unsafe {
+            super::object::fill(obj, 0, at.min(size));
+            if at + 8 < size {
+                super::object::fill(obj + at + 8, 0, size - at - 8);
+            }
+        }
         self.free_marked(s, slab, obj, off as usize, || {});
     }
 
@@ -544,14 +554,21 @@ impl<P: Platform> Kmem<P> {
     fn free_suspect<'a>(&'a self, s: &KmemCache, slab: impl SlabRef<'a>, off: u32, base: usize, slow: impl FnOnce()) {
         let obj = base + off as usize;
         let resolved = slab.slab(self.memmap(), off as usize);
-        // SAFETY: the free-pointer word of an object of a live slab.
-        if unsafe { s.in_sheaf(obj) } || self.on_slab_freelist(s, resolved, off, base) {
-            self.double_free(s, resolved, obj);
-            return slow();
+        let fp = s.fp_addr(obj);
+        loop {
+            // SAFETY: the free-pointer word of an object of a live slab.
+            let w = unsafe { read_word(fp) };
+            if w == s.sheaf_marker() || (tagged(w, s.marker) && self.on_slab_freelist(s, resolved, off, base)) {
+                self.double_free(s, resolved, obj);
+                return slow();
+            }
+            // The user's data only looked like a free pointer (or the word changed since the
+            // fast path read it): an ordinary free, unless another free claims it first.
+            // SAFETY: as in `free_checked`.
+            if unsafe { claim_word(fp, w, s.sheaf_marker()) } {
+                break;
+            }
         }
-        // The user's data only looked like a free pointer: an ordinary free.
-        // SAFETY: as in `free_checked`.
-        unsafe { s.set_sheaf_marker(obj) };
         self.free_marked(s, slab, obj, off as usize, slow)
     }
 

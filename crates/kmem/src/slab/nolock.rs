@@ -22,7 +22,7 @@
 //! Linux runs the debug checks under the trylocked `list_lock`.
 
 use super::cache::{CacheNode, KmemCache};
-use super::object::{clear_free_word, read_word};
+use super::object::{claim_word, clear_free_word, read_word};
 use super::sheaf::Sheaf;
 use super::slab_page::Slab;
 use super::word::tagged;
@@ -143,20 +143,33 @@ impl<P: Platform> Kmem<P> {
         // SAFETY: the free-pointer word of an object of a live slab, which the caller owns.
         let w = unsafe { read_word(fp) };
         if tagged(w, s.marker) {
-            return self.free_suspect_nolock(s, slab, off, base);
+            return self.free_suspect_nolock(s, slab, off, base, w);
         }
-        if self.free_to_pcs_nolock(s, slab, obj) {
+        if self.free_to_pcs_nolock(s, slab, obj, w) {
             return;
         }
-        if self.free_to_node_nolock(s, slab, off, base) {
+        if self.free_to_node_nolock(s, slab, off, base, w) {
             return;
         }
+        // Unclaimed: the deferred free runs the ordinary free's checks and claim later.
         self.defer_free(obj);
+    }
+
+    /// Claims object `obj`, whose free-pointer word the caller read as `w` and found not a
+    /// free object's, for this free (`claim_word`: of two frees at once, one wins); reports
+    /// the double free if another free claimed it first.
+    fn claim_nolock(&self, s: &KmemCache, slab: Slab<'_>, obj: usize, w: u64) -> bool {
+        // SAFETY: the free-pointer word of an object of a live slab, which the caller owns.
+        if unsafe { claim_word(s.fp_addr(obj), w, s.sheaf_marker()) } {
+            return true;
+        }
+        self.double_free(s, slab, obj);
+        false
     }
 
     /// Route 1 of a free: this CPU's main sheaf, if no context on the CPU holds it and the
     /// sheaf has room.
-    fn free_to_pcs_nolock(&self, s: &KmemCache, slab: Slab<'_>, obj: usize) -> bool {
+    fn free_to_pcs_nolock(&self, s: &KmemCache, slab: Slab<'_>, obj: usize, w: u64) -> bool {
         if s.sheaf_capacity == 0 {
             return false;
         }
@@ -164,9 +177,9 @@ impl<P: Platform> Kmem<P> {
         let mut pushed = false;
         if slab.nid() == self.cpu_to_node(p.cpu.index()) {
             if let Some(m) = s.pcs(self, p.cpu.index()).main().filter(|m| m.size() < m.capacity()) {
-                // SAFETY: the object is the caller's; from now on it is a free object in a sheaf.
-                unsafe { s.set_sheaf_marker(obj) };
-                pushed = m.push(obj);
+                // The object is the caller's; claimed, it is a free object in a sheaf (lost,
+                // the double free is reported and the free is done).
+                pushed = !self.claim_nolock(s, slab, obj, w) || m.push(obj);
                 debug_assert!(pushed, "a sheaf with room refused an object");
             }
         }
@@ -175,10 +188,15 @@ impl<P: Platform> Kmem<P> {
     }
 
     /// Route 2 of a free: the slab's freelist under a trylocked `list_lock`. A slab this
-    /// empties stays on the partial list. False if the lock was busy.
-    fn free_to_node_nolock(&self, s: &KmemCache, slab: Slab<'_>, off: u32, base: usize) -> bool {
+    /// empties stays on the partial list. False if the lock was busy. The object is claimed
+    /// first (its word read as `w`), as the sheaf's route claims it.
+    fn free_to_node_nolock(&self, s: &KmemCache, slab: Slab<'_>, off: u32, base: usize, w: u64) -> bool {
         let n = s.node(slab.nid());
         let Some(g) = self.try_list_lock(n) else { return false };
+        let obj = base + off as usize;
+        if !self.claim_nolock(s, slab, obj, w) {
+            return true;
+        }
         let discard = PfnList::new();
         let ok = self.free_to_slab_locked(s, n, &g, slab, off, base, &discard);
         self.keep_on_partial(n, &discard);
@@ -206,18 +224,23 @@ impl<P: Platform> Kmem<P> {
     /// if its lock is free. If it is not, the object is left alone: freeing it through a
     /// list would corrupt the list if it is free already, and the one-in-2^32 live object
     /// whose data looks free is lost (a leak, never a corruption).
+    ///
+    /// Not on the freelist, the object is claimed from its word as read (`w`) before it is
+    /// linked, so that a free of it racing on another CPU cannot also put it on a sheaf.
     #[cold]
-    fn free_suspect_nolock(&self, s: &KmemCache, slab: Slab<'_>, off: u32, base: usize) {
+    fn free_suspect_nolock(&self, s: &KmemCache, slab: Slab<'_>, off: u32, base: usize, w: u64) {
         let obj = base + off as usize;
-        // SAFETY: the free-pointer word of an object of a live slab.
-        if unsafe { s.in_sheaf(obj) } {
+        if w == s.sheaf_marker() {
             return self.double_free(s, slab, obj);
         }
         let n = s.node(slab.nid());
         let Some(g) = self.try_list_lock(n) else { return };
         let discard = PfnList::new();
         let free = self.on_slab_freelist_locked(s, slab, off, base);
-        let ok = !free && self.free_to_slab_locked(s, n, &g, slab, off, base, &discard);
+        // SAFETY: the free-pointer word of an object of a live slab, which the caller owns.
+        let ok = !free
+            && unsafe { claim_word(s.fp_addr(obj), w, s.sheaf_marker()) }
+            && self.free_to_slab_locked(s, n, &g, slab, off, base, &discard);
         self.keep_on_partial(n, &discard);
         drop(g);
         if !ok {

@@ -52,6 +52,41 @@ pub(crate) unsafe fn write_word(addr: usize, v: u64) {
     }
 }
 
+/// Claims the object whose free-pointer word is at `addr` for a free: the word becomes `new`
+/// (the sheaf marker) if it still holds `old`, the value the caller read and found not to
+/// be a free object's. `false` if it changed in between: another free of the same object
+/// (a double free racing with this one on another CPU) claimed it first, or its user wrote
+/// it. One compare-and-exchange, so that of two frees of one object at once exactly one
+/// wins: with a plain store both passed the test and both put the object on their CPUs'
+/// sheaves, which then handed it out twice. (The one race left is the ABA one: a free
+/// stopped between its read and this exchange while the object is freed, reallocated and
+/// written back to the very value it read.)
+///
+/// # Safety
+///
+/// As [`write_word`].
+#[inline(always)]
+pub(crate) unsafe fn claim_word(addr: usize, old: u64, new: u64) -> bool {
+    #[cfg(not(loom))]
+    {
+        // SAFETY: as in `read_word`.
+        unsafe { AtomicU64::from_ptr(addr as *mut u64) }
+            .compare_exchange(old, new, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+    #[cfg(loom)]
+    {
+        // SAFETY: as in `read_word` (loom runs one thread at a time).
+        unsafe {
+            if core::ptr::read_volatile(addr as *const u64) != old {
+                return false;
+            }
+            core::ptr::write_volatile(addr as *mut u64, new);
+        }
+        true
+    }
+}
+
 /// Clears the free-pointer word at `addr` of an object being handed out (so that it stops
 /// looking free to the free path's double-free test), announcing the store to the cache
 /// first: a prefetch for writing of the word's line, then the store.

@@ -177,8 +177,10 @@ impl KmemCache {
             unsafe { fp.set(base + (i * size) as usize, next) };
         }
     }
-    /// Marks free object `obj` as held in a sheaf (its free pointer becomes the cache's
-    /// sheaf marker).
+    /// Marks free object `obj`, taken off its slab's freelist (list lock held), as held in a
+    /// sheaf (its free pointer becomes the cache's sheaf marker). A free of an allocated
+    /// object claims its word instead (`object::claim_word`), which a racing free cannot
+    /// also do.
     ///
     /// # Safety
     ///
@@ -187,17 +189,6 @@ impl KmemCache {
     pub(crate) unsafe fn set_sheaf_marker(&self, obj: usize) {
         // SAFETY: caller's contract.
         unsafe { write_word(self.fp_addr(obj), self.sheaf_marker()) }
-    }
-    /// Whether `obj`'s free pointer is the sheaf marker: the object is held in a sheaf (or its
-    /// user's data matches all 64 bits of the marker).
-    ///
-    /// # Safety
-    ///
-    /// As [`KmemCache::get_fp`].
-    #[inline]
-    pub(crate) unsafe fn in_sheaf(&self, obj: usize) -> bool {
-        // SAFETY: caller's contract.
-        unsafe { read_word(self.fp_addr(obj)) == self.sheaf_marker() }
     }
     /// Whether `off` (a decoded free pointer) names an object of a slab with `objects`
     /// objects, or the end of the list (`check_valid_pointer`).
