@@ -309,6 +309,11 @@ unsafe impl Platform for HostedPlatform {
             (Pinned { cpu: CpuId(unsafe { crate::cpu_slot::pinned_cpu(token) }), token }, area)
         })
     }
+    /// glibc's `__libc_single_threaded` (`cpus::single_threaded`).
+    #[inline(always)]
+    fn sole_thread() -> bool {
+        crate::cpus::single_threaded()
+    }
     fn try_pin_cpu_nolock(&self) -> Option<Pinned> {
         self.cpus.try_pin_alone().map(|(cpu, token)| Pinned { cpu: CpuId(cpu), token })
     }

@@ -42,7 +42,7 @@ pub(crate) use thread::{
     atomic_context, current_owned, in_interrupt, in_reclaim, irqs_off, pin_owned, preempt_count, set_in_reclaim,
     try_pin_fast, try_pin_fast_area,
 };
-pub(crate) use thread::{set_process_machine, PROCESS_GATE};
+pub(crate) use thread::{set_process_machine, single_threaded, PROCESS_GATE};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};

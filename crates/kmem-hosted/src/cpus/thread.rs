@@ -330,3 +330,39 @@ unsafe fn fast_pin(st: &crate::cpu_owner::OwnedCpu, area: usize) -> kmem::FastPi
     // for it.
     unsafe { kmem::FastPin::new(kmem::Pinned { cpu: kmem::CpuId(crate::cpu_slot::pinned_cpu(token)), token }, area) }
 }
+
+/// Whether the process has one thread (`Platform::sole_thread`): glibc's
+/// `__libc_single_threaded` (2.32 and later), which its `pthread_create` clears for good
+/// before the second thread starts, so a thread that reads it set is the only one until it
+/// makes another (which no kmem call does). Threads made without `pthread_create` (a raw
+/// `clone`, some language runtimes) are not seen: in such a process a double free racing on
+/// two threads may hand a block out twice, as any racing double free could before
+/// 2026-12-06. `false` off glibc (always the locked claim).
+#[inline(always)]
+pub(crate) fn single_threaded() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu", not(loom)))]
+    {
+        extern "C" {
+            static __libc_single_threaded: core::ffi::c_char;
+        }
+        // SAFETY: a byte glibc defines for the process's life, written only by glibc (a
+        // plain read, as `<sys/single_threaded.h>` documents).
+        unsafe { core::ptr::read_volatile(&raw const __libc_single_threaded) != 0 }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu", not(loom))))]
+    {
+        false
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    /// The test harness runs each test on a thread of its own: the process has several, and
+    /// the byte read must say so (a wrong symbol or a misread would say "alone", and the
+    /// mapped frees would drop their locked claim).
+    #[test]
+    fn a_process_with_threads_is_not_single_threaded() {
+        assert!(!super::single_threaded());
+        std::thread::spawn(|| assert!(!super::single_threaded())).join().unwrap();
+    }
+}

@@ -17,7 +17,10 @@
 //!   compare-and-exchange from the value read (`object::claim_word`), not stored: of two
 //!   frees of one object at once on two CPUs exactly one wins, the other takes the suspect
 //!   path and is reported (with a store both passed, and both CPUs' sheaves took the
-//!   object: handed out twice). The exchange is the fast paths' one locked instruction.
+//!   object: handed out twice). The exchange is the fast paths' one locked instruction;
+//!   while the platform says the caller is the process's only thread
+//!   ([`Platform::sole_thread`]), the mapped frees (the process allocator's) store instead,
+//!   and `kfree_nolock` defers every free.
 //!
 //! The fast path does the first two checks with one compare: the head page of a *plain*
 //! slab (object 0 at its start, its cache's order and object count, aligned to its size:
@@ -108,6 +111,25 @@ pub(super) fn mark_sheaf_object(t: &impl FreeTag, obj: usize) -> bool {
         return false;
     }
     // SAFETY: the object is the caller's; from now on it is a free object in a sheaf.
+    unsafe { claim_word(fp, w, marker) }
+}
+
+/// [`mark_sheaf_object`] that marks with a plain store when `sole` (no other thread can
+/// claim the object meanwhile: [`Platform::sole_thread`]), the mapped frees' test.
+#[inline(always)]
+pub(super) fn mark_sheaf_object_sole(t: &impl FreeTag, obj: usize, sole: bool) -> bool {
+    let (fp, marker) = (t.fp_addr(obj), t.marker());
+    // SAFETY: the free-pointer word of an object of a live slab, which the caller owns.
+    let w = unsafe { read_word(fp) };
+    if tagged(w, marker) {
+        return false;
+    }
+    if sole {
+        // SAFETY: as above; no other thread claims it meanwhile.
+        unsafe { super::object::write_word(fp, marker) };
+        return true;
+    }
+    // SAFETY: as above.
     unsafe { claim_word(fp, w, marker) }
 }
 

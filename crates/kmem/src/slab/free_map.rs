@@ -25,7 +25,7 @@
 
 use core::sync::atomic::Ordering;
 
-use super::free::{mark_sheaf_object, AtStart};
+use super::free::{mark_sheaf_object_sole, AtStart};
 use super::registry::{IdTable, SlabState};
 use super::slab_page::SlabPa;
 use crate::kmalloc::{kmalloc_index, KmallocState, KMALLOC_MAX_CACHE_SIZE};
@@ -137,7 +137,7 @@ impl<P: Platform> Kmem<P> {
                     // SAFETY: an id entry's word (`id` is below FAST_IDS).
                     let push = || unsafe { Self::free_fast_word(kmem, FastTable::id_word(id), addr, pin) };
                     // Every record of a mapped machine has its word at the start.
-                    let pushed = mark_sheaf_object(&AtStart(&chk), addr).then(push);
+                    let pushed = mark_sheaf_object_sole(&AtStart(&chk), addr, P::sole_thread()).then(push);
                     if pushed != Some(Some(true)) {
                         Self::mapped_cold(kmem, id, slab, addr, off, pushed, slow);
                     }
@@ -190,7 +190,7 @@ impl<P: Platform> Kmem<P> {
                     // SAFETY: a class entry's word (`index` is a class's).
                     let push = || unsafe { Self::free_fast_word(kmem, FastTable::class_word(index), addr, pin) };
                     // A kmalloc cache (no constructor, not RCU) of a mapped machine.
-                    let pushed = mark_sheaf_object(&AtStart(c), addr).then(push);
+                    let pushed = mark_sheaf_object_sole(&AtStart(c), addr, P::sole_thread()).then(push);
                     if pushed != Some(Some(true)) {
                         let slab = SlabPa { pa, _memmap: core::marker::PhantomData };
                         Self::mapped_cold(kmem, c.id as usize, slab, addr, off, pushed, slow);

@@ -136,7 +136,10 @@ impl<P: Platform> Kmem<P> {
     /// object 0 at `base` in `slab`, whose pointer the caller checked.
     pub(crate) fn slab_free_nolock(&self, s: &KmemCache, slab: Slab<'_>, off: u32, base: usize) {
         let obj = base + off as usize;
-        if s.debug {
+        // With one thread (`Platform::sole_thread`) the mapped frees mark an object free with
+        // a plain store after reading its word; a handler that interrupted one of them between
+        // the two must not claim the same object, so every nolock free waits for a safe point.
+        if s.debug || P::sole_thread() {
             return self.defer_free(obj);
         }
         let fp = s.fp_addr(obj);
