@@ -104,14 +104,7 @@ impl<T: FreeTag> FreeTag for AtStart<'_, T> {
 /// compare-and-exchange: `claim_word`), and the object a free object on its way to a sheaf.
 #[inline(always)]
 pub(super) fn mark_sheaf_object(t: &impl FreeTag, obj: usize) -> bool {
-    let (fp, marker) = (t.fp_addr(obj), t.marker());
-    // SAFETY: the free-pointer word of an object of a live slab, which the caller owns.
-    let w = unsafe { read_word(fp) };
-    if tagged(w, marker) {
-        return false;
-    }
-    // SAFETY: the object is the caller's; from now on it is a free object in a sheaf.
-    unsafe { claim_word(fp, w, marker) }
+    mark_sheaf_object_sole(t, obj, false)
 }
 
 /// [`mark_sheaf_object`] that marks with a plain store when `sole` (no other thread can
@@ -129,7 +122,7 @@ pub(super) fn mark_sheaf_object_sole(t: &impl FreeTag, obj: usize, sole: bool) -
         unsafe { super::object::write_word(fp, marker) };
         return true;
     }
-    // SAFETY: as above.
+    // SAFETY: as above; from now on it is a free object in a sheaf.
     unsafe { claim_word(fp, w, marker) }
 }
 
