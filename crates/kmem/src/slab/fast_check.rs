@@ -115,7 +115,7 @@ impl FastCheck<'_> {
     }
 }
 
-impl super::free::FreeTag for FastCheck<'_> {
+impl super::free_tag::FreeTag for FastCheck<'_> {
     #[inline(always)]
     fn fp_addr(&self, obj: usize) -> usize {
         obj + self.t.fp[self.id].load(Ordering::Relaxed) as usize
@@ -129,7 +129,7 @@ impl super::free::FreeTag for FastCheck<'_> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::FastChecks;
-    use crate::slab::free::FreeTag;
+    use crate::slab::free_tag::FreeTag;
 
     #[test]
     fn a_record_tests_as_its_cache_and_an_empty_one_admits_nothing() {

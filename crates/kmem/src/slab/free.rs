@@ -13,14 +13,7 @@
 //!   never zero). The sheaf marker is a double free; any other tagged word is confirmed by
 //!   walking the slab's freelist, so a coincidence costs a lock and a walk, never a lost
 //!   object. This catches double frees that are not back to back, which glibc's tcache
-//!   catches with its key. The word is read, tested, then claimed with a
-//!   compare-and-exchange from the value read (`object::claim_word`), not stored: of two
-//!   frees of one object at once on two CPUs exactly one wins, the other takes the suspect
-//!   path and is reported (with a store both passed, and both CPUs' sheaves took the
-//!   object: handed out twice). The exchange is the fast paths' one locked instruction;
-//!   while the platform says the caller is the process's only thread
-//!   ([`Platform::sole_thread`]), the mapped frees (the process allocator's) store instead,
-//!   and `kfree_nolock` defers every free.
+//!   catches with its key. The test and the claim that follows it are `free_tag.rs`'s.
 //!
 //! The fast path does the first two checks with one compare: the head page of a *plain*
 //! slab (object 0 at its start, its cache's order and object count, aligned to its size:
@@ -39,6 +32,7 @@ use core::ptr::NonNull;
 
 use super::cache::KmemCache;
 use super::fast_check::FastCheck;
+use super::free_tag::mark_sheaf_object;
 use super::object::{claim_word, read_word};
 use super::sheaf::SlubStat;
 use super::slab_page::{Slab, SlabRef};
@@ -55,75 +49,6 @@ pub(crate) enum Lookup<'a> {
     Invalid(Slab<'a>, &'a KmemCache),
     /// Not in any slab.
     NotSlab,
-}
-
-/// What the double-free test needs of a cache: a cache's descriptor, or the record `kfree`'s
-/// fast path keeps of it ([`FastCheck`]).
-pub(crate) trait FreeTag {
-    /// The address of object `obj`'s free-pointer word.
-    fn fp_addr(&self, obj: usize) -> usize;
-    /// The cache's marker: its high half is the tag every free object's word carries; the
-    /// whole word is the sheaf marker.
-    fn marker(&self) -> u64;
-}
-
-impl FreeTag for KmemCache {
-    #[inline(always)]
-    fn fp_addr(&self, obj: usize) -> usize {
-        KmemCache::fp_addr(self, obj)
-    }
-    #[inline(always)]
-    fn marker(&self) -> u64 {
-        self.sheaf_marker()
-    }
-}
-
-/// A [`FreeTag`] whose free-pointer word is the object's first, known without reading the
-/// cache's offset: so that the double-free test's load of the word waits for nothing but the
-/// object's address (the free map's paths, on machines whose fast records all keep the word
-/// there: [`FastCheck::set`]). The C loop of 1000 `malloc(64)` then 1000 `free`, whose
-/// blocks' words come from L2, ran 11.6 -> 9.7 ns a block when that load stopped waiting
-/// for the id's record.
-pub(crate) struct AtStart<'a, T>(pub(crate) &'a T);
-
-impl<T: FreeTag> FreeTag for AtStart<'_, T> {
-    #[inline(always)]
-    fn fp_addr(&self, obj: usize) -> usize {
-        debug_assert_eq!(self.0.fp_addr(obj), obj, "a free pointer not at the object's start");
-        obj
-    }
-    #[inline(always)]
-    fn marker(&self) -> u64 {
-        self.0.marker()
-    }
-}
-
-/// The double-free test: `false` if the object's free-pointer word carries the cache's tag,
-/// as a free object's does, or another free claimed it since it was read (the caller's
-/// suspect path decides); else the word becomes the sheaf marker (claimed with a
-/// compare-and-exchange: `claim_word`), and the object a free object on its way to a sheaf.
-#[inline(always)]
-pub(super) fn mark_sheaf_object(t: &impl FreeTag, obj: usize) -> bool {
-    mark_sheaf_object_sole(t, obj, false)
-}
-
-/// [`mark_sheaf_object`] that marks with a plain store when `sole` (no other thread can
-/// claim the object meanwhile: [`Platform::sole_thread`]), the mapped frees' test.
-#[inline(always)]
-pub(super) fn mark_sheaf_object_sole(t: &impl FreeTag, obj: usize, sole: bool) -> bool {
-    let (fp, marker) = (t.fp_addr(obj), t.marker());
-    // SAFETY: the free-pointer word of an object of a live slab, which the caller owns.
-    let w = unsafe { read_word(fp) };
-    if tagged(w, marker) {
-        return false;
-    }
-    if sole {
-        // SAFETY: as above; no other thread claims it meanwhile.
-        unsafe { super::object::write_word(fp, marker) };
-        return true;
-    }
-    // SAFETY: as above; from now on it is a free object in a sheaf.
-    unsafe { claim_word(fp, w, marker) }
 }
 
 impl<P: Platform> Kmem<P> {

@@ -25,7 +25,7 @@
 
 use core::sync::atomic::Ordering;
 
-use super::free::{mark_sheaf_object_sole, AtStart};
+use super::free_tag::{mark_sheaf_object_sole, AtStart};
 use super::registry::{IdTable, SlabState};
 use super::slab_page::SlabPa;
 use crate::kmalloc::{kmalloc_index, KmallocState, KMALLOC_MAX_CACHE_SIZE};

@@ -148,6 +148,7 @@ pub(crate) mod fast_table;
 mod flags;
 pub(crate) mod free;
 mod free_map;
+pub(crate) mod free_tag;
 pub mod layout;
 mod node;
 mod nolock;
