@@ -44,6 +44,8 @@ PAIR_LABEL = {
     "kmalloc64": "`kmalloc(64)` + `kfree`",
     "kmemalloc64": "`KmemAlloc` `alloc` + `dealloc`, 64 B",
     "malloc64": "`malloc(64)` + `free` through `libkmem_malloc.so`",
+    "kmemalloc64_mt": "`KmemAlloc` 64 B in a process with two threads (the free's locked claim)",
+    "malloc64_mt": "`malloc(64)` + `free`, `libkmem_malloc.so`, a process with two threads",
     "vmalloc1": "`vmalloc(4096)` + `vfree`",
 }
 

@@ -18,6 +18,9 @@
 #   kmemalloc64   KmemAlloc alloc + dealloc, 64 B (hosted only: kmem_alloc's global machine)
 #   malloc64      malloc(64) + free through LD_PRELOAD=libkmem_malloc.so (hosted only; the
 #                 library's release PIE build, crates/kmem-malloc/README.md)
+#   kmemalloc64_mt, malloc64_mt  the same two after the process started (and joined) a
+#                 second thread: the free's locked claim, which a single-threaded process
+#                 skips (`Platform::sole_thread`; the two above measure that store path)
 #   vmalloc1      vmalloc(4096) + vfree                          examples/vmalloc_cost.rs
 #   kmap_local1   kmap_local_page + kunmap_local of a HighMem page (hosted x86-32 only)
 #                                                                examples/kmap_cost.rs
@@ -74,6 +77,8 @@ spec() {
         kmalloc64/minimal) echo "malloc_cost 4000 kmalloc-minimal 64" ;;
         kmemalloc64/hosted) echo "malloc_cost 4000 kmem 64" ;;
         malloc64/hosted) echo "malloc_cost 4000 libc 64" ;;
+        kmemalloc64_mt/hosted) echo "malloc_cost 4000 kmem-mt 64" ;;
+        malloc64_mt/hosted) echo "malloc_cost 4000 libc-mt 64" ;;
         vmalloc1/hosted) echo "vmalloc_cost 4000 hosted" ;;
         vmalloc1/minimal) echo "vmalloc_cost 4000 minimal" ;;
         kmap_local1/hosted) echo "kmap_cost 4000 local" ;;
@@ -82,7 +87,8 @@ spec() {
     esac
 }
 PAIRS="page_order0/hosted page_order0/minimal page_bulk0/hosted page_bulk0/minimal slab64/hosted slab64/minimal kmalloc64/hosted
-kmalloc64/minimal kmemalloc64/hosted malloc64/hosted vmalloc1/hosted vmalloc1/minimal kmap_local1/hosted
+kmalloc64/minimal kmemalloc64/hosted malloc64/hosted kmemalloc64_mt/hosted malloc64_mt/hosted vmalloc1/hosted
+vmalloc1/minimal kmap_local1/hosted
 kmap1/hosted"
 
 measure() { # pair/platform -> instructions per pair (-1 on failure)
@@ -90,7 +96,7 @@ measure() { # pair/platform -> instructions per pair (-1 on failure)
     s=$(spec "${1%/*}" "${1#*/}")
     # valgrind cannot map kmem's default 64 GiB hotplug reserve: KmemAlloc's global machine
     # would not boot under it.
-    if [ "${1%/*}" = malloc64 ]; then
+    if [ "${1%/*}" = malloc64 ] || [ "${1%/*}" = malloc64_mt ]; then
         [ -f "$lib" ] || { echo "cost_check: $lib not built" >&2; echo -1; return; }
         # shellcheck disable=SC2086
         KMEM_RAM_MAX=8G LD_PRELOAD="$lib" scripts/callgrind_pair.sh $s

@@ -8,7 +8,9 @@
 //!   ([`kmem_bench::malloc::Peer`]), 8-aligned;
 //! - `mi_malloc`: mimalloc's `mi_malloc` + `mi_free` called directly;
 //! - `libc`: `malloc` + `free` through the C library's symbols, so whichever malloc the
-//!   process has (glibc's, or an `LD_PRELOAD` one such as `libkmem_malloc.so`).
+//!   process has (glibc's, or an `LD_PRELOAD` one such as `libkmem_malloc.so`);
+//! - `WHAT-mt` (`kmem-mt`, `libc-mt`): WHAT after the process started and joined a second
+//!   thread (kmem's process allocator then frees with its locked claim).
 //!
 //! ```sh
 //! cargo build --profile perf -p kmem-bench --example malloc_cost
@@ -140,6 +142,16 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let which = args.next().unwrap_or_else(|| "kmalloc".into());
     let size: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(64);
+    // `WHAT-mt`: WHAT in a process that has started (and joined) a second thread, so that
+    // glibc's `__libc_single_threaded` is clear for good and kmem's process allocator frees
+    // with its locked claim (`Platform::sole_thread`), as in any multi-threaded program.
+    let which = match which.strip_suffix("-mt") {
+        Some(base) => {
+            std::thread::spawn(|| {}).join().expect("a second thread");
+            base.to_string()
+        }
+        None => which,
+    };
     let l = Layout::from_size_align(size.max(1), 8).expect("layout");
     if let Some(p) = Peer::from_name(&which) {
         p.prepare();
