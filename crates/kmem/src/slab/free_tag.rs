@@ -57,30 +57,40 @@ impl<T: FreeTag> FreeTag for AtStart<'_, T> {
     }
 }
 
+/// The double-free test's read: the object's free-pointer word's address, the word and the
+/// cache's marker, if the word is not a free object's (untagged); `None` if it is.
+#[inline(always)]
+fn read_untagged(t: &impl FreeTag, obj: usize) -> Option<(usize, u64, u64)> {
+    let (fp, marker) = (t.fp_addr(obj), t.marker());
+    // SAFETY: the free-pointer word of an object of a live slab, which the caller owns.
+    let w = unsafe { read_word(fp) };
+    (!tagged(w, marker)).then_some((fp, w, marker))
+}
+
 /// The double-free test: `false` if the object's free-pointer word carries the cache's tag,
 /// as a free object's does, or another free claimed it since it was read (the caller's
 /// suspect path decides); else the word becomes the sheaf marker (claimed with a
 /// compare-and-exchange: `claim_word`), and the object a free object on its way to a sheaf.
 #[inline(always)]
 pub(super) fn mark_sheaf_object(t: &impl FreeTag, obj: usize) -> bool {
-    mark_sheaf_object_sole(t, obj, false)
+    let Some((fp, w, marker)) = read_untagged(t, obj) else { return false };
+    // SAFETY: the object is the caller's; from now on it is a free object in a sheaf.
+    unsafe { claim_word(fp, w, marker) }
 }
 
 /// [`mark_sheaf_object`] that marks with a plain store when `sole` (no other thread can
-/// claim the object meanwhile: [`Platform::sole_thread`](crate::Platform::sole_thread)), the mapped frees' test.
+/// claim the object meanwhile: [`Platform::sole_thread`](crate::Platform::sole_thread)), the
+/// mapped frees' test. The store is laid out as the straight path and the locked claim off
+/// it: a process that takes the claim pays its lock, beside which a jump is nothing.
 #[inline(always)]
 pub(super) fn mark_sheaf_object_sole(t: &impl FreeTag, obj: usize, sole: bool) -> bool {
-    let (fp, marker) = (t.fp_addr(obj), t.marker());
-    // SAFETY: the free-pointer word of an object of a live slab, which the caller owns.
-    let w = unsafe { read_word(fp) };
-    if tagged(w, marker) {
-        return false;
-    }
+    let Some((fp, w, marker)) = read_untagged(t, obj) else { return false };
     if sole {
-        // SAFETY: as above; no other thread claims it meanwhile.
+        // SAFETY: the object is the caller's; no other thread claims it meanwhile.
         unsafe { super::object::write_word(fp, marker) };
         return true;
     }
-    // SAFETY: as above; from now on it is a free object in a sheaf.
+    crate::sync::cold_path();
+    // SAFETY: the object is the caller's; from now on it is a free object in a sheaf.
     unsafe { claim_word(fp, w, marker) }
 }
