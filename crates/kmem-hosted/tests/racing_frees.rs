@@ -8,7 +8,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use kmem::{Gfp, ReportKind, SlabFlags};
-use kmem_hosted::MachineBuilder;
+use kmem_hosted::{Machine, MachineBuilder};
 
 const OBJECTS: usize = 32;
 
@@ -80,40 +80,45 @@ fn race(rounds: usize, alloc: &(impl Fn() -> usize + Sync), free: &(impl Fn(usiz
     })
 }
 
+const ROUNDS: usize = 400;
+
+fn machine() -> Machine {
+    MachineBuilder::new().ram_mib(128).thread_cpus(4).build().unwrap()
+}
+
+/// [`race`] on `m`: no block handed out twice, and every second free reported, once (a
+/// deferred one too).
+fn each_is_handed_out_once(m: &Machine, alloc: &(impl Fn() -> usize + Sync), free: &(impl Fn(usize) + Sync)) {
+    assert_eq!(race(ROUNDS, alloc, free), 0, "blocks handed out twice");
+    m.defer_free_barrier();
+    assert_eq!(m.report_count(ReportKind::SlabBug), (ROUNDS * OBJECTS) as u64, "every second free reported, once");
+}
+
 #[test]
 fn two_cpus_freeing_one_object_at_once_hand_it_out_once() {
-    let m = MachineBuilder::new().ram_mib(128).thread_cpus(4).build().unwrap();
+    let m = machine();
     let c = m.kmem_cache_create("race_cache", 64, 0, SlabFlags::NO_MERGE, None).unwrap();
     let alloc = || m.kmem_cache_alloc(&c, Gfp::KERNEL).unwrap().as_ptr() as usize;
     // SAFETY: blocks `race` allocated; it frees each twice (the misuse under test) or once.
     let free = |p: usize| unsafe { m.kmem_cache_free(&c, NonNull::new(p as *mut u8).unwrap()) };
-    let rounds = 400;
-    assert_eq!(race(rounds, &alloc, &free), 0, "objects handed out twice");
-    assert_eq!(m.report_count(ReportKind::SlabBug), (rounds * OBJECTS) as u64, "every second free reported, once");
+    each_is_handed_out_once(&m, &alloc, &free);
 }
 
 /// The same through `kfree`, whose fast path finds the cache from the object.
 #[test]
 fn two_cpus_kfreeing_one_block_at_once_hand_it_out_once() {
-    let m = MachineBuilder::new().ram_mib(128).thread_cpus(4).build().unwrap();
+    let m = machine();
     let alloc = || m.kmalloc(48, Gfp::KERNEL).unwrap().as_ptr() as usize;
     // SAFETY: as above.
-    let free = |p: usize| unsafe { m.kfree(p as *const u8) };
-    let rounds = 400;
-    assert_eq!(race(rounds, &alloc, &free), 0, "blocks handed out twice");
-    assert_eq!(m.report_count(ReportKind::SlabBug), (rounds * OBJECTS) as u64, "every second free reported, once");
+    each_is_handed_out_once(&m, &alloc, &|p| unsafe { m.kfree(p as *const u8) });
 }
 
 /// The same through `kfree_nolock` (the any-context free: its own routes to the sheaf and
 /// the slab, each claiming the block first).
 #[test]
 fn two_cpus_kfreeing_nolock_one_block_at_once_hand_it_out_once() {
-    let m = MachineBuilder::new().ram_mib(128).thread_cpus(4).build().unwrap();
+    let m = machine();
     let alloc = || m.kmalloc(48, Gfp::KERNEL).unwrap().as_ptr() as usize;
     // SAFETY: as above.
-    let free = |p: usize| unsafe { m.kfree_nolock(p as *const u8) };
-    let rounds = 400;
-    assert_eq!(race(rounds, &alloc, &free), 0, "blocks handed out twice");
-    m.defer_free_barrier();
-    assert_eq!(m.report_count(ReportKind::SlabBug), (rounds * OBJECTS) as u64, "every second free reported, once");
+    each_is_handed_out_once(&m, &alloc, &|p| unsafe { m.kfree_nolock(p as *const u8) });
 }
