@@ -257,11 +257,17 @@ pub(crate) unsafe fn realloc(m: &Machine, p: *mut u8, copy: Option<usize>, new_s
     if (p as usize) <= ZERO_SIZE_PTR {
         return alloc(m, new_size, align, false);
     }
-    // SAFETY: a live allocation of `m` (caller's contract).
-    let us = unsafe { usable_size(m, p) };
+    // Inside RAM `ksize_checked`, not `ksize`: a block already freed is reported, not
+    // resized in place (which would hand it out while a sheaf still holds it).
+    let us = if in_ram(m, p) {
+        // SAFETY: a live allocation of `m` (caller's contract; a freed one is reported).
+        unsafe { m.ksize_checked(p) }
+    } else {
+        huge::usable_size(p)
+    };
     if us == 0 {
         // Not a live block: outside RAM, `huge` knows no such block (reported here); inside,
-        // `ksize` reported it. Null, `p` untouched.
+        // `ksize_checked` reported it. Null, `p` untouched.
         if !in_ram(m, p) {
             crate::misuse::report(crate::misuse::Misuse::InvalidRealloc, p);
         }

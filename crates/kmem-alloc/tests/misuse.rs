@@ -107,6 +107,38 @@ fn double_free_of_a_large_block_is_reported_once_and_never_aliases() {
     keeps_working();
 }
 
+/// `realloc` of a freed block inside kmem's RAM, to a size its bucket holds: resized in
+/// place it would be handed to the caller while its CPU's sheaf still held it. A kmalloc
+/// class (64, 1000 bytes) and a medium block (20,000 bytes, `malloc-32k`).
+#[test]
+fn realloc_of_a_freed_small_block_fails_and_hands_nothing_out_twice() {
+    let _s = serial();
+    for n in [64usize, 1000, 20_000] {
+        let a = raw::malloc(n);
+        assert!(!a.is_null());
+        // SAFETY: live and ours.
+        unsafe { raw::free(a) };
+        let mut r2 = core::ptr::null_mut();
+        // SAFETY: the misuse under test.
+        let r = reports(|| r2 = unsafe { raw::realloc_aligned(a, None, n / 2, 16) });
+        assert!(r2.is_null(), "realloc of a freed {n}-byte block returned {r2:?}");
+        assert_eq!(r, [0, 0, 0, 1], "exactly one report, the machine's ({n} bytes)");
+        let (b, c) = (raw::malloc(n), raw::malloc(n));
+        assert!(!b.is_null() && !c.is_null());
+        assert!((b as usize).abs_diff(c as usize) >= n, "two later {n}-byte blocks overlap");
+        fill(b, n, 6);
+        fill(c, n, 7);
+        check(b, n, 6);
+        check(c, n, 7);
+        // SAFETY: live and ours.
+        unsafe {
+            raw::free(b);
+            raw::free(c);
+        }
+    }
+    keeps_working();
+}
+
 #[test]
 fn realloc_of_a_freed_large_block_fails_and_hands_nothing_out_twice() {
     let _s = serial();

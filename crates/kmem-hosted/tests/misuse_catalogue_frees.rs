@@ -357,3 +357,23 @@ fn realloc_of_a_freed_block() {
     let _ = VirtAddr::from_ptr(small);
     common::assert_still_works(&m);
 }
+
+/// `ksize_checked`, the size an allocator's `realloc` trusts before resizing in place
+/// (kmem-alloc's): a freed object gives 0 and the double-free report, where `ksize` (as
+/// Linux's) gives its bucket.
+#[test]
+fn ksize_checked_of_a_freed_block() {
+    let m = machine();
+    let p = m.kmalloc(48, Gfp::KERNEL).unwrap().as_ptr();
+    // SAFETY: `p` is measured live, freed, then measured again: the misuse under test.
+    unsafe {
+        assert_eq!(m.ksize_checked(p), 64);
+        m.kfree(p);
+        assert_eq!(m.ksize(p), 64, "ksize does not look");
+        assert_eq!(m.ksize_checked(p), 0);
+        assert_eq!(m.ksize_checked(core::ptr::null()), 0);
+    }
+    assert_eq!(counts(&m), [1, 0, 0]);
+    assert!(m.reports().texts(ReportKind::SlabBug)[0].contains("BUG kmalloc-64 (Not tainted): Object already free"));
+    common::assert_still_works(&m);
+}

@@ -23,6 +23,7 @@ mod fast;
 pub mod index;
 mod kv;
 mod nolock;
+mod resize;
 
 use core::ptr::NonNull;
 
@@ -487,135 +488,6 @@ impl<P: Platform> Kmem<P> {
         }
         // SAFETY: the block was a large kmalloc owned by the caller of `kfree`.
         unsafe { self.__free_pages(head, Order::of(order)) };
-    }
-
-    /// `ksize(p)`: bytes of the allocation the caller may use (the bucket, or the large
-    /// block); 0 for null, `ZERO_SIZE_PTR` and (reported) pointers kmalloc did not return.
-    ///
-    /// # Safety
-    ///
-    /// `p` must be null, `ZERO_SIZE_PTR` or a live allocation of this machine.
-    pub unsafe fn ksize(&self, p: *const u8) -> usize {
-        match self.kmalloc_owner(p) {
-            Owner::Nothing => 0,
-            Owner::Slab(_, c, _, _) => c.layout().ksize() as usize,
-            Owner::NotObject(..) => {
-                self.kfree_invalid("ksize", p);
-                0
-            }
-            Owner::Large(_, order) => PAGE_SIZE << order,
-            // `kfence_ksize()`: the size asked for, not the bucket's.
-            Owner::Kfence => match self.kfence_ksize(p as usize) {
-                Some(n) if n > 0 => n,
-                _ => {
-                    self.kfree_invalid("ksize", p);
-                    0
-                }
-            },
-            Owner::Invalid => {
-                self.kfree_invalid("ksize", p);
-                0
-            }
-        }
-    }
-
-    /// `kfree_sensitive(p)`: zeroes the whole bucket (`ksize` bytes) before freeing.
-    ///
-    /// # Safety
-    ///
-    /// As [`Kmem::kfree`].
-    #[track_caller]
-    pub unsafe fn kfree_sensitive(&self, p: *const u8) {
-        // SAFETY: forwarded caller contract.
-        let ks = unsafe { self.ksize(p) };
-        if ks != 0 {
-            // SAFETY: the allocation is the caller's and `ks` bytes long; volatile so the
-            // zeroing is not optimised away (`memzero_explicit`).
-            unsafe {
-                for i in 0..ks {
-                    core::ptr::write_volatile((p as *mut u8).add(i), 0);
-                }
-            }
-        }
-        // SAFETY: forwarded caller contract.
-        unsafe { self.kfree(p) };
-    }
-
-    /// `krealloc(p, new_size, gfp)`: resizes in place when the bucket allows (with
-    /// `__GFP_ZERO` the bytes between the old request and the new size are zeroed when the
-    /// old size is known, i.e. on debug caches that record it, as Linux 6.x); otherwise a new
-    /// allocation, the old contents copied, the old one freed. `new_size` 0 frees `p` and
-    /// returns `ZERO_SIZE_PTR`; a null `p` allocates. On failure `p` is untouched.
-    ///
-    /// # Safety
-    ///
-    /// As [`Kmem::kfree`] for `p`; on success the caller must use only the returned pointer.
-    #[track_caller]
-    pub unsafe fn krealloc(&self, p: *mut u8, new_size: usize, gfp: Gfp) -> Result<NonNull<u8>, KmallocError> {
-        let caller = core::panic::Location::caller();
-        if new_size == 0 {
-            // SAFETY: forwarded caller contract.
-            unsafe { self.kfree(p) };
-            return Ok(zero_size_ptr());
-        }
-        let (ks, orig, cache) = match self.kmalloc_owner(p) {
-            Owner::Nothing => return self.kmalloc_node_at(new_size, gfp, None, caller),
-            Owner::Slab(slab, c, off, base) => {
-                if self.object_is_free(c, slab, off, base) {
-                    // Resizing a freed object would hand it out twice.
-                    self.double_free(c, slab, p as usize);
-                    return Err(KmallocError { size: new_size, gfp, kind: KmallocErrorKind::InvalidPointer });
-                }
-                let obj = c.object_size();
-                (obj, self.get_orig_size(c, p as usize) as usize, Some(c))
-            }
-            Owner::NotObject(..) => {
-                self.kfree_invalid("krealloc", p);
-                return Err(KmallocError { size: new_size, gfp, kind: KmallocErrorKind::InvalidPointer });
-            }
-            Owner::Large(_, order) => (PAGE_SIZE << order, PAGE_SIZE << order, None),
-            Owner::Kfence => match self.kfence_ksize(p as usize) {
-                Some(n) if n > 0 => (n, n, None),
-                _ => {
-                    // Not a live KFENCE object: KFENCE's invalid-free report.
-                    self.kfence_free(p as usize, caller);
-                    return Err(KmallocError { size: new_size, gfp, kind: KmallocErrorKind::InvalidPointer });
-                }
-            },
-            Owner::Invalid => {
-                self.kfree_invalid("krealloc", p);
-                return Err(KmallocError { size: new_size, gfp, kind: KmallocErrorKind::InvalidPointer });
-            }
-        };
-        if new_size <= ks {
-            // SAFETY: the allocation is the caller's, `ks` bytes.
-            unsafe {
-                if gfp.contains(Gfp::ZERO) {
-                    if orig < new_size {
-                        core::ptr::write_bytes(p.add(orig), 0, new_size - orig);
-                    } else {
-                        core::ptr::write_bytes(p.add(new_size), 0, ks - new_size);
-                    }
-                }
-            }
-            if let Some(c) = cache.filter(|c| c.layout().has_orig_size()) {
-                self.set_orig_size(c, p as usize, new_size as u32);
-                if c.flags().contains(SlabFlags::RED_ZONE) && new_size < ks {
-                    // SAFETY: the bucket's tail, part of the caller's object slot.
-                    unsafe { core::ptr::write_bytes(p.add(new_size), crate::slab::debug::RED_ACTIVE, ks - new_size) };
-                }
-            }
-            // SAFETY: `p` is a live allocation, not null.
-            return Ok(unsafe { NonNull::new_unchecked(p) });
-        }
-        let n = self.kmalloc_node_at(new_size, gfp, None, caller)?;
-        // SAFETY: both allocations are the caller's; the old one holds `orig.min(ks)` bytes of
-        // the caller's data and the new one at least `new_size > ks` bytes.
-        unsafe {
-            core::ptr::copy_nonoverlapping(p, n.as_ptr(), orig.min(ks));
-            self.kfree(p);
-        }
-        Ok(n)
     }
 
     /// The kmalloc cache serving `size` bytes with `gfp` (created if needed), if `size` is
