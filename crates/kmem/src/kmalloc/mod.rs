@@ -375,6 +375,8 @@ impl<P: Platform> Kmem<P> {
             return Owner::Nothing;
         }
         match self.lookup_object(addr) {
+            // kmem's own objects (sheaves, cache descriptors) are nobody else's to free.
+            Lookup::Object(_, c, ..) | Lookup::Invalid(_, c) if c.is_kmem_internal() => Owner::Invalid,
             Lookup::Object(slab, c, off, base) => Owner::Slab(slab, c, off, base),
             Lookup::Invalid(slab, c) => Owner::NotObject(slab, c),
             Lookup::NotSlab => self.kmalloc_owner_large(addr),

@@ -110,6 +110,10 @@ impl<P: Platform> Kmem<P> {
             return;
         }
         match self.lookup_object(addr) {
+            // kmem's own objects (sheaves, cache descriptors) are nobody else's to free.
+            Lookup::Object(_, c, ..) | Lookup::Invalid(_, c) if c.is_kmem_internal() => {
+                self.kfree_invalid("kfree_nolock", p)
+            }
             Lookup::Object(slab, c, off, base) => self.slab_free_nolock(c, slab, off, base),
             Lookup::Invalid(slab, c) => self.invalid_object_pointer(c, Some(slab), addr),
             Lookup::NotSlab => {

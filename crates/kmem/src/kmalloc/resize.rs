@@ -171,3 +171,5 @@ impl<P: Platform> Kmem<P> {
     }
 }
 
+#[cfg(test)]
+mod tests;

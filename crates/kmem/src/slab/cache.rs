@@ -438,6 +438,15 @@ impl KmemCache {
     pub fn nodes(&self) -> impl Iterator<Item = (usize, &CacheNode)> + '_ {
         (0..self.nr_nodes as usize).map(move |n| (n, self.node(n)))
     }
+    /// Whether this is one of kmem's own boot caches (`kmem_cache`, the descriptors, and
+    /// `kmem_sheaf`, the sheaves), whose objects kmem alone allocates and frees: nobody
+    /// outside kmem holds one, so `kfree`, `ksize`, `krealloc` and `kfree_nolock` refuse
+    /// them as pointers kmalloc did not return (a stray pointer must not free a sheaf or a
+    /// cache descriptor that kmem still uses).
+    #[inline]
+    pub(crate) fn is_kmem_internal(&self) -> bool {
+        self.id == super::registry::BOOT_CACHE_ID || self.id == SHEAF_CACHE_ID
+    }
     /// The bit of the machine word that says failslab is armed (machine ids are the
     /// addresses of aligned states: the bit is never part of one).
     pub(crate) const ARMED: usize = 1;

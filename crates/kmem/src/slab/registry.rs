@@ -304,16 +304,16 @@ impl SlabState {
         z ^ (z >> 31)
     }
 
-    /// Fills a just-installed id table with the boot caches. `g` holds the list lock.
+    /// Fills a just-installed id table with the boot caches. `g` holds the list lock. Their
+    /// fast records stay empty: no object of theirs passes `kfree`'s fast test, so a pointer
+    /// to one takes the careful path, which refuses it ([`KmemCache::is_kmem_internal`]);
+    /// kmem frees them with `kmem_cache_free` and `free_single`, which use no record.
     pub(crate) fn register_boot_caches_locked<P: Platform>(&self, g: &SpinGuard<'_, P>) {
         debug_assert!(g.holds(&self.list_lock));
         if let Some(t) = self.id_table() {
             for (id, c) in [(BOOT_CACHE_ID, &self.boot_cache), (SHEAF_CACHE_ID, &self.sheaf_cache)] {
-                let p = c.load(Ordering::Acquire);
-                if let Some(d) = Self::live_cache(p) {
-                    t.checks.at(id as usize).set(d, self.freeptr_at_start);
-                }
-                t[id as usize].store(p, Ordering::Release);
+                t.checks.at(id as usize).clear();
+                t[id as usize].store(c.load(Ordering::Acquire), Ordering::Release);
             }
         }
     }
