@@ -11,6 +11,11 @@
 //!   process has (glibc's, or an `LD_PRELOAD` one such as `libkmem_malloc.so`);
 //! - `WHAT-mt` (`kmem-mt`, `libc-mt`): WHAT after the process started and joined a second
 //!   thread (kmem's process allocator then frees with its locked claim).
+//! - `kmem-batch`, `mimalloc-batch`: `ITERS / 100` rounds of [`BATCH`] blocks allocated in a
+//!   row, then freed in the same order (the Rust bench's `alloc_n_free_n/1000`), so the
+//!   sheaves' refills and flushes are counted too: `scripts/callgrind_pair.sh malloc_cost
+//!   40000 kmem-batch 64` prints instructions per block (an allocation and its free).
+//!   (2026-12-07: kmem 86, mimalloc 76; kmem's slow paths about 1% of it.)
 //!
 //! ```sh
 //! cargo build --profile perf -p kmem-bench --example malloc_cost
@@ -61,6 +66,33 @@ fn pair_kmalloc<P: Platform>(m: &Kmem<P>, size: usize) {
 #[inline(never)]
 fn pair_kmem(l: Layout) {
     global_pair(&KMEM, l);
+}
+
+/// Blocks of one `WHAT-batch` round: allocated in a row, then freed in the same order.
+const BATCH: usize = 1000;
+
+#[inline(always)]
+fn global_batch<A: GlobalAlloc>(a: &A, l: Layout, slots: &mut [*mut u8; BATCH]) {
+    // SAFETY: non-zero layouts; each block is freed once, with its layout, unused.
+    unsafe {
+        for s in slots.iter_mut() {
+            *s = a.alloc(l);
+            assert!(!s.is_null());
+        }
+        for s in slots.iter() {
+            a.dealloc(black_box(*s), l);
+        }
+    }
+}
+
+#[inline(never)]
+fn pair_batch_kmem(l: Layout, slots: &mut [*mut u8; BATCH]) {
+    global_batch(&KMEM, l, slots);
+}
+
+#[inline(never)]
+fn pair_batch_mimalloc(l: Layout, slots: &mut [*mut u8; BATCH]) {
+    global_batch(&MIMALLOC, l, slots);
 }
 
 #[inline(never)]
@@ -165,6 +197,20 @@ fn main() {
         ),
         // SAFETY: this thread alone uses the machine.
         "kmalloc-minimal" => kmalloc_pairs(&unsafe { kmem_bench::minimal::boot(256) }, size),
+        "kmem-batch" => {
+            let mut slots = [std::ptr::null_mut(); BATCH];
+            global_batch(&KMEM, l, &mut slots);
+            for _ in 0..ITERS / 100 {
+                pair_batch_kmem(black_box(l), &mut slots);
+            }
+        }
+        "mimalloc-batch" => {
+            let mut slots = [std::ptr::null_mut(); BATCH];
+            global_batch(&MIMALLOC, l, &mut slots);
+            for _ in 0..ITERS / 100 {
+                pair_batch_mimalloc(black_box(l), &mut slots);
+            }
+        }
         "kmem" => run(|| global_pair(&KMEM, l), || pair_kmem(black_box(l))),
         "mimalloc" => run(|| global_pair(&MIMALLOC, l), || pair_mimalloc(black_box(l))),
         #[cfg(feature = "jemalloc")]
