@@ -58,6 +58,7 @@ mod slab_free_paths;
 mod soundness;
 mod stress;
 mod thread_cpus;
+mod thread_cpus_overflow;
 mod typed_ctor;
 mod vmalloc;
 mod vmalloc_fault;

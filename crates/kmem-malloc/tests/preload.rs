@@ -1,7 +1,9 @@
-//! Real programs under `LD_PRELOAD=libkmem_malloc.so`, each compared with the same run on
-//! the system's malloc (same stdout, both exit 0), plus the C test of every export's edge
-//! cases (`tests/c/edge_cases.c`) and a loop over 5-25 MiB blocks that must not live in
-//! the kernel.
+//! kmem's own C and C++ programs (`tests/c`) under `LD_PRELOAD=libkmem_malloc.so`, some
+//! compared with the same run on the system's malloc: the test of every export's edge cases
+//! (`tests/c/edge_cases.c`), misuse and its reports, the first `malloc`'s cost, a loop over
+//! 5-25 MiB blocks that must not live in the kernel; and checks of the library itself (its
+//! TLS model, what it loads). Real programs (python3, git, cc, sort) are in
+//! `tests/programs.rs`.
 //!
 //! The library under test is built once per test binary by [`lib`], as it is meant to be
 //! deployed: release, `-C relocation-model=pie` (every TLS access of kmem's code is then
@@ -13,66 +15,11 @@
 //! printed: `cargo test -p kmem-malloc --test preload -- --nocapture`.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 mod common;
-use common::{installed, lib};
-
-/// A fresh scratch directory for one test.
-fn scratch(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kmem-malloc-preload").join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// Runs `cmd` with kmem preloaded or not; returns its output and wall time.
-fn run(mut cmd: Command, kmem: bool) -> (Output, Duration) {
-    if kmem {
-        cmd.env("LD_PRELOAD", lib());
-    } else {
-        cmd.env_remove("LD_PRELOAD");
-    }
-    let t = Instant::now();
-    let out = cmd.output().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-    (out, t.elapsed())
-}
-
-fn check_ok(what: &str, kmem: bool, out: &Output) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("cannot be preloaded"), "{what}: LD_PRELOAD failed: {stderr}");
-    assert!(
-        out.status.success(),
-        "{what} ({}) failed: {}\nstdout:\n{}\nstderr:\n{stderr}",
-        if kmem { "kmem" } else { "system malloc" },
-        out.status,
-        String::from_utf8_lossy(&out.stdout)
-    );
-}
-
-/// Runs the command `make()` builds with and without kmem: both succeed with the same
-/// stdout. Returns the runs (system malloc's, kmem's).
-fn same_output(what: &str, make: impl Fn() -> Command) -> (Output, Output) {
-    let (sys, t_sys) = run(make(), false);
-    check_ok(what, false, &sys);
-    let (km, t_km) = run(make(), true);
-    check_ok(what, true, &km);
-    eprintln!("{what}: system malloc {t_sys:.2?}, kmem {t_km:.2?}");
-    if sys.stdout != km.stdout {
-        let (a, b) = (String::from_utf8_lossy(&sys.stdout), String::from_utf8_lossy(&km.stdout));
-        let first = a.lines().zip(b.lines()).position(|(x, y)| x != y);
-        panic!(
-            "{what}: stdout differs ({} vs {} bytes); first differing line {first:?}:\n  system: {:?}\n  kmem:   {:?}",
-            sys.stdout.len(),
-            km.stdout.len(),
-            first.and_then(|i| a.lines().nth(i)),
-            first.and_then(|i| b.lines().nth(i)),
-        );
-    }
-    (sys, km)
-}
+use common::{check_ok, installed, lib, run, same_output, scratch};
 
 fn compile_c(src: &str, exe: &Path, extra: &[&str]) -> bool {
     if !installed(src, "cc") {
@@ -305,204 +252,6 @@ fn abort_on_misuse_policy_aborts_after_the_first_report_line() {
 fn libc_sigabrt() -> i32 {
     6
 }
-
-const PYTHON_SCRIPT: &str = r#"
-import ctypes, hashlib, sys, threading
-
-def work(k, out):
-    h = hashlib.sha256()
-    total = 0
-    for r in range(4):
-        d = {("key%d-%d" % (k, i)): [i] * (i % 7) for i in range(60000)}
-        l = [str(i) * (1 + i % 5) for i in range(80000)]
-        s = "-".join(l)
-        big = "x" * (3 << 20) + str(r)          # mapped blocks
-        l.sort()
-        total += len(d) + sum(len(v) for v in d.values()) + len(s) + len(big)
-        h.update(s[:10000].encode())
-        h.update(l[r * 1000].encode())
-        del d, l, s, big
-        ba = bytearray(1 << 20)
-        for j in range(0, len(ba), 4096):
-            ba[j] = (j + k) % 256
-        h.update(bytes(ba[::4096]))
-        chunks = [bytes([r]) * (1 << (i % 20)) for i in range(200)]
-        total += sum(map(len, chunks))
-    out[k] = (total, h.hexdigest())
-
-out = {}
-ts = [threading.Thread(target=work, args=(k, out)) for k in range(4)]
-for t in ts: t.start()
-for t in ts: t.join()
-for k in sorted(out):
-    print(k, *out[k])
-try:
-    ctypes.CDLL(None).kmem_malloc_online_bytes
-    print("allocator=kmem", file=sys.stderr)
-except AttributeError:
-    print("allocator=system", file=sys.stderr)
-"#;
-
-#[test]
-fn python_threads_build_and_tear_down_large_objects() {
-    if !installed("python_threads_build_and_tear_down_large_objects", "python3") {
-        return;
-    }
-    let dir = scratch("python");
-    let script = dir.join("work.py");
-    std::fs::write(&script, PYTHON_SCRIPT).unwrap();
-    let (_, km) = same_output("python3 (4 threads: dicts, lists, strings)", || {
-        let mut c = Command::new("python3");
-        c.arg(&script);
-        c
-    });
-    assert!(String::from_utf8_lossy(&km.stderr).contains("allocator=kmem"), "python3 did not run on kmem");
-    assert_eq!(String::from_utf8_lossy(&km.stdout).lines().count(), 4);
-}
-
-/// Writes a generated source tree into `dir`.
-fn generate_repo(dir: &Path) {
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
-    for d in 0..12 {
-        let sub = dir.join(format!("dir{d:02}"));
-        std::fs::create_dir_all(&sub).unwrap();
-        for f in 0..25 {
-            let mut s = String::new();
-            for l in 0..(20 + next() % 200) {
-                s.push_str(&format!("line {l} of file {f} in dir {d}: {:016x}\n", next()));
-            }
-            std::fs::write(sub.join(format!("file{f:02}.txt")), s).unwrap();
-        }
-    }
-    let blob: Vec<u8> = (0..(3 << 20)).map(|_| (next() >> 56) as u8).collect();
-    std::fs::write(dir.join("blob.bin"), blob).unwrap();
-}
-
-#[test]
-fn git_init_add_commit_log() {
-    if !installed("git_init_add_commit_log", "git") {
-        return;
-    }
-    let base = scratch("git");
-    let n = std::sync::atomic::AtomicUsize::new(0);
-    same_output("git (init, add, commit x2, log, fsck)", || {
-        let repo = base.join(format!("repo{}", n.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
-        std::fs::create_dir_all(&repo).unwrap();
-        generate_repo(&repo);
-        let script = "set -e
-git init -q -b main .
-git add -A
-git commit -q -m 'generated tree'
-echo change >> dir03/file07.txt
-git rm -q dir05/file11.txt
-git commit -q -a -m 'second commit'
-git log --stat --format='%H %an <%ae> %ad %s'
-git fsck --no-progress 2>&1
-git gc -q
-git count-objects -v | grep -v size
-git log --format=%H | head -1";
-        let mut c = Command::new("sh");
-        c.arg("-c").arg(script).current_dir(&repo);
-        c.env("HOME", &repo).env("GIT_CONFIG_NOSYSTEM", "1").env("GIT_CONFIG_GLOBAL", "/dev/null");
-        for who in ["AUTHOR", "COMMITTER"] {
-            c.env(format!("GIT_{who}_NAME"), "kmem test")
-                .env(format!("GIT_{who}_EMAIL"), "kmem@example.invalid")
-                .env(format!("GIT_{who}_DATE"), "2026-01-02T03:04:05 +0000");
-        }
-        c.env("TZ", "UTC").env("LC_ALL", "C");
-        c
-    });
-}
-
-const C_PROGRAM: &str = r#"
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-struct node { struct node *next; char *name; };
-
-int main(void) {
-    struct node *head = NULL;
-    for (int i = 0; i < 20000; i++) {
-        struct node *n = malloc(sizeof *n);
-        n->name = malloc(32);
-        snprintf(n->name, 32, "node-%d", i);
-        n->next = head;
-        head = n;
-    }
-    unsigned long h = 5381;
-    size_t count = 0;
-    while (head) {
-        for (char *p = head->name; *p; p++) h = h * 33 + (unsigned char)*p;
-        struct node *n = head->next;
-        free(head->name);
-        free(head);
-        head = n;
-        count++;
-    }
-    char *buf = NULL;
-    for (size_t n = 1; n <= (8u << 20); n *= 2) {
-        buf = realloc(buf, n);
-        memset(buf, (int)(n % 251), n);
-    }
-    printf("nodes %zu hash %lu last %d\n", count, h, buf[(8u << 20) - 1]);
-    free(buf);
-    return 0;
-}
-"#;
-
-#[test]
-fn cc_builds_and_runs_a_program() {
-    if !installed("cc_builds_and_runs_a_program", "cc") {
-        return;
-    }
-    let base = scratch("cc");
-    std::fs::write(base.join("prog.c"), C_PROGRAM).unwrap();
-    let n = std::sync::atomic::AtomicUsize::new(0);
-    // The compiler (driver, cc1, as, ld) and then the program it built, both under the
-    // same allocator.
-    same_output("cc -O2 prog.c && ./prog", || {
-        let exe = format!("prog{}", n.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-        let mut c = Command::new("sh");
-        c.arg("-c").arg(format!("set -e; cc -O2 -Wall -o {exe} prog.c; ./{exe}")).current_dir(&base);
-        c
-    });
-}
-
-#[test]
-fn sort_a_20_mb_file() {
-    if !installed("sort_a_20_mb_file", "sort") {
-        return;
-    }
-    let dir = scratch("sort");
-    let input = dir.join("input.txt");
-    {
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&input).unwrap());
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut written = 0usize;
-        while written < 20 << 20 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let line = format!("{:x} {} {}\n", x, x % 100_000, "abcdefghij".repeat((x % 5) as usize));
-            written += line.len();
-            f.write_all(line.as_bytes()).unwrap();
-        }
-    }
-    let (_, km) = same_output("sort (20 MB, 2 threads)", || {
-        let mut c = Command::new("sort");
-        c.args(["--parallel=2", "-k2,2n", "-k1,1"]).arg(&input).env("LC_ALL", "C");
-        c
-    });
-    assert!(km.stdout.len() >= 20 << 20);
-}
-
 /// The first `malloc` of a process boots kmem's machine: lazily (`kmem_alloc::global`), so it
 /// costs a few dozen page faults, not the 720 a boot that wrote a whole section of
 /// descriptors and copied them into private memory cost (counted, not timed: the faults were

@@ -21,6 +21,7 @@ const POLICY: &[&str] = &[
     "src/mm/page_alloc/slowpath.rs",
     "src/mm/page_reporting.rs",
     "src/mm/pcp.rs",
+    "src/mm/pcp/paths.rs",
     "src/mm/pfn_list.rs",
     "src/mm/show_mem.rs",
     "src/mm/verify.rs",

@@ -1,13 +1,14 @@
 //! What the tests of the `LD_PRELOAD` library share: the library itself, built once per test
-//! binary as it is deployed, and the test for programs a test needs.
+//! binary as it is deployed, the test for programs a test needs, and runs of a command with
+//! and without kmem (scratch directories, outputs compared).
 
 #![allow(dead_code)] // each test binary uses its own part
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// `libkmem_malloc.so`, built on first use as it is deployed (`cd crates/kmem-malloc &&
 /// cargo build --release`: that directory's `.cargo/config.toml` gives the PIE relocation
@@ -56,4 +57,58 @@ pub fn installed(test: &str, prog: &str) -> bool {
             false
         }
     }
+}
+
+/// A fresh scratch directory for one test.
+pub fn scratch(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kmem-malloc-preload").join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Runs `cmd` with kmem preloaded or not; returns its output and wall time.
+pub fn run(mut cmd: Command, kmem: bool) -> (Output, Duration) {
+    if kmem {
+        cmd.env("LD_PRELOAD", lib());
+    } else {
+        cmd.env_remove("LD_PRELOAD");
+    }
+    let t = Instant::now();
+    let out = cmd.output().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    (out, t.elapsed())
+}
+
+pub fn check_ok(what: &str, kmem: bool, out: &Output) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("cannot be preloaded"), "{what}: LD_PRELOAD failed: {stderr}");
+    assert!(
+        out.status.success(),
+        "{what} ({}) failed: {}\nstdout:\n{}\nstderr:\n{stderr}",
+        if kmem { "kmem" } else { "system malloc" },
+        out.status,
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// Runs the command `make()` builds with and without kmem: both succeed with the same
+/// stdout. Returns the runs (system malloc's, kmem's).
+pub fn same_output(what: &str, make: impl Fn() -> Command) -> (Output, Output) {
+    let (sys, t_sys) = run(make(), false);
+    check_ok(what, false, &sys);
+    let (km, t_km) = run(make(), true);
+    check_ok(what, true, &km);
+    eprintln!("{what}: system malloc {t_sys:.2?}, kmem {t_km:.2?}");
+    if sys.stdout != km.stdout {
+        let (a, b) = (String::from_utf8_lossy(&sys.stdout), String::from_utf8_lossy(&km.stdout));
+        let first = a.lines().zip(b.lines()).position(|(x, y)| x != y);
+        panic!(
+            "{what}: stdout differs ({} vs {} bytes); first differing line {first:?}:\n  system: {:?}\n  kmem:   {:?}",
+            sys.stdout.len(),
+            km.stdout.len(),
+            first.and_then(|i| a.lines().nth(i)),
+            first.and_then(|i| b.lines().nth(i)),
+        );
+    }
+    (sys, km)
 }
