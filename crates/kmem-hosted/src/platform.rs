@@ -71,9 +71,9 @@ impl ReportLog {
     pub fn suppressed(&self) -> u64 {
         self.console.suppressed()
     }
-    /// A log that keeps nothing and never allocates: each report is written to stderr from
-    /// a stack buffer (longer reports are cut at 4 KiB). For the machine that serves the
-    /// process's own allocations.
+    /// A log that keeps nothing and never allocates: each report is written to stderr
+    /// through a 4 KiB stack buffer (a longer report in several writes). For the machine
+    /// that serves the process's own allocations.
     pub fn stderr_only() -> Self {
         Self {
             entries: Mutex::new(Vec::new()),
@@ -215,17 +215,40 @@ impl HostedPlatform {
     }
 }
 
-/// A `fmt::Write` into a fixed buffer that drops what does not fit.
-struct StackBuf {
+/// A `fmt::Write` to stderr that never allocates: the text gathers in a stack buffer, written
+/// out whenever it fills and at the end ([`StderrBuf::flush`]). A report longer than the
+/// buffer (a slab report's hex dump of a large object) goes out in several writes, whole.
+struct StderrBuf {
     buf: [u8; 4096],
     len: usize,
 }
 
-impl fmt::Write for StackBuf {
+impl StderrBuf {
+    fn new() -> Self {
+        Self { buf: [0; 4096], len: 0 }
+    }
+    /// Writes out what the buffer holds (all of it, unless stderr fails).
+    fn flush(&mut self) {
+        let mut out = &self.buf[..self.len];
+        while let Ok(n @ 1..) = rustix::io::write(rustix::stdio::stderr(), out) {
+            out = &out[n..];
+        }
+        self.len = 0;
+    }
+}
+
+impl fmt::Write for StderrBuf {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        let n = s.len().min(self.buf.len() - self.len);
-        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
-        self.len += n;
+        let mut b = s.as_bytes();
+        while !b.is_empty() {
+            if self.len == self.buf.len() {
+                self.flush();
+            }
+            let n = b.len().min(self.buf.len() - self.len);
+            self.buf[self.len..self.len + n].copy_from_slice(&b[..n]);
+            self.len += n;
+            b = &b[n..];
+        }
         Ok(())
     }
 }
@@ -470,9 +493,9 @@ unsafe impl Platform for HostedPlatform {
     }
     fn report(&self, kind: ReportKind, body: &dyn Fn(&mut dyn fmt::Write) -> fmt::Result) {
         if self.log.no_alloc {
-            let mut buf = StackBuf { buf: [0; 4096], len: 0 };
+            let mut buf = StderrBuf::new();
             let _ = body(&mut buf);
-            let _ = rustix::io::write(rustix::stdio::stderr(), &buf.buf[..buf.len]);
+            buf.flush();
         } else {
             let mut s = String::new();
             let _ = body(&mut s);
