@@ -91,50 +91,50 @@ fn double_free_of_a_large_block_is_reported_once_and_never_aliases() {
     // SAFETY: the misuse under test: `a` was freed. kmem must notice without touching it.
     let r = reports(|| unsafe { raw::free(a) });
     assert_eq!(r, [1, 0, 0, 0], "exactly one double-free report");
-    let (b, c) = (raw::malloc(BIG), raw::malloc(BIG));
+    two_blocks_of_their_own(BIG, 2);
+    keeps_working();
+}
+
+/// Two `n`-byte blocks allocated after a misuse: distinct, disjoint, each keeping its fill.
+fn two_blocks_of_their_own(n: usize, tag: u8) {
+    let (b, c) = (raw::malloc(n), raw::malloc(n));
     assert!(!b.is_null() && !c.is_null());
-    assert_ne!(b, c, "two mallocs after a double free returned the same block");
-    assert!((b as usize).abs_diff(c as usize) >= BIG, "the two blocks overlap");
-    fill(b, BIG, 2);
-    fill(c, BIG, 3);
-    check(b, BIG, 2);
-    check(c, BIG, 3);
+    assert!((b as usize).abs_diff(c as usize) >= n, "two {n}-byte blocks after a misuse overlap");
+    fill(b, n, tag);
+    fill(c, n, tag + 1);
+    check(b, n, tag);
+    check(c, n, tag + 1);
     // SAFETY: live and ours.
     unsafe {
         raw::free(b);
         raw::free(c);
     }
-    keeps_working();
+}
+
+/// `realloc` of a freed `n`-byte block to a size the block would hold: null, the reports
+/// `want` counts, and nothing handed out twice afterwards.
+fn realloc_of_freed(n: usize, want: [u64; 4]) {
+    let a = raw::malloc(n);
+    assert!(!a.is_null());
+    // SAFETY: live and ours.
+    unsafe { raw::free(a) };
+    let mut r2 = core::ptr::null_mut();
+    // SAFETY: the misuse under test.
+    let r = reports(|| r2 = unsafe { raw::realloc_aligned(a, None, n - n / 8, 16) });
+    assert!(r2.is_null(), "realloc of a freed {n}-byte block returned {r2:?}");
+    assert_eq!(r, want, "exactly one report ({n} bytes)");
+    two_blocks_of_their_own(n, 4);
 }
 
 /// `realloc` of a freed block inside kmem's RAM, to a size its bucket holds: resized in
-/// place it would be handed to the caller while its CPU's sheaf still held it. A kmalloc
-/// class (64, 1000 bytes) and a medium block (20,000 bytes, `malloc-32k`).
+/// place it would be handed to the caller while its CPU's sheaf still held it (the machine
+/// reports the double free). A kmalloc class (64, 1000 bytes) and a medium block (20,000
+/// bytes, `malloc-32k`).
 #[test]
 fn realloc_of_a_freed_small_block_fails_and_hands_nothing_out_twice() {
     let _s = serial();
     for n in [64usize, 1000, 20_000] {
-        let a = raw::malloc(n);
-        assert!(!a.is_null());
-        // SAFETY: live and ours.
-        unsafe { raw::free(a) };
-        let mut r2 = core::ptr::null_mut();
-        // SAFETY: the misuse under test.
-        let r = reports(|| r2 = unsafe { raw::realloc_aligned(a, None, n / 2, 16) });
-        assert!(r2.is_null(), "realloc of a freed {n}-byte block returned {r2:?}");
-        assert_eq!(r, [0, 0, 0, 1], "exactly one report, the machine's ({n} bytes)");
-        let (b, c) = (raw::malloc(n), raw::malloc(n));
-        assert!(!b.is_null() && !c.is_null());
-        assert!((b as usize).abs_diff(c as usize) >= n, "two later {n}-byte blocks overlap");
-        fill(b, n, 6);
-        fill(c, n, 7);
-        check(b, n, 6);
-        check(c, n, 7);
-        // SAFETY: live and ours.
-        unsafe {
-            raw::free(b);
-            raw::free(c);
-        }
+        realloc_of_freed(n, [0, 0, 0, 1]);
     }
     keeps_working();
 }
@@ -142,25 +142,7 @@ fn realloc_of_a_freed_small_block_fails_and_hands_nothing_out_twice() {
 #[test]
 fn realloc_of_a_freed_large_block_fails_and_hands_nothing_out_twice() {
     let _s = serial();
-    let a = raw::malloc(BIG);
-    assert!(!a.is_null());
-    // SAFETY: live and ours.
-    unsafe { raw::free(a) };
-    let mut r2 = core::ptr::null_mut();
-    // SAFETY: the misuse under test.
-    let r = reports(|| r2 = unsafe { raw::realloc_aligned(a, None, BIG - 4096, 16) });
-    assert!(r2.is_null(), "realloc of a freed block returned {r2:?}");
-    assert_eq!(r, [0, 0, 1, 0], "exactly one realloc report");
-    let (b, c) = (raw::malloc(BIG), raw::malloc(BIG));
-    assert_ne!(b, c);
-    fill(b, BIG, 4);
-    fill(c, BIG, 5);
-    check(b, BIG, 4);
-    // SAFETY: live and ours.
-    unsafe {
-        raw::free(b);
-        raw::free(c);
-    }
+    realloc_of_freed(BIG, [0, 0, 1, 0]);
     keeps_working();
 }
 
