@@ -12,7 +12,9 @@
 #     their baseline (scripts/cost_check.sh --tsv) and every allocator's 64-byte pair
 #     (scripts/malloc_cost.sh); KMEM_BENCH_COST=0 skips them;
 # then "where kmem loses": the losing cells of this run and the explanation kept in
-# crates/kmem-bench/notes/where-kmem-loses.md. Every section says its machine and date.
+# crates/kmem-bench/notes/where-kmem-loses.md. Every section says its machine and date. The
+# run's headline (the targets table) also goes into README.md, between its
+# `<!-- benchmarks.sh: ... -->` markers.
 # Takes about 4 minutes after the builds on a 2-CPU machine (the builds, fat LTO, take several
 # more the first time). Each step says on stderr what it is doing.
 #
@@ -101,7 +103,7 @@ fi
     echo "thp	$(sed 's/.*\[\(.*\)\].*/\1/' /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null || echo unknown)"
     echo "date	$(date -u '+%Y-%m-%d %H:%M UTC')"
     commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-    if [ -n "$(git status --porcelain --untracked-files=no -- . ':!BENCHMARKS.md' 2>/dev/null)" ]; then
+    if [ -n "$(git status --porcelain --untracked-files=no -- . ':!BENCHMARKS.md' ':!README.md' 2>/dev/null)" ]; then
         commit="$commit (with uncommitted changes)"
     fi
     echo "commit	$commit"

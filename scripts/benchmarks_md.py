@@ -6,6 +6,8 @@ Usage: benchmarks_md.py DIR OUT NOTES
   threads.tsv (the threads bench), preload.tsv (scripts/preload_bench.sh), pairs.tsv
   (scripts/cost_check.sh --tsv) and cost.tsv (scripts/malloc_cost.sh); any may be empty.
   NOTES is a markdown file included as the explanation of where kmem loses.
+  A README.md beside OUT with the markers `<!-- benchmarks.sh: begin -->` and
+  `<!-- benchmarks.sh: end -->` gets the run's headline (its targets table) between them.
 """
 import math, os, sys
 
@@ -478,3 +480,18 @@ w("Figures from one run on a shared machine; times vary by 10-30% between runs (
   "multi-threaded ones, which run more threads than there are CPUs), instruction counts and RSS much less.")
 open(out, "w").write("\n".join(L) + "\n")
 print(f"wrote {out}")
+
+# README.md beside OUT: the run's headline (machine, date, commit and the targets table) between
+# its markers, so the README's figures are always the last run's.
+readme = os.path.join(os.path.dirname(os.path.abspath(out)), "README.md")
+BEGIN, END = "<!-- benchmarks.sh: begin -->", "<!-- benchmarks.sh: end -->"
+if os.path.exists(readme):
+    text = open(readme).read()
+    if BEGIN in text and END in text:
+        head = [f"From the run of {WHEN} at {m.get('commit', '?')} on {MACHINE} (one run; "
+                "times vary by 10-30% between runs, instruction counts do not):", "",
+                "| target | measured | met |", "|---|---|---|"]
+        head += [f"| {t} | {v} | {'met' if ok else '**not met**'} |" for t, v, ok in targets]
+        a, b = text.index(BEGIN) + len(BEGIN), text.index(END)
+        open(readme, "w").write(text[:a] + "\n" + "\n".join(head) + "\n" + text[b:])
+        print(f"wrote its headline into {readme}")

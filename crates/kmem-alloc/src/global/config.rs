@@ -168,7 +168,7 @@ fn build_with(hotplug_max: u64) -> Option<Machine> {
         // 128): a thread's burst of a thousand 64-byte allocations, then frees, stays within
         // its CPU's main, spare and stashed sheaves (six of them: 1536 objects), off the
         // barn's lock, with half the exchanges (Rust alloc_n_free_n/1000 6% faster, the C
-        // loop 97 instructions a block against 102; ARCHITECTURE.md).
+        // loop 97 instructions a block against 102; docs/architecture/slab.md).
         .slab_sheaf_max(256)
         // Four more sheaves per CPU and cache: a thread's burst of a thousand frees, then
         // allocations, stays on its CPU with its own objects, off the shared barn.

@@ -300,7 +300,7 @@ impl Cpus {
     /// so their compare-exchanges neither collide nor pull the slot's line across cores;
     /// only a thread descheduled inside its section makes the next one on its host CPU take
     /// another. (By thread number, 400 threads on 4 overflow CPUs of 2 host CPUs: 18 ns a
-    /// `malloc` + `free` pair; see ARCHITECTURE.md.)
+    /// `malloc` + `free` pair; see docs/architecture/cpus.md, "Overflow CPUs".)
     fn home(&self, c: &Ctx) -> u32 {
         let me = thread_no(c);
         let base = match self.per_thread() {

@@ -1,8 +1,8 @@
 //! The overflow CPUs of a CPU-per-thread machine (`MachineBuilder::thread_cpus_overflow`):
 //! the last few possible CPUs, which no thread owns. Threads that find every other CPU
 //! owned share them as slots (`cpu_slot.rs`), each with a home chosen by the host CPU it
-//! runs on; an overflow CPU comes online when a thread first needs it. See ARCHITECTURE.md,
-//! "Overflow CPUs".
+//! runs on; an overflow CPU comes online when a thread first needs it. See
+//! docs/architecture/cpus.md, "Overflow CPUs".
 
 use super::{Cpus, Ctx};
 use crate::cpu_slot::{self, Slot};

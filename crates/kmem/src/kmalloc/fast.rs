@@ -120,7 +120,7 @@ impl<P: Platform> Kmem<P> {
     /// Faster than `kfree` (measured: a malloc + free pair of 64 bytes, 11.6 ns rather than
     /// 14.1), most likely because the sheaf slot the object goes to no longer waits for the
     /// object's page, its slab head and the cache they name, and the next allocation loads
-    /// that slot (ARCHITECTURE.md, "kmem as a process's allocator").
+    /// that slot (docs/architecture/process-allocator.md).
     ///
     /// ```
     /// use kmem::Gfp;

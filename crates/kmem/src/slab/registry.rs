@@ -42,7 +42,7 @@ pub struct SlabBootConfig<'a> {
     /// Process allocators (`kmem-alloc`) take 128 KiB: threads that allocate and free
     /// hundreds of blocks at a time then trade a sheaf at the shared barn every 128 objects
     /// of every class up to 1 KiB instead of every 32 (C threadtest at 16 threads on 16 CPUs:
-    /// 4.0x glibc's time -> 1.1x, ARCHITECTURE.md).
+    /// 4.0x glibc's time -> 1.1x, docs/architecture/slab.md).
     pub sheaf_bytes: u32,
     /// A kmem option, not Linux's: the most objects a sheaf holds (128 by default,
     /// [`SHEAF_MAX_DEFAULT`](super::SHEAF_MAX_DEFAULT); rounded down to a power of two
@@ -51,7 +51,7 @@ pub struct SlabBootConfig<'a> {
     /// cache's capacity; caches of objects up to `sheaf_bytes / sheaf_max` bytes get it.
     /// Process allocators (`kmem-alloc`) take 256: a thread's burst of 1000 allocations
     /// then 1000 frees of 64 bytes stays within its CPU's main, spare and stashed sheaves,
-    /// off the barn's lock (Rust alloc_n_free_n/1000 6% faster, ARCHITECTURE.md).
+    /// off the barn's lock (Rust alloc_n_free_n/1000 6% faster, docs/architecture/slab.md).
     pub sheaf_max: u32,
     /// A kmem option, not Linux's: how many sheaves each CPU keeps per cache beyond its main
     /// and spare (full and empty ones; 0, the default: none, as Linux). A CPU whose main and
@@ -69,7 +69,7 @@ pub struct SlabBootConfig<'a> {
     /// chained to its slab's freelist, emptied slabs freed to the page allocator) and the
     /// next allocations rebuild them. Process allocators (`kmem-alloc`) keep 16 MiB: C
     /// programs allocating 100,000 64-byte blocks then freeing them take 27% fewer
-    /// instructions (ARCHITECTURE.md). The objects parked stay out of the page allocator
+    /// instructions (docs/architecture/slab.md). The objects parked stay out of the page allocator
     /// until `kmem_cache_shrink` or reclaim flushes the barn. Rounded down to a power of two
     /// (at least 64 KiB).
     pub barn_bytes: u32,
