@@ -8,7 +8,8 @@
 //! - a free to the wrong cache (the object goes back to its own cache, reported);
 //! - a `kfree`/`vfree` of a stack address, a static, or a free page;
 //! - a sleeping allocation in IRQ context;
-//! - `kmalloc_array` whose size overflows.
+//! - `kmalloc_array` whose size overflows;
+//! - a `krealloc` of a block just freed.
 //!
 //! Properties: no panic; every legal call makes no report and every misuse at least one;
 //! every live block keeps its content (a stamp checked before each free and at the end);
@@ -360,6 +361,18 @@ impl<'m> Run<'m> {
                 if let Ok(p) = r {
                     self.add(Kind::Kmalloc, p.as_ptr() as usize, size);
                 }
+            }
+            14 if inp.byte() % 2 == 1 => {
+                // krealloc of a block just freed: reported, refused, and nothing handed out
+                // twice (the live blocks' stamps would show it).
+                let Some(a) = self.take(inp.byte(), |b| matches!(b.kind, Kind::Kmalloc)) else { return };
+                self.free(&a);
+                self.expect(false, "free before the krealloc");
+                let size = 1 + inp.byte() as usize % a.len.max(1);
+                // SAFETY: deliberate misuse: `a` was freed; kmem must refuse it unwritten.
+                let r = unsafe { m.krealloc(a.addr as *mut u8, size, Gfp::KERNEL | nowarn) };
+                assert!(r.is_err(), "krealloc of freed {a:?} returned {r:?}");
+                self.expect(true, &format!("krealloc of freed {a:?}"));
             }
             14 => {
                 let n = usize::MAX / 2 + inp.byte() as usize;
