@@ -17,7 +17,7 @@
 //!   [`crate::console`] says.
 
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -234,6 +234,36 @@ impl StderrBuf {
             out = &out[n..];
         }
         self.len = 0;
+    }
+}
+
+/// Whether a thread is writing a report to stderr through a [`StderrBuf`]: a report longer
+/// than the buffer goes out in several writes, which another thread's report must not split.
+static STDERR_TURN: AtomicBool = AtomicBool::new(false);
+
+/// Runs `f`, which writes one report to stderr, while no other thread does. A thread that has
+/// not had its turn after a bounded wait (the holder descheduled for long, or a signal handler
+/// reporting on top of its own thread's report) writes anyway: a report mixed into another,
+/// never a hang. Takes no lock that allocates.
+fn with_stderr_turn(f: impl FnOnce()) {
+    let mut tries = 0u32;
+    let turn = loop {
+        if STDERR_TURN.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+            break true;
+        }
+        tries += 1;
+        if tries > 1 << 16 {
+            break false;
+        }
+        if tries % 64 == 0 {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+    };
+    f();
+    if turn {
+        STDERR_TURN.store(false, Ordering::Release);
     }
 }
 
@@ -493,9 +523,11 @@ unsafe impl Platform for HostedPlatform {
     }
     fn report(&self, kind: ReportKind, body: &dyn Fn(&mut dyn fmt::Write) -> fmt::Result) {
         if self.log.no_alloc {
-            let mut buf = StderrBuf::new();
-            let _ = body(&mut buf);
-            buf.flush();
+            with_stderr_turn(|| {
+                let mut buf = StderrBuf::new();
+                let _ = body(&mut buf);
+                buf.flush();
+            });
         } else {
             let mut s = String::new();
             let _ = body(&mut s);
