@@ -17,7 +17,7 @@
 //!   [`crate::console`] says.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -237,33 +237,38 @@ impl StderrBuf {
     }
 }
 
-/// Whether a thread is writing a report to stderr through a [`StderrBuf`]: a report longer
-/// than the buffer goes out in several writes, which another thread's report must not split.
-static STDERR_TURN: AtomicBool = AtomicBool::new(false);
+/// The thread writing a report to stderr through a [`StderrBuf`] (`cpus::thread_key`), 0
+/// when none: a report longer than the buffer goes out in several writes, which another
+/// thread's report must not split.
+static STDERR_TURN: AtomicUsize = AtomicUsize::new(0);
 
-/// Runs `f`, which writes one report to stderr, while no other thread does. A thread that has
-/// not had its turn after a bounded wait (the holder descheduled for long, or a signal handler
-/// reporting on top of its own thread's report) writes anyway: a report mixed into another,
-/// never a hang. Takes no lock that allocates.
+/// Runs `f`, which writes one report to stderr, while no other thread does. A report made
+/// inside this thread's own (a signal handler's) writes at once; a thread that has waited a
+/// second for another's writes anyway (a report mixed into another, never a hang). Allocates
+/// nothing.
 fn with_stderr_turn(f: impl FnOnce()) {
+    let me = cpus::thread_key();
+    if STDERR_TURN.load(Ordering::Relaxed) == me {
+        return f();
+    }
+    let start = Instant::now();
     let mut tries = 0u32;
     let turn = loop {
-        if STDERR_TURN.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+        if STDERR_TURN.compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
             break true;
         }
-        tries += 1;
-        if tries > 1 << 16 {
-            break false;
-        }
-        if tries % 64 == 0 {
-            std::thread::yield_now();
-        } else {
+        tries = tries.wrapping_add(1);
+        if tries % 64 != 0 {
             std::hint::spin_loop();
+        } else if start.elapsed() > std::time::Duration::from_secs(1) {
+            break false;
+        } else {
+            std::thread::yield_now();
         }
     };
     f();
     if turn {
-        STDERR_TURN.store(false, Ordering::Release);
+        STDERR_TURN.store(0, Ordering::Release);
     }
 }
 

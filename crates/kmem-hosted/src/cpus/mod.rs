@@ -65,6 +65,12 @@ pub fn pin_current_thread(cpu: u32) {
     });
 }
 
+/// An address that names the calling thread while it lives (its context's).
+#[inline]
+pub(crate) fn thread_key() -> usize {
+    CTX.with(|c| c as *const Ctx as usize)
+}
+
 /// Runs `f` as if from a hardware interrupt handler on the current CPU: `in_interrupt()` and
 /// `irqs_disabled()` are true while it runs.
 pub fn in_irq<R>(f: impl FnOnce() -> R) -> R {
