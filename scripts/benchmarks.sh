@@ -15,7 +15,7 @@
 # crates/kmem-bench/notes/where-kmem-loses.md. Every section says its machine and date. The
 # run's headline (the targets table) also goes into README.md, between its
 # `<!-- benchmarks.sh: ... -->` markers.
-# Takes about 4 minutes after the builds on a 2-CPU machine (the builds, fat LTO, take several
+# Takes about 5 minutes with the builds cached on a 2-CPU machine (328 s on 2026-12-07) (the builds, fat LTO, take several
 # more the first time). Each step says on stderr what it is doing.
 #
 # Usage: scripts/benchmarks.sh [arguments of the malloc bench binary, e.g. --rounds 15]
